@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""The README's two commands, on a machine that has only Python 3.11 and pip.
+
+    python3 dev.py demo    # set up .venv, run the demo workload into data/cliffwatch.duckdb,
+                           # then open the dashboard on it
+    python3 dev.py test    # set up .venv, run the whole test suite (pytest)
+    python3 dev.py bench   # set up .venv, run the benchmarks in bench/
+
+Set-up is idempotent: the virtual environment in .venv is created once and re-installed
+only when pyproject.toml changes (its hash is kept in .venv/.cliffwatch-installed).
+Extra arguments after the command go to what it runs (``python3 dev.py test -k store``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+STAMP = VENV / ".cliffwatch-installed"
+
+
+def _say(msg: str) -> None:
+    print(f"[dev] {msg}", flush=True)
+
+
+def ensure_env() -> None:
+    """Create .venv and install cliffwatch with its test extras when pyproject changed."""
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not PY.exists():
+        _say(f"creating virtual environment in {VENV}")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    if STAMP.exists() and STAMP.read_text().strip() == want:
+        return
+    _say("installing cliffwatch and its dependencies (first run takes about a minute)")
+    pip = [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "-e", f"{ROOT}[test]"], check=True)
+    STAMP.write_text(want)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"demo", "test", "bench"}:
+        print(__doc__)
+        return 2
+    cmd, rest = argv[0], argv[1:]
+    ensure_env()
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    if cmd == "test":
+        return subprocess.run([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env).returncode
+    if cmd == "bench":
+        return subprocess.run([str(PY), "-m", "bench", *rest], cwd=ROOT, env=env).returncode
+    cw = str(BIN / "cliffwatch")
+    rc = subprocess.run([cw, "demo", *rest], cwd=ROOT, env=env).returncode
+    if rc != 0:
+        return rc
+    return subprocess.run([cw, "dashboard"], cwd=ROOT, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,107 @@
+"""The one plain record every span becomes before anything else touches it.
+
+An SDK span (our own orchestrator), an OTLP protobuf span, an OTLP/JSON span and a litellm
+callback all convert at the boundary into :class:`SpanRecord`; the store writes only
+records. Converters live beside their sources (``telemetry.sdk_mapping`` for SDK spans,
+``telemetry.otlp`` for OTLP), all producing this shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True, slots=True)
+class SpanRecord:
+    """One span, flattened to the columns of the store's ``spans`` table.
+
+    Ids are the OTel lowercase hex ids: ``trace_id`` 32 chars, ``span_id`` and
+    ``parent_span_id`` 16 chars (``parent_span_id`` is None for a root). Times are integer
+    nanoseconds since the Unix epoch (UTC). ``cost_usd`` is None when the call is unpriced
+    or the span is not an LLM call. ``attributes``, ``resource_attributes`` and ``events``
+    are JSON text (an object, an object, an array).
+    """
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    start_time_unix_nano: int
+    end_time_unix_nano: int
+    status_code: str  # "unset" | "ok" | "error"
+    status_message: str | None
+    role: str  # telemetry.conventions.Role
+    task_class: str | None
+    is_llm_call: bool
+    operation: str | None
+    provider: str | None
+    request_model: str | None
+    response_model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float | None
+    cost_source: str | None  # telemetry.conventions.CostSource, None when not a call
+    price_input_usd_per_token: float | None
+    price_output_usd_per_token: float | None
+    service_name: str | None
+    source: str  # producer: "cliffwatch" | "otlp" | "litellm" | "guard" | ...
+    attributes: str = "{}"
+    resource_attributes: str = "{}"
+    events: str = "[]"
+
+    @property
+    def duration_ms(self) -> float:
+        """End minus start, in milliseconds."""
+        return (self.end_time_unix_nano - self.start_time_unix_nano) / 1e6
+
+
+SPAN_RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SpanRecord))
+
+ARROW_SCHEMA = pa.schema(
+    [
+        ("trace_id", pa.string()),
+        ("span_id", pa.string()),
+        ("parent_span_id", pa.string()),
+        ("name", pa.string()),
+        ("start_time_unix_nano", pa.int64()),
+        ("end_time_unix_nano", pa.int64()),
+        ("status_code", pa.string()),
+        ("status_message", pa.string()),
+        ("role", pa.string()),
+        ("task_class", pa.string()),
+        ("is_llm_call", pa.bool_()),
+        ("operation", pa.string()),
+        ("provider", pa.string()),
+        ("request_model", pa.string()),
+        ("response_model", pa.string()),
+        ("input_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("cost_usd", pa.float64()),
+        ("cost_source", pa.string()),
+        ("price_input_usd_per_token", pa.float64()),
+        ("price_output_usd_per_token", pa.float64()),
+        ("service_name", pa.string()),
+        ("source", pa.string()),
+        ("attributes", pa.string()),
+        ("resource_attributes", pa.string()),
+        ("events", pa.string()),
+    ]
+)
+assert tuple(ARROW_SCHEMA.names) == SPAN_RECORD_FIELDS
+
+
+def records_to_arrow(records: list[SpanRecord]) -> pa.Table:
+    """Column-wise Arrow table of ``records`` in :data:`ARROW_SCHEMA` (for bulk inserts)."""
+    columns: dict[str, list[Any]] = {name: [] for name in SPAN_RECORD_FIELDS}
+    for rec in records:
+        for name in SPAN_RECORD_FIELDS:
+            columns[name].append(getattr(rec, name))
+    return pa.Table.from_pydict(columns, schema=ARROW_SCHEMA)
+
+
+def records_from_arrow(table: pa.Table) -> list[SpanRecord]:
+    """Inverse of :func:`records_to_arrow` (used to load spilled batches)."""
+    return [SpanRecord(**row) for row in table.select(list(SPAN_RECORD_FIELDS)).to_pylist()]

@@ -1,0 +1,108 @@
+"""The DuckDB store's schema: tables ``spans``, ``runs``, ``incidents`` and ``cliffwatch_meta``.
+
+Times are ``TIMESTAMP`` in UTC (no zone stored). ``spans`` is the raw truth; ``runs`` is
+materialised from it when a run's root span arrives (one row per trace), so analytics
+reads one row per run instead of aggregating spans; ``incidents`` holds breaches and
+runaways with their triage state. ``cliffwatch_meta`` marks a file as a cliffwatch store
+and holds the schema version.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+META_TABLE = "cliffwatch_meta"
+
+DDL: tuple[str, ...] = (
+    f"""
+    CREATE TABLE IF NOT EXISTS {META_TABLE} (
+        key VARCHAR PRIMARY KEY,
+        value VARCHAR NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS spans (
+        trace_id VARCHAR NOT NULL,
+        span_id VARCHAR NOT NULL,
+        parent_span_id VARCHAR,
+        name VARCHAR NOT NULL,
+        started_at TIMESTAMP NOT NULL,
+        ended_at TIMESTAMP NOT NULL,
+        start_time_unix_nano BIGINT NOT NULL,
+        end_time_unix_nano BIGINT NOT NULL,
+        duration_ms DOUBLE NOT NULL,
+        status_code VARCHAR NOT NULL,
+        status_message VARCHAR,
+        role VARCHAR NOT NULL,
+        task_class VARCHAR,
+        is_llm_call BOOLEAN NOT NULL,
+        operation VARCHAR,
+        provider VARCHAR,
+        request_model VARCHAR,
+        response_model VARCHAR,
+        input_tokens BIGINT,
+        output_tokens BIGINT,
+        cost_usd DOUBLE,
+        cost_source VARCHAR,
+        price_input_usd_per_token DOUBLE,
+        price_output_usd_per_token DOUBLE,
+        service_name VARCHAR,
+        source VARCHAR NOT NULL,
+        attributes JSON,
+        resource_attributes JSON,
+        events JSON,
+        ingested_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (trace_id, span_id)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS runs (
+        run_id VARCHAR PRIMARY KEY,
+        task_class VARCHAR NOT NULL,
+        started_at TIMESTAMP NOT NULL,
+        ended_at TIMESTAMP NOT NULL,
+        duration_ms DOUBLE NOT NULL,
+        status VARCHAR NOT NULL,
+        breach VARCHAR,
+        cost_usd DOUBLE NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        llm_calls INTEGER NOT NULL,
+        unpriced_calls INTEGER NOT NULL,
+        failed_calls INTEGER NOT NULL,
+        workers_proposed INTEGER,
+        workers_dispatched INTEGER,
+        workers_failed INTEGER,
+        workers_cancelled INTEGER,
+        max_workers INTEGER,
+        ceiling_usd DOUBLE,
+        estimate_usd DOUBLE,
+        policy VARCHAR,
+        planner_model VARCHAR,
+        synthesis_model VARCHAR,
+        replay_of VARCHAR,
+        service_name VARCHAR,
+        source VARCHAR NOT NULL,
+        materialised_at TIMESTAMP NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS incidents (
+        incident_id VARCHAR PRIMARY KEY,
+        kind VARCHAR NOT NULL,
+        run_id VARCHAR NOT NULL,
+        task_class VARCHAR,
+        detected_at TIMESTAMP NOT NULL,
+        detail VARCHAR NOT NULL,
+        data JSON,
+        status VARCHAR NOT NULL DEFAULT 'open',
+        note VARCHAR,
+        updated_at TIMESTAMP
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS runs_class_time ON runs (task_class, started_at)",
+    "CREATE INDEX IF NOT EXISTS incidents_run ON incidents (run_id)",
+)
+"""Statements that create an empty store; every one is idempotent."""
+
+INCIDENT_STATUSES = ("open", "acknowledged", "resolved")

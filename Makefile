@@ -1,0 +1,14 @@
+# The few commands people type. Each goes through dev.py, which sets up .venv itself.
+.PHONY: demo test bench lint
+
+demo:
+	python3 dev.py demo
+
+test:
+	python3 dev.py test
+
+bench:
+	python3 dev.py bench
+
+lint:
+	.venv/bin/ruff check cliffwatch orchestrator telemetry analytics dashboard tests bench

@@ -1,0 +1,299 @@
+"""The DuckDB store: short-lived connections with lock retry, and the one write path.
+
+DuckDB 2.0 lets one process hold a file read-write, or several processes hold it
+read-only, never both; any other connect fails at once with ``IOException: Could not set
+lock on file`` (../shared/NOTES.md). So nothing here keeps a connection: every
+:func:`open_store` opens, does its work and closes, and a lock conflict is retried with
+exponential backoff and full jitter until a timeout, then reported as
+:class:`StoreBusyError`. Within one process the conflict shows up as a
+``ConnectionException`` ("different configuration") when a read-only and a read-write
+connection overlap; it is retried the same way.
+
+:func:`write_spans` is the only way spans enter the store: one read-write connection,
+one transaction that loads pending spill files, inserts the batch from Arrow, then
+materialises the touched runs (:mod:`telemetry.materialise`) and records incidents
+(:mod:`telemetry.incident_rules`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from cliffwatch import settings
+from telemetry import incident_rules, materialise, spill
+from telemetry.records import SPAN_RECORD_FIELDS, SpanRecord, records_to_arrow
+from telemetry.schema import DDL, META_TABLE, SCHEMA_VERSION
+
+# Backoff: the first retry after about 5 ms (a writer holds the file for a few ms per
+# batch), doubling up to 200 ms so a long holder is polled a few times a second, with
+# "full jitter" (sleep uniformly in [0, delay]) so that competing processes do not retry
+# in lockstep (AWS Architecture Blog, "Exponential Backoff And Jitter", 2015).
+_BACKOFF_FIRST_S = 0.005
+_BACKOFF_MAX_S = 0.2
+
+_LOCK_MESSAGES = ("Could not set lock on file", "different configuration")
+_NOT_DUCKDB_MESSAGE = "not a valid DuckDB database file"
+_MISSING_MESSAGE = "database does not exist"
+
+BATCH_VIEW = "cliff_batch"
+"""Name the Arrow batch is registered under during a write (touched traces come from it)."""
+
+
+class StoreError(Exception):
+    """A cliffwatch store cannot be used; the message is one line naming the path."""
+
+
+class StoreNotFoundError(StoreError):
+    """A read-only open of a store file that does not exist."""
+
+
+class NotACliffwatchStoreError(StoreError):
+    """The file exists but is not a DuckDB database, or is one without ``cliffwatch_meta``."""
+
+
+class StoreBusyError(StoreError):
+    """Another process held the store's lock for longer than the timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one :func:`write_spans` call changed.
+
+    Attributes:
+        spans_written: spans newly inserted (the batch plus loaded spill files, less
+            those already in the store).
+        runs_materialised: ``runs`` rows inserted or replaced (traces touched by the
+            write whose root span is in the store).
+        incidents_recorded: ``incidents`` rows newly inserted.
+        spill_files_loaded: pending spill files loaded and deleted.
+    """
+
+    spans_written: int
+    runs_materialised: int
+    incidents_recorded: int
+    spill_files_loaded: int = 0
+
+
+def _is_lock_conflict(exc: duckdb.Error) -> bool:
+    text = str(exc)
+    return any(m in text for m in _LOCK_MESSAGES)
+
+
+def _connect(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + timeout_s
+    delay = _BACKOFF_FIRST_S
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            text = str(exc)
+            if _NOT_DUCKDB_MESSAGE in text:
+                raise NotACliffwatchStoreError(
+                    f"{path} is not a cliffwatch store (not a DuckDB database file)"
+                ) from None
+            if read_only and _MISSING_MESSAGE in text:
+                raise StoreNotFoundError(f"store {path} does not exist") from None
+            if not _is_lock_conflict(exc):
+                first_line = text.splitlines()[0] if text else type(exc).__name__
+                raise StoreError(f"cannot open store {path}: {first_line}") from exc
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            mode = "read-only" if read_only else "read-write"
+            raise StoreBusyError(
+                f"store {path} is busy: another process held its lock for {timeout_s:g} s "
+                f"({mode} open gave up)"
+            )
+        time.sleep(min(random.uniform(0, delay), remaining))
+        delay = min(delay * 2, _BACKOFF_MAX_S)
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    rows = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'",
+        [name],
+    ).fetchall()
+    return rows[0][0] > 0
+
+
+def _check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    rows = con.execute(
+        f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'"
+    ).fetchall()
+    if not rows:
+        raise NotACliffwatchStoreError(f"{path} is not a cliffwatch store (no schema version)")
+    version = int(rows[0][0])
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"store {path} has schema version {version}; this cliffwatch reads up to "
+            f"{SCHEMA_VERSION} (upgrade cliffwatch)"
+        )
+
+
+def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    if _has_table(con, META_TABLE):
+        _check_version(con, path)
+        return
+    if con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()[0][0] > 0:
+        # Someone else's database: do not add our tables to it.
+        raise NotACliffwatchStoreError(
+            f"{path} is not a cliffwatch store (a DuckDB database without {META_TABLE})"
+        )
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for statement in DDL:
+            con.execute(statement)
+        con.execute(
+            f"INSERT INTO {META_TABLE} VALUES ('schema_version', ?), ('created_at', ?)",
+            [str(SCHEMA_VERSION), datetime.now(UTC).isoformat()],
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
+def open_store(
+    path: str | os.PathLike[str], *, read_only: bool, timeout_s: float | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the store for one short piece of work, retrying while another process holds it.
+
+    Read-write opens create the parent directory, the schema and the ``cliffwatch_meta``
+    row when the file is new. Read-only opens check that the file is a cliffwatch store.
+    The connection is closed on exit, whatever happens; do not keep it.
+
+    Args:
+        path: the DuckDB file.
+        read_only: open read-only (several processes may) or read-write (one process).
+        timeout_s: seconds to keep retrying a lock conflict; default
+            ``settings.lock_timeout_s()`` ($CLIFFWATCH_LOCK_TIMEOUT_S, 10 s).
+
+    Yields:
+        A duckdb connection. Read every result to the end (DuckDB 2.0 results stream).
+
+    Raises:
+        StoreNotFoundError: read-only and the file does not exist.
+        NotACliffwatchStoreError: the file is not a DuckDB database, or lacks
+            ``cliffwatch_meta`` (read-write refuses to add tables to a foreign database).
+        StoreBusyError: the lock was not obtained within ``timeout_s``.
+        StoreError: any other failure to open (permissions, newer schema version).
+    """
+    store_path = Path(path)
+    timeout = settings.lock_timeout_s() if timeout_s is None else timeout_s
+    if read_only and not store_path.exists():
+        raise StoreNotFoundError(f"store {store_path} does not exist")
+    if not read_only:
+        store_path.parent.mkdir(parents=True, exist_ok=True)
+    con = _connect(store_path, read_only, timeout)
+    try:
+        if read_only:
+            if not _has_table(con, META_TABLE):
+                raise NotACliffwatchStoreError(
+                    f"{store_path} is not a cliffwatch store (no {META_TABLE} table)"
+                )
+            _check_version(con, store_path)
+        else:
+            _ensure_schema(con, store_path)
+        yield con
+    finally:
+        con.close()
+
+
+_SPAN_COLUMNS = ", ".join(SPAN_RECORD_FIELDS)
+_JSON_COLUMNS = ("attributes", "resource_attributes", "events")
+
+
+def _select_expr(name: str) -> str:
+    if name in _JSON_COLUMNS:
+        # One span with malformed JSON must not fail the whole batch (STYLE.md item 5):
+        # keep its text under a marker key instead.
+        return (
+            f"CASE WHEN json_valid({name}) THEN {name}::JSON "
+            f"ELSE json_object('cliffwatch.invalid_json', {name}) END"
+        )
+    return name
+
+
+_INSERT_SPANS = f"""
+    INSERT INTO spans ({_SPAN_COLUMNS}, started_at, ended_at, duration_ms, ingested_at)
+    SELECT {", ".join(_select_expr(n) for n in SPAN_RECORD_FIELDS)},
+        make_timestamp(start_time_unix_nano // 1000),
+        make_timestamp(end_time_unix_nano // 1000),
+        (end_time_unix_nano - start_time_unix_nano) / 1e6,
+        $ingested_at
+    FROM {BATCH_VIEW}
+    ON CONFLICT DO NOTHING
+"""
+
+
+def _inserted(result: duckdb.DuckDBPyConnection) -> int:
+    rows = result.fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def write_spans(
+    path: str | os.PathLike[str],
+    records: Sequence[SpanRecord],
+    *,
+    timeout_s: float | None = None,
+    runaway_k: float | None = None,
+) -> WriteResult:
+    """Append spans to the store, then materialise their runs and record incidents.
+
+    One short read-write connection and one transaction: pending spill files of this
+    store are loaded with the batch; spans are inserted from an Arrow table
+    (``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, so writing the same
+    ``(trace_id, span_id)`` twice adds nothing); every trace touched whose root span is
+    in the store gets its ``runs`` row (re)built; incident rules run over those runs.
+    Spill files are deleted once the transaction has committed.
+
+    Args:
+        path: the store (created when missing).
+        records: the spans, any order, any number of traces (may be empty: then only
+            pending spill files are loaded).
+        timeout_s: lock retry bound; default ``settings.lock_timeout_s()``.
+        runaway_k: runaway multiple; default ``settings.runaway_k()``.
+
+    Returns:
+        A :class:`WriteResult` with the counts of what changed.
+
+    Raises:
+        StoreBusyError: the lock was not obtained in time (nothing was written; the
+            caller may spill the batch with :func:`telemetry.spill.spill_records`).
+        NotACliffwatchStoreError, StoreError: as :func:`open_store`.
+    """
+    k = settings.runaway_k() if runaway_k is None else runaway_k
+    ingested_at = datetime.now(UTC).replace(tzinfo=None)
+    with open_store(path, read_only=False, timeout_s=timeout_s) as con:
+        spill_tables, spill_paths = spill.read_spills(spill.pending_spills(path))
+        tables = [records_to_arrow(list(records)), *spill_tables]
+        batch = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        if batch.num_rows == 0:
+            return WriteResult(0, 0, 0, 0)
+        con.register(BATCH_VIEW, batch)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                spans_written = _inserted(
+                    con.execute(_INSERT_SPANS, {"ingested_at": ingested_at})
+                )
+                runs = materialise.materialise_runs(con, BATCH_VIEW, ingested_at)
+                incidents = incident_rules.record_incidents(con, BATCH_VIEW, k)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.unregister(BATCH_VIEW)
+        spill.remove_spills(spill_paths)
+    return WriteResult(spans_written, runs, incidents, len(spill_paths))

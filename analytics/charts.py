@@ -1,0 +1,230 @@
+"""Plotly figures drawn from the DataFrames analytics returns (compute once, render many).
+
+Each function takes what an analytics function returned, draws it, and returns a
+``plotly.graph_objects.Figure``; none of them queries the store. The dashboard shows
+them with ``st.plotly_chart``; a report writes them with ``fig.write_html``.
+Points that stand for a run carry its ``run_id`` as ``customdata`` so a click can select
+the run.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import plotly.graph_objects as go
+import polars as pl
+
+from telemetry.conventions import Role
+
+PERCENTILE_STYLES: tuple[tuple[str, str, str], ...] = (
+    ("p50_usd", "P50", "#2ca02c"),
+    ("p95_usd", "P95", "#ff7f0e"),
+    ("p99_usd", "P99", "#d62728"),
+)
+"""(column, label, colour) of each percentile drawn."""
+
+ROLE_COLOURS: dict[str, str] = {
+    Role.RUN: "#7f7f7f",
+    Role.PLAN: "#1f77b4",
+    Role.WORKER: "#ff7f0e",
+    Role.SYNTHESIS: "#2ca02c",
+    Role.CRITIC: "#9467bd",
+    Role.CALL: "#8c564b",
+    Role.OTHER: "#bcbd22",
+}
+"""Bar colour of each ``cliff.role`` in the waterfall."""
+
+_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+
+
+def _require(df: pl.DataFrame, columns: tuple[str, ...], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} needs columns {', '.join(missing)}")
+
+
+def cost_distribution(
+    runs: pl.DataFrame, percentiles: pl.DataFrame, *, log_x: bool = True
+) -> go.Figure:
+    """Cost per run for each task class, one horizontal box with every run as a point,
+    and P50/P95/P99 marked on each class.
+
+    Args:
+        runs: from :func:`analytics.runs.list_runs` (uses ``run_id``, ``task_class``,
+            ``cost_usd``).
+        percentiles: from :func:`analytics.percentiles.cost_percentiles` with
+            ``by="task_class"`` over the same runs (uses ``task_class``, ``p50_usd``,
+            ``p95_usd``, ``p99_usd``).
+        log_x: log-scale cost axis (the tail spans orders of magnitude); a run costing
+            exactly $0 cannot be drawn on it and is left out of the view.
+
+    Returns:
+        The figure; each run point has ``customdata = [run_id]``.
+
+    Raises:
+        ValueError: a needed column is missing.
+    """
+    _require(runs, ("run_id", "task_class", "cost_usd"), "cost_distribution(runs)")
+    _require(
+        percentiles, ("task_class", "p50_usd", "p95_usd", "p99_usd"), "cost_distribution"
+    )
+    fig = go.Figure()
+    classes = sorted(runs["task_class"].unique().to_list())
+    for task_class in classes:
+        sub = runs.filter(pl.col("task_class") == task_class)
+        fig.add_trace(
+            go.Box(
+                x=sub["cost_usd"].to_list(),
+                y=[task_class] * sub.height,
+                name=task_class,
+                orientation="h",
+                boxpoints="all",
+                jitter=0.4,
+                pointpos=0,
+                marker={"size": 4, "opacity": 0.5},
+                customdata=[[r] for r in sub["run_id"].to_list()],
+                hovertemplate="run %{customdata[0]}<br>$%{x:.5f}<extra>%{y}</extra>",
+                showlegend=False,
+            )
+        )
+    marked = percentiles.filter(pl.col("task_class").is_in(classes))
+    for column, label, colour in PERCENTILE_STYLES:
+        fig.add_trace(
+            go.Scatter(
+                x=marked[column].to_list(),
+                y=marked["task_class"].to_list(),
+                mode="markers",
+                name=label,
+                marker={"symbol": "line-ns-open", "size": 26, "color": colour,
+                        "line": {"width": 3, "color": colour}},
+                hovertemplate=f"{label} $%{{x:.5f}}<extra>%{{y}}</extra>",
+            )
+        )
+    fig.update_layout(
+        xaxis={"title": "cost per run (USD)", "type": "log" if log_x else "linear"},
+        yaxis={"title": "task class"},
+        legend={"orientation": "h", "y": 1.08},
+        margin={"t": 40},
+    )
+    return fig
+
+
+def daily_trend(
+    daily: pl.DataFrame, cap_date: date | None = None, *, log_y: bool = True
+) -> go.Figure:
+    """Daily P50/P95/P99 lines per task class, with a vertical marker on the cap date.
+
+    Args:
+        daily: from :func:`analytics.percentiles.daily_percentiles` (uses
+            ``task_class``, ``day``, ``p50_usd``, ``p95_usd``, ``p99_usd``).
+        cap_date: the day the max-workers cap came in
+            (:func:`analytics.percentiles.cap_start_date`); None draws no marker.
+        log_y: log-scale cost axis.
+
+    Returns:
+        The figure: colour is the percentile, line dash the task class.
+
+    Raises:
+        ValueError: a needed column is missing.
+    """
+    _require(daily, ("task_class", "day", "p50_usd", "p95_usd", "p99_usd"), "daily_trend")
+    fig = go.Figure()
+    classes = sorted(daily["task_class"].unique().to_list())
+    for i, task_class in enumerate(classes):
+        sub = daily.filter(pl.col("task_class") == task_class).sort("day")
+        for column, label, colour in PERCENTILE_STYLES:
+            name = label if len(classes) == 1 else f"{task_class} {label}"
+            fig.add_trace(
+                go.Scatter(
+                    x=sub["day"].to_list(),
+                    y=sub[column].to_list(),
+                    mode="lines+markers",
+                    name=name,
+                    line={"color": colour, "dash": _DASHES[i % len(_DASHES)]},
+                    hovertemplate=f"{name} %{{x}}: $%{{y:.5f}}<extra></extra>",
+                )
+            )
+    if cap_date is not None:
+        # add_vline's own annotation cannot average dates (plotly 7.1 TypeError), so the
+        # label is a separate annotation at the top of the plot area.
+        fig.add_vline(x=cap_date.isoformat(), line_dash="dash", line_color="black")
+        fig.add_annotation(
+            x=cap_date.isoformat(), y=1, yref="paper", text="max-workers cap",
+            showarrow=False, xanchor="left", yanchor="bottom",
+        )
+    fig.update_layout(
+        xaxis={"title": "day (UTC)"},
+        yaxis={"title": "cost per run (USD)", "type": "log" if log_y else "linear"},
+        legend={"orientation": "h", "y": -0.2},
+        margin={"t": 40},
+    )
+    return fig
+
+
+def run_waterfall(spans: pl.DataFrame) -> go.Figure:
+    """One run's spans as bars on a time axis (ms from the run's start), top to bottom in
+    start order, indented by depth, coloured by role; errors outlined in red.
+
+    Args:
+        spans: from :func:`analytics.runs.run_spans` (uses ``span_id``, ``name``,
+            ``role``, ``depth``, ``offset_ms``, ``duration_ms``, ``model``,
+            ``input_tokens``, ``output_tokens``, ``cost_usd``, ``status_code``).
+
+    Returns:
+        The figure; hover shows model, tokens, cost and status; ``customdata[0]`` is the
+        span id.
+
+    Raises:
+        ValueError: a needed column is missing.
+    """
+    need = ("span_id", "name", "role", "depth", "offset_ms", "duration_ms", "model",
+            "input_tokens", "output_tokens", "cost_usd", "status_code")
+    _require(spans, need, "run_waterfall")
+    rows = spans.with_row_index("row").to_dicts()
+    fig = go.Figure()
+    for role in dict.fromkeys(r["role"] for r in rows):
+        mine = [r for r in rows if r["role"] == role]
+        fig.add_trace(
+            go.Bar(
+                y=[r["row"] for r in mine],
+                x=[max(r["duration_ms"], 0.0) for r in mine],
+                base=[r["offset_ms"] for r in mine],
+                orientation="h",
+                name=role,
+                marker={
+                    "color": ROLE_COLOURS.get(role, "#17becf"),
+                    "line": {
+                        "color": ["#d62728" if r["status_code"] == "error" else "white"
+                                  for r in mine],
+                        "width": 2,
+                    },
+                },
+                customdata=[
+                    [r["span_id"], r["name"], r["model"] or "-",
+                     "-" if r["input_tokens"] is None else r["input_tokens"],
+                     "-" if r["output_tokens"] is None else r["output_tokens"],
+                     "-" if r["cost_usd"] is None else f"${r['cost_usd']:.6f}",
+                     r["status_code"]]
+                    for r in mine
+                ],
+                hovertemplate=(
+                    "%{customdata[1]}<br>model %{customdata[2]}<br>"
+                    "tokens in %{customdata[3]} / out %{customdata[4]}<br>"
+                    "cost %{customdata[5]}<br>status %{customdata[6]}<br>"
+                    "start %{base:.0f} ms, %{x:.0f} ms<extra>" + role + "</extra>"
+                ),
+            )
+        )
+    fig.update_layout(
+        barmode="overlay",
+        xaxis={"title": "ms since the run started"},
+        yaxis={
+            "tickvals": [r["row"] for r in rows],
+            "ticktext": ["\u2003" * r["depth"] + r["name"] for r in rows],
+            "autorange": "reversed",
+        },
+        height=max(240, 28 * len(rows) + 120),
+        legend={"orientation": "h", "y": 1.05},
+        margin={"t": 40},
+    )
+    return fig

@@ -1,0 +1,79 @@
+"""Incidents: cap breaches, cost-ceiling breaches and runaways, as the store recorded them.
+
+The write side (``telemetry.incident_rules``) detects and records incidents; this module
+only reads them.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+
+from analytics.runs import require_task_class
+from analytics.store_access import frame, where
+from analytics.window import Window
+
+INCIDENT_COLUMNS: tuple[str, ...] = (
+    "incident_id",
+    "kind",
+    "run_id",
+    "task_class",
+    "detected_at",
+    "status",
+    "detail",
+    "data",
+    "note",
+    "updated_at",
+)
+"""Columns of :func:`list_incidents`, in order."""
+
+
+def list_incidents(
+    con: duckdb.DuckDBPyConnection,
+    window: Window = Window(),  # noqa: B008 - Window is frozen
+    kind: str | None = None,
+    status: str | None = None,
+    task_class: str | None = None,
+    limit: int | None = None,
+) -> pl.DataFrame:
+    """Incidents detected in ``window``, newest first.
+
+    Args:
+        con: a store connection.
+        window: on ``detected_at`` (the run's end; ``since`` inclusive, ``until``
+            exclusive).
+        kind: only this kind (``cap_breach|cost_ceiling|runaway``).
+        status: only this triage status (``open|acknowledged|resolved``).
+        task_class: only incidents of runs of this class (it must exist in the store).
+        limit: at most this many rows (the newest); None = all.
+
+    Returns:
+        Columns :data:`INCIDENT_COLUMNS`: ``detected_at`` / ``updated_at`` naive UTC,
+        ``detail`` one human line, ``data`` the kind's figures as JSON text (e.g.
+        ``{"proposed": 47, "max_workers": 8, ...}`` for a cap breach), ``note`` the
+        triage note or null.
+
+    Raises:
+        UnknownTaskClassError: ``task_class`` has no runs in the store.
+        ValueError: ``limit`` is negative.
+    """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    conds, params = window.conditions("detected_at")
+    if kind is not None:
+        conds.append("kind = $kind")
+        params["kind"] = kind
+    if status is not None:
+        conds.append("status = $status")
+        params["status"] = status
+    if task_class is not None:
+        require_task_class(con, task_class)
+        conds.append("task_class = $task_class")
+        params["task_class"] = task_class
+    columns = ", ".join("data::VARCHAR AS data" if c == "data" else c for c in INCIDENT_COLUMNS)
+    limit_sql = f"LIMIT {int(limit)}" if limit is not None else ""
+    sql = f"""
+        SELECT {columns} FROM incidents {where(conds)}
+        ORDER BY detected_at DESC, incident_id {limit_sql}
+    """
+    return frame(con, sql, params)

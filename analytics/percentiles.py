@@ -1,0 +1,216 @@
+"""Cost percentiles per task class (or per model, or per role) and their daily trend.
+
+Percentiles are continuous: DuckDB's ``quantile_cont``, which interpolates linearly
+between order statistics exactly as numpy's default ``method='linear'`` (Hyndman & Fan
+type 7). The *cliff ratio* is P99 / P50: the handbook's "Cost Cliff" is P95 ~ 4x P50 and
+P99 ~ 10x P50 in a pipeline without caps (DESIGN.md).
+
+All of it is computed in SQL in the store and returned as polars, once, for every view
+(tables, charts, JSON) to render.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal, get_args
+
+import duckdb
+import polars as pl
+
+from analytics.runs import require_task_class
+from analytics.store_access import frame, where
+from analytics.window import Window
+from telemetry.conventions import CostSource
+
+GroupBy = Literal["task_class", "model", "role"]
+GROUP_BYS: tuple[str, ...] = get_args(GroupBy)
+"""What :func:`cost_percentiles` can group by."""
+
+PERCENTILE_COLUMNS: tuple[str, ...] = (
+    "runs",
+    "total_usd",
+    "mean_usd",
+    "p50_usd",
+    "p95_usd",
+    "p99_usd",
+    "max_usd",
+    "cliff_ratio",
+    "breaches",
+    "unpriced_calls",
+)
+"""Columns of :func:`cost_percentiles` after the group key, in order."""
+
+# Leaf LLM calls of the runs in `scope` (a CTE of run_id): calls with no LLM-call
+# descendant, so a parent that repeats its children's usage is never added again
+# (DESIGN.md "Cost truth"; the same rule the store uses for runs.cost_usd). `up` holds
+# every span that is an ancestor of some LLM call; UNION (not ALL) ends on cycles.
+_LEAF_CALLS_CTES = """
+    up(trace_id, span_id) AS (
+        SELECT s.trace_id, s.parent_span_id
+        FROM spans s JOIN scope ON s.trace_id = scope.run_id
+        WHERE s.is_llm_call AND s.parent_span_id IS NOT NULL
+        UNION
+        SELECT p.trace_id, p.parent_span_id
+        FROM up JOIN spans p ON p.trace_id = up.trace_id AND p.span_id = up.span_id
+        WHERE p.parent_span_id IS NOT NULL
+    ),
+    leaf_calls AS (
+        SELECT s.*
+        FROM spans s JOIN scope ON s.trace_id = scope.run_id
+        ANTI JOIN up ON s.trace_id = up.trace_id AND s.span_id = up.span_id
+        WHERE s.is_llm_call
+    )
+"""
+
+_UNIT_KEY_SQL = {
+    "model": "coalesce(response_model, request_model, 'unknown')",
+    "role": "role",
+}
+
+
+def _stats_sql(key: str, units: str) -> str:
+    # `units` has one row per unit: key, cost_usd, breach, unpriced_calls.
+    return f"""
+        SELECT {key}, runs, total_usd, mean_usd,
+               q[1] AS p50_usd, q[2] AS p95_usd, q[3] AS p99_usd, max_usd,
+               CASE WHEN q[1] > 0 THEN q[3] / q[1] END AS cliff_ratio,
+               breaches, unpriced_calls
+        FROM (
+            SELECT {key},
+                   count(*) AS runs,
+                   sum(cost_usd) AS total_usd,
+                   avg(cost_usd) AS mean_usd,
+                   quantile_cont(cost_usd, [0.5, 0.95, 0.99]) AS q,
+                   max(cost_usd) AS max_usd,
+                   count(*) FILTER (WHERE breach IS NOT NULL) AS breaches,
+                   sum(unpriced_calls)::BIGINT AS unpriced_calls
+            FROM {units}
+            GROUP BY {key}
+        )
+        ORDER BY {key}
+    """
+
+
+def cost_percentiles(
+    con: duckdb.DuckDBPyConnection,
+    window: Window = Window(),  # noqa: B008 - Window is frozen
+    by: GroupBy = "task_class",
+    task_class: str | None = None,
+) -> pl.DataFrame:
+    """Cost per task: count, total, mean, P50/P95/P99, max, cliff ratio and breaches.
+
+    Every run started in ``window`` counts, whatever its status (a rejected run's planner
+    call is real spend); with ``Window()`` every run in the store counts.
+
+    The unit is always the task (one run):
+
+    - ``by="task_class"``: one value per run, its ``runs.cost_usd`` (the sum of its leaf
+      LLM calls), grouped by the run's task class.
+    - ``by="model"`` / ``by="role"``: one value per (run, model) or (run, role) pair: the
+      summed cost of that run's leaf LLM calls on that model (response model, else request
+      model) or in that role (``plan``, ``worker``, ``synthesis``, ...). The percentiles
+      are over those per-run sums, so "P99 of gpt-4o" reads "what the 1-in-100 worst task
+      spends on gpt-4o", and ``runs`` counts the runs that used the model/role.
+
+    Unpriced calls add nothing to any cost (never a silent $0 either: they are counted in
+    ``unpriced_calls``).
+
+    Args:
+        con: a store connection.
+        window: on the run's ``started_at`` (``since`` inclusive, ``until`` exclusive).
+        by: ``"task_class"``, ``"model"`` or ``"role"``.
+        task_class: only runs of this class (it must exist in the store).
+
+    Returns:
+        One row per group, sorted by it: the ``by`` column, then :data:`PERCENTILE_COLUMNS`:
+        ``runs`` (units counted), ``total_usd`` / ``mean_usd`` / ``p50_usd`` /
+        ``p95_usd`` / ``p99_usd`` / ``max_usd`` (USD per task), ``cliff_ratio``
+        (P99 / P50; null when P50 is 0), ``breaches`` (units whose run had a cap or
+        ceiling breach), ``unpriced_calls``. Empty (same columns) when no run matches.
+
+    Raises:
+        ValueError: ``by`` is not one of :data:`GROUP_BYS`.
+        UnknownTaskClassError: ``task_class`` has no runs in the store.
+    """
+    if by not in GROUP_BYS:
+        raise ValueError(f"cannot group by {by!r}: use one of {', '.join(GROUP_BYS)}")
+    conds, params = window.conditions("started_at")
+    if task_class is not None:
+        require_task_class(con, task_class)
+        conds.append("task_class = $task_class")
+        params["task_class"] = task_class
+    scope = f"SELECT run_id, task_class, breach, unpriced_calls, cost_usd FROM runs {where(conds)}"
+    if by == "task_class":
+        return frame(con, f"WITH scope AS ({scope}) {_stats_sql('task_class', 'scope')}", params)
+    params["unpriced"] = str(CostSource.UNPRICED)
+    sql = f"""
+        WITH RECURSIVE scope AS ({scope}), {_LEAF_CALLS_CTES},
+        units AS (
+            SELECT {_UNIT_KEY_SQL[by]} AS {by}, c.trace_id,
+                   coalesce(sum(c.cost_usd), 0) AS cost_usd,
+                   any_value(scope.breach) AS breach,
+                   count(*) FILTER (
+                       WHERE c.cost_usd IS NULL OR c.cost_source = $unpriced
+                   ) AS unpriced_calls
+            FROM leaf_calls c JOIN scope ON c.trace_id = scope.run_id
+            GROUP BY 1, 2
+        )
+        {_stats_sql(by, "units")}
+    """
+    return frame(con, sql, params)
+
+
+def daily_percentiles(
+    con: duckdb.DuckDBPyConnection,
+    window: Window = Window(),  # noqa: B008 - Window is frozen
+    task_class: str | None = None,
+) -> pl.DataFrame:
+    """P50/P95/P99 cost per task class per UTC day, for trend lines.
+
+    Args:
+        con: a store connection.
+        window: on the run's ``started_at``.
+        task_class: only this class (it must exist in the store).
+
+    Returns:
+        Columns ``task_class``, ``day`` (date, UTC), ``runs``, ``p50_usd``, ``p95_usd``,
+        ``p99_usd`` (USD per task, continuous percentiles over that day's runs), sorted by
+        class then day. Days without runs have no row.
+
+    Raises:
+        UnknownTaskClassError: ``task_class`` has no runs in the store.
+    """
+    conds, params = window.conditions("started_at")
+    if task_class is not None:
+        require_task_class(con, task_class)
+        conds.append("task_class = $task_class")
+        params["task_class"] = task_class
+    sql = f"""
+        SELECT task_class, day, runs, q[1] AS p50_usd, q[2] AS p95_usd, q[3] AS p99_usd
+        FROM (
+            SELECT task_class, started_at::DATE AS day, count(*) AS runs,
+                   quantile_cont(cost_usd, [0.5, 0.95, 0.99]) AS q
+            FROM runs {where(conds)}
+            GROUP BY 1, 2
+        )
+        ORDER BY task_class, day
+    """
+    return frame(con, sql, params)
+
+
+def cap_start_date(con: duckdb.DuckDBPyConnection, task_class: str | None = None) -> date | None:
+    """The first UTC day on which a run had a max-workers cap (``max_workers`` not null).
+
+    Marks "cap introduced" on trend charts. None when no run ever had a cap.
+
+    Args:
+        con: a store connection.
+        task_class: look at this class only (None = any class).
+    """
+    conds = ["max_workers IS NOT NULL"]
+    params: dict[str, str] = {}
+    if task_class is not None:
+        conds.append("task_class = $task_class")
+        params["task_class"] = task_class
+    day = frame(con, f"SELECT min(started_at)::DATE AS day FROM runs {where(conds)}", params)
+    return day["day"][0]

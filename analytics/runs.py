@@ -1,0 +1,189 @@
+"""Runs: the list, one run's row, and one run's spans laid out for a waterfall.
+
+Reads the ``runs`` table (one row per trace, materialised by the store when the root span
+arrives) and ``spans``. Every function returns plain data (polars or a dict) and never
+renders anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from analytics.errors import RunNotFoundError, UnknownTaskClassError
+from analytics.store_access import frame, where
+from analytics.window import Window
+
+RUN_LIST_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "task_class",
+    "started_at",
+    "status",
+    "breach",
+    "cost_usd",
+    "workers_proposed",
+    "workers_dispatched",
+    "max_workers",
+    "ceiling_usd",
+    "policy",
+    "duration_ms",
+    "llm_calls",
+    "unpriced_calls",
+    "replay_of",
+)
+"""Columns of :func:`list_runs`, in order."""
+
+MIN_RUN_ID_PREFIX = 6
+"""Shortest run-id prefix :func:`resolve_run_id` accepts (a shown id is often cut short)."""
+
+
+def task_classes(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The task classes that have at least one run in the store, sorted."""
+    return frame(con, "SELECT DISTINCT task_class FROM runs ORDER BY 1")["task_class"].to_list()
+
+
+def require_task_class(con: duckdb.DuckDBPyConnection, task_class: str) -> None:
+    """Check that ``task_class`` has runs in the store.
+
+    Raises:
+        UnknownTaskClassError: it has none (the message lists the known ones).
+    """
+    known = task_classes(con)
+    if task_class not in known:
+        raise UnknownTaskClassError(task_class, known)
+
+
+def list_runs(
+    con: duckdb.DuckDBPyConnection,
+    window: Window = Window(),  # noqa: B008 - Window is frozen
+    task_class: str | None = None,
+    status: str | None = None,
+    limit: int | None = None,
+) -> pl.DataFrame:
+    """Runs started in ``window``, newest first.
+
+    Args:
+        con: a store connection.
+        window: on ``started_at`` (``since`` inclusive, ``until`` exclusive).
+        task_class: only this class; it must exist in the store.
+        status: only runs with this ``status`` (``ok|rejected|cancelled|failed``).
+        limit: at most this many rows (the newest); None = all.
+
+    Returns:
+        One row per run, columns :data:`RUN_LIST_COLUMNS`: ``started_at`` naive UTC
+        datetime, ``cost_usd`` USD (sum of the run's leaf LLM calls, unpriced calls
+        excluded and counted in ``unpriced_calls``), ``max_workers`` / ``ceiling_usd``
+        null when the run had no cap / no ceiling, ``breach`` ``cap|ceiling`` or null,
+        ``duration_ms`` milliseconds.
+
+    Raises:
+        UnknownTaskClassError: ``task_class`` has no runs in the store.
+        ValueError: ``limit`` is negative.
+    """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    conds, params = window.conditions("started_at")
+    if task_class is not None:
+        require_task_class(con, task_class)
+        conds.append("task_class = $task_class")
+        params["task_class"] = task_class
+    if status is not None:
+        conds.append("status = $status")
+        params["status"] = status
+    limit_sql = f"LIMIT {int(limit)}" if limit is not None else ""
+    sql = f"""
+        SELECT {", ".join(RUN_LIST_COLUMNS)} FROM runs {where(conds)}
+        ORDER BY started_at DESC, run_id {limit_sql}
+    """
+    return frame(con, sql, params)
+
+
+def resolve_run_id(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
+    """The full run id of ``run_id``, which may be a unique prefix (>= 6 characters).
+
+    Raises:
+        RunNotFoundError: no run has that id or prefix, or several runs share the prefix.
+    """
+    wanted = run_id.strip().lower()
+    exact = frame(con, "SELECT run_id FROM runs WHERE run_id = $id", {"id": wanted})
+    if exact.height:
+        return wanted
+    if len(wanted) >= MIN_RUN_ID_PREFIX:
+        found = frame(
+            con,
+            "SELECT run_id FROM runs WHERE starts_with(run_id, $id) ORDER BY 1 LIMIT 2",
+            {"id": wanted},
+        )["run_id"].to_list()
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise RunNotFoundError(f"run id prefix {run_id!r} matches several runs")
+    raise RunNotFoundError(f"no run {run_id!r} in the store")
+
+
+def get_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
+    """Every column of one run's ``runs`` row.
+
+    Args:
+        con: a store connection.
+        run_id: the run (trace) id, or a unique prefix of at least 6 characters.
+
+    Returns:
+        ``{column: value}`` for every column of the ``runs`` table (datetimes naive UTC,
+        missing values None).
+
+    Raises:
+        RunNotFoundError: see :func:`resolve_run_id`.
+    """
+    full = resolve_run_id(con, run_id)
+    return frame(con, "SELECT * FROM runs WHERE run_id = $id", {"id": full}).row(0, named=True)
+
+
+def run_spans(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """One run's spans in start order, with their depth in the tree, for a waterfall.
+
+    Args:
+        con: a store connection.
+        run_id: the run (trace) id, or a unique prefix of at least 6 characters.
+
+    Returns:
+        One row per span, ordered by start then depth: ``span_id``, ``parent_span_id``,
+        ``name``, ``role``, ``depth`` (0 for the root; a span whose parent is missing from
+        the trace counts as a root), ``started_at``, ``ended_at`` (naive UTC),
+        ``offset_ms`` (start minus the run's first start, ms), ``duration_ms``,
+        ``status_code``, ``status_message``, ``is_llm_call``, ``model`` (response model,
+        else request model), ``provider``, ``input_tokens``, ``output_tokens``,
+        ``cost_usd`` (null for unpriced calls and non-calls), ``cost_source``,
+        ``attributes`` (JSON text).
+
+    Raises:
+        RunNotFoundError: see :func:`resolve_run_id`.
+    """
+    full = resolve_run_id(con, run_id)
+    sql = """
+        WITH RECURSIVE trace AS (
+            SELECT * FROM spans WHERE trace_id = $id
+        ),
+        tree(span_id, depth) AS (
+            SELECT t.span_id, 0 FROM trace t
+            WHERE t.parent_span_id IS NULL
+               OR t.parent_span_id NOT IN (SELECT span_id FROM trace)
+            UNION ALL
+            SELECT c.span_id, tree.depth + 1
+            FROM trace c JOIN tree ON c.parent_span_id = tree.span_id
+            WHERE tree.depth < 64  -- a malformed trace with a parent cycle must end
+        )
+        SELECT t.span_id, t.parent_span_id, t.name, t.role, tree.depth::INTEGER AS depth,
+               t.started_at, t.ended_at,
+               (t.start_time_unix_nano - min(t.start_time_unix_nano) OVER ()) / 1e6
+                   AS offset_ms,
+               t.duration_ms, t.status_code, t.status_message, t.is_llm_call,
+               coalesce(t.response_model, t.request_model) AS model, t.provider,
+               t.input_tokens, t.output_tokens, t.cost_usd, t.cost_source,
+               t.attributes::VARCHAR AS attributes
+        FROM trace t JOIN tree USING (span_id)
+        ORDER BY t.start_time_unix_nano, depth, t.name, t.span_id
+    """
+    return frame(con, sql, {"id": full})

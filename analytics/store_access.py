@@ -1,0 +1,70 @@
+"""The read side's one door into the store: a read-only connection and query -> polars.
+
+``read_store`` is :func:`telemetry.store.open_store` in read-only mode, re-exported with the
+store's exceptions so the dashboard and the CLI never import duckdb or telemetry
+themselves (imports run dashboard -> analytics -> telemetry.store).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from telemetry.store import (
+    NotACliffwatchStoreError,
+    StoreBusyError,
+    StoreError,
+    StoreNotFoundError,
+    open_store,
+)
+
+__all__ = [
+    "NotACliffwatchStoreError",
+    "StoreBusyError",
+    "StoreError",
+    "StoreNotFoundError",
+    "frame",
+    "read_store",
+    "where",
+]
+
+
+@contextmanager
+def read_store(
+    path: str | os.PathLike[str], *, timeout_s: float | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to the store at ``path``, closed on exit.
+
+    Args:
+        path: the DuckDB file.
+        timeout_s: how long to retry while a writer holds the file; default
+            ``cliffwatch.settings.lock_timeout_s()``.
+
+    Raises:
+        StoreNotFoundError: ``path`` does not exist.
+        NotACliffwatchStoreError: ``path`` is not a DuckDB file or not a cliffwatch store.
+        StoreBusyError: another process kept the file locked for ``timeout_s``.
+    """
+    with open_store(path, read_only=True, timeout_s=timeout_s) as con:
+        yield con
+
+
+def frame(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None = None
+) -> pl.DataFrame:
+    """Run one read query with named parameters (``$name``) and return every row as polars.
+
+    DuckDB 2.0 streams results and ``execute().pl()`` is gone; ``con.sql(q, params=).pl()``
+    reads the whole result, so the connection is free again afterwards.
+    """
+    return con.sql(sql, params=dict(params) if params else None).pl()
+
+
+def where(conditions: list[str]) -> str:
+    """``WHERE a AND b ...`` of trusted SQL conditions, or "" when there are none."""
+    return f"WHERE {' AND '.join(conditions)}" if conditions else ""

@@ -1,0 +1,491 @@
+"""The one mapping from an OTLP span to the store's :class:`~telemetry.records.SpanRecord`.
+
+Whatever produced the span (the current or legacy OpenTelemetry GenAI conventions,
+OpenInference, OpenLLMetry, litellm's OTel callback, cliffwatch itself, or cliffwatch's
+litellm callback) it goes through :func:`map_span`. The function is pure: no I/O, no
+clock; prices come from :func:`telemetry.pricing.cost_of` (litellm's bundled map plus
+overrides, both fixed for a process).
+
+What it decides, and from which attributes (names in ../shared/NOTES.md, "Attribute names
+other producers use"):
+
+- **tokens, model, provider**: the first of the synonyms in :data:`INPUT_TOKEN_KEYS`,
+  :data:`OUTPUT_TOKEN_KEYS`, :data:`REQUEST_MODEL_KEYS`, :data:`RESPONSE_MODEL_KEYS`,
+  :data:`PROVIDER_KEYS` that the span carries.
+- **is it an LLM call**: a span with an LLM-ish kind (:func:`llm_kind`) and a model or
+  token usage; a span with no kind marker at all counts when it has both. Agent, workflow,
+  chain and tool spans are never calls, even when they repeat their children's summed usage,
+  so a run's cost (the store sums leaf calls only) never counts tokens twice.
+- **cost**: the span's own reported cost (source ``provider``), else tokens x the model's
+  price (``computed``), else ``unpriced`` (cost None, counted by the store, never $0).
+- **task class**: the first attribute of :attr:`MappingConfig.task_class_attributes`
+  found on the span, then on its resource; None otherwise, and the store then falls back
+  to the run's other spans and to ``service.name``.
+- **role**: ``cliff.role`` when the producer set it (cliffwatch's own spans); else, for a
+  call, plan / worker / synthesis / critic when its own or an ancestor's name says so
+  (:func:`role_from_words`), worker when it sits under a tool or a nested agent, and
+  ``call`` otherwise; a non-call root is ``run``, any other non-call ``other``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from telemetry import conventions as cv
+from telemetry.conventions import LLM_CALL_ROLES, CostSource, Role
+from telemetry.otlp_decode import OtlpSpan
+from telemetry.pricing import cost_of
+from telemetry.records import SpanRecord
+
+# --- attribute synonyms, most specific first -----------------------------------------------
+
+INPUT_TOKEN_KEYS = (
+    cv.GEN_AI_USAGE_INPUT_TOKENS,
+    "gen_ai.usage.prompt_tokens",  # legacy GenAI conventions, OpenLLMetry before 0.4x
+    "llm.token_count.prompt",  # OpenInference
+    "llm.usage.prompt_tokens",
+)
+OUTPUT_TOKEN_KEYS = (
+    cv.GEN_AI_USAGE_OUTPUT_TOKENS,
+    "gen_ai.usage.completion_tokens",
+    "llm.token_count.completion",
+    "llm.usage.completion_tokens",
+)
+REQUEST_MODEL_KEYS = (
+    cv.GEN_AI_REQUEST_MODEL,
+    "llm.request.model_name",  # OpenInference
+    "llm.model_name",
+    "embedding.model_name",
+)
+RESPONSE_MODEL_KEYS = (
+    cv.GEN_AI_RESPONSE_MODEL,
+    "llm.response.model_name",  # OpenInference
+    "llm.model_name",
+    "embedding.model_name",
+)
+PROVIDER_KEYS = (
+    cv.GEN_AI_PROVIDER_NAME,
+    "gen_ai.system",  # legacy GenAI conventions, litellm, OpenLLMetry before 0.4x
+    "llm.provider",  # OpenInference
+    "llm.system",
+)
+OPERATION_KEYS = (cv.GEN_AI_OPERATION_NAME, "llm.request.type")
+
+TOTAL_COST_KEYS = (
+    "gen_ai.usage.cost.amount",  # proposed GenAI convention (currency in .currency)
+    "gen_ai.cost.total_cost",  # litellm's OTel callback
+    "llm.cost.total",  # OpenInference
+)
+SPLIT_COST_KEYS = (
+    ("gen_ai.cost.input_cost", "gen_ai.cost.output_cost"),
+    ("llm.cost.prompt", "llm.cost.completion"),
+)
+
+DEFAULT_TASK_CLASS_ATTRIBUTES: tuple[str, ...] = (
+    cv.CLIFF_TASK_CLASS,
+    "gen_ai.workflow.name",
+    "traceloop.workflow.name",  # OpenLLMetry
+    "gen_ai.agent.name",
+    "agent.name",  # OpenInference
+)
+"""Where the task class is looked for, in order (span attributes, then resource ones)."""
+
+# --- kind markers ----------------------------------------------------------------------------
+
+OPENINFERENCE_SPAN_KIND = "openinference.span.kind"
+TRACELOOP_SPAN_KIND = "traceloop.span.kind"
+
+LLM_OPERATIONS = frozenset(
+    {"chat", "text_completion", "generate_content", "embeddings", "completion", "embedding"}
+)
+"""``gen_ai.operation.name`` (and OpenLLMetry's ``llm.request.type``) values of a model call.
+Embeddings count: they are billed calls, priced per input token."""
+OPENINFERENCE_CALL_KINDS = frozenset({"LLM", "EMBEDDING"})
+AGENT_MARKERS = frozenset({"AGENT", "agent", "invoke_agent", "create_agent"})
+TOOL_MARKERS = frozenset({"TOOL", "tool", "execute_tool"})
+
+ROLE_HINT_KEYS = (
+    "gen_ai.agent.name",
+    "agent.name",
+    "traceloop.entity.name",
+    "graph.node.name",
+    "graph.node.id",
+)
+"""Attributes (besides the span name) whose words can say a call's role."""
+
+MAX_ANCESTRY = 32
+"""Ancestors looked at for role hints; bounds the walk even on a malformed parent cycle."""
+
+
+@dataclass(frozen=True, slots=True)
+class MappingConfig:
+    """How spans are mapped; the defaults suit every producer NOTES.md lists.
+
+    Attributes:
+        task_class_attributes: attribute names tried in order for the task class.
+        source: the ``source`` column of the records (the route they came in by).
+        overrides_path: a price override file (litellm model_cost format); None uses
+            :func:`cliffwatch.settings.price_overrides_path`.
+    """
+
+    task_class_attributes: tuple[str, ...] = DEFAULT_TASK_CLASS_ATTRIBUTES
+    source: str = "otlp"
+    overrides_path: Path | None = None
+
+
+# --- small readers -----------------------------------------------------------------------------
+
+
+def _first(attrs: Mapping[str, Any], keys: Iterable[str]) -> Any:
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _count(value: Any) -> int | None:
+    """A token count from an int, a float with no fraction or a numeric string; else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number) or number < 0 or not number.is_integer():
+        return None
+    return int(number)
+
+
+def _usd(value: Any) -> float | None:
+    """A cost in USD from a number or numeric string; None when absent, negative or NaN."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def reported_cost_usd(attrs: Mapping[str, Any]) -> float | None:
+    """The cost the producer reported on the span, in USD, or None.
+
+    Looks at :data:`TOTAL_COST_KEYS` first, then sums a pair of :data:`SPLIT_COST_KEYS`.
+    A ``gen_ai.usage.cost.currency`` other than USD makes the proposed cost unusable here.
+    """
+    currency = attrs.get("gen_ai.usage.cost.currency")
+    for key in TOTAL_COST_KEYS:
+        if key == "gen_ai.usage.cost.amount" and currency not in (None, "", "USD", "usd"):
+            continue
+        cost = _usd(attrs.get(key))
+        if cost is not None:
+            return cost
+    for input_key, output_key in SPLIT_COST_KEYS:
+        parts = (_usd(attrs.get(input_key)), _usd(attrs.get(output_key)))
+        if parts != (None, None):
+            return (parts[0] or 0.0) + (parts[1] or 0.0)
+    return None
+
+
+def llm_kind(attrs: Mapping[str, Any]) -> bool | None:
+    """Whether the span's kind markers say it is a model call: True, False, or None (no marker).
+
+    Markers, first present wins: ``cliff.role`` (a call role), ``openinference.span.kind``
+    (LLM or EMBEDDING), ``traceloop.span.kind`` (anything but ``llm`` is a workflow, task,
+    agent or tool), ``gen_ai.operation.name`` / ``llm.request.type`` (:data:`LLM_OPERATIONS`).
+    """
+    role = attrs.get(cv.CLIFF_ROLE)
+    if role is not None:
+        return role in LLM_CALL_ROLES
+    oi_kind = attrs.get(OPENINFERENCE_SPAN_KIND)
+    if oi_kind is not None:
+        return str(oi_kind).upper() in OPENINFERENCE_CALL_KINDS
+    tl_kind = attrs.get(TRACELOOP_SPAN_KIND)
+    if tl_kind is not None and str(tl_kind).lower() != "llm":
+        return False
+    operation = _first(attrs, OPERATION_KEYS)
+    if operation is not None:
+        return str(operation).lower() in LLM_OPERATIONS
+    return True if tl_kind is not None else None
+
+
+def _structure_kind(attrs: Mapping[str, Any]) -> str | None:
+    """'agent', 'tool' or None, from whichever kind marker the span carries."""
+    for key in (OPENINFERENCE_SPAN_KIND, TRACELOOP_SPAN_KIND, cv.GEN_AI_OPERATION_NAME):
+        marker = attrs.get(key)
+        if marker is None:
+            continue
+        if marker in AGENT_MARKERS or str(marker).upper() == "AGENT":
+            return "agent"
+        if marker in TOOL_MARKERS or str(marker).upper() == "TOOL":
+            return "tool"
+    return None
+
+
+# --- roles from words ----------------------------------------------------------------------------
+
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+
+_ROLE_EXACT: dict[str, Role] = {
+    **dict.fromkeys(
+        ("plan", "plans", "planner", "planners", "planning", "decompose", "decomposer"),
+        Role.PLAN,
+    ),
+    **dict.fromkeys(
+        ("final", "finalize", "finalise", "finalizer", "combine", "combiner", "reducer"),
+        Role.SYNTHESIS,
+    ),
+    **dict.fromkeys(("review", "reviewer", "judge", "grader"), Role.CRITIC),
+    **dict.fromkeys(
+        ("worker", "workers", "executor", "subtask", "subtasks", "subagent"), Role.WORKER
+    ),
+}
+_ROLE_PREFIXES: tuple[tuple[str, Role], ...] = (
+    ("synthes", Role.SYNTHESIS),
+    ("summar", Role.SYNTHESIS),
+    ("aggregat", Role.SYNTHESIS),
+    ("critic", Role.CRITIC),
+    ("critique", Role.CRITIC),
+    ("evaluat", Role.CRITIC),
+)
+
+
+@lru_cache(maxsize=4096)
+def role_from_words(text: str) -> Role | None:
+    """The role a name's words state, or None.
+
+    Words are split at non-letters and camelCase humps (``SynthesizeAnswer`` -> synthesize,
+    answer). Exact words: plan/planner/planning/decompose -> plan; worker/executor/subtask/
+    subagent -> worker; final/finalize/combine/reducer -> synthesis; review/judge/grader ->
+    critic. Prefixes: synthes-, summar-, aggregat- -> synthesis; critic-, evaluat- -> critic.
+    The first word with a role wins.
+    """
+    for word in _WORD.findall(text):
+        low = word.lower()
+        role = _ROLE_EXACT.get(low)
+        if role is not None:
+            return role
+        for prefix, prefixed_role in _ROLE_PREFIXES:
+            if low.startswith(prefix):
+                return prefixed_role
+    return None
+
+
+def _span_role_hint(span: OtlpSpan) -> Role | None:
+    for key in ROLE_HINT_KEYS:
+        value = span.attributes.get(key)
+        if isinstance(value, str):
+            role = role_from_words(value)
+            if role is not None:
+                return role
+    return role_from_words(span.name)
+
+
+def call_role(span: OtlpSpan, ancestors: Sequence[OtlpSpan] = ()) -> Role:
+    """The role of an LLM-call span from its own and its ancestors' names and kinds.
+
+    Args:
+        span: the call span.
+        ancestors: its known ancestors, nearest first (may be partial or empty).
+    """
+    for candidate in (span, *ancestors[:MAX_ANCESTRY]):
+        role = _span_role_hint(candidate)
+        if role is not None:
+            return role
+    agents = 0
+    for ancestor in ancestors[:MAX_ANCESTRY]:
+        kind = _structure_kind(ancestor.attributes)
+        if kind == "tool":
+            return Role.WORKER
+        if kind == "agent":
+            agents += 1
+    return Role.WORKER if agents >= 2 else Role.CALL
+
+
+# --- the mapping ---------------------------------------------------------------------------------
+
+
+def task_class_of(span: OtlpSpan, attribute_names: Sequence[str]) -> str | None:
+    """The first of ``attribute_names`` set on the span, then on its resource; else None."""
+    for attrs in (span.attributes, span.resource_attributes):
+        value = _text(_first(attrs, attribute_names))
+        if value is not None:
+            return value
+    return None
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _attributes_json(span: OtlpSpan) -> str:
+    attrs = dict(span.attributes)
+    # otel.scope.* are the OTel names for the scope outside OTLP (as exporters to Zipkin use);
+    # kept so the producer of an ingested span can be told later.
+    if span.scope_name:
+        attrs.setdefault("otel.scope.name", span.scope_name)
+    if span.scope_version:
+        attrs.setdefault("otel.scope.version", span.scope_version)
+    return _json_text(attrs)
+
+
+def _own_role(attrs: Mapping[str, Any]) -> Role | None:
+    raw = attrs.get(cv.CLIFF_ROLE)
+    try:
+        return Role(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _own_prices(attrs: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    return _usd(attrs.get(cv.CLIFF_PRICE_INPUT)), _usd(attrs.get(cv.CLIFF_PRICE_OUTPUT))
+
+
+def _cost(
+    attrs: Mapping[str, Any],
+    models: Sequence[str | None],
+    input_tokens: int | None,
+    output_tokens: int | None,
+    overrides_path: Path | None,
+) -> tuple[float | None, CostSource, float | None, float | None]:
+    """(cost_usd, source, price in, price out) of a call; see the module docstring."""
+    own_source = attrs.get(cv.CLIFF_COST_SOURCE)
+    if own_source == CostSource.UNPRICED:
+        return None, CostSource.UNPRICED, None, None
+    own_cost = _usd(attrs.get(cv.CLIFF_COST_USD))
+    if own_cost is not None:
+        # cliffwatch's own spans say where their cost came from and which prices it used.
+        source = CostSource(own_source) if own_source in set(CostSource) else CostSource.PROVIDER
+        return own_cost, source, *_own_prices(attrs)
+    reported = reported_cost_usd(attrs)
+    if reported is not None:
+        return reported, CostSource.PROVIDER, None, None
+    for model in dict.fromkeys(m for m in models if m):
+        call = cost_of(model, input_tokens, output_tokens, overrides_path)
+        if call.source is CostSource.COMPUTED and call.price is not None:
+            price = call.price
+            return call.cost_usd, call.source, price.input_usd_per_token, price.output_usd_per_token
+    return None, CostSource.UNPRICED, None, None
+
+
+def map_span(
+    span: OtlpSpan,
+    config: MappingConfig = MappingConfig(),  # noqa: B008 (frozen, immutable default)
+    ancestors: Sequence[OtlpSpan] = (),
+) -> SpanRecord:
+    """Map one OTLP span to the store's record.
+
+    Args:
+        span: the decoded span.
+        config: the task class rule, the source label and the price overrides.
+        ancestors: the span's ancestors known to the caller, nearest first; only used to
+            tell a call's role (see :func:`call_role`), so partial or empty is fine.
+
+    Returns:
+        The record; ``cost_usd`` and ``cost_source`` are None unless it is an LLM call.
+    """
+    attrs = span.attributes
+    input_tokens = _count(_first(attrs, INPUT_TOKEN_KEYS))
+    output_tokens = _count(_first(attrs, OUTPUT_TOKEN_KEYS))
+    request_model = _text(_first(attrs, REQUEST_MODEL_KEYS))
+    response_model = _text(_first(attrs, RESPONSE_MODEL_KEYS))
+    kind = llm_kind(attrs)
+    has_model = bool(request_model or response_model)
+    has_usage = input_tokens is not None or output_tokens is not None
+    own_role = _own_role(attrs)
+    if own_role is not None:
+        is_llm_call = own_role in LLM_CALL_ROLES
+    else:
+        # A marked call counts with a model or usage (an unknown model is then unpriced,
+        # never dropped); an unmarked span needs both, as hand-written spans carry them.
+        is_llm_call = (kind is True and (has_model or has_usage)) or (
+            kind is None and has_model and has_usage
+        )
+
+    cost_usd: float | None = None
+    cost_source: CostSource | None = None
+    price_in: float | None = None
+    price_out: float | None = None
+    if is_llm_call:
+        cost_usd, cost_source, price_in, price_out = _cost(
+            attrs,
+            (response_model, request_model),
+            input_tokens,
+            output_tokens,
+            config.overrides_path,
+        )
+        role = own_role or call_role(span, ancestors)
+    elif own_role is not None:
+        role = own_role
+    else:
+        role = Role.RUN if span.parent_span_id is None else Role.OTHER
+
+    return SpanRecord(
+        trace_id=span.trace_id,
+        span_id=span.span_id,
+        parent_span_id=span.parent_span_id,
+        name=span.name,
+        start_time_unix_nano=span.start_time_unix_nano,
+        end_time_unix_nano=span.end_time_unix_nano,
+        status_code=span.status_code,
+        status_message=span.status_message,
+        role=str(role),
+        task_class=task_class_of(span, config.task_class_attributes),
+        is_llm_call=is_llm_call,
+        operation=_text(_first(attrs, OPERATION_KEYS)),
+        provider=_text(_first(attrs, PROVIDER_KEYS)),
+        request_model=request_model,
+        response_model=response_model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=cost_usd,
+        cost_source=str(cost_source) if cost_source is not None else None,
+        price_input_usd_per_token=price_in,
+        price_output_usd_per_token=price_out,
+        service_name=_text(span.resource_attributes.get("service.name")),
+        source=config.source,
+        attributes=_attributes_json(span),
+        resource_attributes=_json_text(dict(span.resource_attributes)),
+        events=_json_text(list(span.events)),
+    )
+
+
+def map_spans(
+    spans: Sequence[OtlpSpan],
+    config: MappingConfig = MappingConfig(),  # noqa: B008 (frozen, immutable default)
+) -> list[SpanRecord]:
+    """Map a batch, giving each span its in-batch ancestors for role hints.
+
+    Spans that share a (trace_id, span_id) are kept once (the first), so a batch never
+    holds the same key twice. Order is kept.
+    """
+    by_key: dict[tuple[str, str], OtlpSpan] = {}
+    for span in spans:
+        by_key.setdefault((span.trace_id, span.span_id), span)
+    records = []
+    for span in by_key.values():
+        ancestors: list[OtlpSpan] = []
+        parent_id = span.parent_span_id
+        while parent_id is not None and len(ancestors) < MAX_ANCESTRY:
+            parent = by_key.get((span.trace_id, parent_id))
+            if parent is None:
+                break
+            ancestors.append(parent)
+            parent_id = parent.parent_span_id
+        records.append(map_span(span, config, ancestors))
+    return records

@@ -1,0 +1,111 @@
+"""OpenTelemetry set-up for cliffwatch: a private TracerProvider that writes to DuckDB.
+
+:func:`configure_tracing` builds a ``TracerProvider`` of its own (the global one is left
+alone, so embedding cliffwatch never hijacks an application's tracing) with a
+``BatchSpanProcessor`` over :class:`~telemetry.exporter.DuckDBSpanExporter`, and, when an
+OTLP endpoint is set ($OTEL_EXPORTER_OTLP_ENDPOINT), a second ``BatchSpanProcessor`` over
+the OTLP/HTTP protobuf exporter, so every span can also go to any other OTLP backend.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.trace import Tracer
+
+from cliffwatch import settings
+from telemetry.exporter import DuckDBSpanExporter
+
+INSTRUMENTATION_NAME = "cliffwatch"
+OTLP_TRACES_PATH = "/v1/traces"
+"""Signal path appended to a base OTLP/HTTP endpoint (OTel exporter specification)."""
+
+
+class _FromSettings:
+    def __repr__(self) -> str:
+        return "<from settings>"
+
+
+FROM_SETTINGS: Final = _FromSettings()
+"""Default of ``otlp_endpoint``: read $OTEL_EXPORTER_OTLP_ENDPOINT at call time."""
+
+
+@dataclass(frozen=True)
+class Tracing:
+    """A configured tracing pipeline.
+
+    Attributes:
+        tracer: the tracer to start spans with.
+        provider: the private ``TracerProvider`` behind it.
+        db_path: the store the spans go to.
+        otlp_traces_url: the OTLP/HTTP traces URL spans also go to, or None.
+    """
+
+    tracer: Tracer
+    provider: TracerProvider
+    db_path: Path
+    otlp_traces_url: str | None = None
+
+    def flush(self, timeout_millis: int = 30_000) -> bool:
+        """Export every finished span now; True when all processors finished in time."""
+        return self.provider.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        """Flush and stop every processor; the tracer records nothing afterwards."""
+        self.provider.shutdown()
+
+
+def otlp_traces_url(endpoint: str) -> str:
+    """The traces URL of a base OTLP/HTTP endpoint (``http://host:4318`` -> ``.../v1/traces``).
+
+    An endpoint that already ends with ``/v1/traces`` is kept as it is.
+    """
+    base = endpoint.rstrip("/")
+    return base if base.endswith(OTLP_TRACES_PATH) else base + OTLP_TRACES_PATH
+
+
+def configure_tracing(
+    db_path: str | os.PathLike[str],
+    *,
+    service_name: str = "cliffwatch",
+    batch: bool = True,
+    otlp_endpoint: str | None | _FromSettings = FROM_SETTINGS,
+) -> Tracing:
+    """Build the tracing pipeline that records spans into the store at ``db_path``.
+
+    Args:
+        db_path: the DuckDB store (created on the first export).
+        service_name: resource ``service.name`` of every span.
+        batch: ``BatchSpanProcessor`` (True, production) or ``SimpleSpanProcessor``
+            (False: each span is written as it ends; for tests).
+        otlp_endpoint: base OTLP/HTTP endpoint to also send spans to; default
+            ``settings.otlp_endpoint()`` ($OTEL_EXPORTER_OTLP_ENDPOINT); None for none.
+
+    Returns:
+        A :class:`Tracing`; call ``.shutdown()`` (or at least ``.flush()``) before exit.
+    """
+    endpoint = settings.otlp_endpoint() if isinstance(otlp_endpoint, _FromSettings) else (
+        otlp_endpoint)
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+    duck = DuckDBSpanExporter(db_path)
+    provider.add_span_processor(BatchSpanProcessor(duck) if batch else SimpleSpanProcessor(duck))
+    url = None
+    if endpoint:
+        # Imported here: the OTLP exporter pulls in requests and protobuf, which most
+        # runs (no endpoint) never need.
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        url = otlp_traces_url(endpoint)
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url)))
+    return Tracing(
+        tracer=provider.get_tracer(INSTRUMENTATION_NAME),
+        provider=provider,
+        db_path=Path(db_path),
+        otlp_traces_url=url,
+    )

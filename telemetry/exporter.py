@@ -30,6 +30,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from cliffwatch.settings import lock_timeout_s
 from telemetry import spill
 from telemetry.records import SpanRecord
 from telemetry.sdk_mapping import record_from_sdk_span
@@ -134,5 +135,12 @@ class DuckDBSpanExporter(SpanExporter):
             detach(token)
 
     def shutdown(self) -> None:
-        """Refuse further exports. Pending spill files stay for the next writer."""
+        """Load pending spill files if the store can be had, then refuse further exports.
+
+        Spill files that cannot be loaded within the lock timeout stay on disk for the
+        next writer of this store.
+        """
+        if not self._shut_down and spill.pending_spills(self.path):
+            timeout_s = self.timeout_s if self.timeout_s is not None else lock_timeout_s()
+            self.force_flush(round(timeout_s * 1000))
         self._shut_down = True

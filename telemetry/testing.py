@@ -31,15 +31,23 @@ trace every time; span ids derive from the run id. Token counts are illustrative
 are derived from the cost at this module's fixed prices, rounded); ``cost_usd`` on each
 call span is exactly the figure you passed.
 
-This module imports nothing heavy (no duckdb, no litellm) and never touches a store.
+:func:`hold_store_lock` makes a store busy the way another process does (a real second
+process holding the DuckDB file), for tests of lock retry, ``StoreBusyError`` and spills.
+
+This module imports nothing heavy (no duckdb, no litellm); only :func:`hold_store_lock`
+touches a store, from a child process.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
-from collections.abc import Sequence
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -404,3 +412,60 @@ def make_runs_costing(
             )
         )
     return out
+
+
+_HOLDER_CODE = """
+import select, sys, duckdb
+con = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == "1")
+con.sql("SELECT 1").fetchall()
+print("locked", flush=True)
+select.select([sys.stdin], [], [], float(sys.argv[3]))  # until stdin closes or time is up
+con.close()
+"""
+
+
+@contextmanager
+def hold_store_lock(
+    path: str | os.PathLike[str], *, read_only: bool = False, seconds: float = 60.0
+) -> Iterator[subprocess.Popen[str]]:
+    """Hold a DuckDB file open from another process, as a concurrent writer or reader does.
+
+    Returns once the child holds the file; the child lets go when the ``with`` block
+    exits, or after ``seconds`` if that comes first (a way to test that a retrying open
+    succeeds once the holder goes away). DuckDB locks files per process, so a second
+    process is the only faithful way to make a store busy.
+
+    Args:
+        path: the DuckDB file (a read-write hold creates a plain DuckDB file if missing).
+        read_only: hold it read-only (blocks writers, not readers) or read-write (blocks
+            everyone).
+        seconds: the longest the child holds the file.
+
+    Yields:
+        The child process.
+
+    Raises:
+        RuntimeError: the child could not open the file (its stderr is in the message).
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER_CODE, os.fspath(path), "1" if read_only else "0",
+         str(seconds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "locked":
+            _, err = proc.communicate(timeout=30)
+            raise RuntimeError(f"lock holder could not open {path}: {err.strip()}")
+        yield proc
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

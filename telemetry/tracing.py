@@ -43,18 +43,28 @@ class Tracing:
     Attributes:
         tracer: the tracer to start spans with.
         provider: the private ``TracerProvider`` behind it.
+        exporter: the DuckDB exporter (its spill files are drained by :meth:`flush`).
         db_path: the store the spans go to.
         otlp_traces_url: the OTLP/HTTP traces URL spans also go to, or None.
     """
 
     tracer: Tracer
     provider: TracerProvider
+    exporter: DuckDBSpanExporter
     db_path: Path
     otlp_traces_url: str | None = None
 
     def flush(self, timeout_millis: int = 30_000) -> bool:
-        """Export every finished span now; True when all processors finished in time."""
-        return self.provider.force_flush(timeout_millis)
+        """Export every finished span now and load any spilled batch into the store.
+
+        The SDK's processors do not pass ``force_flush`` on to their exporter, so the
+        DuckDB exporter's own flush (which loads spill files) is called here.
+
+        Returns:
+            True when every processor flushed and no spill file is left.
+        """
+        flushed = self.provider.force_flush(timeout_millis)
+        return self.exporter.force_flush(timeout_millis) and flushed
 
     def shutdown(self) -> None:
         """Flush and stop every processor; the tracer records nothing afterwards."""
@@ -106,6 +116,7 @@ def configure_tracing(
     return Tracing(
         tracer=provider.get_tracer(INSTRUMENTATION_NAME),
         provider=provider,
+        exporter=duck,
         db_path=Path(db_path),
         otlp_traces_url=url,
     )

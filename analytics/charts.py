@@ -34,6 +34,8 @@ ROLE_COLOURS: dict[str, str] = {
 }
 """Bar colour of each ``cliff.role`` in the waterfall."""
 
+_LEGEND_ABOVE = {"orientation": "h", "yanchor": "bottom", "y": 1.01, "x": 0}
+
 _DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 
 
@@ -103,8 +105,8 @@ def cost_distribution(
     fig.update_layout(
         xaxis={"title": "cost per run (USD)", "type": "log" if log_x else "linear"},
         yaxis={"title": "task class"},
-        legend={"orientation": "h", "y": 1.08},
-        margin={"t": 40},
+        legend=_LEGEND_ABOVE,
+        margin={"t": 50},
     )
     return fig
 
@@ -224,7 +226,7 @@ def run_waterfall(spans: pl.DataFrame) -> go.Figure:
             "autorange": "reversed",
         },
         height=max(240, 28 * len(rows) + 120),
-        legend={"orientation": "h", "y": 1.05},
-        margin={"t": 40},
+        legend=_LEGEND_ABOVE,
+        margin={"t": 50},
     )
     return fig

@@ -37,6 +37,24 @@ Default: ``data/prices.json`` when it exists."""
 OTEL_EXPORTER_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 """Standard OTel variable: when set, every span also goes to this OTLP/HTTP endpoint."""
 
+CLIFFWATCH_OTLP_MAX_BODY_BYTES = "CLIFFWATCH_OTLP_MAX_BODY_BYTES"
+"""Largest OTLP request body ``cliffwatch serve`` accepts, in bytes, checked before and after
+gzip decompression (larger gets HTTP 413). Default 20 MiB (20971520), the OpenTelemetry
+Collector's own default for its OTLP/HTTP receiver (confighttp ``max_request_body_size``)."""
+
+DEFAULT_OTLP_MAX_BODY_BYTES = 20 * 1024 * 1024
+
+CLIFFWATCH_RECEIVER_TOKEN = "CLIFFWATCH_RECEIVER_TOKEN"
+"""Bearer token ``cliffwatch serve`` requires (``Authorization: Bearer <token>``; else HTTP
+401) when no ``--token`` is given. Default: none, no token required. An environment variable
+keeps the secret out of the process list."""
+
+CLIFFWATCH_TASK_CLASS_ATTRIBUTES = "CLIFFWATCH_TASK_CLASS_ATTRIBUTES"
+"""Comma-separated span (then resource) attribute names that give an ingested span its task
+class, tried in order; a run with none of them falls back to ``service.name``. Default
+``cliff.task_class,gen_ai.workflow.name,traceloop.workflow.name,gen_ai.agent.name,agent.name``
+(``telemetry.otlp_mapping.DEFAULT_TASK_CLASS_ATTRIBUTES``)."""
+
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
 
@@ -105,3 +123,34 @@ def price_overrides_path() -> Path | None:
 def otlp_endpoint() -> str | None:
     """The OTLP/HTTP endpoint spans are also sent to, or None."""
     return os.environ.get(OTEL_EXPORTER_OTLP_ENDPOINT) or None
+
+
+def otlp_max_body_bytes() -> int:
+    """The receiver's body size limit in bytes ($CLIFFWATCH_OTLP_MAX_BODY_BYTES, default 20 MiB)."""
+    raw = os.environ.get(CLIFFWATCH_OTLP_MAX_BODY_BYTES)
+    if raw is None or raw.strip() == "":
+        return DEFAULT_OTLP_MAX_BODY_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingError(f"{CLIFFWATCH_OTLP_MAX_BODY_BYTES}={raw!r} is not an integer") from None
+    if value <= 0:
+        raise SettingError(f"{CLIFFWATCH_OTLP_MAX_BODY_BYTES}={raw!r} must be greater than 0")
+    return value
+
+
+def receiver_token() -> str | None:
+    """The token the OTLP receiver requires ($CLIFFWATCH_RECEIVER_TOKEN), or None."""
+    return os.environ.get(CLIFFWATCH_RECEIVER_TOKEN) or None
+
+
+def task_class_attributes() -> tuple[str, ...] | None:
+    """Attribute names for an ingested span's task class ($CLIFFWATCH_TASK_CLASS_ATTRIBUTES),
+    or None for the default list."""
+    raw = os.environ.get(CLIFFWATCH_TASK_CLASS_ATTRIBUTES)
+    if raw is None or raw.strip() == "":
+        return None
+    names = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not names:
+        raise SettingError(f"{CLIFFWATCH_TASK_CLASS_ATTRIBUTES}={raw!r} names no attribute")
+    return names

@@ -30,6 +30,7 @@ other producers use"):
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,11 +39,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from cliffwatch.settings import SettingError
 from telemetry import conventions as cv
 from telemetry.conventions import LLM_CALL_ROLES, CostSource, Role
-from telemetry.otlp_decode import OtlpSpan
+from telemetry.otlp_decode import OtlpSpan, SpanRejection
 from telemetry.pricing import cost_of
 from telemetry.records import SpanRecord
+
+logger = logging.getLogger(__name__)
 
 # --- attribute synonyms, most specific first -----------------------------------------------
 
@@ -468,16 +472,25 @@ def map_span(
 def map_spans(
     spans: Sequence[OtlpSpan],
     config: MappingConfig = MappingConfig(),  # noqa: B008 (frozen, immutable default)
-) -> list[SpanRecord]:
+) -> tuple[list[SpanRecord], list[SpanRejection]]:
     """Map a batch, giving each span its in-batch ancestors for role hints.
 
     Spans that share a (trace_id, span_id) are kept once (the first), so a batch never
-    holds the same key twice. Order is kept.
+    holds the same key twice. Order is kept. A span whose mapping fails is logged with
+    its ids, rejected and left out; the others go on (STYLE.md item 5).
+
+    Returns:
+        ``(records, rejections)``.
+
+    Raises:
+        SettingError: a setting the mapping reads is bad (the price override file): a
+            fault of the whole process, not of one span.
     """
     by_key: dict[tuple[str, str], OtlpSpan] = {}
     for span in spans:
         by_key.setdefault((span.trace_id, span.span_id), span)
-    records = []
+    records: list[SpanRecord] = []
+    rejections: list[SpanRejection] = []
     for span in by_key.values():
         ancestors: list[OtlpSpan] = []
         parent_id = span.parent_span_id
@@ -487,5 +500,13 @@ def map_spans(
                 break
             ancestors.append(parent)
             parent_id = parent.parent_span_id
-        records.append(map_span(span, config, ancestors))
-    return records
+        try:
+            records.append(map_span(span, config, ancestors))
+        except SettingError:
+            raise
+        except Exception as exc:
+            logger.warning(
+                "cliffwatch: span %s of trace %s not mapped: %r", span.span_id, span.trace_id, exc
+            )
+            rejections.append(SpanRejection(span.trace_id, span.span_id, f"cannot map: {exc}"))
+    return records, rejections

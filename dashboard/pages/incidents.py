@@ -1,0 +1,61 @@
+"""Incidents: cap breaches, cost-ceiling breaches and runaway runs, filterable by kind,
+status and (sidebar) task class; selecting a row opens its run.
+
+Deep link: ``/incidents?kind=cap_breach&status=open`` (plus the sidebar's parameters).
+"""
+
+import polars as pl
+import streamlit as st
+
+from dashboard import filters, queries, view
+
+selected = filters.current()
+st.title("Incidents")
+st.caption(selected.describe())
+
+found = queries.fetch(queries.load_incidents, selected)
+if found.is_empty():
+    queries.stop_if_no_runs()
+    st.info("No incidents in this window: no cap or ceiling breach and no runaway run.")
+    st.stop()
+
+left, right = st.columns(2)
+# Options are the kinds and statuses present in the window, so no vocabulary is
+# repeated here; a linked value that is not present is dropped by the bound widget.
+kind = left.selectbox(
+    "Kind", sorted(found["kind"].unique().to_list()), index=None,
+    placeholder="All kinds", key="kind", bind="query-params",
+)
+status = right.selectbox(
+    "Status", sorted(found["status"].unique().to_list()), index=None,
+    placeholder="All statuses", key="status", bind="query-params",
+)
+shown = found
+if kind:
+    shown = shown.filter(pl.col("kind") == kind)
+if status:
+    shown = shown.filter(pl.col("status") == status)
+
+st.caption(f"{shown.height:,} of {found.height:,} incidents · select a row to open its run")
+table = shown.with_columns(
+    (pl.lit(view.RUN_LINK_PREFIX) + pl.col("run_id")).alias("link")
+)
+picked = st.dataframe(
+    table,
+    hide_index=True,
+    key="incidents",
+    on_select="rerun",
+    selection_mode="single-row",
+    column_order=["detected_at", "kind", "status", "task_class", "detail", "link", "note"],
+    column_config={
+        "detected_at": st.column_config.DatetimeColumn("Detected (UTC)", format="YYYY-MM-DD HH:mm"),
+        "kind": st.column_config.TextColumn("Kind"),
+        "status": st.column_config.TextColumn("Status"),
+        "task_class": st.column_config.TextColumn("Task class"),
+        "detail": st.column_config.TextColumn("What happened", width="large"),
+        "link": st.column_config.LinkColumn("Run", display_text="open run"),
+        "note": st.column_config.TextColumn("Note"),
+    },
+)
+if picked.selection.rows:
+    view.open_run(table["run_id"][picked.selection.rows[0]])

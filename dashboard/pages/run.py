@@ -1,0 +1,108 @@
+"""Run: one run's header facts (class, status, breach, cost, workers proposed vs dispatched
+vs cap, ceiling) and its spans as a waterfall (plan, workers, synthesis).
+
+Deep link: ``/run?run_id=<trace id or a unique prefix of 6+ characters>``. Without one,
+a picker of the recent runs (within the sidebar's filters).
+"""
+
+import streamlit as st
+
+from analytics import charts
+from dashboard import filters, queries, view
+
+PICKER_KEY = "run_picker"
+STATUS_COLOURS = {"ok": "green", "rejected": "red", "cancelled": "orange", "failed": "red"}
+
+
+def _open_picked() -> None:
+    picked = st.session_state.get(PICKER_KEY)
+    if picked:
+        st.query_params["run_id"] = picked
+    st.session_state[PICKER_KEY] = None
+
+
+selected = filters.current()
+run_id = (st.query_params.get("run_id") or "").strip()
+st.title("Run")
+
+recent = queries.fetch(queries.load_recent_runs, selected)
+labels = {
+    r["run_id"]: (
+        f"{r['started_at']:%Y-%m-%d %H:%M} · {r['task_class']} · {view.usd(r['cost_usd'])} · "
+        f"{r['status']} · {r['run_id'][:12]}"
+    )
+    for r in recent.iter_rows(named=True)
+}
+st.selectbox(
+    "Open a recent run" if not run_id else "Open another run",
+    list(labels),
+    index=None,
+    format_func=labels.__getitem__,
+    placeholder=f"{len(labels)} recent runs ({selected.describe()})",
+    key=PICKER_KEY,
+    on_change=_open_picked,
+)
+if not run_id:
+    if recent.is_empty():
+        queries.stop_if_no_runs()
+        st.info("No runs match the sidebar's filters: widen the time window.")
+    else:
+        st.info("Pick a run above, or open one from the overview's chart or an incident.")
+    st.stop()
+
+run, spans = queries.fetch(queries.load_run, run_id)
+
+st.subheader(f"{run['task_class']} · `{run['run_id']}`")
+badges = st.container(horizontal=True)
+with badges:
+    st.badge(run["status"], color=STATUS_COLOURS.get(run["status"], "gray"))
+    if run["breach"]:
+        st.badge(f"{run['breach']} breach", icon=":material/error:", color="red")
+    if run["replay_of"]:
+        st.badge(f"replay of {run['replay_of'][:12]}", color="violet")
+    if run["unpriced_calls"]:
+        st.badge(f"{run['unpriced_calls']} unpriced calls", color="orange")
+
+cap = "no cap" if run["max_workers"] is None else f"cap {run['max_workers']}"
+facts = st.columns(6)
+facts[0].metric("Cost", view.usd(run["cost_usd"]))
+facts[1].metric(
+    "Workers proposed → dispatched",
+    f"{run['workers_proposed'] if run['workers_proposed'] is not None else '-'} → "
+    f"{run['workers_dispatched'] if run['workers_dispatched'] is not None else '-'}",
+)
+facts[2].metric("Max workers", cap)
+facts[3].metric(
+    "Ceiling", "none" if run["ceiling_usd"] is None else view.usd(run["ceiling_usd"])
+)
+facts[4].metric("Estimate at dispatch", view.usd(run["estimate_usd"]))
+facts[5].metric("Duration", f"{run['duration_ms'] / 1000:,.1f} s")
+st.caption(
+    f"Started {run['started_at']:%Y-%m-%d %H:%M:%S} UTC · policy {run['policy'] or '-'} · "
+    f"planner {run['planner_model'] or '-'} · synthesis {run['synthesis_model'] or '-'} · "
+    f"{run['llm_calls']} LLM calls ({run['failed_calls']} failed) · "
+    f"{run['input_tokens']:,} tokens in, {run['output_tokens']:,} out · "
+    f"link: [{view.run_link(run['run_id'])}]({view.run_link(run['run_id'])})"
+)
+
+st.subheader("Spans")
+st.plotly_chart(charts.run_waterfall(spans), key="waterfall")
+st.dataframe(
+    spans,
+    hide_index=True,
+    key="spans",
+    column_order=["name", "role", "model", "input_tokens", "output_tokens", "cost_usd",
+                  "cost_source", "status_code", "offset_ms", "duration_ms"],
+    column_config={
+        "name": st.column_config.TextColumn("Span"),
+        "role": st.column_config.TextColumn("Role"),
+        "model": st.column_config.TextColumn("Model"),
+        "input_tokens": st.column_config.NumberColumn("Tokens in"),
+        "output_tokens": st.column_config.NumberColumn("Tokens out"),
+        "cost_usd": st.column_config.NumberColumn("Cost", format="$%.6f"),
+        "cost_source": st.column_config.TextColumn("Cost source"),
+        "status_code": st.column_config.TextColumn("Status"),
+        "offset_ms": st.column_config.NumberColumn("Start (ms)", format="%.0f"),
+        "duration_ms": st.column_config.NumberColumn("Duration (ms)", format="%.0f"),
+    },
+)

@@ -1,0 +1,272 @@
+"""What the pages show, read from the store through analytics/, cached, with store problems
+turned into plain messages on the page.
+
+Each ``load_*`` function opens the store read-only once (``analytics.store_access.
+read_store``: short-lived, retries while a writer holds the lock), calls analytics/ and
+returns plain data. They are cached with ``st.cache_data`` keyed on the store path, the
+store's *version* (modification time and size of the file and its WAL, so a write by
+another process shows at the next rerun) and the filters; the TTL bounds how stale a
+"last 24 hours" window can get. Pages call them through :func:`fetch`, the edge where
+store and analytics errors become ``st.info`` / ``st.warning`` / ``st.error``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, TypeVar
+
+import polars as pl
+import streamlit as st
+
+from analytics.errors import AnalyticsError
+from analytics.incidents import list_incidents
+from analytics.percentiles import cap_start_date, cost_percentiles, daily_percentiles
+from analytics.runs import get_run, list_runs, run_spans, task_classes
+from analytics.store_access import StoreBusyError, StoreError, StoreNotFoundError, read_store
+from cliffwatch import settings
+from dashboard.filters import Filters
+
+T = TypeVar("T")
+
+CACHE_TTL_S = 30
+"""Seconds a cached result lives even if the store did not change: durations such as
+"last 24 hours" end at the time of the query, so they must be re-evaluated now and then."""
+
+RUN_POINTS_LIMIT = 20_000
+"""At most this many runs (the newest) are drawn as points in the distribution chart: a
+browser draws tens of thousands of points smoothly, millions not at all."""
+
+RECENT_RUNS_LIMIT = 200
+"""Runs offered by the run page's picker."""
+
+BUSY_RETRIES = 2
+"""Reruns of a page whose store stayed locked past the lock timeout before giving up."""
+
+BUSY_PAUSE_S = 1.0
+"""Pause before such a rerun (the timeout itself was already spent retrying)."""
+
+_BUSY_KEY = "cliffwatch_busy_tries"
+
+NO_STORE_MESSAGE = (
+    "There is no cliffwatch database at `{path}` yet. Run `cliffwatch demo` to fill one "
+    "with a month of simulated runs, or point `CLIFFWATCH_DB` at your store."
+)
+EMPTY_STORE_MESSAGE = (
+    "The cliffwatch database at `{path}` has no runs yet. Run `cliffwatch demo` to fill it "
+    "with a month of simulated runs, or send spans to it from your pipeline."
+)
+
+
+def store_path() -> Path:
+    """The store the dashboard reads: ``$CLIFFWATCH_DB``, else the default path."""
+    return settings.db_path()
+
+
+def store_version(path: Path) -> tuple[int, ...]:
+    """Modification time (ns) and size of the store file and its WAL; zeros when missing.
+
+    Part of every cache key, so results are re-read as soon as another process writes.
+    """
+    parts: list[int] = []
+    for file in (path, path.with_name(path.name + ".wal")):
+        try:
+            stat = file.stat()
+        except OSError:
+            parts += [0, 0]
+        else:
+            parts += [stat.st_mtime_ns, stat.st_size]
+    return tuple(parts)
+
+
+def _selected(df: pl.DataFrame, filters: Filters) -> pl.DataFrame:
+    # analytics filters on one class at a time; several are filtered here, by row.
+    if len(filters.task_classes) < 2 or df.is_empty():
+        return df
+    return df.filter(pl.col("task_class").is_in(list(filters.task_classes)))
+
+
+def _headline(
+    percentiles: pl.DataFrame, runs: pl.DataFrame
+) -> tuple[float, float, float] | None:
+    columns = ("p50_usd", "p95_usd", "p99_usd")
+    if percentiles.height == 1:
+        row = percentiles.row(0, named=True)
+        return tuple(row[c] for c in columns)  # type: ignore[return-value]
+    if runs.is_empty():
+        return None
+    costs = runs["cost_usd"]
+    return tuple(  # type: ignore[return-value]
+        costs.quantile(q, interpolation="linear") for q in (0.5, 0.95, 0.99)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """Everything the overview page shows, for one set of filters.
+
+    Attributes:
+        percentiles: :func:`analytics.percentiles.cost_percentiles` rows of the selection.
+        daily: :func:`analytics.percentiles.daily_percentiles` rows of the selection.
+        runs: :func:`analytics.runs.list_runs` of the selection, newest first, at most
+            :data:`RUN_POINTS_LIMIT` rows.
+        runs_truncated: more runs matched than ``runs`` holds.
+        cap_date: the first day a run had a max-workers cap, or None.
+        open_incidents: incidents with status ``open`` in the selection.
+        headline_usd: (P50, P95, P99) cost per run over the whole selection, USD: the
+            class's row when one class is selected, else continuous percentiles over
+            ``runs`` (polars' ``linear``, the same interpolation as ``quantile_cont``);
+            None when nothing matched.
+    """
+
+    percentiles: pl.DataFrame
+    daily: pl.DataFrame
+    runs: pl.DataFrame
+    runs_truncated: bool
+    cap_date: date | None
+    open_incidents: int
+    headline_usd: tuple[float, float, float] | None
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_task_classes(db: str, version: tuple[int, ...]) -> list[str]:
+    """The task classes that have runs in the store, sorted (empty: the store has no run).
+
+    Raises:
+        StoreError: the store is missing, not a store, or busy.
+    """
+    with read_store(db) as con:
+        return task_classes(con)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_overview(db: str, version: tuple[int, ...], filters: Filters) -> Overview:
+    """The overview's data (see :class:`Overview`) in one read-only open of ``db``.
+
+    Raises:
+        StoreError: the store is missing, not a store, or busy.
+        AnalyticsError: a filter names an unknown class or makes an empty window.
+    """
+    window = filters.window()
+    only = filters.only_class()
+    with read_store(db) as con:
+        percentiles = _selected(cost_percentiles(con, window, task_class=only), filters)
+        daily = _selected(daily_percentiles(con, window, task_class=only), filters)
+        runs = _selected(
+            list_runs(con, window, task_class=only, limit=RUN_POINTS_LIMIT + 1), filters
+        )
+        cap_date = cap_start_date(con, task_class=only)
+        incidents = _selected(
+            list_incidents(con, window, status="open", task_class=only), filters
+        )
+    runs, truncated = runs.head(RUN_POINTS_LIMIT), runs.height > RUN_POINTS_LIMIT
+    return Overview(
+        percentiles=percentiles,
+        daily=daily,
+        runs=runs,
+        runs_truncated=truncated,
+        cap_date=cap_date,
+        open_incidents=incidents.height,
+        headline_usd=_headline(percentiles, runs),
+    )
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_incidents(db: str, version: tuple[int, ...], filters: Filters) -> pl.DataFrame:
+    """:func:`analytics.incidents.list_incidents` for the filters, newest first.
+
+    Raises:
+        StoreError, AnalyticsError: as :func:`load_overview`.
+    """
+    with read_store(db) as con:
+        found = list_incidents(con, filters.window(), task_class=filters.only_class())
+    return _selected(found, filters)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_recent_runs(db: str, version: tuple[int, ...], filters: Filters) -> pl.DataFrame:
+    """The newest :data:`RECENT_RUNS_LIMIT` runs of the selection (the run picker).
+
+    Raises:
+        StoreError, AnalyticsError: as :func:`load_overview`.
+    """
+    with read_store(db) as con:
+        runs = list_runs(
+            con, filters.window(), task_class=filters.only_class(), limit=RECENT_RUNS_LIMIT
+        )
+    return _selected(runs, filters)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_run(
+    db: str, version: tuple[int, ...], run_id: str
+) -> tuple[dict[str, Any], pl.DataFrame]:
+    """One run's ``runs`` row and its spans (:func:`analytics.runs.run_spans`).
+
+    Raises:
+        RunNotFoundError: no run has that id (or unique prefix).
+        StoreError: as :func:`load_overview`.
+    """
+    with read_store(db) as con:
+        return get_run(con, run_id), run_spans(con, run_id)
+
+
+def known_task_classes() -> list[str]:
+    """The store's task classes for the sidebar; [] while the store cannot be read (the
+    page then says why, through :func:`fetch`)."""
+    path = store_path()
+    try:
+        return load_task_classes(str(path), store_version(path))
+    except StoreError:
+        return []
+
+
+def fetch(loader: Callable[..., T], *args: Any) -> T:
+    """Call a ``load_*`` function on the current store; stop the page on a store problem.
+
+    A missing store gets an ``st.info`` telling the user to run ``cliffwatch demo``; a
+    store still locked after the lock timeout gets ``st.warning`` and a rerun (up to
+    :data:`BUSY_RETRIES` times), then ``st.error``; anything else the store or analytics
+    reject gets ``st.error`` with their one-line message. Never a traceback.
+
+    Args:
+        loader: one of this module's ``load_*`` functions.
+        *args: its arguments after ``db`` and ``version``.
+
+    Returns:
+        What ``loader`` returned.
+    """
+    path = store_path()
+    try:
+        result = loader(str(path), store_version(path), *args)
+    except StoreNotFoundError:
+        st.info(NO_STORE_MESSAGE.format(path=path))
+        st.stop()
+    except StoreBusyError as exc:
+        tries = st.session_state.get(_BUSY_KEY, 0)
+        if tries < BUSY_RETRIES:
+            st.session_state[_BUSY_KEY] = tries + 1
+            st.warning(f"Store busy, retrying ({tries + 1}/{BUSY_RETRIES}): {exc}")
+            time.sleep(BUSY_PAUSE_S)
+            st.rerun()
+        st.session_state[_BUSY_KEY] = 0
+        st.error(f"{exc}. Another process is still writing to it: reload the page to retry.")
+        st.stop()
+    except (StoreError, AnalyticsError) as exc:
+        st.error(str(exc))
+        st.stop()
+    st.session_state[_BUSY_KEY] = 0
+    return result
+
+
+def stop_if_no_runs() -> None:
+    """Say plainly that the store holds no run yet, and how to fill it, and stop the page.
+
+    Call after a :func:`fetch` of the page's own data came back empty.
+    """
+    if not fetch(load_task_classes):
+        st.info(EMPTY_STORE_MESSAGE.format(path=store_path()))
+        st.stop()

@@ -1,0 +1,267 @@
+"""SDK span mapping and the DuckDB span exporter, with real SDK spans and real store files."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Status, StatusCode, set_span_in_context
+
+from telemetry import conventions as cv
+from telemetry import spill
+from telemetry.exporter import DuckDBSpanExporter
+from telemetry.records import SPAN_RECORD_FIELDS, SpanRecord
+from telemetry.sdk_mapping import record_from_otel_fields, record_from_sdk_span
+from telemetry.store import open_store
+from telemetry.testing import hold_store_lock
+
+T0 = 1_793_520_000_000_000_000  # 2026-11-01T08:00:00Z in ns
+
+
+def _sdk_run_spans(service_name: str = "svc-test") -> list[ReadableSpan]:
+    """A small run trace made by the real SDK: run -> plan, 2 workers (one failing)."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test")
+    run = tracer.start_span("run research", start_time=T0, attributes={
+        cv.CLIFF_ROLE: "run", cv.CLIFF_TASK_CLASS: "research", cv.CLIFF_STATUS: "ok",
+        cv.CLIFF_MAX_WORKERS: 8, cv.CLIFF_WORKERS_PROPOSED: 2, cv.CLIFF_WORKERS_DISPATCHED: 2,
+        cv.CLIFF_CEILING_USD: 0.5, cv.CLIFF_POLICY: "reject",
+    })
+    ctx = set_span_in_context(run)
+
+    def call(name: str, role: str, start: int, cost: float | None, tin: int, tout: int):
+        attrs = {
+            cv.CLIFF_ROLE: role, cv.CLIFF_TASK_CLASS: "research",
+            cv.GEN_AI_OPERATION_NAME: "chat", cv.GEN_AI_PROVIDER_NAME: "sim",
+            cv.GEN_AI_REQUEST_MODEL: "sim/gpt-4o-mini", cv.GEN_AI_RESPONSE_MODEL: "gpt-4o-mini",
+            cv.GEN_AI_USAGE_INPUT_TOKENS: tin, cv.GEN_AI_USAGE_OUTPUT_TOKENS: tout,
+            cv.CLIFF_COST_SOURCE: "computed" if cost is not None else "unpriced",
+            "cliff.tags": ("a", "b"),
+        }
+        if cost is not None:
+            attrs |= {cv.CLIFF_COST_USD: cost, cv.CLIFF_PRICE_INPUT: 1.5e-7,
+                      cv.CLIFF_PRICE_OUTPUT: 6e-7}
+        return tracer.start_span(name, context=ctx, start_time=start, attributes=attrs)
+
+    plan = call("plan", "plan", T0 + 1_000, 0.00012, 400, 100)
+    plan.end(end_time=T0 + 2_000_000)
+    ok = call("worker 0", "worker", T0 + 3_000_000, 0.0021, 800, 3300)
+    ok.add_event("retry", {"attempt": 1, "reason": "rate limited"}, timestamp=T0 + 4_000_000)
+    ok.set_status(Status(StatusCode.OK))
+    ok.end(end_time=T0 + 9_000_000)
+    bad = call("worker 1", "worker", T0 + 3_000_000, None, 800, 0)
+    bad.set_status(Status(StatusCode.ERROR, "provider timeout"))
+    bad.end(end_time=T0 + 8_000_000)
+    run.end(end_time=T0 + 10_000_000)
+    provider.shutdown()
+    return list(memory.get_finished_spans())
+
+
+def _stored(path: Path) -> dict[str, dict]:
+    with open_store(path, read_only=True) as con:
+        rel = con.sql(f"SELECT {', '.join(SPAN_RECORD_FIELDS)} FROM spans")
+        return {r[1]: dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()}
+
+
+# --- mapping ------------------------------------------------------------------------------
+
+
+def test_sdk_span_maps_to_record_with_hex_ids_tokens_cost_and_json() -> None:
+    spans = {s.name: s for s in _sdk_run_spans()}
+    run, worker, failed = spans["run research"], spans["worker 0"], spans["worker 1"]
+    rec = record_from_sdk_span(worker)
+    assert rec.trace_id == format(worker.context.trace_id, "032x") and len(rec.trace_id) == 32
+    assert rec.span_id == format(worker.context.span_id, "016x") and len(rec.span_id) == 16
+    assert rec.parent_span_id == format(run.context.span_id, "016x")
+    assert (rec.role, rec.is_llm_call, rec.task_class) == ("worker", True, "research")
+    assert (rec.input_tokens, rec.output_tokens) == (800, 3300)
+    assert (rec.cost_usd, rec.cost_source) == (0.0021, "computed")
+    assert (rec.price_input_usd_per_token, rec.price_output_usd_per_token) == (1.5e-7, 6e-7)
+    assert (rec.request_model, rec.response_model) == ("sim/gpt-4o-mini", "gpt-4o-mini")
+    assert (rec.provider, rec.operation, rec.service_name) == ("sim", "chat", "svc-test")
+    assert (rec.status_code, rec.status_message) == ("ok", None)
+    assert rec.start_time_unix_nano == T0 + 3_000_000
+    assert rec.end_time_unix_nano == T0 + 9_000_000
+    assert json.loads(rec.attributes)["cliff.tags"] == ["a", "b"]
+    assert json.loads(rec.resource_attributes)["service.name"] == "svc-test"
+    assert json.loads(rec.events) == [{
+        "name": "retry", "time_unix_nano": T0 + 4_000_000,
+        "attributes": {"attempt": 1, "reason": "rate limited"},
+    }]
+    assert rec.source == "cliffwatch"
+
+    root = record_from_sdk_span(run, source="guard")
+    assert (root.parent_span_id, root.role, root.is_llm_call) == (None, "run", False)
+    assert (root.cost_usd, root.cost_source, root.status_code) == (None, None, "unset")
+    assert root.source == "guard"
+
+    err = record_from_sdk_span(failed)
+    assert (err.status_code, err.status_message) == ("error", "provider timeout")
+    assert (err.cost_usd, err.cost_source) == (None, "unpriced")
+
+
+def _fields(**attrs: object) -> SpanRecord:
+    return record_from_otel_fields(
+        trace_id=1, span_id=2, parent_span_id=None, name="x", start_time_unix_nano=5,
+        end_time_unix_nano=None, status_code="STATUS_CODE_ERROR", status_message="",
+        attributes=attrs, resource_attributes={},
+    )
+
+
+def test_roles_default_to_other_and_unknown_roles_are_other() -> None:
+    assert _fields().role == "other"
+    assert _fields(**{cv.CLIFF_ROLE: "tool"}).role == "other"
+    assert not _fields(**{cv.CLIFF_ROLE: "tool"}).is_llm_call
+    for role in ("plan", "worker", "synthesis", "critic", "call"):
+        assert _fields(**{cv.CLIFF_ROLE: role}).is_llm_call, role
+    assert not _fields(**{cv.CLIFF_ROLE: "run"}).is_llm_call
+
+
+def test_mapping_edges_ids_status_end_and_producer_cost() -> None:
+    rec = _fields(**{"gen_ai.usage.prompt_tokens": 7, "llm.cost.total": 0.5,
+                     "bad": float("nan")})
+    assert rec.trace_id == "0" * 31 + "1" and rec.span_id == "0" * 15 + "2"
+    assert (rec.status_code, rec.status_message) == ("error", None)
+    assert rec.end_time_unix_nano == rec.start_time_unix_nano == 5  # not ended: start
+    assert rec.input_tokens == 7
+    assert (rec.cost_usd, rec.cost_source) == (0.5, "provider")
+    assert json.loads(rec.attributes)["bad"] == "nan"  # JSON has no NaN
+    # An LLM call with no cost at all is unpriced, never $0.
+    call = _fields(**{cv.CLIFF_ROLE: "call"})
+    assert (call.cost_usd, call.cost_source) == (None, "unpriced")
+
+
+def test_infer_llm_calls_for_ingested_spans() -> None:
+    attrs = {cv.GEN_AI_OPERATION_NAME: "chat", cv.GEN_AI_USAGE_INPUT_TOKENS: 3}
+    kwargs = dict(
+        trace_id="AB" * 16, span_id="cd" * 8, parent_span_id="", name="chat",
+        start_time_unix_nano=1, end_time_unix_nano=2, status_code="unset",
+        status_message=None, attributes=attrs, resource_attributes={},
+    )
+    assert record_from_otel_fields(**kwargs).role == "other"
+    inferred = record_from_otel_fields(**kwargs, infer_llm_calls=True, source="otlp")
+    assert (inferred.role, inferred.is_llm_call, inferred.source) == ("call", True, "otlp")
+    assert inferred.trace_id == "ab" * 16 and inferred.parent_span_id is None
+
+
+# --- exporter -----------------------------------------------------------------------------
+
+
+def test_round_trip_sdk_spans_through_exporter_to_duckdb(tmp_path: Path) -> None:
+    path = tmp_path / "rt.duckdb"
+    spans = _sdk_run_spans()
+    exporter = DuckDBSpanExporter(path)
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    stored = _stored(path)
+    assert len(stored) == len(spans)
+    for span in spans:
+        row = stored[format(span.context.span_id, "016x")]
+        assert row["trace_id"] == format(span.context.trace_id, "032x")
+        want = record_from_sdk_span(span)
+        for name in SPAN_RECORD_FIELDS:
+            if name in ("attributes", "resource_attributes", "events"):
+                assert json.loads(row[name]) == json.loads(getattr(want, name)), name
+            else:
+                assert row[name] == getattr(want, name), name
+        # and against the SDK span itself, not only against our own mapping
+        attrs = {k: list(v) if isinstance(v, tuple) else v for k, v in span.attributes.items()}
+        assert json.loads(row["attributes"]) == attrs
+        assert row["input_tokens"] == span.attributes.get(cv.GEN_AI_USAGE_INPUT_TOKENS)
+        assert row["cost_usd"] == span.attributes.get(cv.CLIFF_COST_USD)
+    with open_store(path, read_only=True) as con:
+        run = con.sql(
+            "SELECT cost_usd, llm_calls, unpriced_calls, failed_calls, status FROM runs"
+        ).fetchall()
+    assert run == [(pytest.approx(0.00012 + 0.0021), 3, 1, 1, "ok")]
+
+
+def test_export_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "idem.duckdb"
+    spans = _sdk_run_spans()
+    exporter = DuckDBSpanExporter(path)
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert len(_stored(path)) == len(spans)
+
+
+def test_export_after_shutdown_fails_and_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "shut.duckdb"
+    exporter = DuckDBSpanExporter(path)
+    exporter.shutdown()
+    assert exporter.export(_sdk_run_spans()) is SpanExportResult.FAILURE
+    assert not path.exists()
+
+
+def test_export_to_a_bad_file_fails_logs_and_never_raises(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "garbage.duckdb"
+    path.write_bytes(b"garbage" * 100)
+    spans = _sdk_run_spans()
+    with caplog.at_level(logging.ERROR, logger="telemetry.exporter"):
+        assert DuckDBSpanExporter(path).export(spans) is SpanExportResult.FAILURE
+    assert f"failed to export {len(spans)} spans" in caplog.text
+    assert str(path) in caplog.text
+    assert spill.pending_spills(path) == []  # not a lock problem: nothing to retry
+
+
+def test_busy_store_spills_returns_success_and_flush_loads_it(tmp_path: Path) -> None:
+    path = tmp_path / "busy.duckdb"
+    spans = _sdk_run_spans()
+    exporter = DuckDBSpanExporter(path, timeout_s=0.2)
+    exporter.export(spans[:1])  # the store exists
+    with hold_store_lock(path):
+        assert exporter.export(spans[1:]) is SpanExportResult.SUCCESS
+        assert len(spill.pending_spills(path)) == 1
+        assert exporter.force_flush(timeout_millis=200) is False  # still held
+    assert exporter.force_flush(timeout_millis=5000) is True
+    assert spill.pending_spills(path) == []
+    assert len(_stored(path)) == len(spans)
+
+
+def test_shutdown_loads_pending_spills(tmp_path: Path) -> None:
+    path = tmp_path / "drain.duckdb"
+    spans = _sdk_run_spans()
+    spill.spill_records(path, [record_from_sdk_span(s) for s in spans])
+    exporter = DuckDBSpanExporter(path, timeout_s=5)
+    exporter.shutdown()
+    assert spill.pending_spills(path) == []
+    assert len(_stored(path)) == len(spans)
+
+
+def test_instrumentation_is_suppressed_while_writing(tmp_path: Path) -> None:
+    seen: list[object] = []
+
+    class Probe(DuckDBSpanExporter):
+        def _records(self, spans: Sequence[ReadableSpan]) -> list[SpanRecord]:
+            seen.append(get_value(_SUPPRESS_INSTRUMENTATION_KEY))
+            return super()._records(spans)
+
+    exporter = Probe(tmp_path / "quiet.duckdb")
+    assert get_value(_SUPPRESS_INSTRUMENTATION_KEY) is None
+    assert exporter.export(_sdk_run_spans()) is SpanExportResult.SUCCESS
+    assert seen == [True]
+    assert get_value(_SUPPRESS_INSTRUMENTATION_KEY) is None  # detached afterwards
+
+
+def test_one_unmappable_span_is_logged_and_the_rest_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "partial.duckdb"
+    spans = _sdk_run_spans()
+    broken = ReadableSpan(name="no context")  # context None: cannot be mapped
+    with caplog.at_level(logging.ERROR, logger="telemetry.exporter"):
+        result = DuckDBSpanExporter(path).export([*spans, broken])
+    assert result is SpanExportResult.SUCCESS
+    assert "skipped span 'no context'" in caplog.text
+    assert len(_stored(path)) == len(spans)

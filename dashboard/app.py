@@ -1,8 +1,13 @@
 """cliffwatch's Streamlit entry point: the page navigation and the shared sidebar filters.
 
 Run with ``cliffwatch dashboard`` or ``streamlit run dashboard/app.py``; the store is
-``$CLIFFWATCH_DB`` (default ``data/cliffwatch.duckdb``). Pages live in ``pages/`` and
+``$CLIFFWATCH_DB`` (default ``data/cliffwatch.duckdb``). Pages live in ``views/`` and
 read the filters with :func:`dashboard.filters.current`.
+
+The folder is deliberately not called ``pages/``: Streamlit treats a ``pages/`` folder
+beside the entry point as a v1 multipage app until some session has run
+``st.navigation``, so the first visitor of a fresh server who opened a deep link such as
+``/run?run_id=...`` would get that page without this file (no filters, v1 navigation).
 """
 
 import streamlit as st
@@ -13,9 +18,9 @@ st.set_page_config(page_title="cliffwatch", layout="wide")
 
 page = st.navigation(
     [
-        st.Page("pages/overview.py", title="Overview", icon=":material/monitoring:", default=True),
-        st.Page("pages/incidents.py", title="Incidents", icon=":material/warning:"),
-        st.Page("pages/run.py", title="Run", icon=":material/waterfall_chart:"),
+        st.Page("views/overview.py", title="Overview", icon=":material/monitoring:", default=True),
+        st.Page("views/incidents.py", title="Incidents", icon=":material/warning:"),
+        st.Page("views/run.py", title="Run", icon=":material/waterfall_chart:"),
     ]
 )
 filters.render_sidebar(queries.known_task_classes())

@@ -6,7 +6,7 @@ from typing import NoReturn
 
 import streamlit as st
 
-RUN_PAGE = "pages/run.py"
+RUN_PAGE = "views/run.py"
 """The run page's source, relative to app.py (what ``st.switch_page`` takes)."""
 
 RUN_URL_PATH = "run"

@@ -7,7 +7,7 @@ Deep link: ``/incidents?kind=cap_breach&status=open`` (plus the sidebar's parame
 import polars as pl
 import streamlit as st
 
-from dashboard import filters, queries, view
+from dashboard import filters, queries, ui
 
 selected = filters.current()
 st.title("Incidents")
@@ -38,7 +38,7 @@ if status:
 
 st.caption(f"{shown.height:,} of {found.height:,} incidents · select a row to open its run")
 table = shown.with_columns(
-    (pl.lit(view.RUN_LINK_PREFIX) + pl.col("run_id")).alias("link")
+    (pl.lit(ui.RUN_LINK_PREFIX) + pl.col("run_id")).alias("link")
 )
 picked = st.dataframe(
     table,
@@ -58,4 +58,4 @@ picked = st.dataframe(
     },
 )
 if picked.selection.rows:
-    view.open_run(table["run_id"][picked.selection.rows[0]])
+    ui.open_run(table["run_id"][picked.selection.rows[0]])

@@ -8,7 +8,7 @@ import polars as pl
 import streamlit as st
 
 from analytics import charts
-from dashboard import filters, queries, view
+from dashboard import filters, queries, ui
 
 selected = filters.current()
 st.title("Cost per task")
@@ -23,15 +23,15 @@ if data.percentiles.is_empty():
 table = data.percentiles
 kpis = st.columns(6)
 kpis[0].metric("Runs", f"{table['runs'].sum():,}")
-kpis[1].metric("Spend", view.usd(table["total_usd"].sum()))
+kpis[1].metric("Spend", ui.usd(table["total_usd"].sum()))
 headline = data.headline_usd or (None, None, None)
 for column, label, value in zip(kpis[2:5], ("P50", "P95", "P99"), headline, strict=True):
-    column.metric(f"{label} per run", view.usd(value))
+    column.metric(f"{label} per run", ui.usd(value))
 kpis[5].metric("Open incidents", data.open_incidents)
 
 st.subheader("Percentiles per task class")
 flagged = table.with_columns(
-    pl.when(pl.col("cliff_ratio") > view.CLIFF_RATIO_ALERT)
+    pl.when(pl.col("cliff_ratio") > ui.CLIFF_RATIO_ALERT)
     .then(pl.lit("🔴 Cost Cliff"))
     .otherwise(pl.lit(""))
     .alias("cliff")
@@ -39,28 +39,27 @@ flagged = table.with_columns(
 
 
 def _alert(ratio: float | None) -> str:
-    over = ratio is not None and ratio > view.CLIFF_RATIO_ALERT
+    over = ratio is not None and ratio > ui.CLIFF_RATIO_ALERT
     return "background-color: #fde0e0; color: #b00020; font-weight: 700" if over else ""
 
 
 st.dataframe(
     flagged.to_pandas().style.map(_alert, subset=["cliff_ratio"]),
     hide_index=True,
-    key="percentiles",
     column_order=["task_class", "runs", "total_usd", "mean_usd", "p50_usd", "p95_usd",
                   "p99_usd", "max_usd", "cliff_ratio", "cliff", "breaches", "unpriced_calls"],
     column_config={
         "task_class": st.column_config.TextColumn("Task class"),
         "runs": st.column_config.NumberColumn("Runs"),
-        "total_usd": view.usd_column("Spend"),
-        "mean_usd": view.usd_column("Mean"),
-        "p50_usd": view.usd_column("P50"),
-        "p95_usd": view.usd_column("P95"),
-        "p99_usd": view.usd_column("P99"),
-        "max_usd": view.usd_column("Max"),
+        "total_usd": ui.usd_column("Spend"),
+        "mean_usd": ui.usd_column("Mean"),
+        "p50_usd": ui.usd_column("P50"),
+        "p95_usd": ui.usd_column("P95"),
+        "p99_usd": ui.usd_column("P99"),
+        "max_usd": ui.usd_column("Max"),
         "cliff_ratio": st.column_config.NumberColumn(
             "P99 / P50", format="%.1f×",
-            help=f"Flagged above {view.CLIFF_RATIO_ALERT:g}x: the handbook's Cost Cliff.",
+            help=f"Flagged above {ui.CLIFF_RATIO_ALERT:g}x: the handbook's Cost Cliff.",
         ),
         "cliff": st.column_config.TextColumn(""),
         "breaches": st.column_config.NumberColumn("Breaches", help="Cap or ceiling breaches"),
@@ -83,7 +82,7 @@ picked = st.plotly_chart(
 )
 for point in picked.selection.points:
     if point.get("customdata"):
-        view.open_run(point["customdata"][0])
+        ui.open_run(point["customdata"][0])
 
 st.subheader("Daily P50 / P95 / P99")
 st.plotly_chart(charts.daily_trend(data.daily, data.cap_date), key="daily_trend")

@@ -8,7 +8,7 @@ a picker of the recent runs (within the sidebar's filters).
 import streamlit as st
 
 from analytics import charts
-from dashboard import filters, queries, view
+from dashboard import filters, queries, ui
 
 PICKER_KEY = "run_picker"
 STATUS_COLOURS = {"ok": "green", "rejected": "red", "cancelled": "orange", "failed": "red"}
@@ -28,7 +28,7 @@ st.title("Run")
 recent = queries.fetch(queries.load_recent_runs, selected)
 labels = {
     r["run_id"]: (
-        f"{r['started_at']:%Y-%m-%d %H:%M} · {r['task_class']} · {view.usd(r['cost_usd'])} · "
+        f"{r['started_at']:%Y-%m-%d %H:%M} · {r['task_class']} · {ui.usd(r['cost_usd'])} · "
         f"{r['status']} · {r['run_id'][:12]}"
     )
     for r in recent.iter_rows(named=True)
@@ -65,7 +65,7 @@ with badges:
 
 cap = "no cap" if run["max_workers"] is None else f"cap {run['max_workers']}"
 facts = st.columns(6)
-facts[0].metric("Cost", view.usd(run["cost_usd"]))
+facts[0].metric("Cost", ui.usd(run["cost_usd"]))
 facts[1].metric(
     "Workers proposed → dispatched",
     f"{run['workers_proposed'] if run['workers_proposed'] is not None else '-'} → "
@@ -73,16 +73,16 @@ facts[1].metric(
 )
 facts[2].metric("Max workers", cap)
 facts[3].metric(
-    "Ceiling", "none" if run["ceiling_usd"] is None else view.usd(run["ceiling_usd"])
+    "Ceiling", "none" if run["ceiling_usd"] is None else ui.usd(run["ceiling_usd"])
 )
-facts[4].metric("Estimate at dispatch", view.usd(run["estimate_usd"]))
+facts[4].metric("Estimate at dispatch", ui.usd(run["estimate_usd"]))
 facts[5].metric("Duration", f"{run['duration_ms'] / 1000:,.1f} s")
 st.caption(
     f"Started {run['started_at']:%Y-%m-%d %H:%M:%S} UTC · policy {run['policy'] or '-'} · "
     f"planner {run['planner_model'] or '-'} · synthesis {run['synthesis_model'] or '-'} · "
     f"{run['llm_calls']} LLM calls ({run['failed_calls']} failed) · "
     f"{run['input_tokens']:,} tokens in, {run['output_tokens']:,} out · "
-    f"link: [{view.run_link(run['run_id'])}]({view.run_link(run['run_id'])})"
+    f"link: [{ui.run_link(run['run_id'])}]({ui.run_link(run['run_id'])})"
 )
 
 st.subheader("Spans")
@@ -90,7 +90,6 @@ st.plotly_chart(charts.run_waterfall(spans), key="waterfall")
 st.dataframe(
     spans,
     hide_index=True,
-    key="spans",
     column_order=["name", "role", "model", "input_tokens", "output_tokens", "cost_usd",
                   "cost_source", "status_code", "offset_ms", "duration_ms"],
     column_config={

@@ -1,0 +1,263 @@
+"""The dashboard in-process (streamlit.testing AppTest) against real DuckDB stores.
+
+Each test runs the real entry point (``dashboard/app.py``: st.navigation + sidebar) and
+switches to a page, as a user would; the store is built through the real write path
+(tests/dashboard_store.py). Figures are checked against numpy over the raw run costs.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dashboard_store import StoreFixture, build_store
+from streamlit.testing.v1 import AppTest
+
+from telemetry.store import open_store, write_spans
+from telemetry.testing import make_runs_costing, ns_at
+
+APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+TIMEOUT_S = 30
+PAGES = (None, "views/incidents.py", "views/run.py")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> StoreFixture:
+    return build_store(tmp_path_factory.mktemp("dash") / "cliffwatch.duckdb")
+
+
+@pytest.fixture
+def app(store: StoreFixture, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("CLIFFWATCH_DB", str(store.path))
+    return AppTest.from_file(APP, default_timeout=TIMEOUT_S)
+
+
+def _open(app: AppTest, page: str | None = None, **params: str | list[str]) -> AppTest:
+    """Open ``page`` (None: the overview) with deep-link query parameters, as a new session.
+
+    AppTest needs one run of the entry point before it can switch to a page (NOTES.md).
+    """
+    for name, value in params.items():
+        app.query_params[name] = value
+    app.run()
+    if page is not None:
+        app.switch_page(page).run()
+    assert not app.exception, [e.message for e in app.exception]
+    return app
+
+
+# A table is known by a column only it has (st.dataframe keeps a key only when selectable).
+TABLE_COLUMNS = {"percentiles": "p99_usd", "incidents": "incident_id", "spans": "span_id"}
+
+
+def _tables(app: AppTest, name: str) -> list:
+    return [d.value for d in app.dataframe if TABLE_COLUMNS[name] in d.value.columns]
+
+
+def _frame(app: AppTest, name: str):
+    found = _tables(app, name)
+    assert len(found) == 1, f"{len(found)} {name} tables on the page"
+    return found[0]
+
+
+def _metrics(app: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in app.metric}
+
+
+def _texts(elements) -> str:
+    return " ".join(e.value for e in elements)
+
+
+def test_overview_percentiles_match_numpy(app: AppTest, store: StoreFixture) -> None:
+    _open(app)
+    table = _frame(app, "percentiles").set_index("task_class")
+    assert sorted(table.index) == sorted(store.costs_usd)
+    for task_class, costs in store.costs_usd.items():
+        p50, p95, p99 = np.percentile(costs, [50, 95, 99])
+        row = table.loc[task_class]
+        assert row["runs"] == len(costs)
+        assert row["p50_usd"] == pytest.approx(p50, rel=1e-9)
+        assert row["p95_usd"] == pytest.approx(p95, rel=1e-9)
+        assert row["p99_usd"] == pytest.approx(p99, rel=1e-9)
+        assert row["cliff_ratio"] == pytest.approx(p99 / p50, rel=1e-9)
+    # research has the heavy tail (P99/P50 far over 10): flagged; extract is flat.
+    assert "Cost Cliff" in table.loc["research", "cliff"]
+    assert table.loc["extract", "cliff"] == ""
+
+    every_cost = [c for costs in store.costs_usd.values() for c in costs]
+    kpis = _metrics(app)
+    assert kpis["Runs"] == str(len(every_cost))
+    assert kpis["Spend"] == f"${sum(every_cost):,.2f}"
+    assert kpis["P95 per run"] == f"${np.percentile(every_cost, 95):,.4f}"
+    assert kpis["Open incidents"] == "6"  # 1 cap, 1 ceiling, 4 runaways
+    assert "2026-11-06" in _texts(app.caption)  # the cap's first day, marked on the trend
+
+
+def test_overview_deep_link_filters_class_and_since(app: AppTest, store: StoreFixture) -> None:
+    _open(app, task_class="extract", since="2026-11-03")
+    table = _frame(app, "percentiles")
+    assert table["task_class"].tolist() == ["extract"]
+    # extract runs start 2026-11-01T02:00 every 8 h: six of them fall before Nov 3.
+    expected = store.costs_usd["extract"][6:]
+    assert table["runs"].tolist() == [len(expected)]
+    assert table["p50_usd"].iloc[0] == pytest.approx(np.percentile(expected, 50), rel=1e-9)
+    assert app.selectbox(key="since").value == "range"
+    assert app.date_input(key="dates").value[0].isoformat() == "2026-11-03"
+
+
+def test_overview_several_classes_selected_in_sidebar(app: AppTest, store: StoreFixture) -> None:
+    _open(app)
+    app.multiselect(key="task_class").select("extract").select("research").run()
+    assert sorted(_frame(app, "percentiles")["task_class"]) == ["extract", "research"]
+    app.multiselect(key="task_class").unselect("research").run()
+    assert _frame(app, "percentiles")["task_class"].tolist() == ["extract"]
+    assert _metrics(app)["Runs"] == str(len(store.costs_usd["extract"]))
+
+
+def test_overview_bad_since_link_is_a_warning(app: AppTest) -> None:
+    _open(app, since="last tuesday")
+    assert "Ignored the link's time filter" in _texts(app.warning)
+    assert len(_frame(app, "percentiles")) == 2  # all time
+
+
+def test_incidents_page_lists_incidents(app: AppTest, store: StoreFixture) -> None:
+    _open(app, "views/incidents.py")
+    table = _frame(app, "incidents")
+    assert sorted(table["kind"]) == ["cap_breach", "cost_ceiling"] + ["runaway"] * 4
+    by_kind = dict(zip(table["kind"], table["run_id"], strict=True))
+    assert by_kind["cap_breach"] == store.cap_breach_run_id
+    assert by_kind["cost_ceiling"] == store.ceiling_run_id
+    assert set(table["status"]) == {"open"}
+    cap_row = table[table["kind"] == "cap_breach"].iloc[0]
+    assert "47" in cap_row["detail"]
+    assert cap_row["link"] == f"run?run_id={store.cap_breach_run_id}"
+
+
+def test_incidents_filter_by_kind(app: AppTest) -> None:
+    _open(app, "views/incidents.py", kind="cap_breach")
+    assert _frame(app, "incidents")["kind"].tolist() == ["cap_breach"]
+    app.selectbox(key="kind").set_value("runaway").run()
+    assert _frame(app, "incidents")["kind"].tolist() == ["runaway"] * 4
+
+
+def test_incident_row_opens_its_run(app: AppTest, store: StoreFixture) -> None:
+    _open(app, "views/incidents.py", kind="cap_breach")
+    app.session_state["incidents"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    app.run()
+    assert not app.exception
+    assert app.query_params["run_id"] == store.cap_breach_run_id
+    assert _metrics(app)["Workers proposed → dispatched"] == "47 → 0"
+
+
+def test_run_page_shows_the_runs_spans(app: AppTest, store: StoreFixture) -> None:
+    _open(app, "views/run.py", run_id=store.ceiling_run_id)
+    spans = _frame(app, "spans")
+    # plan + 2 workers under the root; no synthesis (spend crossed the ceiling).
+    assert spans["name"].tolist() == ["run research", "plan", "worker 0", "worker 1"]
+    assert spans["cost_usd"].iloc[1:].tolist() == pytest.approx([0.004, 0.05, 0.05])
+    facts = _metrics(app)
+    assert facts["Cost"] == "$0.1040"
+    assert facts["Workers proposed → dispatched"] == "5 → 5"
+    assert facts["Max workers"] == "cap 8"
+    assert facts["Ceiling"] == "$0.1000"
+    assert facts["Estimate at dispatch"] == "$0.0900"
+    assert "ceiling breach" in _texts(app.markdown)
+    assert not app.error
+
+
+def test_run_page_accepts_an_id_prefix(app: AppTest, store: StoreFixture) -> None:
+    _open(app, "views/run.py", run_id=store.cap_breach_run_id[:10])
+    assert store.cap_breach_run_id in _texts(app.subheader)
+
+
+def test_run_page_unknown_run_is_an_error(app: AppTest) -> None:
+    _open(app, "views/run.py", run_id="0" * 32)
+    assert "no run" in _texts(app.error)
+    assert not _tables(app, "spans")
+
+
+def test_run_page_picker_opens_a_run(app: AppTest, store: StoreFixture) -> None:
+    _open(app, "views/run.py")
+    assert "Pick a run" in _texts(app.info)
+    picker = app.selectbox(key="run_picker")
+    assert len(picker.options) == sum(len(c) for c in store.costs_usd.values())
+    picker.set_value(store.some_run_id).run()
+    assert not app.exception
+    assert app.query_params["run_id"] == store.some_run_id
+    assert store.some_run_id in _texts(app.subheader)
+    assert len(_frame(app, "spans")) == 6  # run, plan, 3 workers, synthesis
+
+
+def test_new_runs_show_without_a_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "growing.duckdb"
+    write_spans(db, make_runs_costing([0.01, 0.02], task_class="live", seed=5))
+    monkeypatch.setenv("CLIFFWATCH_DB", str(db))
+    app = _open(AppTest.from_file(APP, default_timeout=TIMEOUT_S))
+    assert _metrics(app)["Runs"] == "2"
+    write_spans(db, make_runs_costing([0.03], task_class="live", seed=6,
+                                      started_at_ns=ns_at("2026-11-02T00:00:00")))
+    app.run()
+    assert _metrics(app)["Runs"] == "3"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_missing_store_says_run_the_demo(
+    page: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLIFFWATCH_DB", str(tmp_path / "nothing-here.duckdb"))
+    app = _open(AppTest.from_file(APP, default_timeout=TIMEOUT_S), page)
+    assert "cliffwatch demo" in _texts(app.info)
+    assert "nothing-here.duckdb" in _texts(app.info)
+    assert not app.error
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_empty_store_says_run_the_demo(
+    page: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "empty.duckdb"
+    with open_store(db, read_only=False):
+        pass
+    monkeypatch.setenv("CLIFFWATCH_DB", str(db))
+    app = _open(AppTest.from_file(APP, default_timeout=TIMEOUT_S), page)
+    assert "has no runs yet" in _texts(app.info)
+    assert "cliffwatch demo" in _texts(app.info)
+    assert not app.error
+
+
+def test_a_file_that_is_not_a_store_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "notes.duckdb"
+    db.write_text("not a database\n" * 100)
+    monkeypatch.setenv("CLIFFWATCH_DB", str(db))
+    app = _open(AppTest.from_file(APP, default_timeout=TIMEOUT_S))
+    assert "not a cliffwatch store" in _texts(app.error)
+
+
+def test_store_locked_by_another_process_is_reported(
+    store: StoreFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "locked.duckdb"
+    db.write_bytes(store.path.read_bytes())
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, duckdb; con = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+         "sys.stdin.read()", str(db)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        monkeypatch.setenv("CLIFFWATCH_DB", str(db))
+        monkeypatch.setenv("CLIFFWATCH_LOCK_TIMEOUT_S", "0.2")
+        app = _open(AppTest.from_file(APP, default_timeout=TIMEOUT_S))
+        assert "is busy" in _texts(app.error)
+        assert not _tables(app, "percentiles")
+    finally:
+        holder.communicate("", timeout=10)
+    app.run()  # the writer is gone: the next rerun shows the data
+    assert not app.error
+    assert len(_frame(app, "percentiles")) == 2

@@ -341,42 +341,60 @@ def _json_enum(value: Any, names: Mapping[str, int], what: str) -> int:
     return _json_int(value, what)
 
 
+def _json_int_value(raw: Any) -> Any:
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return str(raw)
+
+
+def _json_double_value(raw: Any) -> Any:
+    try:
+        return _finite(float(raw))
+    except (TypeError, ValueError):
+        return str(raw)
+
+
+def _json_array_value(raw: Any) -> list[Any]:
+    values = raw.get("values") if isinstance(raw, dict) else None
+    return [_json_value(v) for v in values or []]
+
+
+def _json_kvlist_value(raw: Any) -> dict[str, Any]:
+    values = raw.get("values") if isinstance(raw, dict) else None
+    return _json_attributes(values or [])
+
+
+_JSON_VALUE_READERS: dict[str, Any] = {
+    "stringValue": lambda raw: _truncated(str(raw)),
+    "intValue": _json_int_value,
+    "doubleValue": _json_double_value,
+    "boolValue": bool,
+    "arrayValue": _json_array_value,
+    "kvlistValue": _json_kvlist_value,
+    "bytesValue": str,  # base64 text already
+}
+_JSON_VALUE_READERS.update(
+    {
+        "string_value": _JSON_VALUE_READERS["stringValue"],
+        "int_value": _json_int_value,
+        "double_value": _json_double_value,
+        "bool_value": bool,
+        "array_value": _json_array_value,
+        "kvlist_value": _json_kvlist_value,
+        "bytes_value": str,
+    }
+)
+
+
 def _json_value(value: Any) -> Any:
+    """A plain value from an OTLP/JSON ``AnyValue`` (one key naming its type); None if empty."""
     if not isinstance(value, dict):
         return None
-    for key, snake in (
-        ("stringValue", "string_value"),
-        ("intValue", "int_value"),
-        ("doubleValue", "double_value"),
-        ("boolValue", "bool_value"),
-        ("arrayValue", "array_value"),
-        ("kvlistValue", "kvlist_value"),
-        ("bytesValue", "bytes_value"),
-    ):
-        raw = _get(value, key, snake)
-        if raw is None:
-            continue
-        if key == "stringValue":
-            return _truncated(str(raw))
-        if key == "intValue":
-            try:
-                return int(raw)
-            except (TypeError, ValueError):
-                return str(raw)
-        if key == "doubleValue":
-            try:
-                return _finite(float(raw))
-            except (TypeError, ValueError):
-                return str(raw)
-        if key == "boolValue":
-            return bool(raw)
-        if key == "arrayValue":
-            values = raw.get("values") if isinstance(raw, dict) else None
-            return [_json_value(v) for v in values or []]
-        if key == "kvlistValue":
-            values = raw.get("values") if isinstance(raw, dict) else None
-            return _json_attributes(values or [])
-        return str(raw)  # bytesValue is base64 text already
+    for key, raw in value.items():
+        reader = _JSON_VALUE_READERS.get(key)
+        if reader is not None and raw is not None:
+            return reader(raw)
     return None
 
 

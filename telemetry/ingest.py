@@ -1,0 +1,358 @@
+"""Import OTLP trace files into a store: the offline twin of the OTLP receiver.
+
+Formats, told apart by their first bytes (any of them may be gzipped):
+
+- **OTLP/JSON lines** (``.jsonl``): one ``ExportTraceServiceRequest`` per line, as the
+  OpenTelemetry Collector's file exporter writes (``format: json``) and as the OTel spec's
+  file exporter describes (https://opentelemetry.io/docs/specs/otel/protocol/file-exporter/).
+- **OTLP/JSON**: one request per file, pretty-printed or not, or a JSON array of requests.
+- **OTLP protobuf**: one binary ``ExportTraceServiceRequest`` per file (an HTTP body as
+  sent), or the Collector file exporter's ``format: proto`` stream (each message preceded by
+  its length as a 4-byte big-endian integer).
+
+Every span goes through the same decode (:mod:`telemetry.otlp_decode`) and mapping
+(:mod:`telemetry.otlp_mapping`) as the receiver's, and into the store through
+:func:`telemetry.store.write_spans` in batches. Spans are keyed by (trace_id, span_id), so
+ingesting a file again adds nothing. A line or message that does not decode is counted
+and named in the summary and the rest goes on (STYLE.md item 5).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from telemetry.otlp_decode import (
+    DecodedRequest,
+    OtlpDecodeError,
+    OtlpSpan,
+    decode_json_object,
+    decode_protobuf,
+)
+from telemetry.otlp_mapping import MappingConfig, map_spans
+from telemetry.records import SpanRecord
+from telemetry.store import write_spans
+
+DEFAULT_BATCH_SPANS = 20_000
+"""Spans mapped and written per transaction. Bigger batches amortise the per-write run
+materialisation; the spans of one trace usually sit close together in a file, so a batch
+this size also gives most calls their ancestors for role hints."""
+
+MAX_PROBLEMS_KEPT = 20
+"""Problems (bad lines, rejected spans) named in the summary; all are counted."""
+
+_PROGRESS_EVERY = 256
+"""Items (lines, messages) between progress callbacks within a file."""
+
+Progress = Callable[[int, int], None]
+"""``progress(bytes_done, bytes_total)`` over all files, in bytes of the files as stored."""
+
+
+class IngestError(Exception):
+    """A file cannot be ingested at all (missing, unreadable, not a file)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSummary:
+    """What an ingest read and changed.
+
+    Attributes:
+        files: files read.
+        requests: OTLP requests decoded (lines, messages or documents).
+        spans_read: spans that passed decoding and mapping.
+        spans_written: spans new to the store (0 when the files were ingested before).
+        spans_rejected: spans left out (bad ids, missing timestamps, unmappable).
+        bad_requests: lines or messages that did not decode at all.
+        runs_materialised: ``runs`` rows inserted or replaced.
+        incidents_recorded: incidents newly recorded.
+        unpriced_calls: LLM calls read with no known cost (cost_source ``unpriced``).
+        elapsed_s: wall time of the whole ingest, seconds.
+        problems: the first :data:`MAX_PROBLEMS_KEPT` problems, each ``file:where: why``.
+    """
+
+    files: int
+    requests: int
+    spans_read: int
+    spans_written: int
+    spans_rejected: int
+    bad_requests: int
+    runs_materialised: int
+    incidents_recorded: int
+    unpriced_calls: int
+    elapsed_s: float
+    problems: tuple[str, ...] = ()
+
+    @property
+    def spans_per_s(self) -> float:
+        """Spans read per second of wall time."""
+        return self.spans_read / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def complete(self) -> bool:
+        """True when nothing was rejected or undecodable."""
+        return self.spans_rejected == 0 and self.bad_requests == 0
+
+
+@dataclass(slots=True)
+class _Totals:
+    requests: int = 0
+    spans_read: int = 0
+    spans_written: int = 0
+    spans_rejected: int = 0
+    bad_requests: int = 0
+    runs_materialised: int = 0
+    incidents_recorded: int = 0
+    unpriced_calls: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS_KEPT:
+            self.problems.append(text)
+
+
+@dataclass(frozen=True, slots=True)
+class FileItem:
+    """One request read from a file, or why it could not be.
+
+    Attributes:
+        where: its place in the file (``line 12``, ``message 3``, ``document``).
+        request: the decoded request, or None when it did not decode.
+        error: why it did not decode, or None.
+        offset: bytes of the (possibly compressed) file consumed so far.
+    """
+
+    where: str
+    request: DecodedRequest | None
+    error: str | None
+    offset: int
+
+
+# --- reading files -----------------------------------------------------------------------
+
+
+def _decode_json_text(text: bytes) -> DecodedRequest:
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OtlpDecodeError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise OtlpDecodeError("not valid JSON: nested too deeply") from None
+    return decode_json_object(obj)
+
+
+def _item(where: str, offset: int, decode: Callable[[], DecodedRequest]) -> FileItem:
+    try:
+        return FileItem(where, decode(), None, offset)
+    except OtlpDecodeError as exc:
+        return FileItem(where, None, str(exc), offset)
+
+
+def _json_items(stream: IO[bytes], raw: IO[bytes]) -> Iterator[FileItem]:
+    first = stream.readline()
+    try:
+        json.loads(first)
+        whole_first_line = True
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        whole_first_line = False
+    if not whole_first_line:
+        # One pretty-printed document (a request, or an array of requests).
+        text = first + stream.read()
+        try:
+            doc = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            if text.count(b"\n") > 1:
+                # JSON lines whose first line is the broken one: go on line by line.
+                yield from _json_lines(io.BytesIO(text).readline, raw)
+            else:
+                yield FileItem("document", None, f"not valid JSON: {exc}", raw.tell())
+            return
+        docs = doc if isinstance(doc, list) else [doc]
+        for index, obj in enumerate(docs, start=1):
+            where = f"request {index}" if isinstance(doc, list) else "document"
+            yield _item(where, raw.tell(), lambda obj=obj: decode_json_object(obj))
+        return
+    pending = [first]
+    yield from _json_lines(lambda: pending.pop() if pending else stream.readline(), raw)
+
+
+def _json_lines(readline: Callable[[], bytes], raw: IO[bytes]) -> Iterator[FileItem]:
+    line_no = 0
+    while line := readline():
+        line_no += 1
+        if line.strip():
+            yield _item(f"line {line_no}", raw.tell(), lambda line=line: _decode_json_text(line))
+
+
+def _protobuf_items(stream: IO[bytes], raw: IO[bytes], head: bytes) -> Iterator[FileItem]:
+    if head[:1] == b"\x0a":
+        # Field 1 (resource_spans), wire type 2: a bare ExportTraceServiceRequest.
+        data = stream.read()
+        yield _item("message", raw.tell(), lambda: decode_protobuf(data))
+        return
+    index = 0
+    while True:
+        header = stream.read(4)
+        if not header:
+            return
+        index += 1
+        if len(header) < 4:
+            yield FileItem(f"message {index}", None, "truncated length prefix", raw.tell())
+            return
+        size = int.from_bytes(header, "big")
+        data = stream.read(size)
+        if len(data) < size:
+            yield FileItem(
+                f"message {index}", None, f"truncated: {len(data)} of {size} bytes", raw.tell()
+            )
+            return
+        yield _item(f"message {index}", raw.tell(), lambda data=data: decode_protobuf(data))
+
+
+def read_file(path: str | os.PathLike[str]) -> Iterator[FileItem]:
+    """The OTLP requests of one file, in order, whatever its format (see the module doc).
+
+    Raises:
+        IngestError: the file does not exist or cannot be read.
+    """
+    file_path = Path(path)
+    try:
+        raw = open(file_path, "rb")
+    except OSError as exc:
+        raise IngestError(f"cannot read {file_path}: {exc.strerror or exc}") from None
+    with raw:
+        stream: IO[bytes] = raw
+        if raw.peek(2)[:2] == b"\x1f\x8b":
+            stream = io.BufferedReader(gzip.GzipFile(fileobj=raw))  # type: ignore[arg-type]
+        try:
+            head = stream.peek(64)[:64]  # type: ignore[attr-defined]
+            stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+            if not stripped and len(head) < 64:
+                return  # an empty (or blank) file holds no requests
+            if stripped[:1] in (b"{", b"["):
+                if len(head) != len(stripped):
+                    stream.read(len(head) - len(stripped))  # the BOM / blank lines
+                yield from _json_items(stream, raw)
+            else:
+                yield from _protobuf_items(stream, raw, head)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            yield FileItem("file", None, f"cannot read: {exc}", _tell(raw))
+
+
+def _tell(raw: IO[bytes]) -> int:
+    try:
+        return raw.tell()
+    except (OSError, ValueError):
+        return 0
+
+
+# --- ingest ---------------------------------------------------------------------------------
+
+
+def _write(
+    db_path: Path,
+    spans: list[OtlpSpan],
+    mapping: MappingConfig,
+    totals: _Totals,
+    timeout_s: float | None,
+) -> None:
+    records: list[SpanRecord]
+    records, rejections = map_spans(spans, mapping)
+    for rejection in rejections:
+        totals.problem(str(rejection))
+    totals.spans_rejected += len(rejections)
+    totals.spans_read += len(records)
+    totals.unpriced_calls += sum(
+        1 for r in records if r.is_llm_call and r.cost_source == "unpriced"
+    )
+    if records:
+        result = write_spans(db_path, records, timeout_s=timeout_s)
+        totals.spans_written += result.spans_written
+        totals.runs_materialised += result.runs_materialised
+        totals.incidents_recorded += result.incidents_recorded
+
+
+def ingest_files(
+    paths: Sequence[str | os.PathLike[str]],
+    db_path: str | os.PathLike[str],
+    *,
+    mapping: MappingConfig | None = None,
+    batch_spans: int = DEFAULT_BATCH_SPANS,
+    timeout_s: float | None = None,
+    progress: Progress | None = None,
+) -> IngestSummary:
+    """Read OTLP trace files and write their spans into the store.
+
+    Args:
+        paths: the files (any mix of the formats in the module doc).
+        db_path: the store (created when missing).
+        mapping: task class rule, source label, price overrides; default
+            ``MappingConfig()``.
+        batch_spans: spans per write transaction.
+        timeout_s: lock retry bound per write (another process holding the store).
+        progress: called with (bytes done, bytes total) as files are read.
+
+    Returns:
+        An :class:`IngestSummary`.
+
+    Raises:
+        IngestError: a file is missing or unreadable (checked for all before any write).
+        StoreError: the store cannot be used or stayed busy (what was written before
+            stays; ingesting again completes it without duplicates).
+    """
+    started = time.perf_counter()
+    mapping = mapping or MappingConfig()
+    files = [Path(p) for p in paths]
+    sizes: list[int] = []
+    for file_path in files:
+        if not file_path.is_file():
+            raise IngestError(f"{file_path} is not a file")
+        try:
+            sizes.append(file_path.stat().st_size)
+        except OSError as exc:
+            raise IngestError(f"cannot read {file_path}: {exc.strerror or exc}") from None
+    total_bytes = sum(sizes)
+    done_before = 0
+    totals = _Totals()
+    pending: list[OtlpSpan] = []
+    store = Path(db_path)
+    for file_path, size in zip(files, sizes, strict=True):
+        for count, item in enumerate(read_file(file_path), start=1):
+            if item.request is None:
+                totals.bad_requests += 1
+                totals.problem(f"{file_path}:{item.where}: {item.error}")
+            else:
+                totals.requests += 1
+                for rejection in item.request.rejections:
+                    totals.problem(f"{file_path}:{item.where}: {rejection}")
+                totals.spans_rejected += len(item.request.rejections)
+                pending.extend(item.request.spans)
+                if len(pending) >= batch_spans:
+                    _write(store, pending, mapping, totals, timeout_s)
+                    pending = []
+            if progress is not None and count % _PROGRESS_EVERY == 0:
+                progress(done_before + min(item.offset, size), total_bytes)
+        done_before += size
+        if progress is not None:
+            progress(done_before, total_bytes)
+    if pending:
+        _write(store, pending, mapping, totals, timeout_s)
+    return IngestSummary(
+        files=len(files),
+        requests=totals.requests,
+        spans_read=totals.spans_read,
+        spans_written=totals.spans_written,
+        spans_rejected=totals.spans_rejected,
+        bad_requests=totals.bad_requests,
+        runs_materialised=totals.runs_materialised,
+        incidents_recorded=totals.incidents_recorded,
+        unpriced_calls=totals.unpriced_calls,
+        elapsed_s=time.perf_counter() - started,
+        problems=tuple(totals.problems),
+    )

@@ -35,11 +35,11 @@ from telemetry.records import SPAN_RECORD_FIELDS, SpanRecord, records_to_arrow
 from telemetry.schema import DDL, META_TABLE, SCHEMA_VERSION
 
 # Backoff: the first retry after about 5 ms (a writer holds the file for a few ms per
-# batch), doubling up to 200 ms so a long holder is polled a few times a second, with
+# batch), doubling up to 100 ms so a long holder is polled ten times a second, with
 # "full jitter" (sleep uniformly in [0, delay]) so that competing processes do not retry
 # in lockstep (AWS Architecture Blog, "Exponential Backoff And Jitter", 2015).
 _BACKOFF_FIRST_S = 0.005
-_BACKOFF_MAX_S = 0.2
+_BACKOFF_MAX_S = 0.1
 
 _LOCK_MESSAGES = ("Could not set lock on file", "different configuration")
 _NOT_DUCKDB_MESSAGE = "not a valid DuckDB database file"

@@ -1,0 +1,122 @@
+"""A writer process and a reader process on one store: nothing lost, no lock error shown.
+
+DuckDB 2.0 lets one process hold a file read-write or several read-only, never both
+(../shared/NOTES.md). The writer here is the real tracing pipeline (BatchSpanProcessor ->
+DuckDBSpanExporter) with a lock timeout short enough that it must spill while the reader
+holds the file; the reader opens read-only over and over, as dashboard pages do, and
+holds each connection a little while. Both are separate OS processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from telemetry import spill
+from telemetry.store import open_store
+
+RUNS = 60
+WORKERS = 4
+SPANS_PER_RUN = WORKERS + 1
+
+WRITER = r"""
+import json, logging, os, sys, time
+from telemetry.tracing import configure_tracing
+
+path, runs, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+class Count(logging.Handler):
+    spills = 0
+    def emit(self, record):
+        if "spilled" in record.getMessage():
+            Count.spills += 1
+
+logging.getLogger("telemetry.exporter").addHandler(Count())
+tracing = configure_tracing(path, otlp_endpoint=None)
+tracer = tracing.tracer
+for i in range(runs):
+    with tracer.start_as_current_span("run", attributes={
+        "cliff.role": "run", "cliff.task_class": "research", "cliff.status": "ok"}):
+        for w in range(workers):
+            with tracer.start_as_current_span(f"worker {w}", attributes={
+                "cliff.role": "worker", "cliff.cost_usd": 0.001, "cliff.cost_source": "computed"}):
+                pass
+    tracing.provider.force_flush()  # one export (one write or one spill) per run
+    time.sleep(0.02)  # the next run's model calls
+flushed = tracing.flush(timeout_millis=20_000)  # loads what was spilled
+tracing.shutdown()
+print(json.dumps({"spans": runs * (workers + 1), "spills": Count.spills, "flushed": flushed}))
+"""
+
+READER = r"""
+import json, os, random, sys, time
+from telemetry.store import open_store
+
+path, stop = sys.argv[1], sys.argv[2]
+reads, errors, last, went_down = 0, [], 0, 0
+while not os.path.exists(stop):
+    try:
+        with open_store(path, read_only=True, timeout_s=15) as con:
+            n = con.sql("SELECT count(*) FROM spans").fetchall()[0][0]
+            con.sql("SELECT task_class, count(*), sum(cost_usd) FROM runs GROUP BY 1").fetchall()
+            time.sleep(0.02)  # a page rendering while it holds the file
+        went_down += n < last
+        last, reads = n, reads + 1
+    except Exception as exc:  # any error here would have reached a user
+        errors.append(f"{type(exc).__name__}: {exc}")
+    time.sleep(random.uniform(0, 0.01))
+print(json.dumps({"reads": reads, "errors": errors, "went_down": went_down, "last": last}))
+"""
+
+
+def _python(code: str, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+
+def test_writer_and_reader_processes_lose_nothing_and_show_no_lock_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "shared.duckdb"
+    stop = tmp_path / "stop"
+    with open_store(path, read_only=False):
+        pass  # the store exists before the reader's first open
+    env = {**os.environ, "CLIFFWATCH_LOCK_TIMEOUT_S": "0.02"}  # writer gives up fast: spills
+
+    started = time.monotonic()
+    reader = _python(READER, str(path), str(stop), env=env)
+    writer = _python(WRITER, str(path), str(RUNS), str(WORKERS), env=env)
+    try:
+        w_out, w_err = writer.communicate(timeout=60)
+    finally:
+        stop.touch()
+        r_out, r_err = reader.communicate(timeout=60)
+    elapsed_s = time.monotonic() - started
+    assert writer.returncode == 0, w_err
+    assert reader.returncode == 0, r_err
+    wrote = json.loads(w_out)
+    read = json.loads(r_out)
+
+    assert read["errors"] == []
+    assert read["reads"] >= 10
+    assert read["went_down"] == 0
+    assert wrote["spans"] == RUNS * SPANS_PER_RUN
+    assert wrote["spills"] > 0, "the writer never met the reader's lock: test proves nothing"
+    assert wrote["flushed"] is True
+    assert spill.pending_spills(path) == []
+    with open_store(path, read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM spans").fetchall() == [(RUNS * SPANS_PER_RUN,)]
+        assert con.sql("SELECT count(*), sum(llm_calls) FROM runs").fetchall() == [
+            (RUNS, RUNS * WORKERS)
+        ]
+    assert elapsed_s < 40

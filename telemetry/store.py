@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -44,6 +45,9 @@ _BACKOFF_MAX_S = 0.1
 _LOCK_MESSAGES = ("Could not set lock on file", "different configuration")
 _NOT_DUCKDB_MESSAGE = "not a valid DuckDB database file"
 _MISSING_MESSAGE = "database does not exist"
+
+_write_locks: dict[str, threading.Lock] = {}
+_write_locks_guard = threading.Lock()
 
 BATCH_VIEW = "cliff_batch"
 """Name the Arrow batch is registered under during a write (touched traces come from it)."""
@@ -209,6 +213,14 @@ def open_store(
         con.close()
 
 
+def _write_lock(path: Path) -> threading.Lock:
+    # DuckDB's file lock is per process: two threads of one process could both open the
+    # file read-write and race on the same keys. One lock per store path serialises them.
+    key = os.path.abspath(path)
+    with _write_locks_guard:
+        return _write_locks.setdefault(key, threading.Lock())
+
+
 _SPAN_COLUMNS = ", ".join(SPAN_RECORD_FIELDS)
 _JSON_COLUMNS = ("attributes", "resource_attributes", "events")
 
@@ -273,6 +285,22 @@ def write_spans(
         NotACliffwatchStoreError, StoreError: as :func:`open_store`.
     """
     k = settings.runaway_k() if runaway_k is None else runaway_k
+    timeout = settings.lock_timeout_s() if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout
+    lock = _write_lock(Path(path))
+    if not lock.acquire(timeout=timeout):
+        raise StoreBusyError(
+            f"store {path} is busy: another thread held it for {timeout:g} s (write gave up)"
+        )
+    try:
+        return _write_locked(path, records, max(0.0, deadline - time.monotonic()), k)
+    finally:
+        lock.release()
+
+
+def _write_locked(
+    path: str | os.PathLike[str], records: Sequence[SpanRecord], timeout_s: float, k: float
+) -> WriteResult:
     ingested_at = datetime.now(UTC).replace(tzinfo=None)
     with open_store(path, read_only=False, timeout_s=timeout_s) as con:
         spill_tables, spill_paths = spill.read_spills(spill.pending_spills(path))

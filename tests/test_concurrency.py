@@ -14,10 +14,12 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from telemetry import spill
-from telemetry.store import open_store
+from telemetry.store import open_store, write_spans
+from telemetry.testing import make_run_records
 
 RUNS = 60
 WORKERS = 4
@@ -54,7 +56,8 @@ print(json.dumps({"spans": runs * (workers + 1), "spills": Count.spills, "flushe
 
 READER = r"""
 import json, os, random, sys, time
-from telemetry.store import open_store
+from telemetry.store import open_store, write_spans
+from telemetry.testing import make_run_records
 
 path, stop = sys.argv[1], sys.argv[2]
 reads, errors, last, went_down = 0, [], 0, 0
@@ -120,3 +123,25 @@ def test_writer_and_reader_processes_lose_nothing_and_show_no_lock_error(
             (RUNS, RUNS * WORKERS)
         ]
     assert elapsed_s < 40
+
+
+def test_threads_of_one_process_writing_and_reading_one_store(tmp_path: Path) -> None:
+    """In one process DuckDB shares the file between connections; a read-only open while
+    a read-write one is live fails with "different configuration": retried like a lock."""
+    path = tmp_path / "threads.duckdb"
+    batches = [make_run_records(seed=i, worker_cost_usds=[0.001] * 3) for i in range(12)]
+
+    def read(_: int) -> int:
+        with open_store(path, read_only=True, timeout_s=15) as con:
+            return con.sql("SELECT count(*) FROM spans").fetchall()[0][0]
+
+    write_spans(path, batches[0])
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        writes = [pool.submit(write_spans, path, b, timeout_s=15) for b in batches[1:]]
+        reads = [pool.submit(read, i) for i in range(12)]
+        written = sum(f.result().spans_written for f in writes)
+        counts = [f.result() for f in reads]
+    assert written == 11 * 6
+    assert all(6 <= c <= 12 * 6 for c in counts)
+    with open_store(path, read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM runs").fetchall() == [(12,)]

@@ -1,0 +1,199 @@
+"""Run the benchmarks: ``python -m bench [--quick] [NAME ...]``.
+
+Benchmarks (each prints figures and a ratio against a baseline run in the same process):
+
+- ``store_write``: ``telemetry.store.write_spans`` (Arrow insert + run materialisation +
+  incident rules) in exporter-sized batches, against a bare Arrow insert of the same spans
+  into a table with no key, no runs and no incidents. Target: >= 50k spans/s.
+- ``exporter``: spans made through the SDK and ``configure_tracing`` (BatchSpanProcessor ->
+  DuckDB) against the same spans into the SDK's do-nothing path (no processor).
+- ``percentiles``: ``analytics.percentiles.cost_percentiles`` over a store of 1M runs,
+  against numpy.percentile over the same costs already in memory. Target: < 1 s.
+- ``demo``: ``orchestrator.demo.run_demo`` (the real orchestrator, sim provider, real
+  spans into DuckDB): runs/s and LLM calls/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+Result = list[tuple[str, str]]
+
+
+def _rate(n: float, seconds: float) -> str:
+    return f"{n / seconds:,.0f}/s" if seconds > 0 else "inf"
+
+
+def bench_store_write(tmp: Path, quick: bool) -> Result:
+    import duckdb
+
+    from telemetry.records import records_to_arrow
+    from telemetry.store import write_spans
+    from telemetry.testing import make_runs_costing
+
+    n_runs = 2_000 if quick else 20_000
+    records = make_runs_costing([0.01 + (i % 97) * 1e-4 for i in range(n_runs)], workers=4)
+    batch = 2_048  # a BatchSpanProcessor's export batch is 512 by default; we coalesce more
+    t0 = time.perf_counter()
+    for i in range(0, len(records), batch):
+        write_spans(tmp / "write.duckdb", records[i : i + batch])
+    ours = time.perf_counter() - t0
+
+    con = duckdb.connect(str(tmp / "bare.duckdb"))
+    con.register("batch_view", records_to_arrow(records[:1]))
+    con.sql("CREATE TABLE bare AS SELECT * FROM batch_view LIMIT 0")
+    t0 = time.perf_counter()
+    for i in range(0, len(records), batch):
+        con.register("batch_view", records_to_arrow(records[i : i + batch]))
+        con.sql("INSERT INTO bare SELECT * FROM batch_view")
+    bare = time.perf_counter() - t0
+    con.close()
+    return [
+        ("spans", f"{len(records):,} ({n_runs:,} runs, batches of {batch})"),
+        ("write_spans", f"{ours:.2f} s = {_rate(len(records), ours)}"),
+        ("bare Arrow insert", f"{bare:.2f} s = {_rate(len(records), bare)}"),
+        ("ratio write_spans / bare", f"{ours / bare:.1f}x slower"),
+    ]
+
+
+def bench_exporter(tmp: Path, quick: bool) -> Result:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from telemetry.tracing import configure_tracing
+
+    n = 5_000 if quick else 50_000
+
+    def make(tracer) -> float:  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        for i in range(n):
+            with tracer.start_as_current_span("worker") as span:
+                span.set_attribute("cliff.role", "worker")
+                span.set_attribute("cliff.task_class", "bench")
+                span.set_attribute("cliff.cost_usd", 0.001 * (i % 7))
+                span.set_attribute("gen_ai.usage.input_tokens", 100 + i % 50)
+        return time.perf_counter() - t0
+
+    base = make(TracerProvider().get_tracer("bench"))
+    tracing = configure_tracing(tmp / "exp.duckdb", otlp_endpoint=None)
+    t0 = time.perf_counter()
+    made = make(tracing.tracer)
+    tracing.flush()
+    total = time.perf_counter() - t0
+    tracing.shutdown()
+    return [
+        ("spans", f"{n:,}"),
+        ("SDK, no processor", f"{base:.2f} s = {_rate(n, base)}"),
+        ("SDK -> Batch -> DuckDB (made)", f"{made:.2f} s = {_rate(n, made)}"),
+        ("... incl. final flush", f"{total:.2f} s = {_rate(n, total)}"),
+        ("ratio (made) vs no processor", f"{made / base:.2f}x"),
+    ]
+
+
+def bench_percentiles(tmp: Path, quick: bool) -> Result:
+    import numpy as np
+
+    from analytics.percentiles import cost_percentiles
+    from telemetry.store import open_store
+
+    n = 100_000 if quick else 1_000_000
+    path = tmp / "pct.duckdb"
+    with open_store(path, read_only=False) as con:
+        # Synthetic runs rows straight into the table analytics reads: a lognormal body
+        # and a 2% heavy tail, eight task classes.
+        con.sql(
+            f"""
+            INSERT INTO runs (run_id, task_class, started_at, ended_at, duration_ms, status,
+                cost_usd, input_tokens, output_tokens, llm_calls, unpriced_calls,
+                failed_calls, source, materialised_at)
+            SELECT printf('%032x', i), 'class_' || (i % 8),
+                   TIMESTAMP '2026-01-01' + to_seconds(i), TIMESTAMP '2026-01-01'
+                       + to_seconds(i + 30), 30000, 'ok',
+                   exp(-4 + 0.6 * sqrt(-2 * ln(random())) * cos(2 * pi() * random()))
+                       * CASE WHEN random() < 0.02 THEN 12 ELSE 1 END,
+                   1000, 200, 5, 0, 0, 'bench', now()
+            FROM range({n}) t(i)
+            """
+        )
+    with open_store(path, read_only=True) as con:
+        t0 = time.perf_counter()
+        ours = cost_percentiles(con)
+        t_ours = time.perf_counter() - t0
+        costs = con.sql("SELECT task_class, cost_usd FROM runs").pl()
+    t0 = time.perf_counter()
+    for _cls, grp in costs.group_by("task_class"):
+        np.percentile(grp["cost_usd"].to_numpy(), [50, 95, 99])
+    t_np = time.perf_counter() - t0
+    worst = 0.0
+    for row in ours.iter_rows(named=True):
+        vals = costs.filter(costs["task_class"] == row["task_class"])["cost_usd"].to_numpy()
+        p = np.percentile(vals, [50, 95, 99])
+        worst = max(worst, *(abs(a - b) for a, b in zip(p, [row["p50_usd"], row["p95_usd"],
+                                                           row["p99_usd"]], strict=True)))
+    return [
+        ("runs", f"{n:,} in 8 classes"),
+        ("cost_percentiles (DuckDB, from disk)", f"{t_ours * 1000:.0f} ms"),
+        ("numpy over in-memory costs", f"{t_np * 1000:.0f} ms"),
+        ("ratio", f"{t_ours / t_np:.1f}x"),
+        ("max |DuckDB - numpy| over P50/P95/P99", f"{worst:.2e} USD"),
+    ]
+
+
+def bench_demo(tmp: Path, quick: bool) -> Result:
+    from orchestrator.demo import run_demo
+
+    n = 100 if quick else 500
+    path = tmp / "demo.duckdb"
+    t0 = time.perf_counter()
+    summary = run_demo(path, runs=n, days=30, seed=7)
+    dt = time.perf_counter() - t0
+    from telemetry.store import open_store
+
+    with open_store(path, read_only=True) as con:
+        calls = con.sql("SELECT count(*) FROM spans WHERE is_llm_call").fetchall()[0][0]
+    return [
+        ("runs", f"{n} (seed 7) -> {summary.runs} recorded"),
+        ("wall time", f"{dt:.1f} s = {n / dt:.1f} runs/s"),
+        ("LLM calls", f"{calls:,} = {_rate(calls, dt)}"),
+        ("store size", f"{path.stat().st_size / 1e6:.1f} MB"),
+    ]
+
+
+BENCHMARKS: dict[str, Callable[[Path, bool], Result]] = {
+    "store_write": bench_store_write,
+    "exporter": bench_exporter,
+    "percentiles": bench_percentiles,
+    "demo": bench_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"benchmarks to run: {', '.join(BENCHMARKS)} (default: all)")
+    parser.add_argument("--quick", action="store_true", help="a tenth of the sizes")
+    args = parser.parse_args(argv)
+    names = args.names or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}: choose from {', '.join(BENCHMARKS)}")
+    for name in names:
+        with tempfile.TemporaryDirectory(prefix=f"cw-bench-{name}-") as tmp:
+            print(f"\n== {name}", flush=True)
+            t0 = time.perf_counter()
+            for label, value in BENCHMARKS[name](Path(tmp), args.quick):
+                print(f"  {label:<40} {value}", flush=True)
+            print(f"  {'(benchmark wall time)':<40} {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""The OTLP/HTTP receiver, on a free loopback port in this process, against a real store.
+
+Every bad request must get its OTLP status, store nothing of its payload, and leave the
+server serving (each bad-input test ends with a good request that is stored).
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from otlp_payloads import otlp_span, request_json, request_of_spans, to_protobuf
+
+from telemetry import spill
+from telemetry.otlp_decode import MAX_ATTRIBUTE_VALUE_CHARS
+from telemetry.receiver import OtlpReceiver, ReceiverConfig, ReceiverError
+from telemetry.store import NotACliffwatchStoreError, open_store
+from telemetry.testing import hold_store_lock, make_run_records
+
+TRACE = "5b8efff798038103d269b633813fc60c"
+T0 = 1_793_520_000_000_000_000
+LIMIT = 300_000
+TOKEN = "s3cret-token"
+
+PB = "application/x-protobuf"
+JSON = "application/json"
+
+
+def sid(n: int) -> str:
+    return f"{n:016x}"
+
+
+def _call_request(n: int = 3, trace: str = TRACE, first: int = 1) -> dict:
+    spans = [
+        otlp_span(
+            trace_id=trace,
+            span_id=sid(i),
+            name="openai.chat",
+            start_ns=T0 + i,
+            end_ns=T0 + i + 10**9,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "gpt-4o-mini",
+                "gen_ai.usage.input_tokens": 100,
+                "gen_ai.usage.output_tokens": 10,
+            },
+        )
+        for i in range(first, first + n)
+    ]
+    return request_of_spans(spans, resource={"service.name": "rx-test"})
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "rx.duckdb"
+
+
+@pytest.fixture
+def receiver(db: Path) -> Iterator[OtlpReceiver]:
+    with OtlpReceiver(db, ReceiverConfig(port=0, max_body_bytes=LIMIT, token=TOKEN)) as rx:
+        yield rx
+
+
+def post(
+    rx: OtlpReceiver,
+    body: bytes,
+    content_type: str | None = PB,
+    *,
+    token: str | None = TOKEN,
+    path: str = "/v1/traces",
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+) -> tuple[int, bytes, dict[str, str]]:
+    """One request on a fresh connection: (status, body, headers)."""
+    conn = http.client.HTTPConnection("127.0.0.1", rx.port, timeout=30)
+    try:
+        all_headers = dict(headers or {})
+        if content_type is not None:
+            all_headers["Content-Type"] = content_type
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
+        conn.request(method, path, body=body, headers=all_headers)
+        response = conn.getresponse()
+        return response.status, response.read(), dict(response.getheaders())
+    finally:
+        conn.close()
+
+
+def span_count(db: Path) -> int:
+    with open_store(db, read_only=True) as con:
+        return con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
+
+
+def assert_still_serving(rx: OtlpReceiver, db: Path) -> None:
+    before = span_count(db)
+    status, _, _ = post(rx, to_protobuf(_call_request(1, trace="f" * 32, first=before + 100)))
+    assert status == 200
+    assert span_count(db) == before + 1
+
+
+# --- accepted ----------------------------------------------------------------------------
+
+
+def test_protobuf_json_and_gzip_requests_are_stored(receiver: OtlpReceiver, db: Path) -> None:
+    status, body, headers = post(receiver, to_protobuf(_call_request(3)))
+    assert status == 200 and headers["Content-Type"] == PB
+    assert not ExportTraceServiceResponse.FromString(body).HasField("partial_success")
+
+    json_req = json.dumps(_call_request(2, trace="a" * 32)).encode()
+    status, body, headers = post(receiver, json_req, JSON)
+    assert (status, headers["Content-Type"], json.loads(body)) == (200, JSON, {})
+
+    gz = gzip.compress(to_protobuf(_call_request(4, trace="b" * 32)))
+    status, _, _ = post(receiver, gz, headers={"Content-Encoding": "gzip"})
+    assert status == 200
+    assert span_count(db) == 3 + 2 + 4
+    with open_store(db, read_only=True) as con:
+        rows = con.execute(
+            "SELECT task_class, llm_calls, input_tokens, output_tokens, source FROM runs "
+            "WHERE run_id = ?",
+            [TRACE],
+        ).fetchall()
+    # three calls in one trace make one run; its service names it (no task class attribute)
+    assert rows == [("rx-test", 3, 300, 30, "otlp")]
+
+
+def test_partial_success_names_rejected_spans_and_stores_the_rest(
+    receiver: OtlpReceiver, db: Path
+) -> None:
+    request = _call_request(2)
+    spans = request["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    spans.append(otlp_span(trace_id=TRACE, span_id="abcd", name="short id"))
+    spans.append(otlp_span(trace_id=TRACE, span_id=sid(77), start_ns=None, name="no start"))
+    for content_type in (JSON, PB):
+        body = json.dumps(request).encode() if content_type == JSON else to_protobuf(request)
+        status, payload, _ = post(receiver, body, content_type)
+        assert status == 200
+        if content_type == JSON:
+            partial = json.loads(payload)["partialSuccess"]
+            rejected, message = int(partial["rejectedSpans"]), partial["errorMessage"]
+        else:
+            partial = ExportTraceServiceResponse.FromString(payload).partial_success
+            rejected, message = partial.rejected_spans, partial.error_message
+        assert rejected == 2
+        assert "span_id has" in message and "start_time_unix_nano is missing" in message
+    assert span_count(db) == 2
+    assert receiver.stats_snapshot()["spans_rejected"] == 4
+
+
+def test_resending_the_same_spans_adds_nothing(receiver: OtlpReceiver, db: Path) -> None:
+    body = to_protobuf(request_json(make_run_records(seed=11)))
+    for _ in range(3):
+        assert post(receiver, body)[0] == 200
+    with open_store(db, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM spans").fetchall()[0][0] == 6
+        assert con.execute("SELECT count(*) FROM runs").fetchall()[0][0] == 1
+
+
+def test_huge_attribute_values_are_stored_cut(receiver: OtlpReceiver, db: Path) -> None:
+    request = _call_request(1)
+    big = "y" * (MAX_ATTRIBUTE_VALUE_CHARS * 5)
+    request["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"].append(
+        {"key": "input.value", "value": {"stringValue": big}}
+    )
+    assert post(receiver, to_protobuf(request))[0] == 200
+    with open_store(db, read_only=True) as con:
+        (stored,) = con.execute("SELECT attributes->>'$.\"input.value\"' FROM spans").fetchall()[0]
+    assert len(stored) < MAX_ATTRIBUTE_VALUE_CHARS + 100 and "truncated" in stored
+
+
+def test_chunked_bodies_are_read(receiver: OtlpReceiver, db: Path) -> None:
+    body = to_protobuf(_call_request(2))
+    conn = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=30)
+    try:
+        conn.request(
+            "POST",
+            "/v1/traces",
+            body=iter([body[:10], body[10:]]),
+            headers={"Content-Type": PB, "Authorization": f"Bearer {TOKEN}"},
+            encode_chunked=True,
+        )
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+    assert span_count(db) == 2
+
+
+def test_one_connection_serves_many_requests(receiver: OtlpReceiver, db: Path) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=30)
+    try:
+        for i in range(5):
+            conn.request(
+                "POST",
+                "/v1/traces",
+                body=to_protobuf(_call_request(1, first=i + 1)),
+                headers={"Content-Type": PB, "Authorization": f"Bearer {TOKEN}"},
+            )
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200
+    finally:
+        conn.close()
+    assert span_count(db) == 5
+
+
+# --- refused -------------------------------------------------------------------------------
+
+
+def _bomb() -> bytes:
+    return gzip.compress(b"\x0a" * (LIMIT * 4))
+
+
+BAD_REQUESTS = {
+    "truncated protobuf": (lambda: to_protobuf(_call_request(5))[:-7], PB, {}, 400),
+    "garbage protobuf": (lambda: b"\xff\xfe not a protobuf", PB, {}, 400),
+    "invalid JSON": (lambda: b'{"resourceSpans": [', JSON, {}, 400),
+    "JSON that is not a request": (lambda: b'{"hello": 1}', JSON, {}, 400),
+    "wrong content type": (lambda: to_protobuf(_call_request()), "text/plain", {}, 415),
+    "no content type": (lambda: to_protobuf(_call_request()), None, {}, 415),
+    "unknown content encoding": (
+        lambda: to_protobuf(_call_request()),
+        PB,
+        {"Content-Encoding": "br"},
+        415,
+    ),
+    "corrupt gzip": (lambda: b"\x1f\x8b garbage", PB, {"Content-Encoding": "gzip"}, 400),
+    "body over the limit": (lambda: b"\x0a" * (LIMIT + 1), PB, {}, 413),
+    "gzip bomb": (_bomb, PB, {"Content-Encoding": "gzip"}, 413),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_input_gets_its_4xx_stores_nothing_and_the_server_goes_on(
+    receiver: OtlpReceiver, db: Path, case: str
+) -> None:
+    make_body, content_type, headers, expected = BAD_REQUESTS[case]
+    status, body, reply_headers = post(receiver, make_body(), content_type, headers=headers)
+    assert status == expected
+    if reply_headers["Content-Type"] == JSON:
+        assert json.loads(body)["message"]
+    assert span_count(db) == 0
+    assert receiver.stats_snapshot()["requests_refused"] == 1
+    assert_still_serving(receiver, db)
+
+
+@pytest.mark.parametrize("token", [None, "wrong", ""])
+def test_a_missing_or_wrong_token_is_401(receiver: OtlpReceiver, db: Path, token) -> None:
+    status, _, headers = post(receiver, to_protobuf(_call_request()), token=token)
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+    assert span_count(db) == 0
+    assert_still_serving(receiver, db)
+
+
+def test_wrong_paths_and_methods(receiver: OtlpReceiver, db: Path) -> None:
+    assert post(receiver, b"{}", JSON, path="/v1/metrics")[0] == 404
+    assert post(receiver, b"", None, method="GET")[0] == 405
+    status, body, _ = post(receiver, b"", None, method="GET", path="/health")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    assert_still_serving(receiver, db)
+
+
+def test_missing_content_length_is_411(receiver: OtlpReceiver, db: Path) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=30)
+    try:
+        conn.putrequest("POST", "/v1/traces")
+        conn.putheader("Content-Type", PB)
+        conn.putheader("Authorization", f"Bearer {TOKEN}")
+        conn.endheaders()
+        assert conn.getresponse().status == 411
+    finally:
+        conn.close()
+    assert_still_serving(receiver, db)
+
+
+# --- the store side --------------------------------------------------------------------------
+
+
+def test_a_busy_store_spills_and_the_next_write_loads_it(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLIFFWATCH_LOCK_TIMEOUT_S", "0.3")
+    with OtlpReceiver(db, ReceiverConfig(port=0)) as rx:
+        with hold_store_lock(db, read_only=True, seconds=30):
+            assert post(rx, to_protobuf(_call_request(3)), token=None)[0] == 200
+            assert len(spill.pending_spills(db)) == 1
+        assert post(rx, to_protobuf(_call_request(1, trace="c" * 32)), token=None)[0] == 200
+    assert spill.pending_spills(db) == []
+    assert span_count(db) == 4
+
+
+def test_start_refuses_a_foreign_file_and_a_taken_port(tmp_path: Path, db: Path) -> None:
+    foreign = tmp_path / "notes.duckdb"
+    foreign.write_text("not a database")
+    with pytest.raises(NotACliffwatchStoreError):
+        OtlpReceiver(foreign, ReceiverConfig(port=0)).start()
+    with OtlpReceiver(db, ReceiverConfig(port=0)) as rx:
+        with pytest.raises(ReceiverError, match=f"cannot listen on 127.0.0.1:{rx.port}"):
+            OtlpReceiver(tmp_path / "other.duckdb", ReceiverConfig(port=rx.port)).start()
+
+
+def test_the_sdk_otlp_exporter_delivers_to_the_receiver(receiver: OtlpReceiver, db: Path) -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+
+    exporter = OTLPSpanExporter(
+        endpoint=receiver.endpoint, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+    )
+    results: list[SpanExportResult] = []
+    original = exporter.export
+    exporter.export = lambda spans: results.append(original(spans)) or results[-1]  # type: ignore[method-assign]
+    provider = TracerProvider(resource=Resource.create({"service.name": "sdk-app"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("pipeline", attributes={"cliff.task_class": "triage"}):
+        with tracer.start_as_current_span(
+            "chat gpt-4o",
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "gpt-4o",
+                "gen_ai.usage.input_tokens": 1000,
+                "gen_ai.usage.output_tokens": 100,
+            },
+        ):
+            pass
+    provider.shutdown()
+    assert results == [SpanExportResult.SUCCESS, SpanExportResult.SUCCESS]
+    with open_store(db, read_only=True) as con:
+        rows = con.execute("SELECT task_class, llm_calls, cost_usd FROM runs").fetchall()
+    from telemetry.pricing import import_litellm
+
+    entry = import_litellm().model_cost["gpt-4o"]
+    expected = 1000 * entry["input_cost_per_token"] + 100 * entry["output_cost_per_token"]
+    assert rows == [("triage", 1, pytest.approx(expected))]

@@ -19,7 +19,7 @@ from telemetry import conventions as cv
 from telemetry import spill
 from telemetry.exporter import DuckDBSpanExporter
 from telemetry.records import SPAN_RECORD_FIELDS, SpanRecord
-from telemetry.sdk_mapping import record_from_otel_fields, record_from_sdk_span
+from telemetry.sdk_mapping import record_from_sdk_span
 from telemetry.store import open_store
 from telemetry.testing import hold_store_lock
 
@@ -110,48 +110,48 @@ def test_sdk_span_maps_to_record_with_hex_ids_tokens_cost_and_json() -> None:
     assert (err.cost_usd, err.cost_source) == (None, "unpriced")
 
 
-def _fields(**attrs: object) -> SpanRecord:
-    return record_from_otel_fields(
-        trace_id=1, span_id=2, parent_span_id=None, name="x", start_time_unix_nano=5,
-        end_time_unix_nano=None, status_code="STATUS_CODE_ERROR", status_message="",
-        attributes=attrs, resource_attributes={},
-    )
+def _one_sdk_span(name: str = "x", *, end: bool = True, root: bool = False, **attrs: object):
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("edge")
+    parent = None if root else set_span_in_context(tracer.start_span("parent"))
+    span = tracer.start_span(name, context=parent, start_time=T0, attributes=attrs)
+    if not end:
+        return span  # a live SDK span is a ReadableSpan too
+    span.end(end_time=T0 + 5)
+    return memory.get_finished_spans()[0]
 
 
-def test_roles_default_to_other_and_unknown_roles_are_other() -> None:
-    assert _fields().role == "other"
-    assert _fields(**{cv.CLIFF_ROLE: "tool"}).role == "other"
-    assert not _fields(**{cv.CLIFF_ROLE: "tool"}).is_llm_call
+def test_roles_come_from_cliff_role_and_unknown_ones_are_other() -> None:
+    assert record_from_sdk_span(_one_sdk_span()).role == "other"
+    tool = record_from_sdk_span(_one_sdk_span(**{cv.CLIFF_ROLE: "tool"}))
+    assert (tool.role, tool.is_llm_call) == ("other", False)
     for role in ("plan", "worker", "synthesis", "critic", "call"):
-        assert _fields(**{cv.CLIFF_ROLE: role}).is_llm_call, role
-    assert not _fields(**{cv.CLIFF_ROLE: "run"}).is_llm_call
+        rec = record_from_sdk_span(_one_sdk_span(**{cv.CLIFF_ROLE: role,
+                                                    cv.CLIFF_COST_SOURCE: "unpriced"}))
+        assert (rec.role, rec.is_llm_call) == (role, True), role
+    run = record_from_sdk_span(_one_sdk_span(root=True, **{cv.CLIFF_ROLE: "run"}))
+    assert (run.role, run.is_llm_call, run.parent_span_id) == ("run", False, None)
 
 
-def test_mapping_edges_ids_status_end_and_producer_cost() -> None:
-    rec = _fields(**{"gen_ai.usage.prompt_tokens": 7, "llm.cost.total": 0.5,
-                     "bad": float("nan")})
-    assert rec.trace_id == "0" * 31 + "1" and rec.span_id == "0" * 15 + "2"
-    assert (rec.status_code, rec.status_message) == ("error", None)
-    assert rec.end_time_unix_nano == rec.start_time_unix_nano == 5  # not ended: start
-    assert rec.input_tokens == 7
-    assert (rec.cost_usd, rec.cost_source) == (0.5, "provider")
-    assert json.loads(rec.attributes)["bad"] == "nan"  # JSON has no NaN
+def test_sdk_values_are_mapped_as_otlp_would_carry_them() -> None:
+    rec = record_from_sdk_span(_one_sdk_span(
+        **{"f": float("nan"), "b": b"\x00\xff", "t": (1, 2), cv.CLIFF_ROLE: "worker",
+           cv.CLIFF_COST_SOURCE: "unpriced"}
+    ))
+    attrs = json.loads(rec.attributes)  # valid JSON: no NaN in it
+    assert (attrs["f"], attrs["b"], attrs["t"]) == ("nan", "AP8=", [1, 2])
+    assert attrs["otel.scope.name"] == "edge"
     # An LLM call with no cost at all is unpriced, never $0.
-    call = _fields(**{cv.CLIFF_ROLE: "call"})
-    assert (call.cost_usd, call.cost_source) == (None, "unpriced")
+    assert (rec.cost_usd, rec.cost_source) == (None, "unpriced")
+    live = record_from_sdk_span(_one_sdk_span(end=False))
+    assert live.end_time_unix_nano == live.start_time_unix_nano == T0
 
 
-def test_infer_llm_calls_for_ingested_spans() -> None:
-    attrs = {cv.GEN_AI_OPERATION_NAME: "chat", cv.GEN_AI_USAGE_INPUT_TOKENS: 3}
-    kwargs = dict(
-        trace_id="AB" * 16, span_id="cd" * 8, parent_span_id="", name="chat",
-        start_time_unix_nano=1, end_time_unix_nano=2, status_code="unset",
-        status_message=None, attributes=attrs, resource_attributes={},
-    )
-    assert record_from_otel_fields(**kwargs).role == "other"
-    inferred = record_from_otel_fields(**kwargs, infer_llm_calls=True, source="otlp")
-    assert (inferred.role, inferred.is_llm_call, inferred.source) == ("call", True, "otlp")
-    assert inferred.trace_id == "ab" * 16 and inferred.parent_span_id is None
+def test_a_span_without_context_cannot_be_mapped() -> None:
+    with pytest.raises(ValueError, match="no span context"):
+        record_from_sdk_span(ReadableSpan(name="bare"))
 
 
 # --- exporter -----------------------------------------------------------------------------
@@ -175,6 +175,7 @@ def test_round_trip_sdk_spans_through_exporter_to_duckdb(tmp_path: Path) -> None
                 assert row[name] == getattr(want, name), name
         # and against the SDK span itself, not only against our own mapping
         attrs = {k: list(v) if isinstance(v, tuple) else v for k, v in span.attributes.items()}
+        attrs["otel.scope.name"] = "test"  # the instrumentation scope, kept as OTLP keeps it
         assert json.loads(row["attributes"]) == attrs
         assert row["input_tokens"] == span.attributes.get(cv.GEN_AI_USAGE_INPUT_TOKENS)
         assert row["cost_usd"] == span.attributes.get(cv.CLIFF_COST_USD)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +15,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from cliffwatch import settings
 from telemetry import conventions as cv
+from telemetry.otlp_decode import decode_protobuf
+from telemetry.otlp_mapping import MappingConfig, map_spans
+from telemetry.records import SPAN_RECORD_FIELDS
 from telemetry.store import open_store
 from telemetry.tracing import Tracing, configure_tracing, otlp_traces_url
 
@@ -165,3 +169,39 @@ def test_otlp_traces_url() -> None:
     assert otlp_traces_url("http://h:4318") == "http://h:4318/v1/traces"
     assert otlp_traces_url("http://h:4318/") == "http://h:4318/v1/traces"
     assert otlp_traces_url("http://h:4318/v1/traces") == "http://h:4318/v1/traces"
+
+
+def test_a_span_lands_the_same_whether_exported_directly_or_over_otlp(
+    tmp_path: Path, collector: _Collector
+) -> None:
+    """One mapping: the DuckDB exporter's rows equal the records the OTLP receiver's
+    decoder and mapping make from the very same spans sent over OTLP/HTTP."""
+    path = tmp_path / "same.duckdb"
+    tracing = configure_tracing(path, otlp_endpoint=collector.endpoint)
+    with tracing.tracer.start_as_current_span("run", attributes={
+        cv.CLIFF_ROLE: "run", cv.CLIFF_STATUS: "ok", "cliff.tags": ("x", "y"),
+    }):
+        with tracing.tracer.start_as_current_span("plan", attributes={
+            cv.CLIFF_ROLE: "plan", cv.CLIFF_COST_USD: 0.25, cv.CLIFF_COST_SOURCE: "computed",
+            cv.CLIFF_PRICE_INPUT: 1e-6, cv.CLIFF_PRICE_OUTPUT: 2e-6,
+            cv.GEN_AI_USAGE_INPUT_TOKENS: 50_000, cv.GEN_AI_USAGE_OUTPUT_TOKENS: 100_000,
+            cv.GEN_AI_REQUEST_MODEL: "sim/gpt-4o", cv.GEN_AI_PROVIDER_NAME: "sim",
+        }) as plan:
+            plan.add_event("retry", {"attempt": 2})
+    tracing.shutdown()
+
+    decoded = [s for _, body in collector.requests for s in decode_protobuf(body).spans]
+    via_otlp, rejections = map_spans(decoded, MappingConfig(source="cliffwatch"))
+    assert rejections == []
+    with open_store(path, read_only=True) as con:
+        rel = con.sql(f"SELECT {', '.join(SPAN_RECORD_FIELDS)} FROM spans")
+        stored = {r[1]: dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()}
+    assert len(via_otlp) == len(stored) == 2
+    for rec in via_otlp:
+        row = stored[rec.span_id]
+        for name in SPAN_RECORD_FIELDS:
+            want = getattr(rec, name)
+            if name in ("attributes", "resource_attributes", "events"):
+                assert json.loads(row[name]) == json.loads(want), name
+            else:
+                assert row[name] == want, name

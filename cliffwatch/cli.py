@@ -1,0 +1,606 @@
+"""The ``cliffwatch`` command line: one small module that wires the packages together.
+
+Every command resolves the store with :func:`cliffwatch.settings.db_path` (``--db``, else
+$CLIFFWATCH_DB, else ``data/cliffwatch.duckdb``), asks ``analytics`` (or ``orchestrator``)
+for the data, and hands the DataFrame to :func:`render`, which prints it as a rich table,
+JSON or CSV. Bad input never shows a traceback: :class:`CliffwatchGroup` turns usage
+errors and cliffwatch's own exceptions (:data:`USER_ERRORS`) into one red line on stderr
+and exit code 2.
+
+Exit codes: 0 success; 1 ``cliffwatch run`` finished without completing (breach or
+failure); 2 bad input (usage, a missing or foreign store, a bad date, an unknown task
+class, a bad setting).
+
+Adding a command: decorate a function with ``@app.command()``, take ``db: DbOption`` (and
+``fmt: FormatOption`` for tabular output), call analytics inside ``with _store(db) as
+con:``, end with ``render(df, fmt)``. The error boundary covers it with no more code.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import duckdb
+import polars as pl
+import typer
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+
+from analytics.errors import AnalyticsError, UnknownTaskClassError
+from analytics.incidents import list_incidents
+from analytics.percentiles import cost_percentiles
+from analytics.runs import list_runs
+from analytics.store_access import StoreError, read_store
+from analytics.window import Window
+from cliffwatch import settings
+from orchestrator.errors import OrchestratorError
+from telemetry.conventions import CapPolicy, IncidentKind, RunStatus
+from telemetry.schema import INCIDENT_STATUSES
+
+USER_ERRORS: tuple[type[Exception], ...] = (
+    StoreError,
+    AnalyticsError,
+    settings.SettingError,
+    OrchestratorError,
+)
+"""cliffwatch's own exceptions: shown as one line and exit code 2, never a traceback.
+(WindowError, UnknownTaskClassError and RunNotFoundError are AnalyticsErrors.)"""
+
+EXIT_USAGE = 2
+EXIT_RUN_NOT_COMPLETED = 1
+
+DEFAULT_DASHBOARD_PORT = 8501
+
+
+class CliError(typer.TyperException):
+    """A bad request found by a command: printed as one line, exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
+def _error_line(message: str) -> None:
+    # soft_wrap: the message stays one line whatever the terminal width.
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    Console(stderr=True).print(Text("error: ", style="bold red") + Text(first, style="red"),
+                               soft_wrap=True)
+
+
+class CliffwatchGroup(TyperGroup):
+    """The app's command group: the one error boundary of the CLI.
+
+    Usage errors (bad option values, unknown commands) and :data:`USER_ERRORS` raised by
+    any command become one red line on stderr and exit code 2 (the same under
+    ``typer.testing.CliRunner`` as in a real process).
+    """
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as exc:
+            raise CliError(str(exc)) from exc
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except typer.TyperException as exc:  # click's usage errors and CliError
+            message = exc.format_message()
+            ctx = getattr(exc, "ctx", None)
+            if message and ctx is not None:
+                message = f"{message} (see '{ctx.command_path} --help')"
+            if message:  # empty when the help was shown instead (no arguments)
+                _error_line(message)
+            code = exc.exit_code
+        except typer.Abort:
+            _error_line("aborted")
+            code = 1
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(
+    cls=CliffwatchGroup,
+    name="cliffwatch",
+    help="Cost Cliff control for orchestrator-worker LLM pipelines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+# --- shared options ----------------------------------------------------------------------
+
+
+class OutputFormat(StrEnum):
+    """How tabular output is printed."""
+
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+
+class GroupByChoice(StrEnum):
+    """What ``cliffwatch percentiles --by`` groups runs by."""
+
+    TASK_CLASS = "task_class"
+    MODEL = "model"
+    ROLE = "role"
+
+
+DbOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--db",
+        help="DuckDB store file (default: $CLIFFWATCH_DB, else data/cliffwatch.duckdb).",
+        show_default=False,
+    ),
+]
+FormatOption = Annotated[
+    OutputFormat,
+    typer.Option("--format", help="Output: a table, JSON (array of objects) or CSV."),
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        help="From this time on, inclusive: 2026-11-01, 2026-11-01T12:00, 7d, 24h, today.",
+    ),
+]
+UntilOption = Annotated[
+    str | None,
+    typer.Option("--until", help="Before this time, exclusive (same forms as --since)."),
+]
+TaskClassOption = Annotated[
+    str | None, typer.Option("--task-class", help="Only runs of this task class.")
+]
+
+
+@contextmanager
+def _store(db: Path | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to the resolved store (errors are StoreErrors)."""
+    with read_store(settings.db_path(db)) as con:
+        yield con
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A JSON/CSV-ready value: ISO timestamps, None for missing (NaN included)."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+TABLE_HEADERS: dict[str, str] = {
+    "task_class": "class",
+    "run_id": "run",
+    "incident_id": "incident",
+    "started_at": "started (UTC)",
+    "detected_at": "detected (UTC)",
+    "workers_proposed": "proposed",
+    "workers_dispatched": "dispatched",
+    "max_workers": "cap",
+    "p50_usd": "P50 $",
+    "p95_usd": "P95 $",
+    "p99_usd": "P99 $",
+    "cliff_ratio": "P99/P50",
+    "unpriced_calls": "unpriced",
+}
+"""Short table headers (JSON and CSV keep the column names)."""
+
+PIPED_TABLE_WIDTH = 200
+"""Width of a table printed to a pipe or file (no terminal to fit)."""
+
+SHORT_ID_CHARS = 12
+"""A table shows run ids cut to this many characters (a unique prefix in practice);
+JSON and CSV carry them whole."""
+
+
+def _header(column: str) -> str:
+    if column in TABLE_HEADERS:
+        return TABLE_HEADERS[column]
+    if column.endswith("_usd"):
+        return column.removesuffix("_usd").replace("_", " ") + " $"
+    return column.replace("_", " ")
+
+
+def _usd(value: float) -> str:
+    # Costs run from fractions of a cent to dollars: keep three significant digits below
+    # $1 (0.00981, 0.000120), cents above.
+    if value == 0 or abs(value) >= 1:
+        return f"{value:,.2f}"
+    decimals = max(4, 2 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"
+
+
+def _cell(column: str, value: Any) -> Text:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return Text("-", style="dim")
+    if isinstance(value, float):
+        if column.endswith("_usd"):
+            return Text(_usd(value))
+        if column.endswith("_ms"):
+            return Text(f"{value:,.0f}")
+        return Text(f"{value:.2f}")
+    if isinstance(value, datetime):
+        return Text(value.strftime("%Y-%m-%d %H:%M"))
+    if column == "run_id":
+        return Text(str(value)[:SHORT_ID_CHARS])
+    return Text(str(value))
+
+
+def render(
+    df: pl.DataFrame,
+    fmt: OutputFormat,
+    *,
+    title: str | None = None,
+    table_columns: Sequence[str] | None = None,
+    empty: str = "nothing to show",
+) -> None:
+    """Print ``df`` to stdout in ``fmt``: the one output path of every tabular command.
+
+    Args:
+        df: the rows, as an analytics function returned them.
+        fmt: ``table`` (rich), ``json`` (an array of objects: ISO 8601 timestamps, null for
+            missing) or ``csv`` (header row; ISO timestamps; empty cell for missing).
+        title: table title (table format only).
+        table_columns: the columns a table shows (JSON and CSV always carry every column).
+            A table also shortens headers (:data:`TABLE_HEADERS`), run ids
+            (:data:`SHORT_ID_CHARS`), times (to the minute) and costs (3 significant
+            digits below $1).
+        empty: the line a table prints when there are no rows (JSON prints ``[]``, CSV
+            the header only).
+    """
+    rows = [{k: _plain(v) for k, v in row.items()} for row in df.iter_rows(named=True)]
+    if fmt is OutputFormat.JSON:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    if fmt is OutputFormat.CSV:
+        writer = csv.DictWriter(sys.stdout, fieldnames=df.columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Piped or captured: rich would fold the table to 80 columns; give it room.
+        console = Console(width=PIPED_TABLE_WIDTH)
+    if df.is_empty():
+        console.print(Text(empty, style="yellow"))
+        return
+    columns = list(table_columns) if table_columns else df.columns
+    table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD)
+    for column in columns:
+        numeric = df.schema[column].is_numeric()
+        table.add_column(_header(column), justify="right" if numeric else "left",
+                         overflow="fold")
+    for row in df.select(columns).iter_rows(named=True):
+        table.add_row(*(_cell(c, row[c]) for c in columns))
+    console.print(table)
+
+
+def _summary_table(summary: Any, *, title: str) -> Table:
+    """A two-column table of a dataclass's fields (dicts as "key n, ...", times to the
+    minute, ``*_usd`` as costs)."""
+    table = Table(title=title, box=box.SIMPLE, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in dataclasses.asdict(summary).items():
+        if isinstance(value, dict):
+            shown = ", ".join(f"{k} {v}" for k, v in value.items())
+        elif isinstance(value, datetime):
+            shown = value.strftime("%Y-%m-%d %H:%M %Z").strip()
+        elif isinstance(value, float) and key.endswith("_usd"):
+            shown = _usd(value)
+        else:
+            shown = str(value)
+        table.add_row(key.replace("_", " "), Text(shown))
+    return table
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+@app.command()
+def percentiles(
+    db: DbOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    by: Annotated[
+        GroupByChoice,
+        typer.Option("--by", help="Group by task class, or per-run spend by model or role."),
+    ] = GroupByChoice.TASK_CLASS,
+    task_class: TaskClassOption = None,
+    fmt: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Cost per task: runs, total, mean, P50/P95/P99, max, cliff ratio (P99/P50), breaches."""
+    window = Window.parse(since, until)
+    with _store(db) as con:
+        df = cost_percentiles(con, window, by=by.value, task_class=task_class)
+    shown = [by.value, "runs", "total_usd", "p50_usd", "p95_usd", "p99_usd", "max_usd",
+             "cliff_ratio", "breaches"]
+    if df["unpriced_calls"].sum():
+        shown.append("unpriced_calls")  # only when there is something to warn about
+    render(
+        df,
+        fmt,
+        title=f"Cost per task (USD) by {by.value}",
+        table_columns=shown,
+        empty="no runs in this window",
+    )
+
+
+@app.command()
+def runs(
+    db: DbOption = None,
+    task_class: TaskClassOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    status: Annotated[
+        RunStatus | None, typer.Option("--status", help="Only runs with this status.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, help="Newest N runs; 0 for all.")
+    ] = 50,
+    fmt: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """List runs, newest first: cost, status, breach, workers proposed/dispatched, limits."""
+    window = Window.parse(since, until)
+    with _store(db) as con:
+        df = list_runs(
+            con,
+            window,
+            task_class=task_class,
+            status=status.value if status else None,
+            limit=limit or None,
+        )
+    render(
+        df,
+        fmt,
+        title="Runs (newest first)",
+        table_columns=(
+            "run_id", "task_class", "started_at", "status", "breach", "cost_usd",
+            "workers_proposed", "workers_dispatched", "max_workers", "ceiling_usd",
+        ),
+        empty="no runs match",
+    )
+
+
+@app.command()
+def incidents(
+    db: DbOption = None,
+    kind: Annotated[
+        IncidentKind | None, typer.Option("--kind", help="Only incidents of this kind.")
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help=f"Only this triage status ({'|'.join(INCIDENT_STATUSES)})."),
+    ] = None,
+    task_class: TaskClassOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    fmt: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """List incidents, newest first: cap breaches, cost-ceiling breaches, runaways."""
+    if status is not None and status not in INCIDENT_STATUSES:
+        raise CliError(f"unknown --status {status!r} (use {', '.join(INCIDENT_STATUSES)})")
+    window = Window.parse(since, until)
+    with _store(db) as con:
+        df = list_incidents(
+            con, window, kind=kind.value if kind else None, status=status, task_class=task_class
+        )
+    render(
+        df,
+        fmt,
+        title="Incidents (newest first)",
+        table_columns=("incident_id", "task_class", "detected_at", "status", "detail"),
+        empty="no incidents",
+    )
+
+
+@app.command()
+def demo(
+    runs_: Annotated[
+        int, typer.Option("--runs", min=1, help="How many runs to simulate.")
+    ] = 500,
+    days: Annotated[int, typer.Option("--days", min=1, help="Spread over this many days.")] = 30,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same store).")] = 7,
+    db: DbOption = None,
+) -> None:
+    """Fill a store with a simulated workload (offline): before and after a max-workers cap."""
+    from orchestrator.demo import run_demo  # litellm: import only when needed
+
+    path = settings.db_path(db)
+    with Progress(
+        TextColumn("simulating runs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    ) as bar:
+        task = bar.add_task("demo", total=runs_)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        summary = run_demo(path, runs=runs_, days=days, seed=seed, progress=progress)
+    console = Console()
+    console.print(_summary_table(summary, title=f"demo store {path}"))
+    db_arg = "" if db is None else f" --db {path}"
+    console.print("\n[bold]next, try:[/]")
+    for line in (
+        f"cliffwatch percentiles{db_arg}",
+        f"cliffwatch percentiles --by model{db_arg}",
+        f"cliffwatch runs --limit 10{db_arg}",
+        f"cliffwatch incidents{db_arg}",
+        f"cliffwatch dashboard{db_arg}",
+    ):
+        console.print(f"  {line}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+def run(
+    task_class: Annotated[
+        str, typer.Option("--task-class", help="Task class from data/workload.toml.")
+    ],
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", help="The task, as text.")
+    ] = None,
+    task_file: Annotated[
+        Path | None, typer.Option("--task-file", help="Read the task from this text file.")
+    ] = None,
+    max_workers: Annotated[
+        int | None,
+        typer.Option("--max-workers", min=0, help="Override the class's cap; 0 removes it."),
+    ] = None,
+    ceiling_usd: Annotated[
+        float | None,
+        typer.Option("--ceiling-usd", min=0.0, help="Override the per-task ceiling; 0 removes it."),
+    ] = None,
+    policy: Annotated[
+        CapPolicy | None,
+        typer.Option("--policy", help="What dispatch does with a plan over the cap."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the run's calls.")] = 0,
+    db: DbOption = None,
+) -> None:
+    """Orchestrate one task (plan, capped dispatch, workers, synthesis) and record its spans.
+
+    Exit code 0 when the run completed (status ok), 1 when it did not (rejected or
+    cancelled by a breach, or failed), 2 for bad input.
+    """
+    if (prompt is None) == (task_file is None):
+        raise CliError("give the task with exactly one of --prompt or --task-file")
+    if task_file is not None:
+        try:
+            text = task_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read --task-file {task_file}: {exc}") from None
+    else:
+        text = prompt or ""
+    if not text.strip():
+        raise CliError("the task is empty")
+    # litellm and the OTel SDK load only when a run is asked for.
+    from orchestrator.demo import DEMO_TIME_SCALE
+    from orchestrator.runner import orchestrate
+    from orchestrator.sim_provider import is_sim_model, register_sim_provider
+    from orchestrator.workload import Task, load_workload
+    from telemetry.tracing import configure_tracing
+
+    workload = load_workload()
+    if task_class not in workload.names:
+        raise UnknownTaskClassError(task_class, workload.names)
+    config = workload[task_class].config
+    changes: dict[str, Any] = {}
+    if max_workers is not None:
+        changes["max_workers"] = max_workers or None
+    if ceiling_usd is not None:
+        changes["ceiling_usd"] = ceiling_usd or None
+    if policy is not None:
+        changes["policy"] = policy
+    config = config.replace(**changes)
+    models = [m for m in (config.planner_model, config.routine_model, config.hard_model,
+                          config.synthesis_model, config.critic_model) if m]
+    all_sim = all(is_sim_model(m) for m in models)
+    # Simulated calls need not take real seconds; spans still show simulated time.
+    time_scale = DEMO_TIME_SCALE if all_sim else 1.0
+    register_sim_provider(seed, time_scale, models=[m for m in models if is_sim_model(m)])
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    task_id = task_file.stem if task_file else f"cli-{digest}"
+    path = settings.db_path(db)
+    tracing = configure_tracing(path)
+    try:
+        result = orchestrate(
+            Task(task_id, task_class, text), config, tracing=tracing, seed=seed,
+            time_scale=time_scale, raise_on_breach=False,
+        )
+    finally:
+        recorded = tracing.flush()
+        tracing.shutdown()
+    console = Console()
+    summary = Table(box=box.SIMPLE, show_header=False)
+    summary.add_column(style="bold")
+    summary.add_column()
+    proposed = "-" if result.workers_proposed is None else str(result.workers_proposed)
+    for label, value in (
+        ("run", result.run_id),
+        ("task class", f"{task_class} (cap {config.max_workers or 'none'}, ceiling "
+                       f"{'none' if config.ceiling_usd is None else _usd(config.ceiling_usd)}, "
+                       f"policy {config.policy})"),
+        ("status", str(result.status) + (f" (breach: {result.breach})" if result.breach else "")),
+        ("cost $", _usd(result.cost_usd)
+         + (f" ({result.unpriced_calls} unpriced calls)" if result.unpriced_calls else "")),
+        ("workers", f"{proposed} proposed, {result.workers_dispatched} dispatched, "
+                    f"{result.workers_failed} failed, {result.workers_cancelled} cancelled"),
+        ("store", f"{path}" + ("" if recorded else " (some spans spilled; loaded on next write)")),
+    ):
+        summary.add_row(label, Text(value))
+    console.print(summary)
+    if result.answer:
+        console.print(Text(result.answer))
+    if result.status != RunStatus.OK:
+        _error_line(f"run {result.run_id} {result.status}: {result.error or 'not completed'}")
+        raise typer.Exit(EXIT_RUN_NOT_COMPLETED)
+
+
+@app.command()
+def dashboard(
+    db: DbOption = None,
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="Port to serve on.")
+    ] = DEFAULT_DASHBOARD_PORT,
+) -> None:
+    """Open the Streamlit dashboard on the store (headless; prints the URL)."""
+    import dashboard as dashboard_pkg
+
+    path = settings.db_path(db).resolve()
+    with read_store(path):
+        pass  # a missing or foreign store is one line here, not an error page later
+    app_py = Path(dashboard_pkg.__file__).resolve().parent / "app.py"
+    if not app_py.exists():
+        raise CliError(f"dashboard entry point {app_py} is missing")
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(app_py),
+        "--server.headless", "true",
+        "--server.port", str(port),
+        "--browser.gatherUsageStats", "false",
+    ]
+    Console().print(f"cliffwatch dashboard on [bold]http://localhost:{port}[/] (store {path})")
+    env = {**os.environ, settings.CLIFFWATCH_DB: str(path)}
+    try:
+        code = subprocess.run(command, env=env, check=False).returncode
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console-script entry point (``cliffwatch = cliffwatch.cli:main``)."""
+    app()

@@ -66,7 +66,7 @@ class IngestSummary:
     Attributes:
         files: files read.
         requests: OTLP requests decoded (lines, messages or documents).
-        spans_read: spans that passed decoding and mapping.
+        spans_read: spans that passed decoding and mapping (duplicates included).
         spans_written: spans new to the store (0 when the files were ingested before).
         spans_rejected: spans left out (bad ids, missing timestamps, unmappable).
         bad_requests: lines or messages that did not decode at all.
@@ -267,7 +267,9 @@ def _write(
     for rejection in rejections:
         totals.problem(str(rejection))
     totals.spans_rejected += len(rejections)
-    totals.spans_read += len(records)
+    # Read counts every span as the files hold it (a span twice in a batch is read twice,
+    # mapped and stored once); written counts only spans new to the store.
+    totals.spans_read += len(spans) - len(rejections)
     totals.unpriced_calls += sum(
         1 for r in records if r.is_llm_call and r.cost_source == "unpriced"
     )

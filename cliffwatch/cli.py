@@ -263,6 +263,7 @@ def render(
     *,
     title: str | None = None,
     table_columns: Sequence[str] | None = None,
+    json_columns: Sequence[str] = (),
     empty: str = "nothing to show",
 ) -> None:
     """Print ``df`` to stdout in ``fmt``: the one output path of every tabular command.
@@ -276,11 +277,17 @@ def render(
             A table also shortens headers (:data:`TABLE_HEADERS`), run ids
             (:data:`SHORT_ID_CHARS`), times (to the minute) and costs (3 significant
             digits below $1).
+        json_columns: columns holding JSON text, embedded as JSON values in ``json``
+            output (CSV and tables show the text).
         empty: the line a table prints when there are no rows (JSON prints ``[]``, CSV
             the header only).
     """
     rows = [{k: _plain(v) for k, v in row.items()} for row in df.iter_rows(named=True)]
     if fmt is OutputFormat.JSON:
+        for row in rows:
+            for column in json_columns:
+                if row[column] is not None:
+                    row[column] = json.loads(row[column])
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     if fmt is OutputFormat.CSV:
@@ -344,8 +351,8 @@ def percentiles(
     window = Window.parse(since, until)
     with _store(db) as con:
         df = cost_percentiles(con, window, by=by.value, task_class=task_class)
-    shown = [by.value, "runs", "total_usd", "p50_usd", "p95_usd", "p99_usd", "max_usd",
-             "cliff_ratio", "breaches"]
+    shown = [by.value, "runs", "total_usd", "mean_usd", "p50_usd", "p95_usd", "p99_usd",
+             "max_usd", "cliff_ratio", "breaches"]
     if df["unpriced_calls"].sum():
         shown.append("unpriced_calls")  # only when there is something to warn about
     render(
@@ -421,6 +428,7 @@ def incidents(
         fmt,
         title="Incidents (newest first)",
         table_columns=("incident_id", "task_class", "detected_at", "status", "detail"),
+        json_columns=("data",),
         empty="no incidents",
     )
 

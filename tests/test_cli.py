@@ -172,7 +172,7 @@ def test_incidents(runner, db) -> None:
         assert key in rows[0]
     cap = [r for r in rows if r["kind"] == "cap_breach"]
     assert [r["run_id"] for r in cap] == [BREACH_RUN]
-    assert json.loads(cap[0]["data"])["proposed"] == 47
+    assert cap[0]["data"]["proposed"] == 47  # JSON data embedded as an object
     only = json.loads(_ok(runner, "incidents", "--db", str(db), "--format", "json",
                           "--kind", "cost_ceiling"))
     assert only == []
@@ -182,6 +182,7 @@ def test_incidents(runner, db) -> None:
         _ok(runner, "incidents", "--db", str(db), "--format", "csv", "--kind", "cap_breach")
     )))
     assert [r["run_id"] for r in csv_rows] == [BREACH_RUN]
+    assert json.loads(csv_rows[0]["data"])["max_workers"] == 8  # JSON text in CSV
 
 
 # --- bad input: one line, exit 2, no traceback ----------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
-from analytics.runs import require_task_class
+from analytics.runs import scope_filter
 from analytics.store_access import frame, where
 from analytics.window import Window
 
@@ -59,17 +59,13 @@ def list_incidents(
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
-    conds, params = window.conditions("detected_at")
+    conds, params = scope_filter(con, window, "detected_at", task_class)
     if kind is not None:
         conds.append("kind = $kind")
         params["kind"] = kind
     if status is not None:
         conds.append("status = $status")
         params["status"] = status
-    if task_class is not None:
-        require_task_class(con, task_class)
-        conds.append("task_class = $task_class")
-        params["task_class"] = task_class
     columns = ", ".join("data::VARCHAR AS data" if c == "data" else c for c in INCIDENT_COLUMNS)
     limit_sql = f"LIMIT {int(limit)}" if limit is not None else ""
     sql = f"""

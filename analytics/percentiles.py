@@ -17,7 +17,7 @@ from typing import Literal, get_args
 import duckdb
 import polars as pl
 
-from analytics.runs import require_task_class
+from analytics.runs import scope_filter
 from analytics.store_access import frame, where
 from analytics.window import Window
 from telemetry.conventions import CostSource
@@ -134,11 +134,7 @@ def cost_percentiles(
     """
     if by not in GROUP_BYS:
         raise ValueError(f"cannot group by {by!r}: use one of {', '.join(GROUP_BYS)}")
-    conds, params = window.conditions("started_at")
-    if task_class is not None:
-        require_task_class(con, task_class)
-        conds.append("task_class = $task_class")
-        params["task_class"] = task_class
+    conds, params = scope_filter(con, window, "started_at", task_class)
     scope = f"SELECT run_id, task_class, breach, unpriced_calls, cost_usd FROM runs {where(conds)}"
     if by == "task_class":
         return frame(con, f"WITH scope AS ({scope}) {_stats_sql('task_class', 'scope')}", params)
@@ -180,11 +176,7 @@ def daily_percentiles(
     Raises:
         UnknownTaskClassError: ``task_class`` has no runs in the store.
     """
-    conds, params = window.conditions("started_at")
-    if task_class is not None:
-        require_task_class(con, task_class)
-        conds.append("task_class = $task_class")
-        params["task_class"] = task_class
+    conds, params = scope_filter(con, window, "started_at", task_class)
     sql = f"""
         SELECT task_class, day, runs, q[1] AS p50_usd, q[2] AS p95_usd, q[3] AS p99_usd
         FROM (
@@ -206,11 +198,11 @@ def cap_start_date(con: duckdb.DuckDBPyConnection, task_class: str | None = None
     Args:
         con: a store connection.
         task_class: look at this class only (None = any class).
+
+    Raises:
+        UnknownTaskClassError: ``task_class`` has no runs in the store.
     """
-    conds = ["max_workers IS NOT NULL"]
-    params: dict[str, str] = {}
-    if task_class is not None:
-        conds.append("task_class = $task_class")
-        params["task_class"] = task_class
+    conds, params = scope_filter(con, Window(), "started_at", task_class)
+    conds.append("max_workers IS NOT NULL")
     day = frame(con, f"SELECT min(started_at)::DATE AS day FROM runs {where(conds)}", params)
     return day["day"][0]

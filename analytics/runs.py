@@ -55,6 +55,23 @@ def require_task_class(con: duckdb.DuckDBPyConnection, task_class: str) -> None:
         raise UnknownTaskClassError(task_class, known)
 
 
+def scope_filter(
+    con: duckdb.DuckDBPyConnection, window: Window, time_column: str, task_class: str | None
+) -> tuple[list[str], dict[str, Any]]:
+    """SQL conditions and named parameters for a window on ``time_column`` and, when given,
+    one task class (checked to exist: the filters every read function shares).
+
+    Raises:
+        UnknownTaskClassError: ``task_class`` has no runs in the store.
+    """
+    conds, params = window.conditions(time_column)
+    if task_class is not None:
+        require_task_class(con, task_class)
+        conds.append("task_class = $task_class")
+        params["task_class"] = task_class
+    return conds, params
+
+
 def list_runs(
     con: duckdb.DuckDBPyConnection,
     window: Window = Window(),  # noqa: B008 - Window is frozen
@@ -84,11 +101,7 @@ def list_runs(
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
-    conds, params = window.conditions("started_at")
-    if task_class is not None:
-        require_task_class(con, task_class)
-        conds.append("task_class = $task_class")
-        params["task_class"] = task_class
+    conds, params = scope_filter(con, window, "started_at", task_class)
     if status is not None:
         conds.append("status = $status")
         params["status"] = status

@@ -213,6 +213,8 @@ def test_cap_start_date_is_first_day_with_a_cap(store) -> None:
         assert cap_start_date(con, "research") == date(2026, 11, 2)  # the breach run, capped
         assert cap_start_date(con, "extract") == date(2026, 11, 1)
         assert cap_start_date(con) == date(2026, 11, 1)
+        with pytest.raises(UnknownTaskClassError):
+            cap_start_date(con, "nope")
 
 
 def test_cap_start_date_none_without_caps(tmp_path) -> None:

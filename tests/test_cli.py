@@ -202,6 +202,16 @@ def test_garbage_file(runner, tmp_path) -> None:
                          "not a cliffwatch store")
 
 
+def test_foreign_duckdb_file(runner, tmp_path) -> None:
+    import duckdb
+
+    foreign = tmp_path / "foreign.duckdb"
+    with duckdb.connect(str(foreign)) as con:
+        con.execute("CREATE TABLE t (x INTEGER)")
+    _fails_with_one_line(runner.invoke(app, ["percentiles", "--db", str(foreign)]),
+                         "not a cliffwatch store")
+
+
 @pytest.mark.parametrize("option", ["--since", "--until"])
 def test_bad_date(runner, db, option) -> None:
     result = runner.invoke(app, ["percentiles", "--db", str(db), option, "2026-13-45"])

@@ -7,7 +7,8 @@ lock on file`` (../shared/NOTES.md). So nothing here keeps a connection: every
 exponential backoff and full jitter until a timeout, then reported as
 :class:`StoreBusyError`. Within one process the conflict shows up as a
 ``ConnectionException`` ("different configuration") when a read-only and a read-write
-connection overlap; it is retried the same way.
+connection overlap, or a ``ResourceInUseException`` ("Unique file handle conflict") when
+two threads attach or close the file at the same moment; both are retried the same way.
 
 :func:`write_spans` is the only way spans enter the store: one read-write connection,
 one transaction that loads pending spill files, inserts the batch from Arrow, then
@@ -42,7 +43,11 @@ from telemetry.schema import DDL, META_TABLE, SCHEMA_VERSION
 _BACKOFF_FIRST_S = 0.005
 _BACKOFF_MAX_S = 0.1
 
-_LOCK_MESSAGES = ("Could not set lock on file", "different configuration")
+_LOCK_MESSAGES = (
+    "Could not set lock on file",  # another process holds the file
+    "different configuration",  # this process holds it read-only vs read-write
+    "Unique file handle conflict",  # this process is attaching or closing it right now
+)
 _NOT_DUCKDB_MESSAGE = "not a valid DuckDB database file"
 _MISSING_MESSAGE = "database does not exist"
 

@@ -152,6 +152,11 @@ class GroupByChoice(StrEnum):
     ROLE = "role"
 
 
+IncidentStatus = StrEnum(  # type: ignore[misc]
+    "IncidentStatus", [(status.upper(), status) for status in INCIDENT_STATUSES]
+)
+"""Triage statuses of an incident (from the store's schema), as CLI choices."""
+
 DbOption = Annotated[
     Path | None,
     typer.Option(
@@ -407,8 +412,7 @@ def incidents(
         IncidentKind | None, typer.Option("--kind", help="Only incidents of this kind.")
     ] = None,
     status: Annotated[
-        str | None,
-        typer.Option("--status", help=f"Only this triage status ({'|'.join(INCIDENT_STATUSES)})."),
+        IncidentStatus | None, typer.Option("--status", help="Only this triage status.")
     ] = None,
     task_class: TaskClassOption = None,
     since: SinceOption = None,
@@ -416,12 +420,14 @@ def incidents(
     fmt: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """List incidents, newest first: cap breaches, cost-ceiling breaches, runaways."""
-    if status is not None and status not in INCIDENT_STATUSES:
-        raise CliError(f"unknown --status {status!r} (use {', '.join(INCIDENT_STATUSES)})")
     window = Window.parse(since, until)
     with _store(db) as con:
         df = list_incidents(
-            con, window, kind=kind.value if kind else None, status=status, task_class=task_class
+            con,
+            window,
+            kind=kind.value if kind else None,
+            status=status.value if status else None,
+            task_class=task_class,
         )
     render(
         df,

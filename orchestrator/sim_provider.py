@@ -1,0 +1,573 @@
+"""The offline simulated provider ``sim``: a litellm CustomLLM priced as real models.
+
+``litellm.acompletion(model="sim/gpt-4o-mini", ...)`` reaches :class:`SimLLM` once
+:func:`register_sim_provider` has run. The model after ``sim/`` is a real model from
+litellm's bundled price map: its prompt is counted with ``litellm.token_counter`` for that
+model, its answer is counted the same way, and the model is registered with litellm at that
+model's ``input_cost_per_token`` / ``output_cost_per_token``, so every cost is a real
+price x real token counts of real text.
+
+Behaviour per role (``metadata={"cliffwatch": {"role": ...}}``, set by the runner):
+
+- ``plan``: a JSON plan whose size is drawn from a lognormal around the class's
+  ``typical_subtasks``; with a cap stated in the prompt ("You may propose at most N
+  sub-tasks") the draw is held to N, except on "surprising" inputs (``runaway_rate``),
+  where it ignores the cap and proposes 20-50 sub-tasks (the handbook's 47-worker
+  incident). Asked to replan, it complies with probability ``replan_comply_rate``.
+- ``worker`` / ``synthesis``: prose of a few hundred tokens built from the prompt's own
+  words.
+- ``critic``: a JSON verdict, ``pass`` with probability ``critic_pass_rate``.
+
+Deterministic: each call's randomness comes from ``seed`` + a hash of the model and the
+messages + the attempt number, never from the clock or call order. Failures are injected
+at ``failure_rate`` per attempt, half rate limits (billed nothing) and half stalls that
+end in ``litellm.Timeout`` when the caller's timeout expires. Latency is simulated from
+tokens (``base_latency_s + output_tokens / tokens_per_s``) and slept for
+``latency x time_scale`` real seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import random
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator import prompts
+from orchestrator.errors import ConfigError
+from telemetry.pricing import import_litellm
+
+PROVIDER = "sim"
+"""The litellm provider name: model strings are ``sim/<real model>``."""
+
+DEFAULT_MODELS = (
+    "claude-sonnet-4-5",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-4o-mini",
+    "claude-haiku-4-5",
+)
+"""Real models registered as ``sim/<model>`` by default (all in litellm's bundled map)."""
+
+_WORD_RE = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]|[A-Za-z]|\d+(?:[.,]\d+)?")
+_STOPWORDS = frozenset(
+    "a an and are as at be by for from has have in is it its of on or that the this to was "
+    "were will with you your task class sub-task sub-tasks".split()
+)
+_PLAN_VERBS = (
+    "Check",
+    "Update",
+    "Collect",
+    "Compare",
+    "Verify",
+    "Draft",
+    "Summarise",
+    "Review",
+    "Extract",
+    "Audit",
+    "Map",
+    "Test",
+)
+_CONNECTIVES = ("so", "and", "then", "because", "while", "which", "but", "also")
+
+
+@dataclass(frozen=True, slots=True)
+class SimProfile:
+    """Per-task-class behaviour of the simulated provider.
+
+    Attributes:
+        typical_subtasks: median plan size with no cap (sub-tasks).
+        subtask_sigma: sigma of the lognormal plan size (heavier tail when larger).
+        runaway_rate: share of planning calls on "surprising" inputs that ignore the cap.
+        runaway_min: smallest runaway plan (sub-tasks).
+        runaway_max: largest runaway plan (sub-tasks).
+        hard_share: share of sub-tasks the planner marks hard.
+        replan_comply_rate: probability a replan request is honoured.
+        worker_output_tokens: median worker answer length (tokens).
+        synthesis_output_tokens: median synthesis answer length (tokens).
+        output_sigma: sigma of the lognormal answer lengths.
+        critic_pass_rate: probability the critic passes an answer.
+        failure_rate: probability an attempt fails (half rate limit, half timeout).
+        malformed_plan_rate: probability a first planning answer is not JSON.
+        base_latency_s: simulated seconds before the first token.
+        tokens_per_s: simulated output speed (tokens per second).
+    """
+
+    typical_subtasks: float = 4.0
+    subtask_sigma: float = 0.8
+    runaway_rate: float = 0.03
+    runaway_min: int = 20
+    runaway_max: int = 50
+    hard_share: float = 0.25
+    replan_comply_rate: float = 0.8
+    worker_output_tokens: int = 350
+    synthesis_output_tokens: int = 500
+    output_sigma: float = 0.3
+    critic_pass_rate: float = 0.75
+    failure_rate: float = 0.01
+    malformed_plan_rate: float = 0.005
+    base_latency_s: float = 0.4
+    tokens_per_s: float = 80.0
+
+    def __post_init__(self) -> None:
+        for key in (
+            "runaway_rate",
+            "hard_share",
+            "replan_comply_rate",
+            "critic_pass_rate",
+            "failure_rate",
+            "malformed_plan_rate",
+        ):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"sim profile: {key} must be within [0, 1], got {value!r}")
+        for key in (
+            "typical_subtasks",
+            "tokens_per_s",
+            "worker_output_tokens",
+            "synthesis_output_tokens",
+        ):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"sim profile: {key} must be > 0")
+        if not 1 <= self.runaway_min <= self.runaway_max:
+            raise ConfigError("sim profile: need 1 <= runaway_min <= runaway_max")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> SimProfile:
+        """Build from a mapping (a workload ``provider_params`` table); unknown keys fail.
+
+        Raises:
+            ConfigError: an unknown key or a value out of range.
+        """
+        if not values:
+            return _DEFAULT_PROFILE
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"sim profile: unknown parameter(s) {', '.join(unknown)}")
+        return cls(**dict(values))
+
+
+_DEFAULT_PROFILE = SimProfile()
+
+
+@dataclass(frozen=True, slots=True)
+class SimAnswer:
+    """What one simulated call produced, before it is slept for and returned.
+
+    ``failure`` is None, ``"rate_limit"`` or ``"timeout"``.
+    """
+
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    finish_reason: str
+    failure: str | None = None
+
+
+def _call_seed(seed: int, model: str, messages: Sequence[Mapping[str, Any]], attempt: int) -> int:
+    blob = json.dumps([seed, model, attempt, list(messages)], sort_keys=True, default=str)
+    return int.from_bytes(hashlib.blake2b(blob.encode(), digest_size=8).digest(), "big")
+
+
+def _words(text: str) -> list[str]:
+    words = [w for w in _WORD_RE.findall(text) if w.lower() not in _STOPWORDS]
+    return words or ["result"]
+
+
+def _prose(rng: random.Random, words: Sequence[str], n_words: int) -> str:
+    """Sentences of 8-18 words drawn from ``words``, about ``n_words`` in all."""
+    sentences: list[str] = []
+    left = max(1, n_words)
+    while left > 0:
+        length = min(left, rng.randint(8, 18))
+        chosen = rng.choices(words, k=length)
+        if length > 5:
+            chosen.insert(rng.randint(2, length - 2), rng.choice(_CONNECTIVES))
+        sentence = " ".join(chosen)
+        sentences.append(sentence[0].upper() + sentence[1:] + ".")
+        left -= length
+    return " ".join(sentences)
+
+
+def _lognormal(rng: random.Random, median: float, sigma: float) -> float:
+    return median * math.exp(sigma * rng.gauss(0.0, 1.0))
+
+
+class SimLLM:
+    """The ``sim`` provider's behaviour; :func:`register_sim_provider` makes the handler.
+
+    The handler litellm calls is a subclass of this and ``litellm.CustomLLM``, built on
+    first registration so that importing this module does not import litellm.
+
+    Attributes:
+        default_seed: seed for calls that carry none.
+        default_time_scale: real seconds slept per simulated second for calls that carry
+            no ``time_scale``.
+    """
+
+    def __init__(self, seed: int = 0, time_scale: float = 1.0) -> None:
+        super().__init__()  # litellm.CustomLLM's, in the registered handler
+        self.default_seed = seed
+        self.default_time_scale = time_scale
+        self._profiles: dict[str, SimProfile] = {}
+
+    # --- what the provider decides -------------------------------------------------------
+    def answer(
+        self,
+        model: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        role: str | None = None,
+        seed: int | None = None,
+        attempt: int = 1,
+        max_tokens: int | None = None,
+        profile: SimProfile | None = None,
+    ) -> SimAnswer:
+        """Decide one call's answer: content, real token counts, simulated latency.
+
+        Args:
+            model: the real model name (without ``sim/``).
+            messages: the chat messages.
+            role: ``plan`` | ``worker`` | ``synthesis`` | ``critic``; inferred from the
+                system prompt when None.
+            seed: the run's seed (default :attr:`default_seed`).
+            attempt: the attempt number, from 1 (a retry draws afresh).
+            max_tokens: the output budget; answers longer than it are cut
+                (``finish_reason`` "length"), as a real provider does.
+            profile: the task class's behaviour (default :class:`SimProfile`).
+        """
+        litellm = import_litellm()
+        profile = profile or _DEFAULT_PROFILE
+        seed = self.default_seed if seed is None else seed
+        rng = random.Random(_call_seed(seed, model, messages, attempt))
+        role = role or _infer_role(messages)
+        prompt_tokens = int(litellm.token_counter(model=model, messages=list(messages)))
+        if rng.random() < profile.failure_rate:
+            kind = "rate_limit" if rng.random() < 0.5 else "timeout"
+            return SimAnswer("", prompt_tokens, 0, 0.2, "error", kind)
+        if role == "plan":
+            content = _plan_answer(rng, messages, profile)
+        elif role == "critic":
+            passed = rng.random() < profile.critic_pass_rate
+            words = _words(_last_user(messages))
+            feedback = "" if passed else _prose(rng, words, rng.randint(12, 30))
+            content = json.dumps({"verdict": "pass" if passed else "revise", "feedback": feedback})
+        else:
+            median = (
+                profile.synthesis_output_tokens
+                if role == "synthesis"
+                else profile.worker_output_tokens
+            )
+            target_tokens = _lognormal(rng, median, profile.output_sigma)
+            # about 1.3 tokens per English word with these tokenizers
+            content = _prose(rng, _words(_last_user(messages)), round(target_tokens / 1.3))
+        completion_tokens = _count_text(model, content)
+        finish = "stop"
+        if max_tokens is not None and completion_tokens > max_tokens:
+            content, completion_tokens = _cut_to(model, content, max_tokens)
+            finish = "length"
+        latency = profile.base_latency_s + completion_tokens / profile.tokens_per_s
+        latency *= _lognormal(rng, 1.0, 0.15)
+        return SimAnswer(content, prompt_tokens, completion_tokens, latency, finish)
+
+    def profile(self, params: Mapping[str, Any] | None) -> SimProfile:
+        """The :class:`SimProfile` for a ``provider_params`` mapping (cached)."""
+        if not params:
+            return _DEFAULT_PROFILE
+        key = json.dumps(dict(params), sort_keys=True, default=str)
+        found = self._profiles.get(key)
+        if found is None:
+            found = self._profiles[key] = SimProfile.from_mapping(params)
+        return found
+
+    # --- litellm CustomLLM interface ------------------------------------------------------
+    def _decide(
+        self, model: str, messages: list, optional_params: dict, litellm_params: dict | None
+    ) -> tuple[SimAnswer, float]:
+        meta = ((litellm_params or {}).get("metadata") or {}).get("cliffwatch") or {}
+        seed = meta.get("seed", optional_params.get("seed"))
+        time_scale = float(meta.get("time_scale", self.default_time_scale))
+        answer = self.answer(
+            model,
+            messages,
+            role=meta.get("role"),
+            seed=None if seed is None else int(seed),
+            attempt=int(meta.get("attempt", 1)),
+            max_tokens=optional_params.get("max_tokens")
+            or optional_params.get("max_completion_tokens"),
+            profile=self.profile(meta.get("provider_params")),
+        )
+        return answer, time_scale
+
+    def _respond(self, model: str, answer: SimAnswer, model_response: Any) -> Any:
+        from litellm.types.utils import Choices, Message, Usage
+
+        model_response.model = f"{PROVIDER}/{model}"
+        model_response.choices = [
+            Choices(
+                index=0,
+                finish_reason=answer.finish_reason,
+                message=Message(role="assistant", content=answer.content),
+            )
+        ]
+        usage = Usage(
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            total_tokens=answer.prompt_tokens + answer.completion_tokens,
+        )
+        model_response.usage = usage
+        # Report the billed cost the way a provider that returns its own cost does; litellm
+        # then uses it instead of pricing the response again (a third of its per-call work).
+        entry = import_litellm().model_cost.get(f"{PROVIDER}/{model}")
+        if entry is not None:
+            model_response._hidden_params["response_cost"] = (
+                answer.prompt_tokens * entry["input_cost_per_token"]
+                + answer.completion_tokens * entry["output_cost_per_token"]
+            )
+        return model_response
+
+    @staticmethod
+    def _failure(model: str, answer: SimAnswer) -> Exception:
+        litellm = import_litellm()
+        if answer.failure == "rate_limit":
+            return litellm.RateLimitError(
+                "sim: rate limited (429)", llm_provider=PROVIDER, model=model
+            )
+        return litellm.Timeout("sim: request timed out", llm_provider=PROVIDER, model=model)
+
+    async def acompletion(  # noqa: D102 - litellm's interface
+        self,
+        model: str,
+        messages: list,
+        api_base: Any,
+        custom_prompt_dict: Any,
+        model_response: Any,
+        print_verbose: Any,
+        encoding: Any,
+        api_key: Any,
+        logging_obj: Any,
+        optional_params: dict,
+        acompletion: Any = None,
+        litellm_params: dict | None = None,
+        logger_fn: Any = None,
+        headers: Any = None,
+        timeout: Any = None,
+        client: Any = None,
+    ) -> Any:
+        answer, time_scale = self._decide(model, messages, optional_params, litellm_params)
+        if answer.failure == "timeout":
+            # a stalled request: nothing comes back before the caller's timeout expires
+            await asyncio.sleep(_timeout_s(timeout))
+            raise self._failure(model, answer)
+        await asyncio.sleep(answer.latency_s * time_scale)
+        if answer.failure:
+            raise self._failure(model, answer)
+        return self._respond(model, answer, model_response)
+
+    def completion(  # noqa: D102 - litellm's interface
+        self,
+        model: str,
+        messages: list,
+        api_base: Any,
+        custom_prompt_dict: Any,
+        model_response: Any,
+        print_verbose: Any,
+        encoding: Any,
+        api_key: Any,
+        logging_obj: Any,
+        optional_params: dict,
+        acompletion: Any = None,
+        litellm_params: dict | None = None,
+        logger_fn: Any = None,
+        headers: Any = None,
+        timeout: Any = None,
+        client: Any = None,
+    ) -> Any:
+        answer, time_scale = self._decide(model, messages, optional_params, litellm_params)
+        if answer.failure == "timeout":
+            time.sleep(_timeout_s(timeout))
+            raise self._failure(model, answer)
+        time.sleep(answer.latency_s * time_scale)
+        if answer.failure:
+            raise self._failure(model, answer)
+        return self._respond(model, answer, model_response)
+
+
+def _timeout_s(timeout: Any) -> float:
+    """The caller's timeout in real seconds (litellm passes a float or an httpx Timeout)."""
+    if isinstance(timeout, int | float):
+        return float(timeout)
+    value = getattr(timeout, "read", None) or getattr(timeout, "timeout", None)
+    return float(value) if isinstance(value, int | float) else 600.0
+
+
+def _infer_role(messages: Sequence[Mapping[str, Any]]) -> str:
+    system = next((str(m.get("content", "")) for m in messages if m.get("role") == "system"), "")
+    for role, marker in (
+        ("plan", prompts.PLANNER_SYSTEM[:40]),
+        ("synthesis", prompts.SYNTHESIS_SYSTEM[:40]),
+        ("critic", prompts.CRITIC_SYSTEM[:40]),
+    ):
+        if system.startswith(marker):
+            return role
+    return "worker"
+
+
+def _last_user(messages: Sequence[Mapping[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return str(message.get("content", ""))
+    return ""
+
+
+def _task_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    for message in messages:
+        if message.get("role") == "user":
+            return str(message.get("content", ""))
+    return ""
+
+
+def _count_text(model: str, text: str) -> int:
+    return int(import_litellm().token_counter(model=model, text=text, count_response_tokens=True))
+
+
+def _cut_to(model: str, text: str, max_tokens: int) -> tuple[str, int]:
+    words = text.split(" ")
+    tokens = _count_text(model, text)
+    while tokens > max_tokens and len(words) > 1:
+        keep = max(1, min(len(words) - 1, int(len(words) * max_tokens / tokens)))
+        words = words[:keep]
+        tokens = _count_text(model, " ".join(words))
+    return " ".join(words), tokens
+
+
+def _plan_size(rng: random.Random, profile: SimProfile, cap: int | None) -> int:
+    """How many sub-tasks the simulated planner proposes for a first plan."""
+    if rng.random() < profile.runaway_rate:
+        # a "surprising" input: the planner ignores any cap (the 47-worker incident)
+        return rng.randint(profile.runaway_min, profile.runaway_max)
+    size = max(1, round(_lognormal(rng, profile.typical_subtasks, profile.subtask_sigma)))
+    return size if cap is None else min(size, cap)
+
+
+def _plan_answer(
+    rng: random.Random, messages: Sequence[Mapping[str, Any]], profile: SimProfile
+) -> str:
+    text = "\n".join(str(m.get("content", "")) for m in messages)
+    cap = prompts.cap_from_prompt(text)
+    previous = [m for m in messages if m.get("role") == "assistant"]
+    if previous and cap is not None and prompts.cap_from_prompt(_last_user(messages)):
+        # a replan request restating the cap
+        if rng.random() < profile.replan_comply_rate:
+            size = rng.randint(max(1, cap // 2), cap)
+        else:
+            size = rng.randint(cap + 1, max(cap + 1, profile.runaway_max))
+    elif not previous and rng.random() < profile.malformed_plan_rate:
+        return "Here is my plan: first gather the sources, then update each page, then check."
+    else:
+        size = _plan_size(rng, profile, cap)
+    words = _words(_task_text(messages))
+    subtasks = []
+    for _ in range(size):
+        topic = " ".join(rng.choice(words) for _ in range(rng.randint(2, 4)))
+        subtasks.append(
+            {
+                "title": f"{rng.choice(_PLAN_VERBS)} {topic}",
+                "difficulty": "hard" if rng.random() < profile.hard_share else "routine",
+                "instructions": _prose(rng, words, rng.randint(14, 28)),
+            }
+        )
+    return json.dumps({"subtasks": subtasks}, indent=1)
+
+
+_lock = threading.Lock()
+_handler: SimLLM | None = None
+
+
+@functools.cache
+def _handler_type() -> type[SimLLM]:
+    class SimHandler(SimLLM, import_litellm().CustomLLM):  # type: ignore[misc]
+        """The ``sim`` handler registered in ``litellm.custom_provider_map``."""
+
+    return SimHandler
+
+
+def register_sim_model(real_model: str) -> str:
+    """Register ``sim/<real_model>`` with litellm at the real model's prices.
+
+    Copies the real model's entry from ``litellm.model_cost`` (so
+    ``input_cost_per_token`` / ``output_cost_per_token`` and cache prices match) with
+    ``litellm_provider`` set to ``sim``. Returns the sim model string.
+
+    Raises:
+        ConfigError: ``real_model`` is not in litellm's price map.
+    """
+    litellm = import_litellm()
+    entry = litellm.model_cost.get(real_model)
+    if entry is None or "input_cost_per_token" not in entry:
+        raise ConfigError(f"sim: {real_model!r} is not a priced model in litellm's price map")
+    name = f"{PROVIDER}/{real_model}"
+    current = litellm.model_cost.get(name)
+    if current is None or current.get("input_cost_per_token") != entry["input_cost_per_token"]:
+        litellm.register_model({name: {**entry, "litellm_provider": PROVIDER}})
+    return name
+
+
+def register_sim_provider(
+    seed: int = 0, time_scale: float = 1.0, models: Sequence[str] = ()
+) -> SimLLM:
+    """Make ``sim/<model>`` reachable through litellm; idempotent.
+
+    Args:
+        seed: default seed for calls that carry none.
+        time_scale: default real seconds slept per simulated second.
+        models: extra models to register, real names or ``sim/<name>`` (in addition to
+            :data:`DEFAULT_MODELS`).
+
+    Returns:
+        The one handler (re-registering updates its defaults).
+
+    Raises:
+        ConfigError: a model is not in litellm's price map.
+    """
+    global _handler
+    if not time_scale > 0:
+        raise ConfigError(f"time_scale must be > 0, got {time_scale!r}")
+    litellm = import_litellm()
+    with _lock:
+        if _handler is None:
+            _handler = _handler_type()(seed, time_scale)
+        _handler.default_seed = seed
+        _handler.default_time_scale = time_scale
+        providers = [
+            p for p in (litellm.custom_provider_map or []) if p.get("provider") != PROVIDER
+        ]
+        litellm.custom_provider_map = [
+            *providers,
+            {"provider": PROVIDER, "custom_handler": _handler},
+        ]
+        for model in (*DEFAULT_MODELS, *models):
+            register_sim_model(real_model_of(model))
+        return _handler
+
+
+def real_model_of(model: str) -> str:
+    """``sim/gpt-4o-mini`` -> ``gpt-4o-mini``; other strings unchanged."""
+    prefix = f"{PROVIDER}/"
+    return model[len(prefix) :] if model.startswith(prefix) else model
+
+
+def is_sim_model(model: str) -> bool:
+    """Whether ``model`` is served by the simulated provider."""
+    return model.startswith(f"{PROVIDER}/")

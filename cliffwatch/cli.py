@@ -192,6 +192,16 @@ def _store(db: Path | None) -> Iterator[duckdb.DuckDBPyConnection]:
         yield con
 
 
+def _writable_store(db: Path | None) -> Path:
+    """The resolved store path for a command that writes runs: a new file is fine, an
+    existing one must be a cliffwatch store (checked now, before any work is done)."""
+    path = settings.db_path(db)
+    if path.exists():
+        with read_store(path):
+            pass
+    return path
+
+
 # --- output ------------------------------------------------------------------------------
 
 
@@ -449,9 +459,9 @@ def demo(
     db: DbOption = None,
 ) -> None:
     """Fill a store with a simulated workload (offline): before and after a max-workers cap."""
+    path = _writable_store(db)
     from orchestrator.demo import run_demo  # litellm: import only when needed
 
-    path = settings.db_path(db)
     with Progress(
         TextColumn("simulating runs"),
         BarColumn(),
@@ -521,6 +531,7 @@ def run(
         text = prompt or ""
     if not text.strip():
         raise CliError("the task is empty")
+    path = _writable_store(db)
     # litellm and the OTel SDK load only when a run is asked for.
     from orchestrator.demo import DEMO_TIME_SCALE
     from orchestrator.runner import orchestrate
@@ -548,7 +559,6 @@ def run(
     register_sim_provider(seed, time_scale, models=[m for m in models if is_sim_model(m)])
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
     task_id = task_file.stem if task_file else f"cli-{digest}"
-    path = settings.db_path(db)
     tracing = configure_tracing(path)
     try:
         result = orchestrate(

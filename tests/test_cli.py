@@ -367,6 +367,17 @@ def test_demo_bad_input(runner, tmp_path) -> None:
                                              str(tmp_path / "d.duckdb")]), "--runs")
 
 
+@pytest.mark.parametrize(
+    "command", [["demo"], ["run", "--task-class", "research", "--prompt", "x"]]
+)
+def test_writers_refuse_a_foreign_file_before_working(runner, tmp_path, command) -> None:
+    garbage = tmp_path / "notes.txt"
+    garbage.write_text("my notes, not a store\n")
+    _fails_with_one_line(runner.invoke(app, [*command, "--db", str(garbage)]),
+                         "not a cliffwatch store")
+    assert garbage.read_text() == "my notes, not a store\n"
+
+
 @pytest.mark.slow
 def test_dashboard_serves_the_store(db) -> None:
     import socket

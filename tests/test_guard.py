@@ -1,0 +1,265 @@
+"""The public guard: the dispatch layer around any orchestrator, recorded as a cliffwatch run.
+
+Every test records into a real DuckDB store in tmp_path and reads back the ``runs`` row,
+the spans and the incidents that :func:`telemetry.store.write_spans` derived; costs are
+checked against litellm's bundled price map by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.dispatch import Action, DispatchGuard, Limits
+from orchestrator.errors import ConfigError, CostCeilingError, CostCliffError
+from orchestrator.guard import Guard, SubTask, cliffwatch_guard, tracing_for
+from telemetry.pricing import import_litellm
+from telemetry.store import open_store
+from telemetry.tracing import Tracing, configure_tracing
+
+
+def usd(model: str, tokens_in: int, tokens_out: int) -> float:
+    """A call's cost from litellm's bundled map, by hand."""
+    entry = import_litellm().model_cost[model]
+    return tokens_in * entry["input_cost_per_token"] + tokens_out * entry["output_cost_per_token"]
+
+
+@pytest.fixture()
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "guard.duckdb"
+
+
+@pytest.fixture()
+def tracing(db: Path) -> Iterator[Tracing]:
+    t = configure_tracing(db, otlp_endpoint=None)  # batched: the guard flushes on close
+    yield t
+    t.shutdown()
+
+
+def rows(db: Path, sql: str, **params: Any) -> list[dict[str, Any]]:
+    with open_store(db, read_only=True) as con:
+        rel = con.sql(sql, params=params or None)
+        return [dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()]
+
+
+def run_row(db: Path, run_id: str) -> dict[str, Any]:
+    found = rows(db, "SELECT * FROM runs WHERE run_id = $id", id=run_id)
+    assert len(found) == 1
+    return found[0]
+
+
+def incidents(db: Path, run_id: str) -> dict[str, dict[str, Any]]:
+    found = rows(db, "SELECT *, data::VARCHAR AS data FROM incidents WHERE run_id = $id",
+                 id=run_id)
+    return {r["kind"]: r for r in found}
+
+
+def test_a_guarded_run_is_recorded_like_an_orchestrated_one(db: Path) -> None:
+    # Through the default path: the process-wide tracing of the store given as `db`.
+    with cliffwatch_guard("research", max_workers=8, ceiling_usd=0.5, db=db,
+                          worker_model="gpt-4o-mini", worker_max_output_tokens=500,
+                          task_id="t-1") as guard:
+        guard.record_call("gpt-4.1", 1000, 300, role="plan")
+        approved = guard.check_plan(["sources", "prices", "dates"])
+        assert list(approved) == ["sources", "prices", "dates"]
+        assert approved.action is Action.DISPATCH
+        for index, title in enumerate(approved):
+            guard.record_call("gpt-4o-mini", 400, 200, subtask_index=index, title=title)
+        guard.record_call("gpt-4.1-mini", 900, 300, role="synthesis")
+    assert guard.status == "ok"
+    assert guard.tracing is tracing_for(db)
+    expected = usd("gpt-4.1", 1000, 300) + 3 * usd("gpt-4o-mini", 400, 200) + usd(
+        "gpt-4.1-mini", 900, 300)
+    run = run_row(db, guard.run_id or "")
+    assert run["cost_usd"] == pytest.approx(expected, rel=1e-12)
+    assert guard.spent_usd == pytest.approx(expected, rel=1e-12)
+    assert (run["status"], run["breach"], run["task_class"]) == ("ok", None, "research")
+    assert (run["workers_proposed"], run["workers_dispatched"]) == (3, 3)
+    assert (run["max_workers"], run["ceiling_usd"], run["policy"]) == (8, 0.5, "reject")
+    assert (run["planner_model"], run["synthesis_model"]) == ("gpt-4.1", "gpt-4.1-mini")
+    assert (run["llm_calls"], run["unpriced_calls"]) == (5, 0)
+    # the estimate: spend so far (the plan) + 3 x (0 prompt + 500 output tokens)
+    assert run["estimate_usd"] == pytest.approx(
+        usd("gpt-4.1", 1000, 300) + 3 * usd("gpt-4o-mini", 0, 500), rel=1e-12)
+    assert incidents(db, guard.run_id or "") == {}
+    plan = rows(db, """SELECT attributes->>'$."cliff.plan.subtasks"' AS plan FROM spans
+                       WHERE trace_id = $id AND role = 'plan'""", id=guard.run_id)
+    assert [s["title"] for s in json.loads(plan[0]["plan"])] == ["sources", "prices", "dates"]
+    names = rows(db, "SELECT name FROM spans WHERE trace_id = $id ORDER BY name", id=guard.run_id)
+    assert [r["name"] for r in names] == [
+        "plan", "run research", "synthesis", "worker 0", "worker 1", "worker 2"]
+
+
+def test_a_runaway_plan_is_rejected_and_recorded_as_a_cap_breach(
+    db: Path, tracing: Tracing
+) -> None:
+    with pytest.raises(CostCliffError) as raised, cliffwatch_guard(
+        "research", max_workers=8, tracing=tracing
+    ) as guard:
+        guard.record_call("gpt-4.1", 1200, 2000, role="plan")
+        guard.check_plan(47)
+        pytest.fail("check_plan must raise")  # pragma: no cover
+    assert (raised.value.proposed, raised.value.max_workers) == (47, 8)
+    run = run_row(db, guard.run_id or "")
+    assert (run["status"], run["breach"], run["workers_dispatched"]) == ("rejected", "cap", 0)
+    assert run["cost_usd"] == pytest.approx(usd("gpt-4.1", 1200, 2000), rel=1e-12)
+    found = incidents(db, guard.run_id or "")
+    assert set(found) == {"cap_breach"}
+    assert json.loads(found["cap_breach"]["data"]) == {
+        "proposed": 47, "max_workers": 8, "dispatched": 0, "policy": "reject",
+        "plan_attempts": 1,
+    }
+
+
+def test_the_verdict_is_the_dispatch_layers_own(tracing: Tracing) -> None:
+    plan = [SubTask(f"s{i}", model="gpt-4o-mini", max_output_tokens=800) for i in range(5)]
+    with cliffwatch_guard("x", max_workers=3, policy="truncate", tracing=tracing) as guard:
+        checked = guard.check_plan(plan)
+    direct = DispatchGuard(Limits(3, None, "truncate")).check_plan(guard._planned(plan))
+    assert checked.verdict == direct
+    assert checked.approved == tuple(plan[:3])
+    assert checked.breach == "cap"
+
+
+def test_truncate_dispatches_the_first_max_workers_and_records_the_breach(
+    db: Path, tracing: Tracing
+) -> None:
+    with cliffwatch_guard("x", max_workers=3, policy="truncate", tracing=tracing) as guard:
+        guard.record_call("gpt-4.1", 500, 100, role="plan")
+        approved = guard.check_plan([{"title": f"t{i}"} for i in range(10)])
+        assert [s["title"] for s in approved] == ["t0", "t1", "t2"]
+        for index in range(len(approved)):
+            guard.record_call("gpt-4o-mini", 100, 100, subtask_index=index)
+    run = run_row(db, guard.run_id or "")
+    assert (run["status"], run["breach"]) == ("ok", "cap")
+    assert (run["workers_proposed"], run["workers_dispatched"]) == (10, 3)
+    assert incidents(db, guard.run_id or "")["cap_breach"]["detail"] == (
+        "plan proposed 10 workers, cap 3: truncated to 3 at dispatch")
+
+
+def test_replan_asks_once_then_checks_the_new_plan(db: Path, tracing: Tracing) -> None:
+    with cliffwatch_guard("x", max_workers=4, policy="replan", tracing=tracing) as guard:
+        first = guard.check_plan(20)
+        assert first.replan and len(first) == 0
+        second = guard.check_plan(3)
+        assert second.action is Action.DISPATCH and list(second) == [0, 1, 2]
+    run = run_row(db, guard.run_id or "")
+    assert (run["workers_proposed"], run["workers_dispatched"]) == (20, 3)
+    assert json.loads(incidents(db, guard.run_id or "")["cap_breach"]["data"])[
+        "plan_attempts"] == 2
+
+
+def test_a_second_breach_after_replan_is_rejected(tracing: Tracing) -> None:
+    with pytest.raises(CostCliffError), cliffwatch_guard(
+        "x", max_workers=4, policy="replan", tracing=tracing
+    ) as guard:
+        guard.check_plan(20)
+        guard.check_plan(12)
+    assert guard.status == "rejected"
+
+
+def test_an_estimate_over_the_ceiling_is_rejected_before_dispatch(
+    db: Path, tracing: Tracing
+) -> None:
+    # 10 sub-tasks x 4000 output tokens of gpt-4.1 is far over a 5-cent ceiling.
+    with pytest.raises(CostCeilingError) as raised, cliffwatch_guard(
+        "x", ceiling_usd=0.05, tracing=tracing, worker_model="gpt-4.1",
+        worker_max_output_tokens=4000,
+    ) as guard:
+        guard.check_plan(["a"] * 6)
+    expected = 6 * usd("gpt-4.1", 0, 4000)
+    assert raised.value.stage == "estimate"
+    assert raised.value.estimate_usd == pytest.approx(expected, rel=1e-12)
+    run = run_row(db, guard.run_id or "")
+    assert (run["status"], run["breach"]) == ("rejected", "ceiling")
+    data = json.loads(incidents(db, guard.run_id or "")["cost_ceiling"]["data"])
+    assert data["stage"] == "estimate"
+    assert data["estimate_usd"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_spend_over_the_ceiling_says_cancel_and_is_recorded(db: Path, tracing: Tracing) -> None:
+    one = usd("gpt-4o", 1000, 1000)  # $0.0125
+    with cliffwatch_guard("x", ceiling_usd=2.5 * one, tracing=tracing) as guard:
+        approved = guard.check_plan(5)
+        done = 0
+        for index in approved:
+            if guard.should_cancel:
+                break
+            guard.record_call("gpt-4o", 1000, 1000, subtask_index=index)
+            done += 1
+        assert done == 3 and guard.should_cancel
+        with pytest.raises(CostCeilingError) as raised:
+            guard.check_spend()
+        assert raised.value.stage == "spend"
+    run = run_row(db, guard.run_id or "")
+    assert (run["status"], run["breach"]) == ("cancelled", "ceiling")
+    assert (run["workers_dispatched"], run["workers_cancelled"]) == (5, 2)
+    assert run["cost_usd"] == pytest.approx(3 * one, rel=1e-12)
+    assert json.loads(incidents(db, guard.run_id or "")["cost_ceiling"]["data"])[
+        "stage"] == "spend"
+
+
+def test_an_unpriced_model_is_counted_never_zero(db: Path, tracing: Tracing) -> None:
+    with cliffwatch_guard("x", tracing=tracing) as guard:
+        assert guard.record_call("my-private-model", 100, 100, role="plan") is None
+        assert guard.record_call("anything", 10, 10, cost_usd=0.25) == 0.25
+    run = run_row(db, guard.run_id or "")
+    assert (run["unpriced_calls"], run["cost_usd"]) == (1, 0.25)
+
+
+def test_calls_from_many_threads_all_count(db: Path, tracing: Tracing) -> None:
+    with cliffwatch_guard("x", max_workers=None, tracing=tracing) as guard:
+        approved = guard.check_plan(32)
+        threads = [
+            threading.Thread(target=guard.record_call, args=("gpt-4o-mini", 300, 150),
+                             kwargs={"subtask_index": i})
+            for i in approved
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    run = run_row(db, guard.run_id or "")
+    assert run["llm_calls"] == 32
+    assert run["cost_usd"] == pytest.approx(32 * usd("gpt-4o-mini", 300, 150), rel=1e-9)
+    assert run["max_workers"] is None
+
+
+def test_an_exception_in_the_block_fails_the_run(db: Path, tracing: Tracing) -> None:
+    with pytest.raises(KeyError), cliffwatch_guard("x", tracing=tracing) as guard:
+        guard.record_call("gpt-4o-mini", 10, 10, role="plan")
+        raise KeyError("boom")
+    assert run_row(db, guard.run_id or "")["status"] == "failed"
+
+
+def test_no_raise_mode_returns_the_rejection(db: Path, tracing: Tracing) -> None:
+    with cliffwatch_guard("x", max_workers=2, tracing=tracing, raise_on_breach=False) as guard:
+        checked = guard.check_plan(["a", "b", "c"])
+        assert checked.action is Action.REJECT and list(checked) == []
+    assert run_row(db, guard.run_id or "")["status"] == "rejected"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_workers": 0}, {"ceiling_usd": -1.0}, {"policy": "maybe"}, {"task_class": ""}],
+)
+def test_bad_limits_are_config_errors(kwargs: dict[str, Any]) -> None:
+    task_class = kwargs.pop("task_class", "x")
+    with pytest.raises(ConfigError):
+        Guard(task_class, **kwargs)
+
+
+def test_a_guard_is_used_once(tracing: Tracing) -> None:
+    guard = Guard("x", tracing=tracing).start()
+    with pytest.raises(RuntimeError):
+        guard.start()
+    guard.close()
+    with pytest.raises(RuntimeError):
+        guard.record_call("gpt-4o-mini", 1, 1)
+    with pytest.raises(ValueError):
+        Guard("x", tracing=tracing).start().record_call("gpt-4o-mini", 1, 1, role="run")

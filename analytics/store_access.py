@@ -51,6 +51,9 @@ def read_store(
         StoreBusyError: another process kept the file locked for ``timeout_s``.
     """
     with open_store(path, read_only=True, timeout_s=timeout_s) as con:
+        # DuckDB draws its own progress bar on a terminal for queries over ~2 s; it would
+        # land in the middle of a CLI table or JSON document.
+        con.execute("SET enable_progress_bar = false")
         yield con
 
 

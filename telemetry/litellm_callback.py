@@ -233,6 +233,11 @@ class CliffwatchLogger(CustomLogger):  # type: ignore[misc, valid-type]
         base = mapping or MappingConfig()
         self.mapping = MappingConfig(base.task_class_attributes, SOURCE, base.overrides_path)
         self._writer = SpanWriter(self.db_path, linger_s=linger_s)
+        # litellm keeps one logger per "key" built from the public str/bool/int attributes
+        # (LoggingCallbackManager._get_custom_logger_key): the store path makes loggers of
+        # different stores distinct; counters stay private so the key never changes.
+        self.store = str(self.db_path)
+        self._calls_recorded = 0
         self._runs: dict[str, _OpenRun] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -258,6 +263,16 @@ class CliffwatchLogger(CustomLogger):  # type: ignore[misc, valid-type]
 
     # --- public -------------------------------------------------------------------------
 
+    @property
+    def calls_recorded(self) -> int:
+        """Calls handed to the writer so far.
+
+        litellm calls its hooks after the call has returned, from its own threads or
+        tasks: wait on this before :meth:`end_run` when the last call must be part of the
+        run's first materialisation (a later call updates the run anyway).
+        """
+        return self._calls_recorded
+
     def end_run(self, run_id: str, *, status: cv.RunStatus | str | None = None) -> None:
         """Mark a run finished now: its root span is written with the calls seen so far.
 
@@ -281,9 +296,13 @@ class CliffwatchLogger(CustomLogger):  # type: ignore[misc, valid-type]
         return self._writer.flush(timeout_s)
 
     def close(self, timeout_s: float | None = 30.0) -> None:
-        """Flush and stop the writer; idempotent. Called at interpreter exit too."""
+        """Leave litellm's callback lists, flush and stop the writer; idempotent.
+
+        Called at interpreter exit too.
+        """
         if self._closed.is_set():
             return
+        import_litellm().logging_callback_manager.remove_callback_from_all_lists(self)
         self.flush(timeout_s)
         self._closed.set()
         self._writer.close(timeout_s)
@@ -293,6 +312,9 @@ class CliffwatchLogger(CustomLogger):  # type: ignore[misc, valid-type]
     def _record(
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any, *, failed: bool
     ) -> None:
+        if self._closed.is_set():
+            logger.warning("cliffwatch: a litellm call after close() was not recorded")
+            return
         try:
             span = call_span(
                 kwargs,
@@ -306,6 +328,8 @@ class CliffwatchLogger(CustomLogger):  # type: ignore[misc, valid-type]
             if span.parent_span_id is not None:
                 self._track_run(span, record.task_class)
             self._writer.submit([record])
+            with self._lock:
+                self._calls_recorded += 1
         except Exception:  # never raise into litellm; the call itself succeeded or not
             logger.exception("cliffwatch: a litellm call was not recorded")
 

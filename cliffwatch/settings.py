@@ -154,3 +154,166 @@ def task_class_attributes() -> tuple[str, ...] | None:
     if not names:
         raise SettingError(f"{CLIFFWATCH_TASK_CLASS_ATTRIBUTES}={raw!r} names no attribute")
     return names
+
+
+# --- alerts (telemetry/alert_rules.py, telemetry/alerts.py) ------------------------------
+
+CLIFFWATCH_WEBHOOK_URLS = "CLIFFWATCH_WEBHOOK_URLS"
+"""Webhook URLs every alert is POSTed to (JSON with a Slack-compatible ``text`` field),
+separated by commas or spaces. Default: none (alerts are still recorded in the store and
+listed by ``cliffwatch alerts``). URLs are secrets (a Slack webhook URL is a credential):
+the store keeps only a hash and a redacted form of each, never the URL itself."""
+
+CLIFFWATCH_WEBHOOK_TIMEOUT_S = "CLIFFWATCH_WEBHOOK_TIMEOUT_S"
+"""Seconds one webhook POST may take before it counts as failed (and is retried). Default 5:
+Slack's incoming webhooks answer in well under a second; five leaves room for a slow relay."""
+
+CLIFFWATCH_ALERT_MAX_ATTEMPTS = "CLIFFWATCH_ALERT_MAX_ATTEMPTS"
+"""Delivery attempts per alert and webhook before it is marked failed (``cliffwatch alerts
+--retry`` tries failed ones again). Default 8: with the default backoff the last attempt
+comes about 10 minutes after the first, past a typical short outage of the receiver."""
+
+CLIFFWATCH_ALERT_BACKOFF_S = "CLIFFWATCH_ALERT_BACKOFF_S"
+"""Seconds before the first retry of a failed delivery; each later retry waits twice as
+long (capped at 10 minutes), plus up to 10% jitter. Default 5."""
+
+CLIFFWATCH_ALERT_EXIT_WAIT_S = "CLIFFWATCH_ALERT_EXIT_WAIT_S"
+"""Seconds a process that queued alerts waits at exit for their first delivery attempt to
+finish (deliveries run in a background thread; a short script would otherwise exit before
+sending). Undelivered alerts stay queued in the store for the next writer or
+``cliffwatch alerts --retry``. Default 5."""
+
+CLIFFWATCH_ALERT_CLIFF_RATIO = "CLIFFWATCH_ALERT_CLIFF_RATIO"
+"""Threshold rule: alert when a task class's P99/P50 cost over the last
+``CLIFFWATCH_ALERT_WINDOW_H`` hours of its runs exceeds this ratio (at most once per class
+per UTC day; the class needs at least 20 runs in the window). Default 10: the handbook's
+Cost Cliff, P99 about 10x P50 (../shared/seeds, "Production cost data"). ``off`` disables."""
+
+CLIFFWATCH_ALERT_WINDOW_H = "CLIFFWATCH_ALERT_WINDOW_H"
+"""Hours of runs, back from the newest run written, that the P99/P50 rule looks at.
+Default 24."""
+
+CLIFFWATCH_ALERT_DAILY_SPEND_USD = "CLIFFWATCH_ALERT_DAILY_SPEND_USD"
+"""Threshold rule: alert when the runs started on one UTC day cost more than this many USD
+in total (at most once per day). Default off: no spend level suits every team."""
+
+CLIFFWATCH_ALERT_BREACHES_PER_HOUR = "CLIFFWATCH_ALERT_BREACHES_PER_HOUR"
+"""Threshold rule: alert when at least this many runs started in one UTC hour breached the
+cap or the ceiling (at most once per hour). Each breach is already an incident alert; this
+one says the planner is off systematically, not once. Default 5; ``off`` disables."""
+
+# --- findings (analytics/findings.py) -----------------------------------------------------
+
+CLIFFWATCH_FINDINGS_SAFE_MAX_WORKERS = "CLIFFWATCH_FINDINGS_SAFE_MAX_WORKERS"
+"""The largest max-workers cap findings treat as safe, and the cap the "implicit
+max-workers" what-if applies. Default 8: "We cap at 8 in our pipeline. Past 8,
+synchronisation overhead exceeds LLM token cost" (the handbook page on orchestrator-worker,
+../shared/seeds, "Engineering FAQ")."""
+
+CLIFFWATCH_FINDINGS_CLIFF_RATIO = "CLIFFWATCH_FINDINGS_CLIFF_RATIO"
+"""A task class whose P99/P50 cost exceeds this ratio is a "Cost Cliff" finding. Default 10:
+"P99 is where the Cost Cliff lives: in our pipeline P99 is around 10x P50" (the handbook,
+"Production cost data")."""
+
+CLIFFWATCH_FINDINGS_MIN_WORKERS = "CLIFFWATCH_FINDINGS_MIN_WORKERS"
+"""A task class whose median plan has fewer workers than this is "orchestrating a small
+task" (chain the prompts instead). Default 3: "The orchestrator overhead ... exceeds the
+work cost below roughly three worker calls" (the handbook, "When not to use it")."""
+
+
+def _optional_float(name: str, default: float | None) -> float | None:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if raw.strip().lower() in {"off", "none"}:
+        return None
+    return _positive_float(name, default or 0.0)
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingError(f"{name}={raw!r} is not a whole number") from None
+    if value < 1:
+        raise SettingError(f"{name}={raw!r} must be 1 or more")
+    return value
+
+
+def webhook_urls() -> tuple[str, ...]:
+    """The webhook URLs alerts are POSTed to ($CLIFFWATCH_WEBHOOK_URLS); () for none.
+
+    Raises:
+        SettingError: an entry is not an http:// or https:// URL.
+    """
+    raw = os.environ.get(CLIFFWATCH_WEBHOOK_URLS) or ""
+    urls = tuple(part for part in raw.replace(",", " ").split() if part)
+    for url in urls:
+        if not url.lower().startswith(("http://", "https://")):
+            shown = url if len(url) <= 12 else url[:12] + "..."
+            raise SettingError(f"{CLIFFWATCH_WEBHOOK_URLS} holds {shown!r}: not an http(s) URL")
+    return urls
+
+
+def webhook_timeout_s() -> float:
+    """Seconds per webhook POST ($CLIFFWATCH_WEBHOOK_TIMEOUT_S, default 5)."""
+    return _positive_float(CLIFFWATCH_WEBHOOK_TIMEOUT_S, 5.0)
+
+
+def alert_max_attempts() -> int:
+    """Delivery attempts before an alert is failed ($CLIFFWATCH_ALERT_MAX_ATTEMPTS, default 8)."""
+    return _positive_int(CLIFFWATCH_ALERT_MAX_ATTEMPTS, 8)
+
+
+def alert_backoff_s() -> float:
+    """First retry delay of a delivery, seconds ($CLIFFWATCH_ALERT_BACKOFF_S, default 5)."""
+    return _positive_float(CLIFFWATCH_ALERT_BACKOFF_S, 5.0)
+
+
+def alert_exit_wait_s() -> float:
+    """Seconds to wait at exit for queued deliveries ($CLIFFWATCH_ALERT_EXIT_WAIT_S, default 5)."""
+    return _positive_float(CLIFFWATCH_ALERT_EXIT_WAIT_S, 5.0)
+
+
+def alert_cliff_ratio() -> float | None:
+    """P99/P50 alert threshold ($CLIFFWATCH_ALERT_CLIFF_RATIO, default 10); None when off."""
+    return _optional_float(CLIFFWATCH_ALERT_CLIFF_RATIO, 10.0)
+
+
+def alert_window_h() -> float:
+    """Hours the P99/P50 alert rule looks back ($CLIFFWATCH_ALERT_WINDOW_H, default 24)."""
+    return _positive_float(CLIFFWATCH_ALERT_WINDOW_H, 24.0)
+
+
+def alert_daily_spend_usd() -> float | None:
+    """Daily spend alert threshold in USD ($CLIFFWATCH_ALERT_DAILY_SPEND_USD); None when off."""
+    return _optional_float(CLIFFWATCH_ALERT_DAILY_SPEND_USD, None)
+
+
+def alert_breaches_per_hour() -> int | None:
+    """Breaches-per-hour alert threshold ($CLIFFWATCH_ALERT_BREACHES_PER_HOUR, default 5);
+    None when off."""
+    raw = os.environ.get(CLIFFWATCH_ALERT_BREACHES_PER_HOUR)
+    if raw is not None and raw.strip().lower() in {"off", "none"}:
+        return None
+    return _positive_int(CLIFFWATCH_ALERT_BREACHES_PER_HOUR, 5)
+
+
+def findings_safe_max_workers() -> int:
+    """Largest cap findings treat as safe ($CLIFFWATCH_FINDINGS_SAFE_MAX_WORKERS, default 8)."""
+    return _positive_int(CLIFFWATCH_FINDINGS_SAFE_MAX_WORKERS, 8)
+
+
+def findings_cliff_ratio() -> float:
+    """P99/P50 over which a class is a Cost Cliff finding ($CLIFFWATCH_FINDINGS_CLIFF_RATIO,
+    default 10)."""
+    return _positive_float(CLIFFWATCH_FINDINGS_CLIFF_RATIO, 10.0)
+
+
+def findings_min_workers() -> int:
+    """Median plan size below which a class should chain prompts
+    ($CLIFFWATCH_FINDINGS_MIN_WORKERS, default 3)."""
+    return _positive_int(CLIFFWATCH_FINDINGS_MIN_WORKERS, 3)

@@ -41,10 +41,15 @@ from telemetry import conventions as cv
 from telemetry.conventions import Breach, Role, RunStatus
 from telemetry.pricing import CallCost, cost_of, import_litellm
 
-BACKSTOP_SLACK_S = 1.0
-"""Real seconds ``asyncio.wait_for`` waits past a call's own timeout before cancelling it:
-the provider's timeout (passed to litellm) fires first; this is the hard stop for one that
-ignores it."""
+BACKSTOP_SLACK_S = 30.0
+"""Real seconds ``asyncio.wait_for`` waits past a call's own timeout before cancelling it.
+
+A call's timeout is passed to litellm, whose provider raises ``litellm.Timeout`` when it
+expires (httpx's read timeout for real providers; the simulated provider's stalls raise it
+the same way, in simulated time). ``asyncio.wait_for`` is the hard stop for a provider that
+ignores it. The slack is real seconds, generous on purpose: under time_scale a 60 s
+timeout is milliseconds of real time, and a busy machine must never turn a healthy call
+into a timeout (that would make runs depend on CPU load instead of their seed)."""
 
 Attributes = dict[str, Any]
 
@@ -451,6 +456,7 @@ class _Run:
                 self.estimate_usd = verdict.estimate_usd
             if verdict.action is Action.REPLAN:
                 replanned = True
+                self._final_breach = Breach.CAP  # breached, even if the replan fits
                 assert limits.max_workers is not None  # a replan follows a cap breach
                 messages = prompts.replan_messages(
                     messages, result.text or "", proposed=proposed, max_workers=limits.max_workers
@@ -586,13 +592,13 @@ class _Run:
         if not any(r.output is not None for r in results):
             raise _Stop(RunStatus.FAILED, f"all {len(results)} workers failed")
         await self._synthesise(results)
-        self._final_breach = verdict.breach
+        self._final_breach = verdict.breach or self._final_breach
 
     # --- the run span --------------------------------------------------------------------
     async def run(self) -> tuple[RunResult, OrchestratorError | None]:
         config, task = self.config, self.task
         limits = config.limits
-        started_ns = self.clock.now_ns()
+        started_ns = self.clock.started_at_ns
         attrs: Attributes = {
             cv.CLIFF_ROLE: Role.RUN.value,
             cv.GEN_AI_OPERATION_NAME: cv.OPERATION_INVOKE_AGENT,

@@ -97,6 +97,7 @@ class SimProfile:
         output_sigma: sigma of the lognormal answer lengths.
         critic_pass_rate: probability the critic passes an answer.
         failure_rate: probability an attempt fails (half rate limit, half timeout).
+        failure_roles: the roles whose calls can fail (default every role).
         malformed_plan_rate: probability a first planning answer is not JSON.
         base_latency_s: simulated seconds before the first token.
         tokens_per_s: simulated output speed (tokens per second).
@@ -114,6 +115,7 @@ class SimProfile:
     output_sigma: float = 0.3
     critic_pass_rate: float = 0.75
     failure_rate: float = 0.01
+    failure_roles: tuple[str, ...] = ("plan", "worker", "synthesis", "critic")
     malformed_plan_rate: float = 0.005
     base_latency_s: float = 0.4
     tokens_per_s: float = 80.0
@@ -154,7 +156,10 @@ class SimProfile:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"sim profile: unknown parameter(s) {', '.join(unknown)}")
-        return cls(**dict(values))
+        kwargs = dict(values)
+        if "failure_roles" in kwargs:
+            kwargs["failure_roles"] = tuple(kwargs["failure_roles"])
+        return cls(**kwargs)
 
 
 _DEFAULT_PROFILE = SimProfile()
@@ -253,7 +258,7 @@ class SimLLM:
         rng = random.Random(_call_seed(seed, model, messages, attempt))
         role = role or _infer_role(messages)
         prompt_tokens = int(litellm.token_counter(model=model, messages=list(messages)))
-        if rng.random() < profile.failure_rate:
+        if rng.random() < profile.failure_rate and role in profile.failure_roles:
             kind = "rate_limit" if rng.random() < 0.5 else "timeout"
             return SimAnswer("", prompt_tokens, 0, 0.2, "error", kind)
         if role == "plan":

@@ -149,22 +149,25 @@ def _check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 
 def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    if _has_table(con, META_TABLE):
+    is_new = not _has_table(con, META_TABLE)
+    if not is_new:
         _check_version(con, path)
-        return
-    if con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()[0][0] > 0:
+    elif con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()[0][0] > 0:
         # Someone else's database: do not add our tables to it.
         raise NotACliffwatchStoreError(
             f"{path} is not a cliffwatch store (a DuckDB database without {META_TABLE})"
         )
+    # The DDL is idempotent and costs about 3 ms, so it runs on every read-write open:
+    # a table added to schema.DDL later appears in stores created before it.
     con.execute("BEGIN TRANSACTION")
     try:
         for statement in DDL:
             con.execute(statement)
-        con.execute(
-            f"INSERT INTO {META_TABLE} VALUES ('schema_version', ?), ('created_at', ?)",
-            [str(SCHEMA_VERSION), datetime.now(UTC).isoformat()],
-        )
+        if is_new:
+            con.execute(
+                f"INSERT INTO {META_TABLE} VALUES ('schema_version', ?), ('created_at', ?)",
+                [str(SCHEMA_VERSION), datetime.now(UTC).isoformat()],
+            )
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

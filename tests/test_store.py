@@ -53,6 +53,15 @@ def test_write_open_creates_parent_dir_schema_and_meta(tmp_path: Path) -> None:
     assert meta["schema_version"] == str(SCHEMA_VERSION)
 
 
+def test_write_open_adds_tables_missing_from_an_older_store(tmp_path: Path) -> None:
+    path = tmp_path / "older.duckdb"
+    with open_store(path, read_only=False) as con:
+        con.execute("DROP TABLE incidents")  # as if the store predates that table
+    write_spans(path, make_run_records(seed=1, proposed=9, max_workers=8, breach="cap"))
+    with open_store(path, read_only=True) as con:
+        assert con.sql("SELECT count(*) FROM incidents").fetchall() == [(1,)]
+
+
 def test_read_only_open_of_missing_file_is_store_not_found(tmp_path: Path) -> None:
     path = tmp_path / "missing.duckdb"
     with pytest.raises(StoreNotFoundError) as info:

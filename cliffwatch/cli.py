@@ -8,8 +8,8 @@ errors and cliffwatch's own exceptions (:data:`USER_ERRORS`) into one red line o
 and exit code 2.
 
 Exit codes: 0 success; 1 ``cliffwatch run`` finished without completing (breach or
-failure); 2 bad input (usage, a missing or foreign store, a bad date, an unknown task
-class, a bad setting).
+failure), or ``cliffwatch ingest`` left out spans or lines it could not read; 2 bad input
+(usage, a missing or foreign store, a bad date, an unknown task class, a bad setting).
 
 Adding a command: decorate a function with ``@app.command()``, take ``db: DbOption`` (and
 ``fmt: FormatOption`` for tabular output), call analytics inside ``with _store(db) as
@@ -623,6 +623,155 @@ def dashboard(
     except KeyboardInterrupt:
         code = 0
     raise typer.Exit(code)
+
+
+TaskClassAttrOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--task-class-attr",
+        metavar="NAME",
+        help="Span (then resource) attribute giving an ingested run its task class; repeat "
+        "for fallbacks, tried in order (default: $CLIFFWATCH_TASK_CLASS_ATTRIBUTES, else "
+        "cliff.task_class, gen_ai.workflow.name, traceloop.workflow.name, gen_ai.agent.name, "
+        "agent.name; then service.name).",
+        show_default=False,
+    ),
+]
+
+
+def _mapping_config(task_class_attr: list[str] | None) -> Any:
+    """The OTLP mapping for ``serve`` and ``ingest``: the task class rule from the option,
+    else from the setting, else the default."""
+    from telemetry.otlp_mapping import MappingConfig
+
+    attributes = tuple(task_class_attr or ()) or settings.task_class_attributes()
+    return MappingConfig(task_class_attributes=attributes) if attributes else MappingConfig()
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str,
+        typer.Option("--host", help="Interface to listen on: loopback unless told (0.0.0.0)."),
+    ] = "127.0.0.1",
+    port: Annotated[
+        int,
+        typer.Option("--port", min=0, max=65535, help="TCP port (4318 is OTLP/HTTP's; 0: any)."),
+    ] = 4318,
+    db: DbOption = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            metavar="TOKEN",
+            help="Require 'Authorization: Bearer TOKEN' on every request (default: "
+            "$CLIFFWATCH_RECEIVER_TOKEN, else no token).",
+            show_default=False,
+        ),
+    ] = None,
+    task_class_attr: TaskClassAttrOption = None,
+) -> None:
+    """Receive OTLP/HTTP traces (POST /v1/traces; protobuf or JSON, gzip) into the store.
+
+    Point any OpenTelemetry SDK or Collector otlphttp exporter at it; runs until Ctrl-C.
+    """
+    import signal
+
+    from telemetry.receiver import OtlpReceiver, ReceiverConfig, ReceiverError
+
+    path = _writable_store(db)
+    config = ReceiverConfig(
+        host=host,
+        port=port,
+        token=token or settings.receiver_token(),
+        max_body_bytes=settings.otlp_max_body_bytes(),
+        mapping=_mapping_config(task_class_attr),
+    )
+    receiver = OtlpReceiver(path, config)
+    try:
+        receiver.start()
+    except ReceiverError as exc:
+        raise CliError(str(exc)) from exc
+    err = Console(stderr=True)
+    err.print(f"cliffwatch OTLP receiver on [bold]{receiver.endpoint}[/] (store {path})",
+              soft_wrap=True, highlight=False)
+    base = receiver.endpoint.removesuffix("/v1/traces")
+    err.print(f"  send with OTEL_EXPORTER_OTLP_ENDPOINT={base}; Ctrl-C stops",
+              soft_wrap=True, highlight=False)
+    if host not in ("127.0.0.1", "localhost", "::1") and config.token is None:
+        err.print("[yellow]warning:[/] listening beyond loopback without --token",
+                  soft_wrap=True)
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        while not receiver.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        receiver.stop()
+    stats = receiver.stats_snapshot()
+    err.print(
+        f"stopped: {stats['requests']} requests, {stats['spans_accepted']} spans accepted, "
+        f"{stats['spans_rejected']} rejected, {stats['requests_refused']} requests refused",
+        soft_wrap=True, highlight=False,
+    )
+
+
+@app.command()
+def ingest(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE...",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="OTLP trace files: JSON lines (the Collector's file exporter), OTLP/JSON or "
+            "protobuf; gzip too.",
+            show_default=False,
+        ),
+    ],
+    db: DbOption = None,
+    task_class_attr: TaskClassAttrOption = None,
+) -> None:
+    """Import OTLP trace files into the store; importing the same spans again adds nothing."""
+    from telemetry.ingest import IngestError, ingest_files
+
+    path = _writable_store(db)
+    err = Console(stderr=True)
+    with Progress(
+        TextColumn("ingesting"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(), console=err,
+    ) as bar:
+        task = bar.add_task("ingest", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            summary = ingest_files(
+                files, path, mapping=_mapping_config(task_class_attr), progress=progress
+            )
+        except IngestError as exc:
+            raise CliError(str(exc)) from exc
+    Console().print(
+        f"ingested {summary.files} file(s) into {path}: {summary.spans_read:,} spans read, "
+        f"{summary.spans_written:,} new, {summary.spans_rejected:,} rejected, "
+        f"{summary.bad_requests:,} unreadable lines or messages; "
+        f"{summary.runs_materialised:,} runs updated, {summary.incidents_recorded:,} "
+        f"incidents, {summary.unpriced_calls:,} unpriced calls "
+        f"({summary.elapsed_s:.1f} s, {summary.spans_per_s:,.0f} spans/s)",
+        soft_wrap=True, highlight=False,
+    )
+    for problem in summary.problems:
+        err.print(Text("skipped: ", style="yellow") + Text(problem), soft_wrap=True)
+    if not summary.complete:
+        raise typer.Exit(EXIT_RUN_NOT_COMPLETED)
 
 
 def main() -> None:

@@ -71,6 +71,20 @@ class Tracing:
         self.provider.shutdown()
 
 
+DUCKDB_BATCH: dict[str, int] = {
+    # Every DuckDB write opens the file, inserts, materialises runs and closes it again
+    # (other processes must get the lock between batches), a fixed ~50-120 ms whatever
+    # the batch size. With the SDK defaults (queue 2,048, batch 512) that caps the
+    # exporter near 4-5k spans/s and a burst overflows the queue, which *drops* spans
+    # ("Queue full, dropping Span"; bench/ exporter). Large batches amortise the fixed
+    # cost and a large queue absorbs bursts: 65,536 spans of ~2 KB is ~130 MB at worst.
+    "max_queue_size": 65_536,
+    "max_export_batch_size": 8_192,
+    "schedule_delay_millis": 1_000,
+}
+"""BatchSpanProcessor settings of the DuckDB exporter (see the comment for why)."""
+
+
 def otlp_traces_url(endpoint: str) -> str:
     """The traces URL of a base OTLP/HTTP endpoint (``http://host:4318`` -> ``.../v1/traces``).
 
@@ -104,7 +118,9 @@ def configure_tracing(
         otlp_endpoint)
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
     duck = DuckDBSpanExporter(db_path)
-    provider.add_span_processor(BatchSpanProcessor(duck) if batch else SimpleSpanProcessor(duck))
+    provider.add_span_processor(
+        BatchSpanProcessor(duck, **DUCKDB_BATCH) if batch else SimpleSpanProcessor(duck)
+    )
     url = None
     if endpoint:
         # Imported here: the OTLP exporter pulls in requests and protobuf, which most

@@ -2,15 +2,19 @@
 
 Every widget here is bound to a query parameter (Streamlit's ``bind="query-params"``), so
 the URL always holds the current filters and can be shared; the widget keys are the
-parameter names:
+parameter names, and the time window speaks the CLI's ``--since`` / ``--until`` language
+(:func:`analytics.window.parse_when`):
 
-- ``since``: ``24h``, ``7d``, ``30d`` (last N hours/days), ``range`` (the ``dates``
-  widget) or absent (all time). For links written by hand or by the CLI, ``since`` may
-  also be a date or anything :func:`analytics.window.parse_when` reads
-  (``?since=2026-11-01&until=2026-11-08``): it is turned into a date range on the
-  session's first run (``until`` exclusive, as on the CLI).
-- ``dates``: the first and last day (inclusive, UTC) of a date range.
+- ``since``: ``24h``, ``7d``, ``30d`` (the last N hours or days, back from the time of the
+  query), or anything else ``parse_when`` reads, typed into the box or written in a link:
+  a date (``2026-11-01``, midnight UTC), a date and time, a duration (``3d``, ``2w``).
+  Absent: all time.
+- ``until``: optional end of the window, exclusive (``2026-11-08`` ends with the 7th).
 - ``task_class``: repeated, one per selected class (``?task_class=a&task_class=b``).
+
+So ``?since=2026-11-01&until=2026-11-08&task_class=research`` is one week of one class.
+Only the user changes these widgets (code-set values of bound widgets do not reach the
+URL in Streamlit 1.67), which keeps the URL and what the page shows in step.
 
 Pages read the result with :func:`current`; they never read these widgets themselves.
 """
@@ -19,28 +23,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
 
 import streamlit as st
 
-from analytics.window import Window, WindowError, parse_when, utc_now
+from analytics.window import Window, WindowError
 
 ALL_TIME = "all"
-DATE_RANGE = "range"
-TIME_CHOICES: dict[str, str] = {
-    ALL_TIME: "All time",
-    "24h": "Last 24 hours",
-    "7d": "Last 7 days",
-    "30d": "Last 30 days",
-    DATE_RANGE: "Date range",
-}
-"""``since`` values the sidebar offers, with their labels. The durations are read by
-:func:`analytics.window.parse_when`, back from the time of the query."""
+SINCE_CHOICES: tuple[str, ...] = (ALL_TIME, "24h", "7d", "30d")
+"""``since`` values offered in the box; any other value ``parse_when`` reads is accepted.
+They are shown as they are because a bound widget writes the *shown* text into the URL:
+``?since=7d`` reads the same as the CLI's ``--since 7d``."""
 
 SINCE_KEY = "since"
-DATES_KEY = "dates"
+UNTIL_KEY = "until"
 CLASSES_KEY = "task_class"
-UNTIL_PARAM = "until"
 _STATE_KEY = "cliffwatch_filters"
 
 
@@ -49,71 +45,42 @@ class Filters:
     """What the sidebar selected.
 
     Attributes:
-        since: a key of :data:`TIME_CHOICES`.
-        first_day, last_day: the inclusive UTC days of a ``range`` (``last_day`` None
-            while only the first is picked: open-ended); None otherwise.
+        since: ``"all"`` or a ``--since`` string (``7d``, ``2026-11-01``, ...).
+        until: ``""`` (open) or an ``--until`` string, exclusive.
         task_classes: the selected classes, sorted; empty means every class.
     """
 
     since: str = ALL_TIME
-    first_day: date | None = None
-    last_day: date | None = None
+    until: str = ""
     task_classes: tuple[str, ...] = ()
 
     def window(self) -> Window:
-        """The :class:`~analytics.window.Window` to query (durations end now).
+        """The :class:`~analytics.window.Window` to query (durations end at this call).
 
         Raises:
-            WindowError: the range is empty (cannot happen from the date picker).
+            WindowError: ``since`` or ``until`` cannot be read, or the window is empty.
         """
-        if self.since == ALL_TIME:
-            return Window()
-        if self.since == DATE_RANGE:
-            until = self.last_day + timedelta(days=1) if self.last_day else None
-            return Window(self.first_day, until)
-        return Window.parse(self.since)
+        return Window.parse(None if self.since == ALL_TIME else self.since, self.until or None)
 
     def only_class(self) -> str | None:
         """The class to pass to analytics when exactly one is selected, else None."""
         return self.task_classes[0] if len(self.task_classes) == 1 else None
 
     def describe(self) -> str:
-        """One line for captions: ``"Last 7 days, classes a, b"``."""
-        if self.since == DATE_RANGE and self.first_day:
-            end = self.last_day.isoformat() if self.last_day else "now"
-            when = f"{self.first_day.isoformat()} to {end}"
+        """One line for captions: ``"since 7d until 2026-11-08; research"``."""
+        if self.since == ALL_TIME:
+            when = f"until {self.until}" if self.until else "All time"
         else:
-            when = TIME_CHOICES.get(self.since, self.since)
+            when = f"since {self.since}" + (f" until {self.until}" if self.until else "")
         classes = ", ".join(self.task_classes) if self.task_classes else "all classes"
         return f"{when}; {classes}"
 
 
-def _adopt_since_from_link() -> str | None:
-    """Turn a hand-written ``?since=<date>[&until=<date>]`` into the range widgets' state.
-
-    Runs once per session, before the widgets exist (a bound widget drops a value that is
-    not one of its options). Returns a one-line problem to show, or None.
-    """
-    raw = st.query_params.get(SINCE_KEY)
-    if not raw or raw in TIME_CHOICES or SINCE_KEY in st.session_state:
-        return None
-    raw_until = st.query_params.get(UNTIL_PARAM)
-    try:
-        window = Window(parse_when(raw), parse_when(raw_until) if raw_until else None)
-    except WindowError as exc:
-        return f"Ignored the link's time filter: {exc}"
-    assert window.since is not None
-    # `until` is exclusive (as on the CLI); the picker's last day is inclusive.
-    last = (window.until - timedelta(microseconds=1)).date() if window.until else None
-    st.session_state[SINCE_KEY] = DATE_RANGE
-    st.session_state[DATES_KEY] = (window.since.date(), last or utc_now().date())
-    if UNTIL_PARAM in st.query_params:
-        del st.query_params[UNTIL_PARAM]
-    return None
-
-
 def render_sidebar(class_options: Sequence[str]) -> Filters:
     """Draw the filter widgets in the sidebar and remember the selection for the pages.
+
+    A time window that cannot be read gets ``st.error`` in the sidebar and the pages
+    show all time until it is fixed.
 
     Args:
         class_options: the task classes the store knows (the multiselect's options).
@@ -121,32 +88,24 @@ def render_sidebar(class_options: Sequence[str]) -> Filters:
     Returns:
         The selected :class:`Filters` (also kept in session state for :func:`current`).
     """
-    problem = _adopt_since_from_link()
     with st.sidebar:
         st.header("Filters")
-        if problem:
-            st.warning(problem)
         since = st.selectbox(
-            "Time window",
-            list(TIME_CHOICES),
-            format_func=TIME_CHOICES.__getitem__,
+            "Since",
+            SINCE_CHOICES,
             key=SINCE_KEY,
             bind="query-params",
+            accept_new_options=True,
+            help="The last 24 hours, 7 days or 30 days, or type a date (2026-11-01), "
+            "a date and time (2026-11-01T12:30) or a duration (3d, 2w). UTC.",
         )
-        first_day = last_day = None
-        if since == DATE_RANGE:
-            today = utc_now().date()
-            # A value set through session state (a link's ?since=<date>) must not be
-            # given again as the widget's default (Streamlit warns about both).
-            default = {} if DATES_KEY in st.session_state else {
-                "value": (today - timedelta(days=7), today)
-            }
-            picked = st.date_input(
-                "Days (UTC)", key=DATES_KEY, bind="query-params", **default
-            )
-            days = list(picked) if isinstance(picked, tuple | list) else [picked]
-            first_day = days[0] if days else None
-            last_day = days[1] if len(days) > 1 else None
+        until = st.text_input(
+            "Until",
+            key=UNTIL_KEY,
+            bind="query-params",
+            placeholder="now",
+            help="Optional end of the window, exclusive: 2026-11-08 ends with the 7th.",
+        )
         classes = st.multiselect(
             "Task classes",
             sorted(class_options),
@@ -154,14 +113,16 @@ def render_sidebar(class_options: Sequence[str]) -> Filters:
             bind="query-params",
             placeholder="All classes",
         )
-    filters = Filters(
-        since=since or ALL_TIME,
-        first_day=first_day,
-        last_day=last_day,
-        task_classes=tuple(sorted(classes)),
-    )
-    if filters.since == DATE_RANGE and filters.first_day is None:
-        filters = Filters(task_classes=filters.task_classes)
+        filters = Filters(
+            since=(since or ALL_TIME).strip(),
+            until=until.strip(),
+            task_classes=tuple(sorted(classes)),
+        )
+        try:
+            filters.window()
+        except WindowError as exc:
+            st.error(f"{exc}. Showing all time.")
+            filters = Filters(task_classes=filters.task_classes)
     st.session_state[_STATE_KEY] = filters
     return filters
 

@@ -1,10 +1,12 @@
-"""Small display helpers the pages share: money formatting, column types, run links."""
+"""Small display helpers the pages share: money formatting, the percentile table, run links."""
 
 from __future__ import annotations
 
 from typing import NoReturn
 
+import polars as pl
 import streamlit as st
+from pandas.io.formats.style import Styler
 
 RUN_PAGE = "views/run.py"
 """The run page's source, relative to app.py (what ``st.switch_page`` takes)."""
@@ -19,20 +21,58 @@ CLIFF_RATIO_ALERT = 10.0
 """P99 / P50 above which a class is flagged: the handbook's Cost Cliff is P99 ~ 10x P50
 in a pipeline without caps (DESIGN.md, "the problem it solves")."""
 
-USD_FORMAT = "$%.4f"
-"""Costs per run are cents to dollars: four decimals show a tenth of a cent."""
-
 
 def usd(value: float | None) -> str:
-    """``$0.0123`` (four decimals below $1, cents from $1 up); ``-`` for None."""
+    """``$0.0123`` (four decimals below $1: costs per run are cents, so a tenth of a cent
+    shows; cents from $1 up); ``-`` for None."""
     if value is None:
         return "-"
     return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
 
 
-def usd_column(label: str, help: str | None = None) -> object:
-    """A number column shown as dollars with :data:`USD_FORMAT`."""
-    return st.column_config.NumberColumn(label, format=USD_FORMAT, help=help)
+PERCENTILE_LABELS: dict[str, str] = {
+    "task_class": "Task class",
+    "runs": "Runs",
+    "total_usd": "Spend",
+    "mean_usd": "Mean",
+    "p50_usd": "P50",
+    "p95_usd": "P95",
+    "p99_usd": "P99",
+    "max_usd": "Max",
+    "cliff_ratio": "P99 / P50",
+    "cliff": "Cost Cliff",
+    "breaches": "Breaches",
+    "unpriced_calls": "Unpriced calls",
+}
+"""Columns of the percentile table, in order, with their headings."""
+
+CLIFF_BADGE = ":red-badge[Cost Cliff]"
+"""Markdown badge in the table's Cost Cliff column (st.table renders cell Markdown)."""
+
+_ALERT_CSS = "background-color: #fde0e0; color: #b00020; font-weight: 700"
+
+
+def percentile_table(percentiles: pl.DataFrame) -> Styler:
+    """The per-class percentile table for ``st.table``: dollars formatted, the P99 / P50
+    cell highlighted and a red badge where it exceeds :data:`CLIFF_RATIO_ALERT`.
+
+    Args:
+        percentiles: :func:`analytics.percentiles.cost_percentiles` by ``task_class``.
+
+    Returns:
+        A pandas Styler with the :data:`PERCENTILE_LABELS` headings.
+    """
+    over = pl.col("cliff_ratio") > CLIFF_RATIO_ALERT
+    shown = percentiles.with_columns(
+        pl.when(over).then(pl.lit(CLIFF_BADGE)).otherwise(pl.lit("")).alias("cliff")
+    ).select(list(PERCENTILE_LABELS)).to_pandas().rename(columns=PERCENTILE_LABELS)
+    money = [PERCENTILE_LABELS[c] for c in PERCENTILE_LABELS if c.endswith("_usd")]
+    ratio = PERCENTILE_LABELS["cliff_ratio"]
+    return (
+        shown.style.format(usd, subset=money)
+        .format("{:.1f}x", subset=[ratio], na_rep="-")
+        .map(lambda r: _ALERT_CSS if r > CLIFF_RATIO_ALERT else "", subset=[ratio])
+    )
 
 
 def run_link(run_id: str) -> str:

@@ -4,7 +4,7 @@
   is missing (Playwright's own browser download does not work here, ../shared/NOTES.md).
 - :func:`streamlit_server` starts ``streamlit run dashboard/app.py`` on a free loopback port
   against a given store and waits for ``/_stcore/health``; it stops the server on exit.
-- :func:`chromium_page` opens a headless Chromium page through Playwright.
+- :func:`chromium` starts a headless Chromium through Playwright.
 """
 
 from __future__ import annotations
@@ -115,8 +115,11 @@ def streamlit_server(db_path: Path, log_path: Path) -> Iterator[str]:
 
 
 @contextmanager
-def chromium_page(*, width: int = 1440, height: int = 1000) -> Iterator[Any]:
-    """A Playwright page in headless Chromium (``playwright.sync_api.Page``).
+def chromium() -> Iterator[Any]:
+    """A headless Chromium driven by Playwright (``playwright.sync_api.Browser``).
+
+    Open pages with ``browser.new_page(viewport={"width": 1440, "height": 1000})``; one
+    browser serves many tests (starting one takes a second or two).
 
     Raises:
         BrowserUnavailable: see :func:`ensure_chromium`.
@@ -127,7 +130,6 @@ def chromium_page(*, width: int = 1440, height: int = 1000) -> Iterator[Any]:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": width, "height": height})
-            yield context.new_page()
+            yield browser
         finally:
             browser.close()

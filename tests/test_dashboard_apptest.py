@@ -50,11 +50,12 @@ def _open(app: AppTest, page: str | None = None, **params: str | list[str]) -> A
 
 
 # A table is known by a column only it has (st.dataframe keeps a key only when selectable).
-TABLE_COLUMNS = {"percentiles": "p99_usd", "incidents": "incident_id", "spans": "span_id"}
+TABLE_COLUMNS = {"percentiles": "P99 / P50", "incidents": "incident_id", "spans": "span_id"}
 
 
 def _tables(app: AppTest, name: str) -> list:
-    return [d.value for d in app.dataframe if TABLE_COLUMNS[name] in d.value.columns]
+    shown = [*app.dataframe, *app.table]
+    return [d.value for d in shown if TABLE_COLUMNS[name] in d.value.columns]
 
 
 def _frame(app: AppTest, name: str):
@@ -73,19 +74,19 @@ def _texts(elements) -> str:
 
 def test_overview_percentiles_match_numpy(app: AppTest, store: StoreFixture) -> None:
     _open(app)
-    table = _frame(app, "percentiles").set_index("task_class")
+    table = _frame(app, "percentiles").set_index("Task class")
     assert sorted(table.index) == sorted(store.costs_usd)
     for task_class, costs in store.costs_usd.items():
         p50, p95, p99 = np.percentile(costs, [50, 95, 99])
         row = table.loc[task_class]
-        assert row["runs"] == len(costs)
-        assert row["p50_usd"] == pytest.approx(p50, rel=1e-9)
-        assert row["p95_usd"] == pytest.approx(p95, rel=1e-9)
-        assert row["p99_usd"] == pytest.approx(p99, rel=1e-9)
-        assert row["cliff_ratio"] == pytest.approx(p99 / p50, rel=1e-9)
+        assert row["Runs"] == len(costs)
+        assert row["P50"] == pytest.approx(p50, rel=1e-9)
+        assert row["P95"] == pytest.approx(p95, rel=1e-9)
+        assert row["P99"] == pytest.approx(p99, rel=1e-9)
+        assert row["P99 / P50"] == pytest.approx(p99 / p50, rel=1e-9)
     # research has the heavy tail (P99/P50 far over 10): flagged; extract is flat.
-    assert "Cost Cliff" in table.loc["research", "cliff"]
-    assert table.loc["extract", "cliff"] == ""
+    assert "Cost Cliff" in table.loc["research", "Cost Cliff"]
+    assert table.loc["extract", "Cost Cliff"] == ""
 
     every_cost = [c for costs in store.costs_usd.values() for c in costs]
     kpis = _metrics(app)
@@ -96,31 +97,37 @@ def test_overview_percentiles_match_numpy(app: AppTest, store: StoreFixture) -> 
     assert "2026-11-06" in _texts(app.caption)  # the cap's first day, marked on the trend
 
 
-def test_overview_deep_link_filters_class_and_since(app: AppTest, store: StoreFixture) -> None:
-    _open(app, task_class="extract", since="2026-11-03")
+def test_overview_deep_link_filters_class_and_time(app: AppTest, store: StoreFixture) -> None:
+    _open(app, task_class="extract", since="2026-11-03", until="2026-11-05")
     table = _frame(app, "percentiles")
-    assert table["task_class"].tolist() == ["extract"]
-    # extract runs start 2026-11-01T02:00 every 8 h: six of them fall before Nov 3.
-    expected = store.costs_usd["extract"][6:]
-    assert table["runs"].tolist() == [len(expected)]
-    assert table["p50_usd"].iloc[0] == pytest.approx(np.percentile(expected, 50), rel=1e-9)
-    assert app.selectbox(key="since").value == "range"
-    assert app.date_input(key="dates").value[0].isoformat() == "2026-11-03"
+    assert table["Task class"].tolist() == ["extract"]
+    # extract runs start 2026-11-01T02:00 every 8 h: runs 6..11 fall on Nov 3 and 4.
+    expected = store.costs_usd["extract"][6:12]
+    assert table["Runs"].tolist() == [len(expected)]
+    assert table["P50"].iloc[0] == pytest.approx(np.percentile(expected, 50), rel=1e-9)
+    assert app.selectbox(key="since").value == "2026-11-03"
+    assert app.text_input(key="until").value == "2026-11-05"
+
+
+def test_overview_since_a_duration_link(app: AppTest) -> None:
+    _open(app, since="7d")
+    assert app.selectbox(key="since").value == "7d"
+    assert "since 7d" in _texts(app.caption)
 
 
 def test_overview_several_classes_selected_in_sidebar(app: AppTest, store: StoreFixture) -> None:
     _open(app)
     app.multiselect(key="task_class").select("extract").select("research").run()
-    assert sorted(_frame(app, "percentiles")["task_class"]) == ["extract", "research"]
+    assert sorted(_frame(app, "percentiles")["Task class"]) == ["extract", "research"]
     app.multiselect(key="task_class").unselect("research").run()
-    assert _frame(app, "percentiles")["task_class"].tolist() == ["extract"]
+    assert _frame(app, "percentiles")["Task class"].tolist() == ["extract"]
     assert _metrics(app)["Runs"] == str(len(store.costs_usd["extract"]))
 
 
-def test_overview_bad_since_link_is_a_warning(app: AppTest) -> None:
+def test_overview_unreadable_since_is_an_error_in_the_sidebar(app: AppTest) -> None:
     _open(app, since="last tuesday")
-    assert "Ignored the link's time filter" in _texts(app.warning)
-    assert len(_frame(app, "percentiles")) == 2  # all time
+    assert "cannot read 'last tuesday'" in _texts(app.sidebar.error)
+    assert len(_frame(app, "percentiles")) == 2  # all time meanwhile
 
 
 def test_incidents_page_lists_incidents(app: AppTest, store: StoreFixture) -> None:
@@ -149,7 +156,7 @@ def test_incident_row_opens_its_run(app: AppTest, store: StoreFixture) -> None:
     app.run()
     assert not app.exception
     assert app.query_params["run_id"] == store.cap_breach_run_id
-    assert _metrics(app)["Workers proposed → dispatched"] == "47 → 0"
+    assert _metrics(app)["Proposed → dispatched"] == "47 → 0"
 
 
 def test_run_page_shows_the_runs_spans(app: AppTest, store: StoreFixture) -> None:
@@ -160,7 +167,7 @@ def test_run_page_shows_the_runs_spans(app: AppTest, store: StoreFixture) -> Non
     assert spans["cost_usd"].iloc[1:].tolist() == pytest.approx([0.004, 0.05, 0.05])
     facts = _metrics(app)
     assert facts["Cost"] == "$0.1040"
-    assert facts["Workers proposed → dispatched"] == "5 → 5"
+    assert facts["Proposed → dispatched"] == "5 → 5"
     assert facts["Max workers"] == "cap 8"
     assert facts["Ceiling"] == "$0.1000"
     assert facts["Estimate at dispatch"] == "$0.0900"

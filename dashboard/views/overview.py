@@ -4,7 +4,6 @@ cost distribution of every class and the daily percentile trend with the cap's f
 Deep link: ``/?since=7d&task_class=research`` (see :mod:`dashboard.filters`).
 """
 
-import polars as pl
 import streamlit as st
 
 from analytics import charts
@@ -30,43 +29,11 @@ for column, label, value in zip(kpis[2:5], ("P50", "P95", "P99"), headline, stri
 kpis[5].metric("Open incidents", data.open_incidents)
 
 st.subheader("Percentiles per task class")
-flagged = table.with_columns(
-    pl.when(pl.col("cliff_ratio") > ui.CLIFF_RATIO_ALERT)
-    .then(pl.lit("🔴 Cost Cliff"))
-    .otherwise(pl.lit(""))
-    .alias("cliff")
-)
-
-
-def _alert(ratio: float | None) -> str:
-    over = ratio is not None and ratio > ui.CLIFF_RATIO_ALERT
-    return "background-color: #fde0e0; color: #b00020; font-weight: 700" if over else ""
-
-
-st.dataframe(
-    flagged.to_pandas().style.map(_alert, subset=["cliff_ratio"]),
-    hide_index=True,
-    column_order=["task_class", "runs", "total_usd", "mean_usd", "p50_usd", "p95_usd",
-                  "p99_usd", "max_usd", "cliff_ratio", "cliff", "breaches", "unpriced_calls"],
-    column_config={
-        "task_class": st.column_config.TextColumn("Task class"),
-        "runs": st.column_config.NumberColumn("Runs"),
-        "total_usd": ui.usd_column("Spend"),
-        "mean_usd": ui.usd_column("Mean"),
-        "p50_usd": ui.usd_column("P50"),
-        "p95_usd": ui.usd_column("P95"),
-        "p99_usd": ui.usd_column("P99"),
-        "max_usd": ui.usd_column("Max"),
-        "cliff_ratio": st.column_config.NumberColumn(
-            "P99 / P50", format="%.1f×",
-            help=f"Flagged above {ui.CLIFF_RATIO_ALERT:g}x: the handbook's Cost Cliff.",
-        ),
-        "cliff": st.column_config.TextColumn(""),
-        "breaches": st.column_config.NumberColumn("Breaches", help="Cap or ceiling breaches"),
-        "unpriced_calls": st.column_config.NumberColumn(
-            "Unpriced calls", help="LLM calls with no known price: counted, never $0."
-        ),
-    },
+st.table(ui.percentile_table(table), hide_index=True)
+st.caption(
+    f"Cost per run. P99 / P50 above {ui.CLIFF_RATIO_ALERT:g}x is flagged: the handbook's Cost "
+    "Cliff. Breaches: runs over the cap or the ceiling. Unpriced calls add no cost (never a "
+    "silent $0) and are counted."
 )
 
 st.subheader("Cost distribution")

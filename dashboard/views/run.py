@@ -67,7 +67,7 @@ cap = "no cap" if run["max_workers"] is None else f"cap {run['max_workers']}"
 facts = st.columns(6)
 facts[0].metric("Cost", ui.usd(run["cost_usd"]))
 facts[1].metric(
-    "Workers proposed → dispatched",
+    "Proposed → dispatched",
     f"{run['workers_proposed'] if run['workers_proposed'] is not None else '-'} → "
     f"{run['workers_dispatched'] if run['workers_dispatched'] is not None else '-'}",
 )

@@ -71,7 +71,7 @@ class TaskClassConfig:
     max_workers: int | None = 8
     ceiling_usd: float | None = None
     policy: CapPolicy = CapPolicy.REJECT
-    planner_max_output_tokens: int = 4096
+    planner_max_output_tokens: int = 8192
     worker_max_output_tokens: int = 800
     synthesis_max_output_tokens: int = 1200
     critic_max_output_tokens: int = 300

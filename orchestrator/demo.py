@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from orchestrator.errors import ConfigError
-from orchestrator.runner import RunResult, aorchestrate
+from orchestrator.runner import RunResult, aorchestrate, drain_provider_logging
 from orchestrator.sim_provider import register_sim_provider
 from orchestrator.workload import Task, TaskClass, Workload, load_workload
 
@@ -228,4 +228,7 @@ async def _run_all(
             progress(done, total)
         return result
 
-    return list(await asyncio.gather(*(one(item) for item in schedule)))
+    try:
+        return list(await asyncio.gather(*(one(item) for item in schedule)))
+    finally:
+        await drain_provider_logging()

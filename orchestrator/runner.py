@@ -685,6 +685,22 @@ class _Run:
         return ended_ns
 
 
+async def drain_provider_logging(timeout_s: float = 5.0) -> None:
+    """Let litellm's background logging queue finish before an event loop closes.
+
+    litellm queues a logging coroutine per call on a worker bound to the running loop; when
+    ``asyncio.run`` closes the loop first they are left pending (and carried, with a
+    warning, onto the next loop). Best effort: this reaches into litellm's internals, so a
+    litellm without them is simply not drained.
+    """
+    try:
+        from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+
+        await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), timeout=timeout_s)
+    except (ImportError, AttributeError, TimeoutError):
+        pass
+
+
 async def aorchestrate(
     task: Task,
     config: TaskClassConfig,
@@ -746,15 +762,20 @@ def orchestrate(
 
     Arguments, result and errors are those of :func:`aorchestrate`.
     """
-    return asyncio.run(
-        aorchestrate(
-            task,
-            config,
-            tracing=tracing,
-            seed=seed,
-            started_at_ns=started_at_ns,
-            time_scale=time_scale,
-            replay_of=replay_of,
-            raise_on_breach=raise_on_breach,
-        )
-    )
+
+    async def run_then_drain() -> RunResult:
+        try:
+            return await aorchestrate(
+                task,
+                config,
+                tracing=tracing,
+                seed=seed,
+                started_at_ns=started_at_ns,
+                time_scale=time_scale,
+                replay_of=replay_of,
+                raise_on_breach=raise_on_breach,
+            )
+        finally:
+            await drain_provider_logging()
+
+    return asyncio.run(run_then_drain())

@@ -137,3 +137,15 @@ def to_protobuf(request: Mapping[str, Any]) -> bytes:
                         # protobuf's JSON reads bytes as base64; OTLP/JSON writes hex.
                         span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
     return json_format.ParseDict(message, ExportTraceServiceRequest()).SerializeToString()
+
+
+def otlp_json_of(request: ExportTraceServiceRequest) -> dict[str, Any]:
+    """The OTLP/JSON form of a protobuf request: hex ids, integer enums (the OTLP spec's)."""
+    message = json_format.MessageToDict(request, use_integers_for_enums=True)
+    for resource_spans in message.get("resourceSpans", []):
+        for scope_spans in resource_spans.get("scopeSpans", []):
+            for span in scope_spans.get("spans", []):
+                for key in ("traceId", "spanId", "parentSpanId"):
+                    if span.get(key):
+                        span[key] = base64.b64decode(span[key]).hex()
+    return message

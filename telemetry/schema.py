@@ -100,6 +100,9 @@ DDL: tuple[str, ...] = (
         updated_at TIMESTAMP
     )
     """,
+    # Stamped by telemetry.materialise (LLM calls with no LLM-call descendant); added by
+    # ALTER so stores made before the column existed gain it on their next write.
+    "ALTER TABLE spans ADD COLUMN IF NOT EXISTS is_leaf_call BOOLEAN",
     "CREATE INDEX IF NOT EXISTS runs_class_time ON runs (task_class, started_at)",
     "CREATE INDEX IF NOT EXISTS incidents_run ON incidents (run_id)",
 )

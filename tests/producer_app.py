@@ -43,6 +43,25 @@ TASK_CLASS = {p: f"tides-{p}" for p in PRODUCERS}
 """The task class each producer's app names its run with (each in its ecosystem's way)."""
 
 
+def expected_run() -> tuple[int, int, float]:
+    """(input tokens, output tokens, cost USD) of one :data:`PIPELINE` run, by hand: tokens
+    as the fake server reports them, prices from ``litellm.model_cost``."""
+    from fake_openai import usage_for
+
+    from telemetry.pricing import import_litellm
+
+    model_cost = import_litellm().model_cost
+    tin_total = tout_total = 0
+    cost = 0.0
+    for _, model, prompt, max_tokens in PIPELINE:
+        tin, tout = usage_for([{"content": prompt}], max_tokens)
+        tin_total += tin
+        tout_total += tout
+        entry = model_cost[model]
+        cost += tin * entry["input_cost_per_token"] + tout * entry["output_cost_per_token"]
+    return tin_total, tout_total, cost
+
+
 def _root_attributes(producer: str) -> dict[str, object]:
     """The app's own root span, as apps in each ecosystem shape it."""
     if producer == "openinference":

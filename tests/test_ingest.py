@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from otlp_payloads import otlp_span, request_json, request_of_spans, to_protobuf
+from producer_app import PIPELINE, TASK_CLASS, expected_run
 
 from analytics.incidents import list_incidents
 from analytics.percentiles import cost_percentiles
@@ -24,6 +25,8 @@ from telemetry.otlp_mapping import MappingConfig
 from telemetry.records import SpanRecord
 from telemetry.store import open_store, write_spans
 from telemetry.testing import make_run_records, make_runs_costing
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 RUN_COLUMNS = (
     "run_id, task_class, started_at, ended_at, status, breach, cost_usd, input_tokens, "
@@ -290,3 +293,20 @@ def test_a_custom_task_class_rule(tmp_path: Path) -> None:
     ingest_files([path], db, mapping=MappingConfig(task_class_attributes=("team",)))
     with open_store(db, read_only=True) as con:
         assert con.execute("SELECT task_class FROM runs").fetchall() == [("growth",)]
+
+
+@pytest.mark.parametrize("producer", sorted(TASK_CLASS))
+def test_fixtures_from_real_producers(producer: str, tmp_path: Path) -> None:
+    """Spans the real instrumentation packages wrote (tests/fixtures/README.md): the run's
+    tokens and cost come out as the fake server reported and litellm's prices say."""
+    db = tmp_path / "fx.duckdb"
+    summary = ingest_files([FIXTURES / f"{producer}.jsonl"], db)
+    assert summary.complete and summary.unpriced_calls == 0
+    with open_store(db, read_only=True) as con:
+        rows = con.execute(
+            "SELECT task_class, input_tokens, output_tokens, cost_usd, llm_calls FROM runs"
+        ).fetchall()
+    want_in, want_out, want_cost = expected_run()
+    assert rows == [
+        (TASK_CLASS[producer], want_in, want_out, pytest.approx(want_cost, rel=1e-9), len(PIPELINE))
+    ]

@@ -26,12 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from fake_openai import usage_for
-from producer_app import PIPELINE, PRODUCERS, TASK_CLASS
+from producer_app import PIPELINE, PRODUCERS, TASK_CLASS, expected_run
 from typer.testing import CliRunner
 
 from cliffwatch.cli import app
-from telemetry.pricing import import_litellm
 from telemetry.store import open_store
 
 TESTS = Path(__file__).resolve().parent
@@ -44,20 +42,6 @@ RUN_COLUMNS = (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def expected_run() -> tuple[int, int, float]:
-    """(input tokens, output tokens, cost USD) of one pipeline run, by hand."""
-    model_cost = import_litellm().model_cost
-    tin_total = tout_total = 0
-    cost = 0.0
-    for _, model, prompt, max_tokens in PIPELINE:
-        tin, tout = usage_for([{"content": prompt}], max_tokens)
-        tin_total += tin
-        tout_total += tout
-        entry = model_cost[model]
-        cost += tin * entry["input_cost_per_token"] + tout * entry["output_cost_per_token"]
-    return tin_total, tout_total, cost
 
 
 def _env() -> dict[str, str]:

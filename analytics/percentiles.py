@@ -44,21 +44,12 @@ PERCENTILE_COLUMNS: tuple[str, ...] = (
 # descendant, so a parent that repeats its children's usage is never added again
 # (DESIGN.md "Cost truth"; the same rule the store uses for runs.cost_usd). `up` holds
 # every span that is an ancestor of some LLM call; UNION (not ALL) ends on cycles.
-_LEAF_CALLS_CTES = """
-    up(trace_id, span_id) AS (
-        SELECT s.trace_id, s.parent_span_id
-        FROM spans s JOIN scope ON s.trace_id = scope.run_id
-        WHERE s.is_llm_call AND s.parent_span_id IS NOT NULL
-        UNION
-        SELECT p.trace_id, p.parent_span_id
-        FROM up JOIN spans p ON p.trace_id = up.trace_id AND p.span_id = up.span_id
-        WHERE p.parent_span_id IS NOT NULL
-    ),
+_LEAF_CALLS_CTE = """
     leaf_calls AS (
-        SELECT s.*
-        FROM spans s JOIN scope ON s.trace_id = scope.run_id
-        ANTI JOIN up ON s.trace_id = up.trace_id AND s.span_id = up.span_id
-        WHERE s.is_llm_call
+        -- telemetry.materialise stamps is_leaf_call (LLM calls with no LLM-call
+        -- descendant): the one place the leaf-call rule lives.
+        SELECT s.* FROM spans s JOIN scope ON s.trace_id = scope.run_id
+        WHERE s.is_leaf_call
     )
 """
 
@@ -140,7 +131,7 @@ def cost_percentiles(
         return frame(con, f"WITH scope AS ({scope}) {_stats_sql('task_class', 'scope')}", params)
     params["unpriced"] = str(CostSource.UNPRICED)
     sql = f"""
-        WITH RECURSIVE scope AS ({scope}), {_LEAF_CALLS_CTES},
+        WITH scope AS ({scope}), {_LEAF_CALLS_CTE},
         units AS (
             SELECT {_UNIT_KEY_SQL[by]} AS {by}, c.trace_id,
                    coalesce(sum(c.cost_usd), 0) AS cost_usd,

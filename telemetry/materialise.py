@@ -9,10 +9,13 @@ traces ingested over OTLP from other producers:
 - ``status``: the root's ``cliff.status`` attribute, else ``'failed'`` when the root's
   status code is ``error``, else ``'ok'``.
 - ``cost_usd``: the sum of ``cost_usd`` over *leaf* LLM calls: spans with
-  ``is_llm_call`` that have no LLM-call descendant. A wrapper span that repeats its
-  children's usage (an agent span over its chat calls, a retry wrapper) is therefore
-  never added again (DESIGN.md, "Cost truth"). Tokens, ``llm_calls`` and
-  ``failed_calls`` count the same leaf calls.
+  ``is_llm_call`` that have no LLM-call descendant. This module is the one place that
+  rule lives: it stamps ``spans.is_leaf_call`` on every span of the touched traces (a
+  call that later gains an LLM-call child is re-stamped), and everything that sums
+  call costs (run rows here, analytics by model and role) reads that column. A wrapper
+  span that repeats its children's usage (an agent span over its chat calls, a retry
+  wrapper) is therefore never added again (DESIGN.md, "Cost truth"). Tokens,
+  ``llm_calls`` and ``failed_calls`` count the same leaf calls.
 - ``unpriced_calls``: leaf calls with ``cost_source = 'unpriced'`` or no cost: they add
   nothing to ``cost_usd`` and are counted so a reader can see the cost is a lower bound.
 - the run attributes (``cliff.max_workers``, ``cliff.ceiling_usd``, ``cliff.policy``,
@@ -39,6 +42,38 @@ def _root_attr(key: str, sql_type: str | None = None) -> str:
     return f"TRY_CAST({expr} AS {sql_type})" if sql_type else expr
 
 
+_LEAF_FLAGS = """
+UPDATE spans SET is_leaf_call = flags.is_leaf
+FROM (
+    WITH RECURSIVE
+    s AS MATERIALIZED (
+        SELECT trace_id, span_id, parent_span_id, is_llm_call
+        FROM spans
+        WHERE trace_id IN (SELECT DISTINCT trace_id FROM {batch})
+    ),
+    -- Every (LLM call, ancestor) pair, walking parent links upwards. The depth bound
+    -- stops a malformed trace whose parent links form a cycle.
+    up (trace_id, span_id, ancestor_id, depth) AS (
+        SELECT trace_id, span_id, parent_span_id, 1
+        FROM s WHERE is_llm_call AND parent_span_id IS NOT NULL
+        UNION ALL
+        SELECT up.trace_id, up.span_id, p.parent_span_id, up.depth + 1
+        FROM up JOIN s AS p ON p.trace_id = up.trace_id AND p.span_id = up.ancestor_id
+        WHERE p.parent_span_id IS NOT NULL AND up.depth < 256
+    ),
+    -- LLM calls that have an LLM-call descendant: they repeat usage counted below them.
+    non_leaf AS (
+        SELECT DISTINCT a.trace_id, a.span_id
+        FROM up JOIN s AS a ON a.trace_id = up.trace_id AND a.span_id = up.ancestor_id
+        WHERE a.is_llm_call
+    )
+    SELECT s.trace_id, s.span_id, s.is_llm_call AND nl.span_id IS NULL AS is_leaf
+    FROM s LEFT JOIN non_leaf AS nl USING (trace_id, span_id)
+) AS flags
+WHERE spans.trace_id = flags.trace_id AND spans.span_id = flags.span_id
+"""
+
+
 _MATERIALISE_RUNS = """
 INSERT OR REPLACE INTO runs (
     run_id, task_class, started_at, ended_at, duration_ms, status, breach,
@@ -47,34 +82,16 @@ INSERT OR REPLACE INTO runs (
     max_workers, ceiling_usd, estimate_usd, policy, planner_model, synthesis_model,
     replay_of, service_name, source, materialised_at
 )
-WITH RECURSIVE
+WITH
 touched AS (SELECT DISTINCT trace_id FROM {batch}),
 s AS MATERIALIZED (
     SELECT trace_id, span_id, parent_span_id, role, task_class, is_llm_call, status_code,
-        cost_usd, cost_source, input_tokens, output_tokens, request_model, response_model,
-        service_name, start_time_unix_nano
+        is_leaf_call, cost_usd, cost_source, input_tokens, output_tokens, request_model,
+        response_model, service_name, start_time_unix_nano
     FROM spans
     WHERE trace_id IN (SELECT trace_id FROM touched)
 ),
--- Every (LLM call, ancestor) pair, walking parent links upwards. The depth bound stops
--- a malformed trace whose parent links form a cycle.
-up (trace_id, span_id, ancestor_id, depth) AS (
-    SELECT trace_id, span_id, parent_span_id, 1
-    FROM s WHERE is_llm_call AND parent_span_id IS NOT NULL
-    UNION ALL
-    SELECT up.trace_id, up.span_id, p.parent_span_id, up.depth + 1
-    FROM up JOIN s AS p ON p.trace_id = up.trace_id AND p.span_id = up.ancestor_id
-    WHERE p.parent_span_id IS NOT NULL AND up.depth < 256
-),
--- LLM calls that have an LLM-call descendant: they repeat usage counted below them.
-non_leaf AS (
-    SELECT DISTINCT a.trace_id, a.span_id
-    FROM up JOIN s AS a ON a.trace_id = up.trace_id AND a.span_id = up.ancestor_id
-    WHERE a.is_llm_call
-),
-leaf AS (
-    SELECT s.* FROM s ANTI JOIN non_leaf USING (trace_id, span_id) WHERE s.is_llm_call
-),
+leaf AS (SELECT * FROM s WHERE is_leaf_call),
 calls AS (
     SELECT trace_id,
         sum(cost_usd) AS cost_usd,
@@ -152,6 +169,8 @@ def materialise_runs(
 ) -> int:
     """Insert or replace the ``runs`` rows of every trace in ``batch_view`` that has a root.
 
+    First stamps ``spans.is_leaf_call`` on every span of those traces (the leaf-call rule
+    of the module docstring), then builds the run rows from the stamped leaf calls.
     Idempotent: running it again over the same spans yields the same rows (only
     ``materialised_at`` changes).
 
@@ -163,6 +182,7 @@ def materialise_runs(
     Returns:
         The number of ``runs`` rows inserted or replaced.
     """
+    con.execute(_LEAF_FLAGS.format(batch=batch_view)).fetchall()
     rows = con.execute(
         materialise_sql(batch_view), {"materialised_at": materialised_at}
     ).fetchall()

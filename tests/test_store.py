@@ -306,6 +306,35 @@ def test_parent_llm_span_repeating_children_usage_is_not_double_counted(
     )
 
 
+def test_a_call_that_gains_a_child_call_later_stops_being_a_leaf(tmp_path: Path) -> None:
+    # The leaf flag is stored, so it must be re-stamped when a child call arrives in a
+    # later batch (out-of-order ingest): the wrapper's 0.30 then drops out of the run.
+    path = tmp_path / "restamp.duckdb"
+    records = make_run_records(seed=11, worker_cost_usds=[0.01], plan_cost_usd=0.001,
+                               synthesis_cost_usd=0.002)
+    run_id, root_id = records[0].trace_id, records[0].span_id
+    common = dict(run_id=run_id, model="sim/gpt-4o", start_ns=records[0].start_time_unix_nano,
+                  duration_ms=10.0, task_class="research")
+    wrapper = llm_call_record(span_id="a" * 16, parent_span_id=root_id, role="critic",
+                              name="critic", cost_usd=0.30, **common)
+    child = llm_call_record(span_id="c" * 16, parent_span_id="a" * 16, role="critic",
+                            name="critic try 1", cost_usd=0.10, **common)
+    write_spans(path, [*records, wrapper])
+    with open_store(path, read_only=True) as con:
+        first = _run(con, run_id)["cost_usd"]
+        flag_before = con.sql(f"SELECT is_leaf_call FROM spans WHERE span_id = '{'a' * 16}'")
+        flag_before = flag_before.fetchall()
+    write_spans(path, [child])
+    with open_store(path, read_only=True) as con:
+        second = _run(con, run_id)["cost_usd"]
+        flags = dict(con.sql("SELECT span_id, is_leaf_call FROM spans").fetchall())
+    assert first == pytest.approx(0.001 + 0.01 + 0.002 + 0.30)
+    assert flag_before == [(True,)]
+    assert second == pytest.approx(0.001 + 0.01 + 0.002 + 0.10)
+    assert flags["a" * 16] is False and flags["c" * 16] is True
+    assert flags[root_id] is False  # the run span is no LLM call
+
+
 def test_unpriced_calls_are_counted_never_silently_zero(tmp_path: Path) -> None:
     path = tmp_path / "unpriced.duckdb"
     partly = make_run_records(seed=8, worker_cost_usds=[0.01, None, None], plan_cost_usd=0.002,

@@ -440,7 +440,10 @@ class _Run:
                     messages = prompts.reparse_messages(messages, result.text or "", reason)
                     continue
                 if result.error_type == "PlanError":
-                    raise _Stop(RunStatus.FAILED, "planner answer unusable after one retry")
+                    error = PlanError(
+                        f"planner answer unusable after one retry ({result.error_message})"
+                    )
+                    raise _Stop(RunStatus.FAILED, str(error), raise_error=error)
                 raise _Stop(RunStatus.FAILED, f"planner call failed: {result.error_type}")
             routed = parsed[0]
             proposed = len(routed.subtasks)
@@ -724,13 +727,14 @@ async def aorchestrate(
             stamped from here in simulated time.
         time_scale: real seconds per simulated second (1.0 for real providers).
         replay_of: run id this run replays, recorded as ``cliff.replay_of``.
-        raise_on_breach: raise breaches (after the run span is recorded); False returns
-            them as a result with status ``rejected`` / ``cancelled``.
+        raise_on_breach: raise breaches and an unusable plan (after the run span is
+            recorded); False returns them as a result with status ``rejected``,
+            ``cancelled`` or ``failed`` and ``error`` set (the demo runs this way).
 
     Returns:
-        The run's :class:`RunResult`. Failures (planner unusable after one retry,
-        every worker failed, synthesis failed) come back as status ``failed`` with
-        ``error`` set; they are not raised.
+        The run's :class:`RunResult`. Provider failures that outlast their retries
+        (the planner call, every worker, the synthesis) come back as status ``failed``
+        with ``error`` set; they are not raised.
 
     Raises:
         CostCliffError: the plan breached ``max_workers`` and was rejected (policy
@@ -738,6 +742,7 @@ async def aorchestrate(
         CostCeilingError: the estimate was over ``ceiling_usd`` (stage ``estimate``,
             nothing dispatched) or spend crossed it mid-run (stage ``spend``, pending
             workers cancelled).
+        PlanError: the planner's answer was not a usable plan, twice.
     """
     clock = VirtualClock(started_at_ns, time_scale)
     run = _Run(task, config, tracing.tracer, seed, clock, replay_of)

@@ -19,7 +19,7 @@ from opentelemetry.trace import StatusCode
 
 from cliffwatch import settings
 from orchestrator.config import TaskClassConfig
-from orchestrator.errors import CostCeilingError, CostCliffError
+from orchestrator.errors import CostCeilingError, CostCliffError, PlanError
 from orchestrator.runner import orchestrate
 from orchestrator.sim_provider import real_model_of, register_sim_provider
 from orchestrator.workload import Task
@@ -365,6 +365,19 @@ def test_an_unusable_plan_is_asked_for_once_more(tracing: MemoryTracing) -> None
     assert bad.status.status_code is StatusCode.ERROR
     assert bad.attributes[cv.ERROR_TYPE] == "PlanError"
     assert cv.CLIFF_PLAN_SUBTASKS in good.attributes
+
+
+def test_a_plan_unusable_twice_is_a_plan_error(tracing: MemoryTracing) -> None:
+    # a 12-token budget cuts every plan's JSON short: unusable, and unusable again
+    cfg = config(planner_max_output_tokens=12)
+    with pytest.raises(PlanError, match="after one retry"):
+        run(cfg, tracing)
+    assert len(tracing.spans("plan")) == 2 and tracing.spans("worker") == []
+    attrs = tracing.run_span().attributes
+    assert attrs[cv.CLIFF_STATUS] == "failed" and attrs[cv.CLIFF_PLAN_ATTEMPTS] == 2
+    assert cv.CLIFF_WORKERS_PROPOSED not in attrs
+    result = run(cfg, MemoryTracing(), raise_on_breach=False)
+    assert result.status is RunStatus.FAILED and result.workers_proposed is None
 
 
 def test_critic_loop_is_bounded(tracing: MemoryTracing) -> None:

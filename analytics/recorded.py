@@ -1,0 +1,495 @@
+"""Runs as their spans recorded them: the plan, every call, the limits; read in one query.
+
+Replay and what-if rebuild a run from its spans alone (no model is called). This module
+reads what they need from the store and turns it into plain records (LLM calls are the
+*leaf* calls, ``spans.is_leaf_call``, as every cost in the store is summed):
+
+- :class:`RecordedRun`: the run's ``runs`` row (status, breach, limits, totals), the task
+  it ran (``cliff.task.id``, ``cliff.task.input`` when content capture was on, the seed)
+  and its LLM calls in start order (:class:`RecordedCall`), each plan call carrying the
+  routed plan it proposed (``cliff.plan.subtasks``) as
+  :class:`orchestrator.dispatch.PlannedSubTask` objects, the type the dispatch layer checks.
+- :class:`Estimates`: per task class, what a sub-task costs on a model, what synthesis
+  costs, and the synthesis model's input price: the figures a counterfactual uses for
+  work the record does not hold (a sub-task that was never run).
+
+:func:`load_recorded_runs` reads any number of runs with two queries (their calls, their
+run rows), so what-if over thousands of runs costs two scans, not one per run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+from analytics.runs import require_task_class, resolve_run_id
+from analytics.store_access import frame, where
+from analytics.window import Window
+from orchestrator.dispatch import Difficulty, Limits, PlannedSubTask
+from orchestrator.errors import ConfigError
+from telemetry import conventions as cv
+from telemetry.conventions import CapPolicy, Role
+
+CANCELLED_ERROR = "cancelled"
+"""``error.type`` of a call cancelled in flight (the runner's mark when spend crossed the
+ceiling and pending workers were cancelled)."""
+
+
+def _attr(key: str, sql_type: str | None = None, alias: str = "s") -> str:
+    expr = f"{alias}.attributes->>'$.\"{key}\"'"
+    return f"TRY_CAST({expr} AS {sql_type})" if sql_type else expr
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCall:
+    """One LLM call span of a run.
+
+    Attributes:
+        span_id: the span's id.
+        role: ``plan``, ``worker``, ``synthesis``, ``critic`` (or ``call`` when ingested).
+        name: the span name (``worker 3``).
+        model: request model, else response model (a litellm model string).
+        start_ns, end_ns: start and end, ns since the Unix epoch.
+        input_tokens, output_tokens: token counts (None when not reported).
+        cost_usd: the call's cost in USD; None when unpriced.
+        status_code: ``ok``, ``error`` or ``unset``.
+        error_type: ``error.type`` (``rate_limit``, ``timeout``, ``cancelled``...), or None.
+        attempt: ``cliff.attempt`` (1 for a first attempt), or None.
+        subtask_index: ``cliff.subtask.index`` of a worker call, or None.
+        subtask_title: ``cliff.subtask.title`` of a worker call, or None.
+        price_input_usd_per_token: the input price the cost used, or None.
+        plan: the routed plan a planner call proposed (``cliff.plan.subtasks``); None
+            when the call is not a plan or its answer was unusable.
+    """
+
+    span_id: str
+    role: str
+    name: str
+    model: str | None
+    start_ns: int
+    end_ns: int
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float | None
+    status_code: str
+    error_type: str | None
+    attempt: int | None
+    subtask_index: int | None
+    subtask_title: str | None
+    price_input_usd_per_token: float | None
+    plan: tuple[PlannedSubTask, ...] | None = None
+
+    @property
+    def duration_ms(self) -> float:
+        """End minus start, ms."""
+        return (self.end_ns - self.start_ns) / 1e6
+
+    @property
+    def ok(self) -> bool:
+        """The call returned an answer (status not ``error``)."""
+        return self.status_code != "error"
+
+    @property
+    def cancelled(self) -> bool:
+        """The call was cancelled in flight (spend had crossed the ceiling)."""
+        return self.error_type == CANCELLED_ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRun:
+    """One run as the store holds it.
+
+    Attributes:
+        run_id: the trace id.
+        task_class: the run's task class.
+        started_at: start, naive UTC.
+        duration_ms: the run span's duration, ms.
+        status: ``ok``, ``rejected``, ``cancelled`` or ``failed``.
+        breach: ``cap``, ``ceiling`` or None.
+        cost_usd: the run's cost, USD (sum of its leaf LLM calls, unpriced excluded).
+        unpriced_calls: calls with no price (not in ``cost_usd``).
+        limits: the cap, ceiling and policy the run ran under (policy ``reject`` when the
+            run did not record one).
+        workers_proposed, workers_dispatched, workers_failed, workers_cancelled: as the
+            run span recorded them (None when not recorded).
+        plan_attempts: planning requests made (``cliff.plan_attempts``), or None.
+        estimate_usd: the last pre-dispatch estimate, USD (``cliff.estimate_usd``), or None.
+        task_id: ``cliff.task.id``, or None.
+        task_input: ``cliff.task.input`` (only with content capture on), or None.
+        seed: ``cliff.seed``, or None.
+        replay_of: the run this run replays (``cliff.replay_of``), or None.
+        planner_model, synthesis_model: from the first plan / synthesis call, or None.
+        calls: the LLM calls in start order.
+    """
+
+    run_id: str
+    task_class: str
+    started_at: datetime
+    duration_ms: float
+    status: str
+    breach: str | None
+    cost_usd: float
+    unpriced_calls: int
+    limits: Limits
+    workers_proposed: int | None
+    workers_dispatched: int | None
+    workers_failed: int | None
+    workers_cancelled: int | None
+    plan_attempts: int | None
+    estimate_usd: float | None
+    task_id: str | None
+    task_input: str | None
+    seed: int | None
+    replay_of: str | None
+    planner_model: str | None
+    synthesis_model: str | None
+    calls: tuple[RecordedCall, ...] = field(default=())
+
+    def calls_in(self, *roles: str) -> list[RecordedCall]:
+        """The calls of these roles, in start order."""
+        return [c for c in self.calls if c.role in roles]
+
+    @property
+    def plan_calls(self) -> list[RecordedCall]:
+        """Every planner call (usable or not, retries included), in start order."""
+        return self.calls_in(Role.PLAN)
+
+    @property
+    def usable_plans(self) -> list[RecordedCall]:
+        """Planner calls whose answer was a usable plan, in order (a replan adds one)."""
+        return [c for c in self.plan_calls if c.plan is not None]
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the run was recorded by cliffwatch's orchestrator (it has plan calls)."""
+        return bool(self.plan_calls)
+
+    @property
+    def start_ns(self) -> int:
+        """The earliest call start, ns (0 without calls)."""
+        return min((c.start_ns for c in self.calls), default=0)
+
+    def worker_models(self) -> dict[str, str]:
+        """``{difficulty: model}`` as the run routed its sub-tasks (from its plans)."""
+        models: dict[str, str] = {}
+        for call in self.usable_plans:
+            for sub in call.plan or ():
+                models.setdefault(sub.difficulty.value, sub.model)
+        return models
+
+    def critic_model(self) -> str | None:
+        """The model of the run's first critic call, or None."""
+        critics = self.calls_in(Role.CRITIC)
+        return critics[0].model if critics else None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerEstimate:
+    """What one sub-task costs on one model in one task class, from recorded workers.
+
+    Attributes:
+        cost_usd: mean USD per sub-task over its attempts (retries included), over the
+            sub-tasks that ran to an end (not cancelled); None when none was priced.
+        output_tokens: mean output tokens of the answer (successful attempts).
+        samples: sub-tasks the means are over.
+    """
+
+    cost_usd: float | None
+    output_tokens: float | None
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class Estimates:
+    """Per task class figures for work a run's own record does not hold.
+
+    Attributes:
+        workers: ``{(task_class, model): WorkerEstimate}``.
+        synthesis_usd: ``{task_class: mean USD of the synthesis stage per run}``
+            (synthesis and critic calls, over runs that reached synthesis).
+        synthesis_price_input: ``{task_class: USD per input token of its synthesis
+            model}`` (the price a worker's answer costs when synthesis reads it).
+    """
+
+    workers: Mapping[tuple[str, str], WorkerEstimate] = field(default_factory=dict)
+    synthesis_usd: Mapping[str, float] = field(default_factory=dict)
+    synthesis_price_input: Mapping[str, float] = field(default_factory=dict)
+
+    def worker(self, task_class: str, model: str) -> WorkerEstimate | None:
+        """The estimate for a sub-task of ``task_class`` on ``model``, or None."""
+        return self.workers.get((task_class, model))
+
+
+def parse_plan(text: str | None) -> tuple[PlannedSubTask, ...] | None:
+    """The routed plan of a ``cliff.plan.subtasks`` JSON array; None when absent or bad.
+
+    Missing per-sub-task fields get neutral values (title ``sub-task i``, difficulty
+    routine, no estimate), so a plan recorded by another producer still replays.
+    """
+    if not text:
+        return None
+    try:
+        items = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(items, list):
+        return None
+    plan: list[PlannedSubTask] = []
+    for position, item in enumerate(items):
+        if not isinstance(item, dict):
+            return None
+        try:
+            difficulty = Difficulty(item.get("difficulty", Difficulty.ROUTINE))
+        except ValueError:
+            difficulty = Difficulty.ROUTINE
+        estimate = item.get("estimated_cost_usd")
+        plan.append(
+            PlannedSubTask(
+                index=int(item.get("index", position)),
+                title=str(item.get("title", f"sub-task {position}")),
+                difficulty=difficulty,
+                model=str(item.get("model") or ""),
+                max_output_tokens=int(item.get("max_output_tokens") or 0),
+                estimated_cost_usd=float(estimate) if estimate is not None else None,
+            )
+        )
+    return tuple(plan)
+
+
+def _limits(max_workers: Any, ceiling_usd: Any, policy: Any) -> Limits:
+    """The recorded limits; a value the dispatch layer would refuse counts as no limit."""
+    try:
+        chosen = CapPolicy(policy) if policy else CapPolicy.REJECT
+    except ValueError:
+        chosen = CapPolicy.REJECT
+    try:
+        return Limits(max_workers, ceiling_usd, chosen)
+    except (ConfigError, TypeError, ValueError):
+        return Limits(None, None, chosen)
+
+
+_CALLS_SQL = f"""
+    SELECT s.trace_id AS run_id, s.span_id, s.role, s.name,
+        coalesce(s.request_model, s.response_model) AS model,
+        s.start_time_unix_nano AS start_ns, s.end_time_unix_nano AS end_ns,
+        s.input_tokens, s.output_tokens, s.cost_usd, s.status_code,
+        {_attr(cv.ERROR_TYPE)} AS error_type,
+        {_attr(cv.CLIFF_ATTEMPT, "INTEGER")} AS attempt,
+        {_attr(cv.CLIFF_SUBTASK_INDEX, "INTEGER")} AS subtask_index,
+        {_attr(cv.CLIFF_SUBTASK_TITLE)} AS subtask_title,
+        s.price_input_usd_per_token,
+        {_attr(cv.CLIFF_PLAN_SUBTASKS)} AS plan_json
+    FROM spans s JOIN scope ON s.trace_id = scope.run_id
+    WHERE s.is_leaf_call
+    ORDER BY s.trace_id, s.start_time_unix_nano, s.span_id
+"""
+
+_RUNS_SQL = f"""
+    SELECT r.run_id, r.task_class, r.started_at, r.duration_ms, r.status, r.breach,
+        r.cost_usd, r.unpriced_calls, r.max_workers, r.ceiling_usd, r.policy,
+        r.workers_proposed, r.workers_dispatched, r.workers_failed, r.workers_cancelled,
+        r.estimate_usd, r.replay_of, r.planner_model, r.synthesis_model,
+        {_attr(cv.CLIFF_PLAN_ATTEMPTS, "INTEGER", "root")} AS plan_attempts,
+        {_attr(cv.CLIFF_TASK_ID, None, "root")} AS task_id,
+        {_attr(cv.CLIFF_TASK_INPUT, None, "root")} AS task_input,
+        {_attr(cv.CLIFF_SEED, "BIGINT", "root")} AS seed
+    FROM runs r JOIN scope ON r.run_id = scope.run_id
+    LEFT JOIN (
+        SELECT trace_id, attributes FROM spans
+        WHERE parent_span_id IS NULL AND trace_id IN (SELECT run_id FROM scope)
+        QUALIFY row_number() OVER (
+            PARTITION BY trace_id ORDER BY start_time_unix_nano, span_id) = 1
+    ) AS root ON root.trace_id = r.run_id
+    ORDER BY r.started_at, r.run_id
+"""
+
+
+def _scope_sql(
+    window: Window, task_class: str | None, run_ids: Sequence[str] | None
+) -> tuple[str, dict[str, Any]]:
+    conds, params = window.conditions("started_at")
+    if task_class is not None:
+        conds.append("task_class = $task_class")
+        params["task_class"] = task_class
+    if run_ids is not None:
+        conds.append("list_contains($run_ids, run_id)")
+        params["run_ids"] = list(run_ids)
+    return f"WITH scope AS (SELECT run_id FROM runs {where(conds)})", params
+
+
+def _call_from_row(row: Mapping[str, Any]) -> RecordedCall:
+    role = row["role"]
+    return RecordedCall(
+        span_id=row["span_id"],
+        role=role,
+        name=row["name"],
+        model=row["model"],
+        start_ns=row["start_ns"],
+        end_ns=row["end_ns"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        cost_usd=row["cost_usd"],
+        status_code=row["status_code"],
+        error_type=row["error_type"],
+        attempt=row["attempt"],
+        subtask_index=row["subtask_index"],
+        subtask_title=row["subtask_title"],
+        price_input_usd_per_token=row["price_input_usd_per_token"],
+        plan=parse_plan(row["plan_json"]) if role == Role.PLAN else None,
+    )
+
+
+def load_recorded_runs(
+    con: duckdb.DuckDBPyConnection,
+    window: Window = Window(),  # noqa: B008 - Window is frozen
+    task_class: str | None = None,
+    run_ids: Sequence[str] | None = None,
+) -> list[RecordedRun]:
+    """Every run started in ``window`` (of ``task_class``, among ``run_ids``) with its calls.
+
+    Two queries, whatever the number of runs: the LLM-call spans of every run in scope,
+    and their ``runs`` rows with the root span's task attributes.
+
+    Args:
+        con: a store connection.
+        window: on the run's ``started_at``.
+        task_class: only runs of this class (it must exist in the store).
+        run_ids: only these full run ids.
+
+    Returns:
+        The runs in start order.
+
+    Raises:
+        UnknownTaskClassError: ``task_class`` has no runs in the store.
+    """
+    if task_class is not None:
+        require_task_class(con, task_class)
+    scope, params = _scope_sql(window, task_class, run_ids)
+    calls = frame(con, f"{scope} {_CALLS_SQL}", params)
+    by_run: dict[str, list[RecordedCall]] = {}
+    for row in calls.iter_rows(named=True):
+        by_run.setdefault(row["run_id"], []).append(_call_from_row(row))
+    runs = frame(con, f"{scope} {_RUNS_SQL}", params)
+    out: list[RecordedRun] = []
+    for row in runs.iter_rows(named=True):
+        out.append(
+            RecordedRun(
+                run_id=row["run_id"],
+                task_class=row["task_class"],
+                started_at=row["started_at"],
+                duration_ms=row["duration_ms"],
+                status=row["status"],
+                breach=row["breach"],
+                cost_usd=row["cost_usd"],
+                unpriced_calls=row["unpriced_calls"],
+                limits=_limits(row["max_workers"], row["ceiling_usd"], row["policy"]),
+                workers_proposed=row["workers_proposed"],
+                workers_dispatched=row["workers_dispatched"],
+                workers_failed=row["workers_failed"],
+                workers_cancelled=row["workers_cancelled"],
+                plan_attempts=row["plan_attempts"],
+                estimate_usd=row["estimate_usd"],
+                task_id=row["task_id"],
+                task_input=row["task_input"],
+                seed=row["seed"],
+                replay_of=row["replay_of"],
+                planner_model=row["planner_model"],
+                synthesis_model=row["synthesis_model"],
+                calls=tuple(by_run.get(row["run_id"], ())),
+            )
+        )
+    return out
+
+
+def load_recorded_run(con: duckdb.DuckDBPyConnection, run_id: str) -> RecordedRun:
+    """One run with its calls.
+
+    Args:
+        con: a store connection.
+        run_id: the run id, or a unique prefix of at least 6 characters.
+
+    Raises:
+        RunNotFoundError: no run has that id (or the prefix is ambiguous).
+    """
+    full = resolve_run_id(con, run_id)
+    return load_recorded_runs(con, run_ids=[full])[0]
+
+
+_ESTIMATES_SQL = f"""
+    WITH scope AS (SELECT run_id, task_class FROM runs {{where}}),
+    subtasks AS (
+        SELECT scope.task_class, s.trace_id,
+            {_attr(cv.CLIFF_SUBTASK_INDEX, "INTEGER")} AS subtask_index,
+            coalesce(s.request_model, s.response_model) AS model,
+            sum(s.cost_usd) AS cost_usd,
+            count(*) FILTER (WHERE s.cost_usd IS NULL) AS unpriced,
+            bool_or(coalesce({_attr(cv.ERROR_TYPE)} = '{CANCELLED_ERROR}', false)) AS cancelled,
+            max(s.output_tokens) FILTER (WHERE s.status_code <> 'error') AS output_tokens
+        FROM spans s JOIN scope ON s.trace_id = scope.run_id
+        WHERE s.is_leaf_call AND s.role = '{Role.WORKER}'
+        GROUP BY ALL
+    ),
+    workers AS (
+        SELECT task_class, model,
+            avg(cost_usd) FILTER (WHERE unpriced = 0) AS cost_usd,
+            avg(output_tokens) AS output_tokens,
+            count(*) AS samples
+        FROM subtasks WHERE NOT cancelled AND model IS NOT NULL
+        GROUP BY ALL
+    ),
+    stage AS (
+        SELECT scope.task_class, s.trace_id, sum(s.cost_usd) AS cost_usd,
+            avg(s.price_input_usd_per_token) FILTER (WHERE s.role = '{Role.SYNTHESIS}')
+                AS price_input
+        FROM spans s JOIN scope ON s.trace_id = scope.run_id
+        WHERE s.is_leaf_call AND s.role IN ('{Role.SYNTHESIS}', '{Role.CRITIC}')
+        GROUP BY ALL
+    )
+    SELECT 'worker' AS kind, task_class, model, cost_usd, output_tokens, samples,
+        NULL::DOUBLE AS price_input
+    FROM workers
+    UNION ALL
+    SELECT 'synthesis', task_class, NULL, avg(cost_usd), NULL, count(*), avg(price_input)
+    FROM stage GROUP BY task_class
+"""
+
+
+def load_estimates(con: duckdb.DuckDBPyConnection, task_class: str | None = None) -> Estimates:
+    """Per class figures from every recorded run of ``task_class`` (None: every class).
+
+    Means, not medians: a counterfactual's spend is a sum over many runs, and the mean
+    is the figure whose sum is unbiased.
+
+    Args:
+        con: a store connection.
+        task_class: one class, or None for all.
+
+    Returns:
+        :class:`Estimates` (empty mappings where the store holds nothing to estimate from).
+    """
+    conds: list[str] = []
+    params: dict[str, Any] = {}
+    if task_class is not None:
+        conds.append("task_class = $task_class")
+        params["task_class"] = task_class
+    rows = frame(con, _ESTIMATES_SQL.format(where=where(conds)), params)
+    workers: dict[tuple[str, str], WorkerEstimate] = {}
+    synthesis: dict[str, float] = {}
+    price: dict[str, float] = {}
+    for row in rows.iter_rows(named=True):
+        if row["kind"] == "worker":
+            workers[(row["task_class"], row["model"])] = WorkerEstimate(
+                row["cost_usd"], row["output_tokens"], row["samples"]
+            )
+        else:
+            if row["cost_usd"] is not None:
+                synthesis[row["task_class"]] = row["cost_usd"]
+            if row["price_input"] is not None:
+                price[row["task_class"]] = row["price_input"]
+    return Estimates(workers, synthesis, price)
+

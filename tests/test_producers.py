@@ -35,10 +35,11 @@ from telemetry.store import open_store
 TESTS = Path(__file__).resolve().parent
 TOKEN = "producers-token"
 CLI = [sys.executable, "-c", "from cliffwatch.cli import main; main()"]
+# cost rounded to 1e-12 USD: sums may differ in the last bit with the order of addition
 RUN_COLUMNS = (
-    "run_id, task_class, started_at, ended_at, status, cost_usd, input_tokens, output_tokens, "
-    "llm_calls, unpriced_calls, failed_calls, planner_model, synthesis_model, service_name, "
-    "source"
+    "run_id, task_class, started_at, ended_at, status, round(cost_usd, 12), input_tokens, "
+    "output_tokens, llm_calls, unpriced_calls, failed_calls, planner_model, synthesis_model, "
+    "service_name, source"
 )
 
 pytestmark = pytest.mark.slow

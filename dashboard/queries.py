@@ -114,7 +114,8 @@ class Overview:
         runs: :func:`analytics.runs.list_runs` of the selection, newest first, at most
             :data:`RUN_POINTS_LIMIT` rows.
         runs_truncated: more runs matched than ``runs`` holds.
-        cap_date: the first day a run had a max-workers cap, or None.
+        cap_dates: per class in ``daily``, the first day one of its runs had a
+            max-workers cap (None: never capped).
         open_incidents: incidents with status ``open`` in the selection.
         headline_usd: (P50, P95, P99) cost per run over the whole selection, USD: the
             class's row when one class is selected, else continuous percentiles over
@@ -126,7 +127,7 @@ class Overview:
     daily: pl.DataFrame
     runs: pl.DataFrame
     runs_truncated: bool
-    cap_date: date | None
+    cap_dates: dict[str, date | None]
     open_incidents: int
     headline_usd: tuple[float, float, float] | None
 
@@ -158,7 +159,9 @@ def load_overview(db: str, version: tuple[int, ...], filters: Filters) -> Overvi
         runs = _selected(
             list_runs(con, window, task_class=only, limit=RUN_POINTS_LIMIT + 1), filters
         )
-        cap_date = cap_start_date(con, task_class=only)
+        cap_dates = {
+            c: cap_start_date(con, task_class=c) for c in daily["task_class"].unique().sort()
+        }
         incidents = _selected(
             list_incidents(con, window, status="open", task_class=only), filters
         )
@@ -168,7 +171,7 @@ def load_overview(db: str, version: tuple[int, ...], filters: Filters) -> Overvi
         daily=daily,
         runs=runs,
         runs_truncated=truncated,
-        cap_date=cap_date,
+        cap_dates=cap_dates,
         open_incidents=incidents.height,
         headline_usd=_headline(percentiles, runs),
     )

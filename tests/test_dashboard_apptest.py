@@ -7,6 +7,7 @@ switches to a page, as a user would; the store is built through the real write p
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -94,7 +95,14 @@ def test_overview_percentiles_match_numpy(app: AppTest, store: StoreFixture) -> 
     assert kpis["Spend"] == f"${sum(every_cost):,.2f}"
     assert kpis["P95 per run"] == f"${np.percentile(every_cost, 95):,.4f}"
     assert kpis["Open incidents"] == "6"  # 1 cap, 1 ceiling, 4 runaways
-    assert "2026-11-06" in _texts(app.caption)  # the cap's first day, marked on the trend
+
+
+def test_overview_trend_marks_the_classes_cap_day(app: AppTest) -> None:
+    _open(app)
+    assert "No extract run in the store has had a max-workers cap" in _texts(app.caption)
+    app.segmented_control(key="trend_class").set_value("research").run()
+    # research's runs are capped from 2026-11-06 (tests/dashboard_store.py).
+    assert "The max-workers cap came in on 2026-11-06" in _texts(app.caption)
 
 
 def test_overview_deep_link_filters_class_and_time(app: AppTest, store: StoreFixture) -> None:
@@ -268,3 +276,17 @@ def test_store_locked_by_another_process_is_reported(
     app.run()  # the writer is gone: the next rerun shows the data
     assert not app.error
     assert len(_frame(app, "percentiles")) == 2
+
+
+def test_dashboard_reads_the_store_only_through_analytics() -> None:
+    # DESIGN.md: imports run dashboard -> analytics -> telemetry.store.
+    forbidden = {"duckdb", "telemetry", "orchestrator"}
+    for source in sorted(APP.parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                roots = {(node.module or "").split(".")[0]}
+            else:
+                continue
+            assert not roots & forbidden, f"{source.name} imports {roots & forbidden}"

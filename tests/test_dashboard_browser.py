@@ -106,7 +106,26 @@ def test_overview_shows_the_percentile_table(
         assert task_class in text
         assert ui.usd(float(np.percentile(costs, 95))) in text
     assert "Cost Cliff" in text
-    assert page.get_by_text("The max-workers cap came in on 2026-11-06").is_visible()
+    page.locator("[data-testid='stButtonGroup']").get_by_text("research").click()
+    expect(page.get_by_text("The max-workers cap came in on 2026-11-06")).to_be_visible()
+    page.locator(".js-plotly-plot").nth(1).scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "overview_trend.png"))
+
+
+def test_clicking_a_run_in_the_distribution_opens_it(
+    server: str, store: StoreFixture, page: Any
+) -> None:
+    page.goto(f"{server}/?task_class=research")
+    chart = page.locator(".js-plotly-plot").first
+    chart.wait_for()
+    _settle(page)
+    points = chart.locator(".boxlayer path.point")
+    boxes = [points.nth(i).bounding_box() for i in range(points.count())]
+    assert len(boxes) == len(store.costs_usd["research"])
+    dearest = max(boxes, key=lambda b: b["x"])  # cost axis runs left to right
+    page.mouse.click(dearest["x"] + dearest["width"] / 2, dearest["y"] + dearest["height"] / 2)
+    page.wait_for_function("() => location.pathname.endsWith('/run')")
+    expect(page.get_by_text(ui.usd(max(store.costs_usd["research"])), exact=True)).to_be_visible()
 
 
 def test_sidebar_filters_go_into_the_url(server: str, store: StoreFixture, page: Any) -> None:

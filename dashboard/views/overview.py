@@ -4,6 +4,7 @@ cost distribution of every class and the daily percentile trend with the cap's f
 Deep link: ``/?since=7d&task_class=research`` (see :mod:`dashboard.filters`).
 """
 
+import polars as pl
 import streamlit as st
 
 from analytics import charts
@@ -47,11 +48,24 @@ picked = st.plotly_chart(
     on_select="rerun",
     selection_mode="points",
 )
-for point in picked.selection.points:
+for point in picked["selection"]["points"]:
     if point.get("customdata"):
         ui.open_run(point["customdata"][0])
 
 st.subheader("Daily P50 / P95 / P99")
-st.plotly_chart(charts.daily_trend(data.daily, data.cap_date), key="daily_trend")
-if data.cap_date is not None:
-    st.caption(f"The max-workers cap came in on {data.cap_date.isoformat()} (dashed line).")
+trend_classes = sorted(data.cap_dates)
+trend_class = trend_classes[0]
+if len(trend_classes) > 1:
+    trend_class = st.segmented_control(
+        "Task class", trend_classes, default=trend_class, required=True, key="trend_class",
+        label_visibility="collapsed",
+    )
+cap_date = data.cap_dates[trend_class]
+st.plotly_chart(
+    charts.daily_trend(data.daily.filter(pl.col("task_class") == trend_class), cap_date),
+    key="daily_trend",
+)
+if cap_date is not None:
+    st.caption(f"The max-workers cap came in on {cap_date.isoformat()} (dashed line).")
+else:
+    st.caption(f"No {trend_class} run in the store has had a max-workers cap.")

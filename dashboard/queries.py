@@ -92,16 +92,14 @@ def _selected(df: pl.DataFrame, filters: Filters) -> pl.DataFrame:
 def _headline(
     percentiles: pl.DataFrame, runs: pl.DataFrame
 ) -> tuple[float, float, float] | None:
-    columns = ("p50_usd", "p95_usd", "p99_usd")
     if percentiles.height == 1:
-        row = percentiles.row(0, named=True)
-        return tuple(row[c] for c in columns)  # type: ignore[return-value]
-    if runs.is_empty():
+        p50, p95, p99 = (percentiles[c][0] for c in ("p50_usd", "p95_usd", "p99_usd"))
+    elif runs.is_empty():
         return None
-    costs = runs["cost_usd"]
-    return tuple(  # type: ignore[return-value]
-        costs.quantile(q, interpolation="linear") for q in (0.5, 0.95, 0.99)
-    )
+    else:
+        costs = runs["cost_usd"]
+        p50, p95, p99 = (costs.quantile(q, interpolation="linear") for q in (0.5, 0.95, 0.99))
+    return p50, p95, p99
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +117,8 @@ class Overview:
         open_incidents: incidents with status ``open`` in the selection.
         headline_usd: (P50, P95, P99) cost per run over the whole selection, USD: the
             class's row when one class is selected, else continuous percentiles over
-            ``runs`` (polars' ``linear``, the same interpolation as ``quantile_cont``);
+            ``runs`` (polars' ``linear``, the same interpolation as ``quantile_cont``; so
+            over the newest :data:`RUN_POINTS_LIMIT` runs when ``runs_truncated``);
             None when nothing matched.
     """
 

@@ -66,11 +66,8 @@ with badges:
 cap = "no cap" if run["max_workers"] is None else f"cap {run['max_workers']}"
 facts = st.columns(6)
 facts[0].metric("Cost", ui.usd(run["cost_usd"]))
-facts[1].metric(
-    "Proposed → dispatched",
-    f"{run['workers_proposed'] if run['workers_proposed'] is not None else '-'} → "
-    f"{run['workers_dispatched'] if run['workers_dispatched'] is not None else '-'}",
-)
+workers = [run["workers_proposed"], run["workers_dispatched"]]
+facts[1].metric("Proposed → dispatched", " → ".join("-" if n is None else str(n) for n in workers))
 facts[2].metric("Max workers", cap)
 facts[3].metric(
     "Ceiling", "none" if run["ceiling_usd"] is None else ui.usd(run["ceiling_usd"])

@@ -13,6 +13,44 @@ SCHEMA_VERSION = 1
 
 META_TABLE = "cliffwatch_meta"
 
+ALERTS_DDL = """
+    CREATE TABLE IF NOT EXISTS alerts (
+        alert_id VARCHAR PRIMARY KEY,
+        source VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        task_class VARCHAR,
+        run_id VARCHAR,
+        raised_at TIMESTAMP NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        write_id VARCHAR NOT NULL,
+        text VARCHAR NOT NULL,
+        payload JSON NOT NULL
+    )
+"""
+"""One row per alert ever raised: an incident (``alert_id`` = its incident id, source
+``incident``) or a threshold rule firing (source ``rule``); written in the same
+transaction as the incident (telemetry/alert_rules.py)."""
+
+ALERT_DELIVERIES_DDL = """
+    CREATE TABLE IF NOT EXISTS alert_deliveries (
+        alert_id VARCHAR NOT NULL,
+        webhook_id VARCHAR NOT NULL,
+        webhook VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at TIMESTAMP,
+        lease_until TIMESTAMP,
+        last_error VARCHAR,
+        last_http_status INTEGER,
+        delivered_at TIMESTAMP,
+        updated_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (alert_id, webhook_id)
+    )
+"""
+"""The webhook outbox: one row per (alert, webhook). ``webhook_id`` is a hash of the URL and
+``webhook`` a redacted form: the URL itself (a secret) is never stored
+(telemetry/alerts.py)."""
+
 DDL: tuple[str, ...] = (
     f"""
     CREATE TABLE IF NOT EXISTS {META_TABLE} (
@@ -100,6 +138,8 @@ DDL: tuple[str, ...] = (
         updated_at TIMESTAMP
     )
     """,
+    ALERTS_DDL,
+    ALERT_DELIVERIES_DDL,
     # Stamped by telemetry.materialise (LLM calls with no LLM-call descendant); added by
     # ALTER so stores made before the column existed gain it on their next write.
     "ALTER TABLE spans ADD COLUMN IF NOT EXISTS is_leaf_call BOOLEAN",

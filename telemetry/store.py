@@ -32,7 +32,7 @@ import duckdb
 import pyarrow as pa
 
 from cliffwatch import settings
-from telemetry import incident_rules, materialise, spill
+from telemetry import alert_rules, incident_rules, materialise, spill
 from telemetry.records import SPAN_RECORD_FIELDS, SpanRecord, records_to_arrow
 from telemetry.schema import DDL, META_TABLE, SCHEMA_VERSION
 
@@ -325,6 +325,7 @@ def _write_locked(
                 )
                 runs = materialise.materialise_runs(con, BATCH_VIEW, ingested_at)
                 incidents = incident_rules.record_incidents(con, BATCH_VIEW, k)
+                alerts_pending = alert_rules.enqueue_alerts(con, BATCH_VIEW)  # outbox rows
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -332,4 +333,5 @@ def _write_locked(
         finally:
             con.unregister(BATCH_VIEW)
         spill.remove_spills(spill_paths)
+    alert_rules.deliver_soon(path, alerts_pending)  # HTTP in a background thread, no lock
     return WriteResult(spans_written, runs, incidents, len(spill_paths))

@@ -1,0 +1,319 @@
+"""Write-side alerting: every new incident and every threshold rule that fires becomes an
+alert, queued for each configured webhook, in the same transaction as the incident.
+
+:func:`telemetry.store.write_spans` calls :func:`enqueue_alerts` right after the incident
+rules, inside its transaction, and :func:`deliver_soon` once it has committed. So an
+incident recorded by the orchestrator, the guard or the OTLP receiver (all three write
+through ``write_spans``) gets its alert and outbox rows atomically: the outbox pattern.
+Nothing here does network I/O; :mod:`telemetry.alerts` delivers in a background thread,
+outside any database lock.
+
+Alerts (table ``alerts``, one row per alert ever raised, id unique):
+
+- ``incident``: every incident that has no alert yet (``alert_id`` = ``incident_id``).
+  Because this is an anti-join over all incidents, an incident a crashed write left
+  without an alert is picked up by the next write.
+- ``rule`` (``alert_id`` = ``rule:<name>:<key>``, so each fires at most once per key):
+
+  - ``cliff_ratio``: for each task class the write touched, the runs started in the
+    ``settings.alert_window_h()`` hours up to the class's newest touched run; at least
+    :data:`telemetry.incident_rules.RUNAWAY_MIN_RUNS` of them, P50 above zero and
+    ``P99 / P50 > settings.alert_cliff_ratio()`` (percentiles ``quantile_cont``, as
+    numpy's default). Key: class and the UTC day of the window's end.
+  - ``daily_spend``: the runs started on a UTC day the write touched cost more than
+    ``settings.alert_daily_spend_usd()`` in total. Key: the day.
+  - ``breaches_per_hour``: at least ``settings.alert_breaches_per_hour()`` runs started
+    in a UTC hour the write touched breached the cap or the ceiling. Key: the hour.
+
+  Time is the runs' own (``started_at``), not the wall clock, so backfilled and
+  simulated data alert as live data would have.
+
+Deliveries (table ``alert_deliveries``): one ``pending`` row per (new alert, webhook in
+``settings.webhook_urls()`` at the time of the write). On a store created before alerts
+existed, the first write marks the existing incidents as
+already alerted (``write_id`` ``baseline``) so that upgrading never floods a channel
+(while ``alerts`` is empty, incidents of runs outside the write are baseline).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import uuid
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import duckdb
+
+from cliffwatch import settings
+from telemetry.incident_rules import RUNAWAY_MIN_RUNS
+from telemetry.schema import ALERT_DELIVERIES_DDL, ALERTS_DDL
+
+logger = logging.getLogger("cliffwatch.alerts")
+
+BASELINE_WRITE_ID = "baseline"
+"""``write_id`` of the alerts recorded for incidents that predate the alert tables."""
+
+
+def webhook_id(url: str) -> str:
+    """A stable id of a webhook URL (16 hex chars of its SHA-256): stored instead of it."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def redact(url: str) -> str:
+    """A webhook URL safe to show: scheme and host, the path hidden
+    (``https://hooks.slack.com/…``); a Slack webhook's path is its secret."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}/…"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _touched_runs(batch_view: str) -> str:
+    return f"SELECT run_id FROM runs WHERE run_id IN (SELECT DISTINCT trace_id FROM {batch_view})"
+
+
+_ISO = "'%Y-%m-%dT%H:%M:%S.%fZ'"
+
+
+def _text(kind: str, what: str, task_class: str, run_id: str) -> str:
+    """SQL of the Slack-compatible one-line ``text`` of an alert."""
+    return (
+        f"'[cliffwatch] ' || {kind} || coalesce(' in ' || {task_class}, '') || ': ' || {what}"
+        f" || coalesce(' (run ' || left({run_id}, 12) || ')', '')"
+    )
+
+
+def incident_alerts_sql(write_id_param: str = "$write_id") -> str:
+    """``INSERT`` of an alert for every incident that has none yet."""
+    text = _text("i.kind", "i.detail", "i.task_class", "i.run_id")
+    return f"""
+INSERT INTO alerts (alert_id, source, kind, task_class, run_id, raised_at, created_at,
+                    write_id, text, payload)
+SELECT incident_id, 'incident', kind, task_class, run_id, detected_at, $now, {write_id_param},
+       text,
+       json_object(
+           'text', text,
+           'alert', json_object('alert_id', incident_id, 'source', 'incident', 'kind', kind,
+                                'task_class', task_class, 'run_id', run_id,
+                                'raised_at', strftime(detected_at, {_ISO})),
+           'incident', json_object('incident_id', incident_id, 'kind', kind,
+                                   'run_id', run_id, 'task_class', task_class,
+                                   'detected_at', strftime(detected_at, {_ISO}),
+                                   'detail', detail, 'data', data, 'status', status))
+FROM (
+    SELECT i.*, {text} AS text
+    FROM incidents AS i
+    WHERE NOT EXISTS (SELECT 1 FROM alerts AS a WHERE a.alert_id = i.incident_id)
+)
+ON CONFLICT DO NOTHING
+"""
+
+
+def _rule_insert(select_sql: str) -> str:
+    # `select_sql` yields: alert_id, kind, task_class, raised_at, what, rule (JSON object)
+    text = _text("kind", "what", "task_class", "NULL")
+    return f"""
+INSERT INTO alerts (alert_id, source, kind, task_class, run_id, raised_at, created_at,
+                    write_id, text, payload)
+SELECT alert_id, 'rule', kind, task_class, NULL, raised_at, $now, $write_id, text,
+       json_object(
+           'text', text,
+           'alert', json_object('alert_id', alert_id, 'source', 'rule', 'kind', kind,
+                                'task_class', task_class, 'run_id', NULL,
+                                'raised_at', strftime(raised_at, {_ISO})),
+           'rule', rule)
+FROM (SELECT *, {text} AS text FROM ({select_sql}))
+ON CONFLICT DO NOTHING
+"""
+
+
+def cliff_ratio_sql(batch_view: str) -> str:
+    """The ``cliff_ratio`` rule (parameters ``$ratio``, ``$window_us``, ``$min_runs``)."""
+    return _rule_insert(f"""
+WITH ends AS (
+    SELECT task_class, max(started_at) AS window_end
+    FROM runs WHERE run_id IN ({_touched_runs(batch_view)}) GROUP BY task_class
+),
+stats AS (
+    SELECT e.task_class, e.window_end, count(*) AS runs,
+           quantile_cont(r.cost_usd, [0.5, 0.99]) AS q
+    FROM ends AS e JOIN runs AS r ON r.task_class = e.task_class
+        AND r.started_at > e.window_end - to_microseconds($window_us)
+        AND r.started_at <= e.window_end
+    GROUP BY e.task_class, e.window_end
+)
+SELECT 'rule:cliff_ratio:' || task_class || ':' || strftime(window_end, '%Y-%m-%d') AS alert_id,
+       'cliff_ratio' AS kind, task_class, window_end AS raised_at,
+       format('P99/P50 is {{}}x over the last {{}} h ({{}} runs, P50 {{}}, P99 {{}}; '
+              || 'alert above {{}}x)', printf('%.1f', q[2] / q[1]),
+              printf('%g', $window_us / 3.6e9), runs, '$' || printf('%.4f', q[1]),
+              '$' || printf('%.4f', q[2]), printf('%g', $ratio)) AS what,
+       json_object('name', 'cliff_ratio', 'task_class', task_class,
+                   'value', q[2] / q[1], 'threshold', $ratio, 'runs', runs,
+                   'p50_usd', q[1], 'p99_usd', q[2],
+                   'window_start', strftime(window_end - to_microseconds($window_us), {_ISO}),
+                   'window_end', strftime(window_end, {_ISO})) AS rule
+FROM stats
+WHERE runs >= $min_runs AND q[1] > 0 AND q[2] / q[1] > $ratio
+""")
+
+
+def daily_spend_sql(batch_view: str) -> str:
+    """The ``daily_spend`` rule (parameter ``$limit_usd``)."""
+    return _rule_insert(f"""
+WITH days AS (
+    SELECT DISTINCT date_trunc('day', started_at) AS day
+    FROM runs WHERE run_id IN ({_touched_runs(batch_view)})
+),
+spend AS (
+    SELECT d.day, sum(r.cost_usd) AS usd, count(*) AS runs
+    FROM days AS d JOIN runs AS r
+        ON r.started_at >= d.day AND r.started_at < d.day + INTERVAL 1 DAY
+    GROUP BY d.day
+)
+SELECT 'rule:daily_spend:' || strftime(day, '%Y-%m-%d') AS alert_id,
+       'daily_spend' AS kind, NULL AS task_class, day AS raised_at,
+       format('runs started on {{}} cost {{}} ({{}} runs), over {{}} a day',
+              strftime(day, '%Y-%m-%d'), '$' || printf('%.2f', usd), runs,
+              '$' || printf('%.2f', $limit_usd)) AS what,
+       json_object('name', 'daily_spend', 'day', strftime(day, '%Y-%m-%d'), 'value', usd,
+                   'threshold', $limit_usd, 'runs', runs) AS rule
+FROM spend WHERE usd > $limit_usd
+""")
+
+
+def breaches_per_hour_sql(batch_view: str) -> str:
+    """The ``breaches_per_hour`` rule (parameter ``$limit``)."""
+    return _rule_insert(f"""
+WITH hours AS (
+    SELECT DISTINCT date_trunc('hour', started_at) AS hour
+    FROM runs WHERE run_id IN ({_touched_runs(batch_view)}) AND breach IS NOT NULL
+),
+counts AS (
+    SELECT h.hour, count(*) AS breaches, list(DISTINCT r.task_class ORDER BY r.task_class)
+           AS classes
+    FROM hours AS h JOIN runs AS r
+        ON r.started_at >= h.hour AND r.started_at < h.hour + INTERVAL 1 HOUR
+    WHERE r.breach IS NOT NULL
+    GROUP BY h.hour
+)
+SELECT 'rule:breaches_per_hour:' || strftime(hour, '%Y-%m-%dT%H') AS alert_id,
+       'breaches_per_hour' AS kind, NULL AS task_class, hour AS raised_at,
+       format('{{}} runs breached the cap or the ceiling in the hour from {{}} UTC ({{}})',
+              breaches, strftime(hour, '%Y-%m-%d %H:%M'), array_to_string(classes, ', '))
+              AS what,
+       json_object('name', 'breaches_per_hour', 'hour', strftime(hour, {_ISO}),
+                   'value', breaches, 'threshold', $limit, 'task_classes', classes) AS rule
+FROM counts WHERE breaches >= $limit
+""")
+
+
+_QUEUE_SQL = """
+INSERT INTO alert_deliveries (alert_id, webhook_id, webhook, status, attempts,
+                              next_attempt_at, updated_at)
+SELECT a.alert_id, w.webhook_id, w.webhook, 'pending', 0, $now, $now
+FROM alerts AS a
+CROSS JOIN (SELECT unnest($ids) AS webhook_id, unnest($shown) AS webhook) AS w
+WHERE a.write_id = $write_id
+ON CONFLICT DO NOTHING
+"""
+
+
+def _has_alert_tables(con: duckdb.DuckDBPyConnection) -> bool:
+    rows = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
+        "AND table_name IN ('alerts', 'alert_deliveries')"
+    ).fetchall()
+    return rows[0][0] == 2
+
+
+def _baseline(con: duckdb.DuckDBPyConnection, batch_view: str, now: datetime) -> None:
+    """Mark the incidents of a store that predates alerts as alerted (not this write's).
+
+    Called while ``alerts`` is empty: every write gives every incident an alert, so
+    incidents without one can only come from before alerts existed.
+    """
+    baseline = incident_alerts_sql(f"'{BASELINE_WRITE_ID}'").replace(
+        "WHERE NOT EXISTS",
+        f"WHERE i.run_id NOT IN (SELECT DISTINCT trace_id FROM {batch_view}) AND NOT EXISTS",
+    )
+    con.execute(baseline, {"now": now}).fetchall()
+
+
+def _rules(batch_view: str) -> list[tuple[str, dict[str, object]]]:
+    """The threshold rules switched on, each as (SQL, parameters); settings read here."""
+    out: list[tuple[str, dict[str, object]]] = []
+    ratio = settings.alert_cliff_ratio()
+    if ratio is not None:
+        window_us = int(settings.alert_window_h() * 3600 * 1e6)
+        out.append((cliff_ratio_sql(batch_view),
+                    {"ratio": ratio, "window_us": window_us, "min_runs": RUNAWAY_MIN_RUNS}))
+    spend = settings.alert_daily_spend_usd()
+    if spend is not None:
+        out.append((daily_spend_sql(batch_view), {"limit_usd": spend}))
+    breaches = settings.alert_breaches_per_hour()
+    if breaches is not None:
+        out.append((breaches_per_hour_sql(batch_view), {"limit": breaches}))
+    return out
+
+
+def enqueue_alerts(con: duckdb.DuckDBPyConnection, batch_view: str) -> int:
+    """Record new alerts and queue them for every webhook; return the deliveries pending.
+
+    Called by :func:`telemetry.store.write_spans` inside its transaction, after the
+    incident rules (see the module docstring). A bad alert setting never fails the
+    write: it is logged, and the rules (or deliveries) it governs are skipped.
+
+    Args:
+        con: the write's connection (the caller owns the transaction).
+        batch_view: table or view whose ``trace_id`` values name the touched runs.
+
+    Returns:
+        Deliveries now ``pending`` in the store (new and older ones); the caller starts
+        the background delivery when it is above zero.
+    """
+    now = _utc_now()
+    if not _has_alert_tables(con):  # the store's DDL normally created them on open
+        con.execute(ALERTS_DDL)
+        con.execute(ALERT_DELIVERIES_DDL)
+    if not con.execute("SELECT EXISTS (SELECT 1 FROM alerts)").fetchall()[0][0]:
+        _baseline(con, batch_view, now)
+    write_id = uuid.uuid4().hex
+    params: dict[str, object] = {"now": now, "write_id": write_id}
+    con.execute(incident_alerts_sql(), params).fetchall()
+    try:
+        rules = _rules(batch_view)
+        urls = settings.webhook_urls()
+    except settings.SettingError as exc:
+        logger.warning("cliffwatch alerts: %s; threshold rules and webhooks skipped", exc)
+        rules, urls = [], ()
+    for sql, rule_params in rules:
+        con.execute(sql, {**params, **rule_params}).fetchall()
+    if urls:
+        con.execute(
+            _QUEUE_SQL,
+            {**params, "ids": [webhook_id(u) for u in urls], "shown": [redact(u) for u in urls]},
+        ).fetchall()
+    rows = con.execute(
+        "SELECT count(*) FROM alert_deliveries WHERE status = 'pending'"
+    ).fetchall()
+    return int(rows[0][0])
+
+
+def deliver_soon(path: str | os.PathLike[str], pending: int) -> None:
+    """Start (or wake) this process's background delivery for the store at ``path`` when
+    ``pending`` deliveries wait. Returns at once; never raises."""
+    if pending <= 0:
+        return
+    try:
+        from telemetry import alerts  # here: alerts imports the store, which imports us
+
+        alerts.deliver_in_background(path)
+    except Exception:  # noqa: BLE001 - alerting must never fail a span write
+        logger.exception("cliffwatch alerts: could not start background delivery")

@@ -1,0 +1,537 @@
+"""Webhook delivery of alerts: a background thread, retries with backoff, at most once each.
+
+:mod:`telemetry.alert_rules` queues a ``pending`` row in ``alert_deliveries`` per (alert,
+webhook) inside the write that recorded the incident. This module sends them:
+
+1. *Claim* (one short read-write transaction): due ``pending`` rows become ``sending``
+   with a lease and one more attempt counted. DuckDB lets one process write at a time,
+   so a row is claimed by one process only, however many deliver from the same store.
+2. *Send*, with no connection open: ``POST`` the alert's JSON payload (a Slack-compatible
+   ``text`` plus the structured ``alert`` and ``incident`` or ``rule``) to the webhook,
+   with headers ``Idempotency-Key`` and ``X-Cliffwatch-Alert-Id`` set to the alert id.
+3. *Record* (another short transaction): 2xx is ``delivered``; a timeout, a connection
+   error, HTTP 408, 429 or 5xx is retried (``pending`` again, due after
+   ``backoff_s x 2^(attempts-1)``, at most 10 minutes, plus up to 10% jitter) until
+   ``settings.alert_max_attempts()``, then ``failed``; any other 4xx is ``failed`` at
+   once (the request itself is wrong).
+
+At most once: a delivery is only ever sent after its claim committed, and a claimed row
+whose lease ran out (the process died mid-send, so it may or may not have arrived)
+becomes ``unknown``, never sent again automatically. ``cliffwatch alerts --retry`` (this
+module's :func:`deliver_now` with ``retry_failed=True``) is the explicit way to send
+``failed`` and ``unknown`` ones again.
+
+Webhook URLs are secrets: rows hold :func:`telemetry.alert_rules.webhook_id` (a hash) and
+a redacted form; the URL is looked up in ``settings.webhook_urls()`` when sending, so a
+webhook removed from the settings is not sent to any more (the delivery fails, saying so).
+
+Nothing here blocks a writer: :func:`deliver_in_background` starts (or wakes) one daemon
+thread per store per process and returns. At interpreter exit the thread gets up to
+``settings.alert_exit_wait_s()`` to finish what is due; whatever is left stays queued in
+the store for the next process that writes or for ``cliffwatch alerts --retry``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from cliffwatch import settings
+from telemetry.alert_rules import webhook_id
+from telemetry.store import StoreBusyError, _write_lock, open_store
+
+logger = logging.getLogger("cliffwatch.alerts")
+
+STATUSES = ("pending", "sending", "delivered", "failed", "unknown")
+"""Delivery statuses: queued or waiting to retry; claimed and being sent; delivered;
+given up (``--retry`` sends again); lease expired mid-send (may have arrived)."""
+
+NO_WEBHOOK = "no_webhook"
+"""Status :func:`list_alerts` shows for an alert that had no webhook to go to."""
+
+MAX_BACKOFF_S = 600.0
+"""The longest wait between two attempts (10 minutes)."""
+
+CLAIM_BATCH = 20
+"""Deliveries claimed per round; their lease covers sending all of them one by one."""
+
+LEASE_MARGIN_S = 30.0
+"""Lease beyond ``CLAIM_BATCH x timeout``: time for the record transaction itself."""
+
+RETRYABLE_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
+"""HTTP statuses worth another attempt (the receiver is busy or down); other 4xx are not."""
+
+USER_AGENT = "cliffwatch-alerts/1"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:
+    rows = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
+        "AND table_name IN ('alerts', 'alert_deliveries')"
+    ).fetchall()
+    return rows[0][0] == 2
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One claimed delivery.
+
+    Attributes:
+        alert_id: the alert.
+        webhook_id: hash of the webhook URL.
+        webhook: the URL, redacted.
+        attempts: attempts made, this one included.
+        payload: the JSON body to POST.
+    """
+
+    alert_id: str
+    webhook_id: str
+    webhook: str
+    attempts: int
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one POST did.
+
+    Attributes:
+        delivered: the webhook answered 2xx.
+        retryable: worth another attempt (timeout, connection error, 408/429/5xx).
+        http_status: the HTTP status, None when there was no answer.
+        error: one line on what went wrong, None when delivered.
+    """
+
+    delivered: bool
+    retryable: bool
+    http_status: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySummary:
+    """What one :func:`deliver_now` call did.
+
+    Attributes:
+        attempted: POSTs made.
+        delivered: of them, answered 2xx.
+        retrying: failed, to be retried later.
+        failed: failed for good (until ``--retry``).
+        next_due_s: seconds until the next pending delivery is due (0 when one is due
+            now), None when none is pending.
+    """
+
+    attempted: int = 0
+    delivered: int = 0
+    retrying: int = 0
+    failed: int = 0
+    next_due_s: float | None = None
+
+
+def post_alert(url: str, delivery: Delivery, *, timeout_s: float) -> Outcome:
+    """POST one alert's payload to ``url``; never raises.
+
+    Args:
+        url: the webhook URL.
+        delivery: the claimed delivery (its payload and alert id).
+        timeout_s: seconds to wait for the answer.
+    """
+    request = urllib.request.Request(
+        url,
+        data=delivery.payload.encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "Idempotency-Key": delivery.alert_id,
+            "X-Cliffwatch-Alert-Id": delivery.alert_id,
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            response.read(1024)
+            status = int(response.status)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return Outcome(False, exc.code in RETRYABLE_HTTP, exc.code, f"HTTP {exc.code}")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return Outcome(False, True, None, f"{type(exc).__name__}: {reason}"[:300])
+    if 200 <= status < 300:
+        return Outcome(True, False, status)
+    return Outcome(False, status in RETRYABLE_HTTP, status, f"HTTP {status}")
+
+
+def backoff_s(attempts: int, base_s: float) -> float:
+    """Seconds before attempt ``attempts + 1``: ``base_s x 2^(attempts-1)``, capped at
+    :data:`MAX_BACKOFF_S`, plus up to 10% jitter (so many stores do not retry in step)."""
+    delay = min(base_s * 2 ** max(0, attempts - 1), MAX_BACKOFF_S)
+    return delay * (1.0 + random.uniform(0.0, 0.1))
+
+
+_EXPIRE_LEASES = """
+UPDATE alert_deliveries
+SET status = 'unknown', lease_until = NULL, updated_at = $now,
+    last_error = 'interrupted while sending: it may or may not have arrived'
+WHERE status = 'sending' AND lease_until < $now
+"""
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection, serialised with this process's span writes to the store
+    (the store's own per-path lock: DuckDB's file lock does not separate threads)."""
+    lock = _write_lock(path)
+    if not lock.acquire(timeout=settings.lock_timeout_s()):
+        raise StoreBusyError(f"store {path} is busy: alert delivery gave up waiting for it")
+    try:
+        with open_store(path, read_only=False) as con:
+            yield con
+    finally:
+        lock.release()
+
+
+_REQUEUE = """
+UPDATE alert_deliveries
+SET status = 'pending', next_attempt_at = $now, lease_until = NULL, updated_at = $now
+WHERE status IN ('pending', 'failed', 'unknown')
+"""
+
+
+def _requeue(path: Path) -> int:
+    """Make every failed, unknown or waiting delivery due now (``--retry``)."""
+    with _writing(path) as con:
+        if not _has_tables(con):
+            return 0
+        rows = con.execute(_REQUEUE, {"now": _now()}).fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def _claim(path: Path, *, timeout_s: float) -> tuple[list[Delivery], float | None]:
+    """Claim due deliveries (see the module docstring); also returns seconds until the
+    next pending one not claimed is due."""
+    now = _now()
+    with _writing(path) as con:
+        if not _has_tables(con):
+            return [], None
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(_EXPIRE_LEASES, {"now": now}).fetchall()
+            rows = con.execute(
+                f"""SELECT d.alert_id, d.webhook_id, d.webhook, d.attempts,
+                           a.payload::VARCHAR
+                    FROM alert_deliveries AS d JOIN alerts AS a USING (alert_id)
+                    WHERE d.status = 'pending' AND d.next_attempt_at <= $now
+                    ORDER BY d.next_attempt_at, a.raised_at, d.alert_id
+                    LIMIT {CLAIM_BATCH}""",
+                {"now": now},
+            ).fetchall()
+            lease = now + timedelta(seconds=len(rows) * timeout_s + LEASE_MARGIN_S)
+            claimed = [Delivery(r[0], r[1], r[2], int(r[3]) + 1, r[4]) for r in rows]
+            if claimed:
+                con.execute(
+                    """UPDATE alert_deliveries AS d
+                       SET status = 'sending', attempts = d.attempts + 1,
+                           lease_until = $lease, updated_at = $now
+                       FROM (SELECT unnest($alert_ids) AS alert_id,
+                                    unnest($webhook_ids) AS webhook_id) AS c
+                       WHERE d.alert_id = c.alert_id AND d.webhook_id = c.webhook_id""",
+                    {"lease": lease, "now": now,
+                     "alert_ids": [d.alert_id for d in claimed],
+                     "webhook_ids": [d.webhook_id for d in claimed]},
+                ).fetchall()
+            later = con.execute(
+                "SELECT min(next_attempt_at) FROM alert_deliveries WHERE status = 'pending'"
+            ).fetchall()[0][0]
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    next_due = None if later is None else max(0.0, (later - now).total_seconds())
+    return claimed, next_due
+
+
+def _record(path: Path, results: list[tuple[Delivery, Outcome]], *, max_attempts: int,
+            base_s: float) -> DeliverySummary:
+    now = _now()
+    delivered = retrying = failed = 0
+    updates = []
+    for delivery, outcome in results:
+        if outcome.delivered:
+            delivered += 1
+            updates.append((delivery, "delivered", None, now))
+        elif outcome.retryable and delivery.attempts < max_attempts:
+            retrying += 1
+            due = now + timedelta(seconds=backoff_s(delivery.attempts, base_s))
+            updates.append((delivery, "pending", due, None))
+        else:
+            failed += 1
+            updates.append((delivery, "failed", None, None))
+    with _writing(path) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for (delivery, status, due, delivered_at), (_, outcome) in zip(
+                updates, results, strict=True
+            ):
+                con.execute(
+                    """UPDATE alert_deliveries
+                       SET status = $status, next_attempt_at = $due, lease_until = NULL,
+                           last_error = $error, last_http_status = $http,
+                           delivered_at = $delivered_at, updated_at = $now
+                       WHERE alert_id = $alert_id AND webhook_id = $webhook_id""",
+                    {"status": status, "due": due, "error": outcome.error,
+                     "http": outcome.http_status, "delivered_at": delivered_at,
+                     "now": now, "alert_id": delivery.alert_id,
+                     "webhook_id": delivery.webhook_id},
+                ).fetchall()
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    return DeliverySummary(len(results), delivered, retrying, failed)
+
+
+def deliver_now(
+    path: str | os.PathLike[str], *, retry_failed: bool = False, max_rounds: int | None = None
+) -> DeliverySummary:
+    """Send every delivery that is due, in this thread; return what happened.
+
+    Args:
+        path: the store.
+        retry_failed: also send ``failed`` and ``unknown`` deliveries, and pending ones
+            before their retry is due (``cliffwatch alerts --retry``); each gets one
+            more attempt.
+        max_rounds: claim at most this many batches of :data:`CLAIM_BATCH` (None: until
+            nothing due is left).
+
+    Returns:
+        A :class:`DeliverySummary`.
+
+    Raises:
+        SettingError: $CLIFFWATCH_WEBHOOK_URLS or another alert setting is malformed.
+        StoreError: the store cannot be opened (missing, foreign, busy).
+    """
+    store = Path(path)
+    urls = {webhook_id(u): u for u in settings.webhook_urls()}
+    timeout_s = settings.webhook_timeout_s()
+    max_attempts = settings.alert_max_attempts()
+    base_s = settings.alert_backoff_s()
+    if retry_failed:
+        _requeue(store)
+    total = DeliverySummary()
+    rounds = 0
+    while max_rounds is None or rounds < max_rounds:
+        rounds += 1
+        claimed, next_due = _claim(store, timeout_s=timeout_s)
+        if not claimed:
+            return DeliverySummary(total.attempted, total.delivered, total.retrying,
+                                   total.failed, next_due)
+        results = []
+        for delivery in claimed:
+            url = urls.get(delivery.webhook_id)
+            if url is None:
+                outcome = Outcome(False, False, None, (
+                    f"webhook {delivery.webhook} is no longer in "
+                    f"{settings.CLIFFWATCH_WEBHOOK_URLS}"))
+            else:
+                outcome = post_alert(url, delivery, timeout_s=timeout_s)
+            if not outcome.delivered:
+                logger.warning("cliffwatch alert %s to %s: %s (attempt %d)", delivery.alert_id,
+                               delivery.webhook, outcome.error, delivery.attempts)
+            results.append((delivery, outcome))
+        done = _record(store, results, max_attempts=max_attempts, base_s=base_s)
+        total = DeliverySummary(
+            total.attempted + done.attempted, total.delivered + done.delivered,
+            total.retrying + done.retrying, total.failed + done.failed, next_due,
+        )
+    return total
+
+
+class _Deliverer:
+    """The background delivery of one store in this process (one daemon thread at most)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._settled = threading.Event()
+        self._settled.set()
+        self._thread: threading.Thread | None = None
+
+    def kick(self) -> None:
+        with self._lock:
+            self._settled.clear()
+            self._wake.set()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="cliffwatch-alerts", daemon=True
+                )
+                self._thread.start()
+
+    def wait_settled(self, timeout_s: float) -> bool:
+        """Wait until nothing is due now (sent, or waiting for a later retry)."""
+        return self._settled.wait(timeout_s)
+
+    def _loop(self) -> None:
+        failures = 0
+        while True:
+            self._wake.clear()
+            try:
+                summary = deliver_now(self.path)
+                failures = 0
+                wait_s = summary.next_due_s
+            except Exception as exc:  # noqa: BLE001 - a delivery thread must not die
+                failures += 1
+                logger.warning("cliffwatch alerts: delivery round failed: %s", exc)
+                wait_s = min(MAX_BACKOFF_S, 2.0**failures)
+            if wait_s is None or wait_s > 0:
+                self._settled.set()
+            if wait_s is None:
+                with self._lock:
+                    if not self._wake.is_set():
+                        self._thread = None
+                        return
+                continue
+            self._wake.wait(timeout=wait_s)
+
+
+_deliverers: dict[str, _Deliverer] = {}
+_deliverers_lock = threading.Lock()
+_atexit_registered = False
+
+
+def deliver_in_background(path: str | os.PathLike[str]) -> None:
+    """Start, or wake, this process's delivery thread for the store at ``path``.
+
+    Returns at once. The first call registers an exit hook that waits up to
+    ``settings.alert_exit_wait_s()`` for deliveries due now.
+    """
+    global _atexit_registered
+    key = os.path.abspath(path)
+    with _deliverers_lock:
+        deliverer = _deliverers.setdefault(key, _Deliverer(Path(key)))
+        if not _atexit_registered:
+            atexit.register(_drain_at_exit)
+            _atexit_registered = True
+    deliverer.kick()
+
+
+def wait_for_deliveries(timeout_s: float) -> bool:
+    """Wait until every background delivery of this process has nothing due now.
+
+    Returns:
+        True when all settled within ``timeout_s`` seconds.
+    """
+    with _deliverers_lock:
+        deliverers = list(_deliverers.values())
+    deadline = time.monotonic() + timeout_s
+    settled = True
+    for deliverer in deliverers:
+        remaining = max(0.0, deadline - time.monotonic())
+        settled = deliverer.wait_settled(remaining) and settled
+    return settled
+
+
+def _drain_at_exit() -> None:
+    try:
+        wait_for_deliveries(settings.alert_exit_wait_s())
+    except Exception:  # noqa: BLE001 - never fail interpreter exit
+        pass
+
+
+ALERT_COLUMNS: tuple[str, ...] = (
+    "alert_id",
+    "source",
+    "kind",
+    "task_class",
+    "run_id",
+    "raised_at",
+    "webhook",
+    "status",
+    "attempts",
+    "last_http_status",
+    "last_error",
+    "next_attempt_at",
+    "delivered_at",
+    "text",
+)
+"""Columns of :func:`list_alerts`, in order."""
+
+
+def list_alerts(
+    con: duckdb.DuckDBPyConnection, *, status: str | None = None, limit: int | None = None
+) -> pl.DataFrame:
+    """Alerts and their deliveries, newest first: one row per (alert, webhook).
+
+    Args:
+        con: a store connection (read-only is enough).
+        status: only deliveries with this status (one of :data:`STATUSES`, or
+            :data:`NO_WEBHOOK` for alerts that had no webhook to go to).
+        limit: at most this many rows; None: all.
+
+    Returns:
+        Columns :data:`ALERT_COLUMNS`: ``raised_at`` (the incident's detection time or the
+        rule's window end, naive UTC), ``webhook`` redacted (null without one),
+        ``status``, ``attempts``, ``last_http_status``, ``last_error``,
+        ``next_attempt_at`` (when a pending one is due), ``delivered_at``, ``text`` (the
+        alert's one line). Empty when the store predates alerts.
+
+    Raises:
+        ValueError: an unknown ``status``, or a negative ``limit``.
+    """
+    if status is not None and status not in (*STATUSES, NO_WEBHOOK):
+        raise ValueError(f"unknown status {status!r} (use {', '.join((*STATUSES, NO_WEBHOOK))})")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    empty = pl.DataFrame(schema={c: pl.String for c in ALERT_COLUMNS})
+    if not _has_tables(con):
+        return empty
+    where = "WHERE status = $status" if status is not None else ""
+    limit_sql = f"LIMIT {int(limit)}" if limit is not None else ""
+    sql = f"""
+        SELECT * FROM (
+            SELECT a.alert_id, a.source, a.kind, a.task_class, a.run_id, a.raised_at,
+                   d.webhook, coalesce(d.status, '{NO_WEBHOOK}') AS status,
+                   coalesce(d.attempts, 0) AS attempts, d.last_http_status, d.last_error,
+                   CASE WHEN d.status = 'pending' THEN d.next_attempt_at END
+                       AS next_attempt_at,
+                   d.delivered_at, a.text
+            FROM alerts AS a LEFT JOIN alert_deliveries AS d USING (alert_id)
+            WHERE a.write_id <> 'baseline'
+        ) {where}
+        ORDER BY raised_at DESC, alert_id, webhook {limit_sql}
+    """
+    return con.sql(sql, params={"status": status} if status is not None else None).pl()
+
+
+def payload_of(con: duckdb.DuckDBPyConnection, alert_id: str) -> dict[str, object]:
+    """The JSON payload an alert is POSTed with (for tests and ``--format json``).
+
+    Raises:
+        KeyError: no such alert.
+    """
+    rows = con.execute(
+        "SELECT payload::VARCHAR FROM alerts WHERE alert_id = ?", [alert_id]
+    ).fetchall()
+    if not rows:
+        raise KeyError(alert_id)
+    return json.loads(rows[0][0])

@@ -1,0 +1,436 @@
+"""Replay: a run rebuilt from its spans, and its counterfactual through the orchestrator's own
+dispatch layer, checked against hand-built traces with known figures and against real
+orchestrator runs; the live re-run through the orchestrator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from replay_store import (
+    MINI,
+    SONNET,
+    SYNTH_PRICE_IN,
+    Call,
+    OrchestratedStore,
+    Sub,
+    build_orchestrated_store,
+    hand_run,
+)
+
+from analytics.counterfactual import Basis, Outcome, counterfactual
+from analytics.errors import RunNotFoundError
+from analytics.recorded import load_estimates, load_recorded_run, load_recorded_runs
+from analytics.replay import KEEP, LimitsOverride, ReplayError, compare_runs, replay
+from analytics.runs import get_run
+from analytics.store_access import read_store
+from orchestrator.dispatch import Action, DispatchGuard, PlanVerdict
+from telemetry.conventions import Breach, CapPolicy, RunStatus
+from telemetry.store import write_spans
+from telemetry.testing import llm_call_record, ns_at
+
+RUNAWAY = "a" * 32
+BREACH = "b" * 32
+CANCELLED = "c" * 32
+NOPLAN = "d" * 32
+NORMAL = [f"{i:x}" * 32 for i in (1, 2, 3, 4)]
+PLAN_USD = 0.01
+SYNTH_USD = 0.004
+
+# Four ordinary runs: three sub-tasks (mini, sonnet, mini) each.
+NORMAL_COSTS = [(0.001, 0.010, 0.002), (0.0015, 0.012, 0.001), (0.002, 0.008, 0.003),
+                (0.001, 0.011, 0.0025)]
+NORMAL_PLAN = [Sub("collect", MINI), Sub("weigh", SONNET, difficulty="hard"),
+               Sub("summarise", MINI)]
+# The runaway: 12 sub-tasks, mini on even indices, sonnet on odd, ending out of order.
+RUNAWAY_PLAN = [Sub(f"part {i}", MINI if i % 2 == 0 else SONNET) for i in range(12)]
+RUNAWAY_COSTS = [0.0005 * (i + 1) if i % 2 == 0 else 0.005 + 0.0001 * i for i in range(12)]
+RUNAWAY_OUT = [100 + 10 * i for i in range(12)]
+RUNAWAY_END_MS = [2000 + ((i * 7) % 12) * 100 for i in range(12)]
+RUNAWAY_CALLS = [Call(i, RUNAWAY_COSTS[i], RUNAWAY_OUT[i], 1000, RUNAWAY_END_MS[i])
+                 for i in range(12)]
+# Recorded under a 0.05 ceiling: worker 1 crosses it, worker 2 is cancelled in flight
+# (billed its prompt), worker 3 never starts.
+CANCELLED_PLAN = [Sub(f"step {i}", MINI) for i in range(4)]
+CANCELLED_CALLS = [Call(0, 0.02, 100, 1000, 2000), Call(1, 0.025, 100, 1000, 2500),
+                   Call(2, 0.001, 0, 1000, 2600, error_type="cancelled")]
+
+
+def _mean_by_model() -> dict[str, float]:
+    """Per model, the mean cost of every completed research sub-task in the hand store."""
+    costs: dict[str, list[float]] = {MINI: [], SONNET: []}
+    for run in NORMAL_COSTS:
+        for sub, cost in zip(NORMAL_PLAN, run, strict=True):
+            costs[sub.model].append(cost)
+    for sub, cost in zip(RUNAWAY_PLAN, RUNAWAY_COSTS, strict=True):
+        costs[sub.model].append(cost)
+    costs[MINI] += [0.02, 0.025]  # the cancelled run's completed workers
+    return {model: float(np.mean(values)) for model, values in costs.items()}
+
+
+@pytest.fixture(scope="module")
+def hand(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("replay") / "hand.duckdb"
+    records = []
+    for n, (run_id, costs) in enumerate(zip(NORMAL, NORMAL_COSTS, strict=True)):
+        records += hand_run(run_id, plan=NORMAL_PLAN, max_workers=8,
+                            calls=[Call(i, c) for i, c in enumerate(costs)],
+                            synthesis=[(0.003 + 0.001 * n, 900)],
+                            started_ns=ns_at(f"2026-11-0{n + 1}T08:00:00"))
+    records += hand_run(RUNAWAY, plan=RUNAWAY_PLAN, calls=RUNAWAY_CALLS,
+                        synthesis=[(SYNTH_USD, 3000)], started_ns=ns_at("2026-11-06T08:00:00"))
+    records += hand_run(BREACH, plan=[Sub(f"p{i}", MINI if i % 2 else SONNET)
+                                      for i in range(47)],
+                        synthesis=(), status="rejected", breach="cap", max_workers=8,
+                        dispatched=0, started_ns=ns_at("2026-11-07T08:00:00"))
+    records += hand_run(CANCELLED, plan=CANCELLED_PLAN, calls=CANCELLED_CALLS, synthesis=(),
+                        status="cancelled", breach="ceiling", ceiling_usd=0.05, dispatched=4,
+                        started_ns=ns_at("2026-11-08T08:00:00"))
+    start = ns_at("2026-11-09T08:00:00")
+    noplan = hand_run(NOPLAN, plan=[], synthesis=(), dispatched=0, started_ns=start)[:1]
+    noplan += [llm_call_record(run_id=NOPLAN, span_id=f"{'d' * 12}{n:04x}",
+                               parent_span_id=noplan[0].span_id, role="call", name="chat",
+                               model=MINI, cost_usd=0.003, start_ns=start + n * 10**9,
+                               duration_ms=500, task_class="research") for n in (1, 2)]
+    records += noplan
+    write_spans(path, records)
+    return path
+
+
+@pytest.fixture(scope="module")
+def orchestrated(tmp_path_factory: pytest.TempPathFactory) -> OrchestratedStore:
+    return build_orchestrated_store(tmp_path_factory.mktemp("orch") / "orch.duckdb")
+
+
+AS_RECORDED = LimitsOverride()
+
+
+def _replay(path: Path, run_id: str, override: LimitsOverride = AS_RECORDED):  # noqa: ANN202
+    with read_store(path) as con:
+        return replay(con, run_id, override)
+
+
+# --- reconstruction ----------------------------------------------------------------------------
+
+
+def test_timeline_is_the_runs_spans_in_order_with_the_total(hand: Path) -> None:
+    rp = _replay(hand, RUNAWAY)
+    calls = rp.timeline.filter(~pl.col("kind").is_in(["dispatch", "total"]))
+    expected = sorted(
+        (r for r in hand_run(RUNAWAY, plan=RUNAWAY_PLAN, calls=RUNAWAY_CALLS,
+                             synthesis=[(SYNTH_USD, 3000)],
+                             started_ns=ns_at("2026-11-06T08:00:00")) if r.is_llm_call),
+        key=lambda r: (r.start_time_unix_nano, r.span_id),
+    )
+    assert calls.select("kind", "name", "model", "cost_usd", "input_tokens",
+                        "output_tokens").rows() == [
+        (r.role, r.name, r.request_model, r.cost_usd, r.input_tokens, r.output_tokens)
+        for r in expected
+    ]
+    assert rp.timeline["kind"].to_list()[:3] == ["plan", "dispatch", "worker"]
+    assert rp.timeline.row(1, named=True)["detail"] == "dispatch 12 of 12"
+    total = rp.timeline.row(-1, named=True)
+    recorded_total = PLAN_USD + sum(RUNAWAY_COSTS) + SYNTH_USD
+    with read_store(hand) as con:
+        assert get_run(con, RUNAWAY)["cost_usd"] == pytest.approx(recorded_total, abs=1e-12)
+    assert total["kind"] == "total" and total["status"] == "ok"
+    assert total["cost_usd"] == pytest.approx(recorded_total, abs=1e-12)
+
+
+def test_subtasks_come_from_the_plan_span_with_their_workers(hand: Path) -> None:
+    subtasks = _replay(hand, RUNAWAY).subtasks
+    assert subtasks["title"].to_list() == [s.title for s in RUNAWAY_PLAN]
+    assert subtasks["model"].to_list() == [s.model for s in RUNAWAY_PLAN]
+    assert set(subtasks["outcome"]) == {"dispatched"}
+    assert subtasks["cost_usd"].to_list() == pytest.approx(RUNAWAY_COSTS)
+    assert subtasks["output_tokens"].to_list() == RUNAWAY_OUT
+
+    rejected = _replay(hand, BREACH)
+    assert rejected.subtasks.height == 47 and set(rejected.subtasks["outcome"]) == {"rejected"}
+    assert rejected.subtasks["model"].to_list()[:2] == [SONNET, MINI]
+    assert rejected.timeline["kind"].to_list() == ["plan", "dispatch", "total"]
+    assert rejected.timeline.row(1, named=True)["detail"] == (
+        "plan proposed 47 sub-tasks, cap 8: rejected at dispatch"
+    )
+
+
+def test_a_cancelled_run_shows_what_was_cancelled(hand: Path) -> None:
+    rp = _replay(hand, CANCELLED)
+    assert rp.subtasks["outcome"].to_list() == ["dispatched", "dispatched", "cancelled",
+                                                "cancelled"]
+    assert rp.subtasks["attempts"].to_list() == [1, 1, 1, 0]
+    assert rp.timeline.filter(pl.col("name") == "worker 2")["status"].to_list() == ["cancelled"]
+
+
+# --- the counterfactual under the recorded limits reproduces the record ------------------------
+
+
+def test_recorded_limits_reproduce_the_hand_built_runs(hand: Path) -> None:
+    for run_id in (RUNAWAY, BREACH, CANCELLED, *NORMAL):
+        rp = _replay(hand, run_id)
+        assert rp.reproduces_record, run_id
+        assert rp.counterfactual == rp.as_recorded  # no override: the same replay
+        assert rp.counterfactual.saving_usd == pytest.approx(0.0, abs=1e-12)
+
+
+def test_recorded_limits_reproduce_every_orchestrated_run(orchestrated: OrchestratedStore) -> None:
+    with read_store(orchestrated.path) as con:
+        runs = load_recorded_runs(con)
+        estimates = load_estimates(con)
+    assert len(runs) == len(orchestrated.results)
+    seen = set()
+    for run in runs:
+        cf = counterfactual(run, run.limits, estimates)
+        assert (cf.status, cf.breach, cf.dispatched) == (
+            run.status, run.breach, run.workers_dispatched), run.run_id
+        assert cf.cost_usd == pytest.approx(run.cost_usd, abs=1e-12), run.run_id
+        assert not cf.has_estimates, run.run_id
+        seen.add((run.status, run.breach, run.limits.policy.value, run.plan_attempts))
+    statuses = {(s, b) for s, b, _, _ in seen}
+    # every branch of the runner is in the store: reject, ceiling at the estimate,
+    # ceiling crossed while running, failures, truncate and replan surviving a breach
+    assert {("ok", None), ("rejected", "cap"), ("rejected", "ceiling"),
+            ("cancelled", "ceiling"), ("failed", None), ("ok", "cap")} <= statuses
+    assert ("ok", "cap", "truncate", 1) in seen and ("ok", "cap", "replan", 2) in seen
+
+
+# --- counterfactuals under other limits --------------------------------------------------------
+
+
+def test_a_cap_of_8_rejects_the_runaway_and_saves_its_workers(hand: Path) -> None:
+    cf = _replay(hand, RUNAWAY, LimitsOverride.parse(8)).counterfactual
+    assert (cf.status, cf.breach, cf.dispatched, cf.proposed) == (
+        RunStatus.REJECTED, Breach.CAP, 0, 12)
+    assert cf.cost_usd == pytest.approx(PLAN_USD, abs=1e-12)
+    assert cf.saving_usd == pytest.approx(sum(RUNAWAY_COSTS) + SYNTH_USD, abs=1e-12)
+    assert cf.saving_pct == pytest.approx(
+        100 * (sum(RUNAWAY_COSTS) + SYNTH_USD) / (PLAN_USD + sum(RUNAWAY_COSTS) + SYNTH_USD))
+    assert not cf.has_estimates
+    assert {s.outcome for s in cf.subtasks} == {Outcome.REJECTED}
+    assert "12" in cf.reason and "cap 8" in cf.reason
+
+
+def test_truncate_keeps_the_first_sub_tasks_and_adjusts_synthesis(hand: Path) -> None:
+    override = LimitsOverride.parse(4, policy="truncate")
+    rp = _replay(hand, RUNAWAY, override)
+    cf = rp.counterfactual
+    assert (cf.status, cf.breach, cf.dispatched) == (RunStatus.OK, Breach.CAP, 4)
+    assert [s.outcome for s in cf.subtasks] == [Outcome.DISPATCHED] * 4 + [
+        Outcome.NOT_DISPATCHED] * 8
+    synthesis = SYNTH_USD + (sum(RUNAWAY_OUT[:4]) - sum(RUNAWAY_OUT)) * SYNTH_PRICE_IN
+    assert cf.stage_usd("worker") == pytest.approx(sum(RUNAWAY_COSTS[:4]), abs=1e-12)
+    assert cf.stage_usd("synthesis") == pytest.approx(synthesis, abs=1e-12)
+    assert cf.cost_usd == pytest.approx(PLAN_USD + sum(RUNAWAY_COSTS[:4]) + synthesis,
+                                        abs=1e-12)
+    assert cf.estimated_usd == pytest.approx(synthesis, abs=1e-12)
+    items = rp.counterfactual_items()
+    assert items.filter(pl.col("stage") == "worker")["basis"].unique().to_list() == ["recorded"]
+    assert items.filter(pl.col("stage") == "synthesis")["basis"].to_list() == ["estimated"]
+    figures = dict(rp.comparison().select("figure", "basis").rows())
+    assert figures["workers $"] == "recorded" and figures["synthesis $"] == "estimated"
+
+
+def test_a_ceiling_cancels_what_has_not_finished_in_the_order_calls_ended(hand: Path) -> None:
+    ceiling = 0.03  # the estimate (plan + 12 x $0.001) passes; spend crosses it
+    cf = _replay(hand, RUNAWAY, LimitsOverride(ceiling_usd=ceiling)).counterfactual
+    spent, ran = PLAN_USD, []
+    for index in sorted(range(12), key=lambda i: RUNAWAY_END_MS[i]):
+        spent += RUNAWAY_COSTS[index]
+        ran.append(index)
+        if spent > ceiling:
+            break
+    assert (cf.status, cf.breach) == (RunStatus.CANCELLED, Breach.CEILING)
+    assert cf.cost_usd == pytest.approx(spent, abs=1e-12)
+    outcomes = {s.index: s.outcome for s in cf.subtasks}
+    assert sorted(i for i, o in outcomes.items() if o is Outcome.DISPATCHED) == sorted(ran)
+    assert all(o is Outcome.CANCELLED for i, o in outcomes.items() if i not in ran)
+
+
+def test_sub_tasks_never_run_are_estimated_from_the_class_on_the_same_model(hand: Path) -> None:
+    rp = _replay(hand, BREACH, LimitsOverride.parse(0))  # no cap: all 47 would run
+    cf = rp.counterfactual
+    means = _mean_by_model()
+    synth_mean = float(np.mean([0.003, 0.004, 0.005, 0.006, SYNTH_USD]))
+    workers = [means[SONNET if i % 2 == 0 else MINI] for i in range(47)]
+    assert (cf.status, cf.breach, cf.dispatched) == (RunStatus.OK, None, 47)
+    assert [s.cost_usd for s in cf.subtasks] == pytest.approx(workers)
+    assert {s.basis for s in cf.subtasks} == {Basis.ESTIMATED}
+    assert cf.stage_usd("synthesis") == pytest.approx(synth_mean)
+    assert cf.cost_usd == pytest.approx(PLAN_USD + sum(workers) + synth_mean)
+    assert cf.estimated_usd == pytest.approx(sum(workers) + synth_mean)
+    note = next(i.note for i in cf.items if i.subtask_index == 1)
+    # mini sub-tasks: 2 per ordinary run, 6 of the runaway, 2 finished in the cancelled run
+    assert note == f"mean of 16 recorded research sub-tasks on {MINI}"
+    assert rp.comparison().filter(pl.col("figure") == "total $")["basis"].item() == (
+        "partly estimated")
+
+
+def test_a_recorded_cancellation_is_lifted_with_the_ceiling(hand: Path) -> None:
+    same = _replay(hand, CANCELLED).counterfactual
+    assert same.cost_usd == pytest.approx(PLAN_USD + 0.02 + 0.025 + 0.001, abs=1e-12)
+    assert [s.outcome for s in same.subtasks] == [
+        Outcome.DISPATCHED, Outcome.DISPATCHED, Outcome.CANCELLED, Outcome.CANCELLED]
+    lifted = _replay(hand, CANCELLED, LimitsOverride.parse(ceiling_usd=0)).counterfactual
+    means = _mean_by_model()
+    synth_mean = float(np.mean([0.003, 0.004, 0.005, 0.006, SYNTH_USD]))
+    assert (lifted.status, lifted.breach, lifted.dispatched) == (RunStatus.OK, None, 4)
+    assert [s.basis for s in lifted.subtasks] == [Basis.RECORDED, Basis.RECORDED,
+                                                  Basis.ESTIMATED, Basis.ESTIMATED]
+    assert lifted.cost_usd == pytest.approx(
+        PLAN_USD + 0.02 + 0.025 + 2 * means[MINI] + synth_mean)
+
+
+def test_the_counterfactual_runs_the_orchestrators_dispatch_code(
+    hand: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[int, float]] = []
+    real = DispatchGuard.check_plan
+
+    def spy(self: DispatchGuard, plan, **kwargs):  # noqa: ANN001, ANN202
+        seen.append((len(plan), kwargs["spent_usd"]))
+        return real(self, plan, **kwargs)
+
+    monkeypatch.setattr(DispatchGuard, "check_plan", spy)
+    assert _replay(hand, RUNAWAY, LimitsOverride.parse(8)).counterfactual.status == "rejected"
+    assert (12, pytest.approx(PLAN_USD)) in seen
+
+    def reject_everything(self: DispatchGuard, plan, **kwargs):  # noqa: ANN001, ANN202
+        return PlanVerdict(Action.REJECT, (), (Breach.CEILING,), len(plan), 9.0, "patched")
+
+    monkeypatch.setattr(DispatchGuard, "check_plan", reject_everything)
+    cf = _replay(hand, NORMAL[0]).counterfactual
+    assert (cf.status, cf.breach, cf.reason) == (RunStatus.REJECTED, Breach.CEILING, "patched")
+    assert cf.cost_usd == pytest.approx(PLAN_USD)
+
+
+def test_a_replan_under_another_cap_estimates_the_second_plan(
+    orchestrated: OrchestratedStore,
+) -> None:
+    with read_store(orchestrated.path) as con:
+        runs = [r for r in load_recorded_runs(con)
+                if r.limits.policy is CapPolicy.REPLAN and len(r.usable_plans) == 2]
+        assert runs
+        run = runs[0]
+        first = run.usable_plans[0]
+        cap = run.limits.max_workers + 1
+        assert len(first.plan) > cap
+        rp = replay(con, run.run_id, LimitsOverride(max_workers=cap))
+    cf = rp.counterfactual
+    replans = [i for i in cf.items if i.label == "plan (replan)"]
+    assert cf.plan_estimated and len(replans) == 1 and replans[0].basis is Basis.ESTIMATED
+    own_replan = [c for c in run.plan_calls if c.start_ns > first.start_ns]
+    assert replans[0].cost_usd == pytest.approx(sum(c.cost_usd for c in own_replan))
+    assert cf.proposed == cap and cf.dispatched == cap
+    assert [s.title for s in cf.subtasks] == [s.title for s in first.plan[:cap]]
+
+
+def test_a_run_without_a_plan_is_left_as_recorded(hand: Path) -> None:
+    rp = _replay(hand, NOPLAN, LimitsOverride.parse(1))
+    assert not rp.counterfactual.replayable
+    assert rp.counterfactual.cost_usd == pytest.approx(0.006)
+    assert "not replayable" in rp.counterfactual.reason
+    assert rp.timeline["kind"].to_list() == ["call", "call", "total"]
+
+
+def test_run_ids_resolve_by_prefix_and_unknown_ones_say_so(hand: Path) -> None:
+    assert _replay(hand, RUNAWAY[:8]).run.run_id == RUNAWAY
+    with pytest.raises(RunNotFoundError):
+        _replay(hand, "f00" * 4)
+
+
+def test_replay_as_json_holds_every_part(hand: Path) -> None:
+    data = _replay(hand, RUNAWAY, LimitsOverride.parse(8)).to_dict()
+    assert data["run"]["run_id"] == RUNAWAY and data["reproduces_record"] is True
+    assert data["counterfactual"]["status"] == "rejected"
+    # plan, dispatch, 12 workers, synthesis, total
+    assert len(data["timeline"]) == 16 and len(data["subtasks"]) == 12
+    assert data["override"] == "cap 8, ceiling as recorded, policy as recorded"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((8, None, None), LimitsOverride(8, KEEP, KEEP)),
+        (("0", "0", "truncate"), LimitsOverride(None, None, CapPolicy.TRUNCATE)),
+        (("none", 0.05, None), LimitsOverride(None, 0.05, KEEP)),
+        ((None, None, "REPLAN"), LimitsOverride(KEEP, KEEP, CapPolicy.REPLAN)),
+    ],
+)
+def test_limits_override_reads_command_line_values(args: tuple, expected: LimitsOverride) -> None:
+    assert LimitsOverride.parse(*args) == expected
+
+
+@pytest.mark.parametrize(
+    "args", [("-1", None, None), ("2.5", None, None), ("x", None, None), (None, "-3", None),
+             (None, "nan", None), (None, None, "drop")],
+)
+def test_limits_override_refuses_bad_values(args: tuple) -> None:
+    with pytest.raises(ReplayError):
+        LimitsOverride.parse(*args)
+
+
+# --- live re-run ---------------------------------------------------------------------------------
+
+
+def test_a_live_rerun_with_the_recorded_limits_repeats_the_run(
+    orchestrated: OrchestratedStore,
+) -> None:
+    from orchestrator.rerun import rerun_live
+
+    original = orchestrated.as_configured[0]
+    with read_store(orchestrated.path) as con:
+        run = load_recorded_run(con, original.run_id)
+    live = rerun_live(orchestrated.path, run, run.limits, time_scale=1e-4)
+    assert live.task_source == f"workload task {original.task_id}" and live.flushed
+    assert live.result.run_id != original.run_id and live.seed == run.seed
+    with read_store(orchestrated.path) as con:
+        again = get_run(con, live.result.run_id)
+        side = dict((f, (a, b)) for f, a, b in compare_runs(con, original.run_id,
+                                                              live.result.run_id).rows())
+    assert again["replay_of"] == original.run_id
+    assert again["cost_usd"] == pytest.approx(original.cost_usd, abs=1e-12)
+    assert (again["input_tokens"], again["output_tokens"], again["status"]) == (
+        run.calls and sum(c.input_tokens or 0 for c in run.calls),
+        sum(c.output_tokens or 0 for c in run.calls), run.status)
+    assert side["cost $"][0] == side["cost $"][1]
+    assert side["run id"] == (original.run_id, live.result.run_id)
+
+
+def test_a_live_rerun_under_a_cap_of_one_dispatches_at_most_one(
+    orchestrated: OrchestratedStore,
+) -> None:
+    from orchestrator.rerun import rerun_live
+
+    with read_store(orchestrated.path) as con:
+        run = max((load_recorded_run(con, r.run_id) for r in orchestrated.as_configured),
+                  key=lambda r: r.workers_dispatched or 0)
+    assert (run.workers_dispatched or 0) > 1
+    override = LimitsOverride.parse(1)
+    live = rerun_live(orchestrated.path, run, override.apply(run.limits), time_scale=1e-4)
+    assert live.config.max_workers == 1
+    assert live.result.workers_dispatched <= 1
+    assert live.result.cost_usd < run.cost_usd
+
+
+def test_a_run_whose_task_cannot_be_recovered_is_refused_in_one_line(hand: Path) -> None:
+    from orchestrator.rerun import RerunError, recover_task
+    from orchestrator.workload import load_workload
+
+    workload = load_workload()
+    with read_store(hand) as con:
+        run = load_recorded_run(con, RUNAWAY)
+    with pytest.raises(RerunError, match=r"cannot be re-run live: .* no cliff\.task\.id"):
+        recover_task(run, workload)
+    gone = type(run)(**{**{f: getattr(run, f) for f in run.__slots__}, "task_id": "zz-999"})
+    with pytest.raises(RerunError, match="no longer in the workload"):
+        recover_task(gone, workload)
+    other = type(run)(**{**{f: getattr(run, f) for f in run.__slots__},
+                         "task_id": "x-1", "task_class": "nosuch"})
+    with pytest.raises(RerunError, match="not in the workload"):
+        recover_task(other, workload)
+    captured = type(run)(**{**{f: getattr(run, f) for f in run.__slots__},
+                            "task_input": "Summarise <b>this</b>"})
+    task, source = recover_task(captured, None)
+    assert (task.input_text, source) == ("Summarise <b>this</b>", "captured input")

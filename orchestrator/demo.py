@@ -35,6 +35,9 @@ DEMO_TIME_SCALE = 0.02
 """Real seconds per simulated second in the demo: a 40 s simulated run sleeps 80 ms, long
 enough that span durations are mostly simulated latency rather than CPU time."""
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
 DEMO_CONCURRENCY = 32
 """Runs in flight at once (each runs its own workers concurrently too)."""
 
@@ -219,7 +222,7 @@ async def _run_all(
                 config,
                 tracing=tracing,
                 seed=item.seed,
-                started_at_ns=int(item.started_at.timestamp() * 1e9),
+                started_at_ns=(item.started_at - _EPOCH) // _MICROSECOND * 1000,
                 time_scale=time_scale,
                 raise_on_breach=False,
             )

@@ -119,9 +119,7 @@ def recover_task(run: RecordedTask, workload: Workload | None) -> tuple[Task, st
     )
 
 
-def rerun_config(
-    run: RecordedTask, limits: Limits, workload: Workload | None
-) -> TaskClassConfig:
+def rerun_config(run: RecordedTask, limits: Limits, workload: Workload | None) -> TaskClassConfig:
     """The class settings for a re-run: the workload's (or defaults), the models the run
     recorded, and ``limits``."""
     if workload is not None and run.task_class in workload.names:
@@ -174,8 +172,17 @@ def rerun_live(
     config = rerun_config(run, limits, workload)
     chosen_seed = run.seed if seed is None else seed
     chosen_seed = 0 if chosen_seed is None else int(chosen_seed)
-    models = [m for m in (config.planner_model, config.routine_model, config.hard_model,
-                          config.synthesis_model, config.critic_model) if m]
+    models = [
+        m
+        for m in (
+            config.planner_model,
+            config.routine_model,
+            config.hard_model,
+            config.synthesis_model,
+            config.critic_model,
+        )
+        if m
+    ]
     all_sim = all(is_sim_model(m) for m in models)
     scale = time_scale if time_scale is not None else (DEMO_TIME_SCALE if all_sim else 1.0)
     if any(is_sim_model(m) for m in models):
@@ -185,8 +192,13 @@ def rerun_live(
     tracing = configure_tracing(Path(db_path))
     try:
         result = orchestrate(
-            task, config, tracing=tracing, seed=chosen_seed, time_scale=scale,
-            replay_of=run.run_id, raise_on_breach=False,
+            task,
+            config,
+            tracing=tracing,
+            seed=chosen_seed,
+            time_scale=scale,
+            replay_of=run.run_id,
+            raise_on_breach=False,
         )
     finally:
         flushed = tracing.flush()

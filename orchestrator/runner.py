@@ -38,7 +38,7 @@ from orchestrator.errors import CostCeilingError, CostCliffError, OrchestratorEr
 from orchestrator.routing import RoutedPlan, count_prompt_tokens, post_worker_reserve, route_plan
 from orchestrator.workload import Task
 from telemetry import conventions as cv
-from telemetry.conventions import Breach, Role, RunStatus
+from telemetry.conventions import Breach, CostSource, Role, RunStatus
 from telemetry.pricing import CallCost, cost_of, import_litellm
 
 BACKSTOP_SLACK_S = 30.0
@@ -317,6 +317,10 @@ class _Run:
         out_tokens = getattr(usage, "completion_tokens", None)
         response_model = getattr(response, "model", None) or model
         cost = cost_of(response_model, in_tokens, out_tokens)
+        if cost.source is CostSource.UNPRICED and response_model != model:
+            # providers answer with dated snapshots ("gpt-4o-mini-2024-07-18") the price
+            # map may lack; the model asked for is priced the same
+            cost = cost_of(model, in_tokens, out_tokens)
         attrs: Attributes = {cv.GEN_AI_RESPONSE_MODEL: response_model}
         if in_tokens is not None:
             attrs[cv.GEN_AI_USAGE_INPUT_TOKENS] = int(in_tokens)

@@ -1,0 +1,147 @@
+"""What-if over a window: per-class figures against a hand computation (numpy percentiles)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from replay_store import MINI, Call, Sub, hand_run
+
+from analytics.errors import UnknownTaskClassError
+from analytics.replay import LimitsOverride
+from analytics.store_access import read_store
+from analytics.whatif import CLASS_COLUMNS, RUN_COLUMNS, what_if, window_days
+from analytics.window import Window
+from telemetry.store import write_spans
+from telemetry.testing import ns_at
+
+# research: sub-tasks per run and the plan's cost; worker i of a run costs 0.001 * (i + 1)
+RESEARCH = [(2, 0.010), (3, 0.011), (5, 0.012), (4, 0.009), (12, 0.020), (7, 0.015),
+            (1, 0.008), (20, 0.030), (3, 0.010), (6, 0.013)]
+EXTRACT = [(1, 0.002), (2, 0.003), (1, 0.002)]
+SYNTH_USD = 0.002
+CAP = 4
+SINCE, UNTIL = "2026-11-01", "2026-11-11"
+
+
+def _cost(subtasks: int, plan_usd: float) -> float:
+    return plan_usd + sum(0.001 * (i + 1) for i in range(subtasks)) + SYNTH_USD
+
+
+def _runs(task_class: str, rows: list[tuple[int, float]], day0: int, prefix: str) -> list:
+    records = []
+    for n, (subtasks, plan_usd) in enumerate(rows):
+        records += hand_run(
+            f"{prefix}{n:02x}".ljust(32, "0"), task_class=task_class,
+            plan=[Sub(f"s{i}", MINI) for i in range(subtasks)],
+            calls=[Call(i, 0.001 * (i + 1)) for i in range(subtasks)],
+            plan_cost_usd=plan_usd, synthesis=[(SYNTH_USD, 500)],
+            started_ns=ns_at(f"2026-11-{day0 + n // 2:02d}T{8 + n % 2:02d}:00:00"),
+        )
+    return records
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("whatif") / "w.duckdb"
+    records = _runs("research", RESEARCH, 1, "a1")
+    records += _runs("extract", EXTRACT, 2, "e1")
+    # outside the window: must not count
+    records += hand_run("f" * 32, plan=[Sub("x", MINI)] * 30,
+                        calls=[Call(i, 0.5) for i in range(30)],
+                        started_ns=ns_at("2026-12-01T00:00:00"))
+    # recorded rejected under cap 2: under cap 8 its sub-tasks would run (estimated)
+    records += hand_run("9" * 32, plan=[Sub(f"r{i}", MINI) for i in range(5)], synthesis=(),
+                        status="rejected", breach="cap", max_workers=2, dispatched=0,
+                        plan_cost_usd=0.01, started_ns=ns_at("2026-11-09T00:00:00"))
+    write_spans(path, records)
+    return path
+
+
+def _what(path: Path, override: LimitsOverride, **kwargs):  # noqa: ANN003, ANN202
+    with read_store(path) as con:
+        return what_if(con, override, Window.parse(SINCE, UNTIL), **kwargs)
+
+
+def test_per_class_figures_match_a_hand_computation(store: Path) -> None:
+    what = _what(store, LimitsOverride.parse(CAP), task_class="research")
+    before = [_cost(n, p) for n, p in RESEARCH] + [0.01]  # + the recorded rejected run
+    after = [_cost(n, p) if n <= CAP else p for n, p in RESEARCH]
+    # the rejected run (5 sub-tasks) stays rejected at cap 4: it costs its plan
+    after.append(0.01)
+    row = what.by_class.row(0, named=True)
+    assert what.by_class.columns == list(CLASS_COLUMNS)
+    assert row["task_class"] == "research" and row["runs"] == len(before)
+    assert row["runs_affected"] == sum(1 for n, _ in RESEARCH if n > CAP)
+    assert row["runs_rejected"] == sum(1 for n, _ in RESEARCH if n > CAP) + 1
+    assert row["runs_truncated"] == 0 and row["runs_estimated"] == 0
+    assert row["spend_before_usd"] == pytest.approx(sum(before))
+    assert row["spend_after_usd"] == pytest.approx(sum(after))
+    for q, name in ((50, "p50"), (95, "p95"), (99, "p99")):
+        assert row[f"{name}_before_usd"] == pytest.approx(np.percentile(before, q))
+        assert row[f"{name}_after_usd"] == pytest.approx(np.percentile(after, q))
+    saving = sum(before) - sum(after)
+    assert row["saving_usd"] == pytest.approx(saving)
+    assert row["saving_pct"] == pytest.approx(100 * saving / sum(before))
+    assert what.window_days == pytest.approx(10.0)
+    assert row["annual_saving_usd"] == pytest.approx(saving * 365 / 10)
+    assert row["limits"] == "cap 4, ceiling as recorded, policy as recorded"
+
+
+def test_every_run_of_the_window_is_replayed_once(store: Path) -> None:
+    what = _what(store, LimitsOverride.parse(CAP))
+    assert what.runs.columns == list(RUN_COLUMNS)
+    assert what.runs.height == len(RESEARCH) + len(EXTRACT) + 1
+    assert "f" * 32 not in what.runs["run_id"].to_list()
+    extract = what.by_class.filter(pl.col("task_class") == "extract").row(0, named=True)
+    assert extract["runs_affected"] == 0 and extract["saving_usd"] == 0.0
+    totals = what.totals()
+    assert totals["runs"] == what.runs.height
+    assert totals["saving_usd"] == pytest.approx(what.by_class["saving_usd"].sum())
+    assert what.elapsed_s >= what.load_s > 0
+
+
+def test_truncate_counts_truncated_runs(store: Path) -> None:
+    what = _what(store, LimitsOverride.parse(CAP, policy="truncate"), task_class="research")
+    row = what.by_class.row(0, named=True)
+    # every run over the cap, and the recorded rejected one (5 sub-tasks), is truncated
+    assert row["runs_truncated"] == sum(1 for n, _ in RESEARCH if n > CAP) + 1
+    assert row["runs_rejected"] == 0
+    twelve = what.runs.filter(pl.col("run_id") == "a104".ljust(32, "0")).row(0, named=True)
+    assert (twelve["dispatched_before"], twelve["dispatched_after"]) == (12, CAP)
+    assert twelve["status_after"] == "ok"
+
+
+def test_raising_a_cap_runs_what_was_rejected_and_says_it_is_estimated(store: Path) -> None:
+    what = _what(store, LimitsOverride.parse(8), task_class="research")
+    row = what.by_class.row(0, named=True)
+    assert row["runs_estimated"] == 1
+    rejected = what.runs.filter(pl.col("run_id") == "9" * 32).row(0, named=True)
+    assert (rejected["status_before"], rejected["status_after"]) == ("rejected", "ok")
+    assert rejected["estimated_usd"] > 0
+    assert rejected["cost_after_usd"] > rejected["cost_before_usd"]
+    assert row["estimated_usd"] == pytest.approx(rejected["estimated_usd"])
+
+
+def test_per_class_overrides_leave_other_classes_as_recorded(store: Path) -> None:
+    what = _what(store, {"research": LimitsOverride.parse(CAP)})
+    by = {r["task_class"]: r for r in what.by_class.iter_rows(named=True)}
+    assert by["research"]["runs_affected"] > 0 and by["extract"]["runs_affected"] == 0
+    assert by["extract"]["limits"] == "cap as recorded, ceiling as recorded, policy as recorded"
+    assert what.to_dict()["limits"].startswith("research: cap 4")
+
+
+def test_an_unknown_class_is_refused(store: Path) -> None:
+    with pytest.raises(UnknownTaskClassError):
+        _what(store, LimitsOverride.parse(CAP), task_class="nosuch")
+
+
+def test_window_days_follow_the_window_then_the_runs() -> None:
+    runs = pl.DataFrame({"started_at": [datetime(2026, 11, 1), datetime(2026, 11, 4)]})
+    assert window_days(Window(), runs) == pytest.approx(3.0)
+    assert window_days(Window.parse(SINCE), runs, now=datetime(2026, 11, 21)) == 20.0
+    assert window_days(Window.parse(until="2026-11-05"), runs) == pytest.approx(4.0)
+    assert window_days(Window(), runs.head(1)) is None

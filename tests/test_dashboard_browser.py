@@ -20,7 +20,7 @@ from playwright.sync_api import expect
 
 from dashboard import ui
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 RENDER_TIMEOUT_MS = 30_000
 VIEWPORT = {"width": 1440, "height": 1000}

@@ -1,0 +1,114 @@
+"""Incident triage: acknowledge, resolve, reopen with a note, kept in the store across writes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from analytics.incidents import list_incidents
+from analytics.store_access import read_store
+from analytics.triage import get_incident, triage_counts
+from telemetry.store import StoreError, StoreNotFoundError, write_spans
+from telemetry.testing import hold_store_lock, make_run_records, ns_at
+from telemetry.triage import (
+    MAX_NOTE_CHARS,
+    IncidentNotFoundError,
+    TriageStatusError,
+    acknowledge,
+    resolve,
+    set_incident_status,
+)
+
+BREACH = "b" * 32
+CEILING = "c" * 32
+CAP_ID = f"cap_breach-{BREACH[:16]}"
+CEILING_ID = f"cost_ceiling-{CEILING[:16]}"
+
+
+def _records() -> list:
+    return make_run_records(
+        run_id=BREACH, worker_cost_usds=[], plan_cost_usd=0.01, proposed=47, max_workers=8,
+        status="rejected", breach="cap", started_at_ns=ns_at("2026-11-03T00:00:00"),
+    ) + make_run_records(
+        run_id=CEILING, worker_cost_usds=[0.05, 0.05], with_synthesis=False, ceiling_usd=0.08,
+        status="cancelled", breach="ceiling", workers_cancelled=1, dispatched=3,
+        started_at_ns=ns_at("2026-11-04T00:00:00"),
+    )
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Path:
+    path = tmp_path / "t.duckdb"
+    write_spans(path, _records())
+    return path
+
+
+def _incident(path: Path, incident_id: str) -> dict:
+    with read_store(path) as con:
+        return get_incident(con, incident_id)
+
+
+def test_acknowledge_then_resolve_keeps_status_note_and_time(store: Path) -> None:
+    assert _incident(store, CAP_ID)["status"] == "open"
+    first = acknowledge(store, CAP_ID, "looking: planner prompt lost the cap")
+    assert (first.status, first.previous_status) == ("acknowledged", "open")
+    row = _incident(store, CAP_ID)
+    assert (row["status"], row["note"]) == ("acknowledged", "looking: planner prompt lost the cap")
+    assert row["updated_at"] == first.updated_at
+    done = resolve(store, CAP_ID)  # no note: the note stays
+    row = _incident(store, CAP_ID)
+    assert (done.previous_status, row["status"]) == ("acknowledged", "resolved")
+    assert row["note"] == "looking: planner prompt lost the cap"
+    stamp = datetime(2026, 11, 5, 12, 0)
+    again = set_incident_status(store, CAP_ID, "open", "", now=stamp)
+    row = _incident(store, CAP_ID)
+    assert (again.status, row["status"], row["note"], row["updated_at"]) == (
+        "open", "open", None, stamp)
+
+
+def test_triage_survives_later_writes_of_the_same_run(store: Path) -> None:
+    resolve(store, CEILING_ID, "ceiling raised to $0.10")
+    write_spans(store, _records())  # the rules run again over the same runs
+    row = _incident(store, CEILING_ID)
+    assert (row["status"], row["note"]) == ("resolved", "ceiling raised to $0.10")
+
+
+def test_counts_per_kind_and_status_follow_triage(store: Path) -> None:
+    acknowledge(store, CAP_ID)
+    with read_store(store) as con:
+        counts = {r["kind"]: r for r in triage_counts(con).iter_rows(named=True)}
+        open_ones = list_incidents(con, status="open")
+    assert counts["cap_breach"]["acknowledged"] == 1 and counts["cap_breach"]["open"] == 0
+    assert counts["cost_ceiling"]["open"] == 1 and counts["cost_ceiling"]["total"] == 1
+    assert open_ones["incident_id"].to_list() == [CEILING_ID]
+
+
+@pytest.mark.parametrize(
+    ("incident_id", "status", "note", "error"),
+    [
+        ("cap_breach-nosuch", "resolved", None, IncidentNotFoundError),
+        (CAP_ID, "closed", None, TriageStatusError),
+        (CAP_ID, "resolved", "x" * (MAX_NOTE_CHARS + 1), TriageStatusError),
+    ],
+)
+def test_bad_requests_are_one_line_errors(
+    store: Path, incident_id: str, status: str, note: str | None, error: type
+) -> None:
+    with pytest.raises(error) as caught:
+        set_incident_status(store, incident_id, status, note)
+    assert isinstance(caught.value, StoreError) and "\n" not in str(caught.value)
+    assert _incident(store, CAP_ID)["status"] == "open"
+
+
+def test_a_missing_store_is_not_created(tmp_path: Path) -> None:
+    with pytest.raises(StoreNotFoundError):
+        resolve(tmp_path / "none.duckdb", CAP_ID)
+    assert not (tmp_path / "none.duckdb").exists()
+
+
+def test_a_busy_store_is_retried_until_the_holder_lets_go(store: Path) -> None:
+    with hold_store_lock(store, seconds=0.5):
+        triage = resolve(store, CAP_ID, "fixed")  # waits for the reader to go
+    assert triage.status == "resolved"

@@ -88,6 +88,12 @@ def write_formats(records: list[SpanRecord], directory: Path) -> dict[str, Path]
     return files
 
 
+@pytest.fixture(scope="module")
+def formats(records: list[SpanRecord], tmp_path_factory) -> dict[str, Path]:
+    """The fixture runs written once in every format (read-only for the tests)."""
+    return write_formats(records, tmp_path_factory.mktemp("formats"))
+
+
 def runs_table(db: Path) -> list[tuple]:
     with open_store(db, read_only=True) as con:
         return con.execute(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY run_id").fetchall()
@@ -104,9 +110,13 @@ def reference_runs(records: list[SpanRecord], tmp_path_factory) -> list[tuple]:
     "fmt", ["jsonl", "jsonl.gz", "json", "json array", "protobuf", "protobuf stream"]
 )
 def test_every_format_gives_the_runs_our_own_write_path_gives(
-    records: list[SpanRecord], reference_runs: list[tuple], tmp_path: Path, fmt: str
+    records: list[SpanRecord],
+    formats: dict[str, Path],
+    reference_runs: list[tuple],
+    tmp_path: Path,
+    fmt: str,
 ) -> None:
-    path = write_formats(records, tmp_path)[fmt]
+    path = formats[fmt]
     db = tmp_path / "ingested.duckdb"
     summary = ingest_files([path], db, batch_spans=100)
     assert summary.complete, summary.problems
@@ -115,8 +125,8 @@ def test_every_format_gives_the_runs_our_own_write_path_gives(
     assert runs_table(db) == reference_runs
 
 
-def test_ingesting_again_adds_nothing(records: list[SpanRecord], tmp_path: Path) -> None:
-    path = write_formats(records, tmp_path)["jsonl"]
+def test_ingesting_again_adds_nothing(records: list[SpanRecord], formats, tmp_path: Path) -> None:
+    path = formats["jsonl"]
     db = tmp_path / "again.duckdb"
     first = ingest_files([path], db)
     before = runs_table(db)
@@ -126,9 +136,9 @@ def test_ingesting_again_adds_nothing(records: list[SpanRecord], tmp_path: Path)
     assert runs_table(db) == before
 
 
-def test_percentiles_on_ingested_runs_equal_numpy(records: list[SpanRecord], tmp_path) -> None:
+def test_percentiles_on_ingested_runs_equal_numpy(formats, tmp_path) -> None:
     db = tmp_path / "p.duckdb"
-    ingest_files([write_formats(records, tmp_path)["jsonl"]], db)
+    ingest_files([formats["jsonl"]], db)
     with open_store(db, read_only=True) as con:
         df = cost_percentiles(con, Window())
         raw = dict(
@@ -151,9 +161,9 @@ def _research_costs() -> list[float]:
     return costs
 
 
-def test_incidents_are_found_on_ingested_runs(records: list[SpanRecord], tmp_path) -> None:
+def test_incidents_are_found_on_ingested_runs(formats, tmp_path) -> None:
     db = tmp_path / "i.duckdb"
-    ingest_files([write_formats(records, tmp_path)["jsonl"]], db, batch_spans=50)
+    ingest_files([formats["jsonl"]], db, batch_spans=50)
     with open_store(db, read_only=True) as con:
         incidents = list_incidents(con, Window())
     kinds = sorted(zip(incidents["kind"], incidents["task_class"], strict=True))
@@ -226,8 +236,8 @@ def test_missing_files_fail_before_anything_is_written(tmp_path: Path) -> None:
         ingest_files([tmp_path], db)
 
 
-def test_progress_reaches_the_total(records, tmp_path) -> None:
-    files = write_formats(records, tmp_path)
+def test_progress_reaches_the_total(formats, tmp_path) -> None:
+    files = formats
     seen: list[tuple[int, int]] = []
     paths = [files["jsonl"], files["protobuf"]]
     ingest_files(paths, tmp_path / "pg.duckdb", progress=lambda d, t: seen.append((d, t)))

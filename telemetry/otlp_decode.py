@@ -465,10 +465,13 @@ def decode_json_object(request: Any) -> DecodedRequest:
     if not isinstance(request, dict):
         raise OtlpDecodeError("an OTLP/JSON trace request must be a JSON object")
     resource_spans_list = _list(request, "resourceSpans", "resource_spans")
-    if not resource_spans_list and not any(
-        k in request for k in ("resourceSpans", "resource_spans")
-    ):
-        raise OtlpDecodeError("JSON object has no 'resourceSpans': not an OTLP trace request")
+    if request and not any(k in request for k in ("resourceSpans", "resource_spans")):
+        # ``{}`` is a valid empty request; an object with other keys is something else
+        # (a metrics or logs request, say) sent to the wrong place.
+        raise OtlpDecodeError(
+            f"JSON object has no 'resourceSpans' (keys: {', '.join(sorted(request)[:5])}): "
+            "not an OTLP trace request"
+        )
     spans: list[OtlpSpan] = []
     rejections: list[SpanRejection] = []
     for resource_spans in resource_spans_list:

@@ -184,7 +184,7 @@ def test_a_bad_span_is_rejected_alone(change: dict, reason: str) -> None:
         b"[1, 2]",
         b'{"resourceSpans": 3}',
         b'"text"',
-        b"{}",
+        b'{"resourceMetrics": []}',
         "é".encode("latin-1"),
         b"[" * 100_000,
     ],
@@ -192,6 +192,12 @@ def test_a_bad_span_is_rejected_alone(change: dict, reason: str) -> None:
 def test_a_malformed_json_payload_is_refused_whole(body: bytes) -> None:
     with pytest.raises(OtlpDecodeError):
         decode_json(body)
+
+
+def test_empty_requests_are_valid_and_empty() -> None:
+    assert decode_json(b"{}").spans == ()
+    assert decode_json(b'{"resourceSpans": []}').spans == ()
+    assert decode_protobuf(b"").spans == ()
 
 
 def test_truncated_protobuf_is_refused_whole() -> None:

@@ -1,0 +1,645 @@
+"""Findings: the handbook's orchestrator-worker anti-patterns, measured in your own runs.
+
+The handbook page on orchestrator-worker (../shared/seeds) names the causes of the Cost
+Cliff; :func:`find_findings` looks for each in the runs of a window and says, per task
+class, what it found, the evidence (counts, costs, percentiles, the runs behind it), the
+fix, and what the fix would have saved, projected over a year.
+
+Kinds (thresholds from :class:`Thresholds`, i.e. the settings, with their sources):
+
+- ``implicit_max_workers``: runs with no max-workers cap ("Leaving the cap to the
+  orchestrator's judgement"). Evidence: their P50/P95/P99 and P99/P50 beside the same
+  class's capped runs and beside every capped run of the window.
+- ``cap_above_safe_maximum``: runs capped above ``safe_max_workers`` (8: "Past 8,
+  synchronisation overhead exceeds LLM token cost").
+- ``no_cost_ceiling``: runs with no per-task ceiling ("a single bad plan can run a
+  five-figure overage").
+- ``cost_cliff``: a class whose P99/P50 exceeds ``cliff_ratio`` (10) over at least
+  :data:`MIN_RUNS_FOR_PERCENTILES` runs: the Cost Cliff itself.
+- ``synthesis_on_planner_model``: runs whose synthesis ran on the planner's model ("Run
+  it on a smaller cheaper model, especially for fan-out tasks").
+- ``orchestrating_small_tasks``: a class whose median plan has fewer than
+  ``min_workers`` (3) sub-tasks, or whose planning + synthesis (+ critic) spend exceeds
+  its workers' spend ("do not orchestrate. Chain the prompts").
+
+Only runs that recorded a plan size (``workers_proposed``: cliffwatch's orchestrator, the
+guard, or any producer setting ``cliff.workers_proposed``) are judged for the cap,
+ceiling and small-task findings: a trace ingested from elsewhere is not an orchestrator
+run just because it has no cap.
+
+Projected yearly saving (``yearly_saving_usd``) = the window's saving x 365 /
+``window_days``, the window's length as :func:`analytics.whatif.window_days` measures it
+(``--since`` or the first run, to ``--until``, or now when only ``--since`` is given, or
+the last run). The window's saving, per kind:
+
+- cap findings: the what-if (:func:`analytics.whatif.what_if`, which replays each run's
+  recorded plan through the orchestrator's own dispatch layer, with recorded costs)
+  under a cap of ``safe_max_workers`` with policy ``truncate``, summed over the runs the
+  finding names: ``sum(recorded cost - counterfactual cost)``. ``truncate`` stands for
+  the handbook's first layer, the cap stated in the planning prompt: a planner told the
+  cap proposes at most ``safe_max_workers`` sub-tasks, which run at their recorded cost
+  (no second planner call, no task left undone). ``reject`` would credit the whole
+  runaway as saved while dropping the task; ``replan`` would charge an estimated second
+  planner call.
+- ceiling findings (``no_cost_ceiling``, ``cost_cliff``): the same what-if under a
+  ceiling of ``ceiling_k`` x the class's P50 cost per run in the window (k = 10, the
+  runaway multiple, which is the handbook's P99 ~ 10x P50: the ceiling cuts the tail, not
+  the body), over the runs with no ceiling (or, for ``cost_cliff``, a higher one).
+- ``synthesis_on_planner_model``: ``sum(synthesis cost - synthesis tokens priced at the
+  class's cheapest worker model)`` (:func:`telemetry.pricing.price_for`); none when no
+  worker model is cheaper.
+- ``orchestrating_small_tasks``: the class's planner, synthesis and critic spend (what a
+  chain of the same worker prompts would not pay).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from analytics.replay import LimitsOverride
+from analytics.runs import require_task_class
+from analytics.store_access import frame, where
+from analytics.whatif import DAYS_PER_YEAR, what_if, window_days
+from analytics.window import Window
+from cliffwatch import settings
+from telemetry.conventions import CapPolicy
+from telemetry.pricing import price_for
+
+MIN_RUNS_FOR_PERCENTILES = 20
+"""A class's P99/P50 counts as evidence over at least this many runs (as the runaway
+incident rule: telemetry.incident_rules.RUNAWAY_MIN_RUNS)."""
+
+EXAMPLE_RUNS = 10
+"""Run ids listed in a finding's evidence (the costliest first)."""
+
+FINDING_KINDS: tuple[str, ...] = (
+    "implicit_max_workers",
+    "cap_above_safe_maximum",
+    "no_cost_ceiling",
+    "cost_cliff",
+    "synthesis_on_planner_model",
+    "orchestrating_small_tasks",
+)
+"""Every kind of finding, in the handbook's order of importance."""
+
+FINDING_COLUMNS: tuple[str, ...] = (
+    "kind",
+    "task_class",
+    "title",
+    "runs",
+    "cost_usd",
+    "saving_usd",
+    "yearly_saving_usd",
+    "still_present",
+    "first_seen",
+    "last_seen",
+    "fix",
+    "basis",
+    "evidence",
+)
+"""Columns of :func:`find_findings`, in order."""
+
+_SCHEMA: dict[str, Any] = {
+    "kind": pl.String, "task_class": pl.String, "title": pl.String, "runs": pl.Int64,
+    "cost_usd": pl.Float64, "saving_usd": pl.Float64, "yearly_saving_usd": pl.Float64,
+    "still_present": pl.Boolean, "first_seen": pl.Datetime("us"),
+    "last_seen": pl.Datetime("us"), "fix": pl.String, "basis": pl.String,
+    "evidence": pl.String,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """The thresholds findings use; :meth:`from_settings` reads them (sources there).
+
+    Attributes:
+        safe_max_workers: largest cap treated as safe, and the cap of the cap what-if.
+        cliff_ratio: P99/P50 above which a class is on the Cost Cliff.
+        min_workers: median plan size below which a class should chain prompts.
+        ceiling_k: the ceiling what-if's ceiling, as a multiple of the class's P50.
+    """
+
+    safe_max_workers: int = 8
+    cliff_ratio: float = 10.0
+    min_workers: int = 3
+    ceiling_k: float = 10.0
+
+    @classmethod
+    def from_settings(cls) -> Thresholds:
+        """Thresholds from the environment (cliffwatch/settings.py documents each).
+
+        Raises:
+            SettingError: a malformed value.
+        """
+        return cls(
+            safe_max_workers=settings.findings_safe_max_workers(),
+            cliff_ratio=settings.findings_cliff_ratio(),
+            min_workers=settings.findings_min_workers(),
+            ceiling_k=settings.runaway_k(),
+        )
+
+
+_RUNS_SQL = """
+    SELECT run_id, task_class, started_at, status, breach, cost_usd, workers_proposed,
+           workers_dispatched, max_workers, ceiling_usd, planner_model, synthesis_model
+    FROM runs {where}
+"""
+
+_ROLE_COST_SQL = """
+    SELECT s.trace_id AS run_id,
+           coalesce(sum(s.cost_usd) FILTER (WHERE s.role = 'worker'), 0) AS worker_usd,
+           coalesce(sum(s.cost_usd) FILTER (WHERE s.role = 'plan'), 0) AS plan_usd,
+           coalesce(sum(s.cost_usd) FILTER (WHERE s.role = 'synthesis'), 0) AS synthesis_usd,
+           coalesce(sum(s.cost_usd) FILTER (WHERE s.role = 'critic'), 0) AS critic_usd
+    FROM spans AS s JOIN runs AS r ON r.run_id = s.trace_id
+    {where} AND s.is_leaf_call
+    GROUP BY s.trace_id
+"""
+
+_SYNTHESIS_TOKENS_SQL = """
+    SELECT r.task_class, count(DISTINCT r.run_id) AS runs,
+           sum(coalesce(s.input_tokens, 0)) AS input_tokens,
+           sum(coalesce(s.output_tokens, 0)) AS output_tokens,
+           sum(s.cost_usd) AS synthesis_usd
+    FROM spans AS s JOIN runs AS r ON r.run_id = s.trace_id
+    {where} AND s.is_leaf_call AND s.role = 'synthesis' AND r.run_id IN (SELECT unnest($ids))
+    GROUP BY r.task_class
+"""
+
+_WORKER_MODELS_SQL = """
+    SELECT DISTINCT r.task_class, coalesce(s.response_model, s.request_model) AS model
+    FROM spans AS s JOIN runs AS r ON r.run_id = s.trace_id
+    {where} AND s.is_leaf_call AND s.role = 'worker'
+"""
+
+
+def _bare(model: str | None) -> str | None:
+    """A model name without its provider prefix (``sim/gpt-4.1`` -> ``gpt-4.1``)."""
+    return None if model is None else model.rsplit("/", 1)[-1]
+
+
+def _quantiles(costs: pl.Series) -> dict[str, float | None]:
+    """P50/P95/P99 (linear, numpy's default) and P99/P50 of a series of run costs, USD."""
+    if costs.is_empty():
+        return {"p50_usd": None, "p95_usd": None, "p99_usd": None, "cliff_ratio": None}
+    p50, p95, p99 = (float(costs.quantile(q, interpolation="linear")) for q in (0.5, .95, .99))
+    return {"p50_usd": p50, "p95_usd": p95, "p99_usd": p99,
+            "cliff_ratio": p99 / p50 if p50 > 0 else None}
+
+
+def _examples(runs: pl.DataFrame) -> list[str]:
+    return runs.sort("cost_usd", descending=True)["run_id"].head(EXAMPLE_RUNS).to_list()
+
+
+def _ratio_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}x"
+
+
+@dataclass
+class _Context:
+    """What every detector reads: the window's runs, per-role costs and the what-ifs."""
+
+    con: duckdb.DuckDBPyConnection
+    window: Window
+    task_class: str | None
+    thresholds: Thresholds
+    runs: pl.DataFrame
+    roles: pl.DataFrame
+    days: float | None
+    now: datetime | None
+    conds: list[str]
+    params: dict[str, Any]
+    _what_ifs: dict[str, pl.DataFrame] = field(default_factory=dict)
+
+    def yearly(self, saving_usd: float | None) -> float | None:
+        if saving_usd is None or not self.days:
+            return None
+        return saving_usd * DAYS_PER_YEAR / self.days
+
+    def class_p50(self, task_class: str) -> float | None:
+        costs = self.runs.filter(pl.col("task_class") == task_class)["cost_usd"]
+        return None if costs.is_empty() else float(costs.quantile(0.5, interpolation="linear"))
+
+    def cap_what_if(self) -> pl.DataFrame:
+        """Per run (:data:`analytics.whatif.RUN_COLUMNS`): the window's runs replayed under
+        a cap of ``safe_max_workers`` (policy truncate)."""
+        if "cap" not in self._what_ifs:
+            override = LimitsOverride(max_workers=self.thresholds.safe_max_workers,
+                                      policy=CapPolicy.TRUNCATE)
+            result = what_if(self.con, override, self.window, self.task_class, now=self.now)
+            self._what_ifs["cap"] = result.runs
+        return self._what_ifs["cap"]
+
+    def ceiling_what_if(self) -> pl.DataFrame:
+        """Per run: the window's runs replayed under a ceiling of ``ceiling_k`` x their
+        class's P50 (classes whose P50 is 0 are left out)."""
+        if "ceiling" not in self._what_ifs:
+            overrides = {}
+            for task_class in self.runs["task_class"].unique().to_list():
+                p50 = self.class_p50(task_class)
+                if p50 and p50 > 0:
+                    overrides[task_class] = LimitsOverride(
+                        ceiling_usd=self.thresholds.ceiling_k * p50)
+            runs = pl.DataFrame(schema={"run_id": pl.String, "task_class": pl.String})
+            if overrides:
+                result = what_if(self.con, overrides, self.window, self.task_class, now=self.now)
+                runs = result.runs.filter(pl.col("task_class").is_in(list(overrides)))
+            self._what_ifs["ceiling"] = runs
+        return self._what_ifs["ceiling"]
+
+
+def _what_if_of(replayed: pl.DataFrame, run_ids: Sequence[str]) -> tuple[float, dict[str, Any]]:
+    """The saving (USD) of a what-if over ``run_ids``, and what it did to them."""
+    mine = replayed.filter(pl.col("run_id").is_in(list(run_ids)))
+    if mine.is_empty() or "saving_usd" not in mine.columns:
+        return 0.0, {"runs_changed": 0}
+    fewer = pl.col("dispatched_after") < pl.col("dispatched_before")
+    return float(mine["saving_usd"].sum()), {
+        "runs_changed": int(mine["affected"].sum()),
+        "runs_rejected": mine.filter(pl.col("affected")
+                                     & (pl.col("status_after") == "rejected")).height,
+        "runs_cancelled": mine.filter(pl.col("affected")
+                                      & (pl.col("status_after") == "cancelled")).height,
+        "runs_with_fewer_workers": mine.filter(fewer).height,
+        "estimated_usd": float(mine["estimated_usd"].sum()),
+    }
+
+
+def _finding(
+    ctx: _Context,
+    kind: str,
+    task_class: str,
+    concerned: pl.DataFrame,
+    *,
+    title: str,
+    fix: str,
+    basis: str,
+    saving_usd: float | None,
+    still_present: bool,
+    evidence: dict[str, Any],
+) -> dict[str, Any]:
+    evidence = {**evidence, "run_ids": _examples(concerned)}
+    return {
+        "kind": kind,
+        "task_class": task_class,
+        "title": title,
+        "runs": concerned.height,
+        "cost_usd": float(concerned["cost_usd"].sum()),
+        "saving_usd": saving_usd,
+        "yearly_saving_usd": ctx.yearly(saving_usd),
+        "still_present": still_present,
+        "first_seen": concerned["started_at"].min(),
+        "last_seen": concerned["started_at"].max(),
+        "fix": fix,
+        "basis": basis,
+        "evidence": json.dumps(evidence, default=str),
+    }
+
+
+def _newest_of(ctx: _Context, task_class: str) -> dict[str, Any]:
+    return (ctx.runs.filter(pl.col("task_class") == task_class)
+            .sort("started_at", descending=True).row(0, named=True))
+
+
+def _planned(ctx: _Context) -> pl.DataFrame:
+    """Runs that recorded a plan size (orchestrator-worker runs)."""
+    return ctx.runs.filter(pl.col("workers_proposed").is_not_null())
+
+
+def _implicit_max_workers(ctx: _Context) -> list[dict[str, Any]]:
+    planned = _planned(ctx)
+    uncapped = planned.filter(pl.col("max_workers").is_null())
+    if uncapped.is_empty():
+        return []
+    capped_all = planned.filter(pl.col("max_workers").is_not_null())
+    cap = ctx.thresholds.safe_max_workers
+    out = []
+    for task_class in sorted(uncapped["task_class"].unique().to_list()):
+        mine = uncapped.filter(pl.col("task_class") == task_class)
+        capped = capped_all.filter(pl.col("task_class") == task_class)
+        tail = _quantiles(mine["cost_usd"])
+        capped_tail = _quantiles(capped["cost_usd"])
+        all_capped_tail = _quantiles(capped_all["cost_usd"])
+        over = mine.filter(pl.col("workers_proposed") > cap)
+        saving, replayed = _what_if_of(ctx.cap_what_if(), mine["run_id"].to_list())
+        compare = (f"; capped runs of the class: {_ratio_text(capped_tail['cliff_ratio'])}"
+                   if capped.height else "")
+        out.append(_finding(
+            ctx, "implicit_max_workers", task_class, mine,
+            title=(f"{mine.height} runs with no max-workers cap (largest plan "
+                   f"{int(mine['workers_proposed'].max())} workers, {over.height} over {cap}); "
+                   f"their P99/P50 is {_ratio_text(tail['cliff_ratio'])}{compare}"),
+            fix=(f"Make the cap explicit: state max_workers={cap} in the planning prompt and "
+                 f"enforce it at dispatch (cliffwatch_guard(max_workers={cap}))."),
+            basis=(f"what-if: the runs' recorded plans replayed through the dispatch layer "
+                   f"with a cap of {cap} (policy truncate: a planner told the cap); yearly = "
+                   f"window saving x 365 / window days"),
+            saving_usd=saving,
+            still_present=_newest_of(ctx, task_class)["max_workers"] is None,
+            evidence={
+                "uncapped": {"runs": mine.height, **tail,
+                             "max_proposed": int(mine["workers_proposed"].max()),
+                             "runs_over_cap": over.height},
+                "capped_same_class": {"runs": capped.height, **capped_tail},
+                "capped_all_classes": {"runs": capped_all.height, **all_capped_tail},
+                "what_if": {"cap": cap, "policy": "truncate", **replayed},
+            },
+        ))
+    return out
+
+
+def _cap_above_safe(ctx: _Context) -> list[dict[str, Any]]:
+    cap = ctx.thresholds.safe_max_workers
+    high = _planned(ctx).filter(pl.col("max_workers") > cap)
+    out = []
+    for task_class in sorted(high["task_class"].unique().to_list()):
+        mine = high.filter(pl.col("task_class") == task_class)
+        caps = sorted(set(mine["max_workers"].to_list()))
+        saving, replayed = _what_if_of(ctx.cap_what_if(), mine["run_id"].to_list())
+        newest = _newest_of(ctx, task_class)["max_workers"]
+        out.append(_finding(
+            ctx, "cap_above_safe_maximum", task_class, mine,
+            title=(f"{mine.height} runs capped at {', '.join(map(str, caps))} workers, above "
+                   f"{cap}; {mine.filter(pl.col('workers_dispatched') > cap).height} "
+                   f"dispatched more than {cap}"),
+            fix=(f"Lower the cap to {cap} or fewer: past {cap} workers, synchronisation "
+                 f"overhead exceeds the LLM token cost."),
+            basis=(f"what-if: recorded plans replayed with a cap of {cap} (policy truncate); "
+                   f"yearly = window saving x 365 / window days"),
+            saving_usd=saving,
+            still_present=newest is not None and newest > cap,
+            evidence={"caps": caps, **_quantiles(mine["cost_usd"]),
+                      "max_dispatched": mine["workers_dispatched"].max(),
+                      "what_if": {"cap": cap, "policy": "truncate", **replayed}},
+        ))
+    return out
+
+
+def _no_cost_ceiling(ctx: _Context) -> list[dict[str, Any]]:
+    open_ended = _planned(ctx).filter(pl.col("ceiling_usd").is_null())
+    out = []
+    k = ctx.thresholds.ceiling_k
+    for task_class in sorted(open_ended["task_class"].unique().to_list()):
+        mine = open_ended.filter(pl.col("task_class") == task_class)
+        p50 = ctx.class_p50(task_class)
+        ceiling = k * p50 if p50 else None
+        over = mine.filter(pl.col("cost_usd") > ceiling) if ceiling else mine.clear()
+        saving, replayed = (_what_if_of(ctx.ceiling_what_if(), mine["run_id"].to_list())
+                            if ceiling else (None, {}))
+        suggested = f" (e.g. ceiling_usd={ceiling:.4g}, {k:g}x its P50)" if ceiling else ""
+        out.append(_finding(
+            ctx, "no_cost_ceiling", task_class, mine,
+            title=(f"{mine.height} runs with no per-task cost ceiling; the costliest was "
+                   f"${float(mine['cost_usd'].max()):.4f}, {over.height} cost over "
+                   f"{k:g}x the class P50"),
+            fix=f"Set a per-task cost ceiling at dispatch{suggested}.",
+            basis=(f"what-if: runs replayed with a ceiling of {k:g}x the class's P50 cost "
+                   f"per run in the window, as dispatch enforces it (a plan whose estimate is "
+                   f"over is rejected; once spend is over, pending workers are cancelled); "
+                   f"yearly = window saving x 365 / window days"),
+            saving_usd=saving,
+            still_present=_newest_of(ctx, task_class)["ceiling_usd"] is None,
+            evidence={**_quantiles(mine["cost_usd"]), "class_p50_usd": p50,
+                      "runs_over_ceiling": over.height,
+                      "what_if": {"ceiling_usd": ceiling, **replayed}},
+        ))
+    return out
+
+
+def _cost_cliff(ctx: _Context) -> list[dict[str, Any]]:
+    out = []
+    k = ctx.thresholds.ceiling_k
+    for task_class in sorted(ctx.runs["task_class"].unique().to_list()):
+        mine = ctx.runs.filter(pl.col("task_class") == task_class)
+        if mine.height < MIN_RUNS_FOR_PERCENTILES:
+            continue
+        tail = _quantiles(mine["cost_usd"])
+        ratio = tail["cliff_ratio"]
+        if ratio is None or ratio <= ctx.thresholds.cliff_ratio:
+            continue
+        ceiling = k * (tail["p50_usd"] or 0.0)
+        looser = mine.filter(pl.col("ceiling_usd").is_null() | (pl.col("ceiling_usd") > ceiling))
+        saving, replayed = _what_if_of(ctx.ceiling_what_if(), looser["run_id"].to_list())
+        newest = mine.sort("started_at")
+        recent = newest.tail(MIN_RUNS_FOR_PERCENTILES)["cost_usd"]
+        recent_ratio = _quantiles(recent)["cliff_ratio"]
+        out.append(_finding(
+            ctx, "cost_cliff", task_class, mine,
+            title=(f"P99 is {ratio:.1f}x P50 over {mine.height} runs (P50 "
+                   f"${tail['p50_usd']:.4f}, P99 ${tail['p99_usd']:.4f}): the Cost Cliff"),
+            fix=("Cap the plan at dispatch and put a cost ceiling on each task; the tail is "
+                 "where the money goes."),
+            basis=(f"what-if: the class's runs without a ceiling of at most {k:g}x its P50 "
+                   f"replayed with that ceiling; yearly = window saving x 365 / window days"),
+            saving_usd=saving,
+            still_present=recent_ratio is not None and recent_ratio > ctx.thresholds.cliff_ratio,
+            evidence={**tail, "threshold": ctx.thresholds.cliff_ratio,
+                      "what_if": {"ceiling_usd": ceiling, **replayed},
+                      "recent_cliff_ratio": recent_ratio,
+                      "recent_runs": recent.len()},
+        ))
+    return out
+
+
+def _synthesis_on_planner_model(ctx: _Context) -> list[dict[str, Any]]:
+    same = ctx.runs.filter(
+        pl.col("synthesis_model").is_not_null()
+        & (pl.col("planner_model").map_elements(_bare, return_dtype=pl.String)
+           == pl.col("synthesis_model").map_elements(_bare, return_dtype=pl.String))
+    )
+    if same.is_empty():
+        return []
+    conds = ["r." + c for c in ctx.conds]
+    tokens = frame(ctx.con, _SYNTHESIS_TOKENS_SQL.format(where=where(conds) or "WHERE TRUE"),
+                   {**ctx.params, "ids": same["run_id"].to_list()})
+    workers = frame(ctx.con, _WORKER_MODELS_SQL.format(where=where(conds) or "WHERE TRUE"),
+                    ctx.params)
+    out = []
+    for task_class in sorted(same["task_class"].unique().to_list()):
+        mine = same.filter(pl.col("task_class") == task_class)
+        model = mine["synthesis_model"][0]
+        row = tokens.filter(pl.col("task_class") == task_class)
+        synth_usd = float(row["synthesis_usd"].sum() or 0.0) if row.height else 0.0
+        target = _cheaper_model(
+            model, workers.filter(pl.col("task_class") == task_class)["model"].to_list())
+        saving = None
+        if target is not None and row.height:
+            price = price_for(target)
+            assert price is not None
+            repriced = (int(row["input_tokens"][0]) * price.input_usd_per_token
+                        + int(row["output_tokens"][0]) * price.output_usd_per_token)
+            saving = max(0.0, synth_usd - repriced)
+        fan_out = float(mine["workers_dispatched"].drop_nulls().median() or 0.0)
+        out.append(_finding(
+            ctx, "synthesis_on_planner_model", task_class, mine,
+            title=(f"{mine.height} runs synthesised on the planner's model {model} "
+                   f"(median fan-out {fan_out:g} workers; synthesis spend ${synth_usd:.4f})"),
+            fix=(f"Run synthesis on a smaller, cheaper model"
+                 f"{f' such as {target}' if target else ''}: it does not need the "
+                 f"planner's context budget."),
+            basis=("synthesis calls' recorded tokens re-priced at the class's cheapest worker "
+                   "model (litellm price map); yearly = window saving x 365 / window days"),
+            saving_usd=saving,
+            still_present=_bare(_newest_of(ctx, task_class)["synthesis_model"])
+            == _bare(_newest_of(ctx, task_class)["planner_model"]),
+            evidence={"model": model, "synthesis_usd": synth_usd, "median_fan_out": fan_out,
+                      "cheaper_model": target},
+        ))
+    return out
+
+
+def _cheaper_model(model: str, candidates: Sequence[str | None]) -> str | None:
+    """The cheapest priced candidate whose output price is below ``model``'s, or None."""
+    base = price_for(model)
+    best: tuple[float, str] | None = None
+    for candidate in {c for c in candidates if c}:
+        price = price_for(candidate)
+        if price is None or (base is not None and
+                             price.output_usd_per_token >= base.output_usd_per_token):
+            continue
+        key = (price.output_usd_per_token, candidate)
+        best = key if best is None or key < best else best
+    return best[1] if best else None
+
+
+def _orchestrating_small_tasks(ctx: _Context) -> list[dict[str, Any]]:
+    planned = _planned(ctx).join(ctx.roles, on="run_id", how="left").fill_null(0.0)
+    out = []
+    for task_class in sorted(planned["task_class"].unique().to_list()):
+        mine = planned.filter(pl.col("task_class") == task_class)
+        median_plan = float(mine["workers_proposed"].median() or 0.0)
+        workers_usd = float(mine["worker_usd"].sum())
+        overhead_usd = float((mine["plan_usd"] + mine["synthesis_usd"]
+                              + mine["critic_usd"]).sum())
+        small = median_plan < ctx.thresholds.min_workers
+        heavy = overhead_usd > workers_usd
+        if not (small or heavy):
+            continue
+        why = []
+        if small:
+            plural = "" if median_plan == 1 else "s"
+            why.append(f"median plan of {median_plan:g} worker{plural} "
+                       f"(< {ctx.thresholds.min_workers})")
+        if heavy:
+            why.append(f"planning + synthesis ${overhead_usd:.4f} > workers ${workers_usd:.4f}")
+        recent = mine.sort("started_at").tail(MIN_RUNS_FOR_PERCENTILES)
+        out.append(_finding(
+            ctx, "orchestrating_small_tasks", task_class, mine,
+            title=f"{'; '.join(why)}: chain the prompts instead",
+            fix=("Do not orchestrate: chain the prompts. Below about three worker calls the "
+                 "planning call and dispatch overhead exceed the work."),
+            basis=("the class's planner, synthesis and critic spend, which a chain of the same "
+                   "worker prompts would not pay; yearly = window saving x 365 / window days"),
+            saving_usd=overhead_usd,
+            still_present=float(recent["workers_proposed"].median() or 0.0)
+            < ctx.thresholds.min_workers or heavy,
+            evidence={"median_plan_workers": median_plan, "workers_usd": workers_usd,
+                      "plan_usd": float(mine["plan_usd"].sum()),
+                      "synthesis_usd": float(mine["synthesis_usd"].sum()),
+                      "critic_usd": float(mine["critic_usd"].sum()),
+                      "overhead_share": overhead_usd / (overhead_usd + workers_usd)
+                      if overhead_usd + workers_usd > 0 else None},
+        ))
+    return out
+
+
+_DETECTORS: dict[str, Callable[[_Context], list[dict[str, Any]]]] = {
+    "implicit_max_workers": _implicit_max_workers,
+    "cap_above_safe_maximum": _cap_above_safe,
+    "no_cost_ceiling": _no_cost_ceiling,
+    "cost_cliff": _cost_cliff,
+    "synthesis_on_planner_model": _synthesis_on_planner_model,
+    "orchestrating_small_tasks": _orchestrating_small_tasks,
+}
+
+
+def find_findings(
+    con: duckdb.DuckDBPyConnection,
+    window: Window = Window(),  # noqa: B008 - Window is frozen
+    *,
+    task_class: str | None = None,
+    kinds: Sequence[str] | None = None,
+    thresholds: Thresholds | None = None,
+    now: datetime | None = None,
+) -> pl.DataFrame:
+    """The anti-patterns found in the runs started in ``window``, costliest fix first.
+
+    Args:
+        con: a store connection.
+        window: on the run's ``started_at`` (``since`` inclusive, ``until`` exclusive).
+        task_class: only this class (it must exist in the store).
+        kinds: only these kinds (default all of :data:`FINDING_KINDS`).
+        thresholds: default :meth:`Thresholds.from_settings`.
+        now: the end of a window given only a ``since`` (default the clock).
+
+    Returns:
+        One row per (kind, task class), columns :data:`FINDING_COLUMNS`: ``title`` one
+        line, ``runs`` / ``cost_usd`` the runs concerned and their spend (USD),
+        ``saving_usd`` what the fix would have saved over the window and
+        ``yearly_saving_usd`` that projected over a year (null without a window length or
+        a basis; the module docstring gives each formula), ``still_present`` whether the
+        class's newest runs still show it, ``first_seen`` / ``last_seen`` (naive UTC),
+        ``fix`` and ``basis`` one line each, ``evidence`` a JSON object (figures and up to
+        :data:`EXAMPLE_RUNS` run ids, costliest first). Sorted by yearly saving,
+        largest first. Empty (same columns) when nothing is found.
+
+    Raises:
+        UnknownTaskClassError: ``task_class`` has no runs in the store.
+        ValueError: an unknown kind.
+        SettingError: a malformed threshold setting.
+    """
+    wanted = tuple(kinds) if kinds else FINDING_KINDS
+    unknown = sorted(set(wanted) - set(FINDING_KINDS))
+    if unknown:
+        raise ValueError(f"unknown finding kind(s) {', '.join(unknown)} "
+                         f"(use {', '.join(FINDING_KINDS)})")
+    conds, params = window.conditions("started_at")
+    if task_class is not None:
+        require_task_class(con, task_class)
+        conds.append("task_class = $task_class")
+        params["task_class"] = task_class
+    runs = frame(con, _RUNS_SQL.format(where=where(conds)), params)
+    if runs.is_empty():
+        return pl.DataFrame(schema=_SCHEMA)
+    role_conds = ["r." + c for c in conds]
+    roles = frame(con, _ROLE_COST_SQL.format(where=where(role_conds) or "WHERE TRUE"), params)
+    ctx = _Context(
+        con=con, window=window, task_class=task_class,
+        thresholds=thresholds or Thresholds.from_settings(), runs=runs, roles=roles,
+        days=window_days(window, runs, now), now=now, conds=conds, params=params,
+    )
+    rows = [row for kind in wanted for row in _DETECTORS[kind](ctx)]
+    if not rows:
+        return pl.DataFrame(schema=_SCHEMA)
+    order = {k: i for i, k in enumerate(FINDING_KINDS)}
+    found = pl.DataFrame(rows, schema=_SCHEMA)
+    return found.with_columns(pl.col("kind").replace_strict(order).alias("_order")).sort(
+        ["yearly_saving_usd", "_order", "task_class"], descending=[True, False, False],
+        nulls_last=True,
+    ).drop("_order").select(FINDING_COLUMNS)
+
+
+def findings_records(df: pl.DataFrame) -> list[dict[str, Any]]:
+    """Rows of :func:`find_findings` as JSON-ready dicts with ``evidence`` parsed (for
+    ``--format json`` and reports): timestamps ISO 8601, NaN as None."""
+    out = []
+    for row in df.iter_rows(named=True):
+        item: dict[str, Any] = {}
+        for key, value in row.items():
+            if key == "evidence":
+                value = json.loads(value) if value else {}
+            elif isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, float) and not math.isfinite(value):
+                value = None
+            item[key] = value
+        out.append(item)
+    return out

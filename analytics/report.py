@@ -78,7 +78,8 @@ class Report:
         tables: name -> DataFrame, in :data:`REPORT_TABLES` order.
         figures: name -> plotly figure, in :data:`REPORT_FIGURES` order (a figure is
             left out when there is nothing to draw).
-        notes: name -> one line under a table or figure heading.
+        notes: one line under a heading: keyed by table name, or ``figure_<name>``
+            for a figure.
     """
 
     title: str
@@ -271,7 +272,7 @@ def build_report(
         "those costs are lower bounds.",
     }
     if runs.height == DISTRIBUTION_POINTS_LIMIT:
-        notes["distribution"] = (
+        notes["figure_distribution"] = (
             f"Points: the newest {DISTRIBUTION_POINTS_LIMIT:,} runs; marks use every run."
         )
     return Report(title, generated_at, window, task_class, tables, figures, notes)

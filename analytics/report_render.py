@@ -178,8 +178,9 @@ def render_html(report: Report) -> str:
             if fig is None:
                 continue
             parts.append(f"<h3>{esc(REPORT_FIGURES[fig_name])}</h3>")
-            if fig_name in report.notes:
-                parts.append(f'<p class="note">{esc(report.notes[fig_name])}</p>')
+            note = report.notes.get(f"figure_{fig_name}")
+            if note:
+                parts.append(f'<p class="note">{esc(note)}</p>')
             parts.append(
                 fig.to_html(
                     full_html=False,

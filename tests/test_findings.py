@@ -1,0 +1,232 @@
+"""Findings: each anti-pattern found in a real store built with exactly known costs.
+
+Percentiles are checked against numpy over the raw run costs, re-pricing against
+litellm's bundled map by hand, savings against the what-if (analytics.whatif, the one
+counterfactual) and against what the fix removes at least.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+
+from analytics.errors import UnknownTaskClassError
+from analytics.findings import (
+    FINDING_COLUMNS,
+    FINDING_KINDS,
+    Thresholds,
+    find_findings,
+    findings_records,
+)
+from analytics.replay import LimitsOverride
+from analytics.store_access import read_store
+from analytics.whatif import what_if
+from analytics.window import Window
+from cliffwatch import settings
+from telemetry import conventions as cv
+from telemetry.conventions import CapPolicy
+from telemetry.pricing import import_litellm
+from telemetry.store import write_spans
+from telemetry.testing import make_run_records, ns_at
+
+DAY_NS = 86_400 * 10**9
+WINDOW = Window(datetime(2026, 11, 1), datetime(2026, 11, 11))  # 10 days
+YEAR_FACTOR = 365.0 / 10.0
+
+
+def at(day: int, hour: int = 9) -> int:
+    return ns_at(f"2026-11-{day:02d}T{hour:02d}:00:00")
+
+
+def write(db: Path, *runs: list) -> None:
+    write_spans(db, [span for run in runs for span in run])
+
+
+def findings(db: Path, **kwargs: Any) -> pl.DataFrame:
+    with read_store(db) as con:
+        return find_findings(con, kwargs.pop("window", WINDOW), **kwargs)
+
+
+def one(df: pl.DataFrame, kind: str, task_class: str) -> dict[str, Any]:
+    rows = df.filter((pl.col("kind") == kind) & (pl.col("task_class") == task_class))
+    assert rows.height == 1, df.select("kind", "task_class")
+    row = rows.row(0, named=True)
+    row["evidence"] = json.loads(row["evidence"])
+    return row
+
+
+@pytest.fixture()
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "findings.duckdb"
+
+
+def test_implicit_max_workers_compares_the_tail_and_prices_the_cap(db: Path) -> None:
+    uncapped = [make_run_records(seed=i, max_workers=None, started_at_ns=at(2, i % 20),
+                                 worker_cost_usds=[0.01] * 3) for i in range(10)]
+    runaway = [make_run_records(seed=100 + i, max_workers=None, started_at_ns=at(3, i),
+                                worker_cost_usds=[0.01] * 12) for i in range(2)]
+    capped = [make_run_records(seed=200 + i, max_workers=8, started_at_ns=at(6, i % 20),
+                               worker_cost_usds=[0.01] * 4) for i in range(10)]
+    write(db, *uncapped, *runaway, *capped)
+    found = one(findings(db), "implicit_max_workers", "research")
+    costs = [0.001 + 0.03 + 0.0005] * 10 + [0.001 + 0.12 + 0.0005] * 2
+    p50, p95, p99 = np.percentile(costs, [50, 95, 99])
+    tail = found["evidence"]["uncapped"]
+    assert (tail["runs"], tail["max_proposed"], tail["runs_over_cap"]) == (12, 12, 2)
+    assert (tail["p50_usd"], tail["p95_usd"], tail["p99_usd"]) == pytest.approx(
+        (p50, p95, p99), rel=1e-12)
+    assert tail["cliff_ratio"] == pytest.approx(p99 / p50, rel=1e-12)
+    assert found["evidence"]["capped_same_class"]["runs"] == 10
+    assert found["runs"] == 12 and found["cost_usd"] == pytest.approx(sum(costs), rel=1e-12)
+    assert found["still_present"] is False  # the newest runs are capped
+    # the saving is the what-if's (cap 8, truncate) over these runs, and at least the
+    # four dropped workers of each runaway
+    with read_store(db) as con:
+        replayed = what_if(con, LimitsOverride(max_workers=8, policy=CapPolicy.TRUNCATE),
+                           WINDOW).runs
+    ids = [r[0].trace_id for r in uncapped + runaway]
+    expected = replayed.filter(pl.col("run_id").is_in(ids))["saving_usd"].sum()
+    assert found["saving_usd"] == pytest.approx(expected, rel=1e-12)
+    assert found["saving_usd"] >= 2 * 4 * 0.01 - 1e-12
+    assert found["yearly_saving_usd"] == pytest.approx(found["saving_usd"] * YEAR_FACTOR)
+    assert found["evidence"]["what_if"]["runs_with_fewer_workers"] == 2
+    assert runaway[0][0].trace_id in found["evidence"]["run_ids"][:2]
+
+
+def test_a_class_capped_above_eight(db: Path) -> None:
+    runs = [make_run_records(seed=i, task_class="wide", max_workers=12,
+                             started_at_ns=at(2, i), worker_cost_usds=[0.01] * 11)
+            for i in range(3)]
+    write(db, *runs)
+    found = one(findings(db, kinds=["cap_above_safe_maximum"]), "cap_above_safe_maximum", "wide")
+    assert found["evidence"]["caps"] == [12]
+    assert found["still_present"] is True
+    assert found["saving_usd"] >= 3 * 3 * 0.01 - 1e-12  # three workers past 8, three runs
+
+
+def test_no_cost_ceiling_names_the_what_if_ceiling(db: Path) -> None:
+    costs = [0.01] * 9 + [0.5]
+    runs = [make_run_records(seed=i, task_class="open", started_at_ns=at(4, i),
+                             worker_cost_usds=[c - 0.0015], ceiling_usd=None)
+            for i, c in enumerate(costs)]
+    write(db, *runs)
+    found = one(findings(db), "no_cost_ceiling", "open")
+    p50 = float(np.percentile(costs, 50))
+    assert found["evidence"]["class_p50_usd"] == pytest.approx(p50, rel=1e-12)
+    assert found["evidence"]["what_if"]["ceiling_usd"] == pytest.approx(10 * p50, rel=1e-12)
+    assert found["evidence"]["runs_over_ceiling"] == 1
+    with read_store(db) as con:
+        replayed = what_if(con, {"open": LimitsOverride(ceiling_usd=10 * p50)}, WINDOW).runs
+    assert found["saving_usd"] == pytest.approx(replayed["saving_usd"].sum(), rel=1e-12)
+    assert found["saving_usd"] > 0
+
+
+def test_the_cost_cliff_needs_enough_runs_and_a_ratio_over_ten(db: Path) -> None:
+    cliff = [0.01] * 27 + [0.2, 0.5, 1.0]
+    write(db, *[make_run_records(seed=i, task_class="cliff", started_at_ns=at(5, 0) + i * 10**12,
+                                 worker_cost_usds=[c - 0.0015], ceiling_usd=5.0)
+                for i, c in enumerate(cliff)])
+    write(db, *[make_run_records(seed=100 + i, task_class="few", started_at_ns=at(5, i),
+                                 worker_cost_usds=[c]) for i, c in enumerate([0.01] * 9 + [1])])
+    df = findings(db, kinds=["cost_cliff"])
+    assert df["task_class"].to_list() == ["cliff"]
+    found = one(df, "cost_cliff", "cliff")
+    p50, p99 = np.percentile(cliff, [50, 99])
+    assert found["evidence"]["cliff_ratio"] == pytest.approx(p99 / p50, rel=1e-9)
+    assert found["saving_usd"] > 0  # the 5 USD ceiling is looser than 10 x P50
+
+
+def test_synthesis_on_the_planner_model_is_repriced_on_the_worker_model(db: Path) -> None:
+    runs = [make_run_records(seed=i, task_class="fan", started_at_ns=at(2, i),
+                             planner_model="sim/gpt-4o", synthesis_model="gpt-4o",
+                             worker_model="sim/gpt-4o-mini", worker_cost_usds=[0.002] * 5,
+                             synthesis_cost_usd=0.02) for i in range(4)]
+    fine = make_run_records(seed=50, task_class="ok", started_at_ns=at(2, 10))
+    write(db, *runs, fine)
+    df = findings(db, kinds=["synthesis_on_planner_model"])
+    assert df["task_class"].to_list() == ["fan"]
+    found = one(df, "synthesis_on_planner_model", "fan")
+    assert found["evidence"]["cheaper_model"] == "sim/gpt-4o-mini"
+    synthesis = [s for run in runs for s in run if s.role == "synthesis"]
+    entry = import_litellm().model_cost["gpt-4o-mini"]
+    repriced = sum(s.input_tokens * entry["input_cost_per_token"]
+                   + s.output_tokens * entry["output_cost_per_token"] for s in synthesis)
+    assert found["saving_usd"] == pytest.approx(4 * 0.02 - repriced, rel=1e-9)
+    assert found["evidence"]["median_fan_out"] == 5
+
+
+def test_orchestrating_small_tasks_saves_the_overhead(db: Path) -> None:
+    small = [make_run_records(seed=i, task_class="extract", started_at_ns=at(3, i),
+                              worker_cost_usds=[0.002], plan_cost_usd=0.004,
+                              synthesis_cost_usd=0.001) for i in range(6)]
+    big = [make_run_records(seed=20 + i, task_class="research", started_at_ns=at(3, i),
+                            worker_cost_usds=[0.01] * 4) for i in range(6)]
+    write(db, *small, *big)
+    df = findings(db, kinds=["orchestrating_small_tasks"])
+    assert df["task_class"].to_list() == ["extract"]
+    found = one(df, "orchestrating_small_tasks", "extract")
+    assert found["saving_usd"] == pytest.approx(6 * (0.004 + 0.001), rel=1e-12)
+    assert found["evidence"]["median_plan_workers"] == 1
+    assert found["evidence"]["workers_usd"] == pytest.approx(6 * 0.002, rel=1e-12)
+    assert "chain the prompts" in found["title"]
+
+
+def test_the_min_workers_threshold_is_a_setting(db: Path, monkeypatch: pytest.MonkeyPatch
+                                                ) -> None:
+    write(db, *[make_run_records(seed=i, task_class="four", started_at_ns=at(3, i),
+                                 worker_cost_usds=[0.01] * 4) for i in range(3)])
+    assert findings(db, kinds=["orchestrating_small_tasks"]).is_empty()
+    monkeypatch.setenv(settings.CLIFFWATCH_FINDINGS_MIN_WORKERS, "5")
+    assert findings(db, kinds=["orchestrating_small_tasks"])["task_class"].to_list() == ["four"]
+    assert Thresholds.from_settings().min_workers == 5
+
+
+def test_runs_without_a_plan_size_are_not_judged_as_orchestrator_runs(db: Path) -> None:
+    records = make_run_records(seed=1, max_workers=None, started_at_ns=at(2))
+    root = records[0]
+    attrs = {k: v for k, v in json.loads(root.attributes).items()
+             if k in (cv.CLIFF_ROLE, cv.CLIFF_TASK_CLASS)}
+    write(db, [dataclasses.replace(root, attributes=json.dumps(attrs)), *records[1:]])
+    df = findings(db)
+    assert not set(df["kind"].to_list()) & {"implicit_max_workers", "no_cost_ceiling",
+                                           "orchestrating_small_tasks"}
+
+
+def test_rows_are_sorted_by_yearly_saving_and_records_are_json(db: Path) -> None:
+    write(db, *[make_run_records(seed=i, task_class=c, max_workers=None, started_at_ns=at(2, i),
+                                 worker_cost_usds=[0.01] * n)
+                for i, (c, n) in enumerate([("a", 12), ("b", 20), ("a", 2), ("b", 2)])])
+    df = findings(db)
+    assert tuple(df.columns) == FINDING_COLUMNS
+    savings = df["yearly_saving_usd"].drop_nulls().to_list()
+    assert savings == sorted(savings, reverse=True)
+    records = findings_records(df)
+    assert json.loads(json.dumps(records)) == records
+    assert isinstance(records[0]["evidence"], dict)
+
+
+def test_an_open_window_without_length_has_no_yearly_figure(db: Path) -> None:
+    write(db, make_run_records(seed=1, max_workers=None, started_at_ns=at(2),
+                               worker_cost_usds=[0.01] * 12))
+    found = one(findings(db, window=Window()), "implicit_max_workers", "research")
+    assert found["saving_usd"] > 0 and found["yearly_saving_usd"] is None
+
+
+def test_bad_requests(db: Path) -> None:
+    write(db, make_run_records(seed=1, started_at_ns=at(2)))
+    with pytest.raises(UnknownTaskClassError):
+        findings(db, task_class="nope")
+    with pytest.raises(ValueError, match="unknown finding kind"):
+        findings(db, kinds=["vibes"])
+    empty = findings(db, window=Window(datetime(2020, 1, 1), datetime(2020, 1, 2)))
+    assert empty.is_empty() and tuple(empty.columns) == FINDING_COLUMNS
+    assert set(FINDING_KINDS) == {
+        "implicit_max_workers", "cap_above_safe_maximum", "no_cost_ceiling", "cost_cliff",
+        "synthesis_on_planner_model", "orchestrating_small_tasks"}

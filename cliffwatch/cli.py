@@ -774,6 +774,93 @@ def ingest(
         raise typer.Exit(EXIT_RUN_NOT_COMPLETED)
 
 
+FINDING_TABLE_COLUMNS = (
+    "task_class", "kind", "runs", "yearly_saving_usd", "still_present", "title",
+)
+"""Columns ``cliffwatch findings`` shows as a table (JSON and CSV carry every column)."""
+
+
+@app.command()
+def findings(
+    db: DbOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    task_class: TaskClassOption = None,
+    fmt: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """The handbook's anti-patterns in your runs, with evidence and projected yearly saving."""
+    from analytics.findings import find_findings, findings_records
+
+    window = Window.parse(since, until)
+    with _store(db) as con:
+        df = find_findings(con, window, task_class=task_class)
+    if fmt is OutputFormat.JSON:  # evidence as objects, not JSON inside JSON
+        sys.stdout.write(json.dumps(findings_records(df), indent=2) + "\n")
+        return
+    render(
+        df.rename({"still_present": "now"}) if fmt is OutputFormat.TABLE else df,
+        fmt,
+        title="Findings (largest projected yearly saving first)",
+        table_columns=[("now" if c == "still_present" else c) for c in FINDING_TABLE_COLUMNS],
+        empty="no findings: none of the handbook's anti-patterns in this window",
+    )
+
+
+class AlertStatus(StrEnum):
+    """Delivery statuses ``cliffwatch alerts --status`` filters on."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    NO_WEBHOOK = "no_webhook"
+
+
+@app.command()
+def alerts(
+    db: DbOption = None,
+    status: Annotated[
+        AlertStatus | None, typer.Option("--status", help="Only deliveries with this status.")
+    ] = None,
+    retry: Annotated[
+        bool,
+        typer.Option(
+            "--retry",
+            help="First send every failed, unknown or waiting delivery once more, now.",
+        ),
+    ] = False,
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, help="Newest N alerts; 0 for all.")
+    ] = 50,
+    fmt: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Alerts (incidents, threshold rules) and their webhook deliveries: status, attempts,
+    last error. Exit code 1 when a --retry delivery failed."""
+    from telemetry.alerts import deliver_now, list_alerts
+
+    summary = None
+    if retry:
+        summary = deliver_now(_writable_store(db), retry_failed=True)
+        Console(stderr=True).print(
+            f"retried {summary.attempted} deliveries: {summary.delivered} delivered, "
+            f"{summary.retrying} to retry later, {summary.failed} failed",
+            soft_wrap=True, highlight=False,
+        )
+    with _store(db) as con:
+        df = list_alerts(con, status=status.value if status else None, limit=limit or None)
+    render(
+        df,
+        fmt,
+        title="Alerts (newest first)",
+        table_columns=("raised_at", "kind", "task_class", "webhook", "status", "attempts",
+                       "last_error", "text"),
+        empty="no alerts",
+    )
+    if summary is not None and (summary.failed or summary.retrying):
+        raise typer.Exit(EXIT_RUN_NOT_COMPLETED)
+
+
 def main() -> None:
     """Console-script entry point (``cliffwatch = cliffwatch.cli:main``)."""
     app()

@@ -415,8 +415,13 @@ def runs(
     )
 
 
-@app.command()
+incidents_app = typer.Typer(no_args_is_help=False)
+"""``cliffwatch incidents``: lists incidents; its subcommands triage them."""
+
+
+@incidents_app.callback(invoke_without_command=True)
 def incidents(
+    ctx: typer.Context,
     db: DbOption = None,
     kind: Annotated[
         IncidentKind | None, typer.Option("--kind", help="Only incidents of this kind.")
@@ -429,7 +434,12 @@ def incidents(
     until: UntilOption = None,
     fmt: FormatOption = OutputFormat.TABLE,
 ) -> None:
-    """List incidents, newest first: cap breaches, cost-ceiling breaches, runaways."""
+    """List incidents, newest first: cap breaches, cost-ceiling breaches, runaways.
+
+    Triage one with: cliffwatch incidents ack|resolve|reopen INCIDENT_ID [--note TEXT].
+    """
+    if ctx.invoked_subcommand is not None:
+        return  # a triage subcommand runs instead of the list
     window = Window.parse(since, until)
     with _store(db) as con:
         df = list_incidents(
@@ -447,6 +457,48 @@ def incidents(
         json_columns=("data",),
         empty="no incidents",
     )
+
+
+IncidentIdArgument = Annotated[
+    str, typer.Argument(help="The incident's id, as `cliffwatch incidents` lists it.")
+]
+NoteOption = Annotated[
+    str | None,
+    typer.Option("--note", help="A note kept with the incident (default: keep its note)."),
+]
+
+
+def _triage(db: Path | None, incident_id: str, status: str, note: str | None) -> None:
+    from analytics.triage import set_incident_status
+
+    done = set_incident_status(settings.db_path(db), incident_id, status, note)
+    line = f"{done.incident_id}: {done.previous_status} -> {done.status}"
+    Console().print(line + (f" (note: {done.note})" if done.note else ""), soft_wrap=True,
+                    highlight=False, markup=False)
+
+
+@incidents_app.command("ack")
+def incidents_ack(incident_id: IncidentIdArgument, note: NoteOption = None,
+                  db: DbOption = None) -> None:
+    """Acknowledge an incident (someone is on it), with an optional note."""
+    _triage(db, incident_id, "acknowledged", note)
+
+
+@incidents_app.command("resolve")
+def incidents_resolve(incident_id: IncidentIdArgument, note: NoteOption = None,
+                      db: DbOption = None) -> None:
+    """Resolve an incident, with an optional note."""
+    _triage(db, incident_id, "resolved", note)
+
+
+@incidents_app.command("reopen")
+def incidents_reopen(incident_id: IncidentIdArgument, note: NoteOption = None,
+                     db: DbOption = None) -> None:
+    """Set an incident back to open, with an optional note."""
+    _triage(db, incident_id, "open", note)
+
+
+app.add_typer(incidents_app, name="incidents")
 
 
 @app.command()

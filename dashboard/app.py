@@ -20,6 +20,7 @@ page = st.navigation(
     [
         st.Page("views/overview.py", title="Overview", icon=":material/monitoring:", default=True),
         st.Page("views/incidents.py", title="Incidents", icon=":material/warning:"),
+        st.Page("views/findings.py", title="Findings", icon=":material/lightbulb:"),
         st.Page("views/run.py", title="Run", icon=":material/waterfall_chart:"),
     ]
 )

@@ -230,3 +230,63 @@ def test_bad_requests(db: Path) -> None:
     assert set(FINDING_KINDS) == {
         "implicit_max_workers", "cap_above_safe_maximum", "no_cost_ceiling", "cost_cliff",
         "synthesis_on_planner_model", "orchestrating_small_tasks"}
+
+
+# --- the dashboard page (AppTest, in-process, on a real store) ------------------------------
+
+APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+
+
+@pytest.fixture()
+def page_store(db: Path) -> Path:
+    small = [make_run_records(seed=i, task_class="extract", started_at_ns=at(3, i),
+                              worker_cost_usds=[0.002], plan_cost_usd=0.004,
+                              synthesis_cost_usd=0.001) for i in range(6)]
+    runaway = [make_run_records(seed=50 + i, max_workers=None, started_at_ns=at(4, i),
+                                worker_cost_usds=[0.01] * 12) for i in range(2)]
+    write(db, *small, *runaway)
+    return db
+
+
+def _findings_page(db: Path, monkeypatch: pytest.MonkeyPatch, **params: str) -> Any:
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("CLIFFWATCH_DB", str(db))
+    app = AppTest.from_file(APP, default_timeout=30)
+    for name, value in params.items():
+        app.query_params[name] = value
+    app.run()
+    app.switch_page("views/findings.py").run()
+    assert not app.exception, [e.message for e in app.exception]
+    return app
+
+
+def test_the_findings_page_shows_what_analytics_found(
+    page_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = _findings_page(page_store, monkeypatch)
+    with read_store(page_store) as con:
+        expected = find_findings(con)
+    [table] = [d.value for d in app.dataframe if "what" in d.value.columns]
+    assert sorted(zip(table["task_class"], table["kind"], strict=True)) == sorted(
+        zip(expected["task_class"], expected["kind"], strict=True))
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Findings"] == str(expected.height)
+    labels = [e.label for e in app.expander]
+    assert any(label.startswith("Orchestrating small tasks · extract") for label in labels)
+    links = " ".join(m.value for m in app.markdown)
+    runaway_id = expected.filter(pl.col("kind") == "implicit_max_workers")["evidence"][0]
+    assert json.loads(runaway_id)["run_ids"][0] in links  # a link to the run page
+
+
+def test_the_findings_page_deep_links_a_kind(page_store: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _findings_page(page_store, monkeypatch, kind="orchestrating_small_tasks")
+    [table] = [d.value for d in app.dataframe if "what" in d.value.columns]
+    assert set(table["kind"]) == {"orchestrating_small_tasks"}
+
+
+def test_the_findings_page_on_a_missing_store(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _findings_page(tmp_path / "none.duckdb", monkeypatch)
+    assert "cliffwatch demo" in " ".join(i.value for i in app.info)

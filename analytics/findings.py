@@ -107,6 +107,12 @@ FINDING_COLUMNS: tuple[str, ...] = (
 )
 """Columns of :func:`find_findings`, in order."""
 
+REPORT_FINDING_COLUMNS: tuple[str, ...] = (
+    "kind", "task_class", "title", "runs", "saving_usd", "yearly_saving_usd", "still_present",
+    "fix",
+)
+"""The columns a report shows (analytics/report.py); the evidence stays in JSON output."""
+
 _SCHEMA: dict[str, Any] = {
     "kind": pl.String, "task_class": pl.String, "title": pl.String, "runs": pl.Int64,
     "cost_usd": pl.Float64, "saving_usd": pl.Float64, "yearly_saving_usd": pl.Float64,

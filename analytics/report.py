@@ -15,7 +15,9 @@ Markdown (to paste into a ticket), CSV, JSON or Parquet. The tables, in order
   from :func:`analytics.whatif.what_if`;
 - ``spend_by_model`` / ``spend_by_role``: spend and per-run percentiles per model and
   per role;
-- ``unpriced``: models whose calls had no price (their cost is missing, never $0).
+- ``unpriced``: models whose calls had no price (their cost is missing, never $0);
+- ``findings``: the handbook's anti-patterns found in the window, per class, with the
+  fix and its projected yearly saving (:func:`analytics.findings.find_findings`).
 
 Figures: the cost distribution per class with P50/P95/P99 marked, the daily percentile
 trend with the cap's first day (both from :mod:`analytics.charts`) and spend before and
@@ -34,6 +36,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from analytics import charts, replay_charts
+from analytics.findings import REPORT_FINDING_COLUMNS, find_findings
 from analytics.incidents import list_incidents
 from analytics.percentiles import cap_start_date, cost_percentiles, daily_percentiles
 from analytics.replay import LimitsOverride
@@ -51,6 +54,7 @@ REPORT_TABLES: dict[str, str] = {
     "spend_by_model": "Spend by model",
     "spend_by_role": "Spend by role",
     "unpriced": "Unpriced calls",
+    "findings": "Findings: the handbook's anti-patterns",
 }
 """Table names (file names in CSV/Parquet output) and their headings, in report order."""
 
@@ -253,6 +257,8 @@ def build_report(
         "spend_by_role": _spend(by_role, "role"),
         "unpriced": by_model.filter(pl.col("unpriced_calls") > 0).select(
             "model", "unpriced_calls", "runs"),
+        "findings": find_findings(con, window, task_class=task_class, now=generated_at)
+        .select(REPORT_FINDING_COLUMNS),
     }
     figures: dict[str, go.Figure] = {}
     if runs.height:
@@ -270,6 +276,9 @@ def build_report(
         f"estimated_usd. Year projection over a {what.window_days or 0:.1f}-day window.",
         "unpriced": "Calls on models without a price add nothing to any cost above: "
         "those costs are lower bounds.",
+        "findings": "Largest projected yearly saving first; yearly = the window's saving x "
+        "365 / the window's days. `cliffwatch findings --format json` gives the evidence "
+        "and the runs behind each.",
     }
     if runs.height == DISTRIBUTION_POINTS_LIMIT:
         notes["figure_distribution"] = (

@@ -290,3 +290,19 @@ def test_the_findings_page_on_a_missing_store(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     app = _findings_page(tmp_path / "none.duckdb", monkeypatch)
     assert "cliffwatch demo" in " ".join(i.value for i in app.info)
+
+
+def test_reports_carry_the_findings(page_store: Path) -> None:
+    from analytics.report import build_report
+    from analytics.report_render import render_markdown
+
+    now = datetime(2026, 11, 11)
+    with read_store(page_store) as con:
+        report = build_report(con, WINDOW, now=now)
+        expected = find_findings(con, WINDOW, now=now)
+    table = report.tables["findings"]
+    assert table.to_dicts() == expected.select(table.columns).to_dicts()
+    assert {"orchestrating_small_tasks", "implicit_max_workers"} <= set(table["kind"])
+    text = render_markdown(report)
+    assert "## Findings: the handbook's anti-patterns" in text
+    assert "chain the prompts instead" in text

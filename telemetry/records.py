@@ -2,8 +2,9 @@
 
 An SDK span (our own orchestrator), an OTLP protobuf span, an OTLP/JSON span and a litellm
 callback all convert at the boundary into :class:`SpanRecord`; the store writes only
-records. Converters live beside their sources (``telemetry.sdk_mapping`` for SDK spans,
-``telemetry.otlp`` for OTLP), all producing this shape.
+records. One mapping, ``telemetry.otlp_mapping.map_span``, turns a decoded OTLP span
+(``telemetry.otlp_decode``) into this shape; SDK spans go through it too
+(``telemetry.sdk_mapping``) and so do litellm callback calls.
 """
 
 from __future__ import annotations

@@ -316,7 +316,19 @@ class Replay:
     def comparison(self) -> pl.DataFrame:
         """What happened beside the counterfactual: columns ``figure``, ``recorded``,
         ``counterfactual``, ``basis`` (all text, ready to print)."""
-        return comparison_frame(self.run, self.counterfactual)
+        return comparison_frame(self.run, self.counterfactual, self.as_recorded.reason)
+
+    def plan_beside_counterfactual(self) -> pl.DataFrame | None:
+        """The recorded plan's sub-tasks with the counterfactual's outcome, cost and basis
+        of each (``cf_outcome``, ``cf_cost_usd``, ``cf_basis``), when the counterfactual
+        checked that same plan; None when it checked another (a replan)."""
+        cf = self.counterfactual_subtasks()
+        if cf.is_empty() or cf["title"].to_list() != self.subtasks["title"].to_list():
+            return None
+        return self.subtasks.with_columns(
+            cf["outcome"].alias("cf_outcome"), cf["cost_usd"].alias("cf_cost_usd"),
+            cf["basis"].alias("cf_basis"),
+        )
 
     def counterfactual_subtasks(self) -> pl.DataFrame:
         """The counterfactual's sub-tasks: index, title, difficulty, model, outcome,
@@ -427,8 +439,11 @@ def _basis(cf: Counterfactual, *stages: str) -> str:
     return "recorded"
 
 
-def comparison_frame(run: RecordedRun, cf: Counterfactual) -> pl.DataFrame:
-    """What happened beside a counterfactual of it (see :meth:`Replay.comparison`)."""
+def comparison_frame(
+    run: RecordedRun, cf: Counterfactual, recorded_reason: str | None = None
+) -> pl.DataFrame:
+    """What happened beside a counterfactual of it (see :meth:`Replay.comparison`);
+    ``recorded_reason`` is the dispatch decision as recorded (a row when given)."""
 
     def lim(limits: Limits) -> str:
         cap = "none" if limits.max_workers is None else str(limits.max_workers)
@@ -443,6 +458,8 @@ def comparison_frame(run: RecordedRun, cf: Counterfactual) -> pl.DataFrame:
     saving = "-" if cf.saving_pct is None else f"{cf.saving_pct:.1f}%"
     rows = [
         ("limits", lim(run.limits), lim(cf.limits), "given"),
+        *([("dispatch decision", recorded_reason, cf.reason, "dispatch layer")]
+          if recorded_reason is not None else []),
         ("status", run.status, cf.status.value, "dispatch layer"),
         ("breach", run.breach or "-", cf.breach.value if cf.breach else "-", "dispatch layer"),
         ("sub-tasks proposed", str(run.workers_proposed if run.workers_proposed is not None

@@ -46,6 +46,7 @@ from typer.core import TyperGroup
 from analytics.errors import AnalyticsError, UnknownTaskClassError
 from analytics.incidents import list_incidents
 from analytics.percentiles import cost_percentiles
+from analytics.report_render import ReportFormat
 from analytics.runs import list_runs
 from analytics.store_access import StoreError, read_store
 from analytics.window import Window
@@ -911,6 +912,237 @@ def alerts(
     )
     if summary is not None and (summary.failed or summary.retrying):
         raise typer.Exit(EXIT_RUN_NOT_COMPLETED)
+
+
+# --- replay, what-if, reports -----------------------------------------------------------
+
+MaxWorkersOption = Annotated[
+    int | None,
+    typer.Option("--max-workers", min=0,
+                 help="Cap to replay under; 0 removes it (default: as each run recorded it)."),
+]
+CeilingOption = Annotated[
+    float | None,
+    typer.Option("--ceiling-usd", min=0.0,
+                 help="Per-run ceiling (USD) to replay under; 0 removes it (default: as "
+                      "recorded)."),
+]
+PolicyOption = Annotated[
+    CapPolicy | None,
+    typer.Option("--policy", help="Cap policy to replay under (default: as recorded)."),
+]
+
+
+class ReplayFormat(StrEnum):
+    """How ``cliffwatch replay`` prints."""
+
+    TABLE = "table"
+    JSON = "json"
+
+
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=PIPED_TABLE_WIDTH)  # piped: as wide as render's tables
+    return console
+
+
+def _json_out(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=_plain) + "\n")
+
+
+def _print_replay(rp: Any, live: pl.DataFrame | None, live_id: str | None) -> None:
+    run, cf, console = rp.run, rp.counterfactual, _console()
+
+    def say(line: str, style: str = "") -> None:
+        console.print(Text(line, style=style), soft_wrap=True)
+
+    say(f"run {run.run_id} · {run.task_class} · task {run.task_id or '-'} · started "
+        f"{run.started_at:%Y-%m-%d %H:%M:%S} UTC", "bold")
+    render(rp.timeline, OutputFormat.TABLE, title="Timeline as recorded", table_columns=(
+        "step", "offset_ms", "duration_ms", "kind", "name", "model", "input_tokens",
+        "output_tokens", "cost_usd", "status", "detail"))
+    beside = rp.plan_beside_counterfactual()
+    columns = ("index", "title", "difficulty", "model", "outcome", "attempts", "cost_usd")
+    if beside is not None:
+        render(beside, OutputFormat.TABLE, title="Plan: as recorded, and counterfactual (cf)",
+               table_columns=(*columns, "cf_outcome", "cf_cost_usd", "cf_basis"))
+    else:
+        render(rp.subtasks, OutputFormat.TABLE, title="Plan as recorded (the dispatched plan)",
+               table_columns=columns, empty="no usable plan recorded")
+    render(rp.comparison(), OutputFormat.TABLE,
+           title=f"Counterfactual ({rp.override.describe()}), no model called")
+    if cf.subtasks and beside is None:
+        render(rp.counterfactual_subtasks(), OutputFormat.TABLE,
+               title="Counterfactual sub-tasks")
+    notes = sorted({(i.note, i.stage) for i in cf.items if i.basis == "estimated"})
+    for note, stage in notes:
+        say(f"estimated ({stage}): {note}", "yellow")
+    if not cf.replayable:
+        say(cf.reason, "yellow")
+    elif rp.reproduces_record:
+        say("check: under its recorded limits the replay reproduces the record exactly", "dim")
+    else:
+        say("warning: under its recorded limits the replay does not reproduce the record",
+            "yellow")
+    if live is not None:
+        render(live, OutputFormat.TABLE, title=f"Live re-run {live_id} beside the original")
+
+
+@app.command()
+def replay(
+    run_id: Annotated[
+        str, typer.Argument(help="The run's id, or a unique prefix of 6+ characters.")
+    ],
+    max_workers: MaxWorkersOption = None,
+    ceiling_usd: CeilingOption = None,
+    policy: PolicyOption = None,
+    live: Annotated[
+        bool,
+        typer.Option("--live", help="Also run the task again through the orchestrator under "
+                     "these limits (same models and seed), stored as a new run linked by "
+                     "cliff.replay_of, and print both side by side."),
+    ] = False,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed of the --live run (default: the recorded one)."),
+    ] = None,
+    db: DbOption = None,
+    fmt: Annotated[
+        ReplayFormat, typer.Option("--format", help="Output: tables, or one JSON object.")
+    ] = ReplayFormat.TABLE,
+) -> None:
+    """Replay a run from its spans: its timeline, and what other limits would have done."""
+    from analytics.replay import LimitsOverride, compare_runs
+    from analytics.replay import replay as replay_run
+
+    override = LimitsOverride.parse(max_workers, ceiling_usd, policy.value if policy else None)
+    with _store(db) as con:
+        rp = replay_run(con, run_id, override)
+    comparison, new_id, live_data = None, None, None
+    if live:
+        from orchestrator.rerun import rerun_live  # litellm: only for a live run
+
+        done = rerun_live(settings.db_path(db), rp.run, rp.counterfactual.limits, seed=seed)
+        new_id = done.result.run_id
+        with _store(db) as con:
+            comparison = compare_runs(con, rp.run.run_id, new_id)
+        live_data = {"run_id": new_id, "status": done.result.status.value,
+                     "cost_usd": done.result.cost_usd, "seed": done.seed,
+                     "task_source": done.task_source, "comparison": comparison.to_dicts()}
+    if fmt is ReplayFormat.JSON:
+        data = rp.to_dict()
+        if live_data is not None:
+            data["live"] = live_data
+        _json_out(data)
+        return
+    _print_replay(rp, comparison, new_id)
+
+
+@app.command()
+def whatif(
+    max_workers: MaxWorkersOption = None,
+    ceiling_usd: CeilingOption = None,
+    policy: PolicyOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    task_class: TaskClassOption = None,
+    db: DbOption = None,
+    fmt: Annotated[
+        OutputFormat,
+        typer.Option("--format", help="Output: a table, JSON (limits, window, totals and "
+                     "per-class rows) or CSV (per-class rows)."),
+    ] = OutputFormat.TABLE,
+) -> None:
+    """Replay every run of a window under other limits: per class, runs affected, spend and
+    P50/P95/P99 before and after, saving, and the saving over a year."""
+    from analytics.replay import LimitsOverride
+    from analytics.whatif import what_if
+
+    if max_workers is None and ceiling_usd is None and policy is None:
+        raise CliError("give at least one of --max-workers, --ceiling-usd, --policy")
+    override = LimitsOverride.parse(max_workers, ceiling_usd, policy.value if policy else None)
+    window = Window.parse(since, until)
+    with _store(db) as con:
+        what = what_if(con, override, window, task_class)
+    if fmt is OutputFormat.JSON:
+        _json_out(what.to_dict())
+        return
+    if fmt is OutputFormat.CSV:
+        render(what.by_class, fmt)
+        return
+    def arrow(name: str, label: str) -> pl.Expr:  # "before -> after" in one column
+        return pl.struct(f"{name}_before_usd", f"{name}_after_usd").map_elements(
+            lambda r: f"{_usd(r[f'{name}_before_usd'])} -> {_usd(r[f'{name}_after_usd'])}",
+            return_dtype=pl.String,
+        ).alias(label)
+
+    shown = what.by_class.select(
+        "task_class", "runs", pl.col("runs_affected").alias("affected"),
+        pl.col("runs_rejected").alias("rejected"), pl.col("runs_truncated").alias("truncated"),
+        pl.col("runs_cancelled").alias("cancelled"), arrow("spend", "spend $"),
+        arrow("p50", "P50 $"), arrow("p95", "P95 $"), arrow("p99", "P99 $"), "saving_usd",
+        "saving_pct", pl.col("annual_saving_usd").alias("a year $"),
+    )
+    render(shown, fmt, title=f"What-if: {what.describe()}", empty="no runs in this window")
+    totals = what.totals()
+    if not totals["runs"]:
+        return
+    pct = "-" if totals["saving_pct"] is None else f"{totals['saving_pct']:.1f}%"
+    year = ("" if totals["annual_saving_usd"] is None else
+            f", ${totals['annual_saving_usd']:,.2f} a year at this window's rate "
+            f"({what.window_days:.1f} days)")
+    console = _console()
+    console.print(
+        f"all classes: {totals['runs']:,} runs, {totals['runs_affected']:,} affected; spend "
+        f"${totals['spend_before_usd']:,.4f} -> ${totals['spend_after_usd']:,.4f}, saving "
+        f"${totals['saving_usd']:,.4f} ({pct}){year}",
+        soft_wrap=True, highlight=False, markup=False)
+    if totals["estimated_usd"]:
+        console.print(f"${totals['estimated_usd']:,.4f} of the spend after is estimated "
+                      "(sub-tasks the record does not hold; see cliffwatch replay)",
+                      style="yellow", soft_wrap=True, highlight=False, markup=False)
+    console.print(f"replayed {totals['runs']:,} runs in {what.elapsed_s:.2f} s "
+                  f"({what.load_s:.2f} s reading the store)", style="dim", soft_wrap=True,
+                  highlight=False)
+
+
+@app.command()
+def report(
+    fmt: Annotated[
+        ReportFormat,
+        typer.Option("--format", help="html: one self-contained file with charts; md: to "
+                     "paste into a ticket; json: one file of every table; csv, parquet: one "
+                     "file per table, in a folder, or a zip when -o ends in .zip."),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", help="The file to write (csv/parquet: a folder or "
+                     "a .zip file)."),
+    ],
+    since: SinceOption = None,
+    until: UntilOption = None,
+    task_class: TaskClassOption = None,
+    db: DbOption = None,
+) -> None:
+    """Write a cost report: runs and spend, P50/P95/P99 and cliff ratio per class,
+    incidents, what-if at each class's configured cap, spend by model and role."""
+    from analytics.report import build_report
+    from analytics.report_render import write_report
+    from orchestrator.errors import ConfigError
+    from orchestrator.workload import load_workload
+
+    try:  # the what-if uses each class's configured cap; else its latest recorded one
+        class_limits = {c.name: c.config.limits for c in load_workload().classes}
+    except ConfigError:
+        class_limits = None
+    window = Window.parse(since, until)
+    with _store(db) as con:
+        built = build_report(con, window, task_class, class_limits=class_limits)
+    written = write_report(built, fmt, output)
+    where_to = output if len(written) > 1 else written[0]
+    Console().print(f"wrote {fmt.value} report to {where_to} ({len(written)} file(s))",
+                    soft_wrap=True, highlight=False, markup=False)
 
 
 def main() -> None:

@@ -434,3 +434,81 @@ def test_a_run_whose_task_cannot_be_recovered_is_refused_in_one_line(hand: Path)
                             "task_input": "Summarise <b>this</b>"})
     task, source = recover_task(captured, None)
     assert (task.input_text, source) == ("Summarise <b>this</b>", "captured input")
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+def test_cli_replay_prints_the_timeline_and_the_counterfactual(hand: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cliffwatch.cli import app
+
+    result = CliRunner().invoke(app, ["replay", BREACH[:10], "--max-workers", "0",
+                                      "--db", str(hand)])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for expected in ("Timeline as recorded", "Plan: as recorded, and counterfactual",
+                     "plan proposed 47 sub-tasks, cap 8: rejected at dispatch",
+                     "dispatch 47 of 47", "partly estimated",
+                     f"estimated (worker): mean of 16 recorded research sub-tasks on {MINI}",
+                     "reproduces the record exactly"):
+        assert expected in out, expected
+
+
+def test_cli_replay_json_is_one_object(hand: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from cliffwatch.cli import app
+
+    result = CliRunner().invoke(app, ["replay", RUNAWAY, "--max-workers", "4", "--policy",
+                                      "truncate", "--format", "json", "--db", str(hand)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["counterfactual"]["dispatched"] == 4
+    assert data["counterfactual"]["limits"] == {"max_workers": 4, "ceiling_usd": None,
+                                                "policy": "truncate"}
+    assert data["run"]["started_at"] == "2026-11-06T08:00:00"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["replay", "0123456789ab"], "no run '0123456789ab'"),
+        (["replay", RUNAWAY, "--max-workers", "-2"], "--max-workers"),
+        (["replay", RUNAWAY, "--policy", "drop"], "--policy"),
+    ],
+)
+def test_cli_replay_bad_input_is_one_line_and_exit_2(
+    hand: Path, args: list[str], message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from cliffwatch.cli import app
+
+    result = CliRunner().invoke(app, [*args, "--db", str(hand)])
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_replay_live_adds_the_new_run_beside_the_original(
+    orchestrated: OrchestratedStore,
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from cliffwatch.cli import app
+
+    original = orchestrated.as_configured[1]
+    result = CliRunner().invoke(app, ["replay", original.run_id, "--live", "--format", "json",
+                                      "--db", str(orchestrated.path)])
+    assert result.exit_code == 0, result.output
+    live = json.loads(result.stdout)["live"]
+    assert live["cost_usd"] == pytest.approx(original.cost_usd, abs=1e-12)
+    with read_store(orchestrated.path) as con:
+        assert get_run(con, live["run_id"])["replay_of"] == original.run_id
+    figures = {row["figure"]: row for row in live["comparison"]}
+    assert figures["cost $"]["original"] == figures["cost $"]["rerun"]

@@ -177,3 +177,28 @@ def test_an_empty_window_still_makes_a_report(store: Path, tmp_path: Path) -> No
     page = render_html(empty)
     assert "none" in page and "plotly.js v" not in page
     write_report(empty, "parquet", tmp_path / "e.zip")
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("html", "r.html"), ("md", "r.md"),
+                                           ("json", "r.json"), ("csv", "tables.zip"),
+                                           ("parquet", "pq")])
+def test_cli_report_writes_each_format(store: Path, tmp_path: Path, fmt: str, name: str) -> None:
+    from typer.testing import CliRunner
+
+    from cliffwatch.cli import app
+
+    out = tmp_path / name
+    result = CliRunner().invoke(app, ["report", "--format", fmt, "-o", str(out), "--since",
+                                      "2026-11-01", "--db", str(store)])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {fmt} report to {out}" in result.stdout
+    assert out.exists()
+
+
+def test_cli_report_needs_format_and_output(store: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cliffwatch.cli import app
+
+    result = CliRunner().invoke(app, ["report", "--format", "pdf", "-o", "x", "--db", str(store)])
+    assert result.exit_code == 2 and "--format" in result.stderr

@@ -112,3 +112,21 @@ def test_a_busy_store_is_retried_until_the_holder_lets_go(store: Path) -> None:
     with hold_store_lock(store, seconds=0.5):
         triage = resolve(store, CAP_ID, "fixed")  # waits for the reader to go
     assert triage.status == "resolved"
+
+
+def test_cli_incidents_ack_and_resolve(store: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cliffwatch.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["incidents", "ack", CAP_ID, "--note", "on it", "--db", str(store)])
+    assert result.exit_code == 0, result.output
+    assert f"{CAP_ID}: open -> acknowledged (note: on it)" in result.stdout
+    result = runner.invoke(app, ["incidents", "resolve", CAP_ID, "--db", str(store)])
+    assert result.exit_code == 0 and "acknowledged -> resolved" in result.stdout
+    listed = runner.invoke(app, ["incidents", "--status", "resolved", "--format", "json",
+                                 "--db", str(store)])
+    assert listed.exit_code == 0 and CAP_ID in listed.stdout and CEILING_ID not in listed.stdout
+    missing = runner.invoke(app, ["incidents", "reopen", "nosuch", "--db", str(store)])
+    assert missing.exit_code == 2 and "no incident 'nosuch'" in missing.stderr

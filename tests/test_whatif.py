@@ -145,3 +145,44 @@ def test_window_days_follow_the_window_then_the_runs() -> None:
     assert window_days(Window.parse(SINCE), runs, now=datetime(2026, 11, 21)) == 20.0
     assert window_days(Window.parse(until="2026-11-05"), runs) == pytest.approx(4.0)
     assert window_days(Window(), runs.head(1)) is None
+
+
+def test_cli_whatif_json_table_and_csv(store: Path) -> None:
+    import csv
+    import io
+    import json
+
+    from typer.testing import CliRunner
+
+    from cliffwatch.cli import app
+
+    runner = CliRunner()
+    base = ["whatif", "--max-workers", str(CAP), "--since", SINCE, "--until", UNTIL,
+            "--db", str(store)]
+    result = runner.invoke(app, [*base, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    expected = _what(store, LimitsOverride.parse(CAP))
+    assert data["totals"]["saving_usd"] == pytest.approx(expected.totals()["saving_usd"])
+    assert [r["task_class"] for r in data["by_class"]] == ["extract", "research"]
+    assert data["window_days"] == pytest.approx(10.0) and data["elapsed_s"] > 0
+
+    table = runner.invoke(app, base)
+    assert table.exit_code == 0, table.output
+    assert "What-if: cap 4, ceiling as recorded, policy as recorded" in table.stdout
+    assert "a year at this window's rate (10.0 days)" in table.stdout
+    assert "replayed 14 runs in" in table.stdout
+
+    rows = list(csv.DictReader(io.StringIO(runner.invoke(app, [*base, "--format", "csv"]).stdout)))
+    assert [r["task_class"] for r in rows] == ["extract", "research"]
+    assert list(rows[0]) == list(CLASS_COLUMNS)
+
+
+def test_cli_whatif_needs_a_limit(store: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cliffwatch.cli import app
+
+    result = CliRunner().invoke(app, ["whatif", "--db", str(store)])
+    assert result.exit_code == 2
+    assert "give at least one of --max-workers, --ceiling-usd, --policy" in result.stderr

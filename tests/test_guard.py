@@ -263,3 +263,27 @@ def test_a_guard_is_used_once(tracing: Tracing) -> None:
         guard.record_call("gpt-4o-mini", 1, 1)
     with pytest.raises(ValueError):
         Guard("x", tracing=tracing).start().record_call("gpt-4o-mini", 1, 1, role="run")
+
+
+def test_the_five_lines_in_the_docs_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "guard.md").read_text()
+    snippet = docs.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len([line for line in snippet.splitlines() if "guard" in line]) == 5
+    db = tmp_path / "docs.duckdb"
+    monkeypatch.setenv("CLIFFWATCH_DB", str(db))
+    calls: list[str] = []
+
+    def call_worker(subtask: str) -> Any:
+        calls.append(subtask)
+        return type("Reply", (), {"input_tokens": 500, "output_tokens": 200})()
+
+    namespace: dict[str, Any] = {"subtasks": ["a", "b", "c"], "call_worker": call_worker}
+    exec(compile(snippet, "docs/guard.md", "exec"), namespace)  # noqa: S102 - our own docs
+    guard = namespace["guard"]
+    assert calls == ["a", "b", "c"]
+    run = run_row(db, guard.run_id)
+    assert (run["status"], run["workers_dispatched"], run["max_workers"]) == ("ok", 3, 8)
+    assert run["cost_usd"] == pytest.approx(3 * usd("gpt-4o-mini", 500, 200), rel=1e-12)
+    namespace["subtasks"] = [str(i) for i in range(47)]
+    with pytest.raises(CostCliffError):
+        exec(compile(snippet, "docs/guard.md", "exec"), namespace)  # noqa: S102

@@ -603,6 +603,7 @@ class _Run:
 
     # --- the run span --------------------------------------------------------------------
     async def run(self) -> tuple[RunResult, OrchestratorError | None]:
+        """Execute the run inside its root span; the result and the error to raise, if any."""
         config, task = self.config, self.task
         limits = config.limits
         started_ns = self.clock.started_at_ns

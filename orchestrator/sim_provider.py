@@ -351,7 +351,7 @@ class SimLLM:
             )
         return litellm.Timeout("sim: request timed out", llm_provider=PROVIDER, model=model)
 
-    async def acompletion(  # noqa: D102 - litellm's interface
+    async def acompletion(
         self,
         model: str,
         messages: list,
@@ -370,6 +370,7 @@ class SimLLM:
         timeout: Any = None,
         client: Any = None,
     ) -> Any:
+        """litellm's async entry point: decide, sleep the simulated latency, answer."""
         answer, time_scale = self._decide(model, messages, optional_params, litellm_params)
         if answer.failure == "timeout":
             # a stalled request: nothing comes back before the caller's timeout expires
@@ -380,7 +381,7 @@ class SimLLM:
             raise self._failure(model, answer)
         return self._respond(model, answer, model_response)
 
-    def completion(  # noqa: D102 - litellm's interface
+    def completion(
         self,
         model: str,
         messages: list,
@@ -399,6 +400,7 @@ class SimLLM:
         timeout: Any = None,
         client: Any = None,
     ) -> Any:
+        """litellm's sync entry point: as :meth:`acompletion`, blocking."""
         answer, time_scale = self._decide(model, messages, optional_params, litellm_params)
         if answer.failure == "timeout":
             time.sleep(_timeout_s(timeout))

@@ -304,3 +304,48 @@ def test_a_store_from_before_alerts_does_not_flood(
     shown = alerts(db)
     assert [a["run_id"] for a in shown] == [records[0].trace_id]
     assert shown[0]["status"] == "pending"
+
+
+# --- the CLI: `cliffwatch alerts` lists, `--retry` sends again (a separate process) -------
+
+CLI = [str(Path(sys.executable).with_name("cliffwatch"))]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **(env or {})}
+    return subprocess.run([*CLI, *args], cwd=ROOT, env=full_env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_lists_failed_deliveries_and_retry_sends_them(
+    receiver: WebhookReceiver, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(settings.CLIFFWATCH_ALERT_MAX_ATTEMPTS, "1")
+    receiver.fail_next(1, status=502)
+    write_spans(db, cap_breach(70))
+    wait_status(db, "failed")
+    listed = cli("alerts", "--db", str(db), "--status", "failed", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    [row] = json.loads(listed.stdout)
+    assert (row["status"], row["attempts"], row["last_error"]) == ("failed", 1, "HTTP 502")
+    retried = cli("alerts", "--db", str(db), "--retry", "--format", "csv")
+    assert retried.returncode == 0, retried.stderr
+    assert "1 delivered" in retried.stderr
+    assert "delivered" in retried.stdout.splitlines()[1]
+    assert len(receiver.delivered()) == 1
+    again = cli("alerts", "--db", str(db), "--retry")  # nothing left: nothing sent twice
+    assert again.returncode == 0 and "retried 0 deliveries" in again.stderr
+    assert len(receiver.delivered()) == 1
+
+
+def test_cli_retry_that_fails_exits_1_and_bad_settings_exit_2(
+    receiver: WebhookReceiver, db: Path, no_background: None
+) -> None:
+    write_spans(db, cap_breach(71))
+    receiver.fail_next(1, status=400)
+    failed = cli("alerts", "--db", str(db), "--retry")
+    assert failed.returncode == 1 and "1 failed" in failed.stderr
+    bad = cli("alerts", "--db", str(db), "--retry",
+              env={settings.CLIFFWATCH_WEBHOOK_URLS: "ftp://nope"})
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("error:") and len(bad.stderr.strip().splitlines()) == 1

@@ -306,3 +306,26 @@ def test_reports_carry_the_findings(page_store: Path) -> None:
     text = render_markdown(report)
     assert "## Findings: the handbook's anti-patterns" in text
     assert "chain the prompts instead" in text
+
+
+def test_the_cli_prints_findings_as_json_csv_and_a_table(page_store: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cliffwatch.cli import app
+
+    runner = CliRunner()
+    args = ["findings", "--db", str(page_store), "--since", "2026-11-01", "--until",
+            "2026-11-11"]
+    as_json = runner.invoke(app, [*args, "--format", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    rows = json.loads(as_json.stdout)
+    with read_store(page_store) as con:
+        expected = findings_records(find_findings(con, WINDOW))
+    assert rows == expected
+    assert isinstance(rows[0]["evidence"]["run_ids"], list)
+    as_csv = runner.invoke(app, [*args, "--format", "csv"])
+    assert as_csv.stdout.splitlines()[0] == ",".join(FINDING_COLUMNS)
+    table = runner.invoke(app, args)
+    assert "orchestrating_small_tasks" in table.stdout and "chain the prompts" in table.stdout
+    bad = runner.invoke(app, ["findings", "--db", str(page_store), "--since", "someday"])
+    assert bad.exit_code == 2

@@ -306,6 +306,26 @@ def test_a_store_from_before_alerts_does_not_flood(
     assert shown[0]["status"] == "pending"
 
 
+def test_a_cap_breach_ingested_over_otlp_is_alerted(receiver: WebhookReceiver, db: Path) -> None:
+    """The OTLP receiver writes through write_spans too: its incidents alert the same way."""
+    import http.client
+
+    from otlp_payloads import request_json, to_protobuf
+
+    from telemetry.receiver import OtlpReceiver, ReceiverConfig
+
+    records = cap_breach(80)
+    with OtlpReceiver(db, ReceiverConfig(port=0)) as rx:
+        conn = http.client.HTTPConnection("127.0.0.1", rx.port, timeout=30)
+        conn.request("POST", "/v1/traces", body=to_protobuf(request_json(records)),
+                     headers={"Content-Type": "application/x-protobuf"})
+        assert conn.getresponse().status == 200
+        conn.close()
+        [got] = receiver.wait_for(1)
+    assert got.alert_id == f"cap_breach-{records[0].trace_id[:16]}"
+    assert got.body["incident"]["data"]["proposed"] == 47
+
+
 # --- the CLI: `cliffwatch alerts` lists, `--retry` sends again (a separate process) -------
 
 CLI = [str(Path(sys.executable).with_name("cliffwatch"))]

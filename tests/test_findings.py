@@ -329,3 +329,9 @@ def test_the_cli_prints_findings_as_json_csv_and_a_table(page_store: Path) -> No
     assert "orchestrating_small_tasks" in table.stdout and "chain the prompts" in table.stdout
     bad = runner.invoke(app, ["findings", "--db", str(page_store), "--since", "someday"])
     assert bad.exit_code == 2
+
+
+def test_the_findings_page_prints_no_stray_text(page_store: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _findings_page(page_store, monkeypatch)
+    assert [m.value for m in app.markdown if "called on the page" in m.value] == []

@@ -16,6 +16,8 @@ from analytics.store_access import read_store
 from dashboard import filters, queries, ui
 from dashboard.filters import Filters
 
+# What each finding kind is called on the page (a comment, not a docstring: Streamlit's
+# "magic" would print a bare string of a page script).
 KIND_LABELS = {
     "implicit_max_workers": "Implicit max-workers",
     "cap_above_safe_maximum": "Cap above 8",
@@ -24,7 +26,6 @@ KIND_LABELS = {
     "synthesis_on_planner_model": "Synthesis on the planner's model",
     "orchestrating_small_tasks": "Orchestrating small tasks",
 }
-"""What each finding kind is called on the page."""
 
 
 @st.cache_data(ttl=queries.CACHE_TTL_S, show_spinner=False)

@@ -71,6 +71,16 @@ def _overrides(path: str | None) -> dict[str, dict[str, Any]]:
     return data
 
 
+@cache
+def _default_overrides(env_value: str | None, cwd: str) -> dict[str, dict[str, Any]]:
+    # Keyed on what settings.price_overrides_path() depends on, so the file system is
+    # asked once per (setting, working directory), not on every priced call (it was
+    # ~10% of a demo's CPU).
+    del env_value, cwd
+    path = settings.price_overrides_path()
+    return _overrides(str(path) if path else None)
+
+
 def _candidates(model: str) -> list[str]:
     # "openai/gpt-4o-mini" and "gpt-4o-mini" both appear in the wild; litellm's map keys
     # most models without the provider prefix, some with it.
@@ -100,8 +110,11 @@ def price_for(model: str | None, overrides_path: Path | None = None) -> Price | 
     """
     if not model:
         return None
-    path = overrides_path if overrides_path is not None else settings.price_overrides_path()
-    overrides = _overrides(str(path) if path else None)
+    if overrides_path is not None:
+        overrides = _overrides(str(overrides_path))
+    else:
+        overrides = _default_overrides(os.environ.get(settings.CLIFFWATCH_PRICE_OVERRIDES),
+                                       os.getcwd())
     for key in _candidates(model):
         if key in overrides:
             price = _entry_price(key, overrides[key])

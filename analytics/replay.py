@@ -107,6 +107,17 @@ class LimitsOverride:
              policy)
         )
 
+    def cli_args(self) -> list[str]:
+        """The ``cliffwatch replay`` / ``whatif`` options that ask for these limits."""
+        args: list[str] = []
+        if self.max_workers is not KEEP:
+            args += ["--max-workers", str(self.max_workers or 0)]
+        if self.ceiling_usd is not KEEP:
+            args += ["--ceiling-usd", repr(self.ceiling_usd or 0.0)]
+        if self.policy is not KEEP:
+            args += ["--policy", self.policy.value]
+        return args
+
     @classmethod
     def parse(
         cls,

@@ -22,6 +22,9 @@ page = st.navigation(
         st.Page("views/incidents.py", title="Incidents", icon=":material/warning:"),
         st.Page("views/findings.py", title="Findings", icon=":material/lightbulb:"),
         st.Page("views/run.py", title="Run", icon=":material/waterfall_chart:"),
+        st.Page("views/replay.py", title="Replay", icon=":material/replay:"),
+        st.Page("views/whatif.py", title="What-if", icon=":material/tune:"),
+        st.Page("views/report.py", title="Report", icon=":material/description:"),
     ]
 )
 filters.render_sidebar(queries.known_task_classes())

@@ -7,7 +7,7 @@ Deep link: ``/incidents?kind=cap_breach&status=open`` (plus the sidebar's parame
 import polars as pl
 import streamlit as st
 
-from dashboard import filters, queries, ui
+from dashboard import downloads, filters, links, queries, triage_panel, ui
 
 selected = filters.current()
 st.title("Incidents")
@@ -38,7 +38,8 @@ if status:
 
 st.caption(f"{shown.height:,} of {found.height:,} incidents · select a row to open its run")
 table = shown.with_columns(
-    (pl.lit(ui.RUN_LINK_PREFIX) + pl.col("run_id")).alias("link")
+    (pl.lit(ui.RUN_LINK_PREFIX) + pl.col("run_id")).alias("link"),
+    (pl.lit(links.replay_link("")) + pl.col("run_id")).alias("replay"),
 )
 picked = st.dataframe(
     table,
@@ -46,7 +47,8 @@ picked = st.dataframe(
     key="incidents",
     on_select="rerun",
     selection_mode="single-row",
-    column_order=["detected_at", "kind", "status", "task_class", "detail", "link", "note"],
+    column_order=["detected_at", "kind", "status", "task_class", "detail", "link", "replay",
+                  "note"],
     column_config={
         "detected_at": st.column_config.DatetimeColumn("Detected (UTC)", format="YYYY-MM-DD HH:mm"),
         "kind": st.column_config.TextColumn("Kind"),
@@ -54,8 +56,11 @@ picked = st.dataframe(
         "task_class": st.column_config.TextColumn("Task class"),
         "detail": st.column_config.TextColumn("What happened", width="large"),
         "link": st.column_config.LinkColumn("Run", display_text="open run"),
+        "replay": st.column_config.LinkColumn("Replay", display_text="replay"),
         "note": st.column_config.TextColumn("Note"),
     },
 )
 if picked.selection.rows:
     ui.open_run(table["run_id"][picked.selection.rows[0]])
+downloads.csv_button(shown, "incidents")
+triage_panel.render_triage(shown)

@@ -8,7 +8,7 @@ a picker of the recent runs (within the sidebar's filters).
 import streamlit as st
 
 from analytics import charts
-from dashboard import filters, queries, ui
+from dashboard import downloads, filters, links, queries, ui
 
 PICKER_KEY = "run_picker"
 STATUS_COLOURS = {"ok": "green", "rejected": "red", "cancelled": "orange", "failed": "red"}
@@ -53,6 +53,8 @@ if not run_id:
 run, spans = queries.fetch(queries.load_run, run_id)
 
 st.subheader(f"{run['task_class']} · `{run['run_id']}`")
+st.page_link(links.REPLAY_PAGE, label="Replay this run under other limits",
+             icon=":material/replay:", query_params={"run_id": run["run_id"]})
 badges = st.container(horizontal=True)
 with badges:
     st.badge(run["status"], color=STATUS_COLOURS.get(run["status"], "gray"))
@@ -102,3 +104,4 @@ st.dataframe(
         "duration_ms": st.column_config.NumberColumn("Duration (ms)", format="%.0f"),
     },
 )
+downloads.csv_button(spans, "run_spans")

@@ -1,0 +1,32 @@
+"""Download buttons for the tables the pages show: one call per table, CSV of every column.
+
+The CSV holds the table as analytics returned it (full run ids, every column, ISO times),
+not the page's formatting, so it can be loaded elsewhere as is.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import streamlit as st
+
+
+def csv_button(df: pl.DataFrame, name: str, *, label: str | None = None) -> None:
+    """A "Download CSV" button for ``df``, saved as ``<name>.csv``.
+
+    Args:
+        df: the table (nested or object columns are written as text).
+        name: the file name without extension; also makes the widget key unique per page.
+        label: the button's text (default ``Download <name>.csv``).
+    """
+    flat = df.with_columns(
+        pl.col(c).cast(pl.String) for c, t in df.schema.items() if t.is_nested()
+    )
+    st.download_button(
+        label or f"Download {name}.csv",
+        data=flat.write_csv(),
+        file_name=f"{name}.csv",
+        mime="text/csv",
+        key=f"download_{name}",
+        icon=":material/download:",
+        on_click="ignore",
+    )

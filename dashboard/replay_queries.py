@@ -1,0 +1,146 @@
+"""What the Replay, What-if and Report pages show, and the actions they start.
+
+Reads are cached like :mod:`dashboard.queries` (keyed on the store path, its version and
+the request) and called through :func:`dashboard.queries.fetch`, which turns store and
+analytics errors into page messages.
+
+Two actions run the ``cliffwatch`` command line in a child process rather than in the
+dashboard: a live re-run (:func:`live_rerun`, which calls models through the orchestrator
+and writes a new run) and a report file (:func:`report_file`, built with the workload's
+configured caps). Both need the orchestrator, which the dashboard does not import
+(DESIGN.md: dashboard -> analytics only), and a child process keeps litellm and the
+write lock out of the Streamlit server. Their errors come back as :class:`ActionError`
+with the command's one-line message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import streamlit as st
+
+from analytics.replay import LimitsOverride, Replay, replay
+from analytics.store_access import read_store
+from analytics.whatif import WhatIf, what_if
+from cliffwatch import settings
+from dashboard.filters import Filters
+from dashboard.queries import CACHE_TTL_S, store_path
+
+LIVE_RERUN_TIMEOUT_S = 600
+"""Longest a live re-run may take (a real provider's run can take minutes)."""
+
+REPORT_TIMEOUT_S = 300
+"""Longest building a report file may take."""
+
+_CLI = "from cliffwatch.cli import main; main()"
+
+
+class ActionError(Exception):
+    """A live re-run or a report that could not be made; the message is one line."""
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_replay(
+    db: str, version: tuple[int, ...], run_id: str, override: LimitsOverride
+) -> Replay:
+    """:func:`analytics.replay.replay` of ``run_id`` under ``override``.
+
+    Raises:
+        RunNotFoundError, ReplayError: a bad run id or limit.
+        StoreError: the store is missing, not a store, or busy.
+    """
+    with read_store(db) as con:
+        return replay(con, run_id, override)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_whatif(
+    db: str, version: tuple[int, ...], filters: Filters, override: LimitsOverride
+) -> WhatIf:
+    """:func:`analytics.whatif.what_if` over the sidebar's window and classes.
+
+    Raises:
+        ReplayError, AnalyticsError, StoreError: as :func:`load_replay`.
+    """
+    with read_store(db) as con:
+        what = what_if(con, override, filters.window(), filters.only_class())
+    if len(filters.task_classes) < 2:
+        return what
+    chosen = list(filters.task_classes)
+    return dataclasses.replace(
+        what,
+        runs=what.runs.filter(pl.col("task_class").is_in(chosen)),
+        by_class=what.by_class.filter(pl.col("task_class").is_in(chosen)),
+    )
+
+
+def _run_cli(args: list[str], timeout_s: float) -> str:
+    """Run ``cliffwatch <args> --db <store>`` in a child process; its stdout.
+
+    Raises:
+        ActionError: it failed (its one-line error) or took longer than ``timeout_s``.
+    """
+    command = [sys.executable, "-c", _CLI, *args, "--db", str(store_path())]
+    env = {**os.environ, settings.CLIFFWATCH_DB: str(store_path())}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
+                              env=env, check=False)
+    except subprocess.TimeoutExpired:
+        raise ActionError(f"cliffwatch {args[0]} took longer than {timeout_s:g} s") from None
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        raise ActionError(lines[-1].removeprefix("error: ") if lines else
+                          f"cliffwatch {args[0]} failed (exit code {done.returncode})")
+    return done.stdout
+
+
+def live_rerun(run_id: str, override: LimitsOverride) -> dict[str, Any]:
+    """Run ``run_id``'s task again through the orchestrator under ``override``.
+
+    Returns:
+        The ``live`` part of ``cliffwatch replay --live --format json``: the new
+        ``run_id``, ``status``, ``cost_usd``, ``seed``, ``task_source`` and
+        ``comparison`` (rows of figure / original / rerun).
+
+    Raises:
+        ActionError: the task cannot be recovered, or the run failed to start.
+    """
+    out = _run_cli(["replay", run_id, "--live", "--format", "json", *override.cli_args()],
+                   LIVE_RERUN_TIMEOUT_S)
+    return json.loads(out)["live"]
+
+
+def report_args(filters: Filters) -> list[str]:
+    """``--since/--until/--task-class`` for the sidebar's selection (one class, or all)."""
+    window = filters.window()
+    args: list[str] = []
+    if window.since is not None:
+        args += ["--since", window.since.isoformat()]
+    if window.until is not None:
+        args += ["--until", window.until.isoformat()]
+    if filters.only_class():
+        args += ["--task-class", filters.only_class() or ""]
+    return args
+
+
+def report_file(fmt: str, filters: Filters) -> bytes:
+    """A report of the sidebar's selection in ``fmt`` (html, md, json; csv and parquet as
+    a zip of one file per table), as bytes to download.
+
+    Raises:
+        ActionError: as :func:`_run_cli`.
+    """
+    name = "report.zip" if fmt in ("csv", "parquet") else f"report.{fmt}"
+    with tempfile.TemporaryDirectory(prefix="cliffwatch-report-") as folder:
+        target = Path(folder) / name
+        _run_cli(["report", "--format", fmt, "-o", str(target), *report_args(filters)],
+                 REPORT_TIMEOUT_S)
+        return target.read_bytes()

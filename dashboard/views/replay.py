@@ -1,0 +1,164 @@
+"""Replay: one run step by step as recorded, beside what other limits would have done, and
+a live re-run of its task under them.
+
+Deep link: ``/replay?run_id=<id or a unique prefix>`` plus, optionally, the limits to
+replay under: ``&max_workers=8&ceiling_usd=0.05&policy=truncate`` (0 switches a limit off;
+absent: as the run recorded it). Reached from every incident and run.
+"""
+
+import polars as pl
+import streamlit as st
+
+from analytics import charts, replay_charts
+from analytics.replay import LimitsOverride
+from dashboard import downloads, filters, links, queries, replay_queries, ui
+
+PICKER_KEY = "replay_picker"
+POLICIES = ("reject", "replan", "truncate")
+
+
+def _open_picked() -> None:
+    picked = st.session_state.get(PICKER_KEY)
+    if picked:
+        st.query_params["run_id"] = picked
+    st.session_state[PICKER_KEY] = None
+
+
+def _limit(value: object, none: str) -> str:
+    return none if value is None else str(value)
+
+
+selected = filters.current()
+run_id = (st.query_params.get("run_id") or "").strip()
+st.title("Replay")
+
+if not run_id:
+    recent = queries.fetch(queries.load_recent_runs, selected)
+    if recent.is_empty():
+        queries.stop_if_no_runs()
+    labels = {
+        r["run_id"]: f"{r['started_at']:%Y-%m-%d %H:%M} · {r['task_class']} · "
+        f"{ui.usd(r['cost_usd'])} · {r['status']} · {r['run_id'][:12]}"
+        for r in recent.iter_rows(named=True)
+    }
+    st.selectbox("Replay a recent run", list(labels), index=None,
+                 format_func=labels.__getitem__, key=PICKER_KEY, on_change=_open_picked,
+                 placeholder=f"{len(labels)} recent runs ({selected.describe()})")
+    st.info("Pick a run, or open one from an incident or a run page.")
+    st.stop()
+
+st.caption("Limits to replay under (empty: as the run recorded them; 0 switches one off). "
+           "No model is called: the recorded plan goes through the orchestrator's dispatch "
+           "layer with the recorded per-call costs.")
+controls = st.columns(3)
+cap = controls[0].number_input("Max workers", min_value=0, step=1, value=None,
+                               placeholder="as recorded", key="max_workers",
+                               bind="query-params")
+ceiling = controls[1].number_input("Ceiling (USD per run)", min_value=0.0, step=0.01,
+                                   value=None, format="%.4f", placeholder="as recorded",
+                                   key="ceiling_usd", bind="query-params")
+policy = controls[2].selectbox("Cap policy", POLICIES, index=None, placeholder="as recorded",
+                               key="policy", bind="query-params")
+override = LimitsOverride.parse(cap, ceiling, policy)
+rp = queries.fetch(replay_queries.load_replay, run_id, override)
+run, cf = rp.run, rp.counterfactual
+
+st.subheader(f"{run.task_class} · `{run.run_id}`")
+link_row = st.container(horizontal=True)
+with link_row:
+    st.page_link(ui.RUN_PAGE, label="Open its run page", icon=":material/waterfall_chart:",
+                 query_params={"run_id": run.run_id})
+    if run.replay_of:
+        st.page_link(links.REPLAY_PAGE, label=f"Replay of {run.replay_of[:12]}",
+                     icon=":material/history:", query_params={"run_id": run.replay_of})
+st.caption(
+    f"Task {run.task_id or '-'} · started {run.started_at:%Y-%m-%d %H:%M:%S} UTC · recorded "
+    f"under cap {_limit(run.limits.max_workers, 'none')}, ceiling "
+    f"{ui.usd(run.limits.ceiling_usd) if run.limits.ceiling_usd else 'none'}, policy "
+    f"{run.limits.policy.value} · replaying under {override.describe()}"
+)
+
+left, right = st.columns(2)
+with left:
+    st.markdown("**As recorded**")
+    facts = st.columns(3)
+    facts[0].metric("Status", run.status + (f" ({run.breach})" if run.breach else ""))
+    facts[1].metric("Dispatched", f"{run.workers_dispatched or 0} of "
+                                  f"{_limit(run.workers_proposed, '-')}")
+    facts[2].metric("Cost", ui.usd(run.cost_usd))
+    st.caption(rp.as_recorded.reason)
+with right:
+    st.markdown("**Counterfactual**")
+    facts = st.columns(3)
+    facts[0].metric("Status", cf.status.value + (f" ({cf.breach.value})" if cf.breach else ""))
+    facts[1].metric("Dispatched", f"{cf.dispatched} of {_limit(cf.proposed, '-')}")
+    change = "-" if cf.saving_usd > 0 else "+"  # the delta's sign sets its arrow
+    pct = "" if cf.saving_pct is None else f" ({abs(cf.saving_pct):.1f}%)"
+    facts[2].metric("Cost", ui.usd(cf.cost_usd), delta_color="inverse",
+                    delta=f"{change}{ui.usd(abs(cf.saving_usd))}{pct}")
+    st.caption(cf.reason)
+
+if not cf.replayable:
+    st.warning(cf.reason)
+elif not rp.reproduces_record:
+    st.warning("Under its recorded limits this replay does not reproduce the record.")
+st.plotly_chart(replay_charts.counterfactual_stages(rp.counterfactual_items(), rp.timeline),
+                key="stages")
+notes = sorted({(i.stage, i.note) for i in cf.items if i.basis == "estimated"})
+if notes:
+    st.caption("Estimated figures (not in the record): " + "; ".join(
+        f"{stage}: {note}" for stage, note in notes))
+comparison = rp.comparison()
+st.dataframe(comparison, hide_index=True, key="comparison")
+downloads.csv_button(comparison, "replay_comparison")
+
+st.subheader("Timeline as recorded")
+_, spans = queries.fetch(queries.load_run, run.run_id)
+st.plotly_chart(charts.run_waterfall(spans), key="waterfall")
+st.dataframe(
+    rp.timeline, hide_index=True, key="timeline",
+    column_config={
+        "cost_usd": st.column_config.NumberColumn("cost", format="$%.6f"),
+        "offset_ms": st.column_config.NumberColumn("start (ms)", format="%.0f"),
+        "duration_ms": st.column_config.NumberColumn("duration (ms)", format="%.0f"),
+        "detail": st.column_config.TextColumn("detail", width="large"),
+    },
+)
+downloads.csv_button(rp.timeline, "replay_timeline")
+
+st.subheader("Plan")
+beside = rp.plan_beside_counterfactual()
+plan = beside if beside is not None else rp.subtasks
+st.caption("Each proposed sub-task, the model it was routed to and what became of it"
+           + (", as recorded and in the counterfactual (cf)." if beside is not None else "."))
+st.dataframe(plan, hide_index=True, key="plan", column_config={
+    "cost_usd": st.column_config.NumberColumn("cost", format="$%.6f"),
+    "cf_cost_usd": st.column_config.NumberColumn("cf cost", format="$%.6f"),
+})
+downloads.csv_button(plan, "replay_plan")
+if beside is None and cf.subtasks:
+    st.markdown("**The counterfactual's plan**")
+    cf_plan = rp.counterfactual_subtasks()
+    st.dataframe(cf_plan, hide_index=True, key="cf_plan")
+    downloads.csv_button(cf_plan, "replay_counterfactual_plan")
+
+st.subheader("Live re-run")
+st.caption("Runs the same task again through the orchestrator under the limits above (same "
+           "models and seed), recorded as a new run linked to this one. This calls the "
+           "models: real spend unless the run used the offline simulated provider.")
+live_key = f"live_{run.run_id}_{override.cli_args()}"
+if st.button("Run it again live", icon=":material/play_arrow:", key="live_button"):
+    with st.spinner("Running the task through the orchestrator..."):
+        try:
+            st.session_state[live_key] = replay_queries.live_rerun(run.run_id, override)
+        except replay_queries.ActionError as exc:
+            st.error(str(exc))
+live = st.session_state.get(live_key)
+if live:
+    st.success(f"New run {live['run_id']}: {live['status']}, {ui.usd(live['cost_usd'])} "
+               f"(task from {live['task_source']}, seed {live['seed']})")
+    st.page_link(ui.RUN_PAGE, label="Open the new run", icon=":material/waterfall_chart:",
+                 query_params={"run_id": live["run_id"]})
+    side = pl.DataFrame(live["comparison"])
+    st.dataframe(side, hide_index=True, key="live_comparison")
+    downloads.csv_button(side, "replay_live_comparison")

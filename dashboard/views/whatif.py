@@ -1,0 +1,91 @@
+"""What-if: every run of the sidebar's window replayed under a cap and ceiling of your
+choice; per-class savings and the cost distribution before and after.
+
+Deep link: ``/whatif?max_workers=8`` (plus ``ceiling_usd``, ``policy`` and the sidebar's
+parameters); 0 switches a limit off, an empty one stays as each run recorded it.
+"""
+
+import polars as pl
+import streamlit as st
+
+from analytics import replay_charts
+from analytics.replay import LimitsOverride
+from dashboard import downloads, filters, links, queries, replay_queries, ui
+
+POLICIES = ("reject", "replan", "truncate")
+DEFAULT_CAP = 8
+"""The handbook's cap: what the page replays under until told otherwise."""
+
+selected = filters.current()
+st.title("What-if")
+st.caption(f"{selected.describe()} · every run replayed through the orchestrator's dispatch "
+           "layer with its recorded per-call costs; no model is called.")
+
+controls = st.columns(3)
+cap = controls[0].number_input("Max workers", min_value=0, step=1, value=DEFAULT_CAP,
+                               placeholder="as recorded", key="max_workers",
+                               bind="query-params")
+ceiling = controls[1].number_input("Ceiling (USD per run)", min_value=0.0, step=0.01,
+                                   value=None, format="%.4f", placeholder="as recorded",
+                                   key="ceiling_usd", bind="query-params")
+policy = controls[2].selectbox("Cap policy", POLICIES, index=None, placeholder="as recorded",
+                               key="policy", bind="query-params")
+override = LimitsOverride.parse(cap, ceiling, policy)
+if override.keeps_everything:
+    st.info("Set a cap, a ceiling or a policy to see what it would have done.")
+    st.stop()
+what = queries.fetch(replay_queries.load_whatif, selected, override)
+if what.runs.is_empty():
+    queries.stop_if_no_runs()
+    st.info("No runs match these filters: widen the time window or clear the class filter.")
+    st.stop()
+
+totals = what.totals()
+kpis = st.columns(5)
+kpis[0].metric("Runs", f"{totals['runs']:,}")
+kpis[1].metric("Affected", f"{totals['runs_affected']:,}")
+kpis[2].metric("Spend", ui.usd(totals["spend_after_usd"]),
+               delta=f"{'-' if totals['saving_usd'] > 0 else '+'}"
+                     f"{ui.usd(abs(totals['saving_usd']))}",
+               delta_color="inverse", help=f"Before: {ui.usd(totals['spend_before_usd'])}")
+pct = totals["saving_pct"]
+kpis[3].metric("Saving", "-" if pct is None else f"{pct:.1f}%")
+year = totals["annual_saving_usd"]
+kpis[4].metric("Saving a year", "-" if year is None else ui.usd(year),
+               help=f"At this window's rate ({what.window_days or 0:.1f} days)")
+st.caption(
+    f"Limits: {what.describe()}. Replayed {totals['runs']:,} runs in {what.elapsed_s:.2f} s"
+    + (f"; {ui.usd(totals['estimated_usd'])} of the spend after is estimated (sub-tasks "
+       "the record does not hold)" if totals["estimated_usd"] else "") + "."
+)
+
+st.subheader("Per task class")
+st.dataframe(
+    what.by_class, hide_index=True, key="whatif_by_class",
+    column_config={c: st.column_config.NumberColumn(c, format="$%.4f")
+                   for c in what.by_class.columns if c.endswith("_usd")}
+    | {"saving_pct": st.column_config.NumberColumn("saving %", format="%.1f%%")},
+)
+downloads.csv_button(what.by_class, "whatif_by_class")
+st.plotly_chart(replay_charts.whatif_spend(what.by_class), key="whatif_spend")
+
+st.subheader("Cost per run before and after")
+st.plotly_chart(replay_charts.whatif_distribution(what.runs), key="whatif_distribution")
+
+st.subheader("Runs the limits change")
+changed = what.runs.filter(pl.col("affected")).with_columns(
+    pl.col("run_id").map_elements(lambda r: links.replay_link(r, override),
+                                  return_dtype=pl.String).alias("replay")
+)
+st.caption(f"{changed.height:,} of {what.runs.height:,} runs; open one to replay it step by "
+           "step.")
+st.dataframe(changed, hide_index=True, key="whatif_runs", column_order=[
+    "started_at", "task_class", "status_before", "status_after", "dispatched_before",
+    "dispatched_after", "cost_before_usd", "cost_after_usd", "estimated_usd", "replay"],
+    column_config={
+        "replay": st.column_config.LinkColumn("Replay", display_text="replay"),
+        "cost_before_usd": st.column_config.NumberColumn("before", format="$%.5f"),
+        "cost_after_usd": st.column_config.NumberColumn("after", format="$%.5f"),
+        "estimated_usd": st.column_config.NumberColumn("estimated", format="$%.5f"),
+    })
+downloads.csv_button(what.runs, "whatif_runs", label="Download every run (whatif_runs.csv)")

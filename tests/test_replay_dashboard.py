@@ -1,0 +1,207 @@
+"""The Replay, What-if and Report pages and incident triage, in-process with AppTest, on a
+hand-built store whose figures are known."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from replay_store import MINI, SONNET, Call, Sub, hand_run
+from streamlit.testing.v1 import AppTest
+
+from analytics.replay import LimitsOverride
+from analytics.store_access import read_store
+from analytics.triage import get_incident
+from analytics.whatif import what_if
+from dashboard import ui
+from dashboard.links import replay_link
+from telemetry.store import write_spans
+from telemetry.testing import ns_at
+
+APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+RUNAWAY = "a" * 32
+BREACH = "b" * 32
+PLAN_USD = 0.01
+COSTS = [0.001 * (i + 1) for i in range(12)]
+BREACH_ID = f"cap_breach-{BREACH[:16]}"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("replay_dash") / "store.duckdb"
+    records = hand_run(RUNAWAY, plan=[Sub(f"part {i}", MINI if i % 2 == 0 else SONNET)
+                                      for i in range(12)],
+                       calls=[Call(i, c) for i, c in enumerate(COSTS)],
+                       started_ns=ns_at("2026-11-02T08:00:00"))
+    records += hand_run(BREACH, plan=[Sub(f"p{i}") for i in range(47)], synthesis=(),
+                        status="rejected", breach="cap", max_workers=8, dispatched=0,
+                        started_ns=ns_at("2026-11-03T08:00:00"))
+    for n in range(4):
+        records += hand_run(f"{n + 1}" * 32, plan=[Sub("a"), Sub("b", SONNET)], max_workers=8,
+                            calls=[Call(0, 0.002), Call(1, 0.01)],
+                            started_ns=ns_at(f"2026-11-0{n + 4}T08:00:00"))
+    write_spans(path, records)
+    return path
+
+
+@pytest.fixture
+def app(store: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("CLIFFWATCH_DB", str(store))
+    return AppTest.from_file(APP, default_timeout=60)
+
+
+def _open(app: AppTest, page: str, **params: str) -> AppTest:
+    for name, value in params.items():
+        app.query_params[name] = value
+    app.run()
+    app.switch_page(page).run()
+    assert not app.exception, [e.message for e in app.exception]
+    return app
+
+
+# A table is known by a column only it has (st.dataframe keeps no key unless selectable).
+TABLE_COLUMNS = {"timeline": "step", "plan": "attempts", "comparison": "counterfactual",
+                 "whatif_by_class": "runs_affected", "whatif_runs": "status_after",
+                 "incidents": "incident_id"}
+
+
+def _frame(app: AppTest, name: str) -> pl.DataFrame:
+    found = [d.value for d in app.dataframe if TABLE_COLUMNS[name] in d.value.columns]
+    assert len(found) == 1, f"{len(found)} {name} tables on the page"
+    return pl.from_pandas(found[0])
+
+
+def _metrics(app: AppTest) -> list[tuple[str, str]]:
+    return [(m.label, m.value) for m in app.metric]
+
+
+def _downloads(app: AppTest) -> list[str]:
+    return [b.proto.label for b in app.get("download_button")]
+
+
+def test_replay_deep_link_shows_the_run_and_its_counterfactual(app: AppTest) -> None:
+    _open(app, "views/replay.py", run_id=RUNAWAY[:8], max_workers="8")
+    recorded, counterfactual = _metrics(app)[:3], _metrics(app)[3:]
+    total = PLAN_USD + sum(COSTS) + 0.002
+    assert recorded == [("Status", "ok"), ("Dispatched", "12 of 12"), ("Cost", ui.usd(total))]
+    assert counterfactual == [("Status", "rejected (cap)"), ("Dispatched", "0 of 12"),
+                              ("Cost", ui.usd(PLAN_USD))]
+    assert _frame(app, "timeline").height == 16  # plan, dispatch, 12 workers, synthesis, total
+    plan = _frame(app, "plan")
+    assert plan["cf_outcome"].unique().to_list() == ["rejected"]
+    comparison = _frame(app, "comparison")
+    assert comparison.filter(pl.col("figure") == "status")["counterfactual"].item() == "rejected"
+    assert {"Download replay_comparison.csv", "Download replay_timeline.csv",
+            "Download replay_plan.csv"} <= set(_downloads(app))
+
+
+def test_replay_controls_change_the_counterfactual(app: AppTest) -> None:
+    _open(app, "views/replay.py", run_id=BREACH)
+    assert _metrics(app)[3] == ("Status", "rejected (cap)")
+    app.number_input(key="max_workers").set_value(0).run()
+    app.number_input(key="ceiling_usd").set_value(0.0).run()
+    assert not app.exception
+    assert _metrics(app)[3:5] == [("Status", "ok"), ("Dispatched", "47 of 47")]
+    assert any("Estimated figures" in c.value for c in app.caption)
+
+
+def test_replay_without_a_run_offers_recent_runs(app: AppTest) -> None:
+    _open(app, "views/replay.py")
+    assert app.selectbox(key="replay_picker").options
+    app.selectbox(key="replay_picker").set_value(BREACH).run()
+    assert app.query_params["run_id"] == BREACH
+
+
+def test_replay_of_an_unknown_run_is_an_error(app: AppTest) -> None:
+    _open(app, "views/replay.py", run_id="0123456789ab")
+    assert "no run '0123456789ab'" in app.error[0].value
+
+
+def test_whatif_page_matches_analytics(app: AppTest, store: Path) -> None:
+    _open(app, "views/whatif.py", max_workers="4")
+    with read_store(store) as con:
+        expected = what_if(con, LimitsOverride.parse(4))
+    shown = _frame(app, "whatif_by_class")
+    assert shown["saving_usd"].to_list() == pytest.approx(
+        expected.by_class["saving_usd"].to_list())
+    metrics = dict(_metrics(app))
+    assert metrics["Runs"] == "6" and metrics["Affected"] == "1"
+    changed = _frame(app, "whatif_runs")
+    assert changed["run_id"].to_list() == [RUNAWAY]
+    assert changed["replay"].item() == replay_link(RUNAWAY, LimitsOverride.parse(4))
+    assert {"Download whatif_by_class.csv"} <= set(_downloads(app))
+
+
+def test_incident_triage_updates_the_store_and_the_open_count(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLIFFWATCH_DB", str(store))
+    overview = AppTest.from_file(APP, default_timeout=60)
+    overview.run()
+    assert dict(_metrics(overview))["Open incidents"] == "1"
+
+    app = _open(AppTest.from_file(APP, default_timeout=60), "views/incidents.py")
+    assert _frame(app, "incidents")["replay"].item() == replay_link(BREACH)
+    app.selectbox(key="triage_incident").set_value(BREACH_ID)
+    app.radio(key="triage_status").set_value("resolved")
+    app.text_input(key="triage_note").input("cap held: nothing dispatched")
+    app.button[0].click().run()  # the form's submit button
+    assert not app.exception and not app.error
+    assert "open → resolved" in app.success[0].value
+    with read_store(store) as con:
+        row = get_incident(con, BREACH_ID)
+    assert (row["status"], row["note"]) == ("resolved", "cap held: nothing dispatched")
+    overview.run()
+    assert dict(_metrics(overview))["Open incidents"] == "0"
+
+
+def test_run_page_links_to_its_replay(app: AppTest) -> None:
+    _open(app, "views/run.py", run_id=RUNAWAY)
+    links = [(p.proto.page, p.proto.query_string) for p in app.get("page_link")]
+    assert ("replay", f"run_id={RUNAWAY}") in links
+    assert "Download run_spans.csv" in _downloads(app)
+
+
+def test_report_page_builds_a_downloadable_report(app: AppTest) -> None:
+    _open(app, "views/report.py")
+    app.radio(key="report_fmt").set_value("md").run()
+    app.button(key="build_report").click().run()
+    assert not app.error, [e.value for e in app.error]
+    assert any(label.startswith("Download the report") for label in _downloads(app))
+
+
+@pytest.mark.slow
+def test_live_rerun_button_runs_the_task_again_and_shows_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from orchestrator.runner import aorchestrate
+    from orchestrator.sim_provider import register_sim_provider
+    from orchestrator.workload import load_workload
+    from telemetry.tracing import configure_tracing
+
+    path = tmp_path / "live.duckdb"
+    workload = load_workload()
+    register_sim_provider(0, 1e-4, models=sorted(workload.models()))
+    tracing = configure_tracing(path)
+    task_class = workload["content_update"]
+    original = asyncio.run(aorchestrate(task_class.tasks[0], task_class.config,
+                                        tracing=tracing, seed=3, time_scale=1e-4,
+                                        raise_on_breach=False))
+    tracing.flush()
+    tracing.shutdown()
+    monkeypatch.setenv("CLIFFWATCH_DB", str(path))
+    app = _open(AppTest.from_file(APP, default_timeout=120), "views/replay.py",
+                run_id=original.run_id)
+    app.button(key="live_button").click().run()
+    assert not app.error, [e.value for e in app.error]
+    assert app.success[0].value.startswith("New run ")
+    side = pl.from_pandas(next(d.value for d in app.dataframe if "rerun" in d.value.columns))
+    cost = side.filter(pl.col("figure") == "cost $")
+    assert cost["original"].item() == cost["rerun"].item()  # same limits, seed and models
+    with read_store(path) as con:
+        replays = con.sql("SELECT count(*) FROM runs WHERE replay_of = $id",
+                          params={"id": original.run_id}).fetchall()
+    assert replays == [(1,)]

@@ -264,6 +264,20 @@ def fetch(loader: Callable[..., T], *args: Any) -> T:
     return result
 
 
+def cliff_ratio() -> float:
+    """The P99 / P50 above which a class is flagged as a Cost Cliff: the threshold the
+    findings use too (``settings.findings_cliff_ratio()``, default 10: the handbook's P99
+    ~ 10x P50). A value that cannot be read stops the page with ``st.error``.
+
+    Read on every run, outside the cached loaders, so it is never served stale.
+    """
+    try:
+        return settings.findings_cliff_ratio()
+    except settings.SettingError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
 def stop_if_no_runs() -> None:
     """Say plainly that the store holds no run yet, and how to fill it, and stop the page.
 

@@ -17,11 +17,6 @@ RUN_URL_PATH = "run"
 RUN_LINK_PREFIX = f"{RUN_URL_PATH}?run_id="
 """A run's deep link, relative to the app's pages, is this followed by its run id."""
 
-CLIFF_RATIO_ALERT = 10.0
-"""P99 / P50 above which a class is flagged: the handbook's Cost Cliff is P99 ~ 10x P50
-in a pipeline without caps (DESIGN.md, "the problem it solves")."""
-
-
 def usd(value: float | None) -> str:
     """``$0.0123`` (four decimals below $1: costs per run are cents, so a tenth of a cent
     shows; cents from $1 up); ``-`` for None."""
@@ -52,17 +47,18 @@ CLIFF_BADGE = ":red-badge[Cost Cliff]"
 _ALERT_CSS = "background-color: #fde0e0; color: #b00020; font-weight: 700"
 
 
-def percentile_table(percentiles: pl.DataFrame) -> Styler:
+def percentile_table(percentiles: pl.DataFrame, cliff_ratio: float) -> Styler:
     """The per-class percentile table for ``st.table``: dollars formatted, the P99 / P50
-    cell highlighted and a red badge where it exceeds :data:`CLIFF_RATIO_ALERT`.
+    cell highlighted and a red badge where it exceeds ``cliff_ratio``.
 
     Args:
         percentiles: :func:`analytics.percentiles.cost_percentiles` by ``task_class``.
+        cliff_ratio: the P99 / P50 above which a class is flagged (the Cost Cliff).
 
     Returns:
         A pandas Styler with the :data:`PERCENTILE_LABELS` headings.
     """
-    over = pl.col("cliff_ratio") > CLIFF_RATIO_ALERT
+    over = pl.col("cliff_ratio") > cliff_ratio
     shown = percentiles.with_columns(
         pl.when(over).then(pl.lit(CLIFF_BADGE)).otherwise(pl.lit("")).alias("cliff")
     ).select(list(PERCENTILE_LABELS)).to_pandas().rename(columns=PERCENTILE_LABELS)
@@ -71,7 +67,7 @@ def percentile_table(percentiles: pl.DataFrame) -> Styler:
     return (
         shown.style.format(usd, subset=money)
         .format("{:.1f}x", subset=[ratio], na_rep="-")
-        .map(lambda r: _ALERT_CSS if r > CLIFF_RATIO_ALERT else "", subset=[ratio])
+        .map(lambda r: _ALERT_CSS if r > cliff_ratio else "", subset=[ratio])
     )
 
 

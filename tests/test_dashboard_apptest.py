@@ -97,6 +97,16 @@ def test_overview_percentiles_match_numpy(app: AppTest, store: StoreFixture) -> 
     assert kpis["Open incidents"] == "6"  # 1 cap, 1 ceiling, 4 runaways
 
 
+def test_cost_cliff_flag_follows_the_findings_threshold(
+    app: AppTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # research's P99/P50 is about 54: flagged at the default 10, not at 60.
+    monkeypatch.setenv("CLIFFWATCH_FINDINGS_CLIFF_RATIO", "60")
+    _open(app)
+    assert set(_frame(app, "percentiles")["Cost Cliff"]) == {""}
+    assert "above 60x is flagged" in _texts(app.caption)
+
+
 def test_overview_trend_marks_the_classes_cap_day(app: AppTest) -> None:
     _open(app)
     assert "No extract run in the store has had a max-workers cap" in _texts(app.caption)

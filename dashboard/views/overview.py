@@ -34,9 +34,10 @@ for column, label, value in zip(kpis[2:5], ("P50", "P95", "P99"), headline, stri
 kpis[5].metric("Open incidents", data.open_incidents)
 
 st.subheader("Percentiles per task class")
-st.table(ui.percentile_table(table), hide_index=True)
+cliff_ratio = queries.cliff_ratio()
+st.table(ui.percentile_table(table, cliff_ratio), hide_index=True)
 st.caption(
-    f"Cost per run. P99 / P50 above {ui.CLIFF_RATIO_ALERT:g}x is flagged: the handbook's Cost "
+    f"Cost per run. P99 / P50 above {cliff_ratio:g}x is flagged: the handbook's Cost "
     "Cliff. Breaches: runs over the cap or the ceiling. Unpriced calls add no cost (never a "
     "silent $0) and are counted."
 )

@@ -311,7 +311,11 @@ def _record(path: Path, results: list[tuple[Delivery, Outcome]], *, max_attempts
 
 
 def deliver_now(
-    path: str | os.PathLike[str], *, retry_failed: bool = False, max_rounds: int | None = None
+    path: str | os.PathLike[str],
+    *,
+    retry_failed: bool = False,
+    max_rounds: int | None = None,
+    stop: threading.Event | None = None,
 ) -> DeliverySummary:
     """Send every delivery that is due, in this thread; return what happened.
 
@@ -322,6 +326,8 @@ def deliver_now(
             more attempt.
         max_rounds: claim at most this many batches of :data:`CLAIM_BATCH` (None: until
             nothing due is left).
+        stop: once set, claim nothing more; claimed deliveries not yet sent are put
+            back to retry (the process is exiting).
 
     Returns:
         A :class:`DeliverySummary`.
@@ -339,7 +345,7 @@ def deliver_now(
         _requeue(store)
     total = DeliverySummary()
     rounds = 0
-    while max_rounds is None or rounds < max_rounds:
+    while (max_rounds is None or rounds < max_rounds) and not (stop and stop.is_set()):
         rounds += 1
         claimed, next_due = _claim(store, timeout_s=timeout_s)
         if not claimed:
@@ -348,7 +354,9 @@ def deliver_now(
         results = []
         for delivery in claimed:
             url = urls.get(delivery.webhook_id)
-            if url is None:
+            if stop is not None and stop.is_set():
+                outcome = Outcome(False, True, None, "not sent: the process was exiting")
+            elif url is None:
                 outcome = Outcome(False, False, None, (
                     f"webhook {delivery.webhook} is no longer in "
                     f"{settings.CLIFFWATCH_WEBHOOK_URLS}"))
@@ -366,6 +374,10 @@ def deliver_now(
     return total
 
 
+_exiting = threading.Event()
+"""Set by the exit hook: no delivery thread starts any more, running ones stop."""
+
+
 class _Deliverer:
     """The background delivery of one store in this process (one daemon thread at most)."""
 
@@ -377,8 +389,14 @@ class _Deliverer:
         self._settled.set()
         self._thread: threading.Thread | None = None
 
-    def kick(self) -> None:
+    def kick(self) -> bool:
+        """Wake the thread, starting it if needed; False (nothing started) once the
+        process is exiting: a thread started then would be killed inside DuckDB."""
         with self._lock:
+            # The main thread is no longer alive once the interpreter is exiting (atexit
+            # handlers, such as OpenTelemetry's final flush, run after it finished).
+            if _exiting.is_set() or not threading.main_thread().is_alive():
+                return False
             self._settled.clear()
             self._wake.set()
             if self._thread is None or not self._thread.is_alive():
@@ -386,17 +404,28 @@ class _Deliverer:
                     target=self._loop, name="cliffwatch-alerts", daemon=True
                 )
                 self._thread.start()
+            return True
 
     def wait_settled(self, timeout_s: float) -> bool:
         """Wait until nothing is due now (sent, or waiting for a later retry)."""
         return self._settled.wait(timeout_s)
 
+    def join(self, timeout_s: float) -> bool:
+        """Wake the thread (it stops when ``_exiting`` is set) and wait for it to end."""
+        with self._lock:
+            thread = self._thread
+        self._wake.set()
+        if thread is None:
+            return True
+        thread.join(timeout_s)
+        return not thread.is_alive()
+
     def _loop(self) -> None:
         failures = 0
-        while True:
+        while not _exiting.is_set():
             self._wake.clear()
             try:
-                summary = deliver_now(self.path)
+                summary = deliver_now(self.path, stop=_exiting)
                 failures = 0
                 wait_s = summary.next_due_s
             except Exception as exc:  # noqa: BLE001 - a delivery thread must not die
@@ -412,6 +441,7 @@ class _Deliverer:
                         return
                 continue
             self._wake.wait(timeout=wait_s)
+        self._settled.set()
 
 
 _deliverers: dict[str, _Deliverer] = {}
@@ -423,7 +453,9 @@ def deliver_in_background(path: str | os.PathLike[str]) -> None:
     """Start, or wake, this process's delivery thread for the store at ``path``.
 
     Returns at once. The first call registers an exit hook that waits up to
-    ``settings.alert_exit_wait_s()`` for deliveries due now.
+    ``settings.alert_exit_wait_s()`` for deliveries due now, then stops the thread.
+    Once that hook has run (spans flushed later in the exit, e.g. by OpenTelemetry's
+    own exit hook) nothing is started: those alerts stay queued in the store.
     """
     global _atexit_registered
     key = os.path.abspath(path)
@@ -432,7 +464,9 @@ def deliver_in_background(path: str | os.PathLike[str]) -> None:
         if not _atexit_registered:
             atexit.register(_drain_at_exit)
             _atexit_registered = True
-    deliverer.kick()
+    if not deliverer.kick():
+        logger.info("cliffwatch alerts: exiting; queued alerts stay in %s for the next "
+                    "writer or `cliffwatch alerts --retry`", key)
 
 
 def wait_for_deliveries(timeout_s: float) -> bool:
@@ -452,10 +486,18 @@ def wait_for_deliveries(timeout_s: float) -> bool:
 
 
 def _drain_at_exit() -> None:
+    """Give due deliveries their time, then stop every delivery thread before the
+    interpreter tears down (a daemon thread killed inside DuckDB aborts the process)."""
     try:
         wait_for_deliveries(settings.alert_exit_wait_s())
+        _exiting.set()
+        grace_s = settings.webhook_timeout_s() + 5.0
+        with _deliverers_lock:
+            deliverers = list(_deliverers.values())
+        for deliverer in deliverers:
+            deliverer.join(grace_s)
     except Exception:  # noqa: BLE001 - never fail interpreter exit
-        pass
+        _exiting.set()
 
 
 ALERT_COLUMNS: tuple[str, ...] = (

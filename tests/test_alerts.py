@@ -326,6 +326,39 @@ def test_a_cap_breach_ingested_over_otlp_is_alerted(receiver: WebhookReceiver, d
     assert got.body["incident"]["data"]["proposed"] == 47
 
 
+EXIT_SCRIPT = """
+import sys
+from orchestrator.guard import Guard
+from telemetry.tracing import configure_tracing
+tracing = configure_tracing(sys.argv[1], otlp_endpoint=None)
+flush = sys.argv[2] == "flush"
+guard = Guard("x", tracing=tracing, flush_on_close=flush, raise_on_breach=False).start()
+guard.check_plan(47)
+guard.close()
+"""
+
+
+@pytest.mark.parametrize("when", ["flush", "exit"])
+def test_a_short_script_exits_cleanly_and_its_alert_is_sent_once(
+    receiver: WebhookReceiver, db: Path, when: str
+) -> None:
+    """Closed with a flush, the script sends the alert before exiting; flushed only by
+    OpenTelemetry's exit hook, it exits cleanly with the alert queued, and the next
+    process (here `cliffwatch alerts --retry`) sends it."""
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, str(db), when], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    if when == "flush":
+        assert len(receiver.wait_for(1)) == 1
+        assert [a["status"] for a in alerts(db)] == ["delivered"]
+    else:
+        assert [a["status"] for a in alerts(db)] == ["pending"]
+        assert receiver.requests == []
+    assert cli("alerts", "--db", str(db), "--retry").returncode == 0
+    assert len(receiver.delivered()) == 1
+
+
 # --- the CLI: `cliffwatch alerts` lists, `--retry` sends again (a separate process) -------
 
 CLI = [str(Path(sys.executable).with_name("cliffwatch"))]

@@ -113,6 +113,8 @@ th, td { border-bottom: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: lef
 th { background: #f4f4f4; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 nav a { margin-right: 1rem; }
+.wide { overflow-x: auto; max-width: 100%; }
+td.num, th { white-space: nowrap; }
 .empty { color: #777; font-style: italic; }
 """
 
@@ -130,7 +132,8 @@ def _html_table(df: pl.DataFrame) -> str:
             for c in df.columns
         )
         body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (f'<div class="wide"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 def _html_summary(df: pl.DataFrame) -> str:

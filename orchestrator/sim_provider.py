@@ -91,6 +91,10 @@ class SimProfile:
         runaway_min: smallest runaway plan (sub-tasks).
         runaway_max: largest runaway plan (sub-tasks).
         hard_share: share of sub-tasks the planner marks hard.
+        runaway_hard_share: share marked hard in a runaway plan. A surprised planner
+            over-decomposes *and* escalates: each fragment looks like it needs the
+            frontier model, which is why the handbook's 47-worker run cost about 100x
+            a normal one ($4.20 against low cents), not just 47/3 of it.
         replan_comply_rate: probability a replan request is honoured.
         worker_output_tokens: median worker answer length (tokens).
         synthesis_output_tokens: median synthesis answer length (tokens).
@@ -109,6 +113,7 @@ class SimProfile:
     runaway_min: int = 20
     runaway_max: int = 50
     hard_share: float = 0.25
+    runaway_hard_share: float = 0.4
     replan_comply_rate: float = 0.8
     worker_output_tokens: int = 350
     synthesis_output_tokens: int = 500
@@ -124,6 +129,7 @@ class SimProfile:
         for key in (
             "runaway_rate",
             "hard_share",
+            "runaway_hard_share",
             "replan_comply_rate",
             "critic_pass_rate",
             "failure_rate",
@@ -459,13 +465,14 @@ def _cut_to(model: str, text: str, max_tokens: int) -> tuple[str, int]:
     return " ".join(words), tokens
 
 
-def _plan_size(rng: random.Random, profile: SimProfile, cap: int | None) -> int:
-    """How many sub-tasks the simulated planner proposes for a first plan."""
+def _plan_size(rng: random.Random, profile: SimProfile, cap: int | None) -> tuple[int, bool]:
+    """How many sub-tasks the simulated planner proposes for a first plan, and whether
+    the input "surprised" it into a runaway plan."""
     if rng.random() < profile.runaway_rate:
         # a "surprising" input: the planner ignores any cap (the 47-worker incident)
-        return rng.randint(profile.runaway_min, profile.runaway_max)
+        return rng.randint(profile.runaway_min, profile.runaway_max), True
     size = max(1, round(_lognormal(rng, profile.typical_subtasks, profile.subtask_sigma)))
-    return size if cap is None else min(size, cap)
+    return (size if cap is None else min(size, cap)), False
 
 
 def _plan_answer(
@@ -474,6 +481,7 @@ def _plan_answer(
     text = "\n".join(str(m.get("content", "")) for m in messages)
     cap = prompts.cap_from_prompt(text)
     previous = [m for m in messages if m.get("role") == "assistant"]
+    runaway = False
     if previous and cap is not None and prompts.cap_from_prompt(_last_user(messages)):
         # a replan request restating the cap
         if rng.random() < profile.replan_comply_rate:
@@ -483,7 +491,8 @@ def _plan_answer(
     elif not previous and rng.random() < profile.malformed_plan_rate:
         return "Here is my plan: first gather the sources, then update each page, then check."
     else:
-        size = _plan_size(rng, profile, cap)
+        size, runaway = _plan_size(rng, profile, cap)
+    hard_share = profile.runaway_hard_share if runaway else profile.hard_share
     words = _words(_task_text(messages))
     subtasks = []
     for _ in range(size):
@@ -491,7 +500,7 @@ def _plan_answer(
         subtasks.append(
             {
                 "title": f"{rng.choice(_PLAN_VERBS)} {topic}",
-                "difficulty": "hard" if rng.random() < profile.hard_share else "routine",
+                "difficulty": "hard" if rng.random() < hard_share else "routine",
                 "instructions": _prose(rng, words, rng.randint(14, 28)),
             }
         )

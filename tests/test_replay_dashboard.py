@@ -76,17 +76,22 @@ def _metrics(app: AppTest) -> list[tuple[str, str]]:
     return [(m.label, m.value) for m in app.metric]
 
 
+def _badges(app: AppTest) -> list[str]:
+    """The text of every st.badge, in order (AppTest sees a badge as its Markdown)."""
+    return [m.value.split("[", 1)[1].rstrip("]") for m in app.markdown if "-badge[" in m.value]
+
+
 def _downloads(app: AppTest) -> list[str]:
     return [b.proto.label for b in app.get("download_button")]
 
 
 def test_replay_deep_link_shows_the_run_and_its_counterfactual(app: AppTest) -> None:
     _open(app, "views/replay.py", run_id=RUNAWAY[:8], max_workers="8")
-    recorded, counterfactual = _metrics(app)[:3], _metrics(app)[3:]
+    recorded, counterfactual = _metrics(app)[:2], _metrics(app)[2:]
     total = PLAN_USD + sum(COSTS) + 0.002
-    assert recorded == [("Status", "ok"), ("Dispatched", "12 of 12"), ("Cost", ui.usd(total))]
-    assert counterfactual == [("Status", "rejected (cap)"), ("Dispatched", "0 of 12"),
-                              ("Cost", ui.usd(PLAN_USD))]
+    assert recorded == [("Dispatched", "12 of 12"), ("Cost", ui.usd(total))]
+    assert counterfactual == [("Dispatched", "0 of 12"), ("Cost", ui.usd(PLAN_USD))]
+    assert _badges(app) == ["ok", "rejected", ":material/error: cap breach"]
     assert _frame(app, "timeline").height == 16  # plan, dispatch, 12 workers, synthesis, total
     plan = _frame(app, "plan")
     assert plan["cf_outcome"].unique().to_list() == ["rejected"]
@@ -98,11 +103,12 @@ def test_replay_deep_link_shows_the_run_and_its_counterfactual(app: AppTest) -> 
 
 def test_replay_controls_change_the_counterfactual(app: AppTest) -> None:
     _open(app, "views/replay.py", run_id=BREACH)
-    assert _metrics(app)[3] == ("Status", "rejected (cap)")
+    assert _metrics(app)[2] == ("Dispatched", "0 of 47")
     app.number_input(key="max_workers").set_value(0).run()
     app.number_input(key="ceiling_usd").set_value(0.0).run()
     assert not app.exception
-    assert _metrics(app)[3:5] == [("Status", "ok"), ("Dispatched", "47 of 47")]
+    assert _metrics(app)[2] == ("Dispatched", "47 of 47")
+    assert _badges(app)[-1] == "ok"
     assert any("Estimated figures" in c.value for c in app.caption)
 
 
@@ -127,6 +133,7 @@ def test_whatif_page_matches_analytics(app: AppTest, store: Path) -> None:
         expected.by_class["saving_usd"].to_list())
     metrics = dict(_metrics(app))
     assert metrics["Runs"] == "6" and metrics["Affected"] == "1"
+    assert not any("handbook" in m.value for m in app.markdown)  # no stray "magic" text
     changed = _frame(app, "whatif_runs")
     assert changed["run_id"].to_list() == [RUNAWAY]
     assert changed["replay"].item() == replay_link(RUNAWAY, LimitsOverride.parse(4))

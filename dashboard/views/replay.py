@@ -78,23 +78,33 @@ st.caption(
     f"{run.limits.policy.value} · replaying under {override.describe()}"
 )
 
+STATUS_COLOURS = {"ok": "green", "rejected": "red", "cancelled": "orange", "failed": "red"}
+
+
+def _status(status: str, breach: str | None) -> None:
+    with st.container(horizontal=True):
+        st.badge(status, color=STATUS_COLOURS.get(status, "gray"))
+        if breach:
+            st.badge(f"{breach} breach", icon=":material/error:", color="red")
+
+
 left, right = st.columns(2)
 with left:
     st.markdown("**As recorded**")
-    facts = st.columns(3)
-    facts[0].metric("Status", run.status + (f" ({run.breach})" if run.breach else ""))
-    facts[1].metric("Dispatched", f"{run.workers_dispatched or 0} of "
+    _status(run.status, run.breach)
+    facts = st.columns(2)
+    facts[0].metric("Dispatched", f"{run.workers_dispatched or 0} of "
                                   f"{_limit(run.workers_proposed, '-')}")
-    facts[2].metric("Cost", ui.usd(run.cost_usd))
+    facts[1].metric("Cost", ui.usd(run.cost_usd))
     st.caption(rp.as_recorded.reason)
 with right:
     st.markdown("**Counterfactual**")
-    facts = st.columns(3)
-    facts[0].metric("Status", cf.status.value + (f" ({cf.breach.value})" if cf.breach else ""))
-    facts[1].metric("Dispatched", f"{cf.dispatched} of {_limit(cf.proposed, '-')}")
+    _status(cf.status.value, cf.breach.value if cf.breach else None)
+    facts = st.columns(2)
+    facts[0].metric("Dispatched", f"{cf.dispatched} of {_limit(cf.proposed, '-')}")
     change = "-" if cf.saving_usd > 0 else "+"  # the delta's sign sets its arrow
     pct = "" if cf.saving_pct is None else f" ({abs(cf.saving_pct):.1f}%)"
-    facts[2].metric("Cost", ui.usd(cf.cost_usd), delta_color="inverse",
+    facts[1].metric("Cost", ui.usd(cf.cost_usd), delta_color="inverse",
                     delta=f"{change}{ui.usd(abs(cf.saving_usd))}{pct}")
     st.caption(cf.reason)
 

@@ -10,6 +10,8 @@ import streamlit as st
 from analytics.report import REPORT_TABLES
 from dashboard import filters, queries, replay_queries
 
+# format -> (label, MIME type, file extension); a bare string here would be drawn on the
+# page (Streamlit "magic"), hence a comment
 FORMATS = {
     "html": ("HTML, self-contained with charts", "text/html", "html"),
     "md": ("Markdown, to paste into a ticket", "text/markdown", "md"),
@@ -17,7 +19,6 @@ FORMATS = {
     "csv": ("CSV, one file per table (zip)", "application/zip", "zip"),
     "parquet": ("Parquet, one file per table (zip)", "application/zip", "zip"),
 }
-"""Format -> (label, MIME type, file extension)."""
 
 selected = filters.current()
 st.title("Report")

@@ -13,8 +13,7 @@ from analytics.replay import LimitsOverride
 from dashboard import downloads, filters, links, queries, replay_queries, ui
 
 POLICIES = ("reject", "replan", "truncate")
-DEFAULT_CAP = 8
-"""The handbook's cap: what the page replays under until told otherwise."""
+DEFAULT_CAP = 8  # the handbook's cap: what the page replays under until told otherwise
 
 selected = filters.current()
 st.title("What-if")

@@ -8,7 +8,7 @@ import polars as pl
 import streamlit as st
 
 from analytics import charts
-from dashboard import filters, queries, ui
+from dashboard import downloads, filters, queries, ui
 
 selected = filters.current()
 st.title("Cost per task")
@@ -36,6 +36,7 @@ kpis[5].metric("Open incidents", data.open_incidents)
 st.subheader("Percentiles per task class")
 cliff_ratio = queries.cliff_ratio()
 st.table(ui.percentile_table(table, cliff_ratio), hide_index=True)
+downloads.csv_button(table, "percentiles")
 st.caption(
     f"Cost per run. P99 / P50 above {cliff_ratio:g}x is flagged: the handbook's Cost "
     "Cliff. Breaches: runs over the cap or the ceiling. Unpriced calls add no cost (never a "

@@ -24,6 +24,8 @@ charges each call the cost the record holds for it. It follows the runner's orde
    Estimates`), else its plan's dispatch estimate (``estimated_cost_usd``); estimated
    sub-tasks follow the recorded ones, in plan order.
 4. Spend over the ceiling after the workers: cancelled. No worker answered: failed.
+   A run that ends ok keeps the cap breach it survived (a truncated plan, or the plan
+   that made it replan), as the runner records it.
 5. Synthesis (and critic rounds): the recorded calls, each followed by
    ``record_spend``; when the set of worker answers differs from the record, each
    synthesis call is adjusted by the difference in answer tokens x the synthesis model's
@@ -323,7 +325,7 @@ class _Replayer:
     """One counterfactual: the steps of the module docstring over one run."""
 
     def __init__(self, run: RecordedRun, limits: Limits, estimates: Estimates) -> None:
-        self.run_ = run
+        self.record = run
         self.limits = limits
         self.estimates = estimates
         self.ledger = _Ledger(DispatchGuard(limits))
@@ -334,7 +336,7 @@ class _Replayer:
 
     # --- steps ---------------------------------------------------------------------------
     def run(self) -> Counterfactual:
-        run = self.run_
+        run = self.record
         usable = run.usable_plans
         if not usable:
             for call in run.calls:
@@ -375,7 +377,7 @@ class _Replayer:
         return verdict
 
     def _plan(self, usable: list[RecordedCall]) -> tuple[_Plan | None, PlanVerdict | None]:
-        run, ledger = self.run_, self.ledger
+        run, ledger = self.record, self.ledger
         plan_calls = run.plan_calls
         first = usable[0]
         first_at = plan_calls.index(first)
@@ -417,7 +419,7 @@ class _Replayer:
             costs = [c.cost_usd for c in later]
             cost = None if any(c is None for c in costs) else sum(c or 0.0 for c in costs)
             note = f"{keep}, at the cost of the run's own replan (under cap "
-            note += f"{self.run_.limits.max_workers})"
+            note += f"{self.record.limits.max_workers})"
         else:
             cost, note = first.cost_usd, f"{keep}, at the cost of the first planner call"
         return LineItem(Role.PLAN, "plan (replan)", first.model, None, cost, Basis.ESTIMATED,
@@ -425,7 +427,7 @@ class _Replayer:
 
     def _recorded_workers(self, plan: _Plan) -> dict[int, list[RecordedCall]]:
         """Recorded worker calls per sub-task index, when they ran for this plan."""
-        run = self.run_
+        run = self.record
         if plan.source != len(run.usable_plans) - 1:
             return {}  # the record dispatched another plan
         calls: dict[int, list[RecordedCall]] = {}
@@ -435,15 +437,15 @@ class _Replayer:
         return calls
 
     def _estimate_worker(self, sub: PlannedSubTask) -> LineItem:
-        found = self.estimates.worker(self.run_.task_class, sub.model)
+        found = self.estimates.worker(self.record.task_class, sub.model)
         if found is not None and found.cost_usd is not None:
             cost, note = found.cost_usd, (
-                f"mean of {found.samples} recorded {self.run_.task_class} sub-tasks on "
+                f"mean of {found.samples} recorded {self.record.task_class} sub-tasks on "
                 f"{sub.model}"
             )
         else:
             cost, note = sub.estimated_cost_usd, "the plan's dispatch estimate (no recorded "
-            note += f"{self.run_.task_class} sub-task on {sub.model})"
+            note += f"{self.record.task_class} sub-task on {sub.model})"
         return LineItem(Role.WORKER, f"worker {sub.index}", sub.model, sub.index, cost,
                         Basis.ESTIMATED, note)
 
@@ -510,12 +512,12 @@ class _Replayer:
             if answers:
                 total += answers[-1].output_tokens or 0
             else:
-                found = self.estimates.worker(self.run_.task_class, by_index[index].model)
+                found = self.estimates.worker(self.record.task_class, by_index[index].model)
                 total += (found.output_tokens or 0.0) if found else 0.0
         return total
 
     def _recorded_answer_tokens(self) -> float:
-        run = self.run_
+        run = self.record
         total = 0.0
         answered: dict[int, RecordedCall] = {}
         for call in run.calls_in(Role.WORKER):
@@ -526,7 +528,7 @@ class _Replayer:
         return total
 
     def _synthesis(self, plan: _Plan, outcome_of: dict[int, Outcome]) -> RunStatus:
-        run, ledger = self.run_, self.ledger
+        run, ledger = self.record, self.ledger
         stage = run.calls_in(Role.SYNTHESIS, Role.CRITIC)
         if not stage:
             cost = self.estimates.synthesis_usd.get(run.task_class)
@@ -591,7 +593,7 @@ class _Replayer:
         subtasks: tuple[SubTaskOutcome, ...],
     ) -> Counterfactual:
         items = tuple(self.ledger.items)
-        run = self.run_
+        run = self.record
         return Counterfactual(
             run_id=run.run_id,
             task_class=run.task_class,

@@ -31,7 +31,6 @@ from analytics.runs import require_task_class, resolve_run_id
 from analytics.store_access import frame, where
 from analytics.window import Window
 from orchestrator.dispatch import Difficulty, Limits, PlannedSubTask
-from orchestrator.errors import ConfigError
 from telemetry import conventions as cv
 from telemetry.conventions import CapPolicy, Role
 
@@ -269,7 +268,7 @@ def _limits(max_workers: Any, ceiling_usd: Any, policy: Any) -> Limits:
         chosen = CapPolicy.REJECT
     try:
         return Limits(max_workers, ceiling_usd, chosen)
-    except (ConfigError, TypeError, ValueError):
+    except (TypeError, ValueError):  # orchestrator's ConfigError is a ValueError
         return Limits(None, None, chosen)
 
 

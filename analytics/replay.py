@@ -34,7 +34,6 @@ from analytics.recorded import (
 )
 from analytics.runs import get_run
 from orchestrator.dispatch import Limits
-from orchestrator.errors import ConfigError
 from telemetry.conventions import CapPolicy, Role
 
 OFF_WORDS = frozenset({"none", "off", "no", "0"})
@@ -83,7 +82,7 @@ class LimitsOverride:
                 recorded.ceiling_usd if self.ceiling_usd is KEEP else self.ceiling_usd,
                 recorded.policy if self.policy is KEEP else self.policy,
             )
-        except ConfigError as exc:
+        except ValueError as exc:  # orchestrator's ConfigError is a ValueError
             raise ReplayError(str(exc)) from None
 
     @property

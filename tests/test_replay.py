@@ -512,3 +512,23 @@ def test_cli_replay_live_adds_the_new_run_beside_the_original(
         assert get_run(con, live["run_id"])["replay_of"] == original.run_id
     figures = {row["figure"]: row for row in live["comparison"]}
     assert figures["cost $"]["original"] == figures["cost $"]["rerun"]
+
+
+def test_analytics_reaches_the_orchestrator_only_through_its_dispatch_layer() -> None:
+    # The one edge from the read side into the orchestrator (pure, no I/O); never the
+    # runner (it calls models) and never streamlit.
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "analytics"
+    for source in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert not name.startswith("streamlit"), f"{source.name} imports {name}"
+                if name.startswith("orchestrator"):
+                    assert name == "orchestrator.dispatch", f"{source.name} imports {name}"

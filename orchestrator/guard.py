@@ -40,7 +40,6 @@ exception other than a breach left the ``with`` block, else ``ok``.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -55,6 +54,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from cliffwatch import settings
+from orchestrator import span_attrs as sa
 from orchestrator.dispatch import (
     Action,
     Difficulty,
@@ -67,7 +67,7 @@ from orchestrator.errors import ConfigError, CostCeilingError, CostCliffError, O
 from orchestrator.routing import estimate_call_usd
 from telemetry import conventions as cv
 from telemetry.conventions import Breach, CapPolicy, CostSource, Role, RunStatus
-from telemetry.pricing import cost_of
+from telemetry.pricing import CallCost, cost_of
 from telemetry.tracing import Tracing, configure_tracing
 
 T = TypeVar("T")
@@ -181,10 +181,7 @@ class _Call:
     model: str
     input_tokens: int | None
     output_tokens: int | None
-    cost_usd: float | None
-    cost_source: CostSource
-    price_input: float | None
-    price_output: float | None
+    cost: CallCost
     started_at_ns: int
     ended_at_ns: int
     provider: str | None
@@ -309,19 +306,7 @@ class Guard:
         with self._lock:
             if self._span is not None:
                 raise RuntimeError("this guard was already started: use one guard per run")
-            limits = self.limits
-            attrs: dict[str, Any] = {
-                cv.CLIFF_ROLE: Role.RUN.value,
-                cv.GEN_AI_OPERATION_NAME: cv.OPERATION_INVOKE_AGENT,
-                cv.CLIFF_TASK_CLASS: self.task_class,
-                cv.CLIFF_POLICY: limits.policy.value,
-            }
-            if limits.max_workers is not None:
-                attrs[cv.CLIFF_MAX_WORKERS] = limits.max_workers
-            if limits.ceiling_usd is not None:
-                attrs[cv.CLIFF_CEILING_USD] = limits.ceiling_usd
-            if self.task_id is not None:
-                attrs[cv.CLIFF_TASK_ID] = self.task_id
+            attrs = sa.run_start_attributes(self.task_class, self.limits, task_id=self.task_id)
             self._span = self.tracing.tracer.start_span(
                 f"run {self.task_class}", kind=SpanKind.INTERNAL, attributes=attrs
             )
@@ -450,20 +435,7 @@ class Guard:
         call = self._last_plan_call
         if call is None or cv.CLIFF_PLAN_SUBTASKS in call.attributes:
             return
-        call.attributes[cv.CLIFF_PLAN_SUBTASKS] = json.dumps(
-            [
-                {
-                    "index": s.index,
-                    "title": s.title,
-                    "difficulty": s.difficulty.value,
-                    "model": s.model,
-                    "max_output_tokens": s.max_output_tokens,
-                    "estimated_cost_usd": s.estimated_cost_usd,
-                }
-                for s in planned
-            ]
-        )
-        call.attributes[cv.CLIFF_WORKERS_PROPOSED] = len(planned)
+        call.attributes.update(sa.plan_attributes(planned))
 
     def _breach_error(self, verdict: PlanVerdict) -> OrchestratorError:
         limits = self.limits
@@ -532,12 +504,9 @@ class Guard:
         if call_role not in CALL_ROLES:
             raise ValueError(f"role {role!r} is not an LLM-call role")
         if cost_usd is not None:
-            source, price_in, price_out, cost = CostSource.PROVIDER, None, None, float(cost_usd)
+            cost = CallCost(float(cost_usd), CostSource.PROVIDER, None)
         else:
-            priced = cost_of(model, input_tokens, output_tokens)
-            source, cost = priced.source, priced.cost_usd
-            price_in = priced.price.input_usd_per_token if priced.price else None
-            price_out = priced.price.output_usd_per_token if priced.price else None
+            cost = cost_of(model, input_tokens, output_tokens)
         ended = time.time_ns() if ended_at_ns is None else int(ended_at_ns)
         started = ended if started_at_ns is None else min(int(started_at_ns), ended)
         call = _Call(
@@ -545,10 +514,7 @@ class Guard:
             model=model,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            cost_usd=cost,
-            cost_source=source,
-            price_input=price_in,
-            price_output=price_out,
+            cost=cost,
             started_at_ns=started,
             ended_at_ns=ended,
             provider=_provider_of(model, provider),
@@ -561,8 +527,8 @@ class Guard:
             self._calls.append(call)
             if call_role is Role.PLAN:
                 self._last_plan_call = call
-            self._dispatch.record_spend(cost)
-        return cost
+            self._dispatch.record_spend(cost.cost_usd)
+        return cost.cost_usd
 
     def record_cancelled(self, count: int = 1) -> None:
         """Report dispatched sub-tasks you cancelled (default: the guard counts dispatched
@@ -657,24 +623,19 @@ class Guard:
             for call in self._calls:
                 self._emit_call(tracer, context, call)
             failed, cancelled = self._worker_counts()
-            attrs: dict[str, Any] = {
-                cv.CLIFF_STATUS: status.value,
-                cv.CLIFF_WORKERS_DISPATCHED: self._workers_dispatched,
-                cv.CLIFF_WORKERS_FAILED: failed,
-                cv.CLIFF_WORKERS_CANCELLED: cancelled,
-                cv.CLIFF_PLAN_ATTEMPTS: self._plan_attempts,
-            }
-            if breach is not None:
-                attrs[cv.CLIFF_BREACH] = breach.value
-            if self._workers_proposed is not None:
-                attrs[cv.CLIFF_WORKERS_PROPOSED] = self._workers_proposed
-            if self._estimate_usd is not None:
-                attrs[cv.CLIFF_ESTIMATE_USD] = self._estimate_usd
-            span.set_attributes(attrs)
-            if status is RunStatus.OK:
-                span.set_status(Status(StatusCode.OK))
-            else:
-                span.set_status(Status(StatusCode.ERROR, message or status.value))
+            span.set_attributes(
+                sa.run_end_attributes(
+                    status=status,
+                    breach=breach,
+                    workers_proposed=self._workers_proposed,
+                    workers_dispatched=self._workers_dispatched,
+                    workers_failed=failed,
+                    workers_cancelled=cancelled,
+                    plan_attempts=self._plan_attempts,
+                    estimate_usd=self._estimate_usd,
+                )
+            )
+            span.set_status(sa.run_span_status(status, message))
             last_end = max((c.ended_at_ns for c in self._calls), default=0)
             span.end(end_time=max(time.time_ns(), last_end))
         if self.flush_on_close:
@@ -682,29 +643,21 @@ class Guard:
         return status
 
     def _emit_call(self, tracer: trace.Tracer, context: Any, call: _Call) -> None:
-        attrs: dict[str, Any] = {
-            cv.GEN_AI_OPERATION_NAME: cv.OPERATION_CHAT,
-            cv.GEN_AI_REQUEST_MODEL: call.model,
-            cv.GEN_AI_RESPONSE_MODEL: call.model,
-            cv.CLIFF_ROLE: call.role.value,
-            cv.CLIFF_TASK_CLASS: self.task_class,
-            cv.CLIFF_COST_SOURCE: call.cost_source.value,
+        attrs = {
+            **sa.call_request_attributes(
+                role=call.role,
+                task_class=self.task_class,
+                model=call.model,
+                provider=call.provider,
+            ),
+            **sa.call_usage_attributes(
+                response_model=call.model,
+                input_tokens=call.input_tokens,
+                output_tokens=call.output_tokens,
+            ),
+            **sa.call_cost_attributes(call.cost),
+            **sa.subtask_attributes(call.subtask_index, call.title),
         }
-        if call.provider:
-            attrs[cv.GEN_AI_PROVIDER_NAME] = call.provider
-        if call.input_tokens is not None:
-            attrs[cv.GEN_AI_USAGE_INPUT_TOKENS] = int(call.input_tokens)
-        if call.output_tokens is not None:
-            attrs[cv.GEN_AI_USAGE_OUTPUT_TOKENS] = int(call.output_tokens)
-        if call.cost_usd is not None:
-            attrs[cv.CLIFF_COST_USD] = call.cost_usd
-        if call.price_input is not None and call.price_output is not None:
-            attrs[cv.CLIFF_PRICE_INPUT] = call.price_input
-            attrs[cv.CLIFF_PRICE_OUTPUT] = call.price_output
-        if call.subtask_index is not None:
-            attrs[cv.CLIFF_SUBTASK_INDEX] = int(call.subtask_index)
-        if call.title is not None:
-            attrs[cv.CLIFF_SUBTASK_TITLE] = call.title
         if call.error:
             attrs[cv.ERROR_TYPE] = "error"
         attrs.update(call.attributes)

@@ -32,6 +32,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from cliffwatch import settings
 from orchestrator import prompts
+from orchestrator import span_attrs as sa
 from orchestrator.config import TaskClassConfig
 from orchestrator.dispatch import Action, DispatchGuard, PlanVerdict
 from orchestrator.errors import CostCeilingError, CostCliffError, OrchestratorError, PlanError
@@ -51,7 +52,7 @@ ignores it. The slack is real seconds, generous on purpose: under time_scale a 6
 timeout is milliseconds of real time, and a busy machine must never turn a healthy call
 into a timeout (that would make runs depend on CPU load instead of their seed)."""
 
-Attributes = dict[str, Any]
+Attributes = sa.Attributes
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,22 +188,6 @@ def _classify(exc: BaseException) -> tuple[str, bool, bool]:
     return type(exc).__name__, False, False
 
 
-def _plan_json(routed: RoutedPlan) -> str:
-    return json.dumps(
-        [
-            {
-                "index": s.index,
-                "title": s.title,
-                "difficulty": s.difficulty.value,
-                "model": s.model,
-                "max_output_tokens": s.max_output_tokens,
-                "estimated_cost_usd": s.estimated_cost_usd,
-            }
-            for s in routed.subtasks
-        ]
-    )
-
-
 @dataclass
 class _Run:
     """The state of one run while it executes (one per :func:`aorchestrate` call)."""
@@ -232,15 +217,9 @@ class _Run:
 
     # --- one call ------------------------------------------------------------------------
     def _record_cost(self, span: trace.Span, cost: CallCost, attrs: Attributes) -> None:
-        attrs[cv.CLIFF_COST_SOURCE] = cost.source.value
-        if cost.price is not None:
-            attrs[cv.CLIFF_PRICE_INPUT] = cost.price.input_usd_per_token
-            attrs[cv.CLIFF_PRICE_OUTPUT] = cost.price.output_usd_per_token
         if cost.cost_usd is None:
             self.unpriced_calls += 1
-        else:
-            attrs[cv.CLIFF_COST_USD] = cost.cost_usd
-        span.set_attributes(attrs)
+        span.set_attributes({**attrs, **sa.call_cost_attributes(cost)})
         if self.guard.record_spend(cost.cost_usd):
             self._cancel_pending_workers()
 
@@ -265,14 +244,15 @@ class _Run:
             kind=SpanKind.CLIENT,
             start_time=start_ns,
             attributes={
-                cv.GEN_AI_OPERATION_NAME: cv.OPERATION_CHAT,
-                cv.GEN_AI_PROVIDER_NAME: _provider_of(model),
-                cv.GEN_AI_REQUEST_MODEL: model,
-                cv.GEN_AI_REQUEST_MAX_TOKENS: max_tokens,
-                cv.GEN_AI_REQUEST_SEED: self.seed,
-                cv.CLIFF_ROLE: role.value,
-                cv.CLIFF_TASK_CLASS: config.name,
-                cv.CLIFF_ATTEMPT: attempt,
+                **sa.call_request_attributes(
+                    role=role,
+                    task_class=config.name,
+                    model=model,
+                    provider=_provider_of(model),
+                    max_tokens=max_tokens,
+                    seed=self.seed,
+                    attempt=attempt,
+                ),
                 **attributes,
             },
         )
@@ -321,11 +301,9 @@ class _Run:
             # providers answer with dated snapshots ("gpt-4o-mini-2024-07-18") the price
             # map may lack; the model asked for is priced the same
             cost = cost_of(model, in_tokens, out_tokens)
-        attrs: Attributes = {cv.GEN_AI_RESPONSE_MODEL: response_model}
-        if in_tokens is not None:
-            attrs[cv.GEN_AI_USAGE_INPUT_TOKENS] = int(in_tokens)
-        if out_tokens is not None:
-            attrs[cv.GEN_AI_USAGE_OUTPUT_TOKENS] = int(out_tokens)
+        attrs = sa.call_usage_attributes(
+            response_model=response_model, input_tokens=in_tokens, output_tokens=out_tokens
+        )
         if self.capture:
             attrs[cv.GEN_AI_OUTPUT_MESSAGES] = json.dumps([{"role": "assistant", "content": text}])
         problem = None
@@ -352,10 +330,11 @@ class _Run:
     ) -> CallCost:
         in_tokens = count_prompt_tokens(model, messages) if billed_prompt else 0
         cost = cost_of(model, in_tokens, 0)
-        attrs: Attributes = {
+        attrs = {
             cv.ERROR_TYPE: kind,
-            cv.GEN_AI_USAGE_INPUT_TOKENS: in_tokens,
-            cv.GEN_AI_USAGE_OUTPUT_TOKENS: 0,
+            **sa.call_usage_attributes(
+                response_model=None, input_tokens=in_tokens, output_tokens=0
+            ),
         }
         self._record_cost(span, cost, attrs)
         span.set_status(Status(StatusCode.ERROR, f"{kind}: {message}"))
@@ -422,10 +401,7 @@ class _Run:
                     return {}, f"unusable plan: {exc}"
                 routed = route_plan(items, config, task.input_text)
                 parsed.append(routed)
-                return {
-                    cv.CLIFF_PLAN_SUBTASKS: _plan_json(routed),
-                    cv.CLIFF_WORKERS_PROPOSED: len(routed.subtasks),
-                }, None
+                return sa.plan_attributes(routed.subtasks), None
 
             result = await self._call(
                 role=Role.PLAN,
@@ -511,11 +487,9 @@ class _Run:
                     model=subtask.model,
                     messages=routed.worker_messages[index],
                     max_tokens=subtask.max_output_tokens,
-                    attributes={
-                        cv.CLIFF_SUBTASK_INDEX: index,
-                        cv.CLIFF_SUBTASK_TITLE: item.title,
-                        cv.CLIFF_SUBTASK_DIFFICULTY: item.difficulty.value,
-                    },
+                    attributes=sa.subtask_attributes(
+                        index, item.title, item.difficulty.value
+                    ),
                 )
             if result.error_type == "not_attempted":
                 return None
@@ -605,20 +579,9 @@ class _Run:
     async def run(self) -> tuple[RunResult, OrchestratorError | None]:
         """Execute the run inside its root span; the result and the error to raise, if any."""
         config, task = self.config, self.task
-        limits = config.limits
         started_ns = self.clock.started_at_ns
-        attrs: Attributes = {
-            cv.CLIFF_ROLE: Role.RUN.value,
-            cv.GEN_AI_OPERATION_NAME: cv.OPERATION_INVOKE_AGENT,
-            cv.CLIFF_TASK_CLASS: config.name,
-            cv.CLIFF_TASK_ID: task.task_id,
-            cv.CLIFF_SEED: self.seed,
-            cv.CLIFF_POLICY: limits.policy.value,
-        }
-        if limits.max_workers is not None:
-            attrs[cv.CLIFF_MAX_WORKERS] = limits.max_workers
-        if limits.ceiling_usd is not None:
-            attrs[cv.CLIFF_CEILING_USD] = limits.ceiling_usd
+        attrs = sa.run_start_attributes(config.name, config.limits, task_id=task.task_id)
+        attrs[cv.CLIFF_SEED] = self.seed
         if self.replay_of:
             attrs[cv.CLIFF_REPLAY_OF] = self.replay_of
         if self.capture:
@@ -670,24 +633,19 @@ class _Run:
     def _end_run_span(
         self, span: trace.Span, status: RunStatus, breach: Breach | None, error: str | None
     ) -> int:
-        attrs: Attributes = {
-            cv.CLIFF_STATUS: status.value,
-            cv.CLIFF_WORKERS_DISPATCHED: self.workers_dispatched,
-            cv.CLIFF_WORKERS_FAILED: self.workers_failed,
-            cv.CLIFF_WORKERS_CANCELLED: self.workers_cancelled,
-            cv.CLIFF_PLAN_ATTEMPTS: self.plan_attempts,
-        }
-        if breach is not None:
-            attrs[cv.CLIFF_BREACH] = breach.value
-        if self.workers_proposed is not None:
-            attrs[cv.CLIFF_WORKERS_PROPOSED] = self.workers_proposed
-        if self.estimate_usd is not None:
-            attrs[cv.CLIFF_ESTIMATE_USD] = self.estimate_usd
-        span.set_attributes(attrs)
-        if status is RunStatus.OK:
-            span.set_status(Status(StatusCode.OK))
-        else:
-            span.set_status(Status(StatusCode.ERROR, error or status.value))
+        span.set_attributes(
+            sa.run_end_attributes(
+                status=status,
+                breach=breach,
+                workers_proposed=self.workers_proposed,
+                workers_dispatched=self.workers_dispatched,
+                workers_failed=self.workers_failed,
+                workers_cancelled=self.workers_cancelled,
+                plan_attempts=self.plan_attempts,
+                estimate_usd=self.estimate_usd,
+            )
+        )
+        span.set_status(sa.run_span_status(status, error))
         ended_ns = self.clock.now_ns()
         span.end(end_time=ended_ns)
         return ended_ns

@@ -1,0 +1,233 @@
+"""The attributes of cliffwatch's run and LLM-call spans, built in one place.
+
+The runner (:mod:`orchestrator.runner`) and the public guard (:mod:`orchestrator.guard`)
+record a run with the same span conventions (:mod:`telemetry.conventions`): a root span of
+role ``run`` and one child span per LLM call. These pure functions build the attribute
+dicts both of them set, so a run looks the same in the store whichever recorded it; each
+returns a new ``{attribute name: value}`` dict and leaves out what is unknown (None), never
+recording a placeholder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.trace import Status, StatusCode
+
+from orchestrator.dispatch import Limits, PlannedSubTask
+from telemetry import conventions as cv
+from telemetry.conventions import Breach, Role, RunStatus
+from telemetry.pricing import CallCost
+
+Attributes = dict[str, Any]
+"""Span attributes: ``{attribute name: str | int | float | bool value}``."""
+
+
+# --- the run span ------------------------------------------------------------------------
+def run_start_attributes(
+    task_class: str, limits: Limits, *, task_id: str | None = None
+) -> Attributes:
+    """What a run span carries from its start: role, task class, task id and limits.
+
+    Args:
+        task_class: the run's task class (``cliff.task_class``).
+        limits: the cap, ceiling and policy it runs under; a cap or ceiling that is off
+            (None) is left out.
+        task_id: ``cliff.task.id``, left out when None.
+
+    Returns:
+        ``cliff.role`` = ``run``, ``gen_ai.operation.name`` = ``invoke_agent``,
+        ``cliff.task_class``, ``cliff.task.id``, ``cliff.policy``, ``cliff.max_workers``
+        and ``cliff.ceiling_usd`` (USD).
+    """
+    attrs: Attributes = {
+        cv.CLIFF_ROLE: Role.RUN.value,
+        cv.GEN_AI_OPERATION_NAME: cv.OPERATION_INVOKE_AGENT,
+        cv.CLIFF_TASK_CLASS: task_class,
+    }
+    if task_id is not None:
+        attrs[cv.CLIFF_TASK_ID] = task_id
+    attrs[cv.CLIFF_POLICY] = limits.policy.value
+    if limits.max_workers is not None:
+        attrs[cv.CLIFF_MAX_WORKERS] = limits.max_workers
+    if limits.ceiling_usd is not None:
+        attrs[cv.CLIFF_CEILING_USD] = limits.ceiling_usd
+    return attrs
+
+
+def run_end_attributes(
+    *,
+    status: RunStatus,
+    breach: Breach | None,
+    workers_proposed: int | None,
+    workers_dispatched: int,
+    workers_failed: int,
+    workers_cancelled: int,
+    plan_attempts: int,
+    estimate_usd: float | None,
+) -> Attributes:
+    """The ``cliff.*`` outcome attributes a run span is closed with.
+
+    Args:
+        status: how the run ended (``cliff.status``).
+        breach: ``cap`` or ``ceiling`` when one was breached (``cliff.breach``), else None.
+        workers_proposed: sub-tasks in the largest usable plan; None when no plan was
+            usable.
+        workers_dispatched: sub-tasks dispatched (0 when rejected).
+        workers_failed: dispatched sub-tasks whose every attempt failed.
+        workers_cancelled: dispatched sub-tasks cancelled once spend crossed the ceiling.
+        plan_attempts: planning requests made.
+        estimate_usd: the last pre-dispatch estimate in USD, None when none was made.
+
+    Returns:
+        The attributes; ``cliff.breach``, ``cliff.workers_proposed`` and
+        ``cliff.estimate_usd`` only when known.
+    """
+    attrs: Attributes = {
+        cv.CLIFF_STATUS: status.value,
+        cv.CLIFF_WORKERS_DISPATCHED: workers_dispatched,
+        cv.CLIFF_WORKERS_FAILED: workers_failed,
+        cv.CLIFF_WORKERS_CANCELLED: workers_cancelled,
+        cv.CLIFF_PLAN_ATTEMPTS: plan_attempts,
+    }
+    if breach is not None:
+        attrs[cv.CLIFF_BREACH] = breach.value
+    if workers_proposed is not None:
+        attrs[cv.CLIFF_WORKERS_PROPOSED] = workers_proposed
+    if estimate_usd is not None:
+        attrs[cv.CLIFF_ESTIMATE_USD] = estimate_usd
+    return attrs
+
+
+def run_span_status(status: RunStatus, message: str | None) -> Status:
+    """The OTel status of a run span: OK for an ``ok`` run, else ERROR with ``message``
+    (the run's one-line error; the status's name when there is none)."""
+    if status is RunStatus.OK:
+        return Status(StatusCode.OK)
+    return Status(StatusCode.ERROR, message or status.value)
+
+
+# --- LLM call spans ----------------------------------------------------------------------
+def call_request_attributes(
+    *,
+    role: Role,
+    task_class: str,
+    model: str,
+    provider: str | None,
+    max_tokens: int | None = None,
+    seed: int | None = None,
+    attempt: int | None = None,
+) -> Attributes:
+    """What an LLM call span carries from its request (known before the provider answers).
+
+    Args:
+        role: the call's role (``plan``, ``worker``, ``synthesis``, ``critic``, ``call``).
+        task_class: the run's task class.
+        model: the model asked for (a litellm model string).
+        provider: ``gen_ai.provider.name``; left out when None.
+        max_tokens: the output token budget asked for; left out when None.
+        seed: the seed passed to the provider; left out when None.
+        attempt: ``cliff.attempt`` (1 for a first attempt); left out when None.
+
+    Returns:
+        ``gen_ai.operation.name`` = ``chat``, ``gen_ai.provider.name``,
+        ``gen_ai.request.model``, ``gen_ai.request.max_tokens``, ``gen_ai.request.seed``,
+        ``cliff.role``, ``cliff.task_class`` and ``cliff.attempt``.
+    """
+    attrs: Attributes = {cv.GEN_AI_OPERATION_NAME: cv.OPERATION_CHAT}
+    if provider:
+        attrs[cv.GEN_AI_PROVIDER_NAME] = provider
+    attrs[cv.GEN_AI_REQUEST_MODEL] = model
+    if max_tokens is not None:
+        attrs[cv.GEN_AI_REQUEST_MAX_TOKENS] = max_tokens
+    if seed is not None:
+        attrs[cv.GEN_AI_REQUEST_SEED] = seed
+    attrs[cv.CLIFF_ROLE] = role.value
+    attrs[cv.CLIFF_TASK_CLASS] = task_class
+    if attempt is not None:
+        attrs[cv.CLIFF_ATTEMPT] = attempt
+    return attrs
+
+
+def call_usage_attributes(
+    *, response_model: str | None, input_tokens: int | None, output_tokens: int | None
+) -> Attributes:
+    """The model that answered and the tokens the provider reported (None: left out).
+
+    Returns:
+        ``gen_ai.response.model``, ``gen_ai.usage.input_tokens`` and
+        ``gen_ai.usage.output_tokens`` (token counts as ints).
+    """
+    attrs: Attributes = {}
+    if response_model is not None:
+        attrs[cv.GEN_AI_RESPONSE_MODEL] = response_model
+    if input_tokens is not None:
+        attrs[cv.GEN_AI_USAGE_INPUT_TOKENS] = int(input_tokens)
+    if output_tokens is not None:
+        attrs[cv.GEN_AI_USAGE_OUTPUT_TOKENS] = int(output_tokens)
+    return attrs
+
+
+def call_cost_attributes(cost: CallCost) -> Attributes:
+    """A call's cost as recorded: source, the price used and the USD figure.
+
+    An unpriced call has no ``cliff.cost_usd`` (never $0); a cost the provider reported
+    has no price.
+
+    Args:
+        cost: the call's :class:`telemetry.pricing.CallCost`.
+
+    Returns:
+        ``cliff.cost_source``, ``cliff.price.input_usd_per_token`` and
+        ``cliff.price.output_usd_per_token`` (USD per token) when priced from a price,
+        and ``cliff.cost_usd`` (USD) when known.
+    """
+    attrs: Attributes = {cv.CLIFF_COST_SOURCE: cost.source.value}
+    if cost.price is not None:
+        attrs[cv.CLIFF_PRICE_INPUT] = cost.price.input_usd_per_token
+        attrs[cv.CLIFF_PRICE_OUTPUT] = cost.price.output_usd_per_token
+    if cost.cost_usd is not None:
+        attrs[cv.CLIFF_COST_USD] = cost.cost_usd
+    return attrs
+
+
+def plan_attributes(subtasks: Sequence[PlannedSubTask]) -> Attributes:
+    """What a planner call span carries about the plan it proposed.
+
+    Args:
+        subtasks: the routed, priced plan (:class:`orchestrator.dispatch.PlannedSubTask`).
+
+    Returns:
+        ``cliff.plan.subtasks`` (a JSON array of ``{index, title, difficulty, model,
+        max_output_tokens, estimated_cost_usd}``, what replay reads back with
+        :func:`analytics.recorded.parse_plan`) and ``cliff.workers_proposed``.
+    """
+    plan = [
+        {
+            "index": s.index,
+            "title": s.title,
+            "difficulty": s.difficulty.value,
+            "model": s.model,
+            "max_output_tokens": s.max_output_tokens,
+            "estimated_cost_usd": s.estimated_cost_usd,
+        }
+        for s in subtasks
+    ]
+    return {cv.CLIFF_PLAN_SUBTASKS: json.dumps(plan), cv.CLIFF_WORKERS_PROPOSED: len(plan)}
+
+
+def subtask_attributes(
+    index: int | None, title: str | None, difficulty: str | None = None
+) -> Attributes:
+    """A worker call's sub-task: ``cliff.subtask.index``, ``.title`` and ``.difficulty``
+    (``routine`` | ``hard``), each left out when None."""
+    attrs: Attributes = {}
+    if index is not None:
+        attrs[cv.CLIFF_SUBTASK_INDEX] = int(index)
+    if title is not None:
+        attrs[cv.CLIFF_SUBTASK_TITLE] = title
+    if difficulty is not None:
+        attrs[cv.CLIFF_SUBTASK_DIFFICULTY] = difficulty
+    return attrs

@@ -51,7 +51,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from analytics.recorded import Estimates, RecordedCall, RecordedRun
-from orchestrator.dispatch import Action, DispatchGuard, Limits, PlannedSubTask, PlanVerdict
+from orchestrator.dispatch import (
+    Action,
+    DispatchGuard,
+    Limits,
+    PlannedSubTask,
+    PlanVerdict,
+    survived_breach,
+)
 from telemetry.conventions import Breach, Role, RunStatus
 
 
@@ -360,10 +367,8 @@ class _Replayer:
             return self._result(RunStatus.CANCELLED, Breach.CEILING, plan, outcomes)
         if status is RunStatus.FAILED:
             return self._result(status, None, plan, outcomes)
-        # A run that ends ok records the breach it survived: a truncated plan's, or the
-        # cap breach that made it replan even when the second plan fits (as the runner).
-        survived = next((v.breach for v in reversed(self.verdicts) if v.breach), None)
-        return self._result(status, survived, plan, outcomes)
+        # A run that ends ok records the breach it survived, by the runner's own rule.
+        return self._result(status, survived_breach(self.verdicts), plan, outcomes)
 
     def _check(self, subtasks: tuple[PlannedSubTask, ...], replanned: bool) -> PlanVerdict:
         verdict = self.ledger.guard.check_plan(

@@ -17,6 +17,7 @@ Decision order for a plan of ``n`` sub-tasks under :class:`Limits`:
    ``ceiling_usd`` is a ceiling breach: reject, nothing dispatched.
 3. During the run, :meth:`DispatchGuard.record_spend` adds each call's cost; it returns
    True once spend is over the ceiling, and the runner cancels pending workers.
+4. A run that ends ok records the breach it survived (:func:`survived_breach`).
 """
 
 from __future__ import annotations
@@ -251,3 +252,20 @@ class DispatchGuard:
             return None
         workers = sum(s.estimated_cost_usd or 0.0 for s in subtasks[:keep])
         return spent_usd + workers + reserve_usd + reserve_usd_per_subtask * keep
+
+
+def survived_breach(verdicts: Sequence[PlanVerdict]) -> Breach | None:
+    """The breach a run that ends ok records (``cliff.breach``), from its plans' verdicts.
+
+    The last breach among ``verdicts``: a truncated plan's cap breach, or the cap breach
+    that made the run replan even when the second plan fits (the run breached the cap,
+    and its record says so). A verdict that rejects ends the run, so it is never among
+    the verdicts of a run that ends ok.
+
+    Args:
+        verdicts: every :meth:`DispatchGuard.check_plan` verdict of the run, in order.
+
+    Returns:
+        ``cap``, ``ceiling`` or None when no plan breached anything.
+    """
+    return next((v.breach for v in reversed(verdicts) if v.breach is not None), None)

@@ -34,7 +34,7 @@ from cliffwatch import settings
 from orchestrator import prompts
 from orchestrator import span_attrs as sa
 from orchestrator.config import TaskClassConfig
-from orchestrator.dispatch import Action, DispatchGuard, PlanVerdict
+from orchestrator.dispatch import Action, DispatchGuard, PlanVerdict, survived_breach
 from orchestrator.errors import CostCeilingError, CostCliffError, OrchestratorError, PlanError
 from orchestrator.routing import RoutedPlan, count_prompt_tokens, post_worker_reserve, route_plan
 from orchestrator.workload import Task
@@ -210,7 +210,7 @@ class _Run:
     answer: str | None = None
     _worker_tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _context: Any = None  # the OTel context holding the run span (parent of every call)
-    _final_breach: Breach | None = None  # a breach the run survived (truncate, replan)
+    _verdicts: list[PlanVerdict] = field(default_factory=list)  # check_plan verdicts, in order
 
     def __post_init__(self) -> None:
         self.guard = DispatchGuard(self.config.limits)
@@ -435,11 +435,11 @@ class _Run:
                 reserve_usd=reserve.fixed_usd,
                 reserve_usd_per_subtask=reserve.per_subtask_usd,
             )
+            self._verdicts.append(verdict)
             if verdict.estimate_usd is not None:
                 self.estimate_usd = verdict.estimate_usd
             if verdict.action is Action.REPLAN:
                 replanned = True
-                self._final_breach = Breach.CAP  # breached, even if the replan fits
                 assert limits.max_workers is not None  # a replan follows a cap breach
                 messages = prompts.replan_messages(
                     messages, result.text or "", proposed=proposed, max_workers=limits.max_workers
@@ -573,7 +573,6 @@ class _Run:
         if not any(r.output is not None for r in results):
             raise _Stop(RunStatus.FAILED, f"all {len(results)} workers failed")
         await self._synthesise(results)
-        self._final_breach = verdict.breach or self._final_breach
 
     # --- the run span --------------------------------------------------------------------
     async def run(self) -> tuple[RunResult, OrchestratorError | None]:
@@ -594,7 +593,7 @@ class _Run:
         to_raise: OrchestratorError | None = None
         try:
             await self._execute()
-            breach = self._final_breach
+            breach = survived_breach(self._verdicts)
         except _Stop as stop:
             status, breach, error_text, to_raise = (
                 stop.status,

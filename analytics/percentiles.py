@@ -11,6 +11,7 @@ All of it is computed in SQL in the store and returned as polars, once, for ever
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Literal, get_args
 
@@ -59,15 +60,19 @@ _UNIT_KEY_SQL = {
 }
 
 
-def _stats_sql(key: str, units: str) -> str:
-    # `units` has one row per unit: key, cost_usd, breach, unpriced_calls.
+def _stats_sql(key: str | None, units: str) -> str:
+    # `units` has one row per unit: key, cost_usd, breach, unpriced_calls. key=None: one
+    # row over every unit (none when there is no unit, as a group-by would give).
+    select_key = f"{key}," if key else ""
+    group = f"GROUP BY {key}" if key else "HAVING count(*) > 0"
+    order = f"ORDER BY {key}" if key else ""
     return f"""
-        SELECT {key}, runs, total_usd, mean_usd,
+        SELECT {select_key} runs, total_usd, mean_usd,
                q[1] AS p50_usd, q[2] AS p95_usd, q[3] AS p99_usd, max_usd,
                CASE WHEN q[1] > 0 THEN q[3] / q[1] END AS cliff_ratio,
                breaches, unpriced_calls
         FROM (
-            SELECT {key},
+            SELECT {select_key}
                    count(*) AS runs,
                    sum(cost_usd) AS total_usd,
                    avg(cost_usd) AS mean_usd,
@@ -76,10 +81,14 @@ def _stats_sql(key: str, units: str) -> str:
                    count(*) FILTER (WHERE breach IS NOT NULL) AS breaches,
                    sum(unpriced_calls)::BIGINT AS unpriced_calls
             FROM {units}
-            GROUP BY {key}
+            {group}
         )
-        ORDER BY {key}
+        {order}
     """
+
+
+_RUN_SCOPE_SQL = "SELECT run_id, task_class, breach, unpriced_calls, cost_usd FROM runs {where}"
+"""The runs in scope, one unit each (the per-run cost, as by task class and overall)."""
 
 
 def cost_percentiles(
@@ -126,7 +135,7 @@ def cost_percentiles(
     if by not in GROUP_BYS:
         raise ValueError(f"cannot group by {by!r}: use one of {', '.join(GROUP_BYS)}")
     conds, params = scope_filter(con, window, "started_at", task_class)
-    scope = f"SELECT run_id, task_class, breach, unpriced_calls, cost_usd FROM runs {where(conds)}"
+    scope = _RUN_SCOPE_SQL.format(where=where(conds))
     if by == "task_class":
         return frame(con, f"WITH scope AS ({scope}) {_stats_sql('task_class', 'scope')}", params)
     params["unpriced"] = str(CostSource.UNPRICED)
@@ -145,6 +154,37 @@ def cost_percentiles(
         {_stats_sql(by, "units")}
     """
     return frame(con, sql, params)
+
+
+def overall_percentiles(
+    con: duckdb.DuckDBPyConnection,
+    window: Window = Window(),  # noqa: B008 - Window is frozen
+    task_classes: Sequence[str] = (),
+) -> pl.DataFrame:
+    """Cost per task over every run of the selection at once, whatever its class.
+
+    The headline row beside :func:`cost_percentiles` by task class: the same figures and
+    the same rule (every run started in ``window`` counts, whatever its status; unit =
+    one run, its ``runs.cost_usd``), with P50/P95/P99 from ``quantile_cont`` over *all*
+    the matching runs, not a sample: percentiles do not add up across classes, so the
+    overall ones are computed from the runs themselves.
+
+    Args:
+        con: a store connection.
+        window: on the run's ``started_at`` (``since`` inclusive, ``until`` exclusive).
+        task_classes: only runs of these classes (each must exist in the store); empty
+            means every class.
+
+    Returns:
+        One row with :data:`PERCENTILE_COLUMNS` (USD per task, as
+        :func:`cost_percentiles`); empty (same columns) when no run matches.
+
+    Raises:
+        UnknownTaskClassError: one of ``task_classes`` has no runs in the store.
+    """
+    conds, params = scope_filter(con, window, "started_at", None, task_classes=task_classes)
+    scope = _RUN_SCOPE_SQL.format(where=where(conds))
+    return frame(con, f"WITH scope AS ({scope}) {_stats_sql(None, 'scope')}", params)
 
 
 def daily_percentiles(

@@ -7,6 +7,7 @@ renders anything.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import duckdb
@@ -44,31 +45,51 @@ def task_classes(con: duckdb.DuckDBPyConnection) -> list[str]:
     return frame(con, "SELECT DISTINCT task_class FROM runs ORDER BY 1")["task_class"].to_list()
 
 
-def require_task_class(con: duckdb.DuckDBPyConnection, task_class: str) -> None:
-    """Check that ``task_class`` has runs in the store.
+def require_task_class(con: duckdb.DuckDBPyConnection, task_class: str, *more: str) -> None:
+    """Check that ``task_class`` (and every class in ``more``) has runs in the store.
 
     Raises:
-        UnknownTaskClassError: it has none (the message lists the known ones).
+        UnknownTaskClassError: the first that has none (the message lists the known ones).
     """
     known = task_classes(con)
-    if task_class not in known:
-        raise UnknownTaskClassError(task_class, known)
+    for name in (task_class, *more):
+        if name not in known:
+            raise UnknownTaskClassError(name, known)
 
 
 def scope_filter(
-    con: duckdb.DuckDBPyConnection, window: Window, time_column: str, task_class: str | None
+    con: duckdb.DuckDBPyConnection,
+    window: Window,
+    time_column: str,
+    task_class: str | None,
+    *,
+    task_classes: Sequence[str] = (),
 ) -> tuple[list[str], dict[str, Any]]:
     """SQL conditions and named parameters for a window on ``time_column`` and, when given,
-    one task class (checked to exist: the filters every read function shares).
+    one task class or several (each checked to exist: the filters every read function
+    shares).
+
+    Args:
+        con: a store connection.
+        window: the time window.
+        time_column: the column the window applies to.
+        task_class: only this class (None = no class filter from it).
+        task_classes: only these classes (empty = no class filter from it); with
+            ``task_class`` as well, rows must match both.
 
     Raises:
-        UnknownTaskClassError: ``task_class`` has no runs in the store.
+        UnknownTaskClassError: ``task_class`` or one of ``task_classes`` has no runs in
+            the store.
     """
     conds, params = window.conditions(time_column)
     if task_class is not None:
         require_task_class(con, task_class)
         conds.append("task_class = $task_class")
         params["task_class"] = task_class
+    if task_classes:
+        require_task_class(con, *task_classes)
+        conds.append("list_contains($task_classes, task_class)")
+        params["task_classes"] = list(task_classes)
     return conds, params
 
 

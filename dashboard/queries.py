@@ -24,7 +24,12 @@ import streamlit as st
 
 from analytics.errors import AnalyticsError
 from analytics.incidents import list_incidents
-from analytics.percentiles import cap_start_date, cost_percentiles, daily_percentiles
+from analytics.percentiles import (
+    cap_start_date,
+    cost_percentiles,
+    daily_percentiles,
+    overall_percentiles,
+)
 from analytics.runs import get_run, list_runs, run_spans, task_classes
 from analytics.store_access import StoreBusyError, StoreError, StoreNotFoundError, read_store
 from cliffwatch import settings
@@ -89,25 +94,15 @@ def _selected(df: pl.DataFrame, filters: Filters) -> pl.DataFrame:
     return df.filter(pl.col("task_class").is_in(list(filters.task_classes)))
 
 
-def _headline(
-    percentiles: pl.DataFrame, runs: pl.DataFrame
-) -> tuple[float, float, float] | None:
-    if percentiles.height == 1:
-        p50, p95, p99 = (percentiles[c][0] for c in ("p50_usd", "p95_usd", "p99_usd"))
-    elif runs.is_empty():
-        return None
-    else:
-        costs = runs["cost_usd"]
-        p50, p95, p99 = (costs.quantile(q, interpolation="linear") for q in (0.5, 0.95, 0.99))
-    return p50, p95, p99
-
-
 @dataclass(frozen=True, slots=True)
 class Overview:
     """Everything the overview page shows, for one set of filters.
 
     Attributes:
         percentiles: :func:`analytics.percentiles.cost_percentiles` rows of the selection.
+        overall: :func:`analytics.percentiles.overall_percentiles` of the selection: one
+            row over every matching run (the headline runs, spend and P50/P95/P99), empty
+            when nothing matched.
         daily: :func:`analytics.percentiles.daily_percentiles` rows of the selection.
         runs: :func:`analytics.runs.list_runs` of the selection, newest first, at most
             :data:`RUN_POINTS_LIMIT` rows.
@@ -115,20 +110,15 @@ class Overview:
         cap_dates: per class in ``daily``, the first day one of its runs had a
             max-workers cap (None: never capped).
         open_incidents: incidents with status ``open`` in the selection.
-        headline_usd: (P50, P95, P99) cost per run over the whole selection, USD: the
-            class's row when one class is selected, else continuous percentiles over
-            ``runs`` (polars' ``linear``, the same interpolation as ``quantile_cont``; so
-            over the newest :data:`RUN_POINTS_LIMIT` runs when ``runs_truncated``);
-            None when nothing matched.
     """
 
     percentiles: pl.DataFrame
+    overall: pl.DataFrame
     daily: pl.DataFrame
     runs: pl.DataFrame
     runs_truncated: bool
     cap_dates: dict[str, date | None]
     open_incidents: int
-    headline_usd: tuple[float, float, float] | None
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
@@ -154,6 +144,7 @@ def load_overview(db: str, version: tuple[int, ...], filters: Filters) -> Overvi
     only = filters.only_class()
     with read_store(db) as con:
         percentiles = _selected(cost_percentiles(con, window, task_class=only), filters)
+        overall = overall_percentiles(con, window, task_classes=filters.task_classes)
         daily = _selected(daily_percentiles(con, window, task_class=only), filters)
         runs = _selected(
             list_runs(con, window, task_class=only, limit=RUN_POINTS_LIMIT + 1), filters
@@ -167,12 +158,12 @@ def load_overview(db: str, version: tuple[int, ...], filters: Filters) -> Overvi
     runs, truncated = runs.head(RUN_POINTS_LIMIT), runs.height > RUN_POINTS_LIMIT
     return Overview(
         percentiles=percentiles,
+        overall=overall,
         daily=daily,
         runs=runs,
         runs_truncated=truncated,
         cap_dates=cap_dates,
         open_incidents=incidents.height,
-        headline_usd=_headline(percentiles, runs),
     )
 
 

@@ -137,6 +137,10 @@ def test_overview_several_classes_selected_in_sidebar(app: AppTest, store: Store
     _open(app)
     app.multiselect(key="task_class").select("extract").select("research").run()
     assert sorted(_frame(app, "percentiles")["Task class"]) == ["extract", "research"]
+    # Several classes: the headline is over every run of them (not a mix of class rows).
+    every_cost = store.costs_usd["extract"] + store.costs_usd["research"]
+    for label, q in (("P50", 50), ("P95", 95), ("P99", 99)):
+        assert _metrics(app)[f"{label} per run"] == f"${np.percentile(every_cost, q):,.4f}"
     app.multiselect(key="task_class").unselect("research").run()
     assert _frame(app, "percentiles")["Task class"].tolist() == ["extract"]
     assert _metrics(app)["Runs"] == str(len(store.costs_usd["extract"]))

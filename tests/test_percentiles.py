@@ -14,6 +14,7 @@ from analytics.percentiles import (
     cap_start_date,
     cost_percentiles,
     daily_percentiles,
+    overall_percentiles,
 )
 from analytics.store_access import read_store
 from analytics.window import Window, WindowError, parse_when
@@ -122,6 +123,40 @@ def test_window_parsed_from_strings_and_empty_window(store) -> None:
         empty = cost_percentiles(con, Window.parse("2030-01-01"))
     assert empty.is_empty()
     assert empty.columns == ["task_class", *PERCENTILE_COLUMNS]
+
+
+def test_overall_row_is_over_every_run_of_the_selection(store) -> None:
+    # Percentiles do not add up across classes: the overall row is over the raw runs.
+    every = RESEARCH + BREACH_COSTS + EXTRACT
+    with read_store(store) as con:
+        overall = overall_percentiles(con)
+        both = overall_percentiles(con, task_classes=["extract", "research"])
+        one = overall_percentiles(con, task_classes=["extract"])
+        by_class = cost_percentiles(con, task_class="extract")
+    assert overall.columns == list(PERCENTILE_COLUMNS)
+    assert overall.height == 1
+    _check_against_numpy(overall.row(0, named=True), every, 2)
+    assert both.equals(overall)
+    _check_against_numpy(one.row(0, named=True), EXTRACT, 0)
+    assert one.equals(by_class.drop("task_class"))  # one class: its row, figure for figure
+
+
+def test_overall_row_window_unknown_class_and_empty(store) -> None:
+    since, until = START + timedelta(hours=24), START + timedelta(hours=120)
+    inside = [
+        c
+        for costs, starts in ((RESEARCH, _starts(len(RESEARCH))),
+                              (BREACH_COSTS, BREACH_AT), (EXTRACT, _starts(len(EXTRACT))))
+        for c, at in zip(costs, starts, strict=True) if since <= at < until
+    ]
+    with read_store(store) as con:
+        windowed = overall_percentiles(con, Window(since, until))
+        with pytest.raises(UnknownTaskClassError, match="'nope'"):
+            overall_percentiles(con, task_classes=["extract", "nope"])
+        empty = overall_percentiles(con, Window.parse("2030-01-01"))
+    _check_against_numpy(windowed.row(0, named=True), inside, 1)
+    assert empty.is_empty()
+    assert empty.columns == list(PERCENTILE_COLUMNS)
 
 
 def test_by_model_and_role_are_per_run_sums(tmp_path) -> None:

@@ -21,16 +21,12 @@ if data.percentiles.is_empty():
     st.stop()
 
 table = data.percentiles
+overall = data.overall.row(0, named=True)
 kpis = st.columns(6)
-kpis[0].metric("Runs", f"{table['runs'].sum():,}")
-kpis[1].metric("Spend", ui.usd(table["total_usd"].sum()))
-headline = data.headline_usd or (None, None, None)
-partial = len(table) > 1 and data.runs_truncated
-for column, label, value in zip(kpis[2:5], ("P50", "P95", "P99"), headline, strict=True):
-    column.metric(
-        f"{label} per run", ui.usd(value),
-        help=f"Over the newest {queries.RUN_POINTS_LIMIT:,} runs" if partial else None,
-    )
+kpis[0].metric("Runs", f"{overall['runs']:,}")
+kpis[1].metric("Spend", ui.usd(overall["total_usd"]))
+for column, label in zip(kpis[2:5], ("P50", "P95", "P99"), strict=True):
+    column.metric(f"{label} per run", ui.usd(overall[f"{label.lower()}_usd"]))
 kpis[5].metric("Open incidents", data.open_incidents)
 
 st.subheader("Percentiles per task class")

@@ -279,6 +279,12 @@ def test_the_findings_page_shows_what_analytics_found(
     assert json.loads(runaway_id)["run_ids"][0] in links  # a link to the run page
 
 
+def test_the_findings_page_offers_its_table_as_csv(page_store: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    app = _findings_page(page_store, monkeypatch)
+    assert [b.proto.label for b in app.get("download_button")] == ["Download findings.csv"]
+
+
 def test_the_findings_page_deep_links_a_kind(page_store: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     app = _findings_page(page_store, monkeypatch, kind="orchestrating_small_tasks")

@@ -13,7 +13,7 @@ import streamlit as st
 
 from analytics.findings import find_findings
 from analytics.store_access import read_store
-from dashboard import filters, queries, ui
+from dashboard import downloads, filters, queries, ui
 from dashboard.filters import Filters
 
 # What each finding kind is called on the page (a comment, not a docstring: Streamlit's
@@ -86,6 +86,7 @@ st.dataframe(
         "title": st.column_config.TextColumn("Evidence", width="large"),
     },
 )
+downloads.csv_button(shown, "findings")
 
 for row in shown.iter_rows(named=True):
     saving = row["yearly_saving_usd"]

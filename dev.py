@@ -58,9 +58,16 @@ def main(argv: list[str]) -> int:
     if cmd == "bench":
         return subprocess.run([str(PY), "-m", "bench", *rest], cwd=ROOT, env=env).returncode
     cw = str(BIN / "cliffwatch")
-    rc = subprocess.run([cw, "demo", *rest], cwd=ROOT, env=env).returncode
-    if rc != 0:
-        return rc
+    store = ROOT / "data" / "cliffwatch.duckdb"
+    if store.exists() and not rest:
+        # A second Quickstart opens the demo it made before rather than piling a second
+        # workload onto it; `cliffwatch demo --fresh` makes a new one.
+        _say(f"{store.relative_to(ROOT)} exists: opening it (for a new demo: "
+             ".venv/bin/cliffwatch demo --fresh)")
+    else:
+        rc = subprocess.run([cw, "demo", *rest], cwd=ROOT, env=env).returncode
+        if rc != 0:
+            return rc
     return subprocess.run([cw, "dashboard"], cwd=ROOT, env=env).returncode
 
 

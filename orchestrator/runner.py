@@ -20,12 +20,13 @@ started on it), at the model's input price.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -53,6 +54,9 @@ timeout is milliseconds of real time, and a busy machine must never turn a healt
 into a timeout (that would make runs depend on CPU load instead of their seed)."""
 
 Attributes = sa.Attributes
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -714,35 +718,40 @@ async def aorchestrate(
     return result
 
 
-def orchestrate(
-    task: Task,
-    config: TaskClassConfig,
-    *,
-    tracing: Any,
-    seed: int = 0,
-    started_at_ns: int | None = None,
-    time_scale: float = 1.0,
-    replay_of: str | None = None,
-    raise_on_breach: bool = True,
-) -> RunResult:
-    """Synchronous :func:`aorchestrate` (runs its own event loop; not from inside one).
+def _blocking(
+    run_async: Callable[_P, Coroutine[Any, Any, _R]], *, name: str, doc: str
+) -> Callable[_P, _R]:
+    """A synchronous twin of ``run_async``, with its very signature (one parameter list).
 
-    Arguments, result and errors are those of :func:`aorchestrate`.
+    The twin runs ``run_async`` on an event loop of its own (so not from inside one), then
+    :func:`drain_provider_logging` before that loop closes.
+
+    Args:
+        run_async: the coroutine function.
+        name: the twin's ``__name__``.
+        doc: the twin's docstring.
     """
 
-    async def run_then_drain() -> RunResult:
-        try:
-            return await aorchestrate(
-                task,
-                config,
-                tracing=tracing,
-                seed=seed,
-                started_at_ns=started_at_ns,
-                time_scale=time_scale,
-                replay_of=replay_of,
-                raise_on_breach=raise_on_breach,
-            )
-        finally:
-            await drain_provider_logging()
+    @functools.wraps(run_async)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        async def run_then_drain() -> _R:
+            try:
+                return await run_async(*args, **kwargs)
+            finally:
+                await drain_provider_logging()
 
-    return asyncio.run(run_then_drain())
+        return asyncio.run(run_then_drain())
+
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = doc
+    return run
+
+
+orchestrate = _blocking(
+    aorchestrate,
+    name="orchestrate",
+    doc="""Synchronous :func:`aorchestrate` (runs its own event loop; not from inside one).
+
+    Arguments, result and errors are those of :func:`aorchestrate`.
+    """,
+)

@@ -10,7 +10,7 @@ import duckdb
 import polars as pl
 
 from analytics.runs import scope_filter
-from analytics.store_access import frame, where
+from analytics.store_access import frame, limit_clause, where
 from analytics.window import Window
 
 INCIDENT_COLUMNS: tuple[str, ...] = (
@@ -57,8 +57,7 @@ def list_incidents(
         UnknownTaskClassError: ``task_class`` has no runs in the store.
         ValueError: ``limit`` is negative.
     """
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+    limit_sql = limit_clause(limit)
     conds, params = scope_filter(con, window, "detected_at", task_class)
     if kind is not None:
         conds.append("kind = $kind")
@@ -67,7 +66,6 @@ def list_incidents(
         conds.append("status = $status")
         params["status"] = status
     columns = ", ".join("data::VARCHAR AS data" if c == "data" else c for c in INCIDENT_COLUMNS)
-    limit_sql = f"LIMIT {int(limit)}" if limit is not None else ""
     sql = f"""
         SELECT {columns} FROM incidents {where(conds)}
         ORDER BY detected_at DESC, incident_id {limit_sql}

@@ -14,7 +14,7 @@ import duckdb
 import polars as pl
 
 from analytics.errors import RunNotFoundError, UnknownTaskClassError
-from analytics.store_access import frame, where
+from analytics.store_access import frame, limit_clause, where
 from analytics.window import Window
 
 RUN_LIST_COLUMNS: tuple[str, ...] = (
@@ -120,13 +120,11 @@ def list_runs(
         UnknownTaskClassError: ``task_class`` has no runs in the store.
         ValueError: ``limit`` is negative.
     """
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+    limit_sql = limit_clause(limit)
     conds, params = scope_filter(con, window, "started_at", task_class)
     if status is not None:
         conds.append("status = $status")
         params["status"] = status
-    limit_sql = f"LIMIT {int(limit)}" if limit is not None else ""
     sql = f"""
         SELECT {", ".join(RUN_LIST_COLUMNS)} FROM runs {where(conds)}
         ORDER BY started_at DESC, run_id {limit_sql}

@@ -29,6 +29,7 @@ __all__ = [
     "StoreError",
     "StoreNotFoundError",
     "frame",
+    "limit_clause",
     "read_store",
     "where",
 ]
@@ -71,3 +72,16 @@ def frame(
 def where(conditions: list[str]) -> str:
     """``WHERE a AND b ...`` of trusted SQL conditions, or "" when there are none."""
     return f"WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+def limit_clause(limit: int | None) -> str:
+    """``LIMIT n`` for at most ``limit`` rows, or "" for all of them (None).
+
+    Raises:
+        ValueError: ``limit`` is negative.
+    """
+    if limit is None:
+        return ""
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    return f"LIMIT {int(limit)}"

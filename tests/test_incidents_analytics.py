@@ -67,6 +67,8 @@ def test_list_incidents_filters(store) -> None:
         window = Window.parse("2026-11-03", "2026-11-04")
         assert list_incidents(con, window)["kind"].to_list() == ["cap_breach"]
         assert list_incidents(con, limit=1).height == 1
+        with pytest.raises(ValueError, match="limit must be >= 0"):
+            list_incidents(con, limit=-1)
         assert list_incidents(con, kind="runaway", status="resolved").is_empty()
         with pytest.raises(UnknownTaskClassError):
             list_incidents(con, task_class="nope")

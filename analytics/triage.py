@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from analytics.runs import scope_filter
 from analytics.store_access import frame, where
 from analytics.window import Window
 from telemetry.schema import INCIDENT_STATUSES
@@ -47,15 +48,20 @@ def triage_counts(
 ) -> pl.DataFrame:
     """Incidents per kind and triage status, for incidents detected in ``window``.
 
+    Args:
+        con: a store connection.
+        window: on ``detected_at`` (``since`` inclusive, ``until`` exclusive).
+        task_class: only incidents of runs of this class (it must exist in the store).
+
     Returns:
         Columns ``kind``, then one count column per status of
         :data:`telemetry.schema.INCIDENT_STATUSES` (``open``, ``acknowledged``,
         ``resolved``), then ``total``; one row per kind that has incidents, sorted.
+
+    Raises:
+        UnknownTaskClassError: ``task_class`` has no runs in the store.
     """
-    conds, params = window.conditions("detected_at")
-    if task_class is not None:
-        conds.append("task_class = $task_class")
-        params["task_class"] = task_class
+    conds, params = scope_filter(con, window, "detected_at", task_class)
     counts = ", ".join(
         f"count(*) FILTER (WHERE status = '{s}') AS {s}" for s in INCIDENT_STATUSES
     )

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from analytics.errors import UnknownTaskClassError
 from analytics.incidents import list_incidents
 from analytics.store_access import read_store
 from analytics.triage import get_incident, triage_counts
+from analytics.window import Window
 from telemetry.store import StoreError, StoreNotFoundError, write_spans
 from telemetry.testing import hold_store_lock, make_run_records, ns_at
 from telemetry.triage import (
@@ -83,6 +85,18 @@ def test_counts_per_kind_and_status_follow_triage(store: Path) -> None:
     assert counts["cap_breach"]["acknowledged"] == 1 and counts["cap_breach"]["open"] == 0
     assert counts["cost_ceiling"]["open"] == 1 and counts["cost_ceiling"]["total"] == 1
     assert open_ones["incident_id"].to_list() == [CEILING_ID]
+
+
+def test_counts_filter_by_window_and_class_as_the_other_reads(store: Path) -> None:
+    task_class = _incident(store, CAP_ID)["task_class"]
+    with read_store(store) as con:
+        from_4th = triage_counts(con, Window.parse("2026-11-04"))
+        of_class = triage_counts(con, task_class=task_class)
+        everything = triage_counts(con)
+        with pytest.raises(UnknownTaskClassError, match="'nope'"):
+            triage_counts(con, task_class="nope")
+    assert from_4th["kind"].to_list() == ["cost_ceiling"]
+    assert of_class.equals(everything) and everything.height == 2
 
 
 @pytest.mark.parametrize(

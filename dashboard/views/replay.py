@@ -10,11 +10,10 @@ import polars as pl
 import streamlit as st
 
 from analytics import charts, replay_charts
-from analytics.replay import LimitsOverride
 from dashboard import downloads, filters, links, queries, replay_queries, ui
+from dashboard.limits_controls import limits_controls
 
 PICKER_KEY = "replay_picker"
-POLICIES = ("reject", "replan", "truncate")
 
 
 def _open_picked() -> None:
@@ -50,16 +49,7 @@ if not run_id:
 st.caption("Limits to replay under (empty: as the run recorded them; 0 switches one off). "
            "No model is called: the recorded plan goes through the orchestrator's dispatch "
            "layer with the recorded per-call costs.")
-controls = st.columns(3)
-cap = controls[0].number_input("Max workers", min_value=0, step=1, value=None,
-                               placeholder="as recorded", key="max_workers",
-                               bind="query-params")
-ceiling = controls[1].number_input("Ceiling (USD per run)", min_value=0.0, step=0.01,
-                                   value=None, format="%.4f", placeholder="as recorded",
-                                   key="ceiling_usd", bind="query-params")
-policy = controls[2].selectbox("Cap policy", POLICIES, index=None, placeholder="as recorded",
-                               key="policy", bind="query-params")
-override = LimitsOverride.parse(cap, ceiling, policy)
+override = limits_controls()
 rp = queries.fetch(replay_queries.load_replay, run_id, override)
 run, cf = rp.run, rp.counterfactual
 

@@ -9,10 +9,9 @@ import polars as pl
 import streamlit as st
 
 from analytics import replay_charts
-from analytics.replay import LimitsOverride
 from dashboard import downloads, filters, links, queries, replay_queries, ui
+from dashboard.limits_controls import limits_controls
 
-POLICIES = ("reject", "replan", "truncate")
 DEFAULT_CAP = 8  # the handbook's cap: what the page replays under until told otherwise
 
 selected = filters.current()
@@ -20,16 +19,7 @@ st.title("What-if")
 st.caption(f"{selected.describe()} · every run replayed through the orchestrator's dispatch "
            "layer with its recorded per-call costs; no model is called.")
 
-controls = st.columns(3)
-cap = controls[0].number_input("Max workers", min_value=0, step=1, value=DEFAULT_CAP,
-                               placeholder="as recorded", key="max_workers",
-                               bind="query-params")
-ceiling = controls[1].number_input("Ceiling (USD per run)", min_value=0.0, step=0.01,
-                                   value=None, format="%.4f", placeholder="as recorded",
-                                   key="ceiling_usd", bind="query-params")
-policy = controls[2].selectbox("Cap policy", POLICIES, index=None, placeholder="as recorded",
-                               key="policy", bind="query-params")
-override = LimitsOverride.parse(cap, ceiling, policy)
+override = limits_controls(default_cap=DEFAULT_CAP)
 if override.keeps_everything:
     st.info("Set a cap, a ceiling or a policy to see what it would have done.")
     st.stop()

@@ -1,0 +1,45 @@
+"""The limits form the Replay and What-if pages share: cap, ceiling and cap policy.
+
+Each widget is bound to a query parameter (``max_workers``, ``ceiling_usd``, ``policy``:
+the names :func:`dashboard.links.limit_params` writes), so a link carries the limits and
+both pages read the same link the same way. An empty widget keeps the limit each run was
+recorded with; 0 switches a limit off (:meth:`analytics.replay.LimitsOverride.parse`).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from analytics.replay import LimitsOverride
+
+POLICIES: tuple[str, ...] = ("reject", "replan", "truncate")
+"""The cap policies offered (``telemetry.conventions.CapPolicy``'s values)."""
+
+AS_RECORDED = "as recorded"
+"""What an empty widget shows: the run's own limit is kept."""
+
+
+def limits_controls(*, default_cap: int | None = None) -> LimitsOverride:
+    """Draw the three limit widgets in a row and read them.
+
+    Args:
+        default_cap: the max-workers value shown before the user (or the URL) sets one;
+            None leaves the box empty (as recorded).
+
+    Returns:
+        The limits asked for.
+
+    Raises:
+        ReplayError: a value :meth:`LimitsOverride.parse` rejects (the widgets' own
+            bounds already keep the cap and ceiling at 0 or above).
+    """
+    controls = st.columns(3)
+    cap = controls[0].number_input("Max workers", min_value=0, step=1, value=default_cap,
+                                   placeholder=AS_RECORDED, key="max_workers",
+                                   bind="query-params")
+    ceiling = controls[1].number_input("Ceiling (USD per run)", min_value=0.0, step=0.01,
+                                       value=None, format="%.4f", placeholder=AS_RECORDED,
+                                       key="ceiling_usd", bind="query-params")
+    policy = controls[2].selectbox("Cap policy", POLICIES, index=None, placeholder=AS_RECORDED,
+                                   key="policy", bind="query-params")
+    return LimitsOverride.parse(cap, ceiling, policy)

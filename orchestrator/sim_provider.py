@@ -304,8 +304,19 @@ class SimLLM:
 
     # --- litellm CustomLLM interface ------------------------------------------------------
     def _decide(
-        self, model: str, messages: list, optional_params: dict, litellm_params: dict | None
-    ) -> tuple[SimAnswer, float]:
+        self,
+        model: str,
+        messages: list,
+        optional_params: dict,
+        litellm_params: dict | None,
+        timeout: Any,
+    ) -> tuple[float, SimAnswer]:
+        """What one call does, for both entry points: ``(real seconds to wait, answer)``.
+
+        The wait is the simulated latency x the run's time scale; a stalled request
+        (failure ``timeout``) waits the caller's whole ``timeout`` instead, since nothing
+        comes back before it expires. After the wait, :meth:`_finish` gives the result.
+        """
         meta = ((litellm_params or {}).get("metadata") or {}).get("cliffwatch") or {}
         seed = meta.get("seed", optional_params.get("seed"))
         time_scale = float(meta.get("time_scale", self.default_time_scale))
@@ -319,7 +330,16 @@ class SimLLM:
             or optional_params.get("max_completion_tokens"),
             profile=self.profile(meta.get("provider_params")),
         )
-        return answer, time_scale
+        if answer.failure == "timeout":
+            return _timeout_s(timeout), answer
+        return answer.latency_s * time_scale, answer
+
+    def _finish(self, model: str, answer: SimAnswer, model_response: Any) -> Any:
+        """The call's result once its wait is over: its injected failure raised, else the
+        filled-in ``model_response``."""
+        if answer.failure:
+            raise self._failure(model, answer)
+        return self._respond(model, answer, model_response)
 
     def _respond(self, model: str, answer: SimAnswer, model_response: Any) -> Any:
         from litellm.types.utils import Choices, Message, Usage
@@ -377,15 +397,9 @@ class SimLLM:
         client: Any = None,
     ) -> Any:
         """litellm's async entry point: decide, sleep the simulated latency, answer."""
-        answer, time_scale = self._decide(model, messages, optional_params, litellm_params)
-        if answer.failure == "timeout":
-            # a stalled request: nothing comes back before the caller's timeout expires
-            await asyncio.sleep(_timeout_s(timeout))
-            raise self._failure(model, answer)
-        await asyncio.sleep(answer.latency_s * time_scale)
-        if answer.failure:
-            raise self._failure(model, answer)
-        return self._respond(model, answer, model_response)
+        wait_s, answer = self._decide(model, messages, optional_params, litellm_params, timeout)
+        await asyncio.sleep(wait_s)
+        return self._finish(model, answer, model_response)
 
     def completion(
         self,
@@ -407,14 +421,9 @@ class SimLLM:
         client: Any = None,
     ) -> Any:
         """litellm's sync entry point: as :meth:`acompletion`, blocking."""
-        answer, time_scale = self._decide(model, messages, optional_params, litellm_params)
-        if answer.failure == "timeout":
-            time.sleep(_timeout_s(timeout))
-            raise self._failure(model, answer)
-        time.sleep(answer.latency_s * time_scale)
-        if answer.failure:
-            raise self._failure(model, answer)
-        return self._respond(model, answer, model_response)
+        wait_s, answer = self._decide(model, messages, optional_params, litellm_params, timeout)
+        time.sleep(wait_s)
+        return self._finish(model, answer, model_response)
 
 
 def _timeout_s(timeout: Any) -> float:

@@ -3,6 +3,7 @@ determinism, plan sizes around the cap, injected failures."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import statistics
 from typing import Any
@@ -235,6 +236,44 @@ def test_injected_failures_raise_litellm_errors(litellm: Any) -> None:
         provider_params={"failure_rate": 1.0, "failure_roles": ["worker"]},
     )
     assert ok.usage.completion_tokens > 0
+
+
+def _outcome(call: Any) -> tuple[str, ...]:
+    """What one call came to: the error's type, or the answer and its token counts."""
+    try:
+        response = call()
+    except Exception as exc:  # noqa: BLE001 - the outcome under test is the error type
+        return (type(exc).__name__,)
+    usage = response.usage
+    content = response.choices[0].message.content
+    return (content, str(usage.prompt_tokens), str(usage.completion_tokens))
+
+
+def test_sync_and_async_entry_points_come_to_the_same_outcome(litellm: Any) -> None:
+    # completion and acompletion share one decision (what to wait, what to answer or
+    # raise): for the same seed they answer alike or fail alike
+    request = {
+        "model": "sim/gpt-4o-mini",
+        "messages": [{"role": "user", "content": TASK_TEXT}],
+        "max_tokens": 300,
+        "timeout": 0.01,
+    }
+    seen = set()
+    for seed in range(10):
+        meta = {"role": "worker", "seed": seed, "time_scale": TIME_SCALE}
+        meta["provider_params"] = {"failure_rate": 0.5}
+        metadata = {"cliffwatch": meta}
+
+        def sync_call(metadata: dict = metadata) -> Any:
+            return litellm.completion(**request, metadata=metadata)
+
+        def async_call(metadata: dict = metadata) -> Any:
+            return asyncio.run(litellm.acompletion(**request, metadata=metadata))
+
+        outcome = _outcome(sync_call)
+        assert _outcome(async_call) == outcome, f"seed {seed}"
+        seen.add(outcome[0] if len(outcome) == 1 else "answer")
+    assert seen == {"RateLimitError", "Timeout", "answer"}
 
 
 def test_critic_answers_a_json_verdict(litellm: Any) -> None:

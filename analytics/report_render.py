@@ -35,6 +35,7 @@ from typing import Any
 import polars as pl
 
 from analytics.errors import AnalyticsError
+from analytics.plain import plain_rows
 from analytics.report import REPORT_FIGURES, REPORT_TABLES, Report, report_meta
 
 
@@ -250,20 +251,9 @@ def render_markdown(report: Report) -> str:
 # --- tables: JSON, CSV, Parquet --------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def render_json(report: Report) -> str:
     """``{"meta": ..., "tables": {name: [row, ...]}}`` as JSON text."""
-    tables = {
-        name: [{k: _plain(v) for k, v in row.items()} for row in _rows(df)]
-        for name, df in report.tables.items()
-    }
+    tables = {name: plain_rows(df) for name, df in report.tables.items()}
     return json.dumps({"meta": report_meta(report), "tables": tables}, indent=2)
 
 

@@ -28,7 +28,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,6 +46,7 @@ from typer.core import TyperGroup
 from analytics.errors import AnalyticsError, UnknownTaskClassError
 from analytics.incidents import list_incidents
 from analytics.percentiles import cost_percentiles
+from analytics.plain import plain_rows, plain_value
 from analytics.report_render import ReportFormat
 from analytics.runs import list_runs
 from analytics.store_access import StoreError, read_store
@@ -206,15 +207,6 @@ def _writable_store(db: Path | None) -> Path:
 # --- output ------------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    """A JSON/CSV-ready value: ISO timestamps, None for missing (NaN included)."""
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 TABLE_HEADERS: dict[str, str] = {
     "task_class": "class",
     "run_id": "run",
@@ -298,7 +290,7 @@ def render(
         empty: the line a table prints when there are no rows (JSON prints ``[]``, CSV
             the header only).
     """
-    rows = [{k: _plain(v) for k, v in row.items()} for row in df.iter_rows(named=True)]
+    rows = plain_rows(df)
     if fmt is OutputFormat.JSON:
         for row in rows:
             for column in json_columns:
@@ -948,7 +940,7 @@ def _console() -> Console:
 
 
 def _json_out(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=_plain) + "\n")
+    sys.stdout.write(json.dumps(data, indent=2, default=plain_value) + "\n")
 
 
 def _print_replay(rp: Any, live: pl.DataFrame | None, live_id: str | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from datetime import datetime
+from datetime import date, datetime
 from io import BytesIO
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from analytics.percentiles import cost_percentiles
+from analytics.plain import plain_rows, plain_value
 from analytics.report import REPORT_TABLES, Report, build_report
 from analytics.report_render import (
     ReportWriteError,
@@ -202,3 +203,19 @@ def test_cli_report_needs_format_and_output(store: Path) -> None:
 
     result = CliRunner().invoke(app, ["report", "--format", "pdf", "-o", "x", "--db", str(store)])
     assert result.exit_code == 2 and "--format" in result.stderr
+
+
+def test_plain_rows_are_what_json_and_csv_output_write() -> None:
+    # The CLI's --format json|csv and the report's JSON both write cells through these.
+    df = pl.DataFrame({
+        "at": [datetime(2026, 11, 1, 12, 30), None],
+        "day": [date(2026, 11, 1), date(2026, 11, 2)],
+        "cost_usd": [float("nan"), float("inf")],
+        "n": [1, None],
+    })
+    assert plain_rows(df) == [
+        {"at": "2026-11-01T12:30:00", "day": "2026-11-01", "cost_usd": None, "n": 1},
+        {"at": None, "day": "2026-11-02", "cost_usd": None, "n": None},
+    ]
+    assert json.dumps({"at": datetime(2026, 11, 1)}, default=plain_value) == (
+        '{"at": "2026-11-01T00:00:00"}')

@@ -1,0 +1,30 @@
+"""Values made ready for JSON and CSV: the one rule the CLI's ``--format json|csv`` and the
+report's JSON both write by.
+
+ISO 8601 text for dates and datetimes (naive UTC stays naive, as the store holds it), and
+None for a missing number, NaN and infinities included (JSON has no NaN).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime
+from typing import Any
+
+import polars as pl
+
+
+def plain_value(value: Any) -> Any:
+    """``value`` ready for JSON or CSV: ISO text for a date/datetime, None for a non-finite
+    float, anything else unchanged. Also usable as ``json.dumps(..., default=plain_value)``.
+    """
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def plain_rows(df: pl.DataFrame) -> list[dict[str, Any]]:
+    """Every row of ``df`` as ``{column: plain_value(cell)}``, in order."""
+    return [{k: plain_value(v) for k, v in row.items()} for row in df.iter_rows(named=True)]

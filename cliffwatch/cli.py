@@ -227,6 +227,16 @@ TABLE_HEADERS: dict[str, str] = {
 PIPED_TABLE_WIDTH = 200
 """Width of a table printed to a pipe or file (no terminal to fit)."""
 
+
+def _console() -> Console:
+    """A stdout console; :data:`PIPED_TABLE_WIDTH` wide when piped or captured (rich
+    would fold tables to 80 columns) unless ``COLUMNS`` says otherwise."""
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=PIPED_TABLE_WIDTH)
+    return console
+
+
 SHORT_ID_CHARS = 12
 """A table shows run ids cut to this many characters (a unique prefix in practice);
 JSON and CSV carry them whole."""
@@ -303,10 +313,7 @@ def render(
         writer.writeheader()
         writer.writerows(rows)
         return
-    console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        # Piped or captured: rich would fold the table to 80 columns; give it room.
-        console = Console(width=PIPED_TABLE_WIDTH)
+    console = _console()
     if df.is_empty():
         console.print(Text(empty, style="yellow"))
         return
@@ -930,13 +937,6 @@ class ReplayFormat(StrEnum):
 
     TABLE = "table"
     JSON = "json"
-
-
-def _console() -> Console:
-    console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(width=PIPED_TABLE_WIDTH)  # piped: as wide as render's tables
-    return console
 
 
 def _json_out(data: Any) -> None:

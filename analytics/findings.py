@@ -279,6 +279,18 @@ def _what_if_of(replayed: pl.DataFrame, run_ids: Sequence[str]) -> tuple[float, 
     }
 
 
+def _cap_saving(ctx: _Context, runs: pl.DataFrame) -> tuple[float, dict[str, Any]]:
+    """The cap what-if (:meth:`_Context.cap_what_if`) over ``runs``: its saving (USD) and
+    the evidence entry saying what it replayed under and what it did."""
+    saving, replayed = _what_if_of(ctx.cap_what_if(), runs["run_id"].to_list())
+    return saving, {"cap": ctx.thresholds.safe_max_workers,
+                    "policy": CapPolicy.TRUNCATE.value, **replayed}
+
+
+_YEARLY_BASIS = f"yearly = window saving x {DAYS_PER_YEAR:g} / window days"
+"""How every finding's yearly saving is projected (:meth:`_Context.yearly`)."""
+
+
 def _finding(
     ctx: _Context,
     kind: str,
@@ -305,7 +317,7 @@ def _finding(
         "first_seen": concerned["started_at"].min(),
         "last_seen": concerned["started_at"].max(),
         "fix": fix,
-        "basis": basis,
+        "basis": f"{basis}; {_YEARLY_BASIS}",
         "evidence": json.dumps(evidence, default=str),
     }
 
@@ -335,7 +347,7 @@ def _implicit_max_workers(ctx: _Context) -> list[dict[str, Any]]:
         capped_tail = _quantiles(capped["cost_usd"])
         all_capped_tail = _quantiles(capped_all["cost_usd"])
         over = mine.filter(pl.col("workers_proposed") > cap)
-        saving, replayed = _what_if_of(ctx.cap_what_if(), mine["run_id"].to_list())
+        saving, replayed = _cap_saving(ctx, mine)
         compare = (f"; capped runs of the class: {_ratio_text(capped_tail['cliff_ratio'])}"
                    if capped.height else "")
         out.append(_finding(
@@ -346,8 +358,7 @@ def _implicit_max_workers(ctx: _Context) -> list[dict[str, Any]]:
             fix=(f"Make the cap explicit: state max_workers={cap} in the planning prompt and "
                  f"enforce it at dispatch (cliffwatch_guard(max_workers={cap}))."),
             basis=(f"what-if: the runs' recorded plans replayed through the dispatch layer "
-                   f"with a cap of {cap} (policy truncate: a planner told the cap); yearly = "
-                   f"window saving x 365 / window days"),
+                   f"with a cap of {cap} (policy truncate: a planner told the cap)"),
             saving_usd=saving,
             still_present=_newest_of(ctx, task_class)["max_workers"] is None,
             evidence={
@@ -356,7 +367,7 @@ def _implicit_max_workers(ctx: _Context) -> list[dict[str, Any]]:
                              "runs_over_cap": over.height},
                 "capped_same_class": {"runs": capped.height, **capped_tail},
                 "capped_all_classes": {"runs": capped_all.height, **all_capped_tail},
-                "what_if": {"cap": cap, "policy": "truncate", **replayed},
+                "what_if": replayed,
             },
         ))
     return out
@@ -369,7 +380,7 @@ def _cap_above_safe(ctx: _Context) -> list[dict[str, Any]]:
     for task_class in sorted(high["task_class"].unique().to_list()):
         mine = high.filter(pl.col("task_class") == task_class)
         caps = sorted(set(mine["max_workers"].to_list()))
-        saving, replayed = _what_if_of(ctx.cap_what_if(), mine["run_id"].to_list())
+        saving, replayed = _cap_saving(ctx, mine)
         newest = _newest_of(ctx, task_class)["max_workers"]
         out.append(_finding(
             ctx, "cap_above_safe_maximum", task_class, mine,
@@ -378,13 +389,12 @@ def _cap_above_safe(ctx: _Context) -> list[dict[str, Any]]:
                    f"dispatched more than {cap}"),
             fix=(f"Lower the cap to {cap} or fewer: past {cap} workers, synchronisation "
                  f"overhead exceeds the LLM token cost."),
-            basis=(f"what-if: recorded plans replayed with a cap of {cap} (policy truncate); "
-                   f"yearly = window saving x 365 / window days"),
+            basis=f"what-if: recorded plans replayed with a cap of {cap} (policy truncate)",
             saving_usd=saving,
             still_present=newest is not None and newest > cap,
             evidence={"caps": caps, **_quantiles(mine["cost_usd"]),
                       "max_dispatched": mine["workers_dispatched"].max(),
-                      "what_if": {"cap": cap, "policy": "truncate", **replayed}},
+                      "what_if": replayed},
         ))
     return out
 
@@ -409,8 +419,7 @@ def _no_cost_ceiling(ctx: _Context) -> list[dict[str, Any]]:
             fix=f"Set a per-task cost ceiling at dispatch{suggested}.",
             basis=(f"what-if: runs replayed with a ceiling of {k:g}x the class's P50 cost "
                    f"per run in the window, as dispatch enforces it (a plan whose estimate is "
-                   f"over is rejected; once spend is over, pending workers are cancelled); "
-                   f"yearly = window saving x 365 / window days"),
+                   f"over is rejected; once spend is over, pending workers are cancelled)"),
             saving_usd=saving,
             still_present=_newest_of(ctx, task_class)["ceiling_usd"] is None,
             evidence={**_quantiles(mine["cost_usd"]), "class_p50_usd": p50,
@@ -444,7 +453,7 @@ def _cost_cliff(ctx: _Context) -> list[dict[str, Any]]:
             fix=("Cap the plan at dispatch and put a cost ceiling on each task; the tail is "
                  "where the money goes."),
             basis=(f"what-if: the class's runs without a ceiling of at most {k:g}x its P50 "
-                   f"replayed with that ceiling; yearly = window saving x 365 / window days"),
+                   "replayed with that ceiling"),
             saving_usd=saving,
             still_present=recent_ratio is not None and recent_ratio > ctx.thresholds.cliff_ratio,
             evidence={**tail, "threshold": ctx.thresholds.cliff_ratio,
@@ -492,7 +501,7 @@ def _synthesis_on_planner_model(ctx: _Context) -> list[dict[str, Any]]:
                  f"{f' such as {target}' if target else ''}: it does not need the "
                  f"planner's context budget."),
             basis=("synthesis calls' recorded tokens re-priced at the class's cheapest worker "
-                   "model (litellm price map); yearly = window saving x 365 / window days"),
+                   "model (litellm price map)"),
             saving_usd=saving,
             still_present=_bare(_newest_of(ctx, task_class)["synthesis_model"])
             == _bare(_newest_of(ctx, task_class)["planner_model"]),
@@ -543,7 +552,7 @@ def _orchestrating_small_tasks(ctx: _Context) -> list[dict[str, Any]]:
             fix=("Do not orchestrate: chain the prompts. Below about three worker calls the "
                  "planning call and dispatch overhead exceed the work."),
             basis=("the class's planner, synthesis and critic spend, which a chain of the same "
-                   "worker prompts would not pay; yearly = window saving x 365 / window days"),
+                   "worker prompts would not pay"),
             saving_usd=overhead_usd,
             still_present=float(recent["workers_proposed"].median() or 0.0)
             < ctx.thresholds.min_workers or heavy,

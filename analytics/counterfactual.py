@@ -33,12 +33,15 @@ charges each call the cost the record holds for it. It follows the runner's orde
    synthesis cost (*estimated*).
 
 The pre-dispatch ceiling estimate includes the runner's reserve for synthesis. The
-record holds the estimate the runner made (``cliff.estimate_usd``) under its own
-limits; the reserve is recovered from it (that estimate less planner spend and the
+run span records it (``cliff.reserve_usd`` and ``cliff.reserve_usd_per_subtask``), and
+the counterfactual checks plans with exactly that reserve, under any limits. Runs
+recorded before the reserve was recorded fall back to recovering it from the estimate
+the runner made under its own limits (``cliff.estimate_usd``, less planner spend and the
 dispatched sub-tasks' estimates), split as ``max_output_tokens`` x the synthesis input
 price per dispatched sub-task (the synthesis input one answer adds; the runner adds a
-few framing tokens per answer, not recorded) plus a fixed part. Under the run's own
-limits this reproduces the recorded estimate exactly.
+few framing tokens per answer, not recorded) plus a fixed part: exact under the run's
+own limits, inexact by those framing tokens when another limit changes how many
+sub-tasks are dispatched.
 
 Under the limits the run was recorded with, the counterfactual reproduces the record:
 the same verdict, status, breach, dispatched sub-tasks and cost (every call charged as
@@ -232,17 +235,22 @@ class _Plan:
 def recorded_reserve(run: RecordedRun, synthesis_price_input: float | None) -> tuple[float, float]:
     """The runner's post-worker reserve for ``run``: ``(fixed_usd, per_subtask_usd)``.
 
-    ``per_subtask_usd`` is ``max_output_tokens`` of the plan's sub-tasks x the synthesis
-    input price; ``fixed_usd`` is what the recorded estimate leaves after planner spend,
-    the dispatched sub-tasks' estimates and ``per_subtask_usd`` per dispatched sub-task
+    The reserve the run recorded (``cliff.reserve_usd``, ``cliff.reserve_usd_per_subtask``)
+    when it has both. Otherwise (older runs) it is recovered: ``per_subtask_usd`` is
+    ``max_output_tokens`` of the plan's sub-tasks x the synthesis input price;
+    ``fixed_usd`` is what the recorded estimate leaves after planner spend, the
+    dispatched sub-tasks' estimates and ``per_subtask_usd`` per dispatched sub-task
     (computed by the dispatch layer itself under the recorded limits, ceiling left out so
     the verdict's sub-task count is the one the estimate was made over). ``(0, 0)``
     parts when the record has no estimate or no usable plan.
 
     Args:
         run: the recorded run.
-        synthesis_price_input: USD per input token of the run's synthesis model.
+        synthesis_price_input: USD per input token of the run's synthesis model (used
+            only to recover a reserve the run did not record).
     """
+    if run.reserve_usd is not None and run.reserve_usd_per_subtask is not None:
+        return run.reserve_usd, run.reserve_usd_per_subtask
     plans = run.usable_plans
     if not plans:
         return 0.0, 0.0

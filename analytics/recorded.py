@@ -118,6 +118,10 @@ class RecordedRun:
             run span recorded them (None when not recorded).
         plan_attempts: planning requests made (``cliff.plan_attempts``), or None.
         estimate_usd: the last pre-dispatch estimate, USD (``cliff.estimate_usd``), or None.
+        reserve_usd: USD that estimate held back for the calls after the workers
+            (``cliff.reserve_usd``), or None (runs recorded before it was recorded).
+        reserve_usd_per_subtask: USD it held back per dispatched sub-task
+            (``cliff.reserve_usd_per_subtask``), or None.
         task_id: ``cliff.task.id``, or None.
         task_input: ``cliff.task.input`` (only with content capture on), or None.
         seed: ``cliff.seed``, or None.
@@ -148,6 +152,8 @@ class RecordedRun:
     planner_model: str | None
     synthesis_model: str | None
     calls: tuple[RecordedCall, ...] = field(default=())
+    reserve_usd: float | None = None
+    reserve_usd_per_subtask: float | None = None
 
     def calls_in(self, *roles: str) -> list[RecordedCall]:
         """The calls of these roles, in start order."""
@@ -296,7 +302,9 @@ _RUNS_SQL = f"""
         {_attr(cv.CLIFF_PLAN_ATTEMPTS, "INTEGER", "root")} AS plan_attempts,
         {_attr(cv.CLIFF_TASK_ID, None, "root")} AS task_id,
         {_attr(cv.CLIFF_TASK_INPUT, None, "root")} AS task_input,
-        {_attr(cv.CLIFF_SEED, "BIGINT", "root")} AS seed
+        {_attr(cv.CLIFF_SEED, "BIGINT", "root")} AS seed,
+        {_attr(cv.CLIFF_RESERVE_USD, "DOUBLE", "root")} AS reserve_usd,
+        {_attr(cv.CLIFF_RESERVE_USD_PER_SUBTASK, "DOUBLE", "root")} AS reserve_usd_per_subtask
     FROM runs r JOIN scope ON r.run_id = scope.run_id
     LEFT JOIN (
         SELECT trace_id, attributes FROM spans
@@ -400,6 +408,8 @@ def load_recorded_runs(
                 planner_model=row["planner_model"],
                 synthesis_model=row["synthesis_model"],
                 calls=tuple(by_run.get(row["run_id"], ())),
+                reserve_usd=row["reserve_usd"],
+                reserve_usd_per_subtask=row["reserve_usd_per_subtask"],
             )
         )
     return out

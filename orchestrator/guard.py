@@ -20,9 +20,11 @@ What a guard records (the runner's span conventions, :mod:`telemetry.conventions
 trace per run, a root span (role ``run``) carrying ``cliff.task_class``,
 ``cliff.max_workers``, ``cliff.ceiling_usd``, ``cliff.policy``, ``cliff.status``,
 ``cliff.breach``, ``cliff.workers_proposed`` / ``_dispatched`` / ``_failed`` /
-``_cancelled``, ``cliff.plan_attempts`` and ``cliff.estimate_usd``, and one child span
-per call reported with :meth:`Guard.record_call` (role ``plan``, ``worker``,
-``synthesis``, ``critic`` or ``call``; GenAI model and token attributes; ``cliff.cost_usd``
+``_cancelled``, ``cliff.plan_attempts``, ``cliff.estimate_usd`` and the reserve that
+estimate held back (``cliff.reserve_usd``; ``cliff.reserve_usd_per_subtask`` is 0, as a
+guard holds back a fixed amount), and one child span per call reported with
+:meth:`Guard.record_call` (role ``plan``, ``worker``, ``synthesis``, ``critic`` or
+``call``; GenAI model and token attributes; ``cliff.cost_usd``
 priced by :func:`telemetry.pricing.cost_of`, or the cost you pass). The plan checked by
 :meth:`Guard.check_plan` is stored on the latest planner call as ``cliff.plan.subtasks``.
 Spans go through :func:`telemetry.tracing.configure_tracing` into the store (and to an
@@ -282,6 +284,7 @@ class Guard:
         self._workers_dispatched = 0
         self._workers_cancelled: int | None = None
         self._estimate_usd: float | None = None
+        self._reserve_usd: float | None = None  # held back by the last plan estimate
         self._last_plan_call: _Call | None = None
         self.run_id: str | None = None
         self.status: RunStatus | None = None
@@ -404,16 +407,18 @@ class Guard:
                 checked = self._planned(items)
                 proposed = len(items)
             self._plan_attempts += 1
+            reserve = self.reserve_usd if reserve_usd is None else float(reserve_usd)
             verdict = self._dispatch.check_plan(
                 checked,
                 spent_usd=self._dispatch.spent_usd,
                 replanned=self._replan_pending,
-                reserve_usd=self.reserve_usd if reserve_usd is None else reserve_usd,
+                reserve_usd=reserve,
             )
             self._workers_proposed = max(self._workers_proposed or 0, proposed)
             if verdict.estimate_usd is not None:
                 self._estimate_usd = verdict.estimate_usd
             if isinstance(checked, list):
+                self._reserve_usd = reserve
                 self._attach_plan(checked)
             self._replan_pending = verdict.action is Action.REPLAN
             approved: tuple[Any, ...] = ()
@@ -633,6 +638,8 @@ class Guard:
                     workers_cancelled=cancelled,
                     plan_attempts=self._plan_attempts,
                     estimate_usd=self._estimate_usd,
+                    reserve_usd=self._reserve_usd,
+                    reserve_usd_per_subtask=None if self._reserve_usd is None else 0.0,
                 )
             )
             span.set_status(sa.run_span_status(status, message))

@@ -37,7 +37,13 @@ from orchestrator import span_attrs as sa
 from orchestrator.config import TaskClassConfig
 from orchestrator.dispatch import Action, DispatchGuard, PlanVerdict, survived_breach
 from orchestrator.errors import CostCeilingError, CostCliffError, OrchestratorError, PlanError
-from orchestrator.routing import RoutedPlan, count_prompt_tokens, post_worker_reserve, route_plan
+from orchestrator.routing import (
+    Reserve,
+    RoutedPlan,
+    count_prompt_tokens,
+    post_worker_reserve,
+    route_plan,
+)
 from orchestrator.workload import Task
 from telemetry import conventions as cv
 from telemetry.conventions import Breach, CostSource, Role, RunStatus
@@ -211,6 +217,7 @@ class _Run:
     workers_failed: int = 0
     workers_cancelled: int = 0
     estimate_usd: float | None = None
+    reserve: Reserve | None = None  # what the pre-dispatch estimate holds back
     answer: str | None = None
     _worker_tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _context: Any = None  # the OTel context holding the run span (parent of every call)
@@ -390,7 +397,7 @@ class _Run:
             max_workers=limits.max_workers,
             guidance=config.planner_guidance,
         )
-        reserve = post_worker_reserve(config, task.input_text)
+        reserve = self.reserve = post_worker_reserve(config, task.input_text)
         replanned = reparsed = False
         while True:
             self.plan_attempts += 1
@@ -646,6 +653,10 @@ class _Run:
                 workers_cancelled=self.workers_cancelled,
                 plan_attempts=self.plan_attempts,
                 estimate_usd=self.estimate_usd,
+                reserve_usd=None if self.reserve is None else self.reserve.fixed_usd,
+                reserve_usd_per_subtask=(
+                    None if self.reserve is None else self.reserve.per_subtask_usd
+                ),
             )
         )
         span.set_status(sa.run_span_status(status, error))

@@ -67,6 +67,8 @@ def run_end_attributes(
     workers_cancelled: int,
     plan_attempts: int,
     estimate_usd: float | None,
+    reserve_usd: float | None = None,
+    reserve_usd_per_subtask: float | None = None,
 ) -> Attributes:
     """The ``cliff.*`` outcome attributes a run span is closed with.
 
@@ -80,10 +82,14 @@ def run_end_attributes(
         workers_cancelled: dispatched sub-tasks cancelled once spend crossed the ceiling.
         plan_attempts: planning requests made.
         estimate_usd: the last pre-dispatch estimate in USD, None when none was made.
+        reserve_usd: USD the estimate holds back for the calls after the workers
+            (``cliff.reserve_usd``), None when no plan was checked.
+        reserve_usd_per_subtask: USD it holds back per dispatched sub-task
+            (``cliff.reserve_usd_per_subtask``), None when no plan was checked.
 
     Returns:
-        The attributes; ``cliff.breach``, ``cliff.workers_proposed`` and
-        ``cliff.estimate_usd`` only when known.
+        The attributes; ``cliff.breach``, ``cliff.workers_proposed``,
+        ``cliff.estimate_usd`` and the two reserves only when known.
     """
     attrs: Attributes = {
         cv.CLIFF_STATUS: status.value,
@@ -98,6 +104,10 @@ def run_end_attributes(
         attrs[cv.CLIFF_WORKERS_PROPOSED] = workers_proposed
     if estimate_usd is not None:
         attrs[cv.CLIFF_ESTIMATE_USD] = estimate_usd
+    if reserve_usd is not None:
+        attrs[cv.CLIFF_RESERVE_USD] = reserve_usd
+    if reserve_usd_per_subtask is not None:
+        attrs[cv.CLIFF_RESERVE_USD_PER_SUBTASK] = reserve_usd_per_subtask
     return attrs
 
 

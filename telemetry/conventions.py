@@ -42,6 +42,15 @@ CLIFF_WORKERS_DISPATCHED = "cliff.workers_dispatched"
 CLIFF_WORKERS_FAILED = "cliff.workers_failed"
 CLIFF_WORKERS_CANCELLED = "cliff.workers_cancelled"
 CLIFF_ESTIMATE_USD = "cliff.estimate_usd"
+CLIFF_RESERVE_USD = "cliff.reserve_usd"
+"""USD the pre-dispatch estimate held back for the calls after the workers that does not
+grow with their number (synthesis prompt and output budget, one critic review): the
+dispatch layer's ``reserve_usd``. On run spans; replay re-checks a plan with it."""
+CLIFF_RESERVE_USD_PER_SUBTASK = "cliff.reserve_usd_per_subtask"
+"""USD the pre-dispatch estimate held back per dispatched sub-task (the synthesis input
+one worker's answer adds): the dispatch layer's ``reserve_usd_per_subtask``. On run spans.
+``cliff.estimate_usd`` = planner spend + the dispatched sub-tasks' estimates +
+``cliff.reserve_usd`` + this x the sub-tasks dispatched."""
 CLIFF_STATUS = "cliff.status"
 CLIFF_BREACH = "cliff.breach"
 CLIFF_PLAN_ATTEMPTS = "cliff.plan_attempts"

@@ -182,6 +182,25 @@ def test_an_estimate_over_the_ceiling_is_rejected_before_dispatch(
     assert data["estimate_usd"] == pytest.approx(expected, rel=1e-12)
 
 
+def test_the_reserve_an_estimate_held_back_is_recorded(db: Path, tracing: Tracing) -> None:
+    def reserve(run_id: str | None) -> tuple[Any, Any]:
+        (found,) = rows(db, """SELECT attributes->>'$."cliff.reserve_usd"' AS fixed,
+                                  attributes->>'$."cliff.reserve_usd_per_subtask"' AS per
+                               FROM spans WHERE trace_id = $id AND role = 'run'""", id=run_id)
+        return found["fixed"], found["per"]
+
+    with cliffwatch_guard("x", ceiling_usd=1.0, tracing=tracing, worker_model="gpt-4o-mini",
+                          worker_max_output_tokens=100, reserve_usd=0.002) as guard:
+        guard.check_plan(["a", "b"], reserve_usd=0.003)  # this check's reserve wins
+    assert tuple(map(float, reserve(guard.run_id))) == (0.003, 0.0)
+    run = run_row(db, guard.run_id or "")
+    assert run["estimate_usd"] == pytest.approx(2 * usd("gpt-4o-mini", 0, 100) + 0.003,
+                                                rel=1e-12)
+    with cliffwatch_guard("x", tracing=tracing, reserve_usd=0.002) as counted:
+        counted.check_plan(3)  # a count: no estimate, so nothing held back
+    assert reserve(counted.run_id) == (None, None)
+
+
 def test_spend_over_the_ceiling_says_cancel_and_is_recorded(db: Path, tracing: Tracing) -> None:
     one = usd("gpt-4o", 1000, 1000)  # $0.0125
     with cliffwatch_guard("x", ceiling_usd=2.5 * one, tracing=tracing) as guard:

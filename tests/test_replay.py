@@ -4,6 +4,7 @@ orchestrator runs; the live re-run through the orchestrator."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from analytics.recorded import load_estimates, load_recorded_run, load_recorded_
 from analytics.replay import KEEP, LimitsOverride, ReplayError, compare_runs, replay
 from analytics.runs import get_run
 from analytics.store_access import read_store
-from orchestrator.dispatch import Action, DispatchGuard, PlanVerdict
+from orchestrator.dispatch import Action, DispatchGuard, Limits, PlanVerdict
 from telemetry.conventions import Breach, CapPolicy, RunStatus
 from telemetry.store import write_spans
 from telemetry.testing import llm_call_record, ns_at
@@ -324,6 +325,53 @@ def test_a_replan_under_another_cap_estimates_the_second_plan(
     assert replans[0].cost_usd == pytest.approx(sum(c.cost_usd for c in own_replan))
     assert cf.proposed == cap and cf.dispatched == cap
     assert [s.title for s in cf.subtasks] == [s.title for s in first.plan[:cap]]
+
+
+def test_other_limits_check_plans_with_the_reserve_the_run_recorded(tmp_path: Path) -> None:
+    from orchestrator.routing import post_worker_reserve
+    from orchestrator.runner import orchestrate
+    from orchestrator.sim_provider import register_sim_provider
+    from orchestrator.workload import load_workload
+    from telemetry.tracing import configure_tracing
+
+    workload = load_workload()
+    register_sim_provider(0, 1e-4, models=sorted(workload.models()))
+    research = workload["research"]
+    quiet = {**research.config.provider_params, "failure_rate": 0.0, "runaway_rate": 0.0,
+             "malformed_plan_rate": 0.0}
+    config = research.config.replace(max_workers=None, ceiling_usd=None, provider_params=quiet)
+    task = research.tasks[0]
+    path = tmp_path / "reserve.duckdb"
+    tracing = configure_tracing(path, batch=False)
+    try:
+        result = orchestrate(task, config, tracing=tracing, seed=3, time_scale=1e-4)
+    finally:
+        tracing.shutdown()
+    reserve = post_worker_reserve(config, task.input_text)  # what the runner held back
+    with read_store(path) as con:
+        run = load_recorded_run(con, result.run_id)
+    assert run.reserve_usd == pytest.approx(reserve.fixed_usd, rel=1e-12)
+    assert run.reserve_usd_per_subtask == pytest.approx(reserve.per_subtask_usd, rel=1e-12)
+    assert reserve.fixed_usd > 0 and reserve.per_subtask_usd > 0
+    (plan_call,) = run.plan_calls
+    plan = plan_call.plan
+    assert run.workers_dispatched == len(plan) >= 3
+    # other limits: truncated to fewer sub-tasks than the run dispatched
+    cap = len(plan) - 2
+    limits = Limits(cap, None, CapPolicy.TRUNCATE)
+    expected = (plan_call.cost_usd + sum(s.estimated_cost_usd for s in plan[:cap])
+                + reserve.fixed_usd + reserve.per_subtask_usd * cap)
+    cf = counterfactual(run, limits)
+    assert cf.verdicts[-1].estimate_usd == pytest.approx(expected, rel=1e-12)
+    # a run that did not record its reserve gets it recovered from its estimate, which
+    # leaves out the runner's framing tokens per sub-task: off under these limits
+    older = dataclasses.replace(run, reserve_usd=None, reserve_usd_per_subtask=None)
+    recovered = counterfactual(older, limits).verdicts[-1].estimate_usd
+    assert recovered != pytest.approx(expected, rel=1e-9)
+    # under the run's own limits both reproduce the recorded estimate
+    for record in (run, older):
+        own = counterfactual(record, run.limits).verdicts[-1].estimate_usd
+        assert own == pytest.approx(run.estimate_usd, rel=1e-12)
 
 
 def test_a_run_without_a_plan_is_left_as_recorded(hand: Path) -> None:

@@ -53,7 +53,7 @@ import polars as pl
 
 from cliffwatch import settings
 from telemetry.alert_rules import webhook_id
-from telemetry.store import StoreBusyError, _write_lock, open_store
+from telemetry.store import StoreBusyError, open_store, write_lock
 
 logger = logging.getLogger("cliffwatch.alerts")
 
@@ -200,7 +200,7 @@ WHERE status = 'sending' AND lease_until < $now
 def _writing(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection, serialised with this process's span writes to the store
     (the store's own per-path lock: DuckDB's file lock does not separate threads)."""
-    lock = _write_lock(path)
+    lock = write_lock(path)
     if not lock.acquire(timeout=settings.lock_timeout_s()):
         raise StoreBusyError(f"store {path} is busy: alert delivery gave up waiting for it")
     try:

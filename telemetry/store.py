@@ -221,9 +221,22 @@ def open_store(
         con.close()
 
 
-def _write_lock(path: Path) -> threading.Lock:
-    # DuckDB's file lock is per process: two threads of one process could both open the
-    # file read-write and race on the same keys. One lock per store path serialises them.
+def write_lock(path: str | os.PathLike[str]) -> threading.Lock:
+    """This process's lock for read-write work on the store at ``path``.
+
+    DuckDB's file lock is per process: two threads of one process could both open the
+    file read-write and race on the same keys. :func:`write_spans` holds this lock while
+    it writes; other read-write work in the process holds it too so that it never
+    overlaps a span write (alert delivery, :mod:`telemetry.alerts`, does).
+
+    Args:
+        path: the store; relative and absolute spellings of one file share a lock.
+
+    Returns:
+        The one :class:`threading.Lock` for that path (created on first use, kept for
+        the life of the process). Acquire it with a timeout and raise
+        :class:`StoreBusyError` when it is not obtained, as :func:`write_spans` does.
+    """
     key = os.path.abspath(path)
     with _write_locks_guard:
         return _write_locks.setdefault(key, threading.Lock())
@@ -295,7 +308,7 @@ def write_spans(
     k = settings.runaway_k() if runaway_k is None else runaway_k
     timeout = settings.lock_timeout_s() if timeout_s is None else timeout_s
     deadline = time.monotonic() + timeout
-    lock = _write_lock(Path(path))
+    lock = write_lock(path)
     if not lock.acquire(timeout=timeout):
         raise StoreBusyError(
             f"store {path} is busy: another thread held it for {timeout:g} s (write gave up)"

@@ -20,6 +20,7 @@ from telemetry.store import (
     StoreError,
     StoreNotFoundError,
     open_store,
+    write_lock,
     write_spans,
 )
 from telemetry.testing import hold_store_lock, llm_call_record, make_run_records, ns_at
@@ -137,6 +138,21 @@ def test_lock_held_past_timeout_is_store_busy(tmp_path: Path, holder_read_only: 
         waited_s = time.monotonic() - started
     _one_line_naming(info.value, path)
     assert 0.3 <= waited_s < 3.0
+
+
+def test_the_write_lock_is_one_per_store_and_write_spans_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "locked.duckdb"
+    lock = write_lock(path)
+    monkeypatch.chdir(tmp_path)
+    assert write_lock(str(path)) is lock and write_lock("locked.duckdb") is lock
+    assert write_lock(tmp_path / "other.duckdb") is not lock
+    with lock:  # held by this thread, as alert delivery holds it while it writes
+        with pytest.raises(StoreBusyError, match="another thread") as info:
+            write_spans(path, make_run_records(seed=25), timeout_s=0.05)
+        _one_line_naming(info.value, path)
+    assert write_spans(path, make_run_records(seed=25)).spans_written > 0
 
 
 def test_readers_share_a_store_held_read_only(tmp_path: Path) -> None:

@@ -9,7 +9,10 @@ the run.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from datetime import date
+from typing import Any
 
 import plotly.graph_objects as go
 import polars as pl
@@ -34,15 +37,65 @@ ROLE_COLOURS: dict[str, str] = {
 }
 """Bar colour of each ``cliff.role`` in the waterfall."""
 
-_LEGEND_ABOVE = {"orientation": "h", "yanchor": "bottom", "y": 1.01, "x": 0}
+LEGEND_ABOVE = {"orientation": "h", "yanchor": "bottom", "y": 1.01, "x": 0}
+"""Plotly legend settings: one row above the plot area."""
 
 _DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
 
 
-def _require(df: pl.DataFrame, columns: tuple[str, ...], what: str) -> None:
+def require_columns(df: pl.DataFrame, columns: tuple[str, ...], what: str) -> None:
+    """Check that ``df`` has ``columns`` before drawing it.
+
+    Raises:
+        ValueError: one names what needs them and the missing columns.
+    """
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"{what} needs columns {', '.join(missing)}")
+
+
+_MAX_DECADES_WITH_2_AND_5 = 3
+"""A log cost axis spanning more decades than this is labelled at powers of ten only
+(1-2-5 steps over more would crowd the labels)."""
+
+
+def usd_axis(costs: Iterable[float | None], title: str, *, log: bool = True) -> dict[str, Any]:
+    """A cost axis labelled in dollars; on a log scale, at 1-2-5 steps over ``costs``.
+
+    Plotly's own log axis labels the minor steps with bare digits ("2 3 4 ... 9"), which
+    crowd and do not read as money; this gives ``$0.001, $0.002, $0.005, $0.01, ...``
+    (powers of ten only past :data:`_MAX_DECADES_WITH_2_AND_5` decades).
+
+    Args:
+        costs: the values drawn on the axis, USD (on a log axis, None and values <= 0,
+            which it cannot draw, are ignored).
+        title: the axis title.
+        log: a log scale (else linear, ticks prefixed with ``$``).
+
+    Returns:
+        A plotly axis dict: ``title``, ``type``, and ``tickvals`` / ``ticktext`` (log
+        with positive costs) or ``tickprefix`` (linear).
+    """
+    if not log:
+        return {"title": title, "type": "linear", "tickprefix": "$"}
+    positive = [c for c in costs if c is not None and c > 0]
+    axis: dict[str, Any] = {"title": title, "type": "log"}
+    if not positive:
+        return axis
+    low, high = math.floor(math.log10(min(positive))), math.ceil(math.log10(max(positive)))
+    steps = (1, 2, 5) if high - low <= _MAX_DECADES_WITH_2_AND_5 else (1,)
+    ticks = [(m * 10.0**e, f"${m * 10.0**e:.{max(0, -e)}f}")
+             for e in range(low, high + 1) for m in steps]
+    axis["tickvals"] = [v for v, _ in ticks]
+    axis["ticktext"] = [t for _, t in ticks]
+    return axis
+    low, high = math.floor(math.log10(min(positive))), math.ceil(math.log10(max(positive)))
+    steps = (1, 2, 5) if high - low <= _MAX_DECADES_WITH_2_AND_5 else (1,)
+    ticks = [(m * 10.0**e, f"${m * 10.0**e:.{max(0, -e)}f}")
+             for e in range(low, high + 1) for m in steps]
+    axis["tickvals"] = [v for v, _ in ticks]
+    axis["ticktext"] = [t for _, t in ticks]
+    return axis
 
 
 def cost_distribution(
@@ -66,8 +119,8 @@ def cost_distribution(
     Raises:
         ValueError: a needed column is missing.
     """
-    _require(runs, ("run_id", "task_class", "cost_usd"), "cost_distribution(runs)")
-    _require(
+    require_columns(runs, ("run_id", "task_class", "cost_usd"), "cost_distribution(runs)")
+    require_columns(
         percentiles, ("task_class", "p50_usd", "p95_usd", "p99_usd"), "cost_distribution"
     )
     fig = go.Figure()
@@ -103,9 +156,10 @@ def cost_distribution(
             )
         )
     fig.update_layout(
-        xaxis={"title": "cost per run (USD)", "type": "log" if log_x else "linear"},
+        xaxis=usd_axis([*runs["cost_usd"], *marked["p99_usd"]], "cost per run (USD)",
+                       log=log_x),
         yaxis={"title": "task class"},
-        legend=_LEGEND_ABOVE,
+        legend=LEGEND_ABOVE,
         margin={"t": 50},
     )
     return fig
@@ -129,7 +183,7 @@ def daily_trend(
     Raises:
         ValueError: a needed column is missing.
     """
-    _require(daily, ("task_class", "day", "p50_usd", "p95_usd", "p99_usd"), "daily_trend")
+    require_columns(daily, ("task_class", "day", "p50_usd", "p95_usd", "p99_usd"), "daily_trend")
     fig = go.Figure()
     classes = sorted(daily["task_class"].unique().to_list())
     for i, task_class in enumerate(classes):
@@ -156,7 +210,8 @@ def daily_trend(
         )
     fig.update_layout(
         xaxis={"title": "day (UTC)"},
-        yaxis={"title": "cost per run (USD)", "type": "log" if log_y else "linear"},
+        yaxis=usd_axis([*daily["p50_usd"], *daily["p99_usd"]], "cost per run (USD)",
+                       log=log_y),
         legend={"orientation": "h", "y": -0.2},
         margin={"t": 40},
     )
@@ -181,7 +236,7 @@ def run_waterfall(spans: pl.DataFrame) -> go.Figure:
     """
     need = ("span_id", "name", "role", "depth", "offset_ms", "duration_ms", "model",
             "input_tokens", "output_tokens", "cost_usd", "status_code")
-    _require(spans, need, "run_waterfall")
+    require_columns(spans, need, "run_waterfall")
     rows = spans.with_row_index("row").to_dicts()
     fig = go.Figure()
     for role in dict.fromkeys(r["role"] for r in rows):
@@ -226,7 +281,7 @@ def run_waterfall(spans: pl.DataFrame) -> go.Figure:
             "autorange": "reversed",
         },
         height=max(240, 28 * len(rows) + 120),
-        legend=_LEGEND_ABOVE,
+        legend=LEGEND_ABOVE,
         margin={"t": 50},
     )
     return fig

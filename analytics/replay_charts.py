@@ -10,17 +10,12 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import polars as pl
 
+from analytics.charts import LEGEND_ABOVE, require_columns, usd_axis
+
 BEFORE_COLOUR = "#7f7f7f"
 AFTER_COLOUR = "#1f77b4"
 ESTIMATED_COLOUR = "#aec7e8"
 
-_LEGEND_ABOVE = {"orientation": "h", "yanchor": "bottom", "y": 1.01, "x": 0}
-
-
-def _require(df: pl.DataFrame, columns: tuple[str, ...], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{what} needs columns {', '.join(missing)}")
 
 
 def whatif_spend(by_class: pl.DataFrame) -> go.Figure:
@@ -39,7 +34,7 @@ def whatif_spend(by_class: pl.DataFrame) -> go.Figure:
     """
     need = ("task_class", "spend_before_usd", "spend_after_usd", "saving_pct",
             "p99_before_usd", "p99_after_usd")
-    _require(by_class, need, "whatif_spend")
+    require_columns(by_class, need, "whatif_spend")
     rows = by_class.sort("task_class").to_dicts()
     classes = [r["task_class"] for r in rows]
     fig = go.Figure()
@@ -63,10 +58,10 @@ def whatif_spend(by_class: pl.DataFrame) -> go.Figure:
         )
     fig.update_layout(
         barmode="group",
-        xaxis={"title": "spend in the window (USD)"},
+        xaxis={"title": "spend in the window (USD)", "tickprefix": "$"},
         yaxis={"title": "task class", "autorange": "reversed"},
         height=max(260, 70 * len(classes) + 120),
-        legend=_LEGEND_ABOVE,
+        legend=LEGEND_ABOVE,
         margin={"t": 50},
     )
     return fig
@@ -86,7 +81,7 @@ def whatif_distribution(runs: pl.DataFrame) -> go.Figure:
     Raises:
         ValueError: a needed column is missing.
     """
-    _require(runs, ("run_id", "task_class", "cost_before_usd", "cost_after_usd"),
+    require_columns(runs, ("run_id", "task_class", "cost_before_usd", "cost_after_usd"),
              "whatif_distribution")
     fig = go.Figure()
     for column, label, colour in (("cost_before_usd", "as recorded", BEFORE_COLOUR),
@@ -108,9 +103,10 @@ def whatif_distribution(runs: pl.DataFrame) -> go.Figure:
         )
     fig.update_layout(
         boxmode="group",
-        xaxis={"title": "cost per run (USD)", "type": "log"},
+        xaxis=usd_axis([*runs["cost_before_usd"], *runs["cost_after_usd"]],
+                           "cost per run (USD)"),
         yaxis={"title": "task class"},
-        legend=_LEGEND_ABOVE,
+        legend=LEGEND_ABOVE,
         margin={"t": 50},
     )
     return fig
@@ -131,8 +127,8 @@ def counterfactual_stages(comparison_items: pl.DataFrame, recorded: pl.DataFrame
     Raises:
         ValueError: a needed column is missing.
     """
-    _require(comparison_items, ("stage", "cost_usd", "basis"), "counterfactual_stages")
-    _require(recorded, ("kind", "cost_usd"), "counterfactual_stages")
+    require_columns(comparison_items, ("stage", "cost_usd", "basis"), "counterfactual_stages")
+    require_columns(recorded, ("kind", "cost_usd"), "counterfactual_stages")
     stages = ("plan", "worker", "synthesis", "critic")
     colours = {"plan": "#1f77b4", "worker": "#ff7f0e", "synthesis": "#2ca02c",
                "critic": "#9467bd"}
@@ -157,10 +153,10 @@ def counterfactual_stages(comparison_items: pl.DataFrame, recorded: pl.DataFrame
             ))
     fig.update_layout(
         barmode="stack",
-        xaxis={"title": "cost (USD)"},
+        xaxis={"title": "cost (USD)", "tickprefix": "$"},
         yaxis={"autorange": "reversed"},
         height=240,
-        legend=_LEGEND_ABOVE,
+        legend=LEGEND_ABOVE,
         margin={"t": 50, "b": 40},
     )
     return fig

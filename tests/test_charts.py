@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import polars as pl
 import pytest
 
-from analytics.charts import cost_distribution, daily_trend, run_waterfall
+from analytics.charts import cost_distribution, daily_trend, run_waterfall, usd_axis
 from analytics.percentiles import cap_start_date, cost_percentiles, daily_percentiles
 from analytics.runs import list_runs, run_spans
 from analytics.store_access import read_store
@@ -102,3 +102,25 @@ def test_charts_reject_frames_without_needed_columns(frames) -> None:
         daily_trend(frames["daily"].drop("day"))
     with pytest.raises(ValueError, match="offset_ms"):
         run_waterfall(frames["spans"].drop("offset_ms"))
+
+
+def test_cost_axes_are_labelled_in_dollars() -> None:
+    # 1-2-5 steps over the decades the costs span, as money (not plotly's bare "2 3 4").
+    axis = usd_axis([0.0031, None, 0.0, 0.042], "cost")
+    assert axis["type"] == "log"
+    assert axis["ticktext"] == ["$0.001", "$0.002", "$0.005", "$0.01", "$0.02", "$0.05",
+                                "$0.1", "$0.2", "$0.5"]
+    assert axis["tickvals"] == pytest.approx([0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
+                                              0.1, 0.2, 0.5])
+    wide = usd_axis([0.00002, 3.0], "cost")  # five decades: powers of ten only
+    assert wide["ticktext"] == ["$0.00001", "$0.0001", "$0.001", "$0.01", "$0.1", "$1", "$10"]
+    assert "tickvals" not in usd_axis([0.0, None], "cost")
+    assert usd_axis([0.5], "cost", log=False) == {"title": "cost", "type": "linear",
+                                                  "tickprefix": "$"}
+
+
+def test_percentile_charts_use_the_dollar_axis(frames) -> None:
+    fig = cost_distribution(frames["runs"], frames["pct"])
+    assert "$0.01" in fig.layout.xaxis.ticktext
+    trend = daily_trend(frames["daily"], None)
+    assert trend.layout.yaxis.type == "log" and "$0.01" in trend.layout.yaxis.ticktext

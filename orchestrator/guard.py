@@ -64,6 +64,7 @@ from orchestrator.dispatch import (
     Limits,
     PlannedSubTask,
     PlanVerdict,
+    survived_breach,
 )
 from orchestrator.errors import ConfigError, CostCeilingError, CostCliffError, OrchestratorError
 from orchestrator.routing import estimate_call_usd
@@ -280,6 +281,7 @@ class Guard:
         self._replan_pending = False
         self._rejected: PlanVerdict | None = None
         self._final_breach: Breach | None = None
+        self._verdicts: list[PlanVerdict] = []
         self._workers_proposed: int | None = None
         self._workers_dispatched = 0
         self._workers_cancelled: int | None = None
@@ -414,6 +416,7 @@ class Guard:
                 replanned=self._replan_pending,
                 reserve_usd=reserve,
             )
+            self._verdicts.append(verdict)
             self._workers_proposed = max(self._workers_proposed or 0, proposed)
             if verdict.estimate_usd is not None:
                 self._estimate_usd = verdict.estimate_usd
@@ -424,7 +427,9 @@ class Guard:
             approved: tuple[Any, ...] = ()
             if verdict.action is Action.DISPATCH:
                 self._workers_dispatched = len(verdict.dispatch)
-                self._final_breach = verdict.breach
+                # as the runner records it: a cap breach that made the run replan stays
+                # the run's breach even when the second plan fits
+                self._final_breach = survived_breach(self._verdicts)
                 if items is None:
                     approved = tuple(verdict.dispatch)
                 else:

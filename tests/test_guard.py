@@ -150,6 +150,8 @@ def test_replan_asks_once_then_checks_the_new_plan(db: Path, tracing: Tracing) -
         assert second.action is Action.DISPATCH and list(second) == [0, 1, 2]
     run = run_row(db, guard.run_id or "")
     assert (run["workers_proposed"], run["workers_dispatched"]) == (20, 3)
+    # the runner's rule (dispatch.survived_breach): the replanned run still breached
+    assert (run["status"], run["breach"]) == ("ok", "cap")
     assert json.loads(incidents(db, guard.run_id or "")["cap_breach"]["data"])[
         "plan_attempts"] == 2
 

@@ -47,17 +47,19 @@ picked = st.dataframe(
     key="incidents",
     on_select="rerun",
     selection_mode="single-row",
-    column_order=["detected_at", "kind", "status", "task_class", "detail", "link", "replay",
-                  "note"],
+    # The note column only once some incident has a note: it would take the room the
+    # detail needs to show whole.
+    column_order=["detected_at", "kind", "status", "task_class", "detail", "link", "replay"]
+    + (["note"] if shown["note"].is_not_null().any() else []),
     column_config={
         "detected_at": st.column_config.DatetimeColumn("Detected (UTC)", format="YYYY-MM-DD HH:mm"),
         "kind": st.column_config.TextColumn("Kind"),
         "status": st.column_config.TextColumn("Status"),
         "task_class": st.column_config.TextColumn("Task class"),
-        "detail": st.column_config.TextColumn("What happened", width="large"),
-        "link": st.column_config.LinkColumn("Run", display_text="open run"),
-        "replay": st.column_config.LinkColumn("Replay", display_text="replay"),
-        "note": st.column_config.TextColumn("Note"),
+        "detail": st.column_config.TextColumn("What happened", width=480),
+        "link": st.column_config.LinkColumn("Run", display_text="open run", width="small"),
+        "replay": st.column_config.LinkColumn("Replay", display_text="replay", width="small"),
+        "note": st.column_config.TextColumn("Note", width="medium"),
     },
 )
 if picked.selection.rows:

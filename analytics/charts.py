@@ -26,6 +26,12 @@ PERCENTILE_STYLES: tuple[tuple[str, str, str], ...] = (
 )
 """(column, label, colour) of each percentile drawn."""
 
+BOX_COLOUR = "#4c6a8c"
+BOX_FILL = "rgba(76, 106, 140, 0.18)"
+"""One muted colour for every class's box and points in the cost distribution, so the
+P50/P95/P99 marks (green, orange, red) stand out; plotly's default palette gave a class a
+red box beside the red P99 mark."""
+
 ROLE_COLOURS: dict[str, str] = {
     Role.RUN: "#7f7f7f",
     Role.PLAN: "#1f77b4",
@@ -137,6 +143,8 @@ def cost_distribution(
                 jitter=0.4,
                 pointpos=0,
                 marker={"size": 4, "opacity": 0.5},
+                line={"color": BOX_COLOUR},
+                fillcolor=BOX_FILL,
                 customdata=[[r] for r in sub["run_id"].to_list()],
                 hovertemplate="run %{customdata[0]}<br>$%{x:.5f}<extra>%{y}</extra>",
                 showlegend=False,

@@ -115,20 +115,30 @@ th { background: #f4f4f4; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 nav a { margin-right: 1rem; }
 .wide { overflow-x: auto; max-width: 100%; }
-td.num, th { white-space: nowrap; }
+td.num, td.time { white-space: nowrap; }
+td.long { min-width: 22rem; }
 .empty { color: #777; font-style: italic; }
 """
+
+
+LONG_TEXT_CHARS = 40
+"""A text column with a value longer than this gets a minimum width in HTML tables."""
 
 
 def _html_table(df: pl.DataFrame) -> str:
     if df.is_empty():
         return '<p class="empty">none</p>'
     head = "".join(f"<th>{html.escape(_header(c))}</th>" for c in df.columns)
-    numeric = {c for c in df.columns if df.schema[c].is_numeric()}
+    # Numbers and times never wrap; a column of sentences (an incident's detail, a
+    # finding's title) keeps room to read instead of folding into a tall narrow strip.
+    css = {c: "num" for c in df.columns if df.schema[c].is_numeric()}
+    css |= {c: "time" for c in df.columns if df.schema[c].is_temporal()}
+    css |= {c: "long" for c in df.columns if df.schema[c] == pl.String
+            and (df[c].str.len_chars().max() or 0) > LONG_TEXT_CHARS}
     body = []
     for row in _rows(df):
         cells = "".join(
-            f'<td{" class=num" if c in numeric else ""}>'
+            f'<td{f" class={css[c]}" if c in css else ""}>'
             f"{html.escape(format_cell(c, row[c]))}</td>"
             for c in df.columns
         )

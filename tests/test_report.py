@@ -18,6 +18,7 @@ from analytics.percentiles import cost_percentiles
 from analytics.plain import plain_rows, plain_value
 from analytics.report import REPORT_TABLES, Report, build_report
 from analytics.report_render import (
+    LONG_TEXT_CHARS,
     ReportWriteError,
     md_escape,
     render_html,
@@ -119,6 +120,16 @@ def test_html_is_self_contained_with_the_data_escaped(report: Report) -> None:
     assert page.count('class="plotly-graph-div"') == 3
     assert "<script src=" not in page  # nothing loaded from the network
     assert page.count("<table>") == len(REPORT_TABLES)
+
+
+def test_html_tables_keep_sentences_readable_and_times_whole(report: Report) -> None:
+    # A detail sentence beside a wide table folded into a tall strip; times wrapped at "-".
+    page = render_html(report)
+    detail = report.tables["incidents"].filter(pl.col("run_id") == BREACH)["detail"].item()
+    assert len(detail) > LONG_TEXT_CHARS
+    assert f"<td class=long>{detail}</td>" in page
+    assert "<td class=time>2026-11-" in page
+    assert "<td class=long>cap_breach" not in page  # short text: no minimum width
 
 
 def test_markdown_escapes_markup_and_table_syntax(report: Report) -> None:

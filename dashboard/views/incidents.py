@@ -56,7 +56,7 @@ picked = st.dataframe(
         "kind": st.column_config.TextColumn("Kind"),
         "status": st.column_config.TextColumn("Status"),
         "task_class": st.column_config.TextColumn("Task class"),
-        "detail": st.column_config.TextColumn("What happened", width=480),
+        "detail": st.column_config.TextColumn("What happened", width=420),
         "link": st.column_config.LinkColumn("Run", display_text="open run", width="small"),
         "replay": st.column_config.LinkColumn("Replay", display_text="replay", width="small"),
         "note": st.column_config.TextColumn("Note", width="medium"),

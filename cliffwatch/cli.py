@@ -204,6 +204,19 @@ def _writable_store(db: Path | None) -> Path:
     return path
 
 
+def _remove_store(path: Path) -> None:
+    """Delete a cliffwatch store with its WAL and spill files (already checked to be ours)."""
+    from telemetry.spill import spill_dir
+
+    for extra in (path, path.with_name(path.name + ".wal")):
+        extra.unlink(missing_ok=True)
+    spills = spill_dir(path)
+    if spills.is_dir():
+        for item in spills.iterdir():
+            item.unlink()
+        spills.rmdir()
+
+
 # --- output ------------------------------------------------------------------------------
 
 
@@ -508,10 +521,32 @@ def demo(
     ] = 500,
     days: Annotated[int, typer.Option("--days", min=1, help="Spread over this many days.")] = 30,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same store).")] = 7,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Replace an existing store with a new demo.")
+    ] = False,
+    append: Annotated[
+        bool, typer.Option("--append", help="Add the demo's runs to a store that has runs.")
+    ] = False,
     db: DbOption = None,
 ) -> None:
-    """Fill a store with a simulated workload (offline): before and after a max-workers cap."""
+    """Fill a store with a simulated workload (offline): before and after a max-workers cap.
+
+    A store that already holds runs is left alone unless ``--fresh`` (replace it) or
+    ``--append`` (add to it) says otherwise: a second demo's eras would overlap the first's.
+    """
+    if fresh and append:
+        raise CliError("--fresh and --append exclude each other")
     path = _writable_store(db)
+    if path.exists():
+        with read_store(path) as con:
+            held = len(list_runs(con, Window(), limit=1))
+        if held and fresh:
+            _remove_store(path)
+        elif held and not append:
+            raise CliError(
+                f"{path} already holds runs: --fresh replaces it with a new demo, "
+                "--append adds to it"
+            )
     from orchestrator.demo import run_demo  # litellm: import only when needed
 
     with Progress(

@@ -362,6 +362,22 @@ def test_demo_fills_a_store(runner, tmp_path) -> None:
     assert {r["max_workers"] is None for r in rows} == {True, False}  # before and after the cap
 
 
+def test_demo_leaves_a_store_with_runs_alone_unless_fresh_or_append(runner, tmp_path) -> None:
+    path = tmp_path / "again.duckdb"
+    args = ["demo", "--runs", "6", "--days", "2", "--seed", "5", "--db", str(path)]
+    assert runner.invoke(app, args).exit_code == 0
+    first = {r["run_id"] for r in _store_runs(path)}
+    _fails_with_one_line(runner.invoke(app, args), "--fresh replaces it")
+    assert {r["run_id"] for r in _store_runs(path)} == first  # untouched
+    _fails_with_one_line(runner.invoke(app, [*args, "--fresh", "--append"]), "exclude")
+    assert runner.invoke(app, [*args, "--append"]).exit_code == 0
+    appended = {r["run_id"] for r in _store_runs(path)}
+    assert len(appended) == 12 and first < appended
+    assert runner.invoke(app, [*args, "--fresh"]).exit_code == 0
+    fresh = {r["run_id"] for r in _store_runs(path)}
+    assert len(fresh) == 6 and not fresh & appended
+
+
 def test_demo_bad_input(runner, tmp_path) -> None:
     _fails_with_one_line(runner.invoke(app, ["demo", "--runs", "0", "--db",
                                              str(tmp_path / "d.duckdb")]), "--runs")

@@ -95,13 +95,6 @@ def usd_axis(costs: Iterable[float | None], title: str, *, log: bool = True) -> 
     axis["tickvals"] = [v for v, _ in ticks]
     axis["ticktext"] = [t for _, t in ticks]
     return axis
-    low, high = math.floor(math.log10(min(positive))), math.ceil(math.log10(max(positive)))
-    steps = (1, 2, 5) if high - low <= _MAX_DECADES_WITH_2_AND_5 else (1,)
-    ticks = [(m * 10.0**e, f"${m * 10.0**e:.{max(0, -e)}f}")
-             for e in range(low, high + 1) for m in steps]
-    axis["tickvals"] = [v for v, _ in ticks]
-    axis["ticktext"] = [t for _, t in ticks]
-    return axis
 
 
 def cost_distribution(

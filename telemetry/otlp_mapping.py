@@ -155,21 +155,8 @@ def _first(attrs: Mapping[str, Any], keys: Iterable[str]) -> Any:
     return None
 
 
-def _count(value: Any) -> int | None:
-    """A token count from an int, a float with no fraction or a numeric string; else None."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(number) or number < 0 or not number.is_integer():
-        return None
-    return int(number)
-
-
-def _usd(value: Any) -> float | None:
-    """A cost in USD from a number or numeric string; None when absent, negative or NaN."""
+def _non_negative(value: Any) -> float | None:
+    """A finite number >= 0 from a number or numeric string; None otherwise (bools too)."""
     if isinstance(value, bool) or value is None:
         return None
     try:
@@ -177,6 +164,17 @@ def _usd(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) and number >= 0 else None
+
+
+def _count(value: Any) -> int | None:
+    """A token count from an int, a float with no fraction or a numeric string; else None."""
+    number = _non_negative(value)
+    return int(number) if number is not None and number.is_integer() else None
+
+
+def _usd(value: Any) -> float | None:
+    """A cost in USD from a number or numeric string; None when absent, negative or NaN."""
+    return _non_negative(value)
 
 
 def _text(value: Any) -> str | None:

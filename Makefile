@@ -11,4 +11,5 @@ bench:
 	python3 dev.py bench
 
 lint:
-	.venv/bin/ruff check cliffwatch orchestrator telemetry analytics dashboard tests bench
+	.venv/bin/ruff check .
+	.venv/bin/mypy

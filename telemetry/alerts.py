@@ -274,7 +274,8 @@ def _record(path: Path, results: list[tuple[Delivery, Outcome]], *, max_attempts
             base_s: float) -> DeliverySummary:
     now = _now()
     delivered = retrying = failed = 0
-    updates = []
+    # (delivery, new status, next attempt due, delivered at)
+    updates: list[tuple[Delivery, str, datetime | None, datetime | None]] = []
     for delivery, outcome in results:
         if outcome.delivered:
             delivered += 1
@@ -289,7 +290,7 @@ def _record(path: Path, results: list[tuple[Delivery, Outcome]], *, max_attempts
     with _writing(path) as con:
         con.execute("BEGIN TRANSACTION")
         try:
-            for (delivery, status, due, delivered_at), (_, outcome) in zip(
+            for (delivery, status, next_attempt_at, delivered_at), (_, outcome) in zip(
                 updates, results, strict=True
             ):
                 con.execute(
@@ -298,7 +299,7 @@ def _record(path: Path, results: list[tuple[Delivery, Outcome]], *, max_attempts
                            last_error = $error, last_http_status = $http,
                            delivered_at = $delivered_at, updated_at = $now
                        WHERE alert_id = $alert_id AND webhook_id = $webhook_id""",
-                    {"status": status, "due": due, "error": outcome.error,
+                    {"status": status, "due": next_attempt_at, "error": outcome.error,
                      "http": outcome.http_status, "delivered_at": delivered_at,
                      "now": now, "alert_id": delivery.alert_id,
                      "webhook_id": delivery.webhook_id},

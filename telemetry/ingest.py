@@ -26,6 +26,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -176,7 +177,7 @@ def _json_items(stream: IO[bytes], raw: IO[bytes]) -> Iterator[FileItem]:
         docs = doc if isinstance(doc, list) else [doc]
         for index, obj in enumerate(docs, start=1):
             where = f"request {index}" if isinstance(doc, list) else "document"
-            yield _item(where, raw.tell(), lambda obj=obj: decode_json_object(obj))
+            yield _item(where, raw.tell(), partial(decode_json_object, obj))
         return
     pending = [first]
     yield from _json_lines(lambda: pending.pop() if pending else stream.readline(), raw)
@@ -187,7 +188,7 @@ def _json_lines(readline: Callable[[], bytes], raw: IO[bytes]) -> Iterator[FileI
     while line := readline():
         line_no += 1
         if line.strip():
-            yield _item(f"line {line_no}", raw.tell(), lambda line=line: _decode_json_text(line))
+            yield _item(f"line {line_no}", raw.tell(), partial(_decode_json_text, line))
 
 
 def _protobuf_items(stream: IO[bytes], raw: IO[bytes], head: bytes) -> Iterator[FileItem]:
@@ -212,7 +213,7 @@ def _protobuf_items(stream: IO[bytes], raw: IO[bytes], head: bytes) -> Iterator[
                 f"message {index}", None, f"truncated: {len(data)} of {size} bytes", raw.tell()
             )
             return
-        yield _item(f"message {index}", raw.tell(), lambda data=data: decode_protobuf(data))
+        yield _item(f"message {index}", raw.tell(), partial(decode_protobuf, data))
 
 
 def read_file(path: str | os.PathLike[str]) -> Iterator[FileItem]:
@@ -227,11 +228,11 @@ def read_file(path: str | os.PathLike[str]) -> Iterator[FileItem]:
     except OSError as exc:
         raise IngestError(f"cannot read {file_path}: {exc.strerror or exc}") from None
     with raw:
-        stream: IO[bytes] = raw
+        stream: io.BufferedReader = raw
         if raw.peek(2)[:2] == b"\x1f\x8b":
-            stream = io.BufferedReader(gzip.GzipFile(fileobj=raw))  # type: ignore[arg-type]
+            stream = io.BufferedReader(gzip.GzipFile(fileobj=raw))
         try:
-            head = stream.peek(64)[:64]  # type: ignore[attr-defined]
+            head = stream.peek(64)[:64]
             stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
             if not stripped and len(head) < 64:
                 return  # an empty (or blank) file holds no requests

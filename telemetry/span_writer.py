@@ -68,7 +68,18 @@ class _Flush:
         self.future: Future[None] = Future()
 
 
-_STOP = object()
+class _Stop:
+    """The sentinel type that tells the thread to finish."""
+
+    __slots__ = ()
+
+
+_STOP = _Stop()
+
+# What the queue carries: a submission (records and the future to resolve), a flush
+# marker, or the stop sentinel.
+_Submission = tuple[list[SpanRecord], Future[WriteOutcome]]
+_QueueItem = _Submission | _Flush | _Stop
 
 
 class SpanWriter:
@@ -100,7 +111,7 @@ class SpanWriter:
         self.max_batch_spans = max_batch_spans
         self.timeout_s = timeout_s
         self.stats = WriterStats()
-        self._queue: queue.Queue[object] = queue.Queue()
+        self._queue: queue.Queue[_QueueItem] = queue.Queue()
         self._closed = False
         self._close_lock = threading.Lock()
         self._thread = threading.Thread(
@@ -166,17 +177,17 @@ class SpanWriter:
         stop = False
         while not stop:
             item = self._queue.get()
-            batch: list[tuple[list[SpanRecord], Future[WriteOutcome]]] = []
+            batch: list[_Submission] = []
             flushes: list[_Flush] = []
             size = 0
             deadline = time.monotonic() + self.linger_s
             while True:
-                if item is _STOP:
+                if isinstance(item, _Stop):
                     stop = True
                 elif isinstance(item, _Flush):
                     flushes.append(item)
                 else:
-                    records, future = item  # type: ignore[misc]
+                    records, future = item
                     batch.append((records, future))
                     size += len(records)
                 if stop or flushes or size >= self.max_batch_spans:
@@ -195,7 +206,7 @@ class SpanWriter:
             for marker in flushes:
                 marker.future.set_result(None)
 
-    def _write_batch(self, batch: list[tuple[list[SpanRecord], Future[WriteOutcome]]]) -> None:
+    def _write_batch(self, batch: list[_Submission]) -> None:
         records = [rec for recs, _ in batch for rec in recs]
         try:
             outcome = self._write_records(records)

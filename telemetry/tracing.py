@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypedDict
 
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -71,7 +71,15 @@ class Tracing:
         self.provider.shutdown()
 
 
-DUCKDB_BATCH: dict[str, int] = {
+class _BatchSettings(TypedDict):
+    """Keyword arguments of ``BatchSpanProcessor`` (named, so their types are checked)."""
+
+    max_queue_size: int
+    max_export_batch_size: int
+    schedule_delay_millis: int
+
+
+DUCKDB_BATCH: _BatchSettings = {
     # Every DuckDB write opens the file, inserts, materialises runs and closes it again
     # (other processes must get the lock between batches), a fixed ~50-120 ms whatever
     # the batch size. With the SDK defaults (queue 2,048, batch 512) that caps the

@@ -11,6 +11,7 @@ line: ``{"id": "...", "input": "..."}``.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -140,7 +141,7 @@ def _class_from_table(
     return TaskClass(config, float(weight), tasks)
 
 
-def load_workload(data_dir: Path | str | None = None) -> Workload:
+def load_workload(data_dir: str | os.PathLike[str] | None = None) -> Workload:
     """Load ``<data_dir>/workload.toml`` and ``<data_dir>/inputs/<class>.jsonl``.
 
     Args:

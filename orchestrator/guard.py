@@ -401,7 +401,11 @@ class Guard:
         with self._lock:
             self._require_open()
             items: list[T] | None = None
-            if isinstance(plan, int) and not isinstance(plan, bool):
+            if isinstance(plan, bool):
+                # A bool is an int but never a count (it was always a TypeError, from
+                # list(True); now one that says what is wrong).
+                raise TypeError("plan must be sub-tasks or their count, not a bool")
+            if isinstance(plan, int):
                 checked: Sequence[PlannedSubTask] | int = plan
                 proposed = plan
             else:

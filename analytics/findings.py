@@ -66,6 +66,7 @@ import polars as pl
 
 from analytics.replay import LimitsOverride
 from analytics.runs import require_task_class
+from analytics.scalars import as_float, as_int
 from analytics.store_access import frame, where
 from analytics.whatif import DAYS_PER_YEAR, what_if, window_days
 from analytics.window import Window
@@ -196,7 +197,7 @@ def _quantiles(costs: pl.Series) -> dict[str, float | None]:
     """P50/P95/P99 (linear, numpy's default) and P99/P50 of a series of run costs, USD."""
     if costs.is_empty():
         return {"p50_usd": None, "p95_usd": None, "p99_usd": None, "cliff_ratio": None}
-    p50, p95, p99 = (float(costs.quantile(q, interpolation="linear")) for q in (0.5, .95, .99))
+    p50, p95, p99 = (as_float(costs.quantile(q, interpolation="linear")) for q in (0.5, .95, .99))
     return {"p50_usd": p50, "p95_usd": p95, "p99_usd": p99,
             "cliff_ratio": p99 / p50 if p50 > 0 else None}
 
@@ -232,7 +233,7 @@ class _Context:
 
     def class_p50(self, task_class: str) -> float | None:
         costs = self.runs.filter(pl.col("task_class") == task_class)["cost_usd"]
-        return None if costs.is_empty() else float(costs.quantile(0.5, interpolation="linear"))
+        return None if costs.is_empty() else as_float(costs.quantile(0.5, interpolation="linear"))
 
     def cap_what_if(self) -> pl.DataFrame:
         """Per run (:data:`analytics.whatif.RUN_COLUMNS`): the window's runs replayed under
@@ -353,7 +354,7 @@ def _implicit_max_workers(ctx: _Context) -> list[dict[str, Any]]:
         out.append(_finding(
             ctx, "implicit_max_workers", task_class, mine,
             title=(f"{mine.height} runs with no max-workers cap (largest plan "
-                   f"{int(mine['workers_proposed'].max())} workers, {over.height} over {cap}); "
+                   f"{as_int(mine['workers_proposed'].max())} workers, {over.height} over {cap}); "
                    f"their P99/P50 is {_ratio_text(tail['cliff_ratio'])}{compare}"),
             fix=(f"Make the cap explicit: state max_workers={cap} in the planning prompt and "
                  f"enforce it at dispatch (cliffwatch_guard(max_workers={cap}))."),
@@ -363,7 +364,7 @@ def _implicit_max_workers(ctx: _Context) -> list[dict[str, Any]]:
             still_present=_newest_of(ctx, task_class)["max_workers"] is None,
             evidence={
                 "uncapped": {"runs": mine.height, **tail,
-                             "max_proposed": int(mine["workers_proposed"].max()),
+                             "max_proposed": as_int(mine["workers_proposed"].max()),
                              "runs_over_cap": over.height},
                 "capped_same_class": {"runs": capped.height, **capped_tail},
                 "capped_all_classes": {"runs": capped_all.height, **all_capped_tail},
@@ -414,7 +415,7 @@ def _no_cost_ceiling(ctx: _Context) -> list[dict[str, Any]]:
         out.append(_finding(
             ctx, "no_cost_ceiling", task_class, mine,
             title=(f"{mine.height} runs with no per-task cost ceiling; the costliest was "
-                   f"${float(mine['cost_usd'].max()):.4f}, {over.height} cost over "
+                   f"${as_float(mine['cost_usd'].max()):.4f}, {over.height} cost over "
                    f"{k:g}x the class P50"),
             fix=f"Set a per-task cost ceiling at dispatch{suggested}.",
             basis=(f"what-if: runs replayed with a ceiling of {k:g}x the class's P50 cost "
@@ -492,7 +493,7 @@ def _synthesis_on_planner_model(ctx: _Context) -> list[dict[str, Any]]:
             repriced = (int(row["input_tokens"][0]) * price.input_usd_per_token
                         + int(row["output_tokens"][0]) * price.output_usd_per_token)
             saving = max(0.0, synth_usd - repriced)
-        fan_out = float(mine["workers_dispatched"].drop_nulls().median() or 0.0)
+        fan_out = as_float(mine["workers_dispatched"].drop_nulls().median() or 0.0)
         out.append(_finding(
             ctx, "synthesis_on_planner_model", task_class, mine,
             title=(f"{mine.height} runs synthesised on the planner's model {model} "
@@ -530,7 +531,7 @@ def _orchestrating_small_tasks(ctx: _Context) -> list[dict[str, Any]]:
     out = []
     for task_class in sorted(planned["task_class"].unique().to_list()):
         mine = planned.filter(pl.col("task_class") == task_class)
-        median_plan = float(mine["workers_proposed"].median() or 0.0)
+        median_plan = as_float(mine["workers_proposed"].median() or 0.0)
         workers_usd = float(mine["worker_usd"].sum())
         overhead_usd = float((mine["plan_usd"] + mine["synthesis_usd"]
                               + mine["critic_usd"]).sum())
@@ -554,7 +555,7 @@ def _orchestrating_small_tasks(ctx: _Context) -> list[dict[str, Any]]:
             basis=("the class's planner, synthesis and critic spend, which a chain of the same "
                    "worker prompts would not pay"),
             saving_usd=overhead_usd,
-            still_present=float(recent["workers_proposed"].median() or 0.0)
+            still_present=as_float(recent["workers_proposed"].median() or 0.0)
             < ctx.thresholds.min_workers or heavy,
             evidence={"median_plan_workers": median_plan, "workers_usd": workers_usd,
                       "plan_usd": float(mine["plan_usd"].sum()),

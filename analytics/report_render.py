@@ -37,6 +37,7 @@ import polars as pl
 from analytics.errors import AnalyticsError
 from analytics.plain import plain_rows
 from analytics.report import REPORT_FIGURES, REPORT_TABLES, Report, report_meta
+from analytics.scalars import as_int
 
 
 class ReportFormat(StrEnum):
@@ -134,7 +135,7 @@ def _html_table(df: pl.DataFrame) -> str:
     css = {c: "num" for c in df.columns if df.schema[c].is_numeric()}
     css |= {c: "time" for c in df.columns if df.schema[c].is_temporal()}
     css |= {c: "long" for c in df.columns if df.schema[c] == pl.String
-            and (df[c].str.len_chars().max() or 0) > LONG_TEXT_CHARS}
+            and as_int(df[c].str.len_chars().max() or 0) > LONG_TEXT_CHARS}
     body = []
     for row in _rows(df):
         cells = "".join(

@@ -26,10 +26,12 @@ from typing import Any
 
 import duckdb
 import polars as pl
+from polars.datatypes import DataTypeClass
 
 from analytics.counterfactual import Counterfactual, Outcome, counterfactual
 from analytics.recorded import RecordedRun, load_estimates, load_recorded_runs
 from analytics.replay import LimitsOverride
+from analytics.scalars import as_datetime
 from analytics.window import Window, utc_now
 from telemetry.conventions import RunStatus
 
@@ -99,7 +101,7 @@ def _run_row(run: RecordedRun, cf: Counterfactual) -> dict[str, Any]:
     }
 
 
-_RUN_SCHEMA = {
+_RUN_SCHEMA: dict[str, pl.DataType | DataTypeClass] = {
     "run_id": pl.String, "task_class": pl.String, "started_at": pl.Datetime("us"),
     "limits": pl.String, "status_before": pl.String, "status_after": pl.String,
     "breach_after": pl.String, "proposed": pl.Int64, "dispatched_before": pl.Int64,
@@ -120,15 +122,15 @@ def window_days(window: Window, runs: pl.DataFrame, now: datetime | None = None)
     if since is None:
         if runs.is_empty():
             return None
-        since = runs["started_at"].min()
+        since = as_datetime(runs["started_at"].min())
     if until is None:
         if window.since is not None:
             until = now or utc_now()
         elif runs.is_empty():
             return None
         else:
-            until = runs["started_at"].max()
-    days = (until - since).total_seconds() / 86_400.0  # type: ignore[operator]
+            until = as_datetime(runs["started_at"].max())
+    days = (until - since).total_seconds() / 86_400.0
     return days if days > 0 else None
 
 

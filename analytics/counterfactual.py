@@ -290,6 +290,8 @@ def _synthesis_price(run: RecordedRun, estimates: Estimates) -> float | None:
 
 
 def _status(value: str | None, default: RunStatus) -> RunStatus:
+    if value is None:
+        return default
     try:
         return RunStatus(value)
     except ValueError:
@@ -451,6 +453,7 @@ class _Replayer:
 
     def _estimate_worker(self, sub: PlannedSubTask) -> LineItem:
         found = self.estimates.worker(self.record.task_class, sub.model)
+        cost: float | None  # None: the model is unpriced (LineItem.cost_usd)
         if found is not None and found.cost_usd is not None:
             cost, note = found.cost_usd, (
                 f"mean of {found.samples} recorded {self.record.task_class} sub-tasks on "

@@ -45,6 +45,7 @@ from analytics.store_access import frame
 from analytics.whatif import what_if
 from analytics.window import Window, utc_now
 from orchestrator.dispatch import Limits
+from telemetry.conventions import CapPolicy
 
 REPORT_TABLES: dict[str, str] = {
     "summary": "Summary",
@@ -114,8 +115,9 @@ def _recorded_caps(con: duckdb.DuckDBPyConnection) -> dict[str, Limits]:
     out: dict[str, Limits] = {}
     for row in rows.iter_rows(named=True):
         try:
-            out[row["task_class"]] = Limits(row["max_workers"], None, row["policy"] or "reject")
-        except ValueError:
+            policy = CapPolicy(row["policy"] or CapPolicy.REJECT)
+            out[row["task_class"]] = Limits(row["max_workers"], None, policy)
+        except ValueError:  # an unknown policy, or a cap Limits refuses (ConfigError)
             continue
     return out
 

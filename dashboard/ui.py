@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 import polars as pl
 import streamlit as st
@@ -16,6 +16,16 @@ RUN_URL_PATH = "run"
 
 RUN_LINK_PREFIX = f"{RUN_URL_PATH}?run_id="
 """A run's deep link, relative to the app's pages, is this followed by its run id."""
+
+BadgeColour = Literal["red", "orange", "yellow", "blue", "green", "violet", "gray", "grey",
+                      "primary"]
+"""The colours ``st.badge`` takes."""
+
+STATUS_COLOURS: dict[str, BadgeColour] = {
+    "ok": "green", "rejected": "red", "cancelled": "orange", "failed": "red",
+}
+"""The badge colour of each run status (the run and replay pages; gray for any other)."""
+
 
 def usd(value: float | None) -> str:
     """``$0.0123`` (four decimals below $1: costs per run are cents, so a tenth of a cent

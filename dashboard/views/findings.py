@@ -66,7 +66,7 @@ kpis = st.columns(3)
 kpis[0].metric("Findings", shown.height)
 kpis[1].metric("Still present", present.height,
                help="The class's newest runs still show the anti-pattern.")
-yearly = present["yearly_saving_usd"].drop_nulls().sum()
+yearly = float(present["yearly_saving_usd"].drop_nulls().sum())
 kpis[2].metric("Projected yearly saving (still present)", ui.usd(yearly),
                help="Each finding's saving over the window, scaled to a year by the "
                     "window's length (see each finding's basis).")

@@ -68,7 +68,6 @@ st.caption(
     f"{run.limits.policy.value} · replaying under {override.describe()}"
 )
 
-STATUS_COLOURS = {"ok": "green", "rejected": "red", "cancelled": "orange", "failed": "red"}
 # Headings and formats shared by every table of the page (a column a table lacks is
 # ignored): money to a millionth of a dollar, times to the millisecond.
 COLUMNS = {
@@ -90,7 +89,7 @@ TIMELINE_ORDER = ["step", "offset_ms", "duration_ms", "kind", "name", "status", 
 
 def _status(status: str, breach: str | None) -> None:
     with st.container(horizontal=True):
-        st.badge(status, color=STATUS_COLOURS.get(status, "gray"))
+        st.badge(status, color=ui.STATUS_COLOURS.get(status, "gray"))
         if breach:
             st.badge(f"{breach} breach", icon=":material/error:", color="red")
 

@@ -11,7 +11,6 @@ from analytics import charts
 from dashboard import downloads, filters, links, queries, ui
 
 PICKER_KEY = "run_picker"
-STATUS_COLOURS = {"ok": "green", "rejected": "red", "cancelled": "orange", "failed": "red"}
 
 
 def _open_picked() -> None:
@@ -57,7 +56,7 @@ st.page_link(links.REPLAY_PAGE, label="Replay this run under other limits",
              icon=":material/replay:", query_params={"run_id": run["run_id"]})
 badges = st.container(horizontal=True)
 with badges:
-    st.badge(run["status"], color=STATUS_COLOURS.get(run["status"], "gray"))
+    st.badge(run["status"], color=ui.STATUS_COLOURS.get(run["status"], "gray"))
     if run["breach"]:
         st.badge(f"{run['breach']} breach", icon=":material/error:", color="red")
     if run["replay_of"]:

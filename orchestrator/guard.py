@@ -262,6 +262,7 @@ class Guard:
         if not task_class or not isinstance(task_class, str):
             raise ConfigError("a guard needs a task class (a non-empty string)")
         self.task_class = task_class
+        # Limits coerces a policy string itself, raising ConfigError with the choices
         self.limits = Limits(max_workers, ceiling_usd, policy)  # type: ignore[arg-type]
         self._db = db
         self._tracing = tracing

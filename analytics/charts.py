@@ -17,7 +17,7 @@ from typing import Any
 import plotly.graph_objects as go
 import polars as pl
 
-from telemetry.conventions import Role
+from cliffwatch.telemetry.conventions import Role
 
 PERCENTILE_STYLES: tuple[tuple[str, str, str], ...] = (
     ("p50_usd", "P50", "#2ca02c"),

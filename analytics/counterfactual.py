@@ -53,8 +53,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from analytics.recorded import Estimates, RecordedCall, RecordedRun
-from orchestrator.dispatch import (
+from cliffwatch.analytics.recorded import Estimates, RecordedCall, RecordedRun
+from cliffwatch.orchestrator.dispatch import (
     Action,
     DispatchGuard,
     Limits,
@@ -62,7 +62,7 @@ from orchestrator.dispatch import (
     PlanVerdict,
     survived_breach,
 )
-from telemetry.conventions import Breach, Role, RunStatus
+from cliffwatch.telemetry.conventions import Breach, Role, RunStatus
 
 
 class Basis(StrEnum):

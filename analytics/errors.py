@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cliffwatch.errors import CliffwatchError
 
-class AnalyticsError(Exception):
+
+class AnalyticsError(CliffwatchError):
     """Base of every error analytics raises for a bad request (not for a bug)."""
 
 

@@ -64,15 +64,15 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from analytics.replay import LimitsOverride
-from analytics.runs import require_task_class
-from analytics.scalars import as_float, as_int
-from analytics.store_access import frame, where
-from analytics.whatif import DAYS_PER_YEAR, what_if, window_days
-from analytics.window import Window
 from cliffwatch import settings
-from telemetry.conventions import CapPolicy
-from telemetry.pricing import price_for
+from cliffwatch.analytics.replay import LimitsOverride
+from cliffwatch.analytics.runs import require_task_class
+from cliffwatch.analytics.scalars import as_float, as_int
+from cliffwatch.analytics.store_access import frame, where
+from cliffwatch.analytics.whatif import DAYS_PER_YEAR, what_if, window_days
+from cliffwatch.analytics.window import Window
+from cliffwatch.telemetry.conventions import CapPolicy
+from cliffwatch.telemetry.pricing import price_for
 
 MIN_RUNS_FOR_PERCENTILES = 20
 """A class's P99/P50 counts as evidence over at least this many runs (as the runaway

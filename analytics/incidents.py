@@ -9,9 +9,9 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
-from analytics.runs import scope_filter
-from analytics.store_access import frame, limit_clause, where
-from analytics.window import Window
+from cliffwatch.analytics.runs import scope_filter
+from cliffwatch.analytics.store_access import frame, limit_clause, where
+from cliffwatch.analytics.window import Window
 
 INCIDENT_COLUMNS: tuple[str, ...] = (
     "incident_id",

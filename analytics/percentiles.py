@@ -18,10 +18,10 @@ from typing import Literal, get_args
 import duckdb
 import polars as pl
 
-from analytics.runs import scope_filter
-from analytics.store_access import frame, where
-from analytics.window import Window
-from telemetry.conventions import CostSource
+from cliffwatch.analytics.runs import scope_filter
+from cliffwatch.analytics.store_access import frame, where
+from cliffwatch.analytics.window import Window
+from cliffwatch.telemetry.conventions import CostSource
 
 GroupBy = Literal["task_class", "model", "role"]
 GROUP_BYS: tuple[str, ...] = get_args(GroupBy)

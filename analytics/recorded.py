@@ -27,12 +27,12 @@ from typing import Any
 
 import duckdb
 
-from analytics.runs import require_task_class, resolve_run_id
-from analytics.store_access import frame, where
-from analytics.window import Window
-from orchestrator.dispatch import Difficulty, Limits, PlannedSubTask
-from telemetry import conventions as cv
-from telemetry.conventions import CapPolicy, Role
+from cliffwatch.analytics.runs import require_task_class, resolve_run_id
+from cliffwatch.analytics.store_access import frame, where
+from cliffwatch.analytics.window import Window
+from cliffwatch.orchestrator.dispatch import Difficulty, Limits, PlannedSubTask
+from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry.conventions import CapPolicy, Role
 
 CANCELLED_ERROR = "cancelled"
 """``error.type`` of a call cancelled in flight (the runner's mark when spend crossed the

@@ -23,18 +23,18 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from analytics.counterfactual import Basis, Counterfactual, Outcome, counterfactual
-from analytics.errors import AnalyticsError
-from analytics.recorded import (
+from cliffwatch.analytics.counterfactual import Basis, Counterfactual, Outcome, counterfactual
+from cliffwatch.analytics.errors import AnalyticsError
+from cliffwatch.analytics.recorded import (
     Estimates,
     RecordedCall,
     RecordedRun,
     load_estimates,
     load_recorded_run,
 )
-from analytics.runs import get_run
-from orchestrator.dispatch import Limits
-from telemetry.conventions import CapPolicy, Role
+from cliffwatch.analytics.runs import get_run
+from cliffwatch.orchestrator.dispatch import Limits
+from cliffwatch.telemetry.conventions import CapPolicy, Role
 
 OFF_WORDS = frozenset({"none", "off", "no", "0"})
 """Values of ``--max-workers`` / ``--ceiling-usd`` that switch the limit off (0, as

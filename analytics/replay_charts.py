@@ -10,7 +10,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import polars as pl
 
-from analytics.charts import LEGEND_ABOVE, require_columns, usd_axis
+from cliffwatch.analytics.charts import LEGEND_ABOVE, require_columns, usd_axis
 
 BEFORE_COLOUR = "#7f7f7f"
 AFTER_COLOUR = "#1f77b4"

@@ -35,17 +35,17 @@ import duckdb
 import plotly.graph_objects as go
 import polars as pl
 
-from analytics import charts, replay_charts
-from analytics.findings import REPORT_FINDING_COLUMNS, find_findings
-from analytics.incidents import list_incidents
-from analytics.percentiles import cap_start_date, cost_percentiles, daily_percentiles
-from analytics.replay import LimitsOverride
-from analytics.runs import list_runs
-from analytics.store_access import frame
-from analytics.whatif import what_if
-from analytics.window import Window, utc_now
-from orchestrator.dispatch import Limits
-from telemetry.conventions import CapPolicy
+from cliffwatch.analytics import charts, replay_charts
+from cliffwatch.analytics.findings import REPORT_FINDING_COLUMNS, find_findings
+from cliffwatch.analytics.incidents import list_incidents
+from cliffwatch.analytics.percentiles import cap_start_date, cost_percentiles, daily_percentiles
+from cliffwatch.analytics.replay import LimitsOverride
+from cliffwatch.analytics.runs import list_runs
+from cliffwatch.analytics.store_access import frame
+from cliffwatch.analytics.whatif import what_if
+from cliffwatch.analytics.window import Window, utc_now
+from cliffwatch.orchestrator.dispatch import Limits
+from cliffwatch.telemetry.conventions import CapPolicy
 
 REPORT_TABLES: dict[str, str] = {
     "summary": "Summary",

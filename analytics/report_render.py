@@ -34,10 +34,10 @@ from typing import Any
 
 import polars as pl
 
-from analytics.errors import AnalyticsError
-from analytics.plain import plain_rows
-from analytics.report import REPORT_FIGURES, REPORT_TABLES, Report, report_meta
-from analytics.scalars import as_int
+from cliffwatch.analytics.errors import AnalyticsError
+from cliffwatch.analytics.plain import plain_rows
+from cliffwatch.analytics.report import REPORT_FIGURES, REPORT_TABLES, Report, report_meta
+from cliffwatch.analytics.scalars import as_int
 
 
 class ReportFormat(StrEnum):

@@ -13,9 +13,9 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from analytics.errors import RunNotFoundError, UnknownTaskClassError
-from analytics.store_access import frame, limit_clause, where
-from analytics.window import Window
+from cliffwatch.analytics.errors import RunNotFoundError, UnknownTaskClassError
+from cliffwatch.analytics.store_access import frame, limit_clause, where
+from cliffwatch.analytics.window import Window
 
 RUN_LIST_COLUMNS: tuple[str, ...] = (
     "run_id",

@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from telemetry.store import (
+from cliffwatch.telemetry.store import (
     NotACliffwatchStoreError,
     StoreBusyError,
     StoreError,

@@ -13,11 +13,11 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from analytics.runs import scope_filter
-from analytics.store_access import frame, where
-from analytics.window import Window
-from telemetry.schema import INCIDENT_STATUSES
-from telemetry.triage import (
+from cliffwatch.analytics.runs import scope_filter
+from cliffwatch.analytics.store_access import frame, where
+from cliffwatch.analytics.window import Window
+from cliffwatch.telemetry.schema import INCIDENT_STATUSES
+from cliffwatch.telemetry.triage import (
     IncidentNotFoundError,
     Triage,
     TriageError,

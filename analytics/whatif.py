@@ -28,12 +28,12 @@ import duckdb
 import polars as pl
 from polars.datatypes import DataTypeClass
 
-from analytics.counterfactual import Counterfactual, Outcome, counterfactual
-from analytics.recorded import RecordedRun, load_estimates, load_recorded_runs
-from analytics.replay import LimitsOverride
-from analytics.scalars import as_datetime
-from analytics.window import Window, utc_now
-from telemetry.conventions import RunStatus
+from cliffwatch.analytics.counterfactual import Counterfactual, Outcome, counterfactual
+from cliffwatch.analytics.recorded import RecordedRun, load_estimates, load_recorded_runs
+from cliffwatch.analytics.replay import LimitsOverride
+from cliffwatch.analytics.scalars import as_datetime
+from cliffwatch.analytics.window import Window, utc_now
+from cliffwatch.telemetry.conventions import RunStatus
 
 DAYS_PER_YEAR = 365.0
 

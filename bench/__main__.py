@@ -35,9 +35,9 @@ def _rate(n: float, seconds: float) -> str:
 def bench_store_write(tmp: Path, quick: bool) -> Result:
     import duckdb
 
-    from telemetry.records import records_to_arrow
-    from telemetry.store import write_spans
-    from telemetry.testing import make_runs_costing
+    from cliffwatch.telemetry.records import records_to_arrow
+    from cliffwatch.telemetry.store import write_spans
+    from cliffwatch.telemetry.testing import make_runs_costing
 
     n_runs = 2_000 if quick else 20_000
     records = make_runs_costing([0.01 + (i % 97) * 1e-4 for i in range(n_runs)], workers=4)
@@ -67,8 +67,8 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
 def bench_exporter(tmp: Path, quick: bool) -> Result:
     from opentelemetry.sdk.trace import TracerProvider
 
-    from telemetry.store import open_store
-    from telemetry.tracing import configure_tracing
+    from cliffwatch.telemetry.store import open_store
+    from cliffwatch.telemetry.tracing import configure_tracing
 
     n_runs = 1_000 if quick else 10_000
     n = n_runs * 6
@@ -110,8 +110,8 @@ def bench_exporter(tmp: Path, quick: bool) -> Result:
 def bench_percentiles(tmp: Path, quick: bool) -> Result:
     import numpy as np
 
-    from analytics.percentiles import cost_percentiles
-    from telemetry.store import open_store
+    from cliffwatch.analytics.percentiles import cost_percentiles
+    from cliffwatch.telemetry.store import open_store
 
     n = 100_000 if quick else 1_000_000
     path = tmp / "pct.duckdb"
@@ -157,14 +157,14 @@ def bench_percentiles(tmp: Path, quick: bool) -> Result:
 
 
 def bench_demo(tmp: Path, quick: bool) -> Result:
-    from orchestrator.demo import run_demo
+    from cliffwatch.orchestrator.demo import run_demo
 
     n = 100 if quick else 500
     path = tmp / "demo.duckdb"
     t0 = time.perf_counter()
     summary = run_demo(path, runs=n, days=30, seed=7)
     dt = time.perf_counter() - t0
-    from telemetry.store import open_store
+    from cliffwatch.telemetry.store import open_store
 
     with open_store(path, read_only=True) as con:
         calls = con.sql("SELECT count(*) FROM spans WHERE is_llm_call").fetchall()[0][0]

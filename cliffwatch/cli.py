@@ -43,18 +43,18 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from analytics.errors import AnalyticsError, UnknownTaskClassError
-from analytics.incidents import list_incidents
-from analytics.percentiles import cost_percentiles
-from analytics.plain import plain_rows, plain_value
-from analytics.report_render import ReportFormat
-from analytics.runs import list_runs
-from analytics.store_access import StoreError, read_store
-from analytics.window import Window
 from cliffwatch import settings
-from orchestrator.errors import OrchestratorError
-from telemetry.conventions import CapPolicy, IncidentKind, RunStatus
-from telemetry.schema import INCIDENT_STATUSES
+from cliffwatch.analytics.errors import AnalyticsError, UnknownTaskClassError
+from cliffwatch.analytics.incidents import list_incidents
+from cliffwatch.analytics.percentiles import cost_percentiles
+from cliffwatch.analytics.plain import plain_rows, plain_value
+from cliffwatch.analytics.report_render import ReportFormat
+from cliffwatch.analytics.runs import list_runs
+from cliffwatch.analytics.store_access import StoreError, read_store
+from cliffwatch.analytics.window import Window
+from cliffwatch.orchestrator.errors import OrchestratorError
+from cliffwatch.telemetry.conventions import CapPolicy, IncidentKind, RunStatus
+from cliffwatch.telemetry.schema import INCIDENT_STATUSES
 
 USER_ERRORS: tuple[type[Exception], ...] = (
     StoreError,
@@ -206,7 +206,7 @@ def _writable_store(db: Path | None) -> Path:
 
 def _remove_store(path: Path) -> None:
     """Delete a cliffwatch store with its WAL and spill files (already checked to be ours)."""
-    from telemetry.spill import spill_dir
+    from cliffwatch.telemetry.spill import spill_dir
 
     for extra in (path, path.with_name(path.name + ".wal")):
         extra.unlink(missing_ok=True)
@@ -482,7 +482,7 @@ NoteOption = Annotated[
 
 
 def _triage(db: Path | None, incident_id: str, status: str, note: str | None) -> None:
-    from analytics.triage import set_incident_status
+    from cliffwatch.analytics.triage import set_incident_status
 
     done = set_incident_status(settings.db_path(db), incident_id, status, note)
     line = f"{done.incident_id}: {done.previous_status} -> {done.status}"
@@ -547,7 +547,7 @@ def demo(
                 f"{path} already holds runs: --fresh replaces it with a new demo, "
                 "--append adds to it"
             )
-    from orchestrator.demo import run_demo  # litellm: import only when needed
+    from cliffwatch.orchestrator.demo import run_demo  # litellm: import only when needed
 
     with Progress(
         TextColumn("simulating runs"),
@@ -620,11 +620,11 @@ def run(
         raise CliError("the task is empty")
     path = _writable_store(db)
     # litellm and the OTel SDK load only when a run is asked for.
-    from orchestrator.demo import DEMO_TIME_SCALE
-    from orchestrator.runner import orchestrate
-    from orchestrator.sim_provider import is_sim_model, register_sim_provider
-    from orchestrator.workload import Task, load_workload
-    from telemetry.tracing import configure_tracing
+    from cliffwatch.orchestrator.demo import DEMO_TIME_SCALE
+    from cliffwatch.orchestrator.runner import orchestrate
+    from cliffwatch.orchestrator.sim_provider import is_sim_model, register_sim_provider
+    from cliffwatch.orchestrator.workload import Task, load_workload
+    from cliffwatch.telemetry.tracing import configure_tracing
 
     workload = load_workload()
     if task_class not in workload.names:
@@ -689,7 +689,7 @@ def dashboard(
     ] = DEFAULT_DASHBOARD_PORT,
 ) -> None:
     """Open the Streamlit dashboard on the store (headless; prints the URL)."""
-    import dashboard as dashboard_pkg
+    import cliffwatch.dashboard as dashboard_pkg
 
     path = settings.db_path(db).resolve()
     with read_store(path):
@@ -729,7 +729,7 @@ TaskClassAttrOption = Annotated[
 def _mapping_config(task_class_attr: list[str] | None) -> Any:
     """The OTLP mapping for ``serve`` and ``ingest``: the task class rule from the option,
     else from the setting, else the default."""
-    from telemetry.otlp_mapping import MappingConfig
+    from cliffwatch.telemetry.otlp_mapping import MappingConfig
 
     attributes = tuple(task_class_attr or ()) or settings.task_class_attributes()
     return MappingConfig(task_class_attributes=attributes) if attributes else MappingConfig()
@@ -764,7 +764,7 @@ def serve(
     """
     import signal
 
-    from telemetry.receiver import OtlpReceiver, ReceiverConfig, ReceiverError
+    from cliffwatch.telemetry.receiver import OtlpReceiver, ReceiverConfig, ReceiverError
 
     path = _writable_store(db)
     config = ReceiverConfig(
@@ -827,7 +827,7 @@ def ingest(
     task_class_attr: TaskClassAttrOption = None,
 ) -> None:
     """Import OTLP trace files into the store; importing the same spans again adds nothing."""
-    from telemetry.ingest import IngestError, ingest_files
+    from cliffwatch.telemetry.ingest import IngestError, ingest_files
 
     path = _writable_store(db)
     err = Console(stderr=True)
@@ -876,7 +876,7 @@ def findings(
     fmt: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """The handbook's anti-patterns in your runs, with evidence and projected yearly saving."""
-    from analytics.findings import find_findings, findings_records
+    from cliffwatch.analytics.findings import find_findings, findings_records
 
     window = Window.parse(since, until)
     with _store(db) as con:
@@ -924,7 +924,7 @@ def alerts(
 ) -> None:
     """Alerts (incidents, threshold rules) and their webhook deliveries: status, attempts,
     last error. Exit code 1 when a --retry delivery failed."""
-    from telemetry.alerts import deliver_now, list_alerts
+    from cliffwatch.telemetry.alerts import deliver_now, list_alerts
 
     summary = None
     if retry:
@@ -1040,15 +1040,15 @@ def replay(
     ] = ReplayFormat.TABLE,
 ) -> None:
     """Replay a run from its spans: its timeline, and what other limits would have done."""
-    from analytics.replay import LimitsOverride, compare_runs
-    from analytics.replay import replay as replay_run
+    from cliffwatch.analytics.replay import LimitsOverride, compare_runs
+    from cliffwatch.analytics.replay import replay as replay_run
 
     override = LimitsOverride.parse(max_workers, ceiling_usd, policy.value if policy else None)
     with _store(db) as con:
         rp = replay_run(con, run_id, override)
     comparison, new_id, live_data = None, None, None
     if live:
-        from orchestrator.rerun import rerun_live  # litellm: only for a live run
+        from cliffwatch.orchestrator.rerun import rerun_live  # litellm: only for a live run
 
         done = rerun_live(settings.db_path(db), rp.run, rp.counterfactual.limits, seed=seed)
         new_id = done.result.run_id
@@ -1083,8 +1083,8 @@ def whatif(
 ) -> None:
     """Replay every run of a window under other limits: per class, runs affected, spend and
     P50/P95/P99 before and after, saving, and the saving over a year."""
-    from analytics.replay import LimitsOverride
-    from analytics.whatif import what_if
+    from cliffwatch.analytics.replay import LimitsOverride
+    from cliffwatch.analytics.whatif import what_if
 
     if max_workers is None and ceiling_usd is None and policy is None:
         raise CliError("give at least one of --max-workers, --ceiling-usd, --policy")
@@ -1154,10 +1154,10 @@ def report(
 ) -> None:
     """Write a cost report: runs and spend, P50/P95/P99 and cliff ratio per class,
     incidents, what-if at each class's configured cap, spend by model and role."""
-    from analytics.report import build_report
-    from analytics.report_render import write_report
-    from orchestrator.errors import ConfigError
-    from orchestrator.workload import load_workload
+    from cliffwatch.analytics.report import build_report
+    from cliffwatch.analytics.report_render import write_report
+    from cliffwatch.orchestrator.errors import ConfigError
+    from cliffwatch.orchestrator.workload import load_workload
 
     try:  # the what-if uses each class's configured cap; else its latest recorded one
         class_limits = {c.name: c.config.limits for c in load_workload().classes}

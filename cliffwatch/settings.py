@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cliffwatch.errors import CliffwatchError
+
 DEFAULT_DB_PATH = Path("data") / "cliffwatch.duckdb"
 """The default store, relative to the working directory (git-ignored in the repo)."""
 
@@ -32,7 +34,8 @@ it, before it spills (writer) or reports the store busy (reader). Default 10."""
 CLIFFWATCH_PRICE_OVERRIDES = "CLIFFWATCH_PRICE_OVERRIDES"
 """Path of a JSON file of extra model prices, in litellm's model_cost format
 (``{"my-model": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}}``).
-Default: ``data/prices.json`` when it exists."""
+Default: none. Overrides come only from this setting, never from a file that happens to sit
+in the working directory."""
 
 OTEL_EXPORTER_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 """Standard OTel variable: when set, every span also goes to this OTLP/HTTP endpoint."""
@@ -59,7 +62,7 @@ TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
 
 
-class SettingError(ValueError):
+class SettingError(CliffwatchError, ValueError):
     """An environment variable holds a value cliffwatch cannot use."""
 
 
@@ -114,10 +117,7 @@ def lock_timeout_s() -> float:
 def price_overrides_path() -> Path | None:
     """The price override file, or None when there is none."""
     env = os.environ.get(CLIFFWATCH_PRICE_OVERRIDES)
-    if env:
-        return Path(env)
-    default = Path("data") / "prices.json"
-    return default if default.exists() else None
+    return Path(env) if env else None
 
 
 def otlp_endpoint() -> str | None:

@@ -12,7 +12,7 @@ beside the entry point as a v1 multipage app until some session has run
 
 import streamlit as st
 
-from dashboard import filters, queries
+from cliffwatch.dashboard import filters, queries
 
 st.set_page_config(page_title="cliffwatch", layout="wide")
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from analytics.window import Window, WindowError
+from cliffwatch.analytics.window import Window, WindowError
 
 ALL_TIME = "all"
 SINCE_CHOICES: tuple[str, ...] = (ALL_TIME, "24h", "7d", "30d")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analytics.replay import LimitsOverride
+from cliffwatch.analytics.replay import LimitsOverride
 
 POLICIES: tuple[str, ...] = ("reject", "replan", "truncate")
 """The cap policies offered (``telemetry.conventions.CapPolicy``'s values)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from analytics.replay import LimitsOverride
+from cliffwatch.analytics.replay import LimitsOverride
 
 REPLAY_PAGE = "views/replay.py"
 """The Replay page's source, relative to app.py (what ``st.page_link`` takes)."""

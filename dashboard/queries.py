@@ -22,18 +22,23 @@ from typing import Any, TypeVar
 import polars as pl
 import streamlit as st
 
-from analytics.errors import AnalyticsError
-from analytics.incidents import list_incidents
-from analytics.percentiles import (
+from cliffwatch import settings
+from cliffwatch.analytics.errors import AnalyticsError
+from cliffwatch.analytics.incidents import list_incidents
+from cliffwatch.analytics.percentiles import (
     cap_start_date,
     cost_percentiles,
     daily_percentiles,
     overall_percentiles,
 )
-from analytics.runs import get_run, list_runs, run_spans, task_classes
-from analytics.store_access import StoreBusyError, StoreError, StoreNotFoundError, read_store
-from cliffwatch import settings
-from dashboard.filters import Filters
+from cliffwatch.analytics.runs import get_run, list_runs, run_spans, task_classes
+from cliffwatch.analytics.store_access import (
+    StoreBusyError,
+    StoreError,
+    StoreNotFoundError,
+    read_store,
+)
+from cliffwatch.dashboard.filters import Filters
 
 T = TypeVar("T")
 

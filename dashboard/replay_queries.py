@@ -27,12 +27,13 @@ from typing import Any
 import polars as pl
 import streamlit as st
 
-from analytics.replay import LimitsOverride, Replay, replay
-from analytics.store_access import read_store
-from analytics.whatif import WhatIf, what_if
 from cliffwatch import settings
-from dashboard.filters import Filters
-from dashboard.queries import CACHE_TTL_S, store_path
+from cliffwatch.analytics.replay import LimitsOverride, Replay, replay
+from cliffwatch.analytics.store_access import read_store
+from cliffwatch.analytics.whatif import WhatIf, what_if
+from cliffwatch.dashboard.filters import Filters
+from cliffwatch.dashboard.queries import CACHE_TTL_S, store_path
+from cliffwatch.errors import CliffwatchError
 
 LIVE_RERUN_TIMEOUT_S = 600
 """Longest a live re-run may take (a real provider's run can take minutes)."""
@@ -43,7 +44,7 @@ REPORT_TIMEOUT_S = 300
 _CLI = "from cliffwatch.cli import main; main()"
 
 
-class ActionError(Exception):
+class ActionError(CliffwatchError):
     """A live re-run or a report that could not be made; the message is one line."""
 
 

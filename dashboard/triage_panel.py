@@ -11,9 +11,9 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from analytics.store_access import StoreError
-from analytics.triage import INCIDENT_STATUSES, set_incident_status
-from dashboard.queries import store_path
+from cliffwatch.analytics.store_access import StoreError
+from cliffwatch.analytics.triage import INCIDENT_STATUSES, set_incident_status
+from cliffwatch.dashboard.queries import store_path
 
 MAX_NOTE_CHARS = 2000
 """Longest note the form takes (the store refuses longer ones)."""

@@ -41,8 +41,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
-from orchestrator.errors import CostCeilingError, CostCliffError
-from orchestrator.guard import Guard, cliffwatch_guard
+from cliffwatch.orchestrator.errors import CostCeilingError, CostCliffError
+from cliffwatch.orchestrator.guard import Guard, cliffwatch_guard
 
 
 class RunState(TypedDict, total=False):

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.dispatch import Limits
-from orchestrator.errors import ConfigError
-from telemetry.conventions import CapPolicy
+from cliffwatch.orchestrator.dispatch import Limits
+from cliffwatch.orchestrator.errors import ConfigError
+from cliffwatch.telemetry.conventions import CapPolicy
 
 DEFAULT_PLANNER_MODEL = "sim/claude-sonnet-4-5"
 DEFAULT_ROUTINE_MODEL = "sim/gpt-4o-mini"

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from orchestrator.errors import ConfigError
-from orchestrator.runner import RunResult, aorchestrate, drain_provider_logging
-from orchestrator.sim_provider import register_sim_provider
-from orchestrator.workload import Task, TaskClass, Workload, load_workload
+from cliffwatch.orchestrator.errors import ConfigError
+from cliffwatch.orchestrator.runner import RunResult, aorchestrate, drain_provider_logging
+from cliffwatch.orchestrator.sim_provider import register_sim_provider
+from cliffwatch.orchestrator.workload import Task, TaskClass, Workload, load_workload
 
 DEMO_TIME_SCALE = 0.02
 """Real seconds per simulated second in the demo: a 40 s simulated run sleeps 0.8 s.
@@ -170,7 +170,7 @@ def run_demo(
     Raises:
         ConfigError: a bad argument or workload file.
     """
-    from telemetry.tracing import configure_tracing  # duckdb: only when a demo runs
+    from cliffwatch.telemetry.tracing import configure_tracing  # duckdb: only when a demo runs
 
     if concurrency < 1:
         raise ConfigError(f"concurrency must be >= 1, got {concurrency}")

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from orchestrator.errors import ConfigError
-from telemetry.conventions import Breach, CapPolicy
+from cliffwatch.orchestrator.errors import ConfigError
+from cliffwatch.telemetry.conventions import Breach, CapPolicy
 
 
 class Difficulty(StrEnum):

@@ -8,8 +8,10 @@ one line; nothing here formats for a terminal.
 
 from __future__ import annotations
 
+from cliffwatch.errors import CliffwatchError
 
-class OrchestratorError(RuntimeError):
+
+class OrchestratorError(CliffwatchError, RuntimeError):
     """Base of every error the orchestrator raises on purpose."""
 
 

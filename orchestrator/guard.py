@@ -6,7 +6,7 @@ aorchestrate` uses (:class:`orchestrator.dispatch.DispatchGuard`, one implementa
 where *they* dispatch, and records what happened as one cliffwatch run, so a team that
 only uses the guard still gets P50/P95/P99 per task class, incidents and alerts::
 
-    from orchestrator.guard import cliffwatch_guard
+    from cliffwatch.orchestrator.guard import cliffwatch_guard
 
     with cliffwatch_guard("research", max_workers=8, ceiling_usd=0.50) as guard:
         approved = guard.check_plan(subtasks)      # CostCliffError over the cap
@@ -56,8 +56,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from cliffwatch import settings
-from orchestrator import span_attrs as sa
-from orchestrator.dispatch import (
+from cliffwatch.orchestrator import span_attrs as sa
+from cliffwatch.orchestrator.dispatch import (
     Action,
     Difficulty,
     DispatchGuard,
@@ -66,12 +66,17 @@ from orchestrator.dispatch import (
     PlanVerdict,
     survived_breach,
 )
-from orchestrator.errors import ConfigError, CostCeilingError, CostCliffError, OrchestratorError
-from orchestrator.routing import estimate_call_usd
-from telemetry import conventions as cv
-from telemetry.conventions import Breach, CapPolicy, CostSource, Role, RunStatus
-from telemetry.pricing import CallCost, cost_of
-from telemetry.tracing import Tracing, configure_tracing
+from cliffwatch.orchestrator.errors import (
+    ConfigError,
+    CostCeilingError,
+    CostCliffError,
+    OrchestratorError,
+)
+from cliffwatch.orchestrator.routing import estimate_call_usd
+from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry.conventions import Breach, CapPolicy, CostSource, Role, RunStatus
+from cliffwatch.telemetry.pricing import CallCost, cost_of
+from cliffwatch.telemetry.tracing import Tracing, configure_tracing
 
 T = TypeVar("T")
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.dispatch import Difficulty
-from orchestrator.errors import PlanError
+from cliffwatch.orchestrator.dispatch import Difficulty
+from cliffwatch.orchestrator.errors import PlanError
 
 Message = dict[str, str]
 

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from orchestrator.config import TaskClassConfig
-from orchestrator.demo import DEMO_TIME_SCALE
-from orchestrator.dispatch import Limits
-from orchestrator.errors import ConfigError, OrchestratorError
-from orchestrator.runner import RunResult, orchestrate
-from orchestrator.sim_provider import is_sim_model, register_sim_provider
-from orchestrator.workload import Task, Workload, load_workload
+from cliffwatch.orchestrator.config import TaskClassConfig
+from cliffwatch.orchestrator.demo import DEMO_TIME_SCALE
+from cliffwatch.orchestrator.dispatch import Limits
+from cliffwatch.orchestrator.errors import ConfigError, OrchestratorError
+from cliffwatch.orchestrator.runner import RunResult, orchestrate
+from cliffwatch.orchestrator.sim_provider import is_sim_model, register_sim_provider
+from cliffwatch.orchestrator.workload import Task, Workload, load_workload
 
 
 class RerunError(OrchestratorError):
@@ -187,7 +187,7 @@ def rerun_live(
     scale = time_scale if time_scale is not None else (DEMO_TIME_SCALE if all_sim else 1.0)
     if any(is_sim_model(m) for m in models):
         register_sim_provider(chosen_seed, scale, models=models)
-    from telemetry.tracing import configure_tracing  # duckdb: only when a run is made
+    from cliffwatch.telemetry.tracing import configure_tracing  # duckdb: only when a run is made
 
     tracing = configure_tracing(Path(db_path))
     try:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from orchestrator import prompts
-from orchestrator.config import TaskClassConfig
-from orchestrator.dispatch import Difficulty, PlannedSubTask
-from telemetry.pricing import import_litellm, price_for
+from cliffwatch.orchestrator import prompts
+from cliffwatch.orchestrator.config import TaskClassConfig
+from cliffwatch.orchestrator.dispatch import Difficulty, PlannedSubTask
+from cliffwatch.telemetry.pricing import import_litellm, price_for
 
 SYNTHESIS_FRAMING_TOKENS = 32
 """Tokens a result's heading (``### 3. <title>``) adds to the synthesis prompt, budgeted

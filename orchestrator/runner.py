@@ -32,22 +32,27 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from cliffwatch import settings
-from orchestrator import prompts
-from orchestrator import span_attrs as sa
-from orchestrator.config import TaskClassConfig
-from orchestrator.dispatch import Action, DispatchGuard, PlanVerdict, survived_breach
-from orchestrator.errors import CostCeilingError, CostCliffError, OrchestratorError, PlanError
-from orchestrator.routing import (
+from cliffwatch.orchestrator import prompts
+from cliffwatch.orchestrator import span_attrs as sa
+from cliffwatch.orchestrator.config import TaskClassConfig
+from cliffwatch.orchestrator.dispatch import Action, DispatchGuard, PlanVerdict, survived_breach
+from cliffwatch.orchestrator.errors import (
+    CostCeilingError,
+    CostCliffError,
+    OrchestratorError,
+    PlanError,
+)
+from cliffwatch.orchestrator.routing import (
     Reserve,
     RoutedPlan,
     count_prompt_tokens,
     post_worker_reserve,
     route_plan,
 )
-from orchestrator.workload import Task
-from telemetry import conventions as cv
-from telemetry.conventions import Breach, CostSource, Role, RunStatus
-from telemetry.pricing import CallCost, cost_of, import_litellm
+from cliffwatch.orchestrator.workload import Task
+from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry.conventions import Breach, CostSource, Role, RunStatus
+from cliffwatch.telemetry.pricing import CallCost, cost_of, import_litellm
 
 BACKSTOP_SLACK_S = 30.0
 """Real seconds ``asyncio.wait_for`` waits past a call's own timeout before cancelling it.

@@ -42,9 +42,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator import prompts
-from orchestrator.errors import ConfigError
-from telemetry.pricing import import_litellm
+from cliffwatch.orchestrator import prompts
+from cliffwatch.orchestrator.errors import ConfigError
+from cliffwatch.telemetry.pricing import import_litellm
 
 PROVIDER = "sim"
 """The litellm provider name: model strings are ``sim/<real model>``."""

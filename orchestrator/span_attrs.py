@@ -16,10 +16,10 @@ from typing import Any
 
 from opentelemetry.trace import Status, StatusCode
 
-from orchestrator.dispatch import Limits, PlannedSubTask
-from telemetry import conventions as cv
-from telemetry.conventions import Breach, Role, RunStatus
-from telemetry.pricing import CallCost
+from cliffwatch.orchestrator.dispatch import Limits, PlannedSubTask
+from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry.conventions import Breach, Role, RunStatus
+from cliffwatch.telemetry.pricing import CallCost
 
 Attributes = dict[str, Any]
 """Span attributes: ``{attribute name: str | int | float | bool value}``."""

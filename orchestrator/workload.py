@@ -15,14 +15,17 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import TaskClassConfig
-from orchestrator.errors import ConfigError
+from cliffwatch.orchestrator.config import TaskClassConfig
+from cliffwatch.orchestrator.errors import ConfigError
 
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-"""The repository's ``data/`` directory (workload.toml, inputs/)."""
+DEFAULT_DATA_DIR: Traversable = files("cliffwatch").joinpath("data")
+"""The bundled workload (``workload.toml``, ``inputs/``), read through importlib.resources so
+it is found inside an installed wheel as in a checkout (where it is the top-level ``data/``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +62,7 @@ class Workload:
     """Every task class of a workload, in file order."""
 
     classes: tuple[TaskClass, ...]
-    source: Path
+    source: Path | Traversable
 
     def __getitem__(self, name: str) -> TaskClass:
         for task_class in self.classes:
@@ -92,7 +95,7 @@ class Workload:
         return found
 
 
-def load_tasks(path: Path, task_class: str) -> tuple[Task, ...]:
+def load_tasks(path: Path | Traversable, task_class: str) -> tuple[Task, ...]:
     """Read ``{"id", "input"}`` lines of ``path`` as tasks of ``task_class``.
 
     Blank lines are skipped.
@@ -123,7 +126,8 @@ def load_tasks(path: Path, task_class: str) -> tuple[Task, ...]:
 
 
 def _class_from_table(
-    name: str, table: Mapping[str, Any], defaults: Mapping[str, Any], inputs_dir: Path
+    name: str, table: Mapping[str, Any], defaults: Mapping[str, Any],
+    inputs_dir: Path | Traversable,
 ) -> TaskClass:
     if not isinstance(table, Mapping):
         raise ConfigError(f"classes.{name} must be a table")
@@ -133,7 +137,7 @@ def _class_from_table(
         raise ConfigError(f"{name}: weight must be a number >= 0")
     config = TaskClassConfig.from_mapping(name, values)
     path = inputs_dir / f"{name}.jsonl"
-    if not path.exists():
+    if not path.is_file():
         raise ConfigError(f"{name}: no inputs file {path}")
     tasks = load_tasks(path, name)
     if not tasks:
@@ -145,13 +149,14 @@ def load_workload(data_dir: str | os.PathLike[str] | None = None) -> Workload:
     """Load ``<data_dir>/workload.toml`` and ``<data_dir>/inputs/<class>.jsonl``.
 
     Args:
-        data_dir: directory holding the files; default the repository's ``data/``.
+        data_dir: directory holding the files; default the bundled workload
+            (:data:`DEFAULT_DATA_DIR`).
 
     Raises:
         ConfigError: a missing file, bad TOML, an unknown setting, a bad value or a bad
             input line, in one line naming the file (and class or line).
     """
-    root = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
+    root: Path | Traversable = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
     path = root / "workload.toml"
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -47,8 +47,8 @@ from urllib.parse import urlsplit
 import duckdb
 
 from cliffwatch import settings
-from telemetry.incident_rules import RUNAWAY_MIN_RUNS
-from telemetry.schema import ALERT_DELIVERIES_DDL, ALERTS_DDL
+from cliffwatch.telemetry.incident_rules import RUNAWAY_MIN_RUNS
+from cliffwatch.telemetry.schema import ALERT_DELIVERIES_DDL, ALERTS_DDL
 
 logger = logging.getLogger("cliffwatch.alerts")
 
@@ -312,7 +312,7 @@ def deliver_soon(path: str | os.PathLike[str], pending: int) -> None:
     if pending <= 0:
         return
     try:
-        from telemetry import alerts  # here: alerts imports the store, which imports us
+        from cliffwatch.telemetry import alerts  # here: alerts imports the store, which imports us
 
         alerts.deliver_in_background(path)
     except Exception:  # noqa: BLE001 - alerting must never fail a span write

@@ -52,8 +52,8 @@ import duckdb
 import polars as pl
 
 from cliffwatch import settings
-from telemetry.alert_rules import webhook_id
-from telemetry.store import StoreBusyError, open_store, write_lock
+from cliffwatch.telemetry.alert_rules import webhook_id
+from cliffwatch.telemetry.store import StoreBusyError, open_store, write_lock
 
 logger = logging.getLogger("cliffwatch.alerts")
 

@@ -31,10 +31,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from cliffwatch.settings import lock_timeout_s
-from telemetry import spill
-from telemetry.records import SpanRecord
-from telemetry.sdk_mapping import record_from_sdk_span
-from telemetry.store import StoreBusyError, write_spans
+from cliffwatch.telemetry import spill
+from cliffwatch.telemetry.records import SpanRecord
+from cliffwatch.telemetry.sdk_mapping import record_from_sdk_span
+from cliffwatch.telemetry.store import StoreBusyError, write_spans
 
 logger = logging.getLogger(__name__)
 

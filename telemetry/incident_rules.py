@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import duckdb
 
-from telemetry import conventions as cv
-from telemetry.conventions import IncidentKind
+from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry.conventions import IncidentKind
 
 RUNAWAY_MIN_RUNS = 20
 """A class's P50 is trusted for the runaway rule only over at least this many runs."""

@@ -30,16 +30,17 @@ from functools import partial
 from pathlib import Path
 from typing import IO
 
-from telemetry.otlp_decode import (
+from cliffwatch.errors import CliffwatchError
+from cliffwatch.telemetry.otlp_decode import (
     DecodedRequest,
     OtlpDecodeError,
     OtlpSpan,
     decode_json_object,
     decode_protobuf,
 )
-from telemetry.otlp_mapping import MappingConfig, map_spans
-from telemetry.records import SpanRecord
-from telemetry.store import write_spans
+from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_spans
+from cliffwatch.telemetry.records import SpanRecord
+from cliffwatch.telemetry.store import write_spans
 
 DEFAULT_BATCH_SPANS = 20_000
 """Spans mapped and written per transaction. Bigger batches amortise the per-write run
@@ -56,7 +57,7 @@ Progress = Callable[[int, int], None]
 """``progress(bytes_done, bytes_total)`` over all files, in bytes of the files as stored."""
 
 
-class IngestError(Exception):
+class IngestError(CliffwatchError):
     """A file cannot be ingested at all (missing, unreadable, not a file)."""
 
 

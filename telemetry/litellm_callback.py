@@ -1,7 +1,7 @@
 """A litellm callback that records every call into a cliffwatch store, in one line::
 
     import litellm
-    from telemetry.litellm_callback import CliffwatchLogger
+    from cliffwatch.telemetry.litellm_callback import CliffwatchLogger
 
     litellm.callbacks = [CliffwatchLogger("data/cliffwatch.duckdb")]
 
@@ -51,12 +51,12 @@ from pathlib import Path
 from typing import Any
 
 from cliffwatch import settings
-from telemetry import conventions as cv
-from telemetry.conventions import Role
-from telemetry.otlp_decode import OtlpSpan
-from telemetry.otlp_mapping import MappingConfig, map_span
-from telemetry.pricing import import_litellm
-from telemetry.span_writer import SpanWriter
+from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry.conventions import Role
+from cliffwatch.telemetry.otlp_decode import OtlpSpan
+from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_span
+from cliffwatch.telemetry.pricing import import_litellm
+from cliffwatch.telemetry.span_writer import SpanWriter
 
 CustomLogger = import_litellm().integrations.custom_logger.CustomLogger
 

@@ -34,7 +34,7 @@ from datetime import datetime
 
 import duckdb
 
-from telemetry import conventions as cv
+from cliffwatch.telemetry import conventions as cv
 
 
 def _root_attr(key: str, sql_type: str | None = None) -> str:

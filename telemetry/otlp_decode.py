@@ -33,6 +33,8 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from cliffwatch.errors import CliffwatchError
+
 MAX_ATTRIBUTE_VALUE_CHARS = 32_768
 """Longest string attribute value kept; longer ones are cut and marked. Prompt and output
 text can be megabytes, and none of it bears on cost: the cut keeps the store small while
@@ -55,7 +57,7 @@ _KIND_NAMES = {
 _INT64_MAX = 2**63 - 1
 
 
-class OtlpDecodeError(ValueError):
+class OtlpDecodeError(CliffwatchError, ValueError):
     """The payload as a whole is not a usable OTLP trace request (an HTTP 400)."""
 
 

@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from cliffwatch.settings import SettingError
-from telemetry import conventions as cv
-from telemetry.conventions import LLM_CALL_ROLES, CostSource, Role
-from telemetry.otlp_decode import OtlpSpan, SpanRejection
-from telemetry.pricing import cost_of
-from telemetry.records import SpanRecord
+from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry.conventions import LLM_CALL_ROLES, CostSource, Role
+from cliffwatch.telemetry.otlp_decode import OtlpSpan, SpanRejection
+from cliffwatch.telemetry.pricing import cost_of
+from cliffwatch.telemetry.records import SpanRecord
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cliffwatch import settings
-from telemetry.conventions import CostSource
+from cliffwatch.telemetry.conventions import CostSource
 
 _lock = threading.Lock()
 
@@ -72,11 +72,10 @@ def _overrides(path: str | None) -> dict[str, dict[str, Any]]:
 
 
 @cache
-def _default_overrides(env_value: str | None, cwd: str) -> dict[str, dict[str, Any]]:
-    # Keyed on what settings.price_overrides_path() depends on, so the file system is
-    # asked once per (setting, working directory), not on every priced call (it was
-    # ~10% of a demo's CPU).
-    del env_value, cwd
+def _default_overrides(env_value: str | None) -> dict[str, dict[str, Any]]:
+    # Keyed on the setting, so the file is read once per value, not on every priced call
+    # (it was ~10% of a demo's CPU).
+    del env_value
     path = settings.price_overrides_path()
     return _overrides(str(path) if path else None)
 
@@ -113,8 +112,7 @@ def price_for(model: str | None, overrides_path: Path | None = None) -> Price | 
     if overrides_path is not None:
         overrides = _overrides(str(overrides_path))
     else:
-        overrides = _default_overrides(os.environ.get(settings.CLIFFWATCH_PRICE_OVERRIDES),
-                                       os.getcwd())
+        overrides = _default_overrides(os.environ.get(settings.CLIFFWATCH_PRICE_OVERRIDES))
     for key in _candidates(model):
         if key in overrides:
             price = _entry_price(key, overrides[key])

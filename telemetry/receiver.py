@@ -50,7 +50,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from cliffwatch import settings
-from telemetry.otlp_decode import (
+from cliffwatch.errors import CliffwatchError
+from cliffwatch.telemetry.otlp_decode import (
     CONTENT_TYPE_JSON,
     CONTENT_TYPE_PROTOBUF,
     OtlpDecodeError,
@@ -61,10 +62,10 @@ from telemetry.otlp_decode import (
     decompress_body,
     media_type,
 )
-from telemetry.otlp_mapping import MappingConfig, map_spans
-from telemetry.pricing import import_litellm
-from telemetry.span_writer import SpanWriter
-from telemetry.store import write_spans
+from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_spans
+from cliffwatch.telemetry.pricing import import_litellm
+from cliffwatch.telemetry.span_writer import SpanWriter
+from cliffwatch.telemetry.store import write_spans
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ MAX_REJECTIONS_IN_MESSAGE = 3
 _RPC_CODES = {400: 3, 401: 16, 404: 5, 405: 12, 411: 3, 413: 8, 415: 3, 503: 14}
 
 
-class ReceiverError(Exception):
+class ReceiverError(CliffwatchError):
     """The receiver cannot start (the port is taken, the host does not resolve)."""
 
 

@@ -27,9 +27,9 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from telemetry.otlp_decode import OtlpSpan
-from telemetry.otlp_mapping import MappingConfig, map_span
-from telemetry.records import SpanRecord
+from cliffwatch.telemetry.otlp_decode import OtlpSpan
+from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_span
+from cliffwatch.telemetry.records import SpanRecord
 
 _STATUS = {StatusCode.UNSET: "unset", StatusCode.OK: "ok", StatusCode.ERROR: "error"}
 

@@ -22,9 +22,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from telemetry import spill
-from telemetry.records import SpanRecord
-from telemetry.store import StoreBusyError, WriteResult, write_spans
+from cliffwatch.telemetry import spill
+from cliffwatch.telemetry.records import SpanRecord
+from cliffwatch.telemetry.store import StoreBusyError, WriteResult, write_spans
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from telemetry.records import ARROW_SCHEMA, SpanRecord, records_to_arrow
+from cliffwatch.telemetry.records import ARROW_SCHEMA, SpanRecord, records_to_arrow
 
 logger = logging.getLogger(__name__)
 

@@ -32,9 +32,10 @@ import duckdb
 import pyarrow as pa
 
 from cliffwatch import settings
-from telemetry import alert_rules, incident_rules, materialise, spill
-from telemetry.records import SPAN_RECORD_FIELDS, SpanRecord, records_to_arrow
-from telemetry.schema import DDL, META_TABLE, SCHEMA_VERSION
+from cliffwatch.errors import CliffwatchError
+from cliffwatch.telemetry import alert_rules, incident_rules, materialise, spill
+from cliffwatch.telemetry.records import SPAN_RECORD_FIELDS, SpanRecord, records_to_arrow
+from cliffwatch.telemetry.schema import DDL, META_TABLE, SCHEMA_VERSION
 
 # Backoff: the first retry after about 5 ms (a writer holds the file for a few ms per
 # batch), doubling up to 100 ms so a long holder is polled ten times a second, with
@@ -58,7 +59,7 @@ BATCH_VIEW = "cliff_batch"
 """Name the Arrow batch is registered under during a write (touched traces come from it)."""
 
 
-class StoreError(Exception):
+class StoreError(CliffwatchError):
     """A cliffwatch store cannot be used; the message is one line naming the path."""
 
 

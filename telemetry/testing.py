@@ -7,8 +7,8 @@ A cliffwatch run is one trace: a root span (role ``run``) with a ``plan`` call, 
 (same roles, ``gen_ai.*`` and ``cliff.*`` attributes, run attributes on the root span),
 from the per-call costs you give, so a store built with::
 
-    from telemetry.store import write_spans
-    from telemetry.testing import make_run_records, ns_at
+    from cliffwatch.telemetry.store import write_spans
+    from cliffwatch.telemetry.testing import make_run_records, ns_at
 
     records = make_run_records(
         task_class="research",
@@ -51,9 +51,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from telemetry import conventions as cv
-from telemetry.conventions import Breach, CostSource, Role, RunStatus
-from telemetry.records import SpanRecord
+from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry.conventions import Breach, CostSource, Role, RunStatus
+from cliffwatch.telemetry.records import SpanRecord
 
 NS_PER_MS = 1_000_000
 

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.trace import Tracer
 
 from cliffwatch import settings
-from telemetry.exporter import DuckDBSpanExporter
+from cliffwatch.telemetry.exporter import DuckDBSpanExporter
 
 INSTRUMENTATION_NAME = "cliffwatch"
 OTLP_TRACES_PATH = "/v1/traces"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from telemetry.schema import INCIDENT_STATUSES
-from telemetry.store import StoreError, StoreNotFoundError, open_store
+from cliffwatch.telemetry.schema import INCIDENT_STATUSES
+from cliffwatch.telemetry.store import StoreError, StoreNotFoundError, open_store
 
 MAX_NOTE_CHARS = 2000
 """Longest triage note kept; a longer one is refused (a note is a line or two, not a log)."""

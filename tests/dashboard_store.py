@@ -20,9 +20,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from telemetry.records import SpanRecord
-from telemetry.store import write_spans
-from telemetry.testing import make_run_records, make_runs_costing, ns_at
+from cliffwatch.telemetry.records import SpanRecord
+from cliffwatch.telemetry.store import write_spans
+from cliffwatch.telemetry.testing import make_run_records, make_runs_costing, ns_at
 
 HOUR_S = 3600.0
 FIRST_DAY = "2026-11-01"

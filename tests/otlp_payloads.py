@@ -17,7 +17,7 @@ from typing import Any
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from telemetry.records import SpanRecord
+from cliffwatch.telemetry.records import SpanRecord
 
 _STATUS = {"unset": 0, "ok": 1, "error": 2}
 

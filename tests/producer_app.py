@@ -48,7 +48,7 @@ def expected_run() -> tuple[int, int, float]:
     as the fake server reports them, prices from ``litellm.model_cost``."""
     from fake_openai import usage_for
 
-    from telemetry.pricing import import_litellm
+    from cliffwatch.telemetry.pricing import import_litellm
 
     model_cost = import_litellm().model_cost
     tin_total = tout_total = 0
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     with serve_fake_openai() as base_url:
         if args.producer == "litellm":
             os.environ["USE_OTEL_LITELLM_REQUEST_SPAN"] = "true"  # a child span per call
-            from telemetry.pricing import import_litellm
+            from cliffwatch.telemetry.pricing import import_litellm
 
             litellm = import_litellm()
             litellm.callbacks = ["otel"]  # litellm's own OTel callback, on the global SDK

@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import TaskClassConfig
-from orchestrator.runner import RunResult, aorchestrate
-from orchestrator.sim_provider import register_sim_provider
-from orchestrator.workload import load_workload
-from telemetry import conventions as cv
-from telemetry.records import SpanRecord
-from telemetry.testing import llm_call_record, ns_at
+from cliffwatch.orchestrator.config import TaskClassConfig
+from cliffwatch.orchestrator.runner import RunResult, aorchestrate
+from cliffwatch.orchestrator.sim_provider import register_sim_provider
+from cliffwatch.orchestrator.workload import load_workload
+from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry.records import SpanRecord
+from cliffwatch.telemetry.testing import llm_call_record, ns_at
 
 TIME_SCALE = 1e-4
 STARTED = "2026-11-01T00:00:00"
@@ -75,7 +75,7 @@ class OrchestratedStore:
 
 
 async def _run_all(path: Path, runs: int) -> OrchestratedStore:
-    from telemetry.tracing import configure_tracing
+    from cliffwatch.telemetry.tracing import configure_tracing
 
     workload = load_workload()
     register_sim_provider(0, TIME_SCALE, models=sorted(workload.models()))

@@ -20,12 +20,12 @@ import pytest
 from webhook_receiver import WebhookReceiver
 
 from cliffwatch import settings
-from orchestrator.errors import CostCliffError
-from orchestrator.guard import cliffwatch_guard
-from telemetry import alert_rules
-from telemetry.alerts import deliver_now, list_alerts, wait_for_deliveries
-from telemetry.store import open_store, write_spans
-from telemetry.testing import make_run_records, make_runs_costing, ns_at
+from cliffwatch.orchestrator.errors import CostCliffError
+from cliffwatch.orchestrator.guard import cliffwatch_guard
+from cliffwatch.telemetry import alert_rules
+from cliffwatch.telemetry.alerts import deliver_now, list_alerts, wait_for_deliveries
+from cliffwatch.telemetry.store import open_store, write_spans
+from cliffwatch.telemetry.testing import make_run_records, make_runs_costing, ns_at
 
 ROOT = Path(__file__).resolve().parent.parent
 HOUR_NS = 3600 * 10**9
@@ -162,7 +162,8 @@ def test_nothing_is_delivered_twice_by_two_processes_or_a_restart(
     for seed in range(10, 18):  # hours apart: no breaches-per-hour rule fires
         write_spans(db, cap_breach(seed, started_at_ns=ns_at("2026-11-01T00:00") + seed * HOUR_NS))
     assert len(alerts(db, status="pending")) == 8
-    code = f"from telemetry.alerts import deliver_now; print(deliver_now({str(db)!r}).delivered)"
+    code = ("from cliffwatch.telemetry.alerts import deliver_now; "
+            f"print(deliver_now({str(db)!r}).delivered)")
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -313,7 +314,7 @@ def test_a_cap_breach_ingested_over_otlp_is_alerted(receiver: WebhookReceiver, d
 
     from otlp_payloads import request_json, to_protobuf
 
-    from telemetry.receiver import OtlpReceiver, ReceiverConfig
+    from cliffwatch.telemetry.receiver import OtlpReceiver, ReceiverConfig
 
     records = cap_breach(80)
     with OtlpReceiver(db, ReceiverConfig(port=0)) as rx:
@@ -329,8 +330,8 @@ def test_a_cap_breach_ingested_over_otlp_is_alerted(receiver: WebhookReceiver, d
 
 EXIT_SCRIPT = """
 import sys
-from orchestrator.guard import Guard
-from telemetry.tracing import configure_tracing
+from cliffwatch.orchestrator.guard import Guard
+from cliffwatch.telemetry.tracing import configure_tracing
 tracing = configure_tracing(sys.argv[1], otlp_endpoint=None)
 flush = sys.argv[2] == "flush"
 guard = Guard("x", tracing=tracing, flush_on_close=flush, raise_on_breach=False).start()

@@ -6,8 +6,8 @@ from datetime import datetime
 
 import pytest
 
-from analytics.errors import RunNotFoundError, UnknownTaskClassError
-from analytics.runs import (
+from cliffwatch.analytics.errors import RunNotFoundError, UnknownTaskClassError
+from cliffwatch.analytics.runs import (
     RUN_LIST_COLUMNS,
     get_run,
     list_runs,
@@ -15,10 +15,10 @@ from analytics.runs import (
     run_spans,
     task_classes,
 )
-from analytics.store_access import read_store
-from analytics.window import Window
-from telemetry.store import write_spans
-from telemetry.testing import llm_call_record, make_run_records, make_runs_costing, ns_at
+from cliffwatch.analytics.store_access import read_store
+from cliffwatch.analytics.window import Window
+from cliffwatch.telemetry.store import write_spans
+from cliffwatch.telemetry.testing import llm_call_record, make_run_records, make_runs_costing, ns_at
 
 CAPPED = "a" * 32
 BREACHED = "b" * 32

@@ -8,12 +8,12 @@ import plotly.graph_objects as go
 import polars as pl
 import pytest
 
-from analytics.charts import cost_distribution, daily_trend, run_waterfall, usd_axis
-from analytics.percentiles import cap_start_date, cost_percentiles, daily_percentiles
-from analytics.runs import list_runs, run_spans
-from analytics.store_access import read_store
-from telemetry.store import write_spans
-from telemetry.testing import make_run_records, make_runs_costing, ns_at
+from cliffwatch.analytics.charts import cost_distribution, daily_trend, run_waterfall, usd_axis
+from cliffwatch.analytics.percentiles import cap_start_date, cost_percentiles, daily_percentiles
+from cliffwatch.analytics.runs import list_runs, run_spans
+from cliffwatch.analytics.store_access import read_store
+from cliffwatch.telemetry.store import write_spans
+from cliffwatch.telemetry.testing import make_run_records, make_runs_costing, ns_at
 
 FAILED_RUN = "f" * 32
 

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from cliffwatch import settings
 from cliffwatch.cli import app
-from telemetry.store import write_spans
-from telemetry.testing import make_run_records, make_runs_costing, ns_at
+from cliffwatch.telemetry.store import write_spans
+from cliffwatch.telemetry.testing import make_run_records, make_runs_costing, ns_at
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIFFWATCH_BIN = Path(sys.executable).parent / "cliffwatch"
@@ -293,8 +293,8 @@ def test_console_script_bad_input(tmp_path) -> None:
 
 
 def _store_runs(path: Path) -> list[dict]:
-    from analytics.runs import list_runs
-    from analytics.store_access import read_store
+    from cliffwatch.analytics.runs import list_runs
+    from cliffwatch.analytics.store_access import read_store
 
     with read_store(path) as con:
         return list_runs(con).to_dicts()

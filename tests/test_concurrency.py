@@ -16,9 +16,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from telemetry import spill
-from telemetry.store import open_store, write_spans
-from telemetry.testing import make_run_records
+from cliffwatch.telemetry import spill
+from cliffwatch.telemetry.store import open_store, write_spans
+from cliffwatch.telemetry.testing import make_run_records
 
 RUNS = 40
 WORKERS = 4
@@ -26,7 +26,7 @@ SPANS_PER_RUN = WORKERS + 1
 
 WRITER = r"""
 import json, logging, os, sys, time
-from telemetry.tracing import configure_tracing
+from cliffwatch.telemetry.tracing import configure_tracing
 
 path, runs, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
@@ -36,7 +36,7 @@ class Count(logging.Handler):
         if "spilled" in record.getMessage():
             Count.spills += 1
 
-logging.getLogger("telemetry.exporter").addHandler(Count())
+logging.getLogger("cliffwatch.telemetry.exporter").addHandler(Count())
 tracing = configure_tracing(path, otlp_endpoint=None)
 tracer = tracing.tracer
 for i in range(runs):
@@ -55,8 +55,8 @@ print(json.dumps({"spans": runs * (workers + 1), "spills": Count.spills, "flushe
 
 READER = r"""
 import json, os, random, sys, time
-from telemetry.store import open_store, write_spans
-from telemetry.testing import make_run_records
+from cliffwatch.telemetry.store import open_store, write_spans
+from cliffwatch.telemetry.testing import make_run_records
 
 path, stop = sys.argv[1], sys.argv[2]
 reads, errors, last, went_down = 0, [], 0, 0

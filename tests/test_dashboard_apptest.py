@@ -17,8 +17,8 @@ import pytest
 from dashboard_store import StoreFixture, build_store
 from streamlit.testing.v1 import AppTest
 
-from telemetry.store import open_store, write_spans
-from telemetry.testing import make_runs_costing, ns_at
+from cliffwatch.telemetry.store import open_store, write_spans
+from cliffwatch.telemetry.testing import make_runs_costing, ns_at
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 TIMEOUT_S = 30

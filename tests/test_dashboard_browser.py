@@ -18,7 +18,7 @@ from browser import BrowserUnavailable, chromium, ensure_chromium, streamlit_ser
 from dashboard_store import StoreFixture, build_store
 from playwright.sync_api import expect
 
-from dashboard import ui
+from cliffwatch.dashboard import ui
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

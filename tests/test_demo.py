@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.demo import DemoSummary, build_schedule, run_demo
-from orchestrator.errors import ConfigError
-from orchestrator.workload import load_workload
-from telemetry.store import open_store
+from cliffwatch.orchestrator.demo import DemoSummary, build_schedule, run_demo
+from cliffwatch.orchestrator.errors import ConfigError
+from cliffwatch.orchestrator.workload import load_workload
+from cliffwatch.telemetry.store import open_store
 
 UNTIL = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 RUNS = 60

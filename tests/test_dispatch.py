@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.dispatch import (
+from cliffwatch.orchestrator.dispatch import (
     Action,
     Difficulty,
     DispatchGuard,
     Limits,
     PlannedSubTask,
 )
-from orchestrator.errors import ConfigError
-from telemetry.conventions import Breach, CapPolicy
+from cliffwatch.orchestrator.errors import ConfigError
+from cliffwatch.telemetry.conventions import Breach, CapPolicy
 
 
 def plan(n: int, cost_usd: float | None = 0.01) -> list[PlannedSubTask]:

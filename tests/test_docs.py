@@ -11,7 +11,7 @@ import typer.main
 
 from cliffwatch import settings
 from cliffwatch.cli import app
-from telemetry import conventions
+from cliffwatch.telemetry import conventions
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 CLI = typer.main.get_command(app)

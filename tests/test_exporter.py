@@ -15,13 +15,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
-from telemetry import conventions as cv
-from telemetry import spill
-from telemetry.exporter import DuckDBSpanExporter
-from telemetry.records import SPAN_RECORD_FIELDS, SpanRecord
-from telemetry.sdk_mapping import record_from_sdk_span
-from telemetry.store import open_store
-from telemetry.testing import hold_store_lock
+from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry import spill
+from cliffwatch.telemetry.exporter import DuckDBSpanExporter
+from cliffwatch.telemetry.records import SPAN_RECORD_FIELDS, SpanRecord
+from cliffwatch.telemetry.sdk_mapping import record_from_sdk_span
+from cliffwatch.telemetry.store import open_store
+from cliffwatch.telemetry.testing import hold_store_lock
 
 T0 = 1_793_520_000_000_000_000  # 2026-11-01T08:00:00Z in ns
 
@@ -209,7 +209,7 @@ def test_export_to_a_bad_file_fails_logs_and_never_raises(
     path = tmp_path / "garbage.duckdb"
     path.write_bytes(b"garbage" * 100)
     spans = _sdk_run_spans()
-    with caplog.at_level(logging.ERROR, logger="telemetry.exporter"):
+    with caplog.at_level(logging.ERROR, logger="cliffwatch.telemetry.exporter"):
         assert DuckDBSpanExporter(path).export(spans) is SpanExportResult.FAILURE
     assert f"failed to export {len(spans)} spans" in caplog.text
     assert str(path) in caplog.text
@@ -261,7 +261,7 @@ def test_one_unmappable_span_is_logged_and_the_rest_written(
     path = tmp_path / "partial.duckdb"
     spans = _sdk_run_spans()
     broken = ReadableSpan(name="no context")  # context None: cannot be mapped
-    with caplog.at_level(logging.ERROR, logger="telemetry.exporter"):
+    with caplog.at_level(logging.ERROR, logger="cliffwatch.telemetry.exporter"):
         result = DuckDBSpanExporter(path).export([*spans, broken])
     assert result is SpanExportResult.SUCCESS
     assert "skipped span 'no context'" in caplog.text

@@ -17,24 +17,24 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analytics.errors import UnknownTaskClassError
-from analytics.findings import (
+from cliffwatch import settings
+from cliffwatch.analytics.errors import UnknownTaskClassError
+from cliffwatch.analytics.findings import (
     FINDING_COLUMNS,
     FINDING_KINDS,
     Thresholds,
     find_findings,
     findings_records,
 )
-from analytics.replay import LimitsOverride
-from analytics.store_access import read_store
-from analytics.whatif import what_if
-from analytics.window import Window
-from cliffwatch import settings
-from telemetry import conventions as cv
-from telemetry.conventions import CapPolicy
-from telemetry.pricing import import_litellm
-from telemetry.store import write_spans
-from telemetry.testing import make_run_records, ns_at
+from cliffwatch.analytics.replay import LimitsOverride
+from cliffwatch.analytics.store_access import read_store
+from cliffwatch.analytics.whatif import what_if
+from cliffwatch.analytics.window import Window
+from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry.conventions import CapPolicy
+from cliffwatch.telemetry.pricing import import_litellm
+from cliffwatch.telemetry.store import write_spans
+from cliffwatch.telemetry.testing import make_run_records, ns_at
 
 DAY_NS = 86_400 * 10**9
 WINDOW = Window(datetime(2026, 11, 1), datetime(2026, 11, 11))  # 10 days
@@ -299,8 +299,8 @@ def test_the_findings_page_on_a_missing_store(tmp_path: Path,
 
 
 def test_reports_carry_the_findings(page_store: Path) -> None:
-    from analytics.report import build_report
-    from analytics.report_render import render_markdown
+    from cliffwatch.analytics.report import build_report
+    from cliffwatch.analytics.report_render import render_markdown
 
     now = datetime(2026, 11, 11)
     with read_store(page_store) as con:

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from orchestrator.dispatch import Action, DispatchGuard, Limits
-from orchestrator.errors import ConfigError, CostCeilingError, CostCliffError
-from orchestrator.guard import Guard, SubTask, cliffwatch_guard, tracing_for
-from telemetry.pricing import import_litellm
-from telemetry.store import open_store
-from telemetry.tracing import Tracing, configure_tracing
+from cliffwatch.orchestrator.dispatch import Action, DispatchGuard, Limits
+from cliffwatch.orchestrator.errors import ConfigError, CostCeilingError, CostCliffError
+from cliffwatch.orchestrator.guard import Guard, SubTask, cliffwatch_guard, tracing_for
+from cliffwatch.telemetry.pricing import import_litellm
+from cliffwatch.telemetry.store import open_store
+from cliffwatch.telemetry.tracing import Tracing, configure_tracing
 
 
 def usd(model: str, tokens_in: int, tokens_out: int) -> float:

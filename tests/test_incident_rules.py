@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from cliffwatch import settings
-from telemetry.incident_rules import RUNAWAY_MIN_RUNS
-from telemetry.store import open_store, write_spans
-from telemetry.testing import make_run_records, make_runs_costing
+from cliffwatch.telemetry.incident_rules import RUNAWAY_MIN_RUNS
+from cliffwatch.telemetry.store import open_store, write_spans
+from cliffwatch.telemetry.testing import make_run_records, make_runs_costing
 
 EPOCH = datetime(1970, 1, 1)
 

@@ -7,12 +7,12 @@ from datetime import datetime
 
 import pytest
 
-from analytics.errors import UnknownTaskClassError
-from analytics.incidents import INCIDENT_COLUMNS, list_incidents
-from analytics.store_access import read_store
-from analytics.window import Window
-from telemetry.store import open_store, write_spans
-from telemetry.testing import make_run_records, make_runs_costing, ns_at
+from cliffwatch.analytics.errors import UnknownTaskClassError
+from cliffwatch.analytics.incidents import INCIDENT_COLUMNS, list_incidents
+from cliffwatch.analytics.store_access import read_store
+from cliffwatch.analytics.window import Window
+from cliffwatch.telemetry.store import open_store, write_spans
+from cliffwatch.telemetry.testing import make_run_records, make_runs_costing, ns_at
 
 CAP_RUN = "1" * 32
 CEILING_RUN = "2" * 32

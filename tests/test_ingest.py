@@ -17,14 +17,14 @@ import pytest
 from otlp_payloads import otlp_span, request_json, request_of_spans, to_protobuf
 from producer_app import PIPELINE, TASK_CLASS, expected_run
 
-from analytics.incidents import list_incidents
-from analytics.percentiles import cost_percentiles
-from analytics.window import Window
-from telemetry.ingest import IngestError, ingest_files, read_file
-from telemetry.otlp_mapping import MappingConfig
-from telemetry.records import SpanRecord
-from telemetry.store import open_store, write_spans
-from telemetry.testing import make_run_records, make_runs_costing
+from cliffwatch.analytics.incidents import list_incidents
+from cliffwatch.analytics.percentiles import cost_percentiles
+from cliffwatch.analytics.window import Window
+from cliffwatch.telemetry.ingest import IngestError, ingest_files, read_file
+from cliffwatch.telemetry.otlp_mapping import MappingConfig
+from cliffwatch.telemetry.records import SpanRecord
+from cliffwatch.telemetry.store import open_store, write_spans
+from cliffwatch.telemetry.testing import make_run_records, make_runs_costing
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

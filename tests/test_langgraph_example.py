@@ -15,9 +15,9 @@ from types import ModuleType
 
 import pytest
 
-from orchestrator.errors import CostCeilingError, CostCliffError
-from telemetry.pricing import import_litellm
-from telemetry.store import open_store
+from cliffwatch.orchestrator.errors import CostCeilingError, CostCliffError
+from cliffwatch.telemetry.pricing import import_litellm
+from cliffwatch.telemetry.store import open_store
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "langgraph_orchestrator.py"
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from fake_openai import serve_fake_openai, usage_for
 
-from telemetry.litellm_callback import CliffwatchLogger, call_span, run_trace_id
-from telemetry.pricing import import_litellm
-from telemetry.store import open_store
+from cliffwatch.telemetry.litellm_callback import CliffwatchLogger, call_span, run_trace_id
+from cliffwatch.telemetry.pricing import import_litellm
+from cliffwatch.telemetry.store import open_store
 
 litellm = import_litellm()
 

@@ -14,8 +14,8 @@ import json
 import pytest
 from otlp_payloads import otlp_span, request_json, request_of_spans, to_protobuf
 
-from telemetry.conventions import CostSource, Role
-from telemetry.otlp_decode import (
+from cliffwatch.telemetry.conventions import CostSource, Role
+from cliffwatch.telemetry.otlp_decode import (
     MAX_ATTRIBUTE_VALUE_CHARS,
     OtlpDecodeError,
     OtlpSpan,
@@ -27,7 +27,7 @@ from telemetry.otlp_decode import (
     decode_protobuf,
     decompress_body,
 )
-from telemetry.otlp_mapping import (
+from cliffwatch.telemetry.otlp_mapping import (
     MappingConfig,
     call_role,
     llm_kind,
@@ -36,8 +36,8 @@ from telemetry.otlp_mapping import (
     reported_cost_usd,
     role_from_words,
 )
-from telemetry.pricing import import_litellm
-from telemetry.testing import make_run_records
+from cliffwatch.telemetry.pricing import import_litellm
+from cliffwatch.telemetry.testing import make_run_records
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 T0 = 1_793_520_000_000_000_000

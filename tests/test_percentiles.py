@@ -8,19 +8,19 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analytics.errors import UnknownTaskClassError
-from analytics.percentiles import (
+from cliffwatch.analytics.errors import UnknownTaskClassError
+from cliffwatch.analytics.percentiles import (
     PERCENTILE_COLUMNS,
     cap_start_date,
     cost_percentiles,
     daily_percentiles,
     overall_percentiles,
 )
-from analytics.store_access import read_store
-from analytics.window import Window, WindowError, parse_when
-from telemetry.records import SpanRecord
-from telemetry.store import write_spans
-from telemetry.testing import llm_call_record, make_run_records, make_runs_costing, ns_at
+from cliffwatch.analytics.store_access import read_store
+from cliffwatch.analytics.window import Window, WindowError, parse_when
+from cliffwatch.telemetry.records import SpanRecord
+from cliffwatch.telemetry.store import write_spans
+from cliffwatch.telemetry.testing import llm_call_record, make_run_records, make_runs_costing, ns_at
 
 START = datetime(2026, 11, 1, 0, 0)
 INTERVAL_H = 3

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from cliffwatch import settings
-from telemetry.conventions import CostSource
-from telemetry.pricing import cost_of, import_litellm, price_for
+from cliffwatch.telemetry.conventions import CostSource
+from cliffwatch.telemetry.pricing import cost_of, import_litellm, price_for
 
 
 def test_cost_is_tokens_times_litellms_prices() -> None:

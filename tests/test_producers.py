@@ -30,7 +30,7 @@ from producer_app import PIPELINE, PRODUCERS, TASK_CLASS, expected_run
 from typer.testing import CliRunner
 
 from cliffwatch.cli import app
-from telemetry.store import open_store
+from cliffwatch.telemetry.store import open_store
 
 TESTS = Path(__file__).resolve().parent
 TOKEN = "producers-token"

@@ -16,11 +16,11 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from otlp_payloads import otlp_span, request_json, request_of_spans, to_protobuf
 
-from telemetry import spill
-from telemetry.otlp_decode import MAX_ATTRIBUTE_VALUE_CHARS
-from telemetry.receiver import OtlpReceiver, ReceiverConfig, ReceiverError
-from telemetry.store import NotACliffwatchStoreError, open_store
-from telemetry.testing import hold_store_lock, make_run_records
+from cliffwatch.telemetry import spill
+from cliffwatch.telemetry.otlp_decode import MAX_ATTRIBUTE_VALUE_CHARS
+from cliffwatch.telemetry.receiver import OtlpReceiver, ReceiverConfig, ReceiverError
+from cliffwatch.telemetry.store import NotACliffwatchStoreError, open_store
+from cliffwatch.telemetry.testing import hold_store_lock, make_run_records
 
 TRACE = "5b8efff798038103d269b633813fc60c"
 T0 = 1_793_520_000_000_000_000
@@ -333,7 +333,7 @@ def test_the_sdk_otlp_exporter_delivers_to_the_receiver(receiver: OtlpReceiver, 
     assert results == [SpanExportResult.SUCCESS, SpanExportResult.SUCCESS]
     with open_store(db, read_only=True) as con:
         rows = con.execute("SELECT task_class, llm_calls, cost_usd FROM runs").fetchall()
-    from telemetry.pricing import import_litellm
+    from cliffwatch.telemetry.pricing import import_litellm
 
     entry = import_litellm().model_cost["gpt-4o"]
     expected = 1000 * entry["input_cost_per_token"] + 100 * entry["output_cost_per_token"]

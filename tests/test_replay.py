@@ -21,16 +21,16 @@ from replay_store import (
     hand_run,
 )
 
-from analytics.counterfactual import Basis, Outcome, counterfactual
-from analytics.errors import RunNotFoundError
-from analytics.recorded import load_estimates, load_recorded_run, load_recorded_runs
-from analytics.replay import KEEP, LimitsOverride, ReplayError, compare_runs, replay
-from analytics.runs import get_run
-from analytics.store_access import read_store
-from orchestrator.dispatch import Action, DispatchGuard, Limits, PlanVerdict
-from telemetry.conventions import Breach, CapPolicy, RunStatus
-from telemetry.store import write_spans
-from telemetry.testing import llm_call_record, ns_at
+from cliffwatch.analytics.counterfactual import Basis, Outcome, counterfactual
+from cliffwatch.analytics.errors import RunNotFoundError
+from cliffwatch.analytics.recorded import load_estimates, load_recorded_run, load_recorded_runs
+from cliffwatch.analytics.replay import KEEP, LimitsOverride, ReplayError, compare_runs, replay
+from cliffwatch.analytics.runs import get_run
+from cliffwatch.analytics.store_access import read_store
+from cliffwatch.orchestrator.dispatch import Action, DispatchGuard, Limits, PlanVerdict
+from cliffwatch.telemetry.conventions import Breach, CapPolicy, RunStatus
+from cliffwatch.telemetry.store import write_spans
+from cliffwatch.telemetry.testing import llm_call_record, ns_at
 
 RUNAWAY = "a" * 32
 BREACH = "b" * 32
@@ -328,11 +328,11 @@ def test_a_replan_under_another_cap_estimates_the_second_plan(
 
 
 def test_other_limits_check_plans_with_the_reserve_the_run_recorded(tmp_path: Path) -> None:
-    from orchestrator.routing import post_worker_reserve
-    from orchestrator.runner import orchestrate
-    from orchestrator.sim_provider import register_sim_provider
-    from orchestrator.workload import load_workload
-    from telemetry.tracing import configure_tracing
+    from cliffwatch.orchestrator.routing import post_worker_reserve
+    from cliffwatch.orchestrator.runner import orchestrate
+    from cliffwatch.orchestrator.sim_provider import register_sim_provider
+    from cliffwatch.orchestrator.workload import load_workload
+    from cliffwatch.telemetry.tracing import configure_tracing
 
     workload = load_workload()
     register_sim_provider(0, 1e-4, models=sorted(workload.models()))
@@ -425,7 +425,7 @@ def test_limits_override_refuses_bad_values(args: tuple) -> None:
 def test_a_live_rerun_with_the_recorded_limits_repeats_the_run(
     orchestrated: OrchestratedStore,
 ) -> None:
-    from orchestrator.rerun import rerun_live
+    from cliffwatch.orchestrator.rerun import rerun_live
 
     original = orchestrated.as_configured[0]
     with read_store(orchestrated.path) as con:
@@ -449,7 +449,7 @@ def test_a_live_rerun_with_the_recorded_limits_repeats_the_run(
 def test_a_live_rerun_under_a_cap_of_one_dispatches_at_most_one(
     orchestrated: OrchestratedStore,
 ) -> None:
-    from orchestrator.rerun import rerun_live
+    from cliffwatch.orchestrator.rerun import rerun_live
 
     with read_store(orchestrated.path) as con:
         run = max((load_recorded_run(con, r.run_id) for r in orchestrated.as_configured),
@@ -463,8 +463,8 @@ def test_a_live_rerun_under_a_cap_of_one_dispatches_at_most_one(
 
 
 def test_a_run_whose_task_cannot_be_recovered_is_refused_in_one_line(hand: Path) -> None:
-    from orchestrator.rerun import RerunError, recover_task
-    from orchestrator.workload import load_workload
+    from cliffwatch.orchestrator.rerun import RerunError, recover_task
+    from cliffwatch.orchestrator.workload import load_workload
 
     workload = load_workload()
     with read_store(hand) as con:
@@ -578,5 +578,6 @@ def test_analytics_reaches_the_orchestrator_only_through_its_dispatch_layer() ->
                 continue
             for name in names:
                 assert not name.startswith("streamlit"), f"{source.name} imports {name}"
-                if name.startswith("orchestrator"):
-                    assert name == "orchestrator.dispatch", f"{source.name} imports {name}"
+                if name.startswith("cliffwatch.orchestrator"):
+                    assert name == "cliffwatch.orchestrator.dispatch", (
+                        f"{source.name} imports {name}")

@@ -10,14 +10,14 @@ import pytest
 from replay_store import MINI, SONNET, Call, Sub, hand_run
 from streamlit.testing.v1 import AppTest
 
-from analytics.replay import LimitsOverride
-from analytics.store_access import read_store
-from analytics.triage import get_incident
-from analytics.whatif import what_if
-from dashboard import ui
-from dashboard.links import replay_link
-from telemetry.store import write_spans
-from telemetry.testing import ns_at
+from cliffwatch.analytics.replay import LimitsOverride
+from cliffwatch.analytics.store_access import read_store
+from cliffwatch.analytics.triage import get_incident
+from cliffwatch.analytics.whatif import what_if
+from cliffwatch.dashboard import ui
+from cliffwatch.dashboard.links import replay_link
+from cliffwatch.telemetry.store import write_spans
+from cliffwatch.telemetry.testing import ns_at
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 RUNAWAY = "a" * 32
@@ -184,10 +184,10 @@ def test_live_rerun_button_runs_the_task_again_and_shows_both(
 ) -> None:
     import asyncio
 
-    from orchestrator.runner import aorchestrate
-    from orchestrator.sim_provider import register_sim_provider
-    from orchestrator.workload import load_workload
-    from telemetry.tracing import configure_tracing
+    from cliffwatch.orchestrator.runner import aorchestrate
+    from cliffwatch.orchestrator.sim_provider import register_sim_provider
+    from cliffwatch.orchestrator.workload import load_workload
+    from cliffwatch.telemetry.tracing import configure_tracing
 
     path = tmp_path / "live.duckdb"
     workload = load_workload()

@@ -14,10 +14,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from analytics.percentiles import cost_percentiles
-from analytics.plain import plain_rows, plain_value
-from analytics.report import REPORT_TABLES, Report, build_report
-from analytics.report_render import (
+from cliffwatch.analytics.percentiles import cost_percentiles
+from cliffwatch.analytics.plain import plain_rows, plain_value
+from cliffwatch.analytics.report import REPORT_TABLES, Report, build_report
+from cliffwatch.analytics.report_render import (
     LONG_TEXT_CHARS,
     ReportWriteError,
     md_escape,
@@ -25,11 +25,11 @@ from analytics.report_render import (
     render_markdown,
     write_report,
 )
-from analytics.store_access import read_store
-from analytics.window import Window
-from orchestrator.dispatch import Limits
-from telemetry.store import write_spans
-from telemetry.testing import make_run_records, make_runs_costing, ns_at
+from cliffwatch.analytics.store_access import read_store
+from cliffwatch.analytics.window import Window
+from cliffwatch.orchestrator.dispatch import Limits
+from cliffwatch.telemetry.store import write_spans
+from cliffwatch.telemetry.testing import make_run_records, make_runs_costing, ns_at
 
 MARKUP = "<script>alert(1)</script>"
 RESEARCH = np.random.default_rng(5).lognormal(-4.0, 0.8, 30).round(6).tolist()

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from browser import BrowserUnavailable, chromium, ensure_chromium
 
-from analytics.report import build_report
-from analytics.report_render import write_report
-from analytics.store_access import read_store
-from analytics.window import Window
-from telemetry.store import write_spans
-from telemetry.testing import make_run_records, make_runs_costing, ns_at
+from cliffwatch.analytics.report import build_report
+from cliffwatch.analytics.report_render import write_report
+from cliffwatch.analytics.store_access import read_store
+from cliffwatch.analytics.window import Window
+from cliffwatch.telemetry.store import write_spans
+from cliffwatch.telemetry.testing import make_run_records, make_runs_costing, ns_at
 
 pytestmark = [pytest.mark.browser]
 

@@ -18,14 +18,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from cliffwatch import settings
-from orchestrator.config import TaskClassConfig
-from orchestrator.errors import CostCeilingError, CostCliffError, PlanError
-from orchestrator.runner import orchestrate
-from orchestrator.sim_provider import real_model_of, register_sim_provider
-from orchestrator.workload import Task
-from telemetry import conventions as cv
-from telemetry.conventions import Breach, CapPolicy, RunStatus
-from telemetry.pricing import import_litellm
+from cliffwatch.orchestrator.config import TaskClassConfig
+from cliffwatch.orchestrator.errors import CostCeilingError, CostCliffError, PlanError
+from cliffwatch.orchestrator.runner import orchestrate
+from cliffwatch.orchestrator.sim_provider import real_model_of, register_sim_provider
+from cliffwatch.orchestrator.workload import Task
+from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry.conventions import Breach, CapPolicy, RunStatus
+from cliffwatch.telemetry.pricing import import_litellm
 
 TIME_SCALE = 1e-4
 """Real seconds per simulated second: a minute of simulated run takes 6 ms."""
@@ -460,7 +460,7 @@ def test_sim_prompt_tokens_equal_litellm_token_counter_of_the_real_prompt(
 
 def test_an_unpriced_model_has_no_cost_never_zero(tracing: MemoryTracing) -> None:
     # a model litellm has no price for: the call still runs, its cost is unknown
-    import orchestrator.sim_provider as sp
+    import cliffwatch.orchestrator.sim_provider as sp
 
     handler = sp.register_sim_provider(seed=0, time_scale=TIME_SCALE)
     assert handler is sp.register_sim_provider(seed=0, time_scale=TIME_SCALE)

@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from orchestrator import prompts
-from orchestrator.errors import ConfigError
-from orchestrator.sim_provider import (
+from cliffwatch.orchestrator import prompts
+from cliffwatch.orchestrator.errors import ConfigError
+from cliffwatch.orchestrator.sim_provider import (
     PROVIDER,
     SimProfile,
     real_model_of,
     register_sim_model,
     register_sim_provider,
 )
-from telemetry.pricing import cost_of, import_litellm
+from cliffwatch.telemetry.pricing import cost_of, import_litellm
 
 TIME_SCALE = 1e-4
 TASK_TEXT = (

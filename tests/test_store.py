@@ -11,10 +11,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from telemetry import spill
-from telemetry.records import SPAN_RECORD_FIELDS, SpanRecord
-from telemetry.schema import SCHEMA_VERSION
-from telemetry.store import (
+from cliffwatch.telemetry import spill
+from cliffwatch.telemetry.records import SPAN_RECORD_FIELDS, SpanRecord
+from cliffwatch.telemetry.schema import SCHEMA_VERSION
+from cliffwatch.telemetry.store import (
     NotACliffwatchStoreError,
     StoreBusyError,
     StoreError,
@@ -23,7 +23,7 @@ from telemetry.store import (
     write_lock,
     write_spans,
 )
-from telemetry.testing import hold_store_lock, llm_call_record, make_run_records, ns_at
+from cliffwatch.telemetry.testing import hold_store_lock, llm_call_record, make_run_records, ns_at
 
 EPOCH = datetime(1970, 1, 1)
 

@@ -14,12 +14,12 @@ from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from cliffwatch import settings
-from telemetry import conventions as cv
-from telemetry.otlp_decode import decode_protobuf
-from telemetry.otlp_mapping import MappingConfig, map_spans
-from telemetry.records import SPAN_RECORD_FIELDS
-from telemetry.store import open_store
-from telemetry.tracing import Tracing, configure_tracing, otlp_traces_url
+from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry.otlp_decode import decode_protobuf
+from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_spans
+from cliffwatch.telemetry.records import SPAN_RECORD_FIELDS
+from cliffwatch.telemetry.store import open_store
+from cliffwatch.telemetry.tracing import Tracing, configure_tracing, otlp_traces_url
 
 
 class _Collector:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from analytics.errors import UnknownTaskClassError
-from analytics.incidents import list_incidents
-from analytics.store_access import read_store
-from analytics.triage import get_incident, triage_counts
-from analytics.window import Window
-from telemetry.store import StoreError, StoreNotFoundError, write_spans
-from telemetry.testing import hold_store_lock, make_run_records, ns_at
-from telemetry.triage import (
+from cliffwatch.analytics.errors import UnknownTaskClassError
+from cliffwatch.analytics.incidents import list_incidents
+from cliffwatch.analytics.store_access import read_store
+from cliffwatch.analytics.triage import get_incident, triage_counts
+from cliffwatch.analytics.window import Window
+from cliffwatch.telemetry.store import StoreError, StoreNotFoundError, write_spans
+from cliffwatch.telemetry.testing import hold_store_lock, make_run_records, ns_at
+from cliffwatch.telemetry.triage import (
     MAX_NOTE_CHARS,
     IncidentNotFoundError,
     TriageStatusError,

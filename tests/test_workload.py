@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import prompts
-from orchestrator.config import TaskClassConfig
-from orchestrator.errors import ConfigError
-from orchestrator.sim_provider import SimProfile, register_sim_provider
-from orchestrator.workload import load_tasks, load_workload
-from telemetry.conventions import CapPolicy
-from telemetry.pricing import import_litellm, price_for
+from cliffwatch.orchestrator import prompts
+from cliffwatch.orchestrator.config import TaskClassConfig
+from cliffwatch.orchestrator.errors import ConfigError
+from cliffwatch.orchestrator.sim_provider import SimProfile, register_sim_provider
+from cliffwatch.orchestrator.workload import load_tasks, load_workload
+from cliffwatch.telemetry.conventions import CapPolicy
+from cliffwatch.telemetry.pricing import import_litellm, price_for
 
 CLASSES = ("content_update", "research", "build_pipeline", "extract_format")
 

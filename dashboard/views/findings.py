@@ -11,10 +11,10 @@ import json
 import polars as pl
 import streamlit as st
 
-from analytics.findings import find_findings
-from analytics.store_access import read_store
-from dashboard import downloads, filters, queries, ui
-from dashboard.filters import Filters
+from cliffwatch.analytics.findings import find_findings
+from cliffwatch.analytics.store_access import read_store
+from cliffwatch.dashboard import downloads, filters, queries, ui
+from cliffwatch.dashboard.filters import Filters
 
 # What each finding kind is called on the page (a comment, not a docstring: Streamlit's
 # "magic" would print a bare string of a page script).

@@ -7,7 +7,7 @@ Deep link: ``/incidents?kind=cap_breach&status=open`` (plus the sidebar's parame
 import polars as pl
 import streamlit as st
 
-from dashboard import downloads, filters, links, queries, triage_panel, ui
+from cliffwatch.dashboard import downloads, filters, links, queries, triage_panel, ui
 
 selected = filters.current()
 st.title("Incidents")

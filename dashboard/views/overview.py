@@ -7,8 +7,8 @@ Deep link: ``/?since=7d&task_class=research`` (see :mod:`dashboard.filters`).
 import polars as pl
 import streamlit as st
 
-from analytics import charts
-from dashboard import downloads, filters, queries, ui
+from cliffwatch.analytics import charts
+from cliffwatch.dashboard import downloads, filters, queries, ui
 
 selected = filters.current()
 st.title("Cost per task")

@@ -9,9 +9,9 @@ absent: as the run recorded it). Reached from every incident and run.
 import polars as pl
 import streamlit as st
 
-from analytics import charts, replay_charts
-from dashboard import downloads, filters, links, queries, replay_queries, ui
-from dashboard.limits_controls import limits_controls
+from cliffwatch.analytics import charts, replay_charts
+from cliffwatch.dashboard import downloads, filters, links, queries, replay_queries, ui
+from cliffwatch.dashboard.limits_controls import limits_controls
 
 PICKER_KEY = "replay_picker"
 

@@ -7,8 +7,8 @@ command line writes, with the what-if at each class's configured cap (workload c
 
 import streamlit as st
 
-from analytics.report import REPORT_TABLES
-from dashboard import filters, queries, replay_queries
+from cliffwatch.analytics.report import REPORT_TABLES
+from cliffwatch.dashboard import filters, queries, replay_queries
 
 # format -> (label, MIME type, file extension); a bare string here would be drawn on the
 # page (Streamlit "magic"), hence a comment

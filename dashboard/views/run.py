@@ -7,8 +7,8 @@ a picker of the recent runs (within the sidebar's filters).
 
 import streamlit as st
 
-from analytics import charts
-from dashboard import downloads, filters, links, queries, ui
+from cliffwatch.analytics import charts
+from cliffwatch.dashboard import downloads, filters, links, queries, ui
 
 PICKER_KEY = "run_picker"
 

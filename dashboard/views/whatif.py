@@ -8,9 +8,9 @@ parameters); 0 switches a limit off, an empty one stays as each run recorded it.
 import polars as pl
 import streamlit as st
 
-from analytics import replay_charts
-from dashboard import downloads, filters, links, queries, replay_queries, ui
-from dashboard.limits_controls import limits_controls
+from cliffwatch.analytics import replay_charts
+from cliffwatch.dashboard import downloads, filters, links, queries, replay_queries, ui
+from cliffwatch.dashboard.limits_controls import limits_controls
 
 DEFAULT_CAP = 8  # the handbook's cap: what the page replays under until told otherwise
 

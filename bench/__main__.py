@@ -2,7 +2,7 @@
 
 Benchmarks (each prints figures and a ratio against a baseline run in the same process):
 
-- ``store_write``: ``telemetry.store.write_spans`` (Arrow insert + run materialisation +
+- ``store_write``: ``telemetry.write_pipeline.write_spans`` (Arrow insert + run materialisation +
   incident rules) in exporter-sized batches, against a bare Arrow insert of the same spans
   into a table with no key, no runs and no incidents. Target: >= 50k spans/s.
 - ``exporter``: spans made through the SDK and ``configure_tracing`` (BatchSpanProcessor ->
@@ -36,8 +36,8 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
     import duckdb
 
     from cliffwatch.telemetry.records import records_to_arrow
-    from cliffwatch.telemetry.store import write_spans
     from cliffwatch.telemetry.testing import make_runs_costing
+    from cliffwatch.telemetry.write_pipeline import write_spans
 
     n_runs = 2_000 if quick else 20_000
     records = make_runs_costing([0.01 + (i % 97) * 1e-4 for i in range(n_runs)], workers=4)

@@ -28,7 +28,7 @@ guard holds back a fixed amount), and one child span per call reported with
 priced by :func:`telemetry.pricing.cost_of`, or the cost you pass). The plan checked by
 :meth:`Guard.check_plan` is stored on the latest planner call as ``cliff.plan.subtasks``.
 Spans go through :func:`telemetry.tracing.configure_tracing` into the store (and to an
-OTLP endpoint when one is set); :func:`telemetry.store.write_spans` materialises the run
+OTLP endpoint when one is set); :func:`telemetry.write_pipeline.write_spans` materialises the run
 and records ``cap_breach`` / ``cost_ceiling`` incidents, which alerts pick up.
 
 Call spans are kept in memory and emitted when the guard closes (they are children of

@@ -1,8 +1,9 @@
 """Write-side alerting: every new incident and every threshold rule that fires becomes an
 alert, queued for each configured webhook, in the same transaction as the incident.
 
-:func:`telemetry.store.write_spans` calls :func:`enqueue_alerts` right after the incident
-rules, inside its transaction, and :func:`deliver_soon` once it has committed. So an
+:func:`telemetry.write_pipeline.write_spans` calls :func:`enqueue_alerts` right after the
+incident rules, inside its transaction, and starts the delivery once it has committed
+(:func:`telemetry.write_pipeline.deliver_soon`). So an
 incident recorded by the orchestrator, the guard or the OTLP receiver (all three write
 through ``write_spans``) gets its alert and outbox rows atomically: the outbox pattern.
 Nothing here does network I/O; :mod:`telemetry.alerts` delivers in a background thread,
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import uuid
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -266,7 +266,7 @@ def _rules(batch_view: str) -> list[tuple[str, dict[str, object]]]:
 def enqueue_alerts(con: duckdb.DuckDBPyConnection, batch_view: str) -> int:
     """Record new alerts and queue them for every webhook; return the deliveries pending.
 
-    Called by :func:`telemetry.store.write_spans` inside its transaction, after the
+    Called by :func:`telemetry.write_pipeline.write_spans` inside its transaction, after the
     incident rules (see the module docstring). A bad alert setting never fails the
     write: it is logged, and the rules (or deliveries) it governs are skipped.
 
@@ -304,16 +304,3 @@ def enqueue_alerts(con: duckdb.DuckDBPyConnection, batch_view: str) -> int:
         "SELECT count(*) FROM alert_deliveries WHERE status = 'pending'"
     ).fetchall()
     return int(rows[0][0])
-
-
-def deliver_soon(path: str | os.PathLike[str], pending: int) -> None:
-    """Start (or wake) this process's background delivery for the store at ``path`` when
-    ``pending`` deliveries wait. Returns at once; never raises."""
-    if pending <= 0:
-        return
-    try:
-        from cliffwatch.telemetry import alerts  # here: alerts imports the store, which imports us
-
-        alerts.deliver_in_background(path)
-    except Exception:  # noqa: BLE001 - alerting must never fail a span write
-        logger.exception("cliffwatch alerts: could not start background delivery")

@@ -34,7 +34,8 @@ from cliffwatch.settings import lock_timeout_s
 from cliffwatch.telemetry import spill
 from cliffwatch.telemetry.records import SpanRecord
 from cliffwatch.telemetry.sdk_mapping import record_from_sdk_span
-from cliffwatch.telemetry.store import StoreBusyError, write_spans
+from cliffwatch.telemetry.store import StoreBusyError
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 logger = logging.getLogger(__name__)
 

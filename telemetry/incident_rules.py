@@ -1,6 +1,6 @@
 """Write-side incident detection: cap breaches, cost-ceiling breaches and runaway runs.
 
-Called by :func:`telemetry.store.write_spans` inside its transaction, after the touched
+Called by :func:`telemetry.write_pipeline.write_spans` inside its transaction, after the touched
 runs are materialised. Each rule is one set-based ``INSERT ... SELECT ... ON CONFLICT DO
 NOTHING`` into ``incidents``: the id is deterministic (``f"{kind}-{run_id[:16]}"``), so a
 rule firing again for the same run adds nothing and never overwrites the triage

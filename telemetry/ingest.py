@@ -12,7 +12,7 @@ Formats, told apart by their first bytes (any of them may be gzipped):
 
 Every span goes through the same decode (:mod:`telemetry.otlp_decode`) and mapping
 (:mod:`telemetry.otlp_mapping`) as the receiver's, and into the store through
-:func:`telemetry.store.write_spans` in batches. Spans are keyed by (trace_id, span_id), so
+:func:`telemetry.write_pipeline.write_spans` in batches. Spans are keyed by (trace_id, span_id), so
 ingesting a file again adds nothing. A line or message that does not decode is counted
 and named in the summary and the rest goes on (STYLE.md item 5).
 """
@@ -40,7 +40,7 @@ from cliffwatch.telemetry.otlp_decode import (
 )
 from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_spans
 from cliffwatch.telemetry.records import SpanRecord
-from cliffwatch.telemetry.store import write_spans
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 DEFAULT_BATCH_SPANS = 20_000
 """Spans mapped and written per transaction. Bigger batches amortise the per-write run

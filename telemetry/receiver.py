@@ -65,7 +65,7 @@ from cliffwatch.telemetry.otlp_decode import (
 from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_spans
 from cliffwatch.telemetry.pricing import import_litellm
 from cliffwatch.telemetry.span_writer import SpanWriter
-from cliffwatch.telemetry.store import write_spans
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ The OTLP receiver and the litellm callback take records on many threads (HTTP ha
 litellm's callback workers, an event loop) but a DuckDB file has one writer at a time
 (../shared/NOTES.md). :class:`SpanWriter` funnels every submission through a queue into
 one thread that coalesces whatever is waiting into a batch and calls
-:func:`telemetry.store.write_spans` once for it, so many small requests become few
+:func:`telemetry.write_pipeline.write_spans` once for it, so many small requests become few
 transactions. When another process holds the store past the lock timeout the batch is
 spilled (:func:`telemetry.spill.spill_records`) and loaded by the next write: durable
 either way, and each submission's future says which.
@@ -24,7 +24,8 @@ from pathlib import Path
 
 from cliffwatch.telemetry import spill
 from cliffwatch.telemetry.records import SpanRecord
-from cliffwatch.telemetry.store import StoreBusyError, WriteResult, write_spans
+from cliffwatch.telemetry.store import StoreBusyError
+from cliffwatch.telemetry.write_pipeline import WriteResult, write_spans
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class WriteOutcome:
     """How a submission was made durable.
 
     Attributes:
-        result: the :class:`~telemetry.store.WriteResult` of the batch it went out in
+        result: the :class:`~telemetry.write_pipeline.WriteResult` of the batch it went out in
             (counts cover the whole batch, which may hold other submissions), or None
             when it was spilled.
         spilled: True when the store was busy and the records went to a spill file.

@@ -3,7 +3,7 @@
 DuckDB lets one process hold a file read-write, or several hold it read-only, never both
 (../shared/NOTES.md). When the exporter cannot get the lock within
 ``settings.lock_timeout_s()`` it writes the batch here instead of dropping it, and the
-next successful :func:`telemetry.store.write_spans` on the same store loads every pending
+next successful :func:`telemetry.write_pipeline.write_spans` on the same store loads every pending
 file and deletes it after its transaction commits. Nothing is lost; a crash between
 commit and delete only means the batch is loaded again, which adds nothing (spans are
 inserted with ``ON CONFLICT DO NOTHING``).

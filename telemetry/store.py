@@ -1,4 +1,5 @@
-"""The DuckDB store: short-lived connections with lock retry, and the one write path.
+"""The DuckDB store's connection layer: short-lived connections with lock retry, schema
+creation and version checks, and the store errors.
 
 DuckDB 2.0 lets one process hold a file read-write, or several processes hold it
 read-only, never both; any other connect fails at once with ``IOException: Could not set
@@ -10,10 +11,10 @@ exponential backoff and full jitter until a timeout, then reported as
 connection overlap, or a ``ResourceInUseException`` ("Unique file handle conflict") when
 two threads attach or close the file at the same moment; both are retried the same way.
 
-:func:`write_spans` is the only way spans enter the store: one read-write connection,
-one transaction that loads pending spill files, inserts the batch from Arrow, then
-materialises the touched runs (:mod:`telemetry.materialise`) and records incidents
-(:mod:`telemetry.incident_rules`).
+Spans enter the store only through :func:`telemetry.write_pipeline.write_spans` (spill,
+insert, materialise, incidents, alert outbox), which builds on this module; this module
+imports nothing of the write side, so readers (analytics, triage, alert delivery) depend
+on the connection layer alone.
 """
 
 from __future__ import annotations
@@ -22,19 +23,15 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
 from cliffwatch import settings
 from cliffwatch.errors import CliffwatchError
-from cliffwatch.telemetry import alert_rules, incident_rules, materialise, spill
-from cliffwatch.telemetry.records import SPAN_RECORD_FIELDS, SpanRecord, records_to_arrow
 from cliffwatch.telemetry.schema import DDL, META_TABLE, SCHEMA_VERSION
 
 # Backoff: the first retry after about 5 ms (a writer holds the file for a few ms per
@@ -55,10 +52,6 @@ _MISSING_MESSAGE = "database does not exist"
 _write_locks: dict[str, threading.Lock] = {}
 _write_locks_guard = threading.Lock()
 
-BATCH_VIEW = "cliff_batch"
-"""Name the Arrow batch is registered under during a write (touched traces come from it)."""
-
-
 class StoreError(CliffwatchError):
     """A cliffwatch store cannot be used; the message is one line naming the path."""
 
@@ -73,25 +66,6 @@ class NotACliffwatchStoreError(StoreError):
 
 class StoreBusyError(StoreError):
     """Another process held the store's lock for longer than the timeout."""
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    """What one :func:`write_spans` call changed.
-
-    Attributes:
-        spans_written: spans newly inserted (the batch plus loaded spill files, less
-            those already in the store).
-        runs_materialised: ``runs`` rows inserted or replaced (traces touched by the
-            write whose root span is in the store).
-        incidents_recorded: ``incidents`` rows newly inserted.
-        spill_files_loaded: pending spill files loaded and deleted.
-    """
-
-    spans_written: int
-    runs_materialised: int
-    incidents_recorded: int
-    spill_files_loaded: int = 0
 
 
 def _is_lock_conflict(exc: duckdb.Error) -> bool:
@@ -226,9 +200,9 @@ def write_lock(path: str | os.PathLike[str]) -> threading.Lock:
     """This process's lock for read-write work on the store at ``path``.
 
     DuckDB's file lock is per process: two threads of one process could both open the
-    file read-write and race on the same keys. :func:`write_spans` holds this lock while
-    it writes; other read-write work in the process holds it too so that it never
-    overlaps a span write (alert delivery, :mod:`telemetry.alerts`, does).
+    file read-write and race on the same keys. :func:`telemetry.write_pipeline.write_spans`
+    holds this lock while it writes; other read-write work in the process holds it too so
+    that it never overlaps a span write (alert delivery, :mod:`telemetry.alerts`, does).
 
     Args:
         path: the store; relative and absolute spellings of one file share a lock.
@@ -236,116 +210,9 @@ def write_lock(path: str | os.PathLike[str]) -> threading.Lock:
     Returns:
         The one :class:`threading.Lock` for that path (created on first use, kept for
         the life of the process). Acquire it with a timeout and raise
-        :class:`StoreBusyError` when it is not obtained, as :func:`write_spans` does.
+        :class:`StoreBusyError` when it is not obtained, as
+        :func:`telemetry.write_pipeline.write_spans` does.
     """
     key = os.path.abspath(path)
     with _write_locks_guard:
         return _write_locks.setdefault(key, threading.Lock())
-
-
-_SPAN_COLUMNS = ", ".join(SPAN_RECORD_FIELDS)
-_JSON_COLUMNS = ("attributes", "resource_attributes", "events")
-
-
-def _select_expr(name: str) -> str:
-    if name in _JSON_COLUMNS:
-        # One span with malformed JSON must not fail the whole batch (STYLE.md item 5):
-        # keep its text under a marker key instead.
-        return (
-            f"CASE WHEN json_valid({name}) THEN {name}::JSON "
-            f"ELSE json_object('cliffwatch.invalid_json', {name}) END"
-        )
-    return name
-
-
-_INSERT_SPANS = f"""
-    INSERT INTO spans ({_SPAN_COLUMNS}, started_at, ended_at, duration_ms, ingested_at)
-    SELECT {", ".join(_select_expr(n) for n in SPAN_RECORD_FIELDS)},
-        make_timestamp(start_time_unix_nano // 1000),
-        make_timestamp(end_time_unix_nano // 1000),
-        (end_time_unix_nano - start_time_unix_nano) / 1e6,
-        $ingested_at
-    FROM {BATCH_VIEW}
-    ON CONFLICT DO NOTHING
-"""
-
-
-def _inserted(result: duckdb.DuckDBPyConnection) -> int:
-    rows = result.fetchall()
-    return int(rows[0][0]) if rows else 0
-
-
-def write_spans(
-    path: str | os.PathLike[str],
-    records: Sequence[SpanRecord],
-    *,
-    timeout_s: float | None = None,
-    runaway_k: float | None = None,
-) -> WriteResult:
-    """Append spans to the store, then materialise their runs and record incidents.
-
-    One short read-write connection and one transaction: pending spill files of this
-    store are loaded with the batch; spans are inserted from an Arrow table
-    (``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, so writing the same
-    ``(trace_id, span_id)`` twice adds nothing); every trace touched whose root span is
-    in the store gets its ``runs`` row (re)built; incident rules run over those runs.
-    Spill files are deleted once the transaction has committed.
-
-    Args:
-        path: the store (created when missing).
-        records: the spans, any order, any number of traces (may be empty: then only
-            pending spill files are loaded).
-        timeout_s: lock retry bound; default ``settings.lock_timeout_s()``.
-        runaway_k: runaway multiple; default ``settings.runaway_k()``.
-
-    Returns:
-        A :class:`WriteResult` with the counts of what changed.
-
-    Raises:
-        StoreBusyError: the lock was not obtained in time (nothing was written; the
-            caller may spill the batch with :func:`telemetry.spill.spill_records`).
-        NotACliffwatchStoreError, StoreError: as :func:`open_store`.
-    """
-    k = settings.runaway_k() if runaway_k is None else runaway_k
-    timeout = settings.lock_timeout_s() if timeout_s is None else timeout_s
-    deadline = time.monotonic() + timeout
-    lock = write_lock(path)
-    if not lock.acquire(timeout=timeout):
-        raise StoreBusyError(
-            f"store {path} is busy: another thread held it for {timeout:g} s (write gave up)"
-        )
-    try:
-        return _write_locked(path, records, max(0.0, deadline - time.monotonic()), k)
-    finally:
-        lock.release()
-
-
-def _write_locked(
-    path: str | os.PathLike[str], records: Sequence[SpanRecord], timeout_s: float, k: float
-) -> WriteResult:
-    ingested_at = datetime.now(UTC).replace(tzinfo=None)
-    with open_store(path, read_only=False, timeout_s=timeout_s) as con:
-        spill_tables, spill_paths = spill.read_spills(spill.pending_spills(path))
-        tables = [records_to_arrow(list(records)), *spill_tables]
-        batch = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        if batch.num_rows == 0:
-            return WriteResult(0, 0, 0, 0)
-        con.register(BATCH_VIEW, batch)
-        try:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                spans_written = _inserted(
-                    con.execute(_INSERT_SPANS, {"ingested_at": ingested_at})
-                )
-                runs = materialise.materialise_runs(con, BATCH_VIEW, ingested_at)
-                incidents = incident_rules.record_incidents(con, BATCH_VIEW, k)
-                alerts_pending = alert_rules.enqueue_alerts(con, BATCH_VIEW)  # outbox rows
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        finally:
-            con.unregister(BATCH_VIEW)
-        spill.remove_spills(spill_paths)
-    alert_rules.deliver_soon(path, alerts_pending)  # HTTP in a background thread, no lock
-    return WriteResult(spans_written, runs, incidents, len(spill_paths))

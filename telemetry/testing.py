@@ -7,7 +7,7 @@ A cliffwatch run is one trace: a root span (role ``run``) with a ``plan`` call, 
 (same roles, ``gen_ai.*`` and ``cliff.*`` attributes, run attributes on the root span),
 from the per-call costs you give, so a store built with::
 
-    from cliffwatch.telemetry.store import write_spans
+    from cliffwatch.telemetry.write_pipeline import write_spans
     from cliffwatch.telemetry.testing import make_run_records, ns_at
 
     records = make_run_records(

@@ -1,7 +1,7 @@
 """The store the dashboard tests (AppTest and browser) run against, with known figures.
 
 Two task classes over ten days, written through the real write path
-(:func:`telemetry.store.write_spans`), so runs and incidents are materialised exactly as
+(:func:`telemetry.write_pipeline.write_spans`), so runs and incidents are materialised exactly as
 in production:
 
 - ``research``: 40 runs with a heavy tail (P99 / P50 well above 10: the Cost Cliff), no
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cliffwatch.telemetry.records import SpanRecord
-from cliffwatch.telemetry.store import write_spans
 from cliffwatch.telemetry.testing import make_run_records, make_runs_costing, ns_at
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 HOUR_S = 3600.0
 FIRST_DAY = "2026-11-01"

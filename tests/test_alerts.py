@@ -22,10 +22,11 @@ from webhook_receiver import WebhookReceiver
 from cliffwatch import settings
 from cliffwatch.orchestrator.errors import CostCliffError
 from cliffwatch.orchestrator.guard import cliffwatch_guard
-from cliffwatch.telemetry import alert_rules
+from cliffwatch.telemetry import write_pipeline
 from cliffwatch.telemetry.alerts import deliver_now, list_alerts, wait_for_deliveries
-from cliffwatch.telemetry.store import open_store, write_spans
+from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import make_run_records, make_runs_costing, ns_at
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 ROOT = Path(__file__).resolve().parent.parent
 HOUR_NS = 3600 * 10**9
@@ -47,7 +48,7 @@ def db(tmp_path: Path) -> Path:
 @pytest.fixture()
 def no_background(monkeypatch: pytest.MonkeyPatch) -> None:
     """Queue deliveries without this process sending them (another process will)."""
-    monkeypatch.setattr(alert_rules, "deliver_soon", lambda path, pending: None)
+    monkeypatch.setattr(write_pipeline, "deliver_soon", lambda path, pending: None)
 
 
 def alerts(db: Path, **kwargs: Any) -> list[dict[str, Any]]:

@@ -17,8 +17,8 @@ from cliffwatch.analytics.runs import (
 )
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.analytics.window import Window
-from cliffwatch.telemetry.store import write_spans
 from cliffwatch.telemetry.testing import llm_call_record, make_run_records, make_runs_costing, ns_at
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 CAPPED = "a" * 32
 BREACHED = "b" * 32

@@ -12,8 +12,8 @@ from cliffwatch.analytics.charts import cost_distribution, daily_trend, run_wate
 from cliffwatch.analytics.percentiles import cap_start_date, cost_percentiles, daily_percentiles
 from cliffwatch.analytics.runs import list_runs, run_spans
 from cliffwatch.analytics.store_access import read_store
-from cliffwatch.telemetry.store import write_spans
 from cliffwatch.telemetry.testing import make_run_records, make_runs_costing, ns_at
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 FAILED_RUN = "f" * 32
 

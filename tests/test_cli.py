@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from cliffwatch import settings
 from cliffwatch.cli import app
-from cliffwatch.telemetry.store import write_spans
 from cliffwatch.telemetry.testing import make_run_records, make_runs_costing, ns_at
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIFFWATCH_BIN = Path(sys.executable).parent / "cliffwatch"

@@ -17,8 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cliffwatch.telemetry import spill
-from cliffwatch.telemetry.store import open_store, write_spans
+from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import make_run_records
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 RUNS = 40
 WORKERS = 4
@@ -55,7 +56,8 @@ print(json.dumps({"spans": runs * (workers + 1), "spills": Count.spills, "flushe
 
 READER = r"""
 import json, os, random, sys, time
-from cliffwatch.telemetry.store import open_store, write_spans
+from cliffwatch.telemetry.store import open_store
+from cliffwatch.telemetry.write_pipeline import write_spans
 from cliffwatch.telemetry.testing import make_run_records
 
 path, stop = sys.argv[1], sys.argv[2]

@@ -17,8 +17,9 @@ import pytest
 from dashboard_store import StoreFixture, build_store
 from streamlit.testing.v1 import AppTest
 
-from cliffwatch.telemetry.store import open_store, write_spans
+from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import make_runs_costing, ns_at
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 TIMEOUT_S = 30

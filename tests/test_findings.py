@@ -33,8 +33,8 @@ from cliffwatch.analytics.window import Window
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import CapPolicy
 from cliffwatch.telemetry.pricing import import_litellm
-from cliffwatch.telemetry.store import write_spans
 from cliffwatch.telemetry.testing import make_run_records, ns_at
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 DAY_NS = 86_400 * 10**9
 WINDOW = Window(datetime(2026, 11, 1), datetime(2026, 11, 11))  # 10 days

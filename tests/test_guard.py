@@ -1,7 +1,7 @@
 """The public guard: the dispatch layer around any orchestrator, recorded as a cliffwatch run.
 
 Every test records into a real DuckDB store in tmp_path and reads back the ``runs`` row,
-the spans and the incidents that :func:`telemetry.store.write_spans` derived; costs are
+the spans and the incidents that :func:`telemetry.write_pipeline.write_spans` derived; costs are
 checked against litellm's bundled price map by hand.
 """
 

@@ -11,8 +11,9 @@ import pytest
 
 from cliffwatch import settings
 from cliffwatch.telemetry.incident_rules import RUNAWAY_MIN_RUNS
-from cliffwatch.telemetry.store import open_store, write_spans
+from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import make_run_records, make_runs_costing
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 EPOCH = datetime(1970, 1, 1)
 

@@ -11,8 +11,9 @@ from cliffwatch.analytics.errors import UnknownTaskClassError
 from cliffwatch.analytics.incidents import INCIDENT_COLUMNS, list_incidents
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.analytics.window import Window
-from cliffwatch.telemetry.store import open_store, write_spans
+from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import make_run_records, make_runs_costing, ns_at
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 CAP_RUN = "1" * 32
 CEILING_RUN = "2" * 32

@@ -23,8 +23,9 @@ from cliffwatch.analytics.window import Window
 from cliffwatch.telemetry.ingest import IngestError, ingest_files, read_file
 from cliffwatch.telemetry.otlp_mapping import MappingConfig
 from cliffwatch.telemetry.records import SpanRecord
-from cliffwatch.telemetry.store import open_store, write_spans
+from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import make_run_records, make_runs_costing
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

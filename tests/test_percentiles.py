@@ -19,8 +19,8 @@ from cliffwatch.analytics.percentiles import (
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.analytics.window import Window, WindowError, parse_when
 from cliffwatch.telemetry.records import SpanRecord
-from cliffwatch.telemetry.store import write_spans
 from cliffwatch.telemetry.testing import llm_call_record, make_run_records, make_runs_costing, ns_at
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 START = datetime(2026, 11, 1, 0, 0)
 INTERVAL_H = 3

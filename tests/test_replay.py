@@ -29,8 +29,8 @@ from cliffwatch.analytics.runs import get_run
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.orchestrator.dispatch import Action, DispatchGuard, Limits, PlanVerdict
 from cliffwatch.telemetry.conventions import Breach, CapPolicy, RunStatus
-from cliffwatch.telemetry.store import write_spans
 from cliffwatch.telemetry.testing import llm_call_record, ns_at
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 RUNAWAY = "a" * 32
 BREACH = "b" * 32

@@ -16,8 +16,8 @@ from cliffwatch.analytics.triage import get_incident
 from cliffwatch.analytics.whatif import what_if
 from cliffwatch.dashboard import ui
 from cliffwatch.dashboard.links import replay_link
-from cliffwatch.telemetry.store import write_spans
 from cliffwatch.telemetry.testing import ns_at
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 RUNAWAY = "a" * 32

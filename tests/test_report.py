@@ -28,8 +28,8 @@ from cliffwatch.analytics.report_render import (
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.analytics.window import Window
 from cliffwatch.orchestrator.dispatch import Limits
-from cliffwatch.telemetry.store import write_spans
 from cliffwatch.telemetry.testing import make_run_records, make_runs_costing, ns_at
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 MARKUP = "<script>alert(1)</script>"
 RESEARCH = np.random.default_rng(5).lognormal(-4.0, 0.8, 30).round(6).tolist()

@@ -15,8 +15,8 @@ from cliffwatch.analytics.report import build_report
 from cliffwatch.analytics.report_render import write_report
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.analytics.window import Window
-from cliffwatch.telemetry.store import write_spans
 from cliffwatch.telemetry.testing import make_run_records, make_runs_costing, ns_at
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 pytestmark = [pytest.mark.browser]
 

@@ -21,9 +21,9 @@ from cliffwatch.telemetry.store import (
     StoreNotFoundError,
     open_store,
     write_lock,
-    write_spans,
 )
 from cliffwatch.telemetry.testing import hold_store_lock, llm_call_record, make_run_records, ns_at
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 EPOCH = datetime(1970, 1, 1)
 

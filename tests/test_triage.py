@@ -12,7 +12,7 @@ from cliffwatch.analytics.incidents import list_incidents
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.analytics.triage import get_incident, triage_counts
 from cliffwatch.analytics.window import Window
-from cliffwatch.telemetry.store import StoreError, StoreNotFoundError, write_spans
+from cliffwatch.telemetry.store import StoreError, StoreNotFoundError
 from cliffwatch.telemetry.testing import hold_store_lock, make_run_records, ns_at
 from cliffwatch.telemetry.triage import (
     MAX_NOTE_CHARS,
@@ -22,6 +22,7 @@ from cliffwatch.telemetry.triage import (
     resolve,
     set_incident_status,
 )
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 BREACH = "b" * 32
 CEILING = "c" * 32

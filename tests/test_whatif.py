@@ -15,8 +15,8 @@ from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.analytics.whatif import CLASS_COLUMNS, RUN_COLUMNS, what_if, window_days
 from cliffwatch.analytics.window import Window
-from cliffwatch.telemetry.store import write_spans
 from cliffwatch.telemetry.testing import ns_at
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 # research: sub-tasks per run and the plan's cost; worker i of a run costs 0.001 * (i + 1)
 RESEARCH = [(2, 0.010), (3, 0.011), (5, 0.012), (4, 0.009), (12, 0.020), (7, 0.015),

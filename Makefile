@@ -13,3 +13,4 @@ bench:
 lint:
 	.venv/bin/ruff check .
 	.venv/bin/mypy
+	.venv/bin/lint-imports

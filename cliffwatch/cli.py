@@ -30,6 +30,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -689,12 +690,12 @@ def dashboard(
     ] = DEFAULT_DASHBOARD_PORT,
 ) -> None:
     """Open the Streamlit dashboard on the store (headless; prints the URL)."""
-    import cliffwatch.dashboard as dashboard_pkg
-
     path = settings.db_path(db).resolve()
     with read_store(path):
         pass  # a missing or foreign store is one line here, not an error page later
-    app_py = Path(dashboard_pkg.__file__).resolve().parent / "app.py"
+    # Found as a file of the cliffwatch package, not by importing cliffwatch.dashboard:
+    # nothing imports the dashboard (the import-linter contracts in pyproject.toml).
+    app_py = Path(str(files("cliffwatch").joinpath("dashboard", "app.py"))).resolve()
     if not app_py.exists():
         raise CliError(f"dashboard entry point {app_py} is missing")
     command = [

@@ -1,6 +1,6 @@
 """Render a :class:`analytics.report.Report` as HTML, Markdown, CSV, JSON or Parquet.
 
-Formats (:func:`write_report`):
+Formats (:func:`write_report` writes files; :func:`report_bytes` gives one file's bytes):
 
 - ``html``: one self-contained file: tables, and the figures drawn by plotly.js, whose
   bundle is embedded once (``include_plotlyjs=True`` on the first figure), so it opens
@@ -277,6 +277,35 @@ def _table_bytes(df: pl.DataFrame, fmt: ReportFormat) -> bytes:
     return buffer.getvalue()
 
 
+_TEXT_RENDERERS = {ReportFormat.HTML: render_html, ReportFormat.MD: render_markdown,
+                   ReportFormat.JSON: render_json}
+
+
+def report_bytes(report: Report, fmt: ReportFormat | str) -> bytes:
+    """``report`` in ``fmt`` as the bytes of one file, to download or send.
+
+    Args:
+        report: the report.
+        fmt: html, md or json (UTF-8 text); csv or parquet: a zip archive of one file per
+            table, named ``<table>.csv`` / ``<table>.parquet`` (what :func:`write_report`
+            writes to a ``.zip`` path).
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        ValueError: ``fmt`` is not a report format.
+    """
+    fmt = ReportFormat(fmt)
+    if fmt in _TEXT_RENDERERS:
+        return _TEXT_RENDERERS[fmt](report).encode("utf-8")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, df in report.tables.items():
+            archive.writestr(f"{name}.{fmt.value}", _table_bytes(df, fmt))
+    return buffer.getvalue()
+
+
 def write_report(report: Report, fmt: ReportFormat | str, path: str | Path) -> list[Path]:
     """Write ``report`` in ``fmt`` to ``path`` (see the module docstring for the layout).
 
@@ -296,20 +325,11 @@ def write_report(report: Report, fmt: ReportFormat | str, path: str | Path) -> l
     fmt = ReportFormat(fmt)
     out = Path(path)
     try:
-        if fmt in (ReportFormat.HTML, ReportFormat.MD, ReportFormat.JSON):
-            if out.is_dir():
-                raise ReportWriteError(f"{out} is a folder: give a file name for a {fmt} report")
+        if fmt in _TEXT_RENDERERS and out.is_dir():
+            raise ReportWriteError(f"{out} is a folder: give a file name for a {fmt} report")
+        if fmt in _TEXT_RENDERERS or out.suffix.lower() == ".zip":
             out.parent.mkdir(parents=True, exist_ok=True)
-            text = {ReportFormat.HTML: render_html, ReportFormat.MD: render_markdown,
-                    ReportFormat.JSON: render_json}[fmt](report)
-            out.write_text(text, encoding="utf-8")
-            return [out]
-        suffix = f".{fmt.value}"
-        if out.suffix.lower() == ".zip":
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                for name, df in report.tables.items():
-                    archive.writestr(name + suffix, _table_bytes(df, fmt))
+            out.write_bytes(report_bytes(report, fmt))
             return [out]
         if out.exists() and not out.is_dir():
             raise ReportWriteError(
@@ -318,7 +338,7 @@ def write_report(report: Report, fmt: ReportFormat | str, path: str | Path) -> l
         out.mkdir(parents=True, exist_ok=True)
         written = []
         for name, df in report.tables.items():
-            target = out / (name + suffix)
+            target = out / f"{name}.{fmt.value}"
             target.write_bytes(_table_bytes(df, fmt))
             written.append(target)
         return written

@@ -1157,14 +1157,10 @@ def report(
     incidents, what-if at each class's configured cap, spend by model and role."""
     from cliffwatch.analytics.report import build_report
     from cliffwatch.analytics.report_render import write_report
-    from cliffwatch.orchestrator.errors import ConfigError
-    from cliffwatch.orchestrator.workload import load_workload
+    from cliffwatch.orchestrator.workload import configured_limits
 
-    try:  # the what-if uses each class's configured cap; else its latest recorded one
-        class_limits = {c.name: c.config.limits for c in load_workload().classes}
-    except ConfigError:
-        class_limits = None
-    window = Window.parse(since, until)
+    class_limits = configured_limits()  # the what-if: each class's configured cap, else
+    window = Window.parse(since, until)  # its latest recorded one
     with _store(db) as con:
         built = build_report(con, window, task_class, class_limits=class_limits)
     written = write_report(built, fmt, output)

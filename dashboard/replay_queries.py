@@ -4,13 +4,13 @@ Reads are cached like :mod:`dashboard.queries` (keyed on the store path, its ver
 the request) and called through :func:`dashboard.queries.fetch`, which turns store and
 analytics errors into page messages.
 
-Two actions run the ``cliffwatch`` command line in a child process rather than in the
-dashboard: a live re-run (:func:`live_rerun`, which calls models through the orchestrator
-and writes a new run) and a report file (:func:`report_file`, built with the workload's
-configured caps). Both need the orchestrator, which the dashboard does not import
-(DESIGN.md: dashboard -> analytics only), and a child process keeps litellm and the
-write lock out of the Streamlit server. Their errors come back as :class:`ActionError`
-with the command's one-line message.
+A report file (:func:`report_file`) is built in this process, as ``cliffwatch report``
+builds it: :func:`analytics.report.build_report` with the workload's configured caps,
+rendered by :func:`analytics.report_render.report_bytes`. A live re-run
+(:func:`live_rerun`) runs the ``cliffwatch`` command line in a child process instead: it
+calls models through the orchestrator and writes a new run, and a child process keeps
+litellm and the write lock out of the Streamlit server. Its errors come back as
+:class:`ActionError` with the command's one-line message.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -29,23 +27,23 @@ import streamlit as st
 
 from cliffwatch import settings
 from cliffwatch.analytics.replay import LimitsOverride, Replay, replay
+from cliffwatch.analytics.report import build_report
+from cliffwatch.analytics.report_render import report_bytes
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.analytics.whatif import WhatIf, what_if
 from cliffwatch.dashboard.filters import Filters
 from cliffwatch.dashboard.queries import CACHE_TTL_S, store_path
 from cliffwatch.errors import CliffwatchError
+from cliffwatch.orchestrator.workload import configured_limits
 
 LIVE_RERUN_TIMEOUT_S = 600
 """Longest a live re-run may take (a real provider's run can take minutes)."""
-
-REPORT_TIMEOUT_S = 300
-"""Longest building a report file may take."""
 
 _CLI = "from cliffwatch.cli import main; main()"
 
 
 class ActionError(CliffwatchError):
-    """A live re-run or a report that could not be made; the message is one line."""
+    """A live re-run that could not be made; the message is one line."""
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
@@ -119,29 +117,19 @@ def live_rerun(run_id: str, override: LimitsOverride) -> dict[str, Any]:
     return json.loads(out)["live"]
 
 
-def report_args(filters: Filters) -> list[str]:
-    """``--since/--until/--task-class`` for the sidebar's selection (one class, or all)."""
-    window = filters.window()
-    args: list[str] = []
-    if window.since is not None:
-        args += ["--since", window.since.isoformat()]
-    if window.until is not None:
-        args += ["--until", window.until.isoformat()]
-    if filters.only_class():
-        args += ["--task-class", filters.only_class() or ""]
-    return args
-
-
 def report_file(fmt: str, filters: Filters) -> bytes:
-    """A report of the sidebar's selection in ``fmt`` (html, md, json; csv and parquet as
-    a zip of one file per table), as bytes to download.
+    """A report of the sidebar's selection (its window; one class, or every class) in
+    ``fmt``, as the bytes of the file to download: html, md or json; csv and parquet as a
+    zip of one file per table. The what-if uses each class's configured cap (the
+    workload's), else its latest recorded one, as ``cliffwatch report`` does.
 
     Raises:
-        ActionError: as :func:`_run_cli`.
+        StoreError: the store is missing, not a store, or busy.
+        AnalyticsError: the selection cannot be reported on (e.g. an unknown class).
+        ValueError: ``fmt`` is not a report format.
     """
-    name = "report.zip" if fmt in ("csv", "parquet") else f"report.{fmt}"
-    with tempfile.TemporaryDirectory(prefix="cliffwatch-report-") as folder:
-        target = Path(folder) / name
-        _run_cli(["report", "--format", fmt, "-o", str(target), *report_args(filters)],
-                 REPORT_TIMEOUT_S)
-        return target.read_bytes()
+    class_limits = configured_limits()
+    with read_store(store_path()) as con:
+        built = build_report(con, filters.window(), filters.only_class(),
+                             class_limits=class_limits)
+    return report_bytes(built, fmt)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cliffwatch.orchestrator.config import TaskClassConfig
+from cliffwatch.orchestrator.dispatch import Limits
 from cliffwatch.orchestrator.errors import ConfigError
 
 DEFAULT_DATA_DIR: Traversable = files("cliffwatch").joinpath("data")
@@ -175,3 +176,22 @@ def load_workload(data_dir: str | os.PathLike[str] | None = None) -> Workload:
         _class_from_table(name, table, defaults, root / "inputs") for name, table in classes.items()
     )
     return Workload(loaded, path)
+
+
+def configured_limits(data_dir: str | os.PathLike[str] | None = None) -> dict[str, Limits] | None:
+    """Each task class's configured limits (max-workers cap, cost ceiling, cap policy), by
+    class name, for a report's what-if (``analytics.report.build_report``'s
+    ``class_limits``).
+
+    Args:
+        data_dir: as :func:`load_workload`.
+
+    Returns:
+        Class name -> :class:`~orchestrator.dispatch.Limits`; None when the workload cannot
+        be read (a :class:`ConfigError`), so that the report falls back to each class's
+        latest recorded cap, as ``cliffwatch report`` and the dashboard's Report page do.
+    """
+    try:
+        return {c.name: c.config.limits for c in load_workload(data_dir).classes}
+    except ConfigError:
+        return None

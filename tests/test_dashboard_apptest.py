@@ -7,7 +7,6 @@ switches to a page, as a user would; the store is built through the real write p
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -291,17 +290,3 @@ def test_store_locked_by_another_process_is_reported(
     app.run()  # the writer is gone: the next rerun shows the data
     assert not app.error
     assert len(_frame(app, "percentiles")) == 2
-
-
-def test_dashboard_reads_the_store_only_through_analytics() -> None:
-    # DESIGN.md: imports run dashboard -> analytics -> telemetry.store.
-    forbidden = {"duckdb", "telemetry", "orchestrator"}
-    for source in sorted(APP.parent.rglob("*.py")):
-        for node in ast.walk(ast.parse(source.read_text(), str(source))):
-            if isinstance(node, ast.Import):
-                roots = {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom):
-                roots = {(node.module or "").split(".")[0]}
-            else:
-                continue
-            assert not roots & forbidden, f"{source.name} imports {roots & forbidden}"

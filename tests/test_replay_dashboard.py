@@ -3,7 +3,11 @@ hand-built store whose figures are known."""
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -16,7 +20,7 @@ from cliffwatch.analytics.triage import get_incident
 from cliffwatch.analytics.whatif import what_if
 from cliffwatch.dashboard import ui
 from cliffwatch.dashboard.links import replay_link
-from cliffwatch.telemetry.testing import ns_at
+from cliffwatch.telemetry.testing import hold_store_lock, ns_at
 from cliffwatch.telemetry.write_pipeline import write_spans
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
@@ -170,12 +174,69 @@ def test_run_page_links_to_its_replay(app: AppTest) -> None:
     assert "Download run_spans.csv" in _downloads(app)
 
 
+def _built_report(app: AppTest, fmt: str) -> bytes:
+    """The report file the page built in ``fmt`` (kept in session state for the button)."""
+    built = [v for k, v in app.session_state.items() if k.startswith(f"report_{fmt}_")]
+    assert len(built) == 1, f"{len(built)} {fmt} reports in session state"
+    return built[0]
+
+
 def test_report_page_builds_a_downloadable_report(app: AppTest) -> None:
     _open(app, "views/report.py")
     app.radio(key="report_fmt").set_value("md").run()
     app.button(key="build_report").click().run()
     assert not app.error, [e.value for e in app.error]
     assert any(label.startswith("Download the report") for label in _downloads(app))
+    assert _built_report(app, "md").decode().startswith("# cliffwatch cost report")
+
+
+def _comparable(tables: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    return {name: [{k: round(v, 12) if isinstance(v, float) else v
+                    for k, v in row.items() if k != "generated_at"} for row in rows]
+            for name, rows in tables.items()}
+
+
+def test_report_page_builds_in_process_what_the_cli_writes(
+    app: AppTest, store: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from cliffwatch.cli import app as cli_app
+
+    _open(app, "views/report.py")
+    app.radio(key="report_fmt").set_value("json").run()
+    app.button(key="build_report").click().run()
+    assert not app.error, [e.value for e in app.error]
+    page = json.loads(_built_report(app, "json"))
+    out = tmp_path / "cli.json"
+    result = CliRunner().invoke(cli_app, ["report", "--format", "json", "-o", str(out),
+                                          "--db", str(store)])
+    assert result.exit_code == 0, result.output
+    cli = json.loads(out.read_text())
+    # The same figures, what-if caps included; a sum may differ in its last bit (DuckDB
+    # adds in parallel), and each build has its own time.
+    assert _comparable(page["tables"]) == _comparable(cli["tables"])
+    assert page["meta"]["tables"] == cli["meta"]["tables"]
+
+    app.radio(key="report_fmt").set_value("csv").run()
+    app.button(key="build_report").click().run()
+    with zipfile.ZipFile(io.BytesIO(_built_report(app, "csv"))) as archive:
+        assert sorted(archive.namelist()) == sorted(f"{t}.csv" for t in cli["tables"])
+
+
+@pytest.mark.slow
+def test_report_page_shows_a_busy_store_as_one_line(
+    app: AppTest, store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _open(app, "views/report.py")
+    monkeypatch.setenv("CLIFFWATCH_LOCK_TIMEOUT_S", "0.2")
+    with hold_store_lock(store):
+        app.button(key="build_report").click().run()
+    assert not app.exception, [e.message for e in app.exception]
+    errors = [e.value for e in app.error]
+    assert len(errors) == 1 and "is busy" in errors[0] and "\n" not in errors[0], errors
+    assert "reload the page" not in errors[0]  # the build failed, not the page's own reads
+    assert not any(label.startswith("Download the report") for label in _downloads(app))
 
 
 @pytest.mark.slow

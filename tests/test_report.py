@@ -23,6 +23,7 @@ from cliffwatch.analytics.report_render import (
     md_escape,
     render_html,
     render_markdown,
+    report_bytes,
     write_report,
 )
 from cliffwatch.analytics.store_access import read_store
@@ -171,6 +172,19 @@ def test_every_format_is_written_and_reads_back(report: Report, tmp_path: Path) 
             assert_frame_equal(pl.read_parquet(BytesIO(archive.read(f"{name}.parquet"))), df)
     for name, df in report.tables.items():
         assert_frame_equal(pl.read_parquet(tmp_path / "pq" / f"{name}.parquet"), df)
+
+
+def test_report_bytes_are_the_file_write_report_writes(report: Report, tmp_path: Path) -> None:
+    # What the dashboard's download button gets (in memory) is the CLI's file.
+    for fmt, name in (("html", "r.html"), ("md", "r.md"), ("json", "r.json")):
+        written, = write_report(report, fmt, tmp_path / name)
+        assert report_bytes(report, fmt) == written.read_bytes()
+    with zipfile.ZipFile(BytesIO(report_bytes(report, "csv"))) as archive:
+        assert sorted(archive.namelist()) == sorted(f"{n}.csv" for n in REPORT_TABLES)
+        back = pl.read_csv(BytesIO(archive.read("percentiles.csv")))
+    assert back["task_class"].to_list() == report.tables["percentiles"]["task_class"].to_list()
+    with pytest.raises(ValueError):
+        report_bytes(report, "pdf")
 
 
 def test_a_path_of_the_wrong_kind_is_one_line(report: Report, tmp_path: Path) -> None:

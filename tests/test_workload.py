@@ -11,7 +11,7 @@ from cliffwatch.orchestrator import prompts
 from cliffwatch.orchestrator.config import TaskClassConfig
 from cliffwatch.orchestrator.errors import ConfigError
 from cliffwatch.orchestrator.sim_provider import SimProfile, register_sim_provider
-from cliffwatch.orchestrator.workload import load_tasks, load_workload
+from cliffwatch.orchestrator.workload import configured_limits, load_tasks, load_workload
 from cliffwatch.telemetry.conventions import CapPolicy
 from cliffwatch.telemetry.pricing import import_litellm, price_for
 
@@ -145,3 +145,10 @@ def test_missing_workload_file_is_one_clear_error(tmp_path: Path) -> None:
 def test_unknown_class_lookup_lists_the_known_ones(workload) -> None:
     with pytest.raises(KeyError, match="content_update"):
         workload["nope"]
+
+
+def test_configured_limits_are_each_class_s_limits_or_none(workload, tmp_path: Path) -> None:
+    limits = configured_limits()
+    assert limits == {c.name: c.config.limits for c in workload.classes}
+    assert set(CLASSES) <= set(limits)
+    assert configured_limits(tmp_path) is None  # no workload.toml: reports use recorded caps

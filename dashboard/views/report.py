@@ -1,14 +1,16 @@
 """Report: the sidebar's selection as a file to hand to a team: HTML (self-contained, with
 charts), Markdown (for a ticket), JSON, or CSV / Parquet tables (a zip).
 
-The report is made by ``cliffwatch report`` in a child process, so it is the same file the
-command line writes, with the what-if at each class's configured cap (workload config).
+The report is built in this process by the same analytics functions as ``cliffwatch
+report`` (``dashboard.replay_queries.report_file``), so it is the same file the command
+line writes, with the what-if at each class's configured cap (workload config).
 """
 
 import streamlit as st
 
 from cliffwatch.analytics.report import REPORT_TABLES
 from cliffwatch.dashboard import filters, queries, replay_queries
+from cliffwatch.errors import CliffwatchError
 
 # format -> (label, MIME type, file extension); a bare string here would be drawn on the
 # page (Streamlit "magic"), hence a comment
@@ -35,7 +37,7 @@ if st.button("Build the report", icon=":material/description:", key="build_repor
     with st.spinner("Building the report..."):
         try:
             st.session_state[built_key] = replay_queries.report_file(fmt, selected)
-        except replay_queries.ActionError as exc:
+        except CliffwatchError as exc:  # store and analytics errors: one line each
             st.error(str(exc))
 data = st.session_state.get(built_key)
 if data is not None:

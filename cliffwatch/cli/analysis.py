@@ -116,7 +116,7 @@ def replay(
 ) -> None:
     """Replay a run from its spans: its timeline, and what other limits would have done."""
     from cliffwatch.analytics.replay import LimitsOverride, compare_runs  # lazy: DuckDB
-    from cliffwatch.analytics.replay import replay as replay_run
+    from cliffwatch.analytics.replay import replay as replay_run  # lazy: DuckDB
 
     override = LimitsOverride.parse(max_workers, ceiling_usd, policy.value if policy else None)
     with read_only_store(db) as con:
@@ -160,7 +160,7 @@ def whatif(
     import polars as pl  # lazy: with the data layer below
 
     from cliffwatch.analytics.replay import LimitsOverride  # lazy: DuckDB
-    from cliffwatch.analytics.whatif import what_if
+    from cliffwatch.analytics.whatif import what_if  # lazy: DuckDB
 
     if max_workers is None and ceiling_usd is None and policy is None:
         raise CliError("give at least one of --max-workers, --ceiling-usd, --policy")
@@ -226,7 +226,7 @@ def report(
     """Write a cost report: runs and spend, P50/P95/P99 and cliff ratio per class,
     incidents, what-if at each class's configured cap, spend by model and role."""
     from cliffwatch.analytics.report import build_report  # lazy: DuckDB, plotly
-    from cliffwatch.analytics.report_render import write_report
+    from cliffwatch.analytics.report_render import write_report  # lazy: plotly
 
     try:  # the what-if uses each class's configured cap; else its latest recorded one
         class_limits = {c.name: c.config.limits for c in load_workload().classes}

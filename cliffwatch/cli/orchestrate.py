@@ -155,9 +155,8 @@ def run(
     """
     text = _task_text(prompt, task_file)
     path = writable_store(db)
-    # lazy: litellm, the OTel SDK and the simulated provider load only for a run.
-    from cliffwatch.analytics.replay import LimitsOverride
-    from cliffwatch.orchestrator.tasks import class_config, run_task
+    from cliffwatch.analytics.replay import LimitsOverride  # lazy: DuckDB
+    from cliffwatch.orchestrator.tasks import class_config, run_task  # lazy: litellm, OTel SDK
 
     config = class_config(task_class)
     override = LimitsOverride.parse(max_workers, ceiling_usd, policy.value if policy else None)

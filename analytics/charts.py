@@ -17,6 +17,7 @@ from typing import Any
 import plotly.graph_objects as go
 import polars as pl
 
+from cliffwatch.formatting import usd
 from cliffwatch.telemetry.conventions import Role
 
 PERCENTILE_STYLES: tuple[tuple[str, str, str], ...] = (
@@ -70,6 +71,7 @@ def usd_axis(costs: Iterable[float | None], title: str, *, log: bool = True) -> 
 
     Plotly's own log axis labels the minor steps with bare digits ("2 3 4 ... 9"), which
     crowd and do not read as money; this gives ``$0.001, $0.002, $0.005, $0.01, ...``
+    (labels by :func:`cliffwatch.formatting.usd`)
     (powers of ten only past :data:`_MAX_DECADES_WITH_2_AND_5` decades).
 
     Args:
@@ -90,10 +92,9 @@ def usd_axis(costs: Iterable[float | None], title: str, *, log: bool = True) -> 
         return axis
     low, high = math.floor(math.log10(min(positive))), math.ceil(math.log10(max(positive)))
     steps = (1, 2, 5) if high - low <= _MAX_DECADES_WITH_2_AND_5 else (1,)
-    ticks = [(m * 10.0**e, f"${m * 10.0**e:.{max(0, -e)}f}")
-             for e in range(low, high + 1) for m in steps]
-    axis["tickvals"] = [v for v, _ in ticks]
-    axis["ticktext"] = [t for _, t in ticks]
+    ticks = [m * 10.0**e for e in range(low, high + 1) for m in steps]
+    axis["tickvals"] = ticks
+    axis["ticktext"] = [usd(t) for t in ticks]
     return axis
 
 
@@ -261,7 +262,7 @@ def run_waterfall(spans: pl.DataFrame) -> go.Figure:
                     [r["span_id"], r["name"], r["model"] or "-",
                      "-" if r["input_tokens"] is None else r["input_tokens"],
                      "-" if r["output_tokens"] is None else r["output_tokens"],
-                     "-" if r["cost_usd"] is None else f"${r['cost_usd']:.6f}",
+                     usd(r["cost_usd"]),
                      r["status_code"]]
                     for r in mine
                 ],

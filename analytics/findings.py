@@ -71,6 +71,7 @@ from cliffwatch.analytics.scalars import as_float, as_int
 from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.analytics.whatif import DAYS_PER_YEAR, what_if, window_days
 from cliffwatch.analytics.window import Window
+from cliffwatch.formatting import usd
 from cliffwatch.telemetry.conventions import CapPolicy
 from cliffwatch.telemetry.pricing import price_for
 
@@ -415,7 +416,7 @@ def _no_cost_ceiling(ctx: _Context) -> list[dict[str, Any]]:
         out.append(_finding(
             ctx, "no_cost_ceiling", task_class, mine,
             title=(f"{mine.height} runs with no per-task cost ceiling; the costliest was "
-                   f"${as_float(mine['cost_usd'].max()):.4f}, {over.height} cost over "
+                   f"{usd(as_float(mine['cost_usd'].max()))}, {over.height} cost over "
                    f"{k:g}x the class P50"),
             fix=f"Set a per-task cost ceiling at dispatch{suggested}.",
             basis=(f"what-if: runs replayed with a ceiling of {k:g}x the class's P50 cost "
@@ -450,7 +451,7 @@ def _cost_cliff(ctx: _Context) -> list[dict[str, Any]]:
         out.append(_finding(
             ctx, "cost_cliff", task_class, mine,
             title=(f"P99 is {ratio:.1f}x P50 over {mine.height} runs (P50 "
-                   f"${tail['p50_usd']:.4f}, P99 ${tail['p99_usd']:.4f}): the Cost Cliff"),
+                   f"{usd(tail['p50_usd'])}, P99 {usd(tail['p99_usd'])}): the Cost Cliff"),
             fix=("Cap the plan at dispatch and put a cost ceiling on each task; the tail is "
                  "where the money goes."),
             basis=(f"what-if: the class's runs without a ceiling of at most {k:g}x its P50 "
@@ -497,7 +498,7 @@ def _synthesis_on_planner_model(ctx: _Context) -> list[dict[str, Any]]:
         out.append(_finding(
             ctx, "synthesis_on_planner_model", task_class, mine,
             title=(f"{mine.height} runs synthesised on the planner's model {model} "
-                   f"(median fan-out {fan_out:g} workers; synthesis spend ${synth_usd:.4f})"),
+                   f"(median fan-out {fan_out:g} workers; synthesis spend {usd(synth_usd)})"),
             fix=(f"Run synthesis on a smaller, cheaper model"
                  f"{f' such as {target}' if target else ''}: it does not need the "
                  f"planner's context budget."),
@@ -545,7 +546,7 @@ def _orchestrating_small_tasks(ctx: _Context) -> list[dict[str, Any]]:
             why.append(f"median plan of {median_plan:g} worker{plural} "
                        f"(< {ctx.thresholds.min_workers})")
         if heavy:
-            why.append(f"planning + synthesis ${overhead_usd:.4f} > workers ${workers_usd:.4f}")
+            why.append(f"planning + synthesis {usd(overhead_usd)} > workers {usd(workers_usd)}")
         recent = mine.sort("started_at").tail(MIN_RUNS_FOR_PERCENTILES)
         out.append(_finding(
             ctx, "orchestrating_small_tasks", task_class, mine,

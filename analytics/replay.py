@@ -33,6 +33,7 @@ from cliffwatch.analytics.recorded import (
     load_recorded_run,
 )
 from cliffwatch.analytics.runs import get_run
+from cliffwatch.formatting import number, usd
 from cliffwatch.orchestrator.dispatch import Limits
 from cliffwatch.telemetry.conventions import CapPolicy, Role
 
@@ -371,6 +372,13 @@ class Replay:
         }
 
 
+def limits_text(limits: Limits) -> str:
+    """``cap 8, ceiling $0.05, reject`` (``none`` for a limit that is off)."""
+    cap = "none" if limits.max_workers is None else str(limits.max_workers)
+    ceiling = "none" if limits.ceiling_usd is None else usd(limits.ceiling_usd)
+    return f"cap {cap}, ceiling {ceiling}, {limits.policy.value}"
+
+
 def limits_dict(limits: Limits) -> dict[str, Any]:
     """``{"max_workers", "ceiling_usd", "policy"}`` of ``limits`` (None = off)."""
     return {"max_workers": limits.max_workers, "ceiling_usd": limits.ceiling_usd,
@@ -436,10 +444,6 @@ def line_items_frame(cf: Counterfactual) -> pl.DataFrame:
     )
 
 
-def _usd(value: float | None) -> str:
-    return "-" if value is None else f"${value:.6f}"
-
-
 def _basis(cf: Counterfactual, *stages: str) -> str:
     items = [i for i in cf.items if i.stage in stages]
     if not items:
@@ -455,11 +459,6 @@ def comparison_frame(
     """What happened beside a counterfactual of it (see :meth:`Replay.comparison`);
     ``recorded_reason`` is the dispatch decision as recorded (a row when given)."""
 
-    def lim(limits: Limits) -> str:
-        cap = "none" if limits.max_workers is None else str(limits.max_workers)
-        ceiling = "none" if limits.ceiling_usd is None else f"${limits.ceiling_usd:g}"
-        return f"cap {cap}, ceiling {ceiling}, {limits.policy.value}"
-
     recorded_stage = {
         stage: sum(c.cost_usd or 0.0 for c in run.calls_in(*roles))
         for stage, roles in (("plan", (Role.PLAN,)), ("worker", (Role.WORKER,)),
@@ -467,7 +466,7 @@ def comparison_frame(
     }
     saving = "-" if cf.saving_pct is None else f"{cf.saving_pct:.1f}%"
     rows = [
-        ("limits", lim(run.limits), lim(cf.limits), "given"),
+        ("limits", limits_text(run.limits), limits_text(cf.limits), "given"),
         *([("dispatch decision", recorded_reason, cf.reason, "dispatch layer")]
           if recorded_reason is not None else []),
         ("status", run.status, cf.status.value, "dispatch layer"),
@@ -478,17 +477,17 @@ def comparison_frame(
          if not cf.plan_estimated else "estimated"),
         ("sub-tasks dispatched", str(run.workers_dispatched or 0), str(cf.dispatched),
          "dispatch layer"),
-        ("planner $", _usd(recorded_stage["plan"]), _usd(cf.stage_usd(Role.PLAN)),
+        ("planner $", usd(recorded_stage["plan"]), usd(cf.stage_usd(Role.PLAN)),
          _basis(cf, Role.PLAN)),
-        ("workers $", _usd(recorded_stage["worker"]), _usd(cf.stage_usd(Role.WORKER)),
+        ("workers $", usd(recorded_stage["worker"]), usd(cf.stage_usd(Role.WORKER)),
          _basis(cf, Role.WORKER)),
-        ("synthesis $", _usd(recorded_stage["synthesis"]),
-         _usd(cf.stage_usd(Role.SYNTHESIS, Role.CRITIC)),
+        ("synthesis $", usd(recorded_stage["synthesis"]),
+         usd(cf.stage_usd(Role.SYNTHESIS, Role.CRITIC)),
          _basis(cf, Role.SYNTHESIS, Role.CRITIC)),
-        ("total $", _usd(run.cost_usd), _usd(cf.cost_usd),
+        ("total $", usd(run.cost_usd), usd(cf.cost_usd),
          "partly estimated" if cf.has_estimates else "recorded"),
-        ("saving", "-", f"{_usd(cf.saving_usd)} ({saving})",
-         f"{_usd(cf.estimated_usd)} of it estimated" if cf.has_estimates else "recorded"),
+        ("saving", "-", f"{usd(cf.saving_usd)} ({saving})",
+         f"{usd(cf.estimated_usd)} of it estimated" if cf.has_estimates else "recorded"),
     ]
     return pl.DataFrame(rows, schema=["figure", "recorded", "counterfactual", "basis"],
                         orient="row")
@@ -566,15 +565,15 @@ def compare_runs(con: duckdb.DuckDBPyConnection, run_id: str, other_id: str) -> 
         if value is None:
             return "-"
         if column.endswith("_usd"):
-            return f"${value:.6f}"
+            return usd(value)
         if isinstance(value, float):
-            return f"{value:,.0f}"
+            return number(value, 0)
         return str(value)
 
     rows = [(label, text(col, first[col]), text(col, second[col]))
             for col, label in RUN_COMPARISON_FIGURES.items()]
     diff = second["cost_usd"] - first["cost_usd"]
     pct = f" ({100 * diff / first['cost_usd']:+.1f}%)" if first["cost_usd"] else ""
-    rows.append(("cost change $", "-", f"{diff:+.6f}{pct}"))
+    rows.append(("cost change $", "-", f"{usd(diff, signed=True)}{pct}"))
     rows.append(("run id", first["run_id"], second["run_id"]))
     return pl.DataFrame(rows, schema=["figure", "original", "rerun"], orient="row")

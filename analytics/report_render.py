@@ -28,7 +28,6 @@ import re
 import zipfile
 from collections.abc import Iterable
 from datetime import date, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +36,9 @@ import polars as pl
 from cliffwatch.analytics.errors import AnalyticsError
 from cliffwatch.analytics.plain import plain_rows
 from cliffwatch.analytics.report import REPORT_FIGURES, REPORT_TABLES, Report, report_meta
+from cliffwatch.analytics.report_format import ReportFormat
 from cliffwatch.analytics.scalars import as_int
-
-
-class ReportFormat(StrEnum):
-    """Output formats of a report."""
-
-    HTML = "html"
-    MD = "md"
-    CSV = "csv"
-    JSON = "json"
-    PARQUET = "parquet"
+from cliffwatch.formatting import MISSING, NUMBER_DECIMALS, number, usd
 
 
 class ReportWriteError(AnalyticsError):
@@ -57,35 +48,23 @@ class ReportWriteError(AnalyticsError):
 # --- cell formatting (shared by HTML and Markdown) ------------------------------------------
 
 
-def _usd(value: float) -> str:
-    if value == 0:
-        return "$0"
-    if abs(value) >= 1:
-        return f"${value:,.2f}"
-    # four significant digits below $1: costs per run are fractions of a cent to cents
-    decimals = min(8, 3 - math.floor(math.log10(abs(value))))
-    return f"${value:.{decimals}f}"
-
-
 def format_cell(column: str, value: Any) -> str:
-    """A cell as text: USD with 4 significant digits below $1, percentages, ratios, times
-    to the minute; ``-`` for missing. Not escaped."""
+    """A cell as text: money and numbers by :mod:`cliffwatch.formatting` (``*_usd`` as
+    money), percentages, ratios, times to the minute; ``-`` for missing. Not escaped."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
+        return MISSING
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
         if column.endswith("_usd"):
-            return _usd(value)
+            return usd(value)
         if column.endswith("_pct"):
-            return f"{value:.1f}%"
+            return f"{number(value, 1)}%"
         if column == "cliff_ratio":
-            return f"{value:.1f}x"
-        if column.endswith("_ms"):
-            return f"{value:,.0f}"
-        return f"{value:,.4g}"
+            return f"{number(value, 1)}x"
+        return number(value, 0 if column.endswith("_ms") else NUMBER_DECIMALS)
     if isinstance(value, int):
-        return f"{value:,}"
+        return number(value)
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M")
     if isinstance(value, date):

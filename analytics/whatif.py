@@ -30,7 +30,7 @@ from polars.datatypes import DataTypeClass
 
 from cliffwatch.analytics.counterfactual import Counterfactual, Outcome, counterfactual
 from cliffwatch.analytics.recorded import RecordedRun, load_estimates, load_recorded_runs
-from cliffwatch.analytics.replay import LimitsOverride
+from cliffwatch.analytics.replay import LimitsOverride, limits_text
 from cliffwatch.analytics.scalars import as_datetime
 from cliffwatch.analytics.window import Window, utc_now
 from cliffwatch.telemetry.conventions import RunStatus
@@ -64,13 +64,6 @@ def _override_for(overrides: Overrides, task_class: str) -> LimitsOverride:
     return overrides.get(task_class, LimitsOverride())
 
 
-def _limits_text(cf: Counterfactual) -> str:
-    lim = cf.limits
-    cap = "none" if lim.max_workers is None else str(lim.max_workers)
-    ceiling = "none" if lim.ceiling_usd is None else f"${lim.ceiling_usd:g}"
-    return f"cap {cap}, ceiling {ceiling}, {lim.policy.value}"
-
-
 def _run_row(run: RecordedRun, cf: Counterfactual) -> dict[str, Any]:
     affected = (
         cf.status != run.status
@@ -81,7 +74,7 @@ def _run_row(run: RecordedRun, cf: Counterfactual) -> dict[str, Any]:
         "run_id": run.run_id,
         "task_class": run.task_class,
         "started_at": run.started_at,
-        "limits": _limits_text(cf),
+        "limits": limits_text(cf.limits),
         "status_before": run.status,
         "status_after": cf.status.value,
         "breach_after": cf.breach.value if cf.breach else None,

@@ -11,12 +11,18 @@ Benchmarks (each prints figures and a ratio against a baseline run in the same p
   against numpy.percentile over the same costs already in memory. Target: < 1 s.
 - ``demo``: ``orchestrator.demo.run_demo`` (the real orchestrator, sim provider, real
   spans into DuckDB): runs/s and LLM calls/s.
+- ``cli_help``: CPU time (user + sys) of a ``cliffwatch --help`` process, median of
+  several, against ``python -c pass``; with the machine's load average. Target: < 0.5 s.
+  Run it alone with ``python -m bench cli_help``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -176,11 +182,48 @@ def bench_demo(tmp: Path, quick: bool) -> Result:
     ]
 
 
+CLI_HELP_TARGET_CPU_S = 0.5
+"""Most CPU ``cliffwatch --help`` may take (issue 8's acceptance)."""
+
+
+def _child_cpu_s(command: list[str]) -> float:
+    """User + sys CPU seconds of one run of ``command`` (the children's rusage before
+    and after; its output is discarded)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def bench_cli_help(tmp: Path, quick: bool) -> Result:
+    script = Path(sys.executable).parent / "cliffwatch"
+    cliffwatch = ([str(script)] if script.exists() else
+                  [sys.executable, "-c", "from cliffwatch.cli import main; main()"])
+    repeats = 3 if quick else 9
+    load_before = os.getloadavg()
+    _child_cpu_s([*cliffwatch, "--help"])  # warm the file cache; not counted
+    help_s = statistics.median(_child_cpu_s([*cliffwatch, "--help"]) for _ in range(repeats))
+    bare_s = statistics.median(_child_cpu_s([sys.executable, "-c", "pass"])
+                               for _ in range(repeats))
+    verdict = "met" if help_s < CLI_HELP_TARGET_CPU_S else "NOT met"
+    return [
+        ("command", " ".join([Path(cliffwatch[0]).name, *cliffwatch[1:], "--help"])),
+        (f"cliffwatch --help CPU (median of {repeats})", f"{help_s:.3f} s"),
+        (f"python -c pass CPU (median of {repeats})", f"{bare_s:.3f} s"),
+        ("ratio", f"{help_s / bare_s:.1f}x" if bare_s > 0 else "inf"),
+        (f"target < {CLI_HELP_TARGET_CPU_S} s CPU", verdict),
+        ("load average 1/5/15 min (before, after)",
+         f"{'/'.join(f'{x:.2f}' for x in load_before)}, "
+         f"{'/'.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"),
+    ]
+
+
 BENCHMARKS: dict[str, Callable[[Path, bool], Result]] = {
     "store_write": bench_store_write,
     "exporter": bench_exporter,
     "percentiles": bench_percentiles,
     "demo": bench_demo,
+    "cli_help": bench_cli_help,
 }
 
 

@@ -1,4 +1,7 @@
-"""Small display helpers the pages share: money formatting, the percentile table, run links."""
+"""Small display helpers the pages share: money formatting, the percentile table, run links.
+
+``ui.usd`` is :func:`cliffwatch.formatting.usd`, the one money format of the CLI, the
+dashboard and the reports."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from typing import Literal, NoReturn
 import polars as pl
 import streamlit as st
 from pandas.io.formats.style import Styler
+
+from cliffwatch.formatting import usd
 
 RUN_PAGE = "views/run.py"
 """The run page's source, relative to app.py (what ``st.switch_page`` takes)."""
@@ -25,14 +30,6 @@ STATUS_COLOURS: dict[str, BadgeColour] = {
     "ok": "green", "rejected": "red", "cancelled": "orange", "failed": "red",
 }
 """The badge colour of each run status (the run and replay pages; gray for any other)."""
-
-
-def usd(value: float | None) -> str:
-    """``$0.0123`` (four decimals below $1: costs per run are cents, so a tenth of a cent
-    shows; cents from $1 up); ``-`` for None."""
-    if value is None:
-        return "-"
-    return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
 
 
 PERCENTILE_LABELS: dict[str, str] = {

@@ -129,6 +129,13 @@ class TaskClassConfig:
         except ConfigError as exc:
             raise ConfigError(f"{self.name}: {exc}") from None
 
+    def models(self) -> tuple[str, ...]:
+        """Every model this class can route a call to: planner, routine and hard workers,
+        synthesis, and the critic when there is one (repeats removed, in that order)."""
+        found = (self.planner_model, self.routine_model, self.hard_model,
+                 self.synthesis_model, self.critic_model)
+        return tuple(dict.fromkeys(m for m in found if m))
+
     def uncapped(self) -> TaskClassConfig:
         """The same class with no cap and no ceiling (how pipelines ran before the cap)."""
         return dataclasses.replace(self, max_workers=None, ceiling_usd=None)

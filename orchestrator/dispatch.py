@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from cliffwatch.formatting import usd
 from cliffwatch.orchestrator.errors import ConfigError
 from cliffwatch.telemetry.conventions import Breach, CapPolicy
 
@@ -228,7 +229,7 @@ class DispatchGuard:
                 tuple(breaches),
                 proposed,
                 estimate,
-                f"{cap_note}estimate ${estimate:.4f} over ceiling ${ceiling:.4f}: rejected",
+                f"{cap_note}estimate {usd(estimate)} over ceiling {usd(ceiling)}: rejected",
             )
         what = f"dispatch {keep} of {proposed}"
         return PlanVerdict(

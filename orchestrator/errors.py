@@ -9,6 +9,7 @@ one line; nothing here formats for a terminal.
 from __future__ import annotations
 
 from cliffwatch.errors import CliffwatchError
+from cliffwatch.formatting import usd
 
 
 class OrchestratorError(CliffwatchError, RuntimeError):
@@ -63,10 +64,10 @@ class CostCeilingError(OrchestratorError):
         self.estimate_usd = estimate_usd
         self.spent_usd = spent_usd
         if stage == "estimate":
-            what = f"estimated cost ${estimate_usd:.4f} is over the ceiling ${ceiling_usd:.4f}"
+            what = f"estimated cost {usd(estimate_usd)} is over the ceiling {usd(ceiling_usd)}"
             what += ": nothing dispatched"
         else:
-            what = f"spend ${spent_usd:.4f} crossed the ceiling ${ceiling_usd:.4f}"
+            what = f"spend {usd(spent_usd)} crossed the ceiling {usd(ceiling_usd)}"
             what += ": pending workers cancelled"
         super().__init__(what)
 

@@ -56,6 +56,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from cliffwatch import settings
+from cliffwatch.formatting import usd
 from cliffwatch.orchestrator import span_attrs as sa
 from cliffwatch.orchestrator.dispatch import (
     Action,
@@ -631,7 +632,7 @@ class Guard:
                 message = self._rejected.reason
             elif self._dispatch.ceiling_crossed:
                 status, breach = RunStatus.CANCELLED, Breach.CEILING
-                message = f"spend ${self._dispatch.spent_usd:.4f} crossed the ceiling"
+                message = f"spend {usd(self._dispatch.spent_usd)} crossed the ceiling"
             elif error is not None and not isinstance(error, CostCliffError | CostCeilingError):
                 status = RunStatus.FAILED
                 message = f"{type(error).__name__}: {error}"

@@ -18,15 +18,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from cliffwatch.orchestrator.config import TaskClassConfig
-from cliffwatch.orchestrator.demo import DEMO_TIME_SCALE
 from cliffwatch.orchestrator.dispatch import Limits
 from cliffwatch.orchestrator.errors import ConfigError, OrchestratorError
-from cliffwatch.orchestrator.runner import RunResult, orchestrate
-from cliffwatch.orchestrator.sim_provider import is_sim_model, register_sim_provider
+from cliffwatch.orchestrator.runner import RunResult
+from cliffwatch.orchestrator.tasks import run_task
 from cliffwatch.orchestrator.workload import Task, Workload, load_workload
 
 
@@ -148,7 +146,8 @@ def rerun_live(
     time_scale: float | None = None,
     data_dir: str | os.PathLike[str] | None = None,
 ) -> LiveRerun:
-    """Run ``run``'s task again through the orchestrator under ``limits``.
+    """Run ``run``'s task again through the orchestrator under ``limits``
+    (:func:`~cliffwatch.orchestrator.tasks.run_task` does the run).
 
     Args:
         db_path: the store the original is in; the new run is recorded there.
@@ -169,38 +168,9 @@ def rerun_live(
     """
     workload = _workload(data_dir)
     task, source = recover_task(run, workload)
-    config = rerun_config(run, limits, workload)
     chosen_seed = run.seed if seed is None else seed
-    chosen_seed = 0 if chosen_seed is None else int(chosen_seed)
-    models = [
-        m
-        for m in (
-            config.planner_model,
-            config.routine_model,
-            config.hard_model,
-            config.synthesis_model,
-            config.critic_model,
-        )
-        if m
-    ]
-    all_sim = all(is_sim_model(m) for m in models)
-    scale = time_scale if time_scale is not None else (DEMO_TIME_SCALE if all_sim else 1.0)
-    if any(is_sim_model(m) for m in models):
-        register_sim_provider(chosen_seed, scale, models=models)
-    from cliffwatch.telemetry.tracing import configure_tracing  # duckdb: only when a run is made
-
-    tracing = configure_tracing(Path(db_path))
-    try:
-        result = orchestrate(
-            task,
-            config,
-            tracing=tracing,
-            seed=chosen_seed,
-            time_scale=scale,
-            replay_of=run.run_id,
-            raise_on_breach=False,
-        )
-    finally:
-        flushed = tracing.flush()
-        tracing.shutdown()
-    return LiveRerun(run.run_id, result, task, source, config, chosen_seed, flushed)
+    done = run_task(db_path, task, rerun_config(run, limits, workload),
+                    seed=0 if chosen_seed is None else int(chosen_seed), time_scale=time_scale,
+                    replay_of=run.run_id)
+    return LiveRerun(run.run_id, done.result, task, source, done.config, done.seed,
+                     done.flushed)

@@ -79,21 +79,7 @@ class Workload:
 
     def models(self) -> set[str]:
         """Every model string any class uses."""
-        found: set[str] = set()
-        for task_class in self.classes:
-            cfg = task_class.config
-            found.update(
-                m
-                for m in (
-                    cfg.planner_model,
-                    cfg.routine_model,
-                    cfg.hard_model,
-                    cfg.synthesis_model,
-                    cfg.critic_model,
-                )
-                if m
-            )
-        return found
+        return {m for task_class in self.classes for m in task_class.config.models()}
 
 
 def load_tasks(path: Path | Traversable, task_class: str) -> tuple[Task, ...]:

@@ -87,7 +87,7 @@ def test_run_waterfall_bars(frames) -> None:
     assert list(workers.x) == [1000.0, 1000.0]
     # hover carries model, tokens, cost and status; the failed worker is outlined red
     assert workers.customdata[0][2] == "sim/gpt-4o-mini"
-    assert workers.customdata[0][5] == "$0.010000"
+    assert workers.customdata[0][5] == "$0.01"
     assert [c[6] for c in workers.customdata] == ["ok", "error"]
     assert list(workers.marker.line.color) == ["white", "#d62728"]
     assert "model" in workers.hovertemplate and "tokens" in workers.hovertemplate
@@ -109,11 +109,12 @@ def test_cost_axes_are_labelled_in_dollars() -> None:
     axis = usd_axis([0.0031, None, 0.0, 0.042], "cost")
     assert axis["type"] == "log"
     assert axis["ticktext"] == ["$0.001", "$0.002", "$0.005", "$0.01", "$0.02", "$0.05",
-                                "$0.1", "$0.2", "$0.5"]
+                                "$0.10", "$0.20", "$0.50"]  # cliffwatch.formatting.usd
     assert axis["tickvals"] == pytest.approx([0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
                                               0.1, 0.2, 0.5])
     wide = usd_axis([0.00002, 3.0], "cost")  # five decades: powers of ten only
-    assert wide["ticktext"] == ["$0.00001", "$0.0001", "$0.001", "$0.01", "$0.1", "$1", "$10"]
+    assert wide["ticktext"] == ["$0.00001", "$0.0001", "$0.001", "$0.01", "$0.10", "$1.00",
+                                "$10.00"]
     assert "tickvals" not in usd_axis([0.0, None], "cost")
     assert usd_axis([0.5], "cost", log=False) == {"title": "cost", "type": "linear",
                                                   "tickprefix": "$"}

@@ -16,6 +16,7 @@ import pytest
 from dashboard_store import StoreFixture, build_store
 from streamlit.testing.v1 import AppTest
 
+from cliffwatch.formatting import usd
 from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import make_runs_costing, ns_at
 from cliffwatch.telemetry.write_pipeline import write_spans
@@ -92,8 +93,8 @@ def test_overview_percentiles_match_numpy(app: AppTest, store: StoreFixture) -> 
     every_cost = [c for costs in store.costs_usd.values() for c in costs]
     kpis = _metrics(app)
     assert kpis["Runs"] == str(len(every_cost))
-    assert kpis["Spend"] == f"${sum(every_cost):,.2f}"
-    assert kpis["P95 per run"] == f"${np.percentile(every_cost, 95):,.4f}"
+    assert kpis["Spend"] == usd(sum(every_cost))
+    assert kpis["P95 per run"] == usd(float(np.percentile(every_cost, 95)))
     assert kpis["Open incidents"] == "6"  # 1 cap, 1 ceiling, 4 runaways
 
 
@@ -140,7 +141,7 @@ def test_overview_several_classes_selected_in_sidebar(app: AppTest, store: Store
     # Several classes: the headline is over every run of them (not a mix of class rows).
     every_cost = store.costs_usd["extract"] + store.costs_usd["research"]
     for label, q in (("P50", 50), ("P95", 95), ("P99", 99)):
-        assert _metrics(app)[f"{label} per run"] == f"${np.percentile(every_cost, q):,.4f}"
+        assert _metrics(app)[f"{label} per run"] == usd(float(np.percentile(every_cost, q)))
     app.multiselect(key="task_class").unselect("research").run()
     assert _frame(app, "percentiles")["Task class"].tolist() == ["extract"]
     assert _metrics(app)["Runs"] == str(len(store.costs_usd["extract"]))
@@ -188,11 +189,11 @@ def test_run_page_shows_the_runs_spans(app: AppTest, store: StoreFixture) -> Non
     assert spans["name"].tolist() == ["run research", "plan", "worker 0", "worker 1"]
     assert spans["cost_usd"].iloc[1:].tolist() == pytest.approx([0.004, 0.05, 0.05])
     facts = _metrics(app)
-    assert facts["Cost"] == "$0.1040"
+    assert facts["Cost"] == "$0.104"
     assert facts["Proposed → dispatched"] == "5 → 5"
     assert facts["Max workers"] == "cap 8"
-    assert facts["Ceiling"] == "$0.1000"
-    assert facts["Estimate at dispatch"] == "$0.0900"
+    assert facts["Ceiling"] == "$0.10"
+    assert facts["Estimate at dispatch"] == "$0.09"
     assert "ceiling breach" in _texts(app.markdown)
     assert not app.error
 

@@ -1,0 +1,90 @@
+"""Options and choices shared by the commands, and the store a command works on.
+
+Every command resolves its store with :func:`cliffwatch.settings.db_path` (``--db``, else
+$CLIFFWATCH_DB, else ``data/cliffwatch.duckdb``): :func:`read_only_store` for a command
+that reads, :func:`writable_store` for one that records runs or spans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cliffwatch import settings
+from cliffwatch.telemetry.schema import INCIDENT_STATUSES
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+class OutputFormat(StrEnum):
+    """How tabular output is printed."""
+
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+
+IncidentStatus = StrEnum(  # type: ignore[misc]
+    "IncidentStatus", [(status.upper(), status) for status in INCIDENT_STATUSES]
+)
+"""Triage statuses of an incident (from the store's schema), as CLI choices."""
+
+DbOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--db",
+        help="DuckDB store file (default: $CLIFFWATCH_DB, else data/cliffwatch.duckdb).",
+        show_default=False,
+    ),
+]
+FormatOption = Annotated[
+    OutputFormat,
+    typer.Option("--format", help="Output: a table, JSON (array of objects) or CSV."),
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        help="From this time on, inclusive: 2026-11-01, 2026-11-01T12:00, 7d, 24h, today.",
+    ),
+]
+UntilOption = Annotated[
+    str | None,
+    typer.Option("--until", help="Before this time, exclusive (same forms as --since)."),
+]
+TaskClassOption = Annotated[
+    str | None, typer.Option("--task-class", help="Only runs of this task class.")
+]
+
+
+@contextmanager
+def read_only_store(db: Path | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to the resolved store.
+
+    Raises:
+        StoreError: the store is missing, not a cliffwatch store, or busy.
+    """
+    from cliffwatch.analytics.store_access import read_store  # lazy: DuckDB, pyarrow
+
+    with read_store(settings.db_path(db)) as con:
+        yield con
+
+
+def writable_store(db: Path | None) -> Path:
+    """The resolved store path for a command that writes runs or spans: a new file is
+    fine, an existing one must be a cliffwatch store (checked now, before any work).
+
+    Raises:
+        StoreError: the file exists and is not a cliffwatch store, or is busy.
+    """
+    path = settings.db_path(db)
+    if path.exists():
+        with read_only_store(path):
+            pass
+    return path

@@ -1,0 +1,206 @@
+"""What the commands print: the consoles, :func:`render` (a table, JSON or CSV: the one
+output path of every tabular command), summary tables, and the one-line error.
+
+Money and numbers in tables are written by :mod:`cliffwatch.formatting`; JSON and CSV
+carry the values as they are.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from cliffwatch.cli.options import OutputFormat
+from cliffwatch.formatting import number, usd
+
+if TYPE_CHECKING:
+    import polars as pl
+
+EXIT_USAGE = 2
+"""Exit code of bad input: usage, a missing or foreign store, a bad date, an unknown
+task class, a bad setting."""
+
+EXIT_NOT_COMPLETED = 1
+"""Exit code of a command that ran but did not complete: ``cliffwatch run`` without
+status ok, ``ingest`` that left spans or lines out, ``alerts --retry`` with a failure."""
+
+
+class CliError(typer.TyperException):
+    """A bad request found by a command: printed as one line, exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
+def error_line(message: str) -> None:
+    """Print ``error: <first line of message>`` in red on stderr, as one line."""
+    # soft_wrap: the message stays one line whatever the terminal width.
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    Console(stderr=True).print(Text("error: ", style="bold red") + Text(first, style="red"),
+                               soft_wrap=True)
+
+
+def say(message: str, *, stderr: bool = False, style: str | None = None) -> None:
+    """Print one line of plain text (no markup, no highlighting, never wrapped)."""
+    Console(stderr=stderr).print(message, style=style, soft_wrap=True, highlight=False,
+                                 markup=False)
+
+
+TABLE_HEADERS: dict[str, str] = {
+    "task_class": "class",
+    "run_id": "run",
+    "incident_id": "incident",
+    "started_at": "started (UTC)",
+    "detected_at": "detected (UTC)",
+    "workers_proposed": "proposed",
+    "workers_dispatched": "dispatched",
+    "max_workers": "cap",
+    "p50_usd": "P50 $",
+    "p95_usd": "P95 $",
+    "p99_usd": "P99 $",
+    "cliff_ratio": "P99/P50",
+    "unpriced_calls": "unpriced",
+}
+"""Short table headers (JSON and CSV keep the column names)."""
+
+PIPED_TABLE_WIDTH = 200
+"""Width of a table printed to a pipe or file (no terminal to fit)."""
+
+SHORT_ID_CHARS = 12
+"""A table shows run ids cut to this many characters (a unique prefix in practice);
+JSON and CSV carry them whole."""
+
+
+def stdout_console() -> Console:
+    """A stdout console; :data:`PIPED_TABLE_WIDTH` wide when piped or captured (rich
+    would fold tables to 80 columns) unless ``COLUMNS`` says otherwise."""
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=PIPED_TABLE_WIDTH)
+    return console
+
+
+def _header(column: str) -> str:
+    if column in TABLE_HEADERS:
+        return TABLE_HEADERS[column]
+    if column.endswith("_usd"):
+        return column.removesuffix("_usd").replace("_", " ") + " $"
+    return column.replace("_", " ")
+
+
+def _cell(column: str, value: Any) -> Text:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return Text("-", style="dim")
+    if isinstance(value, float):
+        if column.endswith(("_usd", " $")):  # " $": a money column renamed for a table
+            return Text(usd(value))
+        return Text(number(value, 0 if column.endswith("_ms") else 2))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Text(number(value))
+    if isinstance(value, datetime):
+        return Text(value.strftime("%Y-%m-%d %H:%M"))
+    if column == "run_id":
+        return Text(str(value)[:SHORT_ID_CHARS])
+    return Text(str(value))
+
+
+def json_out(data: Any) -> None:
+    """Print ``data`` as indented JSON (times as ISO 8601, polars values as plain ones)."""
+    from cliffwatch.analytics.plain import plain_value  # lazy: polars
+
+    sys.stdout.write(json.dumps(data, indent=2, default=plain_value) + "\n")
+
+
+def render(
+    df: pl.DataFrame,
+    fmt: OutputFormat,
+    *,
+    title: str | None = None,
+    table_columns: Sequence[str] | None = None,
+    json_columns: Sequence[str] = (),
+    empty: str = "nothing to show",
+) -> None:
+    """Print ``df`` to stdout in ``fmt``: the one output path of every tabular command.
+
+    Args:
+        df: the rows, as an analytics function returned them.
+        fmt: ``table`` (rich), ``json`` (an array of objects: ISO 8601 timestamps, null for
+            missing) or ``csv`` (header row; ISO timestamps; empty cell for missing).
+        title: table title (table format only).
+        table_columns: the columns a table shows (JSON and CSV always carry every column).
+            A table also shortens headers (:data:`TABLE_HEADERS`), run ids
+            (:data:`SHORT_ID_CHARS`) and times (to the minute), and writes ``*_usd``
+            columns as money and other numbers with :mod:`cliffwatch.formatting`.
+        json_columns: columns holding JSON text, embedded as JSON values in ``json``
+            output (CSV and tables show the text).
+        empty: the line a table prints when there are no rows (JSON prints ``[]``, CSV
+            the header only).
+    """
+    from cliffwatch.analytics.plain import plain_rows  # lazy: polars
+
+    rows = plain_rows(df)
+    if fmt is OutputFormat.JSON:
+        for row in rows:
+            for column in json_columns:
+                if row[column] is not None:
+                    row[column] = json.loads(row[column])
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    if fmt is OutputFormat.CSV:
+        writer = csv.DictWriter(sys.stdout, fieldnames=df.columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    console = stdout_console()
+    if df.is_empty():
+        console.print(Text(empty, style="yellow"))
+        return
+    columns = list(table_columns) if table_columns else df.columns
+    table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD)
+    for column in columns:
+        numeric = df.schema[column].is_numeric()
+        table.add_column(_header(column), justify="right" if numeric else "left",
+                         overflow="fold")
+    for row in df.select(columns).iter_rows(named=True):
+        table.add_row(*(_cell(c, row[c]) for c in columns))
+    console.print(table)
+
+
+def facts_table(facts: Sequence[tuple[str, str]], *, title: str | None = None) -> Table:
+    """A two-column table of label / text rows, with no header (a run's or a demo's
+    summary); the text is shown as it is (no markup)."""
+    table = Table(title=title, box=box.SIMPLE, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in facts:
+        table.add_row(label, Text(value))
+    return table
+
+
+def summary_table(summary: Any, *, title: str) -> Table:
+    """:func:`facts_table` of a dataclass's fields (dicts as "key n, ...", times to the
+    minute, ``*_usd`` as money)."""
+    facts = []
+    for key, value in dataclasses.asdict(summary).items():
+        if isinstance(value, dict):
+            shown = ", ".join(f"{k} {v}" for k, v in value.items())
+        elif isinstance(value, datetime):
+            shown = value.strftime("%Y-%m-%d %H:%M %Z").strip()
+        elif isinstance(value, float) and key.endswith("_usd"):
+            shown = usd(value)
+        else:
+            shown = str(value)
+        facts.append((key.replace("_", " "), shown))
+    return facts_table(facts, title=title)

@@ -1,0 +1,274 @@
+"""The read commands: ``percentiles``, ``runs``, ``incidents`` (and its triage
+subcommands ``ack``, ``resolve``, ``reopen``), ``findings`` and ``alerts``.
+
+Each parses its window, reads the store with an ``analytics`` (or ``telemetry.alerts``)
+function and hands the rows to :func:`~cliffwatch.cli.output.render`. None of them loads
+litellm or the orchestrator.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cliffwatch import settings
+from cliffwatch.analytics.window import Window
+from cliffwatch.cli.options import (
+    DbOption,
+    FormatOption,
+    IncidentStatus,
+    OutputFormat,
+    SinceOption,
+    TaskClassOption,
+    UntilOption,
+    read_only_store,
+    writable_store,
+)
+from cliffwatch.cli.output import EXIT_NOT_COMPLETED, render, say
+from cliffwatch.telemetry.conventions import IncidentKind, RunStatus
+
+
+class GroupByChoice(StrEnum):
+    """What ``cliffwatch percentiles --by`` groups runs by."""
+
+    TASK_CLASS = "task_class"
+    MODEL = "model"
+    ROLE = "role"
+
+
+def percentiles(
+    db: DbOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    by: Annotated[
+        GroupByChoice,
+        typer.Option("--by", help="Group by task class, or per-run spend by model or role."),
+    ] = GroupByChoice.TASK_CLASS,
+    task_class: TaskClassOption = None,
+    fmt: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Cost per task: runs, total, mean, P50/P95/P99, max, cliff ratio (P99/P50), breaches."""
+    from cliffwatch.analytics.percentiles import cost_percentiles  # lazy: DuckDB, polars
+
+    window = Window.parse(since, until)
+    with read_only_store(db) as con:
+        df = cost_percentiles(con, window, by=by.value, task_class=task_class)
+    shown = [by.value, "runs", "total_usd", "mean_usd", "p50_usd", "p95_usd", "p99_usd",
+             "max_usd", "cliff_ratio", "breaches"]
+    if df["unpriced_calls"].sum():
+        shown.append("unpriced_calls")  # only when there is something to warn about
+    render(
+        df,
+        fmt,
+        title=f"Cost per task (USD) by {by.value}",
+        table_columns=shown,
+        empty="no runs in this window",
+    )
+
+
+def runs(
+    db: DbOption = None,
+    task_class: TaskClassOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    status: Annotated[
+        RunStatus | None, typer.Option("--status", help="Only runs with this status.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, help="Newest N runs; 0 for all.")
+    ] = 50,
+    fmt: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """List runs, newest first: cost, status, breach, workers proposed/dispatched, limits."""
+    from cliffwatch.analytics.runs import list_runs  # lazy: DuckDB, polars
+
+    window = Window.parse(since, until)
+    with read_only_store(db) as con:
+        df = list_runs(
+            con,
+            window,
+            task_class=task_class,
+            status=status.value if status else None,
+            limit=limit or None,
+        )
+    render(
+        df,
+        fmt,
+        title="Runs (newest first)",
+        table_columns=(
+            "run_id", "task_class", "started_at", "status", "breach", "cost_usd",
+            "workers_proposed", "workers_dispatched", "max_workers", "ceiling_usd",
+        ),
+        empty="no runs match",
+    )
+
+
+incidents_app = typer.Typer(no_args_is_help=False)
+"""``cliffwatch incidents``: lists incidents; its subcommands triage them."""
+
+
+@incidents_app.callback(invoke_without_command=True)
+def incidents(
+    ctx: typer.Context,
+    db: DbOption = None,
+    kind: Annotated[
+        IncidentKind | None, typer.Option("--kind", help="Only incidents of this kind.")
+    ] = None,
+    status: Annotated[
+        IncidentStatus | None, typer.Option("--status", help="Only this triage status.")
+    ] = None,
+    task_class: TaskClassOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    fmt: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """List incidents, newest first: cap breaches, cost-ceiling breaches, runaways.
+
+    Triage one with: cliffwatch incidents ack|resolve|reopen INCIDENT_ID [--note TEXT].
+    """
+    if ctx.invoked_subcommand is not None:
+        return  # a triage subcommand runs instead of the list
+    from cliffwatch.analytics.incidents import list_incidents  # lazy: DuckDB, polars
+
+    window = Window.parse(since, until)
+    with read_only_store(db) as con:
+        df = list_incidents(
+            con,
+            window,
+            kind=kind.value if kind else None,
+            status=status.value if status else None,
+            task_class=task_class,
+        )
+    render(
+        df,
+        fmt,
+        title="Incidents (newest first)",
+        table_columns=("incident_id", "task_class", "detected_at", "status", "detail"),
+        json_columns=("data",),
+        empty="no incidents",
+    )
+
+
+IncidentIdArgument = Annotated[
+    str, typer.Argument(help="The incident's id, as `cliffwatch incidents` lists it.")
+]
+NoteOption = Annotated[
+    str | None,
+    typer.Option("--note", help="A note kept with the incident (default: keep its note)."),
+]
+
+
+def _triage(db: Path | None, incident_id: str, status: str, note: str | None) -> None:
+    from cliffwatch.analytics.triage import set_incident_status  # lazy: DuckDB
+
+    done = set_incident_status(settings.db_path(db), incident_id, status, note)
+    line = f"{done.incident_id}: {done.previous_status} -> {done.status}"
+    say(line + (f" (note: {done.note})" if done.note else ""))
+
+
+@incidents_app.command("ack")
+def incidents_ack(incident_id: IncidentIdArgument, note: NoteOption = None,
+                  db: DbOption = None) -> None:
+    """Acknowledge an incident (someone is on it), with an optional note."""
+    _triage(db, incident_id, "acknowledged", note)
+
+
+@incidents_app.command("resolve")
+def incidents_resolve(incident_id: IncidentIdArgument, note: NoteOption = None,
+                      db: DbOption = None) -> None:
+    """Resolve an incident, with an optional note."""
+    _triage(db, incident_id, "resolved", note)
+
+
+@incidents_app.command("reopen")
+def incidents_reopen(incident_id: IncidentIdArgument, note: NoteOption = None,
+                     db: DbOption = None) -> None:
+    """Set an incident back to open, with an optional note."""
+    _triage(db, incident_id, "open", note)
+
+
+FINDING_TABLE_COLUMNS = (
+    "task_class", "kind", "runs", "yearly_saving_usd", "still_present", "title",
+)
+"""Columns ``cliffwatch findings`` shows as a table (JSON and CSV carry every column)."""
+
+
+def findings(
+    db: DbOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    task_class: TaskClassOption = None,
+    fmt: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """The handbook's anti-patterns in your runs, with evidence and projected yearly saving."""
+    from cliffwatch.analytics.findings import find_findings, findings_records  # lazy: DuckDB
+
+    window = Window.parse(since, until)
+    with read_only_store(db) as con:
+        df = find_findings(con, window, task_class=task_class)
+    if fmt is OutputFormat.JSON:  # evidence as objects, not JSON inside JSON
+        sys.stdout.write(json.dumps(findings_records(df), indent=2) + "\n")
+        return
+    render(
+        df.rename({"still_present": "now"}) if fmt is OutputFormat.TABLE else df,
+        fmt,
+        title="Findings (largest projected yearly saving first)",
+        table_columns=[("now" if c == "still_present" else c) for c in FINDING_TABLE_COLUMNS],
+        empty="no findings: none of the handbook's anti-patterns in this window",
+    )
+
+
+class AlertStatus(StrEnum):
+    """Delivery statuses ``cliffwatch alerts --status`` filters on."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    NO_WEBHOOK = "no_webhook"
+
+
+def alerts(
+    db: DbOption = None,
+    status: Annotated[
+        AlertStatus | None, typer.Option("--status", help="Only deliveries with this status.")
+    ] = None,
+    retry: Annotated[
+        bool,
+        typer.Option(
+            "--retry",
+            help="First send every failed, unknown or waiting delivery once more, now.",
+        ),
+    ] = False,
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, help="Newest N alerts; 0 for all.")
+    ] = 50,
+    fmt: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Alerts (incidents, threshold rules) and their webhook deliveries: status, attempts,
+    last error. Exit code 1 when a --retry delivery failed."""
+    from cliffwatch.telemetry.alerts import deliver_now, list_alerts  # lazy: DuckDB
+
+    summary = None
+    if retry:
+        summary = deliver_now(writable_store(db), retry_failed=True)
+        say(f"retried {summary.attempted} deliveries: {summary.delivered} delivered, "
+            f"{summary.retrying} to retry later, {summary.failed} failed", stderr=True)
+    with read_only_store(db) as con:
+        df = list_alerts(con, status=status.value if status else None, limit=limit or None)
+    render(
+        df,
+        fmt,
+        title="Alerts (newest first)",
+        table_columns=("raised_at", "kind", "task_class", "webhook", "status", "attempts",
+                       "last_error", "text"),
+        empty="no alerts",
+    )
+    if summary is not None and (summary.failed or summary.retrying):
+        raise typer.Exit(EXIT_NOT_COMPLETED)

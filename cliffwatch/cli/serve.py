@@ -1,0 +1,195 @@
+"""The commands that bring spans in or serve the store: ``serve`` (the OTLP/HTTP
+receiver), ``ingest`` (OTLP trace files) and ``dashboard`` (Streamlit, in a child
+process)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from cliffwatch import settings
+from cliffwatch.cli.options import DbOption, read_only_store, writable_store
+from cliffwatch.cli.output import EXIT_NOT_COMPLETED, CliError, say
+
+if TYPE_CHECKING:
+    from cliffwatch.telemetry.otlp_mapping import MappingConfig
+
+DEFAULT_DASHBOARD_PORT = 8501
+
+
+def dashboard(
+    db: DbOption = None,
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="Port to serve on.")
+    ] = DEFAULT_DASHBOARD_PORT,
+) -> None:
+    """Open the Streamlit dashboard on the store (headless; prints the URL)."""
+    path = settings.db_path(db).resolve()
+    with read_only_store(path):
+        pass  # a missing or foreign store is one line here, not an error page later
+    # Found, not imported: the dashboard is a layer nothing imports (Streamlit runs it).
+    spec = importlib.util.find_spec("cliffwatch.dashboard")
+    origin = spec.origin if spec is not None else None
+    app_py = Path(origin or "cliffwatch/dashboard/__init__.py").resolve().parent / "app.py"
+    if not app_py.exists():
+        raise CliError(f"dashboard entry point {app_py} is missing")
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(app_py),
+        "--server.headless", "true",
+        "--server.port", str(port),
+        "--browser.gatherUsageStats", "false",
+    ]
+    Console().print(f"cliffwatch dashboard on [bold]http://localhost:{port}[/] (store {path})")
+    env = {**os.environ, settings.CLIFFWATCH_DB: str(path)}
+    try:
+        code = subprocess.run(command, env=env, check=False).returncode
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
+TaskClassAttrOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--task-class-attr",
+        metavar="NAME",
+        help="Span (then resource) attribute giving an ingested run its task class; repeat "
+        "for fallbacks, tried in order (default: $CLIFFWATCH_TASK_CLASS_ATTRIBUTES, else "
+        "cliff.task_class, gen_ai.workflow.name, traceloop.workflow.name, gen_ai.agent.name, "
+        "agent.name; then service.name).",
+        show_default=False,
+    ),
+]
+
+
+def _mapping_config(task_class_attr: list[str] | None) -> MappingConfig:
+    """The OTLP mapping for ``serve`` and ``ingest``: the task class rule from the option,
+    else from the setting, else the default."""
+    from cliffwatch.telemetry.otlp_mapping import MappingConfig  # lazy: OTLP protobufs
+
+    attributes = tuple(task_class_attr or ()) or settings.task_class_attributes()
+    return MappingConfig(task_class_attributes=attributes) if attributes else MappingConfig()
+
+
+def serve(
+    host: Annotated[
+        str,
+        typer.Option("--host", help="Interface to listen on: loopback unless told (0.0.0.0)."),
+    ] = "127.0.0.1",
+    port: Annotated[
+        int,
+        typer.Option("--port", min=0, max=65535, help="TCP port (4318 is OTLP/HTTP's; 0: any)."),
+    ] = 4318,
+    db: DbOption = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            metavar="TOKEN",
+            help="Require 'Authorization: Bearer TOKEN' on every request (default: "
+            "$CLIFFWATCH_RECEIVER_TOKEN, else no token).",
+            show_default=False,
+        ),
+    ] = None,
+    task_class_attr: TaskClassAttrOption = None,
+) -> None:
+    """Receive OTLP/HTTP traces (POST /v1/traces; protobuf or JSON, gzip) into the store.
+
+    Point any OpenTelemetry SDK or Collector otlphttp exporter at it; runs until Ctrl-C.
+    """
+    from cliffwatch.telemetry.receiver import OtlpReceiver, ReceiverConfig  # lazy: DuckDB
+
+    path = writable_store(db)
+    config = ReceiverConfig(
+        host=host,
+        port=port,
+        token=token or settings.receiver_token(),
+        max_body_bytes=settings.otlp_max_body_bytes(),
+        mapping=_mapping_config(task_class_attr),
+    )
+    receiver = OtlpReceiver(path, config)
+    receiver.start()
+    err = Console(stderr=True)
+    err.print(f"cliffwatch OTLP receiver on [bold]{receiver.endpoint}[/] (store {path})",
+              soft_wrap=True, highlight=False)
+    base = receiver.endpoint.removesuffix("/v1/traces")
+    err.print(f"  send with OTEL_EXPORTER_OTLP_ENDPOINT={base}; Ctrl-C stops",
+              soft_wrap=True, highlight=False)
+    if host not in ("127.0.0.1", "localhost", "::1") and config.token is None:
+        err.print("[yellow]warning:[/] listening beyond loopback without --token",
+                  soft_wrap=True)
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        while not receiver.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        receiver.stop()
+    stats = receiver.stats_snapshot()
+    say(f"stopped: {stats['requests']} requests, {stats['spans_accepted']} spans accepted, "
+        f"{stats['spans_rejected']} rejected, {stats['requests_refused']} requests refused",
+        stderr=True)
+
+
+def ingest(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE...",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="OTLP trace files: JSON lines (the Collector's file exporter), OTLP/JSON or "
+            "protobuf; gzip too.",
+            show_default=False,
+        ),
+    ],
+    db: DbOption = None,
+    task_class_attr: TaskClassAttrOption = None,
+) -> None:
+    """Import OTLP trace files into the store; importing the same spans again adds nothing."""
+    from cliffwatch.telemetry.ingest import ingest_files  # lazy: DuckDB, OTLP protobufs
+
+    path = writable_store(db)
+    err = Console(stderr=True)
+    with Progress(
+        TextColumn("ingesting"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(), console=err,
+    ) as bar:
+        task = bar.add_task("ingest", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        summary = ingest_files(
+            files, path, mapping=_mapping_config(task_class_attr), progress=progress
+        )
+    Console().print(
+        f"ingested {summary.files} file(s) into {path}: {summary.spans_read:,} spans read, "
+        f"{summary.spans_written:,} new, {summary.spans_rejected:,} rejected, "
+        f"{summary.bad_requests:,} unreadable lines or messages; "
+        f"{summary.runs_materialised:,} runs updated, {summary.incidents_recorded:,} "
+        f"incidents, {summary.unpriced_calls:,} unpriced calls "
+        f"({summary.elapsed_s:.1f} s, {summary.spans_per_s:,.0f} spans/s)",
+        soft_wrap=True, highlight=False,
+    )
+    for problem in summary.problems:
+        err.print(Text("skipped: ", style="yellow") + Text(problem), soft_wrap=True)
+    if not summary.complete:
+        raise typer.Exit(EXIT_NOT_COMPLETED)

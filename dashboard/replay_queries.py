@@ -8,7 +8,7 @@ Two actions run the ``cliffwatch`` command line in a child process rather than i
 dashboard: a live re-run (:func:`live_rerun`, which calls models through the orchestrator
 and writes a new run) and a report file (:func:`report_file`, built with the workload's
 configured caps). Both need the orchestrator, which the dashboard does not import
-(DESIGN.md: dashboard -> analytics only), and a child process keeps litellm and the
+(README: dashboard -> analytics only), and a child process keeps litellm and the
 write lock out of the Streamlit server. Their errors come back as :class:`ActionError`
 with the command's one-line message.
 """

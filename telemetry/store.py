@@ -2,7 +2,7 @@
 
 DuckDB 2.0 lets one process hold a file read-write, or several processes hold it
 read-only, never both; any other connect fails at once with ``IOException: Could not set
-lock on file`` (../shared/NOTES.md). So nothing here keeps a connection: every
+lock on file`` (docs/sources.md#duckdb-single-writer). So nothing here keeps a connection: every
 :func:`open_store` opens, does its work and closes, and a lock conflict is retried with
 exponential backoff and full jitter until a timeout, then reported as
 :class:`StoreBusyError`. Within one process the conflict shows up as a
@@ -249,7 +249,7 @@ _JSON_COLUMNS = ("attributes", "resource_attributes", "events")
 
 def _select_expr(name: str) -> str:
     if name in _JSON_COLUMNS:
-        # One span with malformed JSON must not fail the whole batch (STYLE.md item 5):
+        # One span with malformed JSON must not fail the whole batch:
         # keep its text under a marker key instead.
         return (
             f"CASE WHEN json_valid({name}) THEN {name}::JSON "

@@ -1,7 +1,8 @@
 """A real Streamlit server and a real Chromium, for the dashboard's browser tests.
 
 - :func:`ensure_chromium` installs Debian's ``chromium`` package when ``/usr/bin/chromium``
-  is missing (Playwright's own browser download does not work here, ../shared/NOTES.md).
+  is missing (Playwright's own browser download does not work here,
+  docs/sources.md#chromium-for-the-browser-tests).
 - :func:`streamlit_server` starts ``streamlit run dashboard/app.py`` on a free loopback port
   against a given store and waits for ``/_stcore/health``; it stops the server on exit.
 - :func:`chromium` starts a headless Chromium through Playwright.

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 # Before anything imports litellm: use the bundled price map, never the network
-# (../shared/NOTES.md, "litellm offline").
+# (docs/sources.md#litellm-offline-price-map).
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 import pytest

@@ -1,8 +1,8 @@
 """A writer process and a reader process on one store: nothing lost, no lock error shown.
 
 DuckDB 2.0 lets one process hold a file read-write or several read-only, never both
-(../shared/NOTES.md). The writer here is the real tracing pipeline (BatchSpanProcessor ->
-DuckDBSpanExporter) with a lock timeout short enough that it must spill while the reader
+(docs/sources.md#duckdb-single-writer). The writer here is the real tracing pipeline
+(BatchSpanProcessor -> DuckDBSpanExporter) with a lock timeout short enough that it must spill while the reader
 holds the file; the reader opens read-only over and over, as dashboard pages do, and
 holds each connection a little while. Both are separate OS processes.
 """

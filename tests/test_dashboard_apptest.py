@@ -39,7 +39,8 @@ def app(store: StoreFixture, monkeypatch: pytest.MonkeyPatch) -> AppTest:
 def _open(app: AppTest, page: str | None = None, **params: str | list[str]) -> AppTest:
     """Open ``page`` (None: the overview) with deep-link query parameters, as a new session.
 
-    AppTest needs one run of the entry point before it can switch to a page (NOTES.md).
+    AppTest needs one run of the entry point before it can switch to a page
+    (docs/sources.md#streamlit-testing-and-rendering).
     """
     for name, value in params.items():
         app.query_params[name] = value
@@ -293,7 +294,7 @@ def test_store_locked_by_another_process_is_reported(
 
 
 def test_dashboard_reads_the_store_only_through_analytics() -> None:
-    # DESIGN.md: imports run dashboard -> analytics -> telemetry.store.
+    # README, "How it fits together": imports run dashboard -> analytics -> telemetry.store.
     forbidden = {"duckdb", "telemetry", "orchestrator"}
     for source in sorted(APP.parent.rglob("*.py")):
         for node in ast.walk(ast.parse(source.read_text(), str(source))):

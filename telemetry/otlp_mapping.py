@@ -1,5 +1,9 @@
 """The one mapping from an OTLP span to the store's :class:`~telemetry.records.SpanRecord`.
 
+Why one file: this is *the* one mapping from any producer's span to a record; its
+synonym tables, call detection, cost and role rules interact (a role depends on the kind,
+the cost on the tokens and model), and the docstring below states them as one rule set.
+
 Whatever produced the span (the current or legacy OpenTelemetry GenAI conventions,
 OpenInference, OpenLLMetry, litellm's OTel callback, cliffwatch itself, or cliffwatch's
 litellm callback) it goes through :func:`map_span`. The function is pure: no I/O, no

@@ -174,3 +174,41 @@ def test_every_cited_source_section_exists() -> None:
     assert len({anchor for anchor, _ in cited}) >= 10  # the code does cite it
     missing = sorted(f"{where}: #{anchor}" for anchor, where in cited if anchor not in anchors)
     assert missing == [], "no such section in docs/sources.md:\n" + "\n".join(missing)
+
+
+# --- files over about 500 lines say at their top why they are one file --------------------
+
+MAX_LINES = 500
+WHY_ONE_FILE = "Why one file:"
+SPLIT_PENDING = {
+    # being split into a package on its own branch (issue 8); drop the entry when it lands
+    "cliffwatch/cli.py",
+}
+
+
+def _long_python_files() -> dict[str, int]:
+    return {
+        str(path.relative_to(ROOT)): count
+        for path in _project_text_files()
+        if path.suffix == ".py"
+        and (count := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+
+
+def test_a_file_over_500_lines_says_why_at_its_top() -> None:
+    long_files = _long_python_files()
+    unexplained = sorted(
+        f"{name} ({count} lines)"
+        for name, count in long_files.items()
+        if name not in SPLIT_PENDING
+        and WHY_ONE_FILE not in "\n".join((ROOT / name).read_text().splitlines()[:40])
+    )
+    assert unexplained == [], (
+        f"split these, or say '{WHY_ONE_FILE} ...' in their first 40 lines:\n"
+        + "\n".join(unexplained)
+    )
+
+
+def test_a_pending_split_is_still_pending() -> None:
+    done = sorted(SPLIT_PENDING - set(_long_python_files()))
+    assert done == [], f"split or shortened: remove from SPLIT_PENDING: {done}"

@@ -138,12 +138,12 @@ def test_threads_of_one_process_writing_and_reading_one_store(tmp_path: Path) ->
     batches = [make_run_records(seed=i, worker_cost_usds=[0.001] * 3) for i in range(12)]
 
     def read(_: int) -> int:
-        with open_store(path, read_only=True, timeout_s=15) as con:
+        with open_store(path, read_only=True, timeout_s=scaled(30)) as con:
             return con.sql("SELECT count(*) FROM spans").fetchall()[0][0]
 
     write_spans(path, batches[0])
     with ThreadPoolExecutor(max_workers=6) as pool:
-        writes = [pool.submit(write_spans, path, b, timeout_s=15) for b in batches[1:]]
+        writes = [pool.submit(write_spans, path, b, timeout_s=scaled(30)) for b in batches[1:]]
         reads = [pool.submit(read, i) for i in range(12)]
         written = sum(f.result().spans_written for f in writes)
         counts = [f.result() for f in reads]

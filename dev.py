@@ -1,14 +1,24 @@
 #!/usr/bin/env python3
 """The README's two commands, on a machine that has only Python 3.11 and pip.
 
-    python3 dev.py demo    # set up .venv, run the demo workload into data/cliffwatch.duckdb,
-                           # then open the dashboard on it
-    python3 dev.py test    # set up .venv, run the whole test suite (pytest)
-    python3 dev.py bench   # set up .venv, run the benchmarks in bench/
+    python3 dev.py demo          # set up .venv, run the demo workload into
+                                 # data/cliffwatch.duckdb, then open the dashboard on it
+    python3 dev.py test          # set up .venv, run the whole test suite (pytest), as CI does
+    python3 dev.py test --quick  # the same without the tests marked slow or browser: no
+                                 # process, server or browser is started
+    python3 dev.py bench         # set up .venv, run the benchmarks in bench/
 
 Set-up is idempotent: the virtual environment in .venv is created once and re-installed
 only when pyproject.toml changes (its hash is kept in .venv/.cliffwatch-installed).
 Extra arguments after the command go to what it runs (``python3 dev.py test -k store``).
+
+Tests: ``slow`` marks every test that starts a process (a subprocess, the receiver or the
+dashboard as a server), ``browser`` the ones that drive Chromium; tests/conftest.py fails
+an unmarked test that starts one. Waits poll for readiness, and every test timeout is
+multiplied by CLIFFWATCH_TEST_TIME_SCALE (default 1; set it higher on a slow or busy
+machine, e.g. ``CLIFFWATCH_TEST_TIME_SCALE=3 python3 dev.py test``; tests/waits.py).
+pytest turns warnings into errors, except the dependency warnings listed by name in
+pyproject.toml.
 """
 
 from __future__ import annotations
@@ -25,6 +35,8 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
 STAMP = VENV / ".cliffwatch-installed"
+QUICK_MARKS = "not slow and not browser"
+"""pytest's mark expression for ``test --quick``."""
 
 
 def _say(msg: str) -> None:
@@ -54,6 +66,8 @@ def main(argv: list[str]) -> int:
     ensure_env()
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     if cmd == "test":
+        if "--quick" in rest:
+            rest = ["-m", QUICK_MARKS, *(arg for arg in rest if arg != "--quick")]
         return subprocess.run([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env).returncode
     if cmd == "bench":
         return subprocess.run([str(PY), "-m", "bench", *rest], cwd=ROOT, env=env).returncode

@@ -1,5 +1,10 @@
 """What a recorded run would have cost under other limits, without calling any model.
 
+Why one file: :class:`_Replayer` follows the runner's order step by step (the list
+below) over one ledger of spend, so it reads best beside ``orchestrator/runner.py`` as one
+piece; the records it replays are :mod:`analytics.recorded`'s and the rendering is
+:mod:`analytics.replay`'s.
+
 :func:`counterfactual` pushes the run's recorded plan through the orchestrator's own
 dispatch layer (:class:`orchestrator.dispatch.DispatchGuard`: the same ``check_plan`` and
 ``record_spend`` the runner calls, not a copy) under the given :class:`Limits`, and

@@ -1,9 +1,14 @@
 """Findings: the handbook's orchestrator-worker anti-patterns, measured in your own runs.
 
-The handbook page on orchestrator-worker (../shared/seeds) names the causes of the Cost
-Cliff; :func:`find_findings` looks for each in the runs of a window and says, per task
-class, what it found, the evidence (counts, costs, percentiles, the runs behind it), the
-fix, and what the fix would have saved, projected over a year.
+Why one file: the six kinds of finding are short functions over one shared context
+(the window's runs, the what-if replay, the thresholds), and this docstring is the one place
+that maps each to the handbook's words and says how its saving is projected; one module per
+kind would scatter that mapping and pass the context around.
+
+The handbook page on orchestrator-worker (docs/sources.md#handbook-anti-patterns) names
+the causes of the Cost Cliff; :func:`find_findings` looks for each in the runs of a window
+and says, per task class, what it found, the evidence (counts, costs, percentiles, the runs
+behind it), the fix, and what the fix would have saved, projected over a year.
 
 Kinds (thresholds from :class:`Thresholds`, i.e. the settings, with their sources):
 

@@ -2,8 +2,9 @@
 
 Percentiles are continuous: DuckDB's ``quantile_cont``, which interpolates linearly
 between order statistics exactly as numpy's default ``method='linear'`` (Hyndman & Fan
-type 7). The *cliff ratio* is P99 / P50: the handbook's "Cost Cliff" is P95 ~ 4x P50 and
-P99 ~ 10x P50 in a pipeline without caps (DESIGN.md).
+type 7; docs/sources.md#duckdb-percentiles). The *cliff ratio* is P99 / P50: the
+handbook's "Cost Cliff" is P95 ~ 4x P50 and P99 ~ 10x P50 in a pipeline without caps
+(docs/sources.md#handbook-production-cost-data).
 
 All of it is computed in SQL in the store and returned as polars, once, for every view
 (tables, charts, JSON) to render.
@@ -43,7 +44,7 @@ PERCENTILE_COLUMNS: tuple[str, ...] = (
 
 # Leaf LLM calls of the runs in `scope` (a CTE of run_id): calls with no LLM-call
 # descendant, so a parent that repeats its children's usage is never added again
-# (DESIGN.md "Cost truth"; the same rule the store uses for runs.cost_usd). `up` holds
+# (README, "Cost rules"; the same rule the store uses for runs.cost_usd). `up` holds
 # every span that is an ancestor of some LLM call; UNION (not ALL) ends on cycles.
 _LEAF_CALLS_CTE = """
     leaf_calls AS (

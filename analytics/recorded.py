@@ -1,5 +1,9 @@
 """Runs as their spans recorded them: the plan, every call, the limits; read in one query.
 
+Why one file: the records (:class:`RecordedRun`, :class:`RecordedCall`,
+:class:`Estimates`) and the SQL that fills them change together: a field added to one needs
+its column in the other; over a quarter of the file is their docstrings.
+
 Replay and what-if rebuild a run from its spans alone (no model is called). This module
 reads what they need from the store and turns it into plain records (LLM calls are the
 *leaf* calls, ``spans.is_leaf_call``, as every cost in the store is summed):

@@ -1,5 +1,9 @@
 """Replay one run: what happened, step by step, and what other limits would have done.
 
+Why one file: the replay of one run (timeline, sub-tasks, comparison) and the parsing
+of the limits it replays under are one feature, read together by the CLI and the dashboard's
+replay page; the counterfactual itself is :mod:`analytics.counterfactual`.
+
 :func:`replay` rebuilds a run from its spans alone (:mod:`analytics.recorded`): the task
 and its class, every planner call with the plan it proposed (each sub-task and the model
 it was routed to), the dispatch decision, every worker call (tokens, cost, duration,

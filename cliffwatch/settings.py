@@ -25,7 +25,7 @@ secrets, so it is opt-in (as OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT 
 CLIFFWATCH_RUNAWAY_K = "CLIFFWATCH_RUNAWAY_K"
 """A run costing more than k x its task class's P50 is a ``runaway`` incident. Default 10:
 the handbook puts P99 at about 10x P50 in a pipeline without caps, so anything past it is
-the tail itself (../shared/seeds, "Production cost data")."""
+the tail itself (docs/sources.md#handbook-production-cost-data)."""
 
 CLIFFWATCH_LOCK_TIMEOUT_S = "CLIFFWATCH_LOCK_TIMEOUT_S"
 """Seconds a process keeps retrying to open the DuckDB file while another process holds
@@ -43,7 +43,8 @@ OTEL_EXPORTER_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 CLIFFWATCH_OTLP_MAX_BODY_BYTES = "CLIFFWATCH_OTLP_MAX_BODY_BYTES"
 """Largest OTLP request body ``cliffwatch serve`` accepts, in bytes, checked before and after
 gzip decompression (larger gets HTTP 413). Default 20 MiB (20971520), the OpenTelemetry
-Collector's own default for its OTLP/HTTP receiver (confighttp ``max_request_body_size``)."""
+Collector's own default for its OTLP/HTTP receiver (confighttp ``max_request_body_size``;
+docs/sources.md#collector-request-body-limit)."""
 
 DEFAULT_OTLP_MAX_BODY_BYTES = 20 * 1024 * 1024
 
@@ -187,7 +188,8 @@ CLIFFWATCH_ALERT_CLIFF_RATIO = "CLIFFWATCH_ALERT_CLIFF_RATIO"
 """Threshold rule: alert when a task class's P99/P50 cost over the last
 ``CLIFFWATCH_ALERT_WINDOW_H`` hours of its runs exceeds this ratio (at most once per class
 per UTC day; the class needs at least 20 runs in the window). Default 10: the handbook's
-Cost Cliff, P99 about 10x P50 (../shared/seeds, "Production cost data"). ``off`` disables."""
+Cost Cliff, P99 about 10x P50 (docs/sources.md#handbook-production-cost-data). ``off``
+disables."""
 
 CLIFFWATCH_ALERT_WINDOW_H = "CLIFFWATCH_ALERT_WINDOW_H"
 """Hours of runs, back from the newest run written, that the P99/P50 rule looks at.
@@ -208,17 +210,18 @@ CLIFFWATCH_FINDINGS_SAFE_MAX_WORKERS = "CLIFFWATCH_FINDINGS_SAFE_MAX_WORKERS"
 """The largest max-workers cap findings treat as safe, and the cap the "implicit
 max-workers" what-if applies. Default 8: "We cap at 8 in our pipeline. Past 8,
 synchronisation overhead exceeds LLM token cost" (the handbook page on orchestrator-worker,
-../shared/seeds, "Engineering FAQ")."""
+docs/sources.md#handbook-engineering-faq)."""
 
 CLIFFWATCH_FINDINGS_CLIFF_RATIO = "CLIFFWATCH_FINDINGS_CLIFF_RATIO"
 """A task class whose P99/P50 cost exceeds this ratio is a "Cost Cliff" finding. Default 10:
 "P99 is where the Cost Cliff lives: in our pipeline P99 is around 10x P50" (the handbook,
-"Production cost data")."""
+docs/sources.md#handbook-production-cost-data)."""
 
 CLIFFWATCH_FINDINGS_MIN_WORKERS = "CLIFFWATCH_FINDINGS_MIN_WORKERS"
 """A task class whose median plan has fewer workers than this is "orchestrating a small
 task" (chain the prompts instead). Default 3: "The orchestrator overhead ... exceeds the
-work cost below roughly three worker calls" (the handbook, "When not to use it")."""
+work cost below roughly three worker calls" (the handbook,
+docs/sources.md#handbook-when-not-to-use-it)."""
 
 
 def _optional_float(name: str, default: float | None) -> float | None:

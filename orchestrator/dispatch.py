@@ -3,8 +3,8 @@
 Pure and synchronous, no I/O: the runner, replay/what-if over recorded plans and the public
 guard all call this one implementation. The planner is told the cap in its prompt, but
 "the orchestrator can be wrong; the dispatch layer cannot" (the handbook page on
-orchestrator-worker, ../shared/seeds): whatever the planner proposed, :meth:`DispatchGuard.
-check_plan` decides what runs.
+orchestrator-worker, docs/sources.md#handbook-engineering-faq): whatever the planner
+proposed, :meth:`DispatchGuard.check_plan` decides what runs.
 
 Decision order for a plan of ``n`` sub-tasks under :class:`Limits`:
 

@@ -1,5 +1,10 @@
 """The public guard: cliffwatch's cap and ceiling for an orchestrator you already have.
 
+Why one file: it is the public API of the guard, one class whose methods all act on one
+lock-protected run state (plan checks, recorded calls, spend, the run span), and close to a
+third of it is the docstrings users read; the checks themselves are
+:mod:`orchestrator.dispatch`'s. One module keeps the whole contract readable in one place.
+
 Most teams already dispatch sub-tasks somewhere (a LangGraph fan-out, a task queue, a
 ``for`` loop). :class:`Guard` puts the same dispatch layer :func:`orchestrator.runner.
 aorchestrate` uses (:class:`orchestrator.dispatch.DispatchGuard`, one implementation)

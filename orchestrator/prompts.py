@@ -3,8 +3,9 @@
 Each prompt builder returns litellm/OpenAI chat messages (``[{"role", "content"}]``). The
 planning prompt states the cap in so many words ("You may propose at most N sub-tasks"):
 the handbook's first layer against the Cost Cliff is to make the cap explicit, never
-implicit (../shared/seeds, "How do I prevent the Cost Cliff?"). The second layer is
-:mod:`orchestrator.dispatch`, which does not trust the planner to have read it.
+implicit (docs/sources.md#handbook-engineering-faq, "How do I prevent the Cost Cliff?").
+The second layer is :mod:`orchestrator.dispatch`, which does not trust the planner to have
+read it.
 """
 
 from __future__ import annotations

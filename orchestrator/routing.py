@@ -2,7 +2,7 @@
 
 The structural advantage of orchestrator-worker is choosing the model per worker: the cheap
 model for routine sub-tasks, the frontier model only for those the plan marks hard
-(../shared/seeds, "When to use it"). Estimates are what one attempt of a call can cost at
+(docs/sources.md#handbook-when-to-use-it). Estimates are what one attempt of a call can cost at
 most: ``prompt tokens x input price + max_output_tokens x output price``, the prompt
 counted from the real messages with ``litellm.token_counter``.
 """

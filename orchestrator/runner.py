@@ -1,5 +1,12 @@
 """One orchestrator-worker run: plan -> dispatch -> parallel workers -> synthesis (-> critic).
 
+Why one file: one run is one object, :class:`_Run`, whose steps (plan, dispatch,
+workers, synthesis, critic) share its root span, virtual clock, spend and dispatch guard,
+and cancel each other's pending work through them; split by step, every module would reach
+back into that one state. What stands alone already lives elsewhere: prompts
+(:mod:`orchestrator.prompts`), routing and estimates (:mod:`orchestrator.routing`), the cap
+and ceiling (:mod:`orchestrator.dispatch`), span attributes (:mod:`orchestrator.span_attrs`).
+
 Every call goes through ``litellm.acompletion``, so any litellm model string works: a real
 provider where its key is set, or the offline ``sim`` provider. One run is one trace: a
 root span (role ``run``) with a child span per planner call, per worker attempt, per

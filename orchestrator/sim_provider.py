@@ -1,5 +1,9 @@
 """The offline simulated provider ``sim``: a litellm CustomLLM priced as real models.
 
+Why one file: it is one litellm ``CustomLLM`` and its registration; the answer builders
+for each role share the seeded randomness, token counting and profile of the one handler,
+and together they are the simulation a reader checks against the behaviour listed here.
+
 ``litellm.acompletion(model="sim/gpt-4o-mini", ...)`` reaches :class:`SimLLM` once
 :func:`register_sim_provider` has run. The model after ``sim/`` is a real model from
 litellm's bundled price map: its prompt is counted with ``litellm.token_counter`` for that

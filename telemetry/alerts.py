@@ -1,5 +1,9 @@
 """Webhook delivery of alerts: a background thread, retries with backoff, at most once each.
 
+Why one file: claim, send and record (below) are three steps of one at-most-once
+protocol over the ``alert_deliveries`` rows, and its guarantees only hold read together;
+what triggers alerts is :mod:`telemetry.alert_rules`.
+
 :mod:`telemetry.alert_rules` queues a ``pending`` row in ``alert_deliveries`` per (alert,
 webhook) inside the write that recorded the incident. This module sends them:
 

@@ -1,7 +1,8 @@
 """The OpenTelemetry span exporter that writes finished spans into the DuckDB store.
 
 It follows the SDK's exporter contract (opentelemetry-python,
-``sdk/trace/export/__init__.py``; STYLE.md item 3):
+``sdk/trace/export/__init__.py``;
+docs/sources.md#opentelemetry-sdk-exporter-contract):
 
 - ``export`` never raises; it returns ``SUCCESS`` or ``FAILURE``, and ``FAILURE`` after
   ``shutdown``.
@@ -15,7 +16,7 @@ It follows the SDK's exporter contract (opentelemetry-python,
   left.
 
 A span that cannot be mapped to a record is logged with its ids and skipped; the rest of
-its batch is still written (STYLE.md item 5).
+its batch is still written.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Every span goes through the same decode (:mod:`telemetry.otlp_decode`) and mappi
 (:mod:`telemetry.otlp_mapping`) as the receiver's, and into the store through
 :func:`telemetry.write_pipeline.write_spans` in batches. Spans are keyed by (trace_id, span_id), so
 ingesting a file again adds nothing. A line or message that does not decode is counted
-and named in the summary and the rest goes on (STYLE.md item 5).
+and named in the summary and the rest goes on.
 """
 
 from __future__ import annotations

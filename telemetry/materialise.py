@@ -14,7 +14,7 @@ traces ingested over OTLP from other producers:
   call that later gains an LLM-call child is re-stamped), and everything that sums
   call costs (run rows here, analytics by model and role) reads that column. A wrapper
   span that repeats its children's usage (an agent span over its chat calls, a retry
-  wrapper) is therefore never added again (DESIGN.md, "Cost truth"). Tokens,
+  wrapper) is therefore never added again (README, "Cost rules"). Tokens,
   ``llm_calls`` and ``failed_calls`` count the same leaf calls.
 - ``unpriced_calls``: leaf calls with ``cost_source = 'unpriced'`` or no cost: they add
   nothing to ``cost_usd`` and are counted so a reader can see the cost is a lower bound.

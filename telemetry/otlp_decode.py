@@ -1,5 +1,9 @@
 """Decode OTLP trace requests (protobuf or OTLP/JSON) into plain :class:`OtlpSpan` values.
 
+Why one file: the protobuf and the OTLP/JSON walkers must decode a span identically, and
+they share the per-span checks (:func:`_checked_span`) and the errors; one module keeps the
+two encodings side by side, where a difference between them shows.
+
 This is the boundary: nothing past it sees a protobuf message or a raw JSON dict. Both
 encodings go through their own small walker into the same frozen record, and the same
 per-span checks (:func:`_checked_span`), so a span decodes identically whatever it came in.

@@ -1,13 +1,17 @@
 """The one mapping from an OTLP span to the store's :class:`~telemetry.records.SpanRecord`.
 
+Why one file: this is *the* one mapping from any producer's span to a record; its
+synonym tables, call detection, cost and role rules interact (a role depends on the kind,
+the cost on the tokens and model), and the docstring below states them as one rule set.
+
 Whatever produced the span (the current or legacy OpenTelemetry GenAI conventions,
 OpenInference, OpenLLMetry, litellm's OTel callback, cliffwatch itself, or cliffwatch's
 litellm callback) it goes through :func:`map_span`. The function is pure: no I/O, no
 clock; prices come from :func:`telemetry.pricing.cost_of` (litellm's bundled map plus
 overrides, both fixed for a process).
 
-What it decides, and from which attributes (names in ../shared/NOTES.md, "Attribute names
-other producers use"):
+What it decides, and from which attributes (names and producers in
+docs/sources.md#genai-attribute-names):
 
 - **tokens, model, provider**: the first of the synonyms in :data:`INPUT_TOKEN_KEYS`,
   :data:`OUTPUT_TOKEN_KEYS`, :data:`REQUEST_MODEL_KEYS`, :data:`RESPONSE_MODEL_KEYS`,
@@ -130,7 +134,8 @@ MAX_ANCESTRY = 32
 
 @dataclass(frozen=True, slots=True)
 class MappingConfig:
-    """How spans are mapped; the defaults suit every producer NOTES.md lists.
+    """How spans are mapped; the defaults suit every producer named in
+    docs/sources.md#genai-attribute-names.
 
     Attributes:
         task_class_attributes: attribute names tried in order for the task class.
@@ -475,7 +480,7 @@ def map_spans(
 
     Spans that share a (trace_id, span_id) are kept once (the first), so a batch never
     holds the same key twice. Order is kept. A span whose mapping fails is logged with
-    its ids, rejected and left out; the others go on (STYLE.md item 5).
+    its ids, rejected and left out; the others go on.
 
     Returns:
         ``(records, rejections)``.

@@ -3,7 +3,8 @@
 Prices are USD per token, as litellm's ``model_cost`` map holds them. litellm is imported
 lazily (it takes about two seconds) and always with ``LITELLM_LOCAL_MODEL_COST_MAP=True``
 so the bundled map is used at once and results never depend on the network
-(../shared/NOTES.md). A model with no price is *unpriced*: its cost is None, never $0.
+(docs/sources.md#litellm-offline-price-map). A model with no price is *unpriced*: its cost
+is None, never $0.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Map SDK spans to :class:`~telemetry.records.SpanRecord` through the one span mapping.
 
 cliffwatch has one mapping from a span to a record, :func:`telemetry.otlp_mapping.map_span`
-(STYLE.md item 4: whatever a span came in as, it becomes the same record). An SDK
+(whatever a span came in as, it becomes the same record). An SDK
 ``ReadableSpan`` is first turned into the plain :class:`~telemetry.otlp_decode.OtlpSpan`
 that the OTLP decoders produce, with the values OTLP would carry (hex ids, tuples as
 lists, bytes as base64 text, NaN and infinities as their names, status ``unset|ok|error``,

@@ -2,8 +2,8 @@
 
 The OTLP receiver and the litellm callback take records on many threads (HTTP handlers,
 litellm's callback workers, an event loop) but a DuckDB file has one writer at a time
-(../shared/NOTES.md). :class:`SpanWriter` funnels every submission through a queue into
-one thread that coalesces whatever is waiting into a batch and calls
+(docs/sources.md#duckdb-single-writer). :class:`SpanWriter` funnels every submission
+through a queue into one thread that coalesces whatever is waiting into a batch and calls
 :func:`telemetry.write_pipeline.write_spans` once for it, so many small requests become few
 transactions. When another process holds the store past the lock timeout the batch is
 spilled (:func:`telemetry.spill.spill_records`) and loaded by the next write: durable
@@ -213,7 +213,7 @@ class SpanWriter:
             outcome = self._write_records(records)
         except Exception as exc:  # the thread must outlive any one bad batch
             if len(batch) > 1:
-                # Isolate the failure (STYLE.md item 5): one submission that cannot be
+                # Isolate the failure: one submission that cannot be
                 # written must not fail the others coalesced with it.
                 for one in batch:
                     self._write_batch([one])

@@ -1,7 +1,7 @@
 """Spill files: span batches parked on local disk while the store is locked.
 
 DuckDB lets one process hold a file read-write, or several hold it read-only, never both
-(../shared/NOTES.md). When the exporter cannot get the lock within
+(docs/sources.md#duckdb-single-writer). When the exporter cannot get the lock within
 ``settings.lock_timeout_s()`` it writes the batch here instead of dropping it, and the
 next successful :func:`telemetry.write_pipeline.write_spans` on the same store loads every pending
 file and deletes it after its transaction commits. Nothing is lost; a crash between

@@ -3,7 +3,7 @@ creation and version checks, and the store errors.
 
 DuckDB 2.0 lets one process hold a file read-write, or several processes hold it
 read-only, never both; any other connect fails at once with ``IOException: Could not set
-lock on file`` (../shared/NOTES.md). So nothing here keeps a connection: every
+lock on file`` (docs/sources.md#duckdb-single-writer). So nothing here keeps a connection: every
 :func:`open_store` opens, does its work and closes, and a lock conflict is retried with
 exponential backoff and full jitter until a timeout, then reported as
 :class:`StoreBusyError`. Within one process the conflict shows up as a

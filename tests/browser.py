@@ -1,10 +1,14 @@
 """A real Streamlit server and a real Chromium, for the dashboard's browser tests.
 
 - :func:`ensure_chromium` installs Debian's ``chromium`` package when ``/usr/bin/chromium``
-  is missing (Playwright's own browser download does not work here, ../shared/NOTES.md).
+  is missing (Playwright's own browser download does not work here,
+  docs/sources.md#chromium-for-the-browser-tests).
 - :func:`streamlit_server` starts ``streamlit run dashboard/app.py`` on a free loopback port
   against a given store and waits for ``/_stcore/health``; it stops the server on exit.
-- :func:`chromium` starts a headless Chromium through Playwright.
+- :func:`chromium` starts a headless Chromium through Playwright, its waits (and
+  Playwright's ``expect``) bounded by :data:`RENDER_TIMEOUT_MS`.
+
+Timeouts are upper bounds, scaled by ``CLIFFWATCH_TEST_TIME_SCALE`` (tests/waits.py).
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from waits import http_ok, scaled, scaled_ms, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -30,7 +34,11 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 INSTALL_TIMEOUT_S = 900
-SERVER_START_TIMEOUT_S = 60
+SERVER_START_TIMEOUT_S = 120
+"""Base seconds for a fresh ``streamlit run`` to answer its health check (scaled)."""
+RENDER_TIMEOUT_MS = scaled_ms(90)
+"""The longest a page, element or ``expect`` is waited for, in ms: Streamlit runs the page
+script on the server before anything shows, which a loaded machine stretches."""
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "dashboard" / "app.py"
 
@@ -65,14 +73,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-            return resp.status == 200 and resp.read().strip() == b"ok"
-    except OSError:
-        return False
-
-
 @contextmanager
 def streamlit_server(db_path: Path, log_path: Path) -> Iterator[str]:
     """Serve the dashboard on the store ``db_path``; yields its base URL.
@@ -81,7 +81,7 @@ def streamlit_server(db_path: Path, log_path: Path) -> Iterator[str]:
 
     Raises:
         RuntimeError: the server exited, or was not healthy within
-            :data:`SERVER_START_TIMEOUT_S` seconds (the message ends with its log).
+            :data:`SERVER_START_TIMEOUT_S` seconds, scaled (the message ends with its log).
     """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -97,21 +97,25 @@ def streamlit_server(db_path: Path, log_path: Path) -> Iterator[str]:
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-            while not _healthy(url):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"streamlit did not come up on {url}:\n{log_path.read_text()}"
-                    )
-                time.sleep(0.2)
+
+            def healthy() -> bool:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"streamlit exited:\n{log_path.read_text()}")
+                return http_ok(f"{url}/_stcore/health", b"ok")
+
+            try:
+                wait_until(healthy, SERVER_START_TIMEOUT_S, f"streamlit on {url}",
+                           interval_s=0.2)
+            except AssertionError as exc:
+                raise RuntimeError(f"{exc}:\n{log_path.read_text()}") from None
             yield url
         finally:
             proc.terminate()
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=scaled(30))
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait(timeout=10)
+                proc.wait(timeout=scaled(30))
 
 
 @contextmanager
@@ -124,8 +128,9 @@ def chromium() -> Iterator[Any]:
     Raises:
         BrowserUnavailable: see :func:`ensure_chromium`.
     """
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=RENDER_TIMEOUT_MS)
     executable = ensure_chromium()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)

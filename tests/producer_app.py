@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from otlp_payloads import otlp_json_of
+    from waits import scaled_ms, wait_until
 
     provider = TracerProvider(resource=Resource.create({"service.name": f"{args.producer}-app"}))
     if args.endpoint:
@@ -169,17 +170,14 @@ def main(argv: list[str] | None = None) -> None:
                     chat(model, prompt, max_tokens)
         if args.producer == "litellm":
             # litellm logs from its own worker thread after the call returns
-            import time
+            wait_until(
+                lambda: sum(s.name == "litellm_request" for s in memory.get_finished_spans())
+                >= len(PIPELINE),
+                60,
+                "litellm's request spans",
+            )
 
-            deadline = time.monotonic() + 30
-            while (
-                sum(s.name == "litellm_request" for s in memory.get_finished_spans())
-                < len(PIPELINE)
-                and time.monotonic() < deadline
-            ):
-                time.sleep(0.05)
-
-    ok = provider.force_flush(30_000)
+    ok = provider.force_flush(scaled_ms(60))
     provider.shutdown()
     spans = memory.get_finished_spans()
     if args.jsonl:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from waits import scaled, wait_until
 from webhook_receiver import WebhookReceiver
 
 from cliffwatch import settings
@@ -56,13 +57,10 @@ def alerts(db: Path, **kwargs: Any) -> list[dict[str, Any]]:
         return list_alerts(con, **kwargs).to_dicts()
 
 
-def wait_status(db: Path, status: str, count: int = 1, timeout_s: float = 10.0) -> list[dict]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = alerts(db, status=status)
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
+def wait_status(db: Path, status: str, count: int = 1, timeout_s: float = 30.0) -> list[dict]:
+    """The alerts in ``status`` once there are ``count`` of them (polled, scaled timeout)."""
+    return wait_until(lambda: found if len(found := alerts(db, status=status)) >= count
+                      else None, timeout_s, f"{count} alert(s) {status}")
 
 
 def cap_breach(seed: int, **kwargs: Any) -> list:
@@ -95,8 +93,8 @@ def test_a_cap_breach_through_the_guard_reaches_the_webhook_once(
     assert row["webhook"].startswith("http://127.0.0.1:")
     # a later write (another run) sends nothing again
     write_spans(db, make_run_records(seed=5))
-    assert wait_for_deliveries(5.0)
-    time.sleep(0.2)
+    assert wait_for_deliveries(scaled(10))
+    time.sleep(scaled(0.2))  # a second POST, were one sent, would have arrived by now
     assert receiver.delivered_counts() == {incident_id: 1}
 
 
@@ -150,13 +148,14 @@ def test_an_unreachable_webhook_is_retried_and_kept(
 
 def test_the_writer_never_waits_for_the_webhook(receiver: WebhookReceiver, db: Path) -> None:
     write_spans(db, make_run_records(seed=7))  # the store exists: time only the write
-    receiver.delay_s = 3.0
+    receiver.delay_s = scaled(3.0)
     start = time.monotonic()
     write_spans(db, cap_breach(6))
     assert time.monotonic() - start < receiver.delay_s  # the POST is still in flight
-    receiver.wait_for(1, timeout_s=15)
+    receiver.wait_for(1, timeout_s=40)
 
 
+@pytest.mark.slow
 def test_nothing_is_delivered_twice_by_two_processes_or_a_restart(
     receiver: WebhookReceiver, db: Path, no_background: None
 ) -> None:
@@ -169,12 +168,12 @@ def test_nothing_is_delivered_twice_by_two_processes_or_a_restart(
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
-    outs = [p.communicate(timeout=60) for p in procs]
+    outs = [p.communicate(timeout=scaled(120)) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert sum(int(out.strip().splitlines()[-1]) for out, _ in outs) == 8
     # a restart: a third process finds nothing left to send
     again = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=60)
+                           capture_output=True, text=True, timeout=scaled(120))
     assert again.stdout.strip() == "0", again.stderr
     counts = receiver.delivered_counts()
     assert len(counts) == 8 and set(counts.values()) == {1}
@@ -319,7 +318,7 @@ def test_a_cap_breach_ingested_over_otlp_is_alerted(receiver: WebhookReceiver, d
 
     records = cap_breach(80)
     with OtlpReceiver(db, ReceiverConfig(port=0)) as rx:
-        conn = http.client.HTTPConnection("127.0.0.1", rx.port, timeout=30)
+        conn = http.client.HTTPConnection("127.0.0.1", rx.port, timeout=scaled(60))
         conn.request("POST", "/v1/traces", body=to_protobuf(request_json(records)),
                      headers={"Content-Type": "application/x-protobuf"})
         assert conn.getresponse().status == 200
@@ -341,6 +340,7 @@ guard.close()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["flush", "exit"])
 def test_a_short_script_exits_cleanly_and_its_alert_is_sent_once(
     receiver: WebhookReceiver, db: Path, when: str
@@ -350,7 +350,7 @@ def test_a_short_script_exits_cleanly_and_its_alert_is_sent_once(
     process (here `cliffwatch alerts --retry`) sends it."""
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, str(db), when], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True, timeout=scaled(240))
     assert done.returncode == 0, done.stderr
     if when == "flush":
         assert len(receiver.wait_for(1)) == 1
@@ -370,9 +370,10 @@ CLI = [str(Path(sys.executable).with_name("cliffwatch"))]
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **(env or {})}
     return subprocess.run([*CLI, *args], cwd=ROOT, env=full_env, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=scaled(240))
 
 
+@pytest.mark.slow
 def test_cli_lists_failed_deliveries_and_retry_sends_them(
     receiver: WebhookReceiver, db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -394,6 +395,7 @@ def test_cli_lists_failed_deliveries_and_retry_sends_them(
     assert len(receiver.delivered()) == 1
 
 
+@pytest.mark.slow
 def test_cli_retry_that_fails_exits_1_and_bad_settings_exit_2(
     receiver: WebhookReceiver, db: Path, no_background: None
 ) -> None:

@@ -1,10 +1,12 @@
 """A writer process and a reader process on one store: nothing lost, no lock error shown.
 
 DuckDB 2.0 lets one process hold a file read-write or several read-only, never both
-(../shared/NOTES.md). The writer here is the real tracing pipeline (BatchSpanProcessor ->
-DuckDBSpanExporter) with a lock timeout short enough that it must spill while the reader
-holds the file; the reader opens read-only over and over, as dashboard pages do, and
-holds each connection a little while. Both are separate OS processes.
+(docs/sources.md#duckdb-single-writer). The writer here is the real tracing pipeline
+(BatchSpanProcessor -> DuckDBSpanExporter) with a lock timeout short enough that it must
+spill while the reader holds the file; the reader opens read-only over and over, as
+dashboard pages do, and holds each connection a little while. Both are separate OS
+processes; the writer starts once the reader has done its first read (however long the
+reader took to start), so the two really overlap.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import pytest
+from waits import scaled, wait_until
 
 from cliffwatch.telemetry import spill
 from cliffwatch.telemetry.store import open_store
@@ -60,7 +65,7 @@ from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.write_pipeline import write_spans
 from cliffwatch.telemetry.testing import make_run_records
 
-path, stop = sys.argv[1], sys.argv[2]
+path, stop, ready = sys.argv[1], sys.argv[2], sys.argv[3]
 reads, errors, last, went_down = 0, [], 0, 0
 while not os.path.exists(stop):
     try:
@@ -70,6 +75,8 @@ while not os.path.exists(stop):
             time.sleep(0.02)  # a page rendering while it holds the file
         went_down += n < last
         last, reads = n, reads + 1
+        if reads == 1:
+            open(ready, "w").close()
     except Exception as exc:  # any error here would have reached a user
         errors.append(f"{type(exc).__name__}: {exc}")
     time.sleep(random.uniform(0, 0.01))
@@ -88,22 +95,25 @@ def _python(code: str, *args: str, env: dict[str, str]) -> subprocess.Popen[str]
     )
 
 
+@pytest.mark.slow
 def test_writer_and_reader_processes_lose_nothing_and_show_no_lock_error(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "shared.duckdb"
-    stop = tmp_path / "stop"
+    stop, ready = tmp_path / "stop", tmp_path / "reader-ready"
     with open_store(path, read_only=False):
         pass  # the store exists before the reader's first open
     env = {**os.environ, "CLIFFWATCH_LOCK_TIMEOUT_S": "0.02"}  # writer gives up fast: spills
 
-    reader = _python(READER, str(path), str(stop), env=env)
-    writer = _python(WRITER, str(path), str(RUNS), str(WORKERS), env=env)
+    reader = _python(READER, str(path), str(stop), str(ready), env=env)
     try:
-        w_out, w_err = writer.communicate(timeout=60)
+        wait_until(lambda: ready.exists() or reader.poll() is not None, 60,
+                   "the reader's first read")
+        writer = _python(WRITER, str(path), str(RUNS), str(WORKERS), env=env)
+        w_out, w_err = writer.communicate(timeout=scaled(120))
     finally:
         stop.touch()
-        r_out, r_err = reader.communicate(timeout=60)
+        r_out, r_err = reader.communicate(timeout=scaled(120))
     assert writer.returncode == 0, w_err
     assert reader.returncode == 0, r_err
     wrote = json.loads(w_out)
@@ -130,12 +140,12 @@ def test_threads_of_one_process_writing_and_reading_one_store(tmp_path: Path) ->
     batches = [make_run_records(seed=i, worker_cost_usds=[0.001] * 3) for i in range(12)]
 
     def read(_: int) -> int:
-        with open_store(path, read_only=True, timeout_s=15) as con:
+        with open_store(path, read_only=True, timeout_s=scaled(30)) as con:
             return con.sql("SELECT count(*) FROM spans").fetchall()[0][0]
 
     write_spans(path, batches[0])
     with ThreadPoolExecutor(max_workers=6) as pool:
-        writes = [pool.submit(write_spans, path, b, timeout_s=15) for b in batches[1:]]
+        writes = [pool.submit(write_spans, path, b, timeout_s=scaled(30)) for b in batches[1:]]
         reads = [pool.submit(read, i) for i in range(12)]
         written = sum(f.result().spans_written for f in writes)
         counts = [f.result() for f in reads]

@@ -7,22 +7,21 @@ switches to a page, as a user would; the store is built through the real write p
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from dashboard_store import StoreFixture, build_store
 from streamlit.testing.v1 import AppTest
+from waits import scaled
 
 from cliffwatch.formatting import usd
 from cliffwatch.telemetry.store import open_store
-from cliffwatch.telemetry.testing import make_runs_costing, ns_at
+from cliffwatch.telemetry.testing import hold_store_lock, make_runs_costing, ns_at
 from cliffwatch.telemetry.write_pipeline import write_spans
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
-TIMEOUT_S = 30
+TIMEOUT_S = scaled(120)  # the longest one script run may take
 PAGES = (None, "views/incidents.py", "views/run.py")
 
 
@@ -40,7 +39,8 @@ def app(store: StoreFixture, monkeypatch: pytest.MonkeyPatch) -> AppTest:
 def _open(app: AppTest, page: str | None = None, **params: str | list[str]) -> AppTest:
     """Open ``page`` (None: the overview) with deep-link query parameters, as a new session.
 
-    AppTest needs one run of the entry point before it can switch to a page (NOTES.md).
+    AppTest needs one run of the entry point before it can switch to a page
+    (docs/sources.md#streamlit-testing-and-rendering).
     """
     for name, value in params.items():
         app.query_params[name] = value
@@ -268,26 +268,18 @@ def test_a_file_that_is_not_a_store_is_an_error(
     assert "not a cliffwatch store" in _texts(app.error)
 
 
+@pytest.mark.slow
 def test_store_locked_by_another_process_is_reported(
     store: StoreFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = tmp_path / "locked.duckdb"
     db.write_bytes(store.path.read_bytes())
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, duckdb; con = duckdb.connect(sys.argv[1]); print('held', flush=True); "
-         "sys.stdin.read()", str(db)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with hold_store_lock(db):  # another process has it open read-write
         monkeypatch.setenv("CLIFFWATCH_DB", str(db))
         monkeypatch.setenv("CLIFFWATCH_LOCK_TIMEOUT_S", "0.2")
         app = _open(AppTest.from_file(APP, default_timeout=TIMEOUT_S))
         assert "is busy" in _texts(app.error)
         assert not _tables(app, "percentiles")
-    finally:
-        holder.communicate("", timeout=10)
     app.run()  # the writer is gone: the next rerun shows the data
     assert not app.error
     assert len(_frame(app, "percentiles")) == 2

@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from browser import BrowserUnavailable, chromium, ensure_chromium, streamlit_server
+from browser import (
+    RENDER_TIMEOUT_MS,
+    BrowserUnavailable,
+    chromium,
+    ensure_chromium,
+    streamlit_server,
+)
 from dashboard_store import StoreFixture, build_store
 from playwright.sync_api import expect
 
@@ -22,7 +28,6 @@ from cliffwatch.dashboard import ui
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-RENDER_TIMEOUT_MS = 30_000
 VIEWPORT = {"width": 1440, "height": 1000}
 
 

@@ -3,6 +3,7 @@ span attribute appears in README.md (and every command and option has help text)
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -99,3 +100,106 @@ def test_cliff_attributes_are_found() -> None:
 @pytest.mark.parametrize("attribute", CLIFF_ATTRIBUTES)
 def test_every_cliff_attribute_is_in_the_readme(attribute: str) -> None:
     assert f"`{attribute}`" in _readme(), f"README.md does not document {attribute}"
+
+
+# --- docs/sources.md: what the code cites is inside the repository ---------------------------
+
+ROOT = README.parent
+SOURCES = ROOT / "docs" / "sources.md"
+# Folders that are not the project's own text (environments, caches, build output).
+SKIP_DIRS = {".git", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache",
+             "build", "dist", "reports", "node_modules"}
+# A citation of a file outside the repository: the shared folder the project was built
+# beside, or its notes by name. Written as patterns so this file does not match itself.
+OUTSIDE = re.compile(r"\.\./shared|\b(?:NOTES|DESIGN|STYLE)\.md\b")
+CITED_ANCHOR = re.compile(r"docs/sources\.md#([A-Za-z0-9_-]+)")
+
+
+def _project_text_files() -> list[Path]:
+    """Every text file of the working tree (what git tracks, give or take ignored output).
+
+    Walked rather than asked of git: no process is started, so the test stays in the quick
+    mode. Symlinked folders (cliffwatch/orchestrator -> ../orchestrator, ...) are not
+    entered: their files are read once, at their real path.
+    """
+    found = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info")
+                   and not d.endswith(".spill")]
+        for name in files:
+            path = Path(folder) / name
+            if path.is_symlink() or path.suffix in {".duckdb", ".wal", ".parquet", ".png"}:
+                continue
+            data = path.read_bytes()
+            if b"\0" not in data:
+                found.append(path)
+    return found
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a markdown heading: lower case, punctuation dropped, - for spaces."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _source_anchors() -> list[str]:
+    text = SOURCES.read_text(encoding="utf-8")
+    return [_anchor(m.group(1)) for m in re.finditer(r"^#{1,6} (.+)$", text, re.M)]
+
+
+def test_no_file_cites_anything_outside_the_repository() -> None:
+    files = _project_text_files()
+    assert ROOT / "cliffwatch" / "settings.py" in files  # the walk reaches the code
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in files
+        if path.name != "CHANGELOG.md"  # history may name what was cited then
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if OUTSIDE.search(line)
+    ]
+    assert offenders == [], "cite docs/sources.md instead:\n" + "\n".join(offenders)
+
+
+def test_sources_anchors_are_unique() -> None:
+    anchors = _source_anchors()
+    assert len(anchors) == len(set(anchors)), sorted(a for a in anchors if anchors.count(a) > 1)
+
+
+def test_every_cited_source_section_exists() -> None:
+    anchors = set(_source_anchors())
+    cited = {
+        (match.group(1), str(path.relative_to(ROOT)))
+        for path in _project_text_files()
+        for match in CITED_ANCHOR.finditer(path.read_text(encoding="utf-8"))
+    }
+    assert len({anchor for anchor, _ in cited}) >= 10  # the code does cite it
+    missing = sorted(f"{where}: #{anchor}" for anchor, where in cited if anchor not in anchors)
+    assert missing == [], "no such section in docs/sources.md:\n" + "\n".join(missing)
+
+
+# --- files over about 500 lines say at their top why they are one file --------------------
+
+MAX_LINES = 500
+WHY_ONE_FILE = "Why one file:"
+
+
+def _long_python_files() -> dict[str, int]:
+    return {
+        str(path.relative_to(ROOT)): count
+        for path in _project_text_files()
+        if path.suffix == ".py"
+        and (count := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
+
+
+def test_a_file_over_500_lines_says_why_at_its_top() -> None:
+    long_files = _long_python_files()
+    unexplained = sorted(
+        f"{name} ({count} lines)"
+        for name, count in long_files.items()
+        if WHY_ONE_FILE not in "\n".join((ROOT / name).read_text().splitlines()[:40])
+    )
+    assert unexplained == [], (
+        f"split these, or say '{WHY_ONE_FILE} ...' in their first 40 lines:\n"
+        + "\n".join(unexplained)
+    )
+

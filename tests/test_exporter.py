@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode, set_span_in_context
+from waits import scaled_ms
 
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry import spill
@@ -216,6 +217,7 @@ def test_export_to_a_bad_file_fails_logs_and_never_raises(
     assert spill.pending_spills(path) == []  # not a lock problem: nothing to retry
 
 
+@pytest.mark.slow
 def test_busy_store_spills_returns_success_and_flush_loads_it(tmp_path: Path) -> None:
     path = tmp_path / "busy.duckdb"
     spans = _sdk_run_spans()
@@ -225,7 +227,7 @@ def test_busy_store_spills_returns_success_and_flush_loads_it(tmp_path: Path) ->
         assert exporter.export(spans[1:]) is SpanExportResult.SUCCESS
         assert len(spill.pending_spills(path)) == 1
         assert exporter.force_flush(timeout_millis=200) is False  # still held
-    assert exporter.force_flush(timeout_millis=5000) is True
+    assert exporter.force_flush(timeout_millis=scaled_ms(20)) is True
     assert spill.pending_spills(path) == []
     assert len(_stored(path)) == len(spans)
 

@@ -250,9 +250,10 @@ def page_store(db: Path) -> Path:
 
 def _findings_page(db: Path, monkeypatch: pytest.MonkeyPatch, **params: str) -> Any:
     from streamlit.testing.v1 import AppTest
+    from waits import scaled
 
     monkeypatch.setenv("CLIFFWATCH_DB", str(db))
-    app = AppTest.from_file(APP, default_timeout=30)
+    app = AppTest.from_file(APP, default_timeout=scaled(120))
     for name, value in params.items():
         app.query_params[name] = value
     app.run()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from fake_openai import serve_fake_openai, usage_for
+from waits import scaled, wait_until
 
 from cliffwatch.telemetry.litellm_callback import CliffwatchLogger, call_span, run_trace_id
 from cliffwatch.telemetry.pricing import import_litellm
@@ -59,9 +60,7 @@ def _call(api_base: str, model: str, words: str, max_tokens: int, **metadata) ->
 
 def wait_for_calls(cb: CliffwatchLogger, n: int) -> None:
     """litellm runs success hooks after the call returns, on its own threads: wait (bounded)."""
-    deadline = time.monotonic() + 20
-    while cb.calls_recorded < n and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: cb.calls_recorded >= n, 30, f"{n} calls recorded", interval_s=0.02)
     assert cb.calls_recorded == n
 
 
@@ -94,7 +93,7 @@ def test_calls_of_one_run_become_one_run_with_the_right_cost(
         expected_usd += by_hand_usd(model, tin, tout)
     wait_for_calls(logger, 5)
     logger.end_run("ticket-42")
-    assert logger.flush(30)
+    assert logger.flush(scaled(30))
     db = logger.db_path
     runs = _rows(
         db,
@@ -124,7 +123,7 @@ def test_a_call_without_run_id_is_a_run_of_its_own(logger, api_base: str) -> Non
     _call(api_base, "gpt-4o-mini", "one two three", 9, cliff_task_class="qa")
     _call(api_base, "gpt-4o-mini", "four five", 7)
     wait_for_calls(logger, 2)
-    assert logger.flush(30)
+    assert logger.flush(scaled(30))
     rows = _rows(
         logger.db_path, "SELECT task_class, cost_usd, llm_calls FROM runs ORDER BY task_class"
     )
@@ -148,7 +147,7 @@ def test_failed_calls_are_recorded_as_failed(logger, api_base: str) -> None:
     _call(api_base, "gpt-4o-mini", "retry it", 5, cliff_task_class="qa", cliff_run_id="r-fail")
     wait_for_calls(logger, 2)
     logger.end_run("r-fail", status="failed")
-    assert logger.flush(30)
+    assert logger.flush(scaled(30))
     rows = _rows(logger.db_path, "SELECT status, llm_calls, failed_calls, cost_usd FROM runs")
     assert rows == [("failed", 2, 1, pytest.approx(by_hand_usd("gpt-4o-mini", 9, 5)))]
     (error,) = _rows(logger.db_path, "SELECT status_message FROM spans WHERE status_code = 'error'")
@@ -172,13 +171,13 @@ def test_async_calls_are_recorded(logger, api_base: str) -> None:
         )
         # litellm's async hooks run as tasks on this loop, after the calls return: let them
         # finish before asyncio.run() cancels what is left (bounded wait).
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + scaled(30)
         while logger.calls_recorded < 4 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
     asyncio.run(main())
     wait_for_calls(logger, 4)
-    assert logger.flush(30)
+    assert logger.flush(scaled(30))
     rows = _rows(logger.db_path, "SELECT llm_calls, input_tokens, output_tokens FROM runs")
     assert rows == [(4, 4 * 10, 4 * 11)]
 
@@ -189,12 +188,12 @@ def test_an_idle_run_is_closed_by_itself(tmp_path: Path, api_base: str) -> None:
     try:
         _call(api_base, "gpt-4o-mini", "a b", 3, cliff_run_id="r-idle")
         wait_for_calls(cb, 1)
-        for _ in range(100):  # bounded: at most ~10 s
-            cb._writer.flush(5)
-            if _rows(cb.db_path, "SELECT count(*) FROM runs") == [(1,)]:
-                break
-            time.sleep(0.1)
-        assert _rows(cb.db_path, "SELECT count(*) FROM runs") == [(1,)]
+
+        def closed() -> bool:
+            cb._writer.flush(scaled(5))
+            return _rows(cb.db_path, "SELECT count(*) FROM runs") == [(1,)]
+
+        wait_until(closed, 30, "the idle run closed and written", interval_s=0.1)
     finally:
         cb.close()
 

@@ -1,5 +1,9 @@
 """OTLP decoding (protobuf and OTLP/JSON) and the one OTLP span -> SpanRecord mapping.
 
+Why one file: decode and mapping are tested together because a producer's payload goes
+through both and each case checks the record that comes out; the two share the payload
+builders, and the 25 tests are mostly one case each, read as a list of producer rules.
+
 Pure functions, no store: every producer's attribute names, cost sources checked by hand
 against litellm's price map, what is and is not an LLM call, task class and role rules,
 per-span rejections, and the round trip record -> OTLP -> record for cliffwatch's own runs.

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 from producer_app import PIPELINE, PRODUCERS, TASK_CLASS, expected_run
 from typer.testing import CliRunner
+from waits import http_ok, scaled, wait_until
 
 from cliffwatch.cli import app
 from cliffwatch.telemetry.store import open_store
@@ -70,6 +71,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dic
         match = re.search(r"(http://127\.0\.0\.1:\d+/v1/traces)", line)
         assert match, f"serve did not start: {line}{server.stderr.read()}"
         endpoint = match.group(1)
+        health = endpoint.removesuffix("/v1/traces") + "/health"
+        wait_until(lambda: http_ok(health), 60, f"the receiver's {health}")
         jsonl = {p: work / f"{p}.jsonl" for p in PRODUCERS}
 
         def produce(producer: str) -> subprocess.CompletedProcess[str]:
@@ -89,7 +92,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dic
                 text=True,
                 env=_env(),
                 cwd=work,
-                timeout=180,
+                timeout=scaled(360),
             )
 
         with ThreadPoolExecutor(len(PRODUCERS)) as pool:
@@ -101,7 +104,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dic
     finally:
         server.send_signal(signal.SIGINT)
         try:
-            _, rest = server.communicate(timeout=60)
+            _, rest = server.communicate(timeout=scaled(120))
         except subprocess.TimeoutExpired:
             server.kill()
             raise
@@ -174,10 +177,10 @@ def test_ingesting_the_same_spans_as_json_lines_gives_the_same_runs(served, tmp_
         capture_output=True,
         text=True,
         env=_env(),
-        timeout=120,
+        timeout=scaled(240),
     )
     assert result.returncode == 0, result.stderr
-    assert "0 rejected" in result.stdout and time.perf_counter() - started < 120
+    assert "0 rejected" in result.stdout and time.perf_counter() - started < scaled(240)
     assert runs_of(fresh) == runs_of(db)
     # and again: nothing new
     again = CliRunner().invoke(app, ["ingest", *map(str, jsonl.values()), "--db", str(fresh)])

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from otlp_payloads import otlp_span, request_json, request_of_spans, to_protobuf
+from waits import scaled
 
 from cliffwatch.telemetry import spill
 from cliffwatch.telemetry.otlp_decode import MAX_ATTRIBUTE_VALUE_CHARS
@@ -77,7 +78,7 @@ def post(
     method: str = "POST",
 ) -> tuple[int, bytes, dict[str, str]]:
     """One request on a fresh connection: (status, body, headers)."""
-    conn = http.client.HTTPConnection("127.0.0.1", rx.port, timeout=30)
+    conn = http.client.HTTPConnection("127.0.0.1", rx.port, timeout=scaled(60))
     try:
         all_headers = dict(headers or {})
         if content_type is not None:
@@ -175,7 +176,7 @@ def test_huge_attribute_values_are_stored_cut(receiver: OtlpReceiver, db: Path) 
 
 def test_chunked_bodies_are_read(receiver: OtlpReceiver, db: Path) -> None:
     body = to_protobuf(_call_request(2))
-    conn = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=30)
+    conn = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=scaled(60))
     try:
         conn.request(
             "POST",
@@ -191,7 +192,7 @@ def test_chunked_bodies_are_read(receiver: OtlpReceiver, db: Path) -> None:
 
 
 def test_one_connection_serves_many_requests(receiver: OtlpReceiver, db: Path) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=30)
+    conn = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=scaled(60))
     try:
         for i in range(5):
             conn.request(
@@ -265,7 +266,7 @@ def test_wrong_paths_and_methods(receiver: OtlpReceiver, db: Path) -> None:
 
 
 def test_missing_content_length_is_411(receiver: OtlpReceiver, db: Path) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=30)
+    conn = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=scaled(60))
     try:
         conn.putrequest("POST", "/v1/traces")
         conn.putheader("Content-Type", PB)
@@ -280,6 +281,7 @@ def test_missing_content_length_is_411(receiver: OtlpReceiver, db: Path) -> None
 # --- the store side --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_busy_store_spills_and_the_next_write_loads_it(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -310,7 +312,8 @@ def test_the_sdk_otlp_exporter_delivers_to_the_receiver(receiver: OtlpReceiver, 
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 
     exporter = OTLPSpanExporter(
-        endpoint=receiver.endpoint, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+        endpoint=receiver.endpoint, headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=scaled(30)
     )
     results: list[SpanExportResult] = []
     original = exporter.export

@@ -1,6 +1,11 @@
 """Replay: a run rebuilt from its spans, and its counterfactual through the orchestrator's own
 dispatch layer, checked against hand-built traces with known figures and against real
-orchestrator runs; the live re-run through the orchestrator."""
+orchestrator runs; the live re-run through the orchestrator.
+
+Why one file: the tests share two module-scoped stores (hand-built traces with known
+figures from ``tests/replay_store.py``, and real orchestrator runs), built once; split, each
+part would build them again, and replay and its counterfactual are checked end to end.
+"""
 
 from __future__ import annotations
 

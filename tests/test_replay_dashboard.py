@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from replay_store import MINI, SONNET, Call, Sub, hand_run
 from streamlit.testing.v1 import AppTest
+from waits import scaled
 
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.store_access import read_store
@@ -52,7 +53,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def app(store: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     monkeypatch.setenv("CLIFFWATCH_DB", str(store))
-    return AppTest.from_file(APP, default_timeout=60)
+    return AppTest.from_file(APP, default_timeout=scaled(120))
 
 
 def _open(app: AppTest, page: str, **params: str) -> AppTest:
@@ -148,11 +149,11 @@ def test_incident_triage_updates_the_store_and_the_open_count(
     store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CLIFFWATCH_DB", str(store))
-    overview = AppTest.from_file(APP, default_timeout=60)
+    overview = AppTest.from_file(APP, default_timeout=scaled(120))
     overview.run()
     assert dict(_metrics(overview))["Open incidents"] == "1"
 
-    app = _open(AppTest.from_file(APP, default_timeout=60), "views/incidents.py")
+    app = _open(AppTest.from_file(APP, default_timeout=scaled(120)), "views/incidents.py")
     assert _frame(app, "incidents")["replay"].item() == replay_link(BREACH)
     app.selectbox(key="triage_incident").set_value(BREACH_ID)
     app.radio(key="triage_status").set_value("resolved")
@@ -261,7 +262,7 @@ def test_live_rerun_button_runs_the_task_again_and_shows_both(
     tracing.flush()
     tracing.shutdown()
     monkeypatch.setenv("CLIFFWATCH_DB", str(path))
-    app = _open(AppTest.from_file(APP, default_timeout=120), "views/replay.py",
+    app = _open(AppTest.from_file(APP, default_timeout=scaled(240)), "views/replay.py",
                 run_id=original.run_id)
     app.button(key="live_button").click().run()
     assert not app.error, [e.value for e in app.error]

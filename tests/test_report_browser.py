@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import BrowserUnavailable, chromium, ensure_chromium
+from browser import RENDER_TIMEOUT_MS, BrowserUnavailable, chromium, ensure_chromium
 
 from cliffwatch.analytics.report import build_report
 from cliffwatch.analytics.report_render import write_report
@@ -21,7 +21,6 @@ from cliffwatch.telemetry.write_pipeline import write_spans
 pytestmark = [pytest.mark.browser]
 
 MARKUP = "<script>alert(1)</script>"
-RENDER_TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")

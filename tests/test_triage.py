@@ -123,6 +123,7 @@ def test_a_missing_store_is_not_created(tmp_path: Path) -> None:
     assert not (tmp_path / "none.duckdb").exists()
 
 
+@pytest.mark.slow
 def test_a_busy_store_is_retried_until_the_holder_lets_go(store: Path) -> None:
     with hold_store_lock(store, seconds=0.5):
         triage = resolve(store, CAP_ID, "fixed")  # waits for the reader to go

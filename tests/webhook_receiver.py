@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from waits import wait_until
+
 
 @dataclass(frozen=True, slots=True)
 class Received:
@@ -95,20 +97,20 @@ class WebhookReceiver:
         """How many times each alert id was delivered (answered 2xx)."""
         return Counter(r.alert_id for r in self.delivered())
 
-    def wait_for(self, count: int, timeout_s: float = 10.0) -> list[Received]:
+    def wait_for(self, count: int, timeout_s: float = 30.0) -> list[Received]:
         """Wait until at least ``count`` requests were answered 2xx; return them.
+
+        ``timeout_s`` is scaled by ``CLIFFWATCH_TEST_TIME_SCALE`` (tests/waits.py).
 
         Raises:
             AssertionError: they did not arrive in time.
         """
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            got = self.delivered()
-            if len(got) >= count:
-                return got
-            time.sleep(0.02)
-        raise AssertionError(f"expected {count} deliveries, got {len(self.delivered())}: "
-                             f"{[r.status for r in self.requests]}")
+        try:
+            return wait_until(lambda: got if len(got := self.delivered()) >= count else None,
+                              timeout_s, f"{count} deliveries", interval_s=0.02)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: got {len(self.delivered())}, "
+                                 f"statuses {[r.status for r in self.requests]}") from None
 
     def __enter__(self) -> WebhookReceiver:
         self._thread.start()

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -91,9 +93,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def venv(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
+def venv(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Iterator[Path]:
     """A fresh virtual environment with the wheel and its dependencies (pip's cache and
-    configured indexes are used as a user's pip would)."""
+    configured indexes are used as a user's pip would); removed afterwards (about 1 GB)."""
     home = tmp_path_factory.mktemp("venv") / "env"
     _run([sys.executable, "-m", "venv", home], cwd=home.parent, budget_s=RUN_BUDGET_S)
     cfg = (home / "pyvenv.cfg").read_text(encoding="utf-8")
@@ -104,7 +106,8 @@ def venv(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
         cwd=home.parent,
         budget_s=INSTALL_BUDGET_S,
     )
-    return home
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
 
 
 APP_PACKAGES = {

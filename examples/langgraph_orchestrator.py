@@ -3,8 +3,8 @@
 The graph is the pattern of the handbook page on orchestrator-worker: a planner node
 splits the task into sub-tasks, a fan-out edge sends each one to a worker node with
 ``Send`` (LangGraph runs them in parallel), and a synthesis node merges the results on a
-cheaper model. cliffwatch adds three things, all through one :class:`orchestrator.guard.
-Guard` per run:
+cheaper model. cliffwatch adds three things, all through one :class:`cliffwatch.Guard`
+per run:
 
 1. the fan-out edge asks ``guard.check_plan(plan)`` before sending anything: a plan over
    ``max_workers`` raises ``CostCliffError`` there (nothing is dispatched), an estimate
@@ -41,8 +41,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
-from cliffwatch.orchestrator.errors import CostCeilingError, CostCliffError
-from cliffwatch.orchestrator.guard import Guard, cliffwatch_guard
+from cliffwatch import CostCeilingError, CostCliffError, Guard, cliffwatch_guard
 
 
 class RunState(TypedDict, total=False):

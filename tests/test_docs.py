@@ -203,3 +203,25 @@ def test_a_file_over_500_lines_says_why_at_its_top() -> None:
         + "\n".join(unexplained)
     )
 
+def test_public_api_is_documented_in_docs_api_md() -> None:
+    """Every name of ``cliffwatch.__all__`` has a row in docs/api.md naming the module and
+    linking the file that defines it, nothing else has a row, and the README links the page."""
+    import cliffwatch
+
+    root = Path(__file__).resolve().parent.parent
+    api = (root / "docs" / "api.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([^`]+)` \|.*\| \[`([\w.]+)`\]\(\.\./([^)]+)\) \|$", api, re.M)
+    documented = {name: (module, path) for name, module, path in rows}
+    assert len(documented) == len(rows), "a name has two rows in docs/api.md"
+    assert set(documented) == set(cliffwatch.__all__), (
+        f"missing from docs/api.md: {sorted(set(cliffwatch.__all__) - set(documented))}; "
+        f"documented but not public: {sorted(set(documented) - set(cliffwatch.__all__))}"
+    )
+    for name, (module, path) in documented.items():
+        parts = Path(path).with_suffix("").parts
+        parts = parts[:-1] if parts[-1] == "__init__" else parts
+        assert module == ".".join(parts if parts[0] == "cliffwatch" else ("cliffwatch", *parts))
+        source = (root / path).read_text(encoding="utf-8")
+        definition = rf"^(?:(?:async )?def|class) {re.escape(name)}\b|^{re.escape(name)}\s*[:=]"
+        assert re.search(definition, source, re.M), f"{path} does not define {name}"
+    assert "(docs/api.md)" in README.read_text(encoding="utf-8"), "README does not link docs/api.md"

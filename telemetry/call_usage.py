@@ -168,6 +168,38 @@ def _scope_in(scope_name: str | None, prefixes: tuple[str, ...]) -> bool:
     return bool(scope_name) and any(str(scope_name).startswith(p) for p in prefixes)
 
 
+def normalised_tokens(
+    input_tokens: int | None,
+    output_tokens: int | None,
+    cache_read_tokens: int | None = None,
+    cache_creation_tokens: int | None = None,
+    reasoning_tokens: int | None = None,
+    *,
+    input_excludes_cache: bool = False,
+) -> TokenUsage:
+    """Counts as a producer reported them, in the GenAI convention (module docstring).
+
+    The cache reads and writes are added to ``input_tokens`` when the producer is known to
+    leave them out (``input_excludes_cache``) or when ``input_tokens`` is smaller than them
+    (it cannot include them); reasoning is added to ``output_tokens`` when larger than it.
+    A missing input count with cache counts becomes their sum.
+    """
+    cached = (cache_read_tokens or 0) + (cache_creation_tokens or 0)
+    if input_tokens is not None and cached and (input_excludes_cache or input_tokens < cached):
+        input_tokens += cached
+    elif input_tokens is None and cached:
+        input_tokens = cached
+    if (
+        reasoning_tokens is not None
+        and output_tokens is not None
+        and reasoning_tokens > output_tokens
+    ):
+        output_tokens += reasoning_tokens
+    return TokenUsage(
+        input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, reasoning_tokens
+    )
+
+
 def call_usage(attrs: Mapping[str, Any], scope_name: str | None = None) -> CallUsage:
     """Read and normalise a span's token breakdown (rules in the module docstring).
 
@@ -179,20 +211,13 @@ def call_usage(attrs: Mapping[str, Any], scope_name: str | None = None) -> CallU
         The :class:`CallUsage`; counts the span does not carry are None.
     """
     reported_in = token_count(first_value(attrs, INPUT_TOKEN_KEYS))
-    output = token_count(first_value(attrs, OUTPUT_TOKEN_KEYS))
-    cache_read = token_count(first_value(attrs, CACHE_READ_KEYS))
-    cache_creation = token_count(first_value(attrs, CACHE_CREATION_KEYS))
-    reasoning = token_count(first_value(attrs, REASONING_KEYS))
-    cached = (cache_read or 0) + (cache_creation or 0)
-    input_tokens = reported_in
-    if reported_in is not None and cached and (
-        _scope_in(scope_name, INPUT_EXCLUDES_CACHE_SCOPES) or reported_in < cached
-    ):
-        input_tokens = reported_in + cached
-    elif reported_in is None and cached:
-        input_tokens = cached
-    if reasoning is not None and output is not None and reasoning > output:
-        output += reasoning
-    tokens = TokenUsage(input_tokens, output, cache_read, cache_creation, reasoning)
+    tokens = normalised_tokens(
+        reported_in,
+        token_count(first_value(attrs, OUTPUT_TOKEN_KEYS)),
+        token_count(first_value(attrs, CACHE_READ_KEYS)),
+        token_count(first_value(attrs, CACHE_CREATION_KEYS)),
+        token_count(first_value(attrs, REASONING_KEYS)),
+        input_excludes_cache=_scope_in(scope_name, INPUT_EXCLUDES_CACHE_SCOPES),
+    )
     known = tokens.has_cache_detail or _scope_in(scope_name, OMITS_ZERO_CACHE_SCOPES)
     return CallUsage(tokens, reported_in, known)

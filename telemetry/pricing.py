@@ -387,3 +387,54 @@ def recompute_cost_usd(usage: TokenUsage, price: Price) -> float:
         + text_out * price.output_usd_per_token
         + reasoning * (price.output_usd_per_token if reasoning_rate is None else reasoning_rate)
     )
+
+
+def usage_of_litellm(usage: Any) -> tuple[TokenUsage, float | None]:
+    """The tokens and the provider-reported cost of a litellm response's ``usage``.
+
+    litellm's ``Usage`` is already in the GenAI convention (its provider transformations
+    add Anthropic's cache reads and writes into ``prompt_tokens``): cache reads are
+    ``prompt_tokens_details.cached_tokens``, writes ``prompt_tokens_details
+    .cache_creation_tokens`` (``cache_write_tokens`` for some providers), reasoning
+    ``completion_tokens_details.reasoning_tokens``. A response with prompt details but no
+    cached count had no cache tokens (0); one without prompt details says nothing (None).
+
+    Args:
+        usage: ``response.usage`` (a litellm ``Usage``, an OpenAI-shaped object or dict),
+            or None.
+
+    Returns:
+        ``(tokens, reported_usd)``: ``reported_usd`` is ``usage.cost`` when the provider
+        put its own cost in the response (OpenRouter and other gateways do), else None.
+    """
+
+    def get(obj: Any, key: str) -> Any:
+        return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+    def count(value: Any) -> int | None:
+        return int(value) if isinstance(value, int | float) and value >= 0 else None
+
+    if usage is None:
+        return TokenUsage(None, None), None
+    prompt_details = get(usage, "prompt_tokens_details")
+    completion_details = get(usage, "completion_tokens_details")
+    cache_read = cache_creation = None
+    if prompt_details is not None:
+        cache_read = count(get(prompt_details, "cached_tokens")) or 0
+        written = get(prompt_details, "cache_creation_tokens")
+        cache_creation = count(written or get(prompt_details, "cache_write_tokens"))
+    reasoning = (
+        count(get(completion_details, "reasoning_tokens"))
+        if completion_details is not None
+        else None
+    )
+    tokens = TokenUsage(
+        count(get(usage, "prompt_tokens")),
+        count(get(usage, "completion_tokens")),
+        cache_read,
+        cache_creation,
+        reasoning,
+    )
+    cost = get(usage, "cost")
+    reported = float(cost) if isinstance(cost, int | float) and cost >= 0 else None
+    return tokens, reported

@@ -77,6 +77,7 @@ REASONING_KEYS = (
     "gen_ai.usage.reasoning_tokens",  # OpenLLMetry
     "gen_ai.usage.output_tokens.reasoning",  # Sentry
     "llm.token_count.completion_details.reasoning",  # OpenInference
+    "gen_ai.usage.details.reasoning_tokens",  # Pydantic AI
     "llm.usage.reasoning_tokens",
 )
 

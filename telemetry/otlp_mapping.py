@@ -24,8 +24,9 @@ other producers use"):
   ``unpriced`` (cost None, counted by the store, never $0). cliffwatch's own spans keep the
   figure they recorded (``cliff.cost_usd``, ``cliff.cost_source``).
 - **task class**: the first attribute of :attr:`MappingConfig.task_class_attributes`
-  found on the span, then on its resource; None otherwise, and the store then falls back
-  to the run's other spans and to ``service.name``.
+  found on the span, then on its resource, then the name of a root agent span; None
+  otherwise, and the store then falls back to the run's other spans and to
+  ``service.name``.
 - **role**: ``cliff.role`` when the producer set it (cliffwatch's own spans); else, for a
   call, plan / worker / synthesis / critic when its own or an ancestor's name says so
   (:func:`role_from_words`), worker when it sits under a tool or a nested agent, and
@@ -270,11 +271,15 @@ def call_role(span: OtlpSpan, ancestors: Sequence[OtlpSpan] = ()) -> Role:
 
 
 def task_class_of(span: OtlpSpan, attribute_names: Sequence[str]) -> str | None:
-    """The first of ``attribute_names`` set on the span, then on its resource; else None."""
+    """The first of ``attribute_names`` set on the span, then on its resource; else, for a
+    root span marked as an agent, its name (the OpenAI Agents SDK under OpenInference names
+    its workflow only there); else None."""
     for attrs in (span.attributes, span.resource_attributes):
         value = _text(_first(attrs, attribute_names))
         if value is not None:
             return value
+    if span.parent_span_id is None and _structure_kind(span.attributes) == "agent":
+        return _text(span.name)
     return None
 
 

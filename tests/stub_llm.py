@@ -20,7 +20,8 @@ Usage the stub reports, per request:
   ``gpt-5``..) also reasons :data:`REASONING_TOKENS` tokens, counted inside the output
   tokens as OpenAI does;
 - a request offering tools whose conversation holds no tool result yet is answered with a
-  call of its first tool (arguments ``{}``), so an agent framework makes a second call.
+  call of its first tool (each required string argument ``"the tides"``), so an agent
+  framework makes a second call.
 
 Each answer appends one :class:`LedgerEntry`. The model reported in the answer is the dated
 snapshot of the model asked for when :data:`SNAPSHOTS` has one, as the real APIs do.
@@ -139,13 +140,29 @@ def _has_tool_result(api: str, items: list[Any]) -> bool:
     return False
 
 
-def _first_tool_name(api: str, tools: list[Any]) -> str | None:
+def _first_tool(api: str, tools: list[Any]) -> tuple[str, dict[str, Any]] | None:
+    """The first tool's name and arguments for it: every required string parameter set to
+    ``"the tides"``, others left out."""
     for tool in tools:
         if not isinstance(tool, dict):
             continue
         if api == "openai.chat":
-            return str((tool.get("function") or {}).get("name") or "") or None
-        return str(tool.get("name") or "") or None
+            tool = tool.get("function") or {}
+            schema = tool.get("parameters") or {}
+        elif api == "openai.responses":
+            schema = tool.get("parameters") or {}
+        else:
+            schema = tool.get("input_schema") or {}
+        name = str(tool.get("name") or "")
+        if not name:
+            continue
+        props = schema.get("properties") or {}
+        args = {
+            key: "the tides"
+            for key in schema.get("required") or []
+            if (props.get(key) or {}).get("type") == "string"
+        }
+        return name, args
     return None
 
 
@@ -186,7 +203,7 @@ class StubLLM:
         reasoning = REASONING_TOKENS if is_reasoning_model(model) else 0
         output = visible + reasoning
         tools = list(request.get("tools") or [])
-        tool = _first_tool_name(api, tools) if not _has_tool_result(api, rest) else None
+        tool = _first_tool(api, tools) if not _has_tool_result(api, rest) else None
         response_model = SNAPSHOTS.get(model, model)
         self.ledger.add(
             LedgerEntry(
@@ -203,12 +220,16 @@ class StubLLM:
         return _responses_body(n, response_model, usage, tool)
 
 
+Tool = tuple[str, dict[str, Any]] | None
+"""A tool call the stub answers with: (tool name, arguments), or None for a text answer."""
+
+
 def _anthropic_body(
-    n: int, model: str, usage: tuple[int, int, int, int, int], tool: str | None
+    n: int, model: str, usage: tuple[int, int, int, int, int], tool: Tool
 ) -> dict[str, Any]:
     uncached, cache_read, cache_creation, output, _ = usage
     content: list[dict[str, Any]] = (
-        [{"type": "tool_use", "id": f"toolu_{n:04d}", "name": tool, "input": {}}]
+        [{"type": "tool_use", "id": f"toolu_{n:04d}", "name": tool[0], "input": tool[1]}]
         if tool
         else [{"type": "text", "text": f"stub answer {n}"}]
     )
@@ -230,7 +251,7 @@ def _anthropic_body(
 
 
 def _chat_body(
-    n: int, model: str, usage: tuple[int, int, int, int, int], tool: str | None
+    n: int, model: str, usage: tuple[int, int, int, int, int], tool: Tool
 ) -> dict[str, Any]:
     uncached, cache_read, _, output, reasoning = usage
     prompt = uncached + cache_read
@@ -240,7 +261,7 @@ def _chat_body(
             {
                 "id": f"call_{n:04d}",
                 "type": "function",
-                "function": {"name": tool, "arguments": "{}"},
+                "function": {"name": tool[0], "arguments": json.dumps(tool[1])},
             }
         ]
     return {
@@ -273,7 +294,7 @@ def _chat_body(
 
 
 def _responses_body(
-    n: int, model: str, usage: tuple[int, int, int, int, int], tool: str | None
+    n: int, model: str, usage: tuple[int, int, int, int, int], tool: Tool
 ) -> dict[str, Any]:
     uncached, cache_read, _, output, reasoning = usage
     prompt = uncached + cache_read
@@ -283,8 +304,8 @@ def _responses_body(
             "type": "function_call",
             "id": f"fc_{n:04d}",
             "call_id": f"call_{n:04d}",
-            "name": tool,
-            "arguments": "{}",
+            "name": tool[0],
+            "arguments": json.dumps(tool[1]),
             "status": "completed",
         }
     else:

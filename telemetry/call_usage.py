@@ -7,7 +7,7 @@ and writes; ``gen_ai.usage.output_tokens`` *includes* reasoning tokens), so that
 :func:`telemetry.pricing.price_call` prices every producer's span the same way.
 
 What each producer reports, checked against the real packages calling a stub of the
-provider APIs (tests/test_cost_producers.py; docs/sources.md, "Cost truth"):
+provider APIs (tests/test_cost_producers.py; docs/cost-truth.md):
 
 ================================================  =====================================  ==========
 producer (instrumentation scope)                  cache / reasoning attributes           input has

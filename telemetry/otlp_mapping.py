@@ -6,8 +6,7 @@ litellm callback) it goes through :func:`map_span`. The function is pure: no I/O
 clock; prices come from :func:`telemetry.pricing.price_call` (litellm's cost logic over its
 bundled map plus overrides, both fixed for a process).
 
-What it decides, and from which attributes (names in docs/sources.md, "Attribute names
-other producers use"):
+What it decides, and from which attributes (what each producer emits: docs/cost-truth.md):
 
 - **tokens**: the breakdown :func:`telemetry.call_usage.call_usage` reads and normalises
   (input including cache reads and writes, output including reasoning; the input count as
@@ -120,7 +119,7 @@ MAX_ANCESTRY = 32
 
 @dataclass(frozen=True, slots=True)
 class MappingConfig:
-    """How spans are mapped; the defaults suit every producer NOTES.md lists.
+    """How spans are mapped; the defaults suit every producer docs/cost-truth.md lists.
 
     Attributes:
         task_class_attributes: attribute names tried in order for the task class.

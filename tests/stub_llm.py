@@ -34,8 +34,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from fake_openai import serve_json
 
 TOKENS_PER_WORD = 50
 DEFAULT_OUTPUT_TOKENS = 40
@@ -347,51 +348,18 @@ _ROUTES = {
 }
 
 
-def _handler(stub: StubLLM) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            api = _ROUTES.get(self.path.split("?")[0].rstrip("/"))
-            if api is None:
-                self._send(404, {"error": {"message": f"no route {self.path}"}})
-                return
-            try:
-                request = json.loads(raw)
-            except json.JSONDecodeError:
-                self._send(400, {"error": {"message": "body is not JSON"}})
-                return
-            if request.get("stream"):
-                self._send(400, {"error": {"message": "the stub does not stream"}})
-                return
-            self._send(200, stub.answer(api, request))
-
-        def _send(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            pass
-
-    return Handler
-
-
 @contextmanager
 def serve_stub(port: int = 0) -> Iterator[tuple[str, StubLLM]]:
     """Run the stub on 127.0.0.1 in a thread; yields (base URL without ``/v1``, the stub)."""
     stub = StubLLM()
-    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(stub))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="stub-llm", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", stub
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+
+    def answer(path: str, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        api = _ROUTES.get(path)
+        if api is None:
+            return 404, {"error": {"message": f"no route {path}"}}
+        if request.get("stream"):
+            return 400, {"error": {"message": "the stub does not stream"}}
+        return 200, stub.answer(api, request)
+
+    with serve_json(answer, port, "stub-llm") as url:
+        yield url, stub

@@ -296,3 +296,63 @@ def test_an_older_store_gains_the_new_columns_on_its_next_write(tmp_path: Path) 
     assert version == [(str(SCHEMA_VERSION),)] and SCHEMA_VERSION == 2
     (run,) = runs(db)
     assert run["duplicate_calls"] == 0
+
+
+# --- producers' names for the token breakdown ------------------------------------------------
+
+SPLIT = {  # 1000 prompt tokens: 300 uncached + 600 read + 100 written; 200 out, 50 reasoning
+    "GenAI conventions / OpenLLMetry": {
+        "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 200,
+        "gen_ai.usage.cache_read.input_tokens": 600,
+        "gen_ai.usage.cache_creation.input_tokens": 100,
+        "gen_ai.usage.reasoning.output_tokens": 50,
+    },
+    "anthropic SDK's own tracing": {
+        "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 200,
+        "gen_ai.usage.cache_read.input_tokens": 600,
+        "gen_ai.usage.cache_write.input_tokens": 100,
+        "gen_ai.usage.reasoning_tokens": 50,
+    },
+    "legacy names": {
+        "gen_ai.usage.prompt_tokens": 1000, "gen_ai.usage.completion_tokens": 200,
+        "gen_ai.usage.cache_read_input_tokens": 600,
+        "gen_ai.usage.cache_creation_input_tokens": 100,
+        "gen_ai.usage.output_tokens.reasoning": 50,
+    },
+    "OpenInference": {
+        "openinference.span.kind": "LLM",
+        "llm.token_count.prompt": 1000, "llm.token_count.completion": 200,
+        "llm.token_count.prompt_details.cache_read": 600,
+        "llm.token_count.prompt_details.cache_write": 100,
+        "llm.token_count.completion_details.reasoning": 50,
+    },
+    "Anthropic's API counts (input without the cache)": {
+        "gen_ai.usage.input_tokens": 300, "gen_ai.usage.output_tokens": 200,
+        "gen_ai.usage.cache_read.input_tokens": 600,
+        "gen_ai.usage.cache_creation.input_tokens": 100,
+        "gen_ai.usage.details.reasoning_tokens": 50,
+    },
+}
+
+
+@pytest.mark.parametrize("producer", sorted(SPLIT))
+def test_every_producers_names_give_the_same_breakdown_and_cost(producer: str) -> None:
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-sonnet-4-5",
+             **SPLIT[producer]}
+    (record,), _ = map_spans([span(2, None, "chat", attrs)])
+    assert (record.input_tokens, record.output_tokens) == (1000, 200)
+    assert (record.cache_read_tokens, record.cache_creation_tokens) == (600, 100)
+    assert record.reasoning_tokens == 50
+    assert record.input_tokens_reported == SPLIT[producer].get(
+        "gen_ai.usage.input_tokens", 1000)
+    assert record.computed_cost_usd == pytest.approx(
+        by_hand("claude-sonnet-4-5", 300, 200, read=600, write=100), rel=1e-12)
+    assert record.cost_source == "computed" and record.cache_detail_missing is False
+
+
+def test_reasoning_reported_apart_from_a_smaller_output_is_added_once() -> None:
+    attrs = chat("o4-mini", 100, 20, **{"gen_ai.usage.reasoning.output_tokens": 192,
+                                        "gen_ai.usage.cache_read.input_tokens": 0})
+    (record,), _ = map_spans([span(2, None, "chat", attrs)])
+    assert record.output_tokens == 212
+    assert record.cost_usd == pytest.approx(by_hand("o4-mini", 100, 212), rel=1e-12)

@@ -53,22 +53,18 @@ def _anthropic(url: str, which: str) -> Callable[[str], None]:
 
     client = anthropic.Anthropic(base_url=url, api_key="stub-key", max_retries=0)
 
-    def run(label: str) -> None:
+    def ask(model: str, max_tokens: int, system: str, text: str) -> None:
         client.messages.create(
-            model="claude-sonnet-4-5",
-            max_tokens=60,
-            system=[{"type": "text", "text": PLANNER_SYSTEM,
-                     "cache_control": {"type": "ephemeral"}}],
-            messages=[{"role": "user", "content": f"plan the {label} question on neap tides"}],
+            model=model,
+            max_tokens=max_tokens,
+            system=[{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+            messages=[{"role": "user", "content": text}],
         )
+
+    def run(label: str) -> None:
+        ask("claude-sonnet-4-5", 60, PLANNER_SYSTEM, f"plan the {label} question on neap tides")
         for part in ("the moon", "the sun"):
-            client.messages.create(
-                model="claude-haiku-4-5",
-                max_tokens=30,
-                system=[{"type": "text", "text": WORKER_SYSTEM,
-                         "cache_control": {"type": "ephemeral"}}],
-                messages=[{"role": "user", "content": f"explain {part} for {label}"}],
-            )
+            ask("claude-haiku-4-5", 30, WORKER_SYSTEM, f"explain {part} for {label}")
 
     return run
 

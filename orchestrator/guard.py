@@ -30,7 +30,8 @@ estimate held back (``cliff.reserve_usd``; ``cliff.reserve_usd_per_subtask`` is 
 guard holds back a fixed amount), and one child span per call reported with
 :meth:`Guard.record_call` (role ``plan``, ``worker``, ``synthesis``, ``critic`` or
 ``call``; GenAI model and token attributes; ``cliff.cost_usd``
-priced by :func:`telemetry.pricing.cost_of`, or the cost you pass). The plan checked by
+priced by :func:`telemetry.pricing.price_call` from the tokens and their cache and reasoning
+split, or the cost you pass). The plan checked by
 :meth:`Guard.check_plan` is stored on the latest planner call as ``cliff.plan.subtasks``.
 Spans go through :func:`telemetry.tracing.configure_tracing` into the store (and to an
 OTLP endpoint when one is set); :func:`telemetry.write_pipeline.write_spans` materialises the run
@@ -80,8 +81,9 @@ from cliffwatch.orchestrator.errors import (
 )
 from cliffwatch.orchestrator.routing import estimate_call_usd
 from cliffwatch.telemetry import conventions as cv
-from cliffwatch.telemetry.conventions import Breach, CapPolicy, CostSource, Role, RunStatus
-from cliffwatch.telemetry.pricing import CallCost, cost_of
+from cliffwatch.telemetry.call_usage import normalised_tokens
+from cliffwatch.telemetry.conventions import Breach, CapPolicy, Role, RunStatus
+from cliffwatch.telemetry.pricing import CallCost, TokenUsage, price_call
 from cliffwatch.telemetry.tracing import Tracing, configure_tracing
 
 T = TypeVar("T")
@@ -193,8 +195,7 @@ class _Call:
 
     role: Role
     model: str
-    input_tokens: int | None
-    output_tokens: int | None
+    usage: TokenUsage
     cost: CallCost
     started_at_ns: int
     ended_at_ns: int
@@ -493,19 +494,36 @@ class Guard:
         title: str | None = None,
         error: str | None = None,
         provider: str | None = None,
+        cache_read_tokens: int | None = None,
+        cache_creation_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
     ) -> float | None:
         """Report one finished model call: it is priced, added to spend and recorded.
 
         Args:
             model: the model that answered (a litellm model string, ``gpt-4o-mini``,
                 ``anthropic/claude-sonnet-4-5``...).
-            input_tokens: prompt tokens the provider reported.
-            output_tokens: completion tokens the provider reported.
+            input_tokens: prompt tokens the provider reported, cache reads and writes
+                included (OpenAI's ``prompt_tokens``; for Anthropic's API
+                ``input_tokens + cache_read_input_tokens + cache_creation_input_tokens``).
+                A count smaller than the cache reads plus writes cannot include them and is
+                taken as Anthropic's own ``input_tokens`` (they are added).
+            output_tokens: completion tokens the provider reported, reasoning included.
             role: ``plan``, ``worker``, ``synthesis``, ``critic`` or ``call``.
-            cost_usd: the call's cost in USD if your provider reports it; default
-                ``input_tokens x input price + output_tokens x output price`` from
-                litellm's price map (:func:`telemetry.pricing.cost_of`). A model with no
-                price is recorded *unpriced*: counted, never $0.
+            cost_usd: the call's cost in USD if your provider reports it (recorded as
+                source ``provider``, with litellm's computation beside it); default
+                litellm's cost of the tokens (:func:`telemetry.pricing.price_call`: cache
+                reads and writes and reasoning at their own rates, tiered prices above a
+                prompt size). A model with no price is recorded *unpriced*: counted,
+                never $0.
+            cache_read_tokens: prompt tokens served from the provider's cache (OpenAI
+                ``prompt_tokens_details.cached_tokens``, Anthropic
+                ``cache_read_input_tokens``). Without a cache split on a model that prices
+                cache reads apart, the cost is an upper bound and is flagged so.
+            cache_creation_tokens: prompt tokens written to the cache (Anthropic
+                ``cache_creation_input_tokens``).
+            reasoning_tokens: output tokens spent reasoning (OpenAI
+                ``completion_tokens_details.reasoning_tokens``).
             started_at_ns: when the call started, ns since the Unix epoch (default: its
                 end, a zero-length span).
             ended_at_ns: when it ended (default now).
@@ -529,17 +547,18 @@ class Guard:
             ) from None
         if call_role not in CALL_ROLES:
             raise ValueError(f"role {role!r} is not an LLM-call role")
-        if cost_usd is not None:
-            cost = CallCost(float(cost_usd), CostSource.PROVIDER, None)
-        else:
-            cost = cost_of(model, input_tokens, output_tokens)
+        tokens = normalised_tokens(
+            input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, reasoning_tokens
+        )
+        cost = price_call(
+            model, tokens, reported_usd=None if cost_usd is None else float(cost_usd)
+        )
         ended = time.time_ns() if ended_at_ns is None else int(ended_at_ns)
         started = ended if started_at_ns is None else min(int(started_at_ns), ended)
         call = _Call(
             role=call_role,
             model=model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
+            usage=tokens,
             cost=cost,
             started_at_ns=started,
             ended_at_ns=ended,
@@ -679,9 +698,7 @@ class Guard:
                 provider=call.provider,
             ),
             **sa.call_usage_attributes(
-                response_model=call.model,
-                input_tokens=call.input_tokens,
-                output_tokens=call.output_tokens,
+                response_model=call.model, usage=call.usage
             ),
             **sa.call_cost_attributes(call.cost),
             **sa.subtask_attributes(call.subtask_index, call.title),

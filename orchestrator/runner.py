@@ -11,8 +11,10 @@ Every call goes through ``litellm.acompletion``, so any litellm model string wor
 provider where its key is set, or the offline ``sim`` provider. One run is one trace: a
 root span (role ``run``) with a child span per planner call, per worker attempt, per
 synthesis and per critic review, carrying the GenAI attributes and cliffwatch's
-``cliff.*`` (:mod:`telemetry.conventions`). Costs are tokens x the model's price
-(:func:`telemetry.pricing.cost_of`); an unpriced call has no cost, never $0.
+``cliff.*`` (:mod:`telemetry.conventions`). A call's cost is litellm's cost of the
+response's whole usage (cache reads and writes, reasoning, tiers), or the cost the
+provider reported in the response with litellm's beside it
+(:func:`telemetry.pricing.price_call`); an unpriced call has no cost, never $0.
 
 Virtual time: with ``time_scale`` below 1 every simulated delay (provider latency, retry
 backoff, timeouts) is slept for ``delay x time_scale`` real seconds, and span timestamps
@@ -58,8 +60,14 @@ from cliffwatch.orchestrator.routing import (
 )
 from cliffwatch.orchestrator.workload import Task
 from cliffwatch.telemetry import conventions as cv
-from cliffwatch.telemetry.conventions import Breach, CostSource, Role, RunStatus
-from cliffwatch.telemetry.pricing import CallCost, cost_of, import_litellm
+from cliffwatch.telemetry.conventions import Breach, Role, RunStatus
+from cliffwatch.telemetry.pricing import (
+    CallCost,
+    TokenUsage,
+    import_litellm,
+    price_call,
+    usage_of_litellm,
+)
 
 BACKSTOP_SLACK_S = 30.0
 """Real seconds ``asyncio.wait_for`` waits past a call's own timeout before cancelling it.
@@ -315,18 +323,14 @@ class _Run:
             cost = self._fail_span(span, model, messages, kind, message, billed)
             return _Attempt(False, None, cost, kind, message, retryable)
         text = response.choices[0].message.content or ""
-        usage = getattr(response, "usage", None)
-        in_tokens = getattr(usage, "prompt_tokens", None)
-        out_tokens = getattr(usage, "completion_tokens", None)
+        # the response's whole usage (cache reads and writes, reasoning) and the cost the
+        # provider reported, if any, priced by litellm's cost logic (telemetry.pricing)
+        tokens, provider_cost_usd = usage_of_litellm(getattr(response, "usage", None))
         response_model = getattr(response, "model", None) or model
-        cost = cost_of(response_model, in_tokens, out_tokens)
-        if cost.source is CostSource.UNPRICED and response_model != model:
-            # providers answer with dated snapshots ("gpt-4o-mini-2024-07-18") the price
-            # map may lack; the model asked for is priced the same
-            cost = cost_of(model, in_tokens, out_tokens)
-        attrs = sa.call_usage_attributes(
-            response_model=response_model, input_tokens=in_tokens, output_tokens=out_tokens
-        )
+        # providers answer with dated snapshots ("gpt-4o-mini-2024-07-18") the price map may
+        # lack; the model asked for is priced the same
+        cost = price_call((response_model, model), tokens, reported_usd=provider_cost_usd)
+        attrs = sa.call_usage_attributes(response_model=response_model, usage=tokens)
         if self.capture:
             attrs[cv.GEN_AI_OUTPUT_MESSAGES] = json.dumps([{"role": "assistant", "content": text}])
         problem = None
@@ -352,7 +356,9 @@ class _Run:
         billed_prompt: bool,
     ) -> CallCost:
         in_tokens = count_prompt_tokens(model, messages) if billed_prompt else 0
-        cost = cost_of(model, in_tokens, 0)
+        # an estimate of a billed prompt (no response to split it): not flagged as missing
+        # cache detail, which is about what a provider left out
+        cost = price_call(model, TokenUsage(in_tokens, 0), cache_detail_known=True)
         attrs = {
             cv.ERROR_TYPE: kind,
             **sa.call_usage_attributes(

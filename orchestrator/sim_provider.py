@@ -360,6 +360,9 @@ class SimLLM:
             prompt_tokens=answer.prompt_tokens,
             completion_tokens=answer.completion_tokens,
             total_tokens=answer.prompt_tokens + answer.completion_tokens,
+            # the simulated provider caches nothing, and says so as a real one does
+            # (otherwise a model with cache prices would get "cache detail missing")
+            prompt_tokens_details={"cached_tokens": 0},
         )
         model_response.usage = usage
         # Report the billed cost the way a provider that returns its own cost does; litellm

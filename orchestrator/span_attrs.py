@@ -18,8 +18,8 @@ from opentelemetry.trace import Status, StatusCode
 
 from cliffwatch.orchestrator.dispatch import Limits, PlannedSubTask
 from cliffwatch.telemetry import conventions as cv
-from cliffwatch.telemetry.conventions import Breach, Role, RunStatus
-from cliffwatch.telemetry.pricing import CallCost
+from cliffwatch.telemetry.conventions import Breach, CostSource, Role, RunStatus
+from cliffwatch.telemetry.pricing import CallCost, TokenUsage
 
 Attributes = dict[str, Any]
 """Span attributes: ``{attribute name: str | int | float | bool value}``."""
@@ -162,44 +162,80 @@ def call_request_attributes(
 
 
 def call_usage_attributes(
-    *, response_model: str | None, input_tokens: int | None, output_tokens: int | None
+    *, response_model: str | None, usage: TokenUsage | None = None,
+    input_tokens: int | None = None, output_tokens: int | None = None,
 ) -> Attributes:
     """The model that answered and the tokens the provider reported (None: left out).
 
+    Args:
+        response_model: ``gen_ai.response.model``.
+        usage: the call's tokens in the GenAI convention (input including cache reads and
+            writes, output including reasoning); or give ``input_tokens`` and
+            ``output_tokens`` alone for a call with no cache or reasoning split.
+
     Returns:
-        ``gen_ai.response.model``, ``gen_ai.usage.input_tokens`` and
-        ``gen_ai.usage.output_tokens`` (token counts as ints).
+        ``gen_ai.response.model``, ``gen_ai.usage.input_tokens``,
+        ``gen_ai.usage.output_tokens``, ``gen_ai.usage.cache_read.input_tokens``,
+        ``gen_ai.usage.cache_creation.input_tokens`` and
+        ``gen_ai.usage.reasoning.output_tokens`` (token counts as ints).
     """
+    tokens = usage or TokenUsage(input_tokens, output_tokens)
     attrs: Attributes = {}
     if response_model is not None:
         attrs[cv.GEN_AI_RESPONSE_MODEL] = response_model
-    if input_tokens is not None:
-        attrs[cv.GEN_AI_USAGE_INPUT_TOKENS] = int(input_tokens)
-    if output_tokens is not None:
-        attrs[cv.GEN_AI_USAGE_OUTPUT_TOKENS] = int(output_tokens)
+    for key, value in (
+        (cv.GEN_AI_USAGE_INPUT_TOKENS, tokens.input_tokens),
+        (cv.GEN_AI_USAGE_OUTPUT_TOKENS, tokens.output_tokens),
+        (cv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, tokens.cache_read_tokens),
+        (cv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, tokens.cache_creation_tokens),
+        (cv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, tokens.reasoning_tokens),
+    ):
+        if value is not None:
+            attrs[key] = int(value)
     return attrs
 
 
 def call_cost_attributes(cost: CallCost) -> Attributes:
-    """A call's cost as recorded: source, the price used and the USD figure.
+    """A call's cost as recorded: source, the rates used and the USD figures.
 
-    An unpriced call has no ``cliff.cost_usd`` (never $0); a cost the provider reported
-    has no price.
+    An unpriced call has no ``cliff.cost_usd`` (never $0). A cost the provider reported is
+    ``cliff.cost_usd`` with litellm's computation beside it (``cliff.cost.computed_usd``).
 
     Args:
         cost: the call's :class:`telemetry.pricing.CallCost`.
 
     Returns:
-        ``cliff.cost_source``, ``cliff.price.input_usd_per_token`` and
-        ``cliff.price.output_usd_per_token`` (USD per token) when priced from a price,
-        and ``cliff.cost_usd`` (USD) when known.
+        ``cliff.cost_source``; when priced, the rates (``cliff.price.*``, USD per token) and
+        ``cliff.price.model_key``; ``cliff.cost_usd`` and the proposed GenAI
+        ``gen_ai.usage.cost.amount`` / ``.currency`` (``USD``) / ``.source`` (``provider``
+        when the provider reported it, else ``local``) when known;
+        ``cliff.cost.computed_usd`` when litellm priced the tokens;
+        ``cliff.cost.cache_detail_missing`` when the figure is an upper bound.
     """
     attrs: Attributes = {cv.CLIFF_COST_SOURCE: cost.source.value}
-    if cost.price is not None:
-        attrs[cv.CLIFF_PRICE_INPUT] = cost.price.input_usd_per_token
-        attrs[cv.CLIFF_PRICE_OUTPUT] = cost.price.output_usd_per_token
+    price = cost.price
+    if price is not None:
+        for key, rate in (
+            (cv.CLIFF_PRICE_INPUT, price.input_usd_per_token),
+            (cv.CLIFF_PRICE_OUTPUT, price.output_usd_per_token),
+            (cv.CLIFF_PRICE_CACHE_READ, price.cache_read_usd_per_token),
+            (cv.CLIFF_PRICE_CACHE_CREATION, price.cache_creation_usd_per_token),
+            (cv.CLIFF_PRICE_REASONING, price.reasoning_usd_per_token),
+        ):
+            if rate is not None:
+                attrs[key] = rate
+        attrs[cv.CLIFF_PRICE_MODEL_KEY] = price.model_key
     if cost.cost_usd is not None:
         attrs[cv.CLIFF_COST_USD] = cost.cost_usd
+        attrs[cv.GEN_AI_USAGE_COST_AMOUNT] = cost.cost_usd
+        attrs[cv.GEN_AI_USAGE_COST_CURRENCY] = "USD"
+        attrs[cv.GEN_AI_USAGE_COST_SOURCE] = (
+            "provider" if cost.source is CostSource.PROVIDER else "local"
+        )
+    if cost.computed_usd is not None:
+        attrs[cv.CLIFF_COST_COMPUTED_USD] = cost.computed_usd
+    if cost.cache_detail_missing:
+        attrs[cv.CLIFF_COST_CACHE_DETAIL_MISSING] = True
     return attrs
 
 

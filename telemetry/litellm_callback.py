@@ -11,10 +11,14 @@
         metadata={"cliff_task_class": "support", "cliff_run_id": ticket_id},
     )
 
-Each call becomes one span (request and response model, provider, tokens, litellm's own
-``response_cost`` as a ``provider`` cost) built as an :class:`~telemetry.otlp_decode.OtlpSpan`
-and mapped by the same :func:`telemetry.otlp_mapping.map_span` as OTLP spans, so a call
-costs the same whichever way it reaches the store.
+Each call becomes one span (request and response model, provider, the response's whole
+usage: tokens with their cache and reasoning split) built as an
+:class:`~telemetry.otlp_decode.OtlpSpan` and mapped by the same
+:func:`telemetry.otlp_mapping.map_span` as OTLP spans, so a call costs the same whichever
+way it reaches the store: litellm's cost of its tokens (source ``computed``), or the cost
+the provider put in its response (``usage.cost``, source ``provider``) with the computed
+one beside it. litellm's own ``response_cost`` is kept on the span as
+``litellm.response_cost`` for reference.
 
 Call metadata (``metadata={...}``) read by the logger:
 
@@ -55,7 +59,7 @@ from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Role
 from cliffwatch.telemetry.otlp_decode import OtlpSpan
 from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_span
-from cliffwatch.telemetry.pricing import import_litellm
+from cliffwatch.telemetry.pricing import import_litellm, usage_of_litellm
 from cliffwatch.telemetry.span_writer import SpanWriter
 
 CustomLogger = import_litellm().integrations.custom_logger.CustomLogger
@@ -141,8 +145,9 @@ def call_span(
         service_name: the resource ``service.name``.
 
     Returns:
-        An :class:`OtlpSpan` with GenAI attributes (``gen_ai.cost.total_cost`` carrying
-        litellm's ``response_cost``) and ``cliff.*`` ones from the call's metadata.
+        An :class:`OtlpSpan` with GenAI attributes (tokens from the response's usage, else
+        the standard logging object's counts; ``gen_ai.usage.cost.amount`` only when the
+        provider reported a cost) and ``cliff.*`` ones from the call's metadata.
     """
     slo = kwargs.get("standard_logging_object") or {}
     meta = _metadata(kwargs)
@@ -160,14 +165,30 @@ def call_span(
     operation = _OPERATIONS.get(call_type, call_type)
     request_model = slo.get("model") or kwargs.get("model")
     response_model = getattr(response_obj, "model", None) if not failed else None
+    usage = getattr(response_obj, "usage", None) if not failed else None
+    if usage is None:
+        usage = (slo.get("metadata") or {}).get("usage_object") if not failed else None
+    tokens, provider_cost_usd = usage_of_litellm(usage)
     attrs: dict[str, Any] = {
         cv.GEN_AI_OPERATION_NAME: operation,
         cv.GEN_AI_PROVIDER_NAME: slo.get("custom_llm_provider"),
         cv.GEN_AI_REQUEST_MODEL: request_model,
         cv.GEN_AI_RESPONSE_MODEL: response_model,
-        cv.GEN_AI_USAGE_INPUT_TOKENS: slo.get("prompt_tokens"),
-        cv.GEN_AI_USAGE_OUTPUT_TOKENS: slo.get("completion_tokens"),
-        "gen_ai.cost.total_cost": slo.get("response_cost"),
+        cv.GEN_AI_USAGE_INPUT_TOKENS: (
+            tokens.input_tokens if tokens.input_tokens is not None else slo.get("prompt_tokens")
+        ),
+        cv.GEN_AI_USAGE_OUTPUT_TOKENS: (
+            tokens.output_tokens
+            if tokens.output_tokens is not None
+            else slo.get("completion_tokens")
+        ),
+        cv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: tokens.cache_read_tokens,
+        cv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: tokens.cache_creation_tokens,
+        cv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: tokens.reasoning_tokens,
+        cv.GEN_AI_USAGE_COST_AMOUNT: provider_cost_usd,
+        cv.GEN_AI_USAGE_COST_CURRENCY: "USD" if provider_cost_usd is not None else None,
+        cv.GEN_AI_USAGE_COST_SOURCE: "provider" if provider_cost_usd is not None else None,
+        "litellm.response_cost": slo.get("response_cost"),
         "litellm.call_id": call_id,
         cv.CLIFF_TASK_CLASS: meta.get(META_TASK_CLASS),
     }

@@ -7,24 +7,30 @@ the cost on the tokens and model), and the docstring below states them as one ru
 Whatever produced the span (the current or legacy OpenTelemetry GenAI conventions,
 OpenInference, OpenLLMetry, litellm's OTel callback, cliffwatch itself, or cliffwatch's
 litellm callback) it goes through :func:`map_span`. The function is pure: no I/O, no
-clock; prices come from :func:`telemetry.pricing.cost_of` (litellm's bundled map plus
-overrides, both fixed for a process).
+clock; prices come from :func:`telemetry.pricing.price_call` (litellm's cost logic over its
+bundled map plus overrides, both fixed for a process).
 
-What it decides, and from which attributes (names and producers in
-docs/sources.md#genai-attribute-names):
+What it decides, and from which attributes (names in docs/sources.md#genai-attribute-names;
+what each producer emits: docs/cost-truth.md):
 
-- **tokens, model, provider**: the first of the synonyms in :data:`INPUT_TOKEN_KEYS`,
-  :data:`OUTPUT_TOKEN_KEYS`, :data:`REQUEST_MODEL_KEYS`, :data:`RESPONSE_MODEL_KEYS`,
-  :data:`PROVIDER_KEYS` that the span carries.
+- **tokens**: the breakdown :func:`telemetry.call_usage.call_usage` reads and normalises
+  (input including cache reads and writes, output including reasoning; the input count as
+  reported is kept too).
+- **model, provider**: the first of the synonyms in :data:`REQUEST_MODEL_KEYS`,
+  :data:`RESPONSE_MODEL_KEYS`, :data:`PROVIDER_KEYS` that the span carries.
 - **is it an LLM call**: a span with an LLM-ish kind (:func:`llm_kind`) and a model or
   token usage; a span with no kind marker at all counts when it has both. Agent, workflow,
   chain and tool spans are never calls, even when they repeat their children's summed usage,
   so a run's cost (the store sums leaf calls only) never counts tokens twice.
-- **cost**: the span's own reported cost (source ``provider``), else tokens x the model's
-  price (``computed``), else ``unpriced`` (cost None, counted by the store, never $0).
+- **cost**: litellm's cost of the tokens (``computed``), with the rates it billed at; a
+  cost the span reports (:data:`telemetry.call_usage.TOTAL_COST_KEYS`) wins (source
+  ``provider``) and the computed one is kept beside it; a model with no price is
+  ``unpriced`` (cost None, counted by the store, never $0). cliffwatch's own spans keep the
+  figure they recorded (``cliff.cost_usd``, ``cliff.cost_source``).
 - **task class**: the first attribute of :attr:`MappingConfig.task_class_attributes`
-  found on the span, then on its resource; None otherwise, and the store then falls back
-  to the run's other spans and to ``service.name``.
+  found on the span, then on its resource, then the name of a root agent span; None
+  otherwise, and the store then falls back to the run's other spans and to
+  ``service.name``.
 - **role**: ``cliff.role`` when the producer set it (cliffwatch's own spans); else, for a
   call, plan / worker / synthesis / critic when its own or an ancestor's name says so
   (:func:`role_from_words`), worker when it sits under a tool or a nested agent, and
@@ -35,9 +41,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -45,27 +50,22 @@ from typing import Any
 
 from cliffwatch.settings import SettingError
 from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry.call_usage import (
+    CallUsage,
+    call_usage,
+    first_value,
+    non_negative,
+    reported_cost_usd,
+)
 from cliffwatch.telemetry.conventions import LLM_CALL_ROLES, CostSource, Role
 from cliffwatch.telemetry.otlp_decode import OtlpSpan, SpanRejection
-from cliffwatch.telemetry.pricing import cost_of
+from cliffwatch.telemetry.pricing import CallCost, Price, price_call
 from cliffwatch.telemetry.records import SpanRecord
 
 logger = logging.getLogger(__name__)
 
 # --- attribute synonyms, most specific first -----------------------------------------------
 
-INPUT_TOKEN_KEYS = (
-    cv.GEN_AI_USAGE_INPUT_TOKENS,
-    "gen_ai.usage.prompt_tokens",  # legacy GenAI conventions, OpenLLMetry before 0.4x
-    "llm.token_count.prompt",  # OpenInference
-    "llm.usage.prompt_tokens",
-)
-OUTPUT_TOKEN_KEYS = (
-    cv.GEN_AI_USAGE_OUTPUT_TOKENS,
-    "gen_ai.usage.completion_tokens",
-    "llm.token_count.completion",
-    "llm.usage.completion_tokens",
-)
 REQUEST_MODEL_KEYS = (
     cv.GEN_AI_REQUEST_MODEL,
     "llm.request.model_name",  # OpenInference
@@ -85,16 +85,6 @@ PROVIDER_KEYS = (
     "llm.system",
 )
 OPERATION_KEYS = (cv.GEN_AI_OPERATION_NAME, "llm.request.type")
-
-TOTAL_COST_KEYS = (
-    "gen_ai.usage.cost.amount",  # proposed GenAI convention (currency in .currency)
-    "gen_ai.cost.total_cost",  # litellm's OTel callback
-    "llm.cost.total",  # OpenInference
-)
-SPLIT_COST_KEYS = (
-    ("gen_ai.cost.input_cost", "gen_ai.cost.output_cost"),
-    ("llm.cost.prompt", "llm.cost.completion"),
-)
 
 DEFAULT_TASK_CLASS_ATTRIBUTES: tuple[str, ...] = (
     cv.CLIFF_TASK_CLASS,
@@ -134,8 +124,7 @@ MAX_ANCESTRY = 32
 
 @dataclass(frozen=True, slots=True)
 class MappingConfig:
-    """How spans are mapped; the defaults suit every producer named in
-    docs/sources.md#genai-attribute-names.
+    """How spans are mapped; the defaults suit every producer docs/cost-truth.md lists.
 
     Attributes:
         task_class_attributes: attribute names tried in order for the task class.
@@ -152,34 +141,12 @@ class MappingConfig:
 # --- small readers -----------------------------------------------------------------------------
 
 
-def _first(attrs: Mapping[str, Any], keys: Iterable[str]) -> Any:
-    for key in keys:
-        value = attrs.get(key)
-        if value is not None and value != "":
-            return value
-    return None
-
-
-def _non_negative(value: Any) -> float | None:
-    """A finite number >= 0 from a number or numeric string; None otherwise (bools too)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) and number >= 0 else None
-
-
-def _count(value: Any) -> int | None:
-    """A token count from an int, a float with no fraction or a numeric string; else None."""
-    number = _non_negative(value)
-    return int(number) if number is not None and number.is_integer() else None
+_first = first_value
 
 
 def _usd(value: Any) -> float | None:
     """A cost in USD from a number or numeric string; None when absent, negative or NaN."""
-    return _non_negative(value)
+    return non_negative(value)
 
 
 def _text(value: Any) -> str | None:
@@ -187,26 +154,6 @@ def _text(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text or None
-
-
-def reported_cost_usd(attrs: Mapping[str, Any]) -> float | None:
-    """The cost the producer reported on the span, in USD, or None.
-
-    Looks at :data:`TOTAL_COST_KEYS` first, then sums a pair of :data:`SPLIT_COST_KEYS`.
-    A ``gen_ai.usage.cost.currency`` other than USD makes the proposed cost unusable here.
-    """
-    currency = attrs.get("gen_ai.usage.cost.currency")
-    for key in TOTAL_COST_KEYS:
-        if key == "gen_ai.usage.cost.amount" and currency not in (None, "", "USD", "usd"):
-            continue
-        cost = _usd(attrs.get(key))
-        if cost is not None:
-            return cost
-    for input_key, output_key in SPLIT_COST_KEYS:
-        parts = (_usd(attrs.get(input_key)), _usd(attrs.get(output_key)))
-        if parts != (None, None):
-            return (parts[0] or 0.0) + (parts[1] or 0.0)
-    return None
 
 
 def llm_kind(attrs: Mapping[str, Any]) -> bool | None:
@@ -328,11 +275,15 @@ def call_role(span: OtlpSpan, ancestors: Sequence[OtlpSpan] = ()) -> Role:
 
 
 def task_class_of(span: OtlpSpan, attribute_names: Sequence[str]) -> str | None:
-    """The first of ``attribute_names`` set on the span, then on its resource; else None."""
+    """The first of ``attribute_names`` set on the span, then on its resource; else, for a
+    root span marked as an agent, its name (the OpenAI Agents SDK under OpenInference names
+    its workflow only there); else None."""
     for attrs in (span.attributes, span.resource_attributes):
         value = _text(_first(attrs, attribute_names))
         if value is not None:
             return value
+    if span.parent_span_id is None and _structure_kind(span.attributes) == "agent":
+        return _text(span.name)
     return None
 
 
@@ -359,35 +310,56 @@ def _own_role(attrs: Mapping[str, Any]) -> Role | None:
         return None
 
 
-def _own_prices(attrs: Mapping[str, Any]) -> tuple[float | None, float | None]:
-    return _usd(attrs.get(cv.CLIFF_PRICE_INPUT)), _usd(attrs.get(cv.CLIFF_PRICE_OUTPUT))
+def _own_price(attrs: Mapping[str, Any]) -> Price | None:
+    price_in = _usd(attrs.get(cv.CLIFF_PRICE_INPUT))
+    price_out = _usd(attrs.get(cv.CLIFF_PRICE_OUTPUT))
+    if price_in is None or price_out is None:
+        return None
+    return Price(
+        price_in,
+        price_out,
+        _text(attrs.get(cv.CLIFF_PRICE_MODEL_KEY)) or "",
+        _usd(attrs.get(cv.CLIFF_PRICE_CACHE_READ)),
+        _usd(attrs.get(cv.CLIFF_PRICE_CACHE_CREATION)),
+        _usd(attrs.get(cv.CLIFF_PRICE_REASONING)),
+    )
+
+
+def _own_cost(attrs: Mapping[str, Any]) -> CallCost:
+    """The cost a cliffwatch span recorded: the figure it counted against the ceiling, its
+    source, the rates it was priced at and litellm's computation beside a provider cost."""
+    own_source = attrs.get(cv.CLIFF_COST_SOURCE)
+    cost = _usd(attrs.get(cv.CLIFF_COST_USD))
+    price = _own_price(attrs)
+    if own_source == CostSource.UNPRICED or cost is None:
+        return CallCost(None, CostSource.UNPRICED, price)
+    source = CostSource(own_source) if own_source in set(CostSource) else CostSource.PROVIDER
+    computed = _usd(attrs.get(cv.CLIFF_COST_COMPUTED_USD))
+    if source is CostSource.COMPUTED:
+        computed = cost
+    reported = cost if source is CostSource.PROVIDER else None
+    missing = attrs.get(cv.CLIFF_COST_CACHE_DETAIL_MISSING) is True
+    return CallCost(cost, source, price, computed, reported, missing)
 
 
 def _cost(
     attrs: Mapping[str, Any],
     models: Sequence[str | None],
-    input_tokens: int | None,
-    output_tokens: int | None,
+    usage: CallUsage,
     overrides_path: Path | None,
-) -> tuple[float | None, CostSource, float | None, float | None]:
-    """(cost_usd, source, price in, price out) of a call; see the module docstring."""
-    own_source = attrs.get(cv.CLIFF_COST_SOURCE)
-    if own_source == CostSource.UNPRICED:
-        return None, CostSource.UNPRICED, None, None
-    own_cost = _usd(attrs.get(cv.CLIFF_COST_USD))
-    if own_cost is not None:
-        # cliffwatch's own spans say where their cost came from and which prices it used.
-        source = CostSource(own_source) if own_source in set(CostSource) else CostSource.PROVIDER
-        return own_cost, source, *_own_prices(attrs)
-    reported = reported_cost_usd(attrs)
-    if reported is not None:
-        return reported, CostSource.PROVIDER, None, None
-    for model in dict.fromkeys(m for m in models if m):
-        call = cost_of(model, input_tokens, output_tokens, overrides_path)
-        if call.source is CostSource.COMPUTED and call.price is not None:
-            price = call.price
-            return call.cost_usd, call.source, price.input_usd_per_token, price.output_usd_per_token
-    return None, CostSource.UNPRICED, None, None
+) -> CallCost:
+    """A call's cost (see the module docstring): litellm's through
+    :func:`telemetry.pricing.price_call`, a reported cost winning with the computed one
+    kept beside it; cliffwatch's own spans as they recorded it."""
+    if cv.CLIFF_COST_SOURCE in attrs or cv.CLIFF_COST_USD in attrs:
+        return _own_cost(attrs)
+    return price_call(
+        models,
+        usage.tokens,
+        reported_usd=reported_cost_usd(attrs),
+        cache_detail_known=usage.cache_detail_known,
+        overrides_path=overrides_path,
+    )
 
 
 def map_span(
@@ -407,8 +379,9 @@ def map_span(
         The record; ``cost_usd`` and ``cost_source`` are None unless it is an LLM call.
     """
     attrs = span.attributes
-    input_tokens = _count(_first(attrs, INPUT_TOKEN_KEYS))
-    output_tokens = _count(_first(attrs, OUTPUT_TOKEN_KEYS))
+    usage = call_usage(attrs, span.scope_name)
+    tokens = usage.tokens
+    input_tokens, output_tokens = tokens.input_tokens, tokens.output_tokens
     request_model = _text(_first(attrs, REQUEST_MODEL_KEYS))
     response_model = _text(_first(attrs, RESPONSE_MODEL_KEYS))
     kind = llm_kind(attrs)
@@ -424,23 +397,15 @@ def map_span(
             kind is None and has_model and has_usage
         )
 
-    cost_usd: float | None = None
-    cost_source: CostSource | None = None
-    price_in: float | None = None
-    price_out: float | None = None
+    cost: CallCost | None = None
     if is_llm_call:
-        cost_usd, cost_source, price_in, price_out = _cost(
-            attrs,
-            (response_model, request_model),
-            input_tokens,
-            output_tokens,
-            config.overrides_path,
-        )
+        cost = _cost(attrs, (response_model, request_model), usage, config.overrides_path)
         role = own_role or call_role(span, ancestors)
     elif own_role is not None:
         role = own_role
     else:
         role = Role.RUN if span.parent_span_id is None else Role.OTHER
+    price = cost.price if cost else None
 
     return SpanRecord(
         trace_id=span.trace_id,
@@ -460,15 +425,26 @@ def map_span(
         response_model=response_model,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        cost_usd=cost_usd,
-        cost_source=str(cost_source) if cost_source is not None else None,
-        price_input_usd_per_token=price_in,
-        price_output_usd_per_token=price_out,
+        cost_usd=cost.cost_usd if cost else None,
+        cost_source=str(cost.source) if cost else None,
+        price_input_usd_per_token=price.input_usd_per_token if price else None,
+        price_output_usd_per_token=price.output_usd_per_token if price else None,
         service_name=_text(span.resource_attributes.get("service.name")),
         source=config.source,
         attributes=_attributes_json(span),
         resource_attributes=_json_text(dict(span.resource_attributes)),
         events=_json_text(list(span.events)),
+        input_tokens_reported=usage.input_tokens_reported,
+        cache_read_tokens=tokens.cache_read_tokens,
+        cache_creation_tokens=tokens.cache_creation_tokens,
+        reasoning_tokens=tokens.reasoning_tokens,
+        price_cache_read_usd_per_token=price.cache_read_usd_per_token if price else None,
+        price_cache_creation_usd_per_token=price.cache_creation_usd_per_token if price else None,
+        price_reasoning_usd_per_token=price.reasoning_usd_per_token if price else None,
+        price_model_key=(price.model_key or None) if price else None,
+        reported_cost_usd=cost.reported_usd if cost else None,
+        computed_cost_usd=cost.computed_usd if cost else None,
+        cache_detail_missing=cost.cache_detail_missing if cost else None,
     )
 
 

@@ -1,4 +1,19 @@
-"""Model prices and call costs, from litellm's model price map plus user overrides.
+"""Model prices and call costs: litellm's cost logic over litellm's price map plus overrides.
+
+:func:`price_call` is the one function every path prices an LLM call with (the runner, the
+guard's ``record_call``, the litellm callback and OTLP ingest, through
+:func:`telemetry.otlp_mapping.map_span`). It does no arithmetic of its own: the cost is
+``litellm.cost_per_token`` over a litellm ``Usage`` carrying the whole token breakdown
+(cache reads, cache writes, reasoning), so cache discounts, cache-write premiums, reasoning
+rates and tiered prices above a prompt size (``input_cost_per_token_above_200k_tokens``)
+are litellm's; the per-token rates it billed at come from litellm's
+``get_billed_token_rates`` and are returned beside the cost so a stored call can be
+explained and recomputed from its row alone (:func:`recompute_cost_usd`).
+
+Token counts follow the OpenTelemetry GenAI conventions, as litellm's ``Usage`` does:
+``input_tokens`` *includes* cache reads and cache writes, ``output_tokens`` *includes*
+reasoning tokens. Producers that count them apart are normalised before pricing
+(:func:`telemetry.otlp_mapping.token_usage`).
 
 Prices are USD per token, as litellm's ``model_cost`` map holds them. litellm is imported
 lazily (it takes about two seconds) and always with ``LITELLM_LOCAL_MODEL_COST_MAP=True``
@@ -10,8 +25,9 @@ is None, never $0.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -20,7 +36,7 @@ from typing import Any
 from cliffwatch import settings
 from cliffwatch.telemetry.conventions import CostSource
 
-_lock = threading.Lock()
+logger = logging.getLogger(__name__)
 
 
 def import_litellm() -> Any:
@@ -37,24 +53,72 @@ def import_litellm() -> Any:
 
 
 @dataclass(frozen=True, slots=True)
-class Price:
-    """A model's price: USD per input token and per output token, and where it came from.
+class TokenUsage:
+    """The tokens of one call, in the GenAI convention (counts >= 0, None when unknown).
 
-    ``model_key`` is the key it was found under (litellm map or override file).
+    Attributes:
+        input_tokens: prompt tokens *including* ``cache_read_tokens`` and
+            ``cache_creation_tokens``.
+        output_tokens: completion tokens *including* ``reasoning_tokens``.
+        cache_read_tokens: prompt tokens served from the provider's cache.
+        cache_creation_tokens: prompt tokens written to the provider's cache.
+        reasoning_tokens: completion tokens spent on reasoning.
+    """
+
+    input_tokens: int | None
+    output_tokens: int | None
+    cache_read_tokens: int | None = None
+    cache_creation_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+    @property
+    def has_cache_detail(self) -> bool:
+        """Whether the producer said how many prompt tokens were cache reads or writes."""
+        return self.cache_read_tokens is not None or self.cache_creation_tokens is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """The USD-per-token rates a call is (or would be) billed at, and where they came from.
+
+    ``model_key`` is the key the model was found under (override file or litellm map).
+    The cache and reasoning rates are litellm's resolution: a model that publishes no cache
+    price bills cached tokens at the input rate, no reasoning price at the output rate.
+    For :func:`price_call` they are the rates of that call's tier (a prompt above a
+    threshold bills every token type at the tier's rate).
     """
 
     input_usd_per_token: float
     output_usd_per_token: float
     model_key: str
+    cache_read_usd_per_token: float | None = None
+    cache_creation_usd_per_token: float | None = None
+    reasoning_usd_per_token: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CallCost:
-    """A call's cost: ``cost_usd`` None when unpriced; ``price`` None when unpriced."""
+    """A call's cost and how it was reached.
+
+    Attributes:
+        cost_usd: the figure to count: ``reported_usd`` when the producer reported one,
+            else ``computed_usd``; None when unpriced.
+        source: ``provider`` (reported), ``computed`` or ``unpriced``.
+        price: the rates ``computed_usd`` was billed at; None when the model is unpriced.
+        computed_usd: litellm's cost of the tokens, kept beside a reported cost so drift
+            between the two shows; None when unpriced.
+        reported_usd: the cost the producer reported, USD; None when none.
+        cache_detail_missing: the figure is ``computed`` on a model with a cache price of
+            its own but the producer gave no cache split, so every prompt token was priced
+            as uncached input: an upper bound when some were cache reads.
+    """
 
     cost_usd: float | None
     source: CostSource
     price: Price | None
+    computed_usd: float | None = None
+    reported_usd: float | None = None
+    cache_detail_missing: bool = False
 
 
 @cache
@@ -90,24 +154,26 @@ def _candidates(model: str) -> list[str]:
     return keys
 
 
-def _entry_price(key: str, entry: dict[str, Any]) -> Price | None:
+def _is_token_priced(entry: Any) -> bool:
+    if not isinstance(entry, Mapping):
+        return False
     try:
-        return Price(
-            float(entry["input_cost_per_token"]), float(entry["output_cost_per_token"]), key
-        )
+        float(entry["input_cost_per_token"])
+        float(entry["output_cost_per_token"])
     except (KeyError, TypeError, ValueError):
-        return None
+        return False
+    return True
 
 
-def price_for(model: str | None, overrides_path: Path | None = None) -> Price | None:
-    """The price of ``model``: overrides first, then litellm's map; None when unknown.
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    key: str
+    entry: Mapping[str, Any]
+    override: bool
 
-    Args:
-        model: a model name as a producer reports it (``gpt-4o-mini``,
-            ``openai/gpt-4o-mini``, ``sim/claude-sonnet-4-5``).
-        overrides_path: a JSON file in litellm's model_cost format; default from
-            :func:`cliffwatch.settings.price_overrides_path`.
-    """
+
+def _find_entry(model: str | None, overrides_path: Path | None) -> _Entry | None:
+    """The price entry of ``model``: the override file first, then litellm's map."""
     if not model:
         return None
     if overrides_path is not None:
@@ -115,18 +181,176 @@ def price_for(model: str | None, overrides_path: Path | None = None) -> Price | 
     else:
         overrides = _default_overrides(os.environ.get(settings.CLIFFWATCH_PRICE_OVERRIDES))
     for key in _candidates(model):
-        if key in overrides:
-            price = _entry_price(key, overrides[key])
-            if price is not None:
-                return price
+        if _is_token_priced(overrides.get(key)):
+            return _Entry(key, overrides[key], True)
     model_cost = import_litellm().model_cost
     for key in _candidates(model):
-        entry = model_cost.get(key)
-        if entry is not None:
-            price = _entry_price(key, entry)
-            if price is not None:
-                return price
+        if _is_token_priced(model_cost.get(key)):
+            return _Entry(key, model_cost[key], False)
     return None
+
+
+def _rate(entry: Mapping[str, Any], key: str, default: float) -> float:
+    try:
+        value = entry[key]
+        return default if value is None else float(value)
+    except (KeyError, TypeError, ValueError):
+        return default
+
+
+def price_for(model: str | None, overrides_path: Path | None = None) -> Price | None:
+    """The list price of ``model`` (no tier): overrides first, then litellm's map.
+
+    For estimates before a call exists (routing, the guard's plan check, findings). A
+    call's own cost goes through :func:`price_call`.
+
+    Args:
+        model: a model name as a producer reports it (``gpt-4o-mini``,
+            ``openai/gpt-4o-mini``, ``sim/claude-sonnet-4-5``).
+        overrides_path: a JSON file in litellm's model_cost format; default from
+            :func:`cliffwatch.settings.price_overrides_path`.
+
+    Returns:
+        The price (cache rates default to the input rate, reasoning to the output rate,
+        as litellm bills a model that publishes none), or None when the model is unknown.
+    """
+    found = _find_entry(model, overrides_path)
+    if found is None:
+        return None
+    entry = found.entry
+    input_rate = float(entry["input_cost_per_token"])
+    output_rate = float(entry["output_cost_per_token"])
+    return Price(
+        input_rate,
+        output_rate,
+        found.key,
+        _rate(entry, "cache_read_input_token_cost", input_rate),
+        _rate(entry, "cache_creation_input_token_cost", input_rate),
+        _rate(entry, "output_cost_per_reasoning_token", output_rate),
+    )
+
+
+def caches_prompts(price: Price) -> bool:
+    """Whether a model bills cache reads at a rate of their own (so a missing cache split
+    changes its cost)."""
+    return (
+        price.cache_read_usd_per_token is not None
+        and price.cache_read_usd_per_token != price.input_usd_per_token
+    )
+
+
+def litellm_usage(usage: TokenUsage) -> Any:
+    """The litellm ``Usage`` of ``usage``: prompt tokens including cache tokens, their split in
+    ``prompt_tokens_details`` (``cached_tokens``, ``cache_creation_tokens``), reasoning tokens in
+    ``completion_tokens_details``, as litellm's own provider transformations build it."""
+    from litellm.types.utils import Usage
+
+    prompt = usage.input_tokens or 0
+    completion = usage.output_tokens or 0
+    details: dict[str, int] = {}
+    if usage.cache_read_tokens:
+        details["cached_tokens"] = usage.cache_read_tokens
+    if usage.cache_creation_tokens:
+        details["cache_creation_tokens"] = usage.cache_creation_tokens
+    completion_details = (
+        {"reasoning_tokens": usage.reasoning_tokens} if usage.reasoning_tokens else None
+    )
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details=details or None,
+        completion_tokens_details=completion_details,
+    )
+
+
+def _litellm_cost(found: _Entry, usage: TokenUsage) -> tuple[float, Price]:
+    """(cost USD, billed rates) of ``usage`` on the model of ``found``, both from litellm."""
+    litellm = import_litellm()
+    from litellm.litellm_core_utils.llm_cost_calc.utils import get_billed_token_rates
+
+    provider = found.entry.get("litellm_provider")
+    provider = provider if isinstance(provider, str) and provider else None
+    info: Any = dict(found.entry) if found.override else None  # a litellm ModelInfo
+    lite_usage = litellm_usage(usage)
+    prompt_usd, completion_usd = litellm.cost_per_token(
+        model=found.key,
+        custom_llm_provider=provider,
+        usage_object=lite_usage,
+        requested_model_info_override=info,
+    )
+    rates = get_billed_token_rates(
+        model=found.key, custom_llm_provider=provider, usage=lite_usage, model_info=info
+    )
+    if rates is None:  # litellm priced it but cannot say at which rates: the list rates
+        listed = price_for(found.key) if not found.override else None
+        price = listed or Price(
+            float(found.entry["input_cost_per_token"]),
+            float(found.entry["output_cost_per_token"]),
+            found.key,
+        )
+    else:
+        price = Price(
+            rates.input_cost_per_token,
+            rates.output_cost_per_token,
+            found.key,
+            rates.cache_read_input_token_cost,
+            rates.cache_creation_input_token_cost,
+            rates.output_cost_per_reasoning_token,
+        )
+    return float(prompt_usd) + float(completion_usd), price
+
+
+def price_call(
+    models: str | Sequence[str | None] | None,
+    usage: TokenUsage,
+    *,
+    reported_usd: float | None = None,
+    cache_detail_known: bool | None = None,
+    overrides_path: Path | None = None,
+) -> CallCost:
+    """Cost of one LLM call: the reported cost if any, litellm's cost of its tokens beside it.
+
+    Args:
+        models: the model, or models to try in order (response model, then request model:
+            providers answer with dated snapshots the map may lack); the first priced one
+            is used.
+        usage: the call's tokens in the GenAI convention (see :class:`TokenUsage`).
+        reported_usd: the cost the producer reported (USD), None when it reported none.
+        cache_detail_known: whether the producer would have reported a cache split had
+            there been one; None means "when it reported any" (``usage.has_cache_detail``).
+        overrides_path: a price override file; default from the settings.
+
+    Returns:
+        A :class:`CallCost`. Source ``provider`` when ``reported_usd`` is given, else
+        ``computed`` when the model is priced and some token count is known, else
+        ``unpriced`` (cost None, never $0).
+
+    Raises:
+        SettingError: the price override file is missing or malformed.
+    """
+    candidates = [models] if isinstance(models, str) or models is None else list(models)
+    found = None
+    for model in dict.fromkeys(m for m in candidates if m):
+        found = _find_entry(model, overrides_path)
+        if found is not None:
+            break
+    computed: float | None = None
+    price: Price | None = None
+    has_tokens = usage.input_tokens is not None or usage.output_tokens is not None
+    if found is not None and has_tokens:
+        try:
+            computed, price = _litellm_cost(found, usage)
+        except Exception as exc:  # litellm raises bare Exceptions for what it cannot price
+            logger.warning("cliffwatch: litellm could not price %s: %s", found.key, exc)
+            computed, price = None, None
+    if reported_usd is not None:
+        return CallCost(reported_usd, CostSource.PROVIDER, price, computed, reported_usd)
+    if computed is None:
+        return CallCost(None, CostSource.UNPRICED, price)
+    known = usage.has_cache_detail if cache_detail_known is None else cache_detail_known
+    missing = not known and price is not None and caches_prompts(price)
+    return CallCost(computed, CostSource.COMPUTED, price, computed, None, missing)
 
 
 def cost_of(
@@ -135,17 +359,83 @@ def cost_of(
     output_tokens: int | None,
     overrides_path: Path | None = None,
 ) -> CallCost:
-    """Cost of one call: tokens x the model's price (source ``computed``), else unpriced.
+    """Cost of a call known only by its input and output tokens (no cache or reasoning
+    split): :func:`price_call` with those two counts."""
+    return price_call(model, TokenUsage(input_tokens, output_tokens), overrides_path=overrides_path)
 
-    Formula: ``input_tokens * input_usd_per_token + output_tokens * output_usd_per_token``,
-    litellm's own formula for plain chat calls (no cache or reasoning discounts).
-    Missing token counts count as 0 only when the other is present; with neither, the
-    call is unpriced.
+
+def recompute_cost_usd(usage: TokenUsage, price: Price) -> float:
+    """A call's cost from its stored tokens and rates alone (to check a stored cost).
+
+    ``uncached input x input rate + cache reads x cache read rate + cache writes x cache
+    creation rate + (output - reasoning) x output rate + reasoning x reasoning rate``: the
+    lines litellm bills a text call by, each at the rate :func:`price_call` stored (the
+    tier's rate when the prompt was above a threshold). Missing counts are 0; a missing
+    cache or reasoning rate is the input or output rate.
     """
-    price = price_for(model, overrides_path)
-    if price is None or (input_tokens is None and output_tokens is None):
-        return CallCost(None, CostSource.UNPRICED, price)
-    cost = (input_tokens or 0) * price.input_usd_per_token + (
-        output_tokens or 0
-    ) * price.output_usd_per_token
-    return CallCost(cost, CostSource.COMPUTED, price)
+    cache_read = usage.cache_read_tokens or 0
+    cache_creation = usage.cache_creation_tokens or 0
+    reasoning = usage.reasoning_tokens or 0
+    uncached = max((usage.input_tokens or 0) - cache_read - cache_creation, 0)
+    text_out = max((usage.output_tokens or 0) - reasoning, 0)
+    read_rate = price.cache_read_usd_per_token
+    creation_rate = price.cache_creation_usd_per_token
+    reasoning_rate = price.reasoning_usd_per_token
+    return (
+        uncached * price.input_usd_per_token
+        + cache_read * (price.input_usd_per_token if read_rate is None else read_rate)
+        + cache_creation * (price.input_usd_per_token if creation_rate is None else creation_rate)
+        + text_out * price.output_usd_per_token
+        + reasoning * (price.output_usd_per_token if reasoning_rate is None else reasoning_rate)
+    )
+
+
+def usage_of_litellm(usage: Any) -> tuple[TokenUsage, float | None]:
+    """The tokens and the provider-reported cost of a litellm response's ``usage``.
+
+    litellm's ``Usage`` is already in the GenAI convention (its provider transformations
+    add Anthropic's cache reads and writes into ``prompt_tokens``): cache reads are
+    ``prompt_tokens_details.cached_tokens``, writes ``prompt_tokens_details
+    .cache_creation_tokens`` (``cache_write_tokens`` for some providers), reasoning
+    ``completion_tokens_details.reasoning_tokens``. A response with prompt details but no
+    cached count had no cache tokens (0); one without prompt details says nothing (None).
+
+    Args:
+        usage: ``response.usage`` (a litellm ``Usage``, an OpenAI-shaped object or dict),
+            or None.
+
+    Returns:
+        ``(tokens, reported_usd)``: ``reported_usd`` is ``usage.cost`` when the provider
+        put its own cost in the response (OpenRouter and other gateways do), else None.
+    """
+
+    def get(obj: Any, key: str) -> Any:
+        return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+    def count(value: Any) -> int | None:
+        return int(value) if isinstance(value, int | float) and value >= 0 else None
+
+    if usage is None:
+        return TokenUsage(None, None), None
+    prompt_details = get(usage, "prompt_tokens_details")
+    completion_details = get(usage, "completion_tokens_details")
+    cache_read = cache_creation = None
+    if prompt_details is not None:
+        cache_read = count(get(prompt_details, "cached_tokens")) or 0
+        written = get(prompt_details, "cache_creation_tokens")
+        cache_creation = count(written or get(prompt_details, "cache_write_tokens"))
+    reasoning = (
+        count(get(completion_details, "reasoning_tokens"))
+        if completion_details is not None
+        else None
+    )
+    tokens = TokenUsage(
+        count(get(usage, "prompt_tokens")),
+        count(get(usage, "completion_tokens")),
+        cache_read,
+        cache_creation,
+        reasoning,
+    )
+    cost = get(usage, "cost")
+    reported = float(cost) if isinstance(cost, int | float) and cost >= 0 else None
+    return tokens, reported

@@ -24,6 +24,17 @@ class SpanRecord:
     nanoseconds since the Unix epoch (UTC). ``cost_usd`` is None when the call is unpriced
     or the span is not an LLM call. ``attributes``, ``resource_attributes`` and ``events``
     are JSON text (an object, an object, an array).
+
+    Token counts of an LLM call follow the GenAI conventions: ``input_tokens`` includes
+    ``cache_read_tokens`` and ``cache_creation_tokens`` (``input_tokens_reported`` is the
+    count as the producer reported it, which some producers keep apart from the cache
+    tokens) and ``output_tokens`` includes ``reasoning_tokens``. The ``price_*`` columns
+    are the USD-per-token rates ``computed_cost_usd`` was billed at (litellm's, the tier's
+    rate above a prompt-size threshold), so ``telemetry.pricing.recompute_cost_usd``
+    rebuilds it from the row alone. ``cost_usd`` is ``reported_cost_usd`` when the producer
+    reported one (``cost_source`` ``provider``), else ``computed_cost_usd``.
+    ``cache_detail_missing`` marks a computed cost on a model that prices cache reads
+    apart when the producer gave no cache split: an upper bound.
     """
 
     trace_id: str
@@ -52,6 +63,17 @@ class SpanRecord:
     attributes: str = "{}"
     resource_attributes: str = "{}"
     events: str = "[]"
+    input_tokens_reported: int | None = None
+    cache_read_tokens: int | None = None
+    cache_creation_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    price_cache_read_usd_per_token: float | None = None
+    price_cache_creation_usd_per_token: float | None = None
+    price_reasoning_usd_per_token: float | None = None
+    price_model_key: str | None = None
+    reported_cost_usd: float | None = None
+    computed_cost_usd: float | None = None
+    cache_detail_missing: bool | None = None
 
     @property
     def duration_ms(self) -> float:
@@ -89,6 +111,17 @@ ARROW_SCHEMA = pa.schema(
         ("attributes", pa.string()),
         ("resource_attributes", pa.string()),
         ("events", pa.string()),
+        ("input_tokens_reported", pa.int64()),
+        ("cache_read_tokens", pa.int64()),
+        ("cache_creation_tokens", pa.int64()),
+        ("reasoning_tokens", pa.int64()),
+        ("price_cache_read_usd_per_token", pa.float64()),
+        ("price_cache_creation_usd_per_token", pa.float64()),
+        ("price_reasoning_usd_per_token", pa.float64()),
+        ("price_model_key", pa.string()),
+        ("reported_cost_usd", pa.float64()),
+        ("computed_cost_usd", pa.float64()),
+        ("cache_detail_missing", pa.bool_()),
     ]
 )
 assert tuple(ARROW_SCHEMA.names) == SPAN_RECORD_FIELDS

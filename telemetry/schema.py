@@ -9,7 +9,10 @@ and holds the schema version.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: the first store. 2: spans gain the token breakdown, every rate used, the reported and
+computed costs side by side and the duplicate mark; runs gain ``duplicate_calls`` and
+``cache_detail_missing_calls`` (:data:`MIGRATIONS`)."""
 
 META_TABLE = "cliffwatch_meta"
 
@@ -50,6 +53,38 @@ ALERT_DELIVERIES_DDL = """
 """The webhook outbox: one row per (alert, webhook). ``webhook_id`` is a hash of the URL and
 ``webhook`` a redacted form: the URL itself (a secret) is never stored
 (telemetry/alerts.py)."""
+
+SPAN_COLUMNS_V2: tuple[tuple[str, str], ...] = (
+    ("input_tokens_reported", "BIGINT"),
+    ("cache_read_tokens", "BIGINT"),
+    ("cache_creation_tokens", "BIGINT"),
+    ("reasoning_tokens", "BIGINT"),
+    ("price_cache_read_usd_per_token", "DOUBLE"),
+    ("price_cache_creation_usd_per_token", "DOUBLE"),
+    ("price_reasoning_usd_per_token", "DOUBLE"),
+    ("price_model_key", "VARCHAR"),
+    ("reported_cost_usd", "DOUBLE"),
+    ("computed_cost_usd", "DOUBLE"),
+    ("cache_detail_missing", "BOOLEAN"),
+    # Stamped by telemetry.materialise: the span_id of the span of the same trace that
+    # records the same LLM call (a second instrumentation of it); NULL otherwise.
+    ("duplicate_of", "VARCHAR"),
+)
+"""Columns schema version 2 added to ``spans`` (telemetry/records.py says what each holds)."""
+
+MIGRATIONS: tuple[str, ...] = (
+    *(
+        f"ALTER TABLE spans ADD COLUMN IF NOT EXISTS {name} {sql_type}"
+        for name, sql_type in SPAN_COLUMNS_V2
+    ),
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS duplicate_calls INTEGER DEFAULT 0",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS cache_detail_missing_calls INTEGER DEFAULT 0",
+    f"UPDATE {META_TABLE} SET value = '{SCHEMA_VERSION}' "
+    f"WHERE key = 'schema_version' AND TRY_CAST(value AS INTEGER) < {SCHEMA_VERSION}",
+)
+"""Idempotent statements that bring a store of an older version up to this one; run on
+every read-write open (after the tables exist), so an old store migrates on its next
+write. A read-only open of an old store sees the old columns until then."""
 
 DDL: tuple[str, ...] = (
     f"""
@@ -143,6 +178,7 @@ DDL: tuple[str, ...] = (
     # Stamped by telemetry.materialise (LLM calls with no LLM-call descendant); added by
     # ALTER so stores made before the column existed gain it on their next write.
     "ALTER TABLE spans ADD COLUMN IF NOT EXISTS is_leaf_call BOOLEAN",
+    *MIGRATIONS,
     "CREATE INDEX IF NOT EXISTS runs_class_time ON runs (task_class, started_at)",
     "CREATE INDEX IF NOT EXISTS incidents_run ON incidents (run_id)",
 )

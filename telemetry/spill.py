@@ -70,6 +70,14 @@ def pending_spills(db_path: str | os.PathLike[str]) -> list[Path]:
     return sorted(directory.glob(f"*{SPILL_SUFFIX}"))
 
 
+def _in_schema(table: pa.Table) -> pa.Table:
+    # A file spilled by an older cliffwatch lacks the columns added since: they are null.
+    for field in ARROW_SCHEMA:
+        if field.name not in table.column_names:
+            table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
+    return table.select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA)
+
+
 def read_spills(paths: Iterable[Path]) -> tuple[list[pa.Table], list[Path]]:
     """Read spill files as Arrow tables in :data:`ARROW_SCHEMA`.
 
@@ -85,7 +93,7 @@ def read_spills(paths: Iterable[Path]) -> tuple[list[pa.Table], list[Path]]:
     read: list[Path] = []
     for path in paths:
         try:
-            table = pq.read_table(path).select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA)
+            table = _in_schema(pq.read_table(path))
         except FileNotFoundError:
             continue  # another writer loaded it first
         except (OSError, pa.ArrowException, KeyError) as exc:

@@ -183,6 +183,9 @@ def llm_call_record(
         source="cliffwatch",
         attributes=json.dumps(attrs),
         resource_attributes=json.dumps({"service.name": service_name}),
+        input_tokens_reported=tin,
+        computed_cost_usd=cost_usd,
+        cache_detail_missing=False,
     )
 
 

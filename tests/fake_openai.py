@@ -13,7 +13,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -65,32 +65,63 @@ def completion_body(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+JsonAnswer = Callable[[str, dict[str, Any]], tuple[int, dict[str, Any]]]
+"""(request path, JSON request body) -> (HTTP status, JSON response body)."""
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length)
-        if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
-            self._send(404, {"error": {"message": f"no route {self.path}"}})
-            return
-        try:
-            request = json.loads(raw)
-        except json.JSONDecodeError:
-            self._send(400, {"error": {"message": "body is not JSON"}})
-            return
-        self._send(200, completion_body(request))
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+def _json_handler(answer: JsonAnswer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base signature)
-        pass
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                request = json.loads(raw)
+            except json.JSONDecodeError:
+                self._send(400, {"error": {"message": "body is not JSON"}})
+                return
+            self._send(*answer(self.path.split("?")[0].rstrip("/"), request))
+
+        def _send(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base signature)
+            pass
+
+    return Handler
+
+
+@contextmanager
+def serve_json(answer: JsonAnswer, port: int = 0, name: str = "fake-api") -> Iterator[str]:
+    """Serve JSON POSTs on 127.0.0.1 in a thread with ``answer``; yields ``http://host:port``.
+
+    Args:
+        answer: builds each response from the request's path and JSON body (a body that is
+            not JSON is answered 400 before it is called).
+        port: the port to bind, 0 for a free one.
+        name: the server thread's name.
+    """
+    server = ThreadingHTTPServer(("127.0.0.1", port), _json_handler(answer))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _answer(path: str, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    if path not in ("/v1/chat/completions", "/chat/completions"):
+        return 404, {"error": {"message": f"no route {path}"}}
+    return 200, completion_body(request)
 
 
 @contextmanager
@@ -100,16 +131,8 @@ def serve_fake_openai(port: int = 0) -> Iterator[str]:
     Args:
         port: the port to bind, 0 for a free one.
     """
-    server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="fake-openai", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_json(_answer, port, "fake-openai") as url:
+        yield f"{url}/v1"
 
 
 if __name__ == "__main__":

@@ -308,3 +308,43 @@ def test_the_five_lines_in_the_docs_run(tmp_path: Path, monkeypatch: pytest.Monk
     namespace["subtasks"] = [str(i) for i in range(47)]
     with pytest.raises(CostCliffError):
         exec(compile(snippet, "docs/guard.md", "exec"), namespace)  # noqa: S102
+
+
+def test_record_call_prices_cache_reads_writes_and_reasoning_and_says_so_on_its_spans(
+    db: Path,
+) -> None:
+    claude = import_litellm().model_cost["claude-sonnet-4-5"]
+    o4 = import_litellm().model_cost["o4-mini"]
+    with cliffwatch_guard("cached", max_workers=4, db=db) as guard:
+        # Anthropic's own counts: input_tokens (150) excludes the 300 read and 100 written
+        guard.record_call("anthropic/claude-sonnet-4-5", 150, 30, role="plan",
+                          cache_read_tokens=300, cache_creation_tokens=100)
+        # OpenAI's: prompt_tokens (400) includes the 200 cached; 192 of 212 reasoned
+        guard.record_call("o4-mini", 400, 212, cache_read_tokens=200, reasoning_tokens=192)
+        guard.record_call("gpt-4o", 100, 10, cost_usd=0.25)  # the provider's figure wins
+        guard.record_call("claude-sonnet-4-5", 1000, 10)  # no split on a caching model
+    want_plan = (150 * claude["input_cost_per_token"]
+                 + 300 * claude["cache_read_input_token_cost"]
+                 + 100 * claude["cache_creation_input_token_cost"]
+                 + 30 * claude["output_cost_per_token"])
+    want_worker = (200 * o4["input_cost_per_token"] + 200 * o4["cache_read_input_token_cost"]
+                   + 212 * o4["output_cost_per_token"])
+    upper = usd("claude-sonnet-4-5", 1000, 10)
+    run = run_row(db, guard.run_id or "")
+    assert run["cost_usd"] == pytest.approx(want_plan + want_worker + 0.25 + upper, rel=1e-12)
+    assert run["cache_detail_missing_calls"] == 1
+    spans = rows(db, """
+        SELECT input_tokens, input_tokens_reported, cache_read_tokens, cache_creation_tokens,
+            reasoning_tokens, cost_source, cost_usd, computed_cost_usd, cache_detail_missing,
+            attributes->>'$."gen_ai.usage.cost.source"' AS cost_source_attr,
+            attributes->>'$."gen_ai.usage.cache_read.input_tokens"' AS read_attr
+        FROM spans WHERE trace_id = $id AND is_llm_call ORDER BY start_time_unix_nano, name
+        """, id=guard.run_id)
+    plan, worker, reported, bare = spans
+    assert (plan["input_tokens"], plan["cache_read_tokens"], plan["cache_creation_tokens"]) == (
+        550, 300, 100)
+    assert plan["read_attr"] == "300" and plan["cost_source_attr"] == "local"
+    assert (worker["input_tokens"], worker["reasoning_tokens"]) == (400, 192)
+    assert reported["cost_source"] == "provider" and reported["cost_source_attr"] == "provider"
+    assert reported["computed_cost_usd"] == pytest.approx(usd("gpt-4o", 100, 10))
+    assert bare["cache_detail_missing"] is True and plan["cache_detail_missing"] is False

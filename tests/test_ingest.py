@@ -297,7 +297,18 @@ def test_a_wrapper_repeating_its_childrens_usage_is_not_counted_twice(tmp_path: 
 
 def test_a_custom_task_class_rule(tmp_path: Path) -> None:
     request = request_of_spans(
-        [otlp_span(trace_id="9" * 32, span_id="1" * 16, attributes={"team": "growth"})],
+        [
+            otlp_span(
+                trace_id="9" * 32,
+                span_id="1" * 16,
+                attributes={
+                    "team": "growth",
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.request.model": "gpt-4o-mini",
+                    "gen_ai.usage.input_tokens": 10,
+                },
+            )
+        ],
         resource={"service.name": "svc"},
     )
     path = tmp_path / "t.json"

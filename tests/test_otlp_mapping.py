@@ -314,11 +314,15 @@ def test_reported_cost(attrs: dict, cost: float | None) -> None:
     assert reported_cost_usd(attrs) == (pytest.approx(cost) if cost is not None else None)
 
 
-def test_a_reported_cost_wins_over_tokens_times_price() -> None:
+def test_a_reported_cost_wins_and_the_computed_one_is_kept_beside_it() -> None:
     attrs = {**PRODUCERS["genai current"], "gen_ai.cost.total_cost": 0.0042}
     record = map_span(_span(attrs))
     assert (record.cost_usd, record.cost_source) == (0.0042, CostSource.PROVIDER)
-    assert record.price_input_usd_per_token is None
+    assert record.reported_cost_usd == 0.0042
+    assert record.computed_cost_usd == pytest.approx(by_hand_usd("gpt-4o-mini", 120, 30))
+    entry = import_litellm().model_cost["gpt-4o-mini"]
+    assert record.price_input_usd_per_token == entry["input_cost_per_token"]
+    assert not record.cache_detail_missing  # the figure is the provider's, not a bound
 
 
 def test_an_unknown_model_is_unpriced_never_zero() -> None:

@@ -470,3 +470,54 @@ def test_an_unpriced_model_has_no_cost_never_zero(tracing: MemoryTracing) -> Non
     assert synthesis.attributes[cv.CLIFF_COST_SOURCE] == "unpriced"
     assert cv.CLIFF_COST_USD not in synthesis.attributes
     assert result.unpriced_calls == 1
+
+
+def test_a_provider_response_with_cache_reasoning_and_its_own_cost_is_priced_from_it(
+    tracing: MemoryTracing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A provider whose responses carry the whole usage: a cache split, reasoning tokens and,
+    # on worker calls, the cost it billed (as gateways such as OpenRouter do).
+    from litellm.types.utils import CompletionTokensDetailsWrapper
+
+    from cliffwatch.orchestrator.sim_provider import SimLLM
+
+    original = SimLLM._respond
+
+    def respond(self: SimLLM, model: str, answer: Any, model_response: Any) -> Any:
+        out = original(self, model, answer, model_response)
+        usage = out.usage
+        usage.prompt_tokens_details.cached_tokens = usage.prompt_tokens // 2
+        usage.completion_tokens_details = CompletionTokensDetailsWrapper(
+            reasoning_tokens=usage.completion_tokens // 4
+        )
+        if "mini" in model:
+            usage.cost = 0.001
+        return out
+
+    monkeypatch.setattr(SimLLM, "_respond", respond)
+    result = run(config(), tracing)
+    calls = [s for s in tracing.spans() if s.attributes[cv.CLIFF_ROLE] != "run"]
+    total = 0.0
+    for span in calls:
+        attrs = span.attributes
+        entry = import_litellm().model_cost[real_model_of(attrs[cv.GEN_AI_REQUEST_MODEL])]
+        tin, tout = attrs[cv.GEN_AI_USAGE_INPUT_TOKENS], attrs[cv.GEN_AI_USAGE_OUTPUT_TOKENS]
+        cached = attrs[cv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS]
+        assert cached == tin // 2
+        assert attrs[cv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] == tout // 4
+        computed = ((tin - cached) * entry["input_cost_per_token"]
+                    + cached * entry["cache_read_input_token_cost"]
+                    + tout * entry["output_cost_per_token"])
+        assert attrs[cv.CLIFF_COST_COMPUTED_USD] == pytest.approx(computed, rel=1e-12)
+        if "mini" in attrs[cv.GEN_AI_REQUEST_MODEL]:
+            assert attrs[cv.CLIFF_COST_SOURCE] == "provider"
+            assert attrs[cv.GEN_AI_USAGE_COST_SOURCE] == "provider"
+            assert attrs[cv.CLIFF_COST_USD] == 0.001
+        else:
+            assert attrs[cv.CLIFF_COST_SOURCE] == "computed"
+            assert attrs[cv.CLIFF_COST_USD] == pytest.approx(computed, rel=1e-12)
+        assert attrs[cv.GEN_AI_USAGE_COST_AMOUNT] == attrs[cv.CLIFF_COST_USD]
+        assert cv.CLIFF_COST_CACHE_DETAIL_MISSING not in attrs
+        total += attrs[cv.CLIFF_COST_USD]
+    assert any("mini" in s.attributes[cv.GEN_AI_REQUEST_MODEL] for s in calls)
+    assert result.cost_usd == pytest.approx(total, rel=1e-12)

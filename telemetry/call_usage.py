@@ -1,0 +1,224 @@
+"""What an LLM-call span says it used and cost: token breakdown and reported cost, normalised.
+
+Producers name the same counts differently and disagree on what ``input_tokens`` holds.
+This module reads every name listed below (first present wins) and normalises the counts to
+the OpenTelemetry GenAI conventions (``gen_ai.usage.input_tokens`` *includes* cache reads
+and writes; ``gen_ai.usage.output_tokens`` *includes* reasoning tokens), so that
+:func:`telemetry.pricing.price_call` prices every producer's span the same way.
+
+What each producer reports, checked against the real packages calling a stub of the
+provider APIs (tests/test_cost_producers.py; docs/cost-truth.md):
+
+================================================  =====================================  ==========
+producer (instrumentation scope)                  cache / reasoning attributes           input has
+                                                                                         the cache
+================================================  =====================================  ==========
+anthropic SDK 2.14 own tracing                    ``gen_ai.usage.cache_read.input_tokens``  yes
+(``com.anthropic.sdk.python``)                    ``gen_ai.usage.cache_write.input_tokens``
+OpenLLMetry anthropic 0.62.4                      ``gen_ai.usage.cache_read.input_tokens``  yes
+(``opentelemetry.instrumentation.anthropic``)     ``gen_ai.usage.cache_creation.input_tokens``
+OpenInference anthropic 3.1.0                     ``llm.token_count.prompt_details.cache_read`` yes
+                                                  ``..cache_write`` (only when non-zero)
+OpenLLMetry openai 0.62.4                         ``gen_ai.usage.cache_read.input_tokens``  yes
+                                                  ``gen_ai.usage.reasoning_tokens``
+OpenInference openai 0.1.66                       ``llm.token_count.prompt_details.cache_read`` yes
+                                                  ``llm.token_count.completion_details.reasoning``
+================================================  =====================================  ==========
+
+Every producer checked includes the cache tokens in its input count, as the conventions say
+it SHOULD. Anthropic's API itself reports them apart (``input_tokens`` excludes
+``cache_read_input_tokens`` and ``cache_creation_input_tokens``), so a producer that copies
+the API's count would not: :data:`INPUT_EXCLUDES_CACHE_SCOPES` names producers known to do
+that, and any span whose input count is smaller than its cache reads plus writes cannot
+include them and is normalised the same way. Reasoning tokens are inside the output count
+for every producer checked (OpenAI's ``completion_tokens`` holds them); a reasoning count
+larger than the output count can only be apart from it and is added.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry.pricing import TokenUsage
+
+INPUT_TOKEN_KEYS = (
+    cv.GEN_AI_USAGE_INPUT_TOKENS,
+    "gen_ai.usage.prompt_tokens",  # legacy GenAI conventions, OpenLLMetry before 0.4x
+    "llm.token_count.prompt",  # OpenInference
+    "llm.usage.prompt_tokens",
+)
+OUTPUT_TOKEN_KEYS = (
+    cv.GEN_AI_USAGE_OUTPUT_TOKENS,
+    "gen_ai.usage.completion_tokens",
+    "llm.token_count.completion",
+    "llm.usage.completion_tokens",
+)
+CACHE_READ_KEYS = (
+    cv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,  # GenAI conventions, OpenLLMetry, Pydantic AI
+    "gen_ai.usage.cache_read_input_tokens",  # legacy (Anthropic's field name)
+    "gen_ai.usage.input_tokens.cached",  # Sentry
+    "llm.token_count.prompt_details.cache_read",  # OpenInference
+    "llm.usage.cache_read_input_tokens",
+)
+CACHE_CREATION_KEYS = (
+    cv.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,  # GenAI conventions, OpenLLMetry, Pydantic AI
+    "gen_ai.usage.cache_write.input_tokens",  # the anthropic SDK's own tracing
+    "gen_ai.usage.cache_creation_input_tokens",  # legacy (Anthropic's field name)
+    "gen_ai.usage.input_tokens.cache_write",  # Sentry
+    "llm.token_count.prompt_details.cache_write",  # OpenInference
+    "llm.usage.cache_creation_input_tokens",
+)
+REASONING_KEYS = (
+    cv.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,  # GenAI conventions
+    "gen_ai.usage.reasoning_tokens",  # OpenLLMetry
+    "gen_ai.usage.output_tokens.reasoning",  # Sentry
+    "llm.token_count.completion_details.reasoning",  # OpenInference
+    "gen_ai.usage.details.reasoning_tokens",  # Pydantic AI
+    "llm.usage.reasoning_tokens",
+)
+
+INPUT_EXCLUDES_CACHE_SCOPES: tuple[str, ...] = ()
+"""Instrumentation scope names (prefixes) whose input count leaves the cache tokens out.
+None of the producers checked does (module docstring); the impossibility rule still catches
+one that does."""
+
+OMITS_ZERO_CACHE_SCOPES: tuple[str, ...] = (
+    "openinference.instrumentation",
+    "pydantic-ai",
+    "pydantic_ai",
+)
+"""Scope names (prefixes) of producers that leave a cache attribute out when it is 0: their
+spans without one had no cache tokens, not an unknown split."""
+
+COST_AMOUNT = "gen_ai.usage.cost.amount"
+COST_CURRENCY = "gen_ai.usage.cost.currency"
+COST_SOURCE = "gen_ai.usage.cost.source"
+TOTAL_COST_KEYS = (
+    COST_AMOUNT,  # proposed GenAI convention (semantic-conventions-genai PR 443)
+    "operation.cost",  # Pydantic AI (priced with genai-prices)
+    "gen_ai.cost.total_cost",  # litellm's OTel callback
+    "llm.cost.total",  # OpenInference
+)
+SPLIT_COST_KEYS = (
+    ("gen_ai.cost.input_cost", "gen_ai.cost.output_cost"),
+    ("llm.cost.prompt", "llm.cost.completion"),
+)
+
+
+def first_value(attrs: Mapping[str, Any], keys: Iterable[str]) -> Any:
+    """The value of the first of ``keys`` set (not None, not "") on ``attrs``; else None."""
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def non_negative(value: Any) -> float | None:
+    """A finite number >= 0 from a number or numeric string; None otherwise (bools too)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def token_count(value: Any) -> int | None:
+    """A token count from an int, a float with no fraction or a numeric string; else None."""
+    number = non_negative(value)
+    return int(number) if number is not None and number.is_integer() else None
+
+
+def reported_cost_usd(attrs: Mapping[str, Any]) -> float | None:
+    """The cost the producer reported on the span, in USD, or None.
+
+    Looks at :data:`TOTAL_COST_KEYS` first, then sums a pair of :data:`SPLIT_COST_KEYS`.
+    A ``gen_ai.usage.cost.currency`` other than USD makes the proposed cost unusable here.
+    """
+    currency = attrs.get(COST_CURRENCY)
+    for key in TOTAL_COST_KEYS:
+        if key == COST_AMOUNT and currency not in (None, "", "USD", "usd"):
+            continue
+        cost = non_negative(attrs.get(key))
+        if cost is not None:
+            return cost
+    for input_key, output_key in SPLIT_COST_KEYS:
+        parts = (non_negative(attrs.get(input_key)), non_negative(attrs.get(output_key)))
+        if parts != (None, None):
+            return (parts[0] or 0.0) + (parts[1] or 0.0)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class CallUsage:
+    """A span's usage: normalised tokens, the input count as reported, and whether a missing
+    cache split means "none" (the producer omits zeros) rather than "unknown"."""
+
+    tokens: TokenUsage
+    input_tokens_reported: int | None
+    cache_detail_known: bool
+
+
+def _scope_in(scope_name: str | None, prefixes: tuple[str, ...]) -> bool:
+    return bool(scope_name) and any(str(scope_name).startswith(p) for p in prefixes)
+
+
+def normalised_tokens(
+    input_tokens: int | None,
+    output_tokens: int | None,
+    cache_read_tokens: int | None = None,
+    cache_creation_tokens: int | None = None,
+    reasoning_tokens: int | None = None,
+    *,
+    input_excludes_cache: bool = False,
+) -> TokenUsage:
+    """Counts as a producer reported them, in the GenAI convention (module docstring).
+
+    The cache reads and writes are added to ``input_tokens`` when the producer is known to
+    leave them out (``input_excludes_cache``) or when ``input_tokens`` is smaller than them
+    (it cannot include them); reasoning is added to ``output_tokens`` when larger than it.
+    A missing input count with cache counts becomes their sum.
+    """
+    cached = (cache_read_tokens or 0) + (cache_creation_tokens or 0)
+    if input_tokens is not None and cached and (input_excludes_cache or input_tokens < cached):
+        input_tokens += cached
+    elif input_tokens is None and cached:
+        input_tokens = cached
+    if (
+        reasoning_tokens is not None
+        and output_tokens is not None
+        and reasoning_tokens > output_tokens
+    ):
+        output_tokens += reasoning_tokens
+    return TokenUsage(
+        input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, reasoning_tokens
+    )
+
+
+def call_usage(attrs: Mapping[str, Any], scope_name: str | None = None) -> CallUsage:
+    """Read and normalise a span's token breakdown (rules in the module docstring).
+
+    Args:
+        attrs: the span's attributes.
+        scope_name: its instrumentation scope name (the producer), None when unknown.
+
+    Returns:
+        The :class:`CallUsage`; counts the span does not carry are None.
+    """
+    reported_in = token_count(first_value(attrs, INPUT_TOKEN_KEYS))
+    tokens = normalised_tokens(
+        reported_in,
+        token_count(first_value(attrs, OUTPUT_TOKEN_KEYS)),
+        token_count(first_value(attrs, CACHE_READ_KEYS)),
+        token_count(first_value(attrs, CACHE_CREATION_KEYS)),
+        token_count(first_value(attrs, REASONING_KEYS)),
+        input_excludes_cache=_scope_in(scope_name, INPUT_EXCLUDES_CACHE_SCOPES),
+    )
+    known = tokens.has_cache_detail or _scope_in(scope_name, OMITS_ZERO_CACHE_SCOPES)
+    return CallUsage(tokens, reported_in, known)

@@ -16,8 +16,9 @@ from cliffwatch.telemetry.otlp_decode import OtlpSpan
 from cliffwatch.telemetry.otlp_mapping import map_spans
 from cliffwatch.telemetry.pricing import Price, TokenUsage, import_litellm, recompute_cost_usd
 from cliffwatch.telemetry.schema import SCHEMA_VERSION, SPAN_COLUMNS_V2
-from cliffwatch.telemetry.store import open_store, write_spans
+from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import make_run_records
+from cliffwatch.telemetry.write_pipeline import write_spans
 
 TRACE = "5" * 32
 T0 = 1_793_520_000_000_000_000

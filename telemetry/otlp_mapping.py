@@ -45,6 +45,7 @@ from cliffwatch.telemetry.conventions import LLM_CALL_ROLES, CostSource, Role
 from cliffwatch.telemetry.otlp_decode import OtlpSpan, SpanRejection
 from cliffwatch.telemetry.pricing import cost_of
 from cliffwatch.telemetry.records import SpanRecord
+from cliffwatch.telemetry.usage_bounds import bound_usage
 
 logger = logging.getLogger(__name__)
 
@@ -400,6 +401,7 @@ def map_span(
 
     Returns:
         The record; ``cost_usd`` and ``cost_source`` are None unless it is an LLM call.
+        Usage out of bounds is rejected (:func:`telemetry.usage_bounds.bound_usage`).
     """
     attrs = span.attributes
     input_tokens = _count(_first(attrs, INPUT_TOKEN_KEYS))
@@ -437,7 +439,7 @@ def map_span(
     else:
         role = Role.RUN if span.parent_span_id is None else Role.OTHER
 
-    return SpanRecord(
+    record = SpanRecord(
         trace_id=span.trace_id,
         span_id=span.span_id,
         parent_span_id=span.parent_span_id,
@@ -465,6 +467,7 @@ def map_span(
         resource_attributes=_json_text(dict(span.resource_attributes)),
         events=_json_text(list(span.events)),
     )
+    return bound_usage(record, _first(attrs, INPUT_TOKEN_KEYS), _first(attrs, OUTPUT_TOKEN_KEYS))
 
 
 def map_spans(

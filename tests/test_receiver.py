@@ -75,8 +75,8 @@ def post(
     path: str = "/v1/traces",
     headers: dict[str, str] | None = None,
     method: str = "POST",
-) -> tuple[int, bytes, dict[str, str]]:
-    """One request on a fresh connection: (status, body, headers)."""
+) -> tuple[int, bytes, http.client.HTTPMessage]:
+    """One request on a fresh connection: (status, body, headers; names in any case)."""
     conn = http.client.HTTPConnection("127.0.0.1", rx.port, timeout=30)
     try:
         all_headers = dict(headers or {})
@@ -86,7 +86,7 @@ def post(
             all_headers["Authorization"] = f"Bearer {token}"
         conn.request(method, path, body=body, headers=all_headers)
         response = conn.getresponse()
-        return response.status, response.read(), dict(response.getheaders())
+        return response.status, response.read(), response.headers
     finally:
         conn.close()
 
@@ -165,11 +165,11 @@ def test_huge_attribute_values_are_stored_cut(receiver: OtlpReceiver, db: Path) 
     request = _call_request(1)
     big = "y" * (MAX_ATTRIBUTE_VALUE_CHARS * 5)
     request["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"].append(
-        {"key": "input.value", "value": {"stringValue": big}}
+        {"key": "app.note", "value": {"stringValue": big}}
     )
     assert post(receiver, to_protobuf(request))[0] == 200
     with open_store(db, read_only=True) as con:
-        (stored,) = con.execute("SELECT attributes->>'$.\"input.value\"' FROM spans").fetchall()[0]
+        (stored,) = con.execute("SELECT attributes->>'$.\"app.note\"' FROM spans").fetchall()[0]
     assert len(stored) < MAX_ATTRIBUTE_VALUE_CHARS + 100 and "truncated" in stored
 
 

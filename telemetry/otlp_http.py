@@ -223,19 +223,26 @@ class _H11Protocol(H11Protocol):
     asyncio closes a connection whose peer sent EOF unless the protocol's
     ``eof_received`` says otherwise, and uvicorn's does not: a client that shuts its
     sending side after the request (``nc -N``, many scripts) would get no answer. Here a
-    complete request is still answered (then the connection closes) and a body cut short
-    goes to h11, which raises, so uvicorn answers 400.
+    complete request is still answered (then the connection closes), and a request cut
+    short (headers or body) goes to h11, which raises, so uvicorn answers 400.
     """
 
     def eof_received(self) -> bool | None:  # type: ignore[override]
-        cycle = self.cycle
-        if cycle is None or cycle.response_complete:
-            return None  # idle: close, as uvicorn does
-        cycle.keep_alive = False
-        if self.conn.their_state is h11.SEND_BODY:
-            self.conn.receive_data(b"")
+        conn = self.conn
+        if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return None  # our answer is out: close, as uvicorn does
+        state = conn.their_state
+        if state is h11.SEND_BODY or (state is h11.IDLE and conn.trailing_data[0]):
+            # Cut short: h11 raises, uvicorn answers 400 and closes. Never at a clean end,
+            # where h11 would report the close and uvicorn's event loop spin on it.
+            conn.receive_data(b"")
             self.handle_events()
-        return True
+            return None
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+            return True  # a whole request under way: answer it, then close
+        return None
 
 
 def uvicorn_server(receiver: OtlpReceiver) -> uvicorn.Server:

@@ -255,7 +255,7 @@ def uvicorn_server(receiver: OtlpReceiver) -> uvicorn.Server:
             loop="asyncio",
             lifespan="off",
             log_config=None,
-            log_level="warning",
+            log_level=None,  # leave logging levels to the application
             access_log=False,
             server_header=False,
             timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S,

@@ -253,11 +253,11 @@ def _json_case(rng: random.Random) -> FuzzCase:
         body = _dump(request).replace(f'"{_DEEP}"'.encode(), nested.encode())
         return FuzzCase("json", f"nesting {depth}", http_request(body, JSON))
     else:
-        body = bytearray(_dump(request))
-        at = rng.randrange(len(body))
+        text = bytearray(_dump(request))
+        at = rng.randrange(len(text))
         damage = rng.choice((b"\xff", b"\xed\xa0\x80", b"\xc3", b"", b"\x00"))
-        body[at : at + rng.randint(0, 3)] = damage
-        return FuzzCase("json", f"text {damage!r}", http_request(bytes(body), JSON))
+        text[at : at + rng.randint(0, 3)] = damage
+        return FuzzCase("json", f"text {damage!r}", http_request(bytes(text), JSON))
     return FuzzCase("json", label, http_request(_dump(request), JSON))
 
 

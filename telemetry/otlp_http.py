@@ -93,8 +93,9 @@ def encode_message(message: Any, kind: str) -> tuple[str, bytes]:
     return CONTENT_TYPE_PROTOBUF, message.SerializeToString()
 
 
-def error_reply(status: int, message: str, kind: str) -> Reply:
-    """A ``google.rpc.Status`` answer in the request's encoding (protobuf when unknown)."""
+def error_reply(status: int, message: str, kind: str, *, allow: str = "POST") -> Reply:
+    """A ``google.rpc.Status`` answer in the request's encoding (protobuf when unknown);
+    ``allow`` is the ``Allow`` header of a 405."""
     from google.rpc import status_pb2
 
     content_type, body = encode_message(
@@ -106,7 +107,7 @@ def error_reply(status: int, message: str, kind: str) -> Reply:
     elif status == 503:
         headers = (("Retry-After", "1"),)
     elif status == 405:
-        headers = (("Allow", "POST"),)
+        headers = (("Allow", allow),)
     elif status == 408:
         headers = (("Connection", "close"),)
     return Reply(status, content_type, body, headers)
@@ -203,12 +204,14 @@ def build_app(receiver: OtlpReceiver) -> Starlette:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
+        path = request.url.path
+        allow = "GET" if path.rstrip("/") == HEALTH_PATH else "POST"
         if status == 405:
-            message = f"use POST {TRACES_PATH}"
+            message = f"use {allow} {path}"
         else:
-            message = f"no such endpoint {request.url.path} (use POST {TRACES_PATH})"
+            message = f"no such endpoint {path} (use POST {TRACES_PATH})"
         kind = media_type(request.headers.get("content-type"))
-        return error_reply(status, message, kind).response()
+        return error_reply(status, message, kind, allow=allow).response()
 
     routes = [Route(p, traces, methods=["POST"]) for p in (TRACES_PATH, TRACES_PATH + "/")]
     routes += [Route(p, health, methods=["GET"]) for p in (HEALTH_PATH, HEALTH_PATH + "/")]

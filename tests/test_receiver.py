@@ -259,7 +259,11 @@ def test_a_missing_or_wrong_token_is_401(receiver: OtlpReceiver, db: Path, token
 
 def test_wrong_paths_and_methods(receiver: OtlpReceiver, db: Path) -> None:
     assert post(receiver, b"{}", JSON, path="/v1/metrics")[0] == 404
-    assert post(receiver, b"", None, method="GET")[0] == 405
+    status, _, headers = post(receiver, b"", None, method="GET")
+    assert (status, headers["Allow"]) == (405, "POST")
+    status, _, headers = post(receiver, b"", None, method="DELETE", path="/health")
+    assert (status, headers["Allow"]) == (405, "GET")
+    assert post(receiver, to_protobuf(_call_request(1)), path="/v1/traces/")[0] == 200
     status, body, _ = post(receiver, b"", None, method="GET", path="/health")
     assert status == 200 and json.loads(body)["status"] == "ok"
     assert_still_serving(receiver, db)
@@ -481,6 +485,7 @@ def test_sigterm_stops_serve_after_writing_every_answered_span(tmp_path: Path) -
     import subprocess
     import sys
     import threading
+    import time
 
     db = tmp_path / "served.duckdb"
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1"}
@@ -515,8 +520,9 @@ def test_sigterm_stops_serve_after_writing_every_answered_span(tmp_path: Path) -
     senders = [threading.Thread(target=send, args=(w,)) for w in range(4)]
     for thread in senders:
         thread.start()
-    while len(answered) < 20 and server.poll() is None:
-        threading.Event().wait(0.05)
+    deadline = time.monotonic() + 300
+    while len(answered) < 20 and server.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     server.send_signal(signal.SIGTERM)
     _, rest = server.communicate(timeout=120)
     for thread in senders:

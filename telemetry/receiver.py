@@ -51,7 +51,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import pyarrow as pa
 import uvicorn
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from cliffwatch import settings
 from cliffwatch.errors import CliffwatchError
@@ -96,6 +99,7 @@ BODY_IDLE_TIMEOUT_S = 30.0
 
 START_TIMEOUT_S = 60.0
 """How long :meth:`OtlpReceiver.start` waits for the server to serve."""
+
 
 class ReceiverError(CliffwatchError):
     """The receiver cannot start (the port is taken, the host does not resolve)."""
@@ -215,7 +219,8 @@ class OtlpReceiver:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop accepting requests, let those under way finish (up to
-        :data:`SHUTDOWN_GRACE_S`), write what is queued, close. Idempotent."""
+        :data:`telemetry.otlp_http.SHUTDOWN_GRACE_S`), write what is queued, close.
+        Idempotent."""
         if self._stopped.is_set():
             return
         if self._server is not None:
@@ -271,7 +276,7 @@ class OtlpReceiver:
             return True
         scheme, _, given = (authorization or "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode("utf-8", "surrogateescape"), token.encode()
+            given.strip().encode(), token.encode()
         )
 
     def export_body(self, data: bytes, kind: str) -> Reply:
@@ -308,20 +313,20 @@ class OtlpReceiver:
             spans_rejected=len(rejections),
             spans_usage_rejected=len(flagged),
         )
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceResponse,
-        )
-
         response = ExportTraceServiceResponse()
+        messages = []
         if rejections:
             response.partial_success.rejected_spans = len(rejections)
-            response.partial_success.error_message = partial_success_message(rejections)
-        elif flagged:
-            # The spec's warning form: nothing rejected, a message saying what was changed.
-            response.partial_success.error_message = partial_success_message(
+            messages.append(partial_success_message(rejections))
+        if flagged:
+            # Alone, the spec's warning form: nothing rejected, a message saying what was
+            # changed (https://opentelemetry.io/docs/specs/otlp/#partial-success-1).
+            messages.append(partial_success_message(
                 [SpanRejection(r.trace_id, r.span_id, f"usage {why}") for r, why in flagged],
                 "stored with their usage rejected",
-            )
+            ))
+        if messages:
+            response.partial_success.error_message = "; ".join(messages)
         content_type, payload = encode_message(response, kind)
         return Reply(200, content_type, payload)
 
@@ -361,30 +366,25 @@ class OtlpReceiver:
         logger.warning("cliffwatch: refused a request (%d): %s", status, printable(message))
         return error_reply(status, message, kind)
 
-    # --- the HTTP side ----------------------------------------------------------------
 
-def _data_errors() -> tuple[type[BaseException], ...]:
-    import duckdb
-    import pyarrow as pa
-
-    return (
-        UnicodeError,
-        OverflowError,
-        pa.ArrowInvalid,
-        pa.ArrowTypeError,
-        duckdb.ConversionException,
-        duckdb.OutOfRangeException,
-    )
+_DATA_ERRORS: tuple[type[BaseException], ...] = (
+    UnicodeError,
+    OverflowError,
+    pa.ArrowInvalid,
+    pa.ArrowTypeError,
+    duckdb.ConversionException,
+    duckdb.OutOfRangeException,
+)
+"""Errors of a write that come from the values written, not from the store."""
 
 
 def _is_data_error(exc: BaseException) -> bool:
     """Whether a failed write failed on the values written (a retry fails the same way),
     not on the store: looks through the exception's causes."""
-    kinds = _data_errors()
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, kinds):
+        if isinstance(current, _DATA_ERRORS):
             return True
         seen.add(id(current))
         current = current.__cause__ or current.__context__

@@ -41,7 +41,11 @@ from cliffwatch.telemetry.otlp_decode import (
     OtlpSpan,
     decode_protobuf,
 )
-from cliffwatch.telemetry.otlp_json import decode_json_object, parse_json
+from cliffwatch.telemetry.otlp_json import (
+    decode_json_object,
+    may_hold_lone_surrogates,
+    parse_json,
+)
 from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_spans
 from cliffwatch.telemetry.records import SpanRecord
 from cliffwatch.telemetry.store import write_spans
@@ -151,7 +155,7 @@ class FileItem:
 
 
 def _decode_json_text(text: bytes) -> DecodedRequest:
-    return decode_json_object(parse_json(text))
+    return decode_json_object(parse_json(text), check_text=may_hold_lone_surrogates(text))
 
 
 def _item(where: str, offset: int, decode: Callable[[], DecodedRequest]) -> FileItem:
@@ -181,9 +185,11 @@ def _json_items(stream: IO[bytes], raw: IO[bytes]) -> Iterator[FileItem]:
                 yield FileItem("document", None, str(exc), raw.tell())
             return
         docs = doc if isinstance(doc, list) else [doc]
+        check_text = may_hold_lone_surrogates(text)
         for index, obj in enumerate(docs, start=1):
             where = f"request {index}" if isinstance(doc, list) else "document"
-            yield _item(where, raw.tell(), partial(decode_json_object, obj))
+            decode = partial(decode_json_object, obj, check_text=check_text)
+            yield _item(where, raw.tell(), decode)
         return
     pending = [first]
     yield from _json_lines(lambda: pending.pop() if pending else stream.readline(), raw)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -209,6 +210,24 @@ def lone_surrogate_in(value: Any) -> bool:
     return False
 
 
+_SURROGATE_HINT_BYTES = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+_SURROGATE_HINT_TEXT = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+
+
+def may_hold_lone_surrogates(text: bytes | str) -> bool:
+    """False when JSON ``text`` cannot decode to a string holding a lone surrogate: UTF-8
+    (not UTF-16 or UTF-32) with no ``\\uD800``-``\\uDFFF`` escape and no surrogate encoded
+    in UTF-8 (Python's reader lets those through). A fast check of the raw text (a
+    regular expression, in C), so the walk of :func:`lone_surrogate_in` is only paid when
+    it can find something.
+    """
+    if isinstance(text, str):
+        return _SURROGATE_HINT_TEXT.search(text) is not None
+    if b"\x00" in text[:4] or text[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return True  # UTF-16 or UTF-32, which json.loads also reads
+    return _SURROGATE_HINT_BYTES.search(text) is not None
+
+
 def _surrogate_problem(obj: Mapping[str, Any], what: str) -> str | None:
     """Why ``obj`` (a raw span, resource or scope) is unusable as text, or None."""
     if not lone_surrogate_in(obj):
@@ -236,11 +255,14 @@ def _json_events(span: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
 
 
 def _json_span(
-    span: Any, resource_attributes: Mapping[str, Any], scope: tuple[str | None, str | None]
+    span: Any,
+    resource_attributes: Mapping[str, Any],
+    scope: tuple[str | None, str | None],
+    check_text: bool,
 ) -> OtlpSpan:
     if not isinstance(span, dict):
         raise SpanError("span is not a JSON object")
-    problem = _surrogate_problem(span, "span")
+    problem = _surrogate_problem(span, "span") if check_text else None
     if problem:
         raise SpanError(problem)
     status = _get(span, "status") or {}
@@ -288,13 +310,15 @@ def _scope_of(scope_spans: Mapping[str, Any]) -> tuple[Mapping[str, Any], _Scope
     )
 
 
-def decode_json_object(request: Any) -> DecodedRequest:
+def decode_json_object(request: Any, *, check_text: bool = True) -> DecodedRequest:
     """Decode one OTLP/JSON trace request already parsed from JSON.
 
     Args:
         request: the parsed ``ExportTraceServiceRequest`` (or ``TracesData``) object:
             ``{"resourceSpans": [{"resource": ..., "scopeSpans": [{"scope": ...,
             "spans": [...]}]}]}``.
+        check_text: look for lone surrogates; False only when the JSON text could not
+            hold any (:func:`may_hold_lone_surrogates`).
 
     Returns:
         The spans that passed the per-span checks, and the rejections. A span (or the
@@ -321,7 +345,7 @@ def decode_json_object(request: Any) -> DecodedRequest:
         resource = resource_spans.get("resource") or {}
         resource = resource if isinstance(resource, dict) else {}
         resource_attributes = _json_attributes(resource.get("attributes"))
-        resource_problem = _surrogate_problem(resource, "resource")
+        resource_problem = _surrogate_problem(resource, "resource") if check_text else None
         scope_spans_list = _list(resource_spans, "scopeSpans", "scope_spans") or _list(
             resource_spans, "instrumentationLibrarySpans", "instrumentation_library_spans"
         )
@@ -329,12 +353,14 @@ def decode_json_object(request: Any) -> DecodedRequest:
             if not isinstance(scope_spans, dict):
                 raise OtlpDecodeError("'scopeSpans' items must be objects")
             scope_obj, scope = _scope_of(scope_spans)
-            problem = resource_problem or _surrogate_problem(scope_obj, "scope")
+            problem = resource_problem or (
+                _surrogate_problem(scope_obj, "scope") if check_text else None
+            )
             for span in _list(scope_spans, "spans"):
                 try:
                     if problem:
                         raise SpanError(problem)
-                    spans.append(_json_span(span, resource_attributes, scope))
+                    spans.append(_json_span(span, resource_attributes, scope, check_text))
                 except SpanError as exc:
                     trace_raw, span_raw = _raw_ids(span)
                     rejections.append(SpanRejection(trace_raw, span_raw, str(exc)))
@@ -364,4 +390,4 @@ def decode_json(body: bytes | str) -> DecodedRequest:
         request = parse_json(body)
     except OtlpDecodeError as exc:
         raise OtlpDecodeError(f"body is {exc}") from None
-    return decode_json_object(request)
+    return decode_json_object(request, check_text=may_hold_lone_surrogates(body))

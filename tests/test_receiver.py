@@ -18,7 +18,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from otlp_payloads import otlp_span, request_json, request_of_spans, to_protobuf
 
 from cliffwatch.telemetry import spill
+from cliffwatch.telemetry.ingest import ingest_files
 from cliffwatch.telemetry.otlp_decode import MAX_ATTRIBUTE_VALUE_CHARS
+from cliffwatch.telemetry.otlp_json import may_hold_lone_surrogates
 from cliffwatch.telemetry.receiver import OtlpReceiver, ReceiverConfig, ReceiverError
 from cliffwatch.telemetry.store import NotACliffwatchStoreError, open_store
 from cliffwatch.telemetry.testing import hold_store_lock, make_run_records
@@ -382,6 +384,20 @@ def test_a_lone_surrogate_in_the_resource_rejects_its_spans(receiver: OtlpReceiv
     status, payload, _ = post(receiver, json.dumps(request).encode(), JSON)
     assert status == 200 and int(json.loads(payload)["partialSuccess"]["rejectedSpans"]) == 1
     assert span_count(db) == 1
+
+
+def test_the_fast_text_check_sends_every_possible_surrogate_to_the_walk(tmp_path: Path) -> None:
+    assert not may_hold_lone_surrogates(b'{"a": "caf\xc3\xa9 \\n"}')
+    for text in (b'{"a": "\\ud800"}', b'{"a": "\\uDFFF"}', b'{"a": "\xed\xa0\x80"}',
+                 '{"a": "x"}'.encode("utf-16"), '{"a": "\ud800"}'):
+        assert may_hold_lone_surrogates(text), text
+    # a surrogate encoded in UTF-8, read by ingest: the span is rejected, the other stored
+    line = json.dumps(request_of_spans([_json_call(sid(1)), _json_call(sid(2), x="QQQ")]))
+    source = tmp_path / "spans.jsonl"
+    source.write_bytes(line.encode().replace(b"QQQ", b"\xed\xa0\x80"))
+    summary = ingest_files([source], tmp_path / "in.duckdb")
+    assert (summary.spans_written, summary.spans_rejected) == (1, 1)
+    assert "surrogate" in summary.problems[0]
 
 
 def test_an_integer_longer_than_pythons_limit_is_a_400(receiver: OtlpReceiver, db: Path) -> None:

@@ -14,6 +14,10 @@ Benchmarks (each prints figures and a ratio against a baseline run in the same p
 - ``cli_help``: CPU time (user + sys) of a ``cliffwatch --help`` process, median of
   several, against ``python -c pass``; with the machine's load average. Target: < 0.5 s.
   Run it alone with ``python -m bench cli_help``.
+- ``fuzz``: 10,000 mutated OTLP requests (``telemetry/otlp_fuzz.py``: protobuf, OTLP/JSON,
+  gzip and HTTP-framing mutations, seed 20261130) at ``cliffwatch serve``'s receiver, with
+  a good request every 100: 5xx answers to bad input, dropped connections and lost good
+  spans (all must be 0), and the machine's load.
 """
 
 from __future__ import annotations
@@ -218,12 +222,87 @@ def bench_cli_help(tmp: Path, quick: bool) -> Result:
     ]
 
 
+def bench_fuzz(tmp: Path, quick: bool) -> Result:
+    import json
+    import logging
+    import random
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cliffwatch.telemetry.otlp_fuzz import (
+        GOOD_TASK_CLASS,
+        JSON,
+        FuzzCase,
+        fuzz_cases,
+        good_request,
+        http_request,
+        send_raw,
+    )
+    from cliffwatch.telemetry.receiver import OtlpReceiver, ReceiverConfig
+    from cliffwatch.telemetry.store import open_store
+
+    n = 1_000 if quick else 10_000
+    seed, token, good_every = 20261130, "bench-token", 100
+    logging.getLogger("cliffwatch").setLevel(logging.ERROR)  # one warning per bad request
+    logging.getLogger("uvicorn.error").setLevel(logging.ERROR)
+    load_before = os.getloadavg()
+    cpu_before = time.process_time()
+    rng = random.Random(seed + 1)
+    items: list[FuzzCase | bytes] = []
+    for i, case in enumerate(fuzz_cases(seed, n // 4)):
+        items.append(case)
+        if i % good_every == good_every - 1:
+            items.append(http_request(json.dumps(good_request(rng, 3)).encode(), JSON))
+    config = ReceiverConfig(
+        port=0, token=token, max_body_bytes=2 * 1024 * 1024, body_idle_timeout_s=10
+    )
+    t0 = time.perf_counter()
+    with OtlpReceiver(tmp / "fuzz.duckdb", config) as rx:
+
+        def send(item: FuzzCase | bytes) -> tuple[FuzzCase | bytes, int | None]:
+            raw = item.request if isinstance(item, FuzzCase) else item
+            return item, send_raw("127.0.0.1", rx.port, raw, token=token)
+
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(send, items))
+        stats = rx.stats_snapshot()
+    wall = time.perf_counter() - t0
+    fuzz = [(c, s) for c, s in results if isinstance(c, FuzzCase)]
+    good = [s for c, s in results if not isinstance(c, FuzzCase)]
+    with open_store(tmp / "fuzz.duckdb", read_only=True) as con:
+        stored = con.execute(
+            "SELECT count(*) FROM spans WHERE task_class = ?", [GOOD_TASK_CLASS]
+        ).fetchall()[0][0]
+    statuses = Counter(s for _, s in fuzz)
+    kinds = Counter(c.kind for c, _ in fuzz)
+    server_errors = sum(1 for _, s in fuzz if s is not None and s >= 500)
+    dropped = sum(1 for _, s in results if s is None)
+    lost = 3 * len(good) - stored
+    load_after = os.getloadavg()
+    return [
+        ("fuzz payloads", f"{len(fuzz):,} ({', '.join(f'{k} {v:,}' for k, v in kinds.items())})"),
+        ("answers", ", ".join(f"{k}: {v:,}" for k, v in sorted(statuses.items(), key=str))),
+        ("5xx on bad input", f"{server_errors}"),
+        ("dropped connections (no status line)", f"{dropped}"),
+        ("good spans sent / stored / lost", f"{3 * len(good)} / {stored} / {lost}"),
+        ("good requests not answered 200", f"{sum(1 for s in good if s != 200)}"),
+        ("usage rejected (health)", json.dumps(stats["usage_rejected"], sort_keys=True)),
+        ("wall time", f"{wall:.1f} s = {_rate(len(results), wall)} requests"),
+        ("bench process CPU", f"{time.process_time() - cpu_before:.1f} s"),
+        ("load average 1/5/15 min, before", " ".join(f"{x:.2f}" for x in load_before)),
+        ("load average 1/5/15 min, after", " ".join(f"{x:.2f}" for x in load_after)),
+        ("CPUs", f"{os.cpu_count()}"),
+        ("verdict", "PASS" if server_errors == dropped == lost == 0 else "FAIL"),
+    ]
+
+
 BENCHMARKS: dict[str, Callable[[Path, bool], Result]] = {
     "store_write": bench_store_write,
     "exporter": bench_exporter,
     "percentiles": bench_percentiles,
     "demo": bench_demo,
     "cli_help": bench_cli_help,
+    "fuzz": bench_fuzz,
 }
 
 

@@ -430,7 +430,7 @@ class _Run:
                     return {}, f"unusable plan: {exc}"
                 routed = route_plan(items, config, task.input_text)
                 parsed.append(routed)
-                return sa.plan_attributes(routed.subtasks), None
+                return sa.plan_attributes(routed.subtasks, capture=self.capture), None
 
             result = await self._call(
                 role=Role.PLAN,
@@ -517,7 +517,7 @@ class _Run:
                     messages=routed.worker_messages[index],
                     max_tokens=subtask.max_output_tokens,
                     attributes=sa.subtask_attributes(
-                        index, item.title, item.difficulty.value
+                        index, item.title, item.difficulty.value, capture=self.capture
                     ),
                 )
             if result.error_type == "not_attempted":

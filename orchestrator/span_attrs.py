@@ -16,6 +16,7 @@ from typing import Any
 
 from opentelemetry.trace import Status, StatusCode
 
+from cliffwatch import settings
 from cliffwatch.orchestrator.dispatch import Limits, PlannedSubTask
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Breach, CostSource, Role, RunStatus
@@ -239,21 +240,27 @@ def call_cost_attributes(cost: CallCost) -> Attributes:
     return attrs
 
 
-def plan_attributes(subtasks: Sequence[PlannedSubTask]) -> Attributes:
+def plan_attributes(
+    subtasks: Sequence[PlannedSubTask], *, capture: bool | None = None
+) -> Attributes:
     """What a planner call span carries about the plan it proposed.
 
     Args:
         subtasks: the routed, priced plan (:class:`orchestrator.dispatch.PlannedSubTask`).
+        capture: whether content is recorded; None reads
+            :func:`cliffwatch.settings.capture_content`. Titles are model-written text:
+            with capture off they are left out (replay reads ``sub-task i`` instead).
 
     Returns:
         ``cliff.plan.subtasks`` (a JSON array of ``{index, title, difficulty, model,
         max_output_tokens, estimated_cost_usd}``, what replay reads back with
         :func:`analytics.recorded.parse_plan`) and ``cliff.workers_proposed``.
     """
+    with_titles = settings.capture_content() if capture is None else capture
     plan = [
         {
             "index": s.index,
-            "title": s.title,
+            **({"title": s.title} if with_titles else {}),
             "difficulty": s.difficulty.value,
             "model": s.model,
             "max_output_tokens": s.max_output_tokens,
@@ -265,14 +272,19 @@ def plan_attributes(subtasks: Sequence[PlannedSubTask]) -> Attributes:
 
 
 def subtask_attributes(
-    index: int | None, title: str | None, difficulty: str | None = None
+    index: int | None,
+    title: str | None,
+    difficulty: str | None = None,
+    *,
+    capture: bool | None = None,
 ) -> Attributes:
     """A worker call's sub-task: ``cliff.subtask.index``, ``.title`` and ``.difficulty``
-    (``routine`` | ``hard``), each left out when None."""
+    (``routine`` | ``hard``), each left out when None; the title also with content capture
+    off (``capture`` None reads :func:`cliffwatch.settings.capture_content`)."""
     attrs: Attributes = {}
     if index is not None:
         attrs[cv.CLIFF_SUBTASK_INDEX] = int(index)
-    if title is not None:
+    if title is not None and (settings.capture_content() if capture is None else capture):
         attrs[cv.CLIFF_SUBTASK_TITLE] = title
     if difficulty is not None:
         attrs[cv.CLIFF_SUBTASK_DIFFICULTY] = difficulty

@@ -10,18 +10,20 @@ Formats, told apart by their first bytes (any of them may be gzipped):
   sent), or the Collector file exporter's ``format: proto`` stream (each message preceded by
   its length as a 4-byte big-endian integer).
 
-Every span goes through the same decode (:mod:`telemetry.otlp_decode`) and mapping
-(:mod:`telemetry.otlp_mapping`) as the receiver's, and into the store through
-:func:`telemetry.write_pipeline.write_spans` in batches. Spans are keyed by (trace_id, span_id), so
-ingesting a file again adds nothing. A line or message that does not decode is counted
-and named in the summary and the rest goes on.
+Every span goes through the same decode (:mod:`telemetry.otlp_decode`,
+:mod:`telemetry.otlp_json`) and mapping (:mod:`telemetry.otlp_mapping`) as the receiver's,
+drops content unless capture is on (:mod:`telemetry.content_capture`), and goes into the
+store through :func:`telemetry.write_pipeline.write_spans` in batches. Spans are keyed by
+(trace_id, span_id), so ingesting a file again adds nothing. A line or message that does
+not decode is counted and named in the summary and the rest goes on.
+Spans stored with their usage rejected (:mod:`telemetry.usage_bounds`) are counted and
+named too.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
-import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,16 +32,23 @@ from functools import partial
 from pathlib import Path
 from typing import IO
 
+from cliffwatch import settings
 from cliffwatch.errors import CliffwatchError
+from cliffwatch.telemetry.content_capture import without_content
 from cliffwatch.telemetry.otlp_decode import (
     DecodedRequest,
     OtlpDecodeError,
     OtlpSpan,
-    decode_json_object,
     decode_protobuf,
+)
+from cliffwatch.telemetry.otlp_json import (
+    decode_json_object,
+    may_hold_lone_surrogates,
+    parse_json,
 )
 from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_spans
 from cliffwatch.telemetry.records import SpanRecord
+from cliffwatch.telemetry.usage_bounds import usage_rejection
 from cliffwatch.telemetry.write_pipeline import write_spans
 
 DEFAULT_BATCH_SPANS = 20_000
@@ -77,6 +86,8 @@ class IngestSummary:
         unpriced_calls: LLM calls read with no known cost (cost_source ``unpriced``).
         elapsed_s: wall time of the whole ingest, seconds.
         problems: the first :data:`MAX_PROBLEMS_KEPT` problems, each ``file:where: why``.
+        spans_usage_rejected: spans stored with their usage rejected as out of bounds
+            (:mod:`telemetry.usage_bounds`; named in ``problems`` too).
     """
 
     files: int
@@ -90,6 +101,7 @@ class IngestSummary:
     unpriced_calls: int
     elapsed_s: float
     problems: tuple[str, ...] = ()
+    spans_usage_rejected: int = 0
 
     @property
     def spans_per_s(self) -> float:
@@ -98,8 +110,10 @@ class IngestSummary:
 
     @property
     def complete(self) -> bool:
-        """True when nothing was rejected or undecodable."""
-        return self.spans_rejected == 0 and self.bad_requests == 0
+        """True when nothing was rejected or undecodable and no usage was out of bounds."""
+        return self.spans_rejected == 0 and self.bad_requests == 0 and (
+            self.spans_usage_rejected == 0
+        )
 
 
 @dataclass(slots=True)
@@ -112,6 +126,7 @@ class _Totals:
     runs_materialised: int = 0
     incidents_recorded: int = 0
     unpriced_calls: int = 0
+    spans_usage_rejected: int = 0
     problems: list[str] = field(default_factory=list)
 
     def problem(self, text: str) -> None:
@@ -140,13 +155,7 @@ class FileItem:
 
 
 def _decode_json_text(text: bytes) -> DecodedRequest:
-    try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise OtlpDecodeError(f"not valid JSON: {exc}") from None
-    except RecursionError:
-        raise OtlpDecodeError("not valid JSON: nested too deeply") from None
-    return decode_json_object(obj)
+    return decode_json_object(parse_json(text), check_text=may_hold_lone_surrogates(text))
 
 
 def _item(where: str, offset: int, decode: Callable[[], DecodedRequest]) -> FileItem:
@@ -159,26 +168,28 @@ def _item(where: str, offset: int, decode: Callable[[], DecodedRequest]) -> File
 def _json_items(stream: IO[bytes], raw: IO[bytes]) -> Iterator[FileItem]:
     first = stream.readline()
     try:
-        json.loads(first)
+        parse_json(first)
         whole_first_line = True
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+    except OtlpDecodeError:
         whole_first_line = False
     if not whole_first_line:
         # One pretty-printed document (a request, or an array of requests).
         text = first + stream.read()
         try:
-            doc = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            doc = parse_json(text)
+        except OtlpDecodeError as exc:
             if text.count(b"\n") > 1:
                 # JSON lines whose first line is the broken one: go on line by line.
                 yield from _json_lines(io.BytesIO(text).readline, raw)
             else:
-                yield FileItem("document", None, f"not valid JSON: {exc}", raw.tell())
+                yield FileItem("document", None, str(exc), raw.tell())
             return
         docs = doc if isinstance(doc, list) else [doc]
+        check_text = may_hold_lone_surrogates(text)
         for index, obj in enumerate(docs, start=1):
             where = f"request {index}" if isinstance(doc, list) else "document"
-            yield _item(where, raw.tell(), partial(decode_json_object, obj))
+            decode = partial(decode_json_object, obj, check_text=check_text)
+            yield _item(where, raw.tell(), decode)
         return
     pending = [first]
     yield from _json_lines(lambda: pending.pop() if pending else stream.readline(), raw)
@@ -275,6 +286,14 @@ def _write(
     totals.unpriced_calls += sum(
         1 for r in records if r.is_llm_call and r.cost_source == "unpriced"
     )
+    for record in records:
+        reason = usage_rejection(record)
+        if reason is not None:
+            totals.spans_usage_rejected += 1
+            totals.problem(
+                f"span {record.span_id} of trace {record.trace_id}: stored with its usage "
+                f"rejected ({reason})"
+            )
     if records:
         result = write_spans(db_path, records, timeout_s=timeout_s)
         totals.spans_written += result.spans_written
@@ -290,6 +309,7 @@ def ingest_files(
     batch_spans: int = DEFAULT_BATCH_SPANS,
     timeout_s: float | None = None,
     progress: Progress | None = None,
+    capture_content: bool | None = None,
 ) -> IngestSummary:
     """Read OTLP trace files and write their spans into the store.
 
@@ -301,6 +321,9 @@ def ingest_files(
         batch_spans: spans per write transaction.
         timeout_s: lock retry bound per write (another process holding the store).
         progress: called with (bytes done, bytes total) as files are read.
+        capture_content: keep prompt and completion content; None reads
+            :func:`cliffwatch.settings.capture_content` (off by default: content is
+            dropped, see :mod:`telemetry.content_capture`).
 
     Returns:
         An :class:`IngestSummary`.
@@ -312,6 +335,7 @@ def ingest_files(
     """
     started = time.perf_counter()
     mapping = mapping or MappingConfig()
+    capture = settings.capture_content() if capture_content is None else capture_content
     files = [Path(p) for p in paths]
     sizes: list[int] = []
     for file_path in files:
@@ -336,7 +360,8 @@ def ingest_files(
                 for rejection in item.request.rejections:
                     totals.problem(f"{file_path}:{item.where}: {rejection}")
                 totals.spans_rejected += len(item.request.rejections)
-                pending.extend(item.request.spans)
+                spans = item.request.spans
+                pending.extend(spans if capture else without_content(spans))
                 if len(pending) >= batch_spans:
                     _write(store, pending, mapping, totals, timeout_s)
                     pending = []
@@ -359,4 +384,5 @@ def ingest_files(
         unpriced_calls=totals.unpriced_calls,
         elapsed_s=time.perf_counter() - started,
         problems=tuple(totals.problems),
+        spans_usage_rejected=totals.spans_usage_rejected,
     )

@@ -51,6 +51,8 @@ from typing import Any
 from cliffwatch.settings import SettingError
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.call_usage import (
+    INPUT_TOKEN_KEYS,
+    OUTPUT_TOKEN_KEYS,
     CallUsage,
     call_usage,
     first_value,
@@ -61,6 +63,7 @@ from cliffwatch.telemetry.conventions import LLM_CALL_ROLES, CostSource, Role
 from cliffwatch.telemetry.otlp_decode import OtlpSpan, SpanRejection
 from cliffwatch.telemetry.pricing import CallCost, Price, price_call
 from cliffwatch.telemetry.records import SpanRecord
+from cliffwatch.telemetry.usage_bounds import bound_usage
 
 logger = logging.getLogger(__name__)
 
@@ -377,6 +380,7 @@ def map_span(
 
     Returns:
         The record; ``cost_usd`` and ``cost_source`` are None unless it is an LLM call.
+        Usage out of bounds is rejected (:func:`telemetry.usage_bounds.bound_usage`).
     """
     attrs = span.attributes
     usage = call_usage(attrs, span.scope_name)
@@ -407,7 +411,7 @@ def map_span(
         role = Role.RUN if span.parent_span_id is None else Role.OTHER
     price = cost.price if cost else None
 
-    return SpanRecord(
+    record = SpanRecord(
         trace_id=span.trace_id,
         span_id=span.span_id,
         parent_span_id=span.parent_span_id,
@@ -446,6 +450,7 @@ def map_span(
         computed_cost_usd=cost.computed_usd if cost else None,
         cache_detail_missing=cost.cache_detail_missing if cost else None,
     )
+    return bound_usage(record, _first(attrs, INPUT_TOKEN_KEYS), _first(attrs, OUTPUT_TOKEN_KEYS))
 
 
 def map_spans(

@@ -2,91 +2,103 @@
 
 Any OpenTelemetry SDK's OTLP/HTTP exporter, or a Collector's ``otlphttp`` exporter, can
 point at it: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:4318/v1/traces`` (or
-``OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318``). Built on the standard library's
-``ThreadingHTTPServer``: no web framework, one thread per connection, which suits a
-receiver on loopback or behind a Collector.
+``OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318``). HTTP is uvicorn's (its h11
+protocol: request parsing, chunked bodies, keep-alive, a 400 for anything malformed at
+the HTTP level); routing and requests are Starlette's. Decoding, mapping and the wait for
+the write run in worker threads, all writes go through one
+:class:`~telemetry.span_writer.SpanWriter` thread.
 
 Answers follow the OTLP/HTTP spec (https://opentelemetry.io/docs/specs/otlp/#otlphttp):
 
 =====  ==================================================================================
-200    accepted; ``partial_success`` names how many spans were rejected and why
-       (ids of the wrong length, missing timestamps), the rest are stored
-400    malformed payload (truncated protobuf, invalid JSON, corrupt gzip): nothing stored
+200    accepted; ``partial_success`` names how many spans were rejected and why (ids of
+       the wrong length, missing timestamps, text that is not valid Unicode), the rest
+       are stored; with ``rejected_spans`` 0 it is a warning naming spans stored with
+       their usage rejected (out of :mod:`telemetry.usage_bounds`)
+400    malformed payload (truncated protobuf, invalid JSON, corrupt gzip, malformed HTTP
+       such as a bad chunk size) or spans no store could hold: nothing stored
 401    a token is set and the request lacks ``Authorization: Bearer <token>``
 404    any path but ``/v1/traces`` (and ``/health``)
+405    ``/v1/traces`` with a method other than POST
+408    the body stalled for ``body_idle_timeout_s`` (30 s)
 411    no Content-Length and not chunked
 413    body over the size limit (on the wire or once gunzipped)
 415    a content type other than ``application/x-protobuf`` or ``application/json``, or
        a content encoding other than gzip / identity
-503    the write did not finish in time or failed; retryable (``Retry-After``), and
-       re-sending adds nothing twice (spans are keyed by trace and span id)
+503    the store write failed or did not finish in time; retryable (``Retry-After``),
+       and re-sending adds nothing twice (spans are keyed by trace and span id)
 =====  ==================================================================================
 
 Error bodies are a ``google.rpc.Status`` in the request's encoding. A request is answered
 200 only once its spans are durable: written to the store, or spilled to
 ``<db>.spill/`` when another process (a dashboard) held the file past the lock timeout.
-All writes go through one :class:`~telemetry.span_writer.SpanWriter` thread.
+The body is read as it streams in and never held beyond the size limit.
+
+``GET /health`` answers ``{"status": "ok", ...counters}``; when a token is set, the
+counters need it too (without it: ``{"status": "ok"}`` alone, for liveness probes).
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from google.rpc import status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTracePartialSuccess,
-    ExportTraceServiceResponse,
-)
+import duckdb
+import pyarrow as pa
+import uvicorn
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from cliffwatch import settings
 from cliffwatch.errors import CliffwatchError
-from cliffwatch.telemetry.otlp_decode import (
-    CONTENT_TYPE_JSON,
-    CONTENT_TYPE_PROTOBUF,
-    OtlpDecodeError,
-    PayloadTooLargeError,
-    SpanRejection,
-    UnsupportedEncodingError,
-    decode_body,
-    decompress_body,
-    media_type,
+from cliffwatch.telemetry.content_capture import without_content
+from cliffwatch.telemetry.otlp_body import decode_body
+from cliffwatch.telemetry.otlp_decode import OtlpDecodeError, SpanRejection, printable
+from cliffwatch.telemetry.otlp_http import (
+    HEALTH_PATH,
+    MAX_REJECTIONS_IN_MESSAGE,
+    TRACES_PATH,
+    Reply,
+    encode_message,
+    error_reply,
+    partial_success_message,
+    uvicorn_server,
 )
 from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_spans
 from cliffwatch.telemetry.pricing import import_litellm
+from cliffwatch.telemetry.records import SpanRecord
 from cliffwatch.telemetry.span_writer import SpanWriter
+from cliffwatch.telemetry.usage_bounds import usage_rejection
 from cliffwatch.telemetry.write_pipeline import write_spans
+
+__all__ = [
+    "HEALTH_PATH",
+    "TRACES_PATH",
+    "OtlpReceiver",
+    "ReceiverConfig",
+    "ReceiverError",
+    "ReceiverStats",
+    "partial_success_message",
+]
 
 logger = logging.getLogger(__name__)
 
-TRACES_PATH = "/v1/traces"
-HEALTH_PATH = "/health"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318
 """The IANA-registered OTLP/HTTP port, where SDKs and Collectors send by default."""
 
-SOCKET_TIMEOUT_S = 30.0
-"""A connection idle this long mid-request is dropped, so a stalled client frees its thread."""
+BODY_IDLE_TIMEOUT_S = 30.0
+"""Default :attr:`ReceiverConfig.body_idle_timeout_s`."""
 
-DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
-"""A refused request's body up to this size is read and dropped before the answer (so the
-client reads our 4xx rather than a connection reset); a larger one is not read at all."""
-
-MAX_REJECTIONS_IN_MESSAGE = 3
-"""Rejected spans named in a ``partial_success.error_message`` (the count covers all)."""
-
-# google.rpc.Code values for the error bodies.
-_RPC_CODES = {400: 3, 401: 16, 404: 5, 405: 12, 411: 3, 413: 8, 415: 3, 503: 14}
+START_TIMEOUT_S = 60.0
+"""How long :meth:`OtlpReceiver.start` waits for the server to serve."""
 
 
 class ReceiverError(CliffwatchError):
@@ -105,6 +117,11 @@ class ReceiverConfig:
         mapping: task class rule, source label, price overrides.
         write_timeout_s: how long a request waits for its spans to be durable before
             the sender gets a retryable 503.
+        capture_content: keep prompt and completion content
+            (:mod:`telemetry.content_capture`); default
+            :func:`cliffwatch.settings.capture_content` (off).
+        body_idle_timeout_s: a request whose body sends nothing for this long is
+            answered 408 and its connection closed.
     """
 
     host: str = DEFAULT_HOST
@@ -113,6 +130,8 @@ class ReceiverConfig:
     max_body_bytes: int = settings.DEFAULT_OTLP_MAX_BODY_BYTES
     mapping: MappingConfig = field(default_factory=MappingConfig)
     write_timeout_s: float = 60.0
+    capture_content: bool = field(default_factory=settings.capture_content)
+    body_idle_timeout_s: float = BODY_IDLE_TIMEOUT_S
 
 
 @dataclass(slots=True)
@@ -122,59 +141,14 @@ class ReceiverStats:
     requests: int = 0
     spans_accepted: int = 0
     spans_rejected: int = 0
+    spans_usage_rejected: int = 0
+    """Spans stored with their usage rejected (out of bounds): never summed."""
+    usage_rejected: dict[str, int] = field(default_factory=dict)
+    """``spans_usage_rejected`` per reason (:class:`~telemetry.usage_bounds.UsageRejection`)."""
     requests_refused: int = 0
     """Requests answered 4xx: nothing of them stored."""
     requests_failed: int = 0
     """Requests answered 503: the write failed or timed out."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    status: int
-    content_type: str
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
-    close: bool = False
-
-
-class _Refused(Exception):
-    """Internal: answer ``status`` with ``message``; nothing of the request is stored."""
-
-    def __init__(self, status: int, message: str, *, close: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.close = close
-
-
-def _encode(message: Any, kind: str) -> tuple[str, bytes]:
-    if kind == CONTENT_TYPE_PROTOBUF:
-        return CONTENT_TYPE_PROTOBUF, message.SerializeToString()
-    from google.protobuf import json_format
-
-    return CONTENT_TYPE_JSON, json_format.MessageToJson(message, indent=None).encode()
-
-
-def _error_reply(status: int, message: str, kind: str, *, close: bool = False) -> _Reply:
-    content_type, body = _encode(
-        status_pb2.Status(code=_RPC_CODES.get(status, 2), message=message), kind
-    )
-    headers: tuple[tuple[str, str], ...] = ()
-    if status == 401:
-        headers = (("WWW-Authenticate", 'Bearer realm="cliffwatch"'),)
-    elif status == 503:
-        headers = (("Retry-After", "1"),)
-    elif status == 405:
-        headers = (("Allow", "POST"),)
-    return _Reply(status, content_type, body, headers, close)
-
-
-def partial_success_message(rejections: Sequence[SpanRejection]) -> str:
-    """One line naming the first rejected spans and why, e.g. for ``partial_success``."""
-    shown = "; ".join(str(r) for r in rejections[:MAX_REJECTIONS_IN_MESSAGE])
-    more = len(rejections) - MAX_REJECTIONS_IN_MESSAGE
-    return f"{len(rejections)} span(s) rejected: {shown}" + (
-        f"; and {more} more" if more > 0 else ""
-    )
 
 
 class OtlpReceiver:
@@ -194,13 +168,15 @@ class OtlpReceiver:
     def __init__(
         self,
         db_path: str | os.PathLike[str],
-        config: ReceiverConfig = ReceiverConfig(),  # noqa: B008 (frozen, immutable default)
+        config: ReceiverConfig | None = None,
     ) -> None:
         self.db_path = Path(db_path)
-        self.config = config
+        self.config = config or ReceiverConfig()
         self.stats = ReceiverStats()
         self._stats_lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: uvicorn.Server | None = None
+        self._socket: socket.socket | None = None
+        self._port = self.config.port
         self._thread: threading.Thread | None = None
         self._writer: SpanWriter | None = None
         self._stopped = threading.Event()
@@ -210,43 +186,49 @@ class OtlpReceiver:
     def start(self) -> OtlpReceiver:
         """Check the store, bind the socket and serve in a background thread.
 
+        Signals are left to the caller (the server runs outside the main thread): stop
+        the receiver from a SIGTERM or Ctrl-C handler with :meth:`stop`.
+
         Raises:
             StoreError: the store cannot be used (not a cliffwatch store, busy, unwritable).
             SettingError: a bad price override file.
-            ReceiverError: the address cannot be bound.
+            ReceiverError: the address cannot be bound, or the server did not start.
         """
         # Fail before listening: a foreign file or a locked store is one clear error now,
         # not a 503 on every request later. The empty write also loads pending spills.
         write_spans(self.db_path, [])
         import_litellm()  # the first price lookup costs seconds: pay it before serving
-        server_class = _IPv6Server if ":" in self.config.host else _Server
-        try:
-            server = server_class((self.config.host, self.config.port), _Handler)
-        except (OSError, OverflowError) as exc:
-            raise ReceiverError(
-                f"cannot listen on {self.config.host}:{self.config.port}: "
-                f"{getattr(exc, 'strerror', None) or exc}"
-            ) from None
-        server.receiver = self
-        self._server = server
+        sock = _bind(self.config.host, self.config.port)
+        self._socket = sock
+        self._port = int(sock.getsockname()[1])
         self._writer = SpanWriter(self.db_path)
+        server = uvicorn_server(self)
+        self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="cliffwatch-otlp"
+            target=server.run, kwargs={"sockets": [sock]}, name="cliffwatch-otlp", daemon=True
         )
-        self._thread.daemon = True
         self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise ReceiverError(f"the OTLP server on {self.endpoint} did not start")
+            time.sleep(0.01)
         logger.info("cliffwatch: OTLP receiver on %s (store %s)", self.endpoint, self.db_path)
         return self
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop accepting requests, finish the writes under way, close. Idempotent."""
+        """Stop accepting requests, let those under way finish (up to
+        :data:`telemetry.otlp_http.SHUTDOWN_GRACE_S`), write what is queued, close.
+        Idempotent."""
         if self._stopped.is_set():
             return
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout_s)
+        if self._socket is not None:
+            self._socket.close()
         if self._writer is not None:
             self._writer.close(timeout_s)
         self._stopped.set()
@@ -264,9 +246,7 @@ class OtlpReceiver:
     @property
     def port(self) -> int:
         """The bound port (the real one when the config said 0)."""
-        if self._server is None:
-            return self.config.port
-        return int(self._server.server_address[1])
+        return self._port
 
     @property
     def endpoint(self) -> str:
@@ -275,15 +255,17 @@ class OtlpReceiver:
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}{TRACES_PATH}"
 
-    def stats_snapshot(self) -> dict[str, int]:
-        """The running totals as a plain dict."""
+    def stats_snapshot(self) -> dict[str, Any]:
+        """The running totals as a plain dict (``usage_rejected`` a dict of counts)."""
         with self._stats_lock:
             return asdict(self.stats)
 
-    def _count(self, **deltas: int) -> None:
+    def _count(self, usage_reasons: Sequence[str] = (), **deltas: int) -> None:
         with self._stats_lock:
             for name, delta in deltas.items():
                 setattr(self.stats, name, getattr(self.stats, name) + delta)
+            for reason in usage_reasons:
+                self.stats.usage_rejected[reason] = self.stats.usage_rejected.get(reason, 0) + 1
 
     # --- one export request -------------------------------------------------------------
 
@@ -297,189 +279,139 @@ class OtlpReceiver:
             given.strip().encode(), token.encode()
         )
 
-    def export(self, body: bytes, content_type: str | None, content_encoding: str | None) -> _Reply:
-        """Decode, map and durably write one request body; the reply to send.
+    def export_body(self, data: bytes, kind: str) -> Reply:
+        """Decode, map and durably write one request's (decompressed) body; the reply.
 
-        Never raises for bad input: every refusal is a 4xx reply, a failed write a 503.
+        Blocking: runs in a worker thread. Never raises for bad input: a payload that
+        does not decode is a 400, spans that do not are named in ``partial_success``, a
+        failed write of sound spans a 503.
         """
-        kind = media_type(content_type)
-        reply_kind = kind if kind in (CONTENT_TYPE_PROTOBUF, CONTENT_TYPE_JSON) else ""
         try:
-            data = decompress_body(body, content_encoding, self.config.max_body_bytes)
-            decoded = decode_body(data, content_type)
-        except PayloadTooLargeError as exc:
-            return self._refuse(413, str(exc), reply_kind)
-        except UnsupportedEncodingError as exc:
-            return self._refuse(415, str(exc), reply_kind)
+            decoded = decode_body(data, kind)
         except OtlpDecodeError as exc:
-            return self._refuse(400, str(exc), reply_kind)
-        records, map_rejections = map_spans(decoded.spans, self.config.mapping)
+            return self.refuse(400, str(exc), kind)
+        spans = decoded.spans if self.config.capture_content else without_content(decoded.spans)
+        records, map_rejections = map_spans(spans, self.config.mapping)
         rejections = [*decoded.rejections, *map_rejections]
-        for rejection in rejections[:MAX_REJECTIONS_IN_MESSAGE]:
-            logger.warning("cliffwatch: rejected %s", rejection)
         if records:
-            assert self._writer is not None, "receiver not started"
             try:
-                self._writer.write(records, timeout_s=self.config.write_timeout_s)
+                records, unstorable = self._write(records)
             except Exception as exc:  # timeout, store failure, spill failure: retryable
                 self._count(requests=1, requests_failed=1)
                 logger.error("cliffwatch: %d spans not stored: %s", len(records), exc)
-                return _error_reply(503, f"spans not stored, retry: {exc}", reply_kind)
-        self._count(requests=1, spans_accepted=len(records), spans_rejected=len(rejections))
+                return error_reply(503, f"spans not stored, retry: {exc}", kind)
+            rejections += unstorable
+        for rejection in rejections[:MAX_REJECTIONS_IN_MESSAGE]:
+            logger.warning("cliffwatch: rejected %s", rejection)
+        flagged = [
+            (record, reason) for record in records if (reason := usage_rejection(record))
+        ]
+        self._count(
+            [str(reason) for _, reason in flagged],
+            requests=1,
+            spans_accepted=len(records),
+            spans_rejected=len(rejections),
+            spans_usage_rejected=len(flagged),
+        )
         response = ExportTraceServiceResponse()
+        messages = []
         if rejections:
-            response.partial_success.CopyFrom(
-                ExportTracePartialSuccess(
-                    rejected_spans=len(rejections),
-                    error_message=partial_success_message(rejections),
-                )
-            )
-        reply_type, payload = _encode(response, reply_kind or CONTENT_TYPE_PROTOBUF)
-        return _Reply(200, reply_type, payload)
+            response.partial_success.rejected_spans = len(rejections)
+            messages.append(partial_success_message(rejections))
+        if flagged:
+            # Alone, the spec's warning form: nothing rejected, a message saying what was
+            # changed (https://opentelemetry.io/docs/specs/otlp/#partial-success-1).
+            messages.append(partial_success_message(
+                [SpanRejection(r.trace_id, r.span_id, f"usage {why}") for r, why in flagged],
+                "stored with their usage rejected",
+            ))
+        if messages:
+            response.partial_success.error_message = "; ".join(messages)
+        content_type, payload = encode_message(response, kind)
+        return Reply(200, content_type, payload)
 
-    def _refuse(self, status: int, message: str, kind: str, *, close: bool = False) -> _Reply:
-        self._count(requests=1, requests_refused=1)
-        logger.warning("cliffwatch: refused a request (%d): %s", status, message)
-        return _error_reply(status, message, kind, close=close)
+    def _write(self, records: list[SpanRecord]) -> tuple[list[SpanRecord], list[SpanRejection]]:
+        """Write durably; spans no store could hold are rejected, not retried.
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # Restarting on the same port right after a stop must not fail on TIME_WAIT sockets.
-    allow_reuse_address = True
-    receiver: OtlpReceiver
-
-
-class _IPv6Server(_Server):
-    address_family = socket.AF_INET6
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: SDK exporters reuse their connection
-    server_version = "cliffwatch-otlp"
-    timeout = SOCKET_TIMEOUT_S
-    server: _Server
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        self._body_read = False
-        receiver = self.server.receiver
-        kind = media_type(self.headers.get("Content-Type"))
-        reply_kind = kind if kind in (CONTENT_TYPE_PROTOBUF, CONTENT_TYPE_JSON) else ""
-        try:
-            if urlsplit(self.path).path.rstrip("/") != TRACES_PATH:
-                raise _Refused(
-                    404, f"no such endpoint {self.path} (use POST {TRACES_PATH})", close=True
-                )
-            if not receiver.authorised(self.headers.get("Authorization")):
-                raise _Refused(401, "missing or wrong bearer token", close=True)
-            if not reply_kind:
-                raise _Refused(
-                    415,
-                    f"Content-Type {self.headers.get('Content-Type')!r} is not supported "
-                    f"(use {CONTENT_TYPE_PROTOBUF} or {CONTENT_TYPE_JSON})",
-                    close=True,
-                )
-            body = self._read_body(receiver.config.max_body_bytes)
-        except _Refused as refused:
-            self._discard_body()
-            reply = receiver._refuse(refused.status, str(refused), reply_kind, close=refused.close)
-        else:
-            reply = receiver.export(
-                body, self.headers.get("Content-Type"), self.headers.get("Content-Encoding")
-            )
-        self._send(reply)
-
-    def do_GET(self) -> None:  # noqa: N802
-        path = urlsplit(self.path).path.rstrip("/")
-        if path == HEALTH_PATH:
-            stats = self.server.receiver.stats_snapshot()
-            body = json.dumps({"status": "ok", **stats}).encode()
-            self._send(_Reply(200, CONTENT_TYPE_JSON, body))
-        elif path == TRACES_PATH:
-            self._send(_error_reply(405, f"use POST {TRACES_PATH}", ""))
-        else:
-            self._send(_error_reply(404, f"no such endpoint {self.path}", ""))
-
-    def _discard_body(self) -> None:
-        """Read and drop an unread body of a refused request, up to :data:`DRAIN_LIMIT_BYTES`.
-
-        A server that closes a socket with unread data makes the kernel reset the
-        connection, and the client then sees "connection reset" instead of our 4xx.
+        Returns ``(written, rejected)``. Raises what a retry may cure (the store busy
+        past the timeout, the disk full): the request is then answered 503.
         """
-        if self._body_read:
-            return
-        self._body_read = True
+        assert self._writer is not None, "receiver not started"
+        timeout_s = self.config.write_timeout_s
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return
-        if length > DRAIN_LIMIT_BYTES:
-            return
-        while length > 0:
-            chunk = self.rfile.read(min(length, 65536))
-            if not chunk:
-                return
-            length -= len(chunk)
-
-    def _read_body(self, max_bytes: int) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            return self._read_chunked(max_bytes)
-        raw_length = self.headers.get("Content-Length")
-        if raw_length is None:
-            raise _Refused(411, "Content-Length is required", close=True)
-        try:
-            length = int(raw_length)
-        except ValueError:
-            raise _Refused(400, f"bad Content-Length {raw_length!r}", close=True) from None
-        if length < 0:
-            raise _Refused(400, f"bad Content-Length {raw_length!r}", close=True)
-        if length > max_bytes:
-            raise _Refused(
-                413, f"body of {length} bytes is over the limit of {max_bytes}", close=True
-            )
-        self._body_read = True
-        body = self.rfile.read(length)
-        if len(body) < length:
-            raise _Refused(400, "body shorter than its Content-Length", close=True)
-        return body
-
-    def _read_chunked(self, max_bytes: int) -> bytes:
-        self._body_read = True  # partly, at worst: the connection is closed on a refusal
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            line = self.rfile.readline(1026)
+            self._writer.write(records, timeout_s=timeout_s)
+            return records, []
+        except Exception as exc:
+            if not _is_data_error(exc):
+                raise
+        # A value the store cannot take (it would fail on every retry): submit the spans
+        # one by one, so the writer isolates the bad ones and the rest are stored.
+        futures = [(record, self._writer.submit([record])) for record in records]
+        written: list[SpanRecord] = []
+        rejected: list[SpanRejection] = []
+        for record, future in futures:
             try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise _Refused(400, "malformed chunked body", close=True) from None
-            if size == 0:
-                while self.rfile.readline(1026) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return b"".join(parts)
-            total += size
-            if total > max_bytes:
-                raise _Refused(413, f"body is over the limit of {max_bytes} bytes", close=True)
-            chunk = self.rfile.read(size)
-            if len(chunk) < size:
-                raise _Refused(400, "chunked body is truncated", close=True)
-            parts.append(chunk)
-            self.rfile.readline(3)  # CRLF after the chunk
+                future.result(timeout=timeout_s)
+                written.append(record)
+            except Exception as exc:
+                if not _is_data_error(exc):
+                    raise
+                reason = f"cannot be stored: {printable(str(exc))[:200]}"
+                rejected.append(SpanRejection(record.trace_id, record.span_id, reason))
+        return written, rejected
 
-    def _send(self, reply: _Reply) -> None:
-        try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", reply.content_type)
-            self.send_header("Content-Length", str(len(reply.body)))
-            for name, value in reply.headers:
-                self.send_header(name, value)
-            if reply.close:
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            self.wfile.write(reply.body)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client went away; nothing to answer
+    def refuse(self, status: int, message: str, kind: str) -> Reply:
+        """Count and log a refused request; its error reply (nothing of it is stored)."""
+        self._count(requests=1, requests_refused=1)
+        logger.warning("cliffwatch: refused a request (%d): %s", status, printable(message))
+        return error_reply(status, message, kind)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base signature)
-        logger.debug("cliffwatch-otlp %s " + format, self.address_string(), *args)
+
+_DATA_ERRORS: tuple[type[BaseException], ...] = (
+    UnicodeError,
+    OverflowError,
+    pa.ArrowInvalid,
+    pa.ArrowTypeError,
+    duckdb.ConversionException,
+    duckdb.OutOfRangeException,
+)
+"""Errors of a write that come from the values written, not from the store."""
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """Whether a failed write failed on the values written (a retry fails the same way),
+    not on the store: looks through the exception's causes."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, _DATA_ERRORS):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (IPv4 or IPv6 by what the host resolves to).
+
+    Raises:
+        ReceiverError: the host does not resolve or the address cannot be bound.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, OverflowError, UnicodeError) as exc:
+        raise ReceiverError(
+            f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    try:
+        # Restarting on the same port right after a stop must not fail on TIME_WAIT sockets.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ReceiverError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock

@@ -59,7 +59,10 @@ def incidents(db: Path, run_id: str) -> dict[str, dict[str, Any]]:
     return {r["kind"]: r for r in found}
 
 
-def test_a_guarded_run_is_recorded_like_an_orchestrated_one(db: Path) -> None:
+def test_a_guarded_run_is_recorded_like_an_orchestrated_one(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CLIFFWATCH_CAPTURE_CONTENT", raising=False)
     # Through the default path: the process-wide tracing of the store given as `db`.
     with cliffwatch_guard("research", max_workers=8, ceiling_usd=0.5, db=db,
                           worker_model="gpt-4o-mini", worker_max_output_tokens=500,
@@ -89,10 +92,31 @@ def test_a_guarded_run_is_recorded_like_an_orchestrated_one(db: Path) -> None:
     assert incidents(db, guard.run_id or "") == {}
     plan = rows(db, """SELECT attributes->>'$."cliff.plan.subtasks"' AS plan FROM spans
                        WHERE trace_id = $id AND role = 'plan'""", id=guard.run_id)
-    assert [s["title"] for s in json.loads(plan[0]["plan"])] == ["sources", "prices", "dates"]
+    # the app's sub-task titles are content: recorded only with CLIFFWATCH_CAPTURE_CONTENT
+    assert [(s["index"], s.get("title")) for s in json.loads(plan[0]["plan"])] == [
+        (0, None), (1, None), (2, None)]
     names = rows(db, "SELECT name FROM spans WHERE trace_id = $id ORDER BY name", id=guard.run_id)
     assert [r["name"] for r in names] == [
         "plan", "run research", "synthesis", "worker 0", "worker 1", "worker 2"]
+
+
+def test_sub_task_titles_are_recorded_with_capture_on(
+    db: Path, tracing: Tracing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLIFFWATCH_CAPTURE_CONTENT", "true")
+    with cliffwatch_guard("research", max_workers=8, tracing=tracing) as guard:
+        guard.record_call("gpt-4.1", 1000, 300, role="plan")
+        approved = guard.check_plan(["sources", "prices"])
+        for index, title in enumerate(approved):
+            guard.record_call("gpt-4o-mini", 400, 200, subtask_index=index, title=title)
+    tracing.flush()
+    plan = rows(db, """SELECT attributes->>'$."cliff.plan.subtasks"' AS plan FROM spans
+                       WHERE trace_id = $id AND role = 'plan'""", id=guard.run_id)
+    assert [s["title"] for s in json.loads(plan[0]["plan"])] == ["sources", "prices"]
+    titles = rows(db, """SELECT attributes->>'$."cliff.subtask.title"' AS title FROM spans
+                         WHERE trace_id = $id AND role = 'worker' ORDER BY name""",
+                  id=guard.run_id)
+    assert [r["title"] for r in titles] == ["sources", "prices"]
 
 
 def test_a_runaway_plan_is_rejected_and_recorded_as_a_cap_breach(

@@ -19,18 +19,16 @@ import pytest
 from otlp_payloads import otlp_span, request_json, request_of_spans, to_protobuf
 
 from cliffwatch.telemetry.conventions import CostSource, Role
+from cliffwatch.telemetry.otlp_body import decode_body, decompress_body
 from cliffwatch.telemetry.otlp_decode import (
     MAX_ATTRIBUTE_VALUE_CHARS,
     OtlpDecodeError,
     OtlpSpan,
     PayloadTooLargeError,
     UnsupportedEncodingError,
-    decode_body,
-    decode_json,
-    decode_json_object,
     decode_protobuf,
-    decompress_body,
 )
+from cliffwatch.telemetry.otlp_json import decode_json, decode_json_object
 from cliffwatch.telemetry.otlp_mapping import (
     MappingConfig,
     call_role,

@@ -6,6 +6,7 @@ server serving (each bad-input test ends with a good request that is stored).
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import http.client
 import json
@@ -18,7 +19,9 @@ from otlp_payloads import otlp_span, request_json, request_of_spans, to_protobuf
 from waits import scaled
 
 from cliffwatch.telemetry import spill
+from cliffwatch.telemetry.ingest import ingest_files
 from cliffwatch.telemetry.otlp_decode import MAX_ATTRIBUTE_VALUE_CHARS
+from cliffwatch.telemetry.otlp_json import may_hold_lone_surrogates
 from cliffwatch.telemetry.receiver import OtlpReceiver, ReceiverConfig, ReceiverError
 from cliffwatch.telemetry.store import NotACliffwatchStoreError, open_store
 from cliffwatch.telemetry.testing import hold_store_lock, make_run_records
@@ -76,8 +79,8 @@ def post(
     path: str = "/v1/traces",
     headers: dict[str, str] | None = None,
     method: str = "POST",
-) -> tuple[int, bytes, dict[str, str]]:
-    """One request on a fresh connection: (status, body, headers)."""
+) -> tuple[int, bytes, http.client.HTTPMessage]:
+    """One request on a fresh connection: (status, body, headers; names in any case)."""
     conn = http.client.HTTPConnection("127.0.0.1", rx.port, timeout=scaled(60))
     try:
         all_headers = dict(headers or {})
@@ -87,7 +90,7 @@ def post(
             all_headers["Authorization"] = f"Bearer {token}"
         conn.request(method, path, body=body, headers=all_headers)
         response = conn.getresponse()
-        return response.status, response.read(), dict(response.getheaders())
+        return response.status, response.read(), response.headers
     finally:
         conn.close()
 
@@ -166,11 +169,11 @@ def test_huge_attribute_values_are_stored_cut(receiver: OtlpReceiver, db: Path) 
     request = _call_request(1)
     big = "y" * (MAX_ATTRIBUTE_VALUE_CHARS * 5)
     request["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"].append(
-        {"key": "input.value", "value": {"stringValue": big}}
+        {"key": "app.note", "value": {"stringValue": big}}
     )
     assert post(receiver, to_protobuf(request))[0] == 200
     with open_store(db, read_only=True) as con:
-        (stored,) = con.execute("SELECT attributes->>'$.\"input.value\"' FROM spans").fetchall()[0]
+        (stored,) = con.execute("SELECT attributes->>'$.\"app.note\"' FROM spans").fetchall()[0]
     assert len(stored) < MAX_ATTRIBUTE_VALUE_CHARS + 100 and "truncated" in stored
 
 
@@ -259,7 +262,11 @@ def test_a_missing_or_wrong_token_is_401(receiver: OtlpReceiver, db: Path, token
 
 def test_wrong_paths_and_methods(receiver: OtlpReceiver, db: Path) -> None:
     assert post(receiver, b"{}", JSON, path="/v1/metrics")[0] == 404
-    assert post(receiver, b"", None, method="GET")[0] == 405
+    status, _, headers = post(receiver, b"", None, method="GET")
+    assert (status, headers["Allow"]) == (405, "POST")
+    status, _, headers = post(receiver, b"", None, method="DELETE", path="/health")
+    assert (status, headers["Allow"]) == (405, "GET")
+    assert post(receiver, to_protobuf(_call_request(1)), path="/v1/traces/")[0] == 200
     status, body, _ = post(receiver, b"", None, method="GET", path="/health")
     assert status == 200 and json.loads(body)["status"] == "ok"
     assert_still_serving(receiver, db)
@@ -341,3 +348,206 @@ def test_the_sdk_otlp_exporter_delivers_to_the_receiver(receiver: OtlpReceiver, 
     entry = import_litellm().model_cost["gpt-4o"]
     expected = 1000 * entry["input_cost_per_token"] + 100 * entry["output_cost_per_token"]
     assert rows == [("triage", 1, pytest.approx(expected))]
+
+
+# --- bad input is a 4xx, never a retry, never a dropped connection --------------------------
+
+
+def _json_call(span_id: str, trace: str = TRACE, **attrs: str) -> dict:
+    return otlp_span(
+        trace_id=trace, span_id=span_id, name="chat", start_ns=T0, end_ns=T0 + 10**9,
+        attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+                    "gen_ai.usage.input_tokens": 100, **attrs},
+    )
+
+
+@pytest.mark.parametrize(
+    "attribute", ["gen_ai.request.model", "cliff.task_class", "gen_ai.agent.name"]
+)
+def test_a_lone_surrogate_rejects_its_span_and_the_good_ones_are_stored(
+    receiver: OtlpReceiver, db: Path, attribute: str
+) -> None:
+    spans = [_json_call(sid(1)), _json_call(sid(2), **{attribute: "bad\ud800text"}),
+             _json_call(sid(3))]
+    body = json.dumps(request_of_spans(spans)).encode()  # ensure_ascii: "\\ud800" in the text
+    assert b"\\ud800" in body
+    status, payload, _ = post(receiver, body, JSON)
+    assert status == 200
+    partial = json.loads(payload)["partialSuccess"]
+    assert int(partial["rejectedSpans"]) == 1
+    assert sid(2) in partial["errorMessage"] and "surrogate" in partial["errorMessage"]
+    with open_store(db, read_only=True) as con:
+        stored = [r[0] for r in con.execute("SELECT span_id FROM spans ORDER BY 1").fetchall()]
+    assert stored == [sid(1), sid(3)]
+
+
+def test_a_lone_surrogate_in_the_resource_rejects_its_spans(receiver: OtlpReceiver, db: Path):
+    request = request_of_spans([_json_call(sid(1))], resource={"service.name": "x\udfff"})
+    request["resourceSpans"].append(request_of_spans([_json_call(sid(2))])["resourceSpans"][0])
+    status, payload, _ = post(receiver, json.dumps(request).encode(), JSON)
+    assert status == 200 and int(json.loads(payload)["partialSuccess"]["rejectedSpans"]) == 1
+    assert span_count(db) == 1
+
+
+def test_the_fast_text_check_sends_every_possible_surrogate_to_the_walk(tmp_path: Path) -> None:
+    assert not may_hold_lone_surrogates(b'{"a": "caf\xc3\xa9 \\n"}')
+    for text in (b'{"a": "\\ud800"}', b'{"a": "\\uDFFF"}', b'{"a": "\xed\xa0\x80"}',
+                 '{"a": "x"}'.encode("utf-16"), '{"a": "\ud800"}'):
+        assert may_hold_lone_surrogates(text), text
+    # a surrogate encoded in UTF-8, read by ingest: the span is rejected, the other stored
+    line = json.dumps(request_of_spans([_json_call(sid(1)), _json_call(sid(2), x="QQQ")]))
+    source = tmp_path / "spans.jsonl"
+    source.write_bytes(line.encode().replace(b"QQQ", b"\xed\xa0\x80"))
+    summary = ingest_files([source], tmp_path / "in.duckdb")
+    assert (summary.spans_written, summary.spans_rejected) == (1, 1)
+    assert "surrogate" in summary.problems[0]
+
+
+def test_an_integer_longer_than_pythons_limit_is_a_400(receiver: OtlpReceiver, db: Path) -> None:
+    body = json.dumps(request_of_spans([_json_call(sid(1))])).encode()
+    body = body.replace(b'"100"', b"9" * 5000)  # past sys.get_int_max_str_digits()
+    status, payload, _ = post(receiver, body, JSON)
+    assert status == 400 and "not valid JSON" in json.loads(payload)["message"]
+    assert_still_serving(receiver, db)
+
+
+def _raw(rx: OtlpReceiver, request: bytes) -> bytes:
+    """Send bytes on a new connection, shut the sending side, read until the server closes."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", rx.port), timeout=60) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+CHUNKED_HEAD = (
+    f"POST /v1/traces HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n"
+    f"Content-Type: {PB}\r\nTransfer-Encoding: chunked\r\n\r\n"
+).encode()
+
+
+@pytest.mark.parametrize("size_line", [b"-5", b"zz", b"f" * 30])
+def test_a_bad_chunk_size_is_a_400_status_line(
+    receiver: OtlpReceiver, db: Path, size_line: bytes
+) -> None:
+    body = to_protobuf(_call_request(1))
+    answer = _raw(receiver, CHUNKED_HEAD + size_line + b"\r\n" + body + b"\r\n0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert_still_serving(receiver, db)
+
+
+def test_a_chunked_body_over_the_limit_is_a_413(receiver: OtlpReceiver, db: Path) -> None:
+    chunk = b"\x0a" * 100_000
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(4))
+    answer = _raw(receiver, CHUNKED_HEAD + chunks + b"0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert_still_serving(receiver, db)
+
+
+def test_a_client_that_half_closes_after_its_request_is_answered(
+    receiver: OtlpReceiver, db: Path
+) -> None:
+    body = to_protobuf(_call_request(2))
+    head = (f"POST /v1/traces HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: {PB}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    assert _raw(receiver, head + body).startswith(b"HTTP/1.1 200 ")
+    assert span_count(db) == 2
+    # the body cut short: a 400, not silence
+    assert _raw(receiver, head + body[:-3]).startswith(b"HTTP/1.1 400 ")
+    assert _raw(receiver, head[:30]).startswith(b"HTTP/1.1 400 ")
+    assert span_count(db) == 2
+
+
+def test_a_stalled_body_is_a_408(db: Path) -> None:
+    import socket
+
+    with OtlpReceiver(db, ReceiverConfig(port=0, body_idle_timeout_s=0.5)) as rx:
+        with socket.create_connection(("127.0.0.1", rx.port), timeout=60) as sock:
+            sock.sendall(f"POST /v1/traces HTTP/1.1\r\nHost: t\r\nContent-Type: {PB}\r\n"
+                         "Content-Length: 100\r\n\r\nabc".encode())
+            answer = sock.recv(65536)  # no half-close: the server times the body out
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert rx.stats_snapshot()["requests_refused"] == 1
+
+
+def test_health_needs_the_token_for_its_counters(receiver: OtlpReceiver) -> None:
+    for token, keys in ((None, {"status"}), ("wrong", {"status"}),
+                        (TOKEN, {"status", "requests", "spans_accepted", "usage_rejected"})):
+        status, body, _ = post(receiver, b"", None, method="GET", path="/health", token=token)
+        assert status == 200 and json.loads(body)["status"] == "ok"
+        assert keys <= set(json.loads(body)) and (token == TOKEN) == ("requests" in body.decode())
+
+
+def test_spans_no_store_can_hold_are_rejected_and_the_others_written(db: Path) -> None:
+    """The fallback behind the decoder's checks: a value the store cannot take is named in
+    partial_success, not retried forever (503), and the spans beside it are written."""
+    good = make_run_records(seed=5)
+    bad = dataclasses.replace(good[1], span_id="e" * 16, name="bad \ud800 name")
+    with OtlpReceiver(db, ReceiverConfig(port=0)) as rx:
+        written, rejected = rx._write([*good, bad])
+    assert written == good
+    assert [r.span_id for r in rejected] == ["e" * 16] and "cannot be stored" in rejected[0].reason
+    assert span_count(db) == len(good)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_serve_after_writing_every_answered_span(tmp_path: Path) -> None:
+    """``cliffwatch serve`` as a real process: SIGTERM while requests are in flight; every
+    request answered 200 has its spans in the store once the process has exited (0)."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    db = tmp_path / "served.duckdb"
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from cliffwatch.cli import main; main()", "serve",
+         "--port", "0", "--db", str(db)],
+        stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )
+    assert server.stderr is not None
+    line = server.stderr.readline()  # blocks until the receiver listens (or exits)
+    match = re.search(r"http://127\.0\.0\.1:(\d+)/v1/traces", line)
+    assert match, line + server.stderr.read()
+    port = int(match.group(1))
+    answered: list[str] = []
+    lock = threading.Lock()
+
+    def send(worker: int) -> None:
+        for i in range(1_000):
+            trace = f"{worker + 1:02x}{i:030x}"
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                conn.request("POST", "/v1/traces", to_protobuf(_call_request(2, trace=trace)),
+                             {"Content-Type": PB})
+                ok = conn.getresponse().status == 200
+                conn.close()
+            except OSError:
+                return  # the server has stopped listening
+            if ok:
+                with lock:
+                    answered.append(trace)
+
+    senders = [threading.Thread(target=send, args=(w,)) for w in range(4)]
+    for thread in senders:
+        thread.start()
+    deadline = time.monotonic() + 300
+    while len(answered) < 20 and server.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.send_signal(signal.SIGTERM)
+    _, rest = server.communicate(timeout=120)
+    for thread in senders:
+        thread.join(60)
+    assert server.returncode == 0, rest
+    assert "stopped:" in rest
+    with open_store(db, read_only=True) as con:
+        stored = {r[0] for r in con.execute("SELECT DISTINCT trace_id FROM spans").fetchall()}
+    assert len(answered) >= 20 and set(answered) <= stored

@@ -140,7 +140,7 @@ def test_routing_sends_hard_subtasks_to_the_frontier_model(tracing: MemoryTracin
         want = cfg.hard_model if item["difficulty"] == "hard" else cfg.routine_model
         assert attrs[cv.GEN_AI_REQUEST_MODEL] == item["model"] == want
         assert attrs[cv.CLIFF_SUBTASK_DIFFICULTY] == item["difficulty"]
-        assert attrs[cv.CLIFF_SUBTASK_TITLE] == item["title"]
+        assert attrs.get(cv.CLIFF_SUBTASK_TITLE) == item.get("title")  # both with capture
     synthesis = tracing.spans("synthesis")[0].attributes
     assert synthesis[cv.GEN_AI_REQUEST_MODEL] == cfg.synthesis_model
 
@@ -150,7 +150,7 @@ def test_plan_span_holds_the_plan_for_replay(tracing: MemoryTracing) -> None:
     items = json.loads(tracing.spans("plan")[0].attributes[cv.CLIFF_PLAN_SUBTASKS])
     assert [p["index"] for p in items] == list(range(result.workers_proposed))
     for item in items:
-        assert set(item) >= {"index", "title", "difficulty", "model", "max_output_tokens"}
+        assert set(item) >= {"index", "difficulty", "model", "max_output_tokens"}
         assert item["max_output_tokens"] == 640
         assert item["estimated_cost_usd"] > 0
 
@@ -434,6 +434,21 @@ def test_content_is_recorded_only_when_capture_is_on(
         assert cv.GEN_AI_INPUT_MESSAGES not in span.attributes
         assert cv.GEN_AI_OUTPUT_MESSAGES not in span.attributes
         assert cv.CLIFF_TASK_INPUT not in span.attributes
+        assert cv.CLIFF_SUBTASK_TITLE not in span.attributes  # model-written text
+    # the plan keeps what replay needs (index, difficulty, model, budget), not the titles
+    plan = json.loads(tracing.spans("plan")[0].attributes[cv.CLIFF_PLAN_SUBTASKS])
+    assert plan and all("title" not in item and "model" in item for item in plan)
+
+
+def test_sub_task_titles_are_recorded_with_capture_on(
+    tracing: MemoryTracing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(settings.CLIFFWATCH_CAPTURE_CONTENT, "true")
+    run(config(), tracing)
+    plan = json.loads(tracing.spans("plan")[0].attributes[cv.CLIFF_PLAN_SUBTASKS])
+    for worker in tracing.spans("worker"):
+        index = worker.attributes[cv.CLIFF_SUBTASK_INDEX]
+        assert worker.attributes[cv.CLIFF_SUBTASK_TITLE] == plan[index]["title"] != ""
 
 
 def test_sim_prompt_tokens_equal_litellm_token_counter_of_the_real_prompt(

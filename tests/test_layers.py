@@ -58,7 +58,8 @@ def graph() -> grimp.ImportGraph:
     assert spec is not None and spec.origin is not None
     # The graph must be of this checkout, not of another cliffwatch on the path.
     assert Path(spec.origin).resolve().parent == ROOT / "cliffwatch"
-    return grimp.build_graph("cliffwatch", include_external_packages=True, cache_dir=None)
+    return grimp.build_graph("cliffwatch", include_external_packages=True,
+                             exclude_type_checking_imports=True, cache_dir=None)
 
 
 def check_contracts(config: dict[str, Any], graph: grimp.ImportGraph) -> dict[str, bool]:

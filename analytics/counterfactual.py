@@ -28,9 +28,19 @@ charges each call the cost the record holds for it. It follows the runner's orde
    that made it replan), as the runner records it.
 5. Synthesis (and critic rounds): the recorded calls, each followed by
    ``record_spend``; when the set of worker answers differs from the record, each
-   synthesis call is adjusted by the difference in answer tokens x the synthesis model's
-   input price (*estimated*). A run that never reached synthesis gets the class's mean
-   synthesis cost (*estimated*).
+   synthesis call that read answers is adjusted by the difference in answer tokens x the
+   synthesis model's input price (*estimated*); a call never reads fewer tokens than none
+   (the difference is bounded by the call's recorded input tokens; a call that read
+   nothing, such as a rate-limited attempt, is left as recorded). A run that never
+   reached synthesis gets the class's mean synthesis cost (*estimated*).
+6. Work left undone. A run the limits reject or cancel while the record completed it
+   (status ``ok``) has not done its task: the task is still to do. It is charged one more
+   item, stage ``redo``: the task redone within the same limits, *estimated* as the mean
+   cost of the class's recorded runs that completed within them
+   (:mod:`analytics.redo`, which says why the mean). With no such run the item has no
+   cost, and the saving is unknown (None), never the run's cost less its planner calls.
+   A run the record left undone too is not charged a redo: both sides leave the same task
+   to do. The redo is not charged through the dispatch guard: it is another run.
 
 The pre-dispatch ceiling estimate includes the runner's reserve for synthesis. The
 run span records it (``cliff.reserve_usd`` and ``cliff.reserve_usd_per_subtask``), and
@@ -54,6 +64,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from cliffwatch.analytics.recorded import Estimates, RecordedCall, RecordedRun
+from cliffwatch.analytics.redo import NOT_COMPLETED
 from cliffwatch.orchestrator.dispatch import (
     Action,
     DispatchGuard,
@@ -73,6 +84,10 @@ class Basis(StrEnum):
     ESTIMATED = "estimated"
     """Not in the record (never run, cut short, or changed by the new limits): estimated
     from the same class's recorded calls on the same model."""
+
+
+REDO_STAGE = "redo"
+"""The stage of the item that prices a task the limits leave undone, redone within them."""
 
 
 class Outcome(StrEnum):
@@ -95,8 +110,8 @@ class LineItem:
     """One charged figure of a counterfactual run.
 
     Attributes:
-        stage: ``plan``, ``worker``, ``synthesis`` or ``critic``.
-        label: what it is (``plan``, ``worker 3``, ``synthesis``...).
+        stage: ``plan``, ``worker``, ``synthesis``, ``critic`` or :data:`REDO_STAGE`.
+        label: what it is (``plan``, ``worker 3``, ``synthesis``, ``task redone``...).
         model: the model, or None.
         subtask_index: the sub-task, for workers.
         cost_usd: USD; None when the call is unpriced or nothing can estimate it.
@@ -149,8 +164,11 @@ class Counterfactual:
         proposed: sub-tasks of the plan checked last, or None without a usable plan.
         dispatched: sub-tasks dispatched.
         subtasks: the last checked plan's sub-tasks and what became of each.
-        items: every charged figure, in the order charged.
-        cost_usd: the run's cost under ``limits``, USD (priced items only).
+        items: every charged figure, in the order charged (a ``redo`` item last when the
+            limits leave undone a task the record completed).
+        cost_usd: the task's cost under ``limits``, USD (priced items only): the run's
+            calls, plus the estimated redo of a task they leave undone
+            (:attr:`task_cost_usd` is None when that redo has no estimate).
         estimated_usd: the part of ``cost_usd`` that is estimated.
         recorded_cost_usd: what the run cost as recorded, USD.
         unpriced_items: items with no cost (unpriced, or nothing to estimate from).
@@ -175,16 +193,42 @@ class Counterfactual:
     plan_estimated: bool = False
 
     @property
-    def saving_usd(self) -> float:
-        """Recorded cost minus counterfactual cost, USD (negative: it would cost more)."""
-        return self.recorded_cost_usd - self.cost_usd
+    def not_completed(self) -> bool:
+        """Whether the limits leave the task undone (rejected, or cancelled)."""
+        return self.status in NOT_COMPLETED
+
+    @property
+    def redo(self) -> LineItem | None:
+        """The ``redo`` item (see the module docstring, step 6), or None."""
+        return next((i for i in self.items if i.stage == REDO_STAGE), None)
+
+    @property
+    def redo_usd(self) -> float | None:
+        """USD of the task redone within the limits, estimated: 0 when no redo is
+        charged, None when one is due and nothing can estimate it."""
+        redo = self.redo
+        return 0.0 if redo is None else redo.cost_usd
+
+    @property
+    def task_cost_usd(self) -> float | None:
+        """``cost_usd``, or None when it lacks a redo that cannot be estimated."""
+        return None if self.redo_usd is None else self.cost_usd
+
+    @property
+    def saving_usd(self) -> float | None:
+        """Recorded cost minus :attr:`task_cost_usd`, USD (negative: it would cost more);
+        None when the redo of work left undone cannot be estimated."""
+        cost = self.task_cost_usd
+        return None if cost is None else self.recorded_cost_usd - cost
 
     @property
     def saving_pct(self) -> float | None:
-        """``saving_usd`` as a percentage of the recorded cost (None when that is 0)."""
-        if self.recorded_cost_usd <= 0:
+        """``saving_usd`` as a percentage of the recorded cost (None when that is 0, or
+        the saving is unknown)."""
+        saving = self.saving_usd
+        if saving is None or self.recorded_cost_usd <= 0:
             return None
-        return 100.0 * self.saving_usd / self.recorded_cost_usd
+        return 100.0 * saving / self.recorded_cost_usd
 
     @property
     def has_estimates(self) -> bool:
@@ -287,6 +331,16 @@ def _synthesis_price(run: RecordedRun, estimates: Estimates) -> float | None:
         if call.price_input_usd_per_token is not None:
             return call.price_input_usd_per_token
     return estimates.synthesis_price_input.get(run.task_class)
+
+
+def _read_delta(call: RecordedCall, delta_tokens: float) -> float:
+    """The change in answer tokens one synthesis call reads: ``delta_tokens``, but never
+    more tokens removed than the call read (a call that read nothing keeps reading none)."""
+    if call.input_tokens == 0:
+        return 0.0
+    if call.input_tokens is None or delta_tokens >= 0:
+        return delta_tokens
+    return max(delta_tokens, -float(call.input_tokens))
 
 
 def _status(value: str | None, default: RunStatus) -> RunStatus:
@@ -556,15 +610,17 @@ class _Replayer:
             )
             return RunStatus.OK
         delta_tokens = self._answer_tokens(outcome_of, plan) - self._recorded_answer_tokens()
-        adjust = delta_tokens * (self.synth_price or 0.0)
         for call in stage:
-            if call.role == Role.SYNTHESIS and delta_tokens:
+            tokens = _read_delta(call, delta_tokens) if call.role == Role.SYNTHESIS else 0.0
+            if tokens:
+                adjust = tokens * (self.synth_price or 0.0)
                 cost = None if call.cost_usd is None else max(0.0, call.cost_usd + adjust)
                 crossed = ledger.charge(
                     LineItem(Role.SYNTHESIS, call.name, call.model, None, cost,
                              Basis.ESTIMATED,
-                             f"recorded call {'+' if delta_tokens > 0 else '-'}"
-                             f"{abs(delta_tokens):.0f} answer tokens at the input price")
+                             f"recorded call reading {abs(tokens):,.0f} "
+                             f"{'more' if tokens > 0 else 'fewer'} worker answer tokens, "
+                             "at the input price")
                 )
             else:
                 crossed = ledger.charge_call(call)
@@ -573,6 +629,17 @@ class _Replayer:
         if run.status == RunStatus.FAILED:
             return RunStatus.FAILED
         return RunStatus.OK
+
+    def _redo(self, status: RunStatus) -> None:
+        """Step 6: the task redone within the limits, when they leave undone a task the
+        record completed."""
+        if status not in NOT_COMPLETED or self.record.status != RunStatus.OK.value:
+            return
+        found = self.estimates.redo(self.record.task_class, self.limits)
+        self.ledger.items.append(
+            LineItem(REDO_STAGE, "task redone", None, None, found.cost_usd, Basis.ESTIMATED,
+                     found.note)
+        )
 
     # --- result --------------------------------------------------------------------------
     def _outcomes(
@@ -608,6 +675,7 @@ class _Replayer:
         plan: _Plan | None,
         subtasks: tuple[SubTaskOutcome, ...],
     ) -> Counterfactual:
+        self._redo(status)
         items = tuple(self.ledger.items)
         run = self.record
         return Counterfactual(

@@ -23,7 +23,13 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from cliffwatch.analytics.counterfactual import Basis, Counterfactual, Outcome, counterfactual
+from cliffwatch.analytics.counterfactual import (
+    REDO_STAGE,
+    Basis,
+    Counterfactual,
+    Outcome,
+    counterfactual,
+)
 from cliffwatch.analytics.errors import AnalyticsError
 from cliffwatch.analytics.recorded import (
     Estimates,
@@ -32,6 +38,7 @@ from cliffwatch.analytics.recorded import (
     load_estimates,
     load_recorded_run,
 )
+from cliffwatch.analytics.redo import describe_limits
 from cliffwatch.analytics.runs import get_run
 from cliffwatch.orchestrator.dispatch import Limits
 from cliffwatch.telemetry.conventions import CapPolicy, Role
@@ -394,6 +401,9 @@ def counterfactual_dict(cf: Counterfactual) -> dict[str, Any]:
         "proposed": cf.proposed,
         "dispatched": cf.dispatched,
         "cost_usd": cf.cost_usd,
+        "task_cost_usd": cf.task_cost_usd,
+        "not_completed": cf.not_completed,
+        "redo_usd": cf.redo_usd,
         "recorded_cost_usd": cf.recorded_cost_usd,
         "saving_usd": cf.saving_usd,
         "saving_pct": cf.saving_pct,
@@ -449,25 +459,28 @@ def _basis(cf: Counterfactual, *stages: str) -> str:
     return "recorded"
 
 
+def _done(status: str) -> str:
+    return "yes" if status == "ok" else f"no ({status})"
+
+
 def comparison_frame(
     run: RecordedRun, cf: Counterfactual, recorded_reason: str | None = None
 ) -> pl.DataFrame:
     """What happened beside a counterfactual of it (see :meth:`Replay.comparison`);
-    ``recorded_reason`` is the dispatch decision as recorded (a row when given)."""
-
-    def lim(limits: Limits) -> str:
-        cap = "none" if limits.max_workers is None else str(limits.max_workers)
-        ceiling = "none" if limits.ceiling_usd is None else f"${limits.ceiling_usd:g}"
-        return f"cap {cap}, ceiling {ceiling}, {limits.policy.value}"
-
+    ``recorded_reason`` is the dispatch decision as recorded (a row when given). A task
+    the limits leave undone gets a ``task redone $`` row (its redo, estimated); with no
+    estimate its total and saving read ``unknown``."""
     recorded_stage = {
         stage: sum(c.cost_usd or 0.0 for c in run.calls_in(*roles))
         for stage, roles in (("plan", (Role.PLAN,)), ("worker", (Role.WORKER,)),
                              ("synthesis", (Role.SYNTHESIS, Role.CRITIC)))
     }
-    saving = "-" if cf.saving_pct is None else f"{cf.saving_pct:.1f}%"
+    redo = cf.redo
+    pct = "-" if cf.saving_pct is None else f"{cf.saving_pct:.1f}%"
+    saving = "unknown" if cf.saving_usd is None else f"{_usd(cf.saving_usd)} ({pct})"
+    total = "unknown" if cf.task_cost_usd is None else _usd(cf.task_cost_usd)
     rows = [
-        ("limits", lim(run.limits), lim(cf.limits), "given"),
+        ("limits", describe_limits(run.limits), describe_limits(cf.limits), "given"),
         *([("dispatch decision", recorded_reason, cf.reason, "dispatch layer")]
           if recorded_reason is not None else []),
         ("status", run.status, cf.status.value, "dispatch layer"),
@@ -478,6 +491,7 @@ def comparison_frame(
          if not cf.plan_estimated else "estimated"),
         ("sub-tasks dispatched", str(run.workers_dispatched or 0), str(cf.dispatched),
          "dispatch layer"),
+        ("task completed", _done(run.status), _done(cf.status.value), "dispatch layer"),
         ("planner $", _usd(recorded_stage["plan"]), _usd(cf.stage_usd(Role.PLAN)),
          _basis(cf, Role.PLAN)),
         ("workers $", _usd(recorded_stage["worker"]), _usd(cf.stage_usd(Role.WORKER)),
@@ -485,10 +499,14 @@ def comparison_frame(
         ("synthesis $", _usd(recorded_stage["synthesis"]),
          _usd(cf.stage_usd(Role.SYNTHESIS, Role.CRITIC)),
          _basis(cf, Role.SYNTHESIS, Role.CRITIC)),
-        ("total $", _usd(run.cost_usd), _usd(cf.cost_usd),
+        *([("task redone $", "-", "unknown" if redo.cost_usd is None else _usd(redo.cost_usd),
+            _basis(cf, REDO_STAGE))] if redo is not None else []),
+        ("total $", _usd(run.cost_usd), total,
          "partly estimated" if cf.has_estimates else "recorded"),
-        ("saving", "-", f"{_usd(cf.saving_usd)} ({saving})",
-         f"{_usd(cf.estimated_usd)} of it estimated" if cf.has_estimates else "recorded"),
+        ("saving", "-", saving,
+         redo.note if redo is not None and redo.cost_usd is None
+         else f"{_usd(cf.estimated_usd)} of the cost estimated" if cf.has_estimates
+         else "recorded"),
     ]
     return pl.DataFrame(rows, schema=["figure", "recorded", "counterfactual", "basis"],
                         orient="row")

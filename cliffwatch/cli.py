@@ -263,9 +263,11 @@ def _header(column: str) -> str:
     return column.replace("_", " ")
 
 
-def _usd(value: float) -> str:
+def _usd(value: float | None) -> str:
     # Costs run from fractions of a cent to dollars: keep three significant digits below
-    # $1 (0.00981, 0.000120), cents above.
+    # $1 (0.00981, 0.000120), cents above. None: a cost that cannot be known.
+    if value is None:
+        return "unknown"
     if value == 0 or abs(value) >= 1:
         return f"{value:,.2f}"
     decimals = max(4, 2 - math.floor(math.log10(abs(value))))
@@ -1107,7 +1109,8 @@ def whatif(
     shown = what.by_class.select(
         "task_class", "runs", pl.col("runs_affected").alias("affected"),
         pl.col("runs_rejected").alias("rejected"), pl.col("runs_truncated").alias("truncated"),
-        pl.col("runs_cancelled").alias("cancelled"), arrow("spend", "spend $"),
+        pl.col("runs_cancelled").alias("cancelled"),
+        pl.col("tasks_not_completed").alias("not completed"), arrow("spend", "spend $"),
         arrow("p50", "P50 $"), arrow("p95", "P95 $"), arrow("p99", "P99 $"), "saving_usd",
         "saving_pct", pl.col("annual_saving_usd").alias("a year $"),
     )
@@ -1115,19 +1118,12 @@ def whatif(
     totals = what.totals()
     if not totals["runs"]:
         return
-    pct = "-" if totals["saving_pct"] is None else f"{totals['saving_pct']:.1f}%"
-    year = ("" if totals["annual_saving_usd"] is None else
-            f", ${totals['annual_saving_usd']:,.2f} a year at this window's rate "
-            f"({what.window_days:.1f} days)")
     console = _console()
-    console.print(
-        f"all classes: {totals['runs']:,} runs, {totals['runs_affected']:,} affected; spend "
-        f"${totals['spend_before_usd']:,.4f} -> ${totals['spend_after_usd']:,.4f}, saving "
-        f"${totals['saving_usd']:,.4f} ({pct}){year}",
-        soft_wrap=True, highlight=False, markup=False)
+    console.print(what.headline(), soft_wrap=True, highlight=False, markup=False)
     if totals["estimated_usd"]:
         console.print(f"${totals['estimated_usd']:,.4f} of the spend after is estimated "
-                      "(sub-tasks the record does not hold; see cliffwatch replay)",
+                      "(sub-tasks the record does not hold, tasks redone; see cliffwatch "
+                      "replay)",
                       style="yellow", soft_wrap=True, highlight=False, markup=False)
     console.print(f"replayed {totals['runs']:,} runs in {what.elapsed_s:.2f} s "
                   f"({what.load_s:.2f} s reading the store)", style="dim", soft_wrap=True,

@@ -34,7 +34,10 @@ charges each call the cost the record holds for it. It follows the runner's orde
    nothing, such as a rate-limited attempt, is left as recorded). A run that never
    reached synthesis gets the class's mean synthesis cost (*estimated*).
 6. Work left undone. A run the limits reject or cancel while the record completed it
-   (status ``ok``) has not done its task: the task is still to do. It is charged one more
+   (status ``ok``) has not done its task: the task is still to do. So has one that
+   completed as recorded and fails under the limits (spend over the ceiling before a
+   replan call; a truncated plan whose kept workers all failed): with the same calls, only
+   the limits can make it fail. It is charged one more
    item, stage ``redo``: the task redone within the same limits, *estimated* as the mean
    cost of the class's recorded runs that completed within them
    (:mod:`analytics.redo`, which says why the mean). With no such run the item has no
@@ -194,8 +197,9 @@ class Counterfactual:
 
     @property
     def not_completed(self) -> bool:
-        """Whether the limits leave the task undone (rejected, or cancelled)."""
-        return self.status in NOT_COMPLETED
+        """Whether the limits leave the task undone: rejected, cancelled, or failed where
+        the record completed it (then it carries a redo)."""
+        return self.status in NOT_COMPLETED or self.redo is not None
 
     @property
     def redo(self) -> LineItem | None:
@@ -632,8 +636,8 @@ class _Replayer:
 
     def _redo(self, status: RunStatus) -> None:
         """Step 6: the task redone within the limits, when they leave undone a task the
-        record completed."""
-        if status not in NOT_COMPLETED or self.record.status != RunStatus.OK.value:
+        record completed (a failure it did not have is the limits' doing too)."""
+        if self.record.status != RunStatus.OK.value or status is RunStatus.OK:
             return
         found = self.estimates.redo(self.record.task_class, self.limits)
         self.ledger.items.append(

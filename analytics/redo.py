@@ -37,7 +37,9 @@ from cliffwatch.telemetry.conventions import RunStatus
 
 NOT_COMPLETED: frozenset[RunStatus] = frozenset({RunStatus.REJECTED, RunStatus.CANCELLED})
 """Run statuses in which the limits left the task undone (rejected at dispatch, or
-cancelled once spend crossed the ceiling)."""
+cancelled once spend crossed the ceiling). A run that fails under other limits where the
+record completed it is undone by them too (:attr:`analytics.counterfactual.Counterfactual.
+not_completed`)."""
 
 
 def describe_limits(limits: Limits) -> str:

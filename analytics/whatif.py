@@ -9,8 +9,8 @@ they would reject, truncate or cancel, the tasks they would leave undone, spend 
 P50/P95/P99 cost per run before and after, the saving in dollars and percent, and that
 saving projected over a year at the window's rate.
 
-Savings count the work still to do. A run the new limits reject or cancel, where the
-record completed it, costs its planner calls (and any work done before the cancel) *plus*
+Savings count the work still to do. A run the new limits reject or cancel (or make fail),
+where the record completed it, costs its planner calls (and any work done before the cancel) *plus*
 the task redone within the limits, estimated from the class's runs that completed within
 them (:mod:`analytics.redo`: their mean cost); those tasks are counted in
 ``tasks_not_completed``. When a class has no run that completed within the limits, that
@@ -207,11 +207,13 @@ class WhatIf:
             task the limits leave undone; None when that redo has no estimate),
             ``estimated_usd`` the estimated part of ``cost_after_usd``, ``redo_usd`` the
             redo in it (0 when none, None when unknown), ``not_completed`` whether the
-            limits leave the task undone (rejected or cancelled), ``affected`` whether
+            limits leave the task undone (rejected, cancelled, or failed where the record
+            completed), ``affected`` whether
             anything changed.
         by_class: :data:`CLASS_COLUMNS`, one row per class: runs, runs affected, rejected,
             truncated (a sub-task not dispatched), cancelled (spend over the ceiling),
-            ``tasks_not_completed`` (rejected + cancelled: tasks the limits leave undone),
+            ``tasks_not_completed`` (tasks the limits leave undone: rejected, cancelled,
+            or failed where the record completed),
             with an estimated figure, not replayable (kept at their recorded cost); spend
             and P50/P95/P99 per run before and after (USD); saving in USD and percent of
             the spend before; ``annual_saving_usd`` the saving projected over a year (None

@@ -346,6 +346,43 @@ def test_the_counterfactual_runs_the_orchestrators_dispatch_code(
     assert cf.stage_usd("plan", "worker", "synthesis") == pytest.approx(PLAN_USD)
 
 
+def test_a_run_the_ceiling_cancels_is_counted_undone_and_redone_within_it(
+    orchestrated: OrchestratedStore,
+) -> None:
+    # Each "tight" run made without a ceiling was made again (same seed) under a ceiling
+    # just above its own estimate, and cancelled there: replaying the first under that
+    # ceiling cancels it, and its task is priced redone within the ceiling.
+    with read_store(orchestrated.path) as con:
+        runs = {r.run_id: r for r in load_recorded_runs(con)}
+        estimates = load_estimates(con)
+        completed = con.sql("""
+            SELECT task_class, workers_dispatched, cost_usd FROM runs WHERE status = 'ok'
+            AND unpriced_calls = 0 AND workers_dispatched >= 1""").pl()
+    by_seed: dict[int, list] = {}
+    for run in runs.values():
+        if run.seed is not None:
+            by_seed.setdefault(run.seed, []).append(run)
+    pairs = [(free, twin) for same in by_seed.values() for free in same for twin in same
+             if free.status == "ok" and free.limits.ceiling_usd is None
+             and twin.status == "cancelled" and twin.limits.ceiling_usd is not None]
+    assert pairs
+    for free, twin in pairs:
+        cf = counterfactual(free, Limits(free.limits.max_workers, twin.limits.ceiling_usd,
+                                         free.limits.policy), estimates)
+        assert (cf.status, cf.breach) == (RunStatus.CANCELLED, Breach.CEILING), free.run_id
+        within = completed.filter((pl.col("task_class") == free.task_class)
+                                  & (pl.col("cost_usd") <= twin.limits.ceiling_usd))
+        assert cf.not_completed and cf.redo is not None
+        spent = sum(i.cost_usd or 0.0 for i in cf.items if i.stage != "redo")
+        if within.is_empty():  # no run of the class completed under so low a ceiling
+            assert cf.redo_usd is None and cf.saving_usd is None and "unknown" in cf.redo.note
+            continue
+        redo = float(np.mean(within["cost_usd"].to_numpy()))
+        assert cf.redo_usd == pytest.approx(redo, rel=1e-12)
+        assert f"mean cost of the {within.height} recorded" in cf.redo.note
+        assert cf.saving_usd == pytest.approx(free.cost_usd - spent - redo, abs=1e-12)
+
+
 def test_a_replan_under_another_cap_estimates_the_second_plan(
     orchestrated: OrchestratedStore,
 ) -> None:

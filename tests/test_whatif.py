@@ -183,11 +183,40 @@ def test_cli_whatif_json_table_and_csv(store: Path) -> None:
     assert table.exit_code == 0, table.output
     assert "What-if: cap 4, ceiling as recorded, policy as recorded" in table.stdout
     assert "a year at this window's rate (10.0 days)" in table.stdout
+    assert "not completed" in table.stdout
+    over = sum(1 for n, _ in RESEARCH if n > CAP)
+    assert f"{over + 1} tasks not completed (their redo within the limits" in table.stdout
     assert "replayed 14 runs in" in table.stdout
 
     rows = list(csv.DictReader(io.StringIO(runner.invoke(app, [*base, "--format", "csv"]).stdout)))
     assert [r["task_class"] for r in rows] == ["extract", "research"]
     assert list(rows[0]) == list(CLASS_COLUMNS)
+
+
+def test_a_saving_nothing_can_estimate_is_unknown_and_says_so(store: Path) -> None:
+    # Every run costs more than $0.004: each is rejected or cancelled at the ceiling, no run
+    # of either class completed within it to estimate the redo from.
+    what = _what(store, LimitsOverride.parse(ceiling_usd=0.004))
+    recorded_ok = len(RESEARCH) + len(EXTRACT)
+    for row in what.by_class.iter_rows(named=True):
+        assert row["tasks_redo_unknown"] > 0 and row["saving_usd"] is None
+        assert row["spend_after_usd"] is None and row["p50_after_usd"] is None
+        assert row["annual_saving_usd"] is None and row["saving_pct"] is None
+    totals = what.totals()
+    assert totals["tasks_not_completed"] == recorded_ok + 1
+    assert totals["tasks_redo_unknown"] == recorded_ok
+    assert totals["saving_usd"] is None and totals["spend_after_usd"] is None
+    assert "saving unknown" in what.headline()
+
+    from typer.testing import CliRunner
+
+    from cliffwatch.cli import app
+
+    result = CliRunner().invoke(app, ["whatif", "--ceiling-usd", "0.004", "--since", SINCE,
+                                      "--until", UNTIL, "--db", str(store)])
+    assert result.exit_code == 0, result.output
+    assert "-> unknown" in result.stdout
+    assert f"{recorded_ok} tasks left undone have no run of their class" in result.stdout
 
 
 def test_cli_whatif_needs_a_limit(store: Path) -> None:

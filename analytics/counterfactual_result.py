@@ -30,21 +30,6 @@ REDO_STAGE = "redo"
 """The stage of the item that prices a task the limits leave undone, redone within them."""
 
 
-class Outcome(StrEnum):
-    """What became of one sub-task of the plan."""
-
-    DISPATCHED = "dispatched"
-    """Dispatched, and its worker answered."""
-    FAILED = "failed"
-    """Dispatched; every attempt failed."""
-    CANCELLED = "cancelled"
-    """Dispatched, then cancelled: spend had crossed the ceiling."""
-    NOT_DISPATCHED = "not_dispatched"
-    """Cut from the plan by the ``truncate`` policy."""
-    REJECTED = "rejected"
-    """The plan was rejected (cap or ceiling): nothing was dispatched."""
-
-
 @dataclass(frozen=True, slots=True)
 class LineItem:
     """One charged figure of a counterfactual run.
@@ -188,3 +173,18 @@ class Counterfactual:
     def stage_usd(self, *stages: str) -> float:
         """Priced cost of the items of these stages, USD."""
         return sum(i.cost_usd or 0.0 for i in self.items if i.stage in stages)
+
+
+class Outcome(StrEnum):
+    """What became of one sub-task of the plan."""
+
+    DISPATCHED = "dispatched"
+    """Dispatched, and its worker answered."""
+    FAILED = "failed"
+    """Dispatched; every attempt failed."""
+    CANCELLED = "cancelled"
+    """Dispatched, then cancelled: spend had crossed the ceiling."""
+    NOT_DISPATCHED = "not_dispatched"
+    """Cut from the plan by the ``truncate`` policy."""
+    REJECTED = "rejected"
+    """The plan was rejected (cap or ceiling): nothing was dispatched."""

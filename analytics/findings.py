@@ -52,12 +52,12 @@ the last run). The window's saving, per kind:
   chain of the same worker prompts would not pay).
 
 Every what-if saving is the honest one (:mod:`analytics.whatif`): a task the limits leave
-undone (rejected, or cancelled over the ceiling) is counted redone within them, at the
-mean cost of its class's runs that completed within them (:mod:`analytics.redo`,
-estimated), never as a saving of everything but its planner call. The evidence's
-``what_if`` says how many tasks it left undone (``tasks_not_completed``, also a column),
-the redo counted (``redo_usd``), and how many of them had nothing to estimate their redo
-from (``tasks_redo_unknown``; the saving is then None, unknown).
+undone (rejected, cancelled over the ceiling, or made to fail) is counted redone within
+them, at the mean cost of its class's runs that completed within them
+(:mod:`analytics.redo`, estimated), never as a saving of everything but its planner call.
+The evidence's ``what_if`` says how many tasks it left undone (``tasks_not_completed``,
+also a column), the redo counted (``redo_usd``), and how many of them had nothing to
+estimate their redo from (``tasks_redo_unknown``; the saving is then None, unknown).
 """
 
 from __future__ import annotations

@@ -9,13 +9,14 @@ they would reject, truncate or cancel, the tasks they would leave undone, spend 
 P50/P95/P99 cost per run before and after, the saving in dollars and percent, and that
 saving projected over a year at the window's rate.
 
-Savings count the work still to do. A run the new limits reject or cancel (or make fail),
-where the record completed it, costs its planner calls (and any work done before the cancel) *plus*
-the task redone within the limits, estimated from the class's runs that completed within
-them (:mod:`analytics.redo`: their mean cost); those tasks are counted in
-``tasks_not_completed``. When a class has no run that completed within the limits, that
-redo cannot be estimated: the runs' cost after, and the class's spend, percentiles and
-saving after, are None (unknown), and ``tasks_redo_unknown`` counts them.
+Savings count the work still to do. A run the new limits reject or cancel (or make fail)
+where the record completed it costs its planner calls (and any work done before the
+cancel) *plus* the task redone within the limits, estimated from the class's runs that
+completed within them (:mod:`analytics.redo`: their mean cost); such tasks, and those the
+record left undone too, are counted in ``tasks_not_completed``. When a class has no run
+that completed within the limits, that redo cannot be estimated: the runs' cost after,
+and the class's spend, percentiles and saving after, are None (unknown), and
+``tasks_redo_unknown`` counts them.
 
 Percentiles are continuous (linear interpolation, numpy's default and DuckDB's
 ``quantile_cont``), over one cost per run. The year projection is

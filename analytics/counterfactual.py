@@ -33,9 +33,22 @@ charges each call the cost the record holds for it. It follows the runner's orde
    that made it replan), as the runner records it.
 5. Synthesis (and critic rounds): the recorded calls, each followed by
    ``record_spend``; when the set of worker answers differs from the record, each
-   synthesis call is adjusted by the difference in answer tokens x the synthesis model's
-   input price (*estimated*). A run that never reached synthesis gets the class's mean
-   synthesis cost (*estimated*).
+   synthesis call that read answers is adjusted by the difference in answer tokens x the
+   synthesis model's input price (*estimated*); a call never reads fewer tokens than none
+   (the difference is bounded by the call's recorded input tokens; a call that read
+   nothing, such as a rate-limited attempt, is left as recorded). A run that never
+   reached synthesis gets the class's mean synthesis cost (*estimated*).
+6. Work left undone. A run the limits reject or cancel while the record completed it
+   (status ``ok``) has not done its task: the task is still to do. So has one that
+   completed as recorded and fails under the limits (spend over the ceiling before a
+   replan call; a truncated plan whose kept workers all failed): with the same calls, only
+   the limits can make it fail. It is charged one more
+   item, stage ``redo``: the task redone within the same limits, *estimated* as the mean
+   cost of the class's recorded runs that completed within them
+   (:mod:`analytics.redo`, which says why the mean). With no such run the item has no
+   cost, and the saving is unknown (None), never the run's cost less its planner calls.
+   A run the record left undone too is not charged a redo: both sides leave the same task
+   to do. The redo is not charged through the dispatch guard: it is another run.
 
 The pre-dispatch ceiling estimate includes the runner's reserve for synthesis. The
 run span records it (``cliff.reserve_usd`` and ``cliff.reserve_usd_per_subtask``), and
@@ -56,8 +69,15 @@ recorded).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
+from cliffwatch.analytics.counterfactual_result import (
+    REDO_STAGE,
+    Basis,
+    Counterfactual,
+    LineItem,
+    Outcome,
+    SubTaskOutcome,
+)
 from cliffwatch.analytics.recorded import Estimates, RecordedCall, RecordedRun
 from cliffwatch.orchestrator.dispatch import (
     Action,
@@ -69,145 +89,16 @@ from cliffwatch.orchestrator.dispatch import (
 )
 from cliffwatch.telemetry.conventions import Breach, Role, RunStatus
 
-
-class Basis(StrEnum):
-    """Where a counterfactual figure comes from."""
-
-    RECORDED = "recorded"
-    """A cost the record holds for that very call."""
-    ESTIMATED = "estimated"
-    """Not in the record (never run, cut short, or changed by the new limits): estimated
-    from the same class's recorded calls on the same model."""
-
-
-class Outcome(StrEnum):
-    """What became of one sub-task of the plan."""
-
-    DISPATCHED = "dispatched"
-    """Dispatched, and its worker answered."""
-    FAILED = "failed"
-    """Dispatched; every attempt failed."""
-    CANCELLED = "cancelled"
-    """Dispatched, then cancelled: spend had crossed the ceiling."""
-    NOT_DISPATCHED = "not_dispatched"
-    """Cut from the plan by the ``truncate`` policy."""
-    REJECTED = "rejected"
-    """The plan was rejected (cap or ceiling): nothing was dispatched."""
-
-
-@dataclass(frozen=True, slots=True)
-class LineItem:
-    """One charged figure of a counterfactual run.
-
-    Attributes:
-        stage: ``plan``, ``worker``, ``synthesis`` or ``critic``.
-        label: what it is (``plan``, ``worker 3``, ``synthesis``...).
-        model: the model, or None.
-        subtask_index: the sub-task, for workers.
-        cost_usd: USD; None when the call is unpriced or nothing can estimate it.
-        basis: recorded or estimated.
-        note: why an estimated figure is what it is ("" for recorded ones).
-    """
-
-    stage: str
-    label: str
-    model: str | None
-    subtask_index: int | None
-    cost_usd: float | None
-    basis: Basis
-    note: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class SubTaskOutcome:
-    """One sub-task of the plan the counterfactual checked.
-
-    Attributes:
-        index: position in the plan.
-        title, difficulty, model: from the plan.
-        outcome: what became of it.
-        cost_usd: USD its worker calls cost (0 when none ran; None if unpriced).
-        basis: recorded or estimated (None when nothing ran, so nothing was charged).
-    """
-
-    index: int
-    title: str
-    difficulty: str
-    model: str
-    outcome: Outcome
-    cost_usd: float | None
-    basis: Basis | None
-
-
-@dataclass(frozen=True, slots=True)
-class Counterfactual:
-    """A recorded run replayed under other limits.
-
-    Attributes:
-        run_id: the recorded run.
-        task_class: its class.
-        limits: the limits it was replayed under.
-        replayable: False when the run has no planner call (not recorded by cliffwatch's
-            orchestrator): it is then left as it was (``cost_usd`` = recorded).
-        status, breach: the run's outcome under ``limits``.
-        verdicts: every ``check_plan`` verdict, in order (two after a replan).
-        proposed: sub-tasks of the plan checked last, or None without a usable plan.
-        dispatched: sub-tasks dispatched.
-        subtasks: the last checked plan's sub-tasks and what became of each.
-        items: every charged figure, in the order charged.
-        cost_usd: the run's cost under ``limits``, USD (priced items only).
-        estimated_usd: the part of ``cost_usd`` that is estimated.
-        recorded_cost_usd: what the run cost as recorded, USD.
-        unpriced_items: items with no cost (unpriced, or nothing to estimate from).
-        plan_estimated: the second plan was estimated (replan under a different cap).
-    """
-
-    run_id: str
-    task_class: str
-    limits: Limits
-    replayable: bool
-    status: RunStatus
-    breach: Breach | None
-    verdicts: tuple[PlanVerdict, ...]
-    proposed: int | None
-    dispatched: int
-    subtasks: tuple[SubTaskOutcome, ...]
-    items: tuple[LineItem, ...]
-    cost_usd: float
-    estimated_usd: float
-    recorded_cost_usd: float
-    unpriced_items: int
-    plan_estimated: bool = False
-
-    @property
-    def saving_usd(self) -> float:
-        """Recorded cost minus counterfactual cost, USD (negative: it would cost more)."""
-        return self.recorded_cost_usd - self.cost_usd
-
-    @property
-    def saving_pct(self) -> float | None:
-        """``saving_usd`` as a percentage of the recorded cost (None when that is 0)."""
-        if self.recorded_cost_usd <= 0:
-            return None
-        return 100.0 * self.saving_usd / self.recorded_cost_usd
-
-    @property
-    def has_estimates(self) -> bool:
-        """Whether any figure is estimated rather than recorded."""
-        return self.plan_estimated or any(i.basis is Basis.ESTIMATED for i in self.items)
-
-    @property
-    def reason(self) -> str:
-        """One line: the last verdict's reason, or why there is none."""
-        if not self.replayable:
-            return "not replayable: no planner call recorded (left as it was)"
-        if not self.verdicts:
-            return "no usable plan: the planner failed, nothing to dispatch"
-        return self.verdicts[-1].reason
-
-    def stage_usd(self, *stages: str) -> float:
-        """Priced cost of the items of these stages, USD."""
-        return sum(i.cost_usd or 0.0 for i in self.items if i.stage in stages)
+__all__ = [
+    "REDO_STAGE",
+    "Basis",
+    "Counterfactual",
+    "LineItem",
+    "Outcome",
+    "SubTaskOutcome",
+    "counterfactual",
+    "recorded_reserve",
+]
 
 
 @dataclass
@@ -292,6 +183,16 @@ def _synthesis_price(run: RecordedRun, estimates: Estimates) -> float | None:
         if call.price_input_usd_per_token is not None:
             return call.price_input_usd_per_token
     return estimates.synthesis_price_input.get(run.task_class)
+
+
+def _read_delta(call: RecordedCall, delta_tokens: float) -> float:
+    """The change in answer tokens one synthesis call reads: ``delta_tokens``, but never
+    more tokens removed than the call read (a call that read nothing keeps reading none)."""
+    if call.input_tokens == 0:
+        return 0.0
+    if call.input_tokens is None or delta_tokens >= 0:
+        return delta_tokens
+    return max(delta_tokens, -float(call.input_tokens))
 
 
 def _status(value: str | None, default: RunStatus) -> RunStatus:
@@ -561,15 +462,17 @@ class _Replayer:
             )
             return RunStatus.OK
         delta_tokens = self._answer_tokens(outcome_of, plan) - self._recorded_answer_tokens()
-        adjust = delta_tokens * (self.synth_price or 0.0)
         for call in stage:
-            if call.role == Role.SYNTHESIS and delta_tokens:
+            tokens = _read_delta(call, delta_tokens) if call.role == Role.SYNTHESIS else 0.0
+            if tokens:
+                adjust = tokens * (self.synth_price or 0.0)
                 cost = None if call.cost_usd is None else max(0.0, call.cost_usd + adjust)
                 crossed = ledger.charge(
                     LineItem(Role.SYNTHESIS, call.name, call.model, None, cost,
                              Basis.ESTIMATED,
-                             f"recorded call {'+' if delta_tokens > 0 else '-'}"
-                             f"{abs(delta_tokens):.0f} answer tokens at the input price")
+                             f"recorded call reading {abs(tokens):,.0f} "
+                             f"{'more' if tokens > 0 else 'fewer'} worker answer tokens, "
+                             "at the input price")
                 )
             else:
                 crossed = ledger.charge_call(call)
@@ -578,6 +481,17 @@ class _Replayer:
         if run.status == RunStatus.FAILED:
             return RunStatus.FAILED
         return RunStatus.OK
+
+    def _redo(self, status: RunStatus) -> None:
+        """Step 6: the task redone within the limits, when they leave undone a task the
+        record completed (a failure it did not have is the limits' doing too)."""
+        if self.record.status != RunStatus.OK.value or status is RunStatus.OK:
+            return
+        found = self.estimates.redo(self.record.task_class, self.limits)
+        self.ledger.items.append(
+            LineItem(REDO_STAGE, "task redone", None, None, found.cost_usd, Basis.ESTIMATED,
+                     found.note)
+        )
 
     # --- result --------------------------------------------------------------------------
     def _outcomes(
@@ -613,6 +527,7 @@ class _Replayer:
         plan: _Plan | None,
         subtasks: tuple[SubTaskOutcome, ...],
     ) -> Counterfactual:
+        self._redo(status)
         items = tuple(self.ledger.items)
         run = self.record
         return Counterfactual(

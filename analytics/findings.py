@@ -43,8 +43,8 @@ the last run). The window's saving, per kind:
   finding names: ``sum(recorded cost - counterfactual cost)``. ``truncate`` stands for
   the handbook's first layer, the cap stated in the planning prompt: a planner told the
   cap proposes at most ``safe_max_workers`` sub-tasks, which run at their recorded cost
-  (no second planner call, no task left undone). ``reject`` would credit the whole
-  runaway as saved while dropping the task; ``replan`` would charge an estimated second
+  (no second planner call, no task left undone by the cap). ``reject`` would leave the
+  runaways' tasks undone, to be redone; ``replan`` would charge an estimated second
   planner call.
 - ceiling findings (``no_cost_ceiling``, ``cost_cliff``): the same what-if under a
   ceiling of ``ceiling_k`` x the class's P50 cost per run in the window (k = 10, the
@@ -55,6 +55,14 @@ the last run). The window's saving, per kind:
   worker model is cheaper.
 - ``orchestrating_small_tasks``: the class's planner, synthesis and critic spend (what a
   chain of the same worker prompts would not pay).
+
+Every what-if saving is the honest one (:mod:`analytics.whatif`): a task the limits leave
+undone (rejected, cancelled over the ceiling, or made to fail) is counted redone within
+them, at the mean cost of its class's runs that completed within them
+(:mod:`analytics.redo`, estimated), never as a saving of everything but its planner call.
+The evidence's ``what_if`` says how many tasks it left undone (``tasks_not_completed``,
+also a column), the redo counted (``redo_usd``), and how many of them had nothing to
+estimate their redo from (``tasks_redo_unknown``; the saving is then None, unknown).
 """
 
 from __future__ import annotations
@@ -105,6 +113,7 @@ FINDING_COLUMNS: tuple[str, ...] = (
     "cost_usd",
     "saving_usd",
     "yearly_saving_usd",
+    "tasks_not_completed",
     "still_present",
     "first_seen",
     "last_seen",
@@ -115,15 +124,15 @@ FINDING_COLUMNS: tuple[str, ...] = (
 """Columns of :func:`find_findings`, in order."""
 
 REPORT_FINDING_COLUMNS: tuple[str, ...] = (
-    "kind", "task_class", "title", "runs", "saving_usd", "yearly_saving_usd", "still_present",
-    "fix",
+    "kind", "task_class", "title", "runs", "saving_usd", "yearly_saving_usd",
+    "tasks_not_completed", "still_present", "fix",
 )
 """The columns a report shows (analytics/report.py); the evidence stays in JSON output."""
 
 _SCHEMA: dict[str, Any] = {
     "kind": pl.String, "task_class": pl.String, "title": pl.String, "runs": pl.Int64,
     "cost_usd": pl.Float64, "saving_usd": pl.Float64, "yearly_saving_usd": pl.Float64,
-    "still_present": pl.Boolean, "first_seen": pl.Datetime("us"),
+    "tasks_not_completed": pl.Int64, "still_present": pl.Boolean, "first_seen": pl.Datetime("us"),
     "last_seen": pl.Datetime("us"), "fix": pl.String, "basis": pl.String,
     "evidence": pl.String,
 }
@@ -269,24 +278,31 @@ class _Context:
         return self._what_ifs["ceiling"]
 
 
-def _what_if_of(replayed: pl.DataFrame, run_ids: Sequence[str]) -> tuple[float, dict[str, Any]]:
-    """The saving (USD) of a what-if over ``run_ids``, and what it did to them."""
+def _what_if_of(
+    replayed: pl.DataFrame, run_ids: Sequence[str]
+) -> tuple[float | None, dict[str, Any]]:
+    """The saving (USD; None when a task left undone has no redo estimate) of a what-if
+    over ``run_ids``, and what it did to them."""
     mine = replayed.filter(pl.col("run_id").is_in(list(run_ids)))
     if mine.is_empty() or "saving_usd" not in mine.columns:
-        return 0.0, {"runs_changed": 0}
+        return 0.0, {"runs_changed": 0, "tasks_not_completed": 0}
     fewer = pl.col("dispatched_after") < pl.col("dispatched_before")
-    return float(mine["saving_usd"].sum()), {
+    unknown = mine["saving_usd"].null_count()
+    return None if unknown else float(mine["saving_usd"].sum()), {
         "runs_changed": int(mine["affected"].sum()),
         "runs_rejected": mine.filter(pl.col("affected")
                                      & (pl.col("status_after") == "rejected")).height,
         "runs_cancelled": mine.filter(pl.col("affected")
                                       & (pl.col("status_after") == "cancelled")).height,
+        "tasks_not_completed": int(mine["not_completed"].sum()),
+        "redo_usd": float(mine["redo_usd"].sum()),
+        "tasks_redo_unknown": unknown,
         "runs_with_fewer_workers": mine.filter(fewer).height,
         "estimated_usd": float(mine["estimated_usd"].sum()),
     }
 
 
-def _cap_saving(ctx: _Context, runs: pl.DataFrame) -> tuple[float, dict[str, Any]]:
+def _cap_saving(ctx: _Context, runs: pl.DataFrame) -> tuple[float | None, dict[str, Any]]:
     """The cap what-if (:meth:`_Context.cap_what_if`) over ``runs``: its saving (USD) and
     the evidence entry saying what it replayed under and what it did."""
     saving, replayed = _what_if_of(ctx.cap_what_if(), runs["run_id"].to_list())
@@ -296,6 +312,10 @@ def _cap_saving(ctx: _Context, runs: pl.DataFrame) -> tuple[float, dict[str, Any
 
 _YEARLY_BASIS = f"yearly = window saving x {DAYS_PER_YEAR:g} / window days"
 """How every finding's yearly saving is projected (:meth:`_Context.yearly`)."""
+
+_REDO_BASIS = ("a task the limits leave undone counts as redone within them (estimated: the "
+               "mean cost of its class's runs that completed within them)")
+"""How a what-if finding's saving counts the work it leaves undone (:mod:`analytics.redo`)."""
 
 
 def _finding(
@@ -312,6 +332,7 @@ def _finding(
     evidence: dict[str, Any],
 ) -> dict[str, Any]:
     evidence = {**evidence, "run_ids": _examples(concerned)}
+    what = evidence.get("what_if") or {}
     return {
         "kind": kind,
         "task_class": task_class,
@@ -320,11 +341,12 @@ def _finding(
         "cost_usd": float(concerned["cost_usd"].sum()),
         "saving_usd": saving_usd,
         "yearly_saving_usd": ctx.yearly(saving_usd),
+        "tasks_not_completed": what.get("tasks_not_completed"),
         "still_present": still_present,
         "first_seen": concerned["started_at"].min(),
         "last_seen": concerned["started_at"].max(),
         "fix": fix,
-        "basis": f"{basis}; {_YEARLY_BASIS}",
+        "basis": f"{basis}; {_REDO_BASIS + '; ' if what else ''}{_YEARLY_BASIS}",
         "evidence": json.dumps(evidence, default=str),
     }
 

@@ -14,8 +14,10 @@ reads what they need from the store and turns it into plain records (LLM calls a
   routed plan it proposed (``cliff.plan.subtasks``) as
   :class:`orchestrator.dispatch.PlannedSubTask` objects, the type the dispatch layer checks.
 - :class:`Estimates`: per task class, what a sub-task costs on a model, what synthesis
-  costs, and the synthesis model's input price: the figures a counterfactual uses for
-  work the record does not hold (a sub-task that was never run).
+  costs, the synthesis model's input price, and the class's completed runs (what a task
+  redone within some limits costs, :mod:`analytics.redo`): the figures a counterfactual
+  uses for work the record does not hold (a sub-task that was never run, a task the
+  limits leave undone).
 
 :func:`load_recorded_runs` reads any number of runs with two queries (their calls, their
 run rows), so what-if over thousands of runs costs two scans, not one per run.
@@ -31,6 +33,7 @@ from typing import Any
 
 import duckdb
 
+from cliffwatch.analytics.redo import CompletedRuns, RedoEstimate, load_completed_runs
 from cliffwatch.analytics.runs import require_task_class, resolve_run_id
 from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.analytics.window import Window
@@ -223,15 +226,23 @@ class Estimates:
             (synthesis and critic calls, over runs that reached synthesis).
         synthesis_price_input: ``{task_class: USD per input token of its synthesis
             model}`` (the price a worker's answer costs when synthesis reads it).
+        completed: the completed runs a task redone within some limits is estimated
+            from (:mod:`analytics.redo`).
     """
 
     workers: Mapping[tuple[str, str], WorkerEstimate] = field(default_factory=dict)
     synthesis_usd: Mapping[str, float] = field(default_factory=dict)
     synthesis_price_input: Mapping[str, float] = field(default_factory=dict)
+    completed: CompletedRuns = field(default_factory=CompletedRuns)
 
     def worker(self, task_class: str, model: str) -> WorkerEstimate | None:
         """The estimate for a sub-task of ``task_class`` on ``model``, or None."""
         return self.workers.get((task_class, model))
+
+    def redo(self, task_class: str, limits: Limits) -> RedoEstimate:
+        """What a ``task_class`` task redone within ``limits`` costs
+        (:meth:`analytics.redo.CompletedRuns.redo`)."""
+        return self.completed.redo(task_class, limits)
 
 
 def parse_plan(text: str | None) -> tuple[PlannedSubTask, ...] | None:
@@ -476,7 +487,8 @@ def load_estimates(con: duckdb.DuckDBPyConnection, task_class: str | None = None
     """Per class figures from every recorded run of ``task_class`` (None: every class).
 
     Means, not medians: a counterfactual's spend is a sum over many runs, and the mean
-    is the figure whose sum is unbiased.
+    is the figure whose sum is unbiased. The completed runs come from a second query
+    (:func:`analytics.redo.load_completed_runs`).
 
     Args:
         con: a store connection.
@@ -504,5 +516,5 @@ def load_estimates(con: duckdb.DuckDBPyConnection, task_class: str | None = None
                 synthesis[row["task_class"]] = row["cost_usd"]
             if row["price_input"] is not None:
                 price[row["task_class"]] = row["price_input"]
-    return Estimates(workers, synthesis, price)
+    return Estimates(workers, synthesis, price, load_completed_runs(con, task_class))
 

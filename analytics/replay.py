@@ -27,7 +27,13 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from cliffwatch.analytics.counterfactual import Basis, Counterfactual, Outcome, counterfactual
+from cliffwatch.analytics.counterfactual import (
+    REDO_STAGE,
+    Basis,
+    Counterfactual,
+    Outcome,
+    counterfactual,
+)
 from cliffwatch.analytics.errors import AnalyticsError
 from cliffwatch.analytics.recorded import (
     Estimates,
@@ -406,6 +412,9 @@ def counterfactual_dict(cf: Counterfactual) -> dict[str, Any]:
         "proposed": cf.proposed,
         "dispatched": cf.dispatched,
         "cost_usd": cf.cost_usd,
+        "task_cost_usd": cf.task_cost_usd,
+        "not_completed": cf.not_completed,
+        "redo_usd": cf.redo_usd,
         "recorded_cost_usd": cf.recorded_cost_usd,
         "saving_usd": cf.saving_usd,
         "saving_pct": cf.saving_pct,
@@ -457,18 +466,26 @@ def _basis(cf: Counterfactual, *stages: str) -> str:
     return "recorded"
 
 
+def _done(status: str) -> str:
+    return "yes" if status == "ok" else f"no ({status})"
+
+
 def comparison_frame(
     run: RecordedRun, cf: Counterfactual, recorded_reason: str | None = None
 ) -> pl.DataFrame:
     """What happened beside a counterfactual of it (see :meth:`Replay.comparison`);
-    ``recorded_reason`` is the dispatch decision as recorded (a row when given)."""
-
+    ``recorded_reason`` is the dispatch decision as recorded (a row when given). A task
+    the limits leave undone gets a ``task redone $`` row (its redo, estimated); with no
+    estimate its total and saving read ``unknown``."""
     recorded_stage = {
         stage: sum(c.cost_usd or 0.0 for c in run.calls_in(*roles))
         for stage, roles in (("plan", (Role.PLAN,)), ("worker", (Role.WORKER,)),
                              ("synthesis", (Role.SYNTHESIS, Role.CRITIC)))
     }
-    saving = "-" if cf.saving_pct is None else f"{cf.saving_pct:.1f}%"
+    redo = cf.redo
+    pct = "-" if cf.saving_pct is None else f"{cf.saving_pct:.1f}%"
+    saving = "unknown" if cf.saving_usd is None else f"{usd(cf.saving_usd)} ({pct})"
+    total = "unknown" if cf.task_cost_usd is None else usd(cf.task_cost_usd)
     rows = [
         ("limits", limits_text(run.limits), limits_text(cf.limits), "given"),
         *([("dispatch decision", recorded_reason, cf.reason, "dispatch layer")]
@@ -481,6 +498,7 @@ def comparison_frame(
          if not cf.plan_estimated else "estimated"),
         ("sub-tasks dispatched", str(run.workers_dispatched or 0), str(cf.dispatched),
          "dispatch layer"),
+        ("task completed", _done(run.status), _done(cf.status.value), "dispatch layer"),
         ("planner $", usd(recorded_stage["plan"]), usd(cf.stage_usd(Role.PLAN)),
          _basis(cf, Role.PLAN)),
         ("workers $", usd(recorded_stage["worker"]), usd(cf.stage_usd(Role.WORKER)),
@@ -488,10 +506,14 @@ def comparison_frame(
         ("synthesis $", usd(recorded_stage["synthesis"]),
          usd(cf.stage_usd(Role.SYNTHESIS, Role.CRITIC)),
          _basis(cf, Role.SYNTHESIS, Role.CRITIC)),
-        ("total $", usd(run.cost_usd), usd(cf.cost_usd),
+        *([("task redone $", "-", "unknown" if redo.cost_usd is None else usd(redo.cost_usd),
+            _basis(cf, REDO_STAGE))] if redo is not None else []),
+        ("total $", usd(run.cost_usd), total,
          "partly estimated" if cf.has_estimates else "recorded"),
-        ("saving", "-", f"{usd(cf.saving_usd)} ({saving})",
-         f"{usd(cf.estimated_usd)} of it estimated" if cf.has_estimates else "recorded"),
+        ("saving", "-", saving,
+         redo.note if redo is not None and redo.cost_usd is None
+         else f"{usd(cf.estimated_usd)} of the cost estimated" if cf.has_estimates
+         else "recorded"),
     ]
     return pl.DataFrame(rows, schema=["figure", "recorded", "counterfactual", "basis"],
                         orient="row")

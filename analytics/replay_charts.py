@@ -121,17 +121,18 @@ def counterfactual_stages(comparison_items: pl.DataFrame, recorded: pl.DataFrame
         recorded: :attr:`analytics.replay.Replay.timeline` (uses ``kind``, ``cost_usd``).
 
     Returns:
-        Stacked horizontal bars (plan, worker, synthesis, critic): "as recorded" and
-        "counterfactual", the estimated part of each counterfactual stage paler.
+        Stacked horizontal bars (plan, worker, synthesis, critic, and redo: a task the
+        limits leave undone, redone within them): "as recorded" and "counterfactual", the
+        estimated part of each counterfactual stage paler.
 
     Raises:
         ValueError: a needed column is missing.
     """
     require_columns(comparison_items, ("stage", "cost_usd", "basis"), "counterfactual_stages")
     require_columns(recorded, ("kind", "cost_usd"), "counterfactual_stages")
-    stages = ("plan", "worker", "synthesis", "critic")
+    stages = ("plan", "worker", "synthesis", "critic", "redo")
     colours = {"plan": "#1f77b4", "worker": "#ff7f0e", "synthesis": "#2ca02c",
-               "critic": "#9467bd"}
+               "critic": "#9467bd", "redo": "#8c564b"}
     fig = go.Figure()
     for stage in stages:
         rec = recorded.filter(pl.col("kind") == stage)["cost_usd"].fill_null(0).sum()

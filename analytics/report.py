@@ -12,7 +12,9 @@ Markdown (to paste into a ticket), CSV, JSON or Parquet. The tables, in order
 - ``whatif``: per class, the saving had every run of the window run under the class's
   configured cap and policy (the workload's class config when the caller passes it,
   else the class's latest recorded cap; its ceiling stays as each run recorded it),
-  from :func:`analytics.whatif.what_if`;
+  from :func:`analytics.whatif.what_if`: the tasks it leaves undone
+  (``tasks_not_completed``) are counted redone within the limits (estimated), and a
+  class with nothing to estimate that from has no saving (unknown);
 - ``spend_by_model`` / ``spend_by_role``: spend and per-run percentiles per model and
   per role;
 - ``unpriced``: models whose calls had no price (their cost is missing, never $0);
@@ -275,7 +277,11 @@ def build_report(
         "whatif": f"Every run of the window replayed through the dispatch layer under its "
         f"class's configured cap and policy (source: workload config, else the latest "
         f"recorded cap), with recorded per-call costs; estimated figures are counted in "
-        f"estimated_usd. Year projection over a {what.window_days or 0:.1f}-day window.",
+        f"estimated_usd. A task the limits leave undone (tasks not completed) is counted "
+        f"redone within them at the mean cost of its class's runs that completed within "
+        f"them (redo_usd, estimated); where no such run exists (tasks redo unknown) the "
+        f"spend after and the saving are unknown (-). Year projection over a "
+        f"{what.window_days or 0:.1f}-day window.",
         "unpriced": "Calls on models without a price add nothing to any cost above: "
         "those costs are lower bounds.",
         "findings": "Largest projected yearly saving first; yearly = the window's saving x "

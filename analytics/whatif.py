@@ -5,9 +5,18 @@
 runs the counterfactual (:func:`analytics.counterfactual.counterfactual`, the
 orchestrator's own dispatch layer) per run in Python: pure and cheap, a few hundred
 microseconds a run. Per task class it reports the runs the new limits change, the runs
-they would reject, truncate or cancel, spend and P50/P95/P99 cost per run before and
-after, the saving in dollars and percent, and that saving projected over a year at the
-window's rate.
+they would reject, truncate or cancel, the tasks they would leave undone, spend and
+P50/P95/P99 cost per run before and after, the saving in dollars and percent, and that
+saving projected over a year at the window's rate.
+
+Savings count the work still to do. A run the new limits reject or cancel (or make fail)
+where the record completed it costs its planner calls (and any work done before the
+cancel) *plus* the task redone within the limits, estimated from the class's runs that
+completed within them (:mod:`analytics.redo`: their mean cost); such tasks, and those the
+record left undone too, are counted in ``tasks_not_completed``. When a class has no run
+that completed within the limits, that redo cannot be estimated: the runs' cost after,
+and the class's spend, percentiles and saving after, are None (unknown), and
+``tasks_redo_unknown`` counts them.
 
 Percentiles are continuous (linear interpolation, numpy's default and DuckDB's
 ``quantile_cont``), over one cost per run. The year projection is
@@ -33,6 +42,7 @@ from cliffwatch.analytics.recorded import RecordedRun, load_estimates, load_reco
 from cliffwatch.analytics.replay import LimitsOverride, limits_text
 from cliffwatch.analytics.scalars import as_datetime
 from cliffwatch.analytics.window import Window, utc_now
+from cliffwatch.formatting import number, usd
 from cliffwatch.telemetry.conventions import RunStatus
 
 DAYS_PER_YEAR = 365.0
@@ -40,16 +50,17 @@ DAYS_PER_YEAR = 365.0
 RUN_COLUMNS: tuple[str, ...] = (
     "run_id", "task_class", "started_at", "limits", "status_before", "status_after",
     "breach_after", "proposed", "dispatched_before", "dispatched_after", "cost_before_usd",
-    "cost_after_usd", "saving_usd", "estimated_usd", "replayable", "affected",
+    "cost_after_usd", "saving_usd", "estimated_usd", "redo_usd", "not_completed",
+    "replayable", "affected",
 )
 """Columns of :attr:`WhatIf.runs`, in order."""
 
 CLASS_COLUMNS: tuple[str, ...] = (
     "task_class", "limits", "runs", "runs_affected", "runs_rejected", "runs_truncated",
-    "runs_cancelled", "runs_estimated", "runs_not_replayable", "spend_before_usd",
-    "spend_after_usd", "p50_before_usd", "p50_after_usd", "p95_before_usd", "p95_after_usd",
-    "p99_before_usd", "p99_after_usd", "saving_usd", "saving_pct", "annual_saving_usd",
-    "estimated_usd",
+    "runs_cancelled", "tasks_not_completed", "runs_estimated", "runs_not_replayable",
+    "spend_before_usd", "spend_after_usd", "p50_before_usd", "p50_after_usd",
+    "p95_before_usd", "p95_after_usd", "p99_before_usd", "p99_after_usd", "saving_usd",
+    "saving_pct", "annual_saving_usd", "estimated_usd", "redo_usd", "tasks_redo_unknown",
 )
 """Columns of :attr:`WhatIf.by_class`, in order."""
 
@@ -84,9 +95,11 @@ def _run_row(run: RecordedRun, cf: Counterfactual) -> dict[str, Any]:
         "cost_before_usd": run.cost_usd,
         # An unchanged run costs exactly what it did (the same calls summed in another
         # order can differ in the last bit).
-        "cost_after_usd": cf.cost_usd if affected else run.cost_usd,
+        "cost_after_usd": cf.task_cost_usd if affected else run.cost_usd,
         "saving_usd": cf.saving_usd if affected else 0.0,
         "estimated_usd": cf.estimated_usd,
+        "redo_usd": cf.redo_usd,
+        "not_completed": cf.not_completed,
         "replayable": cf.replayable,
         "affected": affected,
         "_truncated": any(s.outcome is Outcome.NOT_DISPATCHED for s in cf.subtasks),
@@ -99,7 +112,8 @@ _RUN_SCHEMA: dict[str, pl.DataType | DataTypeClass] = {
     "limits": pl.String, "status_before": pl.String, "status_after": pl.String,
     "breach_after": pl.String, "proposed": pl.Int64, "dispatched_before": pl.Int64,
     "dispatched_after": pl.Int64, "cost_before_usd": pl.Float64, "cost_after_usd": pl.Float64,
-    "saving_usd": pl.Float64, "estimated_usd": pl.Float64, "replayable": pl.Boolean,
+    "saving_usd": pl.Float64, "estimated_usd": pl.Float64, "redo_usd": pl.Float64,
+    "not_completed": pl.Boolean, "replayable": pl.Boolean,
     "affected": pl.Boolean, "_truncated": pl.Boolean, "_estimated": pl.Boolean,
 }
 
@@ -137,6 +151,7 @@ def _by_class(runs: pl.DataFrame, days: float | None, overrides: Overrides) -> p
         (pl.col("status_after") == RunStatus.REJECTED.value).sum().alias("runs_rejected"),
         pl.col("_truncated").sum().alias("runs_truncated"),
         (pl.col("status_after") == RunStatus.CANCELLED.value).sum().alias("runs_cancelled"),
+        pl.col("not_completed").sum().alias("tasks_not_completed"),
         pl.col("_estimated").sum().alias("runs_estimated"),
         (~pl.col("replayable")).sum().alias("runs_not_replayable"),
         pl.col("cost_before_usd").sum().alias("spend_before_usd"),
@@ -148,6 +163,14 @@ def _by_class(runs: pl.DataFrame, days: float | None, overrides: Overrides) -> p
         q("cost_before_usd", 0.99, "p99_before_usd"),
         q("cost_after_usd", 0.99, "p99_after_usd"),
         pl.col("estimated_usd").sum().alias("estimated_usd"),
+        pl.col("redo_usd").sum().alias("redo_usd"),
+        pl.col("redo_usd").is_null().sum().alias("tasks_redo_unknown"),
+    )
+    # A run whose redo cannot be estimated has no cost after: nor has its class.
+    unknown = pl.col("tasks_redo_unknown") > 0
+    per_class = per_class.with_columns(
+        pl.when(unknown).then(None).otherwise(pl.col(c)).alias(c)
+        for c in ("spend_after_usd", "p50_after_usd", "p95_after_usd", "p99_after_usd")
     )
     saving = pl.col("spend_before_usd") - pl.col("spend_after_usd")
     return (
@@ -181,16 +204,25 @@ class WhatIf:
         window: the window of run starts.
         task_class: the one class looked at, or None for all.
         runs: :data:`RUN_COLUMNS`, one row per run (oldest first): its cost and status
-            before (recorded) and after (counterfactual), ``estimated_usd`` the estimated
-            part of ``cost_after_usd``, ``affected`` whether anything changed.
+            before (recorded) and after (counterfactual, with the estimated redo of a
+            task the limits leave undone; None when that redo has no estimate),
+            ``estimated_usd`` the estimated part of ``cost_after_usd``, ``redo_usd`` the
+            redo in it (0 when none, None when unknown), ``not_completed`` whether the
+            limits leave the task undone (rejected, cancelled, or failed where the record
+            completed), ``affected`` whether
+            anything changed.
         by_class: :data:`CLASS_COLUMNS`, one row per class: runs, runs affected, rejected,
             truncated (a sub-task not dispatched), cancelled (spend over the ceiling),
+            ``tasks_not_completed`` (tasks the limits leave undone: rejected, cancelled,
+            or failed where the record completed),
             with an estimated figure, not replayable (kept at their recorded cost); spend
             and P50/P95/P99 per run before and after (USD); saving in USD and percent of
             the spend before; ``annual_saving_usd`` the saving projected over a year (None
             without a window length); ``estimated_usd`` the estimated part of the spend
-            after; ``limits`` the override its runs were replayed under (what is not
-            overridden stays as each run recorded it).
+            after, ``redo_usd`` the redo in it; ``tasks_redo_unknown`` the tasks left
+            undone whose redo cannot be estimated (then every "after" figure and the
+            saving are None); ``limits`` the override its runs were replayed under (what
+            is not overridden stays as each run recorded it).
         window_days: the window's length in days (None: no length).
         elapsed_s: wall-clock seconds the load and the replays took.
         load_s: of which reading the store.
@@ -206,23 +238,50 @@ class WhatIf:
     load_s: float
 
     def totals(self) -> dict[str, Any]:
-        """Figures over every class: runs, affected, spend before/after, saving (USD, %),
-        annual saving, estimated part (USD)."""
+        """Figures over every class: runs, affected, tasks not completed, spend
+        before/after, saving (USD, %), annual saving, estimated part and the redo in it
+        (USD), tasks whose redo cannot be estimated (then spend after and every saving
+        are None)."""
         runs = self.runs
-        before = float(runs["cost_before_usd"].sum()) if runs.height else 0.0
-        after = float(runs["cost_after_usd"].sum()) if runs.height else 0.0
-        saving = before - after
+        before = float(runs["cost_before_usd"].sum())
+        unknown = runs["redo_usd"].null_count()
+        after = None if unknown else float(runs["cost_after_usd"].sum())
+        saving = None if after is None else before - after
         return {
             "runs": runs.height,
-            "runs_affected": int(runs["affected"].sum()) if runs.height else 0,
+            "runs_affected": int(runs["affected"].sum()),
+            "tasks_not_completed": int(runs["not_completed"].sum()),
             "spend_before_usd": before,
             "spend_after_usd": after,
             "saving_usd": saving,
-            "saving_pct": 100.0 * saving / before if before > 0 else None,
+            "saving_pct": 100.0 * saving / before if saving is not None and before > 0
+            else None,
             "annual_saving_usd": saving * DAYS_PER_YEAR / self.window_days
-            if self.window_days else None,
-            "estimated_usd": float(runs["estimated_usd"].sum()) if runs.height else 0.0,
+            if saving is not None and self.window_days else None,
+            "estimated_usd": float(runs["estimated_usd"].sum()),
+            "redo_usd": float(runs["redo_usd"].sum()),
+            "tasks_redo_unknown": unknown,
         }
+
+    def headline(self) -> str:
+        """One line over every class: runs, affected, tasks left undone, spend before and
+        after, the saving (with the estimated redo of work left undone; "unknown" when it
+        cannot be estimated) and its yearly projection."""
+        t = self.totals()
+        line = f"all classes: {number(t['runs'])} runs, {number(t['runs_affected'])} affected"
+        if t["tasks_not_completed"]:
+            line += (f", {number(t['tasks_not_completed'])} tasks not completed (their redo "
+                     f"within the limits estimated at {usd(t['redo_usd'])})")
+        if t["saving_usd"] is None:
+            return (f"{line}; spend {usd(t['spend_before_usd'])} -> unknown, saving unknown: "
+                    f"{number(t['tasks_redo_unknown'])} tasks left undone have no run of their "
+                    "class that completed within the limits to estimate their redo from")
+        pct = "-" if t["saving_pct"] is None else f"{number(t['saving_pct'], 1)}%"
+        year = ("" if t["annual_saving_usd"] is None else
+                f", {usd(t['annual_saving_usd'])} a year at this window's rate "
+                f"({self.window_days:.1f} days)")
+        return (f"{line}; spend {usd(t['spend_before_usd'])} -> {usd(t['spend_after_usd'])}, "
+                f"saving {usd(t['saving_usd'])} ({pct}){year}")
 
     def describe(self) -> str:
         """One line naming the limits replayed under."""

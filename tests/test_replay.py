@@ -64,6 +64,11 @@ CANCELLED_CALLS = [Call(0, 0.02, 100, 1000, 2000), Call(1, 0.025, 100, 1000, 250
                    Call(2, 0.001, 0, 1000, 2600, error_type="cancelled")]
 
 
+def _normal_totals() -> list[float]:
+    """What each ordinary run cost: the research runs that completed within a cap of 8."""
+    return [PLAN_USD + sum(costs) + 0.003 + 0.001 * n for n, costs in enumerate(NORMAL_COSTS)]
+
+
 def _mean_by_model() -> dict[str, float]:
     """Per model, the mean cost of every completed research sub-task in the hand store."""
     costs: dict[str, list[float]] = {MINI: [], SONNET: []}
@@ -205,17 +210,48 @@ def test_recorded_limits_reproduce_every_orchestrated_run(orchestrated: Orchestr
 # --- counterfactuals under other limits --------------------------------------------------------
 
 
-def test_a_cap_of_8_rejects_the_runaway_and_saves_its_workers(hand: Path) -> None:
-    cf = _replay(hand, RUNAWAY, LimitsOverride.parse(8)).counterfactual
+def test_a_cap_of_8_rejects_the_runaway_and_counts_its_task_redone(hand: Path) -> None:
+    rp = _replay(hand, RUNAWAY, LimitsOverride.parse(8))
+    cf = rp.counterfactual
     assert (cf.status, cf.breach, cf.dispatched, cf.proposed) == (
         RunStatus.REJECTED, Breach.CAP, 0, 12)
-    assert cf.cost_usd == pytest.approx(PLAN_USD, abs=1e-12)
-    assert cf.saving_usd == pytest.approx(sum(RUNAWAY_COSTS) + SYNTH_USD, abs=1e-12)
-    assert cf.saving_pct == pytest.approx(
-        100 * (sum(RUNAWAY_COSTS) + SYNTH_USD) / (PLAN_USD + sum(RUNAWAY_COSTS) + SYNTH_USD))
-    assert not cf.has_estimates
+    # the task is not done: it is redone within the cap, at the mean cost of the class's
+    # runs that completed within it (the four ordinary runs; not the runaway, the
+    # rejected or the cancelled run, nor the run without a plan that dispatched nothing)
+    redo = float(np.mean(_normal_totals()))
+    recorded = PLAN_USD + sum(RUNAWAY_COSTS) + SYNTH_USD
+    assert cf.not_completed and cf.redo_usd == pytest.approx(redo, abs=1e-12)
+    assert cf.stage_usd("plan") == pytest.approx(PLAN_USD, abs=1e-12)
+    assert cf.cost_usd == cf.task_cost_usd == pytest.approx(PLAN_USD + redo, abs=1e-12)
+    assert cf.saving_usd == pytest.approx(recorded - PLAN_USD - redo, abs=1e-12)
+    assert cf.saving_usd < recorded - PLAN_USD  # never everything but the planner call
+    assert cf.saving_pct == pytest.approx(100 * (recorded - PLAN_USD - redo) / recorded)
+    assert cf.has_estimates and cf.estimated_usd == pytest.approx(redo, abs=1e-12)
+    assert cf.redo is not None and cf.redo.basis is Basis.ESTIMATED
+    assert cf.redo.note == ("the task redone within 8 workers: mean cost of the 4 recorded "
+                            "research runs that completed within them")
     assert {s.outcome for s in cf.subtasks} == {Outcome.REJECTED}
     assert "12" in cf.reason and "cap 8" in cf.reason
+    figures = {f: (c, b) for f, _, c, b in rp.comparison().rows()}
+    assert figures["task completed"] == ("no (rejected)", "dispatch layer")
+    assert figures["task redone $"] == (f"${redo:.6f}", "estimated")
+    assert figures["total $"][0] == f"${PLAN_USD + redo:.6f}"
+
+
+def test_a_task_left_undone_with_nothing_to_redo_it_from_has_an_unknown_saving(
+    hand: Path,
+) -> None:
+    # no research run completed within a cap of 2 (the ordinary runs dispatched 3)
+    rp = _replay(hand, NORMAL[0], LimitsOverride.parse(2))
+    cf = rp.counterfactual
+    assert cf.status is RunStatus.REJECTED and cf.not_completed
+    assert cf.redo_usd is None and cf.task_cost_usd is None
+    assert cf.saving_usd is None and cf.saving_pct is None
+    assert cf.redo is not None and "is unknown" in cf.redo.note
+    figures = {f: (c, b) for f, _, c, b in rp.comparison().rows()}
+    assert figures["task redone $"][0] == figures["total $"][0] == "unknown"
+    assert figures["saving"] == ("unknown", cf.redo.note)
+    assert rp.to_dict()["counterfactual"]["saving_usd"] is None
 
 
 def test_truncate_keeps_the_first_sub_tasks_and_adjusts_synthesis(hand: Path) -> None:
@@ -248,7 +284,11 @@ def test_a_ceiling_cancels_what_has_not_finished_in_the_order_calls_ended(hand: 
         if spent > ceiling:
             break
     assert (cf.status, cf.breach) == (RunStatus.CANCELLED, Breach.CEILING)
-    assert cf.cost_usd == pytest.approx(spent, abs=1e-12)
+    # the work left undone is redone within the ceiling: the mean of the ordinary runs
+    # that cost no more than it
+    redo = float(np.mean([c for c in _normal_totals() if c <= ceiling]))
+    assert cf.not_completed and cf.redo_usd == pytest.approx(redo, abs=1e-12)
+    assert cf.cost_usd - redo == pytest.approx(spent, abs=1e-12)
     outcomes = {s.index: s.outcome for s in cf.subtasks}
     assert sorted(i for i, o in outcomes.items() if o is Outcome.DISPATCHED) == sorted(ran)
     assert all(o is Outcome.CANCELLED for i, o in outcomes.items() if i not in ran)
@@ -308,7 +348,44 @@ def test_the_counterfactual_runs_the_orchestrators_dispatch_code(
     monkeypatch.setattr(DispatchGuard, "check_plan", reject_everything)
     cf = _replay(hand, NORMAL[0]).counterfactual
     assert (cf.status, cf.breach, cf.reason) == (RunStatus.REJECTED, Breach.CEILING, "patched")
-    assert cf.cost_usd == pytest.approx(PLAN_USD)
+    assert cf.stage_usd("plan", "worker", "synthesis") == pytest.approx(PLAN_USD)
+
+
+def test_a_run_the_ceiling_cancels_is_counted_undone_and_redone_within_it(
+    orchestrated: OrchestratedStore,
+) -> None:
+    # Each "tight" run made without a ceiling was made again (same seed) under a ceiling
+    # just above its own estimate, and cancelled there: replaying the first under that
+    # ceiling cancels it, and its task is priced redone within the ceiling.
+    with read_store(orchestrated.path) as con:
+        runs = {r.run_id: r for r in load_recorded_runs(con)}
+        estimates = load_estimates(con)
+        completed = con.sql("""
+            SELECT task_class, workers_dispatched, cost_usd FROM runs WHERE status = 'ok'
+            AND unpriced_calls = 0 AND workers_dispatched >= 1""").pl()
+    by_seed: dict[int, list] = {}
+    for run in runs.values():
+        if run.seed is not None:
+            by_seed.setdefault(run.seed, []).append(run)
+    pairs = [(free, twin) for same in by_seed.values() for free in same for twin in same
+             if free.status == "ok" and free.limits.ceiling_usd is None
+             and twin.status == "cancelled" and twin.limits.ceiling_usd is not None]
+    assert pairs
+    for free, twin in pairs:
+        cf = counterfactual(free, Limits(free.limits.max_workers, twin.limits.ceiling_usd,
+                                         free.limits.policy), estimates)
+        assert (cf.status, cf.breach) == (RunStatus.CANCELLED, Breach.CEILING), free.run_id
+        within = completed.filter((pl.col("task_class") == free.task_class)
+                                  & (pl.col("cost_usd") <= twin.limits.ceiling_usd))
+        assert cf.not_completed and cf.redo is not None
+        spent = sum(i.cost_usd or 0.0 for i in cf.items if i.stage != "redo")
+        if within.is_empty():  # no run of the class completed under so low a ceiling
+            assert cf.redo_usd is None and cf.saving_usd is None and "unknown" in cf.redo.note
+            continue
+        redo = float(np.mean(within["cost_usd"].to_numpy()))
+        assert cf.redo_usd == pytest.approx(redo, rel=1e-12)
+        assert f"mean cost of the {within.height} recorded" in cf.redo.note
+        assert cf.saving_usd == pytest.approx(free.cost_usd - spent - redo, abs=1e-12)
 
 
 def test_a_replan_under_another_cap_estimates_the_second_plan(

@@ -95,7 +95,10 @@ def test_replay_deep_link_shows_the_run_and_its_counterfactual(app: AppTest) -> 
     recorded, counterfactual = _metrics(app)[:2], _metrics(app)[2:]
     total = PLAN_USD + sum(COSTS) + 0.002
     assert recorded == [("Dispatched", "12 of 12"), ("Cost", ui.usd(total))]
-    assert counterfactual == [("Dispatched", "0 of 12"), ("Cost", ui.usd(PLAN_USD))]
+    # rejected: its plan, and the task redone within the cap at the mean cost of the
+    # class's runs that completed within it (the four two-worker runs)
+    redo = PLAN_USD + 0.002 + 0.01 + 0.002
+    assert counterfactual == [("Dispatched", "0 of 12"), ("Cost", ui.usd(PLAN_USD + redo))]
     assert _badges(app) == ["ok", "rejected", ":material/error: cap breach"]
     assert _frame(app, "timeline").height == 16  # plan, dispatch, 12 workers, synthesis, total
     plan = _frame(app, "plan")
@@ -138,11 +141,22 @@ def test_whatif_page_matches_analytics(app: AppTest, store: Path) -> None:
         expected.by_class["saving_usd"].to_list())
     metrics = dict(_metrics(app))
     assert metrics["Runs"] == "6" and metrics["Affected"] == "1"
+    # the runaway, newly rejected, and the run rejected as recorded
+    assert metrics["Tasks not completed"] == "2"
+    assert metrics["Spend"] == ui.usd(expected.totals()["spend_after_usd"])
     assert not any("handbook" in m.value for m in app.markdown)  # no stray "magic" text
     changed = _frame(app, "whatif_runs")
     assert changed["run_id"].to_list() == [RUNAWAY]
     assert changed["replay"].item() == replay_link(RUNAWAY, LimitsOverride.parse(4))
     assert {"Download whatif_by_class.csv"} <= set(_downloads(app))
+
+
+def test_whatif_page_says_when_the_saving_is_unknown(app: AppTest) -> None:
+    _open(app, "views/whatif.py", max_workers="1")  # no run completed with one worker
+    metrics = dict(_metrics(app))
+    assert metrics["Spend"] == "unknown" and metrics["Saving"] == "unknown"
+    assert metrics["Tasks not completed"] == "6"
+    assert "5 tasks the limits leave undone" in app.warning[0].value
 
 
 def test_incident_triage_updates_the_store_and_the_open_count(

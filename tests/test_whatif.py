@@ -66,18 +66,29 @@ def _what(path: Path, override: LimitsOverride, **kwargs):  # noqa: ANN003, ANN2
         return what_if(con, override, Window.parse(SINCE, UNTIL), **kwargs)
 
 
+def _redo(cap: int) -> float:
+    """The mean cost of the research runs that completed within ``cap`` workers."""
+    return float(np.mean([_cost(n, p) for n, p in RESEARCH if n <= cap]))
+
+
 def test_per_class_figures_match_a_hand_computation(store: Path) -> None:
     what = _what(store, LimitsOverride.parse(CAP), task_class="research")
     before = [_cost(n, p) for n, p in RESEARCH] + [0.01]  # + the recorded rejected run
-    after = [_cost(n, p) if n <= CAP else p for n, p in RESEARCH]
-    # the rejected run (5 sub-tasks) stays rejected at cap 4: it costs its plan
+    # a run rejected at cap 4 costs its plan, and its task redone within the cap
+    after = [_cost(n, p) if n <= CAP else p + _redo(CAP) for n, p in RESEARCH]
+    # the rejected run (5 sub-tasks) stays rejected at cap 4: it costs its plan, and its
+    # task was left undone as recorded too (no redo on either side)
     after.append(0.01)
+    over = sum(1 for n, _ in RESEARCH if n > CAP)
     row = what.by_class.row(0, named=True)
     assert what.by_class.columns == list(CLASS_COLUMNS)
     assert row["task_class"] == "research" and row["runs"] == len(before)
-    assert row["runs_affected"] == sum(1 for n, _ in RESEARCH if n > CAP)
-    assert row["runs_rejected"] == sum(1 for n, _ in RESEARCH if n > CAP) + 1
-    assert row["runs_truncated"] == 0 and row["runs_estimated"] == 0
+    assert row["runs_affected"] == over
+    assert row["runs_rejected"] == row["tasks_not_completed"] == over + 1
+    assert row["runs_truncated"] == 0 and row["runs_estimated"] == over
+    assert row["redo_usd"] == pytest.approx(over * _redo(CAP))
+    assert row["estimated_usd"] == pytest.approx(over * _redo(CAP))
+    assert row["tasks_redo_unknown"] == 0
     assert row["spend_before_usd"] == pytest.approx(sum(before))
     assert row["spend_after_usd"] == pytest.approx(sum(after))
     for q, name in ((50, "p50"), (95, "p95"), (99, "p99")):
@@ -118,12 +129,13 @@ def test_truncate_counts_truncated_runs(store: Path) -> None:
 def test_raising_a_cap_runs_what_was_rejected_and_says_it_is_estimated(store: Path) -> None:
     what = _what(store, LimitsOverride.parse(8), task_class="research")
     row = what.by_class.row(0, named=True)
-    assert row["runs_estimated"] == 1
+    # the recorded rejected run, and the two runs over 8 redone within the cap
+    assert row["runs_estimated"] == 3 and row["tasks_not_completed"] == 2
     rejected = what.runs.filter(pl.col("run_id") == "9" * 32).row(0, named=True)
     assert (rejected["status_before"], rejected["status_after"]) == ("rejected", "ok")
-    assert rejected["estimated_usd"] > 0
+    assert rejected["estimated_usd"] > 0 and rejected["redo_usd"] == 0.0
     assert rejected["cost_after_usd"] > rejected["cost_before_usd"]
-    assert row["estimated_usd"] == pytest.approx(rejected["estimated_usd"])
+    assert row["estimated_usd"] == pytest.approx(rejected["estimated_usd"] + 2 * _redo(8))
 
 
 def test_per_class_overrides_leave_other_classes_as_recorded(store: Path) -> None:
@@ -171,11 +183,40 @@ def test_cli_whatif_json_table_and_csv(store: Path) -> None:
     assert table.exit_code == 0, table.output
     assert "What-if: cap 4, ceiling as recorded, policy as recorded" in table.stdout
     assert "a year at this window's rate (10.0 days)" in table.stdout
+    assert "not completed" in table.stdout
+    over = sum(1 for n, _ in RESEARCH if n > CAP)
+    assert f"{over + 1} tasks not completed (their redo within the limits" in table.stdout
     assert "replayed 14 runs in" in table.stdout
 
     rows = list(csv.DictReader(io.StringIO(runner.invoke(app, [*base, "--format", "csv"]).stdout)))
     assert [r["task_class"] for r in rows] == ["extract", "research"]
     assert list(rows[0]) == list(CLASS_COLUMNS)
+
+
+def test_a_saving_nothing_can_estimate_is_unknown_and_says_so(store: Path) -> None:
+    # Every run costs more than $0.004: each is rejected or cancelled at the ceiling, no run
+    # of either class completed within it to estimate the redo from.
+    what = _what(store, LimitsOverride.parse(ceiling_usd=0.004))
+    recorded_ok = len(RESEARCH) + len(EXTRACT)
+    for row in what.by_class.iter_rows(named=True):
+        assert row["tasks_redo_unknown"] > 0 and row["saving_usd"] is None
+        assert row["spend_after_usd"] is None and row["p50_after_usd"] is None
+        assert row["annual_saving_usd"] is None and row["saving_pct"] is None
+    totals = what.totals()
+    assert totals["tasks_not_completed"] == recorded_ok + 1
+    assert totals["tasks_redo_unknown"] == recorded_ok
+    assert totals["saving_usd"] is None and totals["spend_after_usd"] is None
+    assert "saving unknown" in what.headline()
+
+    from typer.testing import CliRunner
+
+    from cliffwatch.cli import app
+
+    result = CliRunner().invoke(app, ["whatif", "--ceiling-usd", "0.004", "--since", SINCE,
+                                      "--until", UNTIL, "--db", str(store)])
+    assert result.exit_code == 0, result.output
+    assert "-> unknown" in result.stdout
+    assert f"{recorded_ok} tasks left undone have no run of their class" in result.stdout
 
 
 def test_cli_whatif_needs_a_limit(store: Path) -> None:

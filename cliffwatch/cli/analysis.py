@@ -183,7 +183,8 @@ def whatif(
     shown = what.by_class.select(
         "task_class", "runs", pl.col("runs_affected").alias("affected"),
         pl.col("runs_rejected").alias("rejected"), pl.col("runs_truncated").alias("truncated"),
-        pl.col("runs_cancelled").alias("cancelled"), arrow("spend", "spend $"),
+        pl.col("runs_cancelled").alias("cancelled"),
+        pl.col("tasks_not_completed").alias("not completed"), arrow("spend", "spend $"),
         arrow("p50", "P50 $"), arrow("p95", "P95 $"), arrow("p99", "P99 $"), "saving_usd",
         "saving_pct", pl.col("annual_saving_usd").alias("a year $"),
     )
@@ -191,16 +192,10 @@ def whatif(
     totals = what.totals()
     if not totals["runs"]:
         return
-    pct = "-" if totals["saving_pct"] is None else f"{number(totals['saving_pct'], 1)}%"
-    year = ("" if totals["annual_saving_usd"] is None else
-            f", {usd(totals['annual_saving_usd'])} a year at this window's rate "
-            f"({what.window_days:.1f} days)")
-    say(f"all classes: {number(totals['runs'])} runs, {number(totals['runs_affected'])} "
-        f"affected; spend {usd(totals['spend_before_usd'])} -> "
-        f"{usd(totals['spend_after_usd'])}, saving {usd(totals['saving_usd'])} ({pct}){year}")
+    say(what.headline())
     if totals["estimated_usd"]:
         say(f"{usd(totals['estimated_usd'])} of the spend after is estimated (sub-tasks the "
-            "record does not hold; see cliffwatch replay)", style="yellow")
+            "record does not hold, tasks redone; see cliffwatch replay)", style="yellow")
     say(f"replayed {number(totals['runs'])} runs in {what.elapsed_s:.2f} s "
         f"({what.load_s:.2f} s reading the store)", style="dim")
 

@@ -108,10 +108,15 @@ with right:
     _status(cf.status.value, cf.breach.value if cf.breach else None)
     facts = st.columns(2)
     facts[0].metric("Dispatched", f"{cf.dispatched} of {_limit(cf.proposed, '-')}")
-    change = "-" if cf.saving_usd > 0 else "+"  # the delta's sign sets its arrow
-    pct = "" if cf.saving_pct is None else f" ({abs(cf.saving_pct):.1f}%)"
-    facts[1].metric("Cost", ui.usd(cf.cost_usd), delta_color="inverse",
-                    delta=f"{change}{ui.usd(abs(cf.saving_usd))}{pct}")
+    if cf.saving_usd is None:  # a task left undone whose redo nothing can estimate
+        facts[1].metric("Cost", "unknown", help=cf.redo.note if cf.redo else None)
+    else:
+        change = "-" if cf.saving_usd > 0 else "+"  # the delta's sign sets its arrow
+        pct = "" if cf.saving_pct is None else f" ({abs(cf.saving_pct):.1f}%)"
+        facts[1].metric("Cost", ui.usd(cf.cost_usd), delta_color="inverse",
+                        delta=f"{change}{ui.usd(abs(cf.saving_usd))}{pct}",
+                        help="With the task redone within the limits (estimated)"
+                        if cf.redo else None)
     st.caption(cf.reason)
 
 if not cf.replayable:

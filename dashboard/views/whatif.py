@@ -30,29 +30,42 @@ if what.runs.is_empty():
     st.stop()
 
 totals = what.totals()
-kpis = st.columns(5)
+saving = totals["saving_usd"]
+kpis = st.columns(6)
 kpis[0].metric("Runs", f"{totals['runs']:,}")
 kpis[1].metric("Affected", f"{totals['runs_affected']:,}")
-kpis[2].metric("Spend", ui.usd(totals["spend_after_usd"]),
-               delta=f"{'-' if totals['saving_usd'] > 0 else '+'}"
-                     f"{ui.usd(abs(totals['saving_usd']))}",
+kpis[2].metric("Tasks not completed", f"{totals['tasks_not_completed']:,}",
+               help="Runs the limits reject or cancel: their task is still to do, and the "
+                    "spend after counts it redone within the limits (estimated).")
+kpis[3].metric("Spend", "unknown" if saving is None else ui.usd(totals["spend_after_usd"]),
+               delta=None if saving is None else
+               f"{'-' if saving > 0 else '+'}{ui.usd(abs(saving))}",
                delta_color="inverse", help=f"Before: {ui.usd(totals['spend_before_usd'])}")
 pct = totals["saving_pct"]
-kpis[3].metric("Saving", "-" if pct is None else f"{pct:.1f}%")
+kpis[4].metric("Saving", "unknown" if saving is None else "-" if pct is None else f"{pct:.1f}%")
 year = totals["annual_saving_usd"]
-kpis[4].metric("Saving a year", "-" if year is None else ui.usd(year),
+kpis[5].metric("Saving a year", "-" if year is None else ui.usd(year),
                help=f"At this window's rate ({what.window_days or 0:.1f} days)")
-st.caption(
-    f"Limits: {what.describe()}. Replayed {totals['runs']:,} runs in {what.elapsed_s:.2f} s"
-    + (f"; {ui.usd(totals['estimated_usd'])} of the spend after is estimated (sub-tasks "
-       "the record does not hold)" if totals["estimated_usd"] else "") + "."
-)
+if saving is None:
+    st.warning(f"{totals['tasks_redo_unknown']:,} tasks the limits leave undone have no run "
+               "of their class that completed within the limits: their redo cost, and so "
+               "the saving, is unknown.")
+estimated = ""
+if totals["estimated_usd"]:
+    redone = (f", {ui.usd(totals['redo_usd'])} of it tasks left undone, redone within the "
+              "limits at the mean cost of their class's runs that completed within them"
+              if totals["redo_usd"] else "")
+    estimated = (f"; {ui.usd(totals['estimated_usd'])} of the spend after is estimated "
+                 f"(sub-tasks the record does not hold{redone})")
+st.caption(f"Limits: {what.describe()}. Replayed {totals['runs']:,} runs in "
+           f"{what.elapsed_s:.2f} s{estimated}.")
 
 st.subheader("Per task class")
 # The saving first, the run counts and percentiles after, the limits (one long line,
 # said in the caption above) last; the CSV keeps analytics' order.
-by_class_order = ["task_class", "runs", "runs_affected", "spend_before_usd", "spend_after_usd",
-                  "saving_usd", "saving_pct", "annual_saving_usd"]
+by_class_order = ["task_class", "runs", "runs_affected", "tasks_not_completed",
+                  "spend_before_usd", "spend_after_usd", "saving_usd", "saving_pct",
+                  "annual_saving_usd"]
 st.dataframe(
     what.by_class, hide_index=True, key="whatif_by_class",
     column_order=by_class_order + [c for c in what.by_class.columns if c not in by_class_order],
@@ -75,11 +88,16 @@ st.caption(f"{changed.height:,} of {what.runs.height:,} runs; open one to replay
            "step.")
 st.dataframe(changed, hide_index=True, key="whatif_runs", column_order=[
     "started_at", "task_class", "status_before", "status_after", "dispatched_before",
-    "dispatched_after", "cost_before_usd", "cost_after_usd", "estimated_usd", "replay"],
+    "dispatched_after", "cost_before_usd", "cost_after_usd", "redo_usd", "estimated_usd",
+    "replay"],
     column_config={
         "replay": st.column_config.LinkColumn("Replay", display_text="replay"),
         "cost_before_usd": st.column_config.NumberColumn("before", format="$%.5f"),
         "cost_after_usd": st.column_config.NumberColumn("after", format="$%.5f"),
         "estimated_usd": st.column_config.NumberColumn("estimated", format="$%.5f"),
+        "redo_usd": st.column_config.NumberColumn(
+            "task redone", format="$%.5f",
+            help="A task the limits leave undone, redone within them (estimated; part of "
+                 "after; blank when nothing can estimate it)"),
     })
 downloads.csv_button(what.runs, "whatif_runs", label="Download every run (whatif_runs.csv)")

@@ -22,13 +22,13 @@ Deterministic: each call's randomness comes from ``seed`` + a hash of the model 
 messages + the attempt number, never from the clock or call order. Failures are injected
 at ``failure_rate`` per attempt, half rate limits (billed nothing) and half stalls that
 end in ``litellm.Timeout`` when the caller's timeout expires. Latency is simulated from
-tokens (``base_latency_s + output_tokens / tokens_per_s``) and slept for
-``latency x time_scale`` real seconds.
+tokens (``base_latency_s + output_tokens / tokens_per_s``, jittered by the call's seed):
+the caller's simulated time (:mod:`orchestrator.clock`) moves by exactly that, and it is
+slept for ``latency x time_scale`` real seconds only to pace the run.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import hashlib
@@ -37,12 +37,11 @@ import math
 import random
 import re
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cliffwatch.orchestrator import prompts
+from cliffwatch.orchestrator import clock, prompts
 from cliffwatch.orchestrator.errors import ConfigError
 from cliffwatch.telemetry.pricing import import_litellm
 
@@ -310,12 +309,14 @@ class SimLLM:
         optional_params: dict,
         litellm_params: dict | None,
         timeout: Any,
-    ) -> tuple[float, SimAnswer]:
-        """What one call does, for both entry points: ``(real seconds to wait, answer)``.
+    ) -> tuple[float, float, SimAnswer]:
+        """What one call does, for both entry points:
+        ``(simulated seconds it lasts, real seconds to wait, answer)``.
 
-        The wait is the simulated latency x the run's time scale; a stalled request
-        (failure ``timeout``) waits the caller's whole ``timeout`` instead, since nothing
-        comes back before it expires. After the wait, :meth:`_finish` gives the result.
+        It lasts the answer's simulated latency, slept for that x the run's time scale; a
+        stalled request (failure ``timeout``) lasts the caller's whole ``timeout`` instead
+        (real seconds, so ``timeout / time_scale`` simulated), since nothing comes back
+        before it expires. After the wait, :meth:`_finish` gives the result.
         """
         meta = ((litellm_params or {}).get("metadata") or {}).get("cliffwatch") or {}
         seed = meta.get("seed", optional_params.get("seed"))
@@ -331,8 +332,9 @@ class SimLLM:
             profile=self.profile(meta.get("provider_params")),
         )
         if answer.failure == "timeout":
-            return _timeout_s(timeout), answer
-        return answer.latency_s * time_scale, answer
+            real_s = _timeout_s(timeout)
+            return real_s / time_scale, real_s, answer
+        return answer.latency_s, answer.latency_s * time_scale, answer
 
     def _finish(self, model: str, answer: SimAnswer, model_response: Any) -> Any:
         """The call's result once its wait is over: its injected failure raised, else the
@@ -396,9 +398,14 @@ class SimLLM:
         timeout: Any = None,
         client: Any = None,
     ) -> Any:
-        """litellm's async entry point: decide, sleep the simulated latency, answer."""
-        wait_s, answer = self._decide(model, messages, optional_params, litellm_params, timeout)
-        await asyncio.sleep(wait_s)
+        """litellm's async entry point: decide, wait the simulated latency, answer.
+
+        The caller's simulated time (:mod:`orchestrator.clock`) moves by the simulated
+        latency, whatever the real wait took."""
+        sim_s, real_s, answer = self._decide(
+            model, messages, optional_params, litellm_params, timeout
+        )
+        await clock.simulate(sim_s, real_s)
         return self._finish(model, answer, model_response)
 
     def completion(
@@ -421,8 +428,10 @@ class SimLLM:
         client: Any = None,
     ) -> Any:
         """litellm's sync entry point: as :meth:`acompletion`, blocking."""
-        wait_s, answer = self._decide(model, messages, optional_params, litellm_params, timeout)
-        time.sleep(wait_s)
+        sim_s, real_s, answer = self._decide(
+            model, messages, optional_params, litellm_params, timeout
+        )
+        clock.simulate_blocking(sim_s, real_s)
         return self._finish(model, answer, model_response)
 
 

@@ -14,9 +14,14 @@ Behaviour per role (``metadata={"cliffwatch": {"role": ...}}``, set by the runne
   sub-tasks") the draw is held to N, except on "surprising" inputs (``runaway_rate``),
   where it ignores the cap and proposes 20-50 sub-tasks (the handbook's 47-worker
   incident). Asked to replan, it complies with probability ``replan_comply_rate``.
-- ``worker`` / ``synthesis``: prose of a few hundred tokens built from the prompt's own
-  words.
-- ``critic``: a JSON verdict, ``pass`` with probability ``critic_pass_rate``.
+- ``worker`` / ``synthesis``: a few hundred tokens of text answering the sub-task, or
+  summarising the workers' results, templated from the task's own input
+  (:mod:`orchestrator.sim_text`).
+- ``critic``: a JSON verdict, ``pass`` with probability ``critic_pass_rate``, with one
+  concrete request when it asks for a revision.
+
+Plans are JSON in the planning prompt's shape; their sub-task titles come from the steps,
+items and lists the task input names (:func:`orchestrator.sim_text.plan_titles`).
 
 Deterministic: each call's randomness comes from ``seed`` + a hash of the model and the
 messages + the attempt number, never from the clock or call order. Failures are injected
@@ -35,15 +40,18 @@ import hashlib
 import json
 import math
 import random
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cliffwatch.orchestrator import clock, prompts
+from cliffwatch.orchestrator import clock, prompts, sim_material, sim_text
 from cliffwatch.orchestrator.errors import ConfigError
 from cliffwatch.telemetry.pricing import import_litellm
+
+TOKENS_PER_WORD = 1.2
+"""Tokens per word of the simulated text (measured on its output with litellm's counters),
+to turn a target answer length in tokens into words to write."""
 
 PROVIDER = "sim"
 """The litellm provider name: model strings are ``sim/<real model>``."""
@@ -56,28 +64,6 @@ DEFAULT_MODELS = (
     "claude-haiku-4-5",
 )
 """Real models registered as ``sim/<model>`` by default (all in litellm's bundled map)."""
-
-_WORD_RE = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]|[A-Za-z]|\d+(?:[.,]\d+)?")
-_STOPWORDS = frozenset(
-    "a an and are as at be by for from has have in is it its of on or that the this to was "
-    "were will with you your task class sub-task sub-tasks".split()
-)
-_PLAN_VERBS = (
-    "Check",
-    "Update",
-    "Collect",
-    "Compare",
-    "Verify",
-    "Draft",
-    "Summarise",
-    "Review",
-    "Extract",
-    "Audit",
-    "Map",
-    "Test",
-)
-_CONNECTIVES = ("so", "and", "then", "because", "while", "which", "but", "also")
-
 
 @dataclass(frozen=True, slots=True)
 class SimProfile:
@@ -190,26 +176,6 @@ def _call_seed(seed: int, model: str, messages: Sequence[Mapping[str, Any]], att
     return int.from_bytes(hashlib.blake2b(blob.encode(), digest_size=8).digest(), "big")
 
 
-def _words(text: str) -> list[str]:
-    words = [w for w in _WORD_RE.findall(text) if w.lower() not in _STOPWORDS]
-    return words or ["result"]
-
-
-def _prose(rng: random.Random, words: Sequence[str], n_words: int) -> str:
-    """Sentences of 8-18 words drawn from ``words``, about ``n_words`` in all."""
-    sentences: list[str] = []
-    left = max(1, n_words)
-    while left > 0:
-        length = min(left, rng.randint(8, 18))
-        chosen = rng.choices(words, k=length)
-        if length > 5:
-            chosen.insert(rng.randint(2, length - 2), rng.choice(_CONNECTIVES))
-        sentence = " ".join(chosen)
-        sentences.append(sentence[0].upper() + sentence[1:] + ".")
-        left -= length
-    return " ".join(sentences)
-
-
 def _lognormal(rng: random.Random, median: float, sigma: float) -> float:
     return median * math.exp(sigma * rng.gauss(0.0, 1.0))
 
@@ -270,8 +236,7 @@ class SimLLM:
             content = _plan_answer(rng, messages, profile)
         elif role == "critic":
             passed = rng.random() < profile.critic_pass_rate
-            words = _words(_last_user(messages))
-            feedback = "" if passed else _prose(rng, words, rng.randint(12, 30))
+            feedback = "" if passed else sim_text.critic_feedback(rng, _last_user(messages))
             content = json.dumps({"verdict": "pass" if passed else "revise", "feedback": feedback})
         else:
             median = (
@@ -280,8 +245,9 @@ class SimLLM:
                 else profile.worker_output_tokens
             )
             target_tokens = _lognormal(rng, median, profile.output_sigma)
-            # about 1.3 tokens per English word with these tokenizers
-            content = _prose(rng, _words(_last_user(messages)), round(target_tokens / 1.3))
+            n_words = round(target_tokens / TOKENS_PER_WORD)
+            write = sim_text.synthesis_text if role == "synthesis" else sim_text.worker_text
+            content = write(rng, _last_user(messages), n_words)
         completion_tokens = _count_text(model, content)
         finish = "stop"
         if max_tokens is not None and completion_tokens > max_tokens:
@@ -511,15 +477,14 @@ def _plan_answer(
     else:
         size, runaway = _plan_size(rng, profile, cap)
     hard_share = profile.runaway_hard_share if runaway else profile.hard_share
-    words = _words(_task_text(messages))
+    task = sim_text.task_of(_task_text(messages))
     subtasks = []
-    for _ in range(size):
-        topic = " ".join(rng.choice(words) for _ in range(rng.randint(2, 4)))
+    for title in sim_material.plan_titles(task, size):
         subtasks.append(
             {
-                "title": f"{rng.choice(_PLAN_VERBS)} {topic}",
+                "title": title,
                 "difficulty": "hard" if rng.random() < hard_share else "routine",
-                "instructions": _prose(rng, words, rng.randint(14, 28)),
+                "instructions": sim_text.plan_instructions(rng, task, title),
             }
         )
     return json.dumps({"subtasks": subtasks}, indent=1)

@@ -153,11 +153,16 @@ class VirtualClock:
             _LANE.reset(token)
 
     @contextmanager
-    def call(self) -> Iterator[None]:
+    def call(self, simulated: bool = False) -> Iterator[None]:
         """Time one provider call: a simulated provider moves the lane itself (by its
-        simulated latency); any other call moves it by real elapsed / ``time_scale``."""
+        simulated latency); any other call moves it by real elapsed / ``time_scale``.
+
+        Args:
+            simulated: the call goes to a simulated provider, so it adds no real time
+                even if it ends (is cancelled) before the provider takes over.
+        """
         lane = self.lane()
-        lane.simulated = False
+        lane.simulated = simulated
         began = time.monotonic_ns()
         try:
             yield
@@ -166,7 +171,7 @@ class VirtualClock:
                 lane.elapsed_ns += round((time.monotonic_ns() - began) / self.time_scale)
             lane.simulated = False
 
-    async def timed(self, call: Awaitable[_T]) -> _T:
+    async def timed(self, call: Awaitable[_T], simulated: bool = False) -> _T:
         """Await one provider call, timed as :meth:`call` times it."""
-        with self.call():
+        with self.call(simulated):
             return await call

@@ -53,6 +53,7 @@ from cliffwatch.orchestrator.routing import (
     post_worker_reserve,
     route_plan,
 )
+from cliffwatch.orchestrator.sim_provider import is_sim_model
 from cliffwatch.orchestrator.workload import Task
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Breach, CostSource, Role, RunStatus
@@ -275,7 +276,8 @@ class _Run:
                 ),
                 timeout=timeout_real_s + BACKSTOP_SLACK_S,
             )
-            response = await self.clock.timed(call)  # simulated time, see the docstring
+            # simulated time, see the module docstring
+            response = await self.clock.timed(call, simulated=is_sim_model(model))
         except asyncio.CancelledError:
             # cancelled in flight (spend crossed the ceiling, or the caller gave up): the
             # span ends when the crossing happened, in simulated time

@@ -14,11 +14,12 @@ import time
 from typing import Any
 
 import pytest
-from test_runner import QUIET, TASK, TIME_SCALE, MemoryTracing
+from test_runner import LONG_TASK, QUIET, TASK, TIME_SCALE, MemoryTracing
 
 from cliffwatch.orchestrator import prompts
 from cliffwatch.orchestrator.clock import VirtualClock, simulate
 from cliffwatch.orchestrator.config import TaskClassConfig
+from cliffwatch.orchestrator.errors import CostCeilingError
 from cliffwatch.orchestrator.runner import orchestrate
 from cliffwatch.orchestrator.sim_provider import real_model_of, register_sim_provider
 from cliffwatch.telemetry import conventions as cv
@@ -120,6 +121,44 @@ def test_workers_queue_in_concurrency_lanes() -> None:
             assert worker.start_time == workers[k - 3].end_time
     (synthesis,) = tracing.spans("synthesis")
     assert synthesis.start_time == max(w.end_time for w in workers)
+
+
+def test_workers_cancelled_in_flight_end_when_the_ceiling_was_crossed() -> None:
+    # Which workers are in flight when spend crosses the ceiling follows the real order in
+    # which calls finish, so look over a few seeds for runs that cancel some in flight.
+    params = {
+        "failure_rate": 1.0,
+        "failure_roles": ["worker"],
+        "typical_subtasks": 6,
+        "hard_share": 1.0,
+    }
+    cfg = config(concurrency=4, max_retries=3, worker_max_output_tokens=100, provider_params=params)
+    seen = 0
+    for seed in range(1, 9):
+        dry = orchestrate(LONG_TASK, cfg, tracing=MemoryTracing(), seed=seed, time_scale=TIME_SCALE)
+        tracing = MemoryTracing()
+        with pytest.raises(CostCeilingError):
+            ceiling = dry.estimate_usd * 1.01  # retried timeouts on a long prompt overrun it
+            orchestrate(
+                LONG_TASK,
+                cfg.replace(ceiling_usd=ceiling),
+                tracing=tracing,
+                seed=seed,
+                time_scale=TIME_SCALE,
+            )
+        workers = tracing.spans("worker")
+        cancelled = [s for s in workers if s.attributes[cv.ERROR_TYPE] == "cancelled"]
+        if not cancelled:
+            continue
+        seen += 1
+        # they end when the call whose cost crossed the ceiling ended (or, queued behind
+        # a later one, when they started)
+        ends = {s.end_time for s in workers if s not in cancelled}
+        assert any(
+            all(c.end_time == max(c.start_time, crossed_at) for c in cancelled)
+            for crossed_at in ends
+        )
+    assert seen, "some run had workers in flight when spend crossed its ceiling"
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import pytest
-from test_runner import LONG_TASK, QUIET, TASK, TIME_SCALE, MemoryTracing
+from test_runner import LONG_TASK, QUIET, TASK, TIME_SCALE, WORKERS_TIME_OUT, MemoryTracing
 
 from cliffwatch.orchestrator import prompts
 from cliffwatch.orchestrator.clock import VirtualClock, simulate
@@ -126,13 +126,12 @@ def test_workers_queue_in_concurrency_lanes() -> None:
 def test_workers_cancelled_in_flight_end_when_the_ceiling_was_crossed() -> None:
     # Which workers are in flight when spend crosses the ceiling follows the real order in
     # which calls finish, so look over a few seeds for runs that cancel some in flight.
-    params = {
-        "failure_rate": 1.0,
-        "failure_roles": ["worker"],
-        "typical_subtasks": 6,
-        "hard_share": 1.0,
-    }
-    cfg = config(concurrency=4, max_retries=3, worker_max_output_tokens=100, provider_params=params)
+    cfg = config(
+        concurrency=4,
+        max_retries=3,
+        worker_max_output_tokens=100,
+        provider_params=WORKERS_TIME_OUT,
+    )
     seen = 0
     for seed in range(1, 9):
         dry = orchestrate(LONG_TASK, cfg, tracing=MemoryTracing(), seed=seed, time_scale=TIME_SCALE)

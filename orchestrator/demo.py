@@ -9,9 +9,12 @@ DuckDB store through :func:`telemetry.tracing.configure_tracing`. Two eras:
 - from the cap date on: each class's configured ``max_workers``, ceiling and policy;
   breaches are rejected at dispatch and recorded (``raise_on_breach=False``).
 
-Everything but wall-clock durations is deterministic for ``seed`` (and ``until``): the
-schedule, classes, inputs and per-run seeds come from one ``random.Random(seed)``, and the
-simulated provider draws from each call's own seed.
+Deterministic for ``seed`` (and ``until``), span times included: the schedule, classes,
+inputs and per-run seeds come from one ``random.Random(seed)``, the simulated provider
+draws from each call's own seed, and span times are simulated time
+(:mod:`orchestrator.clock`), not the host's. (Which in-flight workers a crossed ceiling
+cancels still follows the real order in which calls finish, which the pacing keeps close
+to their simulated order.)
 """
 
 from __future__ import annotations
@@ -34,11 +37,9 @@ from cliffwatch.orchestrator.workload import Task, TaskClass, Workload, load_wor
 DEMO_TIME_SCALE = 0.02
 """Real seconds per simulated second in the demo: a 40 s simulated run sleeps 0.8 s.
 
-Span times are real elapsed / time_scale, so the CPU time of a call (litellm, token
-counting, span export: a few ms) shows up magnified; at 0.02, with
-:data:`DEMO_CONCURRENCY` runs in flight, simulated latency dominates span durations
-(measured: worker spans within about 1.3x of their simulated latency on 2 cores) and 500
-runs take about 15 s."""
+It only paces the runs (concurrent calls finish in about the order of their simulated
+latencies); span times are simulated time (:mod:`orchestrator.clock`), the same on an idle
+host and a loaded one. 500 runs take 15-35 s on 2 shared cores (measured)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)

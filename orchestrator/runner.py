@@ -16,10 +16,14 @@ response's whole usage (cache reads and writes, reasoning, tiers), or the cost t
 provider reported in the response with litellm's beside it
 (:func:`telemetry.pricing.price_call`); an unpriced call has no cost, never $0.
 
-Virtual time: with ``time_scale`` below 1 every simulated delay (provider latency, retry
-backoff, timeouts) is slept for ``delay x time_scale`` real seconds, and span timestamps
-are ``started_at_ns + real elapsed / time_scale``; a 40 s simulated run takes 0.4 s at
-``time_scale=0.01`` and its spans still show 40 s.
+Virtual time (:mod:`orchestrator.clock`): span timestamps are ``started_at_ns`` plus
+simulated time. A simulated provider's call lasts its simulated latency, retry backoff
+its simulated seconds, whatever the host's load; only a real provider's call lasts its
+real elapsed time / ``time_scale``. Every simulated delay is slept for
+``delay x time_scale`` real seconds, which only paces the run: a 40 s simulated run takes
+0.4 s at ``time_scale=0.01`` and its spans show 40 s, on an idle host or a busy one.
+Workers run in ``concurrency`` lanes: sub-task k starts when it is dispatched or, past the
+first ``concurrency``, when sub-task k - ``concurrency`` ends.
 
 Billing of failed attempts: a rate-limited or refused request bills nothing; a request
 that timed out or was cancelled in flight is charged its prompt tokens (the provider had
@@ -31,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -43,6 +46,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from cliffwatch import settings
 from cliffwatch.orchestrator import prompts
 from cliffwatch.orchestrator import span_attrs as sa
+from cliffwatch.orchestrator.clock import VirtualClock
 from cliffwatch.orchestrator.config import TaskClassConfig
 from cliffwatch.orchestrator.dispatch import Action, DispatchGuard, PlanVerdict, survived_breach
 from cliffwatch.orchestrator.errors import (
@@ -58,6 +62,7 @@ from cliffwatch.orchestrator.routing import (
     post_worker_reserve,
     route_plan,
 )
+from cliffwatch.orchestrator.sim_provider import is_sim_model
 from cliffwatch.orchestrator.workload import Task
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Breach, Role, RunStatus
@@ -134,34 +139,6 @@ class RunResult:
     def duration_s(self) -> float:
         """Simulated duration in seconds."""
         return (self.ended_at_ns - self.started_at_ns) / 1e9
-
-
-class VirtualClock:
-    """Simulated time: ``started_at_ns`` plus real monotonic elapsed / ``time_scale``.
-
-    Args:
-        started_at_ns: the run's start, ns since the epoch (default: now).
-        time_scale: real seconds per simulated second (1.0: real time).
-    """
-
-    def __init__(self, started_at_ns: int | None = None, time_scale: float = 1.0) -> None:
-        if not time_scale > 0:
-            raise ValueError(f"time_scale must be > 0, got {time_scale!r}")
-        self.started_at_ns = time.time_ns() if started_at_ns is None else int(started_at_ns)
-        self.time_scale = float(time_scale)
-        self._t0 = time.monotonic_ns()
-
-    def now_ns(self) -> int:
-        """The simulated now, ns since the epoch."""
-        return self.started_at_ns + int((time.monotonic_ns() - self._t0) / self.time_scale)
-
-    def real_s(self, simulated_s: float) -> float:
-        """Real seconds that ``simulated_s`` simulated seconds take."""
-        return simulated_s * self.time_scale
-
-    async def sleep(self, simulated_s: float) -> None:
-        """Sleep ``simulated_s`` simulated seconds."""
-        await asyncio.sleep(self.real_s(simulated_s))
 
 
 @dataclass(slots=True)
@@ -242,6 +219,7 @@ class _Run:
     _worker_tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _context: Any = None  # the OTel context holding the run span (parent of every call)
     _verdicts: list[PlanVerdict] = field(default_factory=list)  # check_plan verdicts, in order
+    _cancelled_at_ns: int | None = None  # simulated time pending workers were cancelled at
 
     def __post_init__(self) -> None:
         self.guard = DispatchGuard(self.config.limits)
@@ -292,7 +270,7 @@ class _Run:
         timeout_real_s = self.clock.real_s(config.timeout_s)
         litellm = import_litellm()
         try:
-            response = await asyncio.wait_for(
+            call = asyncio.wait_for(
                 litellm.acompletion(
                     model=model,
                     messages=list(messages),
@@ -313,8 +291,13 @@ class _Run:
                 ),
                 timeout=timeout_real_s + BACKSTOP_SLACK_S,
             )
+            # simulated time, see the module docstring
+            response = await self.clock.timed(call, simulated=is_sim_model(model))
         except asyncio.CancelledError:
-            # cancelled in flight (spend crossed the ceiling, or the caller gave up)
+            # cancelled in flight (spend crossed the ceiling, or the caller gave up): the
+            # span ends when the crossing happened, in simulated time
+            if self._cancelled_at_ns is not None:
+                self.clock.wait_until(self._cancelled_at_ns)
             self._fail_span(span, model, messages, "cancelled", "cancelled in flight", True)
             raise
         except Exception as exc:  # noqa: BLE001 - every provider error becomes a span
@@ -494,6 +477,8 @@ class _Run:
         return _Stop(RunStatus.REJECTED, str(error), breach=verdict.breach, raise_error=error)
 
     def _cancel_pending_workers(self) -> None:
+        if self._cancelled_at_ns is None:
+            self._cancelled_at_ns = self.clock.now_ns()
         current = asyncio.current_task()
         for worker in self._worker_tasks:
             if worker is not current and not worker.done():
@@ -503,11 +488,16 @@ class _Run:
         self, routed: RoutedPlan, indices: Sequence[int]
     ) -> list[prompts.WorkerResult]:
         config = self.config
-        limit = asyncio.Semaphore(config.concurrency)
+        lanes = [self.clock.fork() for _ in indices]
 
-        async def work(index: int) -> prompts.WorkerResult | None:
+        async def work(position: int, index: int) -> prompts.WorkerResult | None:
             subtask, item = routed.subtasks[index], routed.items[index]
-            async with limit:
+            with self.clock.using(lanes[position]):
+                if position >= config.concurrency:
+                    # at most `concurrency` in flight: wait for the one ahead in this lane
+                    ahead = position - config.concurrency
+                    await asyncio.wait([self._worker_tasks[ahead]])
+                    self.clock.join([lanes[ahead]])
                 if self.guard.ceiling_crossed:
                     return None
                 result = await self._call(
@@ -524,8 +514,9 @@ class _Run:
                 return None
             return prompts.WorkerResult(index, item.title, result.text if result.ok else None)
 
-        self._worker_tasks = [asyncio.create_task(work(i)) for i in indices]
+        self._worker_tasks = [asyncio.create_task(work(k, i)) for k, i in enumerate(indices)]
         outcomes = await asyncio.gather(*self._worker_tasks, return_exceptions=True)
+        self.clock.join(lanes)
         results: list[prompts.WorkerResult] = []
         for outcome in outcomes:
             if isinstance(outcome, asyncio.CancelledError) or outcome is None:
@@ -741,7 +732,8 @@ async def aorchestrate(
     """
     clock = VirtualClock(started_at_ns, time_scale)
     run = _Run(task, config, tracing.tracer, seed, clock, replay_of)
-    result, error = await run.run()
+    with clock.using():
+        result, error = await run.run()
     if error is not None and raise_on_breach:
         raise error
     return result

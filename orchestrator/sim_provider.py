@@ -18,37 +18,44 @@ Behaviour per role (``metadata={"cliffwatch": {"role": ...}}``, set by the runne
   sub-tasks") the draw is held to N, except on "surprising" inputs (``runaway_rate``),
   where it ignores the cap and proposes 20-50 sub-tasks (the handbook's 47-worker
   incident). Asked to replan, it complies with probability ``replan_comply_rate``.
-- ``worker`` / ``synthesis``: prose of a few hundred tokens built from the prompt's own
-  words.
-- ``critic``: a JSON verdict, ``pass`` with probability ``critic_pass_rate``.
+- ``worker`` / ``synthesis``: a few hundred tokens of text answering the sub-task, or
+  summarising the workers' results, templated from the task's own input
+  (:mod:`orchestrator.sim_text`).
+- ``critic``: a JSON verdict, ``pass`` with probability ``critic_pass_rate``, with one
+  concrete request when it asks for a revision.
+
+Plans are JSON in the planning prompt's shape; their sub-task titles come from the steps,
+items and lists the task input names (:func:`orchestrator.sim_text.plan_titles`).
 
 Deterministic: each call's randomness comes from ``seed`` + a hash of the model and the
 messages + the attempt number, never from the clock or call order. Failures are injected
 at ``failure_rate`` per attempt, half rate limits (billed nothing) and half stalls that
 end in ``litellm.Timeout`` when the caller's timeout expires. Latency is simulated from
-tokens (``base_latency_s + output_tokens / tokens_per_s``) and slept for
-``latency x time_scale`` real seconds.
+tokens (``base_latency_s + output_tokens / tokens_per_s``, jittered by the call's seed):
+the caller's simulated time (:mod:`orchestrator.clock`) moves by exactly that, and it is
+slept for ``latency x time_scale`` real seconds only to pace the run.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import hashlib
 import json
 import math
 import random
-import re
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cliffwatch.orchestrator import prompts
+from cliffwatch.orchestrator import clock, prompts, sim_material, sim_text
 from cliffwatch.orchestrator.errors import ConfigError
 from cliffwatch.telemetry.pricing import import_litellm
+
+TOKENS_PER_WORD = 1.2
+"""Tokens per word of the simulated text (measured on its output with litellm's counters),
+to turn a target answer length in tokens into words to write."""
 
 PROVIDER = "sim"
 """The litellm provider name: model strings are ``sim/<real model>``."""
@@ -61,28 +68,6 @@ DEFAULT_MODELS = (
     "claude-haiku-4-5",
 )
 """Real models registered as ``sim/<model>`` by default (all in litellm's bundled map)."""
-
-_WORD_RE = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]|[A-Za-z]|\d+(?:[.,]\d+)?")
-_STOPWORDS = frozenset(
-    "a an and are as at be by for from has have in is it its of on or that the this to was "
-    "were will with you your task class sub-task sub-tasks".split()
-)
-_PLAN_VERBS = (
-    "Check",
-    "Update",
-    "Collect",
-    "Compare",
-    "Verify",
-    "Draft",
-    "Summarise",
-    "Review",
-    "Extract",
-    "Audit",
-    "Map",
-    "Test",
-)
-_CONNECTIVES = ("so", "and", "then", "because", "while", "which", "but", "also")
-
 
 @dataclass(frozen=True, slots=True)
 class SimProfile:
@@ -195,26 +180,6 @@ def _call_seed(seed: int, model: str, messages: Sequence[Mapping[str, Any]], att
     return int.from_bytes(hashlib.blake2b(blob.encode(), digest_size=8).digest(), "big")
 
 
-def _words(text: str) -> list[str]:
-    words = [w for w in _WORD_RE.findall(text) if w.lower() not in _STOPWORDS]
-    return words or ["result"]
-
-
-def _prose(rng: random.Random, words: Sequence[str], n_words: int) -> str:
-    """Sentences of 8-18 words drawn from ``words``, about ``n_words`` in all."""
-    sentences: list[str] = []
-    left = max(1, n_words)
-    while left > 0:
-        length = min(left, rng.randint(8, 18))
-        chosen = rng.choices(words, k=length)
-        if length > 5:
-            chosen.insert(rng.randint(2, length - 2), rng.choice(_CONNECTIVES))
-        sentence = " ".join(chosen)
-        sentences.append(sentence[0].upper() + sentence[1:] + ".")
-        left -= length
-    return " ".join(sentences)
-
-
 def _lognormal(rng: random.Random, median: float, sigma: float) -> float:
     return median * math.exp(sigma * rng.gauss(0.0, 1.0))
 
@@ -275,8 +240,7 @@ class SimLLM:
             content = _plan_answer(rng, messages, profile)
         elif role == "critic":
             passed = rng.random() < profile.critic_pass_rate
-            words = _words(_last_user(messages))
-            feedback = "" if passed else _prose(rng, words, rng.randint(12, 30))
+            feedback = "" if passed else sim_text.critic_feedback(rng, _last_user(messages))
             content = json.dumps({"verdict": "pass" if passed else "revise", "feedback": feedback})
         else:
             median = (
@@ -285,8 +249,9 @@ class SimLLM:
                 else profile.worker_output_tokens
             )
             target_tokens = _lognormal(rng, median, profile.output_sigma)
-            # about 1.3 tokens per English word with these tokenizers
-            content = _prose(rng, _words(_last_user(messages)), round(target_tokens / 1.3))
+            n_words = round(target_tokens / TOKENS_PER_WORD)
+            write = sim_text.synthesis_text if role == "synthesis" else sim_text.worker_text
+            content = write(rng, _last_user(messages), n_words)
         completion_tokens = _count_text(model, content)
         finish = "stop"
         if max_tokens is not None and completion_tokens > max_tokens:
@@ -314,12 +279,14 @@ class SimLLM:
         optional_params: dict,
         litellm_params: dict | None,
         timeout: Any,
-    ) -> tuple[float, SimAnswer]:
-        """What one call does, for both entry points: ``(real seconds to wait, answer)``.
+    ) -> tuple[float, float, SimAnswer]:
+        """What one call does, for both entry points:
+        ``(simulated seconds it lasts, real seconds to wait, answer)``.
 
-        The wait is the simulated latency x the run's time scale; a stalled request
-        (failure ``timeout``) waits the caller's whole ``timeout`` instead, since nothing
-        comes back before it expires. After the wait, :meth:`_finish` gives the result.
+        It lasts the answer's simulated latency, slept for that x the run's time scale; a
+        stalled request (failure ``timeout``) lasts the caller's whole ``timeout`` instead
+        (real seconds, so ``timeout / time_scale`` simulated), since nothing comes back
+        before it expires. After the wait, :meth:`_finish` gives the result.
         """
         meta = ((litellm_params or {}).get("metadata") or {}).get("cliffwatch") or {}
         seed = meta.get("seed", optional_params.get("seed"))
@@ -335,8 +302,9 @@ class SimLLM:
             profile=self.profile(meta.get("provider_params")),
         )
         if answer.failure == "timeout":
-            return _timeout_s(timeout), answer
-        return answer.latency_s * time_scale, answer
+            real_s = _timeout_s(timeout)
+            return real_s / time_scale, real_s, answer
+        return answer.latency_s, answer.latency_s * time_scale, answer
 
     def _finish(self, model: str, answer: SimAnswer, model_response: Any) -> Any:
         """The call's result once its wait is over: its injected failure raised, else the
@@ -403,9 +371,14 @@ class SimLLM:
         timeout: Any = None,
         client: Any = None,
     ) -> Any:
-        """litellm's async entry point: decide, sleep the simulated latency, answer."""
-        wait_s, answer = self._decide(model, messages, optional_params, litellm_params, timeout)
-        await asyncio.sleep(wait_s)
+        """litellm's async entry point: decide, wait the simulated latency, answer.
+
+        The caller's simulated time (:mod:`orchestrator.clock`) moves by the simulated
+        latency, whatever the real wait took."""
+        sim_s, real_s, answer = self._decide(
+            model, messages, optional_params, litellm_params, timeout
+        )
+        await clock.simulate(sim_s, real_s)
         return self._finish(model, answer, model_response)
 
     def completion(
@@ -428,8 +401,10 @@ class SimLLM:
         client: Any = None,
     ) -> Any:
         """litellm's sync entry point: as :meth:`acompletion`, blocking."""
-        wait_s, answer = self._decide(model, messages, optional_params, litellm_params, timeout)
-        time.sleep(wait_s)
+        sim_s, real_s, answer = self._decide(
+            model, messages, optional_params, litellm_params, timeout
+        )
+        clock.simulate_blocking(sim_s, real_s)
         return self._finish(model, answer, model_response)
 
 
@@ -509,15 +484,14 @@ def _plan_answer(
     else:
         size, runaway = _plan_size(rng, profile, cap)
     hard_share = profile.runaway_hard_share if runaway else profile.hard_share
-    words = _words(_task_text(messages))
+    task = sim_text.task_of(_task_text(messages))
     subtasks = []
-    for _ in range(size):
-        topic = " ".join(rng.choice(words) for _ in range(rng.randint(2, 4)))
+    for title in sim_material.plan_titles(task, size):
         subtasks.append(
             {
-                "title": f"{rng.choice(_PLAN_VERBS)} {topic}",
+                "title": title,
                 "difficulty": "hard" if rng.random() < hard_share else "routine",
-                "instructions": _prose(rng, words, rng.randint(14, 28)),
+                "instructions": sim_text.plan_instructions(rng, task, title),
             }
         )
     return json.dumps({"subtasks": subtasks}, indent=1)

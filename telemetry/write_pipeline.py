@@ -62,7 +62,7 @@ _JSON_COLUMNS = ("attributes", "resource_attributes", "events")
 
 def _select_expr(name: str) -> str:
     if name in _JSON_COLUMNS:
-        # One span with malformed JSON must not fail the whole batch (STYLE.md item 5):
+        # One span with malformed JSON must not fail the whole batch:
         # keep its text under a marker key instead.
         return (
             f"CASE WHEN json_valid({name}) THEN {name}::JSON "

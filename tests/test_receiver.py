@@ -1,5 +1,8 @@
 """The OTLP/HTTP receiver, on a free loopback port in this process, against a real store.
 
+Why one file: every test drives the same receiver fixture and request helpers;
+splitting by status code would scatter one protocol's contract over several files.
+
 Every bad request must get its OTLP status, store nothing of its payload, and leave the
 server serving (each bad-input test ends with a good request that is stored).
 """

@@ -1,5 +1,8 @@
 """The runner end to end on the simulated provider, spans read from an in-memory exporter.
 
+Why one file: the tests share the runner fixtures (tracing, sim profiles, configs)
+and read as one walk through a run: plan, dispatch, workers, synthesis, costs.
+
 Every run here goes through litellm.acompletion to the real ``sim`` provider (no mocks);
 spans are collected with the OTel SDK's InMemorySpanExporter so each test can look at
 exactly the spans one run made.

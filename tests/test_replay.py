@@ -32,6 +32,7 @@ from cliffwatch.analytics.recorded import load_estimates, load_recorded_run, loa
 from cliffwatch.analytics.replay import KEEP, LimitsOverride, ReplayError, compare_runs, replay
 from cliffwatch.analytics.runs import get_run
 from cliffwatch.analytics.store_access import read_store
+from cliffwatch.formatting import usd
 from cliffwatch.orchestrator.dispatch import Action, DispatchGuard, Limits, PlanVerdict
 from cliffwatch.telemetry.conventions import Breach, CapPolicy, RunStatus
 from cliffwatch.telemetry.testing import llm_call_record, ns_at
@@ -234,8 +235,8 @@ def test_a_cap_of_8_rejects_the_runaway_and_counts_its_task_redone(hand: Path) -
     assert "12" in cf.reason and "cap 8" in cf.reason
     figures = {f: (c, b) for f, _, c, b in rp.comparison().rows()}
     assert figures["task completed"] == ("no (rejected)", "dispatch layer")
-    assert figures["task redone $"] == (f"${redo:.6f}", "estimated")
-    assert figures["total $"][0] == f"${PLAN_USD + redo:.6f}"
+    assert figures["task redone $"] == (usd(cf.redo_usd), "estimated")  # redo checked above
+    assert figures["total $"][0] == usd(cf.task_cost_usd)
 
 
 def test_a_task_left_undone_with_nothing_to_redo_it_from_has_an_unknown_saving(

@@ -139,38 +139,35 @@ def _current_costs(calls: pl.DataFrame) -> pl.DataFrame:
     return calls.join(priced, on=keys, how="left", nulls_equal=True)
 
 
+def _row(check: str, calls: int, usd: float | None = None,
+         share: float | None = None) -> dict[str, Any]:
+    return {"check": check, "calls": calls, "amount_usd": usd, "share": share}
+
+
 def _summary(flagged: pl.DataFrame, current_map: bool) -> pl.DataFrame:
     counted = flagged.filter(~pl.col("duplicate"))
     spend = float(counted["stored_usd"].fill_null(0.0).sum())
-    rows: list[dict[str, Any]] = [
-        {"check": "calls audited", "calls": flagged.height, "usd": spend, "share": None},
-    ]
+    rows: list[dict[str, Any]] = [_row("calls audited", flagged.height, spend)]
     for source in ("provider", "computed", "unpriced"):
         part = counted.filter(pl.col("cost_source") == source)
         usd = float(part["stored_usd"].fill_null(0.0).sum())
-        rows.append({"check": f"spend {source}", "calls": part.height,
-                     "usd": None if source == "unpriced" else usd,
-                     "share": usd / spend if spend and source != "unpriced" else None})
+        priced = source != "unpriced"
+        rows.append(_row(f"spend {source}", part.height, usd if priced else None,
+                         usd / spend if spend and priced else None))
     drift = flagged.filter(pl.col("drift"))
     rows += [
-        {"check": "not recomputing", "calls": int(flagged["not_recomputing"].sum()),
-         "usd": None, "share": None},
-        {"check": "reported vs computed drift", "calls": drift.height,
-         "usd": float(drift["drift_usd"].sum()) if drift.height else 0.0, "share": None},
-        {"check": "cache detail missing", "calls": int(flagged["cache_detail_missing"].sum()),
-         "usd": None, "share": None},
-        {"check": "duplicates dropped", "calls": int(flagged["duplicate"].sum()),
-         "usd": None, "share": None},
+        _row("not recomputing", int(flagged["not_recomputing"].sum())),
+        _row("reported vs computed drift", drift.height, float(drift["drift_usd"].sum())),
+        _row("cache detail missing", int(flagged["cache_detail_missing"].sum())),
+        _row("duplicates dropped", int(flagged["duplicate"].sum())),
     ]
     rejected = flagged.filter(pl.col("usage_rejected").is_not_null())
     for reason, n in sorted(rejected.group_by("usage_rejected").len().iter_rows()):
-        rows.append({"check": f"usage rejected: {reason}", "calls": n, "usd": None,
-                     "share": None})
+        rows.append(_row(f"usage rejected: {reason}", n))
     if current_map:
-        rows.append({"check": "price changed in current map",
-                     "calls": int(flagged["price_changed"].sum()), "usd": None, "share": None})
+        rows.append(_row("price changed in current map", int(flagged["price_changed"].sum())))
     return pl.DataFrame(rows, schema={"check": pl.String, "calls": pl.Int64,
-                                      "usd": pl.Float64, "share": pl.Float64})
+                                      "amount_usd": pl.Float64, "share": pl.Float64})
 
 
 def _problems(flagged: pl.DataFrame) -> pl.DataFrame:

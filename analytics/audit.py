@@ -2,7 +2,8 @@
 
 :func:`audit_costs` reads the ``spans`` table read-only and, for every stored leaf LLM
 call (``is_llm_call`` and ``is_leaf_call``; a store that predates ``is_leaf_call`` counts
-every LLM call), rebuilds its cost in DuckDB SQL from its stored tokens and stored rates by
+every LLM call) and every duplicate dropped (``duplicate_of`` set: checked, counted, never
+in the spend), rebuilds its cost in DuckDB SQL from its stored tokens and stored rates by
 the same lines as :func:`cliffwatch.telemetry.pricing.recompute_cost_usd` (uncached input,
 cache reads, cache writes, text output, reasoning, each at the stored rate; a missing cache
 or reasoning rate is the input or output rate). A call *recomputes* when, to
@@ -44,8 +45,8 @@ PROBLEM_COLUMNS = (
 def _differ(a: str, b: str) -> str:
     """SQL: ``a`` and ``b`` (DOUBLE expressions) disagree beyond the tolerance; NULL-safe."""
     return (
-        f"(({a}) IS NULL) <> (({b}) IS NULL) OR ABS(({a}) - ({b})) > "
-        f"{RELATIVE_TOLERANCE} * GREATEST(ABS({a}), ABS({b}))"
+        f"((({a}) IS NULL) <> (({b}) IS NULL) OR COALESCE(ABS(({a}) - ({b})) > "
+        f"{RELATIVE_TOLERANCE} * GREATEST(ABS({a}), ABS({b})), false))"
     )
 
 
@@ -207,7 +208,8 @@ def audit_costs(
             gains them on its next write).
     """
     conds, params = (window or Window()).conditions("started_at")
-    leaf = ("is_llm_call AND COALESCE(is_leaf_call, true)", *conds)
+    leaf = ("is_llm_call AND (COALESCE(is_leaf_call, true) OR duplicate_of IS NOT NULL)",
+            *conds)
     sql = _flags_sql(_CALLS_SQL + where(list(leaf))) + " ORDER BY run_id, span_id"
     flagged = frame(con, sql, params)
     if current_map and flagged.height:

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from cliffwatch.cli import analysis, orchestrate, read, serve
+from cliffwatch.cli import analysis, audit, orchestrate, read, serve
 from cliffwatch.cli.output import CliError, error_line
 from cliffwatch.errors import CliffwatchError
 
@@ -72,7 +72,7 @@ app = typer.Typer(
 for _command in (
     read.percentiles, read.runs, orchestrate.demo, orchestrate.run, serve.dashboard,
     serve.serve, serve.ingest, read.findings, read.alerts, analysis.replay, analysis.whatif,
-    analysis.report,
+    analysis.report, audit.audit,
 ):
     app.command()(_command)
 app.add_typer(read.incidents_app, name="incidents")

@@ -23,17 +23,24 @@ HTML = "<img src=x>"
 LINK = "![b](http://127.0.0.1:9/b.png)"
 RUN_ID = "d" * 32
 
-# Markup that would take effect: not preceded by the backslash that makes it literal.
-LIVE_MARKUP = re.compile(r"(?<!\\)!\[|(?<!\\)<img|(?<!\\)\]\(")
+# Markup that would take effect (not preceded by the backslash that makes it literal): an
+# image, an HTML tag, a link off the dashboard (its own run links are relative).
+LIVE_MARKUP = re.compile(r"(?<!\\)!\[|(?<!\\)<img|(?<!\\)\]\(<?[a-z]+:")
 
 
 @pytest.fixture(scope="module")
 def markup_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("markup") / "store.duckdb"
-    write_spans(path, make_run_records(
+    records = make_run_records(
         run_id=RUN_ID, task_class=IMAGE, planner_model=HTML, worker_model=IMAGE,
         synthesis_model=HTML, started_at_ns=ns_at("2026-11-01T00:00:00"),
-    ))
+    )
+    records += make_run_records(  # a cap breach: an incident of the markup class
+        run_id="e" * 32, task_class=IMAGE, planner_model=HTML, worker_cost_usds=[],
+        proposed=47, max_workers=8, status="rejected", breach="cap",
+        started_at_ns=ns_at("2026-11-02T00:00:00"),
+    )
+    write_spans(path, records)
     return path
 
 
@@ -54,10 +61,11 @@ def _open(app: AppTest, page: str | None = None) -> AppTest:
 
 
 def _markdown_texts(app: AppTest) -> list[str]:
-    """Every string the page renders as markdown: text elements and st.table cells."""
+    """Every string the page renders as markdown: text elements, expander labels and
+    st.table cells."""
     elements = [*app.markdown, *app.caption, *app.title, *app.header, *app.subheader,
                 *app.error, *app.warning, *app.info, *app.success]
-    texts = [str(e.value) for e in elements]
+    texts = [str(e.value) for e in elements] + [str(e.label) for e in app.expander]
     for table in app.table:
         texts += [str(cell) for cell in table.value.to_numpy().ravel()]
     return texts
@@ -72,11 +80,13 @@ def _assert_no_live_markup(app: AppTest, *escaped: str) -> None:
         assert literal in joined, (literal, texts)
 
 
-def test_overview_shows_a_markup_task_class_as_text(
-    markup_store: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("page", [None, "views/incidents.py", "views/findings.py",
+                                  "views/whatif.py", "views/report.py"])
+def test_pages_show_a_markup_task_class_as_text(
+    page: str | None, markup_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = _open(_app(markup_store, monkeypatch))
-    _assert_no_live_markup(app, r"\!\[x\]\(http\:")
+    app = _open(_app(markup_store, monkeypatch, max_workers="4"), page)
+    _assert_no_live_markup(app, r"\!\[x\]\(http\:" if page is None else "")
 
 
 def test_run_page_shows_markup_class_and_models_as_text(

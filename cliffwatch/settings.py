@@ -53,6 +53,10 @@ CLIFFWATCH_RECEIVER_TOKEN = "CLIFFWATCH_RECEIVER_TOKEN"
 401) when no ``--token`` is given. Default: none, no token required. An environment variable
 keeps the secret out of the process list."""
 
+CLIFFWATCH_DASHBOARD_TOKEN = "CLIFFWATCH_DASHBOARD_TOKEN"
+"""Token ``cliffwatch dashboard`` requires once per browser session (``?token=<token>`` in
+the URL; else an error page) when no ``--token`` is given. Default: none, no token required."""
+
 CLIFFWATCH_TASK_CLASS_ATTRIBUTES = "CLIFFWATCH_TASK_CLASS_ATTRIBUTES"
 """Comma-separated span (then resource) attribute names that give an ingested span its task
 class, tried in order; a run with none of them falls back to ``service.name``. Default
@@ -143,6 +147,11 @@ def otlp_max_body_bytes() -> int:
 def receiver_token() -> str | None:
     """The token the OTLP receiver requires ($CLIFFWATCH_RECEIVER_TOKEN), or None."""
     return os.environ.get(CLIFFWATCH_RECEIVER_TOKEN) or None
+
+
+def dashboard_token() -> str | None:
+    """The token the dashboard requires ($CLIFFWATCH_DASHBOARD_TOKEN), or None."""
+    return os.environ.get(CLIFFWATCH_DASHBOARD_TOKEN) or None
 
 
 def task_class_attributes() -> tuple[str, ...] | None:

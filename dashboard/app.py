@@ -12,9 +12,10 @@ beside the entry point as a v1 multipage app until some session has run
 
 import streamlit as st
 
-from cliffwatch.dashboard import filters, queries
+from cliffwatch.dashboard import access, filters, queries
 
 st.set_page_config(page_title="cliffwatch", layout="wide")
+access.require_token()
 
 page = st.navigation(
     [

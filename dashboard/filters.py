@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from cliffwatch.analytics.window import Window, WindowError
+from cliffwatch.dashboard.ui import md_text
 
 ALL_TIME = "all"
 SINCE_CHOICES: tuple[str, ...] = (ALL_TIME, "24h", "7d", "30d")
@@ -121,7 +122,7 @@ def render_sidebar(class_options: Sequence[str]) -> Filters:
         try:
             filters.window()
         except WindowError as exc:
-            st.error(f"{exc}. Showing all time.")
+            st.error(f"{md_text(exc)}. Showing all time.")
             filters = Filters(task_classes=filters.task_classes)
     st.session_state[_STATE_KEY] = filters
     return filters

@@ -39,6 +39,7 @@ from cliffwatch.analytics.store_access import (
     read_store,
 )
 from cliffwatch.dashboard.filters import Filters
+from cliffwatch.dashboard.ui import md_text
 
 T = TypeVar("T")
 
@@ -62,11 +63,11 @@ BUSY_PAUSE_S = 1.0
 _BUSY_KEY = "cliffwatch_busy_tries"
 
 NO_STORE_MESSAGE = (
-    "There is no cliffwatch database at `{path}` yet. Run `cliffwatch demo` to fill one "
+    "There is no cliffwatch database at {path} yet. Run `cliffwatch demo` to fill one "
     "with a month of simulated runs, or point `CLIFFWATCH_DB` at your store."
 )
 EMPTY_STORE_MESSAGE = (
-    "The cliffwatch database at `{path}` has no runs yet. Run `cliffwatch demo` to fill it "
+    "The cliffwatch database at {path} has no runs yet. Run `cliffwatch demo` to fill it "
     "with a month of simulated runs, or send spans to it from your pipeline."
 )
 
@@ -241,20 +242,21 @@ def fetch(loader: Callable[..., T], *args: Any) -> T:
     try:
         result = loader(str(path), store_version(path), *args)
     except StoreNotFoundError:
-        st.info(NO_STORE_MESSAGE.format(path=path))
+        st.info(NO_STORE_MESSAGE.format(path=md_text(path)))
         st.stop()
     except StoreBusyError as exc:
         tries = st.session_state.get(_BUSY_KEY, 0)
         if tries < BUSY_RETRIES:
             st.session_state[_BUSY_KEY] = tries + 1
-            st.warning(f"Store busy, retrying ({tries + 1}/{BUSY_RETRIES}): {exc}")
+            st.warning(f"Store busy, retrying ({tries + 1}/{BUSY_RETRIES}): {md_text(exc)}")
             time.sleep(BUSY_PAUSE_S)
             st.rerun()
         st.session_state[_BUSY_KEY] = 0
-        st.error(f"{exc}. Another process is still writing to it: reload the page to retry.")
+        st.error(f"{md_text(exc)}. Another process is still writing to it: "
+                 "reload the page to retry.")
         st.stop()
     except (StoreError, AnalyticsError) as exc:
-        st.error(str(exc))
+        st.error(md_text(exc))
         st.stop()
     st.session_state[_BUSY_KEY] = 0
     return result
@@ -270,7 +272,7 @@ def cliff_ratio() -> float:
     try:
         return settings.findings_cliff_ratio()
     except settings.SettingError as exc:
-        st.error(str(exc))
+        st.error(md_text(exc))
         st.stop()
 
 
@@ -280,5 +282,5 @@ def stop_if_no_runs() -> None:
     Call after a :func:`fetch` of the page's own data came back empty.
     """
     if not fetch(load_task_classes):
-        st.info(EMPTY_STORE_MESSAGE.format(path=store_path()))
+        st.info(EMPTY_STORE_MESSAGE.format(path=md_text(store_path())))
         st.stop()

@@ -14,6 +14,7 @@ import streamlit as st
 from cliffwatch.analytics.store_access import StoreError
 from cliffwatch.analytics.triage import INCIDENT_STATUSES, set_incident_status
 from cliffwatch.dashboard.queries import store_path
+from cliffwatch.dashboard.ui import md_text
 
 MAX_NOTE_CHARS = 2000
 """Longest note the form takes (the store refuses longer ones)."""
@@ -31,7 +32,7 @@ def render_triage(incidents: pl.DataFrame, *, key: str = "triage") -> None:
     """
     done = st.session_state.pop(_FLASH_KEY, None)
     if done:
-        st.success(done, icon=":material/check:")
+        st.success(md_text(done), icon=":material/check:")
     if incidents.is_empty():
         return
     labels = {
@@ -53,7 +54,7 @@ def render_triage(incidents: pl.DataFrame, *, key: str = "triage") -> None:
     try:
         result = set_incident_status(store_path(), incident_id, status, note.strip() or None)
     except StoreError as exc:
-        st.error(str(exc))
+        st.error(md_text(exc))
         return
     st.session_state[_FLASH_KEY] = (
         f"{result.incident_id}: {result.previous_status} → {result.status}"

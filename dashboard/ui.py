@@ -5,6 +5,7 @@ dashboard and the reports."""
 
 from __future__ import annotations
 
+import re
 from typing import Literal, NoReturn
 
 import polars as pl
@@ -67,6 +68,7 @@ def percentile_table(percentiles: pl.DataFrame, cliff_ratio: float) -> Styler:
     """
     over = pl.col("cliff_ratio") > cliff_ratio
     shown = percentiles.with_columns(
+        pl.col("task_class").map_elements(md_text, return_dtype=pl.String),
         pl.when(over).then(pl.lit(CLIFF_BADGE)).otherwise(pl.lit("")).alias("cliff")
     ).select(list(PERCENTILE_LABELS)).to_pandas().rename(columns=PERCENTILE_LABELS)
     money = [PERCENTILE_LABELS[c] for c in PERCENTILE_LABELS if c.endswith("_usd")]
@@ -76,6 +78,23 @@ def percentile_table(percentiles: pl.DataFrame, cliff_ratio: float) -> Styler:
         .format("{:.1f}x", subset=[ratio], na_rep="-")
         .map(lambda r: _ALERT_CSS if r > cliff_ratio else "", subset=[ratio])
     )
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:&])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def md_text(value: object) -> str:
+    """``value`` as literal text inside Streamlit markdown (titles, captions, alerts):
+    every ASCII punctuation mark that markdown, Streamlit directives (``:red[...]``,
+    ``:material/x:``), LaTeX (``$``) or HTML (``<img>``) give a meaning is backslash-escaped
+    (CommonMark: any ASCII punctuation may be), and control characters are shown as
+    escapes (``\\n``), so span data or a URL parameter never becomes an image, a link or
+    an element. ``None`` gives ``-``."""
+    if value is None:
+        return "-"
+    text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), str(value))
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
 def run_link(run_id: str) -> str:

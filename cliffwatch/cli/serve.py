@@ -27,13 +27,55 @@ if TYPE_CHECKING:
 DEFAULT_DASHBOARD_PORT = 8501
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+"""Hosts that keep a server on this machine (no warning about an exposed server)."""
+
+STREAMLIT_OFFLINE_FLAGS = (
+    "--server.headless", "true",
+    "--browser.gatherUsageStats", "false",  # no usage statistics sent to Streamlit
+    "--client.toolbarMode", "viewer",  # no Deploy button or developer menu entries
+    "--server.fileWatcherType", "none",  # a served tool, not an app being edited
+)
+"""Streamlit flags of ``cliffwatch dashboard``: an offline tool (Streamlit 1.67 options;
+``streamlit config show``). Streamlit serves its own fonts, so nothing else is fetched."""
+
+
+def _forward_signals(child: subprocess.Popen[bytes]) -> dict[int, Any]:
+    """Pass SIGTERM and SIGINT received by this process on to ``child``; return the
+    previous handlers (for :func:`signal.signal` to restore)."""
+
+    def _forward(signum: int, frame: Any) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    return {signum: signal.signal(signum, _forward) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+
 def dashboard(
     db: DbOption = None,
     port: Annotated[
         int, typer.Option("--port", min=1, max=65535, help="Port to serve on.")
     ] = DEFAULT_DASHBOARD_PORT,
+    host: Annotated[
+        str,
+        typer.Option("--host", help="Interface to listen on: loopback unless told (0.0.0.0)."),
+    ] = "127.0.0.1",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            metavar="TOKEN",
+            help="Require '?token=TOKEN' once per browser session (default: "
+            "$CLIFFWATCH_DASHBOARD_TOKEN, else no token).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Open the Streamlit dashboard on the store (headless; prints the URL)."""
+    """Open the Streamlit dashboard on the store (headless; prints the URL).
+
+    Serves until the Streamlit server stops; SIGTERM or Ctrl-C stop it, and the command
+    exits with the server's exit code.
+    """
     path = settings.db_path(db).resolve()
     with read_only_store(path):
         pass  # a missing or foreign store is one line here, not an error page later
@@ -45,17 +87,34 @@ def dashboard(
         raise CliError(f"dashboard entry point {app_py} is missing")
     command = [
         sys.executable, "-m", "streamlit", "run", str(app_py),
-        "--server.headless", "true",
+        *STREAMLIT_OFFLINE_FLAGS,
+        "--server.address", host,
         "--server.port", str(port),
-        "--browser.gatherUsageStats", "false",
     ]
-    Console().print(f"cliffwatch dashboard on [bold]http://localhost:{port}[/] (store {path})")
+    shown_host = "localhost" if host in LOOPBACK_HOSTS else host
+    Console().print(f"cliffwatch dashboard on [bold]http://{shown_host}:{port}[/] (store {path})",
+                    soft_wrap=True, highlight=False)
     env = {**os.environ, settings.CLIFFWATCH_DB: str(path)}
+    token = token or settings.dashboard_token()
+    if token:
+        env[settings.CLIFFWATCH_DASHBOARD_TOKEN] = token  # the environment, not argv: secret
+    elif host not in LOOPBACK_HOSTS:
+        Console(stderr=True).print(
+            "[yellow]warning:[/] listening beyond loopback without --token", soft_wrap=True
+        )
+    # Its own process group: a terminal's Ctrl-C reaches it once, through us.
+    child = subprocess.Popen(command, env=env, process_group=0)
+    previous = _forward_signals(child)
     try:
-        code = subprocess.run(command, env=env, check=False).returncode
-    except KeyboardInterrupt:
-        code = 0
-    raise typer.Exit(code)
+        code = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if child.poll() is None:  # an unexpected error here: do not leave it serving
+            child.terminate()
+            child.wait()
+    # Stopped by the signal we passed on: a clean stop, as Ctrl-C has always been.
+    raise typer.Exit(0 if code in (-signal.SIGTERM, -signal.SIGINT) else code)
 
 
 TaskClassAttrOption = Annotated[
@@ -125,7 +184,7 @@ def serve(
     base = receiver.endpoint.removesuffix("/v1/traces")
     err.print(f"  send with OTEL_EXPORTER_OTLP_ENDPOINT={base}; Ctrl-C stops",
               soft_wrap=True, highlight=False)
-    if host not in ("127.0.0.1", "localhost", "::1") and config.token is None:
+    if host not in LOOPBACK_HOSTS and config.token is None:
         err.print("[yellow]warning:[/] listening beyond loopback without --token",
                   soft_wrap=True)
 

@@ -7,6 +7,7 @@ Deep link: ``/findings?kind=implicit_max_workers`` (plus the sidebar's parameter
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import polars as pl
 import streamlit as st
@@ -44,7 +45,7 @@ def load_findings(db: str, version: tuple[int, ...], selected: Filters) -> pl.Da
 
 selected = filters.current()
 st.title("Findings")
-st.caption(f"{selected.describe()} · the handbook's orchestrator-worker anti-patterns, "
+st.caption(f"{ui.md_text(selected.describe())} · the handbook's orchestrator-worker anti-patterns, "
            "measured in these runs")
 
 found = queries.fetch(load_findings, selected)
@@ -90,16 +91,18 @@ downloads.csv_button(shown, "findings")
 
 for row in shown.iter_rows(named=True):
     saving = row["yearly_saving_usd"]
-    label = (f"{KIND_LABELS[row['kind']]} · {row['task_class']}"
+    label = (f"{KIND_LABELS[row['kind']]} · {ui.md_text(row['task_class'])}"
              + (f" · {ui.usd(saving)} a year" if saving is not None else ""))
     with st.expander(label):
-        st.markdown(f"**Fix.** {row['fix']}")
-        st.write(row["title"])
-        st.caption(f"Saving: {row['basis']}. Runs from {row['first_seen']:%Y-%m-%d %H:%M} to "
+        st.markdown(f"**Fix.** {ui.md_text(row['fix'])}")
+        st.text(row["title"])
+        st.caption(f"Saving: {ui.md_text(row['basis'])}. "
+                   f"Runs from {row['first_seen']:%Y-%m-%d %H:%M} to "
                    f"{row['last_seen']:%Y-%m-%d %H:%M} UTC.")
         evidence = json.loads(row["evidence"])
         run_ids = evidence.pop("run_ids", [])
         if run_ids:
             st.markdown("Costliest runs: " + ", ".join(
-                f"[{run_id[:12]}]({ui.run_link(run_id)})" for run_id in run_ids))
+                f"[{ui.md_text(run_id[:12])}](<{ui.run_link(quote(run_id))}>)"
+                for run_id in run_ids))
         st.json(evidence, expanded=False)

@@ -11,7 +11,7 @@ from cliffwatch.dashboard import downloads, filters, links, queries, triage_pane
 
 selected = filters.current()
 st.title("Incidents")
-st.caption(selected.describe())
+st.caption(ui.md_text(selected.describe()))
 
 found = queries.fetch(queries.load_incidents, selected)
 if found.is_empty():

@@ -12,7 +12,7 @@ from cliffwatch.dashboard import downloads, filters, queries, ui
 
 selected = filters.current()
 st.title("Cost per task")
-st.caption(f"{selected.describe()} · store `{queries.store_path()}`")
+st.caption(f"{ui.md_text(selected.describe())} · store {ui.md_text(queries.store_path())}")
 
 data = queries.fetch(queries.load_overview, selected)
 if data.percentiles.is_empty():
@@ -60,7 +60,7 @@ trend_class = trend_classes[0]
 if len(trend_classes) > 1:
     trend_class = st.segmented_control(
         "Task class", trend_classes, default=trend_class, required=True, key="trend_class",
-        label_visibility="collapsed",
+        label_visibility="collapsed", format_func=ui.md_text,
     )
 cap_date = data.cap_dates[trend_class]
 st.plotly_chart(
@@ -70,4 +70,4 @@ st.plotly_chart(
 if cap_date is not None:
     st.caption(f"The max-workers cap came in on {cap_date.isoformat()} (dashed line).")
 else:
-    st.caption(f"No {trend_class} run in the store has had a max-workers cap.")
+    st.caption(f"No {ui.md_text(trend_class)} run in the store has had a max-workers cap.")

@@ -53,7 +53,7 @@ override = limits_controls()
 rp = queries.fetch(replay_queries.load_replay, run_id, override)
 run, cf = rp.run, rp.counterfactual
 
-st.subheader(f"{run.task_class} · `{run.run_id}`")
+st.subheader(f"{ui.md_text(run.task_class)} · {ui.md_text(run.run_id)}")
 link_row = st.container(horizontal=True)
 with link_row:
     st.page_link(ui.RUN_PAGE, label="Open its run page", icon=":material/waterfall_chart:",
@@ -62,7 +62,7 @@ with link_row:
         st.page_link(links.REPLAY_PAGE, label=f"Replay of {run.replay_of[:12]}",
                      icon=":material/history:", query_params={"run_id": run.replay_of})
 st.caption(
-    f"Task {run.task_id or '-'} · started {run.started_at:%Y-%m-%d %H:%M:%S} UTC · recorded "
+    f"Task {ui.md_text(run.task_id)} · started {run.started_at:%Y-%m-%d %H:%M:%S} UTC · recorded "
     f"under cap {_limit(run.limits.max_workers, 'none')}, ceiling "
     f"{ui.usd(run.limits.ceiling_usd) if run.limits.ceiling_usd else 'none'}, policy "
     f"{run.limits.policy.value} · replaying under {override.describe()}"
@@ -89,9 +89,9 @@ TIMELINE_ORDER = ["step", "offset_ms", "duration_ms", "kind", "name", "status", 
 
 def _status(status: str, breach: str | None) -> None:
     with st.container(horizontal=True):
-        st.badge(status, color=ui.STATUS_COLOURS.get(status, "gray"))
+        st.badge(ui.md_text(status), color=ui.STATUS_COLOURS.get(status, "gray"))
         if breach:
-            st.badge(f"{breach} breach", icon=":material/error:", color="red")
+            st.badge(f"{ui.md_text(breach)} breach", icon=":material/error:", color="red")
 
 
 left, right = st.columns(2)
@@ -102,7 +102,7 @@ with left:
     facts[0].metric("Dispatched", f"{run.workers_dispatched or 0} of "
                                   f"{_limit(run.workers_proposed, '-')}")
     facts[1].metric("Cost", ui.usd(run.cost_usd))
-    st.caption(rp.as_recorded.reason)
+    st.caption(ui.md_text(rp.as_recorded.reason))
 with right:
     st.markdown("**Counterfactual**")
     _status(cf.status.value, cf.breach.value if cf.breach else None)
@@ -117,10 +117,10 @@ with right:
                         delta=f"{change}{ui.usd(abs(cf.saving_usd))}{pct}",
                         help="With the task redone within the limits (estimated)"
                         if cf.redo else None)
-    st.caption(cf.reason)
+    st.caption(ui.md_text(cf.reason))
 
 if not cf.replayable:
-    st.warning(cf.reason)
+    st.warning(ui.md_text(cf.reason))
 elif not rp.reproduces_record:
     st.warning("Under its recorded limits this replay does not reproduce the record.")
 st.plotly_chart(replay_charts.counterfactual_stages(rp.counterfactual_items(), rp.timeline),
@@ -128,7 +128,7 @@ st.plotly_chart(replay_charts.counterfactual_stages(rp.counterfactual_items(), r
 notes = sorted({(i.stage, i.note) for i in cf.items if i.basis == "estimated"})
 if notes:
     st.caption("Estimated figures (not in the record): " + "; ".join(
-        f"{stage}: {note}" for stage, note in notes))
+        f"{ui.md_text(stage)}: {ui.md_text(note)}" for stage, note in notes))
 comparison = rp.comparison()
 st.dataframe(comparison, hide_index=True, key="comparison", height="content",
              column_config=COLUMNS)
@@ -164,11 +164,12 @@ if st.button("Run it again live", icon=":material/play_arrow:", key="live_button
         try:
             st.session_state[live_key] = replay_queries.live_rerun(run.run_id, override)
         except replay_queries.ActionError as exc:
-            st.error(str(exc))
+            st.error(ui.md_text(exc))
 live = st.session_state.get(live_key)
 if live:
-    st.success(f"New run {live['run_id']}: {live['status']}, {ui.usd(live['cost_usd'])} "
-               f"(task from {live['task_source']}, seed {live['seed']})")
+    st.success(f"New run {ui.md_text(live['run_id'])}: {ui.md_text(live['status'])}, "
+               f"{ui.usd(live['cost_usd'])} "
+               f"(task from {ui.md_text(live['task_source'])}, seed {live['seed']})")
     st.page_link(ui.RUN_PAGE, label="Open the new run", icon=":material/waterfall_chart:",
                  query_params={"run_id": live["run_id"]})
     side = pl.DataFrame(live["comparison"])

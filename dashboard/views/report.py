@@ -9,7 +9,7 @@ line writes, with the what-if at each class's configured cap (workload config).
 import streamlit as st
 
 from cliffwatch.analytics.report import REPORT_TABLES
-from cliffwatch.dashboard import filters, queries, replay_queries
+from cliffwatch.dashboard import filters, queries, replay_queries, ui
 from cliffwatch.errors import CliffwatchError
 
 # format -> (label, MIME type, file extension); a bare string here would be drawn on the
@@ -24,7 +24,7 @@ FORMATS = {
 
 selected = filters.current()
 st.title("Report")
-st.caption(f"{selected.describe()} · store `{queries.store_path()}`")
+st.caption(f"{ui.md_text(selected.describe())} · store {ui.md_text(queries.store_path())}")
 queries.stop_if_no_runs()
 if len(selected.task_classes) > 1:
     st.info("Several classes are selected: the report covers every class of the window.")
@@ -38,7 +38,7 @@ if st.button("Build the report", icon=":material/description:", key="build_repor
         try:
             st.session_state[built_key] = replay_queries.report_file(fmt, selected)
         except CliffwatchError as exc:  # store and analytics errors: one line each
-            st.error(str(exc))
+            st.error(ui.md_text(exc))
 data = st.session_state.get(built_key)
 if data is not None:
     st.download_button(f"Download the report ({len(data) / 1024:,.0f} KiB)", data=data,

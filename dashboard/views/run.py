@@ -51,14 +51,14 @@ if not run_id:
 
 run, spans = queries.fetch(queries.load_run, run_id)
 
-st.subheader(f"{run['task_class']} · `{run['run_id']}`")
+st.subheader(f"{ui.md_text(run['task_class'])} · {ui.md_text(run['run_id'])}")
 st.page_link(links.REPLAY_PAGE, label="Replay this run under other limits",
              icon=":material/replay:", query_params={"run_id": run["run_id"]})
 badges = st.container(horizontal=True)
 with badges:
-    st.badge(run["status"], color=ui.STATUS_COLOURS.get(run["status"], "gray"))
+    st.badge(ui.md_text(run["status"]), color=ui.STATUS_COLOURS.get(run["status"], "gray"))
     if run["breach"]:
-        st.badge(f"{run['breach']} breach", icon=":material/error:", color="red")
+        st.badge(f"{ui.md_text(run['breach'])} breach", icon=":material/error:", color="red")
     if run["replay_of"]:
         st.badge(f"replay of {run['replay_of'][:12]}", color="violet")
     if run["unpriced_calls"]:
@@ -76,11 +76,12 @@ facts[3].metric(
 facts[4].metric("Estimate at dispatch", ui.usd(run["estimate_usd"]))
 facts[5].metric("Duration", f"{run['duration_ms'] / 1000:,.1f} s")
 st.caption(
-    f"Started {run['started_at']:%Y-%m-%d %H:%M:%S} UTC · policy {run['policy'] or '-'} · "
-    f"planner {run['planner_model'] or '-'} · synthesis {run['synthesis_model'] or '-'} · "
+    f"Started {run['started_at']:%Y-%m-%d %H:%M:%S} UTC · policy {ui.md_text(run['policy'])} · "
+    f"planner {ui.md_text(run['planner_model'])} · "
+    f"synthesis {ui.md_text(run['synthesis_model'])} · "
     f"{run['llm_calls']} LLM calls ({run['failed_calls']} failed) · "
     f"{run['input_tokens']:,} tokens in, {run['output_tokens']:,} out · "
-    f"link: [{ui.run_link(run['run_id'])}]({ui.run_link(run['run_id'])})"
+    f"link: {ui.md_text(ui.run_link(run['run_id']))}"
 )
 
 st.subheader("Spans")

@@ -16,8 +16,8 @@ DEFAULT_CAP = 8  # the handbook's cap: what the page replays under until told ot
 
 selected = filters.current()
 st.title("What-if")
-st.caption(f"{selected.describe()} · every run replayed through the orchestrator's dispatch "
-           "layer with its recorded per-call costs; no model is called.")
+st.caption(f"{ui.md_text(selected.describe())} · every run replayed through the "
+           "orchestrator's dispatch layer with its recorded per-call costs; no model is called.")
 
 override = limits_controls(default_cap=DEFAULT_CAP)
 if override.keeps_everything:

@@ -67,6 +67,7 @@ def percentiles(
         fmt,
         title=f"Cost per task (USD) by {by.value}",
         table_columns=shown,
+        narrow_drop=("total_usd", "mean_usd", "max_usd"),
         empty="no runs in this window",
     )
 
@@ -104,6 +105,7 @@ def runs(
             "run_id", "task_class", "started_at", "status", "breach", "cost_usd",
             "workers_proposed", "workers_dispatched", "max_workers", "ceiling_usd",
         ),
+        narrow_drop=("breach", "workers_proposed", "workers_dispatched", "ceiling_usd"),
         empty="no runs match",
     )
 
@@ -148,7 +150,9 @@ def incidents(
         df,
         fmt,
         title="Incidents (newest first)",
-        table_columns=("incident_id", "task_class", "detected_at", "status", "detail"),
+        table_columns=("incident_id", "run_id", "task_class", "detected_at", "status",
+                       "detail"),
+        narrow_drop=("task_class",),
         json_columns=("data",),
         empty="no incidents",
     )
@@ -268,6 +272,7 @@ def alerts(
         title="Alerts (newest first)",
         table_columns=("raised_at", "kind", "task_class", "webhook", "status", "attempts",
                        "last_error", "text"),
+        narrow_drop=("webhook", "attempts", "last_error"),
         empty="no alerts",
     )
     if summary is not None and (summary.failed or summary.retrying):

@@ -1,0 +1,92 @@
+"""Tables fit an 80-column terminal: every table command over a real demo store, rendered
+with COLUMNS=80, keeps every line within 80 characters and never splits a money value."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cliffwatch.cli import app
+from cliffwatch.formatting import usd
+
+NARROW = {"COLUMNS": "80"}
+WIDE = {"COLUMNS": "200"}
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("width") / "demo.duckdb"
+    result = CliRunner().invoke(app, ["demo", "--runs", "60", "--days", "3", "--seed", "5",
+                                      "--db", str(path)])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def _out(*args: str, env: dict[str, str]) -> str:
+    result = CliRunner().invoke(app, list(args), env=env)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _first_run_id(db: Path) -> str:
+    rows = json.loads(_out("runs", "--db", str(db), "--format", "json", "--limit", "1",
+                           env=WIDE))
+    return rows[0]["run_id"]
+
+
+TABLE_COMMANDS = {
+    "percentiles": (["percentiles"], ["p50_usd", "p95_usd", "p99_usd"]),
+    "runs": (["runs"], ["cost_usd"]),
+    "incidents": (["incidents"], []),
+    "whatif": (["whatif", "--max-workers", "4"], []),
+    "findings": (["findings"], ["yearly_saving_usd"]),
+    "alerts": (["alerts"], []),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TABLE_COMMANDS))
+def test_table_fits_80_columns_and_keeps_money_whole(demo_db, name) -> None:
+    args, money_keys = TABLE_COMMANDS[name]
+    table = _out(*args, "--db", str(demo_db), env=NARROW)
+    assert table.strip()
+    for line in table.splitlines():
+        assert len(line) <= 80, line
+    if not money_keys:
+        return
+    rows = json.loads(_out(*args, "--db", str(demo_db), "--format", "json", env=NARROW))
+    rows = rows[:50] if name == "runs" else rows  # the table shows 50 by default
+    for row in rows:
+        for key in money_keys:
+            assert usd(row[key]) in table, (key, row[key])
+
+
+def test_whatif_keeps_money_whole(demo_db) -> None:
+    args = ["whatif", "--max-workers", "4", "--db", str(demo_db)]
+    table = _out(*args, env=NARROW)
+    data = json.loads(_out(*args, "--format", "json", env=NARROW))
+    for row in data["by_class"]:
+        assert usd(row["saving_usd"]) in table
+        assert f"{usd(row['p95_before_usd'])} -> {usd(row['p95_after_usd'])}" in table
+
+
+def test_replay_fits_80_columns(demo_db) -> None:
+    run_id = _first_run_id(demo_db)
+    args = ["replay", run_id, "--max-workers", "1", "--db", str(demo_db)]
+    out = _out(*args, env=NARROW)
+    assert "Timeline as recorded" in out
+    for line in out.splitlines():
+        assert len(line) <= 80, line
+    data = json.loads(_out(*args, "--format", "json", env=NARROW))
+    assert usd(data["counterfactual"]["cost_usd"]) in out
+
+
+def test_narrow_tables_shorten_ids_and_wide_ones_show_more(demo_db) -> None:
+    narrow = _out("runs", "--db", str(demo_db), env=NARROW)
+    wide = _out("runs", "--db", str(demo_db), env=WIDE)
+    run_id = _first_run_id(demo_db)
+    assert run_id[:12] in narrow and run_id[:13] not in narrow
+    assert "proposed" not in narrow and "proposed" in wide  # secondary column
+    assert max(map(len, wide.splitlines())) > 80

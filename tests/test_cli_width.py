@@ -90,3 +90,14 @@ def test_narrow_tables_shorten_ids_and_wide_ones_show_more(demo_db) -> None:
     assert run_id[:12] in narrow and run_id[:13] not in narrow
     assert "proposed" not in narrow and "proposed" in wide  # secondary column
     assert max(map(len, wide.splitlines())) > 80
+
+
+def test_runs_machine_formats_return_every_run_and_the_table_says_how_many(demo_db) -> None:
+    args = ["runs", "--db", str(demo_db)]
+    assert len(json.loads(_out(*args, "--format", "json", env=WIDE))) == 60
+    csv_lines = _out(*args, "--format", "csv", env=WIDE).strip().splitlines()
+    assert len(csv_lines) == 61  # header + every run
+    assert len(json.loads(_out(*args, "--format", "json", "--limit", "7", env=WIDE))) == 7
+    table = _out(*args, env=WIDE)
+    assert "50 of 60 shown (--limit 0 for all)" in table
+    assert "shown (--limit" not in _out(*args, "--limit", "0", env=WIDE)

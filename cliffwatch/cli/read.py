@@ -72,6 +72,11 @@ def percentiles(
     )
 
 
+RUNS_TABLE_LIMIT = 50
+"""Runs a ``cliffwatch runs`` table shows unless ``--limit`` says otherwise (JSON and CSV
+return every run unless told)."""
+
+
 def runs(
     db: DbOption = None,
     task_class: TaskClassOption = None,
@@ -81,8 +86,11 @@ def runs(
         RunStatus | None, typer.Option("--status", help="Only runs with this status.")
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", min=0, help="Newest N runs; 0 for all.")
-    ] = 50,
+        int | None,
+        typer.Option("--limit", min=0, show_default=False,
+                     help=f"Newest N runs; 0 for all (default: {RUNS_TABLE_LIMIT} in a table, "
+                          "all in JSON and CSV)."),
+    ] = None,
     fmt: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """List runs, newest first: cost, status, breach, workers proposed/dispatched, limits."""
@@ -97,6 +105,9 @@ def runs(
             status=status.value if status else None,
             limit=limit or None,
         )
+    total = len(df)
+    if limit is None and fmt is OutputFormat.TABLE:
+        df = df.head(RUNS_TABLE_LIMIT)
     render(
         df,
         fmt,
@@ -108,6 +119,8 @@ def runs(
         narrow_drop=("breach", "workers_proposed", "workers_dispatched", "ceiling_usd"),
         empty="no runs match",
     )
+    if len(df) < total:
+        say(f"{len(df)} of {total} shown (--limit 0 for all)", style="dim")
 
 
 incidents_app = typer.Typer(no_args_is_help=False)

@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -136,7 +136,7 @@ def test_runs_json_fields(runner, db) -> None:
     by_id = {r["run_id"]: r for r in rows}
     assert by_id[UNCAPPED_RUN]["max_workers"] is None
     assert by_id[UNCAPPED_RUN]["ceiling_usd"] is None
-    assert datetime.fromisoformat(by_id[UNCAPPED_RUN]["started_at"]) == datetime(2026, 11, 6)
+    assert datetime.fromisoformat(by_id[UNCAPPED_RUN]["started_at"]) == datetime(2026, 11, 6, tzinfo=UTC)
     breach = by_id[BREACH_RUN]
     assert (breach["status"], breach["breach"], breach["workers_proposed"]) == (
         "rejected", "cap", 47
@@ -157,7 +157,7 @@ def test_runs_csv_empty_cells_for_missing(runner, db) -> None:
     out = _ok(runner, "runs", "--db", str(db), "--format", "csv", "--task-class", "extract")
     rows = {r["run_id"]: r for r in csv.DictReader(io.StringIO(out))}
     assert rows[UNCAPPED_RUN]["max_workers"] == ""
-    assert datetime.fromisoformat(rows[UNCAPPED_RUN]["started_at"]) == datetime(2026, 11, 6)
+    assert datetime.fromisoformat(rows[UNCAPPED_RUN]["started_at"]) == datetime(2026, 11, 6, tzinfo=UTC)
     assert all(r["max_workers"] == "8" for k, r in rows.items() if k != UNCAPPED_RUN)
 
 

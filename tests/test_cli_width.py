@@ -101,3 +101,11 @@ def test_runs_machine_formats_return_every_run_and_the_table_says_how_many(demo_
     table = _out(*args, env=WIDE)
     assert "50 of 60 shown (--limit 0 for all)" in table
     assert "shown (--limit" not in _out(*args, "--limit", "0", env=WIDE)
+
+
+def test_json_timestamps_carry_their_utc_offset(demo_db) -> None:
+    rows = json.loads(_out("runs", "--db", str(demo_db), "--format", "json", env=WIDE))
+    assert rows and all(r["started_at"].endswith("Z") for r in rows)
+    incidents = json.loads(_out("incidents", "--db", str(demo_db), "--format", "json",
+                                env=WIDE))
+    assert all(r["detected_at"].endswith("Z") for r in incidents)

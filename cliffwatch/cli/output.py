@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cliffwatch.cli.options import OutputFormat
-from cliffwatch.formatting import number, usd
+from cliffwatch.formatting import csv_cell, number, usd
 
 if TYPE_CHECKING:
     import polars as pl
@@ -234,9 +234,10 @@ def render(
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     if fmt is OutputFormat.CSV:
-        writer = csv.DictWriter(sys.stdout, fieldnames=df.columns, lineterminator="\n")
+        # CRLF rows (RFC 4180): a CR or LF inside a cell is then quoted, not a broken row.
+        writer = csv.DictWriter(sys.stdout, fieldnames=df.columns, lineterminator="\r\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
         return
     console = stdout_console()
     if df.is_empty():

@@ -109,3 +109,29 @@ def test_json_timestamps_carry_their_utc_offset(demo_db) -> None:
     incidents = json.loads(_out("incidents", "--db", str(demo_db), "--format", "json",
                                 env=WIDE))
     assert all(r["detected_at"].endswith("Z") for r in incidents)
+
+
+def test_incidents_show_the_run_and_accept_id_prefixes(demo_db, tmp_path) -> None:
+    import shutil
+
+    db = tmp_path / "triage.duckdb"
+    shutil.copy(demo_db, db)
+    incidents = json.loads(_out("incidents", "--db", str(db), "--format", "json", env=WIDE))
+    assert incidents
+    first = incidents[0]
+    table = _out("incidents", "--db", str(db), env=NARROW)
+    assert first["run_id"][:12] in table  # the run id column, to follow with replay
+    ids = [i["incident_id"] for i in incidents]
+    prefix = next(first["incident_id"][:n] for n in range(6, len(first["incident_id"]) + 1)
+                  if sum(i.startswith(first["incident_id"][:n]) for i in ids) == 1)
+    out = _out("incidents", "ack", prefix, "--db", str(db), env=WIDE)
+    assert f"{first['incident_id']}: open -> acknowledged" in out
+    short = CliRunner().invoke(app, ["incidents", "ack", prefix[:3], "--db", str(db)])
+    assert short.exit_code == 2 and "too short" in short.stderr
+    missing = CliRunner().invoke(app, ["incidents", "ack", "zzzzzzzz", "--db", str(db)])
+    assert missing.exit_code == 2 and "no incident" in missing.stderr
+
+
+def test_a_too_short_run_id_prefix_says_so(demo_db) -> None:
+    result = CliRunner().invoke(app, ["replay", "abc", "--db", str(demo_db)])
+    assert result.exit_code == 2 and "too short" in result.stderr

@@ -172,7 +172,7 @@ def incidents(
 
 
 IncidentIdArgument = Annotated[
-    str, typer.Argument(help="The incident's id, as `cliffwatch incidents` lists it.")
+    str, typer.Argument(help="The incident's id, or a unique prefix of 6+ characters.")
 ]
 NoteOption = Annotated[
     str | None,

@@ -146,7 +146,7 @@ def test_runs_json_fields(runner, db) -> None:
 
 def test_runs_filters_and_default_limit(runner, db) -> None:
     args = ["runs", "--db", str(db), "--format", "json"]
-    assert len(json.loads(_ok(runner, *args))) == 46  # 40 + 4 + 2 < default limit 50
+    assert len(json.loads(_ok(runner, *args))) == 46  # JSON: every run unless --limit
     assert len(json.loads(_ok(runner, *args, "--limit", "3"))) == 3
     rejected = json.loads(_ok(runner, *args, "--status", "rejected"))
     assert [r["run_id"] for r in rejected] == [BREACH_RUN]

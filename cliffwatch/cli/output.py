@@ -144,16 +144,10 @@ def _cell(column: str, value: Any) -> Text:
 
 def _is_text_column(df: pl.DataFrame, column: str) -> bool:
     """A column that may be cut with an ellipsis: text that is not an id, a time or money."""
-    dtype = df.schema[column]
-    return (dtype == pl_string() and column not in ID_COLUMNS
+    import polars as pl  # lazy: only a table needs it
+
+    return (df.schema[column] == pl.String and column not in ID_COLUMNS
             and not column.endswith(("_usd", " $")))
-
-
-def pl_string() -> Any:
-    """polars' String type (imported lazily)."""
-    import polars as pl
-
-    return pl.String
 
 
 def _fit_columns(

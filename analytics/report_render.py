@@ -34,7 +34,7 @@ from typing import Any
 import polars as pl
 
 from cliffwatch.analytics.errors import AnalyticsError
-from cliffwatch.analytics.plain import plain_rows
+from cliffwatch.analytics.plain import csv_safe_frame, plain_rows
 from cliffwatch.analytics.report import REPORT_FIGURES, REPORT_TABLES, Report, report_meta
 from cliffwatch.analytics.report_format import ReportFormat
 from cliffwatch.analytics.scalars import as_int
@@ -250,7 +250,7 @@ def render_json(report: Report) -> str:
 def _table_bytes(df: pl.DataFrame, fmt: ReportFormat) -> bytes:
     buffer = io.BytesIO()
     if fmt is ReportFormat.CSV:
-        df.write_csv(buffer)
+        csv_safe_frame(df).write_csv(buffer)
     else:
         df.write_parquet(buffer)
     return buffer.getvalue()

@@ -16,6 +16,7 @@ import polars as pl
 from cliffwatch.analytics.errors import RunNotFoundError, UnknownTaskClassError
 from cliffwatch.analytics.store_access import frame, limit_clause, where
 from cliffwatch.analytics.window import Window
+from cliffwatch.telemetry.ids import MIN_ID_PREFIX, resolve_id
 
 RUN_LIST_COLUMNS: tuple[str, ...] = (
     "run_id",
@@ -36,7 +37,7 @@ RUN_LIST_COLUMNS: tuple[str, ...] = (
 )
 """Columns of :func:`list_runs`, in order."""
 
-MIN_RUN_ID_PREFIX = 6
+MIN_RUN_ID_PREFIX = MIN_ID_PREFIX
 """Shortest run-id prefix :func:`resolve_run_id` accepts (a shown id is often cut short)."""
 
 
@@ -136,23 +137,11 @@ def resolve_run_id(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
     """The full run id of ``run_id``, which may be a unique prefix (>= 6 characters).
 
     Raises:
-        RunNotFoundError: no run has that id or prefix, or several runs share the prefix.
+        RunNotFoundError: no run has that id or prefix, several runs share the prefix, or
+            the prefix is too short.
     """
-    wanted = run_id.strip().lower()
-    exact = frame(con, "SELECT run_id FROM runs WHERE run_id = $id", {"id": wanted})
-    if exact.height:
-        return wanted
-    if len(wanted) >= MIN_RUN_ID_PREFIX:
-        found = frame(
-            con,
-            "SELECT run_id FROM runs WHERE starts_with(run_id, $id) ORDER BY 1 LIMIT 2",
-            {"id": wanted},
-        )["run_id"].to_list()
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            raise RunNotFoundError(f"run id prefix {run_id!r} matches several runs")
-    raise RunNotFoundError(f"no run {run_id!r} in the store")
+    return resolve_id(con, run_id, table="runs", column="run_id", noun="run",
+                      not_found=RunNotFoundError)
 
 
 def get_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:

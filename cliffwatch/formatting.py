@@ -83,3 +83,19 @@ def number(value: float | int | None, decimals: int = NUMBER_DECIMALS) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:,.{decimals}f}"
+
+
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet read a CSV cell as a formula (OWASP, "CSV
+Injection": https://owasp.org/www-community/attacks/CSV_Injection)."""
+
+
+def csv_cell(value: object) -> object:
+    """``value`` safe to write as a CSV cell: text starting with one of
+    :data:`CSV_FORMULA_STARTS` gets a leading single quote (``=1+2`` -> ``'=1+2``), as
+    OWASP recommends, so a spreadsheet shows it as text; numbers (a negative one too),
+    None and anything not text are returned unchanged. The one rule of every CSV
+    cliffwatch writes (CLI ``--format csv``, report csv, dashboard downloads)."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_STARTS):
+        return "'" + value
+    return value

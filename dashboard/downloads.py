@@ -1,13 +1,16 @@
 """Download buttons for the tables the pages show: one call per table, CSV of every column.
 
 The CSV holds the table as analytics returned it (full run ids, every column, ISO times),
-not the page's formatting, so it can be loaded elsewhere as is.
+not the page's formatting, so it can be loaded elsewhere as is; text cells that a
+spreadsheet would read as a formula are neutralised (:func:`csv_safe_frame`).
 """
 
 from __future__ import annotations
 
 import polars as pl
 import streamlit as st
+
+from cliffwatch.analytics.plain import csv_safe_frame
 
 
 def csv_button(df: pl.DataFrame, name: str, *, label: str | None = None) -> None:
@@ -23,7 +26,7 @@ def csv_button(df: pl.DataFrame, name: str, *, label: str | None = None) -> None
     )
     st.download_button(
         label or f"Download {name}.csv",
-        data=flat.write_csv(),
+        data=csv_safe_frame(flat).write_csv(),
         file_name=f"{name}.csv",
         mime="text/csv",
         key=f"download_{name}",

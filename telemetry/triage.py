@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cliffwatch.telemetry.ids import resolve_id
 from cliffwatch.telemetry.schema import INCIDENT_STATUSES
 from cliffwatch.telemetry.store import StoreError, StoreNotFoundError, open_store
 
@@ -68,7 +69,8 @@ def set_incident_status(
 
     Args:
         path: the store.
-        incident_id: the incident's id (as ``cliffwatch incidents`` lists it).
+        incident_id: the incident's id (as ``cliffwatch incidents`` lists it), or a unique
+            prefix of at least 6 characters.
         status: ``open``, ``acknowledged`` or ``resolved``.
         note: the note to keep with it; None keeps the note it has, ``""`` clears it.
         now: the time stamped in ``updated_at`` (naive UTC; default the clock).
@@ -80,7 +82,8 @@ def set_incident_status(
     Raises:
         TriageStatusError: ``status`` is not a triage status, or ``note`` is longer than
             :data:`MAX_NOTE_CHARS`.
-        IncidentNotFoundError: no incident has that id.
+        IncidentNotFoundError: no incident has that id, the prefix matches several, or it
+            is too short.
         StoreNotFoundError: the store does not exist (it is never created here).
         StoreBusyError, StoreError: as :func:`telemetry.store.open_store`.
     """
@@ -98,11 +101,11 @@ def set_incident_status(
         raise StoreNotFoundError(f"store {store} does not exist")
     stamp = now or datetime.now(UTC).replace(tzinfo=None)
     with open_store(store, read_only=False, timeout_s=timeout_s) as con:
+        incident_id = resolve_id(con, incident_id, table="incidents", column="incident_id",
+                                 noun="incident", not_found=IncidentNotFoundError)
         found = con.execute(
             "SELECT status, note FROM incidents WHERE incident_id = ?", [incident_id]
         ).fetchall()
-        if not found:
-            raise IncidentNotFoundError(f"no incident {incident_id!r} in store {store}")
         previous, old_note = found[0]
         kept = old_note if note is None else (note.strip() or None)
         con.execute(

@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ RESEARCH = np.random.default_rng(3).lognormal(-4.0, 1.0, 40).tolist()
 EXTRACT = [0.001, 0.002, 0.003, 0.004]
 BREACH_RUN = "b" * 32
 UNCAPPED_RUN = "c" * 32
+SIX_NOV = datetime(2026, 11, 6, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +137,7 @@ def test_runs_json_fields(runner, db) -> None:
     by_id = {r["run_id"]: r for r in rows}
     assert by_id[UNCAPPED_RUN]["max_workers"] is None
     assert by_id[UNCAPPED_RUN]["ceiling_usd"] is None
-    assert datetime.fromisoformat(by_id[UNCAPPED_RUN]["started_at"]) == datetime(2026, 11, 6)
+    assert datetime.fromisoformat(by_id[UNCAPPED_RUN]["started_at"]) == SIX_NOV
     breach = by_id[BREACH_RUN]
     assert (breach["status"], breach["breach"], breach["workers_proposed"]) == (
         "rejected", "cap", 47
@@ -145,7 +146,7 @@ def test_runs_json_fields(runner, db) -> None:
 
 def test_runs_filters_and_default_limit(runner, db) -> None:
     args = ["runs", "--db", str(db), "--format", "json"]
-    assert len(json.loads(_ok(runner, *args))) == 46  # 40 + 4 + 2 < default limit 50
+    assert len(json.loads(_ok(runner, *args))) == 46  # JSON: every run unless --limit
     assert len(json.loads(_ok(runner, *args, "--limit", "3"))) == 3
     rejected = json.loads(_ok(runner, *args, "--status", "rejected"))
     assert [r["run_id"] for r in rejected] == [BREACH_RUN]
@@ -157,7 +158,7 @@ def test_runs_csv_empty_cells_for_missing(runner, db) -> None:
     out = _ok(runner, "runs", "--db", str(db), "--format", "csv", "--task-class", "extract")
     rows = {r["run_id"]: r for r in csv.DictReader(io.StringIO(out))}
     assert rows[UNCAPPED_RUN]["max_workers"] == ""
-    assert datetime.fromisoformat(rows[UNCAPPED_RUN]["started_at"]) == datetime(2026, 11, 6)
+    assert datetime.fromisoformat(rows[UNCAPPED_RUN]["started_at"]) == SIX_NOV
     assert all(r["max_workers"] == "8" for k, r in rows.items() if k != UNCAPPED_RUN)
 
 

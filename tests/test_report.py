@@ -245,8 +245,8 @@ def test_plain_rows_are_what_json_and_csv_output_write() -> None:
         "n": [1, None],
     })
     assert plain_rows(df) == [
-        {"at": "2026-11-01T12:30:00", "day": "2026-11-01", "cost_usd": None, "n": 1},
+        {"at": "2026-11-01T12:30:00Z", "day": "2026-11-01", "cost_usd": None, "n": 1},
         {"at": None, "day": "2026-11-02", "cost_usd": None, "n": None},
     ]
     assert json.dumps({"at": datetime(2026, 11, 1)}, default=plain_value) == (
-        '{"at": "2026-11-01T00:00:00"}')
+        '{"at": "2026-11-01T00:00:00Z"}')

@@ -59,10 +59,11 @@ def _print_replay(rp: Replay, live: pl.DataFrame | None, live_id: str | None) ->
     run, cf = rp.run, rp.counterfactual
 
     say(f"run {run.run_id} · {run.task_class} · task {run.task_id or '-'} · started "
-        f"{run.started_at:%Y-%m-%d %H:%M:%S} UTC", style="bold")
+        f"{run.started_at:%Y-%m-%d %H:%M:%S} UTC", style="bold", wrap=True)
     render(rp.timeline, OutputFormat.TABLE, title="Timeline as recorded", table_columns=(
         "step", "offset_ms", "duration_ms", "kind", "name", "model", "input_tokens",
-        "output_tokens", "cost_usd", "status", "detail"))
+        "output_tokens", "cost_usd", "status", "detail"),
+        narrow_drop=("offset_ms", "name", "input_tokens"))
     beside = rp.plan_beside_counterfactual()
     columns = ("index", "title", "difficulty", "model", "outcome", "attempts", "cost_usd")
     if beside is not None:
@@ -72,15 +73,16 @@ def _print_replay(rp: Replay, live: pl.DataFrame | None, live_id: str | None) ->
         render(rp.subtasks, OutputFormat.TABLE, title="Plan as recorded (the dispatched plan)",
                table_columns=columns, empty="no usable plan recorded")
     render(rp.comparison(), OutputFormat.TABLE,
-           title=f"Counterfactual ({rp.override.describe()}), no model called")
+           title=f"Counterfactual ({rp.override.describe()}), no model called",
+           wrap_columns=("recorded", "counterfactual", "basis"))
     if cf.subtasks and beside is None:
         render(rp.counterfactual_subtasks(), OutputFormat.TABLE,
                title="Counterfactual sub-tasks")
     notes = sorted({(i.note, i.stage) for i in cf.items if i.basis == "estimated"})
     for note, stage in notes:
-        say(f"estimated ({stage}): {note}", style="yellow")
+        say(f"estimated ({stage}): {note}", style="yellow", wrap=True)
     if not cf.replayable:
-        say(cf.reason, style="yellow")
+        say(cf.reason, style="yellow", wrap=True)
     elif rp.reproduces_record:
         say("check: under its recorded limits the replay reproduces the record exactly",
             style="dim")
@@ -188,14 +190,17 @@ def whatif(
         arrow("p50", "P50 $"), arrow("p95", "P95 $"), arrow("p99", "P99 $"), "saving_usd",
         "saving_pct", pl.col("annual_saving_usd").alias("a year $"),
     )
-    render(shown, fmt, title=f"What-if: {what.describe()}", empty="no runs in this window")
+    render(shown, fmt, title=f"What-if: {what.describe()}", empty="no runs in this window",
+           narrow_drop=("rejected", "truncated", "cancelled", "not completed", "spend $",
+                        "P50 $", "P99 $", "saving_pct"))
     totals = what.totals()
     if not totals["runs"]:
         return
-    say(what.headline())
+    say(what.headline(), wrap=True)
     if totals["estimated_usd"]:
         say(f"{usd(totals['estimated_usd'])} of the spend after is estimated (sub-tasks the "
-            "record does not hold, tasks redone; see cliffwatch replay)", style="yellow")
+            "record does not hold, tasks redone; see cliffwatch replay)", style="yellow",
+            wrap=True)
     say(f"replayed {number(totals['runs'])} runs in {what.elapsed_s:.2f} s "
         f"({what.load_s:.2f} s reading the store)", style="dim")
 

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sys
+import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cliffwatch.cli.options import OutputFormat
-from cliffwatch.formatting import number, usd
+from cliffwatch.formatting import csv_cell, number, usd
 
 if TYPE_CHECKING:
     import polars as pl
@@ -52,10 +53,12 @@ def error_line(message: str) -> None:
                                soft_wrap=True)
 
 
-def say(message: str, *, stderr: bool = False, style: str | None = None) -> None:
-    """Print one line of plain text (no markup, no highlighting, never wrapped)."""
-    Console(stderr=stderr).print(message, style=style, soft_wrap=True, highlight=False,
-                                 markup=False)
+def say(message: str, *, stderr: bool = False, style: str | None = None,
+        wrap: bool = False) -> None:
+    """Print one line of plain text (no markup, no highlighting, control characters
+    escaped); never wrapped unless ``wrap`` (then at spaces, to the terminal's width)."""
+    Console(stderr=stderr).print(shown_text(message), style=style, soft_wrap=not wrap,
+                                 highlight=False, markup=False)
 
 
 TABLE_HEADERS: dict[str, str] = {
@@ -92,6 +95,29 @@ def stdout_console() -> Console:
     return console
 
 
+WIDE_TABLE_COLUMNS = 100
+"""Below this terminal width a table drops its secondary columns (``render(narrow_drop=)``)."""
+
+TEXT_MIN_CHARS = 8
+"""The narrowest a text column gets before columns are hidden (text past its width is
+cut with an ellipsis; numbers, money, ids and times are never cut or wrapped)."""
+
+ID_COLUMNS = frozenset({"run_id", "incident_id", "trace_id", "span_id"})
+"""Text columns that are ids: shown whole (never cut or wrapped), like numbers."""
+
+
+def shown_text(text: str) -> str:
+    """``text`` safe for a terminal: control and format characters (ESC, CR, newline, tab,
+    bidi overrides...) written as escapes (``\\x1b``, ``\\n``, ``\\u202e``), never raw."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch
+        for ch in text
+    )
+
+
 def _header(column: str) -> str:
     if column in TABLE_HEADERS:
         return TABLE_HEADERS[column]
@@ -112,8 +138,42 @@ def _cell(column: str, value: Any) -> Text:
     if isinstance(value, datetime):
         return Text(value.strftime("%Y-%m-%d %H:%M"))
     if column == "run_id":
-        return Text(str(value)[:SHORT_ID_CHARS])
-    return Text(str(value))
+        return Text(shown_text(str(value)[:SHORT_ID_CHARS]))
+    return Text(shown_text(str(value)))
+
+
+def _is_text_column(df: pl.DataFrame, column: str) -> bool:
+    """A column that may be cut with an ellipsis: text that is not an id, a time or money."""
+    import polars as pl  # lazy: only a table needs it
+
+    return (df.schema[column] == pl.String and column not in ID_COLUMNS
+            and not column.endswith(("_usd", " $")))
+
+
+def _fit_columns(
+    columns: list[str], need: dict[str, int], text: dict[str, int], width: int
+) -> tuple[list[str], dict[str, int]]:
+    """Which columns fit ``width`` and how wide each is: every other column at its full
+    width (``need``), text columns (``text``: column -> narrowest width) sharing what is
+    left; trailing columns are hidden until the rest fit (the first column always stays)."""
+    shown = list(columns)
+
+    def floor(c: str) -> int:
+        return min(need[c], text[c]) if c in text else need[c]
+
+    def overhead(n: int) -> int:  # padding 1 each side, one divider between columns
+        return 3 * n - 1
+
+    while len(shown) > 1 and sum(map(floor, shown)) + overhead(len(shown)) > width:
+        shown.pop()
+    widths = {c: floor(c) for c in shown}
+    spare = width - sum(widths.values()) - overhead(len(shown))
+    for c in shown:
+        if c in text and spare > 0:
+            extra = min(spare, need[c] - widths[c])
+            widths[c] += extra
+            spare -= extra
+    return shown, widths
 
 
 def json_out(data: Any) -> None:
@@ -130,6 +190,8 @@ def render(
     title: str | None = None,
     table_columns: Sequence[str] | None = None,
     json_columns: Sequence[str] = (),
+    narrow_drop: Sequence[str] = (),
+    wrap_columns: Sequence[str] = (),
     empty: str = "nothing to show",
 ) -> None:
     """Print ``df`` to stdout in ``fmt``: the one output path of every tabular command.
@@ -145,6 +207,13 @@ def render(
             columns as money and other numbers with :mod:`cliffwatch.formatting`.
         json_columns: columns holding JSON text, embedded as JSON values in ``json``
             output (CSV and tables show the text).
+        narrow_drop: secondary columns a table leaves out on a terminal narrower than
+            :data:`WIDE_TABLE_COLUMNS`. A table always fits the terminal: numbers, money,
+            ids and times are never wrapped or cut; text columns are cut with an ellipsis;
+            columns that still do not fit are hidden from the right, and a dim line says
+            which (JSON and CSV carry them).
+        wrap_columns: text columns holding money or ids among words (a replay's
+            comparison): wrapped at spaces, never cut, no word ever split.
         empty: the line a table prints when there are no rows (JSON prints ``[]``, CSV
             the header only).
     """
@@ -159,23 +228,39 @@ def render(
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     if fmt is OutputFormat.CSV:
-        writer = csv.DictWriter(sys.stdout, fieldnames=df.columns, lineterminator="\n")
+        # CRLF rows (RFC 4180): a CR or LF inside a cell is then quoted, not a broken row.
+        writer = csv.DictWriter(sys.stdout, fieldnames=df.columns, lineterminator="\r\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
         return
     console = stdout_console()
     if df.is_empty():
         console.print(Text(empty, style="yellow"))
         return
     columns = list(table_columns) if table_columns else df.columns
-    table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD)
-    for column in columns:
+    if console.width < WIDE_TABLE_COLUMNS:
+        columns = [c for c in columns if c not in narrow_drop]
+    cells = {c: [_cell(c, v) for v in df[c].to_list()] for c in columns}
+    need = {c: max([cell.cell_len for cell in cells[c]]
+                   + [len(word) for word in _header(c).split()]) for c in columns}
+    text = {c: TEXT_MIN_CHARS for c in columns if _is_text_column(df, c)}
+    for c in wrap_columns:
+        if c in text:
+            text[c] = max(len(word) for cell in cells[c] for word in cell.plain.split() or [""])
+    shown, widths = _fit_columns(columns, need, text, console.width)
+    table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False)
+    for column in shown:
         numeric = df.schema[column].is_numeric()
         table.add_column(_header(column), justify="right" if numeric else "left",
-                         overflow="fold")
-    for row in df.select(columns).iter_rows(named=True):
-        table.add_row(*(_cell(c, row[c]) for c in columns))
+                         width=widths[column], no_wrap=column not in wrap_columns,
+                         overflow="ellipsis" if column in text else "fold")
+    for i in range(len(df)):
+        table.add_row(*(cells[c][i] for c in shown))
     console.print(table)
+    hidden = [_header(c) for c in columns if c not in shown]
+    if hidden:
+        say(f"hidden at this width: {', '.join(hidden)} (a wider terminal or --format json "
+            "shows them)", style="dim", wrap=True)
 
 
 def facts_table(facts: Sequence[tuple[str, str]], *, title: str | None = None) -> Table:
@@ -185,7 +270,7 @@ def facts_table(facts: Sequence[tuple[str, str]], *, title: str | None = None) -
     table.add_column(style="bold")
     table.add_column()
     for label, value in facts:
-        table.add_row(label, Text(value))
+        table.add_row(label, Text(shown_text(value)))
     return table
 
 

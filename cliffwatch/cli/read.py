@@ -67,8 +67,14 @@ def percentiles(
         fmt,
         title=f"Cost per task (USD) by {by.value}",
         table_columns=shown,
+        narrow_drop=("total_usd", "mean_usd", "max_usd"),
         empty="no runs in this window",
     )
+
+
+RUNS_TABLE_LIMIT = 50
+"""Runs a ``cliffwatch runs`` table shows unless ``--limit`` says otherwise (JSON and CSV
+return every run unless told)."""
 
 
 def runs(
@@ -80,8 +86,11 @@ def runs(
         RunStatus | None, typer.Option("--status", help="Only runs with this status.")
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", min=0, help="Newest N runs; 0 for all.")
-    ] = 50,
+        int | None,
+        typer.Option("--limit", min=0, show_default=False,
+                     help=f"Newest N runs; 0 for all (default: {RUNS_TABLE_LIMIT} in a table, "
+                          "all in JSON and CSV)."),
+    ] = None,
     fmt: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """List runs, newest first: cost, status, breach, workers proposed/dispatched, limits."""
@@ -96,6 +105,9 @@ def runs(
             status=status.value if status else None,
             limit=limit or None,
         )
+    total = len(df)
+    if limit is None and fmt is OutputFormat.TABLE:
+        df = df.head(RUNS_TABLE_LIMIT)
     render(
         df,
         fmt,
@@ -104,8 +116,11 @@ def runs(
             "run_id", "task_class", "started_at", "status", "breach", "cost_usd",
             "workers_proposed", "workers_dispatched", "max_workers", "ceiling_usd",
         ),
+        narrow_drop=("breach", "workers_proposed", "workers_dispatched", "ceiling_usd"),
         empty="no runs match",
     )
+    if len(df) < total:
+        say(f"{len(df)} of {total} shown (--limit 0 for all)", style="dim")
 
 
 incidents_app = typer.Typer(no_args_is_help=False)
@@ -148,14 +163,16 @@ def incidents(
         df,
         fmt,
         title="Incidents (newest first)",
-        table_columns=("incident_id", "task_class", "detected_at", "status", "detail"),
+        table_columns=("incident_id", "run_id", "task_class", "detected_at", "status",
+                       "detail"),
+        narrow_drop=("task_class",),
         json_columns=("data",),
         empty="no incidents",
     )
 
 
 IncidentIdArgument = Annotated[
-    str, typer.Argument(help="The incident's id, as `cliffwatch incidents` lists it.")
+    str, typer.Argument(help="The incident's id, or a unique prefix of 6+ characters.")
 ]
 NoteOption = Annotated[
     str | None,
@@ -268,6 +285,7 @@ def alerts(
         title="Alerts (newest first)",
         table_columns=("raised_at", "kind", "task_class", "webhook", "status", "attempts",
                        "last_error", "text"),
+        narrow_drop=("webhook", "attempts", "last_error"),
         empty="no alerts",
     )
     if summary is not None and (summary.failed or summary.retrying):

@@ -1,0 +1,137 @@
+"""Tables fit an 80-column terminal: every table command over a real demo store, rendered
+with COLUMNS=80, keeps every line within 80 characters and never splits a money value."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cliffwatch.cli import app
+from cliffwatch.formatting import usd
+
+NARROW = {"COLUMNS": "80"}
+WIDE = {"COLUMNS": "200"}
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("width") / "demo.duckdb"
+    result = CliRunner().invoke(app, ["demo", "--runs", "60", "--days", "3", "--seed", "5",
+                                      "--db", str(path)])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def _out(*args: str, env: dict[str, str]) -> str:
+    result = CliRunner().invoke(app, list(args), env=env)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _first_run_id(db: Path) -> str:
+    rows = json.loads(_out("runs", "--db", str(db), "--format", "json", "--limit", "1",
+                           env=WIDE))
+    return rows[0]["run_id"]
+
+
+TABLE_COMMANDS = {
+    "percentiles": (["percentiles"], ["p50_usd", "p95_usd", "p99_usd"]),
+    "runs": (["runs"], ["cost_usd"]),
+    "incidents": (["incidents"], []),
+    "whatif": (["whatif", "--max-workers", "4"], []),
+    "findings": (["findings"], ["yearly_saving_usd"]),
+    "alerts": (["alerts"], []),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TABLE_COMMANDS))
+def test_table_fits_80_columns_and_keeps_money_whole(demo_db, name) -> None:
+    args, money_keys = TABLE_COMMANDS[name]
+    table = _out(*args, "--db", str(demo_db), env=NARROW)
+    assert table.strip()
+    for line in table.splitlines():
+        assert len(line) <= 80, line
+    if not money_keys:
+        return
+    rows = json.loads(_out(*args, "--db", str(demo_db), "--format", "json", env=NARROW))
+    rows = rows[:50] if name == "runs" else rows  # the table shows 50 by default
+    for row in rows:
+        for key in money_keys:
+            assert usd(row[key]) in table, (key, row[key])
+
+
+def test_whatif_keeps_money_whole(demo_db) -> None:
+    args = ["whatif", "--max-workers", "4", "--db", str(demo_db)]
+    table = _out(*args, env=NARROW)
+    data = json.loads(_out(*args, "--format", "json", env=NARROW))
+    for row in data["by_class"]:
+        assert usd(row["saving_usd"]) in table
+        assert f"{usd(row['p95_before_usd'])} -> {usd(row['p95_after_usd'])}" in table
+
+
+def test_replay_fits_80_columns(demo_db) -> None:
+    run_id = _first_run_id(demo_db)
+    args = ["replay", run_id, "--max-workers", "1", "--db", str(demo_db)]
+    out = _out(*args, env=NARROW)
+    assert "Timeline as recorded" in out
+    for line in out.splitlines():
+        assert len(line) <= 80, line
+    data = json.loads(_out(*args, "--format", "json", env=NARROW))
+    assert usd(data["counterfactual"]["cost_usd"]) in out
+
+
+def test_narrow_tables_shorten_ids_and_wide_ones_show_more(demo_db) -> None:
+    narrow = _out("runs", "--db", str(demo_db), env=NARROW)
+    wide = _out("runs", "--db", str(demo_db), env=WIDE)
+    run_id = _first_run_id(demo_db)
+    assert run_id[:12] in narrow and run_id[:13] not in narrow
+    assert "proposed" not in narrow and "proposed" in wide  # secondary column
+    assert max(map(len, wide.splitlines())) > 80
+
+
+def test_runs_machine_formats_return_every_run_and_the_table_says_how_many(demo_db) -> None:
+    args = ["runs", "--db", str(demo_db)]
+    assert len(json.loads(_out(*args, "--format", "json", env=WIDE))) == 60
+    csv_lines = _out(*args, "--format", "csv", env=WIDE).strip().splitlines()
+    assert len(csv_lines) == 61  # header + every run
+    assert len(json.loads(_out(*args, "--format", "json", "--limit", "7", env=WIDE))) == 7
+    table = _out(*args, env=WIDE)
+    assert "50 of 60 shown (--limit 0 for all)" in table
+    assert "shown (--limit" not in _out(*args, "--limit", "0", env=WIDE)
+
+
+def test_json_timestamps_carry_their_utc_offset(demo_db) -> None:
+    rows = json.loads(_out("runs", "--db", str(demo_db), "--format", "json", env=WIDE))
+    assert rows and all(r["started_at"].endswith("Z") for r in rows)
+    incidents = json.loads(_out("incidents", "--db", str(demo_db), "--format", "json",
+                                env=WIDE))
+    assert all(r["detected_at"].endswith("Z") for r in incidents)
+
+
+def test_incidents_show_the_run_and_accept_id_prefixes(demo_db, tmp_path) -> None:
+    import shutil
+
+    db = tmp_path / "triage.duckdb"
+    shutil.copy(demo_db, db)
+    incidents = json.loads(_out("incidents", "--db", str(db), "--format", "json", env=WIDE))
+    assert incidents
+    first = incidents[0]
+    table = _out("incidents", "--db", str(db), env=NARROW)
+    assert first["run_id"][:12] in table  # the run id column, to follow with replay
+    ids = [i["incident_id"] for i in incidents]
+    prefix = next(first["incident_id"][:n] for n in range(6, len(first["incident_id"]) + 1)
+                  if sum(i.startswith(first["incident_id"][:n]) for i in ids) == 1)
+    out = _out("incidents", "ack", prefix, "--db", str(db), env=WIDE)
+    assert f"{first['incident_id']}: open -> acknowledged" in out
+    short = CliRunner().invoke(app, ["incidents", "ack", prefix[:3], "--db", str(db)])
+    assert short.exit_code == 2 and "too short" in short.stderr
+    missing = CliRunner().invoke(app, ["incidents", "ack", "zzzzzzzz", "--db", str(db)])
+    assert missing.exit_code == 2 and "no incident" in missing.stderr
+
+
+def test_a_too_short_run_id_prefix_says_so(demo_db) -> None:
+    result = CliRunner().invoke(app, ["replay", "abc", "--db", str(demo_db)])
+    assert result.exit_code == 2 and "too short" in result.stderr

@@ -44,6 +44,7 @@ TABLE_COMMANDS = {
     "whatif": (["whatif", "--max-workers", "4"], []),
     "findings": (["findings"], ["yearly_saving_usd"]),
     "alerts": (["alerts"], []),
+    "audit": (["audit", "--no-current-map"], []),
 }
 
 

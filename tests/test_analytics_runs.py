@@ -95,7 +95,7 @@ def test_get_run_by_id_and_prefix(store) -> None:
         assert get_run(con, CAPPED[:8].upper())["run_id"] == CAPPED
         with pytest.raises(RunNotFoundError, match="no run"):
             get_run(con, "f" * 32)
-        with pytest.raises(RunNotFoundError, match="no run"):
+        with pytest.raises(RunNotFoundError, match="too short"):
             get_run(con, "aaa")  # too short to be taken as a prefix
 
 

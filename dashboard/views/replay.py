@@ -167,9 +167,9 @@ if st.button("Run it again live", icon=":material/play_arrow:", key="live_button
             st.error(ui.md_text(exc))
 live = st.session_state.get(live_key)
 if live:
-    st.success(f"New run {ui.md_text(live['run_id'])}: {ui.md_text(live['status'])}, "
-               f"{ui.usd(live['cost_usd'])} "
-               f"(task from {ui.md_text(live['task_source'])}, seed {live['seed']})")
+    st.success(ui.md_text(f"New run {live['run_id']}: {live['status']}, "
+                          f"{ui.usd(live['cost_usd'])} "
+                          f"(task from {live['task_source']}, seed {live['seed']})"))
     st.page_link(ui.RUN_PAGE, label="Open the new run", icon=":material/waterfall_chart:",
                  query_params={"run_id": live["run_id"]})
     side = pl.DataFrame(live["comparison"])

@@ -57,8 +57,9 @@ if totals["estimated_usd"]:
               if totals["redo_usd"] else "")
     estimated = (f"; {ui.usd(totals['estimated_usd'])} of the spend after is estimated "
                  f"(sub-tasks the record does not hold{redone})")
-st.caption(f"Limits: {what.describe()}. Replayed {totals['runs']:,} runs in "
-           f"{what.elapsed_s:.2f} s{estimated}.")
+# All text (class names in per-class limits, dollar amounts Streamlit would read as math)
+st.caption(ui.md_text(f"Limits: {what.describe()}. Replayed {totals['runs']:,} runs in "
+                      f"{what.elapsed_s:.2f} s{estimated}."))
 
 st.subheader("Per task class")
 # The saving first, the run counts and percentiles after, the limits (one long line,

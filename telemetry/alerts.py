@@ -57,7 +57,12 @@ import polars as pl
 
 from cliffwatch import settings
 from cliffwatch.telemetry.alert_rules import webhook_id
-from cliffwatch.telemetry.store import StoreBusyError, open_store, write_lock
+from cliffwatch.telemetry.store import (
+    StoreBusyError,
+    open_store,
+    rollback_quietly,
+    write_lock,
+)
 
 logger = logging.getLogger("cliffwatch.alerts")
 
@@ -268,7 +273,7 @@ def _claim(path: Path, *, timeout_s: float) -> tuple[list[Delivery], float | Non
             ).fetchall()[0][0]
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            rollback_quietly(con)  # a failed COMMIT stays the error raised
             raise
     next_due = None if later is None else max(0.0, (later - now).total_seconds())
     return claimed, next_due
@@ -310,7 +315,7 @@ def _record(path: Path, results: list[tuple[Delivery, Outcome]], *, max_attempts
                 ).fetchall()
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            rollback_quietly(con)  # a failed COMMIT stays the error raised
             raise
     return DeliverySummary(len(results), delivered, retrying, failed)
 

@@ -8,15 +8,20 @@ docs/sources.md#opentelemetry-sdk-exporter-contract):
   ``shutdown``.
 - While it writes, instrumentation is suppressed (``_SUPPRESS_INSTRUMENTATION_KEY`` in
   the context), so writing spans produces no spans about writing spans.
-- When the store stays locked by another process past ``settings.lock_timeout_s()``, the
-  batch is spilled to ``<db>.spill/`` (:mod:`telemetry.spill`) and the export counts as
-  a ``SUCCESS``: the data is safe on disk and the next write loads it.
+- When a write fails for any reason (the store locked by another process past
+  ``settings.lock_timeout_s()``, a full disk, a damaged file), the batch is spilled to
+  ``<db>.spill/`` (:func:`telemetry.write_ledger.write_or_spill`) and the export counts
+  as a ``SUCCESS``: the data is safe on disk and the next write that succeeds loads it.
+  When the spill fails too, the export is a ``FAILURE`` and its spans are counted lost.
+- Every span is counted in :data:`telemetry.write_ledger.LEDGER` (written, spilled or
+  lost): the SDK's ``BatchSpanProcessor`` ignores export results, so a command reads the
+  ledger after flushing to learn what reached the store.
 - ``force_flush`` has no buffer of its own to empty (every export is written before it
   returns), so it loads pending spill files into the store and reports whether none is
   left.
 
-A span that cannot be mapped to a record is logged with its ids and skipped; the rest of
-its batch is still written.
+A span that cannot be mapped to a record is logged with its ids, skipped and counted
+lost; the rest of its batch is still written.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from cliffwatch.settings import lock_timeout_s
 from cliffwatch.telemetry import spill
 from cliffwatch.telemetry.records import SpanRecord
 from cliffwatch.telemetry.sdk_mapping import record_from_sdk_span
-from cliffwatch.telemetry.store import StoreBusyError
+from cliffwatch.telemetry.store import StoreError
+from cliffwatch.telemetry.write_ledger import LEDGER, SpansLostError, WriteLedger, write_or_spill
 from cliffwatch.telemetry.write_pipeline import write_spans
 
 logger = logging.getLogger(__name__)
@@ -49,6 +55,8 @@ class DuckDBSpanExporter(SpanExporter):
         timeout_s: seconds to retry a locked store before spilling; default
             ``settings.lock_timeout_s()``.
         source: the producer recorded on every row.
+        ledger: where spans are counted written, spilled or lost; default the process's
+            :data:`telemetry.write_ledger.LEDGER`.
 
     Thread-safe: exports from several threads are written one at a time.
     """
@@ -59,8 +67,10 @@ class DuckDBSpanExporter(SpanExporter):
         *,
         timeout_s: float | None = None,
         source: str = "cliffwatch",
+        ledger: WriteLedger = LEDGER,
     ) -> None:
         self.path = Path(path)
+        self.ledger = ledger
         self.timeout_s = timeout_s
         self.source = source
         self._lock = threading.Lock()
@@ -79,36 +89,36 @@ class DuckDBSpanExporter(SpanExporter):
                     format(ctx.trace_id, "032x") if ctx else "?",
                     format(ctx.span_id, "016x") if ctx else "?",
                 )
+                self.ledger.add(lost=1, error=f"span {span.name!r} could not be mapped")
         return records
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Write ``spans`` to the store (or spill them when it stays locked).
+        """Write ``spans`` to the store, or spill them when the write fails.
 
         Returns:
             ``SUCCESS`` when the spans are in the store or in a spill file; ``FAILURE``
-            after :meth:`shutdown` or on any other error (logged with the span count).
+            after :meth:`shutdown` or when they could be neither written nor spilled
+            (logged in one line; the spans are counted lost in the ledger).
         """
         if self._shut_down:
             logger.warning("cliffwatch: exporter already shut down, %d spans dropped", len(spans))
+            self.ledger.add(lost=len(spans), error="spans exported after shutdown")
             return SpanExportResult.FAILURE
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        records: list[SpanRecord] = []
         try:
             records = self._records(spans)
             with self._lock:
-                try:
-                    write_spans(self.path, records, timeout_s=self.timeout_s)
-                except StoreBusyError as exc:
-                    if not records:
-                        raise
-                    spilled = spill.spill_records(self.path, records)
-                    logger.warning(
-                        "cliffwatch: %s; %d spans spilled to %s", exc, len(records), spilled
-                    )
+                write_or_spill(self.path, records, timeout_s=self.timeout_s,
+                               ledger=self.ledger)
             return SpanExportResult.SUCCESS
-        except Exception:
-            logger.exception(
-                "cliffwatch: failed to export %d spans to %s", len(spans), self.path
-            )
+        except SpansLostError as exc:
+            logger.error("cliffwatch: %s", exc)
+            return SpanExportResult.FAILURE
+        except Exception as exc:  # the values (or a bug): neither written nor spilled
+            self.ledger.add(lost=len(records), error=str(exc).strip().split("\n")[0])
+            logger.exception("cliffwatch: failed to export %d spans to %s",
+                             len(records), self.path)
             return SpanExportResult.FAILURE
         finally:
             detach(token)
@@ -118,7 +128,7 @@ class DuckDBSpanExporter(SpanExporter):
 
         Returns:
             True when no spill file is left (always when none was pending), False when
-            the store stayed busy or the load failed (logged).
+            the store stayed busy or failed (logged in one line; the files stay).
         """
         if not spill.pending_spills(self.path):
             return True
@@ -127,7 +137,7 @@ class DuckDBSpanExporter(SpanExporter):
             with self._lock:
                 write_spans(self.path, [], timeout_s=max(timeout_millis, 1) / 1000)
             return not spill.pending_spills(self.path)
-        except StoreBusyError as exc:
+        except StoreError as exc:  # busy, damaged, disk full: the files stay, safe
             logger.warning("cliffwatch: flush left spill files pending: %s", exc)
             return False
         except Exception:

@@ -49,7 +49,7 @@ from cliffwatch.telemetry.otlp_json import (
 from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_spans
 from cliffwatch.telemetry.records import SpanRecord
 from cliffwatch.telemetry.usage_bounds import usage_rejection
-from cliffwatch.telemetry.write_pipeline import write_spans
+from cliffwatch.telemetry.write_ledger import write_or_spill
 
 DEFAULT_BATCH_SPANS = 20_000
 """Spans mapped and written per transaction. Bigger batches amortise the per-write run
@@ -88,6 +88,8 @@ class IngestSummary:
         problems: the first :data:`MAX_PROBLEMS_KEPT` problems, each ``file:where: why``.
         spans_usage_rejected: spans stored with their usage rejected as out of bounds
             (:mod:`telemetry.usage_bounds`; named in ``problems`` too).
+        spans_spilled: spans whose write failed and that wait in spill files
+            (:mod:`telemetry.spill`) for the next write that succeeds.
     """
 
     files: int
@@ -102,6 +104,7 @@ class IngestSummary:
     elapsed_s: float
     problems: tuple[str, ...] = ()
     spans_usage_rejected: int = 0
+    spans_spilled: int = 0
 
     @property
     def spans_per_s(self) -> float:
@@ -127,6 +130,7 @@ class _Totals:
     incidents_recorded: int = 0
     unpriced_calls: int = 0
     spans_usage_rejected: int = 0
+    spans_spilled: int = 0
     problems: list[str] = field(default_factory=list)
 
     def problem(self, text: str) -> None:
@@ -295,7 +299,10 @@ def _write(
                 f"rejected ({reason})"
             )
     if records:
-        result = write_spans(db_path, records, timeout_s=timeout_s)
+        result = write_or_spill(db_path, records, timeout_s=timeout_s)
+        if result is None:
+            totals.spans_spilled += len(records)
+            return
         totals.spans_written += result.spans_written
         totals.runs_materialised += result.runs_materialised
         totals.incidents_recorded += result.incidents_recorded
@@ -330,8 +337,10 @@ def ingest_files(
 
     Raises:
         IngestError: a file is missing or unreadable (checked for all before any write).
-        StoreError: the store cannot be used or stayed busy (what was written before
-            stays; ingesting again completes it without duplicates).
+        SpansLostError: a batch could be neither written nor spilled (a full disk); the
+            files after it are not read (what was written before stays; ingesting again
+            completes it without duplicates). A write that fails but spills is no error:
+            it is counted in ``spans_spilled``.
     """
     started = time.perf_counter()
     mapping = mapping or MappingConfig()
@@ -385,4 +394,5 @@ def ingest_files(
         elapsed_s=time.perf_counter() - started,
         problems=tuple(totals.problems),
         spans_usage_rejected=totals.spans_usage_rejected,
+        spans_spilled=totals.spans_spilled,
     )

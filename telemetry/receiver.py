@@ -25,13 +25,15 @@ Answers follow the OTLP/HTTP spec (https://opentelemetry.io/docs/specs/otlp/#otl
 413    body over the size limit (on the wire or once gunzipped)
 415    a content type other than ``application/x-protobuf`` or ``application/json``, or
        a content encoding other than gzip / identity
-503    the store write failed or did not finish in time; retryable (``Retry-After``),
-       and re-sending adds nothing twice (spans are keyed by trace and span id)
+503    the spans could be neither written nor spilled (a full disk), or the write did
+       not finish in time; retryable (``Retry-After``), and re-sending adds nothing
+       twice (spans are keyed by trace and span id)
 =====  ==================================================================================
 
 Error bodies are a ``google.rpc.Status`` in the request's encoding. A request is answered
 200 only once its spans are durable: written to the store, or spilled to
-``<db>.spill/`` when another process (a dashboard) held the file past the lock timeout.
+``<db>.spill/`` when the write failed (another process, a dashboard, held the file past
+the lock timeout; a damaged file).
 The body is read as it streams in and never held beyond the size limit.
 
 ``GET /health`` answers ``{"status": "ok", ...counters}``; when a token is set, the
@@ -51,8 +53,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
-import pyarrow as pa
 import uvicorn
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
@@ -76,6 +76,7 @@ from cliffwatch.telemetry.pricing import import_litellm
 from cliffwatch.telemetry.records import SpanRecord
 from cliffwatch.telemetry.span_writer import SpanWriter
 from cliffwatch.telemetry.usage_bounds import usage_rejection
+from cliffwatch.telemetry.write_ledger import is_data_error
 from cliffwatch.telemetry.write_pipeline import write_spans
 
 __all__ = [
@@ -342,7 +343,7 @@ class OtlpReceiver:
             self._writer.write(records, timeout_s=timeout_s)
             return records, []
         except Exception as exc:
-            if not _is_data_error(exc):
+            if not is_data_error(exc):
                 raise
         # A value the store cannot take (it would fail on every retry): submit the spans
         # one by one, so the writer isolates the bad ones and the rest are stored.
@@ -354,7 +355,7 @@ class OtlpReceiver:
                 future.result(timeout=timeout_s)
                 written.append(record)
             except Exception as exc:
-                if not _is_data_error(exc):
+                if not is_data_error(exc):
                     raise
                 reason = f"cannot be stored: {printable(str(exc))[:200]}"
                 rejected.append(SpanRejection(record.trace_id, record.span_id, reason))
@@ -365,30 +366,6 @@ class OtlpReceiver:
         self._count(requests=1, requests_refused=1)
         logger.warning("cliffwatch: refused a request (%d): %s", status, printable(message))
         return error_reply(status, message, kind)
-
-
-_DATA_ERRORS: tuple[type[BaseException], ...] = (
-    UnicodeError,
-    OverflowError,
-    pa.ArrowInvalid,
-    pa.ArrowTypeError,
-    duckdb.ConversionException,
-    duckdb.OutOfRangeException,
-)
-"""Errors of a write that come from the values written, not from the store."""
-
-
-def _is_data_error(exc: BaseException) -> bool:
-    """Whether a failed write failed on the values written (a retry fails the same way),
-    not on the store: looks through the exception's causes."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, _DATA_ERRORS):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -5,9 +5,12 @@ litellm's callback workers, an event loop) but a DuckDB file has one writer at a
 (docs/sources.md#duckdb-single-writer). :class:`SpanWriter` funnels every submission
 through a queue into one thread that coalesces whatever is waiting into a batch and calls
 :func:`telemetry.write_pipeline.write_spans` once for it, so many small requests become few
-transactions. When another process holds the store past the lock timeout the batch is
-spilled (:func:`telemetry.spill.spill_records`) and loaded by the next write: durable
-either way, and each submission's future says which.
+transactions. When the write fails (another process holds the store past the lock
+timeout, the disk is full, the file is damaged) the batch is spilled
+(:func:`telemetry.write_ledger.write_or_spill`) and loaded by the next write that
+succeeds: durable either way, and each submission's future says which. A batch that can
+be neither written nor spilled fails its futures with
+:class:`~telemetry.write_ledger.SpansLostError` and is counted lost.
 """
 
 from __future__ import annotations
@@ -22,10 +25,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from cliffwatch.telemetry import spill
 from cliffwatch.telemetry.records import SpanRecord
-from cliffwatch.telemetry.store import StoreBusyError
-from cliffwatch.telemetry.write_pipeline import WriteResult, write_spans
+from cliffwatch.telemetry.write_ledger import write_or_spill
+from cliffwatch.telemetry.write_pipeline import WriteResult
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ class WriteOutcome:
         result: the :class:`~telemetry.write_pipeline.WriteResult` of the batch it went out in
             (counts cover the whole batch, which may hold other submissions), or None
             when it was spilled.
-        spilled: True when the store was busy and the records went to a spill file.
+        spilled: True when the write failed and the records went to a spill file.
     """
 
     result: WriteResult | None
@@ -140,8 +142,9 @@ class SpanWriter:
 
         Raises:
             TimeoutError: not durable within ``timeout_s`` (they may still be written).
-            StoreError: the store cannot be used (not a cliffwatch store, permissions).
-            OSError: the store was busy and the spill file could not be written.
+            SpansLostError: the write failed and the spill file could not be written.
+            Exception: the values cannot be stored
+                (:func:`telemetry.write_ledger.is_data_error`); nothing was spilled.
         """
         return self.submit(records).result(timeout=timeout_s)
 
@@ -227,11 +230,8 @@ class SpanWriter:
             future.set_result(outcome)
 
     def _write_records(self, records: list[SpanRecord]) -> WriteOutcome:
-        try:
-            result = write_spans(self.db_path, records, timeout_s=self.timeout_s)
-        except StoreBusyError as exc:
-            path = spill.spill_records(self.db_path, records)
-            logger.warning("cliffwatch: %s; %d spans spilled to %s", exc, len(records), path)
+        result = write_or_spill(self.db_path, records, timeout_s=self.timeout_s)
+        if result is None:
             self.stats.spans_spilled += len(records)
             return WriteOutcome(None, spilled=True)
         self.stats.spans_written += result.spans_written

@@ -1,12 +1,14 @@
-"""Spill files: span batches parked on local disk while the store is locked.
+"""Spill files: span batches parked on local disk while the store cannot be written.
 
 DuckDB lets one process hold a file read-write, or several hold it read-only, never both
-(docs/sources.md#duckdb-single-writer). When the exporter cannot get the lock within
-``settings.lock_timeout_s()`` it writes the batch here instead of dropping it, and the
-next successful :func:`telemetry.write_pipeline.write_spans` on the same store loads every pending
-file and deletes it after its transaction commits. Nothing is lost; a crash between
-commit and delete only means the batch is loaded again, which adds nothing (spans are
-inserted with ``ON CONFLICT DO NOTHING``).
+(docs/sources.md#duckdb-single-writer). When a write fails (the lock not obtained within
+``settings.lock_timeout_s()``, a full disk, a damaged store file), the writer
+(:func:`telemetry.write_ledger.write_or_spill`) puts the batch here instead of dropping
+it, and the next successful :func:`telemetry.write_pipeline.write_spans` on the same store
+loads every pending file and deletes it after its transaction commits. Nothing is lost;
+a crash between commit and delete only means the batch is loaded again, which adds
+nothing (spans are inserted with ``ON CONFLICT DO NOTHING``). When the spill file cannot
+be written either (the same full disk), the batch is lost and the writer says so.
 
 Layout: ``<db path>.spill/<time_ns>-<pid>-<random>.parquet`` (git-ignored). Each file is
 written under a ``.tmp`` name and renamed into place (``os.replace`` is atomic on one
@@ -57,8 +59,12 @@ def spill_records(db_path: str | os.PathLike[str], records: Sequence[SpanRecord]
     name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
     final = directory / f"{name}{SPILL_SUFFIX}"
     tmp = directory / f"{name}.tmp"
-    pq.write_table(records_to_arrow(list(records)), tmp)
-    os.replace(tmp, final)
+    try:
+        pq.write_table(records_to_arrow(list(records)), tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a disk that filled up mid-file leaves no debris
+        raise
     return final
 
 

@@ -68,6 +68,104 @@ class StoreBusyError(StoreError):
     """Another process held the store's lock for longer than the timeout."""
 
 
+class StoreDamagedError(StoreError):
+    """The store file is truncated or a block of it fails DuckDB's checksum."""
+
+
+# DuckDB's file layout (duckdb/storage/single_file_block_manager.cpp): three 4 KiB headers
+# (the main header and two database headers), then ``total_blocks`` blocks of
+# ``block_size`` bytes; a checkpointed file is exactly that long.
+_FILE_HEADERS_BYTES = 3 * 4096
+
+_DAMAGE_MESSAGES = (
+    "Could not read enough bytes",  # the file ends before a block it lists (truncated)
+    "checksum",  # a block's stored checksum does not match its content
+    "Corrupt database file",
+)
+
+
+def _store_failure(exc: BaseException) -> bool:
+    """Whether a DuckDB error comes from the store file (I/O, damage, a failed commit),
+    not from the query or the values written."""
+    if isinstance(exc, (duckdb.IOException, duckdb.FatalException,
+                        duckdb.SerializationException)):
+        return True
+    text = str(exc)
+    return isinstance(exc, duckdb.Error) and (
+        "Failed to commit" in text or "invalidated" in text
+        or any(m in text for m in _DAMAGE_MESSAGES)
+    )
+
+
+def store_error(path: str | os.PathLike[str], exc: BaseException) -> StoreError:
+    """The one-line :class:`StoreError` for a DuckDB error raised by the store file.
+
+    Args:
+        path: the store.
+        exc: the error (DuckDB's message: its first line is kept, naming the cause, e.g.
+            ``No space left on device``).
+
+    Returns:
+        :class:`StoreDamagedError` when the file is truncated or corrupt, else
+        :class:`StoreError` ("store PATH: cannot write: ...").
+    """
+    lines = str(exc).strip().splitlines()
+    first = lines[0] if lines else type(exc).__name__
+    if any(m in first for m in _DAMAGE_MESSAGES):
+        return StoreDamagedError(f"store {path} is damaged (truncated or corrupt): {first}")
+    return StoreError(f"store {path} failed: {first}")
+
+
+def _check_length(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Raise :class:`StoreDamagedError` when the file is shorter than its blocks need.
+
+    DuckDB reads a truncated file until a query reaches a missing block, so a store cut
+    short answers some queries (wrongly: from the blocks left) and fails others; this
+    check makes every open fail instead. It costs one pragma. Damage inside the file is
+    caught by DuckDB's per-block checksums when the block is read, not here.
+    """
+    size_bytes = path.stat().st_size
+    row = con.execute(
+        "SELECT block_size, total_blocks FROM pragma_database_size() "
+        "WHERE database_name = current_database()"
+    ).fetchone()
+    if row is None:
+        return
+    block_size, total_blocks = int(row[0]), int(row[1])
+    needed_bytes = _FILE_HEADERS_BYTES + total_blocks * block_size
+    if total_blocks and size_bytes < needed_bytes:
+        raise StoreDamagedError(
+            f"store {path} is damaged: the file is {size_bytes:,} bytes but its "
+            f"{total_blocks} blocks need {needed_bytes:,} (truncated?)"
+        )
+
+
+def rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
+    """ROLLBACK the open transaction, if DuckDB still has one.
+
+    Used in ``except`` blocks: when COMMIT itself failed (disk full) DuckDB has already
+    ended the transaction and ROLLBACK raises "no transaction is active", which would
+    replace the error that matters. That second error is dropped here.
+    """
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """BEGIN ... COMMIT around the block; ROLLBACK (quietly) and re-raise on any error,
+    so the error raised is the one that failed the block or the COMMIT."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        rollback_quietly(con)
+        raise
+
+
 def _is_lock_conflict(exc: duckdb.Error) -> bool:
     text = str(exc)
     return any(m in text for m in _LOCK_MESSAGES)
@@ -134,8 +232,7 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         )
     # The DDL is idempotent and costs about 3 ms, so it runs on every read-write open:
     # a table added to schema.DDL later appears in stores created before it.
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         for statement in DDL:
             con.execute(statement)
         if is_new:
@@ -143,10 +240,6 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
                 f"INSERT INTO {META_TABLE} VALUES ('schema_version', ?), ('created_at', ?)",
                 [str(SCHEMA_VERSION), datetime.now(UTC).isoformat()],
             )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
 
 
 @contextmanager
@@ -173,7 +266,13 @@ def open_store(
         NotACliffwatchStoreError: the file is not a DuckDB database, or lacks
             ``cliffwatch_meta`` (read-write refuses to add tables to a foreign database).
         StoreBusyError: the lock was not obtained within ``timeout_s``.
-        StoreError: any other failure to open (permissions, newer schema version).
+        StoreDamagedError: the file is shorter than its blocks need (truncated), at open;
+            or, raised from the ``with`` block, a block read failed (truncated, or its
+            checksum does not match).
+        StoreError: any other failure to open (permissions, newer schema version), or a
+            store failure raised from the ``with`` block (a failed commit: disk full).
+            DuckDB errors of the query or the values (a bad cast) pass through as they
+            are.
     """
     store_path = Path(path)
     timeout = settings.lock_timeout_s() if timeout_s is None else timeout_s
@@ -183,6 +282,7 @@ def open_store(
         store_path.parent.mkdir(parents=True, exist_ok=True)
     con = _connect(store_path, read_only, timeout)
     try:
+        _check_length(con, store_path)
         if read_only:
             if not _has_table(con, META_TABLE):
                 raise NotACliffwatchStoreError(
@@ -192,6 +292,13 @@ def open_store(
         else:
             _ensure_schema(con, store_path)
         yield con
+    except duckdb.Error as exc:
+        # The store's one boundary for errors raised while it is used: a block that
+        # cannot be read or a commit that cannot be written is one line naming the store,
+        # for every reader and writer (CLI, dashboard, receiver) alike.
+        if not _store_failure(exc):
+            raise
+        raise store_error(store_path, exc) from exc
     finally:
         con.close()
 

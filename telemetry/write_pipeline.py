@@ -29,7 +29,7 @@ import pyarrow as pa
 from cliffwatch import settings
 from cliffwatch.telemetry import alert_rules, incident_rules, materialise, spill
 from cliffwatch.telemetry.records import SPAN_RECORD_FIELDS, SpanRecord, records_to_arrow
-from cliffwatch.telemetry.store import StoreBusyError, open_store, write_lock
+from cliffwatch.telemetry.store import StoreBusyError, open_store, transaction, write_lock
 
 logger = logging.getLogger("cliffwatch.alerts")
 
@@ -117,7 +117,9 @@ def write_spans(
     Raises:
         StoreBusyError: the lock was not obtained in time (nothing was written; the
             caller may spill the batch with :func:`telemetry.spill.spill_records`).
-        NotACliffwatchStoreError, StoreError: as :func:`telemetry.store.open_store`.
+        NotACliffwatchStoreError, StoreDamagedError, StoreError: as
+            :func:`telemetry.store.open_store` (a disk that fills up during the write is a
+            ``StoreError`` naming the cause; nothing of the batch is stored).
     """
     k = settings.runaway_k() if runaway_k is None else runaway_k
     timeout = settings.lock_timeout_s() if timeout_s is None else timeout_s
@@ -145,18 +147,13 @@ def _write_locked(
             return WriteResult(0, 0, 0, 0)
         con.register(BATCH_VIEW, batch)
         try:
-            con.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(con):  # a failed COMMIT (disk full) is the error raised
                 spans_written = _inserted(
                     con.execute(_INSERT_SPANS, {"ingested_at": ingested_at})
                 )
                 runs = materialise.materialise_runs(con, BATCH_VIEW, ingested_at)
                 incidents = incident_rules.record_incidents(con, BATCH_VIEW, k)
                 alerts_pending = alert_rules.enqueue_alerts(con, BATCH_VIEW)  # outbox rows
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
         finally:
             con.unregister(BATCH_VIEW)
         spill.remove_spills(spill_paths)

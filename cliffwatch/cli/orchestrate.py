@@ -24,6 +24,7 @@ from cliffwatch.cli.output import (
     CliError,
     error_line,
     facts_table,
+    spans_verdict,
     summary_table,
 )
 from cliffwatch.formatting import usd
@@ -79,6 +80,9 @@ def demo(
                 "--append adds to it"
             )
     from cliffwatch.orchestrator.demo import run_demo  # lazy: litellm, the OTel SDK
+    from cliffwatch.telemetry.write_ledger import LEDGER  # lazy: DuckDB
+
+    before = LEDGER.snapshot()
 
     with Progress(
         TextColumn("simulating runs"),
@@ -95,6 +99,9 @@ def demo(
         summary = run_demo(path, runs=runs_, days=days, seed=seed, progress=progress)
     console = Console()
     console.print(summary_table(summary, title=f"demo store {path}"))
+    code = spans_verdict(LEDGER.snapshot() - before, path)
+    if code:
+        raise typer.Exit(code)
     db_arg = "" if db is None else f" --db {path}"
     console.print("\n[bold]next, try:[/]")
     for line in (
@@ -151,7 +158,8 @@ def run(
     """Orchestrate one task (plan, capped dispatch, workers, synthesis) and record its spans.
 
     Exit code 0 when the run completed (status ok), 1 when it did not (rejected or
-    cancelled by a breach, or failed), 2 for bad input.
+    cancelled by a breach, or failed) or some of its spans were not stored, 2 for bad
+    input.
     """
     text = _task_text(prompt, task_file)
     path = writable_store(db)
@@ -162,8 +170,12 @@ def run(
     override = LimitsOverride.parse(max_workers, ceiling_usd, policy.value if policy else None)
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
     task_id = task_file.stem if task_file else f"cli-{digest}"
+    from cliffwatch.telemetry.write_ledger import LEDGER  # lazy: DuckDB
+
+    before = LEDGER.snapshot()
     done = run_task(path, Task(task_id, task_class, text), config,
                     limits=override.apply(config.limits), seed=seed)
+    spans = LEDGER.snapshot() - before
     result, config = done.result, done.config
     proposed = "-" if result.workers_proposed is None else str(result.workers_proposed)
     ceiling = "none" if config.ceiling_usd is None else usd(config.ceiling_usd)
@@ -182,6 +194,9 @@ def run(
     ]))
     if result.answer:
         console.print(Text(result.answer))
+    code = spans_verdict(spans, path)
+    if code:
+        raise typer.Exit(code)
     if result.status != RunStatus.OK:
         error_line(f"run {result.run_id} {result.status}: {result.error or 'not completed'}")
         raise typer.Exit(EXIT_NOT_COMPLETED)

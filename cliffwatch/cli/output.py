@@ -28,7 +28,11 @@ from cliffwatch.cli.options import OutputFormat
 from cliffwatch.formatting import csv_cell, number, usd
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import polars as pl
+
+    from cliffwatch.telemetry.write_ledger import LedgerCounts
 
 EXIT_USAGE = 2
 """Exit code of bad input: usage, a missing or foreign store, a bad date, an unknown
@@ -36,7 +40,9 @@ task class, a bad setting."""
 
 EXIT_NOT_COMPLETED = 1
 """Exit code of a command that ran but did not complete: ``cliffwatch run`` without
-status ok, ``ingest`` that left spans or lines out, ``alerts --retry`` with a failure."""
+status ok, ``ingest`` that left spans or lines out, ``alerts --retry`` with a failure,
+and ``demo``, ``run``, ``ingest`` or ``serve`` when spans were lost or are spilled for a
+store that failed."""
 
 
 class CliError(typer.TyperException):
@@ -51,6 +57,38 @@ def error_line(message: str) -> None:
     first = message.strip().splitlines()[0] if message.strip() else "failed"
     Console(stderr=True).print(Text("error: ", style="bold red") + Text(first, style="red"),
                                soft_wrap=True)
+
+
+def spans_verdict(spans: LedgerCounts, store: Path, *, lost_label: str = "lost",
+                  stderr: bool = False) -> int:
+    """Print what became of a command's spans; its exit code for them.
+
+    Prints ``spans: W written, S spilled, L lost`` (``lost_label`` names the last); then,
+    as a one-line error, the loss, or spilled spans still waiting because the store
+    failed (a busy store is no error: the next write loads them).
+
+    Args:
+        spans: the command's part of :data:`telemetry.write_ledger.LEDGER` (the
+            snapshot after its work less the one before).
+        store: the store written (its spill files are looked for).
+        lost_label: word for spans not stored ("lost"; the receiver: "not stored").
+        stderr: print the count line on stderr (commands whose stdout is a log).
+
+    Returns:
+        0, or :data:`EXIT_NOT_COMPLETED` when spans were lost or wait in spill files of
+        a failed store.
+    """
+    from cliffwatch.telemetry.spill import pending_spills, spill_dir  # lazy: pyarrow
+
+    say(spans.summary(lost_label), stderr=stderr)
+    if spans.lost:
+        error_line(f"{spans.lost:,} spans {lost_label}: {spans.last_error or 'see the log'}")
+        return EXIT_NOT_COMPLETED
+    if spans.store_failed and pending_spills(store):
+        error_line(f"{spans.store_failed:,} spans not in the store ({spans.last_error}): "
+                   f"they wait in {spill_dir(store)} for the next write that succeeds")
+        return EXIT_NOT_COMPLETED
+    return 0
 
 
 def say(message: str, *, stderr: bool = False, style: str | None = None,

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from cliffwatch import settings
 from cliffwatch.cli.options import DbOption, read_only_store, writable_store
-from cliffwatch.cli.output import EXIT_NOT_COMPLETED, CliError, say
+from cliffwatch.cli.output import EXIT_NOT_COMPLETED, CliError, say, spans_verdict
 
 if TYPE_CHECKING:
     from cliffwatch.telemetry.otlp_mapping import MappingConfig
@@ -167,7 +167,9 @@ def serve(
     Point any OpenTelemetry SDK or Collector otlphttp exporter at it; runs until Ctrl-C.
     """
     from cliffwatch.telemetry.receiver import OtlpReceiver, ReceiverConfig  # lazy: DuckDB
+    from cliffwatch.telemetry.write_ledger import LEDGER
 
+    before = LEDGER.snapshot()
     path = writable_store(db)
     config = ReceiverConfig(
         host=host,
@@ -204,6 +206,11 @@ def serve(
     say(f"stopped: {stats['requests']} requests, {stats['spans_accepted']} spans accepted, "
         f"{stats['spans_rejected']} rejected, {stats['requests_refused']} requests refused",
         stderr=True)
+    # Spans answered 503 are not lost for good (their sender retries), but not stored.
+    code = spans_verdict(LEDGER.snapshot() - before, path,
+                         lost_label="not stored (answered 503)", stderr=True)
+    if code:
+        raise typer.Exit(code)
 
 
 def ingest(
@@ -222,9 +229,14 @@ def ingest(
     db: DbOption = None,
     task_class_attr: TaskClassAttrOption = None,
 ) -> None:
-    """Import OTLP trace files into the store; importing the same spans again adds nothing."""
-    from cliffwatch.telemetry.ingest import ingest_files  # lazy: DuckDB, OTLP protobufs
+    """Import OTLP trace files into the store; importing the same spans again adds nothing.
 
+    Exit code 1 when spans or lines were left out, or spans could not be stored.
+    """
+    from cliffwatch.telemetry.ingest import ingest_files  # lazy: DuckDB, OTLP protobufs
+    from cliffwatch.telemetry.write_ledger import LEDGER, SpansLostError
+
+    before = LEDGER.snapshot()
     path = writable_store(db)
     err = Console(stderr=True)
     with Progress(
@@ -236,9 +248,17 @@ def ingest(
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        summary = ingest_files(
-            files, path, mapping=_mapping_config(task_class_attr), progress=progress
-        )
+        try:
+            summary = ingest_files(
+                files, path, mapping=_mapping_config(task_class_attr), progress=progress
+            )
+        except SpansLostError:
+            bar.stop()
+            spans_verdict(LEDGER.snapshot() - before, path)
+            say("the files after the failed batch were not read: ingest them again once "
+                "the store can be written (spans already stored are not added twice)",
+                stderr=True)
+            raise typer.Exit(EXIT_NOT_COMPLETED) from None
     Console().print(
         f"ingested {summary.files} file(s) into {path}: {summary.spans_read:,} spans read, "
         f"{summary.spans_written:,} new, {summary.spans_rejected:,} rejected, "
@@ -250,5 +270,6 @@ def ingest(
     )
     for problem in summary.problems:
         err.print(Text("skipped: ", style="yellow") + Text(problem), soft_wrap=True)
-    if not summary.complete:
+    code = spans_verdict(LEDGER.snapshot() - before, path)
+    if code or not summary.complete:
         raise typer.Exit(EXIT_NOT_COMPLETED)

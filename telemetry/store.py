@@ -73,8 +73,9 @@ class StoreDamagedError(StoreError):
 
 
 # DuckDB's file layout (duckdb/storage/single_file_block_manager.cpp): three 4 KiB headers
-# (the main header and two database headers), then ``total_blocks`` blocks of
-# ``block_size`` bytes; a checkpointed file is exactly that long.
+# (the main header and two database headers), then blocks of ``block_size`` bytes. A
+# checkpoint cuts free blocks off the end of the file (``total_blocks`` still counts
+# them), so only the blocks in use must be in the file: at least ``used_blocks`` of them.
 _FILE_HEADERS_BYTES = 3 * 4096
 
 _DAMAGE_MESSAGES = (
@@ -117,26 +118,29 @@ def store_error(path: str | os.PathLike[str], exc: BaseException) -> StoreError:
 
 
 def _check_length(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Raise :class:`StoreDamagedError` when the file is shorter than its blocks need.
+    """Raise :class:`StoreDamagedError` when the file is shorter than its blocks in use.
 
     DuckDB reads a truncated file until a query reaches a missing block, so a store cut
     short answers some queries (wrongly: from the blocks left) and fails others; this
-    check makes every open fail instead. It costs one pragma. Damage inside the file is
-    caught by DuckDB's per-block checksums when the block is read, not here.
+    check makes every open fail instead. It costs one pragma. It is a lower bound (the
+    blocks in use need not be the first ones), so it never refuses a sound file and
+    catches a file cut by more than its free blocks (a file cut to half, in practice).
+    Damage inside the file is caught by DuckDB's per-block checksums when the block is
+    read, not here.
     """
     size_bytes = path.stat().st_size
     row = con.execute(
-        "SELECT block_size, total_blocks FROM pragma_database_size() "
+        "SELECT block_size, used_blocks FROM pragma_database_size() "
         "WHERE database_name = current_database()"
     ).fetchone()
     if row is None:
         return
-    block_size, total_blocks = int(row[0]), int(row[1])
-    needed_bytes = _FILE_HEADERS_BYTES + total_blocks * block_size
-    if total_blocks and size_bytes < needed_bytes:
+    block_size, used_blocks = int(row[0]), int(row[1])
+    needed_bytes = _FILE_HEADERS_BYTES + used_blocks * block_size
+    if used_blocks and size_bytes < needed_bytes:
         raise StoreDamagedError(
             f"store {path} is damaged: the file is {size_bytes:,} bytes but its "
-            f"{total_blocks} blocks need {needed_bytes:,} (truncated?)"
+            f"{used_blocks} blocks in use need {needed_bytes:,} (truncated?)"
         )
 
 

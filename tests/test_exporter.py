@@ -23,6 +23,7 @@ from cliffwatch.telemetry.records import SPAN_RECORD_FIELDS, SpanRecord
 from cliffwatch.telemetry.sdk_mapping import record_from_sdk_span
 from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import hold_store_lock
+from cliffwatch.telemetry.write_ledger import WriteLedger
 
 T0 = 1_793_520_000_000_000_000  # 2026-11-01T08:00:00Z in ns
 
@@ -204,17 +205,54 @@ def test_export_after_shutdown_fails_and_writes_nothing(tmp_path: Path) -> None:
     assert not path.exists()
 
 
-def test_export_to_a_bad_file_fails_logs_and_never_raises(
+def test_a_failed_write_spills_whatever_the_cause(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "garbage.duckdb"
+    path.write_bytes(b"garbage" * 100)  # not a store: every write to it fails
+    spans = _sdk_run_spans()
+    ledger = WriteLedger()
+    with caplog.at_level(logging.WARNING, logger="cliffwatch.telemetry.write_ledger"):
+        assert DuckDBSpanExporter(path, ledger=ledger).export(spans) is SpanExportResult.SUCCESS
+    assert "not a cliffwatch store" in caplog.text  # the cause is named
+    [parked] = spill.pending_spills(path)
+    tables, _ = spill.read_spills([parked])
+    assert tables[0].num_rows == len(spans)
+    counts = ledger.snapshot()
+    assert (counts.written, counts.spilled, counts.lost) == (0, len(spans), 0)
+    assert counts.store_failed == len(spans)  # not a busy store: it needs a person
+    assert "not a cliffwatch store" in (counts.last_error or "")
+
+
+def test_write_and_spill_both_failing_is_a_counted_loss_in_one_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "garbage.duckdb"
     path.write_bytes(b"garbage" * 100)
+    spill.spill_dir(path).write_text("a file where the spill directory should be")
     spans = _sdk_run_spans()
+    ledger = WriteLedger()
     with caplog.at_level(logging.ERROR, logger="cliffwatch.telemetry.exporter"):
-        assert DuckDBSpanExporter(path).export(spans) is SpanExportResult.FAILURE
-    assert f"failed to export {len(spans)} spans" in caplog.text
-    assert str(path) in caplog.text
-    assert spill.pending_spills(path) == []  # not a lock problem: nothing to retry
+        result = DuckDBSpanExporter(path, ledger=ledger).export(spans)
+    assert result is SpanExportResult.FAILURE
+    assert f"{len(spans)} spans lost" in caplog.text
+    assert "not a cliffwatch store" in caplog.text and "failed too" in caplog.text
+    assert "Traceback" not in caplog.text
+    counts = ledger.snapshot()
+    assert (counts.written, counts.spilled, counts.lost) == (0, 0, len(spans))
+
+
+def test_written_spans_and_late_exports_are_counted(tmp_path: Path) -> None:
+    path = tmp_path / "counted.duckdb"
+    spans = _sdk_run_spans()
+    ledger = WriteLedger()
+    exporter = DuckDBSpanExporter(path, ledger=ledger)
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    assert exporter.export(spans[:2]) is SpanExportResult.FAILURE
+    counts = ledger.snapshot()
+    assert (counts.written, counts.spilled, counts.lost) == (len(spans), 0, 2)
+    assert counts.summary() == f"spans: {len(spans)} written, 0 spilled, 2 lost"
 
 
 @pytest.mark.slow

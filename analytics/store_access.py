@@ -18,6 +18,7 @@ import polars as pl
 from cliffwatch.telemetry.store import (
     NotACliffwatchStoreError,
     StoreBusyError,
+    StoreDamagedError,
     StoreError,
     StoreNotFoundError,
     open_store,
@@ -26,6 +27,7 @@ from cliffwatch.telemetry.store import (
 __all__ = [
     "NotACliffwatchStoreError",
     "StoreBusyError",
+    "StoreDamagedError",
     "StoreError",
     "StoreNotFoundError",
     "frame",
@@ -50,6 +52,10 @@ def read_store(
         StoreNotFoundError: ``path`` does not exist.
         NotACliffwatchStoreError: ``path`` is not a DuckDB file or not a cliffwatch store.
         StoreBusyError: another process kept the file locked for ``timeout_s``.
+        StoreDamagedError: the file is truncated (at open), or a query inside the block
+            read a missing or corrupt block (raised from the block, in place of DuckDB's
+            error): the same one-line store error either way, for the CLI and the
+            dashboard alike (:func:`telemetry.store.open_store` is the one boundary).
     """
     with open_store(path, read_only=True, timeout_s=timeout_s) as con:
         # DuckDB draws its own progress bar on a terminal for queries over ~2 s; it would

@@ -179,7 +179,9 @@ def write_or_spill(
                 f"{_one_line(spill_exc)}"
             )
             ledger.add(lost=len(records), error=reason)
-            raise SpansLostError(f"{len(records):,} spans lost: {reason}", len(records)) from exc
+            raise SpansLostError(
+                f"{len(records):,} spans neither stored nor spilled: {reason}", len(records)
+            ) from exc
         ledger.add(spilled=len(records), store_failed=0 if busy else len(records),
                    error=None if busy else cause)
         logger.warning("cliffwatch: %s; %d spans spilled to %s", cause, len(records), spilled)

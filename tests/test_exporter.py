@@ -235,7 +235,7 @@ def test_write_and_spill_both_failing_is_a_counted_loss_in_one_line(
     with caplog.at_level(logging.ERROR, logger="cliffwatch.telemetry.exporter"):
         result = DuckDBSpanExporter(path, ledger=ledger).export(spans)
     assert result is SpanExportResult.FAILURE
-    assert f"{len(spans)} spans lost" in caplog.text
+    assert f"{len(spans)} spans neither stored nor spilled" in caplog.text
     assert "not a cliffwatch store" in caplog.text and "failed too" in caplog.text
     assert "Traceback" not in caplog.text
     counts = ledger.snapshot()

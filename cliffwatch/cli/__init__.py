@@ -13,9 +13,11 @@
   :mod:`~cliffwatch.cli.serve` (serve, ingest, dashboard).
 
 Exit codes: 0 success; 1 ``cliffwatch run`` finished without completing (breach or
-failure), ``cliffwatch ingest`` left out spans or lines it could not read, or
-``alerts --retry`` had a delivery fail; 2 bad input (usage, a missing or foreign store, a
-bad date, an unknown task class, a bad setting).
+failure), ``cliffwatch ingest`` left out spans or lines it could not read,
+``alerts --retry`` had a delivery fail, or ``demo``, ``run``, ``ingest`` or ``serve``
+could not store every span (each prints ``spans: W written, S spilled, L lost``); 2 bad
+input (usage, a missing, foreign or damaged store, a bad date, an unknown task class, a
+bad setting).
 
 Imports: the command modules import typer, rich and cliffwatch's light modules (settings,
 span conventions, the window parser, formatting) at the top; the data layer a command

@@ -31,18 +31,11 @@ WORKERS = 4
 SPANS_PER_RUN = WORKERS + 1
 
 WRITER = r"""
-import json, logging, os, sys, time
+import json, os, sys, time
 from cliffwatch.telemetry.tracing import configure_tracing
+from cliffwatch.telemetry.write_ledger import LEDGER
 
 path, runs, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-
-class Count(logging.Handler):
-    spills = 0
-    def emit(self, record):
-        if "spilled" in record.getMessage():
-            Count.spills += 1
-
-logging.getLogger("cliffwatch.telemetry.exporter").addHandler(Count())
 tracing = configure_tracing(path, otlp_endpoint=None)
 tracer = tracing.tracer
 for i in range(runs):
@@ -56,7 +49,9 @@ for i in range(runs):
     time.sleep(0.02)  # the next run's model calls
 flushed = tracing.flush(timeout_millis=20_000)  # loads what was spilled
 tracing.shutdown()
-print(json.dumps({"spans": runs * (workers + 1), "spills": Count.spills, "flushed": flushed}))
+spans = LEDGER.snapshot()
+print(json.dumps({"spans": runs * (workers + 1), "spills": spans.spilled, "flushed": flushed,
+                  "lost": spans.lost, "counted": spans.written + spans.spilled}))
 """
 
 READER = r"""
@@ -123,6 +118,7 @@ def test_writer_and_reader_processes_lose_nothing_and_show_no_lock_error(
     assert read["reads"] >= 10
     assert read["went_down"] == 0
     assert wrote["spans"] == RUNS * SPANS_PER_RUN
+    assert (wrote["counted"], wrote["lost"]) == (RUNS * SPANS_PER_RUN, 0)  # the ledger
     assert wrote["spills"] > 0, "the writer never met the reader's lock: test proves nothing"
     assert wrote["flushed"] is True
     assert spill.pending_spills(path) == []

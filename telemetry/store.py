@@ -72,10 +72,10 @@ class StoreDamagedError(StoreError):
     """The store file is truncated or a block of it fails DuckDB's checksum."""
 
 
-# DuckDB's file layout (duckdb/storage/single_file_block_manager.cpp): three 4 KiB headers
-# (the main header and two database headers), then blocks of ``block_size`` bytes. A
-# checkpoint cuts free blocks off the end of the file (``total_blocks`` still counts
-# them), so only the blocks in use must be in the file: at least ``used_blocks`` of them.
+# DuckDB's file layout (docs/sources.md#duckdb-file-damage-and-failed-commits): three
+# 4 KiB headers, then blocks of ``block_size`` bytes. A checkpoint cuts free blocks off the
+# end of the file (``total_blocks`` still counts them), so only the blocks in use must be
+# in the file: at least ``used_blocks`` of them.
 _FILE_HEADERS_BYTES = 3 * 4096
 
 _DAMAGE_MESSAGES = (
@@ -148,8 +148,9 @@ def rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
     """ROLLBACK the open transaction, if DuckDB still has one.
 
     Used in ``except`` blocks: when COMMIT itself failed (disk full) DuckDB has already
-    ended the transaction and ROLLBACK raises "no transaction is active", which would
-    replace the error that matters. That second error is dropped here.
+    ended the transaction and ROLLBACK raises "no transaction is active"
+    (docs/sources.md#duckdb-file-damage-and-failed-commits), which would replace the
+    error that matters. That second error is dropped here.
     """
     try:
         con.execute("ROLLBACK")

@@ -255,9 +255,8 @@ def ingest(
         except SpansLostError:
             bar.stop()
             spans_verdict(LEDGER.snapshot() - before, path)
-            say("the files after the failed batch were not read: ingest them again once "
-                "the store can be written (spans already stored are not added twice)",
-                stderr=True)
+            say("ingest stopped at that batch: ingest the files again once the store can "
+                "be written (spans already stored are not added twice)", stderr=True)
             raise typer.Exit(EXIT_NOT_COMPLETED) from None
     Console().print(
         f"ingested {summary.files} file(s) into {path}: {summary.spans_read:,} spans read, "

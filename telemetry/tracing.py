@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Final, TypedDict
 
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.trace import Tracer
 
 from cliffwatch import settings
 from cliffwatch.telemetry.exporter import DuckDBSpanExporter
+from cliffwatch.telemetry.write_ledger import LEDGER
 
 INSTRUMENTATION_NAME = "cliffwatch"
 OTLP_TRACES_PATH = "/v1/traces"
@@ -69,6 +70,14 @@ class Tracing:
     def shutdown(self) -> None:
         """Flush and stop every processor; the tracer records nothing afterwards."""
         self.provider.shutdown()
+
+
+class _CountEnded(SpanProcessor):
+    """Counts every ended span in :data:`telemetry.write_ledger.LEDGER` (``ended``): what
+    the exporter does not account for after shutdown, the SDK dropped (a full queue)."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        LEDGER.add(ended=1)
 
 
 class _BatchSettings(TypedDict):
@@ -125,6 +134,7 @@ def configure_tracing(
     endpoint = settings.otlp_endpoint() if isinstance(otlp_endpoint, _FromSettings) else (
         otlp_endpoint)
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+    provider.add_span_processor(_CountEnded())  # first: counted before any export
     duck = DuckDBSpanExporter(db_path)
     provider.add_span_processor(
         BatchSpanProcessor(duck, **DUCKDB_BATCH) if batch else SimpleSpanProcessor(duck)

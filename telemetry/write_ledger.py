@@ -84,6 +84,9 @@ class LedgerCounts:
         store_failed: spills for a cause other than a busy store (disk full, damaged
             file): those wait for the store to be repaired, not just released.
         last_error: the last write failure's cause in one line (no count), or None.
+        ended: spans ended in a cliffwatch tracer (:func:`telemetry.tracing.configure_tracing`);
+            once its pipeline is shut down each must be written, spilled or lost, so
+            the difference is what the SDK dropped before any export (a full queue).
     """
 
     written: int = 0
@@ -91,6 +94,7 @@ class LedgerCounts:
     lost: int = 0
     store_failed: int = 0
     last_error: str | None = None
+    ended: int = 0
 
     def __sub__(self, before: LedgerCounts) -> LedgerCounts:
         return LedgerCounts(
@@ -99,12 +103,22 @@ class LedgerCounts:
             self.lost - before.lost,
             self.store_failed - before.store_failed,
             self.last_error if self.last_error != before.last_error else None,
+            self.ended - before.ended,
         )
 
+    @property
+    def dropped(self) -> int:
+        """Spans ended in a cliffwatch tracer that never reached the exporter (0 when no
+        tracer ended any: ``ingest`` and ``serve`` write without one)."""
+        if not self.ended:
+            return 0
+        return max(0, self.ended - self.written - self.spilled - self.lost)
+
     def summary(self, lost_label: str = "lost") -> str:
-        """``spans: 107 written, 0 spilled, 0 lost`` (``lost_label`` names the last)."""
+        """``spans: 107 written, 0 spilled, 0 lost`` (``lost_label`` names the last; spans
+        dropped before export count as lost)."""
         return (f"spans: {self.written:,} written, {self.spilled:,} spilled, "
-                f"{self.lost:,} {lost_label}")
+                f"{self.lost + self.dropped:,} {lost_label}")
 
 
 class WriteLedger:
@@ -115,13 +129,14 @@ class WriteLedger:
         self._counts = LedgerCounts()
 
     def add(self, *, written: int = 0, spilled: int = 0, lost: int = 0,
-            store_failed: int = 0, error: str | None = None) -> None:
+            store_failed: int = 0, error: str | None = None, ended: int = 0) -> None:
         """Add to the counts; ``error`` (one line) becomes ``last_error`` when given."""
         with self._lock:
             c = self._counts
             self._counts = LedgerCounts(
                 c.written + written, c.spilled + spilled, c.lost + lost,
                 c.store_failed + store_failed, error if error is not None else c.last_error,
+                c.ended + ended,
             )
 
     def snapshot(self) -> LedgerCounts:

@@ -15,6 +15,7 @@ from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import make_run_records
 from cliffwatch.telemetry.write_ledger import (
     LEDGER,
+    LedgerCounts,
     SpansLostError,
     WriteLedger,
     is_data_error,
@@ -89,3 +90,23 @@ def test_ingest_counts_spilled_spans(tmp_path: Path) -> None:
     assert summary.spans_spilled == summary.spans_read > 0
     assert summary.spans_written == 0
     assert (LEDGER.snapshot() - before).spilled == summary.spans_read
+
+
+def test_spans_ended_but_never_exported_count_as_lost() -> None:
+    counts = LedgerCounts(written=7, spilled=1, lost=0, ended=10)
+    assert counts.dropped == 2
+    assert counts.summary() == "spans: 7 written, 1 spilled, 2 lost"
+    assert LedgerCounts(written=5).dropped == 0  # no tracer (ingest, serve): nothing to say
+
+
+def test_a_tracing_pipeline_accounts_for_every_ended_span(tmp_path: Path) -> None:
+    from cliffwatch.telemetry.tracing import configure_tracing
+
+    before = LEDGER.snapshot()
+    tracing = configure_tracing(tmp_path / "t.duckdb", batch=False, otlp_endpoint=None)
+    for name in ("a", "b", "c"):
+        with tracing.tracer.start_as_current_span(name):
+            pass
+    tracing.shutdown()
+    spans = LEDGER.snapshot() - before
+    assert (spans.ended, spans.written, spans.dropped) == (3, 3, 0)

@@ -82,7 +82,12 @@ def spans_verdict(spans: LedgerCounts, store: Path, *, lost_label: str = "lost",
 
     say(spans.summary(lost_label), stderr=stderr)
     if spans.lost:
-        error_line(f"{spans.lost:,} spans {lost_label}: {spans.last_error or 'see the log'}")
+        error_line(f"{spans.lost + spans.dropped:,} spans {lost_label}: "
+                   f"{spans.last_error or 'see the log'}")
+        return EXIT_NOT_COMPLETED
+    if spans.dropped:
+        error_line(f"{spans.dropped:,} spans {lost_label}: dropped before export "
+                   "(the tracing queue was full or shut down)")
         return EXIT_NOT_COMPLETED
     if spans.store_failed and pending_spills(store):
         error_line(f"{spans.store_failed:,} spans not in the store ({spans.last_error}): "

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cliffwatch.telemetry.records import SpanRecord
-from cliffwatch.telemetry.write_ledger import write_or_spill
+from cliffwatch.telemetry.write_ledger import is_data_error, write_or_spill
 from cliffwatch.telemetry.write_pipeline import WriteResult
 
 logger = logging.getLogger(__name__)
@@ -215,15 +215,18 @@ class SpanWriter:
         try:
             outcome = self._write_records(records)
         except Exception as exc:  # the thread must outlive any one bad batch
-            if len(batch) > 1:
-                # Isolate the failure: one submission that cannot be
+            if len(batch) > 1 and is_data_error(exc):
+                # Isolate the failure: one submission whose values cannot be
                 # written must not fail the others coalesced with it.
                 for one in batch:
                     self._write_batch([one])
                 return
+            # Anything else (neither written nor spilled: already counted lost, once)
+            # fails every submission of the batch alike.
             self.stats.failed_batches += 1
             logger.error("cliffwatch: writing %d spans failed: %s", len(records), exc)
-            batch[0][1].set_exception(exc)
+            for _, future in batch:
+                future.set_exception(exc)
             return
         self.stats.batches += 1
         for _, future in batch:

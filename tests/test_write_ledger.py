@@ -110,3 +110,16 @@ def test_a_tracing_pipeline_accounts_for_every_ended_span(tmp_path: Path) -> Non
     tracing.shutdown()
     spans = LEDGER.snapshot() - before
     assert (spans.ended, spans.written, spans.dropped) == (3, 3, 0)
+
+
+def test_span_writer_counts_a_lost_batch_once(tmp_path: Path) -> None:
+    path = _garbage(tmp_path)
+    spill.spill_dir(path).write_text("a file where the spill directory should be")
+    ledger_before = LEDGER.snapshot()
+    with SpanWriter(path, linger_s=0.5) as writer:  # the three coalesce into one batch
+        futures = [writer.submit(make_run_records(seed=s)) for s in (6, 7, 8)]
+        for future in futures:
+            with pytest.raises(SpansLostError):
+                future.result(timeout=60)
+    lost = (LEDGER.snapshot() - ledger_before).lost
+    assert lost == sum(len(make_run_records(seed=s)) for s in (6, 7, 8))

@@ -124,3 +124,93 @@ def test_an_older_store_s_rootless_traces_are_swept_after_the_upgrade(
         ).fetchall() == [("3",)]
     finally:
         con.close()
+
+
+def _orphans(path: Path) -> int:
+    """Traces in the store without a root span (0 while the store is missing or busy)."""
+    if not path.exists():
+        return 0
+    try:
+        with open_store(path, read_only=True, timeout_s=1) as con:
+            return int(con.execute(_ORPHANS).fetchall()[0][0])
+    except Exception:  # noqa: BLE001 - the demo may be writing the schema; poll again
+        return 0
+
+
+_ORPHANS = """
+    SELECT count(DISTINCT trace_id) FROM spans
+    WHERE trace_id NOT IN (SELECT trace_id FROM spans WHERE parent_span_id IS NULL)
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_demo_leaves_traces_that_become_incomplete_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from waits import scaled
+
+    path = tmp_path / "killed.duckdb"
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           settings.CLIFFWATCH_DB: str(path)}
+    command = [sys.executable, "-c", "from cliffwatch.cli import main; main()",
+               "demo", "--runs", "2000", "--db", str(path)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        # Kill it (SIGKILL: no exit hook, no final flush) once a run's spans are stored
+        # without their root, i.e. mid-run.
+        wait_until(lambda: proc.poll() is not None or _orphans(path) > 0, 180,
+                   "spans of an unfinished run in the store")
+        assert proc.poll() is None, "the demo finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=scaled(30))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    orphaned = _orphans(path)
+    assert orphaned > 0
+
+    monkeypatch.setenv(settings.CLIFFWATCH_INCOMPLETE_GRACE_S, GRACE_S)
+    seeds = list(range(2000, 2400))
+
+    def all_swept() -> bool:
+        write_spans(path, make_run_records(seed=seeds.pop()))
+        with open_store(path, read_only=True) as con:
+            return con.execute(
+                "SELECT count(*) FROM runs WHERE status = 'incomplete'"
+            ).fetchall()[0][0] > 0 and _missing(con) == 0
+
+    wait_until(all_swept, 60, "every orphan trace's incomplete run")
+    with open_store(path, read_only=True) as con:
+        rows = con.execute(f"""
+            SELECT r.run_id, r.status, r.cost_usd, r.llm_calls,
+                (SELECT sum(coalesce(s.cost_usd, 0)) FROM spans AS s
+                 WHERE s.trace_id = r.run_id AND s.is_leaf_call),
+                (SELECT count(*) FROM spans AS s
+                 WHERE s.trace_id = r.run_id AND s.is_leaf_call)
+            FROM runs AS r WHERE r.run_id IN ({_ORPHANS.replace("count(DISTINCT trace_id)",
+                                                                "DISTINCT trace_id")})
+        """).fetchall()
+    with_calls = [r for r in rows if r[5] > 0]
+    assert with_calls, "no orphan trace held a call"
+    for run_id, status, cost_usd, calls, stored_cost, stored_calls in with_calls:
+        assert status == "incomplete", run_id
+        assert cost_usd == pytest.approx(stored_cost, rel=1e-12, abs=1e-15), run_id
+        assert calls == stored_calls, run_id
+
+
+def _missing(con: duckdb.DuckDBPyConnection) -> int:
+    """Orphan traces holding an LLM call that have no run yet."""
+    return int(con.execute(f"""
+        SELECT count(DISTINCT trace_id) FROM spans
+        WHERE is_llm_call AND trace_id IN ({_ORPHANS.replace("count(DISTINCT trace_id)",
+                                                              "DISTINCT trace_id")})
+            AND trace_id NOT IN (SELECT run_id FROM runs)
+    """).fetchall()[0][0])

@@ -6,8 +6,9 @@ one set-based ``INSERT ... SELECT`` of the incidents it finds into the temporary
 :data:`NEW_INCIDENTS`, less those already recorded; they are then added to ``incidents``
 in one statement (``ON CONFLICT DO NOTHING``) and the alert rules read them from there. The
 id is deterministic (``f"{kind}-{run_id[:16]}"``), so a rule firing again for the same run
-adds nothing and never overwrites the triage ``status`` / ``note`` a person has set. ``detected_at`` is the run's ``ended_at``;
-``detail`` is one human line; ``data`` is a JSON object with the figures behind it.
+adds nothing and never overwrites the triage ``status`` / ``note`` a person has set.
+``detected_at`` is the run's ``ended_at``; ``detail`` is one human line; ``data`` is a
+JSON object with the figures behind it.
 
 Rules:
 

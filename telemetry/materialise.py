@@ -64,7 +64,6 @@ from cliffwatch import settings
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Role
 
-
 SCOPE = "cliff_scope"
 """Temporary table of the traces a write materialises: ``trace_id``, ``incomplete_ok``
 (the trace may become an incomplete run: it was swept before, or is being swept)."""

@@ -52,7 +52,6 @@ import duckdb
 from cliffwatch import settings
 from cliffwatch.telemetry.incident_rules import NEW_INCIDENTS, RUNAWAY_MIN_RUNS
 from cliffwatch.telemetry.materialise import TOUCHED_RUNS
-from cliffwatch.telemetry.schema import ALERT_DELIVERIES_DDL, ALERTS_DDL
 
 logger = logging.getLogger("cliffwatch.alerts")
 
@@ -234,14 +233,6 @@ ON CONFLICT DO NOTHING
 """
 
 
-def _has_alert_tables(con: duckdb.DuckDBPyConnection) -> bool:
-    rows = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
-        "AND table_name IN ('alerts', 'alert_deliveries')"
-    ).fetchall()
-    return rows[0][0] == 2
-
-
 def _baseline(con: duckdb.DuckDBPyConnection, now: datetime) -> None:
     """Mark the incidents of a store that predates alerts as alerted (not this write's).
 
@@ -284,10 +275,7 @@ def enqueue_alerts(con: duckdb.DuckDBPyConnection) -> int:
         Deliveries now ``pending`` in the store (new and older ones); the caller starts
         the background delivery when it is above zero.
     """
-    now = _utc_now()
-    if not _has_alert_tables(con):  # the store's DDL normally created them on open
-        con.execute(ALERTS_DDL)
-        con.execute(ALERT_DELIVERIES_DDL)
+    now = _utc_now()  # the tables exist: a read-write open brings the schema up to date
     if not con.execute("SELECT EXISTS (SELECT 1 FROM alerts)").fetchall()[0][0]:
         _baseline(con, now)
     write_id = uuid.uuid4().hex

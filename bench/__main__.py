@@ -127,6 +127,58 @@ def fresh_batch(seed_path: Path, tag: int) -> list:  # type: ignore[type-arg]
     return [SpanRecord(*row) for row in rows]
 
 
+_PHASES = (
+    # (label, how the statement starts): the first match names a statement's phase.
+    ("insert spans (primary key check)", "INSERT INTO spans"),
+    ("upsert runs (primary key)", "INSERT OR REPLACE INTO runs"),
+    ("commit", "COMMIT"),
+    ("materialise, incidents, alerts (SQL)", ""),
+)
+
+
+def write_phases(path: Path, records: list) -> dict[str, float]:  # type: ignore[type-arg]
+    """One ``write_spans`` with its seconds split by phase: open (schema check included),
+    each statement by :data:`_PHASES`, and the close (DuckDB's checkpoint). Times the
+    statements through a wrapper of the write's connection, for this call only."""
+    from contextlib import contextmanager
+
+    from cliffwatch.telemetry import write_pipeline
+
+    phases: dict[str, float] = {"open": 0.0, **{label: 0.0 for label, _ in _PHASES}}
+    original = write_pipeline.open_store
+
+    class Timed:
+        def __init__(self, con) -> None:  # type: ignore[no-untyped-def]
+            self._con = con
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(self._con, name)
+
+        def execute(self, sql: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+            t0 = time.perf_counter()
+            out = self._con.execute(sql, *args, **kwargs)
+            head = " ".join(sql.split())
+            label = next(lb for lb, start in _PHASES if head.startswith(start))
+            phases[label] += time.perf_counter() - t0
+            return out
+
+    @contextmanager
+    def timed_open(*args, **kwargs):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        with original(*args, **kwargs) as con:
+            phases["open"] += time.perf_counter() - t0
+            yield Timed(con)
+            t1 = time.perf_counter()
+        phases["close (checkpoint)"] = time.perf_counter() - t1
+
+    write_pipeline.open_store = timed_open  # type: ignore[assignment]
+    try:
+        write_pipeline.write_spans(path, records)
+    finally:
+        write_pipeline.open_store = original
+    return phases
+
+
 def bench_store_write(tmp: Path, quick: bool) -> Result:
     """One 1,000-span ``write_spans`` against a bare Arrow insert of the same spans, over
     stores holding 10k, 100k and 1M runs of history (a tenth with ``--quick``)."""
@@ -177,6 +229,7 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
             con.execute("INSERT INTO bare SELECT * FROM b")
             con.close()
             bares.append(time.perf_counter() - t0)
+        phases = write_phases(path, fresh_batch(seed_path, 100 * i + 9))
         w, b = statistics.median(ours), statistics.median(bares)
         first, last = (w, w) if i == 0 else (first, w)
         out += [
@@ -184,6 +237,8 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
             ("  write_spans", f"{w:.3f} s (each: {', '.join(f'{x:.3f}' for x in ours)})"),
             ("  bare Arrow insert (open, insert, close)", f"{b:.3f} s"),
             ("  speed vs bare (target >= 0.5x)", f"{b / w:.2f}x"),
+            ("  one more write, by phase", ", ".join(
+                f"{label} {sec * 1000:.0f} ms" for label, sec in phases.items())),
             ("  load average 1/5/15", _load()),
         ]
     out.append((f"write at {sizes[-1]:,} / at {sizes[0]:,} runs (flat: 1x)",

@@ -107,7 +107,7 @@ def list_runs(
         con: a store connection.
         window: on ``started_at`` (``since`` inclusive, ``until`` exclusive).
         task_class: only this class; it must exist in the store.
-        status: only runs with this ``status`` (``ok|rejected|cancelled|failed``).
+        status: only runs with this ``status`` (``ok|rejected|cancelled|failed|incomplete``).
         limit: at most this many rows (the newest); None = all.
 
     Returns:

@@ -2,9 +2,11 @@
 
 Benchmarks (each prints figures and a ratio against a baseline run in the same process):
 
-- ``store_write``: ``telemetry.write_pipeline.write_spans`` (Arrow insert + run materialisation +
-  incident rules) in exporter-sized batches, against a bare Arrow insert of the same spans
-  into a table with no key, no runs and no incidents. Target: >= 50k spans/s.
+- ``store_write``: one 1,000-span ``telemetry.write_pipeline.write_spans`` (Arrow insert, run
+  materialisation, incident rules, alert outbox, open and close) over stores holding
+  10k, 100k and 1M runs of history (a 200-run demo copied in SQL with new ids),
+  against a bare Arrow insert of the same spans (open, insert into a table with no key,
+  close). Target (issue 11): >= 0.5x the bare insert, flat from 10k to 1M.
 - ``exporter``: spans made through the SDK and ``configure_tracing`` (BatchSpanProcessor ->
   DuckDB) against the same spans into the SDK's do-nothing path (no processor).
 - ``percentiles``: ``analytics.percentiles.cost_percentiles`` over a store of 1M runs,
@@ -33,6 +35,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.store_write import bench_store_write
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 Result = list[tuple[str, str]]
@@ -40,38 +44,6 @@ Result = list[tuple[str, str]]
 
 def _rate(n: float, seconds: float) -> str:
     return f"{n / seconds:,.0f}/s" if seconds > 0 else "inf"
-
-
-def bench_store_write(tmp: Path, quick: bool) -> Result:
-    import duckdb
-
-    from cliffwatch.telemetry.records import records_to_arrow
-    from cliffwatch.telemetry.testing import make_runs_costing
-    from cliffwatch.telemetry.write_pipeline import write_spans
-
-    n_runs = 2_000 if quick else 20_000
-    records = make_runs_costing([0.01 + (i % 97) * 1e-4 for i in range(n_runs)], workers=4)
-    batch = 2_048  # a BatchSpanProcessor's export batch is 512 by default; we coalesce more
-    t0 = time.perf_counter()
-    for i in range(0, len(records), batch):
-        write_spans(tmp / "write.duckdb", records[i : i + batch])
-    ours = time.perf_counter() - t0
-
-    con = duckdb.connect(str(tmp / "bare.duckdb"))
-    con.register("batch_view", records_to_arrow(records[:1]))
-    con.sql("CREATE TABLE bare AS SELECT * FROM batch_view LIMIT 0")
-    t0 = time.perf_counter()
-    for i in range(0, len(records), batch):
-        con.register("batch_view", records_to_arrow(records[i : i + batch]))
-        con.sql("INSERT INTO bare SELECT * FROM batch_view")
-    bare = time.perf_counter() - t0
-    con.close()
-    return [
-        ("spans", f"{len(records):,} ({n_runs:,} runs, batches of {batch})"),
-        ("write_spans", f"{ours:.2f} s = {_rate(len(records), ours)}"),
-        ("bare Arrow insert", f"{bare:.2f} s = {_rate(len(records), bare)}"),
-        ("ratio write_spans / bare", f"{ours / bare:.1f}x slower"),
-    ]
 
 
 def bench_exporter(tmp: Path, quick: bool) -> Result:

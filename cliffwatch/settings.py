@@ -31,6 +31,18 @@ CLIFFWATCH_LOCK_TIMEOUT_S = "CLIFFWATCH_LOCK_TIMEOUT_S"
 """Seconds a process keeps retrying to open the DuckDB file while another process holds
 it, before it spills (writer) or reports the store busy (reader). Default 10."""
 
+CLIFFWATCH_INCOMPLETE_GRACE_S = "CLIFFWATCH_INCOMPLETE_GRACE_S"
+"""Seconds after which a trace whose root span never arrived becomes a run with status
+``incomplete`` (the cost of the calls that did arrive): no span of it may have arrived, and
+none ended, for that long. Checked on every write; if the root arrives later the complete
+run replaces it. Default 600 (10 minutes): longer than an exporter's retries of one batch,
+so a root that is merely late is not taken for a killed process."""
+
+CLIFFWATCH_RUNAWAY_P50_REFRESH_S = "CLIFFWATCH_RUNAWAY_P50_REFRESH_S"
+"""Seconds after which the runaway rule recomputes a task class's P50 over all its runs
+on the next write to that class (it also does once the class has 10% more runs than at the
+last computation, and while it has fewer than 20). Default 300."""
+
 CLIFFWATCH_PRICE_OVERRIDES = "CLIFFWATCH_PRICE_OVERRIDES"
 """Path of a JSON file of extra model prices, in litellm's model_cost format
 (``{"my-model": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}}``).
@@ -117,6 +129,18 @@ def runaway_k() -> float:
 def lock_timeout_s() -> float:
     """Seconds to keep retrying a locked store ($CLIFFWATCH_LOCK_TIMEOUT_S, default 10)."""
     return _positive_float(CLIFFWATCH_LOCK_TIMEOUT_S, 10.0)
+
+
+def incomplete_grace_s() -> float:
+    """Grace period before a rootless trace is an incomplete run, seconds
+    ($CLIFFWATCH_INCOMPLETE_GRACE_S, default 600)."""
+    return _positive_float(CLIFFWATCH_INCOMPLETE_GRACE_S, 600.0)
+
+
+def runaway_p50_refresh_s() -> float:
+    """Age in seconds at which a class's runaway P50 is recomputed
+    ($CLIFFWATCH_RUNAWAY_P50_REFRESH_S, default 300)."""
+    return _positive_float(CLIFFWATCH_RUNAWAY_P50_REFRESH_S, 300.0)
 
 
 def price_overrides_path() -> Path | None:

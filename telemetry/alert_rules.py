@@ -11,10 +11,13 @@ outside any database lock.
 
 Alerts (table ``alerts``, one row per alert ever raised, id unique):
 
-- ``incident``: every incident that has no alert yet (``alert_id`` = ``incident_id``).
-  Because this is an anti-join over all incidents, an incident a crashed write left
-  without an alert is picked up by the next write.
+- ``incident``: every incident the write recorded
+  (:data:`telemetry.incident_rules.NEW_INCIDENTS`; ``alert_id`` = ``incident_id``), in one
+  set-based insert. An incident and its alert are written in one transaction, so no
+  incident is left without one (but those of a store that predates alerts: see below).
 - ``rule`` (``alert_id`` = ``rule:<name>:<key>``, so each fires at most once per key):
+
+  The write's runs are those it materialised (:data:`telemetry.materialise.TOUCHED_RUNS`).
 
   - ``cliff_ratio``: for each task class the write touched, the runs started in the
     ``settings.alert_window_h()`` hours up to the class's newest touched run; at least
@@ -33,7 +36,7 @@ Deliveries (table ``alert_deliveries``): one ``pending`` row per (new alert, web
 ``settings.webhook_urls()`` at the time of the write). On a store created before alerts
 existed, the first write marks the existing incidents as
 already alerted (``write_id`` ``baseline``) so that upgrading never floods a channel
-(while ``alerts`` is empty, incidents of runs outside the write are baseline).
+(while ``alerts`` is empty, incidents the write did not record are baseline).
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ from urllib.parse import urlsplit
 import duckdb
 
 from cliffwatch import settings
-from cliffwatch.telemetry.incident_rules import RUNAWAY_MIN_RUNS
-from cliffwatch.telemetry.schema import ALERT_DELIVERIES_DDL, ALERTS_DDL
+from cliffwatch.telemetry.incident_rules import NEW_INCIDENTS, RUNAWAY_MIN_RUNS
+from cliffwatch.telemetry.materialise import TOUCHED_RUNS
 
 logger = logging.getLogger("cliffwatch.alerts")
 
@@ -74,8 +77,6 @@ def _utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _touched_runs(batch_view: str) -> str:
-    return f"SELECT run_id FROM runs WHERE run_id IN (SELECT DISTINCT trace_id FROM {batch_view})"
 
 
 _ISO = "'%Y-%m-%dT%H:%M:%S.%fZ'"
@@ -89,8 +90,16 @@ def _text(kind: str, what: str, task_class: str, run_id: str) -> str:
     )
 
 
-def incident_alerts_sql(write_id_param: str = "$write_id") -> str:
-    """``INSERT`` of an alert for every incident that has none yet."""
+_THIS_WRITE = f"i.incident_id IN (SELECT incident_id FROM {NEW_INCIDENTS})"
+_BEFORE_ALERTS = (
+    f"i.incident_id NOT IN (SELECT incident_id FROM {NEW_INCIDENTS}) "
+    "AND NOT EXISTS (SELECT 1 FROM alerts AS a WHERE a.alert_id = i.incident_id)"
+)
+
+
+def incident_alerts_sql(write_id_param: str = "$write_id", where: str = _THIS_WRITE) -> str:
+    """``INSERT`` of an alert for every incident the write recorded (``where``: which
+    incidents ``i``)."""
     text = _text("i.kind", "i.detail", "i.task_class", "i.run_id")
     return f"""
 INSERT INTO alerts (alert_id, source, kind, task_class, run_id, raised_at, created_at,
@@ -109,7 +118,7 @@ SELECT incident_id, 'incident', kind, task_class, run_id, detected_at, $now, {wr
 FROM (
     SELECT i.*, {text} AS text
     FROM incidents AS i
-    WHERE NOT EXISTS (SELECT 1 FROM alerts AS a WHERE a.alert_id = i.incident_id)
+    WHERE {where}
 )
 ON CONFLICT DO NOTHING
 """
@@ -133,12 +142,12 @@ ON CONFLICT DO NOTHING
 """
 
 
-def cliff_ratio_sql(batch_view: str) -> str:
+def cliff_ratio_sql() -> str:
     """The ``cliff_ratio`` rule (parameters ``$ratio``, ``$window_us``, ``$min_runs``)."""
     return _rule_insert(f"""
 WITH ends AS (
     SELECT task_class, max(started_at) AS window_end
-    FROM runs WHERE run_id IN ({_touched_runs(batch_view)}) GROUP BY task_class
+    FROM {TOUCHED_RUNS} GROUP BY task_class
 ),
 stats AS (
     SELECT e.task_class, e.window_end, count(*) AS runs,
@@ -164,12 +173,11 @@ WHERE runs >= $min_runs AND q[1] > 0 AND q[2] / q[1] > $ratio
 """)
 
 
-def daily_spend_sql(batch_view: str) -> str:
+def daily_spend_sql() -> str:
     """The ``daily_spend`` rule (parameter ``$limit_usd``)."""
     return _rule_insert(f"""
 WITH days AS (
-    SELECT DISTINCT date_trunc('day', started_at) AS day
-    FROM runs WHERE run_id IN ({_touched_runs(batch_view)})
+    SELECT DISTINCT date_trunc('day', started_at) AS day FROM {TOUCHED_RUNS}
 ),
 spend AS (
     SELECT d.day, sum(r.cost_usd) AS usd, count(*) AS runs
@@ -188,12 +196,12 @@ FROM spend WHERE usd > $limit_usd
 """)
 
 
-def breaches_per_hour_sql(batch_view: str) -> str:
+def breaches_per_hour_sql() -> str:
     """The ``breaches_per_hour`` rule (parameter ``$limit``)."""
     return _rule_insert(f"""
 WITH hours AS (
     SELECT DISTINCT date_trunc('hour', started_at) AS hour
-    FROM runs WHERE run_id IN ({_touched_runs(batch_view)}) AND breach IS NOT NULL
+    FROM {TOUCHED_RUNS} WHERE breach IS NOT NULL
 ),
 counts AS (
     SELECT h.hour, count(*) AS breaches, list(DISTINCT r.task_class ORDER BY r.task_class)
@@ -225,45 +233,34 @@ ON CONFLICT DO NOTHING
 """
 
 
-def _has_alert_tables(con: duckdb.DuckDBPyConnection) -> bool:
-    rows = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
-        "AND table_name IN ('alerts', 'alert_deliveries')"
-    ).fetchall()
-    return rows[0][0] == 2
-
-
-def _baseline(con: duckdb.DuckDBPyConnection, batch_view: str, now: datetime) -> None:
+def _baseline(con: duckdb.DuckDBPyConnection, now: datetime) -> None:
     """Mark the incidents of a store that predates alerts as alerted (not this write's).
 
     Called while ``alerts`` is empty: every write gives every incident an alert, so
     incidents without one can only come from before alerts existed.
     """
-    baseline = incident_alerts_sql(f"'{BASELINE_WRITE_ID}'").replace(
-        "WHERE NOT EXISTS",
-        f"WHERE i.run_id NOT IN (SELECT DISTINCT trace_id FROM {batch_view}) AND NOT EXISTS",
-    )
+    baseline = incident_alerts_sql(f"'{BASELINE_WRITE_ID}'", _BEFORE_ALERTS)
     con.execute(baseline, {"now": now}).fetchall()
 
 
-def _rules(batch_view: str) -> list[tuple[str, dict[str, object]]]:
+def _rules() -> list[tuple[str, dict[str, object]]]:
     """The threshold rules switched on, each as (SQL, parameters); settings read here."""
     out: list[tuple[str, dict[str, object]]] = []
     ratio = settings.alert_cliff_ratio()
     if ratio is not None:
         window_us = int(settings.alert_window_h() * 3600 * 1e6)
-        out.append((cliff_ratio_sql(batch_view),
+        out.append((cliff_ratio_sql(),
                     {"ratio": ratio, "window_us": window_us, "min_runs": RUNAWAY_MIN_RUNS}))
     spend = settings.alert_daily_spend_usd()
     if spend is not None:
-        out.append((daily_spend_sql(batch_view), {"limit_usd": spend}))
+        out.append((daily_spend_sql(), {"limit_usd": spend}))
     breaches = settings.alert_breaches_per_hour()
     if breaches is not None:
-        out.append((breaches_per_hour_sql(batch_view), {"limit": breaches}))
+        out.append((breaches_per_hour_sql(), {"limit": breaches}))
     return out
 
 
-def enqueue_alerts(con: duckdb.DuckDBPyConnection, batch_view: str) -> int:
+def enqueue_alerts(con: duckdb.DuckDBPyConnection) -> int:
     """Record new alerts and queue them for every webhook; return the deliveries pending.
 
     Called by :func:`telemetry.write_pipeline.write_spans` inside its transaction, after the
@@ -271,24 +268,21 @@ def enqueue_alerts(con: duckdb.DuckDBPyConnection, batch_view: str) -> int:
     write: it is logged, and the rules (or deliveries) it governs are skipped.
 
     Args:
-        con: the write's connection (the caller owns the transaction).
-        batch_view: table or view whose ``trace_id`` values name the touched runs.
+        con: the write's connection (the caller owns the transaction), after
+            :func:`telemetry.incident_rules.record_incidents`.
 
     Returns:
         Deliveries now ``pending`` in the store (new and older ones); the caller starts
         the background delivery when it is above zero.
     """
-    now = _utc_now()
-    if not _has_alert_tables(con):  # the store's DDL normally created them on open
-        con.execute(ALERTS_DDL)
-        con.execute(ALERT_DELIVERIES_DDL)
+    now = _utc_now()  # the tables exist: a read-write open brings the schema up to date
     if not con.execute("SELECT EXISTS (SELECT 1 FROM alerts)").fetchall()[0][0]:
-        _baseline(con, batch_view, now)
+        _baseline(con, now)
     write_id = uuid.uuid4().hex
     params: dict[str, object] = {"now": now, "write_id": write_id}
     con.execute(incident_alerts_sql(), params).fetchall()
     try:
-        rules = _rules(batch_view)
+        rules = _rules()
         urls = settings.webhook_urls()
     except settings.SettingError as exc:
         logger.warning("cliffwatch alerts: %s; threshold rules and webhooks skipped", exc)

@@ -10,7 +10,8 @@ webhook) inside the write that recorded the incident. This module sends them:
 1. *Claim* (one short read-write transaction): due ``pending`` rows become ``sending``
    with a lease and one more attempt counted. DuckDB lets one process write at a time,
    so a row is claimed by one process only, however many deliver from the same store.
-2. *Send*, with no connection open: ``POST`` the alert's JSON payload (a Slack-compatible
+2. *Send*, with no connection open, each webhook in its own thread (a slow webhook delays
+   only its own deliveries): ``POST`` the alert's JSON payload (a Slack-compatible
    ``text`` plus the structured ``alert`` and ``incident`` or ``rule``) to the webhook,
    with headers ``Idempotency-Key`` and ``X-Cliffwatch-Alert-Id`` set to the alert id.
 3. *Record* (another short transaction): 2xx is ``delivered``; a timeout, a connection
@@ -38,7 +39,6 @@ the store for the next process that writes or for ``cliffwatch alerts --retry``.
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import random
@@ -47,15 +47,23 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-import polars as pl
 
 from cliffwatch import settings
+from cliffwatch.telemetry.alert_list import (  # noqa: F401 - re-exported
+    ALERT_COLUMNS,
+    NO_WEBHOOK,
+    STATUSES,
+    has_alert_tables,
+    list_alerts,
+    payload_of,
+)
 from cliffwatch.telemetry.alert_rules import webhook_id
 from cliffwatch.telemetry.store import (
     StoreBusyError,
@@ -66,18 +74,15 @@ from cliffwatch.telemetry.store import (
 
 logger = logging.getLogger("cliffwatch.alerts")
 
-STATUSES = ("pending", "sending", "delivered", "failed", "unknown")
-"""Delivery statuses: queued or waiting to retry; claimed and being sent; delivered;
-given up (``--retry`` sends again); lease expired mid-send (may have arrived)."""
-
-NO_WEBHOOK = "no_webhook"
-"""Status :func:`list_alerts` shows for an alert that had no webhook to go to."""
-
 MAX_BACKOFF_S = 600.0
 """The longest wait between two attempts (10 minutes)."""
 
 CLAIM_BATCH = 20
-"""Deliveries claimed per round; their lease covers sending all of them one by one."""
+"""Deliveries claimed per round and webhook; their lease covers sending all of them one by
+one."""
+
+MAX_PARALLEL_WEBHOOKS = 8
+"""Webhooks sent to at the same time at most (one thread each, for one delivery round)."""
 
 LEASE_MARGIN_S = 30.0
 """Lease beyond ``CLAIM_BATCH x timeout``: time for the record transaction itself."""
@@ -90,14 +95,6 @@ USER_AGENT = "cliffwatch-alerts/1"
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:
-    rows = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
-        "AND table_name IN ('alerts', 'alert_deliveries')"
-    ).fetchall()
-    return rows[0][0] == 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,18 +226,29 @@ WHERE status IN ('pending', 'failed', 'unknown')
 def _requeue(path: Path) -> int:
     """Make every failed, unknown or waiting delivery due now (``--retry``)."""
     with _writing(path) as con:
-        if not _has_tables(con):
+        if not has_alert_tables(con):
             return 0
         rows = con.execute(_REQUEUE, {"now": _now()}).fetchall()
     return int(rows[0][0]) if rows else 0
 
 
-def _claim(path: Path, *, timeout_s: float) -> tuple[list[Delivery], float | None]:
-    """Claim due deliveries (see the module docstring); also returns seconds until the
-    next pending one not claimed is due."""
+@dataclass(frozen=True, slots=True)
+class _Lane:
+    """Which deliveries one sender claims: those to ``webhook_ids`` (``inside``), or to
+    any webhook but them (``not inside``: webhooks no longer configured)."""
+
+    webhook_ids: tuple[str, ...]
+    inside: bool = True
+
+
+def _claim(
+    path: Path, *, timeout_s: float, lane: _Lane = _Lane((), inside=False)
+) -> tuple[list[Delivery], float | None]:
+    """Claim due deliveries of ``lane`` (see the module docstring); also returns seconds
+    until the next pending one not claimed (of any lane) is due."""
     now = _now()
     with _writing(path) as con:
-        if not _has_tables(con):
+        if not has_alert_tables(con):
             return [], None
         con.execute("BEGIN TRANSACTION")
         try:
@@ -250,9 +258,10 @@ def _claim(path: Path, *, timeout_s: float) -> tuple[list[Delivery], float | Non
                            a.payload::VARCHAR
                     FROM alert_deliveries AS d JOIN alerts AS a USING (alert_id)
                     WHERE d.status = 'pending' AND d.next_attempt_at <= $now
+                        AND list_contains($hooks::VARCHAR[], d.webhook_id) = $inside
                     ORDER BY d.next_attempt_at, a.raised_at, d.alert_id
                     LIMIT {CLAIM_BATCH}""",
-                {"now": now},
+                {"now": now, "hooks": list(lane.webhook_ids), "inside": lane.inside},
             ).fetchall()
             lease = now + timedelta(seconds=len(rows) * timeout_s + LEASE_MARGIN_S)
             claimed = [Delivery(r[0], r[1], r[2], int(r[3]) + 1, r[4]) for r in rows]
@@ -327,15 +336,19 @@ def deliver_now(
     max_rounds: int | None = None,
     stop: threading.Event | None = None,
 ) -> DeliverySummary:
-    """Send every delivery that is due, in this thread; return what happened.
+    """Send every delivery that is due and wait for them; return what happened.
+
+    Each configured webhook is served by its own thread (at most
+    :data:`MAX_PARALLEL_WEBHOOKS` at once), so a slow webhook does not hold back the
+    deliveries to the others.
 
     Args:
         path: the store.
         retry_failed: also send ``failed`` and ``unknown`` deliveries, and pending ones
             before their retry is due (``cliffwatch alerts --retry``); each gets one
             more attempt.
-        max_rounds: claim at most this many batches of :data:`CLAIM_BATCH` (None: until
-            nothing due is left).
+        max_rounds: claim at most this many batches of :data:`CLAIM_BATCH` per webhook
+            (None: until nothing due is left).
         stop: once set, claim nothing more; claimed deliveries not yet sent are put
             back to retry (the process is exiting).
 
@@ -353,11 +366,44 @@ def deliver_now(
     base_s = settings.alert_backoff_s()
     if retry_failed:
         _requeue(store)
+    # One sender per configured webhook, plus one for webhooks no longer configured: a
+    # slow or dead webhook delays only its own deliveries (at most MAX_PARALLEL_WEBHOOKS
+    # threads; beyond that, webhooks wait for a free sender).
+    lanes = [_Lane((hook,)) for hook in urls] + [_Lane(tuple(urls), inside=False)]
+
+    def send_lane(lane: _Lane) -> DeliverySummary:
+        return _deliver_lane(store, lane, urls, timeout_s=timeout_s,
+                             max_attempts=max_attempts, base_s=base_s,
+                             max_rounds=max_rounds, stop=stop)
+
+    with ThreadPoolExecutor(min(MAX_PARALLEL_WEBHOOKS, len(lanes)),
+                            thread_name_prefix="cliffwatch-webhook") as pool:
+        done = list(pool.map(send_lane, lanes))
+    dues = [d.next_due_s for d in done if d.next_due_s is not None]
+    return DeliverySummary(
+        sum(d.attempted for d in done), sum(d.delivered for d in done),
+        sum(d.retrying for d in done), sum(d.failed for d in done),
+        min(dues) if dues else None,
+    )
+
+
+def _deliver_lane(
+    store: Path,
+    lane: _Lane,
+    urls: dict[str, str],
+    *,
+    timeout_s: float,
+    max_attempts: int,
+    base_s: float,
+    max_rounds: int | None,
+    stop: threading.Event | None,
+) -> DeliverySummary:
+    """Claim, send and record the due deliveries of one lane, round after round."""
     total = DeliverySummary()
     rounds = 0
     while (max_rounds is None or rounds < max_rounds) and not (stop and stop.is_set()):
         rounds += 1
-        claimed, next_due = _claim(store, timeout_s=timeout_s)
+        claimed, next_due = _claim(store, timeout_s=timeout_s, lane=lane)
         if not claimed:
             return DeliverySummary(total.attempted, total.delivered, total.retrying,
                                    total.failed, next_due)
@@ -508,82 +554,3 @@ def _drain_at_exit() -> None:
             deliverer.join(grace_s)
     except Exception:  # noqa: BLE001 - never fail interpreter exit
         _exiting.set()
-
-
-ALERT_COLUMNS: tuple[str, ...] = (
-    "alert_id",
-    "source",
-    "kind",
-    "task_class",
-    "run_id",
-    "raised_at",
-    "webhook",
-    "status",
-    "attempts",
-    "last_http_status",
-    "last_error",
-    "next_attempt_at",
-    "delivered_at",
-    "text",
-)
-"""Columns of :func:`list_alerts`, in order."""
-
-
-def list_alerts(
-    con: duckdb.DuckDBPyConnection, *, status: str | None = None, limit: int | None = None
-) -> pl.DataFrame:
-    """Alerts and their deliveries, newest first: one row per (alert, webhook).
-
-    Args:
-        con: a store connection (read-only is enough).
-        status: only deliveries with this status (one of :data:`STATUSES`, or
-            :data:`NO_WEBHOOK` for alerts that had no webhook to go to).
-        limit: at most this many rows; None: all.
-
-    Returns:
-        Columns :data:`ALERT_COLUMNS`: ``raised_at`` (the incident's detection time or the
-        rule's window end, naive UTC), ``webhook`` redacted (null without one),
-        ``status``, ``attempts``, ``last_http_status``, ``last_error``,
-        ``next_attempt_at`` (when a pending one is due), ``delivered_at``, ``text`` (the
-        alert's one line). Empty when the store predates alerts.
-
-    Raises:
-        ValueError: an unknown ``status``, or a negative ``limit``.
-    """
-    if status is not None and status not in (*STATUSES, NO_WEBHOOK):
-        raise ValueError(f"unknown status {status!r} (use {', '.join((*STATUSES, NO_WEBHOOK))})")
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
-    empty = pl.DataFrame(schema={c: pl.String for c in ALERT_COLUMNS})
-    if not _has_tables(con):
-        return empty
-    where = "WHERE status = $status" if status is not None else ""
-    limit_sql = f"LIMIT {int(limit)}" if limit is not None else ""
-    sql = f"""
-        SELECT * FROM (
-            SELECT a.alert_id, a.source, a.kind, a.task_class, a.run_id, a.raised_at,
-                   d.webhook, coalesce(d.status, '{NO_WEBHOOK}') AS status,
-                   coalesce(d.attempts, 0) AS attempts, d.last_http_status, d.last_error,
-                   CASE WHEN d.status = 'pending' THEN d.next_attempt_at END
-                       AS next_attempt_at,
-                   d.delivered_at, a.text
-            FROM alerts AS a LEFT JOIN alert_deliveries AS d USING (alert_id)
-            WHERE a.write_id <> 'baseline'
-        ) {where}
-        ORDER BY raised_at DESC, alert_id, webhook {limit_sql}
-    """
-    return con.sql(sql, params={"status": status} if status is not None else None).pl()
-
-
-def payload_of(con: duckdb.DuckDBPyConnection, alert_id: str) -> dict[str, object]:
-    """The JSON payload an alert is POSTed with (for tests and ``--format json``).
-
-    Raises:
-        KeyError: no such alert.
-    """
-    rows = con.execute(
-        "SELECT payload::VARCHAR FROM alerts WHERE alert_id = ?", [alert_id]
-    ).fetchall()
-    if not rows:
-        raise KeyError(alert_id)
-    return json.loads(rows[0][0])

@@ -132,6 +132,9 @@ class RunStatus(StrEnum):
     """Spend crossed the ceiling during dispatch; pending workers were cancelled."""
     FAILED = "failed"
     """A step failed after its retries (provider errors, timeouts, an unparseable plan)."""
+    INCOMPLETE = "incomplete"
+    """Set by the store, never by a span: the root span never arrived (the process was
+    killed); the run holds the calls that did (telemetry/materialise.py)."""
 
 
 class Breach(StrEnum):

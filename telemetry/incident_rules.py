@@ -1,11 +1,14 @@
 """Write-side incident detection: cap breaches, cost-ceiling breaches and runaway runs.
 
 Called by :func:`telemetry.write_pipeline.write_spans` inside its transaction, after the touched
-runs are materialised. Each rule is one set-based ``INSERT ... SELECT ... ON CONFLICT DO
-NOTHING`` into ``incidents``: the id is deterministic (``f"{kind}-{run_id[:16]}"``), so a
-rule firing again for the same run adds nothing and never overwrites the triage
-``status`` / ``note`` a person has set. ``detected_at`` is the run's ``ended_at``;
-``detail`` is one human line; ``data`` is a JSON object with the figures behind it.
+runs are materialised (:data:`telemetry.materialise.TOUCHED_RUNS` holds them). Each rule is
+one set-based ``INSERT ... SELECT`` of the incidents it finds into the temporary table
+:data:`NEW_INCIDENTS`, less those already recorded; they are then added to ``incidents``
+in one statement (``ON CONFLICT DO NOTHING``) and the alert rules read them from there. The
+id is deterministic (``f"{kind}-{run_id[:16]}"``), so a rule firing again for the same run
+adds nothing and never overwrites the triage ``status`` / ``note`` a person has set.
+``detected_at`` is the run's ``ended_at``; ``detail`` is one human line; ``data`` is a
+JSON object with the figures behind it.
 
 Rules:
 
@@ -19,37 +22,66 @@ Rules:
 - ``runaway``: a run costing more than ``k`` x the P50 of its task class, P50 being
   ``quantile_cont(cost_usd, 0.5)`` over all that class's runs (linear interpolation, as
   numpy's default), for classes with at least :data:`RUNAWAY_MIN_RUNS` runs and a P50
-  above zero. Re-evaluated on every write for every run of the classes the write
-  touched (only those classes' P50 can have moved) that has no runaway incident yet.
-  ``k`` defaults to ``settings.runaway_k()`` (10: the handbook's P99 is about 10 x P50).
+  above zero. The P50 is kept per class in table ``class_p50`` and recomputed over the
+  class's whole history only when stale: the class had fewer than
+  :data:`RUNAWAY_MIN_RUNS` runs, or got :data:`P50_REFRESH_FRACTION` (10%) more runs since,
+  or the figure is older than ``settings.runaway_p50_refresh_s()`` (300 s). A write judges
+  its own runs against the kept P50; when it recomputes a class's P50 it judges every run
+  of that class (a P50 that moved can make an older run a runaway). So a write costs the
+  same whatever the history, and the P50 a run is judged by is at most 10% of the class's
+  runs, or 5 minutes, behind. ``k`` defaults to ``settings.runaway_k()`` (10: the
+  handbook's P99 is about 10 x P50).
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import duckdb
 
+from cliffwatch import settings
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import IncidentKind
+from cliffwatch.telemetry.materialise import TOUCHED_ROOTS, TOUCHED_RUNS
 
 RUNAWAY_MIN_RUNS = 20
 """A class's P50 is trusted for the runaway rule only over at least this many runs."""
+
+P50_REFRESH_FRACTION = 0.1
+"""A class's kept P50 is recomputed once the runs written to it since reach this fraction
+of the runs it was computed over."""
+
+NEW_INCIDENTS = "cliff_new_incidents"
+"""Temporary table of the incidents a write recorded (the columns of ``incidents`` but
+the triage ones): what :mod:`telemetry.alert_rules` raises alerts for."""
+
+_NEW_INCIDENTS_DDL = f"""
+CREATE OR REPLACE TEMP TABLE {NEW_INCIDENTS} (
+    incident_id VARCHAR, kind VARCHAR, run_id VARCHAR, task_class VARCHAR,
+    detected_at TIMESTAMP, detail VARCHAR, data JSON
+)
+"""
 
 def _usd(expr: str) -> str:
     # Dollar amounts with four decimals ($0.0123); "unknown" when the figure is missing.
     return f"coalesce('$' || printf('%.4f', {expr}), 'unknown')"
 
 
-def _touched(batch_view: str) -> str:
-    return f"SELECT DISTINCT trace_id FROM {batch_view}"
-
-
-def cap_breach_sql(batch_view: str) -> str:
-    """``INSERT`` of ``cap_breach`` incidents for the runs touched by ``batch_view``."""
-    touched = _touched(batch_view)
+def _new(select_sql: str) -> str:
+    """``INSERT`` into :data:`NEW_INCIDENTS` of what ``select_sql`` finds (incident_id
+    first) but those already recorded."""
     return f"""
-INSERT INTO incidents (incident_id, kind, run_id, task_class, detected_at, detail, data)
+INSERT INTO {NEW_INCIDENTS}
+SELECT * FROM ({select_sql}) AS found
+WHERE NOT EXISTS (SELECT 1 FROM incidents AS i WHERE i.incident_id = found.incident_id)
+"""
+
+
+def cap_breach_sql() -> str:
+    """``INSERT`` of ``cap_breach`` incidents for the touched runs."""
+    return _new(f"""
 SELECT
-    '{IncidentKind.CAP_BREACH}-' || left(r.run_id, 16),
+    '{IncidentKind.CAP_BREACH}-' || left(r.run_id, 16) AS incident_id,
     '{IncidentKind.CAP_BREACH}',
     r.run_id, r.task_class, r.ended_at,
     format('plan proposed {{}} workers, cap {{}}: ', r.workers_proposed, r.max_workers) ||
@@ -64,24 +96,21 @@ SELECT
     json_object('proposed', r.workers_proposed, 'max_workers', r.max_workers,
                 'dispatched', r.workers_dispatched, 'policy', r.policy,
                 'plan_attempts', p.plan_attempts)
-FROM runs AS r
+FROM {TOUCHED_RUNS} AS r
 LEFT JOIN (
     SELECT trace_id,
         TRY_CAST(attributes->>'$."{cv.CLIFF_PLAN_ATTEMPTS}"' AS INTEGER) AS plan_attempts
-    FROM spans
-    WHERE parent_span_id IS NULL AND trace_id IN ({touched})
+    FROM {TOUCHED_ROOTS}
 ) AS p ON p.trace_id = r.run_id
-WHERE r.run_id IN ({touched}) AND r.workers_proposed > r.max_workers
-ON CONFLICT DO NOTHING
-"""
+WHERE r.workers_proposed > r.max_workers
+""")
 
 
-def cost_ceiling_sql(batch_view: str) -> str:
-    """``INSERT`` of ``cost_ceiling`` incidents for the runs touched by ``batch_view``."""
-    return f"""
-INSERT INTO incidents (incident_id, kind, run_id, task_class, detected_at, detail, data)
+def cost_ceiling_sql() -> str:
+    """``INSERT`` of ``cost_ceiling`` incidents for the touched runs."""
+    return _new(f"""
 SELECT
-    '{IncidentKind.COST_CEILING}-' || left(run_id, 16),
+    '{IncidentKind.COST_CEILING}-' || left(run_id, 16) AS incident_id,
     '{IncidentKind.COST_CEILING}',
     run_id, task_class, ended_at,
     CASE WHEN estimate_stage
@@ -97,30 +126,48 @@ SELECT
                          'workers_cancelled', workers_cancelled)
     END
 FROM (
-    SELECT *, status = '{cv.RunStatus.REJECTED}' AS estimate_stage FROM runs
-    WHERE run_id IN ({_touched(batch_view)}) AND breach = '{cv.Breach.CEILING}'
+    SELECT *, status = '{cv.RunStatus.REJECTED}' AS estimate_stage FROM {TOUCHED_RUNS}
+    WHERE breach = '{cv.Breach.CEILING}'
 )
-ON CONFLICT DO NOTHING
+""")
+
+
+_CLASS_STATE = f"""
+CREATE OR REPLACE TEMP TABLE cliff_classes AS
+SELECT t.task_class, count(*) AS written,
+    p.task_class IS NULL OR p.class_runs < {RUNAWAY_MIN_RUNS}
+        OR p.runs_since + count(*) >= {P50_REFRESH_FRACTION} * p.class_runs
+        OR p.refreshed_at < $stale_before AS stale
+FROM {TOUCHED_RUNS} AS t LEFT JOIN class_p50 AS p USING (task_class)
+GROUP BY t.task_class, p.task_class, p.class_runs, p.runs_since, p.refreshed_at
 """
 
+_REFRESH_P50 = (
+    "DELETE FROM class_p50 WHERE task_class IN "
+    "(SELECT task_class FROM cliff_classes WHERE stale)",
+    """INSERT INTO class_p50
+    SELECT task_class, quantile_cont(cost_usd, 0.5), count(*), 0, $now FROM runs
+    WHERE task_class IN (SELECT task_class FROM cliff_classes WHERE stale)
+    GROUP BY task_class""",
+    """UPDATE class_p50 AS p SET runs_since = p.runs_since + c.written
+    FROM cliff_classes AS c WHERE NOT c.stale AND c.task_class = p.task_class""",
+)
 
-def runaway_sql(batch_view: str) -> str:
-    """``INSERT`` of ``runaway`` incidents over the classes touched by ``batch_view``.
 
-    One statement: P50 per class by ``quantile_cont`` and the comparison with ``$k``
-    (its one parameter) over every run of those classes.
-    """
-    return f"""
-INSERT INTO incidents (incident_id, kind, run_id, task_class, detected_at, detail, data)
-WITH classes AS (
-    SELECT task_class, quantile_cont(cost_usd, 0.5) AS p50_usd, count(*) AS class_runs
-    FROM runs
-    WHERE task_class IN (SELECT task_class FROM runs WHERE run_id IN ({_touched(batch_view)}))
-    GROUP BY task_class
-    HAVING count(*) >= {RUNAWAY_MIN_RUNS}
+def runaway_sql() -> str:
+    """``INSERT`` of ``runaway`` incidents: the touched runs of classes whose kept P50 is
+    fresh, and every run of the classes whose P50 was just recomputed (one parameter,
+    ``$k``; reads ``class_p50`` and the temporary ``cliff_classes``)."""
+    return _new(f"""
+WITH judged AS (
+    SELECT t.* FROM {TOUCHED_RUNS} AS t
+    WHERE t.task_class IN (SELECT task_class FROM cliff_classes WHERE NOT stale)
+    UNION ALL
+    SELECT r.* FROM runs AS r
+    WHERE r.task_class IN (SELECT task_class FROM cliff_classes WHERE stale)
 )
 SELECT
-    '{IncidentKind.RUNAWAY}-' || left(r.run_id, 16),
+    '{IncidentKind.RUNAWAY}-' || left(r.run_id, 16) AS incident_id,
     '{IncidentKind.RUNAWAY}',
     r.run_id, r.task_class, r.ended_at,
     format('run cost {{}} is {{}}x the {{}} P50 of {{}} (runaway above {{}}x, {{}} runs)',
@@ -128,13 +175,23 @@ SELECT
            {_usd("c.p50_usd")}, printf('%g', $k), c.class_runs),
     json_object('cost_usd', r.cost_usd, 'p50_usd', c.p50_usd,
                 'multiple', r.cost_usd / c.p50_usd, 'k', $k, 'class_runs', c.class_runs)
-FROM runs AS r JOIN classes AS c USING (task_class)
-WHERE c.p50_usd > 0 AND r.cost_usd > $k * c.p50_usd
-    AND NOT EXISTS (
-        SELECT 1 FROM incidents AS i
-        WHERE i.incident_id = '{IncidentKind.RUNAWAY}-' || left(r.run_id, 16))
-ON CONFLICT DO NOTHING
-"""
+FROM judged AS r JOIN class_p50 AS c USING (task_class)
+WHERE c.class_runs >= {RUNAWAY_MIN_RUNS} AND c.p50_usd > 0 AND r.cost_usd > $k * c.p50_usd
+""")
+
+
+def refresh_class_p50(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
+    """Recompute the kept P50 of the touched classes that are stale (module docstring) and
+    count the touched runs against the others.
+
+    Returns:
+        The number of classes whose P50 was recomputed.
+    """
+    stale_before = now - timedelta(seconds=settings.runaway_p50_refresh_s())
+    con.execute(_CLASS_STATE, {"stale_before": stale_before})
+    for sql in _REFRESH_P50:
+        con.execute(sql, {"now": now} if "$now" in sql else None)
+    return int(con.execute("SELECT count(*) FROM cliff_classes WHERE stale").fetchall()[0][0])
 
 
 def _inserted(result: duckdb.DuckDBPyConnection) -> int:
@@ -142,19 +199,26 @@ def _inserted(result: duckdb.DuckDBPyConnection) -> int:
     return int(rows[0][0]) if rows else 0
 
 
-def record_incidents(con: duckdb.DuckDBPyConnection, batch_view: str, runaway_k: float) -> int:
-    """Run every incident rule over the runs touched by ``batch_view``.
+def record_incidents(
+    con: duckdb.DuckDBPyConnection, runaway_k: float, now: datetime | None = None
+) -> int:
+    """Run every incident rule over the touched runs and record what they find.
 
     Args:
         con: a read-write connection; the caller owns the transaction and has already
-            materialised the touched runs.
-        batch_view: table or view whose ``trace_id`` values name the touched runs.
+            materialised the touched runs (:func:`telemetry.materialise.materialise_runs`).
         runaway_k: the runaway multiple k (> 0).
+        now: naive UTC wall-clock time (the kept P50's age); default now.
 
     Returns:
-        The number of incidents newly inserted.
+        The number of incidents newly inserted (also left in :data:`NEW_INCIDENTS`).
     """
-    inserted = _inserted(con.execute(cap_breach_sql(batch_view)))
-    inserted += _inserted(con.execute(cost_ceiling_sql(batch_view)))
-    inserted += _inserted(con.execute(runaway_sql(batch_view), {"k": float(runaway_k)}))
-    return inserted
+    when = datetime.now(UTC).replace(tzinfo=None) if now is None else now
+    con.execute(_NEW_INCIDENTS_DDL)
+    con.execute(cap_breach_sql()).fetchall()
+    con.execute(cost_ceiling_sql()).fetchall()
+    refresh_class_p50(con, when)
+    con.execute(runaway_sql(), {"k": float(runaway_k)}).fetchall()
+    return _inserted(con.execute(
+        f"INSERT INTO incidents BY NAME SELECT * FROM {NEW_INCIDENTS} ON CONFLICT DO NOTHING"
+    ))

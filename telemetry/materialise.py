@@ -36,18 +36,51 @@ for traces ingested over OTLP from other producers:
   from the first ``plan`` / ``synthesis`` span (request model, else response model).
 - times and duration are the root span's.
 
-Only traces present in the write's batch are read (``trace_id IN (batch)``), so the cost
-of a write does not grow with the history kept in the store.
+- **incomplete runs**: a trace whose root span never arrived (its process was killed)
+  becomes, once no span of it has arrived and none has ended for
+  ``settings.incomplete_grace_s()`` (10 minutes by default), a run with status
+  ``incomplete``: the cost, tokens and calls of the leaf calls that did arrive, the task
+  class of its earliest span that has one, times from its earliest start to its latest
+  end, no run attributes. It is counted everywhere a run is. If the root arrives later
+  the row is replaced by the complete run. The sweep runs on write (:func:`sweep_orphans`).
+
+Where a write reads: only the spans of the traces it touches, and only the spans ingested
+since the first span of those traces arrived: ``open_traces`` (schema.py) remembers, for
+every trace whose root has not arrived, when its first span was ingested; ``spans`` rows
+are appended in ingestion order, so DuckDB's zone maps on ``ingested_at`` skip every older
+row group and a write does not read (or scan) the history kept in the store. Those spans
+are copied once into the temporary table :data:`SCOPE_SPANS`; leaf flags, run rows and the
+incident rules read it, and the runs written are left in :data:`TOUCHED_RUNS` for the
+incident and alert rules.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
 
+from cliffwatch import settings
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Role
+
+SCOPE = "cliff_scope"
+"""Temporary table of the traces a write materialises: ``trace_id``, ``incomplete_ok``
+(the trace may become an incomplete run: it was swept before, or is being swept)."""
+
+SCOPE_SPANS = "cliff_scope_spans"
+"""Temporary table of the spans of :data:`SCOPE` a write reads (root rows keep their
+attributes JSON; other rows have NULL there)."""
+
+TOUCHED_ROOTS = "cliff_touched_roots"
+"""Temporary table of the root spans a write read: ``trace_id``, ``attributes`` (JSON)."""
+
+TOUCHED_RUNS = "cliff_touched_runs"
+"""Temporary table (the columns of ``runs``) of the run rows a write inserted or replaced:
+what :mod:`telemetry.incident_rules` and :mod:`telemetry.alert_rules` judge."""
+
+SWEEP_LIMIT = 1000
+"""Orphan traces one write turns into incomplete runs at most (the rest wait for the next)."""
 
 
 def _root_attr(key: str, sql_type: str | None = None) -> str:
@@ -55,21 +88,26 @@ def _root_attr(key: str, sql_type: str | None = None) -> str:
     return f"TRY_CAST({expr} AS {sql_type})" if sql_type else expr
 
 
+_SCOPE_SPANS_SQL = """
+CREATE OR REPLACE TEMP TABLE {scope_spans} AS
+SELECT trace_id, span_id, parent_span_id, role, task_class, is_llm_call, status_code,
+    cost_usd, cost_source, input_tokens, output_tokens, request_model, response_model,
+    service_name, source, start_time_unix_nano, end_time_unix_nano, started_at, ended_at,
+    duration_ms, cache_detail_missing, reported_cost_usd, cache_read_tokens,
+    cache_creation_tokens, is_leaf_call, duplicate_of,
+    regexp_replace(request_model, '^.*/', '') AS model_asked,
+    regexp_replace(response_model, '^.*/', '') AS model_answered,
+    CASE WHEN is_llm_call THEN attributes->>'$."gen_ai.response.id"' END AS response_id,
+    CASE WHEN is_llm_call THEN attributes->>'$."otel.scope.name"' END AS scope_name,
+    CASE WHEN parent_span_id IS NULL THEN attributes END AS attributes
+FROM spans
+WHERE {window} AND trace_id IN (SELECT trace_id FROM {scope})
+"""
+
 _LEAF_FLAGS = """
-UPDATE spans SET is_leaf_call = flags.is_leaf, duplicate_of = flags.duplicate_of
-FROM (
+CREATE OR REPLACE TEMP TABLE cliff_flags AS
     WITH RECURSIVE
-    s AS MATERIALIZED (
-        SELECT trace_id, span_id, parent_span_id, is_llm_call, start_time_unix_nano,
-            end_time_unix_nano, input_tokens, output_tokens, reported_cost_usd,
-            cache_read_tokens, cache_creation_tokens,
-            regexp_replace(request_model, '^.*/', '') AS model_asked,
-            regexp_replace(response_model, '^.*/', '') AS model_answered,
-            attributes->>'$."gen_ai.response.id"' AS response_id,
-            attributes->>'$."otel.scope.name"' AS scope_name
-        FROM spans
-        WHERE trace_id IN (SELECT DISTINCT trace_id FROM {batch})
-    ),
+    s AS (SELECT * FROM {scope_spans}),
     -- Every (LLM call, ancestor) pair, walking parent links upwards. The depth bound
     -- stops a malformed trace whose parent links form a cycle.
     up (trace_id, span_id, ancestor_id, depth) AS (
@@ -126,12 +164,19 @@ FROM (
     )
     SELECT s.trace_id, s.span_id,
         l.span_id IS NOT NULL AND d.span_id IS NULL AS is_leaf,
-        d.duplicate_of
+        d.duplicate_of,
+        (s.is_leaf_call IS DISTINCT FROM (l.span_id IS NOT NULL AND d.span_id IS NULL)
+            OR s.duplicate_of IS DISTINCT FROM d.duplicate_of) AS changed
     FROM s
     LEFT JOIN leaf AS l USING (trace_id, span_id)
     LEFT JOIN dup AS d USING (trace_id, span_id)
-) AS flags
-WHERE spans.trace_id = flags.trace_id AND spans.span_id = flags.span_id
+"""
+
+# Only rows whose flags change are written; the window lets the scan skip old row groups.
+_UPDATE_FLAGS = """
+UPDATE spans SET is_leaf_call = f.is_leaf, duplicate_of = f.duplicate_of
+FROM (SELECT * FROM cliff_flags WHERE changed) AS f
+WHERE {window} AND spans.trace_id = f.trace_id AND spans.span_id = f.span_id
 """
 
 DUPLICATE_RULE = (
@@ -145,26 +190,23 @@ DUPLICATE_RULE = (
 """The duplicate-instrumentation rule, in words (the SQL of :data:`_LEAF_FLAGS`)."""
 
 
-_MATERIALISE_RUNS = """
-INSERT OR REPLACE INTO runs (
+_RUN_COLUMNS = """
     run_id, task_class, started_at, ended_at, duration_ms, status, breach,
     cost_usd, input_tokens, output_tokens, llm_calls, unpriced_calls, failed_calls,
     workers_proposed, workers_dispatched, workers_failed, workers_cancelled,
     max_workers, ceiling_usd, estimate_usd, policy, planner_model, synthesis_model,
     replay_of, service_name, source, materialised_at, duplicate_calls,
     cache_detail_missing_calls
-)
+"""
+
+_MATERIALISE_RUNS = """
+INSERT INTO {touched_runs} ({columns})
 WITH
-touched AS (SELECT DISTINCT trace_id FROM {batch}),
-s AS MATERIALIZED (
-    SELECT trace_id, span_id, parent_span_id, role, task_class, is_llm_call, status_code,
-        is_leaf_call, cost_usd, cost_source, input_tokens, output_tokens, request_model,
-        response_model, service_name, start_time_unix_nano, duplicate_of,
-        cache_detail_missing
-    FROM spans
-    WHERE trace_id IN (SELECT trace_id FROM touched)
+s AS (
+    SELECT s.*, f.is_leaf AS leaf_call, f.duplicate_of AS duplicate_of_now
+    FROM {scope_spans} AS s JOIN cliff_flags AS f USING (trace_id, span_id)
 ),
-leaf AS (SELECT * FROM s WHERE is_leaf_call),
+leaf AS (SELECT * FROM s WHERE leaf_call),
 calls AS (
     SELECT trace_id,
         sum(cost_usd) AS cost_usd,
@@ -178,7 +220,7 @@ calls AS (
 ),
 duplicates AS (
     SELECT trace_id, count(*) AS duplicate_calls
-    FROM s WHERE duplicate_of IS NOT NULL GROUP BY trace_id
+    FROM s WHERE duplicate_of_now IS NOT NULL GROUP BY trace_id
 ),
 info AS (
     SELECT trace_id,
@@ -189,20 +231,36 @@ info AS (
         arg_min(coalesce(request_model, response_model), start_time_unix_nano)
             FILTER (WHERE role = 'plan') AS planner_model,
         arg_min(coalesce(request_model, response_model), start_time_unix_nano)
-            FILTER (WHERE role = 'synthesis') AS synthesis_model
+            FILTER (WHERE role = 'synthesis') AS synthesis_model,
+        min(started_at) AS first_started_at, max(ended_at) AS last_ended_at,
+        arg_min(source, start_time_unix_nano) AS first_source
     FROM s GROUP BY trace_id
 ),
-roots AS (
-    SELECT * FROM spans
-    WHERE parent_span_id IS NULL AND trace_id IN (SELECT trace_id FROM touched)
+real_roots AS (
+    SELECT trace_id, task_class, started_at, ended_at, duration_ms, status_code,
+        attributes, service_name, source, TRUE AS is_root
+    FROM s WHERE parent_span_id IS NULL
     QUALIFY row_number() OVER (
         PARTITION BY trace_id ORDER BY start_time_unix_nano, span_id) = 1
+),
+-- A trace without its root that may become an incomplete run: its earliest start to its
+-- latest end, no attributes.
+roots AS (
+    SELECT * FROM real_roots
+    UNION ALL
+    SELECT i.trace_id, NULL, i.first_started_at, i.last_ended_at,
+        date_diff('microsecond', i.first_started_at, i.last_ended_at) / 1000.0, 'unset',
+        NULL::JSON, NULL, i.first_source, FALSE
+    FROM info AS i JOIN {scope} AS sc USING (trace_id)
+    WHERE sc.incomplete_ok AND i.trace_id NOT IN (SELECT trace_id FROM real_roots)
 )
 SELECT
     r.trace_id,
     coalesce(r.task_class, i.any_task_class, r.service_name, i.any_service_name, 'unknown'),
     r.started_at, r.ended_at, r.duration_ms,
-    coalesce({status}, CASE WHEN r.status_code = 'error' THEN 'failed' ELSE 'ok' END),
+    CASE WHEN NOT r.is_root THEN '{incomplete}' ELSE
+        coalesce({status}, CASE WHEN r.status_code = 'error' THEN 'failed' ELSE 'ok' END)
+    END,
     {breach},
     coalesce(c.cost_usd, 0.0),
     coalesce(c.input_tokens, 0), coalesce(c.output_tokens, 0),
@@ -222,17 +280,19 @@ WHERE c.trace_id IS NOT NULL OR {own_run}
 """
 
 
-def materialise_sql(batch_view: str) -> str:
-    """The statement that (re)builds ``runs`` rows for the traces in ``batch_view``.
-
-    Args:
-        batch_view: a table or view with a ``trace_id`` column (the write's batch).
+def materialise_sql() -> str:
+    """The statement that builds the ``runs`` rows of the traces in :data:`SCOPE` from
+    :data:`SCOPE_SPANS` and their leaf flags, into :data:`TOUCHED_RUNS`.
 
     Returns:
         SQL taking one named parameter, ``$materialised_at`` (TIMESTAMP, UTC).
     """
     return _MATERIALISE_RUNS.format(
-        batch=batch_view,
+        touched_runs=TOUCHED_RUNS,
+        scope_spans=SCOPE_SPANS,
+        scope=SCOPE,
+        columns=_RUN_COLUMNS,
+        incomplete=cv.RunStatus.INCOMPLETE,
         status=_root_attr(cv.CLIFF_STATUS),
         breach=_root_attr(cv.CLIFF_BREACH),
         proposed=_root_attr(cv.CLIFF_WORKERS_PROPOSED, "INTEGER"),
@@ -248,26 +308,139 @@ def materialise_sql(batch_view: str) -> str:
     )
 
 
-def materialise_runs(
-    con: duckdb.DuckDBPyConnection, batch_view: str, materialised_at: datetime
-) -> int:
-    """Insert or replace the ``runs`` rows of every trace in ``batch_view`` that has a root.
+def _window(since: datetime | None) -> str:
+    # A literal, not a parameter, so that DuckDB prunes row groups by their zone maps.
+    return "TRUE" if since is None else f"ingested_at >= TIMESTAMP '{since.isoformat()}'"
 
-    First stamps ``spans.is_leaf_call`` on every span of those traces (the leaf-call rule
-    of the module docstring), then builds the run rows from the stamped leaf calls.
-    Idempotent: running it again over the same spans yields the same rows (only
-    ``materialised_at`` changes).
+
+def _materialise_scope(
+    con: duckdb.DuckDBPyConnection, since: datetime | None, materialised_at: datetime
+) -> None:
+    """Stamp the leaf flags of the traces in :data:`SCOPE` and add their run rows to
+    :data:`TOUCHED_RUNS`, reading only spans ingested at or after ``since`` (None: all)."""
+    window = _window(since)
+    con.execute(_SCOPE_SPANS_SQL.format(scope_spans=SCOPE_SPANS, window=window, scope=SCOPE))
+    con.execute(_LEAF_FLAGS.format(scope_spans=SCOPE_SPANS, duplicate_rule=DUPLICATE_RULE))
+    con.execute(_UPDATE_FLAGS.format(window=window)).fetchall()
+    con.execute(materialise_sql(), {"materialised_at": materialised_at}).fetchall()
+    con.execute(f"""INSERT INTO {TOUCHED_ROOTS}
+        SELECT trace_id, attributes FROM {SCOPE_SPANS} WHERE parent_span_id IS NULL""")
+
+
+_BATCH_SCOPE = """
+CREATE OR REPLACE TEMP TABLE {scope} AS
+SELECT b.trace_id,
+    bool_or(b.parent_span_id IS NULL) AS root_in_batch,
+    max(b.end_time_unix_nano) AS last_end_ns,
+    coalesce(bool_or(o.swept_at IS NOT NULL), FALSE) AS incomplete_ok,
+    min(o.first_ingested_at) AS first_ingested_at,
+    count(o.trace_id) > 0 AS was_open
+FROM {batch} AS b LEFT JOIN open_traces AS o USING (trace_id)
+GROUP BY b.trace_id
+"""
+
+_TRACK = (
+    # Which of the scope's traces now have their root (in the batch or read with it).
+    f"""CREATE OR REPLACE TEMP TABLE cliff_tracked AS
+    SELECT sc.trace_id, sc.was_open, make_timestamp(sc.last_end_ns // 1000) AS last_ended_at,
+        sc.root_in_batch OR sc.trace_id IN (
+            SELECT trace_id FROM {SCOPE_SPANS} WHERE parent_span_id IS NULL) AS rooted
+    FROM {SCOPE} AS sc""",
+    """UPDATE open_traces AS o
+    SET last_ingested_at = $now, last_ended_at = greatest(o.last_ended_at, t.last_ended_at),
+        rooted_at = CASE WHEN t.rooted THEN coalesce(o.rooted_at, $now) END
+    FROM cliff_tracked AS t WHERE t.was_open AND o.trace_id = t.trace_id""",
+    """INSERT INTO open_traces
+    SELECT trace_id, $now, $now, last_ended_at, NULL, CASE WHEN rooted THEN $now END
+    FROM cliff_tracked WHERE NOT was_open""",
+    # Rooted more than the grace period ago: a span arriving later is merged by the sweep.
+    "DELETE FROM open_traces WHERE rooted_at < $cutoff",
+)
+
+
+def _track_open_traces(con: duckdb.DuckDBPyConnection, now: datetime, cutoff: datetime) -> None:
+    """Keep ``open_traces`` exact for the batch's traces (schema.py says what it holds)."""
+    for sql in _TRACK:
+        params = {k: v for k, v in (("now", now), ("cutoff", cutoff)) if f"${k}" in sql}
+        con.execute(sql, params or None)
+
+
+def _grace(grace_s: float | None) -> float:
+    return settings.incomplete_grace_s() if grace_s is None else grace_s
+
+
+def sweep_orphans(
+    con: duckdb.DuckDBPyConnection, now: datetime, grace_s: float | None = None
+) -> None:
+    """Turn traces whose root never arrived into ``incomplete`` runs (module docstring).
+
+    A trace is swept once no span of it arrived (``ingested_at``, wall clock) and none
+    ended (span end time) for ``grace_s`` seconds, and again whenever spans arrived after
+    its last sweep. At most :data:`SWEEP_LIMIT` traces per call. A swept trace whose root
+    is in the store after all (a late span of a finished run) is materialised as usual,
+    reading its whole history, and leaves ``open_traces``.
 
     Args:
-        con: a read-write connection (the caller owns the transaction).
-        batch_view: table or view whose ``trace_id`` values name the touched traces.
-        materialised_at: naive UTC timestamp stored in ``runs.materialised_at``.
+        con: the write's connection, after :func:`materialise_runs` (its temp tables).
+        now: naive UTC wall-clock time of the write.
+        grace_s: default ``settings.incomplete_grace_s()``.
+    """
+    cutoff = now - timedelta(seconds=_grace(grace_s))
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {SCOPE} AS
+        SELECT trace_id, TRUE AS incomplete_ok, first_ingested_at
+        FROM open_traces
+        WHERE rooted_at IS NULL AND last_ingested_at < $cutoff AND last_ended_at < $cutoff
+            AND (swept_at IS NULL OR last_ingested_at > swept_at)
+        ORDER BY last_ingested_at LIMIT {SWEEP_LIMIT}""", {"cutoff": cutoff})
+    since = con.execute(f"SELECT min(first_ingested_at) FROM {SCOPE}").fetchall()[0][0]
+    if since is None:
+        return
+    finished = con.execute(f"""SELECT count(*) FROM runs
+        WHERE status <> '{cv.RunStatus.INCOMPLETE}' AND run_id IN (SELECT trace_id FROM {SCOPE})
+        """).fetchall()[0][0]
+    # A trace that has a complete run got a late span: read its whole history.
+    _materialise_scope(con, None if finished else since, now)
+    con.execute(f"""UPDATE open_traces SET swept_at = $now, rooted_at = CASE WHEN trace_id IN (
+            SELECT trace_id FROM {SCOPE_SPANS} WHERE parent_span_id IS NULL) THEN $now END
+        WHERE trace_id IN (SELECT trace_id FROM {SCOPE})""", {"now": now})
+
+
+def materialise_runs(
+    con: duckdb.DuckDBPyConnection,
+    batch_view: str,
+    materialised_at: datetime,
+    *,
+    grace_s: float | None = None,
+) -> int:
+    """Insert or replace the ``runs`` rows of every trace in ``batch_view`` that has a root,
+    then sweep orphan traces into incomplete runs (:func:`sweep_orphans`).
+
+    First stamps ``spans.is_leaf_call`` on the spans of those traces (the leaf-call rule
+    of the module docstring), then builds the run rows from the stamped leaf calls.
+    Idempotent: running it again over the same spans yields the same rows (only
+    ``materialised_at`` changes). Leaves the rows written in :data:`TOUCHED_RUNS`.
+
+    Args:
+        con: a read-write connection (the caller owns the transaction) on which the
+            batch's spans were just inserted with ``ingested_at = materialised_at``.
+        batch_view: table or view whose ``trace_id`` values name the touched traces
+            (with ``parent_span_id`` and ``end_time_unix_nano``: the write's batch).
+        materialised_at: naive UTC wall-clock timestamp of the write, stored in
+            ``runs.materialised_at``.
+        grace_s: the incomplete-run grace period; default ``settings.incomplete_grace_s()``.
 
     Returns:
         The number of ``runs`` rows inserted or replaced.
     """
-    con.execute(_LEAF_FLAGS.format(batch=batch_view, duplicate_rule=DUPLICATE_RULE)).fetchall()
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {TOUCHED_RUNS} AS SELECT * FROM runs LIMIT 0")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {TOUCHED_ROOTS} (trace_id VARCHAR, attributes JSON)")
+    con.execute(_BATCH_SCOPE.format(scope=SCOPE, batch=batch_view))
+    since = con.execute(f"SELECT min(first_ingested_at) FROM {SCOPE}").fetchall()[0][0]
+    _materialise_scope(con, materialised_at if since is None else since, materialised_at)
+    cutoff = materialised_at - timedelta(seconds=_grace(grace_s))
+    _track_open_traces(con, materialised_at, cutoff)
+    sweep_orphans(con, materialised_at, grace_s)
     rows = con.execute(
-        materialise_sql(batch_view), {"materialised_at": materialised_at}
+        f"INSERT OR REPLACE INTO runs BY NAME SELECT * FROM {TOUCHED_RUNS}"
     ).fetchall()
     return int(rows[0][0]) if rows else 0

@@ -9,10 +9,12 @@ and holds the schema version.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """1: the first store. 2: spans gain the token breakdown, every rate used, the reported and
 computed costs side by side and the duplicate mark; runs gain ``duplicate_calls`` and
-``cache_detail_missing_calls`` (:data:`MIGRATIONS`)."""
+``cache_detail_missing_calls`` (:data:`MIGRATIONS`). 3: tables ``open_traces`` (traces
+without their root span: where the write path finds a trace's spans, and the incomplete-run
+sweep) and ``class_p50`` (the runaway rule's per-class P50, refreshed on a bound)."""
 
 META_TABLE = "cliffwatch_meta"
 
@@ -72,6 +74,44 @@ SPAN_COLUMNS_V2: tuple[tuple[str, str], ...] = (
 )
 """Columns schema version 2 added to ``spans`` (telemetry/records.py says what each holds)."""
 
+OPEN_TRACES_DDL = """
+    CREATE TABLE IF NOT EXISTS open_traces (
+        trace_id VARCHAR NOT NULL,
+        first_ingested_at TIMESTAMP NOT NULL,
+        last_ingested_at TIMESTAMP NOT NULL,
+        last_ended_at TIMESTAMP NOT NULL,
+        swept_at TIMESTAMP,
+        rooted_at TIMESTAMP
+    )
+"""
+"""The traces written recently: one row per trace whose root span has not arrived (in-flight
+traces, the orphans of killed processes) or arrived less than the incomplete-run grace
+period ago (``rooted_at``), so the table stays small. ``first_ingested_at`` bounds where the
+trace's spans sit in ``spans`` (rows are appended in ingestion order, so DuckDB's zone maps
+on ``ingested_at`` skip older row groups); ``swept_at`` is set once a rootless trace became
+an ``incomplete`` run (telemetry/materialise.py)."""
+
+CLASS_P50_DDL = """
+    CREATE TABLE IF NOT EXISTS class_p50 (
+        task_class VARCHAR NOT NULL,
+        p50_usd DOUBLE,
+        class_runs BIGINT NOT NULL,
+        runs_since INTEGER NOT NULL,
+        refreshed_at TIMESTAMP NOT NULL
+    )
+"""
+"""The runaway rule's P50 of each task class (``quantile_cont(cost_usd, 0.5)`` over all its
+runs) with the run count it was computed over, the runs written to the class since and when
+(telemetry/incident_rules.py says when it is refreshed)."""
+
+_OPEN_TRACES_BACKFILL = """
+    INSERT INTO open_traces
+    SELECT trace_id, min(ingested_at), max(ingested_at), max(ended_at), NULL, NULL
+    FROM spans GROUP BY trace_id
+    HAVING count(*) FILTER (WHERE parent_span_id IS NULL) = 0
+        AND trace_id NOT IN (SELECT trace_id FROM open_traces)
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     *(
         f"ALTER TABLE spans ADD COLUMN IF NOT EXISTS {name} {sql_type}"
@@ -79,12 +119,17 @@ MIGRATIONS: tuple[str, ...] = (
     ),
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS duplicate_calls INTEGER DEFAULT 0",
     "ALTER TABLE runs ADD COLUMN IF NOT EXISTS cache_detail_missing_calls INTEGER DEFAULT 0",
+    OPEN_TRACES_DDL,
+    CLASS_P50_DDL,
+    # Version 3: the traces of an older store that never got their root span (one scan).
+    _OPEN_TRACES_BACKFILL,
     f"UPDATE {META_TABLE} SET value = '{SCHEMA_VERSION}' "
     f"WHERE key = 'schema_version' AND TRY_CAST(value AS INTEGER) < {SCHEMA_VERSION}",
 )
-"""Idempotent statements that bring a store of an older version up to this one; run on
-every read-write open (after the tables exist), so an old store migrates on its next
-write. A read-only open of an old store sees the old columns until then."""
+"""Idempotent statements that bring a store of an older version up to this one; run by a
+read-write open of a store whose version is below :data:`SCHEMA_VERSION` (after the tables
+exist), so an old store migrates on its next write. A read-only open of an old store sees
+the old columns until then."""
 
 DDL: tuple[str, ...] = (
     f"""
@@ -182,6 +227,7 @@ DDL: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS runs_class_time ON runs (task_class, started_at)",
     "CREATE INDEX IF NOT EXISTS incidents_run ON incidents (run_id)",
 )
-"""Statements that create an empty store; every one is idempotent."""
+"""Statements that create an empty store, or bring an older one up to date; every one is
+idempotent. Run only when the store is new or its version is older (telemetry/store.py)."""
 
 INCIDENT_STATUSES = ("open", "acknowledged", "resolved")

@@ -212,7 +212,7 @@ def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return rows[0][0] > 0
 
 
-def _check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+def _check_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     rows = con.execute(
         f"SELECT value FROM {META_TABLE} WHERE key = 'schema_version'"
     ).fetchall()
@@ -224,19 +224,21 @@ def _check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
             f"store {path} has schema version {version}; this cliffwatch reads up to "
             f"{SCHEMA_VERSION} (upgrade cliffwatch)"
         )
+    return version
 
 
 def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     is_new = not _has_table(con, META_TABLE)
     if not is_new:
-        _check_version(con, path)
+        if _check_version(con, path) == SCHEMA_VERSION:
+            return  # DDL only on a schema change: nothing to run on an up-to-date store
     elif con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()[0][0] > 0:
         # Someone else's database: do not add our tables to it.
         raise NotACliffwatchStoreError(
             f"{path} is not a cliffwatch store (a DuckDB database without {META_TABLE})"
         )
-    # The DDL is idempotent and costs about 3 ms, so it runs on every read-write open:
-    # a table added to schema.DDL later appears in stores created before it.
+    # A new store, or an older version: the DDL and migrations (idempotent) bring it to
+    # SCHEMA_VERSION, which the last migration records.
     with transaction(con):
         for statement in DDL:
             con.execute(statement)

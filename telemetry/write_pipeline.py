@@ -152,8 +152,8 @@ def _write_locked(
                     con.execute(_INSERT_SPANS, {"ingested_at": ingested_at})
                 )
                 runs = materialise.materialise_runs(con, BATCH_VIEW, ingested_at)
-                incidents = incident_rules.record_incidents(con, BATCH_VIEW, k)
-                alerts_pending = alert_rules.enqueue_alerts(con, BATCH_VIEW)  # outbox rows
+                incidents = incident_rules.record_incidents(con, k, ingested_at)
+                alerts_pending = alert_rules.enqueue_alerts(con)  # outbox rows
         finally:
             con.unregister(BATCH_VIEW)
         spill.remove_spills(spill_paths)

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -407,3 +408,26 @@ def test_cli_retry_that_fails_exits_1_and_bad_settings_exit_2(
               env={settings.CLIFFWATCH_WEBHOOK_URLS: "ftp://nope"})
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_slow_webhook_does_not_delay_the_others(
+    db: Path, no_background: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with WebhookReceiver() as fast, WebhookReceiver() as slow:
+        slow.delay_s = scaled(4.0)
+        monkeypatch.setenv(settings.CLIFFWATCH_WEBHOOK_URLS, f"{slow.url} {fast.url}")
+        monkeypatch.setenv(settings.CLIFFWATCH_WEBHOOK_TIMEOUT_S, str(scaled(60.0)))
+        for seed in range(40, 43):  # hours apart: no breaches-per-hour rule fires
+            write_spans(db, cap_breach(seed, started_at_ns=ns_at("2026-11-02T00:00")
+                                       + seed * HOUR_NS))
+        start = time.monotonic()
+        sender = threading.Thread(target=deliver_now, args=(db,), daemon=True)
+        sender.start()
+        fast.wait_for(3, timeout_s=40)
+        # All three reached the fast webhook before the slow one answered its first.
+        assert time.monotonic() - start < slow.delay_s
+        assert slow.delivered() == []
+        sender.join(scaled(120))
+        assert not sender.is_alive()
+    assert len(fast.delivered()) == 3 and len(slow.delivered()) == 3
+    assert len(alerts(db, status="delivered")) == 6

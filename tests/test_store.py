@@ -58,7 +58,10 @@ def test_write_open_creates_parent_dir_schema_and_meta(tmp_path: Path) -> None:
 def test_write_open_adds_tables_missing_from_an_older_store(tmp_path: Path) -> None:
     path = tmp_path / "older.duckdb"
     with open_store(path, read_only=False) as con:
-        con.execute("DROP TABLE incidents")  # as if the store predates that table
+        # As if the store predates that table: an older schema version without it (the
+        # DDL runs on a read-write open only when the version is older).
+        con.execute("DROP TABLE incidents")
+        con.execute("UPDATE cliffwatch_meta SET value = '2' WHERE key = 'schema_version'")
     write_spans(path, make_run_records(seed=1, proposed=9, max_workers=8, breach="cap"))
     with open_store(path, read_only=True) as con:
         assert con.sql("SELECT count(*) FROM incidents").fetchall() == [(1,)]

@@ -1,0 +1,217 @@
+"""The ``store_write`` benchmark: one 1,000-span ``write_spans`` over 10k, 100k and 1M runs
+of history, against a bare Arrow insert of the same spans (issue 11's write-path target:
+>= 0.5x the bare insert, flat from 10k to 1M).
+
+History is a real 200-run demo copied in SQL with new ids (:func:`grow_history`), never
+written through ``write_spans``, so 1M runs build in about two minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+
+Result = list[tuple[str, str]]
+
+STORE_WRITE_HISTORY_RUNS = (10_000, 100_000, 1_000_000)
+"""Runs of history the write batch is measured against (issue 11: flat from 10k to 1M)."""
+
+STORE_WRITE_BATCH_SPANS = 1_000
+"""Spans in the measured ``write_spans`` batch (an exporter-sized batch)."""
+
+SEED_RUNS = 200
+"""Runs of the real demo (seed 7) that history and the measured batches are copied from."""
+
+_COPY_TABLES = (
+    # (table, id column, expression of the copy's id, extra replaced columns)
+    ("spans", "trace_id", "md5(k::VARCHAR || trace_id)",
+     ", start_time_unix_nano + k * 86_400_000_000_000 AS start_time_unix_nano, "
+     "end_time_unix_nano + k * 86_400_000_000_000 AS end_time_unix_nano"),
+    ("runs", "run_id", "md5(k::VARCHAR || run_id)", ""),
+    ("incidents", "incident_id", "kind || '-' || left(md5(k::VARCHAR || run_id), 16)",
+     ", md5(k::VARCHAR || run_id) AS run_id, detected_at + to_days(k::INTEGER) AS detected_at"),
+    ("alerts", "alert_id", "kind || '-' || left(md5(k::VARCHAR || run_id), 16)",
+     ", md5(k::VARCHAR || run_id) AS run_id, raised_at + to_days(k::INTEGER) AS raised_at"),
+)
+
+
+def _load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def grow_history(con, seed_path: Path, copies_done: int, target_runs: int) -> int:  # type: ignore[no-untyped-def]
+    """Copy the seed store's runs, spans, incidents and alerts in SQL, with new ids (an md5
+    of the copy number and the old id: random-looking, as real trace ids are) and times
+    moved one day per copy, until there are ``target_runs // SEED_RUNS`` copies. No
+    ``write_spans``: 1M runs build in minutes, not hours. 100k runs per statement.
+
+    Returns:
+        The number of copies now in the store (the seed itself, written by
+        ``write_spans``, is copy 0).
+    """
+    con.execute(f"ATTACH '{seed_path}' AS seed (READ_ONLY)")
+    step = 100_000 // SEED_RUNS
+    try:
+        while copies_done < target_runs // SEED_RUNS:
+            last = min(copies_done + step, target_runs // SEED_RUNS)
+            for table, id_col, new_id, extra in _COPY_TABLES:
+                times = {
+                    "spans": "started_at + to_days(k::INTEGER) AS started_at, "
+                             "ended_at + to_days(k::INTEGER) AS ended_at, ",
+                    "runs": "started_at + to_days(k::INTEGER) AS started_at, "
+                            "ended_at + to_days(k::INTEGER) AS ended_at, ",
+                }.get(table, "")
+                where = "WHERE source = 'incident'" if table == "alerts" else ""
+                con.execute(f"""
+                    INSERT INTO {table}
+                    SELECT * EXCLUDE (k) REPLACE ({times}{new_id} AS {id_col}{extra})
+                    FROM (SELECT * FROM seed.{table} {where})
+                    CROSS JOIN range({copies_done}, {last}) AS c(k)
+                """)
+            copies_done = last
+            con.execute("CHECKPOINT")
+    finally:
+        con.execute("DETACH seed")
+    return copies_done
+
+
+def fresh_batch(seed_path: Path, tag: int) -> list:  # type: ignore[type-arg]
+    """The first :data:`STORE_WRITE_BATCH_SPANS` spans of the seed's traces (whole traces
+    but the last), with new trace ids: the spans of new runs, as an exporter sends them."""
+    import duckdb
+
+    from cliffwatch.telemetry.records import SPAN_RECORD_FIELDS, SpanRecord
+
+    cols = ", ".join(f"{f}::VARCHAR" if f in ("attributes", "resource_attributes", "events")
+                     else f for f in SPAN_RECORD_FIELDS)
+    con = duckdb.connect(str(seed_path), read_only=True)
+    try:
+        rows = con.execute(
+            f"SELECT * REPLACE (md5('batch' || $tag || trace_id) AS trace_id) FROM ("
+            f"SELECT {cols} FROM spans ORDER BY trace_id, start_time_unix_nano, span_id "
+            f"LIMIT {STORE_WRITE_BATCH_SPANS})", {"tag": str(tag)}
+        ).fetchall()
+    finally:
+        con.close()
+    return [SpanRecord(*row) for row in rows]
+
+
+_PHASES = (
+    # (label, how the statement starts): the first match names a statement's phase.
+    ("insert spans (primary key check)", "INSERT INTO spans"),
+    ("upsert runs (primary key)", "INSERT OR REPLACE INTO runs"),
+    ("commit", "COMMIT"),
+    ("materialise, incidents, alerts (SQL)", ""),
+)
+
+
+def write_phases(path: Path, records: list) -> dict[str, float]:  # type: ignore[type-arg]
+    """One ``write_spans`` with its seconds split by phase: open (schema check included),
+    each statement by :data:`_PHASES`, and the close (DuckDB's checkpoint). Times the
+    statements through a wrapper of the write's connection, for this call only."""
+    from contextlib import contextmanager
+
+    from cliffwatch.telemetry import write_pipeline
+
+    phases: dict[str, float] = {"open": 0.0, **{label: 0.0 for label, _ in _PHASES}}
+    original = write_pipeline.open_store
+
+    class Timed:
+        def __init__(self, con) -> None:  # type: ignore[no-untyped-def]
+            self._con = con
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(self._con, name)
+
+        def execute(self, sql: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+            t0 = time.perf_counter()
+            out = self._con.execute(sql, *args, **kwargs)
+            head = " ".join(sql.split())
+            label = next(lb for lb, start in _PHASES if head.startswith(start))
+            phases[label] += time.perf_counter() - t0
+            return out
+
+    @contextmanager
+    def timed_open(*args, **kwargs):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        with original(*args, **kwargs) as con:
+            phases["open"] += time.perf_counter() - t0
+            yield Timed(con)
+            t1 = time.perf_counter()
+        phases["close (checkpoint)"] = time.perf_counter() - t1
+
+    write_pipeline.open_store = timed_open  # type: ignore[assignment]
+    try:
+        write_pipeline.write_spans(path, records)
+    finally:
+        write_pipeline.open_store = original
+    return phases
+
+
+def bench_store_write(tmp: Path, quick: bool) -> Result:
+    """One 1,000-span ``write_spans`` against a bare Arrow insert of the same spans, over
+    stores holding 10k, 100k and 1M runs of history (a tenth with ``--quick``)."""
+    import shutil
+
+    import duckdb
+
+    from cliffwatch.orchestrator.demo import run_demo
+    from cliffwatch.telemetry.records import records_to_arrow
+    from cliffwatch.telemetry.store import open_store
+    from cliffwatch.telemetry.write_pipeline import write_spans
+
+    seed_path, path = tmp / "seed.duckdb", tmp / "history.duckdb"
+    t0 = time.perf_counter()
+    run_demo(seed_path, runs=SEED_RUNS, days=30, seed=7)
+    seed_s = time.perf_counter() - t0
+    shutil.copy(seed_path, path)
+    bare_path = tmp / "bare.duckdb"
+    bare = duckdb.connect(str(bare_path))
+    bare.register("b", records_to_arrow(fresh_batch(seed_path, 0)))
+    bare.execute("CREATE TABLE bare AS SELECT * FROM b LIMIT 0")
+    bare.close()
+    out: Result = [
+        ("seed", f"demo of {SEED_RUNS} runs (seed 7) in {seed_s:.0f} s; history = copies"),
+        ("batch", f"{STORE_WRITE_BATCH_SPANS:,} spans of new runs; median of 3 batches"),
+        ("load average 1/5/15 at start", _load()),
+    ]
+    sizes = [n // 10 if quick else n for n in STORE_WRITE_HISTORY_RUNS]
+    first = last = 0.0
+    copies = 1
+    for i, n_runs in enumerate(sizes):
+        t0 = time.perf_counter()
+        with open_store(path, read_only=False) as con:
+            copies = grow_history(con, seed_path, copies, n_runs)
+            spans = con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
+            runs = con.execute("SELECT count(*) FROM runs").fetchall()[0][0]
+        build_s = time.perf_counter() - t0
+        ours, bares = [], []
+        for j in range(3):
+            batch = fresh_batch(seed_path, 100 * i + j + 1)
+            t0 = time.perf_counter()
+            write_spans(path, batch)
+            ours.append(time.perf_counter() - t0)
+            table = records_to_arrow(batch)
+            t0 = time.perf_counter()
+            con = duckdb.connect(str(bare_path))
+            con.register("b", table)
+            con.execute("INSERT INTO bare SELECT * FROM b")
+            con.close()
+            bares.append(time.perf_counter() - t0)
+        phases = write_phases(path, fresh_batch(seed_path, 100 * i + 9))
+        w, b = statistics.median(ours), statistics.median(bares)
+        first, last = (w, w) if i == 0 else (first, w)
+        out += [
+            (f"history {runs:,} runs", f"{spans:,} spans (copied in SQL in {build_s:.0f} s)"),
+            ("  write_spans", f"{w:.3f} s (each: {', '.join(f'{x:.3f}' for x in ours)})"),
+            ("  bare Arrow insert (open, insert, close)", f"{b:.3f} s"),
+            ("  speed vs bare (target >= 0.5x)", f"{b / w:.2f}x"),
+            ("  one more write, by phase", ", ".join(
+                f"{label} {sec * 1000:.0f} ms" for label, sec in phases.items())),
+            ("  load average 1/5/15", _load()),
+        ]
+    out.append((f"write at {sizes[-1]:,} / at {sizes[0]:,} runs (flat: 1x)",
+                f"{last / first:.2f}x"))
+    return out

@@ -51,6 +51,7 @@ from typing import Any
 
 from cliffwatch.orchestrator import clock, prompts, sim_material, sim_text
 from cliffwatch.orchestrator.errors import ConfigError
+from cliffwatch.orchestrator.tokens import count_prompt_tokens, count_text_tokens
 from cliffwatch.telemetry.pricing import import_litellm
 
 TOKENS_PER_WORD = 1.2
@@ -227,12 +228,13 @@ class SimLLM:
                 (``finish_reason`` "length"), as a real provider does.
             profile: the task class's behaviour (default :class:`SimProfile`).
         """
-        litellm = import_litellm()
         profile = profile or _DEFAULT_PROFILE
         seed = self.default_seed if seed is None else seed
         rng = random.Random(_call_seed(seed, model, messages, attempt))
         role = role or _infer_role(messages)
-        prompt_tokens = int(litellm.token_counter(model=model, messages=list(messages)))
+        # litellm picks the tokenizer from the model name, the same for sim/<model>: counted
+        # under the name routing priced the prompt with, the count is reused (issue 11)
+        prompt_tokens = count_prompt_tokens(f"{PROVIDER}/{model}", messages)
         if rng.random() < profile.failure_rate and role in profile.failure_roles:
             kind = "rate_limit" if rng.random() < 0.5 else "timeout"
             return SimAnswer("", prompt_tokens, 0, 0.2, "error", kind)
@@ -252,7 +254,7 @@ class SimLLM:
             n_words = round(target_tokens / TOKENS_PER_WORD)
             write = sim_text.synthesis_text if role == "synthesis" else sim_text.worker_text
             content = write(rng, _last_user(messages), n_words)
-        completion_tokens = _count_text(model, content)
+        completion_tokens = count_text_tokens(model, content)
         finish = "stop"
         if max_tokens is not None and completion_tokens > max_tokens:
             content, completion_tokens = _cut_to(model, content, max_tokens)
@@ -375,6 +377,7 @@ class SimLLM:
 
         The caller's simulated time (:mod:`orchestrator.clock`) moves by the simulated
         latency, whatever the real wait took."""
+        skip_litellm_logging(logging_obj)
         sim_s, real_s, answer = self._decide(
             model, messages, optional_params, litellm_params, timeout
         )
@@ -401,11 +404,60 @@ class SimLLM:
         client: Any = None,
     ) -> Any:
         """litellm's sync entry point: as :meth:`acompletion`, blocking."""
+        skip_litellm_logging(logging_obj)
         sim_s, real_s, answer = self._decide(
             model, messages, optional_params, litellm_params, timeout
         )
         clock.simulate_blocking(sim_s, real_s)
         return self._finish(model, answer, model_response)
+
+
+_CALLBACK_LISTS = (
+    "callbacks",
+    "success_callback",
+    "failure_callback",
+    "input_callback",
+    "service_callback",
+    "_async_success_callback",
+    "_async_failure_callback",
+    "_async_input_callback",
+)
+"""litellm's module-level callback lists: a user's logger (``litellm.callbacks =
+[CliffwatchLogger(...)]``, Langfuse, ...) is in one of them."""
+
+
+def litellm_callbacks_registered() -> bool:
+    """Whether any litellm callback is registered (then sim calls are logged as any call)."""
+    litellm = import_litellm()
+    return any(getattr(litellm, name, None) for name in _CALLBACK_LISTS)
+
+
+def skip_litellm_logging(logging_obj: Any) -> bool:
+    """Spare a sim call litellm's success and failure logging when nobody listens.
+
+    litellm builds a standard logging payload and prices every response again after each
+    call, callbacks or not (about a third of its per-call work in a demo, issue 11). When no
+    callback is registered (:func:`litellm_callbacks_registered`), this marks the call's
+    logging object as already logged, which is litellm's own guard against logging a call
+    twice (``Logging.should_run_logging``) and its one-success-log-per-request claim
+    (``claim_async_success_log``). With a callback registered nothing changes, so the
+    litellm callback path (:mod:`telemetry.litellm_callback`) sees sim calls as any other.
+    Best effort: a litellm without these internals simply logs.
+
+    Returns:
+        Whether logging was skipped.
+    """
+    if logging_obj is None or litellm_callbacks_registered():
+        return False
+    details = getattr(logging_obj, "model_call_details", None)
+    if not isinstance(details, dict):
+        return False
+    for event in ("async_success", "sync_success", "async_failure", "sync_failure"):
+        details[f"has_logged_{event}"] = True
+    claim = getattr(logging_obj, "claim_async_success_log", None)
+    if callable(claim):
+        claim()
+    return True
 
 
 def _timeout_s(timeout: Any) -> float:
@@ -442,17 +494,13 @@ def _task_text(messages: Sequence[Mapping[str, Any]]) -> str:
     return ""
 
 
-def _count_text(model: str, text: str) -> int:
-    return int(import_litellm().token_counter(model=model, text=text, count_response_tokens=True))
-
-
 def _cut_to(model: str, text: str, max_tokens: int) -> tuple[str, int]:
     words = text.split(" ")
-    tokens = _count_text(model, text)
+    tokens = count_text_tokens(model, text)
     while tokens > max_tokens and len(words) > 1:
         keep = max(1, min(len(words) - 1, int(len(words) * max_tokens / tokens)))
         words = words[:keep]
-        tokens = _count_text(model, " ".join(words))
+        tokens = count_text_tokens(model, " ".join(words))
     return " ".join(words), tokens
 
 

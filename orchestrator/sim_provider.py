@@ -8,8 +8,11 @@ and together they are the simulation a reader checks against the behaviour liste
 :func:`register_sim_provider` has run. The model after ``sim/`` is a real model from
 litellm's bundled price map: its prompt is counted with ``litellm.token_counter`` for that
 model, its answer is counted the same way, and the model is registered with litellm at that
-model's ``input_cost_per_token`` / ``output_cost_per_token``, so every cost is a real
-price x real token counts of real text.
+model's prices (its whole price map entry), so every cost is a real price x real token
+counts of real text. Prompts are cached as the real model's provider caches them, within a
+run and in simulated time (:mod:`orchestrator.sim_cache`): the usage reports cache reads
+(and writes, for models whose provider bills them) in the shape litellm gives the real
+model's, so they are priced by the same path as real traffic.
 
 Behaviour per role (``metadata={"cliffwatch": {"role": ...}}``, set by the runner):
 
@@ -49,10 +52,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cliffwatch.orchestrator import clock, prompts, sim_material, sim_text
+from cliffwatch.orchestrator import clock, prompts, sim_cache, sim_material, sim_text
 from cliffwatch.orchestrator.errors import ConfigError
 from cliffwatch.orchestrator.tokens import count_prompt_tokens, count_text_tokens
-from cliffwatch.telemetry.pricing import import_litellm
+from cliffwatch.telemetry.pricing import import_litellm, price_call, usage_of_litellm
 
 TOKENS_PER_WORD = 1.2
 """Tokens per word of the simulated text (measured on its output with litellm's counters),
@@ -165,7 +168,9 @@ _DEFAULT_PROFILE = SimProfile()
 class SimAnswer:
     """What one simulated call produced, before it is slept for and returned.
 
-    ``failure`` is None, ``"rate_limit"`` or ``"timeout"``.
+    ``failure`` is None, ``"rate_limit"`` or ``"timeout"``. ``cache_read_tokens`` and
+    ``cache_creation_tokens`` are the part of ``prompt_tokens`` read from and written to
+    the provider's prompt cache (:mod:`orchestrator.sim_cache`).
     """
 
     content: str
@@ -174,6 +179,8 @@ class SimAnswer:
     latency_s: float
     finish_reason: str
     failure: str | None = None
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
 
 
 def _call_seed(seed: int, model: str, messages: Sequence[Mapping[str, Any]], attempt: int) -> int:
@@ -293,6 +300,7 @@ class SimLLM:
         meta = ((litellm_params or {}).get("metadata") or {}).get("cliffwatch") or {}
         seed = meta.get("seed", optional_params.get("seed"))
         time_scale = float(meta.get("time_scale", self.default_time_scale))
+        profile = self.profile(meta.get("provider_params"))
         answer = self.answer(
             model,
             messages,
@@ -301,8 +309,23 @@ class SimLLM:
             attempt=int(meta.get("attempt", 1)),
             max_tokens=optional_params.get("max_tokens")
             or optional_params.get("max_completion_tokens"),
-            profile=self.profile(meta.get("provider_params")),
+            profile=profile,
         )
+        if answer.failure is None:
+            # the run's prompt cache, at the call's simulated start (orchestrator.sim_cache)
+            use = sim_cache.cache_use(
+                model,
+                messages,
+                answer.prompt_tokens,
+                first_token_after_s=profile.base_latency_s,
+                count=functools.partial(count_prompt_tokens, f"{PROVIDER}/{model}"),
+            )
+            if use != sim_cache.NO_CACHE:
+                answer = dataclasses.replace(
+                    answer,
+                    cache_read_tokens=use.read_tokens,
+                    cache_creation_tokens=use.creation_tokens,
+                )
         if answer.failure == "timeout":
             real_s = _timeout_s(timeout)
             return real_s / time_scale, real_s, answer
@@ -316,7 +339,7 @@ class SimLLM:
         return self._respond(model, answer, model_response)
 
     def _respond(self, model: str, answer: SimAnswer, model_response: Any) -> Any:
-        from litellm.types.utils import Choices, Message, Usage
+        from litellm.types.utils import Choices, Message
 
         model_response.model = f"{PROVIDER}/{model}"
         model_response.choices = [
@@ -326,23 +349,14 @@ class SimLLM:
                 message=Message(role="assistant", content=answer.content),
             )
         ]
-        usage = Usage(
-            prompt_tokens=answer.prompt_tokens,
-            completion_tokens=answer.completion_tokens,
-            total_tokens=answer.prompt_tokens + answer.completion_tokens,
-            # the simulated provider caches nothing, and says so as a real one does
-            # (otherwise a model with cache prices would get "cache detail missing")
-            prompt_tokens_details={"cached_tokens": 0},
-        )
-        model_response.usage = usage
-        # Report the billed cost the way a provider that returns its own cost does; litellm
-        # then uses it instead of pricing the response again (a third of its per-call work).
-        entry = import_litellm().model_cost.get(f"{PROVIDER}/{model}")
-        if entry is not None:
-            model_response._hidden_params["response_cost"] = (
-                answer.prompt_tokens * entry["input_cost_per_token"]
-                + answer.completion_tokens * entry["output_cost_per_token"]
-            )
+        model_response.usage = sim_usage(model, answer)
+        if litellm_callbacks_registered():
+            # logged like any call: litellm then takes this cost instead of pricing the
+            # response again; it is cliffwatch's price of the usage (telemetry.pricing)
+            tokens, _ = usage_of_litellm(model_response.usage)
+            cost = price_call(f"{PROVIDER}/{model}", tokens)
+            if cost.cost_usd is not None:
+                model_response._hidden_params["response_cost"] = cost.cost_usd
         return model_response
 
     @staticmethod
@@ -410,6 +424,43 @@ class SimLLM:
         )
         clock.simulate_blocking(sim_s, real_s)
         return self._finish(model, answer, model_response)
+
+
+def sim_usage(model: str, answer: SimAnswer) -> Any:
+    """The litellm ``Usage`` of a sim answer, in the shape litellm gives the real model's.
+
+    ``prompt_tokens`` includes the cache reads and writes. Models whose provider bills cache
+    writes (Anthropic's, :class:`orchestrator.sim_cache.CacheStyle` ``BREAKPOINT``) get what
+    litellm's Anthropic transformation builds: ``prompt_tokens_details`` with
+    ``cached_tokens``, ``cache_creation_tokens`` and ``text_tokens``, plus
+    ``cache_creation_input_tokens`` / ``cache_read_input_tokens``. The others get OpenAI's
+    ``prompt_tokens_details.cached_tokens``, 0 included: the simulated provider always says
+    how much was cached, as real ones do.
+    """
+    from litellm.types.utils import PromptTokensDetailsWrapper, Usage
+
+    read, written = answer.cache_read_tokens, answer.cache_creation_tokens
+    prompt, completion = answer.prompt_tokens, answer.completion_tokens
+    if sim_cache.cache_style(model) is sim_cache.CacheStyle.BREAKPOINT:
+        details = PromptTokensDetailsWrapper(
+            cached_tokens=read,
+            cache_creation_tokens=written,
+            text_tokens=prompt - read - written,
+        )
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            prompt_tokens_details=details,
+            cache_creation_input_tokens=written,
+            cache_read_input_tokens=read,
+        )
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details={"cached_tokens": read},
+    )
 
 
 _CALLBACK_LISTS = (

@@ -54,6 +54,11 @@ from typing import Any
 
 from cliffwatch.orchestrator import clock, prompts, sim_cache, sim_material, sim_text
 from cliffwatch.orchestrator.errors import ConfigError
+from cliffwatch.orchestrator.sim_litellm import (
+    litellm_callbacks_registered,
+    sim_usage,
+    skip_litellm_logging,
+)
 from cliffwatch.orchestrator.tokens import count_prompt_tokens, count_text_tokens
 from cliffwatch.telemetry.pricing import import_litellm, price_call, usage_of_litellm
 
@@ -349,7 +354,13 @@ class SimLLM:
                 message=Message(role="assistant", content=answer.content),
             )
         ]
-        model_response.usage = sim_usage(model, answer)
+        model_response.usage = sim_usage(
+            model,
+            answer.prompt_tokens,
+            answer.completion_tokens,
+            answer.cache_read_tokens,
+            answer.cache_creation_tokens,
+        )
         if litellm_callbacks_registered():
             # logged like any call: litellm then takes this cost instead of pricing the
             # response again; it is cliffwatch's price of the usage (telemetry.pricing)
@@ -424,91 +435,6 @@ class SimLLM:
         )
         clock.simulate_blocking(sim_s, real_s)
         return self._finish(model, answer, model_response)
-
-
-def sim_usage(model: str, answer: SimAnswer) -> Any:
-    """The litellm ``Usage`` of a sim answer, in the shape litellm gives the real model's.
-
-    ``prompt_tokens`` includes the cache reads and writes. Models whose provider bills cache
-    writes (Anthropic's, :class:`orchestrator.sim_cache.CacheStyle` ``BREAKPOINT``) get what
-    litellm's Anthropic transformation builds: ``prompt_tokens_details`` with
-    ``cached_tokens``, ``cache_creation_tokens`` and ``text_tokens``, plus
-    ``cache_creation_input_tokens`` / ``cache_read_input_tokens``. The others get OpenAI's
-    ``prompt_tokens_details.cached_tokens``, 0 included: the simulated provider always says
-    how much was cached, as real ones do.
-    """
-    from litellm.types.utils import PromptTokensDetailsWrapper, Usage
-
-    read, written = answer.cache_read_tokens, answer.cache_creation_tokens
-    prompt, completion = answer.prompt_tokens, answer.completion_tokens
-    if sim_cache.cache_style(model) is sim_cache.CacheStyle.BREAKPOINT:
-        details = PromptTokensDetailsWrapper(
-            cached_tokens=read,
-            cache_creation_tokens=written,
-            text_tokens=prompt - read - written,
-        )
-        return Usage(
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            total_tokens=prompt + completion,
-            prompt_tokens_details=details,
-            cache_creation_input_tokens=written,
-            cache_read_input_tokens=read,
-        )
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=prompt + completion,
-        prompt_tokens_details={"cached_tokens": read},
-    )
-
-
-_CALLBACK_LISTS = (
-    "callbacks",
-    "success_callback",
-    "failure_callback",
-    "input_callback",
-    "service_callback",
-    "_async_success_callback",
-    "_async_failure_callback",
-    "_async_input_callback",
-)
-"""litellm's module-level callback lists: a user's logger (``litellm.callbacks =
-[CliffwatchLogger(...)]``, Langfuse, ...) is in one of them."""
-
-
-def litellm_callbacks_registered() -> bool:
-    """Whether any litellm callback is registered (then sim calls are logged as any call)."""
-    litellm = import_litellm()
-    return any(getattr(litellm, name, None) for name in _CALLBACK_LISTS)
-
-
-def skip_litellm_logging(logging_obj: Any) -> bool:
-    """Spare a sim call litellm's success and failure logging when nobody listens.
-
-    litellm builds a standard logging payload and prices every response again after each
-    call, callbacks or not (about a third of its per-call work in a demo, issue 11). When no
-    callback is registered (:func:`litellm_callbacks_registered`), this marks the call's
-    logging object as already logged, which is litellm's own guard against logging a call
-    twice (``Logging.should_run_logging``) and its one-success-log-per-request claim
-    (``claim_async_success_log``). With a callback registered nothing changes, so the
-    litellm callback path (:mod:`telemetry.litellm_callback`) sees sim calls as any other.
-    Best effort: a litellm without these internals simply logs.
-
-    Returns:
-        Whether logging was skipped.
-    """
-    if logging_obj is None or litellm_callbacks_registered():
-        return False
-    details = getattr(logging_obj, "model_call_details", None)
-    if not isinstance(details, dict):
-        return False
-    for event in ("async_success", "sync_success", "async_failure", "sync_failure"):
-        details[f"has_logged_{event}"] = True
-    claim = getattr(logging_obj, "claim_async_success_log", None)
-    if callable(claim):
-        claim()
-    return True
 
 
 def _timeout_s(timeout: Any) -> float:

@@ -18,11 +18,11 @@ from cliffwatch.cli import app
 from cliffwatch.orchestrator import sim_cache
 from cliffwatch.orchestrator.clock import VirtualClock
 from cliffwatch.orchestrator.demo import run_demo
+from cliffwatch.orchestrator.sim_litellm import skip_litellm_logging
 from cliffwatch.orchestrator.sim_provider import (
     real_model_of,
     register_sim_model,
     register_sim_provider,
-    skip_litellm_logging,
 )
 from cliffwatch.telemetry.pricing import import_litellm, price_call, usage_of_litellm
 

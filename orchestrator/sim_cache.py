@@ -209,80 +209,84 @@ class PromptCache:
         key = _key(messages)
         if style is CacheStyle.NONE or key is None:
             return NO_CACHE
-        entries = self._entries.setdefault(model, [])
-        live_from = now_ns + max(0, round(first_token_after_s * 1e9))
-        ttl_ns = round(self.ttl_s * 1e9)
+        call = _Call(
+            key,
+            prompt_tokens,
+            now_ns,
+            now_ns + max(0, round(first_token_after_s * 1e9)),
+            round(self.ttl_s * 1e9),
+            count,
+            self._entries.setdefault(model, []),
+        )
         if style is CacheStyle.BREAKPOINT:
-            return self._breakpoint(
-                model, key, prompt_tokens, entries, now_ns, live_from, ttl_ns, count
-            )
-        return self._automatic(key, prompt_tokens, entries, now_ns, live_from, ttl_ns, count)
+            return call.breakpoint(min_prefix_tokens(model, style))
+        return call.automatic()
 
-    @staticmethod
-    def _breakpoint(
-        model: str,
-        key: _Key,
-        prompt_tokens: int,
-        entries: list[_Entry],
-        now_ns: int,
-        live_from: int,
-        ttl_ns: int,
-        count: Counter,
-    ) -> CacheUse:
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One call's view of its model's entries in the run's cache."""
+
+    key: _Key
+    prompt_tokens: int
+    now_ns: int
+    live_from_ns: int
+    ttl_ns: int
+    count: Counter
+    entries: list[_Entry]
+
+    def _tokens(self, prefix: _Key) -> int:
+        return min(self.count(_messages(prefix)), self.prompt_tokens)
+
+    def _write(self, prefix: _Key) -> None:
+        """Record that this call sent ``prefix`` (and so caches it from its first token)."""
+        entry = next((e for e in self.entries if e.prefix == prefix), None)
+        if entry is None:
+            self.entries.append(_Entry(prefix, self.live_from_ns, self.now_ns))
+        elif entry.live_at(self.now_ns, self.ttl_ns) or entry.live_from_ns > self.now_ns:
+            # live, or written by a request still in flight
+            entry.live_from_ns = min(entry.live_from_ns, self.live_from_ns)
+            entry.touch(self.now_ns)
+        else:  # expired: written afresh
+            entry.live_from_ns, entry.last_use_ns = self.live_from_ns, self.now_ns
+
+    def breakpoint(self, min_tokens: int) -> CacheUse:
+        """Anthropic: the leading system messages, read when live, else written."""
         system = 0
-        while system < len(key) and key[system][0] == "system":
+        while system < len(self.key) and self.key[system][0] == "system":
             system += 1
-        prefix = key[:system]
+        prefix = self.key[:system]
         if not prefix:
             return NO_CACHE
-        tokens = min(count(_messages(prefix)), prompt_tokens)
-        if tokens < min_prefix_tokens(model, CacheStyle.BREAKPOINT):
+        tokens = self._tokens(prefix)
+        if tokens < min_tokens:
             return NO_CACHE
-        entry = next((e for e in entries if e.prefix == prefix), None)
-        if entry is not None and entry.live_at(now_ns, ttl_ns):
-            entry.touch(now_ns)
+        entry = next((e for e in self.entries if e.prefix == prefix), None)
+        if entry is not None and entry.live_at(self.now_ns, self.ttl_ns):
+            entry.touch(self.now_ns)
             return CacheUse(read_tokens=tokens)
-        if entry is None:
-            entries.append(_Entry(prefix, live_from, now_ns))
-        elif entry.live_from_ns > now_ns:  # written by a request still in flight
-            entry.live_from_ns = min(entry.live_from_ns, live_from)
-            entry.touch(now_ns)
-        else:  # expired: written afresh
-            entry.live_from_ns, entry.last_use_ns = live_from, now_ns
+        self._write(prefix)
         return CacheUse(creation_tokens=tokens)
 
-    @staticmethod
-    def _automatic(
-        key: _Key,
-        prompt_tokens: int,
-        entries: list[_Entry],
-        now_ns: int,
-        live_from: int,
-        ttl_ns: int,
-        count: Counter,
-    ) -> CacheUse:
-        if prompt_tokens < OPENAI_MIN_PREFIX_TOKENS:
+    def automatic(self) -> CacheUse:
+        """OpenAI: the longest prefix shared with a live entry, in steps, writes free."""
+        if self.prompt_tokens < OPENAI_MIN_PREFIX_TOKENS:
             return NO_CACHE
         best, best_entry = 0, None
-        for entry in entries:
-            if not entry.live_at(now_ns, ttl_ns):
+        for entry in self.entries:
+            if not entry.live_at(self.now_ns, self.ttl_ns):
                 continue
-            shared = _common_prefix(key, entry.prefix)
+            shared = _common_prefix(self.key, entry.prefix)
             # a token is at least one character: too short a text cannot reach the minimum
             if sum(len(text) for _, text in shared) < OPENAI_MIN_PREFIX_TOKENS:
                 continue
-            tokens = min(count(_messages(shared)), prompt_tokens)
+            tokens = self._tokens(shared)
             if tokens > best:
                 best, best_entry = tokens, entry
         cached = openai_cached_tokens(best)
         if best_entry is not None and cached:
-            best_entry.touch(now_ns)
-        same = next((e for e in entries if e.prefix == key), None)
-        if same is None:
-            entries.append(_Entry(key, live_from, now_ns))
-        else:
-            same.live_from_ns = min(same.live_from_ns, live_from)
-            same.touch(now_ns)
+            best_entry.touch(self.now_ns)
+        self._write(self.key)
         return CacheUse(read_tokens=cached)
 
 

@@ -54,13 +54,9 @@ from typing import Any
 
 from cliffwatch.orchestrator import clock, prompts, sim_cache, sim_material, sim_text
 from cliffwatch.orchestrator.errors import ConfigError
-from cliffwatch.orchestrator.sim_litellm import (
-    litellm_callbacks_registered,
-    sim_usage,
-    skip_litellm_logging,
-)
+from cliffwatch.orchestrator.sim_litellm import sim_usage, skip_litellm_logging
 from cliffwatch.orchestrator.tokens import count_prompt_tokens, count_text_tokens
-from cliffwatch.telemetry.pricing import import_litellm, price_call, usage_of_litellm
+from cliffwatch.telemetry.pricing import TokenUsage, import_litellm, price_for, recompute_cost_usd
 
 TOKENS_PER_WORD = 1.2
 """Tokens per word of the simulated text (measured on its output with litellm's counters),
@@ -361,13 +357,21 @@ class SimLLM:
             answer.cache_read_tokens,
             answer.cache_creation_tokens,
         )
-        if litellm_callbacks_registered():
-            # logged like any call: litellm then takes this cost instead of pricing the
-            # response again; it is cliffwatch's price of the usage (telemetry.pricing)
-            tokens, _ = usage_of_litellm(model_response.usage)
-            cost = price_call(f"{PROVIDER}/{model}", tokens)
-            if cost.cost_usd is not None:
-                model_response._hidden_params["response_cost"] = cost.cost_usd
+        # The billed cost, put where a provider that reports its own cost puts it: litellm
+        # then uses it instead of pricing the response again (a third of its per-call work,
+        # whether or not anything logs). It is the bill's lines (uncached input, cache
+        # reads and writes, output) at the real model's list rates, which is litellm's
+        # cost of these calls (no sim prompt nears a tiered price's threshold); the stored
+        # cost is priced apart, by telemetry.pricing.price_call, from the usage.
+        price = price_for(f"{PROVIDER}/{model}")
+        if price is not None:
+            tokens = TokenUsage(
+                answer.prompt_tokens,
+                answer.completion_tokens,
+                answer.cache_read_tokens,
+                answer.cache_creation_tokens,
+            )
+            model_response._hidden_params["response_cost"] = recompute_cost_usd(tokens, price)
         return model_response
 
     @staticmethod

@@ -242,3 +242,20 @@ def test_sim_calls_skip_litellms_logging_only_when_no_callback_listens(litellm: 
     finally:
         litellm.callbacks = []
     assert seen[-1]["response_cost"] == pytest.approx(cost_usd(response), rel=1e-9)
+
+
+def test_a_prompt_is_counted_once_and_exactly_as_litellm_counts_it(litellm: Any) -> None:
+    from cliffwatch.orchestrator import tokens
+
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "count me"}]
+    before = tokens._cached_count.cache_info()
+    counted = [tokens.count_prompt_tokens("sim/gpt-4o-mini", messages) for _ in range(3)]
+    after = tokens._cached_count.cache_info()
+    assert counted == [litellm.token_counter(model="gpt-4o-mini", messages=messages)] * 3
+    assert after.misses - before.misses == 1 and after.hits - before.hits == 2
+    # a message with more than role and content is counted afresh, still litellm's count
+    named = [{"role": "user", "content": "count me", "name": "ops"}]
+    assert tokens.count_prompt_tokens("gpt-4o-mini", named) == litellm.token_counter(
+        model="gpt-4o-mini", messages=named
+    )
+    assert tokens._cached_count.cache_info().currsize == after.currsize

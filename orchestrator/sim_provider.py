@@ -296,7 +296,8 @@ class SimLLM:
         It lasts the answer's simulated latency, slept for that x the run's time scale; a
         stalled request (failure ``timeout``) lasts the caller's whole ``timeout`` instead
         (real seconds, so ``timeout / time_scale`` simulated), since nothing comes back
-        before it expires. After the wait, :meth:`_finish` gives the result.
+        before it expires. After the wait, :meth:`_finish` gives the result. A successful
+        answer carries what the run's prompt cache gave it (:mod:`orchestrator.sim_cache`).
         """
         meta = ((litellm_params or {}).get("metadata") or {}).get("cliffwatch") or {}
         seed = meta.get("seed", optional_params.get("seed"))

@@ -4,7 +4,8 @@ The structural advantage of orchestrator-worker is choosing the model per worker
 model for routine sub-tasks, the frontier model only for those the plan marks hard
 (docs/sources.md#handbook-when-to-use-it). Estimates are what one attempt of a call can cost at
 most: ``prompt tokens x input price + max_output_tokens x output price``, the prompt
-counted from the real messages with ``litellm.token_counter``.
+counted from the real messages with ``litellm.token_counter``
+(:func:`orchestrator.tokens.count_prompt_tokens`, re-exported here).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 from cliffwatch.orchestrator import prompts
 from cliffwatch.orchestrator.config import TaskClassConfig
 from cliffwatch.orchestrator.dispatch import Difficulty, PlannedSubTask
-from cliffwatch.telemetry.pricing import import_litellm, price_for
+from cliffwatch.orchestrator.tokens import count_prompt_tokens as count_prompt_tokens
+from cliffwatch.telemetry.pricing import price_for
 
 SYNTHESIS_FRAMING_TOKENS = 32
 """Tokens a result's heading (``### 3. <title>``) adds to the synthesis prompt, budgeted
@@ -25,11 +27,6 @@ per sub-task: titles are a handful of words, so 32 leaves room to spare."""
 def model_for(difficulty: Difficulty, config: TaskClassConfig) -> str:
     """The model a sub-task of ``difficulty`` runs on: hard -> frontier, else routine."""
     return config.hard_model if difficulty is Difficulty.HARD else config.routine_model
-
-
-def count_prompt_tokens(model: str, messages: Sequence[prompts.Message]) -> int:
-    """Tokens of ``messages`` for ``model``, with litellm's counter (offline tokenizers)."""
-    return int(import_litellm().token_counter(model=model, messages=list(messages)))
 
 
 def estimate_call_usd(model: str, input_tokens: int, output_tokens: int) -> float | None:

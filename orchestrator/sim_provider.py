@@ -8,8 +8,11 @@ and together they are the simulation a reader checks against the behaviour liste
 :func:`register_sim_provider` has run. The model after ``sim/`` is a real model from
 litellm's bundled price map: its prompt is counted with ``litellm.token_counter`` for that
 model, its answer is counted the same way, and the model is registered with litellm at that
-model's ``input_cost_per_token`` / ``output_cost_per_token``, so every cost is a real
-price x real token counts of real text.
+model's prices (its whole price map entry), so every cost is a real price x real token
+counts of real text. Prompts are cached as the real model's provider caches them, within a
+run and in simulated time (:mod:`orchestrator.sim_cache`): the usage reports cache reads
+(and writes, for models whose provider bills them) in the shape litellm gives the real
+model's, so they are priced by the same path as real traffic.
 
 Behaviour per role (``metadata={"cliffwatch": {"role": ...}}``, set by the runner):
 
@@ -49,9 +52,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cliffwatch.orchestrator import clock, prompts, sim_material, sim_text
+from cliffwatch.orchestrator import clock, prompts, sim_cache, sim_material, sim_text
 from cliffwatch.orchestrator.errors import ConfigError
-from cliffwatch.telemetry.pricing import import_litellm
+from cliffwatch.orchestrator.sim_litellm import sim_usage, skip_litellm_logging
+from cliffwatch.orchestrator.tokens import count_prompt_tokens, count_text_tokens
+from cliffwatch.telemetry.pricing import TokenUsage, import_litellm, price_for, recompute_cost_usd
 
 TOKENS_PER_WORD = 1.2
 """Tokens per word of the simulated text (measured on its output with litellm's counters),
@@ -164,7 +169,9 @@ _DEFAULT_PROFILE = SimProfile()
 class SimAnswer:
     """What one simulated call produced, before it is slept for and returned.
 
-    ``failure`` is None, ``"rate_limit"`` or ``"timeout"``.
+    ``failure`` is None, ``"rate_limit"`` or ``"timeout"``. ``cache_read_tokens`` and
+    ``cache_creation_tokens`` are the part of ``prompt_tokens`` read from and written to
+    the provider's prompt cache (:mod:`orchestrator.sim_cache`).
     """
 
     content: str
@@ -173,6 +180,8 @@ class SimAnswer:
     latency_s: float
     finish_reason: str
     failure: str | None = None
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
 
 
 def _call_seed(seed: int, model: str, messages: Sequence[Mapping[str, Any]], attempt: int) -> int:
@@ -227,12 +236,13 @@ class SimLLM:
                 (``finish_reason`` "length"), as a real provider does.
             profile: the task class's behaviour (default :class:`SimProfile`).
         """
-        litellm = import_litellm()
         profile = profile or _DEFAULT_PROFILE
         seed = self.default_seed if seed is None else seed
         rng = random.Random(_call_seed(seed, model, messages, attempt))
         role = role or _infer_role(messages)
-        prompt_tokens = int(litellm.token_counter(model=model, messages=list(messages)))
+        # litellm picks the tokenizer from the model name, the same for sim/<model>: counted
+        # under the name routing priced the prompt with, the count is reused (issue 11)
+        prompt_tokens = count_prompt_tokens(f"{PROVIDER}/{model}", messages)
         if rng.random() < profile.failure_rate and role in profile.failure_roles:
             kind = "rate_limit" if rng.random() < 0.5 else "timeout"
             return SimAnswer("", prompt_tokens, 0, 0.2, "error", kind)
@@ -252,7 +262,7 @@ class SimLLM:
             n_words = round(target_tokens / TOKENS_PER_WORD)
             write = sim_text.synthesis_text if role == "synthesis" else sim_text.worker_text
             content = write(rng, _last_user(messages), n_words)
-        completion_tokens = _count_text(model, content)
+        completion_tokens = count_text_tokens(model, content)
         finish = "stop"
         if max_tokens is not None and completion_tokens > max_tokens:
             content, completion_tokens = _cut_to(model, content, max_tokens)
@@ -286,11 +296,13 @@ class SimLLM:
         It lasts the answer's simulated latency, slept for that x the run's time scale; a
         stalled request (failure ``timeout``) lasts the caller's whole ``timeout`` instead
         (real seconds, so ``timeout / time_scale`` simulated), since nothing comes back
-        before it expires. After the wait, :meth:`_finish` gives the result.
+        before it expires. After the wait, :meth:`_finish` gives the result. A successful
+        answer carries what the run's prompt cache gave it (:mod:`orchestrator.sim_cache`).
         """
         meta = ((litellm_params or {}).get("metadata") or {}).get("cliffwatch") or {}
         seed = meta.get("seed", optional_params.get("seed"))
         time_scale = float(meta.get("time_scale", self.default_time_scale))
+        profile = self.profile(meta.get("provider_params"))
         answer = self.answer(
             model,
             messages,
@@ -299,8 +311,23 @@ class SimLLM:
             attempt=int(meta.get("attempt", 1)),
             max_tokens=optional_params.get("max_tokens")
             or optional_params.get("max_completion_tokens"),
-            profile=self.profile(meta.get("provider_params")),
+            profile=profile,
         )
+        if answer.failure is None:
+            # the run's prompt cache, at the call's simulated start (orchestrator.sim_cache)
+            use = sim_cache.cache_use(
+                model,
+                messages,
+                answer.prompt_tokens,
+                first_token_after_s=profile.base_latency_s,
+                count=functools.partial(count_prompt_tokens, f"{PROVIDER}/{model}"),
+            )
+            if use != sim_cache.NO_CACHE:
+                answer = dataclasses.replace(
+                    answer,
+                    cache_read_tokens=use.read_tokens,
+                    cache_creation_tokens=use.creation_tokens,
+                )
         if answer.failure == "timeout":
             real_s = _timeout_s(timeout)
             return real_s / time_scale, real_s, answer
@@ -314,7 +341,7 @@ class SimLLM:
         return self._respond(model, answer, model_response)
 
     def _respond(self, model: str, answer: SimAnswer, model_response: Any) -> Any:
-        from litellm.types.utils import Choices, Message, Usage
+        from litellm.types.utils import Choices, Message
 
         model_response.model = f"{PROVIDER}/{model}"
         model_response.choices = [
@@ -324,23 +351,28 @@ class SimLLM:
                 message=Message(role="assistant", content=answer.content),
             )
         ]
-        usage = Usage(
-            prompt_tokens=answer.prompt_tokens,
-            completion_tokens=answer.completion_tokens,
-            total_tokens=answer.prompt_tokens + answer.completion_tokens,
-            # the simulated provider caches nothing, and says so as a real one does
-            # (otherwise a model with cache prices would get "cache detail missing")
-            prompt_tokens_details={"cached_tokens": 0},
+        model_response.usage = sim_usage(
+            model,
+            answer.prompt_tokens,
+            answer.completion_tokens,
+            answer.cache_read_tokens,
+            answer.cache_creation_tokens,
         )
-        model_response.usage = usage
-        # Report the billed cost the way a provider that returns its own cost does; litellm
-        # then uses it instead of pricing the response again (a third of its per-call work).
-        entry = import_litellm().model_cost.get(f"{PROVIDER}/{model}")
-        if entry is not None:
-            model_response._hidden_params["response_cost"] = (
-                answer.prompt_tokens * entry["input_cost_per_token"]
-                + answer.completion_tokens * entry["output_cost_per_token"]
+        # The billed cost, put where a provider that reports its own cost puts it: litellm
+        # then uses it instead of pricing the response again (a third of its per-call work,
+        # whether or not anything logs). It is the bill's lines (uncached input, cache
+        # reads and writes, output) at the real model's list rates, which is litellm's
+        # cost of these calls (no sim prompt nears a tiered price's threshold); the stored
+        # cost is priced apart, by telemetry.pricing.price_call, from the usage.
+        price = price_for(f"{PROVIDER}/{model}")
+        if price is not None:
+            tokens = TokenUsage(
+                answer.prompt_tokens,
+                answer.completion_tokens,
+                answer.cache_read_tokens,
+                answer.cache_creation_tokens,
             )
+            model_response._hidden_params["response_cost"] = recompute_cost_usd(tokens, price)
         return model_response
 
     @staticmethod
@@ -375,6 +407,7 @@ class SimLLM:
 
         The caller's simulated time (:mod:`orchestrator.clock`) moves by the simulated
         latency, whatever the real wait took."""
+        skip_litellm_logging(logging_obj)
         sim_s, real_s, answer = self._decide(
             model, messages, optional_params, litellm_params, timeout
         )
@@ -401,6 +434,7 @@ class SimLLM:
         client: Any = None,
     ) -> Any:
         """litellm's sync entry point: as :meth:`acompletion`, blocking."""
+        skip_litellm_logging(logging_obj)
         sim_s, real_s, answer = self._decide(
             model, messages, optional_params, litellm_params, timeout
         )
@@ -442,17 +476,13 @@ def _task_text(messages: Sequence[Mapping[str, Any]]) -> str:
     return ""
 
 
-def _count_text(model: str, text: str) -> int:
-    return int(import_litellm().token_counter(model=model, text=text, count_response_tokens=True))
-
-
 def _cut_to(model: str, text: str, max_tokens: int) -> tuple[str, int]:
     words = text.split(" ")
-    tokens = _count_text(model, text)
+    tokens = count_text_tokens(model, text)
     while tokens > max_tokens and len(words) > 1:
         keep = max(1, min(len(words) - 1, int(len(words) * max_tokens / tokens)))
         words = words[:keep]
-        tokens = _count_text(model, " ".join(words))
+        tokens = count_text_tokens(model, " ".join(words))
     return " ".join(words), tokens
 
 

@@ -22,8 +22,8 @@ since they were stored. The rules the costs follow are in docs/cost-truth.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb

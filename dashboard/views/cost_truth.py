@@ -9,6 +9,7 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics import cost_truth_charts
+from cliffwatch.analytics.upper_bound import upper_bound_note
 from cliffwatch.dashboard import cost_truth_queries, downloads, filters, queries, ui
 
 selected = filters.current()
@@ -43,10 +44,10 @@ kpis[3].metric("Drift", ui.usd(drift["amount_usd"], signed=True),
                help="Reported minus computed, summed over the drifting calls.")
 kpis[4].metric("Unpriced calls", f"{truth.check('spend unpriced')['calls']:,}")
 kpis[5].metric("Duplicates dropped", f"{truth.check('duplicates dropped')['calls']:,}")
-missing = truth.check("cache detail missing")["calls"]
-if missing:
-    st.warning(f"{missing:,} calls on caching models reported no cache detail: they were "
-               "priced as uncached input, so the spend is an upper bound.")
+upper_bound = upper_bound_note(truth.check("cache detail missing")["calls"])
+if upper_bound:
+    st.warning(f"Spend is an {ui.md_text(upper_bound)}: those calls were priced as "
+               "uncached input.")
 
 st.subheader("Spend by cost source")
 st.plotly_chart(cost_truth_charts.spend_by_source(truth.summary), key="spend_by_source")

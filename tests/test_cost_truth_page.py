@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 from cache_store import build_cache_store, truth
 from streamlit.testing.v1 import AppTest
+from test_dashboard_safety import HTML, IMAGE, LIVE_MARKUP, _markdown_texts
 from waits import scaled
 
 from cliffwatch.analytics.audit import audit_costs, verdict
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.formatting import usd
-from cliffwatch.telemetry.testing import make_runs_costing
+from cliffwatch.telemetry.testing import make_run_records, make_runs_costing
 from cliffwatch.telemetry.write_pipeline import write_spans
 
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
@@ -143,3 +144,17 @@ def test_overview_labels_an_upper_bound(store: Path, tmp_path: Path,
     assert want["not_recomputing"] == 10
     assert want["verdict"] in _plain(app.error)
     assert {m.label: m.value for m in app.metric}["Cache hit ratio"] == "-"
+
+
+def test_page_shows_a_markup_class_and_model_as_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "markup.duckdb"
+    write_spans(db, make_run_records(run_id="d" * 32, task_class=IMAGE, planner_model=HTML,
+                                     worker_model=IMAGE, synthesis_model=HTML))
+    app = _open(db, monkeypatch, task_class=IMAGE)
+    texts = _markdown_texts(app)
+    assert not [t for t in texts if LIVE_MARKUP.search(t)], texts
+    assert r"\!\[x\]\(http\:" in "\n".join(texts)  # the class, shown escaped in the caption
+    models = [d.value for d in app.dataframe if "model" in d.value.columns]
+    assert {HTML, IMAGE} <= set(models[0]["model"])  # a grid cell: text, never markup

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from cache_store import build_cache_store, truth
 from streamlit.testing.v1 import AppTest
+from test_dashboard_apptest import _open as open_page
 from test_dashboard_safety import HTML, IMAGE, LIVE_MARKUP, _markdown_texts
 from waits import scaled
 
@@ -36,14 +37,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _open(db: Path, monkeypatch: pytest.MonkeyPatch, page: str | None = PAGE,
           **params: str) -> AppTest:
     monkeypatch.setenv("CLIFFWATCH_DB", str(db))
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
-    for name, value in params.items():
-        app.query_params[name] = value
-    app.run()
-    if page is not None:
-        app.switch_page(page).run()
-    assert not app.exception, [e.message for e in app.exception]
-    return app
+    return open_page(AppTest.from_file(APP, default_timeout=TIMEOUT_S), page, **params)
 
 
 def _plain(elements) -> str:

@@ -152,3 +152,19 @@ def test_page_shows_a_markup_class_and_model_as_text(
     assert r"\!\[x\]\(http\:" in "\n".join(texts)  # the class, shown escaped in the caption
     models = [d.value for d in app.dataframe if "model" in d.value.columns]
     assert {HTML, IMAGE} <= set(models[0]["model"])  # a grid cell: text, never markup
+
+
+def test_current_map_toggle_adds_audits_price_check(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = _open(store, monkeypatch)
+    assert "price changed in current map" not in _audit(store)
+    app.toggle(key="current_map").set_value(True).run()
+    assert not app.exception, [e.message for e in app.exception]
+    with read_store(store) as con:
+        audit = audit_costs(con, current_map=True)
+    want = {r["check"]: r["calls"] for r in audit.summary.iter_rows(named=True)}
+    (summary,) = [d.value for d in app.dataframe if "check" in d.value.columns]
+    shown = {r["check"]: r["calls"] for r in summary.to_dict("records")}
+    assert shown == want
+    assert shown["price changed in current map"] == 0  # stored today with today's map

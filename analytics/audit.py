@@ -22,12 +22,14 @@ since they were stored. The rules the costs follow are in docs/cost-truth.md.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 import polars as pl
 
+from cliffwatch.analytics.runs import require_task_class
 from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.analytics.window import Window
 from cliffwatch.telemetry.usage_bounds import USAGE_REJECTED_REASON
@@ -189,8 +191,20 @@ def _problems(flagged: pl.DataFrame) -> pl.DataFrame:
         ["run_id", "span_id", "problem"])
 
 
+def verdict(not_recomputing: int, calls: int) -> str:
+    """The one-line verdict of an audit of ``calls`` calls (the CLI's last line and the
+    dashboard's Cost truth page)."""
+    if not_recomputing:
+        return f"{not_recomputing} of {calls} calls do not recompute from their stored row"
+    return f"every stored cost recomputes from its row ({calls} calls)"
+
+
 def audit_costs(
-    con: duckdb.DuckDBPyConnection, window: Window | None = None, *, current_map: bool = True
+    con: duckdb.DuckDBPyConnection,
+    window: Window | None = None,
+    *,
+    current_map: bool = True,
+    task_classes: Sequence[str] = (),
 ) -> CostAudit:
     """Audit every stored leaf LLM call started in ``window`` (see the module docstring).
 
@@ -199,15 +213,23 @@ def audit_costs(
         window: only calls whose span started in it (None: every call).
         current_map: also price each call from the current price map (loads litellm);
             when False ``current_usd`` is null and ``price_changed`` false.
+        task_classes: only calls of runs of these classes (empty: every call, those of
+            traces that are not runs too).
 
     Returns:
         A :class:`CostAudit`.
 
     Raises:
+        UnknownTaskClassError: one of ``task_classes`` has no runs in the store.
         duckdb.Error: the store lacks the schema version 2 span columns (an older store
             gains them on its next write).
     """
     conds, params = (window or Window()).conditions("started_at")
+    if task_classes:
+        require_task_class(con, *task_classes)
+        conds.append("trace_id IN (SELECT run_id FROM runs "
+                     "WHERE list_contains($task_classes, task_class))")
+        params["task_classes"] = list(task_classes)
     leaf = ("is_llm_call AND (COALESCE(is_leaf_call, true) OR duplicate_of IS NOT NULL)",
             *conds)
     sql = _flags_sql(_CALLS_SQL + where(list(leaf))) + " ORDER BY run_id, span_id"

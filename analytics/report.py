@@ -44,6 +44,7 @@ from cliffwatch.analytics.percentiles import cap_start_date, cost_percentiles, d
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import list_runs
 from cliffwatch.analytics.store_access import frame
+from cliffwatch.analytics.upper_bound import cache_detail_missing_calls, upper_bound_note
 from cliffwatch.analytics.whatif import what_if
 from cliffwatch.analytics.window import Window, utc_now
 from cliffwatch.orchestrator.dispatch import Limits
@@ -288,6 +289,10 @@ def build_report(
         "365 / the window's days. `cliffwatch findings --format json` gives the evidence "
         "and the runs behind each.",
     }
+    upper_bound = upper_bound_note(cache_detail_missing_calls(con, window, task_class))
+    if upper_bound:  # the spend and every percentile include those calls' costs
+        notes["summary"] = f"Spend: {upper_bound}."
+        notes["percentiles"] += f" Costs are an {upper_bound}."
     if runs.height == DISTRIBUTION_POINTS_LIMIT:
         notes["figure_distribution"] = (
             f"Points: the newest {DISTRIBUTION_POINTS_LIMIT:,} runs; marks use every run."

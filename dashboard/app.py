@@ -26,6 +26,7 @@ page = st.navigation(
         st.Page("views/replay.py", title="Replay", icon=":material/replay:"),
         st.Page("views/whatif.py", title="What-if", icon=":material/tune:"),
         st.Page("views/report.py", title="Report", icon=":material/description:"),
+        st.Page("views/cost_truth.py", title="Cost truth", icon=":material/fact_check:"),
     ]
 )
 filters.render_sidebar(queries.known_task_classes())

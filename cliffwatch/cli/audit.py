@@ -27,13 +27,6 @@ PROBLEM_TABLE_COLUMNS = ("run_id", "span_id", "problem", "stored_usd", "recomput
 """Columns the problems table shows (fits 80 characters; JSON and CSV carry all)."""
 
 
-def verdict(not_recomputing: int, calls: int) -> str:
-    """The one-line verdict of an audit of ``calls`` calls."""
-    if not_recomputing:
-        return f"{not_recomputing} of {calls} calls do not recompute from their stored row"
-    return f"every stored cost recomputes from its row ({calls} calls)"
-
-
 def audit(
     db: DbOption = None,
     since: SinceOption = None,
@@ -48,7 +41,7 @@ def audit(
     """Recompute every stored call's cost from its row: spend by cost source, drift,
     unpriced calls, missing cache detail, duplicates. Exit code 1 when a cost does not
     recompute."""
-    from cliffwatch.analytics.audit import audit_costs  # lazy: DuckDB, polars
+    from cliffwatch.analytics.audit import audit_costs, verdict  # lazy: DuckDB, polars
 
     window = Window.parse(since, until)
     with read_only_store(db) as con:

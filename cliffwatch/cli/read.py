@@ -54,10 +54,12 @@ def percentiles(
 ) -> None:
     """Cost per task: runs, total, mean, P50/P95/P99, max, cliff ratio (P99/P50), breaches."""
     from cliffwatch.analytics.percentiles import cost_percentiles  # lazy: DuckDB, polars
+    from cliffwatch.analytics.upper_bound import cache_detail_missing_calls, upper_bound_note
 
     window = Window.parse(since, until)
     with read_only_store(db) as con:
         df = cost_percentiles(con, window, by=by.value, task_class=task_class)
+        note = upper_bound_note(cache_detail_missing_calls(con, window, task_class))
     shown = [by.value, "runs", "total_usd", "mean_usd", "p50_usd", "p95_usd", "p99_usd",
              "max_usd", "cliff_ratio", "breaches"]
     if df["unpriced_calls"].sum():
@@ -70,6 +72,8 @@ def percentiles(
         narrow_drop=("total_usd", "mean_usd", "max_usd"),
         empty="no runs in this window",
     )
+    if note:  # a footnote under the table; beside JSON and CSV, on stderr
+        say(note, stderr=fmt is not OutputFormat.TABLE, wrap=True)
 
 
 RUNS_TABLE_LIMIT = 50

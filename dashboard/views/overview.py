@@ -8,7 +8,7 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics import charts
-from cliffwatch.dashboard import downloads, filters, queries, ui
+from cliffwatch.dashboard import cost_truth_queries, downloads, filters, queries, ui
 
 selected = filters.current()
 st.title("Cost per task")
@@ -28,6 +28,9 @@ kpis[1].metric("Spend", ui.usd(overall["total_usd"]))
 for column, label in zip(kpis[2:5], ("P50", "P95", "P99"), strict=True):
     column.metric(f"{label} per run", ui.usd(overall[f"{label.lower()}_usd"]))
 kpis[5].metric("Open incidents", data.open_incidents)
+upper_bound = queries.fetch(cost_truth_queries.load_upper_bound, selected)
+if upper_bound:
+    st.warning(f"Spend and P50/P95/P99 are an {ui.md_text(upper_bound)} (see Cost truth).")
 
 st.subheader("Percentiles per task class")
 cliff_ratio = queries.cliff_ratio()

@@ -1,0 +1,108 @@
+"""What the Cost truth page and the Overview's upper-bound label read from the store.
+
+Cached loaders in the manner of :mod:`dashboard.queries` (keyed on the store path, its
+version and the filters; call them through :func:`dashboard.queries.fetch`), over
+:func:`analytics.audit.audit_costs` (the logic of ``cliffwatch audit``),
+:func:`analytics.cache_savings.cache_savings` and :mod:`analytics.upper_bound`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+import streamlit as st
+
+from cliffwatch.analytics.audit import audit_costs, verdict
+from cliffwatch.analytics.cache_savings import cache_savings
+from cliffwatch.analytics.store_access import read_store
+from cliffwatch.analytics.upper_bound import cache_detail_missing_calls, upper_bound_note
+from cliffwatch.dashboard.filters import Filters
+from cliffwatch.dashboard.queries import CACHE_TTL_S
+
+
+@dataclass(frozen=True, slots=True)
+class CostTruth:
+    """Everything the Cost truth page shows, for one set of filters.
+
+    Attributes:
+        summary: :attr:`analytics.audit.CostAudit.summary` (``check``, ``calls``,
+            ``amount_usd``, ``share``).
+        problems: :attr:`analytics.audit.CostAudit.problems`.
+        calls: calls audited (duplicates included).
+        not_recomputing: calls whose stored cost does not recompute from their row.
+        verdict: the audit's one-line verdict (:func:`analytics.audit.verdict`).
+        savings_by_model, savings_by_class: :func:`analytics.cache_savings.cache_savings`
+            by model and by task class.
+        savings_total: the same over every call: one row, empty when there is none.
+    """
+
+    summary: pl.DataFrame
+    problems: pl.DataFrame
+    calls: int
+    not_recomputing: int
+    verdict: str
+    savings_by_model: pl.DataFrame
+    savings_by_class: pl.DataFrame
+    savings_total: pl.DataFrame
+
+    def check(self, name: str) -> dict[str, Any]:
+        """The summary row named ``name`` (``"spend computed"``, ``"duplicates dropped"``,
+        ...); calls 0 and no amount when the audit had no such row."""
+        rows = self.summary.filter(pl.col("check") == name).to_dicts()
+        return rows[0] if rows else {"check": name, "calls": 0, "amount_usd": None,
+                                     "share": None}
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_cost_truth(
+    db: str, version: tuple[int, ...], filters: Filters, current_map: bool
+) -> CostTruth:
+    """The audit and cache savings of the filters' window and classes.
+
+    The audit takes calls by their span's start (as ``cliffwatch audit --since``), the
+    savings the calls of runs started in the window (as the percentiles).
+
+    Args:
+        db: the store.
+        version: :func:`dashboard.queries.store_version` (part of the cache key).
+        filters: the sidebar's selection.
+        current_map: also price every call from the current litellm price map (loads
+            litellm in the dashboard's process).
+
+    Raises:
+        StoreError: the store is missing, not a store, or busy.
+        AnalyticsError: a filter names an unknown class or makes an empty window.
+    """
+    window = filters.window()
+    with read_store(db) as con:
+        audit = audit_costs(con, window, current_map=current_map,
+                            task_classes=filters.task_classes)
+        by_model = cache_savings(con, window, "model", filters.task_classes)
+        by_class = cache_savings(con, window, "task_class", filters.task_classes)
+        total = cache_savings(con, window, None, filters.task_classes)
+    return CostTruth(
+        summary=audit.summary,
+        problems=audit.problems,
+        calls=audit.calls,
+        not_recomputing=audit.not_recomputing,
+        verdict=verdict(audit.not_recomputing, audit.calls),
+        savings_by_model=by_model,
+        savings_by_class=by_class,
+        savings_total=total,
+    )
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_upper_bound(db: str, version: tuple[int, ...], filters: Filters) -> str | None:
+    """The upper-bound label of the filters' runs (:func:`analytics.upper_bound.
+    upper_bound_note`), None when no call behind their figures lacks cache detail.
+
+    Raises:
+        StoreError, AnalyticsError: as :func:`load_cost_truth`.
+    """
+    with read_store(db) as con:
+        calls = cache_detail_missing_calls(con, filters.window(),
+                                           task_classes=filters.task_classes)
+    return upper_bound_note(calls)

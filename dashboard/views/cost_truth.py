@@ -1,0 +1,111 @@
+"""Cost truth: what ``cliffwatch audit`` shows (spend by cost source, reported vs computed
+drift, unpriced calls, calls missing cache detail, duplicates dropped, the one-line
+verdict) and the prompt cache's hit ratio and savings per model and task class.
+
+Deep link: ``/cost_truth?since=7d&task_class=research`` (see :mod:`dashboard.filters`).
+"""
+
+import polars as pl
+import streamlit as st
+
+from cliffwatch.analytics import cost_truth_charts
+from cliffwatch.analytics.upper_bound import upper_bound_note
+from cliffwatch.dashboard import cost_truth_queries, downloads, filters, queries, ui
+
+selected = filters.current()
+st.title("Cost truth")
+st.caption(f"{ui.md_text(selected.describe())} · store {ui.md_text(queries.store_path())}")
+
+current_map = st.toggle(
+    "Also price every call from the current litellm price map", key="current_map",
+    help="As `cliffwatch audit` does by default: shows calls whose price changed since "
+    "they were stored. Loads litellm (a few seconds, once).",
+)
+truth = queries.fetch(cost_truth_queries.load_cost_truth, selected, current_map)
+if not truth.calls:
+    queries.stop_if_no_runs()
+    st.info("No LLM calls match these filters: widen the time window or clear the class "
+            "filter.")
+    st.stop()
+
+if truth.not_recomputing:
+    st.error(ui.md_text(truth.verdict))
+else:
+    st.success(ui.md_text(truth.verdict))
+
+audited = truth.check("calls audited")
+drift = truth.check("reported vs computed drift")
+kpis = st.columns(6)
+kpis[0].metric("Calls audited", f"{truth.calls:,}")
+kpis[1].metric("Spend", ui.usd(audited["amount_usd"]))
+kpis[2].metric("Drift calls", f"{drift['calls']:,}",
+               help="Calls whose reported cost differs from litellm's computation.")
+kpis[3].metric("Drift", ui.usd(drift["amount_usd"], signed=True),
+               help="Reported minus computed, summed over the drifting calls.")
+kpis[4].metric("Unpriced calls", f"{truth.check('spend unpriced')['calls']:,}")
+kpis[5].metric("Duplicates dropped", f"{truth.check('duplicates dropped')['calls']:,}")
+upper_bound = upper_bound_note(truth.check("cache detail missing")["calls"])
+if upper_bound:
+    st.warning(f"Spend is an {ui.md_text(upper_bound)}: those calls were priced as "
+               "uncached input.")
+
+st.subheader("Spend by cost source")
+st.plotly_chart(cost_truth_charts.spend_by_source(truth.summary), key="spend_by_source")
+st.caption("provider: the cost the producer reported (litellm's computation kept beside "
+           "it, so drift shows); computed: litellm's price of the stored tokens; unpriced: "
+           "no price for the model (no cost, never $0). Duplicates dropped are checked "
+           "but never in the spend.")
+
+st.subheader("Audit")
+st.dataframe(
+    truth.summary, hide_index=True, key="audit_summary",
+    column_config={
+        "check": st.column_config.TextColumn("Check"),
+        "calls": st.column_config.NumberColumn("Calls"),
+        "amount_usd": st.column_config.NumberColumn("Amount", format="$%.6f"),
+        "share": st.column_config.NumberColumn("Share of spend", format="percent"),
+    },
+)
+downloads.csv_button(truth.summary, "cost_audit")
+if truth.problems.height:
+    st.subheader("Problem calls")
+    st.dataframe(truth.problems, hide_index=True, key="audit_problems")
+    downloads.csv_button(truth.problems, "cost_audit_problems")
+
+st.subheader("Prompt cache")
+total = truth.savings_total.to_dicts()
+if total:
+    row = total[0]
+    cache = st.columns(4)
+    cache[0].metric("Cache hit ratio",
+                    "-" if row["hit_ratio"] is None else f"{row['hit_ratio']:.1%}")
+    cache[1].metric("Net cache saving", ui.usd(row["net_saving_usd"], signed=True))
+    cache[2].metric("Cache reads saved", ui.usd(row["read_saving_usd"]))
+    cache[3].metric("Cache write premium", ui.usd(row["write_premium_usd"]))
+SAVINGS_COLUMNS = {
+    "model": st.column_config.TextColumn("Model"),
+    "task_class": st.column_config.TextColumn("Task class"),
+    "calls": st.column_config.NumberColumn("Calls"),
+    "calls_without_cache_detail": st.column_config.NumberColumn("No cache detail"),
+    "input_tokens": st.column_config.NumberColumn("Input tokens"),
+    "cache_read_tokens": st.column_config.NumberColumn("Cache reads"),
+    "cache_creation_tokens": st.column_config.NumberColumn("Cache writes"),
+    "hit_ratio": st.column_config.NumberColumn("Hit ratio", format="percent"),
+    "read_saving_usd": st.column_config.NumberColumn("Reads saved", format="$%.6f"),
+    "write_premium_usd": st.column_config.NumberColumn("Write premium", format="$%.6f"),
+    "net_saving_usd": st.column_config.NumberColumn("Net saving", format="$%.6f"),
+}
+for key, label, frame in (("model", "Per model", truth.savings_by_model),
+                          ("task_class", "Per task class", truth.savings_by_class)):
+    st.markdown(f"**{label}**")
+    st.dataframe(frame, hide_index=True, key=f"savings_{key}", column_config=SAVINGS_COLUMNS)
+    if frame.filter(pl.col("net_saving_usd").is_not_null()).height:
+        st.plotly_chart(cost_truth_charts.cache_savings_bars(frame, key),
+                        key=f"savings_chart_{key}")
+st.caption(
+    "Hit ratio = cache read tokens / input tokens (cache reads and writes included, as "
+    "the GenAI conventions count them), over the calls that reported a cache split. "
+    "Reads saved = cache reads x (input rate - cache read rate); write premium = cache "
+    "writes x (cache write rate - input rate); net saving = the difference, against the "
+    "same calls without caching. Rates: those stored on each call (litellm's price map)."
+)

@@ -15,9 +15,9 @@ The store keeps no roll-ups: every figure (percentiles, findings, what-if) is co
 ``runs`` and ``spans`` at query time, so the remaining runs' figures are exactly what they
 would be had the pruned runs never been recorded.
 
-DuckDB reuses the blocks a delete frees for later writes but seldom gives them back to the
-file system (DuckDB docs, "Reclaiming space": a CHECKPOINT truncates only free blocks at
-the end of the file); :class:`PruneResult` reports the file size before and after.
+DuckDB reuses the blocks a delete frees for later writes and gives them back to the file
+system only when they end the file (docs/sources.md#duckdb-reclaiming-space);
+:class:`PruneResult` reports the file size before and after.
 """
 
 from __future__ import annotations

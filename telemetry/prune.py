@@ -17,12 +17,16 @@ would be had the pruned runs never been recorded.
 
 DuckDB reuses the blocks a delete frees for later writes and gives them back to the file
 system only when they end the file (docs/sources.md#duckdb-reclaiming-space);
-:class:`PruneResult` reports the file size before and after.
+:class:`PruneResult` reports the file size before and after. ``compact=True`` shrinks the
+file for sure: the store is copied into a new file (DuckDB's ``COPY FROM DATABASE``:
+tables, keys, indexes and rows) that then replaces it, all while the store's lock is held,
+so no other process reads or writes it in between.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -99,6 +103,30 @@ class PruneResult:
     size_before_bytes: int
     size_after_bytes: int
     pending_spill_files: int
+    compacted: bool = False
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _compact(con: duckdb.DuckDBPyConnection, store: Path) -> None:
+    """Copy the open store into ``<store>.compact`` and put that in its place (the caller
+    holds the store's lock and has checkpointed it). On failure the store is untouched."""
+    fresh = store.with_name(store.name + ".compact")
+    for leftover in (fresh, fresh.with_name(fresh.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    name = con.execute("SELECT current_database()").fetchall()[0][0]
+    try:
+        con.execute(f"ATTACH '{str(fresh).replace(chr(39), chr(39) * 2)}' AS cliffwatch_compact")
+        con.execute(f"COPY FROM DATABASE {_quoted(name)} TO cliffwatch_compact")
+        con.execute("DETACH cliffwatch_compact")
+        shutil.copymode(store, fresh)
+        os.replace(fresh, store)
+    except (duckdb.Error, OSError) as exc:
+        fresh.unlink(missing_ok=True)
+        raise StoreError(f"compacting {store} failed (the pruned store is kept as it is): "
+                         f"{str(exc).splitlines()[0]}") from exc
 
 
 def _plan(con: duckdb.DuckDBPyConnection, before: datetime) -> PrunePlan:
@@ -134,13 +162,17 @@ def prune_plan(path: str | os.PathLike[str], before: datetime) -> PrunePlan:
         return _plan(con, before)
 
 
-def prune_store(path: str | os.PathLike[str], before: datetime) -> PruneResult:
+def prune_store(path: str | os.PathLike[str], before: datetime, *,
+                compact: bool = False) -> PruneResult:
     """Delete every run started before ``before`` and what hangs off it (see the module
-    docstring), in one transaction, then CHECKPOINT.
+    docstring), in one transaction, then CHECKPOINT (and, with ``compact``, rewrite the
+    file so it shrinks).
 
     Args:
         path: the store; never created here.
         before: the cut-off, naive UTC.
+        compact: copy the store into a new file that replaces it (needs free disk space
+            for the copy); done even when nothing was deleted.
 
     Returns:
         The :class:`PruneResult`: what was deleted and the file size before and after.
@@ -148,7 +180,8 @@ def prune_store(path: str | os.PathLike[str], before: datetime) -> PruneResult:
     Raises:
         StoreNotFoundError: the store does not exist.
         StoreBusyError: another writer held the store past the lock timeout.
-        StoreError: the delete failed (nothing was deleted: the transaction rolled back).
+        StoreError: the delete failed (nothing was deleted: the transaction rolled back),
+            or the compaction failed (the pruned store is kept).
     """
     store = Path(path)
     if not store.exists():
@@ -174,6 +207,9 @@ def prune_store(path: str | os.PathLike[str], before: datetime) -> PruneResult:
                 raise StoreError(f"prune of {store} failed, nothing deleted: "
                                  f"{str(exc).splitlines()[0]}") from exc
             con.execute("CHECKPOINT")
+            if compact:
+                _compact(con, store)
     finally:
         lock.release()
-    return PruneResult(plan, size_before, store.stat().st_size, len(pending_spills(store)))
+    return PruneResult(plan, size_before, store.stat().st_size, len(pending_spills(store)),
+                       compacted=compact)

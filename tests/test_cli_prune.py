@@ -134,3 +134,30 @@ def test_bad_date_is_one_line(store, bad) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --before: cannot read"), lines
     assert _counts(store["path"])["runs"] == len(store["roots"])
+
+
+def test_compact_shrinks_the_file_and_keeps_a_working_store(store) -> None:
+    path = store["path"]
+    window = ["--since", CUTOFF, "--format", "json", "--db", str(path)]
+    before = json.loads(_invoke("percentiles", *window).stdout)
+    size = path.stat().st_size
+    refused = _invoke("prune", "--before", CUTOFF, "--compact", "--db", str(path))
+    assert refused.exit_code == 2 and "--yes" in refused.stderr
+    result = _invoke("prune", "--before", CUTOFF, "--yes", "--compact", "--db", str(path))
+    assert result.exit_code == 0, result.output
+    assert "after compacting" in result.stdout
+    assert path.stat().st_size < size
+    assert not list(path.parent.glob("*.compact*"))
+    assert json.loads(_invoke("percentiles", "--format", "json", "--db", str(path)).stdout) \
+        == before
+    with duckdb.connect(str(path), read_only=True) as con:
+        indexes = {r[0] for r in con.execute("SELECT index_name FROM duckdb_indexes()")
+                   .fetchall()}
+        keys = {r[0] for r in con.execute("SELECT table_name FROM duckdb_constraints() "
+                                          "WHERE constraint_type = 'PRIMARY KEY'").fetchall()}
+    assert {"runs_class_time", "incidents_run"} <= indexes
+    assert {"spans", "runs", "incidents", "alerts", "alert_deliveries"} <= keys
+    # still a cliffwatch store that takes new runs
+    write_spans(path, make_runs_costing([0.5], task_class="research", seed=99,
+                                        started_at_ns=ns_at("2026-11-07T00:00:00")))
+    assert _counts(path)["runs"] == len(store["kept"]) + 1

@@ -50,6 +50,12 @@ def prune(
     yes: Annotated[
         bool, typer.Option("--yes", help="Delete (without it, only say what would go).")
     ] = False,
+    compact: Annotated[
+        bool,
+        typer.Option("--compact", help="With --yes: then rewrite the store into a new file "
+                     "that replaces it, so the file shrinks to its data (needs free disk "
+                     "space for the copy)."),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Delete runs started before a date, with their spans, incidents (and triage notes)
@@ -57,7 +63,8 @@ def prune(
 
     A dry run unless --yes: it prints what would be deleted (counts, the runs' spend and
     start times). With --yes it deletes in one transaction, then checkpoints the store so
-    new data reuses the space, and prints the file size before and after.
+    new data reuses the space (--compact: shrinks the file too), and prints the file size
+    before and after.
     """
     from cliffwatch.telemetry.prune import prune_plan, prune_store  # lazy: DuckDB
 
@@ -69,6 +76,8 @@ def prune(
     with read_only_store(path):
         pass  # a missing or foreign store is one line with its hint
     when = f"{cutoff:%Y-%m-%d %H:%M} UTC"
+    if compact and not yes:
+        raise CliError("--compact rewrites the store: give it with --yes")
     if not yes:
         plan = prune_plan(path, cutoff)
         if plan.empty:
@@ -79,17 +88,19 @@ def prune(
         say(f"dry run: nothing deleted; add --yes to delete (cliffwatch prune --before "
             f"{before} --yes --db {path})", wrap=True)
         return
-    done = prune_store(path, cutoff)
+    done = prune_store(path, cutoff, compact=compact)
     if done.plan.empty:
         say(f"nothing to prune: no run in {path} started before {when}")
-        return
-    Console().print(facts_table(_facts(done.plan), title=f"Deleted, runs started before {when}"))
+        if not compact:
+            return
+    else:
+        Console().print(facts_table(_facts(done.plan),
+                                    title=f"Deleted, runs started before {when}"))
     size = (f"store {path}: {done.size_before_bytes / MIB:.1f} MiB before, "
-            f"{done.size_after_bytes / MIB:.1f} MiB after")
-    if done.size_after_bytes >= done.size_before_bytes:
+            f"{done.size_after_bytes / MIB:.1f} MiB after" + (" compacting" if compact else ""))
+    if done.size_after_bytes >= done.size_before_bytes and not compact:
         size += ("; DuckDB keeps the freed space in the file for new data (it does not "
-                 "shrink it); to shrink it, copy the store: ATTACH a new file and COPY FROM "
-                 "DATABASE")
+                 "shrink it); --compact shrinks it")
     say(size, wrap=True)
     if done.pending_spill_files:
         say(f"warning: {done.pending_spill_files} spill file(s) wait in {path}.spill/ and "

@@ -9,6 +9,7 @@ the run.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Iterable
 from datetime import date
@@ -91,7 +92,9 @@ def usd_axis(costs: Iterable[float | None], title: str, *, log: bool = True) -> 
     if not positive:
         return axis
     low, high = math.floor(math.log10(min(positive))), math.ceil(math.log10(max(positive)))
-    steps = (1, 2, 5) if high - low <= _MAX_DECADES_WITH_2_AND_5 else (1,)
+    steps: tuple[float, ...] = (1, 2, 5) if high - low <= _MAX_DECADES_WITH_2_AND_5 else (1,)
+    if high - low <= 1:  # within one decade: 1-2-5 could leave a single label
+        steps = (1, 1.5, 2, 3, 5, 7)
     ticks = [m * 10.0**e for e in range(low, high + 1) for m in steps]
     axis["tickvals"] = ticks
     axis["ticktext"] = [usd(t) for t in ticks]
@@ -167,6 +170,58 @@ def cost_distribution(
     return fig
 
 
+def plotly_text(text: str) -> str:
+    """``text`` (from span data: a task class, a model) safe as plotly label text: plotly
+    reads a few HTML tags (``<a href>``, ``<b>``, ``<br>``) in titles, legends and hovers,
+    and shows HTML entities as the characters they stand for, so the escaped text reads as
+    it was written and no tag in it takes effect."""
+    return html.escape(text, quote=False)
+
+
+def _percentile_traces(sub: pl.DataFrame, prefix: str, *, dash: str = "solid",
+                       legend: bool = True, grouped: bool = False) -> list[go.Scatter]:
+    """One line per percentile (P50/P95/P99, :data:`PERCENTILE_STYLES` colours) of one
+    class's daily rows; names are ``prefix`` + the percentile (prefix from span data);
+    ``grouped``: one legend entry per percentile toggles it in every panel."""
+    traces = []
+    for column, label, colour in PERCENTILE_STYLES:
+        name = plotly_text(f"{prefix}{label}")
+        traces.append(go.Scatter(
+            x=sub["day"].to_list(),
+            y=sub[column].to_list(),
+            mode="lines+markers",
+            name=name,
+            legendgroup=label if grouped else None,
+            showlegend=legend,
+            line={"color": colour, "dash": dash},
+            hovertemplate=f"{name} %{{x}}: $%{{y:.5f}}<extra></extra>",
+        ))
+    return traces
+
+
+CAP_LABEL = "max-workers cap"
+
+
+def _mark_cap(fig: go.Figure, cap_date: date | None, *, grid: bool = False) -> None:
+    """A dashed vertical line on ``cap_date``: labelled at the top of the plot, or in a
+    grid of panels (``grid``) drawn in every panel and named in the legend (a label would
+    sit on a panel's title)."""
+    if cap_date is None:
+        return
+    where: dict[str, Any] = {"row": "all", "col": "all"} if grid else {}
+    fig.add_vline(x=cap_date.isoformat(), line_dash="dash", line_color="black", **where)
+    if grid:
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=CAP_LABEL,
+                                 line={"color": "black", "dash": "dash"}, hoverinfo="skip"))
+        return
+    # add_vline's own annotation cannot average dates (plotly 7.1 TypeError), so the
+    # label is a separate annotation at the top of the plot area.
+    fig.add_annotation(
+        x=cap_date.isoformat(), y=1, yref="paper", text=CAP_LABEL,
+        showarrow=False, xanchor="left", yanchor="bottom",
+    )
+
+
 def daily_trend(
     daily: pl.DataFrame, cap_date: date | None = None, *, log_y: bool = True
 ) -> go.Figure:
@@ -190,26 +245,10 @@ def daily_trend(
     classes = sorted(daily["task_class"].unique().to_list())
     for i, task_class in enumerate(classes):
         sub = daily.filter(pl.col("task_class") == task_class).sort("day")
-        for column, label, colour in PERCENTILE_STYLES:
-            name = label if len(classes) == 1 else f"{task_class} {label}"
-            fig.add_trace(
-                go.Scatter(
-                    x=sub["day"].to_list(),
-                    y=sub[column].to_list(),
-                    mode="lines+markers",
-                    name=name,
-                    line={"color": colour, "dash": _DASHES[i % len(_DASHES)]},
-                    hovertemplate=f"{name} %{{x}}: $%{{y:.5f}}<extra></extra>",
-                )
-            )
-    if cap_date is not None:
-        # add_vline's own annotation cannot average dates (plotly 7.1 TypeError), so the
-        # label is a separate annotation at the top of the plot area.
-        fig.add_vline(x=cap_date.isoformat(), line_dash="dash", line_color="black")
-        fig.add_annotation(
-            x=cap_date.isoformat(), y=1, yref="paper", text="max-workers cap",
-            showarrow=False, xanchor="left", yanchor="bottom",
-        )
+        prefix = "" if len(classes) == 1 else f"{task_class} "
+        for trace in _percentile_traces(sub, prefix, dash=_DASHES[i % len(_DASHES)]):
+            fig.add_trace(trace)
+    _mark_cap(fig, cap_date)
     fig.update_layout(
         xaxis={"title": "day (UTC)"},
         yaxis=usd_axis([*daily["p50_usd"], *daily["p99_usd"]], "cost per run (USD)",
@@ -217,6 +256,51 @@ def daily_trend(
         legend={"orientation": "h", "y": -0.2},
         margin={"t": 40},
     )
+    return fig
+
+
+TREND_PANEL_HEIGHT_PX = 240
+"""Height of one class's panel in :func:`daily_trend_by_class`."""
+
+
+def daily_trend_by_class(daily: pl.DataFrame, cap_date: date | None = None) -> go.Figure:
+    """Daily P50/P95/P99 with one panel per task class (a shared day axis, each panel its
+    own log cost axis), so a dozen classes stay readable: the report's daily chart.
+
+    Args:
+        daily: as :func:`daily_trend`.
+        cap_date: the day the max-workers cap came in, marked in every panel; None for no
+            marker.
+
+    Returns:
+        The figure: rows of panels (two columns past four classes), titled by class, the
+        percentiles in their colours (one legend for all panels).
+
+    Raises:
+        ValueError: a needed column is missing.
+    """
+    from plotly.subplots import make_subplots  # lazy: only the report draws a grid
+
+    require_columns(daily, ("task_class", "day", "p50_usd", "p95_usd", "p99_usd"),
+                    "daily_trend_by_class")
+    classes = sorted(daily["task_class"].unique().to_list()) or ["(no runs)"]
+    cols = 1 if len(classes) <= 4 else 2
+    rows = math.ceil(len(classes) / cols)
+    fig = make_subplots(rows=rows, cols=cols, shared_xaxes=True,
+                        subplot_titles=[plotly_text(c) for c in classes],
+                        vertical_spacing=min(0.3 / rows, 0.12), horizontal_spacing=0.1)
+    for i, task_class in enumerate(classes):
+        row, col = i // cols + 1, i % cols + 1
+        sub = daily.filter(pl.col("task_class") == task_class).sort("day")
+        for trace in _percentile_traces(sub, "", legend=i == 0, grouped=True):
+            fig.add_trace(trace, row=row, col=col)
+        fig.update_yaxes(row=row, col=col, **usd_axis(
+            [*sub["p50_usd"], *sub["p99_usd"]], "USD per run" if col == 1 else ""))
+    for col in range(1, cols + 1):
+        fig.update_xaxes(title_text="day (UTC)", row=rows, col=col)
+    _mark_cap(fig, cap_date, grid=True)
+    fig.update_layout(height=TREND_PANEL_HEIGHT_PX * rows + 120, legend=LEGEND_ABOVE,
+                      margin={"t": 80})
     return fig
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -42,8 +42,8 @@ from cliffwatch.analytics.findings import REPORT_FINDING_COLUMNS, find_findings
 from cliffwatch.analytics.incidents import list_incidents
 from cliffwatch.analytics.percentiles import cap_start_date, cost_percentiles, daily_percentiles
 from cliffwatch.analytics.replay import LimitsOverride
-from cliffwatch.analytics.runs import list_runs
-from cliffwatch.analytics.store_access import frame
+from cliffwatch.analytics.runs import list_runs, scope_filter
+from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.analytics.upper_bound import cache_detail_missing_calls, upper_bound_note
 from cliffwatch.analytics.whatif import what_if
 from cliffwatch.analytics.window import Window, utc_now
@@ -64,7 +64,7 @@ REPORT_TABLES: dict[str, str] = {
 
 REPORT_FIGURES: dict[str, str] = {
     "distribution": "Cost per run, P50/P95/P99 marked",
-    "trend": "Daily P50/P95/P99",
+    "trend": "Daily P50/P95/P99, one panel per task class",
     "whatif": "Spend before and after the what-if",
 }
 """Figure names and their headings, in report order."""
@@ -99,10 +99,19 @@ class Report:
     notes: dict[str, str] = field(default_factory=dict)
 
     def describe_window(self) -> str:
-        """``2026-11-01 00:00 to 2026-11-08 00:00 UTC`` (open ends: ``start``/``now``)."""
-        since = self.window.since.strftime("%Y-%m-%d %H:%M") if self.window.since else "start"
-        until = self.window.until.strftime("%Y-%m-%d %H:%M") if self.window.until else "now"
-        return f"{since} to {until} UTC"
+        """The runs' start times in words, both ends included, to the minute:
+        ``2026-11-01 00:00 to 2026-11-30 23:59 UTC`` for ``--since 2026-11-01 --until
+        2026-12-01`` (the exclusive end's last minute). An open end is the first or last
+        run's start; with no run there, ``the first run`` / ``now``."""
+        summary = self.tables.get("summary")
+        first = last = None
+        if summary is not None and summary.height:
+            first, last = summary["first_run"][0], summary["last_run"][0]
+        since = self.window.since or first
+        until = self.window.until - timedelta(microseconds=1) if self.window.until else last
+        shown_since = since.strftime("%Y-%m-%d %H:%M") if since else "the first run"
+        shown_until = until.strftime("%Y-%m-%d %H:%M") if until else "now"
+        return f"{shown_since} to {shown_until} UTC"
 
 
 def _recorded_caps(con: duckdb.DuckDBPyConnection) -> dict[str, Limits]:
@@ -179,17 +188,26 @@ def _incidents(con: duckdb.DuckDBPyConnection, window: Window,
     )
 
 
+def _run_span(con: duckdb.DuckDBPyConnection, window: Window,
+              task_class: str | None) -> tuple[datetime | None, datetime | None]:
+    """The first and last start of the runs in scope (every run, not only those drawn)."""
+    conds, params = scope_filter(con, window, "started_at", task_class)
+    row = frame(con, f"SELECT min(started_at) AS first, max(started_at) AS last "  # noqa: S608
+                f"FROM runs {where(conds)}", params).row(0)
+    return row[0], row[1]
+
+
 def _summary(
-    percentiles: pl.DataFrame, incidents: pl.DataFrame, runs: pl.DataFrame, window: Window,
-    generated_at: datetime,
+    percentiles: pl.DataFrame, incidents: pl.DataFrame, run_span: tuple[Any, Any],
+    window: Window, generated_at: datetime,
 ) -> pl.DataFrame:
     spend = float(percentiles["total_usd"].sum()) if percentiles.height else 0.0
     return pl.DataFrame(
         [{
             "since": window.since,
             "until": window.until,
-            "first_run": runs["started_at"].min() if runs.height else None,
-            "last_run": runs["started_at"].max() if runs.height else None,
+            "first_run": run_span[0],
+            "last_run": run_span[1],
             "task_classes": percentiles.height,
             "runs": int(percentiles["runs"].sum()) if percentiles.height else 0,
             "spend_usd": spend,
@@ -254,7 +272,8 @@ def build_report(
     ).select("task_class", "limits", "cap_source", *[
         c for c in what.by_class.columns if c not in ("task_class", "limits")])
     tables = {
-        "summary": _summary(percentiles, incidents, runs, window, generated_at),
+        "summary": _summary(percentiles, incidents, _run_span(con, window, task_class), window,
+                            generated_at),
         "percentiles": percentiles,
         "incidents": incidents,
         "whatif": whatif_table,
@@ -268,7 +287,7 @@ def build_report(
     figures: dict[str, go.Figure] = {}
     if runs.height:
         figures["distribution"] = charts.cost_distribution(runs, percentiles)
-        figures["trend"] = charts.daily_trend(
+        figures["trend"] = charts.daily_trend_by_class(
             daily_percentiles(con, window, task_class), cap_start_date(con, task_class)
         )
         figures["whatif"] = replay_charts.whatif_spend(what.by_class)

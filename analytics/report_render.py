@@ -285,29 +285,50 @@ def report_bytes(report: Report, fmt: ReportFormat | str) -> bytes:
     return buffer.getvalue()
 
 
-def write_report(report: Report, fmt: ReportFormat | str, path: str | Path) -> list[Path]:
+def check_destination(path: str | Path, *, make_parents: bool = False) -> None:
+    """Check that a report can go to ``path`` before it is built: its folder must exist
+    unless ``make_parents`` (a typo in ``-o`` never creates a tree of folders silently).
+
+    Raises:
+        ReportWriteError: the folder ``path`` goes in does not exist, or is a file.
+    """
+    parent = Path(path).parent
+    if make_parents or parent.is_dir():
+        return
+    if parent.exists():
+        raise ReportWriteError(f"cannot write {path}: {parent} is not a folder")
+    raise ReportWriteError(
+        f"folder {parent} does not exist: create it, or add --mkdir to create it"
+    )
+
+
+def write_report(report: Report, fmt: ReportFormat | str, path: str | Path, *,
+                 make_parents: bool = False) -> list[Path]:
     """Write ``report`` in ``fmt`` to ``path`` (see the module docstring for the layout).
 
     Args:
         report: the report.
         fmt: html, md, json, csv or parquet.
         path: the output file; for csv/parquet a ``.zip`` file or a folder.
+        make_parents: create the missing folders above ``path``; without it they must
+            exist (:func:`check_destination`).
 
     Returns:
         The files written (the zip or folder's files for csv/parquet).
 
     Raises:
         ReportWriteError: the path cannot be written (a folder where a file is wanted,
-            or the reverse, or no permission).
+            or the reverse, a missing folder without ``make_parents``, or no permission).
         ValueError: ``fmt`` is not a report format.
     """
     fmt = ReportFormat(fmt)
     out = Path(path)
+    check_destination(out, make_parents=make_parents)
     try:
         if fmt in _TEXT_RENDERERS and out.is_dir():
             raise ReportWriteError(f"{out} is a folder: give a file name for a {fmt} report")
         if fmt in _TEXT_RENDERERS or out.suffix.lower() == ".zip":
-            out.parent.mkdir(parents=True, exist_ok=True)
+            out.parent.mkdir(parents=True, exist_ok=True)  # exists unless make_parents
             out.write_bytes(report_bytes(report, fmt))
             return [out]
         if out.exists() and not out.is_dir():

@@ -288,8 +288,10 @@ def test_console_script_bad_input(tmp_path) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert "Traceback" not in proc.stderr
+    missing = tmp_path / "missing.duckdb"
     assert proc.stderr.strip().splitlines() == [
-        f"error: store {tmp_path / 'missing.duckdb'} does not exist"
+        f"error: store {missing} does not exist: fill one with 'cliffwatch demo --db "
+        f"{missing}', or point --db or $CLIFFWATCH_DB at your store"
     ]
 
 

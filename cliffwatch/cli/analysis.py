@@ -220,17 +220,24 @@ def report(
     since: SinceOption = None,
     until: UntilOption = None,
     task_class: TaskClassOption = None,
+    mkdir: Annotated[
+        bool, typer.Option("--mkdir", help="Create the folders of -o that do not exist.")
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Write a cost report: runs and spend, P50/P95/P99 and cliff ratio per class,
     incidents, what-if at each class's configured cap, spend by model and role."""
     from cliffwatch.analytics.report import build_report  # lazy: DuckDB, plotly
-    from cliffwatch.analytics.report_render import write_report  # lazy: plotly
+    from cliffwatch.analytics.report_render import (  # lazy: plotly
+        check_destination,
+        write_report,
+    )
 
+    check_destination(output, make_parents=mkdir)  # before the work, not after
     class_limits = configured_limits()  # each class's configured cap, else its latest recorded
     window = Window.parse(since, until)
     with read_only_store(db) as con:
         built = build_report(con, window, task_class, class_limits=class_limits)
-    written = write_report(built, fmt, output)
+    written = write_report(built, fmt, output, make_parents=mkdir)
     where_to = output if len(written) > 1 else written[0]
     say(f"wrote {fmt.value} report to {where_to} ({len(written)} file(s))")

@@ -3,29 +3,50 @@ the one error boundary (:class:`CliffwatchGroup`)."""
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
 
-from cliffwatch.cli import analysis, audit, orchestrate, read, serve
+from cliffwatch.cli import analysis, audit, orchestrate, prune, read, serve
+from cliffwatch.cli.helptext import CliffwatchCommand, HelpTextGroup
 from cliffwatch.cli.output import CliError, error_line
 from cliffwatch.errors import CliffwatchError
+
+COMMAND_ORDER = (
+    "demo", "run", "serve", "ingest", "percentiles", "runs", "incidents", "replay", "whatif",
+    "findings", "report", "alerts", "audit", "dashboard", "prune",
+)
+"""The order ``cliffwatch --help`` lists the commands in: the order a user meets them (fill
+a store, read it, dig into an incident, hand it on, keep it), not alphabetical."""
 
 USER_ERRORS: tuple[type[Exception], ...] = (CliffwatchError,)
 """Errors shown as one line and exit code 2, never a traceback: every exception
 cliffwatch raises on purpose (a bad store, date, task class, setting, limit...)."""
 
 
-class CliffwatchGroup(TyperGroup):
+def one_line_usage(message: str) -> str:
+    """A usage error as one line: typer's pydantic wording ("Value error, ") dropped and
+    a list of choices (click's "Choose from:" one per line) joined onto the line."""
+    message = message.replace("Value error, ", "")
+    return re.sub(r"\s*\n\s*", " ", message).strip()
+
+
+class CliffwatchGroup(HelpTextGroup):
     """The app's command group: the one error boundary of the CLI.
 
     Usage errors (bad option values, unknown commands) and :data:`USER_ERRORS` raised by
     any command become one red line on stderr and exit code 2 (the same under
     ``typer.testing.CliRunner`` as in a real process).
     """
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        """The commands in :data:`COMMAND_ORDER` (then any other, as registered)."""
+        names = list(self.commands)
+        return sorted(names, key=lambda n: COMMAND_ORDER.index(n) if n in COMMAND_ORDER
+                      else len(COMMAND_ORDER))
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -45,7 +66,7 @@ class CliffwatchGroup(TyperGroup):
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
         except typer.TyperException as exc:  # click's usage errors and CliError
-            message = exc.format_message()
+            message = one_line_usage(exc.format_message())
             ctx = getattr(exc, "ctx", None)
             if message and ctx is not None:
                 message = f"{message} (see '{ctx.command_path} --help')"
@@ -70,11 +91,11 @@ app = typer.Typer(
 )
 
 for _command in (
-    read.percentiles, read.runs, orchestrate.demo, orchestrate.run, serve.dashboard,
-    serve.serve, serve.ingest, read.findings, read.alerts, analysis.replay, analysis.whatif,
-    analysis.report, audit.audit,
+    orchestrate.demo, orchestrate.run, serve.serve, serve.ingest, read.percentiles, read.runs,
+    analysis.replay, analysis.whatif, read.findings, analysis.report, read.alerts,
+    audit.audit, serve.dashboard, prune.prune,
 ):
-    app.command()(_command)
+    app.command(cls=CliffwatchCommand)(_command)
 app.add_typer(read.incidents_app, name="incidents")
 
 

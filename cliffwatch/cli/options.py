@@ -39,7 +39,9 @@ DbOption = Annotated[
     Path | None,
     typer.Option(
         "--db",
-        help="DuckDB store file (default: $CLIFFWATCH_DB, else data/cliffwatch.duckdb).",
+        help="DuckDB store file (default: $CLIFFWATCH_DB, else data/cliffwatch.duckdb in the "
+        "current directory).",
+        metavar="PATH",
         show_default=False,
     ),
 ]
@@ -51,16 +53,26 @@ SinceOption = Annotated[
     str | None,
     typer.Option(
         "--since",
+        metavar="WHEN",
         help="From this time on, inclusive: 2026-11-01, 2026-11-01T12:00, 7d, 24h, today.",
     ),
 ]
 UntilOption = Annotated[
     str | None,
-    typer.Option("--until", help="Before this time, exclusive (same forms as --since)."),
+    typer.Option("--until", metavar="WHEN",
+                 help="Before this time, exclusive (same forms as --since)."),
 ]
 TaskClassOption = Annotated[
-    str | None, typer.Option("--task-class", help="Only runs of this task class.")
+    str | None,
+    typer.Option("--task-class", metavar="CLASS", help="Only runs of this task class."),
 ]
+
+
+def missing_store_hint(path: Path) -> str:
+    """What to run when the store at ``path`` does not exist (the CLI's and dashboard's
+    promise in the README: a missing store says what to run)."""
+    return (f"fill one with 'cliffwatch demo --db {path}', or point --db or "
+            f"${settings.CLIFFWATCH_DB} at your store")
 
 
 @contextmanager
@@ -68,11 +80,18 @@ def read_only_store(db: Path | None) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection to the resolved store.
 
     Raises:
-        StoreError: the store is missing, not a cliffwatch store, or busy.
+        StoreNotFoundError: the store is missing (the message says what to run).
+        StoreError: the store is not a cliffwatch store, or busy.
     """
-    from cliffwatch.analytics.store_access import read_store  # lazy: DuckDB, pyarrow
+    from cliffwatch.analytics.store_access import (  # lazy: DuckDB, pyarrow
+        StoreNotFoundError,
+        read_store,
+    )
 
-    with read_store(settings.db_path(db)) as con:
+    path = settings.db_path(db)
+    if not path.exists():
+        raise StoreNotFoundError(f"store {path} does not exist: {missing_store_hint(path)}")
+    with read_store(path) as con:
         yield con
 
 

@@ -18,6 +18,7 @@ import typer
 
 from cliffwatch import settings
 from cliffwatch.analytics.window import Window
+from cliffwatch.cli.helptext import CliffwatchCommand, HelpTextGroup
 from cliffwatch.cli.options import (
     DbOption,
     FormatOption,
@@ -127,7 +128,7 @@ def runs(
         say(f"{len(df)} of {total} shown (--limit 0 for all)", style="dim")
 
 
-incidents_app = typer.Typer(no_args_is_help=False)
+incidents_app = typer.Typer(no_args_is_help=False, cls=HelpTextGroup)
 """``cliffwatch incidents``: lists incidents; its subcommands triage them."""
 
 
@@ -192,21 +193,21 @@ def _triage(db: Path | None, incident_id: str, status: str, note: str | None) ->
     say(line + (f" (note: {done.note})" if done.note else ""))
 
 
-@incidents_app.command("ack")
+@incidents_app.command("ack", cls=CliffwatchCommand)
 def incidents_ack(incident_id: IncidentIdArgument, note: NoteOption = None,
                   db: DbOption = None) -> None:
     """Acknowledge an incident (someone is on it), with an optional note."""
     _triage(db, incident_id, "acknowledged", note)
 
 
-@incidents_app.command("resolve")
+@incidents_app.command("resolve", cls=CliffwatchCommand)
 def incidents_resolve(incident_id: IncidentIdArgument, note: NoteOption = None,
                       db: DbOption = None) -> None:
     """Resolve an incident, with an optional note."""
     _triage(db, incident_id, "resolved", note)
 
 
-@incidents_app.command("reopen")
+@incidents_app.command("reopen", cls=CliffwatchCommand)
 def incidents_reopen(incident_id: IncidentIdArgument, note: NoteOption = None,
                      db: DbOption = None) -> None:
     """Set an incident back to open, with an optional note."""

@@ -1,0 +1,89 @@
+"""Bad input says what is wrong in one line: every choice of a choice option (never
+typer's pydantic wording), a report folder that does not exist, a missing store with
+what to run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cliffwatch.cli import app
+from cliffwatch.telemetry.testing import make_runs_costing, ns_at
+from cliffwatch.telemetry.write_pipeline import write_spans
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("errors") / "store.duckdb"
+    write_spans(path, make_runs_costing([0.01, 0.02, 0.03], task_class="research", seed=1,
+                                        started_at_ns=ns_at("2026-11-01T00:00:00")))
+    return path
+
+
+def _one_line_error(args: list[str]) -> str:
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "choices"),
+    [
+        (["incidents", "--kind", "foo"], ["cap_breach", "cost_ceiling", "runaway"]),
+        (["runs", "--status", "weird"], ["ok", "rejected", "cancelled", "failed"]),
+        (["percentiles", "--by", "colour"], ["task_class", "model", "role"]),
+        (["runs", "--format", "yaml"], ["table", "json", "csv"]),
+        (["whatif", "--policy", "panic"], ["reject", "replan", "truncate"]),
+    ],
+)
+def test_a_bad_choice_lists_every_choice_in_one_line(db, args, choices) -> None:
+    line = _one_line_error([*args, "--db", str(db)])
+    assert "Value error" not in line and "pydantic" not in line.lower()
+    assert repr(args[2]) in line and args[1] in line
+    for choice in choices:
+        assert choice in line
+
+
+def test_report_without_format_lists_every_format(db, tmp_path) -> None:
+    line = _one_line_error(["report", "-o", str(tmp_path / "r.html"), "--db", str(db)])
+    assert "--format" in line
+    for fmt in ("html", "md", "csv", "json", "parquet"):
+        assert fmt in line
+
+
+@pytest.mark.parametrize("name", ["report.html", "tables.zip", "tables"])
+def test_report_into_a_missing_folder_is_refused_unless_mkdir(db, tmp_path, name) -> None:
+    fmt = "html" if name.endswith(".html") else "csv"
+    missing = tmp_path / "no" / "such"
+    line = _one_line_error(["report", "--format", fmt, "-o", str(missing / name),
+                            "--db", str(db)])
+    assert str(missing) in line and "--mkdir" in line
+    assert not (tmp_path / "no").exists()  # nothing created
+
+    result = CliRunner().invoke(app, ["report", "--format", fmt, "-o", str(missing / name),
+                                      "--mkdir", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert (missing / name).exists()
+
+
+def test_report_into_a_folder_that_is_a_file(db, tmp_path) -> None:
+    (tmp_path / "afile").write_text("x")
+    line = _one_line_error(["report", "--format", "md", "-o", str(tmp_path / "afile" / "r.md"),
+                            "--db", str(db)])
+    assert "not a folder" in line
+
+
+@pytest.mark.parametrize("command", ["dashboard", "runs", "prune"])
+def test_a_missing_store_says_what_to_run(tmp_path, command) -> None:
+    missing = tmp_path / "missing.duckdb"
+    args = [command, "--db", str(missing)] + (["--before", "30d"] if command == "prune" else [])
+    line = _one_line_error(args)
+    assert f"store {missing} does not exist" in line
+    assert f"cliffwatch demo --db {missing}" in line
+    assert not missing.exists()

@@ -12,7 +12,7 @@ import polars as pl
 import streamlit as st
 from pandas.io.formats.style import Styler
 
-from cliffwatch.formatting import usd
+from cliffwatch.formatting import MISSING, usd
 
 RUN_PAGE = "views/run.py"
 """The run page's source, relative to app.py (what ``st.switch_page`` takes)."""
@@ -73,9 +73,11 @@ def percentile_table(percentiles: pl.DataFrame, cliff_ratio: float) -> Styler:
     ).select(list(PERCENTILE_LABELS)).to_pandas().rename(columns=PERCENTILE_LABELS)
     money = [PERCENTILE_LABELS[c] for c in PERCENTILE_LABELS if c.endswith("_usd")]
     ratio = PERCENTILE_LABELS["cliff_ratio"]
+    counts = [PERCENTILE_LABELS[c] for c in ("runs", "breaches", "unpriced_calls")]
     return (
         shown.style.format(usd, subset=money)
-        .format("{:.1f}x", subset=[ratio], na_rep="-")
+        .format("{:,.0f}", subset=counts, na_rep=MISSING)
+        .format("{:,.1f}x", subset=[ratio], na_rep=MISSING)
         .map(lambda r: _ALERT_CSS if r > cliff_ratio else "", subset=[ratio])
     )
 

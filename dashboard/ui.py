@@ -84,6 +84,9 @@ def percentile_table(percentiles: pl.DataFrame, cliff_ratio: float) -> Styler:
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:&])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_AUTOLINK = re.compile(r"(?i)(https?|www|ftp|mailto|xmpp)(?=\\[:.])|(?=\\?@)")
+WORD_JOINER = "\u2060"
+"""Invisible; put where GitHub-flavoured markdown would start a link of its own."""
 
 
 def md_text(value: object) -> str:
@@ -92,11 +95,17 @@ def md_text(value: object) -> str:
     ``:material/x:``), LaTeX (``$``) or HTML (``<img>``) give a meaning is backslash-escaped
     (CommonMark: any ASCII punctuation may be), and control characters are shown as
     escapes (``\\n``), so span data or a URL parameter never becomes an image, a link or
-    an element. ``None`` gives ``-``."""
+    an element. ``None`` gives ``-``.
+
+    Escapes alone do not stop GitHub-flavoured markdown's autolinks (Streamlit's renderer
+    finds ``http://...``, ``www.`` and ``name@host`` in the text after unescaping it), so
+    an invisible :data:`WORD_JOINER` is put after ``http``, ``https``, ``www``, ``ftp``,
+    ``mailto`` and ``xmpp`` where ``:`` or ``.`` follows, and before every ``@``."""
     if value is None:
         return "-"
     text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), str(value))
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    return _AUTOLINK.sub(lambda m: (m.group(1) or "") + WORD_JOINER, escaped)
 
 
 def run_link(run_id: str) -> str:

@@ -332,6 +332,7 @@ def run_waterfall(spans: pl.DataFrame) -> go.Figure:
             "tickvals": [r["row"] for r in rows],
             "ticktext": ["\u2003" * r["depth"] + chart_text(r["name"]) for r in rows],
             "autorange": "reversed",
+            "automargin": True,  # room for the longest (indented) span name
         },
         height=max(240, 28 * len(rows) + 120),
         legend=LEGEND_ABOVE,

@@ -52,7 +52,8 @@ COLUMN_LABELS: dict[str, str] = {
     "output_tokens": "Tokens out", "cost_source": "Cost source", "attributes": "Attributes",
     "figure": "Figure", "recorded": "Recorded", "counterfactual": "Counterfactual",
     "step": "Step", "subtask_index": "Sub-task", "index": "#", "difficulty": "Difficulty",
-    "outcome": "Outcome", "attempts": "Attempts", "cf_cost_usd": "Counterfactual cost",
+    "outcome": "Outcome", "attempts": "Attempts", "cf_outcome": "Cf outcome",
+    "cf_cost_usd": "Cf cost", "cf_basis": "Cf basis",
 }
 """Heading of each analytics column the pages show (units are added by :func:`show`:
 ``(ms)``, ``(UTC)``, ``%``)."""

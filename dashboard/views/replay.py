@@ -85,9 +85,14 @@ COLUMNS = {
 }
 CALL_MONEY = "$%,.6f"
 # The timeline's reading order: what happened and why before the model and tokens (its
-# sub-task index is in the name, "worker 3"; the CSV keeps every column).
-TIMELINE_ORDER = ["step", "offset_ms", "duration_ms", "kind", "name", "status", "cost_usd",
+# kind and sub-task index are in the name, "worker 3"; the CSV keeps every column).
+TIMELINE_ORDER = ["step", "offset_ms", "duration_ms", "name", "status", "cost_usd",
                   "detail", "model", "input_tokens", "output_tokens"]
+
+# The plan's: what each sub-task was and what became of it, as recorded and in the
+# counterfactual (tokens and attempts are on the timeline and in the CSV).
+PLAN_ORDER = ["index", "title", "difficulty", "model", "outcome", "cost_usd", "duration_ms",
+              "cf_outcome", "cf_cost_usd", "cf_basis"]
 
 
 def _status(status: str, breach: str | None) -> None:
@@ -140,7 +145,9 @@ downloads.csv_button(comparison, "replay_comparison")
 st.subheader("Timeline as recorded")
 _, spans = queries.fetch(queries.load_run, run.run_id)
 st.plotly_chart(charts.run_waterfall(spans), key="waterfall")
-tables.show(rp.timeline, key="timeline", column_order=TIMELINE_ORDER, column_config=COLUMNS,
+# The detail narrower than elsewhere: the timeline's eleven columns fit 1440 px whole.
+tables.show(rp.timeline, key="timeline", column_order=TIMELINE_ORDER,
+            column_config=COLUMNS | {"detail": st.column_config.TextColumn("Detail", width=240)},
             money_format=CALL_MONEY)
 downloads.csv_button(rp.timeline, "replay_timeline")
 
@@ -149,7 +156,8 @@ beside = rp.plan_beside_counterfactual()
 plan = beside if beside is not None else rp.subtasks
 st.caption("Each proposed sub-task, the model it was routed to and what became of it"
            + (", as recorded and in the counterfactual (cf)." if beside is not None else "."))
-tables.show(plan, key="plan", column_config=COLUMNS, money_format=CALL_MONEY)
+tables.show(plan, key="plan", column_config=COLUMNS, money_format=CALL_MONEY,
+            column_order=[c for c in PLAN_ORDER if c in plan.columns])
 downloads.csv_button(plan, "replay_plan")
 if beside is None and cf.subtasks:
     st.markdown("**The counterfactual's plan**")

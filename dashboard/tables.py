@@ -2,10 +2,10 @@
 from one mapping, thousands separators, money and durations formatted, missing cells
 shown as :data:`cliffwatch.formatting.MISSING` (never Streamlit's literal ``None``).
 
-Headings come from :data:`COLUMN_LABELS` (analytics' column names, one place for every
-page); a column it does not name gets :func:`human_label` (``runs_rejected`` ->
-``Runs rejected``). A page passes ``column_config`` only for what differs (a link column,
-a width, a help text); its entries replace the defaults of those columns.
+Headings come from :func:`human_label`: a column's name in words (``runs_affected`` ->
+``Runs affected``) unless :data:`COLUMN_LABELS` (one place for every page) names it. A page
+passes ``column_config`` only for what differs (a link column, a width, a help text); its
+entries replace the defaults of those columns.
 """
 
 from __future__ import annotations
@@ -19,50 +19,25 @@ import streamlit as st
 from cliffwatch.formatting import MISSING
 
 COLUMN_LABELS: dict[str, str] = {
-    # runs, classes, percentiles
-    "run_id": "Run", "task_class": "Task class", "task_id": "Task", "runs": "Runs",
-    "started_at": "Started", "ended_at": "Ended", "status": "Status", "breach": "Breach",
-    "cost_usd": "Cost", "limits": "Limits", "proposed": "Proposed",
-    # what-if
-    "runs_affected": "Runs affected", "runs_rejected": "Rejected",
-    "runs_truncated": "Truncated", "runs_cancelled": "Cancelled",
-    "tasks_not_completed": "Tasks not completed", "runs_estimated": "Runs estimated",
-    "runs_not_replayable": "Not replayable", "spend_before_usd": "Spend before",
-    "spend_after_usd": "Spend after", "p50_before_usd": "P50 before",
-    "p50_after_usd": "P50 after", "p95_before_usd": "P95 before", "p95_after_usd": "P95 after",
-    "p99_before_usd": "P99 before", "p99_after_usd": "P99 after", "saving_usd": "Saving",
-    "saving_pct": "Saving", "annual_saving_usd": "Saving a year",
-    "estimated_usd": "Estimated", "redo_usd": "Task redone",
-    "tasks_redo_unknown": "Redo unknown", "status_before": "Status before",
-    "status_after": "Status after", "breach_after": "Breach after",
+    "run_id": "Run", "task_id": "Task", "incident_id": "Incident",
+    "parent_span_id": "Parent span", "index": "#", "subtask_index": "Sub-task",
+    "runs_rejected": "Rejected", "runs_truncated": "Truncated", "runs_cancelled": "Cancelled",
+    "runs_not_replayable": "Not replayable", "annual_saving_usd": "Saving a year",
+    "redo_usd": "Task redone", "tasks_redo_unknown": "Redo unknown",
     "dispatched_before": "Workers before", "dispatched_after": "Workers after",
-    "cost_before_usd": "Cost before", "cost_after_usd": "Cost after",
-    "not_completed": "Not completed", "replayable": "Replayable", "affected": "Affected",
-    # incidents and findings
-    "incident_id": "Incident", "kind": "Kind", "detected_at": "Detected", "detail": "Detail",
-    "note": "Note", "updated_at": "Updated", "title": "Title",
-    "yearly_saving_usd": "Yearly saving", "still_present": "Still present",
-    "first_seen": "First seen", "last_seen": "Last seen", "fix": "Fix", "basis": "Basis",
-    "evidence": "Evidence",
-    # spans, replay timeline and plan
-    "span_id": "Span id", "parent_span_id": "Parent span", "name": "Name", "role": "Role",
-    "depth": "Depth", "offset_ms": "Start", "duration_ms": "Duration",
-    "status_code": "Status", "status_message": "Status message", "is_llm_call": "LLM call",
-    "model": "Model", "provider": "Provider", "input_tokens": "Tokens in",
-    "output_tokens": "Tokens out", "cost_source": "Cost source", "attributes": "Attributes",
-    "figure": "Figure", "recorded": "Recorded", "counterfactual": "Counterfactual",
-    "step": "Step", "subtask_index": "Sub-task", "index": "#", "difficulty": "Difficulty",
-    "outcome": "Outcome", "attempts": "Attempts", "cf_outcome": "Cf outcome",
-    "cf_cost_usd": "Cf cost", "cf_basis": "Cf basis",
+    "offset_ms": "Start", "status_code": "Status", "is_llm_call": "LLM call",
+    "input_tokens": "Tokens in", "output_tokens": "Tokens out",
 }
-"""Heading of each analytics column the pages show (units are added by :func:`show`:
-``(ms)``, ``(UTC)``, ``%``)."""
+"""Headings of the analytics columns whose name in words would not read well; every other
+column is headed by its name in words (:func:`human_label`: ``runs_affected`` -> ``Runs
+affected``, ``spend_before_usd`` -> ``Spend before``, ``p99_after_usd`` -> ``P99 after``).
+Units are added by :func:`default_config` (``(ms)``, ``(UTC)``, ``%``)."""
 
 MONEY_FORMAT = "$%,.4f"
 """Default format of a ``*_usd`` column: dollars, thousands separated, 4 decimals."""
 
 _COUNT_FORMAT = "%,d"
-_UNIT_SUFFIXES = {"_usd": "", "_ms": " (ms)", "_pct": " %"}
+_UNIT_SUFFIXES = {"_usd": "", "_ms": " (ms)", "_pct": " %", "_at": ""}
 _COUNT_COLUMNS = frozenset({"input_tokens", "output_tokens", "subtask_index", "proposed",
                             "tasks_not_completed"})
 """Float columns (nullable counts) shown as whole numbers."""
@@ -70,8 +45,8 @@ _COUNT_COLUMNS = frozenset({"input_tokens", "output_tokens", "subtask_index", "p
 
 def human_label(column: str) -> str:
     """The heading of ``column``: :data:`COLUMN_LABELS`, else the name in words
-    (``runs_rejected`` -> ``Runs rejected``), with its unit (``duration_ms`` ->
-    ``Duration (ms)``, ``started_at`` -> ``Started (UTC)``)."""
+    (``runs_affected`` -> ``Runs affected``, ``started_at`` -> ``Started``), with its
+    unit (``duration_ms`` -> ``Duration (ms)``, ``saving_pct`` -> ``Saving %``)."""
     suffix = next((s for s in _UNIT_SUFFIXES if column.endswith(s)), "")
     label = COLUMN_LABELS.get(column)
     if label is None:

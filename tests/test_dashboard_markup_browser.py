@@ -43,6 +43,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 VIEWPORT = {"width": 1440, "height": 1000}
 RUN_ID = "c" * 32
 BREACH_RUN_ID = "d" * 32
+REPLAY_RUN_ID = "e" * 32
 MARKERS = ("cwA", "cwL", "cwB", "cwS")
 """Words inside the link, markdown link, ``<b>`` and ``**`` of every payload: an ``a``,
 ``b`` or ``strong`` element holding one of them was made from data."""
@@ -128,6 +129,10 @@ def store(beacon: Beacon, tmp_path_factory: pytest.TempPathFactory) -> Path:
         max_workers=8, status="rejected", breach="cap",
         started_at_ns=ns_at("2026-11-13T00:00:00"), **models,
     )
+    records += make_run_records(  # a replay whose "replay of" (12 characters shown) is markup
+        run_id=REPLAY_RUN_ID, task_class=task_class, replay_of="**cwS** [cwL](x)",
+        started_at_ns=ns_at("2026-11-14T00:00:00"), **models,
+    )
     write_spans(path, [_mark_up(r, beacon) for r in records])
     with read_store(path) as con:
         incident_id = list_incidents(con)["incident_id"][0]
@@ -164,6 +169,8 @@ def _pages(beacon: Beacon) -> list[tuple[str, str]]:
         (f"/run?run_id={RUN_ID}", data_class),
         (f"/run?run_id={bad}", data_param),
         (f"/replay?run_id={BREACH_RUN_ID}&max_workers=4", "Timeline as recorded"),
+        (f"/run?run_id={REPLAY_RUN_ID}", "replay of"),
+        (f"/replay?run_id={REPLAY_RUN_ID}&max_workers=1", "Replay of"),
         (f"/replay?run_id={bad}", data_param),
         (f"/replay?run_id={RUN_ID}&max_workers={bad}&ceiling_usd={bad}&policy={bad}",
          "Replay"),

@@ -67,7 +67,7 @@ with link_row:
     st.page_link(ui.RUN_PAGE, label="Open its run page", icon=":material/waterfall_chart:",
                  query_params={"run_id": run.run_id})
     if run.replay_of:
-        st.page_link(links.REPLAY_PAGE, label=f"Replay of {run.replay_of[:12]}",
+        st.page_link(links.REPLAY_PAGE, label=f"Replay of {ui.md_text(run.replay_of[:12])}",
                      icon=":material/history:", query_params={"run_id": run.replay_of})
 st.caption(
     f"Task {ui.md_text(run.task_id)} · started {run.started_at:%Y-%m-%d %H:%M:%S} UTC · recorded "
@@ -117,7 +117,7 @@ with right:
     facts = st.columns(2)
     facts[0].metric("Dispatched", f"{cf.dispatched} of {_limit(cf.proposed, '-')}")
     if cf.saving_usd is None:  # a task left undone whose redo nothing can estimate
-        facts[1].metric("Cost", "unknown", help=cf.redo.note if cf.redo else None)
+        facts[1].metric("Cost", "unknown", help=ui.md_text(cf.redo.note) if cf.redo else None)
     else:
         change = "-" if cf.saving_usd > 0 else "+"  # the delta's sign sets its arrow
         pct = "" if cf.saving_pct is None else f" ({abs(cf.saving_pct):.1f}%)"

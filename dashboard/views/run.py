@@ -61,7 +61,7 @@ with badges:
     if run["breach"]:
         st.badge(f"{ui.md_text(run['breach'])} breach", icon=":material/error:", color="red")
     if run["replay_of"]:
-        st.badge(f"replay of {run['replay_of'][:12]}", color="violet")
+        st.badge(f"replay of {ui.md_text(run['replay_of'][:12])}", color="violet")
     if run["unpriced_calls"]:
         st.badge(f"{run['unpriced_calls']} unpriced calls", color="orange")
 

@@ -5,12 +5,18 @@ Each function takes what an analytics function returned, draws it, and returns a
 them with ``st.plotly_chart``; a report writes them with ``fig.write_html``.
 Points that stand for a run carry its ``run_id`` as ``customdata`` so a click can select
 the run.
+
+Data (task classes, models, span names, run ids) reaches a figure only through
+:func:`chart_text`: plotly draws a subset of HTML in titles, legends, tick labels and
+hover text (``<a href>``, ``<b>``, ``<span style>``, ``<br>``), so a task class named
+``<a href=...>`` would otherwise become a link in every viewer's chart.
 """
 
 from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Iterable
 from datetime import date
 from typing import Any
@@ -49,6 +55,41 @@ LEGEND_ABOVE = {"orientation": "h", "yanchor": "bottom", "y": 1.01, "x": 0}
 """Plotly legend settings: one row above the plot area."""
 
 _DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def chart_text(value: object) -> str:
+    """``value`` as plotly label text that reads as itself: ``&``, ``<`` and ``>`` as
+    the entities plotly turns back into those characters (so no tag is ever parsed from
+    data) and control characters as escapes (``\\n``); None gives ``-``.
+
+    Use it for every data string put in a trace name, a category (tick label), a
+    ``ticktext``, ``text`` or ``customdata`` shown by a hovertemplate; never put data in
+    the hovertemplate itself (``%{...}`` in it would be read as a field).
+    """
+    if value is None:
+        return "-"
+    text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), str(value))
+    return html.escape(text, quote=False)
+
+
+TIME_UNITS: tuple[tuple[str, float, float], ...] = (
+    ("ms", 1.0, 2_000.0),
+    ("s", 1_000.0, 120_000.0),
+    ("min", 60_000.0, 7_200_000.0),
+    ("h", 3_600_000.0, math.inf),
+)
+"""(unit, ms per unit, longest span in ms drawn in it) of a time axis: a run of 800,000
+ms is drawn in minutes (13.3 min), one of 900 ms in ms."""
+
+_UNIT_WORDS = {"ms": "milliseconds", "s": "seconds", "min": "minutes", "h": "hours"}
+
+
+def time_unit(longest_ms: float) -> tuple[str, float]:
+    """The unit a time axis reaching ``longest_ms`` (ms) reads best in, and its size in
+    ms: ``time_unit(800_000) == ("min", 60_000.0)`` (see :data:`TIME_UNITS`)."""
+    return next((unit, size) for unit, size, upto in TIME_UNITS if longest_ms < upto)
 
 
 def require_columns(df: pl.DataFrame, columns: tuple[str, ...], what: str) -> None:
@@ -117,7 +158,7 @@ def cost_distribution(
             exactly $0 cannot be drawn on it and is left out of the view.
 
     Returns:
-        The figure; each run point has ``customdata = [run_id]``.
+        The figure; each run point has ``customdata = [run_id, run_id as chart text]``.
 
     Raises:
         ValueError: a needed column is missing.
@@ -130,11 +171,12 @@ def cost_distribution(
     classes = sorted(runs["task_class"].unique().to_list())
     for task_class in classes:
         sub = runs.filter(pl.col("task_class") == task_class)
+        shown = chart_text(task_class)
         fig.add_trace(
             go.Box(
                 x=sub["cost_usd"].to_list(),
-                y=[task_class] * sub.height,
-                name=task_class,
+                y=[shown] * sub.height,
+                name=shown,
                 orientation="h",
                 boxpoints="all",
                 jitter=0.4,
@@ -142,8 +184,8 @@ def cost_distribution(
                 marker={"size": 4, "opacity": 0.5},
                 line={"color": BOX_COLOUR},
                 fillcolor=BOX_FILL,
-                customdata=[[r] for r in sub["run_id"].to_list()],
-                hovertemplate="run %{customdata[0]}<br>$%{x:.5f}<extra>%{y}</extra>",
+                customdata=[[r, chart_text(r)] for r in sub["run_id"].to_list()],
+                hovertemplate="run %{customdata[1]}<br>$%{x:.5f}<extra>%{y}</extra>",
                 showlegend=False,
             )
         )
@@ -152,7 +194,7 @@ def cost_distribution(
         fig.add_trace(
             go.Scatter(
                 x=marked[column].to_list(),
-                y=marked["task_class"].to_list(),
+                y=[chart_text(c) for c in marked["task_class"]],
                 mode="markers",
                 name=label,
                 marker={"symbol": "line-ns-open", "size": 26, "color": colour,
@@ -170,22 +212,15 @@ def cost_distribution(
     return fig
 
 
-def plotly_text(text: str) -> str:
-    """``text`` (from span data: a task class, a model) safe as plotly label text: plotly
-    reads a few HTML tags (``<a href>``, ``<b>``, ``<br>``) in titles, legends and hovers,
-    and shows HTML entities as the characters they stand for, so the escaped text reads as
-    it was written and no tag in it takes effect."""
-    return html.escape(text, quote=False)
-
-
 def _percentile_traces(sub: pl.DataFrame, prefix: str, *, dash: str = "solid",
                        legend: bool = True, grouped: bool = False) -> list[go.Scatter]:
     """One line per percentile (P50/P95/P99, :data:`PERCENTILE_STYLES` colours) of one
-    class's daily rows; names are ``prefix`` + the percentile (prefix from span data);
+    class's daily rows; names are ``prefix`` (span data, shown as text by
+    :func:`chart_text`) + the percentile;
     ``grouped``: one legend entry per percentile toggles it in every panel."""
     traces = []
     for column, label, colour in PERCENTILE_STYLES:
-        name = plotly_text(f"{prefix}{label}")
+        name = f"{chart_text(prefix)}{label}" if prefix else label
         traces.append(go.Scatter(
             x=sub["day"].to_list(),
             y=sub[column].to_list(),
@@ -194,7 +229,7 @@ def _percentile_traces(sub: pl.DataFrame, prefix: str, *, dash: str = "solid",
             legendgroup=label if grouped else None,
             showlegend=legend,
             line={"color": colour, "dash": dash},
-            hovertemplate=f"{name} %{{x}}: $%{{y:.5f}}<extra></extra>",
+            hovertemplate="%{fullData.name} %{x}: $%{y:.5f}<extra></extra>",
         ))
     return traces
 
@@ -287,7 +322,7 @@ def daily_trend_by_class(daily: pl.DataFrame, cap_date: date | None = None) -> g
     cols = 1 if len(classes) <= 4 else 2
     rows = math.ceil(len(classes) / cols)
     fig = make_subplots(rows=rows, cols=cols, shared_xaxes=True,
-                        subplot_titles=[plotly_text(c) for c in classes],
+                        subplot_titles=[chart_text(c) for c in classes],
                         vertical_spacing=min(0.3 / rows, 0.12), horizontal_spacing=0.1)
     for i, task_class in enumerate(classes):
         row, col = i // cols + 1, i % cols + 1
@@ -305,8 +340,11 @@ def daily_trend_by_class(daily: pl.DataFrame, cap_date: date | None = None) -> g
 
 
 def run_waterfall(spans: pl.DataFrame) -> go.Figure:
-    """One run's spans as bars on a time axis (ms from the run's start), top to bottom in
+    """One run's spans as bars on a time axis from the run's start, top to bottom in
     start order, indented by depth, coloured by role; errors outlined in red.
+
+    The axis is in the unit :func:`time_unit` picks for the run's length (ms, s, min or
+    h: a 13-minute run reads "13.3 min", not "800k ms").
 
     Args:
         spans: from :func:`analytics.runs.run_spans` (uses ``span_id``, ``name``,
@@ -314,8 +352,8 @@ def run_waterfall(spans: pl.DataFrame) -> go.Figure:
             ``input_tokens``, ``output_tokens``, ``cost_usd``, ``status_code``).
 
     Returns:
-        The figure; hover shows model, tokens, cost and status; ``customdata[0]`` is the
-        span id.
+        The figure; ``x`` (duration) and ``base`` (start) in the axis's unit; hover
+        shows model, tokens, cost and status; ``customdata[0]`` is the span id.
 
     Raises:
         ValueError: a needed column is missing.
@@ -324,16 +362,19 @@ def run_waterfall(spans: pl.DataFrame) -> go.Figure:
             "input_tokens", "output_tokens", "cost_usd", "status_code")
     require_columns(spans, need, "run_waterfall")
     rows = spans.with_row_index("row").to_dicts()
+    ends_ms = [(r["offset_ms"] or 0.0) + max(r["duration_ms"] or 0.0, 0.0) for r in rows]
+    unit, unit_ms = time_unit(max(ends_ms, default=0.0))
+    digits = 0 if unit == "ms" else 1
     fig = go.Figure()
     for role in dict.fromkeys(r["role"] for r in rows):
         mine = [r for r in rows if r["role"] == role]
         fig.add_trace(
             go.Bar(
                 y=[r["row"] for r in mine],
-                x=[max(r["duration_ms"], 0.0) for r in mine],
-                base=[r["offset_ms"] for r in mine],
+                x=[max(r["duration_ms"] or 0.0, 0.0) / unit_ms for r in mine],
+                base=[(r["offset_ms"] or 0.0) / unit_ms for r in mine],
                 orientation="h",
-                name=role,
+                name=chart_text(role),
                 marker={
                     "color": ROLE_COLOURS.get(role, "#17becf"),
                     "line": {
@@ -343,31 +384,35 @@ def run_waterfall(spans: pl.DataFrame) -> go.Figure:
                     },
                 },
                 customdata=[
-                    [r["span_id"], r["name"], r["model"] or "-",
-                     "-" if r["input_tokens"] is None else r["input_tokens"],
-                     "-" if r["output_tokens"] is None else r["output_tokens"],
+                    [r["span_id"], chart_text(r["name"]), chart_text(r["model"]),
+                     "-" if r["input_tokens"] is None else f"{r['input_tokens']:,.0f}",
+                     "-" if r["output_tokens"] is None else f"{r['output_tokens']:,.0f}",
                      usd(r["cost_usd"]),
-                     r["status_code"]]
+                     chart_text(r["status_code"])]
                     for r in mine
                 ],
                 hovertemplate=(
                     "%{customdata[1]}<br>model %{customdata[2]}<br>"
                     "tokens in %{customdata[3]} / out %{customdata[4]}<br>"
                     "cost %{customdata[5]}<br>status %{customdata[6]}<br>"
-                    "start %{base:.0f} ms, %{x:.0f} ms<extra>" + role + "</extra>"
+                    f"start %{{base:,.{digits}f}} {unit}, %{{x:,.{digits}f}} {unit}"
+                    "<extra>%{fullData.name}</extra>"
                 ),
             )
         )
     fig.update_layout(
         barmode="overlay",
-        xaxis={"title": "ms since the run started"},
+        xaxis={"title": f"{_UNIT_WORDS[unit]} since the run started",
+               "ticksuffix": f" {unit}", "tickformat": ",~f"},
         yaxis={
             "tickvals": [r["row"] for r in rows],
-            "ticktext": ["\u2003" * r["depth"] + r["name"] for r in rows],
+            "ticktext": ["\u2003" * r["depth"] + chart_text(r["name"]) for r in rows],
             "autorange": "reversed",
+            "automargin": True,  # room for the longest (indented) span name
         },
         height=max(240, 28 * len(rows) + 120),
         legend=LEGEND_ABOVE,
         margin={"t": 50},
     )
     return fig
+

@@ -10,7 +10,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import polars as pl
 
-from cliffwatch.analytics.charts import LEGEND_ABOVE, require_columns, usd_axis
+from cliffwatch.analytics.charts import LEGEND_ABOVE, chart_text, require_columns, usd_axis
 
 BEFORE_COLOUR = "#7f7f7f"
 AFTER_COLOUR = "#1f77b4"
@@ -36,7 +36,7 @@ def whatif_spend(by_class: pl.DataFrame) -> go.Figure:
             "p99_before_usd", "p99_after_usd")
     require_columns(by_class, need, "whatif_spend")
     rows = by_class.sort("task_class").to_dicts()
-    classes = [r["task_class"] for r in rows]
+    classes = [chart_text(r["task_class"]) for r in rows]
     fig = go.Figure()
     for column, p99, label, colour in (
         ("spend_before_usd", "p99_before_usd", "as recorded", BEFORE_COLOUR),
@@ -76,7 +76,7 @@ def whatif_distribution(runs: pl.DataFrame) -> go.Figure:
 
     Returns:
         Horizontal box plots on a log cost axis, every run a point (``customdata[0]`` its
-        run id).
+        run id, ``customdata[1]`` the same as chart text).
 
     Raises:
         ValueError: a needed column is missing.
@@ -90,15 +90,15 @@ def whatif_distribution(runs: pl.DataFrame) -> go.Figure:
         fig.add_trace(
             go.Box(
                 x=shown[column].to_list(),
-                y=shown["task_class"].to_list(),
+                y=[chart_text(c) for c in shown["task_class"]],
                 name=label,
                 orientation="h",
                 boxpoints="all",
                 jitter=0.4,
                 pointpos=0,
                 marker={"size": 3, "opacity": 0.5, "color": colour},
-                customdata=[[r] for r in shown["run_id"].to_list()],
-                hovertemplate="run %{customdata[0]}<br>$%{x:.5f}<extra>" + label + "</extra>",
+                customdata=[[r, chart_text(r)] for r in shown["run_id"].to_list()],
+                hovertemplate="run %{customdata[1]}<br>$%{x:.5f}<extra>" + label + "</extra>",
             )
         )
     fig.update_layout(

@@ -14,7 +14,9 @@ import streamlit as st
 
 from cliffwatch.dashboard import access, filters, queries
 
-st.set_page_config(page_title="cliffwatch", layout="wide")
+# An emoji favicon is drawn in the browser (a data: URL); a page's :material/...: icon would
+# be fetched from fonts.gstatic.com (Streamlit 1.67), and the dashboard is an offline tool.
+st.set_page_config(page_title="cliffwatch", page_icon="📉", layout="wide")
 access.require_token()
 
 page = st.navigation(

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from cliffwatch.analytics.window import Window, WindowError
+from cliffwatch.analytics.window import Window, WindowError, parse_when
 from cliffwatch.dashboard.ui import md_text
 
 ALL_TIME = "all"
@@ -80,8 +80,9 @@ class Filters:
 def render_sidebar(class_options: Sequence[str]) -> Filters:
     """Draw the filter widgets in the sidebar and remember the selection for the pages.
 
-    A time window that cannot be read gets ``st.error`` in the sidebar and the pages
-    show all time until it is fixed.
+    A ``since`` or ``until`` that cannot be read gets ``st.error`` in the sidebar naming
+    the value and the forms accepted, and the pages use the other end alone until it is
+    fixed (:func:`readable`).
 
     Args:
         class_options: the task classes the store knows (the multiselect's options).
@@ -119,13 +120,44 @@ def render_sidebar(class_options: Sequence[str]) -> Filters:
             until=until.strip(),
             task_classes=tuple(sorted(classes)),
         )
-        try:
-            filters.window()
-        except WindowError as exc:
-            st.error(f"{md_text(exc)}. Showing all time.")
-            filters = Filters(task_classes=filters.task_classes)
+        filters, problems = readable(filters)
+        for problem in problems:
+            st.error(md_text(problem))
     st.session_state[_STATE_KEY] = filters
     return filters
+
+
+def readable(filters: Filters) -> tuple[Filters, list[str]]:
+    """``filters`` with each end of the window that cannot be read left open, and one
+    message per problem (what was typed, the forms accepted, what is shown instead).
+
+    A bad ``until`` keeps a good ``since`` (and the other way round); a window whose ends
+    both read but that is empty (``since`` not before ``until``) shows all time.
+
+    Returns:
+        ``(filters to use, messages)``; no messages when ``filters`` reads as it is.
+    """
+    try:
+        filters.window()
+    except WindowError as exc:
+        whole = str(exc)
+    else:
+        return filters, []
+    problems: list[str] = []
+    since, until = filters.since, filters.until
+    for label, value in (("Since", since), ("Until", until)):
+        if value and value != ALL_TIME:
+            try:
+                parse_when(value)
+            except WindowError as exc:
+                problems.append(f"{label}: {exc}.")
+                since, until = (ALL_TIME, until) if label == "Since" else (since, "")
+    if not problems:  # both ends read: the window itself is empty
+        problems.append(f"{whole}.")
+        since, until = ALL_TIME, ""
+    kept = Filters(since=since, until=until, task_classes=filters.task_classes)
+    shown = kept.describe()
+    return kept, [*problems[:-1], f"{problems[-1]} Showing {shown[:1].lower()}{shown[1:]}."]
 
 
 def current() -> Filters:

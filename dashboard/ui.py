@@ -12,7 +12,7 @@ import polars as pl
 import streamlit as st
 from pandas.io.formats.style import Styler
 
-from cliffwatch.formatting import usd
+from cliffwatch.formatting import MISSING, usd
 
 RUN_PAGE = "views/run.py"
 """The run page's source, relative to app.py (what ``st.switch_page`` takes)."""
@@ -73,15 +73,20 @@ def percentile_table(percentiles: pl.DataFrame, cliff_ratio: float) -> Styler:
     ).select(list(PERCENTILE_LABELS)).to_pandas().rename(columns=PERCENTILE_LABELS)
     money = [PERCENTILE_LABELS[c] for c in PERCENTILE_LABELS if c.endswith("_usd")]
     ratio = PERCENTILE_LABELS["cliff_ratio"]
+    counts = [PERCENTILE_LABELS[c] for c in ("runs", "breaches", "unpriced_calls")]
     return (
         shown.style.format(usd, subset=money)
-        .format("{:.1f}x", subset=[ratio], na_rep="-")
+        .format("{:,.0f}", subset=counts, na_rep=MISSING)
+        .format("{:,.1f}x", subset=[ratio], na_rep=MISSING)
         .map(lambda r: _ALERT_CSS if r > cliff_ratio else "", subset=[ratio])
     )
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:&])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_AUTOLINK = re.compile(r"(?i)(https?|www|ftp|mailto|xmpp)(?=\\[:.])|(?=\\?@)")
+WORD_JOINER = "\u2060"
+"""Invisible; put where GitHub-flavoured markdown would start a link of its own."""
 
 
 def md_text(value: object) -> str:
@@ -90,11 +95,17 @@ def md_text(value: object) -> str:
     ``:material/x:``), LaTeX (``$``) or HTML (``<img>``) give a meaning is backslash-escaped
     (CommonMark: any ASCII punctuation may be), and control characters are shown as
     escapes (``\\n``), so span data or a URL parameter never becomes an image, a link or
-    an element. ``None`` gives ``-``."""
+    an element. ``None`` gives ``-``.
+
+    Escapes alone do not stop GitHub-flavoured markdown's autolinks (Streamlit's renderer
+    finds ``http://...``, ``www.`` and ``name@host`` in the text after unescaping it), so
+    an invisible :data:`WORD_JOINER` is put after ``http``, ``https``, ``www``, ``ftp``,
+    ``mailto`` and ``xmpp`` where ``:`` or ``.`` follows, and before every ``@``."""
     if value is None:
         return "-"
     text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), str(value))
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    return _AUTOLINK.sub(lambda m: (m.group(1) or "") + WORD_JOINER, escaped)
 
 
 def run_link(run_id: str) -> str:

@@ -4,7 +4,8 @@
   is missing (Playwright's own browser download does not work here,
   docs/sources.md#chromium-for-the-browser-tests).
 - :func:`streamlit_server` starts ``streamlit run dashboard/app.py`` on a free loopback port
-  against a given store and waits for ``/_stcore/health``; it stops the server on exit.
+  against a given store, with the flags ``cliffwatch dashboard`` passes (no Deploy button,
+  no usage statistics), and waits for ``/_stcore/health``; it stops the server on exit.
 - :func:`chromium` starts a headless Chromium through Playwright, its waits (and
   Playwright's ``expect``) bounded by :data:`RENDER_TIMEOUT_MS`.
 
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from waits import http_ok, scaled, scaled_ms, wait_until
+
+from cliffwatch.cli.serve import STREAMLIT_OFFLINE_FLAGS
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -88,11 +91,9 @@ def streamlit_server(db_path: Path, log_path: Path) -> Iterator[str]:
     env = {**os.environ, "CLIFFWATCH_DB": str(db_path), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(APP),
-        "--server.headless", "true",
+        *STREAMLIT_OFFLINE_FLAGS,  # as `cliffwatch dashboard` serves it
         "--server.address", "127.0.0.1",
         "--server.port", str(port),
-        "--server.fileWatcherType", "none",
-        "--browser.gatherUsageStats", "false",
     ]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

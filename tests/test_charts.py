@@ -83,8 +83,12 @@ def test_run_waterfall_bars(frames) -> None:
     bars = {t.name: t for t in fig.data}
     assert set(bars) == {"run", "plan", "worker", "synthesis"}
     workers = bars["worker"]
-    assert list(workers.base) == spans.filter(pl.col("role") == "worker")["offset_ms"].to_list()
-    assert list(workers.x) == [1000.0, 1000.0]
+    # a 3-second run: the axis is in seconds
+    assert fig.layout.xaxis.title.text == "seconds since the run started"
+    assert fig.layout.xaxis.ticksuffix == " s"
+    offsets_ms = spans.filter(pl.col("role") == "worker")["offset_ms"].to_list()
+    assert list(workers.base) == pytest.approx([ms / 1000 for ms in offsets_ms])
+    assert list(workers.x) == [1.0, 1.0]
     # hover carries model, tokens, cost and status; the failed worker is outlined red
     assert workers.customdata[0][2] == "sim/gpt-4o-mini"
     assert workers.customdata[0][5] == "$0.01"

@@ -155,6 +155,18 @@ def test_overview_unreadable_since_is_an_error_in_the_sidebar(app: AppTest) -> N
     assert len(_frame(app, "percentiles")) == 2  # all time meanwhile
 
 
+def test_an_unreadable_until_says_so_and_keeps_since(app: AppTest, store: StoreFixture) -> None:
+    _open(app, task_class="extract", since="2026-11-03", until="next week")
+    error = _texts(app.sidebar.error)
+    assert "Until: cannot read 'next week'" in error
+    assert "a date (2026-11-01)" in error  # the forms it takes
+    assert "Showing since 2026-11-03; extract" in error
+    # extract runs start 2026-11-01T02:00 every 8 h: the first 6 are before Nov 3.
+    runs = _frame(app, "percentiles")["Runs"].tolist()
+    assert runs == [len(store.costs_usd["extract"]) - 6]
+    assert "since 2026-11-03; extract" in _texts(app.caption)
+
+
 def test_incidents_page_lists_incidents(app: AppTest, store: StoreFixture) -> None:
     _open(app, "views/incidents.py")
     table = _frame(app, "incidents")

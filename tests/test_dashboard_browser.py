@@ -188,3 +188,19 @@ def test_unknown_run_is_an_error_not_a_traceback(server: str, page: Any) -> None
     alert.wait_for()
     assert "no run" in alert.inner_text()
     assert page.locator("[data-testid='stException']").count() == 0
+
+
+@pytest.mark.parametrize("path", [
+    "/incidents", "/findings", "/run?run_id={some}", "/replay?run_id={some}&max_workers=2",
+    "/whatif?max_workers=2",
+])
+def test_tables_fit_a_1440_px_window_whole(
+    server: str, store: StoreFixture, page: Any, path: str
+) -> None:
+    # Every column, its heading whole, without scrolling sideways (the CSV has the rest).
+    page.goto(server + path.format(some=store.some_run_id))
+    page.locator("[data-testid='stDataFrame'] .dvn-scroller").first.wait_for()
+    _settle(page)
+    widths = page.evaluate("""() => [...document.querySelectorAll(
+        "[data-testid='stDataFrame'] .dvn-scroller")].map(e => [e.scrollWidth, e.clientWidth])""")
+    assert widths and all(scroll <= client for scroll, client in widths), widths

@@ -12,6 +12,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from waits import scaled
 
+from cliffwatch.dashboard.ui import WORD_JOINER as WJ
+from cliffwatch.dashboard.ui import md_text
 from cliffwatch.telemetry.testing import make_run_records, ns_at
 from cliffwatch.telemetry.write_pipeline import write_spans
 
@@ -24,8 +26,9 @@ LINK = "![b](http://127.0.0.1:9/b.png)"
 RUN_ID = "d" * 32
 
 # Markup that would take effect (not preceded by the backslash that makes it literal): an
-# image, an HTML tag, a link off the dashboard (its own run links are relative).
-LIVE_MARKUP = re.compile(r"(?<!\\)!\[|(?<!\\)<img|(?<!\\)\]\(<?[a-z]+:")
+# image, an HTML tag, a link off the dashboard (its own run links are relative), a URL
+# that GitHub-flavoured markdown would make a link of its own (no word joiner after http).
+LIVE_MARKUP = re.compile(r"(?<!\\)!\[|(?<!\\)<img|(?<!\\)\]\(<?[a-z]+:|(?i:https?|www)\\?[:.]")
 
 
 @pytest.fixture(scope="module")
@@ -86,14 +89,14 @@ def test_pages_show_a_markup_task_class_as_text(
     page: str | None, markup_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = _open(_app(markup_store, monkeypatch, max_workers="4"), page)
-    _assert_no_live_markup(app, r"\!\[x\]\(http\:" if page is None else "")
+    _assert_no_live_markup(app, rf"\!\[x\]\(http{WJ}\:" if page is None else "")
 
 
 def test_run_page_shows_markup_class_and_models_as_text(
     markup_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = _open(_app(markup_store, monkeypatch, run_id=RUN_ID), "views/run.py")
-    _assert_no_live_markup(app, r"\!\[x\]\(http\:", r"\<img src=x\>")
+    _assert_no_live_markup(app, rf"\!\[x\]\(http{WJ}\:", r"\<img src=x\>")
 
 
 def test_a_markup_run_id_parameter_is_echoed_as_text(
@@ -101,14 +104,14 @@ def test_a_markup_run_id_parameter_is_echoed_as_text(
 ) -> None:
     app = _open(_app(markup_store, monkeypatch, run_id=LINK), "views/run.py")
     assert app.error, "an unknown run id is an error"
-    _assert_no_live_markup(app, r"\!\[b\]\(http\:")
+    _assert_no_live_markup(app, rf"\!\[b\]\(http{WJ}\:")
 
 
 def test_replay_page_shows_markup_as_text(
     markup_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = _open(_app(markup_store, monkeypatch, run_id=RUN_ID), "views/replay.py")
-    _assert_no_live_markup(app, r"\!\[x\]\(http\:")
+    _assert_no_live_markup(app, rf"\!\[x\]\(http{WJ}\:")
 
 
 def test_without_the_token_the_page_stops(
@@ -131,3 +134,17 @@ def test_the_token_opens_the_session_once(
     assert "token" not in app.query_params  # not left in the address bar to be shared
     app.switch_page("views/incidents.py").run()  # later pages need it no more
     assert not app.error, [e.value for e in app.error]
+
+
+@pytest.mark.parametrize(("data", "shown"), [
+    ("see http://127.0.0.1:9/x", f"see http{WJ}\\://127\\.0\\.0\\.1\\:9/x"),
+    ("HTTPS://h", f"HTTPS{WJ}\\://h"),
+    ("www.example.com", f"www{WJ}\\.example\\.com"),
+    ("ops@example.com", f"ops{WJ}@example\\.com"),
+    ("research", "research"),
+])
+def test_md_text_stops_markdown_autolinks(data: str, shown: str) -> None:
+    # GitHub-flavoured markdown links bare URLs and e-mail addresses found in the text
+    # after unescaping it: an invisible word joiner breaks each pattern.
+    assert md_text(data) == shown
+    assert md_text(data).replace(WJ, "").replace("\\", "") == data

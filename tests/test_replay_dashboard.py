@@ -288,3 +288,28 @@ def test_live_rerun_button_runs_the_task_again_and_shows_both(
         replays = con.sql("SELECT count(*) FROM runs WHERE replay_of = $id",
                           params={"id": original.run_id}).fetchall()
     assert replays == [(1,)]
+
+
+@pytest.mark.parametrize(("page", "params"), [
+    ("views/whatif.py", {"max_workers": "4"}),
+    ("views/replay.py", {"run_id": RUNAWAY, "max_workers": "4"}),
+    ("views/run.py", {"run_id": RUNAWAY}),
+    ("views/incidents.py", {}),
+    ("views/findings.py", {}),
+])
+def test_every_table_column_has_a_human_heading(
+    app: AppTest, page: str, params: dict[str, str]
+) -> None:
+    _open(app, page, **params)
+    assert app.dataframe
+    for table in app.dataframe:
+        config = json.loads(table.proto.columns)
+        shown = list(table.proto.column_order) or list(table.value.columns)
+        for column in shown:
+            heading = config[column]["label"]
+            assert "_" not in heading and heading[:1] == heading[:1].upper(), (column, heading)
+            number = config[column].get("type_config", {})
+            if number.get("type") == "number":  # thousands separated, money as dollars
+                assert "," in number["format"] or "%%" in number["format"], (column, number)
+                assert number["format"].startswith("$") == column.endswith("_usd"), column
+        assert table.proto.placeholder == "-"  # no literal None in an empty cell

@@ -37,7 +37,9 @@ STREAMLIT_OFFLINE_FLAGS = (
     "--server.fileWatcherType", "none",  # a served tool, not an app being edited
 )
 """Streamlit flags of ``cliffwatch dashboard``: an offline tool (Streamlit 1.67 options;
-``streamlit config show``). Streamlit serves its own fonts, so nothing else is fetched."""
+``streamlit config show``). Streamlit serves its own fonts and the favicon is an emoji
+(``dashboard/app.py``; a page's ``:material/...:`` icon would be fetched from Google), so
+the browser fetches nothing from elsewhere (tests/test_dashboard_markup_browser.py)."""
 
 
 def _forward_signals(child: subprocess.Popen[bytes]) -> dict[int, Any]:

@@ -14,7 +14,7 @@ import streamlit as st
 
 from cliffwatch.analytics.findings import find_findings
 from cliffwatch.analytics.store_access import read_store
-from cliffwatch.dashboard import downloads, filters, queries, ui
+from cliffwatch.dashboard import downloads, filters, queries, tables, ui
 from cliffwatch.dashboard.filters import Filters
 
 # What each finding kind is called on the page (a comment, not a docstring: Streamlit's
@@ -72,18 +72,14 @@ kpis[2].metric("Projected yearly saving (still present)", ui.usd(yearly),
                help="Each finding's saving over the window, scaled to a year by the "
                     "window's length (see each finding's basis).")
 
-st.dataframe(
+tables.show(
     shown.with_columns(pl.col("kind").replace_strict(KIND_LABELS).alias("what")),
-    hide_index=True,
     column_order=["task_class", "what", "runs", "yearly_saving_usd", "still_present", "title"],
     column_config={
-        "task_class": st.column_config.TextColumn("Task class"),
         "what": st.column_config.TextColumn("Finding"),
-        "runs": st.column_config.NumberColumn("Runs"),
         "yearly_saving_usd": st.column_config.NumberColumn(
-            "Yearly saving", format="$%.2f",
+            "Yearly saving", format="$%,.2f",
             help="Projected over a year from this window's what-if; blank without a basis."),
-        "still_present": st.column_config.CheckboxColumn("Still present"),
         "title": st.column_config.TextColumn("Evidence", width="large"),
     },
 )

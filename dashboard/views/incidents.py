@@ -7,7 +7,7 @@ Deep link: ``/incidents?kind=cap_breach&status=open`` (plus the sidebar's parame
 import polars as pl
 import streamlit as st
 
-from cliffwatch.dashboard import downloads, filters, links, queries, triage_panel, ui
+from cliffwatch.dashboard import downloads, filters, links, queries, tables, triage_panel, ui
 
 selected = filters.current()
 st.title("Incidents")
@@ -41,9 +41,8 @@ table = shown.with_columns(
     (pl.lit(ui.RUN_LINK_PREFIX) + pl.col("run_id")).alias("link"),
     (pl.lit(links.replay_link("")) + pl.col("run_id")).alias("replay"),
 )
-picked = st.dataframe(
+picked = tables.show(
     table,
-    hide_index=True,
     key="incidents",
     on_select="rerun",
     selection_mode="single-row",
@@ -53,12 +52,9 @@ picked = st.dataframe(
     + (["note"] if shown["note"].is_not_null().any() else []),
     column_config={
         "detected_at": st.column_config.DatetimeColumn("Detected (UTC)", format="YYYY-MM-DD HH:mm"),
-        "kind": st.column_config.TextColumn("Kind"),
-        "status": st.column_config.TextColumn("Status"),
-        "task_class": st.column_config.TextColumn("Task class"),
         "detail": st.column_config.TextColumn("What happened", width=420),
-        "link": st.column_config.LinkColumn("Run", display_text="open run", width="small"),
-        "replay": st.column_config.LinkColumn("Replay", display_text="replay", width="small"),
+        "link": st.column_config.LinkColumn("Run", display_text="open run"),
+        "replay": st.column_config.LinkColumn("Replay", display_text="replay"),
         "note": st.column_config.TextColumn("Note", width="medium"),
     },
 )

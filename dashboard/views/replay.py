@@ -10,7 +10,15 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics import charts, replay_charts
-from cliffwatch.dashboard import downloads, filters, links, queries, replay_queries, ui
+from cliffwatch.dashboard import (
+    downloads,
+    filters,
+    links,
+    queries,
+    replay_queries,
+    tables,
+    ui,
+)
 from cliffwatch.dashboard.limits_controls import limits_controls
 
 PICKER_KEY = "replay_picker"
@@ -59,7 +67,7 @@ with link_row:
     st.page_link(ui.RUN_PAGE, label="Open its run page", icon=":material/waterfall_chart:",
                  query_params={"run_id": run.run_id})
     if run.replay_of:
-        st.page_link(links.REPLAY_PAGE, label=f"Replay of {run.replay_of[:12]}",
+        st.page_link(links.REPLAY_PAGE, label=f"Replay of {ui.md_text(run.replay_of[:12])}",
                      icon=":material/history:", query_params={"run_id": run.replay_of})
 st.caption(
     f"Task {ui.md_text(run.task_id)} · started {run.started_at:%Y-%m-%d %H:%M:%S} UTC · recorded "
@@ -68,23 +76,23 @@ st.caption(
     f"{run.limits.policy.value} · replaying under {override.describe()}"
 )
 
-# Headings and formats shared by every table of the page (a column a table lacks is
-# ignored): money to a millionth of a dollar, times to the millisecond.
+# Widths shared by every table of the page (a column a table lacks is ignored); headings
+# and formats are the dashboard's (dashboard.tables), money to a millionth of a dollar.
 COLUMNS = {
-    "cost_usd": st.column_config.NumberColumn("cost", format="$%.6f"),
-    "cf_cost_usd": st.column_config.NumberColumn("cf cost", format="$%.6f"),
-    "offset_ms": st.column_config.NumberColumn("start (ms)", format="%.0f"),
-    "duration_ms": st.column_config.NumberColumn("duration (ms)", format="%.0f"),
-    "input_tokens": st.column_config.NumberColumn("tokens in"),
-    "output_tokens": st.column_config.NumberColumn("tokens out"),
-    "detail": st.column_config.TextColumn("detail", width="large"),
-    "recorded": st.column_config.TextColumn("recorded", width="medium"),
-    "counterfactual": st.column_config.TextColumn("counterfactual", width="large"),
+    "detail": st.column_config.TextColumn("Detail", width="large"),
+    "recorded": st.column_config.TextColumn("Recorded", width="medium"),
+    "counterfactual": st.column_config.TextColumn("Counterfactual", width="large"),
 }
+CALL_MONEY = "$%,.6f"
 # The timeline's reading order: what happened and why before the model and tokens (its
-# sub-task index is in the name, "worker 3"; the CSV keeps every column).
-TIMELINE_ORDER = ["step", "offset_ms", "duration_ms", "kind", "name", "status", "cost_usd",
+# kind and sub-task index are in the name, "worker 3"; the CSV keeps every column).
+TIMELINE_ORDER = ["step", "offset_ms", "duration_ms", "name", "status", "cost_usd",
                   "detail", "model", "input_tokens", "output_tokens"]
+
+# The plan's: what each sub-task was and what became of it, as recorded and in the
+# counterfactual (tokens and attempts are on the timeline and in the CSV).
+PLAN_ORDER = ["index", "title", "difficulty", "model", "outcome", "cost_usd", "duration_ms",
+              "cf_outcome", "cf_cost_usd", "cf_basis"]
 
 
 def _status(status: str, breach: str | None) -> None:
@@ -109,7 +117,7 @@ with right:
     facts = st.columns(2)
     facts[0].metric("Dispatched", f"{cf.dispatched} of {_limit(cf.proposed, '-')}")
     if cf.saving_usd is None:  # a task left undone whose redo nothing can estimate
-        facts[1].metric("Cost", "unknown", help=cf.redo.note if cf.redo else None)
+        facts[1].metric("Cost", "unknown", help=ui.md_text(cf.redo.note) if cf.redo else None)
     else:
         change = "-" if cf.saving_usd > 0 else "+"  # the delta's sign sets its arrow
         pct = "" if cf.saving_pct is None else f" ({abs(cf.saving_pct):.1f}%)"
@@ -130,15 +138,17 @@ if notes:
     st.caption("Estimated figures (not in the record): " + "; ".join(
         f"{ui.md_text(stage)}: {ui.md_text(note)}" for stage, note in notes))
 comparison = rp.comparison()
-st.dataframe(comparison, hide_index=True, key="comparison", height="content",
-             column_config=COLUMNS)
+tables.show(comparison, key="comparison", height="content", column_config=COLUMNS,
+            money_format=CALL_MONEY)
 downloads.csv_button(comparison, "replay_comparison")
 
 st.subheader("Timeline as recorded")
 _, spans = queries.fetch(queries.load_run, run.run_id)
 st.plotly_chart(charts.run_waterfall(spans), key="waterfall")
-st.dataframe(rp.timeline, hide_index=True, key="timeline", column_order=TIMELINE_ORDER,
-             column_config=COLUMNS)
+# The detail narrower than elsewhere: the timeline's eleven columns fit 1440 px whole.
+tables.show(rp.timeline, key="timeline", column_order=TIMELINE_ORDER,
+            column_config=COLUMNS | {"detail": st.column_config.TextColumn("Detail", width=240)},
+            money_format=CALL_MONEY)
 downloads.csv_button(rp.timeline, "replay_timeline")
 
 st.subheader("Plan")
@@ -146,12 +156,13 @@ beside = rp.plan_beside_counterfactual()
 plan = beside if beside is not None else rp.subtasks
 st.caption("Each proposed sub-task, the model it was routed to and what became of it"
            + (", as recorded and in the counterfactual (cf)." if beside is not None else "."))
-st.dataframe(plan, hide_index=True, key="plan", column_config=COLUMNS)
+tables.show(plan, key="plan", column_config=COLUMNS, money_format=CALL_MONEY,
+            column_order=[c for c in PLAN_ORDER if c in plan.columns])
 downloads.csv_button(plan, "replay_plan")
 if beside is None and cf.subtasks:
     st.markdown("**The counterfactual's plan**")
     cf_plan = rp.counterfactual_subtasks()
-    st.dataframe(cf_plan, hide_index=True, key="cf_plan", column_config=COLUMNS)
+    tables.show(cf_plan, key="cf_plan", column_config=COLUMNS, money_format=CALL_MONEY)
     downloads.csv_button(cf_plan, "replay_counterfactual_plan")
 
 st.subheader("Live re-run")
@@ -173,5 +184,5 @@ if live:
     st.page_link(ui.RUN_PAGE, label="Open the new run", icon=":material/waterfall_chart:",
                  query_params={"run_id": live["run_id"]})
     side = pl.DataFrame(live["comparison"])
-    st.dataframe(side, hide_index=True, key="live_comparison", column_config=COLUMNS)
+    tables.show(side, key="live_comparison", column_config=COLUMNS, money_format=CALL_MONEY)
     downloads.csv_button(side, "replay_live_comparison")

@@ -5,10 +5,11 @@ Deep link: ``/run?run_id=<trace id or a unique prefix of 6+ characters>``. Witho
 a picker of the recent runs (within the sidebar's filters).
 """
 
+import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics import charts
-from cliffwatch.dashboard import downloads, filters, links, queries, ui
+from cliffwatch.dashboard import downloads, filters, links, queries, tables, ui
 
 PICKER_KEY = "run_picker"
 
@@ -60,7 +61,7 @@ with badges:
     if run["breach"]:
         st.badge(f"{ui.md_text(run['breach'])} breach", icon=":material/error:", color="red")
     if run["replay_of"]:
-        st.badge(f"replay of {run['replay_of'][:12]}", color="violet")
+        st.badge(f"replay of {ui.md_text(run['replay_of'][:12])}", color="violet")
     if run["unpriced_calls"]:
         st.badge(f"{run['unpriced_calls']} unpriced calls", color="orange")
 
@@ -86,22 +87,12 @@ st.caption(
 
 st.subheader("Spans")
 st.plotly_chart(charts.run_waterfall(spans), key="waterfall")
-st.dataframe(
-    spans,
-    hide_index=True,
+# OTel's "unset" status (no status recorded) is a blank cell, not a word.
+tables.show(
+    spans.with_columns(pl.col("status_code").replace("unset", None)),
     column_order=["name", "role", "model", "input_tokens", "output_tokens", "cost_usd",
                   "cost_source", "status_code", "offset_ms", "duration_ms"],
-    column_config={
-        "name": st.column_config.TextColumn("Span"),
-        "role": st.column_config.TextColumn("Role"),
-        "model": st.column_config.TextColumn("Model"),
-        "input_tokens": st.column_config.NumberColumn("Tokens in"),
-        "output_tokens": st.column_config.NumberColumn("Tokens out"),
-        "cost_usd": st.column_config.NumberColumn("Cost", format="$%.6f"),
-        "cost_source": st.column_config.TextColumn("Cost source"),
-        "status_code": st.column_config.TextColumn("Status"),
-        "offset_ms": st.column_config.NumberColumn("Start (ms)", format="%.0f"),
-        "duration_ms": st.column_config.NumberColumn("Duration (ms)", format="%.0f"),
-    },
+    column_config={"name": st.column_config.TextColumn("Span")},
+    money_format="$%,.6f",
 )
 downloads.csv_button(spans, "run_spans")

@@ -9,7 +9,7 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics import replay_charts
-from cliffwatch.dashboard import downloads, filters, links, queries, replay_queries, ui
+from cliffwatch.dashboard import downloads, filters, links, queries, replay_queries, tables, ui
 from cliffwatch.dashboard.limits_controls import limits_controls
 
 DEFAULT_CAP = 8  # the handbook's cap: what the page replays under until told otherwise
@@ -62,17 +62,14 @@ st.caption(ui.md_text(f"Limits: {what.describe()}. Replayed {totals['runs']:,} r
                       f"{what.elapsed_s:.2f} s{estimated}."))
 
 st.subheader("Per task class")
-# The saving first, the run counts and percentiles after, the limits (one long line,
-# said in the caption above) last; the CSV keeps analytics' order.
-by_class_order = ["task_class", "runs", "runs_affected", "tasks_not_completed",
+# The saving first, the run counts after, P99 before and after last; the limits (one
+# long line, said in the caption above) and the finer counts are in the CSV, which keeps
+# every column in analytics' order.
+tables.show(
+    what.by_class, key="whatif_by_class",
+    column_order=["task_class", "runs", "runs_affected", "tasks_not_completed",
                   "spend_before_usd", "spend_after_usd", "saving_usd", "saving_pct",
-                  "annual_saving_usd"]
-st.dataframe(
-    what.by_class, hide_index=True, key="whatif_by_class",
-    column_order=by_class_order + [c for c in what.by_class.columns if c not in by_class_order],
-    column_config={c: st.column_config.NumberColumn(c, format="$%.4f")
-                   for c in what.by_class.columns if c.endswith("_usd")}
-    | {"saving_pct": st.column_config.NumberColumn("saving %", format="%.1f%%")},
+                  "annual_saving_usd", "p99_before_usd", "p99_after_usd"],
 )
 downloads.csv_button(what.by_class, "whatif_by_class")
 st.plotly_chart(replay_charts.whatif_spend(what.by_class), key="whatif_spend")
@@ -87,18 +84,20 @@ changed = what.runs.filter(pl.col("affected")).with_columns(
 )
 st.caption(f"{changed.height:,} of {what.runs.height:,} runs; open one to replay it step by "
            "step.")
-st.dataframe(changed, hide_index=True, key="whatif_runs", column_order=[
-    "started_at", "task_class", "status_before", "status_after", "dispatched_before",
-    "dispatched_after", "cost_before_usd", "cost_after_usd", "redo_usd", "estimated_usd",
-    "replay"],
+tables.show(
+    changed, key="whatif_runs",
+    column_order=["started_at", "task_class", "status_before", "status_after",
+                  "dispatched_before", "dispatched_after", "cost_before_usd",
+                  "cost_after_usd", "redo_usd", "estimated_usd", "replay"],
     column_config={
+        "started_at": st.column_config.DatetimeColumn("Started (UTC)",
+                                                      format="YYYY-MM-DD HH:mm"),
         "replay": st.column_config.LinkColumn("Replay", display_text="replay"),
-        "cost_before_usd": st.column_config.NumberColumn("before", format="$%.5f"),
-        "cost_after_usd": st.column_config.NumberColumn("after", format="$%.5f"),
-        "estimated_usd": st.column_config.NumberColumn("estimated", format="$%.5f"),
         "redo_usd": st.column_config.NumberColumn(
-            "task redone", format="$%.5f",
+            "Task redone", format="$%,.5f",
             help="A task the limits leave undone, redone within them (estimated; part of "
                  "after; blank when nothing can estimate it)"),
-    })
+    },
+    money_format="$%,.5f",
+)
 downloads.csv_button(what.runs, "whatif_runs", label="Download every run (whatif_runs.csv)")

@@ -1,0 +1,126 @@
+"""What the Runs page, the per-run percentiles and the Compare page read, cached like
+:mod:`dashboard.queries` (keyed on the store's path and version and on the filters as
+the user wrote them; relative windows such as ``7d`` are read inside, at query time).
+Call them through :func:`dashboard.queries.fetch`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+import streamlit as st
+
+from cliffwatch.analytics.run_measures import run_measure_percentiles
+from cliffwatch.analytics.run_table import RunQuery, count_runs, run_statuses, runs_page
+from cliffwatch.analytics.store_access import read_store
+from cliffwatch.analytics.window import Window
+from cliffwatch.analytics.window_compare import compare_windows
+from cliffwatch.dashboard.filters import Filters
+from cliffwatch.dashboard.queries import CACHE_TTL_S
+
+
+@dataclass(frozen=True, slots=True)
+class RunTableSpec:
+    """The Runs page's own filters and order (the sidebar gives the window and classes).
+
+    Attributes:
+        statuses: only these run statuses; empty = all.
+        breach: an :data:`analytics.run_table.BREACH_FILTERS` value, or None for all.
+        min_cost_usd: lowest cost shown (USD), None = no bound.
+        max_cost_usd: highest cost shown (USD), None = no bound.
+        sort_by: an :data:`analytics.run_table.SORT_COLUMNS` value.
+        descending: largest (newest) first.
+    """
+
+    statuses: tuple[str, ...] = ()
+    breach: str | None = None
+    min_cost_usd: float | None = None
+    max_cost_usd: float | None = None
+    sort_by: str = "started_at"
+    descending: bool = True
+
+    def query(self, filters: Filters) -> RunQuery:
+        """The :class:`~analytics.run_table.RunQuery` of this spec within ``filters``.
+
+        Raises:
+            WindowError: the sidebar's window cannot be read.
+        """
+        return RunQuery(
+            window=filters.window(), task_classes=filters.task_classes,
+            statuses=self.statuses, breach=self.breach, min_cost_usd=self.min_cost_usd,
+            max_cost_usd=self.max_cost_usd, sort_by=self.sort_by, descending=self.descending,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunsPage:
+    """One page of the run table.
+
+    Attributes:
+        rows: :func:`analytics.run_table.runs_page` rows.
+        total: runs matching the filters, every page together.
+        page: the page shown, from 1 (the one asked for, or the last when past it).
+        pages: how many pages there are (at least 1).
+    """
+
+    rows: pl.DataFrame
+    total: int
+    page: int
+    pages: int
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_runs_page(
+    db: str, version: tuple[int, ...], filters: Filters, spec: RunTableSpec, page: int,
+    page_size: int,
+) -> RunsPage:
+    """Page ``page`` (from 1; past the last page: the last) of ``page_size`` runs.
+
+    Raises:
+        StoreError: the store is missing, not a store, or busy.
+        AnalyticsError: a filter names an unknown class or makes an empty window.
+        RunQueryError: the spec cannot be run (shown as a page error).
+    """
+    query = spec.query(filters)
+    with read_store(db) as con:
+        total = count_runs(con, query)
+        pages = max(1, -(-total // page_size))
+        page = min(max(page, 1), pages)
+        rows = runs_page(con, query, offset=(page - 1) * page_size, limit=page_size)
+    return RunsPage(rows=rows, total=total, page=page, pages=pages)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_statuses(db: str, version: tuple[int, ...]) -> list[str]:
+    """The run statuses present in the store (the Runs page's status choices)."""
+    with read_store(db) as con:
+        return run_statuses(con)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_run_measures(db: str, version: tuple[int, ...], filters: Filters) -> pl.DataFrame:
+    """:func:`analytics.run_measures.run_measure_percentiles` of the sidebar's selection.
+
+    Raises:
+        StoreError, AnalyticsError: as :func:`load_runs_page`.
+    """
+    with read_store(db) as con:
+        return run_measure_percentiles(con, filters.window(), filters.task_classes)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_comparison(
+    db: str, version: tuple[int, ...], before: tuple[str, str], after: tuple[str, str],
+    task_classes: tuple[str, ...],
+) -> pl.DataFrame:
+    """:func:`analytics.window_compare.compare_windows` of two ``(since, until)`` pairs as
+    typed ("" = open end), read at query time.
+
+    Raises:
+        WindowError: a window cannot be read or is empty.
+        StoreError, AnalyticsError: as :func:`load_runs_page`.
+    """
+    windows = [Window.parse(since or None, until or None) for since, until in (before, after)]
+    with read_store(db) as con:
+        return compare_windows(con, windows[0], windows[1], task_classes)

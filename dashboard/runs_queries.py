@@ -6,7 +6,7 @@ Call them through :func:`dashboard.queries.fetch`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import polars as pl
 import streamlit as st
@@ -18,39 +18,6 @@ from cliffwatch.analytics.window import Window
 from cliffwatch.analytics.window_compare import compare_windows
 from cliffwatch.dashboard.filters import Filters
 from cliffwatch.dashboard.queries import CACHE_TTL_S
-
-
-@dataclass(frozen=True, slots=True)
-class RunTableSpec:
-    """The Runs page's own filters and order (the sidebar gives the window and classes).
-
-    Attributes:
-        statuses: only these run statuses; empty = all.
-        breach: an :data:`analytics.run_table.BREACH_FILTERS` value, or None for all.
-        min_cost_usd: lowest cost shown (USD), None = no bound.
-        max_cost_usd: highest cost shown (USD), None = no bound.
-        sort_by: an :data:`analytics.run_table.SORT_COLUMNS` value.
-        descending: largest (newest) first.
-    """
-
-    statuses: tuple[str, ...] = ()
-    breach: str | None = None
-    min_cost_usd: float | None = None
-    max_cost_usd: float | None = None
-    sort_by: str = "started_at"
-    descending: bool = True
-
-    def query(self, filters: Filters) -> RunQuery:
-        """The :class:`~analytics.run_table.RunQuery` of this spec within ``filters``.
-
-        Raises:
-            WindowError: the sidebar's window cannot be read.
-        """
-        return RunQuery(
-            window=filters.window(), task_classes=filters.task_classes,
-            statuses=self.statuses, breach=self.breach, min_cost_usd=self.min_cost_usd,
-            max_cost_usd=self.max_cost_usd, sort_by=self.sort_by, descending=self.descending,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,17 +39,19 @@ class RunsPage:
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def load_runs_page(
-    db: str, version: tuple[int, ...], filters: Filters, spec: RunTableSpec, page: int,
+    db: str, version: tuple[int, ...], filters: Filters, spec: RunQuery, page: int,
     page_size: int,
 ) -> RunsPage:
-    """Page ``page`` (from 1; past the last page: the last) of ``page_size`` runs.
+    """Page ``page`` (from 1; past the last page: the last) of ``page_size`` runs of
+    ``spec`` (the page's own filters and order) within the sidebar's ``filters`` (which
+    replace ``spec``'s window and classes).
 
     Raises:
         StoreError: the store is missing, not a store, or busy.
         AnalyticsError: a filter names an unknown class or makes an empty window.
         RunQueryError: the spec cannot be run (shown as a page error).
     """
-    query = spec.query(filters)
+    query = replace(spec, window=filters.window(), task_classes=filters.task_classes)
     with read_store(db) as con:
         total = count_runs(con, query)
         pages = max(1, -(-total // page_size))

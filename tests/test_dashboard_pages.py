@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from dashboard_store import StoreFixture, build_store
 from streamlit.testing.v1 import AppTest
-from waits import scaled
+from test_dashboard_apptest import APP, TIMEOUT_S, _texts
+from test_dashboard_apptest import _open as open_app
 
 from cliffwatch import settings
 from cliffwatch.formatting import usd
@@ -27,8 +28,6 @@ from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import make_run_records, make_runs_costing
 from cliffwatch.telemetry.write_pipeline import write_spans
 
-APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
-TIMEOUT_S = scaled(120)
 NEW_PAGES = ("views/runs.py", "views/compare.py", "views/alerts.py")
 MARKUP = "![x](http://evil.example/i.png) <img src=x> :red[boom] $x$"
 
@@ -42,23 +41,15 @@ def _open(db: Path, monkeypatch: pytest.MonkeyPatch, view: str | None = None,
           **params: str | list[str]) -> AppTest:
     monkeypatch.setenv("CLIFFWATCH_DB", str(db))
     app = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
-    for name, value in params.items():
+    for name, value in params.items():  # set here: the Runs page has a `page` parameter
         app.query_params[name] = value
-    app.run()
-    if view is not None:
-        app.switch_page(view).run()
-    assert not app.exception, [e.message for e in app.exception]
-    return app
+    return open_app(app, view)
 
 
 def _frame(app: AppTest, column: str):
     found = [d.value for d in app.dataframe if column in d.value.columns]
     assert len(found) == 1, f"{len(found)} tables with a {column!r} column"
     return found[0]
-
-
-def _texts(elements) -> str:
-    return re.sub(r"\\(.)", r"\1", " ".join(e.value for e in elements))
 
 
 def _raw_runs(path: Path) -> list[dict]:

@@ -13,9 +13,9 @@ from urllib.parse import urlencode
 import polars as pl
 import streamlit as st
 
-from cliffwatch.analytics.run_table import BREACH_FILTERS, SORT_COLUMNS
+from cliffwatch.analytics.run_table import BREACH_FILTERS, SORT_COLUMNS, RunQuery
 from cliffwatch.dashboard import cells, downloads, filters, links, queries, ui
-from cliffwatch.dashboard.runs_queries import RunTableSpec, load_runs_page, load_statuses
+from cliffwatch.dashboard.runs_queries import load_runs_page, load_statuses
 
 # Bound select boxes write the option *shown* into the URL, so the options are the words
 # a user reads (``?sort=cost&order=ascending&breach=any+breach``), mapped to the query here.
@@ -62,7 +62,7 @@ page_size = order_row[2].selectbox("Runs per page", PAGE_SIZES, index=1, key="pe
 page_asked = order_row[3].number_input("Page", min_value=1, value=1, step=1, key="page",
                                        bind="query-params")
 
-spec = RunTableSpec(
+spec = RunQuery(
     statuses=tuple(sorted(statuses)), breach=BREACH_LABELS.get(breach or ""),
     min_cost_usd=min_cost, max_cost_usd=max_cost,
     sort_by=SORT_LABELS.get(sort_by or "", "started_at"), descending=order != "ascending",

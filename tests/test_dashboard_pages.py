@@ -211,6 +211,9 @@ def test_alerts_page_shows_rules_and_a_failed_delivery(tmp_path: Path, monkeypat
     assert row["delivered_at"] == "-" and row["next_attempt_at"] == "-"
     app.selectbox(key="delivery").set_value("delivered").run()
     assert "No delivery is delivered" in _texts(app.info)
+    for status, rows in (("failed", 1), ("no webhook", 0)):  # deep links
+        app = _open(db, monkeypatch, "views/alerts.py", delivery=status)
+        assert len([d for d in app.dataframe if "last_error" in d.value.columns]) == rows
 
 
 def test_markup_in_span_data_stays_text(tmp_path: Path, monkeypatch) -> None:

@@ -22,6 +22,9 @@ STATUS_LABELS = {
     "unknown": "Unknown (cut off mid-send)",
     "no_webhook": "No webhook configured",
 }
+# A bound select box writes the option shown into the URL: the filter's options are the
+# statuses in words (``?delivery=no+webhook``), mapped back to the stored status.
+FILTER_OPTIONS = {status.replace("_", " "): status for status in DELIVERY_STATUSES}
 SHOWN_CHOICES = (50, 200, 1000)
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -40,10 +43,11 @@ st.dataframe(
 
 st.subheader("Deliveries")
 controls = st.columns(2)
-status = controls[0].selectbox(
-    "Delivery status", DELIVERY_STATUSES, index=None, format_func=STATUS_LABELS.__getitem__,
-    placeholder="All statuses", key="delivery", bind="query-params",
+picked = controls[0].selectbox(
+    "Delivery status", tuple(FILTER_OPTIONS), index=None, placeholder="All statuses",
+    key="delivery", bind="query-params",
 )
+status = FILTER_OPTIONS.get(picked or "")
 shown = controls[1].selectbox("Newest", SHOWN_CHOICES, key="shown", bind="query-params")
 data = queries.fetch(load_alerts, status, int(shown or SHOWN_CHOICES[0]))
 total = sum(data.counts.values())

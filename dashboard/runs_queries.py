@@ -51,13 +51,28 @@ def load_runs_page(
         AnalyticsError: a filter names an unknown class or makes an empty window.
         RunQueryError: the spec cannot be run (shown as a page error).
     """
+    # The count does not depend on the order or the page: cached apart, so paging and
+    # re-sorting a large store count its runs once.
+    total = load_run_count(db, version, filters, replace(spec, sort_by="started_at",
+                                                         descending=True))
+    pages = max(1, -(-total // page_size))
+    page = min(max(page, 1), pages)
     query = replace(spec, window=filters.window(), task_classes=filters.task_classes)
     with read_store(db) as con:
-        total = count_runs(con, query)
-        pages = max(1, -(-total // page_size))
-        page = min(max(page, 1), pages)
         rows = runs_page(con, query, offset=(page - 1) * page_size, limit=page_size)
     return RunsPage(rows=rows, total=total, page=page, pages=pages)
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_run_count(db: str, version: tuple[int, ...], filters: Filters, spec: RunQuery) -> int:
+    """How many runs :func:`load_runs_page` pages through (every page together).
+
+    Raises:
+        StoreError, AnalyticsError: as :func:`load_runs_page`.
+    """
+    query = replace(spec, window=filters.window(), task_classes=filters.task_classes)
+    with read_store(db) as con:
+        return count_runs(con, query)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)

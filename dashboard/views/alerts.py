@@ -5,8 +5,6 @@ attempts, last HTTP status and error, when it is due again or was delivered. Wha
 Deep link: ``/alerts?delivery=failed&shown=200``.
 """
 
-from urllib.parse import urlencode
-
 import polars as pl
 import streamlit as st
 
@@ -82,9 +80,7 @@ table = cells.text_columns(
     pl.col("status").replace_strict(STATUS_LABELS, default=pl.col("status")),
     pl.col("attempts").map_elements(cells.count, return_dtype=pl.String),
     pl.col("last_http_status").cast(pl.String).fill_null("-"),
-    pl.col("run_id").map_elements(
-        lambda r: f"{ui.RUN_URL_PATH}?{urlencode({'run_id': r})}", return_dtype=pl.String
-    ).alias("run_link"),
+    (pl.lit(ui.RUN_LINK_PREFIX) + pl.col("run_id")).alias("run_link"),
 )
 st.dataframe(
     table, hide_index=True, key="alerts",

@@ -8,8 +8,6 @@ plus the sidebar's ``since``, ``until`` and ``task_class`` (:mod:`dashboard.filt
 one of :data:`SORT_LABELS`; ``status`` may repeat; ``per_page`` 25, 50, 100 or 200.
 """
 
-from urllib.parse import urlencode
-
 import polars as pl
 import streamlit as st
 
@@ -96,11 +94,8 @@ table = cells.text_columns(runs, "task_class", "status", "breach", "run_id").wit
     ).alias("workers"),
     pl.col("max_workers").map_elements(cells.count, return_dtype=pl.String, skip_nulls=False)
     .alias("cap"),
-    pl.col("run_id").map_elements(
-        lambda r: f"{ui.RUN_URL_PATH}?{urlencode({'run_id': r})}", return_dtype=pl.String
-    ).alias("run_link"),
-    pl.col("run_id").map_elements(links.replay_link, return_dtype=pl.String)
-    .alias("replay_link"),
+    (pl.lit(ui.RUN_LINK_PREFIX) + pl.col("run_id")).alias("run_link"),
+    (pl.lit(links.replay_link("")) + pl.col("run_id")).alias("replay_link"),
 )
 picked = st.dataframe(
     table,

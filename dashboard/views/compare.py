@@ -58,7 +58,8 @@ selected = filters.current()
 st.title("Compare two windows")
 st.caption(
     "Before and after a change (a cap, a model, a prompt): each side is the runs started in "
-    "its window. Dates (2026-11-01), dates and times (2026-11-01T12:30) or durations back "
+    "its window (the sidebar's time window does not apply here). Dates (2026-11-01), "
+    "dates and times (2026-11-01T12:30) or durations back "
     "from now (14d, 7d). UTC. Task classes: "
     f"{ui.md_text(', '.join(selected.task_classes) or 'all')} (sidebar)."
 )

@@ -22,10 +22,13 @@ access.require_token()
 page = st.navigation(
     [
         st.Page("views/overview.py", title="Overview", icon=":material/monitoring:", default=True),
+        st.Page("views/runs.py", title="Runs", icon=":material/list:"),
         st.Page("views/incidents.py", title="Incidents", icon=":material/warning:"),
+        st.Page("views/alerts.py", title="Alerts", icon=":material/notifications:"),
         st.Page("views/findings.py", title="Findings", icon=":material/lightbulb:"),
         st.Page("views/run.py", title="Run", icon=":material/waterfall_chart:"),
         st.Page("views/replay.py", title="Replay", icon=":material/replay:"),
+        st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:"),
         st.Page("views/whatif.py", title="What-if", icon=":material/tune:"),
         st.Page("views/report.py", title="Report", icon=":material/description:"),
         st.Page("views/cost_truth.py", title="Cost truth", icon=":material/fact_check:"),

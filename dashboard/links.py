@@ -1,4 +1,4 @@
-"""Deep links to the Replay and What-if pages (relative to the app's pages)."""
+"""Deep links to the Replay, What-if and Runs pages (relative to the app's pages)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from cliffwatch.analytics.replay import LimitsOverride
 
 REPLAY_PAGE = "views/replay.py"
 """The Replay page's source, relative to app.py (what ``st.page_link`` takes)."""
+
+RUNS_PAGE = "views/runs.py"
+"""The Runs page's source (every run, paged): where a run is picked."""
 
 REPLAY_URL_PATH = "replay"
 """The Replay page's URL path under ``st.navigation``."""

@@ -51,9 +51,6 @@ RUN_POINTS_LIMIT = 20_000
 """At most this many runs (the newest) are drawn as points in the distribution chart: a
 browser draws tens of thousands of points smoothly, millions not at all."""
 
-RECENT_RUNS_LIMIT = 200
-"""Runs offered by the run page's picker."""
-
 BUSY_RETRIES = 2
 """Reruns of a page whose store stayed locked past the lock timeout before giving up."""
 
@@ -183,20 +180,6 @@ def load_incidents(db: str, version: tuple[int, ...], filters: Filters) -> pl.Da
     with read_store(db) as con:
         found = list_incidents(con, filters.window(), task_class=filters.only_class())
     return _selected(found, filters)
-
-
-@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def load_recent_runs(db: str, version: tuple[int, ...], filters: Filters) -> pl.DataFrame:
-    """The newest :data:`RECENT_RUNS_LIMIT` runs of the selection (the run picker).
-
-    Raises:
-        StoreError, AnalyticsError: as :func:`load_overview`.
-    """
-    with read_store(db) as con:
-        runs = list_runs(
-            con, filters.window(), task_class=filters.only_class(), limit=RECENT_RUNS_LIMIT
-        )
-    return _selected(runs, filters)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)

@@ -223,18 +223,6 @@ def test_run_page_unknown_run_is_an_error(app: AppTest) -> None:
     assert not _tables(app, "spans")
 
 
-def test_run_page_picker_opens_a_run(app: AppTest, store: StoreFixture) -> None:
-    _open(app, "views/run.py")
-    assert "Pick a run" in _texts(app.info)
-    picker = app.selectbox(key="run_picker")
-    assert len(picker.options) == sum(len(c) for c in store.costs_usd.values())
-    picker.set_value(store.some_run_id).run()
-    assert not app.exception
-    assert app.query_params["run_id"] == store.some_run_id
-    assert store.some_run_id in _texts(app.subheader)
-    assert len(_frame(app, "spans")) == 6  # run, plan, 3 workers, synthesis
-
-
 def test_new_runs_show_without_a_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "growing.duckdb"
     write_spans(db, make_runs_costing([0.01, 0.02], task_class="live", seed=5))

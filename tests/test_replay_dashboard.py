@@ -120,11 +120,12 @@ def test_replay_controls_change_the_counterfactual(app: AppTest) -> None:
     assert any("Estimated figures" in c.value for c in app.caption)
 
 
-def test_replay_without_a_run_offers_recent_runs(app: AppTest) -> None:
+def test_replay_without_a_run_sends_to_the_runs_page(app: AppTest) -> None:
     _open(app, "views/replay.py")
-    assert app.selectbox(key="replay_picker").options
-    app.selectbox(key="replay_picker").set_value(BREACH).run()
-    assert app.query_params["run_id"] == BREACH
+    assert "pick one on the Runs page" in app.info[0].value
+    app.switch_page("views/runs.py").run()  # where every run has its replay link
+    links = [d.value for d in app.dataframe if "replay_link" in d.value.columns][0]
+    assert f"replay?run_id={BREACH}" in links["replay_link"].tolist()
 
 
 def test_replay_of_an_unknown_run_is_an_error(app: AppTest) -> None:

@@ -8,7 +8,14 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics import charts
-from cliffwatch.dashboard import cost_truth_queries, downloads, filters, queries, ui
+from cliffwatch.dashboard import (
+    cost_truth_queries,
+    downloads,
+    filters,
+    queries,
+    run_measures_panel,
+    ui,
+)
 
 selected = filters.current()
 st.title("Cost per task")
@@ -41,6 +48,8 @@ st.caption(
     "Cliff. Breaches: runs over the cap or the ceiling. Unpriced calls add no cost (never a "
     "silent $0) and are counted."
 )
+
+run_measures_panel.render(selected)
 
 st.subheader("Cost distribution")
 if data.runs_truncated:

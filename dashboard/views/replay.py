@@ -10,48 +10,22 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics import charts, replay_charts
-from cliffwatch.dashboard import (
-    downloads,
-    filters,
-    links,
-    queries,
-    replay_queries,
-    tables,
-    ui,
-)
+from cliffwatch.dashboard import downloads, links, queries, replay_queries, tables, ui
 from cliffwatch.dashboard.limits_controls import limits_controls
-
-PICKER_KEY = "replay_picker"
-
-
-def _open_picked() -> None:
-    picked = st.session_state.get(PICKER_KEY)
-    if picked:
-        st.query_params["run_id"] = picked
-    st.session_state[PICKER_KEY] = None
 
 
 def _limit(value: object, none: str) -> str:
     return none if value is None else str(value)
 
 
-selected = filters.current()
 run_id = (st.query_params.get("run_id") or "").strip()
 st.title("Replay")
 
 if not run_id:
-    recent = queries.fetch(queries.load_recent_runs, selected)
-    if recent.is_empty():
-        queries.stop_if_no_runs()
-    labels = {
-        r["run_id"]: f"{r['started_at']:%Y-%m-%d %H:%M} · {r['task_class']} · "
-        f"{ui.usd(r['cost_usd'])} · {r['status']} · {r['run_id'][:12]}"
-        for r in recent.iter_rows(named=True)
-    }
-    st.selectbox("Replay a recent run", list(labels), index=None,
-                 format_func=labels.__getitem__, key=PICKER_KEY, on_change=_open_picked,
-                 placeholder=f"{len(labels)} recent runs ({selected.describe()})")
-    st.info("Pick a run, or open one from an incident or a run page.")
+    queries.stop_if_no_runs()
+    st.info("No run chosen: pick one on the Runs page (each row has a replay link), or "
+            "open one from an incident or a run page.")
+    st.page_link(links.RUNS_PAGE, label="Pick a run", icon=":material/list:")
     st.stop()
 
 st.caption("Limits to replay under (empty: as the run recorded them; 0 switches one off). "

@@ -2,59 +2,32 @@
 vs cap, ceiling) and its spans as a waterfall (plan, workers, synthesis).
 
 Deep link: ``/run?run_id=<trace id or a unique prefix of 6+ characters>``. Without one,
-a picker of the recent runs (within the sidebar's filters).
+a link to the Runs page, where every run can be found and opened.
 """
 
 import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics import charts
-from cliffwatch.dashboard import downloads, filters, links, queries, tables, ui
+from cliffwatch.dashboard import downloads, links, queries, tables, ui
 
-PICKER_KEY = "run_picker"
-
-
-def _open_picked() -> None:
-    picked = st.session_state.get(PICKER_KEY)
-    if picked:
-        st.query_params["run_id"] = picked
-    st.session_state[PICKER_KEY] = None
-
-
-selected = filters.current()
 run_id = (st.query_params.get("run_id") or "").strip()
 st.title("Run")
 
-recent = queries.fetch(queries.load_recent_runs, selected)
-labels = {
-    r["run_id"]: (
-        f"{r['started_at']:%Y-%m-%d %H:%M} · {r['task_class']} · {ui.usd(r['cost_usd'])} · "
-        f"{r['status']} · {r['run_id'][:12]}"
-    )
-    for r in recent.iter_rows(named=True)
-}
-st.selectbox(
-    "Open a recent run" if not run_id else "Open another run",
-    list(labels),
-    index=None,
-    format_func=labels.__getitem__,
-    placeholder=f"{len(labels)} recent runs ({selected.describe()})",
-    key=PICKER_KEY,
-    on_change=_open_picked,
-)
 if not run_id:
-    if recent.is_empty():
-        queries.stop_if_no_runs()
-        st.info("No runs match the sidebar's filters: widen the time window.")
-    else:
-        st.info("Pick a run above, or open one from the overview's chart or an incident.")
+    queries.stop_if_no_runs()
+    st.info("No run chosen: pick one on the Runs page (every run, sortable and "
+            "filterable), or open one from the overview's chart or an incident.")
+    st.page_link(links.RUNS_PAGE, label="Pick a run", icon=":material/list:")
     st.stop()
 
 run, spans = queries.fetch(queries.load_run, run_id)
 
 st.subheader(f"{ui.md_text(run['task_class'])} · {ui.md_text(run['run_id'])}")
-st.page_link(links.REPLAY_PAGE, label="Replay this run under other limits",
-             icon=":material/replay:", query_params={"run_id": run["run_id"]})
+with st.container(horizontal=True):
+    st.page_link(links.REPLAY_PAGE, label="Replay this run under other limits",
+                 icon=":material/replay:", query_params={"run_id": run["run_id"]})
+    st.page_link(links.RUNS_PAGE, label="All runs", icon=":material/list:")
 badges = st.container(horizontal=True)
 with badges:
     st.badge(ui.md_text(run["status"]), color=ui.STATUS_COLOURS.get(run["status"], "gray"))

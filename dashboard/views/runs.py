@@ -1,0 +1,126 @@
+"""Runs: every run of the sidebar's window and classes, filtered by status, breach and
+cost, sorted, one page at a time (paged in SQL, so a store of a million runs is never
+loaded whole); each row links to its run page and its replay.
+
+Deep link: ``/runs?status=ok&breach=any+breach&min_cost_usd=0.5&sort=cost&order=ascending&page=2``
+plus the sidebar's ``since``, ``until`` and ``task_class`` (:mod:`dashboard.filters`).
+``breach`` is ``any breach``, ``no breach``, ``cap breach`` or ``ceiling breach``; ``sort``
+one of :data:`SORT_LABELS`; ``status`` may repeat; ``per_page`` 25, 50, 100 or 200.
+"""
+
+import polars as pl
+import streamlit as st
+
+from cliffwatch.analytics.run_table import BREACH_FILTERS, SORT_COLUMNS, RunQuery
+from cliffwatch.dashboard import cells, downloads, filters, links, queries, ui
+from cliffwatch.dashboard.runs_queries import load_runs_page, load_statuses
+
+# Bound select boxes write the option *shown* into the URL, so the options are the words
+# a user reads (``?sort=cost&order=ascending&breach=any+breach``), mapped to the query here.
+SORT_LABELS = {
+    "start time": "started_at", "cost": "cost_usd", "duration": "duration_ms",
+    "LLM calls": "llm_calls", "task class": "task_class", "status": "status",
+}
+BREACH_LABELS = {
+    "any breach": "any", "no breach": "none", "cap breach": "cap", "ceiling breach": "ceiling",
+}
+ORDERS = ("descending", "ascending")
+assert set(SORT_LABELS.values()) == set(SORT_COLUMNS)
+assert set(BREACH_LABELS.values()) == set(BREACH_FILTERS)
+PAGE_SIZES = (25, 50, 100, 200)
+
+selected = filters.current()
+st.title("Runs")
+st.caption(ui.md_text(selected.describe()))
+
+top = st.columns(4)
+statuses = top[0].multiselect(
+    "Status", queries.fetch(load_statuses), key="status", bind="query-params",
+    placeholder="All statuses",
+)
+breach = top[1].selectbox(
+    "Breach", tuple(BREACH_LABELS), index=None, placeholder="All runs", key="breach",
+    bind="query-params",
+)
+min_cost = top[2].number_input(
+    "Cost from (USD)", min_value=0.0, value=None, step=0.01, format="%.4f",
+    placeholder="no minimum", key="min_cost_usd", bind="query-params",
+)
+max_cost = top[3].number_input(
+    "Cost up to (USD)", min_value=0.0, value=None, step=0.01, format="%.4f",
+    placeholder="no maximum", key="max_cost_usd", bind="query-params",
+)
+order_row = st.columns(4)
+sort_by = order_row[0].selectbox("Sort by", tuple(SORT_LABELS), key="sort",
+                                 bind="query-params")
+order = order_row[1].selectbox("Order", ORDERS, key="order", bind="query-params",
+                               help="Descending: newest, costliest, longest first.")
+page_size = order_row[2].selectbox("Runs per page", PAGE_SIZES, index=1, key="per_page",
+                                   bind="query-params")
+page_asked = order_row[3].number_input("Page", min_value=1, value=1, step=1, key="page",
+                                       bind="query-params")
+
+spec = RunQuery(
+    statuses=tuple(sorted(statuses)), breach=BREACH_LABELS.get(breach or ""),
+    min_cost_usd=min_cost, max_cost_usd=max_cost,
+    sort_by=SORT_LABELS.get(sort_by or "", "started_at"), descending=order != "ascending",
+)
+shown = queries.fetch(load_runs_page, selected, spec, int(page_asked), int(page_size or 50))
+if shown.total == 0:
+    queries.stop_if_no_runs()
+    st.info("No runs match these filters: widen the time window or clear a filter.")
+    st.stop()
+
+first = (shown.page - 1) * int(page_size or 50) + 1
+note = " (the last page)" if shown.page < int(page_asked) else ""
+st.caption(
+    f"Runs {first:,} to {first + shown.rows.height - 1:,} of {shown.total:,} · page "
+    f"{shown.page:,} of {shown.pages:,}{note} · sorted by "
+    f"{sort_by or 'start time'}, {order or 'descending'}, over every matching run; "
+    "select a row to open it"
+)
+
+runs = shown.rows
+table = cells.text_columns(runs, "task_class", "status", "breach", "run_id").with_columns(
+    pl.col("started_at").dt.strftime("%Y-%m-%d %H:%M:%S").alias("started"),
+    pl.col("cost_usd").map_elements(ui.usd, return_dtype=pl.String).alias("cost"),
+    pl.col("duration_ms").map_elements(cells.duration, return_dtype=pl.String).alias("duration"),
+    pl.col("llm_calls").map_elements(cells.count, return_dtype=pl.String).alias("calls"),
+    (pl.col("input_tokens") + pl.col("output_tokens"))
+    .map_elements(cells.count, return_dtype=pl.String).alias("tokens"),
+    pl.struct("workers_proposed", "workers_dispatched").map_elements(
+        lambda w: f"{cells.count(w['workers_proposed'])} → {cells.count(w['workers_dispatched'])}",
+        return_dtype=pl.String,
+    ).alias("workers"),
+    pl.col("max_workers").map_elements(cells.count, return_dtype=pl.String, skip_nulls=False)
+    .alias("cap"),
+    (pl.lit(ui.RUN_LINK_PREFIX) + pl.col("run_id")).alias("run_link"),
+    (pl.lit(links.replay_link("")) + pl.col("run_id")).alias("replay_link"),
+)
+picked = st.dataframe(
+    table,
+    hide_index=True,
+    key="runs",
+    on_select="rerun",
+    selection_mode="single-row",
+    column_order=["started", "task_class", "status", "breach", "cost", "duration", "calls",
+                  "tokens", "workers", "cap", "run_id", "run_link", "replay_link"],
+    column_config={
+        "started": st.column_config.TextColumn("Started (UTC)"),
+        "task_class": st.column_config.TextColumn("Task class"),
+        "status": st.column_config.TextColumn("Status"),
+        "breach": st.column_config.TextColumn("Breach"),
+        "cost": st.column_config.TextColumn("Cost"),
+        "duration": st.column_config.TextColumn("Duration"),
+        "calls": st.column_config.TextColumn("LLM calls"),
+        "tokens": st.column_config.TextColumn("Tokens"),
+        "workers": st.column_config.TextColumn("Workers proposed → dispatched"),
+        "cap": st.column_config.TextColumn("Max workers"),
+        "run_id": st.column_config.TextColumn("Run id"),
+        "run_link": st.column_config.LinkColumn("Run", display_text="open run"),
+        "replay_link": st.column_config.LinkColumn("Replay", display_text="replay"),
+    },
+)
+if picked.selection.rows:
+    ui.open_run(runs["run_id"][picked.selection.rows[0]])
+downloads.csv_button(runs, "runs_page", label="Download this page as CSV")

@@ -1,0 +1,356 @@
+"""The what-if's per-run arithmetic pushed into DuckDB, run by run-id range chunks.
+
+Why its own file: this is the SQL twin of :mod:`analytics.counterfactual`, and the two
+must agree run for run (``tests/test_whatif_sql.py`` holds them equal on the orchestrated
+store, on the demo store and on random plans); keeping it apart keeps both readable.
+
+:func:`sql_run_rows` computes :data:`analytics.whatif.RUN_COLUMNS` for every run the
+counterfactual's steps (its module docstring) decide without looping over spend: the
+plan check (cap, policy ``truncate``/``reject``, the ceiling estimate with the reserve the
+run recorded), the workers charged as recorded or estimated, synthesis adjusted by the
+answer tokens it reads, and the redo of a task left undone. Every run whose outcome
+depends on something the SQL does not model is *not* decided here: it is flagged
+``py`` and replayed by the Python counterfactual (the dispatch layer itself):
+
+- a ``replan`` verdict (the second plan and its calls);
+- spend that reaches the ceiling while the run goes on (the guard's order of charges
+  decides what is cancelled), or an estimate within 1e-9 of the ceiling;
+- a plan answer whose JSON the SQL does not read exactly as :func:`analytics.recorded.
+  parse_plan` does (not valid JSON, sub-task ``index`` not its position, a field of an
+  unexpected type), a run without a recorded reserve, a negative cost, a status that is
+  not one of the four, a cost change within a hair of the 1e-12 "affected" threshold.
+
+Memory: the spans of one chunk of runs (:data:`CHUNK_RUNS` runs, by run-id range) are
+read at a time; DuckDB holds that chunk's LLM calls, never the store's.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from cliffwatch.analytics.recorded import CANCELLED_ERROR, attr_sql
+from cliffwatch.analytics.store_access import where
+from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry.conventions import Role, RunStatus
+
+CHUNK_RUNS = 100_000
+"""Runs per chunk of the pushed-down what-if (their spans are read at once)."""
+
+_STATUSES = ", ".join(f"'{s.value}'" for s in RunStatus)
+_ELEM_OK_TYPES = "('NULL', 'DOUBLE', 'BIGINT', 'UBIGINT')"
+
+
+def _a(key: str, sql_type: str | None = None) -> str:
+    return attr_sql(key, sql_type, "sp")
+
+
+# One plan element read as parse_plan reads it; anything else sends the run to Python.
+_ELEM_SIMPLE = f"""(
+    (json_type(e, '$.index') IS NULL OR (json_type(e, '$.index') IN ('BIGINT', 'UBIGINT')
+        AND TRY_CAST(e->>'$.index' AS BIGINT) = k - 1))
+    AND coalesce(json_type(e, '$.estimated_cost_usd') IN {_ELEM_OK_TYPES}, true)
+    AND coalesce(json_type(e, '$.max_output_tokens') IN {_ELEM_OK_TYPES}, true)
+    AND coalesce(json_type(e, '$.model') IN ('NULL', 'VARCHAR'), true))"""
+
+RUN_SQL = f"""
+WITH scope AS (
+    SELECT r.run_id, r.task_class, r.started_at, r.status, r.breach, r.cost_usd,
+        r.workers_proposed, r.workers_dispatched,
+        l.cap, l.ceiling, l.policy, l.limits, l.redo_usd AS redo_est
+    FROM runs r JOIN {{lim}} l ON l.task_class = r.task_class
+        AND l.rec_cap IS NOT DISTINCT FROM r.max_workers
+        AND l.rec_ceiling IS NOT DISTINCT FROM r.ceiling_usd
+        AND l.rec_policy IS NOT DISTINCT FROM r.policy
+    {{where}}
+),
+calls AS MATERIALIZED (
+    SELECT sp.trace_id AS run_id, sp.span_id, sp.role, sp.start_time_unix_nano AS start_ns,
+        sp.input_tokens, sp.output_tokens, sp.cost_usd, sp.status_code <> 'error' AS ok,
+        sp.price_input_usd_per_token AS price_in,
+        CASE WHEN sp.role = '{Role.WORKER}'
+            THEN coalesce({_a(cv.ERROR_TYPE)} = '{CANCELLED_ERROR}', false) END AS cancelled,
+        CASE WHEN sp.role = '{Role.WORKER}'
+            THEN {_a(cv.CLIFF_SUBTASK_INDEX, "INTEGER")} END AS idx,
+        CASE WHEN sp.role = '{Role.PLAN}' THEN {_a(cv.CLIFF_PLAN_SUBTASKS)} END AS plan_json
+    FROM spans sp
+    WHERE sp.is_leaf_call AND sp.trace_id IN (SELECT run_id FROM scope)
+),
+root AS (
+    SELECT sp.trace_id AS run_id, arg_min({{
+        'fixed': {_a(cv.CLIFF_RESERVE_USD, "DOUBLE")},
+        'per': {_a(cv.CLIFF_RESERVE_USD_PER_SUBTASK, "DOUBLE")}}},
+        {{'s': sp.start_time_unix_nano, 'i': sp.span_id}}) AS reserve
+    FROM spans sp
+    WHERE sp.parent_span_id IS NULL AND sp.trace_id IN (SELECT run_id FROM scope)
+    GROUP BY ALL
+),
+run_calls AS (
+    SELECT run_id, sum(coalesce(cost_usd, 0)) AS all_cost, bool_or(cost_usd < 0) AS negative
+    FROM calls GROUP BY run_id
+),
+plan_calls AS (
+    SELECT run_id, cost_usd, plan_json, usable,
+        CASE WHEN usable THEN NOT coalesce(list_bool_and(list_transform(
+                json_extract(plan_json, '$[*]'), lambda e, k: {_ELEM_SIMPLE})), true)
+            ELSE coalesce(plan_json, '') <> '' AND NOT json_valid(plan_json) END AS weird,
+        row_number() OVER (PARTITION BY run_id ORDER BY start_ns, span_id) AS pos
+    FROM (
+        SELECT *, CASE WHEN coalesce(plan_json, '') <> '' AND json_valid(plan_json)
+            THEN json_type(plan_json) = 'ARRAY'
+                AND coalesce(list_bool_and(list_transform(json_extract(plan_json, '$[*]'),
+                    lambda e: json_type(e) = 'OBJECT')), true)
+            ELSE false END AS usable
+        FROM calls WHERE role = '{Role.PLAN}'
+    )
+),
+plan_runs AS (
+    SELECT run_id, bool_or(weird) AS weird, count(*) FILTER (WHERE usable) AS n_usable,
+        min(pos) FILTER (WHERE usable) AS p1
+    FROM plan_calls GROUP BY run_id
+),
+first_plan AS (
+    SELECT p.run_id, any_value(r.n_usable) AS n_usable, any_value(r.weird) AS weird,
+        sum(coalesce(p.cost_usd, 0)) FILTER (WHERE p.pos <= r.p1) AS spent1,
+        json_extract(any_value(p.plan_json) FILTER (WHERE p.pos = r.p1), '$[*]') AS elems
+    FROM plan_calls p JOIN plan_runs r USING (run_id)
+    GROUP BY p.run_id
+),
+checked AS (
+    SELECT s.*, f.n_usable, f.weird, f.spent1, f.elems, len(f.elems) AS n1,
+        f.run_id IS NOT NULL AS replayable, root.reserve.fixed AS rf, root.reserve.per AS rp,
+        coalesce(s.cap IS NOT NULL AND len(f.elems) > s.cap, false) AS cap_breach
+    FROM scope s LEFT JOIN first_plan f USING (run_id) LEFT JOIN root USING (run_id)
+),
+kept AS (
+    SELECT *, CASE WHEN cap_breach AND policy = 'truncate' THEN cap ELSE n1 END AS keep
+    FROM checked
+),
+verdict AS (
+    SELECT *,
+        CASE WHEN NOT cap_breach OR policy = 'truncate' THEN spent1 + coalesce(list_sum(
+            list_transform(elems[1:keep], lambda e: coalesce(
+                TRY_CAST(e->>'$.estimated_cost_usd' AS DOUBLE), 0))), 0) + rf + rp * keep
+        END AS estimate
+    FROM kept
+),
+decided AS (
+    SELECT *,
+        CASE WHEN cap_breach AND policy = 'replan' THEN 'replan'
+             WHEN cap_breach AND policy = 'reject' THEN 'reject'
+             WHEN ceiling IS NOT NULL AND estimate > ceiling THEN 'reject'
+             ELSE 'dispatch' END AS action
+    FROM verdict
+),
+elem AS (
+    SELECT d.run_id, d.task_class, d.n_usable, t.k AS i,
+        TRY_CAST(d.elems[t.k + 1]->>'$.estimated_cost_usd' AS DOUBLE) AS est,
+        coalesce(d.elems[t.k + 1]->>'$.model', '') AS model
+    FROM decided d, unnest(range(d.keep)) AS t(k)
+    WHERE d.replayable AND d.n_usable > 0 AND d.action = 'dispatch'
+),
+widx AS (
+    SELECT run_id, idx,
+        sum(coalesce(cost_usd, 0)) FILTER (WHERE NOT cancelled) AS rec_cost,
+        bool_or(ok AND NOT cancelled) AS answered, bool_or(NOT ok AND NOT cancelled) AS attempted,
+        bool_or(cancelled) AS has_cancelled,
+        arg_max({{'t': output_tokens}}, {{'s': start_ns, 'i': span_id}})
+            FILTER (WHERE ok AND NOT cancelled) AS last_answer
+    FROM calls WHERE role = '{Role.WORKER}' AND idx IS NOT NULL
+    GROUP BY ALL
+),
+elem_out AS (
+    SELECT e.run_id, w.rec_cost, w.answered AS rec_answered, w.last_answer,
+        we.output_tokens AS est_tokens, we.task_class IS NOT NULL AS has_est,
+        (w.run_id IS NULL OR w.has_cancelled) AND NOT coalesce(w.answered, false) AS est_charge,
+        CASE WHEN we.cost_usd IS NOT NULL THEN we.cost_usd ELSE e.est END AS est_cost
+    FROM elem e
+    LEFT JOIN widx w ON e.n_usable = 1 AND w.run_id = e.run_id AND w.idx = e.i
+    LEFT JOIN {{workers}} we ON we.task_class = e.task_class AND we.model = e.model
+),
+work AS (
+    SELECT run_id,
+        sum(coalesce(rec_cost, 0) + CASE WHEN est_charge THEN coalesce(est_cost, 0) ELSE 0 END)
+            AS worker_cost,
+        sum(CASE WHEN est_charge THEN coalesce(est_cost, 0) ELSE 0 END) AS worker_est,
+        bool_or(est_charge) AS worker_est_any,
+        bool_or(est_charge AND est_cost < 0) AS negative,
+        count(*) FILTER (WHERE coalesce(rec_answered, false) OR est_charge) AS answered,
+        sum(CASE WHEN NOT (coalesce(rec_answered, false) OR est_charge) THEN 0
+                 WHEN last_answer IS NOT NULL THEN coalesce(last_answer.t, 0)
+                 WHEN has_est THEN coalesce(est_tokens, 0) ELSE 0 END) AS ans_tokens
+    FROM elem_out GROUP BY run_id
+),
+rec_answers AS (
+    SELECT run_id, sum(coalesce(last_answer.t, 0)) AS tokens
+    FROM widx WHERE last_answer IS NOT NULL GROUP BY run_id
+),
+stage_price AS (
+    SELECT run_id, arg_min(price_in, {{'s': start_ns, 'i': span_id}}) AS price
+    FROM calls WHERE role = '{Role.SYNTHESIS}' AND price_in IS NOT NULL GROUP BY run_id
+),
+delta AS (
+    SELECT d.run_id, coalesce(w.ans_tokens, 0) - coalesce(ra.tokens, 0) AS delta,
+        coalesce(sp.price, sy.price_input, 0) AS price
+    FROM decided d
+    LEFT JOIN work w USING (run_id) LEFT JOIN rec_answers ra USING (run_id)
+    LEFT JOIN stage_price sp USING (run_id)
+    LEFT JOIN {{synth}} sy ON sy.task_class = d.task_class
+    WHERE d.replayable AND d.n_usable > 0 AND d.action = 'dispatch'
+),
+stage_calls AS (
+    SELECT c.run_id, c.cost_usd, x.price,
+        CASE WHEN c.role <> '{Role.SYNTHESIS}' OR c.input_tokens = 0 THEN 0
+             WHEN c.input_tokens IS NULL OR x.delta >= 0 THEN x.delta
+             ELSE greatest(x.delta, -c.input_tokens) END AS tokens
+    FROM calls c JOIN delta x USING (run_id)
+    WHERE c.role IN ('{Role.SYNTHESIS}', '{Role.CRITIC}')
+),
+stage AS (
+    SELECT run_id, count(*) AS n,
+        sum(CASE WHEN tokens = 0 THEN coalesce(cost_usd, 0)
+                 ELSE coalesce(greatest(0, cost_usd + tokens * price), 0) END) AS cost,
+        sum(CASE WHEN tokens = 0 THEN 0
+                 ELSE coalesce(greatest(0, cost_usd + tokens * price), 0) END) AS est,
+        bool_or(tokens <> 0) AS est_any
+    FROM stage_calls GROUP BY run_id
+),
+outcome AS (
+    SELECT d.*, rc.all_cost, coalesce(rc.negative, false) OR coalesce(w.negative, false)
+            AS negative,
+        coalesce(w.answered, 0) AS answered_n, coalesce(w.worker_cost, 0) AS worker_cost,
+        coalesce(w.worker_est, 0) AS worker_est, coalesce(w.worker_est_any, false) AS w_est_any,
+        st.n AS stage_n, st.cost AS stage_cost, st.est AS stage_est, st.est_any AS stage_est_any,
+        sy.synthesis_usd,
+        CASE WHEN NOT d.replayable THEN coalesce(d.status, 'ok')
+             WHEN d.n_usable = 0 THEN coalesce(d.status, 'failed')
+             WHEN d.action = 'reject' THEN 'rejected'
+             WHEN coalesce(w.answered, 0) = 0 THEN 'failed'
+             WHEN d.status = 'failed' THEN 'failed'
+             ELSE 'ok' END AS status_after
+    FROM decided d LEFT JOIN run_calls rc USING (run_id) LEFT JOIN work w USING (run_id)
+    LEFT JOIN stage st USING (run_id) LEFT JOIN {{synth}} sy ON sy.task_class = d.task_class
+),
+costed AS (
+    SELECT *,
+        CASE WHEN NOT replayable THEN cost_usd
+             WHEN n_usable = 0 THEN all_cost
+             WHEN action = 'reject' THEN spent1
+             WHEN answered_n = 0 THEN spent1 + worker_cost
+             ELSE spent1 + worker_cost + CASE WHEN stage_n > 0 THEN stage_cost
+                                              ELSE coalesce(synthesis_usd, 0) END
+        END AS base_cost,
+        CASE WHEN NOT replayable OR n_usable = 0 OR action = 'reject' THEN 0
+             WHEN answered_n = 0 THEN worker_est
+             ELSE worker_est + CASE WHEN stage_n > 0 THEN stage_est
+                                    ELSE coalesce(synthesis_usd, 0) END
+        END AS base_est,
+        CASE WHEN NOT replayable OR n_usable = 0 OR action = 'reject' THEN false
+             WHEN answered_n = 0 THEN w_est_any
+             ELSE w_est_any OR coalesce(stage_n = 0 OR stage_est_any, true) END AS base_est_any,
+        replayable AND n_usable > 0 AND status = 'ok' AND status_after <> 'ok' AS redo_due
+    FROM outcome
+),
+final AS (
+    SELECT *,
+        base_cost + CASE WHEN redo_due THEN coalesce(redo_est, 0) ELSE 0 END AS cf_cost,
+        CASE WHEN NOT replayable THEN coalesce(workers_dispatched, 0)
+             WHEN n_usable = 0 OR action = 'reject' THEN 0 ELSE keep END AS dispatched_after
+    FROM costed
+)
+SELECT run_id, task_class, started_at, limits, status AS status_before, status_after,
+    CASE WHEN NOT replayable THEN CASE WHEN breach IN ('cap', 'ceiling') THEN breach END
+         WHEN n_usable = 0 THEN NULL
+         WHEN action = 'reject' THEN CASE WHEN cap_breach THEN 'cap' ELSE 'ceiling' END
+         WHEN status_after = 'failed' THEN NULL
+         WHEN keep < n1 THEN 'cap' END AS breach_after,
+    CASE WHEN NOT replayable THEN workers_proposed WHEN n_usable > 0 THEN n1 END AS proposed,
+    workers_dispatched AS dispatched_before, dispatched_after,
+    cost_usd AS cost_before_usd,
+    CASE WHEN NOT affected THEN cost_usd WHEN redo_due AND redo_est IS NULL THEN NULL
+         ELSE cf_cost END AS cost_after_usd,
+    CASE WHEN NOT affected THEN 0.0 WHEN redo_due AND redo_est IS NULL THEN NULL
+         ELSE cost_usd - cf_cost END AS saving_usd,
+    base_est + CASE WHEN redo_due THEN coalesce(redo_est, 0) ELSE 0 END AS estimated_usd,
+    CASE WHEN redo_due THEN redo_est ELSE 0.0 END AS redo_usd,
+    status_after IN ('rejected', 'cancelled') OR redo_due AS not_completed,
+    replayable, affected,
+    replayable AND n_usable > 0 AND action = 'dispatch' AND keep < n1 AS _truncated,
+    base_est_any OR redo_due AS _estimated,
+    coalesce(status NOT IN ({_STATUSES}), true) OR negative
+        OR (replayable AND (weird OR (n_usable > 0 AND (
+            rf IS NULL OR rp IS NULL OR action = 'replan'
+            OR (ceiling IS NOT NULL AND estimate IS NOT NULL
+                AND abs(estimate - ceiling) <= 1e-9 * ceiling)
+            OR (ceiling IS NOT NULL AND action = 'dispatch'
+                AND base_cost >= ceiling * (1 - 1e-9))))))
+        OR abs(abs(cf_cost - cost_usd) - 1e-12) < 1e-13 AS py
+FROM (SELECT *, status_after IS DISTINCT FROM status
+        OR dispatched_after <> coalesce(workers_dispatched, 0)
+        OR abs(cf_cost - cost_usd) > 1e-12 AS affected FROM final)
+"""
+"""Every :data:`analytics.whatif.RUN_COLUMNS` of each run in scope, plus ``_truncated``,
+``_estimated`` and ``py`` (the run is left to the Python counterfactual). Placeholders:
+``{lim}`` (limits per recorded limits), ``{workers}``, ``{synth}`` (class estimates) and
+``{where}`` (conditions on ``runs r``)."""
+
+
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, **frames: pl.DataFrame) -> Iterator[dict[str, str]]:
+    """Register small polars frames on ``con`` under unique names; yield ``{key: name}``
+    and unregister them afterwards (the caller's connection is left as it was)."""
+    suffix = uuid.uuid4().hex[:12]
+    names = {key: f"_cw_{key}_{suffix}" for key in frames}
+    try:
+        for key, df in frames.items():
+            con.register(names[key], df.to_arrow())
+        yield names
+    finally:
+        for name in names.values():
+            con.unregister(name)
+
+
+def chunk_bounds(
+    con: duckdb.DuckDBPyConnection, scope_sql: str, params: dict[str, Any], runs: int
+) -> list[tuple[str | None, str | None]]:
+    """``[(low, high), ...]`` run-id ranges (low inclusive, high exclusive, None open)
+    splitting the ``runs`` runs of ``scope_sql`` (a query with a ``run_id`` column)
+    into chunks of about :data:`CHUNK_RUNS`."""
+    chunks = -(-runs // CHUNK_RUNS)
+    if chunks <= 1:
+        return [(None, None)]
+    qs = [i / chunks for i in range(1, chunks)]
+    row = con.sql(f"SELECT quantile_disc(run_id, {qs}) FROM ({scope_sql})",
+                  params=params or None).fetchone()
+    cuts = sorted(set(row[0])) if row and row[0] else []
+    edges: list[str | None] = [None, *cuts, None]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def sql_run_rows(
+    con: duckdb.DuckDBPyConnection,
+    names: dict[str, str],
+    conds: list[str],
+    params: dict[str, Any],
+    bounds: tuple[str | None, str | None],
+) -> pl.DataFrame:
+    """:data:`RUN_SQL` over the runs of ``conds`` (on ``runs r``) within the run-id range
+    ``bounds``; ``names`` maps ``lim``, ``workers``, ``synth`` to registered tables."""
+    conds = list(conds)
+    params = dict(params)
+    low, high = bounds
+    if low is not None:
+        conds.append("r.run_id >= $chunk_low")
+        params["chunk_low"] = low
+    if high is not None:
+        conds.append("r.run_id < $chunk_high")
+        params["chunk_high"] = high
+    sql = RUN_SQL.replace("{where}", where(conds))
+    for key, name in names.items():
+        sql = sql.replace(f"{{{key}}}", name)
+    return con.sql(sql, params=params or None).pl()

@@ -204,6 +204,6 @@ def replay_rows(
         for chunk in bounds:
             rows = sql_run_rows(con, names, conds, params, chunk)
             to_python += rows.filter(pl.col("py"))["run_id"].to_list()
-            parts.append(rows.filter(~pl.col("py")).select(list(RUN_SCHEMA)).cast(RUN_SCHEMA))
+            parts.append(rows.filter(~pl.col("py")).select(list(RUN_SCHEMA)).cast(pl.Schema(RUN_SCHEMA)))
     parts += _python_chunks(con, sorted(to_python), overrides, estimates)
     return _finish(parts), len(to_python)

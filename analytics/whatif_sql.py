@@ -231,7 +231,7 @@ outcome AS (
              WHEN d.n_usable = 0 THEN coalesce(d.status, 'failed')
              WHEN d.action = 'reject' THEN 'rejected'
              WHEN coalesce(w.answered, 0) = 0 THEN 'failed'
-             WHEN d.status = 'failed' THEN 'failed'
+             WHEN d.status = 'failed' AND st.n > 0 THEN 'failed'
              ELSE 'ok' END AS status_after
     FROM decided d LEFT JOIN run_calls rc USING (run_id) LEFT JOIN work w USING (run_id)
     LEFT JOIN stage st USING (run_id) LEFT JOIN {{synth}} sy ON sy.task_class = d.task_class
@@ -325,9 +325,9 @@ def chunk_bounds(
     if chunks <= 1:
         return [(None, None)]
     qs = [i / chunks for i in range(1, chunks)]
-    row = con.sql(f"SELECT quantile_disc(run_id, {qs}) FROM ({scope_sql})",
-                  params=params or None).fetchone()
-    cuts = sorted(set(row[0])) if row and row[0] else []
+    rows = con.sql(f"SELECT quantile_disc(run_id, {qs}) FROM ({scope_sql})",
+                   params=params or None).fetchall()
+    cuts = sorted(set(rows[0][0])) if rows and rows[0][0] else []
     edges: list[str | None] = [None, *cuts, None]
     return list(zip(edges[:-1], edges[1:], strict=True))
 

@@ -53,6 +53,13 @@ def attr_sql(key: str, sql_type: str | None = None, alias: str = "s") -> str:
     return f"TRY_CAST({expr} AS {sql_type})" if sql_type else expr
 
 
+def attrs_sql(keys: Sequence[str], alias: str = "s") -> str:
+    """SQL reading several span attributes in one parse of the attributes JSON: a
+    ``VARCHAR[]`` of their texts in the order of ``keys`` (NULL where absent)."""
+    paths = ", ".join(f"'$.\"{key}\"'" for key in keys)
+    return f"json_extract_string({alias}.attributes, [{paths}])"
+
+
 @dataclass(frozen=True, slots=True)
 class RecordedCall:
     """One LLM call span of a run.
@@ -449,15 +456,18 @@ def load_recorded_run(con: duckdb.DuckDBPyConnection, run_id: str) -> RecordedRu
 _ESTIMATES_SQL = f"""
     WITH scope AS (SELECT run_id, task_class FROM runs {{where}}),
     subtasks AS (
-        SELECT scope.task_class, s.trace_id,
-            {attr_sql(cv.CLIFF_SUBTASK_INDEX, "INTEGER")} AS subtask_index,
-            coalesce(s.request_model, s.response_model) AS model,
-            sum(s.cost_usd) AS cost_usd,
-            count(*) FILTER (WHERE s.cost_usd IS NULL) AS unpriced,
-            bool_or(coalesce({attr_sql(cv.ERROR_TYPE)} = '{CANCELLED_ERROR}', false)) AS cancelled,
-            max(s.output_tokens) FILTER (WHERE s.status_code <> 'error') AS output_tokens
-        FROM spans s JOIN scope ON s.trace_id = scope.run_id
-        WHERE s.is_leaf_call AND s.role = '{Role.WORKER}'
+        SELECT task_class, trace_id, TRY_CAST(a[1] AS INTEGER) AS subtask_index, model,
+            sum(cost_usd) AS cost_usd,
+            count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced,
+            bool_or(coalesce(a[2] = '{CANCELLED_ERROR}', false)) AS cancelled,
+            max(output_tokens) FILTER (WHERE status_code <> 'error') AS output_tokens
+        FROM (
+            SELECT scope.task_class, s.trace_id, s.cost_usd, s.output_tokens, s.status_code,
+                coalesce(s.request_model, s.response_model) AS model,
+                {attrs_sql((cv.CLIFF_SUBTASK_INDEX, cv.ERROR_TYPE))} AS a
+            FROM spans s JOIN scope ON s.trace_id = scope.run_id
+            WHERE s.is_leaf_call AND s.role = '{Role.WORKER}'
+        )
         GROUP BY ALL
     ),
     workers AS (

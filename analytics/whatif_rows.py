@@ -31,7 +31,7 @@ from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.analytics.whatif_sql import chunk_bounds, registered, sql_run_rows
 from cliffwatch.analytics.window import Window
 
-PY_CHUNK_RUNS = 2_000
+PY_CHUNK_RUNS = 10_000
 """Runs the Python counterfactual loads (with their calls) at a time."""
 
 RUN_COLUMNS: tuple[str, ...] = (
@@ -152,13 +152,14 @@ def _limit_table(
             "task_class": c["task_class"], "rec_cap": c["max_workers"],
             "rec_ceiling": c["ceiling_usd"], "rec_policy": c["policy"],
             "cap": new.max_workers, "ceiling": new.ceiling_usd, "policy": new.policy.value,
-            "limits": limits_text(new),
+            "limits": limits_text(new), "rec_limits_cap": rec.max_workers,
             "redo_usd": estimates.redo(c["task_class"], new).cost_usd,
         })
     return pl.DataFrame(rows, schema={
         "task_class": pl.String, "rec_cap": pl.Int64, "rec_ceiling": pl.Float64,
         "rec_policy": pl.String, "cap": pl.Int64, "ceiling": pl.Float64,
-        "policy": pl.String, "limits": pl.String, "redo_usd": pl.Float64,
+        "policy": pl.String, "limits": pl.String, "rec_limits_cap": pl.Int64,
+        "redo_usd": pl.Float64,
     })
 
 

@@ -6,13 +6,14 @@ store, on the demo store and on random plans); keeping it apart keeps both reada
 
 :func:`sql_run_rows` computes :data:`analytics.whatif.RUN_COLUMNS` for every run the
 counterfactual's steps (its module docstring) decide without looping over spend: the
-plan check (cap, policy ``truncate``/``reject``, the ceiling estimate with the reserve the
-run recorded), the workers charged as recorded or estimated, synthesis adjusted by the
-answer tokens it reads, and the redo of a task left undone. Every run whose outcome
-depends on something the SQL does not model is *not* decided here: it is flagged
+plan check (cap, policy ``truncate``/``reject``/``replan``, the ceiling estimate with the
+reserve the run recorded), a replan the run did not make under this cap (estimated as the
+first ``cap`` sub-tasks), the workers charged as recorded or estimated, synthesis adjusted
+by the answer tokens it reads, and the redo of a task left undone. Every run whose
+outcome depends on something the SQL does not model is *not* decided here: it is flagged
 ``py`` and replayed by the Python counterfactual (the dispatch layer itself):
 
-- a ``replan`` verdict (the second plan and its calls);
+- a replan the run made under the same cap (the record's second plan and its calls);
 - spend that reaches the ceiling while the run goes on (the guard's order of charges
   decides what is cancelled), or an estimate within 1e-9 of the ceiling;
 - a plan answer whose JSON the SQL does not read exactly as :func:`analytics.recorded.
@@ -34,7 +35,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from cliffwatch.analytics.recorded import CANCELLED_ERROR, attr_sql
+from cliffwatch.analytics.recorded import CANCELLED_ERROR, attr_sql, attrs_sql
 from cliffwatch.analytics.store_access import where
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Role, RunStatus
@@ -62,7 +63,8 @@ RUN_SQL = f"""
 WITH scope AS (
     SELECT r.run_id, r.task_class, r.started_at, r.status, r.breach, r.cost_usd,
         r.workers_proposed, r.workers_dispatched,
-        l.cap, l.ceiling, l.policy, l.limits, l.redo_usd AS redo_est
+        l.cap, l.ceiling, l.policy, l.limits, l.redo_usd AS redo_est,
+        l.rec_limits_cap
     FROM runs r JOIN {{lim}} l ON l.task_class = r.task_class
         AND l.rec_cap IS NOT DISTINCT FROM r.max_workers
         AND l.rec_ceiling IS NOT DISTINCT FROM r.ceiling_usd
@@ -73,13 +75,17 @@ calls AS MATERIALIZED (
     SELECT sp.trace_id AS run_id, sp.span_id, sp.role, sp.start_time_unix_nano AS start_ns,
         sp.input_tokens, sp.output_tokens, sp.cost_usd, sp.status_code <> 'error' AS ok,
         sp.price_input_usd_per_token AS price_in,
-        CASE WHEN sp.role = '{Role.WORKER}'
-            THEN coalesce({_a(cv.ERROR_TYPE)} = '{CANCELLED_ERROR}', false) END AS cancelled,
-        CASE WHEN sp.role = '{Role.WORKER}'
-            THEN {_a(cv.CLIFF_SUBTASK_INDEX, "INTEGER")} END AS idx,
-        CASE WHEN sp.role = '{Role.PLAN}' THEN {_a(cv.CLIFF_PLAN_SUBTASKS)} END AS plan_json
-    FROM spans sp
-    WHERE sp.is_leaf_call AND sp.trace_id IN (SELECT run_id FROM scope)
+        CASE WHEN role = '{Role.WORKER}'
+            THEN coalesce(wa[2] = '{CANCELLED_ERROR}', false) END AS cancelled,
+        TRY_CAST(wa[1] AS INTEGER) AS idx, plan_json
+    FROM (
+        SELECT sp.*,
+            CASE WHEN sp.role = '{Role.WORKER}'
+                THEN {attrs_sql((cv.CLIFF_SUBTASK_INDEX, cv.ERROR_TYPE), "sp")} END AS wa,
+            CASE WHEN sp.role = '{Role.PLAN}' THEN {_a(cv.CLIFF_PLAN_SUBTASKS)} END AS plan_json
+        FROM spans sp
+        WHERE sp.is_leaf_call AND sp.trace_id IN (SELECT run_id FROM scope)
+    ) AS sp
 ),
 root AS (
     SELECT sp.trace_id AS run_id, arg_min({{
@@ -117,32 +123,50 @@ plan_runs AS (
 first_plan AS (
     SELECT p.run_id, any_value(r.n_usable) AS n_usable, any_value(r.weird) AS weird,
         sum(coalesce(p.cost_usd, 0)) FILTER (WHERE p.pos <= r.p1) AS spent1,
-        json_extract(any_value(p.plan_json) FILTER (WHERE p.pos = r.p1), '$[*]') AS elems
+        json_extract(any_value(p.plan_json) FILTER (WHERE p.pos = r.p1), '$[*]') AS elems,
+        any_value(p.cost_usd) FILTER (WHERE p.pos = r.p1) AS first_cost,
+        count(*) FILTER (WHERE p.pos > r.p1) AS n_later,
+        sum(coalesce(p.cost_usd, 0)) FILTER (WHERE p.pos > r.p1) AS later_cost,
+        bool_or(p.cost_usd IS NULL) FILTER (WHERE p.pos > r.p1) AS later_unpriced
     FROM plan_calls p JOIN plan_runs r USING (run_id)
     GROUP BY p.run_id
 ),
 checked AS (
     SELECT s.*, f.n_usable, f.weird, f.spent1, f.elems, len(f.elems) AS n1,
         f.run_id IS NOT NULL AS replayable, root.reserve.fixed AS rf, root.reserve.per AS rp,
-        coalesce(s.cap IS NOT NULL AND len(f.elems) > s.cap, false) AS cap_breach
+        coalesce(s.cap IS NOT NULL AND len(f.elems) > s.cap, false) AS cap_breach,
+        -- a replan request the run did not make under this cap: the second plan is the
+        -- first cap sub-tasks of the first, at the cost of the run's own replan calls
+        -- (any unpriced: unknown), else of its first planner call
+        coalesce(s.cap IS NOT NULL AND len(f.elems) > s.cap, false) AND s.policy = 'replan'
+            AND NOT (f.n_later > 0 AND s.rec_limits_cap IS NOT DISTINCT FROM s.cap)
+            AS replan_est,
+        coalesce(f.n_later > 0 AND s.rec_limits_cap IS NOT DISTINCT FROM s.cap, false)
+            AS same_request,
+        CASE WHEN f.n_later > 0 THEN CASE WHEN f.later_unpriced THEN NULL ELSE f.later_cost END
+             ELSE f.first_cost END AS replan_cost
     FROM scope s LEFT JOIN first_plan f USING (run_id) LEFT JOIN root USING (run_id)
 ),
 kept AS (
-    SELECT *, CASE WHEN cap_breach AND policy = 'truncate' THEN cap ELSE n1 END AS keep
+    SELECT *,
+        CASE WHEN cap_breach AND policy = 'truncate' OR replan_est THEN cap ELSE n1 END AS keep,
+        CASE WHEN replan_est THEN cap ELSE n1 END AS n_checked,
+        spent1 + CASE WHEN replan_est THEN coalesce(replan_cost, 0) ELSE 0 END AS spent
     FROM checked
 ),
 verdict AS (
     SELECT *,
-        CASE WHEN NOT cap_breach OR policy = 'truncate' THEN spent1 + coalesce(list_sum(
-            list_transform(elems[1:keep], lambda e: coalesce(
+        CASE WHEN NOT cap_breach OR policy = 'truncate' OR replan_est THEN spent + coalesce(
+            list_sum(list_transform(elems[1:keep], lambda e: coalesce(
                 TRY_CAST(e->>'$.estimated_cost_usd' AS DOUBLE), 0))), 0) + rf + rp * keep
         END AS estimate
     FROM kept
 ),
 decided AS (
     SELECT *,
-        CASE WHEN cap_breach AND policy = 'replan' THEN 'replan'
+        CASE WHEN cap_breach AND policy = 'replan' AND NOT replan_est THEN 'replan'
              WHEN cap_breach AND policy = 'reject' THEN 'reject'
+             WHEN replan_est AND ceiling IS NOT NULL AND spent1 > ceiling THEN 'plan_failed'
              WHEN ceiling IS NOT NULL AND estimate > ceiling THEN 'reject'
              ELSE 'dispatch' END AS action
     FROM verdict
@@ -227,9 +251,11 @@ outcome AS (
         coalesce(w.worker_est, 0) AS worker_est, coalesce(w.worker_est_any, false) AS w_est_any,
         st.n AS stage_n, st.cost AS stage_cost, st.est AS stage_est, st.est_any AS stage_est_any,
         sy.synthesis_usd,
+        CASE WHEN d.replan_est THEN coalesce(d.replan_cost, 0) ELSE 0 END AS replan_part,
         CASE WHEN NOT d.replayable THEN coalesce(d.status, 'ok')
              WHEN d.n_usable = 0 THEN coalesce(d.status, 'failed')
              WHEN d.action = 'reject' THEN 'rejected'
+             WHEN d.action = 'plan_failed' THEN 'failed'
              WHEN coalesce(w.answered, 0) = 0 THEN 'failed'
              WHEN d.status = 'failed' AND st.n > 0 THEN 'failed'
              ELSE 'ok' END AS status_after
@@ -240,19 +266,23 @@ costed AS (
     SELECT *,
         CASE WHEN NOT replayable THEN cost_usd
              WHEN n_usable = 0 THEN all_cost
-             WHEN action = 'reject' THEN spent1
-             WHEN answered_n = 0 THEN spent1 + worker_cost
-             ELSE spent1 + worker_cost + CASE WHEN stage_n > 0 THEN stage_cost
+             WHEN action = 'plan_failed' THEN spent1
+             WHEN action = 'reject' THEN spent
+             WHEN answered_n = 0 THEN spent + worker_cost
+             ELSE spent + worker_cost + CASE WHEN stage_n > 0 THEN stage_cost
                                               ELSE coalesce(synthesis_usd, 0) END
         END AS base_cost,
-        CASE WHEN NOT replayable OR n_usable = 0 OR action = 'reject' THEN 0
-             WHEN answered_n = 0 THEN worker_est
-             ELSE worker_est + CASE WHEN stage_n > 0 THEN stage_est
-                                    ELSE coalesce(synthesis_usd, 0) END
+        CASE WHEN NOT replayable OR n_usable = 0 OR action = 'plan_failed' THEN 0
+             WHEN action = 'reject' THEN replan_part
+             WHEN answered_n = 0 THEN replan_part + worker_est
+             ELSE replan_part + worker_est + CASE WHEN stage_n > 0 THEN stage_est
+                                                  ELSE coalesce(synthesis_usd, 0) END
         END AS base_est,
-        CASE WHEN NOT replayable OR n_usable = 0 OR action = 'reject' THEN false
-             WHEN answered_n = 0 THEN w_est_any
-             ELSE w_est_any OR coalesce(stage_n = 0 OR stage_est_any, true) END AS base_est_any,
+        CASE WHEN NOT replayable OR n_usable = 0 OR action = 'plan_failed' THEN false
+             WHEN action = 'reject' THEN replan_est
+             WHEN answered_n = 0 THEN replan_est OR w_est_any
+             ELSE replan_est OR w_est_any OR coalesce(stage_n = 0 OR stage_est_any, true)
+        END AS base_est_any,
         replayable AND n_usable > 0 AND status = 'ok' AND status_after <> 'ok' AS redo_due
     FROM outcome
 ),
@@ -260,16 +290,19 @@ final AS (
     SELECT *,
         base_cost + CASE WHEN redo_due THEN coalesce(redo_est, 0) ELSE 0 END AS cf_cost,
         CASE WHEN NOT replayable THEN coalesce(workers_dispatched, 0)
-             WHEN n_usable = 0 OR action = 'reject' THEN 0 ELSE keep END AS dispatched_after
+             WHEN n_usable = 0 OR action IN ('reject', 'plan_failed') THEN 0
+             ELSE keep END AS dispatched_after
     FROM costed
 )
 SELECT run_id, task_class, started_at, limits, status AS status_before, status_after,
     CASE WHEN NOT replayable THEN CASE WHEN breach IN ('cap', 'ceiling') THEN breach END
          WHEN n_usable = 0 THEN NULL
-         WHEN action = 'reject' THEN CASE WHEN cap_breach THEN 'cap' ELSE 'ceiling' END
+         WHEN action = 'reject' THEN
+             CASE WHEN cap_breach AND NOT replan_est THEN 'cap' ELSE 'ceiling' END
          WHEN status_after = 'failed' THEN NULL
          WHEN keep < n1 THEN 'cap' END AS breach_after,
-    CASE WHEN NOT replayable THEN workers_proposed WHEN n_usable > 0 THEN n1 END AS proposed,
+    CASE WHEN NOT replayable THEN workers_proposed
+         WHEN n_usable > 0 AND action <> 'plan_failed' THEN n_checked END AS proposed,
     workers_dispatched AS dispatched_before, dispatched_after,
     cost_usd AS cost_before_usd,
     CASE WHEN NOT affected THEN cost_usd WHEN redo_due AND redo_est IS NULL THEN NULL
@@ -280,13 +313,14 @@ SELECT run_id, task_class, started_at, limits, status AS status_before, status_a
     CASE WHEN redo_due THEN redo_est ELSE 0.0 END AS redo_usd,
     status_after IN ('rejected', 'cancelled') OR redo_due AS not_completed,
     replayable, affected,
-    replayable AND n_usable > 0 AND action = 'dispatch' AND keep < n1 AS _truncated,
+    replayable AND n_usable > 0 AND action = 'dispatch' AND keep < n_checked AS _truncated,
     base_est_any OR redo_due AS _estimated,
     coalesce(status NOT IN ({_STATUSES}), true) OR negative
         OR (replayable AND (weird OR (n_usable > 0 AND (
             rf IS NULL OR rp IS NULL OR action = 'replan'
             OR (ceiling IS NOT NULL AND estimate IS NOT NULL
                 AND abs(estimate - ceiling) <= 1e-9 * ceiling)
+            OR (replan_est AND ceiling IS NOT NULL AND abs(spent1 - ceiling) <= 1e-9 * ceiling)
             OR (ceiling IS NOT NULL AND action = 'dispatch'
                 AND base_cost >= ceiling * (1 - 1e-9))))))
         OR abs(abs(cf_cost - cost_usd) - 1e-12) < 1e-13 AS py

@@ -78,6 +78,7 @@ import duckdb
 import polars as pl
 
 from cliffwatch import settings
+from cliffwatch.analytics.recorded import Estimates, load_estimates
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import require_task_class
 from cliffwatch.analytics.scalars import as_float, as_int
@@ -239,7 +240,14 @@ class _Context:
     now: datetime | None
     conds: list[str]
     params: dict[str, Any]
+    estimates: Estimates | None = None
     _what_ifs: dict[str, pl.DataFrame] = field(default_factory=dict)
+
+    def class_estimates(self) -> Estimates:
+        """The class estimates both what-ifs share (read once)."""
+        if self.estimates is None:
+            self.estimates = load_estimates(self.con, self.task_class)
+        return self.estimates
 
     def yearly(self, saving_usd: float | None) -> float | None:
         if saving_usd is None or not self.days:
@@ -256,7 +264,8 @@ class _Context:
         if "cap" not in self._what_ifs:
             override = LimitsOverride(max_workers=self.thresholds.safe_max_workers,
                                       policy=CapPolicy.TRUNCATE)
-            result = what_if(self.con, override, self.window, self.task_class, now=self.now)
+            result = what_if(self.con, override, self.window, self.task_class, now=self.now,
+                             estimates=self.class_estimates())
             self._what_ifs["cap"] = result.runs
         return self._what_ifs["cap"]
 
@@ -272,7 +281,8 @@ class _Context:
                         ceiling_usd=self.thresholds.ceiling_k * p50)
             runs = pl.DataFrame(schema={"run_id": pl.String, "task_class": pl.String})
             if overrides:
-                result = what_if(self.con, overrides, self.window, self.task_class, now=self.now)
+                result = what_if(self.con, overrides, self.window, self.task_class,
+                                 now=self.now, estimates=self.class_estimates())
                 runs = result.runs.filter(pl.col("task_class").is_in(list(overrides)))
             self._what_ifs["ceiling"] = runs
         return self._what_ifs["ceiling"]
@@ -613,6 +623,7 @@ def find_findings(
     kinds: Sequence[str] | None = None,
     thresholds: Thresholds | None = None,
     now: datetime | None = None,
+    estimates: Estimates | None = None,
 ) -> pl.DataFrame:
     """The anti-patterns found in the runs started in ``window``, costliest fix first.
 
@@ -623,6 +634,8 @@ def find_findings(
         kinds: only these kinds (default all of :data:`FINDING_KINDS`).
         thresholds: default :meth:`Thresholds.from_settings`.
         now: the end of a window given only a ``since`` (default the clock).
+        estimates: the class estimates of ``task_class``
+            (:func:`analytics.recorded.load_estimates`), when the caller has them already.
 
     Returns:
         One row per (kind, task class), columns :data:`FINDING_COLUMNS`: ``title`` one
@@ -659,6 +672,7 @@ def find_findings(
         con=con, window=window, task_class=task_class,
         thresholds=thresholds or Thresholds.from_settings(), runs=runs, roles=roles,
         days=window_days(window, runs, now), now=now, conds=conds, params=params,
+        estimates=estimates,
     )
     rows = [row for kind in wanted for row in _DETECTORS[kind](ctx)]
     if not rows:

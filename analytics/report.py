@@ -41,6 +41,7 @@ from cliffwatch.analytics import charts, replay_charts
 from cliffwatch.analytics.findings import REPORT_FINDING_COLUMNS, find_findings
 from cliffwatch.analytics.incidents import list_incidents
 from cliffwatch.analytics.percentiles import cap_start_date, cost_percentiles, daily_percentiles
+from cliffwatch.analytics.recorded import load_estimates
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import list_runs
 from cliffwatch.analytics.store_access import frame
@@ -247,7 +248,8 @@ def build_report(
     incidents = _incidents(con, window, task_class)
     classes = percentiles["task_class"].to_list()
     overrides, sources = whatif_overrides(con, classes, class_limits)
-    what = what_if(con, overrides, window, task_class, now=generated_at)
+    estimates = load_estimates(con, task_class)  # one read for the what-if and findings
+    what = what_if(con, overrides, window, task_class, now=generated_at, estimates=estimates)
     whatif_table = what.by_class.with_columns(
         pl.col("task_class").replace_strict(sources, default="none").alias("cap_source")
     ).select("task_class", "limits", "cap_source", *[
@@ -261,8 +263,8 @@ def build_report(
         "spend_by_role": _spend(by_role, "role"),
         "unpriced": by_model.filter(pl.col("unpriced_calls") > 0).select(
             "model", "unpriced_calls", "runs"),
-        "findings": find_findings(con, window, task_class=task_class, now=generated_at)
-        .select(REPORT_FINDING_COLUMNS),
+        "findings": find_findings(con, window, task_class=task_class, now=generated_at,
+                                  estimates=estimates).select(REPORT_FINDING_COLUMNS),
     }
     figures: dict[str, go.Figure] = {}
     if runs.height:

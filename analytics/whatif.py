@@ -38,7 +38,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from cliffwatch.analytics.recorded import load_estimates
+from cliffwatch.analytics.recorded import Estimates, load_estimates
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import require_task_class
 from cliffwatch.analytics.scalars import as_datetime
@@ -259,6 +259,7 @@ def what_if(
     *,
     now: datetime | None = None,
     pushdown: bool = True,
+    estimates: Estimates | None = None,
 ) -> WhatIf:
     """Replay every run started in ``window`` under ``overrides``.
 
@@ -271,6 +272,8 @@ def what_if(
         pushdown: compute the runs the SQL can decide in DuckDB
             (:func:`analytics.whatif_rows.replay_rows`); False replays every run with the
             Python counterfactual (the reference; slower, same figures).
+        estimates: the class estimates of ``task_class`` when the caller has them already
+            (:func:`analytics.recorded.load_estimates`; they do not depend on the limits).
 
     Returns:
         The :class:`WhatIf`.
@@ -282,7 +285,8 @@ def what_if(
     began = time.perf_counter()
     if task_class is not None:
         require_task_class(con, task_class)
-    estimates = load_estimates(con, task_class)
+    if estimates is None:
+        estimates = load_estimates(con, task_class)
     loaded = time.perf_counter()
     if pushdown:
         runs, python_runs = replay_rows(con, overrides, window, task_class, estimates)

@@ -51,13 +51,17 @@ def _a(key: str, sql_type: str | None = None) -> str:
     return attr_sql(key, sql_type, "sp")
 
 
-# One plan element read as parse_plan reads it; anything else sends the run to Python.
+# One plan element (``f``: its index, estimated_cost_usd, model and max_output_tokens as
+# JSON, ``k`` its 1-based position) read as parse_plan reads it; anything else sends the
+# run to Python.
 _ELEM_SIMPLE = f"""(
-    (json_type(e, '$.index') IS NULL OR (json_type(e, '$.index') IN ('BIGINT', 'UBIGINT')
-        AND TRY_CAST(e->>'$.index' AS BIGINT) = k - 1))
-    AND coalesce(json_type(e, '$.estimated_cost_usd') IN {_ELEM_OK_TYPES}, true)
-    AND coalesce(json_type(e, '$.max_output_tokens') IN {_ELEM_OK_TYPES}, true)
-    AND coalesce(json_type(e, '$.model') IN ('NULL', 'VARCHAR'), true))"""
+    (json_type(f[1]) IS NULL OR (json_type(f[1]) IN ('BIGINT', 'UBIGINT')
+        AND TRY_CAST(f[1] AS BIGINT) = k - 1))
+    AND coalesce(json_type(f[2]) IN {_ELEM_OK_TYPES}, true)
+    AND coalesce(json_type(f[4]) IN {_ELEM_OK_TYPES}, true)
+    AND coalesce(json_type(f[3]) IN ('NULL', 'VARCHAR'), true))"""
+_JSON_SPACE = "' ' || chr(9) || chr(10) || chr(13)"
+_FIELDS = "['$.index', '$.estimated_cost_usd', '$.model', '$.max_output_tokens']"
 
 RUN_SQL = f"""
 WITH scope AS (
@@ -88,31 +92,41 @@ calls AS MATERIALIZED (
     ) AS sp
 ),
 root AS (
-    SELECT sp.trace_id AS run_id, arg_min({{
-        'fixed': {_a(cv.CLIFF_RESERVE_USD, "DOUBLE")},
-        'per': {_a(cv.CLIFF_RESERVE_USD_PER_SUBTASK, "DOUBLE")}}},
-        {{'s': sp.start_time_unix_nano, 'i': sp.span_id}}) AS reserve
-    FROM spans sp
-    WHERE sp.parent_span_id IS NULL AND sp.trace_id IN (SELECT run_id FROM scope)
-    GROUP BY ALL
+    SELECT run_id, arg_min({{
+        'fixed': TRY_CAST(a[1] AS DOUBLE), 'per': TRY_CAST(a[2] AS DOUBLE)}}, k) AS reserve
+    FROM (
+        SELECT sp.trace_id AS run_id, {{'s': sp.start_time_unix_nano, 'i': sp.span_id}} AS k,
+            {attrs_sql((cv.CLIFF_RESERVE_USD, cv.CLIFF_RESERVE_USD_PER_SUBTASK), "sp")} AS a
+        FROM spans sp
+        WHERE sp.parent_span_id IS NULL AND sp.trace_id IN (SELECT run_id FROM scope)
+    )
+    GROUP BY run_id
 ),
 run_calls AS (
     SELECT run_id, sum(coalesce(cost_usd, 0)) AS all_cost, bool_or(cost_usd < 0) AS negative
     FROM calls GROUP BY run_id
 ),
 plan_calls AS (
-    SELECT run_id, cost_usd, plan_json, usable,
+    -- each plan answer parsed once: usable as parse_plan has it (a JSON array of objects),
+    -- and per sub-task its fields as JSON
+    SELECT run_id, cost_usd, usable, fields,
         CASE WHEN usable THEN NOT coalesce(list_bool_and(list_transform(
-                json_extract(plan_json, '$[*]'), lambda e, k: {_ELEM_SIMPLE})), true)
+                fields, lambda f, k: {_ELEM_SIMPLE})), true)
             ELSE coalesce(plan_json, '') <> '' AND NOT json_valid(plan_json) END AS weird,
-        row_number() OVER (PARTITION BY run_id ORDER BY start_ns, span_id) AS pos
+        {{'s': start_ns, 'i': span_id}} AS pos
     FROM (
-        SELECT *, CASE WHEN coalesce(plan_json, '') <> '' AND json_valid(plan_json)
-            THEN json_type(plan_json) = 'ARRAY'
-                AND coalesce(list_bool_and(list_transform(json_extract(plan_json, '$[*]'),
-                    lambda e: json_type(e) = 'OBJECT')), true)
-            ELSE false END AS usable
-        FROM calls WHERE role = '{Role.PLAN}'
+        SELECT *, CASE WHEN usable THEN list_transform(
+            items, lambda e: json_extract(e, {_FIELDS})) END AS fields
+        FROM (
+            SELECT *, items IS NOT NULL AND coalesce(list_bool_and(list_transform(
+                items, lambda e: starts_with(e::VARCHAR, '{{'))), true) AS usable
+            FROM (
+                SELECT *, CASE WHEN coalesce(plan_json, '') <> '' AND json_valid(plan_json)
+                    AND starts_with(ltrim(plan_json, {_JSON_SPACE}), '[')
+                    THEN json_transform(plan_json, '["JSON"]') END AS items
+                FROM calls WHERE role = '{Role.PLAN}'
+            )
+        )
     )
 ),
 plan_runs AS (
@@ -123,7 +137,7 @@ plan_runs AS (
 first_plan AS (
     SELECT p.run_id, any_value(r.n_usable) AS n_usable, any_value(r.weird) AS weird,
         sum(coalesce(p.cost_usd, 0)) FILTER (WHERE p.pos <= r.p1) AS spent1,
-        json_extract(any_value(p.plan_json) FILTER (WHERE p.pos = r.p1), '$[*]') AS elems,
+        any_value(p.fields) FILTER (WHERE p.pos = r.p1) AS elems,
         any_value(p.cost_usd) FILTER (WHERE p.pos = r.p1) AS first_cost,
         count(*) FILTER (WHERE p.pos > r.p1) AS n_later,
         sum(coalesce(p.cost_usd, 0)) FILTER (WHERE p.pos > r.p1) AS later_cost,
@@ -157,8 +171,8 @@ kept AS (
 verdict AS (
     SELECT *,
         CASE WHEN NOT cap_breach OR policy = 'truncate' OR replan_est THEN spent + coalesce(
-            list_sum(list_transform(elems[1:keep], lambda e: coalesce(
-                TRY_CAST(e->>'$.estimated_cost_usd' AS DOUBLE), 0))), 0) + rf + rp * keep
+            list_sum(list_transform(elems[1:keep], lambda f: coalesce(
+                TRY_CAST(f[2] AS DOUBLE), 0))), 0) + rf + rp * keep
         END AS estimate
     FROM kept
 ),
@@ -173,8 +187,8 @@ decided AS (
 ),
 elem AS (
     SELECT d.run_id, d.task_class, d.n_usable, t.k AS i,
-        TRY_CAST(d.elems[t.k + 1]->>'$.estimated_cost_usd' AS DOUBLE) AS est,
-        coalesce(d.elems[t.k + 1]->>'$.model', '') AS model
+        TRY_CAST(d.elems[t.k + 1][2] AS DOUBLE) AS est,
+        coalesce(d.elems[t.k + 1][3]->>'$', '') AS model
     FROM decided d, unnest(range(d.keep)) AS t(k)
     WHERE d.replayable AND d.n_usable > 0 AND d.action = 'dispatch'
 ),

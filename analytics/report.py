@@ -46,6 +46,7 @@ from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import list_runs
 from cliffwatch.analytics.store_access import frame
 from cliffwatch.analytics.whatif import what_if
+from cliffwatch.analytics.whatif_sql import bounded_memory
 from cliffwatch.analytics.window import Window, utc_now
 from cliffwatch.orchestrator.dispatch import Limits
 from cliffwatch.telemetry.conventions import CapPolicy
@@ -248,7 +249,8 @@ def build_report(
     incidents = _incidents(con, window, task_class)
     classes = percentiles["task_class"].to_list()
     overrides, sources = whatif_overrides(con, classes, class_limits)
-    estimates = load_estimates(con, task_class)  # one read for the what-if and findings
+    with bounded_memory(con):  # one read for the what-if and findings
+        estimates = load_estimates(con, task_class)
     what = what_if(con, overrides, window, task_class, now=generated_at, estimates=estimates)
     whatif_table = what.by_class.with_columns(
         pl.col("task_class").replace_strict(sources, default="none").alias("cap_source")

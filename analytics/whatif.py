@@ -49,6 +49,7 @@ from cliffwatch.analytics.whatif_rows import (
     python_rows,
     replay_rows,
 )
+from cliffwatch.analytics.whatif_sql import bounded_memory
 from cliffwatch.analytics.window import Window, utc_now
 from cliffwatch.formatting import number, usd
 from cliffwatch.telemetry.conventions import RunStatus
@@ -285,14 +286,15 @@ def what_if(
     began = time.perf_counter()
     if task_class is not None:
         require_task_class(con, task_class)
-    if estimates is None:
-        estimates = load_estimates(con, task_class)
-    loaded = time.perf_counter()
-    if pushdown:
-        runs, python_runs = replay_rows(con, overrides, window, task_class, estimates)
-    else:
-        runs = python_rows(con, overrides, window, task_class, estimates)
-        python_runs = runs.height
+    with bounded_memory(con):
+        if estimates is None:
+            estimates = load_estimates(con, task_class)
+        loaded = time.perf_counter()
+        if pushdown:
+            runs, python_runs = replay_rows(con, overrides, window, task_class, estimates)
+        else:
+            runs = python_rows(con, overrides, window, task_class, estimates)
+            python_runs = runs.height
     days = window_days(window, runs, now)
     by_class = _by_class(runs, days, overrides) if runs.height else pl.DataFrame(
         schema={c: pl.Float64 for c in CLASS_COLUMNS}

@@ -43,25 +43,31 @@ from cliffwatch.telemetry.conventions import Role, RunStatus
 CHUNK_RUNS = 100_000
 """Runs per chunk of the pushed-down what-if (their spans are read at once)."""
 
+MEMORY_LIMIT = "512MB"
+"""DuckDB's ``memory_limit`` while a what-if reads the store (:func:`bounded_memory`):
+without it the buffer pool keeps every block of span attributes it has read (about 1 GB
+per 100,000 runs), with it DuckDB evicts them, or spills, as it goes."""
+
 _STATUSES = ", ".join(f"'{s.value}'" for s in RunStatus)
-_ELEM_OK_TYPES = "('NULL', 'DOUBLE', 'BIGINT', 'UBIGINT')"
-
-
 def _a(key: str, sql_type: str | None = None) -> str:
     return attr_sql(key, sql_type, "sp")
 
 
-# One plan element (``f``: its index, estimated_cost_usd, model and max_output_tokens as
-# JSON, ``k`` its 1-based position) read as parse_plan reads it; anything else sends the
-# run to Python.
+_NUMBER = "IN ('-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9')"
+# One plan element (``f``: its fields as JSON text, JSON null read as NULL; ``k`` its
+# 1-based position) read as parse_plan reads it: an index that is its position, a number
+# (or nothing) for the estimate and the output budget, a plain string (or nothing) for
+# the model. Anything else sends the run to Python.
 _ELEM_SIMPLE = f"""(
-    (json_type(f[1]) IS NULL OR (json_type(f[1]) IN ('BIGINT', 'UBIGINT')
-        AND TRY_CAST(f[1] AS BIGINT) = k - 1))
-    AND coalesce(json_type(f[2]) IN {_ELEM_OK_TYPES}, true)
-    AND coalesce(json_type(f[4]) IN {_ELEM_OK_TYPES}, true)
-    AND coalesce(json_type(f[3]) IN ('NULL', 'VARCHAR'), true))"""
+    (f.index IS NULL OR f.index::VARCHAR = (k - 1)::VARCHAR)
+    AND (f.estimated_cost_usd IS NULL
+        OR substr(f.estimated_cost_usd::VARCHAR, 1, 1) {_NUMBER})
+    AND (f.max_output_tokens IS NULL OR substr(f.max_output_tokens::VARCHAR, 1, 1) {_NUMBER})
+    AND (f.model IS NULL OR (starts_with(f.model::VARCHAR, '"')
+        AND NOT contains(f.model::VARCHAR, chr(92)))))"""
 _JSON_SPACE = "' ' || chr(9) || chr(10) || chr(13)"
-_FIELDS = "['$.index', '$.estimated_cost_usd', '$.model', '$.max_output_tokens']"
+_PLAN_SCHEMA = ("""'[{"index": "JSON", "estimated_cost_usd": "JSON", "model": "JSON", """
+                """"max_output_tokens": "JSON"}]'""")
 
 RUN_SQL = f"""
 WITH scope AS (
@@ -76,20 +82,19 @@ WITH scope AS (
     {{where}}
 ),
 calls AS MATERIALIZED (
-    SELECT sp.trace_id AS run_id, sp.span_id, sp.role, sp.start_time_unix_nano AS start_ns,
-        sp.input_tokens, sp.output_tokens, sp.cost_usd, sp.status_code <> 'error' AS ok,
-        sp.price_input_usd_per_token AS price_in,
-        CASE WHEN role = '{Role.WORKER}'
+    SELECT run_id, span_id, role, start_ns, input_tokens, output_tokens, cost_usd, ok,
+        price_in, CASE WHEN role = '{Role.WORKER}'
             THEN coalesce(wa[2] = '{CANCELLED_ERROR}', false) END AS cancelled,
-        TRY_CAST(wa[1] AS INTEGER) AS idx, plan_json
+        TRY_CAST(wa[1] AS INTEGER) AS idx
     FROM (
-        SELECT sp.*,
+        SELECT sp.trace_id AS run_id, sp.span_id, sp.role, sp.input_tokens,
+            sp.start_time_unix_nano AS start_ns, sp.output_tokens, sp.cost_usd,
+            sp.status_code <> 'error' AS ok, sp.price_input_usd_per_token AS price_in,
             CASE WHEN sp.role = '{Role.WORKER}'
-                THEN {attrs_sql((cv.CLIFF_SUBTASK_INDEX, cv.ERROR_TYPE), "sp")} END AS wa,
-            CASE WHEN sp.role = '{Role.PLAN}' THEN {_a(cv.CLIFF_PLAN_SUBTASKS)} END AS plan_json
+                THEN {attrs_sql((cv.CLIFF_SUBTASK_INDEX, cv.ERROR_TYPE), "sp")} END AS wa
         FROM spans sp
         WHERE sp.is_leaf_call AND sp.trace_id IN (SELECT run_id FROM scope)
-    ) AS sp
+    )
 ),
 root AS (
     SELECT run_id, arg_min({{
@@ -107,52 +112,63 @@ run_calls AS (
     FROM calls GROUP BY run_id
 ),
 plan_calls AS (
-    -- each plan answer parsed once: usable as parse_plan has it (a JSON array of objects),
-    -- and per sub-task its fields as JSON
-    SELECT run_id, cost_usd, usable, fields,
+    -- each plan answer parsed twice (its elements' kinds, then their fields): usable as
+    -- parse_plan has it (a JSON array of objects), and per sub-task its estimate and model
+    SELECT run_id, cost_usd, pos, usable,
         CASE WHEN usable THEN NOT coalesce(list_bool_and(list_transform(
                 fields, lambda f, k: {_ELEM_SIMPLE})), true)
             ELSE coalesce(plan_json, '') <> '' AND NOT json_valid(plan_json) END AS weird,
-        {{'s': start_ns, 'i': span_id}} AS pos
+        list_transform(fields, lambda f: TRY_CAST(f.estimated_cost_usd AS DOUBLE)) AS ests,
+        list_transform(fields, lambda f: coalesce(
+            substr(f.model::VARCHAR, 2, length(f.model::VARCHAR) - 2), '')) AS models
     FROM (
-        SELECT *, CASE WHEN usable THEN list_transform(
-            items, lambda e: json_extract(e, {_FIELDS})) END AS fields
+        SELECT *, CASE WHEN usable THEN json_transform(plan_json, {_PLAN_SCHEMA}) END AS fields
         FROM (
-            SELECT *, items IS NOT NULL AND coalesce(list_bool_and(list_transform(
+            SELECT *, {{'s': start_ns, 'i': span_id}} AS pos,
+                items IS NOT NULL AND coalesce(list_bool_and(list_transform(
                 items, lambda e: starts_with(e::VARCHAR, '{{'))), true) AS usable
             FROM (
                 SELECT *, CASE WHEN coalesce(plan_json, '') <> '' AND json_valid(plan_json)
                     AND starts_with(ltrim(plan_json, {_JSON_SPACE}), '[')
                     THEN json_transform(plan_json, '["JSON"]') END AS items
-                FROM calls WHERE role = '{Role.PLAN}'
+                FROM (
+                    SELECT sp.trace_id AS run_id, sp.span_id, sp.cost_usd,
+                        sp.start_time_unix_nano AS start_ns,
+                        {_a(cv.CLIFF_PLAN_SUBTASKS)} AS plan_json
+                    FROM spans sp
+                    WHERE sp.is_leaf_call AND sp.role = '{Role.PLAN}'
+                        AND sp.trace_id IN (SELECT run_id FROM scope)
+                )
             )
         )
     )
 ),
 plan_runs AS (
+    -- per run, its planner calls in start order (cost, usable) and the first usable plan
     SELECT run_id, bool_or(weird) AS weird, count(*) FILTER (WHERE usable) AS n_usable,
-        min(pos) FILTER (WHERE usable) AS p1
+        list({{'c': cost_usd, 'u': usable}} ORDER BY pos) AS l,
+        arg_min({{'e': ests, 'm': models}}, pos) FILTER (WHERE usable) AS first
     FROM plan_calls GROUP BY run_id
 ),
 first_plan AS (
-    SELECT p.run_id, any_value(r.n_usable) AS n_usable, any_value(r.weird) AS weird,
-        sum(coalesce(p.cost_usd, 0)) FILTER (WHERE p.pos <= r.p1) AS spent1,
-        any_value(p.fields) FILTER (WHERE p.pos = r.p1) AS elems,
-        any_value(p.cost_usd) FILTER (WHERE p.pos = r.p1) AS first_cost,
-        count(*) FILTER (WHERE p.pos > r.p1) AS n_later,
-        sum(coalesce(p.cost_usd, 0)) FILTER (WHERE p.pos > r.p1) AS later_cost,
-        bool_or(p.cost_usd IS NULL) FILTER (WHERE p.pos > r.p1) AS later_unpriced
-    FROM plan_calls p JOIN plan_runs r USING (run_id)
-    GROUP BY p.run_id
+    SELECT run_id, n_usable, weird, first.e AS ests, first.m AS models, p1,
+        list_sum(list_transform(l[1:p1], lambda x: coalesce(x.c, 0))) AS spent1,
+        l[p1].c AS first_cost, len(l) - p1 AS n_later,
+        coalesce(list_sum(list_transform(l[p1 + 1:], lambda x: coalesce(x.c, 0))), 0)
+            AS later_cost,
+        list_bool_or(list_transform(l[p1 + 1:], lambda x: x.c IS NULL)) AS later_unpriced
+    FROM (
+        SELECT *, list_position(list_transform(l, lambda x: x.u), true) AS p1 FROM plan_runs
+    )
 ),
 checked AS (
-    SELECT s.*, f.n_usable, f.weird, f.spent1, f.elems, len(f.elems) AS n1,
+    SELECT s.*, f.n_usable, f.weird, f.spent1, f.ests, f.models, len(f.ests) AS n1,
         f.run_id IS NOT NULL AS replayable, root.reserve.fixed AS rf, root.reserve.per AS rp,
-        coalesce(s.cap IS NOT NULL AND len(f.elems) > s.cap, false) AS cap_breach,
+        coalesce(s.cap IS NOT NULL AND len(f.ests) > s.cap, false) AS cap_breach,
         -- a replan request the run did not make under this cap: the second plan is the
         -- first cap sub-tasks of the first, at the cost of the run's own replan calls
         -- (any unpriced: unknown), else of its first planner call
-        coalesce(s.cap IS NOT NULL AND len(f.elems) > s.cap, false) AND s.policy = 'replan'
+        coalesce(s.cap IS NOT NULL AND len(f.ests) > s.cap, false) AND s.policy = 'replan'
             AND NOT (f.n_later > 0 AND s.rec_limits_cap IS NOT DISTINCT FROM s.cap)
             AS replan_est,
         coalesce(f.n_later > 0 AND s.rec_limits_cap IS NOT DISTINCT FROM s.cap, false)
@@ -171,8 +187,8 @@ kept AS (
 verdict AS (
     SELECT *,
         CASE WHEN NOT cap_breach OR policy = 'truncate' OR replan_est THEN spent + coalesce(
-            list_sum(list_transform(elems[1:keep], lambda f: coalesce(
-                TRY_CAST(f[2] AS DOUBLE), 0))), 0) + rf + rp * keep
+            list_sum(list_transform(ests[1:keep], lambda x: coalesce(x, 0))), 0)
+            + rf + rp * keep
         END AS estimate
     FROM kept
 ),
@@ -187,8 +203,7 @@ decided AS (
 ),
 elem AS (
     SELECT d.run_id, d.task_class, d.n_usable, t.k AS i,
-        TRY_CAST(d.elems[t.k + 1][2] AS DOUBLE) AS est,
-        coalesce(d.elems[t.k + 1][3]->>'$', '') AS model
+        d.ests[t.k + 1] AS est, d.models[t.k + 1] AS model
     FROM decided d, unnest(range(d.keep)) AS t(k)
     WHERE d.replayable AND d.n_usable > 0 AND d.action = 'dispatch'
 ),
@@ -346,6 +361,21 @@ FROM (SELECT *, status_after IS DISTINCT FROM status
 ``_estimated`` and ``py`` (the run is left to the Python counterfactual). Placeholders:
 ``{lim}`` (limits per recorded limits), ``{workers}``, ``{synth}`` (class estimates) and
 ``{where}`` (conditions on ``runs r``)."""
+
+
+@contextmanager
+def bounded_memory(con: duckdb.DuckDBPyConnection, limit: str = MEMORY_LIMIT) -> Iterator[None]:
+    """Run the block under DuckDB ``memory_limit`` = ``limit``, then put back the
+    connection's own (the setting is the database instance's, so a caller's limit is
+    restored whatever happens)."""
+    rows = con.sql("SELECT current_setting('memory_limit')").fetchall()
+    before = str(rows[0][0]) if rows else None
+    con.execute(f"SET memory_limit = '{limit}'")
+    try:
+        yield
+    finally:
+        if before:
+            con.execute("SET memory_limit = $limit", {"limit": before})
 
 
 @contextmanager

@@ -126,7 +126,33 @@ def _random_run(rng: random.Random, n: int) -> list:
         max_workers=max_workers, ceiling_usd=rng.choice([None, 0.02, 0.05, 0.1]),
         policy=policy, started_ns=ns_at("2026-11-01T00:00:00") + n * 60_000_000_000,
     )
-    return _with_reserve(records, rng.choice([0.0, 0.002]), rng.choice([0.0, 0.0001]))
+    records = _with_reserve(records, rng.choice([0.0, 0.002]), rng.choice([0.0, 0.0001]))
+    if rng.random() < 0.15:
+        records = _odd_plan(records, rng)
+    return records
+
+
+# Plan answers the SQL must read as parse_plan does, or leave to Python: not JSON, not an
+# array, an element not an object, an estimate as text, a model that is not a string, an
+# empty plan, fields missing. (A sub-task index off its position is left out: the Python
+# counterfactual itself fails on it, KeyError in _Replayer._workers.)
+ODD_PLANS = [
+    "not json", '{"index": 0}', "[1, 2]",
+    '[{"index": 0, "estimated_cost_usd": "0.001"}]', '[{"index": 0, "model": 7}]', "[]",
+    '[{"title": "no index"}, {"difficulty": "weird"}]', "null",
+    '[{"index": 0, "model": "sim/gpt-4o-mini", "estimated_cost_usd": 1e-3}]',
+]
+
+
+def _odd_plan(records: list, rng: random.Random) -> list:
+    out = []
+    for record in records:
+        if record.role == "plan":
+            attrs = json.loads(record.attributes)
+            attrs[cv.CLIFF_PLAN_SUBTASKS] = rng.choice(ODD_PLANS)
+            record = dataclasses.replace(record, attributes=json.dumps(attrs))
+        out.append(record)
+    return out
 
 
 @pytest.mark.parametrize("seed", [1, 2])

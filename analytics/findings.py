@@ -83,11 +83,17 @@ from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import require_task_class
 from cliffwatch.analytics.scalars import as_float, as_int
 from cliffwatch.analytics.store_access import frame, where
-from cliffwatch.analytics.whatif import DAYS_PER_YEAR, what_if, window_days
+from cliffwatch.analytics.whatif import DAYS_PER_YEAR, what_if, what_ifs, window_days
+from cliffwatch.analytics.whatif_sql import bounded_memory
 from cliffwatch.analytics.window import Window
 from cliffwatch.formatting import usd
 from cliffwatch.telemetry.conventions import CapPolicy
 from cliffwatch.telemetry.pricing import price_for
+
+_CAP_KINDS = frozenset({"implicit_max_workers", "cap_above_safe_maximum"})
+"""Kinds whose saving is the cap what-if's."""
+_CEILING_KINDS = frozenset({"no_cost_ceiling", "cost_cliff"})
+"""Kinds whose saving is the ceiling what-if's."""
 
 MIN_RUNS_FOR_PERCENTILES = 20
 """A class's P99/P50 counts as evidence over at least this many runs (as the runaway
@@ -258,14 +264,43 @@ class _Context:
         costs = self.runs.filter(pl.col("task_class") == task_class)["cost_usd"]
         return None if costs.is_empty() else as_float(costs.quantile(0.5, interpolation="linear"))
 
+    def _cap_override(self) -> LimitsOverride:
+        return LimitsOverride(max_workers=self.thresholds.safe_max_workers,
+                              policy=CapPolicy.TRUNCATE)
+
+    def _ceiling_overrides(self) -> dict[str, LimitsOverride]:
+        overrides = {}
+        for task_class in self.runs["task_class"].unique().to_list():
+            p50 = self.class_p50(task_class)
+            if p50 and p50 > 0:
+                ceiling = self.thresholds.ceiling_k * p50
+                overrides[task_class] = LimitsOverride(ceiling_usd=ceiling)
+        return overrides
+
+    def prefetch(self, kinds: Sequence[str]) -> None:
+        """Replay the cap and the ceiling what-ifs the ``kinds`` need in one pass over the
+        calls (:func:`analytics.whatif.what_ifs`), rather than one pass each."""
+        cap = bool(set(kinds) & _CAP_KINDS)
+        ceiling = self._ceiling_overrides() if set(kinds) & _CEILING_KINDS else {}
+        variants: list[tuple[str, Any]] = [("cap", self._cap_override())] if cap else []
+        if ceiling:
+            variants.append(("ceiling", ceiling))
+        if len(variants) < 2:
+            return  # one what-if: read when first asked
+        results = what_ifs(self.con, [v for _, v in variants], self.window, self.task_class,
+                           now=self.now, estimates=self.class_estimates())
+        for (name, overrides), result in zip(variants, results, strict=True):
+            runs = result.runs
+            if name == "ceiling":
+                runs = runs.filter(pl.col("task_class").is_in(list(overrides)))
+            self._what_ifs[name] = runs
+
     def cap_what_if(self) -> pl.DataFrame:
         """Per run (:data:`analytics.whatif.RUN_COLUMNS`): the window's runs replayed under
         a cap of ``safe_max_workers`` (policy truncate)."""
         if "cap" not in self._what_ifs:
-            override = LimitsOverride(max_workers=self.thresholds.safe_max_workers,
-                                      policy=CapPolicy.TRUNCATE)
-            result = what_if(self.con, override, self.window, self.task_class, now=self.now,
-                             estimates=self.class_estimates())
+            result = what_if(self.con, self._cap_override(), self.window, self.task_class,
+                             now=self.now, estimates=self.class_estimates())
             self._what_ifs["cap"] = result.runs
         return self._what_ifs["cap"]
 
@@ -273,12 +308,7 @@ class _Context:
         """Per run: the window's runs replayed under a ceiling of ``ceiling_k`` x their
         class's P50 (classes whose P50 is 0 are left out)."""
         if "ceiling" not in self._what_ifs:
-            overrides = {}
-            for task_class in self.runs["task_class"].unique().to_list():
-                p50 = self.class_p50(task_class)
-                if p50 and p50 > 0:
-                    overrides[task_class] = LimitsOverride(
-                        ceiling_usd=self.thresholds.ceiling_k * p50)
+            overrides = self._ceiling_overrides()
             runs = pl.DataFrame(schema={"run_id": pl.String, "task_class": pl.String})
             if overrides:
                 result = what_if(self.con, overrides, self.window, self.task_class,
@@ -674,7 +704,9 @@ def find_findings(
         days=window_days(window, runs, now), now=now, conds=conds, params=params,
         estimates=estimates,
     )
-    rows = [row for kind in wanted for row in _DETECTORS[kind](ctx)]
+    with bounded_memory(con):
+        ctx.prefetch(wanted)
+        rows = [row for kind in wanted for row in _DETECTORS[kind](ctx)]
     if not rows:
         return pl.DataFrame(schema=_SCHEMA)
     order = {k: i for i, k in enumerate(FINDING_KINDS)}

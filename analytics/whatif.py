@@ -31,6 +31,7 @@ run's start).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -283,6 +284,23 @@ def what_if(
         UnknownTaskClassError: ``task_class`` has no runs in the store.
         ReplayError: an override gives invalid limits for some run.
     """
+    return what_ifs(con, [overrides], window, task_class, now=now, pushdown=pushdown,
+                    estimates=estimates)[0]
+
+
+def what_ifs(
+    con: duckdb.DuckDBPyConnection,
+    variants: Sequence[Overrides],
+    window: Window = Window(),  # noqa: B008 - Window is frozen
+    task_class: str | None = None,
+    *,
+    now: datetime | None = None,
+    pushdown: bool = True,
+    estimates: Estimates | None = None,
+) -> list[WhatIf]:
+    """:func:`what_if` under each of ``variants``, in order, from one read of the calls
+    (the pushed-down SQL computes every variant in the same pass). Arguments, errors and
+    figures as :func:`what_if`'s."""
     began = time.perf_counter()
     if task_class is not None:
         require_task_class(con, task_class)
@@ -291,23 +309,27 @@ def what_if(
             estimates = load_estimates(con, task_class)
         loaded = time.perf_counter()
         if pushdown:
-            runs, python_runs = replay_rows(con, overrides, window, task_class, estimates)
+            results = replay_rows(con, variants, window, task_class, estimates)
         else:
-            runs = python_rows(con, overrides, window, task_class, estimates)
-            python_runs = runs.height
-    days = window_days(window, runs, now)
-    by_class = _by_class(runs, days, overrides) if runs.height else pl.DataFrame(
-        schema={c: pl.Float64 for c in CLASS_COLUMNS}
-    ).with_columns(pl.col("task_class", "limits").cast(pl.String))
-    return WhatIf(
-        overrides=overrides,
-        window=window,
-        task_class=task_class,
-        runs=runs.select(RUN_COLUMNS),
-        by_class=by_class,
-        window_days=days,
-        elapsed_s=time.perf_counter() - began,
-        load_s=loaded - began,
-        python_runs=python_runs,
-    )
-
+            results = []
+            for overrides in variants:
+                rows = python_rows(con, overrides, window, task_class, estimates)
+                results.append((rows, rows.height))
+    out = []
+    for overrides, (runs, python_runs) in zip(variants, results, strict=True):
+        days = window_days(window, runs, now)
+        by_class = _by_class(runs, days, overrides) if runs.height else pl.DataFrame(
+            schema={c: pl.Float64 for c in CLASS_COLUMNS}
+        ).with_columns(pl.col("task_class", "limits").cast(pl.String))
+        out.append(WhatIf(
+            overrides=overrides,
+            window=window,
+            task_class=task_class,
+            runs=runs.select(RUN_COLUMNS),
+            by_class=by_class,
+            window_days=days,
+            elapsed_s=time.perf_counter() - began,
+            load_s=loaded - began,
+            python_runs=python_runs,
+        ))
+    return out

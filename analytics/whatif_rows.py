@@ -137,29 +137,31 @@ def python_rows(
 
 def _limit_table(
     con: duckdb.DuckDBPyConnection, conds: list[str], params: dict[str, Any],
-    overrides: Overrides, estimates: Estimates,
+    variants: Sequence[Overrides], estimates: Estimates,
 ) -> pl.DataFrame:
-    """One row per recorded (class, cap, ceiling, policy) in scope: the limits the run is
-    replayed under (the override applied by Python, so a bad one raises ReplayError as
-    before), their text and the redo estimate within them."""
+    """One row per variant and recorded (class, cap, ceiling, policy) in scope: the limits
+    the run is replayed under (the override applied by Python, so a bad one raises
+    ReplayError as before), their text and the redo estimate within them."""
     combos = frame(con, "SELECT DISTINCT r.task_class, r.max_workers, r.ceiling_usd, r.policy "
                         f"FROM runs r {where(conds)}", params)
     rows = []
-    for c in combos.iter_rows(named=True):
-        rec = recorded_limits(c["max_workers"], c["ceiling_usd"], c["policy"])
-        new = override_for(overrides, c["task_class"]).apply(rec)
-        rows.append({
-            "task_class": c["task_class"], "rec_cap": c["max_workers"],
-            "rec_ceiling": c["ceiling_usd"], "rec_policy": c["policy"],
-            "cap": new.max_workers, "ceiling": new.ceiling_usd, "policy": new.policy.value,
-            "limits": limits_text(new), "rec_limits_cap": rec.max_workers,
-            "redo_usd": estimates.redo(c["task_class"], new).cost_usd,
-        })
+    for variant, overrides in enumerate(variants):
+        for c in combos.iter_rows(named=True):
+            rec = recorded_limits(c["max_workers"], c["ceiling_usd"], c["policy"])
+            new = override_for(overrides, c["task_class"]).apply(rec)
+            rows.append({
+                "variant": variant, "task_class": c["task_class"],
+                "rec_cap": c["max_workers"], "rec_ceiling": c["ceiling_usd"],
+                "rec_policy": c["policy"], "cap": new.max_workers, "ceiling": new.ceiling_usd,
+                "policy": new.policy.value, "limits": limits_text(new),
+                "rec_limits_cap": rec.max_workers,
+                "redo_usd": estimates.redo(c["task_class"], new).cost_usd,
+            })
     return pl.DataFrame(rows, schema={
-        "task_class": pl.String, "rec_cap": pl.Int64, "rec_ceiling": pl.Float64,
-        "rec_policy": pl.String, "cap": pl.Int64, "ceiling": pl.Float64,
-        "policy": pl.String, "limits": pl.String, "rec_limits_cap": pl.Int64,
-        "redo_usd": pl.Float64,
+        "variant": pl.Int64, "task_class": pl.String, "rec_cap": pl.Int64,
+        "rec_ceiling": pl.Float64, "rec_policy": pl.String, "cap": pl.Int64,
+        "ceiling": pl.Float64, "policy": pl.String, "limits": pl.String,
+        "rec_limits_cap": pl.Int64, "redo_usd": pl.Float64,
     })
 
 
@@ -181,30 +183,39 @@ def _estimate_tables(estimates: Estimates) -> dict[str, pl.DataFrame]:
 
 
 def replay_rows(
-    con: duckdb.DuckDBPyConnection, overrides: Overrides, window: Window,
+    con: duckdb.DuckDBPyConnection, variants: Sequence[Overrides], window: Window,
     task_class: str | None, estimates: Estimates,
-) -> tuple[pl.DataFrame, int]:
-    """Every run of the window under ``overrides``: pushed-down SQL, Python for the rest.
+) -> list[tuple[pl.DataFrame, int]]:
+    """Every run of the window under each of ``variants`` (sets of overrides), in one
+    pass over the calls: pushed-down SQL, Python for the rest.
 
     Returns:
-        ``(rows, python_runs)``: :data:`RUN_SCHEMA` rows oldest first, and how many runs
-        the Python counterfactual replayed.
+        Per variant, in order, ``(rows, python_runs)``: :data:`RUN_SCHEMA` rows oldest
+        first, and how many runs the Python counterfactual replayed.
 
     Raises:
         ReplayError: an override gives invalid limits for some run.
     """
     conds, params = _scope(window, task_class)
-    lim = _limit_table(con, conds, params, overrides, estimates)
+    lim = _limit_table(con, conds, params, variants, estimates)
     if lim.is_empty():
-        return _finish([]), 0
+        return [(_finish([]), 0) for _ in variants]
     runs = frame(con, f"SELECT count(*) AS n FROM runs r {where(conds)}", params)["n"][0]
     bounds = chunk_bounds(con, f"SELECT r.run_id FROM runs r {where(conds)}", params, runs)
-    parts: list[pl.DataFrame] = []
-    to_python: list[str] = []
+    parts: list[list[pl.DataFrame]] = [[] for _ in variants]
+    to_python: list[list[str]] = [[] for _ in variants]
+    schema = pl.Schema(RUN_SCHEMA)
     with registered(con, lim=lim, **_estimate_tables(estimates)) as names:
         for chunk in bounds:
             rows = sql_run_rows(con, names, conds, params, chunk)
-            to_python += rows.filter(pl.col("py"))["run_id"].to_list()
-            parts.append(rows.filter(~pl.col("py")).select(list(RUN_SCHEMA)).cast(pl.Schema(RUN_SCHEMA)))
-    parts += _python_chunks(con, sorted(to_python), overrides, estimates)
-    return _finish(parts), len(to_python)
+            for variant, mine in rows.partition_by("variant", as_dict=True).items():
+                index = int(variant[0])
+                to_python[index] += mine.filter(pl.col("py"))["run_id"].to_list()
+                parts[index].append(
+                    mine.filter(~pl.col("py")).select(list(RUN_SCHEMA)).cast(schema))
+    out = []
+    for index, overrides in enumerate(variants):
+        ids = sorted(to_python[index])
+        parts[index] += _python_chunks(con, ids, overrides, estimates)
+        out.append((_finish(parts[index]), len(ids)))
+    return out

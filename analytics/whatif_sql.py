@@ -71,7 +71,7 @@ _PLAN_SCHEMA = ("""'[{"index": "JSON", "estimated_cost_usd": "JSON", "model": "J
 
 RUN_SQL = f"""
 WITH scope AS (
-    SELECT r.run_id, r.task_class, r.started_at, r.status, r.breach, r.cost_usd,
+    SELECT l.variant, r.run_id, r.task_class, r.started_at, r.status, r.breach, r.cost_usd,
         r.workers_proposed, r.workers_dispatched,
         l.cap, l.ceiling, l.policy, l.limits, l.redo_usd AS redo_est,
         l.rec_limits_cap
@@ -202,7 +202,7 @@ decided AS (
     FROM verdict
 ),
 elem AS (
-    SELECT d.run_id, d.task_class, d.n_usable, t.k AS i,
+    SELECT d.variant, d.run_id, d.task_class, d.n_usable, t.k AS i,
         d.ests[t.k + 1] AS est, d.models[t.k + 1] AS model
     FROM decided d, unnest(range(d.keep)) AS t(k)
     WHERE d.replayable AND d.n_usable > 0 AND d.action = 'dispatch'
@@ -218,7 +218,7 @@ widx AS (
     GROUP BY ALL
 ),
 elem_out AS (
-    SELECT e.run_id, w.rec_cost, w.answered AS rec_answered, w.last_answer,
+    SELECT e.variant, e.run_id, w.rec_cost, w.answered AS rec_answered, w.last_answer,
         we.output_tokens AS est_tokens, we.task_class IS NOT NULL AS has_est,
         (w.run_id IS NULL OR w.has_cancelled) AND NOT coalesce(w.answered, false) AS est_charge,
         CASE WHEN we.cost_usd IS NOT NULL THEN we.cost_usd ELSE e.est END AS est_cost
@@ -227,7 +227,7 @@ elem_out AS (
     LEFT JOIN {{workers}} we ON we.task_class = e.task_class AND we.model = e.model
 ),
 work AS (
-    SELECT run_id,
+    SELECT variant, run_id,
         sum(coalesce(rec_cost, 0) + CASE WHEN est_charge THEN coalesce(est_cost, 0) ELSE 0 END)
             AS worker_cost,
         sum(CASE WHEN est_charge THEN coalesce(est_cost, 0) ELSE 0 END) AS worker_est,
@@ -237,7 +237,7 @@ work AS (
         sum(CASE WHEN NOT (coalesce(rec_answered, false) OR est_charge) THEN 0
                  WHEN last_answer IS NOT NULL THEN coalesce(last_answer.t, 0)
                  WHEN has_est THEN coalesce(est_tokens, 0) ELSE 0 END) AS ans_tokens
-    FROM elem_out GROUP BY run_id
+    FROM elem_out GROUP BY variant, run_id
 ),
 rec_answers AS (
     SELECT run_id, sum(coalesce(last_answer.t, 0)) AS tokens
@@ -248,16 +248,16 @@ stage_price AS (
     FROM calls WHERE role = '{Role.SYNTHESIS}' AND price_in IS NOT NULL GROUP BY run_id
 ),
 delta AS (
-    SELECT d.run_id, coalesce(w.ans_tokens, 0) - coalesce(ra.tokens, 0) AS delta,
+    SELECT d.variant, d.run_id, coalesce(w.ans_tokens, 0) - coalesce(ra.tokens, 0) AS delta,
         coalesce(sp.price, sy.price_input, 0) AS price
     FROM decided d
-    LEFT JOIN work w USING (run_id) LEFT JOIN rec_answers ra USING (run_id)
+    LEFT JOIN work w USING (variant, run_id) LEFT JOIN rec_answers ra USING (run_id)
     LEFT JOIN stage_price sp USING (run_id)
     LEFT JOIN {{synth}} sy ON sy.task_class = d.task_class
     WHERE d.replayable AND d.n_usable > 0 AND d.action = 'dispatch'
 ),
 stage_calls AS (
-    SELECT c.run_id, c.cost_usd, x.price,
+    SELECT x.variant, c.run_id, c.cost_usd, x.price,
         CASE WHEN c.role <> '{Role.SYNTHESIS}' OR c.input_tokens = 0 THEN 0
              WHEN c.input_tokens IS NULL OR x.delta >= 0 THEN x.delta
              ELSE greatest(x.delta, -c.input_tokens) END AS tokens
@@ -265,13 +265,13 @@ stage_calls AS (
     WHERE c.role IN ('{Role.SYNTHESIS}', '{Role.CRITIC}')
 ),
 stage AS (
-    SELECT run_id, count(*) AS n,
+    SELECT variant, run_id, count(*) AS n,
         sum(CASE WHEN tokens = 0 THEN coalesce(cost_usd, 0)
                  ELSE coalesce(greatest(0, cost_usd + tokens * price), 0) END) AS cost,
         sum(CASE WHEN tokens = 0 THEN 0
                  ELSE coalesce(greatest(0, cost_usd + tokens * price), 0) END) AS est,
         bool_or(tokens <> 0) AS est_any
-    FROM stage_calls GROUP BY run_id
+    FROM stage_calls GROUP BY variant, run_id
 ),
 outcome AS (
     SELECT d.*, rc.all_cost, coalesce(rc.negative, false) OR coalesce(w.negative, false)
@@ -288,8 +288,9 @@ outcome AS (
              WHEN coalesce(w.answered, 0) = 0 THEN 'failed'
              WHEN d.status = 'failed' AND st.n > 0 THEN 'failed'
              ELSE 'ok' END AS status_after
-    FROM decided d LEFT JOIN run_calls rc USING (run_id) LEFT JOIN work w USING (run_id)
-    LEFT JOIN stage st USING (run_id) LEFT JOIN {{synth}} sy ON sy.task_class = d.task_class
+    FROM decided d LEFT JOIN run_calls rc USING (run_id)
+    LEFT JOIN work w USING (variant, run_id) LEFT JOIN stage st USING (variant, run_id)
+    LEFT JOIN {{synth}} sy ON sy.task_class = d.task_class
 ),
 costed AS (
     SELECT *,
@@ -323,7 +324,7 @@ final AS (
              ELSE keep END AS dispatched_after
     FROM costed
 )
-SELECT run_id, task_class, started_at, limits, status AS status_before, status_after,
+SELECT variant, run_id, task_class, started_at, limits, status AS status_before, status_after,
     CASE WHEN NOT replayable THEN CASE WHEN breach IN ('cap', 'ceiling') THEN breach END
          WHEN n_usable = 0 THEN NULL
          WHEN action = 'reject' THEN
@@ -358,9 +359,10 @@ FROM (SELECT *, status_after IS DISTINCT FROM status
         OR abs(cf_cost - cost_usd) > 1e-12 AS affected FROM final)
 """
 """Every :data:`analytics.whatif.RUN_COLUMNS` of each run in scope, plus ``_truncated``,
-``_estimated`` and ``py`` (the run is left to the Python counterfactual). Placeholders:
-``{lim}`` (limits per recorded limits), ``{workers}``, ``{synth}`` (class estimates) and
-``{where}`` (conditions on ``runs r``)."""
+``_estimated`` and ``py`` (the run is left to the Python counterfactual), once per
+``variant`` (a set of overrides: one pass over the calls serves several what-ifs).
+Placeholders: ``{lim}`` (limits per variant and recorded limits), ``{workers}``,
+``{synth}`` (class estimates) and ``{where}`` (conditions on ``runs r``)."""
 
 
 @contextmanager

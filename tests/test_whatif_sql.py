@@ -19,7 +19,7 @@ import pytest
 from replay_store import MINI, SONNET, Call, Sub, build_orchestrated_store, hand_run
 
 from cliffwatch.analytics.replay import LimitsOverride
-from cliffwatch.analytics.whatif import WhatIf, what_if
+from cliffwatch.analytics.whatif import WhatIf, what_if, what_ifs
 from cliffwatch.analytics.whatif_rows import RUN_COLUMNS
 from cliffwatch.analytics.whatif_sql import CHUNK_RUNS
 from cliffwatch.orchestrator.demo import run_demo
@@ -60,8 +60,10 @@ def _compare(path: Path, overrides: list[LimitsOverride]) -> tuple[int, int]:
     """Every override: the same rows both ways; returns (runs, runs left to Python)."""
     runs = to_python = 0
     with open_store(path, read_only=True) as con:
-        for override in overrides:
+        together = what_ifs(con, overrides)  # one pass for every variant
+        for override, joint in zip(overrides, together, strict=True):
             sql: WhatIf = what_if(con, override)
+            assert _differences(joint.runs, sql.runs) == [], override.describe()
             py: WhatIf = what_if(con, override, pushdown=False)
             assert _differences(sql.runs, py.runs) == [], override.describe()
             assert sql.by_class.equals(py.by_class) or _close(sql.by_class, py.by_class)

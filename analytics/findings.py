@@ -83,7 +83,14 @@ from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import require_task_class
 from cliffwatch.analytics.scalars import as_float, as_int
 from cliffwatch.analytics.store_access import frame, where
-from cliffwatch.analytics.whatif import DAYS_PER_YEAR, what_if, what_ifs, window_days
+from cliffwatch.analytics.whatif import (
+    DAYS_PER_YEAR,
+    Overrides,
+    WhatIf,
+    what_if,
+    what_ifs,
+    window_days,
+)
 from cliffwatch.analytics.whatif_sql import bounded_memory
 from cliffwatch.analytics.window import Window
 from cliffwatch.formatting import usd
@@ -277,23 +284,31 @@ class _Context:
                 overrides[task_class] = LimitsOverride(ceiling_usd=ceiling)
         return overrides
 
-    def prefetch(self, kinds: Sequence[str]) -> None:
-        """Replay the cap and the ceiling what-ifs the ``kinds`` need in one pass over the
-        calls (:func:`analytics.whatif.what_ifs`), rather than one pass each."""
+    def prefetch(self, kinds: Sequence[str], also: Overrides | None = None) -> WhatIf | None:
+        """Replay the cap and the ceiling what-ifs the ``kinds`` need, and the what-if under
+        ``also`` when given (returned), in one pass over the calls
+        (:func:`analytics.whatif.what_ifs`), rather than one pass each."""
         cap = bool(set(kinds) & _CAP_KINDS)
         ceiling = self._ceiling_overrides() if set(kinds) & _CEILING_KINDS else {}
         variants: list[tuple[str, Any]] = [("cap", self._cap_override())] if cap else []
         if ceiling:
             variants.append(("ceiling", ceiling))
-        if len(variants) < 2:
-            return  # one what-if: read when first asked
+        if also is not None:
+            variants.append(("also", also))
+        if len(variants) < 2 and also is None:
+            return None  # one what-if: read when first asked
         results = what_ifs(self.con, [v for _, v in variants], self.window, self.task_class,
                            now=self.now, estimates=self.class_estimates())
+        asked = None
         for (name, overrides), result in zip(variants, results, strict=True):
             runs = result.runs
+            if name == "also":
+                asked = result
+                continue
             if name == "ceiling":
                 runs = runs.filter(pl.col("task_class").is_in(list(overrides)))
             self._what_ifs[name] = runs
+        return asked
 
     def cap_what_if(self) -> pl.DataFrame:
         """Per run (:data:`analytics.whatif.RUN_COLUMNS`): the window's runs replayed under
@@ -683,6 +698,39 @@ def find_findings(
         ValueError: an unknown kind.
         SettingError: a malformed threshold setting.
     """
+    found, _ = _find(con, window, task_class, kinds, thresholds, now, estimates, None)
+    return found
+
+
+def findings_and_what_if(
+    con: duckdb.DuckDBPyConnection,
+    overrides: Overrides,
+    window: Window = Window(),  # noqa: B008 - Window is frozen
+    *,
+    task_class: str | None = None,
+    now: datetime | None = None,
+    estimates: Estimates | None = None,
+) -> tuple[pl.DataFrame, WhatIf]:
+    """:func:`find_findings` (every kind, default thresholds) and
+    :func:`analytics.whatif.what_if` under ``overrides`` over the same window, their
+    what-ifs replayed in one pass over the calls (what the report shows). Arguments and
+    errors as theirs."""
+    found, what = _find(con, window, task_class, None, None, now, estimates, overrides)
+    if what is None:  # no run in the window: nothing to share
+        what = what_if(con, overrides, window, task_class, now=now, estimates=estimates)
+    return found, what
+
+
+def _find(
+    con: duckdb.DuckDBPyConnection,
+    window: Window,
+    task_class: str | None,
+    kinds: Sequence[str] | None,
+    thresholds: Thresholds | None,
+    now: datetime | None,
+    estimates: Estimates | None,
+    also: Overrides | None,
+) -> tuple[pl.DataFrame, WhatIf | None]:
     wanted = tuple(kinds) if kinds else FINDING_KINDS
     unknown = sorted(set(wanted) - set(FINDING_KINDS))
     if unknown:
@@ -695,7 +743,7 @@ def find_findings(
         params["task_class"] = task_class
     runs = frame(con, _RUNS_SQL.format(where=where(conds)), params)
     if runs.is_empty():
-        return pl.DataFrame(schema=_SCHEMA)
+        return pl.DataFrame(schema=_SCHEMA), None
     role_conds = ["r." + c for c in conds]
     roles = frame(con, _ROLE_COST_SQL.format(where=where(role_conds) or "WHERE TRUE"), params)
     ctx = _Context(
@@ -705,16 +753,16 @@ def find_findings(
         estimates=estimates,
     )
     with bounded_memory(con):
-        ctx.prefetch(wanted)
+        asked = ctx.prefetch(wanted, also)
         rows = [row for kind in wanted for row in _DETECTORS[kind](ctx)]
     if not rows:
-        return pl.DataFrame(schema=_SCHEMA)
+        return pl.DataFrame(schema=_SCHEMA), asked
     order = {k: i for i, k in enumerate(FINDING_KINDS)}
     found = pl.DataFrame(rows, schema=_SCHEMA)
     return found.with_columns(pl.col("kind").replace_strict(order).alias("_order")).sort(
         ["yearly_saving_usd", "_order", "task_class"], descending=[True, False, False],
         nulls_last=True,
-    ).drop("_order").select(FINDING_COLUMNS)
+    ).drop("_order").select(FINDING_COLUMNS), asked
 
 
 def findings_records(df: pl.DataFrame) -> list[dict[str, Any]]:

@@ -38,14 +38,12 @@ import plotly.graph_objects as go
 import polars as pl
 
 from cliffwatch.analytics import charts, replay_charts
-from cliffwatch.analytics.findings import REPORT_FINDING_COLUMNS, find_findings
+from cliffwatch.analytics.findings import REPORT_FINDING_COLUMNS, findings_and_what_if
 from cliffwatch.analytics.incidents import list_incidents
 from cliffwatch.analytics.percentiles import cap_start_date, cost_percentiles, daily_percentiles
-from cliffwatch.analytics.recorded import load_estimates
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import list_runs
 from cliffwatch.analytics.store_access import frame
-from cliffwatch.analytics.whatif import what_if
 from cliffwatch.analytics.whatif_sql import bounded_memory
 from cliffwatch.analytics.window import Window, utc_now
 from cliffwatch.orchestrator.dispatch import Limits
@@ -249,9 +247,9 @@ def build_report(
     incidents = _incidents(con, window, task_class)
     classes = percentiles["task_class"].to_list()
     overrides, sources = whatif_overrides(con, classes, class_limits)
-    with bounded_memory(con):  # one read for the what-if and findings
-        estimates = load_estimates(con, task_class)
-    what = what_if(con, overrides, window, task_class, now=generated_at, estimates=estimates)
+    with bounded_memory(con):  # one read of the calls for the what-if and the findings
+        found, what = findings_and_what_if(con, overrides, window, task_class=task_class,
+                                           now=generated_at)
     whatif_table = what.by_class.with_columns(
         pl.col("task_class").replace_strict(sources, default="none").alias("cap_source")
     ).select("task_class", "limits", "cap_source", *[
@@ -265,8 +263,7 @@ def build_report(
         "spend_by_role": _spend(by_role, "role"),
         "unpriced": by_model.filter(pl.col("unpriced_calls") > 0).select(
             "model", "unpriced_calls", "runs"),
-        "findings": find_findings(con, window, task_class=task_class, now=generated_at,
-                                  estimates=estimates).select(REPORT_FINDING_COLUMNS),
+        "findings": found.select(REPORT_FINDING_COLUMNS),
     }
     figures: dict[str, go.Figure] = {}
     if runs.height:

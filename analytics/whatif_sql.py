@@ -9,13 +9,15 @@ counterfactual's steps (its module docstring) decide without looping over spend:
 plan check (cap, policy ``truncate``/``reject``/``replan``, the ceiling estimate with the
 reserve the run recorded), a replan the run did not make under this cap (estimated as the
 first ``cap`` sub-tasks), the workers charged as recorded or estimated, synthesis adjusted
-by the answer tokens it reads, and the redo of a task left undone. Every run whose
+by the answer tokens it reads, spend crossing the ceiling while the run goes on (every
+charge in the guard's order, a running sum: what is charged up to the crossing, and the
+calls the record shows cancelled in flight after it), and the redo of a task left undone. Every run whose
 outcome depends on something the SQL does not model is *not* decided here: it is flagged
 ``py`` and replayed by the Python counterfactual (the dispatch layer itself):
 
 - a replan the run made under the same cap (the record's second plan and its calls);
-- spend that reaches the ceiling while the run goes on (the guard's order of charges
-  decides what is cancelled), or an estimate within 1e-9 of the ceiling;
+- an estimate, or spend at any charge, within 1e-9 (relative) of the ceiling (where the
+  order of float additions could change the verdict);
 - a plan answer whose JSON the SQL does not read exactly as :func:`analytics.recorded.
   parse_plan` does (not valid JSON, sub-task ``index`` not its position, a field of an
   unexpected type), a run without a recorded reserve, a negative cost, a status that is
@@ -82,13 +84,14 @@ WITH scope AS (
     {{where}}
 ),
 calls AS MATERIALIZED (
-    SELECT run_id, span_id, role, start_ns, input_tokens, output_tokens, cost_usd, ok,
+    SELECT run_id, span_id, role, start_ns, end_ns, input_tokens, output_tokens, cost_usd, ok,
         price_in, CASE WHEN role = '{Role.WORKER}'
             THEN coalesce(wa[2] = '{CANCELLED_ERROR}', false) END AS cancelled,
         TRY_CAST(wa[1] AS INTEGER) AS idx
     FROM (
         SELECT sp.trace_id AS run_id, sp.span_id, sp.role, sp.input_tokens,
-            sp.start_time_unix_nano AS start_ns, sp.output_tokens, sp.cost_usd,
+            sp.start_time_unix_nano AS start_ns, sp.end_time_unix_nano AS end_ns,
+            sp.output_tokens, sp.cost_usd,
             sp.status_code <> 'error' AS ok, sp.price_input_usd_per_token AS price_in,
             CASE WHEN sp.role = '{Role.WORKER}'
                 THEN {attrs_sql((cv.CLIFF_SUBTASK_INDEX, cv.ERROR_TYPE), "sp")} END AS wa
@@ -202,7 +205,7 @@ decided AS (
     FROM verdict
 ),
 elem AS (
-    SELECT d.variant, d.run_id, d.task_class, d.n_usable, t.k AS i,
+    SELECT d.variant, d.run_id, d.task_class, d.n_usable, d.ceiling, t.k AS i,
         d.ests[t.k + 1] AS est, d.models[t.k + 1] AS model
     FROM decided d, unnest(range(d.keep)) AS t(k)
     WHERE d.replayable AND d.n_usable > 0 AND d.action = 'dispatch'
@@ -218,7 +221,8 @@ widx AS (
     GROUP BY ALL
 ),
 elem_out AS (
-    SELECT e.variant, e.run_id, w.rec_cost, w.answered AS rec_answered, w.last_answer,
+    SELECT e.variant, e.run_id, e.ceiling, e.i, w.rec_cost, w.answered AS rec_answered,
+        w.last_answer,
         we.output_tokens AS est_tokens, we.task_class IS NOT NULL AS has_est,
         (w.run_id IS NULL OR w.has_cancelled) AND NOT coalesce(w.answered, false) AS est_charge,
         CASE WHEN we.cost_usd IS NOT NULL THEN we.cost_usd ELSE e.est END AS est_cost
@@ -249,7 +253,8 @@ stage_price AS (
 ),
 delta AS (
     SELECT d.variant, d.run_id, coalesce(w.ans_tokens, 0) - coalesce(ra.tokens, 0) AS delta,
-        coalesce(sp.price, sy.price_input, 0) AS price
+        coalesce(sp.price, sy.price_input, 0) AS price, d.ceiling,
+        coalesce(w.answered, 0) AS answered, sy.synthesis_usd
     FROM decided d
     LEFT JOIN work w USING (variant, run_id) LEFT JOIN rec_answers ra USING (run_id)
     LEFT JOIN stage_price sp USING (run_id)
@@ -257,7 +262,8 @@ delta AS (
     WHERE d.replayable AND d.n_usable > 0 AND d.action = 'dispatch'
 ),
 stage_calls AS (
-    SELECT x.variant, c.run_id, c.cost_usd, x.price,
+    SELECT x.variant, c.run_id, c.cost_usd, x.price, x.ceiling, x.answered, c.start_ns,
+        c.span_id,
         CASE WHEN c.role <> '{Role.SYNTHESIS}' OR c.input_tokens = 0 THEN 0
              WHEN c.input_tokens IS NULL OR x.delta >= 0 THEN x.delta
              ELSE greatest(x.delta, -c.input_tokens) END AS tokens
@@ -273,23 +279,74 @@ stage AS (
         bool_or(tokens <> 0) AS est_any
     FROM stage_calls GROUP BY variant, run_id
 ),
+-- Under a ceiling, every charge in the guard's order: recorded worker calls as they ended
+-- (p 1; a call the record shows cancelled is charged only once spend has crossed),
+-- estimated sub-tasks in plan order (p 2), then synthesis and critic calls, or the
+-- estimated synthesis (p 3). Spend crossing the ceiling ends the run there (cancelled).
+events AS (
+    SELECT e.variant, e.run_id,
+        {{'p': 1, 'a': c.end_ns, 'b': e.i, 'c': c.start_ns, 'd': c.span_id}} AS ord,
+        coalesce(c.cost_usd, 0) AS c, c.cancelled AS can, false AS est
+    FROM elem e JOIN calls c ON e.n_usable = 1 AND c.run_id = e.run_id
+        AND c.role = '{Role.WORKER}' AND c.idx = e.i
+    WHERE e.ceiling IS NOT NULL
+    UNION ALL
+    SELECT variant, run_id, {{'p': 2, 'a': i, 'b': 0, 'c': 0, 'd': ''}},
+        coalesce(est_cost, 0), false, true
+    FROM elem_out WHERE est_charge AND ceiling IS NOT NULL
+    UNION ALL
+    SELECT variant, run_id, {{'p': 3, 'a': start_ns, 'b': 0, 'c': 0, 'd': span_id}},
+        CASE WHEN tokens = 0 THEN coalesce(cost_usd, 0)
+             ELSE coalesce(greatest(0, cost_usd + tokens * price), 0) END, false, tokens <> 0
+    FROM stage_calls WHERE ceiling IS NOT NULL AND answered > 0
+    UNION ALL
+    SELECT x.variant, x.run_id, {{'p': 3, 'a': 0, 'b': 0, 'c': 0, 'd': ''}},
+        coalesce(x.synthesis_usd, 0), false, true
+    FROM delta x LEFT JOIN stage st USING (variant, run_id)
+    WHERE x.ceiling IS NOT NULL AND x.answered > 0 AND st.n IS NULL
+),
+cum_events AS (
+    SELECT ev.*, x.ceiling, x.spent + sum(CASE WHEN ev.can THEN 0 ELSE ev.c END) OVER (
+            PARTITION BY ev.variant, ev.run_id ORDER BY ev.ord ROWS UNBOUNDED PRECEDING) AS cum
+    FROM events ev JOIN decided x USING (variant, run_id)
+),
+crossing AS (
+    SELECT variant, run_id, min(ord) FILTER (WHERE NOT can AND cum > ceiling) AS cross_ord,
+        bool_or(NOT can AND abs(cum - ceiling) <= 1e-9 * ceiling) AS near
+    FROM cum_events GROUP BY variant, run_id
+),
+crossed AS (
+    SELECT e.variant, e.run_id, any_value(k.near) AS near,
+        any_value(k.cross_ord) IS NOT NULL AS is_crossed,
+        sum(e.c) FILTER (WHERE (NOT e.can AND e.ord <= k.cross_ord)
+            OR (e.can AND e.ord > k.cross_ord)) AS charged,
+        sum(CASE WHEN e.est THEN e.c ELSE 0 END) FILTER (
+            WHERE NOT e.can AND e.ord <= k.cross_ord) AS est,
+        bool_or(e.est) FILTER (WHERE NOT e.can AND e.ord <= k.cross_ord) AS est_any
+    FROM cum_events e JOIN crossing k USING (variant, run_id)
+    GROUP BY e.variant, e.run_id
+),
 outcome AS (
     SELECT d.*, rc.all_cost, coalesce(rc.negative, false) OR coalesce(w.negative, false)
             AS negative,
         coalesce(w.answered, 0) AS answered_n, coalesce(w.worker_cost, 0) AS worker_cost,
         coalesce(w.worker_est, 0) AS worker_est, coalesce(w.worker_est_any, false) AS w_est_any,
         st.n AS stage_n, st.cost AS stage_cost, st.est AS stage_est, st.est_any AS stage_est_any,
-        sy.synthesis_usd,
+        sy.synthesis_usd, coalesce(cr.is_crossed, false) AS is_crossed,
+        coalesce(cr.near, false) AS near, cr.charged, cr.est AS cr_est,
+        coalesce(cr.est_any, false) AS cr_est_any,
         CASE WHEN d.replan_est THEN coalesce(d.replan_cost, 0) ELSE 0 END AS replan_part,
         CASE WHEN NOT d.replayable THEN coalesce(d.status, 'ok')
              WHEN d.n_usable = 0 THEN coalesce(d.status, 'failed')
              WHEN d.action = 'reject' THEN 'rejected'
              WHEN d.action = 'plan_failed' THEN 'failed'
+             WHEN coalesce(cr.is_crossed, false) THEN 'cancelled'
              WHEN coalesce(w.answered, 0) = 0 THEN 'failed'
              WHEN d.status = 'failed' AND st.n > 0 THEN 'failed'
              ELSE 'ok' END AS status_after
     FROM decided d LEFT JOIN run_calls rc USING (run_id)
     LEFT JOIN work w USING (variant, run_id) LEFT JOIN stage st USING (variant, run_id)
+    LEFT JOIN crossed cr USING (variant, run_id)
     LEFT JOIN {{synth}} sy ON sy.task_class = d.task_class
 ),
 costed AS (
@@ -298,18 +355,21 @@ costed AS (
              WHEN n_usable = 0 THEN all_cost
              WHEN action = 'plan_failed' THEN spent1
              WHEN action = 'reject' THEN spent
+             WHEN is_crossed THEN spent + coalesce(charged, 0)
              WHEN answered_n = 0 THEN spent + worker_cost
              ELSE spent + worker_cost + CASE WHEN stage_n > 0 THEN stage_cost
                                               ELSE coalesce(synthesis_usd, 0) END
         END AS base_cost,
         CASE WHEN NOT replayable OR n_usable = 0 OR action = 'plan_failed' THEN 0
              WHEN action = 'reject' THEN replan_part
+             WHEN is_crossed THEN replan_part + coalesce(cr_est, 0)
              WHEN answered_n = 0 THEN replan_part + worker_est
              ELSE replan_part + worker_est + CASE WHEN stage_n > 0 THEN stage_est
                                                   ELSE coalesce(synthesis_usd, 0) END
         END AS base_est,
         CASE WHEN NOT replayable OR n_usable = 0 OR action = 'plan_failed' THEN false
              WHEN action = 'reject' THEN replan_est
+             WHEN is_crossed THEN replan_est OR cr_est_any
              WHEN answered_n = 0 THEN replan_est OR w_est_any
              ELSE replan_est OR w_est_any OR coalesce(stage_n = 0 OR stage_est_any, true)
         END AS base_est_any,
@@ -329,6 +389,7 @@ SELECT variant, run_id, task_class, started_at, limits, status AS status_before,
          WHEN n_usable = 0 THEN NULL
          WHEN action = 'reject' THEN
              CASE WHEN cap_breach AND NOT replan_est THEN 'cap' ELSE 'ceiling' END
+         WHEN status_after = 'cancelled' THEN 'ceiling'
          WHEN status_after = 'failed' THEN NULL
          WHEN keep < n1 THEN 'cap' END AS breach_after,
     CASE WHEN NOT replayable THEN workers_proposed
@@ -351,8 +412,7 @@ SELECT variant, run_id, task_class, started_at, limits, status AS status_before,
             OR (ceiling IS NOT NULL AND estimate IS NOT NULL
                 AND abs(estimate - ceiling) <= 1e-9 * ceiling)
             OR (replan_est AND ceiling IS NOT NULL AND abs(spent1 - ceiling) <= 1e-9 * ceiling)
-            OR (ceiling IS NOT NULL AND action = 'dispatch'
-                AND base_cost >= ceiling * (1 - 1e-9))))))
+            OR near))))
         OR abs(abs(cf_cost - cost_usd) - 1e-12) < 1e-13 AS py
 FROM (SELECT *, status_after IS DISTINCT FROM status
         OR dispatched_after <> coalesce(workers_dispatched, 0)

@@ -121,7 +121,7 @@ def _python_chunks(
 def _finish(parts: list[pl.DataFrame]) -> pl.DataFrame:
     if not parts:
         return pl.DataFrame(schema=RUN_SCHEMA)
-    return pl.concat(parts).sort("started_at", "run_id")
+    return pl.concat(parts, rechunk=False).sort("started_at", "run_id")
 
 
 def python_rows(
@@ -208,11 +208,15 @@ def replay_rows(
     with registered(con, lim=lim, **_estimate_tables(estimates)) as names:
         for chunk in bounds:
             rows = sql_run_rows(con, names, conds, params, chunk)
-            for variant, mine in rows.partition_by("variant", as_dict=True).items():
+            split = (rows.partition_by("variant", as_dict=True).items() if len(variants) > 1
+                     else [((0,), rows)])
+            del rows
+            for variant, mine in split:
                 index = int(variant[0])
-                to_python[index] += mine.filter(pl.col("py"))["run_id"].to_list()
-                parts[index].append(
-                    mine.filter(~pl.col("py")).select(list(RUN_SCHEMA)).cast(schema))
+                if mine["py"].any():
+                    to_python[index] += mine.filter(pl.col("py"))["run_id"].to_list()
+                    mine = mine.filter(~pl.col("py"))
+                parts[index].append(mine.select(list(RUN_SCHEMA)).cast(schema))
     out = []
     for index, overrides in enumerate(variants):
         ids = sorted(to_python[index])

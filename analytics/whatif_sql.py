@@ -11,9 +11,10 @@ reserve the run recorded), a replan the run did not make under this cap (estimat
 first ``cap`` sub-tasks), the workers charged as recorded or estimated, synthesis adjusted
 by the answer tokens it reads, spend crossing the ceiling while the run goes on (every
 charge in the guard's order, a running sum: what is charged up to the crossing, and the
-calls the record shows cancelled in flight after it), and the redo of a task left undone. Every run whose
-outcome depends on something the SQL does not model is *not* decided here: it is flagged
-``py`` and replayed by the Python counterfactual (the dispatch layer itself):
+calls the record shows cancelled in flight after it), and the redo of a task left
+undone. Every run whose outcome depends on something the SQL does not model is *not*
+decided here: it is flagged ``py`` and replayed by the Python counterfactual (the
+dispatch layer itself):
 
 - a replan the run made under the same cap (the record's second plan and its calls);
 - an estimate, or spend at any charge, within 1e-9 (relative) of the ceiling (where the
@@ -426,13 +427,13 @@ Placeholders: ``{lim}`` (limits per variant and recorded limits), ``{workers}``,
 
 
 @contextmanager
-def bounded_memory(con: duckdb.DuckDBPyConnection, limit: str = MEMORY_LIMIT) -> Iterator[None]:
-    """Run the block under DuckDB ``memory_limit`` = ``limit``, then put back the
-    connection's own (the setting is the database instance's, so a caller's limit is
-    restored whatever happens)."""
+def bounded_memory(con: duckdb.DuckDBPyConnection, limit: str | None = None) -> Iterator[None]:
+    """Run the block under DuckDB ``memory_limit`` = ``limit`` (default
+    :data:`MEMORY_LIMIT`), then put back the connection's own (the setting is the database
+    instance's, so a caller's limit is restored whatever happens)."""
     rows = con.sql("SELECT current_setting('memory_limit')").fetchall()
     before = str(rows[0][0]) if rows else None
-    con.execute(f"SET memory_limit = '{limit}'")
+    con.execute("SET memory_limit = $limit", {"limit": limit or MEMORY_LIMIT})
     try:
         yield
     finally:

@@ -91,7 +91,7 @@ from cliffwatch.analytics.whatif import (
     what_ifs,
     window_days,
 )
-from cliffwatch.analytics.whatif_sql import bounded_memory
+from cliffwatch.analytics.whatif_sql import run_bounded
 from cliffwatch.analytics.window import Window
 from cliffwatch.formatting import usd
 from cliffwatch.telemetry.conventions import CapPolicy
@@ -752,9 +752,13 @@ def _find(
         days=window_days(window, runs, now), now=now, conds=conds, params=params,
         estimates=estimates,
     )
-    with bounded_memory(con):
+
+    def detect() -> tuple[WhatIf | None, list[dict[str, Any]]]:
+        ctx.estimates, ctx._what_ifs = estimates, {}  # afresh if it runs a second time
         asked = ctx.prefetch(wanted, also)
-        rows = [row for kind in wanted for row in _DETECTORS[kind](ctx)]
+        return asked, [row for kind in wanted for row in _DETECTORS[kind](ctx)]
+
+    asked, rows = run_bounded(con, detect)
     if not rows:
         return pl.DataFrame(schema=_SCHEMA), asked
     order = {k: i for i, k in enumerate(FINDING_KINDS)}

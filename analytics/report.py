@@ -44,7 +44,6 @@ from cliffwatch.analytics.percentiles import cap_start_date, cost_percentiles, d
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import list_runs
 from cliffwatch.analytics.store_access import frame
-from cliffwatch.analytics.whatif_sql import bounded_memory
 from cliffwatch.analytics.window import Window, utc_now
 from cliffwatch.orchestrator.dispatch import Limits
 from cliffwatch.telemetry.conventions import CapPolicy
@@ -247,9 +246,9 @@ def build_report(
     incidents = _incidents(con, window, task_class)
     classes = percentiles["task_class"].to_list()
     overrides, sources = whatif_overrides(con, classes, class_limits)
-    with bounded_memory(con):  # one read of the calls for the what-if and the findings
-        found, what = findings_and_what_if(con, overrides, window, task_class=task_class,
-                                           now=generated_at)
+    # one read of the calls for the what-if and the findings
+    found, what = findings_and_what_if(con, overrides, window, task_class=task_class,
+                                       now=generated_at)
     whatif_table = what.by_class.with_columns(
         pl.col("task_class").replace_strict(sources, default="none").alias("cap_source")
     ).select("task_class", "limits", "cap_source", *[

@@ -50,7 +50,7 @@ from cliffwatch.analytics.whatif_rows import (
     python_rows,
     replay_rows,
 )
-from cliffwatch.analytics.whatif_sql import bounded_memory
+from cliffwatch.analytics.whatif_sql import run_bounded
 from cliffwatch.analytics.window import Window, utc_now
 from cliffwatch.formatting import number, usd
 from cliffwatch.telemetry.conventions import RunStatus
@@ -304,17 +304,18 @@ def what_ifs(
     began = time.perf_counter()
     if task_class is not None:
         require_task_class(con, task_class)
-    with bounded_memory(con):
-        if estimates is None:
-            estimates = load_estimates(con, task_class)
+    loaded = began
+
+    def replay() -> list[tuple[pl.DataFrame, int]]:
+        nonlocal loaded
+        known = load_estimates(con, task_class) if estimates is None else estimates
         loaded = time.perf_counter()
         if pushdown:
-            results = replay_rows(con, variants, window, task_class, estimates)
-        else:
-            results = []
-            for overrides in variants:
-                rows = python_rows(con, overrides, window, task_class, estimates)
-                results.append((rows, rows.height))
+            return replay_rows(con, variants, window, task_class, known)
+        return [(rows, rows.height) for rows in (
+            python_rows(con, overrides, window, task_class, known) for overrides in variants)]
+
+    results = run_bounded(con, replay)
     out = []
     for overrides, (runs, python_runs) in zip(variants, results, strict=True):
         days = window_days(window, runs, now)

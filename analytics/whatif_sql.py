@@ -31,9 +31,9 @@ read at a time; DuckDB holds that chunk's LLM calls, never the store's.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import polars as pl
@@ -42,6 +42,8 @@ from cliffwatch.analytics.recorded import CANCELLED_ERROR, attr_sql, attrs_sql
 from cliffwatch.analytics.store_access import where
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Role, RunStatus
+
+T = TypeVar("T")
 
 CHUNK_RUNS = 100_000
 """Runs per chunk of the pushed-down what-if (their spans are read at once)."""
@@ -437,8 +439,23 @@ def bounded_memory(con: duckdb.DuckDBPyConnection, limit: str | None = None) -> 
     try:
         yield
     finally:
-        if before:
+        # RESET restores DuckDB's default exactly; a limit the caller set comes back as
+        # its text says (DuckDB prints it rounded to 3 digits).
+        con.execute("RESET memory_limit")
+        now = con.sql("SELECT current_setting('memory_limit')").fetchall()
+        if before and (not now or str(now[0][0]) != before):
             con.execute("SET memory_limit = $limit", {"limit": before})
+
+
+def run_bounded(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
+    """``work()`` under :func:`bounded_memory`; when DuckDB runs out of memory there (an
+    operator that cannot spill), ``work()`` again under the connection's own limit: a
+    bound that keeps memory low must never turn an answer into an error."""
+    try:
+        with bounded_memory(con):
+            return work()
+    except duckdb.OutOfMemoryException:
+        return work()
 
 
 @contextmanager

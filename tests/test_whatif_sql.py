@@ -177,3 +177,18 @@ def test_a_window_larger_than_a_chunk_is_read_in_chunks(
     assert CHUNK_RUNS > 7
     chunked, _ = _compare(path, OVERRIDES[:2])
     assert chunked == whole == 120
+
+
+def test_a_memory_bound_too_small_falls_back_to_the_connections_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(4)
+    path = tmp_path / "small.duckdb"
+    write_spans(path, [r for n in range(40) for r in _random_run(rng, n)])
+    with open_store(path, read_only=True) as con:
+        before = con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        expected = what_if(con, OVERRIDES[0]).runs
+        monkeypatch.setattr("cliffwatch.analytics.whatif_sql.MEMORY_LIMIT", "1KB")
+        again = what_if(con, OVERRIDES[0]).runs
+        assert _differences(again, expected) == []
+        assert con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0] == before

@@ -78,6 +78,7 @@ import duckdb
 import polars as pl
 
 from cliffwatch import settings
+from cliffwatch.analytics.bulk_read import run_bounded
 from cliffwatch.analytics.recorded import Estimates, load_estimates
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import require_task_class
@@ -91,7 +92,6 @@ from cliffwatch.analytics.whatif import (
     what_ifs,
     window_days,
 )
-from cliffwatch.analytics.whatif_sql import run_bounded
 from cliffwatch.analytics.window import Window
 from cliffwatch.formatting import usd
 from cliffwatch.telemetry.conventions import CapPolicy

@@ -39,6 +39,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from cliffwatch.analytics.bulk_read import run_bounded
 from cliffwatch.analytics.recorded import Estimates, load_estimates
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import require_task_class
@@ -50,7 +51,6 @@ from cliffwatch.analytics.whatif_rows import (
     python_rows,
     replay_rows,
 )
-from cliffwatch.analytics.whatif_sql import run_bounded
 from cliffwatch.analytics.window import Window, utc_now
 from cliffwatch.formatting import number, usd
 from cliffwatch.telemetry.conventions import RunStatus

@@ -19,6 +19,7 @@ import duckdb
 import polars as pl
 from polars.datatypes import DataTypeClass
 
+from cliffwatch.analytics.bulk_read import registered
 from cliffwatch.analytics.counterfactual import Counterfactual, Outcome, counterfactual
 from cliffwatch.analytics.recorded import (
     Estimates,
@@ -28,7 +29,7 @@ from cliffwatch.analytics.recorded import (
 )
 from cliffwatch.analytics.replay import LimitsOverride, limits_text
 from cliffwatch.analytics.store_access import frame, where
-from cliffwatch.analytics.whatif_sql import chunk_bounds, registered, sql_run_rows
+from cliffwatch.analytics.whatif_sql import chunk_bounds, sql_run_rows
 from cliffwatch.analytics.window import Window
 
 PY_CHUNK_RUNS = 10_000

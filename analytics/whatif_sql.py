@@ -25,15 +25,13 @@ dispatch layer itself):
   not one of the four, a cost change within a hair of the 1e-12 "affected" threshold.
 
 Memory: the spans of one chunk of runs (:data:`CHUNK_RUNS` runs, by run-id range) are
-read at a time; DuckDB holds that chunk's LLM calls, never the store's.
+read at a time; DuckDB holds that chunk's LLM calls, never the store's (and
+:mod:`analytics.bulk_read` bounds its memory while a what-if runs).
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -43,15 +41,8 @@ from cliffwatch.analytics.store_access import where
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Role, RunStatus
 
-T = TypeVar("T")
-
 CHUNK_RUNS = 100_000
 """Runs per chunk of the pushed-down what-if (their spans are read at once)."""
-
-MEMORY_LIMIT = "512MB"
-"""DuckDB's ``memory_limit`` while a what-if reads the store (:func:`bounded_memory`):
-without it the buffer pool keeps every block of span attributes it has read (about 1 GB
-per 100,000 runs), with it DuckDB evicts them, or spills, as it goes."""
 
 _STATUSES = ", ".join(f"'{s.value}'" for s in RunStatus)
 def _a(key: str, sql_type: str | None = None) -> str:
@@ -426,51 +417,6 @@ FROM (SELECT *, status_after IS DISTINCT FROM status
 ``variant`` (a set of overrides: one pass over the calls serves several what-ifs).
 Placeholders: ``{lim}`` (limits per variant and recorded limits), ``{workers}``,
 ``{synth}`` (class estimates) and ``{where}`` (conditions on ``runs r``)."""
-
-
-@contextmanager
-def bounded_memory(con: duckdb.DuckDBPyConnection, limit: str | None = None) -> Iterator[None]:
-    """Run the block under DuckDB ``memory_limit`` = ``limit`` (default
-    :data:`MEMORY_LIMIT`), then put back the connection's own (the setting is the database
-    instance's, so a caller's limit is restored whatever happens)."""
-    rows = con.sql("SELECT current_setting('memory_limit')").fetchall()
-    before = str(rows[0][0]) if rows else None
-    con.execute("SET memory_limit = $limit", {"limit": limit or MEMORY_LIMIT})
-    try:
-        yield
-    finally:
-        # RESET restores DuckDB's default exactly; a limit the caller set comes back as
-        # its text says (DuckDB prints it rounded to 3 digits).
-        con.execute("RESET memory_limit")
-        now = con.sql("SELECT current_setting('memory_limit')").fetchall()
-        if before and (not now or str(now[0][0]) != before):
-            con.execute("SET memory_limit = $limit", {"limit": before})
-
-
-def run_bounded(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
-    """``work()`` under :func:`bounded_memory`; when DuckDB runs out of memory there (an
-    operator that cannot spill), ``work()`` again under the connection's own limit: a
-    bound that keeps memory low must never turn an answer into an error."""
-    try:
-        with bounded_memory(con):
-            return work()
-    except duckdb.OutOfMemoryException:
-        return work()
-
-
-@contextmanager
-def registered(con: duckdb.DuckDBPyConnection, **frames: pl.DataFrame) -> Iterator[dict[str, str]]:
-    """Register small polars frames on ``con`` under unique names; yield ``{key: name}``
-    and unregister them afterwards (the caller's connection is left as it was)."""
-    suffix = uuid.uuid4().hex[:12]
-    names = {key: f"_cw_{key}_{suffix}" for key in frames}
-    try:
-        for key, df in frames.items():
-            con.register(names[key], df.to_arrow())
-        yield names
-    finally:
-        for name in names.values():
-            con.unregister(name)
 
 
 def chunk_bounds(

@@ -188,7 +188,7 @@ def test_a_memory_bound_too_small_falls_back_to_the_connections_own(
     with open_store(path, read_only=True) as con:
         before = con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
         expected = what_if(con, OVERRIDES[0]).runs
-        monkeypatch.setattr("cliffwatch.analytics.whatif_sql.MEMORY_LIMIT", "1KB")
+        monkeypatch.setattr("cliffwatch.analytics.bulk_read.MEMORY_LIMIT", "1KB")
         again = what_if(con, OVERRIDES[0]).runs
         assert _differences(again, expected) == []
         assert con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0] == before

@@ -33,9 +33,13 @@ def bounded_memory(con: duckdb.DuckDBPyConnection, limit: str | None = None) -> 
     rows = con.sql("SELECT current_setting('memory_limit')").fetchall()
     before = str(rows[0][0]) if rows else None
     con.execute("SET memory_limit = $limit", {"limit": limit or MEMORY_LIMIT})
+    order = con.sql("SELECT current_setting('preserve_insertion_order')").fetchall()
+    con.execute("SET preserve_insertion_order = false")  # callers sort what they read
     try:
         yield
     finally:
+        con.execute("SET preserve_insertion_order = $keep",
+                    {"keep": bool(order[0][0]) if order else True})
         # RESET restores DuckDB's default exactly; a limit the caller set comes back as
         # its text says (DuckDB prints it rounded to 3 digits).
         con.execute("RESET memory_limit")

@@ -90,7 +90,7 @@ calls AS MATERIALIZED (
             CASE WHEN sp.role = '{Role.WORKER}'
                 THEN {attrs_sql((cv.CLIFF_SUBTASK_INDEX, cv.ERROR_TYPE), "sp")} END AS wa
         FROM spans sp
-        WHERE sp.is_leaf_call AND sp.trace_id IN (SELECT run_id FROM scope)
+        WHERE sp.is_leaf_call AND sp.trace_id IN (SELECT run_id FROM scope) {{span_range}}
     )
 ),
 root AS (
@@ -100,7 +100,7 @@ root AS (
         SELECT sp.trace_id AS run_id, {{'s': sp.start_time_unix_nano, 'i': sp.span_id}} AS k,
             {attrs_sql((cv.CLIFF_RESERVE_USD, cv.CLIFF_RESERVE_USD_PER_SUBTASK), "sp")} AS a
         FROM spans sp
-        WHERE sp.parent_span_id IS NULL AND sp.trace_id IN (SELECT run_id FROM scope)
+        WHERE sp.parent_span_id IS NULL AND sp.trace_id IN (SELECT run_id FROM scope) {{span_range}}
     )
     GROUP BY run_id
 ),
@@ -134,7 +134,7 @@ plan_calls AS (
                         {_a(cv.CLIFF_PLAN_SUBTASKS)} AS plan_json
                     FROM spans sp
                     WHERE sp.is_leaf_call AND sp.role = '{Role.PLAN}'
-                        AND sp.trace_id IN (SELECT run_id FROM scope)
+                        AND sp.trace_id IN (SELECT run_id FROM scope) {{span_range}}
                 )
             )
         )
@@ -416,7 +416,8 @@ FROM (SELECT *, status_after IS DISTINCT FROM status
 ``_estimated`` and ``py`` (the run is left to the Python counterfactual), once per
 ``variant`` (a set of overrides: one pass over the calls serves several what-ifs).
 Placeholders: ``{lim}`` (limits per variant and recorded limits), ``{workers}``,
-``{synth}`` (class estimates) and ``{where}`` (conditions on ``runs r``)."""
+``{synth}`` (class estimates), ``{where}`` (conditions on ``runs r``) and ``{span_range}``
+(the chunk's trace-id range on ``spans sp``)."""
 
 
 def chunk_bounds(
@@ -448,13 +449,17 @@ def sql_run_rows(
     conds = list(conds)
     params = dict(params)
     low, high = bounds
+    span_range = ""  # the same range on the spans' trace id: a plain filter, cheaper than
+    # the semi-join alone, and DuckDB skips row groups whose ids lie outside it
     if low is not None:
         conds.append("r.run_id >= $chunk_low")
+        span_range += " AND sp.trace_id >= $chunk_low"
         params["chunk_low"] = low
     if high is not None:
         conds.append("r.run_id < $chunk_high")
+        span_range += " AND sp.trace_id < $chunk_high"
         params["chunk_high"] = high
-    sql = RUN_SQL.replace("{where}", where(conds))
+    sql = RUN_SQL.replace("{where}", where(conds)).replace("{span_range}", span_range)
     for key, name in names.items():
         sql = sql.replace(f"{{{key}}}", name)
     return con.sql(sql, params=params or None).pl()

@@ -9,6 +9,7 @@ the connection back its own limit afterwards.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ import duckdb
 import polars as pl
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 MEMORY_LIMIT = "512MB"
 """DuckDB's ``memory_limit`` while a what-if reads the store (:func:`bounded_memory`):
@@ -56,6 +58,8 @@ def run_bounded(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
         with bounded_memory(con):
             return work()
     except duckdb.OutOfMemoryException:
+        _log.warning("DuckDB ran out of memory under the %s bound; reading again under the "
+                     "connection's own limit", MEMORY_LIMIT)
         return work()
 
 

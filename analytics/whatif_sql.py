@@ -41,7 +41,7 @@ from cliffwatch.analytics.store_access import where
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Role, RunStatus
 
-CHUNK_RUNS = 100_000
+CHUNK_RUNS = 50_000
 """Runs per chunk of the pushed-down what-if (their spans are read at once)."""
 
 _STATUSES = ", ".join(f"'{s.value}'" for s in RunStatus)

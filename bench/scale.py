@@ -76,7 +76,7 @@ def bench_command(name: str, args: list[str], tmp: Path, runs: int) -> Result:
         ("store", f"{n_runs:,} runs, {n_spans:,} spans ({db.name}, {built})"),
         ("command", " ".join(["cliffwatch", *args])),
         ("command wall / peak RSS", f"{ours:.1f} s / {ours_rss:,.0f} MB (exit {rc}"
-                                    f"{': ' + err if rc else ''})"),
+                                    f"{': ' + err if err else ''})"),
         ("raw SQL wall / peak RSS", f"{raw:.1f} s / {raw_rss:,.0f} MB (exit {raw_rc}"
                                     f"{': ' + raw_err if raw_rc else ''})"),
         ("ratio command / raw SQL", f"{ratio:.2f}x"),

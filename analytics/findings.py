@@ -78,15 +78,29 @@ import duckdb
 import polars as pl
 
 from cliffwatch import settings
+from cliffwatch.analytics.bulk_read import run_bounded
+from cliffwatch.analytics.recorded import Estimates, load_estimates
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import require_task_class
 from cliffwatch.analytics.scalars import as_float, as_int
 from cliffwatch.analytics.store_access import frame, where
-from cliffwatch.analytics.whatif import DAYS_PER_YEAR, what_if, window_days
+from cliffwatch.analytics.whatif import (
+    DAYS_PER_YEAR,
+    Overrides,
+    WhatIf,
+    what_if,
+    what_ifs,
+    window_days,
+)
 from cliffwatch.analytics.window import Window
 from cliffwatch.formatting import usd
 from cliffwatch.telemetry.conventions import CapPolicy
 from cliffwatch.telemetry.pricing import price_for
+
+_CAP_KINDS = frozenset({"implicit_max_workers", "cap_above_safe_maximum"})
+"""Kinds whose saving is the cap what-if's."""
+_CEILING_KINDS = frozenset({"no_cost_ceiling", "cost_cliff"})
+"""Kinds whose saving is the ceiling what-if's."""
 
 MIN_RUNS_FOR_PERCENTILES = 20
 """A class's P99/P50 counts as evidence over at least this many runs (as the runaway
@@ -239,7 +253,14 @@ class _Context:
     now: datetime | None
     conds: list[str]
     params: dict[str, Any]
+    estimates: Estimates | None = None
     _what_ifs: dict[str, pl.DataFrame] = field(default_factory=dict)
+
+    def class_estimates(self) -> Estimates:
+        """The class estimates both what-ifs share (read once)."""
+        if self.estimates is None:
+            self.estimates = load_estimates(self.con, self.task_class)
+        return self.estimates
 
     def yearly(self, saving_usd: float | None) -> float | None:
         if saving_usd is None or not self.days:
@@ -250,13 +271,51 @@ class _Context:
         costs = self.runs.filter(pl.col("task_class") == task_class)["cost_usd"]
         return None if costs.is_empty() else as_float(costs.quantile(0.5, interpolation="linear"))
 
+    def _cap_override(self) -> LimitsOverride:
+        return LimitsOverride(max_workers=self.thresholds.safe_max_workers,
+                              policy=CapPolicy.TRUNCATE)
+
+    def _ceiling_overrides(self) -> dict[str, LimitsOverride]:
+        overrides = {}
+        for task_class in self.runs["task_class"].unique().to_list():
+            p50 = self.class_p50(task_class)
+            if p50 and p50 > 0:
+                ceiling = self.thresholds.ceiling_k * p50
+                overrides[task_class] = LimitsOverride(ceiling_usd=ceiling)
+        return overrides
+
+    def prefetch(self, kinds: Sequence[str], also: Overrides | None = None) -> WhatIf | None:
+        """Replay the cap and the ceiling what-ifs the ``kinds`` need, and the what-if under
+        ``also`` when given (returned), in one pass over the calls
+        (:func:`analytics.whatif.what_ifs`), rather than one pass each."""
+        cap = bool(set(kinds) & _CAP_KINDS)
+        ceiling = self._ceiling_overrides() if set(kinds) & _CEILING_KINDS else {}
+        variants: list[tuple[str, Any]] = [("cap", self._cap_override())] if cap else []
+        if ceiling:
+            variants.append(("ceiling", ceiling))
+        if also is not None:
+            variants.append(("also", also))
+        if len(variants) < 2 and also is None:
+            return None  # one what-if: read when first asked
+        results = what_ifs(self.con, [v for _, v in variants], self.window, self.task_class,
+                           now=self.now, estimates=self.class_estimates())
+        asked = None
+        for (name, overrides), result in zip(variants, results, strict=True):
+            runs = result.runs
+            if name == "also":
+                asked = result
+                continue
+            if name == "ceiling":
+                runs = runs.filter(pl.col("task_class").is_in(list(overrides)))
+            self._what_ifs[name] = runs
+        return asked
+
     def cap_what_if(self) -> pl.DataFrame:
         """Per run (:data:`analytics.whatif.RUN_COLUMNS`): the window's runs replayed under
         a cap of ``safe_max_workers`` (policy truncate)."""
         if "cap" not in self._what_ifs:
-            override = LimitsOverride(max_workers=self.thresholds.safe_max_workers,
-                                      policy=CapPolicy.TRUNCATE)
-            result = what_if(self.con, override, self.window, self.task_class, now=self.now)
+            result = what_if(self.con, self._cap_override(), self.window, self.task_class,
+                             now=self.now, estimates=self.class_estimates())
             self._what_ifs["cap"] = result.runs
         return self._what_ifs["cap"]
 
@@ -264,15 +323,11 @@ class _Context:
         """Per run: the window's runs replayed under a ceiling of ``ceiling_k`` x their
         class's P50 (classes whose P50 is 0 are left out)."""
         if "ceiling" not in self._what_ifs:
-            overrides = {}
-            for task_class in self.runs["task_class"].unique().to_list():
-                p50 = self.class_p50(task_class)
-                if p50 and p50 > 0:
-                    overrides[task_class] = LimitsOverride(
-                        ceiling_usd=self.thresholds.ceiling_k * p50)
+            overrides = self._ceiling_overrides()
             runs = pl.DataFrame(schema={"run_id": pl.String, "task_class": pl.String})
             if overrides:
-                result = what_if(self.con, overrides, self.window, self.task_class, now=self.now)
+                result = what_if(self.con, overrides, self.window, self.task_class,
+                                 now=self.now, estimates=self.class_estimates())
                 runs = result.runs.filter(pl.col("task_class").is_in(list(overrides)))
             self._what_ifs["ceiling"] = runs
         return self._what_ifs["ceiling"]
@@ -613,6 +668,7 @@ def find_findings(
     kinds: Sequence[str] | None = None,
     thresholds: Thresholds | None = None,
     now: datetime | None = None,
+    estimates: Estimates | None = None,
 ) -> pl.DataFrame:
     """The anti-patterns found in the runs started in ``window``, costliest fix first.
 
@@ -623,6 +679,8 @@ def find_findings(
         kinds: only these kinds (default all of :data:`FINDING_KINDS`).
         thresholds: default :meth:`Thresholds.from_settings`.
         now: the end of a window given only a ``since`` (default the clock).
+        estimates: the class estimates of ``task_class``
+            (:func:`analytics.recorded.load_estimates`), when the caller has them already.
 
     Returns:
         One row per (kind, task class), columns :data:`FINDING_COLUMNS`: ``title`` one
@@ -640,6 +698,39 @@ def find_findings(
         ValueError: an unknown kind.
         SettingError: a malformed threshold setting.
     """
+    found, _ = _find(con, window, task_class, kinds, thresholds, now, estimates, None)
+    return found
+
+
+def findings_and_what_if(
+    con: duckdb.DuckDBPyConnection,
+    overrides: Overrides,
+    window: Window = Window(),  # noqa: B008 - Window is frozen
+    *,
+    task_class: str | None = None,
+    now: datetime | None = None,
+    estimates: Estimates | None = None,
+) -> tuple[pl.DataFrame, WhatIf]:
+    """:func:`find_findings` (every kind, default thresholds) and
+    :func:`analytics.whatif.what_if` under ``overrides`` over the same window, their
+    what-ifs replayed in one pass over the calls (what the report shows). Arguments and
+    errors as theirs."""
+    found, what = _find(con, window, task_class, None, None, now, estimates, overrides)
+    if what is None:  # no run in the window: nothing to share
+        what = what_if(con, overrides, window, task_class, now=now, estimates=estimates)
+    return found, what
+
+
+def _find(
+    con: duckdb.DuckDBPyConnection,
+    window: Window,
+    task_class: str | None,
+    kinds: Sequence[str] | None,
+    thresholds: Thresholds | None,
+    now: datetime | None,
+    estimates: Estimates | None,
+    also: Overrides | None,
+) -> tuple[pl.DataFrame, WhatIf | None]:
     wanted = tuple(kinds) if kinds else FINDING_KINDS
     unknown = sorted(set(wanted) - set(FINDING_KINDS))
     if unknown:
@@ -652,23 +743,30 @@ def find_findings(
         params["task_class"] = task_class
     runs = frame(con, _RUNS_SQL.format(where=where(conds)), params)
     if runs.is_empty():
-        return pl.DataFrame(schema=_SCHEMA)
+        return pl.DataFrame(schema=_SCHEMA), None
     role_conds = ["r." + c for c in conds]
     roles = frame(con, _ROLE_COST_SQL.format(where=where(role_conds) or "WHERE TRUE"), params)
     ctx = _Context(
         con=con, window=window, task_class=task_class,
         thresholds=thresholds or Thresholds.from_settings(), runs=runs, roles=roles,
         days=window_days(window, runs, now), now=now, conds=conds, params=params,
+        estimates=estimates,
     )
-    rows = [row for kind in wanted for row in _DETECTORS[kind](ctx)]
+
+    def detect() -> tuple[WhatIf | None, list[dict[str, Any]]]:
+        ctx.estimates, ctx._what_ifs = estimates, {}  # afresh if it runs a second time
+        asked = ctx.prefetch(wanted, also)
+        return asked, [row for kind in wanted for row in _DETECTORS[kind](ctx)]
+
+    asked, rows = run_bounded(con, detect)
     if not rows:
-        return pl.DataFrame(schema=_SCHEMA)
+        return pl.DataFrame(schema=_SCHEMA), asked
     order = {k: i for i, k in enumerate(FINDING_KINDS)}
     found = pl.DataFrame(rows, schema=_SCHEMA)
     return found.with_columns(pl.col("kind").replace_strict(order).alias("_order")).sort(
         ["yearly_saving_usd", "_order", "task_class"], descending=[True, False, False],
         nulls_last=True,
-    ).drop("_order").select(FINDING_COLUMNS)
+    ).drop("_order").select(FINDING_COLUMNS), asked
 
 
 def findings_records(df: pl.DataFrame) -> list[dict[str, Any]]:

@@ -46,9 +46,18 @@ CANCELLED_ERROR = "cancelled"
 ceiling and pending workers were cancelled)."""
 
 
-def _attr(key: str, sql_type: str | None = None, alias: str = "s") -> str:
+def attr_sql(key: str, sql_type: str | None = None, alias: str = "s") -> str:
+    """SQL reading span attribute ``key`` of the spans table aliased ``alias`` (text, or
+    ``TRY_CAST`` to ``sql_type``: NULL when absent or not of that type)."""
     expr = f"{alias}.attributes->>'$.\"{key}\"'"
     return f"TRY_CAST({expr} AS {sql_type})" if sql_type else expr
+
+
+def attrs_sql(keys: Sequence[str], alias: str = "s") -> str:
+    """SQL reading several span attributes in one parse of the attributes JSON: a
+    ``VARCHAR[]`` of their texts in the order of ``keys`` (NULL where absent)."""
+    paths = ", ".join(f"'$.\"{key}\"'" for key in keys)
+    return f"json_extract_string({alias}.attributes, [{paths}])"
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +290,7 @@ def parse_plan(text: str | None) -> tuple[PlannedSubTask, ...] | None:
     return tuple(plan)
 
 
-def _limits(max_workers: Any, ceiling_usd: Any, policy: Any) -> Limits:
+def recorded_limits(max_workers: Any, ceiling_usd: Any, policy: Any) -> Limits:
     """The recorded limits; a value the dispatch layer would refuse counts as no limit."""
     try:
         chosen = CapPolicy(policy) if policy else CapPolicy.REJECT
@@ -298,12 +307,12 @@ _CALLS_SQL = f"""
         coalesce(s.request_model, s.response_model) AS model,
         s.start_time_unix_nano AS start_ns, s.end_time_unix_nano AS end_ns,
         s.input_tokens, s.output_tokens, s.cost_usd, s.status_code,
-        {_attr(cv.ERROR_TYPE)} AS error_type,
-        {_attr(cv.CLIFF_ATTEMPT, "INTEGER")} AS attempt,
-        {_attr(cv.CLIFF_SUBTASK_INDEX, "INTEGER")} AS subtask_index,
-        {_attr(cv.CLIFF_SUBTASK_TITLE)} AS subtask_title,
+        {attr_sql(cv.ERROR_TYPE)} AS error_type,
+        {attr_sql(cv.CLIFF_ATTEMPT, "INTEGER")} AS attempt,
+        {attr_sql(cv.CLIFF_SUBTASK_INDEX, "INTEGER")} AS subtask_index,
+        {attr_sql(cv.CLIFF_SUBTASK_TITLE)} AS subtask_title,
         s.price_input_usd_per_token,
-        {_attr(cv.CLIFF_PLAN_SUBTASKS)} AS plan_json
+        {attr_sql(cv.CLIFF_PLAN_SUBTASKS)} AS plan_json
     FROM spans s JOIN scope ON s.trace_id = scope.run_id
     WHERE s.is_leaf_call
     ORDER BY s.trace_id, s.start_time_unix_nano, s.span_id
@@ -314,12 +323,12 @@ _RUNS_SQL = f"""
         r.cost_usd, r.unpriced_calls, r.max_workers, r.ceiling_usd, r.policy,
         r.workers_proposed, r.workers_dispatched, r.workers_failed, r.workers_cancelled,
         r.estimate_usd, r.replay_of, r.planner_model, r.synthesis_model,
-        {_attr(cv.CLIFF_PLAN_ATTEMPTS, "INTEGER", "root")} AS plan_attempts,
-        {_attr(cv.CLIFF_TASK_ID, None, "root")} AS task_id,
-        {_attr(cv.CLIFF_TASK_INPUT, None, "root")} AS task_input,
-        {_attr(cv.CLIFF_SEED, "BIGINT", "root")} AS seed,
-        {_attr(cv.CLIFF_RESERVE_USD, "DOUBLE", "root")} AS reserve_usd,
-        {_attr(cv.CLIFF_RESERVE_USD_PER_SUBTASK, "DOUBLE", "root")} AS reserve_usd_per_subtask
+        {attr_sql(cv.CLIFF_PLAN_ATTEMPTS, "INTEGER", "root")} AS plan_attempts,
+        {attr_sql(cv.CLIFF_TASK_ID, None, "root")} AS task_id,
+        {attr_sql(cv.CLIFF_TASK_INPUT, None, "root")} AS task_input,
+        {attr_sql(cv.CLIFF_SEED, "BIGINT", "root")} AS seed,
+        {attr_sql(cv.CLIFF_RESERVE_USD, "DOUBLE", "root")} AS reserve_usd,
+        {attr_sql(cv.CLIFF_RESERVE_USD_PER_SUBTASK, "DOUBLE", "root")} AS reserve_usd_per_subtask
     FROM runs r JOIN scope ON r.run_id = scope.run_id
     LEFT JOIN (
         SELECT trace_id, attributes FROM spans
@@ -409,7 +418,7 @@ def load_recorded_runs(
                 breach=row["breach"],
                 cost_usd=row["cost_usd"],
                 unpriced_calls=row["unpriced_calls"],
-                limits=_limits(row["max_workers"], row["ceiling_usd"], row["policy"]),
+                limits=recorded_limits(row["max_workers"], row["ceiling_usd"], row["policy"]),
                 workers_proposed=row["workers_proposed"],
                 workers_dispatched=row["workers_dispatched"],
                 workers_failed=row["workers_failed"],
@@ -447,15 +456,18 @@ def load_recorded_run(con: duckdb.DuckDBPyConnection, run_id: str) -> RecordedRu
 _ESTIMATES_SQL = f"""
     WITH scope AS (SELECT run_id, task_class FROM runs {{where}}),
     subtasks AS (
-        SELECT scope.task_class, s.trace_id,
-            {_attr(cv.CLIFF_SUBTASK_INDEX, "INTEGER")} AS subtask_index,
-            coalesce(s.request_model, s.response_model) AS model,
-            sum(s.cost_usd) AS cost_usd,
-            count(*) FILTER (WHERE s.cost_usd IS NULL) AS unpriced,
-            bool_or(coalesce({_attr(cv.ERROR_TYPE)} = '{CANCELLED_ERROR}', false)) AS cancelled,
-            max(s.output_tokens) FILTER (WHERE s.status_code <> 'error') AS output_tokens
-        FROM spans s JOIN scope ON s.trace_id = scope.run_id
-        WHERE s.is_leaf_call AND s.role = '{Role.WORKER}'
+        SELECT task_class, trace_id, TRY_CAST(a[1] AS INTEGER) AS subtask_index, model,
+            sum(cost_usd) AS cost_usd,
+            count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced,
+            bool_or(coalesce(a[2] = '{CANCELLED_ERROR}', false)) AS cancelled,
+            max(output_tokens) FILTER (WHERE status_code <> 'error') AS output_tokens
+        FROM (
+            SELECT scope.task_class, s.trace_id, s.cost_usd, s.output_tokens, s.status_code,
+                coalesce(s.request_model, s.response_model) AS model,
+                {attrs_sql((cv.CLIFF_SUBTASK_INDEX, cv.ERROR_TYPE))} AS a
+            FROM spans s JOIN scope ON s.trace_id = scope.run_id
+            WHERE s.is_leaf_call AND s.role = '{Role.WORKER}'
+        )
         GROUP BY ALL
     ),
     workers AS (

@@ -38,14 +38,13 @@ import plotly.graph_objects as go
 import polars as pl
 
 from cliffwatch.analytics import charts, replay_charts
-from cliffwatch.analytics.findings import REPORT_FINDING_COLUMNS, find_findings
+from cliffwatch.analytics.findings import REPORT_FINDING_COLUMNS, findings_and_what_if
 from cliffwatch.analytics.incidents import list_incidents
 from cliffwatch.analytics.percentiles import cap_start_date, cost_percentiles, daily_percentiles
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import list_runs, scope_filter
 from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.analytics.upper_bound import cache_detail_missing_calls, upper_bound_note
-from cliffwatch.analytics.whatif import what_if
 from cliffwatch.analytics.window import Window, utc_now
 from cliffwatch.orchestrator.dispatch import Limits
 from cliffwatch.telemetry.conventions import CapPolicy
@@ -266,7 +265,9 @@ def build_report(
     incidents = _incidents(con, window, task_class)
     classes = percentiles["task_class"].to_list()
     overrides, sources = whatif_overrides(con, classes, class_limits)
-    what = what_if(con, overrides, window, task_class, now=generated_at)
+    # one read of the calls for the what-if and the findings
+    found, what = findings_and_what_if(con, overrides, window, task_class=task_class,
+                                       now=generated_at)
     whatif_table = what.by_class.with_columns(
         pl.col("task_class").replace_strict(sources, default="none").alias("cap_source")
     ).select("task_class", "limits", "cap_source", *[
@@ -281,8 +282,7 @@ def build_report(
         "spend_by_role": _spend(by_role, "role"),
         "unpriced": by_model.filter(pl.col("unpriced_calls") > 0).select(
             "model", "unpriced_calls", "runs"),
-        "findings": find_findings(con, window, task_class=task_class, now=generated_at)
-        .select(REPORT_FINDING_COLUMNS),
+        "findings": found.select(REPORT_FINDING_COLUMNS),
     }
     figures: dict[str, go.Figure] = {}
     if runs.height:

@@ -1,10 +1,13 @@
 """What-if over the fleet: every run in a window replayed under other limits, per class.
 
-:func:`what_if` loads every run of the window with its calls in two queries
-(:func:`analytics.recorded.load_recorded_runs`), the class estimates in one more, then
-runs the counterfactual (:func:`analytics.counterfactual.counterfactual`, the
-orchestrator's own dispatch layer) per run in Python: pure and cheap, a few hundred
-microseconds a run. Per task class it reports the runs the new limits change, the runs
+:func:`what_if` reads the class estimates, then replays every run of the window
+(:func:`analytics.whatif_rows.replay_rows`): the counterfactual's arithmetic pushed into
+DuckDB, by run-id range chunks, for the runs it decides without following spend charge by
+charge, and the Python counterfactual (:func:`analytics.counterfactual.counterfactual`,
+the orchestrator's own dispatch layer) for the others (a replan, spend reaching the
+ceiling), a chunk of runs at a time; ``tests/test_whatif_sql.py`` holds the two equal.
+Memory is bounded by a chunk of calls and the per-run result, not by the spans of the
+window. Per task class it reports the runs the new limits change, the runs
 they would reject, truncate or cancel, the tasks they would leave undone, spend and
 P50/P95/P99 cost per run before and after, the saving in dollars and percent, and that
 saving projected over a year at the window's rate.
@@ -28,32 +31,31 @@ run's start).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import duckdb
 import polars as pl
-from polars.datatypes import DataTypeClass
 
-from cliffwatch.analytics.counterfactual import Counterfactual, Outcome, counterfactual
-from cliffwatch.analytics.recorded import RecordedRun, load_estimates, load_recorded_runs
-from cliffwatch.analytics.replay import LimitsOverride, limits_text
+from cliffwatch.analytics.bulk_read import run_bounded
+from cliffwatch.analytics.recorded import Estimates, load_estimates
+from cliffwatch.analytics.replay import LimitsOverride
+from cliffwatch.analytics.runs import require_task_class
 from cliffwatch.analytics.scalars import as_datetime
+from cliffwatch.analytics.whatif_rows import (
+    RUN_COLUMNS,
+    Overrides,
+    override_for,
+    python_rows,
+    replay_rows,
+)
 from cliffwatch.analytics.window import Window, utc_now
 from cliffwatch.formatting import number, usd
 from cliffwatch.telemetry.conventions import RunStatus
 
 DAYS_PER_YEAR = 365.0
-
-RUN_COLUMNS: tuple[str, ...] = (
-    "run_id", "task_class", "started_at", "limits", "status_before", "status_after",
-    "breach_after", "proposed", "dispatched_before", "dispatched_after", "cost_before_usd",
-    "cost_after_usd", "saving_usd", "estimated_usd", "redo_usd", "not_completed",
-    "replayable", "affected",
-)
-"""Columns of :attr:`WhatIf.runs`, in order."""
 
 CLASS_COLUMNS: tuple[str, ...] = (
     "task_class", "limits", "runs", "runs_affected", "runs_rejected", "runs_truncated",
@@ -63,60 +65,6 @@ CLASS_COLUMNS: tuple[str, ...] = (
     "saving_pct", "annual_saving_usd", "estimated_usd", "redo_usd", "tasks_redo_unknown",
 )
 """Columns of :attr:`WhatIf.by_class`, in order."""
-
-Overrides = LimitsOverride | Mapping[str, LimitsOverride]
-"""One override for every class, or one per class (a class not in the mapping keeps its
-recorded limits)."""
-
-
-def _override_for(overrides: Overrides, task_class: str) -> LimitsOverride:
-    if isinstance(overrides, LimitsOverride):
-        return overrides
-    return overrides.get(task_class, LimitsOverride())
-
-
-def _run_row(run: RecordedRun, cf: Counterfactual) -> dict[str, Any]:
-    affected = (
-        cf.status != run.status
-        or cf.dispatched != (run.workers_dispatched or 0)
-        or abs(cf.cost_usd - run.cost_usd) > 1e-12
-    )
-    return {
-        "run_id": run.run_id,
-        "task_class": run.task_class,
-        "started_at": run.started_at,
-        "limits": limits_text(cf.limits),
-        "status_before": run.status,
-        "status_after": cf.status.value,
-        "breach_after": cf.breach.value if cf.breach else None,
-        "proposed": cf.proposed,
-        "dispatched_before": run.workers_dispatched,
-        "dispatched_after": cf.dispatched,
-        "cost_before_usd": run.cost_usd,
-        # An unchanged run costs exactly what it did (the same calls summed in another
-        # order can differ in the last bit).
-        "cost_after_usd": cf.task_cost_usd if affected else run.cost_usd,
-        "saving_usd": cf.saving_usd if affected else 0.0,
-        "estimated_usd": cf.estimated_usd,
-        "redo_usd": cf.redo_usd,
-        "not_completed": cf.not_completed,
-        "replayable": cf.replayable,
-        "affected": affected,
-        "_truncated": any(s.outcome is Outcome.NOT_DISPATCHED for s in cf.subtasks),
-        "_estimated": cf.has_estimates,
-    }
-
-
-_RUN_SCHEMA: dict[str, pl.DataType | DataTypeClass] = {
-    "run_id": pl.String, "task_class": pl.String, "started_at": pl.Datetime("us"),
-    "limits": pl.String, "status_before": pl.String, "status_after": pl.String,
-    "breach_after": pl.String, "proposed": pl.Int64, "dispatched_before": pl.Int64,
-    "dispatched_after": pl.Int64, "cost_before_usd": pl.Float64, "cost_after_usd": pl.Float64,
-    "saving_usd": pl.Float64, "estimated_usd": pl.Float64, "redo_usd": pl.Float64,
-    "not_completed": pl.Boolean, "replayable": pl.Boolean,
-    "affected": pl.Boolean, "_truncated": pl.Boolean, "_estimated": pl.Boolean,
-}
-
 
 def window_days(window: Window, runs: pl.DataFrame, now: datetime | None = None) -> float | None:
     """Length of the window in days, for the year projection (see the module docstring).
@@ -186,7 +134,7 @@ def _by_class(runs: pl.DataFrame, days: float | None, overrides: Overrides) -> p
         .with_columns(
             pl.col(pl.UInt32).cast(pl.Int64),
             pl.col("task_class")
-            .map_elements(lambda c: _override_for(overrides, c).describe(),
+            .map_elements(lambda c: override_for(overrides, c).describe(),
                           return_dtype=pl.String)
             .alias("limits"),
         )
@@ -225,7 +173,8 @@ class WhatIf:
             is not overridden stays as each run recorded it).
         window_days: the window's length in days (None: no length).
         elapsed_s: wall-clock seconds the load and the replays took.
-        load_s: of which reading the store.
+        load_s: of which reading the class estimates.
+        python_runs: runs replayed by the Python counterfactual (the rest in DuckDB).
     """
 
     overrides: Overrides
@@ -236,6 +185,7 @@ class WhatIf:
     window_days: float | None
     elapsed_s: float
     load_s: float
+    python_runs: int = 0
 
     def totals(self) -> dict[str, Any]:
         """Figures over every class: runs, affected, tasks not completed, spend
@@ -310,6 +260,8 @@ def what_if(
     task_class: str | None = None,
     *,
     now: datetime | None = None,
+    pushdown: bool = True,
+    estimates: Estimates | None = None,
 ) -> WhatIf:
     """Replay every run started in ``window`` under ``overrides``.
 
@@ -319,6 +271,11 @@ def what_if(
         window: on the run's ``started_at``.
         task_class: only this class (it must exist in the store).
         now: the end of an open window with a ``since`` (default the clock).
+        pushdown: compute the runs the SQL can decide in DuckDB
+            (:func:`analytics.whatif_rows.replay_rows`); False replays every run with the
+            Python counterfactual (the reference; slower, same figures).
+        estimates: the class estimates of ``task_class`` when the caller has them already
+            (:func:`analytics.recorded.load_estimates`; they do not depend on the limits).
 
     Returns:
         The :class:`WhatIf`.
@@ -327,27 +284,53 @@ def what_if(
         UnknownTaskClassError: ``task_class`` has no runs in the store.
         ReplayError: an override gives invalid limits for some run.
     """
-    began = time.perf_counter()
-    recorded = load_recorded_runs(con, window, task_class)
-    estimates = load_estimates(con, task_class)
-    loaded = time.perf_counter()
-    rows = []
-    for run in recorded:
-        limits = _override_for(overrides, run.task_class).apply(run.limits)
-        rows.append(_run_row(run, counterfactual(run, limits, estimates)))
-    runs = pl.DataFrame(rows, schema=_RUN_SCHEMA)
-    days = window_days(window, runs, now)
-    by_class = _by_class(runs, days, overrides) if runs.height else pl.DataFrame(
-        schema={c: pl.Float64 for c in CLASS_COLUMNS}
-    ).with_columns(pl.col("task_class", "limits").cast(pl.String))
-    return WhatIf(
-        overrides=overrides,
-        window=window,
-        task_class=task_class,
-        runs=runs.select(RUN_COLUMNS),
-        by_class=by_class,
-        window_days=days,
-        elapsed_s=time.perf_counter() - began,
-        load_s=loaded - began,
-    )
+    return what_ifs(con, [overrides], window, task_class, now=now, pushdown=pushdown,
+                    estimates=estimates)[0]
 
+
+def what_ifs(
+    con: duckdb.DuckDBPyConnection,
+    variants: Sequence[Overrides],
+    window: Window = Window(),  # noqa: B008 - Window is frozen
+    task_class: str | None = None,
+    *,
+    now: datetime | None = None,
+    pushdown: bool = True,
+    estimates: Estimates | None = None,
+) -> list[WhatIf]:
+    """:func:`what_if` under each of ``variants``, in order, from one read of the calls
+    (the pushed-down SQL computes every variant in the same pass). Arguments, errors and
+    figures as :func:`what_if`'s."""
+    began = time.perf_counter()
+    if task_class is not None:
+        require_task_class(con, task_class)
+    loaded = began
+
+    def replay() -> list[tuple[pl.DataFrame, int]]:
+        nonlocal loaded
+        known = load_estimates(con, task_class) if estimates is None else estimates
+        loaded = time.perf_counter()
+        if pushdown:
+            return replay_rows(con, variants, window, task_class, known)
+        return [(rows, rows.height) for rows in (
+            python_rows(con, overrides, window, task_class, known) for overrides in variants)]
+
+    results = run_bounded(con, replay)
+    out = []
+    for overrides, (runs, python_runs) in zip(variants, results, strict=True):
+        days = window_days(window, runs, now)
+        by_class = _by_class(runs, days, overrides) if runs.height else pl.DataFrame(
+            schema={c: pl.Float64 for c in CLASS_COLUMNS}
+        ).with_columns(pl.col("task_class", "limits").cast(pl.String))
+        out.append(WhatIf(
+            overrides=overrides,
+            window=window,
+            task_class=task_class,
+            runs=runs.select(RUN_COLUMNS),
+            by_class=by_class,
+            window_days=days,
+            elapsed_s=time.perf_counter() - began,
+            load_s=loaded - began,
+            python_runs=python_runs,
+        ))
+    return out

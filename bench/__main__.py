@@ -17,6 +17,11 @@ Benchmarks (each prints figures and a ratio against a baseline run in the same p
 - ``cli_help``: CPU time (user + sys) of a ``cliffwatch --help`` process, median of
   several, against ``python -c pass``; with the machine's load average. Target: < 0.5 s.
   Run it alone with ``python -m bench cli_help``.
+- ``whatif_scale``, ``findings_scale``, ``report_scale``: ``cliffwatch whatif --max-workers
+  8``, ``findings`` and ``report --format html`` as processes over a cached store of 1M runs
+  (``--runs N`` for another size; ``bench/bigstore.py`` builds it in SQL from a real demo),
+  each against the raw SQL computing the same figures (``bench/raw_sql.py``): wall time,
+  ratio, peak RSS of both and the load. Targets: within 2x, under 1 GB.
 - ``fuzz``: 10,000 mutated OTLP requests (``telemetry/otlp_fuzz.py``: protobuf, OTLP/JSON,
   gzip and HTTP-framing mutations, seed 20261130) at ``cliffwatch serve``'s receiver, with
   a good request every 100: 5xx answers to bad input, dropped connections and lost good
@@ -39,6 +44,8 @@ from pathlib import Path
 from bench.store_write import bench_store_write
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from bench.scale import scale_benchmarks  # noqa: E402 - after the environment is set
 
 Result = list[tuple[str, str]]
 
@@ -301,7 +308,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"benchmarks to run: {', '.join(BENCHMARKS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="a tenth of the sizes")
+    parser.add_argument("--runs", type=int, default=None, metavar="N",
+                        help="runs in the *_scale benchmarks' store (default 1,000,000; "
+                             "--quick 100,000); built once, cached under "
+                             "~/.cache/cliffwatch-bench/")
     args = parser.parse_args(argv)
+    if args.runs is not None and args.runs < 1:
+        parser.error("--runs must be >= 1")
+    BENCHMARKS.update(scale_benchmarks(args.runs))
     names = args.names or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:

@@ -1,0 +1,226 @@
+"""The what-if's per-run rows: pushed down into DuckDB, with the Python counterfactual
+for the runs the SQL leaves to it, in chunks.
+
+:func:`replay_rows` is what :func:`analytics.whatif.what_if` reads: one row per run of
+:data:`RUN_COLUMNS` (plus ``_truncated`` and ``_estimated``). Most runs are computed by
+:data:`analytics.whatif_sql.RUN_SQL`, by run-id range chunks; the runs it flags (its module
+docstring says which) are replayed by :func:`analytics.counterfactual.counterfactual`, the
+orchestrator's dispatch layer, :data:`PY_CHUNK_RUNS` runs at a time. :func:`python_rows`
+replays every run in Python (the reference the SQL is tested against). Either way memory
+holds one chunk's calls, never the window's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import duckdb
+import polars as pl
+from polars.datatypes import DataTypeClass
+
+from cliffwatch.analytics.bulk_read import registered
+from cliffwatch.analytics.counterfactual import Counterfactual, Outcome, counterfactual
+from cliffwatch.analytics.recorded import (
+    Estimates,
+    RecordedRun,
+    load_recorded_runs,
+    recorded_limits,
+)
+from cliffwatch.analytics.replay import LimitsOverride, limits_text
+from cliffwatch.analytics.store_access import frame, where
+from cliffwatch.analytics.whatif_sql import chunk_bounds, sql_run_rows
+from cliffwatch.analytics.window import Window
+
+PY_CHUNK_RUNS = 10_000
+"""Runs the Python counterfactual loads (with their calls) at a time."""
+
+RUN_COLUMNS: tuple[str, ...] = (
+    "run_id", "task_class", "started_at", "limits", "status_before", "status_after",
+    "breach_after", "proposed", "dispatched_before", "dispatched_after", "cost_before_usd",
+    "cost_after_usd", "saving_usd", "estimated_usd", "redo_usd", "not_completed",
+    "replayable", "affected",
+)
+"""Columns of :attr:`analytics.whatif.WhatIf.runs`, in order."""
+
+Overrides = LimitsOverride | Mapping[str, LimitsOverride]
+"""One override for every class, or one per class (a class not in the mapping keeps its
+recorded limits)."""
+
+RUN_SCHEMA: dict[str, pl.DataType | DataTypeClass] = {
+    "run_id": pl.String, "task_class": pl.String, "started_at": pl.Datetime("us"),
+    "limits": pl.String, "status_before": pl.String, "status_after": pl.String,
+    "breach_after": pl.String, "proposed": pl.Int64, "dispatched_before": pl.Int64,
+    "dispatched_after": pl.Int64, "cost_before_usd": pl.Float64, "cost_after_usd": pl.Float64,
+    "saving_usd": pl.Float64, "estimated_usd": pl.Float64, "redo_usd": pl.Float64,
+    "not_completed": pl.Boolean, "replayable": pl.Boolean,
+    "affected": pl.Boolean, "_truncated": pl.Boolean, "_estimated": pl.Boolean,
+}
+"""The per-run frame's columns and types (:data:`RUN_COLUMNS` and two private flags)."""
+
+
+def override_for(overrides: Overrides, task_class: str) -> LimitsOverride:
+    """The override of ``task_class`` (keep everything when a mapping does not name it)."""
+    if isinstance(overrides, LimitsOverride):
+        return overrides
+    return overrides.get(task_class, LimitsOverride())
+
+
+def run_row(run: RecordedRun, cf: Counterfactual) -> dict[str, Any]:
+    """One :data:`RUN_SCHEMA` row of ``run`` replayed as ``cf``."""
+    affected = (
+        cf.status != run.status
+        or cf.dispatched != (run.workers_dispatched or 0)
+        or abs(cf.cost_usd - run.cost_usd) > 1e-12
+    )
+    return {
+        "run_id": run.run_id,
+        "task_class": run.task_class,
+        "started_at": run.started_at,
+        "limits": limits_text(cf.limits),
+        "status_before": run.status,
+        "status_after": cf.status.value,
+        "breach_after": cf.breach.value if cf.breach else None,
+        "proposed": cf.proposed,
+        "dispatched_before": run.workers_dispatched,
+        "dispatched_after": cf.dispatched,
+        "cost_before_usd": run.cost_usd,
+        # An unchanged run costs exactly what it did (the same calls summed in another
+        # order can differ in the last bit).
+        "cost_after_usd": cf.task_cost_usd if affected else run.cost_usd,
+        "saving_usd": cf.saving_usd if affected else 0.0,
+        "estimated_usd": cf.estimated_usd,
+        "redo_usd": cf.redo_usd,
+        "not_completed": cf.not_completed,
+        "replayable": cf.replayable,
+        "affected": affected,
+        "_truncated": any(s.outcome is Outcome.NOT_DISPATCHED for s in cf.subtasks),
+        "_estimated": cf.has_estimates,
+    }
+
+
+def _scope(window: Window, task_class: str | None) -> tuple[list[str], dict[str, Any]]:
+    conds, params = window.conditions("r.started_at")
+    if task_class is not None:
+        conds.append("r.task_class = $task_class")
+        params["task_class"] = task_class
+    return conds, params
+
+
+def _python_chunks(
+    con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], overrides: Overrides,
+    estimates: Estimates,
+) -> Iterator[pl.DataFrame]:
+    for start in range(0, len(run_ids), PY_CHUNK_RUNS):
+        rows = []
+        for run in load_recorded_runs(con, run_ids=run_ids[start : start + PY_CHUNK_RUNS]):
+            limits = override_for(overrides, run.task_class).apply(run.limits)
+            rows.append(run_row(run, counterfactual(run, limits, estimates)))
+        yield pl.DataFrame(rows, schema=RUN_SCHEMA)
+
+
+def _finish(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    if not parts:
+        return pl.DataFrame(schema=RUN_SCHEMA)
+    return pl.concat(parts, rechunk=False).sort("started_at", "run_id")
+
+
+def python_rows(
+    con: duckdb.DuckDBPyConnection, overrides: Overrides, window: Window,
+    task_class: str | None, estimates: Estimates,
+) -> pl.DataFrame:
+    """Every run of the window replayed by the Python counterfactual, in chunks; oldest
+    first. The reference :func:`replay_rows` is held to."""
+    conds, params = _scope(window, task_class)
+    ids = frame(con, f"SELECT run_id FROM runs r {where(conds)} ORDER BY run_id", params)
+    return _finish(list(_python_chunks(con, ids["run_id"].to_list(), overrides, estimates)))
+
+
+def _limit_table(
+    con: duckdb.DuckDBPyConnection, conds: list[str], params: dict[str, Any],
+    variants: Sequence[Overrides], estimates: Estimates,
+) -> pl.DataFrame:
+    """One row per variant and recorded (class, cap, ceiling, policy) in scope: the limits
+    the run is replayed under (the override applied by Python, so a bad one raises
+    ReplayError as before), their text and the redo estimate within them."""
+    combos = frame(con, "SELECT DISTINCT r.task_class, r.max_workers, r.ceiling_usd, r.policy "
+                        f"FROM runs r {where(conds)}", params)
+    rows = []
+    for variant, overrides in enumerate(variants):
+        for c in combos.iter_rows(named=True):
+            rec = recorded_limits(c["max_workers"], c["ceiling_usd"], c["policy"])
+            new = override_for(overrides, c["task_class"]).apply(rec)
+            rows.append({
+                "variant": variant, "task_class": c["task_class"],
+                "rec_cap": c["max_workers"], "rec_ceiling": c["ceiling_usd"],
+                "rec_policy": c["policy"], "cap": new.max_workers, "ceiling": new.ceiling_usd,
+                "policy": new.policy.value, "limits": limits_text(new),
+                "rec_limits_cap": rec.max_workers,
+                "redo_usd": estimates.redo(c["task_class"], new).cost_usd,
+            })
+    return pl.DataFrame(rows, schema={
+        "variant": pl.Int64, "task_class": pl.String, "rec_cap": pl.Int64,
+        "rec_ceiling": pl.Float64, "rec_policy": pl.String, "cap": pl.Int64,
+        "ceiling": pl.Float64, "policy": pl.String, "limits": pl.String,
+        "rec_limits_cap": pl.Int64, "redo_usd": pl.Float64,
+    })
+
+
+def _estimate_tables(estimates: Estimates) -> dict[str, pl.DataFrame]:
+    workers = pl.DataFrame(
+        [{"task_class": c, "model": m, "cost_usd": w.cost_usd,
+          "output_tokens": w.output_tokens} for (c, m), w in estimates.workers.items()],
+        schema={"task_class": pl.String, "model": pl.String, "cost_usd": pl.Float64,
+                "output_tokens": pl.Float64},
+    )
+    classes = sorted(set(estimates.synthesis_usd) | set(estimates.synthesis_price_input))
+    synth = pl.DataFrame(
+        [{"task_class": c, "synthesis_usd": estimates.synthesis_usd.get(c),
+          "price_input": estimates.synthesis_price_input.get(c)} for c in classes],
+        schema={"task_class": pl.String, "synthesis_usd": pl.Float64,
+                "price_input": pl.Float64},
+    )
+    return {"workers": workers, "synth": synth}
+
+
+def replay_rows(
+    con: duckdb.DuckDBPyConnection, variants: Sequence[Overrides], window: Window,
+    task_class: str | None, estimates: Estimates,
+) -> list[tuple[pl.DataFrame, int]]:
+    """Every run of the window under each of ``variants`` (sets of overrides), in one
+    pass over the calls: pushed-down SQL, Python for the rest.
+
+    Returns:
+        Per variant, in order, ``(rows, python_runs)``: :data:`RUN_SCHEMA` rows oldest
+        first, and how many runs the Python counterfactual replayed.
+
+    Raises:
+        ReplayError: an override gives invalid limits for some run.
+    """
+    conds, params = _scope(window, task_class)
+    lim = _limit_table(con, conds, params, variants, estimates)
+    if lim.is_empty():
+        return [(_finish([]), 0) for _ in variants]
+    runs = frame(con, f"SELECT count(*) AS n FROM runs r {where(conds)}", params)["n"][0]
+    bounds = chunk_bounds(con, f"SELECT r.run_id FROM runs r {where(conds)}", params, runs)
+    parts: list[list[pl.DataFrame]] = [[] for _ in variants]
+    to_python: list[list[str]] = [[] for _ in variants]
+    schema = pl.Schema(RUN_SCHEMA)
+    with registered(con, lim=lim, **_estimate_tables(estimates)) as names:
+        for chunk in bounds:
+            rows = sql_run_rows(con, names, conds, params, chunk)
+            split = (rows.partition_by("variant", as_dict=True).items() if len(variants) > 1
+                     else [((0,), rows)])
+            del rows
+            for variant, mine in split:
+                index = int(variant[0])
+                if mine["py"].any():
+                    to_python[index] += mine.filter(pl.col("py"))["run_id"].to_list()
+                    mine = mine.filter(~pl.col("py"))
+                parts[index].append(mine.select(list(RUN_SCHEMA)).cast(schema))
+    out = []
+    for index, overrides in enumerate(variants):
+        ids = sorted(to_python[index])
+        parts[index] += _python_chunks(con, ids, overrides, estimates)
+        out.append((_finish(parts[index]), len(ids)))
+    return out

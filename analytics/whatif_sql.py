@@ -1,0 +1,465 @@
+"""The what-if's per-run arithmetic pushed into DuckDB, run by run-id range chunks.
+
+Why its own file: this is the SQL twin of :mod:`analytics.counterfactual`, and the two
+must agree run for run (``tests/test_whatif_sql.py`` holds them equal on the orchestrated
+store, on the demo store and on random plans); keeping it apart keeps both readable.
+
+:func:`sql_run_rows` computes :data:`analytics.whatif.RUN_COLUMNS` for every run the
+counterfactual's steps (its module docstring) decide without looping over spend: the
+plan check (cap, policy ``truncate``/``reject``/``replan``, the ceiling estimate with the
+reserve the run recorded), a replan the run did not make under this cap (estimated as the
+first ``cap`` sub-tasks), the workers charged as recorded or estimated, synthesis adjusted
+by the answer tokens it reads, spend crossing the ceiling while the run goes on (every
+charge in the guard's order, a running sum: what is charged up to the crossing, and the
+calls the record shows cancelled in flight after it), and the redo of a task left
+undone. Every run whose outcome depends on something the SQL does not model is *not*
+decided here: it is flagged ``py`` and replayed by the Python counterfactual (the
+dispatch layer itself):
+
+- a replan the run made under the same cap (the record's second plan and its calls);
+- an estimate, or spend at any charge, within 1e-9 (relative) of the ceiling (where the
+  order of float additions could change the verdict);
+- a plan answer whose JSON the SQL does not read exactly as :func:`analytics.recorded.
+  parse_plan` does (not valid JSON, sub-task ``index`` not its position, a field of an
+  unexpected type), a run without a recorded reserve, a negative cost, a status that is
+  not one of the four, a cost change within a hair of the 1e-12 "affected" threshold.
+
+Memory: the spans of one chunk of runs (:data:`CHUNK_RUNS` runs, by run-id range) are
+read at a time; DuckDB holds that chunk's LLM calls, never the store's (and
+:mod:`analytics.bulk_read` bounds its memory while a what-if runs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from cliffwatch.analytics.recorded import CANCELLED_ERROR, attr_sql, attrs_sql
+from cliffwatch.analytics.store_access import where
+from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry.conventions import Role, RunStatus
+
+CHUNK_RUNS = 50_000
+"""Runs per chunk of the pushed-down what-if (their spans are read at once)."""
+
+_STATUSES = ", ".join(f"'{s.value}'" for s in RunStatus)
+def _a(key: str, sql_type: str | None = None) -> str:
+    return attr_sql(key, sql_type, "sp")
+
+
+_NUMBER = "IN ('-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9')"
+# One plan element (``f``: its fields as JSON text, JSON null read as NULL; ``k`` its
+# 1-based position) read as parse_plan reads it: an index that is its position, a number
+# (or nothing) for the estimate and the output budget, a plain string (or nothing) for
+# the model. Anything else sends the run to Python.
+_ELEM_SIMPLE = f"""(
+    (f.index IS NULL OR f.index::VARCHAR = (k - 1)::VARCHAR)
+    AND (f.estimated_cost_usd IS NULL
+        OR substr(f.estimated_cost_usd::VARCHAR, 1, 1) {_NUMBER})
+    AND (f.max_output_tokens IS NULL OR substr(f.max_output_tokens::VARCHAR, 1, 1) {_NUMBER})
+    AND (f.model IS NULL OR (starts_with(f.model::VARCHAR, '"')
+        AND NOT contains(f.model::VARCHAR, chr(92)))))"""
+_JSON_SPACE = "' ' || chr(9) || chr(10) || chr(13)"
+_PLAN_SCHEMA = ("""'[{"index": "JSON", "estimated_cost_usd": "JSON", "model": "JSON", """
+                """"max_output_tokens": "JSON"}]'""")
+
+RUN_SQL = f"""
+WITH scope AS (
+    SELECT l.variant, r.run_id, r.task_class, r.started_at, r.status, r.breach, r.cost_usd,
+        r.workers_proposed, r.workers_dispatched,
+        l.cap, l.ceiling, l.policy, l.limits, l.redo_usd AS redo_est,
+        l.rec_limits_cap
+    FROM runs r JOIN {{lim}} l ON l.task_class = r.task_class
+        AND l.rec_cap IS NOT DISTINCT FROM r.max_workers
+        AND l.rec_ceiling IS NOT DISTINCT FROM r.ceiling_usd
+        AND l.rec_policy IS NOT DISTINCT FROM r.policy
+    {{where}}
+),
+calls AS MATERIALIZED (
+    SELECT run_id, span_id, role, start_ns, end_ns, input_tokens, output_tokens, cost_usd, ok,
+        price_in, CASE WHEN role = '{Role.WORKER}'
+            THEN coalesce(wa[2] = '{CANCELLED_ERROR}', false) END AS cancelled,
+        TRY_CAST(wa[1] AS INTEGER) AS idx
+    FROM (
+        SELECT sp.trace_id AS run_id, sp.span_id, sp.role, sp.input_tokens,
+            sp.start_time_unix_nano AS start_ns, sp.end_time_unix_nano AS end_ns,
+            sp.output_tokens, sp.cost_usd,
+            sp.status_code <> 'error' AS ok, sp.price_input_usd_per_token AS price_in,
+            CASE WHEN sp.role = '{Role.WORKER}'
+                THEN {attrs_sql((cv.CLIFF_SUBTASK_INDEX, cv.ERROR_TYPE), "sp")} END AS wa
+        FROM spans sp
+        WHERE sp.is_leaf_call AND sp.trace_id IN (SELECT run_id FROM scope) {{span_range}}
+    )
+),
+root AS (
+    SELECT run_id, arg_min({{
+        'fixed': TRY_CAST(a[1] AS DOUBLE), 'per': TRY_CAST(a[2] AS DOUBLE)}}, k) AS reserve
+    FROM (
+        SELECT sp.trace_id AS run_id, {{'s': sp.start_time_unix_nano, 'i': sp.span_id}} AS k,
+            {attrs_sql((cv.CLIFF_RESERVE_USD, cv.CLIFF_RESERVE_USD_PER_SUBTASK), "sp")} AS a
+        FROM spans sp
+        WHERE sp.parent_span_id IS NULL AND sp.trace_id IN (SELECT run_id FROM scope) {{span_range}}
+    )
+    GROUP BY run_id
+),
+run_calls AS (
+    SELECT run_id, sum(coalesce(cost_usd, 0)) AS all_cost, bool_or(cost_usd < 0) AS negative
+    FROM calls GROUP BY run_id
+),
+plan_calls AS (
+    -- each plan answer parsed twice (its elements' kinds, then their fields): usable as
+    -- parse_plan has it (a JSON array of objects), and per sub-task its estimate and model
+    SELECT run_id, cost_usd, pos, usable,
+        CASE WHEN usable THEN NOT coalesce(list_bool_and(list_transform(
+                fields, lambda f, k: {_ELEM_SIMPLE})), true)
+            ELSE coalesce(plan_json, '') <> '' AND NOT json_valid(plan_json) END AS weird,
+        list_transform(fields, lambda f: TRY_CAST(f.estimated_cost_usd AS DOUBLE)) AS ests,
+        list_transform(fields, lambda f: coalesce(
+            substr(f.model::VARCHAR, 2, length(f.model::VARCHAR) - 2), '')) AS models
+    FROM (
+        SELECT *, CASE WHEN usable THEN json_transform(plan_json, {_PLAN_SCHEMA}) END AS fields
+        FROM (
+            SELECT *, {{'s': start_ns, 'i': span_id}} AS pos,
+                items IS NOT NULL AND coalesce(list_bool_and(list_transform(
+                items, lambda e: starts_with(e::VARCHAR, '{{'))), true) AS usable
+            FROM (
+                SELECT *, CASE WHEN coalesce(plan_json, '') <> '' AND json_valid(plan_json)
+                    AND starts_with(ltrim(plan_json, {_JSON_SPACE}), '[')
+                    THEN json_transform(plan_json, '["JSON"]') END AS items
+                FROM (
+                    SELECT sp.trace_id AS run_id, sp.span_id, sp.cost_usd,
+                        sp.start_time_unix_nano AS start_ns,
+                        {_a(cv.CLIFF_PLAN_SUBTASKS)} AS plan_json
+                    FROM spans sp
+                    WHERE sp.is_leaf_call AND sp.role = '{Role.PLAN}'
+                        AND sp.trace_id IN (SELECT run_id FROM scope) {{span_range}}
+                )
+            )
+        )
+    )
+),
+plan_runs AS (
+    -- per run, its planner calls in start order (cost, usable) and the first usable plan
+    SELECT run_id, bool_or(weird) AS weird, count(*) FILTER (WHERE usable) AS n_usable,
+        list({{'c': cost_usd, 'u': usable}} ORDER BY pos) AS l,
+        arg_min({{'e': ests, 'm': models}}, pos) FILTER (WHERE usable) AS first
+    FROM plan_calls GROUP BY run_id
+),
+first_plan AS (
+    SELECT run_id, n_usable, weird, first.e AS ests, first.m AS models, p1,
+        list_sum(list_transform(l[1:p1], lambda x: coalesce(x.c, 0))) AS spent1,
+        l[p1].c AS first_cost, len(l) - p1 AS n_later,
+        coalesce(list_sum(list_transform(l[p1 + 1:], lambda x: coalesce(x.c, 0))), 0)
+            AS later_cost,
+        list_bool_or(list_transform(l[p1 + 1:], lambda x: x.c IS NULL)) AS later_unpriced
+    FROM (
+        SELECT *, list_position(list_transform(l, lambda x: x.u), true) AS p1 FROM plan_runs
+    )
+),
+checked AS (
+    SELECT s.*, f.n_usable, f.weird, f.spent1, f.ests, f.models, len(f.ests) AS n1,
+        f.run_id IS NOT NULL AS replayable, root.reserve.fixed AS rf, root.reserve.per AS rp,
+        coalesce(s.cap IS NOT NULL AND len(f.ests) > s.cap, false) AS cap_breach,
+        -- a replan request the run did not make under this cap: the second plan is the
+        -- first cap sub-tasks of the first, at the cost of the run's own replan calls
+        -- (any unpriced: unknown), else of its first planner call
+        coalesce(s.cap IS NOT NULL AND len(f.ests) > s.cap, false) AND s.policy = 'replan'
+            AND NOT (f.n_later > 0 AND s.rec_limits_cap IS NOT DISTINCT FROM s.cap)
+            AS replan_est,
+        coalesce(f.n_later > 0 AND s.rec_limits_cap IS NOT DISTINCT FROM s.cap, false)
+            AS same_request,
+        CASE WHEN f.n_later > 0 THEN CASE WHEN f.later_unpriced THEN NULL ELSE f.later_cost END
+             ELSE f.first_cost END AS replan_cost
+    FROM scope s LEFT JOIN first_plan f USING (run_id) LEFT JOIN root USING (run_id)
+),
+kept AS (
+    SELECT *,
+        CASE WHEN cap_breach AND policy = 'truncate' OR replan_est THEN cap ELSE n1 END AS keep,
+        CASE WHEN replan_est THEN cap ELSE n1 END AS n_checked,
+        spent1 + CASE WHEN replan_est THEN coalesce(replan_cost, 0) ELSE 0 END AS spent
+    FROM checked
+),
+verdict AS (
+    SELECT *,
+        CASE WHEN NOT cap_breach OR policy = 'truncate' OR replan_est THEN spent + coalesce(
+            list_sum(list_transform(ests[1:keep], lambda x: coalesce(x, 0))), 0)
+            + rf + rp * keep
+        END AS estimate
+    FROM kept
+),
+decided AS (
+    SELECT *,
+        CASE WHEN cap_breach AND policy = 'replan' AND NOT replan_est THEN 'replan'
+             WHEN cap_breach AND policy = 'reject' THEN 'reject'
+             WHEN replan_est AND ceiling IS NOT NULL AND spent1 > ceiling THEN 'plan_failed'
+             WHEN ceiling IS NOT NULL AND estimate > ceiling THEN 'reject'
+             ELSE 'dispatch' END AS action
+    FROM verdict
+),
+elem AS (
+    SELECT d.variant, d.run_id, d.task_class, d.n_usable, d.ceiling, t.k AS i,
+        d.ests[t.k + 1] AS est, d.models[t.k + 1] AS model
+    FROM decided d, unnest(range(d.keep)) AS t(k)
+    WHERE d.replayable AND d.n_usable > 0 AND d.action = 'dispatch'
+),
+widx AS (
+    SELECT run_id, idx,
+        sum(coalesce(cost_usd, 0)) FILTER (WHERE NOT cancelled) AS rec_cost,
+        bool_or(ok AND NOT cancelled) AS answered, bool_or(NOT ok AND NOT cancelled) AS attempted,
+        bool_or(cancelled) AS has_cancelled,
+        arg_max({{'t': output_tokens}}, {{'s': start_ns, 'i': span_id}})
+            FILTER (WHERE ok AND NOT cancelled) AS last_answer
+    FROM calls WHERE role = '{Role.WORKER}' AND idx IS NOT NULL
+    GROUP BY ALL
+),
+elem_out AS (
+    SELECT e.variant, e.run_id, e.ceiling, e.i, w.rec_cost, w.answered AS rec_answered,
+        w.last_answer,
+        we.output_tokens AS est_tokens, we.task_class IS NOT NULL AS has_est,
+        (w.run_id IS NULL OR w.has_cancelled) AND NOT coalesce(w.answered, false) AS est_charge,
+        CASE WHEN we.cost_usd IS NOT NULL THEN we.cost_usd ELSE e.est END AS est_cost
+    FROM elem e
+    LEFT JOIN widx w ON e.n_usable = 1 AND w.run_id = e.run_id AND w.idx = e.i
+    LEFT JOIN {{workers}} we ON we.task_class = e.task_class AND we.model = e.model
+),
+work AS (
+    SELECT variant, run_id,
+        sum(coalesce(rec_cost, 0) + CASE WHEN est_charge THEN coalesce(est_cost, 0) ELSE 0 END)
+            AS worker_cost,
+        sum(CASE WHEN est_charge THEN coalesce(est_cost, 0) ELSE 0 END) AS worker_est,
+        bool_or(est_charge) AS worker_est_any,
+        bool_or(est_charge AND est_cost < 0) AS negative,
+        count(*) FILTER (WHERE coalesce(rec_answered, false) OR est_charge) AS answered,
+        sum(CASE WHEN NOT (coalesce(rec_answered, false) OR est_charge) THEN 0
+                 WHEN last_answer IS NOT NULL THEN coalesce(last_answer.t, 0)
+                 WHEN has_est THEN coalesce(est_tokens, 0) ELSE 0 END) AS ans_tokens
+    FROM elem_out GROUP BY variant, run_id
+),
+rec_answers AS (
+    SELECT run_id, sum(coalesce(last_answer.t, 0)) AS tokens
+    FROM widx WHERE last_answer IS NOT NULL GROUP BY run_id
+),
+stage_price AS (
+    SELECT run_id, arg_min(price_in, {{'s': start_ns, 'i': span_id}}) AS price
+    FROM calls WHERE role = '{Role.SYNTHESIS}' AND price_in IS NOT NULL GROUP BY run_id
+),
+delta AS (
+    SELECT d.variant, d.run_id, coalesce(w.ans_tokens, 0) - coalesce(ra.tokens, 0) AS delta,
+        coalesce(sp.price, sy.price_input, 0) AS price, d.ceiling,
+        coalesce(w.answered, 0) AS answered, sy.synthesis_usd
+    FROM decided d
+    LEFT JOIN work w USING (variant, run_id) LEFT JOIN rec_answers ra USING (run_id)
+    LEFT JOIN stage_price sp USING (run_id)
+    LEFT JOIN {{synth}} sy ON sy.task_class = d.task_class
+    WHERE d.replayable AND d.n_usable > 0 AND d.action = 'dispatch'
+),
+stage_calls AS (
+    SELECT x.variant, c.run_id, c.cost_usd, x.price, x.ceiling, x.answered, c.start_ns,
+        c.span_id,
+        CASE WHEN c.role <> '{Role.SYNTHESIS}' OR c.input_tokens = 0 THEN 0
+             WHEN c.input_tokens IS NULL OR x.delta >= 0 THEN x.delta
+             ELSE greatest(x.delta, -c.input_tokens) END AS tokens
+    FROM calls c JOIN delta x USING (run_id)
+    WHERE c.role IN ('{Role.SYNTHESIS}', '{Role.CRITIC}')
+),
+stage AS (
+    SELECT variant, run_id, count(*) AS n,
+        sum(CASE WHEN tokens = 0 THEN coalesce(cost_usd, 0)
+                 ELSE coalesce(greatest(0, cost_usd + tokens * price), 0) END) AS cost,
+        sum(CASE WHEN tokens = 0 THEN 0
+                 ELSE coalesce(greatest(0, cost_usd + tokens * price), 0) END) AS est,
+        bool_or(tokens <> 0) AS est_any
+    FROM stage_calls GROUP BY variant, run_id
+),
+-- Under a ceiling, every charge in the guard's order: recorded worker calls as they ended
+-- (p 1; a call the record shows cancelled is charged only once spend has crossed),
+-- estimated sub-tasks in plan order (p 2), then synthesis and critic calls, or the
+-- estimated synthesis (p 3). Spend crossing the ceiling ends the run there (cancelled).
+events AS (
+    SELECT e.variant, e.run_id,
+        {{'p': 1, 'a': c.end_ns, 'b': e.i, 'c': c.start_ns, 'd': c.span_id}} AS ord,
+        coalesce(c.cost_usd, 0) AS c, c.cancelled AS can, false AS est
+    FROM elem e JOIN calls c ON e.n_usable = 1 AND c.run_id = e.run_id
+        AND c.role = '{Role.WORKER}' AND c.idx = e.i
+    WHERE e.ceiling IS NOT NULL
+    UNION ALL
+    SELECT variant, run_id, {{'p': 2, 'a': i, 'b': 0, 'c': 0, 'd': ''}},
+        coalesce(est_cost, 0), false, true
+    FROM elem_out WHERE est_charge AND ceiling IS NOT NULL
+    UNION ALL
+    SELECT variant, run_id, {{'p': 3, 'a': start_ns, 'b': 0, 'c': 0, 'd': span_id}},
+        CASE WHEN tokens = 0 THEN coalesce(cost_usd, 0)
+             ELSE coalesce(greatest(0, cost_usd + tokens * price), 0) END, false, tokens <> 0
+    FROM stage_calls WHERE ceiling IS NOT NULL AND answered > 0
+    UNION ALL
+    SELECT x.variant, x.run_id, {{'p': 3, 'a': 0, 'b': 0, 'c': 0, 'd': ''}},
+        coalesce(x.synthesis_usd, 0), false, true
+    FROM delta x LEFT JOIN stage st USING (variant, run_id)
+    WHERE x.ceiling IS NOT NULL AND x.answered > 0 AND st.n IS NULL
+),
+cum_events AS (
+    SELECT ev.*, x.ceiling, x.spent + sum(CASE WHEN ev.can THEN 0 ELSE ev.c END) OVER (
+            PARTITION BY ev.variant, ev.run_id ORDER BY ev.ord ROWS UNBOUNDED PRECEDING) AS cum
+    FROM events ev JOIN decided x USING (variant, run_id)
+),
+crossing AS (
+    SELECT variant, run_id, min(ord) FILTER (WHERE NOT can AND cum > ceiling) AS cross_ord,
+        bool_or(NOT can AND abs(cum - ceiling) <= 1e-9 * ceiling) AS near
+    FROM cum_events GROUP BY variant, run_id
+),
+crossed AS (
+    SELECT e.variant, e.run_id, any_value(k.near) AS near,
+        any_value(k.cross_ord) IS NOT NULL AS is_crossed,
+        sum(e.c) FILTER (WHERE (NOT e.can AND e.ord <= k.cross_ord)
+            OR (e.can AND e.ord > k.cross_ord)) AS charged,
+        sum(CASE WHEN e.est THEN e.c ELSE 0 END) FILTER (
+            WHERE NOT e.can AND e.ord <= k.cross_ord) AS est,
+        bool_or(e.est) FILTER (WHERE NOT e.can AND e.ord <= k.cross_ord) AS est_any
+    FROM cum_events e JOIN crossing k USING (variant, run_id)
+    GROUP BY e.variant, e.run_id
+),
+outcome AS (
+    SELECT d.*, rc.all_cost, coalesce(rc.negative, false) OR coalesce(w.negative, false)
+            AS negative,
+        coalesce(w.answered, 0) AS answered_n, coalesce(w.worker_cost, 0) AS worker_cost,
+        coalesce(w.worker_est, 0) AS worker_est, coalesce(w.worker_est_any, false) AS w_est_any,
+        st.n AS stage_n, st.cost AS stage_cost, st.est AS stage_est, st.est_any AS stage_est_any,
+        sy.synthesis_usd, coalesce(cr.is_crossed, false) AS is_crossed,
+        coalesce(cr.near, false) AS near, cr.charged, cr.est AS cr_est,
+        coalesce(cr.est_any, false) AS cr_est_any,
+        CASE WHEN d.replan_est THEN coalesce(d.replan_cost, 0) ELSE 0 END AS replan_part,
+        CASE WHEN NOT d.replayable THEN coalesce(d.status, 'ok')
+             WHEN d.n_usable = 0 THEN coalesce(d.status, 'failed')
+             WHEN d.action = 'reject' THEN 'rejected'
+             WHEN d.action = 'plan_failed' THEN 'failed'
+             WHEN coalesce(cr.is_crossed, false) THEN 'cancelled'
+             WHEN coalesce(w.answered, 0) = 0 THEN 'failed'
+             WHEN d.status = 'failed' AND st.n > 0 THEN 'failed'
+             ELSE 'ok' END AS status_after
+    FROM decided d LEFT JOIN run_calls rc USING (run_id)
+    LEFT JOIN work w USING (variant, run_id) LEFT JOIN stage st USING (variant, run_id)
+    LEFT JOIN crossed cr USING (variant, run_id)
+    LEFT JOIN {{synth}} sy ON sy.task_class = d.task_class
+),
+costed AS (
+    SELECT *,
+        CASE WHEN NOT replayable THEN cost_usd
+             WHEN n_usable = 0 THEN all_cost
+             WHEN action = 'plan_failed' THEN spent1
+             WHEN action = 'reject' THEN spent
+             WHEN is_crossed THEN spent + coalesce(charged, 0)
+             WHEN answered_n = 0 THEN spent + worker_cost
+             ELSE spent + worker_cost + CASE WHEN stage_n > 0 THEN stage_cost
+                                              ELSE coalesce(synthesis_usd, 0) END
+        END AS base_cost,
+        CASE WHEN NOT replayable OR n_usable = 0 OR action = 'plan_failed' THEN 0
+             WHEN action = 'reject' THEN replan_part
+             WHEN is_crossed THEN replan_part + coalesce(cr_est, 0)
+             WHEN answered_n = 0 THEN replan_part + worker_est
+             ELSE replan_part + worker_est + CASE WHEN stage_n > 0 THEN stage_est
+                                                  ELSE coalesce(synthesis_usd, 0) END
+        END AS base_est,
+        CASE WHEN NOT replayable OR n_usable = 0 OR action = 'plan_failed' THEN false
+             WHEN action = 'reject' THEN replan_est
+             WHEN is_crossed THEN replan_est OR cr_est_any
+             WHEN answered_n = 0 THEN replan_est OR w_est_any
+             ELSE replan_est OR w_est_any OR coalesce(stage_n = 0 OR stage_est_any, true)
+        END AS base_est_any,
+        replayable AND n_usable > 0 AND status = 'ok' AND status_after <> 'ok' AS redo_due
+    FROM outcome
+),
+final AS (
+    SELECT *,
+        base_cost + CASE WHEN redo_due THEN coalesce(redo_est, 0) ELSE 0 END AS cf_cost,
+        CASE WHEN NOT replayable THEN coalesce(workers_dispatched, 0)
+             WHEN n_usable = 0 OR action IN ('reject', 'plan_failed') THEN 0
+             ELSE keep END AS dispatched_after
+    FROM costed
+)
+SELECT variant, run_id, task_class, started_at, limits, status AS status_before, status_after,
+    CASE WHEN NOT replayable THEN CASE WHEN breach IN ('cap', 'ceiling') THEN breach END
+         WHEN n_usable = 0 THEN NULL
+         WHEN action = 'reject' THEN
+             CASE WHEN cap_breach AND NOT replan_est THEN 'cap' ELSE 'ceiling' END
+         WHEN status_after = 'cancelled' THEN 'ceiling'
+         WHEN status_after = 'failed' THEN NULL
+         WHEN keep < n1 THEN 'cap' END AS breach_after,
+    CASE WHEN NOT replayable THEN workers_proposed
+         WHEN n_usable > 0 AND action <> 'plan_failed' THEN n_checked END AS proposed,
+    workers_dispatched AS dispatched_before, dispatched_after,
+    cost_usd AS cost_before_usd,
+    CASE WHEN NOT affected THEN cost_usd WHEN redo_due AND redo_est IS NULL THEN NULL
+         ELSE cf_cost END AS cost_after_usd,
+    CASE WHEN NOT affected THEN 0.0 WHEN redo_due AND redo_est IS NULL THEN NULL
+         ELSE cost_usd - cf_cost END AS saving_usd,
+    base_est + CASE WHEN redo_due THEN coalesce(redo_est, 0) ELSE 0 END AS estimated_usd,
+    CASE WHEN redo_due THEN redo_est ELSE 0.0 END AS redo_usd,
+    status_after IN ('rejected', 'cancelled') OR redo_due AS not_completed,
+    replayable, affected,
+    replayable AND n_usable > 0 AND action = 'dispatch' AND keep < n_checked AS _truncated,
+    base_est_any OR redo_due AS _estimated,
+    coalesce(status NOT IN ({_STATUSES}), true) OR negative
+        OR (replayable AND (weird OR (n_usable > 0 AND (
+            rf IS NULL OR rp IS NULL OR action = 'replan'
+            OR (ceiling IS NOT NULL AND estimate IS NOT NULL
+                AND abs(estimate - ceiling) <= 1e-9 * ceiling)
+            OR (replan_est AND ceiling IS NOT NULL AND abs(spent1 - ceiling) <= 1e-9 * ceiling)
+            OR near))))
+        OR abs(abs(cf_cost - cost_usd) - 1e-12) < 1e-13 AS py
+FROM (SELECT *, status_after IS DISTINCT FROM status
+        OR dispatched_after <> coalesce(workers_dispatched, 0)
+        OR abs(cf_cost - cost_usd) > 1e-12 AS affected FROM final)
+"""
+"""Every :data:`analytics.whatif.RUN_COLUMNS` of each run in scope, plus ``_truncated``,
+``_estimated`` and ``py`` (the run is left to the Python counterfactual), once per
+``variant`` (a set of overrides: one pass over the calls serves several what-ifs).
+Placeholders: ``{lim}`` (limits per variant and recorded limits), ``{workers}``,
+``{synth}`` (class estimates), ``{where}`` (conditions on ``runs r``) and ``{span_range}``
+(the chunk's trace-id range on ``spans sp``)."""
+
+
+def chunk_bounds(
+    con: duckdb.DuckDBPyConnection, scope_sql: str, params: dict[str, Any], runs: int
+) -> list[tuple[str | None, str | None]]:
+    """``[(low, high), ...]`` run-id ranges (low inclusive, high exclusive, None open)
+    splitting the ``runs`` runs of ``scope_sql`` (a query with a ``run_id`` column)
+    into chunks of about :data:`CHUNK_RUNS`."""
+    chunks = -(-runs // CHUNK_RUNS)
+    if chunks <= 1:
+        return [(None, None)]
+    qs = [i / chunks for i in range(1, chunks)]
+    rows = con.sql(f"SELECT quantile_disc(run_id, {qs}) FROM ({scope_sql})",
+                   params=params or None).fetchall()
+    cuts = sorted(set(rows[0][0])) if rows and rows[0][0] else []
+    edges: list[str | None] = [None, *cuts, None]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def sql_run_rows(
+    con: duckdb.DuckDBPyConnection,
+    names: dict[str, str],
+    conds: list[str],
+    params: dict[str, Any],
+    bounds: tuple[str | None, str | None],
+) -> pl.DataFrame:
+    """:data:`RUN_SQL` over the runs of ``conds`` (on ``runs r``) within the run-id range
+    ``bounds``; ``names`` maps ``lim``, ``workers``, ``synth`` to registered tables."""
+    conds = list(conds)
+    params = dict(params)
+    low, high = bounds
+    span_range = ""  # the same range on the spans' trace id: a plain filter, cheaper than
+    # the semi-join alone, and DuckDB skips row groups whose ids lie outside it
+    if low is not None:
+        conds.append("r.run_id >= $chunk_low")
+        span_range += " AND sp.trace_id >= $chunk_low"
+        params["chunk_low"] = low
+    if high is not None:
+        conds.append("r.run_id < $chunk_high")
+        span_range += " AND sp.trace_id < $chunk_high"
+        params["chunk_high"] = high
+    sql = RUN_SQL.replace("{where}", where(conds)).replace("{span_range}", span_range)
+    for key, name in names.items():
+        sql = sql.replace(f"{{{key}}}", name)
+    return con.sql(sql, params=params or None).pl()

@@ -1,0 +1,80 @@
+"""A store of N runs for the scale benchmarks, built once and cached.
+
+The runs are a real 500-run demo (``orchestrator.demo.run_demo``, seed 7, itself cached)
+copied ``N / 500`` times in SQL: ``INSERT ... SELECT`` over ``range(copies)``, each copy
+with new trace ids (the copy number in the id's first 8 hex digits) and times shifted by a
+minute per copy. No Python loop touches a span. The file lives under
+``~/.cache/cliffwatch-bench/`` keyed by :data:`STORE_VERSION` and the run count; bump the
+version when the schema or the demo changes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+STORE_VERSION = 1
+"""Part of every cached file's name: bump it to rebuild after a schema or demo change."""
+
+DEMO_RUNS = 500
+COPIES_PER_INSERT = 50
+"""Copies inserted per statement (bounds the memory of one insert)."""
+
+CACHE_DIR = Path.home() / ".cache" / "cliffwatch-bench"
+
+
+def _demo_store() -> Path:
+    from cliffwatch.orchestrator.demo import run_demo
+
+    path = CACHE_DIR / f"v{STORE_VERSION}-demo-{DEMO_RUNS}.duckdb"
+    if not path.exists():
+        building = path.with_suffix(".building")
+        building.unlink(missing_ok=True)
+        run_demo(building, runs=DEMO_RUNS, days=30, seed=7)
+        building.rename(path)
+    return path
+
+
+def _copy_sql(table: str, id_column: str, time_columns: tuple[str, ...],
+              ns_columns: tuple[str, ...]) -> str:
+    replaced = [f"printf('%08x', c) || substr({id_column}, 9) AS {id_column}"]
+    replaced += [f"{col} + to_seconds(c * 60) AS {col}" for col in time_columns]
+    replaced += [f"{col} + c * 60000000000 AS {col}" for col in ns_columns]
+    return (f"INSERT INTO {table} BY NAME SELECT d.* REPLACE ({', '.join(replaced)}) "
+            f"FROM demo.{table} AS d, range($low, $high) AS t(c)")
+
+
+def big_store(runs: int, say: bool = True) -> tuple[Path, float | None]:
+    """The cached store of about ``runs`` runs (a multiple of 500); build it if absent.
+
+    Returns:
+        ``(path, build_s)``: build_s None when the cached file was reused.
+    """
+    from cliffwatch.telemetry.store import open_store
+
+    copies = max(1, math.ceil(runs / DEMO_RUNS))
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    path = CACHE_DIR / f"v{STORE_VERSION}-runs-{copies * DEMO_RUNS}.duckdb"
+    if path.exists():
+        return path, None
+    t0 = time.perf_counter()
+    demo = _demo_store()
+    building = path.with_suffix(".building")
+    building.unlink(missing_ok=True)
+    spans = _copy_sql("spans", "trace_id", ("started_at", "ended_at"),
+                      ("start_time_unix_nano", "end_time_unix_nano"))
+    run_rows = _copy_sql("runs", "run_id", ("started_at", "ended_at"), ())
+    with open_store(building, read_only=False) as con:
+        con.execute(f"ATTACH '{demo}' AS demo (READ_ONLY)")
+        for low in range(0, copies, COPIES_PER_INSERT):
+            params = {"low": low, "high": min(copies, low + COPIES_PER_INSERT)}
+            con.execute(spans, params)
+            con.execute(run_rows, params)
+            if say:
+                print(f"  (building {path.name}: {params['high']}/{copies} copies, "
+                      f"{time.perf_counter() - t0:.0f} s)", flush=True)
+        con.execute("DETACH demo")
+        con.execute("CHECKPOINT")
+    building.rename(path)
+    return path, time.perf_counter() - t0

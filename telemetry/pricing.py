@@ -264,11 +264,56 @@ def litellm_usage(usage: TokenUsage) -> Any:
     )
 
 
+_USAGE_DEPENDENT_RATE_MARKERS = ("above", "tier", "peak", "provider_specific", "geo", "speed")
+"""Substrings of price-entry keys under which litellm's billed rates can depend on the call
+(prompt-size tiers, service tiers, off-peak hours, per-region or fast-mode multipliers).
+An entry with none of them bills every call at the same rates, given which token types
+it has (see :func:`_billed_rates`)."""
+
+_flat_entries: dict[int, tuple[Mapping[str, Any], bool]] = {}
+_flat_rates: dict[tuple[Any, ...], tuple[Mapping[str, Any], Any]] = {}
+
+
+def _is_flat(entry: Mapping[str, Any]) -> bool:
+    cached = _flat_entries.get(id(entry))
+    if cached is not None and cached[0] is entry:
+        return cached[1]
+    flat = not any(m in key for key in entry for m in _USAGE_DEPENDENT_RATE_MARKERS)
+    _flat_entries[id(entry)] = (entry, flat)
+    return flat
+
+
+def _billed_rates(
+    found: _Entry, provider: str | None, info: Any, lite_usage: Any, usage: TokenUsage
+) -> Any:
+    """litellm's ``get_billed_token_rates`` for the call, looked up once per model entry
+    and token-type mix when the entry's rates cannot depend on the call (:func:`_is_flat`);
+    the call's own lookup otherwise. Entries are the process-lifetime maps' own objects (the
+    override file is read once per path), so one held in the cache is never stale."""
+    from litellm.litellm_core_utils.llm_cost_calc.utils import get_billed_token_rates
+
+    if not _is_flat(found.entry):
+        return get_billed_token_rates(
+            model=found.key, custom_llm_provider=provider, usage=lite_usage, model_info=info
+        )
+    key = (
+        id(found.entry), found.key, provider,
+        bool(usage.cache_read_tokens), bool(usage.cache_creation_tokens),
+        bool(usage.reasoning_tokens),
+    )
+    cached = _flat_rates.get(key)
+    if cached is not None and cached[0] is found.entry:
+        return cached[1]
+    rates = get_billed_token_rates(
+        model=found.key, custom_llm_provider=provider, usage=lite_usage, model_info=info
+    )
+    _flat_rates[key] = (found.entry, rates)
+    return rates
+
+
 def _litellm_cost(found: _Entry, usage: TokenUsage) -> tuple[float, Price]:
     """(cost USD, billed rates) of ``usage`` on the model of ``found``, both from litellm."""
     litellm = import_litellm()
-    from litellm.litellm_core_utils.llm_cost_calc.utils import get_billed_token_rates
-
     provider = found.entry.get("litellm_provider")
     provider = provider if isinstance(provider, str) and provider else None
     info: Any = dict(found.entry) if found.override else None  # a litellm ModelInfo
@@ -279,9 +324,7 @@ def _litellm_cost(found: _Entry, usage: TokenUsage) -> tuple[float, Price]:
         usage_object=lite_usage,
         requested_model_info_override=info,
     )
-    rates = get_billed_token_rates(
-        model=found.key, custom_llm_provider=provider, usage=lite_usage, model_info=info
-    )
+    rates = _billed_rates(found, provider, info, lite_usage, usage)
     if rates is None:  # litellm priced it but cannot say at which rates: the list rates
         listed = price_for(found.key) if not found.override else None
         price = listed or Price(

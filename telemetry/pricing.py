@@ -268,50 +268,71 @@ _USAGE_DEPENDENT_RATE_MARKERS = ("above", "tier", "peak", "provider_specific", "
 """Substrings of price-entry keys under which litellm's billed rates can depend on the call
 (prompt-size tiers, service tiers, off-peak hours, per-region or fast-mode multipliers).
 An entry with none of them bills every call at the same rates, given which token types
-it has (see :func:`_billed_rates`)."""
+it has (checked against the per-call lookup over every such entry of litellm's map)."""
 
-_flat_entries: dict[int, tuple[Mapping[str, Any], bool]] = {}
-_flat_rates: dict[tuple[Any, ...], tuple[Mapping[str, Any], Any]] = {}
+
+class PriceMemo:
+    """Price look-ups shared by the calls of one batch (one OTLP request, say).
+
+    Within a batch each model's price entry is found once, and litellm's billed rates are
+    looked up once per entry and token-type mix when the entry has no usage-dependent keys
+    (:data:`_USAGE_DEPENDENT_RATE_MARKERS`). The cost itself is litellm's for every call (it
+    depends on the tokens). Keep one per batch, not per process: litellm's map can change
+    while a process runs (``register_model``), and a batch is short. Not thread-safe: one
+    batch, one thread.
+    """
+
+    __slots__ = ("entries", "rates")
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, Path | None], _Entry | None] = {}
+        self.rates: dict[tuple[Any, ...], Any] = {}
+
+    def find_entry(self, model: str, overrides_path: Path | None) -> _Entry | None:
+        """:func:`_find_entry`, once per model and override file in this batch."""
+        key = (model, overrides_path)
+        if key not in self.entries:
+            self.entries[key] = _find_entry(model, overrides_path)
+        return self.entries[key]
 
 
 def _is_flat(entry: Mapping[str, Any]) -> bool:
-    cached = _flat_entries.get(id(entry))
-    if cached is not None and cached[0] is entry:
-        return cached[1]
-    flat = not any(m in key for key in entry for m in _USAGE_DEPENDENT_RATE_MARKERS)
-    _flat_entries[id(entry)] = (entry, flat)
-    return flat
+    return not any(m in key for key in entry for m in _USAGE_DEPENDENT_RATE_MARKERS)
 
 
 def _billed_rates(
-    found: _Entry, provider: str | None, info: Any, lite_usage: Any, usage: TokenUsage
+    found: _Entry,
+    provider: str | None,
+    info: Any,
+    lite_usage: Any,
+    usage: TokenUsage,
+    memo: PriceMemo | None,
 ) -> Any:
-    """litellm's ``get_billed_token_rates`` for the call, looked up once per model entry
-    and token-type mix when the entry's rates cannot depend on the call (:func:`_is_flat`);
-    the call's own lookup otherwise. Entries are the process-lifetime maps' own objects (the
-    override file is read once per path), so one held in the cache is never stale."""
+    """litellm's ``get_billed_token_rates`` for the call; through ``memo`` once per entry
+    and token-type mix when the entry's rates cannot depend on the call."""
     from litellm.litellm_core_utils.llm_cost_calc.utils import get_billed_token_rates
 
-    if not _is_flat(found.entry):
-        return get_billed_token_rates(
-            model=found.key, custom_llm_provider=provider, usage=lite_usage, model_info=info
+    key: tuple[Any, ...] | None = None
+    if memo is not None:
+        key = (
+            found.key, found.override, provider,
+            bool(usage.cache_read_tokens), bool(usage.cache_creation_tokens),
+            bool(usage.reasoning_tokens),
         )
-    key = (
-        id(found.entry), found.key, provider,
-        bool(usage.cache_read_tokens), bool(usage.cache_creation_tokens),
-        bool(usage.reasoning_tokens),
-    )
-    cached = _flat_rates.get(key)
-    if cached is not None and cached[0] is found.entry:
-        return cached[1]
+        cached = memo.rates.get(key)
+        if cached is not None and cached[0] is found.entry:
+            return cached[1]
     rates = get_billed_token_rates(
         model=found.key, custom_llm_provider=provider, usage=lite_usage, model_info=info
     )
-    _flat_rates[key] = (found.entry, rates)
+    if key is not None and memo is not None and _is_flat(found.entry):
+        memo.rates[key] = (found.entry, rates)
     return rates
 
 
-def _litellm_cost(found: _Entry, usage: TokenUsage) -> tuple[float, Price]:
+def _litellm_cost(
+    found: _Entry, usage: TokenUsage, memo: PriceMemo | None = None
+) -> tuple[float, Price]:
     """(cost USD, billed rates) of ``usage`` on the model of ``found``, both from litellm."""
     litellm = import_litellm()
     provider = found.entry.get("litellm_provider")
@@ -324,7 +345,7 @@ def _litellm_cost(found: _Entry, usage: TokenUsage) -> tuple[float, Price]:
         usage_object=lite_usage,
         requested_model_info_override=info,
     )
-    rates = _billed_rates(found, provider, info, lite_usage, usage)
+    rates = _billed_rates(found, provider, info, lite_usage, usage, memo)
     if rates is None:  # litellm priced it but cannot say at which rates: the list rates
         listed = price_for(found.key) if not found.override else None
         price = listed or Price(
@@ -351,6 +372,7 @@ def price_call(
     reported_usd: float | None = None,
     cache_detail_known: bool | None = None,
     overrides_path: Path | None = None,
+    memo: PriceMemo | None = None,
 ) -> CallCost:
     """Cost of one LLM call: the reported cost if any, litellm's cost of its tokens beside it.
 
@@ -363,6 +385,8 @@ def price_call(
         cache_detail_known: whether the producer would have reported a cache split had
             there been one; None means "when it reported any" (``usage.has_cache_detail``).
         overrides_path: a price override file; default from the settings.
+        memo: look-ups shared with the other calls of a batch (:class:`PriceMemo`);
+            None looks everything up for this call alone. Same result either way.
 
     Returns:
         A :class:`CallCost`. Source ``provider`` when ``reported_usd`` is given, else
@@ -375,7 +399,11 @@ def price_call(
     candidates = [models] if isinstance(models, str) or models is None else list(models)
     found = None
     for model in dict.fromkeys(m for m in candidates if m):
-        found = _find_entry(model, overrides_path)
+        found = (
+            _find_entry(model, overrides_path)
+            if memo is None
+            else memo.find_entry(model, overrides_path)
+        )
         if found is not None:
             break
     computed: float | None = None
@@ -383,7 +411,7 @@ def price_call(
     has_tokens = usage.input_tokens is not None or usage.output_tokens is not None
     if found is not None and has_tokens:
         try:
-            computed, price = _litellm_cost(found, usage)
+            computed, price = _litellm_cost(found, usage, memo)
         except Exception as exc:  # litellm raises bare Exceptions for what it cannot price
             logger.warning("cliffwatch: litellm could not price %s: %s", found.key, exc)
             computed, price = None, None

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -264,11 +265,15 @@ def litellm_usage(usage: TokenUsage) -> Any:
     )
 
 
-_USAGE_DEPENDENT_RATE_MARKERS = ("above", "tier", "peak", "provider_specific", "geo", "speed")
-"""Substrings of price-entry keys under which litellm's billed rates can depend on the call
-(prompt-size tiers, service tiers, off-peak hours, per-region or fast-mode multipliers).
-An entry with none of them bills every call at the same rates, given which token types
-it has (checked against the per-call lookup over every such entry of litellm's map)."""
+_USAGE_DEPENDENT_RATE_KEY = re.compile(
+    r"_above_[\d.]+k?_tokens|tier|peak|provider_specific|geo|speed"
+)
+"""Price-entry keys under which litellm's billed rates can depend on the call (prompt-size
+tiers, service tiers, off-peak hours, per-region or fast-mode multipliers). An entry with
+none of them bills every call at the same rates, given which token types it has (checked
+against the per-call lookup over every such entry of litellm's map, 13k model x usage
+pairs). A cache write's TTL (``..._above_1hr``) is not one: cliffwatch never sends a
+TTL split."""
 
 
 class PriceMemo:
@@ -276,7 +281,7 @@ class PriceMemo:
 
     Within a batch each model's price entry is found once, and litellm's billed rates are
     looked up once per entry and token-type mix when the entry has no usage-dependent keys
-    (:data:`_USAGE_DEPENDENT_RATE_MARKERS`). The cost itself is litellm's for every call (it
+    (:data:`_USAGE_DEPENDENT_RATE_KEY`). The cost itself is litellm's for every call (it
     depends on the tokens). Keep one per batch, not per process: litellm's map can change
     while a process runs (``register_model``), and a batch is short. Not thread-safe: one
     batch, one thread.
@@ -297,7 +302,7 @@ class PriceMemo:
 
 
 def _is_flat(entry: Mapping[str, Any]) -> bool:
-    return not any(m in key for key in entry for m in _USAGE_DEPENDENT_RATE_MARKERS)
+    return not any(_USAGE_DEPENDENT_RATE_KEY.search(key) for key in entry)
 
 
 def _billed_rates(

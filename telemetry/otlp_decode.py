@@ -232,7 +232,20 @@ def _pb_value(value: Any, depth: int = 0) -> Any:
 
 
 def _pb_attributes(key_values: Iterable[Any], depth: int = 0) -> dict[str, Any]:
-    return {kv.key: _pb_value(kv.value, depth) for kv in key_values}
+    # One pass; the scalar kinds nearly every attribute is are read inline (the same
+    # values _pb_value gives), the rest through it.
+    out: dict[str, Any] = {}
+    for kv in key_values:
+        value = kv.value
+        which = value.WhichOneof("value")
+        if which == "string_value":
+            text = value.string_value
+            out[kv.key] = text if len(text) <= MAX_ATTRIBUTE_VALUE_CHARS else truncated_text(text)
+        elif which == "int_value":
+            out[kv.key] = value.int_value
+        else:
+            out[kv.key] = _pb_value(value, depth)
+    return out
 
 
 def decode_protobuf(body: bytes) -> DecodedRequest:

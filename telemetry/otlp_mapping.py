@@ -61,7 +61,7 @@ from cliffwatch.telemetry.call_usage import (
 )
 from cliffwatch.telemetry.conventions import LLM_CALL_ROLES, CostSource, Role
 from cliffwatch.telemetry.otlp_decode import OtlpSpan, SpanRejection
-from cliffwatch.telemetry.pricing import CallCost, Price, price_call
+from cliffwatch.telemetry.pricing import CallCost, Price, PriceMemo, price_call
 from cliffwatch.telemetry.records import SpanRecord
 from cliffwatch.telemetry.usage_bounds import bound_usage
 
@@ -290,12 +290,22 @@ def task_class_of(span: OtlpSpan, attribute_names: Sequence[str]) -> str | None:
     return None
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+"""The store's JSON text form (one encoder, not one per value as ``json.dumps`` with
+options builds; it keeps no state between calls)."""
+
+
 def _json_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _JSON.encode(value)
 
 
 def _attributes_json(span: OtlpSpan) -> str:
-    attrs = dict(span.attributes)
+    attrs = span.attributes
+    if type(attrs) is dict and not (span.scope_name and "otel.scope.name" not in attrs) and not (
+        span.scope_version and "otel.scope.version" not in attrs
+    ):
+        return _json_text(attrs)
+    attrs = dict(attrs)
     # otel.scope.* are the OTel names for the scope outside OTLP (as exporters to Zipkin use);
     # kept so the producer of an ingested span can be told later.
     if span.scope_name:
@@ -350,6 +360,7 @@ def _cost(
     models: Sequence[str | None],
     usage: CallUsage,
     overrides_path: Path | None,
+    price_memo: PriceMemo | None = None,
 ) -> CallCost:
     """A call's cost (see the module docstring): litellm's through
     :func:`telemetry.pricing.price_call`, a reported cost winning with the computed one
@@ -362,6 +373,7 @@ def _cost(
         reported_usd=reported_cost_usd(attrs),
         cache_detail_known=usage.cache_detail_known,
         overrides_path=overrides_path,
+        memo=price_memo,
     )
 
 
@@ -369,6 +381,9 @@ def map_span(
     span: OtlpSpan,
     config: MappingConfig = MappingConfig(),  # noqa: B008 (frozen, immutable default)
     ancestors: Sequence[OtlpSpan] = (),
+    *,
+    price_memo: PriceMemo | None = None,
+    resource_json: str | None = None,
 ) -> SpanRecord:
     """Map one OTLP span to the store's record.
 
@@ -377,6 +392,10 @@ def map_span(
         config: the task class rule, the source label and the price overrides.
         ancestors: the span's ancestors known to the caller, nearest first; only used to
             tell a call's role (see :func:`call_role`), so partial or empty is fine.
+        price_memo: price look-ups shared with the rest of a batch
+            (:class:`telemetry.pricing.PriceMemo`); the same result without.
+        resource_json: the JSON text of ``span.resource_attributes`` when the caller has
+            it (shared by a batch's spans of one resource); computed when None.
 
     Returns:
         The record; ``cost_usd`` and ``cost_source`` are None unless it is an LLM call.
@@ -403,7 +422,9 @@ def map_span(
 
     cost: CallCost | None = None
     if is_llm_call:
-        cost = _cost(attrs, (response_model, request_model), usage, config.overrides_path)
+        cost = _cost(
+            attrs, (response_model, request_model), usage, config.overrides_path, price_memo
+        )
         role = own_role or call_role(span, ancestors)
     elif own_role is not None:
         role = own_role
@@ -436,8 +457,11 @@ def map_span(
         service_name=_text(span.resource_attributes.get("service.name")),
         source=config.source,
         attributes=_attributes_json(span),
-        resource_attributes=_json_text(dict(span.resource_attributes)),
-        events=_json_text(list(span.events)),
+        resource_attributes=(
+            _json_text(dict(span.resource_attributes)) if resource_json is None
+            else resource_json
+        ),
+        events=_json_text(list(span.events)) if span.events else "[]",
         input_tokens_reported=usage.input_tokens_reported,
         cache_read_tokens=tokens.cache_read_tokens,
         cache_creation_tokens=tokens.cache_creation_tokens,
@@ -475,7 +499,13 @@ def map_spans(
         by_key.setdefault((span.trace_id, span.span_id), span)
     records: list[SpanRecord] = []
     rejections: list[SpanRejection] = []
+    price_memo = PriceMemo()
+    resource_texts: dict[int, tuple[Mapping[str, Any], str]] = {}  # decode shares a resource
     for span in by_key.values():
+        resource = span.resource_attributes
+        known = resource_texts.get(id(resource))
+        if known is None or known[0] is not resource:
+            known = resource_texts[id(resource)] = (resource, _json_text(dict(resource)))
         ancestors: list[OtlpSpan] = []
         parent_id = span.parent_span_id
         while parent_id is not None and len(ancestors) < MAX_ANCESTRY:
@@ -485,7 +515,9 @@ def map_spans(
             ancestors.append(parent)
             parent_id = parent.parent_span_id
         try:
-            records.append(map_span(span, config, ancestors))
+            records.append(map_span(
+                span, config, ancestors, price_memo=price_memo, resource_json=known[1]
+            ))
         except SettingError:
             raise
         except Exception as exc:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -264,11 +265,81 @@ def litellm_usage(usage: TokenUsage) -> Any:
     )
 
 
-def _litellm_cost(found: _Entry, usage: TokenUsage) -> tuple[float, Price]:
-    """(cost USD, billed rates) of ``usage`` on the model of ``found``, both from litellm."""
-    litellm = import_litellm()
+_USAGE_DEPENDENT_RATE_KEY = re.compile(
+    r"_above_[\d.]+k?_tokens|tier|peak|provider_specific|geo|speed"
+)
+"""Price-entry keys under which litellm's billed rates can depend on the call (prompt-size
+tiers, service tiers, off-peak hours, per-region or fast-mode multipliers). An entry with
+none of them bills every call at the same rates, given which token types it has (checked
+against the per-call lookup over every such entry of litellm's map, 13k model x usage
+pairs). A cache write's TTL (``..._above_1hr``) is not one: cliffwatch never sends a
+TTL split."""
+
+
+class PriceMemo:
+    """Price look-ups shared by the calls of one batch (one OTLP request, say).
+
+    Within a batch each model's price entry is found once, and litellm's billed rates are
+    looked up once per entry and token-type mix when the entry has no usage-dependent keys
+    (:data:`_USAGE_DEPENDENT_RATE_KEY`). The cost itself is litellm's for every call (it
+    depends on the tokens). Keep one per batch, not per process: litellm's map can change
+    while a process runs (``register_model``), and a batch is short. Not thread-safe: one
+    batch, one thread.
+    """
+
+    __slots__ = ("entries", "rates")
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, Path | None], _Entry | None] = {}
+        self.rates: dict[tuple[Any, ...], Any] = {}
+
+    def find_entry(self, model: str, overrides_path: Path | None) -> _Entry | None:
+        """:func:`_find_entry`, once per model and override file in this batch."""
+        key = (model, overrides_path)
+        if key not in self.entries:
+            self.entries[key] = _find_entry(model, overrides_path)
+        return self.entries[key]
+
+
+def _is_flat(entry: Mapping[str, Any]) -> bool:
+    return not any(_USAGE_DEPENDENT_RATE_KEY.search(key) for key in entry)
+
+
+def _billed_rates(
+    found: _Entry,
+    provider: str | None,
+    info: Any,
+    lite_usage: Any,
+    usage: TokenUsage,
+    memo: PriceMemo | None,
+) -> Any:
+    """litellm's ``get_billed_token_rates`` for the call; through ``memo`` once per entry
+    and token-type mix when the entry's rates cannot depend on the call."""
     from litellm.litellm_core_utils.llm_cost_calc.utils import get_billed_token_rates
 
+    key: tuple[Any, ...] | None = None
+    if memo is not None:
+        key = (
+            found.key, found.override, provider,
+            bool(usage.cache_read_tokens), bool(usage.cache_creation_tokens),
+            bool(usage.reasoning_tokens),
+        )
+        cached = memo.rates.get(key)
+        if cached is not None and cached[0] is found.entry:
+            return cached[1]
+    rates = get_billed_token_rates(
+        model=found.key, custom_llm_provider=provider, usage=lite_usage, model_info=info
+    )
+    if key is not None and memo is not None and _is_flat(found.entry):
+        memo.rates[key] = (found.entry, rates)
+    return rates
+
+
+def _litellm_cost(
+    found: _Entry, usage: TokenUsage, memo: PriceMemo | None = None
+) -> tuple[float, Price]:
+    """(cost USD, billed rates) of ``usage`` on the model of ``found``, both from litellm."""
+    litellm = import_litellm()
     provider = found.entry.get("litellm_provider")
     provider = provider if isinstance(provider, str) and provider else None
     info: Any = dict(found.entry) if found.override else None  # a litellm ModelInfo
@@ -279,9 +350,7 @@ def _litellm_cost(found: _Entry, usage: TokenUsage) -> tuple[float, Price]:
         usage_object=lite_usage,
         requested_model_info_override=info,
     )
-    rates = get_billed_token_rates(
-        model=found.key, custom_llm_provider=provider, usage=lite_usage, model_info=info
-    )
+    rates = _billed_rates(found, provider, info, lite_usage, usage, memo)
     if rates is None:  # litellm priced it but cannot say at which rates: the list rates
         listed = price_for(found.key) if not found.override else None
         price = listed or Price(
@@ -308,6 +377,7 @@ def price_call(
     reported_usd: float | None = None,
     cache_detail_known: bool | None = None,
     overrides_path: Path | None = None,
+    memo: PriceMemo | None = None,
 ) -> CallCost:
     """Cost of one LLM call: the reported cost if any, litellm's cost of its tokens beside it.
 
@@ -320,6 +390,8 @@ def price_call(
         cache_detail_known: whether the producer would have reported a cache split had
             there been one; None means "when it reported any" (``usage.has_cache_detail``).
         overrides_path: a price override file; default from the settings.
+        memo: look-ups shared with the other calls of a batch (:class:`PriceMemo`);
+            None looks everything up for this call alone. Same result either way.
 
     Returns:
         A :class:`CallCost`. Source ``provider`` when ``reported_usd`` is given, else
@@ -332,7 +404,11 @@ def price_call(
     candidates = [models] if isinstance(models, str) or models is None else list(models)
     found = None
     for model in dict.fromkeys(m for m in candidates if m):
-        found = _find_entry(model, overrides_path)
+        found = (
+            _find_entry(model, overrides_path)
+            if memo is None
+            else memo.find_entry(model, overrides_path)
+        )
         if found is not None:
             break
     computed: float | None = None
@@ -340,7 +416,7 @@ def price_call(
     has_tokens = usage.input_tokens is not None or usage.output_tokens is not None
     if found is not None and has_tokens:
         try:
-            computed, price = _litellm_cost(found, usage)
+            computed, price = _litellm_cost(found, usage, memo)
         except Exception as exc:  # litellm raises bare Exceptions for what it cannot price
             logger.warning("cliffwatch: litellm could not price %s: %s", found.key, exc)
             computed, price = None, None

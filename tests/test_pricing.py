@@ -10,6 +10,7 @@ import pytest
 from cliffwatch import settings
 from cliffwatch.telemetry.conventions import CostSource
 from cliffwatch.telemetry.pricing import (
+    PriceMemo,
     TokenUsage,
     cost_of,
     import_litellm,
@@ -188,3 +189,33 @@ def test_override_cache_prices_are_used(tmp_path: Path) -> None:
     }}))
     got = price_call("acme-cache", TokenUsage(1000, 10, 800), overrides_path=path)
     assert got.cost_usd == pytest.approx(200e-6 + 800e-7 + 20e-6, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("model", "rates_memoised"),
+    [
+        ("gpt-4o-mini", True),
+        ("claude-sonnet-4-5", True),
+        ("o3", True),
+        ("gemini/gemini-2.5-pro", False),  # tiered above 200k: rates looked up per call
+        ("acme-unknown", False),
+    ],
+)
+def test_a_batch_memo_gives_each_call_the_same_cost_and_rates_as_pricing_it_alone(
+    model: str, rates_memoised: bool
+) -> None:
+    # One memo across calls whose prompts straddle the 200k tier and whose token mixes
+    # differ: a rate looked up for one call must never be reused where litellm bills
+    # another rate.
+    usages = [
+        TokenUsage(1_000, 50),
+        TokenUsage(250_000, 50),
+        TokenUsage(1_000, 50, 600),
+        TokenUsage(250_000, 40, 100_000, 2_000),
+        TokenUsage(1_000, 900, None, None, 300),
+        TokenUsage(1_000, 50),
+    ]
+    memo = PriceMemo()
+    for usage in usages:
+        assert price_call(model, usage, memo=memo) == price_call(model, usage)
+    assert bool(memo.rates) is rates_memoised

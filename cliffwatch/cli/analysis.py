@@ -63,12 +63,13 @@ def _print_replay(rp: Replay, live: pl.DataFrame | None, live_id: str | None) ->
     render(rp.timeline, OutputFormat.TABLE, title="Timeline as recorded", table_columns=(
         "step", "offset_ms", "duration_ms", "kind", "name", "model", "input_tokens",
         "output_tokens", "cost_usd", "status", "detail"),
-        narrow_drop=("offset_ms", "name", "input_tokens"))
+        narrow_drop=("step", "offset_ms", "name", "input_tokens", "detail"))
     beside = rp.plan_beside_counterfactual()
     columns = ("index", "title", "difficulty", "model", "outcome", "attempts", "cost_usd")
     if beside is not None:
         render(beside, OutputFormat.TABLE, title="Plan: as recorded, and counterfactual (cf)",
-               table_columns=(*columns, "cf_outcome", "cf_cost_usd", "cf_basis"))
+               table_columns=(*columns, "cf_outcome", "cf_cost_usd", "cf_basis"),
+               narrow_drop=("difficulty", "model", "attempts"))
     else:
         render(rp.subtasks, OutputFormat.TABLE, title="Plan as recorded (the dispatched plan)",
                table_columns=columns, empty="no usable plan recorded")

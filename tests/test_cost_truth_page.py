@@ -15,6 +15,7 @@ import pytest
 from cache_store import build_cache_store, truth
 from streamlit.testing.v1 import AppTest
 from test_dashboard_apptest import _open as open_page
+from test_dashboard_pages import assert_human_tables
 from test_dashboard_safety import HTML, IMAGE, LIVE_MARKUP, _markdown_texts
 from waits import scaled
 
@@ -84,6 +85,7 @@ def test_page_shows_what_audit_computes(store: Path, monkeypatch: pytest.MonkeyP
     assert want["duplicates dropped"]["calls"] == 1
     assert want["spend unpriced"]["calls"] == 1
     _shown_figures_equal_audit(app, want)
+    assert_human_tables(app)  # audit, problem calls and cache tables
     assert ("Spend is an upper bound: 1 call on caching models reported no cache detail"
             in _plain(app.warning))
     charts = [c for c in app.get("plotly_chart")]
@@ -149,7 +151,8 @@ def test_page_shows_a_markup_class_and_model_as_text(
     app = _open(db, monkeypatch, task_class=IMAGE)
     texts = _markdown_texts(app)
     assert not [t for t in texts if LIVE_MARKUP.search(t)], texts
-    assert r"\!\[x\]\(http\:" in "\n".join(texts)  # the class, shown escaped in the caption
+    # the class, shown escaped in the caption (a word joiner after "http": no autolink)
+    assert "\\!\\[x\\]\\(http\u2060\\:" in "\n".join(texts)
     models = [d.value for d in app.dataframe if "model" in d.value.columns]
     assert {HTML, IMAGE} <= set(models[0]["model"])  # a grid cell: text, never markup
 

@@ -183,13 +183,14 @@ def whatif(
             return_dtype=pl.String,
         ).alias(label)
 
+    # The headline columns first: a table too wide for the terminal hides from the right.
     shown = what.by_class.select(
         "task_class", "runs", pl.col("runs_affected").alias("affected"),
+        arrow("p95", "P95 $"), "saving_usd", pl.col("annual_saving_usd").alias("a year $"),
+        "saving_pct", arrow("spend", "spend $"), arrow("p50", "P50 $"), arrow("p99", "P99 $"),
         pl.col("runs_rejected").alias("rejected"), pl.col("runs_truncated").alias("truncated"),
         pl.col("runs_cancelled").alias("cancelled"),
-        pl.col("tasks_not_completed").alias("not completed"), arrow("spend", "spend $"),
-        arrow("p50", "P50 $"), arrow("p95", "P95 $"), arrow("p99", "P99 $"), "saving_usd",
-        "saving_pct", pl.col("annual_saving_usd").alias("a year $"),
+        pl.col("tasks_not_completed").alias("not completed"),
     )
     render(shown, fmt, title=f"What-if: {what.describe()}", empty="no runs in this window",
            narrow_drop=("rejected", "truncated", "cancelled", "not completed", "spend $",

@@ -117,6 +117,7 @@ TABLE_HEADERS: dict[str, str] = {
     "p95_usd": "P95 $",
     "p99_usd": "P99 $",
     "cliff_ratio": "P99/P50",
+    "saving_pct": "saving %",
     "unpriced_calls": "unpriced",
     "offset_ms": "at ms",
     "duration_ms": "dur ms",

@@ -118,6 +118,7 @@ TABLE_HEADERS: dict[str, str] = {
     "p99_usd": "P99 $",
     "cliff_ratio": "P99/P50",
     "saving_pct": "saving %",
+    "index": "#",
     "unpriced_calls": "unpriced",
     "offset_ms": "at ms",
     "duration_ms": "dur ms",

@@ -161,6 +161,7 @@ def test_overview_per_run_measures_match_numpy(store: StoreFixture, monkeypatch)
     # Every fixture run's root lasts a whole number of seconds: 1.0 s to 3.0 s.
     latency = np.percentile([r["duration_ms"] for r in raw], 99)
     assert table.loc[("All selected classes", "Latency"), "P99"] == f"{latency / 1000:,.1f} s"
+    assert_human_tables(app)
 
 
 def test_compare_page_deep_link_matches_numpy(store: StoreFixture, monkeypatch) -> None:

@@ -9,7 +9,7 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics.run_measures import MEASURES, QUANTILES
-from cliffwatch.dashboard import cells, downloads, queries, ui
+from cliffwatch.dashboard import cells, downloads, queries, tables, ui
 from cliffwatch.dashboard.filters import Filters
 from cliffwatch.dashboard.runs_queries import load_run_measures
 
@@ -48,7 +48,7 @@ def render(selected: Filters) -> None:
     if stats.is_empty():
         return
     st.subheader("Per run: cost, latency, tokens and LLM calls")
-    st.dataframe(measure_rows(stats), hide_index=True, key="run_measures")
+    tables.show(measure_rows(stats), key="run_measures")
     downloads.csv_button(stats, "run_measures")
     st.caption(
         "Percentiles over every run of the selection (linear interpolation, as numpy's "

@@ -15,6 +15,7 @@ import pytest
 from cache_store import build_cache_store, truth
 from streamlit.testing.v1 import AppTest
 from test_dashboard_apptest import _open as open_page
+from test_dashboard_pages import assert_human_tables
 from test_dashboard_safety import HTML, IMAGE, LIVE_MARKUP, _markdown_texts
 from waits import scaled
 
@@ -85,6 +86,7 @@ def test_page_shows_what_audit_computes(store: Path, monkeypatch: pytest.MonkeyP
     assert want["duplicates dropped"]["calls"] == 1
     assert want["spend unpriced"]["calls"] == 1
     _shown_figures_equal_audit(app, want)
+    assert_human_tables(app)  # audit, problem calls and cache tables
     assert ("Spend is an upper bound: 1 call on caching models reported no cache detail"
             in _plain(app.warning))
     charts = [c for c in app.get("plotly_chart")]

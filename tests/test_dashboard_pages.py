@@ -8,6 +8,7 @@ rows (Python sorting and filtering, numpy.percentile), formatted by the one mone
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 from pathlib import Path
@@ -64,6 +65,18 @@ def _no_none(frame) -> None:
     assert not [c for c in shown if c in ("None", "nan", "NaN", "<NA>", "null")]
 
 
+def assert_human_tables(app: AppTest) -> None:
+    """Every table of the page went through ``dashboard.tables.show``: human headings
+    (no ``snake_case``), missing cells as "-" (never a literal None)."""
+    assert app.dataframe
+    for table in app.dataframe:
+        config = json.loads(table.proto.columns)
+        for column in list(table.proto.column_order) or list(table.value.columns):
+            heading = config[column]["label"]
+            assert "_" not in heading and heading[:1] == heading[:1].upper(), (column, heading)
+        assert table.proto.placeholder == "-"
+
+
 def test_runs_page_pages_every_run_newest_first(store: StoreFixture, monkeypatch) -> None:
     raw = sorted(_raw_runs(store.path), key=lambda r: (r["started_at"], r["run_id"]),
                  reverse=True)
@@ -78,6 +91,7 @@ def test_runs_page_pages_every_run_newest_first(store: StoreFixture, monkeypatch
     assert "Runs 26 to 50 of 67 · page 2 of 3" in _texts(app.caption)
     _no_none(table[["started", "task_class", "status", "breach", "cost", "duration", "calls",
                     "tokens", "workers", "cap"]])
+    assert_human_tables(app)
 
 
 def test_runs_page_filters_and_sorts_from_a_link(store: StoreFixture, monkeypatch) -> None:
@@ -147,6 +161,7 @@ def test_overview_per_run_measures_match_numpy(store: StoreFixture, monkeypatch)
     # Every fixture run's root lasts a whole number of seconds: 1.0 s to 3.0 s.
     latency = np.percentile([r["duration_ms"] for r in raw], 99)
     assert table.loc[("All selected classes", "Latency"), "P99"] == f"{latency / 1000:,.1f} s"
+    assert_human_tables(app)
 
 
 def test_compare_page_deep_link_matches_numpy(store: StoreFixture, monkeypatch) -> None:
@@ -175,6 +190,7 @@ def test_compare_page_deep_link_matches_numpy(store: StoreFixture, monkeypatch) 
     assert metrics["P99 per run"] == usd(float(a99))
     assert set(table["Task class"]) == {"research", "All selected classes"}
     _no_none(table)
+    assert_human_tables(app)
 
 
 def test_compare_page_names_the_bad_window(store: StoreFixture, monkeypatch) -> None:
@@ -209,6 +225,7 @@ def test_alerts_page_shows_rules_and_a_failed_delivery(tmp_path: Path, monkeypat
     assert (row["kind"], row["attempts"], row["status"]) == ("cap_breach", "1", "Failed (gave up)")
     assert "refused" in row["last_error"].lower() or "connect" in row["last_error"].lower()
     assert row["delivered_at"] == "-" and row["next_attempt_at"] == "-"
+    assert_human_tables(app)
     app.selectbox(key="delivery").set_value("delivered").run()
     assert "No delivery is delivered" in _texts(app.info)
     for status, rows in (("failed", 1), ("no webhook", 0)):  # deep links

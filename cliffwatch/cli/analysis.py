@@ -63,12 +63,13 @@ def _print_replay(rp: Replay, live: pl.DataFrame | None, live_id: str | None) ->
     render(rp.timeline, OutputFormat.TABLE, title="Timeline as recorded", table_columns=(
         "step", "offset_ms", "duration_ms", "kind", "name", "model", "input_tokens",
         "output_tokens", "cost_usd", "status", "detail"),
-        narrow_drop=("offset_ms", "name", "input_tokens"))
+        narrow_drop=("step", "offset_ms", "name", "input_tokens", "detail"))
     beside = rp.plan_beside_counterfactual()
     columns = ("index", "title", "difficulty", "model", "outcome", "attempts", "cost_usd")
     if beside is not None:
         render(beside, OutputFormat.TABLE, title="Plan: as recorded, and counterfactual (cf)",
-               table_columns=(*columns, "cf_outcome", "cf_cost_usd", "cf_basis"))
+               table_columns=(*columns, "cf_outcome", "cf_cost_usd", "cf_basis"),
+               narrow_drop=("difficulty", "model", "attempts"))
     else:
         render(rp.subtasks, OutputFormat.TABLE, title="Plan as recorded (the dispatched plan)",
                table_columns=columns, empty="no usable plan recorded")
@@ -182,13 +183,14 @@ def whatif(
             return_dtype=pl.String,
         ).alias(label)
 
+    # The headline columns first: a table too wide for the terminal hides from the right.
     shown = what.by_class.select(
         "task_class", "runs", pl.col("runs_affected").alias("affected"),
+        arrow("p95", "P95 $"), "saving_usd", pl.col("annual_saving_usd").alias("a year $"),
+        "saving_pct", arrow("spend", "spend $"), arrow("p50", "P50 $"), arrow("p99", "P99 $"),
         pl.col("runs_rejected").alias("rejected"), pl.col("runs_truncated").alias("truncated"),
         pl.col("runs_cancelled").alias("cancelled"),
-        pl.col("tasks_not_completed").alias("not completed"), arrow("spend", "spend $"),
-        arrow("p50", "P50 $"), arrow("p95", "P95 $"), arrow("p99", "P99 $"), "saving_usd",
-        "saving_pct", pl.col("annual_saving_usd").alias("a year $"),
+        pl.col("tasks_not_completed").alias("not completed"),
     )
     render(shown, fmt, title=f"What-if: {what.describe()}", empty="no runs in this window",
            narrow_drop=("rejected", "truncated", "cancelled", "not completed", "spend $",

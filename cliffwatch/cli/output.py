@@ -117,9 +117,16 @@ TABLE_HEADERS: dict[str, str] = {
     "p95_usd": "P95 $",
     "p99_usd": "P99 $",
     "cliff_ratio": "P99/P50",
+    "saving_pct": "saving %",
+    "index": "#",
     "unpriced_calls": "unpriced",
+    "offset_ms": "at ms",
+    "duration_ms": "dur ms",
+    "input_tokens": "in tok",
+    "output_tokens": "out tok",
 }
-"""Short table headers (JSON and CSV keep the column names)."""
+"""Short table headers (JSON and CSV keep the column names). A header is never cut: a
+column is at least as wide as its whole header, so keep headers short."""
 
 PIPED_TABLE_WIDTH = 200
 """Width of a table printed to a pipe or file (no terminal to fit)."""
@@ -147,6 +154,11 @@ cut with an ellipsis; numbers, money, ids and times are never cut or wrapped).""
 
 ID_COLUMNS = frozenset({"run_id", "incident_id", "trace_id", "span_id"})
 """Text columns that are ids: shown whole (never cut or wrapped), like numbers."""
+
+ENUM_COLUMNS = frozenset({"status", "breach", "kind", "outcome", "cf_outcome", "difficulty",
+                          "cf_basis", "section", "severity", "now"})
+"""Text columns holding a few short enumerated values (a run's status, a span's kind):
+shown whole (never cut), like ids."""
 
 
 def shown_text(text: str) -> str:
@@ -189,7 +201,7 @@ def _is_text_column(df: pl.DataFrame, column: str) -> bool:
     """A column that may be cut with an ellipsis: text that is not an id, a time or money."""
     import polars as pl  # lazy: only a table needs it
 
-    return (df.schema[column] == pl.String and column not in ID_COLUMNS
+    return (df.schema[column] == pl.String and column not in ID_COLUMNS | ENUM_COLUMNS
             and not column.endswith(("_usd", " $")))
 
 
@@ -252,7 +264,8 @@ def render(
             output (CSV and tables show the text).
         narrow_drop: secondary columns a table leaves out on a terminal narrower than
             :data:`WIDE_TABLE_COLUMNS`. A table always fits the terminal: numbers, money,
-            ids and times are never wrapped or cut; text columns are cut with an ellipsis;
+            ids, times, headers and enumerated values (:data:`ENUM_COLUMNS`) are never
+            wrapped or cut; other text columns are cut with an ellipsis;
             columns that still do not fit are hidden from the right, and a dim line says
             which (JSON and CSV carry them).
         wrap_columns: text columns holding money or ids among words (a replay's
@@ -284,12 +297,14 @@ def render(
     if console.width < WIDE_TABLE_COLUMNS:
         columns = [c for c in columns if c not in narrow_drop]
     cells = {c: [_cell(c, v) for v in df[c].to_list()] for c in columns}
-    need = {c: max([cell.cell_len for cell in cells[c]]
-                   + [len(word) for word in _header(c).split()]) for c in columns}
-    text = {c: TEXT_MIN_CHARS for c in columns if _is_text_column(df, c)}
+    # Headers are never cut: every column is at least as wide as its whole header.
+    need = {c: max([cell.cell_len for cell in cells[c]] + [len(_header(c))]) for c in columns}
+    text = {c: max(TEXT_MIN_CHARS, len(_header(c))) for c in columns
+            if _is_text_column(df, c)}
     for c in wrap_columns:
         if c in text:
-            text[c] = max(len(word) for cell in cells[c] for word in cell.plain.split() or [""])
+            text[c] = max([len(_header(c))]
+                          + [len(word) for cell in cells[c] for word in cell.plain.split()])
     shown, widths = _fit_columns(columns, need, text, console.width)
     table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False)
     for column in shown:

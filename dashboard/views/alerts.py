@@ -9,7 +9,7 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics.alert_view import DELIVERY_STATUSES, alert_rules
-from cliffwatch.dashboard import cells, downloads, queries, ui
+from cliffwatch.dashboard import cells, downloads, queries, tables, ui
 from cliffwatch.dashboard.alerts_queries import load_alerts
 
 STATUS_LABELS = {
@@ -31,11 +31,10 @@ st.subheader("Rules")
 st.caption("As configured for this dashboard's process (environment); a writer process "
            "with other settings raises alerts by its own.")
 rules = alert_rules()
-st.dataframe(
+tables.show(
     rules.with_columns(pl.col("value").map_elements(cells.text, return_dtype=pl.String)),
-    hide_index=True, key="alert_rules",
+    key="alert_rules",
     column_config={"rule": st.column_config.TextColumn("Alert when", width="large"),
-                   "setting": st.column_config.TextColumn("Setting"),
                    "value": st.column_config.TextColumn("Threshold", width="large")},
 )
 
@@ -82,22 +81,18 @@ table = cells.text_columns(
     pl.col("last_http_status").cast(pl.String).fill_null("-"),
     (pl.lit(ui.RUN_LINK_PREFIX) + pl.col("run_id")).alias("run_link"),
 )
-st.dataframe(
-    table, hide_index=True, key="alerts",
+tables.show(
+    table, key="alerts",
     column_order=["raised_at", "kind", "task_class", "status", "attempts", "last_http_status",
                   "last_error", "next_attempt_at", "delivered_at", "webhook", "text",
                   "run_link"],
     column_config={
         "raised_at": st.column_config.TextColumn("Raised (UTC)"),
-        "kind": st.column_config.TextColumn("Kind"),
-        "task_class": st.column_config.TextColumn("Task class"),
         "status": st.column_config.TextColumn("Delivery"),
-        "attempts": st.column_config.TextColumn("Attempts"),
         "last_http_status": st.column_config.TextColumn("Last HTTP status"),
         "last_error": st.column_config.TextColumn("Last error", width="medium"),
         "next_attempt_at": st.column_config.TextColumn("Next attempt (UTC)"),
         "delivered_at": st.column_config.TextColumn("Delivered (UTC)"),
-        "webhook": st.column_config.TextColumn("Webhook"),
         "text": st.column_config.TextColumn("Alert", width="large"),
         "run_link": st.column_config.LinkColumn("Run", display_text="open run"),
     },

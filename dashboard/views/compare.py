@@ -15,7 +15,7 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics.window import Window, WindowError
-from cliffwatch.dashboard import cells, downloads, filters, queries, ui
+from cliffwatch.dashboard import cells, downloads, filters, queries, tables, ui
 from cliffwatch.dashboard.runs_queries import load_comparison
 
 MEASURE_LABELS = {
@@ -111,7 +111,7 @@ table = compared.select(
     .alias("Change %"),
 )
 st.subheader("Per task class")
-st.dataframe(table, hide_index=True, key="comparison")
+tables.show(table, key="comparison")
 downloads.csv_button(compared, "comparison")
 st.caption("A class with no run in one window shows - there. Percentiles are continuous "
            "(linear interpolation, as numpy's default) over every run of the window.")

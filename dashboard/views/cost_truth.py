@@ -10,7 +10,7 @@ import streamlit as st
 
 from cliffwatch.analytics import cost_truth_charts
 from cliffwatch.analytics.upper_bound import upper_bound_note
-from cliffwatch.dashboard import cost_truth_queries, downloads, filters, queries, ui
+from cliffwatch.dashboard import cost_truth_queries, downloads, filters, queries, tables, ui
 
 selected = filters.current()
 st.title("Cost truth")
@@ -56,20 +56,16 @@ st.caption("provider: the cost the producer reported (litellm's computation kept
            "no price for the model (no cost, never $0). Duplicates dropped are checked "
            "but never in the spend.")
 
+CALL_MONEY = "$%,.6f"  # a call's cost: sub-cent amounts need 6 decimals
 st.subheader("Audit")
-st.dataframe(
-    truth.summary, hide_index=True, key="audit_summary",
-    column_config={
-        "check": st.column_config.TextColumn("Check"),
-        "calls": st.column_config.NumberColumn("Calls"),
-        "amount_usd": st.column_config.NumberColumn("Amount", format="$%.6f"),
-        "share": st.column_config.NumberColumn("Share of spend", format="percent"),
-    },
+tables.show(
+    truth.summary, key="audit_summary", money_format=CALL_MONEY,
+    column_config={"share": st.column_config.NumberColumn("Share of spend", format="percent")},
 )
 downloads.csv_button(truth.summary, "cost_audit")
 if truth.problems.height:
     st.subheader("Problem calls")
-    st.dataframe(truth.problems, hide_index=True, key="audit_problems")
+    tables.show(truth.problems, key="audit_problems", money_format=CALL_MONEY)
     downloads.csv_button(truth.problems, "cost_audit_problems")
 
 st.subheader("Prompt cache")
@@ -82,23 +78,19 @@ if total:
     cache[1].metric("Net cache saving", ui.usd(row["net_saving_usd"], signed=True))
     cache[2].metric("Cache reads saved", ui.usd(row["read_saving_usd"]))
     cache[3].metric("Cache write premium", ui.usd(row["write_premium_usd"]))
-SAVINGS_COLUMNS = {
-    "model": st.column_config.TextColumn("Model"),
-    "task_class": st.column_config.TextColumn("Task class"),
-    "calls": st.column_config.NumberColumn("Calls"),
-    "calls_without_cache_detail": st.column_config.NumberColumn("No cache detail"),
-    "input_tokens": st.column_config.NumberColumn("Input tokens"),
-    "cache_read_tokens": st.column_config.NumberColumn("Cache reads"),
-    "cache_creation_tokens": st.column_config.NumberColumn("Cache writes"),
+SAVINGS_COLUMNS = {  # what differs from tables.show's defaults
+    "calls_without_cache_detail": st.column_config.NumberColumn("No cache detail",
+                                                                format="%,d"),
+    "cache_read_tokens": st.column_config.NumberColumn("Cache reads", format="%,d"),
+    "cache_creation_tokens": st.column_config.NumberColumn("Cache writes", format="%,d"),
     "hit_ratio": st.column_config.NumberColumn("Hit ratio", format="percent"),
-    "read_saving_usd": st.column_config.NumberColumn("Reads saved", format="$%.6f"),
-    "write_premium_usd": st.column_config.NumberColumn("Write premium", format="$%.6f"),
-    "net_saving_usd": st.column_config.NumberColumn("Net saving", format="$%.6f"),
+    "read_saving_usd": st.column_config.NumberColumn("Reads saved", format=CALL_MONEY),
 }
 for key, label, frame in (("model", "Per model", truth.savings_by_model),
                           ("task_class", "Per task class", truth.savings_by_class)):
     st.markdown(f"**{label}**")
-    st.dataframe(frame, hide_index=True, key=f"savings_{key}", column_config=SAVINGS_COLUMNS)
+    tables.show(frame, key=f"savings_{key}", column_config=SAVINGS_COLUMNS,
+                money_format=CALL_MONEY)
     if frame.filter(pl.col("net_saving_usd").is_not_null()).height:
         st.plotly_chart(cost_truth_charts.cache_savings_bars(frame, key),
                         key=f"savings_chart_{key}")

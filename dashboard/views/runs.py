@@ -12,7 +12,7 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics.run_table import BREACH_FILTERS, SORT_COLUMNS, RunQuery
-from cliffwatch.dashboard import cells, downloads, filters, links, queries, ui
+from cliffwatch.dashboard import cells, downloads, filters, links, queries, tables, ui
 from cliffwatch.dashboard.runs_queries import load_runs_page, load_statuses
 
 # Bound select boxes write the option *shown* into the URL, so the options are the words
@@ -97,9 +97,8 @@ table = cells.text_columns(runs, "task_class", "status", "breach", "run_id").wit
     (pl.lit(ui.RUN_LINK_PREFIX) + pl.col("run_id")).alias("run_link"),
     (pl.lit(links.replay_link("")) + pl.col("run_id")).alias("replay_link"),
 )
-picked = st.dataframe(
+picked = tables.show(
     table,
-    hide_index=True,
     key="runs",
     on_select="rerun",
     selection_mode="single-row",
@@ -107,13 +106,7 @@ picked = st.dataframe(
                   "tokens", "workers", "cap", "run_id", "run_link", "replay_link"],
     column_config={
         "started": st.column_config.TextColumn("Started (UTC)"),
-        "task_class": st.column_config.TextColumn("Task class"),
-        "status": st.column_config.TextColumn("Status"),
-        "breach": st.column_config.TextColumn("Breach"),
-        "cost": st.column_config.TextColumn("Cost"),
-        "duration": st.column_config.TextColumn("Duration"),
         "calls": st.column_config.TextColumn("LLM calls"),
-        "tokens": st.column_config.TextColumn("Tokens"),
         "workers": st.column_config.TextColumn("Workers proposed → dispatched"),
         "cap": st.column_config.TextColumn("Max workers"),
         "run_id": st.column_config.TextColumn("Run id"),

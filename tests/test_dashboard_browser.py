@@ -124,6 +124,7 @@ def test_clicking_a_run_in_the_distribution_opens_it(
     chart = page.locator(".js-plotly-plot").first
     chart.wait_for()
     _settle(page)
+    chart.scroll_into_view_if_needed()  # the mouse clicks where the viewport shows it
     points = chart.locator(".boxlayer path.point")
     boxes = [points.nth(i).bounding_box() for i in range(points.count())]
     assert len(boxes) == len(store.costs_usd["research"])

@@ -69,9 +69,13 @@ def test_help_loads_no_data_layer_and_no_litellm(tmp_path: Path) -> None:
 def test_read_commands_on_a_demo_store_load_no_litellm(tmp_path: Path, demo_store: Path) -> None:
     db = ["--db", str(demo_store)]
     commands = [["percentiles", "--format", "json", *db], ["runs", *db], ["incidents", *db],
-                ["findings", *db], ["alerts", *db]]
+                ["findings", *db], ["alerts", *db],
+                *(["report", "--format", fmt, "-o", str(tmp_path / f"report.{fmt}"), *db]
+                  for fmt in ("csv", "json"))]
     probe, out = _probe(tmp_path, commands, NEVER_FOR_READING)
     assert probe == {"codes": [0] * len(commands), "loaded": []}
     rows = json.loads(out[: out.index("\n]\n") + 2])  # percentiles' JSON comes first
     assert sum(r["runs"] for r in rows) == 20
     assert "Runs (newest first)" in out
+    assert (tmp_path / "report.csv").stat().st_size > 0
+    assert json.loads((tmp_path / "report.json").read_text())

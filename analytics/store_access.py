@@ -69,10 +69,12 @@ def frame(
 ) -> pl.DataFrame:
     """Run one read query with named parameters (``$name``) and return every row as polars.
 
-    DuckDB 2.0 streams results and ``execute().pl()`` is gone; ``con.sql(q, params=).pl()``
-    reads the whole result, so the connection is free again afterwards.
+    DuckDB 2.0 streams results and ``execute().pl()`` is gone; the frame reads the whole
+    result, so the connection is free again afterwards. It is read through the Arrow
+    PyCapsule stream (``__arrow_c_stream__``), not ``.pl()``: the same Arrow data and dtypes,
+    but no pyarrow import (0.26 s of CPU at every CLI start; issue 11).
     """
-    return con.sql(sql, params=dict(params) if params else None).pl()
+    return pl.DataFrame(con.sql(sql, params=dict(params) if params else None))
 
 
 def where(conditions: list[str]) -> str:

@@ -37,7 +37,7 @@ import duckdb
 import polars as pl
 
 from cliffwatch.analytics.recorded import CANCELLED_ERROR, attr_sql, attrs_sql
-from cliffwatch.analytics.store_access import where
+from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Role, RunStatus
 
@@ -462,4 +462,4 @@ def sql_run_rows(
     sql = RUN_SQL.replace("{where}", where(conds)).replace("{span_range}", span_range)
     for key, name in names.items():
         sql = sql.replace(f"{{{key}}}", name)
-    return con.sql(sql, params=params or None).pl()
+    return frame(con, sql, params)

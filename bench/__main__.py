@@ -17,6 +17,9 @@ Benchmarks (each prints figures and a ratio against a baseline run in the same p
 - ``cli_help``: CPU time (user + sys) of a ``cliffwatch --help`` process, median of
   several, against ``python -c pass``; with the machine's load average. Target: < 0.5 s.
   Run it alone with ``python -m bench cli_help``.
+- ``cli_percentiles``: ``cliffwatch percentiles`` as a process over 1M synthetic runs
+  against the raw ``quantile_cont`` in a DuckDB-only process (``bench/cli_start.py``):
+  wall and CPU time, ratios, the largest P50/P95/P99 difference and the load.
 - ``whatif_scale``, ``findings_scale``, ``report_scale``: ``cliffwatch whatif --max-workers
   8``, ``findings`` and ``report --format html`` as processes over a cached store of 1M runs
   (``--runs N`` for another size; ``bench/bigstore.py`` builds it in SQL from a real demo),
@@ -52,6 +55,7 @@ from bench.scale import scale_benchmarks  # noqa: E402 - after the environment i
 
 Result = list[tuple[str, str]]
 
+from bench.cli_start import bench_cli_percentiles, synthetic_runs_store  # noqa: E402
 from bench.otlp_decode import bench_otlp_decode  # noqa: E402 (after the env default)
 
 
@@ -110,23 +114,7 @@ def bench_percentiles(tmp: Path, quick: bool) -> Result:
 
     n = 100_000 if quick else 1_000_000
     path = tmp / "pct.duckdb"
-    with open_store(path, read_only=False) as con:
-        # Synthetic runs rows straight into the table analytics reads: a lognormal body
-        # and a 2% heavy tail, eight task classes.
-        con.sql(
-            f"""
-            INSERT INTO runs (run_id, task_class, started_at, ended_at, duration_ms, status,
-                cost_usd, input_tokens, output_tokens, llm_calls, unpriced_calls,
-                failed_calls, source, materialised_at)
-            SELECT printf('%032x', i), 'class_' || (i % 8),
-                   TIMESTAMP '2026-01-01' + to_seconds(i), TIMESTAMP '2026-01-01'
-                       + to_seconds(i + 30), 30000, 'ok',
-                   exp(-4 + 0.6 * sqrt(-2 * ln(random())) * cos(2 * pi() * random()))
-                       * CASE WHEN random() < 0.02 THEN 12 ELSE 1 END,
-                   1000, 200, 5, 0, 0, 'bench', now()
-            FROM range({n}) t(i)
-            """
-        )
+    synthetic_runs_store(path, n)
     with open_store(path, read_only=True) as con:
         t0 = time.perf_counter()
         ours = cost_percentiles(con)
@@ -303,6 +291,7 @@ BENCHMARKS: dict[str, Callable[[Path, bool], Result]] = {
     "percentiles": bench_percentiles,
     "demo": bench_demo,
     "cli_help": bench_cli_help,
+    "cli_percentiles": bench_cli_percentiles,
     "fuzz": bench_fuzz,
     "otlp_decode": bench_otlp_decode,
 }

@@ -91,7 +91,8 @@ def list_alerts(
         ) {where}
         ORDER BY raised_at DESC, alert_id, webhook {limit_sql}
     """
-    return con.sql(sql, params={"status": status} if status is not None else None).pl()
+    # Read through the Arrow PyCapsule stream, not .pl(): no pyarrow import (issue 11).
+    return pl.DataFrame(con.sql(sql, params={"status": status} if status is not None else None))
 
 
 def payload_of(con: duckdb.DuckDBPyConnection, alert_id: str) -> dict[str, object]:

@@ -20,6 +20,10 @@ NEVER_FOR_READING = ("litellm", "cliffwatch.orchestrator.runner",
 NEVER_FOR_HELP = (*NEVER_FOR_READING, "polars", "duckdb", "pyarrow", "plotly")
 """``--help`` reads no store either (what keeps it under 0.5 s of CPU: bench cli_help)."""
 
+NEVER_FOR_LISTING = (*NEVER_FOR_READING, "pyarrow", "plotly")
+"""What percentiles, runs, incidents and alerts need neither: frames come through the Arrow
+PyCapsule stream (pyarrow's import alone is 0.26 s of CPU; bench cli_percentiles)."""
+
 # Runs `cliffwatch ARGS` through the console script's main() once per command given,
 # in one process, then writes the exit codes and the watched modules it loaded.
 PROBE = """
@@ -69,9 +73,23 @@ def test_help_loads_no_data_layer_and_no_litellm(tmp_path: Path) -> None:
 def test_read_commands_on_a_demo_store_load_no_litellm(tmp_path: Path, demo_store: Path) -> None:
     db = ["--db", str(demo_store)]
     commands = [["percentiles", "--format", "json", *db], ["runs", *db], ["incidents", *db],
-                ["findings", *db], ["alerts", *db]]
+                ["findings", *db], ["alerts", *db],
+                *(["report", "--format", fmt, "-o", str(tmp_path / f"report.{fmt}"), *db]
+                  for fmt in ("csv", "json"))]
     probe, out = _probe(tmp_path, commands, NEVER_FOR_READING)
     assert probe == {"codes": [0] * len(commands), "loaded": []}
     rows = json.loads(out[: out.index("\n]\n") + 2])  # percentiles' JSON comes first
     assert sum(r["runs"] for r in rows) == 20
     assert "Runs (newest first)" in out
+    assert (tmp_path / "report.csv").stat().st_size > 0
+    assert json.loads((tmp_path / "report.json").read_text())
+
+
+@pytest.mark.slow
+def test_listing_commands_load_no_pyarrow(tmp_path: Path, demo_store: Path) -> None:
+    db = ["--db", str(demo_store)]
+    commands = [["percentiles", *db], ["percentiles", "--by", "model", *db], ["runs", *db],
+                ["incidents", *db], ["alerts", *db]]
+    probe, out = _probe(tmp_path, commands, NEVER_FOR_LISTING)
+    assert probe == {"codes": [0] * len(commands), "loaded": []}
+    assert "Cost per task (USD) by model" in out

@@ -24,7 +24,9 @@ span conventions, the window parser, formatting) at the top; the data layer a co
 calls (analytics and the store: polars, DuckDB, pyarrow; the orchestrator: litellm, the
 OTel SDK) is imported inside that command, marked ``# lazy:``. So ``cliffwatch --help``
 loads none of them (``python -m bench cli_help`` measures it) and a read command never
-loads litellm (``tests/test_cli_imports.py``).
+loads litellm (``tests/test_cli_imports.py``). Store reads come to polars through the Arrow
+PyCapsule stream (``analytics.store_access.frame``), so ``percentiles``, ``runs``,
+``incidents`` and ``alerts`` load no pyarrow either (``python -m bench cli_percentiles``).
 
 Adding a command: write a function in the group's module taking ``db: DbOption`` (and
 ``fmt: FormatOption`` for tabular output), open the store with ``with

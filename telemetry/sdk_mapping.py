@@ -58,7 +58,11 @@ def _plain(value: Any) -> Any:
 
 
 def _plain_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {key: _plain(value) for key, value in (attributes or {}).items()}
+    # Values OTLP carries as they are skip the call (most attributes are text or ints).
+    return {
+        key: value if type(value) in _AS_IS else _plain(value)
+        for key, value in (attributes or {}).items()
+    }
 
 
 def _plain_resource(span: ReadableSpan) -> dict[str, Any]:

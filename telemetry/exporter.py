@@ -39,7 +39,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from cliffwatch.settings import lock_timeout_s
 from cliffwatch.telemetry import spill
 from cliffwatch.telemetry.records import SpanRecord
-from cliffwatch.telemetry.sdk_mapping import record_from_sdk_span
+from cliffwatch.telemetry.sdk_mapping import records_from_sdk_spans
 from cliffwatch.telemetry.store import StoreError
 from cliffwatch.telemetry.write_ledger import LEDGER, SpansLostError, WriteLedger, write_or_spill
 from cliffwatch.telemetry.write_pipeline import write_spans
@@ -77,20 +77,17 @@ class DuckDBSpanExporter(SpanExporter):
         self._shut_down = False
 
     def _records(self, spans: Sequence[ReadableSpan]) -> list[SpanRecord]:
-        records: list[SpanRecord] = []
-        for span in spans:
-            try:
-                records.append(record_from_sdk_span(span, source=self.source))
-            except Exception:
-                ctx = span.context
-                logger.exception(
-                    "cliffwatch: skipped span %r (trace %s, span %s): cannot map it",
-                    span.name,
-                    format(ctx.trace_id, "032x") if ctx else "?",
-                    format(ctx.span_id, "016x") if ctx else "?",
-                )
-                self.ledger.add(lost=1, error=f"span {span.name!r} could not be mapped")
-        return records
+        def skipped(span: ReadableSpan) -> None:
+            ctx = span.context
+            logger.exception(
+                "cliffwatch: skipped span %r (trace %s, span %s): cannot map it",
+                span.name,
+                format(ctx.trace_id, "032x") if ctx else "?",
+                format(ctx.span_id, "016x") if ctx else "?",
+            )
+            self.ledger.add(lost=1, error=f"span {span.name!r} could not be mapped")
+
+        return records_from_sdk_spans(spans, source=self.source, on_error=skipped)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Write ``spans`` to the store, or spill them when the write fails.

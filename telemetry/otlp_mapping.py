@@ -299,6 +299,11 @@ def _json_text(value: Any) -> str:
     return _JSON.encode(value)
 
 
+def resource_json_text(attributes: Mapping[str, Any]) -> str:
+    """The ``resource_attributes`` column's JSON text of a span's resource attributes."""
+    return _json_text(dict(attributes))
+
+
 def _attributes_json(span: OtlpSpan) -> str:
     attrs = span.attributes
     if type(attrs) is dict and not (span.scope_name and "otel.scope.name" not in attrs) and not (
@@ -458,7 +463,7 @@ def map_span(
         source=config.source,
         attributes=_attributes_json(span),
         resource_attributes=(
-            _json_text(dict(span.resource_attributes)) if resource_json is None
+            resource_json_text(span.resource_attributes) if resource_json is None
             else resource_json
         ),
         events=_json_text(list(span.events)) if span.events else "[]",
@@ -505,7 +510,7 @@ def map_spans(
         resource = span.resource_attributes
         known = resource_texts.get(id(resource))
         if known is None or known[0] is not resource:
-            known = resource_texts[id(resource)] = (resource, _json_text(dict(resource)))
+            known = resource_texts[id(resource)] = (resource, resource_json_text(resource))
         ancestors: list[OtlpSpan] = []
         parent_id = span.parent_span_id
         while parent_id is not None and len(ancestors) < MAX_ANCESTRY:

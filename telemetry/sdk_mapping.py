@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from cliffwatch.telemetry.otlp_decode import OtlpSpan
-from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_span
+from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_span, resource_json_text
+from cliffwatch.telemetry.pricing import PriceMemo
 from cliffwatch.telemetry.records import SpanRecord
 
 _STATUS = {StatusCode.UNSET: "unset", StatusCode.OK: "ok", StatusCode.ERROR: "error"}
@@ -37,8 +38,14 @@ _STATUS = {StatusCode.UNSET: "unset", StatusCode.OK: "ok", StatusCode.ERROR: "er
 _OTLP_KIND = {kind: kind.value + 1 for kind in SpanKind}
 
 
+_AS_IS = frozenset({str, int, bool})
+"""Value types OTLP carries unchanged (checked by exact type first: the common case)."""
+
+
 def _plain(value: Any) -> Any:
     """An attribute value as OTLP would carry it into the mapping."""
+    if type(value) in _AS_IS:
+        return value
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no NaN / Infinity
     if isinstance(value, bytes):
@@ -51,13 +58,25 @@ def _plain(value: Any) -> Any:
 
 
 def _plain_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {key: _plain(value) for key, value in (attributes or {}).items()}
+    # Values OTLP carries as they are skip the call (most attributes are text or ints).
+    return {
+        key: value if type(value) in _AS_IS else _plain(value)
+        for key, value in (attributes or {}).items()
+    }
 
 
-def otlp_span_from_sdk(span: ReadableSpan) -> OtlpSpan:
+def _plain_resource(span: ReadableSpan) -> dict[str, Any]:
+    return _plain_attributes(span.resource.attributes if span.resource is not None else None)
+
+
+def otlp_span_from_sdk(
+    span: ReadableSpan, resource_attributes: dict[str, Any] | None = None
+) -> OtlpSpan:
     """The plain span an OTLP decoder would produce for this SDK span (pure).
 
-    A span not ended yet counts as ending at its start.
+    A span not ended yet counts as ending at its start. ``resource_attributes``, when
+    given, is the span's resource attributes already made plain (a batch's spans share
+    one resource); computed from the span when None.
 
     Raises:
         ValueError: the span has no span context or no start time (never the case for
@@ -78,8 +97,8 @@ def otlp_span_from_sdk(span: ReadableSpan) -> OtlpSpan:
         status_code=_STATUS.get(span.status.status_code, "unset"),
         status_message=span.status.description or None,
         attributes=_plain_attributes(span.attributes),
-        resource_attributes=_plain_attributes(
-            span.resource.attributes if span.resource is not None else None
+        resource_attributes=(
+            _plain_resource(span) if resource_attributes is None else resource_attributes
         ),
         scope_name=scope.name if scope is not None else None,
         scope_version=scope.version if scope is not None else None,
@@ -108,3 +127,47 @@ def record_from_sdk_span(span: ReadableSpan, source: str = "cliffwatch") -> Span
         ValueError: the span has no span context or start time.
     """
     return map_span(otlp_span_from_sdk(span), MappingConfig(source=source))
+
+
+def records_from_sdk_spans(
+    spans: Iterable[ReadableSpan],
+    source: str = "cliffwatch",
+    on_error: Callable[[ReadableSpan], None] | None = None,
+) -> list[SpanRecord]:
+    """Map a batch of finished SDK spans, each exactly as :func:`record_from_sdk_span` would.
+
+    What a batch shares is worked out once: the mapping config, price look-ups
+    (:class:`telemetry.pricing.PriceMemo`, one per model per batch) and each resource's
+    plain attributes and JSON text (the SDK gives every span of a provider the same
+    ``Resource`` object).
+
+    Args:
+        spans: the batch, in order.
+        source: the producer recorded in every row's ``source`` column.
+        on_error: called (inside the ``except``) with a span that cannot be mapped; that
+            span is left out and the rest go on. None re-raises.
+
+    Returns:
+        The records of the spans that mapped, in order.
+    """
+    config = MappingConfig(source=source)
+    memo = PriceMemo()
+    resources: dict[int, tuple[object, dict[str, Any], str]] = {}
+    records: list[SpanRecord] = []
+    for span in spans:
+        try:
+            resource = span.resource
+            known = resources.get(id(resource))
+            if known is None or known[0] is not resource:
+                plain = _plain_resource(span)
+                known = (resource, plain, resource_json_text(plain))
+                resources[id(resource)] = known
+            records.append(map_span(
+                otlp_span_from_sdk(span, known[1]), config, price_memo=memo,
+                resource_json=known[2],
+            ))
+        except Exception:
+            if on_error is None:
+                raise
+            on_error(span)
+    return records

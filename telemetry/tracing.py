@@ -95,8 +95,11 @@ DUCKDB_BATCH: _BatchSettings = {
     # exporter near 4-5k spans/s and a burst overflows the queue, which *drops* spans
     # ("Queue full, dropping Span"; bench/ exporter). Large batches amortise the fixed
     # cost and a large queue absorbs bursts: 65,536 spans of ~2 KB is ~130 MB at worst.
+    # 16,384 per batch (fewer transactions) wrote 8.7k -> 9.5k spans/s durably in
+    # `python -m bench exporter` against 8,192 (2 cores, load 1.2-2.0); an Arrow batch of
+    # 16,384 spans is ~35 MB.
     "max_queue_size": 65_536,
-    "max_export_batch_size": 8_192,
+    "max_export_batch_size": 16_384,
     "schedule_delay_millis": 1_000,
 }
 """BatchSpanProcessor settings of the DuckDB exporter (see the comment for why)."""

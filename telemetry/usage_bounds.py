@@ -91,6 +91,8 @@ def token_problem(raw: Any) -> UsageRejection | None:
         raw: the attribute value (int, float, numeric text, anything), or None when the
             span has no such count (never a problem).
     """
+    if type(raw) is int and 0 <= raw <= MAX_TOKENS_PER_SPAN:
+        return None  # the common case, decided without the general parse below
     if raw is None or raw == "":
         return None
     number = _number(raw)

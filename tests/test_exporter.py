@@ -20,7 +20,7 @@ from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry import spill
 from cliffwatch.telemetry.exporter import DuckDBSpanExporter
 from cliffwatch.telemetry.records import SPAN_RECORD_FIELDS, SpanRecord
-from cliffwatch.telemetry.sdk_mapping import record_from_sdk_span
+from cliffwatch.telemetry.sdk_mapping import record_from_sdk_span, records_from_sdk_spans
 from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import hold_store_lock
 from cliffwatch.telemetry.write_ledger import WriteLedger
@@ -306,3 +306,47 @@ def test_one_unmappable_span_is_logged_and_the_rest_written(
     assert result is SpanExportResult.SUCCESS
     assert "skipped span 'no context'" in caplog.text
     assert len(_stored(path)) == len(spans)
+
+
+def test_a_batch_maps_to_the_same_records_as_one_span_at_a_time() -> None:
+    # records_from_sdk_spans shares price look-ups and resource JSON across a batch: every
+    # record must equal the one-span mapping, across two resources, priced, unpriced and
+    # odd values; an unmappable span is handed to on_error and the rest still map.
+    spans = _sdk_run_spans() + _sdk_run_spans("svc-other")
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "svc-calls"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    for i, model in enumerate(("gpt-4o", "nope-model-xyz", "gpt-4o", "gpt-4o-mini")):
+        with provider.get_tracer("llm", "1.2").start_as_current_span("chat") as span:
+            span.set_attributes({
+                "gen_ai.operation.name": "chat", "gen_ai.request.model": model,
+                "gen_ai.usage.input_tokens": 1000 + i, "gen_ai.usage.output_tokens": 50,
+                "odd.nan": float("nan"), "odd.bytes": b"\x00\xff", "odd.tuple": (1, 2),
+            })
+            span.add_event("retry", {"odd.inf": float("inf")})
+    spans += list(memory.get_finished_spans())
+    broken = ReadableSpan(name="no context", context=None)
+    one_by_one = [record_from_sdk_span(s) for s in spans]
+    skipped: list[str] = []
+    batch = records_from_sdk_spans(
+        [*spans[:3], broken, *spans[3:]], on_error=lambda s: skipped.append(s.name)
+    )
+    assert batch == one_by_one
+    assert skipped == ["no context"]
+    assert {r.service_name for r in batch} == {"svc-test", "svc-other", "svc-calls"}
+    priced = [r for r in batch if r.request_model and r.request_model.startswith("gpt-4o")]
+    assert priced and all(r.cost_usd is not None and r.cost_usd > 0 for r in priced)
+    with pytest.raises(ValueError):
+        records_from_sdk_spans([broken])
+
+
+def test_records_to_arrow_round_trips_every_field() -> None:
+    # The column-wise build must keep each value in its own column and row, Nones included.
+    from cliffwatch.telemetry.records import ARROW_SCHEMA, records_from_arrow, records_to_arrow
+
+    records = [record_from_sdk_span(s) for s in _sdk_run_spans()]
+    table = records_to_arrow(records)
+    assert table.schema == ARROW_SCHEMA and table.num_rows == len(records)
+    assert records_from_arrow(table) == records
+    assert table.column("span_id").to_pylist() == [r.span_id for r in records]
+    assert records_to_arrow([]).num_rows == 0 and records_to_arrow([]).schema == ARROW_SCHEMA

@@ -1,0 +1,161 @@
+"""Bench ``exporter``: cliffwatch's DuckDB exporter against a do-nothing exporter, same SDK.
+
+Both pipelines are built alike: a private ``TracerProvider`` with the same resource, the
+ledger's ``_CountEnded`` processor and a ``BatchSpanProcessor`` with
+``telemetry.tracing.DUCKDB_BATCH`` settings; only the exporter differs (ours, as
+``configure_tracing`` sets it up, or one whose ``export`` returns ``SUCCESS`` at once).
+The application thread makes runs shaped like the orchestrator's (a root, a plan, four
+workers with cost and token attributes). Figures:
+
+- spans/s made by the application thread (what users feel: the export thread competes
+  for the GIL), for each pipeline, and their ratio (target, issue 11: >= 0.9x);
+- spans/s durably written (making plus the final flush) and the ledger's written,
+  spilled, lost and dropped counts, beside the rows in the store (none may be lost);
+- the same made ratio for a paced application (bursts of runs between short pauses, as an
+  app waiting on LLM calls makes them), counting only the time spent making spans.
+
+The do-nothing pipeline runs before and after ours; the ratio uses their mean, so a
+change of load during the run shows as a gap between the two.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import Tracer
+
+from cliffwatch.telemetry.store import open_store
+from cliffwatch.telemetry.tracing import DUCKDB_BATCH, _CountEnded, configure_tracing
+from cliffwatch.telemetry.write_ledger import LEDGER
+
+Result = list[tuple[str, str]]
+
+
+class _NullExporter(SpanExporter):
+    """Exports nothing, at once: the ceiling of the SDK path."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+PACED_BURST_RUNS = 100
+"""Runs (of 6 spans) an application makes between pauses in the paced case."""
+PACED_PAUSE_S = 0.05
+"""Pause between bursts in the paced case (an app waiting on its LLM calls)."""
+
+
+def _make(tracer: Tracer, n_runs: int, paced: bool = False) -> float:
+    """Seconds the application thread spends making ``n_runs`` runs of 6 spans.
+
+    Paced: bursts of :data:`PACED_BURST_RUNS` runs with :data:`PACED_PAUSE_S` pauses
+    between them; the pauses are not counted (the time the app spends making spans is).
+    """
+    if paced:
+        busy = 0.0
+        for start in range(0, n_runs, PACED_BURST_RUNS):
+            busy += _make(tracer, min(PACED_BURST_RUNS, n_runs - start))
+            time.sleep(PACED_PAUSE_S)
+        return busy
+    t0 = time.perf_counter()
+    for i in range(n_runs):
+        with tracer.start_as_current_span("run") as run:
+            run.set_attribute("cliff.role", "run")
+            run.set_attribute("cliff.task_class", "bench")
+            for role in ("plan", "worker", "worker", "worker", "worker"):
+                with tracer.start_as_current_span(role) as span:
+                    span.set_attribute("cliff.role", role)
+                    span.set_attribute("cliff.task_class", "bench")
+                    span.set_attribute("cliff.cost_usd", 0.001 * (i % 7))
+                    span.set_attribute("gen_ai.request.model", "gpt-4o-mini")
+                    span.set_attribute("gen_ai.usage.input_tokens", 100 + i % 50)
+                    span.set_attribute("gen_ai.usage.output_tokens", 20 + i % 10)
+    return time.perf_counter() - t0
+
+
+def _null_run(n_runs: int, paced: bool = False) -> tuple[float, float, int]:
+    """(made seconds, made + flush seconds, spans exported) through the do-nothing path."""
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: "cliffwatch"}))
+    provider.add_span_processor(_CountEnded())
+    null = _NullExporter()
+    provider.add_span_processor(BatchSpanProcessor(null, **DUCKDB_BATCH))
+    t0 = time.perf_counter()
+    made = _make(provider.get_tracer("cliffwatch"), n_runs, paced)
+    provider.force_flush()
+    total = time.perf_counter() - t0
+    provider.shutdown()
+    return made, total, null.spans
+
+
+def _paced(tmp: Path, n_runs: int) -> Result:
+    """The paced case: spans/s while making, do-nothing vs DuckDB vs do-nothing again."""
+    n = n_runs * 6
+    null_a, _, _ = _null_run(n_runs, paced=True)
+    tracing = configure_tracing(tmp / "paced.duckdb", otlp_endpoint=None)
+    made = _make(tracing.tracer, n_runs, paced=True)
+    tracing.shutdown()
+    null_b, _, _ = _null_run(n_runs, paced=True)
+    with open_store(tmp / "paced.duckdb", read_only=True) as con:
+        stored = con.sql("SELECT count(*) FROM spans").fetchall()[0][0]
+    null_made = (null_a + null_b) / 2
+    label = f"paced ({PACED_BURST_RUNS * 6} spans, {PACED_PAUSE_S * 1000:g} ms pause)"
+    return [
+        (f"{label}, do-nothing made", f"{null_made:.2f} s = {_rate(n, null_made)} while making"),
+        (f"{label}, DuckDB made", f"{made:.2f} s = {_rate(n, made)} while making"),
+        (f"{label}, ratio made", f"{null_made / made:.2f}x ({stored:,} of {n:,} stored)"),
+    ]
+
+
+def _rate(n: float, seconds: float) -> str:
+    return f"{n / seconds:,.0f}/s" if seconds > 0 else "inf"
+
+
+def bench_exporter(tmp: Path, quick: bool) -> Result:
+    """Run the exporter bench (module doc); ``quick`` makes a tenth of the spans."""
+    n_runs = 1_000 if quick else 10_000
+    n = n_runs * 6
+    load_before = os.getloadavg()
+    null_a, null_total_a, null_spans_a = _null_run(n_runs)
+
+    before = LEDGER.snapshot()
+    tracing = configure_tracing(tmp / "exp.duckdb", otlp_endpoint=None)
+    t0 = time.perf_counter()
+    made = _make(tracing.tracer, n_runs)
+    tracing.flush()
+    total = time.perf_counter() - t0
+    tracing.shutdown()
+    counts = LEDGER.snapshot() - before
+
+    null_b, _, null_spans_b = _null_run(n_runs)
+    paced = _paced(tmp, n_runs // 2)
+    load_after = os.getloadavg()
+    with open_store(tmp / "exp.duckdb", read_only=True) as con:
+        stored = con.sql("SELECT count(*) FROM spans").fetchall()[0][0]
+    null_made = (null_a + null_b) / 2
+    ok = stored == n == counts.written and counts.lost == counts.spilled == counts.dropped == 0
+    return [
+        ("spans", f"{n:,} ({n_runs:,} runs of 6), batch settings {DUCKDB_BATCH}"),
+        ("do-nothing exporter, made (before)", f"{null_a:.2f} s = {_rate(n, null_a)}"),
+        ("do-nothing exporter, made (after)", f"{null_b:.2f} s = {_rate(n, null_b)}"),
+        ("do-nothing exporter, incl. flush", f"{null_total_a:.2f} s = {_rate(n, null_total_a)}"
+         f" ({null_spans_a:,} / {null_spans_b:,} exported)"),
+        ("DuckDB exporter, made", f"{made:.2f} s = {_rate(n, made)}"),
+        ("DuckDB exporter, durable (incl. flush)", f"{total:.2f} s = {_rate(n, total)}"),
+        ("ratio made, DuckDB vs do-nothing", f"{null_made / made:.2f}x (target >= 0.9x)"),
+        ("ratio durable vs do-nothing made", f"{null_made / total:.2f}x"),
+        ("ledger", f"{counts.written:,} written, {counts.spilled:,} spilled, "
+                   f"{counts.lost:,} lost, {counts.dropped:,} dropped of {counts.ended:,} ended"),
+        ("spans in the store", f"{stored:,} of {n:,} ({'none lost' if ok else 'LOST'})"),
+        *paced,
+        ("load average 1/5/15 min, before", " ".join(f"{x:.2f}" for x in load_before)),
+        ("load average 1/5/15 min, after", " ".join(f"{x:.2f}" for x in load_after)),
+    ]

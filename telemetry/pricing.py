@@ -20,6 +20,11 @@ lazily (it takes about two seconds) and always with ``LITELLM_LOCAL_MODEL_COST_M
 so the bundled map is used at once and results never depend on the network
 (docs/sources.md#litellm-offline-price-map). A model with no price is *unpriced*: its cost
 is None, never $0.
+
+Why one file: the price lookup, the per-request :class:`PriceMemo` and :func:`price_call`
+share the private entry and rate helpers and must change together (a memo that shared a
+rate the call's usage could change would misprice); split, each half would need the
+other's internals.
 """
 
 from __future__ import annotations

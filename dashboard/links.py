@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+import polars as pl
+import streamlit as st
+
 from cliffwatch.analytics.replay import LimitsOverride
+from cliffwatch.dashboard.ui import RUN_LINK_PREFIX
 
 REPLAY_PAGE = "views/replay.py"
 """The Replay page's source, relative to app.py (what ``st.page_link`` takes)."""
@@ -27,3 +31,21 @@ def replay_link(run_id: str, override: LimitsOverride | None = None) -> str:
     """``replay?run_id=...`` (with the limits of ``override``, if given)."""
     params = {"run_id": run_id, **(limit_params(override) if override else {})}
     return f"{REPLAY_URL_PATH}?{urlencode(params)}"
+
+
+RUN_LINK_COLUMN = st.column_config.LinkColumn("Run", display_text="open run")
+"""A table column of run page links (:func:`run_link_column`), shown as "open run"."""
+
+REPLAY_LINK_COLUMN = st.column_config.LinkColumn("Replay", display_text="replay")
+"""A table column of replay links (:func:`replay_link_column`), shown as "replay"."""
+
+
+def run_link_column(name: str) -> pl.Expr:
+    """A column ``name`` holding each row's run page link, from its ``run_id``."""
+    return (pl.lit(RUN_LINK_PREFIX) + pl.col("run_id")).alias(name)
+
+
+def replay_link_column(name: str) -> pl.Expr:
+    """A column ``name`` holding each row's replay link (recorded limits), from its
+    ``run_id``."""
+    return (pl.lit(replay_link("")) + pl.col("run_id")).alias(name)

@@ -9,7 +9,7 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics.alert_view import DELIVERY_STATUSES, alert_rules
-from cliffwatch.dashboard import cells, downloads, queries, tables, ui
+from cliffwatch.dashboard import cells, downloads, links, queries, tables
 from cliffwatch.dashboard.alerts_queries import load_alerts
 
 STATUS_LABELS = {
@@ -79,7 +79,7 @@ table = cells.text_columns(
     pl.col("status").replace_strict(STATUS_LABELS, default=pl.col("status")),
     pl.col("attempts").map_elements(cells.count, return_dtype=pl.String),
     pl.col("last_http_status").cast(pl.String).fill_null("-"),
-    (pl.lit(ui.RUN_LINK_PREFIX) + pl.col("run_id")).alias("run_link"),
+    links.run_link_column("run_link"),
 )
 tables.show(
     table, key="alerts",
@@ -94,7 +94,7 @@ tables.show(
         "next_attempt_at": st.column_config.TextColumn("Next attempt (UTC)"),
         "delivered_at": st.column_config.TextColumn("Delivered (UTC)"),
         "text": st.column_config.TextColumn("Alert", width="large"),
-        "run_link": st.column_config.LinkColumn("Run", display_text="open run"),
+        "run_link": links.RUN_LINK_COLUMN,
     },
 )
 downloads.csv_button(found, "alerts")

@@ -38,8 +38,8 @@ if status:
 
 st.caption(f"{shown.height:,} of {found.height:,} incidents · select a row to open its run")
 table = shown.with_columns(
-    (pl.lit(ui.RUN_LINK_PREFIX) + pl.col("run_id")).alias("link"),
-    (pl.lit(links.replay_link("")) + pl.col("run_id")).alias("replay"),
+    links.run_link_column("link"),
+    links.replay_link_column("replay"),
 )
 picked = tables.show(
     table,
@@ -53,8 +53,8 @@ picked = tables.show(
     column_config={
         "detected_at": st.column_config.DatetimeColumn("Detected (UTC)", format="YYYY-MM-DD HH:mm"),
         "detail": st.column_config.TextColumn("What happened", width=420),
-        "link": st.column_config.LinkColumn("Run", display_text="open run"),
-        "replay": st.column_config.LinkColumn("Replay", display_text="replay"),
+        "link": links.RUN_LINK_COLUMN,
+        "replay": links.REPLAY_LINK_COLUMN,
         "note": st.column_config.TextColumn("Note", width="medium"),
     },
 )

@@ -94,8 +94,8 @@ table = cells.text_columns(runs, "task_class", "status", "breach", "run_id").wit
     ).alias("workers"),
     pl.col("max_workers").map_elements(cells.count, return_dtype=pl.String, skip_nulls=False)
     .alias("cap"),
-    (pl.lit(ui.RUN_LINK_PREFIX) + pl.col("run_id")).alias("run_link"),
-    (pl.lit(links.replay_link("")) + pl.col("run_id")).alias("replay_link"),
+    links.run_link_column("run_link"),
+    links.replay_link_column("replay_link"),
 )
 picked = tables.show(
     table,
@@ -110,8 +110,8 @@ picked = tables.show(
         "workers": st.column_config.TextColumn("Workers proposed → dispatched"),
         "cap": st.column_config.TextColumn("Max workers"),
         "run_id": st.column_config.TextColumn("Run id"),
-        "run_link": st.column_config.LinkColumn("Run", display_text="open run"),
-        "replay_link": st.column_config.LinkColumn("Replay", display_text="replay"),
+        "run_link": links.RUN_LINK_COLUMN,
+        "replay_link": links.REPLAY_LINK_COLUMN,
     },
 )
 if picked.selection.rows:

@@ -92,7 +92,7 @@ tables.show(
     column_config={
         "started_at": st.column_config.DatetimeColumn("Started (UTC)",
                                                       format="YYYY-MM-DD HH:mm"),
-        "replay": st.column_config.LinkColumn("Replay", display_text="replay"),
+        "replay": links.REPLAY_LINK_COLUMN,
         "redo_usd": st.column_config.NumberColumn(
             "Task redone", format="$%,.5f",
             help="A task the limits leave undone, redone within them (estimated; part of "

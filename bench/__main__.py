@@ -58,7 +58,8 @@ from bench.scale import scale_benchmarks  # noqa: E402 - after the environment i
 
 Result = list[tuple[str, str]]
 
-from bench.cli_start import bench_cli_percentiles, synthetic_runs_store  # noqa: E402
+from bench.bigstore import synthetic_runs_store  # noqa: E402
+from bench.cli_start import bench_cli_percentiles  # noqa: E402
 from bench.otlp_decode import bench_otlp_decode  # noqa: E402 (after the env default)
 
 

@@ -78,3 +78,27 @@ def big_store(runs: int, say: bool = True) -> tuple[Path, float | None]:
         con.execute("CHECKPOINT")
     building.rename(path)
     return path, time.perf_counter() - t0
+
+
+def synthetic_runs_store(path: Path, n_runs: int) -> None:
+    """Write ``n_runs`` synthetic rows into a new store's ``runs`` table (the table the
+    read side reads): a lognormal cost body with a 2% heavy tail (x12), eight task classes,
+    one run a second from 2026-01-01. Used by the ``percentiles`` and ``cli_percentiles``
+    benchmarks and ``bench.run_pages``."""
+    from cliffwatch.telemetry.store import open_store
+
+    with open_store(path, read_only=False) as con:
+        con.sql(
+            f"""
+            INSERT INTO runs (run_id, task_class, started_at, ended_at, duration_ms, status,
+                cost_usd, input_tokens, output_tokens, llm_calls, unpriced_calls,
+                failed_calls, source, materialised_at)
+            SELECT printf('%032x', i), 'class_' || (i % 8),
+                   TIMESTAMP '2026-01-01' + to_seconds(i), TIMESTAMP '2026-01-01'
+                       + to_seconds(i + 30), 30000, 'ok',
+                   exp(-4 + 0.6 * sqrt(-2 * ln(random())) * cos(2 * pi() * random()))
+                       * CASE WHEN random() < 0.02 THEN 12 ELSE 1 END,
+                   1000, 200, 5, 0, 0, 'bench', now()
+            FROM range({n_runs}) t(i)
+            """
+        )

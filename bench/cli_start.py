@@ -1,6 +1,6 @@
-"""``cli_percentiles``: ``cliffwatch percentiles`` as a process (start, imports, store
-open, query, render) against the raw ``quantile_cont`` in a process that imports only
-DuckDB, over the same synthetic store of N runs (:func:`synthetic_runs_store`). Prints the
+"""``cli_percentiles``: ``cliffwatch percentiles`` as a process (start, imports, store open,
+query, render) against the raw ``quantile_cont`` in a process that imports only DuckDB, over
+the same synthetic store of N runs (:func:`bench.bigstore.synthetic_runs_store`). Prints the
 median wall and CPU time (user + sys, ``os.wait4`` of the child) of each, their ratios, the
 largest difference between the two processes' P50/P95/P99 and the load average. Issue 11
 measured 3.2x, 1.2-1.3 s of which was process start (importing litellm)."""
@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.bigstore import synthetic_runs_store
+
 Result = list[tuple[str, str]]
 
 RAW_PERCENTILES = """
@@ -26,29 +28,6 @@ rows = con.sql("SELECT task_class, count(*), quantile_cont(cost_usd, [0.5, 0.95,
 print(json.dumps([{"task_class": c, "runs": n, "q": q} for c, n, q in rows]))
 """
 """The figures ``cliffwatch percentiles`` prints, as bare SQL in a DuckDB-only process."""
-
-
-def synthetic_runs_store(path: Path, n_runs: int) -> None:
-    """Write ``n_runs`` synthetic rows into a new store's ``runs`` table (the table the
-    read side reads): a lognormal cost body with a 2% heavy tail (x12), eight task classes,
-    one run a second from 2026-01-01."""
-    from cliffwatch.telemetry.store import open_store
-
-    with open_store(path, read_only=False) as con:
-        con.sql(
-            f"""
-            INSERT INTO runs (run_id, task_class, started_at, ended_at, duration_ms, status,
-                cost_usd, input_tokens, output_tokens, llm_calls, unpriced_calls,
-                failed_calls, source, materialised_at)
-            SELECT printf('%032x', i), 'class_' || (i % 8),
-                   TIMESTAMP '2026-01-01' + to_seconds(i), TIMESTAMP '2026-01-01'
-                       + to_seconds(i + 30), 30000, 'ok',
-                   exp(-4 + 0.6 * sqrt(-2 * ln(random())) * cos(2 * pi() * random()))
-                       * CASE WHEN random() < 0.02 THEN 12 ELSE 1 END,
-                   1000, 200, 5, 0, 0, 'bench', now()
-            FROM range({n_runs}) t(i)
-            """
-        )
 
 
 def _timed(command: list[str]) -> tuple[float, float, str]:

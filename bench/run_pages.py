@@ -1,9 +1,9 @@
 """The Runs, Compare and per-run percentile queries over a store of N runs (default 1M):
 ``python -m bench.run_pages [N]``.
 
-Synthetic ``runs`` rows go straight into the table the pages read (eight classes, 2% cap
-breaches, a lognormal cost); each query is timed once, from disk, as the dashboard runs
-it (one page of 50 rows and a count; never every run).
+Synthetic ``runs`` rows (:func:`bench.bigstore.synthetic_runs_store`) go straight into the
+table the pages read, then 2% become cap breaches; each query is timed once, from disk,
+as the dashboard runs it (one page of 50 rows and a count; never every run).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from bench.bigstore import synthetic_runs_store
 from cliffwatch.analytics.run_measures import run_measure_percentiles
 from cliffwatch.analytics.run_table import RunQuery, count_runs, runs_page
 from cliffwatch.analytics.store_access import read_store
@@ -22,18 +23,17 @@ from cliffwatch.analytics.window import Window
 from cliffwatch.analytics.window_compare import compare_windows
 from cliffwatch.telemetry.store import open_store
 
-_FILL = """
-    INSERT INTO runs (run_id, task_class, started_at, ended_at, duration_ms, status, breach,
-        cost_usd, input_tokens, output_tokens, llm_calls, unpriced_calls, failed_calls,
-        source, materialised_at)
-    SELECT printf('%032x', i), 'class_' || (i % 8),
-           TIMESTAMP '2026-01-01' + to_seconds(i), TIMESTAMP '2026-01-01' + to_seconds(i + 30),
-           1000 + (i % 977) * 37, CASE WHEN i % 50 = 0 THEN 'rejected' ELSE 'ok' END,
-           CASE WHEN i % 50 = 0 THEN 'cap' END,
-           exp(-4 + 0.6 * sqrt(-2 * ln(random())) * cos(2 * pi() * random())),
-           1000 + i % 313, 200 + i % 1009, 5, 0, 0, 'bench', now()
-    FROM range($n) t(i)
+_VARY = """
+    UPDATE runs SET
+        duration_ms = 1000 + (i % 977) * 37,
+        status = CASE WHEN i % 50 = 0 THEN 'rejected' ELSE 'ok' END,
+        breach = CASE WHEN i % 50 = 0 THEN 'cap' END,
+        input_tokens = 1000 + i % 313, output_tokens = 200 + i % 1009
+    FROM (SELECT run_id AS id, row_number() OVER (ORDER BY run_id) - 1 AS i FROM runs) AS n
+    WHERE runs.run_id = n.id
 """
+"""Varies the synthetic runs for the pages' filters: every 50th run a rejected cap breach,
+durations and tokens spread."""
 
 
 def _timed(label: str, call: Callable[[], object]) -> None:
@@ -46,8 +46,9 @@ def main(n: int) -> None:
     """Fill a temporary store with ``n`` runs and print each query's time."""
     with tempfile.TemporaryDirectory(prefix="cw-bench-run-pages-") as tmp:
         path = Path(tmp) / "runs.duckdb"
+        synthetic_runs_store(path, n)
         with open_store(path, read_only=False) as con:
-            con.execute(_FILL, {"n": n})
+            con.execute(_VARY)
         newest, costliest = RunQuery(), RunQuery(sort_by="cost_usd")
         narrow = RunQuery(task_classes=("class_3",), breach="cap", min_cost_usd=0.01,
                           sort_by="duration_ms")

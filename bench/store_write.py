@@ -42,8 +42,8 @@ def _load() -> str:
 
 
 def grow_history(con, seed_path: Path, copies_done: int, target_runs: int) -> int:  # type: ignore[no-untyped-def]
-    """Copy the seed store's runs, spans, incidents and alerts in SQL, with new ids (an md5
-    of the copy number and the old id: random-looking, as real trace ids are) and times
+    """Copy the seed store's runs, spans, incidents, alerts and seen traces in SQL, with new
+    ids (an md5 of the copy number and the old id: random-looking, as real trace ids are) and times
     moved one day per copy, until there are ``target_runs // SEED_RUNS`` copies. No
     ``write_spans``: 1M runs build in minutes, not hours. 100k runs per statement.
 
@@ -70,6 +70,14 @@ def grow_history(con, seed_path: Path, copies_done: int, target_runs: int) -> in
                     FROM (SELECT * FROM seed.{table} {where})
                     CROSS JOIN range({copies_done}, {last}) AS c(k)
                 """)
+            # Every copied trace is seen, as write_spans records it (schema.py, seen_traces).
+            con.execute(f"""
+                INSERT INTO seen_traces
+                SELECT md5_number_lower(md5(k::VARCHAR || trace_id)), first_ingested_at
+                FROM (SELECT trace_id, min(ingested_at) AS first_ingested_at
+                      FROM seed.spans GROUP BY trace_id)
+                CROSS JOIN range({copies_done}, {last}) AS c(k)
+            """)
             copies_done = last
             con.execute("CHECKPOINT")
     finally:
@@ -100,7 +108,9 @@ def fresh_batch(seed_path: Path, tag: int) -> list:  # type: ignore[type-arg]
 
 _PHASES = (
     # (label, how the statement starts): the first match names a statement's phase.
-    ("insert spans (primary key check)", "INSERT INTO spans"),
+    ("insert spans (duplicate check)", "INSERT INTO spans"),
+    ("find seen traces", "CREATE OR REPLACE TEMP TABLE cliff_seen"),
+    ("remember new traces", "INSERT INTO seen_traces"),
     ("upsert runs (primary key)", "INSERT OR REPLACE INTO runs"),
     ("commit", "COMMIT"),
     ("materialise, incidents, alerts (SQL)", ""),

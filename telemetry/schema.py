@@ -9,12 +9,14 @@ and holds the schema version.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: the first store. 2: spans gain the token breakdown, every rate used, the reported and
 computed costs side by side and the duplicate mark; runs gain ``duplicate_calls`` and
 ``cache_detail_missing_calls`` (:data:`MIGRATIONS`). 3: tables ``open_traces`` (traces
 without their root span: where the write path finds a trace's spans, and the incomplete-run
-sweep) and ``class_p50`` (the runaway rule's per-class P50, refreshed on a bound)."""
+sweep) and ``class_p50`` (the runaway rule's per-class P50, refreshed on a bound). 4:
+``spans`` without its primary key (:data:`SPANS_UNKEYED_MIGRATION`) and table
+``seen_traces`` (:data:`SEEN_TRACES_DDL`), by which a write keeps re-sent spans out."""
 
 META_TABLE = "cliffwatch_meta"
 
@@ -104,42 +106,8 @@ CLASS_P50_DDL = """
 runs) with the run count it was computed over, the runs written to the class since and when
 (telemetry/incident_rules.py says when it is refreshed)."""
 
-_OPEN_TRACES_BACKFILL = """
-    INSERT INTO open_traces
-    SELECT trace_id, min(ingested_at), max(ingested_at), max(ended_at), NULL, NULL
-    FROM spans GROUP BY trace_id
-    HAVING count(*) FILTER (WHERE parent_span_id IS NULL) = 0
-        AND trace_id NOT IN (SELECT trace_id FROM open_traces)
-"""
-
-MIGRATIONS: tuple[str, ...] = (
-    *(
-        f"ALTER TABLE spans ADD COLUMN IF NOT EXISTS {name} {sql_type}"
-        for name, sql_type in SPAN_COLUMNS_V2
-    ),
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS duplicate_calls INTEGER DEFAULT 0",
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS cache_detail_missing_calls INTEGER DEFAULT 0",
-    OPEN_TRACES_DDL,
-    CLASS_P50_DDL,
-    # Version 3: the traces of an older store that never got their root span (one scan).
-    _OPEN_TRACES_BACKFILL,
-    f"UPDATE {META_TABLE} SET value = '{SCHEMA_VERSION}' "
-    f"WHERE key = 'schema_version' AND TRY_CAST(value AS INTEGER) < {SCHEMA_VERSION}",
-)
-"""Idempotent statements that bring a store of an older version up to this one; run by a
-read-write open of a store whose version is below :data:`SCHEMA_VERSION` (after the tables
-exist), so an old store migrates on its next write. A read-only open of an old store sees
-the old columns until then."""
-
-DDL: tuple[str, ...] = (
-    f"""
-    CREATE TABLE IF NOT EXISTS {META_TABLE} (
-        key VARCHAR PRIMARY KEY,
-        value VARCHAR NOT NULL
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS spans (
+SPANS_DDL_TEMPLATE = """
+    CREATE TABLE IF NOT EXISTS {table} (
         trace_id VARCHAR NOT NULL,
         span_id VARCHAR NOT NULL,
         parent_span_id VARCHAR,
@@ -169,10 +137,93 @@ DDL: tuple[str, ...] = (
         attributes JSON,
         resource_attributes JSON,
         events JSON,
-        ingested_at TIMESTAMP NOT NULL,
-        PRIMARY KEY (trace_id, span_id)
+        ingested_at TIMESTAMP NOT NULL
+    )
+"""
+"""The ``spans`` table as created (``{table}``: its name). No primary key since schema
+version 4: DuckDB's key index on (trace_id, span_id) over millions of spans made every
+write slower as history grew (issue 11); a write keeps a span already stored out with
+:data:`SEEN_TRACES_DDL` instead (telemetry/write_pipeline.py). Columns added later by
+``ALTER`` (:data:`SPANS_ALTER_COLUMNS`) follow these."""
+
+SEEN_TRACES_DDL = """
+    CREATE TABLE IF NOT EXISTS seen_traces (
+        trace_key UBIGINT NOT NULL,
+        first_ingested_at TIMESTAMP NOT NULL
+    )
+"""
+"""Every trace ever written, one row each: ``trace_key`` is ``md5_number_lower(trace_id)``
+(the low 64 bits of the id's MD5: stable across DuckDB versions, unlike ``hash``) and
+``first_ingested_at`` the ``ingested_at`` of its first span, so every span of the trace
+sits at or after it in ``spans`` (rows are appended in ingestion order; DuckDB's zone maps
+on ``ingested_at`` skip older row groups). A write looks the batch's traces up here (a
+scan of 16 bytes per trace, no index to maintain): a trace not found is new and its spans
+need no duplicate check; a trace found is checked against its own window of ``spans``
+only. Two traces sharing a key only widen that window; the check is on the ids
+themselves. Kept when spans are pruned (a trace pruned and re-sent is then checked
+against an empty window and stored again, as before version 4)."""
+
+_OPEN_TRACES_BACKFILL = """
+    INSERT INTO open_traces
+    SELECT trace_id, min(ingested_at), max(ingested_at), max(ended_at), NULL, NULL
+    FROM spans GROUP BY trace_id
+    HAVING count(*) FILTER (WHERE parent_span_id IS NULL) = 0
+        AND trace_id NOT IN (SELECT trace_id FROM open_traces)
+"""
+
+SPANS_ALTER_COLUMNS: tuple[tuple[str, str], ...] = (("is_leaf_call", "BOOLEAN"), *SPAN_COLUMNS_V2)
+"""The ``spans`` columns added by ``ALTER`` after :data:`SPANS_DDL_TEMPLATE`'s, in order."""
+
+SEEN_TRACES_BACKFILL = """
+    INSERT INTO seen_traces
+    SELECT md5_number_lower(trace_id), min(ingested_at) FROM spans GROUP BY trace_id
+"""
+"""Fills :data:`SEEN_TRACES_DDL` from the spans of a store older than version 4."""
+
+SPANS_UNKEYED_MIGRATION: tuple[str, ...] = (
+    "DROP TABLE IF EXISTS spans_unkeyed",
+    SPANS_DDL_TEMPLATE.format(table="spans_unkeyed"),
+    *(f"ALTER TABLE spans_unkeyed ADD COLUMN {name} {sql_type}"
+      for name, sql_type in SPANS_ALTER_COLUMNS),
+    # Insertion order is kept (DuckDB's preserve_insertion_order), so ``ingested_at`` stays
+    # in row order and its zone maps keep pruning.
+    "INSERT INTO spans_unkeyed BY NAME SELECT * FROM spans",
+    "DROP TABLE spans",
+    "ALTER TABLE spans_unkeyed RENAME TO spans",
+    SEEN_TRACES_BACKFILL,
+)
+"""Version 4, once, on the first read-write open of an older store, inside the schema
+transaction after :data:`DDL`: DuckDB cannot drop a primary key, so ``spans`` is rebuilt
+without it (every row and column kept), then :data:`SEEN_TRACES_BACKFILL`. About
+SPANS_REBUILD_S_AT_1M s for 1M runs / 7.6M spans (telemetry/store.py runs it)."""
+
+MIGRATIONS: tuple[str, ...] = (
+    *(
+        f"ALTER TABLE spans ADD COLUMN IF NOT EXISTS {name} {sql_type}"
+        for name, sql_type in SPAN_COLUMNS_V2
+    ),
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS duplicate_calls INTEGER DEFAULT 0",
+    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS cache_detail_missing_calls INTEGER DEFAULT 0",
+    OPEN_TRACES_DDL,
+    CLASS_P50_DDL,
+    # Version 3: the traces of an older store that never got their root span (one scan).
+    _OPEN_TRACES_BACKFILL,
+    f"UPDATE {META_TABLE} SET value = '{SCHEMA_VERSION}' "
+    f"WHERE key = 'schema_version' AND TRY_CAST(value AS INTEGER) < {SCHEMA_VERSION}",
+)
+"""Idempotent statements that bring a store of an older version up to this one; run by a
+read-write open of a store whose version is below :data:`SCHEMA_VERSION` (after the tables
+exist), so an old store migrates on its next write. A read-only open of an old store sees
+the old columns until then."""
+
+DDL: tuple[str, ...] = (
+    f"""
+    CREATE TABLE IF NOT EXISTS {META_TABLE} (
+        key VARCHAR PRIMARY KEY,
+        value VARCHAR NOT NULL
     )
     """,
+    SPANS_DDL_TEMPLATE.format(table="spans"),
     """
     CREATE TABLE IF NOT EXISTS runs (
         run_id VARCHAR PRIMARY KEY,
@@ -220,6 +271,7 @@ DDL: tuple[str, ...] = (
     """,
     ALERTS_DDL,
     ALERT_DELIVERIES_DDL,
+    SEEN_TRACES_DDL,
     # Stamped by telemetry.materialise (LLM calls with no LLM-call descendant); added by
     # ALTER so stores made before the column existed gain it on their next write.
     "ALTER TABLE spans ADD COLUMN IF NOT EXISTS is_leaf_call BOOLEAN",

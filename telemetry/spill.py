@@ -7,8 +7,8 @@ DuckDB lets one process hold a file read-write, or several hold it read-only, ne
 it, and the next successful :func:`telemetry.write_pipeline.write_spans` on the same store
 loads every pending file and deletes it after its transaction commits. Nothing is lost;
 a crash between commit and delete only means the batch is loaded again, which adds
-nothing (spans are inserted with ``ON CONFLICT DO NOTHING``). When the spill file cannot
-be written either (the same full disk), the batch is lost and the writer says so.
+nothing (a span already stored is left out: ``write_pipeline.insert_new_spans``). When the
+spill file cannot be written either (the same full disk), the batch is lost and the writer says so.
 
 Layout: ``<db path>.spill/<time_ns>-<pid>-<random>.parquet`` (git-ignored). Each file is
 written under a ``.tmp`` name and renamed into place (``os.replace`` is atomic on one

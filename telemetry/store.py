@@ -32,7 +32,15 @@ import duckdb
 
 from cliffwatch import settings
 from cliffwatch.errors import CliffwatchError
-from cliffwatch.telemetry.schema import DDL, META_TABLE, SCHEMA_VERSION
+from cliffwatch.telemetry.schema import (
+    DDL,
+    META_TABLE,
+    SCHEMA_VERSION,
+    SPANS_UNKEYED_MIGRATION,
+)
+
+SPANS_UNKEYED_SINCE = 4
+"""The schema version from which ``spans`` has no primary key (schema.py)."""
 
 # Backoff: the first retry after about 5 ms (a writer holds the file for a few ms per
 # batch), doubling up to 100 ms so a long holder is polled ten times a second, with
@@ -229,8 +237,10 @@ def _check_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
 
 def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     is_new = not _has_table(con, META_TABLE)
+    version = None
     if not is_new:
-        if _check_version(con, path) == SCHEMA_VERSION:
+        version = _check_version(con, path)
+        if version == SCHEMA_VERSION:
             return  # DDL only on a schema change: nothing to run on an up-to-date store
     elif con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()[0][0] > 0:
         # Someone else's database: do not add our tables to it.
@@ -247,6 +257,9 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
                 f"INSERT INTO {META_TABLE} VALUES ('schema_version', ?), ('created_at', ?)",
                 [str(SCHEMA_VERSION), datetime.now(UTC).isoformat()],
             )
+        if version is not None and version < SPANS_UNKEYED_SINCE:
+            for statement in SPANS_UNKEYED_MIGRATION:  # once: rebuilds spans (seconds)
+                con.execute(statement)
 
 
 @contextmanager

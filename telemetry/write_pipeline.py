@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pyarrow as pa
@@ -71,6 +71,26 @@ def _select_expr(name: str) -> str:
     return name
 
 
+SEEN = "cliff_seen"
+"""Temporary table of the batch's traces already in the store: ``trace_id``,
+``first_ingested_at`` (from ``seen_traces``, schema.py)."""
+
+ORDINAL = "cliff_ord"
+"""Column added to the Arrow batch: each span's place in it (the first of two spans with
+the same ids in one batch is the one stored)."""
+
+CLOCK_SLACK = timedelta(minutes=10)
+"""Widening of the duplicate check's window below a trace's ``first_ingested_at``, so a
+wall clock stepped back between two writes cannot hide a stored span."""
+
+_FIND_SEEN = f"""
+CREATE OR REPLACE TEMP TABLE {SEEN} AS
+SELECT b.trace_id, min(t.first_ingested_at) AS first_ingested_at
+FROM (SELECT DISTINCT trace_id, md5_number_lower(trace_id) AS trace_key FROM {BATCH_VIEW}) AS b
+JOIN seen_traces AS t USING (trace_key)
+GROUP BY b.trace_id
+"""
+
 _INSERT_SPANS = f"""
     INSERT INTO spans ({_SPAN_COLUMNS}, started_at, ended_at, duration_ms, ingested_at)
     SELECT {", ".join(_select_expr(n) for n in SPAN_RECORD_FIELDS)},
@@ -78,9 +98,51 @@ _INSERT_SPANS = f"""
         make_timestamp(end_time_unix_nano // 1000),
         (end_time_unix_nano - start_time_unix_nano) / 1e6,
         $ingested_at
-    FROM {BATCH_VIEW}
-    ON CONFLICT DO NOTHING
+    FROM {BATCH_VIEW} AS b
+    WHERE {{not_stored}}
+    QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY {ORDINAL}) = 1
 """
+
+# A span of a trace already seen is new unless its ids are in the trace's window of spans;
+# the window is a literal, not a parameter, so DuckDB prunes row groups by zone maps.
+_NOT_STORED = f"""NOT EXISTS (
+        SELECT 1 FROM spans AS s
+        WHERE s.ingested_at >= TIMESTAMP '{{since}}'
+            AND s.trace_id IN (SELECT trace_id FROM {SEEN})
+            AND s.trace_id = b.trace_id AND s.span_id = b.span_id)"""
+
+_REMEMBER_TRACES = f"""
+    INSERT INTO seen_traces
+    SELECT DISTINCT md5_number_lower(trace_id), $ingested_at::TIMESTAMP FROM {BATCH_VIEW}
+    WHERE trace_id NOT IN (SELECT trace_id FROM {SEEN})
+"""
+
+
+def insert_new_spans(con: duckdb.DuckDBPyConnection, ingested_at: datetime) -> int:
+    """Insert the spans of :data:`BATCH_VIEW` whose ``(trace_id, span_id)`` is not stored
+    yet (nor earlier in the batch), and record the batch's new traces in ``seen_traces``.
+
+    What a re-sent span does is what the ``spans`` primary key did before schema version
+    4 (``ON CONFLICT DO NOTHING``): the span stored first stays, whatever the re-sent one
+    holds. Only the windows of the batch's traces already seen are read (schema.py,
+    ``seen_traces``); a batch of new traces reads no ``spans`` row at all.
+
+    Args:
+        con: the write's connection, inside its transaction; :data:`BATCH_VIEW` registered
+            with an :data:`ORDINAL` column.
+        ingested_at: naive UTC time of the write, stored in ``spans.ingested_at``.
+
+    Returns:
+        Spans inserted.
+    """
+    con.execute(_FIND_SEEN)
+    since = con.execute(f"SELECT min(first_ingested_at) FROM {SEEN}").fetchall()[0][0]
+    not_stored = "TRUE" if since is None else _NOT_STORED.format(
+        since=(since - CLOCK_SLACK).isoformat(sep=" "))
+    inserted = _inserted(con.execute(
+        _INSERT_SPANS.format(not_stored=not_stored), {"ingested_at": ingested_at}))
+    con.execute(_REMEMBER_TRACES, {"ingested_at": ingested_at})
+    return inserted
 
 
 def _inserted(result: duckdb.DuckDBPyConnection) -> int:
@@ -98,9 +160,9 @@ def write_spans(
     """Append spans to the store, then materialise their runs and record incidents.
 
     One short read-write connection and one transaction: pending spill files of this
-    store are loaded with the batch; spans are inserted from an Arrow table
-    (``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, so writing the same
-    ``(trace_id, span_id)`` twice adds nothing); every trace touched whose root span is
+    store are loaded with the batch; spans are inserted from an Arrow table, less those
+    whose ``(trace_id, span_id)`` is already stored (:func:`insert_new_spans`: writing
+    the same span twice adds nothing); every trace touched whose root span is
     in the store gets its ``runs`` row (re)built; incident rules run over those runs.
     Spill files are deleted once the transaction has committed.
 
@@ -145,12 +207,11 @@ def _write_locked(
         batch = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         if batch.num_rows == 0:
             return WriteResult(0, 0, 0, 0)
+        batch = batch.append_column(ORDINAL, pa.array(range(batch.num_rows), pa.int64()))
         con.register(BATCH_VIEW, batch)
         try:
             with transaction(con):  # a failed COMMIT (disk full) is the error raised
-                spans_written = _inserted(
-                    con.execute(_INSERT_SPANS, {"ingested_at": ingested_at})
-                )
+                spans_written = insert_new_spans(con, ingested_at)
                 runs = materialise.materialise_runs(con, BATCH_VIEW, ingested_at)
                 incidents = incident_rules.record_incidents(con, k, ingested_at)
                 alerts_pending = alert_rules.enqueue_alerts(con)  # outbox rows

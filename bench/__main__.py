@@ -34,6 +34,10 @@ Benchmarks (each prints figures and a ratio against a baseline run in the same p
 - ``otlp_decode``: cliffwatch's OTLP decode + mapping (``bench/otlp_decode.py``) against
   parsing the same 512-span protobuf requests and walking every attribute in plain Python.
   Target: >= 0.5x.
+- ``receiver``: ``cliffwatch serve`` (a process, loopback, new store) under 4 concurrent
+  clients posting the same 512-span protobuf requests (``bench/receiver.py``): spans/s,
+  P50/P99 request latency and a ``cliffwatch runs`` started mid-load, against the
+  decode-and-walk ceiling on the same bodies in one process. Target (issue 11): >= 0.5x.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ Result = list[tuple[str, str]]
 from bench.bigstore import synthetic_runs_store  # noqa: E402
 from bench.cli_start import bench_cli_percentiles  # noqa: E402
 from bench.otlp_decode import bench_otlp_decode  # noqa: E402 (after the env default)
+from bench.receiver import bench_receiver  # noqa: E402
 
 
 def _rate(n: float, seconds: float) -> str:
@@ -255,6 +260,7 @@ BENCHMARKS: dict[str, Callable[[Path, bool], Result]] = {
     "cli_percentiles": bench_cli_percentiles,
     "fuzz": bench_fuzz,
     "otlp_decode": bench_otlp_decode,
+    "receiver": bench_receiver,
 }
 
 

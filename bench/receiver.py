@@ -1,0 +1,183 @@
+"""``python -m bench receiver``: ``cliffwatch serve`` under 4 concurrent OTLP clients,
+against the decode-and-walk ceiling on the same payloads.
+
+The server is the real CLI process (``cliffwatch serve --port 0`` on loopback, a new store
+in the bench's temporary directory). Four client threads, each with its own keep-alive
+HTTP connection, post the protobuf requests of :func:`bench.otlp_decode.make_payloads`
+(512 realistic GenAI spans each, new traces in every request), one request at a time per
+client. Bounded: :data:`REQUESTS` requests in all (a tenth with ``--quick``), every
+request answered within :data:`REQUEST_TIMEOUT_S`, the whole load within
+:data:`LOAD_DEADLINE_S`.
+
+Reported: spans/s from the first send to the last answer, per-request latency P50 and P99,
+the answers, the spans in the store afterwards, and a ``cliffwatch runs`` process started
+in the middle of the load (its wall time and exit code: readers wait for the writer's
+lock). Beside it, in this process on the same bodies, the ceiling: parsing each with
+opentelemetry-proto and walking every attribute (:func:`bench.otlp_decode.plain_walk`).
+Target (issue 11): the receiver >= 0.5x the ceiling.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from bench.otlp_decode import SPANS_PER_REQUEST, make_payloads, plain_walk
+
+CLIENTS = 4
+REQUESTS = 80
+"""Requests in one load (20 per client; 40,960 spans)."""
+
+REQUEST_TIMEOUT_S = 120.0
+LOAD_DEADLINE_S = 300.0
+START_TIMEOUT_S = 120.0
+TARGET_RATIO = 0.5
+"""Least receiver spans/s as a share of the decode-and-walk ceiling's (issue 11)."""
+
+_ENDPOINT = re.compile(r"http://127\.0\.0\.1:(\d+)/v1/traces")
+
+
+def _cliffwatch() -> list[str]:
+    script = Path(sys.executable).parent / "cliffwatch"
+    return [str(script)] if script.exists() else [
+        sys.executable, "-c", "from cliffwatch.cli import main; main()"]
+
+
+def start_serve(db: Path) -> tuple[subprocess.Popen[str], int]:
+    """Start ``cliffwatch serve --port 0 --db DB`` on loopback; the process and its port,
+    once ``/health`` answers. Raises RuntimeError when it does not start in time."""
+    proc = subprocess.Popen([*_cliffwatch(), "serve", "--port", "0", "--db", str(db)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + START_TIMEOUT_S
+    port = None
+    while port is None:
+        line = proc.stderr.readline()  # the server names its endpoint on its first line
+        if not line or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"cliffwatch serve did not start: {line.strip()}")
+        if match := _ENDPOINT.search(line):
+            port = int(match.group(1))
+    threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep the pipe drained
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return proc, port
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("cliffwatch serve did not answer /health")
+        time.sleep(0.05)
+
+
+def stop_serve(proc: subprocess.Popen[str]) -> int:
+    """SIGTERM (serve writes what is queued and closes the store), then its exit code."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def _client(port: int, bodies: list[bytes], latencies: list[float], statuses: list[int],
+            deadline: float) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_S)
+    headers = {"Content-Type": "application/x-protobuf"}
+    try:
+        for body in bodies:
+            if time.monotonic() > deadline:
+                return
+            t0 = time.perf_counter()
+            conn.request("POST", "/v1/traces", body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            latencies.append(time.perf_counter() - t0)
+            statuses.append(response.status)
+    finally:
+        conn.close()
+
+
+def _reader_during_load(db: Path, out: dict[str, float | int]) -> None:
+    t0 = time.perf_counter()
+    done = subprocess.run([*_cliffwatch(), "runs", "--db", str(db), "--limit", "5"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    out["wall_s"], out["code"] = time.perf_counter() - t0, done.returncode
+
+
+def _load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _spans_stored(db: Path) -> int:
+    from cliffwatch.telemetry.store import open_store
+
+    with open_store(db, read_only=True) as con:
+        return int(con.execute("SELECT count(*) FROM spans").fetchall()[0][0])
+
+
+def bench_receiver(tmp: Path, quick: bool) -> list[tuple[str, str]]:
+    """The figures of the module docstring, as (label, value) lines."""
+    n_requests = REQUESTS // 10 if quick else REQUESTS
+    bodies = make_payloads(n_requests)
+    db = tmp / "receiver.duckdb"
+    load_before = _load()
+    ceiling_s = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        walked = sum(plain_walk(b) for b in bodies)
+        ceiling_s = min(ceiling_s, time.perf_counter() - t0)
+    ceiling = walked / ceiling_s
+    proc, port = start_serve(db)
+    latencies: list[float] = []
+    statuses: list[int] = []
+    reader: dict[str, float | int] = {}
+    try:
+        deadline = time.monotonic() + LOAD_DEADLINE_S
+        threads = [threading.Thread(target=_client, args=(
+            port, bodies[i::CLIENTS], latencies, statuses, deadline)) for i in range(CLIENTS)]
+        t0 = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        while len(statuses) < n_requests // 2 and any(t.is_alive() for t in threads):
+            time.sleep(0.01)
+        reading = threading.Thread(target=_reader_during_load, args=(db, reader))
+        reading.start()
+        for thread in threads:
+            thread.join()
+        wall_s = time.perf_counter() - t0
+        reading.join()
+    finally:
+        code = stop_serve(proc)
+    load_after = _load()
+    ok = sum(1 for s in statuses if s == 200)
+    rate = ok * SPANS_PER_REQUEST / wall_s
+    ratio = rate / ceiling
+    p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 1 else latencies[0]
+    return [
+        ("load", f"{CLIENTS} clients x {n_requests // CLIENTS} protobuf requests of "
+                 f"{SPANS_PER_REQUEST} spans ({n_requests * SPANS_PER_REQUEST:,} spans), "
+                 "loopback, cliffwatch serve as a process, new store"),
+        ("answers", f"{ok} x 200 of {len(statuses)} answered, {n_requests} sent"),
+        ("receiver", f"{rate:,.0f} spans/s ({wall_s:.1f} s wall)"),
+        ("request latency P50 / P99", f"{statistics.median(latencies):.2f} s / {p99:.2f} s"),
+        ("decode-and-walk ceiling (one process)", f"{ceiling:,.0f} spans/s"),
+        ("ratio receiver / ceiling", f"{ratio:.2f}x"),
+        (f"target >= {TARGET_RATIO}x", "met" if ratio >= TARGET_RATIO else "NOT met"),
+        ("spans in the store after", f"{_spans_stored(db):,} (serve exit code {code})"),
+        ("`cliffwatch runs` started mid-load", f"{reader.get('wall_s', float('nan')):.2f} s, "
+                                               f"exit code {reader.get('code')}"),
+        ("load average 1/5/15 (before, after)", f"{load_before}, {load_after} on "
+                                                f"{os.cpu_count()} CPUs"),
+    ]

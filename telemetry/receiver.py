@@ -101,6 +101,9 @@ BODY_IDLE_TIMEOUT_S = 30.0
 START_TIMEOUT_S = 60.0
 """How long :meth:`OtlpReceiver.start` waits for the server to serve."""
 
+WRITER_HOLD_S = 1.0
+"""Default :attr:`ReceiverConfig.writer_hold_s`."""
+
 
 class ReceiverError(CliffwatchError):
     """The receiver cannot start (the port is taken, the host does not resolve)."""
@@ -123,6 +126,9 @@ class ReceiverConfig:
             :func:`cliffwatch.settings.capture_content` (off).
         body_idle_timeout_s: a request whose body sends nothing for this long is
             answered 408 and its connection closed.
+        writer_hold_s: how long the writer keeps one store connection across batches
+            before it lets readers in (:class:`~telemetry.span_writer.SpanWriter`'s
+            ``hold_s``); 0 opens and closes the store for every batch.
     """
 
     host: str = DEFAULT_HOST
@@ -133,6 +139,7 @@ class ReceiverConfig:
     write_timeout_s: float = 60.0
     capture_content: bool = field(default_factory=settings.capture_content)
     body_idle_timeout_s: float = BODY_IDLE_TIMEOUT_S
+    writer_hold_s: float = WRITER_HOLD_S
 
 
 @dataclass(slots=True)
@@ -202,7 +209,7 @@ class OtlpReceiver:
         sock = _bind(self.config.host, self.config.port)
         self._socket = sock
         self._port = int(sock.getsockname()[1])
-        self._writer = SpanWriter(self.db_path)
+        self._writer = SpanWriter(self.db_path, hold_s=self.config.writer_hold_s)
         server = uvicorn_server(self)
         self._server = server
         self._thread = threading.Thread(

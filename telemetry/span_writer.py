@@ -11,6 +11,13 @@ timeout, the disk is full, the file is damaged) the batch is spilled
 succeeds: durable either way, and each submission's future says which. A batch that can
 be neither written nor spilled fails its futures with
 :class:`~telemetry.write_ledger.SpansLostError` and is counted lost.
+
+With ``hold_s`` (the receiver's) the thread keeps its read-write connection between
+batches (:class:`~telemetry.store.HeldStore`): while requests keep coming it writes
+without reopening the store, lets go after ``hold_s`` for
+:data:`~telemetry.store.READER_WINDOW_S` so that readers (``cliffwatch runs``, the
+dashboard) get the file, and lets go as soon as nothing has come for
+:data:`IDLE_RELEASE_S`.
 """
 
 from __future__ import annotations
@@ -26,10 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cliffwatch.telemetry.records import SpanRecord
+from cliffwatch.telemetry.store import READER_WINDOW_S, HeldStore
 from cliffwatch.telemetry.write_ledger import is_data_error, write_or_spill
 from cliffwatch.telemetry.write_pipeline import WriteResult
 
 logger = logging.getLogger(__name__)
+
+IDLE_RELEASE_S = 0.2
+"""With ``hold_s``: the connection is closed once no submission has come for this long."""
 
 DEFAULT_MAX_BATCH_SPANS = 20_000
 """Spans coalesced into one write at most: large enough that a burst of requests costs
@@ -97,6 +108,9 @@ class SpanWriter:
         max_batch_spans: spans in one write at most.
         timeout_s: lock retry bound per write before spilling; default
             ``settings.lock_timeout_s()``.
+        hold_s: 0 (the default) opens and closes the store for every batch; above 0,
+            one connection is kept across batches for up to this many seconds at a time
+            (see the module docstring).
 
     Thread-safe; use as a context manager or call :meth:`close`.
     """
@@ -108,8 +122,10 @@ class SpanWriter:
         linger_s: float = 0.0,
         max_batch_spans: int = DEFAULT_MAX_BATCH_SPANS,
         timeout_s: float | None = None,
+        hold_s: float = 0.0,
     ) -> None:
         self.db_path = Path(db_path)
+        self._held = HeldStore(db_path, hold_max_s=hold_s) if hold_s > 0 else None
         self.linger_s = linger_s
         self.max_batch_spans = max_batch_spans
         self.timeout_s = timeout_s
@@ -177,10 +193,26 @@ class SpanWriter:
 
     # --- the thread -------------------------------------------------------------------
 
+    def _next(self) -> _QueueItem:
+        """The next item; a held connection is released while the queue stays empty."""
+        if self._held is not None and self._held.held:
+            try:
+                return self._queue.get(timeout=IDLE_RELEASE_S)
+            except queue.Empty:
+                self._held.release()
+        return self._queue.get()
+
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            if self._held is not None:
+                self._held.release()
+
+    def _loop(self) -> None:
         stop = False
         while not stop:
-            item = self._queue.get()
+            item = self._next()
             batch: list[_Submission] = []
             flushes: list[_Flush] = []
             size = 0
@@ -209,6 +241,9 @@ class SpanWriter:
                 self._write_batch(batch)
             for marker in flushes:
                 marker.future.set_result(None)
+            if self._held is not None and self._held.due:
+                self._held.release()
+                time.sleep(READER_WINDOW_S)  # a waiting reader takes the file now
 
     def _write_batch(self, batch: list[_Submission]) -> None:
         records = [rec for recs, _ in batch for rec in recs]
@@ -233,7 +268,8 @@ class SpanWriter:
             future.set_result(outcome)
 
     def _write_records(self, records: list[SpanRecord]) -> WriteOutcome:
-        result = write_or_spill(self.db_path, records, timeout_s=self.timeout_s)
+        result = write_or_spill(self.db_path, records, timeout_s=self.timeout_s,
+                                held=self._held)
         if result is None:
             self.stats.spans_spilled += len(records)
             return WriteOutcome(None, spilled=True)

@@ -3,10 +3,11 @@ creation and version checks, and the store errors.
 
 DuckDB 2.0 lets one process hold a file read-write, or several processes hold it
 read-only, never both; any other connect fails at once with ``IOException: Could not set
-lock on file`` (docs/sources.md#duckdb-single-writer). So nothing here keeps a connection: every
-:func:`open_store` opens, does its work and closes, and a lock conflict is retried with
-exponential backoff and full jitter until a timeout, then reported as
-:class:`StoreBusyError`. Within one process the conflict shows up as a
+lock on file`` (docs/sources.md#duckdb-single-writer). So connections are short: every
+:func:`open_store` opens, does its work and closes (the one exception,
+:class:`HeldStore`, keeps a writer's connection for a bounded time and lets go when idle),
+and a lock conflict is retried with exponential backoff and full jitter until a timeout,
+then reported as :class:`StoreBusyError`. Within one process the conflict shows up as a
 ``ConnectionException`` ("different configuration") when a read-only and a read-write
 connection overlap, or a ``ResourceInUseException`` ("Unique file handle conflict") when
 two threads attach or close the file at the same moment; both are retried the same way.
@@ -19,12 +20,13 @@ on the connection layer alone.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -343,3 +345,81 @@ def write_lock(path: str | os.PathLike[str]) -> threading.Lock:
     key = os.path.abspath(path)
     with _write_locks_guard:
         return _write_locks.setdefault(key, threading.Lock())
+
+
+class HeldStore:
+    """One read-write connection kept open across the writes of one writer thread, for at
+    most ``hold_max_s`` at a time.
+
+    Each :func:`open_store` pays the open (schema check) and the close (DuckDB checkpoints
+    the write-ahead log when the last connection closes); a process that owns a store and
+    writes many batches (``cliffwatch serve``) keeps the connection instead, so DuckDB
+    checkpoints when its log is full, not per batch. While it is held no other process
+    can open the file, not even read-only, so the owner lets go: when idle
+    (:meth:`release`), and once ``hold_max_s`` is up (:attr:`due`), after which it should
+    pause :data:`READER_WINDOW_S` before the next write, long enough for a reader's
+    retry (at most :data:`_BACKOFF_MAX_S` apart) to take the file.
+
+    Not thread-safe: one writer thread uses it (under :func:`write_lock` for each write).
+
+    Args:
+        path: the store (created on first use).
+        hold_max_s: longest a connection is kept, seconds.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, hold_max_s: float) -> None:
+        self.path = Path(path)
+        self.hold_max_s = hold_max_s
+        self._stack: ExitStack | None = None
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._opened_at = 0.0
+
+    @property
+    def held(self) -> bool:
+        """Whether a connection is open now."""
+        return self._con is not None
+
+    @property
+    def due(self) -> bool:
+        """Whether the connection has been held for ``hold_max_s`` or longer."""
+        return self._con is not None and time.monotonic() - self._opened_at >= self.hold_max_s
+
+    @contextmanager
+    def use(self, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The held connection, opened first when there is none (as :func:`open_store`
+        read-write, retrying a lock conflict for ``timeout_s``).
+
+        Raises:
+            What :func:`open_store` raises on open; from the block, a store failure as
+            :func:`store_error` (the connection is closed then, and reopened on the next
+            use); other errors pass through as they are, and a DuckDB error of any kind
+            closes the connection too.
+        """
+        if self._con is None:
+            stack = ExitStack()
+            self._con = stack.enter_context(
+                open_store(self.path, read_only=False, timeout_s=timeout_s))
+            self._stack, self._opened_at = stack, time.monotonic()
+        try:
+            yield self._con
+        except duckdb.Error as exc:
+            self.release()
+            if not _store_failure(exc):
+                raise
+            raise store_error(self.path, exc) from exc
+
+    def release(self) -> None:
+        """Close the connection if one is open (DuckDB checkpoints). Never raises: what is
+        committed is in the write-ahead log already, which the next open replays."""
+        stack, self._stack, self._con = self._stack, None, None
+        if stack is not None:
+            try:
+                stack.close()
+            except Exception as exc:  # noqa: BLE001 - a failed checkpoint loses nothing
+                logging.getLogger(__name__).warning(
+                    "cliffwatch: closing store %s: %s", self.path, str(exc).splitlines()[:1])
+
+
+READER_WINDOW_S = 0.15
+"""How long a :class:`HeldStore` owner leaves the file free after a hold of ``hold_max_s``:
+more than :data:`_BACKOFF_MAX_S`, the longest a waiting reader sleeps between tries."""

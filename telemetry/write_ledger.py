@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from cliffwatch.telemetry import spill
 from cliffwatch.telemetry.records import SpanRecord
-from cliffwatch.telemetry.store import StoreBusyError, StoreError
+from cliffwatch.telemetry.store import HeldStore, StoreBusyError, StoreError
 from cliffwatch.telemetry.write_pipeline import WriteResult, write_spans
 
 logger = logging.getLogger(__name__)
@@ -160,6 +160,7 @@ def write_or_spill(
     *,
     timeout_s: float | None = None,
     ledger: WriteLedger = LEDGER,
+    held: HeldStore | None = None,
 ) -> WriteResult | None:
     """Write ``records`` to the store, or spill them when the write fails; count either.
 
@@ -168,6 +169,8 @@ def write_or_spill(
         records: the batch.
         timeout_s: lock retry bound of the write; default ``settings.lock_timeout_s()``.
         ledger: where the spans are counted.
+        held: the writer's long-lived connection, if it keeps one
+            (:class:`~telemetry.store.HeldStore`).
 
     Returns:
         The :class:`~telemetry.write_pipeline.WriteResult`, or None when the batch was
@@ -180,7 +183,7 @@ def write_or_spill(
             counted, the caller decides (isolate the bad spans, or count them lost).
     """
     try:
-        result = write_spans(path, records, timeout_s=timeout_s)
+        result = write_spans(path, records, timeout_s=timeout_s, held=held)
     except Exception as exc:
         if is_data_error(exc) or not records:
             raise

@@ -29,7 +29,13 @@ import pyarrow as pa
 from cliffwatch import settings
 from cliffwatch.telemetry import alert_rules, incident_rules, materialise, spill
 from cliffwatch.telemetry.records import SPAN_RECORD_FIELDS, SpanRecord, records_to_arrow
-from cliffwatch.telemetry.store import StoreBusyError, open_store, transaction, write_lock
+from cliffwatch.telemetry.store import (
+    HeldStore,
+    StoreBusyError,
+    open_store,
+    transaction,
+    write_lock,
+)
 
 logger = logging.getLogger("cliffwatch.alerts")
 
@@ -156,6 +162,7 @@ def write_spans(
     *,
     timeout_s: float | None = None,
     runaway_k: float | None = None,
+    held: HeldStore | None = None,
 ) -> WriteResult:
     """Append spans to the store, then materialise their runs and record incidents.
 
@@ -172,6 +179,8 @@ def write_spans(
             pending spill files are loaded).
         timeout_s: lock retry bound; default ``settings.lock_timeout_s()``.
         runaway_k: runaway multiple; default ``settings.runaway_k()``.
+        held: write through this long-lived connection (opened when it has none)
+            instead of opening and closing the store for this write.
 
     Returns:
         A :class:`WriteResult` with the counts of what changed.
@@ -192,16 +201,22 @@ def write_spans(
             f"store {path} is busy: another thread held it for {timeout:g} s (write gave up)"
         )
     try:
-        return _write_locked(path, records, max(0.0, deadline - time.monotonic()), k)
+        return _write_locked(path, records, max(0.0, deadline - time.monotonic()), k, held)
     finally:
         lock.release()
 
 
 def _write_locked(
-    path: str | os.PathLike[str], records: Sequence[SpanRecord], timeout_s: float, k: float
+    path: str | os.PathLike[str],
+    records: Sequence[SpanRecord],
+    timeout_s: float,
+    k: float,
+    held: HeldStore | None,
 ) -> WriteResult:
     ingested_at = datetime.now(UTC).replace(tzinfo=None)
-    with open_store(path, read_only=False, timeout_s=timeout_s) as con:
+    connection = (open_store(path, read_only=False, timeout_s=timeout_s) if held is None
+                  else held.use(timeout_s))
+    with connection as con:
         spill_tables, spill_paths = spill.read_spills(spill.pending_spills(path))
         tables = [records_to_arrow(list(records)), *spill_tables]
         batch = pa.concat_tables(tables) if len(tables) > 1 else tables[0]

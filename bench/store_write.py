@@ -141,6 +141,9 @@ def write_phases(path: Path, records: list) -> dict[str, float]:  # type: ignore
             head = " ".join(sql.split())
             label = next(lb for lb, start in _PHASES if head.startswith(start))
             phases[label] += time.perf_counter() - t0
+            if not label.startswith(("insert", "find", "remember", "upsert", "commit")):
+                key = f"  [{head[:48]}]"  # the SQL bucket, statement by statement
+                phases[key] = phases.get(key, 0.0) + time.perf_counter() - t0
             return out
 
     @contextmanager
@@ -169,7 +172,7 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
 
     from cliffwatch.orchestrator.demo import run_demo
     from cliffwatch.telemetry.records import records_to_arrow
-    from cliffwatch.telemetry.store import open_store
+    from cliffwatch.telemetry.store import HeldStore, open_store
     from cliffwatch.telemetry.write_pipeline import write_spans
 
     seed_path, path = tmp / "seed.duckdb", tmp / "history.duckdb"
@@ -210,6 +213,16 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
             con.execute("INSERT INTO bare SELECT * FROM b")
             con.close()
             bares.append(time.perf_counter() - t0)
+        held = HeldStore(path, hold_max_s=3600)  # as `cliffwatch serve` keeps it
+        kept = []
+        for j in range(3):
+            batch = fresh_batch(seed_path, 100 * i + j + 50)
+            t0 = time.perf_counter()
+            write_spans(path, batch, held=held)
+            kept.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        held.release()
+        release_s = time.perf_counter() - t0
         phases = write_phases(path, fresh_batch(seed_path, 100 * i + 9))
         w, b = statistics.median(ours), statistics.median(bares)
         first, last = (w, w) if i == 0 else (first, w)
@@ -218,8 +231,16 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
             ("  write_spans", f"{w:.3f} s (each: {', '.join(f'{x:.3f}' for x in ours)})"),
             ("  bare Arrow insert (open, insert, close)", f"{b:.3f} s"),
             ("  speed vs bare (target >= 0.5x)", f"{b / w:.2f}x"),
+            ("  write_spans, held connection (serve)",
+             f"{statistics.median(kept):.3f} s = {b / statistics.median(kept):.2f}x bare "
+             f"(each: {', '.join(f'{x:.3f}' for x in kept)}; the first opens; "
+             f"release {release_s:.3f} s)"),
             ("  one more write, by phase", ", ".join(
-                f"{label} {sec * 1000:.0f} ms" for label, sec in phases.items())),
+                f"{label} {sec * 1000:.0f} ms" for label, sec in phases.items()
+                if not label.startswith("  ["))),
+            ("  its slowest SQL statements", ", ".join([
+                f"{label.strip()} {sec * 1000:.0f} ms" for label, sec in sorted(
+                    phases.items(), key=lambda kv: -kv[1]) if label.startswith("  [")][:6])),
             ("  load average 1/5/15", _load()),
         ]
     out.append((f"write at {sizes[-1]:,} / at {sizes[0]:,} runs (flat: 1x)",

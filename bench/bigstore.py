@@ -51,6 +51,7 @@ def big_store(runs: int, say: bool = True) -> tuple[Path, float | None]:
     Returns:
         ``(path, build_s)``: build_s None when the cached file was reused.
     """
+    from cliffwatch.telemetry.schema import SEEN_TRACES_BACKFILL
     from cliffwatch.telemetry.store import open_store
 
     copies = max(1, math.ceil(runs / DEMO_RUNS))
@@ -75,6 +76,7 @@ def big_store(runs: int, say: bool = True) -> tuple[Path, float | None]:
                 print(f"  (building {path.name}: {params['high']}/{copies} copies, "
                       f"{time.perf_counter() - t0:.0f} s)", flush=True)
         con.execute("DETACH demo")
+        con.execute(SEEN_TRACES_BACKFILL)  # every copied trace is seen, as write_spans keeps it
         con.execute("CHECKPOINT")
     building.rename(path)
     return path, time.perf_counter() - t0

@@ -166,7 +166,8 @@ def write_spans(
 ) -> WriteResult:
     """Append spans to the store, then materialise their runs and record incidents.
 
-    One short read-write connection and one transaction: pending spill files of this
+    One read-write connection (opened and closed for this write, or the caller's
+    ``held`` one) and one transaction: pending spill files of this
     store are loaded with the batch; spans are inserted from an Arrow table, less those
     whose ``(trace_id, span_id)`` is already stored (:func:`insert_new_spans`: writing
     the same span twice adds nothing); every trace touched whose root span is

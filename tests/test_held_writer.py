@@ -3,12 +3,17 @@ through one connection, readers still get the file, and failures still spill."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import pytest
 from waits import scaled
 
+from cliffwatch.telemetry.receiver import WRITER_HOLD_S
 from cliffwatch.telemetry.span_writer import IDLE_RELEASE_S, SpanWriter
 from cliffwatch.telemetry.store import HeldStore, open_store
 from cliffwatch.telemetry.testing import make_run_records
@@ -70,3 +75,41 @@ def test_a_reader_gets_in_while_the_writer_is_never_idle(tmp_path: Path) -> None
             stop.set()
             thread.join(scaled(60))
     assert _count(path, "runs") == 1 + len(written)
+
+
+_READER = """
+import sys
+from cliffwatch.telemetry.store import open_store
+with open_store(sys.argv[1], read_only=True, timeout_s=float(sys.argv[2])) as con:
+    print(con.execute("SELECT count(*) FROM runs").fetchall()[0][0])
+"""
+
+
+@pytest.mark.slow
+def test_another_process_reads_while_the_receivers_writer_never_idles(tmp_path: Path) -> None:
+    path = tmp_path / "serve.duckdb"
+    stop = threading.Event()
+    with SpanWriter(path, hold_s=WRITER_HOLD_S) as writer:
+        writer.write(make_run_records(seed=36), timeout_s=scaled(60))
+
+        def keep_writing() -> None:
+            seed = 2000
+            while not stop.is_set():
+                seed += 1
+                writer.write(make_run_records(seed=seed), timeout_s=scaled(60))
+
+        thread = threading.Thread(target=keep_writing)
+        thread.start()
+        try:
+            read = subprocess.run(
+                [sys.executable, "-c", _READER, str(path), str(scaled(30))],
+                capture_output=True, text=True, timeout=scaled(120),
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            )
+            still_writing = thread.is_alive()
+        finally:
+            stop.set()
+            thread.join(scaled(60))
+    assert read.returncode == 0, read.stderr
+    assert int(read.stdout) >= 1
+    assert still_writing

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -51,30 +53,36 @@ def test_the_writer_lets_go_when_idle(tmp_path: Path) -> None:
     assert _count(path, "runs") == 2
 
 
+@contextmanager
+def _writing_without_pause(writer: SpanWriter, first_seed: int) -> Iterator[threading.Thread]:
+    """A thread writing one new run after another through ``writer`` for the block's
+    duration; yields it (alive while the load goes on), then stops it."""
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        seed = first_seed
+        while not stop.is_set():
+            seed += 1
+            writer.write(make_run_records(seed=seed), timeout_s=scaled(60))
+
+    thread = threading.Thread(target=keep_writing)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(scaled(60))
+
+
 def test_a_reader_gets_in_while_the_writer_is_never_idle(tmp_path: Path) -> None:
     path = tmp_path / "busy.duckdb"
-    stop = threading.Event()
-    written: list[int] = []
     with SpanWriter(path, hold_s=0.3) as writer:
         writer.write(make_run_records(seed=35), timeout_s=scaled(60))
-
-        def keep_writing() -> None:
-            seed = 1000
-            while not stop.is_set():
-                seed += 1
-                writer.write(make_run_records(seed=seed), timeout_s=scaled(60))
-                written.append(seed)
-
-        thread = threading.Thread(target=keep_writing)
-        thread.start()
-        try:
+        with _writing_without_pause(writer, 1000) as thread:
             time.sleep(0.5)
             assert _count(path, "runs") >= 1  # within its lock timeout, not after the load
             assert thread.is_alive()  # the load was still going when the reader got in
-        finally:
-            stop.set()
-            thread.join(scaled(60))
-    assert _count(path, "runs") == 1 + len(written)
+    assert _count(path, "runs") == writer.stats.runs_materialised
 
 
 _READER = """
@@ -88,28 +96,15 @@ with open_store(sys.argv[1], read_only=True, timeout_s=float(sys.argv[2])) as co
 @pytest.mark.slow
 def test_another_process_reads_while_the_receivers_writer_never_idles(tmp_path: Path) -> None:
     path = tmp_path / "serve.duckdb"
-    stop = threading.Event()
     with SpanWriter(path, hold_s=WRITER_HOLD_S) as writer:
         writer.write(make_run_records(seed=36), timeout_s=scaled(60))
-
-        def keep_writing() -> None:
-            seed = 2000
-            while not stop.is_set():
-                seed += 1
-                writer.write(make_run_records(seed=seed), timeout_s=scaled(60))
-
-        thread = threading.Thread(target=keep_writing)
-        thread.start()
-        try:
+        with _writing_without_pause(writer, 2000) as thread:
             read = subprocess.run(
                 [sys.executable, "-c", _READER, str(path), str(scaled(30))],
                 capture_output=True, text=True, timeout=scaled(120),
                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
             )
             still_writing = thread.is_alive()
-        finally:
-            stop.set()
-            thread.join(scaled(60))
     assert read.returncode == 0, read.stderr
     assert int(read.stdout) >= 1
     assert still_writing

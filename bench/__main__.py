@@ -38,6 +38,10 @@ Benchmarks (each prints figures and a ratio against a baseline run in the same p
   clients posting the same 512-span protobuf requests (``bench/receiver.py``): spans/s,
   P50/P99 request latency and a ``cliffwatch runs`` started mid-load, against the
   decode-and-walk ceiling on the same bodies in one process. Target (issue 11): >= 0.5x.
+- ``phoenix``: the same requests from the same 4 clients to ``cliffwatch serve`` and to
+  Arize Phoenix's receiver (``bench/phoenix_side.py``; Phoenix installed into its own venv
+  in the bench cache on first use, skipped with the reason when it cannot be): spans/s
+  answered and spans/s readable from each server's store, and the ratio.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ Result = list[tuple[str, str]]
 from bench.bigstore import synthetic_runs_store  # noqa: E402
 from bench.cli_start import bench_cli_percentiles  # noqa: E402
 from bench.otlp_decode import bench_otlp_decode  # noqa: E402 (after the env default)
+from bench.phoenix_side import bench_phoenix  # noqa: E402
 from bench.receiver import bench_receiver  # noqa: E402
 
 
@@ -261,6 +266,7 @@ BENCHMARKS: dict[str, Callable[[Path, bool], Result]] = {
     "fuzz": bench_fuzz,
     "otlp_decode": bench_otlp_decode,
     "receiver": bench_receiver,
+    "phoenix": bench_phoenix,
 }
 
 

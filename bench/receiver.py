@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.otlp_decode import SPANS_PER_REQUEST, make_payloads, plain_walk
@@ -116,11 +117,47 @@ def _reader_during_load(db: Path, out: dict[str, float | int]) -> None:
     out["wall_s"], out["code"] = time.perf_counter() - t0, done.returncode
 
 
-def _load() -> str:
+def load_average() -> str:
+    """The machine's 1/5/15-minute load averages, as "a/b/c"."""
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def _spans_stored(db: Path) -> int:
+def post_load(port: int, bodies: list[bytes],
+              during: Callable[[], None] | None = None) -> tuple[float, list[float], list[int]]:
+    """Post ``bodies`` to ``http://127.0.0.1:PORT/v1/traces`` from :data:`CLIENTS` threads
+    (each its own keep-alive connection, one request at a time, every CLIENTS-th body);
+    ``during`` runs once half of the answers are in, while the load goes on.
+
+    Returns:
+        (wall seconds from the first send to the last answer, each request's latency in
+        seconds, each answer's HTTP status). Bounded by :data:`LOAD_DEADLINE_S`.
+    """
+    latencies: list[float] = []
+    statuses: list[int] = []
+    deadline = time.monotonic() + LOAD_DEADLINE_S
+    threads = [threading.Thread(target=_client, args=(
+        port, bodies[i::CLIENTS], latencies, statuses, deadline)) for i in range(CLIENTS)]
+    t0 = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    if during is not None:
+        while len(statuses) < len(bodies) // 2 and any(t.is_alive() for t in threads):
+            time.sleep(0.01)
+        during()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - t0, latencies, statuses
+
+
+def latency_p50_p99(latencies: list[float]) -> tuple[float, float]:
+    """Median and 99th percentile of request latencies, seconds (the one latency there is
+    when only one request was answered)."""
+    p50, p99 = latency_p50_p99(latencies)
+    return statistics.median(latencies), p99
+
+
+def spans_stored(db: Path) -> int:
+    """Spans in the cliffwatch store at ``db``."""
     from cliffwatch.telemetry.store import open_store
 
     with open_store(db, read_only=True) as con:
@@ -132,7 +169,7 @@ def bench_receiver(tmp: Path, quick: bool) -> list[tuple[str, str]]:
     n_requests = REQUESTS // 10 if quick else REQUESTS
     bodies = make_payloads(n_requests)
     db = tmp / "receiver.duckdb"
-    load_before = _load()
+    load_before = load_average()
     ceiling_s = float("inf")
     for _ in range(3):
         t0 = time.perf_counter()
@@ -140,42 +177,30 @@ def bench_receiver(tmp: Path, quick: bool) -> list[tuple[str, str]]:
         ceiling_s = min(ceiling_s, time.perf_counter() - t0)
     ceiling = walked / ceiling_s
     proc, port = start_serve(db)
-    latencies: list[float] = []
-    statuses: list[int] = []
     reader: dict[str, float | int] = {}
+    reading = threading.Thread(target=_reader_during_load, args=(db, reader))
     try:
-        deadline = time.monotonic() + LOAD_DEADLINE_S
-        threads = [threading.Thread(target=_client, args=(
-            port, bodies[i::CLIENTS], latencies, statuses, deadline)) for i in range(CLIENTS)]
-        t0 = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        while len(statuses) < n_requests // 2 and any(t.is_alive() for t in threads):
-            time.sleep(0.01)
-        reading = threading.Thread(target=_reader_during_load, args=(db, reader))
-        reading.start()
-        for thread in threads:
-            thread.join()
-        wall_s = time.perf_counter() - t0
-        reading.join()
+        wall_s, latencies, statuses = post_load(port, bodies, during=reading.start)
+        if reading.ident is not None:
+            reading.join()
     finally:
         code = stop_serve(proc)
-    load_after = _load()
+    load_after = load_average()
     ok = sum(1 for s in statuses if s == 200)
     rate = ok * SPANS_PER_REQUEST / wall_s
     ratio = rate / ceiling
-    p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 1 else latencies[0]
+    p50, p99 = latency_p50_p99(latencies)
     return [
         ("load", f"{CLIENTS} clients x {n_requests // CLIENTS} protobuf requests of "
                  f"{SPANS_PER_REQUEST} spans ({n_requests * SPANS_PER_REQUEST:,} spans), "
                  "loopback, cliffwatch serve as a process, new store"),
         ("answers", f"{ok} x 200 of {len(statuses)} answered, {n_requests} sent"),
         ("receiver", f"{rate:,.0f} spans/s ({wall_s:.1f} s wall)"),
-        ("request latency P50 / P99", f"{statistics.median(latencies):.2f} s / {p99:.2f} s"),
+        ("request latency P50 / P99", f"{p50:.2f} s / {p99:.2f} s"),
         ("decode-and-walk ceiling (one process)", f"{ceiling:,.0f} spans/s"),
         ("ratio receiver / ceiling", f"{ratio:.2f}x"),
         (f"target >= {TARGET_RATIO}x", "met" if ratio >= TARGET_RATIO else "NOT met"),
-        ("spans in the store after", f"{_spans_stored(db):,} (serve exit code {code})"),
+        ("spans in the store after", f"{spans_stored(db):,} (serve exit code {code})"),
         ("`cliffwatch runs` started mid-load", f"{reader.get('wall_s', float('nan')):.2f} s, "
                                                f"exit code {reader.get('code')}"),
         ("load average 1/5/15 (before, after)", f"{load_before}, {load_after} on "

@@ -353,3 +353,25 @@ def findings_min_workers() -> int:
     """Median plan size below which a class should chain prompts
     ($CLIFFWATCH_FINDINGS_MIN_WORKERS, default 3)."""
     return _positive_int(CLIFFWATCH_FINDINGS_MIN_WORKERS, 3)
+
+
+CLIFFWATCH_WATCH_LATENESS_S = "CLIFFWATCH_WATCH_LATENESS_S"
+"""Seconds ``cliffwatch watch`` looks back behind its watermark (the latest span end it has
+processed) on every scan, so spans the Collector writes late (its batching, queue and
+retries) are still picked up; spans already processed are skipped by their (trace, span)
+key. A span written more than this after a later-ending span was processed is missed.
+Default 600 (10 minutes, the incomplete-run grace)."""
+
+CLIFFWATCH_WATCH_POLL_S = "CLIFFWATCH_WATCH_POLL_S"
+"""Seconds ``cliffwatch watch`` sleeps between scans that found nothing new. Default 5."""
+
+
+def watch_lateness_s() -> float:
+    """How far behind its watermark ``watch`` rescans, seconds
+    ($CLIFFWATCH_WATCH_LATENESS_S, default 600)."""
+    return _positive_float(CLIFFWATCH_WATCH_LATENESS_S, 600.0)
+
+
+def watch_poll_s() -> float:
+    """Pause between empty scans of ``watch``, seconds ($CLIFFWATCH_WATCH_POLL_S, default 5)."""
+    return _positive_float(CLIFFWATCH_WATCH_POLL_S, 5.0)

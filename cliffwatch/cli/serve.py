@@ -133,7 +133,7 @@ TaskClassAttrOption = Annotated[
 ]
 
 
-def _mapping_config(task_class_attr: list[str] | None) -> MappingConfig:
+def mapping_config(task_class_attr: list[str] | None) -> MappingConfig:
     """The OTLP mapping for ``serve`` and ``ingest``: the task class rule from the option,
     else from the setting, else the default."""
     from cliffwatch.telemetry.otlp_mapping import MappingConfig  # lazy: OTLP protobufs
@@ -178,7 +178,7 @@ def serve(
         port=port,
         token=token or settings.receiver_token(),
         max_body_bytes=settings.otlp_max_body_bytes(),
-        mapping=_mapping_config(task_class_attr),
+        mapping=mapping_config(task_class_attr),
     )
     receiver = OtlpReceiver(path, config)
     receiver.start()
@@ -252,7 +252,7 @@ def ingest(
 
         try:
             summary = ingest_files(
-                files, path, mapping=_mapping_config(task_class_attr), progress=progress
+                files, path, mapping=mapping_config(task_class_attr), progress=progress
             )
         except SpansLostError:
             bar.stop()

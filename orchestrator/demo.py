@@ -184,7 +184,7 @@ def run_demo(
     )
     register_sim_provider(seed, time_scale, models=sorted(workload.models()))
     path = Path(db_path)
-    tracing = configure_tracing(path)
+    tracing = configure_tracing(db_path)  # a path, or a ClickHouse store URL
     began = time.perf_counter()
     try:
         results = asyncio.run(

@@ -7,3 +7,10 @@
 
 The packages are optional: ``pip install 'cliffwatch[clickhouse]'``.
 """
+
+
+def is_engine_connection(con: object) -> bool:
+    """Whether ``con`` is a ClickHouse store's connection
+    (:class:`.connection.EngineConnection`), not DuckDB's. Imports nothing, so the DuckDB
+    path pays nothing for it."""
+    return getattr(con, "is_clickhouse", False) is True

@@ -12,6 +12,7 @@ client of another folder closes it first, if no client still holds it.
 
 from __future__ import annotations
 
+import atexit
 import io
 import threading
 from pathlib import Path
@@ -113,7 +114,18 @@ def _chdb_session(path: Path) -> Any:
         except Exception as exc:
             raise ClickHouseError(f"store chdb://{path}: {_one_line(exc)}") from None
         _ChdbEngine.path = resolved
+        atexit.register(_close_engine)
     return _ChdbEngine.session
+
+
+def _close_engine() -> None:
+    """Stop the embedded engine before the interpreter tears down (chDB crashes at exit
+    with a session left open)."""
+    with _ChdbEngine.lock:
+        if _ChdbEngine.session is not None:
+            _ChdbEngine.session.close()
+            _ChdbEngine.session = None
+            _ChdbEngine.path = None
 
 
 class ChdbClient(ClickHouseClient):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from cliffwatch import settings
 from cliffwatch.telemetry.store import StoreError
 
 StoreKind = Literal["duckdb", "clickhouse", "chdb"]
@@ -27,7 +28,7 @@ DEFAULT_TRACES_TABLE = "otel_traces"
 """The table name the Collector's ``clickhouseexporter`` uses unless configured otherwise
 (its ``traces_table_name`` setting)."""
 
-ENGINE_SCHEMES = ("clickhouse://", "clickhouses://", "chdb://")
+ENGINE_SCHEMES = settings.ENGINE_URL_SCHEMES
 """The URL prefixes that name a ClickHouse engine rather than a DuckDB file."""
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -76,7 +77,7 @@ class StoreURL:
 
 def is_engine_url(text: str | object) -> bool:
     """Whether ``text`` names a ClickHouse engine (``clickhouse://``, ``chdb://``)."""
-    return isinstance(text, str) and text.lower().startswith(ENGINE_SCHEMES)
+    return isinstance(text, str) and settings.is_engine_store(text)
 
 
 def _identifier(value: str, what: str, shown: str) -> str:

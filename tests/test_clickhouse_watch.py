@@ -31,15 +31,21 @@ pytest.importorskip("chdb")
 INCIDENT_COLUMNS = "incident_id, kind, run_id, task_class, detail"
 
 
-def fleet_spans() -> list[OtlpSpan]:
-    """Two task classes of 25 runs, one a runaway, and a cap breach (as test_ingest)."""
+def fleet_request() -> dict:
+    """Two task classes of 25 runs, one a runaway, and a cap breach (as test_ingest), as
+    one OTLP/JSON request."""
     research = _costs(25, 1)
     research[7] = 60 * sorted(research)[12]
     records = make_runs_costing(research, task_class="research", seed=1)
     records += make_runs_costing(_costs(25, 2), task_class="support", seed=2, workers=2)
     records += make_run_records(task_class="support", worker_cost_usds=[], max_workers=3,
                                 proposed=12, breach="cap", status="rejected", seed=99)
-    return list(decode_json_object(request_json(records)).spans)
+    return request_json(records)
+
+
+def fleet_spans() -> list[OtlpSpan]:
+    """The spans of :func:`fleet_request`, decoded."""
+    return list(decode_json_object(fleet_request()).spans)
 
 
 def duckdb_reference(spans: list[OtlpSpan], db: Path) -> tuple[list[tuple], list[tuple]]:

@@ -93,7 +93,7 @@ app = typer.Typer(
 for _command in (
     orchestrate.demo, orchestrate.run, serve.serve, serve.ingest, fleet.watch,
     read.percentiles, read.runs, analysis.replay, analysis.whatif, read.findings,
-    analysis.report, read.alerts, audit.audit, serve.dashboard, prune.prune,
+    analysis.report, read.alerts, audit.audit, serve.dashboard, fleet.migrate, prune.prune,
 ):
     app.command(cls=CliffwatchCommand)(_command)
 app.add_typer(read.incidents_app, name="incidents")

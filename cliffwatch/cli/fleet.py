@@ -4,13 +4,14 @@ own tables there; ``migrate`` moves a DuckDB store's history up into ClickHouse.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from cliffwatch import settings
-from cliffwatch.cli.output import CliError, say
+from cliffwatch.cli.output import EXIT_NOT_COMPLETED, CliError, error_line, say
 from cliffwatch.cli.serve import TaskClassAttrOption, mapping_config
 
 if TYPE_CHECKING:
@@ -90,3 +91,54 @@ def watch(
                 stderr=True)
         summary = follow(client, config, once=once, stop=stop, progress=progress)
     say(f"watch {url}: {summary.line()}")
+
+
+def migrate(
+    source: Annotated[
+        Path,
+        typer.Option("--from", metavar="PATH", show_default=False,
+                     help="The DuckDB store to move up (read only; never changed)."),
+    ],
+    to: Annotated[
+        str,
+        typer.Option("--to", metavar="URL", show_default=False,
+                     help="The ClickHouse store: clickhouse://user@host:8123/db or "
+                     "chdb:///dir (?traces_table=NAME: the Collector's table)."),
+    ],
+) -> None:
+    """Move a DuckDB store's history into a ClickHouse store: its spans into the
+    Collector's trace table (in the exporter's shape), its runs, incidents (with their
+    triage), alerts and spans into cliffwatch's own tables, and the watch watermark past
+    them, so 'cliffwatch watch' goes on from there.
+
+    Safe to run again: nothing is added twice. Prints the counts; exit code 1 when not
+    every span arrived.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cliffwatch.cli.options import read_only_store
+    from cliffwatch.telemetry.clickhouse.client import connect  # lazy: pyarrow, chdb
+    from cliffwatch.telemetry.clickhouse.migrate import migrate_store
+
+    url = engine_url(to, "--to")
+    with read_only_store(source):
+        pass  # a missing or foreign store is one line with its hint
+    with connect(url) as client, Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}"),
+        TimeElapsedColumn(), console=Console(stderr=True),
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = bar.add_task(f"migrating {step}", total=total or None)
+            bar.update(tasks[step], completed=done)
+
+        summary = migrate_store(source, client, url.traces_table, progress=progress)
+    tables = ", ".join(f"{n:,} {t}" for t, n in summary.tables.items() if n)
+    say(f"migrated {source} to {url}: {summary.spans_read:,} spans "
+        f"({summary.spans_added:,} added to {url.traces_table}); {tables or 'no rows'}")
+    if not summary.complete:
+        error_line(f"not every span arrived: {summary.traces_table_spans:,} of "
+                   f"{summary.spans_read:,} in {url.traces_table}; run migrate again")
+        raise typer.Exit(EXIT_NOT_COMPLETED)

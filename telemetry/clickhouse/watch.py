@@ -333,7 +333,8 @@ def process_batch(
         _append(client, "runs", _out(con, "runs", touched))
         _append(client, "incidents", _out(
             con, "incidents", "incident_id IN (SELECT incident_id FROM cliff_new_incidents)"))
-        new_alerts = f"alert_id NOT IN ({_quoted(loaded_alerts) or 'NULL'})"
+        new_alerts = (f"alert_id NOT IN ({_quoted(loaded_alerts)})" if loaded_alerts
+                      else "TRUE")
         alerts = _append(client, "alerts", _out(con, "alerts", new_alerts))
         deliveries = _append(client, "alert_deliveries", _out(con, "alert_deliveries", new_alerts))
         _append(client, "class_p50", _out(

@@ -9,14 +9,19 @@ Rows are idempotent by key (ReplacingMergeTree), so a copy run twice leaves one 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from cliffwatch.telemetry.clickhouse.client import ClickHouseClient
 from cliffwatch.telemetry.clickhouse.tables import TABLES, ensure_tables, json_columns
 from cliffwatch.telemetry.store import open_store
+
+if TYPE_CHECKING:
+    import duckdb
 
 CHUNK_ROWS = 100_000
 """Rows per Arrow chunk read from DuckDB and inserted into ClickHouse (about 100 MB of
@@ -71,13 +76,35 @@ def copy_store(
             select = _select_sql(con, table)
             if select is None:
                 continue
-            reader: pa.RecordBatchReader = con.sql(select).to_arrow_reader(chunk_rows)
-            total = 0
-            for batch in reader:
-                if batch.num_rows:
-                    client.insert_arrow(target, pa.Table.from_batches([batch]))
-                    total += batch.num_rows
-                    if on_chunk:
-                        on_chunk(table, total)
-            copied[table] = total
+            copied[table] = stream_rows(
+                con, select, client, target, chunk_rows=chunk_rows,
+                on_chunk=functools.partial(on_chunk, table) if on_chunk else None,
+            )
     return copied
+
+
+def stream_rows(
+    con: duckdb.DuckDBPyConnection,
+    select_sql: str,
+    client: ClickHouseClient,
+    target: str,
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+    on_chunk: Callable[[int], None] | None = None,
+) -> int:
+    """Insert the rows of a DuckDB ``SELECT`` into ClickHouse table ``target``, one Arrow
+    chunk of ``chunk_rows`` at a time (memory holds one chunk); ``on_chunk`` gets the rows
+    done so far after each. Returns the rows inserted.
+
+    Raises:
+        ClickHouseError: ClickHouse refused a chunk (the chunks before it stay).
+    """
+    reader: pa.RecordBatchReader = con.sql(select_sql).to_arrow_reader(chunk_rows)
+    total = 0
+    for batch in reader:
+        if batch.num_rows:
+            client.insert_arrow(target, pa.Table.from_batches([batch]))
+            total += batch.num_rows
+            if on_chunk is not None:
+                on_chunk(total)
+    return total

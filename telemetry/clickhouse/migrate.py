@@ -29,11 +29,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pyarrow as pa
-
 from cliffwatch.telemetry.clickhouse import otel_traces
 from cliffwatch.telemetry.clickhouse.client import ClickHouseClient
-from cliffwatch.telemetry.clickhouse.copy_tables import CHUNK_ROWS, copy_store
+from cliffwatch.telemetry.clickhouse.copy_tables import CHUNK_ROWS, copy_store, stream_rows
 from cliffwatch.telemetry.clickhouse.watch import read_watermark, write_watermark
 from cliffwatch.telemetry.store import open_store
 
@@ -159,14 +157,11 @@ def migrate_store(
         with open_store(duckdb_path, read_only=True) as con:
             total, last_end = con.execute(
                 "SELECT count(*), max(end_time_unix_nano) FROM spans").fetchall()[0]
-            reader: pa.RecordBatchReader = con.sql(_SELECT_SPANS).to_arrow_reader(chunk_rows)
-            staged = 0
-            for batch in reader:
-                if batch.num_rows:
-                    client.insert_arrow(STAGING_TABLE, pa.Table.from_batches([batch]))
-                    staged += batch.num_rows
-                    if progress is not None:
-                        progress(traces_table, staged, int(total))
+            stream_rows(
+                con, _SELECT_SPANS, client, STAGING_TABLE, chunk_rows=chunk_rows,
+                on_chunk=(lambda done: progress(traces_table, done, int(total)))
+                if progress is not None else None,
+            )
         before = _count(client, f"SELECT count() FROM {traces_table}")
         client.command(_insert_traces_sql(traces_table))
         added = _count(client, f"SELECT count() FROM {traces_table}") - before

@@ -16,6 +16,8 @@ import pytest
 from otlp_payloads import request_json
 
 from cliffwatch.telemetry.clickhouse import otel_traces as ot
+from cliffwatch.telemetry.clickhouse.client import connect
+from cliffwatch.telemetry.clickhouse.url import parse_store_url
 from cliffwatch.telemetry.ingest import read_file
 from cliffwatch.telemetry.otlp_decode import OtlpSpan
 from cliffwatch.telemetry.otlp_json import decode_json_object
@@ -23,7 +25,7 @@ from cliffwatch.telemetry.otlp_mapping import map_spans
 from cliffwatch.telemetry.records import SPAN_RECORD_FIELDS, SpanRecord
 from cliffwatch.telemetry.testing import make_run_records, make_runs_costing
 
-chdb_session = pytest.importorskip("chdb.session")
+pytest.importorskip("chdb")
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 JSON_FIELDS = ("attributes", "resource_attributes", "events")
@@ -70,9 +72,9 @@ def assert_same_records(direct: list[SpanRecord], via: list[SpanRecord]) -> None
 
 @pytest.fixture
 def session(tmp_path: Path):
-    one = chdb_session.Session(str(tmp_path / "chdb"))
-    yield one
-    one.close()
+    """A client of chDB (the process's one embedded engine, on this test's folder)."""
+    with connect(parse_store_url(f"chdb://{tmp_path}/chdb")) as one:
+        yield one
 
 
 def test_rows_read_back_from_clickhouse_map_to_the_same_records(session) -> None:
@@ -81,14 +83,10 @@ def test_rows_read_back_from_clickhouse_map_to_the_same_records(session) -> None
     assert not rejected
     assert any(r.is_llm_call and r.cost_usd for r in direct)  # the test has costs to compare
 
-    rows = ot.spans_to_rows(spans)  # noqa: F841 (read by chDB's Python() table function)
-    session.query(ot.create_table_sql("otel_traces"))
-    session.query(f"INSERT INTO otel_traces ({', '.join(f'`{c}`' for c in ot.COLUMNS)}) "
-                  "SELECT * FROM Python(rows)")
-    back = session.query(
-        f"SELECT {ot.select_columns_sql()} FROM otel_traces ORDER BY TraceId, SpanId",
-        "ArrowTable",
-    )
+    session.command(ot.create_table_sql("otel_traces"))
+    session.insert_arrow("otel_traces", ot.spans_to_rows(spans))
+    back = session.query_arrow(
+        f"SELECT {ot.select_columns_sql()} FROM otel_traces ORDER BY TraceId, SpanId")
     assert back.num_rows == len(spans)
     via, rejected = map_spans(ot.rows_to_spans(back))
     assert not rejected
@@ -96,8 +94,8 @@ def test_rows_read_back_from_clickhouse_map_to_the_same_records(session) -> None
 
 
 def test_the_table_is_the_exporters(session) -> None:
-    session.query(ot.create_table_sql("my_traces"))
-    described = session.query("DESCRIBE TABLE my_traces", "ArrowTable").to_pylist()
+    session.command(ot.create_table_sql("my_traces"))
+    described = session.query_arrow("DESCRIBE TABLE my_traces").to_pylist()
     types = {row["name"]: row["type"] for row in described}
     assert types["Timestamp"] == "DateTime64(9)"
     assert types["SpanAttributes"] == "Map(LowCardinality(String), String)"
@@ -106,9 +104,8 @@ def test_the_table_is_the_exporters(session) -> None:
     assert types["Events.Attributes"] == "Array(Map(LowCardinality(String), String))"
     assert types["Links.TraceId"] == "Array(String)"
     assert tuple(types) == ot.COLUMNS
-    engine = session.query(
-        "SELECT engine, sorting_key, partition_key FROM system.tables WHERE name = 'my_traces'",
-        "ArrowTable",
+    engine = session.query_arrow(
+        "SELECT engine, sorting_key, partition_key FROM system.tables WHERE name = 'my_traces'"
     ).to_pylist()[0]
     assert engine == {
         "engine": "MergeTree",

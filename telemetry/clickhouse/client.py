@@ -160,13 +160,24 @@ class ChdbClient(ClickHouseClient):
         with pyarrow.ipc.new_stream(sink, data.schema) as writer:
             writer.write_table(data)
         columns = ", ".join(f"`{name}`" for name in data.column_names)
+        count = f"SELECT count() FROM {table}"
         with _ChdbEngine.lock:
             try:
+                before = int(self._session.query(count, "CSV").bytes())
                 with self._session._conn.send_insert(
                     f"INSERT INTO {table} ({columns})", "ArrowStream"
                 ) as inserter:
                     inserter.append(sink.getvalue())
                     inserter.finish()
+                # chDB's streaming insert neither raises nor says so when the engine
+                # refuses the block (too many partitions, a bad value): nothing is written.
+                # The process owns the folder and holds the lock, so the count tells; the
+                # same insert through the Python() table function then raises the cause.
+                # (A background merge of ReplacingMergeTree versions can lower the count
+                # too: the rows are then inserted twice, which such a table collapses.)
+                if int(self._session.query(count, "CSV").bytes()) - before != data.num_rows:
+                    self._session.query(f"INSERT INTO {table} ({columns}) "
+                                        "SELECT * FROM Python(data)")
             except Exception as exc:
                 raise self._fail(exc) from None
 

@@ -84,6 +84,7 @@ SELECT
     [], [], [], []
 FROM {STAGING_TABLE}
 WHERE (trace_id, span_id) NOT IN (SELECT TraceId, SpanId FROM {table})
+SETTINGS max_partitions_per_insert_block = 0
 """
 
 

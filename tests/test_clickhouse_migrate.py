@@ -84,3 +84,17 @@ def test_the_cli_migrates_and_refuses_a_duckdb_target(duck: Path, tmp_path) -> N
     missing = CliRunner().invoke(
         app, ["migrate", "--from", str(tmp_path / "none.duckdb"), "--to", url])
     assert missing.exit_code == 2 and "does not exist" in missing.stderr
+
+
+def test_a_history_of_months_migrates_whole(tmp_path: Path) -> None:
+    """More daily partitions than ClickHouse takes in one insert by default (100)."""
+    from cliffwatch.telemetry.testing import make_runs_costing
+
+    db = tmp_path / "months.duckdb"
+    write_spans(db, make_runs_costing([0.01] * 150, interval_s=2 * 86_400, seed=4))
+    with connect(parse_store_url(f"chdb://{tmp_path}/ch")) as client:
+        summary = migrate_store(db, client)
+        days = client.query_arrow(
+            "SELECT uniqExact(toDate(Timestamp)) AS days FROM otel_traces").to_pylist()[0]
+    assert summary.complete and summary.spans_added == summary.spans_read
+    assert days["days"] == 150

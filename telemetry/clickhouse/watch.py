@@ -241,15 +241,27 @@ def _scratch() -> duckdb.DuckDBPyConnection:
     return con
 
 
+IN_CHUNK = 2_000
+"""Values one ``IN (...)`` list of a context read holds at most (ClickHouse bounds a
+query's size: 256 KiB by default)."""
+
+
+def _load_in(con: duckdb.DuckDBPyConnection, client: ClickHouseClient, table: str,
+             column: str, values: list[str]) -> None:
+    """:func:`_load` of the rows whose ``column`` is one of ``values``, in chunks."""
+    for start in range(0, len(values), IN_CHUNK):
+        _load(con, client, table, f"{column} IN ({_quoted(values[start:start + IN_CHUNK])})")
+
+
 def _load_context(con: duckdb.DuckDBPyConnection, client: ClickHouseClient,
-                  batch: pa.Table) -> set[str]:
+                  batch: pa.Table) -> None:
     """Fill the scratch store with what the rules read for the batch's traces (module
-    docstring, step 3); returns the alert ids loaded (so only new ones are appended)."""
+    docstring, step 3); the alert ids loaded are left in ``cliff_loaded_alerts`` (so only
+    new ones are appended)."""
     con.register("cliff_new", batch)
     try:
         traces = [r[0] for r in con.execute("SELECT DISTINCT trace_id FROM cliff_new").fetchall()]
-        in_traces = f"trace_id IN ({_quoted(traces)})"
-        _load(con, client, "spans", in_traces)
+        _load_in(con, client, "spans", "trace_id", traces)
         # Where the old spans of those traces sit, so the write reads them (materialise).
         con.execute("""INSERT INTO open_traces
             SELECT trace_id, min(ingested_at), max(ingested_at), max(ended_at), NULL, NULL
@@ -267,20 +279,22 @@ def _load_context(con: duckdb.DuckDBPyConnection, client: ClickHouseClient,
             """).fetchall()[0]
     finally:
         con.unregister("cliff_new")
-    _load(con, client, "runs",
-          f"task_class IN ({_quoted(classes or [])}) OR run_id IN ({_quoted(traces)}) "
-          f"OR toDate(started_at) IN ({', '.join(f'toDate({d!r})' for d in days or [])})")
-    _load(con, client, "class_p50", f"task_class IN ({_quoted(classes or [])})")
-    run_ids = [r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()]
-    _load(con, client, "incidents", f"run_id IN ({_quoted(run_ids)})")
+    _load_in(con, client, "runs", "task_class", classes or [])
+    _load_in(con, client, "runs", "run_id", traces)
+    _load_in(con, client, "runs", "toString(toDate(started_at))", days or [])
+    _load_in(con, client, "class_p50", "task_class", classes or [])
+    # The incidents the rules could find again: of the traces' runs and of the classes
+    # whose every run a refreshed P50 judges.
+    _load_in(con, client, "incidents", "task_class", classes or [])
+    _load_in(con, client, "incidents", "run_id", traces)
     incident_ids = [r[0] for r in con.execute("SELECT incident_id FROM incidents").fetchall()]
-    _load(con, client, "alerts",
-          f"alert_id IN ({_quoted(incident_ids)}) OR startsWith(alert_id, 'rule:')")
+    _load_in(con, client, "alerts", "alert_id", incident_ids)
+    _load(con, client, "alerts", "startsWith(alert_id, 'rule:')")
     # Alerts exist but none of these: one of them, so the write does not take the store
     # for one that predates alerts (telemetry/alert_rules.py, the baseline).
     if not con.execute("SELECT count(*) FROM alerts").fetchall()[0][0]:
         _load(con, client, "alerts", "1 LIMIT 1")
-    return {r[0] for r in con.execute("SELECT alert_id FROM alerts").fetchall()}
+    con.execute("CREATE OR REPLACE TEMP TABLE cliff_loaded_alerts AS SELECT alert_id FROM alerts")
 
 
 def _out(con: duckdb.DuckDBPyConnection, table: str, where: str) -> pa.Table:
@@ -325,7 +339,7 @@ def process_batch(
     batch = records_to_arrow(records)
     con = _scratch()
     try:
-        loaded_alerts = _load_context(con, client, batch)
+        _load_context(con, client, batch)
         con.execute("BEGIN TRANSACTION")
         _, runs, incidents, _ = apply_batch(con, batch, when, k)
         con.execute("COMMIT")
@@ -333,8 +347,7 @@ def process_batch(
         _append(client, "runs", _out(con, "runs", touched))
         _append(client, "incidents", _out(
             con, "incidents", "incident_id IN (SELECT incident_id FROM cliff_new_incidents)"))
-        new_alerts = (f"alert_id NOT IN ({_quoted(loaded_alerts)})" if loaded_alerts
-                      else "TRUE")
+        new_alerts = "alert_id NOT IN (SELECT alert_id FROM cliff_loaded_alerts)"
         alerts = _append(client, "alerts", _out(con, "alerts", new_alerts))
         deliveries = _append(client, "alert_deliveries", _out(con, "alert_deliveries", new_alerts))
         _append(client, "class_p50", _out(

@@ -9,6 +9,7 @@ with :func:`~telemetry.clickhouse.otel_traces.spans_to_rows`, then ``watch(once=
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,28 @@ def test_a_missing_traces_table_is_a_one_line_error(tmp_path) -> None:
         with pytest.raises(WatchError, match="table otel_traces not found") as caught:
             watch(empty, WatchConfig(deliver=False), once=True)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.skipif(not os.environ.get("CLICKHOUSE_URL"),
+                    reason="CLICKHOUSE_URL (clickhouse://user:password@host:8123/db) not set")
+def test_watch_over_a_clickhouse_server(tmp_path) -> None:
+    """The clickhouse-connect path: the same answer from a real server, in a database of
+    its own (created and dropped)."""
+    from dataclasses import replace
+    from uuid import uuid4
+
+    spans = fleet_spans()
+    runs, incidents = duckdb_reference(spans, tmp_path / "ref.duckdb")
+    server = parse_store_url(os.environ["CLICKHOUSE_URL"])
+    database = f"cliffwatch_test_{uuid4().hex[:12]}"
+    with connect(server) as admin:
+        admin.command(f"CREATE DATABASE {database}")
+    try:
+        with connect(replace(server, database=database)) as client:
+            client.command(ot.create_table_sql())
+            client.insert_arrow("otel_traces", ot.spans_to_rows(spans))
+            watch(client, WatchConfig(deliver=False), once=True)
+            assert clickhouse_state(client) == (runs, incidents)
+    finally:
+        with connect(server) as admin:
+            admin.command(f"DROP DATABASE IF EXISTS {database}")

@@ -11,7 +11,7 @@ import json
 import duckdb
 import polars as pl
 
-from cliffwatch.telemetry.clickhouse import is_engine_connection
+from cliffwatch.telemetry.store import is_engine_connection
 
 STATUSES = ("pending", "sending", "delivered", "failed", "unknown")
 """Delivery statuses: queued or waiting to retry; claimed and being sent; delivered;

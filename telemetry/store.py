@@ -330,3 +330,12 @@ def write_lock(path: str | os.PathLike[str]) -> threading.Lock:
     key = os.path.abspath(path)
     with _write_locks_guard:
         return _write_locks.setdefault(key, threading.Lock())
+
+
+def is_engine_connection(con: object) -> bool:
+    """Whether ``con`` is a ClickHouse store's connection
+    (:class:`telemetry.clickhouse.connection.EngineConnection`), not DuckDB's. Imports
+    nothing, so the DuckDB path pays nothing for it; here, in the connection layer, so a
+    reader asks without importing the ClickHouse package (whose write side, ``watch``,
+    imports the readers: a cycle)."""
+    return getattr(con, "is_clickhouse", False) is True

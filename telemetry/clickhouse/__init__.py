@@ -9,8 +9,6 @@ The packages are optional: ``pip install 'cliffwatch[clickhouse]'``.
 """
 
 
-def is_engine_connection(con: object) -> bool:
-    """Whether ``con`` is a ClickHouse store's connection
-    (:class:`.connection.EngineConnection`), not DuckDB's. Imports nothing, so the DuckDB
-    path pays nothing for it."""
-    return getattr(con, "is_clickhouse", False) is True
+from cliffwatch.telemetry.store import is_engine_connection
+
+__all__ = ["is_engine_connection"]

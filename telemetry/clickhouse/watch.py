@@ -26,7 +26,8 @@ A fleet's spans reach ClickHouse with no cliffwatch process in their path (the C
    flags changed), then the watermark. A crash in between redoes the batch: runs are
    re-appended (same key: idempotent) and incidents already recorded are not recorded
    again (the scratch store holds them), so a restart never duplicates anything.
-5. **deliver** due alert deliveries (:func:`deliver_pending`) to the configured webhooks.
+5. **deliver** due alert deliveries to the configured webhooks
+   (:func:`telemetry.clickhouse.deliver.deliver_pending`).
 
 Not done here: incomplete runs (a trace whose root never arrives stays without a run; the
 DuckDB store's sweep needs its ``open_traces`` history, which the scratch store lacks).
@@ -41,17 +42,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from cliffwatch import settings
 from cliffwatch.errors import CliffwatchError
-from cliffwatch.telemetry import alerts as alert_delivery
 from cliffwatch.telemetry.clickhouse import otel_traces
 from cliffwatch.telemetry.clickhouse.client import ClickHouseClient
+from cliffwatch.telemetry.clickhouse.deliver import deliver_pending
 from cliffwatch.telemetry.clickhouse.tables import TABLES, ensure_tables, json_columns
+from cliffwatch.telemetry.clickhouse.values import naive_utc, quoted
 from cliffwatch.telemetry.content_capture import without_content
 from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_spans
 from cliffwatch.telemetry.records import records_to_arrow
@@ -145,11 +146,6 @@ def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / _NS, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _quoted(values: Any) -> str:
-    """A ClickHouse literal list of strings (values from our own tables or hex ids)."""
-    return ", ".join("'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
-
-
 # --- the watermark -------------------------------------------------------------------------
 
 
@@ -162,7 +158,7 @@ def read_watermark(client: ClickHouseClient, traces_table: str) -> int | None:
     """The latest span end (ns since the epoch) ``watch`` processed, or None."""
     rows = client.query_arrow(
         f"SELECT value FROM {TABLES[META_TABLE]} FINAL "
-        f"WHERE key = {_quoted([watermark_key(traces_table)])}"
+        f"WHERE key = {quoted([watermark_key(traces_table)])}"
     ).to_pylist()
     return int(rows[0]["value"]) if rows else None
 
@@ -205,15 +201,6 @@ def scan_batch(
 # --- the scratch store ---------------------------------------------------------------------
 
 
-def _naive(table: pa.Table) -> pa.Table:
-    """ClickHouse's UTC timestamps as the naive UTC ones DuckDB's store keeps."""
-    fields = [
-        pa.field(f.name, pa.timestamp(f.type.unit)) if pa.types.is_timestamp(f.type) else f
-        for f in table.schema
-    ]
-    return table.cast(pa.schema(fields))
-
-
 _KEYED = frozenset({"spans", "runs", "incidents", "alerts", "alert_deliveries"})
 """Scratch tables with a primary key (a row already there wins over a loaded one)."""
 
@@ -221,7 +208,7 @@ _KEYED = frozenset({"spans", "runs", "incidents", "alerts", "alert_deliveries"})
 def _load(con: duckdb.DuckDBPyConnection, client: ClickHouseClient, table: str,
           where: str) -> int:
     """Copy the rows of ``cliffwatch_<table>`` matching ``where`` into scratch ``table``."""
-    rows = _naive(client.query_arrow(f"SELECT * FROM {TABLES[table]} FINAL WHERE {where}"))
+    rows = naive_utc(client.query_arrow(f"SELECT * FROM {TABLES[table]} FINAL WHERE {where}"))
     if rows.num_rows == 0:
         return 0
     con.register("cliff_loaded", rows)
@@ -250,7 +237,7 @@ def _load_in(con: duckdb.DuckDBPyConnection, client: ClickHouseClient, table: st
              column: str, values: list[str]) -> None:
     """:func:`_load` of the rows whose ``column`` is one of ``values``, in chunks."""
     for start in range(0, len(values), IN_CHUNK):
-        _load(con, client, table, f"{column} IN ({_quoted(values[start:start + IN_CHUNK])})")
+        _load(con, client, table, f"{column} IN ({quoted(values[start:start + IN_CHUNK])})")
 
 
 def _load_context(con: duckdb.DuckDBPyConnection, client: ClickHouseClient,
@@ -361,62 +348,6 @@ def process_batch(
                        last_end)
 
 
-# --- deliveries ----------------------------------------------------------------------------
-
-
-def deliver_pending(client: ClickHouseClient, *, limit: int = 100) -> int:
-    """POST the due ``pending`` deliveries to their webhooks (URLs from
-    ``settings.webhook_urls()``; a delivery whose webhook is no longer configured waits)
-    and append their new state (delivered, pending with back-off, failed) as the
-    telemetry/alerts.py outbox does. Returns the deliveries that arrived.
-
-    Raises:
-        SettingError: an alert setting is malformed.
-    """
-    urls = {alert_delivery.webhook_id(u): u for u in settings.webhook_urls()}
-    if not urls:
-        return 0
-    now = datetime.now(UTC).replace(tzinfo=None)
-    rows = _naive(client.query_arrow(f"""
-        SELECT d.*, a.payload AS payload
-        FROM (SELECT * FROM {TABLES['alert_deliveries']} FINAL) AS d
-        JOIN (SELECT alert_id, payload FROM {TABLES['alerts']} FINAL) AS a USING (alert_id)
-        WHERE d.status = 'pending'
-            AND d.next_attempt_at <= toDateTime64('{now.isoformat()}', 6, 'UTC')
-            AND d.webhook_id IN ({_quoted(urls)})
-        ORDER BY d.next_attempt_at LIMIT {int(limit)}"""))
-    if rows.num_rows == 0:
-        return 0
-    timeout_s = settings.webhook_timeout_s()
-    results = []
-    for row in rows.to_pylist():
-        delivery = alert_delivery.Delivery(row["alert_id"], row["webhook_id"], row["webhook"],
-                                           int(row["attempts"]) + 1, row["payload"])
-        results.append((delivery, alert_delivery.post_alert(
-            urls[delivery.webhook_id], delivery, timeout_s=timeout_s)))
-    updates = alert_delivery.delivery_updates(
-        results, max_attempts=settings.alert_max_attempts(),
-        base_s=settings.alert_backoff_s(), now=now)
-    client.insert_arrow(TABLES["alert_deliveries"], pa.Table.from_pylist([
-        {"alert_id": d.alert_id, "webhook_id": d.webhook_id, "webhook": d.webhook,
-         "status": status, "attempts": d.attempts, "next_attempt_at": due,
-         "lease_until": None, "last_error": outcome.error,
-         "last_http_status": outcome.http_status, "delivered_at": delivered_at,
-         "updated_at": now}
-        for (d, outcome), (status, due, delivered_at) in zip(results, updates, strict=True)
-    ], schema=_DELIVERY_SCHEMA))
-    return sum(1 for _, outcome in results if outcome.delivered)
-
-
-_DELIVERY_SCHEMA = pa.schema([
-    ("alert_id", pa.string()), ("webhook_id", pa.string()), ("webhook", pa.string()),
-    ("status", pa.string()), ("attempts", pa.int32()), ("next_attempt_at", pa.timestamp("us")),
-    ("lease_until", pa.timestamp("us")), ("last_error", pa.string()),
-    ("last_http_status", pa.int32()), ("delivered_at", pa.timestamp("us")),
-    ("updated_at", pa.timestamp("us")),
-])
-
-
 # --- the loop ------------------------------------------------------------------------------
 
 
@@ -430,7 +361,7 @@ def prepare(client: ClickHouseClient, traces_table: str) -> None:
     otel_traces.checked_table_name(traces_table)
     found = client.query_arrow(
         f"SELECT count() AS n FROM system.tables WHERE database = currentDatabase() "
-        f"AND name = {_quoted([traces_table])}").to_pylist()
+        f"AND name = {quoted([traces_table])}").to_pylist()
     if not found or not found[0]["n"]:
         raise WatchError(
             f"table {traces_table} not found: point the Collector's clickhouse exporter at "

@@ -98,3 +98,34 @@ def test_demo_into_chdb_gives_the_runs_of_a_duckdb_demo(tmp_path: Path) -> None:
                ).to_pylist()]
     assert summary.runs == 25
     assert got == expected
+
+
+def test_a_guarded_run_into_chdb_becomes_a_run_after_watch(tmp_path: Path) -> None:
+    """The library (cliffwatch_guard) with a chdb:// store: its spans go into otel_traces
+    through the SDK exporter; watch then makes the run, costed as on DuckDB."""
+    from cliffwatch.orchestrator.guard import cliffwatch_guard
+    from cliffwatch.telemetry.tracing import configure_tracing
+
+    url = f"chdb://{tmp_path}/ch"
+    tracing = configure_tracing(url, otlp_endpoint=None)
+    try:
+        with cliffwatch_guard("research", max_workers=2, ceiling_usd=0.5, tracing=tracing,
+                              worker_model="gpt-4o-mini", task_id="t-ch",
+                              raise_on_breach=False) as guard:
+            guard.record_call("gpt-4.1", 1000, 300, role="plan")
+            approved = guard.check_plan(["a", "b", "c"])  # over the cap: rejected
+            assert not list(approved)
+    finally:
+        tracing.shutdown()
+    with connect(parse_store_url(url)) as client:
+        assert not {t for t in _tables(client) if t.startswith("cliffwatch_")}
+        watch(client, WatchConfig(deliver=False), once=True)
+        run = client.query_arrow(
+            "SELECT run_id, status, breach, cost_usd, workers_proposed, max_workers "
+            "FROM cliffwatch_runs FINAL").to_pylist()
+        kinds = client.query_arrow("SELECT kind FROM cliffwatch_incidents FINAL").to_pylist()
+    assert len(run) == 1 and run[0]["run_id"] == guard.run_id
+    assert (run[0]["status"], run[0]["breach"]) == ("rejected", "cap")
+    assert run[0]["cost_usd"] == pytest.approx(guard.spent_usd, rel=1e-12) and guard.spent_usd > 0
+    assert (run[0]["workers_proposed"], run[0]["max_workers"]) == (3, 2)
+    assert kinds == [{"kind": "cap_breach"}]

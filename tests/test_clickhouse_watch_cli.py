@@ -105,3 +105,57 @@ def test_a_running_watch_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert out.startswith(f"watch {url}: ") and " runs, " in out
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_cliffwatch_serve_with_a_chdb_db(tmp_path: Path) -> None:
+    """`cliffwatch serve --db chdb://...` (a process): spans posted to it land in
+    otel_traces; once it has stopped, watch makes the runs the DuckDB store gets."""
+    import http.client
+    import re
+
+    from otlp_payloads import to_protobuf
+    from test_clickhouse_watch import clickhouse_state, fleet_request
+
+    url = f"chdb://{tmp_path}/served"
+    runs, incidents = duckdb_reference(fleet_spans(), tmp_path / "ref.duckdb")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from cliffwatch.cli import main; main()", "serve",
+         "--port", "0", "--db", url],
+        stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )
+    try:
+        assert server.stderr is not None
+        line = server.stderr.readline()  # blocks until the receiver listens (or exits)
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/v1/traces", line)
+        assert match, line
+        assert f"(store {url})" in line
+        conn = http.client.HTTPConnection("127.0.0.1", int(match.group(1)), timeout=scaled(60))
+        conn.request("POST", "/v1/traces", to_protobuf(fleet_request()),
+                     {"Content-Type": "application/x-protobuf"})
+        assert conn.getresponse().status == 200
+        conn.close()
+        server.send_signal(signal.SIGTERM)
+        _, rest = server.communicate(timeout=scaled(120))
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    assert server.returncode == 0, rest
+    assert f"spans: {len(fleet_spans())} written, 0 spilled, 0 not stored" in rest, rest
+    with connect(parse_store_url(url)) as client:
+        watch(client, WatchConfig(deliver=False), once=True)
+        assert clickhouse_state(client) == (runs, incidents)
+
+
+def test_cliffwatch_demo_with_a_chdb_db_then_watch(tmp_path: Path) -> None:
+    url = f"chdb://{tmp_path}/demo"
+    done = CliRunner().invoke(app, ["demo", "--runs", "12", "--days", "2", "--db", url])
+    assert done.exit_code == 0, done.output
+    assert f"cliffwatch watch --once --db {url}" in done.stdout
+    watched = CliRunner().invoke(app, ["watch", "--once", "--db", url])
+    assert watched.exit_code == 0, watched.output
+    assert ", 12 runs, " in watched.stdout
+    fresh = CliRunner().invoke(app, ["demo", "--fresh", "--db", url])
+    assert fresh.exit_code == 2 and "does not empty a ClickHouse store" in fresh.stderr

@@ -71,7 +71,7 @@ def copy_store(
             select = _select_sql(con, table)
             if select is None:
                 continue
-            reader: pa.RecordBatchReader = con.sql(select).fetch_record_batch(chunk_rows)
+            reader: pa.RecordBatchReader = con.sql(select).to_arrow_reader(chunk_rows)
             total = 0
             for batch in reader:
                 if batch.num_rows:

@@ -31,7 +31,9 @@ from cache_store import CALLS, CLASS_OF
 from dashboard_store import build_store
 from replay_store import build_orchestrated_store
 from test_cost_truth import root, span
+from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
+from waits import scaled
 
 from cliffwatch.analytics import (
     alert_view,
@@ -66,6 +68,7 @@ from cliffwatch.telemetry.write_pipeline import write_spans
 
 pytest.importorskip("chdb")
 
+APP_DIR = Path(__file__).resolve().parent.parent / "dashboard"
 REL = 1e-9
 NOW = datetime(2026, 12, 1)
 WINDOW = Window(since=datetime(2026, 11, 3), until=datetime(2026, 11, 9))
@@ -341,3 +344,35 @@ def test_clickhouse_server_gives_the_same_figures(stores: Stores) -> None:
         except StoreError as exc:  # pragma: no cover - a server problem, said plainly
             pytest.fail(f"{name}: {exc}")
         _same(expected, got, name)
+
+
+PAGES = [None, *sorted(f"views/{p.name}" for p in (APP_DIR / "views").glob("*.py")
+                       if p.name != "__init__.py")]
+
+
+def _page(db: str, page: str | None, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("CLIFFWATCH_DB", db)
+    app = AppTest.from_file(APP_DIR / "app.py", default_timeout=scaled(120))
+    app.run()
+    if page is not None:
+        app.switch_page(page).run()
+    assert not app.exception, [e.message for e in app.exception]
+    return app
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p or "overview")
+def test_dashboard_pages_show_the_same_on_both_backends(
+    stores: Stores, page: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    duck = _page(str(stores.duck), page, monkeypatch)
+    ch = _page(stores.ch, page, monkeypatch)
+    assert [e.value for e in ch.error] == [e.value for e in duck.error]
+    assert not any("DB::Exception" in e.value or "chdb:" in e.value for e in ch.error)
+    assert [m.value for m in ch.metric] == [m.value for m in duck.metric]
+    shown_duck = [pl.from_pandas(d.value) for d in [*duck.dataframe, *duck.table]]
+    shown_ch = [pl.from_pandas(d.value) for d in [*ch.dataframe, *ch.table]]
+    assert len(shown_ch) == len(shown_duck)
+    if page is None:
+        assert shown_ch and shown_ch[0].height > 0  # the overview's percentiles
+    for i, (a, b) in enumerate(zip(shown_duck, shown_ch, strict=True)):
+        _same_frame(a, b, f"{page} table {i}")

@@ -30,8 +30,8 @@ import pytest
 from cache_store import CALLS, CLASS_OF
 from dashboard_store import build_store
 from replay_store import build_orchestrated_store
-from test_cost_truth import root, span
 from streamlit.testing.v1 import AppTest
+from test_cost_truth import root, span
 from typer.testing import CliRunner
 from waits import scaled
 

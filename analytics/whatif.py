@@ -44,7 +44,6 @@ from cliffwatch.analytics.recorded import Estimates, load_estimates
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import require_task_class
 from cliffwatch.analytics.scalars import as_datetime
-from cliffwatch.analytics.store_access import is_engine
 from cliffwatch.analytics.whatif_rows import (
     RUN_COLUMNS,
     Overrides,
@@ -311,9 +310,7 @@ def what_ifs(
         nonlocal loaded
         known = load_estimates(con, task_class) if estimates is None else estimates
         loaded = time.perf_counter()
-        # The pushed-down SQL (analytics/whatif_sql.py: structs, lambdas, json_transform) is
-        # DuckDB's own; a ClickHouse store replays in Python (issue 10: not yet pushed down).
-        if pushdown and not is_engine(con):
+        if pushdown:
             return replay_rows(con, variants, window, task_class, known)
         return [(rows, rows.height) for rows in (
             python_rows(con, overrides, window, task_class, known) for overrides in variants)]

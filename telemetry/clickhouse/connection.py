@@ -13,6 +13,7 @@ integers (ClickHouse's ``count()``) as ``int64``, and ``NOT NULL`` dropped from 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cliffwatch.telemetry.clickhouse.client import ClickHouseClient, ClickHouseError
-from cliffwatch.telemetry.clickhouse.dialect import to_clickhouse
+from cliffwatch.telemetry.clickhouse.dialect import TOKEN, to_clickhouse
 from cliffwatch.telemetry.clickhouse.tables import TABLES
 from cliffwatch.telemetry.store import NotACliffwatchStoreError
 
@@ -140,7 +141,20 @@ class EngineConnection:
             TranspileError: the statement cannot be written for ClickHouse.
             ClickHouseError: the engine refused it (one line).
         """
-        return EngineResult(duckdb_like(self.client.query_arrow(to_clickhouse(sql, params))))
+        plan = to_clickhouse(sql, params)
+        if not plan.steps:
+            return EngineResult(duckdb_like(self.client.query_arrow(plan.query)))
+        token = uuid.uuid4().hex[:12]
+        created: list[str] = []
+        try:
+            for step, temp in zip(plan.steps, plan.temps, strict=True):
+                self.client.command(step.replace(TOKEN, token))
+                created.append(temp.replace(TOKEN, token))
+            table = self.client.query_arrow(plan.query.replace(TOKEN, token))
+        finally:
+            for temp in created:
+                self.client.command(f"DROP TEMPORARY TABLE IF EXISTS {temp}")
+        return EngineResult(duckdb_like(table))
 
     def execute(
         self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None
@@ -150,7 +164,8 @@ class EngineConnection:
 
     def register(self, name: str, data: Any) -> None:
         """Make ``data`` (a pyarrow Table, or anything with ``to_arrow()``) a table called
-        ``name`` for the following statements: a ClickHouse Memory table, dropped by
+        ``name`` for the following statements: a temporary Memory table of the session
+        (no write right on the database needed), dropped by
         :meth:`unregister` or :meth:`close`. Meant for small frames."""
         table = data.to_arrow() if hasattr(data, "to_arrow") else data
         if not isinstance(table, pa.Table):
@@ -160,8 +175,8 @@ class EngineConnection:
         columns = ", ".join(
             f"`{field.name}` {clickhouse_type(field.type)}" for field in table.schema
         )
-        self.client.command(f"DROP TABLE IF EXISTS `{name}`")
-        self.client.command(f"CREATE TABLE `{name}` ({columns}) ENGINE = Memory")
+        self.client.command(f"DROP TEMPORARY TABLE IF EXISTS `{name}`")
+        self.client.command(f"CREATE TEMPORARY TABLE `{name}` ({columns}) ENGINE = Memory")
         self._registered.add(name)
         if table.num_rows:
             self.client.insert_arrow(name, table)
@@ -170,7 +185,7 @@ class EngineConnection:
         """Drop a table made by :meth:`register`."""
         if name in self._registered:
             self._registered.discard(name)
-            self.client.command(f"DROP TABLE IF EXISTS `{name}`")
+            self.client.command(f"DROP TEMPORARY TABLE IF EXISTS `{name}`")
 
     def close(self) -> None:
         """Drop every registered frame; the client stays open (its owner closes it)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -54,6 +55,11 @@ QUERY_SETTINGS: dict[str, int] = {
     "prefer_column_name_to_alias": 1,
     # A missing JSON value is NULL, not '' (DuckDB's ->> and json_extract_string).
     "function_json_value_return_type_allow_nullable": 1,
+    # CASE/coalesce over Float64 and integer branches is Float64 (DuckDB's DOUBLE), not a
+    # Variant that sum() refuses.
+    "allow_lossy_numeric_supertype": 1,
+    # tuple(x AS a, y AS b) is a named tuple: DuckDB's {'a': x, 'b': y}, read as t.a.
+    "enable_named_columns_in_function_tuple": 1,
 }
 """ClickHouse settings every transpiled statement runs with (appended as ``SETTINGS``)."""
 
@@ -116,6 +122,144 @@ def _try_cast(self: ClickHouseGenerator, expression: exp.Expr) -> str:
     return f"accurateCastOrNull({self.sql(expression, 'this')}, {type_literal})"
 
 
+def _non_null(self: ClickHouseGenerator, array: str) -> str:
+    return f"arrayFilter(x -> isNotNull(x), {array})"
+
+
+def _list_fold(fold: str) -> Callable[[ClickHouseGenerator, str], str]:
+    """DuckDB's ``list_bool_and``/``list_bool_or``/``list_sum``: over the non-NULL
+    elements, NULL when there is none."""
+
+    def sql(self: ClickHouseGenerator, array: str) -> str:
+        kept = _non_null(self, array)
+        return f"if(empty({kept}), NULL, {fold.format(kept)})"
+
+    return sql
+
+
+def _extreme(fold: str) -> Callable[[ClickHouseGenerator, exp.Expr], str]:
+    """DuckDB's ``greatest``/``least``: NULLs skipped, any numeric mix (an array literal
+    takes the common supertype; ClickHouse's greatest refuses Int64 with Float64)."""
+
+    def sql(self: ClickHouseGenerator, expression: exp.Expr) -> str:
+        args = [expression.this, *expression.expressions]
+        return _list_fold(fold)(self, f"[{', '.join(self.sql(a) for a in args)}]")
+
+    return sql
+
+
+_LIST_FUNCTIONS: dict[str, Callable[[ClickHouseGenerator, str], str]] = {
+    "list_bool_and": _list_fold("arrayAll(x -> assumeNotNull(x), {})"),
+    "list_bool_or": _list_fold("arrayExists(x -> assumeNotNull(x), {})"),
+    "list_sum": _list_fold("arraySum({})"),
+}
+
+
+def _json_fields(self: ClickHouseGenerator, doc: str, shape: str) -> str:
+    """DuckDB's ``json_transform(doc, '["JSON"]')`` (the array's elements as JSON text) and
+    ``json_transform(doc, '[{"k": "JSON", ...}]')`` (per element, a struct of its fields'
+    JSON text); JSON null and absent read as NULL."""
+    import json
+
+    parsed = json.loads(shape)
+    if not (isinstance(parsed, list) and len(parsed) == 1):
+        raise TranspileError(f"unsupported json_transform shape {shape}")
+    items = f"arrayMap(e -> nullIf(e, 'null'), JSONExtractArrayRaw(ifNull({doc}, '')))"
+    if parsed[0] == "JSON":
+        return items
+    if not (isinstance(parsed[0], dict) and set(parsed[0].values()) == {"JSON"}):
+        raise TranspileError(f"unsupported json_transform shape {shape}")
+    fields = ", ".join(
+        f"nullIf(nullIf(JSONExtractRaw(e, {self.sql(exp.Literal.string(k))}), ''), 'null') "
+        f"AS {_field(self, k)}"
+        for k in parsed[0]
+    )
+    return f"arrayMap(e -> tuple({fields}), arrayMap(e -> assumeNotNull(e), {items}))"
+
+
+def _anonymous(self: ClickHouseGenerator, expression: exp.Expr) -> str:
+    """DuckDB functions sqlglot passes through by name, written for ClickHouse."""
+    name = expression.name.lower()
+    args = [self.sql(a) for a in expression.expressions]
+    if name in _LIST_FUNCTIONS and len(args) == 1:
+        return _LIST_FUNCTIONS[name](self, args[0])
+    if name == "list_position" and len(args) == 2:
+        return f"nullIf(indexOf({args[0]}, {args[1]}), 0)"
+    if name == "json_valid" and len(args) == 1:
+        return f"isValidJSON({args[0]})"
+    if name == "json_transform" and len(args) == 2:
+        shape = expression.expressions[1]
+        if not (isinstance(shape, exp.Literal) and shape.is_string):
+            raise TranspileError("json_transform needs a literal shape")
+        return _json_fields(self, args[0], shape.this)
+    return ClickHouseGenerator.anonymous_sql(self, expression)  # type: ignore[arg-type]
+
+
+def _bracket(self: ClickHouseGenerator, expression: exp.Expr) -> str:
+    """``l[a:b]`` (DuckDB: 1-based, both ends inclusive) -> ``arraySlice``."""
+    keys = expression.expressions
+    if len(keys) == 1 and isinstance(keys[0], exp.Slice):
+        array = self.sql(expression, "this")
+        low = keys[0].this
+        high = keys[0].expression
+        start = self.sql(low) if low is not None else "1"
+        if high is None:
+            return f"arraySlice({array}, {start})"
+        return f"arraySlice({array}, {start}, greatest(({self.sql(high)}) - ({start}) + 1, 0))"
+    return ClickHouseGenerator.bracket_sql(self, expression)  # type: ignore[arg-type]
+
+
+def _transform(self: ClickHouseGenerator, expression: exp.Expr) -> str:
+    """``list_transform(l, lambda x[, i]: ...)`` -> ``arrayMap``; the second lambda
+    argument is the 1-based position (``arrayEnumerate``)."""
+    array = self.sql(expression, "this")
+    fn = expression.expression
+    if isinstance(fn, exp.Lambda) and len(fn.expressions) == 2:
+        return f"arrayMap({self.sql(fn)}, {array}, arrayEnumerate({array}))"
+    return f"arrayMap({self.sql(fn)}, {array})"
+
+
+def _array_agg(self: ClickHouseGenerator, expression: exp.Expr) -> str:
+    """``list(x ORDER BY k)`` -> ``groupArray(x)`` sorted by ``groupArray(k)``."""
+    inner = expression.this
+    if isinstance(inner, exp.Order):
+        keys = inner.expressions
+        if len(keys) != 1 or keys[0].args.get("desc"):
+            raise TranspileError("list(... ORDER BY) takes one ascending key here")
+        value = self.sql(inner.this)
+        key = self.sql(keys[0].this)
+        return f"arraySort((v, k) -> k, groupArray({value}), groupArray({key}))"
+    return f"groupArray({self.sql(inner)})"
+
+
+FIELD_PREFIX = "_f_"
+"""Prefix of a struct field's name in ClickHouse: a named tuple's field names are aliases
+of the query scope there, so ``{'c': x} ... AS c`` would clash without it."""
+
+
+def _field(self: ClickHouseGenerator, name: str) -> str:
+    return self.sql(exp.to_identifier(FIELD_PREFIX + name))
+
+
+def _struct(self: ClickHouseGenerator, expression: exp.Expr) -> str:
+    """``{'a': x, 'b': y}`` -> a named tuple ``tuple(x AS _f_a, y AS _f_b)``."""
+    parts = []
+    for item in expression.expressions:
+        if not isinstance(item, exp.PropertyEQ | exp.Slice):
+            raise TranspileError("a struct literal needs named fields")
+        name = item.this.name if isinstance(item.this, exp.Expr) else str(item.this)
+        parts.append(f"{self.sql(item, 'expression')} AS {_field(self, name)}")
+    return f"tuple({', '.join(parts)})"
+
+
+def _series(self: ClickHouseGenerator, expression: exp.Expr) -> str:
+    """DuckDB ``range(a, b)`` (``b`` excluded) -> ClickHouse ``range``."""
+    if not expression.args.get("is_end_exclusive"):
+        raise TranspileError("generate_series is not supported; use range")
+    start = self.sql(expression, "start") or "0"
+    return f"range({start}, {self.sql(expression, 'end')})"
+
+
 class CliffwatchClickHouse(ClickHouse):
     """sqlglot's ClickHouse dialect with what it writes wrongly for our DuckDB SQL fixed:
     quantiles (exact, type 7), JSON scalars, ``TRY_CAST``, ``bool_or``/``bool_and``."""
@@ -129,6 +273,15 @@ class CliffwatchClickHouse(ClickHouse):
             exp.TryCast: _try_cast,
             exp.LogicalOr: lambda self, e: self.func("max", e.this),
             exp.LogicalAnd: lambda self, e: self.func("min", e.this),
+            exp.Anonymous: _anonymous,
+            exp.Bracket: _bracket,
+            exp.Transform: _transform,
+            exp.ArrayAgg: _array_agg,
+            exp.Struct: _struct,
+            exp.Greatest: _extreme("arrayMax({})"),
+            exp.Least: _extreme("arrayMin({})"),
+            exp.GenerateSeries: _series,
+            exp.Length: lambda self, e: f"toInt64(length({self.sql(e, 'this')}))",
         }
 
 
@@ -230,12 +383,114 @@ def _bool_results(tree: exp.Expr) -> None:
                 inner.replace(cast) if name else item.replace(cast)
 
 
+def _returns_array(node: exp.Expr) -> bool:
+    if isinstance(node, exp.Array | exp.Transform):
+        return True
+    if isinstance(node, exp.Anonymous) and node.name.lower() == "json_transform":
+        return True
+    return isinstance(node, exp.JSONExtractScalar) and isinstance(node.expression, exp.Array)
+
+
+def _empty_array_else(tree: exp.Expr) -> None:
+    """``CASE WHEN c THEN <list> END`` is NULL when not c in DuckDB; ClickHouse has no NULL
+    array, so the list is empty there (our SQL tests such lists by a flag, not IS NULL)."""
+    for case in tree.find_all(exp.Case):
+        if case.args.get("default") is None and any(
+            _returns_array(branch.args["true"]) for branch in case.args.get("ifs") or []
+        ):
+            case.set("default", exp.Array(expressions=[]))
+
+
+def _lambda_params(node: exp.Expr) -> set[str]:
+    names: set[str] = set()
+    parent = node.parent
+    while parent is not None:
+        if isinstance(parent, exp.Lambda):
+            names.update(p.name for p in parent.expressions)
+        parent = parent.parent
+    return names
+
+
+def _struct_fields(tree: exp.Expr) -> None:
+    """Point struct field reads at the prefixed field names (:data:`FIELD_PREFIX`):
+    ``a.b.c`` (table a, struct column b), ``v.c`` where ``v`` is a lambda argument or
+    not a table of the query (a struct column), and ``expr.c``."""
+    tables = {a.name for a in tree.find_all(exp.TableAlias)}
+    tables |= {t.name for t in tree.find_all(exp.Table)}
+
+    def element(owner: exp.Expr, name: str) -> exp.Expr:
+        # tupleElement, not owner.field: a materialized CTE's table has no such subcolumn
+        return exp.Anonymous(this="tupleElement", expressions=[
+            owner, exp.Literal.string(FIELD_PREFIX + name)])
+
+    for column in list(tree.find_all(exp.Column)):
+        parts = column.parts
+        if len(parts) < 2:
+            continue
+        owner = parts[-2].name
+        if len(parts) >= 3 or owner in _lambda_params(column) or owner not in tables:
+            rest = [p.copy() for p in parts[:-1]]
+            struct = exp.Column(this=rest[-1], table=rest[-2] if len(rest) > 1 else None)
+            column.replace(element(struct, column.name))
+    for dot in list(tree.find_all(exp.Dot)):
+        if isinstance(dot.expression, exp.Identifier) and not isinstance(dot.this, exp.Column):
+            dot.replace(element(dot.this.copy(), dot.expression.name))
+
+
 def _settings_clause() -> str:
     return " SETTINGS " + ", ".join(f"{k} = {v}" for k, v in QUERY_SETTINGS.items())
 
 
+TOKEN = "{cw_token}"
+"""Stands for a per-run unique suffix in the temporary table names of a :class:`Plan`."""
+
+MIN_CTES_TO_STAGE = 4
+"""A query with at least this many CTEs runs as a :class:`Plan` of temporary tables."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A statement as ClickHouse runs it: ``steps`` (``CREATE TEMPORARY TABLE ... AS``, one
+    per CTE of a long ``WITH``, in order), then ``query``, then ``DROP`` of ``temps``.
+
+    ClickHouse inlines a CTE at each reference; our longer queries (the what-if's 27 CTEs,
+    most read several times) would be analysed and run once per path through the chain.
+    Staged, each CTE runs once, as in DuckDB. Table names hold :data:`TOKEN`, which the
+    runner replaces by a unique suffix (concurrent readers never share a table).
+    """
+
+    steps: tuple[str, ...]
+    query: str
+    temps: tuple[str, ...]
+
+
+def _stage(tree: exp.Expr) -> tuple[list[exp.Expr], list[str]]:
+    """Take a long top-level WITH off ``tree``: one CREATE per CTE, references renamed."""
+    ctes = list(tree.ctes) if isinstance(tree, exp.Query) else []
+    if len(ctes) < MIN_CTES_TO_STAGE:
+        return [], []
+    names = {cte.alias_or_name: f"_cw_cte_{TOKEN}_{cte.alias_or_name}" for cte in ctes}
+    tree.set("with_", None)
+    bodies = [cte.this for cte in ctes]
+    for node in [*bodies, tree]:
+        for table in list(node.find_all(exp.Table)):
+            if not table.args.get("db") and table.name in names:
+                alias = table.args.get("alias") or exp.TableAlias(
+                    this=exp.to_identifier(table.name))
+                table.set("this", exp.to_identifier(names[table.name]))
+                table.set("alias", alias)
+    steps: list[exp.Expr] = [
+        exp.Create(this=exp.to_table(names[cte.alias_or_name]), kind="TABLE",
+                   expression=body, properties=exp.Properties(expressions=[
+                       exp.TemporaryProperty(),
+                       exp.EngineProperty(this=exp.var("Memory"))]))
+        for cte, body in zip(ctes, bodies, strict=True)
+    ]
+    return steps, list(names.values())
+
+
 @lru_cache(maxsize=512)
-def _transpile(sql: str, frozen: tuple[Any, ...], positional: bool) -> str:
+def _transpile(sql: str, frozen: tuple[Any, ...], positional: bool) -> Plan:
     try:
         trees = sqlglot.parse(sql, read="duckdb")
     except SqlglotError as exc:
@@ -247,13 +502,18 @@ def _transpile(sql: str, frozen: tuple[Any, ...], positional: bool) -> str:
     _rename_tables(tree)
     _alias_qualified_columns(tree)
     _bool_results(tree)
+    _empty_array_else(tree)
+    _struct_fields(tree)
+    steps, temps = _stage(tree)
     try:
+        step_sql = [step.sql(dialect=CliffwatchClickHouse) + _settings_clause()
+                    for step in steps]
         out = tree.sql(dialect=CliffwatchClickHouse)
     except SqlglotError as exc:
         raise TranspileError(f"cannot write the query for ClickHouse: {_first(exc)}") from None
     if isinstance(tree, exp.Query):
         out += _settings_clause()
-    return out
+    return Plan(tuple(step_sql), out, tuple(temps))
 
 
 def _first(exc: BaseException) -> str:
@@ -269,7 +529,7 @@ def _hashable(value: Any) -> Any:
 
 def to_clickhouse(
     sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None
-) -> str:
+) -> Plan:
     """One DuckDB statement as ClickHouse SQL, with ``params`` inlined as literals.
 
     Args:
@@ -278,7 +538,7 @@ def to_clickhouse(
             for the types).
 
     Returns:
-        The ClickHouse statement (a query ends with ``SETTINGS`` :data:`QUERY_SETTINGS`).
+        The :class:`Plan` (each query ends with ``SETTINGS`` :data:`QUERY_SETTINGS`).
 
     Raises:
         TranspileError: the SQL does not parse, a parameter has no value or an unsupported

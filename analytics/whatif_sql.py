@@ -31,6 +31,7 @@ read at a time; DuckDB holds that chunk's LLM calls, never the store's (and
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import duckdb
@@ -442,10 +443,13 @@ def chunk_bounds(
     chunks = -(-runs // CHUNK_RUNS)
     if chunks <= 1:
         return [(None, None)]
-    qs = [i / chunks for i in range(1, chunks)]
-    rows = con.sql(f"SELECT quantile_disc(run_id, {qs}) FROM ({scope_sql})",
+    # the run ids at the quantile_disc positions (1-based ceil(runs * q)), by row number:
+    # the same cuts, in SQL that DuckDB and ClickHouse both run (no quantile of strings)
+    positions = sorted({max(1, math.ceil(runs * i / chunks)) for i in range(1, chunks)})
+    rows = con.sql(f"SELECT run_id FROM (SELECT run_id, row_number() OVER (ORDER BY run_id) "
+                   f"AS n FROM ({scope_sql})) WHERE n IN ({', '.join(map(str, positions))})",
                    params=params or None).fetchall()
-    cuts = sorted(set(rows[0][0])) if rows and rows[0][0] else []
+    cuts = sorted({row[0] for row in rows})
     edges: list[str | None] = [None, *cuts, None]
     return list(zip(edges[:-1], edges[1:], strict=True))
 

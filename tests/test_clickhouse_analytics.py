@@ -253,6 +253,19 @@ def test_whatif_sql_decides_runs_in_clickhouse(stores: Stores) -> None:
     assert found.python_runs < found.runs.height
 
 
+def test_whatif_in_run_id_chunks_gives_the_same_runs(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many chunks (7 runs each, cut by row number on both engines): the same rows."""
+    monkeypatch.setattr("cliffwatch.analytics.whatif_sql.CHUNK_RUNS", 7)
+    override = LimitsOverride(max_workers=2, ceiling_usd=0.05)
+    found = {}
+    for store in (str(stores.duck), stores.ch):
+        with read_store(store) as con:
+            found[store] = whatif.what_if(con, override, now=NOW)
+    _same(found[str(stores.duck)], found[stores.ch], "chunked what-if")
+
+
 def test_percentiles_are_numpy_linear_over_raw_costs(stores: Stores) -> None:
     with read_store(stores.duck) as con:
         raw = pl.DataFrame(con.sql("SELECT task_class, cost_usd FROM runs"))

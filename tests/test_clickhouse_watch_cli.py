@@ -37,6 +37,18 @@ def _fill(url: str) -> int:
     return len(spans)
 
 
+def _terminate(proc: subprocess.Popen) -> tuple[str, str]:
+    """SIGTERM ``proc`` and wait for it (killed if it does not stop): its stdout, stderr."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=scaled(120))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return out or "", err or ""
+
+
 def test_watch_once_prints_its_summary_and_refuses_a_duckdb_file(tmp_path: Path) -> None:
     url = f"chdb://{tmp_path}/ch"
     count = _fill(url)
@@ -96,12 +108,8 @@ def test_a_running_watch_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         assert proc.stderr is not None
         line = proc.stderr.readline()
         assert "watching" in line, line
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=scaled(120))
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        out, err = _terminate(proc)
     assert proc.returncode == 0, err
     assert out.startswith(f"watch {url}: ") and " runs, " in out
     assert "Traceback" not in err
@@ -136,12 +144,8 @@ def test_cliffwatch_serve_with_a_chdb_db(tmp_path: Path) -> None:
                      {"Content-Type": "application/x-protobuf"})
         assert conn.getresponse().status == 200
         conn.close()
-        server.send_signal(signal.SIGTERM)
-        _, rest = server.communicate(timeout=scaled(120))
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.communicate()
+        _, rest = _terminate(server)
     assert server.returncode == 0, rest
     assert f"spans: {len(fleet_spans())} written, 0 spilled, 0 not stored" in rest, rest
     with connect(parse_store_url(url)) as client:

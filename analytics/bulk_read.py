@@ -31,7 +31,11 @@ per 100,000 runs), with it DuckDB evicts them, or spills, as it goes."""
 def bounded_memory(con: duckdb.DuckDBPyConnection, limit: str | None = None) -> Iterator[None]:
     """Run the block under DuckDB ``memory_limit`` = ``limit`` (default
     :data:`MEMORY_LIMIT`), then put back the connection's own (the setting is the database
-    instance's, so a caller's limit is restored whatever happens)."""
+    instance's, so a caller's limit is restored whatever happens). A ClickHouse store's
+    connection is left as it is: the engine bounds its own memory."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        yield
+        return
     rows = con.sql("SELECT current_setting('memory_limit')").fetchall()
     before = str(rows[0][0]) if rows else None
     con.execute("SET memory_limit = $limit", {"limit": limit or MEMORY_LIMIT})

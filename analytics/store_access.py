@@ -2,7 +2,10 @@
 
 ``read_store`` is :func:`telemetry.store.open_store` in read-only mode, re-exported with the
 store's exceptions so the dashboard and the CLI never import duckdb or telemetry
-themselves (imports run dashboard -> analytics -> telemetry.store).
+themselves (imports run dashboard -> analytics -> telemetry.store). Given a ClickHouse
+store URL (``clickhouse://...``, ``chdb:///dir``; issue 10) it yields a
+:class:`~cliffwatch.telemetry.clickhouse.connection.EngineConnection` instead, which takes
+the same calls and runs the same (transpiled) SQL in ClickHouse.
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import duckdb
 import polars as pl
 
+from cliffwatch import settings
+from cliffwatch.telemetry.clickhouse import is_engine_connection
 from cliffwatch.telemetry.store import (
     NotACliffwatchStoreError,
     StoreBusyError,
@@ -24,6 +29,13 @@ from cliffwatch.telemetry.store import (
     open_store,
 )
 
+if TYPE_CHECKING:
+    from cliffwatch.telemetry.clickhouse.connection import EngineConnection
+
+Connection: TypeAlias = "duckdb.DuckDBPyConnection | EngineConnection"
+"""What :func:`read_store` yields: a DuckDB connection, or a ClickHouse store's
+DuckDB-shaped connection."""
+
 __all__ = [
     "NotACliffwatchStoreError",
     "StoreBusyError",
@@ -31,8 +43,10 @@ __all__ = [
     "StoreError",
     "StoreNotFoundError",
     "frame",
+    "is_engine",
     "limit_clause",
     "read_store",
+    "store_label",
     "where",
 ]
 
@@ -44,7 +58,11 @@ def read_store(
     """A read-only connection to the store at ``path``, closed on exit.
 
     Args:
-        path: the DuckDB file.
+        path: the DuckDB file, or a ClickHouse store URL (``clickhouse://``, ``chdb://``;
+            :func:`cliffwatch.telemetry.clickhouse.url.parse_store_url`): then the
+            connection is an ``EngineConnection`` (typed as DuckDB's for the callers: it
+            takes the same calls), and errors are ``StoreError`` subclasses with one line
+            (bad URL, package missing, server unreachable, no cliffwatch tables).
         timeout_s: how long to retry while a writer holds the file; default
             ``cliffwatch.settings.lock_timeout_s()``.
 
@@ -57,11 +75,51 @@ def read_store(
             error): the same one-line store error either way, for the CLI and the
             dashboard alike (:func:`telemetry.store.open_store` is the one boundary).
     """
+    if settings.is_engine_store(path):
+        with _read_engine(os.fspath(path)) as engine:
+            yield engine  # type: ignore[misc]
+        return
     with open_store(path, read_only=True, timeout_s=timeout_s) as con:
         # DuckDB draws its own progress bar on a terminal for queries over ~2 s; it would
         # land in the middle of a CLI table or JSON document.
         con.execute("SET enable_progress_bar = false")
         yield con
+
+
+@contextmanager
+def _read_engine(url_text: str) -> Iterator[EngineConnection]:
+    from cliffwatch.telemetry.clickhouse.client import connect
+    from cliffwatch.telemetry.clickhouse.connection import EngineConnection, check_store
+    from cliffwatch.telemetry.clickhouse.url import parse_store_url
+
+    url = parse_store_url(url_text)
+    if url.kind == "chdb" and not (url.path and url.path.is_dir()):
+        raise StoreNotFoundError(f"store {url} does not exist")
+    with connect(url) as client:
+        check_store(client)
+        con = EngineConnection(client)
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+def is_engine(con: object) -> bool:
+    """Whether ``con`` reads a ClickHouse store (not DuckDB)."""
+    return is_engine_connection(con)
+
+
+def store_label(store: str | os.PathLike[str]) -> str:
+    """A store as shown to people: the path, or the URL without its password.
+
+    Raises:
+        StoreError: a ClickHouse URL that does not parse.
+    """
+    if not settings.is_engine_store(store):
+        return os.fspath(store)
+    from cliffwatch.telemetry.clickhouse.url import parse_store_url
+
+    return str(parse_store_url(os.fspath(store)))
 
 
 def frame(

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import duckdb
 
 from cliffwatch.analytics.runs import scope_filter
-from cliffwatch.analytics.store_access import frame, where
+from cliffwatch.analytics.store_access import frame, is_engine, where
 from cliffwatch.analytics.window import Window
 
 
@@ -43,7 +43,8 @@ def cache_detail_missing_calls(
     """
     conds, params = scope_filter(con, window, "started_at", task_class,
                                  task_classes=task_classes)
-    has_column = frame(
+    # A ClickHouse store's tables always have the current columns (telemetry/clickhouse/).
+    has_column = is_engine(con) or frame(
         con,
         "SELECT count(*) AS n FROM information_schema.columns "
         "WHERE table_name = 'runs' AND column_name = 'cache_detail_missing_calls'",

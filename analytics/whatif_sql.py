@@ -31,6 +31,7 @@ read at a time; DuckDB holds that chunk's LLM calls, never the store's (and
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import duckdb
@@ -122,12 +123,15 @@ plan_calls AS (
         SELECT *, CASE WHEN usable THEN json_transform(plan_json, {_PLAN_SCHEMA}) END AS fields
         FROM (
             SELECT *, {{'s': start_ns, 'i': span_id}} AS pos,
-                items IS NOT NULL AND coalesce(list_bool_and(list_transform(
+                is_array AND coalesce(list_bool_and(list_transform(
                 items, lambda e: starts_with(e::VARCHAR, '{{'))), true) AS usable
             FROM (
-                SELECT *, CASE WHEN coalesce(plan_json, '') <> '' AND json_valid(plan_json)
-                    AND starts_with(ltrim(plan_json, {_JSON_SPACE}), '[')
+                -- is_array, not `items IS NOT NULL`: a ClickHouse array is never NULL
+                SELECT *, CASE WHEN is_array
                     THEN json_transform(plan_json, '["JSON"]') END AS items
+                FROM (
+                SELECT *, coalesce(coalesce(plan_json, '') <> '' AND json_valid(plan_json)
+                    AND starts_with(ltrim(plan_json, {_JSON_SPACE}), '['), false) AS is_array
                 FROM (
                     SELECT sp.trace_id AS run_id, sp.span_id, sp.cost_usd,
                         sp.start_time_unix_nano AS start_ns,
@@ -135,6 +139,7 @@ plan_calls AS (
                     FROM spans sp
                     WHERE sp.is_leaf_call AND sp.role = '{Role.PLAN}'
                         AND sp.trace_id IN (SELECT run_id FROM scope) {{span_range}}
+                )
                 )
             )
         )
@@ -159,7 +164,9 @@ first_plan AS (
     )
 ),
 checked AS (
-    SELECT s.*, f.n_usable, f.weird, f.spent1, f.ests, f.models, len(f.ests) AS n1,
+    -- run_id named explicitly: ClickHouse names it s.run_id in s.* after the USING joins
+    SELECT s.* EXCLUDE (run_id), s.run_id AS run_id,
+        f.n_usable, f.weird, f.spent1, f.ests, f.models, len(f.ests) AS n1,
         f.run_id IS NOT NULL AS replayable, root.reserve.fixed AS rf, root.reserve.per AS rp,
         coalesce(s.cap IS NOT NULL AND len(f.ests) > s.cap, false) AS cap_breach,
         -- a replan request the run did not make under this cap: the second plan is the
@@ -199,10 +206,15 @@ decided AS (
     FROM verdict
 ),
 elem AS (
-    SELECT d.variant, d.run_id, d.task_class, d.n_usable, d.ceiling, t.k AS i,
-        d.ests[t.k + 1] AS est, d.models[t.k + 1] AS model
-    FROM decided d, unnest(range(d.keep)) AS t(k)
-    WHERE d.replayable AND d.n_usable > 0 AND d.action = 'dispatch'
+    -- the select-list unnest (not a lateral join) reads the same in DuckDB and ClickHouse
+    SELECT variant, run_id, task_class, n_usable, ceiling, k AS i,
+        ests[k + 1] AS est, models[k + 1] AS model
+    FROM (
+        SELECT variant, run_id, task_class, n_usable, ceiling, ests, models,
+            unnest(range(coalesce(keep, 0))) AS k
+        FROM decided
+        WHERE replayable AND n_usable > 0 AND action = 'dispatch'
+    )
 ),
 widx AS (
     SELECT run_id, idx,
@@ -321,8 +333,10 @@ crossed AS (
     GROUP BY e.variant, e.run_id
 ),
 outcome AS (
-    SELECT d.*, rc.all_cost, coalesce(rc.negative, false) OR coalesce(w.negative, false)
-            AS negative,
+    -- d's join keys named explicitly (ClickHouse names them d.* after USING joins)
+    SELECT d.* EXCLUDE (variant, run_id, task_class), d.variant AS variant,
+        d.run_id AS run_id, d.task_class AS task_class, rc.all_cost,
+        coalesce(rc.negative, false) OR coalesce(w.negative, false) AS negative,
         coalesce(w.answered, 0) AS answered_n, coalesce(w.worker_cost, 0) AS worker_cost,
         coalesce(w.worker_est, 0) AS worker_est, coalesce(w.worker_est_any, false) AS w_est_any,
         st.n AS stage_n, st.cost AS stage_cost, st.est AS stage_est, st.est_any AS stage_est_any,
@@ -429,10 +443,13 @@ def chunk_bounds(
     chunks = -(-runs // CHUNK_RUNS)
     if chunks <= 1:
         return [(None, None)]
-    qs = [i / chunks for i in range(1, chunks)]
-    rows = con.sql(f"SELECT quantile_disc(run_id, {qs}) FROM ({scope_sql})",
+    # the run ids at the quantile_disc positions (1-based ceil(runs * q)), by row number:
+    # the same cuts, in SQL that DuckDB and ClickHouse both run (no quantile of strings)
+    positions = sorted({max(1, math.ceil(runs * i / chunks)) for i in range(1, chunks)})
+    rows = con.sql(f"SELECT run_id FROM (SELECT run_id, row_number() OVER (ORDER BY run_id) "
+                   f"AS n FROM ({scope_sql})) WHERE n IN ({', '.join(map(str, positions))})",
                    params=params or None).fetchall()
-    cuts = sorted(set(rows[0][0])) if rows and rows[0][0] else []
+    cuts = sorted({row[0] for row in rows})
     edges: list[str | None] = [None, *cuts, None]
     return list(zip(edges[:-1], edges[1:], strict=True))
 

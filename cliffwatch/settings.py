@@ -16,7 +16,12 @@ DEFAULT_DB_PATH = Path("data") / "cliffwatch.duckdb"
 """The default store, relative to the working directory (git-ignored in the repo)."""
 
 CLIFFWATCH_DB = "CLIFFWATCH_DB"
-"""Path of the DuckDB store used when no ``--db`` is given. Default ``data/cliffwatch.duckdb``."""
+"""The store used when no ``--db`` is given: a DuckDB file path, or a ClickHouse URL
+(``clickhouse://user:password@host:8123/database`` or ``chdb:///dir``; issue 10,
+telemetry/clickhouse/url.py). Default ``data/cliffwatch.duckdb``."""
+
+ENGINE_URL_SCHEMES = ("clickhouse://", "clickhouses://", "chdb://")
+"""Prefixes (any case) of a store URL that names a ClickHouse engine, not a DuckDB file."""
 
 CLIFFWATCH_CAPTURE_CONTENT = "CLIFFWATCH_CAPTURE_CONTENT"
 """``true`` records prompt and completion text on spans. Default ``false``: text can hold
@@ -83,12 +88,34 @@ class SettingError(CliffwatchError, ValueError):
     """An environment variable holds a value cliffwatch cannot use."""
 
 
-def db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The store path: ``explicit`` if given, else $CLIFFWATCH_DB, else the default."""
+def db_url(explicit: str | os.PathLike[str] | None = None) -> str:
+    """The store as given: ``explicit`` if given, else $CLIFFWATCH_DB, else the default
+    path; a DuckDB file path or a ClickHouse URL (parsed by telemetry/clickhouse/url.py)."""
     if explicit:
-        return Path(explicit)
-    env = os.environ.get(CLIFFWATCH_DB)
-    return Path(env) if env else DEFAULT_DB_PATH
+        return os.fspath(explicit)
+    return os.environ.get(CLIFFWATCH_DB) or str(DEFAULT_DB_PATH)
+
+
+def is_engine_store(text: str | os.PathLike[str]) -> bool:
+    """Whether a store value names a ClickHouse engine (``clickhouse://``, ``chdb://``)."""
+    return isinstance(text, str) and text.lower().startswith(ENGINE_URL_SCHEMES)
+
+
+def db_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The DuckDB store path: ``explicit`` if given, else $CLIFFWATCH_DB, else the default.
+
+    Raises:
+        SettingError: the store is a ClickHouse URL: the caller works on DuckDB files only
+            (readers take :func:`db_url`).
+    """
+    url = db_url(explicit)
+    if is_engine_store(url):
+        raise SettingError(
+            f"this works on a DuckDB store file only, not {url.split('://', 1)[0]}:// "
+            "stores (into ClickHouse: serve, demo, run, watch and migrate write; the read "
+            "commands and the dashboard read)"
+        )
+    return Path(url)
 
 
 def _bool(name: str, default: bool) -> bool:
@@ -353,3 +380,25 @@ def findings_min_workers() -> int:
     """Median plan size below which a class should chain prompts
     ($CLIFFWATCH_FINDINGS_MIN_WORKERS, default 3)."""
     return _positive_int(CLIFFWATCH_FINDINGS_MIN_WORKERS, 3)
+
+
+CLIFFWATCH_WATCH_LATENESS_S = "CLIFFWATCH_WATCH_LATENESS_S"
+"""Seconds ``cliffwatch watch`` looks back behind its watermark (the latest span end it has
+processed) on every scan, so spans the Collector writes late (its batching, queue and
+retries) are still picked up; spans already processed are skipped by their (trace, span)
+key. A span written more than this after a later-ending span was processed is missed.
+Default 600 (10 minutes, the incomplete-run grace)."""
+
+CLIFFWATCH_WATCH_POLL_S = "CLIFFWATCH_WATCH_POLL_S"
+"""Seconds ``cliffwatch watch`` sleeps between scans that found nothing new. Default 5."""
+
+
+def watch_lateness_s() -> float:
+    """How far behind its watermark ``watch`` rescans, seconds
+    ($CLIFFWATCH_WATCH_LATENESS_S, default 600)."""
+    return _positive_float(CLIFFWATCH_WATCH_LATENESS_S, 600.0)
+
+
+def watch_poll_s() -> float:
+    """Pause between empty scans of ``watch``, seconds ($CLIFFWATCH_WATCH_POLL_S, default 5)."""
+    return _positive_float(CLIFFWATCH_WATCH_POLL_S, 5.0)

@@ -38,6 +38,7 @@ from cliffwatch.analytics.store_access import (
     StoreNotFoundError,
     read_store,
 )
+from cliffwatch.analytics.store_access import store_label as store_label_of
 from cliffwatch.dashboard.filters import Filters
 from cliffwatch.dashboard.ui import md_text
 
@@ -69,16 +70,29 @@ EMPTY_STORE_MESSAGE = (
 )
 
 
-def store_path() -> Path:
-    """The store the dashboard reads: ``$CLIFFWATCH_DB``, else the default path."""
-    return settings.db_path()
+def store_path() -> Path | str:
+    """The store the dashboard reads: ``$CLIFFWATCH_DB``, else the default path; a
+    ClickHouse store URL (``clickhouse://``, ``chdb://``) stays the URL text."""
+    url = settings.db_url()
+    return url if settings.is_engine_store(url) else Path(url)
 
 
-def store_version(path: Path) -> tuple[int, ...]:
+def store_label() -> str:
+    """The store as the pages show it: its path, or its URL without the password."""
+    try:
+        return store_label_of(store_path())
+    except StoreError:
+        return "(a store URL that does not parse)"
+
+
+def store_version(path: Path | str) -> tuple[int, ...]:
     """Modification time (ns) and size of the store file and its WAL; zeros when missing.
 
-    Part of every cache key, so results are re-read as soon as another process writes.
+    Part of every cache key, so results are re-read as soon as another process writes. A
+    ClickHouse store has no file to look at: its results live :data:`CACHE_TTL_S`.
     """
+    if isinstance(path, str):
+        return ()
     parts: list[int] = []
     for file in (path, path.with_name(path.name + ".wal")):
         try:
@@ -225,7 +239,7 @@ def fetch(loader: Callable[..., T], *args: Any) -> T:
     try:
         result = loader(str(path), store_version(path), *args)
     except StoreNotFoundError:
-        st.info(NO_STORE_MESSAGE.format(path=md_text(path)))
+        st.info(NO_STORE_MESSAGE.format(path=md_text(store_label())))
         st.stop()
     except StoreBusyError as exc:
         tries = st.session_state.get(_BUSY_KEY, 0)
@@ -265,5 +279,5 @@ def stop_if_no_runs() -> None:
     Call after a :func:`fetch` of the page's own data came back empty.
     """
     if not fetch(load_task_classes):
-        st.info(EMPTY_STORE_MESSAGE.format(path=md_text(store_path())))
+        st.info(EMPTY_STORE_MESSAGE.format(path=md_text(store_label())))
         st.stop()

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cliffwatch import settings
 from cliffwatch.orchestrator.errors import ConfigError
 from cliffwatch.orchestrator.runner import RunResult, aorchestrate, drain_provider_logging
 from cliffwatch.orchestrator.sim_provider import register_sim_provider
@@ -85,7 +86,7 @@ class DemoSummary:
     cap_date: datetime
     runs_before_cap: int
     elapsed_s: float
-    db_path: Path
+    db_path: Path | str
     total_cost_usd: float
     by_class: dict[str, int] = field(default_factory=dict)
 
@@ -183,8 +184,9 @@ def run_demo(
         workload, runs=runs, days=days, seed=seed, cap_from_fraction=cap_from_fraction, until=end
     )
     register_sim_provider(seed, time_scale, models=sorted(workload.models()))
-    path = Path(db_path)
-    tracing = configure_tracing(path)
+    text = os.fspath(db_path)
+    path: Path | str = text if settings.is_engine_store(text) else Path(db_path)
+    tracing = configure_tracing(db_path)  # a path, or a ClickHouse store URL
     began = time.perf_counter()
     try:
         results = asyncio.run(

@@ -99,18 +99,21 @@ def tracing_for(db: str | os.PathLike[str] | None = None) -> Tracing:
     """The process-wide tracing pipeline guards use for the store ``db`` (created once).
 
     Args:
-        db: the DuckDB store; default :func:`cliffwatch.settings.db_path` ($CLIFFWATCH_DB,
-            else ``data/cliffwatch.duckdb``).
+        db: the DuckDB store, or a ClickHouse store URL (spans go into its Collector-shaped
+            traces table; docs/fleet.md); default $CLIFFWATCH_DB, else
+            ``data/cliffwatch.duckdb``.
 
     Returns:
         A batching :class:`telemetry.tracing.Tracing` shared by every guard of this
         process on that store (its provider is shut down at interpreter exit).
     """
-    path = settings.db_path(db).resolve()
-    key = str(path)
+    url = settings.db_url(db)
+    store: str | os.PathLike[str] = (
+        url if settings.is_engine_store(url) else settings.db_path(db).resolve())
+    key = str(store)
     with _tracings_lock:
         if key not in _tracings:
-            _tracings[key] = configure_tracing(path, service_name="cliffwatch")
+            _tracings[key] = configure_tracing(store, service_name="cliffwatch")
         return _tracings[key]
 
 

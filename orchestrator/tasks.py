@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from cliffwatch.orchestrator.config import TaskClassConfig
 from cliffwatch.orchestrator.demo import DEMO_TIME_SCALE
@@ -109,7 +108,7 @@ def run_task(
         time_scale = DEMO_TIME_SCALE if len(simulated) == len(config.models()) else 1.0
     if simulated:
         register_sim_provider(seed, time_scale, models=simulated)
-    tracing = configure_tracing(Path(db_path))
+    tracing = configure_tracing(db_path)
     try:
         result = orchestrate(task, config, tracing=tracing, seed=seed, time_scale=time_scale,
                              replay_of=replay_of, raise_on_breach=False)

@@ -11,6 +11,8 @@ import json
 import duckdb
 import polars as pl
 
+from cliffwatch.telemetry.store import is_engine_connection
+
 STATUSES = ("pending", "sending", "delivered", "failed", "unknown")
 """Delivery statuses: queued or waiting to retry; claimed and being sent; delivered;
 given up (``--retry`` sends again); lease expired mid-send (may have arrived)."""
@@ -21,7 +23,10 @@ NO_WEBHOOK = "no_webhook"
 
 def has_alert_tables(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the store has the ``alerts`` and ``alert_deliveries`` tables (a store made
-    before alerts existed has neither until its next write)."""
+    before alerts existed has neither until its next write). A ClickHouse store always
+    has both (telemetry/clickhouse/tables.py creates every table at once)."""
+    if is_engine_connection(con):
+        return True
     rows = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
         "AND table_name IN ('alerts', 'alert_deliveries')"

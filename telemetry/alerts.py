@@ -288,28 +288,38 @@ def _claim(
     return claimed, next_due
 
 
+def delivery_updates(
+    results: list[tuple[Delivery, Outcome]], *, max_attempts: int, base_s: float,
+    now: datetime,
+) -> list[tuple[str, datetime | None, datetime | None]]:
+    """The state each attempted delivery moves to: ``(status, next attempt due, delivered
+    at)``, in the order of ``results``: ``delivered``; ``pending`` again after
+    :func:`backoff_s` when the failure is retryable and attempts remain; else ``failed``.
+    """
+    out: list[tuple[str, datetime | None, datetime | None]] = []
+    for delivery, outcome in results:
+        if outcome.delivered:
+            out.append(("delivered", None, now))
+        elif outcome.retryable and delivery.attempts < max_attempts:
+            out.append(("pending", now + timedelta(seconds=backoff_s(delivery.attempts, base_s)),
+                        None))
+        else:
+            out.append(("failed", None, None))
+    return out
+
+
 def _record(path: Path, results: list[tuple[Delivery, Outcome]], *, max_attempts: int,
             base_s: float) -> DeliverySummary:
     now = _now()
-    delivered = retrying = failed = 0
-    # (delivery, new status, next attempt due, delivered at)
-    updates: list[tuple[Delivery, str, datetime | None, datetime | None]] = []
-    for delivery, outcome in results:
-        if outcome.delivered:
-            delivered += 1
-            updates.append((delivery, "delivered", None, now))
-        elif outcome.retryable and delivery.attempts < max_attempts:
-            retrying += 1
-            due = now + timedelta(seconds=backoff_s(delivery.attempts, base_s))
-            updates.append((delivery, "pending", due, None))
-        else:
-            failed += 1
-            updates.append((delivery, "failed", None, None))
+    states = delivery_updates(results, max_attempts=max_attempts, base_s=base_s, now=now)
+    delivered = sum(1 for status, _, _ in states if status == "delivered")
+    retrying = sum(1 for status, _, _ in states if status == "pending")
+    failed = len(states) - delivered - retrying
     with _writing(path) as con:
         con.execute("BEGIN TRANSACTION")
         try:
-            for (delivery, status, next_attempt_at, delivered_at), (_, outcome) in zip(
-                updates, results, strict=True
+            for (status, next_attempt_at, delivered_at), (delivery, outcome) in zip(
+                states, results, strict=True
             ):
                 con.execute(
                     """UPDATE alert_deliveries

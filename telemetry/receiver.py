@@ -51,7 +51,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
@@ -60,7 +60,7 @@ from cliffwatch import settings
 from cliffwatch.errors import CliffwatchError
 from cliffwatch.telemetry.content_capture import without_content
 from cliffwatch.telemetry.otlp_body import decode_body
-from cliffwatch.telemetry.otlp_decode import OtlpDecodeError, SpanRejection, printable
+from cliffwatch.telemetry.otlp_decode import OtlpDecodeError, OtlpSpan, SpanRejection, printable
 from cliffwatch.telemetry.otlp_http import (
     HEALTH_PATH,
     MAX_REJECTIONS_IN_MESSAGE,
@@ -78,6 +78,9 @@ from cliffwatch.telemetry.span_writer import SpanWriter
 from cliffwatch.telemetry.usage_bounds import usage_rejection
 from cliffwatch.telemetry.write_ledger import is_data_error
 from cliffwatch.telemetry.write_pipeline import write_spans
+
+if TYPE_CHECKING:
+    from cliffwatch.telemetry.clickhouse.writer import OtelTracesWriter
 
 __all__ = [
     "HEALTH_PATH",
@@ -178,6 +181,11 @@ class OtlpReceiver:
         db_path: str | os.PathLike[str],
         config: ReceiverConfig | None = None,
     ) -> None:
+        # A ClickHouse store URL: spans go, as received, into its Collector-shaped traces
+        # table (telemetry/clickhouse/writer.py); `cliffwatch watch` makes runs of them.
+        text = os.fspath(db_path)
+        self.engine_url = text if settings.is_engine_store(text) else None
+        self._traces: OtelTracesWriter | None = None
         self.db_path = Path(db_path)
         self.config = config or ReceiverConfig()
         self.stats = ReceiverStats()
@@ -204,12 +212,19 @@ class OtlpReceiver:
         """
         # Fail before listening: a foreign file or a locked store is one clear error now,
         # not a 503 on every request later. The empty write also loads pending spills.
-        write_spans(self.db_path, [])
+        if self.engine_url is not None:
+            from cliffwatch.telemetry.clickhouse.url import parse_store_url
+            from cliffwatch.telemetry.clickhouse.writer import OtelTracesWriter
+
+            self._traces = OtelTracesWriter(parse_store_url(self.engine_url))
+        else:
+            write_spans(self.db_path, [])
         import_litellm()  # the first price lookup costs seconds: pay it before serving
         sock = _bind(self.config.host, self.config.port)
         self._socket = sock
         self._port = int(sock.getsockname()[1])
-        self._writer = SpanWriter(self.db_path, hold_s=self.config.writer_hold_s)
+        if self._traces is None:
+            self._writer = SpanWriter(self.db_path, hold_s=self.config.writer_hold_s)
         server = uvicorn_server(self)
         self._server = server
         self._thread = threading.Thread(
@@ -239,6 +254,8 @@ class OtlpReceiver:
             self._socket.close()
         if self._writer is not None:
             self._writer.close(timeout_s)
+        if self._traces is not None:
+            self._traces.close()
         self._stopped.set()
 
     def wait(self, timeout_s: float | None = None) -> bool:
@@ -303,7 +320,10 @@ class OtlpReceiver:
         rejections = [*decoded.rejections, *map_rejections]
         if records:
             try:
-                records, unstorable = self._write(records)
+                records, unstorable = (
+                    self._write(records) if self._traces is None
+                    else self._write_rows(spans, records)
+                )
             except Exception as exc:  # timeout, store failure, spill failure: retryable
                 self._count(requests=1, requests_failed=1)
                 logger.error("cliffwatch: %d spans not stored: %s", len(records), exc)
@@ -337,6 +357,18 @@ class OtlpReceiver:
             response.partial_success.error_message = "; ".join(messages)
         content_type, payload = encode_message(response, kind)
         return Reply(200, content_type, payload)
+
+    def _write_rows(
+        self, spans: Sequence[OtlpSpan], records: list[SpanRecord]
+    ) -> tuple[list[SpanRecord], list[SpanRejection]]:
+        """Append the spans that mapped, as received, to the engine store's traces table.
+
+        Raises what the insert raises (the engine unreachable): answered 503.
+        """
+        assert self._traces is not None, "receiver not started"
+        mapped = {(r.trace_id, r.span_id) for r in records}
+        self._traces.write([s for s in spans if (s.trace_id, s.span_id) in mapped])
+        return records, []
 
     def _write(self, records: list[SpanRecord]) -> tuple[list[SpanRecord], list[SpanRejection]]:
         """Write durably; spans no store could hold are rejected, not retried.

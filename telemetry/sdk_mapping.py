@@ -65,7 +65,7 @@ def _plain_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def _plain_resource(span: ReadableSpan) -> dict[str, Any]:
+def plain_resource(span: ReadableSpan) -> dict[str, Any]:
     return _plain_attributes(span.resource.attributes if span.resource is not None else None)
 
 
@@ -98,7 +98,7 @@ def otlp_span_from_sdk(
         status_message=span.status.description or None,
         attributes=_plain_attributes(span.attributes),
         resource_attributes=(
-            _plain_resource(span) if resource_attributes is None else resource_attributes
+            plain_resource(span) if resource_attributes is None else resource_attributes
         ),
         scope_name=scope.name if scope is not None else None,
         scope_version=scope.version if scope is not None else None,
@@ -159,7 +159,7 @@ def records_from_sdk_spans(
             resource = span.resource
             known = resources.get(id(resource))
             if known is None or known[0] is not resource:
-                plain = _plain_resource(span)
+                plain = plain_resource(span)
                 known = (resource, plain, resource_json_text(plain))
                 resources[id(resource)] = known
             records.append(map_span(

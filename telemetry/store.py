@@ -423,3 +423,12 @@ class HeldStore:
 READER_WINDOW_S = 0.15
 """How long a :class:`HeldStore` owner leaves the file free after a hold of ``hold_max_s``:
 more than :data:`_BACKOFF_MAX_S`, the longest a waiting reader sleeps between tries."""
+
+
+def is_engine_connection(con: object) -> bool:
+    """Whether ``con`` is a ClickHouse store's connection
+    (:class:`telemetry.clickhouse.connection.EngineConnection`), not DuckDB's. Imports
+    nothing, so the DuckDB path pays nothing for it; here, in the connection layer, so a
+    reader asks without importing the ClickHouse package (whose write side, ``watch``,
+    imports the readers: a cycle)."""
+    return getattr(con, "is_clickhouse", False) is True

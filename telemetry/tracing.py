@@ -16,7 +16,7 @@ from typing import Final, TypedDict
 
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import Tracer
 
 from cliffwatch import settings
@@ -44,15 +44,16 @@ class Tracing:
     Attributes:
         tracer: the tracer to start spans with.
         provider: the private ``TracerProvider`` behind it.
-        exporter: the DuckDB exporter (its spill files are drained by :meth:`flush`).
-        db_path: the store the spans go to.
+        exporter: the store's exporter: DuckDB (its spill files are drained by
+            :meth:`flush`), or ClickHouse's traces table for an engine store URL.
+        db_path: the store the spans go to (a path, or the engine store URL as given).
         otlp_traces_url: the OTLP/HTTP traces URL spans also go to, or None.
     """
 
     tracer: Tracer
     provider: TracerProvider
-    exporter: DuckDBSpanExporter
-    db_path: Path
+    exporter: DuckDBSpanExporter | SpanExporter
+    db_path: Path | str
     otlp_traces_url: str | None = None
 
     def flush(self, timeout_millis: int = 30_000) -> bool:
@@ -124,7 +125,10 @@ def configure_tracing(
     """Build the tracing pipeline that records spans into the store at ``db_path``.
 
     Args:
-        db_path: the DuckDB store (created on the first export).
+        db_path: the DuckDB store (created on the first export), or a ClickHouse store URL
+            (``clickhouse://...``, ``chdb:///dir``): spans then go into its Collector-shaped
+            traces table (:class:`telemetry.clickhouse.writer.ClickHouseSpanExporter`),
+            where ``cliffwatch watch`` makes runs of them.
         service_name: resource ``service.name`` of every span.
         batch: ``BatchSpanProcessor`` (True, production) or ``SimpleSpanProcessor``
             (False: each span is written as it ends; for tests).
@@ -138,7 +142,17 @@ def configure_tracing(
         otlp_endpoint)
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
     provider.add_span_processor(_CountEnded())  # first: counted before any export
-    duck = DuckDBSpanExporter(db_path)
+    store: Path | str = Path(db_path)
+    duck: DuckDBSpanExporter | SpanExporter
+    if settings.is_engine_store(os.fspath(db_path)):
+        # Imported here: only an engine store needs the ClickHouse client.
+        from cliffwatch.telemetry.clickhouse.url import parse_store_url
+        from cliffwatch.telemetry.clickhouse.writer import ClickHouseSpanExporter
+
+        store = os.fspath(db_path)
+        duck = ClickHouseSpanExporter(parse_store_url(store))
+    else:
+        duck = DuckDBSpanExporter(db_path)
     provider.add_span_processor(
         BatchSpanProcessor(duck, **DUCKDB_BATCH) if batch else SimpleSpanProcessor(duck)
     )
@@ -154,6 +168,6 @@ def configure_tracing(
         tracer=provider.get_tracer(INSTRUMENTATION_NAME),
         provider=provider,
         exporter=duck,
-        db_path=Path(db_path),
+        db_path=store,
         otlp_traces_url=url,
     )

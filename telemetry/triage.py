@@ -5,8 +5,10 @@ move them through ``open -> acknowledged -> resolved`` (or back to ``open``), ea
 stamped in ``updated_at`` (naive UTC). The rules never overwrite these columns (their
 inserts are ``ON CONFLICT DO NOTHING``), so triage survives every later write.
 
-One short read-write connection per change, through :func:`telemetry.store.open_store`
-(lock retry with backoff, like every writer): a dashboard or CLI never holds the file.
+On a ClickHouse store (issue 10) a change is a new row version of the incident
+(telemetry/clickhouse/triage.py). Otherwise one short read-write connection per change,
+through :func:`telemetry.store.open_store` (lock retry with backoff, like every writer): a
+dashboard or CLI never holds the file.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cliffwatch import settings
 from cliffwatch.telemetry.ids import resolve_id
 from cliffwatch.telemetry.schema import INCIDENT_STATUSES
 from cliffwatch.telemetry.store import StoreError, StoreNotFoundError, open_store
@@ -96,10 +99,16 @@ def set_incident_status(
         raise TriageStatusError(
             f"note is {len(note)} characters; the most kept is {MAX_NOTE_CHARS}"
         )
+    stamp = now or datetime.now(UTC).replace(tzinfo=None)
+    if settings.is_engine_store(path):  # ClickHouse: a new row version of the incident
+        from cliffwatch.telemetry.clickhouse.triage import set_status
+
+        full_id, previous, kept = set_status(
+            os.fspath(path), incident_id, wanted, note, stamp, IncidentNotFoundError)
+        return Triage(full_id, wanted, kept, stamp, previous)
     store = Path(path)
     if not store.exists():
         raise StoreNotFoundError(f"store {store} does not exist")
-    stamp = now or datetime.now(UTC).replace(tzinfo=None)
     with open_store(store, read_only=False, timeout_s=timeout_s) as con:
         incident_id = resolve_id(con, incident_id, table="incidents", column="incident_id",
                                  noun="incident", not_found=IncidentNotFoundError)

@@ -223,19 +223,40 @@ def _write_locked(
         batch = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         if batch.num_rows == 0:
             return WriteResult(0, 0, 0, 0)
-        batch = batch.append_column(ORDINAL, pa.array(range(batch.num_rows), pa.int64()))
-        con.register(BATCH_VIEW, batch)
-        try:
-            with transaction(con):  # a failed COMMIT (disk full) is the error raised
-                spans_written = insert_new_spans(con, ingested_at)
-                runs = materialise.materialise_runs(con, BATCH_VIEW, ingested_at)
-                incidents = incident_rules.record_incidents(con, k, ingested_at)
-                alerts_pending = alert_rules.enqueue_alerts(con)  # outbox rows
-        finally:
-            con.unregister(BATCH_VIEW)
+        with transaction(con):  # a failed COMMIT (disk full) is the error raised
+            spans_written, runs, incidents, alerts_pending = apply_batch(
+                con, batch, ingested_at, k
+            )
         spill.remove_spills(spill_paths)
     deliver_soon(path, alerts_pending)  # HTTP in a background thread, no lock
     return WriteResult(spans_written, runs, incidents, len(spill_paths))
+
+
+def apply_batch(
+    con: duckdb.DuckDBPyConnection, batch: pa.Table, ingested_at: datetime, k: float
+) -> tuple[int, int, int, int]:
+    """The write's steps on an open connection, inside the caller's transaction: insert
+    the batch's spans (:data:`telemetry.records.ARROW_SCHEMA`; a re-sent span is left out by
+    :func:`insert_new_spans`),
+    materialise the touched runs, record incidents, queue alerts.
+
+    The one rule set every writer runs: :func:`write_spans` on the DuckDB store, and
+    ``cliffwatch watch`` (telemetry/clickhouse/watch.py) on a scratch DuckDB holding a
+    batch's traces and the context the rules read.
+
+    Returns:
+        ``(spans_written, runs_materialised, incidents_recorded, deliveries_pending)``.
+    """
+    batch = batch.append_column(ORDINAL, pa.array(range(batch.num_rows), pa.int64()))
+    con.register(BATCH_VIEW, batch)
+    try:
+        spans_written = insert_new_spans(con, ingested_at)
+        runs = materialise.materialise_runs(con, BATCH_VIEW, ingested_at)
+        incidents = incident_rules.record_incidents(con, k, ingested_at)
+        alerts_pending = alert_rules.enqueue_alerts(con)  # outbox rows
+    finally:
+        con.unregister(BATCH_VIEW)
+    return spans_written, runs, incidents, alerts_pending
 
 
 def deliver_soon(path: str | os.PathLike[str], pending: int) -> None:

@@ -10,14 +10,14 @@ from typing import Any
 
 import typer
 
-from cliffwatch.cli import analysis, audit, orchestrate, prune, read, serve
+from cliffwatch.cli import analysis, audit, fleet, orchestrate, prune, read, serve
 from cliffwatch.cli.helptext import CliffwatchCommand, HelpTextGroup
 from cliffwatch.cli.output import CliError, error_line
 from cliffwatch.errors import CliffwatchError
 
 COMMAND_ORDER = (
-    "demo", "run", "serve", "ingest", "percentiles", "runs", "incidents", "replay", "whatif",
-    "findings", "report", "alerts", "audit", "dashboard", "prune",
+    "demo", "run", "serve", "ingest", "watch", "percentiles", "runs", "incidents", "replay",
+    "whatif", "findings", "report", "alerts", "audit", "dashboard", "migrate", "prune",
 )
 """The order ``cliffwatch --help`` lists the commands in: the order a user meets them (fill
 a store, read it, dig into an incident, hand it on, keep it), not alphabetical."""
@@ -91,9 +91,9 @@ app = typer.Typer(
 )
 
 for _command in (
-    orchestrate.demo, orchestrate.run, serve.serve, serve.ingest, read.percentiles, read.runs,
-    analysis.replay, analysis.whatif, read.findings, analysis.report, read.alerts,
-    audit.audit, serve.dashboard, prune.prune,
+    orchestrate.demo, orchestrate.run, serve.serve, serve.ingest, fleet.watch,
+    read.percentiles, read.runs, analysis.replay, analysis.whatif, read.findings,
+    analysis.report, read.alerts, audit.audit, serve.dashboard, fleet.migrate, prune.prune,
 ):
     app.command(cls=CliffwatchCommand)(_command)
 app.add_typer(read.incidents_app, name="incidents")

@@ -1,8 +1,10 @@
 """Options and choices shared by the commands, and the store a command works on.
 
-Every command resolves its store with :func:`cliffwatch.settings.db_path` (``--db``, else
-$CLIFFWATCH_DB, else ``data/cliffwatch.duckdb``): :func:`read_only_store` for a command
-that reads, :func:`writable_store` for one that records runs or spans.
+Every command resolves its store from ``--db``, else $CLIFFWATCH_DB, else
+``data/cliffwatch.duckdb``: :func:`read_only_store` for a command that reads (a DuckDB file
+or a ClickHouse store URL, ``clickhouse://...`` / ``chdb:///dir``; issue 10),
+:func:`writable_store` for one that records runs or spans (a DuckDB file:
+:func:`cliffwatch.settings.db_path` refuses a ClickHouse URL with one line).
 """
 
 from __future__ import annotations
@@ -36,12 +38,13 @@ IncidentStatus = StrEnum(  # type: ignore[misc]
 """Triage statuses of an incident (from the store's schema), as CLI choices."""
 
 DbOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--db",
-        help="DuckDB store file (default: $CLIFFWATCH_DB, else data/cliffwatch.duckdb in the "
-        "current directory).",
-        metavar="PATH",
+        help="Store: a DuckDB file, or for reading a ClickHouse URL "
+        "(clickhouse://host/db, chdb:///dir) (default: $CLIFFWATCH_DB, else "
+        "data/cliffwatch.duckdb in the current directory).",
+        metavar="PATH|URL",
         show_default=False,
     ),
 ]
@@ -76,31 +79,38 @@ def missing_store_hint(path: Path) -> str:
 
 
 @contextmanager
-def read_only_store(db: Path | None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection to the resolved store.
+def read_only_store(db: str | Path | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to the resolved store (DuckDB, or ClickHouse by URL).
 
     Raises:
         StoreNotFoundError: the store is missing (the message says what to run).
-        StoreError: the store is not a cliffwatch store, or busy.
+        StoreError: the store is not a cliffwatch store, or busy; a ClickHouse URL that
+            is bad, unreachable or has no cliffwatch tables.
     """
     from cliffwatch.analytics.store_access import (  # lazy: DuckDB, pyarrow
         StoreNotFoundError,
         read_store,
     )
 
-    path = settings.db_path(db)
+    url = settings.db_url(db)
+    if settings.is_engine_store(url):
+        with read_store(url) as con:
+            yield con
+        return
+    path = Path(url)
     if not path.exists():
         raise StoreNotFoundError(f"store {path} does not exist: {missing_store_hint(path)}")
     with read_store(path) as con:
         yield con
 
 
-def writable_store(db: Path | None) -> Path:
+def writable_store(db: str | Path | None) -> Path:
     """The resolved store path for a command that writes runs or spans: a new file is
     fine, an existing one must be a cliffwatch store (checked now, before any work).
 
     Raises:
         StoreError: the file exists and is not a cliffwatch store, or is busy.
+        SettingError: the store is a ClickHouse URL (written by ``cliffwatch watch``).
     """
     path = settings.db_path(db)
     if path.exists():

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from cliffwatch import settings
 from cliffwatch.analytics.window import Window
 from cliffwatch.cli.options import DbOption, read_only_store, writable_store
 from cliffwatch.cli.output import (
@@ -66,8 +67,11 @@ def demo(
     """
     if fresh and append:
         raise CliError("--fresh and --append exclude each other")
-    path = writable_store(db)
-    if path.exists():
+    engine = settings.is_engine_store(settings.db_url(db))
+    if engine and fresh:
+        raise CliError("--fresh replaces a DuckDB file: it does not empty a ClickHouse store")
+    path = settings.db_url(db) if engine else writable_store(db)
+    if isinstance(path, Path) and path.exists():
         from cliffwatch.analytics.runs import list_runs  # lazy: DuckDB, polars
 
         with read_only_store(path) as con:
@@ -104,6 +108,8 @@ def demo(
         raise typer.Exit(code)
     db_arg = "" if db is None else f" --db {path}"
     console.print("\n[bold]next, try:[/]")
+    if engine:  # the spans are in the traces table: watch turns them into runs
+        console.print(f"  cliffwatch watch --once{db_arg}", soft_wrap=True, highlight=False)
     for line in (
         f"cliffwatch percentiles{db_arg}",
         f"cliffwatch percentiles --by model{db_arg}",
@@ -162,7 +168,8 @@ def run(
     input.
     """
     text = _task_text(prompt, task_file)
-    path = writable_store(db)
+    url = settings.db_url(db)
+    path = url if settings.is_engine_store(url) else writable_store(db)
     from cliffwatch.analytics.replay import LimitsOverride  # lazy: DuckDB
     from cliffwatch.orchestrator.tasks import class_config, run_task  # lazy: litellm, OTel SDK
 

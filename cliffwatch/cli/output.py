@@ -59,7 +59,7 @@ def error_line(message: str) -> None:
                                soft_wrap=True)
 
 
-def spans_verdict(spans: LedgerCounts, store: Path, *, lost_label: str = "lost",
+def spans_verdict(spans: LedgerCounts, store: Path | str, *, lost_label: str = "lost",
                   stderr: bool = False) -> int:
     """Print what became of a command's spans; its exit code for them.
 
@@ -70,7 +70,8 @@ def spans_verdict(spans: LedgerCounts, store: Path, *, lost_label: str = "lost",
     Args:
         spans: the command's part of :data:`telemetry.write_ledger.LEDGER` (the
             snapshot after its work less the one before).
-        store: the store written (its spill files are looked for).
+        store: the store written (a DuckDB file's spill files are looked for; a
+            ClickHouse store URL has none).
         lost_label: word for spans not stored ("lost"; the receiver: "not stored").
         stderr: print the count line on stderr (commands whose stdout is a log).
 
@@ -89,7 +90,7 @@ def spans_verdict(spans: LedgerCounts, store: Path, *, lost_label: str = "lost",
         error_line(f"{spans.dropped:,} spans {lost_label}: dropped before export "
                    "(the tracing queue was full or shut down)")
         return EXIT_NOT_COMPLETED
-    if spans.store_failed and pending_spills(store):
+    if spans.store_failed and isinstance(store, Path) and pending_spills(store):
         error_line(f"{spans.store_failed:,} spans not in the store ({spans.last_error}): "
                    f"they wait in {spill_dir(store)} for the next write that succeeds")
         return EXIT_NOT_COMPLETED

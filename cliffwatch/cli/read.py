@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -185,10 +184,10 @@ NoteOption = Annotated[
 ]
 
 
-def _triage(db: Path | None, incident_id: str, status: str, note: str | None) -> None:
+def _triage(db: str | None, incident_id: str, status: str, note: str | None) -> None:
     from cliffwatch.analytics.triage import set_incident_status  # lazy: DuckDB
 
-    done = set_incident_status(settings.db_path(db), incident_id, status, note)
+    done = set_incident_status(settings.db_url(db), incident_id, status, note)
     line = f"{done.incident_id}: {done.previous_status} -> {done.status}"
     say(line + (f" (note: {done.note})" if done.note else ""))
 

@@ -133,13 +133,20 @@ TaskClassAttrOption = Annotated[
 ]
 
 
-def _mapping_config(task_class_attr: list[str] | None) -> MappingConfig:
+def mapping_config(task_class_attr: list[str] | None) -> MappingConfig:
     """The OTLP mapping for ``serve`` and ``ingest``: the task class rule from the option,
     else from the setting, else the default."""
     from cliffwatch.telemetry.otlp_mapping import MappingConfig  # lazy: OTLP protobufs
 
     attributes = tuple(task_class_attr or ()) or settings.task_class_attributes()
     return MappingConfig(task_class_attributes=attributes) if attributes else MappingConfig()
+
+
+def _shown(url: str) -> str:
+    """An engine store URL as shown to people (never its password)."""
+    from cliffwatch.telemetry.clickhouse.url import parse_store_url  # lazy: store layer
+
+    return str(parse_store_url(url))
 
 
 def serve(
@@ -167,20 +174,25 @@ def serve(
     """Receive OTLP/HTTP traces (POST /v1/traces; protobuf or JSON, gzip) into the store.
 
     Point any OpenTelemetry SDK or Collector otlphttp exporter at it; runs until Ctrl-C.
+    With a ClickHouse --db (clickhouse://..., chdb:///dir) the spans go into its
+    Collector-shaped traces table, where 'cliffwatch watch' turns them into runs.
     """
     from cliffwatch.telemetry.receiver import OtlpReceiver, ReceiverConfig  # lazy: DuckDB
     from cliffwatch.telemetry.write_ledger import LEDGER
 
     before = LEDGER.snapshot()
-    path = writable_store(db)
+    url = settings.db_url(db)
+    # A ClickHouse store: spans go into its traces table (`cliffwatch watch` makes runs).
+    target: Path | str = url if settings.is_engine_store(url) else writable_store(db)
+    path: Path | str = target if isinstance(target, Path) else _shown(url)
     config = ReceiverConfig(
         host=host,
         port=port,
         token=token or settings.receiver_token(),
         max_body_bytes=settings.otlp_max_body_bytes(),
-        mapping=_mapping_config(task_class_attr),
+        mapping=mapping_config(task_class_attr),
     )
-    receiver = OtlpReceiver(path, config)
+    receiver = OtlpReceiver(target, config)
     receiver.start()
     err = Console(stderr=True)
     err.print(f"cliffwatch OTLP receiver on [bold]{receiver.endpoint}[/] (store {path})",
@@ -252,7 +264,7 @@ def ingest(
 
         try:
             summary = ingest_files(
-                files, path, mapping=_mapping_config(task_class_attr), progress=progress
+                files, path, mapping=mapping_config(task_class_attr), progress=progress
             )
         except SpansLostError:
             bar.stop()

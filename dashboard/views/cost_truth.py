@@ -14,7 +14,7 @@ from cliffwatch.dashboard import cost_truth_queries, downloads, filters, queries
 
 selected = filters.current()
 st.title("Cost truth")
-st.caption(f"{ui.md_text(selected.describe())} · store {ui.md_text(queries.store_path())}")
+st.caption(f"{ui.md_text(selected.describe())} · store {ui.md_text(queries.store_label())}")
 
 current_map = st.toggle(
     "Also price every call from the current litellm price map", key="current_map",

@@ -19,7 +19,7 @@ from cliffwatch.dashboard import (
 
 selected = filters.current()
 st.title("Cost per task")
-st.caption(f"{ui.md_text(selected.describe())} · store {ui.md_text(queries.store_path())}")
+st.caption(f"{ui.md_text(selected.describe())} · store {ui.md_text(queries.store_label())}")
 
 data = queries.fetch(queries.load_overview, selected)
 if data.percentiles.is_empty():

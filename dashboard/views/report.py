@@ -24,7 +24,7 @@ FORMATS = {
 
 selected = filters.current()
 st.title("Report")
-st.caption(f"{ui.md_text(selected.describe())} · store {ui.md_text(queries.store_path())}")
+st.caption(f"{ui.md_text(selected.describe())} · store {ui.md_text(queries.store_label())}")
 queries.stop_if_no_runs()
 if len(selected.task_classes) > 1:
     st.info("Several classes are selected: the report covers every class of the window.")

@@ -61,7 +61,8 @@ QUERY_SETTINGS: dict[str, int] = {
     # tuple(x AS a, y AS b) is a named tuple: DuckDB's {'a': x, 'b': y}, read as t.a.
     "enable_named_columns_in_function_tuple": 1,
 }
-"""ClickHouse settings every transpiled statement runs with (appended as ``SETTINGS``)."""
+"""ClickHouse settings every transpiled statement runs with (appended as ``SETTINGS``;
+docs/sources.md#clickhouse-percentiles-and-duckdb-semantics)."""
 
 
 _DATETIME64 = exp.DataType.build("DateTime64(6, 'UTC')", dialect="clickhouse")

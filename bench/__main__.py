@@ -31,6 +31,10 @@ Benchmarks (each prints figures and a ratio against a baseline run in the same p
   gzip and HTTP-framing mutations, seed 20261130) at ``cliffwatch serve``'s receiver, with
   a good request every 100: 5xx answers to bad input, dropped connections and lost good
   spans (all must be 0), and the machine's load.
+- ``clickhouse_scale``: percentiles, incidents, a what-if and the dashboard Overview's
+  queries on the cached store of ``--runs`` runs (default 1M) in DuckDB and copied into chDB
+  (``bench/clickhouse_scale.py``), each in its own process: wall times side by side, the
+  ratio, peak RSS and the load (issue 10).
 - ``otlp_decode``: cliffwatch's OTLP decode + mapping (``bench/otlp_decode.py``) against
   parsing the same 512-span protobuf requests and walking every attribute in plain Python.
   Target: >= 0.5x.
@@ -68,6 +72,7 @@ Result = list[tuple[str, str]]
 
 from bench.bigstore import synthetic_runs_store  # noqa: E402
 from bench.cli_start import bench_cli_percentiles  # noqa: E402
+from bench.clickhouse_scale import bench_clickhouse_scale  # noqa: E402
 from bench.otlp_decode import bench_otlp_decode  # noqa: E402 (after the env default)
 from bench.phoenix_side import bench_phoenix  # noqa: E402
 from bench.receiver import bench_receiver  # noqa: E402
@@ -284,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs is not None and args.runs < 1:
         parser.error("--runs must be >= 1")
     BENCHMARKS.update(scale_benchmarks(args.runs))
+    BENCHMARKS["clickhouse_scale"] = lambda tmp, quick: bench_clickhouse_scale(
+        tmp, quick, args.runs)
     names = args.names or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:

@@ -68,6 +68,11 @@ CALLS: tuple[Call, ...] = (
 
 def build_cache_store(tmp_path: Path, name: str = "cache.duckdb") -> Path:
     """Write :data:`CALLS` as two runs' spans into a new store; returns its path."""
+    return store_of(tmp_path, cache_spans(), name)
+
+
+def cache_spans() -> list[OtlpSpan]:
+    """:data:`CALLS` as two runs' OTLP spans (a root each, then the calls)."""
     spans: list[OtlpSpan] = []
     for trace_id, task_class in CLASS_OF.items():
         spans.append(root(1, trace_id=trace_id, **{"gen_ai.workflow.name": task_class}))
@@ -78,7 +83,7 @@ def build_cache_store(tmp_path: Path, name: str = "cache.duckdb") -> Path:
             end = 100 * (n - 1) + 51 if call.duplicate else 100 * n + 50
             spans.append(span(n, 1, "chat", call.attributes(), scope=call.scope,
                               start_ms=start, end_ms=end, trace_id=trace_id))
-    return store_of(tmp_path, spans, name)
+    return spans
 
 
 def _rates(model: str) -> tuple[float, float, float] | None:

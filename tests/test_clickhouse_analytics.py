@@ -27,11 +27,10 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 import pytest
-from cache_store import CALLS, CLASS_OF
+from cache_store import cache_spans
 from dashboard_store import build_store
 from replay_store import build_orchestrated_store
 from streamlit.testing.v1 import AppTest
-from test_cost_truth import root, span
 from typer.testing import CliRunner
 from waits import scaled
 
@@ -61,7 +60,6 @@ from cliffwatch.telemetry.clickhouse.client import connect
 from cliffwatch.telemetry.clickhouse.copy_tables import copy_store
 from cliffwatch.telemetry.clickhouse.url import parse_store_url
 from cliffwatch.telemetry.conventions import CapPolicy
-from cliffwatch.telemetry.otlp_decode import OtlpSpan
 from cliffwatch.telemetry.otlp_mapping import map_spans
 from cliffwatch.telemetry.store import StoreError
 from cliffwatch.telemetry.write_pipeline import write_spans
@@ -72,20 +70,6 @@ APP_DIR = Path(__file__).resolve().parent.parent / "dashboard"
 REL = 1e-9
 NOW = datetime(2026, 12, 1)
 WINDOW = Window(since=datetime(2026, 11, 3), until=datetime(2026, 11, 9))
-
-
-def _cache_spans() -> list[OtlpSpan]:
-    """tests/cache_store.py's calls as spans (its two runs, prompt-cache tokens)."""
-    out: list[OtlpSpan] = []
-    for trace_id, task_class in CLASS_OF.items():
-        out.append(root(1, trace_id=trace_id, **{"gen_ai.workflow.name": task_class}))
-        calls = [c for c in CALLS if c.trace_id == trace_id]
-        for n, call in enumerate(calls, start=2):
-            start = 100 * (n - 1) - 1 if call.duplicate else 100 * n
-            end = 100 * (n - 1) + 51 if call.duplicate else 100 * n + 50
-            out.append(span(n, 1, "chat", call.attributes(), scope=call.scope,
-                            start_ms=start, end_ms=end, trace_id=trace_id))
-    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +84,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
     duck = base / "store.duckdb"
     build_store(duck)
     build_orchestrated_store(duck, runs=30)
-    records, rejections = map_spans(_cache_spans())
+    records, rejections = map_spans(cache_spans())
     assert not rejections
     write_spans(duck, records)
     url = f"chdb://{base / 'chdb'}"

@@ -16,7 +16,6 @@ import atexit
 import io
 import threading
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pyarrow as pa
@@ -69,12 +68,7 @@ class ClickHouseClient:
     def __enter__(self) -> ClickHouseClient:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def _fail(self, exc: BaseException) -> ClickHouseError:

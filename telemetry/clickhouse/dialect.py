@@ -61,7 +61,8 @@ QUERY_SETTINGS: dict[str, int] = {
     # tuple(x AS a, y AS b) is a named tuple: DuckDB's {'a': x, 'b': y}, read as t.a.
     "enable_named_columns_in_function_tuple": 1,
 }
-"""ClickHouse settings every transpiled statement runs with (appended as ``SETTINGS``)."""
+"""ClickHouse settings every transpiled statement runs with (appended as ``SETTINGS``;
+docs/sources.md#clickhouse-percentiles-and-duckdb-semantics)."""
 
 
 _DATETIME64 = exp.DataType.build("DateTime64(6, 'UTC')", dialect="clickhouse")
@@ -234,8 +235,9 @@ class Plan:
 
     ClickHouse inlines a CTE at each reference; our longer queries (the what-if's 27 CTEs,
     most read several times) would be analysed and run once per path through the chain.
-    Staged, each CTE runs once, as in DuckDB. Table names hold :data:`TOKEN`, which the
-    runner replaces by a unique suffix (concurrent readers never share a table).
+    Staged, each CTE read more than once runs once, as in DuckDB. Table names hold
+    :data:`TOKEN`, which the runner replaces by a unique suffix (concurrent readers never
+    share a table).
     """
 
     steps: tuple[str, ...]
@@ -243,29 +245,66 @@ class Plan:
     temps: tuple[str, ...]
 
 
+def _cte_refs(node: exp.Expr, names: set[str]) -> list[str]:
+    """The CTE names ``node`` reads, once per reference."""
+    return [t.name for t in node.find_all(exp.Table) if not t.args.get("db") and t.name in names]
+
+
 def _stage(tree: exp.Expr) -> tuple[list[exp.Expr], list[str]]:
-    """Take a long top-level WITH off ``tree``: one CREATE per CTE, references renamed."""
+    """Take the CTEs read more than once off a long top-level WITH: one CREATE each,
+    references renamed; a CTE read once stays a CTE of the statement that reads it (a
+    temporary table of it would only hold rows in memory that a pipeline streams)."""
     ctes = list(tree.ctes) if isinstance(tree, exp.Query) else []
     if len(ctes) < MIN_CTES_TO_STAGE:
         return [], []
-    names = {cte.alias_or_name: f"_cw_cte_{TOKEN}_{cte.alias_or_name}" for cte in ctes}
+    order = [cte.alias_or_name for cte in ctes]
+    bodies = {cte.alias_or_name: cte.this for cte in ctes}
+    with_ = tree.args.get("with_")
     tree.set("with_", None)
-    bodies = [cte.this for cte in ctes]
-    for node in [*bodies, tree]:
+    uses: dict[str, int] = dict.fromkeys(order, 0)
+    for node in [*bodies.values(), tree]:
+        for name in _cte_refs(node, set(order)):
+            uses[name] += 1
+    staged = [name for name in order if uses[name] >= 2]
+    if not staged:
+        tree.set("with_", with_)
+        return [], []
+    temps = {name: f"_cw_cte_{TOKEN}_{name}" for name in staged}
+    for node in [*bodies.values(), tree]:
         for table in list(node.find_all(exp.Table)):
-            if not table.args.get("db") and table.name in names:
+            if not table.args.get("db") and table.name in temps:
                 alias = table.args.get("alias") or exp.TableAlias(
                     this=exp.to_identifier(table.name))
-                table.set("this", exp.to_identifier(names[table.name]))
+                table.set("this", exp.to_identifier(temps[table.name]))
                 table.set("alias", alias)
+    inline = set(order) - set(staged)
+
+    def needed(node: exp.Expr) -> set[str]:
+        out: set[str] = set()
+        for name in _cte_refs(node, inline):
+            if name not in out:
+                out |= needed(bodies[name]) | {name}
+        return out
+
+    def with_inline(node: exp.Expr) -> exp.Expr:
+        wanted = needed(node)
+        if wanted:
+            node.set("with_", exp.With(expressions=[
+                exp.CTE(this=bodies[name].copy(), alias=exp.TableAlias(
+                    this=exp.to_identifier(name)))
+                for name in order if name in wanted]))
+        return node
+
     steps: list[exp.Expr] = [
-        exp.Create(this=exp.to_table(names[cte.alias_or_name]), kind="TABLE",
-                   expression=body, properties=exp.Properties(expressions=[
+        exp.Create(this=exp.to_table(temps[name]), kind="TABLE",
+                   expression=with_inline(bodies[name].copy()),
+                   properties=exp.Properties(expressions=[
                        exp.TemporaryProperty(),
                        exp.EngineProperty(this=exp.var("Memory"))]))
-        for cte, body in zip(ctes, bodies, strict=True)
+        for name in staged
     ]
-    return steps, list(names.values())
+    with_inline(tree)
+    return steps, [temps[name] for name in staged]
 
 
 @lru_cache(maxsize=512)

@@ -4,7 +4,8 @@
 or not at all, for the DuckDB SQL of analytics/ fixed:
 
 - ``quantile_cont`` -> ``quantile(s)ExactInclusive`` (exact, Hyndman & Fan type 7 =
-  numpy 'linear'; tests/test_clickhouse_store.py), ``quantile_disc`` ->
+  numpy 'linear'; docs/sources.md#clickhouse-percentiles-and-duckdb-semantics),
+  ``quantile_disc`` ->
   ``quantile(s)ExactLow``;
 - ``doc->>'$."key"'`` / ``json_extract_string`` -> the string, NULL for JSON null or
   absent, else the value's JSON text (as DuckDB); ``json_transform`` to JSON text;

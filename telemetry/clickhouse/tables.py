@@ -56,6 +56,7 @@ _TYPES = {
     "JSON": "String",
     "TIMESTAMP": "DateTime64(6, 'UTC')",
     "BIGINT": "Int64",
+    "UBIGINT": "UInt64",
     "INTEGER": "Int32",
     "DOUBLE": "Float64",
     "BOOLEAN": "Bool",

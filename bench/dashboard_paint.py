@@ -5,7 +5,8 @@ For each page, the seconds from ``page.goto`` to the first plotly chart or table
 started, in a fresh browser context) and warm (a second visit in another fresh context, so
 only the server's caches are warm). Stores: a 500-run demo (the bench's cached demo,
 :mod:`bench.bigstore`) and, with ``--runs N``, the cached store of N runs. Targets (issue 11):
-Overview under 1.5 s on an idle machine at 1M runs, every page under 3 s.
+Overview under 1.5 s on an idle machine at 1M runs, every page under 3 s. ``--quick``:
+the Overview only.
 """
 
 from __future__ import annotations
@@ -25,14 +26,12 @@ Result = list[tuple[str, str]]
 PAGES = ("", "runs", "incidents", "findings")
 """URL paths measured ("" is the Overview)."""
 
-PAINTED = (
-    ".js-plotly-plot, [data-testid='stTable'], [data-testid='stDataFrame'], "
-    "[data-testid='stAlert']"
-)
-"""What counts as painted: a chart, a table or a message (an empty page shows st.info)."""
+PAINTED = ".js-plotly-plot, [data-testid='stTable'], [data-testid='stDataFrame']"
+"""What counts as painted: a chart or a table (not a message: the Overview's upper-bound
+warning comes before its figures)."""
 
 START_TIMEOUT_S = 180.0
-PAINT_TIMEOUT_MS = 300_000
+PAINT_TIMEOUT_MS = 180_000
 OVERVIEW_TARGET_S = 1.5
 PAGE_TARGET_S = 3.0
 CHROMIUM = "/usr/bin/chromium"

@@ -34,6 +34,10 @@ Benchmarks (each prints figures and a ratio against a baseline run in the same p
 - ``otlp_decode``: cliffwatch's OTLP decode + mapping (``bench/otlp_decode.py``) against
   parsing the same 512-span protobuf requests and walking every attribute in plain Python.
   Target: >= 0.5x.
+- ``dashboard_paint``: ``cliffwatch dashboard`` and headless Chromium
+  (``bench/dashboard_paint.py``): seconds from navigation to the first chart or table per
+  page, cold and warm, on the 500-run demo (and with ``--runs N`` the store of N runs),
+  server RSS and load. Targets: Overview < 1.5 s at 1M runs, every page < 3 s.
 """
 
 from __future__ import annotations
@@ -47,8 +51,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+from bench.dashboard_paint import bench_dashboard_paint
 from bench.exporter import bench_exporter
 from bench.store_write import bench_store_write
 
@@ -272,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs is not None and args.runs < 1:
         parser.error("--runs must be >= 1")
     BENCHMARKS.update(scale_benchmarks(args.runs))
+    BENCHMARKS["dashboard_paint"] = partial(bench_dashboard_paint, runs=args.runs)
     names = args.names or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:

@@ -12,6 +12,7 @@ from waits import wait_until
 from cliffwatch import settings
 from cliffwatch.analytics.percentiles import cost_percentiles
 from cliffwatch.telemetry.records import SpanRecord
+from cliffwatch.telemetry.schema import SCHEMA_VERSION
 from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import make_run_records
 from cliffwatch.telemetry.write_pipeline import write_spans
@@ -121,7 +122,7 @@ def test_an_older_store_s_rootless_traces_are_swept_after_the_upgrade(
     try:
         assert con.execute(
             "SELECT value FROM cliffwatch_meta WHERE key = 'schema_version'"
-        ).fetchall() == [("3",)]
+        ).fetchall() == [(str(SCHEMA_VERSION),)]
     finally:
         con.close()
 

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from cliffwatch.analytics import percentiles, rollup_read, runs
+from cliffwatch.analytics.run_table import RunQuery, runs_page
 from cliffwatch.analytics.store_access import frame, read_store, where
 from cliffwatch.analytics.window import Window
 from cliffwatch.dashboard import queries
@@ -212,3 +213,16 @@ def test_only_windows_read_back_from_now_add_the_clock_to_the_key() -> None:
     moving = (Filters(since="24h"),)
     assert queries.clock_part(moving, now_s=1e9) != queries.clock_part(
         moving, now_s=1e9 + queries.RELATIVE_WINDOW_S)
+
+
+@pytest.mark.parametrize("window", WINDOWS[:4], ids=str)
+@pytest.mark.parametrize("classes", [(), ("research", "extract")])
+@pytest.mark.parametrize(("offset", "limit"), [(0, 5), (0, 50), (10, 20), (95, 50)])
+def test_a_runs_page_read_through_the_rollups_is_the_same_page(
+    store: Path, window: Window, classes: tuple[str, ...], offset: int, limit: int
+) -> None:
+    query = RunQuery(window=window, task_classes=classes)
+    with read_store(store) as con:
+        got = runs_page(con, query, offset=offset, limit=limit)
+        everything = runs_page(con, query, offset=0, limit=10_000)  # older than any floor
+    assert got.equals(everything.slice(offset, limit))

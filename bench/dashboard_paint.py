@@ -3,13 +3,15 @@
 For each page, the seconds from ``page.goto`` to the first plotly chart or table drawn
 (``.js-plotly-plot``, ``stTable``, ``stDataFrame``) and to the end of the script run
 (Streamlit's status widget gone), cold (the first visit after the server
-started, in a fresh browser context) and warm (a second visit in another fresh context, so
-only the server's caches are warm). Stores: a 500-run demo (the bench's cached demo,
-:mod:`bench.bigstore`) and, with ``--runs N``, the cached store of N runs, each as a copy
-migrated to this schema version (:func:`current_schema_copy`); beside them a bare Streamlit
-page with one table, the floor no page can beat (Streamlit's JavaScript, its websocket
-session, the browser). Targets (issue 11): Overview under 1.5 s on an idle machine at 1M
-runs, every page under 3 s and the server under 1 GB. ``--quick``: the Overview only.
+started, in a fresh browser context), warm (a second visit in another fresh context, so
+only the server's caches are warm) and return (a third in the first visit's context: the
+browser has Streamlit's and plotly's JavaScript cached, as a returning visitor does).
+Stores: a 500-run demo (the bench's cached demo, :mod:`bench.bigstore`) and, with
+``--runs N``, the cached store of N runs, each as a copy migrated to this schema version
+(:func:`current_schema_copy`); beside them a bare Streamlit page with one table, the floor
+no page can beat (Streamlit's JavaScript, its websocket session, the browser). Targets
+(issue 11): Overview under 1.5 s on an idle machine at 1M runs, every page under 3 s and
+the server under 1 GB. ``--quick``: the Overview only.
 """
 
 from __future__ import annotations
@@ -81,40 +83,61 @@ def _rss_mb(pid: int) -> float:
     return sum(int(x) for x in out.split()) / 1024.0
 
 
-Row = tuple[str, float, float, float, float, str]
+Row = tuple[str, float, float, float, float, float, str]
 
 
-def _visit_twice(browser: Any, url: str, path: str) -> Row:
-    """Two visits of ``url/path``, each in a fresh browser context: ``(page, cold_s,
-    cold_done_s, warm_s, warm_done_s, note)``; inf for a visit that did not paint within
-    PAINT_TIMEOUT_MS (the note says so, and the second visit is skipped)."""
+def _visit(context: Any, url: str, selector: str) -> tuple[float, float, bool]:
+    """One visit in ``context``: seconds to ``selector`` and to the script run's end, and
+    whether a chart or table (not a message) was drawn.
+
+    Raises:
+        playwright's TimeoutError: nothing painted within PAINT_TIMEOUT_MS.
+    """
+    page = context.new_page()
+    t0 = time.perf_counter()
+    try:
+        page.goto(url)
+        page.wait_for_selector(selector, timeout=PAINT_TIMEOUT_MS)
+        painted = time.perf_counter() - t0
+        drawn = page.query_selector(PAINTED) is not None
+        # the script run's end, so the next visit does not share the CPU
+        page.wait_for_function(DONE, timeout=PAINT_TIMEOUT_MS)
+        return painted, time.perf_counter() - t0, drawn
+    finally:
+        page.close()
+
+
+def _visit_thrice(browser: Any, url: str, path: str) -> Row:
+    """Three visits of ``url/path``: ``(page, cold_s, cold_done_s, warm_s, warm_done_s,
+    return_s, note)``. Cold: the server's first; warm: again in a fresh browser context
+    (only the server's caches are warm); return: again in the first visit's context (the
+    browser's cache of Streamlit's and plotly's JavaScript warm too: a returning visitor).
+    inf for a visit that did not paint within PAINT_TIMEOUT_MS (the note says so, and the
+    later visits are skipped)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     name = path.split("?")[0] or "overview"
     selector = PAINTED if name == "overview" else f"{PAINTED}, {EMPTY}"
     times: list[float] = []
     note = ""
-    for _visit in range(2):
-        context = browser.new_context(viewport={"width": 1440, "height": 1000})
-        page = context.new_page()
-        t0 = time.perf_counter()
-        try:
-            page.goto(f"{url}/{path}")
-            page.wait_for_selector(selector, timeout=PAINT_TIMEOUT_MS)
-            times.append(time.perf_counter() - t0)
-            if not page.query_selector(PAINTED):
+    first = browser.new_context(viewport={"width": 1440, "height": 1000})
+    try:
+        for context in (first, None, first):
+            fresh = context or browser.new_context(viewport={"width": 1440, "height": 1000})
+            try:
+                painted, done, drawn = _visit(fresh, f"{url}/{path}", selector)
+            finally:
+                if context is None:
+                    fresh.close()
+            times += [painted, done]
+            if not drawn:
                 note = " (its empty-state message)"
-            # the script run's end, so the next visit does not share the CPU
-            page.wait_for_function(DONE, timeout=PAINT_TIMEOUT_MS)
-            times.append(time.perf_counter() - t0)
-        except PlaywrightTimeout:
-            times += [math.inf] * (4 - len(times))
-            note = f" (nothing painted in {PAINT_TIMEOUT_MS / 1000:.0f} s)"
-        finally:
-            context.close()
-        if len(times) >= 4:
-            break
-    return (name, times[0], times[1], times[2], times[3], note)
+    except PlaywrightTimeout:
+        times += [math.inf] * (6 - len(times))
+        note = f" (nothing painted in {PAINT_TIMEOUT_MS / 1000:.0f} s)"
+    finally:
+        first.close()
+    return (name, times[0], times[1], times[2], times[3], times[4], note)
 
 
 def _newest_run_id(db: Path) -> str:
@@ -127,7 +150,8 @@ def _newest_run_id(db: Path) -> str:
 
 def paint_times(db: Path | None, tmp: Path, pages: tuple[str, ...] = PAGES) -> tuple[
         list[Row], float]:
-    """``([(page, cold_s, cold_done_s, warm_s, warm_done_s, note), ...], peak_rss_mb)``
+    """``([(page, cold_s, cold_done_s, warm_s, warm_done_s, return_s, note), ...],
+    peak_rss_mb)``
     for the store ``db``: seconds to the first chart or table (or, on a page other than the
     Overview, its empty-state message) and to the end of the script run; the server's
     largest RSS seen after a page. ``db`` None: a bare Streamlit page drawing one small
@@ -168,7 +192,7 @@ def paint_times(db: Path | None, tmp: Path, pages: tuple[str, ...] = PAGES) -> t
                                          args=["--no-sandbox", "--disable-gpu"])
             try:
                 for path in pages:
-                    rows.append(_visit_twice(browser, url, path.format(run_id=run_id)))
+                    rows.append(_visit_thrice(browser, url, path.format(run_id=run_id)))
                     peak = max(peak, _rss_mb(proc.pid))
             finally:
                 browser.close()
@@ -206,15 +230,16 @@ def current_schema_copy(db: Path) -> Path:
     return path
 
 
-def _result_rows(label: str, rows: list[Row], floor: dict[str, float]) -> Result:
+def _result_rows(label: str, rows: list[Row], floor: Row) -> Result:
     result: Result = []
-    for page, cold, cold_done, warm, warm_done, note in rows:
+    for page, cold, cold_done, warm, warm_done, back, note in rows:
         target = OVERVIEW_TARGET_S if page == "overview" else PAGE_TARGET_S
         verdict = "met" if max(cold, warm) < target else "NOT met"
-        result.append((f"{label}: {page} cold / warm",
-                       f"{cold:.2f} s / {warm:.2f} s{note} (target < {target:g} s: {verdict}; "
-                       f"run ended {cold_done:.2f} s / {warm_done:.2f} s; "
-                       f"{warm / floor['warm']:.1f}x the bare page warm)"))
+        result.append((f"{label}: {page} cold / warm / return",
+                       f"{cold:.2f} / {warm:.2f} / {back:.2f} s{note} (target < {target:g} s "
+                       f"cold and warm: {verdict}; run ended {cold_done:.2f} / "
+                       f"{warm_done:.2f} s; {warm / floor[3]:.1f}x / {back / floor[5]:.1f}x "
+                       "the bare page warm / return)"))
     return result
 
 
@@ -227,9 +252,10 @@ def bench_dashboard_paint(tmp: Path, quick: bool, runs: int | None = None) -> Re
     pages = PAGES[:1] if quick else PAGES
     load = "/".join(f"{x:.2f}" for x in os.getloadavg())
     bare, bare_rss = paint_times(None, tmp, ("",))
-    floor = {"cold": bare[0][1], "warm": bare[0][3]}
-    result: Result = [("bare Streamlit page (the floor) cold / warm",
-                       f"{floor['cold']:.2f} s / {floor['warm']:.2f} s; RSS {bare_rss:,.0f} MB")]
+    floor = bare[0]
+    result: Result = [("bare Streamlit page (floor) cold / warm / return",
+                       f"{floor[1]:.2f} / {floor[3]:.2f} / {floor[5]:.2f} s; "
+                       f"RSS {bare_rss:,.0f} MB")]
     for label, db in stores:
         rows, rss = paint_times(db, tmp, pages)
         result += _result_rows(label, rows, floor)

@@ -25,7 +25,10 @@ from cliffwatch.telemetry.rollups import ROLLUP_TABLE
 
 def rollups_current(con: duckdb.DuckDBPyConnection) -> bool:
     """True when ``run_rollups`` exists and counts every run of ``runs`` (two cheap reads:
-    a sum over the small roll-up table and ``runs``' row count)."""
+    a sum over the small roll-up table and ``runs``' row count). False on a connection
+    that is not DuckDB's (a ClickHouse store's, ``is_clickhouse``): it keeps no roll-ups."""
+    if getattr(con, "is_clickhouse", False) is True:
+        return False
     try:
         rolled = con.execute(f"SELECT coalesce(sum(runs), 0) FROM {ROLLUP_TABLE}").fetchall()
     except duckdb.CatalogException:
@@ -121,8 +124,11 @@ def write_version(con: duckdb.DuckDBPyConnection) -> tuple[int, ...] | None:
 
     Returns:
         The tuple (None in place of a missing time is 0), or None when the store has no
-        roll-up table (schema before 4, read-only): the caller falls back to the file.
+        roll-up table (schema before 4, read-only, or not a DuckDB store): the caller
+        falls back to the file.
     """
+    if getattr(con, "is_clickhouse", False) is True:
+        return None
     try:
         row = con.execute(_WRITE_VERSION_SQL).fetchall()[0]
     except duckdb.CatalogException:

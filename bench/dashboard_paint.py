@@ -43,9 +43,10 @@ PAINTED = ".js-plotly-plot, [data-testid='stTable'], [data-testid='stDataFrame']
 warning comes before its figures)."""
 
 EMPTY = "[data-testid='stAlertContentInfo'], [data-testid='stAlertContentSuccess']"
-"""On pages other than the Overview, a page's "nothing to show" message (st.info or
-st.success: the bench's 1M store has no incidents or alerts: its runs are copied in SQL,
-not written through the incident rules) counts as painted too; the row says so."""
+"""On pages other than the Overview, an st.info or st.success message counts as painted
+too (a "nothing to show" message: the bench's 1M store has no incidents or alerts, its
+runs being copied in SQL, not written through the incident rules; or Cost truth's verdict
+line, drawn before its chart); the row says so."""
 
 START_TIMEOUT_S = 180.0
 DONE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
@@ -131,7 +132,7 @@ def _visit_thrice(browser: Any, url: str, path: str) -> Row:
                     fresh.close()
             times += [painted, done]
             if not drawn:
-                note = " (its empty-state message)"
+                note = " (a message: no chart or table)"
     except PlaywrightTimeout:
         times += [math.inf] * (6 - len(times))
         note = f" (nothing painted in {PAINT_TIMEOUT_MS / 1000:.0f} s)"

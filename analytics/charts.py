@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
@@ -172,10 +173,14 @@ def cost_distribution(
     for task_class in classes:
         sub = runs.filter(pl.col("task_class") == task_class)
         shown = chart_text(task_class)
+        # numpy arrays, not lists: plotly validates a list element by element (0.3 s for
+        # 20,000 points on every page run), an array in one step; the JSON is the same
+        # apart from x, sent as a typed array.
+        run_ids = sub["run_id"].to_numpy().astype(object)
         fig.add_trace(
             go.Box(
-                x=sub["cost_usd"].to_list(),
-                y=[shown] * sub.height,
+                x=sub["cost_usd"].cast(pl.Float64).to_numpy(),
+                y=np.full(sub.height, shown, dtype=object),
                 name=shown,
                 orientation="h",
                 boxpoints="all",
@@ -184,7 +189,7 @@ def cost_distribution(
                 marker={"size": 4, "opacity": 0.5},
                 line={"color": BOX_COLOUR},
                 fillcolor=BOX_FILL,
-                customdata=[[r, chart_text(r)] for r in sub["run_id"].to_list()],
+                customdata=np.column_stack([run_ids, [chart_text(r) for r in run_ids]]),
                 hovertemplate="run %{customdata[1]}<br>$%{x:.5f}<extra>%{y}</extra>",
                 showlegend=False,
             )

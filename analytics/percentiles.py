@@ -19,10 +19,12 @@ from typing import Literal, get_args
 import duckdb
 import polars as pl
 
+from cliffwatch.analytics import rollup_read
 from cliffwatch.analytics.runs import scope_filter
 from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.analytics.window import Window
 from cliffwatch.telemetry.conventions import CostSource
+from cliffwatch.telemetry.rollups import ROLLUP_TABLE
 
 GroupBy = Literal["task_class", "model", "role"]
 GROUP_BYS: tuple[str, ...] = get_args(GroupBy)
@@ -209,17 +211,33 @@ def daily_percentiles(
         UnknownTaskClassError: ``task_class`` has no runs in the store.
     """
     conds, params = scope_filter(con, window, "started_at", task_class)
+    if not rollup_read.rollups_current(con):
+        return frame(con, _DAILY_SQL.format(where=where(conds)), params)
+    # Full days from the roll-ups (exact per-day quantiles); the days the window cuts from
+    # the runs inside it.
+    first, end = rollup_read.full_days(window)
+    class_conds = ["task_class = $task_class"] if task_class is not None else []
+    rolled = rollup_read.day_conditions(first, end) + class_conds
+    cut = _DAILY_SQL.format(where=where([*conds, rollup_read.outside_full_days(first, end)]))
     sql = f"""
-        SELECT task_class, day, runs, q[1] AS p50_usd, q[2] AS p95_usd, q[3] AS p99_usd
-        FROM (
-            SELECT task_class, started_at::DATE AS day, count(*) AS runs,
-                   quantile_cont(cost_usd, [0.5, 0.95, 0.99]) AS q
-            FROM runs {where(conds)}
-            GROUP BY 1, 2
-        )
+        SELECT task_class, day, runs, p50_usd, p95_usd, p99_usd
+        FROM {ROLLUP_TABLE} {where(rolled)}
+        UNION ALL ({cut})
         ORDER BY task_class, day
     """
     return frame(con, sql, params)
+
+
+_DAILY_SQL = """
+    SELECT task_class, day, runs, q[1] AS p50_usd, q[2] AS p95_usd, q[3] AS p99_usd
+    FROM (
+        SELECT task_class, started_at::DATE AS day, count(*) AS runs,
+               quantile_cont(cost_usd, [0.5, 0.95, 0.99]) AS q
+        FROM runs {where}
+        GROUP BY 1, 2
+    )
+    ORDER BY task_class, day
+"""
 
 
 def cap_start_date(con: duckdb.DuckDBPyConnection, task_class: str | None = None) -> date | None:
@@ -235,6 +253,9 @@ def cap_start_date(con: duckdb.DuckDBPyConnection, task_class: str | None = None
         UnknownTaskClassError: ``task_class`` has no runs in the store.
     """
     conds, params = scope_filter(con, Window(), "started_at", task_class)
+    if rollup_read.rollups_current(con):  # the roll-ups count each day's capped runs
+        rolled = where([*conds, "capped_runs > 0"])  # conds: the class's only (no window)
+        return frame(con, f"SELECT min(day) AS day FROM {ROLLUP_TABLE} {rolled}", params)["day"][0]
     conds.append("max_workers IS NOT NULL")
     day = frame(con, f"SELECT min(started_at)::DATE AS day FROM runs {where(conds)}", params)
     return day["day"][0]

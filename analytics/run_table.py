@@ -19,6 +19,7 @@ import duckdb
 import polars as pl
 
 from cliffwatch.analytics.errors import AnalyticsError
+from cliffwatch.analytics.rollup_read import newest_runs_floor
 from cliffwatch.analytics.runs import RUN_LIST_COLUMNS, scope_filter
 from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.analytics.window import Window
@@ -145,6 +146,16 @@ def runs_page(
         raise RunQueryError(f"offset and limit must be >= 0, got {offset} and {limit}")
     conds, params = query.conditions(con)
     direction = "DESC" if query.descending else "ASC"
+    if query.sort_by == "started_at" and query.descending and not (
+        query.statuses or query.breach or query.min_cost_usd is not None
+        or query.max_cost_usd is not None
+    ):
+        # The newest pages (the page's default): the roll-ups' day counts bound how far
+        # back they reach, so the sort reads those days only.
+        classes = ["list_contains($task_classes, task_class)"] if query.task_classes else []
+        floor = newest_runs_floor(con, query.window, classes, params, offset + limit)
+        if floor is not None:
+            conds.append(f"started_at >= TIMESTAMP '{floor.isoformat()}'")
     sql = f"""
         SELECT {", ".join(RUN_TABLE_COLUMNS)} FROM runs {where(conds)}
         ORDER BY {query.sort_by} {direction}, run_id {direction}

@@ -46,6 +46,10 @@ Benchmarks (each prints figures and a ratio against a baseline run in the same p
   Arize Phoenix's receiver (``bench/phoenix_side.py``; Phoenix installed into its own venv
   in the bench cache on first use, skipped with the reason when it cannot be): spans/s
   answered and spans/s readable from each server's store, and the ratio.
+- ``dashboard_paint``: ``cliffwatch dashboard`` and headless Chromium
+  (``bench/dashboard_paint.py``): seconds from navigation to the first chart or table per
+  page, cold and warm, on the 500-run demo (and with ``--runs N`` the store of N runs),
+  server RSS and load. Targets: Overview < 1.5 s at 1M runs, every page < 3 s.
 """
 
 from __future__ import annotations
@@ -59,8 +63,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+from bench.dashboard_paint import bench_dashboard_paint
 from bench.exporter import bench_exporter
 from bench.store_write import bench_store_write
 
@@ -291,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     BENCHMARKS.update(scale_benchmarks(args.runs))
     BENCHMARKS["clickhouse_scale"] = lambda tmp, quick: bench_clickhouse_scale(
         tmp, quick, args.runs)
+    BENCHMARKS["dashboard_paint"] = partial(bench_dashboard_paint, runs=args.runs)
     names = args.names or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:

@@ -1,9 +1,10 @@
-"""What the Cost truth page and the Overview's upper-bound label read from the store.
+"""What the Cost truth page reads from the store (the Overview's upper-bound label is read
+with its figures, :func:`dashboard.queries.load_overview`).
 
 Cached loaders in the manner of :mod:`dashboard.queries` (keyed on the store path, its
 version and the filters; call them through :func:`dashboard.queries.fetch`), over
 :func:`analytics.audit.audit_costs` (the logic of ``cliffwatch audit``),
-:func:`analytics.cache_savings.cache_savings` and :mod:`analytics.upper_bound`.
+:func:`analytics.cache_savings.cache_savings`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import streamlit as st
 from cliffwatch.analytics.audit import audit_costs, verdict
 from cliffwatch.analytics.cache_savings import cache_savings
 from cliffwatch.analytics.store_access import read_store
-from cliffwatch.analytics.upper_bound import cache_detail_missing_calls, upper_bound_note
 from cliffwatch.dashboard.filters import Filters
 from cliffwatch.dashboard.queries import CACHE_TTL_S
 
@@ -93,16 +93,3 @@ def load_cost_truth(
         savings_total=total,
     )
 
-
-@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
-def load_upper_bound(db: str, version: tuple[int, ...], filters: Filters) -> str | None:
-    """The upper-bound label of the filters' runs (:func:`analytics.upper_bound.
-    upper_bound_note`), None when no call behind their figures lacks cache detail.
-
-    Raises:
-        StoreError, AnalyticsError: as :func:`load_cost_truth`.
-    """
-    with read_store(db) as con:
-        calls = cache_detail_missing_calls(con, filters.window(),
-                                           task_classes=filters.task_classes)
-    return upper_bound_note(calls)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import streamlit as st
 
@@ -39,6 +40,8 @@ SINCE_KEY = "since"
 UNTIL_KEY = "until"
 CLASSES_KEY = "task_class"
 _STATE_KEY = "cliffwatch_filters"
+_EPOCH = datetime(2000, 1, 1)
+_DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,19 @@ class Filters:
             WindowError: ``since`` or ``until`` cannot be read, or the window is empty.
         """
         return Window.parse(None if self.since == ALL_TIME else self.since, self.until or None)
+
+    def moves_with_clock(self) -> bool:
+        """True when an end of the window is read back from now (``24h``, ``7d``,
+        ``today``): two readings at different times differ. False for all time and fixed
+        dates, and for a value that cannot be read (the page reports it)."""
+        ends = [self.until] + ([] if self.since == ALL_TIME else [self.since])
+        for text in filter(None, ends):
+            try:
+                if parse_when(text, now=_EPOCH) != parse_when(text, now=_EPOCH + _DAY):
+                    return True
+            except WindowError:
+                continue
+        return False
 
     def only_class(self) -> str | None:
         """The class to pass to analytics when exactly one is selected, else None."""

@@ -4,10 +4,12 @@ turned into plain messages on the page.
 Each ``load_*`` function opens the store read-only once (``analytics.store_access.
 read_store``: short-lived, retries while a writer holds the lock), calls analytics/ and
 returns plain data. They are cached with ``st.cache_data`` keyed on the store path, the
-store's *version* (modification time and size of the file and its WAL, so a write by
-another process shows at the next rerun) and the filters; the TTL bounds how stale a
-"last 24 hours" window can get. Pages call them through :func:`fetch`, the edge where
-store and analytics errors become ``st.info`` / ``st.warning`` / ``st.error``.
+store's write version (:func:`store_version`: what the writers last changed, so a write
+by another process shows at the next rerun and, until then, every rerun and visitor
+reuses the result) and the filters; a window that moves with the clock ("last 24 hours")
+adds the time, in :data:`RELATIVE_WINDOW_S` periods (:func:`clock_part`). Pages call them
+through :func:`fetch`, the edge where store and analytics errors become ``st.info`` /
+``st.warning`` / ``st.error``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from cliffwatch.analytics.percentiles import (
     daily_percentiles,
     overall_percentiles,
 )
+from cliffwatch.analytics.rollup_read import write_version
 from cliffwatch.analytics.runs import get_run, list_runs, run_spans, task_classes
 from cliffwatch.analytics.store_access import (
     StoreBusyError,
@@ -39,14 +42,20 @@ from cliffwatch.analytics.store_access import (
     read_store,
 )
 from cliffwatch.analytics.store_access import store_label as store_label_of
+from cliffwatch.analytics.upper_bound import cache_detail_missing_calls, upper_bound_note
 from cliffwatch.dashboard.filters import Filters
 from cliffwatch.dashboard.ui import md_text
 
 T = TypeVar("T")
 
-CACHE_TTL_S = 30
-"""Seconds a cached result lives even if the store did not change: durations such as
-"last 24 hours" end at the time of the query, so they must be re-evaluated now and then."""
+CACHE_TTL_S = 900
+"""Seconds a cached result lives at most: results are keyed by the store's write version
+(:func:`store_version`), so this only bounds how long an entry a write made obsolete stays
+in memory (and a write the version could not see)."""
+
+RELATIVE_WINDOW_S = 30
+"""A window that moves with the clock (``since=24h``) is read again after this many
+seconds even without a write (:func:`clock_part`)."""
 
 RUN_POINTS_LIMIT = 20_000
 """At most this many runs (the newest) are drawn as points in the distribution chart: a
@@ -85,14 +94,7 @@ def store_label() -> str:
         return "(a store URL that does not parse)"
 
 
-def store_version(path: Path | str) -> tuple[int, ...]:
-    """Modification time (ns) and size of the store file and its WAL; zeros when missing.
-
-    Part of every cache key, so results are re-read as soon as another process writes. A
-    ClickHouse store has no file to look at: its results live :data:`CACHE_TTL_S`.
-    """
-    if isinstance(path, str):
-        return ()
+def _file_signature(path: Path) -> tuple[int, ...]:
     parts: list[int] = []
     for file in (path, path.with_name(path.name + ".wal")):
         try:
@@ -104,6 +106,61 @@ def store_version(path: Path | str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+VERSION_TIMEOUT_S = 0.5
+"""How long :func:`store_version` waits for a store a writer holds before versioning it by
+its file signature (the loader then waits the full lock timeout itself)."""
+
+_VERSIONS: dict[Path, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+"""Per store: the file signature last seen and the write version read then."""
+
+
+ENGINE_VERSION_PERIOD_S = 30.0
+"""How long a page reuses what it read from a ClickHouse store: such a store has no file to
+look at, so its version is the number of these periods since the epoch."""
+
+
+def store_version(path: Path | str) -> tuple[int, ...]:
+    """The store's write version: part of every cache key, so results are reused until a
+    writer changes what the pages show, and re-read at the next rerun after it did. A
+    ClickHouse store (a URL) is versioned by :data:`ENGINE_VERSION_PERIOD_S` periods.
+
+    The modification time and size of the file and its WAL are checked first (two
+    ``stat`` calls); only when they moved is the store opened to read
+    :func:`analytics.rollup_read.write_version` (one query over small tables), so a
+    checkpoint or a write that changed nothing shown keeps the cache. A store without
+    roll-ups (schema before 5), or one that cannot be read now, is versioned by the file
+    signature itself (the page's loader then says what is wrong).
+    """
+    if isinstance(path, str):
+        return (2, int(time.time() // ENGINE_VERSION_PERIOD_S))
+    signature = _file_signature(path)
+    known = _VERSIONS.get(path)
+    if known is not None and known[0] == signature:
+        return known[1]
+    version: tuple[int, ...] | None = None
+    if signature[:2] != (0, 0):
+        try:
+            with read_store(path, timeout_s=VERSION_TIMEOUT_S) as con:
+                version = write_version(con)
+        except StoreError:
+            version = None
+    result = (1, *version) if version is not None else (0, *signature)
+    if version is not None:
+        _VERSIONS[path] = (signature, result)
+    return result
+
+
+def clock_part(args: tuple[Any, ...], now_s: float | None = None) -> tuple[int, ...]:
+    """``(n,)`` when one of ``args`` is a :class:`Filters` whose window moves with the
+    clock (``7d``, ``24h``, ``today``): the number of :data:`RELATIVE_WINDOW_S` periods
+    since the epoch, so such a result is read again after at most that long; ``()`` for
+    fixed windows, which stay cached until a write."""
+    for arg in args:
+        if isinstance(arg, Filters) and arg.moves_with_clock():
+            return (int((time.time() if now_s is None else now_s) // RELATIVE_WINDOW_S),)
+    return ()
+
+
 def _selected(df: pl.DataFrame, filters: Filters) -> pl.DataFrame:
     # analytics filters on one class at a time; several are filtered here, by row.
     if len(filters.task_classes) < 2 or df.is_empty():
@@ -113,29 +170,42 @@ def _selected(df: pl.DataFrame, filters: Filters) -> pl.DataFrame:
 
 @dataclass(frozen=True, slots=True)
 class Overview:
-    """Everything the overview page shows, for one set of filters.
+    """The overview's figures for one set of filters: what the page paints first.
 
     Attributes:
         percentiles: :func:`analytics.percentiles.cost_percentiles` rows of the selection.
         overall: :func:`analytics.percentiles.overall_percentiles` of the selection: one
             row over every matching run (the headline runs, spend and P50/P95/P99), empty
             when nothing matched.
-        daily: :func:`analytics.percentiles.daily_percentiles` rows of the selection.
+        open_incidents: incidents with status ``open`` in the selection.
+        upper_bound: :func:`analytics.upper_bound.upper_bound_note` of the selection's
+            calls (None: no call behind the figures lacks cache detail).
+    """
+
+    percentiles: pl.DataFrame
+    overall: pl.DataFrame
+    open_incidents: int
+    upper_bound: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OverviewCharts:
+    """The overview's chart data for one set of filters, read after its figures are drawn.
+
+    Attributes:
+        daily: :func:`analytics.percentiles.daily_percentiles` rows of the selection (the
+            store's per-day roll-ups for the window's full days).
         runs: :func:`analytics.runs.list_runs` of the selection, newest first, at most
             :data:`RUN_POINTS_LIMIT` rows.
         runs_truncated: more runs matched than ``runs`` holds.
         cap_dates: per class in ``daily``, the first day one of its runs had a
             max-workers cap (None: never capped).
-        open_incidents: incidents with status ``open`` in the selection.
     """
 
-    percentiles: pl.DataFrame
-    overall: pl.DataFrame
     daily: pl.DataFrame
     runs: pl.DataFrame
     runs_truncated: bool
     cap_dates: dict[str, date | None]
-    open_incidents: int
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
@@ -151,7 +221,9 @@ def load_task_classes(db: str, version: tuple[int, ...]) -> list[str]:
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def load_overview(db: str, version: tuple[int, ...], filters: Filters) -> Overview:
-    """The overview's data (see :class:`Overview`) in one read-only open of ``db``.
+    """The overview's figures (see :class:`Overview`) in one read-only open of ``db``:
+    exact ``quantile_cont`` over the window's runs (one open for everything above the
+    first table: an open of a 1M-run store is about 50 ms).
 
     Raises:
         StoreError: the store is missing, not a store, or busy.
@@ -162,6 +234,24 @@ def load_overview(db: str, version: tuple[int, ...], filters: Filters) -> Overvi
     with read_store(db) as con:
         percentiles = _selected(cost_percentiles(con, window, task_class=only), filters)
         overall = overall_percentiles(con, window, task_classes=filters.task_classes)
+        incidents = _selected(
+            list_incidents(con, window, status="open", task_class=only), filters
+        )
+        missing = cache_detail_missing_calls(con, window, task_classes=filters.task_classes)
+    return Overview(percentiles=percentiles, overall=overall, open_incidents=incidents.height,
+                    upper_bound=upper_bound_note(missing))
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_overview_charts(db: str, version: tuple[int, ...], filters: Filters) -> OverviewCharts:
+    """The overview's chart data (see :class:`OverviewCharts`) in one read-only open.
+
+    Raises:
+        StoreError, AnalyticsError: as :func:`load_overview`.
+    """
+    window = filters.window()
+    only = filters.only_class()
+    with read_store(db) as con:
         daily = _selected(daily_percentiles(con, window, task_class=only), filters)
         runs = _selected(
             list_runs(con, window, task_class=only, limit=RUN_POINTS_LIMIT + 1), filters
@@ -169,18 +259,11 @@ def load_overview(db: str, version: tuple[int, ...], filters: Filters) -> Overvi
         cap_dates = {
             c: cap_start_date(con, task_class=c) for c in daily["task_class"].unique().sort()
         }
-        incidents = _selected(
-            list_incidents(con, window, status="open", task_class=only), filters
-        )
-    runs, truncated = runs.head(RUN_POINTS_LIMIT), runs.height > RUN_POINTS_LIMIT
-    return Overview(
-        percentiles=percentiles,
-        overall=overall,
+    return OverviewCharts(
         daily=daily,
-        runs=runs,
-        runs_truncated=truncated,
+        runs=runs.head(RUN_POINTS_LIMIT),
+        runs_truncated=runs.height > RUN_POINTS_LIMIT,
         cap_dates=cap_dates,
-        open_incidents=incidents.height,
     )
 
 
@@ -237,7 +320,7 @@ def fetch(loader: Callable[..., T], *args: Any) -> T:
     """
     path = store_path()
     try:
-        result = loader(str(path), store_version(path), *args)
+        result = loader(str(path), (*store_version(path), *clock_part(args)), *args)
     except StoreNotFoundError:
         st.info(NO_STORE_MESSAGE.format(path=md_text(store_label())))
         st.stop()

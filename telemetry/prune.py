@@ -11,9 +11,10 @@ blocks can be reused. What goes, for runs started before ``before`` (naive UTC):
 - the alerts raised for those incidents, and threshold-rule alerts raised before
   ``before``, with their webhook deliveries (the outbox, ``alert_deliveries``).
 
-The store keeps no roll-ups: every figure (percentiles, findings, what-if) is computed from
-``runs`` and ``spans`` at query time, so the remaining runs' figures are exactly what they
-would be had the pruned runs never been recorded.
+Every figure (percentiles, findings, what-if) is computed from ``runs`` and ``spans`` at
+query time, and the per-day roll-ups (telemetry/rollups.py) of the pruned days are dropped
+and the cut-off's day recomputed in the same transaction, so the remaining runs' figures
+are exactly what they would be had the pruned runs never been recorded.
 
 DuckDB reuses the blocks a delete frees for later writes and gives them back to the file
 system only when they end the file (docs/sources.md#duckdb-reclaiming-space);
@@ -28,12 +29,13 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 
 from cliffwatch import settings
+from cliffwatch.telemetry.rollups import refresh_days_before
 from cliffwatch.telemetry.spill import pending_spills
 from cliffwatch.telemetry.store import (
     StoreBusyError,
@@ -198,6 +200,7 @@ def prune_store(path: str | os.PathLike[str], before: datetime, *,
                 for table, where in WHERE.items():
                     con.execute(f"DELETE FROM {table} WHERE {where}",  # noqa: S608
                                 {"before": before})
+                refresh_days_before(con, before, datetime.now(UTC).replace(tzinfo=None))
                 con.execute("COMMIT")
             except duckdb.Error as exc:
                 try:

@@ -9,14 +9,18 @@ and holds the schema version.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+from cliffwatch.telemetry.rollups import REBUILD_STATEMENTS as RUN_ROLLUPS_REBUILD
+
+SCHEMA_VERSION = 5
 """1: the first store. 2: spans gain the token breakdown, every rate used, the reported and
 computed costs side by side and the duplicate mark; runs gain ``duplicate_calls`` and
 ``cache_detail_missing_calls`` (:data:`MIGRATIONS`). 3: tables ``open_traces`` (traces
 without their root span: where the write path finds a trace's spans, and the incomplete-run
 sweep) and ``class_p50`` (the runaway rule's per-class P50, refreshed on a bound). 4:
 ``spans`` without its primary key (:data:`SPANS_UNKEYED_MIGRATION`) and table
-``seen_traces`` (:data:`SEEN_TRACES_DDL`), by which a write keeps re-sent spans out."""
+``seen_traces`` (:data:`SEEN_TRACES_DDL`), by which a write keeps re-sent spans out. 5: table
+``run_rollups`` (per task class and day, :data:`RUN_ROLLUPS_DDL`), built from the runs
+already stored (:data:`RUN_ROLLUPS_MIGRATION`)."""
 
 META_TABLE = "cliffwatch_meta"
 
@@ -163,6 +167,32 @@ only. Two traces sharing a key only widen that window; the check is on the ids
 themselves. Kept when spans are pruned (a trace pruned and re-sent is then checked
 against an empty window and stored again, as before version 4)."""
 
+RUN_ROLLUPS_DDL = """
+    CREATE TABLE IF NOT EXISTS run_rollups (
+        task_class VARCHAR NOT NULL,
+        day DATE NOT NULL,
+        runs BIGINT NOT NULL,
+        total_usd DOUBLE,
+        max_usd DOUBLE,
+        p50_usd DOUBLE,
+        p95_usd DOUBLE,
+        p99_usd DOUBLE,
+        breaches BIGINT NOT NULL,
+        unpriced_calls BIGINT NOT NULL,
+        capped_runs BIGINT NOT NULL,
+        updated_at TIMESTAMP NOT NULL
+    )
+"""
+"""One row per (task class, UTC day of ``started_at``) with runs: ``runs``, ``total_usd`` and
+``max_usd`` (USD), the exact ``p50_usd`` / ``p95_usd`` / ``p99_usd`` of that day's runs,
+``breaches``, ``unpriced_calls``, ``capped_runs`` (runs with a max-workers cap) and
+``updated_at`` (the write that last recomputed it); kept by the write path
+(telemetry/rollups.py)."""
+
+RUN_ROLLUPS_MIGRATION: tuple[str, ...] = (RUN_ROLLUPS_DDL, *RUN_ROLLUPS_REBUILD)
+"""Version 5's roll-ups: the table, then its rows from every run already stored (one
+GROUP BY over ``runs``; idempotent: the rebuild replaces every row)."""
+
 _OPEN_TRACES_BACKFILL = """
     INSERT INTO open_traces
     SELECT trace_id, min(ingested_at), max(ingested_at), max(ended_at), NULL, NULL
@@ -209,6 +239,8 @@ MIGRATIONS: tuple[str, ...] = (
     CLASS_P50_DDL,
     # Version 3: the traces of an older store that never got their root span (one scan).
     _OPEN_TRACES_BACKFILL,
+    # Version 5: the per class and day roll-ups of the runs already stored.
+    *RUN_ROLLUPS_MIGRATION,
     f"UPDATE {META_TABLE} SET value = '{SCHEMA_VERSION}' "
     f"WHERE key = 'schema_version' AND TRY_CAST(value AS INTEGER) < {SCHEMA_VERSION}",
 )

@@ -5,7 +5,8 @@ alert outbox, in one transaction; then webhook delivery, outside any lock.
 (:func:`telemetry.store.open_store`, under this process's
 :func:`telemetry.store.write_lock`), one transaction that loads pending spill files
 (:mod:`telemetry.spill`), inserts the batch from Arrow, then materialises the touched runs
-(:mod:`telemetry.materialise`), records incidents (:mod:`telemetry.incident_rules`) and
+(:mod:`telemetry.materialise`) and their days' roll-ups (:mod:`telemetry.rollups`),
+records incidents (:mod:`telemetry.incident_rules`) and
 queues their alerts (:mod:`telemetry.alert_rules`); once it has committed, the alerts are
 handed to the background delivery (:mod:`telemetry.alerts`).
 
@@ -27,7 +28,7 @@ import duckdb
 import pyarrow as pa
 
 from cliffwatch import settings
-from cliffwatch.telemetry import alert_rules, incident_rules, materialise, spill
+from cliffwatch.telemetry import alert_rules, incident_rules, materialise, rollups, spill
 from cliffwatch.telemetry.records import SPAN_RECORD_FIELDS, SpanRecord, records_to_arrow
 from cliffwatch.telemetry.store import (
     HeldStore,
@@ -252,6 +253,7 @@ def apply_batch(
     try:
         spans_written = insert_new_spans(con, ingested_at)
         runs = materialise.materialise_runs(con, BATCH_VIEW, ingested_at)
+        rollups.update_rollups(con, materialise.TOUCHED_RUNS, ingested_at)
         incidents = incident_rules.record_incidents(con, k, ingested_at)
         alerts_pending = alert_rules.enqueue_alerts(con)  # outbox rows
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 import pytest
 
@@ -66,7 +67,7 @@ def _strings(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
     if isinstance(node, dict):
         for k, v in node.items():
             yield from _strings(v, k)
-    elif isinstance(node, list | tuple):
+    elif isinstance(node, list | tuple | np.ndarray):  # cost_distribution's are arrays
         for v in node:
             yield from _strings(v, key)
     elif isinstance(node, str):
@@ -87,6 +88,8 @@ def test_no_markup_from_data_reaches_a_figure(figures: dict[str, go.Figure], nam
     shown = " ".join(s for _, s in strings)
     if name != "waterfall":  # the class is still shown, as text
         assert chart_text(TASK_CLASS) in shown
+    if name == "distribution":  # the run ids in customdata (numpy arrays) were walked too
+        assert chart_text(RUN_ID) in shown
 
 
 def test_waterfall_shows_models_and_names_as_text(figures: dict[str, go.Figure]) -> None:

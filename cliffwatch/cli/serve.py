@@ -88,7 +88,8 @@ def dashboard(
     if not app_py.exists():
         raise CliError(f"dashboard entry point {app_py} is missing")
     command = [
-        sys.executable, "-m", "streamlit", "run", str(app_py),
+        # Streamlit in a process that loads the pages' modules first (dashboard/serve.py).
+        sys.executable, "-m", "cliffwatch.dashboard.serve", str(app_py),
         *STREAMLIT_OFFLINE_FLAGS,
         "--server.address", host,
         "--server.port", str(port),

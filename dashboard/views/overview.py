@@ -9,7 +9,6 @@ import streamlit as st
 
 from cliffwatch.analytics import charts
 from cliffwatch.dashboard import (
-    cost_truth_queries,
     downloads,
     filters,
     queries,
@@ -35,9 +34,8 @@ kpis[1].metric("Spend", ui.usd(overall["total_usd"]))
 for column, label in zip(kpis[2:5], ("P50", "P95", "P99"), strict=True):
     column.metric(f"{label} per run", ui.usd(overall[f"{label.lower()}_usd"]))
 kpis[5].metric("Open incidents", data.open_incidents)
-upper_bound = queries.fetch(cost_truth_queries.load_upper_bound, selected)
-if upper_bound:
-    st.warning(f"Spend and P50/P95/P99 are an {ui.md_text(upper_bound)} (see Cost truth).")
+if data.upper_bound:
+    st.warning(f"Spend and P50/P95/P99 are an {ui.md_text(data.upper_bound)} (see Cost truth).")
 
 st.subheader("Percentiles per task class")
 cliff_ratio = queries.cliff_ratio()
@@ -51,13 +49,16 @@ st.caption(
 
 run_measures_panel.render(selected)
 
+# The charts' data after the figures above are on screen (the first paint waits for
+# the figures only).
+charts_data = queries.fetch(queries.load_overview_charts, selected)
 st.subheader("Cost distribution")
-if data.runs_truncated:
+if charts_data.runs_truncated:
     st.caption(f"Points: the newest {queries.RUN_POINTS_LIMIT:,} runs; the marks use all runs.")
 else:
     st.caption("Each point is a run; click one to open it.")
 picked = st.plotly_chart(
-    charts.cost_distribution(data.runs, table),
+    charts.cost_distribution(charts_data.runs, table),
     key="cost_distribution",
     on_select="rerun",
     selection_mode="points",
@@ -67,16 +68,16 @@ for point in picked["selection"]["points"]:
         ui.open_run(point["customdata"][0])
 
 st.subheader("Daily P50 / P95 / P99")
-trend_classes = sorted(data.cap_dates)
+trend_classes = sorted(charts_data.cap_dates)
 trend_class = trend_classes[0]
 if len(trend_classes) > 1:
     trend_class = st.segmented_control(
         "Task class", trend_classes, default=trend_class, required=True, key="trend_class",
         label_visibility="collapsed", format_func=ui.md_text,
     )
-cap_date = data.cap_dates[trend_class]
+cap_date = charts_data.cap_dates[trend_class]
 st.plotly_chart(
-    charts.daily_trend(data.daily.filter(pl.col("task_class") == trend_class), cap_date),
+    charts.daily_trend(charts_data.daily.filter(pl.col("task_class") == trend_class), cap_date),
     key="daily_trend",
 )
 if cap_date is not None:

@@ -1,0 +1,267 @@
+"""Dashboard first paint: ``cliffwatch dashboard --db STORE`` and a headless Chromium.
+
+For each page, the seconds from ``page.goto`` to the first plotly chart or table drawn
+(``.js-plotly-plot``, ``stTable``, ``stDataFrame``) and to the end of the script run
+(Streamlit's status widget gone), cold (the first visit after the server
+started, in a fresh browser context), warm (a second visit in another fresh context, so
+only the server's caches are warm) and return (a third in the first visit's context: the
+browser has Streamlit's and plotly's JavaScript cached, as a returning visitor does).
+Stores: a 500-run demo (the bench's cached demo, :mod:`bench.bigstore`) and, with
+``--runs N``, the cached store of N runs, each as a copy migrated to this schema version
+(:func:`current_schema_copy`); beside them a bare Streamlit page with one table, the floor
+no page can beat (Streamlit's JavaScript, its websocket session, the browser). Targets
+(issue 11): Overview under 1.5 s on an idle machine at 1M runs, every page under 3 s and
+the server under 1 GB. ``--quick``: the Overview only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench.bigstore import _demo_store, big_store
+
+Result = list[tuple[str, str]]
+
+PAGES = ("", "runs", "incidents", "alerts", "run?run_id={run_id}", "replay?run_id={run_id}",
+         "compare", "cost_truth", "findings", "whatif?max_workers=8")
+"""URL paths measured ("" is the Overview; ``{run_id}`` is the store's newest run). The
+pages that read the most (findings, what-if: analytics/, pushed down by another change)
+come last, so a slow one delays no other. The Report page builds on a button: not
+measured."""
+
+PAINTED = ".js-plotly-plot, [data-testid='stTable'], [data-testid='stDataFrame']"
+"""What counts as painted: a chart or a table (not a message: the Overview's upper-bound
+warning comes before its figures)."""
+
+EMPTY = "[data-testid='stAlertContentInfo'], [data-testid='stAlertContentSuccess']"
+"""On pages other than the Overview, an st.info or st.success message counts as painted
+too (a "nothing to show" message: the bench's 1M store has no incidents or alerts, its
+runs being copied in SQL, not written through the incident rules; or Cost truth's verdict
+line, drawn before its chart); the row says so."""
+
+START_TIMEOUT_S = 180.0
+DONE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+"""The page's script run has ended (Streamlit's "running" indicator is gone)."""
+PAINT_TIMEOUT_MS = 180_000
+OVERVIEW_TARGET_S = 1.5
+PAGE_TARGET_S = 3.0
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+def _cliffwatch() -> list[str]:
+    script = Path(sys.executable).parent / "cliffwatch"
+    return [str(script)] if script.exists() else [
+        sys.executable, "-c", "from cliffwatch.cli import main; main()"]
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and its children (the Streamlit server), in MB."""
+    out = subprocess.run(["ps", "-o", "rss=", "--ppid", str(pid), "-p", str(pid)],
+                         capture_output=True, text=True, check=False).stdout
+    return sum(int(x) for x in out.split()) / 1024.0
+
+
+Row = tuple[str, float, float, float, float, float, str]
+
+
+def _visit(context: Any, url: str, selector: str) -> tuple[float, float, bool]:
+    """One visit in ``context``: seconds to ``selector`` and to the script run's end, and
+    whether a chart or table (not a message) was drawn.
+
+    Raises:
+        playwright's TimeoutError: nothing painted within PAINT_TIMEOUT_MS.
+    """
+    page = context.new_page()
+    t0 = time.perf_counter()
+    try:
+        page.goto(url)
+        page.wait_for_selector(selector, timeout=PAINT_TIMEOUT_MS)
+        painted = time.perf_counter() - t0
+        drawn = page.query_selector(PAINTED) is not None
+        # the script run's end, so the next visit does not share the CPU
+        page.wait_for_function(DONE, timeout=PAINT_TIMEOUT_MS)
+        return painted, time.perf_counter() - t0, drawn
+    finally:
+        page.close()
+
+
+def _visit_thrice(browser: Any, url: str, path: str) -> Row:
+    """Three visits of ``url/path``: ``(page, cold_s, cold_done_s, warm_s, warm_done_s,
+    return_s, note)``. Cold: the server's first; warm: again in a fresh browser context
+    (only the server's caches are warm); return: again in the first visit's context (the
+    browser's cache of Streamlit's and plotly's JavaScript warm too: a returning visitor).
+    inf for a visit that did not paint within PAINT_TIMEOUT_MS (the note says so, and the
+    later visits are skipped)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    name = path.split("?")[0] or "overview"
+    selector = PAINTED if name == "overview" else f"{PAINTED}, {EMPTY}"
+    times: list[float] = []
+    note = ""
+    first = browser.new_context(viewport={"width": 1440, "height": 1000})
+    try:
+        for context in (first, None, first):
+            fresh = context or browser.new_context(viewport={"width": 1440, "height": 1000})
+            try:
+                painted, done, drawn = _visit(fresh, f"{url}/{path}", selector)
+            finally:
+                if context is None:
+                    fresh.close()
+            times += [painted, done]
+            if not drawn:
+                note = " (a message: no chart or table)"
+    except PlaywrightTimeout:
+        times += [math.inf] * (6 - len(times))
+        note = f" (nothing painted in {PAINT_TIMEOUT_MS / 1000:.0f} s)"
+    finally:
+        first.close()
+    return (name, times[0], times[1], times[2], times[3], times[4], note)
+
+
+def _newest_run_id(db: Path) -> str:
+    from cliffwatch.telemetry.store import open_store
+
+    with open_store(db, read_only=True) as con:
+        rows = con.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1").fetchall()
+    return str(rows[0][0]) if rows else "none"
+
+
+def paint_times(db: Path | None, tmp: Path, pages: tuple[str, ...] = PAGES) -> tuple[
+        list[Row], float]:
+    """``([(page, cold_s, cold_done_s, warm_s, warm_done_s, return_s, note), ...],
+    peak_rss_mb)``
+    for the store ``db``: seconds to the first chart or table (or, on a page other than the
+    Overview, its empty-state message) and to the end of the script run; the server's
+    largest RSS seen after a page. ``db`` None: a bare Streamlit page drawing one small
+    table (:data:`BARE_APP`), served with the same options (Streamlit's own floor).
+
+    Raises:
+        RuntimeError: the server exited or was not healthy within START_TIMEOUT_S.
+    """
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp / "dashboard.log"
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    if db is None:
+        app = tmp / "bare_app.py"
+        app.write_text(BARE_APP)
+        from cliffwatch.cli.serve import STREAMLIT_OFFLINE_FLAGS
+
+        command = [sys.executable, "-m", "streamlit", "run", str(app), *STREAMLIT_OFFLINE_FLAGS,
+                   "--server.port", str(port)]
+        run_id = "none"
+    else:
+        command = [*_cliffwatch(), "dashboard", "--db", str(db), "--port", str(port)]
+        run_id = _newest_run_id(db)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _healthy(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"dashboard did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        rows: list[Row] = []
+        peak = 0.0
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM,
+                                         args=["--no-sandbox", "--disable-gpu"])
+            try:
+                for path in pages:
+                    rows.append(_visit_thrice(browser, url, path.format(run_id=run_id)))
+                    peak = max(peak, _rss_mb(proc.pid))
+            finally:
+                browser.close()
+        return rows, peak
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+BARE_APP = """import streamlit as st
+st.title("bare")
+st.table({"a": [1, 2], "b": [3, 4]})
+"""
+"""The floor: Streamlit and the browser alone, one title and one small table."""
+
+
+def current_schema_copy(db: Path) -> Path:
+    """A copy of the cached store ``db`` opened once read-write, so it has this version's
+    schema (its migrations ran: the roll-ups, for one); built once beside it, named by the
+    schema version. The cached store itself is never written."""
+    from cliffwatch.telemetry.schema import SCHEMA_VERSION
+    from cliffwatch.telemetry.store import open_store
+
+    path = db.with_name(f"{db.stem}-schema{SCHEMA_VERSION}.duckdb")
+    if not path.exists():
+        building = path.with_suffix(".building")
+        shutil.copyfile(db, building)
+        with open_store(building, read_only=False, timeout_s=60) as con:
+            con.execute("CHECKPOINT")
+        building.rename(path)
+    return path
+
+
+def _result_rows(label: str, rows: list[Row], floor: Row) -> Result:
+    result: Result = []
+    for page, cold, cold_done, warm, warm_done, back, note in rows:
+        target = OVERVIEW_TARGET_S if page == "overview" else PAGE_TARGET_S
+        verdict = "met" if max(cold, warm) < target else "NOT met"
+        result.append((f"{label}: {page} cold / warm / return",
+                       f"{cold:.2f} / {warm:.2f} / {back:.2f} s{note} (target < {target:g} s "
+                       f"cold and warm: {verdict}; run ended {cold_done:.2f} / "
+                       f"{warm_done:.2f} s; {warm / floor[3]:.1f}x / {back / floor[5]:.1f}x "
+                       "the bare page warm / return)"))
+    return result
+
+
+def bench_dashboard_paint(tmp: Path, quick: bool, runs: int | None = None) -> Result:
+    """First paint per page on the 500-run demo and, with ``runs``, on the store of N runs
+    (each a copy at this schema version), beside a bare Streamlit page (the floor)."""
+    stores = [("demo 500 runs", current_schema_copy(_demo_store()))]
+    if runs is not None:
+        stores.append((f"{runs:,} runs", current_schema_copy(big_store(runs)[0])))
+    pages = PAGES[:1] if quick else PAGES
+    load = "/".join(f"{x:.2f}" for x in os.getloadavg())
+    bare, bare_rss = paint_times(None, tmp, ("",))
+    floor = bare[0]
+    result: Result = [("bare Streamlit page (floor) cold / warm / return",
+                       f"{floor[1]:.2f} / {floor[3]:.2f} / {floor[5]:.2f} s; "
+                       f"RSS {bare_rss:,.0f} MB")]
+    for label, db in stores:
+        rows, rss = paint_times(db, tmp, pages)
+        result += _result_rows(label, rows, floor)
+        result.append((f"{label}: server peak RSS (after a page)",
+                       f"{rss:,.0f} MB (target < 1,024 MB)"))
+    result.append(("load before, after", f"{load}, "
+                   f"{'/'.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"))
+    return result

@@ -1,0 +1,78 @@
+"""Start the Streamlit server on ``app.py`` with the dashboard's modules already loaded.
+
+``cliffwatch dashboard`` runs ``python -m cliffwatch.dashboard.serve APP_PY ARGS...``
+(``APP_PY`` the entry point, then ``streamlit run``'s options). Streamlit imports a
+page's modules in the first visitor's script run; here they are imported before the
+server listens, so the first page a visitor opens does not wait for them (pandas, polars,
+plotly, DuckDB and cliffwatch's own: about 1.5 s of CPU, issue 11).
+
+Streamlit's garbage collection after every script run is turned off
+(``runner.postScriptGC``: a full collection of a heap holding polars, plotly and pandas,
+0.1-0.3 s of CPU after each page at 1M runs); Python still collects on its own
+thresholds. Nothing imports this module; it is run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+WARM_MODULES: tuple[str, ...] = (
+    "pandas.io.formats.style",
+    "plotly.graph_objects",
+    "plotly.io",
+    "cliffwatch.analytics.charts",
+    "cliffwatch.analytics.findings",
+    "cliffwatch.analytics.replay",
+    "cliffwatch.analytics.whatif",
+    "cliffwatch.dashboard.queries",
+    "cliffwatch.dashboard.runs_queries",
+    "cliffwatch.dashboard.cost_truth_queries",
+    "cliffwatch.dashboard.replay_queries",
+    "cliffwatch.dashboard.alerts_queries",
+    "cliffwatch.dashboard.run_measures_panel",
+    "cliffwatch.dashboard.triage_panel",
+    "cliffwatch.dashboard.limits_controls",
+    "cliffwatch.dashboard.downloads",
+    "cliffwatch.dashboard.links",
+    "cliffwatch.dashboard.tables",
+    "cliffwatch.dashboard.access",
+)
+"""What the pages import (views/*.py and what they use), loaded before the server starts."""
+
+
+def warm_imports(modules: tuple[str, ...] = WARM_MODULES) -> None:
+    """Import ``modules``; one that fails to import is left for the page to report."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001, S112 - the page shows the error when it runs
+            continue
+
+
+STREAMLIT_FLAGS: tuple[str, ...] = ("--runner.postScriptGC", "false")
+"""Streamlit options added to those given (see the module docstring)."""
+
+
+def main(argv: list[str]) -> int:
+    """``streamlit run ARGV[0] ARGV[1:]...`` in this process, after :func:`warm_imports`."""
+    warm_imports()
+    from streamlit import delta_generator
+    from streamlit.web import cli
+
+    # Streamlit's first element checks, once, whether it runs in a REPL, through
+    # inspect.stack(), which reads the source of every frame (0.1-0.4 s on the first
+    # page). It runs under `streamlit run` here: mark that check as done.
+    if hasattr(delta_generator, "_use_warning_has_been_displayed"):
+        delta_generator._use_warning_has_been_displayed = True
+
+    sys.argv = ["streamlit", "run", argv[0], *STREAMLIT_FLAGS, *argv[1:]]
+    try:
+        cli.main()
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

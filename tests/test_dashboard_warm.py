@@ -1,0 +1,34 @@
+"""dashboard/serve.py: the pages' modules are loaded before Streamlit serves (so the first
+visitor's script run does not import them), and Streamlit's post-run GC is off."""
+
+from __future__ import annotations
+
+import sys
+
+from cliffwatch.dashboard import serve
+
+
+def test_warm_imports_load_every_listed_module_and_skip_a_broken_one() -> None:
+    serve.warm_imports((*serve.WARM_MODULES, "cliffwatch.no_such_module"))
+    assert all(name in sys.modules for name in serve.WARM_MODULES)
+    assert "cliffwatch.no_such_module" not in sys.modules
+
+
+def test_every_module_a_page_imports_is_warmed() -> None:
+    from pathlib import Path
+
+    views = Path(serve.__file__).with_name("views")
+    imported = set()
+    for page in views.glob("*.py"):
+        for line in page.read_text().splitlines():
+            if line.startswith("from cliffwatch.dashboard import "):
+                imported |= {f"cliffwatch.dashboard.{n.strip()}"
+                             for n in line.split(" import ")[1].split(",")}
+            elif line.startswith("from cliffwatch.dashboard."):
+                imported.add(line.split()[1])
+    heavy = {m for m in imported if m.endswith(("_queries", "_panel", "controls"))}
+    assert heavy <= set(serve.WARM_MODULES)
+
+
+def test_streamlit_runs_without_its_post_script_gc() -> None:
+    assert serve.STREAMLIT_FLAGS == ("--runner.postScriptGC", "false")

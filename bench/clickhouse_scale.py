@@ -1,9 +1,11 @@
 """``clickhouse_scale``: the analytics on ClickHouse (chDB) beside DuckDB, on the same runs.
 
-The cached store of ``--runs`` runs (``bench/bigstore.py``; 1M runs, 10M spans by default)
-is copied once into a chDB folder beside it (``telemetry/clickhouse/copy_tables.py``, in
-chunks through Arrow; the copy time is printed the first time). Then each case runs in its
-own child process per backend (``python -m bench.clickhouse_scale CASE STORE``), so each
+The cached store of ``--runs`` runs (``bench/bigstore.py``; 1M runs, 7.6M spans by default)
+is migrated once into a chDB folder beside it with ``cliffwatch migrate``'s
+:func:`telemetry.clickhouse.migrate.migrate_store`: every span into the Collector's
+``otel_traces`` table in the clickhouseexporter's shape, and cliffwatch's tables beside it
+(the migration's time and peak RSS are printed the first time). Then each case runs in
+its own child process per backend (``python -m bench.clickhouse_scale CASE STORE``), so each
 has its own wall time and peak RSS (``ru_maxrss``): cost percentiles per class, incidents,
 a what-if (``--max-workers 8``) and the dashboard Overview's queries (percentiles by class
 and overall, daily percentiles, the newest 20,000 runs, cap start days, open incidents).
@@ -17,6 +19,7 @@ the cached DuckDB stores, which are only read).
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -75,33 +78,37 @@ CASES: dict[str, Callable[[Any], None]] = {
 }
 
 
-def chdb_copy(duck: Path) -> tuple[Path, float | None]:
-    """The chDB folder holding ``duck``'s tables, copied now if absent: (folder, copy_s)."""
-    folder = duck.with_name(duck.stem + ".chdb")
+def chdb_copy(duck: Path) -> tuple[Path, float | None, float | None]:
+    """The chDB folder holding ``duck`` migrated (``otel_traces`` + cliffwatch's tables),
+    migrated now if absent: (folder, migrate_s, what the migration printed)."""
+    folder = duck.with_name(duck.stem + ".otel.chdb")
     done = folder / "copied"
     if done.exists():
-        return folder, None
+        return folder, None, None
     shutil.rmtree(folder, ignore_errors=True)
     code = ("import sys; from cliffwatch.telemetry.clickhouse.client import connect; "
-            "from cliffwatch.telemetry.clickhouse.copy_tables import copy_store; "
+            "from cliffwatch.telemetry.clickhouse.migrate import migrate_store; "
             "from cliffwatch.telemetry.clickhouse.url import parse_store_url; "
             "c = connect(parse_store_url('chdb://' + sys.argv[2])); "
-            "print(copy_store(sys.argv[1], c)); c.close()")
+            "s = migrate_store(sys.argv[1], c); "
+            "print(f'{s.spans_added:,} spans into otel_traces'); c.close()")
     wall, rss, rc, err = child([sys.executable, "-c", code, str(duck), str(folder)])
     if rc != 0:
-        raise RuntimeError(f"copy into chDB failed: {err}")
+        raise RuntimeError(f"migrate into chDB failed: {err}")
     done.write_text(f"{wall:.1f} s, peak RSS {rss:.0f} MB\n")
-    return folder, wall
+    return folder, wall, rss
 
 
 def bench_clickhouse_scale(tmp: Path, quick: bool, runs: int | None = None) -> Result:
     """Each case on DuckDB and on chDB over the same cached store (see the module)."""
     n = runs or (QUICK_RUNS if quick else DEFAULT_RUNS)
     duck, _ = big_store(n)
-    folder, copy_s = chdb_copy(duck)
-    out: Result = [("store", f"{duck.name} ({n:,} runs)")]
+    folder, copy_s, copy_rss = chdb_copy(duck)
+    out: Result = [("store", f"{duck.name} ({n:,} runs); chDB: {folder.name}")]
     if copy_s is not None:
-        out.append(("copy into chDB", f"{copy_s:.1f} s"))
+        out.append(("migrate into chDB (otel_traces + cliffwatch tables)",
+                    f"{copy_s:.1f} s, peak RSS {copy_rss:.0f} MB, load {_load()}"))
+    out.append(("spans in otel_traces", f"{_traces_count(folder):,}"))
     for case in CASES:
         duck_run = child([sys.executable, "-m", "bench.clickhouse_scale", case, str(duck)])
         ch_run = child([sys.executable, "-m", "bench.clickhouse_scale", case,
@@ -113,6 +120,17 @@ def bench_clickhouse_scale(tmp: Path, quick: bool, runs: int | None = None) -> R
                           f"ratio {ch_run[0] / duck_run[0]:.2f}x; peak RSS duckdb "
                           f"{duck_run[1]:.0f} MB, chdb {ch_run[1]:.0f} MB; load {_load()}"))
     return out
+
+
+def _traces_count(folder: Path) -> int:
+    code = ("import sys; from cliffwatch.telemetry.clickhouse.client import connect; "
+            "from cliffwatch.telemetry.clickhouse.url import parse_store_url; "
+            "c = connect(parse_store_url('chdb://' + sys.argv[1])); "
+            "print(c.query_arrow('SELECT count() AS n FROM otel_traces').column(0)[0]); "
+            "c.close()")
+    done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True,
+                          text=True, timeout=600)
+    return int(done.stdout.strip() or 0)
 
 
 def _child(case: str, store: str) -> None:

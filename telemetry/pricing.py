@@ -286,17 +286,21 @@ class PriceMemo:
 
     Within a batch each model's price entry is found once, and litellm's billed rates are
     looked up once per entry and token-type mix when the entry has no usage-dependent keys
-    (:data:`_USAGE_DEPENDENT_RATE_KEY`). The cost itself is litellm's for every call (it
-    depends on the tokens). Keep one per batch, not per process: litellm's map can change
-    while a process runs (``register_model``), and a batch is short. Not thread-safe: one
-    batch, one thread.
+    (:data:`_USAGE_DEPENDENT_RATE_KEY`). For a litellm map entry that also has no per-unit
+    keys (:data:`_PER_UNIT_RATE_KEY`), the calls after the first of a mix are costed from
+    those memoised rates (:func:`flat_cost_usd`, litellm's generic per-token lines) instead
+    of calling ``litellm.cost_per_token`` again; tests/test_pricing_memo.py holds the two
+    equal for every such entry of litellm's map. Keep one per batch, not per process:
+    litellm's map can change while a process runs (``register_model``), and a batch is
+    short. Not thread-safe: one batch, one thread.
     """
 
-    __slots__ = ("entries", "rates")
+    __slots__ = ("entries", "prices", "rates")
 
     def __init__(self) -> None:
         self.entries: dict[tuple[str, Path | None], _Entry | None] = {}
         self.rates: dict[tuple[Any, ...], Any] = {}
+        self.prices: dict[tuple[Any, ...], tuple[Mapping[str, Any], Price]] = {}
 
     def find_entry(self, model: str, overrides_path: Path | None) -> _Entry | None:
         """:func:`_find_entry`, once per model and override file in this batch."""
@@ -308,6 +312,77 @@ class PriceMemo:
 
 def _is_flat(entry: Mapping[str, Any]) -> bool:
     return not any(_USAGE_DEPENDENT_RATE_KEY.search(key) for key in entry)
+
+
+_PER_UNIT_RATE_KEY = re.compile(
+    r"(?<!search_context_)cost_per_"
+    r"(second|request|image|character|query|pixel|page|minute|hour|video|audio)(?!_token)"
+)
+"""Price-entry keys litellm bills by something other than the tokens of a text call (per
+request, second, image, character...). An entry with one of them is always costed by
+``litellm.cost_per_token``, never from memoised rates. (A web search's
+``search_context_cost_per_query`` is billed only for search requests, which a
+:class:`TokenUsage` never carries.)"""
+
+
+def memoisable(key: str, entry: Mapping[str, Any]) -> bool:
+    """Whether :class:`PriceMemo` may cost calls on litellm map entry ``key`` from memoised
+    rates: the entry's rates cannot depend on the call (:data:`_USAGE_DEPENDENT_RATE_KEY`),
+    it bills nothing but tokens (:data:`_PER_UNIT_RATE_KEY`), it names its provider, and
+    ``litellm.cost_per_token`` resolves ``key`` to this same entry (it strips a repeated
+    ``provider/provider/`` prefix and prefers a ``provider/key`` entry)."""
+    provider = entry.get("litellm_provider")
+    if not isinstance(provider, str) or not provider:
+        return False
+    prefix = provider + "/"
+    if key.startswith(prefix + prefix):
+        return False
+    if not (_is_flat(entry) and not any(_PER_UNIT_RATE_KEY.search(k) for k in entry)):
+        return False
+    joined = key if key.startswith(prefix) else prefix + key
+    other = import_litellm().model_cost.get(joined)
+    return other is None or other is entry or other == entry
+
+
+def flat_cost_usd(usage: TokenUsage, price: Price) -> float | None:
+    """A call's cost from per-token rates, in the lines and order litellm's
+    ``generic_cost_per_token`` bills a text call by; None when the counts are not
+    consistent (cache tokens above the input count, reasoning above the output count),
+    which litellm must settle.
+
+    ``(uncached input x input rate + cache reads x cache read rate + cache writes x cache
+    creation rate) + (text output x output rate + reasoning x reasoning rate)``, with
+    missing counts 0 and a missing cache or reasoning rate the input or output rate.
+    """
+    cache_read = usage.cache_read_tokens or 0
+    cache_creation = usage.cache_creation_tokens or 0
+    reasoning = usage.reasoning_tokens or 0
+    uncached = (usage.input_tokens or 0) - cache_read - cache_creation
+    text_out = (usage.output_tokens or 0) - reasoning
+    if uncached < 0 or text_out < 0:
+        return None
+    input_rate = price.input_usd_per_token
+    output_rate = price.output_usd_per_token
+    prompt_usd = float(uncached) * input_rate
+    if cache_read:
+        rate = price.cache_read_usd_per_token
+        prompt_usd += float(cache_read) * (input_rate if rate is None else rate)
+    if cache_creation:
+        rate = price.cache_creation_usd_per_token
+        prompt_usd += cache_creation * (input_rate if rate is None else rate)
+    completion_usd = float(text_out) * output_rate
+    if reasoning:
+        rate = price.reasoning_usd_per_token
+        completion_usd += float(reasoning) * (output_rate if rate is None else rate)
+    return float(prompt_usd) + float(completion_usd)
+
+
+def _mix_key(found: _Entry, provider: str | None, usage: TokenUsage) -> tuple[Any, ...]:
+    return (
+        found.key, found.override, provider,
+        bool(usage.cache_read_tokens), bool(usage.cache_creation_tokens),
+        bool(usage.reasoning_tokens),
+    )
 
 
 def _billed_rates(
@@ -324,11 +399,7 @@ def _billed_rates(
 
     key: tuple[Any, ...] | None = None
     if memo is not None:
-        key = (
-            found.key, found.override, provider,
-            bool(usage.cache_read_tokens), bool(usage.cache_creation_tokens),
-            bool(usage.reasoning_tokens),
-        )
+        key = _mix_key(found, provider, usage)
         cached = memo.rates.get(key)
         if cached is not None and cached[0] is found.entry:
             return cached[1]
@@ -343,10 +414,19 @@ def _billed_rates(
 def _litellm_cost(
     found: _Entry, usage: TokenUsage, memo: PriceMemo | None = None
 ) -> tuple[float, Price]:
-    """(cost USD, billed rates) of ``usage`` on the model of ``found``, both from litellm."""
-    litellm = import_litellm()
+    """(cost USD, billed rates) of ``usage`` on the model of ``found``, both from litellm
+    (the cost from rates memoised in ``memo`` when :class:`PriceMemo` allows it)."""
     provider = found.entry.get("litellm_provider")
     provider = provider if isinstance(provider, str) and provider else None
+    memo_key: tuple[Any, ...] | None = None
+    if memo is not None and not found.override:
+        memo_key = _mix_key(found, provider, usage)
+        known = memo.prices.get(memo_key)
+        if known is not None and known[0] is found.entry:
+            cost_usd = flat_cost_usd(usage, known[1])
+            if cost_usd is not None:
+                return cost_usd, known[1]
+    litellm = import_litellm()
     info: Any = dict(found.entry) if found.override else None  # a litellm ModelInfo
     lite_usage = litellm_usage(usage)
     prompt_usd, completion_usd = litellm.cost_per_token(
@@ -372,7 +452,21 @@ def _litellm_cost(
             rates.cache_creation_input_token_cost,
             rates.output_cost_per_reasoning_token,
         )
+        cost_usd = float(prompt_usd) + float(completion_usd)
+        if (
+            memo_key is not None
+            and memo is not None
+            and memoisable(found.key, found.entry)
+            and _agrees(flat_cost_usd(usage, price), cost_usd)
+        ):
+            memo.prices[memo_key] = (found.entry, price)
     return float(prompt_usd) + float(completion_usd), price
+
+
+def _agrees(memo_usd: float | None, litellm_usd: float) -> bool:
+    # The rates are memoised only when they rebuild the cost litellm just gave: a guard
+    # against a provider's cost logic that is not tokens x rates.
+    return memo_usd is not None and abs(memo_usd - litellm_usd) <= 1e-12 * abs(litellm_usd)
 
 
 def price_call(

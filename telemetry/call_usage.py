@@ -109,6 +109,8 @@ SPLIT_COST_KEYS = (
     ("llm.cost.prompt", "llm.cost.completion"),
 )
 
+_COST_KEYS = frozenset(TOTAL_COST_KEYS) | {key for pair in SPLIT_COST_KEYS for key in pair}
+
 
 def first_value(attrs: Mapping[str, Any], keys: Iterable[str]) -> Any:
     """The value of the first of ``keys`` set (not None, not "") on ``attrs``; else None."""
@@ -180,6 +182,8 @@ def reported_cost_usd(attrs: Mapping[str, Any]) -> float | None:
     Looks at :data:`TOTAL_COST_KEYS` first, then sums a pair of :data:`SPLIT_COST_KEYS`.
     A ``gen_ai.usage.cost.currency`` other than USD makes the proposed cost unusable here.
     """
+    if _COST_KEYS.isdisjoint(attrs):  # most spans: no cost of their own
+        return None
     currency = attrs.get(COST_CURRENCY)
     for key in TOTAL_COST_KEYS:
         if key == COST_AMOUNT and currency not in (None, "", "USD", "usd"):

@@ -252,13 +252,18 @@ def role_from_words(text: str) -> Role | None:
     return None
 
 
+_ROLE_HINT_KEY_SET = frozenset(ROLE_HINT_KEYS)
+
+
 def _span_role_hint(span: OtlpSpan) -> Role | None:
-    for key in ROLE_HINT_KEYS:
-        value = span.attributes.get(key)
-        if isinstance(value, str):
-            role = role_from_words(value)
-            if role is not None:
-                return role
+    attrs = span.attributes
+    if not _ROLE_HINT_KEY_SET.isdisjoint(attrs):
+        for key in ROLE_HINT_KEYS:
+            value = attrs.get(key)
+            if isinstance(value, str):
+                role = role_from_words(value)
+                if role is not None:
+                    return role
     return role_from_words(span.name)
 
 
@@ -321,10 +326,18 @@ def resource_json_text(attributes: Mapping[str, Any]) -> str:
 
 def _attributes_json(span: OtlpSpan) -> str:
     attrs = span.attributes
-    if type(attrs) is dict and not (span.scope_name and "otel.scope.name" not in attrs) and not (
-        span.scope_version and "otel.scope.version" not in attrs
-    ):
-        return _json_text(attrs)
+    if type(attrs) is dict:
+        # The JSON of the attributes with otel.scope.* appended as they would be by
+        # setdefault on a copy (last, name before version), without copying the dict.
+        extra = []
+        if span.scope_name and "otel.scope.name" not in attrs:
+            extra.append('"otel.scope.name":' + _json_text(span.scope_name))
+        if span.scope_version and "otel.scope.version" not in attrs:
+            extra.append('"otel.scope.version":' + _json_text(span.scope_version))
+        text = _json_text(attrs)
+        if not extra:
+            return text
+        return text[:-1] + ("," if attrs else "") + ",".join(extra) + "}"
     attrs = dict(attrs)
     # otel.scope.* are the OTel names for the scope outside OTLP (as exporters to Zipkin use);
     # kept so the producer of an ingested span can be told later.

@@ -292,7 +292,8 @@ class PriceMemo:
     of calling ``litellm.cost_per_token`` again; tests/test_pricing_memo.py holds the two
     equal for every such entry of litellm's map. Keep one per batch, not per process:
     litellm's map can change while a process runs (``register_model``), and a batch is
-    short. Not thread-safe: one batch, one thread.
+    short; memoised rates are carried to later batches only while their entry is unchanged
+    (:data:`_SHARED_PRICES`). Not thread-safe: one batch, one thread.
     """
 
     __slots__ = ("entries", "prices", "rates")
@@ -422,6 +423,10 @@ def _litellm_cost(
     if memo is not None and not found.override:
         memo_key = _mix_key(found, provider, usage)
         known = memo.prices.get(memo_key)
+        if known is None:
+            shared = _SHARED_PRICES.get(memo_key)
+            if shared is not None and shared[0] == found.entry:  # unchanged since memoised
+                known = memo.prices[memo_key] = (found.entry, shared[1])
         if known is not None and known[0] is found.entry:
             cost_usd = flat_cost_usd(usage, known[1])
             if cost_usd is not None:
@@ -460,7 +465,17 @@ def _litellm_cost(
             and _agrees(flat_cost_usd(usage, price), cost_usd)
         ):
             memo.prices[memo_key] = (found.entry, price)
+            if len(_SHARED_PRICES) >= _SHARED_PRICES_MAX:
+                _SHARED_PRICES.clear()
+            _SHARED_PRICES[memo_key] = (dict(found.entry), price)
     return float(prompt_usd) + float(completion_usd), price
+
+
+_SHARED_PRICES: dict[tuple[Any, ...], tuple[dict[str, Any], Price]] = {}
+"""Memoised rates carried from batch to batch, each with a copy of the price entry they were
+read from: a batch's :class:`PriceMemo` takes one only when the entry still equals the copy
+(checked once per batch and mix), so a ``register_model`` between batches is seen."""
+_SHARED_PRICES_MAX = 4096
 
 
 def _agrees(memo_usd: float | None, litellm_usd: float) -> bool:

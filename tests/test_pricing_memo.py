@@ -116,3 +116,27 @@ def test_inconsistent_counts_are_left_to_litellm() -> None:
     memo = PriceMemo()
     for usage in (TokenUsage(100, 5, 20), TokenUsage(10, 5, 20), TokenUsage(10, 5, 20)):
         assert price_call("gpt-4o-mini", usage, memo=memo) == price_call("gpt-4o-mini", usage)
+
+
+def test_rates_carried_between_batches_follow_a_changed_entry() -> None:
+    litellm = pricing.import_litellm()
+    key = "gpt-4o-mini"
+    original = litellm.model_cost[key]
+    saved = dict(original)
+    usage = TokenUsage(1_000, 100)
+    first = price_call(key, usage, memo=PriceMemo())
+    assert price_call(key, usage, memo=PriceMemo()) == first  # carried from the first batch
+    try:
+        litellm.register_model(
+            {key: {**saved, "input_cost_per_token": saved["input_cost_per_token"] * 3}}
+        )
+        changed = price_call(key, usage, memo=PriceMemo())
+        assert changed == price_call(key, usage)
+        assert changed.computed_usd is not None and first.computed_usd is not None
+        assert changed.computed_usd > first.computed_usd
+    finally:  # the old prices back (register_model clears litellm's caches), then the
+        # very entry back: register_model fills every ModelInfo key in, None included
+        litellm.register_model({key: saved})
+        litellm.model_cost[key] = original
+    assert price_call(key, usage, memo=PriceMemo()) == first == price_call(key, usage)
+    assert pricing.memoisable(key, litellm.model_cost[key])

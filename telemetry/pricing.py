@@ -296,10 +296,11 @@ class PriceMemo:
     (:data:`_SHARED_PRICES`). Not thread-safe: one batch, one thread.
     """
 
-    __slots__ = ("entries", "prices", "rates")
+    __slots__ = ("entries", "firsts", "prices", "rates")
 
     def __init__(self) -> None:
         self.entries: dict[tuple[str, Path | None], _Entry | None] = {}
+        self.firsts: dict[tuple[Any, Path | None], _Entry | None] = {}
         self.rates: dict[tuple[Any, ...], Any] = {}
         self.prices: dict[tuple[Any, ...], tuple[Mapping[str, Any], Price]] = {}
 
@@ -309,6 +310,17 @@ class PriceMemo:
         if key not in self.entries:
             self.entries[key] = _find_entry(model, overrides_path)
         return self.entries[key]
+
+    def first_entry(
+        self, models: str | Sequence[str | None] | None, overrides_path: Path | None
+    ) -> _Entry | None:
+        """The entry :func:`price_call` prices ``models`` by, once per candidate list and
+        override file in this batch."""
+        key = (models if isinstance(models, str) or models is None else tuple(models),
+               overrides_path)
+        if key not in self.firsts:
+            self.firsts[key] = _first_entry(models, overrides_path, self)
+        return self.firsts[key]
 
 
 def _is_flat(entry: Mapping[str, Any]) -> bool:
@@ -515,16 +527,11 @@ def price_call(
     Raises:
         SettingError: the price override file is missing or malformed.
     """
-    candidates = [models] if isinstance(models, str) or models is None else list(models)
-    found = None
-    for model in dict.fromkeys(m for m in candidates if m):
-        found = (
-            _find_entry(model, overrides_path)
-            if memo is None
-            else memo.find_entry(model, overrides_path)
-        )
-        if found is not None:
-            break
+    found = (
+        _first_entry(models, overrides_path)
+        if memo is None
+        else memo.first_entry(models, overrides_path)
+    )
     computed: float | None = None
     price: Price | None = None
     has_tokens = usage.input_tokens is not None or usage.output_tokens is not None
@@ -541,6 +548,24 @@ def price_call(
     known = usage.has_cache_detail if cache_detail_known is None else cache_detail_known
     missing = not known and price is not None and caches_prompts(price)
     return CallCost(computed, CostSource.COMPUTED, price, computed, None, missing)
+
+
+def _first_entry(
+    models: str | Sequence[str | None] | None,
+    overrides_path: Path | None,
+    memo: PriceMemo | None = None,
+) -> _Entry | None:
+    """The entry of the first of ``models`` that has a price (see :func:`price_call`)."""
+    candidates = [models] if isinstance(models, str) or models is None else list(models)
+    for model in dict.fromkeys(m for m in candidates if m):
+        found = (
+            _find_entry(model, overrides_path)
+            if memo is None
+            else memo.find_entry(model, overrides_path)
+        )
+        if found is not None:
+            return found
+    return None
 
 
 def cost_of(

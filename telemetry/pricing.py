@@ -2,13 +2,16 @@
 
 :func:`price_call` is the one function every path prices an LLM call with (the runner, the
 guard's ``record_call``, the litellm callback and OTLP ingest, through
-:func:`telemetry.otlp_mapping.map_span`). It does no arithmetic of its own: the cost is
+:func:`telemetry.otlp_mapping.map_span`). Its arithmetic is litellm's: the cost is
 ``litellm.cost_per_token`` over a litellm ``Usage`` carrying the whole token breakdown
 (cache reads, cache writes, reasoning), so cache discounts, cache-write premiums, reasoning
 rates and tiered prices above a prompt size (``input_cost_per_token_above_200k_tokens``)
 are litellm's; the per-token rates it billed at come from litellm's
 ``get_billed_token_rates`` and are returned beside the cost so a stored call can be
-explained and recomputed from its row alone (:func:`recompute_cost_usd`).
+explained and recomputed from its row alone (:func:`recompute_cost_usd`). Within a batch
+(:class:`PriceMemo`), calls on a flat per-token litellm price are costed from those rates in
+litellm's own lines (:func:`flat_cost_usd`), held equal to ``cost_per_token`` for every
+such entry of the map by tests/test_pricing_memo.py.
 
 Token counts follow the OpenTelemetry GenAI conventions, as litellm's ``Usage`` does:
 ``input_tokens`` *includes* cache reads and cache writes, ``output_tokens`` *includes*

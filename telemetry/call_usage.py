@@ -38,8 +38,9 @@ larger than the output count can only be apart from it and is added.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from cliffwatch.telemetry import conventions as cv
@@ -108,6 +109,8 @@ SPLIT_COST_KEYS = (
     ("llm.cost.prompt", "llm.cost.completion"),
 )
 
+_COST_KEYS = frozenset(TOTAL_COST_KEYS) | {key for pair in SPLIT_COST_KEYS for key in pair}
+
 
 def first_value(attrs: Mapping[str, Any], keys: Iterable[str]) -> Any:
     """The value of the first of ``keys`` set (not None, not "") on ``attrs``; else None."""
@@ -116,6 +119,44 @@ def first_value(attrs: Mapping[str, Any], keys: Iterable[str]) -> Any:
         if value is not None and value != "":
             return value
     return None
+
+
+class KeyGroups:
+    """:func:`first_value` for several synonym lists at once, in one pass over a span's keys.
+
+    Built once per set of lists (a module constant): a key set and, for each key, the lists
+    it is in and its rank there. :meth:`firsts` intersects the span's keys with the key set
+    (most spans carry few or none of them) and keeps, per list, the value of the
+    best-ranked key set (not None, not ""), exactly as :func:`first_value` would.
+    """
+
+    __slots__ = ("_places", "keys", "size")
+
+    def __init__(self, groups: Sequence[Sequence[str]]) -> None:
+        places: dict[str, list[tuple[int, int]]] = {}
+        for group_index, group in enumerate(groups):
+            for rank, key in enumerate(group):
+                places.setdefault(key, []).append((group_index, rank))
+        self._places = {key: tuple(where) for key, where in places.items()}
+        self.keys = frozenset(places)
+        self.size = len(groups)
+
+    def firsts(self, attrs: Mapping[str, Any]) -> list[Any]:
+        """One value per list (None when the span sets none of its keys), in list order."""
+        values: list[Any] = [None] * self.size
+        hits = self.keys.intersection(attrs)
+        if not hits:
+            return values
+        ranks = [len(self._places)] * self.size
+        for key in hits:
+            value = attrs[key]
+            if value is None or value == "":
+                continue
+            for group_index, rank in self._places[key]:
+                if rank < ranks[group_index]:
+                    ranks[group_index] = rank
+                    values[group_index] = value
+        return values
 
 
 def non_negative(value: Any) -> float | None:
@@ -141,6 +182,8 @@ def reported_cost_usd(attrs: Mapping[str, Any]) -> float | None:
     Looks at :data:`TOTAL_COST_KEYS` first, then sums a pair of :data:`SPLIT_COST_KEYS`.
     A ``gen_ai.usage.cost.currency`` other than USD makes the proposed cost unusable here.
     """
+    if _COST_KEYS.isdisjoint(attrs):  # most spans: no cost of their own
+        return None
     currency = attrs.get(COST_CURRENCY)
     for key in TOTAL_COST_KEYS:
         if key == COST_AMOUNT and currency not in (None, "", "USD", "usd"):
@@ -167,6 +210,23 @@ class CallUsage:
 
 def _scope_in(scope_name: str | None, prefixes: tuple[str, ...]) -> bool:
     return bool(scope_name) and any(str(scope_name).startswith(p) for p in prefixes)
+
+
+@lru_cache(maxsize=1024)
+def _scope_rules(scope_name: str | None) -> tuple[bool, bool]:
+    # (input excludes the cache, omits zero cache counts): a batch has few scopes
+    return (
+        _scope_in(scope_name, INPUT_EXCLUDES_CACHE_SCOPES),
+        _scope_in(scope_name, OMITS_ZERO_CACHE_SCOPES),
+    )
+
+
+USAGE_KEY_GROUPS = (
+    INPUT_TOKEN_KEYS, OUTPUT_TOKEN_KEYS, CACHE_READ_KEYS, CACHE_CREATION_KEYS, REASONING_KEYS,
+)
+"""The synonym lists :func:`call_usage` reads, in the order :func:`usage_from_values`
+takes their values."""
+_USAGE_KEYS = KeyGroups(USAGE_KEY_GROUPS)
 
 
 def normalised_tokens(
@@ -211,14 +271,30 @@ def call_usage(attrs: Mapping[str, Any], scope_name: str | None = None) -> CallU
     Returns:
         The :class:`CallUsage`; counts the span does not carry are None.
     """
-    reported_in = token_count(first_value(attrs, INPUT_TOKEN_KEYS))
+    return usage_from_values(_USAGE_KEYS.firsts(attrs), scope_name)
+
+
+def usage_from_values(values: Sequence[Any], scope_name: str | None = None) -> CallUsage:
+    """:func:`call_usage` from the first values of :data:`USAGE_KEY_GROUPS` (input, output,
+    cache read, cache creation, reasoning; raw attribute values or None), for a caller
+    that read them in its own pass (:class:`KeyGroups`)."""
+    raw_in, raw_out, raw_read, raw_creation, raw_reasoning = values[:5]
+    input_excludes_cache, omits_zero_cache = _scope_rules(scope_name)
+    if raw_in is None and raw_out is None and raw_read is None and raw_creation is None and (
+        raw_reasoning is None
+    ):
+        return CallUsage(_NO_TOKENS, None, omits_zero_cache)
+    reported_in = token_count(raw_in)
     tokens = normalised_tokens(
         reported_in,
-        token_count(first_value(attrs, OUTPUT_TOKEN_KEYS)),
-        token_count(first_value(attrs, CACHE_READ_KEYS)),
-        token_count(first_value(attrs, CACHE_CREATION_KEYS)),
-        token_count(first_value(attrs, REASONING_KEYS)),
-        input_excludes_cache=_scope_in(scope_name, INPUT_EXCLUDES_CACHE_SCOPES),
+        token_count(raw_out),
+        token_count(raw_read),
+        token_count(raw_creation),
+        token_count(raw_reasoning),
+        input_excludes_cache=input_excludes_cache,
     )
-    known = tokens.has_cache_detail or _scope_in(scope_name, OMITS_ZERO_CACHE_SCOPES)
+    known = tokens.has_cache_detail or omits_zero_cache
     return CallUsage(tokens, reported_in, known)
+
+
+_NO_TOKENS = TokenUsage(None, None)

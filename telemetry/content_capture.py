@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from functools import lru_cache
 from typing import Any
 
 from cliffwatch.telemetry import conventions as cv
@@ -90,8 +91,10 @@ PLAN_TITLE_KEY = "title"
 """The content field of each sub-task in ``cliff.plan.subtasks``."""
 
 
+@lru_cache(maxsize=8192)
 def is_content(key: str) -> bool:
-    """Whether an attribute of this name holds prompt or completion content."""
+    """Whether an attribute of this name holds prompt or completion content (cached: a
+    batch repeats a few dozen names on every span)."""
     return key in CONTENT_ATTRIBUTES or key.startswith(CONTENT_PREFIXES)
 
 
@@ -121,7 +124,7 @@ def strip_content(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
     holds none."""
     plan = attributes.get(cv.CLIFF_PLAN_SUBTASKS)
     stripped_plan = plan_without_titles(plan)
-    if stripped_plan is plan and not any(is_content(key) for key in attributes):
+    if stripped_plan is plan and not any(map(is_content, attributes)):
         return attributes
     kept = {key: value for key, value in attributes.items() if not is_content(key)}
     if plan is not None:

@@ -132,10 +132,13 @@ class SpanError(Exception):
     """One span is unusable (raised by the per-span checks); becomes a SpanRejection."""
 
 
+_ZERO_IDS = {16: bytes(16), 8: bytes(8)}
+
+
 def _check_id(raw: bytes, what: str, size: int) -> str:
     if len(raw) != size:
         raise SpanError(f"{what} has {len(raw)} bytes, expected {size}")
-    if not any(raw):
+    if raw == _ZERO_IDS[size]:
         raise SpanError(f"{what} is all zeros (invalid)")
     return raw.hex()
 
@@ -280,7 +283,8 @@ def decode_protobuf(body: bytes) -> DecodedRequest:
                             "attributes": _pb_attributes(ev.attributes),
                         }
                         for ev in span.events
-                    )
+                    ) if span.events else ()
+                    status = span.status
                     spans.append(
                         checked_span(
                             span.trace_id,
@@ -290,8 +294,8 @@ def decode_protobuf(body: bytes) -> DecodedRequest:
                             span.kind,
                             span.start_time_unix_nano,
                             span.end_time_unix_nano,
-                            span.status.code,
-                            span.status.message,
+                            status.code,
+                            status.message,
                             _pb_attributes(span.attributes),
                             resource_attributes,
                             scope,

@@ -51,13 +51,13 @@ from typing import Any
 from cliffwatch.settings import SettingError
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.call_usage import (
-    INPUT_TOKEN_KEYS,
-    OUTPUT_TOKEN_KEYS,
+    USAGE_KEY_GROUPS,
     CallUsage,
-    call_usage,
+    KeyGroups,
     first_value,
     non_negative,
     reported_cost_usd,
+    usage_from_values,
 )
 from cliffwatch.telemetry.conventions import LLM_CALL_ROLES, CostSource, Role
 from cliffwatch.telemetry.otlp_decode import OtlpSpan, SpanRejection
@@ -88,6 +88,11 @@ PROVIDER_KEYS = (
     "llm.system",
 )
 OPERATION_KEYS = (cv.GEN_AI_OPERATION_NAME, "llm.request.type")
+
+_SPAN_KEYS = KeyGroups(
+    (*USAGE_KEY_GROUPS, REQUEST_MODEL_KEYS, RESPONSE_MODEL_KEYS, PROVIDER_KEYS, OPERATION_KEYS)
+)
+"""Every synonym list :func:`map_span` reads, looked up in one pass over a span's keys."""
 
 DEFAULT_TASK_CLASS_ATTRIBUTES: tuple[str, ...] = (
     cv.CLIFF_TASK_CLASS,
@@ -166,6 +171,11 @@ def llm_kind(attrs: Mapping[str, Any]) -> bool | None:
     (LLM or EMBEDDING), ``traceloop.span.kind`` (anything but ``llm`` is a workflow, task,
     agent or tool), ``gen_ai.operation.name`` / ``llm.request.type`` (:data:`LLM_OPERATIONS`).
     """
+    return _llm_kind(attrs, _first(attrs, OPERATION_KEYS))
+
+
+def _llm_kind(attrs: Mapping[str, Any], operation: Any) -> bool | None:
+    """:func:`llm_kind` with the first of :data:`OPERATION_KEYS` already read."""
     role = attrs.get(cv.CLIFF_ROLE)
     if role is not None:
         return role in LLM_CALL_ROLES
@@ -175,7 +185,6 @@ def llm_kind(attrs: Mapping[str, Any]) -> bool | None:
     tl_kind = attrs.get(TRACELOOP_SPAN_KIND)
     if tl_kind is not None and str(tl_kind).lower() != "llm":
         return False
-    operation = _first(attrs, OPERATION_KEYS)
     if operation is not None:
         return str(operation).lower() in LLM_OPERATIONS
     return True if tl_kind is not None else None
@@ -243,13 +252,18 @@ def role_from_words(text: str) -> Role | None:
     return None
 
 
+_ROLE_HINT_KEY_SET = frozenset(ROLE_HINT_KEYS)
+
+
 def _span_role_hint(span: OtlpSpan) -> Role | None:
-    for key in ROLE_HINT_KEYS:
-        value = span.attributes.get(key)
-        if isinstance(value, str):
-            role = role_from_words(value)
-            if role is not None:
-                return role
+    attrs = span.attributes
+    if not _ROLE_HINT_KEY_SET.isdisjoint(attrs):
+        for key in ROLE_HINT_KEYS:
+            value = attrs.get(key)
+            if isinstance(value, str):
+                role = role_from_words(value)
+                if role is not None:
+                    return role
     return role_from_words(span.name)
 
 
@@ -277,12 +291,18 @@ def call_role(span: OtlpSpan, ancestors: Sequence[OtlpSpan] = ()) -> Role:
 # --- the mapping ---------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=64)
+def _task_class_keys(attribute_names: tuple[str, ...]) -> KeyGroups:
+    return KeyGroups((attribute_names,))
+
+
 def task_class_of(span: OtlpSpan, attribute_names: Sequence[str]) -> str | None:
     """The first of ``attribute_names`` set on the span, then on its resource; else, for a
     root span marked as an agent, its name (the OpenAI Agents SDK under OpenInference names
     its workflow only there); else None."""
+    keys = _task_class_keys(tuple(attribute_names))
     for attrs in (span.attributes, span.resource_attributes):
-        value = _text(_first(attrs, attribute_names))
+        value = _text(keys.firsts(attrs)[0])
         if value is not None:
             return value
     if span.parent_span_id is None and _structure_kind(span.attributes) == "agent":
@@ -306,10 +326,18 @@ def resource_json_text(attributes: Mapping[str, Any]) -> str:
 
 def _attributes_json(span: OtlpSpan) -> str:
     attrs = span.attributes
-    if type(attrs) is dict and not (span.scope_name and "otel.scope.name" not in attrs) and not (
-        span.scope_version and "otel.scope.version" not in attrs
-    ):
-        return _json_text(attrs)
+    if type(attrs) is dict:
+        # The JSON of the attributes with otel.scope.* appended as they would be by
+        # setdefault on a copy (last, name before version), without copying the dict.
+        extra = []
+        if span.scope_name and "otel.scope.name" not in attrs:
+            extra.append('"otel.scope.name":' + _json_text(span.scope_name))
+        if span.scope_version and "otel.scope.version" not in attrs:
+            extra.append('"otel.scope.version":' + _json_text(span.scope_version))
+        text = _json_text(attrs)
+        if not extra:
+            return text
+        return text[:-1] + ("," if attrs else "") + ",".join(extra) + "}"
     attrs = dict(attrs)
     # otel.scope.* are the OTel names for the scope outside OTLP (as exporters to Zipkin use);
     # kept so the producer of an ingested span can be told later.
@@ -407,12 +435,14 @@ def map_span(
         Usage out of bounds is rejected (:func:`telemetry.usage_bounds.bound_usage`).
     """
     attrs = span.attributes
-    usage = call_usage(attrs, span.scope_name)
+    values = _SPAN_KEYS.firsts(attrs)
+    raw_request_model, raw_response_model, raw_provider, raw_operation = values[5:]
+    usage = usage_from_values(values, span.scope_name)
     tokens = usage.tokens
     input_tokens, output_tokens = tokens.input_tokens, tokens.output_tokens
-    request_model = _text(_first(attrs, REQUEST_MODEL_KEYS))
-    response_model = _text(_first(attrs, RESPONSE_MODEL_KEYS))
-    kind = llm_kind(attrs)
+    request_model = _text(raw_request_model)
+    response_model = _text(raw_response_model)
+    kind = _llm_kind(attrs, raw_operation)
     has_model = bool(request_model or response_model)
     has_usage = input_tokens is not None or output_tokens is not None
     own_role = _own_role(attrs)
@@ -449,8 +479,8 @@ def map_span(
         role=str(role),
         task_class=task_class_of(span, config.task_class_attributes),
         is_llm_call=is_llm_call,
-        operation=_text(_first(attrs, OPERATION_KEYS)),
-        provider=_text(_first(attrs, PROVIDER_KEYS)),
+        operation=_text(raw_operation),
+        provider=_text(raw_provider),
         request_model=request_model,
         response_model=response_model,
         input_tokens=input_tokens,
@@ -479,7 +509,7 @@ def map_span(
         computed_cost_usd=cost.computed_usd if cost else None,
         cache_detail_missing=cost.cache_detail_missing if cost else None,
     )
-    return bound_usage(record, _first(attrs, INPUT_TOKEN_KEYS), _first(attrs, OUTPUT_TOKEN_KEYS))
+    return bound_usage(record, values[0], values[1])
 
 
 def map_spans(

@@ -2,13 +2,16 @@
 
 :func:`price_call` is the one function every path prices an LLM call with (the runner, the
 guard's ``record_call``, the litellm callback and OTLP ingest, through
-:func:`telemetry.otlp_mapping.map_span`). It does no arithmetic of its own: the cost is
+:func:`telemetry.otlp_mapping.map_span`). Its arithmetic is litellm's: the cost is
 ``litellm.cost_per_token`` over a litellm ``Usage`` carrying the whole token breakdown
 (cache reads, cache writes, reasoning), so cache discounts, cache-write premiums, reasoning
 rates and tiered prices above a prompt size (``input_cost_per_token_above_200k_tokens``)
 are litellm's; the per-token rates it billed at come from litellm's
 ``get_billed_token_rates`` and are returned beside the cost so a stored call can be
-explained and recomputed from its row alone (:func:`recompute_cost_usd`).
+explained and recomputed from its row alone (:func:`recompute_cost_usd`). Within a batch
+(:class:`PriceMemo`), calls on a flat per-token litellm price are costed from those rates in
+litellm's own lines (:func:`flat_cost_usd`), held equal to ``cost_per_token`` for every
+such entry of the map by tests/test_pricing_memo.py.
 
 Token counts follow the OpenTelemetry GenAI conventions, as litellm's ``Usage`` does:
 ``input_tokens`` *includes* cache reads and cache writes, ``output_tokens`` *includes*
@@ -286,17 +289,23 @@ class PriceMemo:
 
     Within a batch each model's price entry is found once, and litellm's billed rates are
     looked up once per entry and token-type mix when the entry has no usage-dependent keys
-    (:data:`_USAGE_DEPENDENT_RATE_KEY`). The cost itself is litellm's for every call (it
-    depends on the tokens). Keep one per batch, not per process: litellm's map can change
-    while a process runs (``register_model``), and a batch is short. Not thread-safe: one
-    batch, one thread.
+    (:data:`_USAGE_DEPENDENT_RATE_KEY`). For a litellm map entry that also has no per-unit
+    keys (:data:`_PER_UNIT_RATE_KEY`), the calls after the first of a mix are costed from
+    those memoised rates (:func:`flat_cost_usd`, litellm's generic per-token lines) instead
+    of calling ``litellm.cost_per_token`` again; tests/test_pricing_memo.py holds the two
+    equal for every such entry of litellm's map. Keep one per batch, not per process:
+    litellm's map can change while a process runs (``register_model``), and a batch is
+    short; memoised rates are carried to later batches only while their entry is unchanged
+    (:data:`_SHARED_PRICES`). Not thread-safe: one batch, one thread.
     """
 
-    __slots__ = ("entries", "rates")
+    __slots__ = ("entries", "firsts", "prices", "rates")
 
     def __init__(self) -> None:
         self.entries: dict[tuple[str, Path | None], _Entry | None] = {}
+        self.firsts: dict[tuple[Any, Path | None], _Entry | None] = {}
         self.rates: dict[tuple[Any, ...], Any] = {}
+        self.prices: dict[tuple[Any, ...], tuple[Mapping[str, Any], Price]] = {}
 
     def find_entry(self, model: str, overrides_path: Path | None) -> _Entry | None:
         """:func:`_find_entry`, once per model and override file in this batch."""
@@ -305,9 +314,91 @@ class PriceMemo:
             self.entries[key] = _find_entry(model, overrides_path)
         return self.entries[key]
 
+    def first_entry(
+        self, models: str | Sequence[str | None] | None, overrides_path: Path | None
+    ) -> _Entry | None:
+        """The entry :func:`price_call` prices ``models`` by, once per candidate list and
+        override file in this batch."""
+        key = (models if isinstance(models, str) or models is None else tuple(models),
+               overrides_path)
+        if key not in self.firsts:
+            self.firsts[key] = _first_entry(models, overrides_path, self)
+        return self.firsts[key]
+
 
 def _is_flat(entry: Mapping[str, Any]) -> bool:
     return not any(_USAGE_DEPENDENT_RATE_KEY.search(key) for key in entry)
+
+
+_PER_UNIT_RATE_KEY = re.compile(
+    r"(?<!search_context_)cost_per_"
+    r"(second|request|image|character|query|pixel|page|minute|hour|video|audio)(?!_token)"
+)
+"""Price-entry keys litellm bills by something other than the tokens of a text call (per
+request, second, image, character...). An entry with one of them is always costed by
+``litellm.cost_per_token``, never from memoised rates. (A web search's
+``search_context_cost_per_query`` is billed only for search requests, which a
+:class:`TokenUsage` never carries.)"""
+
+
+def memoisable(key: str, entry: Mapping[str, Any]) -> bool:
+    """Whether :class:`PriceMemo` may cost calls on litellm map entry ``key`` from memoised
+    rates: the entry's rates cannot depend on the call (:data:`_USAGE_DEPENDENT_RATE_KEY`),
+    it bills nothing but tokens (:data:`_PER_UNIT_RATE_KEY`), it names its provider, and
+    ``litellm.cost_per_token`` resolves ``key`` to this same entry (it strips a repeated
+    ``provider/provider/`` prefix and prefers a ``provider/key`` entry)."""
+    provider = entry.get("litellm_provider")
+    if not isinstance(provider, str) or not provider:
+        return False
+    prefix = provider + "/"
+    if key.startswith(prefix + prefix):
+        return False
+    if not (_is_flat(entry) and not any(_PER_UNIT_RATE_KEY.search(k) for k in entry)):
+        return False
+    joined = key if key.startswith(prefix) else prefix + key
+    other = import_litellm().model_cost.get(joined)
+    return other is None or other is entry or other == entry
+
+
+def flat_cost_usd(usage: TokenUsage, price: Price) -> float | None:
+    """A call's cost from per-token rates, in the lines and order litellm's
+    ``generic_cost_per_token`` bills a text call by; None when the counts are not
+    consistent (cache tokens above the input count, reasoning above the output count),
+    which litellm must settle.
+
+    ``(uncached input x input rate + cache reads x cache read rate + cache writes x cache
+    creation rate) + (text output x output rate + reasoning x reasoning rate)``, with
+    missing counts 0 and a missing cache or reasoning rate the input or output rate.
+    """
+    cache_read = usage.cache_read_tokens or 0
+    cache_creation = usage.cache_creation_tokens or 0
+    reasoning = usage.reasoning_tokens or 0
+    uncached = (usage.input_tokens or 0) - cache_read - cache_creation
+    text_out = (usage.output_tokens or 0) - reasoning
+    if uncached < 0 or text_out < 0:
+        return None
+    input_rate = price.input_usd_per_token
+    output_rate = price.output_usd_per_token
+    prompt_usd = float(uncached) * input_rate
+    if cache_read:
+        rate = price.cache_read_usd_per_token
+        prompt_usd += float(cache_read) * (input_rate if rate is None else rate)
+    if cache_creation:
+        rate = price.cache_creation_usd_per_token
+        prompt_usd += cache_creation * (input_rate if rate is None else rate)
+    completion_usd = float(text_out) * output_rate
+    if reasoning:
+        rate = price.reasoning_usd_per_token
+        completion_usd += float(reasoning) * (output_rate if rate is None else rate)
+    return float(prompt_usd) + float(completion_usd)
+
+
+def _mix_key(found: _Entry, provider: str | None, usage: TokenUsage) -> tuple[Any, ...]:
+    return (
+        found.key, found.override, provider,
+        bool(usage.cache_read_tokens), bool(usage.cache_creation_tokens),
+        bool(usage.reasoning_tokens),
+    )
 
 
 def _billed_rates(
@@ -324,11 +415,7 @@ def _billed_rates(
 
     key: tuple[Any, ...] | None = None
     if memo is not None:
-        key = (
-            found.key, found.override, provider,
-            bool(usage.cache_read_tokens), bool(usage.cache_creation_tokens),
-            bool(usage.reasoning_tokens),
-        )
+        key = _mix_key(found, provider, usage)
         cached = memo.rates.get(key)
         if cached is not None and cached[0] is found.entry:
             return cached[1]
@@ -343,10 +430,23 @@ def _billed_rates(
 def _litellm_cost(
     found: _Entry, usage: TokenUsage, memo: PriceMemo | None = None
 ) -> tuple[float, Price]:
-    """(cost USD, billed rates) of ``usage`` on the model of ``found``, both from litellm."""
-    litellm = import_litellm()
+    """(cost USD, billed rates) of ``usage`` on the model of ``found``, both from litellm
+    (the cost from rates memoised in ``memo`` when :class:`PriceMemo` allows it)."""
     provider = found.entry.get("litellm_provider")
     provider = provider if isinstance(provider, str) and provider else None
+    memo_key: tuple[Any, ...] | None = None
+    if memo is not None and not found.override:
+        memo_key = _mix_key(found, provider, usage)
+        known = memo.prices.get(memo_key)
+        if known is None:
+            shared = _SHARED_PRICES.get(memo_key)
+            if shared is not None and shared[0] == found.entry:  # unchanged since memoised
+                known = memo.prices[memo_key] = (found.entry, shared[1])
+        if known is not None and known[0] is found.entry:
+            cost_usd = flat_cost_usd(usage, known[1])
+            if cost_usd is not None:
+                return cost_usd, known[1]
+    litellm = import_litellm()
     info: Any = dict(found.entry) if found.override else None  # a litellm ModelInfo
     lite_usage = litellm_usage(usage)
     prompt_usd, completion_usd = litellm.cost_per_token(
@@ -372,7 +472,31 @@ def _litellm_cost(
             rates.cache_creation_input_token_cost,
             rates.output_cost_per_reasoning_token,
         )
+        cost_usd = float(prompt_usd) + float(completion_usd)
+        if (
+            memo_key is not None
+            and memo is not None
+            and memoisable(found.key, found.entry)
+            and _agrees(flat_cost_usd(usage, price), cost_usd)
+        ):
+            memo.prices[memo_key] = (found.entry, price)
+            if len(_SHARED_PRICES) >= _SHARED_PRICES_MAX:
+                _SHARED_PRICES.clear()
+            _SHARED_PRICES[memo_key] = (dict(found.entry), price)
     return float(prompt_usd) + float(completion_usd), price
+
+
+_SHARED_PRICES: dict[tuple[Any, ...], tuple[dict[str, Any], Price]] = {}
+"""Memoised rates carried from batch to batch, each with a copy of the price entry they were
+read from: a batch's :class:`PriceMemo` takes one only when the entry still equals the copy
+(checked once per batch and mix), so a ``register_model`` between batches is seen."""
+_SHARED_PRICES_MAX = 4096
+
+
+def _agrees(memo_usd: float | None, litellm_usd: float) -> bool:
+    # The rates are memoised only when they rebuild the cost litellm just gave: a guard
+    # against a provider's cost logic that is not tokens x rates.
+    return memo_usd is not None and abs(memo_usd - litellm_usd) <= 1e-12 * abs(litellm_usd)
 
 
 def price_call(
@@ -406,16 +530,11 @@ def price_call(
     Raises:
         SettingError: the price override file is missing or malformed.
     """
-    candidates = [models] if isinstance(models, str) or models is None else list(models)
-    found = None
-    for model in dict.fromkeys(m for m in candidates if m):
-        found = (
-            _find_entry(model, overrides_path)
-            if memo is None
-            else memo.find_entry(model, overrides_path)
-        )
-        if found is not None:
-            break
+    found = (
+        _first_entry(models, overrides_path)
+        if memo is None
+        else memo.first_entry(models, overrides_path)
+    )
     computed: float | None = None
     price: Price | None = None
     has_tokens = usage.input_tokens is not None or usage.output_tokens is not None
@@ -432,6 +551,24 @@ def price_call(
     known = usage.has_cache_detail if cache_detail_known is None else cache_detail_known
     missing = not known and price is not None and caches_prompts(price)
     return CallCost(computed, CostSource.COMPUTED, price, computed, None, missing)
+
+
+def _first_entry(
+    models: str | Sequence[str | None] | None,
+    overrides_path: Path | None,
+    memo: PriceMemo | None = None,
+) -> _Entry | None:
+    """The entry of the first of ``models`` that has a price (see :func:`price_call`)."""
+    candidates = [models] if isinstance(models, str) or models is None else list(models)
+    for model in dict.fromkeys(m for m in candidates if m):
+        found = (
+            _find_entry(model, overrides_path)
+            if memo is None
+            else memo.find_entry(model, overrides_path)
+        )
+        if found is not None:
+            return found
+    return None
 
 
 def cost_of(

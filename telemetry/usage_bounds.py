@@ -143,16 +143,18 @@ def bound_usage(record: SpanRecord, raw_input_tokens: Any, raw_output_tokens: An
         prices None, ``cost_source`` ``unpriced`` for a call, and
         :data:`USAGE_REJECTED_REASON` set in its attributes JSON.
     """
-    reason = (
-        token_problem(raw_input_tokens)
-        or token_problem(raw_output_tokens)
-        or next((problem for count in (record.cache_read_tokens, record.cache_creation_tokens,
-                                       record.reasoning_tokens, record.input_tokens_reported)
-                 if count is not None and (problem := token_problem(count))), None)
-        or cost_problem(record.cost_usd)
-        or cost_problem(record.reported_cost_usd)
-        or cost_problem(record.computed_cost_usd)
-    )
+    reason = token_problem(raw_input_tokens) or token_problem(raw_output_tokens)
+    if reason is None:
+        for count in (record.cache_read_tokens, record.cache_creation_tokens,
+                      record.reasoning_tokens, record.input_tokens_reported):
+            if count is not None and (reason := token_problem(count)) is not None:
+                break
+    if reason is None:
+        reason = (
+            cost_problem(record.cost_usd)
+            or cost_problem(record.reported_cost_usd)
+            or cost_problem(record.computed_cost_usd)
+        )
     if reason is None:
         if USAGE_REJECTED_REASON in record.attributes:  # a producer's own: not ours to keep
             return replace(record, attributes=_with_reason(record.attributes, None))

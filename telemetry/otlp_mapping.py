@@ -177,7 +177,7 @@ def llm_kind(attrs: Mapping[str, Any]) -> bool | None:
 def _llm_kind(attrs: Mapping[str, Any], operation: Any) -> bool | None:
     """:func:`llm_kind` with the first of :data:`OPERATION_KEYS` already read."""
     role = attrs.get(cv.CLIFF_ROLE)
-    if role is not None:
+    if isinstance(role, str):  # another type (a list, a number) is no role marker
         return role in LLM_CALL_ROLES
     oi_kind = attrs.get(OPENINFERENCE_SPAN_KIND)
     if oi_kind is not None:
@@ -351,7 +351,7 @@ def _attributes_json(span: OtlpSpan) -> str:
 def _own_role(attrs: Mapping[str, Any]) -> Role | None:
     raw = attrs.get(cv.CLIFF_ROLE)
     try:
-        return Role(raw) if raw is not None else None
+        return Role(raw) if isinstance(raw, str) else None
     except ValueError:
         return None
 

@@ -400,6 +400,17 @@ def test_call_detection_without_markers() -> None:
     assert not map_span(_span({"http.method": "POST"})).is_llm_call
 
 
+@pytest.mark.parametrize("role", [["worker", "plan"], 3, True])
+def test_a_cliff_role_that_is_not_text_is_no_marker(role: object) -> None:
+    """An array, a number or a bool in ``cliff.role`` is ignored (the other markers decide),
+    never a span rejected for a TypeError."""
+    call = map_span(_span({"cliff.role": role, "gen_ai.operation.name": "chat",
+                           "gen_ai.request.model": "gpt-4o-mini",
+                           "gen_ai.usage.input_tokens": 5, "gen_ai.usage.output_tokens": 2}))
+    assert call.is_llm_call and call.cost_usd is not None
+    assert not map_span(_span({"cliff.role": role, "http.method": "POST"})).is_llm_call
+
+
 def test_a_marked_call_without_usage_is_counted_as_unpriced() -> None:
     # streaming without usage: a real call whose cost is unknown, not a vanished one
     record = map_span(

@@ -36,6 +36,8 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from cliffwatch.analytics import chunks
+from cliffwatch.analytics.chunks import Bounds
 from cliffwatch.analytics.recorded import CANCELLED_ERROR, attr_sql, attrs_sql
 from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.telemetry import conventions as cv
@@ -422,19 +424,9 @@ Placeholders: ``{lim}`` (limits per variant and recorded limits), ``{workers}``,
 
 def chunk_bounds(
     con: duckdb.DuckDBPyConnection, scope_sql: str, params: dict[str, Any], runs: int
-) -> list[tuple[str | None, str | None]]:
-    """``[(low, high), ...]`` run-id ranges (low inclusive, high exclusive, None open)
-    splitting the ``runs`` runs of ``scope_sql`` (a query with a ``run_id`` column)
-    into chunks of about :data:`CHUNK_RUNS`."""
-    chunks = -(-runs // CHUNK_RUNS)
-    if chunks <= 1:
-        return [(None, None)]
-    qs = [i / chunks for i in range(1, chunks)]
-    rows = con.sql(f"SELECT quantile_disc(run_id, {qs}) FROM ({scope_sql})",
-                   params=params or None).fetchall()
-    cuts = sorted(set(rows[0][0])) if rows and rows[0][0] else []
-    edges: list[str | None] = [None, *cuts, None]
-    return list(zip(edges[:-1], edges[1:], strict=True))
+) -> list[Bounds]:
+    """:func:`analytics.chunks.chunk_bounds` in chunks of :data:`CHUNK_RUNS` runs."""
+    return chunks.chunk_bounds(con, scope_sql, params, runs, CHUNK_RUNS)
 
 
 def sql_run_rows(
@@ -442,23 +434,13 @@ def sql_run_rows(
     names: dict[str, str],
     conds: list[str],
     params: dict[str, Any],
-    bounds: tuple[str | None, str | None],
+    bounds: Bounds,
 ) -> pl.DataFrame:
     """:data:`RUN_SQL` over the runs of ``conds`` (on ``runs r``) within the run-id range
     ``bounds``; ``names`` maps ``lim``, ``workers``, ``synth`` to registered tables."""
-    conds = list(conds)
     params = dict(params)
-    low, high = bounds
-    span_range = ""  # the same range on the spans' trace id: a plain filter, cheaper than
-    # the semi-join alone, and DuckDB skips row groups whose ids lie outside it
-    if low is not None:
-        conds.append("r.run_id >= $chunk_low")
-        span_range += " AND sp.trace_id >= $chunk_low"
-        params["chunk_low"] = low
-    if high is not None:
-        conds.append("r.run_id < $chunk_high")
-        span_range += " AND sp.trace_id < $chunk_high"
-        params["chunk_high"] = high
+    extra, span_range = chunks.range_filters(bounds, "r.run_id", "sp.trace_id", params)
+    conds = [*conds, *extra]
     sql = RUN_SQL.replace("{where}", where(conds)).replace("{span_range}", span_range)
     for key, name in names.items():
         sql = sql.replace(f"{{{key}}}", name)

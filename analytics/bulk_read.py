@@ -21,10 +21,13 @@ import polars as pl
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
-MEMORY_LIMIT = "512MB"
+MEMORY_LIMIT = "256MB"
 """DuckDB's ``memory_limit`` while a what-if reads the store (:func:`bounded_memory`):
 without it the buffer pool keeps every block of span attributes it has read (about 1 GB
-per 100,000 runs), with it DuckDB evicts them, or spills, as it goes."""
+per 100,000 runs), with it DuckDB evicts them, or spills, as it goes. 256 MB with chunks
+of 25,000 runs (:data:`analytics.whatif_sql.CHUNK_RUNS`): at 1M runs the what-if's peak
+RSS fell from 1,265 to about 1,030 MB against 512 MB and 50,000-run chunks, at the same
+wall time within the noise of a loaded machine (issue 11)."""
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Role
 
-CHUNK_RUNS = 100_000
+CHUNK_RUNS = 50_000
 """Runs per chunk of the estimates' read."""
 
 _ESTIMATES_SQL = f"""

@@ -43,8 +43,9 @@ from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Role, RunStatus
 
-CHUNK_RUNS = 50_000
-"""Runs per chunk of the pushed-down what-if (their spans are read at once)."""
+CHUNK_RUNS = 25_000
+"""Runs per chunk of the pushed-down what-if (their spans are read at once): one chunk's
+groups fit DuckDB's bulk-read bound (:data:`analytics.bulk_read.MEMORY_LIMIT`)."""
 
 _STATUSES = ", ".join(f"'{s.value}'" for s in RunStatus)
 def _a(key: str, sql_type: str | None = None) -> str:

@@ -215,7 +215,10 @@ def replay_rows(
     if lim.is_empty():
         return [(_finish([]), 0) for _ in variants]
     runs = frame(con, f"SELECT count(*) AS n FROM runs r {where(conds)}", params)["n"][0]
-    bounds = chunk_bounds(con, f"SELECT r.run_id FROM runs r {where(conds)}", params, runs)
+    # every variant adds its own rows per run: chunks of CHUNK_RUNS / variants runs keep a
+    # chunk's groups within the memory bound (2 variants of 25,000 runs ran out of 256 MB)
+    bounds = chunk_bounds(con, f"SELECT r.run_id FROM runs r {where(conds)}", params,
+                          runs * len(variants))
     parts: list[list[pl.DataFrame]] = [[] for _ in variants]
     to_python: list[list[str]] = [[] for _ in variants]
     schema = pl.Schema(RUN_SCHEMA)

@@ -44,8 +44,9 @@ from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Role, RunStatus
 
 CHUNK_RUNS = 25_000
-"""Runs per chunk of the pushed-down what-if (their spans are read at once): one chunk's
-groups fit DuckDB's bulk-read bound (:data:`analytics.bulk_read.MEMORY_LIMIT`)."""
+"""Runs per chunk of the pushed-down what-if with one variant (their spans are read at
+once; with n variants, a chunk holds a n-th of it): one chunk's groups fit DuckDB's bulk-read
+bound (:data:`analytics.bulk_read.MEMORY_LIMIT`)."""
 
 _STATUSES = ", ".join(f"'{s.value}'" for s in RunStatus)
 def _a(key: str, sql_type: str | None = None) -> str:

@@ -24,7 +24,10 @@ _log = logging.getLogger(__name__)
 MEMORY_LIMIT = "512MB"
 """DuckDB's ``memory_limit`` while a what-if reads the store (:func:`bounded_memory`):
 without it the buffer pool keeps every block of span attributes it has read (about 1 GB
-per 100,000 runs), with it DuckDB evicts them, or spills, as it goes."""
+per 100,000 runs), with it DuckDB evicts them, or spills, as it goes. 256 MB (with chunks
+of 25,000 runs) cut the what-if's peak RSS at 1M runs to ~915 MB, but findings at 1M ran
+out of it somewhere and read everything again unbounded (382 s, 6.5 GB; issue 11, not yet
+traced), so the bound stays at 512 MB until that query is found."""
 
 
 @contextmanager

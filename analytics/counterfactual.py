@@ -232,7 +232,7 @@ def counterfactual(
         run: the recorded run (:func:`analytics.recorded.load_recorded_runs`).
         limits: the cap, ceiling and policy to replay it under.
         estimates: the class's figures for work the record does not hold
-            (:func:`analytics.recorded.load_estimates`); None: only the plan's own
+            (:func:`analytics.estimates.load_estimates`); None: only the plan's own
             dispatch estimates are available.
 
     Returns:

@@ -79,7 +79,8 @@ import polars as pl
 
 from cliffwatch import settings
 from cliffwatch.analytics.bulk_read import run_bounded
-from cliffwatch.analytics.recorded import Estimates, load_estimates
+from cliffwatch.analytics.estimates import load_estimates
+from cliffwatch.analytics.recorded import Estimates
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import require_task_class
 from cliffwatch.analytics.scalars import as_float, as_int
@@ -680,7 +681,7 @@ def find_findings(
         thresholds: default :meth:`Thresholds.from_settings`.
         now: the end of a window given only a ``since`` (default the clock).
         estimates: the class estimates of ``task_class``
-            (:func:`analytics.recorded.load_estimates`), when the caller has them already.
+            (:func:`analytics.estimates.load_estimates`), when the caller has them already.
 
     Returns:
         One row per (kind, task class), columns :data:`FINDING_COLUMNS`: ``title`` one

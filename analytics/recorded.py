@@ -33,7 +33,7 @@ from typing import Any
 
 import duckdb
 
-from cliffwatch.analytics.redo import CompletedRuns, RedoEstimate, load_completed_runs
+from cliffwatch.analytics.redo import CompletedRuns, RedoEstimate
 from cliffwatch.analytics.runs import require_task_class, resolve_run_id
 from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.analytics.window import Window
@@ -451,82 +451,4 @@ def load_recorded_run(con: duckdb.DuckDBPyConnection, run_id: str) -> RecordedRu
     """
     full = resolve_run_id(con, run_id)
     return load_recorded_runs(con, run_ids=[full])[0]
-
-
-_ESTIMATES_SQL = f"""
-    WITH scope AS (SELECT run_id, task_class FROM runs {{where}}),
-    subtasks AS (
-        SELECT task_class, trace_id, TRY_CAST(a[1] AS INTEGER) AS subtask_index, model,
-            sum(cost_usd) AS cost_usd,
-            count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced,
-            bool_or(coalesce(a[2] = '{CANCELLED_ERROR}', false)) AS cancelled,
-            max(output_tokens) FILTER (WHERE status_code <> 'error') AS output_tokens
-        FROM (
-            SELECT scope.task_class, s.trace_id, s.cost_usd, s.output_tokens, s.status_code,
-                coalesce(s.request_model, s.response_model) AS model,
-                {attrs_sql((cv.CLIFF_SUBTASK_INDEX, cv.ERROR_TYPE))} AS a
-            FROM spans s JOIN scope ON s.trace_id = scope.run_id
-            WHERE s.is_leaf_call AND s.role = '{Role.WORKER}'
-        )
-        GROUP BY ALL
-    ),
-    workers AS (
-        SELECT task_class, model,
-            avg(cost_usd) FILTER (WHERE unpriced = 0) AS cost_usd,
-            avg(output_tokens) AS output_tokens,
-            count(*) AS samples
-        FROM subtasks WHERE NOT cancelled AND model IS NOT NULL
-        GROUP BY ALL
-    ),
-    stage AS (
-        SELECT scope.task_class, s.trace_id, sum(s.cost_usd) AS cost_usd,
-            avg(s.price_input_usd_per_token) FILTER (WHERE s.role = '{Role.SYNTHESIS}')
-                AS price_input
-        FROM spans s JOIN scope ON s.trace_id = scope.run_id
-        WHERE s.is_leaf_call AND s.role IN ('{Role.SYNTHESIS}', '{Role.CRITIC}')
-        GROUP BY ALL
-    )
-    SELECT 'worker' AS kind, task_class, model, cost_usd, output_tokens, samples,
-        NULL::DOUBLE AS price_input
-    FROM workers
-    UNION ALL
-    SELECT 'synthesis', task_class, NULL, avg(cost_usd), NULL, count(*), avg(price_input)
-    FROM stage GROUP BY task_class
-"""
-
-
-def load_estimates(con: duckdb.DuckDBPyConnection, task_class: str | None = None) -> Estimates:
-    """Per class figures from every recorded run of ``task_class`` (None: every class).
-
-    Means, not medians: a counterfactual's spend is a sum over many runs, and the mean
-    is the figure whose sum is unbiased. The completed runs come from a second query
-    (:func:`analytics.redo.load_completed_runs`).
-
-    Args:
-        con: a store connection.
-        task_class: one class, or None for all.
-
-    Returns:
-        :class:`Estimates` (empty mappings where the store holds nothing to estimate from).
-    """
-    conds: list[str] = []
-    params: dict[str, Any] = {}
-    if task_class is not None:
-        conds.append("task_class = $task_class")
-        params["task_class"] = task_class
-    rows = frame(con, _ESTIMATES_SQL.format(where=where(conds)), params)
-    workers: dict[tuple[str, str], WorkerEstimate] = {}
-    synthesis: dict[str, float] = {}
-    price: dict[str, float] = {}
-    for row in rows.iter_rows(named=True):
-        if row["kind"] == "worker":
-            workers[(row["task_class"], row["model"])] = WorkerEstimate(
-                row["cost_usd"], row["output_tokens"], row["samples"]
-            )
-        else:
-            if row["cost_usd"] is not None:
-                synthesis[row["task_class"]] = row["cost_usd"]
-            if row["price_input"] is not None:
-                price[row["task_class"]] = row["price_input"]
-    return Estimates(workers, synthesis, price, load_completed_runs(con, task_class))
 

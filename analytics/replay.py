@@ -35,11 +35,11 @@ from cliffwatch.analytics.counterfactual import (
     counterfactual,
 )
 from cliffwatch.analytics.errors import AnalyticsError
+from cliffwatch.analytics.estimates import load_estimates
 from cliffwatch.analytics.recorded import (
     Estimates,
     RecordedCall,
     RecordedRun,
-    load_estimates,
     load_recorded_run,
 )
 from cliffwatch.analytics.runs import get_run

@@ -40,7 +40,8 @@ import duckdb
 import polars as pl
 
 from cliffwatch.analytics.bulk_read import run_bounded
-from cliffwatch.analytics.recorded import Estimates, load_estimates
+from cliffwatch.analytics.estimates import load_estimates
+from cliffwatch.analytics.recorded import Estimates
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import require_task_class
 from cliffwatch.analytics.scalars import as_datetime
@@ -275,7 +276,7 @@ def what_if(
             (:func:`analytics.whatif_rows.replay_rows`); False replays every run with the
             Python counterfactual (the reference; slower, same figures).
         estimates: the class estimates of ``task_class`` when the caller has them already
-            (:func:`analytics.recorded.load_estimates`; they do not depend on the limits).
+            (:func:`analytics.estimates.load_estimates`; they do not depend on the limits).
 
     Returns:
         The :class:`WhatIf`.

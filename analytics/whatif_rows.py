@@ -120,9 +120,22 @@ def _python_chunks(
 
 
 def _finish(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """The chunks' rows as one frame, oldest first (``started_at``, then ``run_id``).
+
+    Takes ``parts`` over (the list is emptied) and reorders one column at a time, each
+    chunk column freed as its sorted copy is made: the peak is the rows plus one column,
+    not twice the rows as a frame-wide sort (+330 MB at 1M runs, issue 11)."""
     if not parts:
         return pl.DataFrame(schema=RUN_SCHEMA)
-    return pl.concat(parts, rechunk=False).sort("started_at", "run_id")
+    whole = pl.concat(parts, rechunk=False)
+    parts.clear()
+    order = whole.select(pl.arg_sort_by("started_at", "run_id")).to_series()
+    columns = whole.get_columns()
+    del whole
+    for i, column in enumerate(columns):
+        columns[i] = column.gather(order)
+        del column
+    return pl.DataFrame(columns)
 
 
 def python_rows(
@@ -202,7 +215,10 @@ def replay_rows(
     if lim.is_empty():
         return [(_finish([]), 0) for _ in variants]
     runs = frame(con, f"SELECT count(*) AS n FROM runs r {where(conds)}", params)["n"][0]
-    bounds = chunk_bounds(con, f"SELECT r.run_id FROM runs r {where(conds)}", params, runs)
+    # every variant adds its own rows per run: chunks of CHUNK_RUNS / variants runs keep a
+    # chunk's groups within the memory bound (2 variants of 25,000 runs ran out of 256 MB)
+    bounds = chunk_bounds(con, f"SELECT r.run_id FROM runs r {where(conds)}", params,
+                          runs * len(variants))
     parts: list[list[pl.DataFrame]] = [[] for _ in variants]
     to_python: list[list[str]] = [[] for _ in variants]
     schema = pl.Schema(RUN_SCHEMA)

@@ -31,19 +31,22 @@ read at a time; DuckDB holds that chunk's LLM calls, never the store's (and
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import duckdb
 import polars as pl
 
+from cliffwatch.analytics import chunks
+from cliffwatch.analytics.chunks import Bounds
 from cliffwatch.analytics.recorded import CANCELLED_ERROR, attr_sql, attrs_sql
 from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Role, RunStatus
 
-CHUNK_RUNS = 50_000
-"""Runs per chunk of the pushed-down what-if (their spans are read at once)."""
+CHUNK_RUNS = 25_000
+"""Runs per chunk of the pushed-down what-if with one variant (their spans are read at
+once; with n variants, a chunk holds a n-th of it): one chunk's groups fit DuckDB's bulk-read
+bound (:data:`analytics.bulk_read.MEMORY_LIMIT`)."""
 
 _STATUSES = ", ".join(f"'{s.value}'" for s in RunStatus)
 def _a(key: str, sql_type: str | None = None) -> str:
@@ -436,22 +439,9 @@ Placeholders: ``{lim}`` (limits per variant and recorded limits), ``{workers}``,
 
 def chunk_bounds(
     con: duckdb.DuckDBPyConnection, scope_sql: str, params: dict[str, Any], runs: int
-) -> list[tuple[str | None, str | None]]:
-    """``[(low, high), ...]`` run-id ranges (low inclusive, high exclusive, None open)
-    splitting the ``runs`` runs of ``scope_sql`` (a query with a ``run_id`` column)
-    into chunks of about :data:`CHUNK_RUNS`."""
-    chunks = -(-runs // CHUNK_RUNS)
-    if chunks <= 1:
-        return [(None, None)]
-    # the run ids at the quantile_disc positions (1-based ceil(runs * q)), by row number:
-    # the same cuts, in SQL that DuckDB and ClickHouse both run (no quantile of strings)
-    positions = sorted({max(1, math.ceil(runs * i / chunks)) for i in range(1, chunks)})
-    rows = con.sql(f"SELECT run_id FROM (SELECT run_id, row_number() OVER (ORDER BY run_id) "
-                   f"AS n FROM ({scope_sql})) WHERE n IN ({', '.join(map(str, positions))})",
-                   params=params or None).fetchall()
-    cuts = sorted({row[0] for row in rows})
-    edges: list[str | None] = [None, *cuts, None]
-    return list(zip(edges[:-1], edges[1:], strict=True))
+) -> list[Bounds]:
+    """:func:`analytics.chunks.chunk_bounds` in chunks of :data:`CHUNK_RUNS` runs."""
+    return chunks.chunk_bounds(con, scope_sql, params, runs, CHUNK_RUNS)
 
 
 def sql_run_rows(
@@ -459,23 +449,13 @@ def sql_run_rows(
     names: dict[str, str],
     conds: list[str],
     params: dict[str, Any],
-    bounds: tuple[str | None, str | None],
+    bounds: Bounds,
 ) -> pl.DataFrame:
     """:data:`RUN_SQL` over the runs of ``conds`` (on ``runs r``) within the run-id range
     ``bounds``; ``names`` maps ``lim``, ``workers``, ``synth`` to registered tables."""
-    conds = list(conds)
     params = dict(params)
-    low, high = bounds
-    span_range = ""  # the same range on the spans' trace id: a plain filter, cheaper than
-    # the semi-join alone, and DuckDB skips row groups whose ids lie outside it
-    if low is not None:
-        conds.append("r.run_id >= $chunk_low")
-        span_range += " AND sp.trace_id >= $chunk_low"
-        params["chunk_low"] = low
-    if high is not None:
-        conds.append("r.run_id < $chunk_high")
-        span_range += " AND sp.trace_id < $chunk_high"
-        params["chunk_high"] = high
+    extra, span_range = chunks.range_filters(bounds, "r.run_id", "sp.trace_id", params)
+    conds = [*conds, *extra]
     sql = RUN_SQL.replace("{where}", where(conds)).replace("{span_range}", span_range)
     for key, name in names.items():
         sql = sql.replace(f"{{{key}}}", name)

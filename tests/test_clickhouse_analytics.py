@@ -38,6 +38,7 @@ from cliffwatch.analytics import (
     alert_view,
     audit,
     cache_savings,
+    estimates,
     findings,
     incidents,
     percentiles,
@@ -164,7 +165,7 @@ def _incident(con: Any) -> dict[str, Any]:
 
 
 def _estimates(con: Any) -> tuple[Any, ...]:
-    known = recorded.load_estimates(con)
+    known = estimates.load_estimates(con)
     # the completed runs are a bag (their mean is used): no order to compare
     return (dict(known.workers), dict(known.synthesis_usd), dict(known.synthesis_price_input),
             known.completed.runs.sort(known.completed.runs.columns))

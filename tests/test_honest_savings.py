@@ -14,8 +14,9 @@ import polars as pl
 import pytest
 
 from cliffwatch.analytics.counterfactual import REDO_STAGE, Counterfactual, counterfactual
+from cliffwatch.analytics.estimates import load_estimates
 from cliffwatch.analytics.findings import find_findings, findings_records
-from cliffwatch.analytics.recorded import load_estimates, load_recorded_runs
+from cliffwatch.analytics.recorded import load_recorded_runs
 from cliffwatch.analytics.replay import LimitsOverride, comparison_frame
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.analytics.whatif import what_if

@@ -28,7 +28,8 @@ from replay_store import (
 
 from cliffwatch.analytics.counterfactual import Basis, Outcome, counterfactual
 from cliffwatch.analytics.errors import RunNotFoundError
-from cliffwatch.analytics.recorded import load_estimates, load_recorded_run, load_recorded_runs
+from cliffwatch.analytics.estimates import load_estimates
+from cliffwatch.analytics.recorded import load_recorded_run, load_recorded_runs
 from cliffwatch.analytics.replay import KEEP, LimitsOverride, ReplayError, compare_runs, replay
 from cliffwatch.analytics.runs import get_run
 from cliffwatch.analytics.store_access import read_store

@@ -90,16 +90,21 @@ def _text(kind: str, what: str, task_class: str, run_id: str) -> str:
     )
 
 
-_THIS_WRITE = f"i.incident_id IN (SELECT incident_id FROM {NEW_INCIDENTS})"
 _BEFORE_ALERTS = (
     f"i.incident_id NOT IN (SELECT incident_id FROM {NEW_INCIDENTS}) "
     "AND NOT EXISTS (SELECT 1 FROM alerts AS a WHERE a.alert_id = i.incident_id)"
 )
 
 
-def incident_alerts_sql(write_id_param: str = "$write_id", where: str = _THIS_WRITE) -> str:
-    """``INSERT`` of an alert for every incident the write recorded (``where``: which
-    incidents ``i``)."""
+_NEW_OPEN = f"(SELECT *, 'open' AS status FROM {NEW_INCIDENTS})"
+"""The incidents the write recorded, as rows of ``incidents`` (a new incident is open)."""
+
+
+def incident_alerts_sql(write_id_param: str = "$write_id", where: str = "TRUE",
+                        source: str = _NEW_OPEN) -> str:
+    """``INSERT`` of an alert for every incident the write recorded (``source``: the rows of
+    ``incidents`` read, by default those of :data:`NEW_INCIDENTS`; ``where``: which of them,
+    ``i``)."""
     text = _text("i.kind", "i.detail", "i.task_class", "i.run_id")
     return f"""
 INSERT INTO alerts (alert_id, source, kind, task_class, run_id, raised_at, created_at,
@@ -117,7 +122,7 @@ SELECT incident_id, 'incident', kind, task_class, run_id, detected_at, $now, {wr
                                    'detail', detail, 'data', data, 'status', status))
 FROM (
     SELECT i.*, {text} AS text
-    FROM incidents AS i
+    FROM {source} AS i
     WHERE {where}
 )
 ON CONFLICT DO NOTHING
@@ -239,7 +244,7 @@ def _baseline(con: duckdb.DuckDBPyConnection, now: datetime) -> None:
     Called while ``alerts`` is empty: every write gives every incident an alert, so
     incidents without one can only come from before alerts existed.
     """
-    baseline = incident_alerts_sql(f"'{BASELINE_WRITE_ID}'", _BEFORE_ALERTS)
+    baseline = incident_alerts_sql(f"'{BASELINE_WRITE_ID}'", _BEFORE_ALERTS, "incidents")
     con.execute(baseline, {"now": now}).fetchall()
 
 
@@ -260,7 +265,7 @@ def _rules() -> list[tuple[str, dict[str, object]]]:
     return out
 
 
-def enqueue_alerts(con: duckdb.DuckDBPyConnection) -> int:
+def enqueue_alerts(con: duckdb.DuckDBPyConnection, new_incidents: int | None = None) -> int:
     """Record new alerts and queue them for every webhook; return the deliveries pending.
 
     Called by :func:`telemetry.write_pipeline.write_spans` inside its transaction, after the
@@ -270,6 +275,8 @@ def enqueue_alerts(con: duckdb.DuckDBPyConnection) -> int:
     Args:
         con: the write's connection (the caller owns the transaction), after
             :func:`telemetry.incident_rules.record_incidents`.
+        new_incidents: what that returned, when known: at 0 the incident alerts'
+            insert is skipped (None: it runs).
 
     Returns:
         Deliveries now ``pending`` in the store (new and older ones); the caller starts
@@ -280,7 +287,8 @@ def enqueue_alerts(con: duckdb.DuckDBPyConnection) -> int:
         _baseline(con, now)
     write_id = uuid.uuid4().hex
     params: dict[str, object] = {"now": now, "write_id": write_id}
-    con.execute(incident_alerts_sql(), params).fetchall()
+    if new_incidents != 0:
+        con.execute(incident_alerts_sql(), params).fetchall()
     try:
         rules = _rules()
         urls = settings.webhook_urls()

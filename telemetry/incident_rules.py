@@ -245,9 +245,9 @@ def record_incidents(
     """
     when = datetime.now(UTC).replace(tzinfo=None) if now is None else now
     con.execute(_NEW_INCIDENTS_DDL)
+    refresh_class_p50(con, when)  # leaves cliff_classes, which `watch` reads
     if not con.execute(f"SELECT count(*) FROM {TOUCHED_RUNS}").fetchall()[0][0]:
         return 0  # no run written: no rule has anything to judge
-    refresh_class_p50(con, when)
     if not _inserted(con.execute(_ALL_RULES, {"k": float(runaway_k)})):
         return 0
     return _inserted(con.execute(

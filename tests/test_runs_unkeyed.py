@@ -11,6 +11,7 @@ from cliffwatch.telemetry.schema import RUNS_ALTER_COLUMNS, RUNS_DDL_TEMPLATE, S
 from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import make_run_records
 from cliffwatch.telemetry.write_pipeline import write_spans
+from keyed_tables import rebuild_keyed
 
 
 def _runs(path: Path) -> list[tuple]:
@@ -46,15 +47,9 @@ def test_a_late_span_replaces_its_run_row_once(tmp_path: Path) -> None:
 
 def _as_version_4(path: Path) -> None:
     """Give a store the shape of schema version 4: ``runs`` keyed on ``run_id``."""
-    keyed = RUNS_DDL_TEMPLATE.format(table="runs_keyed").rstrip().removesuffix(")")
     con = duckdb.connect(str(path))
     try:
-        con.execute(keyed + ", PRIMARY KEY (run_id))")
-        for name, sql_type in RUNS_ALTER_COLUMNS:
-            con.execute(f"ALTER TABLE runs_keyed ADD COLUMN {name} {sql_type}")
-        con.execute("INSERT INTO runs_keyed BY NAME SELECT * FROM runs")
-        con.execute("DROP TABLE runs")
-        con.execute("ALTER TABLE runs_keyed RENAME TO runs")
+        rebuild_keyed(con, "runs", RUNS_DDL_TEMPLATE, RUNS_ALTER_COLUMNS, "run_id")
         con.execute("UPDATE cliffwatch_meta SET value = '4' WHERE key = 'schema_version'")
         assert _keys_and_index(con) == (1, 0)
     finally:

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+from keyed_tables import rebuild_keyed
 
 from cliffwatch.telemetry.schema import RUNS_ALTER_COLUMNS, RUNS_DDL_TEMPLATE, SCHEMA_VERSION
 from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import make_run_records
 from cliffwatch.telemetry.write_pipeline import write_spans
-from keyed_tables import rebuild_keyed
 
 
 def _runs(path: Path) -> list[tuple]:

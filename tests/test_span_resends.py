@@ -8,12 +8,12 @@ import dataclasses
 from pathlib import Path
 
 import duckdb
+from keyed_tables import rebuild_keyed
 
 from cliffwatch.telemetry.schema import SPANS_ALTER_COLUMNS, SPANS_DDL_TEMPLATE
 from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import make_run_records
 from cliffwatch.telemetry.write_pipeline import write_spans
-from keyed_tables import rebuild_keyed
 
 
 def _spans(path: Path) -> list[tuple]:

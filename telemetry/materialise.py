@@ -424,7 +424,7 @@ _REPLACE_RUNS = (
 def replace_runs(con: duckdb.DuckDBPyConnection, since: datetime | None) -> int:
     """Replace the ``runs`` rows of the runs in :data:`TOUCHED_RUNS` by those rows: a
     delete of their old rows materialised at or after ``since`` (None: any time) and an
-    insert (``runs`` has no key since schema version 5, schema.py).
+    insert (``runs`` has no key since schema version 6, schema.py).
 
     Returns:
         The number of rows inserted.

@@ -9,16 +9,16 @@ and holds the schema version.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """1: the first store. 2: spans gain the token breakdown, every rate used, the reported and
 computed costs side by side and the duplicate mark; runs gain ``duplicate_calls`` and
 ``cache_detail_missing_calls`` (:data:`MIGRATIONS`). 3: tables ``open_traces`` (traces
 without their root span: where the write path finds a trace's spans, and the incomplete-run
 sweep) and ``class_p50`` (the runaway rule's per-class P50, refreshed on a bound). 4:
 ``spans`` without its primary key (:data:`SPANS_UNKEYED_MIGRATION`) and table
-``seen_traces`` (:data:`SEEN_TRACES_DDL`), by which a write keeps re-sent spans out. 5:
-``runs`` without its primary key (:data:`RUNS_UNKEYED_MIGRATION`): a write replaces the
-runs it materialises by a delete in a bounded window and an insert
+``seen_traces`` (:data:`SEEN_TRACES_DDL`), by which a write keeps re-sent spans out. 6 (5 is
+``run_rollups``): ``runs`` without its primary key (:data:`RUNS_UNKEYED_MIGRATION`); a
+write replaces the runs it materialises by a delete in a bounded window and an insert
 (telemetry/materialise.py)."""
 
 META_TABLE = "cliffwatch_meta"
@@ -198,7 +198,7 @@ RUNS_DDL_TEMPLATE = """
     )
 """
 """The ``runs`` table as created (``{table}``: its name): one row per run. No primary key
-since schema version 5: DuckDB's key index over millions of runs made every write's upsert
+since schema version 6: DuckDB's key index over millions of runs made every write's upsert
 slower as history grew (issue 11); :func:`telemetry.materialise.materialise_runs` deletes
 the rows of the runs it rebuilds (within the window where they can sit: rows are appended
 in ``materialised_at`` order, and a run is materialised no earlier than its first span was
@@ -226,7 +226,7 @@ RUNS_UNKEYED_MIGRATION: tuple[str, ...] = (
     "ALTER TABLE runs_unkeyed RENAME TO runs",
     RUNS_CLASS_TIME_INDEX,
 )
-"""Version 5, once, on the first read-write open of an older store, inside the schema
+"""Version 6, once, on the first read-write open of an older store, inside the schema
 transaction after :data:`DDL` (and after :data:`SPANS_UNKEYED_MIGRATION` when that runs):
 DuckDB cannot drop a primary key, so ``runs`` is rebuilt without it, every row and column
 kept, ordered by ``materialised_at`` (telemetry/store.py runs it)."""

@@ -45,7 +45,7 @@ from cliffwatch.telemetry.schema import (
 SPANS_UNKEYED_SINCE = 4
 """The schema version from which ``spans`` has no primary key (schema.py)."""
 
-RUNS_UNKEYED_SINCE = 5
+RUNS_UNKEYED_SINCE = 6
 """The schema version from which ``runs`` has no primary key (schema.py)."""
 
 # Backoff: the first retry after about 5 ms (a writer holds the file for a few ms per

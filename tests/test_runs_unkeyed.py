@@ -1,4 +1,4 @@
-"""Schema version 5: ``runs`` without its primary key; a write replaces the runs it
+"""Schema version 6: ``runs`` without its primary key; a write replaces the runs it
 rebuilds (delete in a window + insert), and an older store migrates once."""
 
 from __future__ import annotations

@@ -203,7 +203,7 @@ def scan_batch(
 
 _KEYED = frozenset({"incidents", "alerts", "alert_deliveries"})
 """Scratch tables with a primary key (a row already there wins over a loaded one). ``runs``
-has none (schema 5): a run already there wins too (:data:`_NEW_RUNS`). ``spans``
+has none (schema 6): a run already there wins too (:data:`_NEW_RUNS`). ``spans``
 has none (schema 4): its rows are loaded once, read FINAL, into the empty scratch store, and
 ``seen_traces`` is filled from them so the write keeps their re-sent spans out."""
 

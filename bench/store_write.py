@@ -111,7 +111,8 @@ _PHASES = (
     ("insert spans (duplicate check)", "INSERT INTO spans"),
     ("find seen traces", "CREATE OR REPLACE TEMP TABLE cliff_seen"),
     ("remember new traces", "INSERT INTO seen_traces"),
-    ("upsert runs (primary key)", "INSERT OR REPLACE INTO runs"),
+    ("replace runs (delete + insert)", "DELETE FROM runs"),
+    ("replace runs (delete + insert)", "INSERT INTO runs"),
     ("commit", "COMMIT"),
     ("materialise, incidents, alerts (SQL)", ""),
 )
@@ -141,7 +142,7 @@ def write_phases(path: Path, records: list) -> dict[str, float]:  # type: ignore
             head = " ".join(sql.split())
             label = next(lb for lb, start in _PHASES if head.startswith(start))
             phases[label] += time.perf_counter() - t0
-            if not label.startswith(("insert", "find", "remember", "upsert", "commit")):
+            if not label.startswith(("insert", "find", "remember", "replace", "commit")):
                 key = f"  [{head[:48]}]"  # the SQL bucket, statement by statement
                 phases[key] = phases.get(key, 0.0) + time.perf_counter() - t0
             return out

@@ -90,20 +90,29 @@ def _text(kind: str, what: str, task_class: str, run_id: str) -> str:
     )
 
 
-_THIS_WRITE = f"i.incident_id IN (SELECT incident_id FROM {NEW_INCIDENTS})"
 _BEFORE_ALERTS = (
     f"i.incident_id NOT IN (SELECT incident_id FROM {NEW_INCIDENTS}) "
     "AND NOT EXISTS (SELECT 1 FROM alerts AS a WHERE a.alert_id = i.incident_id)"
 )
 
 
-def incident_alerts_sql(write_id_param: str = "$write_id", where: str = _THIS_WRITE) -> str:
-    """``INSERT`` of an alert for every incident the write recorded (``where``: which
-    incidents ``i``)."""
+_NEW_OPEN = f"(SELECT *, 'open' AS status FROM {NEW_INCIDENTS})"
+"""The incidents the write recorded, as rows of ``incidents`` (a new incident is open)."""
+
+
+def incident_alerts_sql(write_id_param: str = "$write_id", where: str = "TRUE",
+                        source: str = _NEW_OPEN) -> str:
+    """``INSERT`` of an alert for every incident the write recorded (``source``: the rows of
+    ``incidents`` read, by default those of :data:`NEW_INCIDENTS`; ``where``: which of them,
+    ``i``)."""
+    return _insert(incident_alerts_select(write_id_param, where, source))
+
+
+def incident_alerts_select(write_id_param: str = "$write_id", where: str = "TRUE",
+                           source: str = _NEW_OPEN) -> str:
+    """The ``SELECT`` of :func:`incident_alerts_sql`: rows of ``alerts``."""
     text = _text("i.kind", "i.detail", "i.task_class", "i.run_id")
     return f"""
-INSERT INTO alerts (alert_id, source, kind, task_class, run_id, raised_at, created_at,
-                    write_id, text, payload)
 SELECT incident_id, 'incident', kind, task_class, run_id, detected_at, $now, {write_id_param},
        text,
        json_object(
@@ -117,19 +126,32 @@ SELECT incident_id, 'incident', kind, task_class, run_id, detected_at, $now, {wr
                                    'detail', detail, 'data', data, 'status', status))
 FROM (
     SELECT i.*, {text} AS text
-    FROM incidents AS i
+    FROM {source} AS i
     WHERE {where}
 )
-ON CONFLICT DO NOTHING
 """
 
 
+_ALERT_COLUMNS = (
+    "alert_id, source, kind, task_class, run_id, raised_at, created_at, write_id, text, payload"
+)
+
+
+def _insert(*selects: str) -> str:
+    """One ``INSERT`` into ``alerts`` of the rows of every ``SELECT`` (an id already there
+    is left as it is)."""
+    rows = "\nUNION ALL\n".join(f"({select})" for select in selects)
+    return f"INSERT INTO alerts ({_ALERT_COLUMNS})\n{rows}\nON CONFLICT DO NOTHING\n"
+
+
 def _rule_insert(select_sql: str) -> str:
+    return _insert(_rule_select(select_sql))
+
+
+def _rule_select(select_sql: str) -> str:
     # `select_sql` yields: alert_id, kind, task_class, raised_at, what, rule (JSON object)
     text = _text("kind", "what", "task_class", "NULL")
     return f"""
-INSERT INTO alerts (alert_id, source, kind, task_class, run_id, raised_at, created_at,
-                    write_id, text, payload)
 SELECT alert_id, 'rule', kind, task_class, NULL, raised_at, $now, $write_id, text,
        json_object(
            'text', text,
@@ -138,13 +160,13 @@ SELECT alert_id, 'rule', kind, task_class, NULL, raised_at, $now, $write_id, tex
                                 'raised_at', strftime(raised_at, {_ISO})),
            'rule', rule)
 FROM (SELECT *, {text} AS text FROM ({select_sql}))
-ON CONFLICT DO NOTHING
 """
 
 
-def cliff_ratio_sql() -> str:
-    """The ``cliff_ratio`` rule (parameters ``$ratio``, ``$window_us``, ``$min_runs``)."""
-    return _rule_insert(f"""
+def cliff_ratio_sql(*, insert: bool = True) -> str:
+    """The ``cliff_ratio`` rule (parameters ``$ratio``, ``$window_us``, ``$min_runs``); its
+    ``SELECT`` only when not ``insert``."""
+    return (_rule_insert if insert else _rule_select)(f"""
 WITH ends AS (
     SELECT task_class, max(started_at) AS window_end
     FROM {TOUCHED_RUNS} GROUP BY task_class
@@ -173,9 +195,10 @@ WHERE runs >= $min_runs AND q[1] > 0 AND q[2] / q[1] > $ratio
 """)
 
 
-def daily_spend_sql() -> str:
-    """The ``daily_spend`` rule (parameter ``$limit_usd``)."""
-    return _rule_insert(f"""
+def daily_spend_sql(*, insert: bool = True) -> str:
+    """The ``daily_spend`` rule (parameter ``$limit_usd``); its ``SELECT`` only when
+    not ``insert``."""
+    return (_rule_insert if insert else _rule_select)(f"""
 WITH days AS (
     SELECT DISTINCT date_trunc('day', started_at) AS day FROM {TOUCHED_RUNS}
 ),
@@ -196,9 +219,10 @@ FROM spend WHERE usd > $limit_usd
 """)
 
 
-def breaches_per_hour_sql() -> str:
-    """The ``breaches_per_hour`` rule (parameter ``$limit``)."""
-    return _rule_insert(f"""
+def breaches_per_hour_sql(*, insert: bool = True) -> str:
+    """The ``breaches_per_hour`` rule (parameter ``$limit``); its ``SELECT`` only when not
+    ``insert``."""
+    return (_rule_insert if insert else _rule_select)(f"""
 WITH hours AS (
     SELECT DISTINCT date_trunc('hour', started_at) AS hour
     FROM {TOUCHED_RUNS} WHERE breach IS NOT NULL
@@ -239,28 +263,29 @@ def _baseline(con: duckdb.DuckDBPyConnection, now: datetime) -> None:
     Called while ``alerts`` is empty: every write gives every incident an alert, so
     incidents without one can only come from before alerts existed.
     """
-    baseline = incident_alerts_sql(f"'{BASELINE_WRITE_ID}'", _BEFORE_ALERTS)
+    baseline = incident_alerts_sql(f"'{BASELINE_WRITE_ID}'", _BEFORE_ALERTS, "incidents")
     con.execute(baseline, {"now": now}).fetchall()
 
 
 def _rules() -> list[tuple[str, dict[str, object]]]:
-    """The threshold rules switched on, each as (SQL, parameters); settings read here."""
+    """The threshold rules switched on, each as (its ``SELECT`` of ``alerts`` rows,
+    parameters); settings read here."""
     out: list[tuple[str, dict[str, object]]] = []
     ratio = settings.alert_cliff_ratio()
     if ratio is not None:
         window_us = int(settings.alert_window_h() * 3600 * 1e6)
-        out.append((cliff_ratio_sql(),
+        out.append((cliff_ratio_sql(insert=False),
                     {"ratio": ratio, "window_us": window_us, "min_runs": RUNAWAY_MIN_RUNS}))
     spend = settings.alert_daily_spend_usd()
     if spend is not None:
-        out.append((daily_spend_sql(), {"limit_usd": spend}))
+        out.append((daily_spend_sql(insert=False), {"limit_usd": spend}))
     breaches = settings.alert_breaches_per_hour()
     if breaches is not None:
-        out.append((breaches_per_hour_sql(), {"limit": breaches}))
+        out.append((breaches_per_hour_sql(insert=False), {"limit": breaches}))
     return out
 
 
-def enqueue_alerts(con: duckdb.DuckDBPyConnection) -> int:
+def enqueue_alerts(con: duckdb.DuckDBPyConnection, new_incidents: int | None = None) -> int:
     """Record new alerts and queue them for every webhook; return the deliveries pending.
 
     Called by :func:`telemetry.write_pipeline.write_spans` inside its transaction, after the
@@ -270,6 +295,8 @@ def enqueue_alerts(con: duckdb.DuckDBPyConnection) -> int:
     Args:
         con: the write's connection (the caller owns the transaction), after
             :func:`telemetry.incident_rules.record_incidents`.
+        new_incidents: what that returned, when known: at 0 the incident alerts'
+            insert is skipped (None: it runs).
 
     Returns:
         Deliveries now ``pending`` in the store (new and older ones); the caller starts
@@ -280,15 +307,20 @@ def enqueue_alerts(con: duckdb.DuckDBPyConnection) -> int:
         _baseline(con, now)
     write_id = uuid.uuid4().hex
     params: dict[str, object] = {"now": now, "write_id": write_id}
-    con.execute(incident_alerts_sql(), params).fetchall()
     try:
         rules = _rules()
         urls = settings.webhook_urls()
     except settings.SettingError as exc:
         logger.warning("cliffwatch alerts: %s; threshold rules and webhooks skipped", exc)
         rules, urls = [], ()
+    # Every alert of the write in one statement: the incidents' and each rule's rows.
+    selects = [incident_alerts_select()] if new_incidents != 0 else []
+    insert_params = dict(params)
     for sql, rule_params in rules:
-        con.execute(sql, {**params, **rule_params}).fetchall()
+        selects.append(sql)
+        insert_params.update(rule_params)
+    if selects:
+        con.execute(_insert(*selects), insert_params).fetchall()
     if urls:
         con.execute(
             _QUEUE_SQL,

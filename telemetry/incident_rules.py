@@ -2,9 +2,11 @@
 
 Called by :func:`telemetry.write_pipeline.write_spans` inside its transaction, after the touched
 runs are materialised (:data:`telemetry.materialise.TOUCHED_RUNS` holds them). Each rule is
-one set-based ``INSERT ... SELECT`` of the incidents it finds into the temporary table
-:data:`NEW_INCIDENTS`, less those already recorded; they are then added to ``incidents``
-in one statement (``ON CONFLICT DO NOTHING``) and the alert rules read them from there. The
+one set-based ``SELECT``; a write runs them as one ``INSERT`` (:func:`all_rules_sql`) of the
+incidents they find into the temporary table :data:`NEW_INCIDENTS`, less those already
+recorded; they are then added to ``incidents`` in one statement (``ON CONFLICT DO
+NOTHING``) and the alert rules read them from there. A write that materialised no run
+runs no rule, and one whose rules found nothing inserts nothing. The
 id is deterministic (``f"{kind}-{run_id[:16]}"``), so a rule firing again for the same run
 adds nothing and never overwrites the triage ``status`` / ``note`` a person has set.
 ``detected_at`` is the run's ``ended_at``; ``detail`` is one human line; ``data`` is a
@@ -79,7 +81,11 @@ WHERE NOT EXISTS (SELECT 1 FROM incidents AS i WHERE i.incident_id = found.incid
 
 def cap_breach_sql() -> str:
     """``INSERT`` of ``cap_breach`` incidents for the touched runs."""
-    return _new(f"""
+    return _new(_cap_breach_select())
+
+
+def _cap_breach_select() -> str:
+    return (f"""
 SELECT
     '{IncidentKind.CAP_BREACH}-' || left(r.run_id, 16) AS incident_id,
     '{IncidentKind.CAP_BREACH}',
@@ -108,7 +114,11 @@ WHERE r.workers_proposed > r.max_workers
 
 def cost_ceiling_sql() -> str:
     """``INSERT`` of ``cost_ceiling`` incidents for the touched runs."""
-    return _new(f"""
+    return _new(_cost_ceiling_select())
+
+
+def _cost_ceiling_select() -> str:
+    return (f"""
 SELECT
     '{IncidentKind.COST_CEILING}-' || left(run_id, 16) AS incident_id,
     '{IncidentKind.COST_CEILING}',
@@ -158,7 +168,11 @@ def runaway_sql() -> str:
     """``INSERT`` of ``runaway`` incidents: the touched runs of classes whose kept P50 is
     fresh, and every run of the classes whose P50 was just recomputed (one parameter,
     ``$k``; reads ``class_p50`` and the temporary ``cliff_classes``)."""
-    return _new(f"""
+    return _new(_runaway_select())
+
+
+def _runaway_select() -> str:
+    return (f"""
 WITH judged AS (
     SELECT t.* FROM {TOUCHED_RUNS} AS t
     WHERE t.task_class IN (SELECT task_class FROM cliff_classes WHERE NOT stale)
@@ -180,18 +194,34 @@ WHERE c.class_runs >= {RUNAWAY_MIN_RUNS} AND c.p50_usd > 0 AND r.cost_usd > $k *
 """)
 
 
+def all_rules_sql() -> str:
+    """One ``INSERT`` of what every rule finds (:func:`cap_breach_sql`,
+    :func:`cost_ceiling_sql`, :func:`runaway_sql`), less the incidents already recorded
+    (one parameter, ``$k``): the statement a write runs."""
+    return _new(" UNION ALL ".join(
+        f"({select})" for select in (_cap_breach_select(), _cost_ceiling_select(),
+                                    _runaway_select())))
+
+
 def refresh_class_p50(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
     """Recompute the kept P50 of the touched classes that are stale (module docstring) and
-    count the touched runs against the others.
+    count the touched runs against the others. Runs only the statements that have work.
 
     Returns:
         The number of classes whose P50 was recomputed.
     """
     stale_before = now - timedelta(seconds=settings.runaway_p50_refresh_s())
     con.execute(_CLASS_STATE, {"stale_before": stale_before})
-    for sql in _REFRESH_P50:
+    stale, fresh = con.execute(
+        "SELECT count(*) FILTER (WHERE stale), count(*) FILTER (WHERE NOT stale) "
+        "FROM cliff_classes").fetchall()[0]
+    delete, insert, update = _REFRESH_P50
+    for sql in ((delete, insert) if stale else ()) + ((update,) if fresh else ()):
         con.execute(sql, {"now": now} if "$now" in sql else None)
-    return int(con.execute("SELECT count(*) FROM cliff_classes WHERE stale").fetchall()[0][0])
+    return int(stale)
+
+
+_ALL_RULES = all_rules_sql()
 
 
 def _inserted(result: duckdb.DuckDBPyConnection) -> int:
@@ -215,10 +245,11 @@ def record_incidents(
     """
     when = datetime.now(UTC).replace(tzinfo=None) if now is None else now
     con.execute(_NEW_INCIDENTS_DDL)
-    con.execute(cap_breach_sql()).fetchall()
-    con.execute(cost_ceiling_sql()).fetchall()
-    refresh_class_p50(con, when)
-    con.execute(runaway_sql(), {"k": float(runaway_k)}).fetchall()
+    refresh_class_p50(con, when)  # leaves cliff_classes, which `watch` reads
+    if not con.execute(f"SELECT count(*) FROM {TOUCHED_RUNS}").fetchall()[0][0]:
+        return 0  # no run written: no rule has anything to judge
+    if not _inserted(con.execute(_ALL_RULES, {"k": float(runaway_k)})):
+        return 0
     return _inserted(con.execute(
         f"INSERT INTO incidents BY NAME SELECT * FROM {NEW_INCIDENTS} ON CONFLICT DO NOTHING"
     ))

@@ -315,9 +315,10 @@ def _window(since: datetime | None) -> str:
 
 def _materialise_scope(
     con: duckdb.DuckDBPyConnection, since: datetime | None, materialised_at: datetime
-) -> None:
+) -> datetime | None:
     """Stamp the leaf flags of the traces in :data:`SCOPE` and add their run rows to
-    :data:`TOUCHED_RUNS`, reading only spans ingested at or after ``since`` (None: all)."""
+    :data:`TOUCHED_RUNS`, reading only spans ingested at or after ``since`` (None: all).
+    Returns ``since``: a run row this rebuilds was materialised no earlier."""
     window = _window(since)
     con.execute(_SCOPE_SPANS_SQL.format(scope_spans=SCOPE_SPANS, window=window, scope=SCOPE))
     con.execute(_LEAF_FLAGS.format(scope_spans=SCOPE_SPANS, duplicate_rule=DUPLICATE_RULE))
@@ -325,6 +326,7 @@ def _materialise_scope(
     con.execute(materialise_sql(), {"materialised_at": materialised_at}).fetchall()
     con.execute(f"""INSERT INTO {TOUCHED_ROOTS}
         SELECT trace_id, attributes FROM {SCOPE_SPANS} WHERE parent_span_id IS NULL""")
+    return since
 
 
 _BATCH_SCOPE = """
@@ -371,7 +373,7 @@ def _grace(grace_s: float | None) -> float:
 
 def sweep_orphans(
     con: duckdb.DuckDBPyConnection, now: datetime, grace_s: float | None = None
-) -> None:
+) -> tuple[bool, datetime | None]:
     """Turn traces whose root never arrived into ``incomplete`` runs (module docstring).
 
     A trace is swept once no span of it arrived (``ingested_at``, wall clock) and none
@@ -384,6 +386,10 @@ def sweep_orphans(
         con: the write's connection, after :func:`materialise_runs` (its temp tables).
         now: naive UTC wall-clock time of the write.
         grace_s: default ``settings.incomplete_grace_s()``.
+
+    Returns:
+        ``(swept, since)``: whether any trace was swept, and the earliest
+        ``materialised_at`` a run row it rebuilt can already have (None: any).
     """
     cutoff = now - timedelta(seconds=_grace(grace_s))
     con.execute(f"""CREATE OR REPLACE TEMP TABLE {SCOPE} AS
@@ -394,15 +400,40 @@ def sweep_orphans(
         ORDER BY last_ingested_at LIMIT {SWEEP_LIMIT}""", {"cutoff": cutoff})
     since = con.execute(f"SELECT min(first_ingested_at) FROM {SCOPE}").fetchall()[0][0]
     if since is None:
-        return
+        return False, None
     finished = con.execute(f"""SELECT count(*) FROM runs
         WHERE status <> '{cv.RunStatus.INCOMPLETE}' AND run_id IN (SELECT trace_id FROM {SCOPE})
         """).fetchall()[0][0]
     # A trace that has a complete run got a late span: read its whole history.
-    _materialise_scope(con, None if finished else since, now)
+    window = _materialise_scope(con, None if finished else since, now)
     con.execute(f"""UPDATE open_traces SET swept_at = $now, rooted_at = CASE WHEN trace_id IN (
             SELECT trace_id FROM {SCOPE_SPANS} WHERE parent_span_id IS NULL) THEN $now END
         WHERE trace_id IN (SELECT trace_id FROM {SCOPE})""", {"now": now})
+    return True, window
+
+
+_REPLACE_RUNS = (
+    # A run rebuilt was materialised before no earlier than its trace's first span was
+    # ingested (the window: rows sit in materialised_at order, so zone maps prune the rest).
+    f"""DELETE FROM runs WHERE {{window}}
+        AND run_id IN (SELECT run_id FROM {TOUCHED_RUNS})""",
+    f"INSERT INTO runs BY NAME SELECT * FROM {TOUCHED_RUNS}",
+)
+
+
+def replace_runs(con: duckdb.DuckDBPyConnection, since: datetime | None) -> int:
+    """Replace the ``runs`` rows of the runs in :data:`TOUCHED_RUNS` by those rows: a
+    delete of their old rows materialised at or after ``since`` (None: any time) and an
+    insert (``runs`` has no key since schema version 6, schema.py).
+
+    Returns:
+        The number of rows inserted.
+    """
+    window = "TRUE" if since is None else (
+        f"materialised_at >= TIMESTAMP '{since.isoformat(sep=' ')}'")
+    con.execute(_REPLACE_RUNS[0].format(window=window)).fetchall()
+    rows = con.execute(_REPLACE_RUNS[1]).fetchall()
+    return int(rows[0][0]) if rows else 0
 
 
 def materialise_runs(
@@ -436,11 +467,11 @@ def materialise_runs(
     con.execute(f"CREATE OR REPLACE TEMP TABLE {TOUCHED_ROOTS} (trace_id VARCHAR, attributes JSON)")
     con.execute(_BATCH_SCOPE.format(scope=SCOPE, batch=batch_view))
     since = con.execute(f"SELECT min(first_ingested_at) FROM {SCOPE}").fetchall()[0][0]
-    _materialise_scope(con, materialised_at if since is None else since, materialised_at)
+    window = _materialise_scope(
+        con, materialised_at if since is None else since, materialised_at)
     cutoff = materialised_at - timedelta(seconds=_grace(grace_s))
     _track_open_traces(con, materialised_at, cutoff)
-    sweep_orphans(con, materialised_at, grace_s)
-    rows = con.execute(
-        f"INSERT OR REPLACE INTO runs BY NAME SELECT * FROM {TOUCHED_RUNS}"
-    ).fetchall()
-    return int(rows[0][0]) if rows else 0
+    swept, swept_window = sweep_orphans(con, materialised_at, grace_s)
+    if swept:
+        window = None if swept_window is None or window is None else min(window, swept_window)
+    return replace_runs(con, window)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from cliffwatch.telemetry.rollups import REBUILD_STATEMENTS as RUN_ROLLUPS_REBUILD
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """1: the first store. 2: spans gain the token breakdown, every rate used, the reported and
 computed costs side by side and the duplicate mark; runs gain ``duplicate_calls`` and
 ``cache_detail_missing_calls`` (:data:`MIGRATIONS`). 3: tables ``open_traces`` (traces
@@ -20,7 +20,9 @@ sweep) and ``class_p50`` (the runaway rule's per-class P50, refreshed on a bound
 ``spans`` without its primary key (:data:`SPANS_UNKEYED_MIGRATION`) and table
 ``seen_traces`` (:data:`SEEN_TRACES_DDL`), by which a write keeps re-sent spans out. 5: table
 ``run_rollups`` (per task class and day, :data:`RUN_ROLLUPS_DDL`), built from the runs
-already stored (:data:`RUN_ROLLUPS_MIGRATION`)."""
+already stored (:data:`RUN_ROLLUPS_MIGRATION`). 6: ``runs`` without its primary key
+(:data:`RUNS_UNKEYED_MIGRATION`); a write replaces the runs it materialises by a delete in a
+bounded window and an insert (telemetry/materialise.py)."""
 
 META_TABLE = "cliffwatch_meta"
 
@@ -193,6 +195,71 @@ RUN_ROLLUPS_MIGRATION: tuple[str, ...] = (RUN_ROLLUPS_DDL, *RUN_ROLLUPS_REBUILD)
 """Version 5's roll-ups: the table, then its rows from every run already stored (one
 GROUP BY over ``runs``; idempotent: the rebuild replaces every row)."""
 
+RUNS_DDL_TEMPLATE = """
+    CREATE TABLE IF NOT EXISTS {table} (
+        run_id VARCHAR NOT NULL,
+        task_class VARCHAR NOT NULL,
+        started_at TIMESTAMP NOT NULL,
+        ended_at TIMESTAMP NOT NULL,
+        duration_ms DOUBLE NOT NULL,
+        status VARCHAR NOT NULL,
+        breach VARCHAR,
+        cost_usd DOUBLE NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        llm_calls INTEGER NOT NULL,
+        unpriced_calls INTEGER NOT NULL,
+        failed_calls INTEGER NOT NULL,
+        workers_proposed INTEGER,
+        workers_dispatched INTEGER,
+        workers_failed INTEGER,
+        workers_cancelled INTEGER,
+        max_workers INTEGER,
+        ceiling_usd DOUBLE,
+        estimate_usd DOUBLE,
+        policy VARCHAR,
+        planner_model VARCHAR,
+        synthesis_model VARCHAR,
+        replay_of VARCHAR,
+        service_name VARCHAR,
+        source VARCHAR NOT NULL,
+        materialised_at TIMESTAMP NOT NULL
+    )
+"""
+"""The ``runs`` table as created (``{table}``: its name): one row per run. No primary key
+since schema version 6: DuckDB's key index over millions of runs made every write's upsert
+slower as history grew (issue 11); :func:`telemetry.materialise.materialise_runs` deletes
+the rows of the runs it rebuilds (within the window where they can sit: rows are appended
+in ``materialised_at`` order, and a run is materialised no earlier than its first span was
+ingested) and inserts the new ones, in the write's transaction. Columns added later by
+``ALTER`` (:data:`RUNS_ALTER_COLUMNS`) follow these."""
+
+RUNS_ALTER_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("duplicate_calls", "INTEGER DEFAULT 0"),
+    ("cache_detail_missing_calls", "INTEGER DEFAULT 0"),
+)
+"""The ``runs`` columns added by ``ALTER`` after :data:`RUNS_DDL_TEMPLATE`'s, in order."""
+
+RUNS_CLASS_TIME_INDEX = (
+    "CREATE INDEX IF NOT EXISTS runs_class_time ON runs (task_class, started_at)"
+)
+
+RUNS_UNKEYED_MIGRATION: tuple[str, ...] = (
+    "DROP TABLE IF EXISTS runs_unkeyed",
+    RUNS_DDL_TEMPLATE.format(table="runs_unkeyed"),
+    *(f"ALTER TABLE runs_unkeyed ADD COLUMN {name} {sql_type}"
+      for name, sql_type in RUNS_ALTER_COLUMNS),
+    # Insertion order is kept, so ``materialised_at`` stays in row order for the window.
+    "INSERT INTO runs_unkeyed BY NAME SELECT * FROM runs ORDER BY materialised_at",
+    "DROP TABLE runs",  # drops its indexes with it
+    "ALTER TABLE runs_unkeyed RENAME TO runs",
+    RUNS_CLASS_TIME_INDEX,
+)
+"""Version 6, once, on the first read-write open of an older store, inside the schema
+transaction after :data:`DDL` (and after :data:`SPANS_UNKEYED_MIGRATION` when that runs):
+DuckDB cannot drop a primary key, so ``runs`` is rebuilt without it, every row and column
+kept, ordered by ``materialised_at`` (telemetry/store.py runs it)."""
+
 _OPEN_TRACES_BACKFILL = """
     INSERT INTO open_traces
     SELECT trace_id, min(ingested_at), max(ingested_at), max(ended_at), NULL, NULL
@@ -233,8 +300,8 @@ MIGRATIONS: tuple[str, ...] = (
         f"ALTER TABLE spans ADD COLUMN IF NOT EXISTS {name} {sql_type}"
         for name, sql_type in SPAN_COLUMNS_V2
     ),
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS duplicate_calls INTEGER DEFAULT 0",
-    "ALTER TABLE runs ADD COLUMN IF NOT EXISTS cache_detail_missing_calls INTEGER DEFAULT 0",
+    *(f"ALTER TABLE runs ADD COLUMN IF NOT EXISTS {name} {sql_type}"
+      for name, sql_type in RUNS_ALTER_COLUMNS),
     OPEN_TRACES_DDL,
     CLASS_P50_DDL,
     # Version 3: the traces of an older store that never got their root span (one scan).
@@ -257,37 +324,7 @@ DDL: tuple[str, ...] = (
     )
     """,
     SPANS_DDL_TEMPLATE.format(table="spans"),
-    """
-    CREATE TABLE IF NOT EXISTS runs (
-        run_id VARCHAR PRIMARY KEY,
-        task_class VARCHAR NOT NULL,
-        started_at TIMESTAMP NOT NULL,
-        ended_at TIMESTAMP NOT NULL,
-        duration_ms DOUBLE NOT NULL,
-        status VARCHAR NOT NULL,
-        breach VARCHAR,
-        cost_usd DOUBLE NOT NULL,
-        input_tokens BIGINT NOT NULL,
-        output_tokens BIGINT NOT NULL,
-        llm_calls INTEGER NOT NULL,
-        unpriced_calls INTEGER NOT NULL,
-        failed_calls INTEGER NOT NULL,
-        workers_proposed INTEGER,
-        workers_dispatched INTEGER,
-        workers_failed INTEGER,
-        workers_cancelled INTEGER,
-        max_workers INTEGER,
-        ceiling_usd DOUBLE,
-        estimate_usd DOUBLE,
-        policy VARCHAR,
-        planner_model VARCHAR,
-        synthesis_model VARCHAR,
-        replay_of VARCHAR,
-        service_name VARCHAR,
-        source VARCHAR NOT NULL,
-        materialised_at TIMESTAMP NOT NULL
-    )
-    """,
+    RUNS_DDL_TEMPLATE.format(table="runs"),
     """
     CREATE TABLE IF NOT EXISTS incidents (
         incident_id VARCHAR PRIMARY KEY,
@@ -309,7 +346,7 @@ DDL: tuple[str, ...] = (
     # ALTER so stores made before the column existed gain it on their next write.
     "ALTER TABLE spans ADD COLUMN IF NOT EXISTS is_leaf_call BOOLEAN",
     *MIGRATIONS,
-    "CREATE INDEX IF NOT EXISTS runs_class_time ON runs (task_class, started_at)",
+    RUNS_CLASS_TIME_INDEX,
     "CREATE INDEX IF NOT EXISTS incidents_run ON incidents (run_id)",
 )
 """Statements that create an empty store, or bring an older one up to date; every one is

@@ -37,12 +37,16 @@ from cliffwatch.errors import CliffwatchError
 from cliffwatch.telemetry.schema import (
     DDL,
     META_TABLE,
+    RUNS_UNKEYED_MIGRATION,
     SCHEMA_VERSION,
     SPANS_UNKEYED_MIGRATION,
 )
 
 SPANS_UNKEYED_SINCE = 4
 """The schema version from which ``spans`` has no primary key (schema.py)."""
+
+RUNS_UNKEYED_SINCE = 6
+"""The schema version from which ``runs`` has no primary key (schema.py)."""
 
 # Backoff: the first retry after about 5 ms (a writer holds the file for a few ms per
 # batch), doubling up to 100 ms so a long holder is polled ten times a second, with
@@ -261,6 +265,9 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
             )
         if version is not None and version < SPANS_UNKEYED_SINCE:
             for statement in SPANS_UNKEYED_MIGRATION:  # once: rebuilds spans (seconds)
+                con.execute(statement)
+        if version is not None and version < RUNS_UNKEYED_SINCE:
+            for statement in RUNS_UNKEYED_MIGRATION:  # once: rebuilds runs
                 con.execute(statement)
 
 

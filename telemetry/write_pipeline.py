@@ -255,7 +255,7 @@ def apply_batch(
         runs = materialise.materialise_runs(con, BATCH_VIEW, ingested_at)
         rollups.update_rollups(con, materialise.TOUCHED_RUNS, ingested_at)
         incidents = incident_rules.record_incidents(con, k, ingested_at)
-        alerts_pending = alert_rules.enqueue_alerts(con)  # outbox rows
+        alerts_pending = alert_rules.enqueue_alerts(con, incidents)  # outbox rows
     finally:
         con.unregister(BATCH_VIEW)
     return spans_written, runs, incidents, alerts_pending

@@ -157,8 +157,9 @@ def test_compact_shrinks_the_file_and_keeps_a_working_store(store) -> None:
                                           "WHERE constraint_type = 'PRIMARY KEY'").fetchall()}
         seen = con.execute("SELECT count(*) FROM seen_traces").fetchall()[0][0]
     assert {"runs_class_time", "incidents_run"} <= indexes
-    assert {"runs", "incidents", "alerts", "alert_deliveries"} <= keys
+    assert {"incidents", "alerts", "alert_deliveries"} <= keys
     assert "spans" not in keys and seen > 0  # spans are kept unique by seen_traces (schema 4)
+    assert "runs" not in keys  # runs are replaced by delete + insert (schema 6)
     # still a cliffwatch store that takes new runs
     write_spans(path, make_runs_costing([0.5], task_class="research", seed=99,
                                         started_at_ns=ns_at("2026-11-07T00:00:00")))

@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 
 import duckdb
+from keyed_tables import rebuild_keyed
 
 from cliffwatch.telemetry.schema import SPANS_ALTER_COLUMNS, SPANS_DDL_TEMPLATE
 from cliffwatch.telemetry.store import open_store
@@ -78,15 +79,9 @@ def test_a_new_trace_sharing_a_seen_key_is_stored_whole(tmp_path: Path) -> None:
 
 def _as_version_3(path: Path) -> None:
     """Give a store the shape of schema version 3: ``spans`` keyed, no ``seen_traces``."""
-    keyed = SPANS_DDL_TEMPLATE.format(table="spans_keyed").rstrip().removesuffix(")")
     con = duckdb.connect(str(path))
     try:
-        con.execute(keyed + ", PRIMARY KEY (trace_id, span_id))")
-        for name, sql_type in SPANS_ALTER_COLUMNS:
-            con.execute(f"ALTER TABLE spans_keyed ADD COLUMN {name} {sql_type}")
-        con.execute("INSERT INTO spans_keyed BY NAME SELECT * FROM spans")
-        con.execute("DROP TABLE spans")
-        con.execute("ALTER TABLE spans_keyed RENAME TO spans")
+        rebuild_keyed(con, "spans", SPANS_DDL_TEMPLATE, SPANS_ALTER_COLUMNS, "trace_id, span_id")
         con.execute("DROP TABLE seen_traces")
         con.execute("UPDATE cliffwatch_meta SET value = '3' WHERE key = 'schema_version'")
         assert _primary_keys(con) == 1

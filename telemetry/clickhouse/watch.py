@@ -201,10 +201,14 @@ def scan_batch(
 # --- the scratch store ---------------------------------------------------------------------
 
 
-_KEYED = frozenset({"runs", "incidents", "alerts", "alert_deliveries"})
-"""Scratch tables with a primary key (a row already there wins over a loaded one). ``spans``
+_KEYED = frozenset({"incidents", "alerts", "alert_deliveries"})
+"""Scratch tables with a primary key (a row already there wins over a loaded one). ``runs``
+has none (schema 6): a run already there wins too (:data:`_NEW_RUNS`). ``spans``
 has none (schema 4): its rows are loaded once, read FINAL, into the empty scratch store, and
 ``seen_traces`` is filled from them so the write keeps their re-sent spans out."""
+
+
+_NEW_RUNS = " WHERE run_id NOT IN (SELECT run_id FROM runs)"
 
 
 def _load(con: duckdb.DuckDBPyConnection, client: ClickHouseClient, table: str,
@@ -215,7 +219,8 @@ def _load(con: duckdb.DuckDBPyConnection, client: ClickHouseClient, table: str,
         return 0
     con.register("cliff_loaded", rows)
     try:
-        keyed = " ON CONFLICT DO NOTHING" if table in _KEYED else ""
+        keyed = (" ON CONFLICT DO NOTHING" if table in _KEYED
+                 else _NEW_RUNS if table == "runs" else "")
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM cliff_loaded{keyed}")
     finally:
         con.unregister("cliff_loaded")

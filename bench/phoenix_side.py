@@ -17,7 +17,6 @@ or spilled; Phoenix answers once they are queued in memory and writes them after
 
 from __future__ import annotations
 
-import http.client
 import os
 import socket
 import sqlite3
@@ -26,10 +25,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.otlp_decode import SPANS_PER_REQUEST, make_payloads
 from bench.receiver import (
     CLIENTS,
+    answers_200,
     latency_p50_p99,
     load_average,
     post_load,
@@ -84,13 +85,8 @@ def _start_phoenix(exe: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], i
     proc = subprocess.Popen([str(exe), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/")
-            if conn.getresponse().status == 200:
-                return proc, port
-        except OSError:
-            pass
+        if answers_200(port, "/"):
+            return proc, port
         time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"phoenix serve did not start (log: {workdir / 'serve.log'})")
@@ -120,6 +116,24 @@ def _wait_stored(count: Callable[[], int], expected: int, t0: float) -> tuple[in
     return seen, time.perf_counter() - t0
 
 
+Measured = tuple[float, list[float], list[int], int, float]
+"""(load wall seconds, request latencies s, HTTP statuses, spans stored, seconds until
+stored): what :func:`_measure` returns."""
+
+
+def _measure(proc: subprocess.Popen[Any], port: int, bodies: list[bytes],
+             count: Callable[[], int]) -> Measured:
+    """Post ``bodies`` to the server on ``port`` (:func:`bench.receiver.post_load`), wait
+    until ``count()`` reaches every span sent, then stop the server."""
+    try:
+        t0 = time.perf_counter()
+        wall_s, latencies, statuses = post_load(port, bodies)
+        stored, stored_s = _wait_stored(count, len(bodies) * SPANS_PER_REQUEST, t0)
+    finally:
+        stop_serve(proc)
+    return wall_s, latencies, statuses, stored, stored_s
+
+
 def _figures(name: str, wall_s: float, latencies: list[float], statuses: list[int],
              stored: int, stored_s: float) -> list[tuple[str, str]]:
     ok = sum(1 for s in statuses if s == 200)
@@ -145,14 +159,8 @@ def bench_phoenix(tmp: Path, quick: bool) -> list[tuple[str, str]]:
             ("load average 1/5/15 before", f"{load_average()} on {os.cpu_count()} CPUs")]
     db = tmp / "phoenix-side.duckdb"
     proc, port = start_serve(db)
-    try:
-        t0 = time.perf_counter()
-        wall_s, latencies, statuses = post_load(port, bodies)
-        stored, stored_s = _wait_stored(lambda: spans_stored(db), expected, t0)
-    finally:
-        stop_serve(proc)
-    ours = stored / stored_s
-    rows += _figures("cliffwatch serve", wall_s, latencies, statuses, stored, stored_s)
+    ours = _measure(proc, port, bodies, lambda: spans_stored(db))
+    rows += _figures("cliffwatch serve", *ours)
     exe = _phoenix_exe()
     if isinstance(exe, str):
         return [*rows, ("Arize Phoenix", f"skipped: {exe}")]
@@ -162,22 +170,13 @@ def bench_phoenix(tmp: Path, quick: bool) -> list[tuple[str, str]]:
         phoenix, phoenix_port = _start_phoenix(exe, workdir)
     except RuntimeError as exc:
         return [*rows, ("Arize Phoenix", f"skipped: {exc}")]
-    try:
-        t0 = time.perf_counter()
-        wall_s, latencies, statuses = post_load(phoenix_port, bodies)
-        stored, stored_s = _wait_stored(lambda: _phoenix_spans(workdir), expected, t0)
-    finally:
-        phoenix.terminate()
-        try:
-            phoenix.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            phoenix.kill()
+    theirs = _measure(phoenix, phoenix_port, bodies, lambda: _phoenix_spans(workdir))
     version = subprocess.run([str(VENV / "bin" / "python"), "-c",
                               "import phoenix; print(phoenix.__version__)"],
                              capture_output=True, text=True, timeout=120).stdout.strip()
-    rows += _figures(f"Arize Phoenix {version}", wall_s, latencies, statuses, stored, stored_s)
-    theirs = stored / stored_s
+    rows += _figures(f"Arize Phoenix {version}", *theirs)
+    ours_rate, theirs_rate = ours[3] / ours[4], theirs[3] / theirs[4]
     rows += [("stored spans/s, cliffwatch / Phoenix",
-              f"{ours / theirs:.1f}x" if theirs > 0 else "Phoenix stored none"),
+              f"{ours_rate / theirs_rate:.1f}x" if theirs_rate > 0 else "Phoenix stored none"),
              ("load average 1/5/15 after", load_average())]
     return rows

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.otlp_decode import SPANS_PER_REQUEST, make_payloads, plain_walk
 
@@ -69,21 +70,27 @@ def start_serve(db: Path) -> tuple[subprocess.Popen[str], int]:
             port = int(match.group(1))
     threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep the pipe drained
     while True:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
-                return proc, port
-        except OSError:
-            pass
+        if answers_200(port, "/health"):
+            return proc, port
         if time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError("cliffwatch serve did not answer /health")
         time.sleep(0.05)
 
 
-def stop_serve(proc: subprocess.Popen[str]) -> int:
-    """SIGTERM (serve writes what is queued and closes the store), then its exit code."""
+def answers_200(port: int, path: str) -> bool:
+    """Whether ``GET http://127.0.0.1:PORT/PATH`` answers 200 now (False on any OSError)."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", path)
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+
+
+def stop_serve(proc: subprocess.Popen[Any]) -> int:
+    """SIGTERM (serve writes what is queued and closes the store; another server stops),
+    then its exit code; killed after 120 s."""
     proc.send_signal(signal.SIGTERM)
     try:
         return proc.wait(timeout=120)

@@ -29,8 +29,10 @@ prune. ``updated_at`` is the write's time: ``max(updated_at)`` is the store's
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
-import duckdb
+if TYPE_CHECKING:  # schema.py imports this module: `cliffwatch --help` must not load duckdb
+    import duckdb
 
 ROLLUP_TABLE = "run_rollups"
 """The table's name (its DDL is ``schema.RUN_ROLLUPS_DDL``)."""

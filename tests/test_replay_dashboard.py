@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,16 @@ def test_replay_controls_change_the_counterfactual(app: AppTest) -> None:
     assert _metrics(app)[2] == ("Dispatched", "47 of 47")
     assert _badges(app)[-1] == "ok"
     assert any("Estimated figures" in c.value for c in app.caption)
+
+
+def test_replay_caption_shows_dollar_figures_as_text(app: AppTest) -> None:
+    """Two dollar figures in one caption (the recorded ceiling, the replayed one) would be
+    a LaTeX span to Streamlit's markdown: every ``$`` must come escaped."""
+    _open(app, "views/replay.py", run_id=BREACH)
+    app.number_input(key="ceiling_usd").set_value(0.5).run()
+    caption = next(c.value for c in app.caption if c.value.startswith("Task "))
+    assert "replaying under" in caption and "$" in caption
+    assert re.findall(r"(?<!\\)\$", caption) == [], caption
 
 
 def test_replay_without_a_run_sends_to_the_runs_page(app: AppTest) -> None:

@@ -46,8 +46,9 @@ with link_row:
 st.caption(
     f"Task {ui.md_text(run.task_id)} · started {run.started_at:%Y-%m-%d %H:%M:%S} UTC · recorded "
     f"under cap {_limit(run.limits.max_workers, 'none')}, ceiling "
-    f"{ui.usd(run.limits.ceiling_usd) if run.limits.ceiling_usd else 'none'}, policy "
-    f"{run.limits.policy.value} · replaying under {override.describe()}"
+    f"{ui.md_text(ui.usd(run.limits.ceiling_usd)) if run.limits.ceiling_usd else 'none'}, "
+    f"policy {ui.md_text(run.limits.policy.value)} · replaying under "
+    f"{ui.md_text(override.describe())}"
 )
 
 # Widths shared by every table of the page (a column a table lacks is ignored); headings

@@ -76,7 +76,8 @@ note = " (the last page)" if shown.page < int(page_asked) else ""
 st.caption(
     f"Runs {first:,} to {first + shown.rows.height - 1:,} of {shown.total:,} · page "
     f"{shown.page:,} of {shown.pages:,}{note} · sorted by "
-    f"{sort_by or 'start time'}, {order or 'descending'}, over every matching run; "
+    f"{ui.md_text(sort_by or 'start time')}, {ui.md_text(order or 'descending')}, over every "
+    "matching run; "
     "select a row to open it"
 )
 

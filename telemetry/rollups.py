@@ -28,7 +28,7 @@ prune. ``updated_at`` is the write's time: ``max(updated_at)`` is the store's
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # schema.py imports this module: `cliffwatch --help` must not load duckdb
@@ -189,9 +189,3 @@ def data_version(con: duckdb.DuckDBPyConnection) -> datetime | None:
     except duckdb.CatalogException:
         return None
     return value if isinstance(value, datetime) else None
-
-
-def covered_days(con: duckdb.DuckDBPyConnection) -> tuple[date, date] | None:
-    """The first and last UTC day with a roll-up row, or None when there is none."""
-    first, last = con.execute(f"SELECT min(day), max(day) FROM {ROLLUP_TABLE}").fetchall()[0]
-    return None if first is None else (first, last)

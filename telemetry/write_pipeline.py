@@ -234,7 +234,8 @@ def _write_locked(
 
 
 def apply_batch(
-    con: duckdb.DuckDBPyConnection, batch: pa.Table, ingested_at: datetime, k: float
+    con: duckdb.DuckDBPyConnection, batch: pa.Table, ingested_at: datetime, k: float,
+    *, keep_rollups: bool = True,
 ) -> tuple[int, int, int, int]:
     """The write's steps on an open connection, inside the caller's transaction: insert
     the batch's spans (:data:`telemetry.records.ARROW_SCHEMA`; a re-sent span is left out by
@@ -243,7 +244,9 @@ def apply_batch(
 
     The one rule set every writer runs: :func:`write_spans` on the DuckDB store, and
     ``cliffwatch watch`` (telemetry/clickhouse/watch.py) on a scratch DuckDB holding a
-    batch's traces and the context the rules read.
+    batch's traces and the context the rules read. ``keep_rollups=False`` skips the per-day
+    roll-ups (:mod:`telemetry.rollups`), which no rule reads: the scratch store's would
+    cover only its partial runs and are never copied anywhere.
 
     Returns:
         ``(spans_written, runs_materialised, incidents_recorded, deliveries_pending)``.
@@ -253,7 +256,8 @@ def apply_batch(
     try:
         spans_written = insert_new_spans(con, ingested_at)
         runs = materialise.materialise_runs(con, BATCH_VIEW, ingested_at)
-        rollups.update_rollups(con, materialise.TOUCHED_RUNS, ingested_at)
+        if keep_rollups:
+            rollups.update_rollups(con, materialise.TOUCHED_RUNS, ingested_at)
         incidents = incident_rules.record_incidents(con, k, ingested_at)
         alerts_pending = alert_rules.enqueue_alerts(con, incidents)  # outbox rows
     finally:

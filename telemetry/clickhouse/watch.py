@@ -336,7 +336,7 @@ def process_batch(
     try:
         _load_context(con, client, batch)
         con.execute("BEGIN TRANSACTION")
-        _, runs, incidents, _ = apply_batch(con, batch, when, k)
+        _, runs, incidents, _ = apply_batch(con, batch, when, k, keep_rollups=False)
         con.execute("COMMIT")
         touched = "run_id IN (SELECT run_id FROM cliff_touched_runs)"
         _append(client, "runs", _out(con, "runs", touched))

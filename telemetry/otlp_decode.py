@@ -36,6 +36,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from cliffwatch.errors import CliffwatchError
+from cliffwatch.telemetry.frozen_init import fast_frozen_init
 
 MAX_ATTRIBUTE_VALUE_CHARS = 32_768
 """Longest string attribute value kept; longer ones are cut and marked. Prompt and output
@@ -78,6 +79,7 @@ class PayloadTooLargeError(OtlpDecodeError):
     """The body, once decompressed, is over the size limit (an HTTP 413)."""
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class OtlpSpan:
     """One span as the producer sent it, with OTLP's wrappers removed.

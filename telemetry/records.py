@@ -14,7 +14,10 @@ from dataclasses import dataclass, fields
 
 import pyarrow as pa
 
+from cliffwatch.telemetry.frozen_init import fast_frozen_init
 
+
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class SpanRecord:
     """One span, flattened to the columns of the store's ``spans`` table.

@@ -44,6 +44,7 @@ from functools import lru_cache
 from typing import Any
 
 from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry.frozen_init import fast_frozen_init
 from cliffwatch.telemetry.pricing import TokenUsage
 
 INPUT_TOKEN_KEYS = (
@@ -159,6 +160,10 @@ class KeyGroups:
         return values
 
 
+_EXACT_FLOAT_INT = 2**53
+"""Largest int every smaller one of which a float holds exactly."""
+
+
 def non_negative(value: Any) -> float | None:
     """A finite number >= 0 from a number or numeric string; None otherwise (bools too)."""
     if isinstance(value, bool) or value is None:
@@ -172,6 +177,8 @@ def non_negative(value: Any) -> float | None:
 
 def token_count(value: Any) -> int | None:
     """A token count from an int, a float with no fraction or a numeric string; else None."""
+    if type(value) is int and 0 <= value <= _EXACT_FLOAT_INT:
+        return value  # the common case; the same as the float round trip below
     number = non_negative(value)
     return int(number) if number is not None and number.is_integer() else None
 
@@ -198,6 +205,7 @@ def reported_cost_usd(attrs: Mapping[str, Any]) -> float | None:
     return None
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class CallUsage:
     """A span's usage: normalised tokens, the input count as reported, and whether a missing

@@ -89,10 +89,11 @@ PROVIDER_KEYS = (
 )
 OPERATION_KEYS = (cv.GEN_AI_OPERATION_NAME, "llm.request.type")
 
-_SPAN_KEYS = KeyGroups(
-    (*USAGE_KEY_GROUPS, REQUEST_MODEL_KEYS, RESPONSE_MODEL_KEYS, PROVIDER_KEYS, OPERATION_KEYS)
+_SPAN_GROUPS = (
+    *USAGE_KEY_GROUPS, REQUEST_MODEL_KEYS, RESPONSE_MODEL_KEYS, PROVIDER_KEYS, OPERATION_KEYS
 )
-"""Every synonym list :func:`map_span` reads, looked up in one pass over a span's keys."""
+"""Every synonym list :func:`map_span` reads, looked up in one pass over a span's keys
+(with the task class attributes: :func:`_span_keys`)."""
 
 DEFAULT_TASK_CLASS_ATTRIBUTES: tuple[str, ...] = (
     cv.CLIFF_TASK_CLASS,
@@ -160,7 +161,7 @@ def _usd(value: Any) -> float | None:
 def _text(value: Any) -> str | None:
     if value is None:
         return None
-    text = str(value).strip()
+    text = (value if type(value) is str else str(value)).strip()
     return text or None
 
 
@@ -296,18 +297,36 @@ def _task_class_keys(attribute_names: tuple[str, ...]) -> KeyGroups:
     return KeyGroups((attribute_names,))
 
 
+@lru_cache(maxsize=64)
+def _span_keys(task_class_attributes: tuple[str, ...]) -> KeyGroups:
+    """Every synonym list :func:`map_span` reads on a span (:data:`_SPAN_GROUPS`) and, last,
+    the task class attributes: one pass over the span's keys for all of them."""
+    return KeyGroups((*_SPAN_GROUPS, task_class_attributes))
+
+
+def _task_class(
+    span: OtlpSpan, own_value: Any, resource_task_class: str | None
+) -> str | None:
+    """:func:`task_class_of` from the first task class attribute value the span carries
+    and the one its resource gives."""
+    value = _text(own_value)
+    if value is not None:
+        return value
+    if resource_task_class is not None:
+        return resource_task_class
+    if span.parent_span_id is None and _structure_kind(span.attributes) == "agent":
+        return _text(span.name)
+    return None
+
+
 def task_class_of(span: OtlpSpan, attribute_names: Sequence[str]) -> str | None:
     """The first of ``attribute_names`` set on the span, then on its resource; else, for a
     root span marked as an agent, its name (the OpenAI Agents SDK under OpenInference names
     its workflow only there); else None."""
     keys = _task_class_keys(tuple(attribute_names))
-    for attrs in (span.attributes, span.resource_attributes):
-        value = _text(keys.firsts(attrs)[0])
-        if value is not None:
-            return value
-    if span.parent_span_id is None and _structure_kind(span.attributes) == "agent":
-        return _text(span.name)
-    return None
+    return _task_class(
+        span, keys.firsts(span.attributes)[0], _text(keys.firsts(span.resource_attributes)[0])
+    )
 
 
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
@@ -410,6 +429,25 @@ def _cost(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Resource:
+    """What a span's record takes from its resource, worked out once per resource."""
+
+    json_text: str
+    task_class: str | None
+    service_name: str | None
+
+
+def _resource_of(
+    attributes: Mapping[str, Any], keys: KeyGroups, json_text: str | None = None
+) -> _Resource:
+    return _Resource(
+        resource_json_text(attributes) if json_text is None else json_text,
+        _text(keys.firsts(attributes)[-1]),
+        _text(attributes.get("service.name")),
+    )
+
+
 def map_span(
     span: OtlpSpan,
     config: MappingConfig = MappingConfig(),  # noqa: B008 (frozen, immutable default)
@@ -434,9 +472,39 @@ def map_span(
         The record; ``cost_usd`` and ``cost_source`` are None unless it is an LLM call.
         Usage out of bounds is rejected (:func:`telemetry.usage_bounds.bound_usage`).
     """
+    keys = _span_keys(config.task_class_attributes)
+    resource = _resource_of(span.resource_attributes, keys, resource_json)
+    return _map_span(span, config, keys, resource, price_memo, ancestors, None)
+
+
+def _ancestors(span: OtlpSpan, by_key: Mapping[tuple[str, str], OtlpSpan]) -> list[OtlpSpan]:
+    """The span's in-batch ancestors, nearest first (at most :data:`MAX_ANCESTRY`)."""
+    ancestors: list[OtlpSpan] = []
+    parent_id = span.parent_span_id
+    while parent_id is not None and len(ancestors) < MAX_ANCESTRY:
+        parent = by_key.get((span.trace_id, parent_id))
+        if parent is None:
+            break
+        ancestors.append(parent)
+        parent_id = parent.parent_span_id
+    return ancestors
+
+
+def _map_span(
+    span: OtlpSpan,
+    config: MappingConfig,
+    keys: KeyGroups,
+    resource: _Resource,
+    price_memo: PriceMemo | None,
+    ancestors: Sequence[OtlpSpan],
+    by_key: Mapping[tuple[str, str], OtlpSpan] | None,
+) -> SpanRecord:
+    """:func:`map_span` with the key groups of ``config`` (:func:`_span_keys`) and the
+    span's resource worked out; a call's ancestors are looked up in ``by_key`` (a batch's
+    spans by (trace_id, span_id)) when given, else taken from ``ancestors``."""
     attrs = span.attributes
-    values = _SPAN_KEYS.firsts(attrs)
-    raw_request_model, raw_response_model, raw_provider, raw_operation = values[5:]
+    values = keys.firsts(attrs)
+    raw_request_model, raw_response_model, raw_provider, raw_operation = values[5:9]
     usage = usage_from_values(values, span.scope_name)
     tokens = usage.tokens
     input_tokens, output_tokens = tokens.input_tokens, tokens.output_tokens
@@ -460,54 +528,55 @@ def map_span(
         cost = _cost(
             attrs, (response_model, request_model), usage, config.overrides_path, price_memo
         )
-        role = own_role or call_role(span, ancestors)
+        role = own_role or call_role(
+            span, ancestors if by_key is None else _ancestors(span, by_key)
+        )
     elif own_role is not None:
         role = own_role
     else:
         role = Role.RUN if span.parent_span_id is None else Role.OTHER
-    price = cost.price if cost else None
 
+    price = cost.price if cost else None
+    # Positional, in SpanRecord's field order: binding 37 keywords costs more than
+    # the rest of building the record (tests hold every field against the mapping).
     record = SpanRecord(
-        trace_id=span.trace_id,
-        span_id=span.span_id,
-        parent_span_id=span.parent_span_id,
-        name=span.name,
-        start_time_unix_nano=span.start_time_unix_nano,
-        end_time_unix_nano=span.end_time_unix_nano,
-        status_code=span.status_code,
-        status_message=span.status_message,
-        role=str(role),
-        task_class=task_class_of(span, config.task_class_attributes),
-        is_llm_call=is_llm_call,
-        operation=_text(raw_operation),
-        provider=_text(raw_provider),
-        request_model=request_model,
-        response_model=response_model,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cost_usd=cost.cost_usd if cost else None,
-        cost_source=str(cost.source) if cost else None,
-        price_input_usd_per_token=price.input_usd_per_token if price else None,
-        price_output_usd_per_token=price.output_usd_per_token if price else None,
-        service_name=_text(span.resource_attributes.get("service.name")),
-        source=config.source,
-        attributes=_attributes_json(span),
-        resource_attributes=(
-            resource_json_text(span.resource_attributes) if resource_json is None
-            else resource_json
-        ),
-        events=_json_text(list(span.events)) if span.events else "[]",
-        input_tokens_reported=usage.input_tokens_reported,
-        cache_read_tokens=tokens.cache_read_tokens,
-        cache_creation_tokens=tokens.cache_creation_tokens,
-        reasoning_tokens=tokens.reasoning_tokens,
-        price_cache_read_usd_per_token=price.cache_read_usd_per_token if price else None,
-        price_cache_creation_usd_per_token=price.cache_creation_usd_per_token if price else None,
-        price_reasoning_usd_per_token=price.reasoning_usd_per_token if price else None,
-        price_model_key=(price.model_key or None) if price else None,
-        reported_cost_usd=cost.reported_usd if cost else None,
-        computed_cost_usd=cost.computed_usd if cost else None,
-        cache_detail_missing=cost.cache_detail_missing if cost else None,
+        span.trace_id,  # trace_id
+        span.span_id,  # span_id
+        span.parent_span_id,  # parent_span_id
+        span.name,  # name
+        span.start_time_unix_nano,  # start_time_unix_nano
+        span.end_time_unix_nano,  # end_time_unix_nano
+        span.status_code,  # status_code
+        span.status_message,  # status_message
+        str(role),  # role
+        _task_class(span, values[9], resource.task_class),  # task_class
+        is_llm_call,  # is_llm_call
+        _text(raw_operation),  # operation
+        _text(raw_provider),  # provider
+        request_model,  # request_model
+        response_model,  # response_model
+        input_tokens,  # input_tokens
+        output_tokens,  # output_tokens
+        cost.cost_usd if cost else None,  # cost_usd
+        str(cost.source) if cost else None,  # cost_source
+        price.input_usd_per_token if price else None,  # price_input_usd_per_token
+        price.output_usd_per_token if price else None,  # price_output_usd_per_token
+        resource.service_name,  # service_name
+        config.source,  # source
+        _attributes_json(span),  # attributes
+        resource.json_text,  # resource_attributes
+        _json_text(list(span.events)) if span.events else "[]",  # events
+        usage.input_tokens_reported,  # input_tokens_reported
+        tokens.cache_read_tokens,  # cache_read_tokens
+        tokens.cache_creation_tokens,  # cache_creation_tokens
+        tokens.reasoning_tokens,  # reasoning_tokens
+        price.cache_read_usd_per_token if price else None,  # price_cache_read_usd_per_token
+        price.cache_creation_usd_per_token if price else None,  # price_cache_creation_usd_per_token
+        price.reasoning_usd_per_token if price else None,  # price_reasoning_usd_per_token
+        (price.model_key or None) if price else None,  # price_model_key
+        cost.reported_usd if cost else None,  # reported_cost_usd
+        cost.computed_usd if cost else None,  # computed_cost_usd
+        cost.cache_detail_missing if cost else None,  # cache_detail_missing
     )
     return bound_usage(record, values[0], values[1])
 
@@ -535,24 +604,15 @@ def map_spans(
     records: list[SpanRecord] = []
     rejections: list[SpanRejection] = []
     price_memo = PriceMemo()
-    resource_texts: dict[int, tuple[Mapping[str, Any], str]] = {}  # decode shares a resource
+    keys = _span_keys(config.task_class_attributes)
+    resources: dict[int, tuple[Mapping[str, Any], _Resource]] = {}  # decode shares a resource
     for span in by_key.values():
-        resource = span.resource_attributes
-        known = resource_texts.get(id(resource))
-        if known is None or known[0] is not resource:
-            known = resource_texts[id(resource)] = (resource, resource_json_text(resource))
-        ancestors: list[OtlpSpan] = []
-        parent_id = span.parent_span_id
-        while parent_id is not None and len(ancestors) < MAX_ANCESTRY:
-            parent = by_key.get((span.trace_id, parent_id))
-            if parent is None:
-                break
-            ancestors.append(parent)
-            parent_id = parent.parent_span_id
         try:
-            records.append(map_span(
-                span, config, ancestors, price_memo=price_memo, resource_json=known[1]
-            ))
+            attributes = span.resource_attributes
+            known = resources.get(id(attributes))
+            if known is None or known[0] is not attributes:
+                known = resources[id(attributes)] = (attributes, _resource_of(attributes, keys))
+            records.append(_map_span(span, config, keys, known[1], price_memo, (), by_key))
         except SettingError:
             raise
         except Exception as exc:

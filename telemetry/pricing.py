@@ -44,6 +44,7 @@ from typing import Any
 
 from cliffwatch import settings
 from cliffwatch.telemetry.conventions import CostSource
+from cliffwatch.telemetry.frozen_init import fast_frozen_init
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ def import_litellm() -> Any:
     return litellm
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class TokenUsage:
     """The tokens of one call, in the GenAI convention (counts >= 0, None when unknown).
@@ -86,6 +88,7 @@ class TokenUsage:
         return self.cache_read_tokens is not None or self.cache_creation_tokens is not None
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Price:
     """The USD-per-token rates a call is (or would be) billed at, and where they came from.
@@ -105,6 +108,7 @@ class Price:
     reasoning_usd_per_token: float | None = None
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class CallCost:
     """A call's cost and how it was reached.

@@ -131,7 +131,7 @@ class KeyGroups:
     best-ranked key set (not None, not ""), exactly as :func:`first_value` would.
     """
 
-    __slots__ = ("_places", "keys", "size")
+    __slots__ = ("_heads", "_places", "keys", "size")
 
     def __init__(self, groups: Sequence[Sequence[str]]) -> None:
         places: dict[str, list[tuple[int, int]]] = {}
@@ -139,6 +139,12 @@ class KeyGroups:
             for rank, key in enumerate(group):
                 places.setdefault(key, []).append((group_index, rank))
         self._places = {key: tuple(where) for key, where in places.items()}
+        # A key that heads its one list wins it outright: no rank to compare.
+        self._heads = {
+            key: where[0][0]
+            for key, where in self._places.items()
+            if len(where) == 1 and where[0][1] == 0
+        }
         self.keys = frozenset(places)
         self.size = len(groups)
 
@@ -149,9 +155,15 @@ class KeyGroups:
         if not hits:
             return values
         ranks = [len(self._places)] * self.size
+        heads = self._heads
         for key in hits:
             value = attrs[key]
             if value is None or value == "":
+                continue
+            head = heads.get(key)
+            if head is not None:
+                ranks[head] = 0
+                values[head] = value
                 continue
             for group_index, rank in self._places[key]:
                 if rank < ranks[group_index]:

@@ -119,12 +119,22 @@ def plan_without_titles(plan_json: Any) -> Any:
     )
 
 
+_CLEAN_KEYS: set[str] = set()
+"""Attribute names seen and found not to be content (:func:`is_content` False), so a span
+whose names are all known is passed in one set test; grown up to :data:`_CLEAN_KEYS_MAX`."""
+_CLEAN_KEYS_MAX = 8192
+
+
 def strip_content(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
     """``attributes`` without content (see the module docstring); the same object when it
     holds none."""
     plan = attributes.get(cv.CLIFF_PLAN_SUBTASKS)
+    if plan is None and _CLEAN_KEYS.issuperset(attributes):
+        return attributes
     stripped_plan = plan_without_titles(plan)
     if stripped_plan is plan and not any(map(is_content, attributes)):
+        if len(_CLEAN_KEYS) < _CLEAN_KEYS_MAX:
+            _CLEAN_KEYS.update(attributes)
         return attributes
     kept = {key: value for key, value in attributes.items() if not is_content(key)}
     if plan is not None:
@@ -164,7 +174,7 @@ def without_content(spans: Sequence[OtlpSpan]) -> tuple[OtlpSpan, ...]:
     out: list[OtlpSpan] = []
     for span in spans:
         attributes = strip_content(span.attributes)
-        events = _events_without_content(span.events)
+        events = _events_without_content(span.events) if span.events else None
         if attributes is not span.attributes or events is not None:
             span = replace(
                 span, attributes=attributes, events=span.events if events is None else events

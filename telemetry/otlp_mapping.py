@@ -45,6 +45,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
@@ -334,8 +335,20 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 options builds; it keeps no state between calls)."""
 
 
+_C_JSON = (
+    c_make_encoder(None, str, encode_basestring, None, ":", ",", False, False, True)
+    if c_make_encoder is not None
+    else None
+)
+"""The C encoder :data:`_JSON` builds on every call, built once: the same text, without
+the circular-reference check (decoded values are trees) so it keeps no state and threads
+can share it. None where CPython's ``_json`` accelerator is missing."""
+
+
 def _json_text(value: Any) -> str:
-    return _JSON.encode(value)
+    if _C_JSON is None:
+        return _JSON.encode(value)
+    return "".join(_C_JSON(value, 0))
 
 
 def resource_json_text(attributes: Mapping[str, Any]) -> str:

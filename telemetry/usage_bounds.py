@@ -143,18 +143,20 @@ def bound_usage(record: SpanRecord, raw_input_tokens: Any, raw_output_tokens: An
         prices None, ``cost_source`` ``unpriced`` for a call, and
         :data:`USAGE_REJECTED_REASON` set in its attributes JSON.
     """
-    reason = token_problem(raw_input_tokens) or token_problem(raw_output_tokens)
+    reason = None
+    for count in (raw_input_tokens, raw_output_tokens, record.cache_read_tokens,
+                  record.cache_creation_tokens, record.reasoning_tokens,
+                  record.input_tokens_reported):
+        if count is None or (type(count) is int and 0 <= count <= MAX_TOKENS_PER_SPAN):
+            continue  # the common cases, decided without a call
+        if (reason := token_problem(count)) is not None:
+            break
     if reason is None:
-        for count in (record.cache_read_tokens, record.cache_creation_tokens,
-                      record.reasoning_tokens, record.input_tokens_reported):
-            if count is not None and (reason := token_problem(count)) is not None:
-                break
-    if reason is None:
-        reason = (
-            cost_problem(record.cost_usd)
-            or cost_problem(record.reported_cost_usd)
-            or cost_problem(record.computed_cost_usd)
-        )
+        for cost_usd in (record.cost_usd, record.reported_cost_usd, record.computed_cost_usd):
+            if cost_usd is not None and not 0 <= cost_usd <= MAX_COST_USD_PER_CALL:
+                reason = cost_problem(cost_usd)
+                if reason is not None:
+                    break
     if reason is None:
         if USAGE_REJECTED_REASON in record.attributes:  # a producer's own: not ours to keep
             return replace(record, attributes=_with_reason(record.attributes, None))

@@ -276,8 +276,15 @@ def call_role(span: OtlpSpan, ancestors: Sequence[OtlpSpan] = ()) -> Role:
         span: the call span.
         ancestors: its known ancestors, nearest first (may be partial or empty).
     """
-    for candidate in (span, *ancestors[:MAX_ANCESTRY]):
-        role = _span_role_hint(candidate)
+    own = _span_role_hint(span)
+    return own if own is not None else _ancestry_role(ancestors)
+
+
+def _ancestry_role(ancestors: Sequence[OtlpSpan]) -> Role:
+    """:func:`call_role` of a call that says no role itself: the same for every call
+    under the same parent."""
+    for ancestor in ancestors[:MAX_ANCESTRY]:
+        role = _span_role_hint(ancestor)
         if role is not None:
             return role
     agents = 0
@@ -356,20 +363,31 @@ def resource_json_text(attributes: Mapping[str, Any]) -> str:
     return _json_text(dict(attributes))
 
 
+@lru_cache(maxsize=1024)
+def _scope_json(scope_name: str | None, scope_version: str | None) -> str:
+    """The JSON members ``"otel.scope.name":..,"otel.scope.version":..`` of the set ones
+    (a batch has few scopes)."""
+    extra = []
+    if scope_name:
+        extra.append('"otel.scope.name":' + _json_text(scope_name))
+    if scope_version:
+        extra.append('"otel.scope.version":' + _json_text(scope_version))
+    return ",".join(extra)
+
+
 def _attributes_json(span: OtlpSpan) -> str:
     attrs = span.attributes
     if type(attrs) is dict:
         # The JSON of the attributes with otel.scope.* appended as they would be by
         # setdefault on a copy (last, name before version), without copying the dict.
-        extra = []
-        if span.scope_name and "otel.scope.name" not in attrs:
-            extra.append('"otel.scope.name":' + _json_text(span.scope_name))
-        if span.scope_version and "otel.scope.version" not in attrs:
-            extra.append('"otel.scope.version":' + _json_text(span.scope_version))
+        extra = _scope_json(
+            span.scope_name if "otel.scope.name" not in attrs else None,
+            span.scope_version if "otel.scope.version" not in attrs else None,
+        )
         text = _json_text(attrs)
         if not extra:
             return text
-        return text[:-1] + ("," if attrs else "") + ",".join(extra) + "}"
+        return text[:-1] + ("," if attrs else "") + extra + "}"
     attrs = dict(attrs)
     # otel.scope.* are the OTel names for the scope outside OTLP (as exporters to Zipkin use);
     # kept so the producer of an ingested span can be told later.
@@ -490,17 +508,34 @@ def map_span(
     return _map_span(span, config, keys, resource, price_memo, ancestors, None)
 
 
-def _ancestors(span: OtlpSpan, by_key: Mapping[tuple[str, str], OtlpSpan]) -> list[OtlpSpan]:
-    """The span's in-batch ancestors, nearest first (at most :data:`MAX_ANCESTRY`)."""
-    ancestors: list[OtlpSpan] = []
-    parent_id = span.parent_span_id
-    while parent_id is not None and len(ancestors) < MAX_ANCESTRY:
-        parent = by_key.get((span.trace_id, parent_id))
-        if parent is None:
-            break
-        ancestors.append(parent)
-        parent_id = parent.parent_span_id
-    return ancestors
+class _Batch:
+    """A batch's spans by (trace_id, span_id), and the ancestry role of each parent's
+    calls (:func:`_ancestry_role`), worked out once per parent."""
+
+    __slots__ = ("by_key", "roles")
+
+    def __init__(self, by_key: Mapping[tuple[str, str], OtlpSpan]) -> None:
+        self.by_key = by_key
+        self.roles: dict[tuple[str, str | None], Role] = {}
+
+    def ancestry_role(self, span: OtlpSpan) -> Role:
+        key = (span.trace_id, span.parent_span_id)
+        role = self.roles.get(key)
+        if role is None:
+            role = self.roles[key] = _ancestry_role(self.ancestors(span))
+        return role
+
+    def ancestors(self, span: OtlpSpan) -> list[OtlpSpan]:
+        """The span's in-batch ancestors, nearest first (at most :data:`MAX_ANCESTRY`)."""
+        ancestors: list[OtlpSpan] = []
+        parent_id = span.parent_span_id
+        while parent_id is not None and len(ancestors) < MAX_ANCESTRY:
+            parent = self.by_key.get((span.trace_id, parent_id))
+            if parent is None:
+                break
+            ancestors.append(parent)
+            parent_id = parent.parent_span_id
+        return ancestors
 
 
 def _map_span(
@@ -510,11 +545,11 @@ def _map_span(
     resource: _Resource,
     price_memo: PriceMemo | None,
     ancestors: Sequence[OtlpSpan],
-    by_key: Mapping[tuple[str, str], OtlpSpan] | None,
+    batch: _Batch | None,
 ) -> SpanRecord:
     """:func:`map_span` with the key groups of ``config`` (:func:`_span_keys`) and the
-    span's resource worked out; a call's ancestors are looked up in ``by_key`` (a batch's
-    spans by (trace_id, span_id)) when given, else taken from ``ancestors``."""
+    span's resource worked out; a call's ancestors are looked up in ``batch`` when given,
+    else taken from ``ancestors``."""
     attrs = span.attributes
     values = keys.firsts(attrs)
     raw_request_model, raw_response_model, raw_provider, raw_operation = values[5:9]
@@ -541,8 +576,8 @@ def _map_span(
         cost = _cost(
             attrs, (response_model, request_model), usage, config.overrides_path, price_memo
         )
-        role = own_role or call_role(
-            span, ancestors if by_key is None else _ancestors(span, by_key)
+        role = own_role or _span_role_hint(span) or (
+            _ancestry_role(ancestors) if batch is None else batch.ancestry_role(span)
         )
     elif own_role is not None:
         role = own_role
@@ -618,6 +653,7 @@ def map_spans(
     rejections: list[SpanRejection] = []
     price_memo = PriceMemo()
     keys = _span_keys(config.task_class_attributes)
+    batch = _Batch(by_key)
     resources: dict[int, tuple[Mapping[str, Any], _Resource]] = {}  # decode shares a resource
     for span in by_key.values():
         try:
@@ -625,7 +661,7 @@ def map_spans(
             known = resources.get(id(attributes))
             if known is None or known[0] is not attributes:
                 known = resources[id(attributes)] = (attributes, _resource_of(attributes, keys))
-            records.append(_map_span(span, config, keys, known[1], price_memo, (), by_key))
+            records.append(_map_span(span, config, keys, known[1], price_memo, (), batch))
         except SettingError:
             raise
         except Exception as exc:

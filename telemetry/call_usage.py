@@ -304,16 +304,20 @@ def usage_from_values(values: Sequence[Any], scope_name: str | None = None) -> C
         raw_reasoning is None
     ):
         return CallUsage(_NO_TOKENS, None, omits_zero_cache)
-    reported_in = token_count(raw_in)
+    reported_in = None if raw_in is None else token_count(raw_in)
     tokens = normalised_tokens(
         reported_in,
-        token_count(raw_out),
-        token_count(raw_read),
-        token_count(raw_creation),
-        token_count(raw_reasoning),
+        None if raw_out is None else token_count(raw_out),
+        None if raw_read is None else token_count(raw_read),
+        None if raw_creation is None else token_count(raw_creation),
+        None if raw_reasoning is None else token_count(raw_reasoning),
         input_excludes_cache=input_excludes_cache,
     )
-    known = tokens.has_cache_detail or omits_zero_cache
+    known = (
+        tokens.cache_read_tokens is not None
+        or tokens.cache_creation_tokens is not None
+        or omits_zero_cache
+    )  # tokens.has_cache_detail, inline
     return CallUsage(tokens, reported_in, known)
 
 

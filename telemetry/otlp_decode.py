@@ -135,6 +135,8 @@ class SpanError(Exception):
 
 
 _ZERO_IDS = {16: bytes(16), 8: bytes(8)}
+_ZERO_TRACE_ID = bytes(16)
+_ZERO_SPAN_ID = bytes(8)
 
 
 def _check_id(raw: bytes, what: str, size: int) -> str:
@@ -169,33 +171,45 @@ def checked_span(
     events: tuple[Mapping[str, Any], ...],
 ) -> OtlpSpan:
     """The one place a decoded span is validated; raises SpanError."""
-    trace_hex = _check_id(trace_id, "trace_id", 16)
-    span_hex = _check_id(span_id, "span_id", 8)
-    # An empty parent marks a root; an all-zero parent is how some SDKs say the same.
-    parent_hex = (
-        _check_id(parent_span_id, "parent_span_id", 8)
-        if parent_span_id and any(parent_span_id)
-        else None
+    # Each check's common case inline; the helpers raise the errors.
+    trace_hex = (
+        trace_id.hex() if len(trace_id) == 16 and trace_id != _ZERO_TRACE_ID
+        else _check_id(trace_id, "trace_id", 16)
     )
-    start = _check_time(start_ns, "start_time_unix_nano")
-    end = _check_time(end_ns, "end_time_unix_nano")
+    span_hex = (
+        span_id.hex() if len(span_id) == 8 and span_id != _ZERO_SPAN_ID
+        else _check_id(span_id, "span_id", 8)
+    )
+    # An empty parent marks a root; an all-zero parent is how some SDKs say the same.
+    if not parent_span_id:
+        parent_hex = None
+    elif len(parent_span_id) == 8 and parent_span_id != _ZERO_SPAN_ID:
+        parent_hex = parent_span_id.hex()
+    elif not any(parent_span_id):
+        parent_hex = None
+    else:
+        parent_hex = _check_id(parent_span_id, "parent_span_id", 8)
+    start = (
+        start_ns if 0 < start_ns <= INT64_MAX else _check_time(start_ns, "start_time_unix_nano")
+    )
+    end = end_ns if 0 < end_ns <= INT64_MAX else _check_time(end_ns, "end_time_unix_nano")
     if end < start:
         raise SpanError(f"end_time_unix_nano {end} is before start_time_unix_nano {start}")
-    return OtlpSpan(
-        trace_id=trace_hex,
-        span_id=span_hex,
-        parent_span_id=parent_hex,
-        name=truncated_text(name),
-        kind=kind,
-        start_time_unix_nano=start,
-        end_time_unix_nano=end,
-        status_code=STATUS_CODES.get(status, "unset"),
-        status_message=status_message or None,
-        attributes=attributes,
-        resource_attributes=resource_attributes,
-        scope_name=scope[0] or None,
-        scope_version=scope[1] or None,
-        events=events,
+    return OtlpSpan(  # positional, in field order: binding keywords costs more
+        trace_hex,
+        span_hex,
+        parent_hex,
+        name if len(name) <= MAX_ATTRIBUTE_VALUE_CHARS else truncated_text(name),
+        kind,
+        start,
+        end,
+        STATUS_CODES.get(status, "unset"),
+        status_message or None,
+        attributes,
+        resource_attributes,
+        scope[0] or None,
+        scope[1] or None,
+        events,
     )
 
 

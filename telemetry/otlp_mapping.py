@@ -39,13 +39,11 @@ what each producer emits: docs/cost-truth.md):
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +59,7 @@ from cliffwatch.telemetry.call_usage import (
     usage_from_values,
 )
 from cliffwatch.telemetry.conventions import LLM_CALL_ROLES, CostSource, Role
+from cliffwatch.telemetry.json_text import json_text as _json_text
 from cliffwatch.telemetry.otlp_decode import OtlpSpan, SpanRejection
 from cliffwatch.telemetry.pricing import CallCost, Price, PriceMemo, price_call
 from cliffwatch.telemetry.records import SpanRecord
@@ -335,27 +334,6 @@ def task_class_of(span: OtlpSpan, attribute_names: Sequence[str]) -> str | None:
     return _task_class(
         span, keys.firsts(span.attributes)[0], _text(keys.firsts(span.resource_attributes)[0])
     )
-
-
-_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
-"""The store's JSON text form (one encoder, not one per value as ``json.dumps`` with
-options builds; it keeps no state between calls)."""
-
-
-_C_JSON = (
-    c_make_encoder(None, str, encode_basestring, None, ":", ",", False, False, True)
-    if c_make_encoder is not None
-    else None
-)
-"""The C encoder :data:`_JSON` builds on every call, built once: the same text, without
-the circular-reference check (decoded values are trees) so it keeps no state and threads
-can share it. None where CPython's ``_json`` accelerator is missing."""
-
-
-def _json_text(value: Any) -> str:
-    if _C_JSON is None:
-        return _JSON.encode(value)
-    return "".join(_C_JSON(value, 0))
 
 
 def resource_json_text(attributes: Mapping[str, Any]) -> str:

@@ -298,12 +298,20 @@ def usage_from_values(values: Sequence[Any], scope_name: str | None = None) -> C
     """:func:`call_usage` from the first values of :data:`USAGE_KEY_GROUPS` (input, output,
     cache read, cache creation, reasoning; raw attribute values or None), for a caller
     that read them in its own pass (:class:`KeyGroups`)."""
+    return CallUsage(*usage_parts(values, scope_name))
+
+
+def usage_parts(
+    values: Sequence[Any], scope_name: str | None = None
+) -> tuple[TokenUsage, int | None, bool]:
+    """The fields of :func:`usage_from_values`'s :class:`CallUsage` (tokens, input count
+    as reported, cache detail known) as a tuple, for the mapping's hot path."""
     raw_in, raw_out, raw_read, raw_creation, raw_reasoning = values[:5]
     input_excludes_cache, omits_zero_cache = _scope_rules(scope_name)
     if raw_in is None and raw_out is None and raw_read is None and raw_creation is None and (
         raw_reasoning is None
     ):
-        return CallUsage(_NO_TOKENS, None, omits_zero_cache)
+        return _NO_TOKENS, None, omits_zero_cache
     reported_in = None if raw_in is None else token_count(raw_in)
     tokens = normalised_tokens(
         reported_in,
@@ -318,7 +326,7 @@ def usage_from_values(values: Sequence[Any], scope_name: str | None = None) -> C
         or tokens.cache_creation_tokens is not None
         or omits_zero_cache
     )  # tokens.has_cache_detail, inline
-    return CallUsage(tokens, reported_in, known)
+    return tokens, reported_in, known
 
 
 _NO_TOKENS = TokenUsage(None, None)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -176,8 +175,6 @@ def without_content(spans: Sequence[OtlpSpan]) -> tuple[OtlpSpan, ...]:
         attributes = strip_content(span.attributes)
         events = _events_without_content(span.events) if span.events else None
         if attributes is not span.attributes or events is not None:
-            span = replace(
-                span, attributes=attributes, events=span.events if events is None else events
-            )
+            span = span.with_attributes(attributes, span.events if events is None else events)
         out.append(span)
     return tuple(out)

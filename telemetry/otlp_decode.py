@@ -106,6 +106,18 @@ class OtlpSpan:
     scope_version: str | None = None
     events: tuple[Mapping[str, Any], ...] = ()
 
+    def with_attributes(
+        self, attributes: Mapping[str, Any], events: tuple[Mapping[str, Any], ...]
+    ) -> OtlpSpan:
+        """This span with other attributes and events (``dataclasses.replace``, without
+        its per-call look at the fields)."""
+        return OtlpSpan(
+            self.trace_id, self.span_id, self.parent_span_id, self.name, self.kind,
+            self.start_time_unix_nano, self.end_time_unix_nano, self.status_code,
+            self.status_message, attributes, self.resource_attributes, self.scope_name,
+            self.scope_version, events,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class SpanRejection:

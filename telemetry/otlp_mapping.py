@@ -51,17 +51,16 @@ from cliffwatch.settings import SettingError
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.call_usage import (
     USAGE_KEY_GROUPS,
-    CallUsage,
     KeyGroups,
     first_value,
     non_negative,
     reported_cost_usd,
-    usage_from_values,
+    usage_parts,
 )
 from cliffwatch.telemetry.conventions import LLM_CALL_ROLES, CostSource, Role
 from cliffwatch.telemetry.json_text import json_text as _json_text
 from cliffwatch.telemetry.otlp_decode import OtlpSpan, SpanRejection
-from cliffwatch.telemetry.pricing import CallCost, Price, PriceMemo, price_call
+from cliffwatch.telemetry.pricing import CallCost, Price, PriceMemo, TokenUsage, price_call
 from cliffwatch.telemetry.records import SpanRecord
 from cliffwatch.telemetry.usage_bounds import bound_usage
 
@@ -419,7 +418,8 @@ def _own_cost(attrs: Mapping[str, Any]) -> CallCost:
 def _cost(
     attrs: Mapping[str, Any],
     models: Sequence[str | None],
-    usage: CallUsage,
+    tokens: TokenUsage,
+    cache_detail_known: bool,
     overrides_path: Path | None,
     price_memo: PriceMemo | None = None,
 ) -> CallCost:
@@ -430,9 +430,9 @@ def _cost(
         return _own_cost(attrs)
     return price_call(
         models,
-        usage.tokens,
+        tokens,
         reported_usd=reported_cost_usd(attrs),
-        cache_detail_known=usage.cache_detail_known,
+        cache_detail_known=cache_detail_known,
         overrides_path=overrides_path,
         memo=price_memo,
     )
@@ -531,8 +531,7 @@ def _map_span(
     attrs = span.attributes
     values = keys.firsts(attrs)
     raw_request_model, raw_response_model, raw_provider, raw_operation = values[5:9]
-    usage = usage_from_values(values, span.scope_name)
-    tokens = usage.tokens
+    tokens, input_tokens_reported, cache_detail_known = usage_parts(values, span.scope_name)
     input_tokens, output_tokens = tokens.input_tokens, tokens.output_tokens
     request_model = _text(raw_request_model)
     response_model = _text(raw_response_model)
@@ -552,7 +551,8 @@ def _map_span(
     cost: CallCost | None = None
     if is_llm_call:
         cost = _cost(
-            attrs, (response_model, request_model), usage, config.overrides_path, price_memo
+            attrs, (response_model, request_model), tokens, cache_detail_known,
+            config.overrides_path, price_memo,
         )
         role = own_role or _span_role_hint(span) or (
             _ancestry_role(ancestors) if batch is None else batch.ancestry_role(span)
@@ -592,7 +592,7 @@ def _map_span(
         _attributes_json(span),  # attributes
         resource.json_text,  # resource_attributes
         _json_text(list(span.events)) if span.events else "[]",  # events
-        usage.input_tokens_reported,  # input_tokens_reported
+        input_tokens_reported,  # input_tokens_reported
         tokens.cache_read_tokens,  # cache_read_tokens
         tokens.cache_creation_tokens,  # cache_creation_tokens
         tokens.reasoning_tokens,  # reasoning_tokens

@@ -3,6 +3,13 @@
 Why one file: this is *the* one mapping from any producer's span to a record; its
 synonym tables, call detection, cost and role rules interact (a role depends on the kind,
 the cost on the tokens and model), and the docstring below states them as one rule set.
+The role's word and ancestry rules live in :mod:`telemetry.span_roles` (re-exported here)
+and the JSON text in :mod:`telemetry.json_text`, so this file stays readable.
+
+Speed (issue 11): a span's attributes are looked at in one pass for every synonym list
+and the task class (:class:`~telemetry.call_usage.KeyGroups`, precomputed key sets);
+what comes from a resource is worked out once per resource, a call's ancestry role once
+per parent, prices once per model and token mix (:class:`~telemetry.pricing.PriceMemo`).
 
 Whatever produced the span (the current or legacy OpenTelemetry GenAI conventions,
 OpenInference, OpenLLMetry, litellm's OTel callback, cliffwatch itself, or cliffwatch's
@@ -40,7 +47,6 @@ what each producer emits: docs/cost-truth.md):
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -62,6 +68,16 @@ from cliffwatch.telemetry.json_text import json_text as _json_text
 from cliffwatch.telemetry.otlp_decode import OtlpSpan, SpanRejection
 from cliffwatch.telemetry.pricing import CallCost, Price, PriceMemo, TokenUsage, price_call
 from cliffwatch.telemetry.records import SpanRecord
+from cliffwatch.telemetry.span_roles import (
+    OPENINFERENCE_SPAN_KIND,
+    TRACELOOP_SPAN_KIND,
+    SpanBatch,
+    ancestry_role,
+    span_role_hint,
+    structure_kind,
+)
+from cliffwatch.telemetry.span_roles import call_role as call_role  # the mapping's API too
+from cliffwatch.telemetry.span_roles import role_from_words as role_from_words
 from cliffwatch.telemetry.usage_bounds import bound_usage
 
 logger = logging.getLogger(__name__)
@@ -105,31 +121,12 @@ DEFAULT_TASK_CLASS_ATTRIBUTES: tuple[str, ...] = (
 
 # --- kind markers ----------------------------------------------------------------------------
 
-OPENINFERENCE_SPAN_KIND = "openinference.span.kind"
-TRACELOOP_SPAN_KIND = "traceloop.span.kind"
-
 LLM_OPERATIONS = frozenset(
     {"chat", "text_completion", "generate_content", "embeddings", "completion", "embedding"}
 )
 """``gen_ai.operation.name`` (and OpenLLMetry's ``llm.request.type``) values of a model call.
 Embeddings count: they are billed calls, priced per input token."""
 OPENINFERENCE_CALL_KINDS = frozenset({"LLM", "EMBEDDING"})
-AGENT_MARKERS = frozenset({"AGENT", "agent", "invoke_agent", "create_agent"})
-TOOL_MARKERS = frozenset({"TOOL", "tool", "execute_tool"})
-
-ROLE_HINT_KEYS = (
-    "gen_ai.agent.name",
-    "agent.name",
-    "traceloop.entity.name",
-    "graph.node.name",
-    "graph.node.id",
-)
-"""Attributes (besides the span name) whose words can say a call's role."""
-
-MAX_ANCESTRY = 32
-"""Ancestors looked at for role hints; bounds the walk even on a malformed parent cycle."""
-
-
 @dataclass(frozen=True, slots=True)
 class MappingConfig:
     """How spans are mapped; the defaults suit every producer docs/cost-truth.md lists.
@@ -190,111 +187,6 @@ def _llm_kind(attrs: Mapping[str, Any], operation: Any) -> bool | None:
     return True if tl_kind is not None else None
 
 
-def _structure_kind(attrs: Mapping[str, Any]) -> str | None:
-    """'agent', 'tool' or None, from whichever kind marker the span carries."""
-    for key in (OPENINFERENCE_SPAN_KIND, TRACELOOP_SPAN_KIND, cv.GEN_AI_OPERATION_NAME):
-        marker = attrs.get(key)
-        if marker is None:
-            continue
-        if marker in AGENT_MARKERS or str(marker).upper() == "AGENT":
-            return "agent"
-        if marker in TOOL_MARKERS or str(marker).upper() == "TOOL":
-            return "tool"
-    return None
-
-
-# --- roles from words ----------------------------------------------------------------------------
-
-_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
-
-_ROLE_EXACT: dict[str, Role] = {
-    **dict.fromkeys(
-        ("plan", "plans", "planner", "planners", "planning", "decompose", "decomposer"),
-        Role.PLAN,
-    ),
-    **dict.fromkeys(
-        ("final", "finalize", "finalise", "finalizer", "combine", "combiner", "reducer"),
-        Role.SYNTHESIS,
-    ),
-    **dict.fromkeys(("review", "reviewer", "judge", "grader"), Role.CRITIC),
-    **dict.fromkeys(
-        ("worker", "workers", "executor", "subtask", "subtasks", "subagent"), Role.WORKER
-    ),
-}
-_ROLE_PREFIXES: tuple[tuple[str, Role], ...] = (
-    ("synthes", Role.SYNTHESIS),
-    ("summar", Role.SYNTHESIS),
-    ("aggregat", Role.SYNTHESIS),
-    ("critic", Role.CRITIC),
-    ("critique", Role.CRITIC),
-    ("evaluat", Role.CRITIC),
-)
-
-
-@lru_cache(maxsize=4096)
-def role_from_words(text: str) -> Role | None:
-    """The role a name's words state, or None.
-
-    Words are split at non-letters and camelCase humps (``SynthesizeAnswer`` -> synthesize,
-    answer). Exact words: plan/planner/planning/decompose -> plan; worker/executor/subtask/
-    subagent -> worker; final/finalize/combine/reducer -> synthesis; review/judge/grader ->
-    critic. Prefixes: synthes-, summar-, aggregat- -> synthesis; critic-, evaluat- -> critic.
-    The first word with a role wins.
-    """
-    for word in _WORD.findall(text):
-        low = word.lower()
-        role = _ROLE_EXACT.get(low)
-        if role is not None:
-            return role
-        for prefix, prefixed_role in _ROLE_PREFIXES:
-            if low.startswith(prefix):
-                return prefixed_role
-    return None
-
-
-_ROLE_HINT_KEY_SET = frozenset(ROLE_HINT_KEYS)
-
-
-def _span_role_hint(span: OtlpSpan) -> Role | None:
-    attrs = span.attributes
-    if not _ROLE_HINT_KEY_SET.isdisjoint(attrs):
-        for key in ROLE_HINT_KEYS:
-            value = attrs.get(key)
-            if isinstance(value, str):
-                role = role_from_words(value)
-                if role is not None:
-                    return role
-    return role_from_words(span.name)
-
-
-def call_role(span: OtlpSpan, ancestors: Sequence[OtlpSpan] = ()) -> Role:
-    """The role of an LLM-call span from its own and its ancestors' names and kinds.
-
-    Args:
-        span: the call span.
-        ancestors: its known ancestors, nearest first (may be partial or empty).
-    """
-    own = _span_role_hint(span)
-    return own if own is not None else _ancestry_role(ancestors)
-
-
-def _ancestry_role(ancestors: Sequence[OtlpSpan]) -> Role:
-    """:func:`call_role` of a call that says no role itself: the same for every call
-    under the same parent."""
-    for ancestor in ancestors[:MAX_ANCESTRY]:
-        role = _span_role_hint(ancestor)
-        if role is not None:
-            return role
-    agents = 0
-    for ancestor in ancestors[:MAX_ANCESTRY]:
-        kind = _structure_kind(ancestor.attributes)
-        if kind == "tool":
-            return Role.WORKER
-        if kind == "agent":
-            agents += 1
-    return Role.WORKER if agents >= 2 else Role.CALL
-
-
 # --- the mapping ---------------------------------------------------------------------------------
 
 
@@ -320,7 +212,7 @@ def _task_class(
         return value
     if resource_task_class is not None:
         return resource_task_class
-    if span.parent_span_id is None and _structure_kind(span.attributes) == "agent":
+    if span.parent_span_id is None and structure_kind(span.attributes) == "agent":
         return _text(span.name)
     return None
 
@@ -486,36 +378,6 @@ def map_span(
     return _map_span(span, config, keys, resource, price_memo, ancestors, None)
 
 
-class _Batch:
-    """A batch's spans by (trace_id, span_id), and the ancestry role of each parent's
-    calls (:func:`_ancestry_role`), worked out once per parent."""
-
-    __slots__ = ("by_key", "roles")
-
-    def __init__(self, by_key: Mapping[tuple[str, str], OtlpSpan]) -> None:
-        self.by_key = by_key
-        self.roles: dict[tuple[str, str | None], Role] = {}
-
-    def ancestry_role(self, span: OtlpSpan) -> Role:
-        key = (span.trace_id, span.parent_span_id)
-        role = self.roles.get(key)
-        if role is None:
-            role = self.roles[key] = _ancestry_role(self.ancestors(span))
-        return role
-
-    def ancestors(self, span: OtlpSpan) -> list[OtlpSpan]:
-        """The span's in-batch ancestors, nearest first (at most :data:`MAX_ANCESTRY`)."""
-        ancestors: list[OtlpSpan] = []
-        parent_id = span.parent_span_id
-        while parent_id is not None and len(ancestors) < MAX_ANCESTRY:
-            parent = self.by_key.get((span.trace_id, parent_id))
-            if parent is None:
-                break
-            ancestors.append(parent)
-            parent_id = parent.parent_span_id
-        return ancestors
-
-
 def _map_span(
     span: OtlpSpan,
     config: MappingConfig,
@@ -523,7 +385,7 @@ def _map_span(
     resource: _Resource,
     price_memo: PriceMemo | None,
     ancestors: Sequence[OtlpSpan],
-    batch: _Batch | None,
+    batch: SpanBatch | None,
 ) -> SpanRecord:
     """:func:`map_span` with the key groups of ``config`` (:func:`_span_keys`) and the
     span's resource worked out; a call's ancestors are looked up in ``batch`` when given,
@@ -554,8 +416,8 @@ def _map_span(
             attrs, (response_model, request_model), tokens, cache_detail_known,
             config.overrides_path, price_memo,
         )
-        role = own_role or _span_role_hint(span) or (
-            _ancestry_role(ancestors) if batch is None else batch.ancestry_role(span)
+        role = own_role or span_role_hint(span) or (
+            ancestry_role(ancestors) if batch is None else batch.ancestry_role(span)
         )
     elif own_role is not None:
         role = own_role
@@ -631,7 +493,7 @@ def map_spans(
     rejections: list[SpanRejection] = []
     price_memo = PriceMemo()
     keys = _span_keys(config.task_class_attributes)
-    batch = _Batch(by_key)
+    batch = SpanBatch(by_key)
     resources: dict[int, tuple[Mapping[str, Any], _Resource]] = {}  # decode shares a resource
     for span in by_key.values():
         try:

@@ -3,7 +3,8 @@
 Both pipelines are built alike: a private ``TracerProvider`` with the same resource, the
 ledger's ``_CountEnded`` processor and a ``BatchSpanProcessor`` with
 ``telemetry.tracing.DUCKDB_BATCH`` settings; only the exporter differs (ours, as
-``configure_tracing`` sets it up, or one whose ``export`` returns ``SUCCESS`` at once).
+``configure_tracing`` sets it up with each writer, ``process`` and ``thread``, or one whose
+``export`` returns ``SUCCESS`` at once).
 The application thread makes runs shaped like the orchestrator's (a root, a plan, four
 workers with cost and token attributes). Figures:
 
@@ -32,9 +33,12 @@ from opentelemetry.trace import Tracer
 
 from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.tracing import DUCKDB_BATCH, _CountEnded, configure_tracing
-from cliffwatch.telemetry.write_ledger import LEDGER
+from cliffwatch.telemetry.write_ledger import LEDGER, LedgerCounts
 
 Result = list[tuple[str, str]]
+
+WRITERS = ("process", "thread")
+"""``configure_tracing`` writers measured (``settings.CLIFFWATCH_EXPORT_WRITER``)."""
 
 
 class _NullExporter(SpanExporter):
@@ -97,22 +101,44 @@ def _null_run(n_runs: int, paced: bool = False) -> tuple[float, float, int]:
 
 
 def _paced(tmp: Path, n_runs: int) -> Result:
-    """The paced case: spans/s while making, do-nothing vs DuckDB vs do-nothing again."""
+    """The paced case: spans/s while making, do-nothing vs each writer vs do-nothing again."""
     n = n_runs * 6
     null_a, _, _ = _null_run(n_runs, paced=True)
-    tracing = configure_tracing(tmp / "paced.duckdb", otlp_endpoint=None)
-    made = _make(tracing.tracer, n_runs, paced=True)
-    tracing.shutdown()
+    made: dict[str, tuple[float, int]] = {}
+    for writer in WRITERS:
+        path = tmp / f"paced-{writer}.duckdb"
+        tracing = configure_tracing(path, otlp_endpoint=None, writer=writer)
+        seconds = _make(tracing.tracer, n_runs, paced=True)
+        tracing.shutdown()
+        with open_store(path, read_only=True) as con:
+            made[writer] = (seconds, con.sql("SELECT count(*) FROM spans").fetchall()[0][0])
     null_b, _, _ = _null_run(n_runs, paced=True)
-    with open_store(tmp / "paced.duckdb", read_only=True) as con:
-        stored = con.sql("SELECT count(*) FROM spans").fetchall()[0][0]
     null_made = (null_a + null_b) / 2
     label = f"paced ({PACED_BURST_RUNS * 6} spans, {PACED_PAUSE_S * 1000:g} ms pause)"
-    return [
-        (f"{label}, do-nothing made", f"{null_made:.2f} s = {_rate(n, null_made)} while making"),
-        (f"{label}, DuckDB made", f"{made:.2f} s = {_rate(n, made)} while making"),
-        (f"{label}, ratio made", f"{null_made / made:.2f}x ({stored:,} of {n:,} stored)"),
-    ]
+    rows = [(f"{label}, do-nothing made",
+             f"{null_made:.2f} s = {_rate(n, null_made)} while making")]
+    for writer, (seconds, stored) in made.items():
+        rows.append((f"{label}, {writer} writer made",
+                     f"{seconds:.2f} s = {_rate(n, seconds)} while making, ratio "
+                     f"{null_made / seconds:.2f}x ({stored:,} of {n:,} stored)"))
+    return rows
+
+
+def _duck_run(tmp: Path, n_runs: int, writer: str) -> tuple[float, float, LedgerCounts, int]:
+    """(made seconds, made + flush seconds, ledger counts, rows stored) through
+    ``configure_tracing`` with ``writer``."""
+    path = tmp / f"exp-{writer}.duckdb"
+    before = LEDGER.snapshot()
+    tracing = configure_tracing(path, otlp_endpoint=None, writer=writer)
+    t0 = time.perf_counter()
+    made = _make(tracing.tracer, n_runs)
+    tracing.flush()
+    total = time.perf_counter() - t0
+    tracing.shutdown()
+    counts = LEDGER.snapshot() - before
+    with open_store(path, read_only=True) as con:
+        stored = con.sql("SELECT count(*) FROM spans").fetchall()[0][0]
+    return made, total, counts, stored
 
 
 def _rate(n: float, seconds: float) -> str:
@@ -125,36 +151,33 @@ def bench_exporter(tmp: Path, quick: bool) -> Result:
     n = n_runs * 6
     load_before = os.getloadavg()
     null_a, null_total_a, null_spans_a = _null_run(n_runs)
-
-    before = LEDGER.snapshot()
-    tracing = configure_tracing(tmp / "exp.duckdb", otlp_endpoint=None)
-    t0 = time.perf_counter()
-    made = _make(tracing.tracer, n_runs)
-    tracing.flush()
-    total = time.perf_counter() - t0
-    tracing.shutdown()
-    counts = LEDGER.snapshot() - before
-
+    runs = {writer: _duck_run(tmp, n_runs, writer) for writer in WRITERS}
     null_b, _, null_spans_b = _null_run(n_runs)
     paced = _paced(tmp, n_runs // 2)
     load_after = os.getloadavg()
-    with open_store(tmp / "exp.duckdb", read_only=True) as con:
-        stored = con.sql("SELECT count(*) FROM spans").fetchall()[0][0]
     null_made = (null_a + null_b) / 2
-    ok = stored == n == counts.written and counts.lost == counts.spilled == counts.dropped == 0
-    return [
+    rows: Result = [
         ("spans", f"{n:,} ({n_runs:,} runs of 6), batch settings {DUCKDB_BATCH}"),
         ("do-nothing exporter, made (before)", f"{null_a:.2f} s = {_rate(n, null_a)}"),
         ("do-nothing exporter, made (after)", f"{null_b:.2f} s = {_rate(n, null_b)}"),
         ("do-nothing exporter, incl. flush", f"{null_total_a:.2f} s = {_rate(n, null_total_a)}"
          f" ({null_spans_a:,} / {null_spans_b:,} exported)"),
-        ("DuckDB exporter, made", f"{made:.2f} s = {_rate(n, made)}"),
-        ("DuckDB exporter, durable (incl. flush)", f"{total:.2f} s = {_rate(n, total)}"),
-        ("ratio made, DuckDB vs do-nothing", f"{null_made / made:.2f}x (target >= 0.9x)"),
-        ("ratio durable vs do-nothing made", f"{null_made / total:.2f}x"),
-        ("ledger", f"{counts.written:,} written, {counts.spilled:,} spilled, "
-                   f"{counts.lost:,} lost, {counts.dropped:,} dropped of {counts.ended:,} ended"),
-        ("spans in the store", f"{stored:,} of {n:,} ({'none lost' if ok else 'LOST'})"),
+    ]
+    for writer, (made, total, counts, stored) in runs.items():
+        ok = stored == n == counts.written and counts.lost == counts.spilled == counts.dropped == 0
+        rows += [
+            (f"{writer} writer, made", f"{made:.2f} s = {_rate(n, made)}"),
+            (f"{writer} writer, durable (incl. flush)", f"{total:.2f} s = {_rate(n, total)}"),
+            (f"{writer} writer, ratio made vs do-nothing",
+             f"{null_made / made:.2f}x (target >= 0.9x)"),
+            (f"{writer} writer, ratio durable vs do-nothing made", f"{null_made / total:.2f}x"),
+            (f"{writer} writer, ledger",
+             f"{counts.written:,} written, {counts.spilled:,} spilled, {counts.lost:,} lost, "
+             f"{counts.dropped:,} dropped of {counts.ended:,} ended; {stored:,} of {n:,} in "
+             f"the store ({'none lost' if ok else 'LOST'})"),
+        ]
+    return [
+        *rows,
         *paced,
         ("load average 1/5/15 min, before", " ".join(f"{x:.2f}" for x in load_before)),
         ("load average 1/5/15 min, after", " ".join(f"{x:.2f}" for x in load_after)),

@@ -67,6 +67,9 @@ logger = logging.getLogger(__name__)
 
 _BATCH = struct.Struct("<QQQ")  # sequence number, spans, payload bytes
 _REPLY = struct.Struct("<Q")  # payload bytes of the pickled answer
+STOP_SEQ = 0
+"""Sequence number of the frame that stops the writer (batches count from 1): a pipe
+inherited by a fork of the application would keep the writer from ever seeing its end."""
 STALL_GRACE_S = 120.0
 """Seconds past the lock timeout a writer may answer nothing before shutdown kills it."""
 _IDLE_CHECK_S = 2.0  # how often an idle writer checks that its parent still lives
@@ -148,6 +151,8 @@ def serve(config: dict[str, Any]) -> None:
         if header is None:
             return
         seq, spans, size = _BATCH.unpack(header)
+        if seq == STOP_SEQ:
+            return
         payload = _read_exact(0, size, config["parent_pid"])
         if payload is None:
             return
@@ -187,16 +192,23 @@ class ProcessSpanExporter(DuckDBSpanExporter):
     def __init__(self, path: str | os.PathLike[str], *, timeout_s: float | None = None,
                  source: str = "cliffwatch", ledger: WriteLedger = LEDGER) -> None:
         super().__init__(path, timeout_s=timeout_s, source=source, ledger=ledger)
+        self._in_process = os.name != "posix"
+        self._forget_writer()
+
+    def _forget_writer(self) -> None:
+        """No writer yet: the state of a new exporter, and of one in a fork of the process
+        that started a writer (the fork has its own; its copies of the locks may have been
+        held by a thread the fork does not have)."""
+        self._owner_pid = os.getpid()
         self._cond = threading.Condition()
         self._start_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._inflight: dict[int, tuple[int, bytes]] = {}  # seq -> (spans, payload)
         self._rescuing = 0  # batches being written in this process after the writer died
-        self._seq = 0
+        self._seq = STOP_SEQ
         self._answers = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
-        self._in_process = os.name != "posix"
         self._closing = False
 
     @property
@@ -242,7 +254,17 @@ class ProcessSpanExporter(DuckDBSpanExporter):
         finally:
             detach(token)
 
+    def _check_fork(self) -> None:
+        if self._owner_pid != os.getpid():  # a fork: the parent's writer is not ours
+            inherited = self._proc
+            self._forget_writer()
+            if inherited is not None:
+                for pipe in (inherited.stdin, inherited.stdout):
+                    if pipe is not None:
+                        pipe.close()  # this process's copies only
+
     def _started(self) -> subprocess.Popen[bytes] | None:
+        self._check_fork()
         if self._proc is not None or self._in_process:
             return self._proc if not self._in_process else None
         with self._start_lock:
@@ -329,6 +351,7 @@ class ProcessSpanExporter(DuckDBSpanExporter):
             True when every batch is answered and no spill file is left within the
             timeout; False otherwise (the batches stay in flight, counted when answered).
         """
+        self._check_fork()
         with self._cond:
             if not self._cond.wait_for(self._idle, max(timeout_millis, 0) / 1000):
                 logger.warning("cliffwatch: export writer still busy after %d ms",
@@ -340,6 +363,7 @@ class ProcessSpanExporter(DuckDBSpanExporter):
         """Wait for the writer to answer for every batch (killing one that answers nothing
         for the lock timeout + :data:`STALL_GRACE_S`; its batches are written here), stop
         it, then load pending spill files and refuse further exports."""
+        self._check_fork()
         proc = self._proc
         if not self._shut_down and proc is not None:
             stall_s = (self.timeout_s or lock_timeout_s()) + STALL_GRACE_S
@@ -355,6 +379,10 @@ class ProcessSpanExporter(DuckDBSpanExporter):
                 self._closing = True
             with self._send_lock:
                 if proc.stdin is not None:
+                    try:
+                        _write_all(proc.stdin.fileno(), _BATCH.pack(STOP_SEQ, 0, 0))
+                    except OSError:
+                        pass  # gone already: the answers thread has seen it
                     proc.stdin.close()
             if self._reader is not None:
                 self._reader.join()

@@ -216,3 +216,32 @@ def test_the_writer_exits_when_its_parent_dies(tmp_path: Path) -> None:
     pid = int(proc.stdout.strip())
     wait_until(lambda: not _alive(pid), timeout_s=30, what="orphaned writer exits")
     assert len(_stored(path)) == 1
+
+
+@pytest.mark.slow
+def test_a_fork_of_the_application_starts_its_own_writer(tmp_path: Path) -> None:
+    path = tmp_path / "fork.duckdb"
+    spans = _sdk_run_spans()
+    ledger = WriteLedger()
+    exporter = ProcessSpanExporter(path, ledger=ledger)
+    exporter.export(spans[:2])
+    assert exporter.force_flush(scaled_ms(60))
+    parent_writer = exporter.writer_pid
+    child = os.fork()
+    if child == 0:  # the fork: its exports must not go down the parent's pipe
+        code = 1
+        try:
+            exporter.export(spans[2:])
+            ok = exporter.force_flush(600_000)
+            mine = exporter.writer_pid
+            exporter.shutdown()
+            code = 0 if ok and mine not in (None, parent_writer) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert exporter.writer_pid == parent_writer and _alive(parent_writer)
+    exporter.export(spans[2:])  # the parent's writer still answers
+    exporter.shutdown()
+    assert ledger.snapshot().written == len(spans)  # the fork counted in its own copy
+    assert len(_stored(path)) == len(spans)

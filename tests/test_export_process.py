@@ -136,14 +136,22 @@ def test_the_setting_chooses_the_writer(monkeypatch: pytest.MonkeyPatch,
     tracing.shutdown()
 
 
-@pytest.mark.slow
-def test_a_killed_writer_loses_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    path = tmp_path / "killed.duckdb"
+def _writer_with_two_spans_written(
+    path: Path,
+) -> tuple[ProcessSpanExporter, WriteLedger, list[ReadableSpan]]:
+    """An exporter whose writer is running: two of the run's spans written, the rest not."""
     spans = _sdk_run_spans()
     ledger = WriteLedger()
     exporter = ProcessSpanExporter(path, ledger=ledger)
     exporter.export(spans[:2])
     assert exporter.force_flush(scaled_ms(60))
+    return exporter, ledger, spans
+
+
+@pytest.mark.slow
+def test_a_killed_writer_loses_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "killed.duckdb"
+    exporter, ledger, spans = _writer_with_two_spans_written(path)
     pid = exporter.writer_pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
@@ -221,11 +229,7 @@ def test_the_writer_exits_when_its_parent_dies(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_fork_of_the_application_starts_its_own_writer(tmp_path: Path) -> None:
     path = tmp_path / "fork.duckdb"
-    spans = _sdk_run_spans()
-    ledger = WriteLedger()
-    exporter = ProcessSpanExporter(path, ledger=ledger)
-    exporter.export(spans[:2])
-    assert exporter.force_flush(scaled_ms(60))
+    exporter, ledger, spans = _writer_with_two_spans_written(path)
     parent_writer = exporter.writer_pid
     child = os.fork()
     if child == 0:  # the fork: its exports must not go down the parent's pipe

@@ -22,7 +22,7 @@ from test_exporter import _sdk_run_spans, _stored
 from waits import scaled, scaled_ms, wait_until
 
 from cliffwatch import settings
-from cliffwatch.telemetry import spill
+from cliffwatch.telemetry import sdk_compact, spill
 from cliffwatch.telemetry.export_process import ProcessSpanExporter
 from cliffwatch.telemetry.exporter import DuckDBSpanExporter
 from cliffwatch.telemetry.sdk_compact import compact_batch, load_rows, records_from_rows
@@ -63,8 +63,15 @@ def _odd_spans() -> list[ReadableSpan]:
     return spans
 
 
-def test_compact_rows_map_exactly_as_the_sdk_spans_do() -> None:
+@pytest.mark.parametrize("by_hand", [False, True], ids=["sdk-spans", "with-one-by-hand"])
+def test_compact_rows_map_exactly_as_the_sdk_spans_do(by_hand: bool) -> None:
     spans = [*_sdk_run_spans(), *_odd_spans()]
+    if not by_hand:  # every span made by a tracer: the fast read takes the whole batch
+        spans = spans[:-1]
+        assert len(sdk_compact._fast_rows(spans)) == len(spans)
+    else:  # a span made by hand sends the batch through the public properties
+        with pytest.raises(AttributeError):
+            sdk_compact._fast_rows(spans)
     payload, n = compact_batch(spans)
     assert n == len(spans)
     assert records_from_rows(load_rows(payload), source="guard") == [

@@ -19,7 +19,10 @@ The pipelines run interleaved (do-nothing, process, thread) for :data:`ROUNDS` r
 each figure is the best round's, the median beside it: on a shared 2-core machine the
 load of other processes halves or doubles a run's speed from one run to the next.
 ``process`` is cliffwatch's writer process (``CLIFFWATCH_EXPORT_WRITER=process``),
-``thread`` the SDK's export thread (the default).
+``thread`` the SDK's export thread (the default). Every round builds fresh pipelines, so
+each process round includes its writer's start-up (an interpreter, DuckDB, pyarrow, and
+litellm's price map on the first mapping: ~3 s of CPU, on the other core), while the
+thread writer maps in the bench's own process, whose imports are warm after its first round.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ workers with cost and token attributes). Figures:
   for the GIL), for each pipeline, and their ratio (target, issue 11: >= 0.9x);
 - spans/s durably written (making plus the final flush) and the ledger's written,
   spilled, lost and dropped counts, beside the rows in the store (none may be lost);
+- sustained (full bench only): 120,000 spans made without pause, twice the SDK's queue,
+  once per writer: a writer slower than the application makes the SDK drop spans;
 - the same made ratio for a paced application (bursts of runs between short pauses, as an
   app waiting on LLM calls makes them), counting only the time spent making spans.
 
@@ -27,6 +29,7 @@ thread writer maps in the bench's own process, whose imports are warm after its 
 
 from __future__ import annotations
 
+import logging
 import os
 import statistics
 import time
@@ -171,6 +174,7 @@ def bench_exporter(tmp: Path, quick: bool) -> Result:
         for writer in WRITERS:
             runs[writer].append(_duck_run(tmp / f"round{r}", n_runs, writer))
     paced = _paced(tmp, n_runs // 2)
+    sustained = [] if quick else _sustained(tmp, SUSTAINED_RUNS)
     load_after = os.getloadavg()
     null_made = min(made for made, _, _ in nulls)
     rows: Result = [
@@ -203,9 +207,37 @@ def bench_exporter(tmp: Path, quick: bool) -> Result:
     return [
         *rows,
         *paced,
+        *sustained,
         ("load average 1/5/15 min, before", " ".join(f"{x:.2f}" for x in load_before)),
         ("load average 1/5/15 min, after", " ".join(f"{x:.2f}" for x in load_after)),
     ]
+
+
+SUSTAINED_RUNS = 20_000
+"""Runs (of 6 spans) of the sustained case: 120,000 spans, about twice the SDK's queue
+(``DUCKDB_BATCH["max_queue_size"]``), so a writer slower than the application drops."""
+
+
+def _sustained(tmp: Path, n_runs: int) -> Result:
+    """The sustained case (full bench only): more spans than the queue holds, made without
+    pause, once per writer; what each made, wrote and the SDK dropped (a full queue)."""
+    n = n_runs * 6
+    rows: Result = []
+    # The SDK logs one warning per dropped span ("Queue full"): tens of thousands of
+    # lines on stderr. Kept quiet here; the ledger counts them.
+    sdk_logger = logging.getLogger("opentelemetry.sdk._shared_internal")
+    level = sdk_logger.level
+    sdk_logger.setLevel(logging.ERROR)
+    try:
+        runs = {w: _duck_run(tmp / "sustained", n_runs, w) for w in WRITERS}
+    finally:
+        sdk_logger.setLevel(level)
+    for writer, (made, total, counts, stored) in runs.items():
+        rows.append((f"sustained ({n:,} spans), {writer} writer",
+                     f"made {_rate(n, made)}, durable {_rate(n, total)}; "
+                     f"{counts.written:,} written, {counts.dropped:,} dropped by the SDK "
+                     f"(queue full), {counts.lost:,} lost; {stored:,} in the store"))
+    return rows
 
 
 def _best_and_median(n: int, seconds: list[float]) -> str:

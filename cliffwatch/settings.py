@@ -54,6 +54,15 @@ CLIFFWATCH_PRICE_OVERRIDES = "CLIFFWATCH_PRICE_OVERRIDES"
 Default: none. Overrides come only from this setting, never from a file that happens to sit
 in the working directory."""
 
+CLIFFWATCH_EXPORT_WRITER = "CLIFFWATCH_EXPORT_WRITER"
+"""Where the span exporter of ``configure_tracing`` (batched) maps and writes spans:
+``thread`` (the SDK's export thread, in the application's process) or ``process`` (a
+writer process of its own, started on the first export, so the application's GIL only
+pickles compact spans; telemetry/export_process.py, docs/api.md for its figures).
+Default ``thread``: a library starts no process unless asked."""
+
+EXPORT_WRITERS = ("thread", "process")
+
 OTEL_EXPORTER_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 """Standard OTel variable: when set, every span also goes to this OTLP/HTTP endpoint."""
 
@@ -174,6 +183,20 @@ def price_overrides_path() -> Path | None:
     """The price override file, or None when there is none."""
     env = os.environ.get(CLIFFWATCH_PRICE_OVERRIDES)
     return Path(env) if env else None
+
+
+def export_writer() -> str:
+    """$CLIFFWATCH_EXPORT_WRITER: ``thread`` (default) or ``process``.
+
+    Raises:
+        SettingError: any other value.
+    """
+    raw = os.environ.get(CLIFFWATCH_EXPORT_WRITER)
+    value = (raw or "thread").strip().lower()
+    if value not in EXPORT_WRITERS:
+        raise SettingError(f"{CLIFFWATCH_EXPORT_WRITER}={raw!r} is not one of "
+                           f"{', '.join(EXPORT_WRITERS)}")
+    return value
 
 
 def otlp_endpoint() -> str | None:

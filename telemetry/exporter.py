@@ -47,6 +47,35 @@ from cliffwatch.telemetry.write_pipeline import write_spans
 logger = logging.getLogger(__name__)
 
 
+def skipped_span(name: str, trace_id: str, span_id: str, ledger: WriteLedger) -> None:
+    """Log (inside the ``except`` that caught why) and count lost a span that cannot be
+    mapped to a record; ids as hex (``?`` when unknown)."""
+    logger.exception("cliffwatch: skipped span %r (trace %s, span %s): cannot map it",
+                     name, trace_id, span_id)
+    ledger.add(lost=1, error=f"span {name!r} could not be mapped")
+
+
+def write_records(
+    path: Path, records: list[SpanRecord], *, timeout_s: float | None, ledger: WriteLedger
+) -> bool:
+    """Write or spill one exported batch and count it (:func:`write_or_spill`), never raising.
+
+    Returns:
+        True when the records are in the store or in a spill file; False when they are
+        lost (logged in one line, counted lost in ``ledger``).
+    """
+    try:
+        write_or_spill(path, records, timeout_s=timeout_s, ledger=ledger)
+        return True
+    except SpansLostError as exc:
+        logger.error("cliffwatch: %s", exc)
+        return False
+    except Exception as exc:  # the values (or a bug): neither written nor spilled
+        ledger.add(lost=len(records), error=str(exc).strip().split("\n")[0])
+        logger.exception("cliffwatch: failed to export %d spans to %s", len(records), path)
+        return False
+
+
 class DuckDBSpanExporter(SpanExporter):
     """Writes each exported batch of SDK spans to a cliffwatch DuckDB store.
 
@@ -76,18 +105,14 @@ class DuckDBSpanExporter(SpanExporter):
         self._lock = threading.Lock()
         self._shut_down = False
 
-    def _records(self, spans: Sequence[ReadableSpan]) -> list[SpanRecord]:
-        def skipped(span: ReadableSpan) -> None:
-            ctx = span.context
-            logger.exception(
-                "cliffwatch: skipped span %r (trace %s, span %s): cannot map it",
-                span.name,
-                format(ctx.trace_id, "032x") if ctx else "?",
-                format(ctx.span_id, "016x") if ctx else "?",
-            )
-            self.ledger.add(lost=1, error=f"span {span.name!r} could not be mapped")
+    def _skipped(self, span: ReadableSpan) -> None:
+        """Log (inside the ``except``) and count lost a span that cannot be mapped."""
+        ctx = span.context
+        skipped_span(span.name, format(ctx.trace_id, "032x") if ctx else "?",
+                     format(ctx.span_id, "016x") if ctx else "?", self.ledger)
 
-        return records_from_sdk_spans(spans, source=self.source, on_error=skipped)
+    def _records(self, spans: Sequence[ReadableSpan]) -> list[SpanRecord]:
+        return records_from_sdk_spans(spans, source=self.source, on_error=self._skipped)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Write ``spans`` to the store, or spill them when the write fails.
@@ -102,21 +127,12 @@ class DuckDBSpanExporter(SpanExporter):
             self.ledger.add(lost=len(spans), error="spans exported after shutdown")
             return SpanExportResult.FAILURE
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-        records: list[SpanRecord] = []
         try:
             records = self._records(spans)
             with self._lock:
-                write_or_spill(self.path, records, timeout_s=self.timeout_s,
-                               ledger=self.ledger)
-            return SpanExportResult.SUCCESS
-        except SpansLostError as exc:
-            logger.error("cliffwatch: %s", exc)
-            return SpanExportResult.FAILURE
-        except Exception as exc:  # the values (or a bug): neither written nor spilled
-            self.ledger.add(lost=len(records), error=str(exc).strip().split("\n")[0])
-            logger.exception("cliffwatch: failed to export %d spans to %s",
-                             len(records), self.path)
-            return SpanExportResult.FAILURE
+                stored = write_records(self.path, records, timeout_s=self.timeout_s,
+                                       ledger=self.ledger)
+            return SpanExportResult.SUCCESS if stored else SpanExportResult.FAILURE
         finally:
             detach(token)
 

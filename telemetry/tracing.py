@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.trace import Tracer
 
 from cliffwatch import settings
+from cliffwatch.telemetry.export_process import ProcessSpanExporter
 from cliffwatch.telemetry.exporter import DuckDBSpanExporter
 from cliffwatch.telemetry.write_ledger import LEDGER
 
@@ -106,6 +107,15 @@ DUCKDB_BATCH: _BatchSettings = {
 """BatchSpanProcessor settings of the DuckDB exporter (see the comment for why)."""
 
 
+def _writer(writer: str | None) -> str:
+    if writer is None:
+        return settings.export_writer()
+    if writer not in settings.EXPORT_WRITERS:
+        raise settings.SettingError(f"writer {writer!r} is not one of "
+                                    f"{', '.join(settings.EXPORT_WRITERS)}")
+    return writer
+
+
 def otlp_traces_url(endpoint: str) -> str:
     """The traces URL of a base OTLP/HTTP endpoint (``http://host:4318`` -> ``.../v1/traces``).
 
@@ -121,6 +131,7 @@ def configure_tracing(
     service_name: str = "cliffwatch",
     batch: bool = True,
     otlp_endpoint: str | None | _FromSettings = FROM_SETTINGS,
+    writer: str | None = None,
 ) -> Tracing:
     """Build the tracing pipeline that records spans into the store at ``db_path``.
 
@@ -134,6 +145,14 @@ def configure_tracing(
             (False: each span is written as it ends; for tests).
         otlp_endpoint: base OTLP/HTTP endpoint to also send spans to; default
             ``settings.otlp_endpoint()`` ($OTEL_EXPORTER_OTLP_ENDPOINT); None for none.
+        writer: where a batched DuckDB exporter maps and writes: ``process`` (a writer
+            process: :class:`telemetry.export_process.ProcessSpanExporter`) or ``thread``
+            (the SDK's export thread); default ``settings.export_writer()``
+            ($CLIFFWATCH_EXPORT_WRITER). ``batch=False`` always writes in the thread that
+            ends the span.
+
+    Raises:
+        SettingError: ``writer`` (or its setting) is neither ``process`` nor ``thread``.
 
     Returns:
         A :class:`Tracing`; call ``.shutdown()`` (or at least ``.flush()``) before exit.
@@ -151,6 +170,8 @@ def configure_tracing(
 
         store = os.fspath(db_path)
         duck = ClickHouseSpanExporter(parse_store_url(store))
+    elif batch and _writer(writer) == "process":
+        duck = ProcessSpanExporter(db_path)
     else:
         duck = DuckDBSpanExporter(db_path)
     provider.add_span_processor(

@@ -61,13 +61,14 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def _run(args: list[str | Path], *, cwd: Path, budget_s: float) -> str:
-    """Run a command to completion within ``budget_s``; its stdout, or a failure with both
-    streams."""
+def _run(args: list[str | Path], *, cwd: Path, budget_s: float,
+         env: dict[str, str] | None = None) -> str:
+    """Run a command to completion within ``budget_s`` (``env`` added to a user's shell's);
+    its stdout, or a failure with both streams."""
     proc = subprocess.run(
         [str(a) for a in args],
         cwd=cwd,
-        env=_clean_env(),
+        env={**_clean_env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=budget_s,
@@ -242,11 +243,13 @@ def elsewhere(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _run_app(venv: Path, app: Path, elsewhere: Path, mode: str, db: Path) -> dict:
+def _run_app(venv: Path, app: Path, elsewhere: Path, mode: str, db: Path,
+             env: dict[str, str] | None = None) -> dict:
     out = _run(
         [venv / "bin" / "python", app / "main.py", mode, db, APP_WAIT_S],
         cwd=elsewhere,
         budget_s=RUN_BUDGET_S,
+        env=env,
     )
     result = json.loads(out.strip().splitlines()[-1])
     # The app's packages are the app's; every cliffwatch module came from the wheel.
@@ -294,11 +297,15 @@ def test_the_wheel_is_one_package_with_its_data(wheel: Path) -> None:
     assert expected <= names, sorted(expected - names)
 
 
+@pytest.mark.parametrize("writer", ["thread", "process"])
 def test_guard_example_in_an_app_with_its_own_layer_packages(
-    venv: Path, app: Path, elsewhere: Path
+    venv: Path, app: Path, elsewhere: Path, writer: str
 ) -> None:
-    db = elsewhere / "guard.duckdb"
-    result = _run_app(venv, app, elsewhere, "guard", db)
+    # process: the exporter's writer process imports the installed cliffwatch, not the
+    # app's packages of the same layer names (it takes the app's sys.path)
+    db = elsewhere / f"guard-{writer}.duckdb"
+    result = _run_app(venv, app, elsewhere, "guard", db,
+                      env={"CLIFFWATCH_EXPORT_WRITER": writer})
     assert result["rejected"]["proposed"] == 5 and result["rejected"]["max_workers"] == 3
     input_usd, output_usd = result["price"]
     assert input_usd < 0.01 and output_usd < 0.01  # litellm's price, not the decoy's $1

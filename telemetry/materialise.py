@@ -322,7 +322,8 @@ def _materialise_scope(
     window = _window(since)
     con.execute(_SCOPE_SPANS_SQL.format(scope_spans=SCOPE_SPANS, window=window, scope=SCOPE))
     con.execute(_LEAF_FLAGS.format(scope_spans=SCOPE_SPANS, duplicate_rule=DUPLICATE_RULE))
-    con.execute(_UPDATE_FLAGS.format(window=window)).fetchall()
+    if con.execute("SELECT count(*) FROM cliff_flags WHERE changed").fetchall()[0][0]:
+        con.execute(_UPDATE_FLAGS.format(window=window)).fetchall()
     con.execute(materialise_sql(), {"materialised_at": materialised_at}).fetchall()
     con.execute(f"""INSERT INTO {TOUCHED_ROOTS}
         SELECT trace_id, attributes FROM {SCOPE_SPANS} WHERE parent_span_id IS NULL""")

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cliffwatch import settings
 from cliffwatch.telemetry import alert_rules, incident_rules, materialise, rollups, spill
@@ -69,12 +70,10 @@ _JSON_COLUMNS = ("attributes", "resource_attributes", "events")
 
 def _select_expr(name: str) -> str:
     if name in _JSON_COLUMNS:
-        # One span with malformed JSON must not fail the whole batch:
-        # keep its text under a marker key instead.
-        return (
-            f"CASE WHEN json_valid({name}) THEN {name}::JSON "
-            f"ELSE json_object('cliffwatch.invalid_json', {name}) END"
-        )
+        # One span with malformed JSON must not fail the whole batch: keep its text under
+        # a marker key instead. TRY_CAST parses once (NULL exactly where json_valid is
+        # false), where json_valid and a cast parsed every document twice.
+        return f"coalesce(TRY_CAST({name} AS JSON), json_object('cliffwatch.invalid_json', {name}))"
     return name
 
 
@@ -99,16 +98,24 @@ GROUP BY b.trace_id
 """
 
 _INSERT_SPANS = f"""
-    INSERT INTO spans ({_SPAN_COLUMNS}, started_at, ended_at, duration_ms, ingested_at)
+    INSERT INTO spans ({_SPAN_COLUMNS}, started_at, ended_at, duration_ms, ingested_at,
+        is_leaf_call)
     SELECT {", ".join(_select_expr(n) for n in SPAN_RECORD_FIELDS)},
         make_timestamp(start_time_unix_nano // 1000),
         make_timestamp(end_time_unix_nano // 1000),
         (end_time_unix_nano - start_time_unix_nano) / 1e6,
-        $ingested_at
+        $ingested_at,
+        is_llm_call
     FROM {BATCH_VIEW} AS b
     WHERE {{not_stored}}
-    QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY {ORDINAL}) = 1
+    {{first_of_repeats}}
 """
+"""``is_leaf_call`` starts as ``is_llm_call`` (most calls are leaves), so that the leaf
+rule (telemetry/materialise.py), run before the transaction commits, rewrites only the
+calls that are not."""
+
+_FIRST_OF_REPEATS = (
+    f"QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY {ORDINAL}) = 1")
 
 # A span of a trace already seen is new unless its ids are in the trace's window of spans;
 # the window is a literal, not a parameter, so DuckDB prunes row groups by zone maps.
@@ -125,7 +132,17 @@ _REMEMBER_TRACES = f"""
 """
 
 
-def insert_new_spans(con: duckdb.DuckDBPyConnection, ingested_at: datetime) -> int:
+def has_repeats(batch: pa.Table) -> bool:
+    """Whether two rows of ``batch`` (:data:`telemetry.records.ARROW_SCHEMA`) share their
+    ``(trace_id, span_id)`` (or one lacks an id): then the insert keeps the first of them
+    by a window over the batch, which a batch without repeats does not need."""
+    keys = pc.binary_join_element_wise(batch["trace_id"], batch["span_id"], "/")
+    return bool(pc.count_distinct(keys).as_py() < batch.num_rows)
+
+
+def insert_new_spans(
+    con: duckdb.DuckDBPyConnection, ingested_at: datetime, *, repeats: bool = True
+) -> int:
     """Insert the spans of :data:`BATCH_VIEW` whose ``(trace_id, span_id)`` is not stored
     yet (nor earlier in the batch), and record the batch's new traces in ``seen_traces``.
 
@@ -138,6 +155,7 @@ def insert_new_spans(con: duckdb.DuckDBPyConnection, ingested_at: datetime) -> i
         con: the write's connection, inside its transaction; :data:`BATCH_VIEW` registered
             with an :data:`ORDINAL` column.
         ingested_at: naive UTC time of the write, stored in ``spans.ingested_at``.
+        repeats: whether the batch may hold one span twice (:func:`has_repeats`).
 
     Returns:
         Spans inserted.
@@ -147,7 +165,9 @@ def insert_new_spans(con: duckdb.DuckDBPyConnection, ingested_at: datetime) -> i
     not_stored = "TRUE" if since is None else _NOT_STORED.format(
         since=(since - CLOCK_SLACK).isoformat(sep=" "))
     inserted = _inserted(con.execute(
-        _INSERT_SPANS.format(not_stored=not_stored), {"ingested_at": ingested_at}))
+        _INSERT_SPANS.format(not_stored=not_stored,
+                             first_of_repeats=_FIRST_OF_REPEATS if repeats else ""),
+        {"ingested_at": ingested_at}))
     con.execute(_REMEMBER_TRACES, {"ingested_at": ingested_at})
     return inserted
 
@@ -254,7 +274,7 @@ def apply_batch(
     batch = batch.append_column(ORDINAL, pa.array(range(batch.num_rows), pa.int64()))
     con.register(BATCH_VIEW, batch)
     try:
-        spans_written = insert_new_spans(con, ingested_at)
+        spans_written = insert_new_spans(con, ingested_at, repeats=has_repeats(batch))
         runs = materialise.materialise_runs(con, BATCH_VIEW, ingested_at)
         if keep_rollups:
             rollups.update_rollups(con, materialise.TOUCHED_RUNS, ingested_at)

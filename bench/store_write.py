@@ -113,6 +113,7 @@ def fresh_batch(seed_path: Path, tag: int) -> list:  # type: ignore[type-arg]
 _PHASES = (
     # (label, how the statement starts): the first match names a statement's phase.
     ("insert spans (duplicate check)", "INSERT INTO spans"),
+    ("find seen traces", "SELECT b.trace_id, min(t.first_ingested_at)"),
     ("find seen traces", "CREATE OR REPLACE TEMP TABLE cliff_seen"),
     ("remember new traces", "INSERT INTO seen_traces"),
     ("replace runs (delete + insert)", "DELETE FROM runs"),

@@ -79,7 +79,7 @@ def _select_expr(name: str) -> str:
 
 SEEN = "cliff_seen"
 """Temporary table of the batch's traces already in the store: ``trace_id``,
-``first_ingested_at`` (from ``seen_traces``, schema.py)."""
+``first_ingested_at`` (from ``seen_traces``, schema.py); made only when there are any."""
 
 ORDINAL = "cliff_ord"
 """Column added to the Arrow batch: each span's place in it (the first of two spans with
@@ -90,7 +90,6 @@ CLOCK_SLACK = timedelta(minutes=10)
 wall clock stepped back between two writes cannot hide a stored span."""
 
 _FIND_SEEN = f"""
-CREATE OR REPLACE TEMP TABLE {SEEN} AS
 SELECT b.trace_id, min(t.first_ingested_at) AS first_ingested_at
 FROM (SELECT DISTINCT trace_id, md5_number_lower(trace_id) AS trace_key FROM {BATCH_VIEW}) AS b
 JOIN seen_traces AS t USING (trace_key)
@@ -107,7 +106,7 @@ _INSERT_SPANS = f"""
         $ingested_at,
         is_llm_call
     FROM {BATCH_VIEW} AS b
-    WHERE {{not_stored}}
+    {{not_stored}}
     {{first_of_repeats}}
 """
 """``is_leaf_call`` starts as ``is_llm_call`` (most calls are leaves), so that the leaf
@@ -125,10 +124,16 @@ _NOT_STORED = f"""NOT EXISTS (
             AND s.trace_id IN (SELECT trace_id FROM {SEEN})
             AND s.trace_id = b.trace_id AND s.span_id = b.span_id)"""
 
+_KEEP_SEEN = f"""
+CREATE OR REPLACE TEMP TABLE {SEEN} AS
+SELECT unnest($trace_ids::VARCHAR[]) AS trace_id,
+    unnest($first_ingested_at::TIMESTAMP[]) AS first_ingested_at
+"""
+
 _REMEMBER_TRACES = f"""
     INSERT INTO seen_traces
     SELECT DISTINCT md5_number_lower(trace_id), $ingested_at::TIMESTAMP FROM {BATCH_VIEW}
-    WHERE trace_id NOT IN (SELECT trace_id FROM {SEEN})
+    {{not_seen}}
 """
 
 
@@ -160,15 +165,22 @@ def insert_new_spans(
     Returns:
         Spans inserted.
     """
-    con.execute(_FIND_SEEN)
-    since = con.execute(f"SELECT min(first_ingested_at) FROM {SEEN}").fetchall()[0][0]
-    not_stored = "TRUE" if since is None else _NOT_STORED.format(
-        since=(since - CLOCK_SLACK).isoformat(sep=" "))
+    # Fetched, not kept in a table: a batch of new traces (most batches) finds none, and
+    # then needs neither the table nor the checks that read it.
+    seen = con.execute(_FIND_SEEN).fetchall()
+    not_stored = not_seen = ""
+    if seen:
+        con.execute(_KEEP_SEEN, {"trace_ids": [row[0] for row in seen],
+                                 "first_ingested_at": [row[1] for row in seen]})
+        since = min(row[1] for row in seen)
+        not_stored = "WHERE " + _NOT_STORED.format(
+            since=(since - CLOCK_SLACK).isoformat(sep=" "))
+        not_seen = f"WHERE trace_id NOT IN (SELECT trace_id FROM {SEEN})"
     inserted = _inserted(con.execute(
         _INSERT_SPANS.format(not_stored=not_stored,
                              first_of_repeats=_FIRST_OF_REPEATS if repeats else ""),
         {"ingested_at": ingested_at}))
-    con.execute(_REMEMBER_TRACES, {"ingested_at": ingested_at})
+    con.execute(_REMEMBER_TRACES.format(not_seen=not_seen), {"ingested_at": ingested_at})
     return inserted
 
 

@@ -397,9 +397,13 @@ _TRACK = (
 )
 
 
-def _track_open_traces(con: duckdb.DuckDBPyConnection, now: datetime, cutoff: datetime) -> None:
-    """Keep ``open_traces`` exact for the batch's traces (schema.py says what it holds)."""
-    for sql in _TRACK:
+def _track_open_traces(
+    con: duckdb.DuckDBPyConnection, now: datetime, cutoff: datetime, *, any_open: bool = True
+) -> None:
+    """Keep ``open_traces`` exact for the batch's traces (schema.py says what it holds);
+    ``any_open``: whether any of them was in ``open_traces`` already (else its ``UPDATE``
+    has nothing to do and is not run)."""
+    for sql in _TRACK if any_open else (_TRACK[0], *_TRACK[2:]):
         params = {k: v for k, v in (("now", now), ("cutoff", cutoff)) if f"${k}" in sql}
         con.execute(sql, params or None)
 
@@ -429,15 +433,16 @@ def sweep_orphans(
         ``materialised_at`` a run row it rebuilt can already have (None: any).
     """
     cutoff = now - timedelta(seconds=_grace(grace_s))
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE {SCOPE} AS
-        SELECT trace_id, TRUE AS incomplete_ok, first_ingested_at
-        FROM open_traces
+    due = """FROM open_traces
         WHERE rooted_at IS NULL AND last_ingested_at < $cutoff AND last_ended_at < $cutoff
-            AND (swept_at IS NULL OR last_ingested_at > swept_at)
+            AND (swept_at IS NULL OR last_ingested_at > swept_at)"""
+    # Most writes find no orphan due: one look, no table.
+    if not con.execute(f"SELECT EXISTS (SELECT 1 {due})", {"cutoff": cutoff}).fetchall()[0][0]:
+        return False, None
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {SCOPE} AS
+        SELECT trace_id, TRUE AS incomplete_ok, first_ingested_at {due}
         ORDER BY last_ingested_at LIMIT {SWEEP_LIMIT}""", {"cutoff": cutoff})
     since = con.execute(f"SELECT min(first_ingested_at) FROM {SCOPE}").fetchall()[0][0]
-    if since is None:
-        return False, None
     finished = con.execute(f"""SELECT count(*) FROM runs
         WHERE status <> '{cv.RunStatus.INCOMPLETE}' AND run_id IN (SELECT trace_id FROM {SCOPE})
         """).fetchall()[0][0]
@@ -503,11 +508,12 @@ def materialise_runs(
     con.execute(f"CREATE OR REPLACE TEMP TABLE {TOUCHED_RUNS} AS SELECT * FROM runs LIMIT 0")
     con.execute(f"CREATE OR REPLACE TEMP TABLE {TOUCHED_ROOTS} (trace_id VARCHAR, attributes JSON)")
     con.execute(_BATCH_SCOPE.format(scope=SCOPE, batch=batch_view))
-    since = con.execute(f"SELECT min(first_ingested_at) FROM {SCOPE}").fetchall()[0][0]
+    since, any_open = con.execute(
+        f"SELECT min(first_ingested_at), bool_or(was_open) FROM {SCOPE}").fetchall()[0]
     window = _materialise_scope(
         con, materialised_at if since is None else since, materialised_at)
     cutoff = materialised_at - timedelta(seconds=_grace(grace_s))
-    _track_open_traces(con, materialised_at, cutoff)
+    _track_open_traces(con, materialised_at, cutoff, any_open=bool(any_open))
     swept, swept_window = sweep_orphans(con, materialised_at, grace_s)
     if swept:
         window = None if swept_window is None or window is None else min(window, swept_window)

@@ -203,12 +203,13 @@ def all_rules_sql() -> str:
                                     _runaway_select())))
 
 
-def refresh_class_p50(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
+def refresh_class_p50(con: duckdb.DuckDBPyConnection, now: datetime) -> tuple[int, int]:
     """Recompute the kept P50 of the touched classes that are stale (module docstring) and
     count the touched runs against the others. Runs only the statements that have work.
 
     Returns:
-        The number of classes whose P50 was recomputed.
+        ``(stale, fresh)``: the number of touched classes whose P50 was recomputed, and of
+        the others (both 0: the write touched no run).
     """
     stale_before = now - timedelta(seconds=settings.runaway_p50_refresh_s())
     con.execute(_CLASS_STATE, {"stale_before": stale_before})
@@ -218,7 +219,7 @@ def refresh_class_p50(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
     delete, insert, update = _REFRESH_P50
     for sql in ((delete, insert) if stale else ()) + ((update,) if fresh else ()):
         con.execute(sql, {"now": now} if "$now" in sql else None)
-    return int(stale)
+    return int(stale), int(fresh)
 
 
 _ALL_RULES = all_rules_sql()
@@ -245,9 +246,9 @@ def record_incidents(
     """
     when = datetime.now(UTC).replace(tzinfo=None) if now is None else now
     con.execute(_NEW_INCIDENTS_DDL)
-    refresh_class_p50(con, when)  # leaves cliff_classes, which `watch` reads
-    if not con.execute(f"SELECT count(*) FROM {TOUCHED_RUNS}").fetchall()[0][0]:
-        return 0  # no run written: no rule has anything to judge
+    stale, fresh = refresh_class_p50(con, when)  # leaves cliff_classes, which `watch` reads
+    if not stale and not fresh:
+        return 0  # no run written (no touched class): no rule has anything to judge
     if not _inserted(con.execute(_ALL_RULES, {"k": float(runaway_k)})):
         return 0
     return _inserted(con.execute(

@@ -13,7 +13,7 @@ for traces ingested over OTLP from other producers:
   status code is ``error``, else ``'ok'``.
 - ``cost_usd``: the sum of ``cost_usd`` over *leaf* LLM calls: spans with
   ``is_llm_call`` that have no LLM-call descendant and are not a second record of a call
-  already counted. This module is the one place that rule lives: it stamps
+  already counted. :mod:`telemetry.leaf_calls` is the one place that rule lives: it stamps
   ``spans.is_leaf_call`` on every span of the touched traces (a call that later gains an
   LLM-call child, or a twin, is re-stamped), and everything that sums call costs (run rows
   here, analytics by model and role) reads that column. A wrapper span that repeats its
@@ -22,10 +22,11 @@ for traces ingested over OTLP from other producers:
   Tokens, ``llm_calls`` and ``failed_calls`` count the same leaf calls.
 - **duplicate instrumentation**: two instrumentations of one call (an SDK that traces
   itself plus an instrumentation of it) record it twice as siblings or cousins, which the
-  leaf rule cannot see. :data:`DUPLICATE_RULE` says when two leaf calls are one; the one
-  kept is the one with a reported cost, else with a cache split, else the earliest. The
-  other stays in the store with ``is_leaf_call`` false and ``spans.duplicate_of`` set to
-  the kept span's id, and is counted in ``runs.duplicate_calls``.
+  leaf rule cannot see. :data:`telemetry.leaf_calls.DUPLICATE_RULE` says when two leaf
+  calls are one; the one kept is the one with a reported cost, else with a cache split,
+  else the earliest. The other stays in the store with ``is_leaf_call`` false and
+  ``spans.duplicate_of`` set to the kept span's id, and is counted in
+  ``runs.duplicate_calls``.
 - ``cache_detail_missing_calls``: leaf calls whose computed cost is an upper bound (no
   cache split on a model that prices cache reads apart).
 - ``unpriced_calls``: leaf calls with ``cost_source = 'unpriced'`` or no cost: they add
@@ -62,6 +63,7 @@ import duckdb
 
 from cliffwatch import settings
 from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry import leaf_calls
 from cliffwatch.telemetry.conventions import Role
 
 SCOPE = "cliff_scope"
@@ -121,106 +123,6 @@ FROM (
 )
 """
 
-_DUPLICATES = """
-        SELECT b.trace_id, b.span_id, arg_min(a.span_id, a.keep_rank) AS duplicate_of
-        FROM leaf AS a JOIN leaf AS b
-            ON a.trace_id = b.trace_id AND a.keep_rank < b.keep_rank
-        WHERE a.scope_name IS DISTINCT FROM b.scope_name
-            AND a.scope_name IS NOT NULL AND b.scope_name IS NOT NULL
-            AND CASE
-                WHEN a.response_id IS NOT NULL AND b.response_id IS NOT NULL
-                    THEN a.response_id = b.response_id
-                ELSE a.input_tokens = b.input_tokens
-                    AND a.output_tokens = b.output_tokens
-                    AND a.occurrence = b.occurrence
-                    AND (a.model_asked IN (b.model_asked, b.model_answered)
-                        OR a.model_answered IN (b.model_asked, b.model_answered))
-                    AND a.start_time_unix_nano <= b.end_time_unix_nano
-                    AND b.start_time_unix_nano <= a.end_time_unix_nano
-            END
-        GROUP BY b.trace_id, b.span_id
-"""
-"""The calls of :data:`_LEAF_FLAGS`'s ``leaf`` that are a second record of another
-(:data:`DUPLICATE_RULE`), with the kept call's id."""
-
-_NO_DUPLICATES = "SELECT NULL::VARCHAR AS trace_id, NULL::VARCHAR AS span_id, " \
-    "NULL::VARCHAR AS duplicate_of WHERE FALSE"
-"""No duplicates: a scope where no trace holds LLM calls of two instrumentation scopes,
-which the rule needs (its self-join of every trace's leaf calls is half the cost of the
-leaf flags otherwise)."""
-
-_TWO_SCOPES = """
-SELECT EXISTS (
-    SELECT 1 FROM {scope_spans} WHERE is_llm_call AND scope_name IS NOT NULL
-    GROUP BY trace_id HAVING count(DISTINCT scope_name) > 1)
-"""
-
-_LEAF_FLAGS = """
-CREATE OR REPLACE TEMP TABLE cliff_flags AS
-    WITH RECURSIVE
-    s AS (SELECT * FROM {scope_spans}),
-    -- Every (LLM call, ancestor) pair, walking parent links upwards. The depth bound
-    -- stops a malformed trace whose parent links form a cycle.
-    up (trace_id, span_id, ancestor_id, depth) AS (
-        SELECT trace_id, span_id, parent_span_id, 1
-        FROM s WHERE is_llm_call AND parent_span_id IS NOT NULL
-        UNION ALL
-        SELECT up.trace_id, up.span_id, p.parent_span_id, up.depth + 1
-        FROM up JOIN s AS p ON p.trace_id = up.trace_id AND p.span_id = up.ancestor_id
-        WHERE p.parent_span_id IS NOT NULL AND up.depth < 256
-    ),
-    -- LLM calls that have an LLM-call descendant: they repeat usage counted below them.
-    non_leaf AS (
-        SELECT DISTINCT a.trace_id, a.span_id
-        FROM up JOIN s AS a ON a.trace_id = up.trace_id AND a.span_id = up.ancestor_id
-        WHERE a.is_llm_call
-    ),
-    -- Leaf calls, ranked within their trace by which of two records of one call is kept
-    -- (one with a reported cost, then one with a cache split, then the earliest), and
-    -- numbered by start time among the calls of their instrumentation with the same tokens.
-    leaf AS MATERIALIZED (
-        SELECT s.*,
-            row_number() OVER (
-                PARTITION BY s.trace_id
-                ORDER BY reported_cost_usd IS NULL,
-                    cache_read_tokens IS NULL AND cache_creation_tokens IS NULL,
-                    start_time_unix_nano, span_id
-            ) AS keep_rank,
-            row_number() OVER (
-                PARTITION BY s.trace_id, scope_name, input_tokens, output_tokens
-                ORDER BY start_time_unix_nano, span_id
-            ) AS occurrence
-        FROM s LEFT JOIN non_leaf AS nl USING (trace_id, span_id)
-        WHERE s.is_llm_call AND nl.span_id IS NULL
-    ),
-    -- The same call recorded by two instrumentations ({duplicate_rule}).
-    dup AS ({dup})
-    SELECT s.trace_id, s.span_id,
-        l.span_id IS NOT NULL AND d.span_id IS NULL AS is_leaf,
-        d.duplicate_of,
-        (s.is_leaf_call IS DISTINCT FROM (l.span_id IS NOT NULL AND d.span_id IS NULL)
-            OR s.duplicate_of IS DISTINCT FROM d.duplicate_of) AS changed
-    FROM s
-    LEFT JOIN leaf AS l USING (trace_id, span_id)
-    LEFT JOIN dup AS d USING (trace_id, span_id)
-"""
-
-# Only rows whose flags change are written; the window lets the scan skip old row groups.
-_UPDATE_FLAGS = """
-UPDATE spans SET is_leaf_call = f.is_leaf, duplicate_of = f.duplicate_of
-FROM (SELECT * FROM cliff_flags WHERE changed) AS f
-WHERE {window} AND spans.trace_id = f.trace_id AND spans.span_id = f.span_id
-"""
-
-DUPLICATE_RULE = (
-    "two leaf LLM calls of one trace from different instrumentation scopes are one call when "
-    "they carry the same gen_ai.response.id, or, when either carries none, the same model "
-    "(asked for or answered, provider prefix ignored), the same input and output token "
-    "counts, overlapping times, and the same place (by start time) among their own "
-    "instrumentation's calls with those token counts, so one call is matched to at most one "
-    "call of each other instrumentation"
-)
-"""The duplicate-instrumentation rule, in words (the SQL of :data:`_LEAF_FLAGS`)."""
 
 
 _RUN_COLUMNS = """
@@ -237,7 +139,7 @@ INSERT INTO {touched_runs} ({columns})
 WITH
 s AS (
     SELECT s.*, f.is_leaf AS leaf_call, f.duplicate_of AS duplicate_of_now
-    FROM {scope_spans} AS s JOIN cliff_flags AS f USING (trace_id, span_id)
+    FROM {scope_spans} AS s JOIN {flags} AS f USING (trace_id, span_id)
 ),
 leaf AS (SELECT * FROM s WHERE leaf_call),
 calls AS (
@@ -326,6 +228,7 @@ def materialise_sql() -> str:
         scope=SCOPE,
         columns=_RUN_COLUMNS,
         root_attrs=_ROOT_ATTRS,
+        flags=leaf_calls.FLAGS,
         incomplete=cv.RunStatus.INCOMPLETE,
         status=_root_attr(cv.CLIFF_STATUS),
         breach=_root_attr(cv.CLIFF_BREACH),
@@ -355,11 +258,7 @@ def _materialise_scope(
     Returns ``since``: a run row this rebuilds was materialised no earlier."""
     window = _window(since)
     con.execute(_SCOPE_SPANS_SQL.format(scope_spans=SCOPE_SPANS, window=window, scope=SCOPE))
-    two_scopes = con.execute(_TWO_SCOPES.format(scope_spans=SCOPE_SPANS)).fetchall()[0][0]
-    con.execute(_LEAF_FLAGS.format(scope_spans=SCOPE_SPANS, duplicate_rule=DUPLICATE_RULE,
-                                   dup=_DUPLICATES if two_scopes else _NO_DUPLICATES))
-    if con.execute("SELECT count(*) FROM cliff_flags WHERE changed").fetchall()[0][0]:
-        con.execute(_UPDATE_FLAGS.format(window=window)).fetchall()
+    leaf_calls.stamp_leaf_calls(con, SCOPE_SPANS, window)
     con.execute(materialise_sql(), {"materialised_at": materialised_at}).fetchall()
     con.execute(f"""INSERT INTO {TOUCHED_ROOTS}
         SELECT trace_id, attributes FROM {SCOPE_SPANS} WHERE parent_span_id IS NULL""")

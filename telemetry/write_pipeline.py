@@ -20,8 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -257,8 +256,8 @@ def _write_locked(
         batch = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         if batch.num_rows == 0:
             return WriteResult(0, 0, 0, 0)
-        # A failed COMMIT (disk full) is the error raised.
-        with one_thread(con, batch.num_rows), transaction(con):
+        set_threads(con, batch.num_rows)
+        with transaction(con):  # a failed COMMIT (disk full) is the error raised
             spans_written, runs, incidents, alerts_pending = apply_batch(
                 con, batch, ingested_at, k
             )
@@ -268,33 +267,24 @@ def _write_locked(
 
 
 SINGLE_THREAD_MAX_SPANS = 5_000
-"""Batches up to this many spans are written with DuckDB on one thread (:func:`one_thread`)."""
+"""Batches up to this many spans are written with DuckDB on one thread (:func:`set_threads`)."""
 
 
-@contextmanager
-def one_thread(con: duckdb.DuckDBPyConnection, spans: int) -> Iterator[None]:
-    """Run the block with DuckDB's ``threads`` setting at 1 when ``spans`` is at most
-    :data:`SINGLE_THREAD_MAX_SPANS`, then reset it.
+def set_threads(con: duckdb.DuckDBPyConnection, spans: int) -> None:
+    """Set DuckDB's ``threads`` for a write of ``spans`` spans: 1 when at most
+    :data:`SINGLE_THREAD_MAX_SPANS`, else DuckDB's default (one per core).
 
     A write's statements each read a few thousand rows at most: spread over threads they
     spend more on scheduling tasks and waiting for them (``Executor::WaitForTask``,
     ``TaskScheduler::ScheduleTasks`` in a py-spy profile) than they gain. Measured on the
     six largest statements of a 1,000-span write over 10k runs of history
     (bench/store_write.py's batch, each statement repeated 20 times, CPU time, 2 cores):
-    44 and 49 ms on one thread against 54 and 58 ms on two. ``threads`` is the database
-    instance's setting, so it is reset after the write.
+    44 and 49 ms on one thread against 54 and 58 ms on two. The setting is the database
+    instance's and is left as it is after the write: a short connection closes, and a
+    held one (:class:`telemetry.store.HeldStore`) serves only writes, each setting it
+    (resetting it after every write restarted DuckDB's worker threads: 5 ms).
     """
-    if spans > SINGLE_THREAD_MAX_SPANS:
-        yield
-        return
-    con.execute("SET threads = 1")
-    try:
-        yield
-    finally:
-        try:
-            con.execute("RESET threads")
-        except duckdb.Error:
-            pass  # the write failed the connection: the write's own error is the one raised
+    con.execute("SET threads = 1" if spans <= SINGLE_THREAD_MAX_SPANS else "RESET threads")
 
 
 def apply_batch(

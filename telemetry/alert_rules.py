@@ -228,8 +228,9 @@ WITH hours AS (
     FROM {TOUCHED_RUNS} WHERE breach IS NOT NULL
 ),
 counts AS (
-    SELECT h.hour, count(*) AS breaches, list(DISTINCT r.task_class ORDER BY r.task_class)
-           AS classes
+    SELECT h.hour, count(*) AS breaches,
+           -- (list(DISTINCT .. ORDER BY ..) is planned as a CTE per statement: 5 ms)
+           list_sort(list_distinct(list(r.task_class))) AS classes
     FROM hours AS h JOIN runs AS r
         ON r.started_at >= h.hour AND r.started_at < h.hour + INTERVAL 1 HOUR
     WHERE r.breach IS NOT NULL
@@ -267,10 +268,14 @@ def _baseline(con: duckdb.DuckDBPyConnection, now: datetime) -> None:
     con.execute(baseline, {"now": now}).fetchall()
 
 
-def _rules() -> list[tuple[str, dict[str, object]]]:
-    """The threshold rules switched on, each as (its ``SELECT`` of ``alerts`` rows,
-    parameters); settings read here."""
+def _rules(touched: int = 1, breached: int = 1) -> list[tuple[str, dict[str, object]]]:
+    """The threshold rules switched on that can fire, each as (its ``SELECT`` of ``alerts``
+    rows, parameters); settings read here. Every rule starts from the write's runs
+    (:data:`TOUCHED_RUNS`): none can fire when the write touched no run (``touched``),
+    and ``breaches_per_hour`` none when no touched run breached (``breached``)."""
     out: list[tuple[str, dict[str, object]]] = []
+    if not touched:
+        return out
     ratio = settings.alert_cliff_ratio()
     if ratio is not None:
         window_us = int(settings.alert_window_h() * 3600 * 1e6)
@@ -280,7 +285,7 @@ def _rules() -> list[tuple[str, dict[str, object]]]:
     if spend is not None:
         out.append((daily_spend_sql(insert=False), {"limit_usd": spend}))
     breaches = settings.alert_breaches_per_hour()
-    if breaches is not None:
+    if breaches is not None and breached:
         out.append((breaches_per_hour_sql(insert=False), {"limit": breaches}))
     return out
 
@@ -303,12 +308,15 @@ def enqueue_alerts(con: duckdb.DuckDBPyConnection, new_incidents: int | None = N
         the background delivery when it is above zero.
     """
     now = _utc_now()  # the tables exist: a read-write open brings the schema up to date
-    if not con.execute("SELECT EXISTS (SELECT 1 FROM alerts)").fetchall()[0][0]:
+    any_alert, touched, breached = con.execute(f"""SELECT EXISTS (SELECT 1 FROM alerts),
+        (SELECT count(*) FROM {TOUCHED_RUNS}),
+        (SELECT count(*) FROM {TOUCHED_RUNS} WHERE breach IS NOT NULL)""").fetchall()[0]
+    if not any_alert:
         _baseline(con, now)
     write_id = uuid.uuid4().hex
     params: dict[str, object] = {"now": now, "write_id": write_id}
     try:
-        rules = _rules()
+        rules = _rules(touched, breached)
         urls = settings.webhook_urls()
     except settings.SettingError as exc:
         logger.warning("cliffwatch alerts: %s; threshold rules and webhooks skipped", exc)

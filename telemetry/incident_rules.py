@@ -3,9 +3,11 @@
 Called by :func:`telemetry.write_pipeline.write_spans` inside its transaction, after the touched
 runs are materialised (:data:`telemetry.materialise.TOUCHED_RUNS` holds them). Each rule is
 one set-based ``SELECT``; a write runs them as one ``INSERT`` (:func:`all_rules_sql`) of the
-incidents they find into the temporary table :data:`NEW_INCIDENTS`, less those already
-recorded; they are then added to ``incidents`` in one statement (``ON CONFLICT DO
-NOTHING``) and the alert rules read them from there. A write that materialised no run
+incidents they find into the temporary table :data:`NEW_INCIDENTS`; they are then added to
+``incidents`` in one statement (``ON CONFLICT DO NOTHING``), those recorded before are
+left out of :data:`NEW_INCIDENTS` (by the ids the insert returns, or, when a class's P50
+was just recomputed and all its runs judged, by a check before), and the alert rules read
+them from there. A write that materialised no run
 runs no rule, and one whose rules found nothing inserts nothing. The
 id is deterministic (``f"{kind}-{run_id[:16]}"``), so a rule firing again for the same run
 adds nothing and never overwrites the triage ``status`` / ``note`` a person has set.
@@ -69,13 +71,15 @@ def _usd(expr: str) -> str:
     return f"coalesce('$' || printf('%.4f', {expr}), 'unknown')"
 
 
-def _new(select_sql: str) -> str:
+def _new(select_sql: str, *, checked: bool = True) -> str:
     """``INSERT`` into :data:`NEW_INCIDENTS` of what ``select_sql`` finds (incident_id
-    first) but those already recorded."""
+    first) but, when ``checked``, those already recorded."""
+    where = ("WHERE NOT EXISTS (SELECT 1 FROM incidents AS i "
+             "WHERE i.incident_id = found.incident_id)") if checked else ""
     return f"""
 INSERT INTO {NEW_INCIDENTS}
 SELECT * FROM ({select_sql}) AS found
-WHERE NOT EXISTS (SELECT 1 FROM incidents AS i WHERE i.incident_id = found.incident_id)
+{where}
 """
 
 
@@ -194,21 +198,22 @@ WHERE c.class_runs >= {RUNAWAY_MIN_RUNS} AND c.p50_usd > 0 AND r.cost_usd > $k *
 """)
 
 
-def all_rules_sql() -> str:
+def all_rules_sql(*, checked: bool = True) -> str:
     """One ``INSERT`` of what every rule finds (:func:`cap_breach_sql`,
     :func:`cost_ceiling_sql`, :func:`runaway_sql`), less the incidents already recorded
-    (one parameter, ``$k``): the statement a write runs."""
+    when ``checked`` (one parameter, ``$k``): the statement a write runs."""
     return _new(" UNION ALL ".join(
         f"({select})" for select in (_cap_breach_select(), _cost_ceiling_select(),
-                                    _runaway_select())))
+                                    _runaway_select())), checked=checked)
 
 
-def refresh_class_p50(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
+def refresh_class_p50(con: duckdb.DuckDBPyConnection, now: datetime) -> tuple[int, int]:
     """Recompute the kept P50 of the touched classes that are stale (module docstring) and
     count the touched runs against the others. Runs only the statements that have work.
 
     Returns:
-        The number of classes whose P50 was recomputed.
+        ``(stale, fresh)``: the number of touched classes whose P50 was recomputed, and of
+        the others (both 0: the write touched no run).
     """
     stale_before = now - timedelta(seconds=settings.runaway_p50_refresh_s())
     con.execute(_CLASS_STATE, {"stale_before": stale_before})
@@ -218,10 +223,14 @@ def refresh_class_p50(con: duckdb.DuckDBPyConnection, now: datetime) -> int:
     delete, insert, update = _REFRESH_P50
     for sql in ((delete, insert) if stale else ()) + ((update,) if fresh else ()):
         con.execute(sql, {"now": now} if "$now" in sql else None)
-    return int(stale)
+    return int(stale), int(fresh)
 
 
 _ALL_RULES = all_rules_sql()
+_ALL_RULES_UNCHECKED = all_rules_sql(checked=False)
+
+_RECORD = (f"INSERT INTO incidents BY NAME SELECT * FROM {NEW_INCIDENTS} "
+           "ON CONFLICT DO NOTHING")
 
 
 def _inserted(result: duckdb.DuckDBPyConnection) -> int:
@@ -245,11 +254,23 @@ def record_incidents(
     """
     when = datetime.now(UTC).replace(tzinfo=None) if now is None else now
     con.execute(_NEW_INCIDENTS_DDL)
-    refresh_class_p50(con, when)  # leaves cliff_classes, which `watch` reads
-    if not con.execute(f"SELECT count(*) FROM {TOUCHED_RUNS}").fetchall()[0][0]:
-        return 0  # no run written: no rule has anything to judge
-    if not _inserted(con.execute(_ALL_RULES, {"k": float(runaway_k)})):
+    stale, fresh = refresh_class_p50(con, when)  # leaves cliff_classes, which `watch` reads
+    if not stale and not fresh:
+        return 0  # no run written (no touched class): no rule has anything to judge
+    if stale:
+        # Every run of a class whose P50 moved is judged: most of what is found is
+        # recorded already, and is left out before the insert.
+        if not _inserted(con.execute(_ALL_RULES, {"k": float(runaway_k)})):
+            return 0
+        return _inserted(con.execute(_RECORD))
+    # Only the write's runs are judged: what is found is nearly always new, so it is
+    # inserted as it is and the ids recorded before are dropped after (ON CONFLICT, the
+    # key's index), instead of a scan of every incident ever recorded.
+    found = _inserted(con.execute(_ALL_RULES_UNCHECKED, {"k": float(runaway_k)}))
+    if not found:
         return 0
-    return _inserted(con.execute(
-        f"INSERT INTO incidents BY NAME SELECT * FROM {NEW_INCIDENTS} ON CONFLICT DO NOTHING"
-    ))
+    recorded = [row[0] for row in con.execute(_RECORD + " RETURNING incident_id").fetchall()]
+    if len(recorded) < found:
+        con.execute(f"DELETE FROM {NEW_INCIDENTS} "
+                    "WHERE NOT list_contains($ids::VARCHAR[], incident_id)", {"ids": recorded})
+    return len(recorded)

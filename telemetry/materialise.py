@@ -13,7 +13,7 @@ for traces ingested over OTLP from other producers:
   status code is ``error``, else ``'ok'``.
 - ``cost_usd``: the sum of ``cost_usd`` over *leaf* LLM calls: spans with
   ``is_llm_call`` that have no LLM-call descendant and are not a second record of a call
-  already counted. This module is the one place that rule lives: it stamps
+  already counted. :mod:`telemetry.leaf_calls` is the one place that rule lives: it stamps
   ``spans.is_leaf_call`` on every span of the touched traces (a call that later gains an
   LLM-call child, or a twin, is re-stamped), and everything that sums call costs (run rows
   here, analytics by model and role) reads that column. A wrapper span that repeats its
@@ -22,10 +22,11 @@ for traces ingested over OTLP from other producers:
   Tokens, ``llm_calls`` and ``failed_calls`` count the same leaf calls.
 - **duplicate instrumentation**: two instrumentations of one call (an SDK that traces
   itself plus an instrumentation of it) record it twice as siblings or cousins, which the
-  leaf rule cannot see. :data:`DUPLICATE_RULE` says when two leaf calls are one; the one
-  kept is the one with a reported cost, else with a cache split, else the earliest. The
-  other stays in the store with ``is_leaf_call`` false and ``spans.duplicate_of`` set to
-  the kept span's id, and is counted in ``runs.duplicate_calls``.
+  leaf rule cannot see. :data:`telemetry.leaf_calls.DUPLICATE_RULE` says when two leaf
+  calls are one; the one kept is the one with a reported cost, else with a cache split,
+  else the earliest. The other stays in the store with ``is_leaf_call`` false and
+  ``spans.duplicate_of`` set to the kept span's id, and is counted in
+  ``runs.duplicate_calls``.
 - ``cache_detail_missing_calls``: leaf calls whose computed cost is an upper bound (no
   cache split on a model that prices cache reads apart).
 - ``unpriced_calls``: leaf calls with ``cost_source = 'unpriced'`` or no cost: they add
@@ -62,6 +63,7 @@ import duckdb
 
 from cliffwatch import settings
 from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry import leaf_calls
 from cliffwatch.telemetry.conventions import Role
 
 SCOPE = "cliff_scope"
@@ -83,8 +85,22 @@ SWEEP_LIMIT = 1000
 """Orphan traces one write turns into incomplete runs at most (the rest wait for the next)."""
 
 
+_ROOT_KEYS: tuple[str, ...] = (
+    cv.CLIFF_STATUS, cv.CLIFF_BREACH, cv.CLIFF_WORKERS_PROPOSED, cv.CLIFF_WORKERS_DISPATCHED,
+    cv.CLIFF_WORKERS_FAILED, cv.CLIFF_WORKERS_CANCELLED, cv.CLIFF_MAX_WORKERS,
+    cv.CLIFF_CEILING_USD, cv.CLIFF_ESTIMATE_USD, cv.CLIFF_POLICY, cv.CLIFF_REPLAY_OF,
+    cv.CLIFF_ROLE,
+)
+"""The root span attributes a run row reads, extracted in one parse of the root's JSON
+(``json_extract_string`` with a list of paths) into ``root_attrs``: one ``->>`` per key
+parsed the document once per key (a quarter of the statement's CPU)."""
+
+_ROOT_ATTRS = "json_extract_string(attributes, [{}])".format(
+    ", ".join(f"'$.\"{key}\"'" for key in _ROOT_KEYS))
+
+
 def _root_attr(key: str, sql_type: str | None = None) -> str:
-    expr = f"r.attributes->>'$.\"{key}\"'"
+    expr = f"r.root_attrs[{_ROOT_KEYS.index(key) + 1}]"
     return f"TRY_CAST({expr} AS {sql_type})" if sql_type else expr
 
 
@@ -97,97 +113,16 @@ SELECT trace_id, span_id, parent_span_id, role, task_class, is_llm_call, status_
     cache_creation_tokens, is_leaf_call, duplicate_of,
     regexp_replace(request_model, '^.*/', '') AS model_asked,
     regexp_replace(response_model, '^.*/', '') AS model_answered,
-    CASE WHEN is_llm_call THEN attributes->>'$."gen_ai.response.id"' END AS response_id,
-    CASE WHEN is_llm_call THEN attributes->>'$."otel.scope.name"' END AS scope_name,
+    call_attrs[1] AS response_id, call_attrs[2] AS scope_name,
     CASE WHEN parent_span_id IS NULL THEN attributes END AS attributes
-FROM spans
-WHERE {window} AND trace_id IN (SELECT trace_id FROM {scope})
-"""
-
-_LEAF_FLAGS = """
-CREATE OR REPLACE TEMP TABLE cliff_flags AS
-    WITH RECURSIVE
-    s AS (SELECT * FROM {scope_spans}),
-    -- Every (LLM call, ancestor) pair, walking parent links upwards. The depth bound
-    -- stops a malformed trace whose parent links form a cycle.
-    up (trace_id, span_id, ancestor_id, depth) AS (
-        SELECT trace_id, span_id, parent_span_id, 1
-        FROM s WHERE is_llm_call AND parent_span_id IS NOT NULL
-        UNION ALL
-        SELECT up.trace_id, up.span_id, p.parent_span_id, up.depth + 1
-        FROM up JOIN s AS p ON p.trace_id = up.trace_id AND p.span_id = up.ancestor_id
-        WHERE p.parent_span_id IS NOT NULL AND up.depth < 256
-    ),
-    -- LLM calls that have an LLM-call descendant: they repeat usage counted below them.
-    non_leaf AS (
-        SELECT DISTINCT a.trace_id, a.span_id
-        FROM up JOIN s AS a ON a.trace_id = up.trace_id AND a.span_id = up.ancestor_id
-        WHERE a.is_llm_call
-    ),
-    -- Leaf calls, ranked within their trace by which of two records of one call is kept
-    -- (one with a reported cost, then one with a cache split, then the earliest), and
-    -- numbered by start time among the calls of their instrumentation with the same tokens.
-    leaf AS MATERIALIZED (
-        SELECT s.*,
-            row_number() OVER (
-                PARTITION BY s.trace_id
-                ORDER BY reported_cost_usd IS NULL,
-                    cache_read_tokens IS NULL AND cache_creation_tokens IS NULL,
-                    start_time_unix_nano, span_id
-            ) AS keep_rank,
-            row_number() OVER (
-                PARTITION BY s.trace_id, scope_name, input_tokens, output_tokens
-                ORDER BY start_time_unix_nano, span_id
-            ) AS occurrence
-        FROM s LEFT JOIN non_leaf AS nl USING (trace_id, span_id)
-        WHERE s.is_llm_call AND nl.span_id IS NULL
-    ),
-    -- The same call recorded by two instrumentations ({duplicate_rule}).
-    dup AS (
-        SELECT b.trace_id, b.span_id, arg_min(a.span_id, a.keep_rank) AS duplicate_of
-        FROM leaf AS a JOIN leaf AS b
-            ON a.trace_id = b.trace_id AND a.keep_rank < b.keep_rank
-        WHERE a.scope_name IS DISTINCT FROM b.scope_name
-            AND a.scope_name IS NOT NULL AND b.scope_name IS NOT NULL
-            AND CASE
-                WHEN a.response_id IS NOT NULL AND b.response_id IS NOT NULL
-                    THEN a.response_id = b.response_id
-                ELSE a.input_tokens = b.input_tokens
-                    AND a.output_tokens = b.output_tokens
-                    AND a.occurrence = b.occurrence
-                    AND (a.model_asked IN (b.model_asked, b.model_answered)
-                        OR a.model_answered IN (b.model_asked, b.model_answered))
-                    AND a.start_time_unix_nano <= b.end_time_unix_nano
-                    AND b.start_time_unix_nano <= a.end_time_unix_nano
-            END
-        GROUP BY b.trace_id, b.span_id
-    )
-    SELECT s.trace_id, s.span_id,
-        l.span_id IS NOT NULL AND d.span_id IS NULL AS is_leaf,
-        d.duplicate_of,
-        (s.is_leaf_call IS DISTINCT FROM (l.span_id IS NOT NULL AND d.span_id IS NULL)
-            OR s.duplicate_of IS DISTINCT FROM d.duplicate_of) AS changed
-    FROM s
-    LEFT JOIN leaf AS l USING (trace_id, span_id)
-    LEFT JOIN dup AS d USING (trace_id, span_id)
-"""
-
-# Only rows whose flags change are written; the window lets the scan skip old row groups.
-_UPDATE_FLAGS = """
-UPDATE spans SET is_leaf_call = f.is_leaf, duplicate_of = f.duplicate_of
-FROM (SELECT * FROM cliff_flags WHERE changed) AS f
-WHERE {window} AND spans.trace_id = f.trace_id AND spans.span_id = f.span_id
-"""
-
-DUPLICATE_RULE = (
-    "two leaf LLM calls of one trace from different instrumentation scopes are one call when "
-    "they carry the same gen_ai.response.id, or, when either carries none, the same model "
-    "(asked for or answered, provider prefix ignored), the same input and output token "
-    "counts, overlapping times, and the same place (by start time) among their own "
-    "instrumentation's calls with those token counts, so one call is matched to at most one "
-    "call of each other instrumentation"
+FROM (
+    SELECT *, CASE WHEN is_llm_call THEN json_extract_string(
+        attributes, ['$."gen_ai.response.id"', '$."otel.scope.name"']) END AS call_attrs
+    FROM spans
+    WHERE {window} AND trace_id IN (SELECT trace_id FROM {scope})
 )
-"""The duplicate-instrumentation rule, in words (the SQL of :data:`_LEAF_FLAGS`)."""
+"""
+
 
 
 _RUN_COLUMNS = """
@@ -204,7 +139,7 @@ INSERT INTO {touched_runs} ({columns})
 WITH
 s AS (
     SELECT s.*, f.is_leaf AS leaf_call, f.duplicate_of AS duplicate_of_now
-    FROM {scope_spans} AS s JOIN cliff_flags AS f USING (trace_id, span_id)
+    FROM {scope_spans} AS s JOIN {flags} AS f USING (trace_id, span_id)
 ),
 leaf AS (SELECT * FROM s WHERE leaf_call),
 calls AS (
@@ -238,7 +173,7 @@ info AS (
 ),
 real_roots AS (
     SELECT trace_id, task_class, started_at, ended_at, duration_ms, status_code,
-        attributes, service_name, source, TRUE AS is_root
+        {root_attrs} AS root_attrs, service_name, source, TRUE AS is_root
     FROM s WHERE parent_span_id IS NULL
     QUALIFY row_number() OVER (
         PARTITION BY trace_id ORDER BY start_time_unix_nano, span_id) = 1
@@ -250,7 +185,7 @@ roots AS (
     UNION ALL
     SELECT i.trace_id, NULL, i.first_started_at, i.last_ended_at,
         date_diff('microsecond', i.first_started_at, i.last_ended_at) / 1000.0, 'unset',
-        NULL::JSON, NULL, i.first_source, FALSE
+        NULL::VARCHAR[], NULL, i.first_source, FALSE
     FROM info AS i JOIN {scope} AS sc USING (trace_id)
     WHERE sc.incomplete_ok AND i.trace_id NOT IN (SELECT trace_id FROM real_roots)
 )
@@ -292,6 +227,8 @@ def materialise_sql() -> str:
         scope_spans=SCOPE_SPANS,
         scope=SCOPE,
         columns=_RUN_COLUMNS,
+        root_attrs=_ROOT_ATTRS,
+        flags=leaf_calls.FLAGS,
         incomplete=cv.RunStatus.INCOMPLETE,
         status=_root_attr(cv.CLIFF_STATUS),
         breach=_root_attr(cv.CLIFF_BREACH),
@@ -321,8 +258,7 @@ def _materialise_scope(
     Returns ``since``: a run row this rebuilds was materialised no earlier."""
     window = _window(since)
     con.execute(_SCOPE_SPANS_SQL.format(scope_spans=SCOPE_SPANS, window=window, scope=SCOPE))
-    con.execute(_LEAF_FLAGS.format(scope_spans=SCOPE_SPANS, duplicate_rule=DUPLICATE_RULE))
-    con.execute(_UPDATE_FLAGS.format(window=window)).fetchall()
+    leaf_calls.stamp_leaf_calls(con, SCOPE_SPANS, window)
     con.execute(materialise_sql(), {"materialised_at": materialised_at}).fetchall()
     con.execute(f"""INSERT INTO {TOUCHED_ROOTS}
         SELECT trace_id, attributes FROM {SCOPE_SPANS} WHERE parent_span_id IS NULL""")
@@ -360,9 +296,13 @@ _TRACK = (
 )
 
 
-def _track_open_traces(con: duckdb.DuckDBPyConnection, now: datetime, cutoff: datetime) -> None:
-    """Keep ``open_traces`` exact for the batch's traces (schema.py says what it holds)."""
-    for sql in _TRACK:
+def _track_open_traces(
+    con: duckdb.DuckDBPyConnection, now: datetime, cutoff: datetime, *, any_open: bool = True
+) -> None:
+    """Keep ``open_traces`` exact for the batch's traces (schema.py says what it holds);
+    ``any_open``: whether any of them was in ``open_traces`` already (else its ``UPDATE``
+    has nothing to do and is not run)."""
+    for sql in _TRACK if any_open else (_TRACK[0], *_TRACK[2:]):
         params = {k: v for k, v in (("now", now), ("cutoff", cutoff)) if f"${k}" in sql}
         con.execute(sql, params or None)
 
@@ -392,15 +332,16 @@ def sweep_orphans(
         ``materialised_at`` a run row it rebuilt can already have (None: any).
     """
     cutoff = now - timedelta(seconds=_grace(grace_s))
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE {SCOPE} AS
-        SELECT trace_id, TRUE AS incomplete_ok, first_ingested_at
-        FROM open_traces
+    due = """FROM open_traces
         WHERE rooted_at IS NULL AND last_ingested_at < $cutoff AND last_ended_at < $cutoff
-            AND (swept_at IS NULL OR last_ingested_at > swept_at)
+            AND (swept_at IS NULL OR last_ingested_at > swept_at)"""
+    # Most writes find no orphan due: one look, no table.
+    if not con.execute(f"SELECT EXISTS (SELECT 1 {due})", {"cutoff": cutoff}).fetchall()[0][0]:
+        return False, None
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {SCOPE} AS
+        SELECT trace_id, TRUE AS incomplete_ok, first_ingested_at {due}
         ORDER BY last_ingested_at LIMIT {SWEEP_LIMIT}""", {"cutoff": cutoff})
     since = con.execute(f"SELECT min(first_ingested_at) FROM {SCOPE}").fetchall()[0][0]
-    if since is None:
-        return False, None
     finished = con.execute(f"""SELECT count(*) FROM runs
         WHERE status <> '{cv.RunStatus.INCOMPLETE}' AND run_id IN (SELECT trace_id FROM {SCOPE})
         """).fetchall()[0][0]
@@ -466,11 +407,12 @@ def materialise_runs(
     con.execute(f"CREATE OR REPLACE TEMP TABLE {TOUCHED_RUNS} AS SELECT * FROM runs LIMIT 0")
     con.execute(f"CREATE OR REPLACE TEMP TABLE {TOUCHED_ROOTS} (trace_id VARCHAR, attributes JSON)")
     con.execute(_BATCH_SCOPE.format(scope=SCOPE, batch=batch_view))
-    since = con.execute(f"SELECT min(first_ingested_at) FROM {SCOPE}").fetchall()[0][0]
+    since, any_open = con.execute(
+        f"SELECT min(first_ingested_at), bool_or(was_open) FROM {SCOPE}").fetchall()[0]
     window = _materialise_scope(
         con, materialised_at if since is None else since, materialised_at)
     cutoff = materialised_at - timedelta(seconds=_grace(grace_s))
-    _track_open_traces(con, materialised_at, cutoff)
+    _track_open_traces(con, materialised_at, cutoff, any_open=bool(any_open))
     swept, swept_window = sweep_orphans(con, materialised_at, grace_s)
     if swept:
         window = None if swept_window is None or window is None else min(window, swept_window)

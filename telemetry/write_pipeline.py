@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cliffwatch import settings
 from cliffwatch.telemetry import alert_rules, incident_rules, materialise, rollups, spill
@@ -69,18 +70,16 @@ _JSON_COLUMNS = ("attributes", "resource_attributes", "events")
 
 def _select_expr(name: str) -> str:
     if name in _JSON_COLUMNS:
-        # One span with malformed JSON must not fail the whole batch:
-        # keep its text under a marker key instead.
-        return (
-            f"CASE WHEN json_valid({name}) THEN {name}::JSON "
-            f"ELSE json_object('cliffwatch.invalid_json', {name}) END"
-        )
+        # One span with malformed JSON must not fail the whole batch: keep its text under
+        # a marker key instead. TRY_CAST parses once (NULL exactly where json_valid is
+        # false), where json_valid and a cast parsed every document twice.
+        return f"coalesce(TRY_CAST({name} AS JSON), json_object('cliffwatch.invalid_json', {name}))"
     return name
 
 
 SEEN = "cliff_seen"
 """Temporary table of the batch's traces already in the store: ``trace_id``,
-``first_ingested_at`` (from ``seen_traces``, schema.py)."""
+``first_ingested_at`` (from ``seen_traces``, schema.py); made only when there are any."""
 
 ORDINAL = "cliff_ord"
 """Column added to the Arrow batch: each span's place in it (the first of two spans with
@@ -91,7 +90,6 @@ CLOCK_SLACK = timedelta(minutes=10)
 wall clock stepped back between two writes cannot hide a stored span."""
 
 _FIND_SEEN = f"""
-CREATE OR REPLACE TEMP TABLE {SEEN} AS
 SELECT b.trace_id, min(t.first_ingested_at) AS first_ingested_at
 FROM (SELECT DISTINCT trace_id, md5_number_lower(trace_id) AS trace_key FROM {BATCH_VIEW}) AS b
 JOIN seen_traces AS t USING (trace_key)
@@ -99,16 +97,24 @@ GROUP BY b.trace_id
 """
 
 _INSERT_SPANS = f"""
-    INSERT INTO spans ({_SPAN_COLUMNS}, started_at, ended_at, duration_ms, ingested_at)
+    INSERT INTO spans ({_SPAN_COLUMNS}, started_at, ended_at, duration_ms, ingested_at,
+        is_leaf_call)
     SELECT {", ".join(_select_expr(n) for n in SPAN_RECORD_FIELDS)},
         make_timestamp(start_time_unix_nano // 1000),
         make_timestamp(end_time_unix_nano // 1000),
         (end_time_unix_nano - start_time_unix_nano) / 1e6,
-        $ingested_at
+        $ingested_at,
+        is_llm_call
     FROM {BATCH_VIEW} AS b
-    WHERE {{not_stored}}
-    QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY {ORDINAL}) = 1
+    {{not_stored}}
+    {{first_of_repeats}}
 """
+"""``is_leaf_call`` starts as ``is_llm_call`` (most calls are leaves), so that the leaf
+rule (telemetry/materialise.py), run before the transaction commits, rewrites only the
+calls that are not."""
+
+_FIRST_OF_REPEATS = (
+    f"QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY {ORDINAL}) = 1")
 
 # A span of a trace already seen is new unless its ids are in the trace's window of spans;
 # the window is a literal, not a parameter, so DuckDB prunes row groups by zone maps.
@@ -118,14 +124,30 @@ _NOT_STORED = f"""NOT EXISTS (
             AND s.trace_id IN (SELECT trace_id FROM {SEEN})
             AND s.trace_id = b.trace_id AND s.span_id = b.span_id)"""
 
+_KEEP_SEEN = f"""
+CREATE OR REPLACE TEMP TABLE {SEEN} AS
+SELECT unnest($trace_ids::VARCHAR[]) AS trace_id,
+    unnest($first_ingested_at::TIMESTAMP[]) AS first_ingested_at
+"""
+
 _REMEMBER_TRACES = f"""
     INSERT INTO seen_traces
     SELECT DISTINCT md5_number_lower(trace_id), $ingested_at::TIMESTAMP FROM {BATCH_VIEW}
-    WHERE trace_id NOT IN (SELECT trace_id FROM {SEEN})
+    {{not_seen}}
 """
 
 
-def insert_new_spans(con: duckdb.DuckDBPyConnection, ingested_at: datetime) -> int:
+def has_repeats(batch: pa.Table) -> bool:
+    """Whether two rows of ``batch`` (:data:`telemetry.records.ARROW_SCHEMA`) share their
+    ``(trace_id, span_id)`` (or one lacks an id): then the insert keeps the first of them
+    by a window over the batch, which a batch without repeats does not need."""
+    keys = pc.binary_join_element_wise(batch["trace_id"], batch["span_id"], "/")
+    return bool(pc.count_distinct(keys).as_py() < batch.num_rows)
+
+
+def insert_new_spans(
+    con: duckdb.DuckDBPyConnection, ingested_at: datetime, *, repeats: bool = True
+) -> int:
     """Insert the spans of :data:`BATCH_VIEW` whose ``(trace_id, span_id)`` is not stored
     yet (nor earlier in the batch), and record the batch's new traces in ``seen_traces``.
 
@@ -138,17 +160,27 @@ def insert_new_spans(con: duckdb.DuckDBPyConnection, ingested_at: datetime) -> i
         con: the write's connection, inside its transaction; :data:`BATCH_VIEW` registered
             with an :data:`ORDINAL` column.
         ingested_at: naive UTC time of the write, stored in ``spans.ingested_at``.
+        repeats: whether the batch may hold one span twice (:func:`has_repeats`).
 
     Returns:
         Spans inserted.
     """
-    con.execute(_FIND_SEEN)
-    since = con.execute(f"SELECT min(first_ingested_at) FROM {SEEN}").fetchall()[0][0]
-    not_stored = "TRUE" if since is None else _NOT_STORED.format(
-        since=(since - CLOCK_SLACK).isoformat(sep=" "))
+    # Fetched, not kept in a table: a batch of new traces (most batches) finds none, and
+    # then needs neither the table nor the checks that read it.
+    seen = con.execute(_FIND_SEEN).fetchall()
+    not_stored = not_seen = ""
+    if seen:
+        con.execute(_KEEP_SEEN, {"trace_ids": [row[0] for row in seen],
+                                 "first_ingested_at": [row[1] for row in seen]})
+        since = min(row[1] for row in seen)
+        not_stored = "WHERE " + _NOT_STORED.format(
+            since=(since - CLOCK_SLACK).isoformat(sep=" "))
+        not_seen = f"WHERE trace_id NOT IN (SELECT trace_id FROM {SEEN})"
     inserted = _inserted(con.execute(
-        _INSERT_SPANS.format(not_stored=not_stored), {"ingested_at": ingested_at}))
-    con.execute(_REMEMBER_TRACES, {"ingested_at": ingested_at})
+        _INSERT_SPANS.format(not_stored=not_stored,
+                             first_of_repeats=_FIRST_OF_REPEATS if repeats else ""),
+        {"ingested_at": ingested_at}))
+    con.execute(_REMEMBER_TRACES.format(not_seen=not_seen), {"ingested_at": ingested_at})
     return inserted
 
 
@@ -224,6 +256,7 @@ def _write_locked(
         batch = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         if batch.num_rows == 0:
             return WriteResult(0, 0, 0, 0)
+        set_threads(con, batch.num_rows)
         with transaction(con):  # a failed COMMIT (disk full) is the error raised
             spans_written, runs, incidents, alerts_pending = apply_batch(
                 con, batch, ingested_at, k
@@ -231,6 +264,27 @@ def _write_locked(
         spill.remove_spills(spill_paths)
     deliver_soon(path, alerts_pending)  # HTTP in a background thread, no lock
     return WriteResult(spans_written, runs, incidents, len(spill_paths))
+
+
+SINGLE_THREAD_MAX_SPANS = 5_000
+"""Batches up to this many spans are written with DuckDB on one thread (:func:`set_threads`)."""
+
+
+def set_threads(con: duckdb.DuckDBPyConnection, spans: int) -> None:
+    """Set DuckDB's ``threads`` for a write of ``spans`` spans: 1 when at most
+    :data:`SINGLE_THREAD_MAX_SPANS`, else DuckDB's default (one per core).
+
+    A write's statements each read a few thousand rows at most: spread over threads they
+    spend more on scheduling tasks and waiting for them (``Executor::WaitForTask``,
+    ``TaskScheduler::ScheduleTasks`` in a py-spy profile) than they gain. Measured on the
+    six largest statements of a 1,000-span write over 10k runs of history
+    (bench/store_write.py's batch, each statement repeated 20 times, CPU time, 2 cores):
+    44 and 49 ms on one thread against 54 and 58 ms on two. The setting is the database
+    instance's and is left as it is after the write: a short connection closes, and a
+    held one (:class:`telemetry.store.HeldStore`) serves only writes, each setting it
+    (resetting it after every write restarted DuckDB's worker threads: 5 ms).
+    """
+    con.execute("SET threads = 1" if spans <= SINGLE_THREAD_MAX_SPANS else "RESET threads")
 
 
 def apply_batch(
@@ -254,7 +308,7 @@ def apply_batch(
     batch = batch.append_column(ORDINAL, pa.array(range(batch.num_rows), pa.int64()))
     con.register(BATCH_VIEW, batch)
     try:
-        spans_written = insert_new_spans(con, ingested_at)
+        spans_written = insert_new_spans(con, ingested_at, repeats=has_repeats(batch))
         runs = materialise.materialise_runs(con, BATCH_VIEW, ingested_at)
         if keep_rollups:
             rollups.update_rollups(con, materialise.TOUCHED_RUNS, ingested_at)

@@ -182,3 +182,22 @@ def test_triage_state_is_never_overwritten(tmp_path: Path) -> None:
         ("cap_breach", "acknowledged", "known planner bug"),
         ("runaway", "acknowledged", "known planner bug"),
     ]
+
+
+def test_a_write_finding_old_and_new_incidents_records_and_alerts_only_the_new(
+    tmp_path: Path,
+) -> None:
+    # The second write re-materialises the first run (its spans are re-sent) and finds its
+    # cap breach again: only the new run's incident is recorded and gets an alert.
+    path = tmp_path / "again.duckdb"
+    first = make_run_records(seed=21, proposed=20, max_workers=8, breach="cap")
+    assert write_spans(path, first).incidents_recorded == 1
+    second = make_run_records(seed=22, proposed=30, max_workers=8, breach="cap")
+    assert write_spans(path, first + second).incidents_recorded == 1
+    with open_store(path, read_only=True) as con:
+        per_write = con.sql(
+            "SELECT list(alert_id ORDER BY alert_id) FROM alerts WHERE source = 'incident' "
+            "GROUP BY write_id ORDER BY min(created_at)").fetchall()
+    assert [ids for (ids,) in per_write] == [[f"cap_breach-{first[0].trace_id[:16]}"],
+                                             [f"cap_breach-{second[0].trace_id[:16]}"]]
+    assert set(_incidents(path)) == {first[0].trace_id, second[0].trace_id}

@@ -4,7 +4,7 @@ with its figures, :func:`dashboard.queries.load_overview`).
 Cached loaders in the manner of :mod:`dashboard.queries` (keyed on the store path, its
 version and the filters; call them through :func:`dashboard.queries.fetch`), over
 :func:`analytics.audit.audit_costs` (the logic of ``cliffwatch audit``),
-:func:`analytics.cache_savings.cache_savings`.
+:func:`analytics.cache_savings.cache_savings_all`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,14 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics.audit import audit_costs, verdict
-from cliffwatch.analytics.cache_savings import cache_savings
+from cliffwatch.analytics.cache_savings import cache_savings_all
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.dashboard.filters import Filters
 from cliffwatch.dashboard.queries import CACHE_TTL_S
+
+PROBLEM_ROWS_SHOWN = 1_000
+"""At most this many problem rows are read for the page (the first by run and span): a
+store where every call lacks cache detail has millions; ``cliffwatch audit`` lists all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,17 +33,20 @@ class CostTruth:
     Attributes:
         summary: :attr:`analytics.audit.CostAudit.summary` (``check``, ``calls``,
             ``amount_usd``, ``share``).
-        problems: :attr:`analytics.audit.CostAudit.problems`.
+        problems: :attr:`analytics.audit.CostAudit.problems`, the first
+            :data:`PROBLEM_ROWS_SHOWN` rows.
+        problem_rows: rows of the full problem list.
         calls: calls audited (duplicates included).
         not_recomputing: calls whose stored cost does not recompute from their row.
         verdict: the audit's one-line verdict (:func:`analytics.audit.verdict`).
-        savings_by_model, savings_by_class: :func:`analytics.cache_savings.cache_savings`
+        savings_by_model, savings_by_class: :func:`analytics.cache_savings.cache_savings_all`
             by model and by task class.
         savings_total: the same over every call: one row, empty when there is none.
     """
 
     summary: pl.DataFrame
     problems: pl.DataFrame
+    problem_rows: int
     calls: int
     not_recomputing: int
     verdict: str
@@ -78,18 +85,18 @@ def load_cost_truth(
     window = filters.window()
     with read_store(db) as con:
         audit = audit_costs(con, window, current_map=current_map,
-                            task_classes=filters.task_classes)
-        by_model = cache_savings(con, window, "model", filters.task_classes)
-        by_class = cache_savings(con, window, "task_class", filters.task_classes)
-        total = cache_savings(con, window, None, filters.task_classes)
+                            task_classes=filters.task_classes,
+                            problems_limit=PROBLEM_ROWS_SHOWN)
+        savings = cache_savings_all(con, window, filters.task_classes)
     return CostTruth(
         summary=audit.summary,
         problems=audit.problems,
+        problem_rows=audit.problem_rows,
         calls=audit.calls,
         not_recomputing=audit.not_recomputing,
         verdict=verdict(audit.not_recomputing, audit.calls),
-        savings_by_model=by_model,
-        savings_by_class=by_class,
-        savings_total=total,
+        savings_by_model=savings["model"],
+        savings_by_class=savings["task_class"],
+        savings_total=savings[None],
     )
 

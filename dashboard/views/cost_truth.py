@@ -65,6 +65,9 @@ tables.show(
 downloads.csv_button(truth.summary, "cost_audit")
 if truth.problems.height:
     st.subheader("Problem calls")
+    if truth.problem_rows > truth.problems.height:
+        st.caption(f"The first {truth.problems.height:,} of {truth.problem_rows:,} problem "
+                   "rows (by run and span); `cliffwatch audit --format csv` lists them all.")
     tables.show(truth.problems, key="audit_problems", money_format=CALL_MONEY)
     downloads.csv_button(truth.problems, "cost_audit_problems")
 

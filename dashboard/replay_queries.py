@@ -41,6 +41,11 @@ LIVE_RERUN_TIMEOUT_S = 600
 
 _CLI = "from cliffwatch.cli import main; main()"
 
+CHANGED_ROWS_SHOWN = 1_000
+"""At most this many rows of the What-if page's table of runs the limits change (those with
+the largest saving): a browser table of a million rows is megabytes sent on every run; the
+page's CSV holds every run."""
+
 
 class ActionError(CliffwatchError):
     """A live re-run that could not be made; the message is one line."""

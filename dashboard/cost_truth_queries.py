@@ -28,7 +28,7 @@ store where every call lacks cache detail has millions; ``cliffwatch audit`` lis
 
 @dataclass(frozen=True, slots=True)
 class CostTruth:
-    """Everything the Cost truth page shows, for one set of filters.
+    """The audit the Cost truth page shows first, for one set of filters.
 
     Attributes:
         summary: :attr:`analytics.audit.CostAudit.summary` (``check``, ``calls``,
@@ -39,9 +39,6 @@ class CostTruth:
         calls: calls audited (duplicates included).
         not_recomputing: calls whose stored cost does not recompute from their row.
         verdict: the audit's one-line verdict (:func:`analytics.audit.verdict`).
-        savings_by_model, savings_by_class: :func:`analytics.cache_savings.cache_savings_all`
-            by model and by task class.
-        savings_total: the same over every call: one row, empty when there is none.
     """
 
     summary: pl.DataFrame
@@ -50,9 +47,6 @@ class CostTruth:
     calls: int
     not_recomputing: int
     verdict: str
-    savings_by_model: pl.DataFrame
-    savings_by_class: pl.DataFrame
-    savings_total: pl.DataFrame
 
     def check(self, name: str) -> dict[str, Any]:
         """The summary row named ``name`` (``"spend computed"``, ``"duplicates dropped"``,
@@ -62,14 +56,27 @@ class CostTruth:
                                      "share": None}
 
 
+@dataclass(frozen=True, slots=True)
+class CacheSavings:
+    """The Cost truth page's prompt-cache tables, read after the audit is drawn.
+
+    Attributes:
+        by_model, by_class: :func:`analytics.cache_savings.cache_savings_all` by model and
+            by task class.
+        total: the same over every call: one row, empty when there is none.
+    """
+
+    by_model: pl.DataFrame
+    by_class: pl.DataFrame
+    total: pl.DataFrame
+
+
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def load_cost_truth(
     db: str, version: tuple[int, ...], filters: Filters, current_map: bool
 ) -> CostTruth:
-    """The audit and cache savings of the filters' window and classes.
-
-    The audit takes calls by their span's start (as ``cliffwatch audit --since``), the
-    savings the calls of runs started in the window (as the percentiles).
+    """The audit of the filters' window and classes: calls taken by their span's start (as
+    ``cliffwatch audit --since``).
 
     Args:
         db: the store.
@@ -82,12 +89,10 @@ def load_cost_truth(
         StoreError: the store is missing, not a store, or busy.
         AnalyticsError: a filter names an unknown class or makes an empty window.
     """
-    window = filters.window()
     with read_store(db) as con:
-        audit = audit_costs(con, window, current_map=current_map,
+        audit = audit_costs(con, filters.window(), current_map=current_map,
                             task_classes=filters.task_classes,
                             problems_limit=PROBLEM_ROWS_SHOWN)
-        savings = cache_savings_all(con, window, filters.task_classes)
     return CostTruth(
         summary=audit.summary,
         problems=audit.problems,
@@ -95,8 +100,18 @@ def load_cost_truth(
         calls=audit.calls,
         not_recomputing=audit.not_recomputing,
         verdict=verdict(audit.not_recomputing, audit.calls),
-        savings_by_model=savings["model"],
-        savings_by_class=savings["task_class"],
-        savings_total=savings[None],
     )
 
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_cache_savings(db: str, version: tuple[int, ...], filters: Filters) -> CacheSavings:
+    """The cache savings of the calls of runs started in the filters' window (as the
+    percentiles), by model, by class and overall, from one scan.
+
+    Raises:
+        StoreError, AnalyticsError: as :func:`load_cost_truth`.
+    """
+    with read_store(db) as con:
+        savings = cache_savings_all(con, filters.window(), filters.task_classes)
+    return CacheSavings(by_model=savings["model"], by_class=savings["task_class"],
+                        total=savings[None])

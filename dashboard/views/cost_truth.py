@@ -72,7 +72,9 @@ if truth.problems.height:
     downloads.csv_button(truth.problems, "cost_audit_problems")
 
 st.subheader("Prompt cache")
-total = truth.savings_total.to_dicts()
+# read after the audit above is on screen (a second scan of the calls)
+savings = queries.fetch(cost_truth_queries.load_cache_savings, selected)
+total = savings.total.to_dicts()
 if total:
     row = total[0]
     cache = st.columns(4)
@@ -89,8 +91,8 @@ SAVINGS_COLUMNS = {  # what differs from tables.show's defaults
     "hit_ratio": st.column_config.NumberColumn("Hit ratio", format="percent"),
     "read_saving_usd": st.column_config.NumberColumn("Reads saved", format=CALL_MONEY),
 }
-for key, label, frame in (("model", "Per model", truth.savings_by_model),
-                          ("task_class", "Per task class", truth.savings_by_class)):
+for key, label, frame in (("model", "Per model", savings.by_model),
+                          ("task_class", "Per task class", savings.by_class)):
     st.markdown(f"**{label}**")
     tables.show(frame, key=f"savings_{key}", column_config=SAVINGS_COLUMNS,
                 money_format=CALL_MONEY)

@@ -86,11 +86,20 @@ def load_replay(
         return replay(con, run_id, override, estimates=estimates)
 
 
-@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+WHATIF_CACHE_ENTRIES = 4
+"""What-if results kept at once (each holds a row per run: about 100 MB at a million)."""
+
+
+@st.cache_resource(ttl=CACHE_TTL_S, max_entries=WHATIF_CACHE_ENTRIES, show_spinner=False)
 def load_whatif(
     db: str, version: tuple[int, ...], filters: Filters, override: LimitsOverride
 ) -> WhatIf:
-    """:func:`analytics.whatif.what_if` over the sidebar's window and classes.
+    """:func:`analytics.whatif.what_if` over the sidebar's window and classes, computed
+    once per store version, window, classes and limits.
+
+    Cached as a resource, not as data: the one (frozen) result is shared by every rerun
+    and visitor, where ``st.cache_data`` would keep it pickled and unpickle a copy of
+    its frames, a row per run, on every page run.
 
     Raises:
         ReplayError, AnalyticsError, StoreError: as :func:`load_replay`.

@@ -78,9 +78,9 @@ st.plotly_chart(replay_charts.whatif_spend(what.by_class), key="whatif_spend")
 
 st.subheader("Cost per run before and after")
 drawn = what.runs
-if drawn.height > queries.RUN_POINTS_LIMIT:
-    # a browser draws tens of thousands of points, not millions (the Overview's bound)
-    drawn = drawn.sample(queries.RUN_POINTS_LIMIT, seed=0).sort("started_at")
+if drawn.height > (most := queries.RUN_POINTS_LIMIT // 2):
+    # two points a run (before, after): the Overview's bound on points drawn
+    drawn = drawn.sample(most, seed=0).sort("started_at")
     st.caption(f"Boxes and points: a uniform sample of {drawn.height:,} of the "
                f"{what.runs.height:,} runs (the table above and the CSV use every run).")
 st.plotly_chart(replay_charts.whatif_distribution(drawn), key="whatif_distribution")

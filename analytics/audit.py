@@ -18,6 +18,10 @@ Optionally each call is priced again from the *current* price map with
 :func:`cliffwatch.telemetry.pricing.price_call` (litellm's cost logic; litellm is loaded
 only then), once per distinct model and token breakdown, to show calls whose price changed
 since they were stored. The rules the costs follow are in docs/cost-truth.md.
+
+The checks are counted and summed in the store's SQL: what comes back is the summary's
+figures and the calls with a problem (at most ``problems_limit`` of them when given), never
+every call, so an audit of a million runs (6.6M calls) holds a few rows, not the calls.
 """
 
 from __future__ import annotations

@@ -65,6 +65,41 @@ _INPUT_RATE = "s.price_input_usd_per_token"
 _DETAIL = "(s.cache_read_tokens IS NOT NULL OR s.cache_creation_tokens IS NOT NULL)"
 
 
+def _sums_sql(keys: Sequence[str], scope: str, group: str) -> str:
+    """The per-group sums of the leaf calls of the runs in ``scope`` (a WHERE over
+    ``runs``): the ``keys`` columns (of :data:`_KEY_SQL`), then :data:`SAVINGS_COLUMNS`
+    but ``hit_ratio`` and ``net_saving_usd``."""
+    key = "".join(f"{_KEY_SQL[k]} AS {k}, " for k in keys)
+    read = "coalesce(s.cache_read_tokens, 0)"
+    write = "coalesce(s.cache_creation_tokens, 0)"
+    return f"""
+        WITH scope AS (SELECT run_id, task_class FROM runs {scope})
+        SELECT {key}
+               count(*) AS calls,
+               count(*) FILTER (WHERE NOT {_DETAIL}) AS calls_without_cache_detail,
+               coalesce(sum(s.input_tokens) FILTER (WHERE {_DETAIL}), 0)::BIGINT
+                 AS input_tokens,
+               coalesce(sum({read}) FILTER (WHERE {_DETAIL}), 0)::BIGINT
+                 AS cache_read_tokens,
+               coalesce(sum({write}) FILTER (WHERE {_DETAIL}), 0)::BIGINT
+                 AS cache_creation_tokens,
+               sum({read} * ({_INPUT_RATE}
+                   - coalesce(s.price_cache_read_usd_per_token, {_INPUT_RATE})))
+                 AS read_saving_usd,
+               sum({write} * (coalesce(s.price_cache_creation_usd_per_token,
+                                       {_INPUT_RATE}) - {_INPUT_RATE}))
+                 AS write_premium_usd
+        FROM spans s JOIN scope ON s.trace_id = scope.run_id
+        WHERE s.is_leaf_call
+        {group}
+    """
+
+
+def _check_by(by: str | None) -> None:
+    if by is not None and by not in SAVINGS_BYS:
+        raise ValueError(f"cannot group by {by!r}: use one of {', '.join(SAVINGS_BYS)}")
+
+
 def cache_savings(
     con: duckdb.DuckDBPyConnection,
     window: Window = Window(),  # noqa: B008 - Window is frozen
@@ -93,39 +128,56 @@ def cache_savings(
         ValueError: ``by`` is not one of :data:`SAVINGS_BYS` or None.
         UnknownTaskClassError: one of ``task_classes`` has no runs in the store.
     """
-    if by is not None and by not in SAVINGS_BYS:
-        raise ValueError(f"cannot group by {by!r}: use one of {', '.join(SAVINGS_BYS)}")
+    _check_by(by)
     conds, params = scope_filter(con, window, "started_at", None, task_classes=task_classes)
-    key = f"{_KEY_SQL[by]} AS {by}," if by else ""
     group, order = ("GROUP BY 1", "ORDER BY 1") if by else ("HAVING count(*) > 0", "")
-    read = "coalesce(s.cache_read_tokens, 0)"
-    write = "coalesce(s.cache_creation_tokens, 0)"
     sql = f"""
-        WITH scope AS (SELECT run_id, task_class FROM runs {where(conds)})
         SELECT *, CASE WHEN input_tokens > 0 THEN cache_read_tokens / input_tokens END
                     AS hit_ratio,
                read_saving_usd - write_premium_usd AS net_saving_usd
-        FROM (
-            SELECT {key}
-                   count(*) AS calls,
-                   count(*) FILTER (WHERE NOT {_DETAIL}) AS calls_without_cache_detail,
-                   coalesce(sum(s.input_tokens) FILTER (WHERE {_DETAIL}), 0)::BIGINT
-                     AS input_tokens,
-                   coalesce(sum({read}) FILTER (WHERE {_DETAIL}), 0)::BIGINT
-                     AS cache_read_tokens,
-                   coalesce(sum({write}) FILTER (WHERE {_DETAIL}), 0)::BIGINT
-                     AS cache_creation_tokens,
-                   sum({read} * ({_INPUT_RATE}
-                       - coalesce(s.price_cache_read_usd_per_token, {_INPUT_RATE})))
-                     AS read_saving_usd,
-                   sum({write} * (coalesce(s.price_cache_creation_usd_per_token,
-                                           {_INPUT_RATE}) - {_INPUT_RATE}))
-                     AS write_premium_usd
-            FROM spans s JOIN scope ON s.trace_id = scope.run_id
-            WHERE s.is_leaf_call
-            {group}
-        )
+        FROM ({_sums_sql([by] if by else [], where(conds), group)})
         {order}
     """
     columns = ([by] if by else []) + list(SAVINGS_COLUMNS)
     return frame(con, sql, params).select(columns)
+
+
+def cache_savings_all(
+    con: duckdb.DuckDBPyConnection,
+    window: Window = Window(),  # noqa: B008 - Window is frozen
+    task_classes: Sequence[str] = (),
+) -> dict[str | None, pl.DataFrame]:
+    """:func:`cache_savings` by model, by task class and overall (the Cost truth page's
+    three tables) from one scan of the calls: the store sums per model and class (a few
+    rows), and those sums are added up here.
+
+    Args:
+        con, window, task_classes: as :func:`cache_savings`.
+
+    Returns:
+        ``{"model": ..., "task_class": ..., None: ...}``, each as :func:`cache_savings`
+        with that ``by`` returns it (the USD sums may differ from it in the last digits:
+        the same terms added in another order).
+
+    Raises:
+        UnknownTaskClassError: one of ``task_classes`` has no runs in the store.
+    """
+    conds, params = scope_filter(con, window, "started_at", None, task_classes=task_classes)
+    sums = frame(con, _sums_sql(SAVINGS_BYS, where(conds), "GROUP BY 1, 2"), params)
+    added = [
+        pl.col(c).sum() if c.endswith(("calls", "calls_without_cache_detail", "tokens"))
+        else pl.when(pl.col(c).count() > 0).then(pl.col(c).sum())
+        for c in sums.columns if c not in SAVINGS_BYS
+    ]
+    tables: dict[str | None, pl.DataFrame] = {
+        by: sums.group_by(by).agg(added).sort(by, nulls_last=True) for by in SAVINGS_BYS
+    }
+    tables[None] = sums.select(added).filter(pl.col("calls") > 0)
+    return {
+        by: table.with_columns(
+            hit_ratio=pl.when(pl.col("input_tokens") > 0).then(
+                pl.col("cache_read_tokens") / pl.col("input_tokens")),
+            net_saving_usd=pl.col("read_saving_usd") - pl.col("write_premium_usd"),
+        ).select(([by] if by else []) + list(SAVINGS_COLUMNS))
+        for by, table in tables.items()
+    }

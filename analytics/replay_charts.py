@@ -7,6 +7,7 @@ Like :mod:`analytics.charts`, these functions only draw: they take what
 
 from __future__ import annotations
 
+import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
@@ -87,17 +88,20 @@ def whatif_distribution(runs: pl.DataFrame) -> go.Figure:
     for column, label, colour in (("cost_before_usd", "as recorded", BEFORE_COLOUR),
                                   ("cost_after_usd", "what-if", AFTER_COLOUR)):
         shown = runs.filter(pl.col(column) > 0)  # a log axis cannot draw $0
+        # numpy arrays, as charts.cost_distribution: plotly validates a list element by
+        # element and sends x as a typed array; the figure's JSON is otherwise the same
+        run_ids = shown["run_id"].to_numpy().astype(object)
         fig.add_trace(
             go.Box(
-                x=shown[column].to_list(),
-                y=[chart_text(c) for c in shown["task_class"]],
+                x=shown[column].cast(pl.Float64).to_numpy(),
+                y=np.array([chart_text(c) for c in shown["task_class"]], dtype=object),
                 name=label,
                 orientation="h",
                 boxpoints="all",
                 jitter=0.4,
                 pointpos=0,
                 marker={"size": 3, "opacity": 0.5, "color": colour},
-                customdata=[[r, chart_text(r)] for r in shown["run_id"].to_list()],
+                customdata=np.column_stack([run_ids, [chart_text(r) for r in run_ids]]),
                 hovertemplate="run %{customdata[1]}<br>$%{x:.5f}<extra>" + label + "</extra>",
             )
         )

@@ -46,7 +46,10 @@ EMPTY = "[data-testid='stAlertContentInfo'], [data-testid='stAlertContentSuccess
 """On pages other than the Overview, an st.info or st.success message counts as painted
 too (a "nothing to show" message: the bench's 1M store has no incidents or alerts, its
 runs being copied in SQL, not written through the incident rules; or Cost truth's verdict
-line, drawn before its chart); the row says so."""
+line, drawn with the audit before its chart); the row says so. Pages that draw in two steps
+(the Overview's figures then its charts, Cost truth's audit then its cache savings, each
+read by its own loader) paint before their script ends: the "run ended" figure beside
+each row is the time to the complete page."""
 
 START_TIMEOUT_S = 180.0
 DONE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"

@@ -26,9 +26,12 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch import settings
+from cliffwatch.analytics.estimates import load_estimates
+from cliffwatch.analytics.recorded import Estimates
 from cliffwatch.analytics.replay import LimitsOverride, Replay, replay
 from cliffwatch.analytics.report import build_report
 from cliffwatch.analytics.report_render import report_bytes
+from cliffwatch.analytics.runs import get_run
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.analytics.whatif import WhatIf, what_if
 from cliffwatch.dashboard.filters import Filters
@@ -41,30 +44,62 @@ LIVE_RERUN_TIMEOUT_S = 600
 
 _CLI = "from cliffwatch.cli import main; main()"
 
+CHANGED_ROWS_SHOWN = 1_000
+"""At most this many rows of the What-if page's table of runs the limits change (those with
+the largest saving): a browser table of a million rows is megabytes sent on every run; the
+page's CSV holds every run."""
+
 
 class ActionError(CliffwatchError):
     """A live re-run that could not be made; the message is one line."""
+
+
+@st.cache_resource(ttl=CACHE_TTL_S, max_entries=8, show_spinner=False)
+def class_estimates(db: str, version: tuple[int, ...], task_class: str) -> Estimates:
+    """:func:`analytics.estimates.load_estimates` of one class: read from every recorded
+    run of the class (seconds at a million runs), so read once per class and store
+    version and shared by every replay of that class's runs (a frozen dataclass: one
+    object for every session, never copied).
+
+    Raises:
+        StoreError: the store is missing, not a store, or busy.
+    """
+    with read_store(db) as con:
+        return load_estimates(con, task_class)
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
 def load_replay(
     db: str, version: tuple[int, ...], run_id: str, override: LimitsOverride
 ) -> Replay:
-    """:func:`analytics.replay.replay` of ``run_id`` under ``override``.
+    """:func:`analytics.replay.replay` of ``run_id`` under ``override``, with its class's
+    estimates from :func:`class_estimates` (the same figures ``replay`` reads itself).
 
     Raises:
         RunNotFoundError, ReplayError: a bad run id or limit.
         StoreError: the store is missing, not a store, or busy.
     """
     with read_store(db) as con:
-        return replay(con, run_id, override)
+        task_class = get_run(con, run_id)["task_class"]
+    estimates = class_estimates(db, version, task_class)
+    with read_store(db) as con:
+        return replay(con, run_id, override, estimates=estimates)
 
 
-@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+WHATIF_CACHE_ENTRIES = 4
+"""What-if results kept at once (each holds a row per run: about 100 MB at a million)."""
+
+
+@st.cache_resource(ttl=CACHE_TTL_S, max_entries=WHATIF_CACHE_ENTRIES, show_spinner=False)
 def load_whatif(
     db: str, version: tuple[int, ...], filters: Filters, override: LimitsOverride
 ) -> WhatIf:
-    """:func:`analytics.whatif.what_if` over the sidebar's window and classes.
+    """:func:`analytics.whatif.what_if` over the sidebar's window and classes, computed
+    once per store version, window, classes and limits.
+
+    Cached as a resource, not as data: the one (frozen) result is shared by every rerun
+    and visitor, where ``st.cache_data`` would keep it pickled and unpickle a copy of
+    its frames, a row per run, on every page run.
 
     Raises:
         ReplayError, AnalyticsError, StoreError: as :func:`load_replay`.

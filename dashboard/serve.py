@@ -9,7 +9,8 @@ plotly, DuckDB and cliffwatch's own: about 1.5 s of CPU, issue 11).
 Streamlit's garbage collection after every script run is turned off
 (``runner.postScriptGC``: a full collection of a heap holding polars, plotly and pandas,
 0.1-0.3 s of CPU after each page at 1M runs); Python still collects on its own
-thresholds. Nothing imports this module; it is run.
+thresholds. The cached results' total size is bounded (:data:`CACHE_DATA_BUDGET`).
+Nothing imports this module; it is run.
 """
 
 from __future__ import annotations
@@ -50,7 +51,15 @@ def warm_imports(modules: tuple[str, ...] = WARM_MODULES) -> None:
             continue
 
 
-STREAMLIT_FLAGS: tuple[str, ...] = ("--runner.postScriptGC", "false")
+CACHE_DATA_BUDGET = "256mb"
+"""Most serialized bytes every ``st.cache_data`` entry of the server may hold together:
+past it Streamlit evicts the least recently used (results are keyed by window, filters
+and store version, so a session that walks many windows at a million runs would
+otherwise keep them all until their TTL). Large shared results (the What-if's, a row per
+run) are cached as resources with their own entry bound instead."""
+
+STREAMLIT_FLAGS: tuple[str, ...] = ("--runner.postScriptGC", "false",
+                                    "--server.maxCacheDataSize", CACHE_DATA_BUDGET)
 """Streamlit options added to those given (see the module docstring)."""
 
 

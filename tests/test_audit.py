@@ -182,3 +182,15 @@ def test_a_window_with_no_calls_audits_nothing(mixed_store: Path) -> None:
                                       "2099-01-01", "--no-current-map"])
     assert result.exit_code == 0, result.output
     assert "(0 calls)" in result.stdout
+
+
+def test_a_problems_limit_keeps_the_first_rows_and_counts_them_all(mixed_store: Path) -> None:
+    with read_store(mixed_store) as con:
+        full = audit_costs(con, current_map=False)
+        cut = audit_costs(con, current_map=False, problems_limit=3)
+        none = audit_costs(con, current_map=False, problems_limit=0)
+    assert full.problems.height == full.problem_rows == 6
+    assert cut.problem_rows == none.problem_rows == 6
+    assert cut.problems.rows() == full.problems.head(3).rows()
+    assert none.problems.is_empty() and none.problems.columns == full.problems.columns
+    assert cut.summary.equals(full.summary)

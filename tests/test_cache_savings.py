@@ -4,17 +4,24 @@ without cache detail: ``cliffwatch percentiles`` and the HTML/Markdown report (i
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from cache_store import CALLS, build_cache_store, truth
+from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
-from cliffwatch.analytics.cache_savings import SAVINGS_COLUMNS, cache_savings
+from cliffwatch.analytics.cache_savings import (
+    SAVINGS_COLUMNS,
+    cache_savings,
+    cache_savings_all,
+)
 from cliffwatch.analytics.report import build_report
 from cliffwatch.analytics.report_render import render_html, render_markdown
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.analytics.upper_bound import cache_detail_missing_calls, upper_bound_note
+from cliffwatch.analytics.window import Window
 from cliffwatch.cli.app import app
 from cliffwatch.telemetry.testing import make_runs_costing
 from cliffwatch.telemetry.write_pipeline import write_spans
@@ -56,6 +63,24 @@ def test_savings_and_hit_ratio_equal_the_by_hand_figures(store: Path, by: str | 
             else:
                 assert row[column] == pytest.approx(want[key], rel=1e-9, abs=1e-15), (
                     group, column)
+
+
+@pytest.mark.parametrize("classes", [(), ("moons",), ("nope-none",)])
+def test_all_three_groupings_from_one_scan_equal_each_alone(
+    store: Path, classes: tuple[str, ...]
+) -> None:
+    with read_store(store) as con:
+        if classes == ("nope-none",):
+            with pytest.raises(LookupError, match="unknown task class"):
+                cache_savings_all(con, task_classes=classes)
+            return
+        every = cache_savings_all(con, task_classes=classes)
+        empty = cache_savings_all(con, Window(since=datetime(2099, 1, 1)))
+        for by in ("model", "task_class", None):
+            alone = cache_savings(con, by=by, task_classes=classes)  # type: ignore[arg-type]
+            assert_frame_equal(every[by], alone, rel_tol=1e-12, abs_tol=1e-18)
+            assert alone.height and empty[by].columns == alone.columns
+            assert empty[by].is_empty()
 
 
 def test_the_store_exercises_every_case(store: Path) -> None:

@@ -206,9 +206,12 @@ CASES: dict[str, Callable[[Any], Any]] = {
         LimitsOverride(ceiling_usd=0.03)], WINDOW, now=NOW),
     "report": lambda c: report.build_report(c, now=NOW),
     "audit": lambda c: audit.audit_costs(c, current_map=False),
+    "audit, problems cut": lambda c: audit.audit_costs(c, current_map=False, problems_limit=3),
     "cache savings by model": lambda c: cache_savings.cache_savings(c),
     "cache savings by class": lambda c: cache_savings.cache_savings(c, by="task_class"),
     "cache savings overall": lambda c: cache_savings.cache_savings(c, by=None),
+    "cache savings, one scan": lambda c: cache_savings.cache_savings_all(
+        c, WINDOW, task_classes=["research", "extract"]),
     "window compare": lambda c: window_compare.compare_windows(
         c, Window(until=datetime(2026, 11, 6)), Window(since=datetime(2026, 11, 6))),
     "upper bound": lambda c: upper_bound.cache_detail_missing_calls(c),

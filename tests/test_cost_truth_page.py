@@ -173,3 +173,24 @@ def test_current_map_toggle_adds_audits_price_check(
     shown = {r["check"]: r["calls"] for r in summary.to_dict("records")}
     assert shown == want
     assert shown["price changed in current map"] == 0  # stored today with today's map
+
+
+def test_a_long_problem_list_is_cut_and_says_so(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import streamlit as st
+
+    from cliffwatch.dashboard import cost_truth_queries
+
+    monkeypatch.setattr(cost_truth_queries, "PROBLEM_ROWS_SHOWN", 2)
+    st.cache_data.clear()  # the limit is not part of the cache key
+    try:
+        app = _open(store, monkeypatch)
+    finally:
+        st.cache_data.clear()
+    with read_store(store) as con:
+        full = audit_costs(con, current_map=False).problems
+    assert full.height > 2
+    (shown,) = [d.value for d in app.dataframe if "problem" in d.value.columns]
+    assert list(shown["span_id"]) == full["span_id"].head(2).to_list()
+    assert f"The first 2 of {full.height:,} problem rows" in _plain(app.caption)

@@ -30,5 +30,6 @@ def test_every_module_a_page_imports_is_warmed() -> None:
     assert heavy <= set(serve.WARM_MODULES)
 
 
-def test_streamlit_runs_without_its_post_script_gc() -> None:
-    assert serve.STREAMLIT_FLAGS == ("--runner.postScriptGC", "false")
+def test_streamlit_runs_without_its_post_script_gc_and_with_a_cache_budget() -> None:
+    assert serve.STREAMLIT_FLAGS == ("--runner.postScriptGC", "false",
+                                     "--server.maxCacheDataSize", "256mb")

@@ -171,6 +171,26 @@ def test_whatif_page_says_when_the_saving_is_unknown(app: AppTest) -> None:
     assert "5 tasks the limits leave undone" in app.warning[0].value
 
 
+def test_whatif_page_bounds_its_points_and_changed_rows(
+    app: AppTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over many runs the chart draws a sample and the table the runs saving most, and the
+    page says so (bounds lowered here to the test store's size)."""
+    from cliffwatch.dashboard import queries, replay_queries
+
+    monkeypatch.setattr(queries, "RUN_POINTS_LIMIT", 6)
+    monkeypatch.setattr(replay_queries, "CHANGED_ROWS_SHOWN", 2)
+    _open(app, "views/whatif.py", max_workers="1")
+    changed = _frame(app, "whatif_runs")
+    assert changed.height == 2
+    captions = " ".join(c.value for c in app.caption)
+    assert "a uniform sample of 3 of the 6 runs" in captions
+    assert "(the 2 with the largest saving shown; the CSV below has every run)" in captions
+    (chart,) = [c for c in app.get("plotly_chart") if "whatif_distribution" in c.proto.id]
+    points = sum(len(t["customdata"]) for t in json.loads(chart.proto.spec)["data"])
+    assert 0 < points <= 6  # before and after, 3 runs each at most
+
+
 def test_incident_triage_updates_the_store_and_the_open_count(
     store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

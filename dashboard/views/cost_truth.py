@@ -65,11 +65,16 @@ tables.show(
 downloads.csv_button(truth.summary, "cost_audit")
 if truth.problems.height:
     st.subheader("Problem calls")
+    if truth.problem_rows > truth.problems.height:
+        st.caption(f"The first {truth.problems.height:,} of {truth.problem_rows:,} problem "
+                   "rows (by run and span); `cliffwatch audit --format csv` lists them all.")
     tables.show(truth.problems, key="audit_problems", money_format=CALL_MONEY)
     downloads.csv_button(truth.problems, "cost_audit_problems")
 
 st.subheader("Prompt cache")
-total = truth.savings_total.to_dicts()
+# read after the audit above is on screen (a second scan of the calls)
+savings = queries.fetch(cost_truth_queries.load_cache_savings, selected)
+total = savings.total.to_dicts()
 if total:
     row = total[0]
     cache = st.columns(4)
@@ -86,8 +91,8 @@ SAVINGS_COLUMNS = {  # what differs from tables.show's defaults
     "hit_ratio": st.column_config.NumberColumn("Hit ratio", format="percent"),
     "read_saving_usd": st.column_config.NumberColumn("Reads saved", format=CALL_MONEY),
 }
-for key, label, frame in (("model", "Per model", truth.savings_by_model),
-                          ("task_class", "Per task class", truth.savings_by_class)):
+for key, label, frame in (("model", "Per model", savings.by_model),
+                          ("task_class", "Per task class", savings.by_class)):
     st.markdown(f"**{label}**")
     tables.show(frame, key=f"savings_{key}", column_config=SAVINGS_COLUMNS,
                 money_format=CALL_MONEY)

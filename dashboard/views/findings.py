@@ -48,7 +48,9 @@ st.title("Findings")
 st.caption(f"{ui.md_text(selected.describe())} · the handbook's orchestrator-worker anti-patterns, "
            "measured in these runs")
 
-found = queries.fetch(load_findings, selected)
+with st.spinner("Looking for the anti-patterns in these runs (once per window and store "
+                "version: cached after)..."):
+    found = queries.fetch(load_findings, selected)
 if found.is_empty():
     queries.stop_if_no_runs()
     st.success("No findings: none of the handbook's anti-patterns in these runs.")

@@ -23,7 +23,9 @@ override = limits_controls(default_cap=DEFAULT_CAP)
 if override.keeps_everything:
     st.info("Set a cap, a ceiling or a policy to see what it would have done.")
     st.stop()
-what = queries.fetch(replay_queries.load_whatif, selected, override)
+with st.spinner("Replaying every run of the window under these limits (once per window, "
+                "limits and store version: cached after)..."):
+    what = queries.fetch(replay_queries.load_whatif, selected, override)
 if what.runs.is_empty():
     queries.stop_if_no_runs()
     st.info("No runs match these filters: widen the time window or clear the class filter.")
@@ -75,17 +77,30 @@ downloads.csv_button(what.by_class, "whatif_by_class")
 st.plotly_chart(replay_charts.whatif_spend(what.by_class), key="whatif_spend")
 
 st.subheader("Cost per run before and after")
-st.plotly_chart(replay_charts.whatif_distribution(what.runs), key="whatif_distribution")
+drawn = what.runs
+if drawn.height > (most := queries.RUN_POINTS_LIMIT // 2):
+    # two points a run (before, after): the Overview's bound on points drawn
+    drawn = drawn.sample(most, seed=0).sort("started_at")
+    st.caption(f"Boxes and points: a uniform sample of {drawn.height:,} of the "
+               f"{what.runs.height:,} runs (the table above and the CSV use every run).")
+st.plotly_chart(replay_charts.whatif_distribution(drawn), key="whatif_distribution")
 
 st.subheader("Runs the limits change")
-changed = what.runs.filter(pl.col("affected")).with_columns(
+changed = what.runs.filter(pl.col("affected"))
+shown = changed
+if changed.height > (most := replay_queries.CHANGED_ROWS_SHOWN):
+    shown = changed.sort(pl.col("cost_before_usd") - pl.col("cost_after_usd"),
+                         descending=True, nulls_last=True).head(most)
+shown = shown.with_columns(
     pl.col("run_id").map_elements(lambda r: links.replay_link(r, override),
                                   return_dtype=pl.String).alias("replay")
 )
-st.caption(f"{changed.height:,} of {what.runs.height:,} runs; open one to replay it step by "
-           "step.")
+st.caption(f"{changed.height:,} of {what.runs.height:,} runs"
+           + (f" (the {shown.height:,} with the largest saving shown; the CSV below has "
+              "every run)" if shown.height < changed.height else "")
+           + "; open one to replay it step by step.")
 tables.show(
-    changed, key="whatif_runs",
+    shown, key="whatif_runs",
     column_order=["started_at", "task_class", "status_before", "status_after",
                   "dispatched_before", "dispatched_after", "cost_before_usd",
                   "cost_after_usd", "redo_usd", "estimated_usd", "replay"],

@@ -220,7 +220,7 @@ def replay_rows(
     bounds = chunk_bounds(con, f"SELECT r.run_id FROM runs r {where(conds)}", params,
                           runs * len(variants))
     parts: list[list[pl.DataFrame]] = [[] for _ in variants]
-    python_runs = [0 for _ in variants]
+    to_python: list[list[str]] = [[] for _ in variants]
     schema = pl.Schema(RUN_SCHEMA)
     with registered(con, lim=lim, **_estimate_tables(estimates)) as names:
         for chunk in bounds:
@@ -231,11 +231,12 @@ def replay_rows(
             for variant, mine in split:
                 index = int(variant[0])
                 if mine["py"].any():
-                    # the chunk's runs left to Python, replayed now: their ids lie in the
-                    # chunk's range, so their spans are read from its row groups only
-                    ids = sorted(mine.filter(pl.col("py"))["run_id"].to_list())
-                    parts[index] += _python_chunks(con, ids, variants[index], estimates)
-                    python_runs[index] += len(ids)
+                    to_python[index] += mine.filter(pl.col("py"))["run_id"].to_list()
                     mine = mine.filter(~pl.col("py"))
                 parts[index].append(mine.select(list(RUN_SCHEMA)).cast(schema))
-    return [(_finish(parts[index]), python_runs[index]) for index in range(len(variants))]
+    out = []
+    for index, overrides in enumerate(variants):
+        ids = sorted(to_python[index])
+        parts[index] += _python_chunks(con, ids, overrides, estimates)
+        out.append((_finish(parts[index]), len(ids)))
+    return out

@@ -31,11 +31,14 @@ traced), so the bound stays at 512 MB until that query is found."""
 
 
 @contextmanager
-def bounded_memory(con: duckdb.DuckDBPyConnection, limit: str | None = None) -> Iterator[None]:
+def bounded_memory(
+    con: duckdb.DuckDBPyConnection, limit: str | None = None, *, keep_order: bool = False
+) -> Iterator[None]:
     """Run the block under DuckDB ``memory_limit`` = ``limit`` (default
     :data:`MEMORY_LIMIT`), then put back the connection's own (the setting is the database
-    instance's, so a caller's limit is restored whatever happens). A ClickHouse store's
-    connection is left as it is: the engine bounds its own memory."""
+    instance's, so a caller's limit is restored whatever happens). Insertion order is not
+    preserved within (callers sort what they read) unless ``keep_order``. A ClickHouse
+    store's connection is left as it is: the engine bounds its own memory."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
         yield
         return
@@ -43,7 +46,8 @@ def bounded_memory(con: duckdb.DuckDBPyConnection, limit: str | None = None) -> 
     before = str(rows[0][0]) if rows else None
     con.execute("SET memory_limit = $limit", {"limit": limit or MEMORY_LIMIT})
     order = con.sql("SELECT current_setting('preserve_insertion_order')").fetchall()
-    con.execute("SET preserve_insertion_order = false")  # callers sort what they read
+    if not keep_order:
+        con.execute("SET preserve_insertion_order = false")  # callers sort what they read
     try:
         yield
     finally:
@@ -57,12 +61,15 @@ def bounded_memory(con: duckdb.DuckDBPyConnection, limit: str | None = None) -> 
             con.execute("SET memory_limit = $limit", {"limit": before})
 
 
-def run_bounded(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
-    """``work()`` under :func:`bounded_memory`; when DuckDB runs out of memory there (an
-    operator that cannot spill), ``work()`` again under the connection's own limit: a
-    bound that keeps memory low must never turn an answer into an error."""
+def run_bounded(
+    con: duckdb.DuckDBPyConnection, work: Callable[[], T], *, keep_order: bool = False
+) -> T:
+    """``work()`` under :func:`bounded_memory` (``keep_order`` as there); when DuckDB runs
+    out of memory there (an operator that cannot spill), ``work()`` again under the
+    connection's own limit: a bound that keeps memory low must never turn an answer into
+    an error."""
     try:
-        with bounded_memory(con):
+        with bounded_memory(con, keep_order=keep_order):
             return work()
     except duckdb.OutOfMemoryException:
         _log.warning("DuckDB ran out of memory under the %s bound; reading again under the "

@@ -335,11 +335,14 @@ class _Context:
 
 
 def _what_if_of(
-    replayed: pl.DataFrame, run_ids: Sequence[str]
+    replayed: pl.DataFrame, run_ids: pl.Series
 ) -> tuple[float | None, dict[str, Any]]:
     """The saving (USD; None when a task left undone has no redo estimate) of a what-if
-    over ``run_ids``, and what it did to them."""
-    mine = replayed.filter(pl.col("run_id").is_in(list(run_ids)))
+    over ``run_ids``, and what it did to them. The ids stay a polars Series (a semi-join,
+    no Python string per run: at 1M runs a list of them cost ~100 MB; issue 11)."""
+    if "run_id" not in replayed.columns:
+        return 0.0, {"runs_changed": 0, "tasks_not_completed": 0}
+    mine = replayed.join(run_ids.to_frame("run_id").unique(), on="run_id", how="semi")
     if mine.is_empty() or "saving_usd" not in mine.columns:
         return 0.0, {"runs_changed": 0, "tasks_not_completed": 0}
     fewer = pl.col("dispatched_after") < pl.col("dispatched_before")
@@ -361,7 +364,7 @@ def _what_if_of(
 def _cap_saving(ctx: _Context, runs: pl.DataFrame) -> tuple[float | None, dict[str, Any]]:
     """The cap what-if (:meth:`_Context.cap_what_if`) over ``runs``: its saving (USD) and
     the evidence entry saying what it replayed under and what it did."""
-    saving, replayed = _what_if_of(ctx.cap_what_if(), runs["run_id"].to_list())
+    saving, replayed = _what_if_of(ctx.cap_what_if(), runs["run_id"])
     return saving, {"cap": ctx.thresholds.safe_max_workers,
                     "policy": CapPolicy.TRUNCATE.value, **replayed}
 
@@ -493,7 +496,7 @@ def _no_cost_ceiling(ctx: _Context) -> list[dict[str, Any]]:
         p50 = ctx.class_p50(task_class)
         ceiling = k * p50 if p50 else None
         over = mine.filter(pl.col("cost_usd") > ceiling) if ceiling else mine.clear()
-        saving, replayed = (_what_if_of(ctx.ceiling_what_if(), mine["run_id"].to_list())
+        saving, replayed = (_what_if_of(ctx.ceiling_what_if(), mine["run_id"])
                             if ceiling else (None, {}))
         suggested = f" (e.g. ceiling_usd={ceiling:.4g}, {k:g}x its P50)" if ceiling else ""
         out.append(_finding(
@@ -527,7 +530,7 @@ def _cost_cliff(ctx: _Context) -> list[dict[str, Any]]:
             continue
         ceiling = k * (tail["p50_usd"] or 0.0)
         looser = mine.filter(pl.col("ceiling_usd").is_null() | (pl.col("ceiling_usd") > ceiling))
-        saving, replayed = _what_if_of(ctx.ceiling_what_if(), looser["run_id"].to_list())
+        saving, replayed = _what_if_of(ctx.ceiling_what_if(), looser["run_id"])
         newest = mine.sort("started_at")
         recent = newest.tail(MIN_RUNS_FOR_PERCENTILES)["cost_usd"]
         recent_ratio = _quantiles(recent)["cliff_ratio"]
@@ -742,24 +745,28 @@ def _find(
         require_task_class(con, task_class)
         conds.append("task_class = $task_class")
         params["task_class"] = task_class
-    runs = frame(con, _RUNS_SQL.format(where=where(conds)), params)
-    if runs.is_empty():
-        return pl.DataFrame(schema=_SCHEMA), None
-    role_conds = ["r." + c for c in conds]
-    roles = frame(con, _ROLE_COST_SQL.format(where=where(role_conds) or "WHERE TRUE"), params)
-    ctx = _Context(
-        con=con, window=window, task_class=task_class,
-        thresholds=thresholds or Thresholds.from_settings(), runs=runs, roles=roles,
-        days=window_days(window, runs, now), now=now, conds=conds, params=params,
-        estimates=estimates,
-    )
-
-    def detect() -> tuple[WhatIf | None, list[dict[str, Any]]]:
-        ctx.estimates, ctx._what_ifs = estimates, {}  # afresh if it runs a second time
+    def detect() -> tuple[WhatIf | None, list[dict[str, Any]]] | None:
+        # every read under the bulk-read memory bound: the per-run role costs group every
+        # call of the window by run, and DuckDB would keep what it read (issue 11)
+        runs = frame(con, _RUNS_SQL.format(where=where(conds)), params)
+        if runs.is_empty():
+            return None
+        role_conds = ["r." + c for c in conds]
+        roles = frame(con, _ROLE_COST_SQL.format(where=where(role_conds) or "WHERE TRUE"),
+                      params)
+        ctx = _Context(
+            con=con, window=window, task_class=task_class,
+            thresholds=thresholds or Thresholds.from_settings(), runs=runs,
+            roles=roles, days=window_days(window, runs, now), now=now, conds=conds,
+            params=params, estimates=estimates,
+        )
         asked = ctx.prefetch(wanted, also)
         return asked, [row for kind in wanted for row in _DETECTORS[kind](ctx)]
 
-    asked, rows = run_bounded(con, detect)
+    detected = run_bounded(con, detect)
+    if detected is None:
+        return pl.DataFrame(schema=_SCHEMA), None
+    asked, rows = detected
     if not rows:
         return pl.DataFrame(schema=_SCHEMA), asked
     order = {k: i for i, k in enumerate(FINDING_KINDS)}

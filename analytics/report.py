@@ -38,6 +38,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from cliffwatch.analytics import charts, replay_charts
+from cliffwatch.analytics.bulk_read import run_bounded
 from cliffwatch.analytics.findings import REPORT_FINDING_COLUMNS, findings_and_what_if
 from cliffwatch.analytics.incidents import list_incidents
 from cliffwatch.analytics.percentiles import cap_start_date, cost_percentiles, daily_percentiles
@@ -257,6 +258,17 @@ def build_report(
     Raises:
         UnknownTaskClassError: ``task_class`` has no runs in the store.
     """
+    # every read under the bulk-read memory bound (order kept: the tables are shown as
+    # read): at 1M runs the spend by model and role group every call, and DuckDB would
+    # keep what it read (issue 11)
+    return run_bounded(con, lambda: _build_report(con, window, task_class, class_limits,
+                                                  title, now), keep_order=True)
+
+
+def _build_report(
+    con: duckdb.DuckDBPyConnection, window: Window, task_class: str | None,
+    class_limits: Mapping[str, Limits] | None, title: str, now: datetime | None,
+) -> Report:
     generated_at = now or utc_now()
     percentiles = cost_percentiles(con, window, task_class=task_class)
     by_model = cost_percentiles(con, window, by="model", task_class=task_class)

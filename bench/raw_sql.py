@@ -1,5 +1,6 @@
 """The raw SQL each scale benchmark compares a command with: ``python -m bench.raw_sql
-NAME DB`` runs one in a process that imports only DuckDB.
+NAME DB [MEMORY_LIMIT]`` runs one in a process that imports only DuckDB (with a
+``memory_limit`` when given).
 
 Each query reads what the command reads (every LLM call of the window with its sub-task
 index and the plan's JSON, the runs) and computes the same figures per task class with
@@ -75,10 +76,15 @@ QUERIES: dict[str, list[str]] = {
 
 
 def main(argv: list[str]) -> int:
+    """``NAME DB [MEMORY_LIMIT]``: run NAME's queries on DB; with MEMORY_LIMIT (e.g.
+    ``512MB``) under that DuckDB ``memory_limit`` (the commands' bulk-read bound), else
+    under DuckDB's default."""
     import duckdb
 
-    name, db = argv
+    name, db, *limit = argv
     con = duckdb.connect(db, read_only=True)
+    if limit:
+        con.execute("SET memory_limit = $limit", {"limit": limit[0]})
     for query in QUERIES[name]:
         con.sql(query).fetchall()
     con.close()

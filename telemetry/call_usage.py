@@ -125,13 +125,18 @@ def first_value(attrs: Mapping[str, Any], keys: Iterable[str]) -> Any:
 class KeyGroups:
     """:func:`first_value` for several synonym lists at once, in one pass over a span's keys.
 
-    Built once per set of lists (a module constant): a key set and, for each key, the lists
-    it is in and its rank there. :meth:`firsts` intersects the span's keys with the key set
-    (most spans carry few or none of them) and keeps, per list, the value of the
-    best-ranked key set (not None, not ""), exactly as :func:`first_value` would.
+    Built once per set of lists (a module constant): for each key, the lists it is in and
+    its rank there. :meth:`firsts` looks a span's keys up once per distinct key sequence
+    (spans of one producer share theirs), keeping a plan: for each list, the span's keys
+    that are in it, best-ranked first. The span's values are then read in the plan's order
+    and the first set one (not None, not "") kept per list, exactly as :func:`first_value`
+    would.
     """
 
-    __slots__ = ("_heads", "_places", "keys", "size")
+    __slots__ = ("_places", "_plans", "keys", "size")
+
+    MAX_PLANS = 4096
+    """Key sequences whose plan is kept; past it the plans are dropped and made again."""
 
     def __init__(self, groups: Sequence[Sequence[str]]) -> None:
         places: dict[str, list[tuple[int, int]]] = {}
@@ -139,36 +144,37 @@ class KeyGroups:
             for rank, key in enumerate(group):
                 places.setdefault(key, []).append((group_index, rank))
         self._places = {key: tuple(where) for key, where in places.items()}
-        # A key that heads its one list wins it outright: no rank to compare.
-        self._heads = {
-            key: where[0][0]
-            for key, where in self._places.items()
-            if len(where) == 1 and where[0][1] == 0
-        }
+        self._plans: dict[tuple[str, ...], tuple[tuple[int, tuple[str, ...]], ...]] = {}
         self.keys = frozenset(places)
         self.size = len(groups)
+
+    def _plan(self, shape: tuple[str, ...]) -> tuple[tuple[int, tuple[str, ...]], ...]:
+        ranked: dict[int, list[tuple[int, str]]] = {}
+        for key in self.keys.intersection(shape):
+            for group_index, rank in self._places[key]:
+                ranked.setdefault(group_index, []).append((rank, key))
+        plan = tuple(
+            (group_index, tuple(key for _, key in sorted(ranked[group_index])))
+            for group_index in sorted(ranked)
+        )
+        if len(self._plans) >= self.MAX_PLANS:
+            self._plans.clear()
+        self._plans[shape] = plan
+        return plan
 
     def firsts(self, attrs: Mapping[str, Any]) -> list[Any]:
         """One value per list (None when the span sets none of its keys), in list order."""
         values: list[Any] = [None] * self.size
-        hits = self.keys.intersection(attrs)
-        if not hits:
-            return values
-        ranks = [len(self._places)] * self.size
-        heads = self._heads
-        for key in hits:
-            value = attrs[key]
-            if value is None or value == "":
-                continue
-            head = heads.get(key)
-            if head is not None:
-                ranks[head] = 0
-                values[head] = value
-                continue
-            for group_index, rank in self._places[key]:
-                if rank < ranks[group_index]:
-                    ranks[group_index] = rank
+        shape = tuple(attrs)
+        plan = self._plans.get(shape)
+        if plan is None:
+            plan = self._plan(shape)
+        for group_index, keys in plan:
+            for key in keys:
+                value = attrs[key]
+                if value is not None and value != "":
                     values[group_index] = value
+                    break
         return values
 
 

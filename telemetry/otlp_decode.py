@@ -34,6 +34,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from cliffwatch.errors import CliffwatchError
 from cliffwatch.telemetry.frozen_init import fast_frozen_init
@@ -279,8 +280,167 @@ def _pb_attributes(key_values: Iterable[Any], depth: int = 0) -> dict[str, Any]:
     return out
 
 
+def _raw_attributes_request_class() -> Any:
+    """``ExportTraceServiceRequest`` as opentelemetry-proto declares it, but for the
+    ``attributes`` of resources, spans and span events, read as raw bytes (one
+    serialised ``KeyValue`` each; the same wire format, so any body parses alike).
+
+    Built in a private descriptor pool (the same type names, apart from the default pool
+    the real types live in). Everything else (ids, names, times, status, links, scopes)
+    keeps its declared type, so the parse checks it as before.
+    """
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.resource.v1 import resource_pb2
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    raw = {"Resource", "Span", "Event"}  # Span.Event is the one nested message named so
+
+    def to_bytes(messages: Any) -> None:
+        for message in messages:
+            if message.name in raw:
+                for field in message.field:
+                    if field.name == "attributes":
+                        field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+                        field.ClearField("type_name")
+            to_bytes(message.nested_type)
+
+    pool = descriptor_pool.DescriptorPool()
+    for module in (common_pb2, resource_pb2, trace_pb2, trace_service_pb2):
+        proto = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(proto)
+        if module is not common_pb2:
+            to_bytes(proto.message_type)
+        pool.Add(proto)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName(ExportTraceServiceRequest.DESCRIPTOR.full_name)
+    )
+
+
+_RawRequest = _raw_attributes_request_class()
+
+
+def _simple_key_value(raw: bytes) -> tuple[str, Any] | None:
+    """``(key, value)`` of a serialised ``KeyValue`` in the shape nearly every attribute
+    has (under 128 bytes: a key and a string or a non-negative int, each field once,
+    nothing else), parsed here without building messages; None for any other bytes (parsed by
+    protobuf instead). Gives what :func:`_pb_attributes` gives for the same ``KeyValue``
+    (tests/test_otlp_decode.py holds the two equal over mutated bytes)."""
+    n = len(raw)
+    if not 6 <= n < 128 or raw[0] != 0x0A:
+        return None  # (under 128 bytes, every length that fits is a one-byte varint)
+    end_key = 2 + raw[1]
+    if end_key + 4 > n or raw[end_key] != 0x12 or raw[end_key + 1] != n - end_key - 2:
+        return None  # not a one-byte value length reaching to the end
+    tag = raw[end_key + 2]
+    try:
+        if tag == 0x0A:  # string_value with a one-byte length, to the end
+            if raw[end_key + 3] != n - end_key - 4:
+                return None
+            return raw[2:end_key].decode(), raw[end_key + 4:].decode()
+        if tag == 0x18 and n - end_key - 3 <= 9:  # int_value: a varint of 63 bits at most
+            last = n - 1
+            value = raw[last]
+            if value & 0x80:
+                return None  # the bytes end inside the varint
+            for i in range(last - 1, end_key + 2, -1):
+                byte = raw[i]
+                if not byte & 0x80:
+                    return None  # the varint ends before the bytes do
+                value = (value << 7) | (byte & 0x7F)
+            return raw[2:end_key].decode(), value
+    except UnicodeDecodeError:
+        return None  # protobuf refuses it too (the whole request): left to it
+    return None
+
+
+_MIN_DEEP_VALUE_BYTES = 4 * MAX_VALUE_DEPTH
+"""Fewest bytes of a ``KeyValue`` whose value nests :data:`MAX_VALUE_DEPTH` deep (each
+array or kvlist level takes at least a tag and a length in two messages)."""
+
+
+def _deeper_than(value: Any, depth: int) -> bool:
+    """Whether an ``AnyValue`` message nests arrays or kvlists more than ``depth`` deep."""
+    if depth < 0:
+        return True
+    which = value.WhichOneof("value")
+    if which == "array_value":
+        return any(_deeper_than(v, depth - 1) for v in value.array_value.values)
+    if which == "kvlist_value":
+        return any(_deeper_than(kv.value, depth - 1) for kv in value.kvlist_value.values)
+    return False
+
+
+def _copied(value: Any) -> Any:
+    """A fresh copy of a decoded list or dict value (scalars are shared: immutable)."""
+    if type(value) is list:
+        return [_copied(v) if type(v) in (list, dict) else v for v in value]
+    return {k: _copied(v) if type(v) in (list, dict) else v for k, v in value.items()}
+
+
+class _RawAttributes:
+    """The attributes of one request's resources, spans and events from their raw
+    ``KeyValue`` bytes, each distinct ``KeyValue`` parsed once per request (spans of one
+    request repeat most of theirs: names, models, providers, operations)."""
+
+    __slots__ = ("body", "checked", "known", "nested")
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.known: dict[bytes, tuple[str, Any]] = {}
+        self.nested: dict[bytes, tuple[str, Any]] = {}
+        self.checked = False
+
+    def read(self, raws: Iterable[bytes]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        known = self.known
+        for raw in raws:
+            pair = known.get(raw)
+            if pair is None:
+                pair = self._parse(raw)
+            out[pair[0]] = pair[1]
+        return out
+
+    def _parse(self, raw: bytes) -> tuple[str, Any]:
+        shared = self.nested.get(raw)
+        if shared is not None:  # a list or dict value: each span gets its own copy
+            return shared[0], _copied(shared[1])
+        pair = _simple_key_value(raw)
+        if pair is None:
+            try:
+                kv = KeyValue.FromString(raw)
+            except (DecodeError, RuntimeError, ValueError):
+                self._check_body()
+                raise OtlpDecodeError("body is not an OTLP protobuf trace request") from None
+            if len(raw) >= _MIN_DEEP_VALUE_BYTES and _deeper_than(kv.value, MAX_VALUE_DEPTH):
+                # Nesting this deep may pass here and not in the whole request (protobuf
+                # bounds a message's depth): ask the whole request, as before.
+                self._check_body()
+            pair = (kv.key, _pb_attributes((kv,))[kv.key])
+            if type(pair[1]) in (list, dict):
+                self.nested[raw] = pair  # copied out, never shared between spans
+                return pair[0], _copied(pair[1])
+        self.known[raw] = pair
+        return pair
+
+    def _check_body(self) -> None:
+        """Raise :class:`OtlpDecodeError` as the request's declared types would."""
+        if self.checked:
+            return
+        self.checked = True
+        try:
+            ExportTraceServiceRequest.FromString(self.body)
+        except (DecodeError, RuntimeError, ValueError) as exc:
+            raise OtlpDecodeError(f"body is not an OTLP protobuf trace request: {exc}") from None
+
+
 def decode_protobuf(body: bytes) -> DecodedRequest:
     """Decode an ``ExportTraceServiceRequest`` in protobuf binary encoding.
+
+    Speed (issue 11): attributes are read from their raw ``KeyValue`` bytes, each distinct
+    one parsed once per request (:class:`_RawAttributes`); the values are those of the
+    declared message types, and a body the declared types refuse is refused.
 
     Args:
         body: the (decompressed) request body.
@@ -293,13 +453,16 @@ def decode_protobuf(body: bytes) -> DecodedRequest:
             (truncated, garbage, wrong message).
     """
     try:
-        request = ExportTraceServiceRequest.FromString(body)
+        request = _RawRequest.FromString(body)
     except (DecodeError, RuntimeError, ValueError) as exc:
         raise OtlpDecodeError(f"body is not an OTLP protobuf trace request: {exc}") from None
     spans: list[OtlpSpan] = []
     rejections: list[SpanRejection] = []
+    raw = _RawAttributes(body)
+    read = raw.read
+    append = spans.append
     for resource_spans in request.resource_spans:
-        resource_attributes = _pb_attributes(resource_spans.resource.attributes)
+        resource_attributes = read(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             scope = (scope_spans.scope.name, scope_spans.scope.version)
             for span in scope_spans.spans:
@@ -308,12 +471,12 @@ def decode_protobuf(body: bytes) -> DecodedRequest:
                         {
                             "name": ev.name,
                             "time_unix_nano": ev.time_unix_nano,
-                            "attributes": _pb_attributes(ev.attributes),
+                            "attributes": read(ev.attributes),
                         }
                         for ev in span.events
                     ) if span.events else ()
                     status = span.status
-                    spans.append(
+                    append(
                         checked_span(
                             span.trace_id,
                             span.span_id,
@@ -324,7 +487,7 @@ def decode_protobuf(body: bytes) -> DecodedRequest:
                             span.end_time_unix_nano,
                             status.code,
                             status.message,
-                            _pb_attributes(span.attributes),
+                            read(span.attributes),
                             resource_attributes,
                             scope,
                             events,

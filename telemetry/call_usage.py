@@ -318,10 +318,19 @@ def usage_parts(
         raw_reasoning is None
     ):
         return _NO_TOKENS, None, omits_zero_cache
-    reported_in = None if raw_in is None else token_count(raw_in)
+    # token_count's common case (an int in range, itself) inline; None stays None.
+    limit = _EXACT_FLOAT_INT
+    reported_in = raw_in if raw_in is None or (
+        type(raw_in) is int and 0 <= raw_in <= limit) else token_count(raw_in)
+    out = raw_out if raw_out is None or (
+        type(raw_out) is int and 0 <= raw_out <= limit) else token_count(raw_out)
+    if raw_read is None and raw_creation is None and raw_reasoning is None:
+        # normalised_tokens with no cache or reasoning counts: the counts as they are
+        tokens = TokenUsage(reported_in, out, None, None, None)
+        return tokens, reported_in, omits_zero_cache
     tokens = normalised_tokens(
         reported_in,
-        None if raw_out is None else token_count(raw_out),
+        out,
         None if raw_read is None else token_count(raw_read),
         None if raw_creation is None else token_count(raw_creation),
         None if raw_reasoning is None else token_count(raw_reasoning),

@@ -78,7 +78,12 @@ from cliffwatch.telemetry.span_roles import (
 )
 from cliffwatch.telemetry.span_roles import call_role as call_role  # the mapping's API too
 from cliffwatch.telemetry.span_roles import role_from_words as role_from_words
-from cliffwatch.telemetry.usage_bounds import bound_usage
+from cliffwatch.telemetry.usage_bounds import (
+    MAX_COST_USD_PER_CALL,
+    MAX_TOKENS_PER_SPAN,
+    USAGE_REJECTED_REASON,
+    bound_usage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -425,6 +430,7 @@ def _map_span(
         role = Role.RUN if span.parent_span_id is None else Role.OTHER
 
     price = cost.price if cost else None
+    attributes_json = _attributes_json(span)
     # Positional, in SpanRecord's field order: binding 37 keywords costs more than
     # the rest of building the record (tests hold every field against the mapping).
     record = SpanRecord(
@@ -451,7 +457,7 @@ def _map_span(
         price.output_usd_per_token if price else None,  # price_output_usd_per_token
         resource.service_name,  # service_name
         config.source,  # source
-        _attributes_json(span),  # attributes
+        attributes_json,  # attributes
         resource.json_text,  # resource_attributes
         _json_text(list(span.events)) if span.events else "[]",  # events
         input_tokens_reported,  # input_tokens_reported
@@ -466,7 +472,22 @@ def _map_span(
         cost.computed_usd if cost else None,  # computed_cost_usd
         cost.cache_detail_missing if cost else None,  # cache_detail_missing
     )
-    return bound_usage(record, values[0], values[1])
+    raw_in, raw_out = values[0], values[1]
+    if (  # bound_usage's common case, decided here: every count and cost in bounds
+        (raw_in is None or (type(raw_in) is int and 0 <= raw_in <= MAX_TOKENS_PER_SPAN))
+        and (raw_out is None or (type(raw_out) is int and 0 <= raw_out <= MAX_TOKENS_PER_SPAN))
+        and tokens.cache_read_tokens is None
+        and tokens.cache_creation_tokens is None
+        and tokens.reasoning_tokens is None
+        and (cost is None or (
+            (cost.cost_usd is None or 0 <= cost.cost_usd <= MAX_COST_USD_PER_CALL)
+            and (cost.reported_usd is None or 0 <= cost.reported_usd <= MAX_COST_USD_PER_CALL)
+            and (cost.computed_usd is None or 0 <= cost.computed_usd <= MAX_COST_USD_PER_CALL)
+        ))
+        and USAGE_REJECTED_REASON not in attributes_json
+    ):
+        return record
+    return bound_usage(record, raw_in, raw_out)
 
 
 def map_spans(

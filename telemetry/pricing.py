@@ -303,13 +303,43 @@ class PriceMemo:
     (:data:`_SHARED_PRICES`). Not thread-safe: one batch, one thread.
     """
 
-    __slots__ = ("entries", "firsts", "prices", "rates")
+    __slots__ = ("calls", "entries", "firsts", "prices", "rates", "unpriced")
 
     def __init__(self) -> None:
         self.entries: dict[tuple[str, Path | None], _Entry | None] = {}
         self.firsts: dict[tuple[Any, Path | None], _Entry | None] = {}
         self.rates: dict[tuple[Any, ...], Any] = {}
         self.prices: dict[tuple[Any, ...], tuple[Mapping[str, Any], Price]] = {}
+        self.calls: dict[tuple[Any, ...], Price] = {}
+        """The memoised rates (:attr:`prices`) each candidate list, override file and
+        token-type mix was costed from, once one was: later calls of the same go
+        straight to :func:`flat_cost_usd`, the path :func:`_litellm_cost` takes for them."""
+        self.unpriced: set[tuple[Any, ...]] = set()
+        """The :attr:`calls` keys whose models have no price entry in this batch."""
+
+    @staticmethod
+    def call_key(
+        models: str | Sequence[str | None] | None, overrides_path: Path | None, usage: TokenUsage
+    ) -> tuple[Any, ...]:
+        """The key of :attr:`calls`: what decides a call's entry and token-type mix."""
+        return (
+            models if isinstance(models, str | tuple) or models is None else tuple(models),
+            overrides_path,
+            bool(usage.cache_read_tokens),
+            bool(usage.cache_creation_tokens),
+            bool(usage.reasoning_tokens),
+        )
+
+    def remember_call(self, key: tuple[Any, ...], found: _Entry, usage: TokenUsage) -> None:
+        """Keep in :attr:`calls` the memoised rates ``found`` is costed from for ``usage``'s
+        mix, when :func:`_litellm_cost` costs such calls from memoised rates."""
+        if found.override:
+            return
+        provider = found.entry.get("litellm_provider")
+        provider = provider if isinstance(provider, str) and provider else None
+        known = self.prices.get(_mix_key(found, provider, usage))
+        if known is not None and known[0] is found.entry:
+            self.calls[key] = known[1]
 
     def find_entry(self, model: str, overrides_path: Path | None) -> _Entry | None:
         """:func:`_find_entry`, once per model and override file in this batch."""
@@ -534,20 +564,38 @@ def price_call(
     Raises:
         SettingError: the price override file is missing or malformed.
     """
-    found = (
-        _first_entry(models, overrides_path)
-        if memo is None
-        else memo.first_entry(models, overrides_path)
-    )
     computed: float | None = None
     price: Price | None = None
     has_tokens = usage.input_tokens is not None or usage.output_tokens is not None
-    if found is not None and has_tokens:
-        try:
-            computed, price = _litellm_cost(found, usage, memo)
-        except Exception as exc:  # litellm raises bare Exceptions for what it cannot price
-            logger.warning("cliffwatch: litellm could not price %s: %s", found.key, exc)
-            computed, price = None, None
+    call_key = None
+    settled = False  # the batch already knows this call's rates, or that it has none
+    if memo is not None and has_tokens:
+        # A call like one costed before in the batch: its memoised rates, as _litellm_cost
+        # would use them (the entry found for these models is the batch's).
+        call_key = memo.call_key(models, overrides_path, usage)
+        price = memo.calls.get(call_key)
+        if price is not None:
+            computed = flat_cost_usd(usage, price)
+            settled = computed is not None
+            price = price if settled else None
+        else:
+            settled = call_key in memo.unpriced
+    if not settled:
+        found = (
+            _first_entry(models, overrides_path)
+            if memo is None
+            else memo.first_entry(models, overrides_path)
+        )
+        if found is not None and has_tokens:
+            try:
+                computed, price = _litellm_cost(found, usage, memo)
+            except Exception as exc:  # litellm raises bare Exceptions for what it cannot price
+                logger.warning("cliffwatch: litellm could not price %s: %s", found.key, exc)
+                computed, price = None, None
+            if memo is not None and call_key is not None and price is not None:
+                memo.remember_call(call_key, found, usage)
+        elif memo is not None and call_key is not None and found is None:
+            memo.unpriced.add(call_key)  # no entry for these models in this batch
     if reported_usd is not None:
         return CallCost(reported_usd, CostSource.PROVIDER, price, computed, reported_usd)
     if computed is None:

@@ -56,6 +56,8 @@ from typing import Any
 from cliffwatch.settings import SettingError
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.call_usage import (
+    SPLIT_COST_KEYS,
+    TOTAL_COST_KEYS,
     USAGE_KEY_GROUPS,
     KeyGroups,
     first_value,
@@ -109,11 +111,16 @@ PROVIDER_KEYS = (
 )
 OPERATION_KEYS = (cv.GEN_AI_OPERATION_NAME, "llm.request.type")
 
+REPORTED_COST_KEYS = (*TOTAL_COST_KEYS, *(key for pair in SPLIT_COST_KEYS for key in pair))
+"""Every attribute :func:`telemetry.call_usage.reported_cost_usd` reads a cost from: a
+span that sets none of them (not None, not "") reported no cost."""
+
 _SPAN_GROUPS = (
-    *USAGE_KEY_GROUPS, REQUEST_MODEL_KEYS, RESPONSE_MODEL_KEYS, PROVIDER_KEYS, OPERATION_KEYS
+    *USAGE_KEY_GROUPS, REQUEST_MODEL_KEYS, RESPONSE_MODEL_KEYS, PROVIDER_KEYS, OPERATION_KEYS,
+    REPORTED_COST_KEYS,
 )
 """Every synonym list :func:`map_span` reads, looked up in one pass over a span's keys
-(with the task class attributes: :func:`_span_keys`)."""
+(with the task class attributes, last: :func:`_span_keys`)."""
 
 DEFAULT_TASK_CLASS_ATTRIBUTES: tuple[str, ...] = (
     cv.CLIFF_TASK_CLASS,
@@ -319,16 +326,18 @@ def _cost(
     cache_detail_known: bool,
     overrides_path: Path | None,
     price_memo: PriceMemo | None = None,
+    any_reported: bool = True,
 ) -> CallCost:
     """A call's cost (see the module docstring): litellm's through
     :func:`telemetry.pricing.price_call`, a reported cost winning with the computed one
-    kept beside it; cliffwatch's own spans as they recorded it."""
+    kept beside it; cliffwatch's own spans as they recorded it. ``any_reported`` False:
+    the span sets none of :data:`REPORTED_COST_KEYS` (so it reported no cost)."""
     if cv.CLIFF_COST_SOURCE in attrs or cv.CLIFF_COST_USD in attrs:
         return _own_cost(attrs)
     return price_call(
         models,
         tokens,
-        reported_usd=reported_cost_usd(attrs),
+        reported_usd=reported_cost_usd(attrs) if any_reported else None,
         cache_detail_known=cache_detail_known,
         overrides_path=overrides_path,
         memo=price_memo,
@@ -400,8 +409,15 @@ def _map_span(
     raw_request_model, raw_response_model, raw_provider, raw_operation = values[5:9]
     tokens, input_tokens_reported, cache_detail_known = usage_parts(values, span.scope_name)
     input_tokens, output_tokens = tokens.input_tokens, tokens.output_tokens
-    request_model = _text(raw_request_model)
-    response_model = _text(raw_response_model)
+    # _text, its common case (a str) inline
+    request_model = (
+        (raw_request_model.strip() or None) if type(raw_request_model) is str
+        else _text(raw_request_model)
+    )
+    response_model = (
+        (raw_response_model.strip() or None) if type(raw_response_model) is str
+        else _text(raw_response_model)
+    )
     kind = _llm_kind(attrs, raw_operation)
     has_model = bool(request_model or response_model)
     has_usage = input_tokens is not None or output_tokens is not None
@@ -419,7 +435,7 @@ def _map_span(
     if is_llm_call:
         cost = _cost(
             attrs, (response_model, request_model), tokens, cache_detail_known,
-            config.overrides_path, price_memo,
+            config.overrides_path, price_memo, values[9] is not None,
         )
         role = own_role or span_role_hint(span) or (
             ancestry_role(ancestors) if batch is None else batch.ancestry_role(span)
@@ -443,10 +459,12 @@ def _map_span(
         span.status_code,  # status_code
         span.status_message,  # status_message
         str(role),  # role
-        _task_class(span, values[9], resource.task_class),  # task_class
+        _task_class(span, values[-1], resource.task_class),  # task_class
         is_llm_call,  # is_llm_call
-        _text(raw_operation),  # operation
-        _text(raw_provider),  # provider
+        (raw_operation.strip() or None) if type(raw_operation) is str
+        else _text(raw_operation),  # operation
+        (raw_provider.strip() or None) if type(raw_provider) is str
+        else _text(raw_provider),  # provider
         request_model,  # request_model
         response_model,  # response_model
         input_tokens,  # input_tokens

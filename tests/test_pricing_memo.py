@@ -140,3 +140,27 @@ def test_rates_carried_between_batches_follow_a_changed_entry() -> None:
         litellm.model_cost[key] = original
     assert price_call(key, usage, memo=PriceMemo()) == first == price_call(key, usage)
     assert pricing.memoisable(key, litellm.model_cost[key])
+
+
+def test_a_batchs_repeated_calls_cost_as_each_call_alone() -> None:
+    # PriceMemo.calls (rates by candidate list and mix) and .unpriced (lists with no
+    # entry) take later calls past the entry look-up: each result must equal pricing
+    # the call with no memo at all.
+    memo = PriceMemo()
+    candidates = [
+        ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"), ("claude-sonnet-4-5", None),
+        (None, "text-embedding-3-small"), ("acme-internal-7b", "acme-internal-7b"),
+        "gpt-4o", ["gpt-4o", "gpt-4o-mini"], "gemini/gemini-2.5-pro",
+    ]
+    usages = _grid()[:60] + [TokenUsage(None, None), TokenUsage(40, None)]
+    for _ in range(2):
+        for models in candidates:
+            for i, usage in enumerate(usages):
+                reported = 0.25 if i % 7 == 0 else None
+                known = None if i % 3 else bool(i % 2)
+                got = price_call(models, usage, reported_usd=reported,
+                                 cache_detail_known=known, memo=memo)
+                assert got == price_call(models, usage, reported_usd=reported,
+                                         cache_detail_known=known), (models, usage)
+    assert memo.calls and memo.unpriced  # both short cuts were taken
+    assert not any("gemini-2.5-pro" in str(key) for key in memo.calls)  # tiered: never

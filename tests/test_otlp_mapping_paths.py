@@ -1,0 +1,111 @@
+"""The mapping's short cuts (issue 11) against the general computations they stand for.
+
+- :meth:`KeyGroups.firsts` (a plan per key sequence) against :func:`first_value` per list;
+- :func:`usage_parts` (counts without cache or reasoning taken as they are) against
+  :func:`token_count` and :func:`normalised_tokens` on every value;
+- the mapping's in-bounds check against :func:`bound_usage` on every record, over the
+  bench's payloads and the fuzz corpus (absurd counts and costs included).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from bench.otlp_decode import make_payloads
+from cliffwatch.telemetry import otlp_mapping
+from cliffwatch.telemetry.call_usage import (
+    USAGE_KEY_GROUPS,
+    KeyGroups,
+    first_value,
+    normalised_tokens,
+    token_count,
+    usage_parts,
+)
+from cliffwatch.telemetry.content_capture import without_content
+from cliffwatch.telemetry.otlp_body import CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, decode_body
+from cliffwatch.telemetry.otlp_decode import OtlpDecodeError, OtlpSpan
+from cliffwatch.telemetry.otlp_fuzz import fuzz_cases
+from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_spans
+
+SEED = 20261201
+_VALUES: tuple[Any, ...] = (None, "", " ", "gpt-4o", 0, 7, -1, 2**70, 1.5, 3.0, "12", True,
+                            [1], {"a": 1}, float("nan"))
+
+
+def test_firsts_equals_first_value_for_every_list() -> None:
+    rng = random.Random(SEED)
+    groups = [*USAGE_KEY_GROUPS, ("a", "b", "c"), ("c", "a"), ("b",)]
+    keys = KeyGroups(groups)
+    names = sorted({k for group in groups for k in group} | {"x", "y"})
+    for _ in range(20_000):
+        attrs = {name: rng.choice(_VALUES) for name in rng.sample(names, rng.randrange(9))}
+        got = keys.firsts(attrs)
+        assert got == [first_value(attrs, group) for group in groups], attrs
+        assert keys.firsts(dict(reversed(attrs.items()))) == got  # another key order
+
+
+def test_usage_parts_equals_the_general_normalisation() -> None:
+    rng = random.Random(SEED)
+    for _ in range(20_000):
+        values = [rng.choice(_VALUES) if rng.random() < 0.6 else None for _ in range(5)]
+        scope = rng.choice((None, "openinference.instrumentation.openai", "litellm"))
+        counts = [None if v is None else token_count(v) for v in values]
+        omits_zero = bool(scope) and scope.startswith("openinference.instrumentation")
+        if all(v is None for v in values):
+            expected = (normalised_tokens(None, None), None, omits_zero)
+        else:
+            tokens = normalised_tokens(*counts)
+            known = (tokens.cache_read_tokens is not None
+                     or tokens.cache_creation_tokens is not None or omits_zero)
+            expected = (tokens, counts[0], known)
+        assert usage_parts(values, scope) == expected, (values, scope)
+
+
+def _poisoned_counts() -> tuple[OtlpSpan, ...]:
+    """Calls with each cache and reasoning count (and the cost) absurd in turn."""
+    spans = []
+    keys = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_creation.input_tokens",
+            "gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.cost.amount",
+            "gen_ai.usage.input_tokens")
+    for n, (key, value) in enumerate(
+        (key, value) for key in keys for value in (-1, 2**40, 1.5, "x", 10**10, 1e300, 5)
+    ):
+        attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+                 "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10,
+                 key: value}
+        spans.append(OtlpSpan("1" * 32, f"{n + 1:016x}", None, "chat", 3, 1, 2, "ok", None,
+                              attrs, {}))
+    return tuple(spans)
+
+
+def _corpus() -> list[tuple[OtlpSpan, ...]]:
+    batches = [without_content(decode_body(body, CONTENT_TYPE_PROTOBUF).spans)
+               for body in make_payloads(2)]
+    batches.append(_poisoned_counts())
+    for case in fuzz_cases(SEED, 150, ("json", "protobuf")):
+        body = case.request.partition(b"\r\n\r\n")[2]
+        kind = CONTENT_TYPE_JSON if case.kind == "json" else CONTENT_TYPE_PROTOBUF
+        try:
+            batches.append(decode_body(body, kind).spans)
+        except OtlpDecodeError:
+            continue
+    return batches
+
+
+def test_records_in_bounds_are_decided_as_bound_usage_decides_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    batches = _corpus()
+    fast = [map_spans(spans, MappingConfig()) for spans in batches]
+    # bounds no count or cost is within: every record with one goes through bound_usage
+    monkeypatch.setattr(otlp_mapping, "MAX_TOKENS_PER_SPAN", -1)
+    monkeypatch.setattr(otlp_mapping, "MAX_COST_USD_PER_CALL", -1.0)
+    general = [map_spans(spans, MappingConfig()) for spans in batches]
+    assert fast == general
+    records = [r for recs, _ in fast for r in recs]
+    assert len(records) > 1_000
+    assert any("cliff.usage_rejected_reason" in r.attributes for r in records)
+    assert any(r.cost_source == "provider" for r in records)

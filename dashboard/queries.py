@@ -25,6 +25,7 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch import settings
+from cliffwatch.analytics import result_cache
 from cliffwatch.analytics.errors import AnalyticsError
 from cliffwatch.analytics.incidents import list_incidents
 from cliffwatch.analytics.percentiles import (
@@ -159,6 +160,34 @@ def clock_part(args: tuple[Any, ...], now_s: float | None = None) -> tuple[int, 
         if isinstance(arg, Filters) and arg.moves_with_clock():
             return (int((time.time() if now_s is None else now_s) // RELATIVE_WINDOW_S),)
     return ()
+
+
+def persisted_key(kind: str, db: str, version: tuple[int, ...], filters: Filters,
+                  **params: Any) -> str | None:
+    """The :func:`analytics.result_cache.cache_key` of an analysis of ``filters``' window
+    and class (``filters.only_class()``: a page filters several classes itself), or None
+    when the result must not outlive this process: a window read from the clock
+    (``since=7d``) or open at its end after a start, or a ClickHouse store (versioned by
+    the clock, not by its writes).
+
+    Args:
+        kind: the analysis (``"findings"``, ``"whatif"``).
+        db, version: as every ``load_*`` function gets them (:func:`fetch`).
+        filters: the sidebar's selection.
+        **params: the analysis' other parameters (limits, thresholds), JSON-able.
+
+    Raises:
+        WindowError: the filters' window cannot be read.
+    """
+    window = filters.window()
+    if (settings.is_engine_store(db) or filters.moves_with_clock()
+            or not result_cache.persistable(window)):
+        return None
+    return result_cache.cache_key(
+        kind, str(Path(db).resolve()), version,
+        {"since": window.since, "until": window.until, "task_class": filters.only_class(),
+         **params},
+    )
 
 
 def _selected(df: pl.DataFrame, filters: Filters) -> pl.DataFrame:

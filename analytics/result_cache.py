@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,9 @@ from typing import Any
 import polars as pl
 
 from cliffwatch import __version__, settings
-from cliffwatch.analytics.window import Window
+from cliffwatch.analytics.whatif import WhatIf
+from cliffwatch.analytics.whatif_rows import Overrides
+from cliffwatch.analytics.window import Window, WindowError, parse_when
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +67,50 @@ def code_fingerprint() -> str:
 def persistable(window: Window) -> bool:
     """Whether a result over ``window`` can be kept: True unless the window has a start and
     no end (its length, and so every projection to a year, runs to the clock). A window
-    whose ends were read from the clock (``7d``) must be left out by the caller, which
-    knows how they were given."""
+    whose ends were read from the clock (``7d``) must be left out too
+    (:func:`reads_clock`)."""
     return window.since is None or window.until is not None
+
+
+_EPOCH = datetime(2000, 1, 1)
+
+
+def reads_clock(*ends: str | None) -> bool:
+    """Whether a window end as typed (``--since`` / ``--until`` text) is read back from the
+    clock (``24h``, ``7d``, ``today``): two readings at different times differ. False for
+    None, fixed dates and a value that cannot be read (its reader reports it)."""
+    for text in filter(None, ends):
+        try:
+            if parse_when(text, now=_EPOCH) != parse_when(text, now=_EPOCH + timedelta(days=1)):
+                return True
+        except WindowError:
+            continue
+    return False
+
+
+def analysis_key(kind: str, store: str | os.PathLike[str], version: tuple[int, ...] | None,
+                 window: Window, ends: tuple[str | None, str | None],
+                 task_class: str | None, **params: Any) -> str | None:
+    """The key of an analysis of ``window`` (and ``task_class``) in ``store``, or None when
+    its result must not outlive the process: no write version (a store without roll-ups,
+    or a ClickHouse store), a window end read from the clock (``ends``, the
+    ``--since`` / ``--until`` text) or a start without an end (:func:`persistable`).
+
+    Args:
+        kind: the analysis (``"findings"``, ``"whatif"``).
+        store: the store as given (a DuckDB path, resolved here, or a URL).
+        version: :func:`analytics.rollup_read.write_version` of the store, or None.
+        window: the window read from ``ends``.
+        ends: the window's ``since`` and ``until`` as typed (None: open).
+        task_class: the one class analysed, or None for all.
+        **params: the analysis' other parameters (limits, thresholds), JSON-able.
+    """
+    if (version is None or settings.is_engine_store(store) or reads_clock(*ends)
+            or not persistable(window)):
+        return None
+    return cache_key(kind, str(Path(store).resolve()), version,
+                     {"since": window.since, "until": window.until, "task_class": task_class,
+                      **params})
 
 
 def cache_key(kind: str, store: str, version: tuple[int, ...],
@@ -123,6 +167,38 @@ def save(key: str, frames: Mapping[str, pl.DataFrame], meta: Mapping[str, Any]) 
         _prune(folder.parent)
     except (OSError, TypeError, ValueError, pl.exceptions.PolarsError) as exc:
         log.warning("result cache: could not keep %s: %s", key[:12], exc)
+
+
+def load_findings(key: str | None) -> pl.DataFrame | None:
+    """The findings frame kept under ``key`` (:func:`save_findings`), or None."""
+    kept = load(key) if key else None
+    return None if kept is None else kept[0]["findings"]
+
+
+def save_findings(key: str | None, found: pl.DataFrame) -> None:
+    """Keep :func:`analytics.findings.find_findings`' frame under ``key`` (None: nothing)."""
+    if key:
+        save(key, {"findings": found}, {})
+
+
+def load_whatif(key: str | None, overrides: Overrides, window: Window,
+                task_class: str | None) -> WhatIf | None:
+    """The :class:`~analytics.whatif.WhatIf` kept under ``key`` (:func:`save_whatif`), put
+    back together with the arguments it was computed for, or None."""
+    kept = load(key) if key else None
+    if kept is None:
+        return None
+    frames, meta = kept
+    return WhatIf(overrides=overrides, window=window, task_class=task_class,
+                  runs=frames["runs"], by_class=frames["by_class"], **meta)
+
+
+def save_whatif(key: str | None, what: WhatIf) -> None:
+    """Keep ``what``'s frames and figures under ``key`` (None: nothing)."""
+    if key:
+        save(key, {"runs": what.runs, "by_class": what.by_class},
+             {"window_days": what.window_days, "elapsed_s": what.elapsed_s,
+              "load_s": what.load_s, "python_runs": what.python_runs})
 
 
 def _folder(key: str) -> Path | None:

@@ -44,7 +44,7 @@ from cliffwatch.analytics.store_access import (
 )
 from cliffwatch.analytics.store_access import store_label as store_label_of
 from cliffwatch.analytics.upper_bound import cache_detail_missing_calls, upper_bound_note
-from cliffwatch.dashboard.filters import Filters
+from cliffwatch.dashboard.filters import ALL_TIME, Filters
 from cliffwatch.dashboard.ui import md_text
 
 T = TypeVar("T")
@@ -164,11 +164,10 @@ def clock_part(args: tuple[Any, ...], now_s: float | None = None) -> tuple[int, 
 
 def persisted_key(kind: str, db: str, version: tuple[int, ...], filters: Filters,
                   **params: Any) -> str | None:
-    """The :func:`analytics.result_cache.cache_key` of an analysis of ``filters``' window
-    and class (``filters.only_class()``: a page filters several classes itself), or None
-    when the result must not outlive this process: a window read from the clock
-    (``since=7d``) or open at its end after a start, or a ClickHouse store (versioned by
-    the clock, not by its writes).
+    """:func:`analytics.result_cache.analysis_key` of an analysis of ``filters``' window and
+    class (``filters.only_class()``: a page filters several classes itself); None when the
+    result must not outlive this process (a window from the clock, a version that is not
+    the store's write version).
 
     Args:
         kind: the analysis (``"findings"``, ``"whatif"``).
@@ -179,15 +178,10 @@ def persisted_key(kind: str, db: str, version: tuple[int, ...], filters: Filters
     Raises:
         WindowError: the filters' window cannot be read.
     """
-    window = filters.window()
-    if (settings.is_engine_store(db) or filters.moves_with_clock()
-            or not result_cache.persistable(window)):
-        return None
-    return result_cache.cache_key(
-        kind, str(Path(db).resolve()), version,
-        {"since": window.since, "until": window.until, "task_class": filters.only_class(),
-         **params},
-    )
+    written = version[1:] if version[:1] == (1,) else None  # see store_version
+    ends = (None if filters.since == ALL_TIME else filters.since, filters.until or None)
+    return result_cache.analysis_key(kind, db, written, filters.window(), ends,
+                                     filters.only_class(), **params)
 
 
 def _selected(df: pl.DataFrame, filters: Filters) -> pl.DataFrame:

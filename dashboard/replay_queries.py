@@ -108,18 +108,11 @@ def load_whatif(
     """
     window = filters.window()
     key = persisted_key("whatif", db, version, filters, limits=override.cli_args())
-    kept = result_cache.load(key) if key else None
-    if kept is not None:
-        frames, meta = kept
-        what = WhatIf(overrides=override, window=window, task_class=filters.only_class(),
-                      runs=frames["runs"], by_class=frames["by_class"], **meta)
-    else:
+    what = result_cache.load_whatif(key, override, window, filters.only_class())
+    if what is None:
         with read_store(db) as con:
             what = what_if(con, override, window, filters.only_class())
-        if key:
-            result_cache.save(key, {"runs": what.runs, "by_class": what.by_class},
-                              {"window_days": what.window_days, "elapsed_s": what.elapsed_s,
-                               "load_s": what.load_s, "python_runs": what.python_runs})
+        result_cache.save_whatif(key, what)
     if len(filters.task_classes) < 2:
         return what
     chosen = list(filters.task_classes)

@@ -157,3 +157,31 @@ def test_whatif_page_reads_the_kept_result_after_a_restart(
     # Other limits are another entry.
     _page(store, "views/whatif.py", max_workers="3")
     assert len(_entries(cache_dir)) == 2
+
+
+def test_the_cli_and_the_dashboard_share_results(
+    store: StoreFixture, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from cliffwatch.cli.app import app as cli
+
+    monkeypatch.setenv("CLIFFWATCH_DB", str(store.path))
+    done = CliRunner().invoke(cli, ["findings", "--db", str(store.path), "--format", "json"])
+    assert done.exit_code == 0, done.output
+    (entry,) = _entries(cache_dir)
+    pl.read_ipc(entry / "findings.arrow").with_columns(
+        pl.lit("kept-by-the-cli").alias("title")).write_ipc(entry / "findings.arrow")
+    page = _page(store, "views/findings.py")
+    assert "kept-by-the-cli" in " ".join(t.value for t in page.text)
+    assert len(_entries(cache_dir)) == 1
+
+    # The page computes a what-if; the CLI then prints what the page kept.
+    _page(store, "views/whatif.py", max_workers="2")
+    (whatif_entry,) = set(_entries(cache_dir)) - {entry}
+    kept_runs = pl.read_ipc(whatif_entry / "runs.arrow")
+    kept_runs.head(7).write_ipc(whatif_entry / "runs.arrow")
+    done = CliRunner().invoke(cli, ["whatif", "--db", str(store.path), "--max-workers", "2",
+                                    "--format", "json"])
+    assert done.exit_code == 0, done.output
+    assert '"runs": 7' in done.output and kept_runs.height > 7

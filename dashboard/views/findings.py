@@ -44,15 +44,12 @@ def load_findings(db: str, version: tuple[int, ...], selected: Filters) -> pl.Da
     thresholds = Thresholds.from_settings()
     key = queries.persisted_key("findings", db, version, selected,
                                 thresholds=dataclasses.asdict(thresholds))
-    kept = result_cache.load(key) if key else None
-    if kept is not None:
-        found = kept[0]["findings"]
-    else:
+    found = result_cache.load_findings(key)
+    if found is None:
         with read_store(db) as con:
             found = find_findings(con, selected.window(), task_class=selected.only_class(),
                                   thresholds=thresholds)
-        if key:
-            result_cache.save(key, {"findings": found}, {})
+        result_cache.save_findings(key, found)
     if len(selected.task_classes) > 1:
         found = found.filter(pl.col("task_class").is_in(list(selected.task_classes)))
     return found

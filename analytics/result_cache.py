@@ -26,6 +26,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from functools import cache
@@ -206,8 +207,21 @@ def _folder(key: str) -> Path | None:
     return None if root is None else root / key
 
 
+STALE_BUILD_S = 3600.0
+"""A temporary folder older than this is what a process that died while writing left."""
+
+
 def _prune(root: Path) -> None:
-    entries = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                     key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in entries[MAX_ENTRIES:]:
+    entries: list[tuple[float, Path]] = []
+    now = time.time()
+    for path in root.iterdir():
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:  # removed by another process meanwhile
+            continue
+        if not path.name.startswith("."):
+            entries.append((mtime, path))
+        elif path.name.startswith(".building-") and now - mtime > STALE_BUILD_S:
+            shutil.rmtree(path, ignore_errors=True)
+    for _, old in sorted(entries, reverse=True)[MAX_ENTRIES:]:
         shutil.rmtree(old, ignore_errors=True)

@@ -185,3 +185,19 @@ def test_the_cli_and_the_dashboard_share_results(
                                     "--format", "json"])
     assert done.exit_code == 0, done.output
     assert '"runs": 7' in done.output and kept_runs.height > 7
+
+
+def test_a_dead_writers_folder_is_removed(cache_dir: Path) -> None:
+    import os
+    import time
+
+    cache_dir.mkdir(parents=True)
+    dead = cache_dir / ".building-dead"
+    dead.mkdir()
+    old = time.time() - result_cache.STALE_BUILD_S - 60
+    os.utime(dead, (old, old))
+    fresh = cache_dir / ".building-now"  # another process writing now: left alone
+    fresh.mkdir()
+    result_cache.save(result_cache.cache_key("findings", "/s.duckdb", (1,), {}),
+                      {"findings": pl.DataFrame({"a": [1]})}, {})
+    assert not dead.exists() and fresh.exists()

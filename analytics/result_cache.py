@@ -8,7 +8,9 @@ write that changes a run moves it, so a new write makes the entry unreachable), 
 parameters (window ends, task class, limits, thresholds, as the caller lists them) and a
 fingerprint of the analysis code (the ``.py`` files of analytics/ and orchestrator/), so a
 changed formula is never answered with an old figure. Only a window whose result does not
-depend on the clock is kept (:func:`persistable`).
+depend on the clock is kept (:func:`persistable`, :func:`reads_clock`). The dashboard and
+``cliffwatch findings`` / ``cliffwatch whatif`` build the same keys (:func:`analysis_key`),
+so either reads what the other computed.
 
 An entry is a folder under ``settings.result_cache_dir()`` (``$CLIFFWATCH_RESULT_CACHE``)
 named by the key: one Arrow IPC file per frame (lz4) and ``meta.json`` (the scalars),

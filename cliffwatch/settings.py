@@ -240,6 +240,26 @@ def task_class_attributes() -> tuple[str, ...] | None:
     return names
 
 
+
+CLIFFWATCH_RESULT_CACHE = "CLIFFWATCH_RESULT_CACHE"
+"""Folder where the whole-window analyses the dashboard's Findings and What-if pages show
+are kept between processes (analytics/result_cache.py), keyed by the store, its write
+version, the parameters and the analysis code: a server restart or another viewer then
+reads them instead of computing them again. ``off`` keeps nothing. Default
+``~/.cache/cliffwatch/results``."""
+
+DEFAULT_RESULT_CACHE = Path("~") / ".cache" / "cliffwatch" / "results"
+"""Where :data:`CLIFFWATCH_RESULT_CACHE` points when it is not set (``~`` expanded)."""
+
+
+def result_cache_dir() -> Path | None:
+    """The folder of persisted analysis results ($CLIFFWATCH_RESULT_CACHE), or None when it
+    is ``off`` (also ``false``, ``no``, ``0``)."""
+    raw = (os.environ.get(CLIFFWATCH_RESULT_CACHE) or "").strip()
+    if raw and raw.lower() in FALSE_WORDS:
+        return None
+    return Path(raw or DEFAULT_RESULT_CACHE).expanduser()
+
 # --- alerts (telemetry/alert_rules.py, telemetry/alerts.py) ------------------------------
 
 CLIFFWATCH_WEBHOOK_URLS = "CLIFFWATCH_WEBHOOK_URLS"

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 import streamlit as st
 
+from cliffwatch.analytics.result_cache import reads_clock
 from cliffwatch.analytics.window import Window, WindowError, parse_when
 from cliffwatch.dashboard.ui import md_text
 
@@ -40,8 +40,6 @@ SINCE_KEY = "since"
 UNTIL_KEY = "until"
 CLASSES_KEY = "task_class"
 _STATE_KEY = "cliffwatch_filters"
-_EPOCH = datetime(2000, 1, 1)
-_DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +68,7 @@ class Filters:
         """True when an end of the window is read back from now (``24h``, ``7d``,
         ``today``): two readings at different times differ. False for all time and fixed
         dates, and for a value that cannot be read (the page reports it)."""
-        ends = [self.until] + ([] if self.since == ALL_TIME else [self.since])
-        for text in filter(None, ends):
-            try:
-                if parse_when(text, now=_EPOCH) != parse_when(text, now=_EPOCH + _DAY):
-                    return True
-            except WindowError:
-                continue
-        return False
+        return reads_clock(self.until, None if self.since == ALL_TIME else self.since)
 
     def only_class(self) -> str | None:
         """The class to pass to analytics when exactly one is selected, else None."""

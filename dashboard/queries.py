@@ -25,6 +25,7 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch import settings
+from cliffwatch.analytics import result_cache
 from cliffwatch.analytics.errors import AnalyticsError
 from cliffwatch.analytics.incidents import list_incidents
 from cliffwatch.analytics.percentiles import (
@@ -43,7 +44,7 @@ from cliffwatch.analytics.store_access import (
 )
 from cliffwatch.analytics.store_access import store_label as store_label_of
 from cliffwatch.analytics.upper_bound import cache_detail_missing_calls, upper_bound_note
-from cliffwatch.dashboard.filters import Filters
+from cliffwatch.dashboard.filters import ALL_TIME, Filters
 from cliffwatch.dashboard.ui import md_text
 
 T = TypeVar("T")
@@ -57,9 +58,13 @@ RELATIVE_WINDOW_S = 30
 """A window that moves with the clock (``since=24h``) is read again after this many
 seconds even without a write (:func:`clock_part`)."""
 
-RUN_POINTS_LIMIT = 20_000
-"""At most this many runs (the newest) are drawn as points in the distribution chart: a
-browser draws tens of thousands of points smoothly, millions not at all."""
+RUN_POINTS_LIMIT = 5_000
+"""At most this many runs (the newest) are drawn as points in the Overview's distribution
+chart (the What-if page draws half as many runs, two points each); the marks and tables use
+every run. Each point carries its run id and hover text: 20,000 made a 2 MB figure whose
+parsing and drawing held the browser's main thread for seconds, delaying every element of
+the page (the What-if page 5.5 s against 3.6 s, the Overview 5.0 s against 3.3 s to first
+paint with 5,000, at a million runs, median of 3 side by side, load 4-5)."""
 
 BUSY_RETRIES = 2
 """Reruns of a page whose store stayed locked past the lock timeout before giving up."""
@@ -159,6 +164,28 @@ def clock_part(args: tuple[Any, ...], now_s: float | None = None) -> tuple[int, 
         if isinstance(arg, Filters) and arg.moves_with_clock():
             return (int((time.time() if now_s is None else now_s) // RELATIVE_WINDOW_S),)
     return ()
+
+
+def persisted_key(kind: str, db: str, version: tuple[int, ...], filters: Filters,
+                  **params: Any) -> str | None:
+    """:func:`analytics.result_cache.analysis_key` of an analysis of ``filters``' window and
+    class (``filters.only_class()``: a page filters several classes itself); None when the
+    result must not outlive this process (a window from the clock, a version that is not
+    the store's write version).
+
+    Args:
+        kind: the analysis (``"findings"``, ``"whatif"``).
+        db, version: as every ``load_*`` function gets them (:func:`fetch`).
+        filters: the sidebar's selection.
+        **params: the analysis' other parameters (limits, thresholds), JSON-able.
+
+    Raises:
+        WindowError: the filters' window cannot be read.
+    """
+    written = version[1:] if version[:1] == (1,) else None  # see store_version
+    ends = (None if filters.since == ALL_TIME else filters.since, filters.until or None)
+    return result_cache.analysis_key(kind, db, written, filters.window(), ends,
+                                     filters.only_class(), **params)
 
 
 def _selected(df: pl.DataFrame, filters: Filters) -> pl.DataFrame:

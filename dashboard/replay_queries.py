@@ -26,6 +26,7 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch import settings
+from cliffwatch.analytics import result_cache
 from cliffwatch.analytics.estimates import load_estimates
 from cliffwatch.analytics.recorded import Estimates
 from cliffwatch.analytics.replay import LimitsOverride, Replay, replay
@@ -35,7 +36,7 @@ from cliffwatch.analytics.runs import get_run
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.analytics.whatif import WhatIf, what_if
 from cliffwatch.dashboard.filters import Filters
-from cliffwatch.dashboard.queries import CACHE_TTL_S, store_path
+from cliffwatch.dashboard.queries import CACHE_TTL_S, persisted_key, store_path
 from cliffwatch.errors import CliffwatchError
 from cliffwatch.orchestrator.workload import configured_limits
 
@@ -95,7 +96,8 @@ def load_whatif(
     db: str, version: tuple[int, ...], filters: Filters, override: LimitsOverride
 ) -> WhatIf:
     """:func:`analytics.whatif.what_if` over the sidebar's window and classes, computed
-    once per store version, window, classes and limits.
+    once per store version, window, classes and limits: read from the result cache when any
+    process computed it (:func:`dashboard.queries.persisted_key`), kept there after.
 
     Cached as a resource, not as data: the one (frozen) result is shared by every rerun
     and visitor, where ``st.cache_data`` would keep it pickled and unpickle a copy of
@@ -104,8 +106,13 @@ def load_whatif(
     Raises:
         ReplayError, AnalyticsError, StoreError: as :func:`load_replay`.
     """
-    with read_store(db) as con:
-        what = what_if(con, override, filters.window(), filters.only_class())
+    window = filters.window()
+    key = persisted_key("whatif", db, version, filters, limits=override.cli_args())
+    what = result_cache.load_whatif(key, override, window, filters.only_class())
+    if what is None:
+        with read_store(db) as con:
+            what = what_if(con, override, window, filters.only_class())
+        result_cache.save_whatif(key, what)
     if len(filters.task_classes) < 2:
         return what
     chosen = list(filters.task_classes)

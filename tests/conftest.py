@@ -20,6 +20,9 @@ from typing import Any
 # Before anything imports litellm: use the bundled price map, never the network
 # (docs/sources.md#litellm-offline-price-map).
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+# No test reads an analysis result another test (or an earlier run) kept on disk; the
+# tests of that cache set their own folder (tests/test_result_cache.py).
+os.environ["CLIFFWATCH_RESULT_CACHE"] = "off"
 
 import pytest
 

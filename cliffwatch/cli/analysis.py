@@ -161,7 +161,9 @@ def whatif(
     P50/P95/P99 before and after, saving, and the saving over a year."""
     import polars as pl  # lazy: with the data layer below
 
+    from cliffwatch.analytics import result_cache  # lazy: DuckDB
     from cliffwatch.analytics.replay import LimitsOverride  # lazy: DuckDB
+    from cliffwatch.analytics.rollup_read import write_version  # lazy: DuckDB
     from cliffwatch.analytics.whatif import what_if  # lazy: DuckDB
 
     if max_workers is None and ceiling_usd is None and policy is None:
@@ -169,7 +171,14 @@ def whatif(
     override = LimitsOverride.parse(max_workers, ceiling_usd, policy.value if policy else None)
     window = Window.parse(since, until)
     with read_only_store(db) as con:
-        what = what_if(con, override, window, task_class)
+        # the dashboard's What-if page reads what this keeps, and the other way round
+        key = result_cache.analysis_key("whatif", settings.db_url(db), write_version(con),
+                                        window, (since, until), task_class,
+                                        limits=override.cli_args())
+        what = result_cache.load_whatif(key, override, window, task_class)
+        if what is None:
+            what = what_if(con, override, window, task_class)
+            result_cache.save_whatif(key, what)
     if fmt is OutputFormat.JSON:
         json_out(what.to_dict())
         return

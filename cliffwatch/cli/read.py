@@ -8,6 +8,7 @@ litellm or the orchestrator.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from enum import StrEnum
@@ -227,11 +228,22 @@ def findings(
     fmt: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """The handbook's anti-patterns in your runs, with evidence and projected yearly saving."""
-    from cliffwatch.analytics.findings import find_findings, findings_records  # lazy: DuckDB
+    # lazy: DuckDB, polars
+    from cliffwatch.analytics import result_cache
+    from cliffwatch.analytics.findings import Thresholds, find_findings, findings_records
+    from cliffwatch.analytics.rollup_read import write_version
 
     window = Window.parse(since, until)
+    thresholds = Thresholds.from_settings()
     with read_only_store(db) as con:
-        df = find_findings(con, window, task_class=task_class)
+        # the dashboard's Findings page reads what this keeps, and the other way round
+        key = result_cache.analysis_key(
+            "findings", settings.db_url(db), write_version(con), window, (since, until),
+            task_class, thresholds=dataclasses.asdict(thresholds))
+        df = result_cache.load_findings(key)
+        if df is None:
+            df = find_findings(con, window, task_class=task_class, thresholds=thresholds)
+            result_cache.save_findings(key, df)
     if fmt is OutputFormat.JSON:  # evidence as objects, not JSON inside JSON
         sys.stdout.write(json.dumps(findings_records(df), indent=2) + "\n")
         return

@@ -6,13 +6,15 @@ Deep link: ``/findings?kind=implicit_max_workers`` (plus the sidebar's parameter
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from urllib.parse import quote
 
 import polars as pl
 import streamlit as st
 
-from cliffwatch.analytics.findings import find_findings
+from cliffwatch.analytics import result_cache
+from cliffwatch.analytics.findings import Thresholds, find_findings
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.dashboard import downloads, filters, queries, tables, ui
 from cliffwatch.dashboard.filters import Filters
@@ -31,13 +33,23 @@ KIND_LABELS = {
 
 @st.cache_data(ttl=queries.CACHE_TTL_S, show_spinner=False)
 def load_findings(db: str, version: tuple[int, ...], selected: Filters) -> pl.DataFrame:
-    """:func:`analytics.findings.find_findings` for the filters (one read-only open).
+    """:func:`analytics.findings.find_findings` for the filters (one read-only open), read
+    from the result cache when any process computed it for this store version
+    (:func:`dashboard.queries.persisted_key`), and kept there after computing.
 
     Raises:
         StoreError, AnalyticsError: as :func:`dashboard.queries.load_overview`.
+        SettingError: a malformed findings threshold.
     """
-    with read_store(db) as con:
-        found = find_findings(con, selected.window(), task_class=selected.only_class())
+    thresholds = Thresholds.from_settings()
+    key = queries.persisted_key("findings", db, version, selected,
+                                thresholds=dataclasses.asdict(thresholds))
+    found = result_cache.load_findings(key)
+    if found is None:
+        with read_store(db) as con:
+            found = find_findings(con, selected.window(), task_class=selected.only_class(),
+                                  thresholds=thresholds)
+        result_cache.save_findings(key, found)
     if len(selected.task_classes) > 1:
         found = found.filter(pl.col("task_class").is_in(list(selected.task_classes)))
     return found
@@ -49,7 +61,7 @@ st.caption(f"{ui.md_text(selected.describe())} · the handbook's orchestrator-wo
            "measured in these runs")
 
 with st.spinner("Looking for the anti-patterns in these runs (once per window and store "
-                "version: cached after)..."):
+                "version: kept after, for every viewer and restart)...", show_time=True):
     found = queries.fetch(load_findings, selected)
 if found.is_empty():
     queries.stop_if_no_runs()

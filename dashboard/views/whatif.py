@@ -24,7 +24,8 @@ if override.keeps_everything:
     st.info("Set a cap, a ceiling or a policy to see what it would have done.")
     st.stop()
 with st.spinner("Replaying every run of the window under these limits (once per window, "
-                "limits and store version: cached after)..."):
+                "limits and store version: kept after, for every viewer and restart)...",
+                show_time=True):
     what = queries.fetch(replay_queries.load_whatif, selected, override)
 if what.runs.is_empty():
     queries.stop_if_no_runs()

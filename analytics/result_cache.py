@@ -1,0 +1,229 @@
+"""Whole-window analyses kept on disk between processes: the Findings and What-if pages of
+the dashboard read a result here instead of computing it again after a server restart, in
+another server, or once any process has computed it for the same store and parameters.
+
+A result is found by a key (:func:`cache_key`): the analysis, the store (its resolved path
+or URL), the store's write version (:func:`analytics.rollup_read.write_version`: every
+write that changes a run moves it, so a new write makes the entry unreachable), the
+parameters (window ends, task class, limits, thresholds, as the caller lists them) and a
+fingerprint of the analysis code (the ``.py`` files of analytics/ and orchestrator/), so a
+changed formula is never answered with an old figure. Only a window whose result does not
+depend on the clock is kept (:func:`persistable`, :func:`reads_clock`). The dashboard and
+``cliffwatch findings`` / ``cliffwatch whatif`` build the same keys (:func:`analysis_key`),
+so either reads what the other computed.
+
+An entry is a folder under ``settings.result_cache_dir()`` (``$CLIFFWATCH_RESULT_CACHE``)
+named by the key: one Arrow IPC file per frame (lz4) and ``meta.json`` (the scalars),
+written to a temporary folder and renamed into place, so a reader sees a whole entry or
+none. At most :data:`MAX_ENTRIES` are kept (the least recently used go first). The cache
+never changes a figure and never fails a page: an entry that cannot be read is computed
+again, one that cannot be written is logged and skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from cliffwatch import __version__, settings
+from cliffwatch.analytics.whatif import WhatIf
+from cliffwatch.analytics.whatif_rows import Overrides
+from cliffwatch.analytics.window import Window, WindowError, parse_when
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+"""Part of every key: bump it when an entry's layout changes."""
+
+MAX_ENTRIES = 16
+"""Entries kept at most; a what-if of a million runs is about 40 MB on disk."""
+
+_META = "meta.json"
+_CODE_PACKAGES = ("analytics", "orchestrator")
+
+
+@cache
+def code_fingerprint() -> str:
+    """SHA-256 (hex) of the ``.py`` files of analytics/ and orchestrator/ (names and bytes):
+    part of every key, so an entry computed by other code is never read. Read once per
+    process (about 40 files)."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(__version__.encode())
+    for package in _CODE_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def persistable(window: Window) -> bool:
+    """Whether a result over ``window`` can be kept: True unless the window has a start and
+    no end (its length, and so every projection to a year, runs to the clock). A window
+    whose ends were read from the clock (``7d``) must be left out too
+    (:func:`reads_clock`)."""
+    return window.since is None or window.until is not None
+
+
+_EPOCH = datetime(2000, 1, 1)
+
+
+def reads_clock(*ends: str | None) -> bool:
+    """Whether a window end as typed (``--since`` / ``--until`` text) is read back from the
+    clock (``24h``, ``7d``, ``today``): two readings at different times differ. False for
+    None, fixed dates and a value that cannot be read (its reader reports it)."""
+    for text in filter(None, ends):
+        try:
+            if parse_when(text, now=_EPOCH) != parse_when(text, now=_EPOCH + timedelta(days=1)):
+                return True
+        except WindowError:
+            continue
+    return False
+
+
+def analysis_key(kind: str, store: str | os.PathLike[str], version: tuple[int, ...] | None,
+                 window: Window, ends: tuple[str | None, str | None],
+                 task_class: str | None, **params: Any) -> str | None:
+    """The key of an analysis of ``window`` (and ``task_class``) in ``store``, or None when
+    its result must not outlive the process: no write version (a store without roll-ups,
+    or a ClickHouse store), a window end read from the clock (``ends``, the
+    ``--since`` / ``--until`` text) or a start without an end (:func:`persistable`).
+
+    Args:
+        kind: the analysis (``"findings"``, ``"whatif"``).
+        store: the store as given (a DuckDB path, resolved here, or a URL).
+        version: :func:`analytics.rollup_read.write_version` of the store, or None.
+        window: the window read from ``ends``.
+        ends: the window's ``since`` and ``until`` as typed (None: open).
+        task_class: the one class analysed, or None for all.
+        **params: the analysis' other parameters (limits, thresholds), JSON-able.
+    """
+    if (version is None or settings.is_engine_store(store) or reads_clock(*ends)
+            or not persistable(window)):
+        return None
+    return cache_key(kind, str(Path(store).resolve()), version,
+                     {"since": window.since, "until": window.until, "task_class": task_class,
+                      **params})
+
+
+def cache_key(kind: str, store: str, version: tuple[int, ...],
+              params: Mapping[str, Any]) -> str:
+    """The key of one result (hex SHA-256).
+
+    Args:
+        kind: the analysis (``"findings"``, ``"whatif"``).
+        store: the store as opened (a resolved path, or a URL).
+        version: the store's write version.
+        params: everything else the result depends on, JSON-able (``str`` for the rest).
+    """
+    text = json.dumps([FORMAT_VERSION, code_fingerprint(), kind, store, list(version),
+                       dict(params)], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load(key: str) -> tuple[dict[str, pl.DataFrame], dict[str, Any]] | None:
+    """The frames and scalars stored under ``key``, or None (no entry, the cache is off,
+    or the entry cannot be read: it is then removed)."""
+    folder = _folder(key)
+    if folder is None or not folder.is_dir():
+        return None
+    try:
+        meta = json.loads((folder / _META).read_text(encoding="utf-8"))
+        frames = {name: pl.read_ipc(folder / f"{name}.arrow")
+                  for name in meta.pop("frames")}
+        os.utime(folder)  # recently used
+    except (OSError, ValueError, KeyError, pl.exceptions.PolarsError) as exc:
+        log.warning("result cache entry %s unreadable, computing again: %s", key[:12], exc)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return frames, meta
+
+
+def save(key: str, frames: Mapping[str, pl.DataFrame], meta: Mapping[str, Any]) -> None:
+    """Store ``frames`` and ``meta`` (JSON-able scalars) under ``key``; then drop the least
+    recently used entries past :data:`MAX_ENTRIES`. Best effort: a failure is logged (the
+    result was computed and is shown anyway)."""
+    folder = _folder(key)
+    if folder is None:
+        return
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=".building-", dir=folder.parent))
+        for name, frame in frames.items():
+            frame.write_ipc(building / f"{name}.arrow", compression="lz4")
+        (building / _META).write_text(json.dumps({**meta, "frames": list(frames)}),
+                                      encoding="utf-8")
+        try:
+            building.rename(folder)
+        except OSError:  # another process stored it first: theirs is the same result
+            shutil.rmtree(building, ignore_errors=True)
+        _prune(folder.parent)
+    except (OSError, TypeError, ValueError, pl.exceptions.PolarsError) as exc:
+        log.warning("result cache: could not keep %s: %s", key[:12], exc)
+
+
+def load_findings(key: str | None) -> pl.DataFrame | None:
+    """The findings frame kept under ``key`` (:func:`save_findings`), or None."""
+    kept = load(key) if key else None
+    return None if kept is None else kept[0]["findings"]
+
+
+def save_findings(key: str | None, found: pl.DataFrame) -> None:
+    """Keep :func:`analytics.findings.find_findings`' frame under ``key`` (None: nothing)."""
+    if key:
+        save(key, {"findings": found}, {})
+
+
+def load_whatif(key: str | None, overrides: Overrides, window: Window,
+                task_class: str | None) -> WhatIf | None:
+    """The :class:`~analytics.whatif.WhatIf` kept under ``key`` (:func:`save_whatif`), put
+    back together with the arguments it was computed for, or None."""
+    kept = load(key) if key else None
+    if kept is None:
+        return None
+    frames, meta = kept
+    return WhatIf(overrides=overrides, window=window, task_class=task_class,
+                  runs=frames["runs"], by_class=frames["by_class"], **meta)
+
+
+def save_whatif(key: str | None, what: WhatIf) -> None:
+    """Keep ``what``'s frames and figures under ``key`` (None: nothing)."""
+    if key:
+        save(key, {"runs": what.runs, "by_class": what.by_class},
+             {"window_days": what.window_days, "elapsed_s": what.elapsed_s,
+              "load_s": what.load_s, "python_runs": what.python_runs})
+
+
+def _folder(key: str) -> Path | None:
+    root = settings.result_cache_dir()
+    return None if root is None else root / key
+
+
+STALE_BUILD_S = 3600.0
+"""A temporary folder older than this is what a process that died while writing left."""
+
+
+def _prune(root: Path) -> None:
+    entries: list[tuple[float, Path]] = []
+    now = time.time()
+    for path in root.iterdir():
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:  # removed by another process meanwhile
+            continue
+        if not path.name.startswith("."):
+            entries.append((mtime, path))
+        elif path.name.startswith(".building-") and now - mtime > STALE_BUILD_S:
+            shutil.rmtree(path, ignore_errors=True)
+    for _, old in sorted(entries, reverse=True)[MAX_ENTRIES:]:
+        shutil.rmtree(old, ignore_errors=True)

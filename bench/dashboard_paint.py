@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bigstore import _demo_store, big_store
+from bench.chromium import ensure_chromium
 
 Result = list[tuple[str, str]]
 
@@ -61,7 +62,6 @@ DONE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
 PAINT_TIMEOUT_MS = 180_000
 OVERVIEW_TARGET_S = 1.5
 PAGE_TARGET_S = 3.0
-CHROMIUM = "/usr/bin/chromium"
 
 
 def _free_port() -> int:
@@ -199,7 +199,7 @@ def paint_times(db: Path | None, tmp: Path, pages: tuple[str, ...] = PAGES,
         rows: list[Row] = []
         peak = 0.0
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM,
+            browser = pw.chromium.launch(executable_path=str(ensure_chromium()),
                                          args=["--no-sandbox", "--disable-gpu"])
             try:
                 for path in pages:

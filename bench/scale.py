@@ -33,7 +33,11 @@ def child(command: list[str]) -> tuple[float, float, int, str]:
     """Run ``command`` to its end: ``(wall_s, peak_rss_mb, exit_code, stderr_tail)``."""
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT)
+        # Every run computes: a result kept on disk by an earlier run (analytics/result_cache)
+        # would turn the second command into a file read.
+        env = {**os.environ, "CLIFFWATCH_RESULT_CACHE": "off"}
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT,
+                                env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)

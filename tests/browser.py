@@ -1,6 +1,7 @@
 """A real Streamlit server and a real Chromium, for the dashboard's browser tests.
 
-- :func:`ensure_chromium` installs Debian's ``chromium`` package when ``/usr/bin/chromium``
+- :func:`ensure_chromium` (bench/chromium.py, shared with the paint bench) installs
+  Debian's ``chromium`` package when ``/usr/bin/chromium``
   is missing (Playwright's own browser download does not work here,
   docs/sources.md#chromium-for-the-browser-tests).
 - :func:`streamlit_server` starts ``streamlit run dashboard/app.py`` on a free loopback port
@@ -15,7 +16,6 @@ Timeouts are upper bounds, scaled by ``CLIFFWATCH_TEST_TIME_SCALE`` (tests/waits
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,9 +26,9 @@ from typing import Any
 
 from waits import http_ok, scaled, scaled_ms, wait_until
 
+from bench.chromium import CHROMIUM, BrowserUnavailable, ensure_chromium  # noqa: F401 - re-exported
 from cliffwatch.cli.serve import STREAMLIT_OFFLINE_FLAGS
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -36,7 +36,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-INSTALL_TIMEOUT_S = 900
 SERVER_START_TIMEOUT_S = 120
 """Base seconds for a fresh ``streamlit run`` to answer its health check (scaled)."""
 RENDER_TIMEOUT_MS = scaled_ms(90)
@@ -44,29 +43,6 @@ RENDER_TIMEOUT_MS = scaled_ms(90)
 script on the server before anything shows, which a loaded machine stretches."""
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "dashboard" / "app.py"
-
-
-class BrowserUnavailable(RuntimeError):
-    """Chromium is missing and this machine cannot install it (no apt-get)."""
-
-
-def ensure_chromium() -> Path:
-    """Path of a Chromium binary, installing Debian's ``chromium`` first when it is missing.
-
-    Raises:
-        BrowserUnavailable: Chromium is missing and there is no ``apt-get`` to install it.
-        subprocess.CalledProcessError: apt-get failed (a real failure, not a skip).
-    """
-    if CHROMIUM.exists():
-        return CHROMIUM
-    if shutil.which("apt-get") is None:
-        raise BrowserUnavailable(f"{CHROMIUM} is missing and apt-get is not available")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update"], check=True, env=env, timeout=INSTALL_TIMEOUT_S,
-                   capture_output=True)
-    subprocess.run(["apt-get", "install", "-y", "chromium"], check=True, env=env,
-                   timeout=INSTALL_TIMEOUT_S, capture_output=True)
-    return CHROMIUM
 
 
 def free_port() -> int:

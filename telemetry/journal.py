@@ -45,9 +45,11 @@ logger = logging.getLogger(__name__)
 JOURNAL_SUFFIX = ".arrow"
 BAD_SUFFIX = ".bad"
 
-DRAIN_MAX_SPANS = 50_000
+DRAIN_MAX_SPANS = 20_000
 """Spans loaded by one store write at most: each write's fixed cost (65-80 ms) is spread
-over tens of thousands of spans, and one batch stays about 50 MB of Arrow."""
+over thousands of spans, one batch stays about 20 MB of Arrow, and a write under load
+ends within about a second, so readers waiting for the file (``cliffwatch runs``) wait
+little longer than the writer's hold."""
 
 IDLE_RELEASE_S = 0.2
 """The drain closes its held store connection once nothing has come for this long."""

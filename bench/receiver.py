@@ -16,9 +16,10 @@ STORED (``spans_stored`` on ``GET /health``, polled) from the first send until e
 answered span is in the store; both against the ceiling. Then per-request latency P50 and
 P99, the answers, the largest backlog seen, the spans in the store afterwards, and a
 ``cliffwatch runs`` process started in the middle of the load (its wall time and exit
-code: readers wait for the writer's lock). Beside it, in this process on the same bodies, the ceiling: parsing each with
-opentelemetry-proto and walking every attribute (:func:`bench.otlp_decode.plain_walk`).
-Target (issue 11): the receiver >= 0.5x the ceiling.
+code: readers wait for the writer's lock). Beside it, in this process on the same bodies,
+the ceiling: parsing each with opentelemetry-proto and walking every attribute
+(:func:`bench.otlp_decode.plain_walk`). Target (issue 11): the receiver >= 0.5x the
+ceiling, answered and stored.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ from cliffwatch.telemetry.pricing import import_litellm
 from cliffwatch.telemetry.records import SpanRecord, records_to_arrow
 from cliffwatch.telemetry.span_writer import SpanWriter
 from cliffwatch.telemetry.usage_bounds import usage_rejection
-from cliffwatch.telemetry.write_ledger import DATA_ERRORS, is_data_error
+from cliffwatch.telemetry.write_ledger import DATA_ERRORS, LEDGER, is_data_error
 from cliffwatch.telemetry.write_pipeline import write_spans
 
 if TYPE_CHECKING:
@@ -451,7 +451,11 @@ class OtlpReceiver:
             records = kept
             table = records_to_arrow(records)
         if records:
-            journal.append(table)
+            try:
+                journal.append(table)
+            except OSError as exc:  # a full disk: answered 503, counted as not stored
+                LEDGER.add(lost=len(records), error=f"journal {journal.directory}: {exc}")
+                raise
         return records, rejected
 
     def _write(self, records: list[SpanRecord]) -> tuple[list[SpanRecord], list[SpanRejection]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from otlp_payloads import to_protobuf
 from test_receiver import _call_request, post, span_count
 from waits import scaled
 
@@ -23,7 +24,6 @@ from cliffwatch.telemetry.receiver import OtlpReceiver, ReceiverConfig
 from cliffwatch.telemetry.records import records_to_arrow
 from cliffwatch.telemetry.store import write_lock
 from cliffwatch.telemetry.testing import make_run_records
-from otlp_payloads import to_protobuf
 
 
 def journal_files(db: Path) -> list[Path]:
@@ -90,7 +90,8 @@ def test_stop_writes_everything_answered(tmp_path: Path) -> None:
     db = tmp_path / "rx.duckdb"
     with OtlpReceiver(db, ReceiverConfig(port=0)) as rx:
         for i in range(5):
-            assert _post_no_flush(rx, to_protobuf(_call_request(2, trace=f"{i + 1:032x}")))[0] == 200
+            body = to_protobuf(_call_request(2, trace=f"{i + 1:032x}"))
+            assert _post_no_flush(rx, body)[0] == 200
     assert journal_files(db) == [] and span_count(db) == 10
 
 

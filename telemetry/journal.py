@@ -35,9 +35,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from cliffwatch.telemetry.records import ARROW_SCHEMA
+from cliffwatch.telemetry.otlp_decode import SpanRejection, printable
+from cliffwatch.telemetry.records import ARROW_SCHEMA, SpanRecord, records_to_arrow
 from cliffwatch.telemetry.store import READER_WINDOW_S, HeldStore
-from cliffwatch.telemetry.write_ledger import LEDGER, is_data_error
+from cliffwatch.telemetry.write_ledger import DATA_ERRORS, LEDGER, is_data_error
 from cliffwatch.telemetry.write_pipeline import write_spans
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,11 @@ RETRY_S = 1.0
 def journal_dir(db_path: str | os.PathLike[str]) -> Path:
     """The journal directory of a store: ``<db path>.journal`` beside the database file."""
     return Path(f"{os.fspath(db_path)}.journal")
+
+
+class BacklogFullError(Exception):
+    """The journal holds more spans not yet in the store than its bound: the request is
+    answered 503 with ``Retry-After`` (the sender retries; nothing is dropped)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +162,52 @@ class Journal:
             tmp.unlink(missing_ok=True)
             raise
         return self._add(final, table.num_rows)
+
+    def append_records(
+        self, records: list[SpanRecord], max_backlog: int
+    ) -> tuple[list[SpanRecord], list[SpanRejection]]:
+        """Make one request's mapped spans durable; spans Arrow cannot hold are rejected.
+
+        Args:
+            records: the request's spans.
+            max_backlog: spans the journal may hold unwritten; a request that would pass
+                it is refused, unless the journal is empty (so any request fits once).
+
+        Returns:
+            ``(journaled, rejected)``.
+
+        Raises:
+            BacklogFullError: over ``max_backlog`` (answered 503).
+            OSError: the file cannot be written (a full disk; answered 503): the spans
+                are counted not stored in :data:`~telemetry.write_ledger.LEDGER`.
+        """
+        backlog = self._spans
+        if backlog and backlog + len(records) > max_backlog:
+            raise BacklogFullError(
+                f"{backlog:,} spans wait to be written to the store (limit "
+                f"{max_backlog:,}): retry after the Retry-After seconds")
+        rejected: list[SpanRejection] = []
+        try:
+            table = records_to_arrow(records)
+        except DATA_ERRORS:
+            # A value Arrow cannot take: find it, reject it, journal the others.
+            kept = []
+            for record in records:
+                try:
+                    records_to_arrow([record])
+                    kept.append(record)
+                except DATA_ERRORS as exc:
+                    reason = f"cannot be stored: {printable(str(exc))[:200]}"
+                    rejected.append(SpanRejection(record.trace_id, record.span_id, reason))
+            records = kept
+            table = records_to_arrow(records)
+        if records:
+            try:
+                self.append(table)
+            except OSError as exc:
+                LEDGER.add(lost=len(records), error=f"journal {self.directory}: {exc}")
+                raise
+        return records, rejected
 
     def take(self, max_spans: int) -> list[JournalEntry]:
         """The oldest pending files, up to ``max_spans`` spans (at least one file when

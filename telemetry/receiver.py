@@ -66,7 +66,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from cliffwatch import settings
 from cliffwatch.errors import CliffwatchError
 from cliffwatch.telemetry.content_capture import without_content
-from cliffwatch.telemetry.journal import Journal, JournalDrain
+from cliffwatch.telemetry.journal import BacklogFullError, Journal, JournalDrain
 from cliffwatch.telemetry.otlp_body import decode_body
 from cliffwatch.telemetry.otlp_decode import OtlpDecodeError, OtlpSpan, SpanRejection, printable
 from cliffwatch.telemetry.otlp_http import (
@@ -81,10 +81,10 @@ from cliffwatch.telemetry.otlp_http import (
 )
 from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_spans
 from cliffwatch.telemetry.pricing import import_litellm
-from cliffwatch.telemetry.records import SpanRecord, records_to_arrow
+from cliffwatch.telemetry.records import SpanRecord
 from cliffwatch.telemetry.span_writer import SpanWriter
 from cliffwatch.telemetry.usage_bounds import usage_rejection
-from cliffwatch.telemetry.write_ledger import DATA_ERRORS, LEDGER, is_data_error
+from cliffwatch.telemetry.write_ledger import is_data_error
 from cliffwatch.telemetry.write_pipeline import write_spans
 
 if TYPE_CHECKING:
@@ -370,7 +370,7 @@ class OtlpReceiver:
                     records, unstorable = self._write(records)
                 else:
                     records, unstorable = self._write_rows(spans, records)
-            except _BacklogFull as exc:
+            except BacklogFullError as exc:
                 self._count(requests=1, requests_throttled=1)
                 return error_reply(503, str(exc), kind)
             except Exception as exc:  # timeout, store failure, spill failure: retryable
@@ -422,41 +422,9 @@ class OtlpReceiver:
     def _journal(
         self, records: list[SpanRecord]
     ) -> tuple[list[SpanRecord], list[SpanRejection]]:
-        """Append the records to the journal, durably; spans Arrow cannot hold are rejected.
-
-        Returns ``(journaled, rejected)``. Raises :class:`_BacklogFull` when the journal
-        holds too many spans not yet in the store, OSError when the file cannot be
-        written (both answered 503).
-        """
+        """:meth:`telemetry.journal.Journal.append_records` with this receiver's bound."""
         assert self._drain is not None, "receiver not started"
-        journal = self._drain.journal
-        backlog = journal.backlog_spans
-        if backlog and backlog + len(records) > self.config.backlog_max_spans:
-            raise _BacklogFull(
-                f"{backlog:,} spans wait to be written to the store (limit "
-                f"{self.config.backlog_max_spans:,}): retry after the Retry-After seconds")
-        rejected: list[SpanRejection] = []
-        try:
-            table = records_to_arrow(records)
-        except DATA_ERRORS:
-            # A value Arrow cannot take: find it, reject it, journal the others.
-            kept = []
-            for record in records:
-                try:
-                    records_to_arrow([record])
-                    kept.append(record)
-                except DATA_ERRORS as exc:
-                    reason = f"cannot be stored: {printable(str(exc))[:200]}"
-                    rejected.append(SpanRejection(record.trace_id, record.span_id, reason))
-            records = kept
-            table = records_to_arrow(records)
-        if records:
-            try:
-                journal.append(table)
-            except OSError as exc:  # a full disk: answered 503, counted as not stored
-                LEDGER.add(lost=len(records), error=f"journal {journal.directory}: {exc}")
-                raise
-        return records, rejected
+        return self._drain.journal.append_records(records, self.config.backlog_max_spans)
 
     def _write(self, records: list[SpanRecord]) -> tuple[list[SpanRecord], list[SpanRejection]]:
         """Write durably; spans no store could hold are rejected, not retried.
@@ -493,10 +461,6 @@ class OtlpReceiver:
         self._count(requests=1, requests_refused=1)
         logger.warning("cliffwatch: refused a request (%d): %s", status, printable(message))
         return error_reply(status, message, kind)
-
-
-class _BacklogFull(Exception):
-    """Internal: the journal's backlog is over its bound (answered 503, Retry-After)."""
 
 
 def _bind(host: str, port: int) -> socket.socket:

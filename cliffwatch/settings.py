@@ -83,7 +83,7 @@ CLIFFWATCH_RECEIVER_ACK = "CLIFFWATCH_RECEIVER_ACK"
 """When ``cliffwatch serve`` answers a good request 200: ``journal`` (default) once its
 mapped spans are appended and fsynced to the store's journal (``<db>.journal/``, Arrow IPC),
 from which one writer thread loads them into the store in large batches (the OpenTelemetry
-Collector's persistent queue acks the same way: after persisting, before exporting); or
+Collector's persistent sending queue acks the same way, docs/sources.md#collector-sending-queue); or
 ``store``, once they are written to the store (or spilled), one small write per few requests."""
 
 RECEIVER_ACKS = ("journal", "store")

@@ -8,7 +8,8 @@ bench), so writing each few requests' spans as they come made the store write th
 receiver's bottleneck. :class:`JournalDrain` loads whatever has piled up, oldest first, up
 to :data:`DRAIN_MAX_SPANS` spans per :func:`telemetry.write_pipeline.write_spans`, and
 deletes the files only after that write has committed. The OpenTelemetry Collector's
-persistent queue acknowledges the same way: after persisting, before exporting.
+sending queue with a storage extension acknowledges the same way: after persisting, before
+exporting (docs/sources.md#collector-sending-queue).
 
 Nothing is lost: a crash between commit and delete loads the files again, which adds
 nothing (a span already stored is left out: ``write_pipeline.insert_new_spans``), and the

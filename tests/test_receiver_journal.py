@@ -65,6 +65,7 @@ def test_a_full_backlog_is_a_503_with_retry_after_and_nothing_is_dropped(
             assert counters["backlog_limit_spans"] == 4 and counters["spans_stored"] == 0
         finally:
             lock.release()
+        monkeypatch.setenv("CLIFFWATCH_LOCK_TIMEOUT_S", "30")  # readers wait out the writer
         assert rx.flush(scaled(60))
         assert journal_files(db) == [] and span_count(db) == 3
         assert post(rx, second, token=None)[0] == 200  # the retry is taken now

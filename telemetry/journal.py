@@ -102,6 +102,7 @@ class Journal:
         self._cond = threading.Condition()
         self._pending: dict[int, JournalEntry] = {}
         self._spans = 0
+        self._reserved = 0  # spans of requests being written now, counted against the bound
         self._seq = 0
         self._names = 0
         for tmp in self.directory.glob("*.tmp"):
@@ -182,11 +183,22 @@ class Journal:
             OSError: the file cannot be written (a full disk; answered 503): the spans
                 are counted not stored in :data:`~telemetry.write_ledger.LEDGER`.
         """
-        backlog = self._spans
-        if backlog and backlog + len(records) > max_backlog:
-            raise BacklogFullError(
-                f"{backlog:,} spans wait to be written to the store (limit "
-                f"{max_backlog:,}): retry after the Retry-After seconds")
+        with self._cond:  # check and reserve at once: concurrent requests never pass the bound
+            backlog = self._spans + self._reserved
+            if backlog and backlog + len(records) > max_backlog:
+                raise BacklogFullError(
+                    f"{backlog:,} spans wait to be written to the store (limit "
+                    f"{max_backlog:,}): retry after the Retry-After seconds")
+            self._reserved += len(records)
+        try:
+            return self._append_records(records)
+        finally:
+            with self._cond:
+                self._reserved -= len(records)
+
+    def _append_records(
+        self, records: list[SpanRecord]
+    ) -> tuple[list[SpanRecord], list[SpanRejection]]:
         rejected: list[SpanRejection] = []
         try:
             table = records_to_arrow(records)

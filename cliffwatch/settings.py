@@ -79,6 +79,22 @@ CLIFFWATCH_RECEIVER_TOKEN = "CLIFFWATCH_RECEIVER_TOKEN"
 401) when no ``--token`` is given. Default: none, no token required. An environment variable
 keeps the secret out of the process list."""
 
+CLIFFWATCH_RECEIVER_ACK = "CLIFFWATCH_RECEIVER_ACK"
+"""When ``cliffwatch serve`` answers a good request 200: ``journal`` (default) once its
+mapped spans are appended and fsynced to the store's journal (``<db>.journal/``, Arrow IPC),
+from which one writer thread loads them into the store in large batches (the OpenTelemetry
+Collector's persistent sending queue acks the same way, docs/sources.md#collector-sending-queue); or
+``store``, once they are written to the store (or spilled), one small write per few requests."""
+
+RECEIVER_ACKS = ("journal", "store")
+
+CLIFFWATCH_RECEIVER_BACKLOG_SPANS = "CLIFFWATCH_RECEIVER_BACKLOG_SPANS"
+"""Spans the receiver's journal may hold not yet written to the store before a good request
+is answered 503 with ``Retry-After`` (the OTLP spec's throttling answer; the sender retries,
+nothing is dropped). Default 100000 (about 100 MB of journal on disk)."""
+
+DEFAULT_RECEIVER_BACKLOG_SPANS = 100_000
+
 CLIFFWATCH_DASHBOARD_TOKEN = "CLIFFWATCH_DASHBOARD_TOKEN"
 """Token ``cliffwatch dashboard`` requires once per browser session (``?token=<token>`` in
 the URL; else an error page) when no ``--token`` is given. Default: none, no token required."""
@@ -221,6 +237,31 @@ def otlp_max_body_bytes() -> int:
 def receiver_token() -> str | None:
     """The token the OTLP receiver requires ($CLIFFWATCH_RECEIVER_TOKEN), or None."""
     return os.environ.get(CLIFFWATCH_RECEIVER_TOKEN) or None
+
+
+def receiver_ack() -> str:
+    """$CLIFFWATCH_RECEIVER_ACK: ``journal`` (default) or ``store``.
+
+    Raises:
+        SettingError: any other value.
+    """
+    raw = os.environ.get(CLIFFWATCH_RECEIVER_ACK)
+    value = (raw or "journal").strip().lower()
+    if value not in RECEIVER_ACKS:
+        raise SettingError(f"{CLIFFWATCH_RECEIVER_ACK}={raw!r} is not one of "
+                           f"{', '.join(RECEIVER_ACKS)}")
+    return value
+
+
+def receiver_backlog_spans() -> int:
+    """Spans the receiver's journal may hold unwritten ($CLIFFWATCH_RECEIVER_BACKLOG_SPANS,
+    default 100000).
+
+    Raises:
+        SettingError: not a whole number above 0.
+    """
+    return int(_positive_float(CLIFFWATCH_RECEIVER_BACKLOG_SPANS,
+                               DEFAULT_RECEIVER_BACKLOG_SPANS))
 
 
 def dashboard_token() -> str | None:

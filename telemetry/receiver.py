@@ -25,19 +25,26 @@ Answers follow the OTLP/HTTP spec (https://opentelemetry.io/docs/specs/otlp/#otl
 413    body over the size limit (on the wire or once gunzipped)
 415    a content type other than ``application/x-protobuf`` or ``application/json``, or
        a content encoding other than gzip / identity
-503    the spans could be neither written nor spilled (a full disk), or the write did
-       not finish in time; retryable (``Retry-After``), and re-sending adds nothing
-       twice (spans are keyed by trace and span id)
+503    the journal holds :attr:`ReceiverConfig.backlog_max_spans` spans not yet in the
+       store (throttling, as the OTLP spec says: the sender retries after
+       ``Retry-After``), or the spans could not be made durable (a full disk), or (ack
+       ``store``) the write did not finish in time; retryable, and re-sending adds
+       nothing twice (spans are keyed by trace and span id)
 =====  ==================================================================================
 
 Error bodies are a ``google.rpc.Status`` in the request's encoding. A request is answered
-200 only once its spans are durable: written to the store, or spilled to
-``<db>.spill/`` when the write failed (another process, a dashboard, held the file past
-the lock timeout; a damaged file).
+200 only once its spans are durable. By default (ack ``journal``,
+``CLIFFWATCH_RECEIVER_ACK``) that is once they are fsynced to the store's journal
+(:mod:`telemetry.journal`, ``<db>.journal/``), which one thread loads into the store in
+batches of up to tens of thousands of spans; :meth:`OtlpReceiver.flush` waits for that,
+:meth:`OtlpReceiver.stop` does it for everything answered. With ack ``store`` it is once
+they are written to the store, or spilled to ``<db>.spill/`` when the write failed
+(another process held the file past the lock timeout; a damaged file).
 The body is read as it streams in and never held beyond the size limit.
 
-``GET /health`` answers ``{"status": "ok", ...counters}``; when a token is set, the
-counters need it too (without it: ``{"status": "ok"}`` alone, for liveness probes).
+``GET /health`` answers ``{"status": "ok", ...counters}`` (with the journal's backlog:
+``backlog_spans``, ``backlog_files``, ``spans_stored``, ``store_errors``); when a token is
+set, the counters need it too (without it: ``{"status": "ok"}`` alone, for liveness probes).
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from cliffwatch import settings
 from cliffwatch.errors import CliffwatchError
 from cliffwatch.telemetry.content_capture import without_content
+from cliffwatch.telemetry.journal import BacklogFullError, Journal, JournalDrain
 from cliffwatch.telemetry.otlp_body import decode_body
 from cliffwatch.telemetry.otlp_decode import OtlpDecodeError, OtlpSpan, SpanRejection, printable
 from cliffwatch.telemetry.otlp_http import (
@@ -132,6 +140,11 @@ class ReceiverConfig:
         writer_hold_s: how long the writer keeps one store connection across batches
             before it lets readers in (:class:`~telemetry.span_writer.SpanWriter`'s
             ``hold_s``); 0 opens and closes the store for every batch.
+        ack: ``journal`` (answer once the spans are in the journal) or ``store`` (once
+            they are in the store); default :func:`cliffwatch.settings.receiver_ack`.
+        backlog_max_spans: with ack ``journal``, spans the journal may hold unwritten
+            before good requests are answered 503; default
+            :func:`cliffwatch.settings.receiver_backlog_spans`.
     """
 
     host: str = DEFAULT_HOST
@@ -143,6 +156,8 @@ class ReceiverConfig:
     capture_content: bool = field(default_factory=settings.capture_content)
     body_idle_timeout_s: float = BODY_IDLE_TIMEOUT_S
     writer_hold_s: float = WRITER_HOLD_S
+    ack: str = field(default_factory=settings.receiver_ack)
+    backlog_max_spans: int = field(default_factory=settings.receiver_backlog_spans)
 
 
 @dataclass(slots=True)
@@ -160,6 +175,8 @@ class ReceiverStats:
     """Requests answered 4xx: nothing of them stored."""
     requests_failed: int = 0
     """Requests answered 503: the write failed or timed out."""
+    requests_throttled: int = 0
+    """Requests answered 503 because the journal's backlog was full (not counted failed)."""
 
 
 class OtlpReceiver:
@@ -195,6 +212,7 @@ class OtlpReceiver:
         self._port = self.config.port
         self._thread: threading.Thread | None = None
         self._writer: SpanWriter | None = None
+        self._drain: JournalDrain | None = None
         self._stopped = threading.Event()
 
     # --- life cycle -------------------------------------------------------------------
@@ -223,8 +241,12 @@ class OtlpReceiver:
         sock = _bind(self.config.host, self.config.port)
         self._socket = sock
         self._port = int(sock.getsockname()[1])
-        if self._traces is None:
+        if self._traces is None and self.config.ack == "store":
             self._writer = SpanWriter(self.db_path, hold_s=self.config.writer_hold_s)
+        elif self._traces is None:
+            # Files an earlier receiver left are the first thing the drain loads.
+            self._drain = JournalDrain(self.db_path, Journal(self.db_path),
+                                       hold_s=self.config.writer_hold_s)
         server = uvicorn_server(self)
         self._server = server
         self._thread = threading.Thread(
@@ -240,10 +262,11 @@ class OtlpReceiver:
         logger.info("cliffwatch: OTLP receiver on %s (store %s)", self.endpoint, self.db_path)
         return self
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def stop(self, timeout_s: float = 30.0, drain_timeout_s: float = 300.0) -> None:
         """Stop accepting requests, let those under way finish (up to
-        :data:`telemetry.otlp_http.SHUTDOWN_GRACE_S`), write what is queued, close.
-        Idempotent."""
+        :data:`telemetry.otlp_http.SHUTDOWN_GRACE_S`), write what is queued or in the
+        journal (for up to ``drain_timeout_s``: what is left then stays in the journal
+        for the next receiver), close. Idempotent."""
         if self._stopped.is_set():
             return
         if self._server is not None:
@@ -254,9 +277,20 @@ class OtlpReceiver:
             self._socket.close()
         if self._writer is not None:
             self._writer.close(timeout_s)
+        if self._drain is not None:
+            if not self._drain.close(drain_timeout_s):
+                logger.error("cliffwatch: %d spans left in %s, loaded by the next receiver",
+                             self._drain.journal.backlog_spans, self._drain.journal.directory)
         if self._traces is not None:
             self._traces.close()
         self._stopped.set()
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Block until every span answered 200 so far is in the store (True), or
+        ``timeout_s`` passes (False). Immediate with ack ``store``."""
+        if self._drain is not None:
+            return self._drain.flush(timeout_s)
+        return True
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until :meth:`stop` has finished (True) or ``timeout_s`` passes (False)."""
@@ -281,9 +315,19 @@ class OtlpReceiver:
         return f"http://{host}:{self.port}{TRACES_PATH}"
 
     def stats_snapshot(self) -> dict[str, Any]:
-        """The running totals as a plain dict (``usage_rejected`` a dict of counts)."""
+        """The running totals as a plain dict (``usage_rejected`` a dict of counts), and
+        with ack ``journal`` the journal's: ``backlog_spans`` and ``backlog_files`` (not
+        yet in the store), ``backlog_limit_spans``, and the drain's ``spans_stored``,
+        ``spans_unstorable``, ``store_errors``, ``last_store_error``."""
         with self._stats_lock:
-            return asdict(self.stats)
+            snapshot = asdict(self.stats)
+        if self._drain is not None:
+            journal = self._drain.journal
+            snapshot.update(backlog_spans=journal.backlog_spans,
+                            backlog_files=journal.backlog_files,
+                            backlog_limit_spans=self.config.backlog_max_spans,
+                            **asdict(self._drain.stats))
+        return snapshot
 
     def _count(self, usage_reasons: Sequence[str] = (), **deltas: int) -> None:
         with self._stats_lock:
@@ -320,10 +364,15 @@ class OtlpReceiver:
         rejections = [*decoded.rejections, *map_rejections]
         if records:
             try:
-                records, unstorable = (
-                    self._write(records) if self._traces is None
-                    else self._write_rows(spans, records)
-                )
+                if self._drain is not None:
+                    records, unstorable = self._journal(records)
+                elif self._traces is None:
+                    records, unstorable = self._write(records)
+                else:
+                    records, unstorable = self._write_rows(spans, records)
+            except BacklogFullError as exc:
+                self._count(requests=1, requests_throttled=1)
+                return error_reply(503, str(exc), kind)
             except Exception as exc:  # timeout, store failure, spill failure: retryable
                 self._count(requests=1, requests_failed=1)
                 logger.error("cliffwatch: %d spans not stored: %s", len(records), exc)
@@ -369,6 +418,13 @@ class OtlpReceiver:
         mapped = {(r.trace_id, r.span_id) for r in records}
         self._traces.write([s for s in spans if (s.trace_id, s.span_id) in mapped])
         return records, []
+
+    def _journal(
+        self, records: list[SpanRecord]
+    ) -> tuple[list[SpanRecord], list[SpanRejection]]:
+        """:meth:`telemetry.journal.Journal.append_records` with this receiver's bound."""
+        assert self._drain is not None, "receiver not started"
+        return self._drain.journal.append_records(records, self.config.backlog_max_spans)
 
     def _write(self, records: list[SpanRecord]) -> tuple[list[SpanRecord], list[SpanRejection]]:
         """Write durably; spans no store could hold are rejected, not retried.

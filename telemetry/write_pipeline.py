@@ -196,6 +196,7 @@ def write_spans(
     timeout_s: float | None = None,
     runaway_k: float | None = None,
     held: HeldStore | None = None,
+    tables: Sequence[pa.Table] = (),
 ) -> WriteResult:
     """Append spans to the store, then materialise their runs and record incidents.
 
@@ -215,6 +216,8 @@ def write_spans(
         runaway_k: runaway multiple; default ``settings.runaway_k()``.
         held: write through this long-lived connection (opened when it has none)
             instead of opening and closing the store for this write.
+        tables: more spans already in :data:`telemetry.records.ARROW_SCHEMA` (the
+            receiver's journal, :mod:`telemetry.journal`), written after ``records``.
 
     Returns:
         A :class:`WriteResult` with the counts of what changed.
@@ -235,7 +238,8 @@ def write_spans(
             f"store {path} is busy: another thread held it for {timeout:g} s (write gave up)"
         )
     try:
-        return _write_locked(path, records, max(0.0, deadline - time.monotonic()), k, held)
+        return _write_locked(path, records, max(0.0, deadline - time.monotonic()), k, held,
+                             tables)
     finally:
         lock.release()
 
@@ -246,13 +250,14 @@ def _write_locked(
     timeout_s: float,
     k: float,
     held: HeldStore | None,
+    extra: Sequence[pa.Table] = (),
 ) -> WriteResult:
     ingested_at = datetime.now(UTC).replace(tzinfo=None)
     connection = (open_store(path, read_only=False, timeout_s=timeout_s) if held is None
                   else held.use(timeout_s))
     with connection as con:
         spill_tables, spill_paths = spill.read_spills(spill.pending_spills(path))
-        tables = [records_to_arrow(list(records)), *spill_tables]
+        tables = [records_to_arrow(list(records)), *extra, *spill_tables]
         batch = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         if batch.num_rows == 0:
             return WriteResult(0, 0, 0, 0)

@@ -125,7 +125,7 @@ def _project_text_files() -> list[Path]:
     found = []
     for folder, dirs, files in os.walk(ROOT):
         dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.endswith(".egg-info")
-                   and not d.endswith(".spill")]
+                   and not d.endswith((".spill", ".journal"))]
         for name in files:
             path = Path(folder) / name
             if path.is_symlink() or path.suffix in {".duckdb", ".wal", ".parquet", ".png"}:

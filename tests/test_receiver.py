@@ -83,7 +83,8 @@ def post(
     headers: dict[str, str] | None = None,
     method: str = "POST",
 ) -> tuple[int, bytes, http.client.HTTPMessage]:
-    """One request on a fresh connection: (status, body, headers; names in any case)."""
+    """One request on a fresh connection: (status, body, headers; names in any case),
+    once what it sent is in the store (the receiver answers once it is in its journal)."""
     conn = http.client.HTTPConnection("127.0.0.1", rx.port, timeout=scaled(60))
     try:
         all_headers = dict(headers or {})
@@ -93,9 +94,11 @@ def post(
             all_headers["Authorization"] = f"Bearer {token}"
         conn.request(method, path, body=body, headers=all_headers)
         response = conn.getresponse()
-        return response.status, response.read(), response.headers
+        answer = response.status, response.read(), response.headers
     finally:
         conn.close()
+    assert rx.flush(scaled(60)), "the journal was not written to the store in time"
+    return answer
 
 
 def span_count(db: Path) -> int:
@@ -194,6 +197,7 @@ def test_chunked_bodies_are_read(receiver: OtlpReceiver, db: Path) -> None:
         assert conn.getresponse().status == 200
     finally:
         conn.close()
+    assert receiver.flush(scaled(60))
     assert span_count(db) == 2
 
 
@@ -212,6 +216,7 @@ def test_one_connection_serves_many_requests(receiver: OtlpReceiver, db: Path) -
             assert response.status == 200
     finally:
         conn.close()
+    assert receiver.flush(scaled(60))
     assert span_count(db) == 5
 
 
@@ -296,7 +301,7 @@ def test_a_busy_store_spills_and_the_next_write_loads_it(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CLIFFWATCH_LOCK_TIMEOUT_S", "0.3")
-    with OtlpReceiver(db, ReceiverConfig(port=0)) as rx:
+    with OtlpReceiver(db, ReceiverConfig(port=0, ack="store")) as rx:
         with hold_store_lock(db, read_only=True, seconds=30):
             assert post(rx, to_protobuf(_call_request(3)), token=None)[0] == 200
             assert len(spill.pending_spills(db)) == 1
@@ -344,6 +349,7 @@ def test_the_sdk_otlp_exporter_delivers_to_the_receiver(receiver: OtlpReceiver, 
             pass
     provider.shutdown()
     assert results == [SpanExportResult.SUCCESS, SpanExportResult.SUCCESS]
+    assert receiver.flush(scaled(60))
     with open_store(db, read_only=True) as con:
         rows = con.execute("SELECT task_class, llm_calls, cost_usd FROM runs").fetchall()
     from cliffwatch.telemetry.pricing import import_litellm
@@ -458,6 +464,7 @@ def test_a_client_that_half_closes_after_its_request_is_answered(
     head = (f"POST /v1/traces HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\n"
             f"Content-Type: {PB}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
     assert _raw(receiver, head + body).startswith(b"HTTP/1.1 200 ")
+    assert receiver.flush(scaled(60))
     assert span_count(db) == 2
     # the body cut short: a 400, not silence
     assert _raw(receiver, head + body[:-3]).startswith(b"HTTP/1.1 400 ")
@@ -490,7 +497,7 @@ def test_spans_no_store_can_hold_are_rejected_and_the_others_written(db: Path) -
     partial_success, not retried forever (503), and the spans beside it are written."""
     good = make_run_records(seed=5)
     bad = dataclasses.replace(good[1], span_id="e" * 16, name="bad \ud800 name")
-    with OtlpReceiver(db, ReceiverConfig(port=0)) as rx:
+    with OtlpReceiver(db, ReceiverConfig(port=0, ack="store")) as rx:
         written, rejected = rx._write([*good, bad])
     assert written == good
     assert [r.span_id for r in rejected] == ["e" * 16] and "cannot be stored" in rejected[0].reason

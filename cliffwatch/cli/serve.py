@@ -19,7 +19,7 @@ from rich.text import Text
 
 from cliffwatch import settings
 from cliffwatch.cli.options import DbOption, read_only_store, writable_store
-from cliffwatch.cli.output import EXIT_NOT_COMPLETED, CliError, say, spans_verdict
+from cliffwatch.cli.output import EXIT_NOT_COMPLETED, CliError, error_line, say, spans_verdict
 
 if TYPE_CHECKING:
     from cliffwatch.telemetry.otlp_mapping import MappingConfig
@@ -224,6 +224,12 @@ def serve(
     # Spans answered 503 are not lost for good (their sender retries), but not stored.
     code = spans_verdict(LEDGER.snapshot() - before, path,
                          lost_label="not stored (answered 503)", stderr=True)
+    if not code and stats.get("backlog_spans"):
+        # Answered 200 and durable, but the store would not take them before the stop.
+        error_line(f"{stats['backlog_spans']:,} spans not in the store "
+                   f"({stats.get('last_store_error') or 'the store was not written'}): they "
+                   f"wait in {target}.journal for the next 'cliffwatch serve' on this store")
+        code = EXIT_NOT_COMPLETED
     if code:
         raise typer.Exit(code)
 

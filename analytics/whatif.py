@@ -94,7 +94,7 @@ def _by_class(runs: pl.DataFrame, days: float | None, overrides: Overrides) -> p
     def q(column: str, quantile: float, name: str) -> pl.Expr:
         return pl.col(column).quantile(quantile, interpolation="linear").alias(name)
 
-    per_class = runs.group_by("task_class").agg(
+    per_class = runs.with_columns(pl.col("task_class").cast(pl.String)).group_by("task_class").agg(
         pl.len().alias("runs"),
         pl.col("affected").sum().alias("runs_affected"),
         (pl.col("status_after") == RunStatus.REJECTED.value).sum().alias("runs_rejected"),

@@ -48,15 +48,19 @@ Overrides = LimitsOverride | Mapping[str, LimitsOverride]
 recorded limits)."""
 
 RUN_SCHEMA: dict[str, pl.DataType | DataTypeClass] = {
-    "run_id": pl.String, "task_class": pl.String, "started_at": pl.Datetime("us"),
-    "limits": pl.String, "status_before": pl.String, "status_after": pl.String,
-    "breach_after": pl.String, "proposed": pl.Int64, "dispatched_before": pl.Int64,
+    "run_id": pl.String, "task_class": pl.Categorical(), "started_at": pl.Datetime("us"),
+    "limits": pl.Categorical(), "status_before": pl.Categorical(),
+    "status_after": pl.Categorical(), "breach_after": pl.Categorical(),
+    "proposed": pl.Int64, "dispatched_before": pl.Int64,
     "dispatched_after": pl.Int64, "cost_before_usd": pl.Float64, "cost_after_usd": pl.Float64,
     "saving_usd": pl.Float64, "estimated_usd": pl.Float64, "redo_usd": pl.Float64,
     "not_completed": pl.Boolean, "replayable": pl.Boolean,
     "affected": pl.Boolean, "_truncated": pl.Boolean, "_estimated": pl.Boolean,
 }
-"""The per-run frame's columns and types (:data:`RUN_COLUMNS` and two private flags)."""
+"""The per-run frame's columns and types (:data:`RUN_COLUMNS` and two private flags). The
+class, the limits' text, the statuses and the breach are categorical (a handful of values
+repeated per run: 4 bytes a row each instead of a string view and its text; at 1M runs the
+report holds three such frames, issue 11); they read, compare and filter as strings."""
 
 
 def override_for(overrides: Overrides, task_class: str) -> LimitsOverride:

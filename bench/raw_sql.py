@@ -62,7 +62,8 @@ QUERIES: dict[str, list[str]] = {
         "JOIN runs r ON r.run_id = s.trace_id WHERE s.is_leaf_call GROUP BY ALL",
     ],
     # report: per-class percentiles, incidents, the what-if at the recorded caps, spend
-    # by model and role
+    # by model and role, and its findings section (findings' P50s and two what-ifs,
+    # appended below: the report computes them too)
     "report": [
         "SELECT task_class, count(*), sum(cost_usd), quantile_cont(cost_usd, [0.5, 0.95, 0.99]) "
         "FROM runs GROUP BY task_class",
@@ -73,6 +74,7 @@ QUERIES: dict[str, list[str]] = {
         "FROM spans WHERE is_leaf_call GROUP BY ALL",
     ],
 }
+QUERIES["report"] += QUERIES["findings"][:3]
 
 
 def main(argv: list[str]) -> int:

@@ -9,7 +9,10 @@ and the JSON text in :mod:`telemetry.json_text`, so this file stays readable.
 Speed (issue 11): a span's attributes are looked at in one pass for every synonym list
 and the task class (:class:`~telemetry.call_usage.KeyGroups`, precomputed key sets);
 what comes from a resource is worked out once per resource, a call's ancestry role once
-per parent, prices once per model and token mix (:class:`~telemetry.pricing.PriceMemo`).
+per parent, prices once per model and token mix (:class:`~telemetry.pricing.PriceMemo`); a
+call like one the batch already costed is costed here from the memoised rates (what
+:func:`~telemetry.pricing.price_call` does on that memo hit, without its layers; a test
+holds the two equal).
 
 Whatever produced the span (the current or legacy OpenTelemetry GenAI conventions,
 OpenInference, OpenLLMetry, litellm's OTel callback, cliffwatch itself, or cliffwatch's
@@ -68,7 +71,15 @@ from cliffwatch.telemetry.call_usage import (
 from cliffwatch.telemetry.conventions import LLM_CALL_ROLES, CostSource, Role
 from cliffwatch.telemetry.json_text import json_text as _json_text
 from cliffwatch.telemetry.otlp_decode import OtlpSpan, SpanRejection
-from cliffwatch.telemetry.pricing import CallCost, Price, PriceMemo, TokenUsage, price_call
+from cliffwatch.telemetry.pricing import (
+    CallCost,
+    Price,
+    PriceMemo,
+    TokenUsage,
+    caches_prompts,
+    flat_cost_usd,
+    price_call,
+)
 from cliffwatch.telemetry.records import SpanRecord
 from cliffwatch.telemetry.span_roles import (
     OPENINFERENCE_SPAN_KIND,
@@ -130,6 +141,8 @@ DEFAULT_TASK_CLASS_ATTRIBUTES: tuple[str, ...] = (
     "agent.name",  # OpenInference
 )
 """Where the task class is looked for, in order (span attributes, then resource ones)."""
+
+_COMPUTED = str(CostSource.COMPUTED)
 
 # --- kind markers ----------------------------------------------------------------------------
 
@@ -431,12 +444,34 @@ def _map_span(
             kind is None and has_model and has_usage
         )
 
-    cost: CallCost | None = None
+    price: Price | None = None
+    cost_usd = computed_usd = reported_usd = None
+    cost_source: str | None = None
+    cache_detail_missing: bool | None = None
     if is_llm_call:
-        cost = _cost(
-            attrs, (response_model, request_model), tokens, cache_detail_known,
-            config.overrides_path, price_memo, values[9] is not None,
-        )
+        models = (response_model, request_model)
+        if (
+            price_memo is not None and values[9] is None and has_usage
+            and cv.CLIFF_COST_SOURCE not in attrs and cv.CLIFF_COST_USD not in attrs
+        ):
+            # price_call's memo hit, inline: a call like one the batch costed before, no
+            # reported cost; its memoised rates and plain arithmetic (flat_cost_usd).
+            price = price_memo.calls.get((
+                models, config.overrides_path, bool(tokens.cache_read_tokens),
+                bool(tokens.cache_creation_tokens), bool(tokens.reasoning_tokens),
+            ))  # PriceMemo.call_key
+            computed_usd = None if price is None else flat_cost_usd(tokens, price)
+            if price is not None and computed_usd is not None:
+                cost_usd, cost_source = computed_usd, _COMPUTED
+                cache_detail_missing = not cache_detail_known and caches_prompts(price)
+        if cost_source is None:
+            cost = _cost(
+                attrs, models, tokens, cache_detail_known,
+                config.overrides_path, price_memo, values[9] is not None,
+            )
+            cost_usd, cost_source, price = cost.cost_usd, str(cost.source), cost.price
+            computed_usd, reported_usd = cost.computed_usd, cost.reported_usd
+            cache_detail_missing = cost.cache_detail_missing
         role = own_role or span_role_hint(span) or (
             ancestry_role(ancestors) if batch is None else batch.ancestry_role(span)
         )
@@ -445,7 +480,6 @@ def _map_span(
     else:
         role = Role.RUN if span.parent_span_id is None else Role.OTHER
 
-    price = cost.price if cost else None
     attributes_json = _attributes_json(span)
     # Positional, in SpanRecord's field order: binding 37 keywords costs more than
     # the rest of building the record (tests hold every field against the mapping).
@@ -469,8 +503,8 @@ def _map_span(
         response_model,  # response_model
         input_tokens,  # input_tokens
         output_tokens,  # output_tokens
-        cost.cost_usd if cost else None,  # cost_usd
-        str(cost.source) if cost else None,  # cost_source
+        cost_usd,  # cost_usd
+        cost_source,  # cost_source
         price.input_usd_per_token if price else None,  # price_input_usd_per_token
         price.output_usd_per_token if price else None,  # price_output_usd_per_token
         resource.service_name,  # service_name
@@ -486,9 +520,9 @@ def _map_span(
         price.cache_creation_usd_per_token if price else None,  # price_cache_creation_usd_per_token
         price.reasoning_usd_per_token if price else None,  # price_reasoning_usd_per_token
         (price.model_key or None) if price else None,  # price_model_key
-        cost.reported_usd if cost else None,  # reported_cost_usd
-        cost.computed_usd if cost else None,  # computed_cost_usd
-        cost.cache_detail_missing if cost else None,  # cache_detail_missing
+        reported_usd,  # reported_cost_usd
+        computed_usd,  # computed_cost_usd
+        cache_detail_missing,  # cache_detail_missing
     )
     raw_in, raw_out = values[0], values[1]
     if (  # bound_usage's common case, decided here: every count and cost in bounds
@@ -497,11 +531,9 @@ def _map_span(
         and tokens.cache_read_tokens is None
         and tokens.cache_creation_tokens is None
         and tokens.reasoning_tokens is None
-        and (cost is None or (
-            (cost.cost_usd is None or 0 <= cost.cost_usd <= MAX_COST_USD_PER_CALL)
-            and (cost.reported_usd is None or 0 <= cost.reported_usd <= MAX_COST_USD_PER_CALL)
-            and (cost.computed_usd is None or 0 <= cost.computed_usd <= MAX_COST_USD_PER_CALL)
-        ))
+        and (cost_usd is None or 0 <= cost_usd <= MAX_COST_USD_PER_CALL)
+        and (reported_usd is None or 0 <= reported_usd <= MAX_COST_USD_PER_CALL)
+        and (computed_usd is None or 0 <= computed_usd <= MAX_COST_USD_PER_CALL)
         and USAGE_REJECTED_REASON not in attributes_json
     ):
         return record

@@ -5,6 +5,7 @@
   :func:`token_count` and :func:`normalised_tokens` on every value;
 - the mapping's in-bounds check against :func:`bound_usage` on every record, over the
   bench's payloads and the fuzz corpus (absurd counts and costs included).
+- a call costed inline from the batch's memoised rates against :func:`price_call`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from cliffwatch.telemetry.otlp_body import CONTENT_TYPE_JSON, CONTENT_TYPE_PROTO
 from cliffwatch.telemetry.otlp_decode import OtlpDecodeError, OtlpSpan
 from cliffwatch.telemetry.otlp_fuzz import fuzz_cases
 from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_spans
+from cliffwatch.telemetry.pricing import flat_cost_usd
 
 SEED = 20261201
 _VALUES: tuple[Any, ...] = (None, "", " ", "gpt-4o", 0, 7, -1, 2**70, 1.5, 3.0, "12", True,
@@ -109,3 +111,26 @@ def test_records_in_bounds_are_decided_as_bound_usage_decides_them(
     assert len(records) > 1_000
     assert any("cliff.usage_rejected_reason" in r.attributes for r in records)
     assert any(r.cost_source == "provider" for r in records)
+
+
+def test_calls_costed_from_the_batch_memo_equal_price_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The mapping's inline memo hit (memoised rates, flat_cost_usd) against price_call
+    # for every call: flat_cost_usd seen as None by the mapping sends each to price_call.
+    batches = _corpus()
+    hits = []
+
+    def counted(*args: Any) -> Any:
+        hits.append(1)
+        return flat_cost_usd(*args)
+
+    monkeypatch.setattr(otlp_mapping, "flat_cost_usd", counted)
+    fast = [map_spans(spans, MappingConfig()) for spans in batches]
+    assert len(hits) > 500
+    monkeypatch.setattr(otlp_mapping, "flat_cost_usd", lambda *args: None)
+    general = [map_spans(spans, MappingConfig()) for spans in batches]
+    assert fast == general
+    records = [r for recs, _ in fast for r in recs]
+    assert {r.cost_source for r in records} >= {"computed", "provider", "unpriced"}
+    assert any(r.cache_detail_missing for r in records)

@@ -269,8 +269,26 @@ def _scope_json(scope_name: str | None, scope_version: str | None) -> str:
     return ",".join(extra)
 
 
+_SCOPE_TAILS: dict[tuple[str | None, str | None], str] = {}
+"""``,`` + :func:`_scope_json` + ``}`` by scope name and version (a batch has few)."""
+
+
 def _attributes_json(span: OtlpSpan) -> str:
     attrs = span.attributes
+    if (
+        type(attrs) is dict and attrs
+        and "otel.scope.name" not in attrs and "otel.scope.version" not in attrs
+    ):
+        # The common case of the branch below: the scope members, set ones, appended.
+        scope = (span.scope_name, span.scope_version)
+        tail = _SCOPE_TAILS.get(scope)
+        if tail is None:
+            extra = _scope_json(*scope)
+            tail = _SCOPE_TAILS[scope] = ("," + extra if extra else "") + "}"
+            if len(_SCOPE_TAILS) > 1024:
+                _SCOPE_TAILS.clear()
+                _SCOPE_TAILS[scope] = tail
+        return _json_text(attrs)[:-1] + tail
     if type(attrs) is dict:
         # The JSON of the attributes with otel.scope.* appended as they would be by
         # setdefault on a copy (last, name before version), without copying the dict.

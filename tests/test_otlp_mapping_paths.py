@@ -6,6 +6,7 @@
 - the mapping's in-bounds check against :func:`bound_usage` on every record, over the
   bench's payloads and the fuzz corpus (absurd counts and costs included).
 - a call costed inline from the batch's memoised rates against :func:`price_call`.
+- the attributes text with the scope appended against the encoder on the merged dict.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from cliffwatch.telemetry.call_usage import (
     usage_parts,
 )
 from cliffwatch.telemetry.content_capture import without_content
+from cliffwatch.telemetry.json_text import JSON_ENCODER
 from cliffwatch.telemetry.otlp_body import CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, decode_body
 from cliffwatch.telemetry.otlp_decode import OtlpDecodeError, OtlpSpan
 from cliffwatch.telemetry.otlp_fuzz import fuzz_cases
@@ -134,3 +136,19 @@ def test_calls_costed_from_the_batch_memo_equal_price_call(
     records = [r for recs, _ in fast for r in recs]
     assert {r.cost_source for r in records} >= {"computed", "provider", "unpriced"}
     assert any(r.cache_detail_missing for r in records)
+
+
+@pytest.mark.parametrize("scope", [(None, None), ("s", None), (None, "1"), ("s", "1"), ("", "")])
+@pytest.mark.parametrize("attrs", [{}, {"a": 1}, {"otel.scope.name": "own", "a": 0.2},
+                                   {"otel.scope.version": "9"}, {"a": "null", "b": [1e-5]}])
+def test_attributes_text_equals_the_attributes_with_their_scope(
+    scope: tuple[str | None, str | None], attrs: dict[str, Any]
+) -> None:
+    span = OtlpSpan("1" * 32, "2" * 16, None, "x", 1, 1, 2, "ok", None, attrs, {}, *scope)
+    expected = dict(attrs)
+    if scope[0]:
+        expected.setdefault("otel.scope.name", scope[0])
+    if scope[1]:
+        expected.setdefault("otel.scope.version", scope[1])
+    for _ in range(2):  # the scope's text made, then remembered
+        assert otlp_mapping._attributes_json(span) == JSON_ENCODER.encode(expected)

@@ -1,6 +1,7 @@
 """The mapping's short cuts (issue 11) against the general computations they stand for.
 
-- :meth:`KeyGroups.firsts` (a plan per key sequence) against :func:`first_value` per list;
+- :meth:`KeyGroups.firsts` (a plan per key sequence, then its compiled reader) against
+  :func:`first_value` per list;
 - :func:`usage_parts` (counts without cache or reasoning taken as they are) against
   :func:`token_count` and :func:`normalised_tokens` on every value;
 - the mapping's in-bounds check against :func:`bound_usage` on every record, over the
@@ -152,3 +153,18 @@ def test_attributes_text_equals_the_attributes_with_their_scope(
         expected.setdefault("otel.scope.version", scope[1])
     for _ in range(2):  # the scope's text made, then remembered
         assert otlp_mapping._attributes_json(span) == JSON_ENCODER.encode(expected)
+
+
+def test_firsts_of_a_compiled_plan_equals_first_value() -> None:
+    # Each key sequence read three times with other values: the plan's loop, then its
+    # compiled reader (made on the second sight, kept for the third).
+    rng = random.Random(SEED + 1)
+    groups = [*USAGE_KEY_GROUPS, ("a", "b", "c"), ("c", "a"), ("b",), ("it's", 'q"\\')]
+    keys = KeyGroups(groups)
+    names = sorted({k for group in groups for k in group} | {"x", "y"})
+    shapes = [rng.sample(names, rng.randrange(12)) for _ in range(300)]
+    for _ in range(3):
+        for shape in shapes:
+            attrs = {name: rng.choice(_VALUES) for name in shape}
+            assert keys.firsts(attrs) == [first_value(attrs, group) for group in groups], attrs
+    assert sum(not isinstance(plan, tuple) for plan in keys._plans.values()) >= 250

@@ -134,7 +134,9 @@ class KeyGroups:
     (spans of one producer share theirs), keeping a plan: for each list, the span's keys
     that are in it, best-ranked first. The span's values are then read in the plan's order
     and the first set one (not None, not "") kept per list, exactly as :func:`first_value`
-    would.
+    would. A sequence seen again is read by its plan compiled to straight-line code
+    (:meth:`_reader`: our own template, the keys passed as arguments), about half the
+    loop's time (issue 11).
     """
 
     __slots__ = ("_places", "_plans", "keys", "size")

@@ -452,7 +452,7 @@ def _map_span(
     kind = _llm_kind(attrs, raw_operation)
     has_model = bool(request_model or response_model)
     has_usage = input_tokens is not None or output_tokens is not None
-    own_role = _own_role(attrs)
+    own_role = None if cv.CLIFF_ROLE not in attrs else _own_role(attrs)
     if own_role is not None:
         is_llm_call = own_role in LLM_CALL_ROLES
     else:

@@ -10,9 +10,9 @@ Speed (issue 11): a span's attributes are looked at in one pass for every synony
 and the task class (:class:`~telemetry.call_usage.KeyGroups`, precomputed key sets);
 what comes from a resource is worked out once per resource, a call's ancestry role once
 per parent, prices once per model and token mix (:class:`~telemetry.pricing.PriceMemo`); a
-call like one the batch already costed is costed here from the memoised rates (what
-:func:`~telemetry.pricing.price_call` does on that memo hit, without its layers; a test
-holds the two equal).
+call like one the batch already costed (or found unpriced) is costed here from the
+memoised rates, a reported cost beside them (what :func:`~telemetry.pricing.price_call`
+does on that memo hit, without its layers; a test holds the two equal).
 
 Whatever produced the span (the current or legacy OpenTelemetry GenAI conventions,
 OpenInference, OpenLLMetry, litellm's OTel callback, cliffwatch itself, or cliffwatch's
@@ -142,7 +142,9 @@ DEFAULT_TASK_CLASS_ATTRIBUTES: tuple[str, ...] = (
 )
 """Where the task class is looked for, in order (span attributes, then resource ones)."""
 
-_COMPUTED = str(CostSource.COMPUTED)
+_COMPUTED, _PROVIDER, _UNPRICED = (
+    str(CostSource.COMPUTED), str(CostSource.PROVIDER), str(CostSource.UNPRICED)
+)
 
 # --- kind markers ----------------------------------------------------------------------------
 
@@ -469,19 +471,33 @@ def _map_span(
     if is_llm_call:
         models = (response_model, request_model)
         if (
-            price_memo is not None and values[9] is None and has_usage
+            price_memo is not None and has_usage
             and cv.CLIFF_COST_SOURCE not in attrs and cv.CLIFF_COST_USD not in attrs
         ):
-            # price_call's memo hit, inline: a call like one the batch costed before, no
-            # reported cost; its memoised rates and plain arithmetic (flat_cost_usd).
-            price = price_memo.calls.get((
+            # price_call's memo hit, inline: a call like one the batch costed before (its
+            # memoised rates and plain arithmetic, flat_cost_usd) or found unpriced.
+            call_key = (
                 models, config.overrides_path, bool(tokens.cache_read_tokens),
                 bool(tokens.cache_creation_tokens), bool(tokens.reasoning_tokens),
-            ))  # PriceMemo.call_key
-            computed_usd = None if price is None else flat_cost_usd(tokens, price)
-            if price is not None and computed_usd is not None:
-                cost_usd, cost_source = computed_usd, _COMPUTED
-                cache_detail_missing = not cache_detail_known and caches_prompts(price)
+            )  # PriceMemo.call_key
+            price = price_memo.calls.get(call_key)
+            if price is not None:
+                computed_usd = flat_cost_usd(tokens, price)
+                settled = computed_usd is not None
+            else:
+                settled = call_key in price_memo.unpriced
+            if settled:
+                reported_usd = None if values[9] is None else reported_cost_usd(attrs)
+                cache_detail_missing = False
+                if reported_usd is not None:
+                    cost_usd, cost_source = reported_usd, _PROVIDER
+                elif price is not None and computed_usd is not None:
+                    cost_usd, cost_source = computed_usd, _COMPUTED
+                    cache_detail_missing = not cache_detail_known and caches_prompts(price)
+                else:
+                    cost_source = _UNPRICED
+            else:
+                price = computed_usd = None
         if cost_source is None:
             cost = _cost(
                 attrs, models, tokens, cache_detail_known,

@@ -6,7 +6,8 @@
   :func:`token_count` and :func:`normalised_tokens` on every value;
 - the mapping's in-bounds check against :func:`bound_usage` on every record, over the
   bench's payloads and the fuzz corpus (absurd counts and costs included).
-- a call costed inline from the batch's memoised rates against :func:`price_call`.
+- a call costed inline from the batch's memo (rates, or no price) against
+  :func:`price_call` without a memo;
 - the attributes text with the scope appended against the encoder on the merged dict.
 """
 
@@ -32,8 +33,10 @@ from cliffwatch.telemetry.json_text import JSON_ENCODER
 from cliffwatch.telemetry.otlp_body import CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, decode_body
 from cliffwatch.telemetry.otlp_decode import OtlpDecodeError, OtlpSpan
 from cliffwatch.telemetry.otlp_fuzz import fuzz_cases
-from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_spans
+from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_span, map_spans
 from cliffwatch.telemetry.pricing import flat_cost_usd
+from cliffwatch.telemetry.records import SpanRecord
+from cliffwatch.telemetry.span_roles import SpanBatch
 
 SEED = 20261201
 _VALUES: tuple[Any, ...] = (None, "", " ", "gpt-4o", 0, 7, -1, 2**70, 1.5, 3.0, "12", True,
@@ -116,11 +119,27 @@ def test_records_in_bounds_are_decided_as_bound_usage_decides_them(
     assert any(r.cost_source == "provider" for r in records)
 
 
+def _one_by_one(spans: tuple[OtlpSpan, ...]) -> list[SpanRecord]:
+    """map_spans's records made by map_span alone: no batch memo, so every call is
+    costed by price_call looking its model up."""
+    by_key: dict[tuple[str, str], OtlpSpan] = {}
+    for span in spans:
+        by_key.setdefault((span.trace_id, span.span_id), span)
+    batch = SpanBatch(by_key)
+    records = []
+    for span in by_key.values():
+        try:
+            records.append(map_span(span, MappingConfig(), batch.ancestors(span)))
+        except Exception:  # noqa: BLE001 (map_spans rejects it: compared below)
+            continue
+    return records
+
+
 def test_calls_costed_from_the_batch_memo_equal_price_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The mapping's inline memo hit (memoised rates, flat_cost_usd) against price_call
-    # for every call: flat_cost_usd seen as None by the mapping sends each to price_call.
+    # The mapping's inline memo hits (memoised rates and flat_cost_usd, or a model the
+    # batch found unpriced; a reported cost beside either) against price_call alone.
     batches = _corpus()
     hits = []
 
@@ -129,12 +148,10 @@ def test_calls_costed_from_the_batch_memo_equal_price_call(
         return flat_cost_usd(*args)
 
     monkeypatch.setattr(otlp_mapping, "flat_cost_usd", counted)
-    fast = [map_spans(spans, MappingConfig()) for spans in batches]
+    fast = [map_spans(spans, MappingConfig())[0] for spans in batches]
     assert len(hits) > 500
-    monkeypatch.setattr(otlp_mapping, "flat_cost_usd", lambda *args: None)
-    general = [map_spans(spans, MappingConfig()) for spans in batches]
-    assert fast == general
-    records = [r for recs, _ in fast for r in recs]
+    assert fast == [_one_by_one(spans) for spans in batches]
+    records = [r for recs in fast for r in recs]
     assert {r.cost_source for r in records} >= {"computed", "provider", "unpriced"}
     assert any(r.cache_detail_missing for r in records)
 

@@ -38,7 +38,7 @@ larger than the output count can only be apart from it and is added.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -122,6 +122,10 @@ def first_value(attrs: Mapping[str, Any], keys: Iterable[str]) -> Any:
     return None
 
 
+_Plan = tuple[tuple[int, tuple[str, ...]], ...]
+"""For each synonym list a span has keys of: its index and those keys, best-ranked first."""
+
+
 class KeyGroups:
     """:func:`first_value` for several synonym lists at once, in one pass over a span's keys.
 
@@ -130,7 +134,9 @@ class KeyGroups:
     (spans of one producer share theirs), keeping a plan: for each list, the span's keys
     that are in it, best-ranked first. The span's values are then read in the plan's order
     and the first set one (not None, not "") kept per list, exactly as :func:`first_value`
-    would.
+    would. A sequence seen again is read by its plan compiled to straight-line code
+    (:meth:`_reader`: our own template, the keys passed as arguments), about half the
+    loop's time (issue 11).
     """
 
     __slots__ = ("_places", "_plans", "keys", "size")
@@ -144,11 +150,11 @@ class KeyGroups:
             for rank, key in enumerate(group):
                 places.setdefault(key, []).append((group_index, rank))
         self._places = {key: tuple(where) for key, where in places.items()}
-        self._plans: dict[tuple[str, ...], tuple[tuple[int, tuple[str, ...]], ...]] = {}
+        self._plans: dict[tuple[str, ...], _Plan | Callable[[Mapping[str, Any]], list[Any]]] = {}
         self.keys = frozenset(places)
         self.size = len(groups)
 
-    def _plan(self, shape: tuple[str, ...]) -> tuple[tuple[int, tuple[str, ...]], ...]:
+    def _plan(self, shape: tuple[str, ...]) -> _Plan:
         ranked: dict[int, list[tuple[int, str]]] = {}
         for key in self.keys.intersection(shape):
             for group_index, rank in self._places[key]:
@@ -162,13 +168,50 @@ class KeyGroups:
         self._plans[shape] = plan
         return plan
 
+    def _reader(self, plan: _Plan) -> Callable[[Mapping[str, Any]], list[Any]]:
+        """The plan as straight-line code: for each list, its keys read in turn until one
+        is set, the values returned as one list (the loop of :meth:`firsts`, unrolled).
+        The keys are bound as default arguments, never written into the source."""
+        keys = [key for _, group_keys in plan for key in group_keys]
+        names = {i: f"k{i}" for i in range(len(keys))}
+        lines = ["def read(attrs, " + ", ".join(f"{name}=_k[{i}]" for i, name in
+                                                names.items()) + "):"]
+        lines.append("    " + " = ".join(f"g{i}" for i in range(self.size)) + " = None")
+        n = 0
+        for group_index, group_keys in plan:
+            indent = "    "
+            for _ in group_keys:
+                lines += [
+                    f"{indent}v = attrs[{names[n]}]",
+                    f"{indent}if v is not None and v != '':",
+                    f"{indent}    g{group_index} = v",
+                    f"{indent}else:",
+                ]
+                indent += "    "
+                n += 1
+            lines.append(f"{indent}pass")
+        lines.append("    return [" + ", ".join(f"g{i}" for i in range(self.size)) + "]")
+        namespace: dict[str, Any] = {"_k": tuple(keys)}
+        exec("\n".join(lines), namespace)  # noqa: S102 (our own source; keys are arguments)
+        reader: Callable[[Mapping[str, Any]], list[Any]] = namespace["read"]
+        return reader
+
     def firsts(self, attrs: Mapping[str, Any]) -> list[Any]:
-        """One value per list (None when the span sets none of its keys), in list order."""
-        values: list[Any] = [None] * self.size
+        """One value per list (None when the span sets none of its keys), in list order.
+
+        A key sequence's plan is read by a loop the first time it is seen and by its
+        compiled reader (:meth:`_reader`) from the second on: a sequence seen once (a
+        malformed or fuzzed span) costs no compilation."""
         shape = tuple(attrs)
-        plan = self._plans.get(shape)
-        if plan is None:
+        entry = self._plans.get(shape)
+        if entry is None:
             plan = self._plan(shape)
+        elif not isinstance(entry, tuple):
+            return entry(attrs)
+        else:
+            reader = self._plans[shape] = self._reader(entry)
+            return reader(attrs)
+        values: list[Any] = [None] * self.size
         for group_index, keys in plan:
             for key in keys:
                 value = attrs[key]

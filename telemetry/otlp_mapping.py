@@ -9,7 +9,10 @@ and the JSON text in :mod:`telemetry.json_text`, so this file stays readable.
 Speed (issue 11): a span's attributes are looked at in one pass for every synonym list
 and the task class (:class:`~telemetry.call_usage.KeyGroups`, precomputed key sets);
 what comes from a resource is worked out once per resource, a call's ancestry role once
-per parent, prices once per model and token mix (:class:`~telemetry.pricing.PriceMemo`).
+per parent, prices once per model and token mix (:class:`~telemetry.pricing.PriceMemo`); a
+call like one the batch already costed (or found unpriced) is costed here from the
+memoised rates, a reported cost beside them (what :func:`~telemetry.pricing.price_call`
+does on that memo hit, without its layers; a test holds the two equal).
 
 Whatever produced the span (the current or legacy OpenTelemetry GenAI conventions,
 OpenInference, OpenLLMetry, litellm's OTel callback, cliffwatch itself, or cliffwatch's
@@ -68,7 +71,15 @@ from cliffwatch.telemetry.call_usage import (
 from cliffwatch.telemetry.conventions import LLM_CALL_ROLES, CostSource, Role
 from cliffwatch.telemetry.json_text import json_text as _json_text
 from cliffwatch.telemetry.otlp_decode import OtlpSpan, SpanRejection
-from cliffwatch.telemetry.pricing import CallCost, Price, PriceMemo, TokenUsage, price_call
+from cliffwatch.telemetry.pricing import (
+    CallCost,
+    Price,
+    PriceMemo,
+    TokenUsage,
+    caches_prompts,
+    flat_cost_usd,
+    price_call,
+)
 from cliffwatch.telemetry.records import SpanRecord
 from cliffwatch.telemetry.span_roles import (
     OPENINFERENCE_SPAN_KIND,
@@ -130,6 +141,10 @@ DEFAULT_TASK_CLASS_ATTRIBUTES: tuple[str, ...] = (
     "agent.name",  # OpenInference
 )
 """Where the task class is looked for, in order (span attributes, then resource ones)."""
+
+_COMPUTED, _PROVIDER, _UNPRICED = (
+    str(CostSource.COMPUTED), str(CostSource.PROVIDER), str(CostSource.UNPRICED)
+)
 
 # --- kind markers ----------------------------------------------------------------------------
 
@@ -256,8 +271,26 @@ def _scope_json(scope_name: str | None, scope_version: str | None) -> str:
     return ",".join(extra)
 
 
+_SCOPE_TAILS: dict[tuple[str | None, str | None], str] = {}
+"""``,`` + :func:`_scope_json` + ``}`` by scope name and version (a batch has few)."""
+
+
 def _attributes_json(span: OtlpSpan) -> str:
     attrs = span.attributes
+    if (
+        type(attrs) is dict and attrs
+        and "otel.scope.name" not in attrs and "otel.scope.version" not in attrs
+    ):
+        # The common case of the branch below: the scope members, set ones, appended.
+        scope = (span.scope_name, span.scope_version)
+        tail = _SCOPE_TAILS.get(scope)
+        if tail is None:
+            extra = _scope_json(*scope)
+            tail = _SCOPE_TAILS[scope] = ("," + extra if extra else "") + "}"
+            if len(_SCOPE_TAILS) > 1024:
+                _SCOPE_TAILS.clear()
+                _SCOPE_TAILS[scope] = tail
+        return _json_text(attrs)[:-1] + tail
     if type(attrs) is dict:
         # The JSON of the attributes with otel.scope.* appended as they would be by
         # setdefault on a copy (last, name before version), without copying the dict.
@@ -421,7 +454,7 @@ def _map_span(
     kind = _llm_kind(attrs, raw_operation)
     has_model = bool(request_model or response_model)
     has_usage = input_tokens is not None or output_tokens is not None
-    own_role = _own_role(attrs)
+    own_role = None if cv.CLIFF_ROLE not in attrs else _own_role(attrs)
     if own_role is not None:
         is_llm_call = own_role in LLM_CALL_ROLES
     else:
@@ -431,12 +464,48 @@ def _map_span(
             kind is None and has_model and has_usage
         )
 
-    cost: CallCost | None = None
+    price: Price | None = None
+    cost_usd = computed_usd = reported_usd = None
+    cost_source: str | None = None
+    cache_detail_missing: bool | None = None
     if is_llm_call:
-        cost = _cost(
-            attrs, (response_model, request_model), tokens, cache_detail_known,
-            config.overrides_path, price_memo, values[9] is not None,
-        )
+        models = (response_model, request_model)
+        if (
+            price_memo is not None and has_usage
+            and cv.CLIFF_COST_SOURCE not in attrs and cv.CLIFF_COST_USD not in attrs
+        ):
+            # price_call's memo hit, inline: a call like one the batch costed before (its
+            # memoised rates and plain arithmetic, flat_cost_usd) or found unpriced.
+            call_key = (
+                models, config.overrides_path, bool(tokens.cache_read_tokens),
+                bool(tokens.cache_creation_tokens), bool(tokens.reasoning_tokens),
+            )  # PriceMemo.call_key
+            price = price_memo.calls.get(call_key)
+            if price is not None:
+                computed_usd = flat_cost_usd(tokens, price)
+                settled = computed_usd is not None
+            else:
+                settled = call_key in price_memo.unpriced
+            if settled:
+                reported_usd = None if values[9] is None else reported_cost_usd(attrs)
+                cache_detail_missing = False
+                if reported_usd is not None:
+                    cost_usd, cost_source = reported_usd, _PROVIDER
+                elif price is not None and computed_usd is not None:
+                    cost_usd, cost_source = computed_usd, _COMPUTED
+                    cache_detail_missing = not cache_detail_known and caches_prompts(price)
+                else:
+                    cost_source = _UNPRICED
+            else:
+                price = computed_usd = None
+        if cost_source is None:
+            cost = _cost(
+                attrs, models, tokens, cache_detail_known,
+                config.overrides_path, price_memo, values[9] is not None,
+            )
+            cost_usd, cost_source, price = cost.cost_usd, str(cost.source), cost.price
+            computed_usd, reported_usd = cost.computed_usd, cost.reported_usd
+            cache_detail_missing = cost.cache_detail_missing
         role = own_role or span_role_hint(span) or (
             ancestry_role(ancestors) if batch is None else batch.ancestry_role(span)
         )
@@ -445,7 +514,6 @@ def _map_span(
     else:
         role = Role.RUN if span.parent_span_id is None else Role.OTHER
 
-    price = cost.price if cost else None
     attributes_json = _attributes_json(span)
     # Positional, in SpanRecord's field order: binding 37 keywords costs more than
     # the rest of building the record (tests hold every field against the mapping).
@@ -469,8 +537,8 @@ def _map_span(
         response_model,  # response_model
         input_tokens,  # input_tokens
         output_tokens,  # output_tokens
-        cost.cost_usd if cost else None,  # cost_usd
-        str(cost.source) if cost else None,  # cost_source
+        cost_usd,  # cost_usd
+        cost_source,  # cost_source
         price.input_usd_per_token if price else None,  # price_input_usd_per_token
         price.output_usd_per_token if price else None,  # price_output_usd_per_token
         resource.service_name,  # service_name
@@ -486,9 +554,9 @@ def _map_span(
         price.cache_creation_usd_per_token if price else None,  # price_cache_creation_usd_per_token
         price.reasoning_usd_per_token if price else None,  # price_reasoning_usd_per_token
         (price.model_key or None) if price else None,  # price_model_key
-        cost.reported_usd if cost else None,  # reported_cost_usd
-        cost.computed_usd if cost else None,  # computed_cost_usd
-        cost.cache_detail_missing if cost else None,  # cache_detail_missing
+        reported_usd,  # reported_cost_usd
+        computed_usd,  # computed_cost_usd
+        cache_detail_missing,  # cache_detail_missing
     )
     raw_in, raw_out = values[0], values[1]
     if (  # bound_usage's common case, decided here: every count and cost in bounds
@@ -497,11 +565,9 @@ def _map_span(
         and tokens.cache_read_tokens is None
         and tokens.cache_creation_tokens is None
         and tokens.reasoning_tokens is None
-        and (cost is None or (
-            (cost.cost_usd is None or 0 <= cost.cost_usd <= MAX_COST_USD_PER_CALL)
-            and (cost.reported_usd is None or 0 <= cost.reported_usd <= MAX_COST_USD_PER_CALL)
-            and (cost.computed_usd is None or 0 <= cost.computed_usd <= MAX_COST_USD_PER_CALL)
-        ))
+        and (cost_usd is None or 0 <= cost_usd <= MAX_COST_USD_PER_CALL)
+        and (reported_usd is None or 0 <= reported_usd <= MAX_COST_USD_PER_CALL)
+        and (computed_usd is None or 0 <= computed_usd <= MAX_COST_USD_PER_CALL)
         and USAGE_REJECTED_REASON not in attributes_json
     ):
         return record

@@ -321,7 +321,8 @@ class PriceMemo:
     def call_key(
         models: str | Sequence[str | None] | None, overrides_path: Path | None, usage: TokenUsage
     ) -> tuple[Any, ...]:
-        """The key of :attr:`calls`: what decides a call's entry and token-type mix."""
+        """The key of :attr:`calls`: what decides a call's entry and token-type mix (the
+        mapping builds the same tuple inline for a tuple of models)."""
         return (
             models if isinstance(models, str | tuple) or models is None else tuple(models),
             overrides_path,

@@ -74,3 +74,16 @@ def test_json_text_of_a_typical_span() -> None:
              "gen_ai.usage.input_tokens": 1234, "gen_ai.response.finish_reasons": ["stop"],
              "llm.is_streaming": False, "text": 'quote " back \\ newline \n é'}
     assert json_text(attrs) == JSON_ENCODER.encode(attrs)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_json_text_of_a_dict_without_floats_skips_nothing_it_needs(seed: int) -> None:
+    # The short cut for dicts of exact str/int/bool/None values (no search of the text)
+    # against the standard encoder, with the texts the searches look for inside strings,
+    # ints past orjson's 64 bits, lone surrogates, and subclasses that must not take it.
+    rng = random.Random(seed)
+    plain = ("null", "0.00001", "1e-05", "e-5", "NaN", "\ud800", "é \n \"", "", None, True,
+             False, 0, -1, 2**63 - 1, -(2**63), 2**64, -(2**70), Role.WORKER, 1e-05)
+    for _ in range(5_000):
+        value = {f"k{i}": rng.choice(plain) for i in range(rng.randrange(6))}
+        assert json_text(value) == JSON_ENCODER.encode(value), value

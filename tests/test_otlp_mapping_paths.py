@@ -1,10 +1,14 @@
 """The mapping's short cuts (issue 11) against the general computations they stand for.
 
-- :meth:`KeyGroups.firsts` (a plan per key sequence) against :func:`first_value` per list;
+- :meth:`KeyGroups.firsts` (a plan per key sequence, then its compiled reader) against
+  :func:`first_value` per list;
 - :func:`usage_parts` (counts without cache or reasoning taken as they are) against
   :func:`token_count` and :func:`normalised_tokens` on every value;
 - the mapping's in-bounds check against :func:`bound_usage` on every record, over the
   bench's payloads and the fuzz corpus (absurd counts and costs included).
+- a call costed inline from the batch's memo (rates, or no price) against
+  :func:`price_call` without a memo;
+- the attributes text with the scope appended against the encoder on the merged dict.
 """
 
 from __future__ import annotations
@@ -25,10 +29,14 @@ from cliffwatch.telemetry.call_usage import (
     usage_parts,
 )
 from cliffwatch.telemetry.content_capture import without_content
+from cliffwatch.telemetry.json_text import JSON_ENCODER
 from cliffwatch.telemetry.otlp_body import CONTENT_TYPE_JSON, CONTENT_TYPE_PROTOBUF, decode_body
 from cliffwatch.telemetry.otlp_decode import OtlpDecodeError, OtlpSpan
 from cliffwatch.telemetry.otlp_fuzz import fuzz_cases
-from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_spans
+from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_span, map_spans
+from cliffwatch.telemetry.pricing import flat_cost_usd
+from cliffwatch.telemetry.records import SpanRecord
+from cliffwatch.telemetry.span_roles import SpanBatch
 
 SEED = 20261201
 _VALUES: tuple[Any, ...] = (None, "", " ", "gpt-4o", 0, 7, -1, 2**70, 1.5, 3.0, "12", True,
@@ -109,3 +117,71 @@ def test_records_in_bounds_are_decided_as_bound_usage_decides_them(
     assert len(records) > 1_000
     assert any("cliff.usage_rejected_reason" in r.attributes for r in records)
     assert any(r.cost_source == "provider" for r in records)
+
+
+def _one_by_one(spans: tuple[OtlpSpan, ...]) -> list[SpanRecord]:
+    """map_spans's records made by map_span alone: no batch memo, so every call is
+    costed by price_call looking its model up."""
+    by_key: dict[tuple[str, str], OtlpSpan] = {}
+    for span in spans:
+        by_key.setdefault((span.trace_id, span.span_id), span)
+    batch = SpanBatch(by_key)
+    records = []
+    for span in by_key.values():
+        try:
+            records.append(map_span(span, MappingConfig(), batch.ancestors(span)))
+        except Exception:  # noqa: BLE001 (map_spans rejects it: compared below)
+            continue
+    return records
+
+
+def test_calls_costed_from_the_batch_memo_equal_price_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The mapping's inline memo hits (memoised rates and flat_cost_usd, or a model the
+    # batch found unpriced; a reported cost beside either) against price_call alone.
+    batches = _corpus()
+    hits = []
+
+    def counted(*args: Any) -> Any:
+        hits.append(1)
+        return flat_cost_usd(*args)
+
+    monkeypatch.setattr(otlp_mapping, "flat_cost_usd", counted)
+    fast = [map_spans(spans, MappingConfig())[0] for spans in batches]
+    assert len(hits) > 500
+    assert fast == [_one_by_one(spans) for spans in batches]
+    records = [r for recs in fast for r in recs]
+    assert {r.cost_source for r in records} >= {"computed", "provider", "unpriced"}
+    assert any(r.cache_detail_missing for r in records)
+
+
+@pytest.mark.parametrize("scope", [(None, None), ("s", None), (None, "1"), ("s", "1"), ("", "")])
+@pytest.mark.parametrize("attrs", [{}, {"a": 1}, {"otel.scope.name": "own", "a": 0.2},
+                                   {"otel.scope.version": "9"}, {"a": "null", "b": [1e-5]}])
+def test_attributes_text_equals_the_attributes_with_their_scope(
+    scope: tuple[str | None, str | None], attrs: dict[str, Any]
+) -> None:
+    span = OtlpSpan("1" * 32, "2" * 16, None, "x", 1, 1, 2, "ok", None, attrs, {}, *scope)
+    expected = dict(attrs)
+    if scope[0]:
+        expected.setdefault("otel.scope.name", scope[0])
+    if scope[1]:
+        expected.setdefault("otel.scope.version", scope[1])
+    for _ in range(2):  # the scope's text made, then remembered
+        assert otlp_mapping._attributes_json(span) == JSON_ENCODER.encode(expected)
+
+
+def test_firsts_of_a_compiled_plan_equals_first_value() -> None:
+    # Each key sequence read three times with other values: the plan's loop, then its
+    # compiled reader (made on the second sight, kept for the third).
+    rng = random.Random(SEED + 1)
+    groups = [*USAGE_KEY_GROUPS, ("a", "b", "c"), ("c", "a"), ("b",), ("it's", 'q"\\')]
+    keys = KeyGroups(groups)
+    names = sorted({k for group in groups for k in group} | {"x", "y"})
+    shapes = [rng.sample(names, rng.randrange(12)) for _ in range(300)]
+    for _ in range(3):
+        for shape in shapes:
+            attrs = {name: rng.choice(_VALUES) for name in shape}
+            assert keys.firsts(attrs) == [first_value(attrs, group) for group in groups], attrs
+    assert sum(not isinstance(plan, tuple) for plan in keys._plans.values()) >= 250

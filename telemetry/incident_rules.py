@@ -10,7 +10,7 @@ was just recomputed and all its runs judged, by a check before), and the alert r
 them from there. A write that materialised no run
 runs no rule; a rule none of the write's runs can fire on (no run over its cap, none over
 its ceiling, none over ``k`` x a fresh class's P50 and no class refreshed:
-:func:`refresh_class_p50` looks, in the statement that counts the classes) is left out of
+:func:`refresh_class_p50` looks, in the statement that sorts the classes) is left out of
 the statement; and a write whose rules found nothing inserts nothing. The
 id is deterministic (``f"{kind}-{run_id[:16]}"``), so a rule firing again for the same run
 adds nothing and never overwrites the triage ``status`` / ``note`` a person has set.
@@ -156,9 +156,14 @@ CREATE OR REPLACE TEMP TABLE cliff_classes AS
 SELECT t.task_class, count(*) AS written,
     p.task_class IS NULL OR p.class_runs < {RUNAWAY_MIN_RUNS}
         OR p.runs_since + count(*) >= {P50_REFRESH_FRACTION} * p.class_runs
-        OR p.refreshed_at < $stale_before AS stale
+        OR p.refreshed_at < $stale_before AS stale,
+    -- Which rules a run of the class written now can fire on (RuleWork).
+    coalesce(bool_or(t.workers_proposed > t.max_workers), FALSE) AS cap,
+    coalesce(bool_or(t.breach = '{cv.Breach.CEILING}'), FALSE) AS ceiling,
+    coalesce(p.class_runs >= {RUNAWAY_MIN_RUNS} AND p.p50_usd > 0
+        AND bool_or(t.cost_usd > $k * p.p50_usd), FALSE) AS over_p50
 FROM {TOUCHED_RUNS} AS t LEFT JOIN class_p50 AS p USING (task_class)
-GROUP BY t.task_class, p.task_class, p.class_runs, p.runs_since, p.refreshed_at
+GROUP BY t.task_class, p.task_class, p.class_runs, p.runs_since, p.refreshed_at, p.p50_usd
 """
 
 _REFRESH_P50 = (
@@ -238,20 +243,15 @@ class RuleWork:
     runaway: bool
 
 
-_RULE_WORK = f"""
+_RULE_WORK = """
 SELECT count(*) FILTER (WHERE stale), count(*) FILTER (WHERE NOT stale),
-    EXISTS (SELECT 1 FROM {TOUCHED_RUNS} WHERE workers_proposed > max_workers),
-    EXISTS (SELECT 1 FROM {TOUCHED_RUNS} WHERE breach = '{cv.Breach.CEILING}'),
-    bool_or(stale) OR EXISTS (
-        SELECT 1 FROM {TOUCHED_RUNS} AS t JOIN class_p50 AS c USING (task_class)
-        WHERE t.task_class IN (SELECT task_class FROM cliff_classes WHERE NOT stale)
-            AND c.class_runs >= {RUNAWAY_MIN_RUNS} AND c.p50_usd > 0
-            AND t.cost_usd > $k * c.p50_usd)
+    coalesce(bool_or(cap), FALSE), coalesce(bool_or(ceiling), FALSE),
+    coalesce(bool_or(stale OR over_p50), FALSE)
 FROM cliff_classes
 """
-"""Counts of the touched classes and which rules can fire (the conditions of
-:func:`_cap_breach_select`, :func:`_cost_ceiling_select` and :func:`_runaway_select` on the
-write's runs), in one statement."""
+"""Counts of the touched classes and which rules can fire on the write's runs (the
+conditions of :func:`_cap_breach_select`, :func:`_cost_ceiling_select` and
+:func:`_runaway_select`, per class in ``cliff_classes``)."""
 
 
 def refresh_class_p50(
@@ -270,9 +270,8 @@ def refresh_class_p50(
         A :class:`RuleWork` (``stale`` and ``fresh`` both 0: the write touched no run).
     """
     stale_before = now - timedelta(seconds=settings.runaway_p50_refresh_s())
-    con.execute(_CLASS_STATE, {"stale_before": stale_before})
-    stale, fresh, cap, ceiling, runaway = con.execute(
-        _RULE_WORK, {"k": float(runaway_k)}).fetchall()[0]
+    con.execute(_CLASS_STATE, {"stale_before": stale_before, "k": float(runaway_k)})
+    stale, fresh, cap, ceiling, runaway = con.execute(_RULE_WORK).fetchall()[0]
     delete, insert, update = _REFRESH_P50
     for sql in ((delete, insert) if stale else ()) + ((update,) if fresh else ()):
         con.execute(sql, {"now": now} if "$now" in sql else None)

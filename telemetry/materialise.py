@@ -289,18 +289,29 @@ _TRACK = (
 
 
 def _track_open_traces(
-    con: duckdb.DuckDBPyConnection, now: datetime, cutoff: datetime, *, any_open: bool = True
+    con: duckdb.DuckDBPyConnection, now: datetime, cutoff: datetime, *, any_open: bool = True,
+    any_expired: bool = True,
 ) -> None:
     """Keep ``open_traces`` exact for the batch's traces (schema.py says what it holds);
     ``any_open``: whether any of them was in ``open_traces`` already (else its ``UPDATE``
-    has nothing to do and is not run)."""
-    for sql in _TRACK if any_open else (_TRACK[0], *_TRACK[2:]):
+    has nothing to do and is not run); ``any_expired``: whether a row was rooted before
+    ``cutoff`` before this write (else its ``DELETE`` has nothing to do: the rows it
+    writes are rooted now or not at all)."""
+    statements = [_TRACK[0], *(_TRACK[1:2] if any_open else ()), _TRACK[2],
+                  *(_TRACK[3:] if any_expired else ())]
+    for sql in statements:
         params = {k: v for k, v in (("now", now), ("cutoff", cutoff)) if f"${k}" in sql}
         con.execute(sql, params or None)
 
 
 def _grace(grace_s: float | None) -> float:
     return settings.incomplete_grace_s() if grace_s is None else grace_s
+
+
+_DUE = """FROM open_traces
+        WHERE rooted_at IS NULL AND last_ingested_at < $cutoff AND last_ended_at < $cutoff
+            AND (swept_at IS NULL OR last_ingested_at > swept_at)"""
+"""The orphan traces due for a sweep (:func:`sweep_orphans`), at ``$cutoff``."""
 
 
 def sweep_orphans(
@@ -324,9 +335,7 @@ def sweep_orphans(
         ``materialised_at`` a run row it rebuilt can already have (None: any).
     """
     cutoff = now - timedelta(seconds=_grace(grace_s))
-    due = """FROM open_traces
-        WHERE rooted_at IS NULL AND last_ingested_at < $cutoff AND last_ended_at < $cutoff
-            AND (swept_at IS NULL OR last_ingested_at > swept_at)"""
+    due = _DUE
     # Most writes find no orphan due: one look, no table.
     if not con.execute(f"SELECT EXISTS (SELECT 1 {due})", {"cutoff": cutoff}).fetchall()[0][0]:
         return False, None
@@ -399,13 +408,20 @@ def materialise_runs(
     con.execute(f"CREATE OR REPLACE TEMP TABLE {TOUCHED_RUNS} AS SELECT * FROM runs LIMIT 0")
     con.execute(f"CREATE OR REPLACE TEMP TABLE {TOUCHED_ROOTS} (trace_id VARCHAR, attributes JSON)")
     con.execute(_BATCH_SCOPE.format(scope=SCOPE, batch=batch_view))
-    since, any_open = con.execute(
-        f"SELECT min(first_ingested_at), bool_or(was_open) FROM {SCOPE}").fetchall()[0]
+    cutoff = materialised_at - timedelta(seconds=_grace(grace_s))
+    # Looked at before the batch's traces are tracked: tracking only makes rows rooted now
+    # (not expired) and ingested now (not due), so what is not there now is not after.
+    since, any_open, any_expired, maybe_due = con.execute(f"""
+        SELECT min(first_ingested_at), bool_or(was_open),
+            EXISTS (SELECT 1 FROM open_traces WHERE rooted_at < $cutoff),
+            EXISTS (SELECT 1 {_DUE})
+        FROM {SCOPE}""", {"cutoff": cutoff}).fetchall()[0]
     window = _materialise_scope(
         con, materialised_at if since is None else since, materialised_at)
-    cutoff = materialised_at - timedelta(seconds=_grace(grace_s))
-    _track_open_traces(con, materialised_at, cutoff, any_open=bool(any_open))
-    swept, swept_window = sweep_orphans(con, materialised_at, grace_s)
+    _track_open_traces(con, materialised_at, cutoff, any_open=bool(any_open),
+                       any_expired=bool(any_expired))
+    swept, swept_window = (sweep_orphans(con, materialised_at, grace_s) if maybe_due
+                           else (False, None))
     if swept:
         window = None if swept_window is None or window is None else min(window, swept_window)
     return replace_runs(con, window)

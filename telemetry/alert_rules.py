@@ -308,9 +308,10 @@ def enqueue_alerts(con: duckdb.DuckDBPyConnection, new_incidents: int | None = N
         the background delivery when it is above zero.
     """
     now = _utc_now()  # the tables exist: a read-write open brings the schema up to date
-    any_alert, touched, breached = con.execute(f"""SELECT EXISTS (SELECT 1 FROM alerts),
+    any_alert, touched, breached, pending = con.execute(f"""SELECT EXISTS (SELECT 1 FROM alerts),
         (SELECT count(*) FROM {TOUCHED_RUNS}),
-        (SELECT count(*) FROM {TOUCHED_RUNS} WHERE breach IS NOT NULL)""").fetchall()[0]
+        (SELECT count(*) FROM {TOUCHED_RUNS} WHERE breach IS NOT NULL),
+        (SELECT count(*) FROM alert_deliveries WHERE status = 'pending')""").fetchall()[0]
     if not any_alert:
         _baseline(con, now)
     write_id = uuid.uuid4().hex
@@ -330,11 +331,10 @@ def enqueue_alerts(con: duckdb.DuckDBPyConnection, new_incidents: int | None = N
     if selects:
         con.execute(_insert(*selects), insert_params).fetchall()
     if urls:
-        con.execute(
+        # The deliveries queued now are all pending: added to those counted before.
+        queued = con.execute(
             _QUEUE_SQL,
             {**params, "ids": [webhook_id(u) for u in urls], "shown": [redact(u) for u in urls]},
         ).fetchall()
-    rows = con.execute(
-        "SELECT count(*) FROM alert_deliveries WHERE status = 'pending'"
-    ).fetchall()
-    return int(rows[0][0])
+        pending += int(queued[0][0]) if queued else 0
+    return int(pending)

@@ -8,7 +8,10 @@ incidents they find into the temporary table :data:`NEW_INCIDENTS`; they are the
 left out of :data:`NEW_INCIDENTS` (by the ids the insert returns, or, when a class's P50
 was just recomputed and all its runs judged, by a check before), and the alert rules read
 them from there. A write that materialised no run
-runs no rule, and one whose rules found nothing inserts nothing. The
+runs no rule; a rule none of the write's runs can fire on (no run over its cap, none over
+its ceiling, none over ``k`` x a fresh class's P50 and no class refreshed:
+:func:`refresh_class_p50` looks, in the statement that sorts the classes) is left out of
+the statement; and a write whose rules found nothing inserts nothing. The
 id is deterministic (``f"{kind}-{run_id[:16]}"``), so a rule firing again for the same run
 adds nothing and never overwrites the triage ``status`` / ``note`` a person has set.
 ``detected_at`` is the run's ``ended_at``; ``detail`` is one human line; ``data`` is a
@@ -39,6 +42,8 @@ Rules:
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -151,9 +156,14 @@ CREATE OR REPLACE TEMP TABLE cliff_classes AS
 SELECT t.task_class, count(*) AS written,
     p.task_class IS NULL OR p.class_runs < {RUNAWAY_MIN_RUNS}
         OR p.runs_since + count(*) >= {P50_REFRESH_FRACTION} * p.class_runs
-        OR p.refreshed_at < $stale_before AS stale
+        OR p.refreshed_at < $stale_before AS stale,
+    -- Which rules a run of the class written now can fire on (RuleWork).
+    coalesce(bool_or(t.workers_proposed > t.max_workers), FALSE) AS cap,
+    coalesce(bool_or(t.breach = '{cv.Breach.CEILING}'), FALSE) AS ceiling,
+    coalesce(p.class_runs >= {RUNAWAY_MIN_RUNS} AND p.p50_usd > 0
+        AND bool_or(t.cost_usd > $k * p.p50_usd), FALSE) AS over_p50
 FROM {TOUCHED_RUNS} AS t LEFT JOIN class_p50 AS p USING (task_class)
-GROUP BY t.task_class, p.task_class, p.class_runs, p.runs_since, p.refreshed_at
+GROUP BY t.task_class, p.task_class, p.class_runs, p.runs_since, p.refreshed_at, p.p50_usd
 """
 
 _REFRESH_P50 = (
@@ -198,36 +208,80 @@ WHERE c.class_runs >= {RUNAWAY_MIN_RUNS} AND c.p50_usd > 0 AND r.cost_usd > $k *
 """)
 
 
-def all_rules_sql(*, checked: bool = True) -> str:
+def all_rules_sql(*, checked: bool = True, cap: bool = True, ceiling: bool = True,
+                  runaway: bool = True) -> str:
     """One ``INSERT`` of what every rule finds (:func:`cap_breach_sql`,
     :func:`cost_ceiling_sql`, :func:`runaway_sql`), less the incidents already recorded
-    when ``checked`` (one parameter, ``$k``): the statement a write runs."""
-    return _new(" UNION ALL ".join(
-        f"({select})" for select in (_cap_breach_select(), _cost_ceiling_select(),
-                                    _runaway_select())), checked=checked)
+    when ``checked`` (one parameter, ``$k``, when ``runaway``): the statement a write runs.
+    ``cap``, ``ceiling``, ``runaway``: which rules it holds (a write leaves out those that
+    cannot fire, :func:`refresh_class_p50`); at least one."""
+    selects = [select for select, on in ((_cap_breach_select, cap),
+                                         (_cost_ceiling_select, ceiling),
+                                         (_runaway_select, runaway)) if on]
+    if not selects:
+        raise ValueError("all_rules_sql: no rule selected")
+    return _new(" UNION ALL ".join(f"({select()})" for select in selects), checked=checked)
 
 
-def refresh_class_p50(con: duckdb.DuckDBPyConnection, now: datetime) -> tuple[int, int]:
-    """Recompute the kept P50 of the touched classes that are stale (module docstring) and
-    count the touched runs against the others. Runs only the statements that have work.
+@dataclass(frozen=True, slots=True)
+class RuleWork:
+    """What :func:`refresh_class_p50` found for one write's runs.
+
+    Attributes:
+        stale: touched classes whose P50 was recomputed (every run of them is judged).
+        fresh: the other touched classes (only the write's runs of them are judged).
+        cap: some touched run proposed more workers than its cap (``cap_breach`` can fire).
+        ceiling: some touched run breached its ceiling (``cost_ceiling`` can fire).
+        runaway: ``runaway`` can fire: a class is stale, or a touched run of a fresh class
+            costs more than ``k`` x its kept P50 (over at least :data:`RUNAWAY_MIN_RUNS`).
+    """
+
+    stale: int
+    fresh: int
+    cap: bool
+    ceiling: bool
+    runaway: bool
+
+
+_RULE_WORK = """
+SELECT count(*) FILTER (WHERE stale), count(*) FILTER (WHERE NOT stale),
+    coalesce(bool_or(cap), FALSE), coalesce(bool_or(ceiling), FALSE),
+    coalesce(bool_or(stale OR over_p50), FALSE)
+FROM cliff_classes
+"""
+"""Counts of the touched classes and which rules can fire on the write's runs (the
+conditions of :func:`_cap_breach_select`, :func:`_cost_ceiling_select` and
+:func:`_runaway_select`, per class in ``cliff_classes``)."""
+
+
+def refresh_class_p50(
+    con: duckdb.DuckDBPyConnection, now: datetime, runaway_k: float
+) -> RuleWork:
+    """Recompute the kept P50 of the touched classes that are stale (module docstring),
+    count the touched runs against the others, and say which rules can fire on the
+    write's runs. Runs only the statements that have work.
+
+    Args:
+        con: the write's connection, after the runs were materialised.
+        now: naive UTC wall-clock time (the kept P50's age).
+        runaway_k: the runaway multiple k (> 0).
 
     Returns:
-        ``(stale, fresh)``: the number of touched classes whose P50 was recomputed, and of
-        the others (both 0: the write touched no run).
+        A :class:`RuleWork` (``stale`` and ``fresh`` both 0: the write touched no run).
     """
     stale_before = now - timedelta(seconds=settings.runaway_p50_refresh_s())
-    con.execute(_CLASS_STATE, {"stale_before": stale_before})
-    stale, fresh = con.execute(
-        "SELECT count(*) FILTER (WHERE stale), count(*) FILTER (WHERE NOT stale) "
-        "FROM cliff_classes").fetchall()[0]
+    con.execute(_CLASS_STATE, {"stale_before": stale_before, "k": float(runaway_k)})
+    stale, fresh, cap, ceiling, runaway = con.execute(_RULE_WORK).fetchall()[0]
     delete, insert, update = _REFRESH_P50
     for sql in ((delete, insert) if stale else ()) + ((update,) if fresh else ()):
         con.execute(sql, {"now": now} if "$now" in sql else None)
-    return int(stale), int(fresh)
+    return RuleWork(int(stale), int(fresh), bool(cap), bool(ceiling), bool(runaway))
 
 
-_ALL_RULES = all_rules_sql()
-_ALL_RULES_UNCHECKED = all_rules_sql(checked=False)
+@functools.cache
+def _rules_sql(checked: bool, cap: bool, ceiling: bool, runaway: bool) -> str:
+    return all_rules_sql(checked=checked, cap=cap, ceiling=ceiling, runaway=runaway)
+
 
 _RECORD = (f"INSERT INTO incidents BY NAME SELECT * FROM {NEW_INCIDENTS} "
            "ON CONFLICT DO NOTHING")
@@ -254,19 +308,23 @@ def record_incidents(
     """
     when = datetime.now(UTC).replace(tzinfo=None) if now is None else now
     con.execute(_NEW_INCIDENTS_DDL)
-    stale, fresh = refresh_class_p50(con, when)  # leaves cliff_classes, which `watch` reads
-    if not stale and not fresh:
-        return 0  # no run written (no touched class): no rule has anything to judge
-    if stale:
+    # Leaves cliff_classes, which `watch` reads.
+    work = refresh_class_p50(con, when, runaway_k)
+    if not (work.cap or work.ceiling or work.runaway):
+        return 0  # no run written, or none a rule can fire on: nothing to judge
+    params = {"k": float(runaway_k)} if work.runaway else None
+    if work.stale:
         # Every run of a class whose P50 moved is judged: most of what is found is
         # recorded already, and is left out before the insert.
-        if not _inserted(con.execute(_ALL_RULES, {"k": float(runaway_k)})):
+        if not _inserted(con.execute(
+                _rules_sql(True, work.cap, work.ceiling, work.runaway), params)):
             return 0
         return _inserted(con.execute(_RECORD))
     # Only the write's runs are judged: what is found is nearly always new, so it is
     # inserted as it is and the ids recorded before are dropped after (ON CONFLICT, the
     # key's index), instead of a scan of every incident ever recorded.
-    found = _inserted(con.execute(_ALL_RULES_UNCHECKED, {"k": float(runaway_k)}))
+    found = _inserted(con.execute(
+        _rules_sql(False, work.cap, work.ceiling, work.runaway), params))
     if not found:
         return 0
     recorded = [row[0] for row in con.execute(_RECORD + " RETURNING incident_id").fetchall()]

@@ -95,7 +95,7 @@ _ROOT_KEYS: tuple[str, ...] = (
 (``json_extract_string`` with a list of paths) into ``root_attrs``: one ``->>`` per key
 parsed the document once per key (a quarter of the statement's CPU)."""
 
-_ROOT_ATTRS = "json_extract_string(attributes, [{}])".format(
+_ROOT_ATTRS = "json_extract_string(t.root.attributes, [{}])".format(
     ", ".join(f"'$.\"{key}\"'" for key in _ROOT_KEYS))
 
 
@@ -137,81 +137,73 @@ _RUN_COLUMNS = """
 _MATERIALISE_RUNS = """
 INSERT INTO {touched_runs} ({columns})
 WITH
-s AS (
-    SELECT s.*, f.is_leaf AS leaf_call, f.duplicate_of AS duplicate_of_now
+t AS (
+    SELECT s.trace_id,
+        sum(s.cost_usd) FILTER (WHERE f.is_leaf) AS cost_usd,
+        sum(coalesce(s.input_tokens, 0)) FILTER (WHERE f.is_leaf) AS input_tokens,
+        sum(coalesce(s.output_tokens, 0)) FILTER (WHERE f.is_leaf) AS output_tokens,
+        count(*) FILTER (WHERE f.is_leaf) AS llm_calls,
+        count(*) FILTER (WHERE f.is_leaf AND (s.cost_usd IS NULL OR s.cost_source = 'unpriced'))
+            AS unpriced_calls,
+        count(*) FILTER (WHERE f.is_leaf AND s.status_code = 'error') AS failed_calls,
+        count(*) FILTER (WHERE f.is_leaf AND s.cache_detail_missing) AS cache_detail_missing_calls,
+        count(*) FILTER (WHERE f.duplicate_of IS NOT NULL) AS duplicate_calls,
+        arg_min(s.task_class, s.start_time_unix_nano)
+            FILTER (WHERE s.task_class IS NOT NULL) AS any_task_class,
+        arg_min(s.service_name, s.start_time_unix_nano)
+            FILTER (WHERE s.service_name IS NOT NULL) AS any_service_name,
+        arg_min(coalesce(s.request_model, s.response_model), s.start_time_unix_nano)
+            FILTER (WHERE s.role = 'plan') AS planner_model,
+        arg_min(coalesce(s.request_model, s.response_model), s.start_time_unix_nano)
+            FILTER (WHERE s.role = 'synthesis') AS synthesis_model,
+        min(s.started_at) AS first_started_at, max(s.ended_at) AS last_ended_at,
+        arg_min(s.source, s.start_time_unix_nano) AS first_source,
+        -- The root: the earliest span without a parent (ties: the lowest span id).
+        arg_min({{'task_class': s.task_class, 'started_at': s.started_at,
+                  'ended_at': s.ended_at, 'duration_ms': s.duration_ms,
+                  'status_code': s.status_code, 'attributes': s.attributes,
+                  'service_name': s.service_name, 'source': s.source}},
+                (s.start_time_unix_nano, s.span_id))
+            FILTER (WHERE s.parent_span_id IS NULL) AS root
     FROM {scope_spans} AS s JOIN {flags} AS f USING (trace_id, span_id)
+    GROUP BY s.trace_id
 ),
-leaf AS (SELECT * FROM s WHERE leaf_call),
-calls AS (
-    SELECT trace_id,
-        sum(cost_usd) AS cost_usd,
-        sum(coalesce(input_tokens, 0)) AS input_tokens,
-        sum(coalesce(output_tokens, 0)) AS output_tokens,
-        count(*) AS llm_calls,
-        count(*) FILTER (WHERE cost_usd IS NULL OR cost_source = 'unpriced') AS unpriced_calls,
-        count(*) FILTER (WHERE status_code = 'error') AS failed_calls,
-        count(*) FILTER (WHERE cache_detail_missing) AS cache_detail_missing_calls
-    FROM leaf GROUP BY trace_id
-),
-duplicates AS (
-    SELECT trace_id, count(*) AS duplicate_calls
-    FROM s WHERE duplicate_of_now IS NOT NULL GROUP BY trace_id
-),
-info AS (
-    SELECT trace_id,
-        arg_min(task_class, start_time_unix_nano)
-            FILTER (WHERE task_class IS NOT NULL) AS any_task_class,
-        arg_min(service_name, start_time_unix_nano)
-            FILTER (WHERE service_name IS NOT NULL) AS any_service_name,
-        arg_min(coalesce(request_model, response_model), start_time_unix_nano)
-            FILTER (WHERE role = 'plan') AS planner_model,
-        arg_min(coalesce(request_model, response_model), start_time_unix_nano)
-            FILTER (WHERE role = 'synthesis') AS synthesis_model,
-        min(started_at) AS first_started_at, max(ended_at) AS last_ended_at,
-        arg_min(source, start_time_unix_nano) AS first_source
-    FROM s GROUP BY trace_id
-),
-real_roots AS (
-    SELECT trace_id, task_class, started_at, ended_at, duration_ms, status_code,
-        {root_attrs} AS root_attrs, service_name, source, TRUE AS is_root
-    FROM s WHERE parent_span_id IS NULL
-    QUALIFY row_number() OVER (
-        PARTITION BY trace_id ORDER BY start_time_unix_nano, span_id) = 1
-),
--- A trace without its root that may become an incomplete run: its earliest start to its
--- latest end, no attributes.
-roots AS (
-    SELECT * FROM real_roots
-    UNION ALL
-    SELECT i.trace_id, NULL, i.first_started_at, i.last_ended_at,
-        date_diff('microsecond', i.first_started_at, i.last_ended_at) / 1000.0, 'unset',
-        NULL::VARCHAR[], NULL, i.first_source, FALSE
-    FROM info AS i JOIN {scope} AS sc USING (trace_id)
-    WHERE sc.incomplete_ok AND i.trace_id NOT IN (SELECT trace_id FROM real_roots)
+r AS (
+    SELECT t.*, t.root IS NOT NULL AS is_root, {root_attrs} AS root_attrs
+    FROM t JOIN {scope} AS sc USING (trace_id)
+    -- A trace without its root may become an incomplete run (sc.incomplete_ok).
+    WHERE t.root IS NOT NULL OR sc.incomplete_ok
 )
 SELECT
     r.trace_id,
-    coalesce(r.task_class, i.any_task_class, r.service_name, i.any_service_name, 'unknown'),
-    r.started_at, r.ended_at, r.duration_ms,
+    coalesce(r.root.task_class, r.any_task_class, r.root.service_name, r.any_service_name,
+             'unknown'),
+    CASE WHEN r.is_root THEN r.root.started_at ELSE r.first_started_at END,
+    CASE WHEN r.is_root THEN r.root.ended_at ELSE r.last_ended_at END,
+    CASE WHEN r.is_root THEN r.root.duration_ms
+        ELSE date_diff('microsecond', r.first_started_at, r.last_ended_at) / 1000.0 END,
     CASE WHEN NOT r.is_root THEN '{incomplete}' ELSE
-        coalesce({status}, CASE WHEN r.status_code = 'error' THEN 'failed' ELSE 'ok' END)
+        coalesce({status}, CASE WHEN r.root.status_code = 'error' THEN 'failed' ELSE 'ok' END)
     END,
     {breach},
-    coalesce(c.cost_usd, 0.0),
-    coalesce(c.input_tokens, 0), coalesce(c.output_tokens, 0),
-    coalesce(c.llm_calls, 0), coalesce(c.unpriced_calls, 0), coalesce(c.failed_calls, 0),
+    coalesce(r.cost_usd, 0.0),
+    coalesce(r.input_tokens, 0), coalesce(r.output_tokens, 0),
+    r.llm_calls, r.unpriced_calls, r.failed_calls,
     {proposed}, {dispatched}, {failed}, {cancelled},
     {max_workers}, {ceiling_usd}, {estimate_usd}, {policy},
-    i.planner_model, i.synthesis_model,
-    {replay_of}, r.service_name, r.source, $materialised_at,
-    coalesce(d.duplicate_calls, 0), coalesce(c.cache_detail_missing_calls, 0)
-FROM roots AS r
-LEFT JOIN calls AS c USING (trace_id)
-LEFT JOIN info AS i USING (trace_id)
-LEFT JOIN duplicates AS d USING (trace_id)
+    r.planner_model, r.synthesis_model,
+    {replay_of}, r.root.service_name,
+    CASE WHEN r.is_root THEN r.root.source ELSE r.first_source END, $materialised_at,
+    r.duplicate_calls, r.cache_detail_missing_calls
+FROM r
 -- A trace with no LLM call is not a run (an agent built outside any run emits one), unless
 -- its root is a run span cliffwatch recorded (a run rejected before any call).
-WHERE c.trace_id IS NOT NULL OR {own_run}
+WHERE r.llm_calls > 0 OR {own_run}
+"""
+"""One aggregate over the scope's spans, one row per trace (the root is the ``arg_min`` of
+``(start_time_unix_nano, span_id)`` over spans without a parent), then one row per run. A
+statement of one CTE per part (calls, duplicates, info, roots by a window) joined back
+together took twice as long on bench/store_write.py's batch (137 runs, 1M runs of history).
 """
 
 
@@ -297,18 +289,29 @@ _TRACK = (
 
 
 def _track_open_traces(
-    con: duckdb.DuckDBPyConnection, now: datetime, cutoff: datetime, *, any_open: bool = True
+    con: duckdb.DuckDBPyConnection, now: datetime, cutoff: datetime, *, any_open: bool = True,
+    any_expired: bool = True,
 ) -> None:
     """Keep ``open_traces`` exact for the batch's traces (schema.py says what it holds);
     ``any_open``: whether any of them was in ``open_traces`` already (else its ``UPDATE``
-    has nothing to do and is not run)."""
-    for sql in _TRACK if any_open else (_TRACK[0], *_TRACK[2:]):
+    has nothing to do and is not run); ``any_expired``: whether a row was rooted before
+    ``cutoff`` before this write (else its ``DELETE`` has nothing to do: the rows it
+    writes are rooted now or not at all)."""
+    statements = [_TRACK[0], *(_TRACK[1:2] if any_open else ()), _TRACK[2],
+                  *(_TRACK[3:] if any_expired else ())]
+    for sql in statements:
         params = {k: v for k, v in (("now", now), ("cutoff", cutoff)) if f"${k}" in sql}
         con.execute(sql, params or None)
 
 
 def _grace(grace_s: float | None) -> float:
     return settings.incomplete_grace_s() if grace_s is None else grace_s
+
+
+_DUE = """FROM open_traces
+        WHERE rooted_at IS NULL AND last_ingested_at < $cutoff AND last_ended_at < $cutoff
+            AND (swept_at IS NULL OR last_ingested_at > swept_at)"""
+"""The orphan traces due for a sweep (:func:`sweep_orphans`), at ``$cutoff``."""
 
 
 def sweep_orphans(
@@ -332,9 +335,7 @@ def sweep_orphans(
         ``materialised_at`` a run row it rebuilt can already have (None: any).
     """
     cutoff = now - timedelta(seconds=_grace(grace_s))
-    due = """FROM open_traces
-        WHERE rooted_at IS NULL AND last_ingested_at < $cutoff AND last_ended_at < $cutoff
-            AND (swept_at IS NULL OR last_ingested_at > swept_at)"""
+    due = _DUE
     # Most writes find no orphan due: one look, no table.
     if not con.execute(f"SELECT EXISTS (SELECT 1 {due})", {"cutoff": cutoff}).fetchall()[0][0]:
         return False, None
@@ -407,13 +408,20 @@ def materialise_runs(
     con.execute(f"CREATE OR REPLACE TEMP TABLE {TOUCHED_RUNS} AS SELECT * FROM runs LIMIT 0")
     con.execute(f"CREATE OR REPLACE TEMP TABLE {TOUCHED_ROOTS} (trace_id VARCHAR, attributes JSON)")
     con.execute(_BATCH_SCOPE.format(scope=SCOPE, batch=batch_view))
-    since, any_open = con.execute(
-        f"SELECT min(first_ingested_at), bool_or(was_open) FROM {SCOPE}").fetchall()[0]
+    cutoff = materialised_at - timedelta(seconds=_grace(grace_s))
+    # Looked at before the batch's traces are tracked: tracking only makes rows rooted now
+    # (not expired) and ingested now (not due), so what is not there now is not after.
+    since, any_open, any_expired, maybe_due = con.execute(f"""
+        SELECT min(first_ingested_at), bool_or(was_open),
+            EXISTS (SELECT 1 FROM open_traces WHERE rooted_at < $cutoff),
+            EXISTS (SELECT 1 {_DUE})
+        FROM {SCOPE}""", {"cutoff": cutoff}).fetchall()[0]
     window = _materialise_scope(
         con, materialised_at if since is None else since, materialised_at)
-    cutoff = materialised_at - timedelta(seconds=_grace(grace_s))
-    _track_open_traces(con, materialised_at, cutoff, any_open=bool(any_open))
-    swept, swept_window = sweep_orphans(con, materialised_at, grace_s)
+    _track_open_traces(con, materialised_at, cutoff, any_open=bool(any_open),
+                       any_expired=bool(any_expired))
+    swept, swept_window = (sweep_orphans(con, materialised_at, grace_s) if maybe_due
+                           else (False, None))
     if swept:
         window = None if swept_window is None or window is None else min(window, swept_window)
     return replace_runs(con, window)

@@ -28,7 +28,7 @@ prune. ``updated_at`` is the write's time: ``max(updated_at)`` is the store's
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # schema.py imports this module: `cliffwatch --help` must not load duckdb
@@ -36,9 +36,6 @@ if TYPE_CHECKING:  # schema.py imports this module: `cliffwatch --help` must not
 
 ROLLUP_TABLE = "run_rollups"
 """The table's name (its DDL is ``schema.RUN_ROLLUPS_DDL``)."""
-
-DAYS_TABLE = "cliff_rollup_days"
-"""Temporary table of the UTC days one :func:`update_rollups` call recomputes."""
 
 ROLLUP_COLUMNS: tuple[str, ...] = (
     "task_class",
@@ -87,33 +84,33 @@ REBUILD_STATEMENTS: tuple[str, ...] = (
 migration runs them as they are)."""
 
 _TOUCHED_DAYS = """
-CREATE OR REPLACE TEMP TABLE {days} AS
-SELECT DISTINCT unnest(range(started_at::DATE, ended_at::DATE + 1, INTERVAL 1 DAY))::DATE
-    AS day
-FROM {touched}
+SELECT list_sort(list(DISTINCT day) FILTER (WHERE day IS NOT NULL)) FROM (
+    SELECT unnest(range(started_at::DATE, ended_at::DATE + 1, INTERVAL 1 DAY))::DATE AS day
+    FROM {touched}
+)
 """
+"""The UTC days the touched runs start or end on (and those between), as one sorted list."""
 
 _REFRESH = (
-    f"DELETE FROM {ROLLUP_TABLE} WHERE day IN (SELECT day FROM {DAYS_TABLE})",
-    # The day range as literal bounds first (zone maps prune older row groups), then the
-    # exact set of days.
+    f"DELETE FROM {ROLLUP_TABLE} WHERE list_contains($days::DATE[], day)",
+    # The day range as bounds first (zone maps prune older row groups), then the exact set
+    # of days.
     f"INSERT INTO {ROLLUP_TABLE} ({', '.join(ROLLUP_COLUMNS)}) "
     + _AGGREGATE.format(
         where="WHERE started_at >= $first AND started_at < $last + INTERVAL 1 DAY "
-        f"AND started_at::DATE IN (SELECT day FROM {DAYS_TABLE})"
+        "AND list_contains($days::DATE[], started_at::DATE)"
     ),
 )
 
 
-def _refresh_days(con: duckdb.DuckDBPyConnection, updated_at: datetime) -> int:
-    first, last, n = con.execute(
-        f"SELECT min(day), max(day), count(*) FROM {DAYS_TABLE}"
-    ).fetchall()[0]
-    if not n:
+def _refresh_days(con: duckdb.DuckDBPyConnection, days: list[date], updated_at: datetime) -> int:
+    """Recompute the roll-up rows of ``days`` (sorted) from ``runs``; returns len(days)."""
+    if not days:
         return 0
-    con.execute(_REFRESH[0])
-    con.execute(_REFRESH[1], {"first": first, "last": last, "updated_at": updated_at})
-    return int(n)
+    con.execute(_REFRESH[0], {"days": days})
+    con.execute(_REFRESH[1], {"first": days[0], "last": days[-1], "days": days,
+                              "updated_at": updated_at})
+    return len(days)
 
 
 def update_rollups(
@@ -134,8 +131,8 @@ def update_rollups(
     Returns:
         The number of days recomputed (0 when no run was touched).
     """
-    con.execute(_TOUCHED_DAYS.format(days=DAYS_TABLE, touched=touched_runs))
-    days = _refresh_days(con, updated_at)
+    touched = con.execute(_TOUCHED_DAYS.format(touched=touched_runs)).fetchall()[0][0]
+    days = _refresh_days(con, list(touched or ()), updated_at)
     if days and not _counts_match(con):
         # A replaced run left a day outside its new start..end (its trace was rewritten
         # around the write path): that day still counts it. Rebuild everything (one
@@ -157,9 +154,7 @@ def refresh_days_before(
     """After a prune of the runs started before ``before``: drop the roll-ups of the days
     before its day, and recompute its day (partly pruned)."""
     con.execute(f"DELETE FROM {ROLLUP_TABLE} WHERE day < $day", {"day": before.date()})
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {DAYS_TABLE} AS SELECT $day::DATE AS day",
-                {"day": before.date()})
-    _refresh_days(con, updated_at)
+    _refresh_days(con, [before.date()], updated_at)
 
 
 def rebuild_rollups(con: duckdb.DuckDBPyConnection, updated_at: datetime | None = None) -> int:

@@ -201,3 +201,44 @@ def test_a_write_finding_old_and_new_incidents_records_and_alerts_only_the_new(
     assert [ids for (ids,) in per_write] == [[f"cap_breach-{first[0].trace_id[:16]}"],
                                              [f"cap_breach-{second[0].trace_id[:16]}"]]
     assert set(_incidents(path)) == {first[0].trace_id, second[0].trace_id}
+
+
+def test_each_rule_still_fires_alone_when_the_others_cannot(tmp_path: Path) -> None:
+    # A write leaves out of its statement the rules none of its runs can fire on
+    # (incident_rules.RuleWork): each rule must still fire in a write where it alone can.
+    path = tmp_path / "alone.duckdb"
+    costs = _class_costs(seed=8, n=60)
+    write_spans(path, make_runs_costing(costs, task_class="research", seed=8), runaway_k=10)
+    median = float(np.median(costs))
+    before = set(_incidents(path))
+
+    def kept_p50() -> tuple[int, int]:
+        with open_store(path, read_only=True) as con:
+            row = con.execute("SELECT class_runs, runs_since FROM class_p50 "
+                              "WHERE task_class = 'research'").fetchall()[0]
+        return int(row[0]), int(row[1])
+
+    # Under the kept P50, no cap, no ceiling: no rule can fire, nothing is recorded.
+    under = make_runs_costing([median], task_class="research", seed=9)
+    assert write_spans(path, under, runaway_k=10).incidents_recorded == 0
+    # Over 10 x the kept P50, which is fresh (1 run written since, of 60): runaway alone.
+    over = make_runs_costing([median * 30], task_class="research", seed=10)
+    assert write_spans(path, over, runaway_k=10).incidents_recorded == 1
+    assert kept_p50() == (60, 2)  # judged against the kept P50, not a recomputed one
+    assert _incidents(path, "runaway")[over[0].trace_id]["incident_id"] == (
+        f"runaway-{over[0].trace_id[:16]}")
+    # A ceiling breached at spend, cheap enough for no runaway: cost_ceiling alone.
+    ceiling = make_run_records(
+        seed=11, worker_cost_usds=[0.01], status="cancelled", breach="ceiling",
+        ceiling_usd=0.01, estimate_usd=0.005, proposed=2, workers_cancelled=1,
+    )
+    assert write_spans(path, ceiling, runaway_k=10).incidents_recorded == 1
+    assert _incidents(path)[ceiling[0].trace_id]["kind"] == "cost_ceiling"
+    # More workers proposed than the cap: cap_breach alone.
+    cap = make_run_records(seed=12, worker_cost_usds=[0.01] * 8, proposed=12, max_workers=8,
+                           breach="cap", policy="truncate", plan_attempts=1)
+    assert write_spans(path, cap, runaway_k=10).incidents_recorded == 1
+    assert _incidents(path)[cap[0].trace_id]["kind"] == "cap_breach"
+    assert kept_p50() == (60, 4)
+    assert set(_incidents(path)) - before == {
+        over[0].trace_id, ceiling[0].trace_id, cap[0].trace_id}

@@ -215,3 +215,25 @@ def _missing(con: duckdb.DuckDBPyConnection) -> int:
                                                               "DISTINCT trace_id")})
             AND trace_id NOT IN (SELECT run_id FROM runs)
     """).fetchall()[0][0])
+
+
+def test_a_rooted_trace_leaves_open_traces_on_a_write_after_the_grace_period(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The write runs open_traces' DELETE only when a row was rooted before the cutoff
+    # (materialise.materialise_runs looks first): it must still run when one was.
+    monkeypatch.setenv(settings.CLIFFWATCH_INCOMPLETE_GRACE_S, GRACE_S)
+    path = tmp_path / "rooted.duckdb"
+    run = make_run_records(seed=43, worker_cost_usds=[0.01])
+    write_spans(path, run)
+
+    def tracked() -> int:
+        with open_store(path, read_only=True) as con:
+            return int(con.execute("SELECT count(*) FROM open_traces WHERE trace_id = ?",
+                                   [run[0].trace_id]).fetchall()[0][0])
+
+    assert tracked() == 1  # rooted now: kept for the grace period
+    seeds = list(range(900, 1200))
+    wait_until(lambda: _swept(path, "none", seeds) is None and tracked() == 0, 30,
+               "the rooted trace to leave open_traces")
+    assert _runs(path, run[0].trace_id)[0]["status"] == "ok"

@@ -29,7 +29,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -172,36 +172,34 @@ def save(key: str, frames: Mapping[str, pl.DataFrame], meta: Mapping[str, Any]) 
         log.warning("result cache: could not keep %s: %s", key[:12], exc)
 
 
-def load_findings(key: str | None) -> pl.DataFrame | None:
-    """The findings frame kept under ``key`` (:func:`save_findings`), or None."""
+def findings_through(key: str | None, compute: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+    """The findings frame kept under ``key``; else ``compute()``'s, kept under ``key``
+    (None: computed, nothing kept)."""
     kept = load(key) if key else None
-    return None if kept is None else kept[0]["findings"]
-
-
-def save_findings(key: str | None, found: pl.DataFrame) -> None:
-    """Keep :func:`analytics.findings.find_findings`' frame under ``key`` (None: nothing)."""
+    if kept is not None:
+        return kept[0]["findings"]
+    found = compute()
     if key:
         save(key, {"findings": found}, {})
+    return found
 
 
-def load_whatif(key: str | None, overrides: Overrides, window: Window,
-                task_class: str | None) -> WhatIf | None:
-    """The :class:`~analytics.whatif.WhatIf` kept under ``key`` (:func:`save_whatif`), put
-    back together with the arguments it was computed for, or None."""
+def whatif_through(key: str | None, overrides: Overrides, window: Window,
+                   task_class: str | None, compute: Callable[[], WhatIf]) -> WhatIf:
+    """The :class:`~analytics.whatif.WhatIf` kept under ``key``, put back together with the
+    arguments it was computed for; else ``compute()``'s, its frames and figures kept under
+    ``key`` (None: computed, nothing kept)."""
     kept = load(key) if key else None
-    if kept is None:
-        return None
-    frames, meta = kept
-    return WhatIf(overrides=overrides, window=window, task_class=task_class,
-                  runs=frames["runs"], by_class=frames["by_class"], **meta)
-
-
-def save_whatif(key: str | None, what: WhatIf) -> None:
-    """Keep ``what``'s frames and figures under ``key`` (None: nothing)."""
+    if kept is not None:
+        frames, meta = kept
+        return WhatIf(overrides=overrides, window=window, task_class=task_class,
+                      runs=frames["runs"], by_class=frames["by_class"], **meta)
+    what = compute()
     if key:
         save(key, {"runs": what.runs, "by_class": what.by_class},
              {"window_days": what.window_days, "elapsed_s": what.elapsed_s,
               "load_s": what.load_s, "python_runs": what.python_runs})
+    return what
 
 
 def _folder(key: str) -> Path | None:

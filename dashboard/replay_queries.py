@@ -108,11 +108,12 @@ def load_whatif(
     """
     window = filters.window()
     key = persisted_key("whatif", db, version, filters, limits=override.cli_args())
-    what = result_cache.load_whatif(key, override, window, filters.only_class())
-    if what is None:
+
+    def compute() -> WhatIf:
         with read_store(db) as con:
-            what = what_if(con, override, window, filters.only_class())
-        result_cache.save_whatif(key, what)
+            return what_if(con, override, window, filters.only_class())
+
+    what = result_cache.whatif_through(key, override, window, filters.only_class(), compute)
     if len(filters.task_classes) < 2:
         return what
     chosen = list(filters.task_classes)

@@ -175,10 +175,9 @@ def whatif(
         key = result_cache.analysis_key("whatif", settings.db_url(db), write_version(con),
                                         window, (since, until), task_class,
                                         limits=override.cli_args())
-        what = result_cache.load_whatif(key, override, window, task_class)
-        if what is None:
-            what = what_if(con, override, window, task_class)
-            result_cache.save_whatif(key, what)
+        what = result_cache.whatif_through(
+            key, override, window, task_class,
+            lambda: what_if(con, override, window, task_class))
     if fmt is OutputFormat.JSON:
         json_out(what.to_dict())
         return

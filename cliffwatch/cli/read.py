@@ -240,10 +240,9 @@ def findings(
         key = result_cache.analysis_key(
             "findings", settings.db_url(db), write_version(con), window, (since, until),
             task_class, thresholds=dataclasses.asdict(thresholds))
-        df = result_cache.load_findings(key)
-        if df is None:
-            df = find_findings(con, window, task_class=task_class, thresholds=thresholds)
-            result_cache.save_findings(key, df)
+        df = result_cache.findings_through(
+            key, lambda: find_findings(con, window, task_class=task_class,
+                                       thresholds=thresholds))
     if fmt is OutputFormat.JSON:  # evidence as objects, not JSON inside JSON
         sys.stdout.write(json.dumps(findings_records(df), indent=2) + "\n")
         return

@@ -44,12 +44,13 @@ def load_findings(db: str, version: tuple[int, ...], selected: Filters) -> pl.Da
     thresholds = Thresholds.from_settings()
     key = queries.persisted_key("findings", db, version, selected,
                                 thresholds=dataclasses.asdict(thresholds))
-    found = result_cache.load_findings(key)
-    if found is None:
+
+    def compute() -> pl.DataFrame:
         with read_store(db) as con:
-            found = find_findings(con, selected.window(), task_class=selected.only_class(),
-                                  thresholds=thresholds)
-        result_cache.save_findings(key, found)
+            return find_findings(con, selected.window(), task_class=selected.only_class(),
+                                 thresholds=thresholds)
+
+    found = result_cache.findings_through(key, compute)
     if len(selected.task_classes) > 1:
         found = found.filter(pl.col("task_class").is_in(list(selected.task_classes)))
     return found

@@ -207,12 +207,7 @@ def export_writer() -> str:
     Raises:
         SettingError: any other value.
     """
-    raw = os.environ.get(CLIFFWATCH_EXPORT_WRITER)
-    value = (raw or "thread").strip().lower()
-    if value not in EXPORT_WRITERS:
-        raise SettingError(f"{CLIFFWATCH_EXPORT_WRITER}={raw!r} is not one of "
-                           f"{', '.join(EXPORT_WRITERS)}")
-    return value
+    return _choice(CLIFFWATCH_EXPORT_WRITER, EXPORT_WRITERS)
 
 
 def otlp_endpoint() -> str | None:
@@ -245,12 +240,7 @@ def receiver_ack() -> str:
     Raises:
         SettingError: any other value.
     """
-    raw = os.environ.get(CLIFFWATCH_RECEIVER_ACK)
-    value = (raw or "journal").strip().lower()
-    if value not in RECEIVER_ACKS:
-        raise SettingError(f"{CLIFFWATCH_RECEIVER_ACK}={raw!r} is not one of "
-                           f"{', '.join(RECEIVER_ACKS)}")
-    return value
+    return _choice(CLIFFWATCH_RECEIVER_ACK, RECEIVER_ACKS)
 
 
 def receiver_backlog_spans() -> int:
@@ -260,8 +250,7 @@ def receiver_backlog_spans() -> int:
     Raises:
         SettingError: not a whole number above 0.
     """
-    return int(_positive_float(CLIFFWATCH_RECEIVER_BACKLOG_SPANS,
-                               DEFAULT_RECEIVER_BACKLOG_SPANS))
+    return _positive_int(CLIFFWATCH_RECEIVER_BACKLOG_SPANS, DEFAULT_RECEIVER_BACKLOG_SPANS)
 
 
 def dashboard_token() -> str | None:
@@ -375,6 +364,19 @@ def _optional_float(name: str, default: float | None) -> float | None:
     if raw.strip().lower() in {"off", "none"}:
         return None
     return _positive_float(name, default or 0.0)
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> str:
+    """$name, lower-cased, one of ``choices`` (the first when unset or empty).
+
+    Raises:
+        SettingError: any other value.
+    """
+    raw = os.environ.get(name)
+    value = (raw or choices[0]).strip().lower()
+    if value not in choices:
+        raise SettingError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+    return value
 
 
 def _positive_int(name: str, default: int) -> int:

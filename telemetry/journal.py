@@ -36,7 +36,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from cliffwatch.telemetry.otlp_decode import SpanRejection, printable
+from cliffwatch.telemetry.otlp_decode import SpanRejection
 from cliffwatch.telemetry.records import ARROW_SCHEMA, SpanRecord, records_to_arrow
 from cliffwatch.telemetry.store import READER_WINDOW_S, HeldStore
 from cliffwatch.telemetry.write_ledger import DATA_ERRORS, LEDGER, is_data_error
@@ -210,8 +210,8 @@ class Journal:
                     records_to_arrow([record])
                     kept.append(record)
                 except DATA_ERRORS as exc:
-                    reason = f"cannot be stored: {printable(str(exc))[:200]}"
-                    rejected.append(SpanRejection(record.trace_id, record.span_id, reason))
+                    rejected.append(SpanRejection.unstorable(record.trace_id, record.span_id,
+                                                             exc))
             records = kept
             table = records_to_arrow(records)
         if records:

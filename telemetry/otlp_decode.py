@@ -138,6 +138,12 @@ class SpanRejection:
     def __str__(self) -> str:
         return f"span {self.span_id or '?'} of trace {self.trace_id or '?'}: {self.reason}"
 
+    @classmethod
+    def unstorable(cls, trace_id: str, span_id: str, exc: BaseException) -> SpanRejection:
+        """The rejection of a span whose values the store (or Arrow) refused: ``exc``'s
+        text, printable and cut to 200 characters."""
+        return cls(trace_id, span_id, f"cannot be stored: {printable(str(exc))[:200]}")
+
 
 @dataclass(frozen=True, slots=True)
 class DecodedRequest:

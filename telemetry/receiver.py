@@ -452,8 +452,7 @@ class OtlpReceiver:
             except Exception as exc:
                 if not is_data_error(exc):
                     raise
-                reason = f"cannot be stored: {printable(str(exc))[:200]}"
-                rejected.append(SpanRejection(record.trace_id, record.span_id, reason))
+                rejected.append(SpanRejection.unstorable(record.trace_id, record.span_id, exc))
         return written, rejected
 
     def refuse(self, status: int, message: str, kind: str) -> Reply:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apptest_pages import open_page
 from dashboard_store import StoreFixture, build_store
 from streamlit.testing.v1 import AppTest
 from waits import scaled
@@ -35,21 +36,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> StoreFixture:
 def app(store: StoreFixture, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     monkeypatch.setenv("CLIFFWATCH_DB", str(store.path))
     return AppTest.from_file(APP, default_timeout=TIMEOUT_S)
-
-
-def _open(app: AppTest, page: str | None = None, **params: str | list[str]) -> AppTest:
-    """Open ``page`` (None: the overview) with deep-link query parameters, as a new session.
-
-    AppTest needs one run of the entry point before it can switch to a page
-    (docs/sources.md#streamlit-testing-and-rendering).
-    """
-    for name, value in params.items():
-        app.query_params[name] = value
-    app.run()
-    if page is not None:
-        app.switch_page(page).run()
-    assert not app.exception, [e.message for e in app.exception]
-    return app
 
 
 # A table is known by a column only it has (st.dataframe keeps a key only when selectable).
@@ -77,7 +63,7 @@ def _texts(elements) -> str:
 
 
 def test_overview_percentiles_match_numpy(app: AppTest, store: StoreFixture) -> None:
-    _open(app)
+    open_page(app)
     table = _frame(app, "percentiles").set_index("Task class")
     assert sorted(table.index) == sorted(store.costs_usd)
     for task_class, costs in store.costs_usd.items():
@@ -105,13 +91,13 @@ def test_cost_cliff_flag_follows_the_findings_threshold(
 ) -> None:
     # research's P99/P50 is about 54: flagged at the default 10, not at 60.
     monkeypatch.setenv("CLIFFWATCH_FINDINGS_CLIFF_RATIO", "60")
-    _open(app)
+    open_page(app)
     assert set(_frame(app, "percentiles")["Cost Cliff"]) == {""}
     assert "above 60x is flagged" in _texts(app.caption)
 
 
 def test_overview_trend_marks_the_classes_cap_day(app: AppTest) -> None:
-    _open(app)
+    open_page(app)
     assert "No extract run in the store has had a max-workers cap" in _texts(app.caption)
     app.segmented_control(key="trend_class").set_value("research").run()
     # research's runs are capped from 2026-11-06 (tests/dashboard_store.py).
@@ -119,7 +105,7 @@ def test_overview_trend_marks_the_classes_cap_day(app: AppTest) -> None:
 
 
 def test_overview_deep_link_filters_class_and_time(app: AppTest, store: StoreFixture) -> None:
-    _open(app, task_class="extract", since="2026-11-03", until="2026-11-05")
+    open_page(app, task_class="extract", since="2026-11-03", until="2026-11-05")
     table = _frame(app, "percentiles")
     assert table["Task class"].tolist() == ["extract"]
     # extract runs start 2026-11-01T02:00 every 8 h: runs 6..11 fall on Nov 3 and 4.
@@ -131,13 +117,13 @@ def test_overview_deep_link_filters_class_and_time(app: AppTest, store: StoreFix
 
 
 def test_overview_since_a_duration_link(app: AppTest) -> None:
-    _open(app, since="7d")
+    open_page(app, since="7d")
     assert app.selectbox(key="since").value == "7d"
     assert "since 7d" in _texts(app.caption)
 
 
 def test_overview_several_classes_selected_in_sidebar(app: AppTest, store: StoreFixture) -> None:
-    _open(app)
+    open_page(app)
     app.multiselect(key="task_class").select("extract").select("research").run()
     assert sorted(_frame(app, "percentiles")["Task class"]) == ["extract", "research"]
     # Several classes: the headline is over every run of them (not a mix of class rows).
@@ -150,13 +136,13 @@ def test_overview_several_classes_selected_in_sidebar(app: AppTest, store: Store
 
 
 def test_overview_unreadable_since_is_an_error_in_the_sidebar(app: AppTest) -> None:
-    _open(app, since="last tuesday")
+    open_page(app, since="last tuesday")
     assert "cannot read 'last tuesday'" in _texts(app.sidebar.error)
     assert len(_frame(app, "percentiles")) == 2  # all time meanwhile
 
 
 def test_an_unreadable_until_says_so_and_keeps_since(app: AppTest, store: StoreFixture) -> None:
-    _open(app, task_class="extract", since="2026-11-03", until="next week")
+    open_page(app, task_class="extract", since="2026-11-03", until="next week")
     error = _texts(app.sidebar.error)
     assert "Until: cannot read 'next week'" in error
     assert "a date (2026-11-01)" in error  # the forms it takes
@@ -168,7 +154,7 @@ def test_an_unreadable_until_says_so_and_keeps_since(app: AppTest, store: StoreF
 
 
 def test_incidents_page_lists_incidents(app: AppTest, store: StoreFixture) -> None:
-    _open(app, "views/incidents.py")
+    open_page(app, "views/incidents.py")
     table = _frame(app, "incidents")
     assert sorted(table["kind"]) == ["cap_breach", "cost_ceiling"] + ["runaway"] * 4
     by_kind = dict(zip(table["kind"], table["run_id"], strict=True))
@@ -181,14 +167,14 @@ def test_incidents_page_lists_incidents(app: AppTest, store: StoreFixture) -> No
 
 
 def test_incidents_filter_by_kind(app: AppTest) -> None:
-    _open(app, "views/incidents.py", kind="cap_breach")
+    open_page(app, "views/incidents.py", kind="cap_breach")
     assert _frame(app, "incidents")["kind"].tolist() == ["cap_breach"]
     app.selectbox(key="kind").set_value("runaway").run()
     assert _frame(app, "incidents")["kind"].tolist() == ["runaway"] * 4
 
 
 def test_incident_row_opens_its_run(app: AppTest, store: StoreFixture) -> None:
-    _open(app, "views/incidents.py", kind="cap_breach")
+    open_page(app, "views/incidents.py", kind="cap_breach")
     app.session_state["incidents"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     app.run()
     assert not app.exception
@@ -197,7 +183,7 @@ def test_incident_row_opens_its_run(app: AppTest, store: StoreFixture) -> None:
 
 
 def test_run_page_shows_the_runs_spans(app: AppTest, store: StoreFixture) -> None:
-    _open(app, "views/run.py", run_id=store.ceiling_run_id)
+    open_page(app, "views/run.py", run_id=store.ceiling_run_id)
     spans = _frame(app, "spans")
     # plan + 2 workers under the root; no synthesis (spend crossed the ceiling).
     assert spans["name"].tolist() == ["run research", "plan", "worker 0", "worker 1"]
@@ -213,12 +199,12 @@ def test_run_page_shows_the_runs_spans(app: AppTest, store: StoreFixture) -> Non
 
 
 def test_run_page_accepts_an_id_prefix(app: AppTest, store: StoreFixture) -> None:
-    _open(app, "views/run.py", run_id=store.cap_breach_run_id[:10])
+    open_page(app, "views/run.py", run_id=store.cap_breach_run_id[:10])
     assert store.cap_breach_run_id in _texts(app.subheader)
 
 
 def test_run_page_unknown_run_is_an_error(app: AppTest) -> None:
-    _open(app, "views/run.py", run_id="0" * 32)
+    open_page(app, "views/run.py", run_id="0" * 32)
     assert "no run" in _texts(app.error)
     assert not _tables(app, "spans")
 
@@ -227,7 +213,7 @@ def test_new_runs_show_without_a_restart(tmp_path: Path, monkeypatch: pytest.Mon
     db = tmp_path / "growing.duckdb"
     write_spans(db, make_runs_costing([0.01, 0.02], task_class="live", seed=5))
     monkeypatch.setenv("CLIFFWATCH_DB", str(db))
-    app = _open(AppTest.from_file(APP, default_timeout=TIMEOUT_S))
+    app = open_page(AppTest.from_file(APP, default_timeout=TIMEOUT_S))
     assert _metrics(app)["Runs"] == "2"
     write_spans(db, make_runs_costing([0.03], task_class="live", seed=6,
                                       started_at_ns=ns_at("2026-11-02T00:00:00")))
@@ -240,7 +226,7 @@ def test_missing_store_says_run_the_demo(
     page: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CLIFFWATCH_DB", str(tmp_path / "nothing-here.duckdb"))
-    app = _open(AppTest.from_file(APP, default_timeout=TIMEOUT_S), page)
+    app = open_page(AppTest.from_file(APP, default_timeout=TIMEOUT_S), page)
     assert "cliffwatch demo" in _texts(app.info)
     assert "nothing-here.duckdb" in _texts(app.info)
     assert not app.error
@@ -254,7 +240,7 @@ def test_empty_store_says_run_the_demo(
     with open_store(db, read_only=False):
         pass
     monkeypatch.setenv("CLIFFWATCH_DB", str(db))
-    app = _open(AppTest.from_file(APP, default_timeout=TIMEOUT_S), page)
+    app = open_page(AppTest.from_file(APP, default_timeout=TIMEOUT_S), page)
     assert "has no runs yet" in _texts(app.info)
     assert "cliffwatch demo" in _texts(app.info)
     assert not app.error
@@ -266,7 +252,7 @@ def test_a_file_that_is_not_a_store_is_an_error(
     db = tmp_path / "notes.duckdb"
     db.write_text("not a database\n" * 100)
     monkeypatch.setenv("CLIFFWATCH_DB", str(db))
-    app = _open(AppTest.from_file(APP, default_timeout=TIMEOUT_S))
+    app = open_page(AppTest.from_file(APP, default_timeout=TIMEOUT_S))
     assert "not a cliffwatch store" in _texts(app.error)
 
 
@@ -279,7 +265,7 @@ def test_store_locked_by_another_process_is_reported(
     with hold_store_lock(db):  # another process has it open read-write
         monkeypatch.setenv("CLIFFWATCH_DB", str(db))
         monkeypatch.setenv("CLIFFWATCH_LOCK_TIMEOUT_S", "0.2")
-        app = _open(AppTest.from_file(APP, default_timeout=TIMEOUT_S))
+        app = open_page(AppTest.from_file(APP, default_timeout=TIMEOUT_S))
         assert "is busy" in _texts(app.error)
         assert not _tables(app, "percentiles")
     app.run()  # the writer is gone: the next rerun shows the data

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+from apptest_pages import open_page
 from streamlit.testing.v1 import AppTest
 from waits import scaled
 
@@ -55,14 +56,6 @@ def _app(db: Path, monkeypatch: pytest.MonkeyPatch, **params: str) -> AppTest:
     return app
 
 
-def _open(app: AppTest, page: str | None = None) -> AppTest:
-    app.run()
-    if page is not None:
-        app.switch_page(page).run()
-    assert not app.exception, [e.message for e in app.exception]
-    return app
-
-
 def _markdown_texts(app: AppTest) -> list[str]:
     """Every string the page renders as markdown: text elements, expander labels and
     st.table cells."""
@@ -88,21 +81,21 @@ def _assert_no_live_markup(app: AppTest, *escaped: str) -> None:
 def test_pages_show_a_markup_task_class_as_text(
     page: str | None, markup_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = _open(_app(markup_store, monkeypatch, max_workers="4"), page)
+    app = open_page(_app(markup_store, monkeypatch, max_workers="4"), page)
     _assert_no_live_markup(app, rf"\!\[x\]\(http{WJ}\:" if page is None else "")
 
 
 def test_run_page_shows_markup_class_and_models_as_text(
     markup_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = _open(_app(markup_store, monkeypatch, run_id=RUN_ID), "views/run.py")
+    app = open_page(_app(markup_store, monkeypatch, run_id=RUN_ID), "views/run.py")
     _assert_no_live_markup(app, rf"\!\[x\]\(http{WJ}\:", r"\<img src=x\>")
 
 
 def test_a_markup_run_id_parameter_is_echoed_as_text(
     markup_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = _open(_app(markup_store, monkeypatch, run_id=LINK), "views/run.py")
+    app = open_page(_app(markup_store, monkeypatch, run_id=LINK), "views/run.py")
     assert app.error, "an unknown run id is an error"
     _assert_no_live_markup(app, rf"\!\[b\]\(http{WJ}\:")
 
@@ -110,7 +103,7 @@ def test_a_markup_run_id_parameter_is_echoed_as_text(
 def test_replay_page_shows_markup_as_text(
     markup_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = _open(_app(markup_store, monkeypatch, run_id=RUN_ID), "views/replay.py")
+    app = open_page(_app(markup_store, monkeypatch, run_id=RUN_ID), "views/replay.py")
     _assert_no_live_markup(app, rf"\!\[x\]\(http{WJ}\:")
 
 
@@ -118,7 +111,7 @@ def test_without_the_token_the_page_stops(
     markup_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CLIFFWATCH_DASHBOARD_TOKEN", "s3cret")
-    app = _open(_app(markup_store, monkeypatch, token="wrong"))
+    app = open_page(_app(markup_store, monkeypatch, token="wrong"))
     assert [e.value for e in app.error] == [
         "This dashboard needs its access token: open it with ?token=... in the URL."
     ]
@@ -129,7 +122,7 @@ def test_the_token_opens_the_session_once(
     markup_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CLIFFWATCH_DASHBOARD_TOKEN", "s3cret")
-    app = _open(_app(markup_store, monkeypatch, token="s3cret"))
+    app = open_page(_app(markup_store, monkeypatch, token="s3cret"))
     assert not app.error and app.metric
     assert "token" not in app.query_params  # not left in the address bar to be shared
     app.switch_page("views/incidents.py").run()  # later pages need it no more

@@ -12,6 +12,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from apptest_pages import open_page
 from replay_store import MINI, SONNET, Call, Sub, hand_run
 from streamlit.testing.v1 import AppTest
 from waits import scaled
@@ -57,15 +58,6 @@ def app(store: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
     return AppTest.from_file(APP, default_timeout=scaled(120))
 
 
-def _open(app: AppTest, page: str, **params: str) -> AppTest:
-    for name, value in params.items():
-        app.query_params[name] = value
-    app.run()
-    app.switch_page(page).run()
-    assert not app.exception, [e.message for e in app.exception]
-    return app
-
-
 # A table is known by a column only it has (st.dataframe keeps no key unless selectable).
 TABLE_COLUMNS = {"timeline": "step", "plan": "attempts", "comparison": "counterfactual",
                  "whatif_by_class": "runs_affected", "whatif_runs": "status_after",
@@ -92,7 +84,7 @@ def _downloads(app: AppTest) -> list[str]:
 
 
 def test_replay_deep_link_shows_the_run_and_its_counterfactual(app: AppTest) -> None:
-    _open(app, "views/replay.py", run_id=RUNAWAY[:8], max_workers="8")
+    open_page(app, "views/replay.py", run_id=RUNAWAY[:8], max_workers="8")
     recorded, counterfactual = _metrics(app)[:2], _metrics(app)[2:]
     total = PLAN_USD + sum(COSTS) + 0.002
     assert recorded == [("Dispatched", "12 of 12"), ("Cost", ui.usd(total))]
@@ -111,7 +103,7 @@ def test_replay_deep_link_shows_the_run_and_its_counterfactual(app: AppTest) -> 
 
 
 def test_replay_controls_change_the_counterfactual(app: AppTest) -> None:
-    _open(app, "views/replay.py", run_id=BREACH)
+    open_page(app, "views/replay.py", run_id=BREACH)
     assert _metrics(app)[2] == ("Dispatched", "0 of 47")
     app.number_input(key="max_workers").set_value(0).run()
     app.number_input(key="ceiling_usd").set_value(0.0).run()
@@ -124,7 +116,7 @@ def test_replay_controls_change_the_counterfactual(app: AppTest) -> None:
 def test_replay_caption_shows_dollar_figures_as_text(app: AppTest) -> None:
     """Two dollar figures in one caption (the recorded ceiling, the replayed one) would be
     a LaTeX span to Streamlit's markdown: every ``$`` must come escaped."""
-    _open(app, "views/replay.py", run_id=BREACH)
+    open_page(app, "views/replay.py", run_id=BREACH)
     app.number_input(key="ceiling_usd").set_value(0.5).run()
     caption = next(c.value for c in app.caption if c.value.startswith("Task "))
     assert "replaying under" in caption and "$" in caption
@@ -132,7 +124,7 @@ def test_replay_caption_shows_dollar_figures_as_text(app: AppTest) -> None:
 
 
 def test_replay_without_a_run_sends_to_the_runs_page(app: AppTest) -> None:
-    _open(app, "views/replay.py")
+    open_page(app, "views/replay.py")
     assert "pick one on the Runs page" in app.info[0].value
     app.switch_page("views/runs.py").run()  # where every run has its replay link
     links = [d.value for d in app.dataframe if "replay_link" in d.value.columns][0]
@@ -140,12 +132,12 @@ def test_replay_without_a_run_sends_to_the_runs_page(app: AppTest) -> None:
 
 
 def test_replay_of_an_unknown_run_is_an_error(app: AppTest) -> None:
-    _open(app, "views/replay.py", run_id="0123456789ab")
+    open_page(app, "views/replay.py", run_id="0123456789ab")
     assert "no run '0123456789ab'" in app.error[0].value
 
 
 def test_whatif_page_matches_analytics(app: AppTest, store: Path) -> None:
-    _open(app, "views/whatif.py", max_workers="4")
+    open_page(app, "views/whatif.py", max_workers="4")
     with read_store(store) as con:
         expected = what_if(con, LimitsOverride.parse(4))
     shown = _frame(app, "whatif_by_class")
@@ -164,7 +156,7 @@ def test_whatif_page_matches_analytics(app: AppTest, store: Path) -> None:
 
 
 def test_whatif_page_says_when_the_saving_is_unknown(app: AppTest) -> None:
-    _open(app, "views/whatif.py", max_workers="1")  # no run completed with one worker
+    open_page(app, "views/whatif.py", max_workers="1")  # no run completed with one worker
     metrics = dict(_metrics(app))
     assert metrics["Spend"] == "unknown" and metrics["Saving"] == "unknown"
     assert metrics["Tasks not completed"] == "6"
@@ -180,7 +172,7 @@ def test_whatif_page_bounds_its_points_and_changed_rows(
 
     monkeypatch.setattr(queries, "RUN_POINTS_LIMIT", 6)
     monkeypatch.setattr(replay_queries, "CHANGED_ROWS_SHOWN", 2)
-    _open(app, "views/whatif.py", max_workers="1")
+    open_page(app, "views/whatif.py", max_workers="1")
     changed = _frame(app, "whatif_runs")
     assert changed.height == 2
     captions = " ".join(c.value for c in app.caption)
@@ -199,7 +191,7 @@ def test_incident_triage_updates_the_store_and_the_open_count(
     overview.run()
     assert dict(_metrics(overview))["Open incidents"] == "1"
 
-    app = _open(AppTest.from_file(APP, default_timeout=scaled(120)), "views/incidents.py")
+    app = open_page(AppTest.from_file(APP, default_timeout=scaled(120)), "views/incidents.py")
     assert _frame(app, "incidents")["replay"].item() == replay_link(BREACH)
     app.selectbox(key="triage_incident").set_value(BREACH_ID)
     app.radio(key="triage_status").set_value("resolved")
@@ -215,7 +207,7 @@ def test_incident_triage_updates_the_store_and_the_open_count(
 
 
 def test_run_page_links_to_its_replay(app: AppTest) -> None:
-    _open(app, "views/run.py", run_id=RUNAWAY)
+    open_page(app, "views/run.py", run_id=RUNAWAY)
     links = [(p.proto.page, p.proto.query_string) for p in app.get("page_link")]
     assert ("replay", f"run_id={RUNAWAY}") in links
     assert "Download run_spans.csv" in _downloads(app)
@@ -229,7 +221,7 @@ def _built_report(app: AppTest, fmt: str) -> bytes:
 
 
 def test_report_page_builds_a_downloadable_report(app: AppTest) -> None:
-    _open(app, "views/report.py")
+    open_page(app, "views/report.py")
     app.radio(key="report_fmt").set_value("md").run()
     app.button(key="build_report").click().run()
     assert not app.error, [e.value for e in app.error]
@@ -250,7 +242,7 @@ def test_report_page_builds_in_process_what_the_cli_writes(
 
     from cliffwatch.cli import app as cli_app
 
-    _open(app, "views/report.py")
+    open_page(app, "views/report.py")
     app.radio(key="report_fmt").set_value("json").run()
     app.button(key="build_report").click().run()
     assert not app.error, [e.value for e in app.error]
@@ -275,7 +267,7 @@ def test_report_page_builds_in_process_what_the_cli_writes(
 def test_report_page_shows_a_busy_store_as_one_line(
     app: AppTest, store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _open(app, "views/report.py")
+    open_page(app, "views/report.py")
     monkeypatch.setenv("CLIFFWATCH_LOCK_TIMEOUT_S", "0.2")
     with hold_store_lock(store):
         app.button(key="build_report").click().run()
@@ -308,7 +300,7 @@ def test_live_rerun_button_runs_the_task_again_and_shows_both(
     tracing.flush()
     tracing.shutdown()
     monkeypatch.setenv("CLIFFWATCH_DB", str(path))
-    app = _open(AppTest.from_file(APP, default_timeout=scaled(240)), "views/replay.py",
+    app = open_page(AppTest.from_file(APP, default_timeout=scaled(240)), "views/replay.py",
                 run_id=original.run_id)
     app.button(key="live_button").click().run()
     assert not app.error, [e.value for e in app.error]
@@ -332,7 +324,7 @@ def test_live_rerun_button_runs_the_task_again_and_shows_both(
 def test_every_table_column_has_a_human_heading(
     app: AppTest, page: str, params: dict[str, str]
 ) -> None:
-    _open(app, page, **params)
+    open_page(app, page, **params)
     assert app.dataframe
     for table in app.dataframe:
         config = json.loads(table.proto.columns)

@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import streamlit as st
+from apptest_pages import open_page
 from dashboard_store import StoreFixture, build_store
 from streamlit.testing.v1 import AppTest
 from waits import scaled
@@ -94,13 +95,7 @@ def _page(store: StoreFixture, page: str, **params: str) -> AppTest:
     """A new session on ``page`` with Streamlit's in-memory caches cleared (a restart)."""
     st.cache_data.clear()
     st.cache_resource.clear()
-    app = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
-    for name, value in params.items():
-        app.query_params[name] = value
-    app.run()
-    app.switch_page(page).run()
-    assert not app.exception, [e.message for e in app.exception]
-    return app
+    return open_page(AppTest.from_file(APP, default_timeout=TIMEOUT_S), page, **params)
 
 
 def _entries(cache_dir: Path) -> list[Path]:

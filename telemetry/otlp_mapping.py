@@ -77,7 +77,6 @@ from cliffwatch.telemetry.pricing import (
     PriceMemo,
     TokenUsage,
     caches_prompts,
-    flat_cost_usd,
     price_call,
 )
 from cliffwatch.telemetry.records import SpanRecord
@@ -476,16 +475,8 @@ def _map_span(
         ):
             # price_call's memo hit, inline: a call like one the batch costed before (its
             # memoised rates and plain arithmetic, flat_cost_usd) or found unpriced.
-            call_key = (
-                models, config.overrides_path, bool(tokens.cache_read_tokens),
-                bool(tokens.cache_creation_tokens), bool(tokens.reasoning_tokens),
-            )  # PriceMemo.call_key
-            price = price_memo.calls.get(call_key)
-            if price is not None:
-                computed_usd = flat_cost_usd(tokens, price)
-                settled = computed_usd is not None
-            else:
-                settled = call_key in price_memo.unpriced
+            settled, price, computed_usd = price_memo.known_call(
+                price_memo.call_key(models, config.overrides_path, tokens), tokens)
             if settled:
                 reported_usd = None if values[9] is None else reported_cost_usd(attrs)
                 cache_detail_missing = False
@@ -496,8 +487,6 @@ def _map_span(
                     cache_detail_missing = not cache_detail_known and caches_prompts(price)
                 else:
                     cost_source = _UNPRICED
-            else:
-                price = computed_usd = None
         if cost_source is None:
             cost = _cost(
                 attrs, models, tokens, cache_detail_known,

@@ -321,8 +321,7 @@ class PriceMemo:
     def call_key(
         models: str | Sequence[str | None] | None, overrides_path: Path | None, usage: TokenUsage
     ) -> tuple[Any, ...]:
-        """The key of :attr:`calls`: what decides a call's entry and token-type mix (the
-        mapping builds the same tuple inline for a tuple of models)."""
+        """The key of :attr:`calls`: what decides a call's entry and token-type mix."""
         return (
             models if isinstance(models, str | tuple) or models is None else tuple(models),
             overrides_path,
@@ -330,6 +329,22 @@ class PriceMemo:
             bool(usage.cache_creation_tokens),
             bool(usage.reasoning_tokens),
         )
+
+    def known_call(
+        self, key: tuple[Any, ...], usage: TokenUsage
+    ) -> tuple[bool, Price | None, float | None]:
+        """A call like one this batch costed before (``key``: :meth:`call_key`):
+        ``(settled, price, computed USD)``. Settled when its memoised rates cost it (plain
+        arithmetic, :func:`flat_cost_usd`, as :func:`_litellm_cost` would) or the batch
+        found its models unpriced (price and cost None); not settled: ``(False, None,
+        None)``, the entry is to be looked up."""
+        price = self.calls.get(key)
+        if price is None:
+            return key in self.unpriced, None, None
+        computed = flat_cost_usd(usage, price)
+        if computed is None:
+            return False, None, None
+        return True, price, computed
 
     def remember_call(self, key: tuple[Any, ...], found: _Entry, usage: TokenUsage) -> None:
         """Keep in :attr:`calls` the memoised rates ``found`` is costed from for ``usage``'s
@@ -574,13 +589,7 @@ def price_call(
         # A call like one costed before in the batch: its memoised rates, as _litellm_cost
         # would use them (the entry found for these models is the batch's).
         call_key = memo.call_key(models, overrides_path, usage)
-        price = memo.calls.get(call_key)
-        if price is not None:
-            computed = flat_cost_usd(usage, price)
-            settled = computed is not None
-            price = price if settled else None
-        else:
-            settled = call_key in memo.unpriced
+        settled, price, computed = memo.known_call(call_key, usage)
     if not settled:
         found = (
             _first_entry(models, overrides_path)

@@ -34,7 +34,7 @@ from cliffwatch.telemetry.otlp_body import CONTENT_TYPE_JSON, CONTENT_TYPE_PROTO
 from cliffwatch.telemetry.otlp_decode import OtlpDecodeError, OtlpSpan
 from cliffwatch.telemetry.otlp_fuzz import fuzz_cases
 from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_span, map_spans
-from cliffwatch.telemetry.pricing import flat_cost_usd
+from cliffwatch.telemetry.pricing import PriceMemo
 from cliffwatch.telemetry.records import SpanRecord
 from cliffwatch.telemetry.span_roles import SpanBatch
 
@@ -138,16 +138,19 @@ def _one_by_one(spans: tuple[OtlpSpan, ...]) -> list[SpanRecord]:
 def test_calls_costed_from_the_batch_memo_equal_price_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The mapping's inline memo hits (memoised rates and flat_cost_usd, or a model the
-    # batch found unpriced; a reported cost beside either) against price_call alone.
+    # The mapping's memo hits (memoised rates and flat_cost_usd, or a model the batch
+    # found unpriced; a reported cost beside either) against price_call alone.
     batches = _corpus()
     hits = []
+    known_call = PriceMemo.known_call
 
-    def counted(*args: Any) -> Any:
-        hits.append(1)
-        return flat_cost_usd(*args)
+    def counted(self: PriceMemo, *args: Any) -> Any:
+        found = known_call(self, *args)
+        if found[0]:
+            hits.append(1)
+        return found
 
-    monkeypatch.setattr(otlp_mapping, "flat_cost_usd", counted)
+    monkeypatch.setattr(PriceMemo, "known_call", counted)
     fast = [map_spans(spans, MappingConfig())[0] for spans in batches]
     assert len(hits) > 500
     assert fast == [_one_by_one(spans) for spans in batches]

@@ -16,10 +16,10 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
+from apptest_pages import open_page
 from dashboard_store import StoreFixture, build_store
 from streamlit.testing.v1 import AppTest
 from test_dashboard_apptest import APP, TIMEOUT_S, _texts
-from test_dashboard_apptest import _open as open_app
 
 from cliffwatch import settings
 from cliffwatch.formatting import usd
@@ -44,7 +44,7 @@ def _open(db: Path, monkeypatch: pytest.MonkeyPatch, view: str | None = None,
     app = AppTest.from_file(APP, default_timeout=TIMEOUT_S)
     for name, value in params.items():  # set here: the Runs page has a `page` parameter
         app.query_params[name] = value
-    return open_app(app, view)
+    return open_page(app, view)
 
 
 def _frame(app: AppTest, column: str):

@@ -225,3 +225,24 @@ def test_public_api_is_documented_in_docs_api_md() -> None:
         definition = rf"^(?:(?:async )?def|class) {re.escape(name)}\b|^{re.escape(name)}\s*[:=]"
         assert re.search(definition, source, re.M), f"{path} does not define {name}"
     assert "(docs/api.md)" in README.read_text(encoding="utf-8"), "README does not link docs/api.md"
+
+
+def _bench_names() -> set[str]:
+    """The benchmark names ``python -m bench`` takes: the BENCHMARKS keys and the ones its
+    docstring lists (the scale, ClickHouse and dashboard benches added at start-up)."""
+    source = (Path(__file__).resolve().parent.parent / "bench" / "__main__.py").read_text()
+    return set(re.findall(r'^\s+"(\w+)": bench_', source, re.M)) | set(
+        re.findall(r"^- ``(\w+)``", source, re.M))
+
+
+def test_every_bench_table_row_names_its_benchmark() -> None:
+    """Each row of the README's bench table has two cells, the first naming a benchmark
+    ``python -m bench`` runs (a figures update once dropped the first cell of five rows)."""
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("| benchmark | figure |"):].split("\n\n", 1)[0].splitlines()[2:]
+    names = _bench_names()
+    assert len(table) >= 5 and {"store_write", "receiver", "dashboard_paint"} <= names
+    for row in table:
+        cells = [c.strip() for c in row.strip().strip("|").split(" | ")]
+        named = re.match(r"`(\w+)", cells[0])
+        assert len(cells) == 2 and named and named.group(1) in names, row[:120]

@@ -5,7 +5,8 @@
 - :func:`usage_parts` (counts without cache or reasoning taken as they are) against
   :func:`token_count` and :func:`normalised_tokens` on every value;
 - the mapping's in-bounds check against :func:`bound_usage` on every record, over the
-  bench's payloads and the fuzz corpus (absurd counts and costs included).
+  bench's payloads and the fuzz corpus (absurd counts and costs included, and the
+  rejection reason's name set by a producer or only inside a value or the scope);
 - a call costed inline from the batch's memo (rates, or no price) against
   :func:`price_call` without a memo;
 - the attributes text with the scope appended against the encoder on the merged dict.
@@ -89,10 +90,36 @@ def _poisoned_counts() -> tuple[OtlpSpan, ...]:
     return tuple(spans)
 
 
+def _reason_elsewhere() -> tuple[OtlpSpan, ...]:
+    """Spans with the rejection reason's name set by the producer, or only inside a value,
+    a nested key or the scope's name (the in-bounds check reads the span's keys, not the
+    text), beside values whose text a parse and encoding could change."""
+    reason = "cliff.usage_rejected_reason"
+    odd = {"f": 0.2, "tiny": 1e-05, "nan": float("nan"), "big": 2**70, "s": 'é \n " \ud800',
+           "list": [1, "x", None, 1e-07], "neg": -0.0}
+    places: list[tuple[dict[str, Any], str | None]] = [
+        ({reason: "tokens_negative"}, None),
+        ({reason: ["a", 1]}, None),
+        ({"note": f"see {reason}"}, None),
+        ({"nested": {reason: "x", "n": 1.5}}, None),
+        ({}, reason),
+        ({"k": reason}, "scope"),
+    ]
+    spans = []
+    for n, (extra, scope) in enumerate(places * 2):
+        usage = {"gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10} if n < 6 else {}
+        attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+                 **usage, **odd, **extra}
+        spans.append(OtlpSpan("2" * 32, f"{n + 1:016x}", None, "chat", 3, 1, 2, "ok", None,
+                              attrs, {}, scope, "1"))
+    return tuple(spans)
+
+
 def _corpus() -> list[tuple[OtlpSpan, ...]]:
     batches = [without_content(decode_body(body, CONTENT_TYPE_PROTOBUF).spans)
                for body in make_payloads(2)]
     batches.append(_poisoned_counts())
+    batches.append(_reason_elsewhere())
     for case in fuzz_cases(SEED, 150, ("json", "protobuf")):
         body = case.request.partition(b"\r\n\r\n")[2]
         kind = CONTENT_TYPE_JSON if case.kind == "json" else CONTENT_TYPE_PROTOBUF

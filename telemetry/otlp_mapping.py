@@ -507,7 +507,15 @@ def _map_span(
         role = Role.RUN if span.parent_span_id is None else Role.OTHER
 
     attributes_json = _attributes_json(span)
+    # _task_class, its common cases (a text of its own; none on a span that is not a root)
+    # inline
     own_task_class = values[-1]
+    task_class = own_task_class.strip() if type(own_task_class) is str else None
+    if not task_class:
+        task_class = (
+            resource.task_class if own_task_class is None and span.parent_span_id is not None
+            else _task_class(span, own_task_class, resource.task_class)
+        )
     if price is None:
         price_in = price_out = price_cache_read = price_cache_creation = price_reasoning = None
         price_model_key = None
@@ -529,10 +537,7 @@ def _map_span(
         span.status_code,  # status_code
         span.status_message,  # status_message
         str(role),  # role
-        # _task_class, its common case (a str of its own) inline
-        (own_task_class.strip() or _task_class(span, None, resource.task_class))
-        if type(own_task_class) is str
-        else _task_class(span, own_task_class, resource.task_class),  # task_class
+        task_class,  # task_class
         is_llm_call,  # is_llm_call
         (raw_operation.strip() or None) if type(raw_operation) is str
         else _text(raw_operation),  # operation
@@ -564,12 +569,15 @@ def _map_span(
         cache_detail_missing,  # cache_detail_missing
     )
     raw_in, raw_out = values[0], values[1]
+    cache_read, cache_creation, reasoning = (
+        tokens.cache_read_tokens, tokens.cache_creation_tokens, tokens.reasoning_tokens
+    )  # token_count's: None or an int >= 0, so only the upper bound is left to check
     if (  # bound_usage's common case, decided here: every count and cost in bounds
         (raw_in is None or (type(raw_in) is int and 0 <= raw_in <= MAX_TOKENS_PER_SPAN))
         and (raw_out is None or (type(raw_out) is int and 0 <= raw_out <= MAX_TOKENS_PER_SPAN))
-        and tokens.cache_read_tokens is None
-        and tokens.cache_creation_tokens is None
-        and tokens.reasoning_tokens is None
+        and (cache_read is None or cache_read <= MAX_TOKENS_PER_SPAN)
+        and (cache_creation is None or cache_creation <= MAX_TOKENS_PER_SPAN)
+        and (reasoning is None or reasoning <= MAX_TOKENS_PER_SPAN)
         and (cost_usd is None or 0 <= cost_usd <= MAX_COST_USD_PER_CALL)
         and (reported_usd is None or 0 <= reported_usd <= MAX_COST_USD_PER_CALL)
         and (computed_usd is None or 0 <= computed_usd <= MAX_COST_USD_PER_CALL)

@@ -215,3 +215,34 @@ def test_firsts_of_a_compiled_plan_equals_first_value() -> None:
             attrs = {name: rng.choice(_VALUES) for name in shape}
             assert keys.firsts(attrs) == [first_value(attrs, group) for group in groups], attrs
     assert sum(not isinstance(plan, tuple) for plan in keys._plans.values()) >= 250
+
+
+def test_task_class_equals_task_class_of() -> None:
+    # The mapping's inline task class (a text of its own, or the resource's for a span
+    # that is not a root) against task_class_of, over the corpus and spans whose own value
+    # is blank, odd-typed or missing on roots, agents and children with a resource's.
+    config = MappingConfig()
+    resource = {"gen_ai.agent.name": " from-resource "}
+    own_values = (None, "", "  ", " mine ", 7, ["x"], True)
+    extra = []
+    for n, (own, parent, res) in enumerate(
+        (own, parent, res) for own in own_values for parent in (None, "a" * 16)
+        for res in ({}, resource)
+    ):
+        attrs: dict[str, Any] = {"openinference.span.kind": "AGENT"}
+        if own is not None:
+            attrs["agent.name"] = own
+        extra.append(OtlpSpan("3" * 32, f"{n + 1:016x}", parent, " agent x ", 1, 1, 2, "ok",
+                              None, attrs, res))
+    checked = 0
+    for spans in [*_corpus(), tuple(extra)]:
+        records, _ = map_spans(spans, config)
+        by_id: dict[tuple[str, str], OtlpSpan] = {}
+        for span in spans:
+            by_id.setdefault((span.trace_id, span.span_id), span)  # the first, as mapped
+        for record in records:
+            span = by_id[(record.trace_id, record.span_id)]
+            assert record.task_class == otlp_mapping.task_class_of(
+                span, config.task_class_attributes), span
+            checked += 1
+    assert checked > 1_000

@@ -79,6 +79,7 @@ from cliffwatch.telemetry.pricing import (
     caches_prompts,
     price_call,
 )
+from cliffwatch.telemetry.frozen_init import positional_builder
 from cliffwatch.telemetry.records import SpanRecord
 from cliffwatch.telemetry.span_roles import (
     OPENINFERENCE_SPAN_KIND,
@@ -141,6 +142,7 @@ DEFAULT_TASK_CLASS_ATTRIBUTES: tuple[str, ...] = (
 )
 """Where the task class is looked for, in order (span attributes, then resource ones)."""
 
+_new_record = positional_builder(SpanRecord)
 _CLIFF_ROLE, _CLIFF_COST_SOURCE, _CLIFF_COST_USD = (
     cv.CLIFF_ROLE, cv.CLIFF_COST_SOURCE, cv.CLIFF_COST_USD
 )
@@ -525,9 +527,10 @@ def _map_span(
         price_cache_creation = price.cache_creation_usd_per_token
         price_reasoning = price.reasoning_usd_per_token
         price_model_key = price.model_key or None
-    # Positional, in SpanRecord's field order: binding 37 keywords costs more than
-    # the rest of building the record (tests hold every field against the mapping).
-    record = SpanRecord(
+    # SpanRecord(...) by its positional builder, in its field order: binding 37 keywords
+    # costs more than the rest of building the record (tests hold every field against
+    # the mapping).
+    record = _new_record(
         span.trace_id,  # trace_id
         span.span_id,  # span_id
         span.parent_span_id,  # parent_span_id

@@ -69,6 +69,7 @@ from cliffwatch.telemetry.call_usage import (
     usage_parts,
 )
 from cliffwatch.telemetry.conventions import LLM_CALL_ROLES, CostSource, Role
+from cliffwatch.telemetry.frozen_init import positional_builder
 from cliffwatch.telemetry.json_text import json_text as _json_text
 from cliffwatch.telemetry.otlp_decode import OtlpSpan, SpanRejection
 from cliffwatch.telemetry.pricing import (
@@ -79,7 +80,6 @@ from cliffwatch.telemetry.pricing import (
     caches_prompts,
     price_call,
 )
-from cliffwatch.telemetry.frozen_init import positional_builder
 from cliffwatch.telemetry.records import SpanRecord
 from cliffwatch.telemetry.span_roles import (
     OPENINFERENCE_SPAN_KIND,

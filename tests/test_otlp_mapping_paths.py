@@ -107,7 +107,9 @@ def _reason_elsewhere() -> tuple[OtlpSpan, ...]:
     ]
     spans = []
     for n, (extra, scope) in enumerate(places * 2):
-        usage = {"gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10} if n < 6 else {}
+        usage = {"gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10}
+        if n >= len(places):
+            usage = {}  # the same places on spans without counts
         attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
                  **usage, **odd, **extra}
         spans.append(OtlpSpan("2" * 32, f"{n + 1:016x}", None, "chat", 3, 1, 2, "ok", None,

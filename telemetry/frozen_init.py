@@ -9,14 +9,22 @@ layout" rule), so :func:`fast_frozen_init` gives the class an ``__init__`` that 
 new instance into a plain slotted twin class for the assignments, which are then ordinary
 slot stores, and turns it back at the end: the same instance, the same fields, the same
 frozen class afterwards (equality, hash, ``repr``, ``dataclasses.replace`` unchanged).
+
+The hottest callers (a record per mapped span, a span per decoded one) take
+:func:`positional_builder` instead: the same stores on a new instance of the twin, turned
+into the class once (one ``__class__`` assignment, not two, and no ``type.__call__``
+dispatch to ``__init__``), about a third less time per instance.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+_BUILDERS: dict[type, Callable[..., Any]] = {}
 
 
 def fast_frozen_init(cls: type[T]) -> type[T]:
@@ -62,9 +70,14 @@ def fast_frozen_init(cls: type[T]) -> type[T]:
         "    _set(self, '__class__', _twin)\n"
         f"{body}"
         "    self.__class__ = _cls\n"
+        f"def build({params_text}):\n"
+        "    self = _new(_twin)\n"
+        f"{body}"
+        "    self.__class__ = _cls\n"
+        "    return self\n"
     )
     namespace: dict[str, Any] = {
-        "_cls": cls, "_twin": twin, "_set": object.__setattr__,
+        "_cls": cls, "_twin": twin, "_set": object.__setattr__, "_new": object.__new__,
         "_original": cls.__init__, **defaults,
     }
     exec(source, namespace)  # noqa: S102 (code built from the class's own field names)
@@ -72,4 +85,16 @@ def fast_frozen_init(cls: type[T]) -> type[T]:
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__doc__ = cls.__init__.__doc__
     type.__setattr__(cls, "__init__", init)
+    _BUILDERS[cls] = namespace["build"]
     return cls
+
+
+def positional_builder(cls: type[T]) -> Callable[..., T]:
+    """A function that makes an instance of ``cls`` from its fields, positional and in
+    field order (defaults as the class has them): ``build(*fields) == cls(*fields)``, of
+    type ``cls``, frozen, without going through ``cls.__init__`` (module docstring).
+
+    Raises:
+        KeyError: ``cls`` was not given :func:`fast_frozen_init`.
+    """
+    return _BUILDERS[cls]

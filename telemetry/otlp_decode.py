@@ -44,7 +44,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from cliffwatch.errors import CliffwatchError
-from cliffwatch.telemetry.frozen_init import fast_frozen_init
+from cliffwatch.telemetry.frozen_init import fast_frozen_init, positional_builder
 
 MAX_ATTRIBUTE_VALUE_CHARS = 32_768
 """Longest string attribute value kept; longer ones are cut and marked. Prompt and output
@@ -119,12 +119,15 @@ class OtlpSpan:
     ) -> OtlpSpan:
         """This span with other attributes and events (``dataclasses.replace``, without
         its per-call look at the fields)."""
-        return OtlpSpan(
+        return _new_span(
             self.trace_id, self.span_id, self.parent_span_id, self.name, self.kind,
             self.start_time_unix_nano, self.end_time_unix_nano, self.status_code,
             self.status_message, attributes, self.resource_attributes, self.scope_name,
             self.scope_version, events,
         )
+
+
+_new_span = positional_builder(OtlpSpan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +224,7 @@ def checked_span(
     end = end_ns if 0 < end_ns <= INT64_MAX else _check_time(end_ns, "end_time_unix_nano")
     if end < start:
         raise SpanError(f"end_time_unix_nano {end} is before start_time_unix_nano {start}")
-    return OtlpSpan(  # positional, in field order: binding keywords costs more
+    return _new_span(  # OtlpSpan(...), positional, in field order: keywords cost more
         trace_hex,
         span_hex,
         parent_hex,

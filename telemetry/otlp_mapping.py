@@ -69,6 +69,7 @@ from cliffwatch.telemetry.call_usage import (
     usage_parts,
 )
 from cliffwatch.telemetry.conventions import LLM_CALL_ROLES, CostSource, Role
+from cliffwatch.telemetry.frozen_init import positional_builder
 from cliffwatch.telemetry.json_text import json_text as _json_text
 from cliffwatch.telemetry.otlp_decode import OtlpSpan, SpanRejection
 from cliffwatch.telemetry.pricing import (
@@ -141,6 +142,10 @@ DEFAULT_TASK_CLASS_ATTRIBUTES: tuple[str, ...] = (
 )
 """Where the task class is looked for, in order (span attributes, then resource ones)."""
 
+_new_record = positional_builder(SpanRecord)
+_CLIFF_ROLE, _CLIFF_COST_SOURCE, _CLIFF_COST_USD = (
+    cv.CLIFF_ROLE, cv.CLIFF_COST_SOURCE, cv.CLIFF_COST_USD
+)
 _COMPUTED, _PROVIDER, _UNPRICED = (
     str(CostSource.COMPUTED), str(CostSource.PROVIDER), str(CostSource.UNPRICED)
 )
@@ -453,7 +458,7 @@ def _map_span(
     kind = _llm_kind(attrs, raw_operation)
     has_model = bool(request_model or response_model)
     has_usage = input_tokens is not None or output_tokens is not None
-    own_role = None if cv.CLIFF_ROLE not in attrs else _own_role(attrs)
+    own_role = None if _CLIFF_ROLE not in attrs else _own_role(attrs)
     if own_role is not None:
         is_llm_call = own_role in LLM_CALL_ROLES
     else:
@@ -471,7 +476,7 @@ def _map_span(
         models = (response_model, request_model)
         if (
             price_memo is not None and has_usage
-            and cv.CLIFF_COST_SOURCE not in attrs and cv.CLIFF_COST_USD not in attrs
+            and _CLIFF_COST_SOURCE not in attrs and _CLIFF_COST_USD not in attrs
         ):
             # price_call's memo hit, inline: a call like one the batch costed before (its
             # memoised rates and plain arithmetic, flat_cost_usd) or found unpriced.
@@ -504,9 +509,28 @@ def _map_span(
         role = Role.RUN if span.parent_span_id is None else Role.OTHER
 
     attributes_json = _attributes_json(span)
-    # Positional, in SpanRecord's field order: binding 37 keywords costs more than
-    # the rest of building the record (tests hold every field against the mapping).
-    record = SpanRecord(
+    # _task_class, its common cases (a text of its own; none on a span that is not a root)
+    # inline
+    own_task_class = values[-1]
+    task_class = own_task_class.strip() if type(own_task_class) is str else None
+    if not task_class:
+        task_class = (
+            resource.task_class if own_task_class is None and span.parent_span_id is not None
+            else _task_class(span, own_task_class, resource.task_class)
+        )
+    if price is None:
+        price_in = price_out = price_cache_read = price_cache_creation = price_reasoning = None
+        price_model_key = None
+    else:
+        price_in, price_out = price.input_usd_per_token, price.output_usd_per_token
+        price_cache_read = price.cache_read_usd_per_token
+        price_cache_creation = price.cache_creation_usd_per_token
+        price_reasoning = price.reasoning_usd_per_token
+        price_model_key = price.model_key or None
+    # SpanRecord(...) by its positional builder, in its field order: binding 37 keywords
+    # costs more than the rest of building the record (tests hold every field against
+    # the mapping).
+    record = _new_record(
         span.trace_id,  # trace_id
         span.span_id,  # span_id
         span.parent_span_id,  # parent_span_id
@@ -516,7 +540,7 @@ def _map_span(
         span.status_code,  # status_code
         span.status_message,  # status_message
         str(role),  # role
-        _task_class(span, values[-1], resource.task_class),  # task_class
+        task_class,  # task_class
         is_llm_call,  # is_llm_call
         (raw_operation.strip() or None) if type(raw_operation) is str
         else _text(raw_operation),  # operation
@@ -528,8 +552,8 @@ def _map_span(
         output_tokens,  # output_tokens
         cost_usd,  # cost_usd
         cost_source,  # cost_source
-        price.input_usd_per_token if price else None,  # price_input_usd_per_token
-        price.output_usd_per_token if price else None,  # price_output_usd_per_token
+        price_in,  # price_input_usd_per_token
+        price_out,  # price_output_usd_per_token
         resource.service_name,  # service_name
         config.source,  # source
         attributes_json,  # attributes
@@ -539,25 +563,31 @@ def _map_span(
         tokens.cache_read_tokens,  # cache_read_tokens
         tokens.cache_creation_tokens,  # cache_creation_tokens
         tokens.reasoning_tokens,  # reasoning_tokens
-        price.cache_read_usd_per_token if price else None,  # price_cache_read_usd_per_token
-        price.cache_creation_usd_per_token if price else None,  # price_cache_creation_usd_per_token
-        price.reasoning_usd_per_token if price else None,  # price_reasoning_usd_per_token
-        (price.model_key or None) if price else None,  # price_model_key
+        price_cache_read,  # price_cache_read_usd_per_token
+        price_cache_creation,  # price_cache_creation_usd_per_token
+        price_reasoning,  # price_reasoning_usd_per_token
+        price_model_key,  # price_model_key
         reported_usd,  # reported_cost_usd
         computed_usd,  # computed_cost_usd
         cache_detail_missing,  # cache_detail_missing
     )
     raw_in, raw_out = values[0], values[1]
+    cache_read, cache_creation, reasoning = (
+        tokens.cache_read_tokens, tokens.cache_creation_tokens, tokens.reasoning_tokens
+    )  # token_count's: None or an int >= 0, so only the upper bound is left to check
     if (  # bound_usage's common case, decided here: every count and cost in bounds
         (raw_in is None or (type(raw_in) is int and 0 <= raw_in <= MAX_TOKENS_PER_SPAN))
         and (raw_out is None or (type(raw_out) is int and 0 <= raw_out <= MAX_TOKENS_PER_SPAN))
-        and tokens.cache_read_tokens is None
-        and tokens.cache_creation_tokens is None
-        and tokens.reasoning_tokens is None
+        and (cache_read is None or cache_read <= MAX_TOKENS_PER_SPAN)
+        and (cache_creation is None or cache_creation <= MAX_TOKENS_PER_SPAN)
+        and (reasoning is None or reasoning <= MAX_TOKENS_PER_SPAN)
         and (cost_usd is None or 0 <= cost_usd <= MAX_COST_USD_PER_CALL)
         and (reported_usd is None or 0 <= reported_usd <= MAX_COST_USD_PER_CALL)
         and (computed_usd is None or 0 <= computed_usd <= MAX_COST_USD_PER_CALL)
-        and USAGE_REJECTED_REASON not in attributes_json
+        # bound_usage takes the key out of the text when the span set it; when the text
+        # holds it anywhere else (a value, a nested key) its parse and encoding gives the
+        # text back as it was (tests/test_otlp_mapping_paths.py), so the span's keys say it
+        and USAGE_REJECTED_REASON not in attrs
     ):
         return record
     return bound_usage(record, raw_in, raw_out)

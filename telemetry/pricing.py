@@ -323,7 +323,8 @@ class PriceMemo:
     ) -> tuple[Any, ...]:
         """The key of :attr:`calls`: what decides a call's entry and token-type mix."""
         return (
-            models if isinstance(models, str | tuple) or models is None else tuple(models),
+            models if type(models) is tuple or isinstance(models, (str, tuple)) or models is None
+            else tuple(models),
             overrides_path,
             bool(usage.cache_read_tokens),
             bool(usage.cache_creation_tokens),

@@ -104,7 +104,8 @@ _ROLE_HINT_KEY_SET = frozenset(ROLE_HINT_KEYS)
 
 def span_role_hint(span: OtlpSpan) -> Role | None:
     attrs = span.attributes
-    if not _ROLE_HINT_KEY_SET.isdisjoint(attrs):
+    # (the keys' view against the set: the five hint names looked up, not every key)
+    if not attrs.keys().isdisjoint(_ROLE_HINT_KEY_SET):
         for key in ROLE_HINT_KEYS:
             value = attrs.get(key)
             if isinstance(value, str):

@@ -5,7 +5,8 @@
 - :func:`usage_parts` (counts without cache or reasoning taken as they are) against
   :func:`token_count` and :func:`normalised_tokens` on every value;
 - the mapping's in-bounds check against :func:`bound_usage` on every record, over the
-  bench's payloads and the fuzz corpus (absurd counts and costs included).
+  bench's payloads and the fuzz corpus (absurd counts and costs included, and the
+  rejection reason's name set by a producer or only inside a value or the scope);
 - a call costed inline from the batch's memo (rates, or no price) against
   :func:`price_call` without a memo;
 - the attributes text with the scope appended against the encoder on the merged dict.
@@ -89,10 +90,38 @@ def _poisoned_counts() -> tuple[OtlpSpan, ...]:
     return tuple(spans)
 
 
+def _reason_elsewhere() -> tuple[OtlpSpan, ...]:
+    """Spans with the rejection reason's name set by the producer, or only inside a value,
+    a nested key or the scope's name (the in-bounds check reads the span's keys, not the
+    text), beside values whose text a parse and encoding could change."""
+    reason = "cliff.usage_rejected_reason"
+    odd = {"f": 0.2, "tiny": 1e-05, "nan": float("nan"), "big": 2**70, "s": 'é \n " \ud800',
+           "list": [1, "x", None, 1e-07], "neg": -0.0}
+    places: list[tuple[dict[str, Any], str | None]] = [
+        ({reason: "tokens_negative"}, None),
+        ({reason: ["a", 1]}, None),
+        ({"note": f"see {reason}"}, None),
+        ({"nested": {reason: "x", "n": 1.5}}, None),
+        ({}, reason),
+        ({"k": reason}, "scope"),
+    ]
+    spans = []
+    for n, (extra, scope) in enumerate(places * 2):
+        usage = {"gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10}
+        if n >= len(places):
+            usage = {}  # the same places on spans without counts
+        attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
+                 **usage, **odd, **extra}
+        spans.append(OtlpSpan("2" * 32, f"{n + 1:016x}", None, "chat", 3, 1, 2, "ok", None,
+                              attrs, {}, scope, "1"))
+    return tuple(spans)
+
+
 def _corpus() -> list[tuple[OtlpSpan, ...]]:
     batches = [without_content(decode_body(body, CONTENT_TYPE_PROTOBUF).spans)
                for body in make_payloads(2)]
     batches.append(_poisoned_counts())
+    batches.append(_reason_elsewhere())
     for case in fuzz_cases(SEED, 150, ("json", "protobuf")):
         body = case.request.partition(b"\r\n\r\n")[2]
         kind = CONTENT_TYPE_JSON if case.kind == "json" else CONTENT_TYPE_PROTOBUF
@@ -188,3 +217,34 @@ def test_firsts_of_a_compiled_plan_equals_first_value() -> None:
             attrs = {name: rng.choice(_VALUES) for name in shape}
             assert keys.firsts(attrs) == [first_value(attrs, group) for group in groups], attrs
     assert sum(not isinstance(plan, tuple) for plan in keys._plans.values()) >= 250
+
+
+def test_task_class_equals_task_class_of() -> None:
+    # The mapping's inline task class (a text of its own, or the resource's for a span
+    # that is not a root) against task_class_of, over the corpus and spans whose own value
+    # is blank, odd-typed or missing on roots, agents and children with a resource's.
+    config = MappingConfig()
+    resource = {"gen_ai.agent.name": " from-resource "}
+    own_values = (None, "", "  ", " mine ", 7, ["x"], True)
+    extra = []
+    for n, (own, parent, res) in enumerate(
+        (own, parent, res) for own in own_values for parent in (None, "a" * 16)
+        for res in ({}, resource)
+    ):
+        attrs: dict[str, Any] = {"openinference.span.kind": "AGENT"}
+        if own is not None:
+            attrs["agent.name"] = own
+        extra.append(OtlpSpan("3" * 32, f"{n + 1:016x}", parent, " agent x ", 1, 1, 2, "ok",
+                              None, attrs, res))
+    checked = 0
+    for spans in [*_corpus(), tuple(extra)]:
+        records, _ = map_spans(spans, config)
+        by_id: dict[tuple[str, str], OtlpSpan] = {}
+        for span in spans:
+            by_id.setdefault((span.trace_id, span.span_id), span)  # the first, as mapped
+        for record in records:
+            span = by_id[(record.trace_id, record.span_id)]
+            assert record.task_class == otlp_mapping.task_class_of(
+                span, config.task_class_attributes), span
+            checked += 1
+    assert checked > 1_000

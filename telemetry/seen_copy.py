@@ -63,6 +63,13 @@ ORDER BY t.rowid
 the row groups before it); one row of NULLs after the count when there are none."""
 
 
+def new_keys(trace_ids: Iterable[str], seen: Iterable[tuple[str, datetime]]) -> list[int]:
+    """The distinct :func:`trace_key` s of ``trace_ids`` but those of the traces in
+    ``seen`` (what :meth:`SeenCopy.find` returned): the rows a write adds to ``seen_traces``."""
+    known = {trace_id for trace_id, _ in seen}
+    return sorted({trace_key(t) for t in trace_ids if t not in known})
+
+
 def _words(column: pa.ChunkedArray) -> bytes:
     """The 8-byte values of a column without nulls, as bytes (no Python object a value)."""
     values = column.combine_chunks()

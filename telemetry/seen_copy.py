@@ -55,14 +55,16 @@ def trace_key(trace_id: str) -> int:
 
 
 _TAIL = """
-SELECT c.n, t.rowid, t.trace_key, t.first_us
-FROM (SELECT count(*) AS n FROM seen_traces) AS c
-LEFT JOIN (SELECT rowid, trace_key, epoch_us(first_ingested_at) AS first_us
-           FROM seen_traces WHERE rowid >= {start}) AS t ON TRUE
-ORDER BY t.rowid
+SELECT NULL::BIGINT AS rowid, NULL::UBIGINT AS trace_key, NULL::BIGINT AS first_us,
+    count(*) AS n
+FROM seen_traces
+UNION ALL
+SELECT rowid, trace_key, epoch_us(first_ingested_at), NULL FROM seen_traces
+WHERE rowid >= {start}
 """
-"""The table's count and its rows from rowid ``{start}`` (a literal, so that DuckDB skips
-the row groups before it); one row of NULLs after the count when there are none."""
+"""The table's count (the row without a rowid) and its rows from rowid ``{start}`` (a
+literal, so that DuckDB skips the row groups before it), any order. A union: half the CPU
+of the count joined to the rows and sorted (0.7 ms against 1.5 at 100k runs)."""
 
 
 def new_keys(trace_ids: Iterable[str], seen: Iterable[tuple[str, datetime]]) -> list[int]:
@@ -128,13 +130,13 @@ class SeenCopy:
         reread = self._last_key is not None
         start = self._next_rowid - 1 if reread else (0 if self._loaded else 2**62)
         rows = con.execute(_TAIL.format(start=start)).fetchall()
-        count = int(rows[0][0])
+        count = next(int(row[3]) for row in rows if row[0] is None)
         if count > MAX_COPY_TRACES:
             self._reset()
             return False
         if not self._loaded:
             return self._load(con)
-        tail = [row[1:] for row in rows if row[1] is not None]
+        tail = sorted(row[:3] for row in rows if row[0] is not None)
         new = tail[1:] if reread else tail
         if reread and (not tail or tail[0][0] != start or tail[0][1] != self._last_key):
             return self._load(con)  # the row last read is gone or changed

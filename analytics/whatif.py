@@ -174,8 +174,9 @@ class WhatIf:
             is not overridden stays as each run recorded it).
         window_days: the window's length in days (None: no length).
         elapsed_s: wall-clock seconds the load and the replays took.
-        load_s: of which reading the class estimates (0 when they are read in the same
-            pass as the rows: :func:`analytics.whatif_rows.replay_rows`).
+        load_s: of which reading the class estimates (read in the same pass as the rows,
+            :func:`analytics.whatif_rows.replay_rows`: staging the spans and adding up the
+            estimates).
         python_runs: runs replayed by the Python counterfactual (the rest in DuckDB).
     """
 
@@ -312,7 +313,9 @@ def what_ifs(
         nonlocal loaded
         if pushdown and estimates is None and isinstance(con, duckdb.DuckDBPyConnection):
             # the estimates computed in the same read of the spans as the rows
-            return replay_rows(con, variants, window, task_class, None)[0]
+            rows, _, staged_s = replay_rows(con, variants, window, task_class, None)
+            loaded = began + staged_s
+            return rows
         known = load_estimates(con, task_class) if estimates is None else estimates
         loaded = time.perf_counter()
         if pushdown:

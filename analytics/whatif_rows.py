@@ -13,6 +13,7 @@ holds one chunk's calls, never the window's.
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -231,7 +232,7 @@ def _staged_pass(
 def replay_rows(
     con: duckdb.DuckDBPyConnection, variants: Sequence[Overrides], window: Window,
     task_class: str | None, estimates: Estimates | None,
-) -> tuple[list[tuple[pl.DataFrame, int]], Estimates]:
+) -> tuple[list[tuple[pl.DataFrame, int]], Estimates, float]:
     """Every run of the window under each of ``variants`` (sets of overrides), in one
     pass over the calls: pushed-down SQL, Python for the rest.
 
@@ -242,22 +243,26 @@ def replay_rows(
     estimates' own read of the spans was a third of the what-if, issue 11).
 
     Returns:
-        ``(per variant, in order, (rows, python_runs), the class estimates)``:
-        :data:`RUN_SCHEMA` rows oldest first, and how many runs the Python counterfactual
-        replayed.
+        ``(per variant, in order, (rows, python_runs), the class estimates, staged_s)``:
+        :data:`RUN_SCHEMA` rows oldest first, how many runs the Python counterfactual
+        replayed, and the seconds staging the chunks and adding up the estimates took (0
+        when ``estimates`` were given).
 
     Raises:
         ReplayError: an override gives invalid limits for some run.
         TypeError: ``estimates`` None on a store that is not DuckDB's.
     """
     if estimates is not None:
-        return _replay_rows(con, variants, window, task_class, estimates, None), estimates
+        return _replay_rows(con, variants, window, task_class, estimates, None), estimates, 0.0
     if not isinstance(con, duckdb.DuckDBPyConnection):
         raise TypeError("staged what-if rows need a DuckDB store: pass the estimates")
+    began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cliffwatch-whatif-") as tmp:
         staging = _staged_pass(con, task_class,
                                max(1, whatif_sql.CHUNK_RUNS // len(variants)), Path(tmp))
-        return _replay_rows(con, variants, window, task_class, staging[2], staging), staging[2]
+        staged_s = time.perf_counter() - began
+        rows = _replay_rows(con, variants, window, task_class, staging[2], staging)
+    return rows, staging[2], staged_s
 
 
 def _replay_rows(

@@ -64,9 +64,9 @@ def test_estimates_from_the_staged_calls_equal_the_read_of_the_spans(
     monkeypatch.setattr("cliffwatch.analytics.whatif_sql.CHUNK_RUNS", chunk_runs)
     with open_store(demo, read_only=True) as con:
         whole = load_estimates(con)
-        _, staged = replay_rows(con, [LimitsOverride(max_workers=2)], Window(), None, None)
+        _, staged, _ = replay_rows(con, [LimitsOverride(max_workers=2)], Window(), None, None)
         one_class = next(iter(whole.synthesis_usd))
-        _, of_class = replay_rows(con, [LimitsOverride(max_workers=2)], Window(), one_class,
+        _, of_class, _ = replay_rows(con, [LimitsOverride(max_workers=2)], Window(), one_class,
                                   None)
         class_read = load_estimates(con, one_class)
     assert whole.workers and whole.synthesis_usd and whole.synthesis_price_input

@@ -31,12 +31,14 @@ traced), so the bound stays at 512 MB until that query is found."""
 
 
 WHATIF_MEMORY_LIMIT = "256MB"
-"""DuckDB's ``memory_limit`` while the what-if's rows are read (:func:`analytics.whatif.
-what_ifs`, nested in the findings' and the report's :data:`MEMORY_LIMIT`): each of its
-reads holds one chunk of runs (:data:`analytics.whatif_sql.CHUNK_RUNS` runs over the
-variants), so the buffer pool needs no more; the lower bound is what keeps ``whatif`` at 1M
-runs under 1 GB of peak RSS (issue 11: 1.11 GB under 512 MB). Should a read still run out
-of it, :func:`run_bounded` reads again under the bound around it."""
+"""DuckDB's ``memory_limit`` while a what-if reads its rows and its class estimates in one
+staged pass (:func:`analytics.whatif.what_ifs` without given estimates: ``cliffwatch
+whatif``, the dashboard's What-if page): each of its reads holds one chunk of runs
+(:data:`analytics.whatif_sql.CHUNK_RUNS` runs over the variants), so the buffer pool needs
+no more; the lower bound is meant to keep ``whatif`` at 1M runs under 1 GB of peak RSS
+(issue 11: 1.11 GB under 512 MB). Should a read still run out of it, :func:`run_bounded`
+reads again under the bound around it. The findings and the report (which bring their
+estimates) keep :data:`MEMORY_LIMIT`."""
 
 
 @contextmanager

@@ -39,7 +39,8 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from cliffwatch.analytics.bulk_read import WHATIF_MEMORY_LIMIT, run_bounded
+from cliffwatch.analytics import bulk_read
+from cliffwatch.analytics.bulk_read import run_bounded
 from cliffwatch.analytics.estimates import load_estimates
 from cliffwatch.analytics.recorded import Estimates
 from cliffwatch.analytics.replay import LimitsOverride
@@ -323,7 +324,10 @@ def what_ifs(
         return [(rows, rows.height) for rows in (
             python_rows(con, overrides, window, task_class, known) for overrides in variants)]
 
-    results = run_bounded(con, replay, limit=WHATIF_MEMORY_LIMIT)
+    # the staged read holds one chunk at a time: the lower bound (callers that bring their
+    # estimates, the findings and the report, keep theirs: not measured under it)
+    results = run_bounded(con, replay,
+                          limit=bulk_read.WHATIF_MEMORY_LIMIT if estimates is None else None)
     out = []
     for overrides, (runs, python_runs) in zip(variants, results, strict=True):
         days = window_days(window, runs, now)

@@ -19,6 +19,7 @@ import polars as pl
 import pytest
 from replay_store import MINI, SONNET, Call, Sub, build_orchestrated_store, hand_run
 
+from cliffwatch.analytics.estimates import load_estimates
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.whatif import WhatIf, what_if, what_ifs
 from cliffwatch.analytics.whatif_rows import RUN_COLUMNS
@@ -193,8 +194,11 @@ def test_a_memory_bound_too_small_falls_back_to_the_connections_own(
         before = con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
         expected = what_if(con, OVERRIDES[0]).runs
         monkeypatch.setattr("cliffwatch.analytics.bulk_read.MEMORY_LIMIT", "1KB")
+        monkeypatch.setattr("cliffwatch.analytics.bulk_read.WHATIF_MEMORY_LIMIT", "1KB")
         again = what_if(con, OVERRIDES[0]).runs
         assert _differences(again, expected) == []
+        given = what_if(con, OVERRIDES[0], estimates=load_estimates(con)).runs
+        assert _differences(given, expected) == []
         assert con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0] == before
 
 

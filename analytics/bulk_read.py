@@ -30,6 +30,17 @@ out of it somewhere and read everything again unbounded (382 s, 6.5 GB; issue 11
 traced), so the bound stays at 512 MB until that query is found."""
 
 
+WHATIF_MEMORY_LIMIT = "256MB"
+"""DuckDB's ``memory_limit`` while a what-if reads its rows and its class estimates in one
+staged pass (:func:`analytics.whatif.what_ifs` without given estimates: ``cliffwatch
+whatif``, the dashboard's What-if page): each of its reads holds one chunk of runs
+(:data:`analytics.whatif_sql.CHUNK_RUNS` runs over the variants), so the buffer pool needs
+no more; the lower bound is meant to keep ``whatif`` at 1M runs under 1 GB of peak RSS
+(issue 11: 1.11 GB under 512 MB). Should a read still run out of it, :func:`run_bounded`
+reads again under the bound around it. The findings and the report (which bring their
+estimates) keep :data:`MEMORY_LIMIT`."""
+
+
 @contextmanager
 def bounded_memory(
     con: duckdb.DuckDBPyConnection, limit: str | None = None, *, keep_order: bool = False
@@ -62,18 +73,19 @@ def bounded_memory(
 
 
 def run_bounded(
-    con: duckdb.DuckDBPyConnection, work: Callable[[], T], *, keep_order: bool = False
+    con: duckdb.DuckDBPyConnection, work: Callable[[], T], *, keep_order: bool = False,
+    limit: str | None = None,
 ) -> T:
-    """``work()`` under :func:`bounded_memory` (``keep_order`` as there); when DuckDB runs
-    out of memory there (an operator that cannot spill), ``work()`` again under the
-    connection's own limit: a bound that keeps memory low must never turn an answer into
-    an error."""
+    """``work()`` under :func:`bounded_memory` (``limit``, default :data:`MEMORY_LIMIT`,
+    and ``keep_order`` as there); when DuckDB runs out of memory there (an operator that
+    cannot spill), ``work()`` again under the connection's own limit (the one around this
+    call): a bound that keeps memory low must never turn an answer into an error."""
     try:
-        with bounded_memory(con, keep_order=keep_order):
+        with bounded_memory(con, limit, keep_order=keep_order):
             return work()
     except duckdb.OutOfMemoryException:
         _log.warning("DuckDB ran out of memory under the %s bound; reading again under the "
-                     "connection's own limit", MEMORY_LIMIT)
+                     "connection's own limit", limit or MEMORY_LIMIT)
         return work()
 
 

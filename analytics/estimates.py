@@ -18,7 +18,7 @@ import polars as pl
 
 from cliffwatch.analytics import chunks
 from cliffwatch.analytics.recorded import CANCELLED_ERROR, Estimates, WorkerEstimate, attrs_sql
-from cliffwatch.analytics.redo import load_completed_runs
+from cliffwatch.analytics.redo import CompletedRuns, load_completed_runs
 from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Role
@@ -28,19 +28,15 @@ CHUNK_RUNS = 50_000
 
 _ESTIMATES_SQL = f"""
     WITH scope AS (SELECT run_id, task_class FROM runs {{where}}),
+    calls AS ({{calls}}),
     subtasks AS (
-        SELECT task_class, trace_id, TRY_CAST(a[1] AS INTEGER) AS subtask_index, model,
+        SELECT task_class, trace_id, idx AS subtask_index, model,
             sum(cost_usd) AS cost_usd,
             count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced,
-            bool_or(coalesce(a[2] = '{CANCELLED_ERROR}', false)) AS cancelled,
-            max(output_tokens) FILTER (WHERE status_code <> 'error') AS output_tokens
-        FROM (
-            SELECT scope.task_class, s.trace_id, s.cost_usd, s.output_tokens, s.status_code,
-                coalesce(s.request_model, s.response_model) AS model,
-                {attrs_sql((cv.CLIFF_SUBTASK_INDEX, cv.ERROR_TYPE))} AS a
-            FROM spans s JOIN scope ON s.trace_id = scope.run_id
-            WHERE s.is_leaf_call AND s.role = '{Role.WORKER}' {{span_range}}
-        )
+            bool_or(cancelled) AS cancelled,
+            max(output_tokens) FILTER (WHERE ok) AS output_tokens
+        FROM calls JOIN scope ON calls.trace_id = scope.run_id
+        WHERE role = '{Role.WORKER}'
         GROUP BY ALL
     ),
     workers AS (
@@ -53,11 +49,10 @@ _ESTIMATES_SQL = f"""
         GROUP BY ALL
     ),
     stage AS (
-        SELECT scope.task_class, s.trace_id, sum(s.cost_usd) AS cost_usd,
-            avg(s.price_input_usd_per_token) FILTER (WHERE s.role = '{Role.SYNTHESIS}')
-                AS price_input
-        FROM spans s JOIN scope ON s.trace_id = scope.run_id
-        WHERE s.is_leaf_call AND s.role IN ('{Role.SYNTHESIS}', '{Role.CRITIC}') {{span_range}}
+        SELECT scope.task_class, calls.trace_id, sum(calls.cost_usd) AS cost_usd,
+            avg(calls.price_in) FILTER (WHERE calls.role = '{Role.SYNTHESIS}') AS price_input
+        FROM calls JOIN scope ON calls.trace_id = scope.run_id
+        WHERE calls.role IN ('{Role.SYNTHESIS}', '{Role.CRITIC}')
         GROUP BY ALL
     )
     SELECT 'worker' AS kind, task_class, model, cost_sum, cost_n::BIGINT AS cost_n,
@@ -72,6 +67,29 @@ _ESTIMATES_SQL = f"""
 """Per chunk: sums and counts per (kind, class, model) whose ratios are the means. Every
 count is cast to BIGINT in both branches: ClickHouse's ``count`` is UInt64, and a UNION of
 it with a BIGINT literal would be a Variant column (the same SQL runs on both engines)."""
+
+_SPAN_CALLS = f"""
+    SELECT trace_id, role, cost_usd, output_tokens, ok, model, price_in,
+        TRY_CAST(a[1] AS INTEGER) AS idx, coalesce(a[2] = '{CANCELLED_ERROR}', false) AS cancelled
+    FROM (
+        SELECT s.trace_id, s.role, s.cost_usd, s.output_tokens, s.status_code <> 'error' AS ok,
+            coalesce(s.request_model, s.response_model) AS model,
+            s.price_input_usd_per_token AS price_in,
+            CASE WHEN s.role = '{Role.WORKER}'
+                THEN {attrs_sql((cv.CLIFF_SUBTASK_INDEX, cv.ERROR_TYPE))} END AS a
+        FROM spans s
+        WHERE s.is_leaf_call AND s.role IN ('{Role.WORKER}', '{Role.SYNTHESIS}', '{Role.CRITIC}')
+            AND s.trace_id IN (SELECT run_id FROM scope) {{span_range}}
+    )
+"""
+"""The LLM calls the estimates read, from the spans (the worker calls' attributes parsed)."""
+
+_STAGED_CALLS = """
+    SELECT run_id AS trace_id, role, cost_usd, output_tokens, ok, model, price_in, idx,
+        cancelled
+    FROM {staged} WHERE leaf
+"""
+"""The same calls from a chunk staged by :func:`analytics.whatif_sql.stage_chunk`."""
 
 
 def _mean(total: float | None, n: int) -> float | None:
@@ -94,19 +112,40 @@ def load_estimates(con: duckdb.DuckDBPyConnection, task_class: str | None = None
     Returns:
         :class:`Estimates` (empty mappings where the store holds nothing to estimate from).
     """
-    conds: list[str] = []
-    params: dict[str, Any] = {}
-    if task_class is not None:
-        conds.append("task_class = $task_class")
-        params["task_class"] = task_class
+    conds, params = estimate_scope(task_class)
     runs = frame(con, f"SELECT count(*) AS n FROM runs {where(conds)}", params)["n"][0]
     parts = []
     for bounds in chunks.chunk_bounds(con, f"SELECT run_id FROM runs {where(conds)}",
                                       params, runs, CHUNK_RUNS):
         mine = dict(params)
         extra, span_range = chunks.range_filters(bounds, "run_id", "s.trace_id", mine)
-        sql = _ESTIMATES_SQL.format(where=where([*conds, *extra]), span_range=span_range)
-        parts.append(frame(con, sql, mine))
+        calls = _SPAN_CALLS.format(span_range=span_range)
+        parts.append(frame(con, _ESTIMATES_SQL.format(where=where([*conds, *extra]),
+                                                      calls=calls), mine))
+    return fold_estimates(parts, load_completed_runs(con, task_class))
+
+
+def estimate_scope(task_class: str | None) -> tuple[list[str], dict[str, Any]]:
+    """The runs the estimates read: ``(conditions on runs, unaliased; parameters)``."""
+    if task_class is None:
+        return [], {}
+    return ["task_class = $task_class"], {"task_class": task_class}
+
+
+def staged_estimate_sums(
+    con: duckdb.DuckDBPyConnection, staged: str, conds: list[str], params: dict[str, Any]
+) -> pl.DataFrame:
+    """One chunk's sums and counts (:func:`fold_estimates` adds them up) from its calls
+    staged by :func:`analytics.whatif_sql.stage_chunk` (``staged``: the SQL reading them),
+    the runs of ``conds`` on ``runs`` (:func:`estimate_scope` plus the chunk's range): the
+    what-if reads the spans' attributes once for its rows and the estimates."""
+    sql = _ESTIMATES_SQL.format(where=where(conds), calls=_STAGED_CALLS.format(staged=staged))
+    return frame(con, sql, params)
+
+
+def fold_estimates(parts: list[pl.DataFrame], completed: CompletedRuns) -> Estimates:
+    """The :class:`Estimates` of the chunks' sums and counts ``parts`` and ``completed``
+    (means: sums over counts, None where nothing was counted)."""
     rows = pl.concat(parts).group_by("kind", "task_class", "model").agg(
         pl.col("cost_sum", "tokens_sum", "price_sum").sum(),
         pl.col("cost_n", "tokens_n", "samples", "price_n").sum(),
@@ -126,4 +165,4 @@ def load_estimates(con: duckdb.DuckDBPyConnection, task_class: str | None = None
             mean_price = _mean(row["price_sum"], row["price_n"])
             if mean_price is not None:
                 price[row["task_class"]] = mean_price
-    return Estimates(workers, synthesis, price, load_completed_runs(con, task_class))
+    return Estimates(workers, synthesis, price, completed)

@@ -39,6 +39,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from cliffwatch.analytics import bulk_read
 from cliffwatch.analytics.bulk_read import run_bounded
 from cliffwatch.analytics.estimates import load_estimates
 from cliffwatch.analytics.recorded import Estimates
@@ -174,7 +175,9 @@ class WhatIf:
             is not overridden stays as each run recorded it).
         window_days: the window's length in days (None: no length).
         elapsed_s: wall-clock seconds the load and the replays took.
-        load_s: of which reading the class estimates.
+        load_s: of which reading the class estimates (read in the same pass as the rows,
+            :func:`analytics.whatif_rows.replay_rows`: staging the spans and adding up the
+            estimates).
         python_runs: runs replayed by the Python counterfactual (the rest in DuckDB).
     """
 
@@ -309,14 +312,22 @@ def what_ifs(
 
     def replay() -> list[tuple[pl.DataFrame, int]]:
         nonlocal loaded
+        if pushdown and estimates is None and isinstance(con, duckdb.DuckDBPyConnection):
+            # the estimates computed in the same read of the spans as the rows
+            rows, _, staged_s = replay_rows(con, variants, window, task_class, None)
+            loaded = began + staged_s
+            return rows
         known = load_estimates(con, task_class) if estimates is None else estimates
         loaded = time.perf_counter()
         if pushdown:
-            return replay_rows(con, variants, window, task_class, known)
+            return replay_rows(con, variants, window, task_class, known)[0]
         return [(rows, rows.height) for rows in (
             python_rows(con, overrides, window, task_class, known) for overrides in variants)]
 
-    results = run_bounded(con, replay)
+    # the staged read holds one chunk at a time: the lower bound (callers that bring their
+    # estimates, the findings and the report, keep theirs: not measured under it)
+    results = run_bounded(con, replay,
+                          limit=bulk_read.WHATIF_MEMORY_LIMIT if estimates is None else None)
     out = []
     for overrides, (runs, python_runs) in zip(variants, results, strict=True):
         days = window_days(window, runs, now)

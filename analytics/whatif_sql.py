@@ -1,8 +1,10 @@
 """The what-if's per-run arithmetic pushed into DuckDB, run by run-id range chunks.
 
-Why its own file: this is the SQL twin of :mod:`analytics.counterfactual`, and the two
-must agree run for run (``tests/test_whatif_sql.py`` holds them equal on the orchestrated
-store, on the demo store and on random plans); keeping it apart keeps both readable.
+Why one file: this is the SQL twin of :mod:`analytics.counterfactual`, and the two must
+agree run for run (``tests/test_whatif_sql.py`` holds them equal on the orchestrated
+store, on the demo store and on random plans); keeping it apart keeps both readable, and
+the read of the spans (:data:`STAGE_SQL`) beside the arithmetic on what it read
+(:data:`RUN_SQL`) keeps their columns in step.
 
 :func:`sql_run_rows` computes :data:`analytics.whatif.RUN_COLUMNS` for every run the
 counterfactual's steps (its module docstring) decide without looping over spend: the
@@ -26,11 +28,15 @@ dispatch layer itself):
 
 Memory: the spans of one chunk of runs (:data:`CHUNK_RUNS` runs, by run-id range) are
 read at a time; DuckDB holds that chunk's LLM calls, never the store's (and
-:mod:`analytics.bulk_read` bounds its memory while a what-if runs).
+:mod:`analytics.bulk_read` bounds its memory while a what-if runs). The chunk's spans are
+read once (:data:`STAGE_SQL`: one parse of the attributes per span that needs it), inline,
+or beforehand into a Parquet file the class estimates are read from too
+(:func:`stage_chunk`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -38,7 +44,7 @@ import polars as pl
 
 from cliffwatch.analytics import chunks
 from cliffwatch.analytics.chunks import Bounds
-from cliffwatch.analytics.recorded import CANCELLED_ERROR, attr_sql, attrs_sql
+from cliffwatch.analytics.recorded import CANCELLED_ERROR, attrs_sql
 from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Role, RunStatus
@@ -49,9 +55,6 @@ once; with n variants, a chunk holds a n-th of it): one chunk's groups fit DuckD
 bound (:data:`analytics.bulk_read.MEMORY_LIMIT`)."""
 
 _STATUSES = ", ".join(f"'{s.value}'" for s in RunStatus)
-def _a(key: str, sql_type: str | None = None) -> str:
-    return attr_sql(key, sql_type, "sp")
-
 
 _NUMBER = "IN ('-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9')"
 # One plan element (``f``: its fields as JSON text, JSON null read as NULL; ``k`` its
@@ -69,6 +72,69 @@ _JSON_SPACE = "' ' || chr(9) || chr(10) || chr(13)"
 _PLAN_SCHEMA = ("""'[{"index": "JSON", "estimated_cost_usd": "JSON", "model": "JSON", """
                 """"max_output_tokens": "JSON"}]'""")
 
+_STAGE_KEYS = (cv.CLIFF_SUBTASK_INDEX, cv.ERROR_TYPE, cv.CLIFF_PLAN_SUBTASKS, cv.CLIFF_RESERVE_USD,
+               cv.CLIFF_RESERVE_USD_PER_SUBTASK)
+
+STAGE_SQL = f"""
+SELECT run_id, span_id, role, leaf, root, model, start_ns, end_ns, input_tokens, output_tokens,
+    cost_usd, ok, price_in,
+    CASE WHEN leaf AND role = '{Role.WORKER}'
+        THEN coalesce(a[2] = '{CANCELLED_ERROR}', false) END AS cancelled,
+    TRY_CAST(CASE WHEN leaf AND role = '{Role.WORKER}' THEN a[1] END AS INTEGER) AS idx,
+    CASE WHEN root THEN TRY_CAST(a[4] AS DOUBLE) END AS rf,
+    CASE WHEN root THEN TRY_CAST(a[5] AS DOUBLE) END AS rp,
+    -- each plan answer parsed twice (its elements' kinds, then their fields): usable as
+    -- parse_plan has it (a JSON array of objects), and per sub-task its estimate and model
+    usable,
+    CASE WHEN usable THEN NOT coalesce(list_bool_and(list_transform(
+            fields, lambda f, k: {_ELEM_SIMPLE})), true)
+        ELSE coalesce(plan_json, '') <> '' AND NOT json_valid(plan_json) END AS weird,
+    list_transform(fields, lambda f: TRY_CAST(f.estimated_cost_usd AS DOUBLE)) AS ests,
+    list_transform(fields, lambda f: coalesce(
+        substr(f.model::VARCHAR, 2, length(f.model::VARCHAR) - 2), '')) AS models
+FROM (
+    SELECT *, CASE WHEN usable THEN json_transform(plan_json, {_PLAN_SCHEMA}) END AS fields
+    FROM (
+        SELECT *, is_array AND coalesce(list_bool_and(list_transform(
+            items, lambda e: starts_with(e::VARCHAR, '{{'))), true) AS usable
+        FROM (
+            -- is_array, not `items IS NOT NULL`: a ClickHouse array is never NULL
+            SELECT *, CASE WHEN is_array THEN json_transform(plan_json, '["JSON"]') END AS items
+            FROM (
+                SELECT *, coalesce(coalesce(plan_json, '') <> '' AND json_valid(plan_json)
+                    AND starts_with(ltrim(plan_json, {_JSON_SPACE}), '['), false) AS is_array
+                FROM (
+                    SELECT *, CASE WHEN leaf AND role = '{Role.PLAN}' THEN a[3] END AS plan_json
+                    FROM (
+                        SELECT sp.trace_id AS run_id, sp.span_id, sp.role,
+                            sp.is_leaf_call AS leaf, sp.parent_span_id IS NULL AS root,
+                            coalesce(sp.request_model, sp.response_model) AS model,
+                            sp.start_time_unix_nano AS start_ns,
+                            sp.end_time_unix_nano AS end_ns, sp.input_tokens,
+                            sp.output_tokens, sp.cost_usd, sp.status_code <> 'error' AS ok,
+                            sp.price_input_usd_per_token AS price_in,
+                            -- one parse of the attributes, of the spans that need it
+                            CASE WHEN (sp.is_leaf_call AND sp.role IN ('{Role.WORKER}',
+                                '{Role.PLAN}')) OR sp.parent_span_id IS NULL
+                                THEN {attrs_sql(_STAGE_KEYS, "sp")} END AS a
+                        FROM spans sp
+                        WHERE (sp.is_leaf_call OR sp.parent_span_id IS NULL)
+                            AND sp.trace_id IN ({{runs}}) {{span_range}}
+                    )
+                )
+            )
+        )
+    )
+)
+"""
+"""Every LLM call and root span of the runs ``{runs}`` (a query of run ids) within
+``{span_range}``, one row each, with the attributes the what-if and the class estimates
+read from them parsed once: a worker call's sub-task index and whether it was cancelled,
+a root's reserve (``rf``, ``rp``), a plan answer read as :func:`analytics.recorded.
+parse_plan` reads it (``usable``, ``weird``: left to Python, its sub-tasks' estimates and
+models). :data:`RUN_SQL` reads it as its ``staged`` CTE (inline, or a chunk's file written
+beforehand: :func:`stage_chunk`)."""
+
 RUN_SQL = f"""
 WITH scope AS (
     SELECT l.variant, r.run_id, r.task_class, r.started_at, r.status, r.breach, r.cost_usd,
@@ -81,72 +147,23 @@ WITH scope AS (
         AND l.rec_policy IS NOT DISTINCT FROM r.policy
     {{where}}
 ),
-calls AS MATERIALIZED (
+staged AS MATERIALIZED ({{staged}}),
+calls AS (
     SELECT run_id, span_id, role, start_ns, end_ns, input_tokens, output_tokens, cost_usd, ok,
-        price_in, CASE WHEN role = '{Role.WORKER}'
-            THEN coalesce(wa[2] = '{CANCELLED_ERROR}', false) END AS cancelled,
-        TRY_CAST(wa[1] AS INTEGER) AS idx
-    FROM (
-        SELECT sp.trace_id AS run_id, sp.span_id, sp.role, sp.input_tokens,
-            sp.start_time_unix_nano AS start_ns, sp.end_time_unix_nano AS end_ns,
-            sp.output_tokens, sp.cost_usd,
-            sp.status_code <> 'error' AS ok, sp.price_input_usd_per_token AS price_in,
-            CASE WHEN sp.role = '{Role.WORKER}'
-                THEN {attrs_sql((cv.CLIFF_SUBTASK_INDEX, cv.ERROR_TYPE), "sp")} END AS wa
-        FROM spans sp
-        WHERE sp.is_leaf_call AND sp.trace_id IN (SELECT run_id FROM scope) {{span_range}}
-    )
+        price_in, cancelled, idx
+    FROM staged WHERE leaf
 ),
 root AS (
-    SELECT run_id, arg_min({{
-        'fixed': TRY_CAST(a[1] AS DOUBLE), 'per': TRY_CAST(a[2] AS DOUBLE)}}, k) AS reserve
-    FROM (
-        SELECT sp.trace_id AS run_id, {{'s': sp.start_time_unix_nano, 'i': sp.span_id}} AS k,
-            {attrs_sql((cv.CLIFF_RESERVE_USD, cv.CLIFF_RESERVE_USD_PER_SUBTASK), "sp")} AS a
-        FROM spans sp
-        WHERE sp.parent_span_id IS NULL AND sp.trace_id IN (SELECT run_id FROM scope) {{span_range}}
-    )
-    GROUP BY run_id
+    SELECT run_id, arg_min({{'fixed': rf, 'per': rp}}, {{'s': start_ns, 'i': span_id}}) AS reserve
+    FROM staged WHERE root GROUP BY run_id
 ),
 run_calls AS (
     SELECT run_id, sum(coalesce(cost_usd, 0)) AS all_cost, bool_or(cost_usd < 0) AS negative
     FROM calls GROUP BY run_id
 ),
 plan_calls AS (
-    -- each plan answer parsed twice (its elements' kinds, then their fields): usable as
-    -- parse_plan has it (a JSON array of objects), and per sub-task its estimate and model
-    SELECT run_id, cost_usd, pos, usable,
-        CASE WHEN usable THEN NOT coalesce(list_bool_and(list_transform(
-                fields, lambda f, k: {_ELEM_SIMPLE})), true)
-            ELSE coalesce(plan_json, '') <> '' AND NOT json_valid(plan_json) END AS weird,
-        list_transform(fields, lambda f: TRY_CAST(f.estimated_cost_usd AS DOUBLE)) AS ests,
-        list_transform(fields, lambda f: coalesce(
-            substr(f.model::VARCHAR, 2, length(f.model::VARCHAR) - 2), '')) AS models
-    FROM (
-        SELECT *, CASE WHEN usable THEN json_transform(plan_json, {_PLAN_SCHEMA}) END AS fields
-        FROM (
-            SELECT *, {{'s': start_ns, 'i': span_id}} AS pos,
-                is_array AND coalesce(list_bool_and(list_transform(
-                items, lambda e: starts_with(e::VARCHAR, '{{'))), true) AS usable
-            FROM (
-                -- is_array, not `items IS NOT NULL`: a ClickHouse array is never NULL
-                SELECT *, CASE WHEN is_array
-                    THEN json_transform(plan_json, '["JSON"]') END AS items
-                FROM (
-                SELECT *, coalesce(coalesce(plan_json, '') <> '' AND json_valid(plan_json)
-                    AND starts_with(ltrim(plan_json, {_JSON_SPACE}), '['), false) AS is_array
-                FROM (
-                    SELECT sp.trace_id AS run_id, sp.span_id, sp.cost_usd,
-                        sp.start_time_unix_nano AS start_ns,
-                        {_a(cv.CLIFF_PLAN_SUBTASKS)} AS plan_json
-                    FROM spans sp
-                    WHERE sp.is_leaf_call AND sp.role = '{Role.PLAN}'
-                        AND sp.trace_id IN (SELECT run_id FROM scope) {{span_range}}
-                )
-                )
-            )
-        )
-    )
+    SELECT run_id, cost_usd, {{'s': start_ns, 'i': span_id}} AS pos, usable, weird, ests, models
+    FROM staged WHERE leaf AND role = '{Role.PLAN}'
 ),
 plan_runs AS (
     -- per run, its planner calls in start order (cost, usable) and the first usable plan
@@ -444,19 +461,49 @@ def chunk_bounds(
     return chunks.chunk_bounds(con, scope_sql, params, runs, CHUNK_RUNS)
 
 
+def _fill(sql: str, names: dict[str, str]) -> str:
+    for key, name in names.items():
+        sql = sql.replace(f"{{{key}}}", name)
+    return sql
+
+
 def sql_run_rows(
     con: duckdb.DuckDBPyConnection,
     names: dict[str, str],
     conds: list[str],
     params: dict[str, Any],
     bounds: Bounds,
+    staged: str | None = None,
 ) -> pl.DataFrame:
     """:data:`RUN_SQL` over the runs of ``conds`` (on ``runs r``) within the run-id range
-    ``bounds``; ``names`` maps ``lim``, ``workers``, ``synth`` to registered tables."""
+    ``bounds``; ``names`` maps ``lim``, ``workers``, ``synth`` to registered tables.
+    ``staged``: the chunk's :data:`STAGE_SQL` rows already written (a ``read_parquet``
+    of :func:`stage_chunk`'s file); None reads them from the spans in the same query."""
     params = dict(params)
     extra, span_range = chunks.range_filters(bounds, "r.run_id", "sp.trace_id", params)
     conds = [*conds, *extra]
-    sql = RUN_SQL.replace("{where}", where(conds)).replace("{span_range}", span_range)
-    for key, name in names.items():
-        sql = sql.replace(f"{{{key}}}", name)
-    return frame(con, sql, params)
+    if staged is None:
+        source = STAGE_SQL.replace("{runs}", "SELECT run_id FROM scope")
+    else:
+        source = f"SELECT * FROM {staged} WHERE run_id IN (SELECT run_id FROM scope)"
+    sql = RUN_SQL.replace("{staged}", source)
+    sql = sql.replace("{where}", where(conds)).replace("{span_range}", span_range)
+    return frame(con, _fill(sql, names), params)
+
+
+def stage_chunk(
+    con: duckdb.DuckDBPyConnection, conds: list[str], params: dict[str, Any], bounds: Bounds,
+    path: Path,
+) -> str:
+    """Write the :data:`STAGE_SQL` rows of the runs of ``conds`` (on ``runs r``) within
+    ``bounds`` to the Parquet file ``path`` (DuckDB only; the file is the caller's to
+    delete). Returns the SQL reading it back (``read_parquet('path')``), for
+    :func:`sql_run_rows` and the class estimates (:func:`analytics.estimates.
+    staged_estimate_sums`): the spans' attributes are parsed once for both."""
+    params = dict(params)
+    extra, span_range = chunks.range_filters(bounds, "r.run_id", "sp.trace_id", params)
+    runs = f"SELECT r.run_id FROM runs r {where([*conds, *extra])}"
+    sql = STAGE_SQL.replace("{runs}", runs).replace("{span_range}", span_range)
+    quoted = str(path).replace("'", "''")
+    con.execute(f"COPY ({sql}) TO '{quoted}' (FORMAT parquet)", params or None)
+    return f"read_parquet('{quoted}')"

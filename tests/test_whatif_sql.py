@@ -12,22 +12,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
 from replay_store import MINI, SONNET, Call, Sub, build_orchestrated_store, hand_run
 
+from cliffwatch.analytics.estimates import load_estimates
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.whatif import WhatIf, what_if, what_ifs
 from cliffwatch.analytics.whatif_rows import RUN_COLUMNS
 from cliffwatch.analytics.whatif_sql import CHUNK_RUNS
+from cliffwatch.analytics.window import Window
 from cliffwatch.orchestrator.demo import run_demo
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import CapPolicy
 from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import ns_at
 from cliffwatch.telemetry.write_pipeline import write_spans
+
+NOW = datetime(2026, 11, 2)
 
 OVERRIDES = [
     LimitsOverride(max_workers=8),
@@ -189,6 +194,25 @@ def test_a_memory_bound_too_small_falls_back_to_the_connections_own(
         before = con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
         expected = what_if(con, OVERRIDES[0]).runs
         monkeypatch.setattr("cliffwatch.analytics.bulk_read.MEMORY_LIMIT", "1KB")
+        monkeypatch.setattr("cliffwatch.analytics.bulk_read.WHATIF_MEMORY_LIMIT", "1KB")
         again = what_if(con, OVERRIDES[0]).runs
         assert _differences(again, expected) == []
+        given = what_if(con, OVERRIDES[0], estimates=load_estimates(con)).runs
+        assert _differences(given, expected) == []
         assert con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0] == before
+
+
+def test_a_window_and_a_class_read_the_estimates_of_every_run(tmp_path: Path) -> None:
+    # the staged what-if reads the class estimates from every run of the class, and its
+    # rows from the window's runs only: the same figures as the Python counterfactual
+    rng = random.Random(5)
+    path = tmp_path / "window.duckdb"
+    write_spans(path, [r for n in range(80) for r in _random_run(rng, n)])
+    window = Window.parse("2026-11-01T00:40:00", None)
+    with open_store(path, read_only=True) as con:
+        for task_class in (None, "research"):
+            for override in OVERRIDES[:5]:
+                sql = what_if(con, override, window, task_class, now=NOW)
+                py = what_if(con, override, window, task_class, now=NOW, pushdown=False)
+                assert 0 < sql.runs.height < 80
+                assert _differences(sql.runs, py.runs) == [], override.describe()

@@ -187,7 +187,17 @@ def test_orchestrating_small_tasks_saves_the_overhead(db: Path) -> None:
     assert found["saving_usd"] == pytest.approx(6 * (0.004 + 0.001), rel=1e-12)
     assert found["evidence"]["median_plan_workers"] == 1
     assert found["evidence"]["workers_usd"] == pytest.approx(6 * 0.002, rel=1e-12)
+    assert found["evidence"]["plan_usd"] == pytest.approx(6 * 0.004, rel=1e-12)
+    assert found["evidence"]["synthesis_usd"] == pytest.approx(6 * 0.001, rel=1e-12)
+    assert found["evidence"]["critic_usd"] == 0.0
     assert "chain the prompts" in found["title"]
+    # the spend is the window's runs' only (runs an hour apart from 00:00; two before)
+    later = one(findings(db, kinds=["orchestrating_small_tasks"],
+                         window=Window(since=datetime(2026, 11, 3, 2))),
+                "orchestrating_small_tasks", "extract")
+    assert later["runs"] == 4
+    assert later["saving_usd"] == pytest.approx(4 * (0.004 + 0.001), rel=1e-12)
+    assert later["evidence"]["workers_usd"] == pytest.approx(4 * 0.002, rel=1e-12)
 
 
 def test_the_min_workers_threshold_is_a_setting(db: Path, monkeypatch: pytest.MonkeyPatch

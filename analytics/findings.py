@@ -227,6 +227,11 @@ def _bare(model: str | None) -> str | None:
     return None if model is None else model.rsplit("/", 1)[-1]
 
 
+def _bare_expr(column: str) -> pl.Expr:
+    """:func:`_bare` of a column, in polars (no Python call per run)."""
+    return pl.col(column).str.split("/").list.last()
+
+
 def _quantiles(costs: pl.Series) -> dict[str, float | None]:
     """P50/P95/P99 (linear, numpy's default) and P99/P50 of a series of run costs, USD."""
     if costs.is_empty():
@@ -581,8 +586,7 @@ def _cost_cliff(ctx: _Context) -> list[dict[str, Any]]:
 def _synthesis_on_planner_model(ctx: _Context) -> list[dict[str, Any]]:
     same = ctx.runs.filter(
         pl.col("synthesis_model").is_not_null()
-        & (pl.col("planner_model").map_elements(_bare, return_dtype=pl.String)
-           == pl.col("synthesis_model").map_elements(_bare, return_dtype=pl.String))
+        & (_bare_expr("planner_model") == _bare_expr("synthesis_model"))
     )
     if same.is_empty():
         return []

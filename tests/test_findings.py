@@ -23,6 +23,8 @@ from cliffwatch.analytics.findings import (
     FINDING_COLUMNS,
     FINDING_KINDS,
     Thresholds,
+    _bare,
+    _bare_expr,
     find_findings,
     findings_records,
 )
@@ -364,3 +366,12 @@ def test_the_findings_page_prints_no_stray_text(page_store: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     app = _findings_page(page_store, monkeypatch)
     assert [m.value for m in app.markdown if "called on the page" in m.value] == []
+
+
+def test_the_bare_model_name_is_the_same_in_polars_and_python() -> None:
+    # the synthesis finding compares bare names over every run in polars
+    # (findings._bare_expr); the newest run's still-present check in Python (_bare)
+    names = ["sim/gpt-4.1", "gpt-4o", "a/b/c", "", None, "/x", "x/"]
+    in_polars = pl.DataFrame({"m": names}, schema={"m": pl.String}).select(_bare_expr("m"))
+    assert in_polars["m"].to_list() == [_bare(n) for n in names]
+    assert _bare("sim/gpt-4.1") == "gpt-4.1"

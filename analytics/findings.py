@@ -191,6 +191,9 @@ _RUNS_SQL = """
 """
 """The runs' columns the detectors read (one row per run of the window)."""
 
+_COSTS_SQL = "SELECT task_class, cost_usd FROM runs {where}"
+"""What the what-ifs' overrides read of the runs (the class P50s: :meth:`_Context.class_p50`)."""
+
 _ROLE_COST_SQL = """
     SELECT r.task_class,
            coalesce(sum(s.cost_usd) FILTER (WHERE s.role = 'worker'), 0) AS worker_usd,
@@ -251,8 +254,9 @@ def _ratio_text(value: float | None) -> str:
 
 @dataclass
 class _Context:
-    """What every detector reads: the window's runs, per-class role costs (read when first
-    asked) and the what-ifs."""
+    """What every detector reads: the window's runs (``task_class`` and ``cost_usd`` only
+    while the what-ifs are prefetched, then :data:`_RUNS_SQL`'s columns), per-class role
+    costs (read when first asked) and the what-ifs."""
 
     con: duckdb.DuckDBPyConnection
     window: Window
@@ -780,16 +784,20 @@ def _find(
     def detect() -> tuple[WhatIf | None, list[dict[str, Any]]] | None:
         # every read under the bulk-read memory bound: the role costs and the what-ifs read
         # every call of the window, and DuckDB would keep what it read (issue 11)
-        runs = frame(con, _RUNS_SQL.format(where=where(conds)), params)
-        if runs.is_empty():
+        # the what-ifs first, with only the runs' classes and costs in memory (the ceiling
+        # what-if's P50s); the runs' other columns are read after them (issue 11)
+        costs = frame(con, _COSTS_SQL.format(where=where(conds)), params)
+        if costs.is_empty():
             return None
         ctx = _Context(
             con=con, window=window, task_class=task_class,
-            thresholds=thresholds or Thresholds.from_settings(), runs=runs,
-            days=window_days(window, runs, now), now=now, conds=conds,
-            params=params, estimates=estimates,
+            thresholds=thresholds or Thresholds.from_settings(), runs=costs,
+            days=None, now=now, conds=conds, params=params, estimates=estimates,
         )
         asked = ctx.prefetch(wanted, also)
+        del costs
+        ctx.runs = frame(con, _RUNS_SQL.format(where=where(conds)), params)
+        ctx.days = window_days(window, ctx.runs, now)
         return asked, [row for kind in wanted for row in _DETECTORS[kind](ctx)]
 
     detected = run_bounded(con, detect)

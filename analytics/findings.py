@@ -185,21 +185,28 @@ class Thresholds:
 
 
 _RUNS_SQL = """
-    SELECT run_id, task_class, started_at, status, breach, cost_usd, workers_proposed,
+    SELECT run_id, task_class, started_at, cost_usd, workers_proposed,
            workers_dispatched, max_workers, ceiling_usd, planner_model, synthesis_model
     FROM runs {where}
 """
+"""The runs' columns the detectors read (one row per run of the window)."""
+
+_COSTS_SQL = "SELECT task_class, cost_usd FROM runs {where}"
+"""What the what-ifs' overrides read of the runs (the class P50s: :meth:`_Context.class_p50`)."""
 
 _ROLE_COST_SQL = """
-    SELECT s.trace_id AS run_id,
+    SELECT r.task_class,
            coalesce(sum(s.cost_usd) FILTER (WHERE s.role = 'worker'), 0) AS worker_usd,
            coalesce(sum(s.cost_usd) FILTER (WHERE s.role = 'plan'), 0) AS plan_usd,
            coalesce(sum(s.cost_usd) FILTER (WHERE s.role = 'synthesis'), 0) AS synthesis_usd,
            coalesce(sum(s.cost_usd) FILTER (WHERE s.role = 'critic'), 0) AS critic_usd
     FROM spans AS s JOIN runs AS r ON r.run_id = s.trace_id
-    {where} AND s.is_leaf_call
-    GROUP BY s.trace_id
+    {where} AND s.is_leaf_call AND r.workers_proposed IS NOT NULL
+    GROUP BY r.task_class
 """
+"""Per class, the leaf calls' spend by role over its runs that recorded a plan size
+(:func:`_planned`), summed in DuckDB: one row per class, not one per run (at 1M runs a
+per-run frame held ~80 MB through the what-if; issue 11)."""
 
 _SYNTHESIS_TOKENS_SQL = """
     SELECT r.task_class, count(DISTINCT r.run_id) AS runs,
@@ -223,6 +230,11 @@ def _bare(model: str | None) -> str | None:
     return None if model is None else model.rsplit("/", 1)[-1]
 
 
+def _bare_expr(column: str) -> pl.Expr:
+    """:func:`_bare` of a column, in polars (no Python call per run)."""
+    return pl.col(column).str.split("/").list.last()
+
+
 def _quantiles(costs: pl.Series) -> dict[str, float | None]:
     """P50/P95/P99 (linear, numpy's default) and P99/P50 of a series of run costs, USD."""
     if costs.is_empty():
@@ -242,19 +254,21 @@ def _ratio_text(value: float | None) -> str:
 
 @dataclass
 class _Context:
-    """What every detector reads: the window's runs, per-role costs and the what-ifs."""
+    """What every detector reads: the window's runs (``task_class`` and ``cost_usd`` only
+    while the what-ifs are prefetched, then :data:`_RUNS_SQL`'s columns), per-class role
+    costs (read when first asked) and the what-ifs."""
 
     con: duckdb.DuckDBPyConnection
     window: Window
     task_class: str | None
     thresholds: Thresholds
     runs: pl.DataFrame
-    roles: pl.DataFrame
     days: float | None
     now: datetime | None
     conds: list[str]
     params: dict[str, Any]
     estimates: Estimates | None = None
+    _roles: pl.DataFrame | None = None
     _what_ifs: dict[str, pl.DataFrame] = field(default_factory=dict)
 
     def class_estimates(self) -> Estimates:
@@ -262,6 +276,16 @@ class _Context:
         if self.estimates is None:
             self.estimates = load_estimates(self.con, self.task_class)
         return self.estimates
+
+    def class_roles(self) -> pl.DataFrame:
+        """Per task class (``task_class``, ``worker_usd``, ``plan_usd``, ``synthesis_usd``,
+        ``critic_usd``, USD): the leaf calls' spend by role over the class's runs that
+        recorded a plan size (read once, when first asked)."""
+        if self._roles is None:
+            conds = ["r." + c for c in self.conds]
+            self._roles = frame(self.con, _ROLE_COST_SQL.format(
+                where=where(conds) or "WHERE TRUE"), self.params)
+        return self._roles
 
     def yearly(self, saving_usd: float | None) -> float | None:
         if saving_usd is None or not self.days:
@@ -308,7 +332,7 @@ class _Context:
                 continue
             if name == "ceiling":
                 runs = runs.filter(pl.col("task_class").is_in(list(overrides)))
-            self._what_ifs[name] = runs
+            self._what_ifs[name] = _kept(runs)
         return asked
 
     def cap_what_if(self) -> pl.DataFrame:
@@ -317,7 +341,7 @@ class _Context:
         if "cap" not in self._what_ifs:
             result = what_if(self.con, self._cap_override(), self.window, self.task_class,
                              now=self.now, estimates=self.class_estimates())
-            self._what_ifs["cap"] = result.runs
+            self._what_ifs["cap"] = _kept(result.runs)
         return self._what_ifs["cap"]
 
     def ceiling_what_if(self) -> pl.DataFrame:
@@ -330,8 +354,19 @@ class _Context:
                 result = what_if(self.con, overrides, self.window, self.task_class,
                                  now=self.now, estimates=self.class_estimates())
                 runs = result.runs.filter(pl.col("task_class").is_in(list(overrides)))
-            self._what_ifs["ceiling"] = runs
+            self._what_ifs["ceiling"] = _kept(runs)
         return self._what_ifs["ceiling"]
+
+
+_WHAT_IF_KEPT = ("run_id", "saving_usd", "affected", "status_after", "not_completed",
+                 "redo_usd", "dispatched_after", "dispatched_before", "estimated_usd")
+"""The what-if's per-run columns :func:`_what_if_of` reads: the rest of the 1M-row frame
+is let go once the what-ifs are replayed (issue 11)."""
+
+
+def _kept(runs: pl.DataFrame) -> pl.DataFrame:
+    """``runs`` with only :data:`_WHAT_IF_KEPT` (those it has)."""
+    return runs.select([c for c in _WHAT_IF_KEPT if c in runs.columns])
 
 
 def _what_if_of(
@@ -555,8 +590,7 @@ def _cost_cliff(ctx: _Context) -> list[dict[str, Any]]:
 def _synthesis_on_planner_model(ctx: _Context) -> list[dict[str, Any]]:
     same = ctx.runs.filter(
         pl.col("synthesis_model").is_not_null()
-        & (pl.col("planner_model").map_elements(_bare, return_dtype=pl.String)
-           == pl.col("synthesis_model").map_elements(_bare, return_dtype=pl.String))
+        & (_bare_expr("planner_model") == _bare_expr("synthesis_model"))
     )
     if same.is_empty():
         return []
@@ -614,14 +648,17 @@ def _cheaper_model(model: str, candidates: Sequence[str | None]) -> str | None:
 
 
 def _orchestrating_small_tasks(ctx: _Context) -> list[dict[str, Any]]:
-    planned = _planned(ctx).join(ctx.roles, on="run_id", how="left").fill_null(0.0)
+    planned = _planned(ctx)
+    roles = {row["task_class"]: row for row in ctx.class_roles().iter_rows(named=True)}
     out = []
     for task_class in sorted(planned["task_class"].unique().to_list()):
         mine = planned.filter(pl.col("task_class") == task_class)
         median_plan = as_float(mine["workers_proposed"].median() or 0.0)
-        workers_usd = float(mine["worker_usd"].sum())
-        overhead_usd = float((mine["plan_usd"] + mine["synthesis_usd"]
-                              + mine["critic_usd"]).sum())
+        spend = roles.get(task_class) or {}  # no leaf call: nothing spent
+        workers_usd = float(spend.get("worker_usd") or 0.0)
+        plan_usd, synthesis_usd, critic_usd = (
+            float(spend.get(f"{role}_usd") or 0.0) for role in ("plan", "synthesis", "critic"))
+        overhead_usd = plan_usd + synthesis_usd + critic_usd
         small = median_plan < ctx.thresholds.min_workers
         heavy = overhead_usd > workers_usd
         if not (small or heavy):
@@ -645,9 +682,8 @@ def _orchestrating_small_tasks(ctx: _Context) -> list[dict[str, Any]]:
             still_present=as_float(recent["workers_proposed"].median() or 0.0)
             < ctx.thresholds.min_workers or heavy,
             evidence={"median_plan_workers": median_plan, "workers_usd": workers_usd,
-                      "plan_usd": float(mine["plan_usd"].sum()),
-                      "synthesis_usd": float(mine["synthesis_usd"].sum()),
-                      "critic_usd": float(mine["critic_usd"].sum()),
+                      "plan_usd": plan_usd, "synthesis_usd": synthesis_usd,
+                      "critic_usd": critic_usd,
                       "overhead_share": overhead_usd / (overhead_usd + workers_usd)
                       if overhead_usd + workers_usd > 0 else None},
         ))
@@ -746,21 +782,22 @@ def _find(
         conds.append("task_class = $task_class")
         params["task_class"] = task_class
     def detect() -> tuple[WhatIf | None, list[dict[str, Any]]] | None:
-        # every read under the bulk-read memory bound: the per-run role costs group every
-        # call of the window by run, and DuckDB would keep what it read (issue 11)
-        runs = frame(con, _RUNS_SQL.format(where=where(conds)), params)
-        if runs.is_empty():
+        # every read under the bulk-read memory bound: the role costs and the what-ifs read
+        # every call of the window, and DuckDB would keep what it read (issue 11)
+        # the what-ifs first, with only the runs' classes and costs in memory (the ceiling
+        # what-if's P50s); the runs' other columns are read after them (issue 11)
+        costs = frame(con, _COSTS_SQL.format(where=where(conds)), params)
+        if costs.is_empty():
             return None
-        role_conds = ["r." + c for c in conds]
-        roles = frame(con, _ROLE_COST_SQL.format(where=where(role_conds) or "WHERE TRUE"),
-                      params)
         ctx = _Context(
             con=con, window=window, task_class=task_class,
-            thresholds=thresholds or Thresholds.from_settings(), runs=runs,
-            roles=roles, days=window_days(window, runs, now), now=now, conds=conds,
-            params=params, estimates=estimates,
+            thresholds=thresholds or Thresholds.from_settings(), runs=costs,
+            days=None, now=now, conds=conds, params=params, estimates=estimates,
         )
         asked = ctx.prefetch(wanted, also)
+        del costs
+        ctx.runs = frame(con, _RUNS_SQL.format(where=where(conds)), params)
+        ctx.days = window_days(window, ctx.runs, now)
         return asked, [row for kind in wanted for row in _DETECTORS[kind](ctx)]
 
     detected = run_bounded(con, detect)

@@ -41,7 +41,12 @@ from cliffwatch.analytics import charts, replay_charts
 from cliffwatch.analytics.bulk_read import run_bounded
 from cliffwatch.analytics.findings import REPORT_FINDING_COLUMNS, findings_and_what_if
 from cliffwatch.analytics.incidents import list_incidents
-from cliffwatch.analytics.percentiles import cap_start_date, cost_percentiles, daily_percentiles
+from cliffwatch.analytics.percentiles import (
+    cap_start_date,
+    cost_percentiles,
+    daily_percentiles,
+    model_and_role_percentiles,
+)
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import list_runs, scope_filter
 from cliffwatch.analytics.store_access import frame, where
@@ -271,8 +276,7 @@ def _build_report(
 ) -> Report:
     generated_at = now or utc_now()
     percentiles = cost_percentiles(con, window, task_class=task_class)
-    by_model = cost_percentiles(con, window, by="model", task_class=task_class)
-    by_role = cost_percentiles(con, window, by="role", task_class=task_class)
+    by_model, by_role = model_and_role_percentiles(con, window, task_class)  # one read
     runs = list_runs(con, window, task_class=task_class, limit=DISTRIBUTION_POINTS_LIMIT)
     incidents = _incidents(con, window, task_class)
     classes = percentiles["task_class"].to_list()

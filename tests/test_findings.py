@@ -23,6 +23,8 @@ from cliffwatch.analytics.findings import (
     FINDING_COLUMNS,
     FINDING_KINDS,
     Thresholds,
+    _bare,
+    _bare_expr,
     find_findings,
     findings_records,
 )
@@ -187,7 +189,17 @@ def test_orchestrating_small_tasks_saves_the_overhead(db: Path) -> None:
     assert found["saving_usd"] == pytest.approx(6 * (0.004 + 0.001), rel=1e-12)
     assert found["evidence"]["median_plan_workers"] == 1
     assert found["evidence"]["workers_usd"] == pytest.approx(6 * 0.002, rel=1e-12)
+    assert found["evidence"]["plan_usd"] == pytest.approx(6 * 0.004, rel=1e-12)
+    assert found["evidence"]["synthesis_usd"] == pytest.approx(6 * 0.001, rel=1e-12)
+    assert found["evidence"]["critic_usd"] == 0.0
     assert "chain the prompts" in found["title"]
+    # the spend is the window's runs' only (runs an hour apart from 00:00; two before)
+    later = one(findings(db, kinds=["orchestrating_small_tasks"],
+                         window=Window(since=datetime(2026, 11, 3, 2))),
+                "orchestrating_small_tasks", "extract")
+    assert later["runs"] == 4
+    assert later["saving_usd"] == pytest.approx(4 * (0.004 + 0.001), rel=1e-12)
+    assert later["evidence"]["workers_usd"] == pytest.approx(4 * 0.002, rel=1e-12)
 
 
 def test_the_min_workers_threshold_is_a_setting(db: Path, monkeypatch: pytest.MonkeyPatch
@@ -354,3 +366,12 @@ def test_the_findings_page_prints_no_stray_text(page_store: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     app = _findings_page(page_store, monkeypatch)
     assert [m.value for m in app.markdown if "called on the page" in m.value] == []
+
+
+def test_the_bare_model_name_is_the_same_in_polars_and_python() -> None:
+    # the synthesis finding compares bare names over every run in polars
+    # (findings._bare_expr); the newest run's still-present check in Python (_bare)
+    names = ["sim/gpt-4.1", "gpt-4o", "a/b/c", "", None, "/x", "x/"]
+    in_polars = pl.DataFrame({"m": names}, schema={"m": pl.String}).select(_bare_expr("m"))
+    assert in_polars["m"].to_list() == [_bare(n) for n in names]
+    assert _bare("sim/gpt-4.1") == "gpt-4.1"

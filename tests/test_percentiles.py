@@ -6,6 +6,7 @@ from datetime import date, datetime, timedelta
 
 import numpy as np
 import polars as pl
+import polars.testing
 import pytest
 
 from cliffwatch.analytics.errors import UnknownTaskClassError
@@ -14,6 +15,7 @@ from cliffwatch.analytics.percentiles import (
     cap_start_date,
     cost_percentiles,
     daily_percentiles,
+    model_and_role_percentiles,
     overall_percentiles,
 )
 from cliffwatch.analytics.store_access import read_store
@@ -176,16 +178,24 @@ def test_by_model_and_role_are_per_run_sums(tmp_path) -> None:
     path = tmp_path / "m.duckdb"
     write_spans(path, records)
     with read_store(path) as con:
-        by_model = cost_percentiles(con, by="model")
-        by_role = cost_percentiles(con, by="role")
-    assert by_model.columns == ["model", *PERCENTILE_COLUMNS]
-    _check_against_numpy(_row(by_model, "model", "sim/gpt-4o"), [p for p, _, _ in runs], 3)
-    _check_against_numpy(
-        _row(by_model, "model", "sim/gpt-4o-mini"), [sum(w) + s for _, w, s in runs], 3
-    )
-    assert by_role["role"].to_list() == ["plan", "synthesis", "worker"]
-    _check_against_numpy(_row(by_role, "role", "worker"), [sum(w) for _, w, _ in runs], 3)
-    _check_against_numpy(_row(by_role, "role", "synthesis"), [s for _, _, s in runs], 3)
+        # each read on its own, and both from one read (the report's)
+        pairs = [(cost_percentiles(con, by="model"), cost_percentiles(con, by="role")),
+                 model_and_role_percentiles(con)]
+        windowed = model_and_role_percentiles(
+            con, Window(since=parse_when("2026-11-01T00:10:00")))
+    for by_model, by_role in pairs:
+        assert by_model.columns == ["model", *PERCENTILE_COLUMNS]
+        assert by_role.columns == ["role", *PERCENTILE_COLUMNS]
+        _check_against_numpy(_row(by_model, "model", "sim/gpt-4o"), [p for p, _, _ in runs], 3)
+        _check_against_numpy(
+            _row(by_model, "model", "sim/gpt-4o-mini"), [sum(w) + s for _, w, s in runs], 3
+        )
+        assert by_model["model"].to_list() == ["sim/gpt-4o", "sim/gpt-4o-mini"]
+        assert by_role["role"].to_list() == ["plan", "synthesis", "worker"]
+        _check_against_numpy(_row(by_role, "role", "worker"), [sum(w) for _, w, _ in runs], 3)
+        _check_against_numpy(_row(by_role, "role", "synthesis"), [s for _, _, s in runs], 3)
+    # the window's runs only (one a minute from 00:00: the first 10 are before it)
+    _check_against_numpy(_row(windowed[1], "role", "plan"), [p for p, _, _ in runs[10:]], 0)
 
 
 def test_by_model_counts_leaf_calls_only_and_unpriced_calls(tmp_path) -> None:
@@ -209,6 +219,9 @@ def test_by_model_counts_leaf_calls_only_and_unpriced_calls(tmp_path) -> None:
     with read_store(path) as con:
         by_model = cost_percentiles(con, by="model")
         by_class = cost_percentiles(con)
+        # one read for both: the same units (leaf calls only, the unpriced one counted)
+        both_model, _ = model_and_role_percentiles(con)
+    pl.testing.assert_frame_equal(both_model, by_model, check_exact=False, rel_tol=1e-12)
     costs = dict(zip(by_model["model"], by_model["total_usd"], strict=True))
     assert costs == pytest.approx(
         {"sim/gpt-4o": 0.01, "sim/claude-haiku-4-5": 0.012, "sim/gpt-4o-mini": 0.0}

@@ -66,7 +66,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from bench.dashboard_paint import bench_dashboard_paint
+from bench.dashboard_paint import bench_dashboard_paint, select_pages
 from bench.exporter import bench_exporter
 from bench.store_write import bench_store_write
 
@@ -291,13 +291,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs in the *_scale benchmarks' store (default 1,000,000; "
                              "--quick 100,000); built once, cached under "
                              "~/.cache/cliffwatch-bench/")
+    parser.add_argument("--pages", default=None, metavar="NAME,...",
+                        help="dashboard_paint: only these pages (overview, runs, run, "
+                             "replay, ...; default all)")
     args = parser.parse_args(argv)
     if args.runs is not None and args.runs < 1:
         parser.error("--runs must be >= 1")
     BENCHMARKS.update(scale_benchmarks(args.runs))
     BENCHMARKS["clickhouse_scale"] = lambda tmp, quick: bench_clickhouse_scale(
         tmp, quick, args.runs)
-    BENCHMARKS["dashboard_paint"] = partial(bench_dashboard_paint, runs=args.runs)
+    try:
+        pages = None if args.pages is None else select_pages(args.pages)
+    except ValueError as exc:
+        parser.error(str(exc))
+    BENCHMARKS["dashboard_paint"] = partial(bench_dashboard_paint, runs=args.runs, pages=pages)
     names = args.names or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:

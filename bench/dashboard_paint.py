@@ -15,7 +15,8 @@ What-if rows' cold figure is the whole analysis computed; a second server, start
 the first stopped, then visits those two pages again with what the first kept (the rows
 "after a restart"). Targets
 (issue 11): Overview under 1.5 s on an idle machine at 1M runs, every page under 3 s and
-the server under 1 GB. ``--quick``: the Overview only.
+the server under 1 GB. ``--quick``: the Overview only; ``--pages run,replay``: those pages
+only (:func:`select_pages`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,27 @@ line, drawn with the audit before its chart); the row says so. Pages that draw i
 (the Overview's figures then its charts, Cost truth's audit then its cache savings, each
 read by its own loader) paint before their script ends: the "run ended" figure beside
 each row is the time to the complete page."""
+
+
+
+def page_name(path: str) -> str:
+    """A :data:`PAGES` entry's name: its path before any ``?``, ``overview`` for ``""``."""
+    return path.split("?")[0] or "overview"
+
+
+def select_pages(names: str) -> tuple[str, ...]:
+    """The :data:`PAGES` entries named in ``names`` (comma-separated page names such as
+    ``overview,run``), in :data:`PAGES` order.
+
+    Raises:
+        ValueError: a name is not one of the pages.
+    """
+    wanted = {n.strip() for n in names.split(",") if n.strip()}
+    known = {page_name(p) for p in PAGES}
+    if not wanted or wanted - known:
+        raise ValueError(f"--pages: choose from {', '.join(sorted(known))}")
+    return tuple(p for p in PAGES if page_name(p) in wanted)
+
 
 START_TIMEOUT_S = 180.0
 DONE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
@@ -124,7 +146,7 @@ def _visit_thrice(browser: Any, url: str, path: str) -> Row:
     later visits are skipped)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    name = path.split("?")[0] or "overview"
+    name = page_name(path)
     selector = PAINTED if name == "overview" else f"{PAINTED}, {EMPTY}"
     times: list[float] = []
     note = ""
@@ -259,13 +281,16 @@ def _result_rows(label: str, rows: list[Row], floor: Row) -> Result:
     return result
 
 
-def bench_dashboard_paint(tmp: Path, quick: bool, runs: int | None = None) -> Result:
+def bench_dashboard_paint(tmp: Path, quick: bool, runs: int | None = None,
+                          pages: tuple[str, ...] | None = None) -> Result:
     """First paint per page on the 500-run demo and, with ``runs``, on the store of N runs
-    (each a copy at this schema version), beside a bare Streamlit page (the floor)."""
+    (each a copy at this schema version), beside a bare Streamlit page (the floor).
+    ``pages``: only those :data:`PAGES` entries (None: all; ``quick``: the Overview)."""
     stores = [("demo 500 runs", current_schema_copy(_demo_store()))]
     if runs is not None:
         stores.append((f"{runs:,} runs", current_schema_copy(big_store(runs)[0])))
-    pages = PAGES[:1] if quick else PAGES
+    pages = pages if pages is not None else PAGES[:1] if quick else PAGES
+    kept_pages = tuple(p for p in KEPT_PAGES if p in pages)
     load = "/".join(f"{x:.2f}" for x in os.getloadavg())
     bare, bare_rss = paint_times(None, tmp, ("",))
     floor = bare[0]
@@ -276,8 +301,8 @@ def bench_dashboard_paint(tmp: Path, quick: bool, runs: int | None = None) -> Re
         results = tmp / f"results-{n}"  # empty: the first server computes every analysis
         rows, rss = paint_times(db, tmp, pages, results)
         result += _result_rows(label, rows, floor)
-        if not quick:
-            kept, kept_rss = paint_times(db, tmp, KEPT_PAGES, results)
+        if kept_pages:
+            kept, kept_rss = paint_times(db, tmp, kept_pages, results)
             result += _result_rows(f"{label}, after a restart (result kept)", kept, floor)
             rss = max(rss, kept_rss)
         result.append((f"{label}: server peak RSS (after a page)",

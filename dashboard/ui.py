@@ -11,6 +11,7 @@ from typing import Literal, NoReturn
 import polars as pl
 import streamlit as st
 from pandas.io.formats.style import Styler
+from streamlit.delta_generator import DeltaGenerator
 
 from cliffwatch.formatting import MISSING, usd
 
@@ -106,6 +107,18 @@ def md_text(value: object) -> str:
     text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), str(value))
     escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
     return _AUTOLINK.sub(lambda m: (m.group(1) or "") + WORD_JOINER, escaped)
+
+
+def chart_slot() -> DeltaGenerator:
+    """A place on the page for a plotly chart that is drawn after the table below it:
+    ``slot = ui.chart_slot()``, then the table, then ``slot.plotly_chart(...)``.
+
+    The browser loads Streamlit's plotly.js (4.7 MB) when the first chart element
+    arrives; sent before the table, its download and evaluation delay the table's own
+    JavaScript, so the page's first table waited for plotly (the Run page at 1M runs).
+    Sent after it, the table is drawn first; the layout is the same (the slot holds the
+    chart's place above the table)."""
+    return st.empty()
 
 
 def run_link(run_id: str) -> str:

@@ -271,3 +271,14 @@ def test_store_locked_by_another_process_is_reported(
     app.run()  # the writer is gone: the next rerun shows the data
     assert not app.error
     assert len(_frame(app, "percentiles")) == 2
+
+
+def test_run_page_waterfall_keeps_its_place_above_the_spans_table(
+        app: AppTest, store: StoreFixture) -> None:
+    # Sent after the table (ui.chart_slot), drawn where the slot stands: above it.
+    open_page(app, "views/run.py", run_id=store.ceiling_run_id)
+    kinds = [node.type for node in app.main]
+    charts = [i for i, node in enumerate(app.main) if node.type == "plotly_chart"]
+    tables = [i for i, node in enumerate(app.main) if node.type == "dataframe"]
+    assert len(charts) == 1 and tables, kinds
+    assert charts[0] < tables[0], kinds

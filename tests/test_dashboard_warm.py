@@ -33,3 +33,29 @@ def test_every_module_a_page_imports_is_warmed() -> None:
 def test_streamlit_runs_without_its_post_script_gc_and_with_a_cache_budget() -> None:
     assert serve.STREAMLIT_FLAGS == ("--runner.postScriptGC", "false",
                                      "--server.maxCacheDataSize", "256mb")
+
+
+def test_warm_store_reads_the_write_version_before_the_first_page(
+        tmp_path, monkeypatch) -> None:
+    from dashboard_store import build_store
+
+    from cliffwatch.dashboard import queries
+
+    path = tmp_path / "store.duckdb"
+    build_store(path)
+    monkeypatch.setenv("CLIFFWATCH_DB", str(path))
+    monkeypatch.setattr(queries, "_VERSIONS", {})
+    serve.warm_store()
+    _, version = queries._VERSIONS[path]
+    assert version[0] == 1  # the write version was read, not the file signature
+    assert queries.store_version(path) == version
+
+
+def test_warm_store_leaves_a_missing_store_to_the_page(tmp_path, monkeypatch) -> None:
+    from cliffwatch.dashboard import queries
+
+    monkeypatch.setenv("CLIFFWATCH_DB", str(tmp_path / "none.duckdb"))
+    monkeypatch.setattr(queries, "_VERSIONS", {})
+    serve.warm_store()
+    assert queries._VERSIONS == {}
+    assert not (tmp_path / "none.duckdb").exists()

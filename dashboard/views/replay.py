@@ -106,8 +106,7 @@ if not cf.replayable:
     st.warning(ui.md_text(cf.reason))
 elif not rp.reproduces_record:
     st.warning("Under its recorded limits this replay does not reproduce the record.")
-st.plotly_chart(replay_charts.counterfactual_stages(rp.counterfactual_items(), rp.timeline),
-                key="stages")
+stages = ui.chart_slot()  # drawn after the table (see ui.chart_slot)
 notes = sorted({(i.stage, i.note) for i in cf.items if i.basis == "estimated"})
 if notes:
     st.caption("Estimated figures (not in the record): " + "; ".join(
@@ -115,15 +114,18 @@ if notes:
 comparison = rp.comparison()
 tables.show(comparison, key="comparison", height="content", column_config=COLUMNS,
             money_format=CALL_MONEY)
+stages.plotly_chart(replay_charts.counterfactual_stages(rp.counterfactual_items(), rp.timeline),
+                    key="stages")
 downloads.csv_button(comparison, "replay_comparison")
 
 st.subheader("Timeline as recorded")
 _, spans = queries.fetch(queries.load_run, run.run_id)
-st.plotly_chart(charts.run_waterfall(spans), key="waterfall")
+waterfall = ui.chart_slot()
 # The detail narrower than elsewhere: the timeline's eleven columns fit 1440 px whole.
 tables.show(rp.timeline, key="timeline", column_order=TIMELINE_ORDER,
             column_config=COLUMNS | {"detail": st.column_config.TextColumn("Detail", width=240)},
             money_format=CALL_MONEY)
+waterfall.plotly_chart(charts.run_waterfall(spans), key="waterfall")
 downloads.csv_button(rp.timeline, "replay_timeline")
 
 st.subheader("Plan")

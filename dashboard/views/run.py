@@ -59,7 +59,7 @@ st.caption(
 )
 
 st.subheader("Spans")
-st.plotly_chart(charts.run_waterfall(spans), key="waterfall")
+waterfall = ui.chart_slot()  # drawn after the table (see ui.chart_slot)
 # OTel's "unset" status (no status recorded) is a blank cell, not a word.
 tables.show(
     spans.with_columns(pl.col("status_code").replace("unset", None)),
@@ -68,4 +68,5 @@ tables.show(
     column_config={"name": st.column_config.TextColumn("Span")},
     money_format="$%,.6f",
 )
+waterfall.plotly_chart(charts.run_waterfall(spans), key="waterfall")
 downloads.csv_button(spans, "run_spans")

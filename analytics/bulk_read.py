@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 import duckdb
@@ -53,23 +54,29 @@ def bounded_memory(
     if not isinstance(con, duckdb.DuckDBPyConnection):
         yield
         return
+    # both settings read before the bound is set, so the limit comes back whatever fails
     rows = con.sql("SELECT current_setting('memory_limit')").fetchall()
     before = str(rows[0][0]) if rows else None
-    con.execute("SET memory_limit = $limit", {"limit": limit or MEMORY_LIMIT})
     order = con.sql("SELECT current_setting('preserve_insertion_order')").fetchall()
-    if not keep_order:
-        con.execute("SET preserve_insertion_order = false")  # callers sort what they read
     try:
+        con.execute("SET memory_limit = $limit", {"limit": limit or MEMORY_LIMIT})
+        if not keep_order:
+            con.execute("SET preserve_insertion_order = false")  # callers sort what they read
         yield
     finally:
-        con.execute("SET preserve_insertion_order = $keep",
-                    {"keep": bool(order[0][0]) if order else True})
-        # RESET restores DuckDB's default exactly; a limit the caller set comes back as
-        # its text says (DuckDB prints it rounded to 3 digits).
+        # the limit first: RESET restores DuckDB's default exactly; a limit the caller set
+        # comes back as its text says (DuckDB prints it rounded to 3 digits)
         con.execute("RESET memory_limit")
         now = con.sql("SELECT current_setting('memory_limit')").fetchall()
         if before and (not now or str(now[0][0]) != before):
             con.execute("SET memory_limit = $limit", {"limit": before})
+        con.execute("SET preserve_insertion_order = $keep",
+                    {"keep": bool(order[0][0]) if order else True})
+
+
+_BOUND: ContextVar[str | None] = ContextVar("cliffwatch_bulk_read_bound", default=None)
+"""Where this thread's :func:`run_bounded` calls stand: None outside any, ``"bounded"``
+inside one's bound, ``"unbounded"`` inside the outermost one's second try."""
 
 
 def run_bounded(
@@ -79,14 +86,34 @@ def run_bounded(
     """``work()`` under :func:`bounded_memory` (``limit``, default :data:`MEMORY_LIMIT`,
     and ``keep_order`` as there); when DuckDB runs out of memory there (an operator that
     cannot spill), ``work()`` again under the connection's own limit (the one around this
-    call): a bound that keeps memory low must never turn an answer into an error."""
+    call): a bound that keeps memory low must never turn an answer into an error.
+
+    Nested calls (a what-if inside the findings inside the report) leave the second try to
+    the outermost: an inner one that runs out of memory raises to it, and inside its second
+    try no inner call sets a bound again. (Each level retrying under the bound around it
+    had findings at 1M runs under a 320 MB bound fail three times, then finish with no
+    bound at 5.4 GB: issue 11.)
+
+    Raises:
+        duckdb.OutOfMemoryException: only from a nested call (to the outermost), or from
+            the outermost's second try.
+    """
+    state = _BOUND.get()
+    if state == "unbounded":
+        return work()
+    token = _BOUND.set("bounded")
     try:
         with bounded_memory(con, limit, keep_order=keep_order):
             return work()
     except duckdb.OutOfMemoryException:
+        if state == "bounded":
+            raise
         _log.warning("DuckDB ran out of memory under the %s bound; reading again under the "
                      "connection's own limit", limit or MEMORY_LIMIT)
+        _BOUND.set("unbounded")
         return work()
+    finally:
+        _BOUND.reset(token)
 
 
 @contextmanager

@@ -1,0 +1,55 @@
+"""run_bounded: a bound that keeps memory low never turns an answer into an error, and
+nested bounded reads retry once, at the outermost, never one level at a time."""
+
+from __future__ import annotations
+
+import duckdb
+
+from cliffwatch.analytics.bulk_read import run_bounded
+
+# a hash aggregate over 2,000,000 distinct strings: far more than 8 MB of memory (a bound
+# of a few KB would leave DuckDB unable to run even the statement that lifts it)
+_HEAVY = "SELECT count(*) FROM (SELECT DISTINCT 'k' || range::VARCHAR FROM range(2000000))"
+
+
+def _limit(con: duckdb.DuckDBPyConnection) -> str:
+    return str(con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0])
+
+
+def test_a_read_that_runs_out_under_the_bound_is_read_again_under_the_connections_own() -> None:
+    con = duckdb.connect()
+    own = _limit(con)
+    limits: list[str] = []
+
+    def work() -> int:
+        limits.append(_limit(con))
+        return int(con.sql(_HEAVY).fetchall()[0][0])
+
+    assert run_bounded(con, work, limit="8MB") == 2000000
+    assert len(limits) == 2 and limits[0] != own and limits[1] == own
+    assert _limit(con) == own
+
+
+def test_nested_bounded_reads_retry_once_at_the_outermost_without_bounds() -> None:
+    con = duckdb.connect()
+    own = _limit(con)
+    inner_limits: list[str] = []
+
+    def inner() -> int:
+        inner_limits.append(_limit(con))
+        return int(con.sql(_HEAVY).fetchall()[0][0])
+
+    def outer() -> int:
+        # a what-if inside the findings: its own bound inside the findings' one
+        return run_bounded(con, inner, limit="8MB")
+
+    assert run_bounded(con, outer, limit="16MB") == 2000000
+    # first try under the inner bound, then the outermost's one retry with no bound set
+    # anywhere (each level retrying under the bound around it made four tries)
+    assert len(inner_limits) == 2, inner_limits
+    assert inner_limits[1] == own
+    assert _limit(con) == own
+    # and the state is left clean: a later read is bounded again
+    limits: list[str] = []
+    run_bounded(con, lambda: limits.append(_limit(con)), limit="1GB")
+    assert limits and limits[0] != own

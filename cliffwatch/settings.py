@@ -3,6 +3,9 @@
 Each setting is a module-level constant naming its environment variable, with a reader
 function that validates the value and raises :class:`SettingError` (one clear line) on a
 bad one. Nothing else in cliffwatch reads ``os.environ`` for its own settings.
+
+Why one file: the house rule that every setting lives here (tests/test_docs.py holds each
+to a README row), so this one file answers what can be set and how it is read.
 """
 
 from __future__ import annotations

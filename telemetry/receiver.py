@@ -1,5 +1,10 @@
 """An OTLP/HTTP trace receiver (``POST /v1/traces``) that is its store's one writer.
 
+Why one file: the receiver's life cycle and its one request path share its state (the
+counters and their lock, the drain, the worker pool, the writer); HTTP is in
+:mod:`telemetry.otlp_http`, the decode-map-journal work in :mod:`telemetry.otlp_ingest`,
+the worker processes in :mod:`telemetry.ingest_pool`.
+
 Any OpenTelemetry SDK's OTLP/HTTP exporter, or a Collector's ``otlphttp`` exporter, can
 point at it: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:4318/v1/traces`` (or
 ``OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318``). HTTP is uvicorn's (its h11

@@ -3,6 +3,9 @@
 Each setting is a module-level constant naming its environment variable, with a reader
 function that validates the value and raises :class:`SettingError` (one clear line) on a
 bad one. Nothing else in cliffwatch reads ``os.environ`` for its own settings.
+
+Why one file: the house rule that every setting lives here (tests/test_docs.py holds each
+to a README row), so this one file answers what can be set and how it is read.
 """
 
 from __future__ import annotations
@@ -94,6 +97,12 @@ is answered 503 with ``Retry-After`` (the OTLP spec's throttling answer; the sen
 nothing is dropped). Default 100000 (about 100 MB of journal on disk)."""
 
 DEFAULT_RECEIVER_BACKLOG_SPANS = 100_000
+
+CLIFFWATCH_RECEIVER_WORKERS = "CLIFFWATCH_RECEIVER_WORKERS"
+"""Worker processes in which ``cliffwatch serve`` (ack ``journal``, a DuckDB store) decodes,
+maps and journals requests, so the server's own process keeps only HTTP and the store's
+drain (telemetry/ingest_pool.py); ``0`` does it all in the server's threads, sharing one
+GIL. Default: the CPU count less one, at least 1."""
 
 CLIFFWATCH_DASHBOARD_TOKEN = "CLIFFWATCH_DASHBOARD_TOKEN"
 """Token ``cliffwatch dashboard`` requires once per browser session (``?token=<token>`` in
@@ -251,6 +260,21 @@ def receiver_backlog_spans() -> int:
         SettingError: not a whole number above 0.
     """
     return _positive_int(CLIFFWATCH_RECEIVER_BACKLOG_SPANS, DEFAULT_RECEIVER_BACKLOG_SPANS)
+
+
+def receiver_workers() -> int:
+    """The receiver's worker processes ($CLIFFWATCH_RECEIVER_WORKERS; default
+    ``os.cpu_count() - 1``, at least 1; 0 for none).
+
+    Raises:
+        SettingError: not a whole number of 0 or more.
+    """
+    raw = os.environ.get(CLIFFWATCH_RECEIVER_WORKERS)
+    if raw is None or raw.strip() == "":
+        return max((os.cpu_count() or 1) - 1, 1)
+    if raw.strip() == "0":
+        return 0
+    return _positive_int(CLIFFWATCH_RECEIVER_WORKERS, 1)
 
 
 def dashboard_token() -> str | None:

@@ -102,7 +102,7 @@ class Journal:
         self._cond = threading.Condition()
         self._pending: dict[int, JournalEntry] = {}
         self._spans = 0
-        self._reserved = 0  # spans of requests being written now, counted against the bound
+        self._reserved = 0  # spans of files being committed now, counted against the bound
         self._seq = 0
         self._names = 0
         for tmp in self.directory.glob("*.tmp"):
@@ -139,88 +139,76 @@ class Journal:
         """The place of the latest file appended (0 when none was)."""
         return self._seq
 
+    def check_room(self, spans: int, max_backlog: int) -> None:
+        """Refuse ``spans`` more when the backlog (files pending and being committed) is
+        not empty and they would pass ``max_backlog`` (so any request fits an empty
+        journal). Checked again by :meth:`commit`; called alone (``spans`` 1), a request
+        is answered 503 before any work is spent on it.
+
+        Raises:
+            BacklogFullError: no room (answered 503).
+        """
+        with self._cond:
+            backlog = self._spans + self._reserved
+            if backlog and backlog + spans > max_backlog:
+                raise BacklogFullError(
+                    f"{backlog:,} spans wait to be written to the store (limit "
+                    f"{max_backlog:,}): retry after the Retry-After seconds")
+
+    def tmp_path(self) -> Path:
+        """A new unique ``*.tmp`` path in the journal directory, for :func:`write_file`
+        then :meth:`commit` (``<time_ns>-<pid>-<n>.tmp``)."""
+        with self._cond:
+            self._names += 1
+            name = f"{time.time_ns():020d}-{os.getpid()}-{self._names:08d}"
+        return self.directory / f"{name}.tmp"
+
+    def commit(self, tmp: Path, spans: int, max_backlog: int | None = None) -> JournalEntry:
+        """Rename a :func:`write_file` file of ``spans`` spans into place (fsyncing the
+        directory) and count it pending. The bound is checked and the spans reserved at
+        once, so concurrent requests never pass it together.
+
+        Args:
+            tmp: the written file (from :meth:`tmp_path`); removed on any failure.
+            spans: its rows.
+            max_backlog: the bound of :meth:`check_room`; None: no bound.
+
+        Raises:
+            BacklogFullError: over ``max_backlog`` (answered 503).
+            OSError: the rename or the directory fsync failed.
+        """
+        with self._cond:
+            if max_backlog is not None:
+                try:
+                    self.check_room(spans, max_backlog)
+                except BacklogFullError:
+                    tmp.unlink(missing_ok=True)
+                    raise
+            self._reserved += spans
+        final = tmp.with_suffix(JOURNAL_SUFFIX)
+        try:
+            os.replace(tmp, final)
+            if self.sync:
+                _sync_dir(self.directory)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            final.unlink(missing_ok=True)
+            with self._cond:
+                self._reserved -= spans
+            raise
+        with self._cond:  # one step: the spans never leave the count in between
+            self._reserved -= spans
+            return self._add(final, spans)
+
     def append(self, table: pa.Table) -> JournalEntry:
         """Make ``table`` (:data:`~telemetry.records.ARROW_SCHEMA`) durable as a new file.
 
         Raises:
             OSError: the file cannot be written (disk full, permissions); nothing is left.
         """
-        with self._cond:
-            self._names += 1
-            name = f"{time.time_ns():020d}-{os.getpid()}-{self._names:08d}"
-        final = self.directory / f"{name}{JOURNAL_SUFFIX}"
-        tmp = self.directory / f"{name}.tmp"
-        try:
-            with open(tmp, "wb") as sink:
-                with ipc.new_file(sink, table.schema) as writer:
-                    writer.write_table(table)
-                if self.sync:
-                    sink.flush()
-                    os.fsync(sink.fileno())
-            os.replace(tmp, final)
-            if self.sync:
-                _sync_dir(self.directory)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return self._add(final, table.num_rows)
-
-    def append_records(
-        self, records: list[SpanRecord], max_backlog: int
-    ) -> tuple[list[SpanRecord], list[SpanRejection]]:
-        """Make one request's mapped spans durable; spans Arrow cannot hold are rejected.
-
-        Args:
-            records: the request's spans.
-            max_backlog: spans the journal may hold unwritten; a request that would pass
-                it is refused, unless the journal is empty (so any request fits once).
-
-        Returns:
-            ``(journaled, rejected)``.
-
-        Raises:
-            BacklogFullError: over ``max_backlog`` (answered 503).
-            OSError: the file cannot be written (a full disk; answered 503): the spans
-                are counted not stored in :data:`~telemetry.write_ledger.LEDGER`.
-        """
-        with self._cond:  # check and reserve at once: concurrent requests never pass the bound
-            backlog = self._spans + self._reserved
-            if backlog and backlog + len(records) > max_backlog:
-                raise BacklogFullError(
-                    f"{backlog:,} spans wait to be written to the store (limit "
-                    f"{max_backlog:,}): retry after the Retry-After seconds")
-            self._reserved += len(records)
-        try:
-            return self._append_records(records)
-        finally:
-            with self._cond:
-                self._reserved -= len(records)
-
-    def _append_records(
-        self, records: list[SpanRecord]
-    ) -> tuple[list[SpanRecord], list[SpanRejection]]:
-        rejected: list[SpanRejection] = []
-        try:
-            table = records_to_arrow(records)
-        except DATA_ERRORS:
-            # A value Arrow cannot take: find it, reject it, journal the others.
-            kept = []
-            for record in records:
-                try:
-                    records_to_arrow([record])
-                    kept.append(record)
-                except DATA_ERRORS as exc:
-                    rejected.append(SpanRejection.unstorable(record.trace_id, record.span_id,
-                                                             exc))
-            records = kept
-            table = records_to_arrow(records)
-        if records:
-            try:
-                self.append(table)
-            except OSError as exc:
-                LEDGER.add(lost=len(records), error=f"journal {self.directory}: {exc}")
-                raise
-        return records, rejected
+        tmp = self.tmp_path()
+        write_file(tmp, table, sync=self.sync)
+        return self.commit(tmp, table.num_rows)
 
     def take(self, max_spans: int) -> list[JournalEntry]:
         """The oldest pending files, up to ``max_spans`` spans (at least one file when
@@ -265,6 +253,49 @@ def _sync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def arrow_table(
+    records: list[SpanRecord],
+) -> tuple[pa.Table, list[SpanRecord], list[SpanRejection]]:
+    """``records`` as one Arrow table (:data:`~telemetry.records.ARROW_SCHEMA`); a span
+    with a value Arrow cannot take is found, left out and rejected.
+
+    Returns:
+        ``(table of the kept spans, kept spans, rejections)``.
+    """
+    try:
+        return records_to_arrow(records), records, []
+    except DATA_ERRORS:
+        pass
+    kept: list[SpanRecord] = []
+    rejected: list[SpanRejection] = []
+    for record in records:
+        try:
+            records_to_arrow([record])
+            kept.append(record)
+        except DATA_ERRORS as exc:
+            rejected.append(SpanRejection.unstorable(record.trace_id, record.span_id, exc))
+    return records_to_arrow(kept), kept, rejected
+
+
+def write_file(path: Path, table: pa.Table, *, sync: bool = True) -> None:
+    """Write ``table`` as an Arrow IPC file at ``path``, fsynced when ``sync`` (the
+    directory is synced by :meth:`Journal.commit`).
+
+    Raises:
+        OSError: the file cannot be written (disk full, permissions); nothing is left.
+    """
+    try:
+        with open(path, "wb") as sink:
+            with ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+            if sync:
+                sink.flush()
+                os.fsync(sink.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def quarantine(path: Path, exc: BaseException) -> None:

@@ -1,12 +1,19 @@
 """An OTLP/HTTP trace receiver (``POST /v1/traces``) that is its store's one writer.
 
+Why one file: the receiver's life cycle and its one request path share its state (the
+counters and their lock, the drain, the worker pool, the writer); HTTP is in
+:mod:`telemetry.otlp_http`, the decode-map-journal work in :mod:`telemetry.otlp_ingest`,
+the worker processes in :mod:`telemetry.ingest_pool`.
+
 Any OpenTelemetry SDK's OTLP/HTTP exporter, or a Collector's ``otlphttp`` exporter, can
 point at it: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:4318/v1/traces`` (or
 ``OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318``). HTTP is uvicorn's (its h11
 protocol: request parsing, chunked bodies, keep-alive, a 400 for anything malformed at
-the HTTP level); routing and requests are Starlette's. Decoding, mapping and the wait for
-the write run in worker threads, all writes go through one
-:class:`~telemetry.span_writer.SpanWriter` thread.
+the HTTP level); routing and requests are Starlette's. With ack ``journal`` (the default)
+and a DuckDB store, decoding, mapping and the journal write run in worker processes
+(:mod:`telemetry.ingest_pool`, ``CLIFFWATCH_RECEIVER_WORKERS``), else in worker threads;
+all store writes go through one thread (the journal's drain, or with ack ``store`` a
+:class:`~telemetry.span_writer.SpanWriter`).
 
 Answers follow the OTLP/HTTP spec (https://opentelemetry.io/docs/specs/otlp/#otlphttp):
 
@@ -27,9 +34,11 @@ Answers follow the OTLP/HTTP spec (https://opentelemetry.io/docs/specs/otlp/#otl
        a content encoding other than gzip / identity
 503    the journal holds :attr:`ReceiverConfig.backlog_max_spans` spans not yet in the
        store (throttling, as the OTLP spec says: the sender retries after
-       ``Retry-After``), or the spans could not be made durable (a full disk), or (ack
-       ``store``) the write did not finish in time; retryable, and re-sending adds
-       nothing twice (spans are keyed by trace and span id)
+       ``Retry-After``), or the spans could not be made durable (a full disk), or the
+       worker process decoding the request died or did not answer within
+       ``write_timeout_s`` (it is replaced), or (ack ``store``) the write did not finish
+       in time; retryable, and re-sending adds nothing twice (spans are keyed by trace
+       and span id)
 =====  ==================================================================================
 
 Error bodies are a ``google.rpc.Status`` in the request's encoding. A request is answered
@@ -65,9 +74,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from cliffwatch import settings
 from cliffwatch.errors import CliffwatchError
-from cliffwatch.telemetry.content_capture import without_content
+from cliffwatch.telemetry.ingest_pool import IngestPool, WorkerLost
 from cliffwatch.telemetry.journal import BacklogFullError, Journal, JournalDrain
-from cliffwatch.telemetry.otlp_body import decode_body
 from cliffwatch.telemetry.otlp_decode import OtlpDecodeError, OtlpSpan, SpanRejection, printable
 from cliffwatch.telemetry.otlp_http import (
     HEALTH_PATH,
@@ -79,12 +87,12 @@ from cliffwatch.telemetry.otlp_http import (
     partial_success_message,
     uvicorn_server,
 )
-from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_spans
+from cliffwatch.telemetry.otlp_ingest import decode_and_map, journal_request, usage_flags
+from cliffwatch.telemetry.otlp_mapping import MappingConfig
 from cliffwatch.telemetry.pricing import import_litellm
 from cliffwatch.telemetry.records import SpanRecord
 from cliffwatch.telemetry.span_writer import SpanWriter
-from cliffwatch.telemetry.usage_bounds import usage_rejection
-from cliffwatch.telemetry.write_ledger import is_data_error
+from cliffwatch.telemetry.write_ledger import LEDGER, is_data_error
 from cliffwatch.telemetry.write_pipeline import write_spans
 
 if TYPE_CHECKING:
@@ -145,6 +153,9 @@ class ReceiverConfig:
         backlog_max_spans: with ack ``journal``, spans the journal may hold unwritten
             before good requests are answered 503; default
             :func:`cliffwatch.settings.receiver_backlog_spans`.
+        workers: with ack ``journal`` and a DuckDB store, worker processes that decode,
+            map and journal requests (:mod:`telemetry.ingest_pool`); 0 does it in this
+            process's threads; default :func:`cliffwatch.settings.receiver_workers`.
     """
 
     host: str = DEFAULT_HOST
@@ -158,6 +169,7 @@ class ReceiverConfig:
     writer_hold_s: float = WRITER_HOLD_S
     ack: str = field(default_factory=settings.receiver_ack)
     backlog_max_spans: int = field(default_factory=settings.receiver_backlog_spans)
+    workers: int = field(default_factory=settings.receiver_workers)
 
 
 @dataclass(slots=True)
@@ -213,6 +225,7 @@ class OtlpReceiver:
         self._thread: threading.Thread | None = None
         self._writer: SpanWriter | None = None
         self._drain: JournalDrain | None = None
+        self._pool: IngestPool | None = None
         self._stopped = threading.Event()
 
     # --- life cycle -------------------------------------------------------------------
@@ -237,13 +250,17 @@ class OtlpReceiver:
             self._traces = OtelTracesWriter(parse_store_url(self.engine_url))
         else:
             write_spans(self.db_path, [])
-        import_litellm()  # the first price lookup costs seconds: pay it before serving
+        journaled = self._traces is None and self.config.ack == "journal"
+        if journaled and self.config.workers > 0:
+            self._pool = self._start_pool()
+        if self._pool is None:
+            import_litellm()  # the first price lookup costs seconds: pay it before serving
         sock = _bind(self.config.host, self.config.port)
         self._socket = sock
         self._port = int(sock.getsockname()[1])
-        if self._traces is None and self.config.ack == "store":
+        if self._traces is None and not journaled:
             self._writer = SpanWriter(self.db_path, hold_s=self.config.writer_hold_s)
-        elif self._traces is None:
+        elif journaled:
             # Files an earlier receiver left are the first thing the drain loads.
             self._drain = JournalDrain(self.db_path, Journal(self.db_path),
                                        hold_s=self.config.writer_hold_s)
@@ -262,6 +279,17 @@ class OtlpReceiver:
         logger.info("cliffwatch: OTLP receiver on %s (store %s)", self.endpoint, self.db_path)
         return self
 
+    def _start_pool(self) -> IngestPool | None:
+        """The started worker pool, or None (logged) when a worker cannot start: requests
+        are then decoded in this process's threads."""
+        config = self.config
+        try:
+            return IngestPool(config.workers, config.mapping, config.capture_content).start()
+        except (OSError, WorkerLost) as exc:
+            logger.warning("cliffwatch: receiver workers cannot start (%s); decoding in "
+                           "the server process", exc)
+            return None
+
     def stop(self, timeout_s: float = 30.0, drain_timeout_s: float = 300.0) -> None:
         """Stop accepting requests, let those under way finish (up to
         :data:`telemetry.otlp_http.SHUTDOWN_GRACE_S`), write what is queued or in the
@@ -275,6 +303,8 @@ class OtlpReceiver:
             self._thread.join(timeout_s)
         if self._socket is not None:
             self._socket.close()
+        if self._pool is not None:
+            self._pool.close()
         if self._writer is not None:
             self._writer.close(timeout_s)
         if self._drain is not None:
@@ -355,38 +385,74 @@ class OtlpReceiver:
         does not decode is a 400, spans that do not are named in ``partial_success``, a
         failed write of sound spans a 503.
         """
+        if self._drain is not None:
+            return self._export_to_journal(data, kind)
+        config = self.config
         try:
-            decoded = decode_body(data, kind)
+            spans, records, rejections = decode_and_map(
+                data, kind, config.mapping, config.capture_content)
         except OtlpDecodeError as exc:
             return self.refuse(400, str(exc), kind)
-        spans = decoded.spans if self.config.capture_content else without_content(decoded.spans)
-        records, map_rejections = map_spans(spans, self.config.mapping)
-        rejections = [*decoded.rejections, *map_rejections]
         if records:
             try:
-                if self._drain is not None:
-                    records, unstorable = self._journal(records)
-                elif self._traces is None:
+                if self._traces is None:
                     records, unstorable = self._write(records)
                 else:
                     records, unstorable = self._write_rows(spans, records)
-            except BacklogFullError as exc:
-                self._count(requests=1, requests_throttled=1)
-                return error_reply(503, str(exc), kind)
             except Exception as exc:  # timeout, store failure, spill failure: retryable
-                self._count(requests=1, requests_failed=1)
-                logger.error("cliffwatch: %d spans not stored: %s", len(records), exc)
-                return error_reply(503, f"spans not stored, retry: {exc}", kind)
+                return self._failed(f"{len(records)} spans", exc, kind)
             rejections += unstorable
+        return self._accepted(kind, len(records), rejections, *usage_flags(records))
+
+    def _export_to_journal(self, data: bytes, kind: str) -> Reply:
+        """:meth:`export_body` with ack ``journal``: the body is decoded, mapped and
+        written to a journal file by a worker process (or this thread, with no pool),
+        and the file renamed into the journal before the answer."""
+        assert self._drain is not None, "receiver not started"
+        journal, config = self._drain.journal, self.config
+        tmp = journal.tmp_path()
+        spans = 0
+        try:
+            journal.check_room(1, config.backlog_max_spans)  # full: spend nothing on it
+            if self._pool is not None:
+                done = self._pool.run(data, kind, tmp, config.write_timeout_s)
+            else:
+                done = journal_request(data, kind, tmp, config.mapping, config.capture_content,
+                                       journal.sync)
+            if done.refused is not None:
+                return self.refuse(400, done.refused, kind)
+            spans = done.spans
+            if done.write_error is not None:
+                raise OSError(done.write_error)
+            if spans:
+                journal.commit(tmp, spans, config.backlog_max_spans)
+        except BacklogFullError as exc:
+            self._count(requests=1, requests_throttled=1)
+            return error_reply(503, str(exc), kind)
+        except (OSError, WorkerLost) as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                LEDGER.add(lost=spans, error=f"journal {journal.directory}: {exc}")
+            return self._failed(f"{spans} spans" if spans else "a request's spans", exc, kind)
+        return self._accepted(kind, spans, done.rejections, done.flagged, done.usage_reasons)
+
+    def _failed(self, what: str, exc: BaseException, kind: str) -> Reply:
+        """Count and log a request whose sound spans were not made durable; its 503."""
+        self._count(requests=1, requests_failed=1)
+        logger.error("cliffwatch: %s not stored: %s", what, exc)
+        return error_reply(503, f"spans not stored, retry: {exc}", kind)
+
+    def _accepted(self, kind: str, accepted: int, rejections: Sequence[SpanRejection],
+                  flagged: Sequence[SpanRejection], usage_reasons: Sequence[str]) -> Reply:
+        """Count a request whose ``accepted`` spans are durable; its 200, with
+        ``partial_success`` naming the rejected spans and those stored with their usage
+        rejected (``flagged``)."""
         for rejection in rejections[:MAX_REJECTIONS_IN_MESSAGE]:
             logger.warning("cliffwatch: rejected %s", rejection)
-        flagged = [
-            (record, reason) for record in records if (reason := usage_rejection(record))
-        ]
         self._count(
-            [str(reason) for _, reason in flagged],
+            usage_reasons,
             requests=1,
-            spans_accepted=len(records),
+            spans_accepted=accepted,
             spans_rejected=len(rejections),
             spans_usage_rejected=len(flagged),
         )
@@ -398,10 +464,7 @@ class OtlpReceiver:
         if flagged:
             # Alone, the spec's warning form: nothing rejected, a message saying what was
             # changed (https://opentelemetry.io/docs/specs/otlp/#partial-success-1).
-            messages.append(partial_success_message(
-                [SpanRejection(r.trace_id, r.span_id, f"usage {why}") for r, why in flagged],
-                "stored with their usage rejected",
-            ))
+            messages.append(partial_success_message(flagged, "stored with their usage rejected"))
         if messages:
             response.partial_success.error_message = "; ".join(messages)
         content_type, payload = encode_message(response, kind)
@@ -418,13 +481,6 @@ class OtlpReceiver:
         mapped = {(r.trace_id, r.span_id) for r in records}
         self._traces.write([s for s in spans if (s.trace_id, s.span_id) in mapped])
         return records, []
-
-    def _journal(
-        self, records: list[SpanRecord]
-    ) -> tuple[list[SpanRecord], list[SpanRejection]]:
-        """:meth:`telemetry.journal.Journal.append_records` with this receiver's bound."""
-        assert self._drain is not None, "receiver not started"
-        return self._drain.journal.append_records(records, self.config.backlog_max_spans)
 
     def _write(self, records: list[SpanRecord]) -> tuple[list[SpanRecord], list[SpanRejection]]:
         """Write durably; spans no store could hold are rejected, not retried.

@@ -23,6 +23,9 @@ os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 # No test reads an analysis result another test (or an earlier run) kept on disk; the
 # tests of that cache set their own folder (tests/test_result_cache.py).
 os.environ["CLIFFWATCH_RESULT_CACHE"] = "off"
+# An in-process OTLP receiver decodes in its own threads, starting no worker process (the
+# quick tests start none); tests/test_receiver_pool.py sets its workers itself.
+os.environ["CLIFFWATCH_RECEIVER_WORKERS"] = "0"
 
 import pytest
 

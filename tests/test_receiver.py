@@ -507,7 +507,8 @@ def test_spans_no_store_can_hold_are_rejected_and_the_others_written(db: Path) -
 @pytest.mark.slow
 def test_sigterm_stops_serve_after_writing_every_answered_span(tmp_path: Path) -> None:
     """``cliffwatch serve`` as a real process: SIGTERM while requests are in flight; every
-    request answered 200 has its spans in the store once the process has exited (0)."""
+    request answered 200 has its spans in the store once the process has exited (0), and
+    its worker processes are gone with it."""
     import os
     import re
     import signal
@@ -517,7 +518,8 @@ def test_sigterm_stops_serve_after_writing_every_answered_span(tmp_path: Path) -
     import time
 
     db = tmp_path / "served.duckdb"
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1",
+           "CLIFFWATCH_RECEIVER_WORKERS": "2"}
     server = subprocess.Popen(
         [sys.executable, "-c", "from cliffwatch.cli import main; main()", "serve",
          "--port", "0", "--db", str(db)],
@@ -552,12 +554,30 @@ def test_sigterm_stops_serve_after_writing_every_answered_span(tmp_path: Path) -
     deadline = time.monotonic() + 300
     while len(answered) < 20 and server.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    workers = _children(server.pid)
     server.send_signal(signal.SIGTERM)
     _, rest = server.communicate(timeout=120)
     for thread in senders:
         thread.join(60)
     assert server.returncode == 0, rest
+    assert len(workers) == 2
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # stopped and reaped by serve, not left behind
     assert "stopped:" in rest
     with open_store(db, read_only=True) as con:
         stored = {r[0] for r in con.execute("SELECT DISTINCT trace_id FROM spans").fetchall()}
     assert len(answered) >= 20 and set(answered) <= stored
+
+
+def _children(pid: int) -> list[int]:
+    """The process ids whose parent is ``pid`` (from /proc)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            children.append(int(entry.name))
+    return children

@@ -74,22 +74,36 @@ STALL_GRACE_S = 120.0
 """Seconds past the lock timeout a writer may answer nothing before shutdown kills it."""
 _IDLE_CHECK_S = 2.0  # how often an idle writer checks that its parent still lives
 
-BOOTSTRAP = """\
-import os, pickle, struct, sys
-def read(n):
-    data = b""
-    while len(data) < n:
-        chunk = os.read(0, n - len(data))
-        if not chunk:
-            raise SystemExit(0)
-        data += chunk
-    return data
-config = pickle.loads(read(struct.unpack("<Q", read(8))[0]))
-sys.path[:] = config["sys_path"]
-from cliffwatch.telemetry.export_process import serve
-serve(config)
-"""
-"""The writer's ``-c`` program: read the config frame, take the parent's ``sys.path``, serve."""
+def bootstrap(module: str) -> str:
+    """The ``-c`` program of a cliffwatch child process that serves ``module``'s
+    ``serve(config)``: read the config frame (an 8-byte little-endian length, then a
+    pickled dict) from stdin, take the parent's ``sys.path`` from it, then serve (the export
+    writer here; the receiver's ingest workers, :mod:`telemetry.ingest_pool`).
+
+    Raises:
+        ValueError: ``module`` is not a dotted module name.
+    """
+    if not all(part.isidentifier() for part in module.split(".")):
+        raise ValueError(f"not a module name: {module!r}")
+    return (
+        "import os, pickle, struct, sys\n"
+        "def read(n):\n"
+        "    data = b''\n"
+        "    while len(data) < n:\n"
+        "        chunk = os.read(0, n - len(data))\n"
+        "        if not chunk:\n"
+        "            raise SystemExit(0)\n"
+        "        data += chunk\n"
+        "    return data\n"
+        "config = pickle.loads(read(struct.unpack('<Q', read(8))[0]))\n"
+        "sys.path[:] = config['sys_path']\n"
+        f"from {module} import serve\n"
+        "serve(config)\n"
+    )
+
+
+BOOTSTRAP = bootstrap(__name__)
+"""The writer's ``-c`` program (:func:`bootstrap` of this module)."""
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

@@ -55,13 +55,9 @@ seconds, more on a loaded machine)."""
 RESTART_PAUSE_S = 1.0
 """Pause before starting a worker again after a start failed."""
 
-BOOTSTRAP = export_process.BOOTSTRAP.replace(
-    "from cliffwatch.telemetry.export_process import serve",
-    "from cliffwatch.telemetry.ingest_pool import serve")
+BOOTSTRAP = export_process.bootstrap(__name__)
 """A worker's ``-c`` program: the export writer's (read the config frame, take the
 server's ``sys.path``), serving :func:`serve` of this module."""
-if BOOTSTRAP == export_process.BOOTSTRAP:  # the writer's program changed its last line
-    raise ImportError("telemetry.export_process.BOOTSTRAP no longer imports its serve")
 
 
 class WorkerLost(Exception):

@@ -79,6 +79,7 @@ import polars as pl
 
 from cliffwatch import settings
 from cliffwatch.analytics.bulk_read import run_bounded
+from cliffwatch.analytics.estimates import load_estimates
 from cliffwatch.analytics.recorded import Estimates
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import require_task_class
@@ -270,16 +271,11 @@ class _Context:
     _roles: pl.DataFrame | None = None
     _what_ifs: dict[str, pl.DataFrame] = field(default_factory=dict)
 
-    def replay(self, variants: Sequence[Overrides]) -> list[WhatIf]:
-        """:func:`analytics.whatif.what_ifs` under ``variants`` over the context's window,
-        sharing one set of class estimates: the first replay adds them up in its own read
-        of the spans (the staged pass), the later ones take them from it (issue 11: a
-        separate read of the spans for the estimates was a fifth of a what-if at 1M runs)."""
-        results = what_ifs(self.con, variants, self.window, self.task_class, now=self.now,
-                           estimates=self.estimates)
-        if self.estimates is None and results:
-            self.estimates = results[0].estimates
-        return results
+    def class_estimates(self) -> Estimates:
+        """The class estimates both what-ifs share (read once)."""
+        if self.estimates is None:
+            self.estimates = load_estimates(self.con, self.task_class)
+        return self.estimates
 
     def class_roles(self) -> pl.DataFrame:
         """Per task class (``task_class``, ``worker_usd``, ``plan_usd``, ``synthesis_usd``,
@@ -326,7 +322,8 @@ class _Context:
             variants.append(("also", also))
         if len(variants) < 2 and also is None:
             return None  # one what-if: read when first asked
-        results = self.replay([v for _, v in variants])
+        results = what_ifs(self.con, [v for _, v in variants], self.window, self.task_class,
+                           now=self.now, estimates=self.class_estimates())
         asked = None
         for (name, overrides), result in zip(variants, results, strict=True):
             runs = result.runs
@@ -342,7 +339,8 @@ class _Context:
         """Per run (:data:`analytics.whatif.RUN_COLUMNS`): the window's runs replayed under
         a cap of ``safe_max_workers`` (policy truncate)."""
         if "cap" not in self._what_ifs:
-            result, = self.replay([self._cap_override()])
+            result = what_if(self.con, self._cap_override(), self.window, self.task_class,
+                             now=self.now, estimates=self.class_estimates())
             self._what_ifs["cap"] = _kept(result.runs)
         return self._what_ifs["cap"]
 
@@ -353,7 +351,8 @@ class _Context:
             overrides = self._ceiling_overrides()
             runs = pl.DataFrame(schema={"run_id": pl.String, "task_class": pl.String})
             if overrides:
-                result, = self.replay([overrides])
+                result = what_if(self.con, overrides, self.window, self.task_class,
+                                 now=self.now, estimates=self.class_estimates())
                 runs = result.runs.filter(pl.col("task_class").is_in(list(overrides)))
             self._what_ifs["ceiling"] = _kept(runs)
         return self._what_ifs["ceiling"]

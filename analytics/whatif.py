@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -179,10 +179,6 @@ class WhatIf:
             :func:`analytics.whatif_rows.replay_rows`: staging the spans and adding up the
             estimates).
         python_runs: runs replayed by the Python counterfactual (the rest in DuckDB).
-        estimates: the class estimates the replay used (given, or added up in the staged
-            read), for a caller with more what-ifs to replay over the same class (the
-            findings' later what-ifs, so they never read the spans again for them); None
-            from the Python path and from the result cache.
     """
 
     overrides: Overrides
@@ -194,7 +190,6 @@ class WhatIf:
     elapsed_s: float
     load_s: float
     python_runs: int = 0
-    estimates: Estimates | None = field(default=None, repr=False, compare=False)
 
     def totals(self) -> dict[str, Any]:
         """Figures over every class: runs, affected, tasks not completed, spend
@@ -314,16 +309,15 @@ def what_ifs(
     if task_class is not None:
         require_task_class(con, task_class)
     loaded = began
-    used = estimates
 
     def replay() -> list[tuple[pl.DataFrame, int]]:
-        nonlocal loaded, used
+        nonlocal loaded
         if pushdown and estimates is None and isinstance(con, duckdb.DuckDBPyConnection):
             # the estimates computed in the same read of the spans as the rows
-            rows, used, staged_s = replay_rows(con, variants, window, task_class, None)
+            rows, _, staged_s = replay_rows(con, variants, window, task_class, None)
             loaded = began + staged_s
             return rows
-        known = used = load_estimates(con, task_class) if estimates is None else estimates
+        known = load_estimates(con, task_class) if estimates is None else estimates
         loaded = time.perf_counter()
         if pushdown:
             return replay_rows(con, variants, window, task_class, known)[0]
@@ -350,6 +344,5 @@ def what_ifs(
             elapsed_s=time.perf_counter() - began,
             load_s=loaded - began,
             python_runs=python_runs,
-            estimates=used,
         ))
     return out

@@ -129,9 +129,7 @@ def _same(a: Any, b: Any, where: str = "") -> None:
     elif dataclasses.is_dataclass(a) and not isinstance(a, type):
         assert type(a) is type(b), where
         for f in dataclasses.fields(a):
-            # timings, and what a result carries for reuse, not a figure (WhatIf.estimates:
-            # the same estimates in each engine's row order; tests/test_estimates.py)
-            if f.compare and f.name not in ("elapsed_s", "load_s"):
+            if f.name not in ("elapsed_s", "load_s"):  # timings
                 _same(getattr(a, f.name), getattr(b, f.name), f"{where}.{f.name}")
     elif isinstance(a, dict):
         assert isinstance(b, dict) and set(a) == set(b), f"{where}: {list(a)} != {list(b)}"

@@ -106,13 +106,19 @@ BOOTSTRAP = bootstrap(__name__)
 """The writer's ``-c`` program (:func:`bootstrap` of this module)."""
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """All of ``data`` to the blocking ``fd`` (a child's pipe; shared with
+    :mod:`telemetry.ingest_pool`).
+
+    Raises:
+        OSError: the pipe is closed (the other end exited).
+    """
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
 
 
-def _read_exact(fd: int, n: int, parent_pid: int | None = None) -> bytes | None:
+def read_exact(fd: int, n: int, parent_pid: int | None = None) -> bytes | None:
     """``n`` bytes from ``fd``, or None at end of file (or, when ``parent_pid`` is given,
     once the parent is gone while nothing is waiting to be read)."""
     chunks: list[bytes] = []
@@ -161,13 +167,13 @@ def serve(config: dict[str, Any]) -> None:
                         format="cliffwatch export writer: %(levelname)s %(message)s")
     path = Path(config["path"])
     while True:
-        header = _read_exact(0, _BATCH.size, config["parent_pid"])
+        header = read_exact(0, _BATCH.size, config["parent_pid"])
         if header is None:
             return
         seq, spans, size = _BATCH.unpack(header)
         if seq == STOP_SEQ:
             return
-        payload = _read_exact(0, size, config["parent_pid"])
+        payload = read_exact(0, size, config["parent_pid"])
         if payload is None:
             return
         ledger = WriteLedger()
@@ -175,7 +181,7 @@ def serve(config: dict[str, Any]) -> None:
                       timeout_s=config["timeout_s"], ledger=ledger)
         c = ledger.snapshot()
         answer = pickle.dumps((seq, c.written, c.spilled, c.lost, c.store_failed, c.last_error))
-        _write_all(reply_fd, _REPLY.pack(len(answer)) + answer)
+        write_all(reply_fd, _REPLY.pack(len(answer)) + answer)
 
 
 def _compact_without_gc(
@@ -246,8 +252,8 @@ class ProcessSpanExporter(DuckDBSpanExporter):
         try:
             with self._send_lock:
                 fd = proc.stdin.fileno()
-                _write_all(fd, _BATCH.pack(seq, n, len(payload)))
-                _write_all(fd, payload)
+                write_all(fd, _BATCH.pack(seq, n, len(payload)))
+                write_all(fd, payload)
         except (OSError, ValueError):  # the writer is gone: this batch is ours to write
             with self._cond:
                 mine = self._inflight.pop(seq, None)
@@ -308,7 +314,7 @@ class ProcessSpanExporter(DuckDBSpanExporter):
         })
         assert proc.stdin is not None
         try:
-            _write_all(proc.stdin.fileno(), _REPLY.pack(len(config)) + config)
+            write_all(proc.stdin.fileno(), _REPLY.pack(len(config)) + config)
         except OSError:
             proc.kill()
             proc.wait()
@@ -319,8 +325,8 @@ class ProcessSpanExporter(DuckDBSpanExporter):
         """The answers thread: count each answered batch, then rescue what is left."""
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
-        while (header := _read_exact(fd, _REPLY.size)) is not None:
-            body = _read_exact(fd, _REPLY.unpack(header)[0])
+        while (header := read_exact(fd, _REPLY.size)) is not None:
+            body = read_exact(fd, _REPLY.unpack(header)[0])
             if body is None:
                 break
             seq, written, spilled, lost, store_failed, error = pickle.loads(body)  # noqa: S301
@@ -394,7 +400,7 @@ class ProcessSpanExporter(DuckDBSpanExporter):
             with self._send_lock:
                 if proc.stdin is not None:
                     try:
-                        _write_all(proc.stdin.fileno(), _BATCH.pack(STOP_SEQ, 0, 0))
+                        write_all(proc.stdin.fileno(), _BATCH.pack(STOP_SEQ, 0, 0))
                     except OSError:
                         pass  # gone already: the answers thread has seen it
                     proc.stdin.close()

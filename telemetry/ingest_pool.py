@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from cliffwatch.telemetry import export_process
-from cliffwatch.telemetry.export_process import _read_exact, _write_all
+from cliffwatch.telemetry.export_process import read_exact, write_all
 from cliffwatch.telemetry.otlp_ingest import Ingested, journal_request
 from cliffwatch.telemetry.otlp_mapping import MappingConfig
 
@@ -83,10 +83,10 @@ def serve(config: dict[str, Any]) -> None:
     import_litellm()  # the first price lookup costs seconds: pay it before serving
     mapping: MappingConfig = pickle.loads(config["mapping"])  # noqa: S301 - our parent's
     capture_content, sync, parent = config["capture_content"], config["sync"], config["ppid"]
-    _write_all(reply_fd, _FRAME.pack(0))  # ready
-    while (header := _read_exact(0, _FRAME.size, parent)) is not None:
+    write_all(reply_fd, _FRAME.pack(0))  # ready
+    while (header := read_exact(0, _FRAME.size, parent)) is not None:
         size = _FRAME.unpack(header)[0]
-        body = _read_exact(0, size, parent) if size else None
+        body = read_exact(0, size, parent) if size else None
         if body is None:
             return
         kind, tmp, data = pickle.loads(body)  # noqa: S301 - our parent's
@@ -97,7 +97,7 @@ def serve(config: dict[str, Any]) -> None:
             logger.exception("a request failed")
             answer = WorkerFailed(f"{type(exc).__name__}: {exc}".splitlines()[0])
         out = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-        _write_all(reply_fd, _FRAME.pack(len(out)) + out)
+        write_all(reply_fd, _FRAME.pack(len(out)) + out)
 
 
 def _send(fd: int, data: bytes, deadline: float) -> None:
@@ -150,7 +150,7 @@ class _Worker:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.send_fd, self.recv_fd = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         try:
-            _write_all(self.send_fd, _FRAME.pack(len(config)) + config)
+            write_all(self.send_fd, _FRAME.pack(len(config)) + config)
         except OSError as exc:
             self.kill()
             raise WorkerLost(f"the worker did not start ({exc.strerror or exc})") from None
@@ -200,7 +200,7 @@ class _Worker:
         """Ask the worker to exit (a zero frame), killing it after ``timeout_s``."""
         try:
             os.set_blocking(self.send_fd, True)
-            _write_all(self.send_fd, _FRAME.pack(0))
+            write_all(self.send_fd, _FRAME.pack(0))
             self.proc.wait(timeout_s)
         except (OSError, ValueError, subprocess.TimeoutExpired):
             pass

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cliffwatch.cli import app
+from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import make_run_records, make_runs_costing, ns_at
 from cliffwatch.telemetry.triage import acknowledge
 from cliffwatch.telemetry.write_pipeline import write_spans
@@ -58,7 +59,7 @@ def store(tmp_path: Path) -> dict:
 
 
 def _counts(path: Path) -> dict[str, int]:
-    with duckdb.connect(str(path), read_only=True) as con:
+    with open_store(path, read_only=True) as con:  # retried while a writer lets go
         return {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]  # noqa: S608
                 for t in ("runs", "spans", "incidents", "alerts", "alert_deliveries")}
 
@@ -92,7 +93,7 @@ def test_yes_deletes_old_runs_and_all_that_hangs_off_them(store) -> None:
     assert "Deleted, runs started before 2026-11-03 00:00 UTC" in result.stdout
     assert "MiB before" in result.stdout
     after = _counts(path)
-    with duckdb.connect(str(path), read_only=True) as con:
+    with open_store(path, read_only=True) as con:  # retried while a writer lets go
         runs = {r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()}
         traces = {r[0] for r in con.execute("SELECT DISTINCT trace_id FROM spans").fetchall()}
         incident_runs = {r[0] for r in con.execute("SELECT run_id FROM incidents").fetchall()}
@@ -150,7 +151,7 @@ def test_compact_shrinks_the_file_and_keeps_a_working_store(store) -> None:
     assert not list(path.parent.glob("*.compact*"))
     assert json.loads(_invoke("percentiles", "--format", "json", "--db", str(path)).stdout) \
         == before
-    with duckdb.connect(str(path), read_only=True) as con:
+    with open_store(path, read_only=True) as con:  # retried while a writer lets go
         indexes = {r[0] for r in con.execute("SELECT index_name FROM duckdb_indexes()")
                    .fetchall()}
         keys = {r[0] for r in con.execute("SELECT table_name FROM duckdb_constraints() "

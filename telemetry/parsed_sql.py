@@ -47,7 +47,7 @@ def parsed(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statement | None:
     statements = con.extract_statements(sql)
     statement = statements[0] if len(statements) == 1 else None
     cache[sql] = statement
-    if len(cache) > MAX_STATEMENTS:
+    while len(cache) > MAX_STATEMENTS:
         cache.popitem(last=False)
     return statement
 

@@ -1,7 +1,8 @@
 """The write path's SQL, parsed once per thread: a write runs about thirty statements whose
-text is the same at every write, and DuckDB 2.0's parser (a PEG parser) spent about an eighth
-of a 1,000-span write's CPU parsing them again (60 M of 481 M instructions per write,
-callgrind, bench/store_write.py's batch over 100k runs of history).
+text is the same at every write, and DuckDB 2.0's parser (a PEG parser) spent a seventh of a
+1,000-span write's CPU parsing them again: 57 M of 397 M instructions per write of a held
+writer (callgrind, bench/store_write.py's batch over 100k runs of history, the class P50s
+fresh); parsed once, the write takes 332 M.
 
 :class:`ParsedStatements` wraps the write's connection: its ``execute`` runs a statement
 parsed before (``DuckDBPyConnection.extract_statements``; DuckDB copies a parsed statement

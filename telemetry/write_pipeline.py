@@ -351,7 +351,7 @@ def apply_batch(
     are looked up instead of in the table.
 
     Every statement runs parsed once per thread (:class:`telemetry.parsed_sql.ParsedStatements`:
-    parsing the same texts again was an eighth of a write's CPU).
+    parsing the same texts again was a seventh of a write's CPU).
 
     Returns:
         ``(spans_written, runs_materialised, incidents_recorded, deliveries_pending)``.

@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import duckdb
 import pyarrow as pa
@@ -31,6 +32,7 @@ import pyarrow.compute as pc
 
 from cliffwatch import settings
 from cliffwatch.telemetry import alert_rules, incident_rules, materialise, rollups, spill
+from cliffwatch.telemetry.parsed_sql import ParsedStatements
 from cliffwatch.telemetry.records import SPAN_RECORD_FIELDS, SpanRecord, records_to_arrow
 from cliffwatch.telemetry.seen_copy import SeenCopy, new_keys
 from cliffwatch.telemetry.store import (
@@ -348,9 +350,14 @@ def apply_batch(
     writer's copy of ``seen_traces`` (:mod:`telemetry.seen_copy`), where the batch's traces
     are looked up instead of in the table.
 
+    Every statement runs parsed once per thread (:class:`telemetry.parsed_sql.ParsedStatements`:
+    parsing the same texts again was a seventh of a write's CPU).
+
     Returns:
         ``(spans_written, runs_materialised, incidents_recorded, deliveries_pending)``.
     """
+    # The wrapper has the connection's every method: the steps below take it as one.
+    con = cast(duckdb.DuckDBPyConnection, ParsedStatements(con))
     batch = batch.append_column(ORDINAL, pa.array(range(batch.num_rows), pa.int64()))
     con.register(BATCH_VIEW, batch)
     try:

@@ -133,8 +133,10 @@ def precompute_commands(db: str) -> list[list[str]]:
              "--format", "csv"]]
 
 
-def precompute(commands: list[list[str]]) -> Callable[[], None]:
-    """Run ``commands`` one after the other in the background, each a child process at
+def precompute(commands: list[list[str]],
+               first: Callable[[], None] | None = None) -> Callable[[], None]:
+    """Call ``first`` (if given), then run ``commands`` one after the other, in a
+    background thread; each command is a child process at
     :data:`PRECOMPUTE_NICE` (the analyses of a million runs take a minute and a GB each:
     outside the server, one at a time). A page that asks for the same result meanwhile
     waits for it and reads it (:func:`analytics.result_cache.computing`); one that finds it
@@ -145,20 +147,25 @@ def precompute(commands: list[list[str]]) -> Callable[[], None]:
         A function that stops the child running now and the ones not started (called
         when the server stops)."""
     stopped = threading.Event()
+    guard = threading.Lock()
     running: list[subprocess.Popen[bytes]] = []
 
     def work() -> None:
+        if first is not None:
+            first()
         for command in commands:
-            if stopped.is_set():
-                return
-            try:
-                child = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE, process_group=0)
-                os.setpriority(os.PRIO_PROCESS, child.pid, PRECOMPUTE_NICE)
-            except OSError as exc:
-                print(f"cliffwatch: start-up computation not started: {exc}", file=sys.stderr)
-                return
-            running.append(child)
+            with guard:  # never started after stop()
+                if stopped.is_set():
+                    return
+                try:
+                    child = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.PIPE, process_group=0)
+                    os.setpriority(os.PRIO_PROCESS, child.pid, PRECOMPUTE_NICE)
+                except OSError as exc:
+                    print(f"cliffwatch: start-up computation not started: {exc}",
+                          file=sys.stderr)
+                    return
+                running.append(child)
             _, err = child.communicate()
             if child.returncode != 0 and not stopped.is_set():  # the page computes it
                 last = (err.decode(errors="replace").strip().splitlines() or ["no message"])
@@ -166,7 +173,8 @@ def precompute(commands: list[list[str]]) -> Callable[[], None]:
                       f"({child.returncode}): {last[-1]}", file=sys.stderr)
 
     def stop() -> None:
-        stopped.set()
+        with guard:
+            stopped.set()
         for child in running:
             if child.poll() is None:
                 child.terminate()
@@ -195,8 +203,8 @@ def main(argv: list[str]) -> int:
     warm_store()
     from cliffwatch.dashboard.queries import store_path
 
-    threading.Thread(target=warm_overview, name="cliffwatch-warm", daemon=True).start()
-    stop = precompute(precompute_commands(str(store_path())))
+    # The Overview's figures first (a second of CPU), then the analyses (minutes).
+    stop = precompute(precompute_commands(str(store_path())), first=warm_overview)
     from streamlit import delta_generator
     from streamlit.web import cli
 

@@ -579,11 +579,6 @@ class OnDemandEstimates:
         answers for (it has every attribute and method of one)."""
         return cast(Estimates, cls(read))
 
-    @property
-    def was_read(self) -> bool:
-        """Whether a figure was asked for (the estimates were read)."""
-        return self._value is not None
-
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):  # copy/pickle probes: not a figure
             raise AttributeError(name)

@@ -13,9 +13,7 @@ thresholds. The cached results' total size is bounded (:data:`CACHE_DATA_BUDGET`
 
 The Findings and What-if pages' first analyses (a minute each at a million runs) are
 computed at start, in the background, into the result cache (:func:`precompute`), so
-the first visitor of those pages reads them instead of waiting for them; the Overview's
-figures for the default filters are read into the pages' cache as the server starts
-(:func:`warm_overview`).
+the first visitor of those pages reads them instead of waiting for them.
 Nothing imports this module; it is run.
 """
 
@@ -78,36 +76,17 @@ def warm_store() -> None:
 
 
 RUNTIME_WAIT_S = 120.0
-"""Longest :func:`warm_overview` waits for Streamlit's runtime to exist."""
+"""Longest :func:`wait_for_runtime` waits for Streamlit's runtime to exist."""
 
 
-def warm_overview(wait_s: float = RUNTIME_WAIT_S) -> None:
-    """Once Streamlit's runtime exists (its caches are the runtime's: a call before would
-    fill a throwaway one), read what the Overview shows for the default filters (all
-    time, every class) through the pages' own cached loaders, with the same keys: the
-    first visitor's page finds it read (a visitor who comes while it is being read waits
-    for that read: Streamlit computes one cache entry once). A store that cannot be read
-    is left for the page to report."""
+def wait_for_runtime(wait_s: float = RUNTIME_WAIT_S) -> None:
+    """Return once Streamlit's runtime exists (the server is starting to serve), or after
+    ``wait_s``: the start-up analyses begin then, not while the server itself starts."""
     from streamlit import runtime
 
     deadline = time.monotonic() + wait_s
-    while not runtime.exists():
-        if time.monotonic() > deadline:
-            return
+    while not runtime.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    from cliffwatch.dashboard import queries, runs_queries
-    from cliffwatch.dashboard.filters import Filters
-
-    path = queries.store_path()
-    selected = Filters()
-    try:
-        version = queries.store_version(path)
-        queries.load_task_classes(str(path), version)
-        for loader in (queries.load_overview, runs_queries.load_run_measures,
-                       queries.load_overview_charts):
-            loader(str(path), version, selected)
-    except Exception:  # noqa: BLE001, S110 - the page shows the error when it runs
-        pass
 
 
 _CLI = "from cliffwatch.cli import main; main()"
@@ -203,8 +182,7 @@ def main(argv: list[str]) -> int:
     warm_store()
     from cliffwatch.dashboard.queries import store_path
 
-    # The Overview's figures first (a second of CPU), then the analyses (minutes).
-    stop = precompute(precompute_commands(str(store_path())), first=warm_overview)
+    stop = precompute(precompute_commands(str(store_path())), first=wait_for_runtime)
     from streamlit import delta_generator
     from streamlit.web import cli
 

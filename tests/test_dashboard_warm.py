@@ -96,3 +96,14 @@ def test_stopping_the_server_stops_the_start_up_computation(tmp_path) -> None:
     wait_until(started.exists, scaled(60), "the first command started")
     stop()  # the first is terminated, the second never starts
     assert not never.exists()
+
+
+def test_the_start_up_analyses_wait_for_the_server_at_most_the_time_given() -> None:
+    import time
+
+    from streamlit import runtime
+
+    assert not runtime.exists()  # no server in this process: waits out the bound
+    began = time.monotonic()
+    serve.wait_for_runtime(0.2)
+    assert 0.2 <= time.monotonic() - began < 30

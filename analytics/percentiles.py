@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import duckdb
 import polars as pl
@@ -297,9 +297,40 @@ def cap_start_date(con: duckdb.DuckDBPyConnection, task_class: str | None = None
         UnknownTaskClassError: ``task_class`` has no runs in the store.
     """
     conds, params = scope_filter(con, Window(), "started_at", task_class)
-    if rollup_read.rollups_current(con):  # the roll-ups count each day's capped runs
-        rolled = where([*conds, "capped_runs > 0"])  # conds: the class's only (no window)
-        return frame(con, f"SELECT min(day) AS day FROM {ROLLUP_TABLE} {rolled}", params)["day"][0]
-    conds.append("max_workers IS NOT NULL")
-    day = frame(con, f"SELECT min(started_at)::DATE AS day FROM runs {where(conds)}", params)
-    return day["day"][0]
+    return _cap_start_days(con, conds, params, grouped=False)[None]
+
+
+def cap_start_dates(
+    con: duckdb.DuckDBPyConnection, task_classes: Sequence[str]
+) -> dict[str, date | None]:
+    """:func:`cap_start_date` of each of ``task_classes`` in one query (the Overview's
+    trend chart marks every class's).
+
+    Returns:
+        ``{task_class: first capped day or None}`` for each class given.
+
+    Raises:
+        UnknownTaskClassError: one of ``task_classes`` has no runs in the store.
+    """
+    if not task_classes:
+        return {}
+    conds, params = scope_filter(con, Window(), "started_at", None, task_classes=task_classes)
+    found = _cap_start_days(con, conds, params, grouped=True)
+    return {c: found.get(c) for c in task_classes}
+
+
+def _cap_start_days(con: duckdb.DuckDBPyConnection, conds: list[str], params: dict[str, Any],
+                    *, grouped: bool) -> dict[str | None, date | None]:
+    """The first capped day of the runs of ``conds`` (class conditions only), per class
+    when ``grouped`` (else under the key None): from the roll-ups when current (they
+    count each day's capped runs), else from ``runs``."""
+    key = "task_class" if grouped else "NULL::VARCHAR AS task_class"
+    group = "GROUP BY task_class" if grouped else ""
+    if rollup_read.rollups_current(con):
+        rows = frame(con, f"SELECT {key}, min(day) FILTER (WHERE capped_runs > 0) AS day "
+                          f"FROM {ROLLUP_TABLE} {where(conds)} {group}", params)
+    else:
+        rows = frame(con, f"SELECT {key}, (min(started_at) FILTER "
+                          f"(WHERE max_workers IS NOT NULL))::DATE AS day FROM runs "
+                          f"{where(conds)} {group}", params)
+    return dict(zip(rows["task_class"].to_list(), rows["day"].to_list(), strict=True))

@@ -19,10 +19,10 @@ recorded).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import polars as pl
@@ -524,7 +524,7 @@ def replay(
     run_id: str,
     override: LimitsOverride = LimitsOverride(),  # noqa: B008 - frozen
     *,
-    estimates: Estimates | None = None,
+    estimates: Estimates | Callable[[str], Estimates] | None = None,
 ) -> Replay:
     """Reconstruct run ``run_id`` and replay it under ``override``.
 
@@ -532,8 +532,11 @@ def replay(
         con: a store connection.
         run_id: the run id, or a unique prefix of at least 6 characters.
         override: the limits to replay under (default: as recorded).
-        estimates: figures for work the record lacks; default read from the store
-            (every recorded run of the run's class).
+        estimates: figures for work the record lacks, or a function reading them for a
+            task class; default read from the store (every recorded run of the run's
+            class: seconds at a million runs). Read only when the replay asks for a
+            figure the record lacks (:class:`OnDemandEstimates`): a run replayed under
+            limits that keep its recorded work needs none.
 
     Returns:
         The :class:`Replay`.
@@ -543,17 +546,45 @@ def replay(
         ReplayError: the override gives invalid limits.
     """
     run = load_recorded_run(con, run_id)
-    if estimates is None:
-        estimates = load_estimates(con, run.task_class)
+    limits = override.apply(run.limits)
+    if not isinstance(estimates, Estimates):
+        read = estimates or (lambda task_class: load_estimates(con, task_class))
+        estimates = OnDemandEstimates.of(lambda: read(run.task_class))
     as_recorded = counterfactual(run, run.limits, estimates)
     return Replay(
         run=run,
         override=override,
         timeline=_timeline(run, as_recorded),
         subtasks=_subtasks(run),
-        counterfactual=counterfactual(run, override.apply(run.limits), estimates),
+        counterfactual=counterfactual(run, limits, estimates),
         as_recorded=as_recorded,
     )
+
+
+class OnDemandEstimates:
+    """An :class:`~analytics.recorded.Estimates` read the first time one of its figures is
+    asked for (any attribute or method), then that one object's: a counterfactual asks
+    only for work its run's record lacks (a sub-task it never ran, a failed worker's
+    answer, a missing synthesis, a task redone), so most replays read none. The figures
+    are the same either way: the read is the same function, called at most once.
+    """
+
+    def __init__(self, read: Callable[[], Estimates]) -> None:
+        self._read = read
+        self._value: Estimates | None = None
+
+    @classmethod
+    def of(cls, read: Callable[[], Estimates]) -> Estimates:
+        """An on-demand stand-in for ``read()``, typed as the :class:`Estimates` it
+        answers for (it has every attribute and method of one)."""
+        return cast(Estimates, cls(read))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # copy/pickle probes: not a figure
+            raise AttributeError(name)
+        if self._value is None:
+            self._value = self._read()
+        return getattr(self._value, name)
 
 
 RUN_COMPARISON_FIGURES: Mapping[str, str] = {

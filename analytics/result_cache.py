@@ -22,6 +22,7 @@ again, one that cannot be written is logged and skipped.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -29,7 +30,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -172,34 +174,87 @@ def save(key: str, frames: Mapping[str, pl.DataFrame], meta: Mapping[str, Any]) 
         log.warning("result cache: could not keep %s: %s", key[:12], exc)
 
 
-def findings_through(key: str | None, compute: Callable[[], pl.DataFrame]) -> pl.DataFrame:
-    """The findings frame kept under ``key``; else ``compute()``'s, kept under ``key``
-    (None: computed, nothing kept)."""
+WAIT_POLL_S = 0.25
+"""How often a process waiting for another's computation of the same key looks again."""
+
+
+@contextmanager
+def computing(key: str | None) -> Iterator[None]:
+    """Held while this process computes the result of ``key``: one process at a time per
+    key (an exclusive ``flock`` on ``.lock-KEY`` in the cache folder), so a second
+    process (another server's page, the dashboard's start-up computation, the CLI) waits
+    for the first and reads its entry instead of computing the same analysis beside it
+    (seconds of both cores and a GB at a million runs). The lock goes with its process:
+    one that dies mid-compute holds nobody up. No key, the cache off, or a folder that
+    cannot be written: nothing is held (the caller computes).
+
+    Waiting polls every :data:`WAIT_POLL_S` (a Streamlit page stopped meanwhile is not
+    held in a blocking call)."""
+    folder = _folder(key) if key else None
+    handle = None
+    if folder is not None:
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            handle = (folder.parent / f".lock-{key}").open("a+b")
+        except OSError as exc:
+            log.warning("result cache: no lock for %s, computing anyway: %s", key, exc)
+    try:
+        while handle is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(WAIT_POLL_S)
+        yield
+    finally:
+        if handle is not None:
+            handle.close()  # releases the lock
+
+
+def _through(key: str | None, compute: Callable[[], tuple[dict[str, pl.DataFrame], dict[str, Any]]],
+             ) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
+    """The frames and scalars kept under ``key``; else ``compute()``'s, kept under ``key``
+    (None: computed, nothing kept), computed by one process at a time (:func:`computing`:
+    a process that waited reads what the other kept)."""
     kept = load(key) if key else None
     if kept is not None:
-        return kept[0]["findings"]
-    found = compute()
-    if key:
-        save(key, {"findings": found}, {})
-    return found
+        return kept
+    with computing(key):
+        kept = load(key) if key else None
+        if kept is not None:
+            return kept
+        frames, meta = compute()
+        if key:
+            save(key, frames, meta)
+    return frames, meta
+
+
+def findings_through(key: str | None, compute: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+    """The findings frame kept under ``key``; else ``compute()``'s, kept under ``key``
+    (None: computed, nothing kept; see :func:`computing` for two processes at once)."""
+    return _through(key, lambda: ({"findings": compute()}, {}))[0]["findings"]
 
 
 def whatif_through(key: str | None, overrides: Overrides, window: Window,
                    task_class: str | None, compute: Callable[[], WhatIf]) -> WhatIf:
     """The :class:`~analytics.whatif.WhatIf` kept under ``key``, put back together with the
     arguments it was computed for; else ``compute()``'s, its frames and figures kept under
-    ``key`` (None: computed, nothing kept)."""
-    kept = load(key) if key else None
-    if kept is not None:
-        frames, meta = kept
-        return WhatIf(overrides=overrides, window=window, task_class=task_class,
-                      runs=frames["runs"], by_class=frames["by_class"], **meta)
-    what = compute()
-    if key:
-        save(key, {"runs": what.runs, "by_class": what.by_class},
-             {"window_days": what.window_days, "elapsed_s": what.elapsed_s,
-              "load_s": what.load_s, "python_runs": what.python_runs})
-    return what
+    ``key`` (None: computed, nothing kept; see :func:`computing` for two processes at
+    once)."""
+    computed: list[WhatIf] = []
+
+    def parts() -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
+        what = compute()
+        computed.append(what)
+        return ({"runs": what.runs, "by_class": what.by_class},
+                {"window_days": what.window_days, "elapsed_s": what.elapsed_s,
+                 "load_s": what.load_s, "python_runs": what.python_runs})
+
+    frames, meta = _through(key, parts)
+    if computed:
+        return computed[0]
+    return WhatIf(overrides=overrides, window=window, task_class=task_class,
+                  runs=frames["runs"], by_class=frames["by_class"], **meta)
 
 
 def _folder(key: str) -> Path | None:
@@ -223,5 +278,7 @@ def _prune(root: Path) -> None:
             entries.append((mtime, path))
         elif path.name.startswith(".building-") and now - mtime > STALE_BUILD_S:
             shutil.rmtree(path, ignore_errors=True)
+        elif path.name.startswith(".lock-") and now - mtime > STALE_BUILD_S:
+            path.unlink(missing_ok=True)  # an old computation's (a holder keeps its file)
     for _, old in sorted(entries, reverse=True)[MAX_ENTRIES:]:
         shutil.rmtree(old, ignore_errors=True)

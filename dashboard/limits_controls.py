@@ -15,6 +15,10 @@ from cliffwatch.analytics.replay import LimitsOverride
 POLICIES: tuple[str, ...] = ("reject", "replan", "truncate")
 """The cap policies offered (``telemetry.conventions.CapPolicy``'s values)."""
 
+WHATIF_DEFAULT_CAP = 8
+"""The What-if page's cap until the user (or the URL) sets one: the handbook's cap (the
+dashboard's start-up computes the page's analysis under it, :mod:`dashboard.serve`)."""
+
 AS_RECORDED = "as recorded"
 """What an empty widget shows: the run's own limit is kept."""
 

@@ -29,7 +29,7 @@ from cliffwatch.analytics import result_cache
 from cliffwatch.analytics.errors import AnalyticsError
 from cliffwatch.analytics.incidents import list_incidents
 from cliffwatch.analytics.percentiles import (
-    cap_start_date,
+    cap_start_dates,
     cost_percentiles,
     daily_percentiles,
     overall_percentiles,
@@ -283,9 +283,7 @@ def load_overview_charts(db: str, version: tuple[int, ...], filters: Filters) ->
         runs = _selected(
             list_runs(con, window, task_class=only, limit=RUN_POINTS_LIMIT + 1), filters
         )
-        cap_dates = {
-            c: cap_start_date(con, task_class=c) for c in daily["task_class"].unique().sort()
-        }
+        cap_dates = cap_start_dates(con, daily["task_class"].unique().sort().to_list())
     return OverviewCharts(
         daily=daily,
         runs=runs.head(RUN_POINTS_LIMIT),

@@ -32,7 +32,6 @@ from cliffwatch.analytics.recorded import Estimates
 from cliffwatch.analytics.replay import LimitsOverride, Replay, replay
 from cliffwatch.analytics.report import build_report
 from cliffwatch.analytics.report_render import report_bytes
-from cliffwatch.analytics.runs import get_run
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.analytics.whatif import WhatIf, what_if
 from cliffwatch.dashboard.filters import Filters
@@ -56,15 +55,23 @@ class ActionError(CliffwatchError):
 
 
 @st.cache_resource(ttl=CACHE_TTL_S, max_entries=8, show_spinner=False)
-def class_estimates(db: str, version: tuple[int, ...], task_class: str) -> Estimates:
+def class_estimates(db: str, version: tuple[int, ...], task_class: str,
+                    _con: Any = None) -> Estimates:
     """:func:`analytics.estimates.load_estimates` of one class: read from every recorded
     run of the class (seconds at a million runs), so read once per class and store
     version and shared by every replay of that class's runs (a frozen dataclass: one
     object for every session, never copied).
 
+    Args:
+        db, version, task_class: what the result is cached by.
+        _con: an open connection to ``db`` (:func:`read_store`'s) to read with, not part
+            of the key; None: the store is opened for the read.
+
     Raises:
         StoreError: the store is missing, not a store, or busy.
     """
+    if _con is not None:
+        return load_estimates(_con, task_class)
     with read_store(db) as con:
         return load_estimates(con, task_class)
 
@@ -73,18 +80,19 @@ def class_estimates(db: str, version: tuple[int, ...], task_class: str) -> Estim
 def load_replay(
     db: str, version: tuple[int, ...], run_id: str, override: LimitsOverride
 ) -> Replay:
-    """:func:`analytics.replay.replay` of ``run_id`` under ``override``, with its class's
-    estimates from :func:`class_estimates` (the same figures ``replay`` reads itself).
+    """:func:`analytics.replay.replay` of ``run_id`` under ``override`` in one read-only
+    open; its class's estimates, when the replay asks for one (most replays need none:
+    :class:`analytics.replay.OnDemandEstimates`), from :func:`class_estimates` (the same
+    figures ``replay`` reads itself).
 
     Raises:
         RunNotFoundError, ReplayError: a bad run id or limit.
         StoreError: the store is missing, not a store, or busy.
     """
     with read_store(db) as con:
-        task_class = get_run(con, run_id)["task_class"]
-    estimates = class_estimates(db, version, task_class)
-    with read_store(db) as con:
-        return replay(con, run_id, override, estimates=estimates)
+        return replay(con, run_id, override,
+                      estimates=lambda task_class: class_estimates(db, version, task_class,
+                                                                   _con=con))
 
 
 WHATIF_CACHE_ENTRIES = 4

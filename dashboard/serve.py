@@ -10,13 +10,22 @@ Streamlit's garbage collection after every script run is turned off
 (``runner.postScriptGC``: a full collection of a heap holding polars, plotly and pandas,
 0.1-0.3 s of CPU after each page at 1M runs); Python still collects on its own
 thresholds. The cached results' total size is bounded (:data:`CACHE_DATA_BUDGET`).
+
+The Findings and What-if pages' first analyses (a minute each at a million runs) are
+computed at start, in the background, into the result cache (:func:`precompute`), so
+the first visitor of those pages reads them instead of waiting for them.
 Nothing imports this module; it is run.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 
 WARM_MODULES: tuple[str, ...] = (
     "streamlit.emojis",  # st.set_page_config's emoji favicon check: 0.15 s of regexes
@@ -66,6 +75,94 @@ def warm_store() -> None:
         pass
 
 
+RUNTIME_WAIT_S = 120.0
+"""Longest :func:`wait_for_runtime` waits for Streamlit's runtime to exist."""
+
+
+def wait_for_runtime(wait_s: float = RUNTIME_WAIT_S) -> None:
+    """Return once Streamlit's runtime exists (the server is starting to serve), or after
+    ``wait_s``: the start-up analyses begin then, not while the server itself starts."""
+    from streamlit import runtime
+
+    deadline = time.monotonic() + wait_s
+    while not runtime.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+_CLI = "from cliffwatch.cli import main; main()"
+
+PRECOMPUTE_NICE = 10
+"""Niceness of the start-up computation: a page a visitor opens meanwhile goes first."""
+
+
+def precompute_commands(db: str) -> list[list[str]]:
+    """The ``cliffwatch`` commands that compute, and keep in the result cache, what the
+    Findings and What-if pages show first (all time, every class; the What-if under
+    :data:`dashboard.limits_controls.WHATIF_DEFAULT_CAP`): the CLI and the pages build the
+    same keys (:func:`analytics.result_cache.analysis_key`). [] when nothing can be kept
+    (``$CLIFFWATCH_RESULT_CACHE`` off, or a ClickHouse store: no write version)."""
+    from cliffwatch import settings
+    from cliffwatch.dashboard.limits_controls import WHATIF_DEFAULT_CAP
+
+    if settings.result_cache_dir() is None or settings.is_engine_store(db):
+        return []
+    cli = [sys.executable, "-c", _CLI]
+    return [[*cli, "findings", "--db", db, "--format", "json"],
+            [*cli, "whatif", "--max-workers", str(WHATIF_DEFAULT_CAP), "--db", db,
+             "--format", "csv"]]
+
+
+def precompute(commands: list[list[str]],
+               first: Callable[[], None] | None = None) -> Callable[[], None]:
+    """Call ``first`` (if given), then run ``commands`` one after the other, in a
+    background thread; each command is a child process at
+    :data:`PRECOMPUTE_NICE` (the analyses of a million runs take a minute and a GB each:
+    outside the server, one at a time). A page that asks for the same result meanwhile
+    waits for it and reads it (:func:`analytics.result_cache.computing`); one that finds it
+    kept reads it at once. The result is keyed by the store's write version read in the
+    child's own connection, so it is never shown for a store that changed since.
+
+    Returns:
+        A function that stops the child running now and the ones not started (called
+        when the server stops)."""
+    stopped = threading.Event()
+    guard = threading.Lock()
+    running: list[subprocess.Popen[bytes]] = []
+
+    def work() -> None:
+        if first is not None:
+            first()
+        for command in commands:
+            with guard:  # never started after stop()
+                if stopped.is_set():
+                    return
+                try:
+                    child = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.PIPE, process_group=0)
+                    os.setpriority(os.PRIO_PROCESS, child.pid, PRECOMPUTE_NICE)
+                except OSError as exc:
+                    print(f"cliffwatch: start-up computation not started: {exc}",
+                          file=sys.stderr)
+                    return
+                running.append(child)
+            _, err = child.communicate()
+            if child.returncode != 0 and not stopped.is_set():  # the page computes it
+                last = (err.decode(errors="replace").strip().splitlines() or ["no message"])
+                print(f"cliffwatch: start-up computation {command[3]} failed "
+                      f"({child.returncode}): {last[-1]}", file=sys.stderr)
+
+    def stop() -> None:
+        with guard:
+            stopped.set()
+        for child in running:
+            if child.poll() is None:
+                child.terminate()
+                child.wait()
+
+    threading.Thread(target=work, name="cliffwatch-precompute", daemon=True).start()
+    return stop
+
+
 CACHE_DATA_BUDGET = "256mb"
 """Most serialized bytes every ``st.cache_data`` entry of the server may hold together:
 past it Streamlit evicts the least recently used (results are keyed by window, filters
@@ -83,6 +180,9 @@ def main(argv: list[str]) -> int:
     and :func:`warm_store`."""
     warm_imports()
     warm_store()
+    from cliffwatch.dashboard.queries import store_path
+
+    stop = precompute(precompute_commands(str(store_path())), first=wait_for_runtime)
     from streamlit import delta_generator
     from streamlit.web import cli
 
@@ -97,6 +197,8 @@ def main(argv: list[str]) -> int:
         cli.main()
     except SystemExit as done:
         return done.code if isinstance(done.code, int) else 0
+    finally:
+        stop()
     return 0
 
 

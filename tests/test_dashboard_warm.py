@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
 from cliffwatch.dashboard import serve
 
 
@@ -59,3 +61,49 @@ def test_warm_store_leaves_a_missing_store_to_the_page(tmp_path, monkeypatch) ->
     serve.warm_store()
     assert queries._VERSIONS == {}
     assert not (tmp_path / "none.duckdb").exists()
+
+
+@pytest.mark.slow
+def test_the_start_up_commands_run_one_after_the_other_below_the_server(tmp_path) -> None:
+    import os
+
+    from waits import scaled, wait_until
+
+    marks = [tmp_path / f"done-{n}" for n in range(2)]
+    step = ("import os, pathlib, sys, time; time.sleep(0.3); "
+            "pathlib.Path(sys.argv[1]).write_text(f'{os.getpriority(os.PRIO_PROCESS, 0)} '"
+            "f'{[p.name for p in pathlib.Path(sys.argv[2]).iterdir()]}')")
+    stop = serve.precompute([[sys.executable, "-c", step, str(m), str(tmp_path)]
+                             for m in marks])
+    wait_until(lambda: all(m.exists() and m.read_text() for m in marks), scaled(60),
+               "both commands done")
+    stop()
+    first, second = (m.read_text().split(" ", 1) for m in marks)
+    niceness = os.getpriority(os.PRIO_PROCESS, 0) + serve.PRECOMPUTE_NICE
+    assert int(first[0]) == int(second[0]) == min(niceness, 19)
+    assert "done-0" not in first[1] and "done-0" in second[1]  # the second after the first
+
+
+@pytest.mark.slow
+def test_stopping_the_server_stops_the_start_up_computation(tmp_path) -> None:
+    from waits import scaled, wait_until
+
+    started = tmp_path / "started"
+    never = tmp_path / "never"
+    hold = ("import pathlib, sys, time; pathlib.Path(sys.argv[1]).touch(); time.sleep(600)")
+    stop = serve.precompute([[sys.executable, "-c", hold, str(started)],
+                             [sys.executable, "-c", hold, str(never)]])
+    wait_until(started.exists, scaled(60), "the first command started")
+    stop()  # the first is terminated, the second never starts
+    assert not never.exists()
+
+
+def test_the_start_up_analyses_wait_for_the_server_at_most_the_time_given() -> None:
+    import time
+
+    from streamlit import runtime
+
+    assert not runtime.exists()  # no server in this process: waits out the bound
+    began = time.monotonic()
+    serve.wait_for_runtime(0.2)
+    assert 0.2 <= time.monotonic() - began < 30

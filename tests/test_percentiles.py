@@ -13,6 +13,7 @@ from cliffwatch.analytics.errors import UnknownTaskClassError
 from cliffwatch.analytics.percentiles import (
     PERCENTILE_COLUMNS,
     cap_start_date,
+    cap_start_dates,
     cost_percentiles,
     daily_percentiles,
     model_and_role_percentiles,
@@ -301,3 +302,21 @@ def test_window_rejects_empty_range() -> None:
     with pytest.raises(WindowError, match="empty window"):
         Window.parse("2026-11-05", "2026-11-01")
     assert Window(date(2026, 11, 1)).since == datetime(2026, 11, 1)
+
+
+def test_cap_start_dates_are_each_class_cap_start_date(store) -> None:
+    with read_store(store) as con:
+        found = con.execute("SELECT DISTINCT task_class FROM runs").fetchall()
+        classes = sorted(r[0] for r in found)
+        assert cap_start_dates(con, classes) == {c: cap_start_date(con, c) for c in classes}
+        assert cap_start_dates(con, []) == {}
+        with pytest.raises(UnknownTaskClassError):
+            cap_start_dates(con, ["research", "nope"])
+
+
+def test_cap_start_dates_none_without_caps(tmp_path) -> None:
+    path = tmp_path / "nocap.duckdb"
+    write_spans(path, make_runs_costing([0.01, 0.02], max_workers=None))
+    with read_store(path) as con:
+        classes = [r[0] for r in con.execute("SELECT DISTINCT task_class FROM runs").fetchall()]
+        assert cap_start_dates(con, classes) == dict.fromkeys(classes)

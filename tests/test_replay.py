@@ -315,6 +315,50 @@ def test_sub_tasks_never_run_are_estimated_from_the_class_on_the_same_model(hand
         "partly estimated")
 
 
+@pytest.mark.parametrize("override", [AS_RECORDED, LimitsOverride.parse(0),
+                                      LimitsOverride.parse(2), LimitsOverride.parse(8),
+                                      LimitsOverride.parse(ceiling_usd=0.01)])
+def test_estimates_read_on_demand_give_the_figures_read_up_front(
+    orchestrated: OrchestratedStore, override: LimitsOverride
+) -> None:
+    # The replay reads its class's estimates only when a figure needs one; every replay
+    # equals the one given them up front (the same figures: two reads of the means may
+    # differ in the last bits, DuckDB adding floats in another order), and the read
+    # happens once at most.
+    reads: list[str] = []
+    read_ones = {}
+    with read_store(orchestrated.path) as con:
+        def read(task_class: str):  # noqa: ANN202
+            reads.append(task_class)
+            read_ones[task_class] = load_estimates(con, task_class)
+            return read_ones[task_class]
+
+        for run in load_recorded_runs(con):
+            before = len(reads)
+            lazy = replay(con, run.run_id, override, estimates=read)
+            given = read_ones.pop(run.task_class, None) or load_estimates(con, run.task_class)
+            eager = replay(con, run.run_id, override, estimates=given)
+            assert lazy.to_dict() == eager.to_dict(), run.run_id
+            assert len(reads) - before <= 1
+            assert reads[before:] in ([], [run.task_class])
+
+
+def test_a_replay_reads_the_estimates_only_when_it_needs_one(hand: Path) -> None:
+    calls: list[str] = []
+    with read_store(hand) as con:
+        def read(task_class: str):  # noqa: ANN202
+            calls.append(task_class)
+            return load_estimates(con, task_class)
+
+        as_recorded = replay(con, NORMAL[0], estimates=read)
+        assert calls == []  # its own record holds every figure
+        assert as_recorded.reproduces_record
+        unknown = replay(con, BREACH, LimitsOverride.parse(0), estimates=read)
+        assert calls == ["research"]  # 47 sub-tasks it never ran: estimated
+    assert unknown.counterfactual.estimated_usd > 0
+    assert unknown.to_dict() == _replay(hand, BREACH, LimitsOverride.parse(0)).to_dict()
+
+
 def test_a_recorded_cancellation_is_lifted_with_the_ceiling(hand: Path) -> None:
     same = _replay(hand, CANCELLED).counterfactual
     assert same.cost_usd == pytest.approx(PLAN_USD + 0.02 + 0.025 + 0.001, abs=1e-12)

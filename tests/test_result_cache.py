@@ -196,3 +196,89 @@ def test_a_dead_writers_folder_is_removed(cache_dir: Path) -> None:
     result_cache.save(result_cache.cache_key("findings", "/s.duckdb", (1,), {}),
                       {"findings": pl.DataFrame({"a": [1]})}, {})
     assert not dead.exists() and fresh.exists()
+
+
+def test_a_second_computation_of_a_key_waits_and_reads_the_first(cache_dir: Path) -> None:
+    import threading
+
+    key = result_cache.cache_key("findings", "/s.duckdb", (1,), {})
+    first = pl.DataFrame({"a": [1, 2]})
+    started, release = threading.Event(), threading.Event()
+
+    def slow() -> pl.DataFrame:
+        started.set()
+        assert release.wait(scaled(30))
+        return first
+
+    computed: list[pl.DataFrame] = []
+    holder = threading.Thread(target=lambda: computed.append(
+        result_cache.findings_through(key, slow)))
+    holder.start()
+    assert started.wait(scaled(30))
+    second_calls: list[int] = []
+    got: list[pl.DataFrame] = []
+
+    def again() -> pl.DataFrame:
+        second_calls.append(1)
+        return pl.DataFrame({"a": [9]})
+
+    waiter = threading.Thread(target=lambda: got.append(
+        result_cache.findings_through(key, again)))
+    waiter.start()
+    waiter.join(3 * result_cache.WAIT_POLL_S)
+    assert waiter.is_alive()  # held while the first computes, not computing beside it
+    release.set()
+    holder.join(scaled(30))
+    waiter.join(scaled(30))
+    assert not second_calls  # it read what the first kept
+    assert got[0].equals(first) and computed[0].equals(first)
+
+
+def test_a_lock_whose_holder_is_gone_holds_nobody(cache_dir: Path) -> None:
+    key = result_cache.cache_key("findings", "/s.duckdb", (2,), {})
+    with result_cache.computing(key):
+        pass  # a computation that ended without keeping anything (it failed)
+    assert result_cache.findings_through(key, lambda: pl.DataFrame({"a": [3]}))["a"][0] == 3
+    assert result_cache.load(key) is not None
+
+
+def test_the_start_up_computation_is_what_the_pages_show_first(
+    store: StoreFixture, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # dashboard/serve.py runs these commands at start: the Findings and What-if pages,
+    # opened with no parameters, read their entries (marked here) and compute nothing.
+    from typer.testing import CliRunner
+
+    from cliffwatch.cli.app import app as cli
+    from cliffwatch.dashboard import serve
+
+    monkeypatch.setenv("CLIFFWATCH_DB", str(store.path))
+    commands = serve.precompute_commands(str(store.path))
+    assert [c[3] for c in commands] == ["findings", "whatif"]
+    for command in commands:
+        done = CliRunner().invoke(cli, command[3:])
+        assert done.exit_code == 0, done.output
+    entries = _entries(cache_dir)
+    assert len(entries) == 2
+    for entry in entries:
+        for name in ("findings", "runs"):
+            if (entry / f"{name}.arrow").exists():
+                kept = pl.read_ipc(entry / f"{name}.arrow")
+                mark = {"findings": pl.lit("kept-at-start").alias("title"),
+                        "runs": pl.lit("kept-at-start").alias("task_class")}[name]
+                kept.with_columns(mark).head(3).write_ipc(entry / f"{name}.arrow")
+    findings = _page(store, "views/findings.py")
+    assert "kept-at-start" in " ".join(t.value for t in findings.text)
+    whatif = _page(store, "views/whatif.py")
+    assert {m.label: m.value for m in whatif.metric}["Runs"] == "3"
+    assert _entries(cache_dir) == entries  # nothing computed again
+
+
+def test_nothing_is_computed_at_start_without_a_result_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cliffwatch.dashboard import serve
+
+    monkeypatch.setenv(settings.CLIFFWATCH_RESULT_CACHE, "off")
+    assert serve.precompute_commands("/s.duckdb") == []
+    assert serve.precompute_commands("chdb:///tmp/x") == []

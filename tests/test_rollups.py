@@ -186,6 +186,23 @@ def test_cap_start_date_from_rollups_equals_the_runs(store: Path) -> None:
                       {} if c is None else {"c": c})["d"][0] for c in (None, *CLASSES)]
     assert got == want
     assert all(day is not None for day in got)
+    with read_store(store) as con:
+        assert percentiles.cap_start_dates(con, CLASSES) == dict(zip(CLASSES, got[1:], strict=True))
+
+
+def test_cap_start_dates_without_current_rollups_read_the_runs(tmp_path: Path) -> None:
+    path = tmp_path / "around.duckdb"
+    _write_runs(path, 20, seed=13)
+    with open_store(path, read_only=False) as con:
+        con.execute("DELETE FROM runs WHERE task_class = 'extract'")
+    with read_store(path) as con:
+        assert not rollup_read.rollups_current(con)
+        classes = [c for c in CLASSES if c != "extract"]
+        want = {c: frame(con, "SELECT min(started_at)::DATE AS d FROM runs WHERE max_workers "
+                            "IS NOT NULL AND task_class = $c", {"c": c})["d"][0] for c in classes}
+        assert percentiles.cap_start_dates(con, classes) == want
+        assert {c: percentiles.cap_start_date(con, c) for c in classes} == want
+        assert any(day is not None for day in want.values())
 
 
 def test_the_cache_version_moves_with_a_write_and_not_with_a_read(tmp_path: Path) -> None:

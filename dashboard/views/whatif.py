@@ -10,16 +10,14 @@ import streamlit as st
 
 from cliffwatch.analytics import replay_charts
 from cliffwatch.dashboard import downloads, filters, links, queries, replay_queries, tables, ui
-from cliffwatch.dashboard.limits_controls import limits_controls
-
-DEFAULT_CAP = 8  # the handbook's cap: what the page replays under until told otherwise
+from cliffwatch.dashboard.limits_controls import WHATIF_DEFAULT_CAP, limits_controls
 
 selected = filters.current()
 st.title("What-if")
 st.caption(f"{ui.md_text(selected.describe())} · every run replayed through the "
            "orchestrator's dispatch layer with its recorded per-call costs; no model is called.")
 
-override = limits_controls(default_cap=DEFAULT_CAP)
+override = limits_controls(default_cap=WHATIF_DEFAULT_CAP)
 if override.keeps_everything:
     st.info("Set a cap, a ceiling or a policy to see what it would have done.")
     st.stop()

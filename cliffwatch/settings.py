@@ -314,6 +314,18 @@ def result_cache_dir() -> Path | None:
         return None
     return Path(raw or DEFAULT_RESULT_CACHE).expanduser()
 
+CLIFFWATCH_DASHBOARD_PRECOMPUTE = "CLIFFWATCH_DASHBOARD_PRECOMPUTE"
+"""Whether ``cliffwatch dashboard`` computes the Findings and What-if pages' default
+analyses into the result cache when it starts (background child processes at a lower CPU
+priority; dashboard/serve.py). Default on; ``off`` leaves them to the first visitor (on a
+machine with few cores the pages open in the first minutes are slower while it runs)."""
+
+
+def dashboard_precompute() -> bool:
+    """Whether the dashboard computes its default analyses at start
+    ($CLIFFWATCH_DASHBOARD_PRECOMPUTE, default True)."""
+    return _bool(CLIFFWATCH_DASHBOARD_PRECOMPUTE, True)
+
 # --- alerts (telemetry/alert_rules.py, telemetry/alerts.py) ------------------------------
 
 CLIFFWATCH_WEBHOOK_URLS = "CLIFFWATCH_WEBHOOK_URLS"

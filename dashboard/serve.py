@@ -100,11 +100,13 @@ def precompute_commands(db: str) -> list[list[str]]:
     Findings and What-if pages show first (all time, every class; the What-if under
     :data:`dashboard.limits_controls.WHATIF_DEFAULT_CAP`): the CLI and the pages build the
     same keys (:func:`analytics.result_cache.analysis_key`). [] when nothing can be kept
-    (``$CLIFFWATCH_RESULT_CACHE`` off, or a ClickHouse store: no write version)."""
+    (``$CLIFFWATCH_RESULT_CACHE`` or ``$CLIFFWATCH_DASHBOARD_PRECOMPUTE`` off, or a
+    ClickHouse store: no write version)."""
     from cliffwatch import settings
     from cliffwatch.dashboard.limits_controls import WHATIF_DEFAULT_CAP
 
-    if settings.result_cache_dir() is None or settings.is_engine_store(db):
+    if (settings.result_cache_dir() is None or settings.is_engine_store(db)
+            or not settings.dashboard_precompute()):
         return []
     cli = [sys.executable, "-c", _CLI]
     return [[*cli, "findings", "--db", db, "--format", "json"],

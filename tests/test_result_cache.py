@@ -282,3 +282,21 @@ def test_nothing_is_computed_at_start_without_a_result_cache(
     monkeypatch.setenv(settings.CLIFFWATCH_RESULT_CACHE, "off")
     assert serve.precompute_commands("/s.duckdb") == []
     assert serve.precompute_commands("chdb:///tmp/x") == []
+
+
+def test_the_start_up_computation_can_be_turned_off_alone(
+    store: StoreFixture, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from cliffwatch.cli.app import app as cli
+    from cliffwatch.dashboard import serve
+
+    assert serve.precompute_commands(str(store.path))  # the result cache is on here
+    monkeypatch.setenv(settings.CLIFFWATCH_DASHBOARD_PRECOMPUTE, "off")
+    assert serve.precompute_commands(str(store.path)) == []
+    monkeypatch.setenv(settings.CLIFFWATCH_DASHBOARD_PRECOMPUTE, "sometimes")
+    refused = CliRunner().invoke(cli, ["dashboard", "--db", str(store.path)])
+    assert refused.exit_code != 0
+    assert "CLIFFWATCH_DASHBOARD_PRECOMPUTE" in refused.output
+    assert "Traceback" not in refused.output

@@ -81,6 +81,7 @@ def dashboard(
     path = settings.db_path(db).resolve()
     with read_only_store(path):
         pass  # a missing or foreign store is one line here, not an error page later
+    settings.dashboard_precompute()  # so is a bad value of the setting the server reads
     # Found, not imported: the dashboard is a layer nothing imports (Streamlit runs it).
     spec = importlib.util.find_spec("cliffwatch.dashboard")
     origin = spec.origin if spec is not None else None

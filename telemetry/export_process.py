@@ -165,21 +165,48 @@ def read_exact(fd: int, n: int, parent_pid: int | None = None) -> bytes | None:
 
 def write_payload(
     path: Path, payload: bytes, spans: int, *, source: str, timeout_s: float | None,
-    ledger: WriteLedger,
+    ledger: WriteLedger, pace: Callable[[], None] | None = None,
 ) -> None:
     """Map a :func:`compact_batch` payload of ``spans`` spans and write or spill it,
-    counting every span in ``ledger`` (never raises; failures are logged)."""
+    counting every span in ``ledger`` (never raises; failures are logged). ``pace`` is
+    called between chunks of the mapping and after the write
+    (:func:`telemetry.sdk_compact.records_from_rows`)."""
     def skipped(row: Row) -> None:
         trace_id, span_id = row_ids(row)
         skipped_span(str(row[3]) if len(row) > 3 else "?", trace_id, span_id, ledger)
 
     try:
-        records = records_from_rows(load_rows(payload), source=source, on_error=skipped)
+        records = records_from_rows(load_rows(payload), source=source, on_error=skipped,
+                                    pace=pace)
     except Exception as exc:  # an unreadable payload (a bug): every span of it is lost
         ledger.add(lost=spans, error=f"export batch unreadable: {exc}".split("\n")[0])
         logger.exception("cliffwatch: could not read a batch of %d spans", spans)
         return
     write_records(path, records, timeout_s=timeout_s, ledger=ledger)
+    if pace is not None:
+        pace()
+
+
+def write_payload_for(
+    exporter: DuckDBSpanExporter, payload: bytes, spans: int,
+    pace: Callable[[], None] | None = None,
+) -> SpanExportResult:
+    """:func:`write_payload` in this process for ``exporter`` (its store, source, lock
+    timeout and ledger; under its lock, instrumentation suppressed).
+
+    Returns:
+        ``FAILURE`` when spans of the payload were lost (logged), else ``SUCCESS``.
+    """
+    token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+    try:
+        before = exporter.ledger.snapshot().lost
+        with exporter._lock:
+            write_payload(exporter.path, payload, spans, source=exporter.source,
+                          timeout_s=exporter.timeout_s, ledger=exporter.ledger, pace=pace)
+        lost = exporter.ledger.snapshot().lost > before
+        return SpanExportResult.FAILURE if lost else SpanExportResult.SUCCESS
+    finally:
+        detach(token)
 
 
 def serve(config: dict[str, Any]) -> None:
@@ -213,13 +240,14 @@ def serve(config: dict[str, Any]) -> None:
         write_all(reply_fd, _REPLY.pack(len(answer)) + answer)
 
 
-def _compact_without_gc(
+def compact_without_gc(
     spans: Sequence[ReadableSpan], on_error: Callable[[ReadableSpan], None]
 ) -> tuple[bytes, int]:
-    """:func:`compact_batch` with the garbage collector paused: the batch's row tuples
-    would trigger collections that walk the application's whole heap while the export
-    thread holds the GIL (7 -> 4 us a span in ``python -m bench exporter``, load 6). The
-    collector's state is restored after, whatever it was."""
+    """:func:`compact_batch` with the garbage collector paused (the ``export`` of both
+    writers, :mod:`telemetry.export_thread` too): the batch's row tuples would trigger
+    collections that walk the application's whole heap while the export thread holds the
+    GIL (7 -> 4 us a span in ``python -m bench exporter``, load 6). The collector's state
+    is restored after, whatever it was."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -273,7 +301,7 @@ class ProcessSpanExporter(DuckDBSpanExporter):
         when it cannot run (module doc). ``FAILURE`` after :meth:`shutdown`."""
         if self._shut_down or self._in_process:
             return super().export(spans)
-        payload, n = _compact_without_gc(spans, self._skipped)
+        payload, n = compact_without_gc(spans, self._skipped)
         proc = self._started()
         if proc is None or proc.stdin is None:
             return self._write_here(payload, n)
@@ -291,16 +319,7 @@ class ProcessSpanExporter(DuckDBSpanExporter):
         return SpanExportResult.SUCCESS
 
     def _write_here(self, payload: bytes, spans: int) -> SpanExportResult:
-        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-        try:
-            before = self.ledger.snapshot().lost
-            with self._lock:
-                write_payload(self.path, payload, spans, source=self.source,
-                              timeout_s=self.timeout_s, ledger=self.ledger)
-            lost = self.ledger.snapshot().lost > before
-            return SpanExportResult.FAILURE if lost else SpanExportResult.SUCCESS
-        finally:
-            detach(token)
+        return write_payload_for(self, payload, spans)
 
     def _check_fork(self) -> None:
         if self._owner_pid != os.getpid():  # a fork: the parent's writer is not ours

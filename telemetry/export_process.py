@@ -209,16 +209,32 @@ def write_payload_for(
         detach(token)
 
 
+def _lower_priority(nice: int) -> None:
+    """Add ``nice`` to this process's niceness (before DuckDB starts threads: they inherit
+    it) and to its autogroup's: with ``sched_autogroup`` (Linux's default on desktops and
+    many servers) the CPU is first shared between autogroups, one per session, and the
+    writer's own session (``start_new_session``) would otherwise get as much as the whole
+    application's. Where either is not allowed the writer keeps the priority it has."""
+    if not nice:
+        return
+    try:
+        os.nice(nice)
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/autogroup", "w") as autogroup:
+            autogroup.write(str(nice))
+    except OSError:
+        pass  # no autogroups here (not Linux, or disabled): the thread's nice is enough
+
+
 def serve(config: dict[str, Any]) -> None:
     """The writer process's loop (run by :data:`BOOTSTRAP`): answer each batch on stdout
     with its counts, until stdin closes or the parent is gone."""
     reply_fd = os.dup(1)
     os.dup2(2, 1)  # a stray print goes to stderr, never into the answers
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        os.nice(config.get("nice", 0))  # before DuckDB starts threads: they inherit it
-    except OSError:
-        pass  # not allowed here: the writer runs at the parent's priority
+    _lower_priority(config.get("nice", 0))
     logging.basicConfig(level=logging.WARNING,
                         format="cliffwatch export writer: %(levelname)s %(message)s")
     path = Path(config["path"])

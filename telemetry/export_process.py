@@ -17,10 +17,10 @@ exporter; the export thread 0.11 s popping the SDK's queue with a do-nothing exp
 process 3.6-3.8 s. With the writer at the application's priority the application thread
 spent 2.43 s instead of 2.08 (it shared its core with the writer's DuckDB), so:
 
-- the writer runs at :data:`WRITER_NICE`: where the cores are busy the application runs
-  first, and the writer catches up while the application waits (on its LLM calls, on
-  ``flush``); with 60,000 spans the application thread spent 1.99 s against 1.98 with a
-  do-nothing exporter.
+- the writer runs at :data:`WRITER_NICE`, it and its autogroup (:func:`_lower_priority`):
+  where the cores are busy the application runs first, and the writer catches up while
+  the application waits (on its LLM calls, on ``flush``); with 60,000 spans the
+  application thread spent 1.99 s against 1.98 with a do-nothing exporter.
 - a niced writer falls behind, so the SDK's export thread never waits for it: ``export``
   queues the batch and a sender thread writes it down the pipe (a pipe holds 64 KB: a
   blocked export thread let the SDK's queue fill and drop spans). What waits is bounded

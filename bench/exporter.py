@@ -21,7 +21,8 @@ The pipelines run interleaved (do-nothing, process, thread) for :data:`ROUNDS` r
 each figure is the best round's, the median beside it: on a shared 2-core machine the
 load of other processes halves or doubles a run's speed from one run to the next.
 ``process`` is cliffwatch's writer process (``CLIFFWATCH_EXPORT_WRITER=process``),
-``thread`` the SDK's export thread (the default). Every round builds fresh pipelines, so
+``thread`` a writer thread in the application's process that gives way while spans are
+made (the default; telemetry/export_thread.py). Every round builds fresh pipelines, so
 each process round includes its writer's start-up (an interpreter, DuckDB, pyarrow, and
 litellm's price map on the first mapping: ~3 s of CPU, on the other core), while the
 thread writer maps in the bench's own process, whose imports are warm after its first round.
@@ -96,6 +97,12 @@ def _make(tracer: Tracer, n_runs: int, paced: bool = False) -> float:
     return time.perf_counter() - t0
 
 
+_APP_CPU: dict[str, list[float]] = {}
+"""CPU seconds of the application thread while making spans, per pipeline and run
+(``time.thread_time``): what the exporter's own threads and processes cost it beyond
+sharing the cores (cache, GIL hand-overs)."""
+
+
 def _null_run(n_runs: int, paced: bool = False) -> tuple[float, float, int]:
     """(made seconds, made + flush seconds, spans exported) through the do-nothing path."""
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: "cliffwatch"}))
@@ -103,7 +110,10 @@ def _null_run(n_runs: int, paced: bool = False) -> tuple[float, float, int]:
     null = _NullExporter()
     provider.add_span_processor(BatchSpanProcessor(null, **DUCKDB_BATCH))
     t0 = time.perf_counter()
+    cpu0 = time.thread_time()
     made = _make(provider.get_tracer("cliffwatch"), n_runs, paced)
+    if not paced:
+        _APP_CPU.setdefault("do-nothing", []).append(time.thread_time() - cpu0)
     provider.force_flush()
     total = time.perf_counter() - t0
     provider.shutdown()
@@ -142,7 +152,9 @@ def _duck_run(tmp: Path, n_runs: int, writer: str) -> tuple[float, float, Ledger
     before = LEDGER.snapshot()
     tracing = configure_tracing(path, otlp_endpoint=None, writer=writer)
     t0 = time.perf_counter()
+    cpu0 = time.thread_time()
     made = _make(tracing.tracer, n_runs)
+    _APP_CPU.setdefault(writer, []).append(time.thread_time() - cpu0)
     tracing.flush()
     total = time.perf_counter() - t0
     tracing.shutdown()
@@ -204,6 +216,9 @@ def bench_exporter(tmp: Path, quick: bool) -> Result:
              f"{written:,} written, {bad:,} lost, spilled or dropped; {stored:,} of {n_all:,} "
              f"in the stores ({'none lost' if ok else 'LOST'})"),
         ]
+    rows.append(("application thread CPU while making (least of the rounds)",
+                 ", ".join(f"{name} {min(cpu):.2f} s" for name, cpu in _APP_CPU.items())))
+    _APP_CPU.clear()
     return [
         *rows,
         *paced,

@@ -59,10 +59,11 @@ in the working directory."""
 
 CLIFFWATCH_EXPORT_WRITER = "CLIFFWATCH_EXPORT_WRITER"
 """Where the span exporter of ``configure_tracing`` (batched) maps and writes spans:
-``thread`` (the SDK's export thread, in the application's process) or ``process`` (a
-writer process of its own, started on the first export, so the application's GIL only
-pickles compact spans; telemetry/export_process.py, docs/api.md for its figures).
-Default ``thread``: a library starts no process unless asked."""
+``thread`` (a writer thread in the application's process that gives way while the
+application makes spans; telemetry/export_thread.py) or ``process`` (a niced writer
+process of its own, started on the first export; telemetry/export_process.py). Either
+way the application's GIL only pickles compact spans as they are exported; docs/api.md
+for the figures. Default ``thread``: a library starts no process unless asked."""
 
 EXPORT_WRITERS = ("thread", "process")
 

@@ -21,6 +21,7 @@ from opentelemetry.trace import Tracer
 
 from cliffwatch import settings
 from cliffwatch.telemetry.export_process import ProcessSpanExporter
+from cliffwatch.telemetry.export_thread import ThreadSpanExporter
 from cliffwatch.telemetry.exporter import DuckDBSpanExporter
 from cliffwatch.telemetry.write_ledger import LEDGER
 
@@ -80,6 +81,11 @@ class _CountEnded(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         LEDGER.add(ended=1)
+
+
+def _spans_ended() -> int:
+    """Spans ended in cliffwatch tracers so far: the thread writer gives way while it grows."""
+    return LEDGER.snapshot().ended
 
 
 class _BatchSettings(TypedDict):
@@ -147,7 +153,9 @@ def configure_tracing(
             ``settings.otlp_endpoint()`` ($OTEL_EXPORTER_OTLP_ENDPOINT); None for none.
         writer: where a batched DuckDB exporter maps and writes: ``process`` (a writer
             process: :class:`telemetry.export_process.ProcessSpanExporter`) or ``thread``
-            (the SDK's export thread); default ``settings.export_writer()``
+            (a writer thread that gives way while the application makes spans:
+            :class:`telemetry.export_thread.ThreadSpanExporter`); default
+            ``settings.export_writer()``
             ($CLIFFWATCH_EXPORT_WRITER). ``batch=False`` always writes in the thread that
             ends the span.
 
@@ -172,6 +180,8 @@ def configure_tracing(
         duck = ClickHouseSpanExporter(parse_store_url(store))
     elif batch and _writer(writer) == "process":
         duck = ProcessSpanExporter(db_path)
+    elif batch:
+        duck = ThreadSpanExporter(db_path, activity=_spans_ended)
     else:
         duck = DuckDBSpanExporter(db_path)
     provider.add_span_processor(

@@ -24,6 +24,7 @@ from waits import scaled, scaled_ms, wait_until
 from cliffwatch import settings
 from cliffwatch.telemetry import sdk_compact, spill
 from cliffwatch.telemetry.export_process import ProcessSpanExporter
+from cliffwatch.telemetry.export_thread import ThreadSpanExporter
 from cliffwatch.telemetry.exporter import DuckDBSpanExporter
 from cliffwatch.telemetry.sdk_compact import compact_batch, load_rows, records_from_rows
 from cliffwatch.telemetry.sdk_mapping import record_from_sdk_span
@@ -134,7 +135,7 @@ def test_the_setting_chooses_the_writer(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv(settings.CLIFFWATCH_EXPORT_WRITER)
     assert settings.export_writer() == "thread"  # the default: a library starts no process
     tracing = configure_tracing(tmp_path / "t.duckdb", otlp_endpoint=None)
-    assert type(tracing.exporter) is DuckDBSpanExporter
+    assert type(tracing.exporter) is ThreadSpanExporter
     tracing.shutdown()
     # unbatched: written as each span ends, in that thread
     tracing = configure_tracing(tmp_path / "t.duckdb", otlp_endpoint=None, batch=False,

@@ -18,6 +18,7 @@ from typing import Literal, get_args
 
 import duckdb
 import polars as pl
+from polars.datatypes import DataTypeClass
 
 from cliffwatch.analytics import chunks, rollup_read
 from cliffwatch.analytics.bulk_read import registered
@@ -228,8 +229,9 @@ def model_and_role_percentiles(
         parts.append(frame(con, _UNIT_ROWS_SQL.format(scope=scope, span_range=span_range,
                                                       units=units), mine)
                      .with_columns(pl.col("unit_key").cast(pl.Categorical())))
-    schema = {"grouping_id": pl.Int8, "unit_key": pl.Categorical(), "cost_usd": pl.Float64,
-              "breach": pl.Boolean, "unpriced_calls": pl.Int32}
+    schema: dict[str, pl.DataType | DataTypeClass] = {
+        "grouping_id": pl.Int8, "unit_key": pl.Categorical(), "cost_usd": pl.Float64,
+        "breach": pl.Boolean, "unpriced_calls": pl.Int32}
     every = pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame(schema=schema)
     parts.clear()
     with registered(con, units=every) as names:

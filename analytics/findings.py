@@ -246,7 +246,9 @@ def _quantiles(costs: pl.Series) -> dict[str, float | None]:
 
 
 def _examples(runs: pl.DataFrame) -> list[str]:
-    return runs.sort("cost_usd", descending=True)["run_id"].head(EXAMPLE_RUNS).to_list()
+    # the two columns sorted, not every column of the runs concerned
+    return (runs.select("run_id", "cost_usd").sort("cost_usd", descending=True)["run_id"]
+            .head(EXAMPLE_RUNS).to_list())
 
 
 def _ratio_text(value: float | None) -> str:
@@ -477,8 +479,9 @@ def _finding(
 
 
 def _newest_of(ctx: _Context, task_class: str) -> dict[str, Any]:
-    return (ctx.runs.filter(pl.col("task_class") == task_class)
-            .sort("started_at", descending=True).row(0, named=True))
+    """The class's newest run (``started_at``), as a row (found, not sorted for)."""
+    mine = ctx.runs.filter(pl.col("task_class") == task_class)
+    return mine.row(as_int(mine["started_at"].arg_max()), named=True)
 
 
 def _planned(ctx: _Context) -> pl.DataFrame:

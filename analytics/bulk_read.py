@@ -22,13 +22,18 @@ import polars as pl
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
-MEMORY_LIMIT = "512MB"
-"""DuckDB's ``memory_limit`` while a what-if reads the store (:func:`bounded_memory`):
-without it the buffer pool keeps every block of span attributes it has read (about 1 GB
-per 100,000 runs), with it DuckDB evicts them, or spills, as it goes. 256 MB (with chunks
-of 25,000 runs) cut the what-if's peak RSS at 1M runs to ~915 MB, but findings at 1M ran
-out of it somewhere and read everything again unbounded (382 s, 6.5 GB; issue 11, not yet
-traced), so the bound stays at 512 MB until that query is found."""
+MEMORY_LIMIT = "256MB"
+"""DuckDB's ``memory_limit`` while the findings and the report read the store
+(:func:`bounded_memory`): without it the buffer pool keeps every block of span attributes
+it has read (about 1 GB per 100,000 runs), with it DuckDB evicts them, or spills, as it
+goes. Each of their reads holds one chunk of runs (the what-if's (variant, run) pairs,
+:data:`analytics.whatif_rows.CHUNK_PAIRS`; the class estimates'; the spend by model and
+role's units, :data:`analytics.percentiles.UNIT_CHUNK_RUNS`). At 1M runs, findings under
+256 MB peaked at 0.94 GB against 1.18 GB under 512 MB, with no read run out of it (load
+8-10, issue 11). The read that ran out of 256 MB in a report at 1M runs, making
+:func:`run_bounded` read everything again unbounded (4.3 GB), was the spend by model and
+role: one ``GROUPING SETS`` over every call, which needs 100-128 MB at 100k runs (so
+about 1 GB at 1M, over 512 MB too); it is now chunked."""
 
 
 WHATIF_MEMORY_LIMIT = "256MB"
@@ -39,7 +44,7 @@ whatif``, the dashboard's What-if page): each of its reads holds one chunk of ru
 no more; the lower bound is meant to keep ``whatif`` at 1M runs under 1 GB of peak RSS
 (issue 11: 1.11 GB under 512 MB). Should a read still run out of it, :func:`run_bounded`
 reads again under the bound around it. The findings and the report (which bring their
-estimates) keep :data:`MEMORY_LIMIT`."""
+estimates) read under :data:`MEMORY_LIMIT`, the same size."""
 
 
 @contextmanager

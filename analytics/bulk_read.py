@@ -32,8 +32,8 @@ role's units, :data:`analytics.percentiles.UNIT_CHUNK_RUNS`). At 1M runs, findin
 256 MB peaked at 0.94 GB against 1.18 GB under 512 MB, with no read run out of it (load
 8-10, issue 11). The read that ran out of 256 MB in a report at 1M runs, making
 :func:`run_bounded` read everything again unbounded (4.3 GB), was the spend by model and
-role: one ``GROUPING SETS`` over every call, which needs 100-128 MB at 100k runs (so
-about 1 GB at 1M, over 512 MB too); it is now chunked."""
+role: one ``GROUPING SETS`` over every call (100-128 MB at 100k runs; it fit 512 MB at
+1M runs), now chunked."""
 
 
 WHATIF_MEMORY_LIMIT = "256MB"

@@ -78,6 +78,7 @@ import duckdb
 import polars as pl
 
 from cliffwatch import settings
+from cliffwatch.analytics import bulk_read
 from cliffwatch.analytics.bulk_read import run_bounded
 from cliffwatch.analytics.estimates import load_estimates
 from cliffwatch.analytics.recorded import Estimates
@@ -834,7 +835,9 @@ def _find(
         ctx.days = window_days(window, ctx.runs, now)
         return asked, [row for kind in wanted for row in _DETECTORS[kind](ctx)]
 
-    detected = run_bounded(con, detect)
+    # findings on their own under their lower bound; inside a report, under the report's
+    detected = run_bounded(con, detect,
+                           limit=bulk_read.FINDINGS_MEMORY_LIMIT if also is None else None)
     if detected is None:
         return pl.DataFrame(schema=_SCHEMA), None
     asked, rows = detected

@@ -168,7 +168,7 @@ _UNITS_SQL = """
 UNIT_CHUNK_RUNS = 100_000
 """Runs whose (run, model) and (run, role) units :func:`model_and_role_percentiles` groups
 in one query: the grouping's hash table holds one chunk's units (about 6 per run; 100-128
-MB for 100,000 runs, within :data:`analytics.bulk_read.MEMORY_LIMIT`), not the window's
+MB for 100,000 runs, within a 256 MB bound), not the window's
 (at 1M runs one query ran out of a 256 MB bound and the report was read again unbounded,
 4.3 GB; issue 11). Chunks of 50,000 runs took 3.2 s against one query's 1.6 s at 100k
 runs in a report (load ~10)."""

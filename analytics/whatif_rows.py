@@ -45,7 +45,7 @@ PY_CHUNK_RUNS = 10_000
 
 CHUNK_PAIRS = 2 * whatif_sql.CHUNK_RUNS
 """(variant, run) pairs per chunk of the pushed-down what-if when its caller brings the
-class estimates (the findings, the report: under :data:`analytics.bulk_read.MEMORY_LIMIT`):
+class estimates (the findings, the report: under their bounds, :mod:`analytics.bulk_read`):
 what the findings' two what-ifs were read in before their runs were filtered (25,000 runs
 of two variants each; the run-id ranges were cut on ``runs x variants`` but only the first
 half of those cuts exist), measured at 1M runs under 512 MB and, filtered, under 256 MB."""

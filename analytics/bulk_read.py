@@ -86,16 +86,21 @@ def bounded_memory(
 _BOUND: ContextVar[str | None] = ContextVar("cliffwatch_bulk_read_bound", default=None)
 """Where this thread's :func:`run_bounded` calls stand: None outside any, ``"bounded"``
 inside one's bound, ``"unbounded"`` inside the outermost one's second try."""
+_LIMIT: ContextVar[str | None] = ContextVar("cliffwatch_bulk_read_limit", default=None)
+"""The bound of the innermost :func:`run_bounded` call running in this thread: a nested
+call given no limit of its own reads under it (the findings' lower bound stays the
+bound of the what-ifs they run)."""
 
 
 def run_bounded(
     con: duckdb.DuckDBPyConnection, work: Callable[[], T], *, keep_order: bool = False,
     limit: str | None = None,
 ) -> T:
-    """``work()`` under :func:`bounded_memory` (``limit``, default :data:`MEMORY_LIMIT`,
-    and ``keep_order`` as there); when DuckDB runs out of memory there (an operator that
-    cannot spill), ``work()`` again under the connection's own limit (the one around this
-    call): a bound that keeps memory low must never turn an answer into an error.
+    """``work()`` under :func:`bounded_memory` (``limit``, default :data:`MEMORY_LIMIT`, or
+    inside another call the bound of that call, and ``keep_order`` as there); when DuckDB
+    runs out of memory there (an operator that cannot spill), ``work()`` again under the
+    connection's own limit (the one around this call): a bound that keeps memory low must
+    never turn an answer into an error.
 
     Nested calls (a what-if inside the findings inside the report) leave the second try to
     the outermost: an inner one that runs out of memory raises to it, and inside its second
@@ -110,7 +115,10 @@ def run_bounded(
     state = _BOUND.get()
     if state == "unbounded":
         return work()
+    if limit is None and state == "bounded":
+        limit = _LIMIT.get()
     token = _BOUND.set("bounded")
+    limit_token = _LIMIT.set(limit or MEMORY_LIMIT)
     try:
         with bounded_memory(con, limit, keep_order=keep_order):
             return work()
@@ -122,6 +130,7 @@ def run_bounded(
         _BOUND.set("unbounded")
         return work()
     finally:
+        _LIMIT.reset(limit_token)
         _BOUND.reset(token)
 
 

@@ -23,12 +23,21 @@ T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
 MEMORY_LIMIT = "512MB"
-"""DuckDB's ``memory_limit`` while a what-if reads the store (:func:`bounded_memory`):
-without it the buffer pool keeps every block of span attributes it has read (about 1 GB
-per 100,000 runs), with it DuckDB evicts them, or spills, as it goes. 256 MB (with chunks
-of 25,000 runs) cut the what-if's peak RSS at 1M runs to ~915 MB, but findings at 1M ran
-out of it somewhere and read everything again unbounded (382 s, 6.5 GB; issue 11, not yet
-traced), so the bound stays at 512 MB until that query is found."""
+"""DuckDB's ``memory_limit`` while the report reads the store (:func:`bounded_memory`), and
+a what-if whose caller brings the class estimates: without it the buffer pool keeps every
+block of span attributes it has read (about 1 GB per 100,000 runs), with it DuckDB evicts
+them, or spills, as it goes. A report at 1M runs under 256 MB ran out of it (which read
+is not traced yet; the one-query spend by model and role did, and is now chunked:
+:data:`analytics.percentiles.UNIT_CHUNK_RUNS`) and read everything again unbounded, 5.1
+GB (issue 11), so the report keeps 512 MB."""
+
+FINDINGS_MEMORY_LIMIT = "256MB"
+"""DuckDB's ``memory_limit`` while ``cliffwatch findings`` (:func:`analytics.findings.
+find_findings`) reads the store; inside a report the findings read under the report's
+:data:`MEMORY_LIMIT`. Each of its reads holds one chunk of runs (the what-ifs' (variant,
+run) pairs, :data:`analytics.whatif_rows.CHUNK_PAIRS`, only the runs the findings sum; the
+class estimates'). At 1M runs it peaked at 0.94-0.96 GB against 1.18 GB under 512 MB,
+with no read out of the bound (two runs, load 5-10; issue 11)."""
 
 
 WHATIF_MEMORY_LIMIT = "256MB"
@@ -39,7 +48,7 @@ whatif``, the dashboard's What-if page): each of its reads holds one chunk of ru
 no more; the lower bound is meant to keep ``whatif`` at 1M runs under 1 GB of peak RSS
 (issue 11: 1.11 GB under 512 MB). Should a read still run out of it, :func:`run_bounded`
 reads again under the bound around it. The findings and the report (which bring their
-estimates) keep :data:`MEMORY_LIMIT`."""
+estimates) read under :data:`FINDINGS_MEMORY_LIMIT` and :data:`MEMORY_LIMIT`."""
 
 
 @contextmanager
@@ -77,16 +86,21 @@ def bounded_memory(
 _BOUND: ContextVar[str | None] = ContextVar("cliffwatch_bulk_read_bound", default=None)
 """Where this thread's :func:`run_bounded` calls stand: None outside any, ``"bounded"``
 inside one's bound, ``"unbounded"`` inside the outermost one's second try."""
+_LIMIT: ContextVar[str | None] = ContextVar("cliffwatch_bulk_read_limit", default=None)
+"""The bound of the innermost :func:`run_bounded` call running in this thread: a nested
+call given no limit of its own reads under it (the findings' lower bound stays the
+bound of the what-ifs they run)."""
 
 
 def run_bounded(
     con: duckdb.DuckDBPyConnection, work: Callable[[], T], *, keep_order: bool = False,
     limit: str | None = None,
 ) -> T:
-    """``work()`` under :func:`bounded_memory` (``limit``, default :data:`MEMORY_LIMIT`,
-    and ``keep_order`` as there); when DuckDB runs out of memory there (an operator that
-    cannot spill), ``work()`` again under the connection's own limit (the one around this
-    call): a bound that keeps memory low must never turn an answer into an error.
+    """``work()`` under :func:`bounded_memory` (``limit``, default :data:`MEMORY_LIMIT`, or
+    inside another call the bound of that call, and ``keep_order`` as there); when DuckDB
+    runs out of memory there (an operator that cannot spill), ``work()`` again under the
+    connection's own limit (the one around this call): a bound that keeps memory low must
+    never turn an answer into an error.
 
     Nested calls (a what-if inside the findings inside the report) leave the second try to
     the outermost: an inner one that runs out of memory raises to it, and inside its second
@@ -101,7 +115,10 @@ def run_bounded(
     state = _BOUND.get()
     if state == "unbounded":
         return work()
+    if limit is None and state == "bounded":
+        limit = _LIMIT.get()
     token = _BOUND.set("bounded")
+    limit_token = _LIMIT.set(limit or MEMORY_LIMIT)
     try:
         with bounded_memory(con, limit, keep_order=keep_order):
             return work()
@@ -113,6 +130,7 @@ def run_bounded(
         _BOUND.set("unbounded")
         return work()
     finally:
+        _LIMIT.reset(limit_token)
         _BOUND.reset(token)
 
 

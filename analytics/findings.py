@@ -78,6 +78,7 @@ import duckdb
 import polars as pl
 
 from cliffwatch import settings
+from cliffwatch.analytics import bulk_read
 from cliffwatch.analytics.bulk_read import run_bounded
 from cliffwatch.analytics.estimates import load_estimates
 from cliffwatch.analytics.recorded import Estimates
@@ -88,6 +89,7 @@ from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.analytics.whatif import (
     DAYS_PER_YEAR,
     Overrides,
+    RunFilter,
     WhatIf,
     what_if,
     what_ifs,
@@ -245,7 +247,9 @@ def _quantiles(costs: pl.Series) -> dict[str, float | None]:
 
 
 def _examples(runs: pl.DataFrame) -> list[str]:
-    return runs.sort("cost_usd", descending=True)["run_id"].head(EXAMPLE_RUNS).to_list()
+    # the two columns sorted, not every column of the runs concerned
+    return (runs.select("run_id", "cost_usd").sort("cost_usd", descending=True)["run_id"]
+            .head(EXAMPLE_RUNS).to_list())
 
 
 def _ratio_text(value: float | None) -> str:
@@ -300,6 +304,18 @@ class _Context:
         return LimitsOverride(max_workers=self.thresholds.safe_max_workers,
                               policy=CapPolicy.TRUNCATE)
 
+    def _cap_runs(self) -> RunFilter:
+        """The runs the cap findings sum (:func:`_implicit_max_workers`,
+        :func:`_cap_above_safe`): no recorded cap, or one above ``safe_max_workers`` (and
+        those without a plan size, which they leave out later). A run capped tighter is
+        never summed, so the cap what-if does not replay it."""
+        cap = self.thresholds.safe_max_workers
+
+        def keep(_class: str, max_workers: Any, _ceiling: Any, _policy: Any) -> bool:
+            return max_workers is None or not max_workers <= cap
+
+        return keep
+
     def _ceiling_overrides(self) -> dict[str, LimitsOverride]:
         overrides = {}
         for task_class in self.runs["task_class"].unique().to_list():
@@ -309,51 +325,69 @@ class _Context:
                 overrides[task_class] = LimitsOverride(ceiling_usd=ceiling)
         return overrides
 
+    @staticmethod
+    def _ceiling_runs(overrides: dict[str, LimitsOverride]) -> RunFilter:
+        """The runs the ceiling findings sum (:func:`_no_cost_ceiling`,
+        :func:`_cost_cliff`): of a class with a ceiling override, no recorded ceiling or
+        one above the override's (a NaN one too: kept, never lost). A run with a tighter
+        ceiling is never summed, so the ceiling what-if does not replay it."""
+
+        def keep(task_class: str, _cap: Any, ceiling_usd: Any, _policy: Any) -> bool:
+            override = overrides.get(task_class)
+            return override is not None and (
+                ceiling_usd is None or not ceiling_usd <= (override.ceiling_usd or 0.0))
+
+        return keep
+
     def prefetch(self, kinds: Sequence[str], also: Overrides | None = None) -> WhatIf | None:
         """Replay the cap and the ceiling what-ifs the ``kinds`` need, and the what-if under
         ``also`` when given (returned), in one pass over the calls
-        (:func:`analytics.whatif.what_ifs`), rather than one pass each."""
+        (:func:`analytics.whatif.what_ifs`), rather than one pass each; the cap and the
+        ceiling what-ifs replay only the runs their findings sum (:meth:`_cap_runs`,
+        :meth:`_ceiling_runs`)."""
         cap = bool(set(kinds) & _CAP_KINDS)
         ceiling = self._ceiling_overrides() if set(kinds) & _CEILING_KINDS else {}
-        variants: list[tuple[str, Any]] = [("cap", self._cap_override())] if cap else []
+        variants: list[tuple[str, Any, RunFilter | None]] = (
+            [("cap", self._cap_override(), self._cap_runs())] if cap else [])
         if ceiling:
-            variants.append(("ceiling", ceiling))
+            variants.append(("ceiling", ceiling, self._ceiling_runs(ceiling)))
         if also is not None:
-            variants.append(("also", also))
+            variants.append(("also", also, None))
         if len(variants) < 2 and also is None:
             return None  # one what-if: read when first asked
-        results = what_ifs(self.con, [v for _, v in variants], self.window, self.task_class,
-                           now=self.now, estimates=self.class_estimates())
+        results = what_ifs(self.con, [v for _, v, _ in variants], self.window,
+                           self.task_class, now=self.now, estimates=self.class_estimates(),
+                           keeps=[k for _, _, k in variants])
         asked = None
-        for (name, overrides), result in zip(variants, results, strict=True):
-            runs = result.runs
+        for (name, _, _), result in zip(variants, results, strict=True):
             if name == "also":
                 asked = result
                 continue
-            if name == "ceiling":
-                runs = runs.filter(pl.col("task_class").is_in(list(overrides)))
-            self._what_ifs[name] = _kept(runs)
+            self._what_ifs[name] = _kept(result.runs)
         return asked
 
     def cap_what_if(self) -> pl.DataFrame:
-        """Per run (:data:`analytics.whatif.RUN_COLUMNS`): the window's runs replayed under
-        a cap of ``safe_max_workers`` (policy truncate)."""
+        """Per run (:data:`analytics.whatif.RUN_COLUMNS`): the window's runs the cap
+        findings sum (:meth:`_cap_runs`) replayed under a cap of ``safe_max_workers``
+        (policy truncate)."""
         if "cap" not in self._what_ifs:
-            result = what_if(self.con, self._cap_override(), self.window, self.task_class,
-                             now=self.now, estimates=self.class_estimates())
+            result = what_ifs(self.con, [self._cap_override()], self.window, self.task_class,
+                              now=self.now, estimates=self.class_estimates(),
+                              keeps=[self._cap_runs()])[0]
             self._what_ifs["cap"] = _kept(result.runs)
         return self._what_ifs["cap"]
 
     def ceiling_what_if(self) -> pl.DataFrame:
-        """Per run: the window's runs replayed under a ceiling of ``ceiling_k`` x their
-        class's P50 (classes whose P50 is 0 are left out)."""
+        """Per run: the window's runs the ceiling findings sum (:meth:`_ceiling_runs`)
+        replayed under a ceiling of ``ceiling_k`` x their class's P50 (classes whose P50 is
+        0 are left out)."""
         if "ceiling" not in self._what_ifs:
             overrides = self._ceiling_overrides()
             runs = pl.DataFrame(schema={"run_id": pl.String, "task_class": pl.String})
             if overrides:
-                result = what_if(self.con, overrides, self.window, self.task_class,
-                                 now=self.now, estimates=self.class_estimates())
-                runs = result.runs.filter(pl.col("task_class").is_in(list(overrides)))
+                runs = what_ifs(self.con, [overrides], self.window, self.task_class,
+                                now=self.now, estimates=self.class_estimates(),
+                                keeps=[self._ceiling_runs(overrides)])[0].runs
             self._what_ifs["ceiling"] = _kept(runs)
         return self._what_ifs["ceiling"]
 
@@ -446,8 +480,9 @@ def _finding(
 
 
 def _newest_of(ctx: _Context, task_class: str) -> dict[str, Any]:
-    return (ctx.runs.filter(pl.col("task_class") == task_class)
-            .sort("started_at", descending=True).row(0, named=True))
+    """The class's newest run (``started_at``), as a row (found, not sorted for)."""
+    mine = ctx.runs.filter(pl.col("task_class") == task_class)
+    return mine.row(as_int(mine["started_at"].arg_max()), named=True)
 
 
 def _planned(ctx: _Context) -> pl.DataFrame:
@@ -800,7 +835,9 @@ def _find(
         ctx.days = window_days(window, ctx.runs, now)
         return asked, [row for kind in wanted for row in _DETECTORS[kind](ctx)]
 
-    detected = run_bounded(con, detect)
+    # findings on their own under their lower bound; inside a report, under the report's
+    detected = run_bounded(con, detect,
+                           limit=bulk_read.FINDINGS_MEMORY_LIMIT if also is None else None)
     if detected is None:
         return pl.DataFrame(schema=_SCHEMA), None
     asked, rows = detected

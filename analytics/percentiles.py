@@ -18,8 +18,10 @@ from typing import Any, Literal, get_args
 
 import duckdb
 import polars as pl
+from polars.datatypes import DataTypeClass
 
-from cliffwatch.analytics import rollup_read
+from cliffwatch.analytics import chunks, rollup_read
+from cliffwatch.analytics.bulk_read import registered
 from cliffwatch.analytics.runs import scope_filter
 from cliffwatch.analytics.store_access import frame, is_engine, where
 from cliffwatch.analytics.window import Window
@@ -163,6 +165,30 @@ _UNITS_SQL = """
 """One unit per (run, key): the run's leaf calls summed; ``keys`` and ``group`` say which."""
 
 
+UNIT_CHUNK_RUNS = 100_000
+"""Runs whose (run, model) and (run, role) units :func:`model_and_role_percentiles` groups
+in one query: the grouping's hash table holds one chunk's units (about 6 per run; 100-128
+MB for 100,000 runs, within a 256 MB bound), not the window's
+(at 1M runs one query ran out of a 256 MB bound and the report was read again unbounded,
+4.3 GB; issue 11). Chunks of 50,000 runs took 3.2 s against one query's 1.6 s at 100k
+runs in a report (load ~10)."""
+
+_UNIT_ROWS_SQL = """
+    WITH scope AS ({scope}), leaf_calls AS (
+        SELECT s.* FROM spans s JOIN scope ON s.trace_id = scope.run_id
+        WHERE s.is_leaf_call {span_range}
+    ),
+    units AS ({units})
+    SELECT grouping_id::TINYINT AS grouping_id,
+        CASE WHEN grouping_id = 1 THEN model ELSE role END AS unit_key, cost_usd,
+        CASE WHEN breach IS NOT NULL THEN true END AS breach,
+        unpriced_calls::INTEGER AS unpriced_calls
+    FROM units
+"""
+"""One chunk's units (:data:`_LEAF_CALLS_CTE` within the chunk's span range): by model
+(``grouping_id`` 1) and by role (2), the key in ``unit_key``; ``breach`` true or NULL."""
+
+
 def model_and_role_percentiles(
     con: duckdb.DuckDBPyConnection,
     window: Window = Window(),  # noqa: B008 - Window is frozen
@@ -172,7 +198,9 @@ def model_and_role_percentiles(
     figures), from one read of the window's leaf calls: DuckDB groups each call into its
     (run, model) and its (run, role) unit in one pass (``GROUPING SETS``), where two calls
     of :func:`cost_percentiles` read every call twice (at 1M runs each read is seconds;
-    issue 11). On a ClickHouse store, the two calls.
+    issue 11), by run-id range chunks of :data:`UNIT_CHUNK_RUNS` runs (:mod:`analytics.
+    chunks`); the units (about 18 bytes each) are then summarised by the same SQL as
+    :func:`cost_percentiles`'. On a ClickHouse store, the two calls.
 
     Args:
         con: a store connection.
@@ -189,16 +217,31 @@ def model_and_role_percentiles(
         return (cost_percentiles(con, window, "model", task_class),
                 cost_percentiles(con, window, "role", task_class))
     conds, params = scope_filter(con, window, "started_at", task_class)
-    params["unpriced"] = str(CostSource.UNPRICED)
     keys = (f"{_UNIT_KEY_SQL['model']} AS model, role, "
             "grouping(model, role) AS grouping_id")  # 1: by model, 2: by role
     units = _UNITS_SQL.format(
         keys=keys, group="GROUP BY GROUPING SETS ((model, c.trace_id), (role, c.trace_id))")
-    stats = _stats_sql("grouping_id, model, role", "units")
-    both = frame(con, f"WITH scope AS ({_RUN_SCOPE_SQL.format(where=where(conds))}), "
-                      f"{_LEAF_CALLS_CTE}, units AS ({units}) {stats}", params)
+    runs = frame(con, f"SELECT count(*) AS n FROM runs {where(conds)}", params)["n"][0]
+    parts = []
+    for bounds in chunks.chunk_bounds(con, f"SELECT run_id FROM runs {where(conds)}", params,
+                                      runs, UNIT_CHUNK_RUNS):
+        mine = {**params, "unpriced": str(CostSource.UNPRICED)}
+        extra, span_range = chunks.range_filters(bounds, "run_id", "s.trace_id", mine)
+        scope = _RUN_SCOPE_SQL.format(where=where([*conds, *extra]))
+        parts.append(frame(con, _UNIT_ROWS_SQL.format(scope=scope, span_range=span_range,
+                                                      units=units), mine)
+                     .with_columns(pl.col("unit_key").cast(pl.Categorical())))
+    schema: dict[str, pl.DataType | DataTypeClass] = {
+        "grouping_id": pl.Int8, "unit_key": pl.Categorical(), "cost_usd": pl.Float64,
+        "breach": pl.Boolean, "unpriced_calls": pl.Int32}
+    every = pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame(schema=schema)
+    parts.clear()
+    with registered(con, units=every) as names:
+        del every
+        both = frame(con, _stats_sql("grouping_id, unit_key", names["units"]))
     return tuple(  # type: ignore[return-value]
-        both.filter(pl.col("grouping_id") == flag).select(key, *PERCENTILE_COLUMNS)
+        both.filter(pl.col("grouping_id") == flag).select(
+            pl.col("unit_key").cast(pl.String).alias(key), *PERCENTILE_COLUMNS).sort(key)
         for flag, key in ((1, "model"), (2, "role"))
     )
 

@@ -49,6 +49,7 @@ from cliffwatch.analytics.scalars import as_datetime
 from cliffwatch.analytics.whatif_rows import (
     RUN_COLUMNS,
     Overrides,
+    RunFilter,
     override_for,
     python_rows,
     replay_rows,
@@ -301,10 +302,14 @@ def what_ifs(
     now: datetime | None = None,
     pushdown: bool = True,
     estimates: Estimates | None = None,
+    keeps: Sequence[RunFilter | None] | None = None,
 ) -> list[WhatIf]:
     """:func:`what_if` under each of ``variants``, in order, from one read of the calls
     (the pushed-down SQL computes every variant in the same pass). Arguments, errors and
-    figures as :func:`what_if`'s."""
+    figures as :func:`what_if`'s; ``keeps``, per variant, a
+    :data:`analytics.whatif_rows.RunFilter` of the runs it replays (None, or a None
+    entry: every run of the window): a variant's rows and figures are then over the runs
+    it keeps."""
     began = time.perf_counter()
     if task_class is not None:
         require_task_class(con, task_class)
@@ -314,15 +319,17 @@ def what_ifs(
         nonlocal loaded
         if pushdown and estimates is None and isinstance(con, duckdb.DuckDBPyConnection):
             # the estimates computed in the same read of the spans as the rows
-            rows, _, staged_s = replay_rows(con, variants, window, task_class, None)
+            rows, _, staged_s = replay_rows(con, variants, window, task_class, None, keeps)
             loaded = began + staged_s
             return rows
         known = load_estimates(con, task_class) if estimates is None else estimates
         loaded = time.perf_counter()
         if pushdown:
-            return replay_rows(con, variants, window, task_class, known)[0]
+            return replay_rows(con, variants, window, task_class, known, keeps)[0]
         return [(rows, rows.height) for rows in (
-            python_rows(con, overrides, window, task_class, known) for overrides in variants)]
+            python_rows(con, overrides, window, task_class, known, keep)
+            for overrides, keep in zip(variants, keeps or [None] * len(variants),
+                                       strict=True))]
 
     # the staged read holds one chunk at a time: the lower bound (callers that bring their
     # estimates, the findings and the report, keep theirs: not measured under it)

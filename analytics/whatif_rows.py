@@ -12,9 +12,10 @@ holds one chunk's calls, never the window's.
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,19 @@ from cliffwatch.analytics.recorded import (
 from cliffwatch.analytics.redo import load_completed_runs
 from cliffwatch.analytics.replay import LimitsOverride, limits_text
 from cliffwatch.analytics.store_access import frame, where
-from cliffwatch.analytics.whatif_sql import chunk_bounds, sql_run_rows, stage_chunk
+from cliffwatch.analytics.whatif_sql import sql_run_rows, stage_chunk
 from cliffwatch.analytics.window import Window
 
 PY_CHUNK_RUNS = 10_000
 """Runs the Python counterfactual loads (with their calls) at a time."""
+
+CHUNK_PAIRS = 2 * whatif_sql.CHUNK_RUNS
+"""(variant, run) pairs per chunk of the pushed-down what-if when its caller brings the
+class estimates (the findings, the report: under their bounds, :mod:`analytics.bulk_read`):
+what the findings' two what-ifs were read in before their runs were filtered (25,000 runs
+of two variants each; the run-id ranges were cut on ``runs x variants`` but only the first
+half of those cuts exist), measured at 1M runs under 512 MB and, filtered, under 256 MB."""
+
 
 RUN_COLUMNS: tuple[str, ...] = (
     "run_id", "task_class", "started_at", "limits", "status_before", "status_after",
@@ -53,6 +62,13 @@ RUN_COLUMNS: tuple[str, ...] = (
 Overrides = LimitsOverride | Mapping[str, LimitsOverride]
 """One override for every class, or one per class (a class not in the mapping keeps its
 recorded limits)."""
+
+RunFilter = Callable[[str, Any, Any, Any], bool]
+"""Which runs a variant replays, by what each recorded: ``keep(task_class, max_workers,
+ceiling_usd, policy)`` (the ``runs`` table's values as stored, None where not recorded)
+is True for the runs to replay. A caller that sums only some runs (the findings: runs
+without a tighter recorded cap or ceiling) replays only those; the rows, and every figure
+of the variant, are then over those runs."""
 
 RUN_SCHEMA: dict[str, pl.DataType | DataTypeClass] = {
     "run_id": pl.String, "task_class": pl.Categorical(), "started_at": pl.Datetime("us"),
@@ -151,27 +167,37 @@ def _finish(parts: list[pl.DataFrame]) -> pl.DataFrame:
 
 def python_rows(
     con: duckdb.DuckDBPyConnection, overrides: Overrides, window: Window,
-    task_class: str | None, estimates: Estimates,
+    task_class: str | None, estimates: Estimates, keep: RunFilter | None = None,
 ) -> pl.DataFrame:
-    """Every run of the window replayed by the Python counterfactual, in chunks; oldest
-    first. The reference :func:`replay_rows` is held to."""
+    """Every run of the window (that ``keep`` keeps, when given) replayed by the Python
+    counterfactual, in chunks; oldest first. The reference :func:`replay_rows` is held
+    to."""
     conds, params = _scope(window, task_class)
-    ids = frame(con, f"SELECT run_id FROM runs r {where(conds)} ORDER BY run_id", params)
-    return _finish(list(_python_chunks(con, ids["run_id"].to_list(), overrides, estimates)))
+    runs = frame(con, "SELECT run_id, task_class, max_workers, ceiling_usd, policy "
+                      f"FROM runs r {where(conds)} ORDER BY run_id", params)
+    ids = [row[0] for row in runs.iter_rows() if keep is None or keep(*row[1:])]
+    return _finish(list(_python_chunks(con, ids, overrides, estimates)))
 
 
 def _limit_table(
     con: duckdb.DuckDBPyConnection, conds: list[str], params: dict[str, Any],
-    variants: Sequence[Overrides], estimates: Estimates,
-) -> pl.DataFrame:
-    """One row per variant and recorded (class, cap, ceiling, policy) in scope: the limits
-    the run is replayed under (the override applied by Python, so a bad one raises
-    ReplayError as before), their text and the redo estimate within them."""
-    combos = frame(con, "SELECT DISTINCT r.task_class, r.max_workers, r.ceiling_usd, r.policy "
-                        f"FROM runs r {where(conds)}", params)
+    variants: Sequence[Overrides], estimates: Estimates, keeps: Sequence[RunFilter | None],
+) -> tuple[pl.DataFrame, int]:
+    """One row per variant and recorded (class, cap, ceiling, policy) in scope that the
+    variant's filter in ``keeps`` keeps: the limits the run is replayed under (the
+    override applied by Python, so a bad one raises ReplayError as before), their text
+    and the redo estimate within them; and how many (variant, run) pairs those rows
+    cover."""
+    combos = frame(con, "SELECT r.task_class, r.max_workers, r.ceiling_usd, r.policy, "
+                        f"count(*) AS n FROM runs r {where(conds)} GROUP BY ALL", params)
     rows = []
-    for variant, overrides in enumerate(variants):
+    pairs = 0
+    for variant, (overrides, keep) in enumerate(zip(variants, keeps, strict=True)):
         for c in combos.iter_rows(named=True):
+            if keep is not None and not keep(c["task_class"], c["max_workers"],
+                                             c["ceiling_usd"], c["policy"]):
+                continue
+            pairs += c["n"]
             rec = recorded_limits(c["max_workers"], c["ceiling_usd"], c["policy"])
             new = override_for(overrides, c["task_class"]).apply(rec)
             rows.append({
@@ -187,7 +213,7 @@ def _limit_table(
         "rec_ceiling": pl.Float64, "rec_policy": pl.String, "cap": pl.Int64,
         "ceiling": pl.Float64, "policy": pl.String, "limits": pl.String,
         "rec_limits_cap": pl.Int64, "redo_usd": pl.Float64,
-    })
+    }), pairs
 
 
 def _estimate_tables(estimates: Estimates) -> dict[str, pl.DataFrame]:
@@ -232,9 +258,12 @@ def _staged_pass(
 def replay_rows(
     con: duckdb.DuckDBPyConnection, variants: Sequence[Overrides], window: Window,
     task_class: str | None, estimates: Estimates | None,
+    keeps: Sequence[RunFilter | None] | None = None,
 ) -> tuple[list[tuple[pl.DataFrame, int]], Estimates, float]:
     """Every run of the window under each of ``variants`` (sets of overrides), in one
-    pass over the calls: pushed-down SQL, Python for the rest.
+    pass over the calls: pushed-down SQL, Python for the rest. ``keeps``: per variant, a
+    :data:`RunFilter` of the runs it replays (None, or a None entry: every run); a run no
+    variant keeps is not read.
 
     ``estimates`` None (a DuckDB store): the class estimates are computed in the same
     read: each chunk of runs is staged once (its spans' attributes parsed once, written
@@ -253,8 +282,10 @@ def replay_rows(
         ReplayError: an override gives invalid limits for some run.
         TypeError: ``estimates`` None on a store that is not DuckDB's.
     """
+    keeps = list(keeps) if keeps is not None else [None] * len(variants)
     if estimates is not None:
-        return _replay_rows(con, variants, window, task_class, estimates, None), estimates, 0.0
+        return (_replay_rows(con, variants, window, task_class, estimates, None, keeps),
+                estimates, 0.0)
     if not isinstance(con, duckdb.DuckDBPyConnection):
         raise TypeError("staged what-if rows need a DuckDB store: pass the estimates")
     began = time.perf_counter()
@@ -262,7 +293,7 @@ def replay_rows(
         staging = _staged_pass(con, task_class,
                                max(1, whatif_sql.CHUNK_RUNS // len(variants)), Path(tmp))
         staged_s = time.perf_counter() - began
-        rows = _replay_rows(con, variants, window, task_class, staging[2], staging)
+        rows = _replay_rows(con, variants, window, task_class, staging[2], staging, keeps)
     return rows, staging[2], staged_s
 
 
@@ -270,18 +301,20 @@ def _replay_rows(
     con: duckdb.DuckDBPyConnection, variants: Sequence[Overrides], window: Window,
     task_class: str | None, estimates: Estimates,
     staging: tuple[list[Bounds], list[str], Estimates] | None,
+    keeps: Sequence[RunFilter | None],
 ) -> list[tuple[pl.DataFrame, int]]:
     conds, params = _scope(window, task_class)
-    lim = _limit_table(con, conds, params, variants, estimates)
+    lim, pairs = _limit_table(con, conds, params, variants, estimates, keeps)
     if lim.is_empty():
         return [(_finish([]), 0) for _ in variants]
     if staging is None:
         runs = frame(con, f"SELECT count(*) AS n FROM runs r {where(conds)}", params)["n"][0]
-        # every variant adds its own rows per run: chunks of CHUNK_RUNS / variants runs keep
-        # a chunk's groups within the memory bound (2 variants of 25,000 runs ran out of
-        # 256 MB)
-        bounds = chunk_bounds(con, f"SELECT r.run_id FROM runs r {where(conds)}", params,
-                              runs * len(variants))
+        # every variant adds its own rows per run it keeps: chunks of about CHUNK_PAIRS
+        # (variant, run) pairs keep a chunk's groups within the memory bound (the run-id
+        # ranges split the runs in scope evenly; the kept runs are spread over them)
+        chunks_n = max(1, math.ceil(pairs / CHUNK_PAIRS))
+        bounds = chunks.chunk_bounds(con, f"SELECT r.run_id FROM runs r {where(conds)}",
+                                     params, runs, max(1, math.ceil(runs / chunks_n)))
         staged: list[str | None] = [None] * len(bounds)
     else:
         bounds, files, _ = staging

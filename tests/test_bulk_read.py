@@ -53,3 +53,14 @@ def test_nested_bounded_reads_retry_once_at_the_outermost_without_bounds() -> No
     limits: list[str] = []
     run_bounded(con, lambda: limits.append(_limit(con)), limit="1GB")
     assert limits and limits[0] != own
+
+
+def test_a_nested_read_without_a_limit_of_its_own_reads_under_the_enclosing_bound() -> None:
+    # findings (their own lower bound) run what-ifs that bring no limit: those read under
+    # the findings' bound, not the default one
+    con = duckdb.connect()
+    seen: list[str] = []
+    run_bounded(con, lambda: run_bounded(con, lambda: seen.append(_limit(con))), limit="64MB")
+    run_bounded(con, lambda: seen.append(_limit(con)), limit="64MB")
+    run_bounded(con, lambda: seen.append(_limit(con)))  # alone: the default bound
+    assert seen[0] == seen[1] != seen[2], seen

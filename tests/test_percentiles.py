@@ -9,6 +9,7 @@ import polars as pl
 import polars.testing
 import pytest
 
+from cliffwatch.analytics import percentiles
 from cliffwatch.analytics.errors import UnknownTaskClassError
 from cliffwatch.analytics.percentiles import (
     PERCENTILE_COLUMNS,
@@ -162,7 +163,7 @@ def test_overall_row_window_unknown_class_and_empty(store) -> None:
     assert empty.columns == list(PERCENTILE_COLUMNS)
 
 
-def test_by_model_and_role_are_per_run_sums(tmp_path) -> None:
+def test_by_model_and_role_are_per_run_sums(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Each run: plan on gpt-4o, 2 workers on gpt-4o-mini, synthesis on gpt-4o-mini.
     rng = np.random.default_rng(5)
     runs = [(float(rng.uniform(0.001, 0.01)), rng.uniform(0.001, 0.05, 2).tolist(),
@@ -184,6 +185,9 @@ def test_by_model_and_role_are_per_run_sums(tmp_path) -> None:
                  model_and_role_percentiles(con)]
         windowed = model_and_role_percentiles(
             con, Window(since=parse_when("2026-11-01T00:10:00")))
+        # the units grouped by run-id chunks of 7 runs (5 chunks): the same figures
+        monkeypatch.setattr(percentiles, "UNIT_CHUNK_RUNS", 7)
+        pairs.append(model_and_role_percentiles(con))
     for by_model, by_role in pairs:
         assert by_model.columns == ["model", *PERCENTILE_COLUMNS]
         assert by_role.columns == ["role", *PERCENTILE_COLUMNS]

@@ -482,18 +482,22 @@ def sql_run_rows(
     """:data:`RUN_SQL` over the runs of ``conds`` (on ``runs r``) within the run-id range
     ``bounds``; ``names`` maps ``lim``, ``workers``, ``synth`` to registered tables.
     ``staged``: the chunk's :data:`STAGE_SQL` rows already written (a ``read_parquet``
-    of :func:`stage_chunk`'s file); None reads them from the spans in the same query."""
+    of :func:`stage_chunk`'s file, staged for every run of the chunk when ``conds`` is
+    empty, else for those of the class estimates); None reads them from the spans in the
+    same query."""
     params = dict(params)
     extra, span_range = chunks.range_filters(bounds, "r.run_id", "sp.trace_id", params)
-    conds = [*conds, *extra]
     if staged is None:
         # the spans' attributes parsed once, for every reader of `staged`
         source, materialized = STAGE_SQL.replace("{runs}", "SELECT run_id FROM scope"), True
     else:
         # each reader of `staged` reads the columns it needs from the file (materialising
-        # every column of the chunk's calls cost more CPU and memory, issue 11)
-        source = f"SELECT * FROM {staged} WHERE run_id IN (SELECT run_id FROM scope)"
+        # every column of the chunk's calls cost more CPU and memory, issue 11); without
+        # conditions the file holds the runs of the scope, none to filter out
+        source = f"SELECT * FROM {staged}" + (
+            " WHERE run_id IN (SELECT run_id FROM scope)" if conds else "")
         materialized = False
+    conds = [*conds, *extra]
     sql = RUN_SQL.replace("{staged}", source)
     sql = sql.replace("{materialized}", "MATERIALIZED" if materialized else "NOT MATERIALIZED")
     sql = sql.replace("{where}", where(conds)).replace("{span_range}", span_range)

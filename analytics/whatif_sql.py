@@ -89,7 +89,9 @@ SELECT run_id, span_id, role, leaf, root, model, start_ns, end_ns, input_tokens,
     CASE WHEN usable THEN NOT coalesce(list_bool_and(list_transform(
             fields, lambda f, k: {_ELEM_SIMPLE})), true)
         ELSE coalesce(plan_json, '') <> '' AND NOT json_valid(plan_json) END AS weird,
-    list_transform(fields, lambda f: TRY_CAST(f.estimated_cost_usd AS DOUBLE)) AS ests,
+    -- the estimate's JSON text cast as text (a cast of the JSON value parses it again; an
+    -- estimate that is not a JSON number makes the plan weird, decided in Python)
+    list_transform(fields, lambda f: TRY_CAST(f.estimated_cost_usd::VARCHAR AS DOUBLE)) AS ests,
     list_transform(fields, lambda f: coalesce(
         substr(f.model::VARCHAR, 2, length(f.model::VARCHAR) - 2), '')) AS models
 FROM (
@@ -147,7 +149,7 @@ WITH scope AS (
         AND l.rec_policy IS NOT DISTINCT FROM r.policy
     {{where}}
 ),
-staged AS MATERIALIZED ({{staged}}),
+staged AS {{materialized}} ({{staged}}),
 calls AS (
     SELECT run_id, span_id, role, start_ns, end_ns, input_tokens, output_tokens, cost_usd, ok,
         price_in, cancelled, idx
@@ -450,8 +452,10 @@ FROM (SELECT *, status_after IS DISTINCT FROM status
 ``_estimated`` and ``py`` (the run is left to the Python counterfactual), once per
 ``variant`` (a set of overrides: one pass over the calls serves several what-ifs).
 Placeholders: ``{lim}`` (limits per variant and recorded limits), ``{workers}``,
-``{synth}`` (class estimates), ``{where}`` (conditions on ``runs r``) and ``{span_range}``
-(the chunk's trace-id range on ``spans sp``)."""
+``{synth}`` (class estimates), ``{where}`` (conditions on ``runs r``), ``{span_range}``
+(the chunk's trace-id range on ``spans sp``), ``{staged}`` (the calls: :data:`STAGE_SQL`
+inline, or a chunk's staged file) and ``{materialized}`` (``MATERIALIZED`` when inline: the
+attributes parsed once; ``NOT MATERIALIZED`` for a file, each reader reading its columns)."""
 
 
 def chunk_bounds(
@@ -478,15 +482,24 @@ def sql_run_rows(
     """:data:`RUN_SQL` over the runs of ``conds`` (on ``runs r``) within the run-id range
     ``bounds``; ``names`` maps ``lim``, ``workers``, ``synth`` to registered tables.
     ``staged``: the chunk's :data:`STAGE_SQL` rows already written (a ``read_parquet``
-    of :func:`stage_chunk`'s file); None reads them from the spans in the same query."""
+    of :func:`stage_chunk`'s file, staged for every run of the chunk when ``conds`` is
+    empty, else for those of the class estimates); None reads them from the spans in the
+    same query."""
     params = dict(params)
     extra, span_range = chunks.range_filters(bounds, "r.run_id", "sp.trace_id", params)
-    conds = [*conds, *extra]
     if staged is None:
-        source = STAGE_SQL.replace("{runs}", "SELECT run_id FROM scope")
+        # the spans' attributes parsed once, for every reader of `staged`
+        source, materialized = STAGE_SQL.replace("{runs}", "SELECT run_id FROM scope"), True
     else:
-        source = f"SELECT * FROM {staged} WHERE run_id IN (SELECT run_id FROM scope)"
+        # each reader of `staged` reads the columns it needs from the file (materialising
+        # every column of the chunk's calls cost more CPU and memory, issue 11); without
+        # conditions the file holds the runs of the scope, none to filter out
+        source = f"SELECT * FROM {staged}" + (
+            " WHERE run_id IN (SELECT run_id FROM scope)" if conds else "")
+        materialized = False
+    conds = [*conds, *extra]
     sql = RUN_SQL.replace("{staged}", source)
+    sql = sql.replace("{materialized}", "MATERIALIZED" if materialized else "NOT MATERIALIZED")
     sql = sql.replace("{where}", where(conds)).replace("{span_range}", span_range)
     return frame(con, _fill(sql, names), params)
 
@@ -496,7 +509,8 @@ def stage_chunk(
     path: Path,
 ) -> str:
     """Write the :data:`STAGE_SQL` rows of the runs of ``conds`` (on ``runs r``) within
-    ``bounds`` to the Parquet file ``path`` (DuckDB only; the file is the caller's to
+    ``bounds`` to the Parquet file ``path``, LZ4-compressed (DuckDB only; Snappy, the
+    default, cost ~0.1 s of CPU more per chunk of 25,000 runs; the file is the caller's to
     delete). Returns the SQL reading it back (``read_parquet('path')``), for
     :func:`sql_run_rows` and the class estimates (:func:`analytics.estimates.
     staged_estimate_sums`): the spans' attributes are parsed once for both."""
@@ -505,5 +519,6 @@ def stage_chunk(
     runs = f"SELECT r.run_id FROM runs r {where([*conds, *extra])}"
     sql = STAGE_SQL.replace("{runs}", runs).replace("{span_range}", span_range)
     quoted = str(path).replace("'", "''")
-    con.execute(f"COPY ({sql}) TO '{quoted}' (FORMAT parquet)", params or None)
+    con.execute(f"COPY ({sql}) TO '{quoted}' (FORMAT parquet, COMPRESSION lz4_raw)",
+                params or None)
     return f"read_parquet('{quoted}')"

@@ -346,17 +346,22 @@ def test_estimates_read_on_demand_give_the_figures_read_up_front(
 def test_a_replay_reads_the_estimates_only_when_it_needs_one(hand: Path) -> None:
     calls: list[str] = []
     with read_store(hand) as con:
+        # one read of the class's means, given to both replays (two reads may differ in
+        # the last bits: DuckDB adds the floats in another order)
+        means = load_estimates(con, "research")
+
         def read(task_class: str):  # noqa: ANN202
             calls.append(task_class)
-            return load_estimates(con, task_class)
+            return means
 
         as_recorded = replay(con, NORMAL[0], estimates=read)
         assert calls == []  # its own record holds every figure
         assert as_recorded.reproduces_record
         unknown = replay(con, BREACH, LimitsOverride.parse(0), estimates=read)
         assert calls == ["research"]  # 47 sub-tasks it never ran: estimated
+        eager = replay(con, BREACH, LimitsOverride.parse(0), estimates=means)
     assert unknown.counterfactual.estimated_usd > 0
-    assert unknown.to_dict() == _replay(hand, BREACH, LimitsOverride.parse(0)).to_dict()
+    assert unknown.to_dict() == eager.to_dict()
 
 
 def test_a_recorded_cancellation_is_lifted_with_the_ceiling(hand: Path) -> None:

@@ -458,13 +458,6 @@ inline, or a chunk's staged file) and ``{materialized}`` (``MATERIALIZED`` when 
 attributes parsed once; ``NOT MATERIALIZED`` for a file, each reader reading its columns)."""
 
 
-def chunk_bounds(
-    con: duckdb.DuckDBPyConnection, scope_sql: str, params: dict[str, Any], runs: int
-) -> list[Bounds]:
-    """:func:`analytics.chunks.chunk_bounds` in chunks of :data:`CHUNK_RUNS` runs."""
-    return chunks.chunk_bounds(con, scope_sql, params, runs, CHUNK_RUNS)
-
-
 def _fill(sql: str, names: dict[str, str]) -> str:
     for key, name in names.items():
         sql = sql.replace(f"{{{key}}}", name)

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import polars as pl
 
@@ -195,20 +195,37 @@ def computing(key: str | None) -> Iterator[None]:
     if folder is not None:
         try:
             folder.parent.mkdir(parents=True, exist_ok=True)
-            handle = (folder.parent / f".lock-{key}").open("a+b")
+            handle = _lock(folder.parent / f".lock-{key}")
         except OSError as exc:
             log.warning("result cache: no lock for %s, computing anyway: %s", key, exc)
     try:
-        while handle is not None:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()  # releases the lock
+
+
+def _lock(path: Path) -> BinaryIO:
+    """``path`` opened and exclusively ``flock``-ed, waiting (polling) while another
+    process holds it. A lock file unlinked by :func:`_prune` between this process's open
+    and its lock is opened again: holding an inode no longer at ``path`` would let a third
+    process lock a new file beside it.
+
+    Raises OSError when the file cannot be opened."""
+    while True:
+        handle = path.open("a+b")
+        while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 time.sleep(WAIT_POLL_S)
-        yield
-    finally:
-        if handle is not None:
-            handle.close()  # releases the lock
+        try:
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
+        handle.close()
 
 
 def _through(key: str | None, compute: Callable[[], tuple[dict[str, pl.DataFrame], dict[str, Any]]],
@@ -279,6 +296,20 @@ def _prune(root: Path) -> None:
         elif path.name.startswith(".building-") and now - mtime > STALE_BUILD_S:
             shutil.rmtree(path, ignore_errors=True)
         elif path.name.startswith(".lock-") and now - mtime > STALE_BUILD_S:
-            path.unlink(missing_ok=True)  # an old computation's (a holder keeps its file)
+            _unlink_unheld(path)
     for _, old in sorted(entries, reverse=True)[MAX_ENTRIES:]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _unlink_unheld(lock: Path) -> None:
+    """Remove an old ``.lock-KEY`` file unless a process holds it (a computation may run
+    past :data:`STALE_BUILD_S`: its lock must stay, or a second process would lock a new
+    file and compute beside it). Taken without waiting; unlinked while held, so a process
+    that opened it meanwhile sees the inode gone and opens the path again (:func:`_lock`)."""
+    try:
+        with lock.open("a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock.unlink(missing_ok=True)
+    except OSError:  # held (BlockingIOError) or already gone: left as it is
+        pass
+

@@ -242,6 +242,77 @@ def test_a_lock_whose_holder_is_gone_holds_nobody(cache_dir: Path) -> None:
     assert result_cache.load(key) is not None
 
 
+def test_an_old_lock_still_held_is_not_pruned(cache_dir: Path) -> None:
+    """A computation running past STALE_BUILD_S keeps its lock: a prune (any save) must
+    not unlink it, or a second process would lock a new file and compute beside it."""
+    import os
+    import threading
+    import time
+
+    key = result_cache.cache_key("findings", "/s.duckdb", (4,), {})
+    lock = cache_dir / f".lock-{key}"
+    old = time.time() - result_cache.STALE_BUILD_S - 60
+    entered = threading.Event()
+    with result_cache.computing(key):
+        os.utime(lock, (old, old))
+        result_cache.save(result_cache.cache_key("findings", "/s.duckdb", (5,), {}),
+                          {"findings": pl.DataFrame({"a": [1]})}, {})  # prunes
+        assert lock.exists()
+        def wait_for_it() -> None:
+            with result_cache.computing(key):
+                entered.set()
+
+        waiter = threading.Thread(target=wait_for_it)
+        waiter.start()
+        assert not entered.wait(3 * result_cache.WAIT_POLL_S)  # still excluded
+    assert entered.wait(scaled(30))
+    waiter.join(scaled(30))
+
+
+def test_an_old_lock_nobody_holds_is_pruned(cache_dir: Path) -> None:
+    import os
+    import time
+
+    key = result_cache.cache_key("findings", "/s.duckdb", (6,), {})
+    with result_cache.computing(key):
+        pass
+    lock = cache_dir / f".lock-{key}"
+    old = time.time() - result_cache.STALE_BUILD_S - 60
+    os.utime(lock, (old, old))
+    result_cache.save(result_cache.cache_key("findings", "/s.duckdb", (7,), {}),
+                      {"findings": pl.DataFrame({"a": [1]})}, {})
+    assert not lock.exists()
+
+
+def test_a_lock_unlinked_while_waiting_is_taken_again_at_its_path(cache_dir: Path) -> None:
+    """A waiter that opened the lock file before a prune unlinked it must not hold the
+    unlinked inode: it locks the file at the path, which excludes a later process."""
+    import fcntl
+    import threading
+
+    key = result_cache.cache_key("findings", "/s.duckdb", (8,), {})
+    lock = cache_dir / f".lock-{key}"
+    entered = threading.Event()
+    release = threading.Event()
+
+    def waiter() -> None:
+        with result_cache.computing(key):
+            entered.set()
+            assert release.wait(scaled(30))
+
+    with result_cache.computing(key):
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        assert not entered.wait(3 * result_cache.WAIT_POLL_S)
+        lock.unlink()  # as a prune does, while the waiter holds the old file open
+    assert entered.wait(scaled(30))
+    with lock.open("a+b") as handle:  # the path's file is the one the waiter holds
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    release.set()
+    thread.join(scaled(30))
+
+
 def test_the_start_up_computation_is_what_the_pages_show_first(
     store: StoreFixture, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

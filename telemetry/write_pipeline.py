@@ -334,9 +334,9 @@ def apply_batch(
     ``cliffwatch watch`` (telemetry/clickhouse/watch.py) on a scratch DuckDB holding a
     batch's traces and the context the rules read. ``keep_rollups=False`` skips the per-day
     roll-ups (:mod:`telemetry.rollups`), which no rule reads: the scratch store's would
-    cover only its partial runs and are never copied anywhere. ``seen_copy``: a long-lived
-    writer's copy of ``seen_traces`` (:mod:`telemetry.seen_copy`), where the batch's traces
-    are looked up instead of in the table.
+    cover only its partial runs and are never copied anywhere. ``seen_copy``: this
+    process's copy of ``seen_traces`` (:func:`telemetry.seen_copy.copy_for`), where the
+    batch's traces are looked up instead of in the table.
 
     Every statement runs parsed once per thread (:class:`telemetry.parsed_sql.ParsedStatements`:
     parsing the same texts again was a seventh of a write's CPU).

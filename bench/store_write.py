@@ -4,6 +4,10 @@ of history, against a bare Arrow insert of the same spans (issue 11's write-path
 
 History is a real 200-run demo copied in SQL with new ids (:func:`grow_history`), never
 written through ``write_spans``, so 1M runs build in about two minutes.
+
+The held connection's writes are also set against a bare insert made right after each of
+them (wall and CPU time): on a shared 2-core machine a neighbour's burst can slow the
+held writes alone when the bare inserts were timed a minute earlier.
 """
 
 from __future__ import annotations
@@ -170,6 +174,13 @@ def write_phases(path: Path, records: list) -> dict[str, float]:  # type: ignore
     return phases
 
 
+def _beside(ours: list[float], bares: list[float]) -> str:
+    """Medians of our writes and of the bare inserts made right after each (so that what
+    else runs on the machine slows both alike), and their ratio."""
+    w, b = statistics.median(ours), statistics.median(bares)
+    return f"{w:.3f} s vs bare {b:.3f} s = {b / w:.2f}x"
+
+
 def bench_store_write(tmp: Path, quick: bool) -> Result:
     """One 1,000-span ``write_spans`` against a bare Arrow insert of the same spans, over
     stores holding 10k, 100k and 1M runs of history (a tenth with ``--quick``)."""
@@ -201,6 +212,17 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
     sizes = [n // 10 if quick else n for n in STORE_WRITE_HISTORY_RUNS]
     first = last = first_held = last_held = 0.0
     copies = 1
+
+    def bare_insert(batch: list) -> tuple[float, float]:  # type: ignore[type-arg]
+        """Wall and CPU seconds of the bare insert of ``batch`` (open, insert, close)."""
+        table = records_to_arrow(batch)
+        t0, c0 = time.perf_counter(), time.process_time()
+        con = duckdb.connect(str(bare_path))
+        con.register("b", table)
+        con.execute("INSERT INTO bare SELECT * FROM b")
+        con.close()
+        return time.perf_counter() - t0, time.process_time() - c0
+
     for i, n_runs in enumerate(sizes):
         t0 = time.perf_counter()
         with open_store(path, read_only=False) as con:
@@ -214,20 +236,19 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
             t0 = time.perf_counter()
             write_spans(path, batch)
             ours.append(time.perf_counter() - t0)
-            table = records_to_arrow(batch)
-            t0 = time.perf_counter()
-            con = duckdb.connect(str(bare_path))
-            con.register("b", table)
-            con.execute("INSERT INTO bare SELECT * FROM b")
-            con.close()
-            bares.append(time.perf_counter() - t0)
+            bares.append(bare_insert(batch)[0])
         held = HeldStore(path, hold_max_s=3600)  # as `cliffwatch serve` keeps it
         kept = []  # the first write opens the store (and loads the seen-trace copy)
+        kept_cpu, beside, beside_cpu = [], [], []  # and a bare insert after each write
         for j in range(STORE_WRITE_REPEATS + 1):
             batch = fresh_batch(seed_path, 100 * i + j + 50)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             write_spans(path, batch, held=held)
             kept.append(time.perf_counter() - t0)
+            kept_cpu.append(time.process_time() - c0)
+            wall_s, cpu_s = bare_insert(batch)
+            beside.append(wall_s)
+            beside_cpu.append(cpu_s)
         t0 = time.perf_counter()
         held.release()
         release_s = time.perf_counter() - t0
@@ -248,6 +269,8 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
              f"{', '.join(f'{x:.3f}' for x in kept)}; release {release_s:.3f} s)"),
             ("  held connection, steady state", f"{held_steady:.3f} s = {b / held_steady:.2f}x "
              f"bare (median of the {STORE_WRITE_REPEATS} writes after the first)"),
+            ("  the same against a bare insert after each", _beside(kept[1:], beside[1:])
+             + "; CPU " + _beside(kept_cpu[1:], beside_cpu[1:])),
             ("  one more write, by phase", ", ".join(
                 f"{label} {sec * 1000:.0f} ms" for label, sec in phases.items()
                 if not label.startswith("  ["))),

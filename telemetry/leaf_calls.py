@@ -46,11 +46,38 @@ _NO_DUPLICATES = "SELECT NULL::VARCHAR AS trace_id, NULL::VARCHAR AS span_id, " 
 which the rule needs (its self-join of every trace's leaf calls is half the cost of the
 leaf flags otherwise)."""
 
-_TWO_SCOPES = """
+_SHAPE = """
 SELECT EXISTS (
-    SELECT 1 FROM {scope_spans} WHERE is_llm_call AND scope_name IS NOT NULL
-    GROUP BY trace_id HAVING count(DISTINCT scope_name) > 1)
+        SELECT 1 FROM {scope_spans} WHERE is_llm_call AND scope_name IS NOT NULL
+        GROUP BY trace_id HAVING count(DISTINCT scope_name) > 1),
+    EXISTS (
+        SELECT 1 FROM {scope_spans} AS c JOIN {scope_spans} AS p
+            ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id
+        WHERE p.is_llm_call),
+    EXISTS (
+        SELECT 1 FROM {scope_spans}
+        WHERE is_leaf_call IS DISTINCT FROM coalesce(is_llm_call, FALSE)
+            OR duplicate_of IS NOT NULL)
 """
+"""What the scope's traces hold: LLM calls of two instrumentation scopes in one trace (the
+duplicate rule can match), an LLM call that is the parent of a span (it may have an
+LLM-call descendant), and a span whose stored flags differ from those of a scope with
+neither (every call a leaf, no duplicate)."""
+
+_ALL_CALLS_LEAVES = """
+CREATE OR REPLACE TEMP TABLE {flags} AS
+SELECT trace_id, span_id, coalesce(is_llm_call, FALSE) AS is_leaf,
+    NULL::VARCHAR AS duplicate_of,
+    (is_leaf_call IS DISTINCT FROM coalesce(is_llm_call, FALSE)
+        OR duplicate_of IS NOT NULL) AS changed
+FROM {scope_spans}
+"""
+"""The flags of a scope where no LLM call is the parent of a span and no trace holds calls
+of two instrumentation scopes: what :data:`_LEAF_FLAGS` computes then (no call has an
+LLM-call descendant, so none is left out as a wrapper; no pair can be duplicates), without
+its recursive walk of every call's ancestors (4.5 of 5 ms of the flags, planning
+included, on bench/store_write.py's batch, where every call is a leaf as in the
+orchestrator's own traces)."""
 
 _LEAF_FLAGS = """
 CREATE OR REPLACE TEMP TABLE {flags} AS
@@ -125,7 +152,9 @@ def stamp_leaf_calls(con: duckdb.DuckDBPyConnection, scope_spans: str, window: s
     those that changed to ``spans``.
 
     The duplicate rule (:data:`DUPLICATE_RULE`) runs only when a trace holds LLM calls of
-    two instrumentation scopes; ``spans`` is updated only when a flag changed.
+    two instrumentation scopes, the walk of the calls' ancestors only when an LLM call is
+    the parent of a span (else every call is a leaf: :data:`_ALL_CALLS_LEAVES`); ``spans``
+    is updated only when a flag changed.
 
     Args:
         con: the write's connection, inside its transaction.
@@ -135,9 +164,15 @@ def stamp_leaf_calls(con: duckdb.DuckDBPyConnection, scope_spans: str, window: s
         window: SQL condition on ``spans`` that holds for every row of ``scope_spans``
             (a literal ``ingested_at`` bound, so the update's scan skips older row groups).
     """
-    two_scopes = con.execute(_TWO_SCOPES.format(scope_spans=scope_spans)).fetchall()[0][0]
-    con.execute(_LEAF_FLAGS.format(scope_spans=scope_spans, duplicate_rule=DUPLICATE_RULE,
-                                   dup=_DUPLICATES if two_scopes else _NO_DUPLICATES,
-                                   flags=FLAGS))
-    if con.execute(f"SELECT count(*) FROM {FLAGS} WHERE changed").fetchall()[0][0]:
+    two_scopes, call_parents, leaves_changed = con.execute(
+        _SHAPE.format(scope_spans=scope_spans)).fetchall()[0]
+    if not (two_scopes or call_parents):
+        con.execute(_ALL_CALLS_LEAVES.format(scope_spans=scope_spans, flags=FLAGS))
+        changed = leaves_changed
+    else:
+        con.execute(_LEAF_FLAGS.format(scope_spans=scope_spans, duplicate_rule=DUPLICATE_RULE,
+                                       dup=_DUPLICATES if two_scopes else _NO_DUPLICATES,
+                                       flags=FLAGS))
+        changed = con.execute(f"SELECT count(*) FROM {FLAGS} WHERE changed").fetchall()[0][0]
+    if changed:
         con.execute(_UPDATE_FLAGS.format(window=window, flags=FLAGS)).fetchall()

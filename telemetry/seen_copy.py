@@ -1,15 +1,16 @@
-"""A long-lived writer's copy of ``seen_traces`` (schema.py), so that a write finds which
-of its traces were written before without scanning that table.
+"""A process's copy of ``seen_traces`` (schema.py), kept by its writers of a store, so that
+a write finds which of its traces were written before without scanning that table.
 
 A write looks its batch's traces up in ``seen_traces`` (one row per trace ever written:
 :func:`telemetry.write_pipeline.insert_new_spans`). In SQL that is a scan of the whole table,
 16 bytes a trace, and it grows with history: 4 ms at 10k runs, 12 to 14 ms at 1M
-(bench/store_write.py's 1,000-span batch). A writer that keeps its connection
-(:class:`telemetry.store.HeldStore`: ``cliffwatch serve``'s journal, the exporter's writer)
-keeps this copy instead: the keys sorted with their first ingestion time, loaded once, then
-brought up to date at each write by reading only the rows appended since (``rowid`` at or
-after the last one read: DuckDB skips the older row groups). The lookup is then a binary
-search of the batch's few hundred keys, the same whatever the history.
+(bench/store_write.py's 1,000-span batch), and a short connection reads it cold (16-19 ms
+at 1M). A process that writes a store again and again (``cliffwatch serve``'s journal, the
+exporter's writer, the demo) keeps this copy instead: the keys sorted with their first
+ingestion time, loaded once, then brought up to date at each write by reading only the
+rows appended since (``rowid`` at or after the last one read: DuckDB skips the older row
+groups). The lookup is then a binary search of the batch's few hundred keys, the same
+whatever the history.
 
 ``seen_traces`` is append-only (nothing in cliffwatch deletes from it: a prune keeps it),
 so its ``rowid`` s are dense and stable and "the rows after the last one read" is exact
@@ -24,6 +25,15 @@ Memory: two machine words a trace (16 MB at 1M traces) and the rows appended sin
 last load in a dict; the copy is reloaded (sorted by DuckDB) once those exceed
 :data:`RELOAD_AFTER_ROWS` or an eighth of the copy. Above :data:`MAX_COPY_TRACES` traces no
 copy is kept and the write looks in the table.
+
+Whose copy: one per store file and process (:func:`copy_for`), shared by every writer of
+that file in the process (they write one at a time, under
+:func:`telemetry.store.write_lock`): a held writer's from its first write, a writer that
+opens a short connection per write (the exporter's thread writer, the demo) from its
+second write to the file. A process that writes a store once (a CLI command) never loads
+one: the load reads the whole table (about 0.1 s of CPU at 1M traces, six lookups' worth),
+where a short connection's lookup in the table reads it cold at every write. At most
+:data:`MAX_COPIES` files' copies are kept, the least recently written dropped first.
 """
 
 from __future__ import annotations
@@ -31,6 +41,9 @@ from __future__ import annotations
 import array
 import bisect
 import hashlib
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -44,6 +57,12 @@ MAX_COPY_TRACES = 20_000_000
 
 RELOAD_AFTER_ROWS = 65_536
 """Rows appended since the last load above which the copy is reloaded whole (sorted)."""
+
+MAX_COPIES = 4
+"""Store files whose copies one process keeps at most (:func:`copy_for`)."""
+
+SHORT_WRITES_BEFORE_COPY = 1
+"""Writes on short connections a process makes to a file before it keeps a copy for it."""
 
 _EPOCH = datetime(1970, 1, 1)
 
@@ -169,3 +188,41 @@ class SeenCopy:
             self._next_rowid, self._last_key = int(last_rowid) + 1, int(last_key)
         self._rows, self._loaded = table.num_rows, True
         return True
+
+
+_COPIES: OrderedDict[str, SeenCopy] = OrderedDict()
+_SHORT_WRITES: OrderedDict[str, int] = OrderedDict()
+_COPIES_GUARD = threading.Lock()
+
+
+def copy_for(path: str | os.PathLike[str], *, held: bool) -> SeenCopy | None:
+    """This process's copy for the store at ``path`` (module docstring, "Whose copy"), made
+    when there is none: at once for a held writer (``held``), at its
+    :data:`SHORT_WRITES_BEFORE_COPY` + 1st write for a writer on short connections.
+
+    Call it under the store's :func:`telemetry.store.write_lock` and use the copy only
+    there (the copy is not thread-safe; this registry is).
+
+    Args:
+        path: the store; relative and absolute spellings of one file share a copy.
+        held: whether the write goes through a :class:`telemetry.store.HeldStore`.
+
+    Returns:
+        The copy, or None: look in the table (a short writer's first write).
+    """
+    key = os.path.abspath(path)
+    with _COPIES_GUARD:
+        copy = _COPIES.get(key)
+        if copy is None:
+            if not held:
+                writes = _SHORT_WRITES.pop(key, 0) + 1
+                _SHORT_WRITES[key] = writes
+                while len(_SHORT_WRITES) > 64 * MAX_COPIES:
+                    _SHORT_WRITES.popitem(last=False)
+                if writes <= SHORT_WRITES_BEFORE_COPY:
+                    return None
+            copy = _COPIES[key] = SeenCopy()
+            while len(_COPIES) > MAX_COPIES:
+                _COPIES.popitem(last=False)
+        _COPIES.move_to_end(key)
+        return copy

@@ -34,7 +34,7 @@ from cliffwatch import settings
 from cliffwatch.telemetry import alert_rules, incident_rules, materialise, rollups, spill
 from cliffwatch.telemetry.parsed_sql import ParsedStatements
 from cliffwatch.telemetry.records import SPAN_RECORD_FIELDS, SpanRecord, records_to_arrow
-from cliffwatch.telemetry.seen_copy import SeenCopy, new_keys
+from cliffwatch.telemetry.seen_copy import SeenCopy, copy_for, new_keys
 from cliffwatch.telemetry.store import (
     HeldStore,
     StoreBusyError,
@@ -284,7 +284,7 @@ def _write_locked(
         set_threads(con, batch.num_rows)
         with transaction(con):  # a failed COMMIT (disk full) is the error raised
             spans_written, runs, incidents, alerts_pending = apply_batch(
-                con, batch, ingested_at, k, seen_copy=None if held is None else _copy_of(held)
+                con, batch, ingested_at, k, seen_copy=copy_for(path, held=held is not None)
             )
         spill.remove_spills(spill_paths)
     deliver_soon(path, alerts_pending)  # HTTP in a background thread, no lock
@@ -321,18 +321,6 @@ _THREADS_SET: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, str] = (
 """The ``threads`` statement last run on each open connection (:func:`set_threads`)."""
 
 
-_SEEN_COPIES: weakref.WeakKeyDictionary[HeldStore, SeenCopy] = weakref.WeakKeyDictionary()
-
-
-def _copy_of(held: HeldStore) -> SeenCopy:
-    """The copy of ``seen_traces`` kept for the writer of ``held``, for as long as it lives
-    (across its releases: the copy catches up with what others wrote meanwhile)."""
-    copy = _SEEN_COPIES.get(held)
-    if copy is None:
-        copy = _SEEN_COPIES[held] = SeenCopy()
-    return copy
-
-
 def apply_batch(
     con: duckdb.DuckDBPyConnection, batch: pa.Table, ingested_at: datetime, k: float,
     *, keep_rollups: bool = True, seen_copy: SeenCopy | None = None,
@@ -346,9 +334,9 @@ def apply_batch(
     ``cliffwatch watch`` (telemetry/clickhouse/watch.py) on a scratch DuckDB holding a
     batch's traces and the context the rules read. ``keep_rollups=False`` skips the per-day
     roll-ups (:mod:`telemetry.rollups`), which no rule reads: the scratch store's would
-    cover only its partial runs and are never copied anywhere. ``seen_copy``: a long-lived
-    writer's copy of ``seen_traces`` (:mod:`telemetry.seen_copy`), where the batch's traces
-    are looked up instead of in the table.
+    cover only its partial runs and are never copied anywhere. ``seen_copy``: this
+    process's copy of ``seen_traces`` (:func:`telemetry.seen_copy.copy_for`), where the
+    batch's traces are looked up instead of in the table.
 
     Every statement runs parsed once per thread (:class:`telemetry.parsed_sql.ParsedStatements`:
     parsing the same texts again was a seventh of a write's CPU).

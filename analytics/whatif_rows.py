@@ -37,7 +37,7 @@ from cliffwatch.analytics.recorded import (
 from cliffwatch.analytics.redo import load_completed_runs
 from cliffwatch.analytics.replay import LimitsOverride, limits_text
 from cliffwatch.analytics.store_access import frame, where
-from cliffwatch.analytics.whatif_sql import sql_run_rows, stage_chunk
+from cliffwatch.analytics.whatif_sql import Staged, sql_run_rows, stage_chunk
 from cliffwatch.analytics.window import Window
 
 PY_CHUNK_RUNS = 10_000
@@ -235,11 +235,11 @@ def _estimate_tables(estimates: Estimates) -> dict[str, pl.DataFrame]:
 
 def _staged_pass(
     con: duckdb.DuckDBPyConnection, task_class: str | None, per_chunk_runs: int, tmp: Path,
-) -> tuple[list[Bounds], list[str], Estimates]:
+) -> tuple[list[Bounds], list[Staged], Estimates]:
     """Stage every chunk of the class estimates' runs (:func:`analytics.whatif_sql.
     stage_chunk`: the spans' attributes parsed once, the rows written to a Parquet file in
     ``tmp``) and add up the estimates from the staged calls: ``(bounds, the SQL reading
-    each chunk's file, the class estimates)``."""
+    each chunk's files, the class estimates)``."""
     est_conds, est_params = estimate_scope(task_class)
     stage_conds = [f"r.{c}" for c in est_conds]
     runs = frame(con, f"SELECT count(*) AS n FROM runs {where(est_conds)}", est_params)["n"][0]
@@ -248,9 +248,7 @@ def _staged_pass(
     staged, sums = [], []
     for i, chunk in enumerate(bounds):
         read = stage_chunk(con, stage_conds, est_params, chunk, tmp / f"chunk-{i}.parquet")
-        params = dict(est_params)
-        extra, _ = chunks.range_filters(chunk, "run_id", "run_id", params)
-        sums.append(staged_estimate_sums(con, read, [*est_conds, *extra], params))
+        sums.append(staged_estimate_sums(con, read.calls, read.keys))
         staged.append(read)
     return bounds, staged, fold_estimates(sums, load_completed_runs(con, task_class))
 
@@ -300,7 +298,7 @@ def replay_rows(
 def _replay_rows(
     con: duckdb.DuckDBPyConnection, variants: Sequence[Overrides], window: Window,
     task_class: str | None, estimates: Estimates,
-    staging: tuple[list[Bounds], list[str], Estimates] | None,
+    staging: tuple[list[Bounds], list[Staged], Estimates] | None,
     keeps: Sequence[RunFilter | None],
 ) -> list[tuple[pl.DataFrame, int]]:
     conds, params = _scope(window, task_class)
@@ -315,7 +313,7 @@ def _replay_rows(
         chunks_n = max(1, math.ceil(pairs / CHUNK_PAIRS))
         bounds = chunks.chunk_bounds(con, f"SELECT r.run_id FROM runs r {where(conds)}",
                                      params, runs, max(1, math.ceil(runs / chunks_n)))
-        staged: list[str | None] = [None] * len(bounds)
+        staged: list[Staged | None] = [None] * len(bounds)
     else:
         bounds, files, _ = staging
         staged = list(files)

@@ -499,15 +499,29 @@ class Staged(NamedTuple):
         calls: its :data:`STAGE_SQL` rows (``read_parquet(...)``), keyed by ``rk``.
         keys: its runs, one row each: ``run_id``, ``task_class`` and ``rk`` (the run's
             dense integer key in ``calls``, 1.. in run-id order).
+        keys_of: a run-id range within the staged one: :func:`sql_run_rows` reads only
+            the calls of its runs (their ``rk`` range); None reads every call.
     """
 
     calls: str
     keys: str
+    keys_of: Bounds | None = None
 
 
 _INLINE_KEYS = "SELECT run_id, row_number() OVER (ORDER BY run_id) AS rk FROM (" \
     "SELECT DISTINCT run_id FROM scope_runs)"
 """The runs' keys when :data:`STAGE_SQL` runs inline: numbered in the query itself."""
+
+
+def _rk_range(con: duckdb.DuckDBPyConnection, keys: str, bounds: Bounds) -> tuple[int, int]:
+    """The first and last ``rk`` of the runs of ``keys`` in the run-id range ``bounds``
+    (``(1, 0)``, an empty range, when none)."""
+    params: dict[str, Any] = {}
+    conds, _ = chunks.range_filters(bounds, "run_id", "run_id", params)
+    rows = con.execute(f"SELECT min(rk), max(rk) FROM {keys} {where(conds)}",
+                       params or None).fetchall()
+    low, high = rows[0] if rows else (None, None)
+    return (1, 0) if low is None or high is None else (int(low), int(high))
 
 
 def sql_run_rows(
@@ -533,10 +547,16 @@ def sql_run_rows(
         # each reader of `staged` reads the columns it needs from the file (materialising
         # every column of the chunk's calls cost more CPU and memory, issue 11); without
         # conditions the file holds the runs of the scope, none to filter out
-        source = f"SELECT * FROM {staged.calls}" + (
-            " WHERE rk IN (SELECT rk FROM scope)" if conds else "")
-        materialized = False
+        filters = ["rk IN (SELECT rk FROM scope)"] if conds else []
         keys = f"SELECT run_id, rk FROM {staged.keys}"
+        if staged.keys_of is not None:
+            # the runs of the range are numbered in a row (rk in run-id order): their
+            # calls are a range of rk, filtered as the file is read
+            low, high = _rk_range(con, staged.keys, staged.keys_of)
+            filters.append(f"rk BETWEEN {low} AND {high}")
+            keys += f" WHERE rk BETWEEN {low} AND {high}"
+        source = f"SELECT * FROM {staged.calls} {where(filters)}"
+        materialized = False
     conds = [*conds, *extra]
     sql = RUN_SQL.replace("{staged}", source).replace("{keys}", keys)
     sql = sql.replace("{materialized}", "MATERIALIZED" if materialized else "NOT MATERIALIZED")

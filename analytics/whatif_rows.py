@@ -274,7 +274,7 @@ def replay_rows(
 
     ``estimates`` None (a DuckDB store): the class estimates are computed in the same
     read: each chunk of runs is staged once (its spans' attributes parsed once, written
-    to a temporary Parquet file, about 4 MB per 25,000 runs, all removed when the rows are
+    to temporary Parquet files, about 4 MB per 25,000 runs, all removed when the rows are
     read), the estimates added up from the staged calls, then every chunk replayed from
     its file (at 1M runs the estimates' own read of the spans was a fifth of the what-if's
     time in a profile, issue 11).

@@ -27,7 +27,7 @@ CHUNK_RUNS = 50_000
 """Runs per chunk of the estimates' read."""
 
 _ESTIMATES_SQL = f"""
-    WITH scope AS (SELECT run_id, task_class FROM runs {{where}}),
+    WITH scope AS ({{scope}}),
     calls AS ({{calls}}),
     subtasks AS (
         SELECT task_class, trace_id, idx AS subtask_index, model,
@@ -85,11 +85,12 @@ _SPAN_CALLS = f"""
 """The LLM calls the estimates read, from the spans (the worker calls' attributes parsed)."""
 
 _STAGED_CALLS = """
-    SELECT run_id AS trace_id, role, cost_usd, output_tokens, ok, model, price_in, idx,
+    SELECT rk AS trace_id, role, cost_usd, output_tokens, ok, model, price_in, idx,
         cancelled
     FROM {staged} WHERE leaf
 """
-"""The same calls from a chunk staged by :func:`analytics.whatif_sql.stage_chunk`."""
+"""The same calls from a chunk staged by :func:`analytics.whatif_sql.stage_chunk` (each
+run's integer key ``rk`` in place of its id)."""
 
 
 def _mean(total: float | None, n: int) -> float | None:
@@ -120,8 +121,8 @@ def load_estimates(con: duckdb.DuckDBPyConnection, task_class: str | None = None
         mine = dict(params)
         extra, span_range = chunks.range_filters(bounds, "run_id", "s.trace_id", mine)
         calls = _SPAN_CALLS.format(span_range=span_range)
-        parts.append(frame(con, _ESTIMATES_SQL.format(where=where([*conds, *extra]),
-                                                      calls=calls), mine))
+        scope = f"SELECT run_id, task_class FROM runs {where([*conds, *extra])}"
+        parts.append(frame(con, _ESTIMATES_SQL.format(scope=scope, calls=calls), mine))
     return fold_estimates(parts, load_completed_runs(con, task_class))
 
 
@@ -132,15 +133,14 @@ def estimate_scope(task_class: str | None) -> tuple[list[str], dict[str, Any]]:
     return ["task_class = $task_class"], {"task_class": task_class}
 
 
-def staged_estimate_sums(
-    con: duckdb.DuckDBPyConnection, staged: str, conds: list[str], params: dict[str, Any]
-) -> pl.DataFrame:
+def staged_estimate_sums(con: duckdb.DuckDBPyConnection, calls: str, keys: str) -> pl.DataFrame:
     """One chunk's sums and counts (:func:`fold_estimates` adds them up) from its calls
-    staged by :func:`analytics.whatif_sql.stage_chunk` (``staged``: the SQL reading them),
-    the runs of ``conds`` on ``runs`` (:func:`estimate_scope` plus the chunk's range): the
-    what-if reads the spans' attributes once for its rows and the estimates."""
-    sql = _ESTIMATES_SQL.format(where=where(conds), calls=_STAGED_CALLS.format(staged=staged))
-    return frame(con, sql, params)
+    staged by :func:`analytics.whatif_sql.stage_chunk` (``calls``, ``keys``: the SQL
+    reading its calls and its runs, those of :func:`estimate_scope` within the chunk's
+    range): the what-if reads the spans' attributes once for its rows and the estimates."""
+    sql = _ESTIMATES_SQL.format(scope=f"SELECT rk AS run_id, task_class FROM {keys}",
+                                calls=_STAGED_CALLS.format(staged=calls))
+    return frame(con, sql)
 
 
 def fold_estimates(parts: list[pl.DataFrame], completed: CompletedRuns) -> Estimates:

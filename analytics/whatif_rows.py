@@ -37,11 +37,17 @@ from cliffwatch.analytics.recorded import (
 from cliffwatch.analytics.redo import load_completed_runs
 from cliffwatch.analytics.replay import LimitsOverride, limits_text
 from cliffwatch.analytics.store_access import frame, where
-from cliffwatch.analytics.whatif_sql import sql_run_rows, stage_chunk
+from cliffwatch.analytics.whatif_sql import Staged, sql_run_rows, stage_chunk
 from cliffwatch.analytics.window import Window
 
 PY_CHUNK_RUNS = 10_000
 """Runs the Python counterfactual loads (with their calls) at a time."""
+
+STAGE_CHUNKS = 2
+"""Chunks staged by one query (:func:`_staged_pass`): a chunk's spans fill one or two of
+the store's row groups, which DuckDB scans one thread each; two chunks at once kept both
+cores busy (at 100k runs, a fifth less wall time staging, the same CPU: issue 11). Each
+chunk is then replayed from its part of the files (its runs' ``rk`` range)."""
 
 CHUNK_PAIRS = 2 * whatif_sql.CHUNK_RUNS
 """(variant, run) pairs per chunk of the pushed-down what-if when its caller brings the
@@ -235,23 +241,24 @@ def _estimate_tables(estimates: Estimates) -> dict[str, pl.DataFrame]:
 
 def _staged_pass(
     con: duckdb.DuckDBPyConnection, task_class: str | None, per_chunk_runs: int, tmp: Path,
-) -> tuple[list[Bounds], list[str], Estimates]:
-    """Stage every chunk of the class estimates' runs (:func:`analytics.whatif_sql.
-    stage_chunk`: the spans' attributes parsed once, the rows written to a Parquet file in
-    ``tmp``) and add up the estimates from the staged calls: ``(bounds, the SQL reading
-    each chunk's file, the class estimates)``."""
+) -> tuple[list[Bounds], list[Staged], Estimates]:
+    """Stage the class estimates' runs :data:`STAGE_CHUNKS` chunks at a time
+    (:func:`analytics.whatif_sql.stage_chunk`: the spans' attributes parsed once, the rows
+    written to Parquet files in ``tmp``) and add up the estimates from the staged calls:
+    ``(bounds, per chunk the SQL reading its part of the staged files, the class
+    estimates)``."""
     est_conds, est_params = estimate_scope(task_class)
     stage_conds = [f"r.{c}" for c in est_conds]
     runs = frame(con, f"SELECT count(*) AS n FROM runs {where(est_conds)}", est_params)["n"][0]
     bounds = chunks.chunk_bounds(con, f"SELECT run_id FROM runs {where(est_conds)}",
                                  est_params, runs, per_chunk_runs)
     staged, sums = [], []
-    for i, chunk in enumerate(bounds):
-        read = stage_chunk(con, stage_conds, est_params, chunk, tmp / f"chunk-{i}.parquet")
-        params = dict(est_params)
-        extra, _ = chunks.range_filters(chunk, "run_id", "run_id", params)
-        sums.append(staged_estimate_sums(con, read, [*est_conds, *extra], params))
-        staged.append(read)
+    for i in range(0, len(bounds), STAGE_CHUNKS):
+        mine = bounds[i : i + STAGE_CHUNKS]
+        read = stage_chunk(con, stage_conds, est_params, (mine[0][0], mine[-1][1]),
+                           tmp / f"chunk-{i}.parquet")
+        sums.append(staged_estimate_sums(con, read.calls, read.keys))
+        staged += [read._replace(keys_of=chunk) for chunk in mine] if len(mine) > 1 else [read]
     return bounds, staged, fold_estimates(sums, load_completed_runs(con, task_class))
 
 
@@ -267,7 +274,7 @@ def replay_rows(
 
     ``estimates`` None (a DuckDB store): the class estimates are computed in the same
     read: each chunk of runs is staged once (its spans' attributes parsed once, written
-    to a temporary Parquet file, about 4 MB per 25,000 runs, all removed when the rows are
+    to temporary Parquet files, about 4 MB per 25,000 runs, all removed when the rows are
     read), the estimates added up from the staged calls, then every chunk replayed from
     its file (at 1M runs the estimates' own read of the spans was a fifth of the what-if's
     time in a profile, issue 11).
@@ -300,7 +307,7 @@ def replay_rows(
 def _replay_rows(
     con: duckdb.DuckDBPyConnection, variants: Sequence[Overrides], window: Window,
     task_class: str | None, estimates: Estimates,
-    staging: tuple[list[Bounds], list[str], Estimates] | None,
+    staging: tuple[list[Bounds], list[Staged], Estimates] | None,
     keeps: Sequence[RunFilter | None],
 ) -> list[tuple[pl.DataFrame, int]]:
     conds, params = _scope(window, task_class)
@@ -315,7 +322,7 @@ def _replay_rows(
         chunks_n = max(1, math.ceil(pairs / CHUNK_PAIRS))
         bounds = chunks.chunk_bounds(con, f"SELECT r.run_id FROM runs r {where(conds)}",
                                      params, runs, max(1, math.ceil(runs / chunks_n)))
-        staged: list[str | None] = [None] * len(bounds)
+        staged: list[Staged | None] = [None] * len(bounds)
     else:
         bounds, files, _ = staging
         staged = list(files)

@@ -202,9 +202,16 @@ def test_a_memory_bound_too_small_falls_back_to_the_connections_own(
         assert con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0] == before
 
 
-def test_a_window_and_a_class_read_the_estimates_of_every_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk_runs", [None, 7])
+def test_a_window_and_a_class_read_the_estimates_of_every_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_runs: int | None
+) -> None:
     # the staged what-if reads the class estimates from every run of the class, and its
-    # rows from the window's runs only: the same figures as the Python counterfactual
+    # rows from the window's runs only: the same figures as the Python counterfactual;
+    # in chunks of 7 runs, staged two chunks at a time (odd chunks, an odd count: each
+    # chunk's rows read from its runs' part of the staged files)
+    if chunk_runs is not None:
+        monkeypatch.setattr("cliffwatch.analytics.whatif_sql.CHUNK_RUNS", chunk_runs)
     rng = random.Random(5)
     path = tmp_path / "window.duckdb"
     write_spans(path, [r for n in range(80) for r in _random_run(rng, n)])

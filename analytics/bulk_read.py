@@ -51,6 +51,16 @@ reads again under the bound around it. The findings and the report (which bring 
 estimates) read under :data:`FINDINGS_MEMORY_LIMIT` and :data:`MEMORY_LIMIT`."""
 
 
+def _restore_limit(con: duckdb.DuckDBPyConnection, before: str | None) -> None:
+    """Put back the connection's own ``memory_limit``, ``before`` as DuckDB printed it:
+    RESET restores DuckDB's default exactly; a limit the caller set comes back as its
+    text says (DuckDB prints it rounded to 3 digits)."""
+    con.execute("RESET memory_limit")
+    now = con.sql("SELECT current_setting('memory_limit')").fetchall()
+    if before and (not now or str(now[0][0]) != before):
+        con.execute("SET memory_limit = $limit", {"limit": before})
+
+
 @contextmanager
 def bounded_memory(
     con: duckdb.DuckDBPyConnection, limit: str | None = None, *, keep_order: bool = False
@@ -73,12 +83,7 @@ def bounded_memory(
             con.execute("SET preserve_insertion_order = false")  # callers sort what they read
         yield
     finally:
-        # the limit first: RESET restores DuckDB's default exactly; a limit the caller set
-        # comes back as its text says (DuckDB prints it rounded to 3 digits)
-        con.execute("RESET memory_limit")
-        now = con.sql("SELECT current_setting('memory_limit')").fetchall()
-        if before and (not now or str(now[0][0]) != before):
-            con.execute("SET memory_limit = $limit", {"limit": before})
+        _restore_limit(con, before)  # the limit first
         con.execute("SET preserve_insertion_order = $keep",
                     {"keep": bool(order[0][0]) if order else True})
 
@@ -132,6 +137,38 @@ def run_bounded(
     finally:
         _LIMIT.reset(limit_token)
         _BOUND.reset(token)
+
+
+RELEASE_FLOOR = "64MB"
+"""The ``memory_limit`` :func:`release_cache` sets for a moment to make DuckDB evict the
+blocks it keeps cached."""
+
+
+def release_cache(con: duckdb.DuckDBPyConnection) -> None:
+    """Let DuckDB drop the blocks it has kept cached since the last bound was set (they
+    count in the process's resident memory), then put the limit back: the bound of the
+    innermost :func:`run_bounded` call running, else the connection's own. Call it
+    between a bulk read and Python work that builds large frames of its own (the findings'
+    detectors after their what-ifs at 1M runs read the runs' columns and filter them
+    with up to 512 MB of span blocks still cached: issue 11).
+
+    Blocks a running query holds cannot be evicted: then DuckDB refuses the lower limit,
+    and the limit stays as it was (nothing raised). A ClickHouse store's connection is
+    left as it is."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return
+    bound = _LIMIT.get() if _BOUND.get() == "bounded" else None
+    rows = con.sql("SELECT current_setting('memory_limit')").fetchall()
+    before = str(rows[0][0]) if rows else None
+    try:
+        con.execute("SET memory_limit = $limit", {"limit": RELEASE_FLOOR})
+    except duckdb.Error:
+        pass  # pinned blocks over the floor: nothing to let go of now
+    finally:
+        if bound is not None:
+            con.execute("SET memory_limit = $limit", {"limit": bound})
+        else:
+            _restore_limit(con, before)
 
 
 @contextmanager

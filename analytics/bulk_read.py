@@ -26,10 +26,16 @@ MEMORY_LIMIT = "512MB"
 """DuckDB's ``memory_limit`` while the report reads the store (:func:`bounded_memory`), and
 a what-if whose caller brings the class estimates: without it the buffer pool keeps every
 block of span attributes it has read (about 1 GB per 100,000 runs), with it DuckDB evicts
-them, or spills, as it goes. A report at 1M runs under 256 MB ran out of it (which read
-is not traced yet; the one-query spend by model and role did, and is now chunked:
-:data:`analytics.percentiles.UNIT_CHUNK_RUNS`) and read everything again unbounded, 5.1
-GB (issue 11), so the report keeps 512 MB."""
+them, or spills, as it goes. A report at 1M runs under 256 MB ran out of it and read
+everything again unbounded, 5.1 GB (issue 11), so the report keeps 512 MB. Traced (RSS and
+``duckdb_memory()`` per step): the spend by model and role (chunked,
+:data:`analytics.percentiles.UNIT_CHUNK_RUNS`) now fits 256 MB; the read that runs out is
+the what-if's Python counterfactual loading its runs' calls
+(:func:`analytics.recorded.load_recorded_runs`: 6,000 runs spread over the whole store,
+every span block scanned). The report's peak RSS (1.6 GB) is its what-if pass (the
+findings' two what-ifs and the report's, 41 chunks), where DuckDB's own accounting stays
+near 180 MB: the per-run rows (~240 MB) and, per chunk, its whole Arrow result kept alive
+by the rows' ``run_id`` strings (views into it: 7-11 MB a chunk)."""
 
 FINDINGS_MEMORY_LIMIT = "256MB"
 """DuckDB's ``memory_limit`` while ``cliffwatch findings`` (:func:`analytics.findings.

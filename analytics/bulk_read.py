@@ -26,10 +26,16 @@ MEMORY_LIMIT = "512MB"
 """DuckDB's ``memory_limit`` while the report reads the store (:func:`bounded_memory`), and
 a what-if whose caller brings the class estimates: without it the buffer pool keeps every
 block of span attributes it has read (about 1 GB per 100,000 runs), with it DuckDB evicts
-them, or spills, as it goes. A report at 1M runs under 256 MB ran out of it (which read
-is not traced yet; the one-query spend by model and role did, and is now chunked:
-:data:`analytics.percentiles.UNIT_CHUNK_RUNS`) and read everything again unbounded, 5.1
-GB (issue 11), so the report keeps 512 MB."""
+them, or spills, as it goes. A report at 1M runs under 256 MB ran out of it and read
+everything again unbounded, 5.1 GB (issue 11), so the report keeps 512 MB. Traced (RSS and
+``duckdb_memory()`` per step): the spend by model and role (chunked,
+:data:`analytics.percentiles.UNIT_CHUNK_RUNS`) now fits 256 MB; the read that runs out is
+the what-if's Python counterfactual loading its runs' calls
+(:func:`analytics.recorded.load_recorded_runs`: 6,000 runs spread over the whole store,
+every span block scanned). The report's peak RSS (1.6 GB) is its what-if pass (the
+findings' two what-ifs and the report's, 41 chunks), where DuckDB's own accounting stays
+near 180 MB: the per-run rows (~240 MB) and, per chunk, its whole Arrow result kept alive
+by the rows' ``run_id`` strings (views into it: 7-11 MB a chunk)."""
 
 FINDINGS_MEMORY_LIMIT = "256MB"
 """DuckDB's ``memory_limit`` while ``cliffwatch findings`` (:func:`analytics.findings.
@@ -49,6 +55,16 @@ no more; the lower bound is meant to keep ``whatif`` at 1M runs under 1 GB of pe
 (issue 11: 1.11 GB under 512 MB). Should a read still run out of it, :func:`run_bounded`
 reads again under the bound around it. The findings and the report (which bring their
 estimates) read under :data:`FINDINGS_MEMORY_LIMIT` and :data:`MEMORY_LIMIT`."""
+
+
+def _restore_limit(con: duckdb.DuckDBPyConnection, before: str | None) -> None:
+    """Put back the connection's own ``memory_limit``, ``before`` as DuckDB printed it:
+    RESET restores DuckDB's default exactly; a limit the caller set comes back as its
+    text says (DuckDB prints it rounded to 3 digits)."""
+    con.execute("RESET memory_limit")
+    now = con.sql("SELECT current_setting('memory_limit')").fetchall()
+    if before and (not now or str(now[0][0]) != before):
+        con.execute("SET memory_limit = $limit", {"limit": before})
 
 
 @contextmanager
@@ -73,12 +89,7 @@ def bounded_memory(
             con.execute("SET preserve_insertion_order = false")  # callers sort what they read
         yield
     finally:
-        # the limit first: RESET restores DuckDB's default exactly; a limit the caller set
-        # comes back as its text says (DuckDB prints it rounded to 3 digits)
-        con.execute("RESET memory_limit")
-        now = con.sql("SELECT current_setting('memory_limit')").fetchall()
-        if before and (not now or str(now[0][0]) != before):
-            con.execute("SET memory_limit = $limit", {"limit": before})
+        _restore_limit(con, before)  # the limit first
         con.execute("SET preserve_insertion_order = $keep",
                     {"keep": bool(order[0][0]) if order else True})
 
@@ -132,6 +143,38 @@ def run_bounded(
     finally:
         _LIMIT.reset(limit_token)
         _BOUND.reset(token)
+
+
+RELEASE_FLOOR = "64MB"
+"""The ``memory_limit`` :func:`release_cache` sets for a moment to make DuckDB evict the
+blocks it keeps cached."""
+
+
+def release_cache(con: duckdb.DuckDBPyConnection) -> None:
+    """Let DuckDB drop the blocks it has kept cached since the last bound was set (they
+    count in the process's resident memory), then put the limit back: the bound of the
+    innermost :func:`run_bounded` call running, else the connection's own. Call it
+    between a bulk read and Python work that builds large frames of its own (the findings'
+    detectors after their what-ifs at 1M runs read the runs' columns and filter them
+    with up to 512 MB of span blocks still cached: issue 11).
+
+    Blocks a running query holds cannot be evicted: then DuckDB refuses the lower limit,
+    and the limit stays as it was (nothing raised). A ClickHouse store's connection is
+    left as it is."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return
+    bound = _LIMIT.get() if _BOUND.get() == "bounded" else None
+    rows = con.sql("SELECT current_setting('memory_limit')").fetchall()
+    before = str(rows[0][0]) if rows else None
+    try:
+        con.execute("SET memory_limit = $limit", {"limit": RELEASE_FLOOR})
+    except duckdb.Error:
+        pass  # pinned blocks over the floor: nothing to let go of now
+    finally:
+        if bound is not None:
+            con.execute("SET memory_limit = $limit", {"limit": bound})
+        else:
+            _restore_limit(con, before)
 
 
 @contextmanager

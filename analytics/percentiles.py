@@ -53,8 +53,9 @@ PERCENTILE_COLUMNS: tuple[str, ...] = (
 _LEAF_CALLS_CTE = """
     leaf_calls AS (
         -- telemetry.materialise stamps is_leaf_call (LLM calls with no LLM-call
-        -- descendant): the one place the leaf-call rule lives.
-        SELECT s.* FROM spans s JOIN scope ON s.trace_id = scope.run_id
+        -- descendant): the one place the leaf-call rule lives. The run's breach comes
+        -- along (the units' one join with the runs).
+        SELECT s.*, scope.breach FROM spans s JOIN scope ON s.trace_id = scope.run_id
         WHERE s.is_leaf_call
     )
 """
@@ -155,14 +156,16 @@ def cost_percentiles(
 _UNITS_SQL = """
     SELECT {keys}, c.trace_id,
            coalesce(sum(c.cost_usd), 0) AS cost_usd,
-           any_value(scope.breach) AS breach,
+           any_value(c.breach) AS breach,
            count(*) FILTER (
                WHERE c.cost_usd IS NULL OR c.cost_source = $unpriced
            ) AS unpriced_calls
-    FROM leaf_calls c JOIN scope ON c.trace_id = scope.run_id
+    FROM leaf_calls c
     {group}
 """
-"""One unit per (run, key): the run's leaf calls summed; ``keys`` and ``group`` say which."""
+"""One unit per (run, key): the run's leaf calls summed; ``keys`` and ``group`` say which.
+The run's breach is read with its calls (``leaf_calls``), not by joining the runs a second
+time: at 1M runs a chunk's units took 0.19-0.33 s against 0.48 s (issue 11)."""
 
 
 UNIT_CHUNK_RUNS = 100_000
@@ -175,7 +178,7 @@ runs in a report (load ~10)."""
 
 _UNIT_ROWS_SQL = """
     WITH scope AS ({scope}), leaf_calls AS (
-        SELECT s.* FROM spans s JOIN scope ON s.trace_id = scope.run_id
+        SELECT s.*, scope.breach FROM spans s JOIN scope ON s.trace_id = scope.run_id
         WHERE s.is_leaf_call {span_range}
     ),
     units AS ({units})

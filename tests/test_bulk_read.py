@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import duckdb
 
-from cliffwatch.analytics.bulk_read import run_bounded
+from cliffwatch.analytics.bulk_read import release_cache, run_bounded
 
 # a hash aggregate over 2,000,000 distinct strings: far more than 8 MB of memory (a bound
 # of a few KB would leave DuckDB unable to run even the statement that lifts it)
@@ -64,3 +64,34 @@ def test_a_nested_read_without_a_limit_of_its_own_reads_under_the_enclosing_boun
     run_bounded(con, lambda: seen.append(_limit(con)), limit="64MB")
     run_bounded(con, lambda: seen.append(_limit(con)))  # alone: the default bound
     assert seen[0] == seen[1] != seen[2], seen
+
+
+def _cached_mb(con: duckdb.DuckDBPyConnection) -> int:
+    return int(con.sql("SELECT sum(memory_usage_bytes) // 1048576 FROM duckdb_memory()")
+               .fetchall()[0][0])
+
+
+def test_release_cache_lets_go_of_read_blocks_and_puts_the_bound_back(tmp_path) -> None:
+    path = str(tmp_path / "blocks.duckdb")
+    with duckdb.connect(path) as con:
+        con.execute("CREATE TABLE t AS SELECT md5(range::VARCHAR) || md5((range + 1)::VARCHAR)"
+                    " AS s FROM range(3000000)")
+    con = duckdb.connect(path, read_only=True)
+    own = _limit(con)
+    seen: dict[str, object] = {}
+
+    def work() -> None:
+        bound = _limit(con)
+        con.sql("SELECT max(s) FROM t").fetchall()  # the table's blocks, read and kept
+        seen["read"] = _cached_mb(con)
+        release_cache(con)
+        seen["released"] = _cached_mb(con)
+        seen["bound"], seen["bound_after"] = bound, _limit(con)
+
+    run_bounded(con, work, limit="512MB")
+    assert isinstance(seen["read"], int) and seen["read"] >= 80, seen
+    assert seen["released"] <= 64 < seen["read"], seen  # down to RELEASE_FLOOR
+    assert seen["bound_after"] == seen["bound"] != own
+    assert _limit(con) == own
+    release_cache(con)  # outside any bound: the connection's own limit stays
+    assert _limit(con) == own

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import polars.testing
 import pytest
 
 from cliffwatch import settings
@@ -26,6 +27,7 @@ from cliffwatch.analytics.findings import (
     _bare,
     _bare_expr,
     find_findings,
+    findings_and_what_if,
     findings_records,
 )
 from cliffwatch.analytics.replay import LimitsOverride
@@ -375,3 +377,20 @@ def test_the_bare_model_name_is_the_same_in_polars_and_python() -> None:
     in_polars = pl.DataFrame({"m": names}, schema={"m": pl.String}).select(_bare_expr("m"))
     assert in_polars["m"].to_list() == [_bare(n) for n in names]
     assert _bare("sim/gpt-4.1") == "gpt-4.1"
+
+
+def test_the_reports_what_if_is_by_class_with_its_runs_let_go(page_store: Path) -> None:
+    # the report's what-if, replayed with the findings' ones, gives what_if's classes; its
+    # per-run rows are not kept (1M of them at 1M runs; issue 11)
+    override = LimitsOverride(max_workers=2, policy=CapPolicy.TRUNCATE)
+    now = datetime(2026, 11, 11)
+    with read_store(page_store) as con:
+        found, shared = findings_and_what_if(con, override, WINDOW, now=now)
+        alone = what_if(con, override, WINDOW, now=now)
+        expected = find_findings(con, WINDOW, now=now)
+    assert alone.runs.height > 0 and shared.runs.is_empty()
+    assert shared.runs.columns == alone.runs.columns
+    pl.testing.assert_frame_equal(shared.by_class, alone.by_class, check_exact=False,
+                                  rel_tol=1e-12)
+    assert shared.window_days == alone.window_days
+    assert found.drop("evidence").to_dicts() == expected.drop("evidence").to_dicts()

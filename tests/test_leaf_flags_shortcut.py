@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from cliffwatch.telemetry import leaf_calls
 
@@ -41,6 +42,18 @@ def _random_scope(rng: random.Random, traces: int) -> list[tuple]:  # type: igno
     return rows
 
 
+def _insert(con: duckdb.DuckDBPyConnection, rows: list[tuple]) -> None:  # type: ignore[type-arg]
+    """Append ``rows`` (tuples in the table's column order) to ``scope`` as one Arrow
+    table (not executemany: a statement a row)."""
+    names = [column[0] for column in con.execute("SELECT * FROM scope LIMIT 0").description]
+    con.register("scope_rows", pa.Table.from_pylist([dict(zip(names, row, strict=True))
+                                                     for row in rows]))
+    try:
+        con.execute("INSERT INTO scope SELECT * FROM scope_rows")
+    finally:
+        con.unregister("scope_rows")
+
+
 def _flags(con: duckdb.DuckDBPyConnection) -> list[tuple]:  # type: ignore[type-arg]
     return con.execute(f"SELECT * FROM {leaf_calls.FLAGS} ORDER BY trace_id, span_id"
                        ).fetchall()
@@ -53,8 +66,7 @@ def test_the_shortcut_gives_the_full_rules_flags_where_it_is_taken(tmp_path: Pat
         rng = random.Random(seed)
         con.execute("DROP TABLE IF EXISTS scope")
         con.execute(_SCOPE_DDL)
-        con.executemany(f"INSERT INTO scope VALUES ({', '.join(['?'] * 17)})",
-                        _random_scope(rng, rng.randint(1, 6)))
+        _insert(con, _random_scope(rng, rng.randint(1, 6)))
         two_scopes, call_parents, changed = con.execute(
             leaf_calls._SHAPE.format(scope_spans="scope")).fetchall()[0]
         con.execute(leaf_calls._LEAF_FLAGS.format(
@@ -83,9 +95,9 @@ def test_a_call_that_is_a_parent_takes_the_full_rule(tmp_path: Path) -> None:
                True, None)
     tool = ("t", "tool", "wrap", False, None, None, None, 2, 80, None, 1, 1, None, "m", "m",
             False, None)
-    con.executemany(f"INSERT INTO scope VALUES ({', '.join(['?'] * 17)})", [row, wrapper])
+    _insert(con, [row, wrapper])
     assert con.execute(leaf_calls._SHAPE.format(scope_spans="scope")).fetchall()[0][:2] == (
         False, False)
     # A non-call child under the call: the shape cannot tell whether a call lies below.
-    con.execute(f"INSERT INTO scope VALUES ({', '.join(['?'] * 17)})", tool)
+    _insert(con, [tool])
     assert con.execute(leaf_calls._SHAPE.format(scope_spans="scope")).fetchall()[0][1]

@@ -2,8 +2,9 @@
 as CLI processes over a cached store of N runs (:mod:`bench.bigstore`), each against the
 raw SQL computing the same figures (:mod:`bench.raw_sql`) in a process that imports only
 DuckDB. Each prints both wall times, their ratio, both peak RSS (``ru_maxrss`` of the
-child, from ``os.wait4`` in a small launcher: :func:`child`) and the load average before and after; beside them, the raw
-SQL again under the commands' DuckDB ``memory_limit`` (a second line, never instead).
+child, from ``os.wait4`` in a small launcher: :func:`child`) and the load average before
+and after; beside them, the raw SQL again under the commands' DuckDB ``memory_limit`` (a
+second line, never instead).
 Targets (issue 11): within 2x of the raw SQL and under 1 GB peak RSS at 1M runs.
 """
 

@@ -27,12 +27,13 @@ dispatch layer itself):
   not one of the four, a cost change within a hair of the 1e-12 "affected" threshold.
 
 Memory: the spans of one chunk of runs (:data:`CHUNK_RUNS` runs, by run-id range) are
-read at a time; DuckDB holds that chunk's LLM calls, never the store's (and
+read at a time by a query (staged, two such queries side by side: :mod:`analytics.
+chunk_pool`); DuckDB holds those chunks' LLM calls, never the store's (and
 :mod:`analytics.bulk_read` bounds its memory while a what-if runs). The chunk's spans are
 read once (:data:`STAGE_SQL`: one parse of the attributes per span that needs it), inline,
 or beforehand into a Parquet file the class estimates are read from too
 (:func:`stage_chunk`). Every run is keyed by a dense integer (``rk``: its place in run-id
-order within the chunk or the staged range) in the joins and groups, not by its 32-character
+order within the chunk) in the joins and groups, not by its 32-character
 id: at 100k runs that took a fifth of :data:`RUN_SQL`'s CPU off and its spill under the
 256 MB bound to nothing (issue 11). The charges are ordered against the ceiling only for
 the runs whose spend could reach it (``risky``).
@@ -511,29 +512,15 @@ class Staged(NamedTuple):
         calls: its :data:`STAGE_SQL` rows (``read_parquet(...)``), keyed by ``rk``.
         keys: its runs, one row each: ``run_id``, ``task_class`` and ``rk`` (the run's
             dense integer key in ``calls``, 1.. in run-id order).
-        keys_of: a run-id range within the staged one: :func:`sql_run_rows` reads only
-            the calls of its runs (their ``rk`` range); None reads every call.
     """
 
     calls: str
     keys: str
-    keys_of: Bounds | None = None
 
 
 _INLINE_KEYS = "SELECT run_id, row_number() OVER (ORDER BY run_id) AS rk FROM (" \
     "SELECT DISTINCT run_id FROM scope_runs)"
 """The runs' keys when :data:`STAGE_SQL` runs inline: numbered in the query itself."""
-
-
-def _rk_range(con: duckdb.DuckDBPyConnection, keys: str, bounds: Bounds) -> tuple[int, int]:
-    """The first and last ``rk`` of the runs of ``keys`` in the run-id range ``bounds``
-    (``(1, 0)``, an empty range, when none)."""
-    params: dict[str, Any] = {}
-    conds, _ = chunks.range_filters(bounds, "run_id", "run_id", params)
-    rows = con.execute(f"SELECT min(rk), max(rk) FROM {keys} {where(conds)}",
-                       params or None).fetchall()
-    low, high = rows[0] if rows else (None, None)
-    return (1, 0) if low is None or high is None else (int(low), int(high))
 
 
 def sql_run_rows(
@@ -561,12 +548,6 @@ def sql_run_rows(
         # conditions the file holds the runs of the scope, none to filter out
         filters = ["rk IN (SELECT rk FROM scope)"] if conds else []
         keys = f"SELECT run_id, rk FROM {staged.keys}"
-        if staged.keys_of is not None:
-            # the runs of the range are numbered in a row (rk in run-id order): their
-            # calls are a range of rk, filtered as the file is read
-            low, high = _rk_range(con, staged.keys, staged.keys_of)
-            filters.append(f"rk BETWEEN {low} AND {high}")
-            keys += f" WHERE rk BETWEEN {low} AND {high}"
         source = f"SELECT * FROM {staged.calls} {where(filters)}"
         materialized = False
     conds = [*conds, *extra]

@@ -66,9 +66,10 @@ def chunk_cursors(con: duckdb.DuckDBPyConnection, **frames: pl.DataFrame) -> Ite
 
 def in_order(workers: list[Worker], tasks: Iterable[Callable[[Worker], T]]) -> Iterator[T]:
     """Each of ``tasks`` run on a free one of ``workers`` (one task per worker at a time,
-    the next started as one ends), its result yielded in task order. A task's exception
-    is raised here, at its turn (the tasks already started finish first). One worker runs
-    them in the calling thread."""
+    the next started as one ends; at most two tasks per worker started or done and not
+    yet yielded), its result yielded in task order. A task's exception is raised here, at
+    its turn (the tasks already submitted finish first). One worker runs them in the
+    calling thread."""
     if len(workers) == 1:
         for task in tasks:
             yield task(workers[0])
@@ -88,7 +89,9 @@ def in_order(workers: list[Worker], tasks: Iterable[Callable[[Worker], T]]) -> I
         pending: deque[Future[T]] = deque()
         for task in tasks:
             pending.append(pool.submit(run, task))
-            if len(pending) > len(workers):
+            # a task queued ahead of each worker: one that ends starts the next even while
+            # the oldest (whose result comes first) still runs
+            if len(pending) >= 2 * len(workers):
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()

@@ -49,12 +49,13 @@ with no read out of the bound (two runs, load 5-10; issue 11)."""
 WHATIF_MEMORY_LIMIT = "256MB"
 """DuckDB's ``memory_limit`` while a what-if reads its rows and its class estimates in one
 staged pass (:func:`analytics.whatif.what_ifs` without given estimates: ``cliffwatch
-whatif``, the dashboard's What-if page): each of its reads holds one chunk of runs
-(:data:`analytics.whatif_sql.CHUNK_RUNS` runs over the variants), so the buffer pool needs
-no more; the lower bound is meant to keep ``whatif`` at 1M runs under 1 GB of peak RSS
-(issue 11: 1.11 GB under 512 MB). Should a read still run out of it, :func:`run_bounded`
-reads again under the bound around it. The findings and the report (which bring their
-estimates) read under :data:`FINDINGS_MEMORY_LIMIT` and :data:`MEMORY_LIMIT`."""
+whatif``, the dashboard's What-if page): its reads hold two chunks of runs at once
+(:data:`analytics.whatif_sql.CHUNK_RUNS` runs over the variants each, side by side:
+:mod:`analytics.chunk_pool`), so the buffer pool needs no more; the lower bound is meant to
+keep ``whatif`` at 1M runs under 1 GB of peak RSS (issue 11: 1.11 GB under 512 MB).
+Should a read still run out of it, :func:`run_bounded` reads again under the bound around
+it. The findings and the report (which bring their estimates) read under
+:data:`FINDINGS_MEMORY_LIMIT` and :data:`MEMORY_LIMIT`."""
 
 
 def _restore_limit(con: duckdb.DuckDBPyConnection, before: str | None) -> None:

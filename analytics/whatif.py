@@ -331,7 +331,7 @@ def what_ifs(
             for overrides, keep in zip(variants, keeps or [None] * len(variants),
                                        strict=True))]
 
-    # the staged read holds one chunk at a time: the lower bound (callers that bring their
+    # the staged read holds two chunks at a time: the lower bound (callers that bring their
     # estimates, the findings and the report, keep theirs: not measured under it)
     results = run_bounded(con, replay,
                           limit=bulk_read.WHATIF_MEMORY_LIMIT if estimates is None else None)

@@ -7,7 +7,8 @@ for the runs the SQL leaves to it, in chunks.
 docstring says which) are replayed by :func:`analytics.counterfactual.counterfactual`, the
 orchestrator's dispatch layer, :data:`PY_CHUNK_RUNS` runs at a time. :func:`python_rows`
 replays every run in Python (the reference the SQL is tested against). Either way memory
-holds one chunk's calls, never the window's.
+holds a chunk's calls (two chunks side by side when staged, :mod:`analytics.chunk_pool`),
+never the window's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ import polars as pl
 from polars.datatypes import DataTypeClass
 
 from cliffwatch.analytics import chunks, whatif_sql
-from cliffwatch.analytics.bulk_read import registered
+from cliffwatch.analytics.chunk_pool import Worker, chunk_cursors, in_order, one_worker
 from cliffwatch.analytics.chunks import Bounds
 from cliffwatch.analytics.counterfactual import Counterfactual, Outcome, counterfactual
 from cliffwatch.analytics.estimates import estimate_scope, fold_estimates, staged_estimate_sums
@@ -42,12 +44,6 @@ from cliffwatch.analytics.window import Window
 
 PY_CHUNK_RUNS = 10_000
 """Runs the Python counterfactual loads (with their calls) at a time."""
-
-STAGE_CHUNKS = 2
-"""Chunks staged by one query (:func:`_staged_pass`): a chunk's spans fill one or two of
-the store's row groups, which DuckDB scans one thread each; two chunks at once kept both
-cores busy (at 100k runs, a fifth less wall time staging, the same CPU: issue 11). Each
-chunk is then replayed from its part of the files (its runs' ``rk`` range)."""
 
 CHUNK_PAIRS = 2 * whatif_sql.CHUNK_RUNS
 """(variant, run) pairs per chunk of the pushed-down what-if when its caller brings the
@@ -239,26 +235,32 @@ def _estimate_tables(estimates: Estimates) -> dict[str, pl.DataFrame]:
     return {"workers": workers, "synth": synth}
 
 
+def _stage_one(
+    conds: list[str], params: dict[str, Any], chunk: Bounds, path: Path, worker: Worker,
+) -> tuple[Staged, pl.DataFrame]:
+    read = stage_chunk(worker[0], conds, params, chunk, path)
+    return read, staged_estimate_sums(worker[0], read.calls, read.keys)
+
+
 def _staged_pass(
     con: duckdb.DuckDBPyConnection, task_class: str | None, per_chunk_runs: int, tmp: Path,
 ) -> tuple[list[Bounds], list[Staged], Estimates]:
-    """Stage the class estimates' runs :data:`STAGE_CHUNKS` chunks at a time
-    (:func:`analytics.whatif_sql.stage_chunk`: the spans' attributes parsed once, the rows
-    written to Parquet files in ``tmp``) and add up the estimates from the staged calls:
-    ``(bounds, per chunk the SQL reading its part of the staged files, the class
+    """Stage the class estimates' runs chunk by chunk, :data:`analytics.chunk_pool.WORKERS`
+    chunks at once (:func:`analytics.whatif_sql.stage_chunk`: the spans' attributes parsed
+    once, the rows written to Parquet files in ``tmp``) and add up the estimates from the
+    staged calls: ``(bounds, per chunk the SQL reading its staged files, the class
     estimates)``."""
     est_conds, est_params = estimate_scope(task_class)
     stage_conds = [f"r.{c}" for c in est_conds]
     runs = frame(con, f"SELECT count(*) AS n FROM runs {where(est_conds)}", est_params)["n"][0]
     bounds = chunks.chunk_bounds(con, f"SELECT run_id FROM runs {where(est_conds)}",
                                  est_params, runs, per_chunk_runs)
-    staged, sums = [], []
-    for i in range(0, len(bounds), STAGE_CHUNKS):
-        mine = bounds[i : i + STAGE_CHUNKS]
-        read = stage_chunk(con, stage_conds, est_params, (mine[0][0], mine[-1][1]),
-                           tmp / f"chunk-{i}.parquet")
-        sums.append(staged_estimate_sums(con, read.calls, read.keys))
-        staged += [read._replace(keys_of=chunk) for chunk in mine] if len(mine) > 1 else [read]
+    with chunk_cursors(con) as workers:
+        done = list(in_order(workers, [
+            partial(_stage_one, stage_conds, est_params, chunk, tmp / f"chunk-{i}.parquet")
+            for i, chunk in enumerate(bounds)]))
+    staged = [read for read, _ in done]
+    sums = [part for _, part in done]
     return bounds, staged, fold_estimates(sums, load_completed_runs(con, task_class))
 
 
@@ -277,7 +279,8 @@ def replay_rows(
     to temporary Parquet files, about 4 MB per 25,000 runs, all removed when the rows are
     read), the estimates added up from the staged calls, then every chunk replayed from
     its file (at 1M runs the estimates' own read of the spans was a fifth of the what-if's
-    time in a profile, issue 11).
+    time in a profile, issue 11). Staged and replayed two chunks at a time, each on a
+    cursor of its own (:mod:`analytics.chunk_pool`).
 
     Returns:
         ``(per variant, in order, (rows, python_runs), the class estimates, staged_s)``:
@@ -302,6 +305,13 @@ def replay_rows(
         staged_s = time.perf_counter() - began
         rows = _replay_rows(con, variants, window, task_class, staging[2], staging, keeps)
     return rows, staging[2], staged_s
+
+
+def _chunk_rows(
+    conds: list[str], params: dict[str, Any], chunk: Bounds, source: Staged | None,
+    worker: Worker,
+) -> pl.DataFrame:
+    return sql_run_rows(worker[0], worker[1], conds, params, chunk, source)
 
 
 def _replay_rows(
@@ -329,9 +339,11 @@ def _replay_rows(
     parts: list[list[pl.DataFrame]] = [[] for _ in variants]
     to_python: list[list[str]] = [[] for _ in variants]
     schema = pl.Schema(RUN_SCHEMA)
-    with registered(con, lim=lim, **_estimate_tables(estimates)) as names:
-        for chunk, source in zip(bounds, staged, strict=True):
-            rows = sql_run_rows(con, names, conds, params, chunk, source)
+    # the staged chunks (a DuckDB store) read side by side, each on a cursor of its own
+    workers = chunk_cursors if staging is not None else one_worker
+    with workers(con, lim=lim, **_estimate_tables(estimates)) as pool:
+        for rows in in_order(pool, [partial(_chunk_rows, conds, params, chunk, source)
+                                    for chunk, source in zip(bounds, staged, strict=True)]):
             split = (rows.partition_by("variant", as_dict=True).items() if len(variants) > 1
                      else [((0,), rows)])
             del rows

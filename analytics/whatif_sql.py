@@ -27,12 +27,13 @@ dispatch layer itself):
   not one of the four, a cost change within a hair of the 1e-12 "affected" threshold.
 
 Memory: the spans of one chunk of runs (:data:`CHUNK_RUNS` runs, by run-id range) are
-read at a time; DuckDB holds that chunk's LLM calls, never the store's (and
+read at a time by a query (staged, two such queries side by side: :mod:`analytics.
+chunk_pool`); DuckDB holds those chunks' LLM calls, never the store's (and
 :mod:`analytics.bulk_read` bounds its memory while a what-if runs). The chunk's spans are
 read once (:data:`STAGE_SQL`: one parse of the attributes per span that needs it), inline,
 or beforehand into a Parquet file the class estimates are read from too
 (:func:`stage_chunk`). Every run is keyed by a dense integer (``rk``: its place in run-id
-order within the chunk or the staged range) in the joins and groups, not by its 32-character
+order within the chunk) in the joins and groups, not by its 32-character
 id: at 100k runs that took a fifth of :data:`RUN_SQL`'s CPU off and its spill under the
 256 MB bound to nothing (issue 11). The charges are ordered against the ceiling only for
 the runs whose spend could reach it (``risky``).
@@ -87,45 +88,50 @@ SELECT rk, span_id, role, leaf, root, model, start_ns, end_ns, input_tokens, out
     TRY_CAST(CASE WHEN leaf AND role = '{Role.WORKER}' THEN a[1] END AS INTEGER) AS idx,
     CASE WHEN root THEN TRY_CAST(a[4] AS DOUBLE) END AS rf,
     CASE WHEN root THEN TRY_CAST(a[5] AS DOUBLE) END AS rp,
-    -- each plan answer parsed twice (its elements' kinds, then their fields): usable as
-    -- parse_plan has it (a JSON array of objects), and per sub-task its estimate and model
+    -- each plan answer parsed once into its elements' fields (and again, element by
+    -- element, only when some element has none of them): usable as parse_plan has it (a
+    -- JSON array of objects), and per sub-task its estimate and model
     usable,
     CASE WHEN usable THEN NOT coalesce(list_bool_and(list_transform(
             fields, lambda f, k: {_ELEM_SIMPLE})), true)
         ELSE coalesce(plan_json, '') <> '' AND NOT json_valid(plan_json) END AS weird,
     -- the estimate's JSON text cast as text (a cast of the JSON value parses it again; an
-    -- estimate that is not a JSON number makes the plan weird, decided in Python)
+    -- estimate that is not a JSON number makes the plan weird, decided in Python); read
+    -- only where usable (a plan that is not has them too, never read)
     list_transform(fields, lambda f: TRY_CAST(f.estimated_cost_usd::VARCHAR AS DOUBLE)) AS ests,
     list_transform(fields, lambda f: coalesce(
         substr(f.model::VARCHAR, 2, length(f.model::VARCHAR) - 2), '')) AS models
 FROM (
-    SELECT *, CASE WHEN usable THEN json_transform(plan_json, {_PLAN_SCHEMA}) END AS fields
+    -- an element with one of the fields read is a JSON object (json_transform reads a
+    -- number, string, array or null element as no fields): the elements' kinds are read
+    -- (a second parse) only for a plan with an element without them
+    SELECT *, is_array AND CASE WHEN coalesce(list_bool_and(list_transform(fields,
+            lambda f: f.index IS NOT NULL OR f.estimated_cost_usd IS NOT NULL
+                OR f.model IS NOT NULL OR f.max_output_tokens IS NOT NULL)), true) THEN true
+        ELSE coalesce(list_bool_and(list_transform(json_transform(plan_json, '["JSON"]'),
+            lambda e: starts_with(e::VARCHAR, '{{'))), true) END AS usable
     FROM (
-        SELECT *, is_array AND coalesce(list_bool_and(list_transform(
-            items, lambda e: starts_with(e::VARCHAR, '{{'))), true) AS usable
+        -- is_array: a ClickHouse array is never NULL
+        SELECT *, CASE WHEN is_array THEN json_transform(plan_json, {_PLAN_SCHEMA}) END AS fields
         FROM (
-            -- is_array, not `items IS NOT NULL`: a ClickHouse array is never NULL
-            SELECT *, CASE WHEN is_array THEN json_transform(plan_json, '["JSON"]') END AS items
+            SELECT *, coalesce(coalesce(plan_json, '') <> '' AND json_valid(plan_json)
+                AND starts_with(ltrim(plan_json, {_JSON_SPACE}), '['), false) AS is_array
             FROM (
-                SELECT *, coalesce(coalesce(plan_json, '') <> '' AND json_valid(plan_json)
-                    AND starts_with(ltrim(plan_json, {_JSON_SPACE}), '['), false) AS is_array
+                SELECT *, CASE WHEN leaf AND role = '{Role.PLAN}' THEN a[3] END AS plan_json
                 FROM (
-                    SELECT *, CASE WHEN leaf AND role = '{Role.PLAN}' THEN a[3] END AS plan_json
-                    FROM (
-                        SELECT k.rk, sp.span_id, sp.role,
-                            sp.is_leaf_call AS leaf, sp.parent_span_id IS NULL AS root,
-                            coalesce(sp.request_model, sp.response_model) AS model,
-                            sp.start_time_unix_nano AS start_ns,
-                            sp.end_time_unix_nano AS end_ns, sp.input_tokens,
-                            sp.output_tokens, sp.cost_usd, sp.status_code <> 'error' AS ok,
-                            sp.price_input_usd_per_token AS price_in,
-                            -- one parse of the attributes, of the spans that need it
-                            CASE WHEN (sp.is_leaf_call AND sp.role IN ('{Role.WORKER}',
-                                '{Role.PLAN}')) OR sp.parent_span_id IS NULL
-                                THEN {attrs_sql(_STAGE_KEYS, "sp")} END AS a
-                        FROM spans sp JOIN ({{keys}}) k ON k.run_id = sp.trace_id
-                        WHERE (sp.is_leaf_call OR sp.parent_span_id IS NULL) {{span_range}}
-                    )
+                    SELECT k.rk, sp.span_id, sp.role,
+                        sp.is_leaf_call AS leaf, sp.parent_span_id IS NULL AS root,
+                        coalesce(sp.request_model, sp.response_model) AS model,
+                        sp.start_time_unix_nano AS start_ns,
+                        sp.end_time_unix_nano AS end_ns, sp.input_tokens,
+                        sp.output_tokens, sp.cost_usd, sp.status_code <> 'error' AS ok,
+                        sp.price_input_usd_per_token AS price_in,
+                        -- one parse of the attributes, of the spans that need it
+                        CASE WHEN (sp.is_leaf_call AND sp.role IN ('{Role.WORKER}',
+                            '{Role.PLAN}')) OR sp.parent_span_id IS NULL
+                            THEN {attrs_sql(_STAGE_KEYS, "sp")} END AS a
+                    FROM spans sp JOIN ({{keys}}) k ON k.run_id = sp.trace_id
+                    WHERE (sp.is_leaf_call OR sp.parent_span_id IS NULL) {{span_range}}
                 )
             )
         )
@@ -165,41 +171,48 @@ calls AS (
         price_in, cancelled, idx
     FROM staged WHERE leaf
 ),
-root AS (
-    SELECT rk, arg_min({{'fixed': rf, 'per': rp}}, {{'s': start_ns, 'i': span_id}}) AS reserve
-    FROM staged WHERE root GROUP BY rk
-),
-run_calls AS (
-    SELECT rk, sum(coalesce(cost_usd, 0)) AS all_cost, bool_or(cost_usd < 0) AS negative
-    FROM calls GROUP BY rk
-),
-plan_calls AS (
-    SELECT rk, cost_usd, {{'s': start_ns, 'i': span_id}} AS pos, usable, weird, ests, models
-    FROM staged WHERE leaf AND role = '{Role.PLAN}'
-),
-plan_runs AS (
-    -- per run, its planner calls in start order (cost, usable) and the first usable plan
-    SELECT rk, bool_or(weird) AS weird, count(*) FILTER (WHERE usable) AS n_usable,
-        list({{'c': cost_usd, 'u': usable}} ORDER BY pos) AS l,
-        arg_min({{'e': ests, 'm': models}}, pos) FILTER (WHERE usable) AS first
-    FROM plan_calls GROUP BY rk
+per_run AS (
+    -- per run in one group (one read of the chunk's rows, not four): its reserve (its
+    -- first root span's), every call's cost, its planner calls in start order (position,
+    -- cost, usable: a list sorted after the group, not an ordered aggregate, which sorted
+    -- every group's rows at a quarter of this query's time, issue 11), its first usable
+    -- plan and its first synthesis call's input price
+    SELECT rk,
+        arg_min({{'fixed': rf, 'per': rp}}, pos) FILTER (WHERE root) AS reserve,
+        sum(coalesce(cost_usd, 0)) FILTER (WHERE leaf) AS all_cost,
+        bool_or(cost_usd < 0) FILTER (WHERE leaf) AS negative,
+        -- named apart from `decided`'s columns (ClickHouse's USING joins below)
+        count(*) FILTER (WHERE plan) AS plans, bool_or(weird) FILTER (WHERE plan) AS plan_weird,
+        count(*) FILTER (WHERE plan AND usable) AS usable_plans,
+        list_sort(list({{'p': pos, 'c': cost_usd, 'u': usable}}) FILTER (WHERE plan)) AS l,
+        arg_min({{'e': ests, 'm': models}}, pos) FILTER (WHERE plan AND usable) AS first,
+        arg_min(price_in, pos) FILTER (WHERE leaf AND role = '{Role.SYNTHESIS}'
+            AND price_in IS NOT NULL) AS price
+    FROM (
+        SELECT rk, role, leaf, root, leaf AND role = '{Role.PLAN}' AS plan, cost_usd, usable,
+            weird, ests, models, rf, rp, price_in, {{'s': start_ns, 'i': span_id}} AS pos
+        FROM staged
+    )
+    GROUP BY rk
 ),
 first_plan AS (
-    SELECT rk, n_usable, weird, first.e AS ests, first.m AS models, p1,
+    SELECT rk, usable_plans AS n_usable, plan_weird AS weird, first.e AS ests, first.m AS models,
+        p1,
         list_sum(list_transform(l[1:p1], lambda x: coalesce(x.c, 0))) AS spent1,
         l[p1].c AS first_cost, len(l) - p1 AS n_later,
         coalesce(list_sum(list_transform(l[p1 + 1:], lambda x: coalesce(x.c, 0))), 0)
             AS later_cost,
         list_bool_or(list_transform(l[p1 + 1:], lambda x: x.c IS NULL)) AS later_unpriced
     FROM (
-        SELECT *, list_position(list_transform(l, lambda x: x.u), true) AS p1 FROM plan_runs
+        SELECT *, list_position(list_transform(l, lambda x: x.u), true) AS p1
+        FROM per_run WHERE plans > 0
     )
 ),
 checked AS (
     -- rk named explicitly: ClickHouse names it s.rk in s.* after the USING joins
     SELECT s.* EXCLUDE (rk), s.rk AS rk,
         f.n_usable, f.weird, f.spent1, f.ests, f.models, len(f.ests) AS n1,
-        f.rk IS NOT NULL AS replayable, root.reserve.fixed AS rf, root.reserve.per AS rp,
+        f.rk IS NOT NULL AS replayable, pr.reserve.fixed AS rf, pr.reserve.per AS rp,
         coalesce(s.cap IS NOT NULL AND len(f.ests) > s.cap, false) AS cap_breach,
         -- a replan request the run did not make under this cap: the second plan is the
         -- first cap sub-tasks of the first, at the cost of the run's own replan calls
@@ -211,7 +224,7 @@ checked AS (
             AS same_request,
         CASE WHEN f.n_later > 0 THEN CASE WHEN f.later_unpriced THEN NULL ELSE f.later_cost END
              ELSE f.first_cost END AS replan_cost
-    FROM scope s LEFT JOIN first_plan f USING (rk) LEFT JOIN root USING (rk)
+    FROM scope s LEFT JOIN first_plan f USING (rk) LEFT JOIN per_run pr USING (rk)
 ),
 kept AS (
     SELECT *,
@@ -285,17 +298,13 @@ rec_answers AS (
     SELECT rk, sum(coalesce(last_answer.t, 0)) AS tokens
     FROM widx WHERE last_answer IS NOT NULL GROUP BY rk
 ),
-stage_price AS (
-    SELECT rk, arg_min(price_in, {{'s': start_ns, 'i': span_id}}) AS price
-    FROM calls WHERE role = '{Role.SYNTHESIS}' AND price_in IS NOT NULL GROUP BY rk
-),
 delta AS (
     SELECT d.variant, d.rk, coalesce(w.ans_tokens, 0) - coalesce(ra.tokens, 0) AS delta,
-        coalesce(sp.price, sy.price_input, 0) AS price, d.ceiling,
+        coalesce(pr.price, sy.price_input, 0) AS price, d.ceiling,
         coalesce(w.answered, 0) AS answered, sy.synthesis_usd
     FROM decided d
     LEFT JOIN work w USING (variant, rk) LEFT JOIN rec_answers ra USING (rk)
-    LEFT JOIN stage_price sp USING (rk)
+    LEFT JOIN per_run pr USING (rk)
     LEFT JOIN {{synth}} sy ON sy.task_class = d.task_class
     WHERE d.replayable AND d.n_usable > 0 AND d.action = 'dispatch'
 ),
@@ -389,8 +398,8 @@ crossed AS (
 outcome AS (
     -- d's join keys named explicitly (ClickHouse names them d.* after USING joins)
     SELECT d.* EXCLUDE (variant, rk, task_class), d.variant AS variant,
-        d.rk AS rk, d.task_class AS task_class, rc.all_cost,
-        coalesce(rc.negative, false) OR coalesce(w.negative, false) AS negative,
+        d.rk AS rk, d.task_class AS task_class, pr.all_cost,
+        coalesce(pr.negative, false) OR coalesce(w.negative, false) AS negative,
         coalesce(w.answered, 0) AS answered_n, coalesce(w.worker_cost, 0) AS worker_cost,
         coalesce(w.worker_est, 0) AS worker_est, coalesce(w.worker_est_any, false) AS w_est_any,
         st.n AS stage_n, st.cost AS stage_cost, st.est AS stage_est, st.est_any AS stage_est_any,
@@ -406,7 +415,7 @@ outcome AS (
              WHEN coalesce(w.answered, 0) = 0 THEN 'failed'
              WHEN d.status = 'failed' AND st.n > 0 THEN 'failed'
              ELSE 'ok' END AS status_after
-    FROM decided d LEFT JOIN run_calls rc USING (rk)
+    FROM decided d LEFT JOIN per_run pr USING (rk)
     LEFT JOIN work w USING (variant, rk) LEFT JOIN stage st USING (variant, rk)
     LEFT JOIN crossed cr USING (variant, rk)
     LEFT JOIN {{synth}} sy ON sy.task_class = d.task_class
@@ -503,29 +512,15 @@ class Staged(NamedTuple):
         calls: its :data:`STAGE_SQL` rows (``read_parquet(...)``), keyed by ``rk``.
         keys: its runs, one row each: ``run_id``, ``task_class`` and ``rk`` (the run's
             dense integer key in ``calls``, 1.. in run-id order).
-        keys_of: a run-id range within the staged one: :func:`sql_run_rows` reads only
-            the calls of its runs (their ``rk`` range); None reads every call.
     """
 
     calls: str
     keys: str
-    keys_of: Bounds | None = None
 
 
 _INLINE_KEYS = "SELECT run_id, row_number() OVER (ORDER BY run_id) AS rk FROM (" \
     "SELECT DISTINCT run_id FROM scope_runs)"
 """The runs' keys when :data:`STAGE_SQL` runs inline: numbered in the query itself."""
-
-
-def _rk_range(con: duckdb.DuckDBPyConnection, keys: str, bounds: Bounds) -> tuple[int, int]:
-    """The first and last ``rk`` of the runs of ``keys`` in the run-id range ``bounds``
-    (``(1, 0)``, an empty range, when none)."""
-    params: dict[str, Any] = {}
-    conds, _ = chunks.range_filters(bounds, "run_id", "run_id", params)
-    rows = con.execute(f"SELECT min(rk), max(rk) FROM {keys} {where(conds)}",
-                       params or None).fetchall()
-    low, high = rows[0] if rows else (None, None)
-    return (1, 0) if low is None or high is None else (int(low), int(high))
 
 
 def sql_run_rows(
@@ -553,12 +548,6 @@ def sql_run_rows(
         # conditions the file holds the runs of the scope, none to filter out
         filters = ["rk IN (SELECT rk FROM scope)"] if conds else []
         keys = f"SELECT run_id, rk FROM {staged.keys}"
-        if staged.keys_of is not None:
-            # the runs of the range are numbered in a row (rk in run-id order): their
-            # calls are a range of rk, filtered as the file is read
-            low, high = _rk_range(con, staged.keys, staged.keys_of)
-            filters.append(f"rk BETWEEN {low} AND {high}")
-            keys += f" WHERE rk BETWEEN {low} AND {high}"
         source = f"SELECT * FROM {staged.calls} {where(filters)}"
         materialized = False
     conds = [*conds, *extra]

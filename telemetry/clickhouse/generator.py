@@ -12,8 +12,8 @@ or not at all, for the DuckDB SQL of analytics/ fixed:
 - ``TRY_CAST`` -> ``accurateCastOrNull``; ``bool_or``/``bool_and`` -> ``max``/``min``;
 - structs -> named tuples (field names prefixed, :data:`FIELD_PREFIX`), lambdas with a
   position argument, list slices (1-based, inclusive), ``list_sum``/``list_bool_*`` over
-  the non-NULL elements, ``list(x ORDER BY k)``, ``range``, ``greatest``/``least`` with
-  NULLs skipped and mixed numeric types, ``len`` as BIGINT.
+  the non-NULL elements, ``list(x ORDER BY k)``, ``list_sort`` (ascending), ``range``,
+  ``greatest``/``least`` with NULLs skipped and mixed numeric types, ``len`` as BIGINT.
 """
 
 from __future__ import annotations
@@ -214,6 +214,15 @@ def _struct(self: ClickHouseGenerator, expression: exp.Expr) -> str:
     return f"tuple({', '.join(parts)})"
 
 
+def _list_sort(self: ClickHouseGenerator, expression: exp.Expr) -> str:
+    """DuckDB ``list_sort(l)`` (ascending) -> ``arraySort(l)``; tuples compare field by
+    field in both (our SQL sorts lists whose first field has no NULL)."""
+    asc = expression.args.get("asc")
+    if isinstance(asc, exp.Boolean) and not asc.this:
+        raise TranspileError("list_sort sorts ascending here")
+    return f"arraySort({self.sql(expression, 'this')})"
+
+
 def _series(self: ClickHouseGenerator, expression: exp.Expr) -> str:
     """DuckDB ``range(a, b)`` (``b`` excluded) -> ClickHouse ``range``."""
     if not expression.args.get("is_end_exclusive"):
@@ -243,5 +252,6 @@ class CliffwatchClickHouse(ClickHouse):
             exp.Greatest: _extreme("arrayMax({})"),
             exp.Least: _extreme("arrayMin({})"),
             exp.GenerateSeries: _series,
+            exp.ArraySort: _list_sort,
             exp.Length: lambda self, e: f"toInt64(length({self.sql(e, 'this')}))",
         }

@@ -29,18 +29,21 @@ block of span attributes it has read (about 1 GB per 100,000 runs), with it Duck
 them, or spills, as it goes. A report at 1M runs under 256 MB ran out of it and read
 everything again unbounded, 5.1 GB (issue 11), so the report keeps 512 MB. Traced (RSS and
 ``duckdb_memory()`` per step): the spend by model and role (chunked,
-:data:`analytics.percentiles.UNIT_CHUNK_RUNS`) now fits 256 MB; the read that runs out is
-the what-if's Python counterfactual loading its runs' calls
+:data:`analytics.percentiles.UNIT_CHUNK_RUNS`) now fits 256 MB; the read that ran out was
+the what-if's Python counterfactual loading its runs' calls in one batch
 (:func:`analytics.recorded.load_recorded_runs`: 6,000 runs spread over the whole store,
-every span block scanned). The report's peak RSS (1.6 GB) is its what-if pass (the
-findings' two what-ifs and the report's, 41 chunks), where DuckDB's own accounting stays
-near 180 MB: the per-run rows (~240 MB) and, per chunk, its whole Arrow result kept alive
-by the rows' ``run_id`` strings (views into it: 7-11 MB a chunk)."""
+every span block scanned), now read in narrow run-id batches
+(:data:`analytics.whatif_rows.PY_CHUNK_RUNS`). The report's what-if pass (the findings'
+two what-ifs and the report's, 41 chunks) reads under :data:`FINDINGS_MEMORY_LIMIT`, the
+report's own what-if replayed as a summary (no per-run rows kept): at 1M runs the
+report's peak went from 1.29 GB to 0.95 GB (issue 11)."""
 
 FINDINGS_MEMORY_LIMIT = "256MB"
 """DuckDB's ``memory_limit`` while ``cliffwatch findings`` (:func:`analytics.findings.
 find_findings`) reads the store; inside a report the findings read under the report's
-:data:`MEMORY_LIMIT`. Each of its reads holds one chunk of runs (the what-ifs' (variant,
+:data:`MEMORY_LIMIT`, but for their what-ifs (the report's among them), read under this
+bound there too (at 1M runs: DuckDB ~210 MB through the pass, where the report's 512 MB
+held up to ~450 MB). Each of its reads holds one chunk of runs (the what-ifs' (variant,
 run) pairs, :data:`analytics.whatif_rows.CHUNK_PAIRS`, only the runs the findings sum; the
 class estimates'). At 1M runs it peaked at 0.94-0.96 GB against 1.18 GB under 512 MB,
 with no read out of the bound (two runs, load 5-10; issue 11)."""

@@ -70,7 +70,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -355,15 +355,22 @@ class _Context:
             variants.append(("also", also, None))
         if len(variants) < 2 and also is None:
             return None  # one what-if: read when first asked
-        results = what_ifs(self.con, [v for _, v, _ in variants], self.window,
-                           self.task_class, now=self.now, estimates=self.class_estimates(),
-                           keeps=[k for _, _, k in variants])
+        estimates = self.class_estimates()
+        # the span blocks the estimates read, let go; the what-ifs read under the findings'
+        # lower bound, inside a report too (each read holds one chunk of (variant, run)
+        # pairs: at 1M runs the report's three what-ifs held ~250 MB more under its 512 MB)
+        bulk_read.release_cache(self.con)
+        results = run_bounded(self.con, lambda: what_ifs(
+            self.con, [v for _, v, _ in variants], self.window, self.task_class,
+            now=self.now, estimates=estimates, keeps=[k for _, _, k in variants],
+            summaries=[name == "also" for name, _, _ in variants]),
+            limit=bulk_read.FINDINGS_MEMORY_LIMIT)
         asked = None
         for (name, _, _), result in zip(variants, results, strict=True):
             if name == "also":
-                # the caller (the report) reads its classes: the per-run rows (1M at 1M
-                # runs, ~120 MB) are let go before the detectors build their frames
-                asked = replace(result, runs=result.runs.clear())
+                # the caller (the report) reads its classes only: replayed as a summary,
+                # no per-run rows kept (issue 11)
+                asked = result
                 continue
             self._what_ifs[name] = _kept(result.runs)
         return asked
@@ -792,8 +799,9 @@ def findings_and_what_if(
     :func:`analytics.whatif.what_if` under ``overrides`` over the same window, their
     what-ifs replayed in one pass over the calls (what the report shows). Arguments and
     errors as theirs. The what-if's figures are its ``by_class`` and ``window_days``: its
-    ``runs`` (per-run rows) are empty when the window has runs (let go once the classes
-    are summed, issue 11), so its ``totals()`` are not to be read."""
+    ``runs`` (per-run rows) are empty when the window has runs (replayed as a summary,
+    :func:`analytics.whatif.what_ifs`' ``summaries``: no per-run rows kept, issue 11),
+    so its ``totals()`` are not to be read."""
     found, what = _find(con, window, task_class, None, None, now, estimates, overrides)
     if what is None:  # no run in the window: nothing to share
         what = what_if(con, overrides, window, task_class, now=now, estimates=estimates)

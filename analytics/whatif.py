@@ -48,6 +48,7 @@ from cliffwatch.analytics.runs import require_task_class
 from cliffwatch.analytics.scalars import as_datetime
 from cliffwatch.analytics.whatif_rows import (
     RUN_COLUMNS,
+    RUN_SCHEMA,
     Overrides,
     RunFilter,
     override_for,
@@ -303,13 +304,17 @@ def what_ifs(
     pushdown: bool = True,
     estimates: Estimates | None = None,
     keeps: Sequence[RunFilter | None] | None = None,
+    summaries: Sequence[bool] | None = None,
 ) -> list[WhatIf]:
     """:func:`what_if` under each of ``variants``, in order, from one read of the calls
     (the pushed-down SQL computes every variant in the same pass). Arguments, errors and
     figures as :func:`what_if`'s; ``keeps``, per variant, a
     :data:`analytics.whatif_rows.RunFilter` of the runs it replays (None, or a None
     entry: every run of the window): a variant's rows and figures are then over the runs
-    it keeps."""
+    it keeps. ``summaries``, per variant, True when only its ``by_class`` and
+    ``window_days`` are wanted (pushed down: its per-run rows are summed as read, never
+    sorted into one frame, :func:`analytics.whatif_rows.replay_rows`): its ``runs`` are
+    then empty (its ``totals()`` not to be read)."""
     began = time.perf_counter()
     if task_class is not None:
         require_task_class(con, task_class)
@@ -319,13 +324,14 @@ def what_ifs(
         nonlocal loaded
         if pushdown and estimates is None and isinstance(con, duckdb.DuckDBPyConnection):
             # the estimates computed in the same read of the spans as the rows
-            rows, _, staged_s = replay_rows(con, variants, window, task_class, None, keeps)
+            rows, _, staged_s = replay_rows(con, variants, window, task_class, None, keeps,
+                                            summaries)
             loaded = began + staged_s
             return rows
         known = load_estimates(con, task_class) if estimates is None else estimates
         loaded = time.perf_counter()
         if pushdown:
-            return replay_rows(con, variants, window, task_class, known, keeps)[0]
+            return replay_rows(con, variants, window, task_class, known, keeps, summaries)[0]
         return [(rows, rows.height) for rows in (
             python_rows(con, overrides, window, task_class, known, keep)
             for overrides, keep in zip(variants, keeps or [None] * len(variants),
@@ -341,6 +347,8 @@ def what_ifs(
         by_class = _by_class(runs, days, overrides) if runs.height else pl.DataFrame(
             schema={c: pl.Float64 for c in CLASS_COLUMNS}
         ).with_columns(pl.col("task_class", "limits").cast(pl.String))
+        if not set(RUN_COLUMNS) <= set(runs.columns):  # a summary's rows
+            runs = pl.DataFrame(schema={c: RUN_SCHEMA[c] for c in RUN_COLUMNS})
         out.append(WhatIf(
             overrides=overrides,
             window=window,

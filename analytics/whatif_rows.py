@@ -42,8 +42,13 @@ from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.analytics.whatif_sql import Staged, sql_run_rows, stage_chunk
 from cliffwatch.analytics.window import Window
 
-PY_CHUNK_RUNS = 10_000
-"""Runs the Python counterfactual loads (with their calls) at a time."""
+PY_CHUNK_RUNS = 1_000
+"""Runs the Python counterfactual loads (with their calls) at a time, in run-id order: a
+batch is a narrow run-id range, whose spans DuckDB finds without scanning the rest of the
+store (zone maps). At 1M runs a report leaves ~6,000 runs spread over the store to
+Python: in one batch their read scanned every span block (DuckDB at 390 MB, the
+process's peak +400 MB; out of a 256 MB bound); in batches of 1,000, six reads of
+~210 MB each under 256 MB, in the same time (issue 11)."""
 
 CHUNK_PAIRS = 2 * whatif_sql.CHUNK_RUNS
 """(variant, run) pairs per chunk of the pushed-down what-if when its caller brings the
@@ -86,6 +91,15 @@ RUN_SCHEMA: dict[str, pl.DataType | DataTypeClass] = {
 class, the limits' text, the statuses and the breach are categorical (a handful of values
 repeated per run: 4 bytes a row each instead of a string view and its text; at 1M runs the
 report holds three such frames, issue 11); they read, compare and filter as strings."""
+
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "task_class", "started_at", "status_after", "affected", "_truncated", "not_completed",
+    "_estimated", "replayable", "cost_before_usd", "cost_after_usd", "estimated_usd",
+    "redo_usd",
+)
+"""The columns a variant replayed for its per-class figures only keeps per run (see
+:func:`replay_rows`' ``summaries``): what :func:`analytics.whatif.what_ifs` sums per
+class and the window's length reads; no run id (the widest column), no sort."""
 
 
 def override_for(overrides: Overrides, task_class: str) -> LimitsOverride:
@@ -268,11 +282,15 @@ def replay_rows(
     con: duckdb.DuckDBPyConnection, variants: Sequence[Overrides], window: Window,
     task_class: str | None, estimates: Estimates | None,
     keeps: Sequence[RunFilter | None] | None = None,
+    summaries: Sequence[bool] | None = None,
 ) -> tuple[list[tuple[pl.DataFrame, int]], Estimates, float]:
     """Every run of the window under each of ``variants`` (sets of overrides), in one
     pass over the calls: pushed-down SQL, Python for the rest. ``keeps``: per variant, a
     :data:`RunFilter` of the runs it replays (None, or a None entry: every run); a run no
-    variant keeps is not read.
+    variant keeps is not read. ``summaries``: per variant, True when only its per-class
+    figures are wanted (a report's what-if): its rows keep :data:`SUMMARY_COLUMNS` only,
+    in the order read, not sorted into one frame (at 1M runs the full rows and their
+    sorted copy were ~270 MB at the report's peak; issue 11).
 
     ``estimates`` None (a DuckDB store): the class estimates are computed in the same
     read: each chunk of runs is staged once (its spans' attributes parsed once, written
@@ -284,7 +302,8 @@ def replay_rows(
 
     Returns:
         ``(per variant, in order, (rows, python_runs), the class estimates, staged_s)``:
-        :data:`RUN_SCHEMA` rows oldest first, how many runs the Python counterfactual
+        :data:`RUN_SCHEMA` rows oldest first (a summary variant's: :data:`SUMMARY_COLUMNS`,
+        unordered), how many runs the Python counterfactual
         replayed, and the seconds staging the chunks and adding up the estimates took (0
         when ``estimates`` were given).
 
@@ -293,9 +312,10 @@ def replay_rows(
         TypeError: ``estimates`` None on a store that is not DuckDB's.
     """
     keeps = list(keeps) if keeps is not None else [None] * len(variants)
+    summary = list(summaries) if summaries is not None else [False] * len(variants)
     if estimates is not None:
-        return (_replay_rows(con, variants, window, task_class, estimates, None, keeps),
-                estimates, 0.0)
+        return (_replay_rows(con, variants, window, task_class, estimates, None, keeps,
+                             summary), estimates, 0.0)
     if not isinstance(con, duckdb.DuckDBPyConnection):
         raise TypeError("staged what-if rows need a DuckDB store: pass the estimates")
     began = time.perf_counter()
@@ -303,7 +323,8 @@ def replay_rows(
         staging = _staged_pass(con, task_class,
                                max(1, whatif_sql.CHUNK_RUNS // len(variants)), Path(tmp))
         staged_s = time.perf_counter() - began
-        rows = _replay_rows(con, variants, window, task_class, staging[2], staging, keeps)
+        rows = _replay_rows(con, variants, window, task_class, staging[2], staging, keeps,
+                            summary)
     return rows, staging[2], staged_s
 
 
@@ -318,12 +339,13 @@ def _replay_rows(
     con: duckdb.DuckDBPyConnection, variants: Sequence[Overrides], window: Window,
     task_class: str | None, estimates: Estimates,
     staging: tuple[list[Bounds], list[Staged], Estimates] | None,
-    keeps: Sequence[RunFilter | None],
+    keeps: Sequence[RunFilter | None], summary: Sequence[bool],
 ) -> list[tuple[pl.DataFrame, int]]:
     conds, params = _scope(window, task_class)
     lim, pairs = _limit_table(con, conds, params, variants, estimates, keeps)
     if lim.is_empty():
-        return [(_finish([]), 0) for _ in variants]
+        return [(_finish([]).select(SUMMARY_COLUMNS) if brief else _finish([]), 0)
+                for brief in summary]
     if staging is None:
         runs = frame(con, f"SELECT count(*) AS n FROM runs r {where(conds)}", params)["n"][0]
         # every variant adds its own rows per run it keeps: chunks of about CHUNK_PAIRS
@@ -338,6 +360,7 @@ def _replay_rows(
         staged = list(files)
     parts: list[list[pl.DataFrame]] = [[] for _ in variants]
     to_python: list[list[str]] = [[] for _ in variants]
+    columns = [list(SUMMARY_COLUMNS) if brief else list(RUN_SCHEMA) for brief in summary]
     schema = pl.Schema(RUN_SCHEMA)
     # the staged chunks (a DuckDB store) read side by side, each on a cursor of its own
     workers = chunk_cursors if staging is not None else one_worker
@@ -354,11 +377,18 @@ def _replay_rows(
                     mine = mine.filter(~pl.col("py"))
                 # run_id copied: polars' strings are views into DuckDB's Arrow batch, which
                 # stays whole while any column of it lives (~7-11 MB a chunk at 1M runs)
-                parts[index].append(mine.select(list(RUN_SCHEMA)).cast(schema)
-                                    .with_columns(pl.col("run_id") + ""))
+                mine = mine.select(columns[index]).cast({c: schema[c] for c in columns[index]})
+                parts[index].append(mine.with_columns(pl.col("run_id") + "")
+                                    if "run_id" in mine.columns else mine)
     out = []
     for index, overrides in enumerate(variants):
         ids = sorted(to_python[index])
-        parts[index] += _python_chunks(con, ids, overrides, estimates)
-        out.append((_finish(parts[index]), len(ids)))
+        parts[index] += (rows.select(columns[index])
+                         for rows in _python_chunks(con, ids, overrides, estimates))
+        if summary[index]:
+            out.append((pl.concat(parts[index], rechunk=False) if parts[index]
+                        else _finish([]).select(SUMMARY_COLUMNS), len(ids)))
+            parts[index].clear()
+        else:
+            out.append((_finish(parts[index]), len(ids)))
     return out

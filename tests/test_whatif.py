@@ -10,10 +10,18 @@ import polars as pl
 import pytest
 from replay_store import MINI, Call, Sub, hand_run
 
+from cliffwatch.analytics import whatif_rows
 from cliffwatch.analytics.errors import UnknownTaskClassError
+from cliffwatch.analytics.estimates import load_estimates
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.store_access import read_store
-from cliffwatch.analytics.whatif import CLASS_COLUMNS, RUN_COLUMNS, what_if, window_days
+from cliffwatch.analytics.whatif import (
+    CLASS_COLUMNS,
+    RUN_COLUMNS,
+    what_if,
+    what_ifs,
+    window_days,
+)
 from cliffwatch.analytics.window import Window
 from cliffwatch.telemetry.testing import ns_at
 from cliffwatch.telemetry.write_pipeline import write_spans
@@ -136,6 +144,34 @@ def test_raising_a_cap_runs_what_was_rejected_and_says_it_is_estimated(store: Pa
     assert rejected["estimated_usd"] > 0 and rejected["redo_usd"] == 0.0
     assert rejected["cost_after_usd"] > rejected["cost_before_usd"]
     assert row["estimated_usd"] == pytest.approx(rejected["estimated_usd"] + 2 * _redo(8))
+
+
+@pytest.mark.parametrize("given_estimates", [True, False])
+def test_a_summary_has_the_figures_of_the_full_rows_and_no_rows(
+    store: Path, given_estimates: bool
+) -> None:
+    # a report's what-if: only its per-class figures, its rows never kept (issue 11)
+    variants = [LimitsOverride.parse(CAP), LimitsOverride.parse(CAP)]
+    with read_store(store) as con:
+        estimates = load_estimates(con) if given_estimates else None
+        full, brief = what_ifs(con, variants, Window.parse(SINCE, UNTIL),
+                               estimates=estimates, summaries=[False, True])
+    assert full.runs.height == len(RESEARCH) + len(EXTRACT) + 1
+    assert brief.runs.is_empty() and brief.runs.columns == list(RUN_COLUMNS)
+    assert brief.window_days == full.window_days
+    assert brief.by_class.columns == full.by_class.columns
+    for a, b in zip(full.by_class.iter_rows(), brief.by_class.iter_rows(), strict=True):
+        assert a == pytest.approx(b)  # floats summed in another order: the last bits
+
+
+def test_the_python_counterfactual_reads_its_runs_in_batches(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = _what(store, LimitsOverride.parse(CAP), pushdown=False)
+    monkeypatch.setattr(whatif_rows, "PY_CHUNK_RUNS", 2)  # a run-id range of two at a time
+    batched = _what(store, LimitsOverride.parse(CAP), pushdown=False)
+    assert whole.runs.height > 2 * 2
+    assert batched.runs.equals(whole.runs) and batched.by_class.equals(whole.by_class)
 
 
 def test_per_class_overrides_leave_other_classes_as_recorded(store: Path) -> None:

@@ -17,6 +17,7 @@ from dashboard_store import StoreFixture, build_store
 from streamlit.testing.v1 import AppTest
 from waits import scaled
 
+from cliffwatch.dashboard import paint_gate
 from cliffwatch.formatting import usd
 from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import hold_store_lock, make_runs_costing, ns_at
@@ -94,6 +95,24 @@ def test_cost_cliff_flag_follows_the_findings_threshold(
     open_page(app)
     assert set(_frame(app, "percentiles")["Cost Cliff"]) == {""}
     assert "above 60x is flagged" in _texts(app.caption)
+
+
+def test_overview_sends_its_charts_after_the_browser_drew_its_table(app: AppTest) -> None:
+    # A new browser session's first run: the table and the gate (dashboard/paint_gate.py),
+    # no chart; the rerun the gate asks for once the table is drawn: the charts too.
+    open_page(app, painted=False)
+    nodes = list(app.main)
+    kinds = [node.type for node in nodes]
+    gates = [i for i, kind in enumerate(kinds) if kind == "bidi_component"]
+    tables = [i for i, kind in enumerate(kinds) if kind == "table"]
+    assert "plotly_chart" not in kinds, kinds
+    assert len(gates) == 1 and len(tables) == 1 and tables[0] < gates[0], kinds
+    assert nodes[gates[0]].proto.component_name == "cliffwatch_paint_gate"
+    app.session_state[paint_gate.state_key("overview")] = True  # what the gate's call does
+    app.run()
+    kinds = [node.type for node in app.main]
+    assert kinds.count("plotly_chart") == 2 and "bidi_component" not in kinds, kinds
+    assert len(_frame(app, "percentiles")) == 2
 
 
 def test_overview_trend_marks_the_classes_cap_day(app: AppTest) -> None:

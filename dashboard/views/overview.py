@@ -11,6 +11,7 @@ from cliffwatch.analytics import charts
 from cliffwatch.dashboard import (
     downloads,
     filters,
+    paint_gate,
     queries,
     run_measures_panel,
     ui,
@@ -48,6 +49,9 @@ st.caption(
 )
 
 run_measures_panel.render(selected)
+
+if not paint_gate.painted("overview"):
+    st.stop()
 
 # The charts' data after the figures above are on screen (the first paint waits for
 # the figures only).

@@ -48,13 +48,13 @@ st.caption(
     "silent $0) and are counted."
 )
 
-run_measures_panel.render(selected)
-
+# What comes below (a wide table and the plotly charts) is sent once the browser has drawn
+# the table above (dashboard/paint_gate.py): the first paint waits for no more JavaScript.
 if not paint_gate.painted("overview"):
     st.stop()
 
-# The charts' data after the figures above are on screen (the first paint waits for
-# the figures only).
+run_measures_panel.render(selected)
+
 charts_data = queries.fetch(queries.load_overview_charts, selected)
 st.subheader("Cost distribution")
 if charts_data.runs_truncated:

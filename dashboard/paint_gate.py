@@ -11,13 +11,16 @@ result cache warm). Here the page draws its table and a small component
 (:func:`painted`, ``st.components.v2``: JavaScript in the page, no iframe) that waits for
 the table to be drawn and a frame painted, then asks for a rerun; that rerun, and every
 later one in the session, draws the charts (the table is unchanged, so the browser keeps
-it). Without the browser's signal (a component that never loads) the component asks anyway
-after :data:`FALLBACK_MS`, so the charts always come.
+it). The Run and Replay pages hold their charts' place above their tables meanwhile
+(:func:`chart`). Without the browser's signal (a component that never loads) the
+component asks anyway after :data:`FALLBACK_MS`, so the charts always come.
 """
 
 from __future__ import annotations
 
+import plotly.graph_objects as go
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 FALLBACK_MS = 10_000
 """Milliseconds after the component is mounted at which it asks for the charts even when no
@@ -46,11 +49,18 @@ export default function(component) {
 
 _COMPONENT = st.components.v2.component("cliffwatch_paint_gate", js=_JS)
 
-PAGES = ("overview",)
+PAGES = ("overview", "run", "replay")
 """The pages that send their charts after their first paint (their ``page`` names)."""
 
 TABLE_SELECTOR = "[data-testid='stMain'] [data-testid='stTable']"
 """An ``st.table`` drawn in the page's main area (the Overview's percentile table)."""
+
+DATAFRAME_SELECTOR = "[data-testid='stMain'] [data-testid='stDataFrame']"
+"""An ``st.dataframe`` drawn in the page's main area (the Run and Replay pages' tables,
+:mod:`dashboard.tables`)."""
+
+DEFAULT_CHART_HEIGHT_PX = 450
+"""The height plotly gives a figure whose layout sets none."""
 
 
 def state_key(page: str) -> str:
@@ -75,3 +85,14 @@ def painted(page: str, selector: str = TABLE_SELECTOR) -> bool:
     _COMPONENT(key=f"{key}_gate", data={"selector": selector, "fallback_ms": FALLBACK_MS},
                on_painted_change=opened, height=0)
     return False
+
+
+def chart(slot: DeltaGenerator, figure: go.Figure, drawn: bool, *, key: str) -> None:
+    """Fill ``slot`` (:func:`dashboard.ui.chart_slot`, above the table) with ``figure`` when
+    ``drawn`` (:func:`painted` of the page), else with an empty box of the figure's height,
+    so the table does not move when the chart comes in the next run."""
+    if drawn:
+        slot.plotly_chart(figure, key=key)
+    else:
+        slot.container(height=int(figure.layout.height or DEFAULT_CHART_HEIGHT_PX),
+                       border=False)

@@ -301,3 +301,22 @@ def test_run_page_waterfall_keeps_its_place_above_the_spans_table(
     tables = [i for i, node in enumerate(app.main) if node.type == "dataframe"]
     assert len(charts) == 1 and tables, kinds
     assert charts[0] < tables[0], kinds
+
+
+def test_run_page_sends_its_waterfall_after_the_browser_drew_the_spans_table(
+        app: AppTest, store: StoreFixture) -> None:
+    # dashboard/paint_gate.py: the first run holds the chart's place and puts the gate after
+    # the table; the run the gate asks for draws the chart in that place.
+    open_page(app, "views/run.py", painted=False, run_id=store.ceiling_run_id)
+    kinds = [node.type for node in app.main]
+    gates = [i for i, kind in enumerate(kinds) if kind == "bidi_component"]
+    tables = [i for i, kind in enumerate(kinds) if kind == "dataframe"]
+    assert "plotly_chart" not in kinds and len(gates) == 1, kinds
+    assert tables and tables[0] < gates[0], kinds
+    app.session_state[paint_gate.state_key("run")] = True
+    app.run()
+    kinds = [node.type for node in app.main]
+    charts = [i for i, kind in enumerate(kinds) if kind == "plotly_chart"]
+    tables = [i for i, kind in enumerate(kinds) if kind == "dataframe"]
+    assert len(charts) == 1 and "bidi_component" not in kinds, kinds
+    assert charts[0] < tables[0], kinds

@@ -11,9 +11,10 @@ result cache warm). Here the page draws its table and a small component
 (:func:`painted`, ``st.components.v2``: JavaScript in the page, no iframe) that waits for
 the table to be drawn and a frame painted, then asks for a rerun; that rerun, and every
 later one in the session, draws the charts (the table is unchanged, so the browser keeps
-it). The Run and Replay pages hold their charts' place above their tables meanwhile
-(:func:`chart`). Without the browser's signal (a component that never loads) the
-component asks anyway after :data:`FALLBACK_MS`, so the charts always come.
+it). The Run, Replay and What-if pages hold their charts' place meanwhile (:func:`chart`),
+so nothing drawn moves when they come. Without the browser's signal (a component that
+never loads) the component asks anyway after :data:`FALLBACK_MS`, so the charts always
+come.
 """
 
 from __future__ import annotations
@@ -49,15 +50,15 @@ export default function(component) {
 
 _COMPONENT = st.components.v2.component("cliffwatch_paint_gate", js=_JS)
 
-PAGES = ("overview", "run", "replay")
+PAGES = ("overview", "run", "replay", "whatif")
 """The pages that send their charts after their first paint (their ``page`` names)."""
 
 TABLE_SELECTOR = "[data-testid='stMain'] [data-testid='stTable']"
 """An ``st.table`` drawn in the page's main area (the Overview's percentile table)."""
 
 DATAFRAME_SELECTOR = "[data-testid='stMain'] [data-testid='stDataFrame']"
-"""An ``st.dataframe`` drawn in the page's main area (the Run and Replay pages' tables,
-:mod:`dashboard.tables`)."""
+"""An ``st.dataframe`` drawn in the page's main area (the Run, Replay and What-if pages'
+tables, :mod:`dashboard.tables`)."""
 
 DEFAULT_CHART_HEIGHT_PX = 450
 """The height plotly gives a figure whose layout sets none."""

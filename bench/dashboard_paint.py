@@ -59,8 +59,8 @@ runs being copied in SQL, not written through the incident rules; or Cost truth'
 line, drawn with the audit before its chart); the row says so. Pages that draw in two steps
 (the Overview's figures then its charts, Cost truth's audit then its cache savings, each
 read by its own loader) paint before their script ends: the "run ended" figure beside
-each row is the time to the complete page (the Overview's: its charts drawn too, they
-come in the script run after the first paint, :data:`COMPLETE`)."""
+each row is the time to the complete page (:data:`COMPLETE`: the charts drawn too, where
+they come in the script run after the first paint)."""
 
 
 
@@ -86,10 +86,14 @@ def select_pages(names: str) -> tuple[str, ...]:
 START_TIMEOUT_S = 180.0
 DONE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
 """The page's script run has ended (Streamlit's "running" indicator is gone)."""
-COMPLETE = {"overview": "() => document.querySelectorAll('.js-plotly-plot').length >= 2 "
-                        "&& !document.querySelector('[data-testid=\"stStatusWidget\"]')"}
-"""Per page, when it is complete, where that is more than :data:`DONE`: the Overview's two
-charts come in the script run that follows its first paint (dashboard/paint_gate.py)."""
+COMPLETE = ("() => !document.querySelector('[data-testid=\"stStatusWidget\"]') && "
+            "!document.querySelector(\"[data-testid='stMain'] [data-testid='stSkeleton'], "
+            "[data-testid^='stBidiComponent']\")")
+"""The page is complete: no script run going, no element of the main area still waiting
+for its JavaScript (Streamlit's skeleton) and no first-paint gate waiting to ask for the
+charts (dashboard/paint_gate.py: the Overview's, Run's, Replay's and What-if's charts come
+in the script run that follows the first paint, so their first run's end is not the
+page's)."""
 PAINT_TIMEOUT_MS = 180_000
 OVERVIEW_TARGET_S = 1.5
 PAGE_TARGET_S = 3.0
@@ -156,9 +160,9 @@ figure is up to that much later than the element: this one says when it came."""
 
 
 def _visit(context: Any, url: str, selector: str,
-           done: str = DONE) -> tuple[float, float, bool, float]:
+           done: str = COMPLETE) -> tuple[float, float, bool, float]:
     """One visit in ``context``: seconds to ``selector`` and to the page complete (the
-    function ``done`` true: the script run's end unless told), whether a chart or table
+    function ``done`` true: :data:`COMPLETE` unless told), whether a chart or table
     (not a message) was drawn, and the seconds from the navigation's start to the element
     in the DOM, on the page's clock (:data:`IN_PAGE_CLOCK`).
 
@@ -187,8 +191,8 @@ def _visit_thrice(browser: Any, url: str, path: str, done: str | None = None) ->
     (only the server's caches are warm); return: again in the first visit's context (the
     browser's cache of Streamlit's and plotly's JavaScript warm too: a returning visitor).
     inf for a visit that did not paint within PAINT_TIMEOUT_MS (the note says so, and the
-    later visits are skipped). ``done``: when the page is complete (None: the page's
-    :data:`COMPLETE` entry, else :data:`DONE`)."""
+    later visits are skipped). ``done``: when the page is complete (None:
+    :data:`COMPLETE`)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     name = page_name(path)
@@ -202,7 +206,7 @@ def _visit_thrice(browser: Any, url: str, path: str, done: str | None = None) ->
             fresh = context or browser.new_context(viewport={"width": 1440, "height": 1000})
             try:
                 painted, ended, drawn, element_s = _visit(fresh, f"{url}/{path}", selector,
-                                                          done or COMPLETE.get(name, DONE))
+                                                          done or COMPLETE)
             finally:
                 if context is None:
                     fresh.close()

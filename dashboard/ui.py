@@ -117,7 +117,9 @@ def chart_slot() -> DeltaGenerator:
     arrives; sent before the table, its download and evaluation delay the table's own
     JavaScript, so the page's first table waited for plotly (the Run page at 1M runs).
     Sent after it, the table is drawn first; the layout is the same (the slot holds the
-    chart's place above the table)."""
+    chart's place above the table). Even so it came while the table's JavaScript was still
+    loading: :func:`dashboard.paint_gate.chart` fills the slot in the run after the
+    browser drew the table."""
     return st.empty()
 
 

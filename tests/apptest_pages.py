@@ -5,16 +5,26 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
+from cliffwatch.dashboard import paint_gate
 
-def open_page(app: AppTest, page: str | None = None, **params: str | list[str]) -> AppTest:
+
+def open_page(app: AppTest, page: str | None = None, *, painted: bool = True,
+              **params: str | list[str]) -> AppTest:
     """Open ``page`` (None: the overview) with deep-link query parameters, as a new session;
     fails the test when the page raised.
+
+    ``painted``: the session's browser has already drawn the page's table
+    (:mod:`dashboard.paint_gate`: AppTest runs no JavaScript), so its charts come in the
+    first run; False: the first run of a new browser session, without its charts.
 
     AppTest needs one run of the entry point before it can switch to a page
     (docs/sources.md#streamlit-testing-and-rendering).
     """
     for name, value in params.items():
         app.query_params[name] = value
+    if painted:
+        for gated in paint_gate.PAGES:
+            app.session_state[paint_gate.state_key(gated)] = True
     app.run()
     if page is not None:
         app.switch_page(page).run()

@@ -17,6 +17,7 @@ from dashboard_store import StoreFixture, build_store
 from streamlit.testing.v1 import AppTest
 from waits import scaled
 
+from cliffwatch.dashboard import paint_gate
 from cliffwatch.formatting import usd
 from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import hold_store_lock, make_runs_costing, ns_at
@@ -94,6 +95,24 @@ def test_cost_cliff_flag_follows_the_findings_threshold(
     open_page(app)
     assert set(_frame(app, "percentiles")["Cost Cliff"]) == {""}
     assert "above 60x is flagged" in _texts(app.caption)
+
+
+def test_overview_sends_its_charts_after_the_browser_drew_its_table(app: AppTest) -> None:
+    # A new browser session's first run: the table and the gate (dashboard/paint_gate.py),
+    # no chart; the rerun the gate asks for once the table is drawn: the charts too.
+    open_page(app, painted=False)
+    nodes = list(app.main)
+    kinds = [node.type for node in nodes]
+    gates = [i for i, kind in enumerate(kinds) if kind == "bidi_component"]
+    tables = [i for i, kind in enumerate(kinds) if kind == "table"]
+    assert "plotly_chart" not in kinds, kinds
+    assert len(gates) == 1 and len(tables) == 1 and tables[0] < gates[0], kinds
+    assert nodes[gates[0]].proto.component_name == "cliffwatch_paint_gate"
+    app.session_state[paint_gate.state_key("overview")] = True  # what the gate's call does
+    app.run()
+    kinds = [node.type for node in app.main]
+    assert kinds.count("plotly_chart") == 2 and "bidi_component" not in kinds, kinds
+    assert len(_frame(app, "percentiles")) == 2
 
 
 def test_overview_trend_marks_the_classes_cap_day(app: AppTest) -> None:
@@ -281,4 +300,23 @@ def test_run_page_waterfall_keeps_its_place_above_the_spans_table(
     charts = [i for i, node in enumerate(app.main) if node.type == "plotly_chart"]
     tables = [i for i, node in enumerate(app.main) if node.type == "dataframe"]
     assert len(charts) == 1 and tables, kinds
+    assert charts[0] < tables[0], kinds
+
+
+def test_run_page_sends_its_waterfall_after_the_browser_drew_the_spans_table(
+        app: AppTest, store: StoreFixture) -> None:
+    # dashboard/paint_gate.py: the first run holds the chart's place and puts the gate after
+    # the table; the run the gate asks for draws the chart in that place.
+    open_page(app, "views/run.py", painted=False, run_id=store.ceiling_run_id)
+    kinds = [node.type for node in app.main]
+    gates = [i for i, kind in enumerate(kinds) if kind == "bidi_component"]
+    tables = [i for i, kind in enumerate(kinds) if kind == "dataframe"]
+    assert "plotly_chart" not in kinds and len(gates) == 1, kinds
+    assert tables and tables[0] < gates[0], kinds
+    app.session_state[paint_gate.state_key("run")] = True
+    app.run()
+    kinds = [node.type for node in app.main]
+    charts = [i for i, kind in enumerate(kinds) if kind == "plotly_chart"]
+    tables = [i for i, kind in enumerate(kinds) if kind == "dataframe"]
+    assert len(charts) == 1 and "bidi_component" not in kinds, kinds
     assert charts[0] < tables[0], kinds

@@ -117,6 +117,40 @@ def test_overview_shows_the_percentile_table(
     page.screenshot(path=str(shots / "overview_trend.png"))
 
 
+TABLE_DRAWN_AT = """(() => {
+  performance.setResourceTimingBufferSize(5000);  // Streamlit loads a few hundred chunks
+  window.cliffwatchTableAt = null;
+  new MutationObserver(() => {
+    const table = "[data-testid='stTable'], [data-testid='stDataFrame']";
+    if (window.cliffwatchTableAt === null && document.querySelector(table))
+      window.cliffwatchTableAt = performance.now();
+  }).observe(document, {childList: true, subtree: true});
+})();"""
+"""Records when the page's first table entered the DOM (ms, the page's clock)."""
+
+
+@pytest.mark.parametrize("path", ["", "run?run_id={run_id}"])
+def test_table_is_drawn_before_plotly_is_loaded(
+    server: str, store: StoreFixture, page: Any, path: str
+) -> None:
+    # dashboard/paint_gate.py: plotly.js (Streamlit's PlotlyChart chunk) is requested only
+    # after the page's first table is in the page, so its download and evaluation do not
+    # delay the first paint; the charts still come.
+    page.add_init_script(TABLE_DRAWN_AT)
+    page.goto(f"{server}/{path.format(run_id=store.ceiling_run_id)}")
+    charts = 2 if path == "" else 1
+    page.wait_for_function(f"() => document.querySelectorAll('.js-plotly-plot').length >= {charts}")
+    _settle(page)
+    table_at = page.evaluate("window.cliffwatchTableAt")
+    plotly_at = page.evaluate(
+        "performance.getEntriesByType('resource')"
+        ".filter(e => e.name.includes('/PlotlyChart.')).map(e => e.startTime)"
+    )
+    assert table_at is not None and len(plotly_at) == 1, (table_at, plotly_at)
+    assert table_at < plotly_at[0], (table_at, plotly_at)
+    assert page.locator(".js-plotly-plot").count() == charts
+
+
 def test_clicking_a_run_in_the_distribution_opens_it(
     server: str, store: StoreFixture, page: Any
 ) -> None:

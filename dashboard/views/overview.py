@@ -11,6 +11,7 @@ from cliffwatch.analytics import charts
 from cliffwatch.dashboard import (
     downloads,
     filters,
+    paint_gate,
     queries,
     run_measures_panel,
     ui,
@@ -47,10 +48,13 @@ st.caption(
     "silent $0) and are counted."
 )
 
+# What comes below (a wide table and the plotly charts) is sent once the browser has drawn
+# the table above (dashboard/paint_gate.py): the first paint waits for no more JavaScript.
+if not paint_gate.painted("overview"):
+    st.stop()
+
 run_measures_panel.render(selected)
 
-# The charts' data after the figures above are on screen (the first paint waits for
-# the figures only).
 charts_data = queries.fetch(queries.load_overview_charts, selected)
 st.subheader("Cost distribution")
 if charts_data.runs_truncated:

@@ -10,7 +10,7 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics import charts, replay_charts
-from cliffwatch.dashboard import downloads, links, queries, replay_queries, tables, ui
+from cliffwatch.dashboard import downloads, links, paint_gate, queries, replay_queries, tables, ui
 from cliffwatch.dashboard.limits_controls import limits_controls
 
 
@@ -114,8 +114,9 @@ if notes:
 comparison = rp.comparison()
 tables.show(comparison, key="comparison", height="content", column_config=COLUMNS,
             money_format=CALL_MONEY)
-stages.plotly_chart(replay_charts.counterfactual_stages(rp.counterfactual_items(), rp.timeline),
-                    key="stages")
+drawn = paint_gate.painted("replay", paint_gate.DATAFRAME_SELECTOR)  # charts after the table
+paint_gate.chart(stages, replay_charts.counterfactual_stages(rp.counterfactual_items(),
+                                                             rp.timeline), drawn, key="stages")
 downloads.csv_button(comparison, "replay_comparison")
 
 st.subheader("Timeline as recorded")
@@ -125,7 +126,7 @@ waterfall = ui.chart_slot()
 tables.show(rp.timeline, key="timeline", column_order=TIMELINE_ORDER,
             column_config=COLUMNS | {"detail": st.column_config.TextColumn("Detail", width=240)},
             money_format=CALL_MONEY)
-waterfall.plotly_chart(charts.run_waterfall(spans), key="waterfall")
+paint_gate.chart(waterfall, charts.run_waterfall(spans), drawn, key="waterfall")
 downloads.csv_button(rp.timeline, "replay_timeline")
 
 st.subheader("Plan")

@@ -9,7 +9,7 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics import charts
-from cliffwatch.dashboard import downloads, links, queries, tables, ui
+from cliffwatch.dashboard import downloads, links, paint_gate, queries, tables, ui
 
 run_id = (st.query_params.get("run_id") or "").strip()
 st.title("Run")
@@ -68,5 +68,6 @@ tables.show(
     column_config={"name": st.column_config.TextColumn("Span")},
     money_format="$%,.6f",
 )
-waterfall.plotly_chart(charts.run_waterfall(spans), key="waterfall")
+paint_gate.chart(waterfall, charts.run_waterfall(spans),
+                 paint_gate.painted("run", paint_gate.DATAFRAME_SELECTOR), key="waterfall")
 downloads.csv_button(spans, "run_spans")

@@ -9,7 +9,16 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics import replay_charts
-from cliffwatch.dashboard import downloads, filters, links, queries, replay_queries, tables, ui
+from cliffwatch.dashboard import (
+    downloads,
+    filters,
+    links,
+    paint_gate,
+    queries,
+    replay_queries,
+    tables,
+    ui,
+)
 from cliffwatch.dashboard.limits_controls import WHATIF_DEFAULT_CAP, limits_controls
 
 selected = filters.current()
@@ -73,7 +82,10 @@ tables.show(
                   "annual_saving_usd", "p99_before_usd", "p99_after_usd"],
 )
 downloads.csv_button(what.by_class, "whatif_by_class")
-st.plotly_chart(replay_charts.whatif_spend(what.by_class), key="whatif_spend")
+# The charts after the browser drew the table above (dashboard/paint_gate.py).
+charts_now = paint_gate.painted("whatif", paint_gate.DATAFRAME_SELECTOR)
+paint_gate.chart(st.empty(), replay_charts.whatif_spend(what.by_class), charts_now,
+                 key="whatif_spend")
 
 st.subheader("Cost per run before and after")
 drawn = what.runs
@@ -82,7 +94,8 @@ if drawn.height > (most := queries.RUN_POINTS_LIMIT // 2):
     drawn = drawn.sample(most, seed=0).sort("started_at")
     st.caption(f"Boxes and points: a uniform sample of {drawn.height:,} of the "
                f"{what.runs.height:,} runs (the table above and the CSV use every run).")
-st.plotly_chart(replay_charts.whatif_distribution(drawn), key="whatif_distribution")
+paint_gate.chart(st.empty(), replay_charts.whatif_distribution(drawn), charts_now,
+                 key="whatif_distribution")
 
 st.subheader("Runs the limits change")
 changed = what.runs.filter(pl.col("affected"))

@@ -5,14 +5,22 @@ A what-if at a million runs reads every LLM call's attributes once; without a bo
 DuckDB's buffer pool keeps every block it read, and the process grows by about 1 GB per
 100,000 runs. :func:`run_bounded` runs such a read under :data:`MEMORY_LIMIT` and gives
 the connection back its own limit afterwards.
+
+Those settings (``memory_limit``, ``preserve_insertion_order``, and ``threads`` while
+:mod:`analytics.chunk_pool` shares it out) belong to the whole DuckDB database instance,
+which every connection of the process to the same file shares. Two bulk reads side by side
+(two dashboard viewers' what-ifs in the server's threads) would each put back what it found,
+in the wrong order, and leave a bound or one thread in force for every later query; so the
+outermost :func:`run_bounded` of a thread holds :data:`_SETTINGS_LOCK` while it runs.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from typing import TypeVar
 
@@ -107,6 +115,12 @@ call given no limit of its own reads under it (the findings' lower bound stays t
 bound of the what-ifs they run)."""
 
 
+_SETTINGS_LOCK = threading.Lock()
+"""Held by a thread's outermost :func:`run_bounded` on a DuckDB connection while its block
+runs: bulk reads of one process change the database's settings one at a time (module doc).
+Nested calls run inside it; the chunk pool's threads only read."""
+
+
 def run_bounded(
     con: duckdb.DuckDBPyConnection, work: Callable[[], T], *, keep_order: bool = False,
     limit: str | None = None,
@@ -132,21 +146,25 @@ def run_bounded(
         return work()
     if limit is None and state == "bounded":
         limit = _LIMIT.get()
-    token = _BOUND.set("bounded")
-    limit_token = _LIMIT.set(limit or MEMORY_LIMIT)
-    try:
-        with bounded_memory(con, limit, keep_order=keep_order):
+    held: AbstractContextManager[object] = (
+        _SETTINGS_LOCK if state is None and isinstance(con, duckdb.DuckDBPyConnection)
+        else nullcontext())
+    with held:
+        token = _BOUND.set("bounded")
+        limit_token = _LIMIT.set(limit or MEMORY_LIMIT)
+        try:
+            with bounded_memory(con, limit, keep_order=keep_order):
+                return work()
+        except duckdb.OutOfMemoryException:
+            if state == "bounded":
+                raise
+            _log.warning("DuckDB ran out of memory under the %s bound; reading again under "
+                         "the connection's own limit", limit or MEMORY_LIMIT)
+            _BOUND.set("unbounded")
             return work()
-    except duckdb.OutOfMemoryException:
-        if state == "bounded":
-            raise
-        _log.warning("DuckDB ran out of memory under the %s bound; reading again under the "
-                     "connection's own limit", limit or MEMORY_LIMIT)
-        _BOUND.set("unbounded")
-        return work()
-    finally:
-        _LIMIT.reset(limit_token)
-        _BOUND.reset(token)
+        finally:
+            _LIMIT.reset(limit_token)
+            _BOUND.reset(token)
 
 
 RELEASE_FLOOR = "64MB"

@@ -3,7 +3,11 @@ nested bounded reads retry once, at the outermost, never one level at a time."""
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import duckdb
+from waits import scaled
 
 from cliffwatch.analytics.bulk_read import release_cache, run_bounded
 
@@ -95,3 +99,42 @@ def test_release_cache_lets_go_of_read_blocks_and_puts_the_bound_back(tmp_path) 
     assert _limit(con) == own
     release_cache(con)  # outside any bound: the connection's own limit stays
     assert _limit(con) == own
+
+
+def test_two_bulk_reads_in_threads_of_one_process_leave_the_databases_own_limit(
+    tmp_path: Path,
+) -> None:
+    """Two connections to one file share DuckDB's settings: bulk reads side by side (two
+    viewers' what-ifs in the dashboard server) run one at a time, so the second never
+    finds the first's bound and puts it back for good after the first restored the own."""
+    db = tmp_path / "store.duckdb"
+    duckdb.connect(str(db)).close()
+    first, second = duckdb.connect(str(db)), duckdb.connect(str(db))
+    own = _limit(first)
+    first_inside, second_inside, first_done = (threading.Event() for _ in range(3))
+    overlapped: list[bool] = []
+
+    def first_work() -> None:
+        first_inside.set()
+        # the second read starts meanwhile: it may not enter until this one has ended
+        overlapped.append(second_inside.wait(scaled(1.0)))
+
+    def second_work() -> None:
+        second_inside.set()
+        first_done.wait(scaled(30.0))  # end after the first (the order that broke)
+
+    def run_first() -> None:
+        run_bounded(first, first_work, limit="300MB")
+        first_done.set()
+
+    threads = [threading.Thread(target=run_first),
+               threading.Thread(target=lambda: (first_inside.wait(scaled(30.0)),
+                                                run_bounded(second, second_work,
+                                                            limit="200MB")))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(scaled(60.0))
+    assert overlapped == [False]
+    assert second_inside.is_set()
+    assert _limit(first) == _limit(second) == own

@@ -247,8 +247,10 @@ def _quantiles(costs: pl.Series) -> dict[str, float | None]:
 
 
 def _examples(runs: pl.DataFrame) -> list[str]:
-    # the two columns sorted, not every column of the runs concerned
-    return (runs.select("run_id", "cost_usd").sort("cost_usd", descending=True)["run_id"]
+    # the two columns sorted, not every column of the runs concerned; runs of equal cost by
+    # run id, so the examples do not hang on the order the rows were read in
+    return (runs.select("run_id", "cost_usd")
+            .sort(["cost_usd", "run_id"], descending=[True, False])["run_id"]
             .head(EXAMPLE_RUNS).to_list())
 
 

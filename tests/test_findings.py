@@ -21,11 +21,13 @@ import pytest
 from cliffwatch import settings
 from cliffwatch.analytics.errors import UnknownTaskClassError
 from cliffwatch.analytics.findings import (
+    EXAMPLE_RUNS,
     FINDING_COLUMNS,
     FINDING_KINDS,
     Thresholds,
     _bare,
     _bare_expr,
+    _examples,
     find_findings,
     findings_and_what_if,
     findings_records,
@@ -394,3 +396,18 @@ def test_the_reports_what_if_is_by_class_with_its_runs_let_go(page_store: Path) 
                                   rel_tol=1e-12)
     assert shared.window_days == alone.window_days
     assert found.drop("evidence").to_dicts() == expected.drop("evidence").to_dicts()
+
+
+def test_example_runs_of_equal_cost_come_by_run_id_whatever_the_read_order() -> None:
+    """A store of copied runs holds many of equal cost: the evidence names the costliest,
+    ties by run id, the same for every order the rows arrive in (two checkouts of one
+    store once named different copies)."""
+    rng = np.random.default_rng(7)
+    ids = [f"{i:032x}" for i in range(40)]
+    costs = [1.0 if i % 2 else 2.0 for i in range(40)]
+    expected = sorted(i for i, c in zip(ids, costs, strict=True) if c == 2.0)[:EXAMPLE_RUNS]
+    for _ in range(5):
+        order = rng.permutation(40)
+        runs = pl.DataFrame({"run_id": [ids[i] for i in order],
+                             "cost_usd": [costs[i] for i in order], "other": list(order)})
+        assert _examples(runs) == expected

@@ -536,14 +536,15 @@ def test_sigterm_stops_serve_after_writing_every_answered_span(tmp_path: Path) -
     def send(worker: int) -> None:
         for i in range(1_000):
             trace = f"{worker + 1:02x}{i:030x}"
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
                 conn.request("POST", "/v1/traces", to_protobuf(_call_request(2, trace=trace)),
                              {"Content-Type": PB})
                 ok = conn.getresponse().status == 200
-                conn.close()
             except OSError:
                 return  # the server has stopped listening
+            finally:
+                conn.close()  # a refused or reset connection too (else a ResourceWarning)
             if ok:
                 with lock:
                     answered.append(trace)

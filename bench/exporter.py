@@ -18,8 +18,9 @@ workers with cost and token attributes). Figures:
   app waiting on LLM calls makes them), counting only the time spent making spans.
 
 The pipelines run interleaved (do-nothing, process, thread) for :data:`ROUNDS` rounds and
-each figure is the best round's, the median beside it: on a shared 2-core machine the
-load of other processes halves or doubles a run's speed from one run to the next.
+each figure is the best round's, the median beside it (and each round's made ratio): on a
+shared 2-core machine the load of other processes halves or doubles a run's speed from one
+run to the next.
 ``process`` is cliffwatch's writer process (``CLIFFWATCH_EXPORT_WRITER=process``),
 ``thread`` a writer thread in the application's process that gives way while spans are
 made (the default; telemetry/export_thread.py). Every round builds fresh pipelines, so
@@ -168,9 +169,10 @@ def _rate(n: float, seconds: float) -> str:
     return f"{n / seconds:,.0f}/s" if seconds > 0 else "inf"
 
 
-ROUNDS = 3
+ROUNDS = 5
 """Rounds of (do-nothing, process, thread) in the full bench; each figure is the best
-round's (the least disturbed by other load on the machine), the median beside it."""
+round's (the least disturbed by other load on the machine), the median beside it, and the
+made ratio of each round (do-nothing and the writer side by side in it) too."""
 
 
 def bench_exporter(tmp: Path, quick: bool) -> Result:
@@ -189,6 +191,7 @@ def bench_exporter(tmp: Path, quick: bool) -> Result:
     sustained = [] if quick else _sustained(tmp, SUSTAINED_RUNS)
     load_after = os.getloadavg()
     null_made = min(made for made, _, _ in nulls)
+    null_median = statistics.median(made for made, _, _ in nulls)
     rows: Result = [
         ("spans", f"{n:,} ({n_runs:,} runs of 6) a run, {rounds} round(s); batch settings "
                   f"{DUCKDB_BATCH}"),
@@ -211,6 +214,9 @@ def bench_exporter(tmp: Path, quick: bool) -> Result:
              _best_and_median(n, [t for _, t, _, _ in results])),
             (f"{writer} writer, ratio made vs do-nothing (best rounds)",
              f"{null_made / made:.2f}x (target >= 0.9x)"),
+            (f"{writer} writer, ratio made vs do-nothing (median rounds; each round)",
+             f"{null_median / statistics.median(m for m, _, _, _ in results):.2f}x; "
+             + ", ".join(f"{null[0] / m:.2f}x" for null, (m, _, _, _) in zip(nulls, results))),
             (f"{writer} writer, ratio durable vs do-nothing made", f"{null_made / total:.2f}x"),
             (f"{writer} writer, ledger (all rounds)",
              f"{written:,} written, {bad:,} lost, spilled or dropped; {stored:,} of {n_all:,} "

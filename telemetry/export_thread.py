@@ -18,13 +18,23 @@ outran the writer until the SDK's queue dropped spans (bench/exporter.py).
   waits and the SDK drops spans (counted in the ledger).
 - a writer thread of its own maps and writes each batch
   (:func:`telemetry.export_process.write_payload`: the same mapping, write or spill and
-  ledger counts as the process writer's). Between chunks of
+  ledger counts as the process writer's). Before each batch and between chunks of
   :data:`telemetry.sdk_compact.PACE_ROWS` spans it checks ``activity``
-  (``configure_tracing`` passes the count of spans ended in its tracer): when the
-  application ended spans meanwhile, it sleeps :data:`GIVE_WAY` times the CPU time the
-  chunk took, so while the application is busy making spans the writer holds the GIL
-  about a tenth of the time; when the application waits (on its LLM calls, on
-  :meth:`~ThreadSpanExporter.force_flush`) it writes at full speed.
+  (``configure_tracing`` passes the count of spans ended in its tracer). While the
+  application ends spans, the writer waits (checking every :data:`POLL_S`) and takes no
+  GIL at all, until the application pauses (on its LLM calls, on
+  :meth:`~ThreadSpanExporter.force_flush`): then it writes at full speed. A writer that
+  waited that way would never write for an application that never pauses, so once the
+  oldest waiting batch is :data:`MAX_LAG_S` old or :data:`MAX_LAG_SPANS` spans wait, it
+  writes while spans are made, sleeping :data:`GIVE_WAY` times the CPU each chunk took
+  (it then holds the GIL about a tenth of the time). ``force_flush`` and ``shutdown``
+  make it write at full speed at once.
+
+  Measured (``python -m bench exporter``, 60,000 spans made in ~2.5 s, 2 cores, load
+  ~1.5): pacing at 9:1 from the first chunk, the writer's chunks, its garbage
+  collections and the hand-overs of the GIL cost the application thread 0.5-0.8 s
+  (made at 0.73-0.80x a do-nothing exporter's speed); waiting until it pauses, see
+  CHANGELOG / the bench for the figures.
 
 ``force_flush`` and ``shutdown`` return once every queued batch is written or spilled, so
 the ledger is exact when they return, as with the other writers.
@@ -51,23 +61,49 @@ from cliffwatch.telemetry.write_ledger import LEDGER, WriteLedger
 
 GIVE_WAY = 9.0
 """Seconds slept per second of CPU a chunk took, when the application ended spans
-meanwhile: the writer then holds the GIL about 1 / (1 + GIVE_WAY) of the time."""
+meanwhile and the writer is behind (:data:`MAX_LAG_S`, :data:`MAX_LAG_SPANS`): it then
+holds the GIL about 1 / (1 + GIVE_WAY) of the time."""
+POLL_S = 0.02
+"""Seconds between two looks at the application's span count while the writer waits for
+it to pause: a pause shorter than this may go unused."""
+MAX_LAG_S = 5.0
+"""Age (seconds since ``export`` queued it) of the oldest batch waiting past which the
+writer writes while the application makes spans (module doc)."""
+MAX_LAG_SPANS = 65_536
+"""Spans waiting (queued or being written) past which the writer writes while the
+application makes spans: the SDK's own queue (``DUCKDB_BATCH``) holds as many."""
 
 
 class _GiveWay:
-    """The writer's pace (module doc): call it between chunks of work."""
+    """The writer's pace (module doc): call it before each batch and between chunks.
 
-    __slots__ = ("_activity", "_cpu", "_seen")
+    Args:
+        activity: a count that grows while the application makes spans.
+        behind: True when the writer must write even while spans are made (lag bounds).
+        hurry: True when it must write at full speed (a flush or shutdown waits).
+        wait: ``wait(seconds)`` sleeps up to ``seconds``, returning early once ``hurry()``.
+    """
 
-    def __init__(self, activity: Callable[[], int]) -> None:
+    __slots__ = ("_activity", "_behind", "_cpu", "_hurry", "_seen", "_wait")
+
+    def __init__(self, activity: Callable[[], int], *, behind: Callable[[], bool],
+                 hurry: Callable[[], bool], wait: Callable[[float], None]) -> None:
         self._activity = activity
+        self._behind = behind
+        self._hurry = hurry
+        self._wait = wait
         self._seen = activity()
         self._cpu = time.thread_time()
 
     def __call__(self) -> None:
         seen = self._activity()
-        if seen != self._seen:
-            time.sleep(GIVE_WAY * (time.thread_time() - self._cpu))
+        while seen != self._seen and not self._hurry():
+            if self._behind():  # spans still made, writer behind: write a tenth of the time
+                self._wait(GIVE_WAY * (time.thread_time() - self._cpu))
+                seen = self._activity()
+                break
+            self._seen = seen  # spans made since the last look: wait for a pause
+            self._wait(POLL_S)
             seen = self._activity()
         self._seen = seen
         self._cpu = time.thread_time()
@@ -100,9 +136,12 @@ class ThreadSpanExporter(DuckDBSpanExporter):
         the process (the parent writes what it had queued)."""
         self._owner_pid = os.getpid()
         self._cond = threading.Condition()
-        self._queue: deque[tuple[int, bytes]] = deque()
+        self._queue: deque[tuple[int, bytes, float]] = deque()  # spans, payload, queued at
         self._queued_bytes = 0
+        self._waiting_spans = 0  # queued or being written
+        self._writing_since: float | None = None  # queued at, of the batch being written
         self._writing = 0
+        self._flushes = 0  # force_flush calls waiting: write at full speed
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -118,8 +157,9 @@ class ThreadSpanExporter(DuckDBSpanExporter):
             self._cond.wait_for(lambda: self._queued_bytes < MAX_INFLIGHT_BYTES)
             stopped = self._stopping
             if not stopped:
-                self._queue.append((n, payload))
+                self._queue.append((n, payload, time.monotonic()))
                 self._queued_bytes += len(payload)
+                self._waiting_spans += n
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, daemon=True,
                                                     name="cliffwatch-export-writer")
@@ -129,22 +169,42 @@ class ThreadSpanExporter(DuckDBSpanExporter):
             return write_payload_for(self, payload, n)
         return SpanExportResult.SUCCESS
 
+    def _hurry(self) -> bool:
+        return self._stopping or self._flushes > 0
+
+    def _behind(self) -> bool:
+        oldest = self._writing_since if self._writing_since is not None else (
+            self._queue[0][2] if self._queue else None)
+        return self._waiting_spans > MAX_LAG_SPANS or (
+            oldest is not None and time.monotonic() - oldest > MAX_LAG_S)
+
+    def _wait(self, seconds: float) -> None:
+        with self._cond:
+            self._cond.wait_for(self._hurry, seconds)
+
     def _run(self) -> None:
         """The writer thread: write each queued batch in turn until stopped and empty."""
+        pace = None if self._activity is None else _GiveWay(
+            self._activity, behind=self._behind, hurry=self._hurry, wait=self._wait)
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._queue or self._stopping)
                 if not self._queue:
                     return
-                spans, payload = self._queue.popleft()
+            if pace is not None:
+                pace()  # the application may be making spans: wait for it to pause
+            with self._cond:
+                spans, payload, queued_at = self._queue.popleft()
                 self._writing += 1
+                self._writing_since = queued_at
             try:
-                write_payload_for(self, payload, spans, pace=(
-                    _GiveWay(self._activity) if self._activity is not None else None))
+                write_payload_for(self, payload, spans, pace=pace)
             finally:
                 with self._cond:
                     self._writing -= 1
+                    self._writing_since = None
                     self._queued_bytes -= len(payload)
+                    self._waiting_spans -= spans
                     self._cond.notify_all()
 
     def _idle(self) -> bool:
@@ -160,8 +220,13 @@ class ThreadSpanExporter(DuckDBSpanExporter):
         if self._owner_pid != os.getpid():
             self._forget_thread()
         with self._cond:
-            if not self._cond.wait_for(self._idle, max(timeout_millis, 0) / 1000):
-                return False
+            self._flushes += 1  # the writer stops giving way
+            self._cond.notify_all()
+            try:
+                if not self._cond.wait_for(self._idle, max(timeout_millis, 0) / 1000):
+                    return False
+            finally:
+                self._flushes -= 1
         return super().force_flush(timeout_millis)
 
     def shutdown(self) -> None:

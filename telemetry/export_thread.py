@@ -24,8 +24,8 @@ outran the writer until the SDK's queue dropped spans (bench/exporter.py).
   ledger counts as the process writer's). Before each batch and between chunks of
   :data:`telemetry.sdk_compact.PACE_ROWS` spans it checks ``activity``
   (``configure_tracing`` passes the count of spans ended in its tracer). While the
-  application ends spans, the writer waits (checking every :data:`POLL_S`) and takes no
-  GIL at all, until the application pauses (on its LLM calls, on
+  application ends spans, the writer waits (taking the GIL only to look, every
+  :data:`POLL_S`) until the application pauses (on its LLM calls, on
   :meth:`~ThreadSpanExporter.force_flush`): then it writes at full speed. A writer that
   waited that way would never write for an application that never pauses, so once the
   oldest waiting batch is :data:`MAX_LAG_S` old or :data:`MAX_LAG_SPANS` spans wait, it
@@ -33,11 +33,11 @@ outran the writer until the SDK's queue dropped spans (bench/exporter.py).
   (it then holds the GIL about a tenth of the time). ``force_flush`` and ``shutdown``
   make it write at full speed at once.
 
-  Measured (``python -m bench exporter``, 60,000 spans made in ~2.5 s, 2 cores, load
-  ~1.5): pacing at 9:1 from the first chunk, the writer's chunks, its garbage
-  collections and the hand-overs of the GIL cost the application thread 0.5-0.8 s
-  (made at 0.73-0.80x a do-nothing exporter's speed); waiting until it pauses, see
-  CHANGELOG / the bench for the figures.
+  Measured side by side (``python -m bench exporter``: 60,000 spans made in ~2.5 s, 5
+  rounds, 2 cores shared, load 1.1-2.4, three sittings): pacing at 9:1 from the first
+  chunk made spans at a median 0.76x, 0.90x and 0.93x a do-nothing exporter's speed;
+  waiting for a pause, 0.89x, 0.94x and 1.00x. What is left is mostly ``export``'s
+  compacting (0.10-0.15 s of the export thread's CPU for 60,000 spans).
 
 ``force_flush`` and ``shutdown`` return once every queued batch is written or spilled, so
 the ledger is exact when they return, as with the other writers.

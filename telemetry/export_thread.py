@@ -26,7 +26,8 @@ outran the writer until the SDK's queue dropped spans (bench/exporter.py).
   (``configure_tracing`` passes the count of spans ended in its tracer). While the
   application ends spans, the writer waits (taking the GIL only to look, every
   :data:`POLL_S`) until the application pauses (on its LLM calls, on
-  :meth:`~ThreadSpanExporter.force_flush`): then it writes at full speed. A writer that
+  :meth:`~ThreadSpanExporter.force_flush`; fewer than :data:`PAUSE_RATE` spans a second
+  since the last look): then it writes at full speed. A writer that
   waited that way would never write for an application that never pauses, so once the
   oldest waiting batch is :data:`MAX_LAG_S` old or :data:`MAX_LAG_SPANS` spans wait, it
   writes while spans are made, sleeping :data:`GIVE_WAY` times the CPU each chunk took
@@ -69,6 +70,11 @@ holds the GIL about 1 / (1 + GIVE_WAY) of the time."""
 POLL_S = 0.02
 """Seconds between two looks at the application's span count while the writer waits for
 it to pause: a pause shorter than this may go unused."""
+PAUSE_RATE = 1_000.0
+"""Spans a second, since the last look, under which the application counts as paused: at
+~40 us a span (bench/exporter.py) it then spends under ~4% of a core making spans, and an
+application waiting on LLM calls (tens of spans a second) gets its spans written within
+the SDK's schedule delay rather than :data:`MAX_LAG_S`."""
 MAX_LAG_S = 5.0
 """Age (seconds since ``export`` queued it) of the oldest batch waiting past which the
 writer writes while the application makes spans (module doc)."""
@@ -87,7 +93,7 @@ class _GiveWay:
         wait: ``wait(seconds)`` sleeps up to ``seconds``, returning early once ``hurry()``.
     """
 
-    __slots__ = ("_activity", "_behind", "_cpu", "_hurry", "_seen", "_wait")
+    __slots__ = ("_activity", "_behind", "_cpu", "_hurry", "_looked", "_seen", "_wait")
 
     def __init__(self, activity: Callable[[], int], *, behind: Callable[[], bool],
                  hurry: Callable[[], bool], wait: Callable[[float], None]) -> None:
@@ -96,19 +102,24 @@ class _GiveWay:
         self._hurry = hurry
         self._wait = wait
         self._seen = activity()
+        self._looked = time.monotonic()
         self._cpu = time.thread_time()
 
+    def _busy(self) -> bool:
+        """Whether the application made spans at :data:`PAUSE_RATE` or more since the
+        last look (and take this look)."""
+        seen, now = self._activity(), time.monotonic()
+        busy = seen - self._seen >= PAUSE_RATE * max(now - self._looked, 1e-9)
+        self._seen, self._looked = seen, now
+        return busy
+
     def __call__(self) -> None:
-        seen = self._activity()
-        while seen != self._seen and not self._hurry():
+        while self._busy() and not self._hurry():
             if self._behind():  # spans still made, writer behind: write a tenth of the time
                 self._wait(GIVE_WAY * (time.thread_time() - self._cpu))
-                seen = self._activity()
+                self._busy()  # a new look from here
                 break
-            self._seen = seen  # spans made since the last look: wait for a pause
-            self._wait(POLL_S)
-            seen = self._activity()
-        self._seen = seen
+            self._wait(POLL_S)  # spans made since the last look: wait for a pause
         self._cpu = time.thread_time()
 
 

@@ -56,7 +56,10 @@ def test_a_busy_store_spills_in_the_writer_thread_and_flush_loads_it(tmp_path: P
     assert len(_stored(path)) == len(spans)
 
 
-def test_the_writer_waits_while_spans_are_made_until_a_pause() -> None:
+def test_the_writer_waits_while_spans_are_made_until_a_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(export_thread, "PAUSE_RATE", 1e-6)  # any new span: busy
     ended = [0]
     waited: list[float] = []
 
@@ -75,7 +78,21 @@ def test_the_writer_waits_while_spans_are_made_until_a_pause() -> None:
     assert len(waited) == 4  # nothing new since
 
 
-def test_a_writer_behind_gives_way_a_share_of_the_time_and_a_flush_none() -> None:
+def test_a_trickle_of_spans_counts_as_a_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(export_thread, "PAUSE_RATE", 1e12)  # no application makes this many
+    ended = [0]
+    waited: list[float] = []
+    pace = _GiveWay(lambda: ended[0], behind=lambda: False, hurry=lambda: False,
+                    wait=waited.append)
+    ended[0] += 6
+    pace()
+    assert waited == []
+
+
+def test_a_writer_behind_gives_way_a_share_of_the_time_and_a_flush_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(export_thread, "PAUSE_RATE", 1e-6)
     ended = [0]
     waited: list[float] = []
     hurry = [False]
@@ -96,8 +113,8 @@ def test_a_flush_wakes_a_writer_waiting_for_the_application_to_pause(
     monkeypatch.setattr(export_thread, "MAX_LAG_S", 3600.0)  # only the flush can wake it
     path = tmp_path / "busy-app.duckdb"
     ledger = WriteLedger()
-    exporter = ThreadSpanExporter(path, ledger=ledger,
-                                  activity=itertools.count().__next__)  # never pauses
+    exporter = ThreadSpanExporter(path, ledger=ledger,  # never pauses: 1e9 spans a look
+                                  activity=itertools.count(step=10**9).__next__)
     spans = _sdk_run_spans()
     exporter.export(spans)
     assert exporter.force_flush(scaled_ms(60))  # the flush woke it

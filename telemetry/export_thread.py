@@ -35,10 +35,13 @@ outran the writer until the SDK's queue dropped spans (bench/exporter.py).
   make it write at full speed at once.
 
   Measured side by side (``python -m bench exporter``: 60,000 spans made in ~2.5 s, 5
-  rounds, 2 cores shared, load 1.1-2.4, three sittings): pacing at 9:1 from the first
-  chunk made spans at a median 0.76x, 0.90x and 0.93x a do-nothing exporter's speed;
-  waiting for a pause, 0.89x, 0.94x and 1.00x. What is left is mostly ``export``'s
-  compacting (0.10-0.15 s of the export thread's CPU for 60,000 spans).
+  rounds, 2 cores shared, load 1.1-2.8, four sittings): pacing at 9:1 from the first
+  chunk made spans at a median 0.76x, 0.81x, 0.90x and 0.93x a do-nothing exporter's
+  speed; waiting for a pause, 0.89x, 0.90x, 0.94x and 1.00x. What is left is mostly
+  ``export``'s compacting (0.10-0.15 s of the export thread's CPU for 60,000 spans).
+  Not won: an application making bursts of 600 spans with 50 ms pauses made them at
+  0.88x against 0.97x pacing at 9:1 (4 runs each, load ~2.5); each look during a burst
+  takes the GIL from the application, where the 9:1 sleep after a chunk spanned a burst.
 
 ``force_flush`` and ``shutdown`` return once every queued batch is written or spilled, so
 the ledger is exact when they return, as with the other writers.

@@ -56,21 +56,70 @@ def test_a_busy_store_spills_in_the_writer_thread_and_flush_loads_it(tmp_path: P
     assert len(_stored(path)) == len(spans)
 
 
-def test_the_writer_gives_way_only_while_spans_are_made(
+def test_the_writer_waits_while_spans_are_made_until_a_pause(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    slept: list[float] = []
-    monkeypatch.setattr(export_thread.time, "sleep", slept.append)
+    monkeypatch.setattr(export_thread, "PAUSE_RATE", 1e-6)  # any new span: busy
     ended = [0]
-    pace = _GiveWay(lambda: ended[0])
+    waited: list[float] = []
+
+    def wait(seconds: float) -> None:  # the application makes 6 spans in each of 3 waits
+        waited.append(seconds)
+        if len(waited) <= 3:
+            ended[0] += 6
+
+    pace = _GiveWay(lambda: ended[0], behind=lambda: False, hurry=lambda: False, wait=wait)
     pace()
-    pace()
-    assert slept == []  # nothing made meanwhile: no pause
+    assert waited == []  # nothing made meanwhile: no pause
     ended[0] += 6
     pace()
-    assert len(slept) == 1 and slept[0] >= 0
+    assert waited == [export_thread.POLL_S] * 4  # waits until a look sees no new span
     pace()
-    assert len(slept) == 1  # nothing new since
+    assert len(waited) == 4  # nothing new since
+
+
+def test_a_trickle_of_spans_counts_as_a_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(export_thread, "PAUSE_RATE", 1e12)  # no application makes this many
+    ended = [0]
+    waited: list[float] = []
+    pace = _GiveWay(lambda: ended[0], behind=lambda: False, hurry=lambda: False,
+                    wait=waited.append)
+    ended[0] += 6
+    pace()
+    assert waited == []
+
+
+def test_a_writer_behind_gives_way_a_share_of_the_time_and_a_flush_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(export_thread, "PAUSE_RATE", 1e-6)
+    ended = [0]
+    waited: list[float] = []
+    hurry = [False]
+    pace = _GiveWay(lambda: ended[0], behind=lambda: True, hurry=lambda: hurry[0],
+                    wait=waited.append)
+    ended[0] += 6
+    pace()
+    assert len(waited) == 1 and waited[0] >= 0  # GIVE_WAY times the chunk's CPU, once
+    hurry[0] = True
+    ended[0] += 6
+    pace()
+    assert len(waited) == 1  # a flush waits: no pause at all
+
+
+def test_a_flush_wakes_a_writer_waiting_for_the_application_to_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(export_thread, "MAX_LAG_S", 3600.0)  # only the flush can wake it
+    path = tmp_path / "busy-app.duckdb"
+    ledger = WriteLedger()
+    exporter = ThreadSpanExporter(path, ledger=ledger,  # never pauses: 1e9 spans a look
+                                  activity=itertools.count(step=10**9).__next__)
+    spans = _sdk_run_spans()
+    exporter.export(spans)
+    assert exporter.force_flush(scaled_ms(60))  # the flush woke it
+    assert ledger.snapshot().written == len(spans)
+    exporter.shutdown()
 
 
 def test_records_from_rows_paces_every_chunk() -> None:

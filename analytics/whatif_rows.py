@@ -3,7 +3,8 @@ for the runs the SQL leaves to it, in chunks.
 
 :func:`replay_rows` is what :func:`analytics.whatif.what_if` reads: one row per run of
 :data:`RUN_COLUMNS` (plus ``_truncated`` and ``_estimated``). Most runs are computed by
-:data:`analytics.whatif_sql.RUN_SQL`, by run-id range chunks; the runs it flags (its module
+:data:`analytics.whatif_sql.RUN_SQL`, by chunks of runs (in DuckDB staged to Parquet files
+in one read of the spans, :func:`analytics.whatif_sql.stage_chunks`); the runs it flags (its module
 docstring says which) are replayed by :func:`analytics.counterfactual.counterfactual`, the
 orchestrator's dispatch layer, :data:`PY_CHUNK_RUNS` runs at a time. :func:`python_rows`
 replays every run in Python (the reference the SQL is tested against). Either way memory

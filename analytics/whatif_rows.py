@@ -287,7 +287,7 @@ def replay_rows(
 
     A DuckDB store's runs are staged first, in one read of the spans whatever order the
     store keeps them in (:func:`analytics.whatif_sql.stage_chunks`: the spans' attributes
-    parsed once, each chunk's runs and calls written to temporary Parquet files, ~240 MB
+    parsed once, each chunk's runs and calls written to temporary Parquet files, ~250 MB
     at 1M runs, all removed when the rows are read or a read fails), then every chunk is
     replayed from its files. A run-id range read of the spans per chunk skipped the other
     chunks' span blocks only in a store kept in trace-id order: with random OTel ids each

@@ -362,9 +362,10 @@ class _Context:
         if len(variants) < 2 and also is None:
             return None  # one what-if: read when first asked
         estimates = self.class_estimates()
-        # the span blocks the estimates read, let go; the what-ifs read under the findings'
-        # lower bound, inside a report too (each read holds one chunk of (variant, run)
-        # pairs: at 1M runs the report's three what-ifs held ~250 MB more under its 512 MB)
+        # the span blocks read so far (a report's spend by model and role), let go; the
+        # what-ifs read under the findings' lower bound, inside a report too (each read
+        # holds a chunk of runs: at 1M runs the report's three what-ifs held ~250 MB more
+        # under its 512 MB)
         bulk_read.release_cache(self.con)
         results = run_bounded(self.con, lambda: what_ifs(
             self.con, [v for _, v, _ in variants], self.window, self.task_class,

@@ -39,7 +39,7 @@ from cliffwatch.analytics.recorded import (
 from cliffwatch.analytics.redo import load_completed_runs
 from cliffwatch.analytics.replay import LimitsOverride, limits_text
 from cliffwatch.analytics.store_access import frame, where
-from cliffwatch.analytics.whatif_sql import Staged, sql_run_rows, stage_chunk
+from cliffwatch.analytics.whatif_sql import Staged, sql_run_rows, stage_chunks
 from cliffwatch.analytics.window import Window
 
 PY_CHUNK_RUNS = 1_000
@@ -249,33 +249,25 @@ def _estimate_tables(estimates: Estimates) -> dict[str, pl.DataFrame]:
     return {"workers": workers, "synth": synth}
 
 
-def _stage_one(
-    conds: list[str], params: dict[str, Any], chunk: Bounds, path: Path, worker: Worker,
-) -> tuple[Staged, pl.DataFrame]:
-    read = stage_chunk(worker[0], conds, params, chunk, path)
-    return read, staged_estimate_sums(worker[0], read.calls, read.keys)
+def _estimate_sums(read: Staged, worker: Worker) -> pl.DataFrame:
+    return staged_estimate_sums(worker[0], read.calls, read.keys)
 
 
 def _staged_pass(
     con: duckdb.DuckDBPyConnection, task_class: str | None, per_chunk_runs: int, tmp: Path,
-) -> tuple[list[Bounds], list[Staged], Estimates]:
-    """Stage the class estimates' runs chunk by chunk, :data:`analytics.chunk_pool.WORKERS`
-    chunks at once (:func:`analytics.whatif_sql.stage_chunk`: the spans' attributes parsed
-    once, the rows written to Parquet files in ``tmp``) and add up the estimates from the
-    staged calls: ``(bounds, per chunk the SQL reading its staged files, the class
-    estimates)``."""
+) -> tuple[list[Staged], Estimates]:
+    """Stage the class estimates' runs in chunks of about ``per_chunk_runs`` runs, in one
+    read of the spans (:func:`analytics.whatif_sql.stage_chunks`: the spans' attributes
+    parsed once, each chunk's rows written to Parquet files in ``tmp``), and add up the
+    estimates from the staged calls, :data:`analytics.chunk_pool.WORKERS` chunks at once:
+    ``(per chunk the SQL reading its staged files, the class estimates)``."""
     est_conds, est_params = estimate_scope(task_class)
     stage_conds = [f"r.{c}" for c in est_conds]
     runs = frame(con, f"SELECT count(*) AS n FROM runs {where(est_conds)}", est_params)["n"][0]
-    bounds = chunks.chunk_bounds(con, f"SELECT run_id FROM runs {where(est_conds)}",
-                                 est_params, runs, per_chunk_runs)
+    staged = stage_chunks(con, stage_conds, est_params, -(-runs // per_chunk_runs), tmp)
     with chunk_cursors(con) as workers:
-        done = list(in_order(workers, [
-            partial(_stage_one, stage_conds, est_params, chunk, tmp / f"chunk-{i}.parquet")
-            for i, chunk in enumerate(bounds)]))
-    staged = [read for read, _ in done]
-    sums = [part for _, part in done]
-    return bounds, staged, fold_estimates(sums, load_completed_runs(con, task_class))
+        sums = list(in_order(workers, [partial(_estimate_sums, read) for read in staged]))
+    return staged, fold_estimates(sums, load_completed_runs(con, task_class))
 
 
 def replay_rows(
@@ -292,13 +284,21 @@ def replay_rows(
     in the order read, not sorted into one frame (at 1M runs the full rows and their
     sorted copy were ~270 MB at the report's peak; issue 11).
 
-    ``estimates`` None (a DuckDB store): the class estimates are computed in the same
-    read: each chunk of runs is staged once (its spans' attributes parsed once, written
-    to temporary Parquet files, about 4 MB per 25,000 runs, all removed when the rows are
-    read), the estimates added up from the staged calls, then every chunk replayed from
-    its file (at 1M runs the estimates' own read of the spans was a fifth of the what-if's
-    time in a profile, issue 11). Staged and replayed two chunks at a time, each on a
-    cursor of its own (:mod:`analytics.chunk_pool`).
+    A DuckDB store's runs are staged first, in one read of the spans whatever order the
+    store keeps them in (:func:`analytics.whatif_sql.stage_chunks`: the spans' attributes
+    parsed once, each chunk's runs and calls written to temporary Parquet files, ~240 MB
+    at 1M runs, all removed when the rows are read or a read fails), then every chunk is
+    replayed from its files. A run-id range read of the spans per chunk skipped the other
+    chunks' span blocks only in a store kept in trace-id order: with random OTel ids each
+    of the 40 chunks at 1M runs read them all (the what-if 64 s against 33 s, issue 11).
+    ``estimates`` None: the staged runs are the class estimates' (every run of the
+    class), the estimates added up from the staged calls, two chunks at a time, and the
+    chunks replayed two at a time, each on a cursor of its own (:mod:`analytics.
+    chunk_pool`; at 1M runs the estimates' own read of the spans was a fifth of the
+    what-if's time in a profile, issue 11). ``estimates`` given: the staged runs are the
+    window's, in chunks of :data:`CHUNK_PAIRS` (variant, run) pairs, replayed one at a
+    time (the findings' bound). Another store (ClickHouse) reads the spans inline per
+    run-id range chunk.
 
     Returns:
         ``(per variant, in order, (rows, python_runs), the class estimates, staged_s)``:
@@ -313,19 +313,22 @@ def replay_rows(
     """
     keeps = list(keeps) if keeps is not None else [None] * len(variants)
     summary = list(summaries) if summaries is not None else [False] * len(variants)
-    if estimates is not None:
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        if estimates is None:
+            raise TypeError("staged what-if rows need a DuckDB store: pass the estimates")
         return (_replay_rows(con, variants, window, task_class, estimates, None, keeps,
                              summary), estimates, 0.0)
-    if not isinstance(con, duckdb.DuckDBPyConnection):
-        raise TypeError("staged what-if rows need a DuckDB store: pass the estimates")
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cliffwatch-whatif-") as tmp:
-        staging = _staged_pass(con, task_class,
-                               max(1, whatif_sql.CHUNK_RUNS // len(variants)), Path(tmp))
+        if estimates is not None:
+            return (_replay_rows(con, variants, window, task_class, estimates, Path(tmp),
+                                 keeps, summary), estimates, 0.0)
+        staged, estimates = _staged_pass(
+            con, task_class, max(1, whatif_sql.CHUNK_RUNS // len(variants)), Path(tmp))
         staged_s = time.perf_counter() - began
-        rows = _replay_rows(con, variants, window, task_class, staging[2], staging, keeps,
+        rows = _replay_rows(con, variants, window, task_class, estimates, staged, keeps,
                             summary)
-    return rows, staging[2], staged_s
+    return rows, estimates, staged_s
 
 
 def _chunk_rows(
@@ -337,33 +340,42 @@ def _chunk_rows(
 
 def _replay_rows(
     con: duckdb.DuckDBPyConnection, variants: Sequence[Overrides], window: Window,
-    task_class: str | None, estimates: Estimates,
-    staging: tuple[list[Bounds], list[Staged], Estimates] | None,
+    task_class: str | None, estimates: Estimates, staging: list[Staged] | Path | None,
     keeps: Sequence[RunFilter | None], summary: Sequence[bool],
 ) -> list[tuple[pl.DataFrame, int]]:
+    """The rows of :func:`replay_rows`; ``staging``: the chunks staged for the class
+    estimates (replayed two at a time), a directory to stage the window's runs in
+    (replayed one chunk at a time), or None (not DuckDB: the spans read inline, by run-id
+    range chunks)."""
     conds, params = _scope(window, task_class)
     lim, pairs = _limit_table(con, conds, params, variants, estimates, keeps)
     if lim.is_empty():
         return [(_finish([]).select(SUMMARY_COLUMNS) if brief else _finish([]), 0)
                 for brief in summary]
-    if staging is None:
+    # every variant adds its own rows per run it keeps: chunks of about CHUNK_PAIRS
+    # (variant, run) pairs keep a chunk's groups within the memory bound (the chunks
+    # split the runs in scope evenly; the kept runs are spread over them)
+    chunks_n = max(1, math.ceil(pairs / CHUNK_PAIRS))
+    staged: list[Staged | None]
+    if isinstance(staging, Path):
+        # the files hold the window's runs only: no conditions left to apply
+        staged = list(stage_chunks(con, conds, params, chunks_n, staging))
+        conds, params = [], {}
+        bounds: list[Bounds] = [(None, None)] * len(staged)
+    elif staging is None:
         runs = frame(con, f"SELECT count(*) AS n FROM runs r {where(conds)}", params)["n"][0]
-        # every variant adds its own rows per run it keeps: chunks of about CHUNK_PAIRS
-        # (variant, run) pairs keep a chunk's groups within the memory bound (the run-id
-        # ranges split the runs in scope evenly; the kept runs are spread over them)
-        chunks_n = max(1, math.ceil(pairs / CHUNK_PAIRS))
         bounds = chunks.chunk_bounds(con, f"SELECT r.run_id FROM runs r {where(conds)}",
                                      params, runs, max(1, math.ceil(runs / chunks_n)))
-        staged: list[Staged | None] = [None] * len(bounds)
+        staged = [None] * len(bounds)
     else:
-        bounds, files, _ = staging
-        staged = list(files)
+        staged = list(staging)
+        bounds = [(None, None)] * len(staged)
     parts: list[list[pl.DataFrame]] = [[] for _ in variants]
     to_python: list[list[str]] = [[] for _ in variants]
     columns = [list(SUMMARY_COLUMNS) if brief else list(RUN_SCHEMA) for brief in summary]
     schema = pl.Schema(RUN_SCHEMA)
     # the staged chunks (a DuckDB store) read side by side, each on a cursor of its own
-    workers = chunk_cursors if staging is not None else one_worker
+    workers = chunk_cursors if isinstance(staging, list) else one_worker
     with workers(con, lim=lim, **_estimate_tables(estimates)) as pool:
         for rows in in_order(pool, [partial(_chunk_rows, conds, params, chunk, source)
                                     for chunk, source in zip(bounds, staged, strict=True)]):

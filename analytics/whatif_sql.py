@@ -26,14 +26,14 @@ dispatch layer itself):
   unexpected type), a run without a recorded reserve, a negative cost, a status that is
   not one of the four, a cost change within a hair of the 1e-12 "affected" threshold.
 
-Memory: the spans of one chunk of runs (:data:`CHUNK_RUNS` runs, by run-id range) are
-read at a time by a query (staged, two such queries side by side: :mod:`analytics.
-chunk_pool`); DuckDB holds those chunks' LLM calls, never the store's (and
-:mod:`analytics.bulk_read` bounds its memory while a what-if runs). The chunk's spans are
-read once (:data:`STAGE_SQL`: one parse of the attributes per span that needs it), inline,
-or beforehand into a Parquet file the class estimates are read from too
-(:func:`stage_chunk`). Every run is keyed by a dense integer (``rk``: its place in run-id
-order within the chunk) in the joins and groups, not by its 32-character
+Memory: the calls of one chunk of runs (:data:`CHUNK_RUNS` runs) are replayed at a time by
+a query (two such queries side by side when staged: :mod:`analytics.chunk_pool`); DuckDB
+holds those chunks' LLM calls, never the store's (and :mod:`analytics.bulk_read` bounds
+its memory while a what-if runs). The spans are read once (:data:`STAGE_SQL`: one parse of
+the attributes per span that needs it): inline per run-id range chunk (ClickHouse), or, in
+DuckDB, every chunk's in one read, beforehand, into Parquet files per chunk the class
+estimates are read from too (:func:`stage_chunks`). Every run is keyed by a dense integer
+(``rk``: its place in run-id order) in the joins and groups, not by its 32-character
 id: at 100k runs that took a fifth of :data:`RUN_SQL`'s CPU off and its spill under the
 256 MB bound to nothing (issue 11). The charges are ordered against the ceiling only for
 the runs whose spend could reach it (``risky``).
@@ -81,7 +81,7 @@ _STAGE_KEYS = (cv.CLIFF_SUBTASK_INDEX, cv.ERROR_TYPE, cv.CLIFF_PLAN_SUBTASKS, cv
                cv.CLIFF_RESERVE_USD_PER_SUBTASK)
 
 STAGE_SQL = f"""
-SELECT rk, span_id, role, leaf, root, model, start_ns, end_ns, input_tokens, output_tokens,
+SELECT {{chunk}}rk, span_id, role, leaf, root, model, start_ns, end_ns, input_tokens, output_tokens,
     cost_usd, ok, price_in,
     CASE WHEN leaf AND role = '{Role.WORKER}'
         THEN coalesce(a[2] = '{CANCELLED_ERROR}', false) END AS cancelled,
@@ -119,7 +119,7 @@ FROM (
             FROM (
                 SELECT *, CASE WHEN leaf AND role = '{Role.PLAN}' THEN a[3] END AS plan_json
                 FROM (
-                    SELECT k.rk, sp.span_id, sp.role,
+                    SELECT {{chunk}}k.rk, sp.span_id, sp.role,
                         sp.is_leaf_call AS leaf, sp.parent_span_id IS NULL AS root,
                         coalesce(sp.request_model, sp.response_model) AS model,
                         sp.start_time_unix_nano AS start_ns,
@@ -140,12 +140,13 @@ FROM (
 """
 """Every LLM call and root span of the runs ``{keys}`` (a query of ``run_id`` and ``rk``,
 each run's integer key, which the rows carry instead of the run id) within
-``{span_range}``, one row each, with the attributes the what-if and the class estimates
-read from them parsed once: a worker call's sub-task index and whether it was cancelled,
-a root's reserve (``rf``, ``rp``), a plan answer read as :func:`analytics.recorded.
-parse_plan` reads it (``usable``, ``weird``: left to Python, its sub-tasks' estimates and
-models). :data:`RUN_SQL` reads it as its ``staged`` CTE (inline, or a chunk's file written
-beforehand: :func:`stage_chunk`)."""
+``{span_range}``, one row each (``{chunk}``: empty, or ``chunk, `` to carry the keys'
+chunk number first, for :func:`stage_chunks`), with the attributes the what-if and the
+class estimates read from them parsed once: a worker call's sub-task index and whether it
+was cancelled, a root's reserve (``rf``, ``rp``), a plan answer read as
+:func:`analytics.recorded.parse_plan` reads it (``usable``, ``weird``: left to Python,
+its sub-tasks' estimates and models). :data:`RUN_SQL` reads it as its ``staged`` CTE
+(inline, or a chunk's file written beforehand: :func:`stage_chunks`)."""
 
 RUN_SQL = f"""
 WITH scope_runs AS (
@@ -153,7 +154,7 @@ WITH scope_runs AS (
         r.workers_proposed, r.workers_dispatched,
         l.cap, l.ceiling, l.policy, l.limits, l.redo_usd AS redo_est,
         l.rec_limits_cap
-    FROM runs r JOIN {{lim}} l ON l.task_class = r.task_class
+    FROM {{runs}} r JOIN {{lim}} l ON l.task_class = r.task_class
         AND l.rec_cap IS NOT DISTINCT FROM r.max_workers
         AND l.rec_ceiling IS NOT DISTINCT FROM r.ceiling_usd
         AND l.rec_policy IS NOT DISTINCT FROM r.policy
@@ -493,7 +494,8 @@ FROM (SELECT *, status_after IS DISTINCT FROM status
 ``_estimated`` and ``py`` (the run is left to the Python counterfactual), once per
 ``variant`` (a set of overrides: one pass over the calls serves several what-ifs).
 Placeholders: ``{lim}`` (limits per variant and recorded limits), ``{workers}``,
-``{synth}`` (class estimates), ``{where}`` (conditions on ``runs r``), ``{span_range}``
+``{synth}`` (class estimates), ``{runs}`` (the ``runs`` table, or a staged chunk's runs:
+:data:`STAGE_RUN_COLUMNS`), ``{where}`` (conditions on ``runs r``), ``{span_range}``
 (the chunk's trace-id range on ``spans sp``), ``{staged}`` (the calls: :data:`STAGE_SQL`
 inline, or a chunk's staged file) and ``{materialized}`` (``MATERIALIZED`` when inline: the
 attributes parsed once; ``NOT MATERIALIZED`` for a file, each reader reading its columns)."""
@@ -506,17 +508,26 @@ def _fill(sql: str, names: dict[str, str]) -> str:
 
 
 class Staged(NamedTuple):
-    """A chunk written by :func:`stage_chunk`: SQL reading its files back.
+    """A chunk written by :func:`stage_chunks`: SQL reading its files back.
 
     Attributes:
         calls: its :data:`STAGE_SQL` rows (``read_parquet(...)``), keyed by ``rk``.
-        keys: its runs, one row each: ``run_id``, ``task_class`` and ``rk`` (the run's
-            dense integer key in ``calls``, 1.. in run-id order).
+        keys: its runs, one row each: :data:`STAGE_RUN_COLUMNS` and ``rk`` (the run's
+            dense integer key in ``calls``, in run-id order).
     """
 
     calls: str
     keys: str
 
+
+STAGE_RUN_COLUMNS = (
+    "run_id", "task_class", "started_at", "status", "breach", "cost_usd", "workers_proposed",
+    "workers_dispatched", "max_workers", "ceiling_usd", "policy",
+)
+"""The ``runs`` columns a staged chunk keeps per run: what :data:`RUN_SQL` reads of
+``runs r`` and its conditions (the window's ``started_at``, the class), so a chunk's
+replay reads its own file, not the ``runs`` table again (a run-id range of a table not
+stored in id order skips nothing)."""
 
 _INLINE_KEYS = "SELECT run_id, row_number() OVER (ORDER BY run_id) AS rk FROM (" \
     "SELECT DISTINCT run_id FROM scope_runs)"
@@ -533,54 +544,52 @@ def sql_run_rows(
 ) -> pl.DataFrame:
     """:data:`RUN_SQL` over the runs of ``conds`` (on ``runs r``) within the run-id range
     ``bounds``; ``names`` maps ``lim``, ``workers``, ``synth`` to registered tables.
-    ``staged``: the chunk's :data:`STAGE_SQL` rows already written (:func:`stage_chunk`'s
-    files, staged for every run of the chunk when ``conds`` is empty, else for those of the
-    class estimates); None reads them from the spans in the same query."""
+    ``staged``: the chunk's runs and :data:`STAGE_SQL` rows already written
+    (:func:`stage_chunks`' files; ``bounds`` then ``(None, None)``: the chunk is its
+    files), staged for every run of the chunk when ``conds`` is empty, else for a scope
+    holding those of ``conds``; None reads them from the ``runs`` and ``spans`` tables in
+    the same query."""
     params = dict(params)
     extra, span_range = chunks.range_filters(bounds, "r.run_id", "sp.trace_id", params)
     if staged is None:
         # the spans' attributes parsed once, for every reader of `staged`
         source, materialized = STAGE_SQL.replace("{keys}", "SELECT run_id, rk FROM keys"), True
-        keys = _INLINE_KEYS
+        source = source.replace("{chunk}", "")
+        keys, runs = _INLINE_KEYS, "runs"
     else:
         # each reader of `staged` reads the columns it needs from the file (materialising
         # every column of the chunk's calls cost more CPU and memory, issue 11); without
         # conditions the file holds the runs of the scope, none to filter out
         filters = ["rk IN (SELECT rk FROM scope)"] if conds else []
-        keys = f"SELECT run_id, rk FROM {staged.keys}"
+        keys, runs = f"SELECT run_id, rk FROM {staged.keys}", staged.keys
         source = f"SELECT * FROM {staged.calls} {where(filters)}"
         materialized = False
     conds = [*conds, *extra]
-    sql = RUN_SQL.replace("{staged}", source).replace("{keys}", keys)
+    sql = RUN_SQL.replace("{staged}", source).replace("{keys}", keys).replace("{runs}", runs)
     sql = sql.replace("{materialized}", "MATERIALIZED" if materialized else "NOT MATERIALIZED")
     sql = sql.replace("{where}", where(conds)).replace("{span_range}", span_range)
     return frame(con, _fill(sql, names), params)
 
 
-def stage_chunk(
-    con: duckdb.DuckDBPyConnection, conds: list[str], params: dict[str, Any], bounds: Bounds,
-    path: Path,
-) -> Staged:
-    """Write the runs of ``conds`` (on ``runs r``) within ``bounds``, numbered in run-id
-    order, to the Parquet file ``path`` with ``-keys`` before its suffix, then their
-    :data:`STAGE_SQL` rows to ``path``, LZ4-compressed (DuckDB only; Snappy, the default,
-    cost ~0.1 s of CPU more per chunk of 25,000 runs; the files are the caller's to
-    delete). Returns the SQL reading them back, for :func:`sql_run_rows` and the class
+def stage_chunks(
+    con: duckdb.DuckDBPyConnection, conds: list[str], params: dict[str, Any], chunks_n: int,
+    directory: Path,
+) -> list[Staged]:
+    """Split the runs of ``conds`` (on ``runs r``) into ``chunks_n`` run-id chunks and
+    write each chunk's runs (:data:`STAGE_RUN_COLUMNS`, numbered in run-id order) and
+    their :data:`STAGE_SQL` rows to Parquet files under ``directory``, in ONE read of the
+    spans (:func:`analytics.chunks.partition_by_chunk`: however the store orders its
+    spans; DuckDB only; the files are the caller's to delete). Returns, per chunk in
+    run-id order, the SQL reading them back, for :func:`sql_run_rows` and the class
     estimates (:func:`analytics.estimates.staged_estimate_sums`): the spans' attributes
-    are parsed once for both."""
-    params = dict(params)
-    extra, span_range = chunks.range_filters(bounds, "r.run_id", "sp.trace_id", params)
-    keys_path = path.with_name(f"{path.stem}-keys{path.suffix}")
-    quoted_keys = str(keys_path).replace("'", "''")
-    con.execute(f"COPY (SELECT r.run_id, r.task_class, row_number() OVER (ORDER BY r.run_id) "
-                f"AS rk FROM runs r {where([*conds, *extra])}) TO '{quoted_keys}' "
-                "(FORMAT parquet, COMPRESSION lz4_raw)", params or None)
-    keys = f"read_parquet('{quoted_keys}')"
-    sql = STAGE_SQL.replace("{keys}", f"SELECT run_id, rk FROM {keys}")
-    sql = sql.replace("{span_range}", span_range)
-    quoted = str(path).replace("'", "''")
-    # the runs' conditions are the keys' (the chunk's range stays on the spans)
-    used = {key: value for key, value in params.items() if f"${key}" in sql}
-    con.execute(f"COPY ({sql}) TO '{quoted}' (FORMAT parquet, COMPRESSION lz4_raw)",
-                used or None)
-    return Staged(f"read_parquet('{quoted}')", keys)
+    are parsed once for both.
+
+    Disk: at 1M runs ~210 MB of LZ4-compressed Parquet (the calls) and ~30 MB (the runs).
+
+    Raises:
+        duckdb.Error: a read or write failed."""
+    scope = f"SELECT {', '.join(STAGE_RUN_COLUMNS)} FROM runs r {where(conds)}"
+    sql = STAGE_SQL.replace("{keys}", "SELECT run_id, rk, chunk FROM ({keys})")
+    sql = sql.replace("{span_range}", "").replace("{chunk}", "chunk, ")
+    files = chunks.partition_by_chunk(con, scope, params, chunks_n, sql, directory)
+    return [Staged(f.rows, f.keys) for f in files]

@@ -91,10 +91,11 @@ _SPAN_CALLS = f"""
 _PARTITION_SQL = f"""
     SELECT k.chunk, k.rk, c.role, c.cost_usd, c.output_tokens, c.ok, c.model, c.price_in,
         c.idx, c.cancelled, true AS leaf
-    FROM ({_SPAN_CALLS.format(runs="")}) c JOIN {{keys}} k ON k.run_id = c.trace_id
+    FROM ({_SPAN_CALLS.format(runs="")}) c JOIN ({{keys}}) k ON k.run_id = c.trace_id
 """
-"""The calls of the runs ``{keys}`` (a table of ``run_id``, ``rk``, ``chunk``), each
-with its run's chunk and integer key, as :data:`_STAGED_CALLS` reads them."""
+"""The calls of the runs ``{keys}`` (a query of ``run_id``, ``rk``, ``chunk``:
+:func:`analytics.chunks.partition_by_chunk`'s), each with its run's chunk and integer
+key, as :data:`_STAGED_CALLS` reads them."""
 
 _STAGED_CALLS = """
     SELECT rk AS trace_id, role, cost_usd, output_tokens, ok, model, price_in, idx,
@@ -149,32 +150,16 @@ def _one_scan_sums(
 ) -> list[pl.DataFrame]:
     """The sums and counts of the ``runs`` runs of ``conds`` per chunk of about
     :data:`CHUNK_RUNS` runs, the spans read once: their calls written to temporary
-    Parquet files, one per chunk (``COPY ... PARTITION_BY``, each run's chunk from its
-    place in run-id order), then each file summed. A chunk by run-id range reads every
-    row group of a store whose spans are not in id order (any real store: OTel trace ids
-    are random), so the chunked read scanned the spans once per chunk: at 1M runs on such
-    a store 23 s against 12 s so (issue 11)."""
-    n = -(-runs // CHUNK_RUNS)
+    Parquet files per chunk (:func:`analytics.chunks.partition_by_chunk`), then each
+    chunk's summed. A chunk by run-id range reads every span block of a store whose spans
+    are not in trace-id order (any real store: OTel trace ids are random), so the chunked
+    read scanned the spans once per chunk: at 1M runs on such a store 23 s against 11 s
+    so (issue 11)."""
     with tempfile.TemporaryDirectory(prefix="cliffwatch-estimates-") as tmp:
-        keys_path = _quoted(Path(tmp) / "keys.parquet")
-        con.execute(f"COPY (SELECT run_id, task_class, row_number() OVER (ORDER BY run_id) AS rk, "
-                    f"(row_number() OVER (ORDER BY run_id) - 1) * {n} // {runs} AS chunk "
-                    f"FROM runs {where(conds)}) TO '{keys_path}' "
-                    "(FORMAT parquet, COMPRESSION lz4_raw)", params or None)
-        keys = f"read_parquet('{keys_path}')"
-        calls = Path(tmp) / "calls"
-        con.execute(f"COPY ({_PARTITION_SQL.format(keys=keys)}) TO '{_quoted(calls)}' "
-                    "(FORMAT parquet, PARTITION_BY (chunk), COMPRESSION lz4_raw)")
-        # a chunk without calls has no file (and nothing to add)
-        return [staged_estimate_sums(
-                    con, f"read_parquet('{_quoted(calls / f'chunk={i}')}/*.parquet')",
-                    f"(SELECT rk, task_class FROM {keys} WHERE chunk = {i})")
-                for i in range(n) if (calls / f"chunk={i}").is_dir()]
-
-
-def _quoted(path: Path) -> str:
-    """``path`` for a SQL string literal."""
-    return str(path).replace("'", "''")
+        files = chunks.partition_by_chunk(
+            con, f"SELECT run_id, task_class FROM runs {where(conds)}", params,
+            -(-runs // CHUNK_RUNS), _PARTITION_SQL, Path(tmp))
+        return [staged_estimate_sums(con, chunk.rows, chunk.keys) for chunk in files]
 
 
 def estimate_scope(task_class: str | None) -> tuple[list[str], dict[str, Any]]:

@@ -771,7 +771,9 @@ def find_findings(
         thresholds: default :meth:`Thresholds.from_settings`.
         now: the end of a window given only a ``since`` (default the clock).
         estimates: the class estimates of ``task_class``
-            (:func:`analytics.estimates.load_estimates`), when the caller has them already.
+            (:func:`analytics.estimates.load_estimates`), when the caller has them already
+            (None: on a DuckDB store the what-ifs add them up from their own staged read
+            of the spans, :func:`analytics.whatif.what_ifs`).
 
     Returns:
         One row per (kind, task class), columns :data:`FINDING_COLUMNS`: ``title`` one

@@ -120,16 +120,17 @@ def partition_by_chunk(
     chunks_n = max(1, chunks_n)
     keys_dir, rows_dir = directory / "keys", directory / "rows"
     number = "row_number() OVER (ORDER BY run_id)"
+    scope_params = _used(params, scope_sql)
     con.execute(
         f"COPY (SELECT *, {number} AS rk, ({number} - 1) * {chunks_n} // count(*) OVER () "
         f"AS chunk FROM ({scope_sql})) TO '{_quoted(keys_dir)}' (FORMAT parquet, "
-        "PARTITION_BY (chunk), COMPRESSION lz4_raw)", params or None)
+        "PARTITION_BY (chunk), COMPRESSION lz4_raw)", scope_params or None)
     _fill_empty(con, keys_dir, chunks_n,
-                f"SELECT *, 0::BIGINT AS rk FROM ({scope_sql}) LIMIT 0", params)
+                f"SELECT *, 0::BIGINT AS rk FROM ({scope_sql}) LIMIT 0", scope_params)
     keys = (f"SELECT * FROM read_parquet('{_quoted(keys_dir)}/*/*.parquet', "
             "hive_partitioning = true)")
     sql = rows_sql.replace("{keys}", keys)
-    used = {key: value for key, value in params.items() if f"${key}" in sql}
+    used = _used(params, sql)
     con.execute(f"COPY ({sql}) TO '{_quoted(rows_dir)}' (FORMAT parquet, "
                 "PARTITION_BY (chunk), COMPRESSION lz4_raw)", used or None)
     _fill_empty(con, rows_dir, chunks_n, f"SELECT * EXCLUDE (chunk) FROM ({sql}) LIMIT 0", used)
@@ -150,6 +151,11 @@ def _fill_empty(
             path.mkdir(parents=True)
             con.execute(f"COPY ({empty_sql}) TO '{_quoted(path / 'empty.parquet')}' "
                         "(FORMAT parquet)", params or None)
+
+
+def _used(params: dict[str, Any], sql: str) -> dict[str, Any]:
+    """The parameters ``sql`` names (DuckDB refuses one it does not)."""
+    return {key: value for key, value in params.items() if f"${key}" in sql}
 
 
 def _quoted(path: Path) -> str:

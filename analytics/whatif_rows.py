@@ -3,7 +3,8 @@ for the runs the SQL leaves to it, in chunks.
 
 :func:`replay_rows` is what :func:`analytics.whatif.what_if` reads: one row per run of
 :data:`RUN_COLUMNS` (plus ``_truncated`` and ``_estimated``). Most runs are computed by
-:data:`analytics.whatif_sql.RUN_SQL`, by run-id range chunks; the runs it flags (its module
+:data:`analytics.whatif_sql.RUN_SQL`, by chunks of runs (in DuckDB staged to Parquet files
+in one read of the spans, :func:`analytics.whatif_sql.stage_chunks`); the runs it flags (its module
 docstring says which) are replayed by :func:`analytics.counterfactual.counterfactual`, the
 orchestrator's dispatch layer, :data:`PY_CHUNK_RUNS` runs at a time. :func:`python_rows`
 replays every run in Python (the reference the SQL is tested against). Either way memory
@@ -286,7 +287,7 @@ def replay_rows(
 
     A DuckDB store's runs are staged first, in one read of the spans whatever order the
     store keeps them in (:func:`analytics.whatif_sql.stage_chunks`: the spans' attributes
-    parsed once, each chunk's runs and calls written to temporary Parquet files, ~240 MB
+    parsed once, each chunk's runs and calls written to temporary Parquet files, ~250 MB
     at 1M runs, all removed when the rows are read or a read fails), then every chunk is
     replayed from its files. A run-id range read of the spans per chunk skipped the other
     chunks' span blocks only in a store kept in trace-id order: with random OTel ids each

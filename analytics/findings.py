@@ -277,9 +277,13 @@ class _Context:
     _roles: pl.DataFrame | None = None
     _what_ifs: dict[str, pl.DataFrame] = field(default_factory=dict)
 
-    def class_estimates(self) -> Estimates:
-        """The class estimates both what-ifs share (read once)."""
-        if self.estimates is None:
+    def class_estimates(self) -> Estimates | None:
+        """The class estimates the what-ifs share: the caller's, else on a ClickHouse
+        store read once here; else None: the what-ifs (a DuckDB store) add them up from
+        the same staged read of the spans as their rows (:func:`analytics.whatif.
+        what_ifs` without estimates), not from a read of their own (at 1M runs on a store
+        of random trace ids that read was 20 s of a report's 113 s; issue 11)."""
+        if self.estimates is None and not isinstance(self.con, duckdb.DuckDBPyConnection):
             self.estimates = load_estimates(self.con, self.task_class)
         return self.estimates
 
@@ -358,9 +362,10 @@ class _Context:
         if len(variants) < 2 and also is None:
             return None  # one what-if: read when first asked
         estimates = self.class_estimates()
-        # the span blocks the estimates read, let go; the what-ifs read under the findings'
-        # lower bound, inside a report too (each read holds one chunk of (variant, run)
-        # pairs: at 1M runs the report's three what-ifs held ~250 MB more under its 512 MB)
+        # the span blocks read so far (a report's spend by model and role), let go; the
+        # what-ifs read under the findings' lower bound, inside a report too (each read
+        # holds a chunk of runs: at 1M runs the report's three what-ifs held ~250 MB more
+        # under its 512 MB)
         bulk_read.release_cache(self.con)
         results = run_bounded(self.con, lambda: what_ifs(
             self.con, [v for _, v, _ in variants], self.window, self.task_class,
@@ -766,7 +771,9 @@ def find_findings(
         thresholds: default :meth:`Thresholds.from_settings`.
         now: the end of a window given only a ``since`` (default the clock).
         estimates: the class estimates of ``task_class``
-            (:func:`analytics.estimates.load_estimates`), when the caller has them already.
+            (:func:`analytics.estimates.load_estimates`), when the caller has them already
+            (None: on a DuckDB store the what-ifs add them up from their own staged read
+            of the spans, :func:`analytics.whatif.what_ifs`).
 
     Returns:
         One row per (kind, task class), columns :data:`FINDING_COLUMNS`: ``title`` one

@@ -1,4 +1,5 @@
-"""The class estimates read by run-id chunks (analytics/estimates.py) equal one read of
+"""The class estimates read by chunks (analytics/estimates.py: one scan of the spans written
+by chunk, or run-id ranges on ClickHouse) equal one read of
 the whole store, and the chunk helpers split and filter as they say."""
 
 from __future__ import annotations

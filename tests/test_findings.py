@@ -411,3 +411,51 @@ def test_example_runs_of_equal_cost_come_by_run_id_whatever_the_read_order() -> 
         runs = pl.DataFrame({"run_id": [ids[i] for i in order],
                              "cost_usd": [costs[i] for i in order], "other": list(order)})
         assert _examples(runs) == expected
+
+
+@pytest.mark.parametrize("chunk_runs", [7, 25_000])
+def test_findings_without_estimates_equal_those_given_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_runs: int
+) -> None:
+    # the findings bring no estimates: the what-ifs add them up from their staged read of
+    # the spans; given the estimates (load_estimates), the what-ifs read inline: one answer
+    from cliffwatch.analytics.estimates import load_estimates
+    from cliffwatch.orchestrator.demo import run_demo
+
+    store = tmp_path / "demo.duckdb"
+    run_demo(store, runs=60, days=5, seed=11)
+    monkeypatch.setattr("cliffwatch.analytics.whatif_sql.CHUNK_RUNS", chunk_runs)
+    override = LimitsOverride(max_workers=2, policy=CapPolicy.TRUNCATE)
+    with read_store(store) as con:
+        now = datetime(2030, 1, 1)
+        estimates = load_estimates(con)
+        with monkeypatch.context() as patch:  # no read of the estimates of their own
+            for where in ("findings", "whatif"):
+                patch.setattr(f"cliffwatch.analytics.{where}.load_estimates",
+                              lambda *_: pytest.fail("the estimates read on their own"))
+            staged, what = findings_and_what_if(con, override, now=now)
+        given, what_given = findings_and_what_if(con, override, now=now, estimates=estimates)
+    savings = staged.filter(pl.col("kind").is_in(["implicit_max_workers", "no_cost_ceiling"]))
+    assert savings.height and savings["saving_usd"].drop_nulls().sum() > 0
+    pl.testing.assert_frame_equal(staged.drop("evidence"), given.drop("evidence"),
+                                  check_exact=False, rel_tol=1e-9)
+    for mine, theirs in zip(staged["evidence"], given["evidence"], strict=True):
+        _close(json.loads(mine), json.loads(theirs))
+    pl.testing.assert_frame_equal(what.by_class, what_given.by_class, check_exact=False,
+                                  rel_tol=1e-9)
+
+
+def _close(mine: Any, theirs: Any) -> None:
+    """Equal JSON values, numbers to 1e-9 (relative)."""
+    if isinstance(theirs, dict):
+        assert mine.keys() == theirs.keys()
+        for key in theirs:
+            _close(mine[key], theirs[key])
+    elif isinstance(theirs, list):
+        assert len(mine) == len(theirs)
+        for a, b in zip(mine, theirs, strict=True):
+            _close(a, b)
+    elif isinstance(theirs, float):
+        assert mine == pytest.approx(theirs, rel=1e-9, abs=1e-15)
+    else:
+        assert mine == theirs

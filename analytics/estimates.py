@@ -106,7 +106,7 @@ _STAGED_CALLS = """
         cancelled
     FROM {staged} WHERE leaf
 """
-"""The same calls from a chunk staged by :func:`analytics.whatif_sql.stage_chunk` (each
+"""The same calls from a chunk staged by :func:`analytics.whatif_sql.stage_chunks` (each
 run's integer key ``rk`` in place of its id)."""
 
 
@@ -175,7 +175,7 @@ def estimate_scope(task_class: str | None) -> tuple[list[str], dict[str, Any]]:
 
 def staged_estimate_sums(con: duckdb.DuckDBPyConnection, calls: str, keys: str) -> pl.DataFrame:
     """One chunk's sums and counts (:func:`fold_estimates` adds them up) from its calls
-    staged by :func:`analytics.whatif_sql.stage_chunk` (``calls``, ``keys``: the SQL
+    staged by :func:`analytics.whatif_sql.stage_chunks` (``calls``, ``keys``: the SQL
     reading its calls and its runs, those of :func:`estimate_scope` within the chunk's
     range): the what-if reads the spans' attributes once for its rows and the estimates."""
     sql = _ESTIMATES_SQL.format(scope=f"SELECT rk AS run_id, task_class FROM {keys}",

@@ -7,7 +7,7 @@ bound for bulk reads (:mod:`analytics.bulk_read`), and DuckDB spills to disk (me
 unbounded). Read a chunk of runs at a time instead, each chunk a run-id range.
 
 Two ways to read the chunks' spans: a range filter on the spans' ``trace_id`` per chunk
-(:func:`range_filters`; ClickHouse, whose ``otel_traces`` is ordered by its own key), which
+(:func:`range_filters`; still the ClickHouse path, which stages nothing), which
 lets DuckDB skip row groups only where spans are stored in id order, and no real store's
 are (OpenTelemetry ids are random; rows lie in ingestion order): there every chunk reads
 every row group. On DuckDB the reads that group every call by run therefore partition the

@@ -18,6 +18,7 @@ files (issue 11: the what-if at 1M runs with random ids, side by side, 83 -> 54 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -160,8 +161,10 @@ def _fill_empty(
 
 
 def _used(params: dict[str, Any], sql: str) -> dict[str, Any]:
-    """The parameters ``sql`` names (DuckDB refuses one it does not)."""
-    return {key: value for key, value in params.items() if f"${key}" in sql}
+    """The parameters ``sql`` names (DuckDB refuses one it does not): ``$name`` as a whole
+    word, so ``$chunk`` is not taken for ``$chunk_low``."""
+    named = set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", sql))
+    return {key: value for key, value in params.items() if key in named}
 
 
 def _quoted(path: Path) -> str:

@@ -73,6 +73,22 @@ def test_no_runs_gives_empty_chunks(store: Path, tmp_path: Path) -> None:
             assert con.sql(f"SELECT count(*) FROM {chunk.keys}").fetchall()[0][0] == 0
 
 
+def test_a_parameter_named_as_the_start_of_another_is_passed_only_where_named(
+    store: Path, tmp_path: Path
+) -> None:
+    # the scope names $cls_x only: $cls, which the rows query names, must not be passed
+    # to the scope's COPY (DuckDB refuses a parameter a statement does not name)
+    with open_store(store, read_only=True) as con:
+        cls = con.sql("SELECT min(task_class) FROM runs").fetchall()[0][0]
+        wanted = con.sql("SELECT count(*) FROM spans sp JOIN runs r ON r.run_id = sp.trace_id "
+                         "WHERE r.task_class = ?", params=[cls]).fetchall()[0][0]
+        rows = _ROWS + " WHERE sp.trace_id IN (SELECT run_id FROM runs WHERE task_class = $cls)"
+        files = partition_by_chunk(con, "SELECT run_id FROM runs WHERE task_class = $cls_x",
+                                   {"cls": cls, "cls_x": cls}, 3, rows, tmp_path)
+        got = sum(con.sql(f"SELECT count(*) FROM {c.rows}").fetchall()[0][0] for c in files)
+        assert got == wanted > 0
+
+
 def test_a_window_with_the_estimates_given_is_staged_in_chunks(
     store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

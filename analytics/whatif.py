@@ -337,8 +337,9 @@ def what_ifs(
             for overrides, keep in zip(variants, keeps or [None] * len(variants),
                                        strict=True))]
 
-    # the staged read holds two chunks at a time: the lower bound (callers that bring their
-    # estimates, the findings and the report, keep theirs: not measured under it)
+    # the staged read of the class estimates' runs holds two chunks at a time: the lower
+    # bound (callers that bring their estimates keep theirs: not measured under it; the
+    # findings and the report on DuckDB bring none, inside their own 256 MB bound)
     results = run_bounded(con, replay,
                           limit=bulk_read.WHATIF_MEMORY_LIMIT if estimates is None else None)
     out = []

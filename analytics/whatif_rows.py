@@ -28,7 +28,7 @@ from polars.datatypes import DataTypeClass
 
 from cliffwatch.analytics import chunks, whatif_sql
 from cliffwatch.analytics.chunk_pool import Worker, chunk_cursors, in_order, one_worker
-from cliffwatch.analytics.chunks import Bounds
+from cliffwatch.analytics.chunks import Bounds, ChunkFiles
 from cliffwatch.analytics.counterfactual import Counterfactual, Outcome, counterfactual
 from cliffwatch.analytics.estimates import estimate_scope, fold_estimates, staged_estimate_sums
 from cliffwatch.analytics.recorded import (
@@ -40,7 +40,7 @@ from cliffwatch.analytics.recorded import (
 from cliffwatch.analytics.redo import load_completed_runs
 from cliffwatch.analytics.replay import LimitsOverride, limits_text
 from cliffwatch.analytics.store_access import frame, where
-from cliffwatch.analytics.whatif_sql import Staged, sql_run_rows, stage_chunks
+from cliffwatch.analytics.whatif_sql import sql_run_rows, stage_chunks
 from cliffwatch.analytics.window import Window
 
 PY_CHUNK_RUNS = 1_000
@@ -250,13 +250,13 @@ def _estimate_tables(estimates: Estimates) -> dict[str, pl.DataFrame]:
     return {"workers": workers, "synth": synth}
 
 
-def _estimate_sums(read: Staged, worker: Worker) -> pl.DataFrame:
-    return staged_estimate_sums(worker[0], read.calls, read.keys)
+def _estimate_sums(read: ChunkFiles, worker: Worker) -> pl.DataFrame:
+    return staged_estimate_sums(worker[0], read.rows, read.keys)
 
 
 def _staged_pass(
     con: duckdb.DuckDBPyConnection, task_class: str | None, per_chunk_runs: int, tmp: Path,
-) -> tuple[list[Staged], Estimates]:
+) -> tuple[list[ChunkFiles], Estimates]:
     """Stage the class estimates' runs in chunks of about ``per_chunk_runs`` runs, in one
     read of the spans (:func:`analytics.whatif_sql.stage_chunks`: the spans' attributes
     parsed once, each chunk's rows written to Parquet files in ``tmp``), and add up the
@@ -333,7 +333,7 @@ def replay_rows(
 
 
 def _chunk_rows(
-    conds: list[str], params: dict[str, Any], chunk: Bounds, source: Staged | None,
+    conds: list[str], params: dict[str, Any], chunk: Bounds, source: ChunkFiles | None,
     worker: Worker,
 ) -> pl.DataFrame:
     return sql_run_rows(worker[0], worker[1], conds, params, chunk, source)
@@ -341,7 +341,7 @@ def _chunk_rows(
 
 def _replay_rows(
     con: duckdb.DuckDBPyConnection, variants: Sequence[Overrides], window: Window,
-    task_class: str | None, estimates: Estimates, staging: list[Staged] | Path | None,
+    task_class: str | None, estimates: Estimates, staging: list[ChunkFiles] | Path | None,
     keeps: Sequence[RunFilter | None], summary: Sequence[bool],
 ) -> list[tuple[pl.DataFrame, int]]:
     """The rows of :func:`replay_rows`; ``staging``: the chunks staged for the class
@@ -357,7 +357,7 @@ def _replay_rows(
     # (variant, run) pairs keep a chunk's groups within the memory bound (the chunks
     # split the runs in scope evenly; the kept runs are spread over them)
     chunks_n = max(1, math.ceil(pairs / CHUNK_PAIRS))
-    staged: list[Staged | None]
+    staged: list[ChunkFiles | None]
     if isinstance(staging, Path):
         # the files hold the window's runs only: no conditions left to apply
         staged = list(stage_chunks(con, conds, params, chunks_n, staging))

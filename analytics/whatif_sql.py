@@ -42,13 +42,13 @@ the runs whose spend could reach it (``risky``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import duckdb
 import polars as pl
 
 from cliffwatch.analytics import chunks
-from cliffwatch.analytics.chunks import Bounds
+from cliffwatch.analytics.chunks import Bounds, ChunkFiles
 from cliffwatch.analytics.recorded import CANCELLED_ERROR, attrs_sql
 from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.telemetry import conventions as cv
@@ -507,19 +507,6 @@ def _fill(sql: str, names: dict[str, str]) -> str:
     return sql
 
 
-class Staged(NamedTuple):
-    """A chunk written by :func:`stage_chunks`: SQL reading its files back.
-
-    Attributes:
-        calls: its :data:`STAGE_SQL` rows (``read_parquet(...)``), keyed by ``rk``.
-        keys: its runs, one row each: :data:`STAGE_RUN_COLUMNS` and ``rk`` (the run's
-            dense integer key in ``calls``, in run-id order).
-    """
-
-    calls: str
-    keys: str
-
-
 STAGE_RUN_COLUMNS = (
     "run_id", "task_class", "started_at", "status", "breach", "cost_usd", "workers_proposed",
     "workers_dispatched", "max_workers", "ceiling_usd", "policy",
@@ -540,7 +527,7 @@ def sql_run_rows(
     conds: list[str],
     params: dict[str, Any],
     bounds: Bounds,
-    staged: Staged | None = None,
+    staged: ChunkFiles | None = None,
 ) -> pl.DataFrame:
     """:data:`RUN_SQL` over the runs of ``conds`` (on ``runs r``) within the run-id range
     ``bounds``; ``names`` maps ``lim``, ``workers``, ``synth`` to registered tables.
@@ -562,7 +549,7 @@ def sql_run_rows(
         # conditions the file holds the runs of the scope, none to filter out
         filters = ["rk IN (SELECT rk FROM scope)"] if conds else []
         keys, runs = f"SELECT run_id, rk FROM {staged.keys}", staged.keys
-        source = f"SELECT * FROM {staged.calls} {where(filters)}"
+        source = f"SELECT * FROM {staged.rows} {where(filters)}"
         materialized = False
     conds = [*conds, *extra]
     sql = RUN_SQL.replace("{staged}", source).replace("{keys}", keys).replace("{runs}", runs)
@@ -574,15 +561,17 @@ def sql_run_rows(
 def stage_chunks(
     con: duckdb.DuckDBPyConnection, conds: list[str], params: dict[str, Any], chunks_n: int,
     directory: Path,
-) -> list[Staged]:
+) -> list[ChunkFiles]:
     """Split the runs of ``conds`` (on ``runs r``) into ``chunks_n`` run-id chunks and
     write each chunk's runs (:data:`STAGE_RUN_COLUMNS`, numbered in run-id order) and
     their :data:`STAGE_SQL` rows to Parquet files under ``directory``, in ONE read of the
     spans (:func:`analytics.chunks.partition_by_chunk`: however the store orders its
     spans; DuckDB only; the files are the caller's to delete). Returns, per chunk in
-    run-id order, the SQL reading them back, for :func:`sql_run_rows` and the class
-    estimates (:func:`analytics.estimates.staged_estimate_sums`): the spans' attributes
-    are parsed once for both.
+    run-id order, the SQL reading them back (``keys``: the chunk's runs, their
+    :data:`STAGE_RUN_COLUMNS` and ``rk``; ``rows``: their :data:`STAGE_SQL` rows, keyed by
+    ``rk``), for :func:`sql_run_rows` and the class estimates
+    (:func:`analytics.estimates.staged_estimate_sums`): the spans' attributes are parsed
+    once for both.
 
     Disk: at 1M runs ~205 MB of LZ4-compressed Parquet (the calls) and ~47 MB (the runs).
 
@@ -591,5 +580,4 @@ def stage_chunks(
     scope = f"SELECT {', '.join(STAGE_RUN_COLUMNS)} FROM runs r {where(conds)}"
     sql = STAGE_SQL.replace("{keys}", "SELECT run_id, rk, chunk FROM ({keys})")
     sql = sql.replace("{span_range}", "").replace("{chunk}", "chunk, ")
-    files = chunks.partition_by_chunk(con, scope, params, chunks_n, sql, directory)
-    return [Staged(f.rows, f.keys) for f in files]
+    return chunks.partition_by_chunk(con, scope, params, chunks_n, sql, directory)

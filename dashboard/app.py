@@ -57,6 +57,8 @@ try:
 except ui.PageStopped:
     pass
 finally:
+    if not paint_gate.pending():
+        paint_gate.page_sent()
     # also after an error in the page (shown by Streamlit): the filters stay in the sidebar
     if (first_run and not paint_gate.pending()
             and not isinstance(sys.exc_info()[1], ScriptControlException)):

@@ -19,6 +19,8 @@ come.
 
 from __future__ import annotations
 
+import threading
+
 import plotly.graph_objects as go
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
@@ -64,7 +66,19 @@ DEFAULT_CHART_HEIGHT_PX = 450
 """The height plotly gives a figure whose layout sets none."""
 
 
+FIRST_PAINT = threading.Event()
+"""Set once, in this server process, when a session's page was drawn in its browser (its
+gate asked for the charts) or sent whole without a gate (:func:`page_sent`):
+``dashboard/serve.py`` starts its start-up analyses after it, so they do not take the CPU
+from the first visitor's first paint."""
+
 _PENDING_KEY = "cliffwatch_paint_pending"
+
+
+def page_sent() -> None:
+    """Note that this script run sent a page whose first paint waits for nothing more
+    (``app.py``, after a page that placed no gate): sets :data:`FIRST_PAINT`."""
+    FIRST_PAINT.set()
 
 
 def start_run() -> None:
@@ -98,6 +112,7 @@ def painted(page: str, selector: str = TABLE_SELECTOR) -> bool:
 
     def opened() -> None:  # before the rerun the component asked for
         st.session_state[key] = True
+        FIRST_PAINT.set()
 
     _COMPONENT(key=f"{key}_gate", data={"selector": selector, "fallback_ms": FALLBACK_MS},
                on_painted_change=opened, height=0)

@@ -12,9 +12,9 @@ Stores: a 500-run demo (the bench's cached demo, :mod:`bench.bigstore`) and, wit
 no page can beat (Streamlit's JavaScript, its websocket session, the browser). The server
 starts with an empty result cache (``$CLIFFWATCH_RESULT_CACHE``), so the Findings and
 What-if rows' cold figure is the whole analysis computed: by the server's start-up
-analyses (``dashboard/serve.py``, in child processes from the server's start; the row
-says how long after the start the page was visited, and the RSS line their processes'
-memory) or, when the page comes first, by the page; a second server, started after
+analyses (``dashboard/serve.py``, in child processes begun once the first page visited
+was drawn, at most 15 s after the start; the row says how long after the start the page
+was visited, and the RSS line their processes' memory) or, when the page comes first, by the page; a second server, started after
 the first stopped, then visits those two pages again with what the first kept (the rows
 "after a restart"). Targets
 (issue 11): Overview under 1.5 s on an idle machine at 1M runs, every page under 3 s and

@@ -17,6 +17,9 @@ Only the user changes these widgets (code-set values of bound widgets do not rea
 URL in Streamlit 1.67), which keeps the URL and what the page shows in step.
 
 Pages read the result with :func:`current`; they never read these widgets themselves.
+In a session's first run ``app.py`` reads the selection before the page (:func:`select`:
+the widgets' session state, else the URL) and draws the widgets after it
+(:func:`render_sidebar`), so the page's content reaches the browser first.
 """
 
 from __future__ import annotations
@@ -84,18 +87,52 @@ class Filters:
         return f"{when}; {classes}"
 
 
-def render_sidebar(class_options: Sequence[str]) -> Filters:
-    """Draw the filter widgets in the sidebar and remember the selection for the pages.
+_RERUN_KEY = "cliffwatch_filters_rerun"
+
+
+def _as_filters(since: str | None, until: str | None, classes: Sequence[str]) -> Filters:
+    return Filters(since=(since or ALL_TIME).strip(), until=(until or "").strip(),
+                   task_classes=tuple(sorted(classes)))
+
+
+def select() -> Filters:
+    """Read the selection before the sidebar is drawn (``app.py`` draws a session's first
+    page first, then :func:`render_sidebar`) and keep it for the pages (:func:`current`).
+
+    The widgets' values are their session state when they were drawn in an earlier run of
+    this session, else the URL's parameters (what the bound widgets start from). Ends of
+    the window that cannot be read are left open, as :func:`readable` says (the sidebar
+    shows why).
+
+    Returns:
+        The :class:`Filters` the page reads.
+    """
+    state, params = st.session_state, st.query_params
+    since = state[SINCE_KEY] if SINCE_KEY in state else params.get(SINCE_KEY)
+    until = state[UNTIL_KEY] if UNTIL_KEY in state else params.get(UNTIL_KEY)
+    classes = state[CLASSES_KEY] if CLASSES_KEY in state else params.get_all(CLASSES_KEY)
+    filters, _ = readable(_as_filters(since, until, classes))
+    st.session_state[_STATE_KEY] = filters
+    return filters
+
+
+def render_sidebar(class_options: Sequence[str], *, after_page: bool = False) -> Filters:
+    """Draw the filter widgets in the sidebar and keep the selection for the pages
+    (:func:`current`): before the page, or after it (``after_page``; :func:`select` read
+    the selection for the page).
 
     A ``since`` or ``until`` that cannot be read gets ``st.error`` in the sidebar naming
     the value and the forms accepted, and the pages use the other end alone until it is
-    fixed (:func:`readable`).
+    fixed (:func:`readable`). Should the widgets hold another selection than the one the
+    page was drawn with (a URL naming a class the store does not have: the multiselect
+    drops it), the script runs again once, with the widgets' selection.
 
     Args:
         class_options: the task classes the store knows (the multiselect's options).
+        after_page: the page was drawn before, with :func:`select`'s selection.
 
     Returns:
-        The selected :class:`Filters` (also kept in session state for :func:`current`).
+        The selected :class:`Filters`.
     """
     with st.sidebar:
         st.header("Filters")
@@ -122,15 +159,15 @@ def render_sidebar(class_options: Sequence[str]) -> Filters:
             bind="query-params",
             placeholder="All classes",
         )
-        filters = Filters(
-            since=(since or ALL_TIME).strip(),
-            until=until.strip(),
-            task_classes=tuple(sorted(classes)),
-        )
-        filters, problems = readable(filters)
+        filters, problems = readable(_as_filters(since, until, classes))
         for problem in problems:
             st.error(md_text(problem))
+    drawn_with = current()
     st.session_state[_STATE_KEY] = filters
+    if after_page and filters != drawn_with and not st.session_state.get(_RERUN_KEY):
+        st.session_state[_RERUN_KEY] = True  # once: the next run reads the widgets' state
+        st.rerun()
+    st.session_state[_RERUN_KEY] = False
     return filters
 
 

@@ -19,6 +19,8 @@ come.
 
 from __future__ import annotations
 
+import threading
+
 import plotly.graph_objects as go
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
@@ -64,6 +66,34 @@ DEFAULT_CHART_HEIGHT_PX = 450
 """The height plotly gives a figure whose layout sets none."""
 
 
+FIRST_PAINT = threading.Event()
+"""Set once, in this server process, when a session's page was drawn in its browser (its
+gate asked for the charts) or sent whole without a gate (:func:`page_sent`):
+``dashboard/serve.py`` starts its start-up analyses after it, so they do not take the CPU
+from the first visitor's first paint."""
+
+_PENDING_KEY = "cliffwatch_paint_pending"
+
+
+def page_sent() -> None:
+    """Note that this script run sent a page whose first paint waits for nothing more
+    (``app.py``, after a page that placed no gate): sets :data:`FIRST_PAINT`."""
+    FIRST_PAINT.set()
+
+
+def start_run() -> None:
+    """Forget whether a gate waited in the previous script run (``app.py`` calls this
+    before the page; :func:`pending`)."""
+    st.session_state[_PENDING_KEY] = False
+
+
+def pending() -> bool:
+    """Whether the page placed its gate in this script run (:func:`painted` was False): its
+    first paint is still to come, and ``app.py`` leaves what can wait to the run the gate
+    asks for."""
+    return bool(st.session_state.get(_PENDING_KEY))
+
+
 def state_key(page: str) -> str:
     """The session-state key that holds whether ``page`` has had its first paint."""
     return f"cliffwatch_painted_{page}"
@@ -82,9 +112,11 @@ def painted(page: str, selector: str = TABLE_SELECTOR) -> bool:
 
     def opened() -> None:  # before the rerun the component asked for
         st.session_state[key] = True
+        FIRST_PAINT.set()
 
     _COMPONENT(key=f"{key}_gate", data={"selector": selector, "fallback_ms": FALLBACK_MS},
                on_painted_change=opened, height=0)
+    st.session_state[_PENDING_KEY] = True
     return False
 
 

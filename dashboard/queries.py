@@ -44,6 +44,7 @@ from cliffwatch.analytics.store_access import (
 )
 from cliffwatch.analytics.store_access import store_label as store_label_of
 from cliffwatch.analytics.upper_bound import cache_detail_missing_calls, upper_bound_note
+from cliffwatch.dashboard import ui
 from cliffwatch.dashboard.filters import ALL_TIME, Filters
 from cliffwatch.dashboard.ui import md_text
 
@@ -348,7 +349,7 @@ def fetch(loader: Callable[..., T], *args: Any) -> T:
         result = loader(str(path), (*store_version(path), *clock_part(args)), *args)
     except StoreNotFoundError:
         st.info(NO_STORE_MESSAGE.format(path=md_text(store_label())))
-        st.stop()
+        ui.stop()
     except StoreBusyError as exc:
         tries = st.session_state.get(_BUSY_KEY, 0)
         if tries < BUSY_RETRIES:
@@ -359,10 +360,10 @@ def fetch(loader: Callable[..., T], *args: Any) -> T:
         st.session_state[_BUSY_KEY] = 0
         st.error(f"{md_text(exc)}. Another process is still writing to it: "
                  "reload the page to retry.")
-        st.stop()
+        ui.stop()
     except (StoreError, AnalyticsError) as exc:
         st.error(md_text(exc))
-        st.stop()
+        ui.stop()
     st.session_state[_BUSY_KEY] = 0
     return result
 
@@ -378,7 +379,7 @@ def cliff_ratio() -> float:
         return settings.findings_cliff_ratio()
     except settings.SettingError as exc:
         st.error(md_text(exc))
-        st.stop()
+        ui.stop()
 
 
 def stop_if_no_runs() -> None:
@@ -388,4 +389,4 @@ def stop_if_no_runs() -> None:
     """
     if not fetch(load_task_classes):
         st.info(EMPTY_STORE_MESSAGE.format(path=md_text(store_label())))
-        st.stop()
+        ui.stop()

@@ -13,7 +13,8 @@ thresholds. The cached results' total size is bounded (:data:`CACHE_DATA_BUDGET`
 
 The Findings and What-if pages' first analyses (a minute each at a million runs) are
 computed at start, in the background, into the result cache (:func:`precompute`), so
-the first visitor of those pages reads them instead of waiting for them.
+the first visitor of those pages reads them instead of waiting for them; they begin once
+a visitor's first page is drawn (or :data:`FIRST_PAINT_WAIT_S` after the server serves).
 Nothing imports this module; it is run.
 """
 
@@ -87,6 +88,27 @@ def wait_for_runtime(wait_s: float = RUNTIME_WAIT_S) -> None:
     deadline = time.monotonic() + wait_s
     while not runtime.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+FIRST_PAINT_WAIT_S = 15.0
+"""Longest :func:`wait_for_first_paint` waits for a visitor's first page."""
+
+
+def wait_for_first_paint(wait_s: float = FIRST_PAINT_WAIT_S) -> None:
+    """Return once a session's first page was drawn (:data:`dashboard.paint_gate.FIRST_PAINT`),
+    or after ``wait_s``: on this 2-core class of machine the start-up analyses' process
+    (its imports, then DuckDB's threads) took CPU from the first visitor's browser and
+    script run (issue 11); a page that needs their result meanwhile computes it itself."""
+    from cliffwatch.dashboard import paint_gate
+
+    paint_gate.FIRST_PAINT.wait(wait_s)
+
+
+def start_up_wait() -> None:
+    """What the start-up analyses wait for: the server serving (:func:`wait_for_runtime`),
+    then a visitor's first page (:func:`wait_for_first_paint`)."""
+    wait_for_runtime()
+    wait_for_first_paint()
 
 
 _CLI = "from cliffwatch.cli import main; main()"
@@ -184,7 +206,7 @@ def main(argv: list[str]) -> int:
     warm_store()
     from cliffwatch.dashboard.queries import store_path
 
-    stop = precompute(precompute_commands(str(store_path())), first=wait_for_runtime)
+    stop = precompute(precompute_commands(str(store_path())), first=start_up_wait)
     from streamlit import delta_generator
     from streamlit.web import cli
 

@@ -12,6 +12,7 @@ import polars as pl
 import streamlit as st
 from pandas.io.formats.style import Styler
 from streamlit.delta_generator import DeltaGenerator
+from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 
 from cliffwatch.formatting import MISSING, usd
 
@@ -121,6 +122,24 @@ def chart_slot() -> DeltaGenerator:
     loading: :func:`dashboard.paint_gate.chart` fills the slot in the run after the
     browser drew the table."""
     return st.empty()
+
+
+class PageStopped(StopException):
+    """The page ended its script early (:func:`stop`); ``app.py`` catches it and draws the
+    sidebar after the page. A Streamlit ``StopException`` (not an ``Exception``), so a
+    page's own ``except Exception`` never swallows it, and a page run without ``app.py``
+    stops as at ``st.stop()``."""
+
+
+def stop() -> NoReturn:
+    """End the page here, as ``st.stop()`` does, but not the app's script run: ``app.py``
+    draws the sidebar after the page's content (the browser then loads the page's element
+    code before the sidebar widgets'), and ``st.stop()`` would end the run before it.
+
+    Raises:
+        PageStopped: always.
+    """
+    raise PageStopped
 
 
 def run_link(run_id: str) -> str:

@@ -108,10 +108,14 @@ def test_overview_sends_its_charts_after_the_browser_drew_its_table(app: AppTest
     assert "plotly_chart" not in kinds, kinds
     assert len(gates) == 1 and len(tables) == 1 and tables[0] < gates[0], kinds
     assert nodes[gates[0]].proto.component_name == "cliffwatch_paint_gate"
+    # the session's first run: the sidebar's widgets wait for the gate's run too
+    assert not app.sidebar.selectbox and not app.sidebar.multiselect
     app.session_state[paint_gate.state_key("overview")] = True  # what the gate's call does
     app.run()
     kinds = [node.type for node in app.main]
     assert kinds.count("plotly_chart") == 2 and "bidi_component" not in kinds, kinds
+    assert [w.key for w in app.sidebar.selectbox] == ["since"]
+    assert [w.key for w in app.sidebar.multiselect] == ["task_class"]
     assert len(_frame(app, "percentiles")) == 2
 
 
@@ -152,6 +156,15 @@ def test_overview_several_classes_selected_in_sidebar(app: AppTest, store: Store
     app.multiselect(key="task_class").unselect("research").run()
     assert _frame(app, "percentiles")["Task class"].tolist() == ["extract"]
     assert _metrics(app)["Runs"] == str(len(store.costs_usd["extract"]))
+
+
+def test_a_link_naming_an_unknown_class_shows_what_the_sidebar_selected(app: AppTest) -> None:
+    # The page reads the URL before the sidebar is drawn; the multiselect drops a class
+    # the store lacks, and the page is drawn again with what the sidebar shows.
+    open_page(app, task_class=["extract", "no-such-class"])
+    assert app.multiselect(key="task_class").value == ["extract"]
+    assert _frame(app, "percentiles")["Task class"].tolist() == ["extract"]
+    assert "extract" in _texts(app.caption) and "no-such-class" not in _texts(app.caption)
 
 
 def test_overview_unreadable_since_is_an_error_in_the_sidebar(app: AppTest) -> None:
@@ -249,6 +262,7 @@ def test_missing_store_says_run_the_demo(
     assert "cliffwatch demo" in _texts(app.info)
     assert "nothing-here.duckdb" in _texts(app.info)
     assert not app.error
+    assert [w.key for w in app.sidebar.text_input] == ["until"]  # drawn after the stop
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -320,3 +334,18 @@ def test_run_page_sends_its_waterfall_after_the_browser_drew_the_spans_table(
     tables = [i for i, kind in enumerate(kinds) if kind == "dataframe"]
     assert len(charts) == 1 and "bidi_component" not in kinds, kinds
     assert charts[0] < tables[0], kinds
+
+
+def test_a_session_keeps_its_filters_on_a_page_still_waiting_for_its_first_paint(
+        app: AppTest, store: StoreFixture) -> None:
+    # Once drawn, the sidebar's widgets are drawn in every run (app.py), so a selection
+    # survives a first visit to another gated page (dashboard/paint_gate.py).
+    open_page(app)
+    app.multiselect(key="task_class").select("extract").run()
+    app.session_state[paint_gate.state_key("run")] = False
+    app.query_params["run_id"] = store.ceiling_run_id
+    app.switch_page("views/run.py").run()
+    assert "bidi_component" in [node.type for node in app.main]  # the run page's gate
+    assert app.multiselect(key="task_class").value == ["extract"]
+    app.switch_page("views/overview.py").run()
+    assert _frame(app, "percentiles")["Task class"].tolist() == ["extract"]

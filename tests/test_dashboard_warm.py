@@ -107,3 +107,21 @@ def test_the_start_up_analyses_wait_for_the_server_at_most_the_time_given() -> N
     began = time.monotonic()
     serve.wait_for_runtime(0.2)
     assert 0.2 <= time.monotonic() - began < 30
+
+
+def test_the_start_up_analyses_wait_for_a_first_paint_at_most_the_time_given() -> None:
+    import threading
+    import time
+
+    from cliffwatch.dashboard import paint_gate
+
+    paint_gate.FIRST_PAINT.clear()
+    began = time.monotonic()
+    serve.wait_for_first_paint(0.2)  # no visitor: waits out the bound
+    assert 0.2 <= time.monotonic() - began < 30
+    threading.Timer(0.1, paint_gate.page_sent).start()  # a visitor's page was sent
+    began = time.monotonic()
+    serve.wait_for_first_paint(60)
+    assert time.monotonic() - began < 30
+    assert paint_gate.FIRST_PAINT.is_set()
+    paint_gate.FIRST_PAINT.clear()

@@ -9,7 +9,7 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics.alert_view import DELIVERY_STATUSES, alert_rules
-from cliffwatch.dashboard import cells, downloads, links, queries, tables
+from cliffwatch.dashboard import cells, downloads, links, queries, tables, ui
 from cliffwatch.dashboard.alerts_queries import load_alerts
 
 STATUS_LABELS = {
@@ -52,7 +52,7 @@ if total == 0:
     queries.stop_if_no_runs()
     st.info("No alert has been raised yet: incidents and threshold rules raise them when "
             "runs are written.")
-    st.stop()
+    ui.stop()
 
 counts = st.columns(len(DELIVERY_STATUSES))
 for column, name in zip(counts, DELIVERY_STATUSES, strict=True):
@@ -61,7 +61,7 @@ for column, name in zip(counts, DELIVERY_STATUSES, strict=True):
 found = data.deliveries
 if found.is_empty():
     st.info(f"No delivery is {STATUS_LABELS[status or 'pending'].lower()}.")
-    st.stop()
+    ui.stop()
 st.caption(f"{found.height:,} newest of {data.counts.get(status, 0) if status else total:,} "
            "· times UTC · the webhook's path is hidden (it is its secret)")
 

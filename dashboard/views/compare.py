@@ -77,13 +77,13 @@ for side, (since, until) in (("Before", before), ("After", after)):
         problems.append(f"{side}: {ui.md_text(exc)}")
 if problems:
     st.error("  \n".join(problems))
-    st.stop()
+    ui.stop()
 
 compared = queries.fetch(load_comparison, before, after, selected.task_classes)
 if compared.is_empty():
     queries.stop_if_no_runs()
     st.info("Neither window has a run of the selected classes: move or widen the windows.")
-    st.stop()
+    ui.stop()
 
 overall = {r["measure"]: r for r in compared.filter(pl.col("task_class").is_null())
            .iter_rows(named=True)}

@@ -26,7 +26,7 @@ if not truth.calls:
     queries.stop_if_no_runs()
     st.info("No LLM calls match these filters: widen the time window or clear the class "
             "filter.")
-    st.stop()
+    ui.stop()
 
 if truth.not_recomputing:
     st.error(ui.md_text(truth.verdict))

@@ -67,7 +67,7 @@ with st.spinner("Looking for the anti-patterns in these runs (once per window an
 if found.is_empty():
     queries.stop_if_no_runs()
     st.success("No findings: none of the handbook's anti-patterns in these runs.")
-    st.stop()
+    ui.stop()
 
 # The options are the kinds themselves (as the CLI names them): a bound widget matches a
 # URL's ?kind= against the options as shown, so a label would break deep links.

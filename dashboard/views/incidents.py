@@ -17,7 +17,7 @@ found = queries.fetch(queries.load_incidents, selected)
 if found.is_empty():
     queries.stop_if_no_runs()
     st.info("No incidents in this window: no cap or ceiling breach and no runaway run.")
-    st.stop()
+    ui.stop()
 
 left, right = st.columns(2)
 # Options are the kinds and statuses present in the window, so no vocabulary is

@@ -25,7 +25,7 @@ data = queries.fetch(queries.load_overview, selected)
 if data.percentiles.is_empty():
     queries.stop_if_no_runs()
     st.info("No runs match these filters: widen the time window or clear the class filter.")
-    st.stop()
+    ui.stop()
 
 table = data.percentiles
 overall = data.overall.row(0, named=True)
@@ -51,7 +51,7 @@ st.caption(
 # What comes below (a wide table and the plotly charts) is sent once the browser has drawn
 # the table above (dashboard/paint_gate.py): the first paint waits for no more JavaScript.
 if not paint_gate.painted("overview"):
-    st.stop()
+    ui.stop()
 
 run_measures_panel.render(selected)
 

@@ -26,7 +26,7 @@ if not run_id:
     st.info("No run chosen: pick one on the Runs page (each row has a replay link), or "
             "open one from an incident or a run page.")
     st.page_link(links.RUNS_PAGE, label="Pick a run", icon=":material/list:")
-    st.stop()
+    ui.stop()
 
 st.caption("Limits to replay under (empty: as the run recorded them; 0 switches one off). "
            "No model is called: the recorded plan goes through the orchestrator's dispatch "

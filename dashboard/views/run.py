@@ -19,7 +19,7 @@ if not run_id:
     st.info("No run chosen: pick one on the Runs page (every run, sortable and "
             "filterable), or open one from the overview's chart or an incident.")
     st.page_link(links.RUNS_PAGE, label="Pick a run", icon=":material/list:")
-    st.stop()
+    ui.stop()
 
 run, spans = queries.fetch(queries.load_run, run_id)
 

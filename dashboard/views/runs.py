@@ -69,7 +69,7 @@ shown = queries.fetch(load_runs_page, selected, spec, int(page_asked), int(page_
 if shown.total == 0:
     queries.stop_if_no_runs()
     st.info("No runs match these filters: widen the time window or clear a filter.")
-    st.stop()
+    ui.stop()
 
 first = (shown.page - 1) * int(page_size or 50) + 1
 note = " (the last page)" if shown.page < int(page_asked) else ""

@@ -29,7 +29,7 @@ st.caption(f"{ui.md_text(selected.describe())} · every run replayed through the
 override = limits_controls(default_cap=WHATIF_DEFAULT_CAP)
 if override.keeps_everything:
     st.info("Set a cap, a ceiling or a policy to see what it would have done.")
-    st.stop()
+    ui.stop()
 with st.spinner("Replaying every run of the window under these limits (once per window, "
                 "limits and store version: kept after, for every viewer and restart)...",
                 show_time=True):
@@ -37,7 +37,7 @@ with st.spinner("Replaying every run of the window under these limits (once per 
 if what.runs.is_empty():
     queries.stop_if_no_runs()
     st.info("No runs match these filters: widen the time window or clear the class filter.")
-    st.stop()
+    ui.stop()
 
 totals = what.totals()
 saving = totals["saving_usd"]

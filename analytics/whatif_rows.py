@@ -265,7 +265,10 @@ def _staged_pass(
     est_conds, est_params = estimate_scope(task_class)
     stage_conds = [f"r.{c}" for c in est_conds]
     runs = frame(con, f"SELECT count(*) AS n FROM runs {where(est_conds)}", est_params)["n"][0]
-    staged = stage_chunks(con, stage_conds, est_params, -(-runs // per_chunk_runs), tmp)
+    # routed (analytics.chunks.partition_by_chunk): at 1M runs the whatif command's
+    # staging took a fifth less CPU, its peak RSS +50 MB (issue 11)
+    staged = stage_chunks(con, stage_conds, est_params, -(-runs // per_chunk_runs), tmp,
+                          routed=True)
     with chunk_cursors(con) as workers:
         sums = list(in_order(workers, [partial(_estimate_sums, read) for read in staged]))
     return staged, fold_estimates(sums, load_completed_runs(con, task_class))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_whatif_sql import NOW, OVERRIDES, _differences, _random_run
 
-from cliffwatch.analytics import whatif_rows
+from cliffwatch.analytics import chunks, whatif_rows
 from cliffwatch.analytics.chunks import partition_by_chunk
 from cliffwatch.analytics.estimates import load_estimates
 from cliffwatch.analytics.whatif import what_if
@@ -32,15 +32,23 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("chunks_n", [1, 7, 80])
+@pytest.mark.parametrize(("chunks_n", "routed", "batch_rows", "group_rows"),
+                         [(1, False, 0, 0), (7, False, 0, 0), (80, False, 0, 0),
+                          (1, True, 122_880, 8_192), (7, True, 122_880, 8_192),
+                          (80, True, 122_880, 8_192), (7, True, 5, 3), (7, True, 64, 1_000)])
 def test_every_run_and_row_lands_in_one_chunk_in_run_id_order(
-    store: Path, tmp_path: Path, chunks_n: int
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunks_n: int, routed: bool,
+    batch_rows: int, group_rows: int
 ) -> None:
+    # small batches and groups: each chunk's rows come in many batches, some written as
+    # soon as they come, some gathered over batches, the last ones at the end
+    monkeypatch.setattr(chunks, "BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(chunks, "GROUP_ROWS", group_rows)
     with open_store(store, read_only=True) as con:
         ids = [r[0] for r in con.sql("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
         spans = con.sql("SELECT count(*) FROM spans").fetchall()[0][0]
         files = partition_by_chunk(con, "SELECT run_id, task_class FROM runs", {}, chunks_n,
-                                   _ROWS, tmp_path)
+                                   _ROWS, tmp_path, routed=routed)
         assert len(files) == chunks_n
         seen: list[str] = []
         rows = 0
@@ -64,10 +72,23 @@ def test_every_run_and_row_lands_in_one_chunk_in_run_id_order(
                        for c in files)
 
 
-def test_no_runs_gives_empty_chunks(store: Path, tmp_path: Path) -> None:
+def test_a_row_outside_the_chunks_is_an_error_not_a_lost_row(
+    store: Path, tmp_path: Path
+) -> None:
+    with open_store(store, read_only=True) as con:
+        for chunk in ("k.chunk + 1", "NULL::BIGINT"):
+            (tmp_path / chunk[:4]).mkdir()
+            with pytest.raises(ValueError, match="chunk"):
+                partition_by_chunk(con, "SELECT run_id FROM runs", {}, 3,
+                                   _ROWS.replace("k.chunk", f"{chunk} AS chunk"),
+                                   tmp_path / chunk[:4], routed=True)
+
+
+@pytest.mark.parametrize("routed", [False, True])
+def test_no_runs_gives_empty_chunks(store: Path, tmp_path: Path, routed: bool) -> None:
     with open_store(store, read_only=True) as con:
         files = partition_by_chunk(con, "SELECT run_id FROM runs WHERE run_id = $none",
-                                   {"none": "-"}, 3, _ROWS, tmp_path)
+                                   {"none": "-"}, 3, _ROWS, tmp_path, routed=routed)
         for chunk in files:
             assert con.sql(f"SELECT count(*) FROM {chunk.rows}").fetchall()[0][0] == 0
             assert con.sql(f"SELECT count(*) FROM {chunk.keys}").fetchall()[0][0] == 0

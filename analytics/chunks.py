@@ -190,11 +190,12 @@ def _write_chunks(
     ``folder/chunk=<k>/data.parquet``, one file per chunk (an empty one of the same
     columns for a chunk without rows), without the ``chunk`` column, in one streaming read.
 
-    Why not DuckDB's ``COPY ... PARTITION_BY (chunk)``: under the what-if's 256 MB bound
-    its writer buffered rows per open partition past the bound and spilled them to disk;
-    at 1M runs (40 chunks, 7.6M calls) it took 39.4 s of CPU and 29.2 s against 32.0 s and
-    26.7 s routed here (load ~5), and up to 91 s when other processes used the disk
-    (issue 11).
+    Why not DuckDB's ``COPY ... PARTITION_BY (chunk)`` (:func:`_copy_chunks`): under the
+    what-if's 256 MB bound its writer buffers rows per open partition past the bound and
+    spills them to disk. The what-if's staging at 1M runs (40 chunks, 7.6M calls), side by
+    side, load ~6: 82.2 s (68.5 s CPU, peak RSS 396 MB) with it, 35.6 s (45.7 s CPU, 615
+    MB) routed here; the files ~320 MB against ~240 MB (row groups of ~8,000 rows; issue
+    11).
 
     Raises:
         duckdb.Error: the query failed (the files written so far stay, closed).
@@ -238,9 +239,8 @@ def _write_chunks(
         for chunk in range(chunks_n):
             if pending[chunk] or chunk not in writers:
                 write(chunk)
-    # Arrow's allocator keeps what it freed for reuse: hand it back to the system, or the
-    # staging's batches stay resident through the reads that follow (the what-if at 1M
-    # runs peaked at 956 MB against 727 MB staged by DuckDB's writer)
+    # Arrow's allocator keeps what it freed for reuse: hand it back to the system, so the
+    # staging's batches do not stay resident through the reads that follow
     pa.default_memory_pool().release_unused()
 
 

@@ -15,7 +15,7 @@ from test_whatif_sql import NOW, OVERRIDES, _differences, _random_run
 from cliffwatch.analytics import chunks, whatif_rows
 from cliffwatch.analytics.chunks import partition_by_chunk
 from cliffwatch.analytics.estimates import load_estimates
-from cliffwatch.analytics.whatif import what_if
+from cliffwatch.analytics.whatif import what_if, what_ifs
 from cliffwatch.analytics.window import Window
 from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.write_pipeline import write_spans
@@ -150,3 +150,25 @@ def test_the_staged_files_are_removed_after_a_read_and_after_a_failure(
             what_if(con, OVERRIDES[0], estimates=estimates)
         assert len(staged) > 2
         assert list(tmp_path.iterdir()) == []
+
+
+def test_a_what_if_of_every_run_routes_its_staging_and_the_findings_copy_theirs(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the findings' what-ifs (they pass `keeps`; inside the report, with little memory to
+    # spare) keep DuckDB's COPY; a what-if of every run (the whatif command) is routed
+    used: list[str] = []
+    for name in ("_write_chunks", "_copy_chunks"):
+        real = getattr(chunks, name)
+
+        def spy(*args: object, _real: object = real, _name: str = name) -> None:
+            used.append(_name)
+            _real(*args)  # type: ignore[operator]
+
+        monkeypatch.setattr(chunks, name, spy)
+    with open_store(store, read_only=True) as con:
+        assert what_if(con, OVERRIDES[0]).runs.height == 50
+        assert used == ["_write_chunks", "_write_chunks"]
+        used.clear()
+        assert what_ifs(con, [OVERRIDES[0]], keeps=[None])[0].runs.height == 50
+        assert used == ["_copy_chunks", "_copy_chunks"]

@@ -560,7 +560,7 @@ def sql_run_rows(
 
 def stage_chunks(
     con: duckdb.DuckDBPyConnection, conds: list[str], params: dict[str, Any], chunks_n: int,
-    directory: Path,
+    directory: Path, *, routed: bool = False,
 ) -> list[ChunkFiles]:
     """Split the runs of ``conds`` (on ``runs r``) into ``chunks_n`` run-id chunks and
     write each chunk's runs (:data:`STAGE_RUN_COLUMNS`, numbered in run-id order) and
@@ -571,7 +571,8 @@ def stage_chunks(
     :data:`STAGE_RUN_COLUMNS` and ``rk``; ``rows``: their :data:`STAGE_SQL` rows, keyed by
     ``rk``), for :func:`sql_run_rows` and the class estimates
     (:func:`analytics.estimates.staged_estimate_sums`): the spans' attributes are parsed
-    once for both.
+    once for both. ``routed``: written as :func:`analytics.chunks.partition_by_chunk`'s
+    ``routed`` says (the ``whatif`` command's staging).
 
     Disk: at 1M runs ~205 MB of LZ4-compressed Parquet (the calls) and ~47 MB (the runs).
 
@@ -580,4 +581,5 @@ def stage_chunks(
     scope = f"SELECT {', '.join(STAGE_RUN_COLUMNS)} FROM runs r {where(conds)}"
     sql = STAGE_SQL.replace("{keys}", "SELECT run_id, rk, chunk FROM ({keys})")
     sql = sql.replace("{span_range}", "").replace("{chunk}", "chunk, ")
-    return chunks.partition_by_chunk(con, scope, params, chunks_n, sql, directory)
+    return chunks.partition_by_chunk(con, scope, params, chunks_n, sql, directory,
+                                     routed=routed)

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from test_whatif_sql import NOW, OVERRIDES, _differences, _random_run
 
-from cliffwatch.analytics import whatif_rows
+from cliffwatch.analytics import chunks, whatif_rows
 from cliffwatch.analytics.chunks import partition_by_chunk
 from cliffwatch.analytics.estimates import load_estimates
-from cliffwatch.analytics.whatif import what_if
+from cliffwatch.analytics.whatif import what_if, what_ifs
 from cliffwatch.analytics.window import Window
 from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.write_pipeline import write_spans
@@ -32,15 +32,23 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("chunks_n", [1, 7, 80])
+@pytest.mark.parametrize(("chunks_n", "routed", "batch_rows", "group_rows"),
+                         [(1, False, 0, 0), (7, False, 0, 0), (80, False, 0, 0),
+                          (1, True, 122_880, 8_192), (7, True, 122_880, 8_192),
+                          (80, True, 122_880, 8_192), (7, True, 5, 3), (7, True, 64, 1_000)])
 def test_every_run_and_row_lands_in_one_chunk_in_run_id_order(
-    store: Path, tmp_path: Path, chunks_n: int
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunks_n: int, routed: bool,
+    batch_rows: int, group_rows: int
 ) -> None:
+    # small batches and groups: each chunk's rows come in many batches, some written as
+    # soon as they come, some gathered over batches, the last ones at the end
+    monkeypatch.setattr(chunks, "BATCH_ROWS", batch_rows)
+    monkeypatch.setattr(chunks, "GROUP_ROWS", group_rows)
     with open_store(store, read_only=True) as con:
         ids = [r[0] for r in con.sql("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
         spans = con.sql("SELECT count(*) FROM spans").fetchall()[0][0]
         files = partition_by_chunk(con, "SELECT run_id, task_class FROM runs", {}, chunks_n,
-                                   _ROWS, tmp_path)
+                                   _ROWS, tmp_path, routed=routed)
         assert len(files) == chunks_n
         seen: list[str] = []
         rows = 0
@@ -64,10 +72,23 @@ def test_every_run_and_row_lands_in_one_chunk_in_run_id_order(
                        for c in files)
 
 
-def test_no_runs_gives_empty_chunks(store: Path, tmp_path: Path) -> None:
+def test_a_row_outside_the_chunks_is_an_error_not_a_lost_row(
+    store: Path, tmp_path: Path
+) -> None:
+    with open_store(store, read_only=True) as con:
+        for chunk in ("k.chunk + 1", "NULL::BIGINT"):
+            (tmp_path / chunk[:4]).mkdir()
+            with pytest.raises(ValueError, match="chunk"):
+                partition_by_chunk(con, "SELECT run_id FROM runs", {}, 3,
+                                   _ROWS.replace("k.chunk", f"{chunk} AS chunk"),
+                                   tmp_path / chunk[:4], routed=True)
+
+
+@pytest.mark.parametrize("routed", [False, True])
+def test_no_runs_gives_empty_chunks(store: Path, tmp_path: Path, routed: bool) -> None:
     with open_store(store, read_only=True) as con:
         files = partition_by_chunk(con, "SELECT run_id FROM runs WHERE run_id = $none",
-                                   {"none": "-"}, 3, _ROWS, tmp_path)
+                                   {"none": "-"}, 3, _ROWS, tmp_path, routed=routed)
         for chunk in files:
             assert con.sql(f"SELECT count(*) FROM {chunk.rows}").fetchall()[0][0] == 0
             assert con.sql(f"SELECT count(*) FROM {chunk.keys}").fetchall()[0][0] == 0
@@ -129,3 +150,25 @@ def test_the_staged_files_are_removed_after_a_read_and_after_a_failure(
             what_if(con, OVERRIDES[0], estimates=estimates)
         assert len(staged) > 2
         assert list(tmp_path.iterdir()) == []
+
+
+def test_a_what_if_of_every_run_routes_its_staging_and_the_findings_copy_theirs(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the findings' what-ifs (they pass `keeps`; inside the report, with little memory to
+    # spare) keep DuckDB's COPY; a what-if of every run (the whatif command) is routed
+    used: list[str] = []
+    for name in ("_write_chunks", "_copy_chunks"):
+        real = getattr(chunks, name)
+
+        def spy(*args: object, _real: object = real, _name: str = name) -> None:
+            used.append(_name)
+            _real(*args)  # type: ignore[operator]
+
+        monkeypatch.setattr(chunks, name, spy)
+    with open_store(store, read_only=True) as con:
+        assert what_if(con, OVERRIDES[0]).runs.height == 50
+        assert used == ["_write_chunks", "_write_chunks"]
+        used.clear()
+        assert what_ifs(con, [OVERRIDES[0]], keeps=[None])[0].runs.height == 50
+        assert used == ["_copy_chunks", "_copy_chunks"]

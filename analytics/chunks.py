@@ -134,8 +134,9 @@ def partition_by_chunk(
 
     Disk: the files are LZ4-compressed Parquet (the what-if's staged calls at 1M runs:
     ~210-250 MB). Memory: DuckDB's partitioned writer holds a buffer per chunk, under the
-    connection's ``memory_limit``; routed, a batch of :data:`BATCH_ROWS` rows and per chunk
-    up to :data:`GROUP_ROWS` rows waiting to be written, outside it.
+    connection's ``memory_limit``; routed, a batch of :data:`BATCH_ROWS` rows and up to
+    :data:`GROUP_ROWS` rows per chunk, :data:`PENDING_ROWS` in all, waiting to be written,
+    outside it.
     """
     chunks_n = max(1, chunks_n)
     keys_dir, rows_dir = directory / "keys", directory / "rows"
@@ -181,6 +182,11 @@ GROUP_ROWS = 8_192
 batch brings each of 40 chunks ~3,000 rows: written as they came, the files were ~45%
 larger); at most ``GROUP_ROWS`` rows per chunk wait in memory."""
 
+PENDING_ROWS = 40 * GROUP_ROWS
+"""Rows :func:`_write_chunks` lets wait over all chunks: past it, the chunk with the most
+waiting is written at once, so the memory is bounded by this, not by the number of chunks
+(which grows with the store: 40 at 1M runs, 400 at 10M)."""
+
 
 def _write_chunks(
     con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any], chunks_n: int,
@@ -203,7 +209,7 @@ def _write_chunks(
     reader = con.sql(sql, params=params or None).to_arrow_reader(BATCH_ROWS)
     schema = pa.schema([field for field in reader.schema if field.name != "chunk"])
     pending: list[list[pa.Table]] = [[] for _ in range(chunks_n)]
-    waiting = [0] * chunks_n
+    waiting = np.zeros(chunks_n, dtype=np.int64)
     with ExitStack() as stack:
         stack.callback(reader.close)  # the reader holds the connection until closed
         writers: dict[int, pq.ParquetWriter] = {}
@@ -236,6 +242,8 @@ def _write_chunks(
                 waiting[chunk] += int(edges[chunk + 1] - edges[chunk])
                 if waiting[chunk] >= GROUP_ROWS:
                     write(chunk)
+            while waiting.sum() > PENDING_ROWS:
+                write(int(waiting.argmax()))
         for chunk in range(chunks_n):
             if pending[chunk] or chunk not in writers:
                 write(chunk)

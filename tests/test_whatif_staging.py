@@ -32,18 +32,21 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("chunks_n", "routed", "batch_rows", "group_rows"),
-                         [(1, False, 0, 0), (7, False, 0, 0), (80, False, 0, 0),
-                          (1, True, 122_880, 8_192), (7, True, 122_880, 8_192),
-                          (80, True, 122_880, 8_192), (7, True, 5, 3), (7, True, 64, 1_000)])
+@pytest.mark.parametrize(("chunks_n", "routed", "batch_rows", "group_rows", "pending_rows"),
+                         [(1, False, 0, 0, 0), (7, False, 0, 0, 0), (80, False, 0, 0, 0),
+                          (1, True, 122_880, 8_192, 327_680), (7, True, 122_880, 8_192, 327_680),
+                          (80, True, 122_880, 8_192, 327_680), (7, True, 5, 3, 100),
+                          (7, True, 64, 1_000, 100_000), (80, True, 64, 1_000, 20)])
 def test_every_run_and_row_lands_in_one_chunk_in_run_id_order(
     store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunks_n: int, routed: bool,
-    batch_rows: int, group_rows: int
+    batch_rows: int, group_rows: int, pending_rows: int
 ) -> None:
     # small batches and groups: each chunk's rows come in many batches, some written as
-    # soon as they come, some gathered over batches, the last ones at the end
+    # soon as they come, some gathered over batches, some written early because too many
+    # rows wait over all chunks, the last ones at the end
     monkeypatch.setattr(chunks, "BATCH_ROWS", batch_rows)
     monkeypatch.setattr(chunks, "GROUP_ROWS", group_rows)
+    monkeypatch.setattr(chunks, "PENDING_ROWS", pending_rows)
     with open_store(store, read_only=True) as con:
         ids = [r[0] for r in con.sql("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
         spans = con.sql("SELECT count(*) FROM spans").fetchall()[0][0]

@@ -24,9 +24,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import duckdb
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 Bounds = tuple[str | None, str | None]
 """A run-id range: ``(low, high)``, low inclusive, high exclusive, None open."""
@@ -206,6 +203,12 @@ def _write_chunks(
     Raises:
         duckdb.Error: the query failed (the files written so far stay, closed).
         ValueError: a ``chunk`` NULL or out of range."""
+    # imported here: the listing commands import this module and load no pyarrow
+    # (tests/test_cli_imports.py: a process start costs its import)
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     reader = con.sql(sql, params=params or None).to_arrow_reader(BATCH_ROWS)
     schema = pa.schema([field for field in reader.schema if field.name != "chunk"])
     pending: list[list[pa.Table]] = [[] for _ in range(chunks_n)]

@@ -49,9 +49,10 @@ def limits_controls(*, default_cap: int | None = None,
         ReplayError: a value :meth:`LimitsOverride.parse` rejects (the widgets' own
             bounds already keep the cap and ceiling at 0 or above).
     """
-    if page is not None and paint_gate.widgets_wait(page, LIMIT_KEYS):
-        st.container(height=CONTROLS_HEIGHT_PX, border=False)
-        return LimitsOverride.parse(default_cap, None, None)
+    if page is not None:
+        return paint_gate.widgets(page, LIMIT_KEYS, CONTROLS_HEIGHT_PX,
+                                  lambda: limits_controls(default_cap=default_cap),
+                                  LimitsOverride.parse(default_cap, None, None))
     controls = st.columns(3)
     cap = controls[0].number_input("Max workers", min_value=0, step=1, value=default_cap,
                                    placeholder=AS_RECORDED, key="max_workers",

@@ -29,7 +29,8 @@ of 2.7 s (median of 6 warm visits side by side).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -85,6 +86,12 @@ from the first visitor's first paint."""
 
 _PENDING_KEY = "cliffwatch_paint_pending"
 
+_RUN = threading.local()
+"""This script run's widgets waiting for the gate's run (:func:`widgets`): a script run
+keeps to its thread."""
+
+T = TypeVar("T")
+
 
 def page_sent() -> None:
     """Note that this script run sent a page whose first paint waits for nothing more
@@ -96,6 +103,7 @@ def start_run() -> None:
     """Forget whether a gate waited in the previous script run (``app.py`` calls this
     before the page; :func:`pending`)."""
     st.session_state[_PENDING_KEY] = False
+    _waiting().clear()
 
 
 def pending() -> bool:
@@ -103,6 +111,56 @@ def pending() -> bool:
     first paint is still to come, and ``app.py`` leaves what can wait to the run the gate
     asks for."""
     return bool(st.session_state.get(_PENDING_KEY))
+
+
+def widgets(page: str, keys: Iterable[str], height_px: int, draw: Callable[[], T],
+            defaults: T) -> T:
+    """Draw a page's widgets above its table, or only their place until its first paint.
+
+    When :func:`widgets_wait` (``page`` not yet drawn in this session and none of the
+    widgets ``keys`` set), an empty box of ``height_px`` (their height at 1440 px) holds
+    their place and ``defaults`` (what ``draw`` returns with none of them set) are read;
+    the widgets come in the run the page's gate asks for. Should the page end before
+    placing its gate (nothing matched, a store error), :func:`end_run` draws them in
+    that place in this run, so they are never missing. Otherwise ``draw`` is called.
+
+    Args:
+        page: the page's :func:`painted` name.
+        keys: the widgets' keys (each its query parameter).
+        height_px: the height the widgets take.
+        draw: draws the widgets and returns what they read.
+        defaults: what ``draw`` returns before anyone set a widget.
+
+    Returns:
+        What the widgets read (``defaults`` while they wait).
+    """
+    slot = st.empty()
+    if not widgets_wait(page, keys):
+        with slot.container():
+            return draw()
+    slot.container(height=height_px, border=False)
+    _waiting().append((slot, draw))
+    return defaults
+
+
+def end_run() -> None:
+    """``app.py``, after the page: when the page placed no gate in this run (it ended
+    before its table), draw the widgets :func:`widgets` left for the gate's run now, in
+    their place."""
+    waiting = _waiting()
+    if pending():
+        waiting.clear()
+        return
+    while waiting:
+        slot, draw = waiting.pop(0)
+        with slot.container():
+            draw()
+
+
+def _waiting() -> list[tuple[DeltaGenerator, Callable[[], object]]]:
+    if not hasattr(_RUN, "waiting"):
+        _RUN.waiting = []
+    return _RUN.waiting  # type: ignore[no-any-return]
 
 
 def widgets_wait(page: str, keys: Iterable[str]) -> bool:

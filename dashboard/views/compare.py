@@ -59,6 +59,15 @@ def _window_inputs(side: str, since_default: str, until_default: str) -> tuple[s
     return since.strip(), until.strip()
 
 
+def _inputs() -> tuple[tuple[str, str], tuple[str, str]]:
+    sides = st.columns(2)
+    with sides[0]:
+        before = _window_inputs("before", *DEFAULT_WINDOWS[0])
+    with sides[1]:
+        after = _window_inputs("after", *DEFAULT_WINDOWS[1])
+    return before, after
+
+
 selected = filters.current()
 st.title("Compare two windows")
 st.caption(
@@ -70,15 +79,8 @@ st.caption(
 )
 # Before the page's first paint in a session, with no window in the link: the table with
 # the default windows first, the inputs in their place in the next run (paint_gate.py).
-if paint_gate.widgets_wait("compare", WINDOW_KEYS):
-    st.container(height=INPUTS_HEIGHT_PX, border=False)
-    before, after = DEFAULT_WINDOWS
-else:
-    sides = st.columns(2)
-    with sides[0]:
-        before = _window_inputs("before", *DEFAULT_WINDOWS[0])
-    with sides[1]:
-        after = _window_inputs("after", *DEFAULT_WINDOWS[1])
+before, after = paint_gate.widgets("compare", WINDOW_KEYS, INPUTS_HEIGHT_PX, _inputs,
+                                   DEFAULT_WINDOWS)
 
 problems = []
 for side, (since, until) in (("Before", before), ("After", after)):

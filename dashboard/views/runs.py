@@ -31,10 +31,6 @@ assert set(SORT_LABELS.values()) == set(SORT_COLUMNS)
 assert set(BREACH_LABELS.values()) == set(BREACH_FILTERS)
 PAGE_SIZES = (25, 50, 100, 200)
 
-selected = filters.current()
-st.title("Runs")
-st.caption(ui.md_text(selected.describe()))
-
 # The page's own widgets' keys (each its query parameter), what they read before anyone
 # set them (in that order) and the height their two rows take (1440 px wide).
 CONTROL_KEYS = ("status", "breach", "min_cost_usd", "max_cost_usd", "sort", "order",
@@ -73,16 +69,14 @@ def _controls() -> tuple[Any, ...]:
     return statuses, breach, min_cost, max_cost, sort_by, order, page_size, page_asked
 
 
-# A session's first visit with none of the widgets set (no parameter in the link): the
-# table is drawn with their defaults and they come, in their place, in the run the
-# first-paint gate asks for (dashboard/paint_gate.py).
-if paint_gate.widgets_wait("runs", CONTROL_KEYS):
-    st.container(height=CONTROLS_HEIGHT_PX, border=False)
-    statuses, breach, min_cost, max_cost, sort_by, order, page_size, page_asked = DEFAULTS
-else:
-    with st.container():
-        (statuses, breach, min_cost, max_cost, sort_by, order, page_size,
-         page_asked) = _controls()
+selected = filters.current()
+st.title("Runs")
+st.caption(ui.md_text(selected.describe()))
+
+# Before the page's first paint in a session, with none of them set by the link: the table
+# with their defaults first, the widgets in their place in the next run (paint_gate.py).
+statuses, breach, min_cost, max_cost, sort_by, order, page_size, page_asked = (
+    paint_gate.widgets("runs", CONTROL_KEYS, CONTROLS_HEIGHT_PX, _controls, DEFAULTS))
 
 spec = RunQuery(
     statuses=tuple(sorted(statuses)), breach=BREACH_LABELS.get(breach or ""),

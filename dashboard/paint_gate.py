@@ -160,7 +160,7 @@ def end_run() -> None:
 def _waiting() -> list[tuple[DeltaGenerator, Callable[[], object]]]:
     if not hasattr(_RUN, "waiting"):
         _RUN.waiting = []
-    return _RUN.waiting  # type: ignore[no-any-return]
+    return _RUN.waiting
 
 
 def widgets_wait(page: str, keys: Iterable[str]) -> bool:

@@ -93,9 +93,9 @@ COMPLETE = ("() => !document.querySelector('[data-testid=\"stStatusWidget\"]') &
             "[data-testid^='stBidiComponent']\")")
 """The page is complete: no script run going, no element of the main area still waiting
 for its JavaScript (Streamlit's skeleton) and no first-paint gate waiting to ask for the
-charts (dashboard/paint_gate.py: the Overview's, Run's, Replay's and What-if's charts come
-in the script run that follows the first paint, so their first run's end is not the
-page's)."""
+charts (dashboard/paint_gate.py: the charts, and on the Runs, Replay, Compare and Cost truth
+pages what else can wait, come in the script run that follows the first paint, so their
+first run's end is not the page's)."""
 PAINT_TIMEOUT_MS = 180_000
 OVERVIEW_TARGET_S = 1.5
 PAGE_TARGET_S = 3.0

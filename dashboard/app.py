@@ -57,6 +57,8 @@ try:
 except ui.PageStopped:
     pass
 finally:
+    if not isinstance(sys.exc_info()[1], ScriptControlException):
+        paint_gate.end_run()  # a page that ended before its gate: its widgets now
     if not paint_gate.pending():
         paint_gate.page_sent()
     # also after an error in the page (shown by Streamlit): the filters stay in the sidebar

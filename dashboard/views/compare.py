@@ -15,7 +15,7 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics.window import Window, WindowError
-from cliffwatch.dashboard import cells, downloads, filters, queries, tables, ui
+from cliffwatch.dashboard import cells, downloads, filters, paint_gate, queries, tables, ui
 from cliffwatch.dashboard.runs_queries import load_comparison
 
 MEASURE_LABELS = {
@@ -23,6 +23,11 @@ MEASURE_LABELS = {
     "p99_usd": "P99 per run", "cliff_ratio": "P99 / P50",
 }
 ALL_SELECTED = "All selected classes"
+# Each side's (since, until) until the user or the link sets one; the inputs' keys (each
+# its query parameter) and the height their row takes.
+DEFAULT_WINDOWS = (("14d", "7d"), ("7d", ""))
+WINDOW_KEYS = ("before_since", "before_until", "after_since", "after_until")
+INPUTS_HEIGHT_PX = 109
 
 
 def _value(measure: str, value: float | None, *, signed: bool = False) -> str:
@@ -54,6 +59,15 @@ def _window_inputs(side: str, since_default: str, until_default: str) -> tuple[s
     return since.strip(), until.strip()
 
 
+def _inputs() -> tuple[tuple[str, str], tuple[str, str]]:
+    sides = st.columns(2)
+    with sides[0]:
+        before = _window_inputs("before", *DEFAULT_WINDOWS[0])
+    with sides[1]:
+        after = _window_inputs("after", *DEFAULT_WINDOWS[1])
+    return before, after
+
+
 selected = filters.current()
 st.title("Compare two windows")
 st.caption(
@@ -63,11 +77,10 @@ st.caption(
     "from now (14d, 7d). UTC. Task classes: "
     f"{ui.md_text(', '.join(selected.task_classes) or 'all')} (sidebar)."
 )
-sides = st.columns(2)
-with sides[0]:
-    before = _window_inputs("before", "14d", "7d")
-with sides[1]:
-    after = _window_inputs("after", "7d", "")
+# Before the page's first paint in a session, with no window in the link: the table with
+# the default windows first, the inputs in their place in the next run (paint_gate.py).
+before, after = paint_gate.widgets("compare", WINDOW_KEYS, INPUTS_HEIGHT_PX, _inputs,
+                                   DEFAULT_WINDOWS)
 
 problems = []
 for side, (since, until) in (("Before", before), ("After", after)):
@@ -112,6 +125,7 @@ table = compared.select(
 )
 st.subheader("Per task class")
 tables.show(table, key="comparison")
-downloads.csv_button(compared, "comparison")
+if paint_gate.painted("compare", paint_gate.DATAFRAME_SELECTOR):  # once the table is drawn
+    downloads.csv_button(compared, "comparison")
 st.caption("A class with no run in one window shows - there. Percentiles are continuous "
            "(linear interpolation, as numpy's default) over every run of the window.")

@@ -10,7 +10,15 @@ import streamlit as st
 
 from cliffwatch.analytics import cost_truth_charts
 from cliffwatch.analytics.upper_bound import upper_bound_note
-from cliffwatch.dashboard import cost_truth_queries, downloads, filters, queries, tables, ui
+from cliffwatch.dashboard import (
+    cost_truth_queries,
+    downloads,
+    filters,
+    paint_gate,
+    queries,
+    tables,
+    ui,
+)
 
 selected = filters.current()
 st.title("Cost truth")
@@ -50,7 +58,7 @@ if upper_bound:
                "uncached input.")
 
 st.subheader("Spend by cost source")
-st.plotly_chart(cost_truth_charts.spend_by_source(truth.summary), key="spend_by_source")
+source_chart = ui.chart_slot()  # drawn after the audit table (dashboard/paint_gate.py)
 st.caption("provider: the cost the producer reported (litellm's computation kept beside "
            "it, so drift shows); computed: litellm's price of the stored tokens; unpriced: "
            "no price for the model (no cost, never $0). Duplicates dropped are checked "
@@ -62,6 +70,11 @@ tables.show(
     truth.summary, key="audit_summary", money_format=CALL_MONEY,
     column_config={"share": st.column_config.NumberColumn("Share of spend", format="percent")},
 )
+drawn = paint_gate.painted("cost_truth", paint_gate.DATAFRAME_SELECTOR)
+paint_gate.chart(source_chart, cost_truth_charts.spend_by_source(truth.summary), drawn,
+                 key="spend_by_source")
+if not drawn:  # the problem calls and the prompt cache (a second scan) once this is drawn
+    ui.stop()
 downloads.csv_button(truth.summary, "cost_audit")
 if truth.problems.height:
     st.subheader("Problem calls")
@@ -72,7 +85,7 @@ if truth.problems.height:
     downloads.csv_button(truth.problems, "cost_audit_problems")
 
 st.subheader("Prompt cache")
-# read after the audit above is on screen (a second scan of the calls)
+# read in the run after the audit above was drawn (a second scan of the calls)
 savings = queries.fetch(cost_truth_queries.load_cache_savings, selected)
 total = savings.total.to_dicts()
 if total:

@@ -31,7 +31,7 @@ if not run_id:
 st.caption("Limits to replay under (empty: as the run recorded them; 0 switches one off). "
            "No model is called: the recorded plan goes through the orchestrator's dispatch "
            "layer with the recorded per-call costs.")
-override = limits_controls()
+override = limits_controls(page="replay")
 rp = queries.fetch(replay_queries.load_replay, run_id, override)
 run, cf = rp.run, rp.counterfactual
 
@@ -117,6 +117,8 @@ tables.show(comparison, key="comparison", height="content", column_config=COLUMN
 drawn = paint_gate.painted("replay", paint_gate.DATAFRAME_SELECTOR)  # charts after the table
 paint_gate.chart(stages, replay_charts.counterfactual_stages(rp.counterfactual_items(),
                                                              rp.timeline), drawn, key="stages")
+if not drawn:  # the rest of the page (three more tables, a chart) once this one is drawn
+    ui.stop()
 downloads.csv_button(comparison, "replay_comparison")
 
 st.subheader("Timeline as recorded")

@@ -68,6 +68,7 @@ tables.show(
     column_config={"name": st.column_config.TextColumn("Span")},
     money_format="$%,.6f",
 )
-paint_gate.chart(waterfall, charts.run_waterfall(spans),
-                 paint_gate.painted("run", paint_gate.DATAFRAME_SELECTOR), key="waterfall")
-downloads.csv_button(spans, "run_spans")
+drawn = paint_gate.painted("run", paint_gate.DATAFRAME_SELECTOR)
+paint_gate.chart(waterfall, charts.run_waterfall(spans), drawn, key="waterfall")
+if drawn:  # the download button too in the run after the table was drawn
+    downloads.csv_button(spans, "run_spans")

@@ -8,11 +8,13 @@ plus the sidebar's ``since``, ``until`` and ``task_class`` (:mod:`dashboard.filt
 one of :data:`SORT_LABELS`; ``status`` may repeat; ``per_page`` 25, 50, 100 or 200.
 """
 
+from typing import Any
+
 import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics.run_table import BREACH_FILTERS, SORT_COLUMNS, RunQuery
-from cliffwatch.dashboard import cells, downloads, filters, links, queries, tables, ui
+from cliffwatch.dashboard import cells, downloads, filters, links, paint_gate, queries, tables, ui
 from cliffwatch.dashboard.runs_queries import load_runs_page, load_statuses
 
 # Bound select boxes write the option *shown* into the URL, so the options are the words
@@ -29,36 +31,52 @@ assert set(SORT_LABELS.values()) == set(SORT_COLUMNS)
 assert set(BREACH_LABELS.values()) == set(BREACH_FILTERS)
 PAGE_SIZES = (25, 50, 100, 200)
 
+# The page's own widgets' keys (each its query parameter), what they read before anyone
+# set them (in that order) and the height their two rows take (1440 px wide).
+CONTROL_KEYS = ("status", "breach", "min_cost_usd", "max_cost_usd", "sort", "order",
+                "per_page", "page")
+DEFAULTS = ((), None, None, None, next(iter(SORT_LABELS)), ORDERS[0], PAGE_SIZES[1], 1)
+CONTROLS_HEIGHT_PX = 152
+
+
+def _controls() -> tuple[Any, ...]:
+    top = st.columns(4)
+    statuses = top[0].multiselect(
+        "Status", queries.fetch(load_statuses), key="status", bind="query-params",
+        placeholder="All statuses",
+    )
+    breach = top[1].selectbox(
+        "Breach", tuple(BREACH_LABELS), index=None, placeholder="All runs", key="breach",
+        bind="query-params",
+    )
+    min_cost = top[2].number_input(
+        "Cost from (USD)", min_value=0.0, value=None, step=0.01, format="%.4f",
+        placeholder="no minimum", key="min_cost_usd", bind="query-params",
+    )
+    max_cost = top[3].number_input(
+        "Cost up to (USD)", min_value=0.0, value=None, step=0.01, format="%.4f",
+        placeholder="no maximum", key="max_cost_usd", bind="query-params",
+    )
+    order_row = st.columns(4)
+    sort_by = order_row[0].selectbox("Sort by", tuple(SORT_LABELS), key="sort",
+                                     bind="query-params")
+    order = order_row[1].selectbox("Order", ORDERS, key="order", bind="query-params",
+                                   help="Descending: newest, costliest, longest first.")
+    page_size = order_row[2].selectbox("Runs per page", PAGE_SIZES, index=1, key="per_page",
+                                       bind="query-params")
+    page_asked = order_row[3].number_input("Page", min_value=1, value=1, step=1, key="page",
+                                           bind="query-params")
+    return statuses, breach, min_cost, max_cost, sort_by, order, page_size, page_asked
+
+
 selected = filters.current()
 st.title("Runs")
 st.caption(ui.md_text(selected.describe()))
 
-top = st.columns(4)
-statuses = top[0].multiselect(
-    "Status", queries.fetch(load_statuses), key="status", bind="query-params",
-    placeholder="All statuses",
-)
-breach = top[1].selectbox(
-    "Breach", tuple(BREACH_LABELS), index=None, placeholder="All runs", key="breach",
-    bind="query-params",
-)
-min_cost = top[2].number_input(
-    "Cost from (USD)", min_value=0.0, value=None, step=0.01, format="%.4f",
-    placeholder="no minimum", key="min_cost_usd", bind="query-params",
-)
-max_cost = top[3].number_input(
-    "Cost up to (USD)", min_value=0.0, value=None, step=0.01, format="%.4f",
-    placeholder="no maximum", key="max_cost_usd", bind="query-params",
-)
-order_row = st.columns(4)
-sort_by = order_row[0].selectbox("Sort by", tuple(SORT_LABELS), key="sort",
-                                 bind="query-params")
-order = order_row[1].selectbox("Order", ORDERS, key="order", bind="query-params",
-                               help="Descending: newest, costliest, longest first.")
-page_size = order_row[2].selectbox("Runs per page", PAGE_SIZES, index=1, key="per_page",
-                                   bind="query-params")
-page_asked = order_row[3].number_input("Page", min_value=1, value=1, step=1, key="page",
-                                       bind="query-params")
+# Before the page's first paint in a session, with none of them set by the link: the table
+# with their defaults first, the widgets in their place in the next run (paint_gate.py).
+statuses, breach, min_cost, max_cost, sort_by, order, page_size, page_asked = (
+    paint_gate.widgets("runs", CONTROL_KEYS, CONTROLS_HEIGHT_PX, _controls, DEFAULTS))
 
 spec = RunQuery(
     statuses=tuple(sorted(statuses)), breach=BREACH_LABELS.get(breach or ""),
@@ -117,4 +135,7 @@ picked = tables.show(
 )
 if picked.selection.rows:
     ui.open_run(runs["run_id"][picked.selection.rows[0]])
-downloads.csv_button(runs, "runs_page", label="Download this page as CSV")
+# The download button (and, in a session's first run, the sidebar's widgets: app.py) come
+# once the browser has drawn the table (dashboard/paint_gate.py).
+if paint_gate.painted("runs", paint_gate.DATAFRAME_SELECTOR):
+    downloads.csv_button(runs, "runs_page", label="Download this page as CSV")

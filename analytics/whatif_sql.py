@@ -153,7 +153,7 @@ WITH scope_runs AS (
     SELECT l.variant, r.run_id, r.task_class, r.started_at, r.status, r.breach, r.cost_usd,
         r.workers_proposed, r.workers_dispatched,
         l.cap, l.ceiling, l.policy, l.limits, l.redo_usd AS redo_est,
-        l.rec_limits_cap
+        l.rec_limits_cap{{run_key}}
     FROM {{runs}} r JOIN {{lim}} l ON l.task_class = r.task_class
         AND l.rec_cap IS NOT DISTINCT FROM r.max_workers
         AND l.rec_ceiling IS NOT DISTINCT FROM r.ceiling_usd
@@ -163,9 +163,7 @@ WITH scope_runs AS (
 -- every run's key in this query: a dense integer (rk) the joins and groups below use, not
 -- the 32-character run id (issue 11: a fifth less CPU, and no spill under the bound)
 keys AS ({{keys}}),
-scope AS (
-    SELECT s.*, k.rk AS rk FROM scope_runs s LEFT JOIN keys k ON k.run_id = s.run_id
-),
+scope AS ({{scope}}),
 staged AS {{materialized}} ({{staged}}),
 calls AS (
     SELECT rk, span_id, role, start_ns, end_ns, input_tokens, output_tokens, cost_usd, ok,
@@ -197,23 +195,27 @@ per_run AS (
     GROUP BY rk
 ),
 first_plan AS (
-    SELECT rk, usable_plans AS n_usable, plan_weird AS weird, first.e AS ests, first.m AS models,
-        p1,
+    -- every run of per_run, its plan columns NULL without a planner call (a run with one is
+    -- replayable), and what the later steps read of per_run (one join of it, not three)
+    SELECT rk, plans > 0 AS has_plan, CASE WHEN plans > 0 THEN usable_plans END AS n_usable,
+        plan_weird AS weird, first.e AS ests, first.m AS models, p1,
         list_sum(list_transform(l[1:p1], lambda x: coalesce(x.c, 0))) AS spent1,
         l[p1].c AS first_cost, len(l) - p1 AS n_later,
-        coalesce(list_sum(list_transform(l[p1 + 1:], lambda x: coalesce(x.c, 0))), 0)
-            AS later_cost,
-        list_bool_or(list_transform(l[p1 + 1:], lambda x: x.c IS NULL)) AS later_unpriced
+        CASE WHEN plans > 0 THEN coalesce(list_sum(list_transform(l[p1 + 1:],
+            lambda x: coalesce(x.c, 0))), 0) END AS later_cost,
+        list_bool_or(list_transform(l[p1 + 1:], lambda x: x.c IS NULL)) AS later_unpriced,
+        reserve, all_cost AS run_all_cost, negative AS run_negative, price AS run_price
     FROM (
         SELECT *, list_position(list_transform(l, lambda x: x.u), true) AS p1
-        FROM per_run WHERE plans > 0
+        FROM per_run
     )
 ),
 checked AS (
     -- rk named explicitly: ClickHouse names it s.rk in s.* after the USING joins
     SELECT s.* EXCLUDE (rk), s.rk AS rk,
         f.n_usable, f.weird, f.spent1, f.ests, f.models, len(f.ests) AS n1,
-        f.rk IS NOT NULL AS replayable, pr.reserve.fixed AS rf, pr.reserve.per AS rp,
+        coalesce(f.has_plan, false) AS replayable, f.reserve.fixed AS rf, f.reserve.per AS rp,
+        f.run_all_cost, f.run_negative, f.run_price,
         coalesce(s.cap IS NOT NULL AND len(f.ests) > s.cap, false) AS cap_breach,
         -- a replan request the run did not make under this cap: the second plan is the
         -- first cap sub-tasks of the first, at the cost of the run's own replan calls
@@ -225,7 +227,7 @@ checked AS (
             AS same_request,
         CASE WHEN f.n_later > 0 THEN CASE WHEN f.later_unpriced THEN NULL ELSE f.later_cost END
              ELSE f.first_cost END AS replan_cost
-    FROM scope s LEFT JOIN first_plan f USING (rk) LEFT JOIN per_run pr USING (rk)
+    FROM scope s LEFT JOIN first_plan f USING (rk)
 ),
 kept AS (
     SELECT *,
@@ -254,7 +256,10 @@ decided AS (
 elem AS (
     -- the select-list unnest (not a lateral join) reads the same in DuckDB and ClickHouse
     SELECT variant, rk, task_class, n_usable, ceiling, k AS i,
-        ests[k + 1] AS est, models[k + 1] AS model
+        ests[k + 1] AS est, models[k + 1] AS model,
+        -- the run's key where its worker calls are read per sub-task (one usable plan):
+        -- an equi-join key, not a condition on one side of an outer join
+        CASE WHEN n_usable = 1 THEN rk END AS wrk
     FROM (
         SELECT variant, rk, task_class, n_usable, ceiling, ests, models,
             unnest(range(coalesce(keep, 0))) AS k
@@ -273,13 +278,13 @@ widx AS (
     GROUP BY ALL
 ),
 elem_out AS (
-    SELECT e.variant, e.rk, e.ceiling, e.i, w.rec_cost, w.answered AS rec_answered,
+    SELECT e.variant, e.rk, e.ceiling, e.i, e.n_usable, w.rec_cost, w.answered AS rec_answered,
         w.last_answer,
         we.output_tokens AS est_tokens, we.task_class IS NOT NULL AS has_est,
         (w.rk IS NULL OR w.has_cancelled) AND NOT coalesce(w.answered, false) AS est_charge,
         CASE WHEN we.cost_usd IS NOT NULL THEN we.cost_usd ELSE e.est END AS est_cost
     FROM elem e
-    LEFT JOIN widx w ON e.n_usable = 1 AND w.rk = e.rk AND w.idx = e.i
+    LEFT JOIN widx w ON w.rk = e.wrk AND w.idx = e.i
     LEFT JOIN {{workers}} we ON we.task_class = e.task_class AND we.model = e.model
 ),
 work AS (
@@ -301,11 +306,10 @@ rec_answers AS (
 ),
 delta AS (
     SELECT d.variant, d.rk, coalesce(w.ans_tokens, 0) - coalesce(ra.tokens, 0) AS delta,
-        coalesce(pr.price, sy.price_input, 0) AS price, d.ceiling,
+        coalesce(d.run_price, sy.price_input, 0) AS price, d.ceiling,
         coalesce(w.answered, 0) AS answered, sy.synthesis_usd
     FROM decided d
     LEFT JOIN work w USING (variant, rk) LEFT JOIN rec_answers ra USING (rk)
-    LEFT JOIN per_run pr USING (rk)
     LEFT JOIN {{synth}} sy ON sy.task_class = d.task_class
     WHERE d.replayable AND d.n_usable > 0 AND d.action = 'dispatch'
 ),
@@ -353,7 +357,7 @@ events AS (
     SELECT e.variant, e.rk,
         {{'p': 1, 'a': c.end_ns, 'b': e.i, 'c': c.start_ns, 'd': c.span_id}} AS ord,
         coalesce(c.cost_usd, 0) AS c, c.cancelled AS can, false AS est
-    FROM elem e JOIN risky k ON k.variant = e.variant AND k.rk = e.rk
+    FROM elem_out e JOIN risky k ON k.variant = e.variant AND k.rk = e.rk
     JOIN calls c ON e.n_usable = 1 AND c.rk = e.rk
         AND c.role = '{Role.WORKER}' AND c.idx = e.i
     UNION ALL
@@ -399,8 +403,8 @@ crossed AS (
 outcome AS (
     -- d's join keys named explicitly (ClickHouse names them d.* after USING joins)
     SELECT d.* EXCLUDE (variant, rk, task_class), d.variant AS variant,
-        d.rk AS rk, d.task_class AS task_class, pr.all_cost,
-        coalesce(pr.negative, false) OR coalesce(w.negative, false) AS negative,
+        d.rk AS rk, d.task_class AS task_class, d.run_all_cost AS all_cost,
+        coalesce(d.run_negative, false) OR coalesce(w.negative, false) AS negative,
         coalesce(w.answered, 0) AS answered_n, coalesce(w.worker_cost, 0) AS worker_cost,
         coalesce(w.worker_est, 0) AS worker_est, coalesce(w.worker_est_any, false) AS w_est_any,
         st.n AS stage_n, st.cost AS stage_cost, st.est AS stage_est, st.est_any AS stage_est_any,
@@ -416,7 +420,7 @@ outcome AS (
              WHEN coalesce(w.answered, 0) = 0 THEN 'failed'
              WHEN d.status = 'failed' AND st.n > 0 THEN 'failed'
              ELSE 'ok' END AS status_after
-    FROM decided d LEFT JOIN per_run pr USING (rk)
+    FROM decided d
     LEFT JOIN work w USING (variant, rk) LEFT JOIN stage st USING (variant, rk)
     LEFT JOIN crossed cr USING (variant, rk)
     LEFT JOIN {{synth}} sy ON sy.task_class = d.task_class
@@ -520,6 +524,10 @@ _INLINE_KEYS = "SELECT run_id, row_number() OVER (ORDER BY run_id) AS rk FROM ("
     "SELECT DISTINCT run_id FROM scope_runs)"
 """The runs' keys when :data:`STAGE_SQL` runs inline: numbered in the query itself."""
 
+_INLINE_SCOPE = "SELECT s.*, k.rk AS rk FROM scope_runs s LEFT JOIN keys k ON k.run_id = s.run_id"
+"""The runs in scope with their keys when :data:`STAGE_SQL` runs inline (a staged chunk's
+runs carry theirs)."""
+
 
 def sql_run_rows(
     con: duckdb.DuckDBPyConnection,
@@ -542,17 +550,20 @@ def sql_run_rows(
         # the spans' attributes parsed once, for every reader of `staged`
         source, materialized = STAGE_SQL.replace("{keys}", "SELECT run_id, rk FROM keys"), True
         source = source.replace("{chunk}", "")
-        keys, runs = _INLINE_KEYS, "runs"
+        keys, runs, run_key, scope = _INLINE_KEYS, "runs", "", _INLINE_SCOPE
     else:
         # each reader of `staged` reads the columns it needs from the file (materialising
         # every column of the chunk's calls cost more CPU and memory, issue 11); without
         # conditions the file holds the runs of the scope, none to filter out
         filters = ["rk IN (SELECT rk FROM scope)"] if conds else []
         keys, runs = f"SELECT run_id, rk FROM {staged.keys}", staged.keys
+        # the chunk's runs carry their keys: no join of the run ids to read them again
+        run_key, scope = ", r.rk", "SELECT * FROM scope_runs"
         source = f"SELECT * FROM {staged.rows} {where(filters)}"
         materialized = False
     conds = [*conds, *extra]
     sql = RUN_SQL.replace("{staged}", source).replace("{keys}", keys).replace("{runs}", runs)
+    sql = sql.replace("{run_key}", run_key).replace("{scope}", scope)
     sql = sql.replace("{materialized}", "MATERIALIZED" if materialized else "NOT MATERIALIZED")
     sql = sql.replace("{where}", where(conds)).replace("{span_range}", span_range)
     return frame(con, _fill(sql, names), params)

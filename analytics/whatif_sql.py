@@ -148,6 +148,19 @@ was cancelled, a root's reserve (``rf``, ``rp``), a plan answer read as
 its sub-tasks' estimates and models). :data:`RUN_SQL` reads it as its ``staged`` CTE
 (inline, or a chunk's file written beforehand: :func:`stage_chunks`)."""
 
+def _stage_calls(delta: str) -> str:
+    """The synthesis and critic calls of the runs of ``delta`` (a query of :data:`RUN_SQL`'s
+    ``delta`` rows), each with the answer tokens its input changes by (``tokens``)."""
+    return f"""
+    SELECT x.variant, c.rk, c.cost_usd, x.price, x.ceiling, x.answered, c.start_ns,
+        c.span_id,
+        CASE WHEN c.role <> '{Role.SYNTHESIS}' OR c.input_tokens = 0 THEN 0
+             WHEN c.input_tokens IS NULL OR x.delta >= 0 THEN x.delta
+             ELSE greatest(x.delta, -c.input_tokens) END AS tokens
+    FROM calls c JOIN {delta} x USING (rk)
+    WHERE c.role IN ('{Role.SYNTHESIS}', '{Role.CRITIC}')"""
+
+
 RUN_SQL = f"""
 WITH scope_runs AS (
     SELECT l.variant, r.run_id, r.task_class, r.started_at, r.status, r.breach, r.cost_usd,
@@ -313,15 +326,7 @@ delta AS (
     LEFT JOIN {{synth}} sy ON sy.task_class = d.task_class
     WHERE d.replayable AND d.n_usable > 0 AND d.action = 'dispatch'
 ),
-stage_calls AS (
-    SELECT x.variant, c.rk, c.cost_usd, x.price, x.ceiling, x.answered, c.start_ns,
-        c.span_id,
-        CASE WHEN c.role <> '{Role.SYNTHESIS}' OR c.input_tokens = 0 THEN 0
-             WHEN c.input_tokens IS NULL OR x.delta >= 0 THEN x.delta
-             ELSE greatest(x.delta, -c.input_tokens) END AS tokens
-    FROM calls c JOIN delta x USING (rk)
-    WHERE c.role IN ('{Role.SYNTHESIS}', '{Role.CRITIC}')
-),
+stage_calls AS ({_stage_calls("delta")}),
 stage AS (
     SELECT variant, rk, count(*) AS n,
         sum(CASE WHEN tokens = 0 THEN coalesce(cost_usd, 0)
@@ -370,7 +375,10 @@ events AS (
         CASE WHEN s.tokens = 0 THEN coalesce(s.cost_usd, 0)
              ELSE coalesce(greatest(0, s.cost_usd + s.tokens * s.price), 0) END, false,
         s.tokens <> 0
-    FROM stage_calls s JOIN risky k ON k.variant = s.variant AND k.rk = s.rk
+    -- the risky runs' synthesis and critic calls read again (not stage_calls' rows kept
+    -- for this one reader: 13 MB of a chunk's peak at 1M runs, issue 11)
+    FROM ({_stage_calls('''(SELECT x.* FROM delta x
+        JOIN risky k ON k.variant = x.variant AND k.rk = x.rk)''')}) s
     WHERE s.answered > 0
     UNION ALL
     SELECT x.variant, x.rk, {{'p': 3, 'a': 0, 'b': 0, 'c': 0, 'd': ''}},

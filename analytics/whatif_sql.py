@@ -148,12 +148,25 @@ was cancelled, a root's reserve (``rf``, ``rp``), a plan answer read as
 its sub-tasks' estimates and models). :data:`RUN_SQL` reads it as its ``staged`` CTE
 (inline, or a chunk's file written beforehand: :func:`stage_chunks`)."""
 
+def _stage_calls(delta: str) -> str:
+    """The synthesis and critic calls of the runs of ``delta`` (a query of :data:`RUN_SQL`'s
+    ``delta`` rows), each with the answer tokens its input changes by (``tokens``)."""
+    return f"""
+    SELECT x.variant, c.rk, c.cost_usd, x.price, x.ceiling, x.answered, c.start_ns,
+        c.span_id,
+        CASE WHEN c.role <> '{Role.SYNTHESIS}' OR c.input_tokens = 0 THEN 0
+             WHEN c.input_tokens IS NULL OR x.delta >= 0 THEN x.delta
+             ELSE greatest(x.delta, -c.input_tokens) END AS tokens
+    FROM calls c JOIN {delta} x USING (rk)
+    WHERE c.role IN ('{Role.SYNTHESIS}', '{Role.CRITIC}')"""
+
+
 RUN_SQL = f"""
 WITH scope_runs AS (
     SELECT l.variant, r.run_id, r.task_class, r.started_at, r.status, r.breach, r.cost_usd,
         r.workers_proposed, r.workers_dispatched,
         l.cap, l.ceiling, l.policy, l.limits, l.redo_usd AS redo_est,
-        l.rec_limits_cap
+        l.rec_limits_cap{{run_key}}
     FROM {{runs}} r JOIN {{lim}} l ON l.task_class = r.task_class
         AND l.rec_cap IS NOT DISTINCT FROM r.max_workers
         AND l.rec_ceiling IS NOT DISTINCT FROM r.ceiling_usd
@@ -163,9 +176,7 @@ WITH scope_runs AS (
 -- every run's key in this query: a dense integer (rk) the joins and groups below use, not
 -- the 32-character run id (issue 11: a fifth less CPU, and no spill under the bound)
 keys AS ({{keys}}),
-scope AS (
-    SELECT s.*, k.rk AS rk FROM scope_runs s LEFT JOIN keys k ON k.run_id = s.run_id
-),
+scope AS ({{scope}}),
 staged AS {{materialized}} ({{staged}}),
 calls AS (
     SELECT rk, span_id, role, start_ns, end_ns, input_tokens, output_tokens, cost_usd, ok,
@@ -197,23 +208,27 @@ per_run AS (
     GROUP BY rk
 ),
 first_plan AS (
-    SELECT rk, usable_plans AS n_usable, plan_weird AS weird, first.e AS ests, first.m AS models,
-        p1,
+    -- every run of per_run, its plan columns NULL without a planner call (a run with one is
+    -- replayable), and what the later steps read of per_run (one join of it, not three)
+    SELECT rk, plans > 0 AS has_plan, CASE WHEN plans > 0 THEN usable_plans END AS n_usable,
+        plan_weird AS weird, first.e AS ests, first.m AS models, p1,
         list_sum(list_transform(l[1:p1], lambda x: coalesce(x.c, 0))) AS spent1,
         l[p1].c AS first_cost, len(l) - p1 AS n_later,
-        coalesce(list_sum(list_transform(l[p1 + 1:], lambda x: coalesce(x.c, 0))), 0)
-            AS later_cost,
-        list_bool_or(list_transform(l[p1 + 1:], lambda x: x.c IS NULL)) AS later_unpriced
+        CASE WHEN plans > 0 THEN coalesce(list_sum(list_transform(l[p1 + 1:],
+            lambda x: coalesce(x.c, 0))), 0) END AS later_cost,
+        list_bool_or(list_transform(l[p1 + 1:], lambda x: x.c IS NULL)) AS later_unpriced,
+        reserve, all_cost AS run_all_cost, negative AS run_negative, price AS run_price
     FROM (
         SELECT *, list_position(list_transform(l, lambda x: x.u), true) AS p1
-        FROM per_run WHERE plans > 0
+        FROM per_run
     )
 ),
 checked AS (
     -- rk named explicitly: ClickHouse names it s.rk in s.* after the USING joins
     SELECT s.* EXCLUDE (rk), s.rk AS rk,
         f.n_usable, f.weird, f.spent1, f.ests, f.models, len(f.ests) AS n1,
-        f.rk IS NOT NULL AS replayable, pr.reserve.fixed AS rf, pr.reserve.per AS rp,
+        coalesce(f.has_plan, false) AS replayable, f.reserve.fixed AS rf, f.reserve.per AS rp,
+        f.run_all_cost, f.run_negative, f.run_price,
         coalesce(s.cap IS NOT NULL AND len(f.ests) > s.cap, false) AS cap_breach,
         -- a replan request the run did not make under this cap: the second plan is the
         -- first cap sub-tasks of the first, at the cost of the run's own replan calls
@@ -225,7 +240,7 @@ checked AS (
             AS same_request,
         CASE WHEN f.n_later > 0 THEN CASE WHEN f.later_unpriced THEN NULL ELSE f.later_cost END
              ELSE f.first_cost END AS replan_cost
-    FROM scope s LEFT JOIN first_plan f USING (rk) LEFT JOIN per_run pr USING (rk)
+    FROM scope s LEFT JOIN first_plan f USING (rk)
 ),
 kept AS (
     SELECT *,
@@ -254,7 +269,10 @@ decided AS (
 elem AS (
     -- the select-list unnest (not a lateral join) reads the same in DuckDB and ClickHouse
     SELECT variant, rk, task_class, n_usable, ceiling, k AS i,
-        ests[k + 1] AS est, models[k + 1] AS model
+        ests[k + 1] AS est, models[k + 1] AS model,
+        -- the run's key where its worker calls are read per sub-task (one usable plan):
+        -- an equi-join key, not a condition on one side of an outer join
+        CASE WHEN n_usable = 1 THEN rk END AS wrk
     FROM (
         SELECT variant, rk, task_class, n_usable, ceiling, ests, models,
             unnest(range(coalesce(keep, 0))) AS k
@@ -273,13 +291,13 @@ widx AS (
     GROUP BY ALL
 ),
 elem_out AS (
-    SELECT e.variant, e.rk, e.ceiling, e.i, w.rec_cost, w.answered AS rec_answered,
+    SELECT e.variant, e.rk, e.ceiling, e.i, e.n_usable, w.rec_cost, w.answered AS rec_answered,
         w.last_answer,
         we.output_tokens AS est_tokens, we.task_class IS NOT NULL AS has_est,
         (w.rk IS NULL OR w.has_cancelled) AND NOT coalesce(w.answered, false) AS est_charge,
         CASE WHEN we.cost_usd IS NOT NULL THEN we.cost_usd ELSE e.est END AS est_cost
     FROM elem e
-    LEFT JOIN widx w ON e.n_usable = 1 AND w.rk = e.rk AND w.idx = e.i
+    LEFT JOIN widx w ON w.rk = e.wrk AND w.idx = e.i
     LEFT JOIN {{workers}} we ON we.task_class = e.task_class AND we.model = e.model
 ),
 work AS (
@@ -301,23 +319,14 @@ rec_answers AS (
 ),
 delta AS (
     SELECT d.variant, d.rk, coalesce(w.ans_tokens, 0) - coalesce(ra.tokens, 0) AS delta,
-        coalesce(pr.price, sy.price_input, 0) AS price, d.ceiling,
+        coalesce(d.run_price, sy.price_input, 0) AS price, d.ceiling,
         coalesce(w.answered, 0) AS answered, sy.synthesis_usd
     FROM decided d
     LEFT JOIN work w USING (variant, rk) LEFT JOIN rec_answers ra USING (rk)
-    LEFT JOIN per_run pr USING (rk)
     LEFT JOIN {{synth}} sy ON sy.task_class = d.task_class
     WHERE d.replayable AND d.n_usable > 0 AND d.action = 'dispatch'
 ),
-stage_calls AS (
-    SELECT x.variant, c.rk, c.cost_usd, x.price, x.ceiling, x.answered, c.start_ns,
-        c.span_id,
-        CASE WHEN c.role <> '{Role.SYNTHESIS}' OR c.input_tokens = 0 THEN 0
-             WHEN c.input_tokens IS NULL OR x.delta >= 0 THEN x.delta
-             ELSE greatest(x.delta, -c.input_tokens) END AS tokens
-    FROM calls c JOIN delta x USING (rk)
-    WHERE c.role IN ('{Role.SYNTHESIS}', '{Role.CRITIC}')
-),
+stage_calls AS ({_stage_calls("delta")}),
 stage AS (
     SELECT variant, rk, count(*) AS n,
         sum(CASE WHEN tokens = 0 THEN coalesce(cost_usd, 0)
@@ -353,7 +362,7 @@ events AS (
     SELECT e.variant, e.rk,
         {{'p': 1, 'a': c.end_ns, 'b': e.i, 'c': c.start_ns, 'd': c.span_id}} AS ord,
         coalesce(c.cost_usd, 0) AS c, c.cancelled AS can, false AS est
-    FROM elem e JOIN risky k ON k.variant = e.variant AND k.rk = e.rk
+    FROM elem_out e JOIN risky k ON k.variant = e.variant AND k.rk = e.rk
     JOIN calls c ON e.n_usable = 1 AND c.rk = e.rk
         AND c.role = '{Role.WORKER}' AND c.idx = e.i
     UNION ALL
@@ -366,7 +375,10 @@ events AS (
         CASE WHEN s.tokens = 0 THEN coalesce(s.cost_usd, 0)
              ELSE coalesce(greatest(0, s.cost_usd + s.tokens * s.price), 0) END, false,
         s.tokens <> 0
-    FROM stage_calls s JOIN risky k ON k.variant = s.variant AND k.rk = s.rk
+    -- the risky runs' synthesis and critic calls read again (not stage_calls' rows kept
+    -- for this one reader: 13 MB of a chunk's peak at 1M runs, issue 11)
+    FROM ({_stage_calls('''(SELECT x.* FROM delta x
+        JOIN risky k ON k.variant = x.variant AND k.rk = x.rk)''')}) s
     WHERE s.answered > 0
     UNION ALL
     SELECT x.variant, x.rk, {{'p': 3, 'a': 0, 'b': 0, 'c': 0, 'd': ''}},
@@ -399,8 +411,8 @@ crossed AS (
 outcome AS (
     -- d's join keys named explicitly (ClickHouse names them d.* after USING joins)
     SELECT d.* EXCLUDE (variant, rk, task_class), d.variant AS variant,
-        d.rk AS rk, d.task_class AS task_class, pr.all_cost,
-        coalesce(pr.negative, false) OR coalesce(w.negative, false) AS negative,
+        d.rk AS rk, d.task_class AS task_class, d.run_all_cost AS all_cost,
+        coalesce(d.run_negative, false) OR coalesce(w.negative, false) AS negative,
         coalesce(w.answered, 0) AS answered_n, coalesce(w.worker_cost, 0) AS worker_cost,
         coalesce(w.worker_est, 0) AS worker_est, coalesce(w.worker_est_any, false) AS w_est_any,
         st.n AS stage_n, st.cost AS stage_cost, st.est AS stage_est, st.est_any AS stage_est_any,
@@ -416,7 +428,7 @@ outcome AS (
              WHEN coalesce(w.answered, 0) = 0 THEN 'failed'
              WHEN d.status = 'failed' AND st.n > 0 THEN 'failed'
              ELSE 'ok' END AS status_after
-    FROM decided d LEFT JOIN per_run pr USING (rk)
+    FROM decided d
     LEFT JOIN work w USING (variant, rk) LEFT JOIN stage st USING (variant, rk)
     LEFT JOIN crossed cr USING (variant, rk)
     LEFT JOIN {{synth}} sy ON sy.task_class = d.task_class
@@ -497,8 +509,16 @@ Placeholders: ``{lim}`` (limits per variant and recorded limits), ``{workers}``,
 ``{synth}`` (class estimates), ``{runs}`` (the ``runs`` table, or a staged chunk's runs:
 :data:`STAGE_RUN_COLUMNS`), ``{where}`` (conditions on ``runs r``), ``{span_range}``
 (the chunk's trace-id range on ``spans sp``), ``{staged}`` (the calls: :data:`STAGE_SQL`
-inline, or a chunk's staged file) and ``{materialized}`` (``MATERIALIZED`` when inline: the
-attributes parsed once; ``NOT MATERIALIZED`` for a file, each reader reading its columns)."""
+inline, or a chunk's staged file), ``{materialized}`` (``MATERIALIZED`` when inline: the
+attributes parsed once; ``NOT MATERIALIZED`` for a file, each reader reading its columns),
+``{run_key}`` and ``{scope}`` (a staged chunk's runs carry their key ``rk``; inline, the runs
+are joined to ``keys``).
+
+Memory: DuckDB keeps a CTE's rows while a second reader needs them, so each per-run table is
+joined once where it can be (``per_run`` through ``first_plan``) and the charges of the
+risky runs read their calls again rather than keep every run's: at 1M runs a chunk's peak
+buffer memory went from 138 MB to 105 MB, and two chunks side by side under the what-if's
+256 MB bound (:data:`analytics.bulk_read.WHATIF_MEMORY_LIMIT`) took ~17% less CPU (issue 11)."""
 
 
 def _fill(sql: str, names: dict[str, str]) -> str:
@@ -519,6 +539,10 @@ stored in id order skips nothing)."""
 _INLINE_KEYS = "SELECT run_id, row_number() OVER (ORDER BY run_id) AS rk FROM (" \
     "SELECT DISTINCT run_id FROM scope_runs)"
 """The runs' keys when :data:`STAGE_SQL` runs inline: numbered in the query itself."""
+
+_INLINE_SCOPE = "SELECT s.*, k.rk AS rk FROM scope_runs s LEFT JOIN keys k ON k.run_id = s.run_id"
+"""The runs in scope with their keys when :data:`STAGE_SQL` runs inline (a staged chunk's
+runs carry theirs)."""
 
 
 def sql_run_rows(
@@ -542,17 +566,20 @@ def sql_run_rows(
         # the spans' attributes parsed once, for every reader of `staged`
         source, materialized = STAGE_SQL.replace("{keys}", "SELECT run_id, rk FROM keys"), True
         source = source.replace("{chunk}", "")
-        keys, runs = _INLINE_KEYS, "runs"
+        keys, runs, run_key, scope = _INLINE_KEYS, "runs", "", _INLINE_SCOPE
     else:
         # each reader of `staged` reads the columns it needs from the file (materialising
         # every column of the chunk's calls cost more CPU and memory, issue 11); without
         # conditions the file holds the runs of the scope, none to filter out
         filters = ["rk IN (SELECT rk FROM scope)"] if conds else []
         keys, runs = f"SELECT run_id, rk FROM {staged.keys}", staged.keys
+        # the chunk's runs carry their keys: no join of the run ids to read them again
+        run_key, scope = ", r.rk", "SELECT * FROM scope_runs"
         source = f"SELECT * FROM {staged.rows} {where(filters)}"
         materialized = False
     conds = [*conds, *extra]
     sql = RUN_SQL.replace("{staged}", source).replace("{keys}", keys).replace("{runs}", runs)
+    sql = sql.replace("{run_key}", run_key).replace("{scope}", scope)
     sql = sql.replace("{materialized}", "MATERIALIZED" if materialized else "NOT MATERIALIZED")
     sql = sql.replace("{where}", where(conds)).replace("{span_range}", span_range)
     return frame(con, _fill(sql, names), params)

@@ -150,6 +150,16 @@ def partition_by_chunk(
             for chunk in range(chunks_n)]
 
 
+FLUSH_ROWS = 32_768
+"""DuckDB's ``partitioned_write_flush_threshold`` while :func:`_copy_chunks` writes: the rows
+a thread gathers over all chunks before handing them to the chunks' files (DuckDB's
+default, 524,288, held ~13,000 rows per chunk per thread in memory, past the 256 MB bound:
+spilled). At 1M runs, 40 chunks, under 256 MB, the what-if's staging took 54 s of CPU
+against 66 s (8,192: 46 s but files 50% larger, ~300 MB; issue 11). A setting of the
+database instance, like ``memory_limit``: set around the COPY, put back after (the COPY
+runs inside :func:`analytics.bulk_read.run_bounded`, one per process at a time)."""
+
+
 def _copy_chunks(
     con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any], chunks_n: int,
     folder: Path,
@@ -160,8 +170,13 @@ def _copy_chunks(
 
     Raises:
         duckdb.Error: the query failed."""
-    con.execute(f"COPY ({sql}) TO '{_quoted(folder)}' (FORMAT parquet, "
-                "PARTITION_BY (chunk), COMPRESSION lz4_raw)", params or None)
+    before = con.sql("SELECT current_setting('partitioned_write_flush_threshold')").fetchall()
+    con.execute(f"SET partitioned_write_flush_threshold = {FLUSH_ROWS}")
+    try:
+        con.execute(f"COPY ({sql}) TO '{_quoted(folder)}' (FORMAT parquet, "
+                    "PARTITION_BY (chunk), COMPRESSION lz4_raw)", params or None)
+    finally:
+        con.execute(f"SET partitioned_write_flush_threshold = {int(before[0][0])}")
     for chunk in range(chunks_n):
         path = folder / f"chunk={chunk}"
         if not path.exists():
@@ -211,8 +226,13 @@ def _write_chunks(
 
     reader = con.sql(sql, params=params or None).to_arrow_reader(BATCH_ROWS)
     schema = pa.schema([field for field in reader.schema if field.name != "chunk"])
+    # per chunk, its rows waiting to be written: slices of the batches' copies sorted by
+    # chunk (one take per batch, not one per chunk and batch: 40 takes of a few thousand
+    # rows each cost twice the one; issue 11), and the number of the oldest batch it holds
     pending: list[list[pa.Table]] = [[] for _ in range(chunks_n)]
     waiting = np.zeros(chunks_n, dtype=np.int64)
+    oldest = np.full(chunks_n, np.iinfo(np.int64).max, dtype=np.int64)
+    sizes: list[int] = []  # rows of each batch read so far
     with ExitStack() as stack:
         stack.callback(reader.close)  # the reader holds the connection until closed
         writers: dict[int, pq.ParquetWriter] = {}
@@ -226,8 +246,9 @@ def _write_chunks(
             writers[chunk].write_table(pa.concat_tables(pending[chunk]) if pending[chunk]
                                        else schema.empty_table())
             pending[chunk], waiting[chunk] = [], 0
+            oldest[chunk] = np.iinfo(np.int64).max
 
-        for batch in reader:
+        for number, batch in enumerate(reader):
             column = batch.column("chunk")
             if column.null_count:
                 raise ValueError("a row without a chunk")
@@ -236,17 +257,21 @@ def _write_chunks(
             edges = np.searchsorted(numbers[order], np.arange(chunks_n + 1))
             if edges[0] != 0 or edges[-1] != len(numbers):
                 raise ValueError(f"a row's chunk is not in 0 .. {chunks_n - 1}")
-            table = pa.Table.from_batches([batch]).drop_columns(["chunk"])
+            table = pa.Table.from_batches([batch]).drop_columns(["chunk"]).take(order)
             del batch, column
+            sizes.append(table.num_rows)
             for chunk in np.flatnonzero(np.diff(edges)).tolist():
-                # a copy of the chunk's rows (a slice of one copy would keep the whole
-                # batch alive for as long as any chunk waits to write its part)
-                pending[chunk].append(table.take(order[edges[chunk]:edges[chunk + 1]]))
+                pending[chunk].append(table.slice(edges[chunk], edges[chunk + 1] - edges[chunk]))
                 waiting[chunk] += int(edges[chunk + 1] - edges[chunk])
+                oldest[chunk] = min(oldest[chunk], number)
                 if waiting[chunk] >= GROUP_ROWS:
                     write(chunk)
-            while waiting.sum() > PENDING_ROWS:
-                write(int(waiting.argmax()))
+            del table
+            # a sorted copy stays in memory while any chunk holds a slice of it: past
+            # PENDING_ROWS rows of copies held, the chunks holding the oldest are written
+            while waiting.any() and sum(sizes[int(oldest.min()):]) > PENDING_ROWS:
+                for chunk in np.flatnonzero(oldest == oldest.min()).tolist():
+                    write(chunk)
         for chunk in range(chunks_n):
             if pending[chunk] or chunk not in writers:
                 write(chunk)

@@ -131,9 +131,9 @@ def partition_by_chunk(
 
     Disk: the files are LZ4-compressed Parquet (the what-if's staged calls at 1M runs:
     ~210-250 MB). Memory: DuckDB's partitioned writer holds a buffer per chunk, under the
-    connection's ``memory_limit``; routed, a batch of :data:`BATCH_ROWS` rows and up to
-    :data:`GROUP_ROWS` rows per chunk, :data:`PENDING_ROWS` in all, waiting to be written,
-    outside it.
+    connection's ``memory_limit``; routed, a batch of :data:`BATCH_ROWS` rows and the
+    copies of the batches whose rows wait to be written (:data:`PENDING_ROWS` rows of
+    copies, past which they are written), outside it.
     """
     chunks_n = max(1, chunks_n)
     keys_dir, rows_dir = directory / "keys", directory / "rows"
@@ -150,16 +150,6 @@ def partition_by_chunk(
             for chunk in range(chunks_n)]
 
 
-FLUSH_ROWS = 32_768
-"""DuckDB's ``partitioned_write_flush_threshold`` while :func:`_copy_chunks` writes: the rows
-a thread gathers over all chunks before handing them to the chunks' files (DuckDB's
-default, 524,288, held ~13,000 rows per chunk per thread in memory, past the 256 MB bound:
-spilled). At 1M runs, 40 chunks, under 256 MB, the what-if's staging took 54 s of CPU
-against 66 s (8,192: 46 s but files 50% larger, ~300 MB; issue 11). A setting of the
-database instance, like ``memory_limit``: set around the COPY, put back after (the COPY
-runs inside :func:`analytics.bulk_read.run_bounded`, one per process at a time)."""
-
-
 def _copy_chunks(
     con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any], chunks_n: int,
     folder: Path,
@@ -170,13 +160,8 @@ def _copy_chunks(
 
     Raises:
         duckdb.Error: the query failed."""
-    before = con.sql("SELECT current_setting('partitioned_write_flush_threshold')").fetchall()
-    con.execute(f"SET partitioned_write_flush_threshold = {FLUSH_ROWS}")
-    try:
-        con.execute(f"COPY ({sql}) TO '{_quoted(folder)}' (FORMAT parquet, "
-                    "PARTITION_BY (chunk), COMPRESSION lz4_raw)", params or None)
-    finally:
-        con.execute(f"SET partitioned_write_flush_threshold = {int(before[0][0])}")
+    con.execute(f"COPY ({sql}) TO '{_quoted(folder)}' (FORMAT parquet, "
+                "PARTITION_BY (chunk), COMPRESSION lz4_raw)", params or None)
     for chunk in range(chunks_n):
         path = folder / f"chunk={chunk}"
         if not path.exists():
@@ -195,9 +180,10 @@ batch brings each of 40 chunks ~3,000 rows: written as they came, the files were
 larger); at most ``GROUP_ROWS`` rows per chunk wait in memory."""
 
 PENDING_ROWS = 40 * GROUP_ROWS
-"""Rows :func:`_write_chunks` lets wait over all chunks: past it, the chunk with the most
-waiting is written at once, so the memory is bounded by this, not by the number of chunks
-(which grows with the store: 40 at 1M runs, 400 at 10M)."""
+"""Rows of batch copies :func:`_write_chunks` keeps while chunks wait to write their slices
+of them: past it, the chunks holding a slice of the oldest copy are written at once, so
+the memory is bounded by this, not by the number of chunks (which grows with the store:
+40 at 1M runs, 400 at 10M)."""
 
 
 def _write_chunks(

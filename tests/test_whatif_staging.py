@@ -175,24 +175,3 @@ def test_a_what_if_of_every_run_routes_its_staging_and_the_findings_copy_theirs(
         used.clear()
         assert what_ifs(con, [OVERRIDES[0]], keeps=[None])[0].runs.height == 50
         assert used == ["_copy_chunks", "_copy_chunks"]
-
-
-def test_the_copy_puts_back_the_flush_threshold_it_lowers(
-    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # the threshold is a setting of the database instance: the COPY lowers it (no spill
-    # under the bound) and every later partitioned write gets the caller's own back
-    setting = "SELECT current_setting('partitioned_write_flush_threshold')"
-    seen: list[int] = []
-    real = chunks._quoted
-
-    def spy(path: Path) -> str:
-        seen.append(int(con.sql(setting).fetchall()[0][0]))
-        return real(path)
-
-    monkeypatch.setattr(chunks, "_quoted", spy)
-    with open_store(store, read_only=True) as con:
-        con.execute("SET partitioned_write_flush_threshold = 12345")
-        partition_by_chunk(con, "SELECT run_id FROM runs", {}, 3, _ROWS, tmp_path)
-        assert chunks.FLUSH_ROWS in seen
-        assert int(con.sql(setting).fetchall()[0][0]) == 12345

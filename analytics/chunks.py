@@ -131,9 +131,9 @@ def partition_by_chunk(
 
     Disk: the files are LZ4-compressed Parquet (the what-if's staged calls at 1M runs:
     ~210-250 MB). Memory: DuckDB's partitioned writer holds a buffer per chunk, under the
-    connection's ``memory_limit``; routed, a batch of :data:`BATCH_ROWS` rows and up to
-    :data:`GROUP_ROWS` rows per chunk, :data:`PENDING_ROWS` in all, waiting to be written,
-    outside it.
+    connection's ``memory_limit``; routed, a batch of :data:`BATCH_ROWS` rows and the
+    copies of the batches whose rows wait to be written (:data:`PENDING_ROWS` rows of
+    copies, past which they are written), outside it.
     """
     chunks_n = max(1, chunks_n)
     keys_dir, rows_dir = directory / "keys", directory / "rows"
@@ -180,9 +180,10 @@ batch brings each of 40 chunks ~3,000 rows: written as they came, the files were
 larger); at most ``GROUP_ROWS`` rows per chunk wait in memory."""
 
 PENDING_ROWS = 40 * GROUP_ROWS
-"""Rows :func:`_write_chunks` lets wait over all chunks: past it, the chunk with the most
-waiting is written at once, so the memory is bounded by this, not by the number of chunks
-(which grows with the store: 40 at 1M runs, 400 at 10M)."""
+"""Rows of batch copies :func:`_write_chunks` keeps while chunks wait to write their slices
+of them: past it, the chunks holding a slice of the oldest copy are written at once, so
+the memory is bounded by this, not by the number of chunks (which grows with the store:
+40 at 1M runs, 400 at 10M)."""
 
 
 def _write_chunks(
@@ -211,8 +212,13 @@ def _write_chunks(
 
     reader = con.sql(sql, params=params or None).to_arrow_reader(BATCH_ROWS)
     schema = pa.schema([field for field in reader.schema if field.name != "chunk"])
+    # per chunk, its rows waiting to be written: slices of the batches' copies sorted by
+    # chunk (one take per batch, not one per chunk and batch: 40 takes of a few thousand
+    # rows each cost twice the one; issue 11), and the number of the oldest batch it holds
     pending: list[list[pa.Table]] = [[] for _ in range(chunks_n)]
     waiting = np.zeros(chunks_n, dtype=np.int64)
+    oldest = np.full(chunks_n, np.iinfo(np.int64).max, dtype=np.int64)
+    sizes: list[int] = []  # rows of each batch read so far
     with ExitStack() as stack:
         stack.callback(reader.close)  # the reader holds the connection until closed
         writers: dict[int, pq.ParquetWriter] = {}
@@ -226,8 +232,9 @@ def _write_chunks(
             writers[chunk].write_table(pa.concat_tables(pending[chunk]) if pending[chunk]
                                        else schema.empty_table())
             pending[chunk], waiting[chunk] = [], 0
+            oldest[chunk] = np.iinfo(np.int64).max
 
-        for batch in reader:
+        for number, batch in enumerate(reader):
             column = batch.column("chunk")
             if column.null_count:
                 raise ValueError("a row without a chunk")
@@ -236,17 +243,21 @@ def _write_chunks(
             edges = np.searchsorted(numbers[order], np.arange(chunks_n + 1))
             if edges[0] != 0 or edges[-1] != len(numbers):
                 raise ValueError(f"a row's chunk is not in 0 .. {chunks_n - 1}")
-            table = pa.Table.from_batches([batch]).drop_columns(["chunk"])
+            table = pa.Table.from_batches([batch]).drop_columns(["chunk"]).take(order)
             del batch, column
+            sizes.append(table.num_rows)
             for chunk in np.flatnonzero(np.diff(edges)).tolist():
-                # a copy of the chunk's rows (a slice of one copy would keep the whole
-                # batch alive for as long as any chunk waits to write its part)
-                pending[chunk].append(table.take(order[edges[chunk]:edges[chunk + 1]]))
+                pending[chunk].append(table.slice(edges[chunk], edges[chunk + 1] - edges[chunk]))
                 waiting[chunk] += int(edges[chunk + 1] - edges[chunk])
+                oldest[chunk] = min(oldest[chunk], number)
                 if waiting[chunk] >= GROUP_ROWS:
                     write(chunk)
-            while waiting.sum() > PENDING_ROWS:
-                write(int(waiting.argmax()))
+            del table
+            # a sorted copy stays in memory while any chunk holds a slice of it: past
+            # PENDING_ROWS rows of copies held, the chunks holding the oldest are written
+            while waiting.any() and sum(sizes[int(oldest.min()):]) > PENDING_ROWS:
+                for chunk in np.flatnonzero(oldest == oldest.min()).tolist():
+                    write(chunk)
         for chunk in range(chunks_n):
             if pending[chunk] or chunk not in writers:
                 write(chunk)

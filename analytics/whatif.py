@@ -268,6 +268,7 @@ def what_if(
     now: datetime | None = None,
     pushdown: bool = True,
     estimates: Estimates | None = None,
+    routed: bool = False,
 ) -> WhatIf:
     """Replay every run started in ``window`` under ``overrides``.
 
@@ -282,6 +283,9 @@ def what_if(
             Python counterfactual (the reference; slower, same figures).
         estimates: the class estimates of ``task_class`` when the caller has them already
             (:func:`analytics.estimates.load_estimates`; they do not depend on the limits).
+        routed: stage the spans with the routed writer, for a caller whose memory has
+            ~200 MB to spare beyond DuckDB's bound
+            (:func:`analytics.whatif_rows.replay_rows`).
 
     Returns:
         The :class:`WhatIf`.
@@ -291,7 +295,7 @@ def what_if(
         ReplayError: an override gives invalid limits for some run.
     """
     return what_ifs(con, [overrides], window, task_class, now=now, pushdown=pushdown,
-                    estimates=estimates)[0]
+                    estimates=estimates, routed=routed)[0]
 
 
 def what_ifs(
@@ -305,6 +309,7 @@ def what_ifs(
     estimates: Estimates | None = None,
     keeps: Sequence[RunFilter | None] | None = None,
     summaries: Sequence[bool] | None = None,
+    routed: bool = False,
 ) -> list[WhatIf]:
     """:func:`what_if` under each of ``variants``, in order, from one read of the calls
     (the pushed-down SQL computes every variant in the same pass). Arguments, errors and
@@ -325,7 +330,7 @@ def what_ifs(
         if pushdown and estimates is None and isinstance(con, duckdb.DuckDBPyConnection):
             # the estimates computed in the same read of the spans as the rows
             rows, _, staged_s = replay_rows(con, variants, window, task_class, None, keeps,
-                                            summaries)
+                                            summaries, routed=routed)
             loaded = began + staged_s
             return rows
         known = load_estimates(con, task_class) if estimates is None else estimates

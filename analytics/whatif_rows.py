@@ -287,6 +287,8 @@ def replay_rows(
     task_class: str | None, estimates: Estimates | None,
     keeps: Sequence[RunFilter | None] | None = None,
     summaries: Sequence[bool] | None = None,
+    *,
+    routed: bool = False,
 ) -> tuple[list[tuple[pl.DataFrame, int]], Estimates, float]:
     """Every run of the window under each of ``variants`` (sets of overrides), in one
     pass over the calls: pushed-down SQL, Python for the rest. ``keeps``: per variant, a
@@ -310,7 +312,12 @@ def replay_rows(
     what-if's time in a profile, issue 11). ``estimates`` given: the staged runs are the
     window's, in chunks of :data:`CHUNK_PAIRS` (variant, run) pairs, replayed one at a
     time (the findings' bound). Another store (ClickHouse) reads the spans inline per
-    run-id range chunk.
+    run-id range chunk. ``routed``: the class estimates' runs staged by
+    :func:`analytics.chunks.partition_by_chunk`'s routed writer, for a caller with ~200 MB
+    to spare beyond DuckDB's bound (the whatif command, the What-if page: at 1M runs, side
+    by side, load ~5, the whatif command took 81 s and 74 s of CPU against 120 s and 92 s,
+    its peak RSS 784 MB against 737 MB); the findings and the report keep DuckDB's COPY
+    (routed, the report peaked at 1.00 GB against 0.94 GB; issue 11).
 
     Returns:
         ``(per variant, in order, (rows, python_runs), the class estimates, staged_s)``:
@@ -323,13 +330,6 @@ def replay_rows(
         ReplayError: an override gives invalid limits for some run.
         TypeError: ``estimates`` None on a store that is not DuckDB's.
     """
-    # the staging routed (analytics.chunks.partition_by_chunk) for a what-if of every run
-    # (the whatif command, the dashboard's What-if page): at 1M runs, side by side (load
-    # ~5), the whatif command took 81 s and 74 s of CPU against 120 s and 92 s, its peak
-    # RSS 784 MB against 737 MB; not for the findings' what-ifs (they pass `keeps`, and
-    # run inside the report: routed, the report peaked at 1.00 GB against 0.94 GB, the
-    # findings at 928 MB against 845 MB; issue 11)
-    routed = keeps is None
     keeps = list(keeps) if keeps is not None else [None] * len(variants)
     summary = list(summaries) if summaries is not None else [False] * len(variants)
     if not isinstance(con, duckdb.DuckDBPyConnection):

@@ -158,8 +158,9 @@ def test_the_staged_files_are_removed_after_a_read_and_after_a_failure(
 def test_a_what_if_of_every_run_routes_its_staging_and_the_findings_copy_theirs(
     store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the findings' what-ifs (they pass `keeps`; inside the report, with little memory to
-    # spare) keep DuckDB's COPY; a what-if of every run (the whatif command) is routed
+    # the findings' what-ifs (inside the report, with little memory to spare) and any
+    # caller by default keep DuckDB's COPY; the whatif command and the What-if page ask
+    # for the routed writer
     used: list[str] = []
     for name in ("_write_chunks", "_copy_chunks"):
         real = getattr(chunks, name)
@@ -170,8 +171,11 @@ def test_a_what_if_of_every_run_routes_its_staging_and_the_findings_copy_theirs(
 
         monkeypatch.setattr(chunks, name, spy)
     with open_store(store, read_only=True) as con:
-        assert what_if(con, OVERRIDES[0]).runs.height == 50
+        assert what_if(con, OVERRIDES[0], routed=True).runs.height == 50
         assert used == ["_write_chunks", "_write_chunks"]
+        used.clear()
+        assert what_if(con, OVERRIDES[0]).runs.height == 50
+        assert used == ["_copy_chunks", "_copy_chunks"]
         used.clear()
         assert what_ifs(con, [OVERRIDES[0]], keeps=[None])[0].runs.height == 50
         assert used == ["_copy_chunks", "_copy_chunks"]

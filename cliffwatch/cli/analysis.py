@@ -177,7 +177,7 @@ def whatif(
                                         limits=override.cli_args())
         what = result_cache.whatif_through(
             key, override, window, task_class,
-            lambda: what_if(con, override, window, task_class))
+            lambda: what_if(con, override, window, task_class, routed=True))
     if fmt is OutputFormat.JSON:
         json_out(what.to_dict())
         return

@@ -6,8 +6,8 @@ DuckDB's buffer pool keeps every block it read, and the process grows by about 1
 100,000 runs. :func:`run_bounded` runs such a read under :data:`MEMORY_LIMIT` and gives
 the connection back its own limit afterwards.
 
-Those settings (``memory_limit``, ``preserve_insertion_order``, and ``threads`` while
-:mod:`analytics.chunk_pool` shares it out) belong to the whole DuckDB database instance,
+Those settings (``memory_limit``, ``preserve_insertion_order``) belong to the whole DuckDB
+database instance,
 which every connection of the process to the same file shares. Two bulk reads side by side
 (two dashboard viewers' what-ifs in the server's threads) would each put back what it found,
 in the wrong order, and leave a bound or one thread in force for every later query; so the
@@ -59,15 +59,16 @@ with no read out of the bound (two runs, load 5-10; issue 11)."""
 
 
 WHATIF_MEMORY_LIMIT = "256MB"
-"""DuckDB's ``memory_limit`` while a what-if reads its rows and its class estimates in one
-staged pass (:func:`analytics.whatif.what_ifs` without given estimates: ``cliffwatch
-whatif``, the dashboard's What-if page): its reads hold two chunks of runs at once
-(:data:`analytics.whatif_sql.CHUNK_RUNS` runs over the variants each, side by side:
-:mod:`analytics.chunk_pool`), so the buffer pool needs no more; the lower bound is meant to
-keep ``whatif`` at 1M runs under 1 GB of peak RSS (issue 11: 1.11 GB under 512 MB).
-Should a read still run out of it, :func:`run_bounded` reads again under the bound around
-it. The findings and the report (which bring their estimates) read under
-:data:`FINDINGS_MEMORY_LIMIT` and :data:`MEMORY_LIMIT`."""
+"""DuckDB's ``memory_limit`` while a what-if reads its class estimates and its rows
+(:func:`analytics.whatif.what_ifs` without given estimates: ``cliffwatch whatif``, the
+dashboard's What-if page): the estimates' partitioned read of every worker call, the
+runs' alike read and one chunk of replayed runs at a time
+(:data:`analytics.whatif_rows.CHUNK_PAIRS`), so the buffer pool needs no more; the lower
+bound is meant to keep ``whatif`` at 1M runs under 1 GB of peak RSS (issue 11: 1.11 GB
+under 512 MB when it staged every run). Should a read still run out of it,
+:func:`run_bounded` reads again under the bound around it. The findings and the report
+(which bring their estimates) read under :data:`FINDINGS_MEMORY_LIMIT` and
+:data:`MEMORY_LIMIT`."""
 
 
 def _restore_limit(con: duckdb.DuckDBPyConnection, before: str | None) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import re
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -89,7 +88,7 @@ def _read(path: Path) -> str:
 
 def partition_by_chunk(
     con: duckdb.DuckDBPyConnection, scope_sql: str, params: dict[str, Any], chunks_n: int,
-    rows_sql: str, directory: Path, *, routed: bool = False,
+    rows_sql: str, directory: Path,
 ) -> list[ChunkFiles]:
     """Split the runs of ``scope_sql`` into ``chunks_n`` chunks (run-id order, even sizes)
     and write the rows of ``rows_sql`` to Parquet files per chunk, in ONE read of
@@ -100,9 +99,9 @@ def partition_by_chunk(
     ids are random (OTel), so each of n chunks read every block: n scans of the spans
     table (at 1M runs and 40 chunks the what-if's staging took 52 s against 16.5 s on an
     id-ordered store, issue 11). One ``COPY ... PARTITION_BY (chunk)`` reads them once
-    (:func:`_copy_chunks`), or, ``routed``, one streaming read whose rows Python routes to
-    the chunks' files as they come (:func:`_write_chunks`: less CPU and no spill under a
-    256 MB bound, but up to ~200 MB more resident memory outside DuckDB's bound).
+    (:func:`_copy_chunks`). (A streaming read whose rows Python routed to the chunks'
+    files took less CPU under a 256 MB bound but held up to ~200 MB more outside it; it
+    went when the what-if began to stage only the runs it replays, issue 11.)
 
     Args:
         con: a DuckDB connection (DuckDB only).
@@ -117,34 +116,27 @@ def partition_by_chunk(
             each row's file and is left out of it.
         directory: an existing, empty directory the files are written under (the
             caller's to remove: a ``tempfile.TemporaryDirectory``).
-        routed: write with :func:`_write_chunks` (the ``whatif`` command's staging,
-            whose peak RSS has room for it), else with :func:`_copy_chunks` (the findings'
-            and the report's, ~5% under 1 GB at 1M runs: with it routed the report
-            peaked at 1.01 GB against 0.95 GB, issue 11).
 
     Returns:
         ``[ChunkFiles, ...]``, one per chunk in run-id order (every chunk's files exist).
 
     Raises:
         duckdb.Error: a query failed (files written so far stay in ``directory``).
-        ValueError: a row's ``chunk`` is NULL or not in ``0 .. chunks_n - 1``.
 
     Disk: the files are LZ4-compressed Parquet (the what-if's staged calls at 1M runs:
     ~210-250 MB). Memory: DuckDB's partitioned writer holds a buffer per chunk, under the
-    connection's ``memory_limit``; routed, a batch of :data:`BATCH_ROWS` rows and the
-    copies of the batches whose rows wait to be written (:data:`PENDING_ROWS` rows of
-    copies, past which they are written), outside it.
+    connection's ``memory_limit``.
     """
     chunks_n = max(1, chunks_n)
     keys_dir, rows_dir = directory / "keys", directory / "rows"
     number = "row_number() OVER (ORDER BY run_id)"
-    write = _write_chunks if routed else _copy_chunks
-    write(con, f"SELECT *, {number} AS rk, ({number} - 1) * {chunks_n} // count(*) OVER () "
-               f"AS chunk FROM ({scope_sql})", _used(params, scope_sql), chunks_n, keys_dir)
+    _copy_chunks(con, f"SELECT *, {number} AS rk, ({number} - 1) * {chunks_n} // count(*) "
+                      f"OVER () AS chunk FROM ({scope_sql})", _used(params, scope_sql),
+                 chunks_n, keys_dir)
     keys = (f"SELECT * FROM read_parquet('{_quoted(keys_dir)}/*/*.parquet', "
             "hive_partitioning = true)")
     sql = rows_sql.replace("{keys}", keys)
-    write(con, sql, _used(params, sql), chunks_n, rows_dir)
+    _copy_chunks(con, sql, _used(params, sql), chunks_n, rows_dir)
     return [ChunkFiles(_read(keys_dir / f"chunk={chunk}" / "*.parquet"),
                        _read(rows_dir / f"chunk={chunk}" / "*.parquet"))
             for chunk in range(chunks_n)]
@@ -169,101 +161,6 @@ def _copy_chunks(
             con.execute(f"COPY (SELECT * EXCLUDE (chunk) FROM ({sql}) LIMIT 0) "
                         f"TO '{_quoted(path / 'empty.parquet')}' (FORMAT parquet)",
                         params or None)
-
-
-BATCH_ROWS = 122_880
-"""Rows :func:`_write_chunks` reads from DuckDB at a time (an Arrow batch)."""
-
-GROUP_ROWS = 8_192
-"""Rows of a chunk :func:`_write_chunks` gathers before writing them as a row group (a
-batch brings each of 40 chunks ~3,000 rows: written as they came, the files were ~45%
-larger); at most ``GROUP_ROWS`` rows per chunk wait in memory."""
-
-PENDING_ROWS = 40 * GROUP_ROWS
-"""Rows of batch copies :func:`_write_chunks` keeps while chunks wait to write their slices
-of them: past it, the chunks holding a slice of the oldest copy are written at once, so
-the memory is bounded by this, not by the number of chunks (which grows with the store:
-40 at 1M runs, 400 at 10M)."""
-
-
-def _write_chunks(
-    con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any], chunks_n: int,
-    folder: Path,
-) -> None:
-    """The rows of ``sql`` (a ``chunk`` column, 0 .. ``chunks_n`` - 1, and others) in
-    ``folder/chunk=<k>/data.parquet``, one file per chunk (an empty one of the same
-    columns for a chunk without rows), without the ``chunk`` column, in one streaming read.
-
-    Why not DuckDB's ``COPY ... PARTITION_BY (chunk)`` (:func:`_copy_chunks`): under the
-    what-if's 256 MB bound its writer buffers rows per open partition past the bound and
-    spills them to disk. The what-if's staging at 1M runs (40 chunks, 7.6M calls), side by
-    side, load ~6: 82.2 s (68.5 s CPU, peak RSS 396 MB) with it, 35.6 s (45.7 s CPU, 615
-    MB) routed here; the files ~320 MB against ~240 MB (row groups of ~8,000 rows; issue
-    11).
-
-    Raises:
-        duckdb.Error: the query failed (the files written so far stay, closed).
-        ValueError: a ``chunk`` NULL or out of range."""
-    # imported here: the listing commands import this module and load no pyarrow
-    # (tests/test_cli_imports.py: a process start costs its import)
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    reader = con.sql(sql, params=params or None).to_arrow_reader(BATCH_ROWS)
-    schema = pa.schema([field for field in reader.schema if field.name != "chunk"])
-    # per chunk, its rows waiting to be written: slices of the batches' copies sorted by
-    # chunk (one take per batch, not one per chunk and batch: 40 takes of a few thousand
-    # rows each cost twice the one; issue 11), and the number of the oldest batch it holds
-    pending: list[list[pa.Table]] = [[] for _ in range(chunks_n)]
-    waiting = np.zeros(chunks_n, dtype=np.int64)
-    oldest = np.full(chunks_n, np.iinfo(np.int64).max, dtype=np.int64)
-    sizes: list[int] = []  # rows of each batch read so far
-    with ExitStack() as stack:
-        stack.callback(reader.close)  # the reader holds the connection until closed
-        writers: dict[int, pq.ParquetWriter] = {}
-
-        def write(chunk: int) -> None:
-            if chunk not in writers:
-                path = folder / f"chunk={chunk}"
-                path.mkdir(parents=True)
-                writers[chunk] = stack.enter_context(
-                    pq.ParquetWriter(path / "data.parquet", schema, compression="lz4"))
-            writers[chunk].write_table(pa.concat_tables(pending[chunk]) if pending[chunk]
-                                       else schema.empty_table())
-            pending[chunk], waiting[chunk] = [], 0
-            oldest[chunk] = np.iinfo(np.int64).max
-
-        for number, batch in enumerate(reader):
-            column = batch.column("chunk")
-            if column.null_count:
-                raise ValueError("a row without a chunk")
-            numbers = column.to_numpy()
-            order = np.argsort(numbers, kind="stable")
-            edges = np.searchsorted(numbers[order], np.arange(chunks_n + 1))
-            if edges[0] != 0 or edges[-1] != len(numbers):
-                raise ValueError(f"a row's chunk is not in 0 .. {chunks_n - 1}")
-            table = pa.Table.from_batches([batch]).drop_columns(["chunk"]).take(order)
-            del batch, column
-            sizes.append(table.num_rows)
-            for chunk in np.flatnonzero(np.diff(edges)).tolist():
-                pending[chunk].append(table.slice(edges[chunk], edges[chunk + 1] - edges[chunk]))
-                waiting[chunk] += int(edges[chunk + 1] - edges[chunk])
-                oldest[chunk] = min(oldest[chunk], number)
-                if waiting[chunk] >= GROUP_ROWS:
-                    write(chunk)
-            del table
-            # a sorted copy stays in memory while any chunk holds a slice of it: past
-            # PENDING_ROWS rows of copies held, the chunks holding the oldest are written
-            while waiting.any() and sum(sizes[int(oldest.min()):]) > PENDING_ROWS:
-                for chunk in np.flatnonzero(oldest == oldest.min()).tolist():
-                    write(chunk)
-        for chunk in range(chunks_n):
-            if pending[chunk] or chunk not in writers:
-                write(chunk)
-    # Arrow's allocator keeps what it freed for reuse: hand it back to the system, so the
-    # staging's batches do not stay resident through the reads that follow
-    pa.default_memory_pool().release_unused()
 
 
 def _used(params: dict[str, Any], sql: str) -> dict[str, Any]:

@@ -107,8 +107,8 @@ _STAGED_CALLS = """
         cancelled
     FROM {staged} WHERE leaf
 """
-"""The same calls from a chunk staged by :func:`analytics.whatif_sql.stage_chunks` (each
-run's integer key ``rk`` in place of its id)."""
+"""The same calls from a chunk written by :func:`_one_scan_sums` (each run's integer key
+``rk`` in place of its id)."""
 
 
 def _mean(total: float | None, n: int) -> float | None:
@@ -165,7 +165,7 @@ def _one_scan_sums(
         files = chunks.partition_by_chunk(
             con, f"SELECT run_id, task_class FROM runs {where(conds)}", params,
             -(-runs // CHUNK_RUNS), _PARTITION_SQL, Path(tmp))
-        return [staged_estimate_sums(con, chunk.rows, chunk.keys) for chunk in files]
+        return [_chunk_sums(con, chunk.rows, chunk.keys) for chunk in files]
 
 
 def estimate_scope(task_class: str | None) -> tuple[list[str], dict[str, Any]]:
@@ -175,11 +175,10 @@ def estimate_scope(task_class: str | None) -> tuple[list[str], dict[str, Any]]:
     return ["task_class = $task_class"], {"task_class": task_class}
 
 
-def staged_estimate_sums(con: duckdb.DuckDBPyConnection, calls: str, keys: str) -> pl.DataFrame:
+def _chunk_sums(con: duckdb.DuckDBPyConnection, calls: str, keys: str) -> pl.DataFrame:
     """One chunk's sums and counts (:func:`fold_estimates` adds them up) from its calls
-    staged by :func:`analytics.whatif_sql.stage_chunks` (``calls``, ``keys``: the SQL
-    reading its calls and its runs, those of :func:`estimate_scope` within the chunk's
-    range): the what-if reads the spans' attributes once for its rows and the estimates."""
+    written by :func:`_one_scan_sums` (``calls``, ``keys``: the SQL reading its calls and
+    its runs, those of :func:`estimate_scope` within the chunk's range)."""
     # each reader of the calls reads its roles' rows from the file (not one materialised
     # copy of every call read back twice: a quarter of this query's CPU, issue 11)
     sql = _ESTIMATES_SQL.format(scope=f"SELECT rk AS run_id, task_class FROM {keys}",

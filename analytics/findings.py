@@ -277,13 +277,11 @@ class _Context:
     _roles: pl.DataFrame | None = None
     _what_ifs: dict[str, pl.DataFrame] = field(default_factory=dict)
 
-    def class_estimates(self) -> Estimates | None:
-        """The class estimates the what-ifs share: the caller's, else on a ClickHouse
-        store read once here; else None: the what-ifs (a DuckDB store) add them up from
-        the same staged read of the spans as their rows (:func:`analytics.whatif.
-        what_ifs` without estimates), not from a read of their own (at 1M runs on a store
-        of random trace ids that read was 20 s of a report's 113 s; issue 11)."""
-        if self.estimates is None and not isinstance(self.con, duckdb.DuckDBPyConnection):
+    def class_estimates(self) -> Estimates:
+        """The class estimates the what-ifs share: the caller's, else read once here
+        (:func:`analytics.estimates.load_estimates`), never once per what-if (at 1M runs
+        on a store of random trace ids a read is ~8 s; issue 11)."""
+        if self.estimates is None:
             self.estimates = load_estimates(self.con, self.task_class)
         return self.estimates
 
@@ -350,7 +348,11 @@ class _Context:
         ``also`` when given (returned), in one pass over the calls
         (:func:`analytics.whatif.what_ifs`), rather than one pass each; the cap and the
         ceiling what-ifs replay only the runs their findings sum (:meth:`_cap_runs`,
-        :meth:`_ceiling_runs`)."""
+        :meth:`_ceiling_runs`). The spend by role (:meth:`class_roles`) is read first, while
+        little else is in memory (read after the what-ifs, its read of every call came on
+        top of their 1M-row frames: a report's peak at 1M runs, issue 11)."""
+        if "orchestrating_small_tasks" in kinds:
+            self.class_roles()
         cap = bool(set(kinds) & _CAP_KINDS)
         ceiling = self._ceiling_overrides() if set(kinds) & _CEILING_KINDS else {}
         variants: list[tuple[str, Any, RunFilter | None]] = (
@@ -361,15 +363,14 @@ class _Context:
             variants.append(("also", also, None))
         if len(variants) < 2 and also is None:
             return None  # one what-if: read when first asked
-        estimates = self.class_estimates()
         # the span blocks read so far (a report's spend by model and role), let go; the
-        # what-ifs read under the findings' lower bound, inside a report too (each read
-        # holds a chunk of runs: at 1M runs the report's three what-ifs held ~250 MB more
-        # under its 512 MB)
+        # class estimates and the what-ifs read under the findings' lower bound, inside a
+        # report too (each read holds a chunk of runs: at 1M runs the report's three
+        # what-ifs held ~250 MB more under its 512 MB)
         bulk_read.release_cache(self.con)
         results = run_bounded(self.con, lambda: what_ifs(
             self.con, [v for _, v, _ in variants], self.window, self.task_class,
-            now=self.now, estimates=estimates, keeps=[k for _, _, k in variants],
+            now=self.now, estimates=self.class_estimates(), keeps=[k for _, _, k in variants],
             summaries=[name == "also" for name, _, _ in variants]),
             limit=bulk_read.FINDINGS_MEMORY_LIMIT)
         asked = None

@@ -177,9 +177,7 @@ class WhatIf:
             is not overridden stays as each run recorded it).
         window_days: the window's length in days (None: no length).
         elapsed_s: wall-clock seconds the load and the replays took.
-        load_s: of which reading the class estimates (read in the same pass as the rows,
-            :func:`analytics.whatif_rows.replay_rows`: staging the spans and adding up the
-            estimates).
+        load_s: of which reading the class estimates (0 when the caller gave them).
         python_runs: runs replayed by the Python counterfactual (the rest in DuckDB).
     """
 
@@ -268,7 +266,6 @@ def what_if(
     now: datetime | None = None,
     pushdown: bool = True,
     estimates: Estimates | None = None,
-    routed: bool = False,
 ) -> WhatIf:
     """Replay every run started in ``window`` under ``overrides``.
 
@@ -283,9 +280,6 @@ def what_if(
             Python counterfactual (the reference; slower, same figures).
         estimates: the class estimates of ``task_class`` when the caller has them already
             (:func:`analytics.estimates.load_estimates`; they do not depend on the limits).
-        routed: stage the spans with the routed writer, for a caller whose memory has
-            ~200 MB to spare beyond DuckDB's bound
-            (:func:`analytics.whatif_rows.replay_rows`).
 
     Returns:
         The :class:`WhatIf`.
@@ -295,7 +289,7 @@ def what_if(
         ReplayError: an override gives invalid limits for some run.
     """
     return what_ifs(con, [overrides], window, task_class, now=now, pushdown=pushdown,
-                    estimates=estimates, routed=routed)[0]
+                    estimates=estimates)[0]
 
 
 def what_ifs(
@@ -309,7 +303,6 @@ def what_ifs(
     estimates: Estimates | None = None,
     keeps: Sequence[RunFilter | None] | None = None,
     summaries: Sequence[bool] | None = None,
-    routed: bool = False,
 ) -> list[WhatIf]:
     """:func:`what_if` under each of ``variants``, in order, from one read of the calls
     (the pushed-down SQL computes every variant in the same pass). Arguments, errors and
@@ -327,24 +320,18 @@ def what_ifs(
 
     def replay() -> list[tuple[pl.DataFrame, int]]:
         nonlocal loaded
-        if pushdown and estimates is None and isinstance(con, duckdb.DuckDBPyConnection):
-            # the estimates computed in the same read of the spans as the rows
-            rows, _, staged_s = replay_rows(con, variants, window, task_class, None, keeps,
-                                            summaries, routed=routed)
-            loaded = began + staged_s
-            return rows
         known = load_estimates(con, task_class) if estimates is None else estimates
         loaded = time.perf_counter()
         if pushdown:
-            return replay_rows(con, variants, window, task_class, known, keeps, summaries)[0]
+            return replay_rows(con, variants, window, task_class, known, keeps, summaries)
         return [(rows, rows.height) for rows in (
             python_rows(con, overrides, window, task_class, known, keep)
             for overrides, keep in zip(variants, keeps or [None] * len(variants),
                                        strict=True))]
 
-    # the staged read of the class estimates' runs holds two chunks at a time: the lower
-    # bound (callers that bring their estimates keep theirs: not measured under it; the
-    # findings and the report on DuckDB bring none, inside their own 256 MB bound)
+    # read under the what-if's bound when it reads its own class estimates (the whatif
+    # command, the What-if page); callers that bring theirs (the findings, the report) read
+    # under their own
     results = run_bounded(con, replay,
                           limit=bulk_read.WHATIF_MEMORY_LIMIT if estimates is None else None)
     out = []

@@ -1,25 +1,26 @@
-"""The what-if's per-run rows: pushed down into DuckDB, with the Python counterfactual
-for the runs the SQL leaves to it, in chunks.
+"""The what-if's per-run rows: the records of the runs the limits decide alike, the rest
+pushed down into DuckDB, with the Python counterfactual for the runs the SQL leaves to it,
+in chunks.
 
 :func:`replay_rows` is what :func:`analytics.whatif.what_if` reads: one row per run of
-:data:`RUN_COLUMNS` (plus ``_truncated`` and ``_estimated``). Most runs are computed by
-:data:`analytics.whatif_sql.RUN_SQL`, by chunks of runs (in DuckDB staged to Parquet files
-in one read of the spans, :func:`analytics.whatif_sql.stage_chunks`); the runs it flags (its module
-docstring says which) are replayed by :func:`analytics.counterfactual.counterfactual`, the
-orchestrator's dispatch layer, read :data:`PY_READ_RUNS` runs at a time (one read of the
-spans) and replayed :data:`PY_CHUNK_RUNS` at a time. :func:`python_rows`
-replays every run in Python (the reference the SQL is tested against). Either way memory
-holds a chunk's calls (two chunks side by side when staged, :mod:`analytics.chunk_pool`),
-never the window's.
+:data:`RUN_COLUMNS` (plus ``_truncated`` and ``_estimated``). A run whose recorded limits
+and the what-if's decide alike keeps its record (:func:`decided_alike`; in SQL
+:data:`analytics.whatif_sql.ALIKE_SQL`, from the ``runs`` table alone). The other runs are
+computed by :data:`analytics.whatif_sql.RUN_SQL`, by chunks of runs (in DuckDB staged to
+Parquet files in one read of the spans, :func:`analytics.whatif_sql.stage_chunks`); the
+runs it flags (its module docstring says which) are replayed by
+:func:`analytics.counterfactual.counterfactual`, the orchestrator's dispatch layer, read
+:data:`PY_READ_RUNS` runs at a time (one read of the spans) and replayed
+:data:`PY_CHUNK_RUNS` at a time. :func:`python_rows` replays every run in Python (the
+reference the SQL is tested against). Either way memory holds a chunk's calls, never the
+window's.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +29,21 @@ import polars as pl
 from polars.datatypes import DataTypeClass
 
 from cliffwatch.analytics import chunks, whatif_sql
-from cliffwatch.analytics.chunk_pool import Worker, chunk_cursors, in_order, one_worker
+from cliffwatch.analytics.bulk_read import registered, release_cache
 from cliffwatch.analytics.chunks import Bounds, ChunkFiles
 from cliffwatch.analytics.counterfactual import Counterfactual, Outcome, counterfactual
-from cliffwatch.analytics.estimates import estimate_scope, fold_estimates, staged_estimate_sums
 from cliffwatch.analytics.recorded import (
     Estimates,
     RecordedRun,
     read_recorded_runs,
     recorded_limits,
 )
-from cliffwatch.analytics.redo import load_completed_runs
 from cliffwatch.analytics.replay import LimitsOverride, limits_text
 from cliffwatch.analytics.store_access import frame, where
-from cliffwatch.analytics.whatif_sql import sql_run_rows, stage_chunks
+from cliffwatch.analytics.whatif_sql import alike_pairs, sql_run_rows, stage_chunks
 from cliffwatch.analytics.window import Window
+from cliffwatch.orchestrator.dispatch import Limits, alike_bounds
+from cliffwatch.telemetry.conventions import RunStatus
 
 PY_CHUNK_RUNS = 1_000
 """Runs the Python counterfactual makes into records (with their calls) and replays at a
@@ -57,11 +58,10 @@ the store to Python: read in six run-id range batches of 1,000, every batch scan
 whole store (random trace ids), ~7.6 s; in one read ~1 s (issue 11)."""
 
 CHUNK_PAIRS = 2 * whatif_sql.CHUNK_RUNS
-"""(variant, run) pairs per chunk of the pushed-down what-if when its caller brings the
-class estimates (the findings, the report: under their bounds, :mod:`analytics.bulk_read`):
-what the findings' two what-ifs were read in before their runs were filtered (25,000 runs
-of two variants each; the run-id ranges were cut on ``runs x variants`` but only the first
-half of those cuts exist), measured at 1M runs under 512 MB and, filtered, under 256 MB."""
+"""(variant, run) pairs per chunk of the pushed-down what-if's replayed runs (those no
+variant decides alike): what the findings' two what-ifs were read in before their runs were
+filtered (25,000 runs of two variants each), measured at 1M runs under 512 MB and,
+filtered, under 256 MB (:mod:`analytics.bulk_read`)."""
 
 
 RUN_COLUMNS: tuple[str, ...] = (
@@ -148,6 +148,63 @@ def run_row(run: RecordedRun, cf: Counterfactual) -> dict[str, Any]:
     }
 
 
+_STATUSES = frozenset(s.value for s in RunStatus)
+_NOT_COMPLETED = (RunStatus.REJECTED.value, RunStatus.CANCELLED.value)
+
+
+def decided_alike(run: RecordedRun, limits: Limits) -> bool:
+    """Whether ``limits`` decide ``run`` as its recorded limits did
+    (:class:`orchestrator.dispatch.AlikeBounds`, from the figures the run recorded): a
+    run with a planner call and a known status, its running spend never above its total
+    (no call costing less than nothing). Its record then stands (:func:`record_row`);
+    :data:`analytics.whatif_sql.ALIKE_SQL` is the SQL twin."""
+    if not run.replayable or run.status not in _STATUSES:
+        return False
+    peak = (run.cost_usd if all(c.cost_usd is None or c.cost_usd >= 0 for c in run.calls)
+            else None)
+    return alike_bounds(run.limits, limits).admits(run.workers_proposed, run.estimate_usd, peak)
+
+
+def record_row(run: RecordedRun, limits: Limits) -> dict[str, Any]:
+    """The :data:`RUN_SCHEMA` row of a run ``limits`` decide alike (:func:`decided_alike`):
+    the record, nothing affected; a ceiling's breach when it was rejected or cancelled (no
+    cap was breached: its plans fit)."""
+    ended = run.status in _NOT_COMPLETED
+    return {
+        "run_id": run.run_id, "task_class": run.task_class, "started_at": run.started_at,
+        "limits": limits_text(limits), "status_before": run.status, "status_after": run.status,
+        "breach_after": "ceiling" if ended else None, "proposed": run.workers_proposed,
+        "dispatched_before": run.workers_dispatched,
+        "dispatched_after": run.workers_dispatched or 0, "cost_before_usd": run.cost_usd,
+        "cost_after_usd": run.cost_usd, "saving_usd": 0.0, "estimated_usd": 0.0,
+        "redo_usd": 0.0, "not_completed": ended, "replayable": True, "affected": False,
+        "_truncated": False, "_estimated": False,
+    }
+
+
+def record_rows(pairs: pl.DataFrame, lim: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+    """:func:`record_row`'s rows, ``columns`` of :data:`RUN_SCHEMA`, of the alike pairs of
+    :data:`analytics.whatif_sql.ALIKE_SQL` (``pairs``; ``lim`` the limits table they
+    matched by ``lrow``): built as columns, not per row (~940,000 at 1M runs)."""
+    def by_lim(column: str) -> pl.Expr:
+        return pl.col("lrow").replace_strict(lim["lrow"], lim[column]).cast(pl.Categorical())
+
+    ended = pl.col("status").is_in(_NOT_COMPLETED)
+    built = {
+        "run_id": pl.col("run_id"), "task_class": by_lim("task_class"),
+        "started_at": pl.col("started_at"), "limits": by_lim("limits"),
+        "status_before": pl.col("status"), "status_after": pl.col("status"),
+        "breach_after": pl.when(ended).then(pl.lit("ceiling")),
+        "proposed": pl.col("workers_proposed"), "dispatched_before": pl.col("workers_dispatched"),
+        "dispatched_after": pl.col("workers_dispatched").fill_null(0),
+        "cost_before_usd": pl.col("cost_usd"), "cost_after_usd": pl.col("cost_usd"),
+        "saving_usd": pl.lit(0.0), "estimated_usd": pl.lit(0.0), "redo_usd": pl.lit(0.0),
+        "not_completed": ended, "replayable": pl.lit(True), "affected": pl.lit(False),
+        "_truncated": pl.lit(False), "_estimated": pl.lit(False),
+    }
+    return pairs.select(built[c].cast(RUN_SCHEMA[c]).alias(c) for c in columns)
+
+
 def _scope(window: Window, task_class: str | None) -> tuple[list[str], dict[str, Any]]:
     conds, params = window.conditions("r.started_at")
     if task_class is not None:
@@ -158,8 +215,10 @@ def _scope(window: Window, task_class: str | None) -> tuple[list[str], dict[str,
 
 def _python_chunks(
     con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], overrides: Overrides,
-    estimates: Estimates,
+    estimates: Estimates, alike: bool = False,
 ) -> Iterator[pl.DataFrame]:
+    """The runs ``run_ids`` replayed by the counterfactual, in chunks; ``alike``: a run
+    the limits decide as recorded keeps its record (:func:`record_row`)."""
     for begin in range(0, len(run_ids), PY_READ_RUNS):
         read = read_recorded_runs(con, run_ids=run_ids[begin : begin + PY_READ_RUNS])
         for start in range(begin, min(begin + PY_READ_RUNS, len(run_ids)), PY_CHUNK_RUNS):
@@ -167,7 +226,8 @@ def _python_chunks(
             part = run_ids[start : min(start + PY_CHUNK_RUNS, begin + PY_READ_RUNS)]
             for run in read.records(part):
                 limits = override_for(overrides, run.task_class).apply(run.limits)
-                rows.append(run_row(run, counterfactual(run, limits, estimates)))
+                rows.append(record_row(run, limits) if alike and decided_alike(run, limits)
+                            else run_row(run, counterfactual(run, limits, estimates)))
             yield pl.DataFrame(rows, schema=RUN_SCHEMA)
 
 
@@ -193,52 +253,58 @@ def _finish(parts: list[pl.DataFrame]) -> pl.DataFrame:
 def python_rows(
     con: duckdb.DuckDBPyConnection, overrides: Overrides, window: Window,
     task_class: str | None, estimates: Estimates, keep: RunFilter | None = None,
+    *, alike: bool = True,
 ) -> pl.DataFrame:
     """Every run of the window (that ``keep`` keeps, when given) replayed by the Python
     counterfactual, in chunks; oldest first. The reference :func:`replay_rows` is held
-    to."""
+    to. ``alike``: a run the limits decide as recorded keeps its record
+    (:func:`decided_alike`, as :func:`replay_rows` does); False replays it too (which,
+    on a record the orchestrator wrote, gives the record back: the claim the shortcut
+    rests on, tests/test_whatif_alike.py)."""
     conds, params = _scope(window, task_class)
     runs = frame(con, "SELECT run_id, task_class, max_workers, ceiling_usd, policy "
                       f"FROM runs r {where(conds)} ORDER BY run_id", params)
     ids = [row[0] for row in runs.iter_rows() if keep is None or keep(*row[1:])]
-    return _finish(list(_python_chunks(con, ids, overrides, estimates)))
+    return _finish(list(_python_chunks(con, ids, overrides, estimates, alike)))
 
 
 def _limit_table(
     con: duckdb.DuckDBPyConnection, conds: list[str], params: dict[str, Any],
     variants: Sequence[Overrides], estimates: Estimates, keeps: Sequence[RunFilter | None],
-) -> tuple[pl.DataFrame, int]:
+) -> pl.DataFrame:
     """One row per variant and recorded (class, cap, ceiling, policy) in scope that the
-    variant's filter in ``keeps`` keeps: the limits the run is replayed under (the
-    override applied by Python, so a bad one raises ReplayError as before), their text
-    and the redo estimate within them; and how many (variant, run) pairs those rows
-    cover."""
-    combos = frame(con, "SELECT r.task_class, r.max_workers, r.ceiling_usd, r.policy, "
-                        f"count(*) AS n FROM runs r {where(conds)} GROUP BY ALL", params)
-    rows = []
-    pairs = 0
+    variant's filter in ``keeps`` keeps (``lrow``: its position): the limits the run is
+    replayed under (the override applied by Python, so a bad one raises ReplayError as
+    before), their text, the redo estimate within them and the bounds within which they
+    decide a run as the recorded ones did (:func:`orchestrator.dispatch.alike_bounds`)."""
+    combos = frame(con, "SELECT DISTINCT r.task_class, r.max_workers, r.ceiling_usd, r.policy "
+                        f"FROM runs r {where(conds)}", params)
+    rows: list[dict[str, Any]] = []
     for variant, (overrides, keep) in enumerate(zip(variants, keeps, strict=True)):
         for c in combos.iter_rows(named=True):
             if keep is not None and not keep(c["task_class"], c["max_workers"],
                                              c["ceiling_usd"], c["policy"]):
                 continue
-            pairs += c["n"]
             rec = recorded_limits(c["max_workers"], c["ceiling_usd"], c["policy"])
             new = override_for(overrides, c["task_class"]).apply(rec)
+            alike = alike_bounds(rec, new)
             rows.append({
-                "variant": variant, "task_class": c["task_class"],
+                "variant": variant, "lrow": len(rows), "task_class": c["task_class"],
                 "rec_cap": c["max_workers"], "rec_ceiling": c["ceiling_usd"],
                 "rec_policy": c["policy"], "cap": new.max_workers, "ceiling": new.ceiling_usd,
                 "policy": new.policy.value, "limits": limits_text(new),
                 "rec_limits_cap": rec.max_workers,
                 "redo_usd": estimates.redo(c["task_class"], new).cost_usd,
+                "alike_cap": alike.max_proposed, "alike_same_ceiling": alike.same_ceiling,
+                "alike_below_usd": alike.below_usd,
             })
     return pl.DataFrame(rows, schema={
-        "variant": pl.Int64, "task_class": pl.String, "rec_cap": pl.Int64,
+        "variant": pl.Int64, "lrow": pl.Int64, "task_class": pl.String, "rec_cap": pl.Int64,
         "rec_ceiling": pl.Float64, "rec_policy": pl.String, "cap": pl.Int64,
         "ceiling": pl.Float64, "policy": pl.String, "limits": pl.String,
-        "rec_limits_cap": pl.Int64, "redo_usd": pl.Float64,
-    }), pairs
+        "rec_limits_cap": pl.Int64, "redo_usd": pl.Float64, "alike_cap": pl.Int64,
+        "alike_same_ceiling": pl.Boolean, "alike_below_usd": pl.Float64,
+    })
 
 
 def _estimate_tables(estimates: Estimates) -> dict[str, pl.DataFrame]:
@@ -258,38 +324,12 @@ def _estimate_tables(estimates: Estimates) -> dict[str, pl.DataFrame]:
     return {"workers": workers, "synth": synth}
 
 
-def _estimate_sums(read: ChunkFiles, worker: Worker) -> pl.DataFrame:
-    return staged_estimate_sums(worker[0], read.rows, read.keys)
-
-
-def _staged_pass(
-    con: duckdb.DuckDBPyConnection, task_class: str | None, per_chunk_runs: int, tmp: Path,
-    routed: bool,
-) -> tuple[list[ChunkFiles], Estimates]:
-    """Stage the class estimates' runs in chunks of about ``per_chunk_runs`` runs, in one
-    read of the spans (:func:`analytics.whatif_sql.stage_chunks`: the spans' attributes
-    parsed once, each chunk's rows written to Parquet files in ``tmp``), and add up the
-    estimates from the staged calls, :data:`analytics.chunk_pool.WORKERS` chunks at once:
-    ``(per chunk the SQL reading its staged files, the class estimates)``; ``routed``: as
-    :func:`analytics.chunks.partition_by_chunk`'s."""
-    est_conds, est_params = estimate_scope(task_class)
-    stage_conds = [f"r.{c}" for c in est_conds]
-    runs = frame(con, f"SELECT count(*) AS n FROM runs {where(est_conds)}", est_params)["n"][0]
-    staged = stage_chunks(con, stage_conds, est_params, -(-runs // per_chunk_runs), tmp,
-                          routed=routed)
-    with chunk_cursors(con) as workers:
-        sums = list(in_order(workers, [partial(_estimate_sums, read) for read in staged]))
-    return staged, fold_estimates(sums, load_completed_runs(con, task_class))
-
-
 def replay_rows(
     con: duckdb.DuckDBPyConnection, variants: Sequence[Overrides], window: Window,
-    task_class: str | None, estimates: Estimates | None,
+    task_class: str | None, estimates: Estimates,
     keeps: Sequence[RunFilter | None] | None = None,
     summaries: Sequence[bool] | None = None,
-    *,
-    routed: bool = False,
-) -> tuple[list[tuple[pl.DataFrame, int]], Estimates, float]:
+) -> list[tuple[pl.DataFrame, int]]:
     """Every run of the window under each of ``variants`` (sets of overrides), in one
     pass over the calls: pushed-down SQL, Python for the rest. ``keeps``: per variant, a
     :data:`RunFilter` of the runs it replays (None, or a None entry: every run); a run no
@@ -298,124 +338,89 @@ def replay_rows(
     in the order read, not sorted into one frame (at 1M runs the full rows and their
     sorted copy were ~270 MB at the report's peak; issue 11).
 
-    A DuckDB store's runs are staged first, in one read of the spans whatever order the
-    store keeps them in (:func:`analytics.whatif_sql.stage_chunks`: the spans' attributes
-    parsed once, each chunk's runs and calls written to temporary Parquet files, ~250 MB
-    at 1M runs, all removed when the rows are read or a read fails), then every chunk is
-    replayed from its files. A run-id range read of the spans per chunk skipped the other
-    chunks' span blocks only in a store kept in trace-id order: with random OTel ids each
-    of the 40 chunks at 1M runs read them all (the what-if 64 s against 33 s, issue 11).
-    ``estimates`` None: the staged runs are the class estimates' (every run of the
-    class), the estimates added up from the staged calls, two chunks at a time, and the
-    chunks replayed two at a time, each on a cursor of its own (:mod:`analytics.
-    chunk_pool`; at 1M runs the estimates' own read of the spans was a fifth of the
-    what-if's time in a profile, issue 11). ``estimates`` given: the staged runs are the
-    window's, in chunks of :data:`CHUNK_PAIRS` (variant, run) pairs, replayed one at a
-    time (the findings' bound). Another store (ClickHouse) reads the spans inline per
-    run-id range chunk. ``routed``: the class estimates' runs staged by
-    :func:`analytics.chunks.partition_by_chunk`'s routed writer, for a caller with ~200 MB
-    to spare beyond DuckDB's bound (the whatif command, the What-if page: at 1M runs, side
-    by side, load ~5, the whatif command took 81 s and 74 s of CPU against 120 s and 92 s,
-    its peak RSS 784 MB against 737 MB); the findings and the report keep DuckDB's COPY
-    (routed, the report peaked at 1.00 GB against 0.94 GB; issue 11).
+    First every (variant, run) pair the variant's limits decide as the run's recorded
+    limits did keeps its record, read from the ``runs`` table alone
+    (:data:`analytics.whatif_sql.ALIKE_SQL`; :class:`orchestrator.dispatch.AlikeBounds`
+    says when: the run's plans fit both caps, and the ceilings are the same or clear of
+    its estimate and spend). Only the other pairs' runs are replayed: at 1M demo runs
+    under ``--max-workers 8``, 6% of them (issue 11). A DuckDB store's runs to replay are
+    staged in one read of the spans whatever order the store keeps them in
+    (:func:`analytics.whatif_sql.stage_chunks`: the spans' attributes parsed once, each
+    chunk's runs and calls written to temporary Parquet files, removed when the rows are
+    read or a read fails), in chunks of :data:`CHUNK_PAIRS` (variant, run) pairs, then
+    every chunk is replayed from its files (a run-id range read of the spans per chunk
+    skipped the other chunks' span blocks only in a store kept in trace-id order: with
+    random OTel ids, 40 chunks at 1M runs read them all, issue 11). Another store
+    (ClickHouse) reads the spans inline per run-id range chunk.
 
     Returns:
-        ``(per variant, in order, (rows, python_runs), the class estimates, staged_s)``:
-        :data:`RUN_SCHEMA` rows oldest first (a summary variant's: :data:`SUMMARY_COLUMNS`,
-        unordered), how many runs the Python counterfactual
-        replayed, and the seconds staging the chunks and adding up the estimates took (0
-        when ``estimates`` were given).
+        Per variant, in order, ``(rows, python_runs)``: :data:`RUN_SCHEMA` rows oldest
+        first (a summary variant's: :data:`SUMMARY_COLUMNS`, unordered) and how many runs
+        the Python counterfactual replayed.
 
     Raises:
         ReplayError: an override gives invalid limits for some run.
-        TypeError: ``estimates`` None on a store that is not DuckDB's.
     """
     keeps = list(keeps) if keeps is not None else [None] * len(variants)
     summary = list(summaries) if summaries is not None else [False] * len(variants)
     if not isinstance(con, duckdb.DuckDBPyConnection):
-        if estimates is None:
-            raise TypeError("staged what-if rows need a DuckDB store: pass the estimates")
-        return (_replay_rows(con, variants, window, task_class, estimates, None, keeps,
-                             summary), estimates, 0.0)
-    began = time.perf_counter()
+        return _replay_rows(con, variants, window, task_class, estimates, None, keeps, summary)
     with tempfile.TemporaryDirectory(prefix="cliffwatch-whatif-") as tmp:
-        if estimates is not None:
-            return (_replay_rows(con, variants, window, task_class, estimates, Path(tmp),
-                                 keeps, summary), estimates, 0.0)
-        staged, estimates = _staged_pass(
-            con, task_class, max(1, whatif_sql.CHUNK_RUNS // len(variants)), Path(tmp), routed)
-        staged_s = time.perf_counter() - began
-        rows = _replay_rows(con, variants, window, task_class, estimates, staged, keeps,
+        return _replay_rows(con, variants, window, task_class, estimates, Path(tmp), keeps,
                             summary)
-    return rows, estimates, staged_s
-
-
-def _chunk_rows(
-    conds: list[str], params: dict[str, Any], chunk: Bounds, source: ChunkFiles | None,
-    worker: Worker,
-) -> pl.DataFrame:
-    return sql_run_rows(worker[0], worker[1], conds, params, chunk, source)
 
 
 def _replay_rows(
     con: duckdb.DuckDBPyConnection, variants: Sequence[Overrides], window: Window,
-    task_class: str | None, estimates: Estimates, staging: list[ChunkFiles] | Path | None,
+    task_class: str | None, estimates: Estimates, staging: Path | None,
     keeps: Sequence[RunFilter | None], summary: Sequence[bool],
 ) -> list[tuple[pl.DataFrame, int]]:
-    """The rows of :func:`replay_rows`; ``staging``: the chunks staged for the class
-    estimates (replayed two at a time), a directory to stage the window's runs in
-    (replayed one chunk at a time), or None (not DuckDB: the spans read inline, by run-id
-    range chunks)."""
+    """The rows of :func:`replay_rows`: the (variant, run) pairs the variant's limits
+    decide as recorded keep their record (:data:`analytics.whatif_sql.ALIKE_SQL`, no span
+    read); the other pairs' runs are replayed. ``staging``: a directory to stage those
+    runs' spans in (replayed one chunk at a time), or None (not DuckDB: the spans read
+    inline, by run-id range chunks)."""
     conds, params = _scope(window, task_class)
-    lim, pairs = _limit_table(con, conds, params, variants, estimates, keeps)
+    lim = _limit_table(con, conds, params, variants, estimates, keeps)
     if lim.is_empty():
         return [(_finish([]).select(SUMMARY_COLUMNS) if brief else _finish([]), 0)
                 for brief in summary]
-    # every variant adds its own rows per run it keeps: chunks of about CHUNK_PAIRS
-    # (variant, run) pairs keep a chunk's groups within the memory bound (the chunks
-    # split the runs in scope evenly; the kept runs are spread over them)
-    chunks_n = max(1, math.ceil(pairs / CHUNK_PAIRS))
-    staged: list[ChunkFiles | None]
-    if isinstance(staging, Path):
-        # the files hold the window's runs only: no conditions left to apply
-        staged = list(stage_chunks(con, conds, params, chunks_n, staging))
-        conds, params = [], {}
-        bounds: list[Bounds] = [(None, None)] * len(staged)
-    elif staging is None:
-        runs = frame(con, f"SELECT count(*) AS n FROM runs r {where(conds)}", params)["n"][0]
-        bounds = chunks.chunk_bounds(con, f"SELECT r.run_id FROM runs r {where(conds)}",
-                                     params, runs, max(1, math.ceil(runs / chunks_n)))
-        staged = [None] * len(bounds)
-    else:
-        staged = list(staging)
-        bounds = [(None, None)] * len(staged)
     parts: list[list[pl.DataFrame]] = [[] for _ in variants]
-    to_python: list[list[str]] = [[] for _ in variants]
     columns = [list(SUMMARY_COLUMNS) if brief else list(RUN_SCHEMA) for brief in summary]
     schema = pl.Schema(RUN_SCHEMA)
-    # the staged chunks (a DuckDB store) read side by side, each on a cursor of its own
-    workers = chunk_cursors if isinstance(staging, list) else one_worker
-    with workers(con, lim=lim, **_estimate_tables(estimates)) as pool:
-        for rows in in_order(pool, [partial(_chunk_rows, conds, params, chunk, source)
-                                    for chunk, source in zip(bounds, staged, strict=True)]):
-            split = (rows.partition_by("variant", as_dict=True).items() if len(variants) > 1
-                     else [((0,), rows)])
-            del rows
-            for variant, mine in split:
-                index = int(variant[0])
-                if mine["py"].any():
-                    to_python[index] += mine.filter(pl.col("py"))["run_id"].to_list()
-                    mine = mine.filter(~pl.col("py"))
-                # run_id copied: polars' strings are views into DuckDB's Arrow batch, which
-                # stays whole while any column of it lives (~7-11 MB a chunk at 1M runs)
-                mine = mine.select(columns[index]).cast({c: schema[c] for c in columns[index]})
-                parts[index].append(mine.with_columns(pl.col("run_id") + "")
-                                    if "run_id" in mine.columns else mine)
-    out = []
+
+    def keep(index: int, mine: pl.DataFrame) -> None:
+        mine = mine.select(columns[index]).cast({c: schema[c] for c in columns[index]})
+        # run_id copied: polars' strings are views into DuckDB's Arrow batch, which stays
+        # whole while any column of it lives (~7-11 MB a chunk at 1M runs)
+        parts[index].append(mine.with_columns(pl.col("run_id") + "")
+                            if "run_id" in mine.columns else mine)
+
+    replays = []
+    variants_in = lim["variant"].unique().to_list()
+    with registered(con, lim=lim) as names:
+        for pairs in alike_pairs(con, names, conds, params):
+            replays.append(pairs.filter(~pl.col("alike")).select("variant", "run_id"))
+            for index in variants_in:
+                # the record's rows, a batch of pairs of one variant at a time
+                parts[index].append(record_rows(
+                    pairs.filter(pl.col("alike") & (pl.col("variant") == index)), lim,
+                    columns[index]))
+    replay = pl.concat(replays) if replays else pl.DataFrame(
+        schema={"variant": pl.Int64, "run_id": pl.String})
+    del replays
+    to_python: list[list[str]] = [[] for _ in variants]
+    if replay.height:
+        _replayed_rows(con, conds, params, lim, estimates, staging, replay, keep, to_python)
     for index, overrides in enumerate(variants):
-        ids = sorted(to_python[index])
-        parts[index] += (rows.select(columns[index])
-                         for rows in _python_chunks(con, ids, overrides, estimates))
+        parts[index] += (rows.select(columns[index]) for rows in _python_chunks(
+            con, sorted(to_python[index]), overrides, estimates))
+    # the span blocks DuckDB cached while reading, let go before the rows are gathered
+    # into frames (at 1M runs ~200 MB still held after a report's three what-ifs; issue 11)
+    release_cache(con)
+    out = []
+    for index in range(len(variants)):
+        ids = to_python[index]
         if summary[index]:
             out.append((pl.concat(parts[index], rechunk=False) if parts[index]
                         else _finish([]).select(SUMMARY_COLUMNS), len(ids)))
@@ -423,3 +428,47 @@ def _replay_rows(
         else:
             out.append((_finish(parts[index]), len(ids)))
     return out
+
+
+def _replayed_rows(
+    con: duckdb.DuckDBPyConnection, conds: list[str], params: dict[str, Any],
+    lim: pl.DataFrame, estimates: Estimates, staging: Path | None, replay: pl.DataFrame,
+    keep: Callable[[int, pl.DataFrame], None], to_python: list[list[str]],
+) -> None:
+    """The pairs ``replay`` (``variant``, ``run_id``) replayed: their runs' spans staged in
+    ``staging`` (or read inline by run-id range chunks when None), :data:`RUN_SQL` per
+    chunk of about :data:`CHUNK_PAIRS` pairs, each variant's rows handed to ``keep``; the
+    runs it leaves to Python added to ``to_python`` per variant."""
+    # every variant adds its own rows per run it replays: chunks of about CHUNK_PAIRS
+    # (variant, run) pairs keep a chunk's groups within the memory bound
+    chunks_n = max(1, math.ceil(replay.height / CHUNK_PAIRS))
+    several = lim["variant"].n_unique() > 1
+    with registered(con, replayed=replay.select(pl.col("run_id").unique())) as table:
+        conds = [*conds, f"r.run_id IN (SELECT run_id FROM {table['replayed']})"]
+        staged: list[ChunkFiles | None]
+        if staging is not None:
+            # the files hold those runs only: no conditions left to apply
+            staged = list(stage_chunks(con, conds, params, chunks_n, staging))
+            conds, params = [], {}
+            bounds: list[Bounds] = [(None, None)] * len(staged)
+        else:
+            runs = frame(con, f"SELECT count(*) AS n FROM runs r {where(conds)}",
+                         params)["n"][0]
+            bounds = chunks.chunk_bounds(con, f"SELECT r.run_id FROM runs r {where(conds)}",
+                                         params, runs, max(1, math.ceil(runs / chunks_n)))
+            staged = [None] * len(bounds)
+        with registered(con, lim=lim, **_estimate_tables(estimates)) as names:
+            for chunk, source in zip(bounds, staged, strict=True):
+                rows = sql_run_rows(con, names, conds, params, chunk, source)
+                if several:
+                    # a run replayed for one variant is decided alike by another
+                    rows = rows.join(replay, on=["variant", "run_id"], how="semi")
+                split = (rows.partition_by("variant", as_dict=True).items() if several
+                         else [((int(lim["variant"][0]),), rows)])
+                del rows
+                for variant, mine in split:
+                    index = int(variant[0])
+                    if mine["py"].any():
+                        to_python[index] += mine.filter(pl.col("py"))["run_id"].to_list()
+                        mine = mine.filter(~pl.col("py"))
+                    keep(index, mine)

@@ -26,13 +26,14 @@ dispatch layer itself):
   unexpected type), a run without a recorded reserve, a negative cost, a status that is
   not one of the four, a cost change within a hair of the 1e-12 "affected" threshold.
 
-Memory: the calls of one chunk of runs (:data:`CHUNK_RUNS` runs) are replayed at a time by
-a query (two such queries side by side when staged: :mod:`analytics.chunk_pool`); DuckDB
-holds those chunks' LLM calls, never the store's (and :mod:`analytics.bulk_read` bounds
-its memory while a what-if runs). The spans are read once (:data:`STAGE_SQL`: one parse of
-the attributes per span that needs it): inline per run-id range chunk (ClickHouse), or, in
-DuckDB, every chunk's in one read, beforehand, into Parquet files per chunk the class
-estimates are read from too (:func:`stage_chunks`). Every run is keyed by a dense integer
+Before any of that, a run whose recorded limits and the what-if's decide alike keeps its
+record (:data:`ALIKE_SQL`, from the ``runs`` table alone): only the other runs' spans are
+read. Memory: the calls of one chunk of runs (:data:`CHUNK_RUNS` runs) are replayed at a
+time by a query; DuckDB holds that chunk's LLM calls, never the store's (and
+:mod:`analytics.bulk_read` bounds its memory while a what-if runs). The spans are read once
+(:data:`STAGE_SQL`: one parse of the attributes per span that needs it): inline per run-id
+range chunk (ClickHouse), or, in DuckDB, every chunk's in one read, beforehand, into
+Parquet files per chunk (:func:`stage_chunks`). Every run is keyed by a dense integer
 (``rk``: its place in run-id order) in the joins and groups, not by its 32-character
 id: at 100k runs that took a fifth of :data:`RUN_SQL`'s CPU off and its spill under the
 256 MB bound to nothing (issue 11). The charges are ordered against the ceiling only for
@@ -41,6 +42,7 @@ the runs whose spend could reach it (``risky``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -521,6 +523,47 @@ buffer memory went from 138 MB to 105 MB, and two chunks side by side under the 
 256 MB bound (:data:`analytics.bulk_read.WHATIF_MEMORY_LIMIT`) took ~17% less CPU (issue 11)."""
 
 
+ALIKE_SQL = f"""
+WITH flags AS (
+    -- per run: a planner call (the run is replayable) and a call costing less than nothing
+    -- (its running spend may then peak above its total): typed columns only, no JSON
+    SELECT trace_id AS run_id, bool_or(role = '{Role.PLAN}') AS has_plan,
+        bool_or(cost_usd < 0) AS negative
+    FROM spans WHERE is_leaf_call AND (role = '{Role.PLAN}' OR cost_usd < 0)
+    GROUP BY trace_id
+),
+pairs AS (
+    SELECT l.variant, l.lrow, r.run_id, r.started_at, r.status, r.workers_proposed,
+        r.workers_dispatched, r.cost_usd,
+        coalesce(f.has_plan AND r.status IN ({_STATUSES})
+            AND r.workers_proposed IS NOT NULL
+            AND (l.alike_cap IS NULL OR r.workers_proposed <= l.alike_cap)
+            AND (l.alike_same_ceiling OR (r.estimate_usd < l.alike_below_usd
+                AND r.cost_usd < l.alike_below_usd AND NOT coalesce(f.negative, false))),
+            false) AS alike
+    FROM runs r JOIN {{lim}} l ON l.task_class = r.task_class
+        AND l.rec_cap IS NOT DISTINCT FROM r.max_workers
+        AND l.rec_ceiling IS NOT DISTINCT FROM r.ceiling_usd
+        AND l.rec_policy IS NOT DISTINCT FROM r.policy
+    LEFT JOIN flags f ON f.run_id = r.run_id
+    {{where}}
+)
+SELECT variant, alike, lrow, run_id, started_at, status, workers_proposed,
+    workers_dispatched, cost_usd
+FROM pairs
+"""
+"""Every (variant, run) pair of the runs of ``{where}`` (on ``runs r``) that ``{lim}``
+holds (``lrow``: the row of ``{lim}`` it matched), ``alike`` when the variant's limits
+decide the run as its recorded ones did (:class:`orchestrator.dispatch.AlikeBounds`, whose
+bounds ``{lim}`` carries per recorded limits: ``alike_cap``, ``alike_same_ceiling``,
+``alike_below_usd``; from the ``runs`` columns the run recorded, and a run with a planner
+call, a known status and no call costing less than nothing): its record then stands
+(:func:`analytics.whatif_rows.record_rows` makes the rows; :func:`analytics.whatif_rows.
+decided_alike` is the Python twin). No span's attributes are read, and only the columns
+the record's row needs (the class and the limits' text by ``lrow``): at 1M runs the
+what-if reads the spans of the runs it must replay only (issue 11)."""
+
+
 def _fill(sql: str, names: dict[str, str]) -> str:
     for key, name in names.items():
         sql = sql.replace(f"{{{key}}}", name)
@@ -585,9 +628,34 @@ def sql_run_rows(
     return frame(con, _fill(sql, names), params)
 
 
+ALIKE_BATCH_ROWS = 131_072
+"""(variant, run) pairs :func:`alike_pairs` hands over at a time: memory holds a batch of
+pairs, not every pair of every variant (3M at 1M runs in a report: ~210 MB at once)."""
+
+
+def alike_pairs(
+    con: duckdb.DuckDBPyConnection, names: dict[str, str], conds: list[str],
+    params: dict[str, Any],
+) -> Iterator[pl.DataFrame]:
+    """:data:`ALIKE_SQL` over the runs of ``conds`` (on ``runs r``): every (variant, run)
+    pair of the limits table ``names["lim"]``, ``alike`` or not, with what the record's
+    row needs, in batches of about :data:`ALIKE_BATCH_ROWS` pairs (DuckDB streams them; a
+    ClickHouse store's result comes whole and is sliced)."""
+    sql = _fill(ALIKE_SQL.replace("{where}", where(conds)), names)
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        yield from frame(con, sql, params).iter_slices(ALIKE_BATCH_ROWS)
+        return
+    reader = con.sql(sql, params=params or None).to_arrow_reader(ALIKE_BATCH_ROWS)
+    try:
+        for batch in reader:
+            yield pl.DataFrame(batch)
+    finally:
+        reader.close()  # the reader holds the connection until closed
+
+
 def stage_chunks(
     con: duckdb.DuckDBPyConnection, conds: list[str], params: dict[str, Any], chunks_n: int,
-    directory: Path, *, routed: bool = False,
+    directory: Path,
 ) -> list[ChunkFiles]:
     """Split the runs of ``conds`` (on ``runs r``) into ``chunks_n`` run-id chunks and
     write each chunk's runs (:data:`STAGE_RUN_COLUMNS`, numbered in run-id order) and
@@ -596,17 +664,14 @@ def stage_chunks(
     spans; DuckDB only; the files are the caller's to delete). Returns, per chunk in
     run-id order, the SQL reading them back (``keys``: the chunk's runs, their
     :data:`STAGE_RUN_COLUMNS` and ``rk``; ``rows``: their :data:`STAGE_SQL` rows, keyed by
-    ``rk``), for :func:`sql_run_rows` and the class estimates
-    (:func:`analytics.estimates.staged_estimate_sums`): the spans' attributes are parsed
-    once for both. ``routed``: written as :func:`analytics.chunks.partition_by_chunk`'s
-    ``routed`` says (the ``whatif`` command's staging).
+    ``rk``), for :func:`sql_run_rows`.
 
-    Disk: at 1M runs ~205 MB of LZ4-compressed Parquet (the calls) and ~47 MB (the runs).
+    Disk: ~250 bytes a staged span (LZ4-compressed Parquet); the what-if stages the runs it
+    replays only (at 1M demo runs under ``--max-workers 8``, 58,000 runs, 1.2M spans).
 
     Raises:
         duckdb.Error: a read or write failed."""
     scope = f"SELECT {', '.join(STAGE_RUN_COLUMNS)} FROM runs r {where(conds)}"
     sql = STAGE_SQL.replace("{keys}", "SELECT run_id, rk, chunk FROM ({keys})")
     sql = sql.replace("{span_range}", "").replace("{chunk}", "chunk, ")
-    return chunks.partition_by_chunk(con, scope, params, chunks_n, sql, directory,
-                                     routed=routed)
+    return chunks.partition_by_chunk(con, scope, params, chunks_n, sql, directory)

@@ -119,7 +119,7 @@ def load_whatif(
 
     def compute() -> WhatIf:
         with read_store(db) as con:
-            return what_if(con, override, window, filters.only_class(), routed=True)
+            return what_if(con, override, window, filters.only_class())
 
     what = result_cache.whatif_through(key, override, window, filters.only_class(), compute)
     if len(filters.task_classes) < 2:

@@ -270,3 +270,69 @@ def survived_breach(verdicts: Sequence[PlanVerdict]) -> Breach | None:
         ``cap``, ``ceiling`` or None when no plan breached anything.
     """
     return next((v.breach for v in reversed(verdicts) if v.breach is not None), None)
+
+
+ALIKE_MARGIN = 1e-6
+"""Relative margin below a ceiling within which :class:`AlikeBounds` does not call a
+figure clear of it: the recorded estimate and spend were summed in the run's order, a
+replay sums them in another, and a float sum can differ in its last bits (1e-6 is ten
+million times that, and far below a cent of any real ceiling)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlikeBounds:
+    """When two sets of limits decide a run alike, by figures the run recorded.
+
+    :meth:`DispatchGuard.check_plan` and :meth:`DispatchGuard.record_spend` decide the
+    same under limits ``a`` and ``b`` for a run whose every plan fits both caps (then
+    neither breaches the cap and the policy is never read) when the ceilings are the
+    same, or when every ceiling that differs is clear of both the plan's estimate and
+    every running total of the run's spend (then neither ceiling ever breaches). The run
+    then meets the same verdicts, dispatches the same sub-tasks and is cancelled (or not)
+    at the same charge under both: a replay of its record under ``b`` is the record under
+    ``a`` (the module docstring's decision order; :func:`alike_bounds`).
+
+    Attributes:
+        max_proposed: the most sub-tasks a plan may propose and fit both caps; None when
+            neither has a cap.
+        same_ceiling: both ceilings equal (or both off).
+        below_usd: when the ceilings differ, the figure (USD) the estimate and the spend
+            must stay under: the lower ceiling less :data:`ALIKE_MARGIN` of it; None when
+            ``same_ceiling``.
+    """
+
+    max_proposed: int | None
+    same_ceiling: bool
+    below_usd: float | None
+
+    def admits(self, proposed: int | None, estimate_usd: float | None,
+               peak_spend_usd: float | None) -> bool:
+        """Whether a run is decided alike under both limits.
+
+        Args:
+            proposed: sub-tasks in the run's largest plan (``cliff.workers_proposed``);
+                None when it had no usable plan (never alike: nothing to compare).
+            estimate_usd: the plan's pre-dispatch estimate, USD (``cliff.estimate_usd``);
+                None when none was made.
+            peak_spend_usd: the most the run's running spend ever reached, USD (its total
+                when no call cost less than nothing); None when unknown.
+
+        Returns:
+            True when every verdict of the run is the same under both limits.
+        """
+        if proposed is None or (self.max_proposed is not None and proposed > self.max_proposed):
+            return False
+        if self.same_ceiling:
+            return True
+        assert self.below_usd is not None
+        return (estimate_usd is not None and peak_spend_usd is not None
+                and estimate_usd < self.below_usd and peak_spend_usd < self.below_usd)
+
+
+def alike_bounds(a: Limits, b: Limits) -> AlikeBounds:
+    """The :class:`AlikeBounds` of limits ``a`` and ``b`` (either order)."""
+    caps = [cap for cap in (a.max_workers, b.max_workers) if cap is not None]
+    if a.ceiling_usd == b.ceiling_usd:
+        return AlikeBounds(min(caps, default=None), True, None)
+    lower = min(c for c in (a.ceiling_usd, b.ceiling_usd) if c is not None)
+    return AlikeBounds(min(caps, default=None), False, lower * (1.0 - ALIKE_MARGIN))

@@ -13,9 +13,6 @@ from cliffwatch.analytics import estimates
 from cliffwatch.analytics.chunks import chunk_bounds, range_filters
 from cliffwatch.analytics.estimates import load_estimates
 from cliffwatch.analytics.recorded import Estimates
-from cliffwatch.analytics.replay import LimitsOverride
-from cliffwatch.analytics.whatif_rows import replay_rows
-from cliffwatch.analytics.window import Window
 from cliffwatch.orchestrator.demo import run_demo
 from cliffwatch.telemetry.store import open_store
 
@@ -55,26 +52,6 @@ def test_chunked_estimates_equal_one_read(demo: Path, monkeypatch: pytest.Monkey
     _same(chunked, whole)
     assert set(of_class.synthesis_usd) == {one_class}
     assert _close(of_class.synthesis_usd[one_class], whole.synthesis_usd[one_class])
-
-
-@pytest.mark.parametrize("chunk_runs", [7, 25_000])
-def test_estimates_from_the_staged_calls_equal_the_read_of_the_spans(
-    demo: Path, monkeypatch: pytest.MonkeyPatch, chunk_runs: int
-) -> None:
-    # the what-if computes the estimates from the calls it stages for its own rows
-    monkeypatch.setattr("cliffwatch.analytics.whatif_sql.CHUNK_RUNS", chunk_runs)
-    with open_store(demo, read_only=True) as con:
-        whole = load_estimates(con)
-        _, staged, _ = replay_rows(con, [LimitsOverride(max_workers=2)], Window(), None, None)
-        one_class = next(iter(whole.synthesis_usd))
-        _, of_class, _ = replay_rows(con, [LimitsOverride(max_workers=2)], Window(), one_class,
-                                  None)
-        class_read = load_estimates(con, one_class)
-    assert whole.workers and whole.synthesis_usd and whole.synthesis_price_input
-    _same(staged, whole)
-    _same(of_class, class_read)
-    assert set(of_class.synthesis_usd) == {one_class}
-    assert staged.completed.runs.equals(whole.completed.runs)
 
 
 def test_chunk_bounds_cover_every_run_once(demo: Path) -> None:

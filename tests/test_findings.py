@@ -417,8 +417,8 @@ def test_example_runs_of_equal_cost_come_by_run_id_whatever_the_read_order() -> 
 def test_findings_without_estimates_equal_those_given_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_runs: int
 ) -> None:
-    # the findings bring no estimates: the what-ifs add them up from their staged read of
-    # the spans; given the estimates (load_estimates), the what-ifs read inline: one answer
+    # the findings bring no estimates: they read them once for all their what-ifs (and
+    # the report's); given the estimates (load_estimates), none is read: one answer
     from cliffwatch.analytics.estimates import load_estimates
     from cliffwatch.orchestrator.demo import run_demo
 
@@ -426,20 +426,28 @@ def test_findings_without_estimates_equal_those_given_them(
     run_demo(store, runs=60, days=5, seed=11)
     monkeypatch.setattr("cliffwatch.analytics.whatif_sql.CHUNK_RUNS", chunk_runs)
     override = LimitsOverride(max_workers=2, policy=CapPolicy.TRUNCATE)
+    reads: list[object] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args)
+        return load_estimates(*args, **kwargs)
+
     with read_store(store) as con:
         now = datetime(2030, 1, 1)
         estimates = load_estimates(con)
-        with monkeypatch.context() as patch:  # no read of the estimates of their own
-            for where in ("findings", "whatif"):
-                patch.setattr(f"cliffwatch.analytics.{where}.load_estimates",
-                              lambda *_: pytest.fail("the estimates read on their own"))
-            staged, what = findings_and_what_if(con, override, now=now)
-        given, what_given = findings_and_what_if(con, override, now=now, estimates=estimates)
-    savings = staged.filter(pl.col("kind").is_in(["implicit_max_workers", "no_cost_ceiling"]))
+        with monkeypatch.context() as patch:
+            for module in ("findings", "whatif"):
+                patch.setattr(f"cliffwatch.analytics.{module}.load_estimates", counted)
+            own, what = findings_and_what_if(con, override, now=now)
+            assert len(reads) == 1  # once for the findings' what-ifs and the report's
+            given, what_given = findings_and_what_if(con, override, now=now,
+                                                     estimates=estimates)
+            assert len(reads) == 1
+    savings = own.filter(pl.col("kind").is_in(["implicit_max_workers", "no_cost_ceiling"]))
     assert savings.height and savings["saving_usd"].drop_nulls().sum() > 0
-    pl.testing.assert_frame_equal(staged.drop("evidence"), given.drop("evidence"),
+    pl.testing.assert_frame_equal(own.drop("evidence"), given.drop("evidence"),
                                   check_exact=False, rel_tol=1e-9)
-    for mine, theirs in zip(staged["evidence"], given["evidence"], strict=True):
+    for mine, theirs in zip(own["evidence"], given["evidence"], strict=True):
         _close(json.loads(mine), json.loads(theirs))
     pl.testing.assert_frame_equal(what.by_class, what_given.by_class, check_exact=False,
                                   rel_tol=1e-9)

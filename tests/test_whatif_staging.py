@@ -8,14 +8,17 @@ from __future__ import annotations
 import random
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_whatif_sql import NOW, OVERRIDES, _differences, _random_run
 
-from cliffwatch.analytics import chunks, whatif_rows
+from cliffwatch.analytics import whatif_rows
 from cliffwatch.analytics.chunks import partition_by_chunk
 from cliffwatch.analytics.estimates import load_estimates
+from cliffwatch.analytics.recorded import read_recorded_runs
 from cliffwatch.analytics.whatif import what_if, what_ifs
+from cliffwatch.analytics.whatif_rows import decided_alike
 from cliffwatch.analytics.window import Window
 from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.write_pipeline import write_spans
@@ -32,26 +35,15 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("chunks_n", "routed", "batch_rows", "group_rows", "pending_rows"),
-                         [(1, False, 0, 0, 0), (7, False, 0, 0, 0), (80, False, 0, 0, 0),
-                          (1, True, 122_880, 8_192, 327_680), (7, True, 122_880, 8_192, 327_680),
-                          (80, True, 122_880, 8_192, 327_680), (7, True, 5, 3, 100),
-                          (7, True, 64, 1_000, 100_000), (80, True, 64, 1_000, 20)])
+@pytest.mark.parametrize("chunks_n", [1, 7, 80])
 def test_every_run_and_row_lands_in_one_chunk_in_run_id_order(
-    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunks_n: int, routed: bool,
-    batch_rows: int, group_rows: int, pending_rows: int
+    store: Path, tmp_path: Path, chunks_n: int
 ) -> None:
-    # small batches and groups: each chunk's rows come in many batches, some written as
-    # soon as they come, some gathered over batches, some written early because too many
-    # rows wait over all chunks, the last ones at the end
-    monkeypatch.setattr(chunks, "BATCH_ROWS", batch_rows)
-    monkeypatch.setattr(chunks, "GROUP_ROWS", group_rows)
-    monkeypatch.setattr(chunks, "PENDING_ROWS", pending_rows)
     with open_store(store, read_only=True) as con:
         ids = [r[0] for r in con.sql("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
         spans = con.sql("SELECT count(*) FROM spans").fetchall()[0][0]
         files = partition_by_chunk(con, "SELECT run_id, task_class FROM runs", {}, chunks_n,
-                                   _ROWS, tmp_path, routed=routed)
+                                   _ROWS, tmp_path)
         assert len(files) == chunks_n
         seen: list[str] = []
         rows = 0
@@ -75,23 +67,10 @@ def test_every_run_and_row_lands_in_one_chunk_in_run_id_order(
                        for c in files)
 
 
-def test_a_row_outside_the_chunks_is_an_error_not_a_lost_row(
-    store: Path, tmp_path: Path
-) -> None:
-    with open_store(store, read_only=True) as con:
-        for chunk in ("k.chunk + 1", "NULL::BIGINT"):
-            (tmp_path / chunk[:4]).mkdir()
-            with pytest.raises(ValueError, match="chunk"):
-                partition_by_chunk(con, "SELECT run_id FROM runs", {}, 3,
-                                   _ROWS.replace("k.chunk", f"{chunk} AS chunk"),
-                                   tmp_path / chunk[:4], routed=True)
-
-
-@pytest.mark.parametrize("routed", [False, True])
-def test_no_runs_gives_empty_chunks(store: Path, tmp_path: Path, routed: bool) -> None:
+def test_no_runs_gives_empty_chunks(store: Path, tmp_path: Path) -> None:
     with open_store(store, read_only=True) as con:
         files = partition_by_chunk(con, "SELECT run_id FROM runs WHERE run_id = $none",
-                                   {"none": "-"}, 3, _ROWS, tmp_path, routed=routed)
+                                   {"none": "-"}, 3, _ROWS, tmp_path)
         for chunk in files:
             assert con.sql(f"SELECT count(*) FROM {chunk.rows}").fetchall()[0][0] == 0
             assert con.sql(f"SELECT count(*) FROM {chunk.keys}").fetchall()[0][0] == 0
@@ -155,27 +134,29 @@ def test_the_staged_files_are_removed_after_a_read_and_after_a_failure(
         assert list(tmp_path.iterdir()) == []
 
 
-def test_a_what_if_of_every_run_routes_its_staging_and_the_findings_copy_theirs(
+def test_a_what_if_stages_the_runs_it_replays_only(
     store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the findings' what-ifs (inside the report, with little memory to spare) and any
-    # caller by default keep DuckDB's COPY; the whatif command and the What-if page ask
-    # for the routed writer
-    used: list[str] = []
-    for name in ("_write_chunks", "_copy_chunks"):
-        real = getattr(chunks, name)
+    # the runs each variant's limits decide as recorded keep their record: their spans are
+    # never staged; every other run of the window is, once, whichever variants replay it
+    staged: list[str] = []
+    real = whatif_rows.stage_chunks
 
-        def spy(*args: object, _real: object = real, _name: str = name) -> None:
-            used.append(_name)
-            _real(*args)  # type: ignore[operator]
+    def spy(con: Any, *args: Any) -> Any:
+        files = real(con, *args)
+        for chunk in files:
+            staged.extend(r[0] for r in con.sql(f"SELECT run_id FROM {chunk.keys}").fetchall())
+        return files
 
-        monkeypatch.setattr(chunks, name, spy)
+    monkeypatch.setattr(whatif_rows, "stage_chunks", spy)
     with open_store(store, read_only=True) as con:
-        assert what_if(con, OVERRIDES[0], routed=True).runs.height == 50
-        assert used == ["_write_chunks", "_write_chunks"]
-        used.clear()
-        assert what_if(con, OVERRIDES[0]).runs.height == 50
-        assert used == ["_copy_chunks", "_copy_chunks"]
-        used.clear()
-        assert what_ifs(con, [OVERRIDES[0]], keeps=[None])[0].runs.height == 50
-        assert used == ["_copy_chunks", "_copy_chunks"]
+        runs = read_recorded_runs(con).records()
+        estimates = load_estimates(con)
+        for variants in ([OVERRIDES[0]], [OVERRIDES[0], OVERRIDES[4]]):
+            staged.clear()
+            assert [w.runs.height for w in what_ifs(con, variants, estimates=estimates)] == \
+                [50] * len(variants)
+            replayed = {run.run_id for run in runs for override in variants
+                        if not decided_alike(run, override.apply(run.limits))}
+            assert 0 < len(replayed) < 50
+            assert sorted(staged) == sorted(replayed)

@@ -20,6 +20,7 @@ from cliffwatch.cli.options import (
     TaskClassOption,
     UntilOption,
     read_only_store,
+    return_freed_memory,
 )
 from cliffwatch.cli.output import CliError, json_out, render, say
 from cliffwatch.formatting import number, usd
@@ -159,6 +160,7 @@ def whatif(
 ) -> None:
     """Replay every run of a window under other limits: per class, runs affected, spend and
     P50/P95/P99 before and after, saving, and the saving over a year."""
+    return_freed_memory()  # before polars loads: a frame of every run
     import polars as pl  # lazy: with the data layer below
 
     from cliffwatch.analytics import result_cache  # lazy: DuckDB
@@ -177,7 +179,7 @@ def whatif(
                                         limits=override.cli_args())
         what = result_cache.whatif_through(
             key, override, window, task_class,
-            lambda: what_if(con, override, window, task_class, routed=True))
+            lambda: what_if(con, override, window, task_class))
     if fmt is OutputFormat.JSON:
         json_out(what.to_dict())
         return
@@ -237,6 +239,7 @@ def report(
 ) -> None:
     """Write a cost report: runs and spend, P50/P95/P99 and cliff ratio per class,
     incidents, what-if at each class's configured cap, spend by model and role."""
+    return_freed_memory()  # before polars loads: frames of every run
     from cliffwatch.analytics.report import build_report  # lazy: DuckDB, plotly
     from cliffwatch.analytics.report_render import (  # lazy: plotly
         check_destination,

@@ -28,6 +28,7 @@ from cliffwatch.cli.options import (
     TaskClassOption,
     UntilOption,
     read_only_store,
+    return_freed_memory,
     writable_store,
 )
 from cliffwatch.cli.output import EXIT_NOT_COMPLETED, render, say
@@ -228,6 +229,7 @@ def findings(
     fmt: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """The handbook's anti-patterns in your runs, with evidence and projected yearly saving."""
+    return_freed_memory()  # before polars loads: frames of every run
     # lazy: DuckDB, polars
     from cliffwatch.analytics import result_cache
     from cliffwatch.analytics.findings import Thresholds, find_findings, findings_records

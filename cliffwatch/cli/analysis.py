@@ -214,7 +214,7 @@ def whatif(
             "record does not hold, tasks redone; see cliffwatch replay)", style="yellow",
             wrap=True)
     say(f"replayed {number(totals['runs'])} runs in {what.elapsed_s:.2f} s "
-        f"({what.load_s:.2f} s reading the store)", style="dim")
+        f"({what.load_s:.2f} s reading the class estimates)", style="dim")
 
 
 def report(

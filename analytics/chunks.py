@@ -123,9 +123,9 @@ def partition_by_chunk(
     Raises:
         duckdb.Error: a query failed (files written so far stay in ``directory``).
 
-    Disk: the files are LZ4-compressed Parquet (the what-if's staged calls at 1M runs:
-    ~210-250 MB). Memory: DuckDB's partitioned writer holds a buffer per chunk, under the
-    connection's ``memory_limit``.
+    Disk: the files are LZ4-compressed Parquet (a few typed columns a row: the class
+    estimates' calls, the what-if's replayed runs' spans). Memory: DuckDB's partitioned
+    writer holds a buffer per chunk, under the connection's ``memory_limit``.
     """
     chunks_n = max(1, chunks_n)
     keys_dir, rows_dir = directory / "keys", directory / "rows"

@@ -773,8 +773,7 @@ def find_findings(
         now: the end of a window given only a ``since`` (default the clock).
         estimates: the class estimates of ``task_class``
             (:func:`analytics.estimates.load_estimates`), when the caller has them already
-            (None: on a DuckDB store the what-ifs add them up from their own staged read
-            of the spans, :func:`analytics.whatif.what_ifs`).
+            (None: read once here, for every what-if of the findings).
 
     Returns:
         One row per (kind, task class), columns :data:`FINDING_COLUMNS`: ``title`` one

@@ -1,18 +1,19 @@
 """Run-id range chunks for reads that group the store's spans by run.
 
 A read that groups every LLM call by run (the what-if's per-run arithmetic, the class
-estimates) holds one group per run: at a million runs that is more than DuckDB's memory
-bound for bulk reads (:mod:`analytics.bulk_read`), and DuckDB spills to disk (measured at
-1M runs, issue 11: the class estimates took 20-30 s under a 512 MB bound against 5.6 s
-unbounded). Read a chunk of runs at a time instead, each chunk a run-id range.
+estimates on ClickHouse) holds one group per run: at a million runs that is more than
+DuckDB's memory bound for bulk reads (:mod:`analytics.bulk_read`), and DuckDB spills to
+disk. Read a chunk of runs at a time instead, each chunk a run-id range. (The class
+estimates on DuckDB are one query now: grouped per run before they are joined to the runs,
+their spill costs less than the chunks did; :mod:`analytics.estimates`.)
 
 Two ways to read the chunks' spans: a range filter on the spans' ``trace_id`` per chunk
 (:func:`range_filters`; still the ClickHouse path, which stages nothing), which
 lets DuckDB skip row groups only where spans are stored in id order, and no real store's
 are (OpenTelemetry ids are random; rows lie in ingestion order): there every chunk reads
-every row group. On DuckDB the reads that group every call by run therefore partition the
-spans once into Parquet files per chunk (:func:`partition_by_chunk`) and read each chunk's
-files (issue 11: the what-if at 1M runs with random ids, side by side, 83 -> 54 s).
+every row group. On DuckDB the what-if therefore partitions its runs' spans once into
+Parquet files per chunk (:func:`partition_by_chunk`) and reads each chunk's files (issue
+11: the what-if at 1M runs with random ids, side by side, 83 -> 54 s).
 """
 
 from __future__ import annotations
@@ -123,9 +124,9 @@ def partition_by_chunk(
     Raises:
         duckdb.Error: a query failed (files written so far stay in ``directory``).
 
-    Disk: the files are LZ4-compressed Parquet (a few typed columns a row: the class
-    estimates' calls, the what-if's replayed runs' spans). Memory: DuckDB's partitioned
-    writer holds a buffer per chunk, under the connection's ``memory_limit``.
+    Disk: the files are LZ4-compressed Parquet (a few typed columns a row: the what-if's
+    replayed runs' spans). Memory: DuckDB's partitioned writer holds a buffer per chunk,
+    under the connection's ``memory_limit``.
     """
     chunks_n = max(1, chunks_n)
     keys_dir, rows_dir = directory / "keys", directory / "rows"

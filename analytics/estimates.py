@@ -1,22 +1,16 @@
-"""The class estimates (:class:`analytics.recorded.Estimates`) read from the store, by
-chunks of runs.
+"""The class estimates (:class:`analytics.recorded.Estimates`) read from the store.
 
-Why its own file: it is the one read of class-wide means every what-if starts with, and it
-runs chunked like the what-if itself (:mod:`analytics.chunks`): per chunk of runs DuckDB
-groups the chunk's calls by run and sub-task and returns sums and counts per class and
-model, which add up across chunks into the means. Memory holds one chunk's groups, not one
-per run of the store (at 1M runs, unchunked under the bulk-read memory bound it spilled:
-20-30 s against 5.6 s unbounded, issue 11; one GROUP BY on a store of random trace ids,
-10 s under 512 MB, 36 s under 256 MB). A DuckDB store's calls are written to Parquet per
-chunk in one read of the spans (:func:`analytics.chunks.partition_by_chunk`), then each
-chunk summed: a run-id range per chunk skips span blocks only in a store kept in trace-id
-order. A ClickHouse store's chunks are run-id ranges.
+Why its own file: it is the one read of class-wide means every what-if starts with (the
+findings read it once for all their what-ifs). DuckDB groups every worker call by run and
+sub-task and returns sums and counts per class and model, whose ratios are the means: in
+one query on a DuckDB store, under the bulk-read memory bound (at 1M runs 8.1-9.8 s against
+9.7-10.4 s when the calls were first written to Parquet per chunk of runs and each chunk
+summed, two pairs side by side; issue 11), and per run-id range chunk on a ClickHouse
+store, the chunks' sums added up.
 """
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -31,23 +25,21 @@ from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Role
 
 CHUNK_RUNS = 50_000
-"""Runs per chunk of the estimates' read."""
+"""Runs per chunk of the estimates' read on a ClickHouse store (:func:`chunked_sums`)."""
 
 _ESTIMATES_SQL = f"""
     WITH scope AS ({{scope}}),
     calls AS {{calls_mode}}({{calls}}),
     subtasks AS (
-        SELECT task_class, trace_id, idx AS subtask_index, model,
-            sum(cost_usd) AS cost_usd,
+        SELECT trace_id, idx, model, sum(cost_usd) AS cost_usd,
             count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced,
             bool_or(cancelled) AS cancelled,
             max(output_tokens) FILTER (WHERE ok) AS output_tokens
-        FROM calls JOIN scope ON calls.trace_id = scope.run_id
-        WHERE role = '{Role.WORKER}'
+        FROM calls WHERE role = '{Role.WORKER}'
         GROUP BY ALL
     ),
-    workers AS (
-        SELECT task_class, model,
+    per_run AS (
+        SELECT trace_id, model,
             sum(cost_usd) FILTER (WHERE unpriced = 0) AS cost_sum,
             count(cost_usd) FILTER (WHERE unpriced = 0) AS cost_n,
             sum(output_tokens)::DOUBLE AS tokens_sum, count(output_tokens) AS tokens_n,
@@ -56,25 +48,32 @@ _ESTIMATES_SQL = f"""
         GROUP BY ALL
     ),
     stage AS (
-        SELECT scope.task_class, calls.trace_id, sum(calls.cost_usd) AS cost_usd,
-            avg(calls.price_in) FILTER (WHERE calls.role = '{Role.SYNTHESIS}') AS price_input
-        FROM calls JOIN scope ON calls.trace_id = scope.run_id
-        WHERE calls.role IN ('{Role.SYNTHESIS}', '{Role.CRITIC}')
+        SELECT trace_id, sum(cost_usd) AS cost_usd,
+            avg(price_in) FILTER (WHERE role = '{Role.SYNTHESIS}') AS price_input
+        FROM calls WHERE role IN ('{Role.SYNTHESIS}', '{Role.CRITIC}')
         GROUP BY ALL
     )
-    SELECT 'worker' AS kind, task_class, model, cost_sum, cost_n::BIGINT AS cost_n,
-        tokens_sum, tokens_n::BIGINT AS tokens_n, samples::BIGINT AS samples,
+    SELECT 'worker' AS kind, sc.task_class, p.model, sum(p.cost_sum) AS cost_sum,
+        sum(p.cost_n)::BIGINT AS cost_n, sum(p.tokens_sum) AS tokens_sum,
+        sum(p.tokens_n)::BIGINT AS tokens_n, sum(p.samples)::BIGINT AS samples,
         NULL::DOUBLE AS price_sum, 0::BIGINT AS price_n
-    FROM workers
+    FROM per_run p JOIN scope sc ON sc.run_id = p.trace_id
+    GROUP BY ALL
     UNION ALL
-    SELECT 'synthesis', task_class, NULL::VARCHAR, sum(cost_usd), count(cost_usd)::BIGINT,
-        NULL::DOUBLE, 0::BIGINT, count(*)::BIGINT, sum(price_input), count(price_input)::BIGINT
-    FROM stage GROUP BY task_class
+    SELECT 'synthesis', sc.task_class, NULL::VARCHAR, sum(st.cost_usd),
+        count(st.cost_usd)::BIGINT, NULL::DOUBLE, 0::BIGINT, count(*)::BIGINT,
+        sum(st.price_input), count(st.price_input)::BIGINT
+    FROM stage st JOIN scope sc ON sc.run_id = st.trace_id
+    GROUP BY ALL
 """
-"""Per chunk: sums and counts per (kind, class, model) whose ratios are the means
-(``{calls_mode}``: empty, or ``NOT MATERIALIZED`` for calls read from a staged file). Every
-count is cast to BIGINT in both branches: ClickHouse's ``count`` is UInt64, and a UNION of
-it with a BIGINT literal would be a Variant column (the same SQL runs on both engines)."""
+"""Sums and counts per (kind, class, model) whose ratios are the means, over the runs of
+``{scope}`` (``run_id``, ``task_class``) and the calls ``{calls}`` (:data:`_SPAN_CALLS`;
+``{calls_mode}``: ``MATERIALIZED`` in DuckDB, the calls read once for both readers, empty
+in ClickHouse). The calls are grouped per sub-task, then per run and model, and only
+those per-run rows are joined to their run's class (joining every call to its run first
+took about a second more at 1M runs; issue 11). Every count is cast to BIGINT in both
+branches: ClickHouse's ``count`` is UInt64, and a UNION of it with a BIGINT literal would
+be a Variant column (the same SQL runs on both engines)."""
 
 _SPAN_CALLS = f"""
     SELECT trace_id, role, cost_usd, output_tokens, ok, model, price_in,
@@ -93,24 +92,6 @@ _SPAN_CALLS = f"""
 """The LLM calls the estimates read, from the spans (the worker calls' attributes parsed);
 ``{runs}``: SQL on ``spans s`` keeping the runs read (nothing: every run)."""
 
-_PARTITION_SQL = f"""
-    SELECT k.chunk, k.rk, c.role, c.cost_usd, c.output_tokens, c.ok, c.model, c.price_in,
-        c.idx, c.cancelled, true AS leaf
-    FROM ({_SPAN_CALLS.format(runs="")}) c JOIN ({{keys}}) k ON k.run_id = c.trace_id
-"""
-"""The calls of the runs ``{keys}`` (a query of ``run_id``, ``rk``, ``chunk``:
-:func:`analytics.chunks.partition_by_chunk`'s), each with its run's chunk and integer
-key, as :data:`_STAGED_CALLS` reads them."""
-
-_STAGED_CALLS = """
-    SELECT rk AS trace_id, role, cost_usd, output_tokens, ok, model, price_in, idx,
-        cancelled
-    FROM {staged} WHERE leaf
-"""
-"""The same calls from a chunk written by :func:`_one_scan_sums` (each run's integer key
-``rk`` in place of its id)."""
-
-
 def _mean(total: float | None, n: int) -> float | None:
     return None if not n else float(total or 0.0) / n
 
@@ -119,11 +100,11 @@ def load_estimates(con: duckdb.DuckDBPyConnection, task_class: str | None = None
     """Per class figures from every recorded run of ``task_class`` (None: every class).
 
     Means, not medians: a counterfactual's spend is a sum over many runs, and the mean
-    is the figure whose sum is unbiased. Summed in chunks of :data:`CHUNK_RUNS` runs
-    (sums and counts added across chunks; the means are those of one read, up to the
-    order of float additions). On a DuckDB store of more than one chunk the spans are
-    read once (:func:`_one_scan_sums`); on a ClickHouse store, by run-id range
-    (:mod:`analytics.chunks`). The completed runs come from a second query
+    is the figure whose sum is unbiased. On a DuckDB store one query (:data:`_ESTIMATES_SQL`)
+    under the bulk-read memory bound (:func:`analytics.bulk_read.run_bounded`: its groups
+    spill past it); on a ClickHouse store by run-id range chunks of :data:`CHUNK_RUNS` runs
+    (:func:`chunked_sums`; sums and counts added across chunks, the means those of one
+    read up to the order of float additions). The completed runs come from a second query
     (:func:`analytics.redo.load_completed_runs`).
 
     Args:
@@ -134,10 +115,25 @@ def load_estimates(con: duckdb.DuckDBPyConnection, task_class: str | None = None
         :class:`Estimates` (empty mappings where the store holds nothing to estimate from).
     """
     conds, params = estimate_scope(task_class)
+    if isinstance(con, duckdb.DuckDBPyConnection):
+        # the calls of the class's runs only (every run: no filter to build)
+        runs = "AND s.trace_id IN (SELECT run_id FROM scope)" if conds else ""
+        sql = _ESTIMATES_SQL.format(
+            scope=f"SELECT run_id, task_class FROM runs {where(conds)}",
+            calls=_SPAN_CALLS.format(runs=runs), calls_mode="MATERIALIZED ")
+        parts = [run_bounded(con, lambda: frame(con, sql, params))]
+    else:
+        parts = chunked_sums(con, conds, params)
+    return fold_estimates(parts, load_completed_runs(con, task_class))
+
+
+def chunked_sums(
+    con: duckdb.DuckDBPyConnection, conds: list[str], params: dict[str, Any],
+) -> list[pl.DataFrame]:
+    """The sums and counts of :data:`_ESTIMATES_SQL` over the runs of ``conds`` (on
+    ``runs``, unaliased), one query per run-id range chunk of about :data:`CHUNK_RUNS`
+    runs (ClickHouse's way: each chunk's groups, not the store's, in memory)."""
     runs = frame(con, f"SELECT count(*) AS n FROM runs {where(conds)}", params)["n"][0]
-    if runs > CHUNK_RUNS and isinstance(con, duckdb.DuckDBPyConnection):
-        parts = run_bounded(con, lambda: _one_scan_sums(con, conds, params, runs))
-        return fold_estimates(parts, load_completed_runs(con, task_class))
     parts = []
     for bounds in chunks.chunk_bounds(con, f"SELECT run_id FROM runs {where(conds)}",
                                       params, runs, CHUNK_RUNS):
@@ -148,24 +144,7 @@ def load_estimates(con: duckdb.DuckDBPyConnection, task_class: str | None = None
         scope = f"SELECT run_id, task_class FROM runs {where([*conds, *extra])}"
         parts.append(frame(con, _ESTIMATES_SQL.format(scope=scope, calls=calls, calls_mode=""),
                            mine))
-    return fold_estimates(parts, load_completed_runs(con, task_class))
-
-
-def _one_scan_sums(
-    con: duckdb.DuckDBPyConnection, conds: list[str], params: dict[str, Any], runs: int,
-) -> list[pl.DataFrame]:
-    """The sums and counts of the ``runs`` runs of ``conds`` per chunk of about
-    :data:`CHUNK_RUNS` runs, the spans read once: their calls written to temporary
-    Parquet files per chunk (:func:`analytics.chunks.partition_by_chunk`), then each
-    chunk's summed. A chunk by run-id range reads every span block of a store whose spans
-    are not in trace-id order (any real store: OTel trace ids are random), so the chunked
-    read scanned the spans once per chunk: at 1M runs on such a store 23 s against 11 s
-    so (issue 11)."""
-    with tempfile.TemporaryDirectory(prefix="cliffwatch-estimates-") as tmp:
-        files = chunks.partition_by_chunk(
-            con, f"SELECT run_id, task_class FROM runs {where(conds)}", params,
-            -(-runs // CHUNK_RUNS), _PARTITION_SQL, Path(tmp))
-        return [_chunk_sums(con, chunk.rows, chunk.keys) for chunk in files]
+    return parts
 
 
 def estimate_scope(task_class: str | None) -> tuple[list[str], dict[str, Any]]:
@@ -173,18 +152,6 @@ def estimate_scope(task_class: str | None) -> tuple[list[str], dict[str, Any]]:
     if task_class is None:
         return [], {}
     return ["task_class = $task_class"], {"task_class": task_class}
-
-
-def _chunk_sums(con: duckdb.DuckDBPyConnection, calls: str, keys: str) -> pl.DataFrame:
-    """One chunk's sums and counts (:func:`fold_estimates` adds them up) from its calls
-    written by :func:`_one_scan_sums` (``calls``, ``keys``: the SQL reading its calls and
-    its runs, those of :func:`estimate_scope` within the chunk's range)."""
-    # each reader of the calls reads its roles' rows from the file (not one materialised
-    # copy of every call read back twice: a quarter of this query's CPU, issue 11)
-    sql = _ESTIMATES_SQL.format(scope=f"SELECT rk AS run_id, task_class FROM {keys}",
-                                calls=_STAGED_CALLS.format(staged=calls),
-                                calls_mode="NOT MATERIALIZED ")
-    return frame(con, sql)
 
 
 def fold_estimates(parts: list[pl.DataFrame], completed: CompletedRuns) -> Estimates:

@@ -398,7 +398,8 @@ def _replay_rows(
 
     replays = []
     variants_in = lim["variant"].unique().to_list()
-    with registered(con, lim=lim) as names:
+    to_python: list[list[str]] = [[] for _ in variants]
+    with registered(con, lim=lim, **_estimate_tables(estimates)) as names:
         for pairs in alike_pairs(con, names, conds, params):
             replays.append(pairs.filter(~pl.col("alike")).select("variant", "run_id"))
             for index in variants_in:
@@ -406,12 +407,12 @@ def _replay_rows(
                 parts[index].append(record_rows(
                     pairs.filter(pl.col("alike") & (pl.col("variant") == index)), lim,
                     columns[index]))
-    replay = pl.concat(replays) if replays else pl.DataFrame(
-        schema={"variant": pl.Int64, "run_id": pl.String})
-    del replays
-    to_python: list[list[str]] = [[] for _ in variants]
-    if replay.height:
-        _replayed_rows(con, conds, params, lim, estimates, staging, replay, keep, to_python)
+        replay = pl.concat(replays) if replays else pl.DataFrame(
+            schema={"variant": pl.Int64, "run_id": pl.String})
+        del replays
+        if replay.height:
+            _replayed_rows(con, names, conds, params, len(variants_in) > 1, staging, replay,
+                           keep, to_python)
     for index, overrides in enumerate(variants):
         parts[index] += (rows.select(columns[index]) for rows in _python_chunks(
             con, sorted(to_python[index]), overrides, estimates))
@@ -431,18 +432,19 @@ def _replay_rows(
 
 
 def _replayed_rows(
-    con: duckdb.DuckDBPyConnection, conds: list[str], params: dict[str, Any],
-    lim: pl.DataFrame, estimates: Estimates, staging: Path | None, replay: pl.DataFrame,
+    con: duckdb.DuckDBPyConnection, names: dict[str, str], conds: list[str],
+    params: dict[str, Any], several: bool, staging: Path | None, replay: pl.DataFrame,
     keep: Callable[[int, pl.DataFrame], None], to_python: list[list[str]],
 ) -> None:
     """The pairs ``replay`` (``variant``, ``run_id``) replayed: their runs' spans staged in
     ``staging`` (or read inline by run-id range chunks when None), :data:`RUN_SQL` per
-    chunk of about :data:`CHUNK_PAIRS` pairs, each variant's rows handed to ``keep``; the
-    runs it leaves to Python added to ``to_python`` per variant."""
+    chunk of about :data:`CHUNK_PAIRS` pairs (``names``: the limits and class estimates'
+    tables registered on ``con``; ``several``: more than one variant), each variant's rows
+    handed to ``keep``; the runs it leaves to Python added to ``to_python`` per
+    variant."""
     # every variant adds its own rows per run it replays: chunks of about CHUNK_PAIRS
     # (variant, run) pairs keep a chunk's groups within the memory bound
     chunks_n = max(1, math.ceil(replay.height / CHUNK_PAIRS))
-    several = lim["variant"].n_unique() > 1
     with registered(con, replayed=replay.select(pl.col("run_id").unique())) as table:
         conds = [*conds, f"r.run_id IN (SELECT run_id FROM {table['replayed']})"]
         staged: list[ChunkFiles | None]
@@ -457,18 +459,17 @@ def _replayed_rows(
             bounds = chunks.chunk_bounds(con, f"SELECT r.run_id FROM runs r {where(conds)}",
                                          params, runs, max(1, math.ceil(runs / chunks_n)))
             staged = [None] * len(bounds)
-        with registered(con, lim=lim, **_estimate_tables(estimates)) as names:
-            for chunk, source in zip(bounds, staged, strict=True):
-                rows = sql_run_rows(con, names, conds, params, chunk, source)
-                if several:
-                    # a run replayed for one variant is decided alike by another
-                    rows = rows.join(replay, on=["variant", "run_id"], how="semi")
-                split = (rows.partition_by("variant", as_dict=True).items() if several
-                         else [((int(lim["variant"][0]),), rows)])
-                del rows
-                for variant, mine in split:
-                    index = int(variant[0])
-                    if mine["py"].any():
-                        to_python[index] += mine.filter(pl.col("py"))["run_id"].to_list()
-                        mine = mine.filter(~pl.col("py"))
-                    keep(index, mine)
+        for chunk, source in zip(bounds, staged, strict=True):
+            rows = sql_run_rows(con, names, conds, params, chunk, source)
+            if several:
+                # a run replayed for one variant is decided alike by another
+                rows = rows.join(replay, on=["variant", "run_id"], how="semi")
+            split = (rows.partition_by("variant", as_dict=True).items() if several
+                     else [((int(replay["variant"][0]),), rows)])
+            del rows
+            for variant, mine in split:
+                index = int(variant[0])
+                if mine["py"].any():
+                    to_python[index] += mine.filter(pl.col("py"))["run_id"].to_list()
+                    mine = mine.filter(~pl.col("py"))
+                keep(index, mine)

@@ -1,12 +1,14 @@
 """The class estimates (:class:`analytics.recorded.Estimates`) read from the store.
 
 Why its own file: it is the one read of class-wide means every what-if starts with (the
-findings read it once for all their what-ifs). DuckDB groups every worker call by run and
-sub-task and returns sums and counts per class and model, whose ratios are the means: in
-one query on a DuckDB store, under the bulk-read memory bound (at 1M runs 8.1-9.8 s against
-9.7-10.4 s when the calls were first written to Parquet per chunk of runs and each chunk
-summed, two pairs side by side; issue 11), and per run-id range chunk on a ClickHouse
-store, the chunks' sums added up.
+findings read it once for all their what-ifs). The means are ratios of sums and counts per
+class and model. A DuckDB store of schema 7 or later keeps each run's sums on its ``runs``
+row (telemetry/estimate_inputs.py, written with the row): one read of ``runs`` adds them up
+(:data:`_RUNS_SQL`; at 1M runs 0.1 s against 6.8-9.2 s for the spans' read, issue 11).
+Otherwise the spans are read: DuckDB groups every worker call by run and sub-task in one
+query under the bulk-read memory bound (an older store opened read-only, until its first
+write migrates it), and a ClickHouse store per run-id range chunk, the chunks' sums added
+up.
 """
 
 from __future__ import annotations
@@ -18,79 +20,58 @@ import polars as pl
 
 from cliffwatch.analytics import chunks
 from cliffwatch.analytics.bulk_read import run_bounded
-from cliffwatch.analytics.recorded import CANCELLED_ERROR, Estimates, WorkerEstimate, attrs_sql
+from cliffwatch.analytics.recorded import Estimates, WorkerEstimate
 from cliffwatch.analytics.redo import CompletedRuns, load_completed_runs
 from cliffwatch.analytics.store_access import frame, where
-from cliffwatch.telemetry import conventions as cv
-from cliffwatch.telemetry.conventions import Role
+from cliffwatch.telemetry.estimate_inputs import COLUMN, span_calls, sum_ctes
 
 CHUNK_RUNS = 50_000
 """Runs per chunk of the estimates' read on a ClickHouse store (:func:`chunked_sums`)."""
 
-_ESTIMATES_SQL = f"""
-    WITH scope AS ({{scope}}),
-    calls AS {{calls_mode}}({{calls}}),
-    subtasks AS (
-        SELECT trace_id, idx, model, sum(cost_usd) AS cost_usd,
-            count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced,
-            bool_or(cancelled) AS cancelled,
-            max(output_tokens) FILTER (WHERE ok) AS output_tokens
-        FROM calls WHERE role = '{Role.WORKER}'
-        GROUP BY ALL
-    ),
-    per_run AS (
-        SELECT trace_id, model,
-            sum(cost_usd) FILTER (WHERE unpriced = 0) AS cost_sum,
-            count(cost_usd) FILTER (WHERE unpriced = 0) AS cost_n,
-            sum(output_tokens)::DOUBLE AS tokens_sum, count(output_tokens) AS tokens_n,
-            count(*) AS samples
-        FROM subtasks WHERE NOT cancelled AND model IS NOT NULL
-        GROUP BY ALL
-    ),
-    stage AS (
-        SELECT trace_id, sum(cost_usd) AS cost_usd,
-            avg(price_in) FILTER (WHERE role = '{Role.SYNTHESIS}') AS price_input
-        FROM calls WHERE role IN ('{Role.SYNTHESIS}', '{Role.CRITIC}')
-        GROUP BY ALL
-    )
-    SELECT 'worker' AS kind, sc.task_class, p.model, sum(p.cost_sum) AS cost_sum,
-        sum(p.cost_n)::BIGINT AS cost_n, sum(p.tokens_sum) AS tokens_sum,
-        sum(p.tokens_n)::BIGINT AS tokens_n, sum(p.samples)::BIGINT AS samples,
+_ESTIMATES_SQL = """
+    WITH scope AS ({scope}), {sums}
+    SELECT 'worker' AS kind, sc.task_class, m.model, sum(m.cost_usd) AS cost_sum,
+        sum(m.priced)::BIGINT AS cost_n, sum(m.output_tokens) AS tokens_sum,
+        sum(m.answered)::BIGINT AS tokens_n, sum(m.subtasks)::BIGINT AS samples,
         NULL::DOUBLE AS price_sum, 0::BIGINT AS price_n
-    FROM per_run p JOIN scope sc ON sc.run_id = p.trace_id
+    FROM est_models m JOIN scope sc ON sc.run_id = m.trace_id
     GROUP BY ALL
     UNION ALL
-    SELECT 'synthesis', sc.task_class, NULL::VARCHAR, sum(st.cost_usd),
-        count(st.cost_usd)::BIGINT, NULL::DOUBLE, 0::BIGINT, count(*)::BIGINT,
-        sum(st.price_input), count(st.price_input)::BIGINT
-    FROM stage st JOIN scope sc ON sc.run_id = st.trace_id
+    SELECT 'synthesis', sc.task_class, NULL::VARCHAR, sum(st.stage_usd),
+        count(st.stage_usd)::BIGINT, NULL::DOUBLE, 0::BIGINT, count(*)::BIGINT,
+        sum(st.price_in), count(st.price_in)::BIGINT
+    FROM est_stage st JOIN scope sc ON sc.run_id = st.trace_id
     GROUP BY ALL
 """
 """Sums and counts per (kind, class, model) whose ratios are the means, over the runs of
-``{scope}`` (``run_id``, ``task_class``) and the calls ``{calls}`` (:data:`_SPAN_CALLS`;
-``{calls_mode}``: ``MATERIALIZED`` in DuckDB, the calls read once for both readers, empty
-in ClickHouse). The calls are grouped per sub-task, then per run and model, and only
-those per-run rows are joined to their run's class (joining every call to its run first
-took about a second more at 1M runs; issue 11). Every count is cast to BIGINT in both
-branches: ClickHouse's ``count`` is UInt64, and a UNION of it with a BIGINT literal would
-be a Variant column (the same SQL runs on both engines)."""
+``{scope}`` (``run_id``, ``task_class``), from the spans: ``{sums}`` the per-run sums of
+:func:`telemetry.estimate_inputs.sum_ctes` (the calls grouped per sub-task, then per run
+and model; only those per-run rows are joined to their run's class: joining every call to
+its run first took about a second more at 1M runs, issue 11). Every count is cast to
+BIGINT in both branches: ClickHouse's ``count`` is UInt64, and a UNION of it with a BIGINT
+literal would be a Variant column (the same SQL runs on both engines)."""
 
-_SPAN_CALLS = f"""
-    SELECT trace_id, role, cost_usd, output_tokens, ok, model, price_in,
-        TRY_CAST(a[1] AS INTEGER) AS idx, coalesce(a[2] = '{CANCELLED_ERROR}', false) AS cancelled
-    FROM (
-        SELECT s.trace_id, s.role, s.cost_usd, s.output_tokens, s.status_code <> 'error' AS ok,
-            coalesce(s.request_model, s.response_model) AS model,
-            s.price_input_usd_per_token AS price_in,
-            CASE WHEN s.role = '{Role.WORKER}'
-                THEN {attrs_sql((cv.CLIFF_SUBTASK_INDEX, cv.ERROR_TYPE))} END AS a
-        FROM spans s
-        WHERE s.is_leaf_call AND s.role IN ('{Role.WORKER}', '{Role.SYNTHESIS}', '{Role.CRITIC}')
-            {{runs}}
-    )
+_RUNS_SQL = f"""
+    SELECT 'worker' AS kind, task_class, w.model, sum(w.cost_usd) AS cost_sum,
+        sum(w.priced)::BIGINT AS cost_n, sum(w.output_tokens) AS tokens_sum,
+        sum(w.answered)::BIGINT AS tokens_n, sum(w.subtasks)::BIGINT AS samples,
+        NULL::DOUBLE AS price_sum, 0::BIGINT AS price_n
+    FROM (SELECT task_class, unnest({COLUMN}.workers) AS w FROM runs {{where}})
+    GROUP BY ALL
+    UNION ALL
+    SELECT 'synthesis', task_class, NULL::VARCHAR, sum(e.stage_usd),
+        count(e.stage_usd)::BIGINT, NULL::DOUBLE, 0::BIGINT, count(*)::BIGINT,
+        sum(e.synthesis_price_input), count(e.synthesis_price_input)::BIGINT
+    FROM (SELECT task_class, {COLUMN} AS e FROM runs {{where}})
+    WHERE e.stage_usd IS NOT NULL OR e.synthesis_price_input IS NOT NULL
+    GROUP BY ALL
 """
-"""The LLM calls the estimates read, from the spans (the worker calls' attributes parsed);
-``{runs}``: SQL on ``spans s`` keeping the runs read (nothing: every run)."""
+"""The sums and counts of :data:`_ESTIMATES_SQL` from the runs' own sums
+(:data:`telemetry.estimate_inputs.COLUMN`, kept by the write path): one read of ``runs``
+(``{where}``: on ``runs``, unaliased), no span read. The synthesis rows' ``samples`` count
+only the runs with a priced synthesis or critic call (the spans' read counts every run
+with one; nothing reads that count)."""
+
 
 def _mean(total: float | None, n: int) -> float | None:
     return None if not n else float(total or 0.0) / n
@@ -100,7 +81,9 @@ def load_estimates(con: duckdb.DuckDBPyConnection, task_class: str | None = None
     """Per class figures from every recorded run of ``task_class`` (None: every class).
 
     Means, not medians: a counterfactual's spend is a sum over many runs, and the mean
-    is the figure whose sum is unbiased. On a DuckDB store one query (:data:`_ESTIMATES_SQL`)
+    is the figure whose sum is unbiased. From the runs' own sums where the store keeps
+    them (:func:`has_estimate_inputs`: :data:`_RUNS_SQL`); else on a DuckDB store one
+    query over the spans (:data:`_ESTIMATES_SQL`)
     under the bulk-read memory bound (:func:`analytics.bulk_read.run_bounded`: its groups
     spill past it); on a ClickHouse store by run-id range chunks of :data:`CHUNK_RUNS` runs
     (:func:`chunked_sums`; sums and counts added across chunks, the means those of one
@@ -115,16 +98,29 @@ def load_estimates(con: duckdb.DuckDBPyConnection, task_class: str | None = None
         :class:`Estimates` (empty mappings where the store holds nothing to estimate from).
     """
     conds, params = estimate_scope(task_class)
-    if isinstance(con, duckdb.DuckDBPyConnection):
+    if has_estimate_inputs(con):
+        parts = [frame(con, _RUNS_SQL.format(where=where(conds)), params)]
+    elif isinstance(con, duckdb.DuckDBPyConnection):
         # the calls of the class's runs only (every run: no filter to build)
         runs = "AND s.trace_id IN (SELECT run_id FROM scope)" if conds else ""
         sql = _ESTIMATES_SQL.format(
             scope=f"SELECT run_id, task_class FROM runs {where(conds)}",
-            calls=_SPAN_CALLS.format(runs=runs), calls_mode="MATERIALIZED ")
+            sums=sum_ctes(span_calls(runs), materialized=True))
         parts = [run_bounded(con, lambda: frame(con, sql, params))]
     else:
         parts = chunked_sums(con, conds, params)
     return fold_estimates(parts, load_completed_runs(con, task_class))
+
+
+def has_estimate_inputs(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the store keeps each run's estimate sums (a DuckDB store of schema 7 or
+    later, telemetry/estimate_inputs.py; an older store opened read-only, or a ClickHouse
+    store, does not: the estimates then read the spans)."""
+    if not isinstance(con, duckdb.DuckDBPyConnection):
+        return False
+    return bool(frame(con, "SELECT count(*) AS n FROM information_schema.columns "
+                           "WHERE table_name = 'runs' AND column_name = $column",
+                      {"column": COLUMN})["n"][0])
 
 
 def chunked_sums(
@@ -139,10 +135,9 @@ def chunked_sums(
                                       params, runs, CHUNK_RUNS):
         mine = dict(params)
         extra, span_range = chunks.range_filters(bounds, "run_id", "s.trace_id", mine)
-        calls = _SPAN_CALLS.format(
-            runs=f"AND s.trace_id IN (SELECT run_id FROM scope) {span_range}")
+        calls = span_calls(f"AND s.trace_id IN (SELECT run_id FROM scope) {span_range}")
         scope = f"SELECT run_id, task_class FROM runs {where([*conds, *extra])}"
-        parts.append(frame(con, _ESTIMATES_SQL.format(scope=scope, calls=calls, calls_mode=""),
+        parts.append(frame(con, _ESTIMATES_SQL.format(scope=scope, sums=sum_ctes(calls)),
                            mine))
     return parts
 

@@ -45,9 +45,8 @@ from cliffwatch.orchestrator.dispatch import Difficulty, Limits, PlannedSubTask
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import CapPolicy, Role
 
-CANCELLED_ERROR = "cancelled"
-"""``error.type`` of a call cancelled in flight (the runner's mark when spend crossed the
-ceiling and pending workers were cancelled)."""
+CANCELLED_ERROR = cv.ERROR_TYPE_CANCELLED
+"""``error.type`` of a call cancelled in flight (telemetry/conventions.py)."""
 
 
 def attr_sql(key: str, sql_type: str | None = None, alias: str = "s") -> str:

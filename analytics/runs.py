@@ -17,6 +17,7 @@ from cliffwatch.analytics.errors import RunNotFoundError, UnknownTaskClassError
 from cliffwatch.analytics.rollup_read import newest_runs_floor
 from cliffwatch.analytics.store_access import frame, limit_clause, where
 from cliffwatch.analytics.window import Window
+from cliffwatch.telemetry.estimate_inputs import COLUMN as ESTIMATE_INPUTS
 from cliffwatch.telemetry.ids import MIN_ID_PREFIX, resolve_id
 
 RUN_LIST_COLUMNS: tuple[str, ...] = (
@@ -153,7 +154,8 @@ def resolve_run_id(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
 
 
 def get_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
-    """Every column of one run's ``runs`` row.
+    """Every column of one run's ``runs`` row but its class-estimate sums (derived, not
+    shown: telemetry/estimate_inputs.py).
 
     Args:
         con: a store connection.
@@ -167,7 +169,9 @@ def get_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
         RunNotFoundError: see :func:`resolve_run_id`.
     """
     full = resolve_run_id(con, run_id)
-    return frame(con, "SELECT * FROM runs WHERE run_id = $id", {"id": full}).row(0, named=True)
+    row = frame(con, "SELECT * FROM runs WHERE run_id = $id", {"id": full}).row(0, named=True)
+    row.pop(ESTIMATE_INPUTS, None)  # absent from an older or a ClickHouse store
+    return row
 
 
 def run_spans(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:

@@ -298,7 +298,8 @@ class _Run:
             # span ends when the crossing happened, in simulated time
             if self._cancelled_at_ns is not None:
                 self.clock.wait_until(self._cancelled_at_ns)
-            self._fail_span(span, model, messages, "cancelled", "cancelled in flight", True)
+            self._fail_span(span, model, messages, cv.ERROR_TYPE_CANCELLED, "cancelled in flight",
+                            True)
             raise
         except Exception as exc:  # noqa: BLE001 - every provider error becomes a span
             kind, retryable, billed = _classify(exc)

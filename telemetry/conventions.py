@@ -36,6 +36,9 @@ GEN_AI_REQUEST_SEED = "gen_ai.request.seed"
 GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
 ERROR_TYPE = "error.type"
+ERROR_TYPE_CANCELLED = "cancelled"
+"""``error.type`` of a call cancelled in flight (the runner's mark when spend crossed the
+ceiling and pending workers were cancelled)."""
 
 OPERATION_CHAT = "chat"
 OPERATION_INVOKE_AGENT = "invoke_agent"

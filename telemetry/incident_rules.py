@@ -50,6 +50,7 @@ import duckdb
 
 from cliffwatch import settings
 from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry import estimate_inputs
 from cliffwatch.telemetry.conventions import IncidentKind
 from cliffwatch.telemetry.materialise import TOUCHED_ROOTS, TOUCHED_RUNS
 
@@ -188,10 +189,10 @@ def runaway_sql() -> str:
 def _runaway_select() -> str:
     return (f"""
 WITH judged AS (
-    SELECT t.* FROM {TOUCHED_RUNS} AS t
+    SELECT t.* EXCLUDE ({estimate_inputs.COLUMN}) FROM {TOUCHED_RUNS} AS t
     WHERE t.task_class IN (SELECT task_class FROM cliff_classes WHERE NOT stale)
     UNION ALL
-    SELECT r.* FROM runs AS r
+    SELECT r.* EXCLUDE ({estimate_inputs.COLUMN}) FROM runs AS r
     WHERE r.task_class IN (SELECT task_class FROM cliff_classes WHERE stale)
 )
 SELECT

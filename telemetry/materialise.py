@@ -63,7 +63,7 @@ import duckdb
 
 from cliffwatch import settings
 from cliffwatch.telemetry import conventions as cv
-from cliffwatch.telemetry import leaf_calls
+from cliffwatch.telemetry import estimate_inputs, leaf_calls
 from cliffwatch.telemetry.conventions import Role
 
 SCOPE = "cliff_scope"
@@ -110,14 +110,16 @@ SELECT trace_id, span_id, parent_span_id, role, task_class, is_llm_call, status_
     cost_usd, cost_source, input_tokens, output_tokens, request_model, response_model,
     service_name, source, start_time_unix_nano, end_time_unix_nano, started_at, ended_at,
     duration_ms, cache_detail_missing, reported_cost_usd, cache_read_tokens,
-    cache_creation_tokens, is_leaf_call, duplicate_of,
+    cache_creation_tokens, is_leaf_call, duplicate_of, price_input_usd_per_token,
     regexp_replace(request_model, '^.*/', '') AS model_asked,
     regexp_replace(response_model, '^.*/', '') AS model_answered,
     call_attrs[1] AS response_id, call_attrs[2] AS scope_name,
+    call_attrs[3] AS subtask_index, call_attrs[4] AS error_type,
     CASE WHEN parent_span_id IS NULL THEN attributes END AS attributes
 FROM (
     SELECT *, CASE WHEN is_llm_call THEN json_extract_string(
-        attributes, ['$."gen_ai.response.id"', '$."otel.scope.name"']) END AS call_attrs
+        attributes, ['$."gen_ai.response.id"', '$."otel.scope.name"',
+                     '$."{subtask_index}"', '$."{error_type}"']) END AS call_attrs
     FROM spans
     WHERE {window} AND trace_id IN (SELECT trace_id FROM {scope})
 )
@@ -131,12 +133,13 @@ _RUN_COLUMNS = """
     workers_proposed, workers_dispatched, workers_failed, workers_cancelled,
     max_workers, ceiling_usd, estimate_usd, policy, planner_model, synthesis_model,
     replay_of, service_name, source, materialised_at, duplicate_calls,
-    cache_detail_missing_calls
+    cache_detail_missing_calls, {estimate_inputs}
 """
 
 _MATERIALISE_RUNS = """
 INSERT INTO {touched_runs} ({columns})
 WITH
+{estimate_ctes},
 t AS (
     SELECT s.trace_id,
         sum(s.cost_usd) FILTER (WHERE f.is_leaf) AS cost_usd,
@@ -169,8 +172,9 @@ t AS (
     GROUP BY s.trace_id
 ),
 r AS (
-    SELECT t.*, t.root IS NOT NULL AS is_root, {root_attrs} AS root_attrs
-    FROM t JOIN {scope} AS sc USING (trace_id)
+    SELECT t.*, t.root IS NOT NULL AS is_root, {root_attrs} AS root_attrs,
+        est.{estimate_inputs}
+    FROM t JOIN {scope} AS sc USING (trace_id) LEFT JOIN est USING (trace_id)
     -- A trace without its root may become an incomplete run (sc.incomplete_ok).
     WHERE t.root IS NOT NULL OR sc.incomplete_ok
 )
@@ -194,7 +198,7 @@ SELECT
     r.planner_model, r.synthesis_model,
     {replay_of}, r.root.service_name,
     CASE WHEN r.is_root THEN r.root.source ELSE r.first_source END, $materialised_at,
-    r.duplicate_calls, r.cache_detail_missing_calls
+    r.duplicate_calls, r.cache_detail_missing_calls, r.{estimate_inputs}
 FROM r
 -- A trace with no LLM call is not a run (an agent built outside any run emits one), unless
 -- its root is a run span cliffwatch recorded (a run rejected before any call).
@@ -205,6 +209,16 @@ WHERE r.llm_calls > 0 OR {own_run}
 statement of one CTE per part (calls, duplicates, info, roots by a window) joined back
 together took twice as long on bench/store_write.py's batch (137 runs, 1M runs of history).
 """
+
+
+_ESTIMATE_CALLS = f"""
+    SELECT s.trace_id, s.role, s.cost_usd, s.output_tokens, s.status_code,
+        coalesce(s.request_model, s.response_model) AS model, s.price_input_usd_per_token,
+        s.subtask_index, s.error_type
+    FROM {SCOPE_SPANS} AS s JOIN {leaf_calls.FLAGS} AS f USING (trace_id, span_id)
+    WHERE f.is_leaf AND s.role IN ('{Role.WORKER}', '{Role.SYNTHESIS}', '{Role.CRITIC}')
+"""
+"""The scope's leaf calls a run's class-estimate sums read (telemetry/estimate_inputs.py)."""
 
 
 def materialise_sql() -> str:
@@ -218,7 +232,9 @@ def materialise_sql() -> str:
         touched_runs=TOUCHED_RUNS,
         scope_spans=SCOPE_SPANS,
         scope=SCOPE,
-        columns=_RUN_COLUMNS,
+        columns=_RUN_COLUMNS.format(estimate_inputs=estimate_inputs.COLUMN),
+        estimate_ctes=estimate_inputs.ctes(_ESTIMATE_CALLS),
+        estimate_inputs=estimate_inputs.COLUMN,
         root_attrs=_ROOT_ATTRS,
         flags=leaf_calls.FLAGS,
         incomplete=cv.RunStatus.INCOMPLETE,
@@ -249,7 +265,9 @@ def _materialise_scope(
     :data:`TOUCHED_RUNS`, reading only spans ingested at or after ``since`` (None: all).
     Returns ``since``: a run row this rebuilds was materialised no earlier."""
     window = _window(since)
-    con.execute(_SCOPE_SPANS_SQL.format(scope_spans=SCOPE_SPANS, window=window, scope=SCOPE))
+    con.execute(_SCOPE_SPANS_SQL.format(
+        scope_spans=SCOPE_SPANS, window=window, scope=SCOPE,
+        subtask_index=cv.CLIFF_SUBTASK_INDEX, error_type=cv.ERROR_TYPE))
     leaf_calls.stamp_leaf_calls(con, SCOPE_SPANS, window)
     con.execute(materialise_sql(), {"materialised_at": materialised_at}).fetchall()
     con.execute(f"""INSERT INTO {TOUCHED_ROOTS}

@@ -1,6 +1,6 @@
-"""The class estimates read by chunks (analytics/estimates.py: one scan of the spans written
-by chunk, or run-id ranges on ClickHouse) equal one read of
-the whole store, and the chunk helpers split and filter as they say."""
+"""The class estimates read from the spans by run-id range chunks (analytics/estimates.py:
+ClickHouse's way) equal one read of the whole store, and the chunk helpers split and
+filter as they say."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from cliffwatch.analytics import estimates
 from cliffwatch.analytics.chunks import chunk_bounds, range_filters
 from cliffwatch.analytics.estimates import load_estimates
-from cliffwatch.analytics.recorded import Estimates
 from cliffwatch.orchestrator.demo import run_demo
 from cliffwatch.telemetry.store import open_store
+from tests.estimate_checks import assert_same_estimates, close
 
 
 @pytest.fixture(scope="module")
@@ -22,23 +22,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("est") / "demo.duckdb"
     run_demo(path, runs=60, days=5, seed=11)
     return path
-
-
-def _close(a: float | None, b: float | None) -> bool:
-    return (a is None and b is None) or (
-        a is not None and b is not None and math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15))
-
-
-def _same(chunked: Estimates, whole: Estimates) -> None:
-    assert set(chunked.workers) == set(whole.workers)
-    for key, w in whole.workers.items():
-        c = chunked.workers[key]
-        assert c.samples == w.samples and w.samples > 0
-        assert _close(c.cost_usd, w.cost_usd) and _close(c.output_tokens, w.output_tokens)
-    for mine, theirs in ((chunked.synthesis_usd, whole.synthesis_usd),
-                         (chunked.synthesis_price_input, whole.synthesis_price_input)):
-        assert set(mine) == set(theirs)
-        assert all(_close(mine[k], theirs[k]) for k in theirs)
 
 
 def test_chunked_estimates_equal_one_read(demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,9 +34,9 @@ def test_chunked_estimates_equal_one_read(demo: Path, monkeypatch: pytest.Monkey
         one_class = next(iter(whole.synthesis_usd))
         of_class = load_estimates(con, one_class)
     assert whole.workers and whole.synthesis_usd and whole.synthesis_price_input
-    _same(chunked, whole)
+    assert_same_estimates(chunked, whole)
     assert set(of_class.synthesis_usd) == {one_class}
-    assert _close(of_class.synthesis_usd[one_class], whole.synthesis_usd[one_class])
+    assert close(of_class.synthesis_usd[one_class], whole.synthesis_usd[one_class])
 
 
 def test_chunk_bounds_cover_every_run_once(demo: Path) -> None:

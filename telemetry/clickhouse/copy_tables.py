@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from cliffwatch.telemetry.clickhouse.client import ClickHouseClient
-from cliffwatch.telemetry.clickhouse.tables import TABLES, ensure_tables, json_columns
+from cliffwatch.telemetry.clickhouse.tables import (
+    TABLES,
+    ensure_tables,
+    has_twin,
+    json_columns,
+)
 from cliffwatch.telemetry.store import open_store
 
 if TYPE_CHECKING:
@@ -42,7 +47,7 @@ def _select_sql(con: object, table: str) -> str | None:
     parts = [
         f'CAST("{name}" AS VARCHAR) AS "{name}"' if name in json_names or sql_type == "JSON"
         else f'"{name}"'
-        for name, sql_type in found
+        for name, sql_type in found if has_twin(table, name)
     ]
     return f"SELECT {', '.join(parts)} FROM {table}"
 

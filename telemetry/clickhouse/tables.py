@@ -3,7 +3,8 @@
 Each DuckDB table (telemetry/schema.py) has a ClickHouse twin named in :data:`TABLES`
 (``runs`` -> ``cliffwatch_runs``, ...) with the same column names. The columns are not
 written out a second time: :func:`columns` reads them from an empty in-memory DuckDB store
-made with :data:`cliffwatch.telemetry.schema.DDL`, so a new DuckDB column appears here too.
+made with :data:`cliffwatch.telemetry.schema.DDL`, so a new DuckDB column appears here too
+(but the derived ones of :data:`LOCAL_COLUMNS`, which a ClickHouse store does not keep).
 
 Types map as ``VARCHAR`` -> ``String``, ``JSON`` -> ``String`` (the JSON text: ClickHouse's
 JSON type rejects a top-level ``[]``), ``TIMESTAMP`` -> ``DateTime64(6, 'UTC')`` (DuckDB's
@@ -21,6 +22,7 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING
 
+from cliffwatch.telemetry import estimate_inputs
 from cliffwatch.telemetry.schema import DDL, META_TABLE
 
 if TYPE_CHECKING:
@@ -51,6 +53,18 @@ KEYS: dict[str, tuple[str, ...]] = {
 """DuckDB table name -> the columns that identify a row (its DuckDB primary key, or the key
 its writer keeps unique): the ``ORDER BY`` of the ReplacingMergeTree."""
 
+LOCAL_COLUMNS: dict[str, tuple[str, ...]] = {"runs": (estimate_inputs.COLUMN,)}
+"""DuckDB table name -> its columns without a ClickHouse twin: derived sums a DuckDB store
+keeps for its own reads (a ClickHouse store's readers compute them from the spans), left
+out of the twin, of the copy and of what ``cliffwatch watch`` appends."""
+
+
+def has_twin(table: str, column: str) -> bool:
+    """Whether column ``column`` of DuckDB table ``table`` has a ClickHouse twin (not one
+    of :data:`LOCAL_COLUMNS`)."""
+    return column not in LOCAL_COLUMNS.get(table, ())
+
+
 _TYPES = {
     "VARCHAR": "String",
     "JSON": "String",
@@ -65,7 +79,8 @@ _TYPES = {
 
 @cache
 def _duckdb_columns() -> dict[str, tuple[tuple[str, str, bool], ...]]:
-    """DuckDB table -> ((column, DuckDB type, nullable), ...) in table order."""
+    """DuckDB table -> ((column, DuckDB type, nullable), ...) in table order, the columns
+    with a ClickHouse twin only (:func:`has_twin`)."""
     import duckdb
 
     con = duckdb.connect(":memory:")
@@ -80,7 +95,8 @@ def _duckdb_columns() -> dict[str, tuple[tuple[str, str, bool], ...]]:
         con.close()
     out: dict[str, list[tuple[str, str, bool]]] = {}
     for table, column, sql_type, nullable in rows:
-        out.setdefault(table, []).append((column, sql_type, bool(nullable)))
+        if has_twin(table, column):
+            out.setdefault(table, []).append((column, sql_type, bool(nullable)))
     return {table: tuple(cols) for table, cols in out.items()}
 
 

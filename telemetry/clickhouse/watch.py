@@ -51,7 +51,12 @@ from cliffwatch.errors import CliffwatchError
 from cliffwatch.telemetry.clickhouse import otel_traces
 from cliffwatch.telemetry.clickhouse.client import ClickHouseClient
 from cliffwatch.telemetry.clickhouse.deliver import deliver_pending
-from cliffwatch.telemetry.clickhouse.tables import TABLES, ensure_tables, json_columns
+from cliffwatch.telemetry.clickhouse.tables import (
+    TABLES,
+    ensure_tables,
+    has_twin,
+    json_columns,
+)
 from cliffwatch.telemetry.clickhouse.values import naive_utc, quoted
 from cliffwatch.telemetry.content_capture import without_content
 from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_spans
@@ -295,7 +300,7 @@ def _load_context(con: duckdb.DuckDBPyConnection, client: ClickHouseClient,
 def _out(con: duckdb.DuckDBPyConnection, table: str, where: str) -> pa.Table:
     """Rows of scratch ``table`` matching ``where``, JSON columns as text (ClickHouse)."""
     json_cols = set(json_columns(table))
-    names = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+    names = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall() if has_twin(table, r[0])]
     select = ", ".join(f"{n}::VARCHAR AS {n}" if n in json_cols else n for n in names)
     return con.sql(f"SELECT {select} FROM {table} WHERE {where}").to_arrow_table()
 

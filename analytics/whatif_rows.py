@@ -205,6 +205,17 @@ def record_rows(pairs: pl.DataFrame, lim: pl.DataFrame, columns: Sequence[str]) 
     return pairs.select(built[c].cast(RUN_SCHEMA[c]).alias(c) for c in columns)
 
 
+STAGE_MIN_CHUNKS = 5
+"""The fewest chunks of replayed runs whose spans a DuckDB what-if stages
+(:func:`analytics.whatif_sql.stage_chunks`); fewer are read inline, chunk by chunk. DuckDB
+pushes a chunk's run keys into the scan of the spans (it reads the trace ids of every
+span, the other columns of the chunk's only), so an inline chunk costs a scan of the trace
+ids more than a staged one (about 0.2 s at 1M runs), while staging costs a partitioned
+write and its read back whatever the chunks. At 1M runs under ``--max-workers 8`` (58,000
+runs, 2 chunks) the replays took 5.0-5.3 s inline against 6.3-7.3 s staged; under
+``--max-workers 2`` (40 chunks) 29 s inline against 22 s staged (issue 11)."""
+
+
 def _scope(window: Window, task_class: str | None) -> tuple[list[str], dict[str, Any]]:
     conds, params = window.conditions("r.started_at")
     if task_class is not None:
@@ -343,15 +354,16 @@ def replay_rows(
     (:data:`analytics.whatif_sql.ALIKE_SQL`; :class:`orchestrator.dispatch.AlikeBounds`
     says when: the run's plans fit both caps, and the ceilings are the same or clear of
     its estimate and spend). Only the other pairs' runs are replayed: at 1M demo runs
-    under ``--max-workers 8``, 6% of them (issue 11). A DuckDB store's runs to replay are
-    staged in one read of the spans whatever order the store keeps them in
+    under ``--max-workers 8``, 6% of them (issue 11). A DuckDB store's runs to replay,
+    when they make :data:`STAGE_MIN_CHUNKS` chunks or more, are staged in one read of the
+    spans whatever order the store keeps them in
     (:func:`analytics.whatif_sql.stage_chunks`: the spans' attributes parsed once, each
     chunk's runs and calls written to temporary Parquet files, removed when the rows are
     read or a read fails), in chunks of :data:`CHUNK_PAIRS` (variant, run) pairs, then
     every chunk is replayed from its files (a run-id range read of the spans per chunk
     skipped the other chunks' span blocks only in a store kept in trace-id order: with
-    random OTel ids, 40 chunks at 1M runs read them all, issue 11). Another store
-    (ClickHouse) reads the spans inline per run-id range chunk.
+    random OTel ids, 40 chunks at 1M runs read them all, issue 11). Fewer chunks, and
+    another store (ClickHouse), read the spans inline per run-id range chunk.
 
     Returns:
         Per variant, in order, ``(rows, python_runs)``: :data:`RUN_SCHEMA` rows oldest
@@ -437,7 +449,8 @@ def _replayed_rows(
     keep: Callable[[int, pl.DataFrame], None], to_python: list[list[str]],
 ) -> None:
     """The pairs ``replay`` (``variant``, ``run_id``) replayed: their runs' spans staged in
-    ``staging`` (or read inline by run-id range chunks when None), :data:`RUN_SQL` per
+    ``staging`` when they make :data:`STAGE_MIN_CHUNKS` chunks or more (else, or when
+    ``staging`` is None, read inline by run-id range chunks), :data:`RUN_SQL` per
     chunk of about :data:`CHUNK_PAIRS` pairs (``names``: the limits and class estimates'
     tables registered on ``con``; ``several``: more than one variant), each variant's rows
     handed to ``keep``; the runs it leaves to Python added to ``to_python`` per
@@ -448,7 +461,7 @@ def _replayed_rows(
     with registered(con, replayed=replay.select(pl.col("run_id").unique())) as table:
         conds = [*conds, f"r.run_id IN (SELECT run_id FROM {table['replayed']})"]
         staged: list[ChunkFiles | None]
-        if staging is not None:
+        if staging is not None and chunks_n >= STAGE_MIN_CHUNKS:
             # the files hold those runs only: no conditions left to apply
             staged = list(stage_chunks(con, conds, params, chunks_n, staging))
             conds, params = [], {}

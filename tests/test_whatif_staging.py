@@ -92,12 +92,15 @@ def test_a_parameter_named_as_the_start_of_another_is_passed_only_where_named(
         assert got == wanted > 0
 
 
+@pytest.mark.parametrize("stage_min_chunks", [1, 1000])
 def test_a_window_with_the_estimates_given_is_staged_in_chunks(
-    store: Path, monkeypatch: pytest.MonkeyPatch
+    store: Path, monkeypatch: pytest.MonkeyPatch, stage_min_chunks: int
 ) -> None:
     # the findings' and report's path: the class estimates given, the window's runs
-    # staged in chunks of CHUNK_PAIRS (variant, run) pairs, replayed one at a time
+    # staged in chunks of CHUNK_PAIRS (variant, run) pairs, replayed one at a time; or,
+    # as few chunks are, read inline chunk by chunk
     monkeypatch.setattr(whatif_rows, "CHUNK_PAIRS", 6)
+    monkeypatch.setattr(whatif_rows, "STAGE_MIN_CHUNKS", stage_min_chunks)
     window = Window.parse("2026-11-01T00:20:00", None)
     with open_store(store, read_only=True) as con:
         for task_class in (None, "research"):
@@ -115,6 +118,7 @@ def test_the_staged_files_are_removed_after_a_read_and_after_a_failure(
 ) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(whatif_rows, "CHUNK_PAIRS", 9)
+    monkeypatch.setattr(whatif_rows, "STAGE_MIN_CHUNKS", 1)
     monkeypatch.setattr("cliffwatch.analytics.whatif_sql.CHUNK_RUNS", 9)
     with open_store(store, read_only=True) as con:
         estimates = load_estimates(con) if given else None
@@ -152,6 +156,10 @@ def test_a_what_if_stages_the_runs_it_replays_only(
     with open_store(store, read_only=True) as con:
         runs = read_recorded_runs(con).records()
         estimates = load_estimates(con)
+        # fewer chunks than STAGE_MIN_CHUNKS (here one): read inline, nothing staged
+        assert what_if(con, OVERRIDES[0], estimates=estimates).runs.height == 50
+        assert staged == []
+        monkeypatch.setattr(whatif_rows, "STAGE_MIN_CHUNKS", 1)
         for variants in ([OVERRIDES[0]], [OVERRIDES[0], OVERRIDES[4]]):
             staged.clear()
             assert [w.runs.height for w in what_ifs(con, variants, estimates=estimates)] == \

@@ -23,7 +23,8 @@ from cliffwatch.analytics.bulk_read import run_bounded
 from cliffwatch.analytics.recorded import Estimates, WorkerEstimate
 from cliffwatch.analytics.redo import CompletedRuns, load_completed_runs
 from cliffwatch.analytics.store_access import frame, where
-from cliffwatch.telemetry.estimate_inputs import COLUMN, span_calls, sum_ctes
+from cliffwatch.telemetry.estimate_inputs import COLUMN, SINCE_VERSION, span_calls, sum_ctes
+from cliffwatch.telemetry.schema import META_TABLE
 
 CHUNK_RUNS = 50_000
 """Runs per chunk of the estimates' read on a ClickHouse store (:func:`chunked_sums`)."""
@@ -114,13 +115,15 @@ def load_estimates(con: duckdb.DuckDBPyConnection, task_class: str | None = None
 
 def has_estimate_inputs(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the store keeps each run's estimate sums (a DuckDB store of schema 7 or
-    later, telemetry/estimate_inputs.py; an older store opened read-only, or a ClickHouse
-    store, does not: the estimates then read the spans)."""
+    later, telemetry/estimate_inputs.py; an older store opened read-only, one whose
+    migration stopped half way, or a ClickHouse store, does not: the estimates then read
+    the spans)."""
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return False
-    return bool(frame(con, "SELECT count(*) AS n FROM information_schema.columns "
-                           "WHERE table_name = 'runs' AND column_name = $column",
-                      {"column": COLUMN})["n"][0])
+    # the version, not the column: a migration stopped half way leaves it partly filled
+    version = frame(con, f"SELECT max(TRY_CAST(value AS INTEGER)) AS v FROM {META_TABLE} "
+                         "WHERE key = 'schema_version'")["v"][0]
+    return version is not None and version >= SINCE_VERSION
 
 
 def chunked_sums(

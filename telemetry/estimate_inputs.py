@@ -9,10 +9,10 @@ parsing two attributes of each (6-9 s of a 14 s what-if at 1M runs; issue 11), s
 write path keeps each run's sums on its row instead, in the column :data:`COLUMN`
 (:data:`SQL_TYPE`), computed by the same statement that builds the row
 (telemetry/materialise.py) from the same leaf calls, and filled for the runs of an older
-store by the schema 7 migration (telemetry/schema.py) from the stored spans with the same
-SQL (:func:`ctes`). A run rebuilt or pruned takes its sums with it. The same sums, not
-packed, are what analytics/estimates.py reads from the spans where a store does not keep
-them (:func:`sum_ctes`).
+store by the schema 7 migration (:data:`BACKFILL`, in committed chunks) from the stored
+spans with the same SQL (:func:`ctes`). A run rebuilt or pruned takes its sums with it.
+The same sums, not packed, are what analytics/estimates.py reads from the spans where a
+store does not keep them (:func:`sum_ctes`).
 
 Per run (NULL when the run has no worker, synthesis or critic leaf call):
 
@@ -31,8 +31,13 @@ telemetry/clickhouse/tables.py): the estimates read its spans.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Role
+
+if TYPE_CHECKING:  # schema.py imports this module: `cliffwatch --help` must not load duckdb
+    import duckdb
 
 COLUMN = "estimate_inputs"
 """The ``runs`` column holding a run's sums (module docstring)."""
@@ -128,9 +133,35 @@ def span_calls(runs: str = "") -> str:
 """
 
 
+SINCE_VERSION = 7
+"""The schema version from which a store keeps :data:`COLUMN` filled for every run (a
+store below it may hold the column partly filled: a migration stopped half way)."""
+
+BACKFILL_CHUNK_RUNS = 100_000
+"""Runs one committed step of the migration's backfill fills (:data:`BACKFILL`): its
+memory is one chunk's. One statement over the 1M-run bench store held 4.3 GB under
+DuckDB's default memory limit and ran out of memory under 512 MB; ten chunks under
+:data:`BACKFILL_MEMORY_LIMIT` took 51 s with a peak RSS of 664 MB (issue 11)."""
+
+BACKFILL_MEMORY_LIMIT = "512MB"
+"""DuckDB's ``memory_limit`` while the backfill runs (the connection's own limit is put
+back after it)."""
+
 BACKFILL = f"""
     UPDATE runs SET {COLUMN} = est.{COLUMN}
-    FROM (WITH {ctes(span_calls(), materialized=True)} SELECT * FROM est) AS est
+    FROM (WITH {ctes(span_calls("AND hash(s.trace_id) % $chunks = $chunk"), materialized=True)}
+          SELECT * FROM est) AS est
     WHERE runs.run_id = est.trace_id
 """
-"""Fills :data:`COLUMN` of every stored run from its spans (schema 7's migration)."""
+"""One chunk of schema 7's backfill: :data:`COLUMN` of the stored runs whose run id hashes
+to ``$chunk`` modulo ``$chunks``, from their spans. telemetry/store.py runs every chunk
+(:func:`backfill_chunks` of them), each in its own transaction, before it raises the
+version: memory holds one chunk's sums, and a stop half way leaves the version where it
+was (the next read-write open fills every chunk again: the UPDATE sets, it never adds)."""
+
+
+def backfill_chunks(con: duckdb.DuckDBPyConnection) -> int:
+    """How many chunks :data:`BACKFILL` runs in: about :data:`BACKFILL_CHUNK_RUNS` stored
+    runs each, at least one."""
+    runs = con.execute("SELECT count(*) FROM runs").fetchall()[0][0]
+    return max(1, -(-int(runs) // BACKFILL_CHUNK_RUNS))

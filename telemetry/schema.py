@@ -25,8 +25,8 @@ already stored (:data:`RUN_ROLLUPS_MIGRATION`). 6: ``runs`` without its primary 
 (:data:`RUNS_UNKEYED_MIGRATION`); a write replaces the runs it materialises by a delete in a
 bounded window and an insert (telemetry/materialise.py). 7: ``runs.estimate_inputs``, the
 run's sums behind its class's estimates (telemetry/estimate_inputs.py), filled for the runs
-already stored from their spans (:data:`telemetry.estimate_inputs.BACKFILL`: about 3 s per
-100,000 runs)."""
+already stored from their spans (:func:`telemetry.estimate_inputs.backfill`, in committed
+chunks before the version is raised: about 3 s per 100,000 runs)."""
 
 META_TABLE = "cliffwatch_meta"
 
@@ -313,15 +313,19 @@ MIGRATIONS: tuple[str, ...] = (
     _OPEN_TRACES_BACKFILL,
     # Version 5: the per class and day roll-ups of the runs already stored.
     *RUN_ROLLUPS_MIGRATION,
-    # Version 7: the class-estimate sums of the runs already stored (one read of the spans).
-    estimate_inputs.BACKFILL,
-    f"UPDATE {META_TABLE} SET value = '{SCHEMA_VERSION}' "
-    f"WHERE key = 'schema_version' AND TRY_CAST(value AS INTEGER) < {SCHEMA_VERSION}",
 )
 """Idempotent statements that bring a store of an older version up to this one; run by a
 read-write open of a store whose version is below :data:`SCHEMA_VERSION` (after the tables
-exist), so an old store migrates on its next write. A read-only open of an old store sees
-the old columns until then."""
+exist), so an old store migrates on its next write; then version 7's backfill
+(:func:`telemetry.estimate_inputs.backfill`, in its own transactions) and
+:data:`VERSION_BUMP` (telemetry/store.py). A read-only open of an old store sees the old
+columns until then."""
+
+VERSION_BUMP = (
+    f"UPDATE {META_TABLE} SET value = '{SCHEMA_VERSION}' "
+    f"WHERE key = 'schema_version' AND TRY_CAST(value AS INTEGER) < {SCHEMA_VERSION}"
+)
+"""The last step of a migration: the store's version raised to :data:`SCHEMA_VERSION`."""
 
 DDL: tuple[str, ...] = (
     f"""

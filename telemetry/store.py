@@ -34,12 +34,14 @@ import duckdb
 
 from cliffwatch import settings
 from cliffwatch.errors import CliffwatchError
+from cliffwatch.telemetry import estimate_inputs
 from cliffwatch.telemetry.schema import (
     DDL,
     META_TABLE,
     RUNS_UNKEYED_MIGRATION,
     SCHEMA_VERSION,
     SPANS_UNKEYED_MIGRATION,
+    VERSION_BUMP,
 )
 
 SPANS_UNKEYED_SINCE = 4
@@ -254,7 +256,7 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
             f"{path} is not a cliffwatch store (a DuckDB database without {META_TABLE})"
         )
     # A new store, or an older version: the DDL and migrations (idempotent) bring it to
-    # SCHEMA_VERSION, which the last migration records.
+    # SCHEMA_VERSION; an older store's version is raised last, once every step committed.
     with transaction(con):
         for statement in DDL:
             con.execute(statement)
@@ -269,6 +271,22 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         if version is not None and version < RUNS_UNKEYED_SINCE:
             for statement in RUNS_UNKEYED_MIGRATION:  # once: rebuilds runs
                 con.execute(statement)
+    if version is None:
+        return
+    if version < estimate_inputs.SINCE_VERSION:
+        # committed chunk by chunk under a memory bound, before the version is raised
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        con.execute("SET memory_limit = $limit",
+                    {"limit": estimate_inputs.BACKFILL_MEMORY_LIMIT})
+        try:
+            chunks = estimate_inputs.backfill_chunks(con)
+            for chunk in range(chunks):
+                with transaction(con):
+                    con.execute(estimate_inputs.BACKFILL, {"chunks": chunks, "chunk": chunk})
+        finally:
+            con.execute("SET memory_limit = $limit", {"limit": limit})
+    with transaction(con):
+        con.execute(VERSION_BUMP)
 
 
 @contextmanager

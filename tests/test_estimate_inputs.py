@@ -21,6 +21,7 @@ from cliffwatch.analytics.estimates import has_estimate_inputs, load_estimates
 from cliffwatch.analytics.recorded import Estimates, WorkerEstimate
 from cliffwatch.orchestrator.demo import run_demo
 from cliffwatch.telemetry import conventions as cv
+from cliffwatch.telemetry import estimate_inputs, store
 from cliffwatch.telemetry.clickhouse import tables
 from cliffwatch.telemetry.estimate_inputs import COLUMN
 from cliffwatch.telemetry.schema import META_TABLE, RUNS_CLASS_TIME_INDEX, SCHEMA_VERSION
@@ -187,9 +188,11 @@ def _as_schema_6(path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("chunk_runs", [7, 100_000])
 def test_an_older_store_reads_the_spans_until_the_migration_fills_the_column(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_runs: int,
 ) -> None:
+    monkeypatch.setattr(estimate_inputs, "BACKFILL_CHUNK_RUNS", chunk_runs)
     written = tmp_path / "written.duckdb"
     run_demo(written, runs=40, days=3, seed=5)
     old = tmp_path / "old.duckdb"
@@ -198,7 +201,23 @@ def test_an_older_store_reads_the_spans_until_the_migration_fills_the_column(
     with open_store(old, read_only=True) as con:
         assert not has_estimate_inputs(con)
         before = load_estimates(con)
+    # a migration stopped after the backfill, before the version: still version 6, its
+    # readers read the spans; the next read-write open finishes it
+    with monkeypatch.context() as m:
+        m.setattr(store, "VERSION_BUMP", "SELECT error('stopped')")
+        with pytest.raises(Exception, match="stopped"), open_store(old, read_only=False):
+            pass
+    with open_store(old, read_only=True) as con:
+        assert not has_estimate_inputs(con)
+        assert con.sql(f"SELECT count({COLUMN}) FROM runs").fetchall()[0][0] > 0
+    bound = duckdb.connect()
+    bound.execute("SET memory_limit = $limit", {"limit": estimate_inputs.BACKFILL_MEMORY_LIMIT})
+    backfill_limit = bound.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    bound.close()
     with open_store(old, read_only=False) as con:  # migrates
+        # the backfill's memory bound is not left behind
+        assert con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0] != \
+            backfill_limit
         version = con.sql(f"SELECT value FROM {META_TABLE} "
                           "WHERE key = 'schema_version'").fetchall()[0][0]
         assert int(version) == SCHEMA_VERSION

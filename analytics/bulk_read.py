@@ -61,8 +61,8 @@ with no read out of the bound (two runs, load 5-10; issue 11)."""
 WHATIF_MEMORY_LIMIT = "256MB"
 """DuckDB's ``memory_limit`` while a what-if reads its class estimates and its rows
 (:func:`analytics.whatif.what_ifs` without given estimates: ``cliffwatch whatif``, the
-dashboard's What-if page): the estimates' one query over every worker call, the runs'
-alike read and one chunk of replayed runs at a time
+dashboard's What-if page): the class estimates (from ``runs``, or on an older store one
+query over every worker call), the runs' alike read and one chunk of replayed runs at a time
 (:data:`analytics.whatif_rows.CHUNK_PAIRS`), so the buffer pool needs no more; the lower
 bound is meant to keep ``whatif`` at 1M runs under 1 GB of peak RSS (issue 11: 1.11 GB
 under 512 MB when it staged every run). Should a read still run out of it,

@@ -11,9 +11,10 @@ Two ways to read the chunks' spans: a range filter on the spans' ``trace_id`` pe
 (:func:`range_filters`; still the ClickHouse path, which stages nothing), which
 lets DuckDB skip row groups only where spans are stored in id order, and no real store's
 are (OpenTelemetry ids are random; rows lie in ingestion order): there every chunk reads
-every row group. On DuckDB the what-if therefore partitions its runs' spans once into
-Parquet files per chunk (:func:`partition_by_chunk`) and reads each chunk's files (issue
-11: the what-if at 1M runs with random ids, side by side, 83 -> 54 s).
+every row group. On DuckDB a what-if replaying many chunks of runs therefore partitions
+their spans once into Parquet files per chunk (:func:`partition_by_chunk`) and reads each
+chunk's files (issue 11: the what-if at 1M runs with random ids, side by side, 83 -> 54 s);
+a few chunks are read inline (:data:`analytics.whatif_rows.STAGE_MIN_CHUNKS`).
 """
 
 from __future__ import annotations

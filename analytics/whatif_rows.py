@@ -6,8 +6,9 @@ in chunks.
 :data:`RUN_COLUMNS` (plus ``_truncated`` and ``_estimated``). A run whose recorded limits
 and the what-if's decide alike keeps its record (:func:`decided_alike`; in SQL
 :data:`analytics.whatif_sql.ALIKE_SQL`, from the ``runs`` table alone). The other runs are
-computed by :data:`analytics.whatif_sql.RUN_SQL`, by chunks of runs (in DuckDB staged to
-Parquet files in one read of the spans, :func:`analytics.whatif_sql.stage_chunks`); the
+computed by :data:`analytics.whatif_sql.RUN_SQL`, by chunks of runs (in DuckDB, from
+:data:`STAGE_MIN_CHUNKS` chunks on, staged to Parquet files in one read of the spans,
+:func:`analytics.whatif_sql.stage_chunks`); the
 runs it flags (its module docstring says which) are replayed by
 :func:`analytics.counterfactual.counterfactual`, the orchestrator's dispatch layer, read
 :data:`PY_READ_RUNS` runs at a time (one read of the spans) and replayed
@@ -390,8 +391,9 @@ def _replay_rows(
     """The rows of :func:`replay_rows`: the (variant, run) pairs the variant's limits
     decide as recorded keep their record (:data:`analytics.whatif_sql.ALIKE_SQL`, no span
     read); the other pairs' runs are replayed. ``staging``: a directory to stage those
-    runs' spans in (replayed one chunk at a time), or None (not DuckDB: the spans read
-    inline, by run-id range chunks)."""
+    runs' spans in when they make :data:`STAGE_MIN_CHUNKS` chunks or more (replayed one
+    chunk at a time; fewer are read inline), or None (not DuckDB: the spans read inline,
+    by run-id range chunks)."""
     conds, params = _scope(window, task_class)
     lim = _limit_table(con, conds, params, variants, estimates, keeps)
     if lim.is_empty():

@@ -25,7 +25,7 @@ already stored (:data:`RUN_ROLLUPS_MIGRATION`). 6: ``runs`` without its primary 
 (:data:`RUNS_UNKEYED_MIGRATION`); a write replaces the runs it materialises by a delete in a
 bounded window and an insert (telemetry/materialise.py). 7: ``runs.estimate_inputs``, the
 run's sums behind its class's estimates (telemetry/estimate_inputs.py), filled for the runs
-already stored from their spans (:func:`telemetry.estimate_inputs.backfill`, in committed
+already stored from their spans (:data:`telemetry.estimate_inputs.BACKFILL`, in committed
 chunks before the version is raised: about 3 s per 100,000 runs)."""
 
 META_TABLE = "cliffwatch_meta"
@@ -317,7 +317,7 @@ MIGRATIONS: tuple[str, ...] = (
 """Idempotent statements that bring a store of an older version up to this one; run by a
 read-write open of a store whose version is below :data:`SCHEMA_VERSION` (after the tables
 exist), so an old store migrates on its next write; then version 7's backfill
-(:func:`telemetry.estimate_inputs.backfill`, in its own transactions) and
+(:data:`telemetry.estimate_inputs.BACKFILL`, a transaction per chunk) and
 :data:`VERSION_BUMP` (telemetry/store.py). A read-only open of an old store sees the old
 columns until then."""
 

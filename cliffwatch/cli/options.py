@@ -34,12 +34,25 @@ thread, not after jemalloc's default 10 s decay. At 1M runs a report's peak RSS 
 issue 11). jemalloc's options: docs/sources.md#jemalloc."""
 
 
+POLARS_OWN_ALLOCATOR_CONFS = (
+    "dirty_decay_ms:500,muzzy_decay_ms:1000",
+    "dirty_decay_ms:500,muzzy_decay_ms:1000,thp:always,metadata_thp:always",
+)
+"""What polars writes into ``os.environ["_RJEM_MALLOC_CONF"]`` when it is imported with the
+variable unset (polars/__init__.py of polars 1.x; the second with ``POLARS_THP=1``): a
+process started by one that had imported polars (a bench, a user's app, a notebook)
+inherits it, and it is not a choice of the user's."""
+
+
 def return_freed_memory() -> None:
     """Have polars hand the memory it frees back to the system at once in this process
     (:data:`POLARS_ALLOCATOR_CONF`): call before polars is first imported (a command's lazy
-    imports); a ``_RJEM_MALLOC_CONF`` the user set is kept, and once polars is loaded it
-    changes nothing."""
-    os.environ.setdefault("_RJEM_MALLOC_CONF", POLARS_ALLOCATOR_CONF)
+    imports). A ``_RJEM_MALLOC_CONF`` the user set is kept; one polars itself set in a
+    parent process (:data:`POLARS_OWN_ALLOCATOR_CONFS`) is not the user's and is replaced
+    (a ``report`` at 1M runs started so peaked at 967-984 MB against 870 MB: issue 11).
+    Once polars is loaded in this process it changes nothing."""
+    if os.environ.get("_RJEM_MALLOC_CONF") in (None, *POLARS_OWN_ALLOCATOR_CONFS):
+        os.environ["_RJEM_MALLOC_CONF"] = POLARS_ALLOCATOR_CONF
 
 
 class OutputFormat(StrEnum):

@@ -27,6 +27,12 @@ from typing import TypeVar
 import duckdb
 import polars as pl
 
+from cliffwatch.telemetry.memory_limit import (
+    current_memory_limit,
+    memory_limit,
+    restore_memory_limit,
+)
+
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
@@ -71,16 +77,6 @@ under 512 MB when it staged every run). Should a read still run out of it,
 :data:`MEMORY_LIMIT`."""
 
 
-def _restore_limit(con: duckdb.DuckDBPyConnection, before: str | None) -> None:
-    """Put back the connection's own ``memory_limit``, ``before`` as DuckDB printed it:
-    RESET restores DuckDB's default exactly; a limit the caller set comes back as its
-    text says (DuckDB prints it rounded to 3 digits)."""
-    con.execute("RESET memory_limit")
-    now = con.sql("SELECT current_setting('memory_limit')").fetchall()
-    if before and (not now or str(now[0][0]) != before):
-        con.execute("SET memory_limit = $limit", {"limit": before})
-
-
 @contextmanager
 def bounded_memory(
     con: duckdb.DuckDBPyConnection, limit: str | None = None, *, keep_order: bool = False
@@ -93,19 +89,17 @@ def bounded_memory(
     if not isinstance(con, duckdb.DuckDBPyConnection):
         yield
         return
-    # both settings read before the bound is set, so the limit comes back whatever fails
-    rows = con.sql("SELECT current_setting('memory_limit')").fetchall()
-    before = str(rows[0][0]) if rows else None
+    # the order read before either is set, so it comes back whatever fails (and the limit
+    # whatever putting the order back does)
     order = con.sql("SELECT current_setting('preserve_insertion_order')").fetchall()
-    try:
-        con.execute("SET memory_limit = $limit", {"limit": limit or MEMORY_LIMIT})
-        if not keep_order:
-            con.execute("SET preserve_insertion_order = false")  # callers sort what they read
-        yield
-    finally:
-        _restore_limit(con, before)  # the limit first
-        con.execute("SET preserve_insertion_order = $keep",
-                    {"keep": bool(order[0][0]) if order else True})
+    with memory_limit(con, limit or MEMORY_LIMIT):
+        try:
+            if not keep_order:
+                con.execute("SET preserve_insertion_order = false")  # callers sort what they read
+            yield
+        finally:
+            con.execute("SET preserve_insertion_order = $keep",
+                        {"keep": bool(order[0][0]) if order else True})
 
 
 _BOUND: ContextVar[str | None] = ContextVar("cliffwatch_bulk_read_bound", default=None)
@@ -188,8 +182,7 @@ def release_cache(con: duckdb.DuckDBPyConnection) -> None:
     if not isinstance(con, duckdb.DuckDBPyConnection):
         return
     bound = _LIMIT.get() if _BOUND.get() == "bounded" else None
-    rows = con.sql("SELECT current_setting('memory_limit')").fetchall()
-    before = str(rows[0][0]) if rows else None
+    before = current_memory_limit(con)
     try:
         con.execute("SET memory_limit = $limit", {"limit": RELEASE_FLOOR})
     except duckdb.Error:
@@ -198,7 +191,7 @@ def release_cache(con: duckdb.DuckDBPyConnection) -> None:
         if bound is not None:
             con.execute("SET memory_limit = $limit", {"limit": bound})
         else:
-            _restore_limit(con, before)
+            restore_memory_limit(con, before)
 
 
 @contextmanager

@@ -35,6 +35,7 @@ import duckdb
 from cliffwatch import settings
 from cliffwatch.errors import CliffwatchError
 from cliffwatch.telemetry import estimate_inputs
+from cliffwatch.telemetry.memory_limit import memory_limit
 from cliffwatch.telemetry.schema import (
     DDL,
     META_TABLE,
@@ -275,16 +276,11 @@ def _ensure_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         return
     if version < estimate_inputs.SINCE_VERSION:
         # committed chunk by chunk under a memory bound, before the version is raised
-        limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-        con.execute("SET memory_limit = $limit",
-                    {"limit": estimate_inputs.BACKFILL_MEMORY_LIMIT})
-        try:
+        with memory_limit(con, estimate_inputs.BACKFILL_MEMORY_LIMIT):
             chunks = estimate_inputs.backfill_chunks(con)
             for chunk in range(chunks):
                 with transaction(con):
                     con.execute(estimate_inputs.BACKFILL, {"chunks": chunks, "chunk": chunk})
-        finally:
-            con.execute("SET memory_limit = $limit", {"limit": limit})
     with transaction(con):
         con.execute(VERSION_BUMP)
 

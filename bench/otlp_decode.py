@@ -15,7 +15,10 @@ Timed side by side in one process over the same bodies:
 - cliffwatch: what the receiver runs to get records from a body, without the write:
   ``decode_body`` -> ``without_content`` -> ``map_spans``.
 
-Target (issue 11): cliffwatch >= 0.5x the ceiling's spans/s.
+Target (issue 11): cliffwatch >= 0.5x the ceiling's spans/s. The rounds decode the same
+bodies again; the decoder keeps one thing across requests (the keys of int attributes,
+:data:`cliffwatch.telemetry.otlp_decode._INT_KEYS`), so the figure is also given with it
+emptied before every request, as a new process decodes its first.
 """
 
 from __future__ import annotations
@@ -260,6 +263,15 @@ def decode_and_map(body: bytes) -> int:
     return len(records)
 
 
+def decode_and_map_cold(body: bytes) -> int:
+    """:func:`decode_and_map` with the decoder's caches across requests emptied first: the
+    first request a new process decodes."""
+    from cliffwatch.telemetry.otlp_decode import clear_parse_caches
+
+    clear_parse_caches()
+    return decode_and_map(body)
+
+
 def _decode_only(body: bytes) -> int:
     from cliffwatch.telemetry.otlp_body import CONTENT_TYPE_PROTOBUF, decode_body
 
@@ -290,6 +302,7 @@ def bench_otlp_decode(tmp: Path, quick: bool) -> list[tuple[str, str]]:
     ceiling, ceiling_cpu = _best_rate(plain_walk, bodies, rounds)
     ours, ours_cpu = _best_rate(decode_and_map, bodies, rounds)
     decode_only, decode_only_cpu = _best_rate(_decode_only, bodies, rounds)
+    cold, cold_cpu = _best_rate(decode_and_map_cold, bodies, rounds)
     ratio = ours / ceiling
     n_spans = n_requests * SPANS_PER_REQUEST
     return [
@@ -302,6 +315,9 @@ def bench_otlp_decode(tmp: Path, quick: bool) -> list[tuple[str, str]]:
                                             f"({decode_only / ceiling:.2f}x the ceiling; "
                                             f"{decode_only_cpu / ceiling_cpu:.2f}x by CPU)"),
         ("ratio ours / ceiling", f"{ratio:.2f}x"),
+        ("... every request decoded cold (caches across requests emptied)",
+         f"{cold:,.0f} spans/s = {cold / ceiling:.2f}x (by CPU "
+         f"{cold_cpu / ceiling_cpu:.2f}x)"),
         ("... the same by CPU time (steadier under load)",
          f"{ours_cpu:,.0f} / {ceiling_cpu:,.0f} spans/s = {ours_cpu / ceiling_cpu:.2f}x"),
         (f"target >= {TARGET_RATIO}x", "met" if ratio >= TARGET_RATIO else "NOT met"),

@@ -16,6 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from bench.otlp_decode import make_payloads
+from cliffwatch.telemetry import otlp_decode
 from cliffwatch.telemetry.otlp_decode import (
     MAX_ATTRIBUTE_VALUE_CHARS,
     DecodedRequest,
@@ -135,6 +136,52 @@ def test_the_common_key_value_shapes_parse_as_protobuf_over_mutated_bytes() -> N
             parsed_here += 1
             assert ours == expected and type(ours[1]) is type(expected[1]), raw
     assert parsed_here > 2_000  # the fast path is taken, not only skipped
+
+
+def _expected(raw: bytes) -> tuple[str, Any]:
+    kv = KeyValue.FromString(raw)
+    return kv.key, _pb_attributes((kv,))[kv.key]
+
+
+def _int_raw(key: str, value: int) -> bytes:
+    return KeyValue(key=key, value=AnyValue(int_value=value)).SerializeToString()
+
+
+def test_an_int_made_of_parts_seen_before_is_looked_up_and_equals_protobuf() -> None:
+    key_in, key_out = "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"
+    three_bytes = _int_raw(key_in, 300)  # a two-byte varint: the value's length is 3
+    assert _simple_key_value(three_bytes) == (key_in, 300)
+    assert _simple_key_value(_int_raw(key_out, 70)) == (key_out, 70)
+    # The input key with the output's count: both parts known, the pair never seen.
+    raw = _int_raw(key_in, 70)
+    tag_at = 2 + raw[1] + 2  # the value's tag, after the key and both lengths
+    assert raw[:tag_at] in otlp_decode._INT_KEYS  # the key is looked up, not parsed
+    for value in (0, 1, 127, 128, 300, 16_383, 16_384, 2**21 - 1, 2**21, 2**40):
+        one = _int_raw(key_in, value)
+        assert _simple_key_value(one) == _expected(one) == (key_in, value)
+    # Known key bytes that do not make a KeyValue: the first's lengths (a 3-byte value)
+    # with a 1-byte count; bytes added or cut after a count; a varint that ends early or
+    # runs past the end; a tag with no varint.
+    mismatched = three_bytes[:tag_at + 1] + raw[tag_at + 1:]
+    early = three_bytes[:tag_at + 1] + b"\x05\x01"
+    for bad in (mismatched, early, raw + b"\x00", raw[:-1], raw[:-1] + b"\x80\x01",
+                three_bytes[:-1] + b"\x82", raw[:tag_at - 1] + b"\x01\x18"):
+        ours = _simple_key_value(bad)
+        try:
+            expected = _expected(bad)
+        except Exception:  # noqa: BLE001 - protobuf refuses it: it must be left to protobuf
+            assert ours is None, bad
+            continue
+        assert ours is None or ours == expected, bad
+
+
+@pytest.mark.parametrize("value", [0.2, -1.5e-7, 1e300, 0.0, -0.0, float("nan"), float("inf")])
+def test_a_double_parses_here_as_protobuf_gives_it(value: float) -> None:
+    raw = KeyValue(key="gen_ai.cost.total_cost", value=AnyValue(double_value=value))
+    ours = _simple_key_value(raw.SerializeToString())
+    assert ours is not None  # parsed here, not by protobuf
+    expected = _expected(raw.SerializeToString())
+    assert repr(ours) == repr(expected)  # -0.0 kept, NaN and infinity as their names
 
 
 @pytest.mark.parametrize("raw", [

@@ -63,6 +63,7 @@ def big_store(runs: int, say: bool = True) -> tuple[Path, float | None]:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     path = CACHE_DIR / f"v{STORE_VERSION}-runs-{copies * DEMO_RUNS}.duckdb"
     if path.exists():
+        ensure_rollups(path)
         return path, None
     t0 = time.perf_counter()
     demo = _demo_store()
@@ -83,8 +84,32 @@ def big_store(runs: int, say: bool = True) -> tuple[Path, float | None]:
         con.execute("DETACH demo")
         con.execute(SEEN_TRACES_BACKFILL)  # every copied trace is seen, as write_spans keeps it
         con.execute("CHECKPOINT")
+    ensure_rollups(building)
     building.rename(path)
     return path, time.perf_counter() - t0
+
+
+def ensure_rollups(path: Path) -> bool:
+    """Give the store at ``path`` the per-class, per-day roll-ups ``write_spans`` keeps
+    (telemetry/rollups.py) when its runs were copied around the write path (as here):
+    without them the dashboard reads every figure from ``runs``
+    (analytics/rollup_read.py), a path no store written by cliffwatch takes. One GROUP BY
+    over the runs, once: a store whose roll-ups are current is left as it is.
+
+    Returns:
+        True when the roll-ups were rebuilt.
+    """
+    from cliffwatch.analytics.rollup_read import rollups_current
+    from cliffwatch.telemetry.rollups import rebuild_rollups
+    from cliffwatch.telemetry.store import open_store, transaction
+
+    with open_store(path, read_only=False, timeout_s=60) as con:
+        if rollups_current(con):
+            return False
+        with transaction(con):
+            rebuild_rollups(con)
+        con.execute("CHECKPOINT")
+    return True
 
 
 def synthetic_runs_store(path: Path, n_runs: int) -> None:

@@ -330,6 +330,7 @@ def current_schema_copy(db: Path) -> Path:
     """A copy of the cached store ``db`` opened once read-write, so it has this version's
     schema (its migrations ran: the roll-ups, for one); built once beside it, named by the
     schema version. The cached store itself is never written."""
+    from bench.bigstore import ensure_rollups
     from cliffwatch.telemetry.schema import SCHEMA_VERSION
     from cliffwatch.telemetry.store import open_store
 
@@ -340,6 +341,7 @@ def current_schema_copy(db: Path) -> Path:
         with open_store(building, read_only=False, timeout_s=60) as con:
             con.execute("CHECKPOINT")
         building.rename(path)
+    ensure_rollups(path)  # (copies made before the cached store had them)
     return path
 
 

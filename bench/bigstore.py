@@ -2,7 +2,10 @@
 
 The runs are a real 500-run demo (``orchestrator.demo.run_demo``, seed 7, itself cached)
 copied ``N / 500`` times in SQL: ``INSERT ... SELECT`` over ``range(copies)``, each copy
-with new trace ids and times shifted by a minute per copy. No Python loop touches a span.
+with new trace ids and times shifted by a minute per copy; the demo's incidents and their
+alerts are copied with their runs (30 a copy), and the roll-ups ``write_spans`` keeps are
+built from the runs at the end, so the pages and commands read what they read in a store
+cliffwatch wrote. No Python loop touches a span.
 A new id is the MD5 of the copy number and the old id: as random as the 128-bit ids an
 OpenTelemetry SDK gives, so the spans lie in ingestion order, not id order, as in a real
 store (version 1 put the copy number first: the spans were in id order, and reads by run-id
@@ -18,9 +21,10 @@ import math
 import time
 from pathlib import Path
 
-STORE_VERSION = 3
+STORE_VERSION = 4
 """Part of every cached file's name: bump it to rebuild after a schema, demo or layout
-change (2: random ids; 3: schema 7, each run's estimate sums on its row)."""
+change (2: random ids; 3: schema 7, each run's estimate sums on its row; 4: the demo's
+incidents and alerts copied with the runs, and the roll-ups built)."""
 
 DEMO_RUNS = 500
 COPIES_PER_INSERT = 50
@@ -42,12 +46,18 @@ def _demo_store() -> Path:
 
 
 def _copy_sql(table: str, id_column: str, time_columns: tuple[str, ...],
-              ns_columns: tuple[str, ...]) -> str:
-    replaced = [f"md5(printf('%08x', c) || substr({id_column}, 9)) AS {id_column}"]
+              ns_columns: tuple[str, ...], id_column_of_row: str | None = None,
+              where: str = "TRUE") -> str:
+    new_id = f"md5(printf('%08x', c) || substr({id_column}, 9))"
+    replaced = [f"{new_id} AS {id_column}"]
+    if id_column_of_row is not None:
+        # An incident's or alert's own id is its kind and its run's id (the rules' form,
+        # telemetry/incident_rules.py), so it follows the run's new id.
+        replaced.append(f"kind || '-' || left({new_id}, 16) AS {id_column_of_row}")
     replaced += [f"{col} + to_seconds(c * 60) AS {col}" for col in time_columns]
     replaced += [f"{col} + c * 60000000000 AS {col}" for col in ns_columns]
     return (f"INSERT INTO {table} BY NAME SELECT d.* REPLACE ({', '.join(replaced)}) "
-            f"FROM demo.{table} AS d, range($low, $high) AS t(c)")
+            f"FROM demo.{table} AS d, range($low, $high) AS t(c) WHERE {where}")
 
 
 def big_store(runs: int, say: bool = True) -> tuple[Path, float | None]:
@@ -72,12 +82,16 @@ def big_store(runs: int, say: bool = True) -> tuple[Path, float | None]:
     spans = _copy_sql("spans", "trace_id", ("started_at", "ended_at"),
                       ("start_time_unix_nano", "end_time_unix_nano"))
     run_rows = _copy_sql("runs", "run_id", ("started_at", "ended_at"), ())
+    incidents = _copy_sql("incidents", "run_id", ("detected_at", "updated_at"), (),
+                          id_column_of_row="incident_id")
+    alerts = _copy_sql("alerts", "run_id", ("raised_at", "created_at"), (),
+                       id_column_of_row="alert_id", where="d.source = 'incident'")
     with open_store(building, read_only=False) as con:
         con.execute(f"ATTACH '{demo}' AS demo (READ_ONLY)")
         for low in range(0, copies, COPIES_PER_INSERT):
             params = {"low": low, "high": min(copies, low + COPIES_PER_INSERT)}
-            con.execute(spans, params)
-            con.execute(run_rows, params)
+            for sql in (spans, run_rows, incidents, alerts):
+                con.execute(sql, params)
             if say:
                 print(f"  (building {path.name}: {params['high']}/{copies} copies, "
                       f"{time.perf_counter() - t0:.0f} s)", flush=True)

@@ -33,6 +33,12 @@ column is headed by its name in words (:func:`human_label`: ``runs_affected`` ->
 affected``, ``spend_before_usd`` -> ``Spend before``, ``p99_after_usd`` -> ``P99 after``).
 Units are added by :func:`default_config` (``(ms)``, ``(UTC)``, ``%``)."""
 
+MAX_SHOWN_ROWS = 1_000
+"""Rows a page's list of incidents sends to the browser at most (the newest first); its
+CSV download holds every row. 30,000 incidents (9.9 MB of Arrow, and as many options in
+the triage form) took the Incidents page to 2.8 s at 1M runs (``python -m bench --runs
+1000000 dashboard_paint``)."""
+
 MONEY_FORMAT = "$%,.4f"
 """Default format of a ``*_usd`` column: dollars, thousands separated, 4 decimals."""
 

@@ -17,7 +17,7 @@ from dashboard_store import StoreFixture, build_store
 from streamlit.testing.v1 import AppTest
 from waits import scaled
 
-from cliffwatch.dashboard import paint_gate
+from cliffwatch.dashboard import paint_gate, tables
 from cliffwatch.formatting import usd
 from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.testing import hold_store_lock, make_runs_costing, ns_at
@@ -196,6 +196,24 @@ def test_incidents_page_lists_incidents(app: AppTest, store: StoreFixture) -> No
     cap_row = table[table["kind"] == "cap_breach"].iloc[0]
     assert "47" in cap_row["detail"]
     assert cap_row["link"] == f"run?run_id={store.cap_breach_run_id}"
+
+
+def test_incidents_list_the_newest_up_to_the_cap_and_the_triage_offers_those(
+    app: AppTest, store: StoreFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_store(store.path, read_only=True) as con:
+        newest = [row[0] for row in con.execute(
+            "SELECT incident_id FROM incidents ORDER BY detected_at DESC, incident_id"
+        ).fetchall()]
+    assert len(newest) == 6
+    monkeypatch.setattr(tables, "MAX_SHOWN_ROWS", 2)
+    open_page(app, "views/incidents.py")
+    assert _frame(app, "incidents")["incident_id"].tolist() == newest[:2]
+    assert "6 of 6 incidents" in _texts(app.caption)
+    assert "the newest 2 listed (the CSV has all 6)" in _texts(app.caption)
+    offered = app.selectbox(key="triage_incident").options  # "<kind> · <class> · ..."
+    assert [label.split(" · ")[0] for label in offered] == [
+        incident_id.split("-")[0] for incident_id in newest[:2]]
 
 
 def test_incidents_filter_by_kind(app: AppTest) -> None:

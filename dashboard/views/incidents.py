@@ -36,8 +36,13 @@ if kind:
 if status:
     shown = shown.filter(pl.col("status") == status)
 
-st.caption(f"{shown.height:,} of {found.height:,} incidents · select a row to open its run")
-table = shown.with_columns(
+newest = shown.head(tables.MAX_SHOWN_ROWS)  # list_incidents gives them newest first
+st.caption(
+    f"{shown.height:,} of {found.height:,} incidents · select a row to open its run"
+    + (f" · the newest {newest.height:,} listed (the CSV has all {shown.height:,})"
+       if newest.height < shown.height else "")
+)
+table = newest.with_columns(
     links.run_link_column("link"),
     links.replay_link_column("replay"),
 )
@@ -49,7 +54,7 @@ picked = tables.show(
     # The note column only once some incident has a note: it would take the room the
     # detail needs to show whole.
     column_order=["detected_at", "kind", "status", "task_class", "detail", "link", "replay"]
-    + (["note"] if shown["note"].is_not_null().any() else []),
+    + (["note"] if newest["note"].is_not_null().any() else []),
     column_config={
         "detected_at": st.column_config.DatetimeColumn("Detected (UTC)", format="YYYY-MM-DD HH:mm"),
         "detail": st.column_config.TextColumn("What happened", width=420),
@@ -61,4 +66,4 @@ picked = tables.show(
 if picked.selection.rows:
     ui.open_run(table["run_id"][picked.selection.rows[0]])
 downloads.csv_button(shown, "incidents")
-triage_panel.render_triage(shown)
+triage_panel.render_triage(newest)  # the incidents listed above, not 30,000 options

@@ -1,6 +1,9 @@
 """The ``store_write`` benchmark: one 1,000-span ``write_spans`` over 10k, 100k and 1M runs
 of history, against a bare Arrow insert of the same spans (issue 11's write-path target:
->= 0.5x the bare insert, flat from 10k to 1M).
+>= 0.5x the bare insert, flat from 10k to 1M). Then the same held writes into the scale
+benchmarks' store of as many runs, whose month holds ~31k runs a day at 1M, the batches'
+runs starting on its last day: the rules that read a day's or a window's runs (roll-ups,
+alerts) cost by the runs a day, not by history.
 
 History is a real 200-run demo copied in SQL with new ids (:func:`grow_history`), never
 written through ``write_spans``, so 1M runs build in about two minutes.
@@ -291,4 +294,79 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
                 f"{last / first:.2f}x"))
     out.append((f"held, steady state: at {sizes[-1]:,} / at {sizes[0]:,} runs",
                 f"{last_held / first_held:.2f}x"))
+    dense, runs_a_day = _dense_copy(tmp, sizes[-1])
+    day_ns = _last_day_ns(dense)
+    held = HeldStore(dense, hold_max_s=3600)
+    kept, beside = [], []
+    for j in range(STORE_WRITE_REPEATS + 1):
+        batch = live_batch(fresh_batch(seed_path, 900 + j), day_ns, j)
+        t0 = time.perf_counter()
+        write_spans(dense, batch, held=held)
+        kept.append(time.perf_counter() - t0)
+        beside.append(bare_insert(batch)[0])
+    held.release()
+    out += [
+        (f"dense history: {sizes[-1]:,} runs, {runs_a_day:,.0f} a day",
+         "the scale benchmarks' store (bench/bigstore.py); each batch's runs start on its "
+         "last day, as live traffic's do"),
+        ("  held connection, steady state", f"{statistics.median(kept[1:]):.3f} s (each: "
+         f"{', '.join(f'{x:.3f}' for x in kept)}); against a bare insert after each "
+         + _beside(kept[1:], beside[1:])),
+        ("  dense / sparse history at the same size (flat: 1x)",
+         f"{statistics.median(kept[1:]) / last_held:.2f}x"),
+        ("  load average 1/5/15", _load()),
+    ]
+    return out
+
+
+def _dense_copy(tmp: Path, runs: int) -> tuple[Path, float]:
+    """A copy of the cached store of ``runs`` runs (bench/bigstore.py: a month of runs,
+    many a day) to write into, and its runs a day."""
+    import shutil
+
+    import duckdb
+
+    from bench.bigstore import big_store
+
+    source, _ = big_store(runs, say=False)
+    path = tmp / "dense.duckdb"
+    shutil.copyfile(source, path)
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        days = con.execute("SELECT count(DISTINCT started_at::DATE) FROM runs").fetchall()[0][0]
+    finally:
+        con.close()
+    return path, runs / max(int(days), 1)
+
+
+def _last_day_ns(path: Path) -> int:
+    """Unix nanoseconds of midnight UTC of the store's newest run's day."""
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return int(con.execute(
+            "SELECT epoch_ns(date_trunc('day', max(started_at))) FROM runs").fetchall()[0][0])
+    finally:
+        con.close()
+
+
+def live_batch(batch: list, day_ns: int, minute: int) -> list:  # type: ignore[type-arg]
+    """``batch`` with every trace moved to start on the day at ``day_ns``: the first at
+    ``minute`` minutes past midnight, each next one a second later (spans keep their
+    places within their trace)."""
+    import dataclasses
+
+    first: dict[str, int] = {}
+    for record in batch:
+        first[record.trace_id] = min(first.get(record.trace_id, record.start_time_unix_nano),
+                                     record.start_time_unix_nano)
+    order = {trace_id: i for i, trace_id in enumerate(first)}
+    out = []
+    for record in batch:
+        shift = (day_ns + minute * 60_000_000_000 + order[record.trace_id] * 1_000_000_000
+                 - first[record.trace_id])
+        out.append(dataclasses.replace(
+            record, start_time_unix_nano=record.start_time_unix_nano + shift,
+            end_time_unix_nano=record.end_time_unix_nano + shift))
     return out

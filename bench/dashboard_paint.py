@@ -11,8 +11,9 @@ also says when Playwright's wait saw the element (it polls, at 0.5 s intervals a
 first checks, each check waiting for the page's main thread: up to a second late; the
 headline figure was that wait until 2026-12), and on the page's clock when the element
 entered the DOM and when the frame after it was painted. Stores: a 500-run demo
-(the bench's cached demo, :mod:`bench.bigstore`) and, with ``--runs N``, the cached store
-of N runs, each as a copy migrated to this schema version (:func:`current_schema_copy`);
+(the bench's cached demo, :mod:`bench.bigstore`) and the cached store of ``--runs N``
+runs (default 1M, as the scale benchmarks'; 100k with ``--quick``), each as a copy
+migrated to this schema version (:func:`current_schema_copy`);
 beside them a bare Streamlit page with one table, the floor no page can beat (Streamlit's
 JavaScript, its websocket session, the browser). The server starts with an empty result
 cache (``$CLIFFWATCH_RESULT_CACHE``), so the Findings and What-if rows' cold figure is the
@@ -42,6 +43,7 @@ from typing import Any
 
 from bench.bigstore import _demo_store, big_store
 from bench.chromium import ensure_chromium
+from bench.scale import DEFAULT_RUNS, QUICK_RUNS
 
 Result = list[tuple[str, str]]
 
@@ -379,12 +381,13 @@ def _result_rows(label: str, rows: list[Row], floor: Row) -> Result:
 
 def bench_dashboard_paint(tmp: Path, quick: bool, runs: int | None = None,
                           pages: tuple[str, ...] | None = None) -> Result:
-    """First paint per page on the 500-run demo and, with ``runs``, on the store of N runs
-    (each a copy at this schema version), beside a bare Streamlit page (the floor).
-    ``pages``: only those :data:`PAGES` entries (None: all; ``quick``: the Overview)."""
-    stores = [("demo 500 runs", current_schema_copy(_demo_store()))]
-    if runs is not None:
-        stores.append((f"{runs:,} runs", current_schema_copy(big_store(runs)[0])))
+    """First paint per page on the 500-run demo and on the store of ``runs`` runs (None:
+    the scale benchmarks' default, 1M, 100k with ``quick``; each store a copy at this
+    schema version), beside a bare Streamlit page (the floor). ``pages``: only those
+    :data:`PAGES` entries (None: all; ``quick``: the Overview)."""
+    size = runs if runs is not None else QUICK_RUNS if quick else DEFAULT_RUNS
+    stores = [("demo 500 runs", current_schema_copy(_demo_store())),
+              (f"{size:,} runs", current_schema_copy(big_store(size)[0]))]
     pages = pages if pages is not None else PAGES[:1] if quick else PAGES
     kept_pages = tuple(p for p in KEPT_PAGES if p in pages)
     load = "/".join(f"{x:.2f}" for x in os.getloadavg())

@@ -8,16 +8,18 @@ Benchmarks (each prints figures and a ratio against a baseline run in the same p
   against a bare Arrow insert of the same spans (open, insert into a table with no key,
   close). Target (issue 11): >= 0.5x the bare insert, flat from 10k to 1M. Then the same
   writes into the scale store of 1M runs (about 31k a day), each batch's runs on its last
-  day: the cost that follows runs a day, not history.
+  day: the cost that follows runs a day, not history. The held writer's peak RSS.
 - ``exporter``: spans made through the SDK and ``configure_tracing`` (BatchSpanProcessor ->
   DuckDB) against the same spans through the same BatchSpanProcessor settings into a
   do-nothing exporter (``bench/exporter.py``): spans/s made by the application thread and
-  durably written, the ledger's counts. Target (issue 11): >= 0.9x.
+  durably written, the ledger's counts, each pipeline's peak RSS. Target (issue 11):
+  >= 0.9x.
 - ``percentiles``: ``analytics.percentiles.cost_percentiles`` over a store of 1M runs,
   against numpy.percentile over the same costs already in memory. Target: < 1 s.
 - ``demo``: ``orchestrator.demo.run_demo`` (the real orchestrator, sim provider, real
   spans into DuckDB): wall and CPU time, runs/s, LLM calls/s, the calls that read the
-  simulated prompt cache, and the machine's load. Target: 500 runs in < 20 s when idle.
+  simulated prompt cache, its peak RSS and the machine's load. Target: 500 runs in < 20 s
+  when idle.
 - ``cli_help``: CPU time (user + sys) of a ``cliffwatch --help`` process, median of
   several, against ``python -c pass``; with the machine's load average. Target: < 0.5 s.
   Run it alone with ``python -m bench cli_help``.
@@ -42,7 +44,8 @@ Benchmarks (each prints figures and a ratio against a baseline run in the same p
   Target: >= 0.5x.
 - ``receiver``: ``cliffwatch serve`` (a process, loopback, new store) under 4 concurrent
   clients posting the same 512-span protobuf requests (``bench/receiver.py``): spans/s,
-  P50/P99 request latency and a ``cliffwatch runs`` started mid-load, against the
+  P50/P99 request latency, the peak RSS of the server and of its worker processes and a
+  ``cliffwatch runs`` started mid-load, against the
   decode-and-walk ceiling on the same bodies in one process. Target (issue 11): >= 0.5x.
 - ``phoenix``: the same requests from the same 4 clients to ``cliffwatch serve`` and to
   Arize Phoenix's receiver (``bench/phoenix_side.py``; Phoenix installed into its own venv
@@ -71,6 +74,7 @@ from pathlib import Path
 
 from bench.dashboard_paint import bench_dashboard_paint, select_pages
 from bench.exporter import bench_exporter
+from bench.memory import peak_rss_mb, peak_since, reset_peak
 from bench.store_write import bench_store_write
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -139,9 +143,11 @@ def bench_demo(tmp: Path, quick: bool) -> Result:
     n = 100 if quick else 500
     path = tmp / "demo.duckdb"
     load_before = os.getloadavg()
+    start = reset_peak()
     t0, cpu0 = time.perf_counter(), time.process_time()
     summary = run_demo(path, runs=n, days=30, seed=7)
     dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    peak = peak_rss_mb()
     from cliffwatch.telemetry.store import open_store
 
     with open_store(path, read_only=True) as con:
@@ -158,6 +164,7 @@ def bench_demo(tmp: Path, quick: bool) -> Result:
         ("calls reading the prompt cache", f"{cached_calls:,}: {read:,} tokens read, "
          f"{written:,} written"),
         ("store size", f"{path.stat().st_size / 1e6:.1f} MB"),
+        ("peak RSS during the demo (this process)", peak_since(start, peak)),
         _load_line(load_before),
     ]
 

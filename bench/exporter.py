@@ -15,7 +15,9 @@ workers with cost and token attributes). Figures:
 - sustained (full bench only): 120,000 spans made without pause, twice the SDK's queue,
   once per writer: a writer slower than the application makes the SDK drop spans;
 - the same made ratio for a paced application (bursts of runs between short pauses, as an
-  app waiting on LLM calls makes them), counting only the time spent making spans.
+  app waiting on LLM calls makes them), counting only the time spent making spans;
+- each pipeline's peak resident memory from the first span made to the flush's end: the
+  application's process and its children (the process writer's), :mod:`bench.memory`.
 
 The pipelines run interleaved (do-nothing, process, thread) for :data:`ROUNDS` rounds and
 each figure is the best round's, the median beside it (and each round's made ratio): on a
@@ -36,7 +38,7 @@ import os
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -44,6 +46,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Tracer
 
+from bench.memory import mb, reset_peak, tree_peak_rss_mb
 from cliffwatch.telemetry.store import open_store
 from cliffwatch.telemetry.tracing import DUCKDB_BATCH, _CountEnded, configure_tracing
 from cliffwatch.telemetry.write_ledger import LEDGER, LedgerCounts
@@ -116,6 +119,11 @@ writer) held both cores. Waiting for the GIL is not in it (a thread that waits f
 GIL sleeps), so made less this is the made time with the load taken out and the GIL
 kept in."""
 
+_PEAK_MB: dict[str, list[tuple[float | None, float, float | None]]] = {}
+"""Peak resident memory, MB, from the start of making to the end of the flush, per
+pipeline and round: ``(this process, its child processes summed, this process at the
+start)`` (the children: the process writer's writer; :func:`bench.memory.tree_peak_rss_mb`)."""
+
 _APP_CPU: dict[str, list[float]] = {}
 """CPU seconds of the application thread while making spans, per pipeline and run
 (``time.thread_time``): what the exporter's own threads and processes cost it beyond
@@ -128,6 +136,7 @@ def _null_run(n_runs: int, paced: bool = False) -> tuple[float, float, int]:
     provider.add_span_processor(_CountEnded())
     null = _NullExporter()
     provider.add_span_processor(BatchSpanProcessor(null, **DUCKDB_BATCH))
+    start = reset_peak()
     t0 = time.perf_counter()
     cpu0 = time.thread_time()
     queued0 = _run_queue_wait_s()
@@ -137,6 +146,8 @@ def _null_run(n_runs: int, paced: bool = False) -> tuple[float, float, int]:
         _QUEUED.setdefault("do-nothing", []).append(_run_queue_wait_s() - queued0)
     provider.force_flush()
     total = time.perf_counter() - t0
+    if not paced:
+        _PEAK_MB.setdefault("do-nothing", []).append((*tree_peak_rss_mb(os.getpid()), start))
     provider.shutdown()
     return made, total, null.spans
 
@@ -172,6 +183,7 @@ def _duck_run(tmp: Path, n_runs: int, writer: str) -> tuple[float, float, Ledger
     path = tmp / f"exp-{writer}.duckdb"
     before = LEDGER.snapshot()
     tracing = configure_tracing(path, otlp_endpoint=None, writer=writer)
+    start = reset_peak()
     t0 = time.perf_counter()
     cpu0 = time.thread_time()
     queued0 = _run_queue_wait_s()
@@ -180,11 +192,17 @@ def _duck_run(tmp: Path, n_runs: int, writer: str) -> tuple[float, float, Ledger
     _QUEUED.setdefault(writer, []).append(_run_queue_wait_s() - queued0)
     tracing.flush()
     total = time.perf_counter() - t0
+    _PEAK_MB.setdefault(writer, []).append((*tree_peak_rss_mb(os.getpid()), start))
     tracing.shutdown()
     counts = LEDGER.snapshot() - before
     with open_store(path, read_only=True) as con:
         stored = con.sql("SELECT count(*) FROM spans").fetchall()[0][0]
     return made, total, counts, stored
+
+
+def _median_mb(values: Iterable[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    return mb(statistics.median(known) if known else None)
 
 
 def _rate(n: float, seconds: float) -> str:
@@ -258,8 +276,15 @@ def bench_exporter(tmp: Path, quick: bool) -> Result:
     rows.append(("application thread run-queue wait while making (median of the rounds)",
                  ", ".join(f"{name} {statistics.median(q[:rounds]):.2f} s"
                            for name, q in _QUEUED.items())))
+    rows.append(("peak RSS making + flushing (median of the rounds): this process "
+                 "(at the start) + its children",
+                 ", ".join(f"{name} {_median_mb(p[0] for p in peaks[:rounds])} "
+                           f"({_median_mb(p[2] for p in peaks[:rounds])}) + "
+                           f"{_median_mb(p[1] for p in peaks[:rounds])}"
+                           for name, peaks in _PEAK_MB.items())))
     _APP_CPU.clear()
     _QUEUED.clear()
+    _PEAK_MB.clear()
     return [
         *rows,
         *paced,

@@ -14,7 +14,8 @@ load within :data:`LOAD_DEADLINE_S`.
 Reported: spans/s ANSWERED (200) from the first send to the last answer, and spans/s
 STORED (``spans_stored`` on ``GET /health``, polled) from the first send until every
 answered span is in the store; both against the ceiling. Then per-request latency P50 and
-P99, the answers, the largest backlog seen, the spans in the store afterwards, and a
+P99, the answers, the largest backlog seen, the spans in the store afterwards, the peak
+resident memory of the server and of its worker processes (:mod:`bench.memory`), and a
 ``cliffwatch runs`` process started in the middle of the load (its wall time and exit
 code: readers wait for the writer's lock). Beside it, in this process on the same bodies,
 the ceiling: parsing each with opentelemetry-proto and walking every attribute
@@ -37,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.memory import mb, tree_peak_rss_mb
 from bench.otlp_decode import SPANS_PER_REQUEST, make_payloads, plain_walk
 
 CLIENTS = 4
@@ -262,6 +264,7 @@ def bench_receiver(tmp: Path, quick: bool) -> list[tuple[str, str]]:
     reading = threading.Thread(target=_reader_during_load, args=(db, reader))
     throttled: list[int] = []
     poller = HealthPoller(port)
+    peaks: tuple[float | None, float] = (None, 0.0)
     try:
         wall_s, latencies, statuses = post_load(port, bodies, during=reading.start,
                                                 throttled=throttled)
@@ -270,6 +273,7 @@ def bench_receiver(tmp: Path, quick: bool) -> list[tuple[str, str]]:
         poller.stop()
         if reading.ident is not None:
             reading.join()
+        peaks = tree_peak_rss_mb(proc.pid)  # while they run: a peak goes with its process
     finally:
         code = stop_serve(proc)
     load_after = load_average()
@@ -297,6 +301,8 @@ def bench_receiver(tmp: Path, quick: bool) -> list[tuple[str, str]]:
          f"{'met' if ratio >= TARGET_RATIO else 'NOT met'}, "
          f"{'met' if stored_rate / ceiling >= TARGET_RATIO else 'NOT met'}"),
         ("spans in the store after", f"{spans_stored(db):,} (serve exit code {code})"),
+        ("peak RSS: serve / its worker processes", f"{mb(peaks[0])} / {mb(peaks[1])} "
+                                                   "(the workers' peaks summed)"),
         ("`cliffwatch runs` started mid-load", f"{reader.get('wall_s', float('nan')):.2f} s, "
                                                f"exit code {reader.get('code')}"),
         ("load average 1/5/15 (before, after)", f"{load_before}, {load_after} on "

@@ -20,6 +20,8 @@ import statistics
 import time
 from pathlib import Path
 
+from bench.memory import peak_rss_mb, peak_since, reset_peak
+
 Result = list[tuple[str, str]]
 
 STORE_WRITE_HISTORY_RUNS = (10_000, 100_000, 1_000_000)
@@ -248,6 +250,7 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
             write_spans(path, batch)
             ours.append(time.perf_counter() - t0)
             bares.append(bare_insert(batch)[0])
+        held_start = reset_peak()
         held = HeldStore(path, hold_max_s=3600)  # as `cliffwatch serve` keeps it
         kept = []  # the first write opens the store (and loads the seen-trace copy)
         kept_cpu, beside, beside_cpu = [], [], []  # and a bare insert after each write
@@ -260,6 +263,7 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
             wall_s, cpu_s = bare_insert(batch)
             beside.append(wall_s)
             beside_cpu.append(cpu_s)
+        held_peak = peak_rss_mb()
         t0 = time.perf_counter()
         held.release()
         release_s = time.perf_counter() - t0
@@ -282,6 +286,7 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
              f"bare (median of the {STORE_WRITE_REPEATS} writes after the first)"),
             ("  the same against a bare insert after each", _beside(kept[1:], beside[1:])
              + "; CPU " + _beside(kept_cpu[1:], beside_cpu[1:])),
+            ("  held writer's peak RSS (this process)", peak_since(held_start, held_peak)),
             ("  one more write, by phase", ", ".join(
                 f"{label} {sec * 1000:.0f} ms" for label, sec in phases.items()
                 if not label.startswith("  ["))),
@@ -296,6 +301,7 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
                 f"{last_held / first_held:.2f}x"))
     dense, runs_a_day = _dense_copy(tmp, sizes[-1])
     day_ns = _last_day_ns(dense)
+    dense_start = reset_peak()
     held = HeldStore(dense, hold_max_s=3600)
     kept, beside = [], []
     for j in range(STORE_WRITE_REPEATS + 1):
@@ -304,6 +310,7 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
         write_spans(dense, batch, held=held)
         kept.append(time.perf_counter() - t0)
         beside.append(bare_insert(batch)[0])
+    dense_peak = peak_rss_mb()
     held.release()
     out += [
         (f"dense history: {sizes[-1]:,} runs, {runs_a_day:,.0f} a day",
@@ -312,6 +319,7 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
         ("  held connection, steady state", f"{statistics.median(kept[1:]):.3f} s (each: "
          f"{', '.join(f'{x:.3f}' for x in kept)}); against a bare insert after each "
          + _beside(kept[1:], beside[1:])),
+        ("  held writer's peak RSS (this process)", peak_since(dense_start, dense_peak)),
         ("  dense / sparse history at the same size (flat: 1x)",
          f"{statistics.median(kept[1:]) / last_held:.2f}x"),
         ("  load average 1/5/15", _load()),

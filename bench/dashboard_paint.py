@@ -169,7 +169,8 @@ few checks failed, and a check waits for the page's main thread (plotly.js evalu
 0.8 s, in the run the Overview's first-paint gate asks for once its table is drawn), so
 what the wait sees is up to that much later than the element: these say when it came and
 when it was on screen, and with ``performance.timeOrigin`` (the navigation's start on the
-wall clock) when, counted from ``page.goto``, it was painted (the headline figure)."""
+wall clock) when, counted from ``page.goto``, it was painted (the headline figure;
+docs/sources.md#playwrights-waits-and-the-pages-clock)."""
 
 
 def _visit(context: Any, url: str, selector: str,

@@ -3,8 +3,8 @@ chooses, and of a running process with its descendants.
 
 Linux keeps each process's high-water mark of resident memory (``VmHWM`` in
 ``/proc/PID/status``; ``ru_maxrss`` is the same figure) and lets a process reset its own:
-writing ``5`` to ``/proc/self/clear_refs`` sets it to the current resident set (proc(5),
-"/proc/pid/clear_refs", Linux 4.0 and later). The benchmarks run one after another in one
+writing ``5`` to ``/proc/self/clear_refs`` sets it to the current resident set (Linux 4.0
+and later; docs/sources.md#linux-peak-resident-memory). The benchmarks run one after another in one
 process, so a peak read without that reset would be the largest of every benchmark before.
 Elsewhere (no ``/proc``) the figures are None and the benchmarks print "n/a".
 """

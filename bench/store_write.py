@@ -34,6 +34,11 @@ STORE_WRITE_REPEATS = 5
 """Batches measured per history size and way of writing (the median is reported): at
 three, one slow write on a busy machine moved the figure by a third."""
 
+SUSTAINED_WRITES = 30
+"""Batches of the sustained, serve-like run per history size: enough for DuckDB's automatic
+checkpoints (its write-ahead log reaches ``checkpoint_threshold``, 16 MB, about every ten
+1,000-span writes) and the writer's releases (every ``WRITER_HOLD_S``) to fall inside it."""
+
 SEED_RUNS = 200
 """Runs of the real demo (seed 7) that history and the measured batches are copied from."""
 
@@ -194,6 +199,36 @@ def _beside(ours: list[float], bares: list[float]) -> str:
     return f"{w:.3f} s vs bare {b:.3f} s = {b / w:.2f}x"
 
 
+def sustained(path: Path, batches: list, bare_insert) -> tuple[float, float, int]:  # type: ignore[no-untyped-def,type-arg]
+    """Write ``batches`` as ``cliffwatch serve``'s journal drain does (telemetry/journal.py):
+    one held connection, let go once held ``WRITER_HOLD_S`` (closing it checkpoints the
+    store), the reader window slept after each release (not counted). Each write is
+    followed by ``bare_insert`` of the same batch, out of the clock. Returns the mean
+    seconds a write took, the checkpoints and the final release included, the bare
+    inserts' mean, and the releases made."""
+    from cliffwatch.telemetry.receiver import WRITER_HOLD_S
+    from cliffwatch.telemetry.store import READER_WINDOW_S, HeldStore
+    from cliffwatch.telemetry.write_pipeline import write_spans
+
+    held = HeldStore(path, hold_max_s=WRITER_HOLD_S)
+    spent, bares, releases = 0.0, [], 0
+    for batch in batches:
+        t0 = time.perf_counter()
+        write_spans(path, batch, held=held)
+        if held.due:
+            held.release()
+            releases += 1
+            spent += time.perf_counter() - t0
+            time.sleep(READER_WINDOW_S)
+        else:
+            spent += time.perf_counter() - t0
+        bares.append(bare_insert(batch)[0])
+    t0 = time.perf_counter()
+    held.release()
+    spent += time.perf_counter() - t0
+    return spent / len(batches), statistics.mean(bares), releases + 1
+
+
 def bench_store_write(tmp: Path, quick: bool) -> Result:
     """One 1,000-span ``write_spans`` against a bare Arrow insert of the same spans, over
     stores holding 10k, 100k and 1M runs of history (a tenth with ``--quick``)."""
@@ -267,6 +302,9 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
         t0 = time.perf_counter()
         held.release()
         release_s = time.perf_counter() - t0
+        mean_s, bare_mean_s, releases = sustained(
+            path, [fresh_batch(seed_path, 1000 * (i + 1) + j) for j in range(SUSTAINED_WRITES)],
+            bare_insert)
         phases = write_phases(path, fresh_batch(seed_path, 100 * i + 9))
         w, b = statistics.median(ours), statistics.median(bares)
         held_all, held_steady = statistics.median(kept[:-1]), statistics.median(kept[1:])
@@ -287,6 +325,10 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
             ("  the same against a bare insert after each", _beside(kept[1:], beside[1:])
              + "; CPU " + _beside(kept_cpu[1:], beside_cpu[1:])),
             ("  held writer's peak RSS (this process)", peak_since(held_start, held_peak)),
+            (f"  as serve writes, sustained ({SUSTAINED_WRITES} writes)",
+             f"{mean_s:.3f} s a write = {bare_mean_s / mean_s:.2f}x a bare insert's mean "
+             f"({bare_mean_s:.3f} s): means, DuckDB's automatic checkpoints and the "
+             f"{releases} releases' (each closing checkpoints) included"),
             ("  one more write, by phase", ", ".join(
                 f"{label} {sec * 1000:.0f} ms" for label, sec in phases.items()
                 if not label.startswith("  ["))),

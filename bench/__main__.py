@@ -8,7 +8,8 @@ Benchmarks (each prints figures and a ratio against a baseline run in the same p
   against a bare Arrow insert of the same spans (open, insert into a table with no key,
   close). Target (issue 11): >= 0.5x the bare insert, flat from 10k to 1M. Then the same
   writes into the scale store of 1M runs (about 31k a day), each batch's runs on its last
-  day: the cost that follows runs a day, not history. The held writer's peak RSS.
+  day: the cost that follows runs a day, not history. The held writer's peak RSS, and 30
+  writes as ``cliffwatch serve`` makes them (1 s holds), DuckDB's checkpoints in the mean.
 - ``exporter``: spans made through the SDK and ``configure_tracing`` (BatchSpanProcessor ->
   DuckDB) against the same spans through the same BatchSpanProcessor settings into a
   do-nothing exporter (``bench/exporter.py``): spans/s made by the application thread and

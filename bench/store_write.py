@@ -10,7 +10,11 @@ written through ``write_spans``, so 1M runs build in about two minutes.
 
 The held connection's writes are also set against a bare insert made right after each of
 them (wall and CPU time): on a shared 2-core machine a neighbour's burst can slow the
-held writes alone when the bare inserts were timed a minute earlier.
+held writes alone when the bare inserts were timed a minute earlier. A held connection's
+median leaves out DuckDB's checkpoints (one about every ten writes, when its write-ahead
+log is full, and one at every release), so :func:`sustained` writes thirty batches as
+``cliffwatch serve`` does and sets the mean, checkpoints included, against the bare
+inserts' mean.
 """
 
 from __future__ import annotations

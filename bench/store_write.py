@@ -207,7 +207,8 @@ def sustained(path: Path, batches: list, bare_insert) -> tuple[float, float, int
     """Write ``batches`` as ``cliffwatch serve``'s journal drain does (telemetry/journal.py):
     one held connection, let go once held ``WRITER_HOLD_S`` (closing it checkpoints the
     store), the reader window slept after each release (not counted). Each write is
-    followed by ``bare_insert`` of the same batch, out of the clock. Returns the mean
+    followed by ``bare_insert`` of the same batch, out of the clock (but inside the hold's
+    second, so the releases come a little more often than in serve). Returns the mean
     seconds a write took, the checkpoints and the final release included, the bare
     inserts' mean, and the releases made."""
     from cliffwatch.telemetry.receiver import WRITER_HOLD_S

@@ -22,7 +22,9 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.memory import peak_rss_mb, peak_since, reset_peak
 
@@ -203,7 +205,9 @@ def _beside(ours: list[float], bares: list[float]) -> str:
     return f"{w:.3f} s vs bare {b:.3f} s = {b / w:.2f}x"
 
 
-def sustained(path: Path, batches: list, bare_insert) -> tuple[float, float, int]:  # type: ignore[no-untyped-def,type-arg]
+def sustained(path: Path, batches: list[list[Any]],
+              bare_insert: Callable[[list[Any]], tuple[float, float]]
+              ) -> tuple[float, float, int]:
     """Write ``batches`` as ``cliffwatch serve``'s journal drain does (telemetry/journal.py):
     one held connection, let go once held ``WRITER_HOLD_S`` (closing it checkpoints the
     store), the reader window slept after each release (not counted). Each write is

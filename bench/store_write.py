@@ -224,13 +224,13 @@ def sustained(path: Path, batches: list[list[Any]],
     for batch in batches:
         t0 = time.perf_counter()
         write_spans(path, batch, held=held)
-        if held.due:
+        due = held.due
+        if due:
             held.release()
             releases += 1
-            spent += time.perf_counter() - t0
+        spent += time.perf_counter() - t0
+        if due:
             time.sleep(READER_WINDOW_S)
-        else:
-            spent += time.perf_counter() - t0
         bares.append(bare_insert(batch)[0])
     t0 = time.perf_counter()
     held.release()
@@ -350,8 +350,7 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
                 f"{last / first:.2f}x"))
     out.append((f"held, steady state: at {sizes[-1]:,} / at {sizes[0]:,} runs",
                 f"{last_held / first_held:.2f}x"))
-    dense, runs_a_day = _dense_copy(tmp, sizes[-1])
-    day_ns = _last_day_ns(dense)
+    dense, runs_a_day, day_ns = _dense_copy(tmp, sizes[-1])
     dense_start = reset_peak()
     held = HeldStore(dense, hold_max_s=3600)
     kept, beside = [], []
@@ -378,9 +377,10 @@ def bench_store_write(tmp: Path, quick: bool) -> Result:
     return out
 
 
-def _dense_copy(tmp: Path, runs: int) -> tuple[Path, float]:
+def _dense_copy(tmp: Path, runs: int) -> tuple[Path, float, int]:
     """A copy of the cached store of ``runs`` runs (bench/bigstore.py: a month of runs,
-    many a day) to write into, and its runs a day."""
+    many a day) to write into, its runs a day, and Unix nanoseconds of midnight UTC of
+    its newest run's day."""
     import shutil
 
     import duckdb
@@ -392,22 +392,12 @@ def _dense_copy(tmp: Path, runs: int) -> tuple[Path, float]:
     shutil.copyfile(source, path)
     con = duckdb.connect(str(path), read_only=True)
     try:
-        days = con.execute("SELECT count(DISTINCT started_at::DATE) FROM runs").fetchall()[0][0]
+        days, last_day_ns = con.execute(
+            "SELECT count(DISTINCT started_at::DATE), "
+            "epoch_ns(date_trunc('day', max(started_at))) FROM runs").fetchall()[0]
     finally:
         con.close()
-    return path, runs / max(int(days), 1)
-
-
-def _last_day_ns(path: Path) -> int:
-    """Unix nanoseconds of midnight UTC of the store's newest run's day."""
-    import duckdb
-
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return int(con.execute(
-            "SELECT epoch_ns(date_trunc('day', max(started_at))) FROM runs").fetchall()[0][0])
-    finally:
-        con.close()
+    return path, runs / max(int(days), 1), int(last_day_ns)
 
 
 def live_batch(batch: list, day_ns: int, minute: int) -> list:  # type: ignore[type-arg]

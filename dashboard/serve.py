@@ -21,6 +21,7 @@ Nothing imports this module; it is run.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import subprocess
 import sys
@@ -54,13 +55,33 @@ WARM_MODULES: tuple[str, ...] = (
 """What the pages import (views/*.py and what they use), loaded before the server starts."""
 
 
+CACHE_LOGGER = "streamlit.runtime.caching.cache_data_api"
+"""Streamlit's logger that warns "No runtime found, using MemoryCacheStorageManager" once
+per ``st.cache_data`` function decorated before the server's runtime exists."""
+
+
 def warm_imports(modules: tuple[str, ...] = WARM_MODULES) -> None:
-    """Import ``modules``; one that fails to import is left for the page to report."""
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001, S112 - the page shows the error when it runs
-            continue
+    """Import ``modules``; one that fails to import is left for the page to report.
+
+    While they import, :data:`CACHE_LOGGER` is held at ERROR: each ``st.cache_data``
+    decoration checks its parameters against a stand-in cache when no runtime exists yet,
+    and says so (14 warnings on the terminal at every start). The check is all it is used
+    for: the functions' caches are made in the runtime's cache when first called."""
+    from streamlit.logger import get_logger
+
+    # Streamlit's own getter: a logger it makes later is given Streamlit's level, so it is
+    # made (and registered) here, before ours is set.
+    cache_logger = get_logger(CACHE_LOGGER)
+    level = cache_logger.level
+    cache_logger.setLevel(logging.ERROR)
+    try:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001, S112 - the page shows the error when it runs
+                continue
+    finally:
+        cache_logger.setLevel(level)
 
 
 def warm_store() -> None:

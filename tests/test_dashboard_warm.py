@@ -128,3 +128,31 @@ def test_the_start_up_analyses_wait_for_a_first_paint_at_most_the_time_given() -
     assert time.monotonic() - began < 30
     assert paint_gate.FIRST_PAINT.is_set()
     paint_gate.FIRST_PAINT.clear()
+
+
+@pytest.mark.slow
+def test_warm_imports_say_nothing_of_the_stand_in_cache() -> None:
+    """Decorating ``st.cache_data`` functions before the runtime exists made Streamlit warn
+    once per function ("No runtime found, using MemoryCacheStorageManager"): 14 lines on
+    the terminal at every ``cliffwatch dashboard`` start. A new process, so that every
+    page module is imported (and decorated) for the first time."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", "from cliffwatch.dashboard import serve; serve.warm_imports()"],
+        capture_output=True, text=True, check=True)
+    assert "MemoryCacheStorageManager" not in done.stderr
+    assert "cliffwatch.dashboard.queries" in serve.WARM_MODULES  # a module that decorates
+
+
+def test_warm_imports_give_the_cache_logger_its_level_back() -> None:
+    import logging
+
+    logger = logging.getLogger(serve.CACHE_LOGGER)
+    before = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        serve.warm_imports(("cliffwatch.no_such_module",))
+        assert logger.level == logging.INFO
+    finally:
+        logger.setLevel(before)

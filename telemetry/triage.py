@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cliffwatch import settings
-from cliffwatch.telemetry.ids import resolve_id
+from cliffwatch.telemetry.ids import INCIDENT_ID_FAMILIES, resolve_id
 from cliffwatch.telemetry.schema import INCIDENT_STATUSES
 from cliffwatch.telemetry.store import StoreError, StoreNotFoundError, open_store
 
@@ -111,7 +111,8 @@ def set_incident_status(
         raise StoreNotFoundError(f"store {store} does not exist")
     with open_store(store, read_only=False, timeout_s=timeout_s) as con:
         incident_id = resolve_id(con, incident_id, table="incidents", column="incident_id",
-                                 noun="incident", not_found=IncidentNotFoundError)
+                                 noun="incident", not_found=IncidentNotFoundError,
+                                 families=INCIDENT_ID_FAMILIES)
         found = con.execute(
             "SELECT status, note FROM incidents WHERE incident_id = ?", [incident_id]
         ).fetchall()

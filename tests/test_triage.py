@@ -146,3 +146,27 @@ def test_cli_incidents_ack_and_resolve(store: Path) -> None:
     assert listed.exit_code == 0 and CAP_ID in listed.stdout and CEILING_ID not in listed.stdout
     missing = runner.invoke(app, ["incidents", "reopen", "nosuch", "--db", str(store)])
     assert missing.exit_code == 2 and "no incident 'nosuch'" in missing.stderr
+
+
+def test_an_incident_prefix_may_leave_its_kind_out(store: Path) -> None:
+    """Every incident id starts with its kind, so ``cap_br`` names every cap breach; the
+    part after the kind (the run's) is what tells incidents apart."""
+    done = acknowledge(store, BREACH[:8])
+    assert done.incident_id == CAP_ID
+    assert _incident(store, CAP_ID)["status"] == "acknowledged"
+    assert resolve(store, f"  {CEILING[:6].upper()} ").incident_id == CEILING_ID
+
+
+def test_an_ambiguous_prefix_names_the_incidents_it_matches(tmp_path: Path) -> None:
+    path = tmp_path / "two.duckdb"
+    twins = ["d" * 8 + "0" * 24, "d" * 8 + "1" * 24]
+    write_spans(path, [record for run_id in twins for record in make_run_records(
+        run_id=run_id, worker_cost_usds=[], plan_cost_usd=0.01, proposed=47, max_workers=8,
+        status="rejected", breach="cap", started_at_ns=ns_at("2026-11-03T00:00:00"))])
+    with pytest.raises(IncidentNotFoundError) as caught:
+        acknowledge(path, "d" * 8)
+    message = str(caught.value)
+    assert "matches several incidents" in message and "\n" not in message
+    assert all(f"cap_breach-{run_id[:16]}" in message for run_id in twins)
+    with read_store(path) as con:
+        assert set(list_incidents(con)["status"].to_list()) == {"open"}  # nothing changed

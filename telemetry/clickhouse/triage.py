@@ -15,7 +15,7 @@ from cliffwatch.telemetry.clickhouse.connection import EngineConnection, check_s
 from cliffwatch.telemetry.clickhouse.dialect import literal
 from cliffwatch.telemetry.clickhouse.tables import TABLES
 from cliffwatch.telemetry.clickhouse.url import parse_store_url
-from cliffwatch.telemetry.ids import resolve_id
+from cliffwatch.telemetry.ids import INCIDENT_ID_FAMILIES, resolve_id
 
 
 def set_status(
@@ -40,7 +40,8 @@ def set_status(
         check_store(client)
         con = EngineConnection(client)
         full_id = resolve_id(con, incident_id, table="incidents",  # type: ignore[arg-type]
-                             column="incident_id", noun="incident", not_found=not_found)
+                             column="incident_id", noun="incident", not_found=not_found,
+                             families=INCIDENT_ID_FAMILIES)
         previous, old_note = con.sql(
             "SELECT status, note FROM incidents WHERE incident_id = ?", [full_id]
         ).fetchall()[0]

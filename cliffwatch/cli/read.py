@@ -82,6 +82,10 @@ RUNS_TABLE_LIMIT = 50
 """Runs a ``cliffwatch runs`` table shows unless ``--limit`` says otherwise (JSON and CSV
 return every run unless told)."""
 
+ALERTS_TABLE_LIMIT = 50
+"""Alerts a ``cliffwatch alerts`` table shows unless ``--limit`` says otherwise (JSON and
+CSV return every alert unless told, as ``runs``)."""
+
 
 def runs(
     db: DbOption = None,
@@ -281,8 +285,11 @@ def alerts(
         ),
     ] = False,
     limit: Annotated[
-        int, typer.Option("--limit", min=0, help="Newest N alerts; 0 for all.")
-    ] = 50,
+        int | None,
+        typer.Option("--limit", min=0, show_default=False,
+                     help=f"Newest N alerts; 0 for all (default: {ALERTS_TABLE_LIMIT} in a "
+                          "table, all in JSON and CSV)."),
+    ] = None,
     fmt: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Alerts (incidents, threshold rules) and their webhook deliveries: status, attempts,
@@ -294,8 +301,13 @@ def alerts(
         summary = deliver_now(writable_store(db), retry_failed=True)
         say(f"retried {summary.attempted} deliveries: {summary.delivered} delivered, "
             f"{summary.retrying} to retry later, {summary.failed} failed", stderr=True)
-    with read_only_store(db) as con:
-        df = list_alerts(con, status=status.value if status else None, limit=limit or None)
+    table_default = limit is None and fmt is OutputFormat.TABLE
+    with read_only_store(db) as con:  # one more than a table shows: whether there are more
+        df = list_alerts(con, status=status.value if status else None,
+                         limit=ALERTS_TABLE_LIMIT + 1 if table_default else limit or None)
+    more = table_default and len(df) > ALERTS_TABLE_LIMIT
+    if more:
+        df = df.head(ALERTS_TABLE_LIMIT)
     render(
         df,
         fmt,
@@ -305,5 +317,7 @@ def alerts(
         narrow_drop=("webhook", "attempts", "last_error"),
         empty="no alerts",
     )
+    if more:
+        say(f"the newest {ALERTS_TABLE_LIMIT} shown (--limit 0 for all)", style="dim")
     if summary is not None and (summary.failed or summary.retrying):
         raise typer.Exit(EXIT_NOT_COMPLETED)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -89,6 +89,27 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from cliffwatch import __version__
+
+        typer.echo(f"cliffwatch {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print cliffwatch's version and exit.")] = False,
+) -> None:
+    # The group's own options; each command's are its own (typer: a callback's docstring
+    # would replace the group's help).
+    del version
+
 
 for _command in (
     orchestrate.demo, orchestrate.run, serve.serve, serve.ingest, fleet.watch,

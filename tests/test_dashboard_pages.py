@@ -199,6 +199,36 @@ def test_compare_page_names_the_bad_window(store: StoreFixture, monkeypatch) -> 
     assert not [d for d in app.dataframe if "Change %" in d.value.columns]
 
 
+def _before_spend(raw: list[dict], start: str, end: str) -> str:
+    from datetime import datetime
+
+    since, until = datetime.fromisoformat(start), datetime.fromisoformat(end)
+    return usd(sum(r["cost_usd"] for r in raw if since <= r["started_at"] < until))
+
+
+def test_compare_link_without_before_until_ends_before_where_after_starts(
+    store: StoreFixture, monkeypatch
+) -> None:
+    """``before_until`` left out of a link: the before window ends at ``after_since``
+    (it used to keep its default, 7 days back, and an after window in the past made the
+    before window empty: an error)."""
+    app = _open(store.path, monkeypatch, "views/compare.py",
+                before_since="2026-11-01", after_since="2026-11-06", after_until="2026-11-11")
+    assert not app.error
+    overall = _frame(app, "Change %").set_index(["Task class", "Measure"])
+    spend = overall.loc[("All selected classes", "Spend"), "Before"]
+    assert spend == _before_spend(_raw_runs(store.path), "2026-11-01", "2026-11-06")
+    assert not [w for w in app.warning if "differ in length" in w.value]  # 5 days each
+
+
+def test_compare_warns_when_the_windows_differ_in_length(store: StoreFixture,
+                                                         monkeypatch) -> None:
+    app = _open(store.path, monkeypatch, "views/compare.py", before_since="2026-11-01",
+                before_until="2026-11-03", after_since="2026-11-03", after_until="2026-11-11")
+    [warning] = [w.value for w in app.warning if "differ in length" in w.value]
+    assert "before 2.0 days, after 8.0 days" in warning
+
+
 def _refused_url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,16 +5,19 @@ selected class, with the change between them.
 Deep link: ``/compare?before_since=2026-11-01&before_until=2026-11-06&after_since=2026-11-06``
 (``after_until`` too; an empty end is open; the forms ``--since`` takes, see
 :mod:`analytics.window`) plus the sidebar's ``task_class``. The sidebar's own time window
-does not apply here: each side has its own.
+does not apply here: each side has its own. A link that sets ``after_since`` but not
+``before_until`` ends the before window where the after one starts (before and after a
+change: ``/compare?before_since=30m&after_since=20m``).
 """
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import polars as pl
 import streamlit as st
 
-from cliffwatch.analytics.window import Window, WindowError
+from cliffwatch.analytics.window import Window, WindowError, utc_now
 from cliffwatch.dashboard import cells, downloads, filters, paint_gate, queries, tables, ui
 from cliffwatch.dashboard.runs_queries import load_comparison
 
@@ -28,6 +31,24 @@ ALL_SELECTED = "All selected classes"
 DEFAULT_WINDOWS = (("14d", "7d"), ("7d", ""))
 WINDOW_KEYS = ("before_since", "before_until", "after_since", "after_until")
 INPUTS_HEIGHT_PX = 109
+# Windows whose lengths differ by more than this share make raw runs and spend unlike.
+LENGTH_TOLERANCE = 0.1
+
+
+def _defaults() -> tuple[tuple[str, str], tuple[str, str]]:
+    """Each side's (since, until) before the user sets them: :data:`DEFAULT_WINDOWS`, but
+    a link's ``after_since`` without ``before_until`` is where the before window ends."""
+    (before_since, before_until), after = DEFAULT_WINDOWS
+    if "after_since" in st.query_params and "before_until" not in st.query_params:
+        before_until = st.query_params["after_since"]
+    return (before_since, before_until), after
+
+
+def _days(window: Window, now: datetime) -> float | None:
+    """A window's length in days (an open end is now); None when it has no start."""
+    if window.since is None:
+        return None
+    return ((window.until or now) - window.since).total_seconds() / 86_400
 
 
 def _value(measure: str, value: float | None, *, signed: bool = False) -> str:
@@ -61,10 +82,11 @@ def _window_inputs(side: str, since_default: str, until_default: str) -> tuple[s
 
 def _inputs() -> tuple[tuple[str, str], tuple[str, str]]:
     sides = st.columns(2)
+    defaults = _defaults()
     with sides[0]:
-        before = _window_inputs("before", *DEFAULT_WINDOWS[0])
+        before = _window_inputs("before", *defaults[0])
     with sides[1]:
-        after = _window_inputs("after", *DEFAULT_WINDOWS[1])
+        after = _window_inputs("after", *defaults[1])
     return before, after
 
 
@@ -80,12 +102,12 @@ st.caption(
 # Before the page's first paint in a session, with no window in the link: the table with
 # the default windows first, the inputs in their place in the next run (paint_gate.py).
 before, after = paint_gate.widgets("compare", WINDOW_KEYS, INPUTS_HEIGHT_PX, _inputs,
-                                   DEFAULT_WINDOWS)
+                                   _defaults())
 
-problems = []
+problems, windows = [], []
 for side, (since, until) in (("Before", before), ("After", after)):
     try:
-        Window.parse(since or None, until or None)
+        windows.append(Window.parse(since or None, until or None))
     except WindowError as exc:
         problems.append(f"{side}: {ui.md_text(exc)}")
 if problems:
@@ -111,6 +133,13 @@ for column, (measure, label) in zip(kpis, MEASURE_LABELS.items(), strict=True):
     )
 st.caption("Headline: after, over every selected class; the change is after minus before "
            "(red: costs more).")
+lengths = [_days(window, utc_now()) for window in windows]
+if None not in lengths and abs(lengths[0] - lengths[1]) > LENGTH_TOLERANCE * max(lengths):
+    st.warning(
+        f"The windows differ in length (before {lengths[0]:,.1f} days, after "
+        f"{lengths[1]:,.1f} days): runs and spend differ by that alone. Compare the "
+        "per-run figures (P50 / P95 / P99), or give both windows the same length."
+    )
 
 table = compared.select(
     pl.col("task_class").fill_null(ALL_SELECTED).map_elements(cells.text, return_dtype=pl.String)

@@ -271,6 +271,7 @@ def test_markup_in_span_data_stays_text(tmp_path: Path, monkeypatch) -> None:
                                      status="rejected", breach="cap"))  # an alert too
     for page, params in ((None, {}), ("views/runs.py", {}),
                          ("views/compare.py", {"before_since": "2020-01-01",
+                                               "before_until": "",
                                                "after_since": "2020-01-01"}),
                          ("views/alerts.py", {})):
         app = _open(db, monkeypatch, page, task_class=MARKUP, **params)

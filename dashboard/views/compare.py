@@ -133,11 +133,12 @@ for column, (measure, label) in zip(kpis, MEASURE_LABELS.items(), strict=True):
     )
 st.caption("Headline: after, over every selected class; the change is after minus before "
            "(red: costs more).")
-lengths = [_days(window, utc_now()) for window in windows]
-if None not in lengths and abs(lengths[0] - lengths[1]) > LENGTH_TOLERANCE * max(lengths):
+before_days, after_days = (_days(window, utc_now()) for window in windows)
+if (before_days is not None and after_days is not None
+        and abs(before_days - after_days) > LENGTH_TOLERANCE * max(before_days, after_days)):
     st.warning(
-        f"The windows differ in length (before {lengths[0]:,.1f} days, after "
-        f"{lengths[1]:,.1f} days): runs and spend differ by that alone. Compare the "
+        f"The windows differ in length (before {before_days:,.1f} days, after "
+        f"{after_days:,.1f} days): runs and spend differ by that alone. Compare the "
         "per-run figures (P50 / P95 / P99), or give both windows the same length."
     )
 

@@ -191,7 +191,19 @@ def test_recorded_limits_reproduce_the_hand_built_runs(hand: Path) -> None:
         rp = _replay(hand, run_id)
         assert rp.reproduces_record, run_id
         assert rp.counterfactual == rp.as_recorded  # no override: the same replay
-        assert rp.counterfactual.saving_usd == pytest.approx(0.0, abs=1e-12)
+        assert rp.counterfactual.saving_usd == 0.0  # exactly: no rounding noise
+
+
+def test_a_saving_within_the_usd_resolution_is_zero(hand: Path) -> None:
+    """The same calls summed in another order differ in the last bits: no saving, not
+    -8.67e-19 USD; a real difference, however small, stays."""
+    cf = _replay(hand, NORMAL[0]).counterfactual
+    noise = dataclasses.replace(cf, recorded_cost_usd=0.1 + 0.2, cost_usd=0.3)
+    assert noise.recorded_cost_usd - noise.cost_usd != 0.0  # 5.55e-17
+    assert noise.saving_usd == 0.0 and noise.saving_pct == 0.0
+    assert usd(noise.saving_usd) == "$0.00"
+    real = dataclasses.replace(cf, recorded_cost_usd=0.3 + 1e-9, cost_usd=0.3)
+    assert real.saving_usd == pytest.approx(1e-9, rel=1e-6)
 
 
 def test_recorded_limits_reproduce_every_orchestrated_run(orchestrated: OrchestratedStore) -> None:
@@ -205,6 +217,7 @@ def test_recorded_limits_reproduce_every_orchestrated_run(orchestrated: Orchestr
         assert (cf.status, cf.breach, cf.dispatched) == (
             run.status, run.breach, run.workers_dispatched), run.run_id
         assert cf.cost_usd == pytest.approx(run.cost_usd, abs=1e-12), run.run_id
+        assert cf.saving_usd == 0.0 and cf.saving_pct in (0.0, None), run.run_id
         assert not cf.has_estimates, run.run_id
         seen.add((run.status, run.breach, run.limits.policy.value, run.plan_attempts))
     statuses = {(s, b) for s, b, _, _ in seen}

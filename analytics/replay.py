@@ -362,13 +362,14 @@ class Replay:
         return line_items_frame(self.counterfactual)
 
     def to_dict(self) -> dict[str, Any]:
-        """Everything as plain JSON-ready data (datetimes as ISO strings)."""
+        """Everything as plain data for :func:`analytics.plain.json_text` (which writes
+        ``run.started_at``, a naive UTC datetime, as ISO 8601 with ``Z``)."""
         run, cf = self.run, self.counterfactual
         return {
             "run": {
                 "run_id": run.run_id, "task_class": run.task_class,
                 "task_id": run.task_id, "task_input_recorded": run.task_input is not None,
-                "seed": run.seed, "started_at": run.started_at.isoformat(),
+                "seed": run.seed, "started_at": run.started_at,
                 "status": run.status, "breach": run.breach, "cost_usd": run.cost_usd,
                 "duration_ms": run.duration_ms, "unpriced_calls": run.unpriced_calls,
                 "limits": limits_dict(run.limits), "replay_of": run.replay_of,

@@ -4,6 +4,7 @@ with COLUMNS=80, keeps every line within 80 characters and never splits a money 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -109,8 +110,6 @@ def test_replay_fits_80_columns(demo_db) -> None:
 def _tables(out: str) -> list[tuple[list[str], str]]:
     """Each table of ``out``: its headers, and the text of its "hidden at this width:"
     line (wrapped lines joined; "" without one)."""
-    import re
-
     lines = out.splitlines()
     starts = [i for i, line in enumerate(lines) if i and line.lstrip().startswith("─")]
     tables = []
@@ -172,6 +171,45 @@ def test_json_timestamps_carry_their_utc_offset(demo_db) -> None:
     incidents = json.loads(_out("incidents", "--db", str(demo_db), "--format", "json",
                                 env=WIDE))
     assert all(r["detected_at"].endswith("Z") for r in incidents)
+
+
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+def _timestamps(data: object, path: str = "") -> list[tuple[str, str]]:
+    """Every (path, value) of ``data`` whose value is text that reads as a date and time."""
+    if isinstance(data, dict):
+        return [t for k, v in data.items() for t in _timestamps(v, f"{path}.{k}")]
+    if isinstance(data, list):
+        return [t for i, v in enumerate(data) for t in _timestamps(v, f"{path}[{i}]")]
+    return [(path, data)] if isinstance(data, str) and _TIMESTAMP.match(data) else []
+
+
+JSON_COMMANDS = {
+    "findings": ["findings"],
+    "replay": ["replay", "RUN", "--max-workers", "1"],
+    "whatif": ["whatif", "--max-workers", "4", "--since", "2020-01-01"],
+    "runs": ["runs"],
+    "incidents": ["incidents"],
+    "alerts": ["alerts"],
+    "audit": ["audit", "--no-current-map"],
+}
+
+
+@pytest.mark.parametrize("name", [*sorted(JSON_COMMANDS), "report"])
+def test_every_json_timestamp_ends_in_z(demo_db, tmp_path, name) -> None:
+    """Every value of a command's JSON that reads as a timestamp is UTC ISO 8601 with Z
+    (README: "Timestamps in JSON and CSV are UTC ISO 8601 with Z")."""
+    if name == "report":
+        out = tmp_path / "report.json"
+        _out("report", "--format", "json", "-o", str(out), "--db", str(demo_db), env=WIDE)
+        data = json.loads(out.read_text())
+    else:
+        args = [_first_run_id(demo_db) if a == "RUN" else a for a in JSON_COMMANDS[name]]
+        data = json.loads(_out(*args, "--db", str(demo_db), "--format", "json", env=WIDE))
+    found = _timestamps(data)
+    assert found or name in ("alerts", "audit"), name  # each of the others has some
+    assert [(p, v) for p, v in found if not v.endswith("Z")] == [], name
 
 
 def test_incidents_show_the_run_and_accept_id_prefixes(demo_db, tmp_path) -> None:

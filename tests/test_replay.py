@@ -692,7 +692,7 @@ def test_cli_replay_json_is_one_object(hand: Path) -> None:
     assert data["counterfactual"]["dispatched"] == 4
     assert data["counterfactual"]["limits"] == {"max_workers": 4, "ceiling_usd": None,
                                                 "policy": "truncate"}
-    assert data["run"]["started_at"] == "2026-11-06T08:00:00"
+    assert data["run"]["started_at"] == "2026-11-06T08:00:00Z"
 
 
 @pytest.mark.parametrize(

@@ -233,10 +233,12 @@ def _fit_columns(
 
 
 def json_out(data: Any) -> None:
-    """Print ``data`` as indented JSON (times as ISO 8601, polars values as plain ones)."""
-    from cliffwatch.analytics.plain import plain_value  # lazy: polars
+    """Print ``data`` as indented JSON: the one way a command prints JSON
+    (:func:`cliffwatch.analytics.plain.json_text`: datetimes as ISO 8601 UTC ending in
+    ``Z``, NaN as null). Hand it datetime objects, never ISO text of your own."""
+    from cliffwatch.analytics.plain import json_text  # lazy: polars
 
-    sys.stdout.write(json.dumps(data, indent=2, default=plain_value) + "\n")
+    sys.stdout.write(json_text(data) + "\n")
 
 
 def render(
@@ -283,7 +285,7 @@ def render(
             for column in json_columns:
                 if row[column] is not None:
                     row[column] = json.loads(row[column])
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        json_out(rows)
         return
     if fmt is OutputFormat.CSV:
         # CRLF rows (RFC 4180): a CR or LF inside a cell is then quoted, not a broken row.

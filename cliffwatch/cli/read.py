@@ -9,8 +9,6 @@ litellm or the orchestrator.
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 from enum import StrEnum
 from typing import Annotated
 
@@ -31,7 +29,7 @@ from cliffwatch.cli.options import (
     return_freed_memory,
     writable_store,
 )
-from cliffwatch.cli.output import EXIT_NOT_COMPLETED, render, say
+from cliffwatch.cli.output import EXIT_NOT_COMPLETED, json_out, render, say
 from cliffwatch.telemetry.conventions import IncidentKind, RunStatus
 
 
@@ -247,7 +245,7 @@ def findings(
             key, lambda: find_findings(con, window, task_class=task_class,
                                        thresholds=thresholds))
     if fmt is OutputFormat.JSON:  # evidence as objects, not JSON inside JSON
-        sys.stdout.write(json.dumps(findings_records(df), indent=2) + "\n")
+        json_out(findings_records(df))
         return
     render(
         df.rename({"still_present": "now"}) if fmt is OutputFormat.TABLE else df,

@@ -37,7 +37,7 @@ from cliffwatch.analytics.recorded import (
     read_recorded_runs,
 )
 from cliffwatch.analytics.replay import KEEP, LimitsOverride, ReplayError, compare_runs, replay
-from cliffwatch.analytics.runs import get_run
+from cliffwatch.analytics.runs import get_run, run_spans
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.formatting import usd
 from cliffwatch.orchestrator.dispatch import Action, DispatchGuard, Limits, PlanVerdict
@@ -181,6 +181,20 @@ def test_a_cancelled_run_shows_what_was_cancelled(hand: Path) -> None:
                                                 "cancelled"]
     assert rp.subtasks["attempts"].to_list() == [1, 1, 1, 0]
     assert rp.timeline.filter(pl.col("name") == "worker 2")["status"].to_list() == ["cancelled"]
+
+
+def test_timeline_lists_workers_started_together_as_the_waterfall_does(hand: Path) -> None:
+    """Twelve workers started at the same instant: sub-task order in the timeline table and
+    in the run's waterfall (worker 10 after worker 9); the total row has no step."""
+    timeline = _replay(hand, RUNAWAY).timeline
+    workers = timeline.filter(pl.col("kind") == "worker")["name"].to_list()
+    assert workers == [f"worker {i}" for i in range(12)]
+    with read_store(hand) as con:
+        spans = run_spans(con, RUNAWAY)
+    assert spans.filter(pl.col("role") == "worker")["name"].to_list() == workers
+    steps = timeline["step"].to_list()
+    assert timeline["kind"].to_list()[-1] == "total" and steps[-1] is None
+    assert steps[:-1] == list(range(1, timeline.height))
 
 
 # --- the counterfactual under the recorded limits reproduces the record ------------------------

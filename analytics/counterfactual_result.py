@@ -26,6 +26,14 @@ class Basis(StrEnum):
     model, or its recorded runs that completed within the limits."""
 
 
+USD_RESOLUTION = 1e-12
+"""The smallest cost difference a counterfactual reports, USD: the same calls summed in
+another order (the store's sum, the replay's ledger) can differ in the last bits (1e-19
+USD), which is no change. A saving within this of zero is 0.0, and a run whose cost moves
+by no more is not affected (:mod:`analytics.whatif_rows`; the SQL what-if,
+:mod:`analytics.whatif_sql`, uses the same threshold)."""
+
+
 REDO_STAGE = "redo"
 """The stage of the item that prices a task the limits leave undone, redone within them."""
 
@@ -143,9 +151,13 @@ class Counterfactual:
     @property
     def saving_usd(self) -> float | None:
         """Recorded cost minus :attr:`task_cost_usd`, USD (negative: it would cost more);
-        None when the redo of work left undone cannot be estimated."""
+        exactly 0.0 when the two are within :data:`USD_RESOLUTION` (the same calls summed
+        in another order); None when the redo of work left undone cannot be estimated."""
         cost = self.task_cost_usd
-        return None if cost is None else self.recorded_cost_usd - cost
+        if cost is None:
+            return None
+        saving = self.recorded_cost_usd - cost
+        return 0.0 if abs(saving) <= USD_RESOLUTION else saving
 
     @property
     def saving_pct(self) -> float | None:

@@ -68,7 +68,6 @@ estimate their redo from (``tasks_redo_unknown``; the saving is then None, unkno
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -81,6 +80,7 @@ from cliffwatch import settings
 from cliffwatch.analytics import bulk_read
 from cliffwatch.analytics.bulk_read import run_bounded
 from cliffwatch.analytics.estimates import load_estimates
+from cliffwatch.analytics.plain import plain_value
 from cliffwatch.analytics.recorded import Estimates
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import require_task_class
@@ -876,17 +876,10 @@ def _find(
 
 def findings_records(df: pl.DataFrame) -> list[dict[str, Any]]:
     """Rows of :func:`find_findings` as JSON-ready dicts with ``evidence`` parsed (for
-    ``--format json`` and reports): timestamps ISO 8601, NaN as None."""
-    out = []
-    for row in df.iter_rows(named=True):
-        item: dict[str, Any] = {}
-        for key, value in row.items():
-            if key == "evidence":
-                value = json.loads(value) if value else {}
-            elif isinstance(value, datetime):
-                value = value.isoformat()
-            elif isinstance(value, float) and not math.isfinite(value):
-                value = None
-            item[key] = value
-        out.append(item)
-    return out
+    ``--format json``): every other value through :func:`analytics.plain.plain_value`
+    (timestamps ISO 8601 UTC ending in ``Z``, NaN as None)."""
+    return [
+        {key: (json.loads(value) if value else {}) if key == "evidence"
+         else plain_value(value) for key, value in row.items()}
+        for row in df.iter_rows(named=True)
+    ]

@@ -199,11 +199,15 @@ def _call_status(call: RecordedCall) -> str:
 
 
 def _timeline(run: RecordedRun, as_recorded: Counterfactual) -> pl.DataFrame:
-    """One row per call, the dispatch decision after the plan it judged, and the total."""
+    """One row per call in start order (calls started together in sub-task order, as the
+    run's waterfall, :func:`analytics.runs.run_spans`), the dispatch decision after the
+    plan it judged, each numbered by ``step``; then the total, without a step."""
     rows: list[dict[str, Any]] = []
     verdicts = list(as_recorded.verdicts)
     start = run.start_ns
-    for call in run.calls:
+    in_order = sorted(run.calls, key=lambda c: (
+        c.start_ns, -1 if c.subtask_index is None else c.subtask_index))
+    for call in in_order:
         detail = call.error_type or ""
         if call.role == Role.PLAN:
             detail = (f"proposed {len(call.plan)} sub-tasks" if call.plan is not None
@@ -225,18 +229,19 @@ def _timeline(run: RecordedRun, as_recorded: Counterfactual) -> pl.DataFrame:
                 "input_tokens": None, "output_tokens": None, "cost_usd": None,
                 "status": verdict.action.value, "detail": verdict.reason,
             })
+    for step, row in enumerate(rows, start=1):
+        row["step"] = step
     total_detail = run.status + (f", {run.breach} breach" if run.breach else "")
     if run.unpriced_calls:
         total_detail += f", {run.unpriced_calls} unpriced calls not in the cost"
     rows.append({
-        "offset_ms": 0.0, "duration_ms": run.duration_ms, "kind": "total", "name": "run",
+        "step": None, "offset_ms": 0.0, "duration_ms": run.duration_ms, "kind": "total",
+        "name": "run",
         "model": None, "subtask_index": None,
         "input_tokens": sum(c.input_tokens or 0 for c in run.calls),
         "output_tokens": sum(c.output_tokens or 0 for c in run.calls),
         "cost_usd": run.cost_usd, "status": run.status, "detail": total_detail,
     })
-    for step, row in enumerate(rows, start=1):
-        row["step"] = step
     return pl.DataFrame(
         rows,
         schema={
@@ -304,7 +309,8 @@ class Replay:
         timeline: :data:`TIMELINE_COLUMNS`, one row per call in start order (``kind``
             plan | worker | synthesis | critic), a ``dispatch`` row after each plan the
             dispatch layer judged (``status`` dispatch | replan | reject, ``detail`` its
-            reason), and a last ``total`` row (the run's cost, tokens, duration, status).
+            reason), and a last ``total`` row (the run's cost, tokens, duration, status;
+            ``step`` null). Calls that started together are in sub-task order.
             ``offset_ms`` from the first call's start; ``status`` ok | error | cancelled.
         subtasks: :data:`SUBTASK_COLUMNS`, the dispatched plan's sub-tasks: ``outcome``
             dispatched | failed | cancelled | not_dispatched | rejected, with the sums over
@@ -362,13 +368,14 @@ class Replay:
         return line_items_frame(self.counterfactual)
 
     def to_dict(self) -> dict[str, Any]:
-        """Everything as plain JSON-ready data (datetimes as ISO strings)."""
+        """Everything as plain data for :func:`analytics.plain.json_text` (which writes
+        ``run.started_at``, a naive UTC datetime, as ISO 8601 with ``Z``)."""
         run, cf = self.run, self.counterfactual
         return {
             "run": {
                 "run_id": run.run_id, "task_class": run.task_class,
                 "task_id": run.task_id, "task_input_recorded": run.task_input is not None,
-                "seed": run.seed, "started_at": run.started_at.isoformat(),
+                "seed": run.seed, "started_at": run.started_at,
                 "status": run.status, "breach": run.breach, "cost_usd": run.cost_usd,
                 "duration_ms": run.duration_ms, "unpriced_calls": run.unpriced_calls,
                 "limits": limits_dict(run.limits), "replay_of": run.replay_of,

@@ -336,12 +336,13 @@ def _build_report(
 
 
 def report_meta(report: Report) -> dict[str, Any]:
-    """The report's header as JSON-ready data (title, window, class, build time)."""
+    """The report's header (title, window and build time as datetimes, class), for
+    :func:`analytics.plain.json_text`."""
     return {
         "title": report.title,
-        "generated_at": report.generated_at.isoformat(),
-        "since": report.window.since.isoformat() if report.window.since else None,
-        "until": report.window.until.isoformat() if report.window.until else None,
+        "generated_at": report.generated_at,
+        "since": report.window.since,
+        "until": report.window.until,
         "task_class": report.task_class,
         "tables": list(report.tables),
     }

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import math
 import re
 import zipfile
@@ -34,7 +33,7 @@ from typing import Any
 import polars as pl
 
 from cliffwatch.analytics.errors import AnalyticsError
-from cliffwatch.analytics.plain import csv_safe_frame, plain_rows
+from cliffwatch.analytics.plain import csv_safe_frame, json_text, plain_rows
 from cliffwatch.analytics.report import REPORT_FIGURES, REPORT_TABLES, Report, report_meta
 from cliffwatch.analytics.report_format import ReportFormat
 from cliffwatch.analytics.scalars import as_int
@@ -244,7 +243,7 @@ def render_markdown(report: Report) -> str:
 def render_json(report: Report) -> str:
     """``{"meta": ..., "tables": {name: [row, ...]}}`` as JSON text."""
     tables = {name: plain_rows(df) for name, df in report.tables.items()}
-    return json.dumps({"meta": report_meta(report), "tables": tables}, indent=2)
+    return json_text({"meta": report_meta(report), "tables": tables})
 
 
 def _table_bytes(df: pl.DataFrame, fmt: ReportFormat) -> bytes:

@@ -17,6 +17,7 @@ from cliffwatch.analytics.errors import RunNotFoundError, UnknownTaskClassError
 from cliffwatch.analytics.rollup_read import newest_runs_floor
 from cliffwatch.analytics.store_access import frame, limit_clause, where
 from cliffwatch.analytics.window import Window
+from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.estimate_inputs import COLUMN as ESTIMATE_INPUTS
 from cliffwatch.telemetry.ids import MIN_ID_PREFIX, resolve_id
 
@@ -182,7 +183,9 @@ def run_spans(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
         run_id: the run (trace) id, or a unique prefix of at least 6 characters.
 
     Returns:
-        One row per span, ordered by start then depth: ``span_id``, ``parent_span_id``,
+        One row per span, ordered by start, then depth, then sub-task index (workers
+        started together read 0, 1, 2, as in :attr:`analytics.replay.Replay.timeline`):
+        ``span_id``, ``parent_span_id``,
         ``name``, ``role``, ``depth`` (0 for the root; a span whose parent is missing from
         the trace counts as a root), ``started_at``, ``ended_at`` (naive UTC),
         ``offset_ms`` (start minus the run's first start, ms), ``duration_ms``,
@@ -217,6 +220,8 @@ def run_spans(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
                t.input_tokens, t.output_tokens, t.cost_usd, t.cost_source,
                t.attributes::VARCHAR AS attributes
         FROM trace t JOIN tree USING (span_id)
-        ORDER BY t.start_time_unix_nano, depth, t.name, t.span_id
+        ORDER BY t.start_time_unix_nano, depth,
+            TRY_CAST(json_extract_string(t.attributes, $subtask_key) AS INTEGER) NULLS FIRST,
+            t.name, t.span_id
     """
-    return frame(con, sql, {"id": full})
+    return frame(con, sql, {"id": full, "subtask_key": f'$."{cv.CLIFF_SUBTASK_INDEX}"'})

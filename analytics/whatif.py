@@ -244,11 +244,12 @@ class WhatIf:
         return "; ".join(f"{c}: {o.describe()}" for c, o in sorted(self.overrides.items()))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: the limits, the window, timing, totals and the per-class rows."""
+        """The limits, the window (naive UTC datetimes or None), timing, totals and the
+        per-class rows, for :func:`analytics.plain.json_text`."""
         return {
             "limits": self.describe(),
-            "since": self.window.since.isoformat() if self.window.since else None,
-            "until": self.window.until.isoformat() if self.window.until else None,
+            "since": self.window.since,
+            "until": self.window.until,
             "task_class": self.task_class,
             "window_days": self.window_days,
             "elapsed_s": self.elapsed_s,

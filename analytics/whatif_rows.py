@@ -33,6 +33,7 @@ from cliffwatch.analytics import chunks, whatif_sql
 from cliffwatch.analytics.bulk_read import registered, release_cache
 from cliffwatch.analytics.chunks import Bounds, ChunkFiles
 from cliffwatch.analytics.counterfactual import Counterfactual, Outcome, counterfactual
+from cliffwatch.analytics.counterfactual_result import USD_RESOLUTION
 from cliffwatch.analytics.recorded import (
     Estimates,
     RecordedRun,
@@ -121,7 +122,7 @@ def run_row(run: RecordedRun, cf: Counterfactual) -> dict[str, Any]:
     affected = (
         cf.status != run.status
         or cf.dispatched != (run.workers_dispatched or 0)
-        or abs(cf.cost_usd - run.cost_usd) > 1e-12
+        or abs(cf.cost_usd - run.cost_usd) > USD_RESOLUTION
     )
     return {
         "run_id": run.run_id,

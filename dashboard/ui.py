@@ -142,6 +142,18 @@ def stop() -> NoReturn:
     raise PageStopped
 
 
+def cost_delta(saving_usd: float | None, saving_pct: float | None = None) -> str | None:
+    """The ``delta`` of a cost metric (shown with ``delta_color="inverse"``) that a
+    saving (USD; negative: it costs more) changes: ``-$0.12 (4.0%)`` for a saving, its
+    arrow down, ``+$0.12`` for a cost, its arrow up (``saving_pct``, a percentage, in
+    brackets when given); None, no delta at all, when the saving is unknown (None) or
+    zero."""
+    if not saving_usd:
+        return None
+    pct = "" if saving_pct is None else f" ({abs(saving_pct):.1f}%)"
+    return f"{'-' if saving_usd > 0 else '+'}{usd(abs(saving_usd))}{pct}"
+
+
 def run_link(run_id: str) -> str:
     """The deep link of a run, relative to the app's pages (``run?run_id=...``)."""
     return RUN_LINK_PREFIX + run_id

@@ -4,6 +4,7 @@ with COLUMNS=80, keeps every line within 80 characters and never splits a money 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -106,12 +107,50 @@ def test_replay_fits_80_columns(demo_db) -> None:
     assert usd(data["counterfactual"]["cost_usd"]) in out
 
 
+def _tables(out: str) -> list[tuple[list[str], str]]:
+    """Each table of ``out``: its headers, and the text of its "hidden at this width:"
+    line (wrapped lines joined; "" without one)."""
+    lines = out.splitlines()
+    starts = [i for i, line in enumerate(lines) if i and line.lstrip().startswith("─")]
+    tables = []
+    for n, i in enumerate(starts):
+        headers = re.split(r"\s{2,}", lines[i - 1].strip())
+        end = starts[n + 1] - 1 if n + 1 < len(starts) else len(lines)
+        block = " ".join(line.strip() for line in lines[i + 1:end])
+        found = re.search(r"hidden at this width: (.*?) \(a wider terminal", block)
+        tables.append((headers, found.group(1) if found else ""))
+    return tables
+
+
+@pytest.mark.parametrize("name", [*sorted(TABLE_COMMANDS), "replay"])
+def test_every_column_left_out_at_80_columns_is_named(demo_db, name) -> None:
+    """A column shown at 200 columns and not at 80 is named in the table's "hidden at
+    this width:" line, whether a secondary column (``narrow_drop``) or one hidden to fit."""
+    args = (["replay", _first_run_id(demo_db), "--max-workers", "1"] if name == "replay"
+            else TABLE_COMMANDS[name][0])
+    wide = _tables(_out(*args, "--db", str(demo_db), env=WIDE))
+    narrow = _tables(_out(*args, "--db", str(demo_db), env=NARROW))
+    assert len(wide) == len(narrow)
+    for (wide_headers, wide_hidden), (narrow_headers, hidden) in zip(wide, narrow,
+                                                                      strict=True):
+        every = wide_headers + (wide_hidden.split(", ") if wide_hidden else [])
+        left_out = [h for h in every if h not in narrow_headers]
+        assert hidden.split(", ") == left_out if left_out else not hidden, (name, hidden)
+
+
+def test_runs_keep_breach_at_80_columns(demo_db) -> None:
+    headers, hidden = _tables(_out("runs", "--db", str(demo_db), env=NARROW))[0]
+    assert "breach" in headers and "cost $" in headers
+    assert hidden.split(", ") == ["proposed", "dispatched", "cap", "ceiling $"]
+
+
 def test_narrow_tables_shorten_ids_and_wide_ones_show_more(demo_db) -> None:
     narrow = _out("runs", "--db", str(demo_db), env=NARROW)
     wide = _out("runs", "--db", str(demo_db), env=WIDE)
     run_id = _first_run_id(demo_db)
     assert run_id[:12] in narrow and run_id[:13] not in narrow
-    assert "proposed" not in narrow and "proposed" in wide  # secondary column
+    assert "proposed" not in _header_lines(narrow)[0]  # a secondary column
+    assert "proposed" in _header_lines(wide)[0]
     assert max(map(len, wide.splitlines())) > 80
 
 
@@ -132,6 +171,45 @@ def test_json_timestamps_carry_their_utc_offset(demo_db) -> None:
     incidents = json.loads(_out("incidents", "--db", str(demo_db), "--format", "json",
                                 env=WIDE))
     assert all(r["detected_at"].endswith("Z") for r in incidents)
+
+
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+def _timestamps(data: object, path: str = "") -> list[tuple[str, str]]:
+    """Every (path, value) of ``data`` whose value is text that reads as a date and time."""
+    if isinstance(data, dict):
+        return [t for k, v in data.items() for t in _timestamps(v, f"{path}.{k}")]
+    if isinstance(data, list):
+        return [t for i, v in enumerate(data) for t in _timestamps(v, f"{path}[{i}]")]
+    return [(path, data)] if isinstance(data, str) and _TIMESTAMP.match(data) else []
+
+
+JSON_COMMANDS = {
+    "findings": ["findings"],
+    "replay": ["replay", "RUN", "--max-workers", "1"],
+    "whatif": ["whatif", "--max-workers", "4", "--since", "2020-01-01"],
+    "runs": ["runs"],
+    "incidents": ["incidents"],
+    "alerts": ["alerts"],
+    "audit": ["audit", "--no-current-map"],
+}
+
+
+@pytest.mark.parametrize("name", [*sorted(JSON_COMMANDS), "report"])
+def test_every_json_timestamp_ends_in_z(demo_db, tmp_path, name) -> None:
+    """Every value of a command's JSON that reads as a timestamp is UTC ISO 8601 with Z
+    (README: "Timestamps in JSON and CSV are UTC ISO 8601 with Z")."""
+    if name == "report":
+        out = tmp_path / "report.json"
+        _out("report", "--format", "json", "-o", str(out), "--db", str(demo_db), env=WIDE)
+        data = json.loads(out.read_text())
+    else:
+        args = [_first_run_id(demo_db) if a == "RUN" else a for a in JSON_COMMANDS[name]]
+        data = json.loads(_out(*args, "--db", str(demo_db), "--format", "json", env=WIDE))
+    found = _timestamps(data)
+    assert found or name in ("alerts", "audit"), name  # each of the others has some
+    assert [(p, v) for p, v in found if not v.endswith("Z")] == [], name
 
 
 def test_incidents_show_the_run_and_accept_id_prefixes(demo_db, tmp_path) -> None:

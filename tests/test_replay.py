@@ -37,7 +37,7 @@ from cliffwatch.analytics.recorded import (
     read_recorded_runs,
 )
 from cliffwatch.analytics.replay import KEEP, LimitsOverride, ReplayError, compare_runs, replay
-from cliffwatch.analytics.runs import get_run
+from cliffwatch.analytics.runs import get_run, run_spans
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.formatting import usd
 from cliffwatch.orchestrator.dispatch import Action, DispatchGuard, Limits, PlanVerdict
@@ -183,6 +183,20 @@ def test_a_cancelled_run_shows_what_was_cancelled(hand: Path) -> None:
     assert rp.timeline.filter(pl.col("name") == "worker 2")["status"].to_list() == ["cancelled"]
 
 
+def test_timeline_lists_workers_started_together_as_the_waterfall_does(hand: Path) -> None:
+    """Twelve workers started at the same instant: sub-task order in the timeline table and
+    in the run's waterfall (worker 10 after worker 9); the total row has no step."""
+    timeline = _replay(hand, RUNAWAY).timeline
+    workers = timeline.filter(pl.col("kind") == "worker")["name"].to_list()
+    assert workers == [f"worker {i}" for i in range(12)]
+    with read_store(hand) as con:
+        spans = run_spans(con, RUNAWAY)
+    assert spans.filter(pl.col("role") == "worker")["name"].to_list() == workers
+    steps = timeline["step"].to_list()
+    assert timeline["kind"].to_list()[-1] == "total" and steps[-1] is None
+    assert steps[:-1] == list(range(1, timeline.height))
+
+
 # --- the counterfactual under the recorded limits reproduces the record ------------------------
 
 
@@ -191,7 +205,19 @@ def test_recorded_limits_reproduce_the_hand_built_runs(hand: Path) -> None:
         rp = _replay(hand, run_id)
         assert rp.reproduces_record, run_id
         assert rp.counterfactual == rp.as_recorded  # no override: the same replay
-        assert rp.counterfactual.saving_usd == pytest.approx(0.0, abs=1e-12)
+        assert rp.counterfactual.saving_usd == 0.0  # exactly: no rounding noise
+
+
+def test_a_saving_within_the_usd_resolution_is_zero(hand: Path) -> None:
+    """The same calls summed in another order differ in the last bits: no saving, not
+    -8.67e-19 USD; a real difference, however small, stays."""
+    cf = _replay(hand, NORMAL[0]).counterfactual
+    noise = dataclasses.replace(cf, recorded_cost_usd=0.1 + 0.2, cost_usd=0.3)
+    assert noise.recorded_cost_usd - noise.cost_usd != 0.0  # 5.55e-17
+    assert noise.saving_usd == 0.0 and noise.saving_pct == 0.0
+    assert usd(noise.saving_usd) == "$0.00"
+    real = dataclasses.replace(cf, recorded_cost_usd=0.3 + 1e-9, cost_usd=0.3)
+    assert real.saving_usd == pytest.approx(1e-9, rel=1e-6)
 
 
 def test_recorded_limits_reproduce_every_orchestrated_run(orchestrated: OrchestratedStore) -> None:
@@ -205,6 +231,7 @@ def test_recorded_limits_reproduce_every_orchestrated_run(orchestrated: Orchestr
         assert (cf.status, cf.breach, cf.dispatched) == (
             run.status, run.breach, run.workers_dispatched), run.run_id
         assert cf.cost_usd == pytest.approx(run.cost_usd, abs=1e-12), run.run_id
+        assert cf.saving_usd == 0.0 and cf.saving_pct in (0.0, None), run.run_id
         assert not cf.has_estimates, run.run_id
         seen.add((run.status, run.breach, run.limits.policy.value, run.plan_attempts))
     statuses = {(s, b) for s, b, _, _ in seen}
@@ -679,7 +706,7 @@ def test_cli_replay_json_is_one_object(hand: Path) -> None:
     assert data["counterfactual"]["dispatched"] == 4
     assert data["counterfactual"]["limits"] == {"max_workers": 4, "ceiling_usd": None,
                                                 "policy": "truncate"}
-    assert data["run"]["started_at"] == "2026-11-06T08:00:00"
+    assert data["run"]["started_at"] == "2026-11-06T08:00:00Z"
 
 
 @pytest.mark.parametrize(

@@ -102,6 +102,21 @@ def test_replay_deep_link_shows_the_run_and_its_counterfactual(app: AppTest) -> 
             "Download replay_plan.csv"} <= set(_downloads(app))
 
 
+def test_replay_cost_shows_no_change_when_the_limits_change_nothing(app: AppTest) -> None:
+    open_page(app, "views/replay.py", run_id="1" * 32, max_workers="8")  # its own cap
+    recorded, counterfactual = app.metric[1], app.metric[3]
+    assert (counterfactual.label, counterfactual.value) == ("Cost", recorded.value)
+    assert not counterfactual.proto.delta  # no "+$0.00", no arrow
+    open_page(app, "views/replay.py", run_id=RUNAWAY[:8], max_workers="8")
+    assert app.metric[3].proto.delta.startswith("-$")  # a saving: its arrow down
+
+
+def test_cost_delta_is_none_for_no_change() -> None:
+    assert ui.cost_delta(None) is None and ui.cost_delta(0.0, 0.0) is None
+    assert ui.cost_delta(0.25, 12.5) == "-$0.25 (12.5%)"
+    assert ui.cost_delta(-0.25) == "+$0.25"
+
+
 def test_replay_controls_change_the_counterfactual(app: AppTest) -> None:
     open_page(app, "views/replay.py", run_id=BREACH)
     assert _metrics(app)[2] == ("Dispatched", "0 of 47")

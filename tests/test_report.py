@@ -158,7 +158,7 @@ def test_every_format_is_written_and_reads_back(report: Report, tmp_path: Path) 
     json_file, = write_report(report, "json", tmp_path / "r.json")
     data = json.loads(json_file.read_text())
     assert list(data["tables"]) == list(REPORT_TABLES)
-    assert data["meta"]["since"] == "2026-11-01T00:00:00"
+    assert data["meta"]["since"] == "2026-11-01T00:00:00Z"
     for name, df in report.tables.items():
         assert len(data["tables"][name]) == df.height
 

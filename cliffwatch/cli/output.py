@@ -233,10 +233,12 @@ def _fit_columns(
 
 
 def json_out(data: Any) -> None:
-    """Print ``data`` as indented JSON (times as ISO 8601, polars values as plain ones)."""
-    from cliffwatch.analytics.plain import plain_value  # lazy: polars
+    """Print ``data`` as indented JSON: the one way a command prints JSON
+    (:func:`cliffwatch.analytics.plain.json_text`: datetimes as ISO 8601 UTC ending in
+    ``Z``, NaN as null). Hand it datetime objects, never ISO text of your own."""
+    from cliffwatch.analytics.plain import json_text  # lazy: polars
 
-    sys.stdout.write(json.dumps(data, indent=2, default=plain_value) + "\n")
+    sys.stdout.write(json_text(data) + "\n")
 
 
 def render(
@@ -267,8 +269,9 @@ def render(
             :data:`WIDE_TABLE_COLUMNS`. A table always fits the terminal: numbers, money,
             ids, times, headers and enumerated values (:data:`ENUM_COLUMNS`) are never
             wrapped or cut; other text columns are cut with an ellipsis;
-            columns that still do not fit are hidden from the right, and a dim line says
-            which (JSON and CSV carry them).
+            columns that still do not fit are hidden from the right. A dim line under
+            the table names every column left out, these and the ``narrow_drop`` ones
+            (JSON and CSV carry them).
         wrap_columns: text columns holding money or ids among words (a replay's
             comparison): wrapped at spaces, never cut, no word ever split.
         empty: the line a table prints when there are no rows (JSON prints ``[]``, CSV
@@ -282,7 +285,7 @@ def render(
             for column in json_columns:
                 if row[column] is not None:
                     row[column] = json.loads(row[column])
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        json_out(rows)
         return
     if fmt is OutputFormat.CSV:
         # CRLF rows (RFC 4180): a CR or LF inside a cell is then quoted, not a broken row.
@@ -294,9 +297,10 @@ def render(
     if df.is_empty():
         console.print(Text(empty, style="yellow"))
         return
-    columns = list(table_columns) if table_columns else df.columns
+    asked = list(table_columns) if table_columns else df.columns
+    columns = asked
     if console.width < WIDE_TABLE_COLUMNS:
-        columns = [c for c in columns if c not in narrow_drop]
+        columns = [c for c in asked if c not in narrow_drop]
     cells = {c: [_cell(c, v) for v in df[c].to_list()] for c in columns}
     # Headers are never cut: every column is at least as wide as its whole header.
     need = {c: max([cell.cell_len for cell in cells[c]] + [len(_header(c))]) for c in columns}
@@ -316,7 +320,9 @@ def render(
     for i in range(len(df)):
         table.add_row(*(cells[c][i] for c in shown))
     console.print(table)
-    hidden = [_header(c) for c in columns if c not in shown]
+    # Every column asked for and not shown is named: the secondary ones left out below
+    # WIDE_TABLE_COLUMNS and those hidden to fit.
+    hidden = [_header(c) for c in asked if c not in shown]
     if hidden:
         say(f"hidden at this width: {', '.join(hidden)} (a wider terminal or --format json "
             "shows them)", style="dim", wrap=True)

@@ -9,8 +9,6 @@ litellm or the orchestrator.
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 from enum import StrEnum
 from typing import Annotated
 
@@ -31,7 +29,7 @@ from cliffwatch.cli.options import (
     return_freed_memory,
     writable_store,
 )
-from cliffwatch.cli.output import EXIT_NOT_COMPLETED, render, say
+from cliffwatch.cli.output import EXIT_NOT_COMPLETED, json_out, render, say
 from cliffwatch.telemetry.conventions import IncidentKind, RunStatus
 
 
@@ -126,7 +124,8 @@ def runs(
             "run_id", "task_class", "started_at", "status", "breach", "cost_usd",
             "workers_proposed", "workers_dispatched", "max_workers", "ceiling_usd",
         ),
-        narrow_drop=("breach", "workers_proposed", "workers_dispatched", "ceiling_usd"),
+        # breach is what the tool is for: at 80 columns the limits go before it does.
+        narrow_drop=("workers_proposed", "workers_dispatched", "max_workers", "ceiling_usd"),
         empty="no runs match",
     )
     if len(df) < total:
@@ -250,7 +249,7 @@ def findings(
             key, lambda: find_findings(con, window, task_class=task_class,
                                        thresholds=thresholds))
     if fmt is OutputFormat.JSON:  # evidence as objects, not JSON inside JSON
-        sys.stdout.write(json.dumps(findings_records(df), indent=2) + "\n")
+        json_out(findings_records(df))
         return
     render(
         df.rename({"still_present": "now"}) if fmt is OutputFormat.TABLE else df,

@@ -94,10 +94,8 @@ with right:
     if cf.saving_usd is None:  # a task left undone whose redo nothing can estimate
         facts[1].metric("Cost", "unknown", help=ui.md_text(cf.redo.note) if cf.redo else None)
     else:
-        change = "-" if cf.saving_usd > 0 else "+"  # the delta's sign sets its arrow
-        pct = "" if cf.saving_pct is None else f" ({abs(cf.saving_pct):.1f}%)"
         facts[1].metric("Cost", ui.usd(cf.cost_usd), delta_color="inverse",
-                        delta=f"{change}{ui.usd(abs(cf.saving_usd))}{pct}",
+                        delta=ui.cost_delta(cf.saving_usd, cf.saving_pct),
                         help="With the task redone within the limits (estimated)"
                         if cf.redo else None)
     st.caption(ui.md_text(cf.reason))

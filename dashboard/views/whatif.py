@@ -48,8 +48,7 @@ kpis[2].metric("Tasks not completed", f"{totals['tasks_not_completed']:,}",
                help="Runs the limits reject or cancel: their task is still to do, and the "
                     "spend after counts it redone within the limits (estimated).")
 kpis[3].metric("Spend", "unknown" if saving is None else ui.usd(totals["spend_after_usd"]),
-               delta=None if saving is None else
-               f"{'-' if saving > 0 else '+'}{ui.usd(abs(saving))}",
+               delta=ui.cost_delta(saving),
                delta_color="inverse", help=f"Before: {ui.usd(totals['spend_before_usd'])}")
 pct = totals["saving_pct"]
 kpis[4].metric("Saving", "unknown" if saving is None else "-" if pct is None else f"{pct:.1f}%")

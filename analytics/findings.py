@@ -60,9 +60,11 @@ Every what-if saving is the honest one (:mod:`analytics.whatif`): a task the lim
 undone (rejected, cancelled over the ceiling, or made to fail) is counted redone within
 them, at the mean cost of its class's runs that completed within them
 (:mod:`analytics.redo`, estimated), never as a saving of everything but its planner call.
-The evidence's ``what_if`` says how many tasks it left undone (``tasks_not_completed``,
-also a column), the redo counted (``redo_usd``), and how many of them had nothing to
-estimate their redo from (``tasks_redo_unknown``; the saving is then None, unknown).
+The evidence's ``what_if`` says how many of the runs it changed it left undone
+(``tasks_not_completed``, also a column; :data:`analytics.whatif.CHANGE_COUNTS`: a run
+left undone as recorded and not changed is not counted), the redo counted
+(``redo_usd``), and how many of them had nothing to estimate their redo from
+(``tasks_redo_unknown``; the saving is then None, unknown).
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ from cliffwatch.analytics.runs import require_task_class
 from cliffwatch.analytics.scalars import as_float, as_int
 from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.analytics.whatif import (
+    CHANGE_COUNTS,
     DAYS_PER_YEAR,
     Overrides,
     RunFilter,
@@ -433,13 +436,13 @@ def _what_if_of(
         return 0.0, {"runs_changed": 0, "tasks_not_completed": 0}
     fewer = pl.col("dispatched_after") < pl.col("dispatched_before")
     unknown = mine["saving_usd"].null_count()
+    counts = mine.select(count.alias(name) for name, count in CHANGE_COUNTS.items()).row(
+        0, named=True)
     return None if unknown else float(mine["saving_usd"].sum()), {
-        "runs_changed": int(mine["affected"].sum()),
-        "runs_rejected": mine.filter(pl.col("affected")
-                                     & (pl.col("status_after") == "rejected")).height,
-        "runs_cancelled": mine.filter(pl.col("affected")
-                                      & (pl.col("status_after") == "cancelled")).height,
-        "tasks_not_completed": int(mine["not_completed"].sum()),
+        "runs_changed": int(counts["runs_affected"]),
+        "runs_rejected": int(counts["runs_rejected"]),
+        "runs_cancelled": int(counts["runs_cancelled"]),
+        "tasks_not_completed": int(counts["tasks_not_completed"]),
         "redo_usd": float(mine["redo_usd"].sum()),
         "tasks_redo_unknown": unknown,
         "runs_with_fewer_workers": mine.filter(fewer).height,

@@ -51,6 +51,7 @@ from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.runs import list_runs, scope_filter
 from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.analytics.upper_bound import cache_detail_missing_calls, upper_bound_note
+from cliffwatch.analytics.whatif import COUNTS_NOTE
 from cliffwatch.analytics.window import Window, utc_now
 from cliffwatch.orchestrator.dispatch import Limits
 from cliffwatch.telemetry.conventions import CapPolicy
@@ -316,7 +317,8 @@ def _build_report(
         f"estimated_usd. A task the limits leave undone (tasks not completed) is counted "
         f"redone within them at the mean cost of its class's runs that completed within "
         f"them (redo_usd, estimated); where no such run exists (tasks redo unknown) the "
-        f"spend after and the saving are unknown (-). Year projection over a "
+        f"spend after and the saving are unknown (-). Runs affected: the runs the limits "
+        f"change; {COUNTS_NOTE}. Year projection over a "
         f"{what.window_days or 0:.1f}-day window.",
         "unpriced": "Calls on models without a price add nothing to any cost above: "
         "those costs are lower bounds.",

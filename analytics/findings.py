@@ -35,7 +35,9 @@ run just because it has no cap.
 Projected yearly saving (``yearly_saving_usd``) = the window's saving x 365 /
 ``window_days``, the window's length as :func:`analytics.whatif.window_days` measures it
 (``--since`` or the first run, to ``--until``, or now when only ``--since`` is given, or
-the last run). The window's saving, per kind:
+the last run; the first and last run of every class in the window, whatever
+``--task-class`` says: a class's yearly saving is the same with the filter as without).
+The window's saving, per kind:
 
 - cap findings: the what-if (:func:`analytics.whatif.what_if`, which replays each run's
   recorded plan through the orchestrator's own dispatch layer, with recorded costs)
@@ -858,7 +860,7 @@ def _find(
         # the span blocks the what-ifs read, let go before the runs' columns are read
         bulk_read.release_cache(con)
         ctx.runs = frame(con, _RUNS_SQL.format(where=where(conds)), params)
-        ctx.days = window_days(window, ctx.runs, now)
+        ctx.days = window_days(con, window, now)
         return asked, [row for kind in wanted for row in _DETECTORS[kind](ctx)]
 
     # findings on their own under their lower bound; inside a report, under the report's

@@ -29,7 +29,9 @@ Percentiles are continuous (linear interpolation, numpy's default and DuckDB's
 ``quantile_cont``), over one cost per run. The year projection is
 ``saving_usd x 365 / window_days``, where the window runs from ``--since`` (else the
 first run's start) to ``--until`` (else now when ``--since`` is given, else the last
-run's start).
+run's start), the first and last run being those of every class in the store's window
+(:func:`window_days`): one length for all classes, so a class's yearly figure is the same
+with ``--task-class`` as without it.
 """
 
 from __future__ import annotations
@@ -48,8 +50,7 @@ from cliffwatch.analytics.bulk_read import run_bounded
 from cliffwatch.analytics.estimates import load_estimates
 from cliffwatch.analytics.recorded import Estimates
 from cliffwatch.analytics.replay import LimitsOverride
-from cliffwatch.analytics.runs import require_task_class
-from cliffwatch.analytics.scalars import as_datetime
+from cliffwatch.analytics.runs import require_task_class, run_span
 from cliffwatch.analytics.whatif_rows import (
     RUN_COLUMNS,
     RUN_SCHEMA,
@@ -98,25 +99,27 @@ COUNTS_NOTE = ("rejected, truncated, cancelled and not completed count the affec
 :data:`CHANGE_COUNTS`."""
 
 
-def window_days(window: Window, runs: pl.DataFrame, now: datetime | None = None) -> float | None:
+def window_days(
+    con: duckdb.DuckDBPyConnection, window: Window, now: datetime | None = None
+) -> float | None:
     """Length of the window in days, for the year projection (see the module docstring).
+
+    One length for every class: ``window``'s own ends where it has them, else the first
+    and last start of the store's runs in it *of every class* (:func:`analytics.runs.
+    run_span`), whatever class a what-if or the findings look at, so that a class's
+    yearly figure is the same with or without a class filter.
 
     Returns:
         Days (> 0), or None when the window has no length (one run, no ``--since``).
     """
-    since = window.since
-    until = window.until
+    since, until = window.since, window.until
     if since is None:
-        if runs.is_empty():
+        first, last = run_span(con, window)
+        if first is None or last is None:
             return None
-        since = as_datetime(runs["started_at"].min())
-    if until is None:
-        if window.since is not None:
-            until = now or utc_now()
-        elif runs.is_empty():
-            return None
-        else:
-            until = as_datetime(runs["started_at"].max())
+        since, until = first, until or last
+    elif until is None:
+        until = now or utc_now()
     days = (until - since).total_seconds() / 86_400.0
     return days if days > 0 else None
 
@@ -364,7 +367,7 @@ def what_ifs(
                           limit=bulk_read.WHATIF_MEMORY_LIMIT if estimates is None else None)
     out = []
     for overrides, (runs, python_runs) in zip(variants, results, strict=True):
-        days = window_days(window, runs, now)
+        days = window_days(con, window, now)
         by_class = _by_class(runs, days, overrides) if runs.height else pl.DataFrame(
             schema={c: pl.Float64 for c in CLASS_COLUMNS}
         ).with_columns(pl.col("task_class", "limits").cast(pl.String))

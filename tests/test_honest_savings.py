@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -241,3 +242,22 @@ def test_no_explanation_prints_a_negative_token_count(demo: Path) -> None:
                 assert read is None or -delta <= read, (run.run_id, note, read)
                 assert read != 0, (run.run_id, note)
     assert adjusted > 50
+
+
+def test_a_finding_s_yearly_saving_is_the_same_with_and_without_the_class_filter(
+    demo: Path,
+) -> None:
+    """One window for the year projection, whatever the class filter: the runs of every
+    class in it (the reviewer's $1.43 vs $1.60 a year for one finding)."""
+    def yearly(records: list[dict[str, Any]]) -> dict[tuple[str, str], float | None]:
+        return {(f["kind"], f["task_class"]): f["yearly_saving_usd"] for f in records}
+
+    with read_store(demo) as con:
+        every = yearly(findings_records(find_findings(con)))
+        classes = sorted({c for _, c in every})
+        assert len(classes) >= 2
+        for task_class in classes:
+            only = yearly(findings_records(find_findings(con, task_class=task_class)))
+            assert only == pytest.approx(
+                {k: v for k, v in every.items() if k[1] == task_class}, rel=1e-12), task_class
+            assert any(v for v in only.values()), task_class

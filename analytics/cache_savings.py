@@ -9,7 +9,10 @@ wrapper repeating its children's usage are never counted) of the runs started in
   reads and writes; docs/sources.md#genai-input-tokens-include-cache-tokens), so the ratio
   is the share of prompt tokens served from the cache, 0..1. A call with no cache split
   says nothing about its cache: it is counted in ``calls_without_cache_detail`` and left out
-  of the ratio (never read as 0 hits).
+  of the ratio (never read as 0 hits). That is every call without a stored cache count,
+  whatever its model or producer; not :mod:`analytics.audit`'s ``cache_detail_missing``
+  (only the calls whose computed cost is an upper bound for want of the split), hence the
+  Cost truth page's heading "Not in hit ratio".
 - **read saving** = sum of ``cache_read_tokens x (input rate - cache read rate)``: what the
   cached tokens would have cost at the input rate minus what they cost at the cache read
   rate;

@@ -35,7 +35,9 @@ run just because it has no cap.
 Projected yearly saving (``yearly_saving_usd``) = the window's saving x 365 /
 ``window_days``, the window's length as :func:`analytics.whatif.window_days` measures it
 (``--since`` or the first run, to ``--until``, or now when only ``--since`` is given, or
-the last run). The window's saving, per kind:
+the last run; the first and last run of every class in the window, whatever
+``--task-class`` says: a class's yearly saving is the same with the filter as without).
+The window's saving, per kind:
 
 - cap findings: the what-if (:func:`analytics.whatif.what_if`, which replays each run's
   recorded plan through the orchestrator's own dispatch layer, with recorded costs)
@@ -60,9 +62,11 @@ Every what-if saving is the honest one (:mod:`analytics.whatif`): a task the lim
 undone (rejected, cancelled over the ceiling, or made to fail) is counted redone within
 them, at the mean cost of its class's runs that completed within them
 (:mod:`analytics.redo`, estimated), never as a saving of everything but its planner call.
-The evidence's ``what_if`` says how many tasks it left undone (``tasks_not_completed``,
-also a column), the redo counted (``redo_usd``), and how many of them had nothing to
-estimate their redo from (``tasks_redo_unknown``; the saving is then None, unknown).
+The evidence's ``what_if`` says how many of the runs it changed it left undone
+(``tasks_not_completed``, also a column; :data:`analytics.whatif.CHANGE_COUNTS`: a run
+left undone as recorded and not changed is not counted), the redo counted
+(``redo_usd``), and how many of them had nothing to estimate their redo from
+(``tasks_redo_unknown``; the saving is then None, unknown).
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ from cliffwatch.analytics.runs import require_task_class
 from cliffwatch.analytics.scalars import as_float, as_int
 from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.analytics.whatif import (
+    CHANGE_COUNTS,
     DAYS_PER_YEAR,
     Overrides,
     RunFilter,
@@ -433,13 +438,13 @@ def _what_if_of(
         return 0.0, {"runs_changed": 0, "tasks_not_completed": 0}
     fewer = pl.col("dispatched_after") < pl.col("dispatched_before")
     unknown = mine["saving_usd"].null_count()
+    counts = mine.select(count.alias(name) for name, count in CHANGE_COUNTS.items()).row(
+        0, named=True)
     return None if unknown else float(mine["saving_usd"].sum()), {
-        "runs_changed": int(mine["affected"].sum()),
-        "runs_rejected": mine.filter(pl.col("affected")
-                                     & (pl.col("status_after") == "rejected")).height,
-        "runs_cancelled": mine.filter(pl.col("affected")
-                                      & (pl.col("status_after") == "cancelled")).height,
-        "tasks_not_completed": int(mine["not_completed"].sum()),
+        "runs_changed": int(counts["runs_affected"]),
+        "runs_rejected": int(counts["runs_rejected"]),
+        "runs_cancelled": int(counts["runs_cancelled"]),
+        "tasks_not_completed": int(counts["tasks_not_completed"]),
         "redo_usd": float(mine["redo_usd"].sum()),
         "tasks_redo_unknown": unknown,
         "runs_with_fewer_workers": mine.filter(fewer).height,
@@ -855,7 +860,7 @@ def _find(
         # the span blocks the what-ifs read, let go before the runs' columns are read
         bulk_read.release_cache(con)
         ctx.runs = frame(con, _RUNS_SQL.format(where=where(conds)), params)
-        ctx.days = window_days(window, ctx.runs, now)
+        ctx.days = window_days(con, window, now)
         return asked, [row for kind in wanted for row in _DETECTORS[kind](ctx)]
 
     # findings on their own under their lower bound; inside a report, under the report's

@@ -48,9 +48,10 @@ from cliffwatch.analytics.percentiles import (
     model_and_role_percentiles,
 )
 from cliffwatch.analytics.replay import LimitsOverride
-from cliffwatch.analytics.runs import list_runs, scope_filter
-from cliffwatch.analytics.store_access import frame, where
+from cliffwatch.analytics.runs import list_runs, run_span
+from cliffwatch.analytics.store_access import frame
 from cliffwatch.analytics.upper_bound import cache_detail_missing_calls, upper_bound_note
+from cliffwatch.analytics.whatif import COUNTS_NOTE
 from cliffwatch.analytics.window import Window, utc_now
 from cliffwatch.orchestrator.dispatch import Limits
 from cliffwatch.telemetry.conventions import CapPolicy
@@ -193,17 +194,8 @@ def _incidents(con: duckdb.DuckDBPyConnection, window: Window,
     )
 
 
-def _run_span(con: duckdb.DuckDBPyConnection, window: Window,
-              task_class: str | None) -> tuple[datetime | None, datetime | None]:
-    """The first and last start of the runs in scope (every run, not only those drawn)."""
-    conds, params = scope_filter(con, window, "started_at", task_class)
-    row = frame(con, f"SELECT min(started_at) AS first, max(started_at) AS last "  # noqa: S608
-                f"FROM runs {where(conds)}", params).row(0)
-    return row[0], row[1]
-
-
 def _summary(
-    percentiles: pl.DataFrame, incidents: pl.DataFrame, run_span: tuple[Any, Any],
+    percentiles: pl.DataFrame, incidents: pl.DataFrame, span: tuple[Any, Any],
     window: Window, generated_at: datetime,
 ) -> pl.DataFrame:
     spend = float(percentiles["total_usd"].sum()) if percentiles.height else 0.0
@@ -211,8 +203,8 @@ def _summary(
         [{
             "since": window.since,
             "until": window.until,
-            "first_run": run_span[0],
-            "last_run": run_span[1],
+            "first_run": span[0],
+            "last_run": span[1],
             "task_classes": percentiles.height,
             "runs": int(percentiles["runs"].sum()) if percentiles.height else 0,
             "spend_usd": spend,
@@ -289,7 +281,7 @@ def _build_report(
     ).select("task_class", "limits", "cap_source", *[
         c for c in what.by_class.columns if c not in ("task_class", "limits")])
     tables = {
-        "summary": _summary(percentiles, incidents, _run_span(con, window, task_class), window,
+        "summary": _summary(percentiles, incidents, run_span(con, window, task_class), window,
                             generated_at),
         "percentiles": percentiles,
         "incidents": incidents,
@@ -316,7 +308,8 @@ def _build_report(
         f"estimated_usd. A task the limits leave undone (tasks not completed) is counted "
         f"redone within them at the mean cost of its class's runs that completed within "
         f"them (redo_usd, estimated); where no such run exists (tasks redo unknown) the "
-        f"spend after and the saving are unknown (-). Year projection over a "
+        f"spend after and the saving are unknown (-). Runs affected: the runs the limits "
+        f"change; {COUNTS_NOTE}. Year projection over a "
         f"{what.window_days or 0:.1f}-day window.",
         "unpriced": "Calls on models without a price add nothing to any cost above: "
         "those costs are lower bounds.",

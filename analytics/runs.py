@@ -8,6 +8,7 @@ renders anything.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -15,6 +16,7 @@ import polars as pl
 
 from cliffwatch.analytics.errors import RunNotFoundError, UnknownTaskClassError
 from cliffwatch.analytics.rollup_read import newest_runs_floor
+from cliffwatch.analytics.scalars import as_datetime
 from cliffwatch.analytics.store_access import frame, limit_clause, where
 from cliffwatch.analytics.window import Window
 from cliffwatch.telemetry import conventions as cv
@@ -95,6 +97,23 @@ def scope_filter(
         conds.append("list_contains($task_classes, task_class)")
         params["task_classes"] = list(task_classes)
     return conds, params
+
+
+def run_span(
+    con: duckdb.DuckDBPyConnection, window: Window, task_class: str | None = None
+) -> tuple[datetime | None, datetime | None]:
+    """The first and last ``started_at`` of the runs started in ``window`` (naive UTC;
+    both None when there is none): of every class, or of ``task_class`` only (which must
+    exist in the store).
+
+    Raises:
+        UnknownTaskClassError: ``task_class`` has no runs in the store.
+    """
+    conds, params = scope_filter(con, window, "started_at", task_class)
+    row = frame(con, f"SELECT min(started_at) AS first, max(started_at) AS last "  # noqa: S608
+                f"FROM runs {where(conds)}", params).row(0)
+    return (None if row[0] is None else as_datetime(row[0]),
+            None if row[1] is None else as_datetime(row[1]))
 
 
 def list_runs(

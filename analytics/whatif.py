@@ -7,16 +7,20 @@ charge, and the Python counterfactual (:func:`analytics.counterfactual.counterfa
 the orchestrator's own dispatch layer) for the others (a replan, spend reaching the
 ceiling), a chunk of runs at a time; ``tests/test_whatif_sql.py`` holds the two equal.
 Memory is bounded by a chunk of calls and the per-run result, not by the spans of the
-window. Per task class it reports the runs the new limits change, the runs
-they would reject, truncate or cancel, the tasks they would leave undone, spend and
+window. Per task class it reports the runs the new limits change (affected) and, of
+those, the runs they would reject, truncate or cancel and the tasks they would leave
+undone (:data:`CHANGE_COUNTS`: a run they decide as its record did, such as one rejected
+as recorded, is not counted: every count is a subset of the affected runs), spend and
 P50/P95/P99 cost per run before and after, the saving in dollars and percent, and that
 saving projected over a year at the window's rate.
 
 Savings count the work still to do. A run the new limits reject or cancel (or make fail)
 where the record completed it costs its planner calls (and any work done before the
 cancel) *plus* the task redone within the limits, estimated from the class's runs that
-completed within them (:mod:`analytics.redo`: their mean cost); such tasks, and those the
-record left undone too, are counted in ``tasks_not_completed``. When a class has no run
+completed within them (:mod:`analytics.redo`: their mean cost); such tasks, and those of
+affected runs the record left undone too (a run cancelled as recorded that the limits
+reject), are counted in ``tasks_not_completed``; a run left undone as recorded and not
+changed by the limits is not. When a class has no run
 that completed within the limits, that redo cannot be estimated: the runs' cost after,
 and the class's spend, percentiles and saving after, are None (unknown), and
 ``tasks_redo_unknown`` counts them.
@@ -25,7 +29,9 @@ Percentiles are continuous (linear interpolation, numpy's default and DuckDB's
 ``quantile_cont``), over one cost per run. The year projection is
 ``saving_usd x 365 / window_days``, where the window runs from ``--since`` (else the
 first run's start) to ``--until`` (else now when ``--since`` is given, else the last
-run's start).
+run's start), the first and last run being those of every class in the store's window
+(:func:`window_days`): one length for all classes, so a class's yearly figure is the same
+with ``--task-class`` as without it.
 """
 
 from __future__ import annotations
@@ -44,8 +50,7 @@ from cliffwatch.analytics.bulk_read import run_bounded
 from cliffwatch.analytics.estimates import load_estimates
 from cliffwatch.analytics.recorded import Estimates
 from cliffwatch.analytics.replay import LimitsOverride
-from cliffwatch.analytics.runs import require_task_class
-from cliffwatch.analytics.scalars import as_datetime
+from cliffwatch.analytics.runs import require_task_class, run_span
 from cliffwatch.analytics.whatif_rows import (
     RUN_COLUMNS,
     RUN_SCHEMA,
@@ -70,25 +75,51 @@ CLASS_COLUMNS: tuple[str, ...] = (
 )
 """Columns of :attr:`WhatIf.by_class`, in order."""
 
-def window_days(window: Window, runs: pl.DataFrame, now: datetime | None = None) -> float | None:
+def _of_affected(flag: pl.Expr) -> pl.Expr:
+    return (pl.col("affected") & flag).sum()
+
+
+CHANGE_COUNTS: dict[str, pl.Expr] = {
+    "runs_affected": pl.col("affected").sum(),
+    "runs_rejected": _of_affected(pl.col("status_after") == RunStatus.REJECTED.value),
+    "runs_cancelled": _of_affected(pl.col("status_after") == RunStatus.CANCELLED.value),
+    "tasks_not_completed": _of_affected(pl.col("not_completed")),
+}
+"""The what-if's run counts over a frame of :data:`RUN_COLUMNS` rows, as aggregations
+(one place for :class:`WhatIf`'s ``by_class`` and ``totals()`` and the findings'
+evidence): the runs the limits change (``affected``) and, of those, the ones they reject,
+cancel or leave undone. A run the limits decide as its record did (one rejected as
+recorded) is none of them: every count is of what the new limits change, a subset of
+``runs_affected``."""
+
+COUNTS_NOTE = ("rejected, truncated, cancelled and not completed count the affected runs "
+               "only: a run the limits decide as its record did (one rejected as recorded) "
+               "is not counted")
+"""The one line the CLI, the What-if page and the report say under the counts of
+:data:`CHANGE_COUNTS`."""
+
+
+def window_days(
+    con: duckdb.DuckDBPyConnection, window: Window, now: datetime | None = None
+) -> float | None:
     """Length of the window in days, for the year projection (see the module docstring).
+
+    One length for every class: ``window``'s own ends where it has them, else the first
+    and last start of the store's runs in it *of every class* (:func:`analytics.runs.
+    run_span`), whatever class a what-if or the findings look at, so that a class's
+    yearly figure is the same with or without a class filter.
 
     Returns:
         Days (> 0), or None when the window has no length (one run, no ``--since``).
     """
-    since = window.since
-    until = window.until
+    since, until = window.since, window.until
     if since is None:
-        if runs.is_empty():
+        first, last = run_span(con, window)
+        if first is None or last is None:
             return None
-        since = as_datetime(runs["started_at"].min())
-    if until is None:
-        if window.since is not None:
-            until = now or utc_now()
-        elif runs.is_empty():
-            return None
-        else:
-            until = as_datetime(runs["started_at"].max())
+        since, until = first, until or last
+    elif until is None:
+        until = now or utc_now()
     days = (until - since).total_seconds() / 86_400.0
     return days if days > 0 else None
 
@@ -99,11 +130,8 @@ def _by_class(runs: pl.DataFrame, days: float | None, overrides: Overrides) -> p
 
     per_class = runs.with_columns(pl.col("task_class").cast(pl.String)).group_by("task_class").agg(
         pl.len().alias("runs"),
-        pl.col("affected").sum().alias("runs_affected"),
-        (pl.col("status_after") == RunStatus.REJECTED.value).sum().alias("runs_rejected"),
-        pl.col("_truncated").sum().alias("runs_truncated"),
-        (pl.col("status_after") == RunStatus.CANCELLED.value).sum().alias("runs_cancelled"),
-        pl.col("not_completed").sum().alias("tasks_not_completed"),
+        *(count.alias(name) for name, count in CHANGE_COUNTS.items()),
+        _of_affected(pl.col("_truncated")).alias("runs_truncated"),
         pl.col("_estimated").sum().alias("runs_estimated"),
         (~pl.col("replayable")).sum().alias("runs_not_replayable"),
         pl.col("cost_before_usd").sum().alias("spend_before_usd"),
@@ -163,18 +191,19 @@ class WhatIf:
             limits leave the task undone (rejected, cancelled, or failed where the record
             completed), ``affected`` whether
             anything changed.
-        by_class: :data:`CLASS_COLUMNS`, one row per class: runs, runs affected, rejected,
-            truncated (a sub-task not dispatched), cancelled (spend over the ceiling),
-            ``tasks_not_completed`` (tasks the limits leave undone: rejected, cancelled,
-            or failed where the record completed),
-            with an estimated figure, not replayable (kept at their recorded cost); spend
-            and P50/P95/P99 per run before and after (USD); saving in USD and percent of
-            the spend before; ``annual_saving_usd`` the saving projected over a year (None
-            without a window length); ``estimated_usd`` the estimated part of the spend
-            after, ``redo_usd`` the redo in it; ``tasks_redo_unknown`` the tasks left
-            undone whose redo cannot be estimated (then every "after" figure and the
-            saving are None); ``limits`` the override its runs were replayed under (what
-            is not overridden stays as each run recorded it).
+        by_class: :data:`CLASS_COLUMNS`, one row per class: runs, runs affected and, of
+            the affected runs (:data:`CHANGE_COUNTS`), rejected, truncated (a sub-task not
+            dispatched), cancelled (spend over the ceiling), ``tasks_not_completed``
+            (tasks the limits leave undone: rejected, cancelled, or failed where the
+            record completed); runs with an estimated figure, not replayable (kept at
+            their recorded cost); spend and P50/P95/P99 per run before and after (USD);
+            saving in USD and percent of the spend before; ``annual_saving_usd`` the
+            saving projected over a year (None without a window length);
+            ``estimated_usd`` the estimated part of the spend after, ``redo_usd`` the redo
+            in it; ``tasks_redo_unknown`` the tasks left undone whose redo cannot be
+            estimated (then every "after" figure and the saving are None); ``limits`` the
+            override its runs were replayed under (what is not overridden stays as each
+            run recorded it).
         window_days: the window's length in days (None: no length).
         elapsed_s: wall-clock seconds the load and the replays took.
         load_s: of which reading the class estimates (0 when the caller gave them).
@@ -192,7 +221,8 @@ class WhatIf:
     python_runs: int = 0
 
     def totals(self) -> dict[str, Any]:
-        """Figures over every class: runs, affected, tasks not completed, spend
+        """Figures over every class: runs, affected, tasks not completed (of the affected
+        runs, :data:`CHANGE_COUNTS`), spend
         before/after, saving (USD, %), annual saving, estimated part and the redo in it
         (USD), tasks whose redo cannot be estimated (then spend after and every saving
         are None)."""
@@ -201,10 +231,11 @@ class WhatIf:
         unknown = runs["redo_usd"].null_count()
         after = None if unknown else float(runs["cost_after_usd"].sum())
         saving = None if after is None else before - after
+        counts = runs.select(count.alias(name) for name, count in CHANGE_COUNTS.items())
         return {
             "runs": runs.height,
-            "runs_affected": int(runs["affected"].sum()),
-            "tasks_not_completed": int(runs["not_completed"].sum()),
+            "runs_affected": int(counts["runs_affected"].item()),
+            "tasks_not_completed": int(counts["tasks_not_completed"].item()),
             "spend_before_usd": before,
             "spend_after_usd": after,
             "saving_usd": saving,
@@ -337,7 +368,7 @@ def what_ifs(
                           limit=bulk_read.WHATIF_MEMORY_LIMIT if estimates is None else None)
     out = []
     for overrides, (runs, python_runs) in zip(variants, results, strict=True):
-        days = window_days(window, runs, now)
+        days = window_days(con, window, now)
         by_class = _by_class(runs, days, overrides) if runs.height else pl.DataFrame(
             schema={c: pl.Float64 for c in CLASS_COLUMNS}
         ).with_columns(pl.col("task_class", "limits").cast(pl.String))

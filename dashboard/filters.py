@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from cliffwatch.analytics.errors import UnknownTaskClassError
 from cliffwatch.analytics.result_cache import reads_clock
 from cliffwatch.analytics.window import Window, WindowError, parse_when
 from cliffwatch.dashboard.ui import md_text
@@ -88,6 +89,9 @@ class Filters:
 
 
 _RERUN_KEY = "cliffwatch_filters_rerun"
+_UNKNOWN_KEY = "cliffwatch_filters_unknown_classes"
+"""The classes a link named that the store lacks (the multiselect dropped them) and the
+selection that was left: said in the sidebar while that selection stands."""
 
 
 def _as_filters(since: str | None, until: str | None, classes: Sequence[str]) -> Filters:
@@ -123,9 +127,11 @@ def render_sidebar(class_options: Sequence[str], *, after_page: bool = False) ->
 
     A ``since`` or ``until`` that cannot be read gets ``st.error`` in the sidebar naming
     the value and the forms accepted, and the pages use the other end alone until it is
-    fixed (:func:`readable`). Should the widgets hold another selection than the one the
-    page was drawn with (a URL naming a class the store does not have: the multiselect
-    drops it), the script runs again once, with the widgets' selection.
+    fixed (:func:`readable`). A class the URL names that the store does not have is
+    dropped by the multiselect: ``st.error`` in the sidebar names it and the known classes
+    (as the CLI's ``unknown task class`` error does) while the selection left stands
+    (:func:`unknown_classes`). Should the widgets hold another selection than the one the
+    page was drawn with, the script runs again once, with the widgets' selection.
 
     Args:
         class_options: the task classes the store knows (the multiselect's options).
@@ -134,6 +140,8 @@ def render_sidebar(class_options: Sequence[str], *, after_page: bool = False) ->
     Returns:
         The selected :class:`Filters`.
     """
+    state = st.session_state
+    asked = state[CLASSES_KEY] if CLASSES_KEY in state else st.query_params.get_all(CLASSES_KEY)
     with st.sidebar:
         st.header("Filters")
         since = st.selectbox(
@@ -160,7 +168,14 @@ def render_sidebar(class_options: Sequence[str], *, after_page: bool = False) ->
             placeholder="All classes",
         )
         filters, problems = readable(_as_filters(since, until, classes))
-        for problem in problems:
+        unknown = unknown_classes(asked, class_options, filters)
+        if unknown:  # kept for the run again below, where the URL no longer names them
+            state[_UNKNOWN_KEY] = (unknown, filters)
+        elif state.get(_UNKNOWN_KEY, ("", None))[1] == filters:
+            unknown = state[_UNKNOWN_KEY][0]
+        else:
+            state.pop(_UNKNOWN_KEY, None)
+        for problem in [*([unknown] if unknown else []), *problems]:
             st.error(md_text(problem))
     drawn_with = current()
     st.session_state[_STATE_KEY] = filters
@@ -169,6 +184,18 @@ def render_sidebar(class_options: Sequence[str], *, after_page: bool = False) ->
         st.rerun()
     st.session_state[_RERUN_KEY] = False
     return filters
+
+
+def unknown_classes(asked: Sequence[str], known: Sequence[str], shown: Filters) -> str:
+    """One message naming the classes of ``asked`` that are not ``known`` (the store's),
+    with the known ones and what is shown instead (``shown``); "" when every one is known.
+    """
+    missing = [name for name in dict.fromkeys(asked) if name not in known]
+    if not missing:
+        return ""
+    said = "; ".join(str(UnknownTaskClassError(name, known)) for name in missing)
+    left = shown.describe()
+    return f"Task classes: {said}. Showing {left[:1].lower()}{left[1:]}."
 
 
 def readable(filters: Filters) -> tuple[Filters, list[str]]:

@@ -194,3 +194,23 @@ def test_a_long_problem_list_is_cut_and_says_so(
     (shown,) = [d.value for d in app.dataframe if "problem" in d.value.columns]
     assert list(shown["span_id"]) == full["span_id"].head(2).to_list()
     assert f"The first 2 of {full.height:,} problem rows" in _plain(app.caption)
+
+
+def test_the_savings_count_of_calls_without_a_cache_split_is_not_labelled_as_the_audit_s(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two counts of "no cache detail" on one page: the audit's (calls whose computed cost
+    is an upper bound) and the savings' (every call without a stored cache count, left out
+    of the hit ratio; 32 against 0 on the demo store): different headings, each saying
+    what it counts."""
+    import json
+
+    app = _open(store, monkeypatch)
+    assert "cache detail missing" in _audit(store)  # the audit's row keeps its label
+    tables_ = [t for t in app.dataframe if "calls_without_cache_detail" in t.value.columns]
+    assert len(tables_) == 2  # per model, per task class
+    for table in tables_:
+        column = json.loads(table.proto.columns)["calls_without_cache_detail"]
+        assert column["label"] == "Not in hit ratio"
+        assert "cache detail missing" in column["help"] and "upper bound" in column["help"]
+    assert "Not in hit ratio" in _plain(app.caption)

@@ -165,6 +165,23 @@ def test_a_link_naming_an_unknown_class_shows_what_the_sidebar_selected(app: App
     assert app.multiselect(key="task_class").value == ["extract"]
     assert _frame(app, "percentiles")["Task class"].tolist() == ["extract"]
     assert "extract" in _texts(app.caption) and "no-such-class" not in _texts(app.caption)
+    # and says so, as it does of a `since` it cannot read (and as the CLI's error does)
+    assert _texts(app.sidebar.error) == ("Task classes: unknown task class 'no-such-class' "
+                                         "(known: extract, research). Showing all time; "
+                                         "extract.")
+
+
+def test_a_link_naming_only_an_unknown_class_says_so_until_the_selection_changes(
+    app: AppTest,
+) -> None:
+    open_page(app, task_class="nosuch")
+    assert app.multiselect(key="task_class").value == []
+    assert len(_frame(app, "percentiles")) == 2  # every class meanwhile
+    error = _texts(app.sidebar.error)
+    assert "unknown task class 'nosuch' (known: extract, research)" in error
+    assert "Showing all time; all classes." in error
+    app.multiselect(key="task_class").select("research").run()
+    assert not app.sidebar.error
 
 
 def test_overview_unreadable_since_is_an_error_in_the_sidebar(app: AppTest) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -93,10 +94,11 @@ def test_cap_8_prices_each_rejected_task_redone_as_a_hand_computation_does(demo:
     for task_class in classes:
         mine = raw.filter(pl.col("task_class") == task_class)
         # Uncapped runs whose plan is over 8 are rejected at dispatch; every other run
-        # keeps its limits and so its outcome.
+        # keeps its limits and so its outcome. One rejected as recorded is rejected again
+        # at the same cost: not changed, so counted nowhere (nor are the runs the record
+        # left undone that keep their limits).
         newly = mine.filter(pl.col("max_workers").is_null() & (pl.col("proposed") > CAP))
-        undone = mine.filter(pl.col("max_workers").is_not_null()
-                             & pl.col("status").is_in(["rejected", "cancelled"]))
+        changed = newly.filter(pl.col("status") != "rejected")
         saving = 0.0
         for run in newly.iter_rows(named=True):
             after = run["planner_usd"]
@@ -107,9 +109,9 @@ def test_cap_8_prices_each_rejected_task_redone_as_a_hand_computation_does(demo:
             saving += run["cost_usd"] - after
         row = by_class[task_class]
         assert newly.height > 0, task_class
-        assert row["tasks_not_completed"] == newly.height + undone.height, task_class
-        assert row["runs_rejected"] == newly.height + undone.filter(
-            pl.col("status") == "rejected").height
+        assert row["runs_affected"] == changed.height, task_class
+        assert row["runs_rejected"] == row["tasks_not_completed"] == changed.height, task_class
+        assert row["runs_cancelled"] == row["runs_truncated"] == 0, task_class
         assert row["tasks_redo_unknown"] == 0
         assert row["saving_usd"] == pytest.approx(saving, rel=1e-9, abs=1e-12), task_class
         assert row["spend_after_usd"] == pytest.approx(
@@ -147,7 +149,10 @@ def test_a_ceiling_counts_the_work_it_leaves_undone_redone_within_it(demo: Path)
                                     & (pl.col("status_before") == "ok"))
     newly = after.filter((pl.col("status_before") == "ok") & pl.col("not_completed"))
     assert newly.height >= 10
-    expected = stopped.height + failed_by_limits.height
+    # of the runs the ceiling changes only (not one cancelled as recorded, and again)
+    expected = (stopped.filter(pl.col("affected")).height
+                + failed_by_limits.filter(pl.col("affected")).height)
+    assert expected < stopped.height + failed_by_limits.height
     assert int(what.by_class["tasks_not_completed"].sum()) == expected
     assert what.totals()["tasks_not_completed"] == expected
     by_id = {r.run_id: r for r in runs}
@@ -180,7 +185,7 @@ def test_findings_yearly_savings_are_the_honest_what_if(demo: Path) -> None:
             assert finding["saving_usd"] == pytest.approx(honest, rel=1e-12, abs=1e-15)
             assert finding["yearly_saving_usd"] == pytest.approx(
                 honest * 365 / what.window_days, rel=1e-12, abs=1e-15)
-            undone = int(mine["not_completed"].sum())
+            undone = int((mine["not_completed"] & mine["affected"]).sum())
             assert finding["tasks_not_completed"] == undone
             # the work left undone is counted: the saving is what the runs' own calls
             # saved, less the redo of every task left undone
@@ -237,3 +242,22 @@ def test_no_explanation_prints_a_negative_token_count(demo: Path) -> None:
                 assert read is None or -delta <= read, (run.run_id, note, read)
                 assert read != 0, (run.run_id, note)
     assert adjusted > 50
+
+
+def test_a_finding_s_yearly_saving_is_the_same_with_and_without_the_class_filter(
+    demo: Path,
+) -> None:
+    """One window for the year projection, whatever the class filter: the runs of every
+    class in it (the reviewer's $1.43 vs $1.60 a year for one finding)."""
+    def yearly(records: list[dict[str, Any]]) -> dict[tuple[str, str], float | None]:
+        return {(f["kind"], f["task_class"]): f["yearly_saving_usd"] for f in records}
+
+    with read_store(demo) as con:
+        every = yearly(findings_records(find_findings(con)))
+        classes = sorted({c for _, c in every})
+        assert len(classes) >= 2
+        for task_class in classes:
+            only = yearly(findings_records(find_findings(con, task_class=task_class)))
+            assert only == pytest.approx(
+                {k: v for k, v in every.items() if k[1] == task_class}, rel=1e-12), task_class
+            assert any(v for v in only.values()), task_class

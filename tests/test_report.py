@@ -96,13 +96,15 @@ def test_whatif_uses_the_workload_cap_else_the_recorded_one(report: Report) -> N
     whatif = {r["task_class"]: r for r in report.tables["whatif"].iter_rows(named=True)}
     assert whatif["research"]["cap_source"] == "workload"
     assert whatif["research"]["limits"] == "cap 2, ceiling as recorded, policy reject"
-    # make_runs_costing gives every run 3 workers: cap 2 rejects each of them
-    assert whatif["research"]["runs_rejected"] == len(RESEARCH) + 1
+    # make_runs_costing gives every run 3 workers: cap 2 rejects each of them (the run
+    # rejected as recorded, rejected again, is not changed: not counted)
+    assert whatif["research"]["runs_rejected"] == len(RESEARCH)
     assert whatif[MARKUP]["cap_source"] == "recorded"
     assert whatif[MARKUP]["runs_affected"] == 0  # its own cap of 3 changes nothing
     # no research run completed within 2 workers: the redo of the tasks cap 2 leaves
     # undone, and so the saving, is unknown (the recorded rejected run was undone anyway)
-    assert whatif["research"]["tasks_not_completed"] == len(RESEARCH) + 1
+    assert whatif["research"]["tasks_not_completed"] == len(RESEARCH)
+    assert "count the affected runs only" in report.notes["whatif"]
     assert whatif["research"]["tasks_redo_unknown"] == len(RESEARCH)
     assert whatif["research"]["saving_usd"] is None
     assert whatif["research"]["spend_after_usd"] is None

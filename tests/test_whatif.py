@@ -92,7 +92,8 @@ def test_per_class_figures_match_a_hand_computation(store: Path) -> None:
     assert what.by_class.columns == list(CLASS_COLUMNS)
     assert row["task_class"] == "research" and row["runs"] == len(before)
     assert row["runs_affected"] == over
-    assert row["runs_rejected"] == row["tasks_not_completed"] == over + 1
+    # of the affected runs only: the run rejected as recorded, and again, is not counted
+    assert row["runs_rejected"] == row["tasks_not_completed"] == over
     assert row["runs_truncated"] == 0 and row["runs_estimated"] == over
     assert row["redo_usd"] == pytest.approx(over * _redo(CAP))
     assert row["estimated_usd"] == pytest.approx(over * _redo(CAP))
@@ -188,12 +189,33 @@ def test_an_unknown_class_is_refused(store: Path) -> None:
         _what(store, LimitsOverride.parse(CAP), task_class="nosuch")
 
 
-def test_window_days_follow_the_window_then_the_runs() -> None:
-    runs = pl.DataFrame({"started_at": [datetime(2026, 11, 1), datetime(2026, 11, 4)]})
-    assert window_days(Window(), runs) == pytest.approx(3.0)
-    assert window_days(Window.parse(SINCE), runs, now=datetime(2026, 11, 21)) == 20.0
-    assert window_days(Window.parse(until="2026-11-05"), runs) == pytest.approx(4.0)
-    assert window_days(Window(), runs.head(1)) is None
+def test_window_days_follow_the_window_then_the_runs(store: Path) -> None:
+    first, last = datetime(2026, 11, 1, 8), datetime(2026, 12, 1)  # of every class
+    with read_store(store) as con:
+        assert window_days(con, Window()) == pytest.approx((last - first).days
+                                                           + (last - first).seconds / 86_400)
+        assert window_days(con, Window.parse(SINCE), now=datetime(2026, 11, 21)) == 20.0
+        assert window_days(con, Window.parse(until="2026-11-05")) == pytest.approx(3 + 16 / 24)
+        assert window_days(con, Window.parse(until="2026-10-01")) is None  # no run in it
+
+
+@pytest.mark.parametrize("until", [None, "2026-11-20"])
+def test_a_class_s_yearly_saving_is_the_same_with_and_without_the_class_filter(
+    store: Path, until: str | None
+) -> None:
+    """The year projection is over one window for every class (the runs of every class in
+    it), never over the filtered class's own runs."""
+    window = Window.parse(until=until)
+    with read_store(store) as con:
+        cap_1 = LimitsOverride.parse(1, policy="truncate")
+        every = what_if(con, cap_1, window)
+        extract = what_if(con, cap_1, window, task_class="extract")
+        unfiltered = every.by_class.filter(pl.col("task_class") == "extract").row(0, named=True)
+    only = extract.by_class.row(0, named=True)
+    assert only["saving_usd"] == pytest.approx(unfiltered["saving_usd"]) and only["saving_usd"] > 0
+    assert extract.window_days == every.window_days
+    assert only["annual_saving_usd"] == pytest.approx(unfiltered["annual_saving_usd"], rel=1e-12)
+    assert extract.totals()["annual_saving_usd"] == pytest.approx(only["annual_saving_usd"])
 
 
 def test_cli_whatif_json_table_and_csv(store: Path) -> None:
@@ -223,7 +245,8 @@ def test_cli_whatif_json_table_and_csv(store: Path) -> None:
     assert "not completed" in table.stdout
     over = sum(1 for n, _ in RESEARCH if n > CAP)
     flowing = " ".join(table.stdout.split())  # info lines wrap at spaces on a narrow terminal
-    assert f"{over + 1} tasks not completed (their redo within the limits" in flowing
+    assert f"{over} tasks not completed (their redo within the limits" in flowing
+    assert "count the affected runs only" in flowing
     assert "replayed 14 runs in" in table.stdout
 
     rows = list(csv.DictReader(io.StringIO(runner.invoke(app, [*base, "--format", "csv"]).stdout)))
@@ -241,7 +264,7 @@ def test_a_saving_nothing_can_estimate_is_unknown_and_says_so(store: Path) -> No
         assert row["spend_after_usd"] is None and row["p50_after_usd"] is None
         assert row["annual_saving_usd"] is None and row["saving_pct"] is None
     totals = what.totals()
-    assert totals["tasks_not_completed"] == recorded_ok + 1
+    assert totals["tasks_not_completed"] == recorded_ok  # not the run rejected as recorded
     assert totals["tasks_redo_unknown"] == recorded_ok
     assert totals["saving_usd"] is None and totals["spend_after_usd"] is None
     assert "saving unknown" in what.headline()

@@ -166,7 +166,7 @@ def whatif(
     from cliffwatch.analytics import result_cache  # lazy: DuckDB
     from cliffwatch.analytics.replay import LimitsOverride  # lazy: DuckDB
     from cliffwatch.analytics.rollup_read import write_version  # lazy: DuckDB
-    from cliffwatch.analytics.whatif import what_if  # lazy: DuckDB
+    from cliffwatch.analytics.whatif import COUNTS_NOTE, what_if  # lazy: DuckDB
 
     if max_workers is None and ceiling_usd is None and policy is None:
         raise CliError("give at least one of --max-workers, --ceiling-usd, --policy")
@@ -209,6 +209,7 @@ def whatif(
     if not totals["runs"]:
         return
     say(what.headline(), wrap=True)
+    say(f"{COUNTS_NOTE[:1].upper()}{COUNTS_NOTE[1:]}.", style="dim", wrap=True)
     if totals["estimated_usd"]:
         say(f"{usd(totals['estimated_usd'])} of the spend after is estimated (sub-tasks the "
             "record does not hold, tasks redone; see cliffwatch replay)", style="yellow",

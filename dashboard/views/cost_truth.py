@@ -97,8 +97,13 @@ if total:
     cache[2].metric("Cache reads saved", ui.usd(row["read_saving_usd"]))
     cache[3].metric("Cache write premium", ui.usd(row["write_premium_usd"]))
 SAVINGS_COLUMNS = {  # what differs from tables.show's defaults
-    "calls_without_cache_detail": st.column_config.NumberColumn("No cache detail",
-                                                                format="%,d"),
+    "calls_without_cache_detail": st.column_config.NumberColumn(
+        "Not in hit ratio", format="%,d",
+        help="Calls that stored no cache read or write token count, for any reason (a model "
+        "without a prompt cache, a producer that leaves zero counts out, a failed call): "
+        "left out of the hit ratio. Not the audit's \"cache detail missing\", which "
+        "counts only the calls whose computed cost is an upper bound (a caching model, "
+        "a producer that would have reported the split)."),
     "cache_read_tokens": st.column_config.NumberColumn("Cache reads", format="%,d"),
     "cache_creation_tokens": st.column_config.NumberColumn("Cache writes", format="%,d"),
     "hit_ratio": st.column_config.NumberColumn("Hit ratio", format="percent"),
@@ -114,7 +119,8 @@ for key, label, frame in (("model", "Per model", savings.by_model),
                         key=f"savings_chart_{key}")
 st.caption(
     "Hit ratio = cache read tokens / input tokens (cache reads and writes included, as "
-    "the GenAI conventions count them), over the calls that reported a cache split. "
+    "the GenAI conventions count them), over the calls that reported a cache split "
+    "(the others are counted in Not in hit ratio). "
     "Reads saved = cache reads x (input rate - cache read rate); write premium = cache "
     "writes x (cache write rate - input rate); net saving = the difference, against the "
     "same calls without caching. Rates: those stored on each call (litellm's price map)."

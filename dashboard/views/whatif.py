@@ -9,6 +9,7 @@ import polars as pl
 import streamlit as st
 
 from cliffwatch.analytics import replay_charts
+from cliffwatch.analytics.whatif import COUNTS_NOTE
 from cliffwatch.dashboard import (
     downloads,
     filters,
@@ -45,8 +46,10 @@ kpis = st.columns(6)
 kpis[0].metric("Runs", f"{totals['runs']:,}")
 kpis[1].metric("Affected", f"{totals['runs_affected']:,}")
 kpis[2].metric("Tasks not completed", f"{totals['tasks_not_completed']:,}",
-               help="Runs the limits reject or cancel: their task is still to do, and the "
-                    "spend after counts it redone within the limits (estimated).")
+               help="Of the affected runs, those the limits reject or cancel (or make "
+                    "fail): their task is still to do, and the spend after counts it redone "
+                    "within the limits (estimated). A run rejected as recorded and not "
+                    "changed is not counted.")
 kpis[3].metric("Spend", "unknown" if saving is None else ui.usd(totals["spend_after_usd"]),
                delta=ui.cost_delta(saving),
                delta_color="inverse", help=f"Before: {ui.usd(totals['spend_before_usd'])}")
@@ -71,6 +74,8 @@ st.caption(ui.md_text(f"Limits: {what.describe()}. Replayed {totals['runs']:,} r
                       f"{what.elapsed_s:.2f} s{estimated}."))
 
 st.subheader("Per task class")
+st.caption(f"{COUNTS_NOTE[:1].upper()}{COUNTS_NOTE[1:]} (the rejected, truncated and "
+           "cancelled counts are in the CSV).")
 # The saving first, the run counts after, P99 before and after last; the limits (one
 # long line, said in the caption above) and the finer counts are in the CSV, which keeps
 # every column in analytics' order.

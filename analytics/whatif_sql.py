@@ -24,7 +24,8 @@ dispatch layer itself):
 - a plan answer whose JSON the SQL does not read exactly as :func:`analytics.recorded.
   parse_plan` does (not valid JSON, sub-task ``index`` not its position, a field of an
   unexpected type), a run without a recorded reserve, a negative cost, a status that is
-  not one of the four, a cost change within a hair of the 1e-12 "affected" threshold.
+  not one of the four, a cost change within a hair of the "affected" threshold
+  (:data:`analytics.counterfactual_result.USD_RESOLUTION`).
 
 Before any of that, a run whose recorded limits and the what-if's decide alike keeps its
 record (:data:`ALIKE_SQL`, from the ``runs`` table alone): only the other runs' spans are
@@ -51,6 +52,7 @@ import polars as pl
 
 from cliffwatch.analytics import chunks
 from cliffwatch.analytics.chunks import Bounds, ChunkFiles
+from cliffwatch.analytics.counterfactual_result import USD_RESOLUTION
 from cliffwatch.analytics.recorded import CANCELLED_ERROR, attrs_sql
 from cliffwatch.analytics.store_access import frame, where
 from cliffwatch.telemetry import conventions as cv
@@ -499,10 +501,10 @@ SELECT variant, run_id, task_class, started_at, limits, status AS status_before,
                 AND abs(estimate - ceiling) <= 1e-9 * ceiling)
             OR (replan_est AND ceiling IS NOT NULL AND abs(spent1 - ceiling) <= 1e-9 * ceiling)
             OR near))))
-        OR abs(abs(cf_cost - cost_usd) - 1e-12) < 1e-13 AS py
+        OR abs(abs(cf_cost - cost_usd) - {USD_RESOLUTION!r}) < {USD_RESOLUTION / 10!r} AS py
 FROM (SELECT *, status_after IS DISTINCT FROM status
         OR dispatched_after <> coalesce(workers_dispatched, 0)
-        OR abs(cf_cost - cost_usd) > 1e-12 AS affected FROM final)
+        OR abs(cf_cost - cost_usd) > {USD_RESOLUTION!r} AS affected FROM final)
 """
 """Every :data:`analytics.whatif.RUN_COLUMNS` of each run in scope, plus ``_truncated``,
 ``_estimated`` and ``py`` (the run is left to the Python counterfactual), once per

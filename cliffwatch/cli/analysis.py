@@ -22,7 +22,7 @@ from cliffwatch.cli.options import (
     read_only_store,
     return_freed_memory,
 )
-from cliffwatch.cli.output import CliError, json_out, render, say
+from cliffwatch.cli.output import CliError, json_out, render, say, scope_text
 from cliffwatch.formatting import number, usd
 from cliffwatch.orchestrator.workload import configured_limits
 from cliffwatch.telemetry.conventions import CapPolicy
@@ -202,7 +202,8 @@ def whatif(
         pl.col("runs_cancelled").alias("cancelled"),
         pl.col("tasks_not_completed").alias("not completed"),
     )
-    render(shown, fmt, title=f"What-if: {what.describe()}", empty="no runs in this window",
+    render(shown, fmt, title=f"What-if: {what.describe()}",
+           empty=f"no runs {scope_text(window, task_class)}",
            narrow_drop=("rejected", "truncated", "cancelled", "not completed", "spend $",
                         "P50 $", "P99 $", "saving_pct"))
     totals = what.totals()

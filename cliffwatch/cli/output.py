@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     import polars as pl
 
+    from cliffwatch.analytics.window import Window
     from cliffwatch.telemetry.write_ledger import LedgerCounts
 
 EXIT_USAGE = 2
@@ -95,6 +96,15 @@ def spans_verdict(spans: LedgerCounts, store: Path | str, *, lost_label: str = "
                    f"they wait in {spill_dir(store)} for the next write that succeeds")
         return EXIT_NOT_COMPLETED
     return 0
+
+
+def scope_text(window: Window, task_class: str | None = None) -> str:
+    """Where a command looked, for its empty-result line: ``in the store`` (no
+    ``--since``/``--until``) or ``in this window``, after ``of class C`` when one was
+    given."""
+    of = f"of class {task_class} " if task_class else ""
+    return of + ("in the store" if window.since is None and window.until is None
+                 else "in this window")
 
 
 def say(message: str, *, stderr: bool = False, style: str | None = None,

@@ -29,7 +29,7 @@ from cliffwatch.cli.options import (
     return_freed_memory,
     writable_store,
 )
-from cliffwatch.cli.output import EXIT_NOT_COMPLETED, json_out, render, say
+from cliffwatch.cli.output import EXIT_NOT_COMPLETED, json_out, render, say, scope_text
 from cliffwatch.telemetry.conventions import IncidentKind, RunStatus
 
 
@@ -70,7 +70,7 @@ def percentiles(
         title=f"Cost per task (USD) by {by.value}",
         table_columns=shown,
         narrow_drop=("total_usd", "mean_usd", "max_usd"),
-        empty="no runs in this window",
+        empty=f"no runs {scope_text(window, task_class)}",
     )
     if note:  # a footnote under the table; beside JSON and CSV, on stderr
         say(note, stderr=fmt is not OutputFormat.TABLE, wrap=True)
@@ -237,6 +237,7 @@ def findings(
     from cliffwatch.analytics import result_cache
     from cliffwatch.analytics.findings import Thresholds, find_findings, findings_records
     from cliffwatch.analytics.rollup_read import write_version
+    from cliffwatch.analytics.runs import run_span
 
     window = Window.parse(since, until)
     thresholds = Thresholds.from_settings()
@@ -248,6 +249,8 @@ def findings(
         df = result_cache.findings_through(
             key, lambda: find_findings(con, window, task_class=task_class,
                                        thresholds=thresholds))
+        # An empty list says "nothing found" only where there were runs to look at.
+        looked = df.height > 0 or run_span(con, window, task_class)[0] is not None
     if fmt is OutputFormat.JSON:  # evidence as objects, not JSON inside JSON
         json_out(findings_records(df))
         return
@@ -256,7 +259,9 @@ def findings(
         fmt,
         title="Findings (largest projected yearly saving first)",
         table_columns=[("now" if c == "still_present" else c) for c in FINDING_TABLE_COLUMNS],
-        empty="no findings: none of the handbook's anti-patterns in this window",
+        empty=(f"no findings: none of the handbook's anti-patterns "
+               f"{scope_text(window, task_class)}" if looked
+               else f"no runs {scope_text(window, task_class)}: nothing to look at"),
     )
 
 

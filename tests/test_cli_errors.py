@@ -87,3 +87,31 @@ def test_a_missing_store_says_what_to_run(tmp_path, command) -> None:
     assert f"store {missing} does not exist" in line
     assert f"cliffwatch demo --db {missing}" in line
     assert not missing.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["percentiles", "--since", "1000000d"],
+        ["percentiles", "--since", "99999999999d"],  # past timedelta's C int of days
+        ["runs", "--until", "1000000d"],
+        ["findings", "--since", "99999999999w"],
+        ["report", "-o", "OUT", "--format", "md", "--since", "1000000d"],
+        ["prune", "--before", "1000000d"],
+        ["incidents", "--since", "0001-01-01T00:00+01:00"],  # before year 1 in UTC
+    ],
+)
+def test_a_time_out_of_range_is_one_line(db, tmp_path, args) -> None:
+    args = [str(tmp_path / "r.md") if a == "OUT" else a for a in args]
+    line = _one_line_error([*args, "--db", str(db)])
+    assert args[-1] in line and "Overflow" not in line
+    assert not (tmp_path / "r.md").exists()
+
+
+@pytest.mark.parametrize("args", [["percentiles", "--since", ""], ["runs", "--until", " "],
+                                  ["audit", "--since", ""], ["whatif", "--max-workers", "2",
+                                                             "--until", ""]])
+def test_an_empty_since_or_until_is_refused_not_all_time(db, args) -> None:
+    line = _one_line_error([*args, "--db", str(db)])
+    option = next(a for a in args if a in ("--since", "--until"))
+    assert f"'{option}'" in line and "empty" in line

@@ -83,17 +83,33 @@ FormatOption = Annotated[
     OutputFormat,
     typer.Option("--format", help="Output: a table, JSON (array of objects) or CSV."),
 ]
+
+
+def given_when(value: str | None) -> str | None:
+    """A ``--since`` / ``--until`` value as given: left out is None (an open end), but an
+    empty one is refused (a shell variable that came out empty is no "all time").
+
+    Raises:
+        typer.BadParameter: the value is empty or blank.
+    """
+    if value is not None and not value.strip():
+        raise typer.BadParameter("empty: give a time (2026-11-01, 2026-11-01T12:00, 7d, "
+                                 "today) or leave the option out")
+    return value
+
+
 SinceOption = Annotated[
     str | None,
     typer.Option(
         "--since",
         metavar="WHEN",
         help="From this time on, inclusive: 2026-11-01, 2026-11-01T12:00, 7d, 24h, today.",
+        callback=given_when,
     ),
 ]
 UntilOption = Annotated[
     str | None,
-    typer.Option("--until", metavar="WHEN",
+    typer.Option("--until", metavar="WHEN", callback=given_when,
                  help="Before this time, exclusive (same forms as --since)."),
 ]
 TaskClassOption = Annotated[

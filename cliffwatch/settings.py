@@ -488,6 +488,22 @@ def alert_breaches_per_hour() -> int | None:
     return _positive_int(CLIFFWATCH_ALERT_BREACHES_PER_HOUR, 5)
 
 
+def check_alert_settings() -> None:
+    """Read every alert setting once, so that a command which writes spans (and so runs the
+    alert rules) refuses a bad one before it does any work. The write path itself never
+    fails on one: it logs it and skips the rules or webhooks it governs
+    (``telemetry.alert_rules.enqueue_alerts``), since alerting must never lose a span.
+
+    Raises:
+        SettingError: the first alert setting that cannot be read (the message names the
+            variable and its value).
+    """
+    for read in (webhook_urls, webhook_timeout_s, alert_max_attempts, alert_backoff_s,
+                 alert_exit_wait_s, alert_cliff_ratio, alert_window_h, alert_daily_spend_usd,
+                 alert_breaches_per_hour):
+        read()
+
+
 def findings_safe_max_workers() -> int:
     """Largest cap findings treat as safe ($CLIFFWATCH_FINDINGS_SAFE_MAX_WORKERS, default 8)."""
     return _positive_int(CLIFFWATCH_FINDINGS_SAFE_MAX_WORKERS, 8)

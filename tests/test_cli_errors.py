@@ -115,3 +115,41 @@ def test_an_empty_since_or_until_is_refused_not_all_time(db, args) -> None:
     line = _one_line_error([*args, "--db", str(db)])
     option = next(a for a in args if a in ("--since", "--until"))
     assert f"'{option}'" in line and "empty" in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["demo", "--runs", "1"],
+        ["run", "--task-class", "research", "--prompt", "x"],
+        ["ingest", str(Path(__file__).parent / "fixtures" / "litellm.jsonl")],
+        ["serve", "--port", "0"],
+        ["alerts", "--retry"],
+    ],
+    ids=lambda a: a[0],
+)
+@pytest.mark.parametrize(("variable", "value"), [
+    ("CLIFFWATCH_ALERT_CLIFF_RATIO", "banana"),
+    ("CLIFFWATCH_ALERT_BREACHES_PER_HOUR", "0"),
+    ("CLIFFWATCH_WEBHOOK_URLS", "ftp://hooks.example"),
+])
+def test_a_bad_alert_setting_is_refused_before_any_work(tmp_path, args, variable,
+                                                        value) -> None:
+    # The write path only logs a bad alert setting (alerting never fails a write): a
+    # command that writes spans refuses it up front instead of running without alerts.
+    store = tmp_path / "new.duckdb"
+    result = CliRunner().invoke(app, [*args, "--db", str(store)], env={variable: value})
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and variable in line and value[:12] in line
+    assert not store.exists()  # nothing written, no store made
+
+
+def test_watch_refuses_a_bad_alert_setting_before_connecting(tmp_path) -> None:
+    folder = tmp_path / "chdb"
+    result = CliRunner().invoke(app, ["watch", "--once", "--db", f"chdb://{folder}"],
+                                env={"CLIFFWATCH_ALERT_WINDOW_H": "-1"})
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert "CLIFFWATCH_ALERT_WINDOW_H='-1'" in line
+    assert not folder.exists()

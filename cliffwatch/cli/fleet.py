@@ -76,6 +76,7 @@ def watch(
     from cliffwatch.telemetry.clickhouse.watch import watch as follow
 
     url = engine_url(db)
+    settings.check_alert_settings()  # the write path only logs a bad one: refused here
     err = Console(stderr=True)
     config = WatchConfig(traces_table=url.traces_table, batch_spans=batch_spans,
                          mapping=mapping_config(task_class_attr))

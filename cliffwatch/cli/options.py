@@ -153,14 +153,33 @@ def read_only_store(db: str | Path | None) -> Iterator[duckdb.DuckDBPyConnection
 
 def writable_store(db: str | Path | None) -> Path:
     """The resolved store path for a command that writes runs or spans: a new file is
-    fine, an existing one must be a cliffwatch store (checked now, before any work).
+    fine, an existing one must be a cliffwatch store, and the alert settings the write
+    reads must be good (checked now, before any work).
 
     Raises:
         StoreError: the file exists and is not a cliffwatch store, or is busy.
-        SettingError: the store is a ClickHouse URL (written by ``cliffwatch watch``).
+        SettingError: the store is a ClickHouse URL (written by ``cliffwatch watch``), or an
+            alert setting is bad (:func:`cliffwatch.settings.check_alert_settings`).
     """
+    settings.check_alert_settings()
     path = settings.db_path(db)
     if path.exists():
         with read_only_store(path):
             pass
     return path
+
+
+def span_store(db: str | Path | None) -> Path | str:
+    """The store a command that writes spans (``demo``, ``run``, ``serve``) sends them to:
+    a ClickHouse store URL as given, else :func:`writable_store`; either way the alert
+    settings are checked now, before any work.
+
+    Raises:
+        StoreError: a DuckDB file that exists and is not a cliffwatch store, or is busy.
+        SettingError: an alert setting is bad.
+    """
+    url = settings.db_url(db)
+    if settings.is_engine_store(url):
+        settings.check_alert_settings()
+        return url
+    return writable_store(db)

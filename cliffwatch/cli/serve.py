@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from cliffwatch import settings
-from cliffwatch.cli.options import DbOption, read_only_store, writable_store
+from cliffwatch.cli.options import DbOption, read_only_store, span_store, writable_store
 from cliffwatch.cli.output import EXIT_NOT_COMPLETED, CliError, error_line, say, spans_verdict
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def serve(
     before = LEDGER.snapshot()
     url = settings.db_url(db)
     # A ClickHouse store: spans go into its traces table (`cliffwatch watch` makes runs).
-    target: Path | str = url if settings.is_engine_store(url) else writable_store(db)
+    target = span_store(db)
     path: Path | str = target if isinstance(target, Path) else _shown(url)
     config = ReceiverConfig(
         host=host,

@@ -153,3 +153,14 @@ def test_watch_refuses_a_bad_alert_setting_before_connecting(tmp_path) -> None:
     [line] = result.stderr.strip().splitlines()
     assert "CLIFFWATCH_ALERT_WINDOW_H='-1'" in line
     assert not folder.exists()
+
+
+def test_dashboard_on_a_busy_port_is_one_line_before_any_url(db) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = _one_line_error(["dashboard", "--port", str(port), "--db", str(db)])
+    assert f"127.0.0.1:{port}" in line and "--port" in line  # _one_line_error: no stdout

@@ -53,6 +53,21 @@ def _forward_signals(child: subprocess.Popen[bytes]) -> dict[int, Any]:
     return {signum: signal.signal(signum, _forward) for signum in (signal.SIGTERM, signal.SIGINT)}
 
 
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port Streamlit could not listen on, before its URL is announced (Streamlit
+    itself would log "Port N is not available" and exit 1 after it).
+
+    Raises:
+        CliError: the port is in use (or the host does not resolve); the message names it.
+    """
+    from cliffwatch.telemetry.listen import ListenError, listen_socket  # lazy: telemetry
+
+    try:
+        listen_socket(host, port).close()
+    except ListenError as exc:
+        raise CliError(f"{exc}: pick another port with --port") from None
+
+
 def dashboard(
     db: DbOption = None,
     port: Annotated[
@@ -82,6 +97,7 @@ def dashboard(
     with read_only_store(path):
         pass  # a missing or foreign store is one line here, not an error page later
     settings.dashboard_precompute()  # so is a bad value of the setting the server reads
+    _check_port(host, port)
     # Found, not imported: the dashboard is a layer nothing imports (Streamlit runs it).
     spec = importlib.util.find_spec("cliffwatch.dashboard")
     origin = spec.origin if spec is not None else None

@@ -271,11 +271,15 @@ def ingest(
 
     Exit code 1 when spans or lines were left out, or spans could not be stored.
     """
-    from cliffwatch.telemetry.ingest import ingest_files  # lazy: DuckDB, OTLP protobufs
+    from cliffwatch.telemetry.ingest import (  # lazy: DuckDB, OTLP protobufs
+        check_files,
+        ingest_files,
+    )
     from cliffwatch.telemetry.write_ledger import LEDGER, SpansLostError
 
     before = LEDGER.snapshot()
     path = writable_store(db)
+    check_files(files)  # a file that cannot be ingested at all: one line, before the bar
     err = Console(stderr=True)
     with Progress(
         TextColumn("ingesting"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),

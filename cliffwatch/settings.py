@@ -11,6 +11,7 @@ to a README row), so this one file answers what can be set and how it is read.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from cliffwatch.errors import CliffwatchError
@@ -123,12 +124,25 @@ class SettingError(CliffwatchError, ValueError):
     """An environment variable holds a value cliffwatch cannot use."""
 
 
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
 def db_url(explicit: str | os.PathLike[str] | None = None) -> str:
     """The store as given: ``explicit`` if given, else $CLIFFWATCH_DB, else the default
-    path; a DuckDB file path or a ClickHouse URL (parsed by telemetry/clickhouse/url.py)."""
-    if explicit:
-        return os.fspath(explicit)
-    return os.environ.get(CLIFFWATCH_DB) or str(DEFAULT_DB_PATH)
+    path; a DuckDB file path or a ClickHouse URL (parsed by telemetry/clickhouse/url.py).
+
+    Raises:
+        SettingError: a URL of another scheme (``http://host``): not taken for a file path.
+    """
+    text = os.fspath(explicit) if explicit else (
+        os.environ.get(CLIFFWATCH_DB) or str(DEFAULT_DB_PATH))
+    scheme = _URL_SCHEME.match(text) if isinstance(text, str) else None
+    if scheme and not is_engine_store(text):
+        raise SettingError(
+            f"unsupported store URL scheme {scheme.group(0)} (a store is a DuckDB file "
+            f"path, or a URL of {', '.join(ENGINE_URL_SCHEMES)})"
+        )
+    return text
 
 
 def is_engine_store(text: str | os.PathLike[str]) -> bool:

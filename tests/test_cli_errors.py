@@ -164,3 +164,29 @@ def test_dashboard_on_a_busy_port_is_one_line_before_any_url(db) -> None:
         port = busy.getsockname()[1]
         line = _one_line_error(["dashboard", "--port", str(port), "--db", str(db)])
     assert f"127.0.0.1:{port}" in line and "--port" in line  # _one_line_error: no stdout
+
+
+@pytest.mark.parametrize("args", [["watch", "--once", "--db", "http://x"],
+                                  ["percentiles", "--db", "https://user:secret@x/db"],
+                                  ["migrate", "--from", "FROM", "--to", "ftp://x"]],
+                         ids=lambda a: a[0])
+def test_a_url_of_another_scheme_is_named_not_taken_for_a_file(db, args) -> None:
+    line = _one_line_error([str(db) if a == "FROM" else a for a in args])
+    scheme = next(a for a in args if "://" in a).split("://")[0]
+    assert f"unsupported store URL scheme {scheme}://" in line
+    assert "clickhouse://" in line and "chdb://" in line
+    assert "DuckDB file:" not in line and "secret" not in line
+
+
+def test_a_bad_scheme_in_the_setting_is_named_too(db) -> None:
+    result = CliRunner().invoke(app, ["runs"], env={"CLIFFWATCH_DB": "http://x"})
+    assert result.exit_code == 2
+    assert "unsupported store URL scheme http://" in result.stderr
+
+
+def test_migrate_from_a_missing_store_names_the_from_option(tmp_path) -> None:
+    missing = tmp_path / "missing.duckdb"
+    line = _one_line_error(["migrate", "--from", str(missing), "--to", f"chdb://{tmp_path}/ch"])
+    assert f"store {missing} does not exist" in line
+    assert "point --from at your store" in line and "--db or" not in line
+    assert not (tmp_path / "ch").exists()

@@ -122,7 +122,7 @@ def migrate(
     from cliffwatch.telemetry.clickhouse.migrate import migrate_store
 
     url = engine_url(to, "--to")
-    with read_only_store(source):
+    with read_only_store(source, "--from"):
         pass  # a missing or foreign store is one line with its hint
     with connect(url) as client, Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}"),

@@ -118,16 +118,20 @@ TaskClassOption = Annotated[
 ]
 
 
-def missing_store_hint(path: Path) -> str:
+def missing_store_hint(path: Path, option: str = "--db") -> str:
     """What to run when the store at ``path`` does not exist (the CLI's and dashboard's
-    promise in the README: a missing store says what to run)."""
-    return (f"fill one with 'cliffwatch demo --db {path}', or point --db or "
-            f"${settings.CLIFFWATCH_DB} at your store")
+    promise in the README: a missing store says what to run); ``option`` names the option
+    the user gave it with (``--db``, which $CLIFFWATCH_DB stands in for, or ``--from``)."""
+    point = f"--db or ${settings.CLIFFWATCH_DB}" if option == "--db" else option
+    return f"fill one with 'cliffwatch demo --db {path}', or point {point} at your store"
 
 
 @contextmanager
-def read_only_store(db: str | Path | None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection to the resolved store (DuckDB, or ClickHouse by URL).
+def read_only_store(
+    db: str | Path | None, option: str = "--db"
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to the resolved store (DuckDB, or ClickHouse by URL);
+    ``option`` is the option that gave ``db`` (named by the missing store's hint).
 
     Raises:
         StoreNotFoundError: the store is missing (the message says what to run).
@@ -146,7 +150,8 @@ def read_only_store(db: str | Path | None) -> Iterator[duckdb.DuckDBPyConnection
         return
     path = Path(url)
     if not path.exists():
-        raise StoreNotFoundError(f"store {path} does not exist: {missing_store_hint(path)}")
+        raise StoreNotFoundError(
+            f"store {path} does not exist: {missing_store_hint(path, option)}")
     with read_store(path) as con:
         yield con
 

@@ -37,6 +37,7 @@ PY = BIN / "python"
 STAMP = VENV / ".cliffwatch-installed"
 QUICK_MARKS = "not slow and not browser"
 """pytest's mark expression for ``test --quick``."""
+HELP_FLAGS = frozenset({"-h", "--help"})
 
 
 def _say(msg: str) -> None:
@@ -58,6 +59,16 @@ def ensure_env() -> None:
     STAMP.write_text(want)
 
 
+def demo_commands(rest: list[str], store_exists: bool) -> list[list[str]]:
+    """The ``cliffwatch`` commands ``dev.py demo REST`` runs, in order (each only if the one
+    before succeeded): ``demo REST`` then ``dashboard``; ``dashboard`` alone when the demo
+    store exists and no arguments were given; ``demo --help`` alone when help is asked."""
+    if HELP_FLAGS & set(rest):
+        return [["demo", *rest]]
+    demo = [] if store_exists and not rest else [["demo", *rest]]
+    return [*demo, ["dashboard"]]
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"demo", "test", "bench"}:
         print(__doc__)
@@ -73,16 +84,18 @@ def main(argv: list[str]) -> int:
         return subprocess.run([str(PY), "-m", "bench", *rest], cwd=ROOT, env=env).returncode
     cw = str(BIN / "cliffwatch")
     store = ROOT / "data" / "cliffwatch.duckdb"
-    if store.exists() and not rest:
+    commands = demo_commands(rest, store.exists())
+    if commands[0] == ["dashboard"]:
         # A second Quickstart opens the demo it made before rather than piling a second
         # workload onto it; `cliffwatch demo --fresh` makes a new one.
         _say(f"{store.relative_to(ROOT)} exists: opening it (for a new demo: "
              ".venv/bin/cliffwatch demo --fresh)")
-    else:
-        rc = subprocess.run([cw, "demo", *rest], cwd=ROOT, env=env).returncode
+    rc = 0
+    for command in commands:
+        rc = subprocess.run([cw, *command], cwd=ROOT, env=env).returncode
         if rc != 0:
-            return rc
-    return subprocess.run([cw, "dashboard"], cwd=ROOT, env=env).returncode
+            break
+    return rc
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ def parse_when(text: str, *, now: datetime | None = None) -> datetime:
         A naive UTC datetime.
 
     Raises:
-        WindowError: ``text`` is none of the accepted forms.
+        WindowError: ``text`` is none of the accepted forms, or a time out of datetime's
+            range (a duration reaching back before year 1).
     """
     raw = text.strip()
     ref = _naive_utc(now) if now is not None else utc_now()
@@ -68,7 +69,11 @@ def parse_when(text: str, *, now: datetime | None = None) -> datetime:
     match = _DURATION.match(raw)
     if match:
         amount, unit = int(match.group(1)), match.group(2).lower()
-        return ref - timedelta(**{_UNIT[unit]: amount})
+        try:
+            return ref - timedelta(**{_UNIT[unit]: amount})
+        except OverflowError:  # before year 1, or past timedelta's range (C int days)
+            raise WindowError(f"{text!r} reaches back before year 1: give a shorter "
+                              "duration or a date") from None
     try:
         parsed = datetime.fromisoformat(raw)
     except ValueError:
@@ -76,7 +81,10 @@ def parse_when(text: str, *, now: datetime | None = None) -> datetime:
             f"cannot read {text!r} as a time: use a date (2026-11-01), a date and time "
             "(2026-11-01T12:30), a duration back from now (30m, 24h, 7d, 2w) or 'today'"
         ) from None
-    result = _naive_utc(parsed)
+    try:
+        result = _naive_utc(parsed)
+    except OverflowError:  # an offset that moves year 1 or 9999 out of range in UTC
+        raise WindowError(f"{text!r} is out of range in UTC (years 1-9999)") from None
     assert result is not None
     return result
 

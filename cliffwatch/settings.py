@@ -11,6 +11,7 @@ to a README row), so this one file answers what can be set and how it is read.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from cliffwatch.errors import CliffwatchError
@@ -123,12 +124,25 @@ class SettingError(CliffwatchError, ValueError):
     """An environment variable holds a value cliffwatch cannot use."""
 
 
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
 def db_url(explicit: str | os.PathLike[str] | None = None) -> str:
     """The store as given: ``explicit`` if given, else $CLIFFWATCH_DB, else the default
-    path; a DuckDB file path or a ClickHouse URL (parsed by telemetry/clickhouse/url.py)."""
-    if explicit:
-        return os.fspath(explicit)
-    return os.environ.get(CLIFFWATCH_DB) or str(DEFAULT_DB_PATH)
+    path; a DuckDB file path or a ClickHouse URL (parsed by telemetry/clickhouse/url.py).
+
+    Raises:
+        SettingError: a URL of another scheme (``http://host``): not taken for a file path.
+    """
+    text = os.fspath(explicit) if explicit else (
+        os.environ.get(CLIFFWATCH_DB) or str(DEFAULT_DB_PATH))
+    scheme = _URL_SCHEME.match(text) if isinstance(text, str) else None
+    if scheme and not is_engine_store(text):
+        raise SettingError(
+            f"unsupported store URL scheme {scheme.group(0)} (a store is a DuckDB file "
+            f"path, or a URL of {', '.join(ENGINE_URL_SCHEMES)})"
+        )
+    return text
 
 
 def is_engine_store(text: str | os.PathLike[str]) -> bool:
@@ -486,6 +500,22 @@ def alert_breaches_per_hour() -> int | None:
     if raw is not None and raw.strip().lower() in {"off", "none"}:
         return None
     return _positive_int(CLIFFWATCH_ALERT_BREACHES_PER_HOUR, 5)
+
+
+def check_alert_settings() -> None:
+    """Read every alert setting once, so that a command which writes spans (and so runs the
+    alert rules) refuses a bad one before it does any work. The write path itself never
+    fails on one: it logs it and skips the rules or webhooks it governs
+    (``telemetry.alert_rules.enqueue_alerts``), since alerting must never lose a span.
+
+    Raises:
+        SettingError: the first alert setting that cannot be read (the message names the
+            variable and its value).
+    """
+    for read in (webhook_urls, webhook_timeout_s, alert_max_attempts, alert_backoff_s,
+                 alert_exit_wait_s, alert_cliff_ratio, alert_window_h, alert_daily_spend_usd,
+                 alert_breaches_per_hour):
+        read()
 
 
 def findings_safe_max_workers() -> int:

@@ -1,6 +1,8 @@
 """Import OTLP trace files into a store: the offline twin of the OTLP receiver.
 
-Formats, told apart by their first bytes (any of them may be gzipped):
+Formats, told apart by their first bytes (any of them may be gzipped), except that a file
+named ``.json``, ``.jsonl`` or ``.ndjson`` is JSON (:func:`check_files` refuses one that is
+not):
 
 - **OTLP/JSON lines** (``.jsonl``): one ``ExportTraceServiceRequest`` per line, as the
   OpenTelemetry Collector's file exporter writes (``format: json``) and as the OTel spec's
@@ -40,6 +42,7 @@ from cliffwatch.telemetry.otlp_decode import (
     OtlpDecodeError,
     OtlpSpan,
     decode_protobuf,
+    printable,
 )
 from cliffwatch.telemetry.otlp_json import (
     decode_json_object,
@@ -67,7 +70,8 @@ Progress = Callable[[int, int], None]
 
 
 class IngestError(CliffwatchError):
-    """A file cannot be ingested at all (missing, unreadable, not a file)."""
+    """A file cannot be ingested at all (missing, unreadable, not a file, named JSON but
+    not JSON)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,8 +236,51 @@ def _protobuf_items(stream: IO[bytes], raw: IO[bytes], head: bytes) -> Iterator[
         yield _item(f"message {index}", raw.tell(), partial(decode_protobuf, data))
 
 
+JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
+"""File names (before an optional ``.gz``) that say the file is OTLP/JSON: read as JSON
+whatever its first bytes, and refused by :func:`ingest_files` when they are not JSON."""
+
+_HEAD_BYTES = 64
+_LEADING = b"\xef\xbb\xbf \t\r\n"  # a UTF-8 BOM and blank lines before the first value
+
+
+def _named_json(path: Path) -> bool:
+    return path.name.lower().removesuffix(".gz").endswith(JSON_SUFFIXES)
+
+
+def _looks_json(stripped_head: bytes) -> bool:
+    return stripped_head[:1] in (b"{", b"[")
+
+
+def _decompressed(raw: io.BufferedReader) -> io.BufferedReader:
+    """``raw``, or the gzip stream it holds (told by its magic bytes)."""
+    if raw.peek(2)[:2] == b"\x1f\x8b":
+        return io.BufferedReader(gzip.GzipFile(fileobj=raw))
+    return raw
+
+
+def _not_json(path: Path) -> str | None:
+    """Why a file named OTLP/JSON (:data:`JSON_SUFFIXES`) is not JSON, from its first bytes;
+    None when it starts as JSON, is empty, or cannot be read (:func:`read_file` says so)."""
+    if not _named_json(path):
+        return None
+    try:
+        with open(path, "rb") as raw:
+            stripped = _decompressed(raw).peek(_HEAD_BYTES)[:_HEAD_BYTES].lstrip(_LEADING)
+    except (OSError, EOFError):
+        return None
+    if not stripped or _looks_json(stripped):
+        return None
+    try:
+        parse_json(stripped.splitlines()[0])
+    except OtlpDecodeError as exc:
+        return str(exc).removeprefix("not valid JSON: ")
+    return f"it starts with {printable(repr(stripped[:20]))}, not an object or an array"
+
+
 def read_file(path: str | os.PathLike[str]) -> Iterator[FileItem]:
-    """The OTLP requests of one file, in order, whatever its format (see the module doc).
+    """The OTLP requests of one file, in order, whatever its format (see the module doc;
+    a file named ``.json``/``.jsonl``/``.ndjson``, gzipped or not, is read as JSON).
 
     Raises:
         IngestError: the file does not exist or cannot be read.
@@ -244,15 +291,13 @@ def read_file(path: str | os.PathLike[str]) -> Iterator[FileItem]:
     except OSError as exc:
         raise IngestError(f"cannot read {file_path}: {exc.strerror or exc}") from None
     with raw:
-        stream: io.BufferedReader = raw
-        if raw.peek(2)[:2] == b"\x1f\x8b":
-            stream = io.BufferedReader(gzip.GzipFile(fileobj=raw))
         try:
-            head = stream.peek(64)[:64]
-            stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-            if not stripped and len(head) < 64:
+            stream = _decompressed(raw)
+            head = stream.peek(_HEAD_BYTES)[:_HEAD_BYTES]
+            stripped = head.lstrip(_LEADING)
+            if not stripped and len(head) < _HEAD_BYTES:
                 return  # an empty (or blank) file holds no requests
-            if stripped[:1] in (b"{", b"["):
+            if _looks_json(stripped) or _named_json(file_path):
                 if len(head) != len(stripped):
                     stream.read(len(head) - len(stripped))  # the BOM / blank lines
                 yield from _json_items(stream, raw)
@@ -308,6 +353,31 @@ def _write(
         totals.incidents_recorded += result.incidents_recorded
 
 
+def check_files(paths: Sequence[str | os.PathLike[str]]) -> list[int]:
+    """Check that every file can be ingested at all, before any is read; their sizes.
+
+    Returns:
+        Each file's size in bytes, in order.
+
+    Raises:
+        IngestError: a file is missing, not a file or unreadable, or is named ``.json`` /
+            ``.jsonl`` / ``.ndjson`` (gzipped or not) but does not start as JSON (``F is
+            not OTLP JSON: <the JSON parse error>``).
+    """
+    sizes: list[int] = []
+    for file_path in map(Path, paths):
+        if not file_path.is_file():
+            raise IngestError(f"{file_path} is not a file")
+        why = _not_json(file_path)
+        if why is not None:
+            raise IngestError(f"{file_path} is not OTLP JSON: {why}")
+        try:
+            sizes.append(file_path.stat().st_size)
+        except OSError as exc:
+            raise IngestError(f"cannot read {file_path}: {exc.strerror or exc}") from None
+    return sizes
+
+
 def ingest_files(
     paths: Sequence[str | os.PathLike[str]],
     db_path: str | os.PathLike[str],
@@ -336,7 +406,8 @@ def ingest_files(
         An :class:`IngestSummary`.
 
     Raises:
-        IngestError: a file is missing or unreadable (checked for all before any write).
+        IngestError: a file cannot be ingested at all (:func:`check_files`; checked for
+            all before any write).
         SpansLostError: a batch could be neither written nor spilled (a full disk); the
             files after it are not read (what was written before stays; ingesting again
             completes it without duplicates). A write that fails but spills is no error:
@@ -346,14 +417,7 @@ def ingest_files(
     mapping = mapping or MappingConfig()
     capture = settings.capture_content() if capture_content is None else capture_content
     files = [Path(p) for p in paths]
-    sizes: list[int] = []
-    for file_path in files:
-        if not file_path.is_file():
-            raise IngestError(f"{file_path} is not a file")
-        try:
-            sizes.append(file_path.stat().st_size)
-        except OSError as exc:
-            raise IngestError(f"cannot read {file_path}: {exc.strerror or exc}") from None
+    sizes = check_files(files)
     total_bytes = sum(sizes)
     done_before = 0
     totals = _Totals()

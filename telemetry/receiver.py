@@ -76,6 +76,7 @@ from cliffwatch import settings
 from cliffwatch.errors import CliffwatchError
 from cliffwatch.telemetry.ingest_pool import IngestPool, WorkerLost
 from cliffwatch.telemetry.journal import BacklogFullError, Journal, JournalDrain
+from cliffwatch.telemetry.listen import ListenError, listen_socket
 from cliffwatch.telemetry.otlp_decode import OtlpDecodeError, OtlpSpan, SpanRejection, printable
 from cliffwatch.telemetry.otlp_http import (
     HEALTH_PATH,
@@ -519,26 +520,12 @@ class OtlpReceiver:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (IPv4 or IPv6 by what the host resolves to).
+    """A listening TCP socket on ``host:port`` (:func:`telemetry.listen.listen_socket`).
 
     Raises:
         ReceiverError: the host does not resolve or the address cannot be bound.
     """
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except (OSError, OverflowError, UnicodeError) as exc:
-        raise ReceiverError(
-            f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}"
-        ) from None
-    try:
-        # Restarting on the same port right after a stop must not fail on TIME_WAIT sockets.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise ReceiverError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return sock
+        return listen_socket(host, port)
+    except ListenError as exc:
+        raise ReceiverError(str(exc)) from None

@@ -155,10 +155,17 @@ def _check_length(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     block_size, used_blocks = int(row[0]), int(row[1])
     needed_bytes = _FILE_HEADERS_BYTES + used_blocks * block_size
     if used_blocks and size_bytes < needed_bytes:
-        raise StoreDamagedError(
-            f"store {path} is damaged: the file is {size_bytes:,} bytes but its "
-            f"{used_blocks} blocks in use need {needed_bytes:,} (truncated?)"
-        )
+        raise _truncated(path, f"but its {used_blocks} blocks in use need {needed_bytes:,}")
+
+
+def _truncated(path: Path, why: str) -> StoreDamagedError:
+    """The one message of a store file cut short: ``store PATH is damaged: the file is N
+    bytes <why> (truncated?)``."""
+    try:
+        size = f"{path.stat().st_size:,} bytes"
+    except OSError:
+        size = "shorter"
+    return StoreDamagedError(f"store {path} is damaged: the file is {size} {why} (truncated?)")
 
 
 def rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
@@ -207,6 +214,12 @@ def _connect(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyCo
                 ) from None
             if read_only and _MISSING_MESSAGE in text:
                 raise StoreNotFoundError(f"store {path} does not exist") from None
+            if _DAMAGE_MESSAGES[0] in text:  # cut short before the blocks an open reads
+                raise _truncated(path, "and ends before the blocks DuckDB reads to open "
+                                 "it") from None
+            damaged = store_error(path, exc)
+            if isinstance(damaged, StoreDamagedError):  # a corrupt header or block
+                raise damaged from None
             if not _is_lock_conflict(exc):
                 first_line = text.splitlines()[0] if text else type(exc).__name__
                 raise StoreError(f"cannot open store {path}: {first_line}") from exc

@@ -194,3 +194,15 @@ def test_a_problems_limit_keeps_the_first_rows_and_counts_them_all(mixed_store: 
     assert cut.problems.rows() == full.problems.head(3).rows()
     assert none.problems.is_empty() and none.problems.columns == full.problems.columns
     assert cut.summary.equals(full.summary)
+
+
+def test_format_help_says_what_json_emits(mixed_store: Path) -> None:
+    out = CliRunner().invoke(app, ["audit", "--db", str(mixed_store), "--format", "json",
+                                   "--no-current-map"])
+    doc = json.loads(out.stdout)
+    assert isinstance(doc, dict)  # one object, not an array of rows
+    shown = CliRunner().invoke(app, ["audit", "--help"], env={"COLUMNS": "200"})
+    text = " ".join(shown.stdout.replace("│", " ").split())
+    assert "one JSON object" in text and "JSON (array of objects)" not in text
+    for key in doc:
+        assert key in text

@@ -100,3 +100,45 @@ def test_chdb_quantile_exact_inclusive_is_numpy_linear(tmp_path: Path) -> None:
             f"FROM values('x Float64', {', '.join(map(str, values))})")["q"].to_pylist()[0]
     assert got == pytest.approx(np.quantile(values, [0.5, 0.95, 0.99], method="linear"),
                                 rel=1e-12)
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("command", [["percentiles"], ["watch", "--once"], ["migrate"]],
+                         ids=lambda c: c[0])
+def test_an_unreachable_server_is_one_line_and_no_driver_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, command: list[str]
+) -> None:
+    import logging
+
+    from typer.testing import CliRunner
+
+    from cliffwatch.cli import app
+    from cliffwatch.telemetry.testing import make_runs_costing
+    from cliffwatch.telemetry.write_pipeline import write_spans
+
+    pytest.importorskip("clickhouse_connect")
+    port = _closed_port()
+    url = f"clickhouse://nobody@127.0.0.1:{port}/db"
+    if command == ["migrate"]:
+        source = tmp_path / "s.duckdb"
+        write_spans(source, make_runs_costing([0.01], seed=1))
+        args = ["migrate", "--from", str(source), "--to", url]
+    else:
+        args = [*command, "--db", url]
+    caplog.set_level(logging.DEBUG, logger="clickhouse_connect")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (f"error: cannot reach ClickHouse at 127.0.0.1:{port}: "
+                                     "connection refused")
+    assert not [r for r in caplog.records
+                if r.name.startswith("clickhouse_connect") and r.levelno >= logging.WARNING]
+    # Quieted only while cliffwatch called the driver: the application's level is back.
+    assert logging.getLogger("clickhouse_connect").level == logging.DEBUG

@@ -237,6 +237,42 @@ def test_missing_files_fail_before_anything_is_written(tmp_path: Path) -> None:
         ingest_files([tmp_path], db)
 
 
+@pytest.mark.parametrize(("name", "content"), [
+    ("bad.json", b"just some junk text here\nand more\n"),  # read as protobuf before
+    ("bad.jsonl", b"42\n"),
+    ("bad.json.gz", gzip.compress(b"not json at all\n")),
+])
+def test_a_file_named_json_that_is_not_json_fails_before_anything_is_written(
+    tmp_path: Path, name: str, content: bytes
+) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(request_of_spans([otlp_span(trace_id="6" * 32, span_id="7" * 16)])))
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    db = tmp_path / "x.duckdb"
+    with pytest.raises(IngestError, match=rf"^{bad} is not OTLP JSON: ") as info:
+        ingest_files([good, bad], db)
+    assert "truncated" not in str(info.value) and "\n" not in str(info.value)
+    assert not db.exists()
+    # read_file reads it as JSON too: its lines are bad JSON, not a protobuf length prefix
+    assert all(item.request is None and "JSON" in (item.error or "")
+               for item in read_file(bad))
+
+
+def test_the_cli_says_a_json_file_is_not_json_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cliffwatch.cli import app
+
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"just some junk text here\n")
+    result = CliRunner().invoke(app, ["ingest", str(bad), "--db", str(tmp_path / "x.duckdb")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (f"error: {bad} is not OTLP JSON: Expecting value: "
+                                     "line 1 column 1 (char 0)")
+    assert result.stdout == ""
+
+
 def test_progress_reaches_the_total(formats, tmp_path) -> None:
     files = formats
     seen: list[tuple[int, int]] = []

@@ -47,6 +47,24 @@ def test_a_store_cut_to_half_is_damaged_at_open(
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("read_only", [True, False])
+@pytest.mark.parametrize("size_bytes", [5_000, 100_000])
+def test_a_store_cut_before_what_duckdb_reads_to_open_is_damaged(
+    sound_store: Path, tmp_path: Path, read_only: bool, size_bytes: int
+) -> None:
+    # DuckDB itself fails to open such a file ("Could not read enough bytes"): the same
+    # damaged-store line as a store cut further on, never DuckDB's own message.
+    path = _copy(sound_store, tmp_path, "cut.duckdb")
+    with path.open("r+b") as f:
+        f.truncate(size_bytes)
+    with pytest.raises(StoreDamagedError, match=r"is damaged: .* \(truncated\?\)") as info:
+        with open_store(path, read_only=read_only):
+            pass
+    assert f"store {path} is damaged: the file is {size_bytes:,} bytes" in str(info.value)
+    assert "IO Error" not in str(info.value) and "\n" not in str(info.value)
+    assert path.stat().st_size == size_bytes
+
+
 def test_a_sound_store_opens_after_writes_and_checkpoints(sound_store: Path,
                                                           tmp_path: Path) -> None:
     # A checkpoint cuts free blocks off the file: the length check must allow for it.

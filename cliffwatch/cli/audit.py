@@ -15,7 +15,6 @@ import typer
 from cliffwatch.analytics.window import Window
 from cliffwatch.cli.options import (
     DbOption,
-    FormatOption,
     OutputFormat,
     SinceOption,
     UntilOption,
@@ -36,7 +35,13 @@ def audit(
         typer.Option("--current-map/--no-current-map",
                      help="Also price every call from the current litellm price map."),
     ] = True,
-    fmt: FormatOption = OutputFormat.TABLE,
+    fmt: Annotated[
+        OutputFormat,
+        typer.Option("--format", help="Output: tables; one JSON object (verdict, calls, "
+                     "not_recomputing, summary and problems, each an array of objects); or "
+                     "CSV (the summary rows, then the problem rows, told apart by a section "
+                     "column)."),
+    ] = OutputFormat.TABLE,
 ) -> None:
     """Recompute every stored call's cost from its row: spend by cost source, drift,
     unpriced calls, missing cache detail, duplicates. Exit code 1 when a cost does not

@@ -76,6 +76,7 @@ def watch(
     from cliffwatch.telemetry.clickhouse.watch import watch as follow
 
     url = engine_url(db)
+    settings.check_alert_settings()  # the write path only logs a bad one: refused here
     err = Console(stderr=True)
     config = WatchConfig(traces_table=url.traces_table, batch_spans=batch_spans,
                          mapping=mapping_config(task_class_attr))
@@ -121,7 +122,7 @@ def migrate(
     from cliffwatch.telemetry.clickhouse.migrate import migrate_store
 
     url = engine_url(to, "--to")
-    with read_only_store(source):
+    with read_only_store(source, "--from"):
         pass  # a missing or foreign store is one line with its hint
     with connect(url) as client, Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}"),

@@ -83,17 +83,33 @@ FormatOption = Annotated[
     OutputFormat,
     typer.Option("--format", help="Output: a table, JSON (array of objects) or CSV."),
 ]
+
+
+def given_when(value: str | None) -> str | None:
+    """A ``--since`` / ``--until`` value as given: left out is None (an open end), but an
+    empty one is refused (a shell variable that came out empty is no "all time").
+
+    Raises:
+        typer.BadParameter: the value is empty or blank.
+    """
+    if value is not None and not value.strip():
+        raise typer.BadParameter("empty: give a time (2026-11-01, 2026-11-01T12:00, 7d, "
+                                 "today) or leave the option out")
+    return value
+
+
 SinceOption = Annotated[
     str | None,
     typer.Option(
         "--since",
         metavar="WHEN",
         help="From this time on, inclusive: 2026-11-01, 2026-11-01T12:00, 7d, 24h, today.",
+        callback=given_when,
     ),
 ]
 UntilOption = Annotated[
     str | None,
-    typer.Option("--until", metavar="WHEN",
+    typer.Option("--until", metavar="WHEN", callback=given_when,
                  help="Before this time, exclusive (same forms as --since)."),
 ]
 TaskClassOption = Annotated[
@@ -102,16 +118,20 @@ TaskClassOption = Annotated[
 ]
 
 
-def missing_store_hint(path: Path) -> str:
+def missing_store_hint(path: Path, option: str = "--db") -> str:
     """What to run when the store at ``path`` does not exist (the CLI's and dashboard's
-    promise in the README: a missing store says what to run)."""
-    return (f"fill one with 'cliffwatch demo --db {path}', or point --db or "
-            f"${settings.CLIFFWATCH_DB} at your store")
+    promise in the README: a missing store says what to run); ``option`` names the option
+    the user gave it with (``--db``, which $CLIFFWATCH_DB stands in for, or ``--from``)."""
+    point = f"--db or ${settings.CLIFFWATCH_DB}" if option == "--db" else option
+    return f"fill one with 'cliffwatch demo --db {path}', or point {point} at your store"
 
 
 @contextmanager
-def read_only_store(db: str | Path | None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection to the resolved store (DuckDB, or ClickHouse by URL).
+def read_only_store(
+    db: str | Path | None, option: str = "--db"
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to the resolved store (DuckDB, or ClickHouse by URL);
+    ``option`` is the option that gave ``db`` (named by the missing store's hint).
 
     Raises:
         StoreNotFoundError: the store is missing (the message says what to run).
@@ -130,21 +150,41 @@ def read_only_store(db: str | Path | None) -> Iterator[duckdb.DuckDBPyConnection
         return
     path = Path(url)
     if not path.exists():
-        raise StoreNotFoundError(f"store {path} does not exist: {missing_store_hint(path)}")
+        raise StoreNotFoundError(
+            f"store {path} does not exist: {missing_store_hint(path, option)}")
     with read_store(path) as con:
         yield con
 
 
 def writable_store(db: str | Path | None) -> Path:
     """The resolved store path for a command that writes runs or spans: a new file is
-    fine, an existing one must be a cliffwatch store (checked now, before any work).
+    fine, an existing one must be a cliffwatch store, and the alert settings the write
+    reads must be good (checked now, before any work).
 
     Raises:
         StoreError: the file exists and is not a cliffwatch store, or is busy.
-        SettingError: the store is a ClickHouse URL (written by ``cliffwatch watch``).
+        SettingError: the store is a ClickHouse URL (written by ``cliffwatch watch``), or an
+            alert setting is bad (:func:`cliffwatch.settings.check_alert_settings`).
     """
+    settings.check_alert_settings()
     path = settings.db_path(db)
     if path.exists():
         with read_only_store(path):
             pass
     return path
+
+
+def span_store(db: str | Path | None) -> Path | str:
+    """The store a command that writes spans (``demo``, ``run``, ``serve``) sends them to:
+    a ClickHouse store URL as given, else :func:`writable_store`; either way the alert
+    settings are checked now, before any work.
+
+    Raises:
+        StoreError: a DuckDB file that exists and is not a cliffwatch store, or is busy.
+        SettingError: an alert setting is bad.
+    """
+    url = settings.db_url(db)
+    if settings.is_engine_store(url):
+        settings.check_alert_settings()
+        return url
+    return writable_store(db)

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from cliffwatch import settings
 from cliffwatch.analytics.window import Window
-from cliffwatch.cli.options import DbOption, read_only_store, writable_store
+from cliffwatch.cli.options import DbOption, read_only_store, span_store
 from cliffwatch.cli.output import (
     EXIT_NOT_COMPLETED,
     CliError,
@@ -70,7 +70,7 @@ def demo(
     engine = settings.is_engine_store(settings.db_url(db))
     if engine and fresh:
         raise CliError("--fresh replaces a DuckDB file: it does not empty a ClickHouse store")
-    path = settings.db_url(db) if engine else writable_store(db)
+    path = span_store(db)
     if isinstance(path, Path) and path.exists():
         from cliffwatch.analytics.runs import list_runs  # lazy: DuckDB, polars
 
@@ -168,8 +168,7 @@ def run(
     input.
     """
     text = _task_text(prompt, task_file)
-    url = settings.db_url(db)
-    path = url if settings.is_engine_store(url) else writable_store(db)
+    path = span_store(db)
     from cliffwatch.analytics.replay import LimitsOverride  # lazy: DuckDB
     from cliffwatch.orchestrator.tasks import class_config, run_task  # lazy: litellm, OTel SDK
 

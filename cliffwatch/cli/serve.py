@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from cliffwatch import settings
-from cliffwatch.cli.options import DbOption, read_only_store, writable_store
+from cliffwatch.cli.options import DbOption, read_only_store, span_store, writable_store
 from cliffwatch.cli.output import EXIT_NOT_COMPLETED, CliError, error_line, say, spans_verdict
 
 if TYPE_CHECKING:
@@ -53,6 +53,21 @@ def _forward_signals(child: subprocess.Popen[bytes]) -> dict[int, Any]:
     return {signum: signal.signal(signum, _forward) for signum in (signal.SIGTERM, signal.SIGINT)}
 
 
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port Streamlit could not listen on, before its URL is announced (Streamlit
+    itself would log "Port N is not available" and exit 1 after it).
+
+    Raises:
+        CliError: the port is in use (or the host does not resolve); the message names it.
+    """
+    from cliffwatch.telemetry.listen import ListenError, listen_socket  # lazy: telemetry
+
+    try:
+        listen_socket(host, port).close()
+    except ListenError as exc:
+        raise CliError(f"{exc}: pick another port with --port") from None
+
+
 def dashboard(
     db: DbOption = None,
     port: Annotated[
@@ -82,6 +97,7 @@ def dashboard(
     with read_only_store(path):
         pass  # a missing or foreign store is one line here, not an error page later
     settings.dashboard_precompute()  # so is a bad value of the setting the server reads
+    _check_port(host, port)
     # Found, not imported: the dashboard is a layer nothing imports (Streamlit runs it).
     spec = importlib.util.find_spec("cliffwatch.dashboard")
     origin = spec.origin if spec is not None else None
@@ -185,7 +201,7 @@ def serve(
     before = LEDGER.snapshot()
     url = settings.db_url(db)
     # A ClickHouse store: spans go into its traces table (`cliffwatch watch` makes runs).
-    target: Path | str = url if settings.is_engine_store(url) else writable_store(db)
+    target = span_store(db)
     path: Path | str = target if isinstance(target, Path) else _shown(url)
     config = ReceiverConfig(
         host=host,
@@ -255,11 +271,15 @@ def ingest(
 
     Exit code 1 when spans or lines were left out, or spans could not be stored.
     """
-    from cliffwatch.telemetry.ingest import ingest_files  # lazy: DuckDB, OTLP protobufs
+    from cliffwatch.telemetry.ingest import (  # lazy: DuckDB, OTLP protobufs
+        check_files,
+        ingest_files,
+    )
     from cliffwatch.telemetry.write_ledger import LEDGER, SpansLostError
 
     before = LEDGER.snapshot()
     path = writable_store(db)
+    check_files(files)  # a file that cannot be ingested at all: one line, before the bar
     err = Console(stderr=True)
     with Progress(
         TextColumn("ingesting"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import atexit
 import io
+import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -183,8 +186,67 @@ class ChdbClient(ClickHouseClient):
                 _ChdbEngine.holders -= 1
 
 
+DRIVER_LOGGER = "clickhouse_connect"
+"""clickhouse-connect's logger: it logs a WARNING ("Unexpected Http Driver Exception") for
+every failed request before raising, which cliffwatch reports itself in one line."""
+
+
+class _QuietDriver:
+    """How many of cliffwatch's calls into clickhouse-connect are running, and the level its
+    logger had before the first of them."""
+
+    lock = threading.Lock()
+    calls = 0
+    level = logging.NOTSET
+
+
+@contextmanager
+def _quiet_driver() -> Iterator[None]:
+    """Raise clickhouse-connect's logger to ERROR while cliffwatch calls the driver (and
+    restore it after), so a failed request is one :class:`ClickHouseError`, not a driver
+    warning too; the application's own logging setup is left as it is otherwise."""
+    logger = logging.getLogger(DRIVER_LOGGER)
+    with _QuietDriver.lock:
+        if _QuietDriver.calls == 0:
+            _QuietDriver.level = logger.level
+            logger.setLevel(max(logger.level, logging.ERROR))
+        _QuietDriver.calls += 1
+    try:
+        yield
+    finally:
+        with _QuietDriver.lock:
+            _QuietDriver.calls -= 1
+            if _QuietDriver.calls == 0:
+                logger.setLevel(_QuietDriver.level)
+
+
+def _unreachable_reason(exc: BaseException) -> str | None:
+    """Why the server could not be reached (``connection refused``, ``name or service not
+    known``, ``timed out``), from the socket error under the driver's exception; None when
+    the server answered (the failure is ClickHouse's own)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, TimeoutError) or type(err).__name__ == "ConnectTimeoutError":
+            return "timed out"
+        if isinstance(err, OSError) and err.strerror:
+            return err.strerror[:1].lower() + err.strerror[1:]
+        reason = getattr(err, "reason", None)  # urllib3's MaxRetryError
+        todo.extend([err.__cause__, err.__context__,
+                     reason if isinstance(reason, BaseException) else None])
+    return None
+
+
 class ServerClient(ClickHouseClient):
-    """A client of a ClickHouse server over HTTP (``clickhouse-connect``)."""
+    """A client of a ClickHouse server over HTTP (``clickhouse-connect``).
+
+    Every call into the driver runs with its logger quieted (:func:`_quiet_driver`); a
+    server that cannot be reached is ``cannot reach ClickHouse at HOST:PORT: REASON``.
+    """
 
     def __init__(self, url: StoreURL) -> None:
         try:
@@ -195,37 +257,49 @@ class ServerClient(ClickHouseClient):
             ) from None
         self.url = url
         try:
-            self._client = clickhouse_connect.get_client(
-                host=url.host,
-                port=url.port,
-                username=url.user,
-                password=url.password or "",
-                database=url.database,
-                secure=url.secure,
-            )
+            with _quiet_driver():
+                self._client = clickhouse_connect.get_client(
+                    host=url.host,
+                    port=url.port,
+                    username=url.user,
+                    password=url.password or "",
+                    database=url.database,
+                    secure=url.secure,
+                )
         except Exception as exc:
             raise self._fail(exc) from None
 
+    def _fail(self, exc: BaseException) -> ClickHouseError:
+        reason = _unreachable_reason(exc)
+        if reason is None:
+            return super()._fail(exc)
+        return ClickHouseError(f"cannot reach ClickHouse at {self.url.host}:{self.url.port}: "
+                               f"{reason}")
+
     def query_arrow(self, sql: str) -> pa.Table:
         try:
-            return self._client.query_arrow(sql, use_strings=True)
+            with _quiet_driver():
+                return self._client.query_arrow(sql, use_strings=True)
         except Exception as exc:
             raise self._fail(exc) from None
 
     def command(self, sql: str) -> None:
         try:
-            self._client.command(sql)
+            with _quiet_driver():
+                self._client.command(sql)
         except Exception as exc:
             raise self._fail(exc) from None
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         try:
-            self._client.insert_arrow(table, data)
+            with _quiet_driver():
+                self._client.insert_arrow(table, data)
         except Exception as exc:
             raise self._fail(exc) from None
 
     def close(self) -> None:
-        self._client.close()
+        with _quiet_driver():
+            self._client.close()
 
 
 def connect(url: StoreURL) -> ClickHouseClient:

@@ -109,8 +109,8 @@ class Window:
         object.__setattr__(self, "until", until)
         if since is not None and until is not None and not since < until:
             raise WindowError(
-                f"empty window: since {since.isoformat(sep=' ')} is not before "
-                f"until {until.isoformat(sep=' ')}"
+                f"empty window: since {since.isoformat(sep=' ', timespec='seconds')} UTC "
+                f"is not before until {until.isoformat(sep=' ', timespec='seconds')} UTC"
             )
 
     @classmethod

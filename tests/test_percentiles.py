@@ -308,6 +308,14 @@ def test_window_rejects_empty_range() -> None:
     assert Window(date(2026, 11, 1)).since == datetime(2026, 11, 1)
 
 
+def test_an_empty_window_names_its_ends_to_the_second() -> None:
+    """Relative ends (``30m``) carry microseconds, which the message left in."""
+    with pytest.raises(WindowError) as caught:
+        Window(datetime(2026, 11, 5, 10, 30, 0, 123456), datetime(2026, 11, 5, 10, 20, 5, 9))
+    assert str(caught.value) == ("empty window: since 2026-11-05 10:30:00 UTC is not before "
+                                 "until 2026-11-05 10:20:05 UTC")
+
+
 def test_cap_start_dates_are_each_class_cap_start_date(store) -> None:
     with read_store(store) as con:
         found = con.execute("SELECT DISTINCT task_class FROM runs").fetchall()

@@ -366,9 +366,9 @@ def what_ifs(
     # under their own
     results = run_bounded(con, replay,
                           limit=bulk_read.WHATIF_MEMORY_LIMIT if estimates is None else None)
+    days = window_days(con, window, now)  # the store's window: one for every variant
     out = []
     for overrides, (runs, python_runs) in zip(variants, results, strict=True):
-        days = window_days(con, window, now)
         by_class = _by_class(runs, days, overrides) if runs.height else pl.DataFrame(
             schema={c: pl.Float64 for c in CLASS_COLUMNS}
         ).with_columns(pl.col("task_class", "limits").cast(pl.String))

@@ -136,7 +136,7 @@ def db_url(explicit: str | os.PathLike[str] | None = None) -> str:
     """
     text = os.fspath(explicit) if explicit else (
         os.environ.get(CLIFFWATCH_DB) or str(DEFAULT_DB_PATH))
-    scheme = _URL_SCHEME.match(text) if isinstance(text, str) else None
+    scheme = _URL_SCHEME.match(text)
     if scheme and not is_engine_store(text):
         raise SettingError(
             f"unsupported store URL scheme {scheme.group(0)} (a store is a DuckDB file "

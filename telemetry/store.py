@@ -95,8 +95,11 @@ class StoreDamagedError(StoreError):
 # in the file: at least ``used_blocks`` of them.
 _FILE_HEADERS_BYTES = 3 * 4096
 
+_SHORT_READ_MESSAGE = "Could not read enough bytes"
+"""DuckDB's words for a file that ends before a block it lists (truncated)."""
+
 _DAMAGE_MESSAGES = (
-    "Could not read enough bytes",  # the file ends before a block it lists (truncated)
+    _SHORT_READ_MESSAGE,
     "checksum",  # a block's stored checksum does not match its content
     "Corrupt database file",
 )
@@ -214,7 +217,7 @@ def _connect(path: Path, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyCo
                 ) from None
             if read_only and _MISSING_MESSAGE in text:
                 raise StoreNotFoundError(f"store {path} does not exist") from None
-            if _DAMAGE_MESSAGES[0] in text:  # cut short before the blocks an open reads
+            if _SHORT_READ_MESSAGE in text:  # cut short before the blocks an open reads
                 raise _truncated(path, "and ends before the blocks DuckDB reads to open "
                                  "it") from None
             damaged = store_error(path, exc)

@@ -91,7 +91,6 @@ app = typer.Typer(
 )
 
 
-
 def _print_version(wanted: bool) -> None:
     if wanted:
         from cliffwatch import __version__

@@ -17,10 +17,11 @@ answered span is in the store; both against the ceiling. Then per-request latenc
 P99, the answers, the largest backlog seen, the spans in the store afterwards, the peak
 resident memory of the server and of its worker processes (:mod:`bench.memory`), and a
 ``cliffwatch runs`` process started in the middle of the load (its wall time and exit
-code: readers wait for the writer's lock). Beside it, in this process on the same bodies,
-the ceiling: parsing each with opentelemetry-proto and walking every attribute
-(:func:`bench.otlp_decode.plain_walk`). Target (issue 11): the receiver >= 0.5x the
-ceiling, answered and stored.
+code: readers wait for the writer's lock), and the CPU each process spent a stored span
+(:func:`_cpu_lines`) beside what the target leaves on this machine's cores. Beside it, in
+this process on the same bodies, the ceiling: parsing each with opentelemetry-proto and
+walking every attribute (:func:`bench.otlp_decode.plain_walk`). Target (issue 11): the
+receiver >= 0.5x the ceiling, answered and stored.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -38,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import spent_s, tree_cpu_s
 from bench.memory import mb, tree_peak_rss_mb
 from bench.otlp_decode import SPANS_PER_REQUEST, make_payloads, plain_walk
 
@@ -247,6 +250,41 @@ def spans_stored(db: Path) -> int:
         return int(con.execute("SELECT count(*) FROM spans").fetchall()[0][0])
 
 
+def _own_cpu_s() -> tuple[float, float]:
+    """CPU seconds of this process (the clients and the poller) and of its children waited
+    for (the mid-load ``cliffwatch runs``), so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def _cpu_lines(serve_pid: int, before: dict[int, float], after: dict[int, float],
+               own: tuple[float, float], spans: int, ceiling: float) -> list[tuple[str, str]]:
+    """CPU microseconds per stored span, by process, from the first send until every answered
+    span was stored (:mod:`bench.cpu`), beside what the target leaves: at
+    :data:`TARGET_RATIO` x the ceiling on this machine's cores, all the work of a span (the
+    clients' and the mid-load reader's included, which share the cores) must fit in
+    ``cores / (TARGET_RATIO * ceiling)`` seconds of CPU."""
+    if not spans or not after:
+        return []
+    workers = [p for p in after if p != serve_pid]
+    serve_us = spent_s(before, after, [serve_pid]) / spans * 1e6
+    workers_us = spent_s(before, after, workers) / spans * 1e6
+    clients_us, reader_us = own[0] / spans * 1e6, own[1] / spans * 1e6
+    total_us = serve_us + workers_us + clients_us + reader_us
+    cores = os.cpu_count() or 1
+    budget_us = cores / (TARGET_RATIO * ceiling) * 1e6
+    return [
+        ("CPU per span stored: serve / workers", f"{serve_us:.1f} / {workers_us:.1f} us "
+         f"({len(workers)} worker processes)"),
+        ("  clients and poller / mid-load reader", f"{clients_us:.1f} / {reader_us:.1f} us; "
+         f"all {total_us:.1f} us"),
+        (f"  at {TARGET_RATIO}x the ceiling on {cores} CPUs",
+         f"at most {budget_us:.1f} us a span, all processes; the walk alone "
+         f"{1e6 / ceiling:.1f} us ({total_us / budget_us:.1f}x over)"),
+    ]
+
+
 def bench_receiver(tmp: Path, quick: bool) -> list[tuple[str, str]]:
     """The figures of the module docstring, as (label, value) lines."""
     n_requests = REQUESTS // 10 if quick else REQUESTS
@@ -265,14 +303,17 @@ def bench_receiver(tmp: Path, quick: bool) -> list[tuple[str, str]]:
     throttled: list[int] = []
     poller = HealthPoller(port)
     peaks: tuple[float | None, float] = (None, 0.0)
+    cpu_before, own_before = tree_cpu_s(proc.pid), _own_cpu_s()
     try:
         wall_s, latencies, statuses = post_load(port, bodies, during=reading.start,
                                                 throttled=throttled)
         ok = sum(1 for s in statuses if s == 200)
         stored_s = poller.stored_by(ok * SPANS_PER_REQUEST, LOAD_DEADLINE_S)
+        cpu_after, own_after = tree_cpu_s(proc.pid), _own_cpu_s()
         poller.stop()
         if reading.ident is not None:
             reading.join()
+        own_after = (own_after[0], _own_cpu_s()[1])  # the reader's, once it is waited for
         peaks = tree_peak_rss_mb(proc.pid)  # while they run: a peak goes with its process
     finally:
         code = stop_serve(proc)
@@ -283,6 +324,9 @@ def bench_receiver(tmp: Path, quick: bool) -> list[tuple[str, str]]:
         stored_s = wall_s
     stored_rate = ok * SPANS_PER_REQUEST / stored_s if stored_s else 0.0
     p50, p99 = latency_p50_p99(latencies)
+    cpu = _cpu_lines(proc.pid, cpu_before, cpu_after,
+                     (own_after[0] - own_before[0], own_after[1] - own_before[1]),
+                     ok * SPANS_PER_REQUEST, ceiling)
     return [
         ("load", f"{CLIENTS} clients x {n_requests // CLIENTS} protobuf requests of "
                  f"{SPANS_PER_REQUEST} spans ({n_requests * SPANS_PER_REQUEST:,} spans), "
@@ -303,6 +347,7 @@ def bench_receiver(tmp: Path, quick: bool) -> list[tuple[str, str]]:
         ("spans in the store after", f"{spans_stored(db):,} (serve exit code {code})"),
         ("peak RSS: serve / its worker processes", f"{mb(peaks[0])} / {mb(peaks[1])} "
                                                    "(the workers' peaks summed)"),
+        *cpu,
         ("`cliffwatch runs` started mid-load", f"{reader.get('wall_s', float('nan')):.2f} s, "
                                                f"exit code {reader.get('code')}"),
         ("load average 1/5/15 (before, after)", f"{load_before}, {load_after} on "

@@ -12,10 +12,9 @@ import re
 from pathlib import Path
 
 import pytest
-from apptest_pages import open_page
+from apptest_pages import assert_human_tables, open_page
 from cache_store import build_cache_store, truth
 from streamlit.testing.v1 import AppTest
-from test_dashboard_pages import assert_human_tables
 from test_dashboard_safety import HTML, IMAGE, LIVE_MARKUP, _markdown_texts
 from waits import scaled
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from apptest_pages import open_page
+from apptest_pages import assert_human_tables, open_page
 from dashboard_store import StoreFixture, build_store
 from streamlit.testing.v1 import AppTest
 from waits import scaled
@@ -213,6 +213,7 @@ def test_incidents_page_lists_incidents(app: AppTest, store: StoreFixture) -> No
     cap_row = table[table["kind"] == "cap_breach"].iloc[0]
     assert "47" in cap_row["detail"]
     assert cap_row["link"] == f"run?run_id={store.cap_breach_run_id}"
+    assert_human_tables(app)  # its links right after the time
 
 
 def test_incidents_list_the_newest_up_to_the_cap_and_the_triage_offers_those(

@@ -8,7 +8,6 @@ rows (Python sorting and filtering, numpy.percentile), formatted by the one mone
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-from apptest_pages import open_page
+from apptest_pages import assert_human_tables, open_page
 from dashboard_store import StoreFixture, build_store
 from streamlit.testing.v1 import AppTest
 from test_dashboard_apptest import APP, TIMEOUT_S, _texts
@@ -63,18 +62,6 @@ def _raw_runs(path: Path) -> list[dict]:
 def _no_none(frame) -> None:
     shown = frame.astype(str).to_numpy().ravel().tolist()
     assert not [c for c in shown if c in ("None", "nan", "NaN", "<NA>", "null")]
-
-
-def assert_human_tables(app: AppTest) -> None:
-    """Every table of the page went through ``dashboard.tables.show``: human headings
-    (no ``snake_case``), missing cells as "-" (never a literal None)."""
-    assert app.dataframe
-    for table in app.dataframe:
-        config = json.loads(table.proto.columns)
-        for column in list(table.proto.column_order) or list(table.value.columns):
-            heading = config[column]["label"]
-            assert "_" not in heading and heading[:1] == heading[:1].upper(), (column, heading)
-        assert table.proto.placeholder == "-"
 
 
 def test_runs_page_pages_every_run_newest_first(store: StoreFixture, monkeypatch) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from apptest_pages import open_page
+from apptest_pages import assert_human_tables, open_page
 from replay_store import MINI, SONNET, Call, Sub, hand_run
 from streamlit.testing.v1 import AppTest
 from waits import scaled
@@ -165,6 +165,7 @@ def test_whatif_page_matches_analytics(app: AppTest, store: Path) -> None:
     assert any("count the affected runs only" in c.value for c in app.caption)
     assert metrics["Spend"] == ui.usd(expected.totals()["spend_after_usd"])
     assert not any("handbook" in m.value for m in app.markdown)  # no stray "magic" text
+    assert_human_tables(app)  # the replay link right after the time
     changed = _frame(app, "whatif_runs")
     assert changed["run_id"].to_list() == [RUNAWAY]
     assert changed["replay"].item() == replay_link(RUNAWAY, LimitsOverride.parse(4))

@@ -83,9 +83,9 @@ table = cells.text_columns(
 )
 tables.show(
     table, key="alerts",
-    column_order=["raised_at", "kind", "task_class", "status", "attempts", "last_http_status",
-                  "last_error", "next_attempt_at", "delivered_at", "webhook", "text",
-                  "run_link"],
+    column_order=["raised_at", "run_link", "kind", "task_class", "status", "attempts",
+                  "last_http_status", "last_error", "next_attempt_at", "delivered_at",
+                  "webhook", "text"],
     column_config={
         "raised_at": st.column_config.TextColumn("Raised (UTC)"),
         "status": st.column_config.TextColumn("Delivery"),

@@ -53,7 +53,7 @@ picked = tables.show(
     selection_mode="single-row",
     # The note column only once some incident has a note: it would take the room the
     # detail needs to show whole.
-    column_order=["detected_at", "kind", "status", "task_class", "detail", "link", "replay"]
+    column_order=["detected_at", "link", "replay", "kind", "status", "task_class", "detail"]
     + (["note"] if newest["note"].is_not_null().any() else []),
     column_config={
         "detected_at": st.column_config.DatetimeColumn("Detected (UTC)", format="YYYY-MM-DD HH:mm"),

@@ -121,8 +121,8 @@ picked = tables.show(
     key="runs",
     on_select="rerun",
     selection_mode="single-row",
-    column_order=["started", "task_class", "status", "breach", "cost", "duration", "calls",
-                  "tokens", "workers", "cap", "run_id", "run_link", "replay_link"],
+    column_order=["started", "run_link", "replay_link", "task_class", "status", "breach",
+                  "cost", "duration", "calls", "tokens", "workers", "cap", "run_id"],
     column_config={
         "started": st.column_config.TextColumn("Started (UTC)"),
         "calls": st.column_config.TextColumn("LLM calls"),

@@ -117,9 +117,9 @@ st.caption(f"{changed.height:,} of {what.runs.height:,} runs"
            + "; open one to replay it step by step.")
 tables.show(
     shown, key="whatif_runs",
-    column_order=["started_at", "task_class", "status_before", "status_after",
+    column_order=["started_at", "replay", "task_class", "status_before", "status_after",
                   "dispatched_before", "dispatched_after", "cost_before_usd",
-                  "cost_after_usd", "redo_usd", "estimated_usd", "replay"],
+                  "cost_after_usd", "redo_usd", "estimated_usd"],
     column_config={
         "started_at": st.column_config.DatetimeColumn("Started (UTC)",
                                                       format="YYYY-MM-DD HH:mm"),

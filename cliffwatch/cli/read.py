@@ -278,6 +278,9 @@ class AlertStatus(StrEnum):
 
 def alerts(
     db: DbOption = None,
+    task_class: TaskClassOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
     status: Annotated[
         AlertStatus | None, typer.Option("--status", help="Only deliveries with this status.")
     ] = None,
@@ -297,18 +300,26 @@ def alerts(
     fmt: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Alerts (incidents, threshold rules) and their webhook deliveries: status, attempts,
-    last error. Exit code 1 when a --retry delivery failed."""
-    from cliffwatch.telemetry.alerts import deliver_now, list_alerts  # lazy: DuckDB
+    last error. The window is on when an alert was raised. Exit code 1 when a --retry
+    delivery failed."""
+    from cliffwatch.analytics.alert_view import alert_deliveries  # lazy: DuckDB, polars
+    from cliffwatch.telemetry.alerts import deliver_now  # lazy: DuckDB
 
+    window = Window.parse(since, until)  # a bad time is refused before any --retry send
     summary = None
     if retry:
+        if task_class is not None:  # so is an unknown class
+            from cliffwatch.analytics.runs import require_task_class  # lazy: DuckDB, polars
+
+            with read_only_store(db) as con:
+                require_task_class(con, task_class)
         summary = deliver_now(writable_store(db), retry_failed=True)
         say(f"retried {summary.attempted} deliveries: {summary.delivered} delivered, "
             f"{summary.retrying} to retry later, {summary.failed} failed", stderr=True)
     table_default = limit is None and fmt is OutputFormat.TABLE
     with read_only_store(db) as con:  # one more than a table shows: whether there are more
-        df = list_alerts(con, status=status.value if status else None,
-                         limit=ALERTS_TABLE_LIMIT + 1 if table_default else limit or None)
+        df = alert_deliveries(con, window, task_class, status=status.value if status else None,
+                              limit=ALERTS_TABLE_LIMIT + 1 if table_default else limit or None)
     more = table_default and len(df) > ALERTS_TABLE_LIMIT
     if more:
         df = df.head(ALERTS_TABLE_LIMIT)
@@ -319,7 +330,7 @@ def alerts(
         table_columns=("raised_at", "kind", "task_class", "webhook", "status", "attempts",
                        "last_error", "text"),
         narrow_drop=("webhook", "attempts", "last_error"),
-        empty="no alerts",
+        empty=f"no alerts {scope_text(window, task_class)}",
     )
     if more:
         say(f"the newest {ALERTS_TABLE_LIMIT} shown (--limit 0 for all)", style="dim")

@@ -261,6 +261,7 @@ def test_alerts_retry_refuses_an_unknown_task_class_before_sending(runner, db) -
         ["runs", "--limit", "-1"],
         ["incidents", "--kind", "meltdown"],
         ["incidents", "--status", "weird"],
+        ["incidents", "--limit", "-1"],
         ["alerts", "--since", "2026-13-45"],
         ["percentiles", "--no-such-option"],
         ["no-such-command"],

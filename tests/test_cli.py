@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -384,6 +385,10 @@ def test_demo_fills_a_store(runner, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert "12/12" in result.stderr  # the progress bar reached the end
     assert "cliffwatch percentiles" in result.stdout and "cliffwatch dashboard" in result.stdout
+    # the summary says each unit once, by its value: "total cost  $0.21", "elapsed  3.1 s"
+    assert re.search(r"total cost +\$[0-9.]+ ", result.stdout), result.stdout
+    assert re.search(r"elapsed +[0-9.]+ s ", result.stdout), result.stdout
+    assert "cost usd" not in result.stdout and "elapsed s" not in result.stdout
     rows = _store_runs(path)
     assert len(rows) == 12
     assert {r["max_workers"] is None for r in rows} == {True, False}  # before and after the cap

@@ -15,6 +15,8 @@ import duckdb
 import polars as pl
 
 from cliffwatch import settings
+from cliffwatch.analytics.runs import scope_filter
+from cliffwatch.analytics.window import Window
 from cliffwatch.formatting import number, usd
 from cliffwatch.telemetry.alert_rules import redact
 from cliffwatch.telemetry.alerts import NO_WEBHOOK, STATUSES, list_alerts
@@ -71,14 +73,25 @@ def alert_rules() -> pl.DataFrame:
 
 
 def alert_deliveries(
-    con: duckdb.DuckDBPyConnection, *, status: str | None = None, limit: int | None = None
+    con: duckdb.DuckDBPyConnection,
+    window: Window = Window(),  # noqa: B008 - Window is frozen
+    task_class: str | None = None,
+    *,
+    status: str | None = None,
+    limit: int | None = None,
 ) -> pl.DataFrame:
-    """Alerts and their deliveries, newest first: :func:`telemetry.alerts.list_alerts`.
+    """Alerts and their deliveries, newest first: :func:`telemetry.alerts.list_alerts`,
+    of the alerts raised in ``window`` (on ``raised_at``) and, when given, of
+    ``task_class`` (the class an incident's run or a per-class rule names; an alert of
+    no class, such as a day's spend, is then left out), with the filters
+    ``runs`` and ``incidents`` share (:func:`analytics.runs.scope_filter`).
 
     Raises:
         ValueError: ``status`` is not one of :data:`DELIVERY_STATUSES`, or ``limit`` < 0.
+        UnknownTaskClassError: ``task_class`` has no runs in the store.
     """
-    return list_alerts(con, status=status, limit=limit)
+    conds, params = scope_filter(con, window, "raised_at", task_class)
+    return list_alerts(con, status=status, limit=limit, conditions=conds, params=params)
 
 
 def delivery_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

@@ -8,11 +8,12 @@ wrapper repeating its children's usage are never counted) of the runs started in
   are the count normalised to the GenAI convention (``spans.input_tokens`` *includes* cache
   reads and writes; docs/sources.md#genai-input-tokens-include-cache-tokens), so the ratio
   is the share of prompt tokens served from the cache, 0..1. A call with no cache split
-  says nothing about its cache: it is counted in ``calls_without_cache_detail`` and left out
+  says nothing about its cache: it is counted in ``calls_not_in_hit_ratio`` and left out
   of the ratio (never read as 0 hits). That is every call without a stored cache count,
   whatever its model or producer; not :mod:`analytics.audit`'s ``cache_detail_missing``
   (only the calls whose computed cost is an upper bound for want of the split), hence the
-  Cost truth page's heading "Not in hit ratio".
+  name, the Cost truth page's heading "Not in hit ratio" in snake case (its CSV says
+  what the page shows).
 - **read saving** = sum of ``cache_read_tokens x (input rate - cache read rate)``: what the
   cached tokens would have cost at the input rate minus what they cost at the cache read
   rate;
@@ -48,7 +49,7 @@ SAVINGS_BYS: tuple[str, ...] = get_args(SavingsBy)
 
 SAVINGS_COLUMNS: tuple[str, ...] = (
     "calls",
-    "calls_without_cache_detail",
+    "calls_not_in_hit_ratio",
     "input_tokens",
     "cache_read_tokens",
     "cache_creation_tokens",
@@ -79,7 +80,7 @@ def _sums_sql(keys: Sequence[str], scope: str, group: str) -> str:
         WITH scope AS (SELECT run_id, task_class FROM runs {scope})
         SELECT {key}
                count(*) AS calls,
-               count(*) FILTER (WHERE NOT {_DETAIL}) AS calls_without_cache_detail,
+               count(*) FILTER (WHERE NOT {_DETAIL}) AS calls_not_in_hit_ratio,
                coalesce(sum(s.input_tokens) FILTER (WHERE {_DETAIL}), 0)::BIGINT
                  AS input_tokens,
                coalesce(sum({read}) FILTER (WHERE {_DETAIL}), 0)::BIGINT
@@ -121,7 +122,7 @@ def cache_savings(
     Returns:
         One row per group, sorted by it (``by`` None: one row, none when there is no
         call): the ``by`` column, then :data:`SAVINGS_COLUMNS`: ``calls`` (leaf calls),
-        ``calls_without_cache_detail`` (left out of the ratio), ``input_tokens`` /
+        ``calls_not_in_hit_ratio`` (left out of the ratio), ``input_tokens`` /
         ``cache_read_tokens`` / ``cache_creation_tokens`` (sums over the calls with a
         cache split), ``hit_ratio`` (0..1; null when those calls had no input),
         ``read_saving_usd``, ``write_premium_usd``, ``net_saving_usd`` (USD; null when
@@ -168,7 +169,7 @@ def cache_savings_all(
     conds, params = scope_filter(con, window, "started_at", None, task_classes=task_classes)
     sums = frame(con, _sums_sql(SAVINGS_BYS, where(conds), "GROUP BY 1, 2"), params)
     added = [
-        pl.col(c).sum() if c.endswith(("calls", "calls_without_cache_detail", "tokens"))
+        pl.col(c).sum() if c.endswith(("calls", "calls_not_in_hit_ratio", "tokens"))
         else pl.when(pl.col(c).count() > 0).then(pl.col(c).sum())
         for c in sums.columns if c not in SAVINGS_BYS
     ]

@@ -309,7 +309,7 @@ def _build_report(
         f"redone within them at the mean cost of its class's runs that completed within "
         f"them (redo_usd, estimated); where no such run exists (tasks redo unknown) the "
         f"spend after and the saving are unknown (-). Runs affected: the runs the limits "
-        f"change; {COUNTS_NOTE}. Year projection over a "
+        f"change. {COUNTS_NOTE}. Year projection over a "
         f"{what.window_days or 0:.1f}-day window.",
         "unpriced": "Calls on models without a price add nothing to any cost above: "
         "those costs are lower bounds.",

@@ -92,11 +92,11 @@ cancel or leave undone. A run the limits decide as its record did (one rejected 
 recorded) is none of them: every count is of what the new limits change, a subset of
 ``runs_affected``."""
 
-COUNTS_NOTE = ("rejected, truncated, cancelled and not completed count the affected runs "
+COUNTS_NOTE = ("Rejected, truncated, cancelled and not completed count the affected runs "
                "only: a run the limits decide as its record did (one rejected as recorded) "
                "is not counted")
-"""The one line the CLI, the What-if page and the report say under the counts of
-:data:`CHANGE_COUNTS`."""
+"""The one sentence the CLI, the What-if page and the report say under the counts of
+:data:`CHANGE_COUNTS`, as it is (capitalised, without its full stop) in all three."""
 
 
 def window_days(

@@ -127,6 +127,13 @@ class SettingError(CliffwatchError, ValueError):
 _URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
+def url_scheme(text: str) -> str | None:
+    """The ``scheme://`` a store value starts with (``http://``, ``clickhouse://``), or None
+    when it is a file path."""
+    scheme = _URL_SCHEME.match(text)
+    return scheme.group(0) if scheme else None
+
+
 def db_url(explicit: str | os.PathLike[str] | None = None) -> str:
     """The store as given: ``explicit`` if given, else $CLIFFWATCH_DB, else the default
     path; a DuckDB file path or a ClickHouse URL (parsed by telemetry/clickhouse/url.py).
@@ -136,10 +143,10 @@ def db_url(explicit: str | os.PathLike[str] | None = None) -> str:
     """
     text = os.fspath(explicit) if explicit else (
         os.environ.get(CLIFFWATCH_DB) or str(DEFAULT_DB_PATH))
-    scheme = _URL_SCHEME.match(text)
+    scheme = url_scheme(text)
     if scheme and not is_engine_store(text):
         raise SettingError(
-            f"unsupported store URL scheme {scheme.group(0)} (a store is a DuckDB file "
+            f"unsupported store URL scheme {scheme} (a store is a DuckDB file "
             f"path, or a URL of {', '.join(ENGINE_URL_SCHEMES)})"
         )
     return text

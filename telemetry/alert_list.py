@@ -7,6 +7,8 @@ The write side is :mod:`telemetry.alert_rules` (alerts and their outbox rows) an
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -54,7 +56,12 @@ ALERT_COLUMNS: tuple[str, ...] = (
 
 
 def list_alerts(
-    con: duckdb.DuckDBPyConnection, *, status: str | None = None, limit: int | None = None
+    con: duckdb.DuckDBPyConnection,
+    *,
+    status: str | None = None,
+    limit: int | None = None,
+    conditions: Sequence[str] = (),
+    params: Mapping[str, Any] | None = None,
 ) -> pl.DataFrame:
     """Alerts and their deliveries, newest first: one row per (alert, webhook).
 
@@ -63,6 +70,10 @@ def list_alerts(
         status: only deliveries with this status (one of :data:`STATUSES`, or
             :data:`NO_WEBHOOK` for alerts that had no webhook to go to).
         limit: at most this many rows; None: all.
+        conditions: more trusted SQL conditions on the columns of :data:`ALERT_COLUMNS`
+            (ANDed; a window on ``raised_at``, a task class: analytics' scope filter,
+            :func:`analytics.alert_view.alert_deliveries`), never user input.
+        params: the named parameters of ``conditions`` (not ``status``).
 
     Returns:
         Columns :data:`ALERT_COLUMNS`: ``raised_at`` (the incident's detection time or the
@@ -81,7 +92,11 @@ def list_alerts(
     empty = pl.DataFrame(schema={c: pl.String for c in ALERT_COLUMNS})
     if not has_alert_tables(con):
         return empty
-    where = "WHERE status = $status" if status is not None else ""
+    conds, values = list(conditions), dict(params or {})
+    if status is not None:
+        conds.append("status = $status")
+        values["status"] = status
+    where = f"WHERE {' AND '.join(conds)}" if conds else ""
     limit_sql = f"LIMIT {int(limit)}" if limit is not None else ""
     sql = f"""
         SELECT * FROM (
@@ -97,7 +112,7 @@ def list_alerts(
         ORDER BY raised_at DESC, alert_id, webhook {limit_sql}
     """
     # Read through the Arrow PyCapsule stream, not .pl(): no pyarrow import (issue 11).
-    return pl.DataFrame(con.sql(sql, params={"status": status} if status is not None else None))
+    return pl.DataFrame(con.sql(sql, params=values or None))
 
 
 def payload_of(con: duckdb.DuckDBPyConnection, alert_id: str) -> dict[str, object]:

@@ -53,7 +53,7 @@ def test_savings_and_hit_ratio_equal_the_by_hand_figures(store: Path, by: str | 
     assert set(rows) == set(expected)
     for group, want in expected.items():
         row = rows[group]
-        assert (row["calls"], row["calls_without_cache_detail"]) == (
+        assert (row["calls"], row["calls_not_in_hit_ratio"]) == (
             want["calls"], want["no_detail"]), group
         assert (row["input_tokens"], row["cache_read_tokens"]) == (want["input"], want["read"])
         for column, key in (("hit_ratio", "hit_ratio"), ("read_saving_usd", "saved"),

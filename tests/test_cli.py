@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -187,6 +188,20 @@ def test_incidents(runner, db) -> None:
     assert json.loads(csv_rows[0]["data"])["max_workers"] == 8  # JSON text in CSV
 
 
+def test_alerts_window_and_task_class(runner, db) -> None:
+    args = ["alerts", "--db", str(db), "--format", "json"]
+    every = json.loads(_ok(runner, *args))  # the cap breach's and a runaway's, of research
+    assert len(every) == 2 and {r["task_class"] for r in every} == {"research"}
+    since = json.loads(_ok(runner, *args, "--since", "2026-11-03"))  # on raised_at
+    assert [r["run_id"] for r in since] == [BREACH_RUN]
+    until = json.loads(_ok(runner, *args, "--until", "2026-11-03"))
+    assert [r["alert_id"] for r in until] == [r["alert_id"] for r in every[1:]]
+    assert json.loads(_ok(runner, *args, "--task-class", "research")) == every
+    assert json.loads(_ok(runner, *args, "--task-class", "extract")) == []
+    table = _ok(runner, "alerts", "--db", str(db), "--task-class", "extract")
+    assert "no alerts of class extract in the store" in table
+
+
 # --- bad input: one line, exit 2, no traceback ----------------------------------------------
 
 
@@ -226,10 +241,15 @@ def test_empty_window(runner, db) -> None:
     _fails_with_one_line(result, "empty window")
 
 
-@pytest.mark.parametrize("command", ["percentiles", "runs", "incidents"])
+@pytest.mark.parametrize("command", ["percentiles", "runs", "incidents", "alerts"])
 def test_unknown_task_class(runner, db, command) -> None:
     result = runner.invoke(app, [command, "--db", str(db), "--task-class", "nope"])
     _fails_with_one_line(result, "unknown task class 'nope'", "extract, research")
+
+
+def test_alerts_retry_refuses_an_unknown_task_class_before_sending(runner, db) -> None:
+    result = runner.invoke(app, ["alerts", "--retry", "--db", str(db), "--task-class", "nope"])
+    _fails_with_one_line(result, "unknown task class 'nope'")  # no "retried ..." line
 
 
 @pytest.mark.parametrize(
@@ -242,6 +262,8 @@ def test_unknown_task_class(runner, db, command) -> None:
         ["runs", "--limit", "-1"],
         ["incidents", "--kind", "meltdown"],
         ["incidents", "--status", "weird"],
+        ["incidents", "--limit", "-1"],
+        ["alerts", "--since", "2026-13-45"],
         ["percentiles", "--no-such-option"],
         ["no-such-command"],
     ],
@@ -363,6 +385,10 @@ def test_demo_fills_a_store(runner, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert "12/12" in result.stderr  # the progress bar reached the end
     assert "cliffwatch percentiles" in result.stdout and "cliffwatch dashboard" in result.stdout
+    # the summary says each unit once, by its value: "total cost  $0.21", "elapsed  3.1 s"
+    assert re.search(r"total cost +\$[0-9.]+ ", result.stdout), result.stdout
+    assert re.search(r"elapsed +[0-9.]+ s ", result.stdout), result.stdout
+    assert "cost usd" not in result.stdout and "elapsed s" not in result.stdout
     rows = _store_runs(path)
     assert len(rows) == 12
     assert {r["max_workers"] is None for r in rows} == {True, False}  # before and after the cap

@@ -1,4 +1,5 @@
-"""``cliffwatch alerts``: how many rows a table, JSON and CSV give by default, as ``runs``."""
+"""``cliffwatch alerts`` and ``incidents``: how many rows a table, JSON and CSV give by
+default, as ``runs``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cliffwatch.cli import app
-from cliffwatch.cli.read import ALERTS_TABLE_LIMIT
+from cliffwatch.cli.read import ALERTS_TABLE_LIMIT, INCIDENTS_TABLE_LIMIT
 from cliffwatch.telemetry.testing import make_run_records
 from cliffwatch.telemetry.write_pipeline import write_spans
 
@@ -37,8 +38,8 @@ def _stored(db: Path) -> int:
         return int(con.execute("SELECT count(*) FROM alerts").fetchall()[0][0])
 
 
-def _alerts(db: Path, *args: str) -> tuple[str, str]:
-    result = CliRunner().invoke(app, ["alerts", "--db", str(db), *args],
+def _alerts(db: Path, *args: str, command: str = "alerts") -> tuple[str, str]:
+    result = CliRunner().invoke(app, [command, "--db", str(db), *args],
                                 env={"COLUMNS": "120", "CLIFFWATCH_WEBHOOK_URLS": ""})
     assert result.exit_code == 0, result.stderr
     return result.stdout, result.stderr
@@ -59,4 +60,17 @@ def test_a_table_shows_the_newest_and_says_how_to_see_all(db: Path) -> None:
     assert f"the newest {ALERTS_TABLE_LIMIT} shown (--limit 0 for all)" in table
     everything, _ = _alerts(db, "--limit", "0")
     assert everything.count("no_webhook") == _stored(db)
+    assert "--limit 0 for all" not in everything
+
+
+def test_incidents_limit_as_runs_and_alerts(db: Path) -> None:
+    assert BREACHES > INCIDENTS_TABLE_LIMIT
+    assert len(json.loads(_alerts(db, "--format", "json", command="incidents")[0])) == BREACHES
+    assert len(json.loads(_alerts(db, "--format", "json", "--limit", "3",
+                                  command="incidents")[0])) == 3
+    table, _ = _alerts(db, command="incidents")
+    assert table.count("cap_breach-") == INCIDENTS_TABLE_LIMIT
+    assert f"the newest {INCIDENTS_TABLE_LIMIT} shown (--limit 0 for all)" in table
+    everything, _ = _alerts(db, "--limit", "0", command="incidents")
+    assert everything.count("cap_breach-") == BREACHES
     assert "--limit 0 for all" not in everything

@@ -178,6 +178,16 @@ def test_a_url_of_another_scheme_is_named_not_taken_for_a_file(db, args) -> None
     assert "DuckDB file:" not in line and "secret" not in line
 
 
+@pytest.mark.parametrize("source", ["http://x", "https://user:secret@x/db",
+                                    "clickhouse://x/db"])
+def test_migrate_from_a_url_says_from_takes_a_file_path(tmp_path, source) -> None:
+    line = _one_line_error(["migrate", "--from", source, "--to", f"chdb://{tmp_path}/ch"])
+    scheme = source.split("://")[0]
+    assert f"--from takes a DuckDB file path, not a URL ({scheme}://...)" in line
+    assert "does not exist" not in line and "secret" not in line
+    assert not (tmp_path / "ch").exists()
+
+
 def test_a_bad_scheme_in_the_setting_is_named_too(db) -> None:
     result = CliRunner().invoke(app, ["runs"], env={"CLIFFWATCH_DB": "http://x"})
     assert result.exit_code == 2

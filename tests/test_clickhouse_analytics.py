@@ -216,6 +216,8 @@ CASES: dict[str, Callable[[Any], Any]] = {
         c, Window(until=datetime(2026, 11, 6)), Window(since=datetime(2026, 11, 6))),
     "upper bound": lambda c: upper_bound.cache_detail_missing_calls(c),
     "alerts": lambda c: alert_view.alert_deliveries(c),
+    "alerts filtered": lambda c: alert_view.alert_deliveries(c, WINDOW, "research",
+                                                             status="no_webhook"),
     "delivery counts": lambda c: alert_view.delivery_counts(c),
     "recorded runs": lambda c: recorded.load_recorded_runs(c, WINDOW),
     "estimates": lambda c: _estimates(c),

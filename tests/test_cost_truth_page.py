@@ -206,10 +206,11 @@ def test_the_savings_count_of_calls_without_a_cache_split_is_not_labelled_as_the
 
     app = _open(store, monkeypatch)
     assert "cache detail missing" in _audit(store)  # the audit's row keeps its label
-    tables_ = [t for t in app.dataframe if "calls_without_cache_detail" in t.value.columns]
+    tables_ = [t for t in app.dataframe if "calls_not_in_hit_ratio" in t.value.columns]
     assert len(tables_) == 2  # per model, per task class
     for table in tables_:
-        column = json.loads(table.proto.columns)["calls_without_cache_detail"]
-        assert column["label"] == "Not in hit ratio"
+        column = json.loads(table.proto.columns)["calls_not_in_hit_ratio"]
+        assert column["label"] == "Not in hit ratio"  # the data's name, in snake case:
+        assert "calls_" + column["label"].lower().replace(" ", "_") in table.value.columns
         assert "cache detail missing" in column["help"] and "upper bound" in column["help"]
     assert "Not in hit ratio" in _plain(app.caption)

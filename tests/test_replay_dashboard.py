@@ -20,7 +20,7 @@ from waits import scaled
 from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.analytics.triage import get_incident
-from cliffwatch.analytics.whatif import what_if
+from cliffwatch.analytics.whatif import COUNTS_NOTE, what_if
 from cliffwatch.dashboard import ui
 from cliffwatch.dashboard.links import replay_link
 from cliffwatch.telemetry.testing import hold_store_lock, ns_at
@@ -162,7 +162,7 @@ def test_whatif_page_matches_analytics(app: AppTest, store: Path) -> None:
     assert metrics["Runs"] == "6" and metrics["Affected"] == "1"
     # the runaway, newly rejected; not the run rejected as recorded (and again)
     assert metrics["Tasks not completed"] == "1"
-    assert any("count the affected runs only" in c.value for c in app.caption)
+    assert any(c.value.startswith(f"{COUNTS_NOTE} (the") for c in app.caption)  # as the CLI
     assert metrics["Spend"] == ui.usd(expected.totals()["spend_after_usd"])
     assert not any("handbook" in m.value for m in app.markdown)  # no stray "magic" text
     assert_human_tables(app)  # the replay link right after the time

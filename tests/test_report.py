@@ -27,6 +27,7 @@ from cliffwatch.analytics.report_render import (
     write_report,
 )
 from cliffwatch.analytics.store_access import read_store
+from cliffwatch.analytics.whatif import COUNTS_NOTE
 from cliffwatch.analytics.window import Window
 from cliffwatch.orchestrator.dispatch import Limits
 from cliffwatch.telemetry.testing import make_run_records, make_runs_costing, ns_at
@@ -104,7 +105,7 @@ def test_whatif_uses_the_workload_cap_else_the_recorded_one(report: Report) -> N
     # no research run completed within 2 workers: the redo of the tasks cap 2 leaves
     # undone, and so the saving, is unknown (the recorded rejected run was undone anyway)
     assert whatif["research"]["tasks_not_completed"] == len(RESEARCH)
-    assert "count the affected runs only" in report.notes["whatif"]
+    assert f"change. {COUNTS_NOTE}. Year" in report.notes["whatif"]  # as the CLI says it
     assert whatif["research"]["tasks_redo_unknown"] == len(RESEARCH)
     assert whatif["research"]["saving_usd"] is None
     assert whatif["research"]["spend_after_usd"] is None

@@ -17,6 +17,7 @@ from cliffwatch.analytics.replay import LimitsOverride
 from cliffwatch.analytics.store_access import read_store
 from cliffwatch.analytics.whatif import (
     CLASS_COLUMNS,
+    COUNTS_NOTE,
     RUN_COLUMNS,
     what_if,
     what_ifs,
@@ -246,7 +247,7 @@ def test_cli_whatif_json_table_and_csv(store: Path) -> None:
     over = sum(1 for n, _ in RESEARCH if n > CAP)
     flowing = " ".join(table.stdout.split())  # info lines wrap at spaces on a narrow terminal
     assert f"{over} tasks not completed (their redo within the limits" in flowing
-    assert "count the affected runs only" in flowing
+    assert f"{COUNTS_NOTE}." in flowing  # as the What-if page and the report say it
     assert "replayed 14 runs in" in table.stdout
 
     rows = list(csv.DictReader(io.StringIO(runner.invoke(app, [*base, "--format", "csv"]).stdout)))

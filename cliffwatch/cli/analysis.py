@@ -210,7 +210,7 @@ def whatif(
     if not totals["runs"]:
         return
     say(what.headline(), wrap=True)
-    say(f"{COUNTS_NOTE[:1].upper()}{COUNTS_NOTE[1:]}.", style="dim", wrap=True)
+    say(f"{COUNTS_NOTE}.", style="dim", wrap=True)
     if totals["estimated_usd"]:
         say(f"{usd(totals['estimated_usd'])} of the spend after is estimated (sub-tasks the "
             "record does not hold, tasks redone; see cliffwatch replay)", style="yellow",

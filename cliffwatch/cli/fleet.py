@@ -96,7 +96,7 @@ def watch(
 
 def migrate(
     source: Annotated[
-        Path,
+        str,  # not a Path: typer would make http://x the path http:/x (tests/test_cli_errors.py)
         typer.Option("--from", metavar="PATH", show_default=False,
                      help="The DuckDB store to move up (read only; never changed)."),
     ],
@@ -121,8 +121,12 @@ def migrate(
     from cliffwatch.telemetry.clickhouse.client import connect  # lazy: pyarrow, chdb
     from cliffwatch.telemetry.clickhouse.migrate import migrate_store
 
+    scheme = settings.url_scheme(source)  # as --db names one; the rest may hold a password
+    if scheme is not None:
+        raise CliError(f"--from takes a DuckDB file path, not a URL ({scheme}...)")
+    path = Path(source)
     url = engine_url(to, "--to")
-    with read_only_store(source, "--from"):
+    with read_only_store(path, "--from"):
         pass  # a missing or foreign store is one line with its hint
     with connect(url) as client, Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}"),
@@ -135,9 +139,9 @@ def migrate(
                 tasks[step] = bar.add_task(f"migrating {step}", total=total or None)
             bar.update(tasks[step], completed=done)
 
-        summary = migrate_store(source, client, url.traces_table, progress=progress)
+        summary = migrate_store(path, client, url.traces_table, progress=progress)
     tables = ", ".join(f"{n:,} {t}" for t, n in summary.tables.items() if n)
-    say(f"migrated {source} to {url}: {summary.spans_read:,} spans "
+    say(f"migrated {path} to {url}: {summary.spans_read:,} spans "
         f"({summary.spans_added:,} added to {url.traces_table}); {tables or 'no rows'}")
     if not summary.complete:
         error_line(f"not every span arrived: {summary.traces_table_spans:,} of "

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -112,6 +112,15 @@ UntilOption = Annotated[
     typer.Option("--until", metavar="WHEN", callback=given_when,
                  help="Before this time, exclusive (same forms as --since)."),
 ]
+def limit_option(noun: str, table_limit: int) -> Any:
+    """The ``--limit`` option of a listing of ``noun`` (``runs``, ``incidents``,
+    ``alerts``): the newest N, 0 for all; left out, ``table_limit`` rows in a table and
+    every row in JSON and CSV."""
+    return typer.Option("--limit", min=0, show_default=False,
+                        help=f"Newest N {noun}; 0 for all (default: {table_limit} in a "
+                             "table, all in JSON and CSV).")
+
+
 TaskClassOption = Annotated[
     str | None,
     typer.Option("--task-class", metavar="CLASS", help="Only runs of this task class."),

@@ -351,16 +351,20 @@ def facts_table(facts: Sequence[tuple[str, str]], *, title: str | None = None) -
 
 def summary_table(summary: Any, *, title: str) -> Table:
     """:func:`facts_table` of a dataclass's fields (dicts as "key n, ...", times to the
-    minute, ``*_usd`` as money)."""
+    minute, ``*_usd`` as money, ``*_s`` as seconds); the unit is said once, by the value
+    (``total_cost_usd`` is ``total cost  $7.30``, ``elapsed_s`` is ``elapsed  3.1 s``)."""
     facts = []
     for key, value in dataclasses.asdict(summary).items():
+        label = key
         if isinstance(value, dict):
             shown = ", ".join(f"{k} {v}" for k, v in value.items())
         elif isinstance(value, datetime):
             shown = value.strftime("%Y-%m-%d %H:%M %Z").strip()
         elif isinstance(value, float) and key.endswith("_usd"):
-            shown = usd(value)
+            label, shown = key.removesuffix("_usd"), usd(value)
+        elif isinstance(value, float) and key.endswith("_s"):
+            label, shown = key.removesuffix("_s"), f"{value} s"
         else:
             shown = str(value)
-        facts.append((key.replace("_", " "), shown))
+        facts.append((label.replace("_", " "), shown))
     return facts_table(facts, title=title)

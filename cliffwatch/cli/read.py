@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -25,12 +25,16 @@ from cliffwatch.cli.options import (
     SinceOption,
     TaskClassOption,
     UntilOption,
+    limit_option,
     read_only_store,
     return_freed_memory,
     writable_store,
 )
 from cliffwatch.cli.output import EXIT_NOT_COMPLETED, json_out, render, say, scope_text
 from cliffwatch.telemetry.conventions import IncidentKind, RunStatus
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 class GroupByChoice(StrEnum):
@@ -80,9 +84,35 @@ RUNS_TABLE_LIMIT = 50
 """Runs a ``cliffwatch runs`` table shows unless ``--limit`` says otherwise (JSON and CSV
 return every run unless told)."""
 
+INCIDENTS_TABLE_LIMIT = 50
+"""Incidents a ``cliffwatch incidents`` table shows unless ``--limit`` says otherwise (JSON
+and CSV return every incident unless told, as ``runs``)."""
+
 ALERTS_TABLE_LIMIT = 50
 """Alerts a ``cliffwatch alerts`` table shows unless ``--limit`` says otherwise (JSON and
 CSV return every alert unless told, as ``runs``)."""
+
+
+def _rows_to_read(limit: int | None, fmt: OutputFormat, table_limit: int) -> int | None:
+    """The rows a listing reads for its ``--limit`` (0 or None: all): left out, every row
+    in JSON and CSV, and one more than ``table_limit`` in a table (whether there are
+    more)."""
+    if limit is None and fmt is OutputFormat.TABLE:
+        return table_limit + 1
+    return limit or None
+
+
+def _table_cut(df: pl.DataFrame, limit: int | None, fmt: OutputFormat,
+               table_limit: int) -> tuple[pl.DataFrame, bool]:
+    """The rows a listing shows of those :func:`_rows_to_read` read, and whether the
+    default ``table_limit`` cut some (then say so: :func:`_say_cut`)."""
+    cut = limit is None and fmt is OutputFormat.TABLE and len(df) > table_limit
+    return (df.head(table_limit) if cut else df), cut
+
+
+def _say_cut(table_limit: int) -> None:
+    """The line under a table the default ``--limit`` cut."""
+    say(f"the newest {table_limit} shown (--limit 0 for all)", style="dim")
 
 
 def runs(
@@ -93,12 +123,7 @@ def runs(
     status: Annotated[
         RunStatus | None, typer.Option("--status", help="Only runs with this status.")
     ] = None,
-    limit: Annotated[
-        int | None,
-        typer.Option("--limit", min=0, show_default=False,
-                     help=f"Newest N runs; 0 for all (default: {RUNS_TABLE_LIMIT} in a table, "
-                          "all in JSON and CSV)."),
-    ] = None,
+    limit: Annotated[int | None, limit_option("runs", RUNS_TABLE_LIMIT)] = None,
     fmt: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """List runs, newest first: cost, status, breach, workers proposed/dispatched, limits."""
@@ -149,6 +174,7 @@ def incidents(
     task_class: TaskClassOption = None,
     since: SinceOption = None,
     until: UntilOption = None,
+    limit: Annotated[int | None, limit_option("incidents", INCIDENTS_TABLE_LIMIT)] = None,
     fmt: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """List incidents, newest first: cap breaches, cost-ceiling breaches, runaways.
@@ -167,7 +193,9 @@ def incidents(
             kind=kind.value if kind else None,
             status=status.value if status else None,
             task_class=task_class,
+            limit=_rows_to_read(limit, fmt, INCIDENTS_TABLE_LIMIT),
         )
+    df, cut = _table_cut(df, limit, fmt, INCIDENTS_TABLE_LIMIT)
     render(
         df,
         fmt,
@@ -178,6 +206,8 @@ def incidents(
         json_columns=("data",),
         empty="no incidents",
     )
+    if cut:
+        _say_cut(INCIDENTS_TABLE_LIMIT)
 
 
 IncidentIdArgument = Annotated[
@@ -278,6 +308,9 @@ class AlertStatus(StrEnum):
 
 def alerts(
     db: DbOption = None,
+    task_class: TaskClassOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
     status: Annotated[
         AlertStatus | None, typer.Option("--status", help="Only deliveries with this status.")
     ] = None,
@@ -288,30 +321,30 @@ def alerts(
             help="First send every failed, unknown or waiting delivery once more, now.",
         ),
     ] = False,
-    limit: Annotated[
-        int | None,
-        typer.Option("--limit", min=0, show_default=False,
-                     help=f"Newest N alerts; 0 for all (default: {ALERTS_TABLE_LIMIT} in a "
-                          "table, all in JSON and CSV)."),
-    ] = None,
+    limit: Annotated[int | None, limit_option("alerts", ALERTS_TABLE_LIMIT)] = None,
     fmt: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Alerts (incidents, threshold rules) and their webhook deliveries: status, attempts,
-    last error. Exit code 1 when a --retry delivery failed."""
-    from cliffwatch.telemetry.alerts import deliver_now, list_alerts  # lazy: DuckDB
+    last error. The window is on when an alert was raised. Exit code 1 when a --retry
+    delivery failed."""
+    from cliffwatch.analytics.alert_view import alert_deliveries  # lazy: DuckDB, polars
+    from cliffwatch.telemetry.alerts import deliver_now  # lazy: DuckDB
 
+    window = Window.parse(since, until)  # a bad time is refused before any --retry send
     summary = None
     if retry:
+        if task_class is not None:  # so is an unknown class
+            from cliffwatch.analytics.runs import require_task_class  # lazy: DuckDB, polars
+
+            with read_only_store(db) as con:
+                require_task_class(con, task_class)
         summary = deliver_now(writable_store(db), retry_failed=True)
         say(f"retried {summary.attempted} deliveries: {summary.delivered} delivered, "
             f"{summary.retrying} to retry later, {summary.failed} failed", stderr=True)
-    table_default = limit is None and fmt is OutputFormat.TABLE
-    with read_only_store(db) as con:  # one more than a table shows: whether there are more
-        df = list_alerts(con, status=status.value if status else None,
-                         limit=ALERTS_TABLE_LIMIT + 1 if table_default else limit or None)
-    more = table_default and len(df) > ALERTS_TABLE_LIMIT
-    if more:
-        df = df.head(ALERTS_TABLE_LIMIT)
+    with read_only_store(db) as con:
+        df = alert_deliveries(con, window, task_class, status=status.value if status else None,
+                              limit=_rows_to_read(limit, fmt, ALERTS_TABLE_LIMIT))
+    df, cut = _table_cut(df, limit, fmt, ALERTS_TABLE_LIMIT)
     render(
         df,
         fmt,
@@ -319,9 +352,9 @@ def alerts(
         table_columns=("raised_at", "kind", "task_class", "webhook", "status", "attempts",
                        "last_error", "text"),
         narrow_drop=("webhook", "attempts", "last_error"),
-        empty="no alerts",
+        empty=f"no alerts {scope_text(window, task_class)}",
     )
-    if more:
-        say(f"the newest {ALERTS_TABLE_LIMIT} shown (--limit 0 for all)", style="dim")
+    if cut:
+        _say_cut(ALERTS_TABLE_LIMIT)
     if summary is not None and (summary.failed or summary.retrying):
         raise typer.Exit(EXIT_NOT_COMPLETED)

@@ -97,7 +97,7 @@ if total:
     cache[2].metric("Cache reads saved", ui.usd(row["read_saving_usd"]))
     cache[3].metric("Cache write premium", ui.usd(row["write_premium_usd"]))
 SAVINGS_COLUMNS = {  # what differs from tables.show's defaults
-    "calls_without_cache_detail": st.column_config.NumberColumn(
+    "calls_not_in_hit_ratio": st.column_config.NumberColumn(
         "Not in hit ratio", format="%,d",
         help="Calls that stored no cache read or write token count, for any reason (a model "
         "without a prompt cache, a producer that leaves zero counts out, a failed call): "

@@ -74,7 +74,7 @@ st.caption(ui.md_text(f"Limits: {what.describe()}. Replayed {totals['runs']:,} r
                       f"{what.elapsed_s:.2f} s{estimated}."))
 
 st.subheader("Per task class")
-st.caption(f"{COUNTS_NOTE[:1].upper()}{COUNTS_NOTE[1:]} (the rejected, truncated and "
+st.caption(f"{COUNTS_NOTE} (the rejected, truncated and "
            "cancelled counts are in the CSV).")
 # The saving first, the run counts after, P99 before and after last; the limits (one
 # long line, said in the caption above) and the finer counts are in the CSV, which keeps

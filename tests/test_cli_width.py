@@ -93,6 +93,21 @@ def test_whatif_keeps_money_whole(demo_db) -> None:
         assert f"{usd(row['p95_before_usd'])} -> {usd(row['p95_after_usd'])}" in table
 
 
+def test_incident_details_wrap_whole_at_120_columns_and_are_named_when_hidden(demo_db) -> None:
+    incidents = json.loads(_out("incidents", "--db", str(demo_db), "--format", "json",
+                                env=WIDE))
+    assert any("$" in i["detail"] for i in incidents)  # money among the words
+    table = _out("incidents", "--db", str(demo_db), env={"COLUMNS": "120"})
+    assert "…" not in table
+    lines = table.splitlines()
+    at = _header_lines(table)[0].index("detail")  # the detail column's text, every line
+    words = " ".join(line[at:] for line in lines[lines.index(_header_lines(table)[0]) + 2:])
+    for incident in incidents:
+        assert " ".join(incident["detail"].split()) in " ".join(words.split()), incident
+    narrow = _out("incidents", "--db", str(demo_db), env=NARROW)
+    assert "detail" in _tables(narrow)[0][1]  # too narrow to read: hidden, and named
+
+
 def test_replay_fits_80_columns(demo_db) -> None:
     run_id = _first_run_id(demo_db)
     args = ["replay", run_id, "--max-workers", "1", "--db", str(demo_db)]

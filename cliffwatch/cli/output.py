@@ -163,6 +163,10 @@ TEXT_MIN_CHARS = 8
 """The narrowest a text column gets before columns are hidden (text past its width is
 cut with an ellipsis; numbers, money, ids and times are never cut or wrapped)."""
 
+WRAP_MIN_CHARS = 24
+"""The narrowest a wrapped column gets (``render(wrap_columns=)``) before it is hidden and
+named: narrower, a sentence reads a word a line."""
+
 ID_COLUMNS = frozenset({"run_id", "incident_id", "trace_id", "span_id"})
 """Text columns that are ids: shown whole (never cut or wrapped), like numbers."""
 
@@ -283,7 +287,8 @@ def render(
             the table names every column left out, these and the ``narrow_drop`` ones
             (JSON and CSV carry them).
         wrap_columns: text columns holding money or ids among words (a replay's
-            comparison): wrapped at spaces, never cut, no word ever split.
+            comparison, an incident's detail): wrapped at spaces, never cut, no word ever
+            split; hidden (and named) below :data:`WRAP_MIN_CHARS` wide.
         empty: the line a table prints when there are no rows (JSON prints ``[]``, CSV
             the header only).
     """
@@ -318,7 +323,7 @@ def render(
             if _is_text_column(df, c)}
     for c in wrap_columns:
         if c in text:
-            text[c] = max([len(_header(c))]
+            text[c] = max([len(_header(c)), min(WRAP_MIN_CHARS, need[c])]
                           + [len(word) for cell in cells[c] for word in cell.plain.split()])
     shown, widths = _fit_columns(columns, need, text, console.width)
     table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False)

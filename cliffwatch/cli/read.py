@@ -204,6 +204,7 @@ def incidents(
                        "detail"),
         narrow_drop=("task_class",),
         json_columns=("data",),
+        wrap_columns=("detail",),  # money among words: wrapped, never cut
         empty="no incidents",
     )
     if cut:

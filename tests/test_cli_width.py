@@ -93,19 +93,24 @@ def test_whatif_keeps_money_whole(demo_db) -> None:
         assert f"{usd(row['p95_before_usd'])} -> {usd(row['p95_after_usd'])}" in table
 
 
-def test_incident_details_wrap_whole_at_120_columns_and_are_named_when_hidden(demo_db) -> None:
-    incidents = json.loads(_out("incidents", "--db", str(demo_db), "--format", "json",
-                                env=WIDE))
-    assert any("$" in i["detail"] for i in incidents)  # money among the words
-    table = _out("incidents", "--db", str(demo_db), env={"COLUMNS": "120"})
-    assert "…" not in table
+@pytest.mark.parametrize(("command", "column"), [("incidents", "detail"), ("alerts", "text")])
+def test_sentences_with_money_wrap_whole_at_120_columns_and_are_named_when_hidden(
+    demo_db, command: str, column: str
+) -> None:
+    rows = json.loads(_out(command, "--db", str(demo_db), "--format", "json", env=WIDE))
+    assert any("$" in row[column] for row in rows)  # money among the words
+    table = _out(command, "--db", str(demo_db), env={"COLUMNS": "120"})
+    header = _header_lines(table)[0]
     lines = table.splitlines()
-    at = _header_lines(table)[0].index("detail")  # the detail column's text, every line
-    words = " ".join(line[at:] for line in lines[lines.index(_header_lines(table)[0]) + 2:])
-    for incident in incidents:
-        assert " ".join(incident["detail"].split()) in " ".join(words.split()), incident
-    narrow = _out("incidents", "--db", str(demo_db), env=NARROW)
-    assert "detail" in _tables(narrow)[0][1]  # too narrow to read: hidden, and named
+    at = header.index(column)  # the column's text, to the next heading, every line
+    after = re.search(r"\S", header[at + len(column):])
+    end = at + len(column) + after.start() if after else None
+    texts = " ".join(line[at:end] for line in lines[lines.index(header) + 2:])
+    assert "…" not in texts
+    for row in rows:
+        assert " ".join(row[column].split()) in " ".join(texts.split()), row
+    narrow = _out(command, "--db", str(demo_db), env=NARROW)
+    assert column in _tables(narrow)[0][1]  # hidden, and named
 
 
 def test_replay_fits_80_columns(demo_db) -> None:

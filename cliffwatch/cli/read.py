@@ -350,9 +350,10 @@ def alerts(
         df,
         fmt,
         title="Alerts (newest first)",
-        table_columns=("raised_at", "kind", "task_class", "webhook", "status", "attempts",
-                       "last_error", "text"),
+        table_columns=("raised_at", "kind", "task_class", "status", "text", "webhook",
+                       "attempts", "last_error"),
         narrow_drop=("webhook", "attempts", "last_error"),
+        wrap_columns=("text",),  # money among words: wrapped, never cut
         empty=f"no alerts {scope_text(window, task_class)}",
     )
     if cut:

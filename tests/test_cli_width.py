@@ -181,7 +181,8 @@ def test_runs_machine_formats_return_every_run_and_the_table_says_how_many(demo_
     assert len(csv_lines) == 61  # header + every run
     assert len(json.loads(_out(*args, "--format", "json", "--limit", "7", env=WIDE))) == 7
     table = _out(*args, env=WIDE)
-    assert "50 of 60 shown (--limit 0 for all)" in table
+    assert "the newest 50 shown (--limit 0 for all)" in table
+    assert len(json.loads(_out(*args, "--format", "json", "--limit", "0", env=WIDE))) == 60
     assert "shown (--limit" not in _out(*args, "--limit", "0", env=WIDE)
 
 

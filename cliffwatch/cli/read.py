@@ -136,11 +136,9 @@ def runs(
             window,
             task_class=task_class,
             status=status.value if status else None,
-            limit=limit or None,
+            limit=_rows_to_read(limit, fmt, RUNS_TABLE_LIMIT),
         )
-    total = len(df)
-    if limit is None and fmt is OutputFormat.TABLE:
-        df = df.head(RUNS_TABLE_LIMIT)
+    df, cut = _table_cut(df, limit, fmt, RUNS_TABLE_LIMIT)
     render(
         df,
         fmt,
@@ -153,8 +151,8 @@ def runs(
         narrow_drop=("workers_proposed", "workers_dispatched", "max_workers", "ceiling_usd"),
         empty="no runs match",
     )
-    if len(df) < total:
-        say(f"{len(df)} of {total} shown (--limit 0 for all)", style="dim")
+    if cut:
+        _say_cut(RUNS_TABLE_LIMIT)
 
 
 incidents_app = typer.Typer(no_args_is_help=False, cls=HelpTextGroup)

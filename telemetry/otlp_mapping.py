@@ -44,7 +44,10 @@ what each producer emits: docs/cost-truth.md):
 - **role**: ``cliff.role`` when the producer set it (cliffwatch's own spans); else, for a
   call, plan / worker / synthesis / critic when its own or an ancestor's name says so
   (:func:`role_from_words`), worker when it sits under a tool or a nested agent, and
-  ``call`` otherwise; a non-call root is ``run``, any other non-call ``other``.
+  ``call`` otherwise; a non-call root is ``run``, any other non-call ``other``. The
+  ancestors are those of the batch; when a later batch continues the trace, the write
+  works its calls' roles out again over the whole stored trace
+  (:mod:`telemetry.continued_roles`).
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ from cliffwatch.telemetry.span_roles import (
     SpanBatch,
     ancestry_role,
     span_role_hint,
+    stated_role,
     structure_kind,
 )
 from cliffwatch.telemetry.span_roles import call_role as call_role  # the mapping's API too
@@ -316,14 +320,6 @@ def _attributes_json(span: OtlpSpan) -> str:
     return _json_text(attrs)
 
 
-def _own_role(attrs: Mapping[str, Any]) -> Role | None:
-    raw = attrs.get(cv.CLIFF_ROLE)
-    try:
-        return Role(raw) if isinstance(raw, str) else None
-    except ValueError:
-        return None
-
-
 def _own_price(attrs: Mapping[str, Any]) -> Price | None:
     price_in = _usd(attrs.get(cv.CLIFF_PRICE_INPUT))
     price_out = _usd(attrs.get(cv.CLIFF_PRICE_OUTPUT))
@@ -458,7 +454,7 @@ def _map_span(
     kind = _llm_kind(attrs, raw_operation)
     has_model = bool(request_model or response_model)
     has_usage = input_tokens is not None or output_tokens is not None
-    own_role = None if _CLIFF_ROLE not in attrs else _own_role(attrs)
+    own_role = None if _CLIFF_ROLE not in attrs else stated_role(attrs)
     if own_role is not None:
         is_llm_call = own_role in LLM_CALL_ROLES
     else:

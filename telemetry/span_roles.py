@@ -12,11 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from cliffwatch.telemetry import conventions as cv
 from cliffwatch.telemetry.conventions import Role
-from cliffwatch.telemetry.otlp_decode import OtlpSpan
 
 OPENINFERENCE_SPAN_KIND = "openinference.span.kind"
 TRACELOOP_SPAN_KIND = "traceloop.span.kind"
@@ -35,6 +34,29 @@ ROLE_HINT_KEYS = (
 
 MAX_ANCESTRY = 32
 """Ancestors looked at for role hints; bounds the walk even on a malformed parent cycle."""
+
+
+class RoleSpan(Protocol):
+    """What the role rules read of a span: one being mapped (``otlp_decode.OtlpSpan``) or
+    one already stored (:class:`telemetry.continued_roles.StoredSpan`)."""
+
+    @property
+    def trace_id(self) -> str: ...
+    @property
+    def parent_span_id(self) -> str | None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def attributes(self) -> Mapping[str, Any]: ...
+
+
+def stated_role(attrs: Mapping[str, Any]) -> Role | None:
+    """The role a span states itself in ``cliff.role``, or None (absent or not a role)."""
+    raw = attrs.get(cv.CLIFF_ROLE)
+    try:
+        return Role(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
 
 
 def structure_kind(attrs: Mapping[str, Any]) -> str | None:
@@ -102,7 +124,7 @@ def role_from_words(text: str) -> Role | None:
 _ROLE_HINT_KEY_SET = frozenset(ROLE_HINT_KEYS)
 
 
-def span_role_hint(span: OtlpSpan) -> Role | None:
+def span_role_hint(span: RoleSpan) -> Role | None:
     attrs = span.attributes
     # (the keys' view against the set: the five hint names looked up, not every key)
     if not attrs.keys().isdisjoint(_ROLE_HINT_KEY_SET):
@@ -115,7 +137,7 @@ def span_role_hint(span: OtlpSpan) -> Role | None:
     return role_from_words(span.name)
 
 
-def call_role(span: OtlpSpan, ancestors: Sequence[OtlpSpan] = ()) -> Role:
+def call_role(span: RoleSpan, ancestors: Sequence[RoleSpan] = ()) -> Role:
     """The role of an LLM-call span from its own and its ancestors' names and kinds.
 
     Args:
@@ -126,7 +148,7 @@ def call_role(span: OtlpSpan, ancestors: Sequence[OtlpSpan] = ()) -> Role:
     return own if own is not None else ancestry_role(ancestors)
 
 
-def ancestry_role(ancestors: Sequence[OtlpSpan]) -> Role:
+def ancestry_role(ancestors: Sequence[RoleSpan]) -> Role:
     """:func:`call_role` of a call that says no role itself: the same for every call
     under the same parent."""
     for ancestor in ancestors[:MAX_ANCESTRY]:
@@ -149,20 +171,20 @@ class SpanBatch:
 
     __slots__ = ("by_key", "roles")
 
-    def __init__(self, by_key: Mapping[tuple[str, str], OtlpSpan]) -> None:
+    def __init__(self, by_key: Mapping[tuple[str, str], RoleSpan]) -> None:
         self.by_key = by_key
         self.roles: dict[tuple[str, str | None], Role] = {}
 
-    def ancestry_role(self, span: OtlpSpan) -> Role:
+    def ancestry_role(self, span: RoleSpan) -> Role:
         key = (span.trace_id, span.parent_span_id)
         role = self.roles.get(key)
         if role is None:
             role = self.roles[key] = ancestry_role(self.ancestors(span))
         return role
 
-    def ancestors(self, span: OtlpSpan) -> list[OtlpSpan]:
+    def ancestors(self, span: RoleSpan) -> list[RoleSpan]:
         """The span's in-batch ancestors, nearest first (at most :data:`MAX_ANCESTRY`)."""
-        ancestors: list[OtlpSpan] = []
+        ancestors: list[RoleSpan] = []
         parent_id = span.parent_span_id
         while parent_id is not None and len(ancestors) < MAX_ANCESTRY:
             parent = self.by_key.get((span.trace_id, parent_id))

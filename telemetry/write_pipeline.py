@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 
 from cliffwatch import settings
 from cliffwatch.telemetry import alert_rules, incident_rules, materialise, rollups, spill
+from cliffwatch.telemetry.continued_roles import resolve_continued_roles
 from cliffwatch.telemetry.parsed_sql import ParsedStatements
 from cliffwatch.telemetry.records import SPAN_RECORD_FIELDS, SpanRecord, records_to_arrow
 from cliffwatch.telemetry.seen_copy import SeenCopy, copy_for, new_keys
@@ -161,6 +162,8 @@ def insert_new_spans(
 ) -> int:
     """Insert the spans of :data:`BATCH_VIEW` whose ``(trace_id, span_id)`` is not stored
     yet (nor earlier in the batch), and record the batch's new traces in ``seen_traces``.
+    When the batch continues traces already stored, their calls' roles are worked out
+    again over their whole stored ancestry (:mod:`telemetry.continued_roles`).
 
     What a re-sent span does is what the ``spans`` primary key did before schema version
     4 (``ON CONFLICT DO NOTHING``): the span stored first stays, whatever the re-sent one
@@ -197,6 +200,9 @@ def insert_new_spans(
         _INSERT_SPANS.format(not_stored=not_stored,
                              first_of_repeats=_FIRST_OF_REPEATS if repeats else ""),
         {"ingested_at": ingested_at}))
+    if seen and inserted:
+        # A batch that continues traces: their calls' roles by their whole ancestry now.
+        resolve_continued_roles(con, SEEN, min(row[1] for row in seen) - CLOCK_SLACK)
     if new_keys is None:
         con.execute(_REMEMBER_TRACES.format(not_seen=not_seen), {"ingested_at": ingested_at})
     elif new_keys:

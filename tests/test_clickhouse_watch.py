@@ -182,3 +182,25 @@ def test_watch_over_a_clickhouse_server(tmp_path) -> None:
     finally:
         with connect(server) as admin:
             admin.command(f"DROP DATABASE IF EXISTS {database}")
+
+
+def test_a_call_cut_from_its_agent_by_the_batches_gets_its_role_in_clickhouse(
+    client, tmp_path
+) -> None:
+    """One span a batch, in the order they end (children first): each call is stored
+    before its agent span, and the roles in ``cliffwatch_spans`` are those of the trace
+    written whole into DuckDB (telemetry/continued_roles.py): the calls stored in an
+    earlier batch are appended again with their role."""
+    from test_continued_roles import _trace
+
+    spans = _trace()
+    records, _ = map_spans(spans)
+    write_spans(tmp_path / "ref.duckdb", records)
+    with open_store(tmp_path / "ref.duckdb", read_only=True) as con:
+        want = dict(con.execute("SELECT span_id, role FROM spans").fetchall())
+    assert "worker" in want.values()
+    client.insert_arrow("otel_traces", ot.spans_to_rows(spans))
+    watch(client, WatchConfig(batch_spans=1, deliver=False), once=True)
+    got = {r["span_id"]: r["role"] for r in client.query_arrow(
+        "SELECT span_id, role FROM cliffwatch_spans FINAL").to_pylist()}
+    assert got == want

@@ -24,10 +24,11 @@ STEPS = (("planner", "gpt-4o"), ("worker-0", "gpt-4o-mini"), ("worker-1", "gpt-4
          ("synthesize", "gpt-4o-mini"))
 
 
-def _span(span_id: str, parent: str | None, name: str, attributes: dict, at: int) -> OtlpSpan:
+def _span(span_id: str, parent: str | None, name: str, attributes: dict, at: int,
+          ms: int = 1) -> OtlpSpan:
     return OtlpSpan(
         trace_id=TRACE, span_id=span_id, parent_span_id=parent, name=name, kind=1,
-        start_time_unix_nano=T0 + at * 10**6, end_time_unix_nano=T0 + (at + 1) * 10**6,
+        start_time_unix_nano=T0 + at * 10**6, end_time_unix_nano=T0 + (at + ms) * 10**6,
         status_code="OK", status_message=None, attributes=attributes,
         resource_attributes={"service.name": "tides-app"},
     )
@@ -36,14 +37,15 @@ def _span(span_id: str, parent: str | None, name: str, attributes: dict, at: int
 def _trace() -> list[OtlpSpan]:
     """A GenAI-conventions workflow as an app sends it: the root names the task class,
     each step is an ``invoke_agent`` span named for its role, each call under one says no
-    role of its own; plus a call that states ``cliff.role`` and one whose name says it."""
+    role of its own; plus a call that states ``cliff.role`` and one whose name says it.
+    Each span ends after those below it, as an SDK ends them."""
     root = _span("0" * 16, None, "tides", {
-        "gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": "tides"}, 0)
+        "gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": "tides"}, 0, 100)
     spans = [root]
     for i, (step, model) in enumerate(STEPS, start=1):
         agent_id, call_id = f"{i:x}".rjust(16, "a"), f"{i:x}".rjust(16, "c")
         spans.append(_span(agent_id, root.span_id, step, {
-            "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": step}, i))
+            "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": step}, i, 20))
         spans.append(_span(call_id, agent_id, f"chat {model}", {
             "gen_ai.operation.name": "chat", "gen_ai.request.model": model,
             "gen_ai.system": "openai", "gen_ai.usage.input_tokens": 100 * i,

@@ -213,6 +213,10 @@ has none (schema 4): its rows are loaded once, read FINAL, into the empty scratc
 ``seen_traces`` is filled from them so the write keeps their re-sent spans out."""
 
 
+LOADED_ROLES = "cliff_loaded_roles"
+"""Scratch temp table: ``trace_id``, ``span_id``, ``role`` of the spans loaded from the
+store, before the write (a call whose role it changes is appended again)."""
+
 _NEW_RUNS = " WHERE run_id NOT IN (SELECT run_id FROM runs)"
 
 
@@ -261,6 +265,10 @@ def _load_context(con: duckdb.DuckDBPyConnection, client: ClickHouseClient,
     try:
         traces = [r[0] for r in con.execute("SELECT DISTINCT trace_id FROM cliff_new").fetchall()]
         _load_in(con, client, "spans", "trace_id", traces)
+        # The roles as stored, so calls whose role the write works out again (their trace
+        # continued: telemetry/continued_roles.py) are appended with the new one.
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {LOADED_ROLES} AS "
+                    "SELECT trace_id, span_id, role FROM spans")
         con.execute(SEEN_TRACES_BACKFILL)
         # Where the old spans of those traces sit, so the write reads them (materialise).
         con.execute("""INSERT INTO open_traces
@@ -354,7 +362,9 @@ def process_batch(
             con, "class_p50", "task_class IN (SELECT task_class FROM cliff_classes)"))
         # Last: a span in cliffwatch_spans is a processed span (the scan skips it).
         _append(client, "spans", _out(con, "spans", f"""ingested_at = TIMESTAMP '{when.isoformat()}'
-            OR (trace_id, span_id) IN (SELECT trace_id, span_id FROM cliff_flags WHERE changed)"""))
+            OR (trace_id, span_id) IN (SELECT trace_id, span_id FROM cliff_flags WHERE changed)
+            OR (trace_id, span_id, role) NOT IN (SELECT trace_id, span_id, role FROM {LOADED_ROLES})
+            """))
     finally:
         con.close()
     return BatchResult(len(records), runs, incidents, alerts, deliveries, len(rejections),

@@ -192,9 +192,9 @@ def insert_new_spans(
     if seen:
         con.execute(_KEEP_SEEN, {"trace_ids": [row[0] for row in seen],
                                  "first_ingested_at": [row[1] for row in seen]})
-        since = min(row[1] for row in seen)
-        not_stored = "WHERE " + _NOT_STORED.format(
-            since=(since - CLOCK_SLACK).isoformat(sep=" "))
+        # Every stored span of these traces was ingested at or after this.
+        since = min(row[1] for row in seen) - CLOCK_SLACK
+        not_stored = "WHERE " + _NOT_STORED.format(since=since.isoformat(sep=" "))
         not_seen = f"WHERE trace_id NOT IN (SELECT trace_id FROM {SEEN})"
     inserted = _inserted(con.execute(
         _INSERT_SPANS.format(not_stored=not_stored,
@@ -202,7 +202,7 @@ def insert_new_spans(
         {"ingested_at": ingested_at}))
     if seen and inserted:
         # A batch that continues traces: their calls' roles by their whole ancestry now.
-        resolve_continued_roles(con, SEEN, min(row[1] for row in seen) - CLOCK_SLACK)
+        resolve_continued_roles(con, SEEN, since)
     if new_keys is None:
         con.execute(_REMEMBER_TRACES.format(not_seen=not_seen), {"ingested_at": ingested_at})
     elif new_keys:

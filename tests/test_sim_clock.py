@@ -126,7 +126,8 @@ def test_workers_queue_in_concurrency_lanes() -> None:
 def test_workers_cancelled_in_flight_end_when_the_ceiling_was_crossed() -> None:
     # Which workers are in flight when spend crosses the ceiling follows the real order in
     # which calls finish (under load, fewer runs cancel any), so look over seeds until two
-    # runs have cancelled some in flight; every such run is checked.
+    # runs have cancelled some in flight; every such run is checked. A seed whose run does
+    # not overrun the ceiling at all (3 of the 40: 28, 33, 37) is passed over.
     cfg = config(
         concurrency=4,
         max_retries=3,
@@ -138,9 +139,12 @@ def test_workers_cancelled_in_flight_end_when_the_ceiling_was_crossed() -> None:
         if seen == 2:
             break
         dry = orchestrate(LONG_TASK, cfg, tracing=MemoryTracing(), seed=seed, time_scale=TIME_SCALE)
+        assert dry.estimate_usd is not None
+        ceiling = dry.estimate_usd * 1.01  # retried timeouts on a long prompt overrun it ...
+        if dry.cost_usd <= ceiling:
+            continue  # ... unless this seed's failures are mostly rate limits, which bill nothing
         tracing = MemoryTracing()
         with pytest.raises(CostCeilingError):
-            ceiling = dry.estimate_usd * 1.01  # retried timeouts on a long prompt overrun it
             orchestrate(
                 LONG_TASK,
                 cfg.replace(ceiling_usd=ceiling),

@@ -47,7 +47,8 @@ pytestmark = pytest.mark.slow
 
 
 def _env() -> dict[str, str]:
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1",
+           "PYTHONFAULTHANDLER": "1"}  # SIGABRT prints every thread's stack
     for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         env.pop(key, None)
     return env
@@ -107,10 +108,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dic
         try:
             _, rest = server.communicate(timeout=scaled(120))
         except subprocess.TimeoutExpired:
-            # Reaped, so no process outlives the module (a later test would see it), and
+            # Where it waits: SIGABRT makes faulthandler print every thread's stack. Then
+            # reaped, so no process outlives the module (a later test would see it), and
             # said with what serve printed; an error above stays the one raised.
-            server.kill()
-            _, rest = server.communicate()
+            server.send_signal(signal.SIGABRT)
+            try:
+                _, rest = server.communicate(timeout=scaled(30))
+            except subprocess.TimeoutExpired:
+                server.kill()
+                _, rest = server.communicate()
             if pending is None:
                 pytest.fail(f"serve did not stop within {scaled(120):.0f} s of SIGINT: {rest}")
     assert server.returncode == 0, rest

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_clickhouse_watch import duckdb_reference, fleet_spans
 from typer.testing import CliRunner
-from waits import scaled, wait_until
+from waits import scaled, stop_process, wait_until
 from webhook_receiver import WebhookReceiver
 
 from cliffwatch import settings
@@ -39,14 +39,8 @@ def _fill(url: str) -> int:
 
 def _terminate(proc: subprocess.Popen) -> tuple[str, str]:
     """SIGTERM ``proc`` and wait for it (killed if it does not stop): its stdout, stderr."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        out, err = proc.communicate(timeout=scaled(120))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    return out or "", err or ""
+    stopped = stop_process(proc, signal.SIGTERM, 120)
+    return stopped.out, stopped.err
 
 
 def test_watch_once_prints_its_summary_and_refuses_a_duckdb_file(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from producer_app import PIPELINE, PRODUCERS, TASK_CLASS, expected_run
 from typer.testing import CliRunner
-from waits import http_ok, scaled, wait_until
+from waits import http_ok, scaled, stop_process, wait_until
 
 from cliffwatch.cli import app
 from cliffwatch.telemetry.store import open_store
@@ -104,21 +104,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dic
             assert report["flushed"] and report["spans"] >= 2 * len(PIPELINE) + 1, report
     finally:
         pending = sys.exc_info()[1]  # an error of the producers, raised after the stop
-        server.send_signal(signal.SIGINT)
-        try:
-            _, rest = server.communicate(timeout=scaled(120))
-        except subprocess.TimeoutExpired:
-            # Where it waits: SIGABRT makes faulthandler print every thread's stack. Then
-            # reaped, so no process outlives the module (a later test would see it), and
-            # said with what serve printed; an error above stays the one raised.
-            server.send_signal(signal.SIGABRT)
-            try:
-                _, rest = server.communicate(timeout=scaled(30))
-            except subprocess.TimeoutExpired:
-                server.kill()
-                _, rest = server.communicate()
-            if pending is None:
-                pytest.fail(f"serve did not stop within {scaled(120):.0f} s of SIGINT: {rest}")
+        stopped = stop_process(server, signal.SIGINT, 120)  # stacks printed if it hangs
+        rest = stopped.err
+        # An error above stays the one raised.
+        if not stopped.in_time and pending is None:
+            pytest.fail(f"serve did not stop within {scaled(120):.0f} s of SIGINT: {rest}")
     assert server.returncode == 0, rest
     assert "stopped:" in rest and "0 requests refused" in rest, rest
     yield db, jsonl

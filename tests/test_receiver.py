@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from otlp_payloads import otlp_span, request_json, request_of_spans, to_protobuf
-from waits import scaled
+from waits import scaled, stop_process
 
 from cliffwatch.telemetry import spill
 from cliffwatch.telemetry.ingest import ingest_files
@@ -569,6 +569,37 @@ def test_sigterm_stops_serve_after_writing_every_answered_span(tmp_path: Path) -
     with open_store(db, read_only=True) as con:
         stored = {r[0] for r in con.execute("SELECT DISTINCT trace_id FROM spans").fetchall()}
     assert len(answered) >= 20 and set(answered) <= stored
+
+
+@pytest.mark.slow
+def test_sigint_stops_serve_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """A ``cliffwatch serve`` started in a script's background inherits SIGINT ignored
+    (``trap "" INT`` here, as a non-interactive shell's ``&`` does): ``kill -INT`` still
+    stops it cleanly, with its summary (it was ignored, and serve ran on)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    ignoring = ["sh", "-c", 'trap "" INT; exec "$@"', "sh", sys.executable]
+    premise = subprocess.run(  # what such a process's Python makes of SIGINT
+        [*ignoring, "-c", "import signal; print(signal.getsignal(signal.SIGINT).name)"],
+        capture_output=True, text=True, timeout=scaled(60), check=True)
+    assert premise.stdout.strip() == "SIG_IGN"
+    server = subprocess.Popen(
+        [*ignoring, "-c", "from cliffwatch.cli import main; main()", "serve", "--port", "0",
+         "--db", str(tmp_path / "served.duckdb")],
+        stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1",
+             "PYTHONFAULTHANDLER": "1"},  # stacks printed if it does not stop
+    )
+    assert server.stderr is not None
+    line = server.stderr.readline()  # the banner: it listens, and its handlers are set
+    assert "/v1/traces" in line, line + server.stderr.read()
+    stopped = stop_process(server, signal.SIGINT, 120)
+    assert stopped.in_time, f"serve did not stop within {scaled(120):.0f} s of SIGINT"
+    assert server.returncode == 0, stopped.err
+    assert "stopped: 0 requests" in stopped.err, stopped.err
 
 
 def _children(pid: int) -> list[int]:

@@ -17,10 +17,13 @@ test suite, not of cliffwatch, so it lives here rather than in ``cliffwatch/sett
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -94,3 +97,35 @@ def http_ok(url: str, body: bytes | None = None) -> bool:
             return resp.status == 200 and (body is None or resp.read().strip() == body)
     except (OSError, urllib.error.URLError):
         return False
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """How :func:`stop_process` ended: what the process printed, and whether it stopped
+    by itself within the wait (False: it was aborted and killed)."""
+
+    out: str
+    err: str
+    in_time: bool
+
+
+def stop_process(proc: subprocess.Popen[str], signum: int, timeout_s: float) -> Stopped:
+    """Send ``signum`` to ``proc`` (if it runs) and wait for it to exit, up to the scaled
+    ``timeout_s``. If it does not, SIGABRT it, which under ``PYTHONFAULTHANDLER=1`` makes
+    it print every thread's stack (where it waits), then kill it; it is always reaped, so
+    no process outlives the test.
+    """
+    if proc.poll() is None:
+        proc.send_signal(signum)
+    try:
+        out, err = proc.communicate(timeout=scaled(timeout_s))
+        return Stopped(out or "", err or "", True)
+    except subprocess.TimeoutExpired:
+        pass
+    proc.send_signal(signal.SIGABRT)
+    try:
+        out, err = proc.communicate(timeout=scaled(30))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    return Stopped(out or "", err or "", False)

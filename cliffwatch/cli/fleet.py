@@ -68,12 +68,9 @@ def watch(
     Prints a summary line: spans, runs, incidents, alerts.
     """
     from cliffwatch.telemetry.clickhouse.client import connect  # lazy: pyarrow, chdb
-    from cliffwatch.telemetry.clickhouse.watch import (
-        WatchConfig,
-        WatchSummary,
-        stop_on_signals,
-    )
+    from cliffwatch.telemetry.clickhouse.watch import WatchConfig, WatchSummary
     from cliffwatch.telemetry.clickhouse.watch import watch as follow
+    from cliffwatch.telemetry.stop_signals import stop_on_signals
 
     url = engine_url(db)
     settings.check_alert_settings()  # the write path only logs a bad one: refused here

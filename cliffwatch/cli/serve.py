@@ -23,6 +23,7 @@ from cliffwatch.cli.output import EXIT_NOT_COMPLETED, CliError, error_line, say,
 
 if TYPE_CHECKING:
     from cliffwatch.telemetry.otlp_mapping import MappingConfig
+    from cliffwatch.telemetry.receiver import OtlpReceiver
 
 DEFAULT_DASHBOARD_PORT = 8501
 
@@ -167,6 +168,20 @@ def _shown(url: str) -> str:
     return str(parse_store_url(url))
 
 
+def _say_listening(receiver: OtlpReceiver, path: Path | str, *, warn_open: bool) -> None:
+    """The receiver's banner on stderr: its endpoint and store, how to send, how to stop
+    (its first line is what scripts and tests wait for)."""
+    err = Console(stderr=True)
+    err.print(f"cliffwatch OTLP receiver on [bold]{receiver.endpoint}[/] (store {path})",
+              soft_wrap=True, highlight=False)
+    base = receiver.endpoint.removesuffix("/v1/traces")
+    err.print(f"  send with OTEL_EXPORTER_OTLP_ENDPOINT={base}; Ctrl-C stops",
+              soft_wrap=True, highlight=False)
+    if warn_open:
+        err.print("[yellow]warning:[/] listening beyond loopback without --token",
+                  soft_wrap=True)
+
+
 def serve(
     host: Annotated[
         str,
@@ -196,6 +211,7 @@ def serve(
     Collector-shaped traces table, where 'cliffwatch watch' turns them into runs.
     """
     from cliffwatch.telemetry.receiver import OtlpReceiver, ReceiverConfig  # lazy: DuckDB
+    from cliffwatch.telemetry.stop_signals import stop_on_signals
     from cliffwatch.telemetry.write_ledger import LEDGER
 
     before = LEDGER.snapshot()
@@ -211,29 +227,19 @@ def serve(
         mapping=mapping_config(task_class_attr),
     )
     receiver = OtlpReceiver(target, config)
-    receiver.start()
-    err = Console(stderr=True)
-    err.print(f"cliffwatch OTLP receiver on [bold]{receiver.endpoint}[/] (store {path})",
-              soft_wrap=True, highlight=False)
-    base = receiver.endpoint.removesuffix("/v1/traces")
-    err.print(f"  send with OTEL_EXPORTER_OTLP_ENDPOINT={base}; Ctrl-C stops",
-              soft_wrap=True, highlight=False)
-    if host not in LOOPBACK_HOSTS and config.token is None:
-        err.print("[yellow]warning:[/] listening beyond loopback without --token",
-                  soft_wrap=True)
-
-    def _terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        while not receiver.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        receiver.stop()
+    # SIGINT and SIGTERM set a flag (never raise), however the process was started: one
+    # started in a script's background inherits SIGINT ignored (telemetry/stop_signals.py).
+    # Set before the start, so a signal during it stops the receiver once it has started; a
+    # second signal during the stop changes nothing: the stop is bounded (OtlpReceiver.stop).
+    with stop_on_signals() as stop:
+        receiver.start()
+        try:
+            _say_listening(receiver, path, warn_open=host not in LOOPBACK_HOSTS
+                           and config.token is None)
+            while not stop.wait(0.5) and not receiver.wait(0):
+                pass
+        finally:
+            receiver.stop()
     stats = receiver.stats_snapshot()
     say(f"stopped: {stats['requests']} requests, {stats['spans_accepted']} spans accepted, "
         f"{stats['spans_rejected']} rejected, {stats['requests_refused']} requests refused",

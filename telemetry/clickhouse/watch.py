@@ -36,10 +36,8 @@ DuckDB store's sweep needs its ``open_traces`` history, which the scratch store 
 from __future__ import annotations
 
 import logging
-import signal
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -62,6 +60,7 @@ from cliffwatch.telemetry.content_capture import without_content
 from cliffwatch.telemetry.otlp_mapping import MappingConfig, map_spans
 from cliffwatch.telemetry.records import records_to_arrow
 from cliffwatch.telemetry.schema import DDL, META_TABLE, SEEN_TRACES_BACKFILL
+from cliffwatch.telemetry.stop_signals import StopRequest
 from cliffwatch.telemetry.write_pipeline import apply_batch
 
 logger = logging.getLogger("cliffwatch.watch")
@@ -392,34 +391,12 @@ def prepare(client: ClickHouseClient, traces_table: str) -> None:
     ensure_tables(client)
 
 
-@contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGINT or SIGTERM while the block runs (main thread only), so a
-    loop stops after its current batch; the previous handlers are put back after."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum: int, frame: object) -> None:
-        stop.set()
-
-    for sig in previous:
-        signal.signal(sig, handler)
-    try:
-        yield stop
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def watch(
     client: ClickHouseClient,
     config: WatchConfig = WatchConfig(),  # noqa: B008 (frozen, immutable default)
     *,
     once: bool = False,
-    stop: threading.Event | None = None,
+    stop: threading.Event | StopRequest | None = None,
     progress: Callable[[WatchSummary], None] | None = None,
     poll_s: float | None = None,
 ) -> WatchSummary:
@@ -430,7 +407,8 @@ def watch(
         client: the ClickHouse store.
         config: the watch's settings.
         once: process what is there and return.
-        stop: set it to stop after the current batch.
+        stop: set it to stop after the current batch (a :class:`StopRequest` from
+            :func:`telemetry.stop_signals.stop_on_signals` for SIGINT and SIGTERM).
         progress: called with the running totals after every batch.
         poll_s: sleep between empty scans; default ``settings.watch_poll_s()``.
 

@@ -18,12 +18,28 @@ WIDE = {"COLUMNS": "200"}
 
 
 @pytest.fixture(scope="module")
-def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("width") / "demo.duckdb"
+def demo_made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A 60-run demo store behind a path longer than 80 columns, and what `demo` printed
+    at 80 columns."""
+    folder = tmp_path_factory.mktemp("width") / "a-team-folder-with-a-long-name" / "stores"
+    folder.mkdir(parents=True)
+    path = folder / "cliffwatch-demo.duckdb"
+    assert len(str(path)) > 80 or len(f"demo store {path}") > 80
     result = CliRunner().invoke(app, ["demo", "--runs", "60", "--days", "3", "--seed", "5",
-                                      "--db", str(path)])
+                                      "--db", str(path)], env=NARROW)
     assert result.exit_code == 0, result.output
-    return path
+    return path, result.stdout
+
+
+@pytest.fixture(scope="module")
+def demo_db(demo_made: tuple[Path, str]) -> Path:
+    return demo_made[0]
+
+
+def test_demo_names_its_store_whole_at_80_columns(demo_made: tuple[Path, str]) -> None:
+    path, printed = demo_made
+    assert f"demo store {path}" in printed.splitlines()  # one line, never cut or wrapped
+    assert re.search(r"^ *total cost +\$\d", printed, re.MULTILINE), printed
 
 
 def _out(*args: str, env: dict[str, str]) -> str:

@@ -25,6 +25,7 @@ from cliffwatch.cli.output import (
     CliError,
     error_line,
     facts_table,
+    say,
     spans_verdict,
     summary_table,
 )
@@ -101,8 +102,9 @@ def demo(
             bar.update(task, completed=done, total=total)
 
         summary = run_demo(path, runs=runs_, days=days, seed=seed, progress=progress)
+    say(f"demo store {path}")  # one line, however long: a table title would cut it
     console = Console()
-    console.print(summary_table(summary, title=f"demo store {path}"))
+    console.print(summary_table(summary))
     code = spans_verdict(LEDGER.snapshot() - before, path)
     if code:
         raise typer.Exit(code)

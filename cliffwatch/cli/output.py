@@ -354,7 +354,7 @@ def facts_table(facts: Sequence[tuple[str, str]], *, title: str | None = None) -
     return table
 
 
-def summary_table(summary: Any, *, title: str) -> Table:
+def summary_table(summary: Any, *, title: str | None = None) -> Table:
     """:func:`facts_table` of a dataclass's fields (dicts as "key n, ...", times to the
     minute, ``*_usd`` as money, ``*_s`` as seconds); the unit is said once, by the value
     (``total_cost_usd`` is ``total cost  $7.30``, ``elapsed_s`` is ``elapsed  3.1 s``)."""

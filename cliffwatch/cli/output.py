@@ -196,8 +196,12 @@ def _header(column: str) -> str:
     return column.replace("_", " ")
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _cell(column: str, value: Any) -> Text:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return Text("-", style="dim")
     if isinstance(value, float):
         if column.endswith(("_usd", " $")):  # " $": a money column renamed for a table
@@ -221,19 +225,22 @@ def _is_text_column(df: pl.DataFrame, column: str) -> bool:
 
 
 def _fit_columns(
-    columns: list[str], need: dict[str, int], text: dict[str, int], width: int
+    columns: list[str], need: dict[str, int], text: dict[str, int], width: int,
+    blank: frozenset[str] = frozenset(),
 ) -> tuple[list[str], dict[str, int]]:
     """Which columns fit ``width`` and how wide each is: every other column at its full
     width (``need``), text columns (``text``: column -> narrowest width) sharing what is
-    left; trailing columns are hidden until the rest fit (the first column always stays)."""
-    shown = list(columns)
-
+    left. When the whole table does not fit, the ``blank`` columns (no value in any row)
+    are hidden first; then trailing columns until the rest fit (the first always stays)."""
     def floor(c: str) -> int:
         return min(need[c], text[c]) if c in text else need[c]
 
     def overhead(n: int) -> int:  # padding 1 each side, one divider between columns
         return 3 * n - 1
 
+    shown = list(columns)
+    if sum(need[c] for c in shown) + overhead(len(shown)) > width:
+        shown = [c for i, c in enumerate(shown) if i == 0 or c not in blank]
     while len(shown) > 1 and sum(map(floor, shown)) + overhead(len(shown)) > width:
         shown.pop()
     widths = {c: floor(c) for c in shown}
@@ -282,8 +289,9 @@ def render(
         narrow_drop: secondary columns a table leaves out on a terminal narrower than
             :data:`WIDE_TABLE_COLUMNS`. A table always fits the terminal: numbers, money,
             ids, times, headers and enumerated values (:data:`ENUM_COLUMNS`) are never
-            wrapped or cut; other text columns are cut with an ellipsis;
-            columns that still do not fit are hidden from the right. A dim line under
+            wrapped or cut; columns with no value in any row are hidden first, other
+            text columns are cut with an ellipsis, and columns that still do not fit
+            are hidden from the right. A dim line under
             the table names every column left out, these and the ``narrow_drop`` ones
             (JSON and CSV carry them).
         wrap_columns: text columns holding money or ids among words (a replay's
@@ -316,7 +324,8 @@ def render(
     columns = asked
     if console.width < WIDE_TABLE_COLUMNS:
         columns = [c for c in asked if c not in narrow_drop]
-    cells = {c: [_cell(c, v) for v in df[c].to_list()] for c in columns}
+    values = {c: df[c].to_list() for c in columns}
+    cells = {c: [_cell(c, v) for v in values[c]] for c in columns}
     # Headers are never cut: every column is at least as wide as its whole header.
     need = {c: max([cell.cell_len for cell in cells[c]] + [len(_header(c))]) for c in columns}
     text = {c: max(TEXT_MIN_CHARS, len(_header(c))) for c in columns
@@ -325,7 +334,8 @@ def render(
         if c in text:
             text[c] = max([len(_header(c)), min(WRAP_MIN_CHARS, need[c])]
                           + [len(word) for cell in cells[c] for word in cell.plain.split()])
-    shown, widths = _fit_columns(columns, need, text, console.width)
+    blank = frozenset(c for c in columns if all(map(_missing, values[c])))
+    shown, widths = _fit_columns(columns, need, text, console.width, blank)
     table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False)
     for column in shown:
         numeric = df.schema[column].is_numeric()
@@ -336,7 +346,7 @@ def render(
         table.add_row(*(cells[c][i] for c in shown))
     console.print(table)
     # Every column asked for and not shown is named: the secondary ones left out below
-    # WIDE_TABLE_COLUMNS and those hidden to fit.
+    # WIDE_TABLE_COLUMNS, the empty ones and those hidden to fit.
     hidden = [_header(c) for c in asked if c not in shown]
     if hidden:
         say(f"hidden at this width: {', '.join(hidden)} (a wider terminal or --format json "

@@ -39,6 +39,7 @@ def demo_db(demo_made: tuple[Path, str]) -> Path:
 def test_demo_names_its_store_whole_at_80_columns(demo_made: tuple[Path, str]) -> None:
     path, printed = demo_made
     assert f"demo store {path}" in printed.splitlines()  # one line, never cut or wrapped
+    assert "db path" not in printed  # said once, on that line
     assert re.search(r"^ *total cost +\$\d", printed, re.MULTILINE), printed
 
 

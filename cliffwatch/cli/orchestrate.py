@@ -102,9 +102,10 @@ def demo(
             bar.update(task, completed=done, total=total)
 
         summary = run_demo(path, runs=runs_, days=days, seed=seed, progress=progress)
-    say(f"demo store {path}")  # one line, however long: a table title would cut it
+    # The store on a line of its own, whole however long (a table would wrap or cut it).
+    say(f"demo store {path}")
     console = Console()
-    console.print(summary_table(summary))
+    console.print(summary_table(summary, leave_out=("db_path",)))
     code = spans_verdict(LEDGER.snapshot() - before, path)
     if code:
         raise typer.Exit(code)

@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -364,12 +364,16 @@ def facts_table(facts: Sequence[tuple[str, str]], *, title: str | None = None) -
     return table
 
 
-def summary_table(summary: Any, *, title: str | None = None) -> Table:
-    """:func:`facts_table` of a dataclass's fields (dicts as "key n, ...", times to the
-    minute, ``*_usd`` as money, ``*_s`` as seconds); the unit is said once, by the value
-    (``total_cost_usd`` is ``total cost  $7.30``, ``elapsed_s`` is ``elapsed  3.1 s``)."""
+def summary_table(summary: Any, *, title: str | None = None,
+                  leave_out: Collection[str] = ()) -> Table:
+    """:func:`facts_table` of a dataclass's fields but ``leave_out`` (dicts as "key n,
+    ...", times to the minute, ``*_usd`` as money, ``*_s`` as seconds); the unit is said
+    once, by the value (``total_cost_usd`` is ``total cost  $7.30``, ``elapsed_s`` is
+    ``elapsed  3.1 s``)."""
     facts = []
     for key, value in dataclasses.asdict(summary).items():
+        if key in leave_out:
+            continue
         label = key
         if isinstance(value, dict):
             shown = ", ".join(f"{k} {v}" for k, v in value.items())

@@ -364,8 +364,7 @@ def facts_table(facts: Sequence[tuple[str, str]], *, title: str | None = None) -
     return table
 
 
-def summary_table(summary: Any, *, title: str | None = None,
-                  leave_out: Collection[str] = ()) -> Table:
+def summary_table(summary: Any, *, leave_out: Collection[str] = ()) -> Table:
     """:func:`facts_table` of a dataclass's fields but ``leave_out`` (dicts as "key n,
     ...", times to the minute, ``*_usd`` as money, ``*_s`` as seconds); the unit is said
     once, by the value (``total_cost_usd`` is ``total cost  $7.30``, ``elapsed_s`` is
@@ -386,4 +385,4 @@ def summary_table(summary: Any, *, title: str | None = None,
         else:
             shown = str(value)
         facts.append((label.replace("_", " "), shown))
-    return facts_table(facts, title=title)
+    return facts_table(facts)
